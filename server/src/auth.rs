@@ -1,0 +1,159 @@
+//! Authentication and policy: the token → user/project/roles extractor every API uses, password
+//! hashing, and the policy helpers (member writes its project, reader reads, admin does all).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::identity::{Domain, Project, Role, Token, User};
+use crate::store::{StoreError, parse_time};
+
+/// An authenticated request: who, in which project, with which (effective) roles.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub token: Token,
+    pub user: User,
+    pub user_domain: Domain,
+    pub project: Option<(Project, Domain)>,
+    pub roles: Vec<Role>,
+}
+
+impl Ctx {
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|r| r.name == name)
+    }
+    pub fn is_admin(&self) -> bool {
+        self.has_role("admin")
+    }
+    /// The project a service request acts in; service APIs need a project-scoped token.
+    pub fn project_id(&self) -> ApiResult<&str> {
+        match &self.project {
+            Some((p, _)) => Ok(&p.id),
+            None => Err(ApiError::forbidden("A project-scoped token is required for this request.")),
+        }
+    }
+    /// Reading: any role on the project (reader, member or admin).
+    pub fn require_reader(&self, action: &str) -> ApiResult<()> {
+        if self.is_admin() || self.has_role("reader") || self.has_role("member") {
+            Ok(())
+        } else {
+            Err(ApiError::policy(action))
+        }
+    }
+    /// Changing the project's own resources: member or admin.
+    pub fn require_member(&self, action: &str) -> ApiResult<()> {
+        if self.is_admin() || self.has_role("member") {
+            Ok(())
+        } else {
+            Err(ApiError::policy(action))
+        }
+    }
+    pub fn require_admin(&self, action: &str) -> ApiResult<()> {
+        if self.is_admin() { Ok(()) } else { Err(ApiError::policy(action)) }
+    }
+    /// Whether this caller may see a resource owned by `owner` (admins see all).
+    pub fn owns(&self, owner: &str) -> bool {
+        self.is_admin() || self.project.as_ref().is_some_and(|(p, _)| p.id == owner)
+    }
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
+        validate(state, token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))
+    }
+}
+
+/// Resolves a token id into a [`Ctx`]; `None` when unknown, revoked, expired, or its user or
+/// project is disabled or gone.
+pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>> {
+    let token = match state.store.get_token(token_id).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let expired = parse_time(&token.expires_at).is_none_or(|t| t <= chrono::Utc::now());
+    if token.revoked != 0 || expired {
+        return Ok(None);
+    }
+    let user = match state.store.get_user(&token.user_id).await {
+        Ok(u) if u.enabled != 0 => u,
+        Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let user_domain = state.store.get_domain(&user.domain_id).await?;
+    let (project, roles) = match &token.project_id {
+        None => (None, Vec::new()),
+        Some(pid) => {
+            let project = match state.store.get_project(pid).await {
+                Ok(p) if p.enabled != 0 => p,
+                Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let roles = state.store.effective_roles(&user.id, pid).await?;
+            if roles.is_empty() {
+                // The user lost every role on the project since the token was issued.
+                return Ok(None);
+            }
+            let domain = state.store.get_domain(&project.domain_id).await?;
+            (Some((project, domain)), roles)
+        }
+    };
+    Ok(Some(Ctx { token, user, user_domain, project, roles }))
+}
+
+/// Hashes a password with argon2id (off the async executor: it is deliberately slow).
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+    })
+    .await?
+}
+
+/// Checks a password against a stored argon2 hash.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        PasswordHash::new(&hash)
+            .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A random secret: 32 bytes, URL-safe base64 (tokens, generated passwords).
+pub fn random_secret() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn password_hash_round_trip() {
+        let hash = hash_password("s3cret".into()).await.expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret".into(), hash.clone()).await);
+        assert!(!verify_password("wrong".into(), hash).await);
+    }
+}

@@ -1,0 +1,80 @@
+//! Nova v2.1: version discovery, microversions, flavors, key pairs, quotas, limits and
+//! availability zones.
+
+mod flavors;
+mod keypairs;
+pub mod microversion;
+mod quotas;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::from_fn;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+pub use microversion::ApiVersion;
+
+use crate::state::AppState;
+
+/// Routes under `/compute`.
+pub fn router(_state: AppState) -> Router<AppState> {
+    let v21 = Router::new()
+        .route("/", get(version))
+        .route("/flavors", get(flavors::list).post(flavors::create))
+        .route("/flavors/detail", get(flavors::list_detail))
+        .route("/flavors/{id}", get(flavors::show).put(flavors::update).delete(flavors::delete))
+        .route("/flavors/{id}/os-extra_specs", get(flavors::list_specs).post(flavors::create_specs))
+        .route(
+            "/flavors/{id}/os-extra_specs/{key}",
+            get(flavors::show_spec).put(flavors::update_spec).delete(flavors::delete_spec),
+        )
+        .route("/flavors/{id}/os-flavor-access", get(flavors::list_access))
+        .route("/flavors/{id}/action", post(flavors::action))
+        .route("/os-keypairs", get(keypairs::list).post(keypairs::create))
+        .route("/os-keypairs/{name}", get(keypairs::show).delete(keypairs::delete))
+        .route("/os-quota-sets/{project_id}", get(quotas::show).put(quotas::update).delete(quotas::reset))
+        .route("/os-quota-sets/{project_id}/detail", get(quotas::detail))
+        .route("/os-quota-sets/{project_id}/defaults", get(quotas::defaults))
+        .route("/limits", get(quotas::limits))
+        .route("/os-availability-zone", get(quotas::availability_zones))
+        .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
+        .layer(from_fn(microversion::negotiate));
+    Router::new().route("/", get(versions)).nest("/v2.1", v21)
+}
+
+fn version_doc(state: &AppState) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": microversion::MAX.to_string(),
+        "min_version": microversion::MIN.to_string(),
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [
+            {"rel": "self", "href": state.url("compute/v2.1/")},
+            {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+        ],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+async fn versions(State(state): State<AppState>) -> impl IntoResponse {
+    let mut v = version_doc(&state);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("media-types");
+    }
+    (StatusCode::OK, axum::Json(json!({"versions": [v]})))
+}
+
+async fn version(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({"version": version_doc(&state)}))
+}
+
+/// `self` and `bookmark` links of a compute resource.
+pub(crate) fn links(state: &AppState, path: &str) -> Value {
+    json!([
+        {"rel": "self", "href": state.url(&format!("compute/v2.1/{path}"))},
+        {"rel": "bookmark", "href": state.url(&format!("compute/{path}"))},
+    ])
+}

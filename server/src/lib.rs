@@ -1,0 +1,93 @@
+//! Meridian's control plane: Keystone, Nova, Glance and Neutron compatible APIs in one process.
+//!
+//! [`app`] builds the whole HTTP application for a state; [`serve`] runs it with the background
+//! tasks until shutdown. The binary (`main.rs`) only parses flags and calls these.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod compute;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod identity;
+pub mod image;
+pub mod network;
+pub mod state;
+pub mod store;
+#[cfg(test)]
+pub mod testing;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::map_response;
+use axum::routing::get;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{Service, render_faults};
+use crate::state::AppState;
+
+/// Every route, each service under its devstack-style prefix with its own fault format.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .nest(
+            "/identity",
+            identity::router().layer(map_response(|r| render_faults(Service::Identity, r))),
+        )
+        .nest(
+            "/compute",
+            compute::router(state.clone()).layer(map_response(|r| render_faults(Service::Compute, r))),
+        )
+        .nest("/image", image::router().layer(map_response(|r| render_faults(Service::Image, r))))
+        .nest("/network", network::router().layer(map_response(|r| render_faults(Service::Network, r))))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+            tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
+        }))
+        .with_state(state)
+}
+
+/// The router behind trailing-slash normalisation (`/identity/v3/` = `/identity/v3`).
+pub fn app(state: AppState) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+}
+
+async fn root() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "name": "meridian",
+        "version": env!("CARGO_PKG_VERSION"),
+        "services": {"identity": "/identity", "compute": "/compute", "image": "/image", "network": "/network"},
+    }))
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the store.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    housekeeping.abort();
+    state.store.close().await;
+    Ok(result?)
+}
+
+/// Periodic upkeep: purge long-expired tokens.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match identity::tokens::purge_expired(&state).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired tokens purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "token purge failed"),
+        }
+    }
+}

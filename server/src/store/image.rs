@@ -1,0 +1,1 @@
+//! Glance's tables: images and members.

@@ -1,0 +1,1 @@
+//! Neutron's tables: networks, subnets, ports and IP allocations.
