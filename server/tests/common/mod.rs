@@ -1,0 +1,68 @@
+//! The store test suite runs every scenario on both backends: a fresh SQLite file and a fresh
+//! PostgreSQL database (created on the machine's server, dropped afterwards).
+//!
+//! PostgreSQL comes from `MERIDIAN_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`).
+//! Set `MERIDIAN_TEST_PG=skip` to run only SQLite on a machine without PostgreSQL; CI never does.
+
+#![allow(dead_code)]
+
+use meridian_server::store::Store;
+use sqlx::Executor;
+
+pub struct TestStore {
+    pub name: &'static str,
+    pub store: Store,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    pub async fn drop_db(self) {
+        self.store.close().await;
+        if let Some((admin_url, db)) = self.cleanup {
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await {
+                let _ = conn.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
+            }
+        }
+    }
+}
+
+pub fn pg_base() -> Option<String> {
+    match std::env::var("MERIDIAN_TEST_PG").ok().as_deref() {
+        Some("skip") => None,
+        _ => Some(std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())),
+    }
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    TestStore { name: "sqlite", store: Store::open(&url).await.expect("open sqlite"), cleanup: None, _dir: Some(dir) }
+}
+
+pub async fn postgres() -> Option<TestStore> {
+    let base = pg_base()?;
+    let admin_url = format!("{base}/postgres");
+    let db = format!("meridian_t_{}", uuid_like());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .expect("PostgreSQL unreachable (set MERIDIAN_TEST_PG=skip to run SQLite only)");
+    conn.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create database");
+    let store = Store::open(&format!("{base}/{db}")).await.expect("open postgres");
+    Some(TestStore { name: "postgres", store, cleanup: Some((admin_url, db)), _dir: None })
+}
+
+/// Both backends (PostgreSQL unless explicitly skipped).
+pub async fn stores() -> Vec<TestStore> {
+    let mut out = vec![sqlite().await];
+    if let Some(pg) = postgres().await {
+        out.push(pg);
+    }
+    out
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}", std::process::id(), nanos)
+}
