@@ -108,10 +108,20 @@ pub struct CommonArgs {
     #[arg(long, env = "MERIDIAN_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Password for the bootstrap admin user (first start only).
-    #[arg(long, env = "MERIDIAN_ADMIN_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MERIDIAN_ADMIN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
     pub admin_password: Option<String>,
     /// Join token for compute agents (first start only).
-    #[arg(long, env = "MERIDIAN_AGENT_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MERIDIAN_AGENT_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
     pub agent_token: Option<String>,
     /// Largest accepted image upload in bytes (default 64 GiB).
     #[arg(long, env = "MERIDIAN_IMAGE_SIZE_CAP", global = true)]
@@ -146,7 +156,10 @@ impl CommonArgs {
             .unwrap_or_else(|| format!("http://{listen}"))
             .trim_end_matches('/')
             .to_string();
-        let token_lifetime_secs = self.token_lifetime.or(file.token_lifetime_secs).unwrap_or(3600);
+        let token_lifetime_secs = self
+            .token_lifetime
+            .or(file.token_lifetime_secs)
+            .unwrap_or(3600);
         anyhow::ensure!(token_lifetime_secs > 0, "token lifetime must be positive");
         Ok(Config {
             listen,
@@ -157,7 +170,10 @@ impl CommonArgs {
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             admin_password: self.admin_password.clone().or(file.admin_password),
             agent_token: self.agent_token.clone().or(file.agent_token),
-            image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
+            image_size_cap: self
+                .image_size_cap
+                .or(file.image_size_cap)
+                .unwrap_or(64 << 30),
         })
     }
 }
@@ -205,7 +221,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.toml");
         std::fs::write(&path, "lisen = \"x\"\n").expect("write");
-        let args = CommonArgs { config: Some(path), ..Default::default() };
+        let args = CommonArgs {
+            config: Some(path),
+            ..Default::default()
+        };
         assert!(args.resolve().is_err());
     }
 
@@ -217,6 +236,9 @@ mod tests {
             ..Default::default()
         };
         let text = format!("{:?}", args.resolve().expect("resolve"));
-        assert!(!text.contains("hunter2") && !text.contains(":pw@"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains(":pw@"),
+            "{text}"
+        );
     }
 }

@@ -36,7 +36,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind: None }
+        Self {
+            status,
+            message: message.into(),
+            kind: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -59,7 +63,10 @@ impl ApiError {
     /// A server-side failure: the cause is logged, the client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred; see the server log.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred; see the server log.",
+        )
     }
     /// Sets Neutron's fault `type`.
     pub fn kind(mut self, kind: &'static str) -> Self {
@@ -113,7 +120,9 @@ pub async fn render_faults(service: Service, resp: Response) -> Response {
             // A response axum built itself (unknown route, 405, extractor rejection): keep its
             // text as the message, in our format.
             let (_parts, body) = resp.into_parts();
-            let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+            let bytes = axum::body::to_bytes(body, 64 * 1024)
+                .await
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes).trim().to_string();
             let message = if text.is_empty() {
                 status.canonical_reason().unwrap_or("Error").to_string()
@@ -137,19 +146,27 @@ pub fn fault_response(service: Service, err: &ApiError) -> Response {
     // keystonemiddleware answers 401 the same way in front of every service.
     let keystone_style = err.status == StatusCode::UNAUTHORIZED || service == Service::Identity;
     let body = match service {
-        _ if keystone_style => json!({"error": {"code": code, "title": title, "message": err.message}}),
-            Service::Identity | Service::Compute => json!({ nova_fault_name(code): {"code": code, "message": err.message} }),
-            Service::Image => json!({"code": format!("{code} {title}"), "title": title, "message": err.message}),
-            Service::Network => json!({"NeutronError": {
-                "type": err.kind.unwrap_or_else(|| neutron_default_type(code)),
-                "message": err.message,
-                "detail": "",
-            }}),
+        _ if keystone_style => {
+            json!({"error": {"code": code, "title": title, "message": err.message}})
+        }
+        Service::Identity | Service::Compute => {
+            json!({ nova_fault_name(code): {"code": code, "message": err.message} })
+        }
+        Service::Image => {
+            json!({"code": format!("{code} {title}"), "title": title, "message": err.message})
+        }
+        Service::Network => json!({"NeutronError": {
+            "type": err.kind.unwrap_or_else(|| neutron_default_type(code)),
+            "message": err.message,
+            "detail": "",
+        }}),
     };
     let mut resp = (err.status, axum::Json(body)).into_response();
     if err.status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Keystone uri=\"/identity\""));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Keystone uri=\"/identity\""),
+        );
     }
     resp
 }
@@ -188,19 +205,27 @@ mod tests {
     use super::*;
 
     async fn body_json(resp: Response) -> serde_json::Value {
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
         serde_json::from_slice(&bytes).expect("json")
     }
 
     #[tokio::test]
     async fn each_service_has_its_fault_shape() {
         let err = ApiError::not_found("Flavor 9 could not be found.");
-        let nova = body_json(render_faults(Service::Compute, err.clone().into_response()).await).await;
+        let nova =
+            body_json(render_faults(Service::Compute, err.clone().into_response()).await).await;
         assert_eq!(nova["itemNotFound"]["code"], 404);
-        let ks = body_json(render_faults(Service::Identity, err.clone().into_response()).await).await;
+        let ks =
+            body_json(render_faults(Service::Identity, err.clone().into_response()).await).await;
         assert_eq!(ks["error"]["title"], "Not Found");
         let neutron = body_json(
-            render_faults(Service::Network, err.clone().kind("NetworkNotFound").into_response()).await,
+            render_faults(
+                Service::Network,
+                err.clone().kind("NetworkNotFound").into_response(),
+            )
+            .await,
         )
         .await;
         assert_eq!(neutron["NeutronError"]["type"], "NetworkNotFound");
@@ -210,7 +235,11 @@ mod tests {
 
     #[tokio::test]
     async fn unauthorized_is_keystonemiddleware_style_everywhere() {
-        let resp = render_faults(Service::Network, ApiError::unauthorized("no token").into_response()).await;
+        let resp = render_faults(
+            Service::Network,
+            ApiError::unauthorized("no token").into_response(),
+        )
+        .await;
         assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
         assert_eq!(body_json(resp).await["error"]["code"], 401);
     }

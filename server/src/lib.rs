@@ -37,14 +37,14 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .nest(
             "/identity",
-            identity::router().layer(map_response(|r| render_faults(Service::Identity, r))),
+            identity::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
         )
         .nest(
             "/compute",
-            compute::router(state.clone()).layer(map_response(|r| render_faults(Service::Compute, r))),
+            compute::router(state.clone()).fallback(not_found).layer(map_response(|r| render_faults(Service::Compute, r))),
         )
-        .nest("/image", image::router().layer(map_response(|r| render_faults(Service::Image, r))))
-        .nest("/network", network::router().layer(map_response(|r| render_faults(Service::Network, r))))
+        .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
+        .nest("/network", network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
             tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
@@ -55,6 +55,10 @@ pub fn router(state: AppState) -> Router {
 /// The router behind trailing-slash normalisation (`/identity/v3/` = `/identity/v3`).
 pub fn app(state: AppState) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router(state))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("The resource could not be found.")
 }
 
 async fn root() -> axum::Json<serde_json::Value> {
@@ -73,7 +77,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
-    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
     housekeeping.abort();
     state.store.close().await;
     Ok(result?)

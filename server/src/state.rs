@@ -13,7 +13,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, cfg: Config) -> Self {
-        Self { store, cfg: Arc::new(cfg) }
+        Self {
+            store,
+            cfg: Arc::new(cfg),
+        }
     }
 
     /// Public URL of one service root (`identity`, `compute/v2.1`, `image`, `network`).

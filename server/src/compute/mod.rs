@@ -24,22 +24,44 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/", get(version))
         .route("/flavors", get(flavors::list).post(flavors::create))
         .route("/flavors/detail", get(flavors::list_detail))
-        .route("/flavors/{id}", get(flavors::show).put(flavors::update).delete(flavors::delete))
-        .route("/flavors/{id}/os-extra_specs", get(flavors::list_specs).post(flavors::create_specs))
+        .route(
+            "/flavors/{id}",
+            get(flavors::show)
+                .put(flavors::update)
+                .delete(flavors::delete),
+        )
+        .route(
+            "/flavors/{id}/os-extra_specs",
+            get(flavors::list_specs).post(flavors::create_specs),
+        )
         .route(
             "/flavors/{id}/os-extra_specs/{key}",
-            get(flavors::show_spec).put(flavors::update_spec).delete(flavors::delete_spec),
+            get(flavors::show_spec)
+                .put(flavors::update_spec)
+                .delete(flavors::delete_spec),
         )
         .route("/flavors/{id}/os-flavor-access", get(flavors::list_access))
         .route("/flavors/{id}/action", post(flavors::action))
         .route("/os-keypairs", get(keypairs::list).post(keypairs::create))
-        .route("/os-keypairs/{name}", get(keypairs::show).delete(keypairs::delete))
-        .route("/os-quota-sets/{project_id}", get(quotas::show).put(quotas::update).delete(quotas::reset))
+        .route(
+            "/os-keypairs/{name}",
+            get(keypairs::show).delete(keypairs::delete),
+        )
+        .route(
+            "/os-quota-sets/{project_id}",
+            get(quotas::show).put(quotas::update).delete(quotas::reset),
+        )
         .route("/os-quota-sets/{project_id}/detail", get(quotas::detail))
-        .route("/os-quota-sets/{project_id}/defaults", get(quotas::defaults))
+        .route(
+            "/os-quota-sets/{project_id}/defaults",
+            get(quotas::defaults),
+        )
         .route("/limits", get(quotas::limits))
         .route("/os-availability-zone", get(quotas::availability_zones))
-        .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
+        .route(
+            "/os-availability-zone/detail",
+            get(quotas::availability_zones_detail),
+        )
         .layer(from_fn(microversion::negotiate));
     Router::new().route("/", get(versions)).nest("/v2.1", v21)
 }
@@ -78,3 +100,6 @@ pub(crate) fn links(state: &AppState, path: &str) -> Value {
         {"rel": "bookmark", "href": state.url(&format!("compute/{path}"))},
     ])
 }
+
+#[cfg(test)]
+mod tests;

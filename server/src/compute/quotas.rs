@@ -66,15 +66,29 @@ fn check_project(ctx: &Ctx, project_id: &str, action: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn quota_set(state: &AppState, ctx: &Ctx, v: ApiVersion, project_id: &str, detail: bool, defaults: bool) -> ApiResult<Value> {
-    let overrides = if defaults { Default::default() } else { state.store.quota_overrides(project_id).await? };
+async fn quota_set(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    project_id: &str,
+    detail: bool,
+    defaults: bool,
+) -> ApiResult<Value> {
+    let overrides = if defaults {
+        Default::default()
+    } else {
+        state.store.quota_overrides(project_id).await?
+    };
     let mut o = Map::new();
     o.insert("id".into(), json!(project_id));
     for (name, default, last) in QUOTAS {
         if !shown(v, last) {
             continue;
         }
-        let limit = overrides.get(&format!("{PREFIX}{name}")).copied().unwrap_or(default);
+        let limit = overrides
+            .get(&format!("{PREFIX}{name}"))
+            .copied()
+            .unwrap_or(default);
         let value = if detail {
             json!({"limit": limit, "in_use": usage(state, ctx, name).await?, "reserved": 0})
         } else {
@@ -85,23 +99,51 @@ async fn quota_set(state: &AppState, ctx: &Ctx, v: ApiVersion, project_id: &str,
     Ok(Value::Object(o))
 }
 
-pub async fn show(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(pid): Path<String>) -> JsonResult {
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pid): Path<String>,
+) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:show")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, false).await?})))
+    Ok(axum::Json(
+        json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, false).await?}),
+    ))
 }
 
-pub async fn detail(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(pid): Path<String>) -> JsonResult {
+pub async fn detail(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pid): Path<String>,
+) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:detail")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, true, false).await?})))
+    Ok(axum::Json(
+        json!({"quota_set": quota_set(&state, &ctx, v, &pid, true, false).await?}),
+    ))
 }
 
-pub async fn defaults(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(pid): Path<String>) -> JsonResult {
+pub async fn defaults(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pid): Path<String>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:os-quota-sets:defaults")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, true).await?})))
+    Ok(axum::Json(
+        json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, true).await?}),
+    ))
 }
 
 /// `PUT /os-quota-sets/{project_id}` (admin).
-pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(pid): Path<String>, q: Query, Json(body): Json<Value>) -> JsonResult {
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pid): Path<String>,
+    q: Query,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-quota-sets:update")?;
     if q.has("user_id") {
         return Err(ApiError::bad_request("Per-user quotas are not supported."));
@@ -109,13 +151,19 @@ pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     let set = body
         .get("quota_set")
         .and_then(Value::as_object)
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute quota_set. 'quota_set' is a required property"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid input for field/attribute quota_set. 'quota_set' is a required property",
+            )
+        })?;
     let mut updates = Vec::new();
     for (k, val) in set {
         if k == "force" {
             continue;
         }
-        let known = QUOTAS.iter().any(|(name, _, last)| name == k && shown(v, *last));
+        let known = QUOTAS
+            .iter()
+            .any(|(name, _, last)| name == k && shown(v, *last));
         if !known {
             return Err(ApiError::bad_request(format!(
                 "Invalid input for field/attribute quota_set. Additional properties are not allowed ('{k}' was unexpected)"
@@ -127,11 +175,18 @@ pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
             _ => None,
         }
         .filter(|n| *n >= -1)
-        .ok_or_else(|| ApiError::bad_request(format!("Invalid input for field/attribute {k}. Value: {val}. Must be an integer >= -1")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid input for field/attribute {k}. Value: {val}. Must be an integer >= -1"
+            ))
+        })?;
         updates.push((k.clone(), n));
     }
     for (k, n) in updates {
-        state.store.set_quota(&pid, &format!("{PREFIX}{k}"), n).await?;
+        state
+            .store
+            .set_quota(&pid, &format!("{PREFIX}{k}"), n)
+            .await?;
     }
     let mut out = quota_set(&state, &ctx, v, &pid, false, false).await?;
     if let Some(o) = out.as_object_mut() {
@@ -141,7 +196,11 @@ pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
 }
 
 /// `DELETE /os-quota-sets/{project_id}` (admin): back to defaults, 202.
-pub async fn reset(State(state): State<AppState>, ctx: Ctx, Path(pid): Path<String>) -> ApiResult<StatusCode> {
+pub async fn reset(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(pid): Path<String>,
+) -> ApiResult<StatusCode> {
     ctx.require_admin("os_compute_api:os-quota-sets:delete")?;
     let names: Vec<String> = QUOTAS.iter().map(|q| format!("{PREFIX}{}", q.0)).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -150,7 +209,12 @@ pub async fn reset(State(state): State<AppState>, ctx: Ctx, Path(pid): Path<Stri
 }
 
 /// `GET /limits` (`tenant_id` for admins).
-pub async fn limits(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+pub async fn limits(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    q: Query,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:limits")?;
     let pid = match q.get("tenant_id") {
         Some(t) if ctx.is_admin() => t.to_string(),
@@ -158,7 +222,11 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     };
     let overrides = state.store.quota_overrides(&pid).await?;
     let lim = |name: &str| {
-        overrides.get(&format!("{PREFIX}{name}")).copied().or_else(|| QUOTAS.iter().find(|q| q.0 == name).map(|q| q.1)).unwrap_or(-1)
+        overrides
+            .get(&format!("{PREFIX}{name}"))
+            .copied()
+            .or_else(|| QUOTAS.iter().find(|q| q.0 == name).map(|q| q.1))
+            .unwrap_or(-1)
     };
     let mut a = Map::new();
     a.insert("maxServerMeta".into(), json!(lim("metadata_items")));
@@ -167,14 +235,29 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     a.insert("maxTotalRAMSize".into(), json!(lim("ram")));
     a.insert("maxTotalKeypairs".into(), json!(lim("key_pairs")));
     a.insert("maxServerGroups".into(), json!(lim("server_groups")));
-    a.insert("maxServerGroupMembers".into(), json!(lim("server_group_members")));
-    a.insert("totalInstancesUsed".into(), json!(usage(&state, &ctx, "instances").await?));
-    a.insert("totalCoresUsed".into(), json!(usage(&state, &ctx, "cores").await?));
-    a.insert("totalRAMUsed".into(), json!(usage(&state, &ctx, "ram").await?));
+    a.insert(
+        "maxServerGroupMembers".into(),
+        json!(lim("server_group_members")),
+    );
+    a.insert(
+        "totalInstancesUsed".into(),
+        json!(usage(&state, &ctx, "instances").await?),
+    );
+    a.insert(
+        "totalCoresUsed".into(),
+        json!(usage(&state, &ctx, "cores").await?),
+    );
+    a.insert(
+        "totalRAMUsed".into(),
+        json!(usage(&state, &ctx, "ram").await?),
+    );
     a.insert("totalServerGroupsUsed".into(), json!(0));
     if !v.at_least(36) {
         a.insert("maxSecurityGroups".into(), json!(lim("security_groups")));
-        a.insert("maxSecurityGroupRules".into(), json!(lim("security_group_rules")));
+        a.insert(
+            "maxSecurityGroupRules".into(),
+            json!(lim("security_group_rules")),
+        );
         a.insert("maxTotalFloatingIps".into(), json!(lim("floating_ips")));
         a.insert("totalSecurityGroupsUsed".into(), json!(0));
         a.insert("totalFloatingIpsUsed".into(), json!(0));
@@ -184,7 +267,10 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     }
     if !v.at_least(57) {
         a.insert("maxPersonality".into(), json!(lim("injected_files")));
-        a.insert("maxPersonalitySize".into(), json!(lim("injected_file_content_bytes")));
+        a.insert(
+            "maxPersonalitySize".into(),
+            json!(lim("injected_file_content_bytes")),
+        );
     }
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": a}})))
 }

@@ -11,7 +11,9 @@ use crate::state::AppState;
 
 /// Routes under `/image`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(versions)).route("/versions", get(versions))
+    Router::new()
+        .route("/", get(versions))
+        .route("/versions", get(versions))
 }
 
 async fn versions(State(state): State<AppState>) -> impl IntoResponse {
@@ -21,5 +23,8 @@ async fn versions(State(state): State<AppState>) -> impl IntoResponse {
         .enumerate()
         .map(|(i, v)| json!({"id": format!("v{v}"), "status": if i == 0 { "CURRENT" } else { "SUPPORTED" }, "links": [{"rel": "self", "href": href}]}))
         .collect();
-    (StatusCode::MULTIPLE_CHOICES, axum::Json(json!({"versions": values})))
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        axum::Json(json!({"versions": values})),
+    )
 }

@@ -13,5 +13,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn versions(State(state): State<AppState>) -> axum::Json<Value> {
-    axum::Json(json!({"versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": state.url("network/v2.0/")}]}]}))
+    axum::Json(
+        json!({"versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": state.url("network/v2.0/")}]}]}),
+    )
 }

@@ -89,9 +89,8 @@ impl Store {
 
     pub async fn list_flavors(&self, f: &FlavorFilter) -> StoreResult<Vec<Flavor>> {
         let sort_col = match f.sort_key.as_str() {
-            "name" | "vcpus" | "ram" | "disk" | "ephemeral" | "swap" | "rxtx_factor" | "is_public" => {
-                f.sort_key.as_str()
-            }
+            "name" | "vcpus" | "ram" | "disk" | "ephemeral" | "swap" | "rxtx_factor"
+            | "is_public" => f.sort_key.as_str(),
             "memory_mb" => "ram",
             "root_gb" => "disk",
             "ephemeral_gb" => "ephemeral",
@@ -119,33 +118,52 @@ impl Store {
     }
 
     pub async fn delete_flavor(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM flavors WHERE id = $1").bind(id).execute(&self.pool).await?;
-        found(done.rows_affected(), || format!("Flavor {id} could not be found."))
+        let done = sqlx::query("DELETE FROM flavors WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || {
+            format!("Flavor {id} could not be found.")
+        })
     }
 
-    pub async fn update_flavor_description(&self, id: &str, description: Option<&str>) -> StoreResult<()> {
+    pub async fn update_flavor_description(
+        &self,
+        id: &str,
+        description: Option<&str>,
+    ) -> StoreResult<()> {
         let done = sqlx::query("UPDATE flavors SET description = $2 WHERE id = $1")
             .bind(id)
             .bind(description)
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || format!("Flavor {id} could not be found."))
+        found(done.rows_affected(), || {
+            format!("Flavor {id} could not be found.")
+        })
     }
 
-    pub async fn set_flavor_extra_specs(&self, id: &str, specs: &BTreeMap<String, String>) -> StoreResult<()> {
+    pub async fn set_flavor_extra_specs(
+        &self,
+        id: &str,
+        specs: &BTreeMap<String, String>,
+    ) -> StoreResult<()> {
         let done = sqlx::query("UPDATE flavors SET extra_specs = $2 WHERE id = $1")
             .bind(id)
             .bind(serde_json::to_string(specs)?)
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || format!("Flavor {id} could not be found."))
+        found(done.rows_affected(), || {
+            format!("Flavor {id} could not be found.")
+        })
     }
 
     pub async fn flavor_access(&self, id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT project_id FROM flavor_access WHERE flavor_id = $1 ORDER BY project_id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT project_id FROM flavor_access WHERE flavor_id = $1 ORDER BY project_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn add_flavor_access(&self, id: &str, project_id: &str) -> StoreResult<()> {
@@ -159,45 +177,54 @@ impl Store {
     }
 
     pub async fn remove_flavor_access(&self, id: &str, project_id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2")
-            .bind(id)
-            .bind(project_id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || format!("Flavor access not found for {id} / {project_id} combination."))
+        let done =
+            sqlx::query("DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2")
+                .bind(id)
+                .bind(project_id)
+                .execute(&self.pool)
+                .await?;
+        found(done.rows_affected(), || {
+            format!("Flavor access not found for {id} / {project_id} combination.")
+        })
     }
 
     // ---- key pairs ----
 
     pub async fn create_keypair(&self, k: &Keypair) -> StoreResult<()> {
-        sqlx::query(&format!("INSERT INTO keypairs ({KEYPAIR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-            .bind(k.id)
-            .bind(&k.user_id)
-            .bind(&k.name)
-            .bind(&k.kind)
-            .bind(&k.public_key)
-            .bind(&k.fingerprint)
-            .bind(&k.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict(e, format!("Key pair '{}' already exists.", k.name)))?;
+        sqlx::query(&format!(
+            "INSERT INTO keypairs ({KEYPAIR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(k.id)
+        .bind(&k.user_id)
+        .bind(&k.name)
+        .bind(&k.kind)
+        .bind(&k.public_key)
+        .bind(&k.fingerprint)
+        .bind(&k.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("Key pair '{}' already exists.", k.name)))?;
         Ok(())
     }
 
     pub async fn get_keypair(&self, user_id: &str, name: &str) -> StoreResult<Keypair> {
-        sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 AND name = $2"))
-            .bind(user_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Keypair {name} not found for user {user_id}")))
+        sqlx::query_as(&format!(
+            "SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 AND name = $2"
+        ))
+        .bind(user_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Keypair {name} not found for user {user_id}")))
     }
 
     pub async fn list_keypairs(&self, user_id: &str) -> StoreResult<Vec<Keypair>> {
-        Ok(sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 ORDER BY name"))
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 ORDER BY name"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn delete_keypair(&self, user_id: &str, name: &str) -> StoreResult<()> {
@@ -206,14 +233,18 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || format!("Keypair {name} not found for user {user_id}"))
+        found(done.rows_affected(), || {
+            format!("Keypair {name} not found for user {user_id}")
+        })
     }
 
     pub async fn count_keypairs(&self, user_id: &str) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM keypairs WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM keypairs WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     // ---- quotas (all services) ----

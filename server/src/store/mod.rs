@@ -31,10 +31,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(db.message().to_string());
-            }
+        if let sqlx::Error::Database(db) = &err
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(db.message().to_string());
         }
         StoreError::Other(err.into())
     }
@@ -76,12 +76,14 @@ impl Store {
         };
         let mut url = url.to_string();
         if backend == Backend::Sqlite {
-            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default().to_string();
-            if let Some(parent) = Path::new(&path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)?;
-                }
+            if let Some(parent) = Path::new(&path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
             }
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
@@ -118,10 +120,12 @@ impl Store {
 
     /// A named setting (secrets such as the agent join token, bootstrap markers).
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
@@ -158,7 +162,9 @@ pub fn fmt_time(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// A fresh UUID in OpenStack's dashed form.
