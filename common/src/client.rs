@@ -1,1 +1,255 @@
+//! An OpenStack client: password authentication (Keystone v3), the service catalog, and JSON
+//! requests to a service by type with the compute microversion header where asked.
+//!
+//! Errors carry the HTTP status and the message from the service's fault body, whichever of the
+//! four OpenStack fault formats it used, so callers can show words rather than raw JSON.
 
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Everything that can go wrong talking to a cloud.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{status}: {message}")]
+    Api { status: StatusCode, message: String },
+    #[error("the service catalog has no {0} endpoint")]
+    NoEndpoint(String),
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Password credentials for a project-scoped token.
+#[derive(Clone)]
+pub struct Credentials {
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    pub user_domain: String,
+    pub project_domain: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("project_name", &self.project_name)
+            .finish()
+    }
+}
+
+/// A token and the catalog it came with.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    /// The token document (`token` object) as Keystone returned it.
+    pub body: Value,
+}
+
+impl Session {
+    pub fn project_id(&self) -> Option<&str> {
+        self.body["project"]["id"].as_str()
+    }
+    pub fn user_id(&self) -> Option<&str> {
+        self.body["user"]["id"].as_str()
+    }
+    pub fn expires_at(&self) -> Option<&str> {
+        self.body["expires_at"].as_str()
+    }
+    pub fn roles(&self) -> Vec<String> {
+        self.body["roles"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+    /// The public endpoint of a service type (`compute`, `image`, `network`, `identity`).
+    pub fn endpoint(&self, service_type: &str) -> Result<String, ClientError> {
+        self.body["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"] == service_type)
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["interface"] == "public")
+            .and_then(|e| e["url"].as_str().map(|u| u.trim_end_matches('/').to_string()))
+            .ok_or_else(|| ClientError::NoEndpoint(service_type.to_string()))
+    }
+}
+
+/// A thin, cloneable HTTP client bound to one session.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    pub session: Session,
+    /// Compute microversion to request (`None`: the server's minimum).
+    pub compute_version: Option<String>,
+}
+
+impl Client {
+    /// Authenticates with a password and returns a client scoped to the project.
+    pub async fn login(creds: &Credentials) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Transport { url: creds.auth_url.clone(), source: e })?;
+        let session = password_token(&http, creds).await?;
+        Ok(Client { http, session, compute_version: None })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `service_type`'s endpoint joined with `path` (which starts with `/`).
+    pub fn url(&self, service_type: &str, path: &str) -> Result<String, ClientError> {
+        Ok(format!("{}{}", self.session.endpoint(service_type)?, path))
+    }
+
+    /// A request with the token (and microversion for compute) set.
+    pub fn request(&self, method: Method, service_type: &str, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut rb = self.http.request(method, self.url(service_type, path)?).header("x-auth-token", &self.session.token);
+        if service_type == "compute" {
+            if let Some(v) = &self.compute_version {
+                rb = rb.header("openstack-api-version", format!("compute {v}"));
+            }
+        }
+        Ok(rb)
+    }
+
+    /// Sends a JSON request; returns the decoded body (`Null` for empty bodies).
+    pub async fn send(&self, method: Method, service_type: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let mut rb = self.request(method, service_type, path)?;
+        if let Some(b) = body {
+            let ct = if service_type == "image" && b.is_array() {
+                "application/openstack-images-v2.1-json-patch"
+            } else {
+                "application/json"
+            };
+            rb = rb.header("content-type", ct).body(b.to_string());
+        }
+        let url = path.to_string();
+        let resp = rb.send().await.map_err(|e| ClientError::Transport { url, source: e })?;
+        decode(resp).await
+    }
+
+    pub async fn get(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
+        self.send(Method::GET, service_type, path, None).await
+    }
+    pub async fn post(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::POST, service_type, path, Some(body)).await
+    }
+    pub async fn put(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::PUT, service_type, path, Some(body)).await
+    }
+    pub async fn delete(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
+        self.send(Method::DELETE, service_type, path, None).await
+    }
+}
+
+async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Session, ClientError> {
+    let base = c.auth_url.trim_end_matches('/');
+    let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
+        "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain}}},
+    }});
+    let resp = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;
+    let token = resp
+        .headers()
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let doc = decode(resp).await?;
+    let token = token.ok_or_else(|| ClientError::Decode("no X-Subject-Token header".into()))?;
+    Ok(Session { token, body: doc["token"].clone() })
+}
+
+/// Turns a response into its JSON body or a [`ClientError::Api`] with the fault's message.
+pub async fn decode(resp: reqwest::Response) -> Result<Value, ClientError> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
+        return Ok(body);
+    }
+    Err(ClientError::Api { status, message: fault_message(&body) })
+}
+
+/// The human message inside any OpenStack fault body.
+pub fn fault_message(body: &Value) -> String {
+    if let Some(m) = body["error"]["message"].as_str() {
+        return m.to_string(); // Keystone / keystonemiddleware
+    }
+    if let Some(m) = body["NeutronError"]["message"].as_str() {
+        return m.to_string();
+    }
+    if let Some(m) = body["message"].as_str() {
+        return m.to_string(); // Glance
+    }
+    if let Some(obj) = body.as_object() {
+        // Nova: {"itemNotFound": {"code": 404, "message": "..."}}
+        if let Some(m) = obj.values().find_map(|v| v["message"].as_str()) {
+            return m.to_string();
+        }
+    }
+    match body {
+        Value::String(s) => s.clone(),
+        Value::Null => "no details".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_messages_of_every_service() {
+        assert_eq!(fault_message(&json!({"error": {"code": 401, "message": "auth"}})), "auth");
+        assert_eq!(fault_message(&json!({"itemNotFound": {"code": 404, "message": "gone"}})), "gone");
+        assert_eq!(fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})), "net");
+        assert_eq!(fault_message(&json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})), "img");
+        assert_eq!(fault_message(&Value::String("plain".into())), "plain");
+    }
+
+    #[test]
+    fn endpoints_come_from_the_catalog() {
+        let s = Session {
+            token: "t".into(),
+            body: json!({"catalog": [{"type": "compute", "endpoints": [
+                {"interface": "internal", "url": "http://i/"},
+                {"interface": "public", "url": "http://p/compute/v2.1/"}]}]}),
+        };
+        assert_eq!(s.endpoint("compute").expect("compute"), "http://p/compute/v2.1");
+        assert!(matches!(s.endpoint("image"), Err(ClientError::NoEndpoint(_))));
+    }
+}

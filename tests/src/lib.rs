@@ -1,1 +1,242 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: run the real `meridian-server` binary on an ephemeral
+//! loopback port with a real database, and drive it with our client or the real `openstack` CLI.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_common::{Client, Credentials};
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "e2e-admin-pw";
+
+/// The workspace's target directory binary of that name (cargo builds it before the tests).
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("MERIDIAN_{}_BIN", name.replace('-', "_").to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join(name)
+}
+
+/// A running server process with its data directory.
+pub struct Server {
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Server {
+    /// A fresh server on SQLite in a temp dir.
+    pub fn start() -> Server {
+        Self::start_with(None)
+    }
+
+    /// A fresh server on the given database URL (`None`: SQLite in the data dir).
+    pub fn start_with(database_url: Option<String>) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().to_path_buf();
+        let port = free_port();
+        let mut s = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log: data_dir.join("server.log"),
+            data_dir,
+            database_url,
+            child: None,
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut cmd = Command::new(binary("meridian-server"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("MERIDIAN_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(db) = &self.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        let child = cmd.spawn().expect("spawn meridian-server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("meridian-server exited early ({status}); log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("meridian-server did not listen within 60 s; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts the binary again on the same port, data dir and database.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn auth_url(&self) -> String {
+        format!("{}/identity", self.url)
+    }
+
+    pub fn creds(&self, user: &str, password: &str, project: &str) -> Credentials {
+        Credentials {
+            auth_url: self.auth_url(),
+            username: user.into(),
+            password: password.into(),
+            project_name: project.into(),
+            user_domain: "Default".into(),
+            project_domain: "Default".into(),
+        }
+    }
+
+    pub async fn admin(&self) -> Client {
+        Client::login(&self.creds("admin", ADMIN_PASSWORD, "admin")).await.expect("admin login")
+    }
+
+    /// The real `openstack` CLI logged in as `user` on `project`.
+    pub fn cli(&self, user: &str, password: &str, project: &str) -> Cli {
+        Cli {
+            env: vec![
+                ("OS_AUTH_URL".into(), self.auth_url()),
+                ("OS_USERNAME".into(), user.into()),
+                ("OS_PASSWORD".into(), password.into()),
+                ("OS_PROJECT_NAME".into(), project.into()),
+                ("OS_USER_DOMAIN_NAME".into(), "Default".into()),
+                ("OS_PROJECT_DOMAIN_NAME".into(), "Default".into()),
+                ("OS_IDENTITY_API_VERSION".into(), "3".into()),
+                ("OS_REGION_NAME".into(), "RegionOne".into()),
+            ],
+        }
+    }
+
+    pub fn admin_cli(&self) -> Cli {
+        self.cli("admin", ADMIN_PASSWORD, "admin")
+    }
+
+    /// Runs `meridian-server admin ...` against this server's database.
+    pub fn admin_command(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(binary("meridian-server"));
+        cmd.arg("--data-dir").arg(&self.data_dir).arg("admin").args(args);
+        if let Some(db) = &self.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        cmd.output().expect("run meridian-server admin")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The python-openstackclient from the test virtualenv (`MERIDIAN_OPENSTACK` overrides).
+pub fn openstack_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MERIDIAN_OPENSTACK") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    root.join(".venv/bin/openstack")
+}
+
+pub struct Cli {
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    /// Runs `openstack ARGS`; panics with its output when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "openstack {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `openstack ARGS -f json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-f", "json"]);
+        let text = self.run(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
+    }
+
+    /// Runs and returns the raw output, success or not.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let bin = openstack_bin();
+        assert!(bin.exists(), "{} missing: run the README's test command (it creates .venv)", bin.display());
+        Command::new(bin)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("OS_CLOUD")
+            .env("PYTHONWARNINGS", "ignore")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openstack")
+    }
+}
