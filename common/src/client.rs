@@ -136,18 +136,31 @@ impl Client {
     }
 
     /// Sends a JSON request; returns the decoded body (`Null` for empty bodies).
+    ///
+    /// An idempotent request that fails before any response (typically a pooled connection the
+    /// server closed by restarting) is sent once more on a fresh connection.
     pub async fn send(&self, method: Method, service_type: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
-        let mut rb = self.request(method, service_type, path)?;
-        if let Some(b) = body {
-            let ct = if service_type == "image" && b.is_array() {
-                "application/openstack-images-v2.1-json-patch"
-            } else {
-                "application/json"
-            };
-            rb = rb.header("content-type", ct).body(b.to_string());
-        }
-        let url = path.to_string();
-        let resp = rb.send().await.map_err(|e| ClientError::Transport { url, source: e })?;
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+        let build = || -> Result<reqwest::RequestBuilder, ClientError> {
+            let mut rb = self.request(method.clone(), service_type, path)?;
+            if let Some(b) = body {
+                let ct = if service_type == "image" && b.is_array() {
+                    "application/openstack-images-v2.1-json-patch"
+                } else {
+                    "application/json"
+                };
+                rb = rb.header("content-type", ct).body(b.to_string());
+            }
+            Ok(rb)
+        };
+        let resp = match build()?.send().await {
+            Ok(r) => r,
+            Err(e) if idempotent && (e.is_request() || e.is_connect()) => build()?
+                .send()
+                .await
+                .map_err(|e| ClientError::Transport { url: path.to_string(), source: e })?,
+            Err(e) => return Err(ClientError::Transport { url: path.to_string(), source: e }),
+        };
         decode(resp).await
     }
 

@@ -240,3 +240,37 @@ impl Cli {
             .expect("run openstack")
     }
 }
+
+/// A fresh, empty PostgreSQL database for one test, dropped when this value is dropped.
+/// Base URL from `MERIDIAN_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`).
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::{Connection, Executor};
+        let base = std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let admin_url = format!("{base}/postgres");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let name = format!("meridian_e2e_{}_{nanos}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL reachable");
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        PgDatabase { url: format!("{base}/{name}"), admin_url, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Best effort, synchronously through psql so Drop needs no runtime.
+        let _ = Command::new("psql")
+            .arg(&self.admin_url)
+            .arg("-qc")
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
