@@ -17,9 +17,10 @@ pub fn binary(name: &str) -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/<test> → target/debug/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join(name)
+    // A test runs from target/PROFILE/deps/, a bench binary from target/PROFILE/.
+    let dir = exe.parent().expect("exe dir");
+    let beside = dir.join(name);
+    if beside.exists() { beside } else { dir.parent().expect("target dir").join(name) }
 }
 
 /// A running server process with its data directory.
