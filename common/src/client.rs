@@ -78,7 +78,11 @@ impl Session {
     pub fn roles(&self) -> Vec<String> {
         self.body["roles"]
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r["name"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["name"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
     /// The public endpoint of a service type (`compute`, `image`, `network`, `identity`).
@@ -90,7 +94,11 @@ impl Session {
             .filter(|s| s["type"] == service_type)
             .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
             .find(|e| e["interface"] == "public")
-            .and_then(|e| e["url"].as_str().map(|u| u.trim_end_matches('/').to_string()))
+            .and_then(|e| {
+                e["url"]
+                    .as_str()
+                    .map(|u| u.trim_end_matches('/').to_string())
+            })
             .ok_or_else(|| ClientError::NoEndpoint(service_type.to_string()))
     }
 }
@@ -110,9 +118,16 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| ClientError::Transport { url: creds.auth_url.clone(), source: e })?;
+            .map_err(|e| ClientError::Transport {
+                url: creds.auth_url.clone(),
+                source: e,
+            })?;
         let session = password_token(&http, creds).await?;
-        Ok(Client { http, session, compute_version: None })
+        Ok(Client {
+            http,
+            session,
+            compute_version: None,
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -125,8 +140,16 @@ impl Client {
     }
 
     /// A request with the token (and microversion for compute) set.
-    pub fn request(&self, method: Method, service_type: &str, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
-        let mut rb = self.http.request(method, self.url(service_type, path)?).header("x-auth-token", &self.session.token);
+    pub fn request(
+        &self,
+        method: Method,
+        service_type: &str,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut rb = self
+            .http
+            .request(method, self.url(service_type, path)?)
+            .header("x-auth-token", &self.session.token);
         if service_type == "compute" {
             if let Some(v) = &self.compute_version {
                 rb = rb.header("openstack-api-version", format!("compute {v}"));
@@ -139,8 +162,17 @@ impl Client {
     ///
     /// An idempotent request that fails before any response (typically a pooled connection the
     /// server closed by restarting) is sent once more on a fresh connection.
-    pub async fn send(&self, method: Method, service_type: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+    pub async fn send(
+        &self,
+        method: Method,
+        service_type: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
         let build = || -> Result<reqwest::RequestBuilder, ClientError> {
             let mut rb = self.request(method.clone(), service_type, path)?;
             if let Some(b) = body {
@@ -155,11 +187,18 @@ impl Client {
         };
         let resp = match build()?.send().await {
             Ok(r) => r,
-            Err(e) if idempotent && (e.is_request() || e.is_connect()) => build()?
-                .send()
-                .await
-                .map_err(|e| ClientError::Transport { url: path.to_string(), source: e })?,
-            Err(e) => return Err(ClientError::Transport { url: path.to_string(), source: e }),
+            Err(e) if idempotent && (e.is_request() || e.is_connect()) => {
+                build()?.send().await.map_err(|e| ClientError::Transport {
+                    url: path.to_string(),
+                    source: e,
+                })?
+            }
+            Err(e) => {
+                return Err(ClientError::Transport {
+                    url: path.to_string(),
+                    source: e,
+                });
+            }
         };
         decode(resp).await
     }
@@ -167,10 +206,21 @@ impl Client {
     pub async fn get(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
         self.send(Method::GET, service_type, path, None).await
     }
-    pub async fn post(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(Method::POST, service_type, path, Some(body)).await
+    pub async fn post(
+        &self,
+        service_type: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        self.send(Method::POST, service_type, path, Some(body))
+            .await
     }
-    pub async fn put(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
+    pub async fn put(
+        &self,
+        service_type: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
         self.send(Method::PUT, service_type, path, Some(body)).await
     }
     pub async fn delete(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
@@ -180,7 +230,11 @@ impl Client {
 
 async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Session, ClientError> {
     let base = c.auth_url.trim_end_matches('/');
-    let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
+    let url = if base.ends_with("/v3") {
+        format!("{base}/auth/tokens")
+    } else {
+        format!("{base}/v3/auth/tokens")
+    };
     let body = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
@@ -191,7 +245,10 @@ async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Sessi
         .json(&body)
         .send()
         .await
-        .map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;
+        .map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            source: e,
+        })?;
     let token = resp
         .headers()
         .get("x-subject-token")
@@ -199,22 +256,32 @@ async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Sessi
         .map(str::to_string);
     let doc = decode(resp).await?;
     let token = token.ok_or_else(|| ClientError::Decode("no X-Subject-Token header".into()))?;
-    Ok(Session { token, body: doc["token"].clone() })
+    Ok(Session {
+        token,
+        body: doc["token"].clone(),
+    })
 }
 
 /// Turns a response into its JSON body or a [`ClientError::Api`] with the fault's message.
 pub async fn decode(resp: reqwest::Response) -> Result<Value, ClientError> {
     let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
         return Ok(body);
     }
-    Err(ClientError::Api { status, message: fault_message(&body) })
+    Err(ClientError::Api {
+        status,
+        message: fault_message(&body),
+    })
 }
 
 /// The human message inside any OpenStack fault body.
@@ -247,10 +314,24 @@ mod tests {
 
     #[test]
     fn fault_messages_of_every_service() {
-        assert_eq!(fault_message(&json!({"error": {"code": 401, "message": "auth"}})), "auth");
-        assert_eq!(fault_message(&json!({"itemNotFound": {"code": 404, "message": "gone"}})), "gone");
-        assert_eq!(fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})), "net");
-        assert_eq!(fault_message(&json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})), "img");
+        assert_eq!(
+            fault_message(&json!({"error": {"code": 401, "message": "auth"}})),
+            "auth"
+        );
+        assert_eq!(
+            fault_message(&json!({"itemNotFound": {"code": 404, "message": "gone"}})),
+            "gone"
+        );
+        assert_eq!(
+            fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})),
+            "net"
+        );
+        assert_eq!(
+            fault_message(
+                &json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})
+            ),
+            "img"
+        );
         assert_eq!(fault_message(&Value::String("plain".into())), "plain");
     }
 
@@ -262,7 +343,13 @@ mod tests {
                 {"interface": "internal", "url": "http://i/"},
                 {"interface": "public", "url": "http://p/compute/v2.1/"}]}]}),
         };
-        assert_eq!(s.endpoint("compute").expect("compute"), "http://p/compute/v2.1");
-        assert!(matches!(s.endpoint("image"), Err(ClientError::NoEndpoint(_))));
+        assert_eq!(
+            s.endpoint("compute").expect("compute"),
+            "http://p/compute/v2.1"
+        );
+        assert!(matches!(
+            s.endpoint("image"),
+            Err(ClientError::NoEndpoint(_))
+        ));
     }
 }

@@ -25,8 +25,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::map_response;
 use axum::routing::get;
 use tower::Layer;
+use tower_http::LatencyUnit;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::{Service, render_faults};
 use crate::state::AppState;
@@ -45,10 +46,15 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
         .nest("/network", network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
-            tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+                    tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
         .with_state(state)
 }
 

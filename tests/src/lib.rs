@@ -13,14 +13,21 @@ pub const ADMIN_PASSWORD: &str = "e2e-admin-pw";
 
 /// The workspace's target directory binary of that name (cargo builds it before the tests).
 pub fn binary(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(format!("MERIDIAN_{}_BIN", name.replace('-', "_").to_uppercase())) {
+    if let Ok(p) = std::env::var(format!(
+        "MERIDIAN_{}_BIN",
+        name.replace('-', "_").to_uppercase()
+    )) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
     // A test runs from target/PROFILE/deps/, a bench binary from target/PROFILE/.
     let dir = exe.parent().expect("exe dir");
     let beside = dir.join(name);
-    if beside.exists() { beside } else { dir.parent().expect("target dir").join(name) }
+    if beside.exists() {
+        beside
+    } else {
+        dir.parent().expect("target dir").join(name)
+    }
 }
 
 /// A running server process with its data directory.
@@ -64,7 +71,11 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = Command::new(binary("meridian-server"));
         cmd.arg("serve")
             .arg("--listen")
@@ -91,11 +102,17 @@ impl Server {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("meridian-server exited early ({status}); log:\n{}", self.log_text());
+                panic!(
+                    "meridian-server exited early ({status}); log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("meridian-server did not listen within 60 s; log:\n{}", self.log_text());
+        panic!(
+            "meridian-server did not listen within 60 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -116,8 +133,13 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -151,7 +173,9 @@ impl Server {
     }
 
     pub async fn admin(&self) -> Client {
-        Client::login(&self.creds("admin", ADMIN_PASSWORD, "admin")).await.expect("admin login")
+        Client::login(&self.creds("admin", ADMIN_PASSWORD, "admin"))
+            .await
+            .expect("admin login")
     }
 
     /// The real `openstack` CLI logged in as `user` on `project`.
@@ -177,7 +201,10 @@ impl Server {
     /// Runs `meridian-server admin ...` against this server's database.
     pub fn admin_command(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(binary("meridian-server"));
-        cmd.arg("--data-dir").arg(&self.data_dir).arg("admin").args(args);
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("admin")
+            .args(args);
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
         }
@@ -196,7 +223,10 @@ pub fn openstack_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MERIDIAN_OPENSTACK") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
     root.join(".venv/bin/openstack")
 }
 
@@ -224,13 +254,18 @@ impl Cli {
         let mut a = args.to_vec();
         a.extend(["-f", "json"]);
         let text = self.run(&a);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
     }
 
     /// Runs and returns the raw output, success or not.
     pub fn output(&self, args: &[&str]) -> Output {
         let bin = openstack_bin();
-        assert!(bin.exists(), "{} missing: run the README's test command (it creates .venv)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: run the README's test command (it creates .venv)",
+            bin.display()
+        );
         Command::new(bin)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -253,13 +288,25 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn create() -> PgDatabase {
         use sqlx::{Connection, Executor};
-        let base = std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let base = std::env::var("MERIDIAN_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let admin_url = format!("{base}/postgres");
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let name = format!("meridian_e2e_{}_{nanos}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL reachable");
-        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
-        PgDatabase { url: format!("{base}/{name}"), admin_url, name }
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL reachable");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create database");
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
     }
 }
 
@@ -269,7 +316,10 @@ impl Drop for PgDatabase {
         let _ = Command::new("psql")
             .arg(&self.admin_url)
             .arg("-qc")
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -470,10 +470,14 @@ pub async fn create_specs(
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-flavor-extra-specs:create")?;
     let new = spec_map(&body, "extra_specs")?;
-    let f = state.store.get_flavor(&id).await?;
-    let mut specs = f.extra_specs_map();
-    specs.extend(new.clone());
-    state.store.set_flavor_extra_specs(&id, &specs).await?;
+    let added = new.clone();
+    state
+        .store
+        .edit_flavor_extra_specs(&id, move |specs| {
+            specs.extend(added);
+            Ok(())
+        })
+        .await?;
     Ok(axum::Json(json!({"extra_specs": new})))
 }
 
@@ -505,10 +509,14 @@ pub async fn update_spec(
         return Err(ApiError::bad_request("Request body and URI mismatch"));
     }
     let new = spec_map(&json!({"s": body}), "s")?;
-    let f = state.store.get_flavor(&id).await?;
-    let mut specs = f.extra_specs_map();
-    specs.extend(new.clone());
-    state.store.set_flavor_extra_specs(&id, &specs).await?;
+    let added = new.clone();
+    state
+        .store
+        .edit_flavor_extra_specs(&id, move |specs| {
+            specs.extend(added);
+            Ok(())
+        })
+        .await?;
     Ok(axum::Json(json!(new)))
 }
 
@@ -518,14 +526,14 @@ pub async fn delete_spec(
     Path((id, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     ctx.require_admin("os_compute_api:os-flavor-extra-specs:delete")?;
-    let f = state.store.get_flavor(&id).await?;
-    let mut specs = f.extra_specs_map();
-    if specs.remove(&key).is_none() {
-        return Err(ApiError::not_found(format!(
-            "Flavor {id} has no extra specs with key {key}."
-        )));
-    }
-    state.store.set_flavor_extra_specs(&id, &specs).await?;
+    let missing = format!("Flavor {id} has no extra specs with key {key}.");
+    state
+        .store
+        .edit_flavor_extra_specs(&id, |specs| match specs.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound(missing)),
+        })
+        .await?;
     Ok(StatusCode::OK)
 }
 

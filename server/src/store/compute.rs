@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::identity::{conflict, found};
-use super::{Store, StoreError, StoreResult, now};
+use super::{Backend, Store, StoreError, StoreResult, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Flavor {
@@ -142,19 +142,40 @@ impl Store {
         })
     }
 
-    pub async fn set_flavor_extra_specs(
+    /// Read-modify-write of a flavor's extra specs in one transaction (row-locked on
+    /// PostgreSQL; SQLite's single connection serialises it), so concurrent edits never lose
+    /// each other's keys. Returns the specs as stored.
+    pub async fn edit_flavor_extra_specs<F>(
         &self,
         id: &str,
-        specs: &BTreeMap<String, String>,
-    ) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE flavors SET extra_specs = $2 WHERE id = $1")
+        edit: F,
+    ) -> StoreResult<BTreeMap<String, String>>
+    where
+        F: FnOnce(&mut BTreeMap<String, String>) -> StoreResult<()>,
+    {
+        let mut tx = self.begin().await?;
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let raw: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT extra_specs FROM flavors WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let raw =
+            raw.ok_or_else(|| StoreError::NotFound(format!("Flavor {id} could not be found.")))?;
+        let mut specs: BTreeMap<String, String> = serde_json::from_str(&raw)?;
+        edit(&mut specs)?;
+        sqlx::query("UPDATE flavors SET extra_specs = $2 WHERE id = $1")
             .bind(id)
-            .bind(serde_json::to_string(specs)?)
-            .execute(&self.pool)
+            .bind(serde_json::to_string(&specs)?)
+            .execute(&mut *tx)
             .await?;
-        found(done.rows_affected(), || {
-            format!("Flavor {id} could not be found.")
-        })
+        tx.commit().await?;
+        Ok(specs)
     }
 
     pub async fn flavor_access(&self, id: &str) -> StoreResult<Vec<String>> {
