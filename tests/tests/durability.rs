@@ -130,7 +130,8 @@ async fn survives_kill_9_on_postgres() {
 async fn generated_secrets_are_private_files() {
     use std::os::unix::fs::PermissionsExt;
     let server = Server::start();
-    for name in ["agent-token"] {
+    {
+        let name = "agent-token";
         let path = server.data_dir.join(name);
         let mode = std::fs::metadata(&path)
             .expect("secret file")

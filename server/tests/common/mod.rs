@@ -19,15 +19,14 @@ pub struct TestStore {
 impl TestStore {
     pub async fn drop_db(self) {
         self.store.close().await;
-        if let Some((admin_url, db)) = self.cleanup {
-            if let Ok(mut conn) =
+        if let Some((admin_url, db)) = self.cleanup
+            && let Ok(mut conn) =
                 <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
             {
                 let _ = conn
                     .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
                     .await;
             }
-        }
     }
 }
 
