@@ -151,9 +151,10 @@ impl Client {
             .request(method, self.url(service_type, path)?)
             .header("x-auth-token", &self.session.token);
         if service_type == "compute"
-            && let Some(v) = &self.compute_version {
-                rb = rb.header("openstack-api-version", format!("compute {v}"));
-            }
+            && let Some(v) = &self.compute_version
+        {
+            rb = rb.header("openstack-api-version", format!("compute {v}"));
+        }
         Ok(rb)
     }
 

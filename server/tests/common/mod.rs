@@ -22,11 +22,11 @@ impl TestStore {
         if let Some((admin_url, db)) = self.cleanup
             && let Ok(mut conn) =
                 <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
-            {
-                let _ = conn
-                    .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                    .await;
-            }
+        {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                .await;
+        }
     }
 }
 
