@@ -1,6 +1,7 @@
 //! What Meridian's TUI, agent and tests share: the OpenStack wire types they read and an async
 //! HTTP client that authenticates against Keystone v3 and talks to any catalog service.
 
+pub mod agent;
 pub mod client;
 
 pub use client::{Client, ClientError, Credentials, Session};

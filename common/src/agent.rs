@@ -1,0 +1,181 @@
+//! The wire protocol between `meridian-server` and `meridian-agent`.
+//!
+//! The agent always connects out (a compute host behind NAT works): it registers, heartbeats
+//! with its inventory and the power state of its domains, long-polls for work, and reports
+//! progress and results. Every call carries `Authorization: Bearer <join token>`.
+//!
+//! Work is stored by the server before it is offered and is offered again until acknowledged
+//! (at least once); the agent handles a repeated work id idempotently.
+//!
+//! | call | path |
+//! | --- | --- |
+//! | register | `POST {server}/agent/v1/register` → [`RegisterResponse`] |
+//! | heartbeat | `POST {server}/agent/v1/hosts/{host}/heartbeat` ([`Heartbeat`]) → 204 |
+//! | poll work | `GET {server}/agent/v1/hosts/{host}/work?wait=SECS` → `[WorkItem]` (empty after `wait`) |
+//! | report | `POST {server}/agent/v1/work/{work_id}/events` ([`WorkEvent`]) → 204 |
+//! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every agent call.
+pub const AGENT_API: &str = "/agent/v1";
+
+/// What a host offers, as read from libvirt, after reservations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+    /// Held back for the host itself (subtracted by the scheduler).
+    pub reserved_vcpus: u32,
+    pub reserved_memory_mb: u64,
+    pub reserved_disk_gb: u64,
+    /// `QEMU` for qemu:///system, `test` for test:///default.
+    pub hypervisor_type: String,
+    pub hypervisor_version: u64,
+    /// `x86_64`, `aarch64`, …
+    pub cpu_arch: String,
+    pub libvirt_uri: String,
+    /// Address other hosts reach this one at.
+    pub host_ip: String,
+    /// Whether the agent can create libvirt networks (NAT + DHCP) for Meridian networks.
+    pub supports_networks: bool,
+    pub availability_zone: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub host: String,
+    pub inventory: Inventory,
+    pub agent_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub host_id: String,
+    pub heartbeat_interval_secs: u64,
+}
+
+/// Nova's power states (the numbers are part of the API: `OS-EXT-STS:power_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    NoState,
+    Running,
+    Paused,
+    Shutdown,
+    Crashed,
+    Suspended,
+}
+
+impl PowerState {
+    pub fn code(self) -> i64 {
+        match self {
+            PowerState::NoState => 0,
+            PowerState::Running => 1,
+            PowerState::Paused => 3,
+            PowerState::Shutdown => 4,
+            PowerState::Crashed => 6,
+            PowerState::Suspended => 7,
+        }
+    }
+}
+
+/// One domain the agent knows about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub instance_id: String,
+    pub power_state: PowerState,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub inventory: Inventory,
+    pub instances: Vec<InstanceReport>,
+}
+
+/// A unit of work for one instance on one host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub id: String,
+    pub instance_id: String,
+    /// Delivery attempt, from 1; a repeat means an earlier delivery was not acknowledged.
+    pub attempt: u32,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    Build(Box<BuildSpec>),
+    Stop,
+    Start,
+    Reboot { hard: bool },
+    Delete,
+    /// Return the last `lines` lines of the serial console log (all when `None`).
+    ConsoleLog { lines: Option<u32> },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildSpec {
+    pub name: String,
+    pub hostname: String,
+    pub flavor: FlavorSpec,
+    pub image: ImageSpec,
+    pub nics: Vec<NicSpec>,
+    /// Base64, as the API received it.
+    pub user_data: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub public_key: Option<String>,
+    pub project_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlavorSpec {
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub ephemeral_gb: u64,
+    pub swap_mb: u64,
+    pub extra_specs: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub id: String,
+    pub size: u64,
+    /// MD5 hex, as Glance's `checksum`.
+    pub checksum: String,
+    pub disk_format: String,
+    /// Glance properties (`hw_*`, `kernel_id`, `ramdisk_id`, `os_command_line`, …).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NicSpec {
+    pub port_id: String,
+    pub mac_address: String,
+    pub network_id: String,
+    pub mtu: u32,
+    /// The port's fixed addresses with their subnet's CIDR and gateway.
+    pub ips: Vec<FixedIp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FixedIp {
+    pub address: String,
+    pub cidr: String,
+    pub gateway: Option<String>,
+    pub dns_nameservers: Vec<String>,
+}
+
+/// Progress and outcome of a work item. The last event of an item is `Done` or `Failed`; it
+/// acknowledges the item.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkEvent {
+    /// A build moved on: `block_device_mapping` (image cached, disk made) or `spawning`.
+    Progress { task_state: String },
+    Done { power_state: PowerState, console: Option<String> },
+    Failed { message: String, details: String, retryable: bool },
+}
