@@ -110,10 +110,14 @@ pub enum Action {
     Build(Box<BuildSpec>),
     Stop,
     Start,
-    Reboot { hard: bool },
+    Reboot {
+        hard: bool,
+    },
     Delete,
     /// Return the last `lines` lines of the serial console log (all when `None`).
-    ConsoleLog { lines: Option<u32> },
+    ConsoleLog {
+        lines: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -176,6 +180,13 @@ pub struct FixedIp {
 pub enum WorkEvent {
     /// A build moved on: `block_device_mapping` (image cached, disk made) or `spawning`.
     Progress { task_state: String },
-    Done { power_state: PowerState, console: Option<String> },
-    Failed { message: String, details: String, retryable: bool },
+    Done {
+        power_state: PowerState,
+        console: Option<String>,
+    },
+    Failed {
+        message: String,
+        details: String,
+        retryable: bool,
+    },
 }

@@ -5,6 +5,8 @@ mod flavors;
 mod keypairs;
 pub mod microversion;
 mod quotas;
+pub mod scheduler;
+pub mod states;
 
 use axum::Router;
 use axum::extract::State;
