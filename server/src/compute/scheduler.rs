@@ -79,7 +79,7 @@ impl HostState {
 
 /// Why a host was filtered out, by filter name (Nova logs the same names).
 pub fn rejection(h: &HostState, r: &Request, s: &Settings) -> Option<&'static str> {
-    if r.ignore_hosts.iter().any(|n| *n == h.name) {
+    if r.ignore_hosts.contains(&h.name) {
         return Some("RetryFilter");
     }
     if !h.enabled || !h.up {
