@@ -6,6 +6,7 @@
 //! Migrations run at start and are never edited once landed.
 
 pub mod compute;
+pub mod hosts;
 pub mod identity;
 pub mod image;
 pub mod network;

@@ -1,0 +1,370 @@
+//! Compute hosts (one per agent) with their inventory and resource claims, and the durable work
+//! queue between the server and the agents.
+
+use super::identity::found;
+use super::{Backend, Store, StoreError, StoreResult, fmt_time, new_uuid, now};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub enabled: i64,
+    pub disabled_reason: Option<String>,
+    pub forced_down: i64,
+    pub availability_zone: String,
+    pub hypervisor_type: String,
+    pub hypervisor_version: i64,
+    pub cpu_arch: String,
+    pub libvirt_uri: String,
+    pub host_ip: String,
+    pub supports_networks: i64,
+    pub agent_version: String,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+    pub reserved_vcpus: i64,
+    pub reserved_memory_mb: i64,
+    pub reserved_disk_gb: i64,
+    pub vcpus_used: i64,
+    pub memory_mb_used: i64,
+    pub disk_gb_used: i64,
+    pub last_heartbeat: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Inventory as reported by an agent (see `meridian_common::agent::Inventory`).
+#[derive(Debug, Clone, Default)]
+pub struct HostInventory {
+    pub availability_zone: String,
+    pub hypervisor_type: String,
+    pub hypervisor_version: i64,
+    pub cpu_arch: String,
+    pub libvirt_uri: String,
+    pub host_ip: String,
+    pub supports_networks: bool,
+    pub agent_version: String,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+    pub reserved_vcpus: i64,
+    pub reserved_memory_mb: i64,
+    pub reserved_disk_gb: i64,
+}
+
+/// A resource amount to claim or release on a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+}
+
+/// Allocation ratios the claim check applies (the scheduler's settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Ratios {
+    pub cpu: f64,
+    pub ram: f64,
+    pub disk: f64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Work {
+    pub id: String,
+    pub instance_id: String,
+    pub host_id: String,
+    pub action: String,
+    pub state: String,
+    pub attempt: i64,
+    pub leased_until: Option<String>,
+    pub result: Option<String>,
+}
+
+const HOST_COLS: &str = "id, name, enabled, disabled_reason, forced_down, availability_zone, hypervisor_type, \
+    hypervisor_version, cpu_arch, libvirt_uri, host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, \
+    reserved_vcpus, reserved_memory_mb, reserved_disk_gb, vcpus_used, memory_mb_used, disk_gb_used, last_heartbeat, \
+    created_at, updated_at";
+const WORK_COLS: &str = "id, instance_id, host_id, action, state, attempt, leased_until, result";
+
+impl Store {
+    /// Registers a host by name (or refreshes its inventory); returns its id. Claims and the
+    /// enabled flag survive re-registration.
+    pub async fn register_host(&self, name: &str, inv: &HostInventory) -> StoreResult<String> {
+        let ts = now();
+        let id: String = sqlx::query_scalar(
+            "INSERT INTO hosts (id, name, availability_zone, hypervisor_type, hypervisor_version, cpu_arch, libvirt_uri, \
+             host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, reserved_vcpus, reserved_memory_mb, \
+             reserved_disk_gb, last_heartbeat, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $17) \
+             ON CONFLICT (name) DO UPDATE SET availability_zone = excluded.availability_zone, \
+             hypervisor_type = excluded.hypervisor_type, hypervisor_version = excluded.hypervisor_version, \
+             cpu_arch = excluded.cpu_arch, libvirt_uri = excluded.libvirt_uri, host_ip = excluded.host_ip, \
+             supports_networks = excluded.supports_networks, agent_version = excluded.agent_version, \
+             vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb, \
+             reserved_vcpus = excluded.reserved_vcpus, reserved_memory_mb = excluded.reserved_memory_mb, \
+             reserved_disk_gb = excluded.reserved_disk_gb, last_heartbeat = excluded.last_heartbeat, \
+             updated_at = excluded.updated_at \
+             RETURNING id",
+        )
+        .bind(new_uuid())
+        .bind(name)
+        .bind(&inv.availability_zone)
+        .bind(&inv.hypervisor_type)
+        .bind(inv.hypervisor_version)
+        .bind(&inv.cpu_arch)
+        .bind(&inv.libvirt_uri)
+        .bind(&inv.host_ip)
+        .bind(i64::from(inv.supports_networks))
+        .bind(&inv.agent_version)
+        .bind(inv.vcpus)
+        .bind(inv.memory_mb)
+        .bind(inv.disk_gb)
+        .bind(inv.reserved_vcpus)
+        .bind(inv.reserved_memory_mb)
+        .bind(inv.reserved_disk_gb)
+        .bind(&ts)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Records a heartbeat (and the inventory it carried).
+    pub async fn heartbeat(&self, host_id: &str, inv: &HostInventory) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE hosts SET last_heartbeat = $2, updated_at = $2, vcpus = $3, memory_mb = $4, disk_gb = $5, \
+             reserved_vcpus = $6, reserved_memory_mb = $7, reserved_disk_gb = $8 WHERE id = $1",
+        )
+        .bind(host_id)
+        .bind(now())
+        .bind(inv.vcpus)
+        .bind(inv.memory_mb)
+        .bind(inv.disk_gb)
+        .bind(inv.reserved_vcpus)
+        .bind(inv.reserved_memory_mb)
+        .bind(inv.reserved_disk_gb)
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), || {
+            format!("Compute host {host_id} could not be found.")
+        })
+    }
+
+    pub async fn list_hosts(&self) -> StoreResult<Vec<Host>> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn get_host(&self, id: &str) -> StoreResult<Host> {
+        sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Compute host {id} could not be found.")))
+    }
+
+    pub async fn get_host_by_name(&self, name: &str) -> StoreResult<Host> {
+        sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Compute host {name} could not be found.")))
+    }
+
+    pub async fn set_host_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE hosts SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i64::from(enabled))
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), || {
+            format!("Compute host {id} could not be found.")
+        })
+    }
+
+    pub async fn set_host_forced_down(&self, id: &str, down: bool) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE hosts SET forced_down = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(down))
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || {
+            format!("Compute host {id} could not be found.")
+        })
+    }
+
+    pub async fn delete_host(&self, id: &str) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM hosts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || {
+            format!("Compute host {id} could not be found.")
+        })
+    }
+
+    /// Claims resources on a host if they still fit, in one conditional UPDATE: concurrent
+    /// claims (from any replica) can never overcommit. Returns whether the claim was made.
+    pub async fn claim(&self, host_id: &str, c: Claim, r: Ratios) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \
+             disk_gb_used = disk_gb_used + $4 WHERE id = $1 \
+             AND vcpus_used + $2 <= (vcpus - reserved_vcpus) * $5 \
+             AND memory_mb_used + $3 <= (memory_mb - reserved_memory_mb) * $6 \
+             AND disk_gb_used + $4 <= (disk_gb - reserved_disk_gb) * $7",
+        )
+        .bind(host_id)
+        .bind(c.vcpus)
+        .bind(c.memory_mb)
+        .bind(c.disk_gb)
+        .bind(r.cpu)
+        .bind(r.ram)
+        .bind(r.disk)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives claimed resources back (never below zero).
+    pub async fn release(&self, host_id: &str, c: Claim) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE hosts SET vcpus_used = CASE WHEN vcpus_used > $2 THEN vcpus_used - $2 ELSE 0 END, \
+             memory_mb_used = CASE WHEN memory_mb_used > $3 THEN memory_mb_used - $3 ELSE 0 END, \
+             disk_gb_used = CASE WHEN disk_gb_used > $4 THEN disk_gb_used - $4 ELSE 0 END WHERE id = $1",
+        )
+        .bind(host_id)
+        .bind(c.vcpus)
+        .bind(c.memory_mb)
+        .bind(c.disk_gb)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- work queue ----
+
+    /// Stores a work item for a host; it is offered from then on until acknowledged.
+    pub async fn enqueue_work(
+        &self,
+        instance_id: &str,
+        host_id: &str,
+        action: &str,
+    ) -> StoreResult<String> {
+        let id = new_uuid();
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO work (id, instance_id, host_id, action, state, attempt, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+        )
+        .bind(&id)
+        .bind(instance_id)
+        .bind(host_id)
+        .bind(action)
+        .bind(&ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Leases the host's deliverable work: pending items and delivered ones whose lease ran
+    /// out (at least once). On PostgreSQL rows are locked with SKIP LOCKED so replicas never
+    /// hand the same item out twice at the same moment.
+    pub async fn lease_work(
+        &self,
+        host_id: &str,
+        lease_secs: i64,
+        max: i64,
+    ) -> StoreResult<Vec<Work>> {
+        let now_t = chrono::Utc::now();
+        let ts = fmt_time(now_t);
+        let until = fmt_time(now_t + chrono::Duration::seconds(lease_secs));
+        let mut tx = self.begin().await?;
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let rows: Vec<Work> = sqlx::query_as(&format!(
+            "SELECT {WORK_COLS} FROM work WHERE host_id = $1 AND (state = 'pending' OR \
+             (state = 'delivered' AND leased_until < $2)) ORDER BY created_at LIMIT $3{lock}"
+        ))
+        .bind(host_id)
+        .bind(&ts)
+        .bind(max)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for mut w in rows {
+            sqlx::query(
+                "UPDATE work SET state = 'delivered', attempt = attempt + 1, leased_until = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(&w.id)
+            .bind(&until)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+            w.state = "delivered".into();
+            w.attempt += 1;
+            w.leased_until = Some(until.clone());
+            out.push(w);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn get_work(&self, id: &str) -> StoreResult<Work> {
+        sqlx::query_as(&format!("SELECT {WORK_COLS} FROM work WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Work {id} could not be found.")))
+    }
+
+    /// Acknowledges a work item with its final state (`done`/`failed`) and result. Returns
+    /// false when it was already finished (a duplicate acknowledgement).
+    pub async fn finish_work(
+        &self,
+        id: &str,
+        state: &str,
+        result: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
+             WHERE id = $1 AND state IN ('pending', 'delivered')",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(result)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Cancels unfinished work of an instance (e.g. a build superseded by a delete or moved
+    /// to another host); returns how many items were cancelled.
+    pub async fn cancel_work(&self, instance_id: &str, host_id: Option<&str>) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE work SET state = 'cancelled', leased_until = NULL, updated_at = $3 \
+             WHERE instance_id = $1 AND ($2 IS NULL OR host_id = $2) AND state IN ('pending', 'delivered')",
+        )
+        .bind(instance_id)
+        .bind(host_id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
