@@ -73,15 +73,16 @@ CREATE INDEX instances_updated ON instances (updated_at);
 CREATE INDEX instances_host ON instances (host_id);
 
 -- Every vm_state/task_state/power_state change, with its time (instance actions, TUI timeline).
+-- seq counts per instance; writers of one instance are serialised by its row's update.
 CREATE TABLE instance_transitions (
-    seq         BIGINT PRIMARY KEY,
     instance_id TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
     vm_state    TEXT NOT NULL,
     task_state  TEXT,
     power_state BIGINT NOT NULL,
-    at          TEXT NOT NULL
+    at          TEXT NOT NULL,
+    PRIMARY KEY (instance_id, seq)
 );
-CREATE INDEX instance_transitions_instance ON instance_transitions (instance_id, seq);
 
 CREATE TABLE instance_actions (
     id          TEXT PRIMARY KEY,

@@ -9,6 +9,7 @@ pub mod compute;
 pub mod hosts;
 pub mod identity;
 pub mod image;
+pub mod instances;
 pub mod network;
 
 use std::path::Path;

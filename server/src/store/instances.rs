@@ -1,0 +1,541 @@
+//! Instances, their state timeline and their instance-action log.
+//!
+//! State changes go through [`Store::transition`], a conditional UPDATE on the expected task
+//! state (Nova's `expected_task_state`), recorded in `instance_transitions` in the same
+//! transaction: two concurrent changes can never both win, and the timeline never misses one.
+
+use super::identity::found;
+use super::{Store, StoreError, StoreResult, new_uuid, now};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub description: Option<String>,
+    pub project_id: String,
+    pub user_id: String,
+    pub flavor_id: String,
+    /// JSON snapshot of the flavor at boot.
+    pub flavor: String,
+    pub image_id: String,
+    pub key_name: Option<String>,
+    pub key_data: Option<String>,
+    pub user_data: Option<String>,
+    pub metadata: String,
+    pub tags: String,
+    pub availability_zone: Option<String>,
+    pub config_drive: String,
+    pub reservation_id: String,
+    pub launch_index: i64,
+    pub host_id: Option<String>,
+    pub alternates: String,
+    pub tried_hosts: String,
+    pub claimed: i64,
+    pub vm_state: String,
+    pub task_state: Option<String>,
+    pub power_state: i64,
+    pub fault: Option<String>,
+    pub locked: i64,
+    pub build_deadline: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub launched_at: Option<String>,
+    pub terminated_at: Option<String>,
+    pub deleted: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Transition {
+    pub seq: i64,
+    pub instance_id: String,
+    pub vm_state: String,
+    pub task_state: Option<String>,
+    pub power_state: i64,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceAction {
+    pub id: String,
+    pub instance_id: String,
+    pub request_id: String,
+    pub action: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub message: Option<String>,
+    pub start_time: String,
+    pub finish_time: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionEvent {
+    pub id: String,
+    pub action_id: String,
+    pub event: String,
+    pub host: Option<String>,
+    pub result: Option<String>,
+    pub traceback: Option<String>,
+    pub start_time: String,
+    pub finish_time: Option<String>,
+}
+
+/// The task state a transition expects to find (Nova's `expected_task_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Whatever it is.
+    Any,
+    /// Exactly this task state (`None`: no task).
+    Task(Option<&'a str>),
+    /// One of these task states.
+    OneOf(&'a [&'a str]),
+}
+
+/// A state change: new vm_state, task_state and power_state (`None` keeps the power state).
+#[derive(Debug, Clone, Copy)]
+pub struct NewState<'a> {
+    pub vm_state: &'a str,
+    pub task_state: Option<&'a str>,
+    pub power_state: Option<i64>,
+}
+
+/// Listing filters (all optional).
+#[derive(Debug, Default, Clone)]
+pub struct InstanceFilter {
+    pub project_id: Option<String>,
+    pub host_id: Option<String>,
+    /// Only rows updated at or after this time; includes deleted ones (as Nova does).
+    pub changes_since: Option<String>,
+    pub include_deleted: bool,
+}
+
+pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project_id, user_id, flavor_id, flavor, image_id, \
+    key_name, key_data, user_data, metadata, tags, availability_zone, config_drive, reservation_id, launch_index, \
+    host_id, alternates, tried_hosts, claimed, vm_state, task_state, power_state, fault, locked, build_deadline, \
+    created_at, updated_at, launched_at, terminated_at, deleted";
+
+impl Store {
+    /// Stores a new instance and its first timeline entry.
+    pub async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
+        ))
+        .bind(&i.id)
+        .bind(&i.name)
+        .bind(&i.hostname)
+        .bind(i.description.as_deref())
+        .bind(&i.project_id)
+        .bind(&i.user_id)
+        .bind(&i.flavor_id)
+        .bind(&i.flavor)
+        .bind(&i.image_id)
+        .bind(i.key_name.as_deref())
+        .bind(i.key_data.as_deref())
+        .bind(i.user_data.as_deref())
+        .bind(&i.metadata)
+        .bind(&i.tags)
+        .bind(i.availability_zone.as_deref())
+        .bind(&i.config_drive)
+        .bind(&i.reservation_id)
+        .bind(i.launch_index)
+        .bind(i.host_id.as_deref())
+        .bind(&i.alternates)
+        .bind(&i.tried_hosts)
+        .bind(i.claimed)
+        .bind(&i.vm_state)
+        .bind(i.task_state.as_deref())
+        .bind(i.power_state)
+        .bind(i.fault.as_deref())
+        .bind(i.locked)
+        .bind(i.build_deadline.as_deref())
+        .bind(&i.created_at)
+        .bind(&i.updated_at)
+        .bind(i.launched_at.as_deref())
+        .bind(i.terminated_at.as_deref())
+        .bind(i.deleted)
+        .execute(&mut *tx)
+        .await?;
+        record_transition(
+            &mut tx,
+            &i.id,
+            &i.vm_state,
+            i.task_state.as_deref(),
+            i.power_state,
+            &i.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An instance, deleted ones included (callers decide what a deleted one means).
+    pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
+        sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Instance {id} could not be found.")))
+    }
+
+    /// Newest first (Nova's default sort: created_at desc, then id).
+    pub async fn list_instances(&self, f: &InstanceFilter) -> StoreResult<Vec<Instance>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR host_id = $2) \
+             AND ($3 IS NULL OR updated_at >= $3) AND (deleted = 0 OR $4 = 1) ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(f.project_id.as_deref())
+        .bind(f.host_id.as_deref())
+        .bind(f.changes_since.as_deref())
+        .bind(i64::from(f.include_deleted || f.changes_since.is_some()))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Changes the state if the task state is as expected; records the transition. Returns
+    /// the updated instance, or `None` when the expectation did not hold (someone else won).
+    pub async fn transition(
+        &self,
+        id: &str,
+        expect: Expect<'_>,
+        to: NewState<'_>,
+    ) -> StoreResult<Option<Instance>> {
+        let mut tx = self.begin().await?;
+        let current: Option<Instance> = sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cur) = current else {
+            return Err(StoreError::NotFound(format!(
+                "Instance {id} could not be found."
+            )));
+        };
+        let holds = match expect {
+            Expect::Any => true,
+            Expect::Task(t) => cur.task_state.as_deref() == t,
+            Expect::OneOf(list) => cur.task_state.as_deref().is_some_and(|t| list.contains(&t)),
+        };
+        if !holds {
+            return Ok(None);
+        }
+        let ts = now();
+        let power = to.power_state.unwrap_or(cur.power_state);
+        // The guard repeats the check in SQL so a concurrent writer on another connection
+        // (PostgreSQL) cannot slip in between the read and the write.
+        let done = sqlx::query(
+            "UPDATE instances SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
+             WHERE id = $1 AND deleted = 0 AND vm_state = $6 AND COALESCE(task_state, '') = $7",
+        )
+        .bind(id)
+        .bind(to.vm_state)
+        .bind(to.task_state)
+        .bind(power)
+        .bind(&ts)
+        .bind(&cur.vm_state)
+        .bind(cur.task_state.as_deref().unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        record_transition(&mut tx, id, to.vm_state, to.task_state, power, &ts).await?;
+        tx.commit().await?;
+        Ok(Some(Instance {
+            vm_state: to.vm_state.to_string(),
+            task_state: to.task_state.map(str::to_string),
+            power_state: power,
+            updated_at: ts,
+            ..cur
+        }))
+    }
+
+    /// Sets bookkeeping columns that are not part of the state machine.
+    pub async fn set_instance_placement(
+        &self,
+        id: &str,
+        host_id: Option<&str>,
+        alternates: &str,
+        tried_hosts: &str,
+        claimed: bool,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE instances SET host_id = $2, alternates = $3, tried_hosts = $4, claimed = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(host_id)
+        .bind(alternates)
+        .bind(tried_hosts)
+        .bind(i64::from(claimed))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), || {
+            format!("Instance {id} could not be found.")
+        })
+    }
+
+    pub async fn set_instance_fault(&self, id: &str, fault: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET fault = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(fault)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_instance_launched(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1")
+            .bind(id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_instance_deadline(&self, id: &str, deadline: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET build_deadline = $2 WHERE id = $1")
+            .bind(id)
+            .bind(deadline)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_instance_fields(
+        &self,
+        id: &str,
+        name: &str,
+        hostname: &str,
+        description: Option<&str>,
+        metadata: &str,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE instances SET name = $2, hostname = $3, description = $4, metadata = $5, updated_at = $6 \
+             WHERE id = $1 AND deleted = 0",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(hostname)
+        .bind(description)
+        .bind(metadata)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), || {
+            format!("Instance {id} could not be found.")
+        })
+    }
+
+    /// Marks an instance deleted (soft: the row stays for `changes-since` and actions).
+    pub async fn mark_instance_deleted(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let ts = now();
+        let done = sqlx::query(
+            "UPDATE instances SET deleted = 1, vm_state = 'deleted', task_state = NULL, power_state = 0, \
+             terminated_at = $2, updated_at = $2, claimed = 0 WHERE id = $1 AND deleted = 0",
+        )
+        .bind(id)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            record_transition(&mut tx, id, "deleted", None, 0, &ts).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn transitions(&self, id: &str) -> StoreResult<Vec<Transition>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, instance_id, vm_state, task_state, power_state, at FROM instance_transitions \
+             WHERE instance_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Live instances of a project: (count, vCPUs, MB RAM) from their flavor snapshots.
+    pub async fn project_usage(&self, project_id: &str) -> StoreResult<(i64, i64, i64)> {
+        let flavors: Vec<String> = sqlx::query_scalar(
+            "SELECT flavor FROM instances WHERE project_id = $1 AND deleted = 0",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut usage = (0, 0, 0);
+        for f in flavors {
+            let v: serde_json::Value = serde_json::from_str(&f)?;
+            usage.0 += 1;
+            usage.1 += v["vcpus"].as_i64().unwrap_or(0);
+            usage.2 += v["ram"].as_i64().unwrap_or(0);
+        }
+        Ok(usage)
+    }
+
+    // ---- instance actions ----
+
+    pub async fn start_action(&self, a: &InstanceAction) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instance_actions (id, instance_id, request_id, action, project_id, user_id, message, \
+             start_time, finish_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&a.id)
+        .bind(&a.instance_id)
+        .bind(&a.request_id)
+        .bind(&a.action)
+        .bind(&a.project_id)
+        .bind(&a.user_id)
+        .bind(a.message.as_deref())
+        .bind(&a.start_time)
+        .bind(a.finish_time.as_deref())
+        .bind(&a.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest action of that name on an instance (where progress events attach).
+    pub async fn latest_action(
+        &self,
+        instance_id: &str,
+        action: &str,
+    ) -> StoreResult<Option<InstanceAction>> {
+        Ok(sqlx::query_as(
+            "SELECT id, instance_id, request_id, action, project_id, user_id, message, start_time, finish_time, updated_at \
+             FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1",
+        )
+        .bind(instance_id)
+        .bind(action)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_actions(&self, instance_id: &str) -> StoreResult<Vec<InstanceAction>> {
+        Ok(sqlx::query_as(
+            "SELECT id, instance_id, request_id, action, project_id, user_id, message, start_time, finish_time, updated_at \
+             FROM instance_actions WHERE instance_id = $1 ORDER BY start_time DESC",
+        )
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_action(
+        &self,
+        instance_id: &str,
+        request_id: &str,
+    ) -> StoreResult<InstanceAction> {
+        sqlx::query_as(
+            "SELECT id, instance_id, request_id, action, project_id, user_id, message, start_time, finish_time, updated_at \
+             FROM instance_actions WHERE instance_id = $1 AND request_id = $2",
+        )
+        .bind(instance_id)
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Action for request_id {request_id} on instance {instance_id} not found")))
+    }
+
+    /// Finishes an action (and its message, e.g. "Error" on failure).
+    pub async fn finish_action(&self, action_id: &str, message: Option<&str>) -> StoreResult<()> {
+        let ts = now();
+        sqlx::query(
+            "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $2), message = COALESCE($3, message), \
+             updated_at = $2 WHERE id = $1",
+        )
+        .bind(action_id)
+        .bind(&ts)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Starts an event under an action (e.g. `compute__do_build_and_run_instance`).
+    pub async fn start_event(
+        &self,
+        action_id: &str,
+        event: &str,
+        host: Option<&str>,
+    ) -> StoreResult<String> {
+        let id = new_uuid();
+        sqlx::query(
+            "INSERT INTO instance_action_events (id, action_id, event, host, start_time) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(action_id)
+        .bind(event)
+        .bind(host)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Finishes every open event of the action with `result` (`Success` / `Error`).
+    pub async fn finish_events(
+        &self,
+        action_id: &str,
+        result: &str,
+        traceback: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
+             WHERE action_id = $1 AND finish_time IS NULL",
+        )
+        .bind(action_id)
+        .bind(now())
+        .bind(result)
+        .bind(traceback)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_events(&self, action_id: &str) -> StoreResult<Vec<ActionEvent>> {
+        Ok(sqlx::query_as(
+            "SELECT id, action_id, event, host, result, traceback, start_time, finish_time FROM instance_action_events \
+             WHERE action_id = $1 ORDER BY start_time",
+        )
+        .bind(action_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+async fn record_transition(
+    tx: &mut super::Tx,
+    id: &str,
+    vm: &str,
+    task: Option<&str>,
+    power: i64,
+    at: &str,
+) -> StoreResult<()> {
+    let seq: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM instance_transitions WHERE instance_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO instance_transitions (seq, instance_id, vm_state, task_state, power_state, at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(seq)
+    .bind(id)
+    .bind(vm)
+    .bind(task)
+    .bind(power)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
