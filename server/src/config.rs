@@ -35,6 +35,47 @@ pub struct Config {
     pub agent_token: Option<String>,
     /// Largest accepted image upload, in bytes (413 beyond).
     pub image_size_cap: u64,
+    pub compute: ComputeSettings,
+}
+
+/// Scheduler, conductor and agent timing.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputeSettings {
+    /// A host whose last heartbeat is older than this is down (Nova's service_down_time is 60).
+    pub host_down_after_secs: u64,
+    /// How often agents heartbeat.
+    pub heartbeat_interval_secs: u64,
+    /// A build not ACTIVE after this long goes to ERROR and releases its claim.
+    pub build_timeout_secs: u64,
+    /// How long a delivered work item waits for its acknowledgement before it is offered again.
+    pub work_lease_secs: u64,
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    pub ram_weight_multiplier: f64,
+    pub cpu_weight_multiplier: f64,
+    pub disk_weight_multiplier: f64,
+    /// Hosts tried per build: the choice plus alternates.
+    pub max_attempts: usize,
+}
+
+impl Default for ComputeSettings {
+    fn default() -> Self {
+        ComputeSettings {
+            host_down_after_secs: 15,
+            heartbeat_interval_secs: 3,
+            build_timeout_secs: 600,
+            work_lease_secs: 60,
+            cpu_allocation_ratio: 4.0,
+            ram_allocation_ratio: 1.0,
+            disk_allocation_ratio: 1.0,
+            ram_weight_multiplier: 1.0,
+            cpu_weight_multiplier: 1.0,
+            disk_weight_multiplier: 1.0,
+            max_attempts: 3,
+        }
+    }
 }
 
 impl fmt::Debug for Config {
@@ -50,6 +91,7 @@ impl fmt::Debug for Config {
             .field("admin_password", &redacted(&self.admin_password))
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
+            .field("compute", &self.compute)
             .finish()
     }
 }
@@ -81,6 +123,7 @@ pub struct FileSettings {
     pub admin_password: Option<String>,
     pub agent_token: Option<String>,
     pub image_size_cap: Option<u64>,
+    pub compute: Option<ComputeSettings>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable.
@@ -126,6 +169,20 @@ pub struct CommonArgs {
     /// Largest accepted image upload in bytes (default 64 GiB).
     #[arg(long, env = "MERIDIAN_IMAGE_SIZE_CAP", global = true)]
     pub image_size_cap: Option<u64>,
+    /// Seconds without a heartbeat before a compute host counts as down (default 15).
+    #[arg(long, env = "MERIDIAN_HOST_DOWN_AFTER", global = true)]
+    pub host_down_after: Option<u64>,
+    /// Seconds a build may take before it goes to ERROR (default 600).
+    #[arg(long, env = "MERIDIAN_BUILD_TIMEOUT", global = true)]
+    pub build_timeout: Option<u64>,
+    /// RAM weigher multiplier: positive spreads, negative packs (default 1.0).
+    #[arg(
+        long,
+        env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER",
+        global = true,
+        allow_hyphen_values = true
+    )]
+    pub ram_weight_multiplier: Option<f64>,
 }
 
 impl CommonArgs {
@@ -174,7 +231,30 @@ impl CommonArgs {
                 .image_size_cap
                 .or(file.image_size_cap)
                 .unwrap_or(64 << 30),
+            compute: self.compute_settings(file.compute)?,
         })
+    }
+
+    fn compute_settings(
+        &self,
+        from_file: Option<ComputeSettings>,
+    ) -> anyhow::Result<ComputeSettings> {
+        let mut c = from_file.unwrap_or_default();
+        if let Some(v) = self.host_down_after {
+            c.host_down_after_secs = v;
+        }
+        if let Some(v) = self.build_timeout {
+            c.build_timeout_secs = v;
+        }
+        if let Some(v) = self.ram_weight_multiplier {
+            c.ram_weight_multiplier = v;
+        }
+        anyhow::ensure!(
+            c.host_down_after_secs > c.heartbeat_interval_secs,
+            "host_down_after_secs must exceed heartbeat_interval_secs"
+        );
+        anyhow::ensure!(c.max_attempts >= 1, "max_attempts must be at least 1");
+        Ok(c)
     }
 }
 
