@@ -2,6 +2,8 @@
 //! HTTP client that authenticates against Keystone v3 and talks to any catalog service.
 
 pub mod agent;
+#[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "client")]
 pub use client::{Client, ClientError, Credentials, Session};

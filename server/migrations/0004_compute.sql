@@ -56,6 +56,10 @@ CREATE TABLE instances (
     tried_hosts       TEXT NOT NULL DEFAULT '[]',
     -- Whether the host's resources are currently claimed for this instance.
     claimed           BIGINT NOT NULL DEFAULT 0,
+    -- The networks request as given at boot (JSON), and ports this server created for it
+    -- (deleted with the instance; ports the user passed in are only detached).
+    requested_networks TEXT NOT NULL DEFAULT '[]',
+    owned_ports       TEXT NOT NULL DEFAULT '[]',
     vm_state          TEXT NOT NULL,
     task_state        TEXT,
     power_state       BIGINT NOT NULL DEFAULT 0,

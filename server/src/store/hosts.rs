@@ -218,39 +218,14 @@ impl Store {
     /// Claims resources on a host if they still fit, in one conditional UPDATE: concurrent
     /// claims (from any replica) can never overcommit. Returns whether the claim was made.
     pub async fn claim(&self, host_id: &str, c: Claim, r: Ratios) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \
-             disk_gb_used = disk_gb_used + $4 WHERE id = $1 \
-             AND vcpus_used + $2 <= (vcpus - reserved_vcpus) * $5 \
-             AND memory_mb_used + $3 <= (memory_mb - reserved_memory_mb) * $6 \
-             AND disk_gb_used + $4 <= (disk_gb - reserved_disk_gb) * $7",
-        )
-        .bind(host_id)
-        .bind(c.vcpus)
-        .bind(c.memory_mb)
-        .bind(c.disk_gb)
-        .bind(r.cpu)
-        .bind(r.ram)
-        .bind(r.disk)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        claim_on(&mut conn, host_id, c, r).await
     }
 
     /// Gives claimed resources back (never below zero).
     pub async fn release(&self, host_id: &str, c: Claim) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET vcpus_used = CASE WHEN vcpus_used > $2 THEN vcpus_used - $2 ELSE 0 END, \
-             memory_mb_used = CASE WHEN memory_mb_used > $3 THEN memory_mb_used - $3 ELSE 0 END, \
-             disk_gb_used = CASE WHEN disk_gb_used > $4 THEN disk_gb_used - $4 ELSE 0 END WHERE id = $1",
-        )
-        .bind(host_id)
-        .bind(c.vcpus)
-        .bind(c.memory_mb)
-        .bind(c.disk_gb)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        release_on(&mut conn, host_id, c).await
     }
 
     // ---- work queue ----
@@ -367,4 +342,49 @@ impl Store {
         .await?
         .rows_affected())
     }
+}
+
+/// The claim as one conditional UPDATE, on a connection or inside a transaction.
+pub(crate) async fn claim_on(
+    conn: &mut sqlx::AnyConnection,
+    host_id: &str,
+    c: Claim,
+    r: Ratios,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \
+         disk_gb_used = disk_gb_used + $4 WHERE id = $1 \
+         AND vcpus_used + $2 <= (vcpus - reserved_vcpus) * $5 \
+         AND memory_mb_used + $3 <= (memory_mb - reserved_memory_mb) * $6 \
+         AND disk_gb_used + $4 <= (disk_gb - reserved_disk_gb) * $7",
+    )
+    .bind(host_id)
+    .bind(c.vcpus)
+    .bind(c.memory_mb)
+    .bind(c.disk_gb)
+    .bind(r.cpu)
+    .bind(r.ram)
+    .bind(r.disk)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn release_on(
+    conn: &mut sqlx::AnyConnection,
+    host_id: &str,
+    c: Claim,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE hosts SET vcpus_used = CASE WHEN vcpus_used > $2 THEN vcpus_used - $2 ELSE 0 END, \
+         memory_mb_used = CASE WHEN memory_mb_used > $3 THEN memory_mb_used - $3 ELSE 0 END, \
+         disk_gb_used = CASE WHEN disk_gb_used > $4 THEN disk_gb_used - $4 ELSE 0 END WHERE id = $1",
+    )
+    .bind(host_id)
+    .bind(c.vcpus)
+    .bind(c.memory_mb)
+    .bind(c.disk_gb)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

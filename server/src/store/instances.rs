@@ -4,6 +4,7 @@
 //! state (Nova's `expected_task_state`), recorded in `instance_transitions` in the same
 //! transaction: two concurrent changes can never both win, and the timeline never misses one.
 
+use super::hosts::{Claim, Ratios, claim_on, release_on};
 use super::identity::found;
 use super::{Store, StoreError, StoreResult, new_uuid, now};
 
@@ -32,6 +33,8 @@ pub struct Instance {
     pub alternates: String,
     pub tried_hosts: String,
     pub claimed: i64,
+    pub requested_networks: String,
+    pub owned_ports: String,
     pub vm_state: String,
     pub task_state: Option<String>,
     pub power_state: i64,
@@ -112,7 +115,7 @@ pub struct InstanceFilter {
 
 pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project_id, user_id, flavor_id, flavor, image_id, \
     key_name, key_data, user_data, metadata, tags, availability_zone, config_drive, reservation_id, launch_index, \
-    host_id, alternates, tried_hosts, claimed, vm_state, task_state, power_state, fault, locked, build_deadline, \
+    host_id, alternates, tried_hosts, claimed, requested_networks, owned_ports, vm_state, task_state, power_state, fault, locked, build_deadline, \
     created_at, updated_at, launched_at, terminated_at, deleted";
 
 impl Store {
@@ -121,7 +124,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)"
         ))
         .bind(&i.id)
         .bind(&i.name)
@@ -145,6 +148,8 @@ impl Store {
         .bind(&i.alternates)
         .bind(&i.tried_hosts)
         .bind(i.claimed)
+        .bind(&i.requested_networks)
+        .bind(&i.owned_ports)
         .bind(&i.vm_state)
         .bind(i.task_state.as_deref())
         .bind(i.power_state)
@@ -280,6 +285,15 @@ impl Store {
         })
     }
 
+    pub async fn set_owned_ports(&self, id: &str, owned_ports: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET owned_ports = $2 WHERE id = $1")
+            .bind(id)
+            .bind(owned_ports)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_instance_fault(&self, id: &str, fault: Option<&str>) -> StoreResult<()> {
         sqlx::query("UPDATE instances SET fault = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
@@ -333,13 +347,82 @@ impl Store {
         })
     }
 
-    /// Marks an instance deleted (soft: the row stays for `changes-since` and actions).
+    /// Claims the host's resources for a building instance and records the placement in one
+    /// transaction, moving it from scheduling to networking. `false` when the host no longer
+    /// fits or the instance is no longer waiting to be scheduled (deleted meanwhile).
+    pub async fn place_instance(
+        &self,
+        id: &str,
+        host_id: &str,
+        claim: Claim,
+        ratios: Ratios,
+        alternates: &str,
+        tried_hosts: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if !claim_on(&mut tx, host_id, claim, ratios).await? {
+            return Ok(false);
+        }
+        let ts = now();
+        let done = sqlx::query(
+            "UPDATE instances SET host_id = $2, alternates = $3, tried_hosts = $4, claimed = 1, \
+             task_state = 'networking', updated_at = $5 \
+             WHERE id = $1 AND deleted = 0 AND vm_state = 'building' AND task_state = 'scheduling'",
+        )
+        .bind(id)
+        .bind(host_id)
+        .bind(alternates)
+        .bind(tried_hosts)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false); // dropping the transaction rolls the claim back
+        }
+        record_transition(&mut tx, id, "building", Some("networking"), 0, &ts).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives back the instance's claim if it holds one (idempotent: the `claimed` flag and the
+    /// host counters change in one transaction).
+    pub async fn release_instance_claim(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        release_claim_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Back to building/scheduling for another host: releases the claim and clears the host.
+    pub async fn requeue_instance(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        release_claim_in(&mut tx, id).await?;
+        let ts = now();
+        let done = sqlx::query(
+            "UPDATE instances SET host_id = NULL, task_state = 'scheduling', power_state = 0, updated_at = $2 \
+             WHERE id = $1 AND deleted = 0 AND vm_state = 'building'",
+        )
+        .bind(id)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        record_transition(&mut tx, id, "building", Some("scheduling"), 0, &ts).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks an instance deleted (soft: the row stays for `changes-since` and actions) and
+    /// releases its claim, in one transaction.
     pub async fn mark_instance_deleted(&self, id: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        release_claim_in(&mut tx, id).await?;
         let ts = now();
         let done = sqlx::query(
             "UPDATE instances SET deleted = 1, vm_state = 'deleted', task_state = NULL, power_state = 0, \
-             terminated_at = $2, updated_at = $2, claimed = 0 WHERE id = $1 AND deleted = 0",
+             terminated_at = $2, updated_at = $2 WHERE id = $1 AND deleted = 0",
         )
         .bind(id)
         .bind(&ts)
@@ -537,5 +620,31 @@ async fn record_transition(
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Releases the claim inside a transaction, if the instance holds one.
+async fn release_claim_in(tx: &mut super::Tx, id: &str) -> StoreResult<()> {
+    let row: Option<(i64, Option<String>, String)> =
+        sqlx::query_as("SELECT claimed, host_id, flavor FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((1, Some(host_id), flavor)) = row else {
+        return Ok(());
+    };
+    let f: serde_json::Value = serde_json::from_str(&flavor)?;
+    let claim = Claim {
+        vcpus: f["vcpus"].as_i64().unwrap_or(0),
+        memory_mb: f["ram"].as_i64().unwrap_or(0),
+        disk_gb: f["disk"].as_i64().unwrap_or(0) + f["ephemeral"].as_i64().unwrap_or(0),
+    };
+    let done = sqlx::query("UPDATE instances SET claimed = 0 WHERE id = $1 AND claimed = 1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 1 {
+        release_on(tx, &host_id, claim).await?;
+    }
     Ok(())
 }
