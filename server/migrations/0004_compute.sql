@@ -3,6 +3,8 @@
 
 CREATE TABLE hosts (
     id                 TEXT PRIMARY KEY,
+    -- Integer id for microversions before 2.53 (hypervisors and services).
+    num                BIGINT NOT NULL UNIQUE,
     name               TEXT NOT NULL UNIQUE,
     enabled            BIGINT NOT NULL DEFAULT 1,
     disabled_reason    TEXT,

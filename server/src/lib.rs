@@ -44,6 +44,10 @@ pub fn router(state: AppState) -> Router {
             "/compute",
             compute::router(state.clone()).fallback(not_found).layer(map_response(|r| render_faults(Service::Compute, r))),
         )
+        .nest(
+            "/agent/v1",
+            compute::agents::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
+        )
         .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
         .nest("/network", network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))))
         .layer(
@@ -82,11 +86,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let conductor = tokio::spawn(conductor_loop(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    conductor.abort();
     state.store.close().await;
     Ok(result?)
 }
@@ -100,6 +106,18 @@ async fn housekeeping(state: AppState) {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired tokens purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "token purge failed"),
+        }
+    }
+}
+
+/// The conductor's periodic pass (timeouts, down hosts, stranded builds), every second.
+async fn conductor_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = compute::conductor::tick(&state).await {
+            tracing::warn!(error = %e, "conductor pass failed");
         }
     }
 }

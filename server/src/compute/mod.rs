@@ -1,10 +1,14 @@
 //! Nova v2.1: version discovery, microversions, flavors, key pairs, quotas, limits and
 //! availability zones.
 
+pub mod agents;
+pub mod conductor;
 mod flavors;
+mod hosts;
 mod keypairs;
 pub mod microversion;
 mod quotas;
+mod servers;
 pub mod scheduler;
 pub mod states;
 

@@ -48,11 +48,14 @@ pub async fn limit_for(state: &AppState, project_id: &str, resource: &str) -> Ap
         .unwrap_or(-1))
 }
 
-/// What a project uses now. Instances, cores and RAM come from servers, which this server does
-/// not run yet; key pairs count the caller's own (Nova counts them per user).
-async fn usage(state: &AppState, ctx: &Ctx, resource: &str) -> ApiResult<i64> {
+/// What a project uses now: instances, cores and RAM from its live servers; key pairs are the
+/// caller's own (Nova counts them per user).
+async fn usage(state: &AppState, ctx: &Ctx, project_id: &str, resource: &str) -> ApiResult<i64> {
     Ok(match resource {
         "key_pairs" => state.store.count_keypairs(&ctx.user.id).await?,
+        "instances" => state.store.project_usage(project_id).await?.0,
+        "cores" => state.store.project_usage(project_id).await?.1,
+        "ram" => state.store.project_usage(project_id).await?.2,
         _ => 0,
     })
 }
@@ -90,7 +93,7 @@ async fn quota_set(
             .copied()
             .unwrap_or(default);
         let value = if detail {
-            json!({"limit": limit, "in_use": usage(state, ctx, name).await?, "reserved": 0})
+            json!({"limit": limit, "in_use": usage(state, ctx, project_id, name).await?, "reserved": 0})
         } else {
             json!(limit)
         };
@@ -241,15 +244,15 @@ pub async fn limits(
     );
     a.insert(
         "totalInstancesUsed".into(),
-        json!(usage(&state, &ctx, "instances").await?),
+        json!(usage(&state, &ctx, &pid, "instances").await?),
     );
     a.insert(
         "totalCoresUsed".into(),
-        json!(usage(&state, &ctx, "cores").await?),
+        json!(usage(&state, &ctx, &pid, "cores").await?),
     );
     a.insert(
         "totalRAMUsed".into(),
-        json!(usage(&state, &ctx, "ram").await?),
+        json!(usage(&state, &ctx, &pid, "ram").await?),
     );
     a.insert("totalServerGroupsUsed".into(), json!(0));
     if !v.at_least(36) {

@@ -7,6 +7,7 @@ use super::{Backend, Store, StoreError, StoreResult, fmt_time, new_uuid, now};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Host {
     pub id: String,
+    pub num: i64,
     pub name: String,
     pub enabled: i64,
     pub disabled_reason: Option<String>,
@@ -80,7 +81,7 @@ pub struct Work {
     pub result: Option<String>,
 }
 
-const HOST_COLS: &str = "id, name, enabled, disabled_reason, forced_down, availability_zone, hypervisor_type, \
+const HOST_COLS: &str = "id, num, name, enabled, disabled_reason, forced_down, availability_zone, hypervisor_type, \
     hypervisor_version, cpu_arch, libvirt_uri, host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, \
     reserved_vcpus, reserved_memory_mb, reserved_disk_gb, vcpus_used, memory_mb_used, disk_gb_used, last_heartbeat, \
     created_at, updated_at";
@@ -91,11 +92,17 @@ impl Store {
     /// enabled flag survive re-registration.
     pub async fn register_host(&self, name: &str, inv: &HostInventory) -> StoreResult<String> {
         let ts = now();
+        if let Ok(h) = self.get_host_by_name(name).await {
+            // Known host: refresh inventory, keep id, number, claims and enabled flag.
+            self.update_host_inventory(&h.id, inv).await?;
+            return Ok(h.id);
+        }
+        let num = self.next_counter("host").await?;
         let id: String = sqlx::query_scalar(
-            "INSERT INTO hosts (id, name, availability_zone, hypervisor_type, hypervisor_version, cpu_arch, libvirt_uri, \
+            "INSERT INTO hosts (id, num, name, availability_zone, hypervisor_type, hypervisor_version, cpu_arch, libvirt_uri, \
              host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, reserved_vcpus, reserved_memory_mb, \
              reserved_disk_gb, last_heartbeat, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $17) \
+             VALUES ($1, $18, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $17) \
              ON CONFLICT (name) DO UPDATE SET availability_zone = excluded.availability_zone, \
              hypervisor_type = excluded.hypervisor_type, hypervisor_version = excluded.hypervisor_version, \
              cpu_arch = excluded.cpu_arch, libvirt_uri = excluded.libvirt_uri, host_ip = excluded.host_ip, \
@@ -123,9 +130,31 @@ impl Store {
         .bind(inv.reserved_memory_mb)
         .bind(inv.reserved_disk_gb)
         .bind(&ts)
+        .bind(num)
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    async fn update_host_inventory(&self, id: &str, inv: &HostInventory) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE hosts SET availability_zone = $2, hypervisor_type = $3, hypervisor_version = $4, cpu_arch = $5, \
+             libvirt_uri = $6, host_ip = $7, supports_networks = $8, agent_version = $9, last_heartbeat = $10, \
+             updated_at = $10 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&inv.availability_zone)
+        .bind(&inv.hypervisor_type)
+        .bind(inv.hypervisor_version)
+        .bind(&inv.cpu_arch)
+        .bind(&inv.libvirt_uri)
+        .bind(&inv.host_ip)
+        .bind(i64::from(inv.supports_networks))
+        .bind(&inv.agent_version)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        self.heartbeat(id, inv).await
     }
 
     /// Records a heartbeat (and the inventory it carried).
@@ -326,6 +355,17 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// How many unfinished work items an instance has on a host.
+    pub async fn live_work(&self, instance_id: &str, host_id: &str) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM work WHERE instance_id = $1 AND host_id = $2 AND state IN ('pending', 'delivered')",
+        )
+        .bind(instance_id)
+        .bind(host_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Cancels unfinished work of an instance (e.g. a build superseded by a delete or moved

@@ -201,6 +201,16 @@ impl Store {
         .await?)
     }
 
+    /// Live instances that are building or have a task running (what the conductor watches).
+    pub async fn unfinished_instances(&self) -> StoreResult<Vec<Instance>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE deleted = 0 AND (vm_state = 'building' OR task_state IS NOT NULL) \
+             ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Changes the state if the task state is as expected; records the transition. Returns
     /// the updated instance, or `None` when the expectation did not hold (someone else won).
     pub async fn transition(

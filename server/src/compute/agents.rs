@@ -1,0 +1,175 @@
+//! The server side of the agent protocol (`meridian_common::agent`): registration, heartbeats
+//! with power-state sync, long-polled work delivery, work events and image data for agents.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use meridian_common::agent::{Action, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse, WorkEvent, WorkItem};
+
+use super::conductor;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use crate::store::hosts::HostInventory;
+use crate::store::instances::{Expect, NewState};
+
+/// Routes under `/agent/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/hosts/{host}/heartbeat", post(heartbeat))
+        .route("/hosts/{host}/work", get(poll_work))
+        .route("/work/{id}/events", post(work_event))
+        .route("/images/{id}/file", get(image_file))
+}
+
+/// A caller holding the cluster's agent join token (`Authorization: Bearer …`).
+pub struct AgentAuth;
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let given = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("An agent join token is required."))?;
+        let expected = state.store.setting("agent_token").await?.unwrap_or_default();
+        if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes()) {
+            return Err(ApiError::unauthorized("The agent join token is not valid."));
+        }
+        Ok(AgentAuth)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn to_inventory(inv: &Inventory, agent_version: &str) -> HostInventory {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    HostInventory {
+        availability_zone: if inv.availability_zone.is_empty() { super::quotas::DEFAULT_AZ.into() } else { inv.availability_zone.clone() },
+        hypervisor_type: inv.hypervisor_type.clone(),
+        hypervisor_version: i(inv.hypervisor_version),
+        cpu_arch: inv.cpu_arch.clone(),
+        libvirt_uri: inv.libvirt_uri.clone(),
+        host_ip: inv.host_ip.clone(),
+        supports_networks: inv.supports_networks,
+        agent_version: agent_version.to_string(),
+        vcpus: i64::from(inv.vcpus),
+        memory_mb: i(inv.memory_mb),
+        disk_gb: i(inv.disk_gb),
+        reserved_vcpus: i64::from(inv.reserved_vcpus),
+        reserved_memory_mb: i(inv.reserved_memory_mb),
+        reserved_disk_gb: i(inv.reserved_disk_gb),
+    }
+}
+
+fn valid_host_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::bad_request(format!("Invalid host name '{name}'."))) }
+}
+
+async fn register(State(state): State<AppState>, _a: AgentAuth, Json(req): Json<RegisterRequest>) -> ApiResult<axum::Json<RegisterResponse>> {
+    valid_host_name(&req.host)?;
+    let id = state.store.register_host(&req.host, &to_inventory(&req.inventory, &req.agent_version)).await?;
+    tracing::info!(host = %req.host, %id, "compute host registered");
+    Ok(axum::Json(RegisterResponse { host_id: id, heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs }))
+}
+
+async fn heartbeat(State(state): State<AppState>, _a: AgentAuth, Path(host): Path<String>, Json(hb): Json<Heartbeat>) -> ApiResult<StatusCode> {
+    let h = state.store.get_host_by_name(&host).await?;
+    state.store.heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version)).await?;
+    // Power-state sync (Nova's _sync_power_states): a guest that shut itself down becomes
+    // SHUTOFF; other changes only refresh power_state.
+    for report in hb.instances {
+        let Ok(inst) = state.store.get_instance(&report.instance_id).await else { continue };
+        if inst.deleted != 0 || inst.host_id.as_deref() != Some(h.id.as_str()) || inst.task_state.is_some() {
+            continue;
+        }
+        let code = report.power_state.code();
+        if inst.vm_state == "active" && matches!(report.power_state, PowerState::Shutdown | PowerState::Crashed) {
+            let to = NewState { vm_state: "stopped", task_state: None, power_state: Some(code) };
+            if let Ok(Some(_)) = state.store.transition(&inst.id, Expect::Task(None), to).await {
+                tracing::info!(instance = %inst.id, "guest stopped from inside: now SHUTOFF");
+            }
+        } else if inst.power_state != code && inst.vm_state != "building" {
+            let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: Some(code) };
+            let _ = state.store.transition(&inst.id, Expect::Task(None), to).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60).
+async fn poll_work(State(state): State<AppState>, _a: AgentAuth, Path(host): Path<String>, q: Query) -> ApiResult<axum::Json<Vec<WorkItem>>> {
+    let wait = q.uint("wait")?.unwrap_or(25).min(60);
+    let h = state.store.get_host_by_name(&host).await?;
+    let lease = state.cfg.compute.work_lease_secs as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    let signal = state.signals.get(&h.id);
+    loop {
+        let notified = signal.notified();
+        let leased = state.store.lease_work(&h.id, lease, 64).await?;
+        if !leased.is_empty() {
+            let mut items = Vec::with_capacity(leased.len());
+            for w in leased {
+                match serde_json::from_str::<Action>(&w.action) {
+                    Ok(action) => items.push(WorkItem {
+                        id: w.id,
+                        instance_id: w.instance_id,
+                        attempt: u32::try_from(w.attempt).unwrap_or(u32::MAX),
+                        action,
+                    }),
+                    Err(e) => {
+                        tracing::error!(work = %w.id, error = %e, "unreadable work item dropped");
+                        state.store.finish_work(&w.id, "failed", Some("unreadable work item")).await?;
+                    }
+                }
+            }
+            return Ok(axum::Json(items));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(axum::Json(Vec::new()));
+        }
+    }
+}
+
+async fn work_event(State(state): State<AppState>, _a: AgentAuth, Path(id): Path<String>, Json(event): Json<WorkEvent>) -> ApiResult<StatusCode> {
+    let work = state.store.get_work(&id).await?;
+    if !matches!(work.state.as_str(), "pending" | "delivered") {
+        // A repeat of an acknowledged item (or one cancelled meanwhile): nothing to do.
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    conductor::on_event(&state, &work, event).await.map_err(|e| match e {
+        conductor::ConductError::Store(s) => ApiError::from(s),
+        other => ApiError::internal(other),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Image data for an agent's cache (agents hold no Keystone token).
+async fn image_file(State(state): State<AppState>, _a: AgentAuth, Path(id): Path<String>) -> ApiResult<Response> {
+    let img = state.store.get_image(&id).await?;
+    if !matches!(img.status.as_str(), "active" | "deactivated") {
+        return Err(ApiError::conflict(format!("Image {id} has no data (status {}).", img.status)));
+    }
+    let path = crate::image::data::image_path(&state, &id);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("opening image data: {e}")))?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream"));
+    h.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(len));
+    Ok(resp)
+}

@@ -1,0 +1,538 @@
+//! The conductor: drives each build and action through its states, between the API, the
+//! scheduler, the network store and the agents.
+//!
+//! Everything it does is recorded in the database before the next step, and every step can be
+//! run again: [`tick`] (called every second by the server) resumes builds the process was in the
+//! middle of when it died, fails builds that outlive their deadline, and reschedules builds on
+//! hosts that stopped heartbeating. So no instance stays in BUILD forever.
+
+use std::collections::BTreeMap;
+
+use meridian_common::agent::{Action, BuildSpec, FixedIp, FlavorSpec, ImageSpec, NicSpec, PowerState, WorkEvent};
+use serde_json::{Value, json};
+
+use super::scheduler::{self, HostState, Request};
+use crate::state::AppState;
+use crate::store::hosts::{Claim, Host, Ratios, Work};
+use crate::store::instances::{Expect, Instance, NewState};
+use crate::store::network::{IpRequest, NetError, NewPort, PortUpdate};
+use crate::store::{StoreError, fmt_time, now, parse_time};
+
+/// Errors while driving an instance; they end in the instance's fault, never in a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Network(#[from] NetError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ConductError>;
+
+pub(crate) fn settings(state: &AppState) -> scheduler::Settings {
+    let c = &state.cfg.compute;
+    scheduler::Settings {
+        cpu_allocation_ratio: c.cpu_allocation_ratio,
+        ram_allocation_ratio: c.ram_allocation_ratio,
+        disk_allocation_ratio: c.disk_allocation_ratio,
+        ram_weight_multiplier: c.ram_weight_multiplier,
+        cpu_weight_multiplier: c.cpu_weight_multiplier,
+        disk_weight_multiplier: c.disk_weight_multiplier,
+        max_attempts: c.max_attempts,
+    }
+}
+
+fn ratios(state: &AppState) -> Ratios {
+    let c = &state.cfg.compute;
+    Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio }
+}
+
+/// Whether a host's heartbeat is recent enough (and it is not forced down).
+pub fn host_up(state: &AppState, h: &Host) -> bool {
+    let limit = chrono::Duration::seconds(state.cfg.compute.host_down_after_secs as i64);
+    h.forced_down == 0 && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
+}
+
+fn host_state(state: &AppState, h: &Host) -> HostState {
+    HostState {
+        id: h.id.clone(),
+        name: h.name.clone(),
+        enabled: h.enabled != 0,
+        up: host_up(state, h),
+        availability_zone: h.availability_zone.clone(),
+        hypervisor_type: h.hypervisor_type.clone(),
+        cpu_arch: h.cpu_arch.clone(),
+        vcpus: h.vcpus - h.reserved_vcpus,
+        memory_mb: h.memory_mb - h.reserved_memory_mb,
+        disk_gb: h.disk_gb - h.reserved_disk_gb,
+        vcpus_used: h.vcpus_used,
+        memory_mb_used: h.memory_mb_used,
+        disk_gb_used: h.disk_gb_used,
+    }
+}
+
+pub(crate) fn flavor_claim(flavor: &Value) -> Claim {
+    Claim {
+        vcpus: flavor["vcpus"].as_i64().unwrap_or(0),
+        memory_mb: flavor["ram"].as_i64().unwrap_or(0),
+        disk_gb: flavor["disk"].as_i64().unwrap_or(0) + flavor["ephemeral"].as_i64().unwrap_or(0),
+    }
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+/// Starts (or resumes) a build in the background.
+pub fn spawn_build(state: &AppState, instance_id: &str) {
+    let (state, id) = (state.clone(), instance_id.to_string());
+    tokio::spawn(async move { advance(&state, &id).await });
+}
+
+/// Does the next server-side step of a build, whatever step it is at; failures end the build
+/// in ERROR with a fault.
+pub async fn advance(state: &AppState, id: &str) {
+    if let Err(e) = advance_inner(state, id).await {
+        tracing::warn!(instance = %id, error = %e, "build step failed");
+        fail_build(state, id, &e.to_string(), &format!("{e:?}")).await;
+    }
+}
+
+async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
+    let inst = state.store.get_instance(id).await?;
+    if inst.deleted != 0 || inst.vm_state != "building" {
+        return Ok(());
+    }
+    match inst.task_state.as_deref() {
+        Some("scheduling") => {
+            if schedule(state, &inst).await? {
+                let inst = state.store.get_instance(id).await?;
+                dispatch(state, &inst).await?;
+            }
+        }
+        Some("networking") => dispatch(state, &inst).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Picks a host and claims on it; false when the build ended (no valid host).
+async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
+    let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
+    let claim = flavor_claim(&flavor);
+    let tried = json_list(&inst.tried_hosts);
+    let hosts = state.store.list_hosts().await?;
+    let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
+    let image_props = image_properties(state, &inst.image_id).await;
+    let request = Request {
+        vcpus: claim.vcpus,
+        memory_mb: claim.memory_mb,
+        disk_gb: claim.disk_gb,
+        availability_zone: inst.availability_zone.clone(),
+        architecture: image_props.get("architecture").cloned(),
+        hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
+        ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
+    };
+    let s = settings(state);
+    // Every attempt so far counts against max_attempts (Nova's retry limit).
+    let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
+    let candidates = match scheduler::select(&snapshot, &request, &s) {
+        Ok(c) if remaining_attempts > 0 => c,
+        Ok(_) => {
+            fail_build(state, &inst.id, "Exceeded maximum number of retries. No valid host was found.", "max_attempts reached").await;
+            return Ok(false);
+        }
+        Err(no) => {
+            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
+            fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
+            return Ok(false);
+        }
+    };
+    // Claim on the best host that still fits (another boot may have taken the room meanwhile).
+    for (i, host_id) in candidates.iter().enumerate() {
+        let mut now_tried = tried.clone();
+        now_tried.push(host_id.clone());
+        let alternates = json!(candidates[i + 1..]).to_string();
+        let placed = state
+            .store
+            .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
+            .await?;
+        if placed {
+            return Ok(true);
+        }
+    }
+    let fresh = state.store.get_instance(&inst.id).await?;
+    if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
+        return Ok(false); // deleted (or moved on) while we were choosing
+    }
+    fail_build(state, &inst.id, "No valid host was found. There are not enough hosts available.", "every candidate was claimed concurrently").await;
+    Ok(false)
+}
+
+async fn image_properties(state: &AppState, image_id: &str) -> BTreeMap<String, String> {
+    match state.store.get_image(image_id).await {
+        Ok(img) => img
+            .properties_map()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// The requested networks as stored at boot: `{"network_id", "fixed_ip"?}` or `{"port_id"}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct NetRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+}
+
+/// Networking, then the build work for the agent (idempotent: ports made before a crash are
+/// reused; a live build work item is not queued twice).
+async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
+    let host_id = inst.host_id.clone().ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
+    let host = state.store.get_host(&host_id).await?;
+    let nics = ensure_ports(state, inst, &host).await?;
+    if state.store.live_work(&inst.id, &host_id).await? > 0 {
+        return Ok(());
+    }
+    let spec = build_spec(state, inst, nics).await?;
+    let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
+    state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await?;
+    state.store.enqueue_work(&inst.id, &host_id, &action).await?;
+    if let Some(a) = state.store.latest_action(&inst.id, "create").await? {
+        state.store.start_event(&a.id, "compute__do_build_and_run_instance", Some(&host.name)).await?;
+    }
+    state.signals.notify(&host_id);
+    Ok(())
+}
+
+async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
+    let requests: Vec<NetRequest> = serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
+    let mut owned = json_list(&inst.owned_ports);
+    let existing = state.store.ports_by_device(&inst.id).await?;
+    let mut used: Vec<String> = Vec::new();
+    let mut ports = Vec::new();
+    for r in &requests {
+        let port = if let Some(pid) = &r.port_id {
+            let update = PortUpdate {
+                device_id: Some(inst.id.clone()),
+                device_owner: Some(format!("compute:{}", host.availability_zone)),
+                host_id: Some(host.name.clone()),
+                ..Default::default()
+            };
+            state.store.update_port(pid, &update).await?
+        } else {
+            let net = r.network_id.clone().ok_or_else(|| ConductError::Invalid("network request without a network".into()))?;
+            let reuse = existing.iter().find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
+            match reuse {
+                Some(p) => state.store.bind_port(&p.id, &host.name).await?,
+                None => {
+                    let mut np = NewPort::new(&inst.project_id, &net);
+                    np.device_id = inst.id.clone();
+                    np.device_owner = format!("compute:{}", host.availability_zone);
+                    np.host_id = host.name.clone();
+                    if let Some(ip) = &r.fixed_ip {
+                        let addr = ip.parse().map_err(|_| ConductError::Invalid(format!("Invalid fixed IP address {ip}")))?;
+                        np.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some(addr) }]);
+                    }
+                    let p = state.store.create_port(np).await?;
+                    owned.push(p.id.clone());
+                    state.store.set_owned_ports(&inst.id, &json!(owned).to_string()).await?;
+                    p
+                }
+            }
+        };
+        used.push(port.id.clone());
+        ports.push(port);
+    }
+    let mut nics = Vec::new();
+    for p in ports {
+        let network = state.store.get_network(&p.network_id).await?;
+        let mut ips = Vec::new();
+        for ip in &p.fixed_ips {
+            let subnet = state.store.get_subnet(&ip.subnet_id).await?;
+            ips.push(FixedIp {
+                address: ip.ip_address.clone(),
+                cidr: subnet.cidr.clone(),
+                gateway: subnet.gateway_ip.clone(),
+                dns_nameservers: subnet.dns_list(),
+            });
+        }
+        nics.push(NicSpec {
+            port_id: p.id.clone(),
+            mac_address: p.mac_address.clone(),
+            network_id: p.network_id.clone(),
+            mtu: u32::try_from(network.mtu).unwrap_or(1500),
+            ips,
+        });
+    }
+    Ok(nics)
+}
+
+async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>) -> Result<BuildSpec> {
+    let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
+    let img = state.store.get_image(&inst.image_id).await?;
+    let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
+    let metadata: BTreeMap<String, String> = serde_json::from_str(&inst.metadata).unwrap_or_default();
+    let as_u64 = |v: &Value| v.as_u64().unwrap_or(0);
+    Ok(BuildSpec {
+        name: inst.name.clone(),
+        hostname: inst.hostname.clone(),
+        flavor: FlavorSpec {
+            vcpus: u32::try_from(as_u64(&f["vcpus"])).unwrap_or(1),
+            ram_mb: as_u64(&f["ram"]),
+            disk_gb: as_u64(&f["disk"]),
+            ephemeral_gb: as_u64(&f["ephemeral"]),
+            swap_mb: as_u64(&f["swap"]),
+            extra_specs,
+        },
+        image: ImageSpec {
+            id: img.id.clone(),
+            size: img.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            checksum: img.checksum.clone().unwrap_or_default(),
+            disk_format: img.disk_format.clone().unwrap_or_else(|| "raw".into()),
+            properties: image_properties(state, &img.id).await,
+        },
+        nics,
+        user_data: inst.user_data.clone(),
+        metadata,
+        public_key: inst.key_data.clone(),
+        project_id: inst.project_id.clone(),
+    })
+}
+
+/// Ends a build in ERROR with a fault, releases its claim and cancels its work.
+pub async fn fail_build(state: &AppState, id: &str, message: &str, details: &str) {
+    let result: Result<()> = async {
+        let fault = json!({"code": 500, "message": message, "details": details, "created": nova_time(&now())});
+        state.store.set_instance_fault(id, Some(&fault.to_string())).await?;
+        state.store.cancel_work(id, None).await?;
+        state.store.release_instance_claim(id).await?;
+        state
+            .store
+            .transition(id, Expect::Any, NewState { vm_state: "error", task_state: None, power_state: Some(0) })
+            .await?;
+        state.store.set_instance_deadline(id, None).await?;
+        if let Some(a) = state.store.latest_action(id, "create").await? {
+            state.store.finish_events(&a.id, "Error", Some(details)).await?;
+            state.store.finish_action(&a.id, Some("Error")).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(instance = %id, error = %e, "could not record a build failure");
+    }
+}
+
+/// Nova's timestamp format in server bodies: `2012-08-20T21:11:09Z`.
+pub fn nova_time(stored: &str) -> String {
+    parse_time(stored).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| stored.to_string())
+}
+
+/// Applies one agent event to the work item's instance.
+pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result<()> {
+    let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
+    let id = work.instance_id.as_str();
+    match (&action, event) {
+        (_, WorkEvent::Progress { task_state }) => {
+            let inst = state.store.get_instance(id).await?;
+            if inst.deleted == 0 && inst.task_state.as_deref() != Some("deleting") {
+                state
+                    .store
+                    .transition(id, Expect::Any, NewState { vm_state: &inst.vm_state, task_state: Some(&task_state), power_state: None })
+                    .await?;
+            }
+        }
+        (Action::Build(_), WorkEvent::Done { power_state, .. }) => {
+            if state.store.finish_work(&work.id, "done", None).await? {
+                let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state.code()) };
+                let moved = state.store.transition(id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to).await;
+                if let Ok(Some(_)) = moved {
+                    state.store.set_instance_launched(id).await?;
+                    finish_action(state, id, "create", None).await?;
+                }
+            }
+        }
+        (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+                reschedule_or_fail(state, id, &message, &details, retryable).await?;
+            }
+        }
+        (Action::Stop, WorkEvent::Done { power_state, .. }) => {
+            finish_simple(state, work, "stopped", power_state, "stop").await?;
+        }
+        (Action::Start, WorkEvent::Done { power_state, .. }) | (Action::Reboot { .. }, WorkEvent::Done { power_state, .. }) => {
+            let name = if matches!(action, Action::Start) { "start" } else { "reboot" };
+            finish_simple(state, work, "active", power_state, name).await?;
+        }
+        (Action::Delete, WorkEvent::Done { .. }) => {
+            if state.store.finish_work(&work.id, "done", None).await? {
+                complete_delete(state, id).await?;
+            }
+        }
+        (Action::ConsoleLog { .. }, WorkEvent::Done { console, .. }) => {
+            state.store.finish_work(&work.id, "done", Some(console.as_deref().unwrap_or(""))).await?;
+            state.signals.notify(&work.id);
+        }
+        (Action::ConsoleLog { .. }, WorkEvent::Failed { message, .. }) => {
+            state.store.finish_work(&work.id, "failed", Some(&message)).await?;
+            state.signals.notify(&work.id);
+        }
+        (Action::Delete, WorkEvent::Failed { message, details, .. }) => {
+            // The guest could not be removed: ERROR, still deletable again.
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+                action_failed(state, id, "delete", "error", &message, &details).await?;
+            }
+        }
+        (_, WorkEvent::Failed { message, details, .. }) => {
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+                let inst = state.store.get_instance(id).await?;
+                let name = match action {
+                    Action::Stop => "stop",
+                    Action::Start => "start",
+                    _ => "reboot",
+                };
+                // Like Nova: the task is cleared, the vm_state stays, the action records the error.
+                action_failed(state, id, name, &inst.vm_state, &message, &details).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn finish_simple(state: &AppState, work: &Work, vm: &str, power: PowerState, name: &str) -> Result<()> {
+    if state.store.finish_work(&work.id, "done", None).await? {
+        let to = NewState { vm_state: vm, task_state: None, power_state: Some(power.code()) };
+        state.store.transition(&work.instance_id, Expect::Any, to).await?;
+        finish_action(state, &work.instance_id, name, None).await?;
+    }
+    Ok(())
+}
+
+async fn action_failed(state: &AppState, id: &str, name: &str, vm: &str, message: &str, details: &str) -> Result<()> {
+    state.store.transition(id, Expect::Any, NewState { vm_state: vm, task_state: None, power_state: None }).await?;
+    if let Some(a) = state.store.latest_action(id, name).await? {
+        state.store.finish_events(&a.id, "Error", Some(details)).await?;
+        state.store.finish_action(&a.id, Some("Error")).await?;
+    }
+    tracing::warn!(instance = %id, action = name, %message, "action failed on the host");
+    Ok(())
+}
+
+async fn finish_action(state: &AppState, id: &str, name: &str, message: Option<&str>) -> Result<()> {
+    if let Some(a) = state.store.latest_action(id, name).await? {
+        state.store.finish_events(&a.id, "Success", None).await?;
+        state.store.finish_action(&a.id, message).await?;
+    }
+    Ok(())
+}
+
+/// A failed build goes to the next host if attempts remain and the failure may be transient.
+async fn reschedule_or_fail(state: &AppState, id: &str, message: &str, details: &str, retryable: bool) -> Result<()> {
+    let inst = state.store.get_instance(id).await?;
+    if inst.deleted != 0 {
+        return Ok(());
+    }
+    let tried = json_list(&inst.tried_hosts);
+    if !retryable || tried.len() >= state.cfg.compute.max_attempts {
+        fail_build(state, id, &format!("Build of instance {id} failed: {message}"), details).await;
+        return Ok(());
+    }
+    if let Some(host) = &inst.host_id {
+        state.store.cancel_work(id, Some(host)).await?;
+        unbind_ports(state, id).await?;
+    }
+    if state.store.requeue_instance(id).await? {
+        tracing::info!(instance = %id, %message, "rescheduling the build on another host");
+        spawn_build(state, id);
+    }
+    Ok(())
+}
+
+async fn unbind_ports(state: &AppState, id: &str) -> Result<()> {
+    for p in state.store.ports_by_device(id).await? {
+        state.store.bind_port(&p.id, "").await?;
+    }
+    Ok(())
+}
+
+/// The end of a delete: ports this server made are deleted, others detached; the claim goes
+/// back; the instance is marked deleted.
+pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
+    let inst = state.store.get_instance(id).await?;
+    let owned = json_list(&inst.owned_ports);
+    for p in state.store.ports_by_device(id).await? {
+        if owned.contains(&p.id) {
+            match state.store.delete_port(&p.id).await {
+                Ok(()) | Err(NetError::Fault { status: 404, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            let detach = PortUpdate {
+                device_id: Some(String::new()),
+                device_owner: Some(String::new()),
+                host_id: Some(String::new()),
+                ..Default::default()
+            };
+            state.store.update_port(&p.id, &detach).await?;
+        }
+    }
+    state.store.cancel_work(id, None).await?;
+    state.store.mark_instance_deleted(id).await?;
+    finish_action(state, id, "delete", None).await?;
+    Ok(())
+}
+
+/// Housekeeping every second: resume stranded builds, fail overdue ones, reschedule builds on
+/// hosts that went down, and finish deletes on hosts that are gone.
+pub async fn tick(state: &AppState) -> Result<()> {
+    let hosts = state.store.list_hosts().await?;
+    let down: Vec<&Host> = hosts.iter().filter(|h| !host_up(state, h)).collect();
+    let now_t = chrono::Utc::now();
+    for inst in state.store.unfinished_instances().await? {
+        let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
+        if inst.task_state.as_deref() == Some("deleting") {
+            // The host is gone: delete locally, as Nova does when the compute service is down.
+            if on_down_host.is_some() || inst.host_id.is_none() {
+                complete_delete(state, &inst.id).await?;
+            }
+            continue;
+        }
+        if inst.vm_state != "building" {
+            continue;
+        }
+        if inst.build_deadline.as_deref().and_then(parse_time).is_some_and(|d| d < now_t) {
+            let msg = format!("Build of instance {} timed out after {} seconds", inst.id, state.cfg.compute.build_timeout_secs);
+            fail_build(state, &inst.id, &msg, "build_timeout_secs exceeded").await;
+            continue;
+        }
+        if let Some(host) = on_down_host {
+            let msg = format!("Compute host {} stopped responding during the build", host.name);
+            reschedule_or_fail(state, &inst.id, &msg, "host missed its heartbeats", true).await?;
+            continue;
+        }
+        // Stranded before the agent got work (e.g. the server restarted mid-build).
+        let idle_for = parse_time(&inst.updated_at).map(|t| now_t - t).unwrap_or_default();
+        let stranded = match inst.task_state.as_deref() {
+            Some("scheduling") => true,
+            Some("networking") => match &inst.host_id {
+                Some(h) => state.store.live_work(&inst.id, h).await? == 0,
+                None => true,
+            },
+            _ => false,
+        };
+        if stranded && idle_for > chrono::Duration::seconds(2) {
+            advance(state, &inst.id).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Admin views of the compute hosts: `os-hypervisors` and `os-services`, plus
+//! `os-instance-actions` and the instance state timeline.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::conductor::{self, nova_time};
+use super::servers::visible;
+use super::ApiVersion;
+use crate::auth::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use crate::store::hosts::Host;
+
+type JsonResult = ApiResult<axum::Json<Value>>;
+
+fn host_ref(v: ApiVersion, h: &Host) -> Value {
+    if v.at_least(53) { json!(h.id) } else { json!(h.num) }
+}
+
+async fn running_vms(state: &AppState, h: &Host) -> ApiResult<i64> {
+    let f = crate::store::instances::InstanceFilter { host_id: Some(h.id.clone()), ..Default::default() };
+    Ok(state.store.list_instances(&f).await?.len() as i64)
+}
+
+fn hypervisor_summary(state: &AppState, v: ApiVersion, h: &Host) -> Value {
+    let up = conductor::host_up(state, h);
+    json!({
+        "id": host_ref(v, h),
+        "hypervisor_hostname": h.name,
+        "state": if up { "up" } else { "down" },
+        "status": if h.enabled != 0 { "enabled" } else { "disabled" },
+    })
+}
+
+async fn hypervisor_detail(state: &AppState, v: ApiVersion, h: &Host) -> ApiResult<Value> {
+    let mut o = hypervisor_summary(state, v, h);
+    let vcpus = h.vcpus - h.reserved_vcpus;
+    let mem = h.memory_mb - h.reserved_memory_mb;
+    let disk = h.disk_gb - h.reserved_disk_gb;
+    let extra = json!({
+        "hypervisor_type": h.hypervisor_type,
+        "hypervisor_version": h.hypervisor_version,
+        "host_ip": h.host_ip,
+        "vcpus": vcpus,
+        "memory_mb": mem,
+        "local_gb": disk,
+        "vcpus_used": h.vcpus_used,
+        "memory_mb_used": h.memory_mb_used,
+        "local_gb_used": h.disk_gb_used,
+        "free_ram_mb": mem - h.memory_mb_used,
+        "free_disk_gb": disk - h.disk_gb_used,
+        "disk_available_least": disk - h.disk_gb_used,
+        "current_workload": 0,
+        "running_vms": running_vms(state, h).await?,
+        "cpu_info": json!({"arch": h.cpu_arch, "vendor": "", "model": "", "topology": {}, "features": []}).to_string(),
+        "service": {"host": h.name, "id": host_ref(v, h), "disabled_reason": h.disabled_reason},
+    });
+    if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    Ok(o)
+}
+
+async fn find_host(state: &AppState, id: &str) -> ApiResult<Host> {
+    for h in state.store.list_hosts().await? {
+        if h.id == id || h.num.to_string() == id {
+            return Ok(h);
+        }
+    }
+    Err(ApiError::not_found(format!("Hypervisor with ID {id} could not be found.")))
+}
+
+pub async fn list_hypervisors(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-hypervisors:list")?;
+    let pattern = q.get("hypervisor_hostname_pattern");
+    let list: Vec<Value> = state
+        .store
+        .list_hosts()
+        .await?
+        .iter()
+        .filter(|h| pattern.is_none_or(|p| h.name.contains(p)))
+        .map(|h| hypervisor_summary(&state, v, h))
+        .collect();
+    Ok(axum::Json(json!({"hypervisors": list})))
+}
+
+pub async fn list_hypervisors_detail(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-hypervisors:list-detail")?;
+    let mut list = Vec::new();
+    for h in state.store.list_hosts().await? {
+        list.push(hypervisor_detail(&state, v, &h).await?);
+    }
+    Ok(axum::Json(json!({"hypervisors": list})))
+}
+
+pub async fn show_hypervisor(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-hypervisors:show")?;
+    let h = find_host(&state, &id).await?;
+    Ok(axum::Json(json!({"hypervisor": hypervisor_detail(&state, v, &h).await?})))
+}
+
+/// `GET /os-services`: one `nova-compute` per agent host, plus this server as scheduler and
+/// conductor (always up while it answers).
+pub async fn list_services(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-services:list")?;
+    let now = nova_time(&crate::store::now());
+    let server_host = "meridian-server";
+    let mut out = Vec::new();
+    for (i, binary) in ["nova-scheduler", "nova-conductor"].iter().enumerate() {
+        let mut s = json!({
+            "id": if v.at_least(53) { json!(format!("00000000-0000-0000-0000-00000000000{}", i + 1)) } else { json!(-(i as i64) - 1) },
+            "binary": binary, "host": server_host, "zone": "internal", "status": "enabled", "state": "up",
+            "updated_at": now, "disabled_reason": null,
+        });
+        if v.at_least(11) {
+            s["forced_down"] = json!(false);
+        }
+        out.push(s);
+    }
+    for h in state.store.list_hosts().await? {
+        let mut s = json!({
+            "id": host_ref(v, &h),
+            "binary": "nova-compute",
+            "host": h.name,
+            "zone": h.availability_zone,
+            "status": if h.enabled != 0 { "enabled" } else { "disabled" },
+            "state": if conductor::host_up(&state, &h) { "up" } else { "down" },
+            "updated_at": nova_time(&h.last_heartbeat),
+            "disabled_reason": h.disabled_reason,
+        });
+        if v.at_least(11) {
+            s["forced_down"] = json!(h.forced_down != 0);
+        }
+        out.push(s);
+    }
+    let out: Vec<Value> = out
+        .into_iter()
+        .filter(|s| q.get("host").is_none_or(|h| s["host"] == h))
+        .filter(|s| q.get("binary").is_none_or(|b| s["binary"] == b))
+        .collect();
+    Ok(axum::Json(json!({"services": out})))
+}
+
+/// `PUT /os-services/{id}` (2.53+): enable/disable a compute host, force it down.
+pub async fn update_service(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-services:update")?;
+    if !v.at_least(53) {
+        return Err(ApiError::not_found("Use microversion 2.53 or later to update a service by id."));
+    }
+    let h = state.store.get_host(&id).await.map_err(|_| ApiError::not_found(format!("Service {id} not found.")))?;
+    if let Some(status) = body.get("status") {
+        let enabled = match status.as_str() {
+            Some("enabled") => true,
+            Some("disabled") => false,
+            _ => return Err(ApiError::bad_request("Invalid input for field/attribute status. Value must be 'enabled' or 'disabled'")),
+        };
+        let reason = body.get("disabled_reason").and_then(Value::as_str);
+        state.store.set_host_enabled(&h.id, enabled, if enabled { None } else { reason }).await?;
+    }
+    if let Some(fd) = body.get("forced_down") {
+        let down = fd.as_bool().ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute forced_down."))?;
+        state.store.set_host_forced_down(&h.id, down).await?;
+    }
+    let h = state.store.get_host(&id).await?;
+    Ok(axum::Json(json!({"service": {
+        "id": h.id, "binary": "nova-compute", "host": h.name, "zone": h.availability_zone,
+        "status": if h.enabled != 0 { "enabled" } else { "disabled" },
+        "state": if conductor::host_up(&state, &h) { "up" } else { "down" },
+        "updated_at": nova_time(&h.last_heartbeat), "disabled_reason": h.disabled_reason, "forced_down": h.forced_down != 0,
+    }})))
+}
+
+// ---- instance actions ----
+
+fn action_json(v: ApiVersion, a: &crate::store::instances::InstanceAction) -> Value {
+    let mut o = json!({
+        "action": a.action,
+        "instance_uuid": a.instance_id,
+        "message": a.message,
+        "project_id": a.project_id,
+        "request_id": a.request_id,
+        "start_time": a.start_time.trim_end_matches('Z'),
+        "user_id": a.user_id,
+    });
+    if v.at_least(58) {
+        o["updated_at"] = json!(a.updated_at.trim_end_matches('Z'));
+    }
+    o
+}
+
+pub async fn list_actions(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+    ctx.require_reader("os_compute_api:os-instance-actions:list")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let list: Vec<Value> = state.store.list_actions(&inst.id).await?.iter().map(|a| action_json(v, a)).collect();
+    Ok(axum::Json(json!({"instanceActions": list})))
+}
+
+pub async fn show_action(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path((id, request_id)): Path<(String, String)>) -> JsonResult {
+    ctx.require_reader("os_compute_api:os-instance-actions:show")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let a = state.store.get_action(&inst.id, &request_id).await?;
+    let mut out = action_json(v, &a);
+    // Events: always for admins; for others from 2.51 (without tracebacks).
+    if ctx.is_admin() || v.at_least(51) {
+        let mut events = Vec::new();
+        for e in state.store.list_events(&a.id).await? {
+            let mut ev = json!({
+                "event": e.event,
+                "start_time": e.start_time.trim_end_matches('Z'),
+                "finish_time": e.finish_time.as_deref().map(|t| t.trim_end_matches('Z').to_string()),
+                "result": e.result,
+            });
+            if ctx.is_admin() {
+                ev["traceback"] = json!(e.traceback);
+            }
+            if v.at_least(62) {
+                let host = e.host.clone().unwrap_or_default();
+                if ctx.is_admin() {
+                    ev["host"] = json!(host);
+                }
+                ev["hostId"] = json!(if host.is_empty() { String::new() } else { hex::encode(<sha2::Sha224 as sha2::Digest>::digest(format!("{}{host}", inst.project_id).as_bytes())) });
+            }
+            events.push(ev);
+        }
+        out["events"] = json!(events);
+    }
+    Ok(axum::Json(json!({"instanceAction": out})))
+}
+
+/// `GET /servers/{id}/os-meridian-timeline`: every state change with its time and how long
+/// each phase lasted (a Meridian extension; clients detect it by trying).
+pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+    ctx.require_reader("os_compute_api:servers:show")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let rows = state.store.transitions(&inst.id).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, t) in rows.iter().enumerate() {
+        let next = rows.get(i + 1).and_then(|n| crate::store::parse_time(&n.at));
+        let dur = match (crate::store::parse_time(&t.at), next) {
+            (Some(a), Some(b)) => Some((b - a).num_microseconds().unwrap_or(0) as f64 / 1e6),
+            _ => None,
+        };
+        out.push(json!({
+            "vm_state": t.vm_state, "task_state": t.task_state, "power_state": t.power_state,
+            "at": t.at, "duration_s": dur,
+        }));
+    }
+    Ok(axum::Json(json!({"timeline": out})))
+}

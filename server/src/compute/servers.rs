@@ -1,0 +1,943 @@
+//! `/servers`: create (single and multiple), list/detail with filters and paging, show, update,
+//! delete, the power actions, console output and metadata — each body shaped for the requested
+//! microversion.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha224};
+
+use super::conductor::{self, NetRequest, nova_time};
+use super::states::{self, Action as UserAction, TaskState, VmState};
+use super::{ApiVersion, links};
+use crate::auth::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use crate::store::instances::{Expect, Instance, InstanceAction, InstanceFilter, NewState};
+use crate::store::{StoreError, new_uuid, now};
+
+type JsonResult = ApiResult<axum::Json<Value>>;
+
+const MAX_METADATA_ITEMS: usize = 128;
+
+pub(crate) fn vm_state(i: &Instance) -> VmState {
+    VmState::parse(&i.vm_state).unwrap_or(VmState::Error)
+}
+
+pub(crate) fn task_state(i: &Instance) -> Option<TaskState> {
+    i.task_state.as_deref().and_then(TaskState::parse)
+}
+
+pub(crate) fn status(i: &Instance) -> &'static str {
+    states::status(vm_state(i), task_state(i))
+}
+
+/// An instance the caller may see; others (and deleted ones) are 404, as Nova answers.
+pub(crate) async fn visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
+    let missing = || ApiError::not_found(format!("Instance {id} could not be found."));
+    let inst = match state.store.get_instance(id).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if inst.deleted != 0 || !ctx.owns(&inst.project_id) {
+        return Err(missing());
+    }
+    Ok(inst)
+}
+
+fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
+    match host {
+        Some(h) => hex::encode(Sha224::digest(format!("{project_id}{h}").as_bytes())),
+        None => String::new(),
+    }
+}
+
+/// What a representation needs besides the instance row.
+struct Extras {
+    host_name: Option<String>,
+    host_up: Option<bool>,
+    addresses: Value,
+}
+
+async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
+    let (host_name, host_up) = match &inst.host_id {
+        Some(h) => match state.store.get_host(h).await {
+            Ok(host) => (Some(host.name.clone()), Some(conductor::host_up(state, &host) && host.enabled != 0)),
+            Err(_) => (None, None),
+        },
+        None => (None, None),
+    };
+    Ok(Extras { host_name, host_up, addresses: addresses(state, &inst.id).await? })
+}
+
+/// `addresses`: network name → the port addresses on it.
+async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
+    let mut out: Map<String, Value> = Map::new();
+    let ports = state.store.ports_by_device(instance_id).await.map_err(crate::network::net_error)?;
+    for p in ports {
+        let name = match state.store.get_network(&p.network_id).await {
+            Ok(n) => n.name,
+            Err(_) => p.network_id.clone(),
+        };
+        let entry = out.entry(name).or_insert_with(|| json!([]));
+        for ip in &p.fixed_ips {
+            let version = if ip.ip_address.contains(':') { 6 } else { 4 };
+            if let Some(list) = entry.as_array_mut() {
+                list.push(json!({
+                    "version": version,
+                    "addr": ip.ip_address,
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": p.mac_address,
+                }));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// GET /servers/{id} and /servers/detail.
+    Show,
+    /// GET /servers/detail items (no server_groups).
+    Detail,
+    /// PUT /servers/{id} before 2.75 (a reduced body).
+    UpdateLegacy,
+}
+
+fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &Extras, shape: Shape) -> Value {
+    let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_else(|_| json!({}));
+    let metadata: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
+    let st = status(inst);
+    let mut o = Map::new();
+    o.insert("id".into(), json!(inst.id));
+    o.insert("name".into(), json!(inst.name));
+    o.insert("status".into(), json!(st));
+    o.insert("tenant_id".into(), json!(inst.project_id));
+    o.insert("user_id".into(), json!(inst.user_id));
+    o.insert("metadata".into(), metadata);
+    o.insert("hostId".into(), json!(host_id_hash(&inst.project_id, x.host_name.as_deref())));
+    o.insert(
+        "image".into(),
+        if inst.image_id.is_empty() {
+            json!("")
+        } else {
+            json!({"id": inst.image_id, "links": [{"rel": "bookmark", "href": state.url(&format!("compute/images/{}", inst.image_id))}]})
+        },
+    );
+    o.insert(
+        "flavor".into(),
+        if v.at_least(47) {
+            json!({
+                "vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
+                "ephemeral": flavor["ephemeral"], "swap": flavor["swap"], "original_name": flavor["name"],
+                "extra_specs": flavor.get("extra_specs").cloned().unwrap_or_else(|| json!({})),
+            })
+        } else {
+            json!({"id": inst.flavor_id, "links": [{"rel": "bookmark", "href": state.url(&format!("compute/flavors/{}", inst.flavor_id))}]})
+        },
+    );
+    o.insert("created".into(), json!(nova_time(&inst.created_at)));
+    o.insert("updated".into(), json!(nova_time(&inst.updated_at)));
+    o.insert("addresses".into(), x.addresses.clone());
+    o.insert("accessIPv4".into(), json!(""));
+    o.insert("accessIPv6".into(), json!(""));
+    o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
+    o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
+    if matches!(st, "ACTIVE" | "BUILD") {
+        o.insert("progress".into(), json!(if st == "ACTIVE" { 100 } else { 0 }));
+    }
+    if let Some(f) = inst.fault.as_deref().filter(|_| st == "ERROR") {
+        let mut fault: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
+        // Nova shows `details` of a 500 fault to admins only.
+        if !ctx.is_admin() && fault["code"] == 500 {
+            if let Some(m) = fault.as_object_mut() {
+                m.remove("details");
+            }
+        }
+        o.insert("fault".into(), fault);
+    }
+    if v.at_least(9) {
+        o.insert("locked".into(), json!(inst.locked != 0));
+    }
+    if v.at_least(19) {
+        o.insert("description".into(), json!(inst.description));
+    }
+    if v.at_least(26) {
+        o.insert("tags".into(), serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])));
+    }
+    if v.at_least(63) {
+        o.insert("trusted_image_certificates".into(), Value::Null);
+    }
+    if v.at_least(71) && shape != Shape::Detail {
+        o.insert("server_groups".into(), json!([]));
+    }
+    if v.at_least(73) {
+        o.insert("locked_reason".into(), Value::Null);
+    }
+    if shape == Shape::UpdateLegacy {
+        return Value::Object(o);
+    }
+    o.insert("key_name".into(), json!(inst.key_name));
+    o.insert("config_drive".into(), json!(inst.config_drive));
+    o.insert("OS-EXT-AZ:availability_zone".into(), json!(inst.availability_zone.clone().unwrap_or_default()));
+    o.insert("OS-EXT-STS:vm_state".into(), json!(inst.vm_state));
+    o.insert("OS-EXT-STS:task_state".into(), json!(inst.task_state));
+    o.insert("OS-EXT-STS:power_state".into(), json!(inst.power_state));
+    o.insert("OS-SRV-USG:launched_at".into(), json!(inst.launched_at.as_deref().map(nova_launch_time)));
+    o.insert("OS-SRV-USG:terminated_at".into(), json!(inst.terminated_at.as_deref().map(nova_launch_time)));
+    o.insert("os-extended-volumes:volumes_attached".into(), json!([]));
+    if !x.addresses.as_object().is_none_or(|m| m.is_empty()) {
+        o.insert("security_groups".into(), json!([{"name": "default"}]));
+    }
+    if ctx.is_admin() {
+        o.insert("OS-EXT-SRV-ATTR:host".into(), json!(x.host_name));
+        o.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(x.host_name));
+        o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(format!("meridian-{}", inst.id)));
+        if v.at_least(3) {
+            o.insert("OS-EXT-SRV-ATTR:reservation_id".into(), json!(inst.reservation_id));
+            o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(inst.launch_index));
+            o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(inst.hostname));
+            o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(""));
+            o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(""));
+            o.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
+            o.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(inst.user_data));
+        }
+        if v.at_least(16) {
+            let hs = match x.host_up {
+                Some(true) => "UP",
+                Some(false) => "DOWN",
+                None => "",
+            };
+            o.insert("host_status".into(), json!(hs));
+        }
+    }
+    Value::Object(o)
+}
+
+/// `launched_at` / `terminated_at` keep microseconds and no zone: `2013-09-23T13:53:12.000000`.
+fn nova_launch_time(stored: &str) -> String {
+    stored.trim_end_matches('Z').to_string()
+}
+
+async fn render(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, shape: Shape) -> ApiResult<Value> {
+    let x = extras(state, inst).await?;
+    Ok(server_json(state, ctx, v, inst, &x, shape))
+}
+
+// ---- create ----
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg)
+}
+
+fn str_field<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
+    match b.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"))),
+    }
+}
+
+fn count_field(b: &Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
+    match b.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 1).map(Some).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. Value: {n}. {n} is less than the minimum of 1"))),
+        Some(Value::String(s)) => s.parse::<i64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. Value: {s}."))),
+        Some(other) => Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}."))),
+    }
+}
+
+fn metadata_field(b: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>> {
+    match b.get("metadata") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => check_metadata(m),
+        Some(other) => Err(bad(format!("Invalid input for field/attribute metadata. Value: {other}. {other} is not of type 'object'"))),
+    }
+}
+
+fn check_metadata(m: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        if k.is_empty() || k.len() > 255 {
+            return Err(bad(format!("Invalid input for field/attribute metadata. Key '{k}' must be 1-255 characters")));
+        }
+        let v = v.as_str().ok_or_else(|| bad(format!("Invalid input for field/attribute metadata. Value of '{k}' is not of type 'string'")))?;
+        if v.len() > 255 {
+            return Err(bad(format!("Invalid input for field/attribute metadata. Value of '{k}' is longer than 255 characters")));
+        }
+        out.insert(k.clone(), v.to_string());
+    }
+    if out.len() > MAX_METADATA_ITEMS {
+        return Err(ApiError::forbidden(format!("Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}", out.len())));
+    }
+    Ok(out)
+}
+
+/// The hostname Nova derives from a display name.
+fn hostname_from(name: &str) -> String {
+    let mut h: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    h = h.trim_matches('-').to_string();
+    h.truncate(63);
+    if h.is_empty() { "server".into() } else { h }
+}
+
+/// Resolves `networks` into concrete requests, validating every reference.
+async fn resolve_networks(state: &AppState, ctx: &Ctx, v: ApiVersion, raw: Option<&Value>, project_id: &str) -> ApiResult<Vec<NetRequest>> {
+    let visible_nets = || async {
+        let nets = state.store.list_networks(Some(project_id)).await.map_err(crate::network::net_error)?;
+        Ok::<_, ApiError>(nets.into_iter().filter(|n| n.external == 0 || n.shared != 0).collect::<Vec<_>>())
+    };
+    let auto = || async {
+        let nets = visible_nets().await?;
+        match nets.len() {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![NetRequest { network_id: Some(nets[0].id.clone()), fixed_ip: None, port_id: None }]),
+            _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
+        }
+    };
+    match raw {
+        None | Some(Value::Null) if v.at_least(37) => Err(bad("Invalid input for field/attribute server. 'networks' is a required property")),
+        None | Some(Value::Null) => auto().await,
+        Some(Value::String(s)) if s == "auto" && v.at_least(37) => auto().await,
+        Some(Value::String(s)) if s == "none" && v.at_least(37) => Ok(Vec::new()),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::new();
+            for item in list {
+                let o = item.as_object().ok_or_else(|| bad("Invalid input for field/attribute networks. Each item must be an object"))?;
+                if let Some(port) = str_field(o, "port")? {
+                    let p = state.store.get_port(port).await.map_err(|_| bad(format!("Port {port} could not be found.")))?;
+                    if !ctx.is_admin() && p.project_id != project_id {
+                        return Err(bad(format!("Port {port} could not be found.")));
+                    }
+                    if !p.device_id.is_empty() {
+                        return Err(ApiError::conflict(format!("Port {port} is still in use.")));
+                    }
+                    out.push(NetRequest { network_id: Some(p.network_id.clone()), fixed_ip: None, port_id: Some(port.to_string()) });
+                    continue;
+                }
+                let uuid = str_field(o, "uuid")?.ok_or_else(|| bad("Invalid input for field/attribute networks. Each network needs 'uuid' or 'port'"))?;
+                let net = state.store.get_network(uuid).await.map_err(|_| bad(format!("Network {uuid} could not be found.")))?;
+                if !ctx.is_admin() && net.project_id != project_id && net.shared == 0 {
+                    return Err(bad(format!("Network {uuid} could not be found.")));
+                }
+                let fixed_ip = match str_field(o, "fixed_ip")? {
+                    Some(ip) => {
+                        ip.parse::<std::net::IpAddr>().map_err(|_| bad(format!("Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not a 'ip-address'")))?;
+                        Some(ip.to_string())
+                    }
+                    None => None,
+                };
+                if net.subnets.is_empty() {
+                    return Err(bad(format!("Network {uuid} requires a subnet in order to boot instances on.")));
+                }
+                out.push(NetRequest { network_id: Some(uuid.to_string()), fixed_ip, port_id: None });
+            }
+            Ok(out)
+        }
+        Some(other) => Err(bad(format!("Invalid input for field/attribute networks. Value: {other}."))),
+    }
+}
+
+/// The image to boot: `imageRef`, or the image of an image→local boot device.
+fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
+    if let Some(r) = str_field(b, "imageRef")?.filter(|s| !s.is_empty()) {
+        // Clients may send a full URL; the id is its last segment.
+        return Ok(r.rsplit('/').next().unwrap_or(r).to_string());
+    }
+    if let Some(Value::Array(bdms)) = b.get("block_device_mapping_v2") {
+        for bdm in bdms {
+            let boot = bdm.get("boot_index").is_some_and(|i| i == 0 || i == "0");
+            if boot && bdm["source_type"] == "image" {
+                if bdm["destination_type"] == "volume" {
+                    return Err(bad("Booting from volume is not supported: this cloud has no block storage service."));
+                }
+                if let Some(u) = bdm["uuid"].as_str() {
+                    return Ok(u.to_string());
+                }
+            }
+        }
+    }
+    Err(bad("Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device)."))
+}
+
+/// `POST /servers`
+pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Json(body): Json<Value>) -> ApiResult<Response> {
+    ctx.require_member("os_compute_api:servers:create")?;
+    let project_id = ctx.project_id()?.to_string();
+    let b = body.get("server").and_then(Value::as_object).ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
+    let name = str_field(b, "name")?.ok_or_else(|| bad("Invalid input for field/attribute server. 'name' is a required property"))?;
+    if name.trim().is_empty() || name.len() > 255 {
+        return Err(bad(format!("Invalid input for field/attribute name. Value: {name}. Must be 1-255 characters")));
+    }
+    let flavor_ref = str_field(b, "flavorRef")?.ok_or_else(|| bad("Invalid input for field/attribute server. 'flavorRef' is a required property"))?;
+    let flavor_id = flavor_ref.rsplit('/').next().unwrap_or(flavor_ref);
+    let flavor = match state.store.get_flavor(flavor_id).await {
+        Ok(f) => f,
+        Err(StoreError::NotFound(_)) => return Err(bad(format!("Flavor {flavor_id} could not be found."))),
+        Err(e) => return Err(e.into()),
+    };
+    if flavor.is_public == 0 && !ctx.is_admin() && !state.store.flavor_access(&flavor.id).await?.contains(&project_id) {
+        return Err(bad(format!("Flavor {flavor_id} could not be found.")));
+    }
+    let image_id = image_ref(b)?;
+    let image = match state.store.get_image(&image_id).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Err(bad("Can not find requested image")),
+        Err(e) => return Err(e.into()),
+    };
+    if !state.store.image_visible_to(&image, Some(&project_id), ctx.is_admin()).await? {
+        return Err(bad("Can not find requested image"));
+    }
+    if image.status != "active" {
+        return Err(bad(format!("Image {image_id} is not active.")));
+    }
+    if image.min_ram > flavor.ram {
+        return Err(bad("Flavor's memory is too small for requested image."));
+    }
+    if image.min_disk > flavor.disk && flavor.disk > 0 {
+        return Err(bad("Flavor's disk is too small for requested image."));
+    }
+    let image_size_gb = image.size.unwrap_or(0).div_ceil(1 << 30);
+    if flavor.disk > 0 && image_size_gb > flavor.disk {
+        return Err(bad(format!("Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.", flavor.disk)));
+    }
+    let key = match str_field(b, "key_name")? {
+        Some(k) => Some(state.store.get_keypair(&ctx.user.id, k).await.map_err(|_| bad("Invalid key_name provided."))?),
+        None => None,
+    };
+    let metadata = metadata_field(b)?;
+    let user_data = match str_field(b, "user_data")? {
+        Some(u) => {
+            if u.len() > 65535 {
+                return Err(bad("Invalid input for field/attribute user_data. Value length exceeds 65535."));
+            }
+            base64::engine::general_purpose::STANDARD.decode(u.trim()).map_err(|_| bad("User data needs to be valid base 64."))?;
+            Some(u.to_string())
+        }
+        None => None,
+    };
+    let az = str_field(b, "availability_zone")?.map(|z| z.split(':').next().unwrap_or(z).to_string()).filter(|z| !z.is_empty());
+    let description = match b.get("description") {
+        None | Some(Value::Null) => None,
+        Some(_) if !v.at_least(19) => return Err(bad("Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)")),
+        Some(Value::String(d)) if d.len() <= 255 => Some(d.clone()),
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute description. Value: {other}."))),
+    };
+    let tags: Vec<String> = match b.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) if !v.at_least(52) => return Err(bad("Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)")),
+        Some(Value::Array(t)) if t.len() <= 50 => t.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("Invalid input for field/attribute tags."))).collect::<ApiResult<_>>()?,
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute tags. Value: {other}."))),
+    };
+    let min_count = count_field(b, "min_count")?.unwrap_or(1);
+    let max_count = count_field(b, "max_count")?.unwrap_or(min_count);
+    if max_count < min_count {
+        return Err(bad("min_count must be <= max_count"));
+    }
+    let networks = resolve_networks(&state, &ctx, v, b.get("networks"), &project_id).await?;
+    if networks.iter().any(|n| n.port_id.is_some() || n.fixed_ip.is_some()) && max_count > 1 {
+        return Err(bad("Unable to launch multiple instances with a single configured port ID or fixed IP. Please launch your instance one by one with different ports."));
+    }
+
+    // Quotas: as many as fit between min_count and max_count (Nova's behaviour).
+    let limit = |r: &str| super::quotas::limit_for(&state, &project_id, r);
+    let (used_n, used_cores, used_ram) = state.store.project_usage(&project_id).await?;
+    let (lim_n, lim_cores, lim_ram) = (limit("instances").await?, limit("cores").await?, limit("ram").await?);
+    let fits = |n: i64| {
+        (lim_n < 0 || used_n + n <= lim_n) && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores) && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
+    };
+    let count = (min_count..=max_count).rev().find(|n| fits(*n)).ok_or_else(|| {
+        let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
+            ("instances", used_n, lim_n, min_count)
+        } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
+            ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
+        } else {
+            ("ram", used_ram, lim_ram, min_count * flavor.ram)
+        };
+        ApiError::forbidden(format!("Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"))
+    })?;
+
+    let flavor_snapshot = json!({
+        "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
+        "ephemeral": flavor.ephemeral, "swap": flavor.swap, "extra_specs": flavor.extra_specs_map(),
+    })
+    .to_string();
+    let reservation_id = format!("r-{}", &new_uuid()[..8]);
+    let request_id = format!("req-{}", new_uuid());
+    let admin_pass = crate::auth::random_secret()[..12].to_string();
+    let mut first = None;
+    for index in 0..count {
+        let display = if count > 1 { format!("{name}-{}", index + 1) } else { name.to_string() };
+        let ts = now();
+        let inst = Instance {
+            id: new_uuid(),
+            hostname: hostname_from(&display),
+            name: display,
+            description: description.clone(),
+            project_id: project_id.clone(),
+            user_id: ctx.user.id.clone(),
+            flavor_id: flavor.id.clone(),
+            flavor: flavor_snapshot.clone(),
+            image_id: image.id.clone(),
+            key_name: key.as_ref().map(|k| k.name.clone()),
+            key_data: key.as_ref().map(|k| k.public_key.clone()),
+            user_data: user_data.clone(),
+            metadata: json!(metadata).to_string(),
+            tags: json!(tags).to_string(),
+            availability_zone: az.clone(),
+            config_drive: String::new(),
+            reservation_id: reservation_id.clone(),
+            launch_index: index,
+            host_id: None,
+            alternates: "[]".into(),
+            tried_hosts: "[]".into(),
+            claimed: 0,
+            requested_networks: json!(networks).to_string(),
+            owned_ports: "[]".into(),
+            vm_state: "building".into(),
+            task_state: Some("scheduling".into()),
+            power_state: 0,
+            fault: None,
+            locked: 0,
+            build_deadline: None,
+            created_at: ts.clone(),
+            updated_at: ts.clone(),
+            launched_at: None,
+            terminated_at: None,
+            deleted: 0,
+        };
+        state.store.create_instance(&inst).await?;
+        record_action(&state, &ctx, &inst.id, "create", &request_id).await?;
+        conductor::spawn_build(&state, &inst.id);
+        if first.is_none() {
+            first = Some(inst);
+        }
+    }
+    let inst = first.ok_or_else(|| ApiError::internal("no instance created"))?;
+    if b.get("return_reservation_id").is_some_and(|r| r == true || r == "True" || r == "true") {
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"reservation_id": reservation_id}))).into_response());
+    }
+    let body = json!({"server": {
+        "id": inst.id,
+        "links": links(&state, &format!("servers/{}", inst.id)),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+        "adminPass": admin_pass,
+    }});
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&state.url(&format!("compute/v2.1/servers/{}", inst.id))) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+async fn record_action(state: &AppState, ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> ApiResult<()> {
+    let ts = now();
+    state
+        .store
+        .start_action(&InstanceAction {
+            id: new_uuid(),
+            instance_id: instance_id.to_string(),
+            request_id: request_id.to_string(),
+            action: action.to_string(),
+            project_id: ctx.project_id().map(str::to_string).unwrap_or_default(),
+            user_id: ctx.user.id.clone(),
+            message: None,
+            start_time: ts.clone(),
+            finish_time: None,
+            updated_at: ts,
+        })
+        .await?;
+    Ok(())
+}
+
+// ---- list / show ----
+
+const SORT_KEYS: [&str; 8] = ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
+
+async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> JsonResult {
+    ctx.require_reader("os_compute_api:servers:index")?;
+    let all_tenants = q.has("all_tenants") && q.get("all_tenants").is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
+    if all_tenants {
+        ctx.require_admin("os_compute_api:servers:index:get_all_tenants")?;
+    }
+    let project = if all_tenants {
+        q.get("project_id").or(q.get("tenant_id")).map(str::to_string)
+    } else {
+        Some(ctx.project_id()?.to_string())
+    };
+    let changes_since = match q.get("changes-since") {
+        Some(s) => Some(crate::store::fmt_time(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(&format!("{s}Z")))
+                .map_err(|_| bad(format!("Invalid input for query parameters changes-since. Value: {s}. '{s}' is not a 'date-time'")))?
+                .with_timezone(&chrono::Utc),
+        )),
+        None => None,
+    };
+    let host_filter = match q.get("host") {
+        Some(h) if ctx.is_admin() => Some(state.store.get_host_by_name(h).await.map(|h| h.id).unwrap_or_else(|_| "-none-".into())),
+        _ => None,
+    };
+    let name_re = match q.get("name") {
+        Some(n) => Some(regex::Regex::new(n).map_err(|_| bad(format!("Invalid input for query parameters name. Value: {n}. Not a valid regular expression")))?),
+        None => None,
+    };
+    let status_filter: Vec<String> = q.all("status").iter().map(|s| s.to_ascii_uppercase()).collect();
+    for s in &status_filter {
+        if !["ACTIVE", "BUILD", "ERROR", "SHUTOFF", "REBOOT", "HARD_REBOOT", "DELETED", "SOFT_DELETED", "UNKNOWN"].contains(&s.as_str()) {
+            return Err(bad(format!("Invalid status value {s}")));
+        }
+    }
+    let sort_key = q.get("sort_key").unwrap_or("created_at");
+    if !SORT_KEYS.contains(&sort_key) {
+        return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
+    }
+    let desc = match q.get("sort_dir").unwrap_or("desc") {
+        "desc" => true,
+        "asc" => false,
+        other => return Err(bad(format!("Invalid input for query parameters sort_dir. Value: {other}."))),
+    };
+    let filter = InstanceFilter {
+        project_id: project,
+        host_id: host_filter,
+        changes_since,
+        include_deleted: ctx.is_admin() && q.get("deleted").is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
+    };
+    let mut rows: Vec<Instance> = state
+        .store
+        .list_instances(&filter)
+        .await?
+        .into_iter()
+        .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
+        .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
+        .filter(|i| q.get("image").is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str())))
+        .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
+        .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
+        .collect();
+    let key = |i: &Instance| -> String {
+        match sort_key {
+            "display_name" => i.name.clone(),
+            "updated_at" => i.updated_at.clone(),
+            "uuid" => i.id.clone(),
+            "vm_state" => i.vm_state.clone(),
+            "task_state" => i.task_state.clone().unwrap_or_default(),
+            "launched_at" => i.launched_at.clone().unwrap_or_default(),
+            "host" => i.host_id.clone().unwrap_or_default(),
+            _ => i.created_at.clone(),
+        }
+    };
+    rows.sort_by(|a, b| {
+        let o = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
+        if desc { o.reverse() } else { o }
+    });
+    let page = super::flavors::paginate(&mut rows, &q, |i| &i.id).map_err(|e| {
+        if e.status == StatusCode::BAD_REQUEST && e.message.starts_with("marker") { bad(format!("marker [{}] not found", q.get("marker").unwrap_or_default())) } else { e }
+    })?;
+    let mut out = Vec::with_capacity(rows.len());
+    for i in &rows {
+        if detail {
+            out.push(render(&state, &ctx, v, i, Shape::Detail).await?);
+        } else {
+            out.push(json!({"id": i.id, "name": i.name, "links": links(&state, &format!("servers/{}", i.id))}));
+        }
+    }
+    let mut body = json!({"servers": out});
+    if let (Some(limit), Some(last)) = (page, rows.last())
+        && rows.len() == limit
+    {
+        let path = if detail { "servers/detail" } else { "servers" };
+        body["servers_links"] = json!([{"rel": "next", "href": state.url(&format!("compute/v2.1/{path}?limit={limit}&marker={}", last.id))}]);
+    }
+    Ok(axum::Json(body))
+}
+
+pub async fn list(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+    list_inner(state, ctx, v, q, false).await
+}
+
+pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+    list_inner(state, ctx, v, q, true).await
+}
+
+pub async fn show(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+    ctx.require_reader("os_compute_api:servers:show")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?})))
+}
+
+/// `PUT /servers/{id}`: name and (2.19+) description.
+pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+    ctx.require_member("os_compute_api:servers:update")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let b = body.get("server").and_then(Value::as_object).ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
+    let mut name = inst.name.clone();
+    let mut hostname = inst.hostname.clone();
+    let mut description = inst.description.clone();
+    for (k, val) in b {
+        match k.as_str() {
+            "name" => {
+                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.len() <= 255).ok_or_else(|| bad(format!("Invalid input for field/attribute name. Value: {val}.")))?;
+                name = n.to_string();
+                hostname = hostname_from(n);
+            }
+            "description" if v.at_least(19) => {
+                description = match val {
+                    Value::Null => None,
+                    Value::String(d) if d.len() <= 255 => Some(d.clone()),
+                    other => return Err(bad(format!("Invalid input for field/attribute description. Value: {other}."))),
+                }
+            }
+            "accessIPv4" | "accessIPv6" => {}
+            other => return Err(bad(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)"))),
+        }
+    }
+    state.store.update_instance_fields(&id, &name, &hostname, description.as_deref(), &inst.metadata).await?;
+    let inst = state.store.get_instance(&id).await?;
+    let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
+    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, shape).await?})))
+}
+
+// ---- delete and actions ----
+
+/// Sets the action's first task state and hands the work to the instance's host.
+async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
+    let vm = vm_state(inst);
+    let task = task_state(inst);
+    if !states::allowed(action, vm, task) {
+        return Err(states::refuse(action, &inst.id, vm, task));
+    }
+    if inst.locked != 0 && !ctx.is_admin() {
+        return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+    }
+    let to = NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
+    let expect_task = inst.task_state.as_deref();
+    let moved = state.store.transition(&inst.id, Expect::Task(expect_task), to).await?;
+    if moved.is_none() {
+        // Someone else changed it between our read and our write.
+        let fresh = state.store.get_instance(&inst.id).await?;
+        return Err(states::refuse(action, &inst.id, vm_state(&fresh), task_state(&fresh)));
+    }
+    let request_id = format!("req-{}", new_uuid());
+    record_action(state, ctx, &inst.id, action.name(), &request_id).await?;
+    let agent_action = match action {
+        UserAction::Stop => meridian_common::agent::Action::Stop,
+        UserAction::Start => meridian_common::agent::Action::Start,
+        UserAction::RebootSoft => meridian_common::agent::Action::Reboot { hard: false },
+        UserAction::RebootHard => meridian_common::agent::Action::Reboot { hard: true },
+        UserAction::Delete => meridian_common::agent::Action::Delete,
+    };
+    let host = match &inst.host_id {
+        Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
+        None => None,
+    };
+    match host {
+        Some(h) => {
+            if action == UserAction::Delete {
+                // A build still queued for the host is superseded by the delete.
+                state.store.cancel_work(&inst.id, None).await?;
+            } else if action == UserAction::RebootHard {
+                // A stuck soft reboot's work is superseded.
+                state.store.cancel_work(&inst.id, Some(&h.id)).await?;
+            }
+            let json = serde_json::to_string(&agent_action).map_err(ApiError::internal)?;
+            state.store.enqueue_work(&inst.id, &h.id, &json).await?;
+            if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
+                state.store.start_event(&a.id, &format!("compute_{}_instance", event_verb(action)), Some(&h.name)).await?;
+            }
+            state.signals.notify(&h.id);
+        }
+        None if action == UserAction::Delete => {
+            // No host (never scheduled) or the host is down: delete locally, as Nova does.
+            conductor::complete_delete(state, &inst.id).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        None => {
+            let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: None };
+            state.store.transition(&inst.id, Expect::Any, to).await?;
+            return Err(ApiError::conflict(format!("Compute host of instance {} is not available; cannot {}.", inst.id, action.name())));
+        }
+    }
+    Ok(())
+}
+
+fn event_verb(action: UserAction) -> &'static str {
+    match action {
+        UserAction::Stop => "stop",
+        UserAction::Start => "start",
+        UserAction::RebootSoft | UserAction::RebootHard => "reboot",
+        UserAction::Delete => "terminate",
+    }
+}
+
+/// `DELETE /servers/{id}`: 204.
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    ctx.require_member("os_compute_api:servers:delete")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    if inst.task_state.as_deref() == Some("deleting") {
+        return Ok(StatusCode::NO_CONTENT); // already on its way
+    }
+    start_action(&state, &ctx, &inst, UserAction::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /servers/{id}/action`
+pub async fn action(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult<Response> {
+    let obj = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| bad("The action body must hold exactly one action."))?;
+    let (name, args) = obj.iter().next().ok_or_else(|| bad("No action given."))?;
+    match name.as_str() {
+        "os-stop" | "os-start" | "reboot" => {
+            ctx.require_member(&format!("os_compute_api:servers:{name}"))?;
+            let inst = visible(&state, &ctx, &id).await?;
+            let action = match name.as_str() {
+                "os-stop" => UserAction::Stop,
+                "os-start" => UserAction::Start,
+                _ => match args.get("type").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+                    Some("SOFT") => UserAction::RebootSoft,
+                    Some("HARD") => UserAction::RebootHard,
+                    _ => return Err(bad("Invalid input for field/attribute type. Value must be one of 'SOFT', 'HARD'")),
+                },
+            };
+            start_action(&state, &ctx, &inst, action).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-getConsoleOutput" => {
+            ctx.require_member("os_compute_api:os-console-output")?;
+            let inst = visible(&state, &ctx, &id).await?;
+            let length = match args.get("length") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= -1),
+                Some(Value::String(s)) => s.parse::<i64>().ok().filter(|n| *n >= -1),
+                _ => return Err(bad("Invalid input for field/attribute length.")),
+            };
+            let lines = match length {
+                None | Some(-1) => None,
+                Some(n) => Some(u32::try_from(n).map_err(|_| bad("Invalid input for field/attribute length."))?),
+            };
+            let output = console_output(&state, &inst, lines).await?;
+            Ok(axum::Json(json!({"output": output})).into_response())
+        }
+        other => Err(bad(format!("There is no such action: {other}"))),
+    }
+}
+
+/// Asks the instance's agent for its console log and waits (up to 10 s) for the answer.
+async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
+    let vm = vm_state(inst);
+    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none() {
+        return Err(ApiError::conflict(format!("Cannot 'get_console_output' instance {} while it is in vm_state {}", inst.id, inst.vm_state)));
+    }
+    let host_id = inst.host_id.clone().unwrap_or_default();
+    let host = state.store.get_host(&host_id).await?;
+    if !conductor::host_up(state, &host) {
+        return Err(ApiError::conflict("The compute host of this instance is not available.".to_string()));
+    }
+    let action = serde_json::to_string(&meridian_common::agent::Action::ConsoleLog { lines }).map_err(ApiError::internal)?;
+    let work_id = state.store.enqueue_work(&inst.id, &host_id, &action).await?;
+    let signal = state.signals.get(&work_id);
+    state.signals.notify(&host_id);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let notified = signal.notified();
+        let w = state.store.get_work(&work_id).await?;
+        match w.state.as_str() {
+            "done" => return Ok(w.result.unwrap_or_default()),
+            "failed" => return Err(ApiError::conflict(format!("Console log not available: {}", w.result.unwrap_or_default()))),
+            _ => {}
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            state.store.finish_work(&work_id, "cancelled", None).await?;
+            return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The compute host did not return the console log in time."));
+        }
+    }
+}
+
+// ---- metadata ----
+
+pub async fn list_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+    ctx.require_reader("os_compute_api:server-metadata:index")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let m: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
+    Ok(axum::Json(json!({"metadata": m})))
+}
+
+async fn write_metadata(state: &AppState, inst: &Instance, m: &BTreeMap<String, String>) -> ApiResult<()> {
+    if m.len() > MAX_METADATA_ITEMS {
+        return Err(ApiError::forbidden(format!("Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}", m.len())));
+    }
+    state
+        .store
+        .update_instance_fields(&inst.id, &inst.name, &inst.hostname, inst.description.as_deref(), &json!(m).to_string())
+        .await?;
+    Ok(())
+}
+
+fn current_metadata(inst: &Instance) -> BTreeMap<String, String> {
+    serde_json::from_str(&inst.metadata).unwrap_or_default()
+}
+
+fn metadata_body(body: &Value, key: &str) -> ApiResult<BTreeMap<String, String>> {
+    let m = body.get(key).and_then(Value::as_object).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. '{key}' is a required property")))?;
+    check_metadata(m)
+}
+
+/// `POST …/metadata`: merge.
+pub async fn merge_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+    ctx.require_member("os_compute_api:server-metadata:create")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let mut m = current_metadata(&inst);
+    m.extend(metadata_body(&body, "metadata")?);
+    write_metadata(&state, &inst, &m).await?;
+    Ok(axum::Json(json!({"metadata": m})))
+}
+
+/// `PUT …/metadata`: replace.
+pub async fn replace_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+    ctx.require_member("os_compute_api:server-metadata:update_all")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let m = metadata_body(&body, "metadata")?;
+    write_metadata(&state, &inst, &m).await?;
+    Ok(axum::Json(json!({"metadata": m})))
+}
+
+pub async fn show_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> JsonResult {
+    ctx.require_reader("os_compute_api:server-metadata:show")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let m = current_metadata(&inst);
+    let v = m.get(&key).ok_or_else(|| ApiError::not_found("Metadata item was not found"))?;
+    Ok(axum::Json(json!({"meta": {key: v}})))
+}
+
+pub async fn put_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>, Json(body): Json<Value>) -> JsonResult {
+    ctx.require_member("os_compute_api:server-metadata:update")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let item = metadata_body(&body, "meta")?;
+    if item.len() != 1 || !item.contains_key(&key) {
+        return Err(bad("Request body and URI mismatch"));
+    }
+    let mut m = current_metadata(&inst);
+    m.extend(item.clone());
+    write_metadata(&state, &inst, &m).await?;
+    Ok(axum::Json(json!({"meta": item})))
+}
+
+pub async fn delete_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    ctx.require_member("os_compute_api:server-metadata:delete")?;
+    let inst = visible(&state, &ctx, &id).await?;
+    let mut m = current_metadata(&inst);
+    if m.remove(&key).is_none() {
+        return Err(ApiError::not_found("Metadata item was not found"));
+    }
+    write_metadata(&state, &inst, &m).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
