@@ -12,6 +12,8 @@ mod data;
 mod images;
 mod members;
 mod schemas;
+#[cfg(test)]
+mod tests;
 
 use axum::Router;
 use axum::extract::State;
