@@ -8,7 +8,7 @@
 //! Policy follows Glance's secure-RBAC defaults: readers read what they can see, members of the
 //! owning project write, admins do everything; an image the caller cannot see is a 404.
 
-mod data;
+pub(crate) mod data;
 mod images;
 mod members;
 mod schemas;
