@@ -27,8 +27,15 @@ fn kind(k: u8) -> Tagged {
 }
 
 /// The resource's current tags; for writes, checks the caller may change it.
-async fn load(state: &AppState, ctx: &Ctx, k: Tagged, id: &str, write: bool) -> ApiResult<Vec<String>> {
-    ctx.require_reader("get_tags").map_err(|_| deny("get_tags"))?;
+async fn load(
+    state: &AppState,
+    ctx: &Ctx,
+    k: Tagged,
+    id: &str,
+    write: bool,
+) -> ApiResult<Vec<String>> {
+    ctx.require_reader("get_tags")
+        .map_err(|_| deny("get_tags"))?;
     let (tags, owners) = match k {
         Tagged::Network => {
             let n = networks::load_visible(state, ctx, id).await?;
@@ -52,7 +59,10 @@ async fn load(state: &AppState, ctx: &Ctx, k: Tagged, id: &str, write: bool) -> 
 
 fn check_tag(tag: &str) -> ApiResult<()> {
     if tag.is_empty() || tag.chars().count() > MAX_TAG_LEN {
-        return Err(invalid("tags", format!("'{tag}' is not a valid tag: 1-{MAX_TAG_LEN} characters are required")));
+        return Err(invalid(
+            "tags",
+            format!("'{tag}' is not a valid tag: 1-{MAX_TAG_LEN} characters are required"),
+        ));
     }
     Ok(())
 }
@@ -69,19 +79,32 @@ fn tag_not_found(k: Tagged, id: &str, tag: &str) -> NetError {
         Tagged::Subnet => "subnets",
         Tagged::Port => "ports",
     };
-    NetError::not_found("TagNotFound", format!("Tag {tag} could not be found for {res} {id}."))
+    NetError::not_found(
+        "TagNotFound",
+        format!("Tag {tag} could not be found for {res} {id}."),
+    )
 }
 
-pub async fn list<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+pub async fn list<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> JsonResult {
     let tags = load(&state, &ctx, kind(K), &id, false).await?;
     Ok(axum::Json(json!({"tags": tags})))
 }
 
 /// `PUT …/tags` with `{"tags": [...]}`: replaces them all.
-pub async fn replace<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+pub async fn replace<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     load(&state, &ctx, kind(K), &id, true).await?;
     let m = body.as_object().cloned().unwrap_or_default();
-    let tags = api::str_list(&m, "tags")?.ok_or_else(|| api::bad("Invalid input for tags: a list is required."))?;
+    let tags = api::str_list(&m, "tags")?
+        .ok_or_else(|| api::bad("Invalid input for tags: a list is required."))?;
     for t in &tags {
         check_tag(t)?;
     }
@@ -90,18 +113,34 @@ pub async fn replace<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path(
     Ok(axum::Json(json!({"tags": tags})))
 }
 
-pub async fn clear<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn clear<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     load(&state, &ctx, kind(K), &id, true).await?;
     state.store.set_tags(kind(K), &id, &[]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn check<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path((id, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn check<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let tags = load(&state, &ctx, kind(K), &id, false).await?;
-    if tags.contains(&tag) { Ok(StatusCode::NO_CONTENT) } else { Err(tag_not_found(kind(K), &id, &tag).into()) }
+    if tags.contains(&tag) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(tag_not_found(kind(K), &id, &tag).into())
+    }
 }
 
-pub async fn add<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path((id, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn add<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     check_tag(&tag)?;
     let mut tags = load(&state, &ctx, kind(K), &id, true).await?;
     if !tags.contains(&tag) {
@@ -111,7 +150,11 @@ pub async fn add<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path((id,
     Ok(StatusCode::CREATED)
 }
 
-pub async fn remove<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path((id, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn remove<const K: u8>(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let mut tags = load(&state, &ctx, kind(K), &id, true).await?;
     let before = tags.len();
     tags.retain(|t| *t != tag);

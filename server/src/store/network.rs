@@ -43,7 +43,11 @@ pub const QUOTA_DEFAULTS: [(&str, i64); 9] = [
 
 /// Port owners Neutron deletes along with their network (`AUTO_DELETE_PORT_OWNERS`); any other
 /// port keeps its network (and its subnets) in use.
-pub const AUTO_DELETE_OWNERS: [&str; 3] = ["network:dhcp", "network:distributed", "network:floatingip_agent_gateway"];
+pub const AUTO_DELETE_OWNERS: [&str; 3] = [
+    "network:dhcp",
+    "network:distributed",
+    "network:floatingip_agent_gateway",
+];
 
 /// The VIF type a port gets once a host binds it.
 pub const BOUND_VIF_TYPE: &str = "ovs";
@@ -58,7 +62,11 @@ const SCAN_BATCH: i64 = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("{message}")]
-    Fault { status: u16, kind: &'static str, message: String },
+    Fault {
+        status: u16,
+        kind: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,14 +75,22 @@ pub type NetResult<T> = Result<T, NetError>;
 
 impl NetError {
     pub fn fault(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        NetError::Fault { status, kind, message: message.into() }
+        NetError::Fault {
+            status,
+            kind,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::fault(400, "HTTPBadRequest", message)
     }
     /// Neutron's `InvalidInput`: "Invalid input for operation: …."
     pub fn invalid_input(detail: impl std::fmt::Display) -> Self {
-        Self::fault(400, "InvalidInput", format!("Invalid input for operation: {detail}."))
+        Self::fault(
+            400,
+            "InvalidInput",
+            format!("Invalid input for operation: {detail}."),
+        )
     }
     pub fn not_found(kind: &'static str, message: impl Into<String>) -> Self {
         Self::fault(404, kind, message)
@@ -104,7 +120,10 @@ impl From<serde_json::Error> for NetError {
 }
 
 pub fn network_not_found(id: &str) -> NetError {
-    NetError::not_found("NetworkNotFound", format!("Network {id} could not be found."))
+    NetError::not_found(
+        "NetworkNotFound",
+        format!("Network {id} could not be found."),
+    )
 }
 
 pub fn subnet_not_found(id: &str) -> NetError {
@@ -211,6 +230,34 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// A subnet with Neutron's defaults for `cidr` (first host as gateway, the rest as the
+    /// pool, DHCP on), owned by `project_id`.
+    pub fn new(project_id: &str, network_id: &str, cidr: &IpNet) -> Subnet {
+        let version = ipam::net_version(cidr);
+        let gateway = ipam::default_gateway(cidr);
+        let pools = pools_from_ranges(&ipam::default_pools(cidr, gateway), version);
+        let t = now();
+        Subnet {
+            id: new_uuid(),
+            network_id: network_id.to_string(),
+            project_id: project_id.to_string(),
+            name: String::new(),
+            description: String::new(),
+            ip_version: i64::from(version),
+            cidr: cidr.to_string(),
+            gateway_ip: gateway.map(|g| g.to_string()),
+            allocation_pools: serde_json::to_string(&pools).unwrap_or_else(|_| "[]".into()),
+            dns_nameservers: "[]".into(),
+            host_routes: "[]".into(),
+            enable_dhcp: 1,
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
+            tags: "[]".into(),
+            revision_number: 0,
+            created_at: t.clone(),
+            updated_at: t,
+        }
+    }
     pub fn net(&self) -> Option<IpNet> {
         self.cidr.parse().ok()
     }
@@ -243,7 +290,10 @@ impl Subnet {
     /// SLAAC or DHCPv6-stateless: addresses come from the MAC (EUI-64), not from the pools.
     pub fn is_auto_address(&self) -> bool {
         self.ip_version == 6
-            && matches!(self.ipv6_address_mode.as_deref(), Some("slaac") | Some("dhcpv6-stateless"))
+            && matches!(
+                self.ipv6_address_mode.as_deref(),
+                Some("slaac") | Some("dhcpv6-stateless")
+            )
     }
 }
 
@@ -468,7 +518,11 @@ const PORT_COLS: &str = "id, network_id, project_id, name, description, mac_addr
 
 /// SQL list of the auto-delete owners (constants, so inlined safely).
 fn auto_owners_sql() -> String {
-    AUTO_DELETE_OWNERS.iter().map(|o| format!("'{o}'")).collect::<Vec<_>>().join(", ")
+    AUTO_DELETE_OWNERS
+        .iter()
+        .map(|o| format!("'{o}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,23 +530,37 @@ fn auto_owners_sql() -> String {
 
 /// The effective limit of a network resource for a project, read on `conn`.
 async fn quota_limit(conn: &mut AnyConnection, project_id: &str, resource: &str) -> NetResult<i64> {
-    let over: Option<i64> = sqlx::query_scalar("SELECT hard_limit FROM quotas WHERE project_id = $1 AND resource = $2")
-        .bind(project_id)
-        .bind(format!("{QUOTA_PREFIX}{resource}"))
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(over.unwrap_or_else(|| QUOTA_DEFAULTS.iter().find(|q| q.0 == resource).map_or(-1, |q| q.1)))
+    let over: Option<i64> =
+        sqlx::query_scalar("SELECT hard_limit FROM quotas WHERE project_id = $1 AND resource = $2")
+            .bind(project_id)
+            .bind(format!("{QUOTA_PREFIX}{resource}"))
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(over.unwrap_or_else(|| {
+        QUOTA_DEFAULTS
+            .iter()
+            .find(|q| q.0 == resource)
+            .map_or(-1, |q| q.1)
+    }))
 }
 
 /// Refuses to go over `project_id`'s quota of `resource` when adding `adding` rows to `table`.
-async fn check_quota(conn: &mut AnyConnection, project_id: &str, resource: &str, adding: i64) -> NetResult<()> {
+async fn check_quota(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    resource: &str,
+    adding: i64,
+) -> NetResult<()> {
     let limit = quota_limit(conn, project_id, resource).await?;
     if limit < 0 {
         return Ok(());
     }
     let used = count_rows(conn, resource, project_id).await?;
     if used + adding > limit {
-        return Err(NetError::conflict("OverQuota", format!("Quota exceeded for resources: ['{resource}'].")));
+        return Err(NetError::conflict(
+            "OverQuota",
+            format!("Quota exceeded for resources: ['{resource}']."),
+        ));
     }
     Ok(())
 }
@@ -504,10 +572,12 @@ async fn count_rows(conn: &mut AnyConnection, resource: &str, project_id: &str) 
         "port" => "ports",
         _ => return Ok(0),
     };
-    Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE project_id = $1"))
-        .bind(project_id)
-        .fetch_one(&mut *conn)
-        .await?)
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE project_id = $1"
+    ))
+    .bind(project_id)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 fn count_by_project<'a>(projects: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, i64> {
@@ -522,15 +592,18 @@ fn count_by_project<'a>(projects: impl Iterator<Item = &'a str>) -> BTreeMap<&'a
 // Transaction-level helpers
 
 async fn fetch_network(conn: &mut AnyConnection, id: &str) -> NetResult<Network> {
-    let mut n: Network = sqlx::query_as(&format!("SELECT {NETWORK_COLS} FROM networks WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| network_not_found(id))?;
-    n.subnets = sqlx::query_scalar("SELECT id FROM subnets WHERE network_id = $1 ORDER BY created_at, id")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let mut n: Network = sqlx::query_as(&format!(
+        "SELECT {NETWORK_COLS} FROM networks WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| network_not_found(id))?;
+    n.subnets =
+        sqlx::query_scalar("SELECT id FROM subnets WHERE network_id = $1 ORDER BY created_at, id")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
     Ok(n)
 }
 
@@ -543,10 +616,12 @@ async fn fetch_subnet(conn: &mut AnyConnection, id: &str) -> NetResult<Subnet> {
 }
 
 async fn network_subnets(conn: &mut AnyConnection, network_id: &str) -> NetResult<Vec<Subnet>> {
-    Ok(sqlx::query_as(&format!("SELECT {SUBNET_COLS} FROM subnets WHERE network_id = $1 ORDER BY created_at, id"))
-        .bind(network_id)
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SUBNET_COLS} FROM subnets WHERE network_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(network_id)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 async fn fetch_port(conn: &mut AnyConnection, id: &str) -> NetResult<Port> {
@@ -569,16 +644,23 @@ async fn port_ips(conn: &mut AnyConnection, port_id: &str) -> NetResult<Vec<Fixe
 }
 
 async fn bump_network(conn: &mut AnyConnection, network_id: &str) -> NetResult<()> {
-    sqlx::query("UPDATE networks SET revision_number = revision_number + 1, updated_at = $2 WHERE id = $1")
-        .bind(network_id)
-        .bind(now())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE networks SET revision_number = revision_number + 1, updated_at = $2 WHERE id = $1",
+    )
+    .bind(network_id)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Claims one address; false when someone holds it already.
-async fn claim(conn: &mut AnyConnection, subnet: &Subnet, ip: u128, port_id: &str) -> NetResult<bool> {
+async fn claim(
+    conn: &mut AnyConnection,
+    subnet: &Subnet,
+    ip: u128,
+    port_id: &str,
+) -> NetResult<bool> {
     let addr = ipam::from_u128(ip, subnet.version());
     let done = sqlx::query(
         "INSERT INTO ip_allocations (subnet_id, ip_address, ip_key, port_id, network_id) \
@@ -595,15 +677,21 @@ async fn claim(conn: &mut AnyConnection, subnet: &Subnet, ip: u128, port_id: &st
 }
 
 /// The next free candidate in the subnet's pools, as the module doc describes.
-async fn next_candidate(conn: &mut AnyConnection, subnet_id: &str, pools: &[ipam::Range]) -> NetResult<Option<u128>> {
+async fn next_candidate(
+    conn: &mut AnyConnection,
+    subnet_id: &str,
+    pools: &[ipam::Range],
+) -> NetResult<Option<u128>> {
     for &(lo, hi) in pools {
+        // ORDER BY … DESC LIMIT 1 rather than MAX(): both databases answer it from the index.
         let max: Option<String> = sqlx::query_scalar(
-            "SELECT MAX(ip_key) FROM ip_allocations WHERE subnet_id = $1 AND ip_key >= $2 AND ip_key <= $3",
+            "SELECT ip_key FROM ip_allocations WHERE subnet_id = $1 AND ip_key >= $2 AND ip_key <= $3 \
+             ORDER BY ip_key DESC LIMIT 1",
         )
         .bind(subnet_id)
         .bind(ipam::key(lo))
         .bind(ipam::key(hi))
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
         match max.as_deref().and_then(ipam::parse_key) {
             None => return Ok(Some(lo)),
@@ -647,7 +735,11 @@ async fn next_candidate(conn: &mut AnyConnection, subnet_id: &str, pools: &[ipam
 }
 
 /// Allocates any free address of the subnet's pools to the port; None when exhausted.
-async fn allocate_any(conn: &mut AnyConnection, subnet: &Subnet, port_id: &str) -> NetResult<Option<u128>> {
+async fn allocate_any(
+    conn: &mut AnyConnection,
+    subnet: &Subnet,
+    port_id: &str,
+) -> NetResult<Option<u128>> {
     let pools = subnet.pool_ranges();
     for _ in 0..MAX_RACE_RETRIES {
         let Some(candidate) = next_candidate(conn, &subnet.id, &pools).await? else {
@@ -682,19 +774,22 @@ fn plan(
 ) -> NetResult<Vec<Plan>> {
     let mut plans = Vec::new();
     let Some(requests) = requests else {
-        let v4: Vec<usize> = (0..subnets.len()).filter(|&i| subnets[i].ip_version == 4).collect();
-        let v6: Vec<usize> =
-            (0..subnets.len()).filter(|&i| subnets[i].ip_version == 6 && !subnets[i].is_auto_address()).collect();
+        let v4: Vec<usize> = (0..subnets.len())
+            .filter(|&i| subnets[i].ip_version == 4)
+            .collect();
+        let v6: Vec<usize> = (0..subnets.len())
+            .filter(|&i| subnets[i].ip_version == 6 && !subnets[i].is_auto_address())
+            .collect();
         for group in [v4, v6] {
             if !group.is_empty() {
                 plans.push(Plan::AnyOf(group));
             }
         }
         for (i, s) in subnets.iter().enumerate() {
-            if s.is_auto_address() {
-                if let Some(net) = s.net() {
-                    plans.push(Plan::Exact(i, ipam::to_u128(ipam::eui64(&net, mac))));
-                }
+            if s.is_auto_address()
+                && let Some(net) = s.net()
+            {
+                plans.push(Plan::Exact(i, ipam::to_u128(ipam::eui64(&net, mac))));
             }
         }
         return Ok(plans);
@@ -721,7 +816,9 @@ fn plan(
             }
         };
         let subnet = &subnets[index];
-        let net = subnet.net().ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("bad cidr"))))?;
+        let net = subnet
+            .net()
+            .ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("bad cidr"))))?;
         match r.ip_address {
             Some(ip) => {
                 if !ipam::valid_port_ip(&net, ip) {
@@ -739,7 +836,9 @@ fn plan(
                 }
                 plans.push(Plan::Exact(index, ipam::to_u128(ip)));
             }
-            None if subnet.is_auto_address() => plans.push(Plan::Exact(index, ipam::to_u128(ipam::eui64(&net, mac)))),
+            None if subnet.is_auto_address() => {
+                plans.push(Plan::Exact(index, ipam::to_u128(ipam::eui64(&net, mac))))
+            }
             None => plans.push(Plan::Any(index)),
         }
     }
@@ -747,14 +846,24 @@ fn plan(
 }
 
 /// Carries out allocation plans for one port: exact addresses first, then pool allocations.
-async fn execute_plans(conn: &mut AnyConnection, port_id: &str, network_id: &str, subnets: &[Subnet], plans: &[Plan]) -> NetResult<()> {
+async fn execute_plans(
+    conn: &mut AnyConnection,
+    port_id: &str,
+    network_id: &str,
+    subnets: &[Subnet],
+    plans: &[Plan],
+) -> NetResult<()> {
     for p in plans {
         if let Plan::Exact(i, ip) = p {
             let s = &subnets[*i];
             if !claim(conn, s, *ip, port_id).await? {
                 return Err(NetError::conflict(
                     "IpAddressAlreadyAllocated",
-                    format!("IP address {} already allocated in subnet {}", ipam::from_u128(*ip, s.version()), s.id),
+                    format!(
+                        "IP address {} already allocated in subnet {}",
+                        ipam::from_u128(*ip, s.version()),
+                        s.id
+                    ),
                 ));
             }
         }
@@ -795,13 +904,22 @@ fn random_mac() -> [u8; 6] {
     use rand::RngCore;
     let mut tail = [0u8; 3];
     rand::thread_rng().fill_bytes(&mut tail);
-    [MAC_PREFIX[0], MAC_PREFIX[1], MAC_PREFIX[2], tail[0], tail[1], tail[2]]
+    [
+        MAC_PREFIX[0],
+        MAC_PREFIX[1],
+        MAC_PREFIX[2],
+        tail[0],
+        tail[1],
+        tail[2],
+    ]
 }
 
 fn mac_in_use(network_id: &str, mac: &str) -> NetError {
     NetError::conflict(
         "MacAddressInUse",
-        format!("Unable to complete operation for network {network_id}. The mac address {mac} is in use."),
+        format!(
+            "Unable to complete operation for network {network_id}. The mac address {mac} is in use."
+        ),
     )
 }
 
@@ -812,10 +930,10 @@ fn complete_pairs(pairs: &[Value], mac: &str) -> Value {
             .iter()
             .map(|p| {
                 let mut p = p.clone();
-                if let Some(o) = p.as_object_mut() {
-                    if o.get("mac_address").is_none_or(Value::is_null) {
-                        o.insert("mac_address".into(), Value::String(mac.to_string()));
-                    }
+                if let Some(o) = p.as_object_mut()
+                    && o.get("mac_address").is_none_or(Value::is_null)
+                {
+                    o.insert("mac_address".into(), Value::String(mac.to_string()));
                 }
                 p
             })
@@ -824,26 +942,30 @@ fn complete_pairs(pairs: &[Value], mac: &str) -> Value {
 }
 
 fn binding_state(host: &str) -> (&'static str, &'static str, &'static str) {
-    if host.is_empty() { ("DOWN", "unbound", "{}") } else { ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}") }
+    if host.is_empty() {
+        ("DOWN", "unbound", "{}")
+    } else {
+        ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}")
+    }
 }
 
 /// Creates one port with its addresses on `conn`.
 async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
-    let network = fetch_network(conn, &p.network_id).await?;
+    let net_security: i64 =
+        sqlx::query_scalar("SELECT port_security_enabled FROM networks WHERE id = $1")
+            .bind(&p.network_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| network_not_found(&p.network_id))?;
     let subnets = network_subnets(conn, &p.network_id).await?;
-    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM ports WHERE id = $1")
-        .bind(&p.id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if exists.is_some() {
-        return Err(NetError::conflict("HTTPConflict", format!("Port {} already exists.", p.id)));
-    }
-    let port_security = p.port_security_enabled.unwrap_or(network.port_security_enabled != 0);
+    let port_security = p.port_security_enabled.unwrap_or(net_security != 0);
     let (status, vif_type, vif_details) = binding_state(&p.host_id);
     let t = now();
     let mut mac_bytes = match &p.mac_address {
         Some(m) => ipam::parse_mac(m).ok_or_else(|| {
-            NetError::bad_request(format!("Invalid input for mac_address. Reason: '{m}' is not a valid MAC address."))
+            NetError::bad_request(format!(
+                "Invalid input for mac_address. Reason: '{m}' is not a valid MAC address."
+            ))
         })?,
         None => random_mac(),
     };
@@ -881,13 +1003,26 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
             inserted = true;
             break;
         }
+        let id_taken: Option<String> = sqlx::query_scalar("SELECT id FROM ports WHERE id = $1")
+            .bind(&p.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if id_taken.is_some() {
+            return Err(NetError::conflict(
+                "HTTPConflict",
+                format!("Port {} already exists.", p.id),
+            ));
+        }
         if p.mac_address.is_some() {
             return Err(mac_in_use(&p.network_id, &mac));
         }
         mac_bytes = random_mac();
     }
     if !inserted {
-        return Err(NetError::conflict("MacAddressGenerationFailure", "Unable to generate unique mac on network."));
+        return Err(NetError::conflict(
+            "MacAddressGenerationFailure",
+            "Unable to generate unique mac on network.",
+        ));
     }
     let plans = plan(&p.network_id, &subnets, &mac_bytes, p.fixed_ips.as_deref())?;
     execute_plans(conn, &p.id, &p.network_id, &subnets, &plans).await
@@ -945,11 +1080,12 @@ impl Store {
     /// external ones.
     pub async fn list_networks(&self, visible_to: Option<&str>) -> NetResult<Vec<Network>> {
         let cond = "($1 IS NULL OR project_id = $1 OR shared = 1 OR external = 1)";
-        let mut nets: Vec<Network> =
-            sqlx::query_as(&format!("SELECT {NETWORK_COLS} FROM networks WHERE {cond} ORDER BY created_at, id"))
-                .bind(visible_to)
-                .fetch_all(&self.pool)
-                .await?;
+        let mut nets: Vec<Network> = sqlx::query_as(&format!(
+            "SELECT {NETWORK_COLS} FROM networks WHERE {cond} ORDER BY created_at, id"
+        ))
+        .bind(visible_to)
+        .fetch_all(&self.pool)
+        .await?;
         let pairs: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT network_id, id FROM subnets WHERE network_id IN (SELECT id FROM networks WHERE {cond}) \
              ORDER BY created_at, id"
@@ -971,15 +1107,19 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut n = fetch_network(&mut tx, id).await?;
         if u.shared == Some(false) && n.shared != 0 {
-            let others: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ports WHERE network_id = $1 AND project_id <> $2")
-                .bind(id)
-                .bind(&n.project_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ports WHERE network_id = $1 AND project_id <> $2",
+            )
+            .bind(id)
+            .bind(&n.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
             if others > 0 {
                 return Err(NetError::conflict(
                     "InvalidSharedSetting",
-                    format!("Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."),
+                    format!(
+                        "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."
+                    ),
                 ));
             }
         }
@@ -1040,7 +1180,9 @@ impl Store {
         if busy > 0 {
             return Err(NetError::conflict(
                 "NetworkInUse",
-                format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
+                format!(
+                    "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
+                ),
             ));
         }
         for sql in [
@@ -1066,12 +1208,19 @@ impl Store {
         }
         for s in &subnets {
             fetch_network(&mut tx, &s.network_id).await?;
-            let new_net = s.net().ok_or_else(|| NetError::bad_request(format!("Invalid cidr {}", s.cidr)))?;
-            let existing: Vec<String> = sqlx::query_scalar("SELECT cidr FROM subnets WHERE network_id = $1")
-                .bind(&s.network_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            if existing.iter().filter_map(|c| c.parse::<IpNet>().ok()).any(|n| ipam::overlaps(&n, &new_net)) {
+            let new_net = s
+                .net()
+                .ok_or_else(|| NetError::bad_request(format!("Invalid cidr {}", s.cidr)))?;
+            let existing: Vec<String> =
+                sqlx::query_scalar("SELECT cidr FROM subnets WHERE network_id = $1")
+                    .bind(&s.network_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if existing
+                .iter()
+                .filter_map(|c| c.parse::<IpNet>().ok())
+                .any(|n| ipam::overlaps(&n, &new_net))
+            {
                 return Err(NetError::invalid_input(format!(
                     "Requested subnet with cidr: {} for network: {} overlaps with another subnet",
                     s.cidr, s.network_id
@@ -1113,7 +1262,11 @@ impl Store {
 
     /// Subnets, oldest first; `visible_to` limits them to the project's own, those on its
     /// networks and those on shared networks.
-    pub async fn list_subnets(&self, visible_to: Option<&str>, network_id: Option<&str>) -> NetResult<Vec<Subnet>> {
+    pub async fn list_subnets(
+        &self,
+        visible_to: Option<&str>,
+        network_id: Option<&str>,
+    ) -> NetResult<Vec<Subnet>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {SUBNET_COLS} FROM subnets WHERE ($1 IS NULL OR project_id = $1 OR network_id IN \
              (SELECT id FROM networks WHERE shared = 1 OR project_id = $1)) AND ($2 IS NULL OR network_id = $2) \
@@ -1128,20 +1281,23 @@ impl Store {
     pub async fn update_subnet(&self, id: &str, u: &SubnetUpdate) -> NetResult<Subnet> {
         let mut tx = self.begin().await?;
         let mut s = fetch_subnet(&mut tx, id).await?;
-        if let Some(Some(gw)) = &u.gateway_ip {
-            if s.gateway_ip.as_deref() != Some(gw.as_str()) {
-                let holder: Option<String> =
-                    sqlx::query_scalar("SELECT port_id FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2")
-                        .bind(id)
-                        .bind(gw)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(port) = holder {
-                    return Err(NetError::conflict(
-                        "GatewayIpInUse",
-                        format!("Current gateway ip {gw} already in use by port {port}. Unable to update."),
-                    ));
-                }
+        if let Some(Some(gw)) = &u.gateway_ip
+            && s.gateway_ip.as_deref() != Some(gw.as_str())
+        {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT port_id FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2",
+            )
+            .bind(id)
+            .bind(gw)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(port) = holder {
+                return Err(NetError::conflict(
+                    "GatewayIpInUse",
+                    format!(
+                        "Current gateway ip {gw} already in use by port {port}. Unable to update."
+                    ),
+                ));
             }
         }
         if let Some(v) = &u.name {
@@ -1203,11 +1359,19 @@ impl Store {
         if busy > 0 {
             return Err(NetError::conflict(
                 "SubnetInUse",
-                format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
+                format!(
+                    "Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."
+                ),
             ));
         }
-        sqlx::query("DELETE FROM ip_allocations WHERE subnet_id = $1").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM subnets WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM ip_allocations WHERE subnet_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM subnets WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         bump_network(&mut tx, &s.network_id).await?;
         tx.commit().await?;
         Ok(())
@@ -1218,7 +1382,9 @@ impl Store {
     /// Creates one port with its addresses (for callers such as compute).
     pub async fn create_port(&self, p: NewPort) -> NetResult<Port> {
         let mut ports = self.create_ports(vec![p]).await?;
-        ports.pop().ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("port vanished"))))
+        ports
+            .pop()
+            .ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("port vanished"))))
     }
 
     /// Creates ports atomically: MACs, addresses and quotas all hold, or nothing is created.
@@ -1245,13 +1411,14 @@ impl Store {
     pub async fn list_ports(&self, f: &PortFilter) -> NetResult<Vec<Port>> {
         let cond = "($1 IS NULL OR project_id = $1 OR network_id IN (SELECT id FROM networks WHERE project_id = $1)) \
                     AND ($2 IS NULL OR network_id = $2) AND ($3 IS NULL OR device_id = $3)";
-        let mut ports: Vec<Port> =
-            sqlx::query_as(&format!("SELECT {PORT_COLS} FROM ports WHERE {cond} ORDER BY created_at, id"))
-                .bind(f.visible_to.as_deref())
-                .bind(f.network_id.as_deref())
-                .bind(f.device_id.as_deref())
-                .fetch_all(&self.pool)
-                .await?;
+        let mut ports: Vec<Port> = sqlx::query_as(&format!(
+            "SELECT {PORT_COLS} FROM ports WHERE {cond} ORDER BY created_at, id"
+        ))
+        .bind(f.visible_to.as_deref())
+        .bind(f.network_id.as_deref())
+        .bind(f.device_id.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
         let ips: Vec<FixedIp> = sqlx::query_as(&format!(
             "SELECT port_id, subnet_id, ip_address FROM ip_allocations WHERE port_id IN (SELECT id FROM ports WHERE {cond}) \
              ORDER BY port_id, ip_key, subnet_id"
@@ -1273,7 +1440,11 @@ impl Store {
 
     /// The ports of one device (a server's interfaces), oldest first.
     pub async fn ports_by_device(&self, device_id: &str) -> NetResult<Vec<Port>> {
-        self.list_ports(&PortFilter { device_id: Some(device_id.to_string()), ..Default::default() }).await
+        self.list_ports(&PortFilter {
+            device_id: Some(device_id.to_string()),
+            ..Default::default()
+        })
+        .await
     }
 
     pub async fn update_port(&self, id: &str, u: &PortUpdate) -> NetResult<Port> {
@@ -1281,29 +1452,30 @@ impl Store {
         let mut p = fetch_port(&mut tx, id).await?;
         let subnets = network_subnets(&mut tx, &p.network_id).await?;
         let mut mac_changed = false;
-        if let Some(m) = &u.mac_address {
-            if *m != p.mac_address {
-                if !p.host_id.is_empty() {
-                    return Err(NetError::conflict(
-                        "PortBound",
-                        format!(
-                            "Unable to complete operation on port {id}, port is already bound, port type: {}, old_mac {}, new_mac {m}.",
-                            p.vif_type, p.mac_address
-                        ),
-                    ));
-                }
-                let taken: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM ports WHERE network_id = $1 AND mac_address = $2")
-                        .bind(&p.network_id)
-                        .bind(m)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if taken.is_some() {
-                    return Err(mac_in_use(&p.network_id, m));
-                }
-                p.mac_address = m.clone();
-                mac_changed = true;
+        if let Some(m) = &u.mac_address
+            && *m != p.mac_address
+        {
+            if !p.host_id.is_empty() {
+                return Err(NetError::conflict(
+                    "PortBound",
+                    format!(
+                        "Unable to complete operation on port {id}, port is already bound, port type: {}, old_mac {}, new_mac {m}.",
+                        p.vif_type, p.mac_address
+                    ),
+                ));
             }
+            let taken: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM ports WHERE network_id = $1 AND mac_address = $2",
+            )
+            .bind(&p.network_id)
+            .bind(m)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if taken.is_some() {
+                return Err(mac_in_use(&p.network_id, m));
+            }
+            p.mac_address = m.clone();
+            mac_changed = true;
         }
         let mac_bytes = ipam::parse_mac(&p.mac_address).unwrap_or_else(random_mac);
         let wanted = match (&u.fixed_ips, mac_changed) {
@@ -1313,8 +1485,17 @@ impl Store {
                 p.fixed_ips
                     .iter()
                     .map(|f| {
-                        let auto = subnets.iter().any(|s| s.id == f.subnet_id && s.is_auto_address());
-                        IpRequest { subnet_id: Some(f.subnet_id.clone()), ip_address: if auto { None } else { f.ip_address.parse().ok() } }
+                        let auto = subnets
+                            .iter()
+                            .any(|s| s.id == f.subnet_id && s.is_auto_address());
+                        IpRequest {
+                            subnet_id: Some(f.subnet_id.clone()),
+                            ip_address: if auto {
+                                None
+                            } else {
+                                f.ip_address.parse().ok()
+                            },
+                        }
                     })
                     .collect(),
             ),
@@ -1407,14 +1588,27 @@ impl Store {
 
     /// Binds a port to a host (compute's side of `binding:host_id`); empty host unbinds.
     pub async fn bind_port(&self, id: &str, host: &str) -> NetResult<Port> {
-        self.update_port(id, &PortUpdate { host_id: Some(host.to_string()), ..Default::default() }).await
+        self.update_port(
+            id,
+            &PortUpdate {
+                host_id: Some(host.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Deletes a port, freeing its addresses.
     pub async fn delete_port(&self, id: &str) -> NetResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1").bind(id).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM ports WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM ports WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(port_not_found(id));
         }
@@ -1429,7 +1623,10 @@ impl Store {
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM ports WHERE device_id = $1").bind(device_id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM ports WHERE device_id = $1")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -1465,23 +1662,30 @@ impl Store {
 
     /// Projects with at least one network quota override.
     pub async fn network_quota_projects(&self) -> NetResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT project_id FROM quotas WHERE resource LIKE $1 ORDER BY project_id")
-            .bind(format!("{QUOTA_PREFIX}%"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT project_id FROM quotas WHERE resource LIKE $1 ORDER BY project_id",
+        )
+        .bind(format!("{QUOTA_PREFIX}%"))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 
 /// Neutron's `_get_changed_ips_for_port`: which current addresses stay, which requests are new.
-fn diff_ips(current: &[FixedIp], requests: &[IpRequest], subnets: &[Subnet], mac_changed: bool) -> (Vec<FixedIp>, Vec<IpRequest>) {
+fn diff_ips(
+    current: &[FixedIp],
+    requests: &[IpRequest],
+    subnets: &[Subnet],
+    mac_changed: bool,
+) -> (Vec<FixedIp>, Vec<IpRequest>) {
     let mut unclaimed: Vec<FixedIp> = current.to_vec();
     let mut keep = Vec::new();
     let mut add = Vec::new();
     for r in requests.iter().filter(|r| r.ip_address.is_some()) {
         let ip = r.ip_address.map(|i| i.to_string()).unwrap_or_default();
-        let pos = unclaimed
-            .iter()
-            .position(|f| f.ip_address == ip && r.subnet_id.as_ref().is_none_or(|s| *s == f.subnet_id));
+        let pos = unclaimed.iter().position(|f| {
+            f.ip_address == ip && r.subnet_id.as_ref().is_none_or(|s| *s == f.subnet_id)
+        });
         match pos {
             Some(i) => keep.push(unclaimed.remove(i)),
             None => add.push(r.clone()),
@@ -1492,7 +1696,9 @@ fn diff_ips(current: &[FixedIp], requests: &[IpRequest], subnets: &[Subnet], mac
             .subnet_id
             .as_ref()
             .is_some_and(|sid| subnets.iter().any(|s| &s.id == sid && s.is_auto_address()));
-        let pos = unclaimed.iter().position(|f| Some(&f.subnet_id) == r.subnet_id.as_ref());
+        let pos = unclaimed
+            .iter()
+            .position(|f| Some(&f.subnet_id) == r.subnet_id.as_ref());
         match pos {
             // EUI-64 addresses are recomputed when the MAC changes.
             Some(i) if !(auto && mac_changed) => keep.push(unclaimed.remove(i)),
