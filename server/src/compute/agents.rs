@@ -171,5 +171,8 @@ async fn image_file(State(state): State<AppState>, _a: AgentAuth, Path(id): Path
     let h = resp.headers_mut();
     h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream"));
     h.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(len));
+    if let Some(md5) = img.checksum.as_deref().and_then(|c| axum::http::HeaderValue::from_str(c).ok()) {
+        h.insert("content-md5", md5);
+    }
     Ok(resp)
 }

@@ -64,9 +64,10 @@ fn host_state(state: &AppState, h: &Host) -> HostState {
         availability_zone: h.availability_zone.clone(),
         hypervisor_type: h.hypervisor_type.clone(),
         cpu_arch: h.cpu_arch.clone(),
-        vcpus: h.vcpus - h.reserved_vcpus,
-        memory_mb: h.memory_mb - h.reserved_memory_mb,
-        disk_gb: h.disk_gb - h.reserved_disk_gb,
+        // Agents report capacity already minus their reservations.
+        vcpus: h.vcpus,
+        memory_mb: h.memory_mb,
+        disk_gb: h.disk_gb,
         vcpus_used: h.vcpus_used,
         memory_mb_used: h.memory_mb_used,
         disk_gb_used: h.disk_gb_used,

@@ -37,9 +37,8 @@ fn hypervisor_summary(state: &AppState, v: ApiVersion, h: &Host) -> Value {
 
 async fn hypervisor_detail(state: &AppState, v: ApiVersion, h: &Host) -> ApiResult<Value> {
     let mut o = hypervisor_summary(state, v, h);
-    let vcpus = h.vcpus - h.reserved_vcpus;
-    let mem = h.memory_mb - h.reserved_memory_mb;
-    let disk = h.disk_gb - h.reserved_disk_gb;
+    // Agents report capacity already minus their reservations.
+    let (vcpus, mem, disk) = (h.vcpus, h.memory_mb, h.disk_gb);
     let extra = json!({
         "hypervisor_type": h.hypervisor_type,
         "hypervisor_version": h.hypervisor_version,

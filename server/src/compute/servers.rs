@@ -80,7 +80,7 @@ async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
 /// `addresses`: network name → the port addresses on it.
 async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
     let mut out: Map<String, Value> = Map::new();
-    let ports = state.store.ports_by_device(instance_id).await.map_err(crate::network::net_error)?;
+    let ports = state.store.ports_by_device(instance_id).await.map_err(ApiError::from)?;
     for p in ports {
         let name = match state.store.get_network(&p.network_id).await {
             Ok(n) => n.name,
@@ -295,7 +295,7 @@ fn hostname_from(name: &str) -> String {
 /// Resolves `networks` into concrete requests, validating every reference.
 async fn resolve_networks(state: &AppState, ctx: &Ctx, v: ApiVersion, raw: Option<&Value>, project_id: &str) -> ApiResult<Vec<NetRequest>> {
     let visible_nets = || async {
-        let nets = state.store.list_networks(Some(project_id)).await.map_err(crate::network::net_error)?;
+        let nets = state.store.list_networks(Some(project_id)).await.map_err(ApiError::from)?;
         Ok::<_, ApiError>(nets.into_iter().filter(|n| n.external == 0 || n.shared != 0).collect::<Vec<_>>())
     };
     let auto = || async {
@@ -408,7 +408,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     if image.min_disk > flavor.disk && flavor.disk > 0 {
         return Err(bad("Flavor's disk is too small for requested image."));
     }
-    let image_size_gb = image.size.unwrap_or(0).div_ceil(1 << 30);
+    let image_size_gb = (image.size.unwrap_or(0) + (1 << 30) - 1) >> 30;
     if flavor.disk > 0 && image_size_gb > flavor.disk {
         return Err(bad(format!("Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.", flavor.disk)));
     }
@@ -451,9 +451,10 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     }
 
     // Quotas: as many as fit between min_count and max_count (Nova's behaviour).
-    let limit = |r: &str| super::quotas::limit_for(&state, &project_id, r);
     let (used_n, used_cores, used_ram) = state.store.project_usage(&project_id).await?;
-    let (lim_n, lim_cores, lim_ram) = (limit("instances").await?, limit("cores").await?, limit("ram").await?);
+    let lim_n = super::quotas::limit_for(&state, &project_id, "instances").await?;
+    let lim_cores = super::quotas::limit_for(&state, &project_id, "cores").await?;
+    let lim_ram = super::quotas::limit_for(&state, &project_id, "ram").await?;
     let fits = |n: i64| {
         (lim_n < 0 || used_n + n <= lim_n) && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores) && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
     };

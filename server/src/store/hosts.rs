@@ -394,9 +394,8 @@ pub(crate) async fn claim_on(
     let done = sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \
          disk_gb_used = disk_gb_used + $4 WHERE id = $1 \
-         AND vcpus_used + $2 <= (vcpus - reserved_vcpus) * $5 \
-         AND memory_mb_used + $3 <= (memory_mb - reserved_memory_mb) * $6 \
-         AND disk_gb_used + $4 <= (disk_gb - reserved_disk_gb) * $7",
+         AND vcpus_used + $2 <= vcpus * $5 AND memory_mb_used + $3 <= memory_mb * $6 \
+         AND disk_gb_used + $4 <= disk_gb * $7",
     )
     .bind(host_id)
     .bind(c.vcpus)
