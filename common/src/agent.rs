@@ -26,7 +26,8 @@ pub struct Inventory {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub disk_gb: u64,
-    /// Held back for the host itself (subtracted by the scheduler).
+    /// Held back for the host itself. Already subtracted from `vcpus`, `memory_mb` and
+    /// `disk_gb` by the agent: the scheduler uses those as they are.
     pub reserved_vcpus: u32,
     pub reserved_memory_mb: u64,
     pub reserved_disk_gb: u64,
@@ -110,10 +111,14 @@ pub enum Action {
     Build(Box<BuildSpec>),
     Stop,
     Start,
-    Reboot { hard: bool },
+    Reboot {
+        hard: bool,
+    },
     Delete,
     /// Return the last `lines` lines of the serial console log (all when `None`).
-    ConsoleLog { lines: Option<u32> },
+    ConsoleLog {
+        lines: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -176,6 +181,13 @@ pub struct FixedIp {
 pub enum WorkEvent {
     /// A build moved on: `block_device_mapping` (image cached, disk made) or `spawning`.
     Progress { task_state: String },
-    Done { power_state: PowerState, console: Option<String> },
-    Failed { message: String, details: String, retryable: bool },
+    Done {
+        power_state: PowerState,
+        console: Option<String>,
+    },
+    Failed {
+        message: String,
+        details: String,
+        retryable: bool,
+    },
 }
