@@ -381,7 +381,6 @@ impl Controller {
 
     /// Sets up a libvirt network and a DHCP entry per NIC (when the driver has networks).
     async fn plug(&self, spec: &BuildSpec, plan: &BuildPlan) -> Result<Vec<NicXml>, ActionError> {
-        let hostname = xml::dhcp_hostname(&spec.hostname);
         let _net = self.net_lock.lock().await;
         let mut nics = Vec::new();
         for nic in &spec.nics {
@@ -404,15 +403,15 @@ impl Controller {
                 mtu,
                 ip: ipv4.map(|(_, gw, prefix)| (gw, prefix)),
                 hosts: ipv4
-                    .map(|(addr, _, _)| vec![(mac.clone(), addr.to_string(), hostname.clone())])
+                    .map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())])
                     .unwrap_or_default(),
             };
             let net_xml = xml::network_xml(&net_spec);
-            let (n, m, h) = (network.clone(), mac.clone(), hostname.clone());
+            let (n, m) = (network.clone(), mac.clone());
             self.hv(move |hv| {
                 hv.ensure_network(&n, &net_xml)?;
                 if let Some((addr, _, _)) = ipv4 {
-                    hv.set_dhcp_host(&n, &m, &addr.to_string(), &h)?;
+                    hv.set_dhcp_host(&n, &m, &addr.to_string())?;
                 }
                 Ok(())
             })

@@ -327,18 +327,14 @@ pub struct NetworkSpec {
     /// The host side of the bridge (the subnet's gateway) and the prefix length; without
     /// one the network is isolated (no NAT, no DHCP).
     pub ip: Option<(Ipv4Addr, u8)>,
-    /// Static leases: MAC, IP, hostname.
-    pub hosts: Vec<(String, String, String)>,
+    /// Static leases: MAC, IP.
+    pub hosts: Vec<(String, String)>,
 }
 
-/// One `<host>` entry of a network's DHCP section.
-pub fn dhcp_host_xml(mac: &str, ip: &str, hostname: &str) -> String {
-    format!(
-        "<host mac='{}' name='{}' ip='{}'/>",
-        esc(mac),
-        esc(hostname),
-        esc(ip)
-    )
+/// One `<host>` entry of a network's DHCP section. No host name: instance names need not be
+/// unique, and libvirt refuses two entries with one name.
+pub fn dhcp_host_xml(mac: &str, ip: &str) -> String {
+    format!("<host mac='{}' ip='{}'/>", esc(mac), esc(ip))
 }
 
 /// The network XML for `spec`. DHCP hands out only the static entries (no range), so the
@@ -361,25 +357,13 @@ pub fn network_xml(spec: &NetworkSpec) -> String {
     if let Some((gateway, prefix)) = spec.ip {
         let _ = writeln!(x, "  <ip address='{gateway}' prefix='{prefix}'>");
         x.push_str("    <dhcp>\n");
-        for (mac, ip, host) in &spec.hosts {
-            let _ = writeln!(x, "      {}", dhcp_host_xml(mac, ip, host));
+        for (mac, ip) in &spec.hosts {
+            let _ = writeln!(x, "      {}", dhcp_host_xml(mac, ip));
         }
         x.push_str("    </dhcp>\n  </ip>\n");
     }
     x.push_str("</network>\n");
     x
-}
-
-/// A hostname dnsmasq accepts: lowercase letters, digits and `-`, at most 63 characters.
-pub fn dhcp_hostname(name: &str) -> String {
-    let s: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let s = s.trim_matches('-').to_string();
-    if s.is_empty() { "instance".into() } else { s }
 }
 
 #[cfg(test)]
@@ -557,13 +541,13 @@ mod tests {
             bridge: bridge_name("3f2a9c1d-aaaa-bbbb-cccc-000000000001"),
             mtu: Some(1450),
             ip: Some((Ipv4Addr::new(10, 0, 0, 1), 24)),
-            hosts: vec![("fa:16:3e:00:00:01".into(), "10.0.0.5".into(), "vm1".into())],
+            hosts: vec![("fa:16:3e:00:00:01".into(), "10.0.0.5".into())],
         });
         assert!(xml.contains("<name>meridian-3f2a9c1d-aaaa-bbbb-cccc-000000000001</name>"));
         assert!(xml.contains("<forward mode='nat'/>"));
         assert!(xml.contains("<bridge name='mrd-3f2a9c1daaa' stp='on' delay='0'/>"));
         assert!(xml.contains("<ip address='10.0.0.1' prefix='24'>"));
-        assert!(xml.contains("<host mac='fa:16:3e:00:00:01' name='vm1' ip='10.0.0.5'/>"));
+        assert!(xml.contains("<host mac='fa:16:3e:00:00:01' ip='10.0.0.5'/>"));
         assert!(!xml.contains("<range"));
         assert!(bridge_name("3f2a9c1d-aaaa-bbbb-cccc-000000000001").len() <= 15);
     }
@@ -573,7 +557,5 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(instance_of(&domain_name(&id)), Some(id));
         assert_eq!(instance_of("test"), None);
-        assert_eq!(dhcp_hostname("My Web_Server!"), "my-web-server");
-        assert_eq!(dhcp_hostname("!!!"), "instance");
     }
 }

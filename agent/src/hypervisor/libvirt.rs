@@ -107,6 +107,15 @@ impl Libvirt {
     }
 }
 
+/// Live and persistent for a running network, persistent only otherwise.
+fn update_flags(net: &Network) -> Result<sys::virNetworkUpdateFlags, VirtError> {
+    Ok(if net.is_active()? {
+        sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    } else {
+        sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    })
+}
+
 /// Whether an error means "the domain was not running", which destroy treats as done.
 fn not_running(e: &VirtError) -> bool {
     is_code(e, ErrorNumber::OperationInvalid)
@@ -115,7 +124,11 @@ fn not_running(e: &VirtError) -> bool {
 impl Hypervisor for Libvirt {
     fn host_info(&self) -> Result<HostInfo, HvError> {
         let node = self.conn.node_info().map_err(HvError::HostInfo)?;
-        let hypervisor_type = self.conn.driver_type().map_err(HvError::HostInfo)?;
+        let mut hypervisor_type = self.conn.driver_type().map_err(HvError::HostInfo)?;
+        // The protocol's names: `QEMU` as libvirt says it, but `test` for the test driver.
+        if hypervisor_type.eq_ignore_ascii_case("test") {
+            hypervisor_type = "test".into();
+        }
         let hypervisor_version = u64::from(self.conn.hyp_version().map_err(HvError::HostInfo)?);
         let arch = self
             .conn
@@ -276,7 +289,7 @@ impl Hypervisor for Libvirt {
         Ok(())
     }
 
-    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str, host: &str) -> Result<(), HvError> {
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
         let _guard = self.lock_networks();
         let err = |source| HvError::DhcpHost {
             name: network.to_string(),
@@ -287,25 +300,32 @@ impl Hypervisor for Libvirt {
         };
         let mac = mac.to_ascii_lowercase();
         let current = net.xml_desc(0).map_err(err)?;
-        let entry = crate::xml::dhcp_host_xml(&mac, ip, host);
-        let command = if current.contains(&format!("mac='{mac}'")) {
-            sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY
-        } else {
-            sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+        let entry = crate::xml::dhcp_host_xml(&mac, ip);
+        let flags = update_flags(&net).map_err(err)?;
+        let update = |command| {
+            net.update(
+                command,
+                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                &entry,
+                flags,
+            )
         };
-        let flags = if net.is_active().map_err(err)? {
-            sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        } else {
-            sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        };
-        net.update(
-            command,
-            sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
-            -1,
-            &entry,
-            flags,
-        )
-        .map_err(err)
+        if current.contains(&format!("mac='{mac}'")) {
+            return update(sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY).map_err(err);
+        }
+        if current.contains(&format!("ip='{ip}'")) {
+            // A stale entry (its port is gone) still holds the address.
+            net.update(
+                sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                &format!("<host ip='{}'/>", crate::xml::esc(ip)),
+                flags,
+            )
+            .map_err(err)?;
+        }
+        update(sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST).map_err(err)
     }
 
     fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
@@ -325,11 +345,7 @@ impl Hypervisor for Libvirt {
         {
             return Ok(());
         }
-        let flags = if net.is_active().map_err(err)? {
-            sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        } else {
-            sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        };
+        let flags = update_flags(&net).map_err(err)?;
         net.update(
             sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
             sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,

@@ -174,8 +174,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn undefine(&self, name: &str) -> Result<(), HvError>;
     /// Defines and starts the network from `xml` unless it exists; starts it if inactive.
     fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError>;
-    /// Adds or updates (by MAC) a static DHCP host entry in a network.
-    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str, host: &str) -> Result<(), HvError>;
+    /// Adds or updates (by MAC) a static DHCP host entry in a network. An entry left over
+    /// with the same IP and another MAC is replaced.
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError>;
     /// Removes the DHCP host entry with this MAC, if present; a missing network is fine.
     fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError>;
     /// Stops and undefines a network; a missing one is fine.
