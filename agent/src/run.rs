@@ -262,7 +262,7 @@ impl Dispatcher {
                     details: String::new(),
                     retryable: false,
                 };
-                self.finish(work_id, event);
+                tokio::spawn(Arc::clone(self).finish(work_id, event));
                 return;
             }
         };
@@ -307,7 +307,7 @@ impl Dispatcher {
         }
     }
 
-    async fn execute(&self, work: Work) {
+    async fn execute(self: &Arc<Self>, work: Work) {
         let events = self.events.clone();
         let work_id = work.id.clone();
         let progress = move |task_state: &str| {
@@ -319,12 +319,16 @@ impl Dispatcher {
             ));
         };
         let event = self.controller.execute(&work, &progress).await;
-        self.finish(work.id, event);
+        Arc::clone(self).finish(work.id, event).await;
     }
 
-    /// Records the final event durably, then queues it for the server.
-    fn finish(&self, work_id: String, event: WorkEvent) {
-        if let Err(e) = self.log.record(&work_id, &event) {
+    /// Records the final event durably (fsync, off the executor), then queues it for the
+    /// server.
+    async fn finish(self: Arc<Self>, work_id: String, event: WorkEvent) {
+        let log = Arc::clone(&self.log);
+        let (id, ev) = (work_id.clone(), event.clone());
+        let recorded = tokio::task::spawn_blocking(move || log.record(&id, &ev)).await;
+        if let Err(e) = recorded.map_err(std::io::Error::other).and_then(|r| r) {
             warn!(work = %work_id, error = %e, "cannot record finished work; a repeat will run again");
         }
         lock(&self.inflight).remove(&work_id);

@@ -4,7 +4,7 @@
 //! the controller runs calls on. Network changes are serialised by a lock so that two builds
 //! on the same Meridian network do not both try to define it.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -14,9 +14,9 @@ use virt::sys;
 
 use super::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor};
 
-/// A libvirt connection.
+/// A libvirt connection, opened again when it dies (libvirtd restarted).
 pub struct Libvirt {
-    conn: Connect,
+    conn: RwLock<Connect>,
     uri: String,
     net_lock: Mutex<()>,
 }
@@ -63,7 +63,7 @@ impl Libvirt {
             source,
         })?;
         Ok(Libvirt {
-            conn,
+            conn: RwLock::new(conn),
             uri: uri.to_string(),
             net_lock: Mutex::new(()),
         })
@@ -73,8 +73,27 @@ impl Libvirt {
         &self.uri
     }
 
+    /// The connection, reopened first if it is no longer alive.
+    fn conn(&self) -> Result<Connect, HvError> {
+        {
+            let conn = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+            if conn.is_alive().unwrap_or(false) {
+                return Ok(conn.clone());
+            }
+        }
+        let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        if !conn.is_alive().unwrap_or(false) {
+            tracing::warn!(uri = %self.uri, "the libvirt connection died; opening it again");
+            *conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                uri: self.uri.clone(),
+                source,
+            })?;
+        }
+        Ok(conn.clone())
+    }
+
     fn lookup(&self, name: &str) -> Result<Option<Domain>, HvError> {
-        match self.conn.lookup_domain_by_name(name) {
+        match self.conn()?.lookup_domain_by_name(name) {
             Ok(d) => Ok(Some(d)),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
             Err(source) => Err(HvError::Lookup {
@@ -90,7 +109,7 @@ impl Libvirt {
     }
 
     fn lookup_network(&self, name: &str) -> Result<Option<Network>, HvError> {
-        match self.conn.lookup_network_by_name(name) {
+        match self.conn()?.lookup_network_by_name(name) {
             Ok(n) => Ok(Some(n)),
             Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(None),
             Err(source) => Err(HvError::Network {
@@ -123,23 +142,23 @@ fn not_running(e: &VirtError) -> bool {
 
 impl Hypervisor for Libvirt {
     fn host_info(&self) -> Result<HostInfo, HvError> {
-        let node = self.conn.node_info().map_err(HvError::HostInfo)?;
-        let mut hypervisor_type = self.conn.driver_type().map_err(HvError::HostInfo)?;
+        let conn = self.conn()?;
+        let node = conn.node_info().map_err(HvError::HostInfo)?;
+        let mut hypervisor_type = conn.driver_type().map_err(HvError::HostInfo)?;
         // The protocol's names: `QEMU` as libvirt says it, but `test` for the test driver.
         if hypervisor_type.eq_ignore_ascii_case("test") {
             hypervisor_type = "test".into();
         }
-        let hypervisor_version = u64::from(self.conn.hyp_version().map_err(HvError::HostInfo)?);
-        let arch = self
-            .conn
+        let hypervisor_version = u64::from(conn.hyp_version().map_err(HvError::HostInfo)?);
+        let arch = conn
             .capabilities()
             .ok()
             .and_then(|c| host_arch(&c))
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-        let uri = self.conn.uri().unwrap_or_else(|_| self.uri.clone());
+        let uri = conn.uri().unwrap_or_else(|_| self.uri.clone());
         // Unprivileged (session) connections cannot create bridges.
-        let supports_networks = self.conn.list_all_networks(0).is_ok()
-            && !uri.trim_end_matches('/').ends_with("/session");
+        let supports_networks =
+            conn.list_all_networks(0).is_ok() && !uri.trim_end_matches('/').ends_with("/session");
         Ok(HostInfo {
             vcpus: node.cpus,
             memory_mb: node.memory / 1024,
@@ -154,7 +173,7 @@ impl Hypervisor for Libvirt {
     fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
         let mut out = Vec::new();
         for d in self
-            .conn
+            .conn()?
             .list_all_domains(0)
             .map_err(HvError::ListDomains)?
         {
@@ -194,7 +213,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn define(&self, xml: &str) -> Result<(), HvError> {
-        self.conn
+        self.conn()?
             .define_domain_xml(xml)
             .map(drop)
             .map_err(HvError::Define)
@@ -277,7 +296,7 @@ impl Hypervisor for Libvirt {
         let net = match self.lookup_network(name)? {
             Some(n) => n,
             None => {
-                let n = self.conn.define_network_xml(xml).map_err(err)?;
+                let n = self.conn()?.define_network_xml(xml).map_err(err)?;
                 // Autostart is a convenience across host reboots; not every driver has it.
                 let _ = n.set_autostart(true);
                 n
