@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_agent::controller::{Controller, ControllerConfig};
-use meridian_agent::hypervisor::{Hypervisor, Libvirt};
+use meridian_agent::hypervisor::{
+    DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt,
+};
 use meridian_agent::image_cache::ImageCache;
 use meridian_agent::server::ServerClient;
 use meridian_agent::work::Work;
@@ -28,12 +30,16 @@ struct Env {
 }
 
 async fn env() -> Env {
+    let hv = libvirt();
+    let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+    env_with(hv, dyn_hv).await
+}
+
+async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
     let (url, server) = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let hv = libvirt();
     let client = ServerClient::new(&url, TOKEN).expect("client");
     let images = ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache");
-    let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
     let ctl = Controller::new(
         dyn_hv,
         Arc::new(images),
@@ -42,7 +48,7 @@ async fn env() -> Env {
             virt_type: VirtType::Test,
             arch: "x86_64".into(),
             supports_networks: true,
-            stop_timeout: Duration::from_secs(2),
+            stop_timeout: Duration::from_millis(600),
         },
     )
     .expect("controller");
@@ -342,6 +348,94 @@ async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
         images.join("ari-1").display()
     )));
     assert!(dom.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"));
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+}
+
+/// The real test driver, but the guest ignores ACPI: shutdown requests do nothing and guest
+/// reboots fail, as with an image without ACPI support.
+struct DeafGuest(Arc<Libvirt>);
+
+impl Hypervisor for DeafGuest {
+    fn host_info(&self) -> Result<HostInfo, HvError> {
+        self.0.host_info()
+    }
+    fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
+        self.0.domains()
+    }
+    fn state(&self, name: &str) -> Result<Option<DomainState>, HvError> {
+        self.0.state(name)
+    }
+    fn domain_xml(&self, name: &str) -> Result<String, HvError> {
+        self.0.domain_xml(name)
+    }
+    fn define(&self, xml: &str) -> Result<(), HvError> {
+        self.0.define(xml)
+    }
+    fn start(&self, name: &str) -> Result<(), HvError> {
+        self.0.start(name)
+    }
+    fn shutdown(&self, _name: &str) -> Result<(), HvError> {
+        Ok(())
+    }
+    fn destroy(&self, name: &str) -> Result<(), HvError> {
+        self.0.destroy(name)
+    }
+    fn reboot(&self, name: &str) -> Result<(), HvError> {
+        Err(HvError::NoDomain(format!("{name} (no ACPI)")))
+    }
+    fn reset(&self, name: &str) -> Result<(), HvError> {
+        self.0.reset(name)
+    }
+    fn undefine(&self, name: &str) -> Result<(), HvError> {
+        self.0.undefine(name)
+    }
+    fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        self.0.ensure_network(name, xml)
+    }
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
+        self.0.set_dhcp_host(network, mac, ip)
+    }
+    fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
+        self.0.remove_dhcp_host(network, mac)
+    }
+    fn remove_network(&self, name: &str) -> Result<(), HvError> {
+        self.0.remove_network(name)
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_ignores_shutdown_is_destroyed_after_the_timeout() {
+    let hv = libvirt();
+    let env = env_with(hv.clone(), Arc::new(DeafGuest(hv.clone()))).await;
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![id],
+        networks: vec![],
+    };
+    let data = raw_image(6);
+    env.server.add_image("img-e", data.clone());
+    let (ev, _) = env
+        .exec(
+            id,
+            Action::Build(Box::new(build_spec("img-e", &data, vec![]))),
+        )
+        .await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    // Stop waits out the timeout, then pulls the plug.
+    let started = std::time::Instant::now();
+    let (ev, _) = env.exec(id, Action::Stop).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // A soft reboot the guest cannot do falls back to stop + start.
+    let (ev, _) = env.exec(id, Action::Start).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: false }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
 }
