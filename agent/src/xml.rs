@@ -215,7 +215,9 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     let _ = writeln!(x, "<domain type='{}'>", spec.virt_type.as_str());
     let _ = writeln!(x, "  <name>{}</name>", domain_name(&spec.instance_id));
     let _ = writeln!(x, "  <uuid>{}</uuid>", spec.instance_id);
-    let _ = writeln!(x, "  <title>{}</title>", esc(&spec.display_name));
+    // libvirt refuses titles with line breaks.
+    let title = spec.display_name.replace(['\n', '\r'], " ");
+    let _ = writeln!(x, "  <title>{}</title>", esc(&title));
     x.push_str("  <metadata>\n");
     let _ = writeln!(
         x,
@@ -416,6 +418,9 @@ mod tests {
         assert!(xml.contains("<memory unit='MiB'>512</memory>"));
         assert!(xml.contains("<vcpu>2</vcpu>"));
         assert!(xml.contains("<title>web &lt;1&gt;</title>"));
+        let mut multi = spec(VirtType::Test);
+        multi.display_name = "a\nb".into();
+        assert!(domain_xml(&multi).contains("<title>a b</title>"));
         assert!(!xml.contains("host-passthrough"));
         assert!(xml.contains("<boot dev='hd'/>"));
         let disks = element(&xml, "disk");
