@@ -17,6 +17,12 @@ need curl
 need ca-certificates
 need postgresql-client
 need procps
+# meridian-agent: the virt crate links libvirt (found through pkg-config; its test:///default
+# driver, used by the tests, is inside libvirt0 itself, no daemon needed); instance disks are
+# qcow2 overlays made by qemu-img.
+need libvirt-dev
+need pkg-config
+need qemu-utils
 command -v python3 >/dev/null 2>&1 || need python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need python3-venv
 command -v pg_ctlcluster >/dev/null 2>&1 || need postgresql

@@ -26,7 +26,8 @@ pub struct Inventory {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub disk_gb: u64,
-    /// Held back for the host itself (subtracted by the scheduler).
+    /// Held back for the host itself. Already subtracted from `vcpus`, `memory_mb` and
+    /// `disk_gb` by the agent: the scheduler uses those as they are.
     pub reserved_vcpus: u32,
     pub reserved_memory_mb: u64,
     pub reserved_disk_gb: u64,

@@ -1,0 +1,132 @@
+//! Command-line flags (each also readable from a `MERIDIAN_AGENT_*` variable).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The Meridian compute agent: runs libvirt domains for the work a meridian-server hands out.
+#[derive(Clone, Parser)]
+#[command(name = "meridian-agent", version, about)]
+pub struct Args {
+    /// The server's base URL (the agent API lives under `/agent/v1`).
+    #[arg(long, env = "MERIDIAN_AGENT_SERVER")]
+    pub server: String,
+
+    /// This host's name as the server knows it [default: the system host name].
+    #[arg(long, env = "MERIDIAN_AGENT_HOST")]
+    pub host: Option<String>,
+
+    /// The libvirt connection.
+    #[arg(
+        long,
+        env = "MERIDIAN_AGENT_LIBVIRT_URI",
+        default_value = "qemu:///system"
+    )]
+    pub libvirt_uri: String,
+
+    /// Where the agent keeps instance disks, console logs, the image cache and its work log.
+    #[arg(
+        long,
+        env = "MERIDIAN_AGENT_STATE_DIR",
+        default_value = "/var/lib/meridian-agent"
+    )]
+    pub state_dir: PathBuf,
+
+    /// The join token (the server's `agent-token`).
+    #[arg(long, env = "MERIDIAN_AGENT_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// vCPUs held back for the host itself.
+    #[arg(long, env = "MERIDIAN_AGENT_RESERVED_VCPUS", default_value_t = 0)]
+    pub reserved_vcpus: u32,
+
+    /// RAM (MiB) held back for the host itself.
+    #[arg(long, env = "MERIDIAN_AGENT_RESERVED_MEMORY_MB", default_value_t = 512)]
+    pub reserved_memory_mb: u64,
+
+    /// Disk (GiB) held back for the host itself.
+    #[arg(long, env = "MERIDIAN_AGENT_RESERVED_DISK_GB", default_value_t = 0)]
+    pub reserved_disk_gb: u64,
+
+    /// The availability zone this host is in.
+    #[arg(long, env = "MERIDIAN_AGENT_AVAILABILITY_ZONE", default_value = "nova")]
+    pub availability_zone: String,
+
+    /// Size limit of the image cache; unused images beyond it are evicted (LRU).
+    #[arg(long, env = "MERIDIAN_AGENT_IMAGE_CACHE_MAX_GB", default_value_t = 20)]
+    pub image_cache_max_gb: u64,
+
+    /// The address other hosts reach this one at [default: the local address of the route to
+    /// the server].
+    #[arg(long, env = "MERIDIAN_AGENT_HOST_IP")]
+    pub host_ip: Option<IpAddr>,
+
+    /// Seconds one long-poll for work waits on the server.
+    #[arg(long, env = "MERIDIAN_AGENT_POLL_WAIT", default_value_t = 30)]
+    pub poll_wait_secs: u64,
+
+    /// Seconds a graceful stop may take before the domain is destroyed.
+    #[arg(long, env = "MERIDIAN_AGENT_STOP_TIMEOUT", default_value_t = 60)]
+    pub stop_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("server", &self.server)
+            .field("host", &self.host)
+            .field("libvirt_uri", &self.libvirt_uri)
+            .field("state_dir", &self.state_dir)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A host name the server and file names can carry.
+pub fn valid_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+/// The system's host name.
+pub fn system_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_defaults() {
+        let a = Args::try_parse_from([
+            "meridian-agent",
+            "--server",
+            "http://127.0.0.1:8774",
+            "--host",
+            "c1",
+            "--token",
+            "s3cret",
+            "--reserved-vcpus",
+            "2",
+            "--image-cache-max-gb",
+            "5",
+        ])
+        .expect("parse");
+        assert_eq!(a.libvirt_uri, "qemu:///system");
+        assert_eq!(a.availability_zone, "nova");
+        assert_eq!(a.reserved_vcpus, 2);
+        assert_eq!(a.image_cache_max_gb, 5);
+        assert!(!format!("{a:?}").contains("s3cret"));
+        assert!(valid_host("compute-1.example"));
+        assert!(!valid_host("a/b"));
+    }
+}

@@ -1,0 +1,775 @@
+//! The controller: carries out one [`Work`] item against the hypervisor.
+//!
+//! Each item starts by reading the domain's state and asking [`lifecycle::decide`] whether the
+//! operation may run; rejected operations fail with the reason, operations whose outcome
+//! already holds succeed without side effects. Hypervisor calls run on blocking threads.
+//!
+//! Per instance, the agent keeps `instances/<id>/` in the state directory: `disk` (the qcow2
+//! overlay), `console.log`, and `instance.json` (the images and network plugs to undo on
+//! delete).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_common::agent::{Action, BuildSpec, InstanceReport, PowerState, WorkEvent};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::disk::{self, DiskError};
+use crate::hypervisor::{DomainState, HvError, Hypervisor};
+use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
+use crate::lifecycle::{self, Decision, InstanceState, Rejected};
+use crate::work::Work;
+use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    #[error("invalid build request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Hypervisor(#[from] HvError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("cannot write the instance's files")]
+    Files(#[source] std::io::Error),
+    #[error("a hypervisor call panicked")]
+    Panicked,
+}
+
+impl ActionError {
+    /// Whether the same work may succeed if tried again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ActionError::Image(e) => e.retryable(),
+            ActionError::Files(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The `Failed` event for this error: the whole cause chain as the message.
+    pub fn to_event(&self) -> WorkEvent {
+        WorkEvent::Failed {
+            message: chain(self),
+            details: format!("{self:?}"),
+            retryable: self.retryable(),
+        }
+    }
+}
+
+/// "outer: cause: cause" for any error.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.ends_with(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// What a build set up that delete must undo.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct InstanceRecord {
+    images: Vec<String>,
+    plugs: Vec<Plug>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Plug {
+    network: String,
+    mac: String,
+}
+
+/// How the controller is set up.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// `STATE_DIR/instances`.
+    pub instances_dir: PathBuf,
+    pub virt_type: VirtType,
+    pub arch: String,
+    pub supports_networks: bool,
+    /// How long a graceful shutdown may take before the domain is destroyed.
+    pub stop_timeout: Duration,
+}
+
+/// Runs work items. Shared as `Arc<Controller>`.
+pub struct Controller {
+    hv: Arc<dyn Hypervisor>,
+    images: Arc<ImageCache>,
+    cfg: ControllerConfig,
+    /// Serialises network set-up and tear-down across instances.
+    net_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
+
+/// The largest console log tail read (from the end of the file).
+const CONSOLE_MAX_BYTES: u64 = 1 << 20;
+const STATE_POLL: Duration = Duration::from_millis(250);
+
+impl Controller {
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        images: Arc<ImageCache>,
+        cfg: ControllerConfig,
+    ) -> std::io::Result<Controller> {
+        std::fs::create_dir_all(&cfg.instances_dir)?;
+        Ok(Controller {
+            hv,
+            images,
+            cfg,
+            net_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
+        &self.hv
+    }
+
+    /// Runs a blocking hypervisor call off the executor.
+    async fn hv<T, F>(&self, f: F) -> Result<T, ActionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Hypervisor) -> Result<T, HvError> + Send + 'static,
+    {
+        let hv = Arc::clone(&self.hv);
+        tokio::task::spawn_blocking(move || f(hv.as_ref()))
+            .await
+            .map_err(|_| ActionError::Panicked)?
+            .map_err(ActionError::from)
+    }
+
+    async fn state(&self, name: &str) -> Result<InstanceState, ActionError> {
+        let name = name.to_string();
+        let s = self.hv(move |hv| hv.state(&name)).await?;
+        Ok(InstanceState::from_domain(s))
+    }
+
+    fn instance_dir(&self, id: &Uuid) -> PathBuf {
+        self.cfg.instances_dir.join(id.to_string())
+    }
+
+    /// Where an instance's serial console is logged.
+    pub fn console_log_path(&self, id: &Uuid) -> PathBuf {
+        self.instance_dir(id).join("console.log")
+    }
+
+    /// Every Meridian domain on the host with its power state (for heartbeats).
+    pub async fn instances(&self) -> Result<Vec<InstanceReport>, ActionError> {
+        let domains = self.hv(|hv| hv.domains()).await?;
+        Ok(domains
+            .into_iter()
+            .filter_map(|d| {
+                let id = xml::instance_of(&d.name)?;
+                Some(InstanceReport {
+                    instance_id: id.to_string(),
+                    power_state: InstanceState::from_domain(Some(d.state)).power_state(),
+                })
+            })
+            .collect())
+    }
+
+    /// Carries out `work` and returns its final event (`Done` or `Failed`). `progress` gets
+    /// the build's task states as they are reached.
+    pub async fn execute(&self, work: &Work, progress: &(dyn Fn(&str) + Send + Sync)) -> WorkEvent {
+        let started = Instant::now();
+        let result = self.run(work, progress).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok((power_state, console)) => {
+                info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, "work done");
+                WorkEvent::Done {
+                    power_state,
+                    console,
+                }
+            }
+            Err(e) => {
+                let event = e.to_event();
+                warn!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, error = %chain(&e), "work failed");
+                event
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        work: &Work,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(PowerState, Option<String>), ActionError> {
+        let id = work.instance_id;
+        let name = xml::domain_name(&id);
+        let state = self.state(&name).await?;
+        match lifecycle::decide(state, work.op()) {
+            Decision::Reject(r) => return Err(r.into()),
+            Decision::AlreadyDone => return Ok((state.power_state(), None)),
+            Decision::Proceed => {}
+        }
+        match &work.action {
+            Action::Build(spec) => {
+                if state == InstanceState::Shutoff {
+                    // Defined by an earlier delivery that stopped before starting it.
+                    self.start(&name, state).await?;
+                } else {
+                    progress("block_device_mapping");
+                    if let Err(e) = self.build(id, spec, progress).await {
+                        // Leave nothing half-built behind; the error is what gets reported.
+                        if let Err(c) = self.teardown(id).await {
+                            warn!(instance = %id, error = %chain(&c), "cleanup after failed build");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Action::Stop => self.stop(&name, state).await?,
+            Action::Start => self.start(&name, state).await?,
+            Action::Reboot { hard: false } => self.reboot_soft(&name).await?,
+            Action::Reboot { hard: true } => self.reboot_hard(&name, state).await?,
+            Action::Delete => {
+                self.teardown(id).await?;
+                return Ok((PowerState::NoState, None));
+            }
+            Action::ConsoleLog { lines } => {
+                let text = self.console_log(&id, *lines).await?;
+                return Ok((state.power_state(), Some(text)));
+            }
+        }
+        Ok((self.state(&name).await?.power_state(), None))
+    }
+
+    async fn build(
+        &self,
+        id: Uuid,
+        spec: &BuildSpec,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ActionError> {
+        let plan = plan_build(spec)?;
+        let dir = self.instance_dir(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(ActionError::Files)?;
+
+        // Images: the root disk's base, and the kernel / ramdisk for direct boot.
+        let base = self
+            .images
+            .acquire(&ImageRef {
+                id: spec.image.id.clone(),
+                checksum: Some(spec.image.checksum.clone()),
+                size: Some(spec.image.size),
+            })
+            .await?;
+        let kernel = self.fetch_by_id(plan.kernel_id.as_deref()).await?;
+        let ramdisk = self.fetch_by_id(plan.ramdisk_id.as_deref()).await?;
+        let leases: Vec<&Lease> = [Some(&base), kernel.as_ref(), ramdisk.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let record = InstanceRecord {
+            images: leases.iter().map(|l| l.id().to_string()).collect(),
+            plugs: if self.cfg.supports_networks {
+                spec.nics
+                    .iter()
+                    .map(|n| Plug {
+                        network: xml::network_name(&n.network_id),
+                        mac: n.mac_address.to_ascii_lowercase(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        self.write_record(&id, &record).await?;
+        let images = Arc::clone(&self.images);
+        let pins = record.images.clone();
+        let instance = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            pins.iter()
+                .try_for_each(|image| images.pin(image, &instance))
+        })
+        .await
+        .map_err(|_| ActionError::Panicked)?
+        .map_err(ActionError::Files)?;
+
+        let disk_path = dir.join("disk");
+        disk::create_overlay(
+            base.path(),
+            plan.base_format,
+            &disk_path,
+            spec.flavor.disk_gb,
+        )
+        .await?;
+
+        progress("spawning");
+        let nics = self.plug(spec, &plan).await?;
+        let domain = DomainSpec {
+            instance_id: id,
+            display_name: spec.name.clone(),
+            project_id: spec.project_id.clone(),
+            virt_type: self.cfg.virt_type,
+            arch: self.cfg.arch.clone(),
+            machine: plan.machine,
+            memory_mb: spec.flavor.ram_mb,
+            vcpus: spec.flavor.vcpus,
+            disk: disk_path,
+            disk_bus: plan.disk_bus,
+            console_log: self.console_log_path(&id),
+            nics,
+            kernel: kernel.as_ref().map(|k| KernelBoot {
+                kernel: k.path().to_path_buf(),
+                initrd: ramdisk.as_ref().map(|r| r.path().to_path_buf()),
+                cmdline: plan.cmdline.clone(),
+            }),
+        };
+        let domain_xml = xml::domain_xml(&domain);
+        let name = xml::domain_name(&id);
+        self.hv(move |hv| {
+            hv.define(&domain_xml)?;
+            hv.start(&name)
+        })
+        .await?;
+        info!(instance = %id, "domain started");
+        Ok(())
+    }
+
+    /// A kernel or ramdisk referenced by image id only (no checksum in the build spec; the
+    /// cache checks the server's `Content-MD5` when it sends one).
+    async fn fetch_by_id(&self, id: Option<&str>) -> Result<Option<Lease>, ActionError> {
+        let Some(id) = id else { return Ok(None) };
+        let lease = self
+            .images
+            .acquire(&ImageRef {
+                id: id.to_string(),
+                checksum: None,
+                size: None,
+            })
+            .await?;
+        Ok(Some(lease))
+    }
+
+    async fn write_record(&self, id: &Uuid, record: &InstanceRecord) -> Result<(), ActionError> {
+        let path = self.instance_dir(id).join("instance.json");
+        let body = serde_json::to_vec_pretty(record).map_err(|e| ActionError::Files(e.into()))?;
+        tokio::fs::write(&path, body)
+            .await
+            .map_err(ActionError::Files)
+    }
+
+    async fn read_record(&self, id: &Uuid) -> Option<InstanceRecord> {
+        let bytes = tokio::fs::read(self.instance_dir(id).join("instance.json"))
+            .await
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Sets up a libvirt network and a DHCP entry per NIC (when the driver has networks).
+    async fn plug(&self, spec: &BuildSpec, plan: &BuildPlan) -> Result<Vec<NicXml>, ActionError> {
+        let _net = self.net_lock.lock().await;
+        let mut nics = Vec::new();
+        for nic in &spec.nics {
+            let mac = nic.mac_address.to_ascii_lowercase();
+            let mtu = (nic.mtu > 0).then_some(nic.mtu);
+            if !self.cfg.supports_networks {
+                nics.push(NicXml {
+                    mac,
+                    network: None,
+                    model: plan.nic_model,
+                    mtu,
+                });
+                continue;
+            }
+            let network = xml::network_name(&nic.network_id);
+            let ipv4 = first_ipv4(nic)?;
+            let net_spec = NetworkSpec {
+                name: network.clone(),
+                bridge: xml::bridge_name(&nic.network_id),
+                mtu,
+                ip: ipv4.map(|(_, gw, prefix)| (gw, prefix)),
+                hosts: ipv4
+                    .map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())])
+                    .unwrap_or_default(),
+            };
+            let net_xml = xml::network_xml(&net_spec);
+            let (n, m) = (network.clone(), mac.clone());
+            self.hv(move |hv| {
+                hv.ensure_network(&n, &net_xml)?;
+                if let Some((addr, _, _)) = ipv4 {
+                    hv.set_dhcp_host(&n, &m, &addr.to_string())?;
+                }
+                Ok(())
+            })
+            .await?;
+            nics.push(NicXml {
+                mac,
+                network: Some(network),
+                model: plan.nic_model,
+                mtu,
+            });
+        }
+        Ok(nics)
+    }
+
+    /// Removes an instance completely: domain, DHCP entries (and networks nobody else uses),
+    /// files, image pins. Every step tolerates what is already gone.
+    async fn teardown(&self, id: Uuid) -> Result<(), ActionError> {
+        let name = xml::domain_name(&id);
+        let n = name.clone();
+        self.hv(move |hv| {
+            match hv.state(&n)? {
+                None => return Ok(()),
+                Some(s) if s.is_active() => hv.destroy(&n)?,
+                Some(_) => {}
+            }
+            hv.undefine(&n)
+        })
+        .await?;
+
+        if let Some(record) = self.read_record(&id).await {
+            let _net = self.net_lock.lock().await;
+            let networks: BTreeSet<String> =
+                record.plugs.iter().map(|p| p.network.clone()).collect();
+            let still_used = self.networks_in_use(&id).await;
+            let plugs = record.plugs.clone();
+            self.hv(move |hv| {
+                for p in &plugs {
+                    hv.remove_dhcp_host(&p.network, &p.mac)?;
+                }
+                for net in networks.difference(&still_used) {
+                    info!(network = %net, "removing network: its last instance is gone");
+                    hv.remove_network(net)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+
+        match tokio::fs::remove_dir_all(self.instance_dir(&id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ActionError::Files(e)),
+        }
+        let images = Arc::clone(&self.images);
+        let instance = id.to_string();
+        tokio::task::spawn_blocking(move || images.unpin_instance(&instance))
+            .await
+            .map_err(|_| ActionError::Panicked)?
+            .map_err(ActionError::Files)?;
+        Ok(())
+    }
+
+    /// Networks plugged by every instance but `except`, from their records.
+    async fn networks_in_use(&self, except: &Uuid) -> BTreeSet<String> {
+        let mut used = BTreeSet::new();
+        let Ok(mut dir) = tokio::fs::read_dir(&self.cfg.instances_dir).await else {
+            return used;
+        };
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let Some(other) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+            else {
+                continue;
+            };
+            if other == *except {
+                continue;
+            }
+            if let Some(r) = self.read_record(&other).await {
+                used.extend(r.plugs.into_iter().map(|p| p.network));
+            }
+        }
+        used
+    }
+
+    /// Graceful shutdown within the timeout, then the plug.
+    async fn stop(&self, name: &str, state: InstanceState) -> Result<(), ActionError> {
+        if matches!(state, InstanceState::Running | InstanceState::ShuttingDown) {
+            if self.shutdown_and_wait(name).await? {
+                return Ok(());
+            }
+            warn!(domain = name, timeout = ?self.cfg.stop_timeout, "guest did not shut down in time; destroying it");
+        }
+        let n = name.to_string();
+        self.hv(move |hv| hv.destroy(&n)).await
+    }
+
+    /// Asks the guest to shut down and waits; true when it is off within the timeout.
+    async fn shutdown_and_wait(&self, name: &str) -> Result<bool, ActionError> {
+        let n = name.to_string();
+        if let Err(e) = self.hv(move |hv| hv.shutdown(&n)).await {
+            // Already going down, or no ACPI: the wait (or the destroy after it) settles it.
+            warn!(domain = name, error = %chain(&e), "graceful shutdown request failed");
+        }
+        let deadline = Instant::now() + self.cfg.stop_timeout;
+        loop {
+            let s = self.state(name).await?;
+            if matches!(s, InstanceState::Shutoff | InstanceState::Absent) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(STATE_POLL).await;
+        }
+    }
+
+    async fn start(&self, name: &str, state: InstanceState) -> Result<(), ActionError> {
+        let n = name.to_string();
+        let crashed = state == InstanceState::Crashed;
+        self.hv(move |hv| {
+            // A crashed domain kept for inspection is still active: power it off first.
+            if crashed && hv.state(&n)?.is_some_and(DomainState::is_active) {
+                hv.destroy(&n)?;
+            }
+            hv.start(&n)
+        })
+        .await
+    }
+
+    /// Asks the guest to reboot; without guest cooperation, shutdown then start.
+    async fn reboot_soft(&self, name: &str) -> Result<(), ActionError> {
+        let n = name.to_string();
+        match self.hv(move |hv| hv.reboot(&n)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                warn!(domain = name, error = %chain(&e), "guest reboot failed; shutting down and starting");
+                if !self.shutdown_and_wait(name).await? {
+                    let n = name.to_string();
+                    self.hv(move |hv| hv.destroy(&n)).await?;
+                }
+                let n = name.to_string();
+                self.hv(move |hv| hv.start(&n)).await
+            }
+        }
+    }
+
+    /// Power-cycles: reset a running domain, else (or if reset fails) destroy and start.
+    async fn reboot_hard(&self, name: &str, state: InstanceState) -> Result<(), ActionError> {
+        let n = name.to_string();
+        let running = state == InstanceState::Running;
+        self.hv(move |hv| {
+            if running {
+                match hv.reset(&n) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => warn!(domain = %n, error = %chain(&e), "reset failed; destroying and starting"),
+                }
+            }
+            if hv.state(&n)?.is_some_and(DomainState::is_active) {
+                hv.destroy(&n)?;
+            }
+            hv.start(&n)
+        })
+        .await
+    }
+
+    /// The last `lines` lines of the serial console log (all of its last MiB when `None`).
+    async fn console_log(&self, id: &Uuid, lines: Option<u32>) -> Result<String, ActionError> {
+        let path = self.console_log_path(id);
+        tokio::task::spawn_blocking(move || tail(&path, lines))
+            .await
+            .map_err(|_| ActionError::Panicked)?
+            .map_err(ActionError::Files)
+    }
+}
+
+/// The last `lines` lines of a file, reading at most its last [`CONSOLE_MAX_BYTES`].
+fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(CONSOLE_MAX_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    // Drop a line cut in half by the byte limit.
+    let text = if start > 0 {
+        text.split_once('\n').map_or("", |(_, rest)| rest)
+    } else {
+        &text
+    };
+    Ok(match lines {
+        None => text.to_string(),
+        Some(n) => {
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(n as usize);
+            let mut out = all[from..].join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
+    })
+}
+
+/// A build spec checked and turned into the choices the domain needs.
+#[derive(Debug)]
+struct BuildPlan {
+    base_format: &'static str,
+    disk_bus: DiskBus,
+    nic_model: &'static str,
+    machine: Option<String>,
+    kernel_id: Option<String>,
+    ramdisk_id: Option<String>,
+    cmdline: Option<String>,
+}
+
+fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
+    let invalid = ActionError::Invalid;
+    if spec.flavor.vcpus == 0 {
+        return Err(invalid("the flavor has no vCPUs".into()));
+    }
+    if spec.flavor.ram_mb < 16 {
+        return Err(invalid(format!(
+            "the flavor's {} MB of RAM is too little",
+            spec.flavor.ram_mb
+        )));
+    }
+    for nic in &spec.nics {
+        if !valid_mac(&nic.mac_address) {
+            return Err(invalid(format!(
+                "port {} has a bad MAC address {:?}",
+                nic.port_id, nic.mac_address
+            )));
+        }
+        if nic.network_id.is_empty() {
+            return Err(invalid(format!("port {} has no network", nic.port_id)));
+        }
+    }
+    let props = &spec.image.properties;
+    let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let base_format =
+        disk::qemu_format(&spec.image.disk_format).map_err(|e| invalid(e.to_string()))?;
+    let kernel_id = prop("kernel_id").map(str::to_string);
+    let ramdisk_id = prop("ramdisk_id").map(str::to_string);
+    if ramdisk_id.is_some() && kernel_id.is_none() {
+        return Err(invalid(
+            "the image has a ramdisk_id but no kernel_id".into(),
+        ));
+    }
+    Ok(BuildPlan {
+        base_format,
+        disk_bus: DiskBus::from_property(prop("hw_disk_bus")).map_err(invalid)?,
+        nic_model: xml::nic_model(prop("hw_vif_model")).map_err(invalid)?,
+        machine: xml::machine_type(prop("hw_machine_type")).map_err(invalid)?,
+        cmdline: kernel_id
+            .as_ref()
+            .and(prop("os_command_line"))
+            .map(str::to_string),
+        kernel_id,
+        ramdisk_id,
+    })
+}
+
+/// The port's first IPv4 address with its gateway (the subnet's first host when none) and
+/// prefix length.
+fn first_ipv4(
+    nic: &meridian_common::agent::NicSpec,
+) -> Result<Option<(Ipv4Addr, Ipv4Addr, u8)>, ActionError> {
+    for ip in &nic.ips {
+        let Ok(addr) = ip.address.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        let net: ipnet::Ipv4Net = ip.cidr.parse().map_err(|_| {
+            ActionError::Invalid(format!("port {} has a bad CIDR {:?}", nic.port_id, ip.cidr))
+        })?;
+        let gateway = match ip.gateway.as_deref().map(str::parse::<Ipv4Addr>) {
+            Some(Ok(g)) => g,
+            Some(Err(_)) => {
+                return Err(ActionError::Invalid(format!(
+                    "port {} has a bad gateway {:?}",
+                    nic.port_id, ip.gateway
+                )));
+            }
+            None => net.hosts().next().unwrap_or(net.network()),
+        };
+        return Ok(Some((addr, gateway, net.prefix_len())));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        assert_eq!(tail(&p, Some(3)).expect("missing is empty"), "");
+        std::fs::write(&p, "a\nb\nc\nd\n").expect("write");
+        assert_eq!(tail(&p, Some(2)).expect("tail"), "c\nd\n");
+        assert_eq!(tail(&p, None).expect("all"), "a\nb\nc\nd\n");
+        assert_eq!(tail(&p, Some(0)).expect("none"), "");
+    }
+
+    #[test]
+    fn ipv4_gateway_defaults_to_the_first_host() {
+        let nic = |gw: Option<&str>| meridian_common::agent::NicSpec {
+            port_id: "p".into(),
+            mac_address: "fa:16:3e:00:00:01".into(),
+            network_id: "n".into(),
+            mtu: 1500,
+            ips: vec![
+                meridian_common::agent::FixedIp {
+                    address: "fd00::5".into(),
+                    cidr: "fd00::/64".into(),
+                    gateway: None,
+                    dns_nameservers: vec![],
+                },
+                meridian_common::agent::FixedIp {
+                    address: "10.1.2.5".into(),
+                    cidr: "10.1.2.0/24".into(),
+                    gateway: gw.map(str::to_string),
+                    dns_nameservers: vec![],
+                },
+            ],
+        };
+        assert_eq!(
+            first_ipv4(&nic(None)).expect("ok"),
+            Some((Ipv4Addr::new(10, 1, 2, 5), Ipv4Addr::new(10, 1, 2, 1), 24))
+        );
+        assert_eq!(
+            first_ipv4(&nic(Some("10.1.2.254"))).expect("ok"),
+            Some((Ipv4Addr::new(10, 1, 2, 5), Ipv4Addr::new(10, 1, 2, 254), 24))
+        );
+        assert!(first_ipv4(&nic(Some("nope"))).is_err());
+    }
+
+    #[test]
+    fn macs_are_checked() {
+        assert!(valid_mac("fa:16:3e:00:AB:01"));
+        assert!(!valid_mac("fa:16:3e:00:ab"));
+        assert!(!valid_mac("fa:16:3e:00:ab:0g"));
+        assert!(!valid_mac("fa:16:3e:00:ab:01'/>"));
+    }
+}

@@ -1,0 +1,409 @@
+//! [`Hypervisor`] over a libvirt connection (the `virt` crate).
+//!
+//! libvirt connections are thread-safe, so one [`Libvirt`] is shared by the blocking threads
+//! the controller runs calls on. Network changes are serialised by a lock so that two builds
+//! on the same Meridian network do not both try to define it.
+
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::{Error as VirtError, ErrorNumber};
+use virt::network::Network;
+use virt::sys;
+
+use super::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor};
+
+/// A libvirt connection, opened again when it dies (libvirtd restarted).
+pub struct Libvirt {
+    conn: RwLock<Connect>,
+    uri: String,
+    net_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Libvirt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Libvirt").field("uri", &self.uri).finish()
+    }
+}
+
+fn is_code(e: &VirtError, code: ErrorNumber) -> bool {
+    e.code().is_known_and(|c| c == code)
+}
+
+fn map_state(state: virt::domain::DomainStateEnum) -> DomainState {
+    use virt::domain::DomainState as S;
+    match state.unwrap_or(S::NoState) {
+        S::NoState => DomainState::NoState,
+        S::Running => DomainState::Running,
+        S::Blocked => DomainState::Blocked,
+        S::Paused => DomainState::Paused,
+        S::Shutdown => DomainState::ShuttingDown,
+        S::Shutoff => DomainState::Shutoff,
+        S::Crashed => DomainState::Crashed,
+        S::PMSuspended => DomainState::Suspended,
+    }
+}
+
+/// The first `<arch>` of the capabilities' `<host>` section.
+fn host_arch(capabilities: &str) -> Option<String> {
+    let host = &capabilities[capabilities.find("<host>")?..];
+    let start = host.find("<arch>")? + "<arch>".len();
+    let end = host[start..].find("</arch>")? + start;
+    Some(host[start..end].trim().to_string())
+}
+
+impl Libvirt {
+    /// Opens a read-write connection. libvirt's own printing of errors to stderr is turned off:
+    /// every error is returned and logged by the caller.
+    pub fn open(uri: &str) -> Result<Libvirt, HvError> {
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(uri)).map_err(|source| HvError::Connect {
+            uri: uri.to_string(),
+            source,
+        })?;
+        Ok(Libvirt {
+            conn: RwLock::new(conn),
+            uri: uri.to_string(),
+            net_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The connection, reopened first if it is no longer alive.
+    fn conn(&self) -> Result<Connect, HvError> {
+        {
+            let conn = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+            if conn.is_alive().unwrap_or(false) {
+                return Ok(conn.clone());
+            }
+        }
+        let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        if !conn.is_alive().unwrap_or(false) {
+            tracing::warn!(uri = %self.uri, "the libvirt connection died; opening it again");
+            *conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                uri: self.uri.clone(),
+                source,
+            })?;
+        }
+        Ok(conn.clone())
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<Domain>, HvError> {
+        match self.conn()?.lookup_domain_by_name(name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
+            Err(source) => Err(HvError::Lookup {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn existing(&self, name: &str) -> Result<Domain, HvError> {
+        self.lookup(name)?
+            .ok_or_else(|| HvError::NoDomain(name.to_string()))
+    }
+
+    fn lookup_network(&self, name: &str) -> Result<Option<Network>, HvError> {
+        match self.conn()?.lookup_network_by_name(name) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(None),
+            Err(source) => Err(HvError::Network {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn lock_networks(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.net_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Live and persistent for a running network, persistent only otherwise.
+fn update_flags(net: &Network) -> Result<sys::virNetworkUpdateFlags, VirtError> {
+    Ok(if net.is_active()? {
+        sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    } else {
+        sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    })
+}
+
+/// Whether an error means "the domain was not running", which destroy treats as done.
+fn not_running(e: &VirtError) -> bool {
+    is_code(e, ErrorNumber::OperationInvalid)
+}
+
+impl Hypervisor for Libvirt {
+    fn host_info(&self) -> Result<HostInfo, HvError> {
+        let conn = self.conn()?;
+        let node = conn.node_info().map_err(HvError::HostInfo)?;
+        let mut hypervisor_type = conn.driver_type().map_err(HvError::HostInfo)?;
+        // The protocol's names: `QEMU` as libvirt says it, but `test` for the test driver.
+        if hypervisor_type.eq_ignore_ascii_case("test") {
+            hypervisor_type = "test".into();
+        }
+        let hypervisor_version = u64::from(conn.hyp_version().map_err(HvError::HostInfo)?);
+        let arch = conn
+            .capabilities()
+            .ok()
+            .and_then(|c| host_arch(&c))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let uri = conn.uri().unwrap_or_else(|_| self.uri.clone());
+        // Unprivileged (session) connections cannot create bridges.
+        let supports_networks =
+            conn.list_all_networks(0).is_ok() && !uri.trim_end_matches('/').ends_with("/session");
+        Ok(HostInfo {
+            vcpus: node.cpus,
+            memory_mb: node.memory / 1024,
+            hypervisor_type,
+            hypervisor_version,
+            arch,
+            uri,
+            supports_networks,
+        })
+    }
+
+    fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
+        let mut out = Vec::new();
+        for d in self
+            .conn()?
+            .list_all_domains(0)
+            .map_err(HvError::ListDomains)?
+        {
+            // A domain undefined between the listing and these calls is simply skipped.
+            let (Ok(name), Ok(info)) = (d.name(), d.info()) else {
+                continue;
+            };
+            out.push(DomainSummary {
+                name,
+                state: map_state(info.state),
+            });
+        }
+        Ok(out)
+    }
+
+    fn state(&self, name: &str) -> Result<Option<DomainState>, HvError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(None);
+        };
+        match d.info() {
+            Ok(info) => Ok(Some(map_state(info.state))),
+            Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
+            Err(source) => Err(HvError::State {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn domain_xml(&self, name: &str) -> Result<String, HvError> {
+        self.existing(name)?
+            .xml_desc(0)
+            .map_err(|source| HvError::DomainXml {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    fn define(&self, xml: &str) -> Result<(), HvError> {
+        self.conn()?
+            .define_domain_xml(xml)
+            .map(drop)
+            .map_err(HvError::Define)
+    }
+
+    fn start(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?
+            .create()
+            .map_err(|source| HvError::Start {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    fn shutdown(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?
+            .shutdown()
+            .map_err(|source| HvError::Shutdown {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), HvError> {
+        let Some(d) = self.lookup(name)? else {
+            return Err(HvError::NoDomain(name.to_string()));
+        };
+        match d.destroy() {
+            Ok(()) => Ok(()),
+            Err(e) if not_running(&e) => Ok(()),
+            Err(source) => Err(HvError::Destroy {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn reboot(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?
+            .reboot(sys::VIR_DOMAIN_REBOOT_DEFAULT)
+            .map_err(|source| HvError::Reboot {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    fn reset(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?
+            .reset()
+            .map_err(|source| HvError::Reset {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    fn undefine(&self, name: &str) -> Result<(), HvError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(());
+        };
+        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        match d.undefine_flags(flags) {
+            Ok(()) => Ok(()),
+            Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(()),
+            // Drivers without those flags: the plain call.
+            Err(_) => d.undefine().map_err(|source| HvError::Undefine {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        let _guard = self.lock_networks();
+        let err = |source| HvError::Network {
+            name: name.to_string(),
+            source,
+        };
+        let net = match self.lookup_network(name)? {
+            Some(n) => n,
+            None => {
+                let n = self.conn()?.define_network_xml(xml).map_err(err)?;
+                // Autostart is a convenience across host reboots; not every driver has it.
+                let _ = n.set_autostart(true);
+                n
+            }
+        };
+        if !net.is_active().map_err(err)? {
+            net.create().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
+        let _guard = self.lock_networks();
+        let err = |source| HvError::DhcpHost {
+            name: network.to_string(),
+            source,
+        };
+        let Some(net) = self.lookup_network(network)? else {
+            return Err(HvError::NoNetwork(network.to_string()));
+        };
+        let mac = mac.to_ascii_lowercase();
+        let current = net.xml_desc(0).map_err(err)?;
+        let entry = crate::xml::dhcp_host_xml(&mac, ip);
+        let flags = update_flags(&net).map_err(err)?;
+        let update = |command| {
+            net.update(
+                command,
+                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                &entry,
+                flags,
+            )
+        };
+        if current.contains(&format!("mac='{mac}'")) {
+            return update(sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY).map_err(err);
+        }
+        if current.contains(&format!("ip='{ip}'")) {
+            // A stale entry (its port is gone) still holds the address.
+            net.update(
+                sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                &format!("<host ip='{}'/>", crate::xml::esc(ip)),
+                flags,
+            )
+            .map_err(err)?;
+        }
+        update(sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST).map_err(err)
+    }
+
+    fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
+        let _guard = self.lock_networks();
+        let err = |source| HvError::DhcpHost {
+            name: network.to_string(),
+            source,
+        };
+        let Some(net) = self.lookup_network(network)? else {
+            return Ok(());
+        };
+        let mac = mac.to_ascii_lowercase();
+        if !net
+            .xml_desc(0)
+            .map_err(err)?
+            .contains(&format!("mac='{mac}'"))
+        {
+            return Ok(());
+        }
+        let flags = update_flags(&net).map_err(err)?;
+        net.update(
+            sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+            -1,
+            &format!("<host mac='{mac}'/>"),
+            flags,
+        )
+        .map_err(err)
+    }
+
+    fn remove_network(&self, name: &str) -> Result<(), HvError> {
+        let _guard = self.lock_networks();
+        let err = |source| HvError::RemoveNetwork {
+            name: name.to_string(),
+            source,
+        };
+        let Some(net) = self.lookup_network(name)? else {
+            return Ok(());
+        };
+        if net.is_active().map_err(err)? {
+            net.destroy().map_err(err)?;
+        }
+        match net.undefine() {
+            Ok(()) => Ok(()),
+            Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(()),
+            Err(source) => Err(err(source)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_arch;
+
+    #[test]
+    fn arch_comes_from_the_host_section() {
+        let caps = "<capabilities><host><cpu><arch>x86_64</arch></cpu></host>\
+                    <guest><arch name='i686'/></guest></capabilities>";
+        assert_eq!(host_arch(caps).as_deref(), Some("x86_64"));
+        assert_eq!(host_arch("<capabilities/>"), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! The hypervisor seam: what the controller needs from libvirt, as a small blocking trait.
+//!
+//! Every method blocks (libvirt calls are synchronous): call them from `spawn_blocking`, never
+//! on the async executor. Domains and networks are addressed by name; a missing domain is
+//! `Ok(None)` from [`Hypervisor::state`], never an error.
+
+pub mod libvirt;
+
+pub use libvirt::Libvirt;
+
+/// A domain's run state, as libvirt reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    NoState,
+    Running,
+    /// Running but blocked on a resource; still running for every purpose here.
+    Blocked,
+    Paused,
+    /// In the middle of a guest shutdown.
+    ShuttingDown,
+    Shutoff,
+    Crashed,
+    /// Suspended by guest power management (S3/S4).
+    Suspended,
+}
+
+impl DomainState {
+    /// Whether the domain has a live process (libvirt's "active").
+    pub fn is_active(self) -> bool {
+        !matches!(self, DomainState::Shutoff)
+    }
+}
+
+/// What the host offers, read from the connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostInfo {
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    /// `QEMU`, `Test`, …
+    pub hypervisor_type: String,
+    /// libvirt's encoding: major * 1,000,000 + minor * 1,000 + release.
+    pub hypervisor_version: u64,
+    /// The host CPU architecture from the capabilities (`x86_64`, `aarch64`, …).
+    pub arch: String,
+    /// The canonical URI of the connection.
+    pub uri: String,
+    /// Whether libvirt networks (NAT + DHCP) can be created on this connection.
+    pub supports_networks: bool,
+}
+
+/// One domain on the connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainSummary {
+    pub name: String,
+    pub state: DomainState,
+}
+
+/// A failed hypervisor operation: which one, on what, and libvirt's error as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("cannot connect to libvirt at {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read host information")]
+    HostInfo(#[source] virt::error::Error),
+    #[error("cannot list domains")]
+    ListDomains(#[source] virt::error::Error),
+    #[error("cannot look up domain {name}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("domain {0} does not exist")]
+    NoDomain(String),
+    #[error("cannot read the state of domain {name}")]
+    State {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot define domain")]
+    Define(#[source] virt::error::Error),
+    #[error("cannot start domain {name}")]
+    Start {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot shut down domain {name}")]
+    Shutdown {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot destroy domain {name}")]
+    Destroy {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot reboot domain {name}")]
+    Reboot {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot reset domain {name}")]
+    Reset {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot undefine domain {name}")]
+    Undefine {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read the XML of domain {name}")]
+    DomainXml {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("network {0} does not exist")]
+    NoNetwork(String),
+    #[error("cannot set up network {name}")]
+    Network {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot update the DHCP hosts of network {name}")]
+    DhcpHost {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot remove network {name}")]
+    RemoveNetwork {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+}
+
+/// The operations the controller drives. Implementations are blocking and thread-safe.
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Host totals and identity (read fresh each call).
+    fn host_info(&self) -> Result<HostInfo, HvError>;
+    /// Every domain on the connection, running or only defined.
+    fn domains(&self) -> Result<Vec<DomainSummary>, HvError>;
+    /// The state of one domain; `None` when it does not exist.
+    fn state(&self, name: &str) -> Result<Option<DomainState>, HvError>;
+    /// The live XML of a domain.
+    fn domain_xml(&self, name: &str) -> Result<String, HvError>;
+    /// Defines (persistently) a domain from XML; redefining an existing one updates it.
+    fn define(&self, xml: &str) -> Result<(), HvError>;
+    /// Boots a defined, shut-off domain.
+    fn start(&self, name: &str) -> Result<(), HvError>;
+    /// Asks the guest to shut down (ACPI); returns before it has.
+    fn shutdown(&self, name: &str) -> Result<(), HvError>;
+    /// Pulls the plug. A domain that is already off is not an error.
+    fn destroy(&self, name: &str) -> Result<(), HvError>;
+    /// Asks the guest to reboot.
+    fn reboot(&self, name: &str) -> Result<(), HvError>;
+    /// Resets the virtual machine at once, like the reset button.
+    fn reset(&self, name: &str) -> Result<(), HvError>;
+    /// Removes the definition (and any managed save / NVRAM). Missing is not an error.
+    fn undefine(&self, name: &str) -> Result<(), HvError>;
+    /// Defines and starts the network from `xml` unless it exists; starts it if inactive.
+    fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError>;
+    /// Adds or updates (by MAC) a static DHCP host entry in a network. An entry left over
+    /// with the same IP and another MAC is replaced.
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError>;
+    /// Removes the DHCP host entry with this MAC, if present; a missing network is fine.
+    fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError>;
+    /// Stops and undefines a network; a missing one is fine.
+    fn remove_network(&self, name: &str) -> Result<(), HvError>;
+}

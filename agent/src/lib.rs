@@ -1,0 +1,137 @@
+//! Meridian's compute agent.
+//!
+//! Layers, top to bottom:
+//! - [`run`]: the protocol loop (register, heartbeat, long-poll, report) and per-instance
+//!   queues; [`server`] is the typed HTTP client for `meridian_common::agent`.
+//! - [`work`]: validated work items and the durable log of finished ones (idempotency).
+//! - [`controller`]: carries out one item; [`lifecycle`] decides, for every state × operation,
+//!   whether it may run. [`image_cache`] and [`disk`] prepare the instance's disk, [`xml`]
+//!   its libvirt XML.
+//! - [`hypervisor`]: the blocking `Hypervisor` trait and its libvirt implementation.
+
+pub mod config;
+pub mod controller;
+pub mod disk;
+pub mod hypervisor;
+pub mod image_cache;
+pub mod inventory;
+pub mod lifecycle;
+pub mod run;
+pub mod server;
+pub mod work;
+pub mod xml;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tracing::info;
+
+use crate::config::Args;
+use crate::controller::{Controller, ControllerConfig};
+use crate::hypervisor::{Hypervisor, Libvirt};
+use crate::image_cache::ImageCache;
+use crate::inventory::{HostFacts, Reservations};
+use crate::run::{Agent, AgentConfig};
+use crate::server::ServerClient;
+use crate::work::WorkLog;
+use crate::xml::VirtType;
+
+/// Sets everything up from the flags and runs the agent until `shutdown` completes.
+pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let host = match &args.host {
+        Some(h) => h.clone(),
+        None => config::system_host_name().context("cannot tell the host name; pass --host")?,
+    };
+    if !config::valid_host(&host) {
+        bail!("host name {host:?} may only use letters, digits, '-', '.' and '_'");
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    // Absolute, because qcow2 overlays and domain XML keep these paths.
+    let state_dir = std::fs::canonicalize(&args.state_dir)
+        .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
+
+    let uri = args.libvirt_uri.clone();
+    let hv = tokio::task::spawn_blocking(move || Libvirt::open(&uri))
+        .await
+        .context("opening libvirt panicked")?
+        .map_err(|e| anyhow::anyhow!(controller::chain(&e)))?;
+    let hv: Arc<dyn Hypervisor> = Arc::new(hv);
+    let probe = Arc::clone(&hv);
+    let info = tokio::task::spawn_blocking(move || probe.host_info())
+        .await
+        .context("reading host information panicked")?
+        .map_err(|e| anyhow::anyhow!(controller::chain(&e)))?;
+    let Some(virt_type) = VirtType::detect(&args.libvirt_uri, xml::kvm_usable()) else {
+        bail!(
+            "libvirt URI {} is not a qemu or test driver URI",
+            args.libvirt_uri
+        );
+    };
+    info!(
+        uri = %info.uri, hypervisor = %info.hypervisor_type, version = info.hypervisor_version,
+        arch = %info.arch, vcpus = info.vcpus, memory_mb = info.memory_mb,
+        domain_type = virt_type.as_str(), networks = info.supports_networks,
+        "connected to libvirt"
+    );
+
+    let server = ServerClient::new(&args.server, &args.token)?;
+    let host_ip = match args.host_ip {
+        Some(ip) => ip.to_string(),
+        None => {
+            let url = server.base().clone();
+            tokio::task::spawn_blocking(move || {
+                let h = url.host_str()?.trim_matches(['[', ']']).to_string();
+                inventory::local_ip_towards(&h, url.port_or_known_default()?)
+            })
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
+        }
+    };
+
+    let images = ImageCache::open(
+        &state_dir.join("images"),
+        server.clone(),
+        args.image_cache_max_gb.saturating_mul(1 << 30),
+    )
+    .context("cannot open the image cache")?;
+    let controller = Controller::new(
+        hv,
+        Arc::new(images),
+        ControllerConfig {
+            instances_dir: state_dir.join("instances"),
+            virt_type,
+            arch: info.arch.clone(),
+            supports_networks: info.supports_networks,
+            stop_timeout: Duration::from_secs(args.stop_timeout_secs),
+        },
+    )
+    .context("cannot create the instances directory")?;
+    let log = WorkLog::open(&state_dir.join("work")).context("cannot open the work log")?;
+
+    let agent = Agent::new(
+        AgentConfig {
+            host,
+            facts: HostFacts {
+                availability_zone: args.availability_zone.clone(),
+                host_ip,
+                reservations: Reservations {
+                    vcpus: args.reserved_vcpus,
+                    memory_mb: args.reserved_memory_mb,
+                    disk_gb: args.reserved_disk_gb,
+                },
+            },
+            state_dir,
+            poll_wait: Duration::from_secs(args.poll_wait_secs.clamp(1, 300)),
+        },
+        server,
+        Arc::new(controller),
+        Arc::new(log),
+    );
+    agent.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The instance lifecycle as the agent sees it: the state of the domain on this host, the
+//! operation asked for, and whether that operation may run.
+//!
+//! Every pair is decided here, in one table: the operation runs ([`Decision::Proceed`]), its
+//! outcome already holds ([`Decision::AlreadyDone`], which makes repeated work idempotent), or it
+//! is refused with a reason ([`Rejected`]).
+
+use meridian_common::agent::PowerState;
+
+use crate::hypervisor::DomainState;
+
+/// The state of an instance's domain on this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    /// No domain on this host.
+    Absent,
+    Running,
+    Paused,
+    /// The guest is shutting down.
+    ShuttingDown,
+    Shutoff,
+    Crashed,
+    Suspended,
+}
+
+impl InstanceState {
+    pub const ALL: [InstanceState; 7] = [
+        InstanceState::Absent,
+        InstanceState::Running,
+        InstanceState::Paused,
+        InstanceState::ShuttingDown,
+        InstanceState::Shutoff,
+        InstanceState::Crashed,
+        InstanceState::Suspended,
+    ];
+
+    pub fn from_domain(state: Option<DomainState>) -> InstanceState {
+        match state {
+            None => InstanceState::Absent,
+            Some(DomainState::NoState | DomainState::Running | DomainState::Blocked) => {
+                InstanceState::Running
+            }
+            Some(DomainState::Paused) => InstanceState::Paused,
+            Some(DomainState::ShuttingDown) => InstanceState::ShuttingDown,
+            Some(DomainState::Shutoff) => InstanceState::Shutoff,
+            Some(DomainState::Crashed) => InstanceState::Crashed,
+            Some(DomainState::Suspended) => InstanceState::Suspended,
+        }
+    }
+
+    /// Nova's power state for this state (libvirt driver mapping).
+    pub fn power_state(self) -> PowerState {
+        match self {
+            InstanceState::Absent => PowerState::NoState,
+            InstanceState::Running => PowerState::Running,
+            InstanceState::Paused => PowerState::Paused,
+            InstanceState::ShuttingDown | InstanceState::Shutoff => PowerState::Shutdown,
+            InstanceState::Crashed => PowerState::Crashed,
+            InstanceState::Suspended => PowerState::Suspended,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            InstanceState::Absent => "not on this host",
+            InstanceState::Running => "running",
+            InstanceState::Paused => "paused",
+            InstanceState::ShuttingDown => "shutting down",
+            InstanceState::Shutoff => "shut off",
+            InstanceState::Crashed => "crashed",
+            InstanceState::Suspended => "suspended",
+        }
+    }
+}
+
+/// An operation on an instance, without its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Build,
+    Stop,
+    Start,
+    RebootSoft,
+    RebootHard,
+    Delete,
+    ConsoleLog,
+}
+
+impl Op {
+    pub const ALL: [Op; 7] = [
+        Op::Build,
+        Op::Stop,
+        Op::Start,
+        Op::RebootSoft,
+        Op::RebootHard,
+        Op::Delete,
+        Op::ConsoleLog,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Build => "build",
+            Op::Stop => "stop",
+            Op::Start => "start",
+            Op::RebootSoft => "soft reboot",
+            Op::RebootHard => "hard reboot",
+            Op::Delete => "delete",
+            Op::ConsoleLog => "console log",
+        }
+    }
+}
+
+/// What to do with an operation in a state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Carry the operation out.
+    Proceed,
+    /// The operation's outcome already holds: report success without touching anything.
+    AlreadyDone,
+    Reject(Rejected),
+}
+
+/// An operation that is illegal in the instance's current state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {} an instance that is {}: {reason}", op.name(), state.describe())]
+pub struct Rejected {
+    pub op: Op,
+    pub state: InstanceState,
+    pub reason: &'static str,
+}
+
+/// The transition table.
+pub fn decide(state: InstanceState, op: Op) -> Decision {
+    use Decision::{AlreadyDone, Proceed};
+    use InstanceState as S;
+    let reject = |reason| Decision::Reject(Rejected { op, state, reason });
+    match (state, op) {
+        // Build: a repeated build of an existing domain is done; a build interrupted between
+        // define and start finishes by starting it.
+        (S::Absent, Op::Build) => Proceed,
+        (S::Shutoff, Op::Build) => Proceed,
+        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Build) => {
+            AlreadyDone
+        }
+
+        // Stop.
+        (S::Absent, Op::Stop) => reject("there is no domain to stop"),
+        (S::Shutoff, Op::Stop) => AlreadyDone,
+        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Stop) => Proceed,
+
+        // Start.
+        (S::Absent, Op::Start) => reject("there is no domain to start"),
+        (S::Running, Op::Start) => AlreadyDone,
+        (S::Shutoff | S::Crashed, Op::Start) => Proceed,
+        (S::Paused, Op::Start) => reject("unpause it instead"),
+        (S::ShuttingDown, Op::Start) => reject("wait until it is shut off"),
+        (S::Suspended, Op::Start) => reject("resume it instead"),
+
+        // Soft reboot needs a guest that is up to ask.
+        (S::Absent, Op::RebootSoft) => reject("there is no domain to reboot"),
+        (S::Running, Op::RebootSoft) => Proceed,
+        (S::Shutoff, Op::RebootSoft) => {
+            reject("a stopped guest cannot reboot itself; start it or hard reboot")
+        }
+        (S::Paused | S::Suspended, Op::RebootSoft) => {
+            reject("the guest cannot run its reboot; use a hard reboot")
+        }
+        (S::ShuttingDown, Op::RebootSoft) => reject("wait until it is shut off"),
+        (S::Crashed, Op::RebootSoft) => reject("a crashed guest needs a hard reboot"),
+
+        // Hard reboot power-cycles from any state a domain exists in.
+        (S::Absent, Op::RebootHard) => reject("there is no domain to reboot"),
+        (
+            S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended,
+            Op::RebootHard,
+        ) => Proceed,
+
+        // Delete: always; deleting what is gone is done (files are still swept).
+        (
+            S::Absent
+            | S::Running
+            | S::Paused
+            | S::ShuttingDown
+            | S::Shutoff
+            | S::Crashed
+            | S::Suspended,
+            Op::Delete,
+        ) => Proceed,
+
+        // Console log: any existing domain.
+        (S::Absent, Op::ConsoleLog) => reject("there is no console"),
+        (
+            S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended,
+            Op::ConsoleLog,
+        ) => Proceed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
+    /// columns: build, stop, start, soft reboot, hard reboot, delete, console log.
+    const TABLE: [(InstanceState, [char; 7]); 7] = [
+        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R']),
+        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P']),
+        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
+        (
+            InstanceState::ShuttingDown,
+            ['D', 'P', 'R', 'R', 'P', 'P', 'P'],
+        ),
+        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P']),
+        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P']),
+        (
+            InstanceState::Suspended,
+            ['D', 'P', 'R', 'R', 'P', 'P', 'P'],
+        ),
+    ];
+
+    #[test]
+    fn every_state_and_operation_pair() {
+        let mut seen = 0;
+        for (state, row) in TABLE {
+            for (op, want) in Op::ALL.into_iter().zip(row) {
+                let got = decide(state, op);
+                let code = match &got {
+                    Decision::Proceed => 'P',
+                    Decision::AlreadyDone => 'D',
+                    Decision::Reject(r) => {
+                        assert_eq!((r.op, r.state), (op, state));
+                        assert!(!r.reason.is_empty());
+                        'R'
+                    }
+                };
+                assert_eq!(code, want, "{state:?} × {op:?} gave {got:?}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, InstanceState::ALL.len() * Op::ALL.len());
+        let rows: Vec<_> = TABLE.iter().map(|(s, _)| *s).collect();
+        assert_eq!(rows, InstanceState::ALL);
+    }
+
+    #[test]
+    fn rejections_say_what_and_why() {
+        let Decision::Reject(r) = decide(InstanceState::Paused, Op::Start) else {
+            panic!("paused start must be rejected");
+        };
+        assert_eq!(
+            r.to_string(),
+            "cannot start an instance that is paused: unpause it instead"
+        );
+    }
+
+    #[test]
+    fn power_states_follow_nova() {
+        assert_eq!(InstanceState::Shutoff.power_state(), PowerState::Shutdown);
+        assert_eq!(
+            InstanceState::ShuttingDown.power_state(),
+            PowerState::Shutdown
+        );
+        assert_eq!(InstanceState::Running.power_state(), PowerState::Running);
+        assert_eq!(
+            InstanceState::from_domain(Some(DomainState::Blocked)),
+            InstanceState::Running
+        );
+        assert_eq!(InstanceState::from_domain(None), InstanceState::Absent);
+    }
+}

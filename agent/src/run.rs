@@ -1,0 +1,387 @@
+//! The agent's main loop: register, heartbeat, long-poll work, hand it to the controller,
+//! report events. The server may be away at any time; every call is retried with backoff and
+//! nothing the server answers stops the agent.
+//!
+//! Work for one instance runs in order (one queue per instance); different instances run
+//! concurrently. A work id that already finished (per the [`WorkLog`]) is not run again: its
+//! recorded outcome is reported again. A work id still running is ignored when re-offered.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use meridian_common::agent::{Heartbeat, Inventory, RegisterRequest, WorkEvent, WorkItem};
+use meridian_common::client::ClientError;
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::controller::{Controller, chain};
+use crate::inventory::{self, HostFacts};
+use crate::server::ServerClient;
+use crate::work::{Work, WorkLog};
+
+/// Exponential backoff between `min` and `max`, with a little jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+    /// The next delay to wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // Up to 10% jitter so a fleet of agents does not reconnect in lockstep.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        d + d.mul_f64(f64::from(nanos % 100) / 1000.0)
+    }
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// What the loop needs besides the controller.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub host: String,
+    pub facts: HostFacts,
+    pub state_dir: std::path::PathBuf,
+    /// How long one long-poll for work waits on the server.
+    pub poll_wait: Duration,
+}
+
+/// One agent process.
+pub struct Agent {
+    cfg: AgentConfig,
+    server: ServerClient,
+    controller: Arc<Controller>,
+    log: Arc<WorkLog>,
+}
+
+type Events = mpsc::UnboundedSender<(String, WorkEvent)>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn is_status(e: &ClientError, s: StatusCode) -> bool {
+    e.status() == Some(s)
+}
+
+impl Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        server: ServerClient,
+        controller: Arc<Controller>,
+        log: Arc<WorkLog>,
+    ) -> Agent {
+        Agent {
+            cfg,
+            server,
+            controller,
+            log,
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reporter = tokio::spawn(report_loop(self.server.clone(), rx));
+        let dispatcher = Arc::new(Dispatcher {
+            controller: Arc::clone(&self.controller),
+            log: Arc::clone(&self.log),
+            events: tx,
+            queues: Mutex::default(),
+            inflight: Mutex::default(),
+        });
+        tokio::select! {
+            () = self.sessions(&dispatcher) => {}
+            () = shutdown => info!("shutting down"),
+        }
+        reporter.abort();
+    }
+
+    /// The current inventory (libvirt and the file system; blocking calls off the executor).
+    pub async fn inventory(&self) -> Result<Inventory, String> {
+        let hv = Arc::clone(self.controller.hypervisor());
+        let dir = self.cfg.state_dir.clone();
+        let facts = self.cfg.facts.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = hv.host_info().map_err(|e| chain(&e))?;
+            let disk = inventory::disk_total_gb(&dir)
+                .map_err(|e| format!("cannot size {}: {e}", dir.display()))?;
+            Ok(inventory::inventory(&info, disk, &facts))
+        })
+        .await
+        .map_err(|_| "inventory collection panicked".to_string())?
+    }
+
+    /// Register, then heartbeat and poll until the server forgets this host; forever.
+    async fn sessions(&self, dispatcher: &Arc<Dispatcher>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let registered = async {
+                let inventory = self.inventory().await?;
+                let req = RegisterRequest {
+                    host: self.cfg.host.clone(),
+                    inventory,
+                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                };
+                self.server.register(&req).await.map_err(|e| chain(&e))
+            }
+            .await;
+            let reg = match registered {
+                Ok(r) => r,
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?wait, "cannot register with the server");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            backoff.reset();
+            let interval = Duration::from_secs(reg.heartbeat_interval_secs.clamp(1, 300));
+            info!(host = %self.cfg.host, host_id = %reg.host_id, heartbeat = ?interval, "registered");
+            tokio::select! {
+                () = self.heartbeats(interval) => {}
+                () = self.polls(dispatcher) => {}
+            }
+            warn!("the server no longer knows this host; registering again");
+        }
+    }
+
+    /// Heartbeats every `interval`; returns when the server answers 404 (unknown host).
+    async fn heartbeats(&self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let hb = match self.heartbeat().await {
+                Ok(hb) => hb,
+                Err(e) => {
+                    warn!(error = %e, "cannot collect the heartbeat");
+                    continue;
+                }
+            };
+            match self.server.heartbeat(&self.cfg.host, &hb).await {
+                Ok(()) => debug!(instances = hb.instances.len(), "heartbeat"),
+                Err(e) if is_status(&e, StatusCode::NOT_FOUND) => return,
+                Err(e) => warn!(error = %chain(&e), "heartbeat failed"),
+            }
+        }
+    }
+
+    /// The heartbeat body: inventory and every Meridian domain's power state.
+    pub async fn heartbeat(&self) -> Result<Heartbeat, String> {
+        let inventory = self.inventory().await?;
+        let instances = self.controller.instances().await.map_err(|e| chain(&e))?;
+        Ok(Heartbeat {
+            inventory,
+            instances,
+        })
+    }
+
+    /// Long-polls for work; returns when the server answers 404 (unknown host).
+    async fn polls(&self, dispatcher: &Arc<Dispatcher>) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self
+                .server
+                .poll_work(&self.cfg.host, self.cfg.poll_wait)
+                .await
+            {
+                Ok(items) => {
+                    backoff.reset();
+                    for item in items {
+                        dispatcher.submit(item);
+                    }
+                }
+                Err(e) if is_status(&e, StatusCode::NOT_FOUND) => return,
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    warn!(error = %chain(&e), retry_in = ?wait, "cannot poll for work");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Hands work to per-instance queues.
+pub struct Dispatcher {
+    controller: Arc<Controller>,
+    log: Arc<WorkLog>,
+    events: Events,
+    queues: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Work>>>,
+    inflight: Mutex<HashSet<String>>,
+}
+
+/// How long an instance's queue stays open without work.
+const QUEUE_IDLE: Duration = Duration::from_secs(60);
+
+impl Dispatcher {
+    /// Accepts one work item from the server.
+    pub fn submit(self: &Arc<Self>, item: WorkItem) {
+        if let Some(event) = self.log.get(&item.id) {
+            info!(work = %item.id, attempt = item.attempt, "work already finished; reporting its outcome again");
+            let _ = self.events.send((item.id, event));
+            return;
+        }
+        if !lock(&self.inflight).insert(item.id.clone()) {
+            debug!(work = %item.id, "work already running");
+            return;
+        }
+        let work_id = item.id.clone();
+        let work = match Work::from_item(item) {
+            Ok(w) => w,
+            Err(message) => {
+                warn!(work = %work_id, error = %message, "invalid work");
+                let event = WorkEvent::Failed {
+                    message,
+                    details: String::new(),
+                    retryable: false,
+                };
+                tokio::spawn(Arc::clone(self).finish(work_id, event));
+                return;
+            }
+        };
+        info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), attempt = work.attempt, "work received");
+        let id = work.instance_id;
+        let mut queues = lock(&self.queues);
+        let work = match queues.get(&id) {
+            Some(tx) => match tx.send(work) {
+                Ok(()) => return,
+                // That queue has just gone idle: start a new one.
+                Err(mpsc::error::SendError(w)) => w,
+            },
+            None => work,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(work);
+        queues.insert(id, tx);
+        tokio::spawn(Arc::clone(self).worker(id, rx));
+    }
+
+    async fn worker(self: Arc<Self>, id: Uuid, mut rx: mpsc::UnboundedReceiver<Work>) {
+        loop {
+            match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+                Ok(Some(work)) => self.execute(work).await,
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle: refuse new work, but finish what raced in before the close.
+                    rx.close();
+                    while let Ok(work) = rx.try_recv() {
+                        self.execute(work).await;
+                    }
+                    break;
+                }
+            }
+        }
+        let mut queues = lock(&self.queues);
+        if queues
+            .get(&id)
+            .is_some_and(mpsc::UnboundedSender::is_closed)
+        {
+            queues.remove(&id);
+        }
+    }
+
+    async fn execute(self: &Arc<Self>, work: Work) {
+        let events = self.events.clone();
+        let work_id = work.id.clone();
+        let progress = move |task_state: &str| {
+            let _ = events.send((
+                work_id.clone(),
+                WorkEvent::Progress {
+                    task_state: task_state.to_string(),
+                },
+            ));
+        };
+        let event = self.controller.execute(&work, &progress).await;
+        Arc::clone(self).finish(work.id, event).await;
+    }
+
+    /// Records the final event durably (fsync, off the executor), then queues it for the
+    /// server.
+    async fn finish(self: Arc<Self>, work_id: String, event: WorkEvent) {
+        let log = Arc::clone(&self.log);
+        let (id, ev) = (work_id.clone(), event.clone());
+        let recorded = tokio::task::spawn_blocking(move || log.record(&id, &ev)).await;
+        if let Err(e) = recorded.map_err(std::io::Error::other).and_then(|r| r) {
+            warn!(work = %work_id, error = %e, "cannot record finished work; a repeat will run again");
+        }
+        lock(&self.inflight).remove(&work_id);
+        let _ = self.events.send((work_id, event));
+    }
+}
+
+/// Sends events in order. Final events are retried until the server takes them (or refuses
+/// them for good: it then no longer offers the work either, or offers it again and gets the
+/// recorded outcome); progress events are best-effort.
+async fn report_loop(server: ServerClient, mut rx: mpsc::UnboundedReceiver<(String, WorkEvent)>) {
+    while let Some((work_id, event)) = rx.recv().await {
+        let last = !matches!(event, WorkEvent::Progress { .. });
+        let mut backoff = Backoff::default();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match server.report(&work_id, &event).await {
+                Ok(()) => break,
+                Err(e)
+                    if e.status().is_some_and(|s| {
+                        s.is_client_error()
+                            && s != StatusCode::REQUEST_TIMEOUT
+                            && s != StatusCode::TOO_MANY_REQUESTS
+                    }) =>
+                {
+                    warn!(work = %work_id, error = %chain(&e), "the server refused the event; dropping it");
+                    break;
+                }
+                Err(e) if !last && tries >= 3 => {
+                    warn!(work = %work_id, error = %chain(&e), "dropping a progress event");
+                    break;
+                }
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    warn!(work = %work_id, error = %chain(&e), retry_in = ?wait, "cannot report work event");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        let d: Vec<u64> = (0..6).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 8, 8]);
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(1100));
+    }
+}

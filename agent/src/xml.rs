@@ -1,0 +1,566 @@
+//! libvirt XML for Meridian's domains and networks, generated from plain specs.
+//!
+//! Every value that reaches the XML is escaped; values that pick libvirt features (disk bus,
+//! NIC model, machine type) are checked against a fixed list first, so image properties cannot
+//! inject elements.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// Prefix of every domain and network name the agent owns.
+pub const NAME_PREFIX: &str = "meridian-";
+
+/// The libvirt domain type to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtType {
+    /// QEMU with hardware acceleration.
+    Kvm,
+    /// QEMU with software emulation (TCG).
+    Qemu,
+    /// libvirt's in-memory test driver.
+    Test,
+}
+
+impl VirtType {
+    /// `kvm` only for a qemu URI on a host whose `/dev/kvm` is usable; `test` for the test
+    /// driver; `None` for drivers Meridian does not drive.
+    pub fn detect(uri: &str, kvm_usable: bool) -> Option<VirtType> {
+        let scheme = uri.split(':').next().unwrap_or_default();
+        let driver = scheme.split('+').next().unwrap_or_default();
+        match driver {
+            "qemu" if kvm_usable => Some(VirtType::Kvm),
+            "qemu" => Some(VirtType::Qemu),
+            "test" => Some(VirtType::Test),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+            VirtType::Test => "test",
+        }
+    }
+}
+
+/// Whether `/dev/kvm` can be opened read-write by this process.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The domain name of an instance.
+pub fn domain_name(instance_id: &Uuid) -> String {
+    format!("{NAME_PREFIX}{instance_id}")
+}
+
+/// The instance id of a Meridian domain name.
+pub fn instance_of(domain_name: &str) -> Option<Uuid> {
+    domain_name
+        .strip_prefix(NAME_PREFIX)
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+/// The libvirt network for a Meridian network.
+pub fn network_name(network_id: &str) -> String {
+    format!("{NAME_PREFIX}{network_id}")
+}
+
+/// A bridge name that fits Linux's 15 characters: `mrd-` and 11 characters of the network id.
+pub fn bridge_name(network_id: &str) -> String {
+    let short: String = network_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(11)
+        .collect();
+    format!("mrd-{}", short.to_ascii_lowercase())
+}
+
+/// Disk bus, from the image's `hw_disk_bus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    Scsi,
+    Sata,
+    Ide,
+}
+
+impl DiskBus {
+    pub fn from_property(value: Option<&str>) -> Result<DiskBus, String> {
+        match value.unwrap_or("virtio") {
+            "virtio" => Ok(DiskBus::Virtio),
+            "scsi" => Ok(DiskBus::Scsi),
+            "sata" => Ok(DiskBus::Sata),
+            "ide" => Ok(DiskBus::Ide),
+            other => Err(format!("unsupported hw_disk_bus {other:?}")),
+        }
+    }
+    fn bus(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Scsi => "scsi",
+            DiskBus::Sata => "sata",
+            DiskBus::Ide => "ide",
+        }
+    }
+    fn dev(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "vda",
+            DiskBus::Scsi | DiskBus::Sata => "sda",
+            DiskBus::Ide => "hda",
+        }
+    }
+}
+
+/// NIC model from the image's `hw_vif_model`.
+pub fn nic_model(value: Option<&str>) -> Result<&'static str, String> {
+    match value.unwrap_or("virtio") {
+        "virtio" => Ok("virtio"),
+        "e1000" => Ok("e1000"),
+        "e1000e" => Ok("e1000e"),
+        "rtl8139" => Ok("rtl8139"),
+        "ne2k_pci" => Ok("ne2k_pci"),
+        "pcnet" => Ok("pcnet"),
+        other => Err(format!("unsupported hw_vif_model {other:?}")),
+    }
+}
+
+/// Machine type from the image's `hw_machine_type`: letters, digits, `-`, `.`, `_` only.
+pub fn machine_type(value: Option<&str>) -> Result<Option<String>, String> {
+    match value {
+        None => Ok(None),
+        Some(m)
+            if !m.is_empty()
+                && m.len() <= 64
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) =>
+        {
+            Ok(Some(m.to_string()))
+        }
+        Some(m) => Err(format!("unsupported hw_machine_type {m:?}")),
+    }
+}
+
+/// One NIC of a domain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NicXml {
+    pub mac: String,
+    /// The libvirt network to plug into; `None` is user-mode networking (no libvirt networks).
+    pub network: Option<String>,
+    pub model: &'static str,
+    pub mtu: Option<u32>,
+}
+
+/// Direct kernel boot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelBoot {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+}
+
+/// Everything a domain's XML is made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainSpec {
+    pub instance_id: Uuid,
+    /// The instance's display name (kept in the metadata).
+    pub display_name: String,
+    pub project_id: String,
+    pub virt_type: VirtType,
+    pub arch: String,
+    pub machine: Option<String>,
+    pub memory_mb: u64,
+    pub vcpus: u32,
+    pub disk: PathBuf,
+    pub disk_bus: DiskBus,
+    pub console_log: PathBuf,
+    pub nics: Vec<NicXml>,
+    pub kernel: Option<KernelBoot>,
+}
+
+/// Escapes text for an XML attribute (single-quoted) or element body.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            // Control characters are not allowed in XML 1.0.
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn path(p: &Path) -> String {
+    esc(&p.to_string_lossy())
+}
+
+/// The domain XML for `spec`.
+pub fn domain_xml(spec: &DomainSpec) -> String {
+    let mut x = String::new();
+    let emulated = spec.virt_type != VirtType::Test;
+    // `write!` to a String cannot fail.
+    let _ = writeln!(x, "<domain type='{}'>", spec.virt_type.as_str());
+    let _ = writeln!(x, "  <name>{}</name>", domain_name(&spec.instance_id));
+    let _ = writeln!(x, "  <uuid>{}</uuid>", spec.instance_id);
+    // libvirt refuses titles with line breaks.
+    let title = spec.display_name.replace(['\n', '\r'], " ");
+    let _ = writeln!(x, "  <title>{}</title>", esc(&title));
+    x.push_str("  <metadata>\n");
+    let _ = writeln!(
+        x,
+        "    <meridian:instance xmlns:meridian='https://meridian.dev/xmlns/agent/1'>\
+         <meridian:name>{}</meridian:name><meridian:project>{}</meridian:project>\
+         </meridian:instance>",
+        esc(&spec.display_name),
+        esc(&spec.project_id)
+    );
+    x.push_str("  </metadata>\n");
+    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mb);
+    let _ = writeln!(x, "  <vcpu>{}</vcpu>", spec.vcpus);
+    x.push_str("  <os>\n");
+    match &spec.machine {
+        Some(m) => {
+            let _ = writeln!(
+                x,
+                "    <type arch='{}' machine='{}'>hvm</type>",
+                esc(&spec.arch),
+                esc(m)
+            );
+        }
+        None => {
+            let _ = writeln!(x, "    <type arch='{}'>hvm</type>", esc(&spec.arch));
+        }
+    }
+    match &spec.kernel {
+        Some(k) => {
+            let _ = writeln!(x, "    <kernel>{}</kernel>", path(&k.kernel));
+            if let Some(initrd) = &k.initrd {
+                let _ = writeln!(x, "    <initrd>{}</initrd>", path(initrd));
+            }
+            if let Some(cmdline) = &k.cmdline {
+                let _ = writeln!(x, "    <cmdline>{}</cmdline>", esc(cmdline));
+            }
+        }
+        None => x.push_str("    <boot dev='hd'/>\n"),
+    }
+    x.push_str("  </os>\n");
+    x.push_str("  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
+    if spec.virt_type == VirtType::Kvm {
+        x.push_str("  <cpu mode='host-passthrough'/>\n");
+    }
+    x.push_str("  <clock offset='utc'/>\n");
+    x.push_str("  <on_poweroff>destroy</on_poweroff>\n");
+    x.push_str("  <on_reboot>restart</on_reboot>\n");
+    x.push_str("  <on_crash>destroy</on_crash>\n");
+    x.push_str("  <devices>\n");
+    if spec.disk_bus == DiskBus::Scsi {
+        x.push_str("    <controller type='scsi' model='virtio-scsi'/>\n");
+    }
+    x.push_str("    <disk type='file' device='disk'>\n");
+    x.push_str("      <driver name='qemu' type='qcow2'/>\n");
+    let _ = writeln!(x, "      <source file='{}'/>", path(&spec.disk));
+    let _ = writeln!(
+        x,
+        "      <target dev='{}' bus='{}'/>",
+        spec.disk_bus.dev(),
+        spec.disk_bus.bus()
+    );
+    x.push_str("    </disk>\n");
+    for nic in &spec.nics {
+        match &nic.network {
+            Some(net) => {
+                x.push_str("    <interface type='network'>\n");
+                let _ = writeln!(x, "      <mac address='{}'/>", esc(&nic.mac));
+                let _ = writeln!(x, "      <source network='{}'/>", esc(net));
+            }
+            None => {
+                x.push_str("    <interface type='user'>\n");
+                let _ = writeln!(x, "      <mac address='{}'/>", esc(&nic.mac));
+            }
+        }
+        let _ = writeln!(x, "      <model type='{}'/>", nic.model);
+        if let Some(mtu) = nic.mtu {
+            let _ = writeln!(x, "      <mtu size='{mtu}'/>");
+        }
+        x.push_str("    </interface>\n");
+    }
+    if emulated {
+        // A pty keeps `virsh console` working; virtlogd copies everything to the log file.
+        x.push_str("    <serial type='pty'>\n");
+        let _ = writeln!(
+            x,
+            "      <log file='{}' append='on'/>",
+            path(&spec.console_log)
+        );
+        x.push_str("      <target port='0'/>\n    </serial>\n");
+        x.push_str(
+            "    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n",
+        );
+        x.push_str("    <memballoon model='virtio'/>\n");
+        x.push_str("    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>\n");
+    } else {
+        x.push_str("    <serial type='file'>\n");
+        let _ = writeln!(x, "      <source path='{}'/>", path(&spec.console_log));
+        x.push_str("      <target port='0'/>\n    </serial>\n");
+    }
+    x.push_str("  </devices>\n</domain>\n");
+    x
+}
+
+/// A NAT network with static DHCP entries for one Meridian network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub bridge: String,
+    pub mtu: Option<u32>,
+    /// The host side of the bridge (the subnet's gateway) and the prefix length; without
+    /// one the network is isolated (no NAT, no DHCP).
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// Static leases: MAC, IP.
+    pub hosts: Vec<(String, String)>,
+}
+
+/// One `<host>` entry of a network's DHCP section. No host name: instance names need not be
+/// unique, and libvirt refuses two entries with one name.
+pub fn dhcp_host_xml(mac: &str, ip: &str) -> String {
+    format!("<host mac='{}' ip='{}'/>", esc(mac), esc(ip))
+}
+
+/// The network XML for `spec`. DHCP hands out only the static entries (no range), so the
+/// addresses stay the ones Meridian's IPAM chose.
+pub fn network_xml(spec: &NetworkSpec) -> String {
+    let mut x = String::new();
+    x.push_str("<network>\n");
+    let _ = writeln!(x, "  <name>{}</name>", esc(&spec.name));
+    if spec.ip.is_some() {
+        x.push_str("  <forward mode='nat'/>\n");
+    }
+    let _ = writeln!(
+        x,
+        "  <bridge name='{}' stp='on' delay='0'/>",
+        esc(&spec.bridge)
+    );
+    if let Some(mtu) = spec.mtu {
+        let _ = writeln!(x, "  <mtu size='{mtu}'/>");
+    }
+    if let Some((gateway, prefix)) = spec.ip {
+        let _ = writeln!(x, "  <ip address='{gateway}' prefix='{prefix}'>");
+        x.push_str("    <dhcp>\n");
+        for (mac, ip) in &spec.hosts {
+            let _ = writeln!(x, "      {}", dhcp_host_xml(mac, ip));
+        }
+        x.push_str("    </dhcp>\n  </ip>\n");
+    }
+    x.push_str("</network>\n");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(virt_type: VirtType) -> DomainSpec {
+        DomainSpec {
+            instance_id: Uuid::parse_str("0e7c1c1e-1111-4222-8333-444455556666").expect("uuid"),
+            display_name: "web <1>".into(),
+            project_id: "p1".into(),
+            virt_type,
+            arch: "x86_64".into(),
+            machine: None,
+            memory_mb: 512,
+            vcpus: 2,
+            disk: "/var/lib/meridian/instances/x/disk".into(),
+            disk_bus: DiskBus::Virtio,
+            console_log: "/var/lib/meridian/instances/x/console.log".into(),
+            nics: vec![],
+            kernel: None,
+        }
+    }
+
+    /// The text between `open` and the matching closing tag of the first `open` element.
+    fn element<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+        let open = format!("<{tag}");
+        let close = format!("</{tag}>");
+        let mut out = Vec::new();
+        let mut rest = xml;
+        while let Some(i) = rest.find(&open) {
+            let after = &rest[i..];
+            let end = after
+                .find(&close)
+                .map(|e| e + close.len())
+                .or_else(|| after.find("/>").map(|e| e + 2))
+                .expect("closed element");
+            out.push(&after[..end]);
+            rest = &after[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn qemu_without_kvm_is_plain_emulation() {
+        let xml = domain_xml(&spec(VirtType::Qemu));
+        assert!(xml.starts_with("<domain type='qemu'>"));
+        assert!(xml.contains("<name>meridian-0e7c1c1e-1111-4222-8333-444455556666</name>"));
+        assert!(xml.contains("<uuid>0e7c1c1e-1111-4222-8333-444455556666</uuid>"));
+        assert!(xml.contains("<memory unit='MiB'>512</memory>"));
+        assert!(xml.contains("<vcpu>2</vcpu>"));
+        assert!(xml.contains("<title>web &lt;1&gt;</title>"));
+        let mut multi = spec(VirtType::Test);
+        multi.display_name = "a\nb".into();
+        assert!(domain_xml(&multi).contains("<title>a b</title>"));
+        assert!(!xml.contains("host-passthrough"));
+        assert!(xml.contains("<boot dev='hd'/>"));
+        let disks = element(&xml, "disk");
+        assert_eq!(disks.len(), 1);
+        assert!(disks[0].contains("<driver name='qemu' type='qcow2'/>"));
+        assert!(disks[0].contains("<source file='/var/lib/meridian/instances/x/disk'/>"));
+        assert!(disks[0].contains("<target dev='vda' bus='virtio'/>"));
+        let serial = element(&xml, "serial");
+        assert_eq!(serial.len(), 1);
+        assert!(serial[0].starts_with("<serial type='pty'>"));
+        assert!(
+            serial[0]
+                .contains("<log file='/var/lib/meridian/instances/x/console.log' append='on'/>")
+        );
+        assert_eq!(element(&xml, "interface").len(), 0);
+    }
+
+    #[test]
+    fn kvm_passes_the_host_cpu_through() {
+        let xml = domain_xml(&spec(VirtType::Kvm));
+        assert!(xml.starts_with("<domain type='kvm'>"));
+        assert!(xml.contains("<cpu mode='host-passthrough'/>"));
+    }
+
+    #[test]
+    fn test_driver_gets_a_file_serial() {
+        let xml = domain_xml(&spec(VirtType::Test));
+        assert!(xml.starts_with("<domain type='test'>"));
+        let serial = element(&xml, "serial");
+        assert_eq!(serial.len(), 1);
+        assert!(serial[0].starts_with("<serial type='file'>"));
+        assert!(serial[0].contains("<source path='/var/lib/meridian/instances/x/console.log'/>"));
+        assert!(!xml.contains("<memballoon"));
+    }
+
+    #[test]
+    fn detection_needs_a_qemu_uri_and_usable_kvm() {
+        assert_eq!(
+            VirtType::detect("qemu:///system", true),
+            Some(VirtType::Kvm)
+        );
+        assert_eq!(
+            VirtType::detect("qemu:///system", false),
+            Some(VirtType::Qemu)
+        );
+        assert_eq!(
+            VirtType::detect("qemu+ssh://h/system", true),
+            Some(VirtType::Kvm)
+        );
+        assert_eq!(
+            VirtType::detect("test:///default", true),
+            Some(VirtType::Test)
+        );
+        assert_eq!(VirtType::detect("lxc:///", true), None);
+    }
+
+    #[test]
+    fn one_interface_per_port() {
+        let mut s = spec(VirtType::Qemu);
+        s.nics = vec![
+            NicXml {
+                mac: "fa:16:3e:00:00:01".into(),
+                network: Some("meridian-net-a".into()),
+                model: "virtio",
+                mtu: Some(1450),
+            },
+            NicXml {
+                mac: "fa:16:3e:00:00:02".into(),
+                network: None,
+                model: "e1000",
+                mtu: None,
+            },
+        ];
+        let xml = domain_xml(&s);
+        let nics = element(&xml, "interface");
+        assert_eq!(nics.len(), 2);
+        assert!(nics[0].starts_with("<interface type='network'>"));
+        assert!(nics[0].contains("<mac address='fa:16:3e:00:00:01'/>"));
+        assert!(nics[0].contains("<source network='meridian-net-a'/>"));
+        assert!(nics[0].contains("<model type='virtio'/>"));
+        assert!(nics[0].contains("<mtu size='1450'/>"));
+        assert!(nics[1].starts_with("<interface type='user'>"));
+        assert!(nics[1].contains("<mac address='fa:16:3e:00:00:02'/>"));
+        assert!(nics[1].contains("<model type='e1000'/>"));
+        assert!(!nics[1].contains("<mtu"));
+    }
+
+    #[test]
+    fn direct_kernel_boot() {
+        let mut s = spec(VirtType::Qemu);
+        s.kernel = Some(KernelBoot {
+            kernel: "/cache/k1".into(),
+            initrd: Some("/cache/r1".into()),
+            cmdline: Some("root=/dev/vda console=ttyS0 a<b".into()),
+        });
+        let xml = domain_xml(&s);
+        let os = element(&xml, "os");
+        assert_eq!(os.len(), 1);
+        assert!(os[0].contains("<kernel>/cache/k1</kernel>"));
+        assert!(os[0].contains("<initrd>/cache/r1</initrd>"));
+        assert!(os[0].contains("<cmdline>root=/dev/vda console=ttyS0 a&lt;b</cmdline>"));
+        assert!(!os[0].contains("<boot"));
+    }
+
+    #[test]
+    fn image_properties_pick_bus_model_machine() {
+        let mut s = spec(VirtType::Qemu);
+        s.disk_bus = DiskBus::from_property(Some("scsi")).expect("scsi");
+        s.machine = machine_type(Some("q35")).expect("q35");
+        let xml = domain_xml(&s);
+        assert!(xml.contains("<controller type='scsi' model='virtio-scsi'/>"));
+        assert!(xml.contains("<target dev='sda' bus='scsi'/>"));
+        assert!(xml.contains("<type arch='x86_64' machine='q35'>hvm</type>"));
+        assert!(DiskBus::from_property(Some("floppy")).is_err());
+        assert!(nic_model(Some("virtio'/><evil")).is_err());
+        assert!(machine_type(Some("pc'/>")).is_err());
+    }
+
+    #[test]
+    fn network_has_nat_bridge_and_static_hosts() {
+        let xml = network_xml(&NetworkSpec {
+            name: network_name("3f2a9c1d-aaaa-bbbb-cccc-000000000001"),
+            bridge: bridge_name("3f2a9c1d-aaaa-bbbb-cccc-000000000001"),
+            mtu: Some(1450),
+            ip: Some((Ipv4Addr::new(10, 0, 0, 1), 24)),
+            hosts: vec![("fa:16:3e:00:00:01".into(), "10.0.0.5".into())],
+        });
+        assert!(xml.contains("<name>meridian-3f2a9c1d-aaaa-bbbb-cccc-000000000001</name>"));
+        assert!(xml.contains("<forward mode='nat'/>"));
+        assert!(xml.contains("<bridge name='mrd-3f2a9c1daaa' stp='on' delay='0'/>"));
+        assert!(xml.contains("<ip address='10.0.0.1' prefix='24'>"));
+        assert!(xml.contains("<host mac='fa:16:3e:00:00:01' ip='10.0.0.5'/>"));
+        assert!(!xml.contains("<range"));
+        assert!(bridge_name("3f2a9c1d-aaaa-bbbb-cccc-000000000001").len() <= 15);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let id = Uuid::new_v4();
+        assert_eq!(instance_of(&domain_name(&id)), Some(id));
+        assert_eq!(instance_of("test"), None);
+    }
+}

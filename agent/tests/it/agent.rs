@@ -1,0 +1,214 @@
+//! The whole agent (`meridian_agent::start`, as the binary runs it) against the fake server.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use meridian_agent::config::Args;
+use meridian_agent::hypervisor::Hypervisor;
+use meridian_agent::xml;
+use meridian_common::agent::{Action, PowerState, WorkEvent, WorkItem};
+use uuid::Uuid;
+
+use crate::fixtures::{
+    Cleanup, ServerState, TOKEN, URI, build_spec, libvirt, mac, nic, raw_image, start_server,
+};
+
+/// Polls `check` until it holds or `secs` pass.
+async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn finals(s: &ServerState, work: &str) -> usize {
+    s.events_of(work)
+        .iter()
+        .filter(|e| !matches!(e, WorkEvent::Progress { .. }))
+        .count()
+}
+
+fn reported(s: &ServerState, id: &Uuid) -> Option<PowerState> {
+    s.heartbeats
+        .lock()
+        .expect("lock")
+        .last()?
+        .instances
+        .iter()
+        .find(|r| r.instance_id == id.to_string())
+        .map(|r| r.power_state)
+}
+
+fn agent(
+    url: &str,
+    dir: &std::path::Path,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let dir = dir.to_string_lossy().to_string();
+    let args = Args::try_parse_from([
+        "meridian-agent",
+        "--server",
+        url,
+        "--host",
+        "compute-1",
+        "--token",
+        TOKEN,
+        "--libvirt-uri",
+        URI,
+        "--state-dir",
+        &dir,
+        "--poll-wait-secs",
+        "1",
+        "--reserved-vcpus",
+        "2",
+        "--stop-timeout-secs",
+        "2",
+    ])
+    .expect("flags");
+    tokio::spawn(meridian_agent::start(args, stop))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_serves_work_from_the_server() {
+    let (url, s) = start_server().await;
+    // The server is "restarting" at first: the agent retries its registration.
+    s.refuse_registrations
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let data = raw_image(9);
+    s.add_image("img-agent", data.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let hv = libvirt();
+    let _cleanup = Cleanup {
+        hv: hv.clone(),
+        instances: vec![id],
+        networks: vec![net_id.clone()],
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = agent(&url, dir.path(), async {
+        let _ = stop_rx.await;
+    });
+
+    eventually(10, "registration", || {
+        !s.registrations.lock().expect("lock").is_empty()
+    })
+    .await;
+    {
+        let regs = s.registrations.lock().expect("lock");
+        let inv = &regs[0].inventory;
+        let total = hv.host_info().expect("host info").vcpus;
+        assert_eq!(regs[0].host, "compute-1");
+        assert_eq!((inv.vcpus, inv.reserved_vcpus), (total - 2, 2));
+        assert_eq!(inv.hypervisor_type, "test");
+        assert_eq!(inv.availability_zone, "nova");
+        assert!(inv.supports_networks);
+        assert_eq!(inv.host_ip, "127.0.0.1");
+    }
+
+    // Build: progress, then Done.
+    let build = WorkItem {
+        id: "w-build".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::Build(Box::new(build_spec(
+            "img-agent",
+            &data,
+            vec![nic(&net_id, &mac(), "10.77.0.20")],
+        ))),
+    };
+    s.offer(build.clone());
+    eventually(20, "the build's outcome", || finals(&s, "w-build") == 1).await;
+    let events = s.events_of("w-build");
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                WorkEvent::Progress { task_state: a },
+                WorkEvent::Progress { task_state: b },
+                WorkEvent::Done {
+                    power_state: PowerState::Running,
+                    ..
+                },
+            ] if a == "block_device_mapping" && b == "spawning"
+        ),
+        "{events:?}"
+    );
+    eventually(10, "a heartbeat with the instance running", || {
+        reported(&s, &id) == Some(PowerState::Running)
+    })
+    .await;
+
+    // The acknowledgement got lost: the same work again gets the same outcome, no rebuild.
+    s.offer(WorkItem {
+        attempt: 2,
+        ..build
+    });
+    eventually(10, "the repeated outcome", || finals(&s, "w-build") == 2).await;
+    assert_eq!(s.events_of("w-build").len(), 4, "the build ran twice");
+    assert_eq!(s.image_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // The guest powers off by itself: the next heartbeat says so.
+    hv.shutdown(&xml::domain_name(&id)).expect("guest shutdown");
+    eventually(10, "a heartbeat with the instance shut down", || {
+        reported(&s, &id) == Some(PowerState::Shutdown)
+    })
+    .await;
+
+    // A rejected transition is a clear failure, and the agent carries on.
+    s.offer(WorkItem {
+        id: "w-reboot".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::Reboot { hard: false },
+    });
+    s.offer(WorkItem {
+        id: "w-delete".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::Delete,
+    });
+    eventually(20, "the delete", || finals(&s, "w-delete") == 1).await;
+    let reboot = s.events_of("w-reboot");
+    assert!(
+        matches!(&reboot[..], [WorkEvent::Failed { message, retryable: false, .. }]
+            if message.contains("cannot soft reboot an instance that is shut off")),
+        "{reboot:?}"
+    );
+    assert!(matches!(
+        s.events_of("w-delete")[..],
+        [WorkEvent::Done {
+            power_state: PowerState::NoState,
+            ..
+        }]
+    ));
+    assert_eq!(hv.state(&xml::domain_name(&id)).expect("state"), None);
+    eventually(10, "a heartbeat without the instance", || {
+        reported(&s, &id).is_none()
+    })
+    .await;
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("agent stops")
+        .expect("agent task")
+        .expect("agent result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_waits_for_an_absent_server() {
+    // Nothing listens here: the agent keeps retrying and stops cleanly when asked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = agent(&url, dir.path(), tokio::time::sleep(Duration::from_secs(3)));
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("agent stops")
+        .expect("agent task")
+        .expect("agent result");
+}

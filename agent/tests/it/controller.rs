@@ -1,0 +1,441 @@
+//! The controller end to end on `test:///default`: image download, qcow2 overlay, networks,
+//! domain lifecycle, idempotent repeats, rejected transitions, cleanup.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_agent::controller::{Controller, ControllerConfig};
+use meridian_agent::hypervisor::{
+    DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt,
+};
+use meridian_agent::image_cache::ImageCache;
+use meridian_agent::server::ServerClient;
+use meridian_agent::work::Work;
+use meridian_agent::xml::{self, VirtType};
+use meridian_common::agent::{Action, PowerState, WorkEvent};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::fixtures::{
+    Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic, raw_image, start_server,
+};
+
+struct Env {
+    ctl: Controller,
+    hv: Arc<Libvirt>,
+    server: Arc<ServerState>,
+    dir: TempDir,
+}
+
+async fn env() -> Env {
+    let hv = libvirt();
+    let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+    env_with(hv, dyn_hv).await
+}
+
+async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
+    let (url, server) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = ServerClient::new(&url, TOKEN).expect("client");
+    let images = ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache");
+    let ctl = Controller::new(
+        dyn_hv,
+        Arc::new(images),
+        ControllerConfig {
+            instances_dir: dir.path().join("instances"),
+            virt_type: VirtType::Test,
+            arch: "x86_64".into(),
+            supports_networks: true,
+            stop_timeout: Duration::from_millis(600),
+        },
+    )
+    .expect("controller");
+    Env {
+        ctl,
+        hv,
+        server,
+        dir,
+    }
+}
+
+impl Env {
+    async fn exec(&self, instance: Uuid, action: Action) -> (WorkEvent, Vec<String>) {
+        let work = Work {
+            id: Uuid::new_v4().to_string(),
+            instance_id: instance,
+            attempt: 1,
+            action,
+        };
+        let seen = Mutex::new(Vec::new());
+        let progress = |s: &str| seen.lock().expect("lock").push(s.to_string());
+        let ev = self.ctl.execute(&work, &progress).await;
+        (ev, seen.into_inner().expect("lock"))
+    }
+
+    fn instance_dir(&self, id: &Uuid) -> PathBuf {
+        self.dir.path().join("instances").join(id.to_string())
+    }
+
+    async fn power(&self, id: &Uuid) -> Option<PowerState> {
+        self.ctl
+            .instances()
+            .await
+            .expect("instances")
+            .into_iter()
+            .find(|r| r.instance_id == id.to_string())
+            .map(|r| r.power_state)
+    }
+}
+
+fn done(ev: &WorkEvent) -> PowerState {
+    match ev {
+        WorkEvent::Done { power_state, .. } => *power_state,
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn failed(ev: &WorkEvent) -> String {
+    match ev {
+        WorkEvent::Failed { message, .. } => message.clone(),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn instance_lifecycle() {
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![id],
+        networks: vec![net_id.clone()],
+    };
+    let name = xml::domain_name(&id);
+    let data = raw_image(1);
+    env.server.add_image("img-a", data.clone());
+    let the_mac = mac();
+    let spec = build_spec("img-a", &data, vec![nic(&net_id, &the_mac, "10.77.0.5")]);
+
+    // Build: progress, then Done running; disk, domain and network exist.
+    let (ev, progress) = env.exec(id, Action::Build(Box::new(spec.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(progress, ["block_device_mapping", "spawning"]);
+    assert!(env.instance_dir(&id).join("disk").exists());
+    let dom = env.hv.domain_xml(&name).expect("domain xml");
+    assert!(
+        dom.contains(&format!("<mac address='{the_mac}'/>")),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!("<source network='{}'", xml::network_name(&net_id))));
+    assert_eq!(env.power(&id).await, Some(PowerState::Running));
+
+    // A repeated build (a redelivery) is done without doing anything again.
+    let (ev, progress) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    assert!(progress.is_empty());
+    assert_eq!(
+        env.server
+            .image_hits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // Console log: the tail of the file the serial port writes.
+    let log = env.ctl.console_log_path(&id);
+    std::fs::write(&log, "one\ntwo\nthree\n").expect("console log");
+    let (ev, _) = env.exec(id, Action::ConsoleLog { lines: Some(2) }).await;
+    let WorkEvent::Done { console, .. } = ev else {
+        panic!("console log failed: {ev:?}");
+    };
+    assert_eq!(console.as_deref(), Some("two\nthree\n"));
+
+    // Stop, then stop again (already stopped), soft reboot of a stopped guest is refused.
+    let (ev, _) = env.exec(id, Action::Stop).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    let (ev, _) = env.exec(id, Action::Stop).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: false }).await;
+    assert!(failed(&ev).contains("cannot soft reboot an instance that is shut off"));
+
+    // Start, reboots.
+    let (ev, _) = env.exec(id, Action::Start).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: false }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: true }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+
+    // The guest powers itself off: the next report says shutdown.
+    env.hv.shutdown(&name).expect("guest shutdown");
+    assert_eq!(env.power(&id).await, Some(PowerState::Shutdown));
+    // A hard reboot brings a stopped instance back.
+    let (ev, _) = env.exec(id, Action::Reboot { hard: true }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+
+    // Delete removes everything; a second delete is done too.
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+    assert_eq!(env.hv.state(&name).expect("state"), None);
+    assert!(!env.instance_dir(&id).exists());
+    let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+    assert!(
+        conn.lookup_network_by_name(&xml::network_name(&net_id))
+            .is_err(),
+        "network of the last instance kept"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("images/refs"))
+            .expect("refs")
+            .count(),
+        0
+    );
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+
+    // Nothing to start, stop, reboot or read any more.
+    for action in [
+        Action::Start,
+        Action::Stop,
+        Action::Reboot { hard: true },
+        Action::ConsoleLog { lines: None },
+    ] {
+        let (ev, _) = env.exec(id, action).await;
+        assert!(failed(&ev).contains("not on this host"), "{ev:?}");
+    }
+}
+
+#[tokio::test]
+async fn network_stays_while_another_instance_uses_it() {
+    let env = env().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![a, b],
+        networks: vec![net_id.clone()],
+    };
+    let data = raw_image(2);
+    env.server.add_image("img-b", data.clone());
+    let net_name = xml::network_name(&net_id);
+    let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+    let hosts = || {
+        conn.lookup_network_by_name(&net_name)
+            .and_then(|n| n.xml_desc(0))
+            .map(|x| x.matches("<host ").count())
+            .ok()
+    };
+
+    // Both built at once: one download, one network, two DHCP entries.
+    let spec_a = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
+    let spec_b = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.11")]);
+    let (ra, rb) = tokio::join!(
+        env.exec(a, Action::Build(Box::new(spec_a))),
+        env.exec(b, Action::Build(Box::new(spec_b)))
+    );
+    assert_eq!(done(&ra.0), PowerState::Running, "{:?}", ra.0);
+    assert_eq!(done(&rb.0), PowerState::Running, "{:?}", rb.0);
+    assert_eq!(
+        env.server
+            .image_hits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(hosts(), Some(2));
+
+    let (ev, _) = env.exec(a, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+    assert_eq!(hosts(), Some(1), "the network went away with a user left");
+    let (ev, _) = env.exec(b, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+    assert_eq!(hosts(), None);
+}
+
+#[tokio::test]
+async fn failed_builds_leave_nothing_behind() {
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![id],
+        networks: vec![],
+    };
+    env.server.add_image("img-c", raw_image(3));
+    // The spec's checksum is for other bytes.
+    let spec = build_spec("img-c", &raw_image(4), vec![]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    let WorkEvent::Failed {
+        message, retryable, ..
+    } = &ev
+    else {
+        panic!("bad checksum accepted: {ev:?}");
+    };
+    assert!(message.contains("failed its checksum"), "{message}");
+    assert!(!retryable);
+    assert_eq!(env.hv.state(&xml::domain_name(&id)).expect("state"), None);
+    assert!(!env.instance_dir(&id).exists());
+    assert!(!env.dir.path().join("images/img-c").exists());
+
+    // An image the server does not have.
+    let spec = build_spec("img-missing", &raw_image(3), vec![]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert!(
+        failed(&ev).contains("cannot download image img-missing"),
+        "{ev:?}"
+    );
+
+    // A flavor disk smaller than the image's virtual size.
+    let mut spec = build_spec("img-c", &raw_image(3), vec![]);
+    spec.image.size = 0;
+    spec.image.checksum = crate::fixtures::md5_hex(&raw_image(3));
+    spec.flavor.disk_gb = 0;
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec.clone()))).await;
+    assert_eq!(
+        done(&ev),
+        PowerState::Running,
+        "size 0 keeps the image size"
+    );
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+
+    // Invalid specs are refused before anything is touched.
+    spec.nics = vec![nic("n", "not-a-mac", "10.77.0.9")];
+    let (ev, progress) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert!(failed(&ev).contains("bad MAC address"), "{ev:?}");
+    assert_eq!(progress, ["block_device_mapping"]);
+}
+
+#[tokio::test]
+async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![id],
+        networks: vec![],
+    };
+    let disk = raw_image(5);
+    env.server.add_image("img-d", disk.clone());
+    env.server.add_image("aki-1", b"kernel".to_vec());
+    env.server.add_image("ari-1", b"ramdisk".to_vec());
+    let mut spec = build_spec("img-d", &disk, vec![]);
+    spec.image.properties = BTreeMap::from([
+        ("kernel_id".to_string(), "aki-1".to_string()),
+        ("ramdisk_id".to_string(), "ari-1".to_string()),
+        (
+            "os_command_line".to_string(),
+            "console=ttyS0 root=/dev/vda".to_string(),
+        ),
+    ]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    let dom = env
+        .hv
+        .domain_xml(&xml::domain_name(&id))
+        .expect("domain xml");
+    let images = env.dir.path().join("images");
+    assert!(
+        dom.contains(&format!(
+            "<kernel>{}</kernel>",
+            images.join("aki-1").display()
+        )),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!(
+        "<initrd>{}</initrd>",
+        images.join("ari-1").display()
+    )));
+    assert!(dom.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"));
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+}
+
+/// The real test driver, but the guest ignores ACPI: shutdown requests do nothing and guest
+/// reboots fail, as with an image without ACPI support.
+struct DeafGuest(Arc<Libvirt>);
+
+impl Hypervisor for DeafGuest {
+    fn host_info(&self) -> Result<HostInfo, HvError> {
+        self.0.host_info()
+    }
+    fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
+        self.0.domains()
+    }
+    fn state(&self, name: &str) -> Result<Option<DomainState>, HvError> {
+        self.0.state(name)
+    }
+    fn domain_xml(&self, name: &str) -> Result<String, HvError> {
+        self.0.domain_xml(name)
+    }
+    fn define(&self, xml: &str) -> Result<(), HvError> {
+        self.0.define(xml)
+    }
+    fn start(&self, name: &str) -> Result<(), HvError> {
+        self.0.start(name)
+    }
+    fn shutdown(&self, _name: &str) -> Result<(), HvError> {
+        Ok(())
+    }
+    fn destroy(&self, name: &str) -> Result<(), HvError> {
+        self.0.destroy(name)
+    }
+    fn reboot(&self, name: &str) -> Result<(), HvError> {
+        Err(HvError::NoDomain(format!("{name} (no ACPI)")))
+    }
+    fn reset(&self, name: &str) -> Result<(), HvError> {
+        self.0.reset(name)
+    }
+    fn undefine(&self, name: &str) -> Result<(), HvError> {
+        self.0.undefine(name)
+    }
+    fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        self.0.ensure_network(name, xml)
+    }
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
+        self.0.set_dhcp_host(network, mac, ip)
+    }
+    fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
+        self.0.remove_dhcp_host(network, mac)
+    }
+    fn remove_network(&self, name: &str) -> Result<(), HvError> {
+        self.0.remove_network(name)
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_ignores_shutdown_is_destroyed_after_the_timeout() {
+    let hv = libvirt();
+    let env = env_with(hv.clone(), Arc::new(DeafGuest(hv.clone()))).await;
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup {
+        hv: env.hv.clone(),
+        instances: vec![id],
+        networks: vec![],
+    };
+    let data = raw_image(6);
+    env.server.add_image("img-e", data.clone());
+    let (ev, _) = env
+        .exec(
+            id,
+            Action::Build(Box::new(build_spec("img-e", &data, vec![]))),
+        )
+        .await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    // Stop waits out the timeout, then pulls the plug.
+    let started = std::time::Instant::now();
+    let (ev, _) = env.exec(id, Action::Stop).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // A soft reboot the guest cannot do falls back to stop + start.
+    let (ev, _) = env.exec(id, Action::Start).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: false }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+}
