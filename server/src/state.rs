@@ -42,7 +42,11 @@ impl Signals {
 
 impl AppState {
     pub fn new(store: Store, cfg: Config) -> Self {
-        Self { store, cfg: Arc::new(cfg), signals: Arc::new(Signals::default()) }
+        Self {
+            store,
+            cfg: Arc::new(cfg),
+            signals: Arc::new(Signals::default()),
+        }
     }
 
     /// Public URL of one service root (`identity`, `compute/v2.1`, `image`, `network`).

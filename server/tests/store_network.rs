@@ -55,8 +55,7 @@ async fn scenario(name: &str, store: &Store) {
     let err = store
         .create_subnets(vec![Subnet::new(proj, &net.id, &overlap)])
         .await
-        .err()
-        .expect("overlap");
+        .expect_err("overlap");
     assert_eq!(kind(&err), "InvalidInput", "{name}");
     let net2 = network(store, proj, "n2").await;
     subnet(store, proj, &net2.id, "10.0.0.0/24").await;
@@ -98,8 +97,7 @@ async fn scenario(name: &str, store: &Store) {
     let err = store
         .create_ports(vec![a, b])
         .await
-        .err()
-        .expect("bulk conflict");
+        .expect_err("bulk conflict");
     assert_eq!(kind(&err), "IpAddressAlreadyAllocated", "{name}");
     assert_eq!(
         store
@@ -208,8 +206,7 @@ async fn scenario(name: &str, store: &Store) {
             Network::new("p-q"),
         ])
         .await
-        .err()
-        .expect("over");
+        .expect_err("over");
     assert_eq!(kind(&err), "OverQuota", "{name}");
     store
         .create_networks(vec![Network::new("p-q"), Network::new("p-q")])
@@ -220,8 +217,7 @@ async fn scenario(name: &str, store: &Store) {
             &store
                 .create_networks(vec![Network::new("p-q")])
                 .await
-                .err()
-                .expect("over")
+                .expect_err("over")
         ),
         "OverQuota"
     );

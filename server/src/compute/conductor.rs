@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use meridian_common::agent::{Action, BuildSpec, FixedIp, FlavorSpec, ImageSpec, NicSpec, PowerState, WorkEvent};
+use meridian_common::agent::{
+    Action, BuildSpec, FixedIp, FlavorSpec, ImageSpec, NicSpec, PowerState, WorkEvent,
+};
 use serde_json::{Value, json};
 
 use super::scheduler::{self, HostState, Request};
@@ -46,13 +48,18 @@ pub(crate) fn settings(state: &AppState) -> scheduler::Settings {
 
 fn ratios(state: &AppState) -> Ratios {
     let c = &state.cfg.compute;
-    Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio }
+    Ratios {
+        cpu: c.cpu_allocation_ratio,
+        ram: c.ram_allocation_ratio,
+        disk: c.disk_allocation_ratio,
+    }
 }
 
 /// Whether a host's heartbeat is recent enough (and it is not forced down).
 pub fn host_up(state: &AppState, h: &Host) -> bool {
     let limit = chrono::Duration::seconds(state.cfg.compute.host_down_after_secs as i64);
-    h.forced_down == 0 && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
+    h.forced_down == 0
+        && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
 }
 
 fn host_state(state: &AppState, h: &Host) -> HostState {
@@ -107,11 +114,9 @@ async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
         return Ok(());
     }
     match inst.task_state.as_deref() {
-        Some("scheduling") => {
-            if schedule(state, &inst).await? {
-                let inst = state.store.get_instance(id).await?;
-                dispatch(state, &inst).await?;
-            }
+        Some("scheduling") if schedule(state, &inst).await? => {
+            let inst = state.store.get_instance(id).await?;
+            dispatch(state, &inst).await?;
         }
         Some("networking") => dispatch(state, &inst).await?,
         _ => {}
@@ -133,8 +138,15 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
         disk_gb: claim.disk_gb,
         availability_zone: inst.availability_zone.clone(),
         architecture: image_props.get("architecture").cloned(),
-        hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
-        ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
+        hypervisor_type: image_props
+            .get("img_hv_type")
+            .or_else(|| image_props.get("hypervisor_type"))
+            .cloned(),
+        ignore_hosts: hosts
+            .iter()
+            .filter(|h| tried.contains(&h.id))
+            .map(|h| h.name.clone())
+            .collect(),
     };
     let s = settings(state);
     // Every attempt so far counts against max_attempts (Nova's retry limit).
@@ -142,12 +154,29 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
     let candidates = match scheduler::select(&snapshot, &request, &s) {
         Ok(c) if remaining_attempts > 0 => c,
         Ok(_) => {
-            fail_build(state, &inst.id, "Exceeded maximum number of retries. No valid host was found.", "max_attempts reached").await;
+            fail_build(
+                state,
+                &inst.id,
+                "Exceeded maximum number of retries. No valid host was found.",
+                "max_attempts reached",
+            )
+            .await;
             return Ok(false);
         }
         Err(no) => {
-            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
-            fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
+            let details = no
+                .rejections
+                .iter()
+                .map(|(h, f)| format!("{h}: {f}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            fail_build(
+                state,
+                &inst.id,
+                &no.message(),
+                &format!("Filters rejected: {details}"),
+            )
+            .await;
             return Ok(false);
         }
     };
@@ -158,7 +187,14 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
         let alternates = json!(candidates[i + 1..]).to_string();
         let placed = state
             .store
-            .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
+            .place_instance(
+                &inst.id,
+                host_id,
+                claim,
+                ratios(state),
+                &alternates,
+                &json!(now_tried).to_string(),
+            )
             .await?;
         if placed {
             return Ok(true);
@@ -168,7 +204,13 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
     if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
         return Ok(false); // deleted (or moved on) while we were choosing
     }
-    fail_build(state, &inst.id, "No valid host was found. There are not enough hosts available.", "every candidate was claimed concurrently").await;
+    fail_build(
+        state,
+        &inst.id,
+        "No valid host was found. There are not enough hosts available.",
+        "every candidate was claimed concurrently",
+    )
+    .await;
     Ok(false)
 }
 
@@ -177,7 +219,14 @@ async fn image_properties(state: &AppState, image_id: &str) -> BTreeMap<String, 
         Ok(img) => img
             .properties_map()
             .into_iter()
-            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect(),
         Err(_) => BTreeMap::new(),
     }
@@ -197,7 +246,10 @@ pub struct NetRequest {
 /// Networking, then the build work for the agent (idempotent: ports made before a crash are
 /// reused; a live build work item is not queued twice).
 async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
-    let host_id = inst.host_id.clone().ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
+    let host_id = inst
+        .host_id
+        .clone()
+        .ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
     let host = state.store.get_host(&host_id).await?;
     let nics = ensure_ports(state, inst, &host).await?;
     if state.store.live_work(&inst.id, &host_id).await? > 0 {
@@ -205,18 +257,33 @@ async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
     }
     let spec = build_spec(state, inst, nics).await?;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
-    let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
-    state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await?;
-    state.store.enqueue_work(&inst.id, &host_id, &action).await?;
+    let deadline =
+        chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
+    state
+        .store
+        .set_instance_deadline(&inst.id, Some(&fmt_time(deadline)))
+        .await?;
+    state
+        .store
+        .enqueue_work(&inst.id, &host_id, &action)
+        .await?;
     if let Some(a) = state.store.latest_action(&inst.id, "create").await? {
-        state.store.start_event(&a.id, "compute__do_build_and_run_instance", Some(&host.name)).await?;
+        state
+            .store
+            .start_event(
+                &a.id,
+                "compute__do_build_and_run_instance",
+                Some(&host.name),
+            )
+            .await?;
     }
     state.signals.notify(&host_id);
     Ok(())
 }
 
 async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
-    let requests: Vec<NetRequest> = serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
+    let requests: Vec<NetRequest> =
+        serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
     let mut owned = json_list(&inst.owned_ports);
     let existing = state.store.ports_by_device(&inst.id).await?;
     let mut used: Vec<String> = Vec::new();
@@ -231,8 +298,13 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
             };
             state.store.update_port(pid, &update).await?
         } else {
-            let net = r.network_id.clone().ok_or_else(|| ConductError::Invalid("network request without a network".into()))?;
-            let reuse = existing.iter().find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
+            let net = r
+                .network_id
+                .clone()
+                .ok_or_else(|| ConductError::Invalid("network request without a network".into()))?;
+            let reuse = existing
+                .iter()
+                .find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
             match reuse {
                 Some(p) => state.store.bind_port(&p.id, &host.name).await?,
                 None => {
@@ -241,12 +313,20 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                     np.device_owner = format!("compute:{}", host.availability_zone);
                     np.host_id = host.name.clone();
                     if let Some(ip) = &r.fixed_ip {
-                        let addr = ip.parse().map_err(|_| ConductError::Invalid(format!("Invalid fixed IP address {ip}")))?;
-                        np.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some(addr) }]);
+                        let addr = ip.parse().map_err(|_| {
+                            ConductError::Invalid(format!("Invalid fixed IP address {ip}"))
+                        })?;
+                        np.fixed_ips = Some(vec![IpRequest {
+                            subnet_id: None,
+                            ip_address: Some(addr),
+                        }]);
                     }
                     let p = state.store.create_port(np).await?;
                     owned.push(p.id.clone());
-                    state.store.set_owned_ports(&inst.id, &json!(owned).to_string()).await?;
+                    state
+                        .store
+                        .set_owned_ports(&inst.id, &json!(owned).to_string())
+                        .await?;
                     p
                 }
             }
@@ -281,8 +361,10 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
 async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>) -> Result<BuildSpec> {
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let img = state.store.get_image(&inst.image_id).await?;
-    let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
-    let metadata: BTreeMap<String, String> = serde_json::from_str(&inst.metadata).unwrap_or_default();
+    let extra_specs: BTreeMap<String, String> =
+        serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
+    let metadata: BTreeMap<String, String> =
+        serde_json::from_str(&inst.metadata).unwrap_or_default();
     let as_u64 = |v: &Value| v.as_u64().unwrap_or(0);
     Ok(BuildSpec {
         name: inst.name.clone(),
@@ -336,7 +418,9 @@ pub async fn fail_build(state: &AppState, id: &str, message: &str, details: &str
 
 /// Nova's timestamp format in server bodies: `2012-08-20T21:11:09Z`.
 pub fn nova_time(stored: &str) -> String {
-    parse_time(stored).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| stored.to_string())
+    parse_time(stored)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| stored.to_string())
 }
 
 /// Applies one agent event to the work item's instance.
@@ -349,30 +433,65 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             if inst.deleted == 0 && inst.task_state.as_deref() != Some("deleting") {
                 state
                     .store
-                    .transition(id, Expect::Any, NewState { vm_state: &inst.vm_state, task_state: Some(&task_state), power_state: None })
+                    .transition(
+                        id,
+                        Expect::Any,
+                        NewState {
+                            vm_state: &inst.vm_state,
+                            task_state: Some(&task_state),
+                            power_state: None,
+                        },
+                    )
                     .await?;
             }
         }
         (Action::Build(_), WorkEvent::Done { power_state, .. }) => {
             if state.store.finish_work(&work.id, "done", None).await? {
-                let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state.code()) };
-                let moved = state.store.transition(id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to).await;
+                let to = NewState {
+                    vm_state: "active",
+                    task_state: None,
+                    power_state: Some(power_state.code()),
+                };
+                let moved = state
+                    .store
+                    .transition(
+                        id,
+                        Expect::OneOf(&["networking", "block_device_mapping", "spawning"]),
+                        to,
+                    )
+                    .await;
                 if let Ok(Some(_)) = moved {
                     state.store.set_instance_launched(id).await?;
                     finish_action(state, id, "create", None).await?;
                 }
             }
         }
-        (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
-            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+        (
+            Action::Build(_),
+            WorkEvent::Failed {
+                message,
+                details,
+                retryable,
+            },
+        ) => {
+            if state
+                .store
+                .finish_work(&work.id, "failed", Some(&message))
+                .await?
+            {
                 reschedule_or_fail(state, id, &message, &details, retryable).await?;
             }
         }
         (Action::Stop, WorkEvent::Done { power_state, .. }) => {
             finish_simple(state, work, "stopped", power_state, "stop").await?;
         }
-        (Action::Start, WorkEvent::Done { power_state, .. }) | (Action::Reboot { .. }, WorkEvent::Done { power_state, .. }) => {
-            let name = if matches!(action, Action::Start) { "start" } else { "reboot" };
+        (Action::Start, WorkEvent::Done { power_state, .. })
+        | (Action::Reboot { .. }, WorkEvent::Done { power_state, .. }) => {
+            let name = if matches!(action, Action::Start) {
+                "start"
+            } else {
+                "reboot"
+            };
             finish_simple(state, work, "active", power_state, name).await?;
         }
         (Action::Delete, WorkEvent::Done { .. }) => {
@@ -381,21 +500,45 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             }
         }
         (Action::ConsoleLog { .. }, WorkEvent::Done { console, .. }) => {
-            state.store.finish_work(&work.id, "done", Some(console.as_deref().unwrap_or(""))).await?;
+            state
+                .store
+                .finish_work(&work.id, "done", Some(console.as_deref().unwrap_or("")))
+                .await?;
             state.signals.notify(&work.id);
         }
         (Action::ConsoleLog { .. }, WorkEvent::Failed { message, .. }) => {
-            state.store.finish_work(&work.id, "failed", Some(&message)).await?;
+            state
+                .store
+                .finish_work(&work.id, "failed", Some(&message))
+                .await?;
             state.signals.notify(&work.id);
         }
-        (Action::Delete, WorkEvent::Failed { message, details, .. }) => {
+        (
+            Action::Delete,
+            WorkEvent::Failed {
+                message, details, ..
+            },
+        ) => {
             // The guest could not be removed: ERROR, still deletable again.
-            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+            if state
+                .store
+                .finish_work(&work.id, "failed", Some(&message))
+                .await?
+            {
                 action_failed(state, id, "delete", "error", &message, &details).await?;
             }
         }
-        (_, WorkEvent::Failed { message, details, .. }) => {
-            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
+        (
+            _,
+            WorkEvent::Failed {
+                message, details, ..
+            },
+        ) => {
+            if state
+                .store
+                .finish_work(&work.id, "failed", Some(&message))
+                .await?
+            {
                 let inst = state.store.get_instance(id).await?;
                 let name = match action {
                     Action::Stop => "stop",
@@ -410,26 +553,65 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
     Ok(())
 }
 
-async fn finish_simple(state: &AppState, work: &Work, vm: &str, power: PowerState, name: &str) -> Result<()> {
+async fn finish_simple(
+    state: &AppState,
+    work: &Work,
+    vm: &str,
+    power: PowerState,
+    name: &str,
+) -> Result<()> {
     if state.store.finish_work(&work.id, "done", None).await? {
-        let to = NewState { vm_state: vm, task_state: None, power_state: Some(power.code()) };
-        state.store.transition(&work.instance_id, Expect::Any, to).await?;
+        let to = NewState {
+            vm_state: vm,
+            task_state: None,
+            power_state: Some(power.code()),
+        };
+        state
+            .store
+            .transition(&work.instance_id, Expect::Any, to)
+            .await?;
         finish_action(state, &work.instance_id, name, None).await?;
     }
     Ok(())
 }
 
-async fn action_failed(state: &AppState, id: &str, name: &str, vm: &str, message: &str, details: &str) -> Result<()> {
-    state.store.transition(id, Expect::Any, NewState { vm_state: vm, task_state: None, power_state: None }).await?;
+async fn action_failed(
+    state: &AppState,
+    id: &str,
+    name: &str,
+    vm: &str,
+    message: &str,
+    details: &str,
+) -> Result<()> {
+    state
+        .store
+        .transition(
+            id,
+            Expect::Any,
+            NewState {
+                vm_state: vm,
+                task_state: None,
+                power_state: None,
+            },
+        )
+        .await?;
     if let Some(a) = state.store.latest_action(id, name).await? {
-        state.store.finish_events(&a.id, "Error", Some(details)).await?;
+        state
+            .store
+            .finish_events(&a.id, "Error", Some(details))
+            .await?;
         state.store.finish_action(&a.id, Some("Error")).await?;
     }
     tracing::warn!(instance = %id, action = name, %message, "action failed on the host");
     Ok(())
 }
 
-async fn finish_action(state: &AppState, id: &str, name: &str, message: Option<&str>) -> Result<()> {
+async fn finish_action(
+    state: &AppState,
+    id: &str,
+    name: &str,
+    message: Option<&str>,
+) -> Result<()> {
     if let Some(a) = state.store.latest_action(id, name).await? {
         state.store.finish_events(&a.id, "Success", None).await?;
         state.store.finish_action(&a.id, message).await?;
@@ -438,14 +620,26 @@ async fn finish_action(state: &AppState, id: &str, name: &str, message: Option<&
 }
 
 /// A failed build goes to the next host if attempts remain and the failure may be transient.
-async fn reschedule_or_fail(state: &AppState, id: &str, message: &str, details: &str, retryable: bool) -> Result<()> {
+async fn reschedule_or_fail(
+    state: &AppState,
+    id: &str,
+    message: &str,
+    details: &str,
+    retryable: bool,
+) -> Result<()> {
     let inst = state.store.get_instance(id).await?;
     if inst.deleted != 0 {
         return Ok(());
     }
     let tried = json_list(&inst.tried_hosts);
     if !retryable || tried.len() >= state.cfg.compute.max_attempts {
-        fail_build(state, id, &format!("Build of instance {id} failed: {message}"), details).await;
+        fail_build(
+            state,
+            id,
+            &format!("Build of instance {id} failed: {message}"),
+            details,
+        )
+        .await;
         return Ok(());
     }
     if let Some(host) = &inst.host_id {
@@ -500,7 +694,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
     let down: Vec<&Host> = hosts.iter().filter(|h| !host_up(state, h)).collect();
     let now_t = chrono::Utc::now();
     for inst in state.store.unfinished_instances().await? {
-        let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
+        let on_down_host = inst
+            .host_id
+            .as_ref()
+            .and_then(|h| down.iter().find(|d| d.id == *h));
         if inst.task_state.as_deref() == Some("deleting") {
             // The host is gone: delete locally, as Nova does when the compute service is down.
             if on_down_host.is_some() || inst.host_id.is_none() {
@@ -511,18 +708,31 @@ pub async fn tick(state: &AppState) -> Result<()> {
         if inst.vm_state != "building" {
             continue;
         }
-        if inst.build_deadline.as_deref().and_then(parse_time).is_some_and(|d| d < now_t) {
-            let msg = format!("Build of instance {} timed out after {} seconds", inst.id, state.cfg.compute.build_timeout_secs);
+        if inst
+            .build_deadline
+            .as_deref()
+            .and_then(parse_time)
+            .is_some_and(|d| d < now_t)
+        {
+            let msg = format!(
+                "Build of instance {} timed out after {} seconds",
+                inst.id, state.cfg.compute.build_timeout_secs
+            );
             fail_build(state, &inst.id, &msg, "build_timeout_secs exceeded").await;
             continue;
         }
         if let Some(host) = on_down_host {
-            let msg = format!("Compute host {} stopped responding during the build", host.name);
+            let msg = format!(
+                "Compute host {} stopped responding during the build",
+                host.name
+            );
             reschedule_or_fail(state, &inst.id, &msg, "host missed its heartbeats", true).await?;
             continue;
         }
         // Stranded before the agent got work (e.g. the server restarted mid-build).
-        let idle_for = parse_time(&inst.updated_at).map(|t| now_t - t).unwrap_or_default();
+        let idle_for = parse_time(&inst.updated_at)
+            .map(|t| now_t - t)
+            .unwrap_or_default();
         let stranded = match inst.task_state.as_deref() {
             Some("scheduling") => true,
             Some("networking") => match &inst.host_id {

@@ -5,9 +5,9 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use super::ApiVersion;
 use super::conductor::{self, nova_time};
 use super::servers::visible;
-use super::ApiVersion;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
@@ -17,11 +17,18 @@ use crate::store::hosts::Host;
 type JsonResult = ApiResult<axum::Json<Value>>;
 
 fn host_ref(v: ApiVersion, h: &Host) -> Value {
-    if v.at_least(53) { json!(h.id) } else { json!(h.num) }
+    if v.at_least(53) {
+        json!(h.id)
+    } else {
+        json!(h.num)
+    }
 }
 
 async fn running_vms(state: &AppState, h: &Host) -> ApiResult<i64> {
-    let f = crate::store::instances::InstanceFilter { host_id: Some(h.id.clone()), ..Default::default() };
+    let f = crate::store::instances::InstanceFilter {
+        host_id: Some(h.id.clone()),
+        ..Default::default()
+    };
     Ok(state.store.list_instances(&f).await?.len() as i64)
 }
 
@@ -69,10 +76,17 @@ async fn find_host(state: &AppState, id: &str) -> ApiResult<Host> {
             return Ok(h);
         }
     }
-    Err(ApiError::not_found(format!("Hypervisor with ID {id} could not be found.")))
+    Err(ApiError::not_found(format!(
+        "Hypervisor with ID {id} could not be found."
+    )))
 }
 
-pub async fn list_hypervisors(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+pub async fn list_hypervisors(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    q: Query,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-hypervisors:list")?;
     let pattern = q.get("hypervisor_hostname_pattern");
     let list: Vec<Value> = state
@@ -86,7 +100,11 @@ pub async fn list_hypervisors(State(state): State<AppState>, ctx: Ctx, Extension
     Ok(axum::Json(json!({"hypervisors": list})))
 }
 
-pub async fn list_hypervisors_detail(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>) -> JsonResult {
+pub async fn list_hypervisors_detail(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-hypervisors:list-detail")?;
     let mut list = Vec::new();
     for h in state.store.list_hosts().await? {
@@ -95,15 +113,27 @@ pub async fn list_hypervisors_detail(State(state): State<AppState>, ctx: Ctx, Ex
     Ok(axum::Json(json!({"hypervisors": list})))
 }
 
-pub async fn show_hypervisor(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+pub async fn show_hypervisor(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-hypervisors:show")?;
     let h = find_host(&state, &id).await?;
-    Ok(axum::Json(json!({"hypervisor": hypervisor_detail(&state, v, &h).await?})))
+    Ok(axum::Json(
+        json!({"hypervisor": hypervisor_detail(&state, v, &h).await?}),
+    ))
 }
 
 /// `GET /os-services`: one `nova-compute` per agent host, plus this server as scheduler and
 /// conductor (always up while it answers).
-pub async fn list_services(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+pub async fn list_services(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    q: Query,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-services:list")?;
     let now = nova_time(&crate::store::now());
     let server_host = "meridian-server";
@@ -144,23 +174,44 @@ pub async fn list_services(State(state): State<AppState>, ctx: Ctx, Extension(v)
 }
 
 /// `PUT /os-services/{id}` (2.53+): enable/disable a compute host, force it down.
-pub async fn update_service(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+pub async fn update_service(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_admin("os_compute_api:os-services:update")?;
     if !v.at_least(53) {
-        return Err(ApiError::not_found("Use microversion 2.53 or later to update a service by id."));
+        return Err(ApiError::not_found(
+            "Use microversion 2.53 or later to update a service by id.",
+        ));
     }
-    let h = state.store.get_host(&id).await.map_err(|_| ApiError::not_found(format!("Service {id} not found.")))?;
+    let h = state
+        .store
+        .get_host(&id)
+        .await
+        .map_err(|_| ApiError::not_found(format!("Service {id} not found.")))?;
     if let Some(status) = body.get("status") {
         let enabled = match status.as_str() {
             Some("enabled") => true,
             Some("disabled") => false,
-            _ => return Err(ApiError::bad_request("Invalid input for field/attribute status. Value must be 'enabled' or 'disabled'")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "Invalid input for field/attribute status. Value must be 'enabled' or 'disabled'",
+                ));
+            }
         };
         let reason = body.get("disabled_reason").and_then(Value::as_str);
-        state.store.set_host_enabled(&h.id, enabled, if enabled { None } else { reason }).await?;
+        state
+            .store
+            .set_host_enabled(&h.id, enabled, if enabled { None } else { reason })
+            .await?;
     }
     if let Some(fd) = body.get("forced_down") {
-        let down = fd.as_bool().ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute forced_down."))?;
+        let down = fd.as_bool().ok_or_else(|| {
+            ApiError::bad_request("Invalid input for field/attribute forced_down.")
+        })?;
         state.store.set_host_forced_down(&h.id, down).await?;
     }
     let h = state.store.get_host(&id).await?;
@@ -190,14 +241,30 @@ fn action_json(v: ApiVersion, a: &crate::store::instances::InstanceAction) -> Va
     o
 }
 
-pub async fn list_actions(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+pub async fn list_actions(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:list")?;
     let inst = visible(&state, &ctx, &id).await?;
-    let list: Vec<Value> = state.store.list_actions(&inst.id).await?.iter().map(|a| action_json(v, a)).collect();
+    let list: Vec<Value> = state
+        .store
+        .list_actions(&inst.id)
+        .await?
+        .iter()
+        .map(|a| action_json(v, a))
+        .collect();
     Ok(axum::Json(json!({"instanceActions": list})))
 }
 
-pub async fn show_action(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path((id, request_id)): Path<(String, String)>) -> JsonResult {
+pub async fn show_action(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path((id, request_id)): Path<(String, String)>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:show")?;
     let inst = visible(&state, &ctx, &id).await?;
     let a = state.store.get_action(&inst.id, &request_id).await?;
@@ -220,7 +287,13 @@ pub async fn show_action(State(state): State<AppState>, ctx: Ctx, Extension(v): 
                 if ctx.is_admin() {
                     ev["host"] = json!(host);
                 }
-                ev["hostId"] = json!(if host.is_empty() { String::new() } else { hex::encode(<sha2::Sha224 as sha2::Digest>::digest(format!("{}{host}", inst.project_id).as_bytes())) });
+                ev["hostId"] = json!(if host.is_empty() {
+                    String::new()
+                } else {
+                    hex::encode(<sha2::Sha224 as sha2::Digest>::digest(
+                        format!("{}{host}", inst.project_id).as_bytes(),
+                    ))
+                });
             }
             events.push(ev);
         }
@@ -231,13 +304,19 @@ pub async fn show_action(State(state): State<AppState>, ctx: Ctx, Extension(v): 
 
 /// `GET /servers/{id}/os-meridian-timeline`: every state change with its time and how long
 /// each phase lasted (a Meridian extension; clients detect it by trying).
-pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+pub async fn timeline(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
     let rows = state.store.transitions(&inst.id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (i, t) in rows.iter().enumerate() {
-        let next = rows.get(i + 1).and_then(|n| crate::store::parse_time(&n.at));
+        let next = rows
+            .get(i + 1)
+            .and_then(|n| crate::store::parse_time(&n.at));
         let dur = match (crate::store::parse_time(&t.at), next) {
             (Some(a), Some(b)) => Some((b - a).num_microseconds().unwrap_or(0) as f64 / 1e6),
             _ => None,

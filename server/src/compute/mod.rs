@@ -8,8 +8,8 @@ mod hosts;
 mod keypairs;
 pub mod microversion;
 mod quotas;
-mod servers;
 pub mod scheduler;
+mod servers;
 pub mod states;
 
 use axum::Router;
@@ -70,21 +70,45 @@ pub fn router(_state: AppState) -> Router<AppState> {
         )
         .route("/servers", get(servers::list).post(servers::create))
         .route("/servers/detail", get(servers::list_detail))
-        .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
+        .route(
+            "/servers/{id}",
+            get(servers::show)
+                .put(servers::update)
+                .delete(servers::delete),
+        )
         .route("/servers/{id}/action", post(servers::action))
-        .route("/servers/{id}/metadata", get(servers::list_metadata).post(servers::merge_metadata).put(servers::replace_metadata))
+        .route(
+            "/servers/{id}/metadata",
+            get(servers::list_metadata)
+                .post(servers::merge_metadata)
+                .put(servers::replace_metadata),
+        )
         .route(
             "/servers/{id}/metadata/{key}",
-            get(servers::show_metadata_item).put(servers::put_metadata_item).delete(servers::delete_metadata_item),
+            get(servers::show_metadata_item)
+                .put(servers::put_metadata_item)
+                .delete(servers::delete_metadata_item),
         )
-        .route("/servers/{id}/os-instance-actions", get(hosts::list_actions))
-        .route("/servers/{id}/os-instance-actions/{request_id}", get(hosts::show_action))
+        .route(
+            "/servers/{id}/os-instance-actions",
+            get(hosts::list_actions),
+        )
+        .route(
+            "/servers/{id}/os-instance-actions/{request_id}",
+            get(hosts::show_action),
+        )
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))
         .route("/os-hypervisors", get(hosts::list_hypervisors))
-        .route("/os-hypervisors/detail", get(hosts::list_hypervisors_detail))
+        .route(
+            "/os-hypervisors/detail",
+            get(hosts::list_hypervisors_detail),
+        )
         .route("/os-hypervisors/{id}", get(hosts::show_hypervisor))
         .route("/os-services", get(hosts::list_services))
-        .route("/os-services/{id}", axum::routing::put(hosts::update_service))
+        .route(
+            "/os-services/{id}",
+            axum::routing::put(hosts::update_service),
+        )
         .layer(from_fn(microversion::negotiate));
     Router::new().route("/", get(versions)).nest("/v2.1", v21)
 }

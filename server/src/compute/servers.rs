@@ -69,18 +69,29 @@ struct Extras {
 async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
     let (host_name, host_up) = match &inst.host_id {
         Some(h) => match state.store.get_host(h).await {
-            Ok(host) => (Some(host.name.clone()), Some(conductor::host_up(state, &host) && host.enabled != 0)),
+            Ok(host) => (
+                Some(host.name.clone()),
+                Some(conductor::host_up(state, &host) && host.enabled != 0),
+            ),
             Err(_) => (None, None),
         },
         None => (None, None),
     };
-    Ok(Extras { host_name, host_up, addresses: addresses(state, &inst.id).await? })
+    Ok(Extras {
+        host_name,
+        host_up,
+        addresses: addresses(state, &inst.id).await?,
+    })
 }
 
 /// `addresses`: network name → the port addresses on it.
 async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
     let mut out: Map<String, Value> = Map::new();
-    let ports = state.store.ports_by_device(instance_id).await.map_err(ApiError::from)?;
+    let ports = state
+        .store
+        .ports_by_device(instance_id)
+        .await
+        .map_err(ApiError::from)?;
     for p in ports {
         let name = match state.store.get_network(&p.network_id).await {
             Ok(n) => n.name,
@@ -112,7 +123,14 @@ enum Shape {
     UpdateLegacy,
 }
 
-fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &Extras, shape: Shape) -> Value {
+fn server_json(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    inst: &Instance,
+    x: &Extras,
+    shape: Shape,
+) -> Value {
     let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_else(|_| json!({}));
     let metadata: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
     let st = status(inst);
@@ -123,7 +141,10 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
     o.insert("tenant_id".into(), json!(inst.project_id));
     o.insert("user_id".into(), json!(inst.user_id));
     o.insert("metadata".into(), metadata);
-    o.insert("hostId".into(), json!(host_id_hash(&inst.project_id, x.host_name.as_deref())));
+    o.insert(
+        "hostId".into(),
+        json!(host_id_hash(&inst.project_id, x.host_name.as_deref())),
+    );
     o.insert(
         "image".into(),
         if inst.image_id.is_empty() {
@@ -149,18 +170,25 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
     o.insert("addresses".into(), x.addresses.clone());
     o.insert("accessIPv4".into(), json!(""));
     o.insert("accessIPv6".into(), json!(""));
-    o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
+    o.insert(
+        "links".into(),
+        links(state, &format!("servers/{}", inst.id)),
+    );
     o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
     if matches!(st, "ACTIVE" | "BUILD") {
-        o.insert("progress".into(), json!(if st == "ACTIVE" { 100 } else { 0 }));
+        o.insert(
+            "progress".into(),
+            json!(if st == "ACTIVE" { 100 } else { 0 }),
+        );
     }
     if let Some(f) = inst.fault.as_deref().filter(|_| st == "ERROR") {
         let mut fault: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
         // Nova shows `details` of a 500 fault to admins only.
-        if !ctx.is_admin() && fault["code"] == 500 {
-            if let Some(m) = fault.as_object_mut() {
-                m.remove("details");
-            }
+        if !ctx.is_admin()
+            && fault["code"] == 500
+            && let Some(m) = fault.as_object_mut()
+        {
+            m.remove("details");
         }
         o.insert("fault".into(), fault);
     }
@@ -171,7 +199,10 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
         o.insert("description".into(), json!(inst.description));
     }
     if v.at_least(26) {
-        o.insert("tags".into(), serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])));
+        o.insert(
+            "tags".into(),
+            serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])),
+        );
     }
     if v.at_least(63) {
         o.insert("trusted_image_certificates".into(), Value::Null);
@@ -187,23 +218,44 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
     }
     o.insert("key_name".into(), json!(inst.key_name));
     o.insert("config_drive".into(), json!(inst.config_drive));
-    o.insert("OS-EXT-AZ:availability_zone".into(), json!(inst.availability_zone.clone().unwrap_or_default()));
+    o.insert(
+        "OS-EXT-AZ:availability_zone".into(),
+        json!(inst.availability_zone.clone().unwrap_or_default()),
+    );
     o.insert("OS-EXT-STS:vm_state".into(), json!(inst.vm_state));
     o.insert("OS-EXT-STS:task_state".into(), json!(inst.task_state));
     o.insert("OS-EXT-STS:power_state".into(), json!(inst.power_state));
-    o.insert("OS-SRV-USG:launched_at".into(), json!(inst.launched_at.as_deref().map(nova_launch_time)));
-    o.insert("OS-SRV-USG:terminated_at".into(), json!(inst.terminated_at.as_deref().map(nova_launch_time)));
+    o.insert(
+        "OS-SRV-USG:launched_at".into(),
+        json!(inst.launched_at.as_deref().map(nova_launch_time)),
+    );
+    o.insert(
+        "OS-SRV-USG:terminated_at".into(),
+        json!(inst.terminated_at.as_deref().map(nova_launch_time)),
+    );
     o.insert("os-extended-volumes:volumes_attached".into(), json!([]));
     if !x.addresses.as_object().is_none_or(|m| m.is_empty()) {
         o.insert("security_groups".into(), json!([{"name": "default"}]));
     }
     if ctx.is_admin() {
         o.insert("OS-EXT-SRV-ATTR:host".into(), json!(x.host_name));
-        o.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(x.host_name));
-        o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(format!("meridian-{}", inst.id)));
+        o.insert(
+            "OS-EXT-SRV-ATTR:hypervisor_hostname".into(),
+            json!(x.host_name),
+        );
+        o.insert(
+            "OS-EXT-SRV-ATTR:instance_name".into(),
+            json!(format!("meridian-{}", inst.id)),
+        );
         if v.at_least(3) {
-            o.insert("OS-EXT-SRV-ATTR:reservation_id".into(), json!(inst.reservation_id));
-            o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(inst.launch_index));
+            o.insert(
+                "OS-EXT-SRV-ATTR:reservation_id".into(),
+                json!(inst.reservation_id),
+            );
+            o.insert(
+                "OS-EXT-SRV-ATTR:launch_index".into(),
+                json!(inst.launch_index),
+            );
             o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(inst.hostname));
             o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(""));
             o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(""));
@@ -227,7 +279,13 @@ fn nova_launch_time(stored: &str) -> String {
     stored.trim_end_matches('Z').to_string()
 }
 
-async fn render(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, shape: Shape) -> ApiResult<Value> {
+async fn render(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    inst: &Instance,
+    shape: Shape,
+) -> ApiResult<Value> {
     let x = extras(state, inst).await?;
     Ok(server_json(state, ctx, v, inst, &x, shape))
 }
@@ -242,7 +300,9 @@ fn str_field<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a s
     match b.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"))),
+        Some(other) => Err(bad(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
+        ))),
     }
 }
 
@@ -259,7 +319,9 @@ fn metadata_field(b: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>>
     match b.get("metadata") {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => check_metadata(m),
-        Some(other) => Err(bad(format!("Invalid input for field/attribute metadata. Value: {other}. {other} is not of type 'object'"))),
+        Some(other) => Err(bad(format!(
+            "Invalid input for field/attribute metadata. Value: {other}. {other} is not of type 'object'"
+        ))),
     }
 }
 
@@ -267,16 +329,27 @@ fn check_metadata(m: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>>
     let mut out = BTreeMap::new();
     for (k, v) in m {
         if k.is_empty() || k.len() > 255 {
-            return Err(bad(format!("Invalid input for field/attribute metadata. Key '{k}' must be 1-255 characters")));
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Key '{k}' must be 1-255 characters"
+            )));
         }
-        let v = v.as_str().ok_or_else(|| bad(format!("Invalid input for field/attribute metadata. Value of '{k}' is not of type 'string'")))?;
+        let v = v.as_str().ok_or_else(|| {
+            bad(format!(
+                "Invalid input for field/attribute metadata. Value of '{k}' is not of type 'string'"
+            ))
+        })?;
         if v.len() > 255 {
-            return Err(bad(format!("Invalid input for field/attribute metadata. Value of '{k}' is longer than 255 characters")));
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Value of '{k}' is longer than 255 characters"
+            )));
         }
         out.insert(k.clone(), v.to_string());
     }
     if out.len() > MAX_METADATA_ITEMS {
-        return Err(ApiError::forbidden(format!("Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}", out.len())));
+        return Err(ApiError::forbidden(format!(
+            "Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -285,7 +358,13 @@ fn check_metadata(m: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>>
 fn hostname_from(name: &str) -> String {
     let mut h: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     h = h.trim_matches('-').to_string();
     h.truncate(63);
@@ -293,41 +372,77 @@ fn hostname_from(name: &str) -> String {
 }
 
 /// Resolves `networks` into concrete requests, validating every reference.
-async fn resolve_networks(state: &AppState, ctx: &Ctx, v: ApiVersion, raw: Option<&Value>, project_id: &str) -> ApiResult<Vec<NetRequest>> {
+async fn resolve_networks(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    raw: Option<&Value>,
+    project_id: &str,
+) -> ApiResult<Vec<NetRequest>> {
     let visible_nets = || async {
-        let nets = state.store.list_networks(Some(project_id)).await.map_err(ApiError::from)?;
-        Ok::<_, ApiError>(nets.into_iter().filter(|n| n.external == 0 || n.shared != 0).collect::<Vec<_>>())
+        let nets = state
+            .store
+            .list_networks(Some(project_id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok::<_, ApiError>(
+            nets.into_iter()
+                .filter(|n| n.external == 0 || n.shared != 0)
+                .collect::<Vec<_>>(),
+        )
     };
     let auto = || async {
         let nets = visible_nets().await?;
         match nets.len() {
             0 => Ok(Vec::new()),
-            1 => Ok(vec![NetRequest { network_id: Some(nets[0].id.clone()), fixed_ip: None, port_id: None }]),
-            _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
+            1 => Ok(vec![NetRequest {
+                network_id: Some(nets[0].id.clone()),
+                fixed_ip: None,
+                port_id: None,
+            }]),
+            _ => Err(ApiError::conflict(
+                "Multiple possible networks found, use a Network ID to be more specific.",
+            )),
         }
     };
     match raw {
-        None | Some(Value::Null) if v.at_least(37) => Err(bad("Invalid input for field/attribute server. 'networks' is a required property")),
+        None | Some(Value::Null) if v.at_least(37) => Err(bad(
+            "Invalid input for field/attribute server. 'networks' is a required property",
+        )),
         None | Some(Value::Null) => auto().await,
         Some(Value::String(s)) if s == "auto" && v.at_least(37) => auto().await,
         Some(Value::String(s)) if s == "none" && v.at_least(37) => Ok(Vec::new()),
         Some(Value::Array(list)) => {
             let mut out = Vec::new();
             for item in list {
-                let o = item.as_object().ok_or_else(|| bad("Invalid input for field/attribute networks. Each item must be an object"))?;
+                let o = item.as_object().ok_or_else(|| {
+                    bad("Invalid input for field/attribute networks. Each item must be an object")
+                })?;
                 if let Some(port) = str_field(o, "port")? {
-                    let p = state.store.get_port(port).await.map_err(|_| bad(format!("Port {port} could not be found.")))?;
+                    let p = state
+                        .store
+                        .get_port(port)
+                        .await
+                        .map_err(|_| bad(format!("Port {port} could not be found.")))?;
                     if !ctx.is_admin() && p.project_id != project_id {
                         return Err(bad(format!("Port {port} could not be found.")));
                     }
                     if !p.device_id.is_empty() {
                         return Err(ApiError::conflict(format!("Port {port} is still in use.")));
                     }
-                    out.push(NetRequest { network_id: Some(p.network_id.clone()), fixed_ip: None, port_id: Some(port.to_string()) });
+                    out.push(NetRequest {
+                        network_id: Some(p.network_id.clone()),
+                        fixed_ip: None,
+                        port_id: Some(port.to_string()),
+                    });
                     continue;
                 }
                 let uuid = str_field(o, "uuid")?.ok_or_else(|| bad("Invalid input for field/attribute networks. Each network needs 'uuid' or 'port'"))?;
-                let net = state.store.get_network(uuid).await.map_err(|_| bad(format!("Network {uuid} could not be found.")))?;
+                let net = state
+                    .store
+                    .get_network(uuid)
+                    .await
+                    .map_err(|_| bad(format!("Network {uuid} could not be found.")))?;
                 if !ctx.is_admin() && net.project_id != project_id && net.shared == 0 {
                     return Err(bad(format!("Network {uuid} could not be found.")));
                 }
@@ -339,13 +454,21 @@ async fn resolve_networks(state: &AppState, ctx: &Ctx, v: ApiVersion, raw: Optio
                     None => None,
                 };
                 if net.subnets.is_empty() {
-                    return Err(bad(format!("Network {uuid} requires a subnet in order to boot instances on.")));
+                    return Err(bad(format!(
+                        "Network {uuid} requires a subnet in order to boot instances on."
+                    )));
                 }
-                out.push(NetRequest { network_id: Some(uuid.to_string()), fixed_ip, port_id: None });
+                out.push(NetRequest {
+                    network_id: Some(uuid.to_string()),
+                    fixed_ip,
+                    port_id: None,
+                });
             }
             Ok(out)
         }
-        Some(other) => Err(bad(format!("Invalid input for field/attribute networks. Value: {other}."))),
+        Some(other) => Err(bad(format!(
+            "Invalid input for field/attribute networks. Value: {other}."
+        ))),
     }
 }
 
@@ -360,7 +483,9 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
             let boot = bdm.get("boot_index").is_some_and(|i| i == 0 || i == "0");
             if boot && bdm["source_type"] == "image" {
                 if bdm["destination_type"] == "volume" {
-                    return Err(bad("Booting from volume is not supported: this cloud has no block storage service."));
+                    return Err(bad(
+                        "Booting from volume is not supported: this cloud has no block storage service.",
+                    ));
                 }
                 if let Some(u) = bdm["uuid"].as_str() {
                     return Ok(u.to_string());
@@ -368,26 +493,53 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
             }
         }
     }
-    Err(bad("Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device)."))
+    Err(bad(
+        "Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device).",
+    ))
 }
 
 /// `POST /servers`
-pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Json(body): Json<Value>) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
     ctx.require_member("os_compute_api:servers:create")?;
     let project_id = ctx.project_id()?.to_string();
-    let b = body.get("server").and_then(Value::as_object).ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
-    let name = str_field(b, "name")?.ok_or_else(|| bad("Invalid input for field/attribute server. 'name' is a required property"))?;
+    let b = body
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            bad("Invalid input for field/attribute server. 'server' is a required property")
+        })?;
+    let name = str_field(b, "name")?.ok_or_else(|| {
+        bad("Invalid input for field/attribute server. 'name' is a required property")
+    })?;
     if name.trim().is_empty() || name.len() > 255 {
-        return Err(bad(format!("Invalid input for field/attribute name. Value: {name}. Must be 1-255 characters")));
+        return Err(bad(format!(
+            "Invalid input for field/attribute name. Value: {name}. Must be 1-255 characters"
+        )));
     }
-    let flavor_ref = str_field(b, "flavorRef")?.ok_or_else(|| bad("Invalid input for field/attribute server. 'flavorRef' is a required property"))?;
+    let flavor_ref = str_field(b, "flavorRef")?.ok_or_else(|| {
+        bad("Invalid input for field/attribute server. 'flavorRef' is a required property")
+    })?;
     let flavor_id = flavor_ref.rsplit('/').next().unwrap_or(flavor_ref);
     let flavor = match state.store.get_flavor(flavor_id).await {
         Ok(f) => f,
-        Err(StoreError::NotFound(_)) => return Err(bad(format!("Flavor {flavor_id} could not be found."))),
+        Err(StoreError::NotFound(_)) => {
+            return Err(bad(format!("Flavor {flavor_id} could not be found.")));
+        }
         Err(e) => return Err(e.into()),
     };
-    if flavor.is_public == 0 && !ctx.is_admin() && !state.store.flavor_access(&flavor.id).await?.contains(&project_id) {
+    if flavor.is_public == 0
+        && !ctx.is_admin()
+        && !state
+            .store
+            .flavor_access(&flavor.id)
+            .await?
+            .contains(&project_id)
+    {
         return Err(bad(format!("Flavor {flavor_id} could not be found.")));
     }
     let image_id = image_ref(b)?;
@@ -396,7 +548,11 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
         Err(StoreError::NotFound(_)) => return Err(bad("Can not find requested image")),
         Err(e) => return Err(e.into()),
     };
-    if !state.store.image_visible_to(&image, Some(&project_id), ctx.is_admin()).await? {
+    if !state
+        .store
+        .image_visible_to(&image, Some(&project_id), ctx.is_admin())
+        .await?
+    {
         return Err(bad("Can not find requested image"));
     }
     if image.status != "active" {
@@ -410,35 +566,73 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     }
     let image_size_gb = (image.size.unwrap_or(0) + (1 << 30) - 1) >> 30;
     if flavor.disk > 0 && image_size_gb > flavor.disk {
-        return Err(bad(format!("Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.", flavor.disk)));
+        return Err(bad(format!(
+            "Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.",
+            flavor.disk
+        )));
     }
     let key = match str_field(b, "key_name")? {
-        Some(k) => Some(state.store.get_keypair(&ctx.user.id, k).await.map_err(|_| bad("Invalid key_name provided."))?),
+        Some(k) => Some(
+            state
+                .store
+                .get_keypair(&ctx.user.id, k)
+                .await
+                .map_err(|_| bad("Invalid key_name provided."))?,
+        ),
         None => None,
     };
     let metadata = metadata_field(b)?;
     let user_data = match str_field(b, "user_data")? {
         Some(u) => {
             if u.len() > 65535 {
-                return Err(bad("Invalid input for field/attribute user_data. Value length exceeds 65535."));
+                return Err(bad(
+                    "Invalid input for field/attribute user_data. Value length exceeds 65535.",
+                ));
             }
-            base64::engine::general_purpose::STANDARD.decode(u.trim()).map_err(|_| bad("User data needs to be valid base 64."))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(u.trim())
+                .map_err(|_| bad("User data needs to be valid base 64."))?;
             Some(u.to_string())
         }
         None => None,
     };
-    let az = str_field(b, "availability_zone")?.map(|z| z.split(':').next().unwrap_or(z).to_string()).filter(|z| !z.is_empty());
+    let az = str_field(b, "availability_zone")?
+        .map(|z| z.split(':').next().unwrap_or(z).to_string())
+        .filter(|z| !z.is_empty());
     let description = match b.get("description") {
         None | Some(Value::Null) => None,
-        Some(_) if !v.at_least(19) => return Err(bad("Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)")),
+        Some(_) if !v.at_least(19) => {
+            return Err(bad(
+                "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)",
+            ));
+        }
         Some(Value::String(d)) if d.len() <= 255 => Some(d.clone()),
-        Some(other) => return Err(bad(format!("Invalid input for field/attribute description. Value: {other}."))),
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute description. Value: {other}."
+            )));
+        }
     };
     let tags: Vec<String> = match b.get("tags") {
         None | Some(Value::Null) => Vec::new(),
-        Some(_) if !v.at_least(52) => return Err(bad("Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)")),
-        Some(Value::Array(t)) if t.len() <= 50 => t.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("Invalid input for field/attribute tags."))).collect::<ApiResult<_>>()?,
-        Some(other) => return Err(bad(format!("Invalid input for field/attribute tags. Value: {other}."))),
+        Some(_) if !v.at_least(52) => {
+            return Err(bad(
+                "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)",
+            ));
+        }
+        Some(Value::Array(t)) if t.len() <= 50 => t
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("Invalid input for field/attribute tags."))
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute tags. Value: {other}."
+            )));
+        }
     };
     let min_count = count_field(b, "min_count")?.unwrap_or(1);
     let max_count = count_field(b, "max_count")?.unwrap_or(min_count);
@@ -446,8 +640,14 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
         return Err(bad("min_count must be <= max_count"));
     }
     let networks = resolve_networks(&state, &ctx, v, b.get("networks"), &project_id).await?;
-    if networks.iter().any(|n| n.port_id.is_some() || n.fixed_ip.is_some()) && max_count > 1 {
-        return Err(bad("Unable to launch multiple instances with a single configured port ID or fixed IP. Please launch your instance one by one with different ports."));
+    if networks
+        .iter()
+        .any(|n| n.port_id.is_some() || n.fixed_ip.is_some())
+        && max_count > 1
+    {
+        return Err(bad(
+            "Unable to launch multiple instances with a single configured port ID or fixed IP. Please launch your instance one by one with different ports.",
+        ));
     }
 
     // Quotas: as many as fit between min_count and max_count (Nova's behaviour).
@@ -456,18 +656,25 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     let lim_cores = super::quotas::limit_for(&state, &project_id, "cores").await?;
     let lim_ram = super::quotas::limit_for(&state, &project_id, "ram").await?;
     let fits = |n: i64| {
-        (lim_n < 0 || used_n + n <= lim_n) && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores) && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
+        (lim_n < 0 || used_n + n <= lim_n)
+            && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores)
+            && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
     };
-    let count = (min_count..=max_count).rev().find(|n| fits(*n)).ok_or_else(|| {
-        let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
-            ("instances", used_n, lim_n, min_count)
-        } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
-            ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
-        } else {
-            ("ram", used_ram, lim_ram, min_count * flavor.ram)
-        };
-        ApiError::forbidden(format!("Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"))
-    })?;
+    let count = (min_count..=max_count)
+        .rev()
+        .find(|n| fits(*n))
+        .ok_or_else(|| {
+            let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
+                ("instances", used_n, lim_n, min_count)
+            } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
+                ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
+            } else {
+                ("ram", used_ram, lim_ram, min_count * flavor.ram)
+            };
+            ApiError::forbidden(format!(
+                "Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"
+            ))
+        })?;
 
     let flavor_snapshot = json!({
         "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
@@ -479,7 +686,11 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
     let admin_pass = crate::auth::random_secret()[..12].to_string();
     let mut first = None;
     for index in 0..count {
-        let display = if count > 1 { format!("{name}-{}", index + 1) } else { name.to_string() };
+        let display = if count > 1 {
+            format!("{name}-{}", index + 1)
+        } else {
+            name.to_string()
+        };
         let ts = now();
         let inst = Instance {
             id: new_uuid(),
@@ -526,8 +737,14 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
         }
     }
     let inst = first.ok_or_else(|| ApiError::internal("no instance created"))?;
-    if b.get("return_reservation_id").is_some_and(|r| r == true || r == "True" || r == "true") {
-        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"reservation_id": reservation_id}))).into_response());
+    if b.get("return_reservation_id")
+        .is_some_and(|r| r == true || r == "True" || r == "true")
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"reservation_id": reservation_id})),
+        )
+            .into_response());
     }
     let body = json!({"server": {
         "id": inst.id,
@@ -537,13 +754,20 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
         "adminPass": admin_pass,
     }});
     let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&state.url(&format!("compute/v2.1/servers/{}", inst.id))) {
+    if let Ok(loc) = HeaderValue::from_str(&state.url(&format!("compute/v2.1/servers/{}", inst.id)))
+    {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
 }
 
-async fn record_action(state: &AppState, ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> ApiResult<()> {
+async fn record_action(
+    state: &AppState,
+    ctx: &Ctx,
+    instance_id: &str,
+    action: &str,
+    request_id: &str,
+) -> ApiResult<()> {
     let ts = now();
     state
         .store
@@ -565,16 +789,35 @@ async fn record_action(state: &AppState, ctx: &Ctx, instance_id: &str, action: &
 
 // ---- list / show ----
 
-const SORT_KEYS: [&str; 8] = ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
+const SORT_KEYS: [&str; 8] = [
+    "created_at",
+    "display_name",
+    "updated_at",
+    "uuid",
+    "vm_state",
+    "task_state",
+    "launched_at",
+    "host",
+];
 
-async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> JsonResult {
+async fn list_inner(
+    state: AppState,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: Query,
+    detail: bool,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:index")?;
-    let all_tenants = q.has("all_tenants") && q.get("all_tenants").is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
+    let all_tenants = q.has("all_tenants")
+        && q.get("all_tenants")
+            .is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
     if all_tenants {
         ctx.require_admin("os_compute_api:servers:index:get_all_tenants")?;
     }
     let project = if all_tenants {
-        q.get("project_id").or(q.get("tenant_id")).map(str::to_string)
+        q.get("project_id")
+            .or(q.get("tenant_id"))
+            .map(str::to_string)
     } else {
         Some(ctx.project_id()?.to_string())
     };
@@ -588,33 +831,64 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         None => None,
     };
     let host_filter = match q.get("host") {
-        Some(h) if ctx.is_admin() => Some(state.store.get_host_by_name(h).await.map(|h| h.id).unwrap_or_else(|_| "-none-".into())),
+        Some(h) if ctx.is_admin() => Some(
+            state
+                .store
+                .get_host_by_name(h)
+                .await
+                .map(|h| h.id)
+                .unwrap_or_else(|_| "-none-".into()),
+        ),
         _ => None,
     };
     let name_re = match q.get("name") {
         Some(n) => Some(regex::Regex::new(n).map_err(|_| bad(format!("Invalid input for query parameters name. Value: {n}. Not a valid regular expression")))?),
         None => None,
     };
-    let status_filter: Vec<String> = q.all("status").iter().map(|s| s.to_ascii_uppercase()).collect();
+    let status_filter: Vec<String> = q
+        .all("status")
+        .iter()
+        .map(|s| s.to_ascii_uppercase())
+        .collect();
     for s in &status_filter {
-        if !["ACTIVE", "BUILD", "ERROR", "SHUTOFF", "REBOOT", "HARD_REBOOT", "DELETED", "SOFT_DELETED", "UNKNOWN"].contains(&s.as_str()) {
+        if ![
+            "ACTIVE",
+            "BUILD",
+            "ERROR",
+            "SHUTOFF",
+            "REBOOT",
+            "HARD_REBOOT",
+            "DELETED",
+            "SOFT_DELETED",
+            "UNKNOWN",
+        ]
+        .contains(&s.as_str())
+        {
             return Err(bad(format!("Invalid status value {s}")));
         }
     }
     let sort_key = q.get("sort_key").unwrap_or("created_at");
     if !SORT_KEYS.contains(&sort_key) {
-        return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
+        return Err(bad(format!(
+            "Invalid input for query parameters sort_key. Value: {sort_key}."
+        )));
     }
     let desc = match q.get("sort_dir").unwrap_or("desc") {
         "desc" => true,
         "asc" => false,
-        other => return Err(bad(format!("Invalid input for query parameters sort_dir. Value: {other}."))),
+        other => {
+            return Err(bad(format!(
+                "Invalid input for query parameters sort_dir. Value: {other}."
+            )));
+        }
     };
     let filter = InstanceFilter {
         project_id: project,
         host_id: host_filter,
         changes_since,
-        include_deleted: ctx.is_admin() && q.get("deleted").is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
+        include_deleted: ctx.is_admin()
+            && q.get("deleted")
+                .is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
     };
     let mut rows: Vec<Instance> = state
         .store
@@ -623,9 +897,18 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         .into_iter()
         .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
         .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
-        .filter(|i| q.get("image").is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str())))
-        .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
-        .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
+        .filter(|i| {
+            q.get("image")
+                .is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str()))
+        })
+        .filter(|i| {
+            q.get("flavor")
+                .is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str()))
+        })
+        .filter(|i| {
+            q.get("reservation_id")
+                .is_none_or(|r| r == i.reservation_id)
+        })
         .collect();
     let key = |i: &Instance| -> String {
         match sort_key {
@@ -644,7 +927,14 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         if desc { o.reverse() } else { o }
     });
     let page = super::flavors::paginate(&mut rows, &q, |i| &i.id).map_err(|e| {
-        if e.status == StatusCode::BAD_REQUEST && e.message.starts_with("marker") { bad(format!("marker [{}] not found", q.get("marker").unwrap_or_default())) } else { e }
+        if e.status == StatusCode::BAD_REQUEST && e.message.starts_with("marker") {
+            bad(format!(
+                "marker [{}] not found",
+                q.get("marker").unwrap_or_default()
+            ))
+        } else {
+            e
+        }
     })?;
     let mut out = Vec::with_capacity(rows.len());
     for i in &rows {
@@ -664,32 +954,67 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
     Ok(axum::Json(body))
 }
 
-pub async fn list(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    q: Query,
+) -> JsonResult {
     list_inner(state, ctx, v, q, false).await
 }
 
-pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, q: Query) -> JsonResult {
+pub async fn list_detail(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    q: Query,
+) -> JsonResult {
     list_inner(state, ctx, v, q, true).await
 }
 
-pub async fn show(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>) -> JsonResult {
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?})))
+    Ok(axum::Json(
+        json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?}),
+    ))
 }
 
 /// `PUT /servers/{id}`: name and (2.19+) description.
-pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Extension<ApiVersion>, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_member("os_compute_api:servers:update")?;
     let inst = visible(&state, &ctx, &id).await?;
-    let b = body.get("server").and_then(Value::as_object).ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
+    let b = body
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            bad("Invalid input for field/attribute server. 'server' is a required property")
+        })?;
     let mut name = inst.name.clone();
     let mut hostname = inst.hostname.clone();
     let mut description = inst.description.clone();
     for (k, val) in b {
         match k.as_str() {
             "name" => {
-                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.len() <= 255).ok_or_else(|| bad(format!("Invalid input for field/attribute name. Value: {val}.")))?;
+                let n = val
+                    .as_str()
+                    .filter(|n| !n.trim().is_empty() && n.len() <= 255)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "Invalid input for field/attribute name. Value: {val}."
+                        ))
+                    })?;
                 name = n.to_string();
                 hostname = hostname_from(n);
             }
@@ -697,38 +1022,81 @@ pub async fn update(State(state): State<AppState>, ctx: Ctx, Extension(v): Exten
                 description = match val {
                     Value::Null => None,
                     Value::String(d) if d.len() <= 255 => Some(d.clone()),
-                    other => return Err(bad(format!("Invalid input for field/attribute description. Value: {other}."))),
+                    other => {
+                        return Err(bad(format!(
+                            "Invalid input for field/attribute description. Value: {other}."
+                        )));
+                    }
                 }
             }
             "accessIPv4" | "accessIPv6" => {}
-            other => return Err(bad(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)"))),
+            other => {
+                return Err(bad(format!(
+                    "Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)"
+                )));
+            }
         }
     }
-    state.store.update_instance_fields(&id, &name, &hostname, description.as_deref(), &inst.metadata).await?;
+    state
+        .store
+        .update_instance_fields(
+            &id,
+            &name,
+            &hostname,
+            description.as_deref(),
+            &inst.metadata,
+        )
+        .await?;
     let inst = state.store.get_instance(&id).await?;
-    let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
-    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, shape).await?})))
+    let shape = if v.at_least(75) {
+        Shape::Show
+    } else {
+        Shape::UpdateLegacy
+    };
+    Ok(axum::Json(
+        json!({"server": render(&state, &ctx, v, &inst, shape).await?}),
+    ))
 }
 
 // ---- delete and actions ----
 
 /// Sets the action's first task state and hands the work to the instance's host.
-async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
+async fn start_action(
+    state: &AppState,
+    ctx: &Ctx,
+    inst: &Instance,
+    action: UserAction,
+) -> ApiResult<()> {
     let vm = vm_state(inst);
     let task = task_state(inst);
     if !states::allowed(action, vm, task) {
         return Err(states::refuse(action, &inst.id, vm, task));
     }
     if inst.locked != 0 && !ctx.is_admin() {
-        return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+        return Err(ApiError::conflict(format!(
+            "Instance {} is locked",
+            inst.id
+        )));
     }
-    let to = NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
+    let to = NewState {
+        vm_state: &inst.vm_state,
+        task_state: Some(action.first_task().as_str()),
+        power_state: None,
+    };
     let expect_task = inst.task_state.as_deref();
-    let moved = state.store.transition(&inst.id, Expect::Task(expect_task), to).await?;
+    let moved = state
+        .store
+        .transition(&inst.id, Expect::Task(expect_task), to)
+        .await?;
     if moved.is_none() {
         // Someone else changed it between our read and our write.
         let fresh = state.store.get_instance(&inst.id).await?;
-        return Err(states::refuse(action, &inst.id, vm_state(&fresh), task_state(&fresh)));
+        return Err(states::refuse(
+            action,
+            &inst.id,
+            vm_state(&fresh),
+            task_state(&fresh),
+        ));
     }
     let request_id = format!("req-{}", new_uuid());
     record_action(state, ctx, &inst.id, action.name(), &request_id).await?;
@@ -740,7 +1108,12 @@ async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: User
         UserAction::Delete => meridian_common::agent::Action::Delete,
     };
     let host = match &inst.host_id {
-        Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
+        Some(h) => state
+            .store
+            .get_host(h)
+            .await
+            .ok()
+            .filter(|h| conductor::host_up(state, h)),
         None => None,
     };
     match host {
@@ -755,18 +1128,35 @@ async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: User
             let json = serde_json::to_string(&agent_action).map_err(ApiError::internal)?;
             state.store.enqueue_work(&inst.id, &h.id, &json).await?;
             if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
-                state.store.start_event(&a.id, &format!("compute_{}_instance", event_verb(action)), Some(&h.name)).await?;
+                state
+                    .store
+                    .start_event(
+                        &a.id,
+                        &format!("compute_{}_instance", event_verb(action)),
+                        Some(&h.name),
+                    )
+                    .await?;
             }
             state.signals.notify(&h.id);
         }
         None if action == UserAction::Delete => {
             // No host (never scheduled) or the host is down: delete locally, as Nova does.
-            conductor::complete_delete(state, &inst.id).await.map_err(|e| ApiError::internal(e.to_string()))?;
+            conductor::complete_delete(state, &inst.id)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
         }
         None => {
-            let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: None };
+            let to = NewState {
+                vm_state: &inst.vm_state,
+                task_state: None,
+                power_state: None,
+            };
             state.store.transition(&inst.id, Expect::Any, to).await?;
-            return Err(ApiError::conflict(format!("Compute host of instance {} is not available; cannot {}.", inst.id, action.name())));
+            return Err(ApiError::conflict(format!(
+                "Compute host of instance {} is not available; cannot {}.",
+                inst.id,
+                action.name()
+            )));
         }
     }
     Ok(())
@@ -782,7 +1172,11 @@ fn event_verb(action: UserAction) -> &'static str {
 }
 
 /// `DELETE /servers/{id}`: 204.
-pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:servers:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
     if inst.task_state.as_deref() == Some("deleting") {
@@ -793,8 +1187,16 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
 }
 
 /// `POST /servers/{id}/action`
-pub async fn action(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult<Response> {
-    let obj = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| bad("The action body must hold exactly one action."))?;
+pub async fn action(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let obj = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| bad("The action body must hold exactly one action."))?;
     let (name, args) = obj.iter().next().ok_or_else(|| bad("No action given."))?;
     match name.as_str() {
         "os-stop" | "os-start" | "reboot" => {
@@ -803,10 +1205,19 @@ pub async fn action(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
             let action = match name.as_str() {
                 "os-stop" => UserAction::Stop,
                 "os-start" => UserAction::Start,
-                _ => match args.get("type").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+                _ => match args
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_uppercase)
+                    .as_deref()
+                {
                     Some("SOFT") => UserAction::RebootSoft,
                     Some("HARD") => UserAction::RebootHard,
-                    _ => return Err(bad("Invalid input for field/attribute type. Value must be one of 'SOFT', 'HARD'")),
+                    _ => {
+                        return Err(bad(
+                            "Invalid input for field/attribute type. Value must be one of 'SOFT', 'HARD'",
+                        ));
+                    }
                 },
             };
             start_action(&state, &ctx, &inst, action).await?;
@@ -823,7 +1234,10 @@ pub async fn action(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
             };
             let lines = match length {
                 None | Some(-1) => None,
-                Some(n) => Some(u32::try_from(n).map_err(|_| bad("Invalid input for field/attribute length."))?),
+                Some(n) => Some(
+                    u32::try_from(n)
+                        .map_err(|_| bad("Invalid input for field/attribute length."))?,
+                ),
             };
             let output = console_output(&state, &inst, lines).await?;
             Ok(axum::Json(json!({"output": output})).into_response())
@@ -833,18 +1247,32 @@ pub async fn action(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
 }
 
 /// Asks the instance's agent for its console log and waits (up to 10 s) for the answer.
-async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
+async fn console_output(
+    state: &AppState,
+    inst: &Instance,
+    lines: Option<u32>,
+) -> ApiResult<String> {
     let vm = vm_state(inst);
-    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none() {
-        return Err(ApiError::conflict(format!("Cannot 'get_console_output' instance {} while it is in vm_state {}", inst.id, inst.vm_state)));
+    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none()
+    {
+        return Err(ApiError::conflict(format!(
+            "Cannot 'get_console_output' instance {} while it is in vm_state {}",
+            inst.id, inst.vm_state
+        )));
     }
     let host_id = inst.host_id.clone().unwrap_or_default();
     let host = state.store.get_host(&host_id).await?;
     if !conductor::host_up(state, &host) {
-        return Err(ApiError::conflict("The compute host of this instance is not available.".to_string()));
+        return Err(ApiError::conflict(
+            "The compute host of this instance is not available.".to_string(),
+        ));
     }
-    let action = serde_json::to_string(&meridian_common::agent::Action::ConsoleLog { lines }).map_err(ApiError::internal)?;
-    let work_id = state.store.enqueue_work(&inst.id, &host_id, &action).await?;
+    let action = serde_json::to_string(&meridian_common::agent::Action::ConsoleLog { lines })
+        .map_err(ApiError::internal)?;
+    let work_id = state
+        .store
+        .enqueue_work(&inst.id, &host_id, &action)
+        .await?;
     let signal = state.signals.get(&work_id);
     state.signals.notify(&host_id);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -853,32 +1281,57 @@ async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -
         let w = state.store.get_work(&work_id).await?;
         match w.state.as_str() {
             "done" => return Ok(w.result.unwrap_or_default()),
-            "failed" => return Err(ApiError::conflict(format!("Console log not available: {}", w.result.unwrap_or_default()))),
+            "failed" => {
+                return Err(ApiError::conflict(format!(
+                    "Console log not available: {}",
+                    w.result.unwrap_or_default()
+                )));
+            }
             _ => {}
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             state.store.finish_work(&work_id, "cancelled", None).await?;
-            return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The compute host did not return the console log in time."));
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The compute host did not return the console log in time.",
+            ));
         }
     }
 }
 
 // ---- metadata ----
 
-pub async fn list_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+pub async fn list_metadata(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:server-metadata:index")?;
     let inst = visible(&state, &ctx, &id).await?;
     let m: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
     Ok(axum::Json(json!({"metadata": m})))
 }
 
-async fn write_metadata(state: &AppState, inst: &Instance, m: &BTreeMap<String, String>) -> ApiResult<()> {
+async fn write_metadata(
+    state: &AppState,
+    inst: &Instance,
+    m: &BTreeMap<String, String>,
+) -> ApiResult<()> {
     if m.len() > MAX_METADATA_ITEMS {
-        return Err(ApiError::forbidden(format!("Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}", m.len())));
+        return Err(ApiError::forbidden(format!(
+            "Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}",
+            m.len()
+        )));
     }
     state
         .store
-        .update_instance_fields(&inst.id, &inst.name, &inst.hostname, inst.description.as_deref(), &json!(m).to_string())
+        .update_instance_fields(
+            &inst.id,
+            &inst.name,
+            &inst.hostname,
+            inst.description.as_deref(),
+            &json!(m).to_string(),
+        )
         .await?;
     Ok(())
 }
@@ -888,12 +1341,21 @@ fn current_metadata(inst: &Instance) -> BTreeMap<String, String> {
 }
 
 fn metadata_body(body: &Value, key: &str) -> ApiResult<BTreeMap<String, String>> {
-    let m = body.get(key).and_then(Value::as_object).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. '{key}' is a required property")))?;
+    let m = body.get(key).and_then(Value::as_object).ok_or_else(|| {
+        bad(format!(
+            "Invalid input for field/attribute {key}. '{key}' is a required property"
+        ))
+    })?;
     check_metadata(m)
 }
 
 /// `POST …/metadata`: merge.
-pub async fn merge_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+pub async fn merge_metadata(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_member("os_compute_api:server-metadata:create")?;
     let inst = visible(&state, &ctx, &id).await?;
     let mut m = current_metadata(&inst);
@@ -903,7 +1365,12 @@ pub async fn merge_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): P
 }
 
 /// `PUT …/metadata`: replace.
-pub async fn replace_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, Json(body): Json<Value>) -> JsonResult {
+pub async fn replace_metadata(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_member("os_compute_api:server-metadata:update_all")?;
     let inst = visible(&state, &ctx, &id).await?;
     let m = metadata_body(&body, "metadata")?;
@@ -911,15 +1378,26 @@ pub async fn replace_metadata(State(state): State<AppState>, ctx: Ctx, Path(id):
     Ok(axum::Json(json!({"metadata": m})))
 }
 
-pub async fn show_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> JsonResult {
+pub async fn show_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> JsonResult {
     ctx.require_reader("os_compute_api:server-metadata:show")?;
     let inst = visible(&state, &ctx, &id).await?;
     let m = current_metadata(&inst);
-    let v = m.get(&key).ok_or_else(|| ApiError::not_found("Metadata item was not found"))?;
+    let v = m
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found("Metadata item was not found"))?;
     Ok(axum::Json(json!({"meta": {key: v}})))
 }
 
-pub async fn put_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>, Json(body): Json<Value>) -> JsonResult {
+pub async fn put_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> JsonResult {
     ctx.require_member("os_compute_api:server-metadata:update")?;
     let inst = visible(&state, &ctx, &id).await?;
     let item = metadata_body(&body, "meta")?;
@@ -932,7 +1410,11 @@ pub async fn put_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id
     Ok(axum::Json(json!({"meta": item})))
 }
 
-pub async fn delete_metadata_item(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:server-metadata:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
     let mut m = current_metadata(&inst);
