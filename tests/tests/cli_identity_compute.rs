@@ -154,6 +154,11 @@ fn flavors_keypairs_quotas_limits() {
         "{text}"
     );
     let limits = cli.json(&["limits", "show", "--absolute"]);
-    let text = limits.to_string();
-    assert!(text.contains("maxTotalInstances"), "{text}");
+    let max_instances = limits
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["Name"] == "max_total_instances")
+        .map(|r| r["Value"].clone());
+    assert_eq!(max_instances, Some(serde_json::json!(10)), "{limits}");
 }
