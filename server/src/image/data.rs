@@ -1,11 +1,12 @@
 //! `PUT`/`GET /v2/images/{id}/file`: image data streamed to and from `{data_dir}/images/{id}`.
 //!
 //! Upload never holds the image in memory: the request body is read chunk by chunk and handed
-//! over a small bounded channel to a blocking writer thread, which hashes (md5 for `checksum`,
-//! sha512 for `os_hash_value`) and writes through a buffer into a temporary file in the same
-//! directory; on success the file is fsynced and renamed into place, then the directory is
-//! fsynced. Any failure (over the size cap, client gone, disk error) or the request future being
-//! dropped puts the image back to `queued` and leaves no partial file behind.
+//! over small bounded channels to two blocking threads, one computing md5 (`checksum`) and
+//! writing through a buffer into a temporary file in the same directory, the other sha512
+//! (`os_hash_value`), so both digests run in parallel. On success the file is fsynced and
+//! renamed into place, then the directory is fsynced. Any failure (over the size cap, client
+//! gone, disk error) or the request future being dropped puts the image back to `queued` and
+//! leaves no partial file behind.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path as FsPath, PathBuf};
@@ -32,7 +33,7 @@ const QUEUE_DEPTH: usize = 32;
 /// Write buffer of the writer thread.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Read size when streaming a download.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 1 << 20;
 /// qcow2 magic (`QFI\xfb`); the virtual size is the big-endian u64 at bytes 24..32.
 const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 const HEADER_LEN: usize = 32;
@@ -69,19 +70,17 @@ enum Msg {
 struct Written {
     size: u64,
     md5: String,
-    sha512: String,
     header: Vec<u8>,
 }
 
-/// The blocking half of an upload: hash and write every chunk; on `Finish`, flush and fsync.
-/// `Ok(None)` when the sender went away without finishing (the upload was abandoned).
+/// The writing half of an upload (a blocking thread): md5 and write every chunk; on `Finish`,
+/// flush and fsync. `Ok(None)` when the sender went away without finishing (abandoned upload).
 fn write_file(
     file: std::fs::File,
     mut rx: mpsc::Receiver<Msg>,
 ) -> std::io::Result<Option<Written>> {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut md5 = Md5::new();
-    let mut sha = Sha512::new();
     let mut size = 0u64;
     let mut header = Vec::with_capacity(HEADER_LEN);
     while let Some(msg) = rx.blocking_recv() {
@@ -92,23 +91,30 @@ fn write_file(
                     header.extend_from_slice(&chunk[..take]);
                 }
                 md5.update(&chunk);
-                sha.update(&chunk);
                 out.write_all(&chunk)?;
                 size += chunk.len() as u64;
             }
             Msg::Finish => {
                 let file = out.into_inner().map_err(|e| e.into_error())?;
                 file.sync_all()?;
-                return Ok(Some(Written {
-                    size,
-                    md5: hex::encode(md5.finalize()),
-                    sha512: hex::encode(sha.finalize()),
-                    header,
-                }));
+                let md5 = hex::encode(md5.finalize());
+                return Ok(Some(Written { size, md5, header }));
             }
         }
     }
     Ok(None)
+}
+
+/// The hashing half (its own blocking thread, so both digests run in parallel): sha512.
+fn sha512_of(mut rx: mpsc::Receiver<Msg>) -> Option<String> {
+    let mut sha = Sha512::new();
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(chunk) => sha.update(&chunk),
+            Msg::Finish => return Some(hex::encode(sha.finalize())),
+        }
+    }
+    None
 }
 
 fn storage_error(e: std::io::Error) -> ApiError {
@@ -189,15 +195,23 @@ impl Drop for UploadGuard {
     }
 }
 
-/// Streams the body into `tmp`, then renames it to `dest`. Returns what was written.
-async fn receive(body: Body, tmp: &FsPath, dest: &FsPath, cap: u64) -> ApiResult<Written> {
+/// Streams the body into `tmp`, then renames it to `dest`. Returns what was written and the
+/// sha512.
+async fn receive(
+    body: Body,
+    tmp: &FsPath,
+    dest: &FsPath,
+    cap: u64,
+) -> ApiResult<(Written, String)> {
     let path = tmp.to_path_buf();
     let file = tokio::task::spawn_blocking(move || std::fs::File::create_new(path))
         .await
         .map_err(ApiError::internal)?
         .map_err(storage_error)?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let (sha_tx, sha_rx) = mpsc::channel(QUEUE_DEPTH);
     let writer = tokio::task::spawn_blocking(move || write_file(file, rx));
+    let hasher = tokio::task::spawn_blocking(move || sha512_of(sha_rx));
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     let outcome = loop {
@@ -213,24 +227,30 @@ async fn receive(body: Body, tmp: &FsPath, dest: &FsPath, cap: u64) -> ApiResult
                 if total > cap {
                     break Err(too_large(cap));
                 }
-                if tx.send(Msg::Data(chunk)).await.is_err() {
-                    // The writer stopped: its result says why.
+                // `Bytes` clones share the buffer: no copy.
+                if sha_tx.send(Msg::Data(chunk.clone())).await.is_err()
+                    || tx.send(Msg::Data(chunk)).await.is_err()
+                {
+                    // A thread stopped: its result says why.
                     break Ok(());
                 }
             }
         }
     };
     if outcome.is_ok() {
+        let _ = sha_tx.send(Msg::Finish).await;
         let _ = tx.send(Msg::Finish).await;
     }
-    drop(tx);
+    drop((tx, sha_tx));
     let written = writer
         .await
         .map_err(ApiError::internal)?
         .map_err(storage_error);
+    let sha512 = hasher.await.map_err(ApiError::internal)?;
     outcome?;
-    let written = written?
-        .ok_or_else(|| ApiError::internal("image writer stopped before the end of the data"))?;
+    let stopped = || ApiError::internal("image writer stopped before the end of the data");
+    let written = written?.ok_or_else(stopped)?;
+    let sha512 = sha512.ok_or_else(stopped)?;
     let (from, to) = (tmp.to_path_buf(), dest.to_path_buf());
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::rename(&from, &to)?;
@@ -242,7 +262,7 @@ async fn receive(body: Body, tmp: &FsPath, dest: &FsPath, cap: u64) -> ApiResult
     .await
     .map_err(ApiError::internal)?
     .map_err(storage_error)?;
-    Ok(written)
+    Ok((written, sha512))
 }
 
 /// `PUT /v2/images/{id}/file` (`application/octet-stream`): 204 once the image is active.
@@ -330,7 +350,7 @@ pub async fn upload(
         return Err(storage_error(e));
     }
     let dest = image_path(&state, &id);
-    let written = match receive(body, &tmp, &dest, cap).await {
+    let (written, sha512) = match receive(body, &tmp, &dest, cap).await {
         Ok(w) => w,
         Err(e) => {
             guard.abandon().await;
@@ -341,7 +361,7 @@ pub async fn upload(
         size: i64::try_from(written.size).map_err(ApiError::internal)?,
         checksum: written.md5,
         os_hash_algo: "sha512".into(),
-        os_hash_value: written.sha512,
+        os_hash_value: sha512,
         virtual_size: virtual_size(img.disk_format.as_deref(), &written.header, written.size),
     };
     match state.store.finish_upload(&id, &data).await {

@@ -1588,3 +1588,45 @@ async fn schemas_are_served() {
         "members"
     );
 }
+
+/// A body fed by the test, chunk by chunk.
+fn fed_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (tx, Body::from_stream(stream))
+}
+
+#[tokio::test]
+async fn concurrent_upload_conflicts_and_delete_during_upload_is_410() {
+    let app = TestApp::new().await;
+    let alice = app.user_in_project("alice", "proj-a", "member").await;
+    let id = create_raw(&app, &alice, "racy").await;
+    let (tx, body) = fed_body();
+    let first = upload(&app, &alice, &id, body);
+    let other = async {
+        tx.send(Bytes::from(vec![1u8; 1000])).await.expect("send");
+        while status_of(&app, &id).await != "saving" {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A second upload while the first is saving.
+        let r = upload(&app, &alice, &id, Body::from(vec![2u8; 10])).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        // The image is deleted mid-upload; the upload then finishes.
+        let r = app
+            .json(
+                Method::DELETE,
+                &format!("/image/v2/images/{id}"),
+                &alice,
+                Value::Null,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        tx.send(Bytes::from(vec![3u8; 1000])).await.expect("send");
+        drop(tx);
+    };
+    let (r, ()) = tokio::join!(first, other);
+    assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
+    assert!(image_files(&app).is_empty(), "{:?}", image_files(&app));
+}
