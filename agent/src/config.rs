@@ -18,19 +18,11 @@ pub struct Args {
     pub host: Option<String>,
 
     /// The libvirt connection.
-    #[arg(
-        long,
-        env = "MERIDIAN_AGENT_LIBVIRT_URI",
-        default_value = "qemu:///system"
-    )]
+    #[arg(long, env = "MERIDIAN_AGENT_LIBVIRT_URI", default_value = "qemu:///system")]
     pub libvirt_uri: String,
 
     /// Where the agent keeps instance disks, console logs, the image cache and its work log.
-    #[arg(
-        long,
-        env = "MERIDIAN_AGENT_STATE_DIR",
-        default_value = "/var/lib/meridian-agent"
-    )]
+    #[arg(long, env = "MERIDIAN_AGENT_STATE_DIR", default_value = "/var/lib/meridian-agent")]
     pub state_dir: PathBuf,
 
     /// The join token (the server's `agent-token`).
@@ -85,11 +77,7 @@ impl std::fmt::Debug for Args {
 
 /// A host name the server and file names can carry.
 pub fn valid_host(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
 }
 
 /// The system's host name.

@@ -57,11 +57,7 @@ impl ActionError {
 
     /// The `Failed` event for this error: the whole cause chain as the message.
     pub fn to_event(&self) -> WorkEvent {
-        WorkEvent::Failed {
-            message: chain(self),
-            details: format!("{self:?}"),
-            retryable: self.retryable(),
-        }
+        WorkEvent::Failed { message: chain(self), details: format!("{self:?}"), retryable: self.retryable() }
     }
 }
 
@@ -116,9 +112,7 @@ pub struct Controller {
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller")
-            .field("cfg", &self.cfg)
-            .finish()
+        f.debug_struct("Controller").field("cfg", &self.cfg).finish()
     }
 }
 
@@ -127,18 +121,9 @@ const CONSOLE_MAX_BYTES: u64 = 1 << 20;
 const STATE_POLL: Duration = Duration::from_millis(250);
 
 impl Controller {
-    pub fn new(
-        hv: Arc<dyn Hypervisor>,
-        images: Arc<ImageCache>,
-        cfg: ControllerConfig,
-    ) -> std::io::Result<Controller> {
+    pub fn new(hv: Arc<dyn Hypervisor>, images: Arc<ImageCache>, cfg: ControllerConfig) -> std::io::Result<Controller> {
         std::fs::create_dir_all(&cfg.instances_dir)?;
-        Ok(Controller {
-            hv,
-            images,
-            cfg,
-            net_lock: tokio::sync::Mutex::new(()),
-        })
+        Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()) })
     }
 
     pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
@@ -197,10 +182,7 @@ impl Controller {
         match result {
             Ok((power_state, console)) => {
                 info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, "work done");
-                WorkEvent::Done {
-                    power_state,
-                    console,
-                }
+                WorkEvent::Done { power_state, console }
             }
             Err(e) => {
                 let event = e.to_event();
@@ -241,8 +223,18 @@ impl Controller {
             }
             Action::Stop => self.stop(&name, state).await?,
             Action::Start => self.start(&name, state).await?,
-            Action::Reboot { hard: false } => self.reboot_soft(&name).await?,
-            Action::Reboot { hard: true } => self.reboot_hard(&name, state).await?,
+            // Nova's compute manager steps: pending when the host takes the request, started
+            // once the hypervisor is rebooting the guest.
+            Action::Reboot { hard: false } => {
+                progress("reboot_pending");
+                progress("reboot_started");
+                self.reboot_soft(&name).await?
+            }
+            Action::Reboot { hard: true } => {
+                progress("reboot_pending_hard");
+                progress("reboot_started_hard");
+                self.reboot_hard(&name, state).await?
+            }
             Action::Delete => {
                 self.teardown(id).await?;
                 return Ok((PowerState::NoState, None));
@@ -263,9 +255,7 @@ impl Controller {
     ) -> Result<(), ActionError> {
         let plan = plan_build(spec)?;
         let dir = self.instance_dir(&id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(ActionError::Files)?;
+        tokio::fs::create_dir_all(&dir).await.map_err(ActionError::Files)?;
 
         // Images: the root disk's base, and the kernel / ramdisk for direct boot.
         let base = self
@@ -278,10 +268,7 @@ impl Controller {
             .await?;
         let kernel = self.fetch_by_id(plan.kernel_id.as_deref()).await?;
         let ramdisk = self.fetch_by_id(plan.ramdisk_id.as_deref()).await?;
-        let leases: Vec<&Lease> = [Some(&base), kernel.as_ref(), ramdisk.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let leases: Vec<&Lease> = [Some(&base), kernel.as_ref(), ramdisk.as_ref()].into_iter().flatten().collect();
         let record = InstanceRecord {
             images: leases.iter().map(|l| l.id().to_string()).collect(),
             plugs: if self.cfg.supports_networks {
@@ -300,22 +287,13 @@ impl Controller {
         let images = Arc::clone(&self.images);
         let pins = record.images.clone();
         let instance = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            pins.iter()
-                .try_for_each(|image| images.pin(image, &instance))
-        })
-        .await
-        .map_err(|_| ActionError::Panicked)?
-        .map_err(ActionError::Files)?;
+        tokio::task::spawn_blocking(move || pins.iter().try_for_each(|image| images.pin(image, &instance)))
+            .await
+            .map_err(|_| ActionError::Panicked)?
+            .map_err(ActionError::Files)?;
 
         let disk_path = dir.join("disk");
-        disk::create_overlay(
-            base.path(),
-            plan.base_format,
-            &disk_path,
-            spec.flavor.disk_gb,
-        )
-        .await?;
+        disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await?;
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
@@ -353,29 +331,18 @@ impl Controller {
     /// cache checks the server's `Content-MD5` when it sends one).
     async fn fetch_by_id(&self, id: Option<&str>) -> Result<Option<Lease>, ActionError> {
         let Some(id) = id else { return Ok(None) };
-        let lease = self
-            .images
-            .acquire(&ImageRef {
-                id: id.to_string(),
-                checksum: None,
-                size: None,
-            })
-            .await?;
+        let lease = self.images.acquire(&ImageRef { id: id.to_string(), checksum: None, size: None }).await?;
         Ok(Some(lease))
     }
 
     async fn write_record(&self, id: &Uuid, record: &InstanceRecord) -> Result<(), ActionError> {
         let path = self.instance_dir(id).join("instance.json");
         let body = serde_json::to_vec_pretty(record).map_err(|e| ActionError::Files(e.into()))?;
-        tokio::fs::write(&path, body)
-            .await
-            .map_err(ActionError::Files)
+        tokio::fs::write(&path, body).await.map_err(ActionError::Files)
     }
 
     async fn read_record(&self, id: &Uuid) -> Option<InstanceRecord> {
-        let bytes = tokio::fs::read(self.instance_dir(id).join("instance.json"))
-            .await
-            .ok()?;
+        let bytes = tokio::fs::read(self.instance_dir(id).join("instance.json")).await.ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -387,12 +354,7 @@ impl Controller {
             let mac = nic.mac_address.to_ascii_lowercase();
             let mtu = (nic.mtu > 0).then_some(nic.mtu);
             if !self.cfg.supports_networks {
-                nics.push(NicXml {
-                    mac,
-                    network: None,
-                    model: plan.nic_model,
-                    mtu,
-                });
+                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu });
                 continue;
             }
             let network = xml::network_name(&nic.network_id);
@@ -402,9 +364,7 @@ impl Controller {
                 bridge: xml::bridge_name(&nic.network_id),
                 mtu,
                 ip: ipv4.map(|(_, gw, prefix)| (gw, prefix)),
-                hosts: ipv4
-                    .map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())])
-                    .unwrap_or_default(),
+                hosts: ipv4.map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())]).unwrap_or_default(),
             };
             let net_xml = xml::network_xml(&net_spec);
             let (n, m) = (network.clone(), mac.clone());
@@ -416,12 +376,7 @@ impl Controller {
                 Ok(())
             })
             .await?;
-            nics.push(NicXml {
-                mac,
-                network: Some(network),
-                model: plan.nic_model,
-                mtu,
-            });
+            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu });
         }
         Ok(nics)
     }
@@ -443,8 +398,7 @@ impl Controller {
 
         if let Some(record) = self.read_record(&id).await {
             let _net = self.net_lock.lock().await;
-            let networks: BTreeSet<String> =
-                record.plugs.iter().map(|p| p.network.clone()).collect();
+            let networks: BTreeSet<String> = record.plugs.iter().map(|p| p.network.clone()).collect();
             let still_used = self.networks_in_use(&id).await;
             let plugs = record.plugs.clone();
             self.hv(move |hv| {
@@ -481,11 +435,7 @@ impl Controller {
             return used;
         };
         while let Ok(Some(entry)) = dir.next_entry().await {
-            let Some(other) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-            else {
+            let Some(other) = entry.file_name().to_str().and_then(|s| Uuid::parse_str(s).ok()) else {
                 continue;
             };
             if other == *except {
@@ -604,11 +554,7 @@ fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
     f.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
     // Drop a line cut in half by the byte limit.
-    let text = if start > 0 {
-        text.split_once('\n').map_or("", |(_, rest)| rest)
-    } else {
-        &text
-    };
+    let text = if start > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
     Ok(match lines {
         None => text.to_string(),
         Some(n) => {
@@ -637,10 +583,7 @@ struct BuildPlan {
 
 fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
@@ -649,17 +592,11 @@ fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
         return Err(invalid("the flavor has no vCPUs".into()));
     }
     if spec.flavor.ram_mb < 16 {
-        return Err(invalid(format!(
-            "the flavor's {} MB of RAM is too little",
-            spec.flavor.ram_mb
-        )));
+        return Err(invalid(format!("the flavor's {} MB of RAM is too little", spec.flavor.ram_mb)));
     }
     for nic in &spec.nics {
         if !valid_mac(&nic.mac_address) {
-            return Err(invalid(format!(
-                "port {} has a bad MAC address {:?}",
-                nic.port_id, nic.mac_address
-            )));
+            return Err(invalid(format!("port {} has a bad MAC address {:?}", nic.port_id, nic.mac_address)));
         }
         if nic.network_id.is_empty() {
             return Err(invalid(format!("port {} has no network", nic.port_id)));
@@ -667,24 +604,18 @@ fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
     }
     let props = &spec.image.properties;
     let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let base_format =
-        disk::qemu_format(&spec.image.disk_format).map_err(|e| invalid(e.to_string()))?;
+    let base_format = disk::qemu_format(&spec.image.disk_format).map_err(|e| invalid(e.to_string()))?;
     let kernel_id = prop("kernel_id").map(str::to_string);
     let ramdisk_id = prop("ramdisk_id").map(str::to_string);
     if ramdisk_id.is_some() && kernel_id.is_none() {
-        return Err(invalid(
-            "the image has a ramdisk_id but no kernel_id".into(),
-        ));
+        return Err(invalid("the image has a ramdisk_id but no kernel_id".into()));
     }
     Ok(BuildPlan {
         base_format,
         disk_bus: DiskBus::from_property(prop("hw_disk_bus")).map_err(invalid)?,
         nic_model: xml::nic_model(prop("hw_vif_model")).map_err(invalid)?,
         machine: xml::machine_type(prop("hw_machine_type")).map_err(invalid)?,
-        cmdline: kernel_id
-            .as_ref()
-            .and(prop("os_command_line"))
-            .map(str::to_string),
+        cmdline: kernel_id.as_ref().and(prop("os_command_line")).map(str::to_string),
         kernel_id,
         ramdisk_id,
     })
@@ -692,23 +623,19 @@ fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
 
 /// The port's first IPv4 address with its gateway (the subnet's first host when none) and
 /// prefix length.
-fn first_ipv4(
-    nic: &meridian_common::agent::NicSpec,
-) -> Result<Option<(Ipv4Addr, Ipv4Addr, u8)>, ActionError> {
+fn first_ipv4(nic: &meridian_common::agent::NicSpec) -> Result<Option<(Ipv4Addr, Ipv4Addr, u8)>, ActionError> {
     for ip in &nic.ips {
         let Ok(addr) = ip.address.parse::<Ipv4Addr>() else {
             continue;
         };
-        let net: ipnet::Ipv4Net = ip.cidr.parse().map_err(|_| {
-            ActionError::Invalid(format!("port {} has a bad CIDR {:?}", nic.port_id, ip.cidr))
-        })?;
+        let net: ipnet::Ipv4Net = ip
+            .cidr
+            .parse()
+            .map_err(|_| ActionError::Invalid(format!("port {} has a bad CIDR {:?}", nic.port_id, ip.cidr)))?;
         let gateway = match ip.gateway.as_deref().map(str::parse::<Ipv4Addr>) {
             Some(Ok(g)) => g,
             Some(Err(_)) => {
-                return Err(ActionError::Invalid(format!(
-                    "port {} has a bad gateway {:?}",
-                    nic.port_id, ip.gateway
-                )));
+                return Err(ActionError::Invalid(format!("port {} has a bad gateway {:?}", nic.port_id, ip.gateway)));
             }
             None => net.hosts().next().unwrap_or(net.network()),
         };

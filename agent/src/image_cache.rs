@@ -43,17 +43,9 @@ pub enum ImageError {
         source: ClientError,
     },
     #[error("image {id} failed its checksum: expected {expected}, got {actual}")]
-    Checksum {
-        id: String,
-        expected: String,
-        actual: String,
-    },
+    Checksum { id: String, expected: String, actual: String },
     #[error("image {id} is {actual} bytes, expected {expected}")]
-    Size {
-        id: String,
-        expected: u64,
-        actual: u64,
-    },
+    Size { id: String, expected: u64, actual: u64 },
     #[error("cannot store image {id} in the cache")]
     Io {
         id: String,
@@ -94,10 +86,7 @@ pub struct ImageCache {
 
 impl std::fmt::Debug for ImageCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageCache")
-            .field("dir", &self.dir)
-            .field("max_bytes", &self.max_bytes)
-            .finish()
+        f.debug_struct("ImageCache").field("dir", &self.dir).field("max_bytes", &self.max_bytes).finish()
     }
 }
 
@@ -135,9 +124,7 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -153,12 +140,7 @@ impl ImageCache {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(ImageCache {
-            dir: dir.to_path_buf(),
-            server,
-            max_bytes,
-            inner: Mutex::new(Inner::default()),
-        })
+        Ok(ImageCache { dir: dir.to_path_buf(), server, max_bytes, inner: Mutex::new(Inner::default()) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -179,11 +161,7 @@ impl ImageCache {
         let path = self.path_of(&image.id);
         // Lease first: from here on, eviction leaves this image alone.
         *self.lock().leases.entry(image.id.clone()).or_default() += 1;
-        let lease = Lease {
-            cache: Arc::clone(self),
-            id: image.id.clone(),
-            path: path.clone(),
-        };
+        let lease = Lease { cache: Arc::clone(self), id: image.id.clone(), path: path.clone() };
         if touch(&path) {
             return Ok(lease);
         }
@@ -202,44 +180,27 @@ impl ImageCache {
 
     async fn download(&self, image: &ImageRef, path: &Path) -> Result<(), ImageError> {
         let id = image.id.clone();
-        let io = |source| ImageError::Io {
-            id: id.clone(),
-            source,
-        };
+        let io = |source| ImageError::Io { id: id.clone(), source };
         info!(image = %image.id, "downloading image");
-        let mut resp =
-            self.server
-                .image_file(&image.id)
-                .await
-                .map_err(|source| ImageError::Download {
-                    id: id.clone(),
-                    source,
-                })?;
+        let mut resp = self
+            .server
+            .image_file(&image.id)
+            .await
+            .map_err(|source| ImageError::Download { id: id.clone(), source })?;
         let expected = image
             .checksum
             .clone()
             .filter(|c| !c.is_empty())
-            .or_else(|| {
-                resp.headers()
-                    .get("content-md5")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            })
+            .or_else(|| resp.headers().get("content-md5").and_then(|v| v.to_str().ok()).map(str::to_string))
             .map(|c| c.to_ascii_lowercase());
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{}.part", image.id, uuid::Uuid::new_v4()));
+        let tmp = self.dir.join("tmp").join(format!("{}.{}.part", image.id, uuid::Uuid::new_v4()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
             let mut md5 = Md5::new();
             let mut size: u64 = 0;
             while let Some(chunk) = resp.chunk().await.map_err(|e| ImageError::Download {
                 id: id.clone(),
-                source: ClientError::Transport {
-                    url: format!("image {id}"),
-                    source: e,
-                },
+                source: ClientError::Transport { url: format!("image {id}"), source: e },
             })? {
                 md5.update(&chunk);
                 size += chunk.len() as u64;
@@ -249,19 +210,11 @@ impl ImageCache {
             if let Some(expected) = image.size.filter(|s| *s > 0)
                 && expected != size
             {
-                return Err(ImageError::Size {
-                    id: id.clone(),
-                    expected,
-                    actual: size,
-                });
+                return Err(ImageError::Size { id: id.clone(), expected, actual: size });
             }
             match &expected {
                 Some(expected) if *expected != actual => {
-                    return Err(ImageError::Checksum {
-                        id: id.clone(),
-                        expected: expected.clone(),
-                        actual,
-                    });
+                    return Err(ImageError::Checksum { id: id.clone(), expected: expected.clone(), actual });
                 }
                 Some(_) => {}
                 None => warn!(image = %id, "no checksum to verify the image against"),
@@ -311,9 +264,7 @@ impl ImageCache {
     }
 
     fn pinned(&self, id: &str) -> bool {
-        std::fs::read_dir(self.dir.join("refs").join(id))
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
+        std::fs::read_dir(self.dir.join("refs").join(id)).map(|mut d| d.next().is_some()).unwrap_or(false)
     }
 
     /// Total bytes of cached images.
@@ -400,10 +351,7 @@ mod tests {
         hits: Arc<AtomicUsize>,
     }
 
-    async fn serve_image(
-        State(s): State<Images>,
-        UrlPath(id): UrlPath<String>,
-    ) -> Result<Vec<u8>, StatusCode> {
+    async fn serve_image(State(s): State<Images>, UrlPath(id): UrlPath<String>) -> Result<Vec<u8>, StatusCode> {
         s.hits.fetch_add(1, Ordering::SeqCst);
         // Slow enough that concurrent callers overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -412,20 +360,11 @@ mod tests {
 
     async fn start(files: &[(&str, Vec<u8>)]) -> (String, Images) {
         let images = Images {
-            files: Arc::new(
-                files
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
+            files: Arc::new(files.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()),
             hits: Arc::default(),
         };
-        let app = Router::new()
-            .route("/agent/v1/images/{id}/file", get(serve_image))
-            .with_state(images.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let app = Router::new().route("/agent/v1/images/{id}/file", get(serve_image)).with_state(images.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -443,11 +382,7 @@ mod tests {
     }
 
     fn image(id: &str, data: &[u8]) -> ImageRef {
-        ImageRef {
-            id: id.into(),
-            checksum: Some(md5_hex(data)),
-            size: Some(data.len() as u64),
-        }
+        ImageRef { id: id.into(), checksum: Some(md5_hex(data)), size: Some(data.len() as u64) }
     }
 
     #[tokio::test]
@@ -480,12 +415,7 @@ mod tests {
         assert!(matches!(err, ImageError::Checksum { .. }), "{err:?}");
         assert!(!err.retryable());
         assert!(!c.path_of("img1").exists());
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp"))
-                .expect("tmp")
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
         // The size is checked as well.
         let mut img = image("img1", b"actual bytes");
         img.size = Some(3);
@@ -511,13 +441,7 @@ mod tests {
         let b = vec![2u8; 1000];
         let cc = vec![3u8; 1000];
         let d = vec![4u8; 1000];
-        let (url, _srv) = start(&[
-            ("a", a.clone()),
-            ("b", b.clone()),
-            ("c", cc.clone()),
-            ("d", d.clone()),
-        ])
-        .await;
+        let (url, _srv) = start(&[("a", a.clone()), ("b", b.clone()), ("c", cc.clone()), ("d", d.clone())]).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let c = cache(dir.path(), &url, 2500);
         // a: pinned by an instance; b: used least recently; c: held by a build in progress.
@@ -546,11 +470,6 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("tmp")).expect("mkdir");
         std::fs::write(dir.path().join("tmp/x.part"), b"half").expect("write");
         let _c = cache(dir.path(), "http://127.0.0.1:9", u64::MAX);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp"))
-                .expect("tmp")
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
     }
 }

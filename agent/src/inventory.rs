@@ -56,11 +56,8 @@ pub fn inventory(info: &HostInfo, disk_gb: u64, facts: &HostFacts) -> Inventory 
 /// Blocking (name resolution).
 pub fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
     let target: SocketAddr = (host, port).to_socket_addrs().ok()?.next()?;
-    let bind: SocketAddr = if target.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let bind: SocketAddr =
+        if target.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let sock = UdpSocket::bind(bind).ok()?;
     sock.connect(target).ok()?;
     Some(sock.local_addr().ok()?.ip())
@@ -84,22 +81,11 @@ mod tests {
         let facts = HostFacts {
             availability_zone: "nova".into(),
             host_ip: "192.0.2.10".into(),
-            reservations: Reservations {
-                vcpus: 1,
-                memory_mb: 512,
-                disk_gb: 500,
-            },
+            reservations: Reservations { vcpus: 1, memory_mb: 512, disk_gb: 500 },
         };
         let inv = inventory(&info, 100, &facts);
         assert_eq!((inv.vcpus, inv.memory_mb, inv.disk_gb), (7, 15872, 0));
-        assert_eq!(
-            (
-                inv.reserved_vcpus,
-                inv.reserved_memory_mb,
-                inv.reserved_disk_gb
-            ),
-            (1, 512, 500)
-        );
+        assert_eq!((inv.reserved_vcpus, inv.reserved_memory_mb, inv.reserved_disk_gb), (1, 512, 500));
         assert_eq!(inv.hypervisor_type, "QEMU");
         assert_eq!(inv.availability_zone, "nova");
     }
@@ -108,9 +94,6 @@ mod tests {
     fn disk_size_and_route_lookup() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(disk_total_gb(dir.path()).expect("statvfs") > 0);
-        assert_eq!(
-            local_ip_towards("127.0.0.1", 8774),
-            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        );
+        assert_eq!(local_ip_towards("127.0.0.1", 8774), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 }

@@ -47,8 +47,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
     if !config::valid_host(&host) {
         bail!("host name {host:?} may only use letters, digits, '-', '.' and '_'");
     }
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     // Absolute, because qcow2 overlays and domain XML keep these paths.
     let state_dir = std::fs::canonicalize(&args.state_dir)
         .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
@@ -65,10 +64,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         .context("reading host information panicked")?
         .map_err(|e| anyhow::anyhow!(controller::chain(&e)))?;
     let Some(virt_type) = VirtType::detect(&args.libvirt_uri, xml::kvm_usable()) else {
-        bail!(
-            "libvirt URI {} is not a qemu or test driver URI",
-            args.libvirt_uri
-        );
+        bail!("libvirt URI {} is not a qemu or test driver URI", args.libvirt_uri);
     };
     info!(
         uri = %info.uri, hypervisor = %info.hypervisor_type, version = info.hypervisor_version,
@@ -93,12 +89,9 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         }
     };
 
-    let images = ImageCache::open(
-        &state_dir.join("images"),
-        server.clone(),
-        args.image_cache_max_gb.saturating_mul(1 << 30),
-    )
-    .context("cannot open the image cache")?;
+    let images =
+        ImageCache::open(&state_dir.join("images"), server.clone(), args.image_cache_max_gb.saturating_mul(1 << 30))
+            .context("cannot open the image cache")?;
     let controller = Controller::new(
         hv,
         Arc::new(images),

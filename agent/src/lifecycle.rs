@@ -37,9 +37,7 @@ impl InstanceState {
     pub fn from_domain(state: Option<DomainState>) -> InstanceState {
         match state {
             None => InstanceState::Absent,
-            Some(DomainState::NoState | DomainState::Running | DomainState::Blocked) => {
-                InstanceState::Running
-            }
+            Some(DomainState::NoState | DomainState::Running | DomainState::Blocked) => InstanceState::Running,
             Some(DomainState::Paused) => InstanceState::Paused,
             Some(DomainState::ShuttingDown) => InstanceState::ShuttingDown,
             Some(DomainState::Shutoff) => InstanceState::Shutoff,
@@ -86,15 +84,8 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 7] = [
-        Op::Build,
-        Op::Stop,
-        Op::Start,
-        Op::RebootSoft,
-        Op::RebootHard,
-        Op::Delete,
-        Op::ConsoleLog,
-    ];
+    pub const ALL: [Op; 7] =
+        [Op::Build, Op::Stop, Op::Start, Op::RebootSoft, Op::RebootHard, Op::Delete, Op::ConsoleLog];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -138,9 +129,7 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         // define and start finishes by starting it.
         (S::Absent, Op::Build) => Proceed,
         (S::Shutoff, Op::Build) => Proceed,
-        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Build) => {
-            AlreadyDone
-        }
+        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Build) => AlreadyDone,
 
         // Stop.
         (S::Absent, Op::Stop) => reject("there is no domain to stop"),
@@ -158,40 +147,23 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         // Soft reboot needs a guest that is up to ask.
         (S::Absent, Op::RebootSoft) => reject("there is no domain to reboot"),
         (S::Running, Op::RebootSoft) => Proceed,
-        (S::Shutoff, Op::RebootSoft) => {
-            reject("a stopped guest cannot reboot itself; start it or hard reboot")
-        }
-        (S::Paused | S::Suspended, Op::RebootSoft) => {
-            reject("the guest cannot run its reboot; use a hard reboot")
-        }
+        (S::Shutoff, Op::RebootSoft) => reject("a stopped guest cannot reboot itself; start it or hard reboot"),
+        (S::Paused | S::Suspended, Op::RebootSoft) => reject("the guest cannot run its reboot; use a hard reboot"),
         (S::ShuttingDown, Op::RebootSoft) => reject("wait until it is shut off"),
         (S::Crashed, Op::RebootSoft) => reject("a crashed guest needs a hard reboot"),
 
         // Hard reboot power-cycles from any state a domain exists in.
         (S::Absent, Op::RebootHard) => reject("there is no domain to reboot"),
-        (
-            S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended,
-            Op::RebootHard,
-        ) => Proceed,
+        (S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::RebootHard) => Proceed,
 
         // Delete: always; deleting what is gone is done (files are still swept).
-        (
-            S::Absent
-            | S::Running
-            | S::Paused
-            | S::ShuttingDown
-            | S::Shutoff
-            | S::Crashed
-            | S::Suspended,
-            Op::Delete,
-        ) => Proceed,
+        (S::Absent | S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Delete) => {
+            Proceed
+        }
 
         // Console log: any existing domain.
         (S::Absent, Op::ConsoleLog) => reject("there is no console"),
-        (
-            S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended,
-            Op::ConsoleLog,
-        ) => Proceed,
+        (S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::ConsoleLog) => Proceed,
     }
 }
 
@@ -205,16 +177,10 @@ mod tests {
         (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R']),
         (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P']),
         (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
-        (
-            InstanceState::ShuttingDown,
-            ['D', 'P', 'R', 'R', 'P', 'P', 'P'],
-        ),
+        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
         (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P']),
         (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P']),
-        (
-            InstanceState::Suspended,
-            ['D', 'P', 'R', 'R', 'P', 'P', 'P'],
-        ),
+        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
     ];
 
     #[test]
@@ -246,24 +212,15 @@ mod tests {
         let Decision::Reject(r) = decide(InstanceState::Paused, Op::Start) else {
             panic!("paused start must be rejected");
         };
-        assert_eq!(
-            r.to_string(),
-            "cannot start an instance that is paused: unpause it instead"
-        );
+        assert_eq!(r.to_string(), "cannot start an instance that is paused: unpause it instead");
     }
 
     #[test]
     fn power_states_follow_nova() {
         assert_eq!(InstanceState::Shutoff.power_state(), PowerState::Shutdown);
-        assert_eq!(
-            InstanceState::ShuttingDown.power_state(),
-            PowerState::Shutdown
-        );
+        assert_eq!(InstanceState::ShuttingDown.power_state(), PowerState::Shutdown);
         assert_eq!(InstanceState::Running.power_state(), PowerState::Running);
-        assert_eq!(
-            InstanceState::from_domain(Some(DomainState::Blocked)),
-            InstanceState::Running
-        );
+        assert_eq!(InstanceState::from_domain(Some(DomainState::Blocked)), InstanceState::Running);
         assert_eq!(InstanceState::from_domain(None), InstanceState::Absent);
     }
 }

@@ -33,21 +33,15 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
+        Backoff { min, max, next: min }
     }
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         // Up to 10% jitter so a fleet of agents does not reconnect in lockstep.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
         d + d.mul_f64(f64::from(nanos % 100) / 1000.0)
     }
     pub fn reset(&mut self) {
@@ -90,18 +84,8 @@ fn is_status(e: &ClientError, s: StatusCode) -> bool {
 }
 
 impl Agent {
-    pub fn new(
-        cfg: AgentConfig,
-        server: ServerClient,
-        controller: Arc<Controller>,
-        log: Arc<WorkLog>,
-    ) -> Agent {
-        Agent {
-            cfg,
-            server,
-            controller,
-            log,
-        }
+    pub fn new(cfg: AgentConfig, server: ServerClient, controller: Arc<Controller>, log: Arc<WorkLog>) -> Agent {
+        Agent { cfg, server, controller, log }
     }
 
     /// Runs until `shutdown` completes.
@@ -129,8 +113,7 @@ impl Agent {
         let facts = self.cfg.facts.clone();
         tokio::task::spawn_blocking(move || {
             let info = hv.host_info().map_err(|e| chain(&e))?;
-            let disk = inventory::disk_total_gb(&dir)
-                .map_err(|e| format!("cannot size {}: {e}", dir.display()))?;
+            let disk = inventory::disk_total_gb(&dir).map_err(|e| format!("cannot size {}: {e}", dir.display()))?;
             Ok(inventory::inventory(&info, disk, &facts))
         })
         .await
@@ -196,21 +179,14 @@ impl Agent {
     pub async fn heartbeat(&self) -> Result<Heartbeat, String> {
         let inventory = self.inventory().await?;
         let instances = self.controller.instances().await.map_err(|e| chain(&e))?;
-        Ok(Heartbeat {
-            inventory,
-            instances,
-        })
+        Ok(Heartbeat { inventory, instances })
     }
 
     /// Long-polls for work; returns when the server answers 404 (unknown host).
     async fn polls(&self, dispatcher: &Arc<Dispatcher>) {
         let mut backoff = Backoff::default();
         loop {
-            match self
-                .server
-                .poll_work(&self.cfg.host, self.cfg.poll_wait)
-                .await
-            {
+            match self.server.poll_work(&self.cfg.host, self.cfg.poll_wait).await {
                 Ok(items) => {
                     backoff.reset();
                     for item in items {
@@ -257,11 +233,7 @@ impl Dispatcher {
             Ok(w) => w,
             Err(message) => {
                 warn!(work = %work_id, error = %message, "invalid work");
-                let event = WorkEvent::Failed {
-                    message,
-                    details: String::new(),
-                    retryable: false,
-                };
+                let event = WorkEvent::Failed { message, details: String::new(), retryable: false };
                 tokio::spawn(Arc::clone(self).finish(work_id, event));
                 return;
             }
@@ -299,10 +271,7 @@ impl Dispatcher {
             }
         }
         let mut queues = lock(&self.queues);
-        if queues
-            .get(&id)
-            .is_some_and(mpsc::UnboundedSender::is_closed)
-        {
+        if queues.get(&id).is_some_and(mpsc::UnboundedSender::is_closed) {
             queues.remove(&id);
         }
     }
@@ -311,12 +280,7 @@ impl Dispatcher {
         let events = self.events.clone();
         let work_id = work.id.clone();
         let progress = move |task_state: &str| {
-            let _ = events.send((
-                work_id.clone(),
-                WorkEvent::Progress {
-                    task_state: task_state.to_string(),
-                },
-            ));
+            let _ = events.send((work_id.clone(), WorkEvent::Progress { task_state: task_state.to_string() }));
         };
         let event = self.controller.execute(&work, &progress).await;
         Arc::clone(self).finish(work.id, event).await;
@@ -350,9 +314,7 @@ async fn report_loop(server: ServerClient, mut rx: mpsc::UnboundedReceiver<(Stri
                 Ok(()) => break,
                 Err(e)
                     if e.status().is_some_and(|s| {
-                        s.is_client_error()
-                            && s != StatusCode::REQUEST_TIMEOUT
-                            && s != StatusCode::TOO_MANY_REQUESTS
+                        s.is_client_error() && s != StatusCode::REQUEST_TIMEOUT && s != StatusCode::TOO_MANY_REQUESTS
                     }) =>
                 {
                     warn!(work = %work_id, error = %chain(&e), "the server refused the event; dropping it");

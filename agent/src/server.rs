@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use meridian_common::agent::{
-    AGENT_API, Heartbeat, RegisterRequest, RegisterResponse, WorkEvent, WorkItem,
-};
+use meridian_common::agent::{AGENT_API, Heartbeat, RegisterRequest, RegisterResponse, WorkEvent, WorkItem};
 use meridian_common::client::{ClientError, decode};
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -22,10 +20,7 @@ pub struct ServerClient {
 
 impl std::fmt::Debug for ServerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerClient")
-            .field("base", &self.base.as_str())
-            .field("token", &"<redacted>")
-            .finish()
+        f.debug_struct("ServerClient").field("base", &self.base.as_str()).field("token", &"<redacted>").finish()
     }
 }
 
@@ -37,24 +32,15 @@ impl ServerClient {
         let base = Url::parse(server.trim_end_matches('/'))
             .map_err(|e| ClientError::Decode(format!("bad server URL {server:?}: {e}")))?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::Decode(format!(
-                "bad server URL {server:?}: not http(s)"
-            )));
+            return Err(ClientError::Decode(format!("bad server URL {server:?}: not http(s)")));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("meridian-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ClientError::Transport {
-                url: server.to_string(),
-                source: e,
-            })?;
-        Ok(ServerClient {
-            http,
-            base,
-            token: token.to_string(),
-        })
+            .map_err(|e| ClientError::Transport { url: server.to_string(), source: e })?;
+        Ok(ServerClient { http, base, token: token.to_string() })
     }
 
     /// The server's base URL.
@@ -90,10 +76,7 @@ impl ServerClient {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().await.map_err(|e| ClientError::Transport {
-            url: url.to_string(),
-            source: e,
-        })?;
+        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
         decode(resp).await
     }
 
@@ -102,40 +85,19 @@ impl ServerClient {
     }
 
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
-        let v = self
-            .send(
-                Method::POST,
-                self.url(&["register"]),
-                Some(req),
-                CALL_TIMEOUT,
-            )
-            .await?;
+        let v = self.send(Method::POST, self.url(&["register"]), Some(req), CALL_TIMEOUT).await?;
         Self::parse(v)
     }
 
     pub async fn heartbeat(&self, host: &str, hb: &Heartbeat) -> Result<(), ClientError> {
-        self.send(
-            Method::POST,
-            self.url(&["hosts", host, "heartbeat"]),
-            Some(hb),
-            CALL_TIMEOUT,
-        )
-        .await
-        .map(drop)
+        self.send(Method::POST, self.url(&["hosts", host, "heartbeat"]), Some(hb), CALL_TIMEOUT).await.map(drop)
     }
 
     /// Waits up to `wait` for work; an empty list when none came.
-    pub async fn poll_work(
-        &self,
-        host: &str,
-        wait: Duration,
-    ) -> Result<Vec<WorkItem>, ClientError> {
+    pub async fn poll_work(&self, host: &str, wait: Duration) -> Result<Vec<WorkItem>, ClientError> {
         let mut url = self.url(&["hosts", host, "work"]);
-        url.query_pairs_mut()
-            .append_pair("wait", &wait.as_secs().to_string());
-        let v = self
-            .send::<()>(Method::GET, url, None, wait + CALL_TIMEOUT)
-            .await?;
+        url.query_pairs_mut().append_pair("wait", &wait.as_secs().to_string());
+        let v = self.send::<()>(Method::GET, url, None, wait + CALL_TIMEOUT).await?;
         if v.is_null() {
             return Ok(Vec::new());
         }
@@ -143,14 +105,7 @@ impl ServerClient {
     }
 
     pub async fn report(&self, work_id: &str, event: &WorkEvent) -> Result<(), ClientError> {
-        self.send(
-            Method::POST,
-            self.url(&["work", work_id, "events"]),
-            Some(event),
-            CALL_TIMEOUT,
-        )
-        .await
-        .map(drop)
+        self.send(Method::POST, self.url(&["work", work_id, "events"]), Some(event), CALL_TIMEOUT).await.map(drop)
     }
 
     /// Starts downloading an image; the response body is the image. Non-2xx answers are errors.
@@ -160,17 +115,11 @@ impl ServerClient {
             .request(Method::GET, url.clone())
             .send()
             .await
-            .map_err(|e| ClientError::Transport {
-                url: url.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
-            Err(decode(resp)
-                .await
-                .err()
-                .unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
+            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
         }
     }
 }
@@ -187,10 +136,7 @@ mod tests {
             "http://127.0.0.1:8774/agent/v1/hosts/h%201/heartbeat"
         );
         let c = ServerClient::new("https://cloud.example/base", "t").expect("client");
-        assert_eq!(
-            c.url(&["images", "abc", "file"]).as_str(),
-            "https://cloud.example/base/agent/v1/images/abc/file"
-        );
+        assert_eq!(c.url(&["images", "abc", "file"]).as_str(), "https://cloud.example/base/agent/v1/images/abc/file");
         assert!(ServerClient::new("ftp://x", "t").is_err());
         assert!(format!("{c:?}").contains("<redacted>"));
     }

@@ -28,12 +28,7 @@ impl Work {
     pub fn from_item(item: WorkItem) -> Result<Work, String> {
         let instance_id = Uuid::parse_str(&item.instance_id)
             .map_err(|_| format!("instance id {:?} is not a UUID", item.instance_id))?;
-        Ok(Work {
-            id: item.id,
-            instance_id,
-            attempt: item.attempt,
-            action: item.action,
-        })
+        Ok(Work { id: item.id, instance_id, attempt: item.attempt, action: item.action })
     }
 
     pub fn op(&self) -> Op {
@@ -80,17 +75,13 @@ impl WorkLog {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(WorkLog {
-            dir: dir.to_path_buf(),
-        })
+        Ok(WorkLog { dir: dir.to_path_buf() })
     }
 
     fn path(&self, work_id: &str) -> PathBuf {
         let plain = !work_id.is_empty()
             && work_id.len() <= 100
-            && work_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && work_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let name = if plain {
             format!("{work_id}.json")
         } else {
@@ -128,35 +119,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = WorkLog::open(dir.path()).expect("open");
         assert!(log.get("w1").is_none());
-        log.record(
-            "w1",
-            &WorkEvent::Done {
-                power_state: PowerState::Running,
-                console: None,
-            },
-        )
-        .expect("record");
-        log.record(
-            "odd/../id",
-            &WorkEvent::Failed {
-                message: "m".into(),
-                details: "d".into(),
-                retryable: false,
-            },
-        )
-        .expect("record odd id");
+        log.record("w1", &WorkEvent::Done { power_state: PowerState::Running, console: None }).expect("record");
+        log.record("odd/../id", &WorkEvent::Failed { message: "m".into(), details: "d".into(), retryable: false })
+            .expect("record odd id");
         let log = WorkLog::open(dir.path()).expect("reopen");
-        assert!(matches!(
-            log.get("w1"),
-            Some(WorkEvent::Done {
-                power_state: PowerState::Running,
-                ..
-            })
-        ));
-        assert!(matches!(
-            log.get("odd/../id"),
-            Some(WorkEvent::Failed { .. })
-        ));
+        assert!(matches!(log.get("w1"), Some(WorkEvent::Done { power_state: PowerState::Running, .. })));
+        assert!(matches!(log.get("odd/../id"), Some(WorkEvent::Failed { .. })));
         assert!(log.get("w2").is_none());
         // Every file stays inside the log directory.
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);

@@ -49,11 +49,7 @@ impl VirtType {
 
 /// Whether `/dev/kvm` can be opened read-write by this process.
 pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
 /// The domain name of an instance.
@@ -63,9 +59,7 @@ pub fn domain_name(instance_id: &Uuid) -> String {
 
 /// The instance id of a Meridian domain name.
 pub fn instance_of(domain_name: &str) -> Option<Uuid> {
-    domain_name
-        .strip_prefix(NAME_PREFIX)
-        .and_then(|id| Uuid::parse_str(id).ok())
+    domain_name.strip_prefix(NAME_PREFIX).and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// The libvirt network for a Meridian network.
@@ -75,11 +69,7 @@ pub fn network_name(network_id: &str) -> String {
 
 /// A bridge name that fits Linux's 15 characters: `mrd-` and 11 characters of the network id.
 pub fn bridge_name(network_id: &str) -> String {
-    let short: String = network_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(11)
-        .collect();
+    let short: String = network_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
     format!("mrd-{}", short.to_ascii_lowercase())
 }
 
@@ -137,10 +127,7 @@ pub fn machine_type(value: Option<&str>) -> Result<Option<String>, String> {
     match value {
         None => Ok(None),
         Some(m)
-            if !m.is_empty()
-                && m.len() <= 64
-                && m.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) =>
+            if !m.is_empty() && m.len() <= 64 && m.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) =>
         {
             Ok(Some(m.to_string()))
         }
@@ -233,12 +220,7 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     x.push_str("  <os>\n");
     match &spec.machine {
         Some(m) => {
-            let _ = writeln!(
-                x,
-                "    <type arch='{}' machine='{}'>hvm</type>",
-                esc(&spec.arch),
-                esc(m)
-            );
+            let _ = writeln!(x, "    <type arch='{}' machine='{}'>hvm</type>", esc(&spec.arch), esc(m));
         }
         None => {
             let _ = writeln!(x, "    <type arch='{}'>hvm</type>", esc(&spec.arch));
@@ -272,12 +254,7 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     x.push_str("    <disk type='file' device='disk'>\n");
     x.push_str("      <driver name='qemu' type='qcow2'/>\n");
     let _ = writeln!(x, "      <source file='{}'/>", path(&spec.disk));
-    let _ = writeln!(
-        x,
-        "      <target dev='{}' bus='{}'/>",
-        spec.disk_bus.dev(),
-        spec.disk_bus.bus()
-    );
+    let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.dev(), spec.disk_bus.bus());
     x.push_str("    </disk>\n");
     for nic in &spec.nics {
         match &nic.network {
@@ -300,15 +277,9 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     if emulated {
         // A pty keeps `virsh console` working; virtlogd copies everything to the log file.
         x.push_str("    <serial type='pty'>\n");
-        let _ = writeln!(
-            x,
-            "      <log file='{}' append='on'/>",
-            path(&spec.console_log)
-        );
+        let _ = writeln!(x, "      <log file='{}' append='on'/>", path(&spec.console_log));
         x.push_str("      <target port='0'/>\n    </serial>\n");
-        x.push_str(
-            "    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n",
-        );
+        x.push_str("    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n");
         x.push_str("    <memballoon model='virtio'/>\n");
         x.push_str("    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>\n");
     } else {
@@ -348,11 +319,7 @@ pub fn network_xml(spec: &NetworkSpec) -> String {
     if spec.ip.is_some() {
         x.push_str("  <forward mode='nat'/>\n");
     }
-    let _ = writeln!(
-        x,
-        "  <bridge name='{}' stp='on' delay='0'/>",
-        esc(&spec.bridge)
-    );
+    let _ = writeln!(x, "  <bridge name='{}' stp='on' delay='0'/>", esc(&spec.bridge));
     if let Some(mtu) = spec.mtu {
         let _ = writeln!(x, "  <mtu size='{mtu}'/>");
     }
@@ -431,10 +398,7 @@ mod tests {
         let serial = element(&xml, "serial");
         assert_eq!(serial.len(), 1);
         assert!(serial[0].starts_with("<serial type='pty'>"));
-        assert!(
-            serial[0]
-                .contains("<log file='/var/lib/meridian/instances/x/console.log' append='on'/>")
-        );
+        assert!(serial[0].contains("<log file='/var/lib/meridian/instances/x/console.log' append='on'/>"));
         assert_eq!(element(&xml, "interface").len(), 0);
     }
 
@@ -458,22 +422,10 @@ mod tests {
 
     #[test]
     fn detection_needs_a_qemu_uri_and_usable_kvm() {
-        assert_eq!(
-            VirtType::detect("qemu:///system", true),
-            Some(VirtType::Kvm)
-        );
-        assert_eq!(
-            VirtType::detect("qemu:///system", false),
-            Some(VirtType::Qemu)
-        );
-        assert_eq!(
-            VirtType::detect("qemu+ssh://h/system", true),
-            Some(VirtType::Kvm)
-        );
-        assert_eq!(
-            VirtType::detect("test:///default", true),
-            Some(VirtType::Test)
-        );
+        assert_eq!(VirtType::detect("qemu:///system", true), Some(VirtType::Kvm));
+        assert_eq!(VirtType::detect("qemu:///system", false), Some(VirtType::Qemu));
+        assert_eq!(VirtType::detect("qemu+ssh://h/system", true), Some(VirtType::Kvm));
+        assert_eq!(VirtType::detect("test:///default", true), Some(VirtType::Test));
         assert_eq!(VirtType::detect("lxc:///", true), None);
     }
 
@@ -487,12 +439,7 @@ mod tests {
                 model: "virtio",
                 mtu: Some(1450),
             },
-            NicXml {
-                mac: "fa:16:3e:00:00:02".into(),
-                network: None,
-                model: "e1000",
-                mtu: None,
-            },
+            NicXml { mac: "fa:16:3e:00:00:02".into(), network: None, model: "e1000", mtu: None },
         ];
         let xml = domain_xml(&s);
         let nics = element(&xml, "interface");

@@ -180,7 +180,9 @@ pub struct FixedIp {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkEvent {
     /// A build moved on: `block_device_mapping` (image cached, disk made) or `spawning`.
-    Progress { task_state: String },
+    Progress {
+        task_state: String,
+    },
     Done {
         power_state: PowerState,
         console: Option<String>,

@@ -78,11 +78,7 @@ impl Session {
     pub fn roles(&self) -> Vec<String> {
         self.body["roles"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r["name"].as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     }
     /// The public endpoint of a service type (`compute`, `image`, `network`, `identity`).
@@ -94,11 +90,7 @@ impl Session {
             .filter(|s| s["type"] == service_type)
             .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
             .find(|e| e["interface"] == "public")
-            .and_then(|e| {
-                e["url"]
-                    .as_str()
-                    .map(|u| u.trim_end_matches('/').to_string())
-            })
+            .and_then(|e| e["url"].as_str().map(|u| u.trim_end_matches('/').to_string()))
             .ok_or_else(|| ClientError::NoEndpoint(service_type.to_string()))
     }
 }
@@ -118,16 +110,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| ClientError::Transport {
-                url: creds.auth_url.clone(),
-                source: e,
-            })?;
+            .map_err(|e| ClientError::Transport { url: creds.auth_url.clone(), source: e })?;
         let session = password_token(&http, creds).await?;
-        Ok(Client {
-            http,
-            session,
-            compute_version: None,
-        })
+        Ok(Client { http, session, compute_version: None })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -146,10 +131,8 @@ impl Client {
         service_type: &str,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        let mut rb = self
-            .http
-            .request(method, self.url(service_type, path)?)
-            .header("x-auth-token", &self.session.token);
+        let mut rb =
+            self.http.request(method, self.url(service_type, path)?).header("x-auth-token", &self.session.token);
         if service_type == "compute"
             && let Some(v) = &self.compute_version
         {
@@ -169,10 +152,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let idempotent = matches!(
-            method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
-        );
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
         let build = || -> Result<reqwest::RequestBuilder, ClientError> {
             let mut rb = self.request(method.clone(), service_type, path)?;
             if let Some(b) = body {
@@ -188,16 +168,10 @@ impl Client {
         let resp = match build()?.send().await {
             Ok(r) => r,
             Err(e) if idempotent && (e.is_request() || e.is_connect()) => {
-                build()?.send().await.map_err(|e| ClientError::Transport {
-                    url: path.to_string(),
-                    source: e,
-                })?
+                build()?.send().await.map_err(|e| ClientError::Transport { url: path.to_string(), source: e })?
             }
             Err(e) => {
-                return Err(ClientError::Transport {
-                    url: path.to_string(),
-                    source: e,
-                });
+                return Err(ClientError::Transport { url: path.to_string(), source: e });
             }
         };
         decode(resp).await
@@ -206,21 +180,10 @@ impl Client {
     pub async fn get(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
         self.send(Method::GET, service_type, path, None).await
     }
-    pub async fn post(
-        &self,
-        service_type: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, ClientError> {
-        self.send(Method::POST, service_type, path, Some(body))
-            .await
+    pub async fn post(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::POST, service_type, path, Some(body)).await
     }
-    pub async fn put(
-        &self,
-        service_type: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, ClientError> {
+    pub async fn put(&self, service_type: &str, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.send(Method::PUT, service_type, path, Some(body)).await
     }
     pub async fn delete(&self, service_type: &str, path: &str) -> Result<Value, ClientError> {
@@ -230,58 +193,33 @@ impl Client {
 
 async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Session, ClientError> {
     let base = c.auth_url.trim_end_matches('/');
-    let url = if base.ends_with("/v3") {
-        format!("{base}/auth/tokens")
-    } else {
-        format!("{base}/v3/auth/tokens")
-    };
+    let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
     let body = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
         "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain}}},
     }});
-    let resp = http
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| ClientError::Transport {
-            url: url.clone(),
-            source: e,
-        })?;
-    let token = resp
-        .headers()
-        .get("x-subject-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let resp =
+        http.post(&url).json(&body).send().await.map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;
+    let token = resp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_string);
     let doc = decode(resp).await?;
     let token = token.ok_or_else(|| ClientError::Decode("no X-Subject-Token header".into()))?;
-    Ok(Session {
-        token,
-        body: doc["token"].clone(),
-    })
+    Ok(Session { token, body: doc["token"].clone() })
 }
 
 /// Turns a response into its JSON body or a [`ClientError::Api`] with the fault's message.
 pub async fn decode(resp: reqwest::Response) -> Result<Value, ClientError> {
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Decode(e.to_string()))?;
+    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
         return Ok(body);
     }
-    Err(ClientError::Api {
-        status,
-        message: fault_message(&body),
-    })
+    Err(ClientError::Api { status, message: fault_message(&body) })
 }
 
 /// The human message inside any OpenStack fault body.
@@ -314,24 +252,10 @@ mod tests {
 
     #[test]
     fn fault_messages_of_every_service() {
-        assert_eq!(
-            fault_message(&json!({"error": {"code": 401, "message": "auth"}})),
-            "auth"
-        );
-        assert_eq!(
-            fault_message(&json!({"itemNotFound": {"code": 404, "message": "gone"}})),
-            "gone"
-        );
-        assert_eq!(
-            fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})),
-            "net"
-        );
-        assert_eq!(
-            fault_message(
-                &json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})
-            ),
-            "img"
-        );
+        assert_eq!(fault_message(&json!({"error": {"code": 401, "message": "auth"}})), "auth");
+        assert_eq!(fault_message(&json!({"itemNotFound": {"code": 404, "message": "gone"}})), "gone");
+        assert_eq!(fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})), "net");
+        assert_eq!(fault_message(&json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})), "img");
         assert_eq!(fault_message(&Value::String("plain".into())), "plain");
     }
 
@@ -343,13 +267,7 @@ mod tests {
                 {"interface": "internal", "url": "http://i/"},
                 {"interface": "public", "url": "http://p/compute/v2.1/"}]}]}),
         };
-        assert_eq!(
-            s.endpoint("compute").expect("compute"),
-            "http://p/compute/v2.1"
-        );
-        assert!(matches!(
-            s.endpoint("image"),
-            Err(ClientError::NoEndpoint(_))
-        ));
+        assert_eq!(s.endpoint("compute").expect("compute"), "http://p/compute/v2.1");
+        assert!(matches!(s.endpoint("image"), Err(ClientError::NoEndpoint(_))));
     }
 }

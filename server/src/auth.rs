@@ -30,9 +30,7 @@ impl Ctx {
     pub fn project_id(&self) -> ApiResult<&str> {
         match &self.project {
             Some((p, _)) => Ok(&p.id),
-            None => Err(ApiError::forbidden(
-                "A project-scoped token is required for this request.",
-            )),
+            None => Err(ApiError::forbidden("A project-scoped token is required for this request.")),
         }
     }
     /// Reading: any role on the project (reader, member or admin).
@@ -45,18 +43,10 @@ impl Ctx {
     }
     /// Changing the project's own resources: member or admin.
     pub fn require_member(&self, action: &str) -> ApiResult<()> {
-        if self.is_admin() || self.has_role("member") {
-            Ok(())
-        } else {
-            Err(ApiError::policy(action))
-        }
+        if self.is_admin() || self.has_role("member") { Ok(()) } else { Err(ApiError::policy(action)) }
     }
     pub fn require_admin(&self, action: &str) -> ApiResult<()> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::policy(action))
-        }
+        if self.is_admin() { Ok(()) } else { Err(ApiError::policy(action)) }
     }
     /// Whether this caller may see a resource owned by `owner` (admins see all).
     pub fn owns(&self, owner: &str) -> bool {
@@ -67,20 +57,15 @@ impl Ctx {
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized("The request you have made requires authentication.")
-            })?;
-        validate(state, token).await?.ok_or_else(|| {
-            ApiError::unauthorized("The request you have made requires authentication.")
-        })
+            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
+        validate(state, token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))
     }
 }
 
@@ -119,13 +104,7 @@ pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>
             (Some((project, domain)), roles)
         }
     };
-    Ok(Some(Ctx {
-        token,
-        user,
-        user_domain,
-        project,
-        roles,
-    }))
+    Ok(Some(Ctx { token, user, user_domain, project, roles }))
 }
 
 /// Hashes a password with argon2id (off the async executor: it is deliberately slow).
@@ -146,11 +125,7 @@ pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
         use argon2::password_hash::{PasswordHash, PasswordVerifier};
         PasswordHash::new(&hash)
-            .map(|parsed| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false)
     })
     .await

@@ -34,28 +34,17 @@ pub struct Outcome {
 
 pub async fn run(store: &Store, cfg: &Config) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
-    ignore_conflict(
-        store
-            .create_domain(DEFAULT_DOMAIN_ID, "Default", "The default domain")
-            .await,
-    )?;
+    ignore_conflict(store.create_domain(DEFAULT_DOMAIN_ID, "Default", "The default domain").await)?;
     for role in ["admin", "member", "reader"] {
-        if matches!(
-            store.get_role_by_name(role).await,
-            Err(StoreError::NotFound(_))
-        ) {
+        if matches!(store.get_role_by_name(role).await, Err(StoreError::NotFound(_))) {
             ignore_conflict(store.create_role(&new_hex_id(), role, None).await)?;
         }
     }
     let admin_role = store.get_role_by_name("admin").await?;
     let member_role = store.get_role_by_name("member").await?;
     let reader_role = store.get_role_by_name("reader").await?;
-    store
-        .add_implied_role(&admin_role.id, &member_role.id)
-        .await?;
-    store
-        .add_implied_role(&member_role.id, &reader_role.id)
-        .await?;
+    store.add_implied_role(&admin_role.id, &member_role.id).await?;
+    store.add_implied_role(&member_role.id, &reader_role.id).await?;
     store.ensure_region(REGION).await?;
 
     let project = match store.get_project_by_name(DEFAULT_DOMAIN_ID, "admin").await {
@@ -70,17 +59,12 @@ pub async fn run(store: &Store, cfg: &Config) -> anyhow::Result<Outcome> {
                 tags: "[]".into(),
             };
             ignore_conflict(store.create_project(&p).await)?;
-            store
-                .get_project_by_name(DEFAULT_DOMAIN_ID, "admin")
-                .await?
+            store.get_project_by_name(DEFAULT_DOMAIN_ID, "admin").await?
         }
         Err(e) => return Err(e.into()),
     };
 
-    if matches!(
-        store.get_user_by_name(DEFAULT_DOMAIN_ID, "admin").await,
-        Err(StoreError::NotFound(_))
-    ) {
+    if matches!(store.get_user_by_name(DEFAULT_DOMAIN_ID, "admin").await, Err(StoreError::NotFound(_))) {
         let password = match &cfg.admin_password {
             Some(p) => p.clone(),
             None => {

@@ -151,20 +151,10 @@ pub struct CommonArgs {
     #[arg(long, env = "MERIDIAN_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Password for the bootstrap admin user (first start only).
-    #[arg(
-        long,
-        env = "MERIDIAN_ADMIN_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "MERIDIAN_ADMIN_PASSWORD", global = true, hide_env_values = true)]
     pub admin_password: Option<String>,
     /// Join token for compute agents (first start only).
-    #[arg(
-        long,
-        env = "MERIDIAN_AGENT_TOKEN",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "MERIDIAN_AGENT_TOKEN", global = true, hide_env_values = true)]
     pub agent_token: Option<String>,
     /// Largest accepted image upload in bytes (default 64 GiB).
     #[arg(long, env = "MERIDIAN_IMAGE_SIZE_CAP", global = true)]
@@ -176,12 +166,7 @@ pub struct CommonArgs {
     #[arg(long, env = "MERIDIAN_BUILD_TIMEOUT", global = true)]
     pub build_timeout: Option<u64>,
     /// RAM weigher multiplier: positive spreads, negative packs (default 1.0).
-    #[arg(
-        long,
-        env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER",
-        global = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER", global = true, allow_hyphen_values = true)]
     pub ram_weight_multiplier: Option<f64>,
 }
 
@@ -196,11 +181,7 @@ impl CommonArgs {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(default_data_dir);
+        let data_dir = self.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
         let database_url = self
             .database_url
             .clone()
@@ -213,10 +194,7 @@ impl CommonArgs {
             .unwrap_or_else(|| format!("http://{listen}"))
             .trim_end_matches('/')
             .to_string();
-        let token_lifetime_secs = self
-            .token_lifetime
-            .or(file.token_lifetime_secs)
-            .unwrap_or(3600);
+        let token_lifetime_secs = self.token_lifetime.or(file.token_lifetime_secs).unwrap_or(3600);
         anyhow::ensure!(token_lifetime_secs > 0, "token lifetime must be positive");
         Ok(Config {
             listen,
@@ -227,18 +205,12 @@ impl CommonArgs {
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             admin_password: self.admin_password.clone().or(file.admin_password),
             agent_token: self.agent_token.clone().or(file.agent_token),
-            image_size_cap: self
-                .image_size_cap
-                .or(file.image_size_cap)
-                .unwrap_or(64 << 30),
+            image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
             compute: self.compute_settings(file.compute)?,
         })
     }
 
-    fn compute_settings(
-        &self,
-        from_file: Option<ComputeSettings>,
-    ) -> anyhow::Result<ComputeSettings> {
+    fn compute_settings(&self, from_file: Option<ComputeSettings>) -> anyhow::Result<ComputeSettings> {
         let mut c = from_file.unwrap_or_default();
         if let Some(v) = self.host_down_after {
             c.host_down_after_secs = v;
@@ -259,8 +231,7 @@ impl CommonArgs {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
@@ -279,16 +250,9 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\ntoken_lifetime_secs = 60\npublic_url = \"http://x/\"\n",
-        )
-        .expect("write");
-        let args = CommonArgs {
-            config: Some(path),
-            token_lifetime: Some(120),
-            ..Default::default()
-        };
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ntoken_lifetime_secs = 60\npublic_url = \"http://x/\"\n")
+            .expect("write");
+        let args = CommonArgs { config: Some(path), token_lifetime: Some(120), ..Default::default() };
         let cfg = args.resolve().expect("resolve");
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.token_lifetime_secs, 120);
@@ -301,10 +265,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.toml");
         std::fs::write(&path, "lisen = \"x\"\n").expect("write");
-        let args = CommonArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let args = CommonArgs { config: Some(path), ..Default::default() };
         assert!(args.resolve().is_err());
     }
 
@@ -316,9 +277,6 @@ mod tests {
             ..Default::default()
         };
         let text = format!("{:?}", args.resolve().expect("resolve"));
-        assert!(
-            !text.contains("hunter2") && !text.contains(":pw@"),
-            "{text}"
-        );
+        assert!(!text.contains("hunter2") && !text.contains(":pw@"), "{text}");
     }
 }

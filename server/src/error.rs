@@ -36,11 +36,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            kind: None,
-        }
+        Self { status, message: message.into(), kind: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -63,10 +59,7 @@ impl ApiError {
     /// A server-side failure: the cause is logged, the client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "An unexpected error occurred; see the server log.",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred; see the server log.")
     }
     /// Sets Neutron's fault `type`.
     pub fn kind(mut self, kind: &'static str) -> Self {
@@ -120,15 +113,9 @@ pub async fn render_faults(service: Service, resp: Response) -> Response {
             // A response axum built itself (unknown route, 405, extractor rejection): keep its
             // text as the message, in our format.
             let (_parts, body) = resp.into_parts();
-            let bytes = axum::body::to_bytes(body, 64 * 1024)
-                .await
-                .unwrap_or_default();
+            let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes).trim().to_string();
-            let message = if text.is_empty() {
-                status.canonical_reason().unwrap_or("Error").to_string()
-            } else {
-                text
-            };
+            let message = if text.is_empty() { status.canonical_reason().unwrap_or("Error").to_string() } else { text };
             ApiError::new(status, message)
         }
     };
@@ -163,10 +150,7 @@ pub fn fault_response(service: Service, err: &ApiError) -> Response {
     };
     let mut resp = (err.status, axum::Json(body)).into_response();
     if err.status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Keystone uri=\"/identity\""),
-        );
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Keystone uri=\"/identity\""));
     }
     resp
 }
@@ -205,29 +189,19 @@ mod tests {
     use super::*;
 
     async fn body_json(resp: Response) -> serde_json::Value {
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
         serde_json::from_slice(&bytes).expect("json")
     }
 
     #[tokio::test]
     async fn each_service_has_its_fault_shape() {
         let err = ApiError::not_found("Flavor 9 could not be found.");
-        let nova =
-            body_json(render_faults(Service::Compute, err.clone().into_response()).await).await;
+        let nova = body_json(render_faults(Service::Compute, err.clone().into_response()).await).await;
         assert_eq!(nova["itemNotFound"]["code"], 404);
-        let ks =
-            body_json(render_faults(Service::Identity, err.clone().into_response()).await).await;
+        let ks = body_json(render_faults(Service::Identity, err.clone().into_response()).await).await;
         assert_eq!(ks["error"]["title"], "Not Found");
-        let neutron = body_json(
-            render_faults(
-                Service::Network,
-                err.clone().kind("NetworkNotFound").into_response(),
-            )
-            .await,
-        )
-        .await;
+        let neutron =
+            body_json(render_faults(Service::Network, err.clone().kind("NetworkNotFound").into_response()).await).await;
         assert_eq!(neutron["NeutronError"]["type"], "NetworkNotFound");
         let glance = body_json(render_faults(Service::Image, err.into_response()).await).await;
         assert_eq!(glance["code"], "404 Not Found");
@@ -235,11 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn unauthorized_is_keystonemiddleware_style_everywhere() {
-        let resp = render_faults(
-            Service::Network,
-            ApiError::unauthorized("no token").into_response(),
-        )
-        .await;
+        let resp = render_faults(Service::Network, ApiError::unauthorized("no token").into_response()).await;
         assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
         assert_eq!(body_json(resp).await["error"]["code"], 401);
     }

@@ -30,9 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 /// Parses a JSON body with a message that names the offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "The request body is empty; a JSON document is required.",
-        ));
+        return Err(ApiError::bad_request("The request body is empty; a JSON document is required."));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error_lite(de)
@@ -41,10 +39,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 fn serde_path_to_error_lite<'de, T: DeserializeOwned>(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
 ) -> Result<T, ApiError> {
-    let value = T::deserialize(&mut *de)
-        .map_err(|e| ApiError::bad_request(format!("Invalid input for request body: {e}")))?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("Invalid input for request body: {e}")))?;
+    let value =
+        T::deserialize(&mut *de).map_err(|e| ApiError::bad_request(format!("Invalid input for request body: {e}")))?;
+    de.end().map_err(|e| ApiError::bad_request(format!("Invalid input for request body: {e}")))?;
     Ok(value)
 }
 
@@ -57,25 +54,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or_default();
-        Ok(Query(
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-        ))
+        Ok(Query(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
     }
 }
 
 impl Query {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
     }
     pub fn has(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| k == key)
@@ -85,7 +73,9 @@ impl Query {
         self.get(key)
             .map(|v| {
                 v.trim().parse::<i64>().map_err(|_| {
-                    ApiError::bad_request(format!("Invalid input for query parameters {key}. Value: {v}. '{v}' is not an integer"))
+                    ApiError::bad_request(format!(
+                        "Invalid input for query parameters {key}. Value: {v}. '{v}' is not an integer"
+                    ))
                 })
             })
             .transpose()
@@ -101,9 +91,15 @@ impl Query {
     }
     /// A boolean parameter as OpenStack services accept them.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
-        self.get(key).map(|v| parse_bool(v).ok_or_else(|| {
-            ApiError::bad_request(format!("Invalid input for query parameters {key}. Value: {v}. '{v}' is not a boolean"))
-        })).transpose()
+        self.get(key)
+            .map(|v| {
+                parse_bool(v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Invalid input for query parameters {key}. Value: {v}. '{v}' is not a boolean"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 
@@ -129,10 +125,7 @@ mod tests {
 
     #[test]
     fn query_integers_are_validated() {
-        let q = Query(vec![
-            ("limit".into(), "x".into()),
-            ("minRam".into(), "-1".into()),
-        ]);
+        let q = Query(vec![("limit".into(), "x".into()), ("minRam".into(), "-1".into())]);
         assert_eq!(q.int("limit").err().map(|e| e.status.as_u16()), Some(400));
         assert_eq!(q.uint("minRam").err().map(|e| e.status.as_u16()), Some(400));
         assert_eq!(q.int("absent").ok(), Some(None));

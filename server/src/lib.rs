@@ -42,14 +42,19 @@ pub fn router(state: AppState) -> Router {
         )
         .nest(
             "/compute",
-            compute::router(state.clone()).fallback(not_found).layer(map_response(|r| render_faults(Service::Compute, r))),
+            compute::router(state.clone())
+                .fallback(not_found)
+                .layer(map_response(|r| render_faults(Service::Compute, r))),
         )
         .nest(
             "/agent/v1",
             compute::agents::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
         )
         .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
-        .nest("/network", network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))))
+        .nest(
+            "/network",
+            network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))),
+        )
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -88,9 +93,7 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     conductor.abort();
     state.store.close().await;

@@ -11,11 +11,7 @@ use meridian_server::store::{Store, new_hex_id};
 use meridian_server::{auth, bootstrap};
 
 #[derive(Parser)]
-#[command(
-    name = "meridian-server",
-    version,
-    about = "Meridian control plane (Keystone, Nova, Glance, Neutron APIs)"
-)]
+#[command(name = "meridian-server", version, about = "Meridian control plane (Keystone, Nova, Glance, Neutron APIs)")]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
@@ -92,9 +88,7 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -102,11 +96,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn open(cfg: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.database_url)
-        .await
-        .context("opening the database")?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let store = Store::open(&cfg.database_url).await.context("opening the database")?;
     let outcome = bootstrap::run(&store, cfg).await.context("bootstrapping")?;
     if let Some(f) = outcome.admin_password_file {
         tracing::warn!(file = %f.display(), "generated the admin password; it is stored in this file (mode 0600)");
@@ -119,9 +110,8 @@ async fn open(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url, data_dir = %cfg.data_dir.display(), "meridian-server listening");
     let state = AppState::new(store, cfg);
@@ -184,13 +174,7 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
             store.create_project(&p).await?;
             println!("created project {name} ({})", p.id);
         }
-        Admin::CreateUser {
-            name,
-            password,
-            project,
-            role,
-            email,
-        } => {
+        Admin::CreateUser { name, password, project, role, email } => {
             let (password, was_generated) = generated(password);
             let u = User {
                 id: new_hex_id(),
@@ -217,15 +201,9 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
                 println!("password: {password}");
             }
         }
-        Admin::Grant {
-            user,
-            project,
-            role,
-        } => {
+        Admin::Grant { user, project, role } => {
             let u = store.get_user_by_name(DEFAULT_DOMAIN_ID, &user).await?;
-            let p = store
-                .get_project_by_name(DEFAULT_DOMAIN_ID, &project)
-                .await?;
+            let p = store.get_project_by_name(DEFAULT_DOMAIN_ID, &project).await?;
             let r = store.get_role_by_name(&role).await?;
             store.grant(&u.id, &p.id, &r.id).await?;
             println!("granted {role} to {user} on {project}");
@@ -243,16 +221,7 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
         }
         Admin::ListProjects => {
             for p in store.list_projects(&NameFilter::default()).await? {
-                println!(
-                    "{}  {}  {}",
-                    p.id,
-                    p.name,
-                    if p.enabled != 0 {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    }
-                );
+                println!("{}  {}  {}", p.id, p.name, if p.enabled != 0 { "enabled" } else { "disabled" });
             }
         }
         Admin::ListUsers => {
@@ -267,10 +236,7 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
             }
         }
         Admin::AgentToken => {
-            println!(
-                "{}",
-                store.setting("agent_token").await?.unwrap_or_default()
-            );
+            println!("{}", store.setting("agent_token").await?.unwrap_or_default());
         }
     }
     Ok(())

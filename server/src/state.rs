@@ -14,6 +14,10 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Wakes long-polling agents (per host id) and waiters on work results (per work id).
     pub signals: Arc<Signals>,
+    /// Serialises scheduling decisions in this process, so each one sees the claims of the
+    /// previous (as Nova's scheduler consumes its in-memory host state). Claims stay atomic in
+    /// the database across replicas regardless.
+    pub schedule_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -46,6 +50,7 @@ impl AppState {
             store,
             cfg: Arc::new(cfg),
             signals: Arc::new(Signals::default()),
+            schedule_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

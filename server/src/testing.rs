@@ -35,15 +35,9 @@ impl TestApp {
         };
         let cfg = args.resolve().expect("config");
         let store = Store::open(&cfg.database_url).await.expect("store");
-        crate::bootstrap::run(&store, &cfg)
-            .await
-            .expect("bootstrap");
+        crate::bootstrap::run(&store, &cfg).await.expect("bootstrap");
         let state = AppState::new(store, cfg);
-        let mut app = TestApp {
-            state,
-            admin_token: String::new(),
-            _dir: dir,
-        };
+        let mut app = TestApp { state, admin_token: String::new(), _dir: dir };
         app.admin_token = app.token("admin", "adminpw", "admin").await;
         app
     }
@@ -64,23 +58,12 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = crate::app(self.state.clone())
-            .oneshot(req.body(body).expect("request"))
-            .await
-            .expect("response");
+        let resp = crate::app(self.state.clone()).oneshot(req.body(body).expect("request")).await.expect("response");
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body")
-            .to_vec();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            bytes,
-        }
+        Reply { status, headers, body, bytes }
     }
 
     /// JSON request helper: `body` of `Value::Null` sends no body.
@@ -88,10 +71,7 @@ impl TestApp {
         let (b, h): (Body, &[(&str, &str)]) = if body.is_null() {
             (Body::empty(), &[])
         } else {
-            (
-                Body::from(body.to_string()),
-                &[("content-type", "application/json")],
-            )
+            (Body::from(body.to_string()), &[("content-type", "application/json")])
         };
         self.call(method, path, Some(token), h, b).await
     }
@@ -111,74 +91,35 @@ impl TestApp {
                 Body::from(body.to_string()),
             )
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "token for {user}: {}",
-            r.body
-        );
-        r.headers["x-subject-token"]
-            .to_str()
-            .expect("token header")
-            .to_string()
+        assert_eq!(r.status, StatusCode::CREATED, "token for {user}: {}", r.body);
+        r.headers["x-subject-token"].to_str().expect("token header").to_string()
     }
 
     /// Creates project `project` (if needed) and user `user` holding `role` on it; returns the
     /// user's project-scoped token.
     pub async fn user_in_project(&self, user: &str, project: &str, role: &str) -> String {
         let admin = self.admin_token.clone();
-        let existing = self
-            .json(
-                Method::GET,
-                &format!("/identity/v3/projects?name={project}"),
-                &admin,
-                Value::Null,
-            )
-            .await;
+        let existing =
+            self.json(Method::GET, &format!("/identity/v3/projects?name={project}"), &admin, Value::Null).await;
         let pid = match existing.body["projects"].as_array().and_then(|a| a.first()) {
             Some(p) => p["id"].as_str().expect("id").to_string(),
             None => {
                 let r = self
-                    .json(
-                        Method::POST,
-                        "/identity/v3/projects",
-                        &admin,
-                        json!({"project": {"name": project}}),
-                    )
+                    .json(Method::POST, "/identity/v3/projects", &admin, json!({"project": {"name": project}}))
                     .await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
                 r.body["project"]["id"].as_str().expect("id").to_string()
             }
         };
         let r = self
-            .json(
-                Method::POST,
-                "/identity/v3/users",
-                &admin,
-                json!({"user": {"name": user, "password": "pw"}}),
-            )
+            .json(Method::POST, "/identity/v3/users", &admin, json!({"user": {"name": user, "password": "pw"}}))
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let uid = r.body["user"]["id"].as_str().expect("id").to_string();
-        let roles = self
-            .json(
-                Method::GET,
-                &format!("/identity/v3/roles?name={role}"),
-                &admin,
-                Value::Null,
-            )
-            .await;
-        let rid = roles.body["roles"][0]["id"]
-            .as_str()
-            .expect("role")
-            .to_string();
+        let roles = self.json(Method::GET, &format!("/identity/v3/roles?name={role}"), &admin, Value::Null).await;
+        let rid = roles.body["roles"][0]["id"].as_str().expect("role").to_string();
         let r = self
-            .json(
-                Method::PUT,
-                &format!("/identity/v3/projects/{pid}/users/{uid}/roles/{rid}"),
-                &admin,
-                Value::Null,
-            )
+            .json(Method::PUT, &format!("/identity/v3/projects/{pid}/users/{uid}/roles/{rid}"), &admin, Value::Null)
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         self.token(user, "pw", project).await

@@ -20,38 +20,18 @@ fn inventory(vcpus: i64) -> HostInventory {
 }
 
 async fn scenario(s: &Store, backend: &str) {
-    let id = s
-        .register_host("c1", &inventory(4))
-        .await
-        .expect("register");
-    let again = s
-        .register_host("c1", &inventory(4))
-        .await
-        .expect("re-register");
+    let id = s.register_host("c1", &inventory(4)).await.expect("register");
+    let again = s.register_host("c1", &inventory(4)).await.expect("re-register");
     assert_eq!(id, again, "{backend}: re-registration keeps the id");
     s.heartbeat(&id, &inventory(4)).await.expect("heartbeat");
 
     // 20 concurrent one-vCPU claims on a 4-vCPU host at ratio 1.0: exactly 4 win.
-    let ratios = Ratios {
-        cpu: 1.0,
-        ram: 1.0,
-        disk: 1.0,
-    };
+    let ratios = Ratios { cpu: 1.0, ram: 1.0, disk: 1.0 };
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (s, id) = (s.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            s.claim(
-                &id,
-                Claim {
-                    vcpus: 1,
-                    memory_mb: 256,
-                    disk_gb: 1,
-                },
-                ratios,
-            )
-            .await
-            .expect("claim")
+            s.claim(&id, Claim { vcpus: 1, memory_mb: 256, disk_gb: 1 }, ratios).await.expect("claim")
         }));
     }
     let mut won = 0;
@@ -62,50 +42,18 @@ async fn scenario(s: &Store, backend: &str) {
     }
     assert_eq!(won, 4, "{backend}: never overcommitted");
     let h = s.get_host(&id).await.expect("host");
-    assert_eq!(
-        (h.vcpus_used, h.memory_mb_used, h.disk_gb_used),
-        (4, 1024, 4),
-        "{backend}"
-    );
-    s.release(
-        &id,
-        Claim {
-            vcpus: 1,
-            memory_mb: 256,
-            disk_gb: 1,
-        },
-    )
-    .await
-    .expect("release");
-    s.release(
-        &id,
-        Claim {
-            vcpus: 10,
-            memory_mb: 10_000,
-            disk_gb: 10,
-        },
-    )
-    .await
-    .expect("release floor");
+    assert_eq!((h.vcpus_used, h.memory_mb_used, h.disk_gb_used), (4, 1024, 4), "{backend}");
+    s.release(&id, Claim { vcpus: 1, memory_mb: 256, disk_gb: 1 }).await.expect("release");
+    s.release(&id, Claim { vcpus: 10, memory_mb: 10_000, disk_gb: 10 }).await.expect("release floor");
     let h = s.get_host(&id).await.expect("host");
-    assert_eq!(
-        (h.vcpus_used, h.memory_mb_used, h.disk_gb_used),
-        (0, 0, 0),
-        "{backend}: never negative"
-    );
+    assert_eq!((h.vcpus_used, h.memory_mb_used, h.disk_gb_used), (0, 0, 0), "{backend}: never negative");
 
     // Work: offered until acknowledged, with attempts counted.
-    let w = s
-        .enqueue_work("inst-1", &id, "{\"type\":\"stop\"}")
-        .await
-        .expect("enqueue");
+    let w = s.enqueue_work("inst-1", &id, "{\"type\":\"stop\"}").await.expect("enqueue");
     let first = s.lease_work(&id, 60, 10).await.expect("lease");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
-    assert!(
-        s.lease_work(&id, 60, 10).await.expect("lease").is_empty(),
-        "{backend}: leased work is not offered twice"
-    );
+    assert!(s.lease_work(&id, 60, 10).await.expect("lease").is_empty(), "{backend}: leased work is not offered twice");
     // An expired lease (agent died before acknowledging) is offered again.
     sqlx::query("UPDATE work SET leased_until = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
         .bind(&w)
@@ -116,28 +64,15 @@ async fn scenario(s: &Store, backend: &str) {
     assert_eq!(second.len(), 1, "{backend}");
     assert_eq!(second[0].attempt, 2);
     assert!(s.finish_work(&w, "done", None).await.expect("finish"));
-    assert!(
-        !s.finish_work(&w, "done", None)
-            .await
-            .expect("duplicate ack"),
-        "{backend}"
-    );
+    assert!(!s.finish_work(&w, "done", None).await.expect("duplicate ack"), "{backend}");
     assert_eq!(s.get_work(&w).await.expect("work").state, "done");
 
-    let w2 = s
-        .enqueue_work("inst-2", &id, "{\"type\":\"start\"}")
-        .await
-        .expect("enqueue");
+    let w2 = s.enqueue_work("inst-2", &id, "{\"type\":\"start\"}").await.expect("enqueue");
     assert_eq!(s.cancel_work("inst-2", None).await.expect("cancel"), 1);
-    assert!(
-        s.lease_work(&id, 60, 10).await.expect("lease").is_empty(),
-        "{backend}: cancelled work is not offered"
-    );
+    assert!(s.lease_work(&id, 60, 10).await.expect("lease").is_empty(), "{backend}: cancelled work is not offered");
     assert_eq!(s.get_work(&w2).await.expect("work").state, "cancelled");
 
-    s.set_host_enabled(&id, false, Some("maintenance"))
-        .await
-        .expect("disable");
+    s.set_host_enabled(&id, false, Some("maintenance")).await.expect("disable");
     assert_eq!(s.get_host_by_name("c1").await.expect("host").enabled, 0);
 }
 

@@ -7,16 +7,8 @@ use meridian_server::store::identity::{NameFilter, Project, Token, User};
 use meridian_server::store::{StoreError, new_hex_id, now};
 
 async fn scenario(s: &meridian_server::store::Store, backend: &str) {
-    s.create_domain("default", "Default", "")
-        .await
-        .expect("domain");
-    assert!(
-        matches!(
-            s.create_domain("default", "Default", "").await,
-            Err(StoreError::Conflict(_))
-        ),
-        "{backend}"
-    );
+    s.create_domain("default", "Default", "").await.expect("domain");
+    assert!(matches!(s.create_domain("default", "Default", "").await, Err(StoreError::Conflict(_))), "{backend}");
 
     let p = Project {
         id: new_hex_id(),
@@ -27,37 +19,15 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         tags: "[]".into(),
     };
     s.create_project(&p).await.expect("project");
-    let dup = Project {
-        id: new_hex_id(),
-        ..p.clone()
-    };
-    assert!(
-        matches!(s.create_project(&dup).await, Err(StoreError::Conflict(_))),
-        "{backend}: same name in domain"
-    );
-    assert_eq!(
-        s.get_project_by_name("default", "demo")
-            .await
-            .expect("by name")
-            .id,
-        p.id
-    );
+    let dup = Project { id: new_hex_id(), ..p.clone() };
+    assert!(matches!(s.create_project(&dup).await, Err(StoreError::Conflict(_))), "{backend}: same name in domain");
+    assert_eq!(s.get_project_by_name("default", "demo").await.expect("by name").id, p.id);
     let filtered = s
-        .list_projects(&NameFilter {
-            name: Some("demo".into()),
-            enabled: Some(true),
-            ..Default::default()
-        })
+        .list_projects(&NameFilter { name: Some("demo".into()), enabled: Some(true), ..Default::default() })
         .await
         .expect("list");
     assert_eq!(filtered.len(), 1, "{backend}");
-    let none = s
-        .list_projects(&NameFilter {
-            enabled: Some(false),
-            ..Default::default()
-        })
-        .await
-        .expect("list");
+    let none = s.list_projects(&NameFilter { enabled: Some(false), ..Default::default() }).await.expect("list");
     assert!(none.is_empty(), "{backend}");
 
     let u = User {
@@ -72,33 +42,18 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
     };
     s.create_user(&u).await.expect("user");
     for role in ["admin", "member", "reader"] {
-        s.create_role(&new_hex_id(), role, None)
-            .await
-            .expect("role");
+        s.create_role(&new_hex_id(), role, None).await.expect("role");
     }
     let admin = s.get_role_by_name("admin").await.expect("admin");
     let member = s.get_role_by_name("member").await.expect("member");
     let reader = s.get_role_by_name("reader").await.expect("reader");
-    s.add_implied_role(&admin.id, &member.id)
-        .await
-        .expect("imply");
-    s.add_implied_role(&member.id, &reader.id)
-        .await
-        .expect("imply");
-    s.add_implied_role(&member.id, &reader.id)
-        .await
-        .expect("idempotent");
+    s.add_implied_role(&admin.id, &member.id).await.expect("imply");
+    s.add_implied_role(&member.id, &reader.id).await.expect("imply");
+    s.add_implied_role(&member.id, &reader.id).await.expect("idempotent");
     s.grant(&u.id, &p.id, &member.id).await.expect("grant");
-    s.grant(&u.id, &p.id, &member.id)
-        .await
-        .expect("grant twice is fine");
-    let mut names: Vec<String> = s
-        .effective_roles(&u.id, &p.id)
-        .await
-        .expect("roles")
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    s.grant(&u.id, &p.id, &member.id).await.expect("grant twice is fine");
+    let mut names: Vec<String> =
+        s.effective_roles(&u.id, &p.id).await.expect("roles").into_iter().map(|r| r.name).collect();
     names.sort();
     assert_eq!(names, ["member", "reader"], "{backend}");
     assert_eq!(s.user_projects(&u.id).await.expect("projects").len(), 1);
@@ -132,61 +87,20 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         extra_specs: "{}".into(),
     };
     s.create_flavor(&f).await.expect("flavor");
-    let big = Flavor {
-        id: "10".into(),
-        name: "big".into(),
-        ram: 8192,
-        disk: 80,
-        ..f.clone()
-    };
+    let big = Flavor { id: "10".into(), name: "big".into(), ram: 8192, disk: 80, ..f.clone() };
     s.create_flavor(&big).await.expect("flavor");
-    let private = Flavor {
-        id: "p".into(),
-        name: "private".into(),
-        is_public: 0,
-        ..f.clone()
-    };
+    let private = Flavor { id: "p".into(), name: "private".into(), is_public: 0, ..f.clone() };
     s.create_flavor(&private).await.expect("flavor");
-    let filter = FlavorFilter {
-        min_ram: Some(1024),
-        project_id: Some(p.id.clone()),
-        ..Default::default()
-    };
-    let ids: Vec<String> = s
-        .list_flavors(&filter)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|f| f.id)
-        .collect();
+    let filter = FlavorFilter { min_ram: Some(1024), project_id: Some(p.id.clone()), ..Default::default() };
+    let ids: Vec<String> = s.list_flavors(&filter).await.expect("list").into_iter().map(|f| f.id).collect();
     assert_eq!(ids, ["10"], "{backend}");
-    let all = FlavorFilter {
-        project_id: Some(p.id.clone()),
-        ..Default::default()
-    };
-    assert_eq!(
-        s.list_flavors(&all).await.expect("list").len(),
-        2,
-        "private hidden: {backend}"
-    );
+    let all = FlavorFilter { project_id: Some(p.id.clone()), ..Default::default() };
+    assert_eq!(s.list_flavors(&all).await.expect("list").len(), 2, "private hidden: {backend}");
     s.add_flavor_access("p", &p.id).await.expect("access");
-    assert_eq!(
-        s.list_flavors(&all).await.expect("list").len(),
-        3,
-        "private granted: {backend}"
-    );
-    let sorted: Vec<String> = s
-        .list_flavors(&FlavorFilter::default())
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|f| f.id)
-        .collect();
-    assert_eq!(
-        sorted,
-        ["1", "p", "10"],
-        "flavorid sorts numerically by length first: {backend}"
-    );
+    assert_eq!(s.list_flavors(&all).await.expect("list").len(), 3, "private granted: {backend}");
+    let sorted: Vec<String> =
+        s.list_flavors(&FlavorFilter::default()).await.expect("list").into_iter().map(|f| f.id).collect();
+    assert_eq!(sorted, ["1", "p", "10"], "flavorid sorts numerically by length first: {backend}");
 
     // Concurrent extra-spec edits never lose each other's keys.
     let mut edits = Vec::new();
@@ -203,15 +117,7 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
     for e in edits {
         e.await.expect("join").expect("edit");
     }
-    assert_eq!(
-        s.get_flavor("10")
-            .await
-            .expect("flavor")
-            .extra_specs_map()
-            .len(),
-        10,
-        "{backend}"
-    );
+    assert_eq!(s.get_flavor("10").await.expect("flavor").extra_specs_map().len(), 10, "{backend}");
 
     let id = s.next_counter("keypair").await.expect("counter");
     assert_eq!(s.next_counter("keypair").await.expect("counter"), id + 1);
@@ -225,51 +131,20 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         created_at: now(),
     };
     s.create_keypair(&k).await.expect("keypair");
-    assert!(matches!(
-        s.create_keypair(&Keypair {
-            id: id + 5,
-            ..k.clone()
-        })
-        .await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(s.create_keypair(&Keypair { id: id + 5, ..k.clone() }).await, Err(StoreError::Conflict(_))));
     assert_eq!(s.count_keypairs(&u.id).await.expect("count"), 1);
 
-    s.set_quota(&p.id, "compute:instances", 3)
-        .await
-        .expect("quota");
-    s.set_quota(&p.id, "compute:instances", 4)
-        .await
-        .expect("quota upsert");
-    assert_eq!(
-        s.quota_overrides(&p.id).await.expect("quotas")["compute:instances"],
-        4
-    );
-    s.reset_quotas(&p.id, &["compute:instances"])
-        .await
-        .expect("reset");
+    s.set_quota(&p.id, "compute:instances", 3).await.expect("quota");
+    s.set_quota(&p.id, "compute:instances", 4).await.expect("quota upsert");
+    assert_eq!(s.quota_overrides(&p.id).await.expect("quotas")["compute:instances"], 4);
+    s.reset_quotas(&p.id, &["compute:instances"]).await.expect("reset");
     assert!(s.quota_overrides(&p.id).await.expect("quotas").is_empty());
 
     // Deleting a user cascades to their key pairs, grants and tokens.
     s.delete_user(&u.id).await.expect("delete");
-    assert!(
-        matches!(
-            s.get_keypair(&u.id, "k").await,
-            Err(StoreError::NotFound(_))
-        ),
-        "{backend}"
-    );
-    assert!(
-        s.list_assignments(Some(&u.id), None, None)
-            .await
-            .expect("list")
-            .is_empty(),
-        "{backend}"
-    );
-    assert!(matches!(
-        s.delete_user(&u.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.get_keypair(&u.id, "k").await, Err(StoreError::NotFound(_))), "{backend}");
+    assert!(s.list_assignments(Some(&u.id), None, None).await.expect("list").is_empty(), "{backend}");
+    assert!(matches!(s.delete_user(&u.id).await, Err(StoreError::NotFound(_))));
 }
 
 #[tokio::test]

@@ -18,20 +18,12 @@ fn kind(e: &NetError) -> &'static str {
 async fn network(store: &Store, project: &str, name: &str) -> Network {
     let mut n = Network::new(project);
     n.name = name.into();
-    store
-        .create_networks(vec![n])
-        .await
-        .expect("network")
-        .remove(0)
+    store.create_networks(vec![n]).await.expect("network").remove(0)
 }
 
 async fn subnet(store: &Store, project: &str, net: &str, cidr: &str) -> Subnet {
     let cidr: IpNet = cidr.parse().expect("cidr");
-    store
-        .create_subnets(vec![Subnet::new(project, net, &cidr)])
-        .await
-        .expect("subnet")
-        .remove(0)
+    store.create_subnets(vec![Subnet::new(project, net, &cidr)]).await.expect("subnet").remove(0)
 }
 
 fn ips(p: &meridian_server::store::network::Port) -> Vec<String> {
@@ -45,78 +37,42 @@ async fn scenario(name: &str, store: &Store) {
     assert_eq!(sub.gateway_ip.as_deref(), Some("10.0.0.1"));
     let got = store.get_network(&net.id).await.expect("get");
     assert_eq!(got.subnets, vec![sub.id.clone()]);
-    assert_eq!(
-        got.revision_number, 1,
-        "{name}: subnet creation bumps the network"
-    );
+    assert_eq!(got.revision_number, 1, "{name}: subnet creation bumps the network");
 
     // Overlapping subnets on one network are refused; on another network they are fine.
     let overlap: IpNet = "10.0.0.128/25".parse().expect("cidr");
-    let err = store
-        .create_subnets(vec![Subnet::new(proj, &net.id, &overlap)])
-        .await
-        .expect_err("overlap");
+    let err = store.create_subnets(vec![Subnet::new(proj, &net.id, &overlap)]).await.expect_err("overlap");
     assert_eq!(kind(&err), "InvalidInput", "{name}");
     let net2 = network(store, proj, "n2").await;
     subnet(store, proj, &net2.id, "10.0.0.0/24").await;
 
     // Sequential allocation, explicit addresses, conflicts.
-    let p1 = store
-        .create_port(NewPort::new(proj, &net.id))
-        .await
-        .expect("p1");
+    let p1 = store.create_port(NewPort::new(proj, &net.id)).await.expect("p1");
     assert_eq!(ips(&p1), vec!["10.0.0.2"], "{name}");
     let mut req = NewPort::new(proj, &net.id);
-    req.fixed_ips = Some(vec![IpRequest {
-        subnet_id: Some(sub.id.clone()),
-        ip_address: Some("10.0.0.9".parse().expect("ip")),
-    }]);
+    req.fixed_ips =
+        Some(vec![IpRequest { subnet_id: Some(sub.id.clone()), ip_address: Some("10.0.0.9".parse().expect("ip")) }]);
     let p2 = store.create_port(req.clone()).await.expect("p2");
     assert_eq!(ips(&p2), vec!["10.0.0.9"]);
     req.id = meridian_server::store::new_uuid();
     let err = store.create_port(req).await.expect_err("taken");
     assert_eq!(kind(&err), "IpAddressAlreadyAllocated", "{name}");
-    let p3 = store
-        .create_port(NewPort::new(proj, &net.id))
-        .await
-        .expect("p3");
-    assert_eq!(
-        ips(&p3),
-        vec!["10.0.0.10"],
-        "{name}: next after the highest"
-    );
+    let p3 = store.create_port(NewPort::new(proj, &net.id)).await.expect("p3");
+    assert_eq!(ips(&p3), vec!["10.0.0.10"], "{name}: next after the highest");
 
     // Bulk creation is atomic: the failing second port takes the first one down with it.
     let mut a = NewPort::new(proj, &net.id);
-    a.fixed_ips = Some(vec![IpRequest {
-        subnet_id: None,
-        ip_address: Some("10.0.0.50".parse().expect("ip")),
-    }]);
+    a.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some("10.0.0.50".parse().expect("ip")) }]);
     let mut b = a.clone();
     b.id = meridian_server::store::new_uuid();
-    let err = store
-        .create_ports(vec![a, b])
-        .await
-        .expect_err("bulk conflict");
+    let err = store.create_ports(vec![a, b]).await.expect_err("bulk conflict");
     assert_eq!(kind(&err), "IpAddressAlreadyAllocated", "{name}");
-    assert_eq!(
-        store
-            .list_ports(&Default::default())
-            .await
-            .expect("list")
-            .len(),
-        3,
-        "{name}"
-    );
+    assert_eq!(store.list_ports(&Default::default()).await.expect("list").len(), 3, "{name}");
 
     // MACs are unique per network.
     let mut m = NewPort::new(proj, &net.id);
     m.mac_address = Some(p1.mac_address.clone());
-    assert_eq!(
-        kind(&store.create_port(m).await.expect_err("mac")),
-        "MacAddressInUse",
-        "{name}"
-    );
+    assert_eq!(kind(&store.create_port(m).await.expect_err("mac")), "MacAddressInUse", "{name}");
 
     // Updating fixed IPs releases the old address; deleting the port frees its address.
     let moved = store
@@ -135,47 +91,23 @@ async fn scenario(name: &str, store: &Store) {
     assert_eq!(ips(&moved), vec!["10.0.0.100"]);
     assert_eq!(moved.revision_number, 1);
     let mut again = NewPort::new(proj, &net.id);
-    again.fixed_ips = Some(vec![IpRequest {
-        subnet_id: None,
-        ip_address: Some("10.0.0.2".parse().expect("ip")),
-    }]);
+    again.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some("10.0.0.2".parse().expect("ip")) }]);
     let again = store.create_port(again).await.expect("reuse released");
     store.delete_port(&again.id).await.expect("delete");
-    assert_eq!(
-        kind(&store.delete_port(&again.id).await.expect_err("gone")),
-        "PortNotFound"
-    );
+    assert_eq!(kind(&store.delete_port(&again.id).await.expect_err("gone")), "PortNotFound");
 
     // Device ports for compute.
     let mut dev = NewPort::new(proj, &net.id);
     dev.device_id = "vm-1".into();
     dev.device_owner = "compute:nova".into();
     let dev = store.create_port(dev).await.expect("device port");
-    assert_eq!(
-        store
-            .ports_by_device("vm-1")
-            .await
-            .expect("by device")
-            .len(),
-        1
-    );
+    assert_eq!(store.ports_by_device("vm-1").await.expect("by device").len(), 1);
     let bound = store.bind_port(&dev.id, "node-1").await.expect("bind");
-    assert_eq!(
-        (bound.status.as_str(), bound.vif_type.as_str()),
-        ("ACTIVE", "ovs")
-    );
+    assert_eq!((bound.status.as_str(), bound.vif_type.as_str()), ("ACTIVE", "ovs"));
 
     // In use: the network and subnet stay; DHCP ports do not block.
-    assert_eq!(
-        kind(&store.delete_network(&net.id).await.expect_err("in use")),
-        "NetworkInUse",
-        "{name}"
-    );
-    assert_eq!(
-        kind(&store.delete_subnet(&sub.id).await.expect_err("in use")),
-        "SubnetInUse",
-        "{name}"
-    );
+    assert_eq!(kind(&store.delete_network(&net.id).await.expect_err("in use")), "NetworkInUse", "{name}");
+    assert_eq!(kind(&store.delete_subnet(&sub.id).await.expect_err("in use")), "SubnetInUse", "{name}");
     for p in store.list_ports(&Default::default()).await.expect("list") {
         if p.network_id == net.id {
             store.delete_port(&p.id).await.expect("delete");
@@ -185,46 +117,19 @@ async fn scenario(name: &str, store: &Store) {
     dhcp.device_owner = "network:dhcp".into();
     let dhcp = store.create_port(dhcp).await.expect("dhcp");
     store.delete_network(&net.id).await.expect("delete network");
-    assert_eq!(
-        kind(&store.get_port(&dhcp.id).await.expect_err("gone")),
-        "PortNotFound"
-    );
-    assert_eq!(
-        kind(&store.get_subnet(&sub.id).await.expect_err("gone")),
-        "SubnetNotFound"
-    );
+    assert_eq!(kind(&store.get_port(&dhcp.id).await.expect_err("gone")), "PortNotFound");
+    assert_eq!(kind(&store.get_subnet(&sub.id).await.expect_err("gone")), "SubnetNotFound");
 
     // Quotas are enforced on creation, including for bulk requests.
-    store
-        .set_quota("p-q", "network:network", 2)
-        .await
-        .expect("quota");
+    store.set_quota("p-q", "network:network", 2).await.expect("quota");
     let err = store
-        .create_networks(vec![
-            Network::new("p-q"),
-            Network::new("p-q"),
-            Network::new("p-q"),
-        ])
+        .create_networks(vec![Network::new("p-q"), Network::new("p-q"), Network::new("p-q")])
         .await
         .expect_err("over");
     assert_eq!(kind(&err), "OverQuota", "{name}");
-    store
-        .create_networks(vec![Network::new("p-q"), Network::new("p-q")])
-        .await
-        .expect("within quota");
-    assert_eq!(
-        kind(
-            &store
-                .create_networks(vec![Network::new("p-q")])
-                .await
-                .expect_err("over")
-        ),
-        "OverQuota"
-    );
-    assert_eq!(
-        store.network_usage("p-q").await.expect("usage")["network"],
-        2
-    );
+    store.create_networks(vec![Network::new("p-q"), Network::new("p-q")]).await.expect("within quota");
+    assert_eq!(kind(&store.create_networks(vec![Network::new("p-q")]).await.expect_err("over")), "OverQuota");
+    assert_eq!(store.network_usage("p-q").await.expect("usage")["network"], 2);
 
     concurrency(name, store).await;
     throughput(name, store).await;
@@ -238,9 +143,7 @@ async fn concurrency(name: &str, store: &Store) {
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let (store, net_id) = (store.clone(), net.id.clone());
-        tasks.push(tokio::spawn(async move {
-            store.create_port(NewPort::new("p-c", &net_id)).await
-        }));
+        tasks.push(tokio::spawn(async move { store.create_port(NewPort::new("p-c", &net_id)).await }));
     }
     let mut addrs = Vec::new();
     let mut refused = 0;
@@ -257,32 +160,24 @@ async fn concurrency(name: &str, store: &Store) {
     assert_eq!(unique.len(), addrs.len(), "{name}: duplicates in {addrs:?}");
     assert_eq!(addrs.len(), 13, "{name}");
     assert_eq!(refused, 27, "{name}");
-    let rows: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT ip_address) FROM ip_allocations WHERE network_id = $1",
-    )
-    .bind(&net.id)
-    .fetch_one(&store.pool)
-    .await
-    .expect("count");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT ip_address) FROM ip_allocations WHERE network_id = $1")
+        .bind(&net.id)
+        .fetch_one(&store.pool)
+        .await
+        .expect("count");
     assert_eq!(rows, 13, "{name}");
 }
 
 /// Ports per second on a /16, sequential then concurrent; the last batch must not be much
 /// slower than the first (candidates come from the index, not from a scan).
 async fn throughput(name: &str, store: &Store) {
-    store
-        .set_quota("p-t", "network:port", -1)
-        .await
-        .expect("unlimited ports");
+    store.set_quota("p-t", "network:port", -1).await.expect("unlimited ports");
     let net = network(store, "p-t", "big").await;
     subnet(store, "p-t", &net.id, "172.16.0.0/16").await;
     let batch = 500;
     let start = Instant::now();
     for _ in 0..batch {
-        store
-            .create_port(NewPort::new("p-t", &net.id))
-            .await
-            .expect("port");
+        store.create_port(NewPort::new("p-t", &net.id)).await.expect("port");
     }
     let first = start.elapsed();
     let start = Instant::now();
@@ -291,10 +186,7 @@ async fn throughput(name: &str, store: &Store) {
         let (store, net_id) = (store.clone(), net.id.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..(batch / 8) + usize::from(w < batch % 8) {
-                store
-                    .create_port(NewPort::new("p-t", &net_id))
-                    .await
-                    .expect("port");
+                store.create_port(NewPort::new("p-t", &net_id)).await.expect("port");
             }
         }));
     }
@@ -304,10 +196,7 @@ async fn throughput(name: &str, store: &Store) {
     let second = start.elapsed();
     let start = Instant::now();
     for _ in 0..batch {
-        store
-            .create_port(NewPort::new("p-t", &net.id))
-            .await
-            .expect("port");
+        store.create_port(NewPort::new("p-t", &net.id)).await.expect("port");
     }
     let third = start.elapsed();
     let rate = |d: std::time::Duration| batch as f64 / d.as_secs_f64();
@@ -317,16 +206,9 @@ async fn throughput(name: &str, store: &Store) {
         rate(second),
         rate(third)
     );
-    assert!(
-        third.as_secs_f64() < first.as_secs_f64() * 3.0 + 1.0,
-        "{name}: allocation slows down with size"
-    );
+    assert!(third.as_secs_f64() < first.as_secs_f64() * 3.0 + 1.0, "{name}: allocation slows down with size");
     let all = store.list_ports(&Default::default()).await.expect("list");
-    let mine: Vec<String> = all
-        .iter()
-        .filter(|p| p.network_id == net.id)
-        .flat_map(ips)
-        .collect();
+    let mine: Vec<String> = all.iter().filter(|p| p.network_id == net.id).flat_map(ips).collect();
     let unique: HashSet<&String> = mine.iter().collect();
     assert_eq!(mine.len(), 3 * batch);
     assert_eq!(unique.len(), mine.len(), "{name}");

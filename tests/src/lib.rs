@@ -13,21 +13,14 @@ pub const ADMIN_PASSWORD: &str = "e2e-admin-pw";
 
 /// The workspace's target directory binary of that name (cargo builds it before the tests).
 pub fn binary(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(format!(
-        "MERIDIAN_{}_BIN",
-        name.replace('-', "_").to_uppercase()
-    )) {
+    if let Ok(p) = std::env::var(format!("MERIDIAN_{}_BIN", name.replace('-', "_").to_uppercase())) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
     // A test runs from target/PROFILE/deps/, a bench binary from target/PROFILE/.
     let dir = exe.parent().expect("exe dir");
     let beside = dir.join(name);
-    if beside.exists() {
-        beside
-    } else {
-        dir.parent().expect("target dir").join(name)
-    }
+    if beside.exists() { beside } else { dir.parent().expect("target dir").join(name) }
 }
 
 /// A running server process with its data directory.
@@ -36,6 +29,8 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// Extra flags for `serve` (e.g. `--host-down-after 4`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -54,6 +49,11 @@ impl Server {
 
     /// A fresh server on the given database URL (`None`: SQLite in the data dir).
     pub fn start_with(database_url: Option<String>) -> Server {
+        Self::start_opts(database_url, &[])
+    }
+
+    /// A fresh server with extra `serve` flags.
+    pub fn start_opts(database_url: Option<String>, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().to_path_buf();
         let port = free_port();
@@ -63,6 +63,7 @@ impl Server {
             log: data_dir.join("server.log"),
             data_dir,
             database_url,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -71,11 +72,7 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(binary("meridian-server"));
         cmd.arg("serve")
             .arg("--listen")
@@ -90,6 +87,7 @@ impl Server {
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
         }
+        cmd.args(&self.extra_args);
         let child = cmd.spawn().expect("spawn meridian-server");
         self.child = Some(child);
         self.wait_ready();
@@ -102,17 +100,11 @@ impl Server {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "meridian-server exited early ({status}); log:\n{}",
-                    self.log_text()
-                );
+                panic!("meridian-server exited early ({status}); log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "meridian-server did not listen within 60 s; log:\n{}",
-            self.log_text()
-        );
+        panic!("meridian-server did not listen within 60 s; log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
@@ -136,10 +128,7 @@ impl Server {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -173,9 +162,7 @@ impl Server {
     }
 
     pub async fn admin(&self) -> Client {
-        Client::login(&self.creds("admin", ADMIN_PASSWORD, "admin"))
-            .await
-            .expect("admin login")
+        Client::login(&self.creds("admin", ADMIN_PASSWORD, "admin")).await.expect("admin login")
     }
 
     /// The real `openstack` CLI logged in as `user` on `project`.
@@ -201,10 +188,7 @@ impl Server {
     /// Runs `meridian-server admin ...` against this server's database.
     pub fn admin_command(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(binary("meridian-server"));
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("admin")
-            .args(args);
+        cmd.arg("--data-dir").arg(&self.data_dir).arg("admin").args(args);
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
         }
@@ -223,10 +207,7 @@ pub fn openstack_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MERIDIAN_OPENSTACK") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
     root.join(".venv/bin/openstack")
 }
 
@@ -254,18 +235,13 @@ impl Cli {
         let mut a = args.to_vec();
         a.extend(["-f", "json"]);
         let text = self.run(&a);
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
     }
 
     /// Runs and returns the raw output, success or not.
     pub fn output(&self, args: &[&str]) -> Output {
         let bin = openstack_bin();
-        assert!(
-            bin.exists(),
-            "{} missing: run the README's test command (it creates .venv)",
-            bin.display()
-        );
+        assert!(bin.exists(), "{} missing: run the README's test command (it creates .venv)", bin.display());
         Command::new(bin)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -288,25 +264,15 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn create() -> PgDatabase {
         use sqlx::{Connection, Executor};
-        let base = std::env::var("MERIDIAN_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let base =
+            std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let admin_url = format!("{base}/postgres");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let name = format!("meridian_e2e_{}_{nanos}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("PostgreSQL reachable");
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create database");
-        PgDatabase {
-            url: format!("{base}/{name}"),
-            admin_url,
-            name,
-        }
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL reachable");
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        PgDatabase { url: format!("{base}/{name}"), admin_url, name }
     }
 }
 
@@ -316,12 +282,136 @@ impl Drop for PgDatabase {
         let _ = Command::new("psql")
             .arg(&self.admin_url)
             .arg("-qc")
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A running `meridian-agent` on libvirt's `test:///default` driver (its own in-memory
+/// hypervisor per process), with its own state dir.
+pub struct Agent {
+    pub host: String,
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    server_url: String,
+    token: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(server: &Server, host: &str) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let token = std::fs::read_to_string(server.data_dir.join("agent-token")).expect("agent token file");
+        let mut a = Agent {
+            host: host.to_string(),
+            state_dir: tmp.path().join("state"),
+            log: tmp.path().join("agent.log"),
+            child: None,
+            server_url: server.url.clone(),
+            token: token.trim().to_string(),
+            _tmp: tmp,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new(binary("meridian-agent"))
+            .arg("--server")
+            .arg(&self.server_url)
+            .arg("--host")
+            .arg(&self.host)
+            .arg("--libvirt-uri")
+            .arg("test:///default")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--poll-wait-secs")
+            .arg("5")
+            .arg("--host-ip")
+            .arg("127.0.0.1")
+            .env("MERIDIAN_AGENT_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn meridian-agent");
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a compute test needs: an active image and a network with a subnet.
+pub struct Cloud {
+    pub image_id: String,
+    pub network_id: String,
+}
+
+/// Uploads a 1 MiB raw image and creates `net`/`10.77.0.0/16` as the admin.
+pub async fn prepare_cloud(admin: &Client) -> Cloud {
+    let img = admin
+        .post("image", "/v2/images", &serde_json::json!({"name": "tiny", "disk_format": "raw", "container_format": "bare", "visibility": "public"}))
+        .await
+        .expect("image");
+    let image_id = img["id"].as_str().expect("id").to_string();
+    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let resp = admin
+        .request(reqwest::Method::PUT, "image", &format!("/v2/images/{image_id}/file"))
+        .expect("url")
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "upload: {}", resp.status());
+    let net = admin
+        .post("network", "/v2.0/networks", &serde_json::json!({"network": {"name": "net", "shared": true}}))
+        .await
+        .expect("network");
+    let network_id = net["network"]["id"].as_str().expect("id").to_string();
+    admin
+        .post(
+            "network",
+            "/v2.0/subnets",
+            &serde_json::json!({"subnet": {"network_id": network_id, "cidr": "10.77.0.0/16", "ip_version": 4}}),
+        )
+        .await
+        .expect("subnet");
+    Cloud { image_id, network_id }
+}
+
+/// Polls a server until its status is one of `want` (or it is gone, when `want` has
+/// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
+pub async fn wait_server(client: &Client, id: &str, want: &[&str], secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match client.get("compute", &format!("/servers/{id}")).await {
+            Ok(v) if want.contains(&v["server"]["status"].as_str().unwrap_or_default()) => return v["server"].clone(),
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) && want.contains(&"DELETED") => {
+                return Value::Null;
+            }
+            Ok(v) if Instant::now() > deadline => panic!("server {id} stuck: {}", v["server"]),
+            Err(e) if Instant::now() > deadline => panic!("server {id}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }

@@ -11,41 +11,15 @@ fn token_catalog_and_projects() {
     assert!(token["project_id"].as_str().is_some());
 
     let catalog = cli.json(&["catalog", "list"]);
-    let mut types: Vec<&str> = catalog
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|s| s["Type"].as_str())
-        .collect();
+    let mut types: Vec<&str> = catalog.as_array().expect("list").iter().filter_map(|s| s["Type"].as_str()).collect();
     types.sort();
     assert_eq!(types, ["compute", "identity", "image", "network"]);
 
     cli.run(&["project", "create", "demo", "--description", "Demo project"]);
-    cli.run(&[
-        "user",
-        "create",
-        "alice",
-        "--password",
-        "alicepw",
-        "--project",
-        "demo",
-    ]);
-    cli.run(&[
-        "role",
-        "add",
-        "--user",
-        "alice",
-        "--project",
-        "demo",
-        "member",
-    ]);
+    cli.run(&["user", "create", "alice", "--password", "alicepw", "--project", "demo"]);
+    cli.run(&["role", "add", "--user", "alice", "--project", "demo", "member"]);
     let projects = cli.json(&["project", "list"]);
-    let mut names: Vec<&str> = projects
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|p| p["Name"].as_str())
-        .collect();
+    let mut names: Vec<&str> = projects.as_array().expect("list").iter().filter_map(|p| p["Name"].as_str()).collect();
     names.sort();
     assert_eq!(names, ["admin", "demo"]);
     let assignments = cli.json(&["role", "assignment", "list", "--user", "alice", "--names"]);
@@ -57,11 +31,7 @@ fn token_catalog_and_projects() {
     assert_eq!(mine.as_array().expect("list").len(), 1);
     let denied = alice.output(&["user", "list"]);
     assert!(!denied.status.success());
-    assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("403"),
-        "{}",
-        String::from_utf8_lossy(&denied.stderr)
-    );
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("403"), "{}", String::from_utf8_lossy(&denied.stderr));
 
     // Revoking Alice's token makes it unusable.
     let t = alice.json(&["token", "issue"]);
@@ -74,12 +44,7 @@ fn flavors_keypairs_quotas_limits() {
     let server = Server::start();
     let cli = server.admin_cli();
     let flavors = cli.json(&["flavor", "list"]);
-    let names: Vec<&str> = flavors
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|f| f["Name"].as_str())
-        .collect();
+    let names: Vec<&str> = flavors.as_array().expect("list").iter().filter_map(|f| f["Name"].as_str()).collect();
     for want in ["m1.tiny", "m1.small", "m1.medium", "m1.large", "m1.xlarge"] {
         assert!(names.contains(&want), "{names:?}");
     }
@@ -104,16 +69,9 @@ fn flavors_keypairs_quotas_limits() {
     assert_eq!(created["ram"], 1024);
     let shown = cli.json(&["flavor", "show", "e2e.flavor"]);
     assert_eq!(shown["vcpus"], 2);
-    assert!(
-        shown["properties"].to_string().contains("hw:cpu_policy"),
-        "{shown}"
-    );
+    assert!(shown["properties"].to_string().contains("hw:cpu_policy"), "{shown}");
     cli.run(&["flavor", "delete", "e2e.flavor"]);
-    assert!(
-        !cli.output(&["flavor", "show", "e2e.flavor"])
-            .status
-            .success()
-    );
+    assert!(!cli.output(&["flavor", "show", "e2e.flavor"]).status.success());
 
     // Without --public-key the server generates the pair and the CLI prints the private key.
     let private = cli.run(&["keypair", "create", "k1"]);
@@ -123,36 +81,15 @@ fn flavors_keypairs_quotas_limits() {
     let pubfile = server.data_dir.join("k.pub");
     let public = cli.run(&["keypair", "show", "--public-key", "k1"]);
     std::fs::write(&pubfile, public.trim()).expect("write key");
-    let imported = cli.json(&[
-        "keypair",
-        "create",
-        "--public-key",
-        pubfile.to_str().expect("path"),
-        "k2",
-    ]);
+    let imported = cli.json(&["keypair", "create", "--public-key", pubfile.to_str().expect("path"), "k2"]);
     assert_eq!(imported["name"], "k2");
-    assert_eq!(
-        cli.json(&["keypair", "list"])
-            .as_array()
-            .expect("list")
-            .len(),
-        2
-    );
+    assert_eq!(cli.json(&["keypair", "list"]).as_array().expect("list").len(), 2);
     cli.run(&["keypair", "delete", "k1", "k2"]);
-    assert_eq!(
-        cli.json(&["keypair", "list"])
-            .as_array()
-            .expect("list")
-            .len(),
-        0
-    );
+    assert_eq!(cli.json(&["keypair", "list"]).as_array().expect("list").len(), 0);
 
     let quota = cli.json(&["quota", "show"]);
     let text = quota.to_string();
-    assert!(
-        text.contains("instances") || text.contains("Instances"),
-        "{text}"
-    );
+    assert!(text.contains("instances") || text.contains("Instances"), "{text}");
     let limits = cli.json(&["limits", "show", "--absolute"]);
     let max_instances = limits
         .as_array()

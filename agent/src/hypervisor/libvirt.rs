@@ -58,15 +58,8 @@ impl Libvirt {
     /// every error is returned and logged by the caller.
     pub fn open(uri: &str) -> Result<Libvirt, HvError> {
         virt::error::clear_error_callback();
-        let conn = Connect::open(Some(uri)).map_err(|source| HvError::Connect {
-            uri: uri.to_string(),
-            source,
-        })?;
-        Ok(Libvirt {
-            conn: RwLock::new(conn),
-            uri: uri.to_string(),
-            net_lock: Mutex::new(()),
-        })
+        let conn = Connect::open(Some(uri)).map_err(|source| HvError::Connect { uri: uri.to_string(), source })?;
+        Ok(Libvirt { conn: RwLock::new(conn), uri: uri.to_string(), net_lock: Mutex::new(()) })
     }
 
     pub fn uri(&self) -> &str {
@@ -84,10 +77,8 @@ impl Libvirt {
         let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
         if !conn.is_alive().unwrap_or(false) {
             tracing::warn!(uri = %self.uri, "the libvirt connection died; opening it again");
-            *conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
-                uri: self.uri.clone(),
-                source,
-            })?;
+            *conn =
+                Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect { uri: self.uri.clone(), source })?;
         }
         Ok(conn.clone())
     }
@@ -96,33 +87,24 @@ impl Libvirt {
         match self.conn()?.lookup_domain_by_name(name) {
             Ok(d) => Ok(Some(d)),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
-            Err(source) => Err(HvError::Lookup {
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(HvError::Lookup { name: name.to_string(), source }),
         }
     }
 
     fn existing(&self, name: &str) -> Result<Domain, HvError> {
-        self.lookup(name)?
-            .ok_or_else(|| HvError::NoDomain(name.to_string()))
+        self.lookup(name)?.ok_or_else(|| HvError::NoDomain(name.to_string()))
     }
 
     fn lookup_network(&self, name: &str) -> Result<Option<Network>, HvError> {
         match self.conn()?.lookup_network_by_name(name) {
             Ok(n) => Ok(Some(n)),
             Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(None),
-            Err(source) => Err(HvError::Network {
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(HvError::Network { name: name.to_string(), source }),
         }
     }
 
     fn lock_networks(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.net_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.net_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -150,15 +132,11 @@ impl Hypervisor for Libvirt {
             hypervisor_type = "test".into();
         }
         let hypervisor_version = u64::from(conn.hyp_version().map_err(HvError::HostInfo)?);
-        let arch = conn
-            .capabilities()
-            .ok()
-            .and_then(|c| host_arch(&c))
-            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let arch =
+            conn.capabilities().ok().and_then(|c| host_arch(&c)).unwrap_or_else(|| std::env::consts::ARCH.to_string());
         let uri = conn.uri().unwrap_or_else(|_| self.uri.clone());
         // Unprivileged (session) connections cannot create bridges.
-        let supports_networks =
-            conn.list_all_networks(0).is_ok() && !uri.trim_end_matches('/').ends_with("/session");
+        let supports_networks = conn.list_all_networks(0).is_ok() && !uri.trim_end_matches('/').ends_with("/session");
         Ok(HostInfo {
             vcpus: node.cpus,
             memory_mb: node.memory / 1024,
@@ -172,19 +150,12 @@ impl Hypervisor for Libvirt {
 
     fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
         let mut out = Vec::new();
-        for d in self
-            .conn()?
-            .list_all_domains(0)
-            .map_err(HvError::ListDomains)?
-        {
+        for d in self.conn()?.list_all_domains(0).map_err(HvError::ListDomains)? {
             // A domain undefined between the listing and these calls is simply skipped.
             let (Ok(name), Ok(info)) = (d.name(), d.info()) else {
                 continue;
             };
-            out.push(DomainSummary {
-                name,
-                state: map_state(info.state),
-            });
+            out.push(DomainSummary { name, state: map_state(info.state) });
         }
         Ok(out)
     }
@@ -196,45 +167,24 @@ impl Hypervisor for Libvirt {
         match d.info() {
             Ok(info) => Ok(Some(map_state(info.state))),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
-            Err(source) => Err(HvError::State {
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(HvError::State { name: name.to_string(), source }),
         }
     }
 
     fn domain_xml(&self, name: &str) -> Result<String, HvError> {
-        self.existing(name)?
-            .xml_desc(0)
-            .map_err(|source| HvError::DomainXml {
-                name: name.to_string(),
-                source,
-            })
+        self.existing(name)?.xml_desc(0).map_err(|source| HvError::DomainXml { name: name.to_string(), source })
     }
 
     fn define(&self, xml: &str) -> Result<(), HvError> {
-        self.conn()?
-            .define_domain_xml(xml)
-            .map(drop)
-            .map_err(HvError::Define)
+        self.conn()?.define_domain_xml(xml).map(drop).map_err(HvError::Define)
     }
 
     fn start(&self, name: &str) -> Result<(), HvError> {
-        self.existing(name)?
-            .create()
-            .map_err(|source| HvError::Start {
-                name: name.to_string(),
-                source,
-            })
+        self.existing(name)?.create().map_err(|source| HvError::Start { name: name.to_string(), source })
     }
 
     fn shutdown(&self, name: &str) -> Result<(), HvError> {
-        self.existing(name)?
-            .shutdown()
-            .map_err(|source| HvError::Shutdown {
-                name: name.to_string(),
-                source,
-            })
+        self.existing(name)?.shutdown().map_err(|source| HvError::Shutdown { name: name.to_string(), source })
     }
 
     fn destroy(&self, name: &str) -> Result<(), HvError> {
@@ -244,29 +194,18 @@ impl Hypervisor for Libvirt {
         match d.destroy() {
             Ok(()) => Ok(()),
             Err(e) if not_running(&e) => Ok(()),
-            Err(source) => Err(HvError::Destroy {
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(HvError::Destroy { name: name.to_string(), source }),
         }
     }
 
     fn reboot(&self, name: &str) -> Result<(), HvError> {
         self.existing(name)?
             .reboot(sys::VIR_DOMAIN_REBOOT_DEFAULT)
-            .map_err(|source| HvError::Reboot {
-                name: name.to_string(),
-                source,
-            })
+            .map_err(|source| HvError::Reboot { name: name.to_string(), source })
     }
 
     fn reset(&self, name: &str) -> Result<(), HvError> {
-        self.existing(name)?
-            .reset()
-            .map_err(|source| HvError::Reset {
-                name: name.to_string(),
-                source,
-            })
+        self.existing(name)?.reset().map_err(|source| HvError::Reset { name: name.to_string(), source })
     }
 
     fn undefine(&self, name: &str) -> Result<(), HvError> {
@@ -280,19 +219,13 @@ impl Hypervisor for Libvirt {
             Ok(()) => Ok(()),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(()),
             // Drivers without those flags: the plain call.
-            Err(_) => d.undefine().map_err(|source| HvError::Undefine {
-                name: name.to_string(),
-                source,
-            }),
+            Err(_) => d.undefine().map_err(|source| HvError::Undefine { name: name.to_string(), source }),
         }
     }
 
     fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError> {
         let _guard = self.lock_networks();
-        let err = |source| HvError::Network {
-            name: name.to_string(),
-            source,
-        };
+        let err = |source| HvError::Network { name: name.to_string(), source };
         let net = match self.lookup_network(name)? {
             Some(n) => n,
             None => {
@@ -310,10 +243,7 @@ impl Hypervisor for Libvirt {
 
     fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
         let _guard = self.lock_networks();
-        let err = |source| HvError::DhcpHost {
-            name: network.to_string(),
-            source,
-        };
+        let err = |source| HvError::DhcpHost { name: network.to_string(), source };
         let Some(net) = self.lookup_network(network)? else {
             return Err(HvError::NoNetwork(network.to_string()));
         };
@@ -321,15 +251,7 @@ impl Hypervisor for Libvirt {
         let current = net.xml_desc(0).map_err(err)?;
         let entry = crate::xml::dhcp_host_xml(&mac, ip);
         let flags = update_flags(&net).map_err(err)?;
-        let update = |command| {
-            net.update(
-                command,
-                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
-                -1,
-                &entry,
-                flags,
-            )
-        };
+        let update = |command| net.update(command, sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, &entry, flags);
         if current.contains(&format!("mac='{mac}'")) {
             return update(sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY).map_err(err);
         }
@@ -349,19 +271,12 @@ impl Hypervisor for Libvirt {
 
     fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
         let _guard = self.lock_networks();
-        let err = |source| HvError::DhcpHost {
-            name: network.to_string(),
-            source,
-        };
+        let err = |source| HvError::DhcpHost { name: network.to_string(), source };
         let Some(net) = self.lookup_network(network)? else {
             return Ok(());
         };
         let mac = mac.to_ascii_lowercase();
-        if !net
-            .xml_desc(0)
-            .map_err(err)?
-            .contains(&format!("mac='{mac}'"))
-        {
+        if !net.xml_desc(0).map_err(err)?.contains(&format!("mac='{mac}'")) {
             return Ok(());
         }
         let flags = update_flags(&net).map_err(err)?;
@@ -377,10 +292,7 @@ impl Hypervisor for Libvirt {
 
     fn remove_network(&self, name: &str) -> Result<(), HvError> {
         let _guard = self.lock_networks();
-        let err = |source| HvError::RemoveNetwork {
-            name: name.to_string(),
-            source,
-        };
+        let err = |source| HvError::RemoveNetwork { name: name.to_string(), source };
         let Some(net) = self.lookup_network(name)? else {
             return Ok(());
         };

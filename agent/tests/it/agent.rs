@@ -10,9 +10,7 @@ use meridian_agent::xml;
 use meridian_common::agent::{Action, PowerState, WorkEvent, WorkItem};
 use uuid::Uuid;
 
-use crate::fixtures::{
-    Cleanup, ServerState, TOKEN, URI, build_spec, libvirt, mac, nic, raw_image, start_server,
-};
+use crate::fixtures::{Cleanup, ServerState, TOKEN, URI, build_spec, libvirt, mac, nic, raw_image, start_server};
 
 /// Polls `check` until it holds or `secs` pass.
 async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
@@ -24,10 +22,7 @@ async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn finals(s: &ServerState, work: &str) -> usize {
-    s.events_of(work)
-        .iter()
-        .filter(|e| !matches!(e, WorkEvent::Progress { .. }))
-        .count()
+    s.events_of(work).iter().filter(|e| !matches!(e, WorkEvent::Progress { .. })).count()
 }
 
 fn reported(s: &ServerState, id: &Uuid) -> Option<PowerState> {
@@ -74,28 +69,20 @@ fn agent(
 async fn agent_serves_work_from_the_server() {
     let (url, s) = start_server().await;
     // The server is "restarting" at first: the agent retries its registration.
-    s.refuse_registrations
-        .store(1, std::sync::atomic::Ordering::SeqCst);
+    s.refuse_registrations.store(1, std::sync::atomic::Ordering::SeqCst);
     let data = raw_image(9);
     s.add_image("img-agent", data.clone());
     let dir = tempfile::tempdir().expect("tempdir");
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
     let hv = libvirt();
-    let _cleanup = Cleanup {
-        hv: hv.clone(),
-        instances: vec![id],
-        networks: vec![net_id.clone()],
-    };
+    let _cleanup = Cleanup { hv: hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = agent(&url, dir.path(), async {
         let _ = stop_rx.await;
     });
 
-    eventually(10, "registration", || {
-        !s.registrations.lock().expect("lock").is_empty()
-    })
-    .await;
+    eventually(10, "registration", || !s.registrations.lock().expect("lock").is_empty()).await;
     {
         let regs = s.registrations.lock().expect("lock");
         let inv = &regs[0].inventory;
@@ -113,11 +100,7 @@ async fn agent_serves_work_from_the_server() {
         id: "w-build".into(),
         instance_id: id.to_string(),
         attempt: 1,
-        action: Action::Build(Box::new(build_spec(
-            "img-agent",
-            &data,
-            vec![nic(&net_id, &mac(), "10.77.0.20")],
-        ))),
+        action: Action::Build(Box::new(build_spec("img-agent", &data, vec![nic(&net_id, &mac(), "10.77.0.20")]))),
     };
     s.offer(build.clone());
     eventually(20, "the build's outcome", || finals(&s, "w-build") == 1).await;
@@ -136,26 +119,17 @@ async fn agent_serves_work_from_the_server() {
         ),
         "{events:?}"
     );
-    eventually(10, "a heartbeat with the instance running", || {
-        reported(&s, &id) == Some(PowerState::Running)
-    })
-    .await;
+    eventually(10, "a heartbeat with the instance running", || reported(&s, &id) == Some(PowerState::Running)).await;
 
     // The acknowledgement got lost: the same work again gets the same outcome, no rebuild.
-    s.offer(WorkItem {
-        attempt: 2,
-        ..build
-    });
+    s.offer(WorkItem { attempt: 2, ..build });
     eventually(10, "the repeated outcome", || finals(&s, "w-build") == 2).await;
     assert_eq!(s.events_of("w-build").len(), 4, "the build ran twice");
     assert_eq!(s.image_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // The guest powers off by itself: the next heartbeat says so.
     hv.shutdown(&xml::domain_name(&id)).expect("guest shutdown");
-    eventually(10, "a heartbeat with the instance shut down", || {
-        reported(&s, &id) == Some(PowerState::Shutdown)
-    })
-    .await;
+    eventually(10, "a heartbeat with the instance shut down", || reported(&s, &id) == Some(PowerState::Shutdown)).await;
 
     // A rejected transition is a clear failure, and the agent carries on.
     s.offer(WorkItem {
@@ -164,12 +138,7 @@ async fn agent_serves_work_from_the_server() {
         attempt: 1,
         action: Action::Reboot { hard: false },
     });
-    s.offer(WorkItem {
-        id: "w-delete".into(),
-        instance_id: id.to_string(),
-        attempt: 1,
-        action: Action::Delete,
-    });
+    s.offer(WorkItem { id: "w-delete".into(), instance_id: id.to_string(), attempt: 1, action: Action::Delete });
     eventually(20, "the delete", || finals(&s, "w-delete") == 1).await;
     let reboot = s.events_of("w-reboot");
     assert!(
@@ -177,18 +146,9 @@ async fn agent_serves_work_from_the_server() {
             if message.contains("cannot soft reboot an instance that is shut off")),
         "{reboot:?}"
     );
-    assert!(matches!(
-        s.events_of("w-delete")[..],
-        [WorkEvent::Done {
-            power_state: PowerState::NoState,
-            ..
-        }]
-    ));
+    assert!(matches!(s.events_of("w-delete")[..], [WorkEvent::Done { power_state: PowerState::NoState, .. }]));
     assert_eq!(hv.state(&xml::domain_name(&id)).expect("state"), None);
-    eventually(10, "a heartbeat without the instance", || {
-        reported(&s, &id).is_none()
-    })
-    .await;
+    eventually(10, "a heartbeat without the instance", || reported(&s, &id).is_none()).await;
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(10), running)

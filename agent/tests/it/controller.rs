@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_agent::controller::{Controller, ControllerConfig};
-use meridian_agent::hypervisor::{
-    DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt,
-};
+use meridian_agent::hypervisor::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt};
 use meridian_agent::image_cache::ImageCache;
 use meridian_agent::server::ServerClient;
 use meridian_agent::work::Work;
@@ -18,9 +16,7 @@ use meridian_common::agent::{Action, PowerState, WorkEvent};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::fixtures::{
-    Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic, raw_image, start_server,
-};
+use crate::fixtures::{Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic, raw_image, start_server};
 
 struct Env {
     ctl: Controller,
@@ -52,22 +48,12 @@ async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
         },
     )
     .expect("controller");
-    Env {
-        ctl,
-        hv,
-        server,
-        dir,
-    }
+    Env { ctl, hv, server, dir }
 }
 
 impl Env {
     async fn exec(&self, instance: Uuid, action: Action) -> (WorkEvent, Vec<String>) {
-        let work = Work {
-            id: Uuid::new_v4().to_string(),
-            instance_id: instance,
-            attempt: 1,
-            action,
-        };
+        let work = Work { id: Uuid::new_v4().to_string(), instance_id: instance, attempt: 1, action };
         let seen = Mutex::new(Vec::new());
         let progress = |s: &str| seen.lock().expect("lock").push(s.to_string());
         let ev = self.ctl.execute(&work, &progress).await;
@@ -108,11 +94,7 @@ async fn instance_lifecycle() {
     let env = env().await;
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
-    let _cleanup = Cleanup {
-        hv: env.hv.clone(),
-        instances: vec![id],
-        networks: vec![net_id.clone()],
-    };
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
     let name = xml::domain_name(&id);
     let data = raw_image(1);
     env.server.add_image("img-a", data.clone());
@@ -125,10 +107,7 @@ async fn instance_lifecycle() {
     assert_eq!(progress, ["block_device_mapping", "spawning"]);
     assert!(env.instance_dir(&id).join("disk").exists());
     let dom = env.hv.domain_xml(&name).expect("domain xml");
-    assert!(
-        dom.contains(&format!("<mac address='{the_mac}'/>")),
-        "{dom}"
-    );
+    assert!(dom.contains(&format!("<mac address='{the_mac}'/>")), "{dom}");
     assert!(dom.contains(&format!("<source network='{}'", xml::network_name(&net_id))));
     assert_eq!(env.power(&id).await, Some(PowerState::Running));
 
@@ -136,12 +115,7 @@ async fn instance_lifecycle() {
     let (ev, progress) = env.exec(id, Action::Build(Box::new(spec))).await;
     assert_eq!(done(&ev), PowerState::Running);
     assert!(progress.is_empty());
-    assert_eq!(
-        env.server
-            .image_hits
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(env.server.image_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Console log: the tail of the file the serial port writes.
     let log = env.ctl.console_log_path(&id);
@@ -181,27 +155,13 @@ async fn instance_lifecycle() {
     assert_eq!(env.hv.state(&name).expect("state"), None);
     assert!(!env.instance_dir(&id).exists());
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
-    assert!(
-        conn.lookup_network_by_name(&xml::network_name(&net_id))
-            .is_err(),
-        "network of the last instance kept"
-    );
-    assert_eq!(
-        std::fs::read_dir(env.dir.path().join("images/refs"))
-            .expect("refs")
-            .count(),
-        0
-    );
+    assert!(conn.lookup_network_by_name(&xml::network_name(&net_id)).is_err(), "network of the last instance kept");
+    assert_eq!(std::fs::read_dir(env.dir.path().join("images/refs")).expect("refs").count(), 0);
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
 
     // Nothing to start, stop, reboot or read any more.
-    for action in [
-        Action::Start,
-        Action::Stop,
-        Action::Reboot { hard: true },
-        Action::ConsoleLog { lines: None },
-    ] {
+    for action in [Action::Start, Action::Stop, Action::Reboot { hard: true }, Action::ConsoleLog { lines: None }] {
         let (ev, _) = env.exec(id, action).await;
         assert!(failed(&ev).contains("not on this host"), "{ev:?}");
     }
@@ -212,37 +172,22 @@ async fn network_stays_while_another_instance_uses_it() {
     let env = env().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let net_id = Uuid::new_v4().to_string();
-    let _cleanup = Cleanup {
-        hv: env.hv.clone(),
-        instances: vec![a, b],
-        networks: vec![net_id.clone()],
-    };
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![a, b], networks: vec![net_id.clone()] };
     let data = raw_image(2);
     env.server.add_image("img-b", data.clone());
     let net_name = xml::network_name(&net_id);
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
-    let hosts = || {
-        conn.lookup_network_by_name(&net_name)
-            .and_then(|n| n.xml_desc(0))
-            .map(|x| x.matches("<host ").count())
-            .ok()
-    };
+    let hosts =
+        || conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).map(|x| x.matches("<host ").count()).ok();
 
     // Both built at once: one download, one network, two DHCP entries.
     let spec_a = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
     let spec_b = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.11")]);
-    let (ra, rb) = tokio::join!(
-        env.exec(a, Action::Build(Box::new(spec_a))),
-        env.exec(b, Action::Build(Box::new(spec_b)))
-    );
+    let (ra, rb) =
+        tokio::join!(env.exec(a, Action::Build(Box::new(spec_a))), env.exec(b, Action::Build(Box::new(spec_b))));
     assert_eq!(done(&ra.0), PowerState::Running, "{:?}", ra.0);
     assert_eq!(done(&rb.0), PowerState::Running, "{:?}", rb.0);
-    assert_eq!(
-        env.server
-            .image_hits
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(env.server.image_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(hosts(), Some(2));
 
     let (ev, _) = env.exec(a, Action::Delete).await;
@@ -257,19 +202,12 @@ async fn network_stays_while_another_instance_uses_it() {
 async fn failed_builds_leave_nothing_behind() {
     let env = env().await;
     let id = Uuid::new_v4();
-    let _cleanup = Cleanup {
-        hv: env.hv.clone(),
-        instances: vec![id],
-        networks: vec![],
-    };
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
     env.server.add_image("img-c", raw_image(3));
     // The spec's checksum is for other bytes.
     let spec = build_spec("img-c", &raw_image(4), vec![]);
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
-    let WorkEvent::Failed {
-        message, retryable, ..
-    } = &ev
-    else {
+    let WorkEvent::Failed { message, retryable, .. } = &ev else {
         panic!("bad checksum accepted: {ev:?}");
     };
     assert!(message.contains("failed its checksum"), "{message}");
@@ -281,10 +219,7 @@ async fn failed_builds_leave_nothing_behind() {
     // An image the server does not have.
     let spec = build_spec("img-missing", &raw_image(3), vec![]);
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
-    assert!(
-        failed(&ev).contains("cannot download image img-missing"),
-        "{ev:?}"
-    );
+    assert!(failed(&ev).contains("cannot download image img-missing"), "{ev:?}");
 
     // A flavor disk smaller than the image's virtual size.
     let mut spec = build_spec("img-c", &raw_image(3), vec![]);
@@ -292,11 +227,7 @@ async fn failed_builds_leave_nothing_behind() {
     spec.image.checksum = crate::fixtures::md5_hex(&raw_image(3));
     spec.flavor.disk_gb = 0;
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec.clone()))).await;
-    assert_eq!(
-        done(&ev),
-        PowerState::Running,
-        "size 0 keeps the image size"
-    );
+    assert_eq!(done(&ev), PowerState::Running, "size 0 keeps the image size");
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
 
@@ -311,11 +242,7 @@ async fn failed_builds_leave_nothing_behind() {
 async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
     let env = env().await;
     let id = Uuid::new_v4();
-    let _cleanup = Cleanup {
-        hv: env.hv.clone(),
-        instances: vec![id],
-        networks: vec![],
-    };
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
     let disk = raw_image(5);
     env.server.add_image("img-d", disk.clone());
     env.server.add_image("aki-1", b"kernel".to_vec());
@@ -324,29 +251,14 @@ async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
     spec.image.properties = BTreeMap::from([
         ("kernel_id".to_string(), "aki-1".to_string()),
         ("ramdisk_id".to_string(), "ari-1".to_string()),
-        (
-            "os_command_line".to_string(),
-            "console=ttyS0 root=/dev/vda".to_string(),
-        ),
+        ("os_command_line".to_string(), "console=ttyS0 root=/dev/vda".to_string()),
     ]);
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
     assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
-    let dom = env
-        .hv
-        .domain_xml(&xml::domain_name(&id))
-        .expect("domain xml");
+    let dom = env.hv.domain_xml(&xml::domain_name(&id)).expect("domain xml");
     let images = env.dir.path().join("images");
-    assert!(
-        dom.contains(&format!(
-            "<kernel>{}</kernel>",
-            images.join("aki-1").display()
-        )),
-        "{dom}"
-    );
-    assert!(dom.contains(&format!(
-        "<initrd>{}</initrd>",
-        images.join("ari-1").display()
-    )));
+    assert!(dom.contains(&format!("<kernel>{}</kernel>", images.join("aki-1").display())), "{dom}");
+    assert!(dom.contains(&format!("<initrd>{}</initrd>", images.join("ari-1").display())));
     assert!(dom.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"));
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
@@ -409,19 +321,10 @@ async fn a_guest_that_ignores_shutdown_is_destroyed_after_the_timeout() {
     let hv = libvirt();
     let env = env_with(hv.clone(), Arc::new(DeafGuest(hv.clone()))).await;
     let id = Uuid::new_v4();
-    let _cleanup = Cleanup {
-        hv: env.hv.clone(),
-        instances: vec![id],
-        networks: vec![],
-    };
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
     let data = raw_image(6);
     env.server.add_image("img-e", data.clone());
-    let (ev, _) = env
-        .exec(
-            id,
-            Action::Build(Box::new(build_spec("img-e", &data, vec![]))),
-        )
-        .await;
+    let (ev, _) = env.exec(id, Action::Build(Box::new(build_spec("img-e", &data, vec![])))).await;
     assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
 
     // Stop waits out the timeout, then pulls the plug.

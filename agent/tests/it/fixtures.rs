@@ -13,8 +13,8 @@ use md5::{Digest, Md5};
 use meridian_agent::hypervisor::{Hypervisor, Libvirt};
 use meridian_agent::xml;
 use meridian_common::agent::{
-    BuildSpec, FixedIp, FlavorSpec, Heartbeat, ImageSpec, NicSpec, RegisterRequest,
-    RegisterResponse, WorkEvent, WorkItem,
+    BuildSpec, FixedIp, FlavorSpec, Heartbeat, ImageSpec, NicSpec, RegisterRequest, RegisterResponse, WorkEvent,
+    WorkItem,
 };
 use uuid::Uuid;
 
@@ -78,22 +78,13 @@ pub struct ServerState {
 
 impl ServerState {
     pub fn add_image(&self, id: &str, data: Vec<u8>) {
-        self.images
-            .lock()
-            .expect("lock")
-            .insert(id.to_string(), data);
+        self.images.lock().expect("lock").insert(id.to_string(), data);
     }
     pub fn offer(&self, item: WorkItem) {
         self.pending.lock().expect("lock").push_back((item, None));
     }
     pub fn events_of(&self, work_id: &str) -> Vec<WorkEvent> {
-        self.events
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(id, _)| id == work_id)
-            .map(|(_, e)| e.clone())
-            .collect()
+        self.events.lock().expect("lock").iter().filter(|(id, _)| id == work_id).map(|(_, e)| e.clone()).collect()
     }
 }
 
@@ -110,17 +101,11 @@ async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, StatusCode> {
     authorized(&headers)?;
-    if s.refuse_registrations
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
+    if s.refuse_registrations.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
     s.registrations.lock().expect("lock").push(req);
-    Ok(Json(RegisterResponse {
-        host_id: "host-1".into(),
-        heartbeat_interval_secs: 1,
-    }))
+    Ok(Json(RegisterResponse { host_id: "host-1".into(), heartbeat_interval_secs: 1 }))
 }
 
 async fn heartbeat(
@@ -190,13 +175,7 @@ async fn image_file(
 ) -> Result<(HeaderMap, Vec<u8>), StatusCode> {
     authorized(&headers)?;
     s.image_hits.fetch_add(1, Ordering::SeqCst);
-    let data = s
-        .images
-        .lock()
-        .expect("lock")
-        .get(&id)
-        .cloned()
-        .ok_or(StatusCode::NOT_FOUND)?;
+    let data = s.images.lock().expect("lock").get(&id).cloned().ok_or(StatusCode::NOT_FOUND)?;
     let mut h = HeaderMap::new();
     h.insert("content-md5", md5_hex(&data).parse().expect("header"));
     Ok((h, data))
@@ -212,9 +191,7 @@ pub async fn start_server() -> (String, Arc<ServerState>) {
         .route("/agent/v1/work/{id}/events", post(events))
         .route("/agent/v1/images/{id}/file", get(image_file))
         .with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -31,14 +31,10 @@ fn domain_lifecycle_on_the_test_driver() {
     let hv = libvirt();
     let id = Uuid::new_v4();
     let name = xml::domain_name(&id);
-    let _guard = DomainGuard {
-        hv: hv.clone(),
-        name: name.clone(),
-    };
+    let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
     assert_eq!(hv.state(&name).expect("state"), None);
 
-    hv.define(&xml::domain_xml(&spec(id, vec![])))
-        .expect("define");
+    hv.define(&xml::domain_xml(&spec(id, vec![]))).expect("define");
     assert_eq!(hv.state(&name).expect("state"), Some(DomainState::Shutoff));
     hv.start(&name).expect("start");
     assert_eq!(hv.state(&name).expect("state"), Some(DomainState::Running));
@@ -51,11 +47,7 @@ fn domain_lifecycle_on_the_test_driver() {
     assert_eq!(hv.state(&name).expect("state"), Some(DomainState::Running));
 
     let listed = hv.domains().expect("domains");
-    assert!(
-        listed
-            .iter()
-            .any(|d| d.name == name && d.state == DomainState::Running)
-    );
+    assert!(listed.iter().any(|d| d.name == name && d.state == DomainState::Running));
     let live = hv.domain_xml(&name).expect("xml");
     assert!(live.contains(&format!("<uuid>{id}</uuid>")));
 
@@ -84,11 +76,7 @@ fn networks_and_dhcp_hosts() {
     let hv = libvirt();
     let net_id = Uuid::new_v4().to_string();
     let net = xml::network_name(&net_id);
-    let _cleanup = Cleanup {
-        hv: hv.clone(),
-        instances: vec![],
-        networks: vec![net_id.clone()],
-    };
+    let _cleanup = Cleanup { hv: hv.clone(), instances: vec![], networks: vec![net_id.clone()] };
     let spec = NetworkSpec {
         name: net.clone(),
         bridge: xml::bridge_name(&net_id),
@@ -99,59 +87,30 @@ fn networks_and_dhcp_hosts() {
     let net_xml = xml::network_xml(&spec);
     hv.ensure_network(&net, &net_xml).expect("create");
     hv.ensure_network(&net, &net_xml).expect("exists already");
-    hv.set_dhcp_host(&net, "FA:16:3E:00:00:02", "10.9.0.6")
-        .expect("add");
-    hv.set_dhcp_host(&net, "fa:16:3e:00:00:02", "10.9.0.7")
-        .expect("modify");
-    hv.set_dhcp_host(&net, "fa:16:3e:00:00:01", "10.9.0.5")
-        .expect("same again");
+    hv.set_dhcp_host(&net, "FA:16:3E:00:00:02", "10.9.0.6").expect("add");
+    hv.set_dhcp_host(&net, "fa:16:3e:00:00:02", "10.9.0.7").expect("modify");
+    hv.set_dhcp_host(&net, "fa:16:3e:00:00:01", "10.9.0.5").expect("same again");
     // A stale entry holding an IP is replaced by the new owner of the IP.
-    hv.set_dhcp_host(&net, "fa:16:3e:00:00:03", "10.9.0.5")
-        .expect("take over the IP");
+    hv.set_dhcp_host(&net, "fa:16:3e:00:00:03", "10.9.0.5").expect("take over the IP");
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
-    let live = conn
-        .lookup_network_by_name(&net)
-        .expect("network")
-        .xml_desc(0)
-        .expect("network xml");
+    let live = conn.lookup_network_by_name(&net).expect("network").xml_desc(0).expect("network xml");
     assert!(live.contains("<forward mode='nat'/>"), "{live}");
     assert!(!live.contains("mac='fa:16:3e:00:00:01'"), "{live}");
-    assert!(
-        live.contains("<host mac='fa:16:3e:00:00:03' ip='10.9.0.5'/>"),
-        "{live}"
-    );
-    assert!(
-        live.contains("ip='10.9.0.7'") && !live.contains("ip='10.9.0.6'"),
-        "{live}"
-    );
+    assert!(live.contains("<host mac='fa:16:3e:00:00:03' ip='10.9.0.5'/>"), "{live}");
+    assert!(live.contains("ip='10.9.0.7'") && !live.contains("ip='10.9.0.6'"), "{live}");
 
     // A domain plugged into it defines and starts.
     let id = Uuid::new_v4();
     let name = xml::domain_name(&id);
-    let _guard = DomainGuard {
-        hv: hv.clone(),
-        name: name.clone(),
-    };
-    let nic = NicXml {
-        mac: "fa:16:3e:00:00:02".into(),
-        network: Some(net.clone()),
-        model: "virtio",
-        mtu: Some(1450),
-    };
-    hv.define(&xml::domain_xml(&self::spec(id, vec![nic])))
-        .expect("define");
+    let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
+    let nic = NicXml { mac: "fa:16:3e:00:00:02".into(), network: Some(net.clone()), model: "virtio", mtu: Some(1450) };
+    hv.define(&xml::domain_xml(&self::spec(id, vec![nic]))).expect("define");
     hv.start(&name).expect("start");
 
-    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:02")
-        .expect("remove");
-    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:02")
-        .expect("remove again");
+    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:02").expect("remove");
+    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:02").expect("remove again");
     hv.remove_network(&net).expect("remove network");
     hv.remove_network(&net).expect("remove network again");
-    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:01")
-        .expect("no network, nothing to remove");
-    assert!(
-        hv.set_dhcp_host(&net, "fa:16:3e:00:00:01", "10.9.0.5")
-            .is_err()
-    );
+    hv.remove_dhcp_host(&net, "fa:16:3e:00:00:01").expect("no network, nothing to remove");
+    assert!(hv.set_dhcp_host(&net, "fa:16:3e:00:00:01", "10.9.0.5").is_err());
 }

@@ -11,8 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meridian_common::agent::{
-    Action, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse, WorkEvent,
-    WorkItem,
+    Action, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse, WorkEvent, WorkItem,
 };
 
 use super::conductor;
@@ -38,24 +37,15 @@ pub struct AgentAuth;
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let given = parts
             .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("An agent join token is required."))?;
-        let expected = state
-            .store
-            .setting("agent_token")
-            .await?
-            .unwrap_or_default();
-        if expected.is_empty()
-            || !constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes())
-        {
+        let expected = state.store.setting("agent_token").await?.unwrap_or_default();
+        if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes()) {
             return Err(ApiError::unauthorized("The agent join token is not valid."));
         }
         Ok(AgentAuth)
@@ -91,18 +81,9 @@ fn to_inventory(inv: &Inventory, agent_version: &str) -> HostInventory {
 }
 
 fn valid_host_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "Invalid host name '{name}'."
-        )))
-    }
+    let ok =
+        !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::bad_request(format!("Invalid host name '{name}'."))) }
 }
 
 async fn register(
@@ -111,15 +92,9 @@ async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<axum::Json<RegisterResponse>> {
     valid_host_name(&req.host)?;
-    let id = state
-        .store
-        .register_host(&req.host, &to_inventory(&req.inventory, &req.agent_version))
-        .await?;
+    let id = state.store.register_host(&req.host, &to_inventory(&req.inventory, &req.agent_version)).await?;
     tracing::info!(host = %req.host, %id, "compute host registered");
-    Ok(axum::Json(RegisterResponse {
-        host_id: id,
-        heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs,
-    }))
+    Ok(axum::Json(RegisterResponse { host_id: id, heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs }))
 }
 
 async fn heartbeat(
@@ -129,51 +104,25 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> ApiResult<StatusCode> {
     let h = state.store.get_host_by_name(&host).await?;
-    state
-        .store
-        .heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version))
-        .await?;
+    state.store.heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version)).await?;
     // Power-state sync (Nova's _sync_power_states): a guest that shut itself down becomes
     // SHUTOFF; other changes only refresh power_state.
     for report in hb.instances {
         let Ok(inst) = state.store.get_instance(&report.instance_id).await else {
             continue;
         };
-        if inst.deleted != 0
-            || inst.host_id.as_deref() != Some(h.id.as_str())
-            || inst.task_state.is_some()
-        {
+        if inst.deleted != 0 || inst.host_id.as_deref() != Some(h.id.as_str()) || inst.task_state.is_some() {
             continue;
         }
         let code = report.power_state.code();
-        if inst.vm_state == "active"
-            && matches!(
-                report.power_state,
-                PowerState::Shutdown | PowerState::Crashed
-            )
-        {
-            let to = NewState {
-                vm_state: "stopped",
-                task_state: None,
-                power_state: Some(code),
-            };
-            if let Ok(Some(_)) = state
-                .store
-                .transition(&inst.id, Expect::Task(None), to)
-                .await
-            {
+        if inst.vm_state == "active" && matches!(report.power_state, PowerState::Shutdown | PowerState::Crashed) {
+            let to = NewState { vm_state: "stopped", task_state: None, power_state: Some(code) };
+            if let Ok(Some(_)) = state.store.transition(&inst.id, Expect::Task(None), to).await {
                 tracing::info!(instance = %inst.id, "guest stopped from inside: now SHUTOFF");
             }
         } else if inst.power_state != code && inst.vm_state != "building" {
-            let to = NewState {
-                vm_state: &inst.vm_state,
-                task_state: None,
-                power_state: Some(code),
-            };
-            let _ = state
-                .store
-                .transition(&inst.id, Expect::Task(None), to)
-                .await?;
+            let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: Some(code) };
+            let _ = state.store.transition(&inst.id, Expect::Task(None), to).await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)
@@ -206,10 +155,7 @@ async fn poll_work(
                     }),
                     Err(e) => {
                         tracing::error!(work = %w.id, error = %e, "unreadable work item dropped");
-                        state
-                            .store
-                            .finish_work(&w.id, "failed", Some("unreadable work item"))
-                            .await?;
+                        state.store.finish_work(&w.id, "failed", Some("unreadable work item")).await?;
                     }
                 }
             }
@@ -232,49 +178,29 @@ async fn work_event(
         // A repeat of an acknowledged item (or one cancelled meanwhile): nothing to do.
         return Ok(StatusCode::NO_CONTENT);
     }
-    conductor::on_event(&state, &work, event)
-        .await
-        .map_err(|e| match e {
-            conductor::ConductError::Store(s) => ApiError::from(s),
-            other => ApiError::internal(other),
-        })?;
+    conductor::on_event(&state, &work, event).await.map_err(|e| match e {
+        conductor::ConductError::Store(s) => ApiError::from(s),
+        other => ApiError::internal(other),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Image data for an agent's cache (agents hold no Keystone token).
-async fn image_file(
-    State(state): State<AppState>,
-    _a: AgentAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn image_file(State(state): State<AppState>, _a: AgentAuth, Path(id): Path<String>) -> ApiResult<Response> {
     let img = state.store.get_image(&id).await?;
     if !matches!(img.status.as_str(), "active" | "deactivated") {
-        return Err(ApiError::conflict(format!(
-            "Image {id} has no data (status {}).",
-            img.status
-        )));
+        return Err(ApiError::conflict(format!("Image {id} has no data (status {}).", img.status)));
     }
     let path = crate::image::data::image_path(&state, &id);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("opening image data: {e}")))?;
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("opening image data: {e}")))?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
     let mut resp = Body::from_stream(stream).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        axum::http::header::CONTENT_LENGTH,
-        axum::http::HeaderValue::from(len),
-    );
-    if let Some(md5) = img
-        .checksum
-        .as_deref()
-        .and_then(|c| axum::http::HeaderValue::from_str(c).ok())
-    {
+    h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream"));
+    h.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(len));
+    if let Some(md5) = img.checksum.as_deref().and_then(|c| axum::http::HeaderValue::from_str(c).ok()) {
         h.insert("content-md5", md5);
     }
     Ok(resp)

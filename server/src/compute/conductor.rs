@@ -8,9 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use meridian_common::agent::{
-    Action, BuildSpec, FixedIp, FlavorSpec, ImageSpec, NicSpec, PowerState, WorkEvent,
-};
+use meridian_common::agent::{Action, BuildSpec, FixedIp, FlavorSpec, ImageSpec, NicSpec, PowerState, WorkEvent};
 use serde_json::{Value, json};
 
 use super::scheduler::{self, HostState, Request};
@@ -48,18 +46,13 @@ pub(crate) fn settings(state: &AppState) -> scheduler::Settings {
 
 fn ratios(state: &AppState) -> Ratios {
     let c = &state.cfg.compute;
-    Ratios {
-        cpu: c.cpu_allocation_ratio,
-        ram: c.ram_allocation_ratio,
-        disk: c.disk_allocation_ratio,
-    }
+    Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio }
 }
 
 /// Whether a host's heartbeat is recent enough (and it is not forced down).
 pub fn host_up(state: &AppState, h: &Host) -> bool {
     let limit = chrono::Duration::seconds(state.cfg.compute.host_down_after_secs as i64);
-    h.forced_down == 0
-        && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
+    h.forced_down == 0 && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
 }
 
 fn host_state(state: &AppState, h: &Host) -> HostState {
@@ -129,6 +122,7 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
+    let _one_decision_at_a_time = state.schedule_lock.lock().await;
     let hosts = state.store.list_hosts().await?;
     let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
     let image_props = image_properties(state, &inst.image_id).await;
@@ -138,15 +132,8 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
         disk_gb: claim.disk_gb,
         availability_zone: inst.availability_zone.clone(),
         architecture: image_props.get("architecture").cloned(),
-        hypervisor_type: image_props
-            .get("img_hv_type")
-            .or_else(|| image_props.get("hypervisor_type"))
-            .cloned(),
-        ignore_hosts: hosts
-            .iter()
-            .filter(|h| tried.contains(&h.id))
-            .map(|h| h.name.clone())
-            .collect(),
+        hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
+        ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
     };
     let s = settings(state);
     // Every attempt so far counts against max_attempts (Nova's retry limit).
@@ -164,19 +151,8 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
             return Ok(false);
         }
         Err(no) => {
-            let details = no
-                .rejections
-                .iter()
-                .map(|(h, f)| format!("{h}: {f}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            fail_build(
-                state,
-                &inst.id,
-                &no.message(),
-                &format!("Filters rejected: {details}"),
-            )
-            .await;
+            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
+            fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
             return Ok(false);
         }
     };
@@ -187,14 +163,7 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
         let alternates = json!(candidates[i + 1..]).to_string();
         let placed = state
             .store
-            .place_instance(
-                &inst.id,
-                host_id,
-                claim,
-                ratios(state),
-                &alternates,
-                &json!(now_tried).to_string(),
-            )
+            .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
             .await?;
         if placed {
             return Ok(true);
@@ -219,14 +188,7 @@ async fn image_properties(state: &AppState, image_id: &str) -> BTreeMap<String, 
         Ok(img) => img
             .properties_map()
             .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            })
+            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
             .collect(),
         Err(_) => BTreeMap::new(),
     }
@@ -246,10 +208,7 @@ pub struct NetRequest {
 /// Networking, then the build work for the agent (idempotent: ports made before a crash are
 /// reused; a live build work item is not queued twice).
 async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
-    let host_id = inst
-        .host_id
-        .clone()
-        .ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
+    let host_id = inst.host_id.clone().ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
     let host = state.store.get_host(&host_id).await?;
     let nics = ensure_ports(state, inst, &host).await?;
     if state.store.live_work(&inst.id, &host_id).await? > 0 {
@@ -257,33 +216,18 @@ async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
     }
     let spec = build_spec(state, inst, nics).await?;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
-    let deadline =
-        chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
-    state
-        .store
-        .set_instance_deadline(&inst.id, Some(&fmt_time(deadline)))
-        .await?;
-    state
-        .store
-        .enqueue_work(&inst.id, &host_id, &action)
-        .await?;
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
+    state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await?;
+    state.store.enqueue_work(&inst.id, &host_id, &action).await?;
     if let Some(a) = state.store.latest_action(&inst.id, "create").await? {
-        state
-            .store
-            .start_event(
-                &a.id,
-                "compute__do_build_and_run_instance",
-                Some(&host.name),
-            )
-            .await?;
+        state.store.start_event(&a.id, "compute__do_build_and_run_instance", Some(&host.name)).await?;
     }
     state.signals.notify(&host_id);
     Ok(())
 }
 
 async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
-    let requests: Vec<NetRequest> =
-        serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
+    let requests: Vec<NetRequest> = serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
     let mut owned = json_list(&inst.owned_ports);
     let existing = state.store.ports_by_device(&inst.id).await?;
     let mut used: Vec<String> = Vec::new();
@@ -302,9 +246,7 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                 .network_id
                 .clone()
                 .ok_or_else(|| ConductError::Invalid("network request without a network".into()))?;
-            let reuse = existing
-                .iter()
-                .find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
+            let reuse = existing.iter().find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
             match reuse {
                 Some(p) => state.store.bind_port(&p.id, &host.name).await?,
                 None => {
@@ -313,20 +255,13 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                     np.device_owner = format!("compute:{}", host.availability_zone);
                     np.host_id = host.name.clone();
                     if let Some(ip) = &r.fixed_ip {
-                        let addr = ip.parse().map_err(|_| {
-                            ConductError::Invalid(format!("Invalid fixed IP address {ip}"))
-                        })?;
-                        np.fixed_ips = Some(vec![IpRequest {
-                            subnet_id: None,
-                            ip_address: Some(addr),
-                        }]);
+                        let addr =
+                            ip.parse().map_err(|_| ConductError::Invalid(format!("Invalid fixed IP address {ip}")))?;
+                        np.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some(addr) }]);
                     }
                     let p = state.store.create_port(np).await?;
                     owned.push(p.id.clone());
-                    state
-                        .store
-                        .set_owned_ports(&inst.id, &json!(owned).to_string())
-                        .await?;
+                    state.store.set_owned_ports(&inst.id, &json!(owned).to_string()).await?;
                     p
                 }
             }
@@ -361,10 +296,8 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
 async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>) -> Result<BuildSpec> {
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let img = state.store.get_image(&inst.image_id).await?;
-    let extra_specs: BTreeMap<String, String> =
-        serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
-    let metadata: BTreeMap<String, String> =
-        serde_json::from_str(&inst.metadata).unwrap_or_default();
+    let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
+    let metadata: BTreeMap<String, String> = serde_json::from_str(&inst.metadata).unwrap_or_default();
     let as_u64 = |v: &Value| v.as_u64().unwrap_or(0);
     Ok(BuildSpec {
         name: inst.name.clone(),
@@ -418,9 +351,7 @@ pub async fn fail_build(state: &AppState, id: &str, message: &str, details: &str
 
 /// Nova's timestamp format in server bodies: `2012-08-20T21:11:09Z`.
 pub fn nova_time(stored: &str) -> String {
-    parse_time(stored)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| stored.to_string())
+    parse_time(stored).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| stored.to_string())
 }
 
 /// Applies one agent event to the work item's instance.
@@ -436,29 +367,17 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
                     .transition(
                         id,
                         Expect::Any,
-                        NewState {
-                            vm_state: &inst.vm_state,
-                            task_state: Some(&task_state),
-                            power_state: None,
-                        },
+                        NewState { vm_state: &inst.vm_state, task_state: Some(&task_state), power_state: None },
                     )
                     .await?;
             }
         }
         (Action::Build(_), WorkEvent::Done { power_state, .. }) => {
             if state.store.finish_work(&work.id, "done", None).await? {
-                let to = NewState {
-                    vm_state: "active",
-                    task_state: None,
-                    power_state: Some(power_state.code()),
-                };
+                let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state.code()) };
                 let moved = state
                     .store
-                    .transition(
-                        id,
-                        Expect::OneOf(&["networking", "block_device_mapping", "spawning"]),
-                        to,
-                    )
+                    .transition(id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to)
                     .await;
                 if let Ok(Some(_)) = moved {
                     state.store.set_instance_launched(id).await?;
@@ -466,19 +385,8 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
                 }
             }
         }
-        (
-            Action::Build(_),
-            WorkEvent::Failed {
-                message,
-                details,
-                retryable,
-            },
-        ) => {
-            if state
-                .store
-                .finish_work(&work.id, "failed", Some(&message))
-                .await?
-            {
+        (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
                 reschedule_or_fail(state, id, &message, &details, retryable).await?;
             }
         }
@@ -487,11 +395,7 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         }
         (Action::Start, WorkEvent::Done { power_state, .. })
         | (Action::Reboot { .. }, WorkEvent::Done { power_state, .. }) => {
-            let name = if matches!(action, Action::Start) {
-                "start"
-            } else {
-                "reboot"
-            };
+            let name = if matches!(action, Action::Start) { "start" } else { "reboot" };
             finish_simple(state, work, "active", power_state, name).await?;
         }
         (Action::Delete, WorkEvent::Done { .. }) => {
@@ -500,45 +404,21 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             }
         }
         (Action::ConsoleLog { .. }, WorkEvent::Done { console, .. }) => {
-            state
-                .store
-                .finish_work(&work.id, "done", Some(console.as_deref().unwrap_or("")))
-                .await?;
+            state.store.finish_work(&work.id, "done", Some(console.as_deref().unwrap_or(""))).await?;
             state.signals.notify(&work.id);
         }
         (Action::ConsoleLog { .. }, WorkEvent::Failed { message, .. }) => {
-            state
-                .store
-                .finish_work(&work.id, "failed", Some(&message))
-                .await?;
+            state.store.finish_work(&work.id, "failed", Some(&message)).await?;
             state.signals.notify(&work.id);
         }
-        (
-            Action::Delete,
-            WorkEvent::Failed {
-                message, details, ..
-            },
-        ) => {
+        (Action::Delete, WorkEvent::Failed { message, details, .. }) => {
             // The guest could not be removed: ERROR, still deletable again.
-            if state
-                .store
-                .finish_work(&work.id, "failed", Some(&message))
-                .await?
-            {
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
                 action_failed(state, id, "delete", "error", &message, &details).await?;
             }
         }
-        (
-            _,
-            WorkEvent::Failed {
-                message, details, ..
-            },
-        ) => {
-            if state
-                .store
-                .finish_work(&work.id, "failed", Some(&message))
-                .await?
-            {
+        (_, WorkEvent::Failed { message, details, .. }) => {
+            if state.store.finish_work(&work.id, "failed", Some(&message)).await? {
                 let inst = state.store.get_instance(id).await?;
                 let name = match action {
                     Action::Stop => "stop",
@@ -553,65 +433,26 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
     Ok(())
 }
 
-async fn finish_simple(
-    state: &AppState,
-    work: &Work,
-    vm: &str,
-    power: PowerState,
-    name: &str,
-) -> Result<()> {
+async fn finish_simple(state: &AppState, work: &Work, vm: &str, power: PowerState, name: &str) -> Result<()> {
     if state.store.finish_work(&work.id, "done", None).await? {
-        let to = NewState {
-            vm_state: vm,
-            task_state: None,
-            power_state: Some(power.code()),
-        };
-        state
-            .store
-            .transition(&work.instance_id, Expect::Any, to)
-            .await?;
+        let to = NewState { vm_state: vm, task_state: None, power_state: Some(power.code()) };
+        state.store.transition(&work.instance_id, Expect::Any, to).await?;
         finish_action(state, &work.instance_id, name, None).await?;
     }
     Ok(())
 }
 
-async fn action_failed(
-    state: &AppState,
-    id: &str,
-    name: &str,
-    vm: &str,
-    message: &str,
-    details: &str,
-) -> Result<()> {
-    state
-        .store
-        .transition(
-            id,
-            Expect::Any,
-            NewState {
-                vm_state: vm,
-                task_state: None,
-                power_state: None,
-            },
-        )
-        .await?;
+async fn action_failed(state: &AppState, id: &str, name: &str, vm: &str, message: &str, details: &str) -> Result<()> {
+    state.store.transition(id, Expect::Any, NewState { vm_state: vm, task_state: None, power_state: None }).await?;
     if let Some(a) = state.store.latest_action(id, name).await? {
-        state
-            .store
-            .finish_events(&a.id, "Error", Some(details))
-            .await?;
+        state.store.finish_events(&a.id, "Error", Some(details)).await?;
         state.store.finish_action(&a.id, Some("Error")).await?;
     }
     tracing::warn!(instance = %id, action = name, %message, "action failed on the host");
     Ok(())
 }
 
-async fn finish_action(
-    state: &AppState,
-    id: &str,
-    name: &str,
-    message: Option<&str>,
-) -> Result<()> {
+async fn finish_action(state: &AppState, id: &str, name: &str, message: Option<&str>) -> Result<()> {
     if let Some(a) = state.store.latest_action(id, name).await? {
         state.store.finish_events(&a.id, "Success", None).await?;
         state.store.finish_action(&a.id, message).await?;
@@ -620,26 +461,14 @@ async fn finish_action(
 }
 
 /// A failed build goes to the next host if attempts remain and the failure may be transient.
-async fn reschedule_or_fail(
-    state: &AppState,
-    id: &str,
-    message: &str,
-    details: &str,
-    retryable: bool,
-) -> Result<()> {
+async fn reschedule_or_fail(state: &AppState, id: &str, message: &str, details: &str, retryable: bool) -> Result<()> {
     let inst = state.store.get_instance(id).await?;
     if inst.deleted != 0 {
         return Ok(());
     }
     let tried = json_list(&inst.tried_hosts);
     if !retryable || tried.len() >= state.cfg.compute.max_attempts {
-        fail_build(
-            state,
-            id,
-            &format!("Build of instance {id} failed: {message}"),
-            details,
-        )
-        .await;
+        fail_build(state, id, &format!("Build of instance {id} failed: {message}"), details).await;
         return Ok(());
     }
     if let Some(host) = &inst.host_id {
@@ -694,10 +523,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
     let down: Vec<&Host> = hosts.iter().filter(|h| !host_up(state, h)).collect();
     let now_t = chrono::Utc::now();
     for inst in state.store.unfinished_instances().await? {
-        let on_down_host = inst
-            .host_id
-            .as_ref()
-            .and_then(|h| down.iter().find(|d| d.id == *h));
+        let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
         if inst.task_state.as_deref() == Some("deleting") {
             // The host is gone: delete locally, as Nova does when the compute service is down.
             if on_down_host.is_some() || inst.host_id.is_none() {
@@ -708,12 +534,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
         if inst.vm_state != "building" {
             continue;
         }
-        if inst
-            .build_deadline
-            .as_deref()
-            .and_then(parse_time)
-            .is_some_and(|d| d < now_t)
-        {
+        if inst.build_deadline.as_deref().and_then(parse_time).is_some_and(|d| d < now_t) {
             let msg = format!(
                 "Build of instance {} timed out after {} seconds",
                 inst.id, state.cfg.compute.build_timeout_secs
@@ -722,17 +543,12 @@ pub async fn tick(state: &AppState) -> Result<()> {
             continue;
         }
         if let Some(host) = on_down_host {
-            let msg = format!(
-                "Compute host {} stopped responding during the build",
-                host.name
-            );
+            let msg = format!("Compute host {} stopped responding during the build", host.name);
             reschedule_or_fail(state, &inst.id, &msg, "host missed its heartbeats", true).await?;
             continue;
         }
         // Stranded before the agent got work (e.g. the server restarted mid-build).
-        let idle_for = parse_time(&inst.updated_at)
-            .map(|t| now_t - t)
-            .unwrap_or_default();
+        let idle_for = parse_time(&inst.updated_at).map(|t| now_t - t).unwrap_or_default();
         let stranded = match inst.task_state.as_deref() {
             Some("scheduling") => true,
             Some("networking") => match &inst.host_id {

@@ -20,15 +20,7 @@ type JsonResult = ApiResult<axum::Json<Value>>;
 /// Nova's `osapi_max_limit`.
 pub const MAX_LIMIT: usize = 1000;
 
-const LIST_PARAMS: [&str; 7] = [
-    "minRam",
-    "minDisk",
-    "is_public",
-    "sort_key",
-    "sort_dir",
-    "limit",
-    "marker",
-];
+const LIST_PARAMS: [&str; 7] = ["minRam", "minDisk", "is_public", "sort_key", "sort_dir", "limit", "marker"];
 const SORT_KEYS: [&str; 10] = [
     "created_at",
     "description",
@@ -55,14 +47,7 @@ fn flavor_json(state: &AppState, v: ApiVersion, f: &Flavor, detail: bool) -> Val
         o.insert("disk".into(), json!(f.disk));
         o.insert("vcpus".into(), json!(f.vcpus));
         // Before 2.75 a zero swap is the empty string.
-        o.insert(
-            "swap".into(),
-            if f.swap == 0 && !v.at_least(75) {
-                json!("")
-            } else {
-                json!(f.swap)
-            },
-        );
+        o.insert("swap".into(), if f.swap == 0 && !v.at_least(75) { json!("") } else { json!(f.swap) });
         o.insert("OS-FLV-EXT-DATA:ephemeral".into(), json!(f.ephemeral));
         o.insert("OS-FLV-DISABLED:disabled".into(), json!(false));
         o.insert("os-flavor-access:is_public".into(), json!(f.is_public != 0));
@@ -79,28 +64,14 @@ async fn visible_flavor(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Flav
     let f = state.store.get_flavor(id).await?;
     if f.is_public == 0 && !ctx.is_admin() {
         let pid = ctx.project_id()?;
-        if !state
-            .store
-            .flavor_access(id)
-            .await?
-            .iter()
-            .any(|p| p == pid)
-        {
-            return Err(ApiError::not_found(format!(
-                "Flavor {id} could not be found."
-            )));
+        if !state.store.flavor_access(id).await?.iter().any(|p| p == pid) {
+            return Err(ApiError::not_found(format!("Flavor {id} could not be found.")));
         }
     }
     Ok(f)
 }
 
-async fn list_inner(
-    state: AppState,
-    ctx: Ctx,
-    v: ApiVersion,
-    q: Query,
-    detail: bool,
-) -> JsonResult {
+async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> JsonResult {
     ctx.require_reader("os_compute_api:flavors:index")?;
     if v.at_least(75)
         && let Some((k, _)) = q.0.iter().find(|(k, _)| !LIST_PARAMS.contains(&k.as_str()))
@@ -111,17 +82,13 @@ async fn list_inner(
     }
     let sort_key = q.get("sort_key").unwrap_or("flavorid");
     if !SORT_KEYS.contains(&sort_key) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid input for query parameters sort_key. Value: {sort_key}."
-        )));
+        return Err(ApiError::bad_request(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
     }
     let sort_desc = match q.get("sort_dir").unwrap_or("asc") {
         "asc" => false,
         "desc" => true,
         other => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for query parameters sort_dir. Value: {other}."
-            )));
+            return Err(ApiError::bad_request(format!("Invalid input for query parameters sort_dir. Value: {other}.")));
         }
     };
     // Only admins choose public/private; "none" means both.
@@ -138,20 +105,13 @@ async fn list_inner(
         min_ram: q.uint("minRam")?,
         min_disk: q.uint("minDisk")?,
         is_public,
-        project_id: if ctx.is_admin() {
-            None
-        } else {
-            Some(ctx.project_id()?.to_string())
-        },
+        project_id: if ctx.is_admin() { None } else { Some(ctx.project_id()?.to_string()) },
         sort_key: sort_key.to_string(),
         sort_desc,
     };
     let mut flavors = state.store.list_flavors(&filter).await?;
     let page = paginate(&mut flavors, &q, |f| &f.id)?;
-    let body: Vec<Value> = flavors
-        .iter()
-        .map(|f| flavor_json(&state, v, f, detail))
-        .collect();
+    let body: Vec<Value> = flavors.iter().map(|f| flavor_json(&state, v, f, detail)).collect();
     let mut out = json!({"flavors": body});
     if let Some(limit) = page.filter(|l| flavors.len() == *l)
         && let Some(last) = flavors.last()
@@ -167,11 +127,7 @@ async fn list_inner(
 
 /// Applies Nova's `marker`/`limit` to an ordered list; returns the effective limit if one was
 /// given. An unknown marker is a 400, as in Nova.
-pub(crate) fn paginate<T>(
-    items: &mut Vec<T>,
-    q: &Query,
-    id: impl Fn(&T) -> &str,
-) -> ApiResult<Option<usize>> {
+pub(crate) fn paginate<T>(items: &mut Vec<T>, q: &Query, id: impl Fn(&T) -> &str) -> ApiResult<Option<usize>> {
     if let Some(marker) = q.get("marker") {
         let pos = items
             .iter()
@@ -179,9 +135,7 @@ pub(crate) fn paginate<T>(
             .ok_or_else(|| ApiError::bad_request(format!("marker [{marker}] not found")))?;
         items.drain(..=pos);
     }
-    let limit = q
-        .uint("limit")?
-        .map(|l| usize::try_from(l).unwrap_or(MAX_LIMIT).min(MAX_LIMIT));
+    let limit = q.uint("limit")?.map(|l| usize::try_from(l).unwrap_or(MAX_LIMIT).min(MAX_LIMIT));
     let effective = limit.unwrap_or(MAX_LIMIT);
     items.truncate(effective);
     Ok(limit)
@@ -213,21 +167,12 @@ pub async fn show(
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:flavors:show")?;
     let f = visible_flavor(&state, &ctx, &id).await?;
-    Ok(axum::Json(
-        json!({"flavor": flavor_json(&state, v, &f, true)}),
-    ))
+    Ok(axum::Json(json!({"flavor": flavor_json(&state, v, &f, true)})))
 }
 
 /// Nova accepts integers or strings of digits for flavor sizes.
-fn int_field(
-    body: &Map<String, Value>,
-    key: &str,
-    min: i64,
-    default: Option<i64>,
-) -> ApiResult<i64> {
-    let bad = |why: &str| {
-        ApiError::bad_request(format!("Invalid input for field/attribute {key}. {why}"))
-    };
+fn int_field(body: &Map<String, Value>, key: &str, min: i64, default: Option<i64>) -> ApiResult<i64> {
+    let bad = |why: &str| ApiError::bad_request(format!("Invalid input for field/attribute {key}. {why}"));
     let n = match body.get(key) {
         None | Some(Value::Null) => return default.ok_or_else(|| bad("This field is required.")),
         Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad("Value must be an integer."))?,
@@ -238,24 +183,17 @@ fn int_field(
         Some(other) => return Err(bad(&format!("Value: {other}. Value must be an integer."))),
     };
     if n < min {
-        return Err(bad(&format!(
-            "Value: {n}. {n} is less than the minimum of {min}"
-        )));
+        return Err(bad(&format!("Value: {n}. {n} is less than the minimum of {min}")));
     }
     if n > i64::from(i32::MAX) {
-        return Err(bad(&format!(
-            "Value: {n}. {n} is greater than the maximum of {}",
-            i32::MAX
-        )));
+        return Err(bad(&format!("Value: {n}. {n} is greater than the maximum of {}", i32::MAX)));
     }
     Ok(n)
 }
 
 fn flavor_name(body: &Map<String, Value>) -> ApiResult<String> {
     let name = body.get("name").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute name. 'name' is a required property",
-        )
+        ApiError::bad_request("Invalid input for field/attribute name. 'name' is a required property")
     })?;
     let trimmed = name.trim();
     if trimmed.is_empty() || name.len() > 255 || trimmed != name {
@@ -268,9 +206,7 @@ fn flavor_name(body: &Map<String, Value>) -> ApiResult<String> {
 
 fn object<'a>(body: &'a Value, key: &str) -> ApiResult<&'a Map<String, Value>> {
     body.get(key).and_then(Value::as_object).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "Invalid input for field/attribute {key}. '{key}' is a required property"
-        ))
+        ApiError::bad_request(format!("Invalid input for field/attribute {key}. '{key}' is a required property"))
     })
 }
 
@@ -289,17 +225,14 @@ pub async fn create(
         Some(Value::String(s))
             if !s.is_empty()
                 && s.len() <= 255
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
                 && s.trim() == s =>
         {
             s.clone()
         }
         Some(Value::Number(n)) if n.is_u64() => n.to_string(),
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field/attribute id. Value: {other}."
-            )));
+            return Err(ApiError::bad_request(format!("Invalid input for field/attribute id. Value: {other}.")));
         }
     };
     let description = match b.get("description") {
@@ -318,9 +251,10 @@ pub async fn create(
     };
     let rxtx_factor = match b.get("rxtx_factor") {
         None | Some(Value::Null) => 1.0,
-        Some(Value::Number(n)) => n.as_f64().filter(|f| *f > 0.0).ok_or_else(|| {
-            ApiError::bad_request("Invalid input for field/attribute rxtx_factor.")
-        })?,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| *f > 0.0)
+            .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute rxtx_factor."))?,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid input for field/attribute rxtx_factor. Value: {other}."
@@ -331,9 +265,7 @@ pub async fn create(
         None | Some(Value::Null) => true,
         Some(Value::Bool(x)) => *x,
         Some(Value::String(s)) => crate::extract::parse_bool(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Invalid input for field/attribute os-flavor-access:is_public. Value: {s}."
-            ))
+            ApiError::bad_request(format!("Invalid input for field/attribute os-flavor-access:is_public. Value: {s}."))
         })?,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -366,9 +298,7 @@ pub async fn create(
         }
         other => other?,
     }
-    Ok(axum::Json(
-        json!({"flavor": flavor_json(&state, v, &f, true)}),
-    ))
+    Ok(axum::Json(json!({"flavor": flavor_json(&state, v, &f, true)})))
 }
 
 /// `PUT /flavors/{id}` (2.55+): only the description changes.
@@ -396,27 +326,16 @@ pub async fn update(
         Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 65535 => Some(s.as_str()),
         _ => {
-            return Err(ApiError::bad_request(
-                "Invalid input for field/attribute description.",
-            ));
+            return Err(ApiError::bad_request("Invalid input for field/attribute description."));
         }
     };
-    state
-        .store
-        .update_flavor_description(&id, description)
-        .await?;
+    state.store.update_flavor_description(&id, description).await?;
     let f = state.store.get_flavor(&id).await?;
-    Ok(axum::Json(
-        json!({"flavor": flavor_json(&state, v, &f, true)}),
-    ))
+    Ok(axum::Json(json!({"flavor": flavor_json(&state, v, &f, true)})))
 }
 
 /// `DELETE /flavors/{id}` (admin): 202.
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_admin("os_compute_api:os-flavor-manage:delete")?;
     state.store.delete_flavor(&id).await?;
     Ok(StatusCode::ACCEPTED)
@@ -428,10 +347,8 @@ fn spec_map(body: &Value, key: &str) -> ApiResult<BTreeMap<String, String>> {
     let m = object(body, key)?;
     let mut out = BTreeMap::new();
     for (k, v) in m {
-        let valid_key = !k.is_empty()
-            && k.len() <= 255
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        let valid_key =
+            !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
         if !valid_key {
             return Err(ApiError::bad_request(format!(
                 "Invalid input for field/attribute extra_specs. Key '{k}' is not valid."
@@ -452,11 +369,7 @@ fn spec_map(body: &Value, key: &str) -> ApiResult<BTreeMap<String, String>> {
     Ok(out)
 }
 
-pub async fn list_specs(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn list_specs(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     ctx.require_reader("os_compute_api:os-flavor-extra-specs:index")?;
     let f = visible_flavor(&state, &ctx, &id).await?;
     Ok(axum::Json(json!({"extra_specs": f.extra_specs_map()})))
@@ -481,17 +394,13 @@ pub async fn create_specs(
     Ok(axum::Json(json!({"extra_specs": new})))
 }
 
-pub async fn show_spec(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-) -> JsonResult {
+pub async fn show_spec(State(state): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> JsonResult {
     ctx.require_reader("os_compute_api:os-flavor-extra-specs:show")?;
     let f = visible_flavor(&state, &ctx, &id).await?;
     let specs = f.extra_specs_map();
-    let value = specs.get(&key).ok_or_else(|| {
-        ApiError::not_found(format!("Flavor {id} has no extra specs with key {key}."))
-    })?;
+    let value = specs
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("Flavor {id} has no extra specs with key {key}.")))?;
     Ok(axum::Json(json!({ key: value })))
 }
 
@@ -502,9 +411,7 @@ pub async fn update_spec(
     Json(body): Json<Value>,
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-flavor-extra-specs:update")?;
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("The request body must be an object."))?;
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("The request body must be an object."))?;
     if obj.len() != 1 || !obj.contains_key(&key) {
         return Err(ApiError::bad_request("Request body and URI mismatch"));
     }
@@ -540,27 +447,16 @@ pub async fn delete_spec(
 // ---- access ----
 
 async fn access_json(state: &AppState, id: &str) -> JsonResult {
-    let list: Vec<Value> = state
-        .store
-        .flavor_access(id)
-        .await?
-        .into_iter()
-        .map(|p| json!({"flavor_id": id, "tenant_id": p}))
-        .collect();
+    let list: Vec<Value> =
+        state.store.flavor_access(id).await?.into_iter().map(|p| json!({"flavor_id": id, "tenant_id": p})).collect();
     Ok(axum::Json(json!({"flavor_access": list})))
 }
 
-pub async fn list_access(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn list_access(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     ctx.require_admin("os_compute_api:os-flavor-access")?;
     let f = state.store.get_flavor(&id).await?;
     if f.is_public != 0 {
-        return Err(ApiError::not_found(
-            "Access list not available for public flavors.",
-        ));
+        return Err(ApiError::not_found("Access list not available for public flavors."));
     }
     access_json(&state, &id).await
 }
@@ -573,15 +469,9 @@ pub async fn action(
     Json(body): Json<Value>,
 ) -> JsonResult {
     let tenant = |key: &str| {
-        body.get(key)
-            .and_then(|a| a.get("tenant"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Invalid input for field/attribute {key}. 'tenant' is a required property"
-                ))
-            })
+        body.get(key).and_then(|a| a.get("tenant")).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+            ApiError::bad_request(format!("Invalid input for field/attribute {key}. 'tenant' is a required property"))
+        })
     };
     let f = state.store.get_flavor(&id).await?;
     if body.get("addTenantAccess").is_some() {
@@ -589,20 +479,12 @@ pub async fn action(
         if f.is_public != 0 {
             return Err(ApiError::conflict("Can not add access to a public flavor."));
         }
-        state
-            .store
-            .add_flavor_access(&id, &tenant("addTenantAccess")?)
-            .await?;
+        state.store.add_flavor_access(&id, &tenant("addTenantAccess")?).await?;
     } else if body.get("removeTenantAccess").is_some() {
         ctx.require_admin("os_compute_api:os-flavor-access:remove_tenant_access")?;
-        state
-            .store
-            .remove_flavor_access(&id, &tenant("removeTenantAccess")?)
-            .await?;
+        state.store.remove_flavor_access(&id, &tenant("removeTenantAccess")?).await?;
     } else {
-        return Err(ApiError::bad_request(
-            "Unknown flavor action; use addTenantAccess or removeTenantAccess.",
-        ));
+        return Err(ApiError::bad_request("Unknown flavor action; use addTenantAccess or removeTenantAccess."));
     }
     access_json(&state, &id).await
 }

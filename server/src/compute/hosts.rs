@@ -17,18 +17,11 @@ use crate::store::hosts::Host;
 type JsonResult = ApiResult<axum::Json<Value>>;
 
 fn host_ref(v: ApiVersion, h: &Host) -> Value {
-    if v.at_least(53) {
-        json!(h.id)
-    } else {
-        json!(h.num)
-    }
+    if v.at_least(53) { json!(h.id) } else { json!(h.num) }
 }
 
 async fn running_vms(state: &AppState, h: &Host) -> ApiResult<i64> {
-    let f = crate::store::instances::InstanceFilter {
-        host_id: Some(h.id.clone()),
-        ..Default::default()
-    };
+    let f = crate::store::instances::InstanceFilter { host_id: Some(h.id.clone()), ..Default::default() };
     Ok(state.store.list_instances(&f).await?.len() as i64)
 }
 
@@ -76,9 +69,7 @@ async fn find_host(state: &AppState, id: &str) -> ApiResult<Host> {
             return Ok(h);
         }
     }
-    Err(ApiError::not_found(format!(
-        "Hypervisor with ID {id} could not be found."
-    )))
+    Err(ApiError::not_found(format!("Hypervisor with ID {id} could not be found.")))
 }
 
 pub async fn list_hypervisors(
@@ -121,9 +112,7 @@ pub async fn show_hypervisor(
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-hypervisors:show")?;
     let h = find_host(&state, &id).await?;
-    Ok(axum::Json(
-        json!({"hypervisor": hypervisor_detail(&state, v, &h).await?}),
-    ))
+    Ok(axum::Json(json!({"hypervisor": hypervisor_detail(&state, v, &h).await?})))
 }
 
 /// `GET /os-services`: one `nova-compute` per agent host, plus this server as scheduler and
@@ -183,15 +172,9 @@ pub async fn update_service(
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-services:update")?;
     if !v.at_least(53) {
-        return Err(ApiError::not_found(
-            "Use microversion 2.53 or later to update a service by id.",
-        ));
+        return Err(ApiError::not_found("Use microversion 2.53 or later to update a service by id."));
     }
-    let h = state
-        .store
-        .get_host(&id)
-        .await
-        .map_err(|_| ApiError::not_found(format!("Service {id} not found.")))?;
+    let h = state.store.get_host(&id).await.map_err(|_| ApiError::not_found(format!("Service {id} not found.")))?;
     if let Some(status) = body.get("status") {
         let enabled = match status.as_str() {
             Some("enabled") => true,
@@ -203,15 +186,11 @@ pub async fn update_service(
             }
         };
         let reason = body.get("disabled_reason").and_then(Value::as_str);
-        state
-            .store
-            .set_host_enabled(&h.id, enabled, if enabled { None } else { reason })
-            .await?;
+        state.store.set_host_enabled(&h.id, enabled, if enabled { None } else { reason }).await?;
     }
     if let Some(fd) = body.get("forced_down") {
-        let down = fd.as_bool().ok_or_else(|| {
-            ApiError::bad_request("Invalid input for field/attribute forced_down.")
-        })?;
+        let down =
+            fd.as_bool().ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute forced_down."))?;
         state.store.set_host_forced_down(&h.id, down).await?;
     }
     let h = state.store.get_host(&id).await?;
@@ -221,6 +200,13 @@ pub async fn update_service(
         "state": if conductor::host_up(&state, &h) { "up" } else { "down" },
         "updated_at": nova_time(&h.last_heartbeat), "disabled_reason": h.disabled_reason, "forced_down": h.forced_down != 0,
     }})))
+}
+
+/// `GET /os-aggregates`: host aggregates are not modelled; every host is in its availability
+/// zone only. The CLI reads this list for `hypervisor show`.
+pub async fn list_aggregates(ctx: Ctx) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-aggregates:index")?;
+    Ok(axum::Json(json!({"aggregates": []})))
 }
 
 // ---- instance actions ----
@@ -249,13 +235,7 @@ pub async fn list_actions(
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:list")?;
     let inst = visible(&state, &ctx, &id).await?;
-    let list: Vec<Value> = state
-        .store
-        .list_actions(&inst.id)
-        .await?
-        .iter()
-        .map(|a| action_json(v, a))
-        .collect();
+    let list: Vec<Value> = state.store.list_actions(&inst.id).await?.iter().map(|a| action_json(v, a)).collect();
     Ok(axum::Json(json!({"instanceActions": list})))
 }
 
@@ -290,9 +270,7 @@ pub async fn show_action(
                 ev["hostId"] = json!(if host.is_empty() {
                     String::new()
                 } else {
-                    hex::encode(<sha2::Sha224 as sha2::Digest>::digest(
-                        format!("{}{host}", inst.project_id).as_bytes(),
-                    ))
+                    hex::encode(<sha2::Sha224 as sha2::Digest>::digest(format!("{}{host}", inst.project_id).as_bytes()))
                 });
             }
             events.push(ev);
@@ -304,19 +282,13 @@ pub async fn show_action(
 
 /// `GET /servers/{id}/os-meridian-timeline`: every state change with its time and how long
 /// each phase lasted (a Meridian extension; clients detect it by trying).
-pub async fn timeline(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
     let rows = state.store.transitions(&inst.id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (i, t) in rows.iter().enumerate() {
-        let next = rows
-            .get(i + 1)
-            .and_then(|n| crate::store::parse_time(&n.at));
+        let next = rows.get(i + 1).and_then(|n| crate::store::parse_time(&n.at));
         let dur = match (crate::store::parse_time(&t.at), next) {
             (Some(a), Some(b)) => Some((b - a).num_microseconds().unwrap_or(0) as f64 / 1e6),
             _ => None,

@@ -62,15 +62,8 @@ pub async fn list(
     ctx.require_reader("os_compute_api:os-keypairs:index")?;
     let user = target_user(&ctx, v, q.get("user_id"))?;
     let mut keys = state.store.list_keypairs(&user).await?;
-    let page = if v.at_least(35) {
-        super::flavors::paginate(&mut keys, &q, |k| &k.name)?
-    } else {
-        None
-    };
-    let list: Vec<Value> = keys
-        .iter()
-        .map(|k| json!({"keypair": summary_json(v, k)}))
-        .collect();
+    let page = if v.at_least(35) { super::flavors::paginate(&mut keys, &q, |k| &k.name)? } else { None };
+    let list: Vec<Value> = keys.iter().map(|k| json!({"keypair": summary_json(v, k)})).collect();
     let mut out = json!({"keypairs": list});
     if let (Some(limit), Some(last)) = (page, keys.last())
         && keys.len() == limit
@@ -103,11 +96,7 @@ pub async fn delete(
     ctx.require_member("os_compute_api:os-keypairs:delete")?;
     let user = target_user(&ctx, v, q.get("user_id"))?;
     state.store.delete_keypair(&user, &name).await?;
-    Ok(if v.at_least(2) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::ACCEPTED
-    })
+    Ok(if v.at_least(2) { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED })
 }
 
 fn bad(field: &str, why: &str) -> ApiError {
@@ -127,45 +116,29 @@ pub async fn create(
         .get("keypair")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("keypair", "'keypair' is a required property"))?;
-    let name = b
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("name", "'name' is a required property"))?;
+    let name = b.get("name").and_then(Value::as_str).ok_or_else(|| bad("name", "'name' is a required property"))?;
     validate_name(name, v)?;
     let kind = match b.get("type") {
         None => "ssh",
         Some(_) if !v.at_least(2) => {
-            return Err(bad(
-                "keypair",
-                "Additional properties are not allowed ('type' was unexpected)",
-            ));
+            return Err(bad("keypair", "Additional properties are not allowed ('type' was unexpected)"));
         }
         Some(Value::String(s)) if s == "ssh" || s == "x509" => s.as_str(),
         Some(other) => {
-            return Err(bad(
-                "type",
-                &format!("Value: {other}. 'ssh' or 'x509' expected"),
-            ));
+            return Err(bad("type", &format!("Value: {other}. 'ssh' or 'x509' expected")));
         }
     };
     let requested_user = match b.get("user_id") {
         None => None,
         Some(_) if !v.at_least(10) => {
-            return Err(bad(
-                "keypair",
-                "Additional properties are not allowed ('user_id' was unexpected)",
-            ));
+            return Err(bad("keypair", "Additional properties are not allowed ('user_id' was unexpected)"));
         }
         Some(Value::String(s)) => Some(s.as_str()),
         Some(other) => return Err(bad("user_id", &format!("Value: {other}."))),
     };
     let user_id = target_user(&ctx, v, requested_user)?;
     if requested_user.is_some() {
-        state
-            .store
-            .get_user(&user_id)
-            .await
-            .map_err(|_| bad("user_id", "No such user."))?;
+        state.store.get_user(&user_id).await.map_err(|_| bad("user_id", "No such user."))?;
     }
     let quota = crate::compute::quotas::limit_for(&state, ctx.project_id()?, "key_pairs").await?;
     if quota >= 0 && state.store.count_keypairs(&user_id).await? >= quota {
@@ -174,11 +147,7 @@ pub async fn create(
     let (public_key, private_key, fingerprint) = match b.get("public_key") {
         Some(Value::String(pk)) => {
             let pk = pk.trim().to_string();
-            let fp = if kind == "x509" {
-                x509_fingerprint(&pk)?
-            } else {
-                ssh_fingerprint(&pk)?
-            };
+            let fp = if kind == "x509" { x509_fingerprint(&pk)? } else { ssh_fingerprint(&pk)? };
             (pk, None, fp)
         }
         Some(other) => return Err(bad("public_key", &format!("Value: {other}."))),
@@ -206,9 +175,7 @@ pub async fn create(
         created_at: crate::store::now(),
     };
     state.store.create_keypair(&k).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => {
-            ApiError::conflict(format!("Key pair '{name}' already exists."))
-        }
+        crate::store::StoreError::Conflict(_) => ApiError::conflict(format!("Key pair '{name}' already exists.")),
         other => other.into(),
     })?;
     let mut out = summary_json(v, &k);
@@ -216,18 +183,12 @@ pub async fn create(
     if let Some(p) = private_key {
         out["private_key"] = json!(p);
     }
-    let status = if v.at_least(2) {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if v.at_least(2) { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(json!({"keypair": out}))).into_response())
 }
 
 fn validate_name(name: &str, v: ApiVersion) -> ApiResult<()> {
-    let allowed = |c: char| {
-        c.is_ascii_alphanumeric() || "-_ ".contains(c) || (v.at_least(92) && "@.".contains(c))
-    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_ ".contains(c) || (v.at_least(92) && "@.".contains(c));
     if name.is_empty() || name.len() > 255 || name.trim() != name || !name.chars().all(allowed) {
         return Err(ApiError::bad_request(format!(
             "Invalid input for field/attribute name. Value: {name}. Keypair name contains unsafe characters or is not 1-255 characters"
@@ -238,68 +199,40 @@ fn validate_name(name: &str, v: ApiVersion) -> ApiResult<()> {
 
 /// `xx:xx:…` MD5 of the key blob, as Nova (and `ssh-keygen -E md5`) prints it.
 pub fn ssh_fingerprint(public_key: &str) -> ApiResult<String> {
-    let invalid =
-        || ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint");
+    let invalid = || ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint");
     let mut parts = public_key.split_whitespace();
-    let (algo, blob) = (
-        parts.next().ok_or_else(invalid)?,
-        parts.next().ok_or_else(invalid)?,
-    );
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(blob)
-        .map_err(|_| invalid())?;
+    let (algo, blob) = (parts.next().ok_or_else(invalid)?, parts.next().ok_or_else(invalid)?);
+    let bytes = base64::engine::general_purpose::STANDARD.decode(blob).map_err(|_| invalid())?;
     // The blob starts with the algorithm name as an SSH string; it must match the prefix.
-    let len = bytes
-        .get(..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(invalid)?;
+    let len = bytes.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(invalid)?;
     let embedded = bytes.get(4..4 + len).ok_or_else(invalid)?;
     if embedded != algo.as_bytes() {
         return Err(invalid());
     }
     let digest = Md5::digest(&bytes);
-    Ok(digest
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":"))
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// SHA-1 of the certificate's DER bytes, colon-separated, for x509 key pairs.
 fn x509_fingerprint(pem: &str) -> ApiResult<String> {
     use sha1::Sha1;
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().concat();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.trim())
-        .map_err(|_| {
-            ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint")
-        })?;
+        .map_err(|_| ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint"))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") || der.is_empty() {
-        return Err(ApiError::bad_request(
-            "Keypair data is invalid: failed to generate fingerprint",
-        ));
+        return Err(ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint"));
     }
-    Ok(Sha1::digest(&der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":"))
+    Ok(Sha1::digest(&der).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// A fresh Ed25519 key pair: (OpenSSH public line, OpenSSH PEM private key).
 fn generate(comment: &str) -> ApiResult<(String, String)> {
-    let mut key =
-        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
-            .map_err(ApiError::internal)?;
+    let mut key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+        .map_err(ApiError::internal)?;
     key.set_comment(format!("Generated-by-Meridian {comment}"));
     let public = key.public_key().to_openssh().map_err(ApiError::internal)?;
-    let private = key
-        .to_openssh(ssh_key::LineEnding::LF)
-        .map_err(ApiError::internal)?;
+    let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(ApiError::internal)?;
     Ok((public, private.to_string()))
 }
 

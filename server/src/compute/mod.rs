@@ -30,85 +30,43 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/", get(version))
         .route("/flavors", get(flavors::list).post(flavors::create))
         .route("/flavors/detail", get(flavors::list_detail))
-        .route(
-            "/flavors/{id}",
-            get(flavors::show)
-                .put(flavors::update)
-                .delete(flavors::delete),
-        )
-        .route(
-            "/flavors/{id}/os-extra_specs",
-            get(flavors::list_specs).post(flavors::create_specs),
-        )
+        .route("/flavors/{id}", get(flavors::show).put(flavors::update).delete(flavors::delete))
+        .route("/flavors/{id}/os-extra_specs", get(flavors::list_specs).post(flavors::create_specs))
         .route(
             "/flavors/{id}/os-extra_specs/{key}",
-            get(flavors::show_spec)
-                .put(flavors::update_spec)
-                .delete(flavors::delete_spec),
+            get(flavors::show_spec).put(flavors::update_spec).delete(flavors::delete_spec),
         )
         .route("/flavors/{id}/os-flavor-access", get(flavors::list_access))
         .route("/flavors/{id}/action", post(flavors::action))
         .route("/os-keypairs", get(keypairs::list).post(keypairs::create))
-        .route(
-            "/os-keypairs/{name}",
-            get(keypairs::show).delete(keypairs::delete),
-        )
-        .route(
-            "/os-quota-sets/{project_id}",
-            get(quotas::show).put(quotas::update).delete(quotas::reset),
-        )
+        .route("/os-keypairs/{name}", get(keypairs::show).delete(keypairs::delete))
+        .route("/os-quota-sets/{project_id}", get(quotas::show).put(quotas::update).delete(quotas::reset))
         .route("/os-quota-sets/{project_id}/detail", get(quotas::detail))
-        .route(
-            "/os-quota-sets/{project_id}/defaults",
-            get(quotas::defaults),
-        )
+        .route("/os-quota-sets/{project_id}/defaults", get(quotas::defaults))
         .route("/limits", get(quotas::limits))
         .route("/os-availability-zone", get(quotas::availability_zones))
-        .route(
-            "/os-availability-zone/detail",
-            get(quotas::availability_zones_detail),
-        )
+        .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
         .route("/servers", get(servers::list).post(servers::create))
         .route("/servers/detail", get(servers::list_detail))
-        .route(
-            "/servers/{id}",
-            get(servers::show)
-                .put(servers::update)
-                .delete(servers::delete),
-        )
+        .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
         .route(
             "/servers/{id}/metadata",
-            get(servers::list_metadata)
-                .post(servers::merge_metadata)
-                .put(servers::replace_metadata),
+            get(servers::list_metadata).post(servers::merge_metadata).put(servers::replace_metadata),
         )
         .route(
             "/servers/{id}/metadata/{key}",
-            get(servers::show_metadata_item)
-                .put(servers::put_metadata_item)
-                .delete(servers::delete_metadata_item),
+            get(servers::show_metadata_item).put(servers::put_metadata_item).delete(servers::delete_metadata_item),
         )
-        .route(
-            "/servers/{id}/os-instance-actions",
-            get(hosts::list_actions),
-        )
-        .route(
-            "/servers/{id}/os-instance-actions/{request_id}",
-            get(hosts::show_action),
-        )
+        .route("/servers/{id}/os-instance-actions", get(hosts::list_actions))
+        .route("/servers/{id}/os-instance-actions/{request_id}", get(hosts::show_action))
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))
         .route("/os-hypervisors", get(hosts::list_hypervisors))
-        .route(
-            "/os-hypervisors/detail",
-            get(hosts::list_hypervisors_detail),
-        )
+        .route("/os-hypervisors/detail", get(hosts::list_hypervisors_detail))
         .route("/os-hypervisors/{id}", get(hosts::show_hypervisor))
         .route("/os-services", get(hosts::list_services))
-        .route(
-            "/os-services/{id}",
-            axum::routing::put(hosts::update_service),
-        )
+        .route("/os-aggregates", get(hosts::list_aggregates))
+        .route("/os-services/{id}", axum::routing::put(hosts::update_service))
         .layer(from_fn(microversion::negotiate));
     Router::new().route("/", get(versions)).nest("/v2.1", v21)
 }

@@ -77,21 +77,14 @@ async fn quota_set(
     detail: bool,
     defaults: bool,
 ) -> ApiResult<Value> {
-    let overrides = if defaults {
-        Default::default()
-    } else {
-        state.store.quota_overrides(project_id).await?
-    };
+    let overrides = if defaults { Default::default() } else { state.store.quota_overrides(project_id).await? };
     let mut o = Map::new();
     o.insert("id".into(), json!(project_id));
     for (name, default, last) in QUOTAS {
         if !shown(v, last) {
             continue;
         }
-        let limit = overrides
-            .get(&format!("{PREFIX}{name}"))
-            .copied()
-            .unwrap_or(default);
+        let limit = overrides.get(&format!("{PREFIX}{name}")).copied().unwrap_or(default);
         let value = if detail {
             json!({"limit": limit, "in_use": usage(state, ctx, project_id, name).await?, "reserved": 0})
         } else {
@@ -109,9 +102,7 @@ pub async fn show(
     Path(pid): Path<String>,
 ) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:show")?;
-    Ok(axum::Json(
-        json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, false).await?}),
-    ))
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, false).await?})))
 }
 
 pub async fn detail(
@@ -121,9 +112,7 @@ pub async fn detail(
     Path(pid): Path<String>,
 ) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:detail")?;
-    Ok(axum::Json(
-        json!({"quota_set": quota_set(&state, &ctx, v, &pid, true, false).await?}),
-    ))
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, true, false).await?})))
 }
 
 pub async fn defaults(
@@ -133,9 +122,7 @@ pub async fn defaults(
     Path(pid): Path<String>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-quota-sets:defaults")?;
-    Ok(axum::Json(
-        json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, true).await?}),
-    ))
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, true).await?})))
 }
 
 /// `PUT /os-quota-sets/{project_id}` (admin).
@@ -151,22 +138,15 @@ pub async fn update(
     if q.has("user_id") {
         return Err(ApiError::bad_request("Per-user quotas are not supported."));
     }
-    let set = body
-        .get("quota_set")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "Invalid input for field/attribute quota_set. 'quota_set' is a required property",
-            )
-        })?;
+    let set = body.get("quota_set").and_then(Value::as_object).ok_or_else(|| {
+        ApiError::bad_request("Invalid input for field/attribute quota_set. 'quota_set' is a required property")
+    })?;
     let mut updates = Vec::new();
     for (k, val) in set {
         if k == "force" {
             continue;
         }
-        let known = QUOTAS
-            .iter()
-            .any(|(name, _, last)| name == k && shown(v, *last));
+        let known = QUOTAS.iter().any(|(name, _, last)| name == k && shown(v, *last));
         if !known {
             return Err(ApiError::bad_request(format!(
                 "Invalid input for field/attribute quota_set. Additional properties are not allowed ('{k}' was unexpected)"
@@ -186,10 +166,7 @@ pub async fn update(
         updates.push((k.clone(), n));
     }
     for (k, n) in updates {
-        state
-            .store
-            .set_quota(&pid, &format!("{PREFIX}{k}"), n)
-            .await?;
+        state.store.set_quota(&pid, &format!("{PREFIX}{k}"), n).await?;
     }
     let mut out = quota_set(&state, &ctx, v, &pid, false, false).await?;
     if let Some(o) = out.as_object_mut() {
@@ -199,11 +176,7 @@ pub async fn update(
 }
 
 /// `DELETE /os-quota-sets/{project_id}` (admin): back to defaults, 202.
-pub async fn reset(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(pid): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn reset(State(state): State<AppState>, ctx: Ctx, Path(pid): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_admin("os_compute_api:os-quota-sets:delete")?;
     let names: Vec<String> = QUOTAS.iter().map(|q| format!("{PREFIX}{}", q.0)).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -238,29 +211,14 @@ pub async fn limits(
     a.insert("maxTotalRAMSize".into(), json!(lim("ram")));
     a.insert("maxTotalKeypairs".into(), json!(lim("key_pairs")));
     a.insert("maxServerGroups".into(), json!(lim("server_groups")));
-    a.insert(
-        "maxServerGroupMembers".into(),
-        json!(lim("server_group_members")),
-    );
-    a.insert(
-        "totalInstancesUsed".into(),
-        json!(usage(&state, &ctx, &pid, "instances").await?),
-    );
-    a.insert(
-        "totalCoresUsed".into(),
-        json!(usage(&state, &ctx, &pid, "cores").await?),
-    );
-    a.insert(
-        "totalRAMUsed".into(),
-        json!(usage(&state, &ctx, &pid, "ram").await?),
-    );
+    a.insert("maxServerGroupMembers".into(), json!(lim("server_group_members")));
+    a.insert("totalInstancesUsed".into(), json!(usage(&state, &ctx, &pid, "instances").await?));
+    a.insert("totalCoresUsed".into(), json!(usage(&state, &ctx, &pid, "cores").await?));
+    a.insert("totalRAMUsed".into(), json!(usage(&state, &ctx, &pid, "ram").await?));
     a.insert("totalServerGroupsUsed".into(), json!(0));
     if !v.at_least(36) {
         a.insert("maxSecurityGroups".into(), json!(lim("security_groups")));
-        a.insert(
-            "maxSecurityGroupRules".into(),
-            json!(lim("security_group_rules")),
-        );
+        a.insert("maxSecurityGroupRules".into(), json!(lim("security_group_rules")));
         a.insert("maxTotalFloatingIps".into(), json!(lim("floating_ips")));
         a.insert("totalSecurityGroupsUsed".into(), json!(0));
         a.insert("totalFloatingIpsUsed".into(), json!(0));
@@ -270,10 +228,7 @@ pub async fn limits(
     }
     if !v.at_least(57) {
         a.insert("maxPersonality".into(), json!(lim("injected_files")));
-        a.insert(
-            "maxPersonalitySize".into(),
-            json!(lim("injected_file_content_bytes")),
-        );
+        a.insert("maxPersonalitySize".into(), json!(lim("injected_file_content_bytes")));
     }
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": a}})))
 }

@@ -85,20 +85,11 @@ pub fn rejection(h: &HostState, r: &Request, s: &Settings) -> Option<&'static st
     if !h.enabled || !h.up {
         return Some("ComputeFilter");
     }
-    if r.availability_zone
-        .as_ref()
-        .is_some_and(|az| *az != h.availability_zone)
-    {
+    if r.availability_zone.as_ref().is_some_and(|az| *az != h.availability_zone) {
         return Some("AvailabilityZoneFilter");
     }
-    let arch_ok = r
-        .architecture
-        .as_ref()
-        .is_none_or(|a| normalise_arch(a) == normalise_arch(&h.cpu_arch));
-    let hv_ok = r
-        .hypervisor_type
-        .as_ref()
-        .is_none_or(|t| t.eq_ignore_ascii_case(&h.hypervisor_type));
+    let arch_ok = r.architecture.as_ref().is_none_or(|a| normalise_arch(a) == normalise_arch(&h.cpu_arch));
+    let hv_ok = r.hypervisor_type.as_ref().is_none_or(|t| t.eq_ignore_ascii_case(&h.hypervisor_type));
     if !arch_ok || !hv_ok {
         return Some("ImagePropertiesFilter");
     }
@@ -124,11 +115,7 @@ fn normalise_arch(a: &str) -> String {
 
 /// Min-max normalisation of one weigher's raw values to [0, 1], as Nova's `normalize`.
 fn normalise(raw: &[f64]) -> Vec<f64> {
-    let (min, max) = raw
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(*v), hi.max(*v))
-        });
+    let (min, max) = raw.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     if raw.is_empty() || (max - min).abs() < f64::EPSILON {
         return vec![0.0; raw.len()];
     }
@@ -184,11 +171,7 @@ pub fn select(hosts: &[HostState], r: &Request, s: &Settings) -> Result<Vec<Stri
     if passing.is_empty() {
         return Err(NoValidHost { rejections });
     }
-    Ok(weigh(&passing, s)
-        .into_iter()
-        .take(s.max_attempts.max(1))
-        .map(|(h, _)| h.id.clone())
-        .collect())
+    Ok(weigh(&passing, s).into_iter().take(s.max_attempts.max(1)).map(|(h, _)| h.id.clone()).collect())
 }
 
 #[cfg(test)]
@@ -214,12 +197,7 @@ mod tests {
     }
 
     fn req(vcpus: i64, ram: i64, disk: i64) -> Request {
-        Request {
-            vcpus,
-            memory_mb: ram,
-            disk_gb: disk,
-            ..Default::default()
-        }
+        Request { vcpus, memory_mb: ram, disk_gb: disk, ..Default::default() }
     }
 
     #[test]
@@ -227,20 +205,12 @@ mod tests {
         let s = Settings::default();
         let mut h = host("a", 2, 1024, 10);
         assert_eq!(rejection(&h, &req(1, 512, 1), &s), None);
-        assert_eq!(
-            rejection(&h, &req(9, 512, 1), &s),
-            Some("VCPU"),
-            "2 × ratio 4 = 8 vCPUs"
-        );
+        assert_eq!(rejection(&h, &req(9, 512, 1), &s), Some("VCPU"), "2 × ratio 4 = 8 vCPUs");
         assert_eq!(rejection(&h, &req(8, 512, 1), &s), None);
         assert_eq!(rejection(&h, &req(1, 2048, 1), &s), Some("MEMORY_MB"));
         assert_eq!(rejection(&h, &req(1, 512, 11), &s), Some("DISK_GB"));
         h.memory_mb_used = 600;
-        assert_eq!(
-            rejection(&h, &req(1, 512, 1), &s),
-            Some("MEMORY_MB"),
-            "claims count"
-        );
+        assert_eq!(rejection(&h, &req(1, 512, 1), &s), Some("MEMORY_MB"), "claims count");
         h.memory_mb_used = 0;
         let mut r = req(1, 512, 1);
         r.availability_zone = Some("other".into());
@@ -271,36 +241,17 @@ mod tests {
         busy.memory_mb_used = 6144;
         let idle = host("idle", 8, 8192, 100);
         let hosts = vec![busy, idle];
-        let spread = Settings {
-            cpu_weight_multiplier: 0.0,
-            disk_weight_multiplier: 0.0,
-            ..Settings::default()
-        };
-        assert_eq!(
-            select(&hosts, &req(1, 512, 1), &spread).expect("fits")[0],
-            "id-idle"
-        );
-        let pack = Settings {
-            ram_weight_multiplier: -1.0,
-            ..spread
-        };
-        assert_eq!(
-            select(&hosts, &req(1, 512, 1), &pack).expect("fits")[0],
-            "id-busy"
-        );
+        let spread = Settings { cpu_weight_multiplier: 0.0, disk_weight_multiplier: 0.0, ..Settings::default() };
+        assert_eq!(select(&hosts, &req(1, 512, 1), &spread).expect("fits")[0], "id-idle");
+        let pack = Settings { ram_weight_multiplier: -1.0, ..spread };
+        assert_eq!(select(&hosts, &req(1, 512, 1), &pack).expect("fits")[0], "id-busy");
     }
 
     #[test]
     fn alternates_and_no_valid_host() {
-        let hosts: Vec<HostState> = (0..5)
-            .map(|i| host(&format!("h{i}"), 4, 4096 + i * 1024, 100))
-            .collect();
+        let hosts: Vec<HostState> = (0..5).map(|i| host(&format!("h{i}"), 4, 4096 + i * 1024, 100)).collect();
         let picked = select(&hosts, &req(1, 512, 1), &Settings::default()).expect("fits");
-        assert_eq!(
-            picked,
-            ["id-h4", "id-h3", "id-h2"],
-            "best first, max_attempts = 3"
-        );
+        assert_eq!(picked, ["id-h4", "id-h3", "id-h2"], "best first, max_attempts = 3");
         let err = select(&hosts, &req(1, 1 << 20, 1), &Settings::default()).expect_err("too big");
         assert_eq!(err.rejections.len(), 5);
         assert!(err.message().starts_with("No valid host was found"));

@@ -62,24 +62,20 @@ fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
 /// What a representation needs besides the instance row.
 struct Extras {
     host_name: Option<String>,
+    host_az: Option<String>,
     host_up: Option<bool>,
     addresses: Value,
 }
 
 async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
-    let (host_name, host_up) = match &inst.host_id {
-        Some(h) => match state.store.get_host(h).await {
-            Ok(host) => (
-                Some(host.name.clone()),
-                Some(conductor::host_up(state, &host) && host.enabled != 0),
-            ),
-            Err(_) => (None, None),
-        },
-        None => (None, None),
+    let host = match &inst.host_id {
+        Some(h) => state.store.get_host(h).await.ok(),
+        None => None,
     };
     Ok(Extras {
-        host_name,
-        host_up,
+        host_name: host.as_ref().map(|h| h.name.clone()),
+        host_az: host.as_ref().map(|h| h.availability_zone.clone()),
+        host_up: host.as_ref().map(|h| conductor::host_up(state, h) && h.enabled != 0),
         addresses: addresses(state, &inst.id).await?,
     })
 }
@@ -87,11 +83,7 @@ async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
 /// `addresses`: network name → the port addresses on it.
 async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
     let mut out: Map<String, Value> = Map::new();
-    let ports = state
-        .store
-        .ports_by_device(instance_id)
-        .await
-        .map_err(ApiError::from)?;
+    let ports = state.store.ports_by_device(instance_id).await.map_err(ApiError::from)?;
     for p in ports {
         let name = match state.store.get_network(&p.network_id).await {
             Ok(n) => n.name,
@@ -123,14 +115,7 @@ enum Shape {
     UpdateLegacy,
 }
 
-fn server_json(
-    state: &AppState,
-    ctx: &Ctx,
-    v: ApiVersion,
-    inst: &Instance,
-    x: &Extras,
-    shape: Shape,
-) -> Value {
+fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &Extras, shape: Shape) -> Value {
     let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_else(|_| json!({}));
     let metadata: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
     let st = status(inst);
@@ -141,10 +126,7 @@ fn server_json(
     o.insert("tenant_id".into(), json!(inst.project_id));
     o.insert("user_id".into(), json!(inst.user_id));
     o.insert("metadata".into(), metadata);
-    o.insert(
-        "hostId".into(),
-        json!(host_id_hash(&inst.project_id, x.host_name.as_deref())),
-    );
+    o.insert("hostId".into(), json!(host_id_hash(&inst.project_id, x.host_name.as_deref())));
     o.insert(
         "image".into(),
         if inst.image_id.is_empty() {
@@ -170,16 +152,10 @@ fn server_json(
     o.insert("addresses".into(), x.addresses.clone());
     o.insert("accessIPv4".into(), json!(""));
     o.insert("accessIPv6".into(), json!(""));
-    o.insert(
-        "links".into(),
-        links(state, &format!("servers/{}", inst.id)),
-    );
+    o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
     o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
     if matches!(st, "ACTIVE" | "BUILD") {
-        o.insert(
-            "progress".into(),
-            json!(if st == "ACTIVE" { 100 } else { 0 }),
-        );
+        o.insert("progress".into(), json!(if st == "ACTIVE" { 100 } else { 0 }));
     }
     if let Some(f) = inst.fault.as_deref().filter(|_| st == "ERROR") {
         let mut fault: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
@@ -199,10 +175,7 @@ fn server_json(
         o.insert("description".into(), json!(inst.description));
     }
     if v.at_least(26) {
-        o.insert(
-            "tags".into(),
-            serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])),
-        );
+        o.insert("tags".into(), serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])));
     }
     if v.at_least(63) {
         o.insert("trusted_image_certificates".into(), Value::Null);
@@ -220,42 +193,24 @@ fn server_json(
     o.insert("config_drive".into(), json!(inst.config_drive));
     o.insert(
         "OS-EXT-AZ:availability_zone".into(),
-        json!(inst.availability_zone.clone().unwrap_or_default()),
+        json!(inst.availability_zone.clone().or_else(|| x.host_az.clone()).unwrap_or_default()),
     );
     o.insert("OS-EXT-STS:vm_state".into(), json!(inst.vm_state));
     o.insert("OS-EXT-STS:task_state".into(), json!(inst.task_state));
     o.insert("OS-EXT-STS:power_state".into(), json!(inst.power_state));
-    o.insert(
-        "OS-SRV-USG:launched_at".into(),
-        json!(inst.launched_at.as_deref().map(nova_launch_time)),
-    );
-    o.insert(
-        "OS-SRV-USG:terminated_at".into(),
-        json!(inst.terminated_at.as_deref().map(nova_launch_time)),
-    );
+    o.insert("OS-SRV-USG:launched_at".into(), json!(inst.launched_at.as_deref().map(nova_launch_time)));
+    o.insert("OS-SRV-USG:terminated_at".into(), json!(inst.terminated_at.as_deref().map(nova_launch_time)));
     o.insert("os-extended-volumes:volumes_attached".into(), json!([]));
     if !x.addresses.as_object().is_none_or(|m| m.is_empty()) {
         o.insert("security_groups".into(), json!([{"name": "default"}]));
     }
     if ctx.is_admin() {
         o.insert("OS-EXT-SRV-ATTR:host".into(), json!(x.host_name));
-        o.insert(
-            "OS-EXT-SRV-ATTR:hypervisor_hostname".into(),
-            json!(x.host_name),
-        );
-        o.insert(
-            "OS-EXT-SRV-ATTR:instance_name".into(),
-            json!(format!("meridian-{}", inst.id)),
-        );
+        o.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(x.host_name));
+        o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(format!("meridian-{}", inst.id)));
         if v.at_least(3) {
-            o.insert(
-                "OS-EXT-SRV-ATTR:reservation_id".into(),
-                json!(inst.reservation_id),
-            );
-            o.insert(
-                "OS-EXT-SRV-ATTR:launch_index".into(),
-                json!(inst.launch_index),
-            );
+            o.insert("OS-EXT-SRV-ATTR:reservation_id".into(), json!(inst.reservation_id));
+            o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(inst.launch_index));
             o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(inst.hostname));
             o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(""));
             o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(""));
@@ -279,13 +234,7 @@ fn nova_launch_time(stored: &str) -> String {
     stored.trim_end_matches('Z').to_string()
 }
 
-async fn render(
-    state: &AppState,
-    ctx: &Ctx,
-    v: ApiVersion,
-    inst: &Instance,
-    shape: Shape,
-) -> ApiResult<Value> {
+async fn render(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, shape: Shape) -> ApiResult<Value> {
     let x = extras(state, inst).await?;
     Ok(server_json(state, ctx, v, inst, &x, shape))
 }
@@ -309,8 +258,15 @@ fn str_field<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a s
 fn count_field(b: &Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
     match b.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 1).map(Some).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. Value: {n}. {n} is less than the minimum of 1"))),
-        Some(Value::String(s)) => s.parse::<i64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. Value: {s}."))),
+        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+            bad(format!("Invalid input for field/attribute {key}. Value: {n}. {n} is less than the minimum of 1"))
+        }),
+        Some(Value::String(s)) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. Value: {s}."))),
         Some(other) => Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}."))),
     }
 }
@@ -329,14 +285,10 @@ fn check_metadata(m: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>>
     let mut out = BTreeMap::new();
     for (k, v) in m {
         if k.is_empty() || k.len() > 255 {
-            return Err(bad(format!(
-                "Invalid input for field/attribute metadata. Key '{k}' must be 1-255 characters"
-            )));
+            return Err(bad(format!("Invalid input for field/attribute metadata. Key '{k}' must be 1-255 characters")));
         }
         let v = v.as_str().ok_or_else(|| {
-            bad(format!(
-                "Invalid input for field/attribute metadata. Value of '{k}' is not of type 'string'"
-            ))
+            bad(format!("Invalid input for field/attribute metadata. Value of '{k}' is not of type 'string'"))
         })?;
         if v.len() > 255 {
             return Err(bad(format!(
@@ -358,13 +310,7 @@ fn check_metadata(m: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>>
 fn hostname_from(name: &str) -> String {
     let mut h: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
         .collect();
     h = h.trim_matches('-').to_string();
     h.truncate(63);
@@ -380,44 +326,30 @@ async fn resolve_networks(
     project_id: &str,
 ) -> ApiResult<Vec<NetRequest>> {
     let visible_nets = || async {
-        let nets = state
-            .store
-            .list_networks(Some(project_id))
-            .await
-            .map_err(ApiError::from)?;
-        Ok::<_, ApiError>(
-            nets.into_iter()
-                .filter(|n| n.external == 0 || n.shared != 0)
-                .collect::<Vec<_>>(),
-        )
+        let nets = state.store.list_networks(Some(project_id)).await.map_err(ApiError::from)?;
+        Ok::<_, ApiError>(nets.into_iter().filter(|n| n.external == 0 || n.shared != 0).collect::<Vec<_>>())
     };
     let auto = || async {
         let nets = visible_nets().await?;
         match nets.len() {
             0 => Ok(Vec::new()),
-            1 => Ok(vec![NetRequest {
-                network_id: Some(nets[0].id.clone()),
-                fixed_ip: None,
-                port_id: None,
-            }]),
-            _ => Err(ApiError::conflict(
-                "Multiple possible networks found, use a Network ID to be more specific.",
-            )),
+            1 => Ok(vec![NetRequest { network_id: Some(nets[0].id.clone()), fixed_ip: None, port_id: None }]),
+            _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
         }
     };
     match raw {
-        None | Some(Value::Null) if v.at_least(37) => Err(bad(
-            "Invalid input for field/attribute server. 'networks' is a required property",
-        )),
+        None | Some(Value::Null) if v.at_least(37) => {
+            Err(bad("Invalid input for field/attribute server. 'networks' is a required property"))
+        }
         None | Some(Value::Null) => auto().await,
         Some(Value::String(s)) if s == "auto" && v.at_least(37) => auto().await,
         Some(Value::String(s)) if s == "none" && v.at_least(37) => Ok(Vec::new()),
         Some(Value::Array(list)) => {
             let mut out = Vec::new();
             for item in list {
-                let o = item.as_object().ok_or_else(|| {
-                    bad("Invalid input for field/attribute networks. Each item must be an object")
-                })?;
+                let o = item
+                    .as_object()
+                    .ok_or_else(|| bad("Invalid input for field/attribute networks. Each item must be an object"))?;
                 if let Some(port) = str_field(o, "port")? {
                     let p = state
                         .store
@@ -437,7 +369,9 @@ async fn resolve_networks(
                     });
                     continue;
                 }
-                let uuid = str_field(o, "uuid")?.ok_or_else(|| bad("Invalid input for field/attribute networks. Each network needs 'uuid' or 'port'"))?;
+                let uuid = str_field(o, "uuid")?.ok_or_else(|| {
+                    bad("Invalid input for field/attribute networks. Each network needs 'uuid' or 'port'")
+                })?;
                 let net = state
                     .store
                     .get_network(uuid)
@@ -448,27 +382,23 @@ async fn resolve_networks(
                 }
                 let fixed_ip = match str_field(o, "fixed_ip")? {
                     Some(ip) => {
-                        ip.parse::<std::net::IpAddr>().map_err(|_| bad(format!("Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not a 'ip-address'")))?;
+                        ip.parse::<std::net::IpAddr>().map_err(|_| {
+                            bad(format!(
+                                "Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not a 'ip-address'"
+                            ))
+                        })?;
                         Some(ip.to_string())
                     }
                     None => None,
                 };
                 if net.subnets.is_empty() {
-                    return Err(bad(format!(
-                        "Network {uuid} requires a subnet in order to boot instances on."
-                    )));
+                    return Err(bad(format!("Network {uuid} requires a subnet in order to boot instances on.")));
                 }
-                out.push(NetRequest {
-                    network_id: Some(uuid.to_string()),
-                    fixed_ip,
-                    port_id: None,
-                });
+                out.push(NetRequest { network_id: Some(uuid.to_string()), fixed_ip, port_id: None });
             }
             Ok(out)
         }
-        Some(other) => Err(bad(format!(
-            "Invalid input for field/attribute networks. Value: {other}."
-        ))),
+        Some(other) => Err(bad(format!("Invalid input for field/attribute networks. Value: {other}."))),
     }
 }
 
@@ -483,9 +413,7 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
             let boot = bdm.get("boot_index").is_some_and(|i| i == 0 || i == "0");
             if boot && bdm["source_type"] == "image" {
                 if bdm["destination_type"] == "volume" {
-                    return Err(bad(
-                        "Booting from volume is not supported: this cloud has no block storage service.",
-                    ));
+                    return Err(bad("Booting from volume is not supported: this cloud has no block storage service."));
                 }
                 if let Some(u) = bdm["uuid"].as_str() {
                     return Ok(u.to_string());
@@ -493,9 +421,7 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
             }
         }
     }
-    Err(bad(
-        "Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device).",
-    ))
+    Err(bad("Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device)."))
 }
 
 /// `POST /servers`
@@ -510,20 +436,14 @@ pub async fn create(
     let b = body
         .get("server")
         .and_then(Value::as_object)
-        .ok_or_else(|| {
-            bad("Invalid input for field/attribute server. 'server' is a required property")
-        })?;
-    let name = str_field(b, "name")?.ok_or_else(|| {
-        bad("Invalid input for field/attribute server. 'name' is a required property")
-    })?;
+        .ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
+    let name = str_field(b, "name")?
+        .ok_or_else(|| bad("Invalid input for field/attribute server. 'name' is a required property"))?;
     if name.trim().is_empty() || name.len() > 255 {
-        return Err(bad(format!(
-            "Invalid input for field/attribute name. Value: {name}. Must be 1-255 characters"
-        )));
+        return Err(bad(format!("Invalid input for field/attribute name. Value: {name}. Must be 1-255 characters")));
     }
-    let flavor_ref = str_field(b, "flavorRef")?.ok_or_else(|| {
-        bad("Invalid input for field/attribute server. 'flavorRef' is a required property")
-    })?;
+    let flavor_ref = str_field(b, "flavorRef")?
+        .ok_or_else(|| bad("Invalid input for field/attribute server. 'flavorRef' is a required property"))?;
     let flavor_id = flavor_ref.rsplit('/').next().unwrap_or(flavor_ref);
     let flavor = match state.store.get_flavor(flavor_id).await {
         Ok(f) => f,
@@ -532,14 +452,7 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
-    if flavor.is_public == 0
-        && !ctx.is_admin()
-        && !state
-            .store
-            .flavor_access(&flavor.id)
-            .await?
-            .contains(&project_id)
-    {
+    if flavor.is_public == 0 && !ctx.is_admin() && !state.store.flavor_access(&flavor.id).await?.contains(&project_id) {
         return Err(bad(format!("Flavor {flavor_id} could not be found.")));
     }
     let image_id = image_ref(b)?;
@@ -548,11 +461,7 @@ pub async fn create(
         Err(StoreError::NotFound(_)) => return Err(bad("Can not find requested image")),
         Err(e) => return Err(e.into()),
     };
-    if !state
-        .store
-        .image_visible_to(&image, Some(&project_id), ctx.is_admin())
-        .await?
-    {
+    if !state.store.image_visible_to(&image, Some(&project_id), ctx.is_admin()).await? {
         return Err(bad("Can not find requested image"));
     }
     if image.status != "active" {
@@ -572,22 +481,14 @@ pub async fn create(
         )));
     }
     let key = match str_field(b, "key_name")? {
-        Some(k) => Some(
-            state
-                .store
-                .get_keypair(&ctx.user.id, k)
-                .await
-                .map_err(|_| bad("Invalid key_name provided."))?,
-        ),
+        Some(k) => Some(state.store.get_keypair(&ctx.user.id, k).await.map_err(|_| bad("Invalid key_name provided."))?),
         None => None,
     };
     let metadata = metadata_field(b)?;
     let user_data = match str_field(b, "user_data")? {
         Some(u) => {
             if u.len() > 65535 {
-                return Err(bad(
-                    "Invalid input for field/attribute user_data. Value length exceeds 65535.",
-                ));
+                return Err(bad("Invalid input for field/attribute user_data. Value length exceeds 65535."));
             }
             base64::engine::general_purpose::STANDARD
                 .decode(u.trim())
@@ -608,9 +509,7 @@ pub async fn create(
         }
         Some(Value::String(d)) if d.len() <= 255 => Some(d.clone()),
         Some(other) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute description. Value: {other}."
-            )));
+            return Err(bad(format!("Invalid input for field/attribute description. Value: {other}.")));
         }
     };
     let tags: Vec<String> = match b.get("tags") {
@@ -622,16 +521,10 @@ pub async fn create(
         }
         Some(Value::Array(t)) if t.len() <= 50 => t
             .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("Invalid input for field/attribute tags."))
-            })
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("Invalid input for field/attribute tags.")))
             .collect::<ApiResult<_>>()?,
         Some(other) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute tags. Value: {other}."
-            )));
+            return Err(bad(format!("Invalid input for field/attribute tags. Value: {other}.")));
         }
     };
     let min_count = count_field(b, "min_count")?.unwrap_or(1);
@@ -640,11 +533,7 @@ pub async fn create(
         return Err(bad("min_count must be <= max_count"));
     }
     let networks = resolve_networks(&state, &ctx, v, b.get("networks"), &project_id).await?;
-    if networks
-        .iter()
-        .any(|n| n.port_id.is_some() || n.fixed_ip.is_some())
-        && max_count > 1
-    {
+    if networks.iter().any(|n| n.port_id.is_some() || n.fixed_ip.is_some()) && max_count > 1 {
         return Err(bad(
             "Unable to launch multiple instances with a single configured port ID or fixed IP. Please launch your instance one by one with different ports.",
         ));
@@ -660,21 +549,18 @@ pub async fn create(
             && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores)
             && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
     };
-    let count = (min_count..=max_count)
-        .rev()
-        .find(|n| fits(*n))
-        .ok_or_else(|| {
-            let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
-                ("instances", used_n, lim_n, min_count)
-            } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
-                ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
-            } else {
-                ("ram", used_ram, lim_ram, min_count * flavor.ram)
-            };
-            ApiError::forbidden(format!(
-                "Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"
-            ))
-        })?;
+    let count = (min_count..=max_count).rev().find(|n| fits(*n)).ok_or_else(|| {
+        let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
+            ("instances", used_n, lim_n, min_count)
+        } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
+            ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
+        } else {
+            ("ram", used_ram, lim_ram, min_count * flavor.ram)
+        };
+        ApiError::forbidden(format!(
+            "Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"
+        ))
+    })?;
 
     let flavor_snapshot = json!({
         "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
@@ -686,11 +572,7 @@ pub async fn create(
     let admin_pass = crate::auth::random_secret()[..12].to_string();
     let mut first = None;
     for index in 0..count {
-        let display = if count > 1 {
-            format!("{name}-{}", index + 1)
-        } else {
-            name.to_string()
-        };
+        let display = if count > 1 { format!("{name}-{}", index + 1) } else { name.to_string() };
         let ts = now();
         let inst = Instance {
             id: new_uuid(),
@@ -737,14 +619,8 @@ pub async fn create(
         }
     }
     let inst = first.ok_or_else(|| ApiError::internal("no instance created"))?;
-    if b.get("return_reservation_id")
-        .is_some_and(|r| r == true || r == "True" || r == "true")
-    {
-        return Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"reservation_id": reservation_id})),
-        )
-            .into_response());
+    if b.get("return_reservation_id").is_some_and(|r| r == true || r == "True" || r == "true") {
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"reservation_id": reservation_id}))).into_response());
     }
     let body = json!({"server": {
         "id": inst.id,
@@ -754,8 +630,7 @@ pub async fn create(
         "adminPass": admin_pass,
     }});
     let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&state.url(&format!("compute/v2.1/servers/{}", inst.id)))
-    {
+    if let Ok(loc) = HeaderValue::from_str(&state.url(&format!("compute/v2.1/servers/{}", inst.id))) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
@@ -789,35 +664,18 @@ async fn record_action(
 
 // ---- list / show ----
 
-const SORT_KEYS: [&str; 8] = [
-    "created_at",
-    "display_name",
-    "updated_at",
-    "uuid",
-    "vm_state",
-    "task_state",
-    "launched_at",
-    "host",
-];
+const SORT_KEYS: [&str; 8] =
+    ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
 
-async fn list_inner(
-    state: AppState,
-    ctx: Ctx,
-    v: ApiVersion,
-    q: Query,
-    detail: bool,
-) -> JsonResult {
+async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:index")?;
     let all_tenants = q.has("all_tenants")
-        && q.get("all_tenants")
-            .is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
+        && q.get("all_tenants").is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
     if all_tenants {
         ctx.require_admin("os_compute_api:servers:index:get_all_tenants")?;
     }
     let project = if all_tenants {
-        q.get("project_id")
-            .or(q.get("tenant_id"))
-            .map(str::to_string)
+        q.get("project_id").or(q.get("tenant_id")).map(str::to_string)
     } else {
         Some(ctx.project_id()?.to_string())
     };
@@ -825,61 +683,44 @@ async fn list_inner(
         Some(s) => Some(crate::store::fmt_time(
             chrono::DateTime::parse_from_rfc3339(s)
                 .or_else(|_| chrono::DateTime::parse_from_rfc3339(&format!("{s}Z")))
-                .map_err(|_| bad(format!("Invalid input for query parameters changes-since. Value: {s}. '{s}' is not a 'date-time'")))?
+                .map_err(|_| {
+                    bad(format!(
+                        "Invalid input for query parameters changes-since. Value: {s}. '{s}' is not a 'date-time'"
+                    ))
+                })?
                 .with_timezone(&chrono::Utc),
         )),
         None => None,
     };
     let host_filter = match q.get("host") {
-        Some(h) if ctx.is_admin() => Some(
-            state
-                .store
-                .get_host_by_name(h)
-                .await
-                .map(|h| h.id)
-                .unwrap_or_else(|_| "-none-".into()),
-        ),
+        Some(h) if ctx.is_admin() => {
+            Some(state.store.get_host_by_name(h).await.map(|h| h.id).unwrap_or_else(|_| "-none-".into()))
+        }
         _ => None,
     };
     let name_re = match q.get("name") {
-        Some(n) => Some(regex::Regex::new(n).map_err(|_| bad(format!("Invalid input for query parameters name. Value: {n}. Not a valid regular expression")))?),
+        Some(n) => Some(regex::Regex::new(n).map_err(|_| {
+            bad(format!("Invalid input for query parameters name. Value: {n}. Not a valid regular expression"))
+        })?),
         None => None,
     };
-    let status_filter: Vec<String> = q
-        .all("status")
-        .iter()
-        .map(|s| s.to_ascii_uppercase())
-        .collect();
+    let status_filter: Vec<String> = q.all("status").iter().map(|s| s.to_ascii_uppercase()).collect();
     for s in &status_filter {
-        if ![
-            "ACTIVE",
-            "BUILD",
-            "ERROR",
-            "SHUTOFF",
-            "REBOOT",
-            "HARD_REBOOT",
-            "DELETED",
-            "SOFT_DELETED",
-            "UNKNOWN",
-        ]
-        .contains(&s.as_str())
+        if !["ACTIVE", "BUILD", "ERROR", "SHUTOFF", "REBOOT", "HARD_REBOOT", "DELETED", "SOFT_DELETED", "UNKNOWN"]
+            .contains(&s.as_str())
         {
             return Err(bad(format!("Invalid status value {s}")));
         }
     }
     let sort_key = q.get("sort_key").unwrap_or("created_at");
     if !SORT_KEYS.contains(&sort_key) {
-        return Err(bad(format!(
-            "Invalid input for query parameters sort_key. Value: {sort_key}."
-        )));
+        return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
     }
     let desc = match q.get("sort_dir").unwrap_or("desc") {
         "desc" => true,
         "asc" => false,
         other => {
-            return Err(bad(format!(
-                "Invalid input for query parameters sort_dir. Value: {other}."
-            )));
+            return Err(bad(format!("Invalid input for query parameters sort_dir. Value: {other}.")));
         }
     };
     let filter = InstanceFilter {
@@ -887,8 +728,7 @@ async fn list_inner(
         host_id: host_filter,
         changes_since,
         include_deleted: ctx.is_admin()
-            && q.get("deleted")
-                .is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
+            && q.get("deleted").is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
     };
     let mut rows: Vec<Instance> = state
         .store
@@ -897,18 +737,9 @@ async fn list_inner(
         .into_iter()
         .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
         .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
-        .filter(|i| {
-            q.get("image")
-                .is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str()))
-        })
-        .filter(|i| {
-            q.get("flavor")
-                .is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str()))
-        })
-        .filter(|i| {
-            q.get("reservation_id")
-                .is_none_or(|r| r == i.reservation_id)
-        })
+        .filter(|i| q.get("image").is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str())))
+        .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
+        .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
         .collect();
     let key = |i: &Instance| -> String {
         match sort_key {
@@ -928,10 +759,7 @@ async fn list_inner(
     });
     let page = super::flavors::paginate(&mut rows, &q, |i| &i.id).map_err(|e| {
         if e.status == StatusCode::BAD_REQUEST && e.message.starts_with("marker") {
-            bad(format!(
-                "marker [{}] not found",
-                q.get("marker").unwrap_or_default()
-            ))
+            bad(format!("marker [{}] not found", q.get("marker").unwrap_or_default()))
         } else {
             e
         }
@@ -980,9 +808,7 @@ pub async fn show(
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(
-        json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?}),
-    ))
+    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?})))
 }
 
 /// `PUT /servers/{id}`: name and (2.19+) description.
@@ -998,9 +824,7 @@ pub async fn update(
     let b = body
         .get("server")
         .and_then(Value::as_object)
-        .ok_or_else(|| {
-            bad("Invalid input for field/attribute server. 'server' is a required property")
-        })?;
+        .ok_or_else(|| bad("Invalid input for field/attribute server. 'server' is a required property"))?;
     let mut name = inst.name.clone();
     let mut hostname = inst.hostname.clone();
     let mut description = inst.description.clone();
@@ -1010,11 +834,7 @@ pub async fn update(
                 let n = val
                     .as_str()
                     .filter(|n| !n.trim().is_empty() && n.len() <= 255)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "Invalid input for field/attribute name. Value: {val}."
-                        ))
-                    })?;
+                    .ok_or_else(|| bad(format!("Invalid input for field/attribute name. Value: {val}.")))?;
                 name = n.to_string();
                 hostname = hostname_from(n);
             }
@@ -1023,9 +843,7 @@ pub async fn update(
                     Value::Null => None,
                     Value::String(d) if d.len() <= 255 => Some(d.clone()),
                     other => {
-                        return Err(bad(format!(
-                            "Invalid input for field/attribute description. Value: {other}."
-                        )));
+                        return Err(bad(format!("Invalid input for field/attribute description. Value: {other}.")));
                     }
                 }
             }
@@ -1037,66 +855,31 @@ pub async fn update(
             }
         }
     }
-    state
-        .store
-        .update_instance_fields(
-            &id,
-            &name,
-            &hostname,
-            description.as_deref(),
-            &inst.metadata,
-        )
-        .await?;
+    state.store.update_instance_fields(&id, &name, &hostname, description.as_deref(), &inst.metadata).await?;
     let inst = state.store.get_instance(&id).await?;
-    let shape = if v.at_least(75) {
-        Shape::Show
-    } else {
-        Shape::UpdateLegacy
-    };
-    Ok(axum::Json(
-        json!({"server": render(&state, &ctx, v, &inst, shape).await?}),
-    ))
+    let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
+    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, shape).await?})))
 }
 
 // ---- delete and actions ----
 
 /// Sets the action's first task state and hands the work to the instance's host.
-async fn start_action(
-    state: &AppState,
-    ctx: &Ctx,
-    inst: &Instance,
-    action: UserAction,
-) -> ApiResult<()> {
+async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
     let vm = vm_state(inst);
     let task = task_state(inst);
     if !states::allowed(action, vm, task) {
         return Err(states::refuse(action, &inst.id, vm, task));
     }
     if inst.locked != 0 && !ctx.is_admin() {
-        return Err(ApiError::conflict(format!(
-            "Instance {} is locked",
-            inst.id
-        )));
+        return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
     }
-    let to = NewState {
-        vm_state: &inst.vm_state,
-        task_state: Some(action.first_task().as_str()),
-        power_state: None,
-    };
+    let to = NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
     let expect_task = inst.task_state.as_deref();
-    let moved = state
-        .store
-        .transition(&inst.id, Expect::Task(expect_task), to)
-        .await?;
+    let moved = state.store.transition(&inst.id, Expect::Task(expect_task), to).await?;
     if moved.is_none() {
         // Someone else changed it between our read and our write.
         let fresh = state.store.get_instance(&inst.id).await?;
-        return Err(states::refuse(
-            action,
-            &inst.id,
-            vm_state(&fresh),
-            task_state(&fresh),
-        ));
+        return Err(states::refuse(action, &inst.id, vm_state(&fresh), task_state(&fresh)));
     }
     let request_id = format!("req-{}", new_uuid());
     record_action(state, ctx, &inst.id, action.name(), &request_id).await?;
@@ -1108,12 +891,7 @@ async fn start_action(
         UserAction::Delete => meridian_common::agent::Action::Delete,
     };
     let host = match &inst.host_id {
-        Some(h) => state
-            .store
-            .get_host(h)
-            .await
-            .ok()
-            .filter(|h| conductor::host_up(state, h)),
+        Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
         None => None,
     };
     match host {
@@ -1130,27 +908,17 @@ async fn start_action(
             if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
                 state
                     .store
-                    .start_event(
-                        &a.id,
-                        &format!("compute_{}_instance", event_verb(action)),
-                        Some(&h.name),
-                    )
+                    .start_event(&a.id, &format!("compute_{}_instance", event_verb(action)), Some(&h.name))
                     .await?;
             }
             state.signals.notify(&h.id);
         }
         None if action == UserAction::Delete => {
             // No host (never scheduled) or the host is down: delete locally, as Nova does.
-            conductor::complete_delete(state, &inst.id)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            conductor::complete_delete(state, &inst.id).await.map_err(|e| ApiError::internal(e.to_string()))?;
         }
         None => {
-            let to = NewState {
-                vm_state: &inst.vm_state,
-                task_state: None,
-                power_state: None,
-            };
+            let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: None };
             state.store.transition(&inst.id, Expect::Any, to).await?;
             return Err(ApiError::conflict(format!(
                 "Compute host of instance {} is not available; cannot {}.",
@@ -1172,11 +940,7 @@ fn event_verb(action: UserAction) -> &'static str {
 }
 
 /// `DELETE /servers/{id}`: 204.
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:servers:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
     if inst.task_state.as_deref() == Some("deleting") {
@@ -1205,18 +969,11 @@ pub async fn action(
             let action = match name.as_str() {
                 "os-stop" => UserAction::Stop,
                 "os-start" => UserAction::Start,
-                _ => match args
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .map(str::to_ascii_uppercase)
-                    .as_deref()
-                {
+                _ => match args.get("type").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
                     Some("SOFT") => UserAction::RebootSoft,
                     Some("HARD") => UserAction::RebootHard,
                     _ => {
-                        return Err(bad(
-                            "Invalid input for field/attribute type. Value must be one of 'SOFT', 'HARD'",
-                        ));
+                        return Err(bad("Invalid input for field/attribute type. Value must be one of 'SOFT', 'HARD'"));
                     }
                 },
             };
@@ -1234,10 +991,7 @@ pub async fn action(
             };
             let lines = match length {
                 None | Some(-1) => None,
-                Some(n) => Some(
-                    u32::try_from(n)
-                        .map_err(|_| bad("Invalid input for field/attribute length."))?,
-                ),
+                Some(n) => Some(u32::try_from(n).map_err(|_| bad("Invalid input for field/attribute length."))?),
             };
             let output = console_output(&state, &inst, lines).await?;
             Ok(axum::Json(json!({"output": output})).into_response())
@@ -1247,14 +1001,9 @@ pub async fn action(
 }
 
 /// Asks the instance's agent for its console log and waits (up to 10 s) for the answer.
-async fn console_output(
-    state: &AppState,
-    inst: &Instance,
-    lines: Option<u32>,
-) -> ApiResult<String> {
+async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
     let vm = vm_state(inst);
-    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none()
-    {
+    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none() {
         return Err(ApiError::conflict(format!(
             "Cannot 'get_console_output' instance {} while it is in vm_state {}",
             inst.id, inst.vm_state
@@ -1263,16 +1012,11 @@ async fn console_output(
     let host_id = inst.host_id.clone().unwrap_or_default();
     let host = state.store.get_host(&host_id).await?;
     if !conductor::host_up(state, &host) {
-        return Err(ApiError::conflict(
-            "The compute host of this instance is not available.".to_string(),
-        ));
+        return Err(ApiError::conflict("The compute host of this instance is not available.".to_string()));
     }
-    let action = serde_json::to_string(&meridian_common::agent::Action::ConsoleLog { lines })
-        .map_err(ApiError::internal)?;
-    let work_id = state
-        .store
-        .enqueue_work(&inst.id, &host_id, &action)
-        .await?;
+    let action =
+        serde_json::to_string(&meridian_common::agent::Action::ConsoleLog { lines }).map_err(ApiError::internal)?;
+    let work_id = state.store.enqueue_work(&inst.id, &host_id, &action).await?;
     let signal = state.signals.get(&work_id);
     state.signals.notify(&host_id);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1282,10 +1026,7 @@ async fn console_output(
         match w.state.as_str() {
             "done" => return Ok(w.result.unwrap_or_default()),
             "failed" => {
-                return Err(ApiError::conflict(format!(
-                    "Console log not available: {}",
-                    w.result.unwrap_or_default()
-                )));
+                return Err(ApiError::conflict(format!("Console log not available: {}", w.result.unwrap_or_default())));
             }
             _ => {}
         }
@@ -1301,22 +1042,14 @@ async fn console_output(
 
 // ---- metadata ----
 
-pub async fn list_metadata(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn list_metadata(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     ctx.require_reader("os_compute_api:server-metadata:index")?;
     let inst = visible(&state, &ctx, &id).await?;
     let m: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
     Ok(axum::Json(json!({"metadata": m})))
 }
 
-async fn write_metadata(
-    state: &AppState,
-    inst: &Instance,
-    m: &BTreeMap<String, String>,
-) -> ApiResult<()> {
+async fn write_metadata(state: &AppState, inst: &Instance, m: &BTreeMap<String, String>) -> ApiResult<()> {
     if m.len() > MAX_METADATA_ITEMS {
         return Err(ApiError::forbidden(format!(
             "Quota exceeded for metadata_items: Requested {}, but the limit is {MAX_METADATA_ITEMS}",
@@ -1341,11 +1074,10 @@ fn current_metadata(inst: &Instance) -> BTreeMap<String, String> {
 }
 
 fn metadata_body(body: &Value, key: &str) -> ApiResult<BTreeMap<String, String>> {
-    let m = body.get(key).and_then(Value::as_object).ok_or_else(|| {
-        bad(format!(
-            "Invalid input for field/attribute {key}. '{key}' is a required property"
-        ))
-    })?;
+    let m = body
+        .get(key)
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("Invalid input for field/attribute {key}. '{key}' is a required property")))?;
     check_metadata(m)
 }
 
@@ -1386,9 +1118,7 @@ pub async fn show_metadata_item(
     ctx.require_reader("os_compute_api:server-metadata:show")?;
     let inst = visible(&state, &ctx, &id).await?;
     let m = current_metadata(&inst);
-    let v = m
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found("Metadata item was not found"))?;
+    let v = m.get(&key).ok_or_else(|| ApiError::not_found("Metadata item was not found"))?;
     Ok(axum::Json(json!({"meta": {key: v}})))
 }
 

@@ -14,13 +14,8 @@ pub enum VmState {
 }
 
 impl VmState {
-    pub const ALL: [VmState; 5] = [
-        VmState::Building,
-        VmState::Active,
-        VmState::Stopped,
-        VmState::Error,
-        VmState::Deleted,
-    ];
+    pub const ALL: [VmState; 5] =
+        [VmState::Building, VmState::Active, VmState::Stopped, VmState::Error, VmState::Deleted];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,18 +96,11 @@ pub fn status(vm: VmState, task: Option<TaskState>) -> &'static str {
     match (vm, task) {
         (VmState::Building, _) => "BUILD",
         (VmState::Active, Some(T::Rebooting | T::RebootPending | T::RebootStarted)) => "REBOOT",
-        (VmState::Active, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => {
-            "HARD_REBOOT"
-        }
+        (VmState::Active, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => "HARD_REBOOT",
         (VmState::Active, _) => "ACTIVE",
-        (
-            VmState::Stopped,
-            Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard),
-        ) => "HARD_REBOOT",
+        (VmState::Stopped, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => "HARD_REBOOT",
         (VmState::Stopped, _) => "SHUTOFF",
-        (VmState::Error, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => {
-            "HARD_REBOOT"
-        }
+        (VmState::Error, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => "HARD_REBOOT",
         (VmState::Error, _) => "ERROR",
         (VmState::Deleted, _) => "DELETED",
     }
@@ -129,13 +117,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
-        Action::Stop,
-        Action::Start,
-        Action::RebootSoft,
-        Action::RebootHard,
-        Action::Delete,
-    ];
+    pub const ALL: [Action; 5] = [Action::Stop, Action::Start, Action::RebootSoft, Action::RebootHard, Action::Delete];
 
     /// The name Nova uses in instance actions and in its 409 messages.
     pub fn name(self) -> &'static str {
@@ -164,18 +146,13 @@ impl Action {
 pub fn allowed(action: Action, vm: VmState, task: Option<TaskState>) -> bool {
     use TaskState as T;
     use VmState as V;
-    let soft_rebooting = matches!(
-        task,
-        Some(T::Rebooting | T::RebootPending | T::RebootStarted)
-    );
+    let soft_rebooting = matches!(task, Some(T::Rebooting | T::RebootPending | T::RebootStarted));
     match action {
         Action::Stop => matches!(vm, V::Active | V::Error) && task.is_none(),
         Action::Start => vm == V::Stopped && task.is_none(),
         Action::RebootSoft => vm == V::Active && task.is_none(),
         // A hard reboot may interrupt a soft one that is stuck, and rescues ERROR/stopped ones.
-        Action::RebootHard => {
-            matches!(vm, V::Active | V::Stopped | V::Error) && (task.is_none() || soft_rebooting)
-        }
+        Action::RebootHard => matches!(vm, V::Active | V::Stopped | V::Error) && (task.is_none() || soft_rebooting),
         // Delete is always accepted, except when one is already running.
         Action::Delete => vm != V::Deleted && task != Some(T::Deleting),
     }
@@ -188,10 +165,7 @@ pub fn refuse(action: Action, instance_id: &str, vm: VmState, task: Option<TaskS
         Some(t) if allowed(action, vm, None) => ("task_state", t.as_str()),
         _ => ("vm_state", vm.as_str()),
     };
-    ApiError::conflict(format!(
-        "Cannot '{}' instance {instance_id} while it is in {attr} {state}",
-        action.name()
-    ))
+    ApiError::conflict(format!("Cannot '{}' instance {instance_id} while it is in {attr} {state}", action.name()))
 }
 
 #[cfg(test)]
@@ -215,30 +189,18 @@ mod tests {
                         Action::RebootSoft => vm == V::Active && task.is_none(),
                         Action::RebootHard => {
                             [V::Active, V::Stopped, V::Error].contains(&vm)
-                                && [
-                                    None,
-                                    Some(T::Rebooting),
-                                    Some(T::RebootPending),
-                                    Some(T::RebootStarted),
-                                ]
-                                .contains(task)
+                                && [None, Some(T::Rebooting), Some(T::RebootPending), Some(T::RebootStarted)]
+                                    .contains(task)
                         }
                         Action::Delete => vm != V::Deleted && *task != Some(T::Deleting),
                     };
-                    assert_eq!(
-                        allowed(action, vm, *task),
-                        want,
-                        "{action:?} from {vm:?}/{task:?}"
-                    );
+                    assert_eq!(allowed(action, vm, *task), want, "{action:?} from {vm:?}/{task:?}");
                     if want {
                         allowed_count += 1;
                     } else {
                         let msg = refuse(action, "x", vm, *task).message;
                         assert!(
-                            msg.starts_with(&format!(
-                                "Cannot '{}' instance x while it is in ",
-                                action.name()
-                            )),
+                            msg.starts_with(&format!("Cannot '{}' instance x while it is in ", action.name())),
                             "{msg}"
                         );
                     }
@@ -246,35 +208,17 @@ mod tests {
             }
         }
         // stop 2, start 1, soft reboot 1, hard reboot 3×4, delete 4×13.
-        assert_eq!(
-            allowed_count, 68,
-            "table size changed: update this test knowingly"
-        );
+        assert_eq!(allowed_count, 68, "table size changed: update this test knowingly");
     }
 
     #[test]
     fn status_mapping() {
-        assert_eq!(
-            status(VmState::Building, Some(TaskState::Spawning)),
-            "BUILD"
-        );
+        assert_eq!(status(VmState::Building, Some(TaskState::Spawning)), "BUILD");
         assert_eq!(status(VmState::Active, None), "ACTIVE");
-        assert_eq!(
-            status(VmState::Active, Some(TaskState::PoweringOff)),
-            "ACTIVE"
-        );
-        assert_eq!(
-            status(VmState::Active, Some(TaskState::RebootStarted)),
-            "REBOOT"
-        );
-        assert_eq!(
-            status(VmState::Active, Some(TaskState::RebootingHard)),
-            "HARD_REBOOT"
-        );
-        assert_eq!(
-            status(VmState::Stopped, Some(TaskState::PoweringOn)),
-            "SHUTOFF"
-        );
+        assert_eq!(status(VmState::Active, Some(TaskState::PoweringOff)), "ACTIVE");
+        assert_eq!(status(VmState::Active, Some(TaskState::RebootStarted)), "REBOOT");
+        assert_eq!(status(VmState::Active, Some(TaskState::RebootingHard)), "HARD_REBOOT");
+        assert_eq!(status(VmState::Stopped, Some(TaskState::PoweringOn)), "SHUTOFF");
         assert_eq!(status(VmState::Error, None), "ERROR");
         for t in TaskState::ALL {
             assert_eq!(TaskState::parse(t.as_str()), Some(t));

@@ -6,25 +6,14 @@ use serde_json::{Value, json};
 
 use crate::testing::{Reply, TestApp};
 
-async fn at(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    version: &str,
-    body: Value,
-) -> Reply {
-    let (b, ct) = if body.is_null() {
-        (Body::empty(), None)
-    } else {
-        (Body::from(body.to_string()), Some("application/json"))
-    };
+async fn at(app: &TestApp, method: Method, path: &str, token: &str, version: &str, body: Value) -> Reply {
+    let (b, ct) =
+        if body.is_null() { (Body::empty(), None) } else { (Body::from(body.to_string()), Some("application/json")) };
     let mut h = vec![("openstack-api-version", version)];
     if let Some(ct) = ct {
         h.push(("content-type", ct));
     }
-    app.call(method, &format!("/compute/v2.1{path}"), Some(token), &h, b)
-        .await
+    app.call(method, &format!("/compute/v2.1{path}"), Some(token), &h, b).await
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -37,15 +26,7 @@ fn keys(v: &Value) -> Vec<String> {
 async fn microversions_are_negotiated_and_echoed() {
     let app = TestApp::new().await;
     let t = app.admin_token.clone();
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &t,
-        "compute 2.55",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors", &t, "compute 2.55", Value::Null).await;
     assert_eq!(r.headers["openstack-api-version"], "compute 2.55");
     assert_eq!(r.headers["x-openstack-nova-api-version"], "2.55");
     let r = app
@@ -58,56 +39,17 @@ async fn microversions_are_negotiated_and_echoed() {
         )
         .await;
     assert_eq!(r.headers["openstack-api-version"], "compute 2.10");
-    let r = app
-        .call(
-            Method::GET,
-            "/compute/v2.1/flavors",
-            Some(&t),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = app.call(Method::GET, "/compute/v2.1/flavors", Some(&t), &[], Body::empty()).await;
     assert_eq!(r.headers["openstack-api-version"], "compute 2.1");
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &t,
-        "compute latest",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors", &t, "compute latest", Value::Null).await;
     assert_eq!(r.headers["openstack-api-version"], "compute 2.79");
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &t,
-        "compute 2.200",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors", &t, "compute 2.200", Value::Null).await;
     assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
     assert_eq!(r.body["computeFault"]["code"], 406);
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &t,
-        "compute two",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors", &t, "compute two", Value::Null).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["badRequest"]["message"]
-            .as_str()
-            .expect("msg")
-            .contains("invalid format")
-    );
-    let r = app
-        .call(Method::GET, "/compute", None, &[], Body::empty())
-        .await;
+    assert!(r.body["badRequest"]["message"].as_str().expect("msg").contains("invalid format"));
+    let r = app.call(Method::GET, "/compute", None, &[], Body::empty()).await;
     assert_eq!(r.body["versions"][0]["version"], "2.79");
     assert_eq!(r.body["versions"][0]["min_version"], "2.1");
 }
@@ -131,103 +73,37 @@ async fn flavor_shape_follows_the_microversion() {
     ];
     let mut want: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     want.sort();
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors/1",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors/1", &t, "compute 2.1", Value::Null).await;
     assert_eq!(keys(&r.body["flavor"]), want);
     assert_eq!(r.body["flavor"]["swap"], "");
     want.push("description".into());
     want.sort();
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors/1",
-        &t,
-        "compute 2.55",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors/1", &t, "compute 2.55", Value::Null).await;
     assert_eq!(keys(&r.body["flavor"]), want);
     want.push("extra_specs".into());
     want.sort();
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors/1",
-        &t,
-        "compute 2.75",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors/1", &t, "compute 2.75", Value::Null).await;
     assert_eq!(keys(&r.body["flavor"]), want);
     assert_eq!(r.body["flavor"]["swap"], 0);
     // The summary list: id, links, name (+ description from 2.55).
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors", &t, "compute 2.1", Value::Null).await;
     assert_eq!(keys(&r.body["flavors"][0]), ["id", "links", "name"]);
-    assert_eq!(
-        r.body["flavors"][0]["links"][0]["href"],
-        "http://meridian.test/compute/v2.1/flavors/1"
-    );
+    assert_eq!(r.body["flavors"][0]["links"][0]["href"], "http://meridian.test/compute/v2.1/flavors/1");
 }
 
 #[tokio::test]
 async fn flavor_list_filters_and_pages() {
     let app = TestApp::new().await;
     let t = app.admin_token.clone();
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors/detail?minRam=4096&minDisk=40",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
-    let names: Vec<&str> = r.body["flavors"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
+    let r = at(&app, Method::GET, "/flavors/detail?minRam=4096&minDisk=40", &t, "compute 2.1", Value::Null).await;
+    let names: Vec<&str> =
+        r.body["flavors"].as_array().expect("list").iter().filter_map(|f| f["name"].as_str()).collect();
     assert_eq!(names, ["m1.medium", "m1.large", "m1.xlarge"]);
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors?limit=2",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/flavors?limit=2", &t, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["flavors"].as_array().expect("list").len(), 2);
     let next = r.body["flavors_links"][0]["href"].as_str().expect("next");
-    assert!(
-        next.ends_with("/compute/v2.1/flavors?limit=2&marker=2"),
-        "{next}"
-    );
-    let r = at(
-        &app,
-        Method::GET,
-        "/flavors?limit=2&marker=2",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    assert!(next.ends_with("/compute/v2.1/flavors?limit=2&marker=2"), "{next}");
+    let r = at(&app, Method::GET, "/flavors?limit=2&marker=2", &t, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["flavors"][0]["id"], "3");
     for bad in [
         "/flavors?minRam=lots",
@@ -241,29 +117,11 @@ async fn flavor_list_filters_and_pages() {
     }
     // From 2.75 unknown query parameters are refused; before, ignored.
     assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            "/flavors?color=red",
-            &t,
-            "compute 2.75",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::GET, "/flavors?color=red", &t, "compute 2.75", Value::Null).await.status,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            "/flavors?color=red",
-            &t,
-            "compute 2.74",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::GET, "/flavors?color=red", &t, "compute 2.74", Value::Null).await.status,
         StatusCode::OK
     );
 }
@@ -274,75 +132,27 @@ async fn flavor_management_and_access() {
     let t = app.admin_token.clone();
     let member = app.user_in_project("m", "proj-a", "member").await;
     let other = app.user_in_project("o", "proj-b", "member").await;
-    let body = json!({"flavor": {"name": "custom", "ram": 256, "vcpus": 1, "disk": 2, "os-flavor-access:is_public": false}});
+    let body =
+        json!({"flavor": {"name": "custom", "ram": 256, "vcpus": 1, "disk": 2, "os-flavor-access:is_public": false}});
     assert_eq!(
-        at(
-            &app,
-            Method::POST,
-            "/flavors",
-            &member,
-            "compute 2.1",
-            body.clone()
-        )
-        .await
-        .status,
+        at(&app, Method::POST, "/flavors", &member, "compute 2.1", body.clone()).await.status,
         StatusCode::FORBIDDEN
     );
-    let r = at(
-        &app,
-        Method::POST,
-        "/flavors",
-        &t,
-        "compute 2.1",
-        body.clone(),
-    )
-    .await;
+    let r = at(&app, Method::POST, "/flavors", &t, "compute 2.1", body.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let id = r.body["flavor"]["id"].as_str().expect("id").to_string();
     assert_eq!(id.len(), 36, "auto id is a uuid");
-    assert_eq!(
-        at(&app, Method::POST, "/flavors", &t, "compute 2.1", body)
-            .await
-            .status,
-        StatusCode::CONFLICT
-    );
+    assert_eq!(at(&app, Method::POST, "/flavors", &t, "compute 2.1", body).await.status, StatusCode::CONFLICT);
     let bad = json!({"flavor": {"name": "x", "ram": 0, "vcpus": 1, "disk": 1}});
     let r = at(&app, Method::POST, "/flavors", &t, "compute 2.1", bad).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["badRequest"]["message"]
-            .as_str()
-            .expect("msg")
-            .contains("ram")
-    );
+    assert!(r.body["badRequest"]["message"].as_str().expect("msg").contains("ram"));
 
     // Private: invisible to projects without access, visible once granted.
     let path = format!("/flavors/{id}");
-    assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            &path,
-            &member,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
-        StatusCode::NOT_FOUND
-    );
-    let projects = app
-        .json(
-            Method::GET,
-            "/identity/v3/projects?name=proj-a",
-            &t,
-            Value::Null,
-        )
-        .await;
-    let pa = projects.body["projects"][0]["id"]
-        .as_str()
-        .expect("pid")
-        .to_string();
+    assert_eq!(at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await.status, StatusCode::NOT_FOUND);
+    let projects = app.json(Method::GET, "/identity/v3/projects?name=proj-a", &t, Value::Null).await;
+    let pa = projects.body["projects"][0]["id"].as_str().expect("pid").to_string();
     let r = at(
         &app,
         Method::POST,
@@ -353,41 +163,10 @@ async fn flavor_management_and_access() {
     )
     .await;
     assert_eq!(r.body["flavor_access"][0]["tenant_id"], pa.as_str());
-    assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            &path,
-            &member,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        at(&app, Method::GET, &path, &other, "compute 2.1", Value::Null)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    let listed = at(
-        &app,
-        Method::GET,
-        "/flavors",
-        &other,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
-    assert!(
-        !listed.body["flavors"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .any(|f| f["id"] == id.as_str())
-    );
+    assert_eq!(at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await.status, StatusCode::OK);
+    assert_eq!(at(&app, Method::GET, &path, &other, "compute 2.1", Value::Null).await.status, StatusCode::NOT_FOUND);
+    let listed = at(&app, Method::GET, "/flavors", &other, "compute 2.1", Value::Null).await;
+    assert!(!listed.body["flavors"].as_array().expect("list").iter().any(|f| f["id"] == id.as_str()));
 
     // Extra specs.
     let r = at(
@@ -400,76 +179,33 @@ async fn flavor_management_and_access() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = at(
-        &app,
-        Method::GET,
-        &format!("{path}/os-extra_specs/hw:cpu_policy"),
-        &member,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, &format!("{path}/os-extra_specs/hw:cpu_policy"), &member, "compute 2.1", Value::Null)
+        .await;
     assert_eq!(r.body, json!({"hw:cpu_policy": "shared"}));
     let r = at(&app, Method::GET, &path, &t, "compute 2.61", Value::Null).await;
     assert_eq!(r.body["flavor"]["extra_specs"]["hw:cpu_policy"], "shared");
     assert_eq!(
-        at(
-            &app,
-            Method::DELETE,
-            &format!("{path}/os-extra_specs/hw:cpu_policy"),
-            &t,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::DELETE, &format!("{path}/os-extra_specs/hw:cpu_policy"), &t, "compute 2.1", Value::Null)
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(
-        at(
-            &app,
-            Method::DELETE,
-            &format!("{path}/os-extra_specs/hw:cpu_policy"),
-            &t,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::DELETE, &format!("{path}/os-extra_specs/hw:cpu_policy"), &t, "compute 2.1", Value::Null)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 
     // Description update from 2.55 only.
     assert_eq!(
-        at(
-            &app,
-            Method::PUT,
-            &path,
-            &t,
-            "compute 2.54",
-            json!({"flavor": {"description": "d"}})
-        )
-        .await
-        .status,
+        at(&app, Method::PUT, &path, &t, "compute 2.54", json!({"flavor": {"description": "d"}})).await.status,
         StatusCode::METHOD_NOT_ALLOWED
     );
-    let r = at(
-        &app,
-        Method::PUT,
-        &path,
-        &t,
-        "compute 2.55",
-        json!({"flavor": {"description": "d"}}),
-    )
-    .await;
+    let r = at(&app, Method::PUT, &path, &t, "compute 2.55", json!({"flavor": {"description": "d"}})).await;
     assert_eq!(r.body["flavor"]["description"], "d");
 
-    assert_eq!(
-        at(&app, Method::DELETE, &path, &t, "compute 2.1", Value::Null)
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(at(&app, Method::DELETE, &path, &t, "compute 2.1", Value::Null).await.status, StatusCode::ACCEPTED);
     let r = at(&app, Method::GET, &path, &t, "compute 2.1", Value::Null).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["itemNotFound"]["code"], 404);
@@ -482,30 +218,11 @@ async fn keypairs_per_user() {
     let bob = app.user_in_project("bob", "pb", "member").await;
     let reader = app.user_in_project("rita", "pa", "reader").await;
 
-    let r = at(
-        &app,
-        Method::POST,
-        "/os-keypairs",
-        &alice,
-        "compute 2.1",
-        json!({"keypair": {"name": "gen"}}),
-    )
-    .await;
+    let r = at(&app, Method::POST, "/os-keypairs", &alice, "compute 2.1", json!({"keypair": {"name": "gen"}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(
-        r.body["keypair"]["private_key"]
-            .as_str()
-            .expect("private")
-            .contains("PRIVATE KEY")
-    );
-    assert!(
-        r.body["keypair"].get("type").is_none(),
-        "no type before 2.2"
-    );
-    let public = r.body["keypair"]["public_key"]
-        .as_str()
-        .expect("public")
-        .to_string();
+    assert!(r.body["keypair"]["private_key"].as_str().expect("private").contains("PRIVATE KEY"));
+    assert!(r.body["keypair"].get("type").is_none(), "no type before 2.2");
+    let public = r.body["keypair"]["public_key"].as_str().expect("public").to_string();
 
     let r = at(
         &app,
@@ -540,115 +257,38 @@ async fn keypairs_per_user() {
     )
     .await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
-    let badname = at(
-        &app,
-        Method::POST,
-        "/os-keypairs",
-        &alice,
-        "compute 2.10",
-        json!({"keypair": {"name": "a/b"}}),
-    )
-    .await;
+    let badname =
+        at(&app, Method::POST, "/os-keypairs", &alice, "compute 2.10", json!({"keypair": {"name": "a/b"}})).await;
     assert_eq!(badname.status, StatusCode::BAD_REQUEST);
-    let denied = at(
-        &app,
-        Method::POST,
-        "/os-keypairs",
-        &reader,
-        "compute 2.10",
-        json!({"keypair": {"name": "r"}}),
-    )
-    .await;
+    let denied =
+        at(&app, Method::POST, "/os-keypairs", &reader, "compute 2.10", json!({"keypair": {"name": "r"}})).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
 
-    let list = at(
-        &app,
-        Method::GET,
-        "/os-keypairs",
-        &alice,
-        "compute 2.2",
-        Value::Null,
-    )
-    .await;
+    let list = at(&app, Method::GET, "/os-keypairs", &alice, "compute 2.2", Value::Null).await;
     assert_eq!(list.body["keypairs"].as_array().expect("list").len(), 2);
-    assert_eq!(
-        keys(&list.body["keypairs"][0]["keypair"]),
-        ["fingerprint", "name", "public_key", "type"]
-    );
-    let show = at(
-        &app,
-        Method::GET,
-        "/os-keypairs/gen",
-        &alice,
-        "compute 2.2",
-        Value::Null,
-    )
-    .await;
+    assert_eq!(keys(&list.body["keypairs"][0]["keypair"]), ["fingerprint", "name", "public_key", "type"]);
+    let show = at(&app, Method::GET, "/os-keypairs/gen", &alice, "compute 2.2", Value::Null).await;
     assert!(show.body["keypair"]["id"].is_i64());
     assert_eq!(show.body["keypair"]["deleted"], false);
 
     // Bob sees none of Alice's.
-    let list = at(
-        &app,
-        Method::GET,
-        "/os-keypairs",
-        &bob,
-        "compute 2.2",
-        Value::Null,
-    )
-    .await;
+    let list = at(&app, Method::GET, "/os-keypairs", &bob, "compute 2.2", Value::Null).await;
     assert_eq!(list.body["keypairs"], json!([]));
     assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            "/os-keypairs/gen",
-            &bob,
-            "compute 2.2",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::GET, "/os-keypairs/gen", &bob, "compute 2.2", Value::Null).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        at(
-            &app,
-            Method::DELETE,
-            "/os-keypairs/gen",
-            &bob,
-            "compute 2.2",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::DELETE, "/os-keypairs/gen", &bob, "compute 2.2", Value::Null).await.status,
         StatusCode::NOT_FOUND
     );
 
     assert_eq!(
-        at(
-            &app,
-            Method::DELETE,
-            "/os-keypairs/gen",
-            &alice,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::DELETE, "/os-keypairs/gen", &alice, "compute 2.1", Value::Null).await.status,
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        at(
-            &app,
-            Method::DELETE,
-            "/os-keypairs/imported",
-            &alice,
-            "compute 2.2",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::DELETE, "/os-keypairs/imported", &alice, "compute 2.2", Value::Null).await.status,
         StatusCode::NO_CONTENT
     );
 }
@@ -658,195 +298,58 @@ async fn quotas_and_limits() {
     let app = TestApp::new().await;
     let t = app.admin_token.clone();
     let member = app.user_in_project("m", "pq", "member").await;
-    let projects = app
-        .json(
-            Method::GET,
-            "/identity/v3/projects?name=pq",
-            &t,
-            Value::Null,
-        )
-        .await;
-    let pid = projects.body["projects"][0]["id"]
-        .as_str()
-        .expect("pid")
-        .to_string();
+    let projects = app.json(Method::GET, "/identity/v3/projects?name=pq", &t, Value::Null).await;
+    let pid = projects.body["projects"][0]["id"].as_str().expect("pid").to_string();
     let path = format!("/os-quota-sets/{pid}");
 
-    let r = at(
-        &app,
-        Method::GET,
-        &path,
-        &member,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["quota_set"]["instances"], 10);
     assert!(r.body["quota_set"].get("floating_ips").is_some());
-    let r = at(
-        &app,
-        Method::GET,
-        &path,
-        &member,
-        "compute 2.36",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, &path, &member, "compute 2.36", Value::Null).await;
     assert!(r.body["quota_set"].get("floating_ips").is_none());
     assert!(r.body["quota_set"].get("injected_files").is_some());
-    let r = at(
-        &app,
-        Method::GET,
-        &path,
-        &member,
-        "compute 2.57",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, &path, &member, "compute 2.57", Value::Null).await;
     assert_eq!(
         keys(&r.body["quota_set"]),
-        [
-            "cores",
-            "id",
-            "instances",
-            "key_pairs",
-            "metadata_items",
-            "ram",
-            "server_group_members",
-            "server_groups"
-        ]
+        ["cores", "id", "instances", "key_pairs", "metadata_items", "ram", "server_group_members", "server_groups"]
     );
 
     assert_eq!(
-        at(
-            &app,
-            Method::PUT,
-            &path,
-            &member,
-            "compute 2.1",
-            json!({"quota_set": {"instances": 5}})
-        )
-        .await
-        .status,
+        at(&app, Method::PUT, &path, &member, "compute 2.1", json!({"quota_set": {"instances": 5}})).await.status,
         StatusCode::FORBIDDEN
     );
-    let r = at(
-        &app,
-        Method::PUT,
-        &path,
-        &t,
-        "compute 2.1",
-        json!({"quota_set": {"instances": 5, "cores": "8"}}),
-    )
-    .await;
+    let r = at(&app, Method::PUT, &path, &t, "compute 2.1", json!({"quota_set": {"instances": 5, "cores": "8"}})).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["quota_set"]["instances"], 5);
     assert_eq!(
-        at(
-            &app,
-            Method::PUT,
-            &path,
-            &t,
-            "compute 2.1",
-            json!({"quota_set": {"wings": 2}})
-        )
-        .await
-        .status,
+        at(&app, Method::PUT, &path, &t, "compute 2.1", json!({"quota_set": {"wings": 2}})).await.status,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        at(
-            &app,
-            Method::PUT,
-            &path,
-            &t,
-            "compute 2.1",
-            json!({"quota_set": {"ram": -5}})
-        )
-        .await
-        .status,
+        at(&app, Method::PUT, &path, &t, "compute 2.1", json!({"quota_set": {"ram": -5}})).await.status,
         StatusCode::BAD_REQUEST
     );
 
-    let r = at(
-        &app,
-        Method::GET,
-        "/limits",
-        &member,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/limits", &member, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["limits"]["absolute"]["maxTotalInstances"], 5);
     assert_eq!(r.body["limits"]["absolute"]["maxTotalCores"], 8);
     assert!(r.body["limits"]["absolute"].get("maxPersonality").is_some());
-    let r = at(
-        &app,
-        Method::GET,
-        "/limits",
-        &member,
-        "compute 2.57",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/limits", &member, "compute 2.57", Value::Null).await;
     assert!(r.body["limits"]["absolute"].get("maxPersonality").is_none());
     assert!(r.body["limits"]["absolute"].get("maxImageMeta").is_none());
 
-    let d = at(
-        &app,
-        Method::GET,
-        &format!("{path}/detail"),
-        &member,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
-    assert_eq!(
-        d.body["quota_set"]["instances"],
-        json!({"limit": 5, "in_use": 0, "reserved": 0})
-    );
+    let d = at(&app, Method::GET, &format!("{path}/detail"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(d.body["quota_set"]["instances"], json!({"limit": 5, "in_use": 0, "reserved": 0}));
     // Another project's quotas are not a member's business.
-    let admin_projects = app
-        .json(
-            Method::GET,
-            "/identity/v3/projects?name=admin",
-            &t,
-            Value::Null,
-        )
-        .await;
-    let admin_pid = admin_projects.body["projects"][0]["id"]
-        .as_str()
-        .expect("pid")
-        .to_string();
+    let admin_projects = app.json(Method::GET, "/identity/v3/projects?name=admin", &t, Value::Null).await;
+    let admin_pid = admin_projects.body["projects"][0]["id"].as_str().expect("pid").to_string();
     assert_eq!(
-        at(
-            &app,
-            Method::GET,
-            &format!("/os-quota-sets/{admin_pid}"),
-            &member,
-            "compute 2.1",
-            Value::Null
-        )
-        .await
-        .status,
+        at(&app, Method::GET, &format!("/os-quota-sets/{admin_pid}"), &member, "compute 2.1", Value::Null).await.status,
         StatusCode::FORBIDDEN
     );
 
-    assert_eq!(
-        at(&app, Method::DELETE, &path, &t, "compute 2.1", Value::Null)
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
-    let r = at(
-        &app,
-        Method::GET,
-        &path,
-        &member,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    assert_eq!(at(&app, Method::DELETE, &path, &t, "compute 2.1", Value::Null).await.status, StatusCode::ACCEPTED);
+    let r = at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["quota_set"]["instances"], 10);
 }
 
@@ -854,15 +357,7 @@ async fn quotas_and_limits() {
 async fn unknown_routes_and_bad_json_use_nova_faults() {
     let app = TestApp::new().await;
     let t = app.admin_token.clone();
-    let r = at(
-        &app,
-        Method::GET,
-        "/nothing-here",
-        &t,
-        "compute 2.1",
-        Value::Null,
-    )
-    .await;
+    let r = at(&app, Method::GET, "/nothing-here", &t, "compute 2.1", Value::Null).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["itemNotFound"]["code"], 404);
     let r = app
@@ -876,14 +371,6 @@ async fn unknown_routes_and_bad_json_use_nova_faults() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["badRequest"]["code"], 400);
-    let r = app
-        .call(
-            Method::GET,
-            "/compute/v2.1/flavors",
-            None,
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = app.call(Method::GET, "/compute/v2.1/flavors", None, &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

@@ -24,63 +24,27 @@ pub fn router() -> Router<AppState> {
         .route("/", get(versions))
         .route("/v3", get(version))
         .route("/v3/", get(version))
-        .route(
-            "/v3/auth/tokens",
-            post(tokens::issue)
-                .get(tokens::validate)
-                .head(tokens::check)
-                .delete(tokens::revoke),
-        )
+        .route("/v3/auth/tokens", post(tokens::issue).get(tokens::validate).head(tokens::check).delete(tokens::revoke))
         .route("/v3/auth/projects", get(tokens::auth_projects))
         .route("/v3/auth/domains", get(tokens::auth_domains))
         .route("/v3/auth/catalog", get(tokens::auth_catalog))
-        .route(
-            "/v3/domains",
-            get(resources::list_domains).post(resources::create_domain),
-        )
+        .route("/v3/domains", get(resources::list_domains).post(resources::create_domain))
         .route("/v3/domains/{id}", get(resources::get_domain))
-        .route(
-            "/v3/projects",
-            get(resources::list_projects).post(resources::create_project),
-        )
+        .route("/v3/projects", get(resources::list_projects).post(resources::create_project))
         .route(
             "/v3/projects/{id}",
-            get(resources::get_project)
-                .patch(resources::update_project)
-                .delete(resources::delete_project),
+            get(resources::get_project).patch(resources::update_project).delete(resources::delete_project),
         )
-        .route(
-            "/v3/users",
-            get(resources::list_users).post(resources::create_user),
-        )
-        .route(
-            "/v3/users/{id}",
-            get(resources::get_user)
-                .patch(resources::update_user)
-                .delete(resources::delete_user),
-        )
+        .route("/v3/users", get(resources::list_users).post(resources::create_user))
+        .route("/v3/users/{id}", get(resources::get_user).patch(resources::update_user).delete(resources::delete_user))
         .route("/v3/users/{id}/projects", get(resources::user_projects))
         .route("/v3/users/{id}/password", post(resources::change_password))
-        .route(
-            "/v3/roles",
-            get(resources::list_roles).post(resources::create_role),
-        )
-        .route(
-            "/v3/roles/{id}",
-            get(resources::get_role)
-                .patch(resources::update_role)
-                .delete(resources::delete_role),
-        )
-        .route(
-            "/v3/projects/{pid}/users/{uid}/roles",
-            get(resources::list_grants),
-        )
+        .route("/v3/roles", get(resources::list_roles).post(resources::create_role))
+        .route("/v3/roles/{id}", get(resources::get_role).patch(resources::update_role).delete(resources::delete_role))
+        .route("/v3/projects/{pid}/users/{uid}/roles", get(resources::list_grants))
         .route(
             "/v3/projects/{pid}/users/{uid}/roles/{rid}",
-            put(resources::grant)
-                .head(resources::check_grant)
-                .get(resources::check_grant)
-                .delete(resources::revoke),
+            put(resources::grant).head(resources::check_grant).get(resources::check_grant).delete(resources::revoke),
         )
         .route("/v3/role_assignments", get(resources::list_assignments))
         .route("/v3/services", get(resources::list_services))
@@ -99,10 +63,7 @@ fn version_doc(state: &AppState) -> Value {
 }
 
 async fn versions(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        StatusCode::MULTIPLE_CHOICES,
-        axum::Json(json!({"versions": {"values": [version_doc(&state)]}})),
-    )
+    (StatusCode::MULTIPLE_CHOICES, axum::Json(json!({"versions": {"values": [version_doc(&state)]}})))
 }
 
 async fn version(State(state): State<AppState>) -> impl IntoResponse {

@@ -7,9 +7,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    DEFAULT_DOMAIN_ID, INTERFACES, REGION, SERVICES, domain_json, project_json, stable_id,
-};
+use super::{DEFAULT_DOMAIN_ID, INTERFACES, REGION, SERVICES, domain_json, project_json, stable_id};
 use crate::auth::{self, Ctx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
@@ -44,16 +42,10 @@ pub async fn list_domains(State(state): State<AppState>, ctx: Ctx, q: Query) -> 
         .filter(|d| name.is_none_or(|n| n == d.name))
         .map(|d| domain_json(&state, d))
         .collect();
-    Ok(axum::Json(
-        json!({"domains": domains, "links": list_links(&state, "domains")}),
-    ))
+    Ok(axum::Json(json!({"domains": domains, "links": list_links(&state, "domains")})))
 }
 
-pub async fn get_domain(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn get_domain(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     let d = state.store.get_domain(&id).await?;
     let in_it = ctx.project.as_ref().is_some_and(|(_, pd)| pd.id == d.id);
     if !ctx.is_admin() && !in_it {
@@ -81,27 +73,15 @@ pub async fn create_domain(
     ctx.require_admin("identity:create_domain")?;
     let name = non_empty("domain/name", &req.domain.name)?;
     let id = new_hex_id();
-    state
-        .store
-        .create_domain(
-            &id,
-            name,
-            req.domain.description.as_deref().unwrap_or_default(),
-        )
-        .await?;
+    state.store.create_domain(&id, name, req.domain.description.as_deref().unwrap_or_default()).await?;
     let d = state.store.get_domain(&id).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"domain": domain_json(&state, &d)})),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(json!({"domain": domain_json(&state, &d)}))))
 }
 
 fn non_empty<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
     let v = value.trim();
     if v.is_empty() || v.len() > 255 {
-        return Err(ApiError::bad_request(format!(
-            "Invalid input for field '{field}': must be 1 to 255 characters."
-        )));
+        return Err(ApiError::bad_request(format!("Invalid input for field '{field}': must be 1 to 255 characters.")));
     }
     Ok(v)
 }
@@ -125,16 +105,10 @@ pub async fn list_projects(State(state): State<AppState>, ctx: Ctx, q: Query) ->
             .collect()
     };
     let out: Vec<Value> = projects.iter().map(|p| project_json(&state, p)).collect();
-    Ok(axum::Json(
-        json!({"projects": out, "links": list_links(&state, "projects")}),
-    ))
+    Ok(axum::Json(json!({"projects": out, "links": list_links(&state, "projects")})))
 }
 
-pub async fn get_project(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn get_project(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     let in_scope = ctx.project.as_ref().is_some_and(|(p, _)| p.id == id);
     if !ctx.is_admin() && !in_scope {
         // Keystone answers 403 here, not 404: project ids are not secret to it.
@@ -174,15 +148,10 @@ pub async fn create_project(
     ctx.require_admin("identity:create_project")?;
     let b = req.project;
     if b.is_domain == Some(true) {
-        return Err(ApiError::bad_request(
-            "Projects acting as domains are not supported.",
-        ));
+        return Err(ApiError::bad_request("Projects acting as domains are not supported."));
     }
     let name = non_empty("project/name", b.name.as_deref().unwrap_or_default())?.to_string();
-    let domain_id = b
-        .domain_id
-        .or(b.parent_id)
-        .unwrap_or_else(|| DEFAULT_DOMAIN_ID.to_string());
+    let domain_id = b.domain_id.or(b.parent_id).unwrap_or_else(|| DEFAULT_DOMAIN_ID.to_string());
     state.store.get_domain(&domain_id).await.map_err(|_| {
         ApiError::bad_request(format!(
             "Invalid input for field 'project/domain_id': domain {domain_id} does not exist."
@@ -197,10 +166,7 @@ pub async fn create_project(
         tags: serde_json::to_string(&b.tags.unwrap_or_default()).map_err(ApiError::internal)?,
     };
     state.store.create_project(&p).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"project": project_json(&state, &p)})),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(json!({"project": project_json(&state, &p)}))))
 }
 
 pub async fn update_project(
@@ -213,9 +179,7 @@ pub async fn update_project(
     let mut p = state.store.get_project(&id).await?;
     let b = req.project;
     if let Some(d) = b.domain_id.filter(|d| *d != p.domain_id) {
-        return Err(ApiError::bad_request(format!(
-            "Update of `domain_id` is not allowed (to {d})."
-        )));
+        return Err(ApiError::bad_request(format!("Update of `domain_id` is not allowed (to {d}).")));
     }
     if let Some(name) = b.name {
         p.name = non_empty("project/name", &name)?.to_string();
@@ -233,16 +197,10 @@ pub async fn update_project(
     Ok(axum::Json(json!({"project": project_json(&state, &p)})))
 }
 
-pub async fn delete_project(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_project(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_admin("identity:delete_project")?;
     if ctx.project.as_ref().is_some_and(|(p, _)| p.id == id) {
-        return Err(ApiError::forbidden(
-            "You cannot delete the project your token is scoped to.",
-        ));
+        return Err(ApiError::forbidden("You cannot delete the project your token is scoped to."));
     }
     state.store.delete_project(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -274,23 +232,12 @@ pub(crate) fn user_json(state: &AppState, u: &User) -> Value {
 
 pub async fn list_users(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
     ctx.require_admin("identity:list_users")?;
-    let users: Vec<Value> = state
-        .store
-        .list_users(&name_filter(&q)?)
-        .await?
-        .iter()
-        .map(|u| user_json(&state, u))
-        .collect();
-    Ok(axum::Json(
-        json!({"users": users, "links": list_links(&state, "users")}),
-    ))
+    let users: Vec<Value> =
+        state.store.list_users(&name_filter(&q)?).await?.iter().map(|u| user_json(&state, u)).collect();
+    Ok(axum::Json(json!({"users": users, "links": list_links(&state, "users")})))
 }
 
-pub async fn get_user(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn get_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     if !ctx.is_admin() && ctx.user.id != id {
         return Err(ApiError::policy("identity:get_user"));
     }
@@ -330,9 +277,7 @@ pub async fn create_user(
     let name = non_empty("user/name", b.name.as_deref().unwrap_or_default())?.to_string();
     let domain_id = b.domain_id.unwrap_or_else(|| DEFAULT_DOMAIN_ID.to_string());
     state.store.get_domain(&domain_id).await.map_err(|_| {
-        ApiError::bad_request(format!(
-            "Invalid input for field 'user/domain_id': domain {domain_id} does not exist."
-        ))
+        ApiError::bad_request(format!("Invalid input for field 'user/domain_id': domain {domain_id} does not exist."))
     })?;
     let password_hash = match b.password {
         Some(p) => Some(auth::hash_password(p).await.map_err(ApiError::internal)?),
@@ -349,10 +294,7 @@ pub async fn create_user(
         default_project_id: b.default_project_id,
     };
     state.store.create_user(&u).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"user": user_json(&state, &u)})),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(json!({"user": user_json(&state, &u)}))))
 }
 
 pub async fn update_user(
@@ -392,35 +334,19 @@ pub async fn update_user(
     Ok(axum::Json(json!({"user": user_json(&state, &u)})))
 }
 
-pub async fn delete_user(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_admin("identity:delete_user")?;
     state.store.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn user_projects(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn user_projects(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     if !ctx.is_admin() && ctx.user.id != id {
         return Err(ApiError::policy("identity:list_user_projects"));
     }
     state.store.get_user(&id).await?;
-    let projects: Vec<Value> = state
-        .store
-        .user_projects(&id)
-        .await?
-        .iter()
-        .map(|p| project_json(&state, p))
-        .collect();
-    Ok(axum::Json(
-        json!({"projects": projects, "links": list_links(&state, &format!("users/{id}/projects"))}),
-    ))
+    let projects: Vec<Value> = state.store.user_projects(&id).await?.iter().map(|p| project_json(&state, p)).collect();
+    Ok(axum::Json(json!({"projects": projects, "links": list_links(&state, &format!("users/{id}/projects"))})))
 }
 
 #[derive(Deserialize)]
@@ -440,24 +366,20 @@ pub async fn change_password(
     Path(id): Path<String>,
     Json(req): Json<PasswordChange>,
 ) -> ApiResult<StatusCode> {
-    let mut u = state.store.get_user(&id).await.map_err(|_| {
-        ApiError::unauthorized("The request you have made requires authentication.")
-    })?;
+    let mut u = state
+        .store
+        .get_user(&id)
+        .await
+        .map_err(|_| ApiError::unauthorized("The request you have made requires authentication."))?;
     let ok = match u.password_hash.clone() {
         Some(h) => auth::verify_password(req.user.original_password, h).await,
         None => false,
     };
     if !ok {
-        return Err(ApiError::unauthorized(
-            "The request you have made requires authentication.",
-        ));
+        return Err(ApiError::unauthorized("The request you have made requires authentication."));
     }
     non_empty("user/password", &req.user.password)?;
-    u.password_hash = Some(
-        auth::hash_password(req.user.password)
-            .await
-            .map_err(ApiError::internal)?,
-    );
+    u.password_hash = Some(auth::hash_password(req.user.password).await.map_err(ApiError::internal)?);
     state.store.update_user(&u).await?;
     state.store.revoke_user_tokens(&u.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -478,23 +400,11 @@ fn role_json(state: &AppState, r: &Role) -> Value {
 
 pub async fn list_roles(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
     ctx.require_admin("identity:list_roles")?;
-    let roles: Vec<Value> = state
-        .store
-        .list_roles(q.get("name"))
-        .await?
-        .iter()
-        .map(|r| role_json(&state, r))
-        .collect();
-    Ok(axum::Json(
-        json!({"roles": roles, "links": list_links(&state, "roles")}),
-    ))
+    let roles: Vec<Value> = state.store.list_roles(q.get("name")).await?.iter().map(|r| role_json(&state, r)).collect();
+    Ok(axum::Json(json!({"roles": roles, "links": list_links(&state, "roles")})))
 }
 
-pub async fn get_role(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn get_role(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     ctx.require_admin("identity:get_role")?;
     let r = state.store.get_role(&id).await?;
     Ok(axum::Json(json!({"role": role_json(&state, &r)})))
@@ -521,21 +431,13 @@ pub async fn create_role(
 ) -> ApiResult<impl IntoResponse> {
     ctx.require_admin("identity:create_role")?;
     if req.role.domain_id.is_some() {
-        return Err(ApiError::bad_request(
-            "Domain-specific roles are not supported.",
-        ));
+        return Err(ApiError::bad_request("Domain-specific roles are not supported."));
     }
     let name = non_empty("role/name", req.role.name.as_deref().unwrap_or_default())?;
     let id = new_hex_id();
-    state
-        .store
-        .create_role(&id, name, req.role.description.as_deref())
-        .await?;
+    state.store.create_role(&id, name, req.role.description.as_deref()).await?;
     let r = state.store.get_role(&id).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"role": role_json(&state, &r)})),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(json!({"role": role_json(&state, &r)}))))
 }
 
 pub async fn update_role(
@@ -556,11 +458,7 @@ pub async fn update_role(
     Ok(axum::Json(json!({"role": role_json(&state, &r)})))
 }
 
-pub async fn delete_role(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_role(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_admin("identity:delete_role")?;
     state.store.delete_role(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -577,16 +475,10 @@ pub async fn list_grants(
     state.store.get_project(&pid).await?;
     state.store.get_user(&uid).await?;
     let mut roles = Vec::new();
-    for a in state
-        .store
-        .list_assignments(Some(&uid), Some(&pid), None)
-        .await?
-    {
+    for a in state.store.list_assignments(Some(&uid), Some(&pid), None).await? {
         roles.push(role_json(&state, &state.store.get_role(&a.role_id).await?));
     }
-    Ok(axum::Json(
-        json!({"roles": roles, "links": list_links(&state, &format!("projects/{pid}/users/{uid}/roles"))}),
-    ))
+    Ok(axum::Json(json!({"roles": roles, "links": list_links(&state, &format!("projects/{pid}/users/{uid}/roles"))})))
 }
 
 pub async fn grant(
@@ -608,12 +500,7 @@ pub async fn check_grant(
     Path((pid, uid, rid)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     ctx.require_admin("identity:check_grant")?;
-    if state
-        .store
-        .list_assignments(Some(&uid), Some(&pid), Some(&rid))
-        .await?
-        .is_empty()
-    {
+    if state.store.list_assignments(Some(&uid), Some(&pid), Some(&rid)).await?.is_empty() {
         return Err(ApiError::not_found(format!(
             "Could not find role assignment with role: {rid}, user or group: {uid}, project, domain, or system: {pid}."
         )));
@@ -640,9 +527,7 @@ pub async fn list_assignments(State(state): State<AppState>, ctx: Ctx, q: Query)
     }
     if q.has("group.id") || q.has("scope.domain.id") || q.has("scope.system") {
         // Only user/project assignments exist here; filtering by anything else matches none.
-        return Ok(axum::Json(
-            json!({"role_assignments": [], "links": list_links(&state, "role_assignments")}),
-        ));
+        return Ok(axum::Json(json!({"role_assignments": [], "links": list_links(&state, "role_assignments")})));
     }
     let project = q.get("scope.project.id");
     let role = q.get("role.id");
@@ -655,21 +540,13 @@ pub async fn list_assignments(State(state): State<AppState>, ctx: Ctx, q: Query)
     let effective = q.has("effective");
     let mut out = Vec::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
-    for a in state
-        .store
-        .list_assignments(user, project, if effective { None } else { role })
-        .await?
-    {
+    for a in state.store.list_assignments(user, project, if effective { None } else { role }).await? {
         if effective {
             if pairs.contains(&(a.user_id.clone(), a.project_id.clone())) {
                 continue;
             }
             pairs.push((a.user_id.clone(), a.project_id.clone()));
-            for r in state
-                .store
-                .effective_roles(&a.user_id, &a.project_id)
-                .await?
-            {
+            for r in state.store.effective_roles(&a.user_id, &a.project_id).await? {
                 if role.is_none_or(|want| want == r.id) {
                     out.push(assignment_json(&state, &a.user_id, &a.project_id, &r, names).await?);
                 }
@@ -679,18 +556,10 @@ pub async fn list_assignments(State(state): State<AppState>, ctx: Ctx, q: Query)
             out.push(assignment_json(&state, &a.user_id, &a.project_id, &r, names).await?);
         }
     }
-    Ok(axum::Json(
-        json!({"role_assignments": out, "links": list_links(&state, "role_assignments")}),
-    ))
+    Ok(axum::Json(json!({"role_assignments": out, "links": list_links(&state, "role_assignments")})))
 }
 
-async fn assignment_json(
-    state: &AppState,
-    uid: &str,
-    pid: &str,
-    r: &Role,
-    names: bool,
-) -> ApiResult<Value> {
+async fn assignment_json(state: &AppState, uid: &str, pid: &str, r: &Role, names: bool) -> ApiResult<Value> {
     let mut v = json!({
         "role": {"id": r.id},
         "user": {"id": uid},
@@ -721,9 +590,7 @@ pub async fn list_services(State(state): State<AppState>, ctx: Ctx) -> JsonResul
                    "links": {"self": state.url(&format!("identity/v3/services/{id}"))}})
         })
         .collect();
-    Ok(axum::Json(
-        json!({"services": services, "links": list_links(&state, "services")}),
-    ))
+    Ok(axum::Json(json!({"services": services, "links": list_links(&state, "services")})))
 }
 
 pub async fn list_endpoints(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
@@ -739,9 +606,7 @@ pub async fn list_endpoints(State(state): State<AppState>, ctx: Ctx) -> JsonResu
             }));
         }
     }
-    Ok(axum::Json(
-        json!({"endpoints": out, "links": list_links(&state, "endpoints")}),
-    ))
+    Ok(axum::Json(json!({"endpoints": out, "links": list_links(&state, "endpoints")})))
 }
 
 pub async fn list_regions(State(state): State<AppState>, _ctx: Ctx) -> JsonResult {
@@ -755,7 +620,5 @@ pub async fn list_regions(State(state): State<AppState>, _ctx: Ctx) -> JsonResul
             "links": {"self": state.url(&format!("identity/v3/regions/{id}"))}})
         })
         .collect();
-    Ok(axum::Json(
-        json!({"regions": regions, "links": list_links(&state, "regions")}),
-    ))
+    Ok(axum::Json(json!({"regions": regions, "links": list_links(&state, "regions")})))
 }

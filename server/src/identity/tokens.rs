@@ -79,18 +79,13 @@ fn auth_failed() -> ApiError {
 }
 
 /// `POST /v3/auth/tokens`
-pub async fn issue(
-    State(state): State<AppState>,
-    q: Query,
-    Json(req): Json<AuthRequest>,
-) -> ApiResult<Response> {
+pub async fn issue(State(state): State<AppState>, q: Query, Json(req): Json<AuthRequest>) -> ApiResult<Response> {
     let AuthBody { identity, scope } = req.auth;
     // Who: the password method, or an existing token (rescoping keeps its expiry).
-    let (user, methods, expires_at, audit_ids) = if identity.methods.iter().any(|m| m == "password")
-    {
-        let p = identity.password.ok_or_else(|| {
-            ApiError::bad_request("Invalid input for field 'identity/password': required.")
-        })?;
+    let (user, methods, expires_at, audit_ids) = if identity.methods.iter().any(|m| m == "password") {
+        let p = identity
+            .password
+            .ok_or_else(|| ApiError::bad_request("Invalid input for field 'identity/password': required."))?;
         let user = find_user(&state, &p.user).await?;
         let hash = user.password_hash.clone().ok_or_else(auth_failed)?;
         if !auth::verify_password(p.user.password, hash).await || user.enabled == 0 {
@@ -99,20 +94,13 @@ pub async fn issue(
         let expires = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.token_lifetime_secs);
         (user, vec!["password".to_string()], expires, None)
     } else if identity.methods.iter().any(|m| m == "token") {
-        let t = identity.token.ok_or_else(|| {
-            ApiError::bad_request("Invalid input for field 'identity/token': required.")
-        })?;
-        let ctx = auth::validate(&state, &t.id)
-            .await?
-            .ok_or_else(auth_failed)?;
+        let t = identity
+            .token
+            .ok_or_else(|| ApiError::bad_request("Invalid input for field 'identity/token': required."))?;
+        let ctx = auth::validate(&state, &t.id).await?.ok_or_else(auth_failed)?;
         let expires = parse_time(&ctx.token.expires_at).ok_or_else(auth_failed)?;
         let parent_audit = ctx.token.audit_id.clone();
-        (
-            ctx.user,
-            vec!["token".to_string()],
-            expires,
-            Some(parent_audit),
-        )
+        (ctx.user, vec!["token".to_string()], expires, Some(parent_audit))
     } else {
         return Err(ApiError::unauthorized(format!(
             "Attempted to authenticate with an unsupported method: {:?}",
@@ -124,9 +112,8 @@ pub async fn issue(
         None => user.default_project_id.clone().filter(|s| !s.is_empty()),
         Some(Value::String(s)) if s == "unscoped" => None,
         Some(Value::Object(map)) if map.contains_key("project") => {
-            let ps: ProjectScope = serde_json::from_value(map["project"].clone()).map_err(|e| {
-                ApiError::bad_request(format!("Invalid input for field 'scope/project': {e}"))
-            })?;
+            let ps: ProjectScope = serde_json::from_value(map["project"].clone())
+                .map_err(|e| ApiError::bad_request(format!("Invalid input for field 'scope/project': {e}")))?;
             Some(resolve_project(&state, &ps).await?)
         }
         Some(Value::Object(map)) if map.contains_key("domain") || map.contains_key("system") => {
@@ -135,18 +122,13 @@ pub async fn issue(
             ));
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field 'scope': {other}"
-            )));
+            return Err(ApiError::bad_request(format!("Invalid input for field 'scope': {other}")));
         }
     };
     if let Some(pid) = &project_id {
         let project = state.store.get_project(pid).await?;
         if project.enabled == 0 || state.store.effective_roles(&user.id, pid).await?.is_empty() {
-            return Err(ApiError::unauthorized(format!(
-                "User {} has no access to project {}",
-                user.id, pid
-            )));
+            return Err(ApiError::unauthorized(format!("User {} has no access to project {}", user.id, pid)));
         }
     }
 
@@ -165,13 +147,10 @@ pub async fn issue(
         revoked: 0,
     };
     state.store.insert_token(&token).await?;
-    let ctx = auth::validate(&state, &token.id)
-        .await?
-        .ok_or_else(auth_failed)?;
+    let ctx = auth::validate(&state, &token.id).await?.ok_or_else(auth_failed)?;
     let body = token_body(&state, &ctx, !q.has("nocatalog"));
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
-    resp.headers_mut()
-        .insert("x-subject-token", header_value(&token.id)?);
+    resp.headers_mut().insert("x-subject-token", header_value(&token.id)?);
     Ok(resp)
 }
 
@@ -184,7 +163,9 @@ async fn find_user(state: &AppState, u: &UserRef) -> ApiResult<User> {
         (Some(id), _) => state.store.get_user(id).await,
         (None, Some(name)) => {
             let d = u.domain.as_ref().ok_or_else(|| {
-                ApiError::bad_request("Invalid input for field 'identity/password/user/domain': required with a user name.")
+                ApiError::bad_request(
+                    "Invalid input for field 'identity/password/user/domain': required with a user name.",
+                )
             })?;
             let domain = match resolve_domain(state, d).await {
                 Ok(d) => d,
@@ -218,21 +199,13 @@ async fn resolve_project(state: &AppState, p: &ProjectScope) -> ApiResult<String
         (Some(id), _) => state.store.get_project(id).await.map(|p| p.id),
         (None, Some(name)) => {
             let d = p.domain.as_ref().ok_or_else(|| {
-                ApiError::bad_request(
-                    "Invalid input for field 'scope/project/domain': required with a project name.",
-                )
+                ApiError::bad_request("Invalid input for field 'scope/project/domain': required with a project name.")
             })?;
             let domain = resolve_domain(state, d).await.map_err(|_| auth_failed())?;
-            state
-                .store
-                .get_project_by_name(&domain, name)
-                .await
-                .map(|p| p.id)
+            state.store.get_project_by_name(&domain, name).await.map(|p| p.id)
         }
         (None, None) => {
-            return Err(ApiError::bad_request(
-                "A project scope needs an id or a name.",
-            ));
+            return Err(ApiError::bad_request("A project scope needs an id or a name."));
         }
     };
     match found {
@@ -258,14 +231,9 @@ pub fn token_body(state: &AppState, ctx: &Ctx, with_catalog: bool) -> Value {
         "expires_at": t.expires_at,
     });
     if let Some((project, domain)) = &ctx.project {
-        token["project"] =
-            json!({"id": project.id, "name": project.name, "domain": domain_ref(domain)});
+        token["project"] = json!({"id": project.id, "name": project.name, "domain": domain_ref(domain)});
         token["is_domain"] = json!(false);
-        token["roles"] = ctx
-            .roles
-            .iter()
-            .map(|r| json!({"id": r.id, "name": r.name}))
-            .collect();
+        token["roles"] = ctx.roles.iter().map(|r| json!({"id": r.id, "name": r.name})).collect();
         if with_catalog {
             token["catalog"] = catalog(state);
         }
@@ -286,59 +254,36 @@ async fn subject_ctx(state: &AppState, caller: &Ctx, headers: &HeaderMap) -> Api
     let subject = subject(headers)?;
     let found = auth::validate(state, subject).await?;
     match found {
-        Some(ctx)
-            if ctx.user.id == caller.user.id || caller.is_admin() || caller.has_role("service") =>
-        {
-            Ok(ctx)
-        }
+        Some(ctx) if ctx.user.id == caller.user.id || caller.is_admin() || caller.has_role("service") => Ok(ctx),
         Some(_) => Err(ApiError::policy("identity:validate_token")),
-        None => Err(ApiError::not_found(format!(
-            "Could not find token: {subject}."
-        ))),
+        None => Err(ApiError::not_found(format!("Could not find token: {subject}."))),
     }
 }
 
 /// `GET /v3/auth/tokens`
-pub async fn validate(
-    State(state): State<AppState>,
-    caller: Ctx,
-    q: Query,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+pub async fn validate(State(state): State<AppState>, caller: Ctx, q: Query, headers: HeaderMap) -> ApiResult<Response> {
     let ctx = subject_ctx(&state, &caller, &headers).await?;
     let body = token_body(&state, &ctx, !q.has("nocatalog"));
     let mut resp = axum::Json(body).into_response();
-    resp.headers_mut()
-        .insert("x-subject-token", header_value(&ctx.token.id)?);
+    resp.headers_mut().insert("x-subject-token", header_value(&ctx.token.id)?);
     Ok(resp)
 }
 
 /// `HEAD /v3/auth/tokens`
-pub async fn check(
-    State(state): State<AppState>,
-    caller: Ctx,
-    headers: HeaderMap,
-) -> ApiResult<StatusCode> {
+pub async fn check(State(state): State<AppState>, caller: Ctx, headers: HeaderMap) -> ApiResult<StatusCode> {
     subject_ctx(&state, &caller, &headers).await?;
     Ok(StatusCode::OK)
 }
 
 /// `DELETE /v3/auth/tokens`
-pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Ctx,
-    headers: HeaderMap,
-) -> ApiResult<StatusCode> {
+pub async fn revoke(State(state): State<AppState>, caller: Ctx, headers: HeaderMap) -> ApiResult<StatusCode> {
     let ctx = subject_ctx(&state, &caller, &headers).await?;
     state.store.revoke_token(&ctx.token.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v3/auth/projects`: projects the caller can scope to.
-pub async fn auth_projects(
-    State(state): State<AppState>,
-    caller: Ctx,
-) -> ApiResult<axum::Json<Value>> {
+pub async fn auth_projects(State(state): State<AppState>, caller: Ctx) -> ApiResult<axum::Json<Value>> {
     let mut out = Vec::new();
     for p in state.store.user_projects(&caller.user.id).await? {
         if p.enabled != 0 {
@@ -352,16 +297,10 @@ pub async fn auth_projects(
 }
 
 /// `GET /v3/auth/domains`
-pub async fn auth_domains(
-    State(state): State<AppState>,
-    caller: Ctx,
-) -> ApiResult<axum::Json<Value>> {
+pub async fn auth_domains(State(state): State<AppState>, caller: Ctx) -> ApiResult<axum::Json<Value>> {
     let mut domains = Vec::new();
     for p in state.store.user_projects(&caller.user.id).await? {
-        if !domains
-            .iter()
-            .any(|d: &Value| d["id"] == p.domain_id.as_str())
-        {
+        if !domains.iter().any(|d: &Value| d["id"] == p.domain_id.as_str()) {
             let d = state.store.get_domain(&p.domain_id).await?;
             domains.push(super::domain_json(&state, &d));
         }
@@ -373,10 +312,7 @@ pub async fn auth_domains(
 }
 
 /// `GET /v3/auth/catalog`
-pub async fn auth_catalog(
-    State(state): State<AppState>,
-    caller: Ctx,
-) -> ApiResult<axum::Json<Value>> {
+pub async fn auth_catalog(State(state): State<AppState>, caller: Ctx) -> ApiResult<axum::Json<Value>> {
     caller.project_id()?;
     Ok(axum::Json(json!({
         "catalog": catalog(&state),

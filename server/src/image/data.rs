@@ -75,10 +75,7 @@ struct Written {
 
 /// The writing half of an upload (a blocking thread): md5 and write every chunk; on `Finish`,
 /// flush and fsync. `Ok(None)` when the sender went away without finishing (abandoned upload).
-fn write_file(
-    file: std::fs::File,
-    mut rx: mpsc::Receiver<Msg>,
-) -> std::io::Result<Option<Written>> {
+fn write_file(file: std::fs::File, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<Option<Written>> {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut md5 = Md5::new();
     let mut size = 0u64;
@@ -118,8 +115,7 @@ fn sha512_of(mut rx: mpsc::Receiver<Msg>) -> Option<String> {
 }
 
 fn storage_error(e: std::io::Error) -> ApiError {
-    if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
-    {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded {
         ApiError::too_large(format!("Image storage media is full: {e}"))
     } else {
         ApiError::internal(format!("writing image data: {e}"))
@@ -127,9 +123,7 @@ fn storage_error(e: std::io::Error) -> ApiError {
 }
 
 fn too_large(cap: u64) -> ApiError {
-    ApiError::too_large(format!(
-        "The incoming image is too large: image data exceeds the size cap of {cap} bytes."
-    ))
+    ApiError::too_large(format!("The incoming image is too large: image data exceeds the size cap of {cap} bytes."))
 }
 
 /// `virtual_size` as Glance reports it: from the qcow2 header, the size for raw/iso, else null.
@@ -186,23 +180,14 @@ impl Drop for UploadGuard {
         // Unlink at once (cheap); the status reset needs the runtime.
         let _ = std::fs::remove_file(&self.tmp);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(abandon(
-                self.state.clone(),
-                self.id.clone(),
-                self.tmp.clone(),
-            ));
+            rt.spawn(abandon(self.state.clone(), self.id.clone(), self.tmp.clone()));
         }
     }
 }
 
 /// Streams the body into `tmp`, then renames it to `dest`. Returns what was written and the
 /// sha512.
-async fn receive(
-    body: Body,
-    tmp: &FsPath,
-    dest: &FsPath,
-    cap: u64,
-) -> ApiResult<(Written, String)> {
+async fn receive(body: Body, tmp: &FsPath, dest: &FsPath, cap: u64) -> ApiResult<(Written, String)> {
     let path = tmp.to_path_buf();
     let file = tokio::task::spawn_blocking(move || std::fs::File::create_new(path))
         .await
@@ -218,9 +203,7 @@ async fn receive(
         match stream.next().await {
             None => break Ok(()),
             Some(Err(e)) => {
-                break Err(ApiError::bad_request(format!(
-                    "Error reading the image data from the request: {e}"
-                )));
+                break Err(ApiError::bad_request(format!("Error reading the image data from the request: {e}")));
             }
             Some(Ok(chunk)) => {
                 total += chunk.len() as u64;
@@ -228,9 +211,7 @@ async fn receive(
                     break Err(too_large(cap));
                 }
                 // `Bytes` clones share the buffer: no copy.
-                if sha_tx.send(Msg::Data(chunk.clone())).await.is_err()
-                    || tx.send(Msg::Data(chunk)).await.is_err()
-                {
+                if sha_tx.send(Msg::Data(chunk.clone())).await.is_err() || tx.send(Msg::Data(chunk)).await.is_err() {
                     // A thread stopped: its result says why.
                     break Ok(());
                 }
@@ -242,10 +223,7 @@ async fn receive(
         let _ = tx.send(Msg::Finish).await;
     }
     drop((tx, sha_tx));
-    let written = writer
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(storage_error);
+    let written = writer.await.map_err(ApiError::internal)?.map_err(storage_error);
     let sha512 = hasher.await.map_err(ApiError::internal)?;
     outcome?;
     let stopped = || ApiError::internal("image writer stopped before the end of the data");
@@ -276,19 +254,9 @@ pub async fn upload(
     let img = visible_image(&state, &ctx, &id).await?;
     require_owner(&ctx, &img, "upload_image")?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let ct = ct.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         if ct != "application/octet-stream" {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Invalid content type {ct}"),
-            ));
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Invalid content type {ct}")));
         }
     }
     if img.status != "queued" {
@@ -297,20 +265,15 @@ pub async fn upload(
             img.status
         )));
     }
-    let missing: Vec<&str> = [
-        ("disk_format", &img.disk_format),
-        ("container_format", &img.container_format),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.is_none())
-    .map(|(k, _)| k)
-    .collect();
+    let missing: Vec<&str> = [("disk_format", &img.disk_format), ("container_format", &img.container_format)]
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
     match missing.as_slice() {
         [] => {}
         [one] => {
-            return Err(ApiError::bad_request(format!(
-                "Property {one} must be set prior to saving data."
-            )));
+            return Err(ApiError::bad_request(format!("Property {one} must be set prior to saving data.")));
         }
         many => {
             return Err(ApiError::bad_request(format!(
@@ -320,31 +283,18 @@ pub async fn upload(
         }
     }
     let cap = state.cfg.image_size_cap;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large(cap));
     }
-    if !state
-        .store
-        .set_image_status(&id, "queued", "saving")
-        .await?
-    {
+    if !state.store.set_image_status(&id, "queued", "saving").await? {
         let status = state.store.get_image(&id).await?.status;
-        return Err(ApiError::conflict(format!(
-            "Image status transition from {status} to saving is not allowed"
-        )));
+        return Err(ApiError::conflict(format!("Image status transition from {status} to saving is not allowed")));
     }
     let dir = images_dir(&state);
     let tmp = dir.join(format!(".{id}.{}.part", new_hex_id()));
-    let guard = UploadGuard {
-        state: state.clone(),
-        id: id.clone(),
-        tmp: tmp.clone(),
-        armed: true,
-    };
+    let guard = UploadGuard { state: state.clone(), id: id.clone(), tmp: tmp.clone(), armed: true };
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         guard.abandon().await;
         return Err(storage_error(e));
@@ -391,13 +341,7 @@ pub async fn upload(
 /// `Some(Err(()))` when unsatisfiable, `None` to serve everything (absent, malformed or
 /// multi-range headers are ignored as RFC 9110 allows).
 fn byte_range(headers: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> {
-    let spec = headers
-        .get(header::RANGE)?
-        .to_str()
-        .ok()?
-        .trim()
-        .strip_prefix("bytes=")?
-        .trim();
+    let spec = headers.get(header::RANGE)?.to_str().ok()?.trim().strip_prefix("bytes=")?.trim();
     if spec.contains(',') {
         return None;
     }
@@ -411,11 +355,7 @@ fn byte_range(headers: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> {
         (len.saturating_sub(n), len - 1)
     } else {
         let start: u64 = a.parse().ok()?;
-        let end: u64 = if b.is_empty() {
-            u64::MAX
-        } else {
-            b.parse().ok()?
-        };
+        let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok()? };
         if end < start {
             return None;
         }
@@ -440,9 +380,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let img = visible_image(&state, &ctx, &id).await?;
     if img.status == "deactivated" && !ctx.is_admin() {
-        return Err(ApiError::forbidden(
-            "The requested image has been deactivated. Image data download is forbidden.",
-        ));
+        return Err(ApiError::forbidden("The requested image has been deactivated. Image data download is forbidden."));
     }
     if !matches!(img.status.as_str(), "active" | "deactivated") {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -468,25 +406,17 @@ pub async fn download(
         }
     };
     if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(ApiError::internal)?;
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
     }
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), READ_CHUNK);
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(
-            header::CONTENT_RANGE,
-            header_value(&format!("bytes {start}-{}/{len}", start + count - 1))?,
-        );
+        h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{}/{len}", start + count - 1))?);
     } else if let Some(md5) = &img.checksum {
         h.insert("content-md5", header_value(md5)?);
     }

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{
-    CONTAINER_FORMATS, DISK_FORMATS, MAX_PROPERTIES, MAX_TAGS, STATUSES, VISIBILITIES,
-    caller_project, denied, image_json, py_repr, require_owner, require_reader, visible_image,
+    CONTAINER_FORMATS, DISK_FORMATS, MAX_PROPERTIES, MAX_TAGS, STATUSES, VISIBILITIES, caller_project, denied,
+    image_json, py_repr, require_owner, require_reader, visible_image,
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -23,8 +23,7 @@ type JsonResult = ApiResult<axum::Json<Value>>;
 const DEFAULT_LIMIT: i64 = 25;
 const MAX_LIMIT: i64 = 1000;
 
-const UUID_PATTERN: &str =
-    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
 /// Attributes that are part of the image itself (everything else is a free-form property).
 const BASE_ATTRS: [&str; 10] = [
@@ -63,9 +62,7 @@ fn is_uuid(s: &str) -> bool {
 }
 
 fn schema_error(reason: String) -> ApiError {
-    ApiError::bad_request(format!(
-        "Provided object does not match schema 'image': {reason}"
-    ))
+    ApiError::bad_request(format!("Provided object does not match schema 'image': {reason}"))
 }
 
 fn one_of(v: &Value, allowed: &[&str], nullable: bool) -> Result<(), String> {
@@ -81,11 +78,7 @@ fn one_of(v: &Value, allowed: &[&str], nullable: bool) -> Result<(), String> {
     if nullable {
         names.insert(0, "None".into());
     }
-    Err(format!(
-        "{} is not one of [{}]",
-        py_repr(v),
-        names.join(", ")
-    ))
+    Err(format!("{} is not one of [{}]", py_repr(v), names.join(", ")))
 }
 
 fn string_max(v: &Value, max: usize, nullable: bool) -> Result<(), String> {
@@ -166,14 +159,8 @@ fn reserved_key(key: &str) -> bool {
 }
 
 fn tag_set(v: &Value) -> ApiResult<Vec<String>> {
-    let mut tags: Vec<String> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut tags: Vec<String> =
+        v.as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
     tags.sort();
     tags.dedup();
     if tags.len() > MAX_TAGS {
@@ -214,9 +201,7 @@ fn set_base(ctx: &Ctx, img: &mut Image, key: &str, v: &Value) -> ApiResult<()> {
         "owner" => img.owner = text(v),
         "disk_format" | "container_format" => {
             if !matches!(img.status.as_str(), "queued" | "importing") {
-                return Err(ApiError::forbidden(format!(
-                    "Attribute {key} can be only replaced for a queued image."
-                )));
+                return Err(ApiError::forbidden(format!("Attribute {key} can be only replaced for a queued image.")));
             }
             if key == "disk_format" {
                 img.disk_format = text(v);
@@ -239,41 +224,23 @@ fn created(img: &Image, state: &AppState) -> Response {
 }
 
 /// `POST /v2/images`: 201 with the new (queued) image.
-pub async fn create(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Json(body): Json<Value>,
-) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Value>) -> ApiResult<Response> {
     let Value::Object(mut body) = body else {
-        return Err(schema_error(format!(
-            "{} is not of type 'object'",
-            py_repr(&body)
-        )));
+        return Err(schema_error(format!("{} is not of type 'object'", py_repr(&body))));
     };
     for key in ["direct_url", "self", "file", "schema", "stores"] {
         if body.contains_key(key) {
-            return Err(ApiError::forbidden(format!(
-                "Attribute '{key}' is read-only."
-            )));
+            return Err(ApiError::forbidden(format!("Attribute '{key}' is read-only.")));
         }
     }
     for (k, v) in &body {
         check_schema(k, v).map_err(schema_error)?;
     }
-    for key in [
-        "created_at",
-        "updated_at",
-        "status",
-        "checksum",
-        "os_hash_algo",
-        "os_hash_value",
-        "size",
-        "virtual_size",
-    ] {
+    for key in
+        ["created_at", "updated_at", "status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size"]
+    {
         if body.contains_key(key) {
-            return Err(ApiError::forbidden(format!(
-                "Attribute '{key}' is read-only."
-            )));
+            return Err(ApiError::forbidden(format!("Attribute '{key}' is read-only.")));
         }
     }
     let project = ctx.project_id()?.to_string();
@@ -307,9 +274,7 @@ pub async fn create(
             set_base(&ctx, &mut img, &k, &v)?;
         } else {
             if k.chars().count() > 255 {
-                return Err(ApiError::bad_request(
-                    "Custom property should not be greater than 255 characters.",
-                ));
+                return Err(ApiError::bad_request("Custom property should not be greater than 255 characters."));
             }
             if reserved_key(&k) {
                 return Err(ApiError::forbidden(format!("Attribute '{k}' is reserved.")));
@@ -361,9 +326,7 @@ fn split_list(s: &str) -> ApiResult<Vec<String>> {
         }
     }
     if quoted {
-        return Err(ApiError::bad_request(format!(
-            "Invalid filter value {s}. The quote is not closed."
-        )));
+        return Err(ApiError::bad_request(format!("Invalid filter value {s}. The quote is not closed.")));
     }
     if !cur.is_empty() || was_quoted || !out.is_empty() {
         out.push(cur);
@@ -423,58 +386,32 @@ fn sort_desc(dir: &str) -> ApiResult<bool> {
     match dir {
         "asc" => Ok(false),
         "desc" => Ok(true),
-        other => Err(ApiError::bad_request(format!(
-            "Invalid sort direction: {other}"
-        ))),
+        other => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
     }
 }
 
 fn parse_sort(q: &Query) -> ApiResult<Vec<(SortKey, bool)>> {
     if let Some(sort) = q.get("sort") {
         if q.has("sort_key") || q.has("sort_dir") {
-            return Err(ApiError::bad_request(
-                "Old and new sorting syntax cannot be combined",
-            ));
+            return Err(ApiError::bad_request("Old and new sorting syntax cannot be combined"));
         }
         return sort
             .trim()
             .split(',')
             .map(|part| {
                 let (key, dir) = part.split_once(':').unwrap_or((part, "desc"));
-                let dir = if dir.trim().is_empty() {
-                    "desc"
-                } else {
-                    dir.trim()
-                };
+                let dir = if dir.trim().is_empty() { "desc" } else { dir.trim() };
                 Ok((sort_key(key.trim())?, sort_desc(dir)?))
             })
             .collect();
     }
-    let keys = q
-        .all("sort_key")
-        .into_iter()
-        .map(|k| sort_key(k.trim()))
-        .collect::<ApiResult<Vec<_>>>()?;
-    let dirs = q
-        .all("sort_dir")
-        .into_iter()
-        .map(|d| sort_desc(d.trim()))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let keys = q.all("sort_key").into_iter().map(|k| sort_key(k.trim())).collect::<ApiResult<Vec<_>>>()?;
+    let dirs = q.all("sort_dir").into_iter().map(|d| sort_desc(d.trim())).collect::<ApiResult<Vec<_>>>()?;
     if dirs.len() > 1 && dirs.len() != keys.len() {
-        return Err(ApiError::bad_request(
-            "Number of sort dirs does not match the number of sort keys",
-        ));
+        return Err(ApiError::bad_request("Number of sort dirs does not match the number of sort keys"));
     }
-    let keys = if keys.is_empty() {
-        vec![SortKey::CreatedAt]
-    } else {
-        keys
-    };
-    Ok(keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (*k, dirs.get(i).or(dirs.first()).copied().unwrap_or(true)))
-        .collect())
+    let keys = if keys.is_empty() { vec![SortKey::CreatedAt] } else { keys };
+    Ok(keys.iter().enumerate().map(|(i, k)| (*k, dirs.get(i).or(dirs.first()).copied().unwrap_or(true))).collect())
 }
 
 fn true_false(q: &Query, key: &str) -> ApiResult<Option<bool>> {
@@ -500,39 +437,27 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
     };
     let member_status = q.get("member_status").unwrap_or("accepted");
     if !["pending", "accepted", "rejected", "all"].contains(&member_status) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid status: {member_status}"
-        )));
+        return Err(ApiError::bad_request(format!("Invalid status: {member_status}")));
     }
     let visibility = match q.get("visibility") {
         None | Some("") => None,
         Some(v) if v == "all" || VISIBILITIES.contains(&v) => Some(v.to_string()),
         Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid visibility value: {v}"
-            )));
+            return Err(ApiError::bad_request(format!("Invalid visibility value: {v}")));
         }
     };
     if q.has("changes-since") {
-        return Err(ApiError::bad_request(
-            "The \"changes-since\" filter is no longer available on v2.",
-        ));
+        return Err(ApiError::bad_request("The \"changes-since\" filter is no longer available on v2."));
     }
     let mut filters = Vec::new();
-    filters.push(Filter::Int(
-        "os_hidden",
-        "=",
-        i64::from(true_false(q, "os_hidden")?.unwrap_or(false)),
-    ));
+    filters.push(Filter::Int("os_hidden", "=", i64::from(true_false(q, "os_hidden")?.unwrap_or(false))));
     if let Some(p) = true_false(q, "protected")? {
         filters.push(Filter::Int("protected", "=", i64::from(p)));
     }
     for (param, col, op) in [("size_min", "size", ">="), ("size_max", "size", "<=")] {
         if let Some(v) = q.get(param) {
             let n = v.trim().parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "Unable to filter on a range with a non-numeric value: {param}={v}."
-                ))
+                ApiError::bad_request(format!("Unable to filter on a range with a non-numeric value: {param}={v}."))
             })?;
             filters.push(Filter::Int(col, op, n));
         }
@@ -543,9 +468,7 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
             ("in", list) => filters.push(Filter::TextIn(col, split_list(list)?)),
             ("eq", value) => filters.push(Filter::TextIn(col, vec![value.to_string()])),
             (op, _) => {
-                return Err(ApiError::bad_request(format!(
-                    "Unable to filter by unknown operator '{op}'."
-                )));
+                return Err(ApiError::bad_request(format!("Unable to filter by unknown operator '{op}'.")));
             }
         }
     }
@@ -557,9 +480,7 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
     for col in ["min_ram", "min_disk"] {
         if let Some(v) = q.get(col) {
             let n = v.trim().parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "Invalid value '{v}' for '{col}' filter: not an integer."
-                ))
+                ApiError::bad_request(format!("Invalid value '{v}' for '{col}' filter: not an integer."))
             })?;
             filters.push(Filter::Int(col, "=", n));
         }
@@ -567,32 +488,22 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
     for col in ["created_at", "updated_at"] {
         let Some(v) = q.get(col) else { continue };
         let (op, when) = split_op(v);
-        let op = time_op(op).ok_or_else(|| {
-            ApiError::bad_request(format!("Unable to filter by unknown operator '{op}'."))
-        })?;
+        let op = time_op(op)
+            .ok_or_else(|| ApiError::bad_request(format!("Unable to filter by unknown operator '{op}'.")))?;
         let when = parse_time(when).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Bad \"{col}\" query filter format. Use ISO 8601 DateTime notation."
-            ))
+            ApiError::bad_request(format!("Bad \"{col}\" query filter format. Use ISO 8601 DateTime notation."))
         })?;
         filters.push(Filter::Time(col, op, fmt_time(when)));
     }
     let properties =
-        q.0.iter()
-            .filter(|(k, _)| !LIST_PARAMS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        q.0.iter().filter(|(k, _)| !LIST_PARAMS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(ImageQuery {
         project_id: caller_project(ctx).map(str::to_string),
         is_admin: ctx.is_admin(),
         visibility,
         member_status: member_status.to_string(),
         filters,
-        tags: q
-            .all("tag")
-            .into_iter()
-            .map(|t| t.trim().to_string())
-            .collect(),
+        tags: q.all("tag").into_iter().map(|t| t.trim().to_string()).collect(),
         properties,
         sort: parse_sort(q)?,
         marker: q.get("marker").map(str::to_string),
@@ -611,15 +522,8 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResu
         Err(e) => return Err(e.into()),
     };
     let kept: Vec<(&str, &str)> =
-        q.0.iter()
-            .filter(|(k, _)| k != "marker")
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-    let encode = |pairs: &[(&str, &str)]| {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish()
-    };
+        q.0.iter().filter(|(k, _)| k != "marker").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let encode = |pairs: &[(&str, &str)]| form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
     let mut out = json!({
         "images": page.images.iter().map(image_json).collect::<Vec<_>>(),
         "first": if kept.is_empty() { "/v2/images".to_string() } else { format!("/v2/images?{}", encode(&kept)) },
@@ -650,9 +554,7 @@ fn decode_pointer(pointer: &str) -> ApiResult<Vec<String>> {
     let Some(rest) = pointer.strip_prefix('/') else {
         return Err(bad("does not start with \"/\"."));
     };
-    let adjacent = rest
-        .char_indices()
-        .any(|(i, c)| c == '/' && rest[i + 1..].trim_start().starts_with('/'));
+    let adjacent = rest.char_indices().any(|(i, c)| c == '/' && rest[i + 1..].trim_start().starts_with('/'));
     if adjacent {
         return Err(bad("contains adjacent \"/\"."));
     }
@@ -662,15 +564,11 @@ fn decode_pointer(pointer: &str) -> ApiResult<Vec<String>> {
     let chars: Vec<char> = pointer.chars().collect();
     for (i, c) in chars.iter().enumerate() {
         if *c == '~' && !matches!(chars.get(i + 1), Some('0') | Some('1')) {
-            return Err(bad(
-                "contains \"~\" not part of a recognized escape sequence.",
-            ));
+            return Err(bad("contains \"~\" not part of a recognized escape sequence."));
         }
     }
-    let path: Vec<String> = rest
-        .split('/')
-        .map(|p| p.replace("~1", "/").replace("~0", "~").trim().to_string())
-        .collect();
+    let path: Vec<String> =
+        rest.split('/').map(|p| p.replace("~1", "/").replace("~0", "~").trim().to_string()).collect();
     if path.iter().any(String::is_empty) {
         return Err(bad("does not contains valid token."));
     }
@@ -679,14 +577,12 @@ fn decode_pointer(pointer: &str) -> ApiResult<Vec<String>> {
 
 /// Glance's `RequestDeserializer.update`: every operation checked before the image is touched.
 fn parse_changes(body: &Value, v21: bool) -> ApiResult<Vec<Change>> {
-    let ops = body.as_array().ok_or_else(|| {
-        ApiError::bad_request("Request body must be a JSON array of operation objects.")
-    })?;
+    let ops = body
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("Request body must be a JSON array of operation objects."))?;
     let mut changes = Vec::new();
     for raw in ops {
-        let raw = raw
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request("Operations must be JSON objects."))?;
+        let raw = raw.as_object().ok_or_else(|| ApiError::bad_request("Operations must be JSON objects."))?;
         let (op, pointer) = if v21 {
             let op = match raw.get("op") {
                 None => {
@@ -694,28 +590,20 @@ fn parse_changes(body: &Value, v21: bool) -> ApiResult<Vec<Change>> {
                         "Unable to find `op` in JSON Schema change. It must be one of the following: add, remove, replace.",
                     ));
                 }
-                Some(Value::String(op)) if ["add", "remove", "replace"].contains(&op.as_str()) => {
-                    op.clone()
-                }
+                Some(Value::String(op)) if ["add", "remove", "replace"].contains(&op.as_str()) => op.clone(),
                 Some(other) => {
-                    let shown = other
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| other.to_string());
+                    let shown = other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string());
                     return Err(ApiError::bad_request(format!(
                         "Invalid operation: `{shown}`. It must be one of the following: add, remove, replace."
                     )));
                 }
             };
-            let path = raw.get("path").ok_or_else(|| {
-                ApiError::bad_request("Unable to find 'path' in JSON Schema change")
-            })?;
+            let path =
+                raw.get("path").ok_or_else(|| ApiError::bad_request("Unable to find 'path' in JSON Schema change"))?;
             (op, path)
         } else {
-            let present: Vec<&str> = ["add", "remove", "replace"]
-                .into_iter()
-                .filter(|k| raw.contains_key(*k))
-                .collect();
+            let present: Vec<&str> =
+                ["add", "remove", "replace"].into_iter().filter(|k| raw.contains_key(*k)).collect();
             match present.as_slice() {
                 [op] => (op.to_string(), &raw[*op]),
                 [] => {
@@ -730,16 +618,11 @@ fn parse_changes(body: &Value, v21: bool) -> ApiResult<Vec<Change>> {
                 }
             }
         };
-        let pointer = pointer.as_str().ok_or_else(|| {
-            ApiError::bad_request(format!("Pointer `{pointer}` is not a string."))
-        })?;
+        let pointer =
+            pointer.as_str().ok_or_else(|| ApiError::bad_request(format!("Pointer `{pointer}` is not a string.")))?;
         let path = decode_pointer(pointer)?;
         let root = path.first().cloned().unwrap_or_default();
-        let depth = if root == "locations" && op != "replace" {
-            2
-        } else {
-            1
-        };
+        let depth = if root == "locations" && op != "replace" { 2 } else { 1 };
         if path.len() != depth {
             return Err(ApiError::bad_request(format!(
                 "Invalid JSON pointer for this resource: '/{}'",
@@ -750,22 +633,14 @@ fn parse_changes(body: &Value, v21: bool) -> ApiResult<Vec<Change>> {
             None
         } else {
             Some(raw.get("value").cloned().ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Operation \"{op}\" requires a member named \"value\"."
-                ))
+                ApiError::bad_request(format!("Operation \"{op}\" requires a member named \"value\"."))
             })?)
         };
         if READ_ONLY.contains(&root.as_str()) {
-            return Err(ApiError::forbidden(format!(
-                "Attribute '{root}' is read-only."
-            )));
+            return Err(ApiError::forbidden(format!("Attribute '{root}' is read-only.")));
         }
-        if ["location", "deleted", "deleted_at"].contains(&root.as_str())
-            || root.starts_with(RESERVED_NAMESPACE)
-        {
-            return Err(ApiError::forbidden(format!(
-                "Attribute '{root}' is reserved."
-            )));
+        if ["location", "deleted", "deleted_at"].contains(&root.as_str()) || root.starts_with(RESERVED_NAMESPACE) {
+            return Err(ApiError::forbidden(format!("Attribute '{root}' is reserved.")));
         }
         if let (Some(v), 1) = (&value, path.len()) {
             check_schema(&root, v).map_err(schema_error)?;
@@ -786,13 +661,7 @@ pub async fn update(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .unwrap_or_default();
     let v21 = match content_type.as_str() {
         PATCH_V21 => true,
@@ -800,9 +669,7 @@ pub async fn update(
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "The request content type '{other}' is not supported; use one of: {PATCH_V20}, {PATCH_V21}"
-                ),
+                format!("The request content type '{other}' is not supported; use one of: {PATCH_V20}, {PATCH_V21}"),
             ));
         }
     };
@@ -825,14 +692,10 @@ pub async fn update(
         match (change.op.as_str(), &change.value) {
             ("remove", _) => {
                 if base {
-                    return Err(ApiError::forbidden(format!(
-                        "Property {root} may not be removed."
-                    )));
+                    return Err(ApiError::forbidden(format!("Property {root} may not be removed.")));
                 }
                 if props.remove(root).is_none() {
-                    return Err(ApiError::conflict(format!(
-                        "Property {root} does not exist."
-                    )));
+                    return Err(ApiError::conflict(format!("Property {root} does not exist.")));
                 }
             }
             (op, Some(value)) => {
@@ -842,13 +705,9 @@ pub async fn update(
                 if base {
                     set_base(&ctx, &mut img, root, value)?;
                 } else if op == "replace" && !props.contains_key(root) {
-                    return Err(ApiError::conflict(format!(
-                        "Property {root} does not exist."
-                    )));
+                    return Err(ApiError::conflict(format!("Property {root} does not exist.")));
                 } else if op == "add" && !v21 && props.contains_key(root) {
-                    return Err(ApiError::conflict(format!(
-                        "Property {root} already present."
-                    )));
+                    return Err(ApiError::conflict(format!("Property {root} already present.")));
                 } else {
                     props.insert(root.to_string(), value.clone());
                 }
@@ -867,22 +726,14 @@ pub async fn update(
 }
 
 /// `DELETE /v2/images/{id}`: 204; the data file goes with it.
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let img = visible_image(&state, &ctx, &id).await?;
     require_owner(&ctx, &img, "delete_image")?;
     if img.protected != 0 {
-        return Err(ApiError::forbidden(format!(
-            "Image {id} is protected and cannot be deleted."
-        )));
+        return Err(ApiError::forbidden(format!("Image {id} is protected and cannot be deleted.")));
     }
     state.store.delete_image(&id).await.map_err(|e| match e {
-        StoreError::NotFound(_) => {
-            ApiError::not_found(format!("Failed to find image {id} to delete"))
-        }
+        StoreError::NotFound(_) => ApiError::not_found(format!("Failed to find image {id} to delete")),
         other => other.into(),
     })?;
     super::data::remove_data(&state, &id).await;
@@ -891,18 +742,10 @@ pub async fn delete(
 
 // ---- actions ----
 
-async fn set_active(
-    state: AppState,
-    ctx: Ctx,
-    id: String,
-    deactivate: bool,
-) -> ApiResult<StatusCode> {
+async fn set_active(state: AppState, ctx: Ctx, id: String, deactivate: bool) -> ApiResult<StatusCode> {
     let img = visible_image(&state, &ctx, &id).await?;
-    let (action, from, to) = if deactivate {
-        ("deactivate", "active", "deactivated")
-    } else {
-        ("reactivate", "deactivated", "active")
-    };
+    let (action, from, to) =
+        if deactivate { ("deactivate", "active", "deactivated") } else { ("reactivate", "deactivated", "active") };
     if !ctx.is_admin() {
         return Err(denied(action));
     }
@@ -912,29 +755,19 @@ async fn set_active(
     if img.status != from || !state.store.set_image_status(&id, from, to).await? {
         let now = state.store.get_image(&id).await?.status;
         if now != to {
-            return Err(ApiError::forbidden(format!(
-                "Not allowed to {action} image in status '{now}'"
-            )));
+            return Err(ApiError::forbidden(format!("Not allowed to {action} image in status '{now}'")));
         }
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v2/images/{id}/actions/deactivate` (admin): 204.
-pub async fn deactivate(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn deactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, true).await
 }
 
 /// `POST /v2/images/{id}/actions/reactivate` (admin): 204.
-pub async fn reactivate(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn reactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, false).await
 }
 

@@ -50,11 +50,7 @@ async fn lookup(state: &AppState, ctx: &Ctx, img: &Image, member_id: &str) -> Ap
     if !sees_all_members(ctx, img) && caller_project(ctx) != Some(member_id) {
         return Err(not_found());
     }
-    state
-        .store
-        .image_member(&img.id, member_id)
-        .await?
-        .ok_or_else(not_found)
+    state.store.image_member(&img.id, member_id).await?.ok_or_else(not_found)
 }
 
 /// `GET /v2/images/{id}/members`.
@@ -84,15 +80,12 @@ pub async fn create(
             return Err(ApiError::bad_request("Member can't be empty"));
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid member: {other}; a project id string is expected."
-            )));
+            return Err(ApiError::bad_request(format!("Invalid member: {other}; a project id string is expected.")));
         }
     };
     let img = shared_image(&state, &ctx, &id).await?;
-    require_owner(&ctx, &img, "add_member").map_err(|_| {
-        ApiError::forbidden(format!("Not allowed to create members for image {id}."))
-    })?;
+    require_owner(&ctx, &img, "add_member")
+        .map_err(|_| ApiError::forbidden(format!("Not allowed to create members for image {id}.")))?;
     if state.store.count_image_members(&id).await? >= MAX_MEMBERS {
         return Err(ApiError::too_large(format!(
             "Image member limit exceeded for image {id}: The limit has been exceeded on the number of allowed image members for this image. Attempted: {}, Maximum: {MAX_MEMBERS}",
@@ -110,13 +103,9 @@ pub async fn show(
     Path((id, member_id)): Path<(String, String)>,
 ) -> JsonResult {
     // Glance turns "not shared" into 404 here to avoid leaking information.
-    let img = shared_image(&state, &ctx, &id).await.map_err(|e| {
-        if e.status == StatusCode::FORBIDDEN {
-            ApiError::not_found(e.message)
-        } else {
-            e
-        }
-    })?;
+    let img = shared_image(&state, &ctx, &id)
+        .await
+        .map_err(|e| if e.status == StatusCode::FORBIDDEN { ApiError::not_found(e.message) } else { e })?;
     let m = lookup(&state, &ctx, &img, &member_id).await?;
     Ok(axum::Json(member_json(&m)))
 }
@@ -128,16 +117,12 @@ pub async fn update(
     Path((id, member_id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> JsonResult {
-    let status = body
-        .get("status")
-        .ok_or_else(|| ApiError::bad_request("Status not specified"))?;
+    let status = body.get("status").ok_or_else(|| ApiError::bad_request("Status not specified"))?;
     let img = shared_image(&state, &ctx, &id).await?;
     lookup(&state, &ctx, &img, &member_id).await?;
     let is_member = caller_project(&ctx) == Some(member_id.as_str()) && ctx.has_role("member");
     if !(ctx.is_admin() || is_member) {
-        return Err(ApiError::forbidden(format!(
-            "Not allowed to update members for image {id}."
-        )));
+        return Err(ApiError::forbidden(format!("Not allowed to update members for image {id}.")));
     }
     let status = match status.as_str() {
         Some(s) if STATUSES.contains(&s) => s,
@@ -147,10 +132,7 @@ pub async fn update(
             ));
         }
     };
-    let m = state
-        .store
-        .set_image_member_status(&id, &member_id, status)
-        .await?;
+    let m = state.store.set_image_member_status(&id, &member_id, status).await?;
     Ok(axum::Json(member_json(&m)))
 }
 

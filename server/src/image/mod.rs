@@ -32,37 +32,18 @@ use crate::store::{StoreError, parse_time};
 pub fn router() -> Router<AppState> {
     let v2 = Router::new()
         .route("/images", get(images::list).post(images::create))
-        .route(
-            "/images/{id}",
-            get(images::show)
-                .patch(images::update)
-                .delete(images::delete),
-        )
+        .route("/images/{id}", get(images::show).patch(images::update).delete(images::delete))
         .route("/images/{id}/file", get(data::download).put(data::upload))
         .route("/images/{id}/actions/deactivate", post(images::deactivate))
         .route("/images/{id}/actions/reactivate", post(images::reactivate))
-        .route(
-            "/images/{id}/tags/{tag}",
-            put(images::add_tag).delete(images::remove_tag),
-        )
-        .route(
-            "/images/{id}/members",
-            get(members::list).post(members::create),
-        )
-        .route(
-            "/images/{id}/members/{member_id}",
-            get(members::show)
-                .put(members::update)
-                .delete(members::delete),
-        )
+        .route("/images/{id}/tags/{tag}", put(images::add_tag).delete(images::remove_tag))
+        .route("/images/{id}/members", get(members::list).post(members::create))
+        .route("/images/{id}/members/{member_id}", get(members::show).put(members::update).delete(members::delete))
         .route("/schemas/image", get(schemas::image))
         .route("/schemas/images", get(schemas::images))
         .route("/schemas/member", get(schemas::member))
         .route("/schemas/members", get(schemas::members));
-    Router::new()
-        .route("/", get(versions))
-        .route("/versions", get(versions))
-        .nest("/v2", v2)
+    Router::new().route("/", get(versions)).route("/versions", get(versions)).nest("/v2", v2)
 }
 
 async fn versions(State(state): State<AppState>) -> impl IntoResponse {
@@ -72,38 +53,16 @@ async fn versions(State(state): State<AppState>) -> impl IntoResponse {
         .enumerate()
         .map(|(i, v)| json!({"id": format!("v{v}"), "status": if i == 0 { "CURRENT" } else { "SUPPORTED" }, "links": [{"rel": "self", "href": href}]}))
         .collect();
-    (
-        StatusCode::MULTIPLE_CHOICES,
-        axum::Json(json!({"versions": values})),
-    )
+    (StatusCode::MULTIPLE_CHOICES, axum::Json(json!({"versions": values})))
 }
 
 /// Glance's accepted formats (its default `[image_format]` options).
-pub const DISK_FORMATS: [&str; 11] = [
-    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
-];
-pub const CONTAINER_FORMATS: [&str; 8] = [
-    "ami",
-    "ari",
-    "aki",
-    "bare",
-    "ovf",
-    "ova",
-    "docker",
-    "compressed",
-];
+pub const DISK_FORMATS: [&str; 11] =
+    ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
+pub const CONTAINER_FORMATS: [&str; 8] = ["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
 pub const VISIBILITIES: [&str; 4] = ["community", "public", "private", "shared"];
-pub const STATUSES: [&str; 9] = [
-    "queued",
-    "saving",
-    "active",
-    "killed",
-    "deleted",
-    "uploading",
-    "importing",
-    "pending_delete",
-    "deactivated",
-];
+pub const STATUSES: [&str; 9] =
+    ["queued", "saving", "active", "killed", "deleted", "uploading", "importing", "pending_delete", "deactivated"];
 
 /// Glance's default quotas per image.
 pub const MAX_TAGS: usize = 128;
@@ -112,18 +71,12 @@ pub const MAX_MEMBERS: i64 = 128;
 
 /// Glance's policy refusal.
 pub(crate) fn denied(action: &str) -> ApiError {
-    ApiError::forbidden(format!(
-        "You are not authorized to complete {action} action."
-    ))
+    ApiError::forbidden(format!("You are not authorized to complete {action} action."))
 }
 
 /// Reading needs any role on the project (reader, member or admin).
 pub(crate) fn require_reader(ctx: &Ctx, action: &str) -> ApiResult<()> {
-    if ctx.is_admin() || ctx.has_role("reader") || ctx.has_role("member") {
-        Ok(())
-    } else {
-        Err(denied(action))
-    }
+    if ctx.is_admin() || ctx.has_role("reader") || ctx.has_role("member") { Ok(()) } else { Err(denied(action)) }
 }
 
 fn caller_project(ctx: &Ctx) -> Option<&str> {
@@ -136,11 +89,7 @@ pub(crate) fn require_owner(ctx: &Ctx, img: &Image, action: &str) -> ApiResult<(
         return Ok(());
     }
     let owns = img.owner.is_some() && img.owner.as_deref() == caller_project(ctx);
-    if owns && ctx.has_role("member") {
-        Ok(())
-    } else {
-        Err(denied(action))
-    }
+    if owns && ctx.has_role("member") { Ok(()) } else { Err(denied(action)) }
 }
 
 /// An image the caller may see (reader role and Glance's visibility rules), else 404.
@@ -152,11 +101,7 @@ pub(crate) async fn visible_image(state: &AppState, ctx: &Ctx, id: &str) -> ApiR
         Err(StoreError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    if state
-        .store
-        .image_visible_to(&img, caller_project(ctx), ctx.is_admin())
-        .await?
-    {
+    if state.store.image_visible_to(&img, caller_project(ctx), ctx.is_admin()).await? {
         Ok(img)
     } else {
         Err(not_found())
@@ -165,9 +110,7 @@ pub(crate) async fn visible_image(state: &AppState, ctx: &Ctx, id: &str) -> ApiR
 
 /// `2016-06-29T16:13:07Z`, Glance's `isotime`.
 pub(crate) fn isotime(stored: &str) -> String {
-    parse_time(stored)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| stored.to_string())
+    parse_time(stored).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| stored.to_string())
 }
 
 /// The image as Glance renders it: free-form properties flattened beside the base attributes.
@@ -213,13 +156,7 @@ pub(crate) fn py_repr(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
         Value::Object(o) => {
-            format!(
-                "{{{}}}",
-                o.iter()
-                    .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("{{{}}}", o.iter().map(|(k, v)| format!("'{k}': {}", py_repr(v))).collect::<Vec<_>>().join(", "))
         }
     }
 }

@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 
 use super::{CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES};
 
-const UUID_PATTERN: &str =
-    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
 fn nullable_enum(values: &[&str]) -> Value {
     let mut out = vec![Value::Null];

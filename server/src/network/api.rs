@@ -20,15 +20,9 @@ pub(crate) type Obj = Map<String, Value>;
 impl From<NetError> for ApiError {
     fn from(err: NetError) -> Self {
         match err {
-            NetError::Fault {
-                status,
-                kind,
-                message,
-            } => ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                message,
-            )
-            .kind(kind),
+            NetError::Fault { status, kind, message } => {
+                ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), message).kind(kind)
+            }
             NetError::Store(e) => e.into(),
         }
     }
@@ -51,11 +45,7 @@ pub(crate) fn deny(action: &str) -> ApiError {
 /// Writing a resource: member (or admin) role, and the resource's project (admins: any).
 pub(crate) fn check_write(ctx: &Ctx, owners: &[&str], action: &str) -> ApiResult<()> {
     ctx.require_member(action).map_err(|_| deny(action))?;
-    if owners.iter().any(|o| ctx.owns(o)) {
-        Ok(())
-    } else {
-        Err(deny(action))
-    }
+    if owners.iter().any(|o| ctx.owns(o)) { Ok(()) } else { Err(deny(action)) }
 }
 
 /// Neutron prints times to the second with a `Z`: `2016-03-08T20:19:41Z`.
@@ -103,42 +93,26 @@ impl Schema {
 
 /// The objects of a create request and whether it was a bulk (`{"networks": [...]}`) one.
 pub(crate) fn create_items(body: &Value, s: &Schema) -> ApiResult<(Vec<Obj>, bool)> {
-    let o = body
-        .as_object()
-        .ok_or_else(|| bad("Body contains invalid data"))?;
+    let o = body.as_object().ok_or_else(|| bad("Body contains invalid data"))?;
     if let Some(list) = o.get(s.plural) {
-        let arr = list.as_array().ok_or_else(|| {
-            bad(format!(
-                "Invalid input for {}: a list is required.",
-                s.plural
-            ))
-        })?;
+        let arr = list.as_array().ok_or_else(|| bad(format!("Invalid input for {}: a list is required.", s.plural)))?;
         if arr.is_empty() {
             return Err(bad("Resources required"));
         }
         let items = arr
             .iter()
             .map(|v| {
-                v.as_object().cloned().ok_or_else(|| {
-                    bad(format!(
-                        "Invalid input for {}: objects are required.",
-                        s.plural
-                    ))
-                })
+                v.as_object()
+                    .cloned()
+                    .ok_or_else(|| bad(format!("Invalid input for {}: objects are required.", s.plural)))
             })
             .collect::<ApiResult<Vec<_>>>()?;
         return Ok((items, true));
     }
     match o.get(s.singular) {
         Some(Value::Object(m)) => Ok((vec![m.clone()], false)),
-        Some(_) => Err(bad(format!(
-            "Invalid input for {}: an object is required.",
-            s.singular
-        ))),
-        None => Err(bad(format!(
-            "Unable to find '{}' in request body",
-            s.singular
-        ))),
+        Some(_) => Err(bad(format!("Invalid input for {}: an object is required.", s.singular))),
+        None => Err(bad(format!("Unable to find '{}' in request body", s.singular))),
     }
 }
 
@@ -146,31 +120,14 @@ pub(crate) fn create_items(body: &Value, s: &Schema) -> ApiResult<(Vec<Obj>, boo
 pub(crate) fn update_item(body: &Value, s: &Schema) -> ApiResult<Obj> {
     match body.as_object().and_then(|o| o.get(s.singular)) {
         Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(bad(format!(
-            "Invalid input for {}: an object is required.",
-            s.singular
-        ))),
-        None => Err(bad(format!(
-            "Unable to find '{}' in request body",
-            s.singular
-        ))),
+        Some(_) => Err(bad(format!("Invalid input for {}: an object is required.", s.singular))),
+        None => Err(bad(format!("Unable to find '{}' in request body", s.singular))),
     }
 }
 
 fn unknown_keys(m: &Obj, s: &Schema) -> ApiResult<()> {
-    let unknown: Vec<&str> = m
-        .keys()
-        .filter(|k| s.kind(k).is_none())
-        .map(String::as_str)
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(bad(format!(
-            "Unrecognized attribute(s) '{}'",
-            unknown.join(", ")
-        )))
-    }
+    let unknown: Vec<&str> = m.keys().filter(|k| s.kind(k).is_none()).map(String::as_str).collect();
+    if unknown.is_empty() { Ok(()) } else { Err(bad(format!("Unrecognized attribute(s) '{}'", unknown.join(", ")))) }
 }
 
 pub(crate) fn check_post(m: &Obj, s: &Schema) -> ApiResult<()> {
@@ -202,15 +159,11 @@ pub(crate) fn shown(v: &Value) -> String {
 pub(crate) fn string(m: &Obj, key: &str, max: usize) -> ApiResult<Option<String>> {
     match m.get(key) {
         None => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max => Err(invalid(
-            key,
-            format!("'{s}' exceeds maximum length of {max}"),
-        )),
+        Some(Value::String(s)) if s.chars().count() > max => {
+            Err(invalid(key, format!("'{s}' exceeds maximum length of {max}")))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(invalid(
-            key,
-            format!("'{}' is not a valid string", shown(v)),
-        )),
+        Some(v) => Err(invalid(key, format!("'{}' is not a valid string", shown(v)))),
     }
 }
 
@@ -222,15 +175,9 @@ pub(crate) fn to_bool(key: &str, v: &Value) -> ApiResult<bool> {
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
             "true" | "1" => Ok(true),
             "false" | "0" => Ok(false),
-            _ => Err(invalid(
-                key,
-                format!("'{s}' cannot be converted to boolean"),
-            )),
+            _ => Err(invalid(key, format!("'{s}' cannot be converted to boolean"))),
         },
-        other => Err(invalid(
-            key,
-            format!("'{}' cannot be converted to boolean", shown(other)),
-        )),
+        other => Err(invalid(key, format!("'{}' cannot be converted to boolean", shown(other)))),
     }
 }
 
@@ -240,17 +187,9 @@ pub(crate) fn boolean(m: &Obj, key: &str) -> ApiResult<Option<bool>> {
 
 pub(crate) fn to_int(key: &str, v: &Value) -> ApiResult<i64> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| invalid(key, format!("'{n}' is not an integer"))),
-        Value::String(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| invalid(key, format!("'{s}' is not an integer"))),
-        other => Err(invalid(
-            key,
-            format!("'{}' is not an integer", shown(other)),
-        )),
+        Value::Number(n) => n.as_i64().ok_or_else(|| invalid(key, format!("'{n}' is not an integer"))),
+        Value::String(s) => s.trim().parse().map_err(|_| invalid(key, format!("'{s}' is not an integer"))),
+        other => Err(invalid(key, format!("'{}' is not an integer", shown(other)))),
     }
 }
 
@@ -266,10 +205,7 @@ pub(crate) fn str_list(m: &Obj, key: &str) -> ApiResult<Option<Vec<String>>> {
             .iter()
             .map(|v| match v {
                 Value::String(s) if s.chars().count() <= 255 => Ok(s.clone()),
-                other => Err(invalid(
-                    key,
-                    format!("'{}' is not a valid string", shown(other)),
-                )),
+                other => Err(invalid(key, format!("'{}' is not a valid string", shown(other)))),
             })
             .collect::<ApiResult<Vec<_>>>()
             .map(Some),
@@ -300,11 +236,7 @@ pub(crate) fn owner(ctx: &Ctx, m: &Obj, action: &str) -> ApiResult<String> {
 }
 
 /// A 201 with `{"network": …}` or, for a bulk request, `{"networks": [...]}`.
-pub(crate) fn created(
-    s: &Schema,
-    items: Vec<Value>,
-    bulk: bool,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+pub(crate) fn created(s: &Schema, items: Vec<Value>, bulk: bool) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let body = if bulk {
         json!({ s.plural: items })
     } else {
@@ -316,24 +248,12 @@ pub(crate) fn created(
 // ---------------------------------------------------------------------------------------------
 // Lists
 
-const PAGING: [&str; 7] = [
-    "fields",
-    "sort_key",
-    "sort_dir",
-    "limit",
-    "marker",
-    "page_reverse",
-    "changed_since",
-];
+const PAGING: [&str; 7] = ["fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse", "changed_since"];
 const TAG_FILTERS: [&str; 4] = ["tags", "tags-any", "not-tags", "not-tags-any"];
 
 /// Keeps only the requested `fields` (all when none are given).
 pub(crate) fn select_fields(mut o: Obj, q: &Query) -> Value {
-    let fields: Vec<&str> = q
-        .all("fields")
-        .into_iter()
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields: Vec<&str> = q.all("fields").into_iter().filter(|f| !f.is_empty()).collect();
     if !fields.is_empty() {
         o.retain(|k, _| fields.contains(&k.as_str()));
     }
@@ -364,24 +284,17 @@ fn parse_filters(s: &Schema, q: &Query, handled: &[&str]) -> ApiResult<Vec<Filte
             continue;
         }
         let value = match kind {
-            Kind::Bool => Value::Bool(
-                parse_bool(v)
-                    .ok_or_else(|| invalid(k, format!("'{v}' cannot be converted to boolean")))?,
-            ),
-            Kind::Int => Value::from(
-                v.trim()
-                    .parse::<i64>()
-                    .map_err(|_| invalid(k, format!("'{v}' is not an integer")))?,
-            ),
+            Kind::Bool => {
+                Value::Bool(parse_bool(v).ok_or_else(|| invalid(k, format!("'{v}' cannot be converted to boolean")))?)
+            }
+            Kind::Int => {
+                Value::from(v.trim().parse::<i64>().map_err(|_| invalid(k, format!("'{v}' is not an integer")))?)
+            }
             _ => Value::String(v.clone()),
         };
         match out.iter_mut().find(|f| f.attr == k) {
             Some(f) => f.values.push(value),
-            None => out.push(Filter {
-                attr: k.to_string(),
-                kind,
-                values: vec![value],
-            }),
+            None => out.push(Filter { attr: k.to_string(), kind, values: vec![value] }),
         }
     }
     Ok(out)
@@ -403,12 +316,7 @@ fn tag_match(o: &Obj, q: &Query) -> bool {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let wanted = |key: &str| -> Vec<String> {
-        q.all(key)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect()
+        q.all(key).iter().flat_map(|v| v.split(',')).filter(|t| !t.is_empty()).map(str::to_string).collect()
     };
     let has = |t: &String| tags.contains(&t.as_str());
     let all = wanted("tags");
@@ -428,27 +336,17 @@ fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (None | Some(Value::Null), _) => Ordering::Less,
         (_, None | Some(Value::Null)) => Ordering::Greater,
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .partial_cmp(&y.as_f64().unwrap_or(0.0))
-            .unwrap_or(Ordering::Equal),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
     }
 }
 
 fn parse_sorts(s: &Schema, q: &Query) -> ApiResult<Vec<(String, bool)>> {
-    let keys: Vec<&str> = q
-        .all("sort_key")
-        .into_iter()
-        .filter(|k| !k.is_empty())
-        .collect();
-    let dirs: Vec<&str> = q
-        .all("sort_dir")
-        .into_iter()
-        .filter(|k| !k.is_empty())
-        .collect();
+    let keys: Vec<&str> = q.all("sort_key").into_iter().filter(|k| !k.is_empty()).collect();
+    let dirs: Vec<&str> = q.all("sort_dir").into_iter().filter(|k| !k.is_empty()).collect();
     if keys.len() != dirs.len() {
         return Err(bad("The number of sort_keys and sort_dirs must be same"));
     }
@@ -458,63 +356,36 @@ fn parse_sorts(s: &Schema, q: &Query) -> ApiResult<Vec<(String, bool)>> {
         .map(|k| format!("'{k}'"))
         .collect();
     if !absent.is_empty() {
-        return Err(bad(format!(
-            "[{}] is invalid attribute for sort_keys",
-            absent.join(", ")
-        )));
+        return Err(bad(format!("[{}] is invalid attribute for sort_keys", absent.join(", "))));
     }
-    let invalid_dirs: Vec<String> = dirs
-        .iter()
-        .filter(|d| **d != "asc" && **d != "desc")
-        .map(|d| format!("'{d}'"))
-        .collect();
+    let invalid_dirs: Vec<String> =
+        dirs.iter().filter(|d| **d != "asc" && **d != "desc").map(|d| format!("'{d}'")).collect();
     if !invalid_dirs.is_empty() {
         return Err(bad(format!(
             "[{}] is invalid value for sort_dirs, valid value is 'asc' and 'desc'",
             invalid_dirs.join(", ")
         )));
     }
-    Ok(keys
-        .iter()
-        .zip(dirs.iter())
-        .map(|(k, d)| (k.to_string(), *d == "asc"))
-        .collect())
+    Ok(keys.iter().zip(dirs.iter()).map(|(k, d)| (k.to_string(), *d == "asc")).collect())
 }
 
-fn page_link(
-    state: &AppState,
-    s: &Schema,
-    q: &Query,
-    marker: Option<&str>,
-    previous: bool,
-) -> Value {
+fn page_link(state: &AppState, s: &Schema, q: &Query, marker: Option<&str>, previous: bool) -> Value {
     let mut params: Vec<(String, String)> =
-        q.0.iter()
-            .filter(|(k, _)| k != "marker" && k != "page_reverse")
-            .cloned()
-            .collect();
+        q.0.iter().filter(|(k, _)| k != "marker" && k != "page_reverse").cloned().collect();
     if let Some(m) = marker {
         params.push(("marker".into(), m.to_string()));
     }
     if previous {
         params.push(("page_reverse".into(), "True".into()));
     }
-    let qs = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
+    let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
     let href = format!("{}?{qs}", state.url(&format!("network/v2.0/{}", s.plural)));
     json!({"rel": if previous { "previous" } else { "next" }, "href": href})
 }
 
 /// Filters, sorts, paginates and projects `items` (all the caller may see, oldest first) into
 /// `{plural: [...], plural_links: [...]}`. `handled` names query keys the caller applied itself.
-pub(crate) fn list(
-    state: &AppState,
-    s: &Schema,
-    q: &Query,
-    mut items: Vec<Obj>,
-    handled: &[&str],
-) -> JsonResult {
+pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, mut items: Vec<Obj>, handled: &[&str]) -> JsonResult {
     let filters = parse_filters(s, q, handled)?;
     let mut sorts = parse_sorts(s, q)?;
     let limit = match q.get("limit").filter(|l| !l.is_empty()) {
@@ -524,11 +395,7 @@ pub(crate) fn list(
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                bad(format!(
-                    "Limit must be an integer 0 or greater and not '{l}'"
-                ))
-            })?,
+            .ok_or_else(|| bad(format!("Limit must be an integer 0 or greater and not '{l}'")))?,
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     if !sorts.is_empty() || limit > 0 {
@@ -550,19 +417,13 @@ pub(crate) fn list(
         Some(v) => Some(
             chrono::DateTime::parse_from_rfc3339(v)
                 .map(|t| t.with_timezone(&chrono::Utc))
-                .or_else(|_| {
-                    chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S")
-                        .map(|t| t.and_utc())
-                })
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").map(|t| t.and_utc()))
                 .map_err(|_| invalid("changed_since", format!("'{v}' is not a valid time")))?,
         ),
     };
     let changed = |o: &Obj| {
         since.is_none_or(|t| {
-            o.get("updated_at")
-                .and_then(Value::as_str)
-                .and_then(crate::store::parse_time)
-                .is_some_and(|u| u >= t)
+            o.get("updated_at").and_then(Value::as_str).and_then(crate::store::parse_time).is_some_and(|u| u >= t)
         })
     };
     let keep = |o: &Obj| matches(o, &filters) && tag_match(o, q) && changed(o);
@@ -570,9 +431,7 @@ pub(crate) fn list(
     let page: Vec<Obj> = if limit == 0 {
         items.into_iter().filter(keep).collect()
     } else {
-        let reverse = q
-            .get("page_reverse")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let reverse = q.get("page_reverse").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let marker = q.get("marker").filter(|m| !m.is_empty());
         let pos = match marker {
             Some(m) => Some(
@@ -590,18 +449,9 @@ pub(crate) fn list(
             before.into_iter().skip(skip).collect()
         } else {
             let start = pos.map_or(0, |p| p + 1);
-            items
-                .into_iter()
-                .skip(start)
-                .filter(keep)
-                .take(limit)
-                .collect()
+            items.into_iter().skip(start).filter(keep).take(limit).collect()
         };
-        let id_of = |o: Option<&Obj>| {
-            o.and_then(|o| o.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let id_of = |o: Option<&Obj>| o.and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_string);
         let first = id_of(page.first());
         let last = id_of(page.last());
         // Neutron's get_pagination_links.

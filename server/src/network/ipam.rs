@@ -57,8 +57,7 @@ pub fn bounds(net: &IpNet) -> Range {
 /// Parses a CIDR the way Neutron validates `cidr`: a prefix is required and host bits must be
 /// clear; the result is normalised (`FD00:0::/64` → `fd00::/64`).
 pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
-    let bad =
-        |why: String| NetError::bad_request(format!("Invalid input for {field}. Reason: {why}."));
+    let bad = |why: String| NetError::bad_request(format!("Invalid input for {field}. Reason: {why}."));
     if s.trim() != s || s.is_empty() {
         return Err(bad(format!("'{s}' is not a valid IP subnet")));
     }
@@ -66,21 +65,15 @@ pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
         return match s.parse::<IpAddr>() {
             Ok(ip) => {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
-                Err(bad(format!(
-                    "'{s}' isn't a recognized IP subnet cidr, '{ip}/{len}' is recommended"
-                )))
+                Err(bad(format!("'{s}' isn't a recognized IP subnet cidr, '{ip}/{len}' is recommended")))
             }
             Err(_) => Err(bad(format!("'{s}' is not a valid IP subnet"))),
         };
     }
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| bad(format!("'{s}' is not a valid IP subnet")))?;
+    let net: IpNet = s.parse().map_err(|_| bad(format!("'{s}' is not a valid IP subnet")))?;
     let canon = net.trunc();
     if canon != net {
-        return Err(bad(format!(
-            "'{s}' isn't a recognized IP subnet cidr, '{canon}' is recommended"
-        )));
+        return Err(bad(format!("'{s}' isn't a recognized IP subnet cidr, '{canon}' is recommended")));
     }
     Ok(canon)
 }
@@ -88,9 +81,7 @@ pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
 /// Parses an IP address attribute.
 pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr, NetError> {
     s.parse::<IpAddr>().map_err(|_| {
-        NetError::bad_request(format!(
-            "Invalid input for {field}. Reason: '{s}' is not a valid IP address."
-        ))
+        NetError::bad_request(format!("Invalid input for {field}. Reason: '{s}' is not a valid IP address."))
     })
 }
 
@@ -108,11 +99,7 @@ pub fn default_pools(net: &IpNet, gateway: Option<IpAddr>) -> Vec<Range> {
         return vec![(first, last)];
     }
     let lo = first + 1;
-    let hi = if net_version(net) == 4 {
-        last - 1
-    } else {
-        last
-    };
+    let hi = if net_version(net) == 4 { last - 1 } else { last };
     if lo >= hi {
         return Vec::new();
     }
@@ -134,11 +121,7 @@ pub fn default_pools(net: &IpNet, gateway: Option<IpAddr>) -> Vec<Range> {
 /// The usable range pools may cover: IPv4 excludes the network and broadcast addresses.
 fn pool_bounds(net: &IpNet) -> Range {
     let (first, last) = bounds(net);
-    if net_version(net) == 4 && last - first >= 2 {
-        (first + 1, last - 1)
-    } else {
-        (first, last)
-    }
+    if net_version(net) == 4 && last - first >= 2 { (first + 1, last - 1) } else { (first, last) }
 }
 
 pub fn range_str(r: Range, version: u8) -> String {
@@ -147,11 +130,7 @@ pub fn range_str(r: Range, version: u8) -> String {
 
 /// Checks user-given pools against the subnet and its gateway (Neutron's
 /// `validate_allocation_pools` and gateway checks).
-pub fn validate_pools(
-    net: &IpNet,
-    pools: &[Range],
-    gateway: Option<IpAddr>,
-) -> Result<(), NetError> {
+pub fn validate_pools(net: &IpNet, pools: &[Range], gateway: Option<IpAddr>) -> Result<(), NetError> {
     let v = net_version(net);
     let (lo, hi) = pool_bounds(net);
     for &p in pools {
@@ -166,10 +145,7 @@ pub fn validate_pools(
             return Err(NetError::fault(
                 400,
                 "OutOfBoundsAllocationPool",
-                format!(
-                    "The allocation pool {} spans beyond the subnet cidr {net}.",
-                    range_str(p, v)
-                ),
+                format!("The allocation pool {} spans beyond the subnet cidr {net}.", range_str(p, v)),
             ));
         }
     }
@@ -192,10 +168,7 @@ pub fn validate_pools(
         if let Some(p) = pools.iter().find(|p| gv >= p.0 && gv <= p.1) {
             return Err(NetError::conflict(
                 "GatewayConflictWithAllocationPools",
-                format!(
-                    "Gateway ip {g} conflicts with allocation pool {}.",
-                    range_str(*p, v)
-                ),
+                format!("Gateway ip {g} conflicts with allocation pool {}.", range_str(*p, v)),
             ));
         }
     }
@@ -207,21 +180,15 @@ pub fn validate_pools(
 pub fn validate_gateway(net: &IpNet, gateway: IpAddr) -> Result<(), NetError> {
     let v = net_version(net);
     if version_of(&gateway) != v {
-        return Err(NetError::invalid_input(format!(
-            "gateway_ip '{gateway}' does not match the ip_version '{v}'"
-        )));
+        return Err(NetError::invalid_input(format!("gateway_ip '{gateway}' does not match the ip_version '{v}'")));
     }
     if !net.contains(&gateway) {
-        return Err(NetError::invalid_input(format!(
-            "Gateway IP {gateway} is not in subnet {net}"
-        )));
+        return Err(NetError::invalid_input(format!("Gateway IP {gateway} is not in subnet {net}")));
     }
     let (first, last) = bounds(net);
     let g = to_u128(gateway);
     if v == 4 && last - first >= 2 && (g == first || g == last) {
-        return Err(NetError::invalid_input(
-            "Gateway is not valid on subnet".to_string(),
-        ));
+        return Err(NetError::invalid_input("Gateway is not valid on subnet".to_string()));
     }
     Ok(())
 }
@@ -237,11 +204,7 @@ pub fn valid_port_ip(net: &IpNet, ip: IpAddr) -> bool {
     if first == last {
         return true;
     }
-    if net_version(net) == 4 {
-        v != first && v != last
-    } else {
-        v != first
-    }
+    if net_version(net) == 4 { v != first && v != last } else { v != first }
 }
 
 /// Whether two networks share any address.
@@ -270,24 +233,12 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// The modified EUI-64 address a SLAAC host derives from its MAC in a /64.
 pub fn eui64(net: &IpNet, mac: &[u8; 6]) -> IpAddr {
-    let iid = u64::from_be_bytes([
-        mac[0] ^ 0x02,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ]);
+    let iid = u64::from_be_bytes([mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]]);
     let prefix = to_u128(net.network()) & !u128::from(u64::MAX);
     from_u128(prefix | u128::from(iid), 6)
 }
@@ -302,19 +253,10 @@ mod tests {
 
     #[test]
     fn cidrs_are_validated_and_normalised() {
-        assert_eq!(
-            parse_cidr("cidr", "10.0.0.0/24").expect("ok").to_string(),
-            "10.0.0.0/24"
-        );
-        assert_eq!(
-            parse_cidr("cidr", "FD00:0::/64").expect("ok").to_string(),
-            "fd00::/64"
-        );
+        assert_eq!(parse_cidr("cidr", "10.0.0.0/24").expect("ok").to_string(), "10.0.0.0/24");
+        assert_eq!(parse_cidr("cidr", "FD00:0::/64").expect("ok").to_string(), "fd00::/64");
         let err = parse_cidr("cidr", "10.0.0.5/24").expect_err("host bits");
-        assert!(
-            err.to_string().contains("'10.0.0.0/24' is recommended"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("'10.0.0.0/24' is recommended"), "{err}");
         assert!(parse_cidr("cidr", "10.0.0.0").is_err());
         assert!(parse_cidr("cidr", "nonsense/8").is_err());
     }
@@ -325,10 +267,7 @@ mod tests {
         let gw = default_gateway(&n);
         assert_eq!(gw, Some("10.0.0.1".parse().expect("ip")));
         let pools = default_pools(&n, gw);
-        assert_eq!(
-            pools.iter().map(|p| range_str(*p, 4)).collect::<Vec<_>>(),
-            vec!["10.0.0.2-10.0.0.254"]
-        );
+        assert_eq!(pools.iter().map(|p| range_str(*p, 4)).collect::<Vec<_>>(), vec!["10.0.0.2-10.0.0.254"]);
         // A gateway in the middle splits the range.
         let pools = default_pools(&n, Some("10.0.0.100".parse().expect("ip")));
         assert_eq!(
@@ -344,39 +283,13 @@ mod tests {
     #[test]
     fn pools_are_checked() {
         let n = net("10.0.0.0/24");
-        let r = |a: &str, b: &str| {
-            (
-                to_u128(a.parse().expect("ip")),
-                to_u128(b.parse().expect("ip")),
-            )
-        };
-        assert!(
-            validate_pools(
-                &n,
-                &[r("10.0.0.10", "10.0.0.20")],
-                Some("10.0.0.1".parse().expect("ip"))
-            )
-            .is_ok()
-        );
+        let r = |a: &str, b: &str| (to_u128(a.parse().expect("ip")), to_u128(b.parse().expect("ip")));
+        assert!(validate_pools(&n, &[r("10.0.0.10", "10.0.0.20")], Some("10.0.0.1".parse().expect("ip"))).is_ok());
         assert!(validate_pools(&n, &[r("10.0.0.0", "10.0.0.20")], None).is_err());
         assert!(validate_pools(&n, &[r("10.0.0.20", "10.0.0.10")], None).is_err());
         assert!(validate_pools(&n, &[r("10.0.0.10", "10.0.1.20")], None).is_err());
-        assert!(
-            validate_pools(
-                &n,
-                &[r("10.0.0.10", "10.0.0.20"), r("10.0.0.15", "10.0.0.30")],
-                None
-            )
-            .is_err()
-        );
-        assert!(
-            validate_pools(
-                &n,
-                &[r("10.0.0.1", "10.0.0.20")],
-                Some("10.0.0.1".parse().expect("ip"))
-            )
-            .is_err()
-        );
+        assert!(validate_pools(&n, &[r("10.0.0.10", "10.0.0.20"), r("10.0.0.15", "10.0.0.30")], None).is_err());
+        assert!(validate_pools(&n, &[r("10.0.0.1", "10.0.0.20")], Some("10.0.0.1".parse().expect("ip"))).is_err());
     }
 
     #[test]
@@ -396,10 +309,7 @@ mod tests {
         let a = key(to_u128("10.0.0.9".parse().expect("ip")));
         let b = key(to_u128("10.0.0.10".parse().expect("ip")));
         assert!(a < b);
-        assert_eq!(
-            parse_key(&b),
-            Some(to_u128("10.0.0.10".parse().expect("ip")))
-        );
+        assert_eq!(parse_key(&b), Some(to_u128("10.0.0.10".parse().expect("ip"))));
     }
 
     #[test]
@@ -408,9 +318,6 @@ mod tests {
         assert_eq!(format_mac(&m), "fa:16:3e:00:11:22");
         assert!(parse_mac("01:00:5e:00:00:01").is_none());
         assert!(parse_mac("fa:16:3e:00:11").is_none());
-        assert_eq!(
-            eui64(&net("2001:db8::/64"), &m).to_string(),
-            "2001:db8::f816:3eff:fe00:1122"
-        );
+        assert_eq!(eui64(&net("2001:db8::/64"), &m).to_string(), "2001:db8::f816:3eff:fe00:1122");
     }
 }

@@ -34,67 +34,33 @@ pub fn router() -> Router<AppState> {
         .route("/extensions", get(extensions))
         .route("/extensions/{alias}", get(extension))
         .route("/networks", get(networks::list).post(networks::create))
-        .route(
-            "/networks/{id}",
-            get(networks::show)
-                .put(networks::update)
-                .delete(networks::delete),
-        )
+        .route("/networks/{id}", get(networks::show).put(networks::update).delete(networks::delete))
         .route("/subnets", get(subnets::list).post(subnets::create))
-        .route(
-            "/subnets/{id}",
-            get(subnets::show)
-                .put(subnets::update)
-                .delete(subnets::delete),
-        )
+        .route("/subnets/{id}", get(subnets::show).put(subnets::update).delete(subnets::delete))
         .route("/ports", get(ports::list).post(ports::create))
-        .route(
-            "/ports/{id}",
-            get(ports::show).put(ports::update).delete(ports::delete),
-        )
+        .route("/ports/{id}", get(ports::show).put(ports::update).delete(ports::delete))
         .route(
             "/networks/{id}/tags",
-            get(tags::list::<NETWORK>)
-                .put(tags::replace::<NETWORK>)
-                .delete(tags::clear::<NETWORK>),
+            get(tags::list::<NETWORK>).put(tags::replace::<NETWORK>).delete(tags::clear::<NETWORK>),
         )
         .route(
             "/networks/{id}/tags/{tag}",
-            get(tags::check::<NETWORK>)
-                .put(tags::add::<NETWORK>)
-                .delete(tags::remove::<NETWORK>),
+            get(tags::check::<NETWORK>).put(tags::add::<NETWORK>).delete(tags::remove::<NETWORK>),
         )
         .route(
             "/subnets/{id}/tags",
-            get(tags::list::<SUBNET>)
-                .put(tags::replace::<SUBNET>)
-                .delete(tags::clear::<SUBNET>),
+            get(tags::list::<SUBNET>).put(tags::replace::<SUBNET>).delete(tags::clear::<SUBNET>),
         )
         .route(
             "/subnets/{id}/tags/{tag}",
-            get(tags::check::<SUBNET>)
-                .put(tags::add::<SUBNET>)
-                .delete(tags::remove::<SUBNET>),
+            get(tags::check::<SUBNET>).put(tags::add::<SUBNET>).delete(tags::remove::<SUBNET>),
         )
-        .route(
-            "/ports/{id}/tags",
-            get(tags::list::<PORT>)
-                .put(tags::replace::<PORT>)
-                .delete(tags::clear::<PORT>),
-        )
-        .route(
-            "/ports/{id}/tags/{tag}",
-            get(tags::check::<PORT>)
-                .put(tags::add::<PORT>)
-                .delete(tags::remove::<PORT>),
-        )
+        .route("/ports/{id}/tags", get(tags::list::<PORT>).put(tags::replace::<PORT>).delete(tags::clear::<PORT>))
+        .route("/ports/{id}/tags/{tag}", get(tags::check::<PORT>).put(tags::add::<PORT>).delete(tags::remove::<PORT>))
         .route("/quotas", get(quotas::list))
         .route("/quotas/tenant", get(quotas::tenant))
         .route("/quotas/project", get(quotas::project))
-        .route(
-            "/quotas/{project_id}",
-            get(quotas::show).put(quotas::update).delete(quotas::reset),
-        )
+        .route("/quotas/{project_id}", get(quotas::show).put(quotas::update).delete(quotas::reset))
         .route("/quotas/{project_id}/default", get(quotas::show_default))
         .route("/quotas/{project_id}/details", get(quotas::details));
     Router::new().route("/", get(versions)).nest("/v2.0", v2)
@@ -108,20 +74,16 @@ async fn versions(State(state): State<AppState>) -> axum::Json<Value> {
 
 /// `GET /v2.0`: the core resources.
 async fn resources(State(state): State<AppState>) -> axum::Json<Value> {
-    let list: Vec<Value> = [
-        ("network", "networks"),
-        ("subnet", "subnets"),
-        ("port", "ports"),
-    ]
-    .iter()
-    .map(|(name, collection)| {
-        json!({
-            "name": name,
-            "collection": collection,
-            "links": [{"rel": "self", "href": state.url(&format!("network/v2.0/{collection}"))}],
+    let list: Vec<Value> = [("network", "networks"), ("subnet", "subnets"), ("port", "ports")]
+        .iter()
+        .map(|(name, collection)| {
+            json!({
+                "name": name,
+                "collection": collection,
+                "links": [{"rel": "self", "href": state.url(&format!("network/v2.0/{collection}"))}],
+            })
         })
-    })
-    .collect();
+        .collect();
     axum::Json(json!({"resources": list}))
 }
 
@@ -175,12 +137,7 @@ const EXTENSIONS: [(&str, &str, &str, &str); 20] = [
         "Enables to set tag on resources with standard attribute.",
         "2017-01-01T00:00:00-00:00",
     ),
-    (
-        "net-mtu",
-        "Network MTU",
-        "Provides MTU attribute for a network resource.",
-        "2015-03-25T10:00:00-00:00",
-    ),
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource.", "2015-03-25T10:00:00-00:00"),
     (
         "net-mtu-writable",
         "Network MTU (writable)",
@@ -193,30 +150,15 @@ const EXTENSIONS: [(&str, &str, &str, &str); 20] = [
         "Adds external network attribute to network resource.",
         "2013-01-14T10:00:00-00:00",
     ),
-    (
-        "l2_adjacency",
-        "L2 Adjacency",
-        "Display L2 Adjacency for Neutron Networks.",
-        "2016-04-12T16:00:00-00:00",
-    ),
+    ("l2_adjacency", "L2 Adjacency", "Display L2 Adjacency for Neutron Networks.", "2016-04-12T16:00:00-00:00"),
     (
         "binding",
         "Port Binding",
         "Expose port bindings of a virtual port to external application",
         "2014-02-03T10:00:00-00:00",
     ),
-    (
-        "port-security",
-        "Port Security",
-        "Provides port security",
-        "2012-07-23T10:00:00-00:00",
-    ),
-    (
-        "allowed-address-pairs",
-        "Allowed Address Pairs",
-        "Provides allowed address pairs",
-        "2013-07-23T10:00:00-00:00",
-    ),
+    ("port-security", "Port Security", "Provides port security", "2012-07-23T10:00:00-00:00"),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs", "2013-07-23T10:00:00-00:00"),
     (
         "extra_dhcp_opt",
         "Neutron Extra DHCP options",
@@ -235,12 +177,7 @@ const EXTENSIONS: [(&str, &str, &str, &str); 20] = [
         "Extension that indicates that pagination is enabled.",
         "2016-06-12T00:00:00-00:00",
     ),
-    (
-        "sorting",
-        "Sorting support",
-        "Extension that indicates that sorting is enabled.",
-        "2016-06-12T00:00:00-00:00",
-    ),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled.", "2016-06-12T00:00:00-00:00"),
     (
         "filter-validation",
         "Filter parameters validation",
@@ -254,16 +191,12 @@ fn extension_json(e: &(&str, &str, &str, &str)) -> Value {
 }
 
 async fn extensions(ctx: Ctx) -> ApiResult<axum::Json<Value>> {
-    ctx.require_reader("get_extension")
-        .map_err(|_| api::deny("get_extension"))?;
-    Ok(axum::Json(
-        json!({"extensions": EXTENSIONS.iter().map(extension_json).collect::<Vec<_>>()}),
-    ))
+    ctx.require_reader("get_extension").map_err(|_| api::deny("get_extension"))?;
+    Ok(axum::Json(json!({"extensions": EXTENSIONS.iter().map(extension_json).collect::<Vec<_>>()})))
 }
 
 async fn extension(ctx: Ctx, Path(alias): Path<String>) -> ApiResult<axum::Json<Value>> {
-    ctx.require_reader("get_extension")
-        .map_err(|_| api::deny("get_extension"))?;
+    ctx.require_reader("get_extension").map_err(|_| api::deny("get_extension"))?;
     EXTENSIONS
         .iter()
         .find(|e| e.0 == alias)

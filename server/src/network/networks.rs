@@ -109,67 +109,36 @@ pub(crate) fn visible(ctx: &Ctx, n: &Network) -> bool {
 /// A network the caller may see, or NetworkNotFound.
 pub(crate) async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Network> {
     let n = state.store.get_network(id).await?;
-    if visible(ctx, &n) {
-        Ok(n)
-    } else {
-        Err(network_not_found(id).into())
-    }
+    if visible(ctx, &n) { Ok(n) } else { Err(network_not_found(id).into()) }
 }
 
 pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    ctx.require_reader("get_network")
-        .map_err(|_| deny("get_network"))?;
-    let scope = if ctx.is_admin() {
-        None
-    } else {
-        Some(ctx.project_id()?)
-    };
+    ctx.require_reader("get_network").map_err(|_| deny("get_network"))?;
+    let scope = if ctx.is_admin() { None } else { Some(ctx.project_id()?) };
     let nets = state.store.list_networks(scope).await?;
-    api::list(
-        &state,
-        &SCHEMA,
-        &q,
-        nets.iter().map(network_json).collect(),
-        &[],
-    )
+    api::list(&state, &SCHEMA, &q, nets.iter().map(network_json).collect(), &[])
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    q: Query,
-) -> JsonResult {
-    ctx.require_reader("get_network")
-        .map_err(|_| deny("get_network"))?;
+pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
+    ctx.require_reader("get_network").map_err(|_| deny("get_network"))?;
     let n = load_visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(
-        json!({"network": api::select_fields(network_json(&n), &q)}),
-    ))
+    Ok(axum::Json(json!({"network": api::select_fields(network_json(&n), &q)})))
 }
 
 fn mtu(m: &Obj) -> ApiResult<Option<i64>> {
     match api::integer(m, "mtu")? {
-        Some(v) if v < MIN_MTU => Err(api::invalid(
-            "mtu",
-            format!("'{v}' is too small - must be at least '{MIN_MTU}'"),
-        )),
-        Some(v) if v > MAX_MTU => Err(NetError::invalid_input(format!(
-            "Requested MTU is too big, maximum is {MAX_MTU}"
-        ))
-        .into()),
+        Some(v) if v < MIN_MTU => {
+            Err(api::invalid("mtu", format!("'{v}' is too small - must be at least '{MIN_MTU}'")))
+        }
+        Some(v) if v > MAX_MTU => {
+            Err(NetError::invalid_input(format!("Requested MTU is too big, maximum is {MAX_MTU}")).into())
+        }
         other => Ok(other),
     }
 }
 
 /// Admin-only attributes: setting them to anything but the default needs the admin role.
-fn admin_flag(
-    ctx: &Ctx,
-    m: &Obj,
-    key: &str,
-    action: &str,
-    on_update: bool,
-) -> ApiResult<Option<bool>> {
+fn admin_flag(ctx: &Ctx, m: &Obj, key: &str, action: &str, on_update: bool) -> ApiResult<Option<bool>> {
     let v = api::boolean(m, key)?;
     if (v == Some(true) || (on_update && v.is_some())) && !ctx.is_admin() {
         return Err(deny(&format!("{action}:{key}")));
@@ -216,9 +185,7 @@ fn build(ctx: &Ctx, m: &Obj) -> ApiResult<Network> {
         n.availability_zone_hints = serde_json::to_string(&hints).unwrap_or_else(|_| "[]".into());
     }
     if n.is_default != 0 && n.external == 0 {
-        return Err(
-            NetError::invalid_input("is_default may only be set on external networks").into(),
-        );
+        return Err(NetError::invalid_input("is_default may only be set on external networks").into());
     }
     Ok(n)
 }
@@ -228,22 +195,11 @@ pub async fn create(
     ctx: Ctx,
     Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    ctx.require_member("create_network")
-        .map_err(|_| deny("create_network"))?;
+    ctx.require_member("create_network").map_err(|_| deny("create_network"))?;
     let (items, bulk) = api::create_items(&body, &SCHEMA)?;
-    let nets = items
-        .iter()
-        .map(|m| build(&ctx, m))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let nets = items.iter().map(|m| build(&ctx, m)).collect::<ApiResult<Vec<_>>>()?;
     let created = state.store.create_networks(nets).await?;
-    api::created(
-        &SCHEMA,
-        created
-            .iter()
-            .map(|n| Value::Object(network_json(n)))
-            .collect(),
-        bulk,
-    )
+    api::created(&SCHEMA, created.iter().map(|n| Value::Object(network_json(n))).collect(), bulk)
 }
 
 pub async fn update(
@@ -268,19 +224,13 @@ pub async fn update(
     };
     let external = u.external.unwrap_or(n.external != 0);
     if u.is_default.unwrap_or(n.is_default != 0) && !external {
-        return Err(
-            NetError::invalid_input("is_default may only be set on external networks").into(),
-        );
+        return Err(NetError::invalid_input("is_default may only be set on external networks").into());
     }
     let updated = state.store.update_network(&id, &u).await?;
     Ok(axum::Json(json!({"network": network_json(&updated)})))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let n = load_visible(&state, &ctx, &id).await?;
     api::check_write(&ctx, &[&n.project_id], "delete_network")?;
     state.store.delete_network(&id).await?;

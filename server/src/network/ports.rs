@@ -13,9 +13,7 @@ use crate::auth::Ctx;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use crate::store::network::{
-    IpRequest, NetError, Network, NewPort, Port, PortFilter, PortUpdate, port_not_found,
-};
+use crate::store::network::{IpRequest, NetError, Network, NewPort, Port, PortFilter, PortUpdate, port_not_found};
 
 pub const MAX_ADDRESS_PAIRS: usize = 10;
 const VNIC_TYPES: [&str; 9] = [
@@ -101,11 +99,8 @@ pub(crate) const SCHEMA: Schema = Schema {
 
 /// A port as the caller sees it: binding details other than the VNIC type are admin-only.
 pub(crate) fn port_json(p: &Port, admin: bool) -> Obj {
-    let fixed: Vec<Value> = p
-        .fixed_ips
-        .iter()
-        .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
-        .collect();
+    let fixed: Vec<Value> =
+        p.fixed_ips.iter().map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address})).collect();
     let v = json!({
         "id": p.id,
         "name": p.name,
@@ -143,18 +138,10 @@ pub(crate) fn port_json(p: &Port, admin: bool) -> Obj {
 }
 
 /// A port the caller may see (own, or on an own network), with its network.
-pub(crate) async fn load_visible(
-    state: &AppState,
-    ctx: &Ctx,
-    id: &str,
-) -> ApiResult<(Port, Network)> {
+pub(crate) async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<(Port, Network)> {
     let p = state.store.get_port(id).await?;
     let net = state.store.get_network(&p.network_id).await?;
-    if ctx.owns(&p.project_id) || ctx.owns(&net.project_id) {
-        Ok((p, net))
-    } else {
-        Err(port_not_found(id).into())
-    }
+    if ctx.owns(&p.project_id) || ctx.owns(&net.project_id) { Ok((p, net)) } else { Err(port_not_found(id).into()) }
 }
 
 /// `fixed_ips=ip_address=…` / `subnet_id=…` / `ip_address_substr=…` filters: every
@@ -164,13 +151,8 @@ fn fixed_ip_filter(q: &Query) -> ApiResult<Vec<(String, String)>> {
         .into_iter()
         .filter(|v| !v.is_empty())
         .map(|v| match v.split_once('=') {
-            Some((k @ ("ip_address" | "subnet_id" | "ip_address_substr"), val)) => {
-                Ok((k.to_string(), val.to_string()))
-            }
-            _ => Err(invalid(
-                "fixed_ips",
-                format!("'{v}' is not a valid fixed_ips filter"),
-            )),
+            Some((k @ ("ip_address" | "subnet_id" | "ip_address_substr"), val)) => Ok((k.to_string(), val.to_string())),
+            _ => Err(invalid("fixed_ips", format!("'{v}' is not a valid fixed_ips filter"))),
         })
         .collect()
 }
@@ -179,21 +161,9 @@ fn fixed_ip_matches(p: &Port, wanted: &[(String, String)]) -> bool {
     if wanted.is_empty() {
         return true;
     }
-    let ips: Vec<&str> = wanted
-        .iter()
-        .filter(|w| w.0 == "ip_address")
-        .map(|w| w.1.as_str())
-        .collect();
-    let subnets: Vec<&str> = wanted
-        .iter()
-        .filter(|w| w.0 == "subnet_id")
-        .map(|w| w.1.as_str())
-        .collect();
-    let substrs: Vec<&str> = wanted
-        .iter()
-        .filter(|w| w.0 == "ip_address_substr")
-        .map(|w| w.1.as_str())
-        .collect();
+    let ips: Vec<&str> = wanted.iter().filter(|w| w.0 == "ip_address").map(|w| w.1.as_str()).collect();
+    let subnets: Vec<&str> = wanted.iter().filter(|w| w.0 == "subnet_id").map(|w| w.1.as_str()).collect();
+    let substrs: Vec<&str> = wanted.iter().filter(|w| w.0 == "ip_address_substr").map(|w| w.1.as_str()).collect();
     p.fixed_ips.iter().any(|f| {
         (ips.is_empty() || ips.contains(&f.ip_address.as_str()))
             && (subnets.is_empty() || subnets.contains(&f.subnet_id.as_str()))
@@ -202,48 +172,27 @@ fn fixed_ip_matches(p: &Port, wanted: &[(String, String)]) -> bool {
 }
 
 pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    ctx.require_reader("get_port")
-        .map_err(|_| deny("get_port"))?;
+    ctx.require_reader("get_port").map_err(|_| deny("get_port"))?;
     let admin = ctx.is_admin();
     let one = |key: &str| {
         let v = q.all(key);
-        if v.len() == 1 {
-            Some(v[0].to_string())
-        } else {
-            None
-        }
+        if v.len() == 1 { Some(v[0].to_string()) } else { None }
     };
     let filter = PortFilter {
-        visible_to: if admin {
-            None
-        } else {
-            Some(ctx.project_id()?.to_string())
-        },
+        visible_to: if admin { None } else { Some(ctx.project_id()?.to_string()) },
         network_id: one("network_id"),
         device_id: one("device_id"),
     };
     let wanted = fixed_ip_filter(&q)?;
     let ports = state.store.list_ports(&filter).await?;
-    let items = ports
-        .iter()
-        .filter(|p| fixed_ip_matches(p, &wanted))
-        .map(|p| port_json(p, admin))
-        .collect();
+    let items = ports.iter().filter(|p| fixed_ip_matches(p, &wanted)).map(|p| port_json(p, admin)).collect();
     api::list(&state, &SCHEMA, &q, items, &["fixed_ips"])
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    q: Query,
-) -> JsonResult {
-    ctx.require_reader("get_port")
-        .map_err(|_| deny("get_port"))?;
+pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
+    ctx.require_reader("get_port").map_err(|_| deny("get_port"))?;
     let (p, _) = load_visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(
-        json!({"port": api::select_fields(port_json(&p, ctx.is_admin()), &q)}),
-    ))
+    Ok(axum::Json(json!({"port": api::select_fields(port_json(&p, ctx.is_admin()), &q)})))
 }
 
 /// Parses `fixed_ips`; subnets named must exist (SubnetNotFound otherwise).
@@ -252,10 +201,7 @@ async fn fixed_ips(state: &AppState, m: &Obj) -> ApiResult<Option<Vec<IpRequest>
         None => return Ok(None),
         Some(Value::Array(a)) => a,
         Some(v) => {
-            return Err(invalid(
-                "fixed_ips",
-                format!("Invalid data format for fixed IP: '{v}'"),
-            ));
+            return Err(invalid("fixed_ips", format!("Invalid data format for fixed IP: '{v}'")));
         }
     };
     let mut out: Vec<IpRequest> = Vec::new();
@@ -263,30 +209,21 @@ async fn fixed_ips(state: &AppState, m: &Obj) -> ApiResult<Option<Vec<IpRequest>
         let o = f
             .as_object()
             .filter(|o| o.keys().all(|k| k == "subnet_id" || k == "ip_address"))
-            .ok_or_else(|| {
-                invalid(
-                    "fixed_ips",
-                    format!("Invalid data format for fixed IP: '{f}'"),
-                )
-            })?;
+            .ok_or_else(|| invalid("fixed_ips", format!("Invalid data format for fixed IP: '{f}'")))?;
         let subnet_id = match o.get("subnet_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(v) => return Err(invalid("fixed_ips", format!("'{v}' is not a valid UUID"))),
         };
-        let ip_address =
-            match o.get("ip_address") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.parse::<IpAddr>().map_err(|_| {
-                    invalid("fixed_ips", format!("'{s}' is not a valid IP address"))
-                })?),
-                Some(v) => {
-                    return Err(invalid(
-                        "fixed_ips",
-                        format!("'{v}' is not a valid IP address"),
-                    ));
-                }
-            };
+        let ip_address = match o.get("ip_address") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(
+                s.parse::<IpAddr>().map_err(|_| invalid("fixed_ips", format!("'{s}' is not a valid IP address")))?,
+            ),
+            Some(v) => {
+                return Err(invalid("fixed_ips", format!("'{v}' is not a valid IP address")));
+            }
+        };
         if let Some(ip) = ip_address
             && out.iter().any(|r| r.ip_address == Some(ip))
         {
@@ -295,10 +232,7 @@ async fn fixed_ips(state: &AppState, m: &Obj) -> ApiResult<Option<Vec<IpRequest>
         if let Some(sid) = &subnet_id {
             state.store.get_subnet(sid).await?;
         }
-        out.push(IpRequest {
-            subnet_id,
-            ip_address,
-        });
+        out.push(IpRequest { subnet_id, ip_address });
     }
     Ok(Some(out))
 }
@@ -309,10 +243,7 @@ fn address_pairs(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
         Some(Value::Null) => return Ok(Some(Vec::new())),
         Some(Value::Array(a)) => a,
         Some(v) => {
-            return Err(invalid(
-                "allowed_address_pairs",
-                format!("'{v}' is not a list"),
-            ));
+            return Err(invalid("allowed_address_pairs", format!("'{v}' is not a list")));
         }
     };
     if list.len() > MAX_ADDRESS_PAIRS {
@@ -326,12 +257,7 @@ fn address_pairs(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
         let o = pair
             .as_object()
             .filter(|o| o.keys().all(|k| k == "ip_address" || k == "mac_address"))
-            .ok_or_else(|| {
-                invalid(
-                    "allowed_address_pairs",
-                    format!("Unrecognized attribute(s) in '{pair}'"),
-                )
-            })?;
+            .ok_or_else(|| invalid("allowed_address_pairs", format!("Unrecognized attribute(s) in '{pair}'")))?;
         let ip = o
             .get("ip_address")
             .and_then(Value::as_str)
@@ -346,24 +272,14 @@ fn address_pairs(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
             Some(Value::String(s)) => Value::String(
                 ipam::parse_mac(s)
                     .map(|m| ipam::format_mac(&m))
-                    .ok_or_else(|| {
-                        invalid(
-                            "allowed_address_pairs",
-                            format!("'{s}' is not a valid MAC address"),
-                        )
-                    })?,
+                    .ok_or_else(|| invalid("allowed_address_pairs", format!("'{s}' is not a valid MAC address")))?,
             ),
             Some(v) => {
-                return Err(invalid(
-                    "allowed_address_pairs",
-                    format!("'{v}' is not a valid MAC address"),
-                ));
+                return Err(invalid("allowed_address_pairs", format!("'{v}' is not a valid MAC address")));
             }
         };
         let entry = json!({"ip_address": ip, "mac_address": mac});
-        if out.iter().any(|e| {
-            e["ip_address"] == entry["ip_address"] && e["mac_address"] == entry["mac_address"]
-        }) {
+        if out.iter().any(|e| e["ip_address"] == entry["ip_address"] && e["mac_address"] == entry["mac_address"]) {
             return Err(NetError::bad_request("Request contains duplicate address pair").into());
         }
         out.push(entry);
@@ -382,34 +298,18 @@ fn dhcp_opts(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
         .map(|opt| {
             let o = opt
                 .as_object()
-                .filter(|o| {
-                    o.keys()
-                        .all(|k| k == "opt_name" || k == "opt_value" || k == "ip_version")
-                })
+                .filter(|o| o.keys().all(|k| k == "opt_name" || k == "opt_value" || k == "ip_version"))
                 .ok_or_else(|| {
-                    invalid(
-                        "extra_dhcp_opts",
-                        format!("Invalid data format for extra DHCP option: '{opt}'"),
-                    )
+                    invalid("extra_dhcp_opts", format!("Invalid data format for extra DHCP option: '{opt}'"))
                 })?;
-            let name = o
-                .get("opt_name")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    invalid(
-                        "extra_dhcp_opts",
-                        format!("Invalid data format for extra DHCP option: '{opt}'"),
-                    )
-                })?;
+            let name = o.get("opt_name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
+                invalid("extra_dhcp_opts", format!("Invalid data format for extra DHCP option: '{opt}'"))
+            })?;
             let value = match o.get("opt_value") {
                 Some(Value::String(s)) => Value::String(s.clone()),
                 Some(Value::Null) | None => Value::Null,
                 Some(v) => {
-                    return Err(invalid(
-                        "extra_dhcp_opts",
-                        format!("'{v}' is not a valid string"),
-                    ));
+                    return Err(invalid("extra_dhcp_opts", format!("'{v}' is not a valid string")));
                 }
             };
             let version = match o.get("ip_version") {
@@ -417,10 +317,7 @@ fn dhcp_opts(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
                 Some(v) => match api::to_int("ip_version", v)? {
                     n @ (4 | 6) => n,
                     n => {
-                        return Err(invalid(
-                            "extra_dhcp_opts",
-                            format!("'{n}' is not in [4, 6]"),
-                        ));
+                        return Err(invalid("extra_dhcp_opts", format!("'{n}' is not in [4, 6]")));
                     }
                 },
             };
@@ -432,10 +329,9 @@ fn dhcp_opts(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
 
 fn vnic_type(m: &Obj) -> ApiResult<Option<String>> {
     match api::string(m, "binding:vnic_type", 64)? {
-        Some(v) if !VNIC_TYPES.contains(&v.as_str()) => Err(invalid(
-            "binding:vnic_type",
-            format!("'{v}' is not in {VNIC_TYPES:?}"),
-        )),
+        Some(v) if !VNIC_TYPES.contains(&v.as_str()) => {
+            Err(invalid("binding:vnic_type", format!("'{v}' is not in {VNIC_TYPES:?}")))
+        }
         other => Ok(other),
     }
 }
@@ -445,10 +341,7 @@ fn profile(m: &Obj) -> ApiResult<Option<Value>> {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(json!({}))),
         Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
-        Some(v) => Err(invalid(
-            "binding:profile",
-            format!("'{v}' is not a dictionary"),
-        )),
+        Some(v) => Err(invalid("binding:profile", format!("'{v}' is not a dictionary"))),
     }
 }
 
@@ -462,49 +355,21 @@ fn mac(m: &Obj) -> ApiResult<Option<String>> {
 }
 
 /// Neutron's attribute policies: who may set what on a port of `net`.
-fn check_attr_policy(
-    ctx: &Ctx,
-    m: &Obj,
-    net: &Network,
-    action: &str,
-    fixed: Option<&[IpRequest]>,
-) -> ApiResult<()> {
+fn check_attr_policy(ctx: &Ctx, m: &Obj, net: &Network, action: &str, fixed: Option<&[IpRequest]>) -> ApiResult<()> {
     let net_owner = ctx.owns(&net.project_id);
     let admin = ctx.is_admin();
     let needs = |cond: bool, attr: &str| {
-        if cond {
-            Err(deny(&format!("{action}:{attr}")))
-        } else {
-            Ok(())
-        }
+        if cond { Err(deny(&format!("{action}:{attr}"))) } else { Ok(()) }
     };
-    needs(
-        m.contains_key("binding:host_id") && !admin,
-        "binding:host_id",
-    )?;
-    needs(
-        m.contains_key("binding:profile") && !admin,
-        "binding:profile",
-    )?;
+    needs(m.contains_key("binding:host_id") && !admin, "binding:host_id")?;
+    needs(m.contains_key("binding:profile") && !admin, "binding:profile")?;
     needs(m.contains_key("mac_address") && !net_owner, "mac_address")?;
-    needs(
-        m.contains_key("mac_address") && action == "update_port" && !admin,
-        "mac_address",
-    )?;
-    needs(
-        m.contains_key("port_security_enabled") && !net_owner,
-        "port_security_enabled",
-    )?;
-    needs(
-        m.contains_key("allowed_address_pairs") && !net_owner,
-        "allowed_address_pairs",
-    )?;
+    needs(m.contains_key("mac_address") && action == "update_port" && !admin, "mac_address")?;
+    needs(m.contains_key("port_security_enabled") && !net_owner, "port_security_enabled")?;
+    needs(m.contains_key("allowed_address_pairs") && !net_owner, "allowed_address_pairs")?;
     let explicit_ip = fixed.is_some_and(|f| f.iter().any(|r| r.ip_address.is_some()));
     needs(explicit_ip && !net_owner, "fixed_ips:ip_address")?;
-    let network_device = m
-        .get("device_owner")
-        .and_then(Value::as_str)
-        .is_some_and(|o| o.starts_with("network:"));
+    let network_device = m.get("device_owner").and_then(Value::as_str).is_some_and(|o| o.starts_with("network:"));
     needs(network_device && !net_owner, "device_owner")?;
     Ok(())
 }
@@ -529,9 +394,8 @@ fn check_port_security(enabled: bool, pairs: &[Value], groups: &[String]) -> Api
 
 async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<NewPort> {
     api::check_post(m, &SCHEMA)?;
-    let network_id = api::string(m, "network_id", 255)?.ok_or_else(|| {
-        api::bad("Failed to parse request. Required attribute 'network_id' not specified")
-    })?;
+    let network_id = api::string(m, "network_id", 255)?
+        .ok_or_else(|| api::bad("Failed to parse request. Required attribute 'network_id' not specified"))?;
     let net = networks::load_visible(state, ctx, &network_id).await?;
     if !ctx.owns(&net.project_id) && net.shared == 0 {
         // Visible but neither owned nor shared: an external network.
@@ -571,9 +435,7 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<NewPort> {
     p.security_groups = api::str_list(m, "security_groups")?.unwrap_or_default();
     p.allowed_address_pairs = address_pairs(m)?.unwrap_or_default();
     p.extra_dhcp_opts = dhcp_opts(m)?.unwrap_or_default();
-    let enabled = p
-        .port_security_enabled
-        .unwrap_or(net.port_security_enabled != 0);
+    let enabled = p.port_security_enabled.unwrap_or(net.port_security_enabled != 0);
     check_port_security(enabled, &p.allowed_address_pairs, &p.security_groups)?;
     Ok(p)
 }
@@ -583,8 +445,7 @@ pub async fn create(
     ctx: Ctx,
     Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    ctx.require_member("create_port")
-        .map_err(|_| deny("create_port"))?;
+    ctx.require_member("create_port").map_err(|_| deny("create_port"))?;
     let (items, bulk) = api::create_items(&body, &SCHEMA)?;
     let mut ports = Vec::with_capacity(items.len());
     for m in &items {
@@ -592,14 +453,7 @@ pub async fn create(
     }
     let created = state.store.create_ports(ports).await?;
     let admin = ctx.is_admin();
-    api::created(
-        &SCHEMA,
-        created
-            .iter()
-            .map(|p| Value::Object(port_json(p, admin)))
-            .collect(),
-        bulk,
-    )
+    api::created(&SCHEMA, created.iter().map(|p| Value::Object(port_json(p, admin))).collect(), bulk)
 }
 
 pub async fn update(
@@ -630,29 +484,16 @@ pub async fn update(
         allowed_address_pairs: address_pairs(&m)?,
         extra_dhcp_opts: dhcp_opts(&m)?,
     };
-    let enabled = u
-        .port_security_enabled
-        .unwrap_or(p.port_security_enabled != 0);
-    let pairs = u
-        .allowed_address_pairs
-        .clone()
-        .unwrap_or_else(|| p.address_pairs().as_array().cloned().unwrap_or_default());
-    let groups = u
-        .security_groups
-        .clone()
-        .unwrap_or_else(|| p.security_group_list());
+    let enabled = u.port_security_enabled.unwrap_or(p.port_security_enabled != 0);
+    let pairs =
+        u.allowed_address_pairs.clone().unwrap_or_else(|| p.address_pairs().as_array().cloned().unwrap_or_default());
+    let groups = u.security_groups.clone().unwrap_or_else(|| p.security_group_list());
     check_port_security(enabled, &pairs, &groups)?;
     let updated = state.store.update_port(&id, &u).await?;
-    Ok(axum::Json(
-        json!({"port": port_json(&updated, ctx.is_admin())}),
-    ))
+    Ok(axum::Json(json!({"port": port_json(&updated, ctx.is_admin())})))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let (p, net) = load_visible(&state, &ctx, &id).await?;
     api::check_write(&ctx, &[&p.project_id, &net.project_id], "delete_port")?;
     state.store.delete_port(&id).await?;

@@ -118,11 +118,7 @@ pub(crate) fn subnet_json(s: &Subnet) -> Obj {
 
 /// A subnet the caller may see (own, on an own network, or on a shared one), with the owners
 /// allowed to change it (subnet's and network's projects).
-pub(crate) async fn load_visible(
-    state: &AppState,
-    ctx: &Ctx,
-    id: &str,
-) -> ApiResult<(Subnet, String)> {
+pub(crate) async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<(Subnet, String)> {
     let s = state.store.get_subnet(id).await?;
     let net = state.store.get_network(&s.network_id).await?;
     if ctx.owns(&s.project_id) || networks::visible(ctx, &net) {
@@ -133,37 +129,18 @@ pub(crate) async fn load_visible(
 }
 
 pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    ctx.require_reader("get_subnet")
-        .map_err(|_| deny("get_subnet"))?;
-    let scope = if ctx.is_admin() {
-        None
-    } else {
-        Some(ctx.project_id()?)
-    };
+    ctx.require_reader("get_subnet").map_err(|_| deny("get_subnet"))?;
+    let scope = if ctx.is_admin() { None } else { Some(ctx.project_id()?) };
     let net = q.all("network_id");
     let pushed = if net.len() == 1 { Some(net[0]) } else { None };
     let subnets = state.store.list_subnets(scope, pushed).await?;
-    api::list(
-        &state,
-        &SCHEMA,
-        &q,
-        subnets.iter().map(subnet_json).collect(),
-        &[],
-    )
+    api::list(&state, &SCHEMA, &q, subnets.iter().map(subnet_json).collect(), &[])
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    q: Query,
-) -> JsonResult {
-    ctx.require_reader("get_subnet")
-        .map_err(|_| deny("get_subnet"))?;
+pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
+    ctx.require_reader("get_subnet").map_err(|_| deny("get_subnet"))?;
     let (s, _) = load_visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(
-        json!({"subnet": api::select_fields(subnet_json(&s), &q)}),
-    ))
+    Ok(axum::Json(json!({"subnet": api::select_fields(subnet_json(&s), &q)})))
 }
 
 /// `gateway_ip`: absent → None (caller decides), null → Some(None), address → Some(Some).
@@ -176,10 +153,7 @@ fn gateway(m: &Obj, net: &IpNet) -> ApiResult<Option<Option<IpAddr>>> {
             ipam::validate_gateway(net, ip)?;
             Ok(Some(Some(ip)))
         }
-        Some(v) => Err(invalid(
-            "gateway_ip",
-            format!("'{}' is not a valid IP address", api::shown(v)),
-        )),
+        Some(v) => Err(invalid("gateway_ip", format!("'{}' is not a valid IP address", api::shown(v)))),
     }
 }
 
@@ -193,14 +167,9 @@ fn pools(m: &Obj, net: &IpNet) -> ApiResult<Option<Vec<ipam::Range>>> {
             .map(|p| {
                 let start = p.get("start").and_then(Value::as_str);
                 let end = p.get("end").and_then(Value::as_str);
-                let keys_ok = p
-                    .as_object()
-                    .is_some_and(|o| o.keys().all(|k| k == "start" || k == "end"));
+                let keys_ok = p.as_object().is_some_and(|o| o.keys().all(|k| k == "start" || k == "end"));
                 let (Some(start), Some(end), true) = (start, end, keys_ok) else {
-                    return Err(invalid(
-                        "allocation_pools",
-                        format!("Invalid data format for IP pool: '{p}'"),
-                    ));
+                    return Err(invalid("allocation_pools", format!("Invalid data format for IP pool: '{p}'")));
                 };
                 let invalid_pool = || {
                     NetError::fault(
@@ -218,10 +187,7 @@ fn pools(m: &Obj, net: &IpNet) -> ApiResult<Option<Vec<ipam::Range>>> {
             })
             .collect::<ApiResult<Vec<_>>>()
             .map(Some),
-        Some(other) => Err(invalid(
-            "allocation_pools",
-            format!("Invalid data format for IP pool: '{other}'"),
-        )),
+        Some(other) => Err(invalid("allocation_pools", format!("Invalid data format for IP pool: '{other}'"))),
     }
 }
 
@@ -232,17 +198,11 @@ fn nameservers(m: &Obj) -> ApiResult<Option<Vec<String>>> {
     let mut out: Vec<String> = Vec::new();
     for s in &list {
         let ip: IpAddr = s.parse().map_err(|_| {
-            invalid(
-                "dns_nameservers",
-                format!("'{s}' is not a valid nameserver. '{s}' is not a valid IP address"),
-            )
+            invalid("dns_nameservers", format!("'{s}' is not a valid nameserver. '{s}' is not a valid IP address"))
         })?;
         let ip = ip.to_string();
         if out.contains(&ip) {
-            return Err(invalid(
-                "dns_nameservers",
-                format!("Duplicate nameserver '{s}'"),
-            ));
+            return Err(invalid("dns_nameservers", format!("Duplicate nameserver '{s}'")));
         }
         out.push(ip);
     }
@@ -260,26 +220,17 @@ fn host_routes(m: &Obj) -> ApiResult<Option<Value>> {
         None => return Ok(None),
         Some(Value::Array(a)) => a,
         Some(v) => {
-            return Err(invalid(
-                "host_routes",
-                format!("Invalid data format for hostroute: '{v}'"),
-            ));
+            return Err(invalid("host_routes", format!("Invalid data format for hostroute: '{v}'")));
         }
     };
     let mut out: Vec<Value> = Vec::new();
     for r in list {
-        let keys_ok = r.as_object().is_some_and(|o| {
-            o.len() == 2 && o.contains_key("destination") && o.contains_key("nexthop")
-        });
-        let (Some(dest), Some(hop), true) = (
-            r.get("destination").and_then(Value::as_str),
-            r.get("nexthop").and_then(Value::as_str),
-            keys_ok,
-        ) else {
-            return Err(invalid(
-                "host_routes",
-                format!("Invalid data format for hostroute: '{r}'"),
-            ));
+        let keys_ok =
+            r.as_object().is_some_and(|o| o.len() == 2 && o.contains_key("destination") && o.contains_key("nexthop"));
+        let (Some(dest), Some(hop), true) =
+            (r.get("destination").and_then(Value::as_str), r.get("nexthop").and_then(Value::as_str), keys_ok)
+        else {
+            return Err(invalid("host_routes", format!("Invalid data format for hostroute: '{r}'")));
         };
         let dest = ipam::parse_cidr("host_routes", dest)?;
         let hop = ipam::parse_ip("host_routes", hop)?;
@@ -302,10 +253,7 @@ fn ipv6_mode(m: &Obj, key: &str) -> ApiResult<Option<String>> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if IPV6_MODES.contains(&s.as_str()) => Ok(Some(s.clone())),
-        Some(v) => Err(invalid(
-            key,
-            format!("'{}' is not in {IPV6_MODES:?}", api::shown(v)),
-        )),
+        Some(v) => Err(invalid(key, format!("'{}' is not in {IPV6_MODES:?}", api::shown(v)))),
     }
 }
 
@@ -319,35 +267,26 @@ fn unsupported(m: &Obj) -> ApiResult<()> {
         .into());
     }
     if let Some(v) = m.get("segment_id").filter(|v| !v.is_null()) {
-        return Err(NetError::not_found(
-            "SegmentNotFound",
-            format!("Segment {} could not be found.", api::shown(v)),
-        )
-        .into());
+        return Err(
+            NetError::not_found("SegmentNotFound", format!("Segment {} could not be found.", api::shown(v))).into()
+        );
     }
     if api::boolean(m, "use_default_subnetpool")? == Some(true) {
         return Err(NetError::bad_request("No default subnet pool is configured.").into());
     }
     if m.get("prefixlen").is_some_and(|v| !v.is_null()) {
-        return Err(NetError::bad_request(
-            "Bad subnets request: prefixlen requires a subnet pool.",
-        )
-        .into());
+        return Err(NetError::bad_request("Bad subnets request: prefixlen requires a subnet pool.").into());
     }
     if api::str_list(m, "service_types")?.is_some_and(|l| !l.is_empty()) {
-        return Err(invalid(
-            "service_types",
-            "subnet service types are not supported",
-        ));
+        return Err(invalid("service_types", "subnet service types are not supported"));
     }
     Ok(())
 }
 
 async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
     api::check_post(m, &SCHEMA)?;
-    let network_id = api::string(m, "network_id", 255)?.ok_or_else(|| {
-        api::bad("Failed to parse request. Required attribute 'network_id' not specified")
-    })?;
+    let network_id = api::string(m, "network_id", 255)?
+        .ok_or_else(|| api::bad("Failed to parse request. Required attribute 'network_id' not specified"))?;
     let network = networks::load_visible(state, ctx, &network_id).await?;
     if !ctx.owns(&network.project_id) {
         return Err(deny("create_subnet"));
@@ -355,9 +294,7 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
     let project = api::owner(ctx, m, "create_subnet")?;
     let version = match m.get("ip_version") {
         None => {
-            return Err(api::bad(
-                "Failed to parse request. Required attribute 'ip_version' not specified",
-            ));
+            return Err(api::bad("Failed to parse request. Required attribute 'ip_version' not specified"));
         }
         Some(v) => match api::to_int("ip_version", v)? {
             n @ (4 | 6) => n,
@@ -374,18 +311,12 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
         }
         Some(Value::String(s)) => s.clone(),
         Some(v) => {
-            return Err(invalid(
-                "cidr",
-                format!("'{}' is not a valid IP subnet", api::shown(v)),
-            ));
+            return Err(invalid("cidr", format!("'{}' is not a valid IP subnet", api::shown(v))));
         }
     };
     let net = ipam::parse_cidr("cidr", &cidr_text)?;
     if i64::from(ipam::net_version(&net)) != version {
-        return Err(NetError::invalid_input(format!(
-            "cidr '{net}' does not match the ip_version '{version}'"
-        ))
-        .into());
+        return Err(NetError::invalid_input(format!("cidr '{net}' does not match the ip_version '{version}'")).into());
     }
     if net.prefix_len() == 0 {
         return Err(NetError::invalid_input("0 is not allowed as CIDR prefix length").into());
@@ -394,10 +325,9 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
     let ra_mode = ipv6_mode(m, "ipv6_ra_mode")?;
     let address_mode = ipv6_mode(m, "ipv6_address_mode")?;
     if version == 4 && (ra_mode.is_some() || address_mode.is_some()) {
-        return Err(NetError::invalid_input(
-            "ipv6_ra_mode and ipv6_address_mode cannot be set on an IPv4 subnet",
-        )
-        .into());
+        return Err(
+            NetError::invalid_input("ipv6_ra_mode and ipv6_address_mode cannot be set on an IPv4 subnet").into()
+        );
     }
     if let (Some(ra), Some(am)) = (&ra_mode, &address_mode)
         && ra != am
@@ -413,10 +343,7 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
         )
         .into());
     }
-    let auto = matches!(
-        address_mode.as_deref(),
-        Some("slaac") | Some("dhcpv6-stateless")
-    );
+    let auto = matches!(address_mode.as_deref(), Some("slaac") | Some("dhcpv6-stateless"));
     if auto && net.prefix_len() != 64 {
         return Err(NetError::invalid_input(format!(
             "Invalid CIDR {net} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
@@ -439,10 +366,8 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
     s.description = api::string(m, "description", 255)?.unwrap_or_default();
     s.gateway_ip = gw.map(|g| g.to_string());
     s.allocation_pools =
-        serde_json::to_string(&pools_from_ranges(&ranges, ipam::net_version(&net)))
-            .unwrap_or_else(|_| "[]".into());
-    s.dns_nameservers =
-        serde_json::to_string(&nameservers(m)?.unwrap_or_default()).unwrap_or_else(|_| "[]".into());
+        serde_json::to_string(&pools_from_ranges(&ranges, ipam::net_version(&net))).unwrap_or_else(|_| "[]".into());
+    s.dns_nameservers = serde_json::to_string(&nameservers(m)?.unwrap_or_default()).unwrap_or_else(|_| "[]".into());
     s.host_routes = host_routes(m)?.unwrap_or_else(|| json!([])).to_string();
     s.enable_dhcp = i64::from(enable_dhcp);
     s.ipv6_ra_mode = ra_mode;
@@ -455,22 +380,14 @@ pub async fn create(
     ctx: Ctx,
     Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    ctx.require_member("create_subnet")
-        .map_err(|_| deny("create_subnet"))?;
+    ctx.require_member("create_subnet").map_err(|_| deny("create_subnet"))?;
     let (items, bulk) = api::create_items(&body, &SCHEMA)?;
     let mut subnets = Vec::with_capacity(items.len());
     for m in &items {
         subnets.push(build(&state, &ctx, m).await?);
     }
     let created = state.store.create_subnets(subnets).await?;
-    api::created(
-        &SCHEMA,
-        created
-            .iter()
-            .map(|s| Value::Object(subnet_json(s)))
-            .collect(),
-        bulk,
-    )
+    api::created(&SCHEMA, created.iter().map(|s| Value::Object(subnet_json(s))).collect(), bulk)
 }
 
 pub async fn update(
@@ -484,9 +401,7 @@ pub async fn update(
     let m = api::update_item(&body, &SCHEMA)?;
     api::check_put(&m, &SCHEMA)?;
     unsupported(&m)?;
-    let net = s
-        .net()
-        .ok_or_else(|| api::bad(format!("Invalid cidr {}", s.cidr)))?;
+    let net = s.net().ok_or_else(|| api::bad(format!("Invalid cidr {}", s.cidr)))?;
     let new_gw = gateway(&m, &net)?;
     let new_pools = pools(&m, &net)?;
     if new_gw.is_some() || new_pools.is_some() {
@@ -507,19 +422,13 @@ pub async fn update(
         enable_dhcp: api::boolean(&m, "enable_dhcp")?,
     };
     if u.enable_dhcp == Some(false) && (s.ipv6_ra_mode.is_some() || s.ipv6_address_mode.is_some()) {
-        return Err(
-            NetError::invalid_input("Cannot disable enable_dhcp with ipv6 attributes set").into(),
-        );
+        return Err(NetError::invalid_input("Cannot disable enable_dhcp with ipv6 attributes set").into());
     }
     let updated = state.store.update_subnet(&id, &u).await?;
     Ok(axum::Json(json!({"subnet": subnet_json(&updated)})))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let (s, net_owner) = load_visible(&state, &ctx, &id).await?;
     api::check_write(&ctx, &[&s.project_id, &net_owner], "delete_subnet")?;
     state.store.delete_subnet(&id).await?;

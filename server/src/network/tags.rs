@@ -27,15 +27,8 @@ fn kind(k: u8) -> Tagged {
 }
 
 /// The resource's current tags; for writes, checks the caller may change it.
-async fn load(
-    state: &AppState,
-    ctx: &Ctx,
-    k: Tagged,
-    id: &str,
-    write: bool,
-) -> ApiResult<Vec<String>> {
-    ctx.require_reader("get_tags")
-        .map_err(|_| deny("get_tags"))?;
+async fn load(state: &AppState, ctx: &Ctx, k: Tagged, id: &str, write: bool) -> ApiResult<Vec<String>> {
+    ctx.require_reader("get_tags").map_err(|_| deny("get_tags"))?;
     let (tags, owners) = match k {
         Tagged::Network => {
             let n = networks::load_visible(state, ctx, id).await?;
@@ -59,10 +52,7 @@ async fn load(
 
 fn check_tag(tag: &str) -> ApiResult<()> {
     if tag.is_empty() || tag.chars().count() > MAX_TAG_LEN {
-        return Err(invalid(
-            "tags",
-            format!("'{tag}' is not a valid tag: 1-{MAX_TAG_LEN} characters are required"),
-        ));
+        return Err(invalid("tags", format!("'{tag}' is not a valid tag: 1-{MAX_TAG_LEN} characters are required")));
     }
     Ok(())
 }
@@ -79,17 +69,10 @@ fn tag_not_found(k: Tagged, id: &str, tag: &str) -> NetError {
         Tagged::Subnet => "subnets",
         Tagged::Port => "ports",
     };
-    NetError::not_found(
-        "TagNotFound",
-        format!("Tag {tag} could not be found for {res} {id}."),
-    )
+    NetError::not_found("TagNotFound", format!("Tag {tag} could not be found for {res} {id}."))
 }
 
-pub async fn list<const K: u8>(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> JsonResult {
+pub async fn list<const K: u8>(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     let tags = load(&state, &ctx, kind(K), &id, false).await?;
     Ok(axum::Json(json!({"tags": tags})))
 }
@@ -103,8 +86,7 @@ pub async fn replace<const K: u8>(
 ) -> JsonResult {
     load(&state, &ctx, kind(K), &id, true).await?;
     let m = body.as_object().cloned().unwrap_or_default();
-    let tags = api::str_list(&m, "tags")?
-        .ok_or_else(|| api::bad("Invalid input for tags: a list is required."))?;
+    let tags = api::str_list(&m, "tags")?.ok_or_else(|| api::bad("Invalid input for tags: a list is required."))?;
     for t in &tags {
         check_tag(t)?;
     }
@@ -129,11 +111,7 @@ pub async fn check<const K: u8>(
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tags = load(&state, &ctx, kind(K), &id, false).await?;
-    if tags.contains(&tag) {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(tag_not_found(kind(K), &id, &tag).into())
-    }
+    if tags.contains(&tag) { Ok(StatusCode::NO_CONTENT) } else { Err(tag_not_found(kind(K), &id, &tag).into()) }
 }
 
 pub async fn add<const K: u8>(

@@ -89,8 +89,9 @@ impl Store {
 
     pub async fn list_flavors(&self, f: &FlavorFilter) -> StoreResult<Vec<Flavor>> {
         let sort_col = match f.sort_key.as_str() {
-            "name" | "vcpus" | "ram" | "disk" | "ephemeral" | "swap" | "rxtx_factor"
-            | "is_public" => f.sort_key.as_str(),
+            "name" | "vcpus" | "ram" | "disk" | "ephemeral" | "swap" | "rxtx_factor" | "is_public" => {
+                f.sort_key.as_str()
+            }
             "memory_mb" => "ram",
             "root_gb" => "disk",
             "ephemeral_gb" => "ephemeral",
@@ -98,11 +99,8 @@ impl Store {
             _ => "id",
         };
         let dir = if f.sort_desc { "DESC" } else { "ASC" };
-        let order = if sort_col == "id" {
-            format!("LENGTH(id) {dir}, id {dir}")
-        } else {
-            format!("{sort_col} {dir}, id ASC")
-        };
+        let order =
+            if sort_col == "id" { format!("LENGTH(id) {dir}, id {dir}") } else { format!("{sort_col} {dir}, id ASC") };
         Ok(sqlx::query_as(&format!(
             "SELECT {FLAVOR_COLS} FROM flavors WHERE ($1 IS NULL OR ram >= $1) AND ($2 IS NULL OR disk >= $2) \
              AND ( ($3 IS NOT NULL AND is_public = $3) \
@@ -118,55 +116,33 @@ impl Store {
     }
 
     pub async fn delete_flavor(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM flavors WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || {
-            format!("Flavor {id} could not be found.")
-        })
+        let done = sqlx::query("DELETE FROM flavors WHERE id = $1").bind(id).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("Flavor {id} could not be found."))
     }
 
-    pub async fn update_flavor_description(
-        &self,
-        id: &str,
-        description: Option<&str>,
-    ) -> StoreResult<()> {
+    pub async fn update_flavor_description(&self, id: &str, description: Option<&str>) -> StoreResult<()> {
         let done = sqlx::query("UPDATE flavors SET description = $2 WHERE id = $1")
             .bind(id)
             .bind(description)
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || {
-            format!("Flavor {id} could not be found.")
-        })
+        found(done.rows_affected(), || format!("Flavor {id} could not be found."))
     }
 
     /// Read-modify-write of a flavor's extra specs in one transaction (row-locked on
     /// PostgreSQL; SQLite's single connection serialises it), so concurrent edits never lose
     /// each other's keys. Returns the specs as stored.
-    pub async fn edit_flavor_extra_specs<F>(
-        &self,
-        id: &str,
-        edit: F,
-    ) -> StoreResult<BTreeMap<String, String>>
+    pub async fn edit_flavor_extra_specs<F>(&self, id: &str, edit: F) -> StoreResult<BTreeMap<String, String>>
     where
         F: FnOnce(&mut BTreeMap<String, String>) -> StoreResult<()>,
     {
         let mut tx = self.begin().await?;
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        let raw: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT extra_specs FROM flavors WHERE id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let raw =
-            raw.ok_or_else(|| StoreError::NotFound(format!("Flavor {id} could not be found.")))?;
+        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let raw: Option<String> = sqlx::query_scalar(&format!("SELECT extra_specs FROM flavors WHERE id = $1{lock}"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let raw = raw.ok_or_else(|| StoreError::NotFound(format!("Flavor {id} could not be found.")))?;
         let mut specs: BTreeMap<String, String> = serde_json::from_str(&raw)?;
         edit(&mut specs)?;
         sqlx::query("UPDATE flavors SET extra_specs = $2 WHERE id = $1")
@@ -179,12 +155,10 @@ impl Store {
     }
 
     pub async fn flavor_access(&self, id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT project_id FROM flavor_access WHERE flavor_id = $1 ORDER BY project_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT project_id FROM flavor_access WHERE flavor_id = $1 ORDER BY project_id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn add_flavor_access(&self, id: &str, project_id: &str) -> StoreResult<()> {
@@ -193,59 +167,55 @@ impl Store {
             .bind(project_id)
             .execute(&self.pool)
             .await
-            .map_err(|e| conflict(e, format!("Flavor access already exists for flavor {id} and project {project_id} combination.")))?;
+            .map_err(|e| {
+                conflict(
+                    e,
+                    format!("Flavor access already exists for flavor {id} and project {project_id} combination."),
+                )
+            })?;
         Ok(())
     }
 
     pub async fn remove_flavor_access(&self, id: &str, project_id: &str) -> StoreResult<()> {
-        let done =
-            sqlx::query("DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2")
-                .bind(id)
-                .bind(project_id)
-                .execute(&self.pool)
-                .await?;
-        found(done.rows_affected(), || {
-            format!("Flavor access not found for {id} / {project_id} combination.")
-        })
+        let done = sqlx::query("DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2")
+            .bind(id)
+            .bind(project_id)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || format!("Flavor access not found for {id} / {project_id} combination."))
     }
 
     // ---- key pairs ----
 
     pub async fn create_keypair(&self, k: &Keypair) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO keypairs ({KEYPAIR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(k.id)
-        .bind(&k.user_id)
-        .bind(&k.name)
-        .bind(&k.kind)
-        .bind(&k.public_key)
-        .bind(&k.fingerprint)
-        .bind(&k.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict(e, format!("Key pair '{}' already exists.", k.name)))?;
+        sqlx::query(&format!("INSERT INTO keypairs ({KEYPAIR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .bind(k.id)
+            .bind(&k.user_id)
+            .bind(&k.name)
+            .bind(&k.kind)
+            .bind(&k.public_key)
+            .bind(&k.fingerprint)
+            .bind(&k.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, format!("Key pair '{}' already exists.", k.name)))?;
         Ok(())
     }
 
     pub async fn get_keypair(&self, user_id: &str, name: &str) -> StoreResult<Keypair> {
-        sqlx::query_as(&format!(
-            "SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 AND name = $2"
-        ))
-        .bind(user_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Keypair {name} not found for user {user_id}")))
+        sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 AND name = $2"))
+            .bind(user_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Keypair {name} not found for user {user_id}")))
     }
 
     pub async fn list_keypairs(&self, user_id: &str) -> StoreResult<Vec<Keypair>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 ORDER BY name"
-        ))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 ORDER BY name"))
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn delete_keypair(&self, user_id: &str, name: &str) -> StoreResult<()> {
@@ -254,29 +224,24 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || {
-            format!("Keypair {name} not found for user {user_id}")
-        })
+        found(done.rows_affected(), || format!("Keypair {name} not found for user {user_id}"))
     }
 
     pub async fn count_keypairs(&self, user_id: &str) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM keypairs WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM keypairs WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     // ---- quotas (all services) ----
 
     /// Per-project overrides; resources not listed use the service's defaults.
     pub async fn quota_overrides(&self, project_id: &str) -> StoreResult<BTreeMap<String, i64>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT resource, hard_limit FROM quotas WHERE project_id = $1")
-                .bind(project_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT resource, hard_limit FROM quotas WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().collect())
     }
 

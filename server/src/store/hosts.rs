@@ -173,17 +173,11 @@ impl Store {
         .bind(inv.reserved_disk_gb)
         .execute(&self.pool)
         .await?;
-        found(done.rows_affected(), || {
-            format!("Compute host {host_id} could not be found.")
-        })
+        found(done.rows_affected(), || format!("Compute host {host_id} could not be found."))
     }
 
     pub async fn list_hosts(&self) -> StoreResult<Vec<Host>> {
-        Ok(
-            sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name"))
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name")).fetch_all(&self.pool).await?)
     }
 
     pub async fn get_host(&self, id: &str) -> StoreResult<Host> {
@@ -202,24 +196,15 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("Compute host {name} could not be found.")))
     }
 
-    pub async fn set_host_enabled(
-        &self,
-        id: &str,
-        enabled: bool,
-        reason: Option<&str>,
-    ) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE hosts SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(i64::from(enabled))
-        .bind(reason)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        found(done.rows_affected(), || {
-            format!("Compute host {id} could not be found.")
-        })
+    pub async fn set_host_enabled(&self, id: &str, enabled: bool, reason: Option<&str>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE hosts SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(enabled))
+            .bind(reason)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
 
     pub async fn set_host_forced_down(&self, id: &str, down: bool) -> StoreResult<()> {
@@ -229,19 +214,12 @@ impl Store {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        found(done.rows_affected(), || {
-            format!("Compute host {id} could not be found.")
-        })
+        found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
 
     pub async fn delete_host(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM hosts WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || {
-            format!("Compute host {id} could not be found.")
-        })
+        let done = sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
 
     /// Claims resources on a host if they still fit, in one conditional UPDATE: concurrent
@@ -260,12 +238,7 @@ impl Store {
     // ---- work queue ----
 
     /// Stores a work item for a host; it is offered from then on until acknowledged.
-    pub async fn enqueue_work(
-        &self,
-        instance_id: &str,
-        host_id: &str,
-        action: &str,
-    ) -> StoreResult<String> {
+    pub async fn enqueue_work(&self, instance_id: &str, host_id: &str, action: &str) -> StoreResult<String> {
         let id = new_uuid();
         let ts = now();
         sqlx::query(
@@ -285,21 +258,12 @@ impl Store {
     /// Leases the host's deliverable work: pending items and delivered ones whose lease ran
     /// out (at least once). On PostgreSQL rows are locked with SKIP LOCKED so replicas never
     /// hand the same item out twice at the same moment.
-    pub async fn lease_work(
-        &self,
-        host_id: &str,
-        lease_secs: i64,
-        max: i64,
-    ) -> StoreResult<Vec<Work>> {
+    pub async fn lease_work(&self, host_id: &str, lease_secs: i64, max: i64) -> StoreResult<Vec<Work>> {
         let now_t = chrono::Utc::now();
         let ts = fmt_time(now_t);
         let until = fmt_time(now_t + chrono::Duration::seconds(lease_secs));
         let mut tx = self.begin().await?;
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
+        let lock = if self.backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let rows: Vec<Work> = sqlx::query_as(&format!(
             "SELECT {WORK_COLS} FROM work WHERE host_id = $1 AND (state = 'pending' OR \
              (state = 'delivered' AND leased_until < $2)) ORDER BY created_at LIMIT $3{lock}"
@@ -338,12 +302,7 @@ impl Store {
 
     /// Acknowledges a work item with its final state (`done`/`failed`) and result. Returns
     /// false when it was already finished (a duplicate acknowledgement).
-    pub async fn finish_work(
-        &self,
-        id: &str,
-        state: &str,
-        result: Option<&str>,
-    ) -> StoreResult<bool> {
+    pub async fn finish_work(&self, id: &str, state: &str, result: Option<&str>) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
              WHERE id = $1 AND state IN ('pending', 'delivered')",
@@ -385,12 +344,7 @@ impl Store {
 }
 
 /// The claim as one conditional UPDATE, on a connection or inside a transaction.
-pub(crate) async fn claim_on(
-    conn: &mut sqlx::AnyConnection,
-    host_id: &str,
-    c: Claim,
-    r: Ratios,
-) -> StoreResult<bool> {
+pub(crate) async fn claim_on(conn: &mut sqlx::AnyConnection, host_id: &str, c: Claim, r: Ratios) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \
          disk_gb_used = disk_gb_used + $4 WHERE id = $1 \
@@ -409,11 +363,7 @@ pub(crate) async fn claim_on(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn release_on(
-    conn: &mut sqlx::AnyConnection,
-    host_id: &str,
-    c: Claim,
-) -> StoreResult<()> {
+pub(crate) async fn release_on(conn: &mut sqlx::AnyConnection, host_id: &str, c: Claim) -> StoreResult<()> {
     sqlx::query(
         "UPDATE hosts SET vcpus_used = CASE WHEN vcpus_used > $2 THEN vcpus_used - $2 ELSE 0 END, \
          memory_mb_used = CASE WHEN memory_mb_used > $3 THEN memory_mb_used - $3 ELSE 0 END, \

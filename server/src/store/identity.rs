@@ -67,8 +67,7 @@ pub struct NameFilter {
 }
 
 const PROJECT_COLS: &str = "id, name, domain_id, description, enabled, tags";
-const USER_COLS: &str =
-    "id, name, domain_id, password_hash, enabled, email, description, default_project_id";
+const USER_COLS: &str = "id, name, domain_id, password_hash, enabled, email, description, default_project_id";
 
 impl Store {
     // ---- domains ----
@@ -102,11 +101,9 @@ impl Store {
     }
 
     pub async fn list_domains(&self) -> StoreResult<Vec<Domain>> {
-        Ok(
-            sqlx::query_as("SELECT id, name, description, enabled FROM domains ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT id, name, description, enabled FROM domains ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     // ---- projects ----
@@ -132,24 +129,20 @@ impl Store {
     }
 
     pub async fn get_project(&self, id: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!(
-            "SELECT {PROJECT_COLS} FROM projects WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {id}.")))
+        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {id}.")))
     }
 
     pub async fn get_project_by_name(&self, domain_id: &str, name: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!(
-            "SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"
-        ))
-        .bind(domain_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {name}.")))
+        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"))
+            .bind(domain_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {name}.")))
     }
 
     pub async fn list_projects(&self, f: &NameFilter) -> StoreResult<Vec<Project>> {
@@ -167,30 +160,24 @@ impl Store {
     }
 
     pub async fn update_project(&self, p: &Project) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE projects SET name = $2, description = $3, enabled = $4, tags = $5 WHERE id = $1",
-        )
-        .bind(&p.id)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(p.enabled)
-        .bind(&p.tags)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict(e, format!("Duplicate entry: project {} already exists in this domain.", p.name)))?;
-        found(done.rows_affected(), || {
-            format!("Could not find project: {}.", p.id)
-        })
+        let done =
+            sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4, tags = $5 WHERE id = $1")
+                .bind(&p.id)
+                .bind(&p.name)
+                .bind(&p.description)
+                .bind(p.enabled)
+                .bind(&p.tags)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| {
+                    conflict(e, format!("Duplicate entry: project {} already exists in this domain.", p.name))
+                })?;
+        found(done.rows_affected(), || format!("Could not find project: {}.", p.id))
     }
 
     pub async fn delete_project(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM projects WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || {
-            format!("Could not find project: {id}.")
-        })
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("Could not find project: {id}."))
     }
 
     // ---- users ----
@@ -211,7 +198,15 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(|e| conflict(e, format!("Conflict occurred attempting to store user - Duplicate entry found with name {} at domain ID {}.", u.name, u.domain_id)))?;
+        .map_err(|e| {
+            conflict(
+                e,
+                format!(
+                    "Conflict occurred attempting to store user - Duplicate entry found with name {} at domain ID {}.",
+                    u.name, u.domain_id
+                ),
+            )
+        })?;
         Ok(())
     }
 
@@ -224,14 +219,12 @@ impl Store {
     }
 
     pub async fn get_user_by_name(&self, domain_id: &str, name: &str) -> StoreResult<User> {
-        sqlx::query_as(&format!(
-            "SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"
-        ))
-        .bind(domain_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {name}.")))
+        sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"))
+            .bind(domain_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {name}.")))
     }
 
     pub async fn list_users(&self, f: &NameFilter) -> StoreResult<Vec<User>> {
@@ -260,48 +253,26 @@ impl Store {
         .bind(u.default_project_id.as_deref())
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            conflict(
-                e,
-                format!(
-                    "Duplicate entry: user {} already exists in this domain.",
-                    u.name
-                ),
-            )
-        })?;
-        found(done.rows_affected(), || {
-            format!("Could not find user: {}.", u.id)
-        })
+        .map_err(|e| conflict(e, format!("Duplicate entry: user {} already exists in this domain.", u.name)))?;
+        found(done.rows_affected(), || format!("Could not find user: {}.", u.id))
     }
 
     pub async fn delete_user(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || {
-            format!("Could not find user: {id}.")
-        })
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("Could not find user: {id}."))
     }
 
     // ---- roles ----
 
-    pub async fn create_role(
-        &self,
-        id: &str,
-        name: &str,
-        description: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO roles (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(description)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict(e, format!("Duplicate entry: role {name} already exists.")))?;
+    pub async fn create_role(&self, id: &str, name: &str, description: Option<&str>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO roles (id, name, description, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(name)
+            .bind(description)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, format!("Duplicate entry: role {name} already exists.")))?;
         Ok(())
     }
 
@@ -322,12 +293,10 @@ impl Store {
     }
 
     pub async fn list_roles(&self, name: Option<&str>) -> StoreResult<Vec<Role>> {
-        Ok(sqlx::query_as(
-            "SELECT id, name, description FROM roles WHERE ($1 IS NULL OR name = $1) ORDER BY name",
-        )
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as("SELECT id, name, description FROM roles WHERE ($1 IS NULL OR name = $1) ORDER BY name")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn update_role(&self, r: &Role) -> StoreResult<()> {
@@ -337,25 +306,13 @@ impl Store {
             .bind(r.description.as_deref())
             .execute(&self.pool)
             .await
-            .map_err(|e| {
-                conflict(
-                    e,
-                    format!("Duplicate entry: role {} already exists.", r.name),
-                )
-            })?;
-        found(done.rows_affected(), || {
-            format!("Could not find role: {}.", r.id)
-        })
+            .map_err(|e| conflict(e, format!("Duplicate entry: role {} already exists.", r.name)))?;
+        found(done.rows_affected(), || format!("Could not find role: {}.", r.id))
     }
 
     pub async fn delete_role(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM roles WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || {
-            format!("Could not find role: {id}.")
-        })
+        let done = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("Could not find role: {id}."))
     }
 
     pub async fn add_implied_role(&self, prior: &str, implied: &str) -> StoreResult<()> {
@@ -384,14 +341,12 @@ impl Store {
     }
 
     pub async fn revoke(&self, user_id: &str, project_id: &str, role_id: &str) -> StoreResult<()> {
-        let done = sqlx::query(
-            "DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3",
-        )
-        .bind(user_id)
-        .bind(project_id)
-        .bind(role_id)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query("DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3")
+            .bind(user_id)
+            .bind(project_id)
+            .bind(role_id)
+            .execute(&self.pool)
+            .await?;
         found(done.rows_affected(), || {
             format!(
                 "Could not find role assignment with role: {role_id}, user or group: {user_id}, project, domain, or system: {project_id}."
@@ -442,11 +397,7 @@ impl Store {
             let prior = roles[i].id.clone();
             for (p, id, name, description) in &implications {
                 if *p == prior && !roles.iter().any(|r| r.id == *id) {
-                    roles.push(Role {
-                        id: id.clone(),
-                        name: name.clone(),
-                        description: description.clone(),
-                    });
+                    roles.push(Role { id: id.clone(), name: name.clone(), description: description.clone() });
                 }
             }
             i += 1;
@@ -495,19 +446,13 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(())
     }
 
     /// Revokes every token of a user (password change, disable, delete).
     pub async fn revoke_user_tokens(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -531,11 +476,7 @@ impl Store {
     }
 
     pub async fn list_regions(&self) -> StoreResult<Vec<(String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT id, description FROM regions ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT id, description FROM regions ORDER BY id").fetch_all(&self.pool).await?)
     }
 }
 
@@ -549,9 +490,5 @@ pub(crate) fn conflict(err: sqlx::Error, message: String) -> StoreError {
 
 /// NotFound when an UPDATE/DELETE touched no row.
 pub(crate) fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what()))
-    } else {
-        Ok(())
-    }
+    if rows == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
 }

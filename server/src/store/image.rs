@@ -200,9 +200,7 @@ impl Sql {
         self.text.push_str(&format!("${n}"));
         self
     }
-    fn query_as<'q, T>(
-        &'q self,
-    ) -> sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>
+    fn query_as<'q, T>(&'q self) -> sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
     {
@@ -253,36 +251,31 @@ impl Store {
         .await
         .map_err(|e| conflict(e, format!("Image ID {} already exists!", img.id)))?;
         for tag in &img.tags {
-            sqlx::query(
-                "INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(&img.id)
-            .bind(tag)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&img.id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn get_image(&self, id: &str) -> StoreResult<Image> {
-        let mut img: Image =
-            sqlx::query_as(&format!("SELECT {IMAGE_COLS} FROM images WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| not_found(id))?;
+        let mut img: Image = sqlx::query_as(&format!("SELECT {IMAGE_COLS} FROM images WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         img.tags = self.image_tags(id).await?;
         Ok(img)
     }
 
     pub async fn image_tags(&self, id: &str) -> StoreResult<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Saves the user-editable attributes, properties and tags (never status or data fields,
@@ -310,36 +303,22 @@ impl Store {
         .bind(img.container_format.as_deref())
         .execute(&mut *tx)
         .await?;
-        found(done.rows_affected(), || {
-            format!("No image found with ID {}", img.id)
-        })?;
-        sqlx::query("DELETE FROM image_tags WHERE image_id = $1")
-            .bind(&img.id)
-            .execute(&mut *tx)
-            .await?;
+        found(done.rows_affected(), || format!("No image found with ID {}", img.id))?;
+        sqlx::query("DELETE FROM image_tags WHERE image_id = $1").bind(&img.id).execute(&mut *tx).await?;
         for tag in &img.tags {
-            sqlx::query(
-                "INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(&img.id)
-            .bind(tag)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&img.id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_image(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM images WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            Err(not_found(id))
-        } else {
-            Ok(())
-        }
+        let done = sqlx::query("DELETE FROM images WHERE id = $1").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(not_found(id)) } else { Ok(()) }
     }
 
     /// Moves the image from status `from` to `to` if (and only if) it is in `from`; going back
@@ -351,13 +330,7 @@ impl Store {
         } else {
             "UPDATE images SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2"
         };
-        let done = sqlx::query(sql)
-            .bind(id)
-            .bind(from)
-            .bind(to)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(sql).bind(id).bind(from).bind(to).bind(now()).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -391,13 +364,11 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(not_found(id));
         }
-        sqlx::query(
-            "INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(tag)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -410,31 +381,16 @@ impl Store {
             .bind(tag)
             .execute(&mut *tx)
             .await?;
-        found(done.rows_affected(), || {
-            format!("Tag {tag} not found on image {id}.")
-        })?;
-        sqlx::query("UPDATE images SET updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        found(done.rows_affected(), || format!("Tag {tag} not found on image {id}."))?;
+        sqlx::query("UPDATE images SET updated_at = $2 WHERE id = $1").bind(id).bind(now()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Whether a caller in `project_id` (admin or not) may see the image at all: Glance's
     /// `is_image_visible`, where any membership (whatever its status) grants visibility.
-    pub async fn image_visible_to(
-        &self,
-        img: &Image,
-        project_id: Option<&str>,
-        is_admin: bool,
-    ) -> StoreResult<bool> {
-        if is_admin
-            || img.owner.is_none()
-            || img.visibility == "public"
-            || img.visibility == "community"
-        {
+    pub async fn image_visible_to(&self, img: &Image, project_id: Option<&str>, is_admin: bool) -> StoreResult<bool> {
+        if is_admin || img.owner.is_none() || img.visibility == "public" || img.visibility == "community" {
             return Ok(true);
         }
         let Some(pid) = project_id else {
@@ -462,9 +418,7 @@ impl Store {
             }
             None => match project {
                 Some(p) => {
-                    sql.push(" AND (i.visibility <> 'community' OR i.owner = ")
-                        .text(p)
-                        .push(")");
+                    sql.push(" AND (i.visibility <> 'community' OR i.owner = ").text(p).push(")");
                 }
                 None => {
                     sql.push(" AND i.visibility <> 'community'");
@@ -510,19 +464,15 @@ impl Store {
             }
         }
         for tag in &q.tags {
-            sql.push(
-                " AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.tag = ",
-            )
-            .text(tag.clone())
-            .push(")");
+            sql.push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.tag = ")
+                .text(tag.clone())
+                .push(")");
         }
         let mut images: Vec<Image> = sql.query_as().fetch_all(&self.pool).await?;
         if !q.properties.is_empty() {
             images.retain(|img| {
                 let props = img.properties_map();
-                q.properties
-                    .iter()
-                    .all(|(k, v)| props.get(k).and_then(Value::as_str) == Some(v.as_str()))
+                q.properties.iter().all(|(k, v)| props.get(k).and_then(Value::as_str) == Some(v.as_str()))
             });
         }
         let sort = full_sort(&q.sort);
@@ -565,11 +515,7 @@ impl Store {
             sql.push(") ORDER BY image_id, tag");
             let rows: Vec<(String, String)> = sql.query_as().fetch_all(&self.pool).await?;
             for img in chunk.iter_mut() {
-                img.tags = rows
-                    .iter()
-                    .filter(|(i, _)| *i == img.id)
-                    .map(|(_, t)| t.clone())
-                    .collect();
+                img.tags = rows.iter().filter(|(i, _)| *i == img.id).map(|(_, t)| t.clone()).collect();
             }
         }
         Ok(())
@@ -579,20 +525,13 @@ impl Store {
 
     pub async fn add_image_member(&self, image_id: &str, member: &str) -> StoreResult<Member> {
         let ts = now();
-        sqlx::query(&format!(
-            "INSERT INTO image_members ({MEMBER_COLS}) VALUES ($1, $2, 'pending', $3, $3)"
-        ))
-        .bind(image_id)
-        .bind(member)
-        .bind(&ts)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            conflict(
-                e,
-                format!("Member {member} is duplicated for image {image_id}"),
-            )
-        })?;
+        sqlx::query(&format!("INSERT INTO image_members ({MEMBER_COLS}) VALUES ($1, $2, 'pending', $3, $3)"))
+            .bind(image_id)
+            .bind(member)
+            .bind(&ts)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, format!("Member {member} is duplicated for image {image_id}")))?;
         Ok(Member {
             image_id: image_id.into(),
             member: member.into(),
@@ -603,13 +542,11 @@ impl Store {
     }
 
     pub async fn image_member(&self, image_id: &str, member: &str) -> StoreResult<Option<Member>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 AND member = $2"
-        ))
-        .bind(image_id)
-        .bind(member)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 AND member = $2"))
+            .bind(image_id)
+            .bind(member)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     pub async fn list_image_members(&self, image_id: &str) -> StoreResult<Vec<Member>> {
@@ -622,27 +559,21 @@ impl Store {
     }
 
     pub async fn count_image_members(&self, image_id: &str) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM image_members WHERE image_id = $1")
-                .bind(image_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM image_members WHERE image_id = $1")
+            .bind(image_id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
-    pub async fn set_image_member_status(
-        &self,
-        image_id: &str,
-        member: &str,
-        status: &str,
-    ) -> StoreResult<Member> {
-        let done = sqlx::query("UPDATE image_members SET status = $3, updated_at = $4 WHERE image_id = $1 AND member = $2")
-            .bind(image_id)
-            .bind(member)
-            .bind(status)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_image_member_status(&self, image_id: &str, member: &str, status: &str) -> StoreResult<Member> {
+        let done =
+            sqlx::query("UPDATE image_members SET status = $3, updated_at = $4 WHERE image_id = $1 AND member = $2")
+                .bind(image_id)
+                .bind(member)
+                .bind(status)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
         found(done.rows_affected(), || member_not_found(image_id, member))?;
         self.image_member(image_id, member)
             .await?
@@ -666,11 +597,7 @@ pub fn member_not_found(image_id: &str, member: &str) -> String {
 /// The requested sort plus Glance's tie-breakers (`created_at`, then `id`), which take the
 /// direction of the last requested key (default descending).
 fn full_sort(requested: &[(SortKey, bool)]) -> Vec<(SortKey, bool)> {
-    let mut sort = if requested.is_empty() {
-        vec![(SortKey::CreatedAt, true)]
-    } else {
-        requested.to_vec()
-    };
+    let mut sort = if requested.is_empty() { vec![(SortKey::CreatedAt, true)] } else { requested.to_vec() };
     let default_desc = sort.last().map(|(_, d)| *d).unwrap_or(true);
     for key in [SortKey::CreatedAt, SortKey::Id] {
         if !sort.iter().any(|(k, _)| *k == key) {

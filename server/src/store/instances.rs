@@ -163,28 +163,18 @@ impl Store {
         .bind(i.deleted)
         .execute(&mut *tx)
         .await?;
-        record_transition(
-            &mut tx,
-            &i.id,
-            &i.vm_state,
-            i.task_state.as_deref(),
-            i.power_state,
-            &i.created_at,
-        )
-        .await?;
+        record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// An instance, deleted ones included (callers decide what a deleted one means).
     pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
-        sqlx::query_as(&format!(
-            "SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Instance {id} could not be found.")))
+        sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Instance {id} could not be found.")))
     }
 
     /// Newest first (Nova's default sort: created_at desc, then id).
@@ -213,23 +203,15 @@ impl Store {
 
     /// Changes the state if the task state is as expected; records the transition. Returns
     /// the updated instance, or `None` when the expectation did not hold (someone else won).
-    pub async fn transition(
-        &self,
-        id: &str,
-        expect: Expect<'_>,
-        to: NewState<'_>,
-    ) -> StoreResult<Option<Instance>> {
+    pub async fn transition(&self, id: &str, expect: Expect<'_>, to: NewState<'_>) -> StoreResult<Option<Instance>> {
         let mut tx = self.begin().await?;
-        let current: Option<Instance> = sqlx::query_as(&format!(
-            "SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let current: Option<Instance> =
+            sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(cur) = current else {
-            return Err(StoreError::NotFound(format!(
-                "Instance {id} could not be found."
-            )));
+            return Err(StoreError::NotFound(format!("Instance {id} could not be found.")));
         };
         let holds = match expect {
             Expect::Any => true,
@@ -290,9 +272,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
-        found(done.rows_affected(), || {
-            format!("Instance {id} could not be found.")
-        })
+        found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
     pub async fn set_owned_ports(&self, id: &str, owned_ports: &str) -> StoreResult<()> {
@@ -315,11 +295,13 @@ impl Store {
     }
 
     pub async fn set_instance_launched(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1")
-            .bind(id)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -352,9 +334,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
-        found(done.rows_affected(), || {
-            format!("Instance {id} could not be found.")
-        })
+        found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
     /// Claims the host's resources for a building instance and records the placement in one
@@ -457,12 +437,11 @@ impl Store {
 
     /// Live instances of a project: (count, vCPUs, MB RAM) from their flavor snapshots.
     pub async fn project_usage(&self, project_id: &str) -> StoreResult<(i64, i64, i64)> {
-        let flavors: Vec<String> = sqlx::query_scalar(
-            "SELECT flavor FROM instances WHERE project_id = $1 AND deleted = 0",
-        )
-        .bind(project_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let flavors: Vec<String> =
+            sqlx::query_scalar("SELECT flavor FROM instances WHERE project_id = $1 AND deleted = 0")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?;
         let mut usage = (0, 0, 0);
         for f in flavors {
             let v: serde_json::Value = serde_json::from_str(&f)?;
@@ -496,11 +475,7 @@ impl Store {
     }
 
     /// The newest action of that name on an instance (where progress events attach).
-    pub async fn latest_action(
-        &self,
-        instance_id: &str,
-        action: &str,
-    ) -> StoreResult<Option<InstanceAction>> {
+    pub async fn latest_action(&self, instance_id: &str, action: &str) -> StoreResult<Option<InstanceAction>> {
         Ok(sqlx::query_as(
             "SELECT id, instance_id, request_id, action, project_id, user_id, message, start_time, finish_time, updated_at \
              FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1",
@@ -521,11 +496,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn get_action(
-        &self,
-        instance_id: &str,
-        request_id: &str,
-    ) -> StoreResult<InstanceAction> {
+    pub async fn get_action(&self, instance_id: &str, request_id: &str) -> StoreResult<InstanceAction> {
         sqlx::query_as(
             "SELECT id, instance_id, request_id, action, project_id, user_id, message, start_time, finish_time, updated_at \
              FROM instance_actions WHERE instance_id = $1 AND request_id = $2",
@@ -553,12 +524,7 @@ impl Store {
     }
 
     /// Starts an event under an action (e.g. `compute__do_build_and_run_instance`).
-    pub async fn start_event(
-        &self,
-        action_id: &str,
-        event: &str,
-        host: Option<&str>,
-    ) -> StoreResult<String> {
+    pub async fn start_event(&self, action_id: &str, event: &str, host: Option<&str>) -> StoreResult<String> {
         let id = new_uuid();
         sqlx::query(
             "INSERT INTO instance_action_events (id, action_id, event, host, start_time) VALUES ($1, $2, $3, $4, $5)",
@@ -574,12 +540,7 @@ impl Store {
     }
 
     /// Finishes every open event of the action with `result` (`Success` / `Error`).
-    pub async fn finish_events(
-        &self,
-        action_id: &str,
-        result: &str,
-        traceback: Option<&str>,
-    ) -> StoreResult<()> {
+    pub async fn finish_events(&self, action_id: &str, result: &str, traceback: Option<&str>) -> StoreResult<()> {
         sqlx::query(
             "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
              WHERE action_id = $1 AND finish_time IS NULL",
@@ -612,12 +573,11 @@ async fn record_transition(
     power: i64,
     at: &str,
 ) -> StoreResult<()> {
-    let seq: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(seq), 0) + 1 FROM instance_transitions WHERE instance_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await?;
+    let seq: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM instance_transitions WHERE instance_id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
     sqlx::query(
         "INSERT INTO instance_transitions (seq, instance_id, vm_state, task_state, power_state, at) \
          VALUES ($1, $2, $3, $4, $5, $6)",

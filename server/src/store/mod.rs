@@ -78,9 +78,7 @@ impl Store {
         };
         let mut url = url.to_string();
         if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
+            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default().to_string();
             if let Some(parent) = Path::new(&path).parent()
                 && !parent.as_os_str().is_empty()
@@ -95,17 +93,21 @@ impl Store {
         let pool = match backend {
             // SQLite has one writer; a single connection serialises writes without BUSY errors
             // and is far from being the bottleneck at this scale.
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
                             .await?;
-                        Ok(())
+                            Ok(())
+                        })
                     })
-                })
-                .connect_with(opts)
-                .await?,
+                    .connect_with(opts)
+                    .await?
+            }
             Backend::Postgres => AnyPoolOptions::new().max_connections(16).connect_with(opts).await?,
         };
         MIGRATOR.run(&pool).await?;
@@ -122,12 +124,7 @@ impl Store {
 
     /// A named setting (secrets such as the agent join token, bootstrap markers).
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
@@ -164,9 +161,7 @@ pub fn fmt_time(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// A fresh UUID in OpenStack's dashed form.

@@ -43,11 +43,7 @@ pub const QUOTA_DEFAULTS: [(&str, i64); 9] = [
 
 /// Port owners Neutron deletes along with their network (`AUTO_DELETE_PORT_OWNERS`); any other
 /// port keeps its network (and its subnets) in use.
-pub const AUTO_DELETE_OWNERS: [&str; 3] = [
-    "network:dhcp",
-    "network:distributed",
-    "network:floatingip_agent_gateway",
-];
+pub const AUTO_DELETE_OWNERS: [&str; 3] = ["network:dhcp", "network:distributed", "network:floatingip_agent_gateway"];
 
 /// The VIF type a port gets once a host binds it.
 pub const BOUND_VIF_TYPE: &str = "ovs";
@@ -62,11 +58,7 @@ const SCAN_BATCH: i64 = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("{message}")]
-    Fault {
-        status: u16,
-        kind: &'static str,
-        message: String,
-    },
+    Fault { status: u16, kind: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -75,22 +67,14 @@ pub type NetResult<T> = Result<T, NetError>;
 
 impl NetError {
     pub fn fault(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        NetError::Fault {
-            status,
-            kind,
-            message: message.into(),
-        }
+        NetError::Fault { status, kind, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::fault(400, "HTTPBadRequest", message)
     }
     /// Neutron's `InvalidInput`: "Invalid input for operation: …."
     pub fn invalid_input(detail: impl std::fmt::Display) -> Self {
-        Self::fault(
-            400,
-            "InvalidInput",
-            format!("Invalid input for operation: {detail}."),
-        )
+        Self::fault(400, "InvalidInput", format!("Invalid input for operation: {detail}."))
     }
     pub fn not_found(kind: &'static str, message: impl Into<String>) -> Self {
         Self::fault(404, kind, message)
@@ -120,10 +104,7 @@ impl From<serde_json::Error> for NetError {
 }
 
 pub fn network_not_found(id: &str) -> NetError {
-    NetError::not_found(
-        "NetworkNotFound",
-        format!("Network {id} could not be found."),
-    )
+    NetError::not_found("NetworkNotFound", format!("Network {id} could not be found."))
 }
 
 pub fn subnet_not_found(id: &str) -> NetError {
@@ -289,11 +270,7 @@ impl Subnet {
     }
     /// SLAAC or DHCPv6-stateless: addresses come from the MAC (EUI-64), not from the pools.
     pub fn is_auto_address(&self) -> bool {
-        self.ip_version == 6
-            && matches!(
-                self.ipv6_address_mode.as_deref(),
-                Some("slaac") | Some("dhcpv6-stateless")
-            )
+        self.ip_version == 6 && matches!(self.ipv6_address_mode.as_deref(), Some("slaac") | Some("dhcpv6-stateless"))
     }
 }
 
@@ -518,11 +495,7 @@ const PORT_COLS: &str = "id, network_id, project_id, name, description, mac_addr
 
 /// SQL list of the auto-delete owners (constants, so inlined safely).
 fn auto_owners_sql() -> String {
-    AUTO_DELETE_OWNERS
-        .iter()
-        .map(|o| format!("'{o}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    AUTO_DELETE_OWNERS.iter().map(|o| format!("'{o}'")).collect::<Vec<_>>().join(", ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,37 +503,23 @@ fn auto_owners_sql() -> String {
 
 /// The effective limit of a network resource for a project, read on `conn`.
 async fn quota_limit(conn: &mut AnyConnection, project_id: &str, resource: &str) -> NetResult<i64> {
-    let over: Option<i64> =
-        sqlx::query_scalar("SELECT hard_limit FROM quotas WHERE project_id = $1 AND resource = $2")
-            .bind(project_id)
-            .bind(format!("{QUOTA_PREFIX}{resource}"))
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(over.unwrap_or_else(|| {
-        QUOTA_DEFAULTS
-            .iter()
-            .find(|q| q.0 == resource)
-            .map_or(-1, |q| q.1)
-    }))
+    let over: Option<i64> = sqlx::query_scalar("SELECT hard_limit FROM quotas WHERE project_id = $1 AND resource = $2")
+        .bind(project_id)
+        .bind(format!("{QUOTA_PREFIX}{resource}"))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(over.unwrap_or_else(|| QUOTA_DEFAULTS.iter().find(|q| q.0 == resource).map_or(-1, |q| q.1)))
 }
 
 /// Refuses to go over `project_id`'s quota of `resource` when adding `adding` rows to `table`.
-async fn check_quota(
-    conn: &mut AnyConnection,
-    project_id: &str,
-    resource: &str,
-    adding: i64,
-) -> NetResult<()> {
+async fn check_quota(conn: &mut AnyConnection, project_id: &str, resource: &str, adding: i64) -> NetResult<()> {
     let limit = quota_limit(conn, project_id, resource).await?;
     if limit < 0 {
         return Ok(());
     }
     let used = count_rows(conn, resource, project_id).await?;
     if used + adding > limit {
-        return Err(NetError::conflict(
-            "OverQuota",
-            format!("Quota exceeded for resources: ['{resource}']."),
-        ));
+        return Err(NetError::conflict("OverQuota", format!("Quota exceeded for resources: ['{resource}'].")));
     }
     Ok(())
 }
@@ -572,12 +531,10 @@ async fn count_rows(conn: &mut AnyConnection, resource: &str, project_id: &str) 
         "port" => "ports",
         _ => return Ok(0),
     };
-    Ok(sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM {table} WHERE project_id = $1"
-    ))
-    .bind(project_id)
-    .fetch_one(&mut *conn)
-    .await?)
+    Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE project_id = $1"))
+        .bind(project_id)
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 fn count_by_project<'a>(projects: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, i64> {
@@ -592,18 +549,15 @@ fn count_by_project<'a>(projects: impl Iterator<Item = &'a str>) -> BTreeMap<&'a
 // Transaction-level helpers
 
 async fn fetch_network(conn: &mut AnyConnection, id: &str) -> NetResult<Network> {
-    let mut n: Network = sqlx::query_as(&format!(
-        "SELECT {NETWORK_COLS} FROM networks WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| network_not_found(id))?;
-    n.subnets =
-        sqlx::query_scalar("SELECT id FROM subnets WHERE network_id = $1 ORDER BY created_at, id")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let mut n: Network = sqlx::query_as(&format!("SELECT {NETWORK_COLS} FROM networks WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| network_not_found(id))?;
+    n.subnets = sqlx::query_scalar("SELECT id FROM subnets WHERE network_id = $1 ORDER BY created_at, id")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(n)
 }
 
@@ -616,12 +570,10 @@ async fn fetch_subnet(conn: &mut AnyConnection, id: &str) -> NetResult<Subnet> {
 }
 
 async fn network_subnets(conn: &mut AnyConnection, network_id: &str) -> NetResult<Vec<Subnet>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {SUBNET_COLS} FROM subnets WHERE network_id = $1 ORDER BY created_at, id"
-    ))
-    .bind(network_id)
-    .fetch_all(&mut *conn)
-    .await?)
+    Ok(sqlx::query_as(&format!("SELECT {SUBNET_COLS} FROM subnets WHERE network_id = $1 ORDER BY created_at, id"))
+        .bind(network_id)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 async fn fetch_port(conn: &mut AnyConnection, id: &str) -> NetResult<Port> {
@@ -644,23 +596,16 @@ async fn port_ips(conn: &mut AnyConnection, port_id: &str) -> NetResult<Vec<Fixe
 }
 
 async fn bump_network(conn: &mut AnyConnection, network_id: &str) -> NetResult<()> {
-    sqlx::query(
-        "UPDATE networks SET revision_number = revision_number + 1, updated_at = $2 WHERE id = $1",
-    )
-    .bind(network_id)
-    .bind(now())
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE networks SET revision_number = revision_number + 1, updated_at = $2 WHERE id = $1")
+        .bind(network_id)
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Claims one address; false when someone holds it already.
-async fn claim(
-    conn: &mut AnyConnection,
-    subnet: &Subnet,
-    ip: u128,
-    port_id: &str,
-) -> NetResult<bool> {
+async fn claim(conn: &mut AnyConnection, subnet: &Subnet, ip: u128, port_id: &str) -> NetResult<bool> {
     let addr = ipam::from_u128(ip, subnet.version());
     let done = sqlx::query(
         "INSERT INTO ip_allocations (subnet_id, ip_address, ip_key, port_id, network_id) \
@@ -677,11 +622,7 @@ async fn claim(
 }
 
 /// The next free candidate in the subnet's pools, as the module doc describes.
-async fn next_candidate(
-    conn: &mut AnyConnection,
-    subnet_id: &str,
-    pools: &[ipam::Range],
-) -> NetResult<Option<u128>> {
+async fn next_candidate(conn: &mut AnyConnection, subnet_id: &str, pools: &[ipam::Range]) -> NetResult<Option<u128>> {
     for &(lo, hi) in pools {
         // ORDER BY … DESC LIMIT 1 rather than MAX(): both databases answer it from the index.
         let max: Option<String> = sqlx::query_scalar(
@@ -735,11 +676,7 @@ async fn next_candidate(
 }
 
 /// Allocates any free address of the subnet's pools to the port; None when exhausted.
-async fn allocate_any(
-    conn: &mut AnyConnection,
-    subnet: &Subnet,
-    port_id: &str,
-) -> NetResult<Option<u128>> {
+async fn allocate_any(conn: &mut AnyConnection, subnet: &Subnet, port_id: &str) -> NetResult<Option<u128>> {
     let pools = subnet.pool_ranges();
     for _ in 0..MAX_RACE_RETRIES {
         let Some(candidate) = next_candidate(conn, &subnet.id, &pools).await? else {
@@ -766,20 +703,12 @@ enum Plan {
 }
 
 /// Turns requested fixed IPs (or the default) into allocation plans over `subnets`.
-fn plan(
-    network_id: &str,
-    subnets: &[Subnet],
-    mac: &[u8; 6],
-    requests: Option<&[IpRequest]>,
-) -> NetResult<Vec<Plan>> {
+fn plan(network_id: &str, subnets: &[Subnet], mac: &[u8; 6], requests: Option<&[IpRequest]>) -> NetResult<Vec<Plan>> {
     let mut plans = Vec::new();
     let Some(requests) = requests else {
-        let v4: Vec<usize> = (0..subnets.len())
-            .filter(|&i| subnets[i].ip_version == 4)
-            .collect();
-        let v6: Vec<usize> = (0..subnets.len())
-            .filter(|&i| subnets[i].ip_version == 6 && !subnets[i].is_auto_address())
-            .collect();
+        let v4: Vec<usize> = (0..subnets.len()).filter(|&i| subnets[i].ip_version == 4).collect();
+        let v6: Vec<usize> =
+            (0..subnets.len()).filter(|&i| subnets[i].ip_version == 6 && !subnets[i].is_auto_address()).collect();
         for group in [v4, v6] {
             if !group.is_empty() {
                 plans.push(Plan::AnyOf(group));
@@ -801,24 +730,21 @@ fn plan(
                     "Failed to create port on network {network_id}, because fixed_ips included invalid subnet {sid}"
                 ))
             })?,
-            (None, Some(ip)) => subnets
-                .iter()
-                .position(|s| s.net().is_some_and(|n| ipam::valid_port_ip(&n, ip)))
-                .ok_or_else(|| {
+            (None, Some(ip)) => {
+                subnets.iter().position(|s| s.net().is_some_and(|n| ipam::valid_port_ip(&n, ip))).ok_or_else(|| {
                     NetError::fault(
                         400,
                         "InvalidIpForNetwork",
                         format!("IP address {ip} is not a valid IP for any of the subnets on the specified network."),
                     )
-                })?,
+                })?
+            }
             (None, None) => {
                 return Err(NetError::invalid_input("IP allocation requires subnet_id or ip_address"));
             }
         };
         let subnet = &subnets[index];
-        let net = subnet
-            .net()
-            .ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("bad cidr"))))?;
+        let net = subnet.net().ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("bad cidr"))))?;
         match r.ip_address {
             Some(ip) => {
                 if !ipam::valid_port_ip(&net, ip) {
@@ -836,9 +762,7 @@ fn plan(
                 }
                 plans.push(Plan::Exact(index, ipam::to_u128(ip)));
             }
-            None if subnet.is_auto_address() => {
-                plans.push(Plan::Exact(index, ipam::to_u128(ipam::eui64(&net, mac))))
-            }
+            None if subnet.is_auto_address() => plans.push(Plan::Exact(index, ipam::to_u128(ipam::eui64(&net, mac)))),
             None => plans.push(Plan::Any(index)),
         }
     }
@@ -859,11 +783,7 @@ async fn execute_plans(
             if !claim(conn, s, *ip, port_id).await? {
                 return Err(NetError::conflict(
                     "IpAddressAlreadyAllocated",
-                    format!(
-                        "IP address {} already allocated in subnet {}",
-                        ipam::from_u128(*ip, s.version()),
-                        s.id
-                    ),
+                    format!("IP address {} already allocated in subnet {}", ipam::from_u128(*ip, s.version()), s.id),
                 ));
             }
         }
@@ -904,22 +824,13 @@ fn random_mac() -> [u8; 6] {
     use rand::RngCore;
     let mut tail = [0u8; 3];
     rand::thread_rng().fill_bytes(&mut tail);
-    [
-        MAC_PREFIX[0],
-        MAC_PREFIX[1],
-        MAC_PREFIX[2],
-        tail[0],
-        tail[1],
-        tail[2],
-    ]
+    [MAC_PREFIX[0], MAC_PREFIX[1], MAC_PREFIX[2], tail[0], tail[1], tail[2]]
 }
 
 fn mac_in_use(network_id: &str, mac: &str) -> NetError {
     NetError::conflict(
         "MacAddressInUse",
-        format!(
-            "Unable to complete operation for network {network_id}. The mac address {mac} is in use."
-        ),
+        format!("Unable to complete operation for network {network_id}. The mac address {mac} is in use."),
     )
 }
 
@@ -942,30 +853,23 @@ fn complete_pairs(pairs: &[Value], mac: &str) -> Value {
 }
 
 fn binding_state(host: &str) -> (&'static str, &'static str, &'static str) {
-    if host.is_empty() {
-        ("DOWN", "unbound", "{}")
-    } else {
-        ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}")
-    }
+    if host.is_empty() { ("DOWN", "unbound", "{}") } else { ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}") }
 }
 
 /// Creates one port with its addresses on `conn`.
 async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
-    let net_security: i64 =
-        sqlx::query_scalar("SELECT port_security_enabled FROM networks WHERE id = $1")
-            .bind(&p.network_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| network_not_found(&p.network_id))?;
+    let net_security: i64 = sqlx::query_scalar("SELECT port_security_enabled FROM networks WHERE id = $1")
+        .bind(&p.network_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| network_not_found(&p.network_id))?;
     let subnets = network_subnets(conn, &p.network_id).await?;
     let port_security = p.port_security_enabled.unwrap_or(net_security != 0);
     let (status, vif_type, vif_details) = binding_state(&p.host_id);
     let t = now();
     let mut mac_bytes = match &p.mac_address {
         Some(m) => ipam::parse_mac(m).ok_or_else(|| {
-            NetError::bad_request(format!(
-                "Invalid input for mac_address. Reason: '{m}' is not a valid MAC address."
-            ))
+            NetError::bad_request(format!("Invalid input for mac_address. Reason: '{m}' is not a valid MAC address."))
         })?,
         None => random_mac(),
     };
@@ -1003,15 +907,10 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
             inserted = true;
             break;
         }
-        let id_taken: Option<String> = sqlx::query_scalar("SELECT id FROM ports WHERE id = $1")
-            .bind(&p.id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let id_taken: Option<String> =
+            sqlx::query_scalar("SELECT id FROM ports WHERE id = $1").bind(&p.id).fetch_optional(&mut *conn).await?;
         if id_taken.is_some() {
-            return Err(NetError::conflict(
-                "HTTPConflict",
-                format!("Port {} already exists.", p.id),
-            ));
+            return Err(NetError::conflict("HTTPConflict", format!("Port {} already exists.", p.id)));
         }
         if p.mac_address.is_some() {
             return Err(mac_in_use(&p.network_id, &mac));
@@ -1019,10 +918,7 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
         mac_bytes = random_mac();
     }
     if !inserted {
-        return Err(NetError::conflict(
-            "MacAddressGenerationFailure",
-            "Unable to generate unique mac on network.",
-        ));
+        return Err(NetError::conflict("MacAddressGenerationFailure", "Unable to generate unique mac on network."));
     }
     let plans = plan(&p.network_id, &subnets, &mac_bytes, p.fixed_ips.as_deref())?;
     execute_plans(conn, &p.id, &p.network_id, &subnets, &plans).await
@@ -1080,12 +976,11 @@ impl Store {
     /// external ones.
     pub async fn list_networks(&self, visible_to: Option<&str>) -> NetResult<Vec<Network>> {
         let cond = "($1 IS NULL OR project_id = $1 OR shared = 1 OR external = 1)";
-        let mut nets: Vec<Network> = sqlx::query_as(&format!(
-            "SELECT {NETWORK_COLS} FROM networks WHERE {cond} ORDER BY created_at, id"
-        ))
-        .bind(visible_to)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut nets: Vec<Network> =
+            sqlx::query_as(&format!("SELECT {NETWORK_COLS} FROM networks WHERE {cond} ORDER BY created_at, id"))
+                .bind(visible_to)
+                .fetch_all(&self.pool)
+                .await?;
         let pairs: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT network_id, id FROM subnets WHERE network_id IN (SELECT id FROM networks WHERE {cond}) \
              ORDER BY created_at, id"
@@ -1107,19 +1002,16 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut n = fetch_network(&mut tx, id).await?;
         if u.shared == Some(false) && n.shared != 0 {
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM ports WHERE network_id = $1 AND project_id <> $2",
-            )
-            .bind(id)
-            .bind(&n.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let others: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM ports WHERE network_id = $1 AND project_id <> $2")
+                    .bind(id)
+                    .bind(&n.project_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if others > 0 {
                 return Err(NetError::conflict(
                     "InvalidSharedSetting",
-                    format!(
-                        "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."
-                    ),
+                    format!("Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."),
                 ));
             }
         }
@@ -1208,19 +1100,12 @@ impl Store {
         }
         for s in &subnets {
             fetch_network(&mut tx, &s.network_id).await?;
-            let new_net = s
-                .net()
-                .ok_or_else(|| NetError::bad_request(format!("Invalid cidr {}", s.cidr)))?;
-            let existing: Vec<String> =
-                sqlx::query_scalar("SELECT cidr FROM subnets WHERE network_id = $1")
-                    .bind(&s.network_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            if existing
-                .iter()
-                .filter_map(|c| c.parse::<IpNet>().ok())
-                .any(|n| ipam::overlaps(&n, &new_net))
-            {
+            let new_net = s.net().ok_or_else(|| NetError::bad_request(format!("Invalid cidr {}", s.cidr)))?;
+            let existing: Vec<String> = sqlx::query_scalar("SELECT cidr FROM subnets WHERE network_id = $1")
+                .bind(&s.network_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            if existing.iter().filter_map(|c| c.parse::<IpNet>().ok()).any(|n| ipam::overlaps(&n, &new_net)) {
                 return Err(NetError::invalid_input(format!(
                     "Requested subnet with cidr: {} for network: {} overlaps with another subnet",
                     s.cidr, s.network_id
@@ -1262,11 +1147,7 @@ impl Store {
 
     /// Subnets, oldest first; `visible_to` limits them to the project's own, those on its
     /// networks and those on shared networks.
-    pub async fn list_subnets(
-        &self,
-        visible_to: Option<&str>,
-        network_id: Option<&str>,
-    ) -> NetResult<Vec<Subnet>> {
+    pub async fn list_subnets(&self, visible_to: Option<&str>, network_id: Option<&str>) -> NetResult<Vec<Subnet>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {SUBNET_COLS} FROM subnets WHERE ($1 IS NULL OR project_id = $1 OR network_id IN \
              (SELECT id FROM networks WHERE shared = 1 OR project_id = $1)) AND ($2 IS NULL OR network_id = $2) \
@@ -1284,19 +1165,16 @@ impl Store {
         if let Some(Some(gw)) = &u.gateway_ip
             && s.gateway_ip.as_deref() != Some(gw.as_str())
         {
-            let holder: Option<String> = sqlx::query_scalar(
-                "SELECT port_id FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2",
-            )
-            .bind(id)
-            .bind(gw)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let holder: Option<String> =
+                sqlx::query_scalar("SELECT port_id FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2")
+                    .bind(id)
+                    .bind(gw)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(port) = holder {
                 return Err(NetError::conflict(
                     "GatewayIpInUse",
-                    format!(
-                        "Current gateway ip {gw} already in use by port {port}. Unable to update."
-                    ),
+                    format!("Current gateway ip {gw} already in use by port {port}. Unable to update."),
                 ));
             }
         }
@@ -1364,14 +1242,8 @@ impl Store {
                 ),
             ));
         }
-        sqlx::query("DELETE FROM ip_allocations WHERE subnet_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM subnets WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM ip_allocations WHERE subnet_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM subnets WHERE id = $1").bind(id).execute(&mut *tx).await?;
         bump_network(&mut tx, &s.network_id).await?;
         tx.commit().await?;
         Ok(())
@@ -1382,9 +1254,7 @@ impl Store {
     /// Creates one port with its addresses (for callers such as compute).
     pub async fn create_port(&self, p: NewPort) -> NetResult<Port> {
         let mut ports = self.create_ports(vec![p]).await?;
-        ports
-            .pop()
-            .ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("port vanished"))))
+        ports.pop().ok_or_else(|| NetError::Store(StoreError::Other(anyhow::anyhow!("port vanished"))))
     }
 
     /// Creates ports atomically: MACs, addresses and quotas all hold, or nothing is created.
@@ -1411,14 +1281,13 @@ impl Store {
     pub async fn list_ports(&self, f: &PortFilter) -> NetResult<Vec<Port>> {
         let cond = "($1 IS NULL OR project_id = $1 OR network_id IN (SELECT id FROM networks WHERE project_id = $1)) \
                     AND ($2 IS NULL OR network_id = $2) AND ($3 IS NULL OR device_id = $3)";
-        let mut ports: Vec<Port> = sqlx::query_as(&format!(
-            "SELECT {PORT_COLS} FROM ports WHERE {cond} ORDER BY created_at, id"
-        ))
-        .bind(f.visible_to.as_deref())
-        .bind(f.network_id.as_deref())
-        .bind(f.device_id.as_deref())
-        .fetch_all(&self.pool)
-        .await?;
+        let mut ports: Vec<Port> =
+            sqlx::query_as(&format!("SELECT {PORT_COLS} FROM ports WHERE {cond} ORDER BY created_at, id"))
+                .bind(f.visible_to.as_deref())
+                .bind(f.network_id.as_deref())
+                .bind(f.device_id.as_deref())
+                .fetch_all(&self.pool)
+                .await?;
         let ips: Vec<FixedIp> = sqlx::query_as(&format!(
             "SELECT port_id, subnet_id, ip_address FROM ip_allocations WHERE port_id IN (SELECT id FROM ports WHERE {cond}) \
              ORDER BY port_id, ip_key, subnet_id"
@@ -1440,11 +1309,7 @@ impl Store {
 
     /// The ports of one device (a server's interfaces), oldest first.
     pub async fn ports_by_device(&self, device_id: &str) -> NetResult<Vec<Port>> {
-        self.list_ports(&PortFilter {
-            device_id: Some(device_id.to_string()),
-            ..Default::default()
-        })
-        .await
+        self.list_ports(&PortFilter { device_id: Some(device_id.to_string()), ..Default::default() }).await
     }
 
     pub async fn update_port(&self, id: &str, u: &PortUpdate) -> NetResult<Port> {
@@ -1464,13 +1329,12 @@ impl Store {
                     ),
                 ));
             }
-            let taken: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM ports WHERE network_id = $1 AND mac_address = $2",
-            )
-            .bind(&p.network_id)
-            .bind(m)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM ports WHERE network_id = $1 AND mac_address = $2")
+                    .bind(&p.network_id)
+                    .bind(m)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if taken.is_some() {
                 return Err(mac_in_use(&p.network_id, m));
             }
@@ -1485,16 +1349,10 @@ impl Store {
                 p.fixed_ips
                     .iter()
                     .map(|f| {
-                        let auto = subnets
-                            .iter()
-                            .any(|s| s.id == f.subnet_id && s.is_auto_address());
+                        let auto = subnets.iter().any(|s| s.id == f.subnet_id && s.is_auto_address());
                         IpRequest {
                             subnet_id: Some(f.subnet_id.clone()),
-                            ip_address: if auto {
-                                None
-                            } else {
-                                f.ip_address.parse().ok()
-                            },
+                            ip_address: if auto { None } else { f.ip_address.parse().ok() },
                         }
                     })
                     .collect(),
@@ -1588,27 +1446,14 @@ impl Store {
 
     /// Binds a port to a host (compute's side of `binding:host_id`); empty host unbinds.
     pub async fn bind_port(&self, id: &str, host: &str) -> NetResult<Port> {
-        self.update_port(
-            id,
-            &PortUpdate {
-                host_id: Some(host.to_string()),
-                ..Default::default()
-            },
-        )
-        .await
+        self.update_port(id, &PortUpdate { host_id: Some(host.to_string()), ..Default::default() }).await
     }
 
     /// Deletes a port, freeing its addresses.
     pub async fn delete_port(&self, id: &str) -> NetResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM ports WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1").bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM ports WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(port_not_found(id));
         }
@@ -1623,10 +1468,7 @@ impl Store {
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM ports WHERE device_id = $1")
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query("DELETE FROM ports WHERE device_id = $1").bind(device_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -1662,12 +1504,10 @@ impl Store {
 
     /// Projects with at least one network quota override.
     pub async fn network_quota_projects(&self) -> NetResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT project_id FROM quotas WHERE resource LIKE $1 ORDER BY project_id",
-        )
-        .bind(format!("{QUOTA_PREFIX}%"))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT DISTINCT project_id FROM quotas WHERE resource LIKE $1 ORDER BY project_id")
+            .bind(format!("{QUOTA_PREFIX}%"))
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 
@@ -1683,22 +1523,16 @@ fn diff_ips(
     let mut add = Vec::new();
     for r in requests.iter().filter(|r| r.ip_address.is_some()) {
         let ip = r.ip_address.map(|i| i.to_string()).unwrap_or_default();
-        let pos = unclaimed.iter().position(|f| {
-            f.ip_address == ip && r.subnet_id.as_ref().is_none_or(|s| *s == f.subnet_id)
-        });
+        let pos =
+            unclaimed.iter().position(|f| f.ip_address == ip && r.subnet_id.as_ref().is_none_or(|s| *s == f.subnet_id));
         match pos {
             Some(i) => keep.push(unclaimed.remove(i)),
             None => add.push(r.clone()),
         }
     }
     for r in requests.iter().filter(|r| r.ip_address.is_none()) {
-        let auto = r
-            .subnet_id
-            .as_ref()
-            .is_some_and(|sid| subnets.iter().any(|s| &s.id == sid && s.is_auto_address()));
-        let pos = unclaimed
-            .iter()
-            .position(|f| Some(&f.subnet_id) == r.subnet_id.as_ref());
+        let auto = r.subnet_id.as_ref().is_some_and(|sid| subnets.iter().any(|s| &s.id == sid && s.is_auto_address()));
+        let pos = unclaimed.iter().position(|f| Some(&f.subnet_id) == r.subnet_id.as_ref());
         match pos {
             // EUI-64 addresses are recomputed when the MAC changes.
             Some(i) if !(auto && mac_changed) => keep.push(unclaimed.remove(i)),

@@ -20,12 +20,9 @@ impl TestStore {
     pub async fn drop_db(self) {
         self.store.close().await;
         if let Some((admin_url, db)) = self.cleanup
-            && let Ok(mut conn) =
-                <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
+            && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
         {
-            let _ = conn
-                .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                .await;
+            let _ = conn.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
         }
     }
 }
@@ -33,22 +30,16 @@ impl TestStore {
 pub fn pg_base() -> Option<String> {
     match std::env::var("MERIDIAN_TEST_PG").ok().as_deref() {
         Some("skip") => None,
-        _ => Some(
-            std::env::var("MERIDIAN_TEST_PG_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
-        ),
+        _ => {
+            Some(std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()))
+        }
     }
 }
 
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    TestStore {
-        name: "sqlite",
-        store: Store::open(&url).await.expect("open sqlite"),
-        cleanup: None,
-        _dir: Some(dir),
-    }
+    TestStore { name: "sqlite", store: Store::open(&url).await.expect("open sqlite"), cleanup: None, _dir: Some(dir) }
 }
 
 pub async fn postgres() -> Option<TestStore> {
@@ -58,18 +49,9 @@ pub async fn postgres() -> Option<TestStore> {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
         .await
         .expect("PostgreSQL unreachable (set MERIDIAN_TEST_PG=skip to run SQLite only)");
-    conn.execute(format!("CREATE DATABASE {db}").as_str())
-        .await
-        .expect("create database");
-    let store = Store::open(&format!("{base}/{db}"))
-        .await
-        .expect("open postgres");
-    Some(TestStore {
-        name: "postgres",
-        store,
-        cleanup: Some((admin_url, db)),
-        _dir: None,
-    })
+    conn.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create database");
+    let store = Store::open(&format!("{base}/{db}")).await.expect("open postgres");
+    Some(TestStore { name: "postgres", store, cleanup: Some((admin_url, db)), _dir: None })
 }
 
 /// Both backends (PostgreSQL unless explicitly skipped).
@@ -83,9 +65,6 @@ pub async fn stores() -> Vec<TestStore> {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}_{}", std::process::id(), nanos)
 }

@@ -73,10 +73,7 @@ fn md5_file(path: &Path) -> String {
 
 #[tokio::main]
 async fn main() {
-    let size_mb: u64 = std::env::var("BENCH_IMAGE_MB")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1024);
+    let size_mb: u64 = std::env::var("BENCH_IMAGE_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     let server = Server::start();
     let pid = server.pid().expect("pid");
     let admin = server.admin().await;
@@ -112,10 +109,7 @@ async fn main() {
     let mut lat = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        admin
-            .get("compute", "/flavors/detail")
-            .await
-            .expect("flavors");
+        admin.get("compute", "/flavors/detail").await.expect("flavors");
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
@@ -138,38 +132,22 @@ async fn main() {
     let src_md5 = md5_file(&src);
     let copy = work.path().join("copy.raw");
     let t = Instant::now();
-    std::process::Command::new("cp")
-        .arg(&src)
-        .arg(&copy)
-        .status()
-        .expect("cp");
+    std::process::Command::new("cp").arg(&src).arg(&copy).status().expect("cp");
     let cp_secs = t.elapsed().as_secs_f64();
-    std::process::Command::new("sync")
-        .arg(&copy)
-        .status()
-        .expect("sync");
+    std::process::Command::new("sync").arg(&copy).status().expect("sync");
     let cp_sync_secs = t.elapsed().as_secs_f64();
     std::fs::remove_file(&copy).expect("rm copy");
 
     let img = admin
-        .post(
-            "image",
-            "/v2/images",
-            &json!({"name": "bench", "disk_format": "raw", "container_format": "bare"}),
-        )
+        .post("image", "/v2/images", &json!({"name": "bench", "disk_format": "raw", "container_format": "bare"}))
         .await
         .expect("image create");
     let id = img["id"].as_str().expect("id").to_string();
     let file = tokio::fs::File::open(&src).await.expect("open src");
-    let body =
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let t = Instant::now();
     let resp = admin
-        .request(
-            reqwest::Method::PUT,
-            "image",
-            &format!("/v2/images/{id}/file"),
-        )
+        .request(reqwest::Method::PUT, "image", &format!("/v2/images/{id}/file"))
         .expect("url")
         .header("content-type", "application/octet-stream")
         .body(body)
@@ -178,20 +156,13 @@ async fn main() {
         .expect("upload");
     assert!(resp.status().is_success(), "upload: {}", resp.status());
     let up_secs = t.elapsed().as_secs_f64();
-    let shown = admin
-        .get("image", &format!("/v2/images/{id}"))
-        .await
-        .expect("show");
+    let shown = admin.get("image", &format!("/v2/images/{id}")).await.expect("show");
     assert_eq!(shown["checksum"], src_md5.as_str(), "server checksum");
 
     let dst = work.path().join("download.raw");
     let t = Instant::now();
     let mut resp = admin
-        .request(
-            reqwest::Method::GET,
-            "image",
-            &format!("/v2/images/{id}/file"),
-        )
+        .request(reqwest::Method::GET, "image", &format!("/v2/images/{id}/file"))
         .expect("url")
         .send()
         .await
