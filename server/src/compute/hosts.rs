@@ -282,9 +282,14 @@ pub async fn show_action(
 
 /// `GET /servers/{id}/os-meridian-timeline`: every state change with its time and how long
 /// each phase lasted (a Meridian extension; clients detect it by trying).
-pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+/// Admins may pass `deleted=true` to read the timeline of a deleted server.
+pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
-    let inst = visible(&state, &ctx, &id).await?;
+    let inst = if ctx.is_admin() && q.bool("deleted")? == Some(true) {
+        state.store.get_instance(&id).await?
+    } else {
+        visible(&state, &ctx, &id).await?
+    };
     let rows = state.store.transitions(&inst.id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (i, t) in rows.iter().enumerate() {
