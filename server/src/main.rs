@@ -1,6 +1,11 @@
 //! `meridian-server`: run the control plane (`serve`) or administer it offline (`admin`).
 
 use anyhow::Context;
+
+// mimalloc gives memory back to the OS after bursts (argon2 hashing takes 19 MiB per login);
+// glibc's dynamic mmap threshold would keep such buffers resident for good.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use meridian_server::config::{CommonArgs, Config, LogFormat};

@@ -138,6 +138,9 @@ async fn main() {
     let cp_sync_secs = t.elapsed().as_secs_f64();
     std::fs::remove_file(&copy).expect("rm copy");
 
+    // Peak RSS of the transfer alone: reset the high-water mark first (Linux clear_refs 5).
+    let before_transfer = rss_kb(pid, "VmRSS:");
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let img = admin
         .post("image", "/v2/images", &json!({"name": "bench", "disk_format": "raw", "container_format": "bare"}))
         .await
@@ -156,6 +159,7 @@ async fn main() {
         .expect("upload");
     assert!(resp.status().is_success(), "upload: {}", resp.status());
     let up_secs = t.elapsed().as_secs_f64();
+    let peak_after_upload = rss_kb(pid, "VmHWM:");
     let shown = admin.get("image", &format!("/v2/images/{id}")).await.expect("show");
     assert_eq!(shown["checksum"], src_md5.as_str(), "server checksum");
 
@@ -183,6 +187,8 @@ async fn main() {
     let report = json!({
         "idle_rss_mb": idle_rss as f64 / 1024.0,
         "peak_rss_mb_during_transfer": peak_rss as f64 / 1024.0,
+        "peak_rss_mb_after_upload": peak_after_upload as f64 / 1024.0,
+        "rss_mb_before_transfer": before_transfer as f64 / 1024.0,
         "token_issue_per_s": issue,
         "token_validate_per_s": validate,
         "flavors_detail_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0)},
