@@ -42,6 +42,9 @@ CREATE TABLE instances (
     -- The flavor as it was at boot (Nova embeds it from 2.47; it may be deleted later).
     flavor_id         TEXT NOT NULL,
     flavor            TEXT NOT NULL,
+    -- From the flavor, for quota usage sums.
+    vcpus             BIGINT NOT NULL DEFAULT 0,
+    memory_mb         BIGINT NOT NULL DEFAULT 0,
     image_id          TEXT NOT NULL,
     key_name          TEXT,
     key_data          TEXT,

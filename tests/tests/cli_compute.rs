@@ -17,7 +17,18 @@ async fn server_lifecycle_with_the_cli() {
     let hypervisors = cli.json(&["hypervisor", "list"]);
     assert_eq!(hypervisors.as_array().expect("list").len(), 2, "{hypervisors}");
 
-    let created = cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.nano", "--network", "net", "cli-vm"]);
+    let created = cli.json(&[
+        "server",
+        "create",
+        "--wait",
+        "--image",
+        "tiny",
+        "--flavor",
+        "m1.nano",
+        "--network",
+        "net",
+        "cli-vm",
+    ]);
     assert_eq!(created["status"], "ACTIVE", "{created}");
     let listed = cli.json(&["server", "list"]);
     assert_eq!(listed[0]["Name"], "cli-vm");

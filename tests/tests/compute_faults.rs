@@ -20,7 +20,9 @@ async fn service_states(admin: &Client) -> Vec<(String, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|x| (x["host"].as_str().unwrap_or_default().to_string(), x["state"].as_str().unwrap_or_default().to_string()))
+        .map(|x| {
+            (x["host"].as_str().unwrap_or_default().to_string(), x["state"].as_str().unwrap_or_default().to_string())
+        })
         .collect()
 }
 
@@ -49,12 +51,18 @@ async fn agent_killed_mid_build_is_marked_down_and_its_builds_rescheduled() {
         "networks": [{"uuid": cloud.network_id}], "min_count": 6, "max_count": 6}});
     admin.post("compute", "/servers", &body).await.expect("boot");
     let list = admin.get("compute", "/servers/detail?name=^orphan").await.expect("list");
-    let ids: Vec<String> = list["servers"].as_array().expect("list").iter().filter_map(|s| s["id"].as_str().map(str::to_string)).collect();
+    let ids: Vec<String> =
+        list["servers"].as_array().expect("list").iter().filter_map(|s| s["id"].as_str().map(str::to_string)).collect();
     assert_eq!(ids.len(), 6);
 
     wait_until(&admin, |s| s.iter().any(|(h, st)| h == "c1" && st == "down")).await;
     let hyp = admin.get("compute", "/os-hypervisors").await.expect("hypervisors");
-    let c1_state = hyp["hypervisors"].as_array().expect("list").iter().find(|h| h["hypervisor_hostname"] == "c1").map(|h| h["state"].clone());
+    let c1_state = hyp["hypervisors"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|h| h["hypervisor_hostname"] == "c1")
+        .map(|h| h["state"].clone());
     assert_eq!(c1_state, Some(json!("down")));
 
     let mut rescheduled = 0;
@@ -63,7 +71,8 @@ async fn agent_killed_mid_build_is_marked_down_and_its_builds_rescheduled() {
         assert_eq!(s["status"], "ACTIVE", "{s}");
         assert_eq!(s["OS-EXT-SRV-ATTR:host"], "c2", "only c2 is alive");
         let t = admin.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await.expect("timeline");
-        let schedulings = t["timeline"].as_array().expect("rows").iter().filter(|r| r["task_state"] == "scheduling").count();
+        let schedulings =
+            t["timeline"].as_array().expect("rows").iter().filter(|r| r["task_state"] == "scheduling").count();
         if schedulings > 1 {
             rescheduled += 1;
         }
@@ -71,7 +80,13 @@ async fn agent_killed_mid_build_is_marked_down_and_its_builds_rescheduled() {
     assert!(rescheduled >= 1, "at least one build went to c1 first and was rescheduled");
     // The dead host holds no claims any more.
     let detail = admin.get("compute", "/os-hypervisors/detail").await.expect("detail");
-    let c1 = detail["hypervisors"].as_array().expect("list").iter().find(|h| h["hypervisor_hostname"] == "c1").cloned().expect("c1");
+    let c1 = detail["hypervisors"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|h| h["hypervisor_hostname"] == "c1")
+        .cloned()
+        .expect("c1");
     assert_eq!(c1["memory_mb_used"], 0, "{c1}");
 }
 

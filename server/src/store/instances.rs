@@ -123,8 +123,8 @@ impl Store {
     pub async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)"
+            "INSERT INTO instances ({INSTANCE_COLS}, vcpus, memory_mb) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)"
         ))
         .bind(&i.id)
         .bind(&i.name)
@@ -161,6 +161,8 @@ impl Store {
         .bind(i.launched_at.as_deref())
         .bind(i.terminated_at.as_deref())
         .bind(i.deleted)
+        .bind(flavor_number(&i.flavor, "vcpus"))
+        .bind(flavor_number(&i.flavor, "ram"))
         .execute(&mut *tx)
         .await?;
         record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
@@ -437,19 +439,13 @@ impl Store {
 
     /// Live instances of a project: (count, vCPUs, MB RAM) from their flavor snapshots.
     pub async fn project_usage(&self, project_id: &str) -> StoreResult<(i64, i64, i64)> {
-        let flavors: Vec<String> =
-            sqlx::query_scalar("SELECT flavor FROM instances WHERE project_id = $1 AND deleted = 0")
-                .bind(project_id)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut usage = (0, 0, 0);
-        for f in flavors {
-            let v: serde_json::Value = serde_json::from_str(&f)?;
-            usage.0 += 1;
-            usage.1 += v["vcpus"].as_i64().unwrap_or(0);
-            usage.2 += v["ram"].as_i64().unwrap_or(0);
-        }
-        Ok(usage)
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(vcpus), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) \
+             FROM instances WHERE project_id = $1 AND deleted = 0",
+        )
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     // ---- instance actions ----
@@ -617,4 +613,8 @@ async fn release_claim_in(tx: &mut super::Tx, id: &str) -> StoreResult<()> {
         release_on(tx, &host_id, claim).await?;
     }
     Ok(())
+}
+
+fn flavor_number(flavor: &str, key: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(flavor).ok().and_then(|v| v[key].as_i64()).unwrap_or(0)
 }

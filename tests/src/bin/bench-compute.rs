@@ -56,13 +56,14 @@ async fn main() {
     admin.compute_version = Some("2.79".into());
     let pid = admin.session.project_id().expect("project").to_string();
     admin
-        .put("compute", &format!("/os-quota-sets/{pid}"), &json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}}))
+        .put(
+            "compute",
+            &format!("/os-quota-sets/{pid}"),
+            &json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}}),
+        )
         .await
         .expect("quota");
-    admin
-        .put("network", &format!("/v2.0/quotas/{pid}"), &json!({"quota": {"port": -1}}))
-        .await
-        .expect("network quota");
+    admin.put("network", &format!("/v2.0/quotas/{pid}"), &json!({"quota": {"port": -1}})).await.expect("network quota");
     let cloud = prepare_cloud(&admin).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -1,0 +1,133 @@
+//! Instances: conditional transitions, the timeline, placement with claims, requeue, delete
+//! and usage sums — on SQLite and PostgreSQL.
+
+mod common;
+
+use meridian_server::store::hosts::{Claim, HostInventory, Ratios};
+use meridian_server::store::instances::{Expect, Instance, InstanceFilter, NewState};
+use meridian_server::store::{Store, now};
+
+fn instance(id: &str) -> Instance {
+    let ts = now();
+    Instance {
+        id: id.into(),
+        name: id.into(),
+        hostname: id.into(),
+        description: None,
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        flavor_id: "42".into(),
+        flavor: r#"{"id":"42","name":"m1.nano","vcpus":1,"ram":128,"disk":1,"ephemeral":0,"swap":0}"#.into(),
+        image_id: "img".into(),
+        key_name: None,
+        key_data: None,
+        user_data: None,
+        metadata: "{}".into(),
+        tags: "[]".into(),
+        availability_zone: None,
+        config_drive: String::new(),
+        reservation_id: "r-1".into(),
+        launch_index: 0,
+        host_id: None,
+        alternates: "[]".into(),
+        tried_hosts: "[]".into(),
+        claimed: 0,
+        requested_networks: "[]".into(),
+        owned_ports: "[]".into(),
+        vm_state: "building".into(),
+        task_state: Some("scheduling".into()),
+        power_state: 0,
+        fault: None,
+        locked: 0,
+        build_deadline: None,
+        created_at: ts.clone(),
+        updated_at: ts,
+        launched_at: None,
+        terminated_at: None,
+        deleted: 0,
+    }
+}
+
+async fn scenario(s: &Store, backend: &str) {
+    let inv = HostInventory {
+        availability_zone: "nova".into(),
+        hypervisor_type: "test".into(),
+        cpu_arch: "x86_64".into(),
+        libvirt_uri: "test:///default".into(),
+        host_ip: "127.0.0.1".into(),
+        vcpus: 2,
+        memory_mb: 256,
+        disk_gb: 10,
+        ..Default::default()
+    };
+    let host = s.register_host("h1", &inv).await.expect("host");
+    let ratios = Ratios { cpu: 1.0, ram: 1.0, disk: 1.0 };
+    let claim = Claim { vcpus: 1, memory_mb: 128, disk_gb: 1 };
+    for id in ["i1", "i2", "i3"] {
+        s.create_instance(&instance(id)).await.expect("create");
+    }
+    assert_eq!(s.project_usage("p1").await.expect("usage"), (3, 3, 384), "{backend}");
+
+    // Two fit on the host; the third placement is refused and leaves no claim behind.
+    assert!(s.place_instance("i1", &host, claim, ratios, "[]", "[\"h1\"]").await.expect("place"));
+    assert!(s.place_instance("i2", &host, claim, ratios, "[]", "[\"h1\"]").await.expect("place"));
+    assert!(!s.place_instance("i3", &host, claim, ratios, "[]", "[\"h1\"]").await.expect("place"), "{backend}");
+    let h = s.get_host(&host).await.expect("host");
+    assert_eq!(h.memory_mb_used, 256, "{backend}");
+    let i1 = s.get_instance("i1").await.expect("i1");
+    assert_eq!(
+        (i1.task_state.as_deref(), i1.claimed, i1.host_id.as_deref()),
+        (Some("networking"), 1, Some(host.as_str()))
+    );
+
+    // Conditional transitions: the expectation decides, and only one of two racers wins.
+    let to = NewState { vm_state: "building", task_state: Some("spawning"), power_state: None };
+    assert!(s.transition("i1", Expect::Task(Some("networking")), to).await.expect("t").is_some());
+    assert!(s.transition("i1", Expect::Task(Some("networking")), to).await.expect("t").is_none(), "{backend}");
+    let active = NewState { vm_state: "active", task_state: None, power_state: Some(1) };
+    assert!(s.transition("i1", Expect::OneOf(&["spawning"]), active).await.expect("t").is_some());
+    let walk: Vec<(String, Option<String>)> =
+        s.transitions("i1").await.expect("timeline").into_iter().map(|t| (t.vm_state, t.task_state)).collect();
+    assert_eq!(
+        walk,
+        [
+            ("building".to_string(), Some("scheduling".to_string())),
+            ("building".to_string(), Some("networking".to_string())),
+            ("building".to_string(), Some("spawning".to_string())),
+            ("active".to_string(), None),
+        ],
+        "{backend}"
+    );
+
+    // Requeue releases the claim (once, however often it is called) and clears the host.
+    assert!(s.requeue_instance("i2").await.expect("requeue"));
+    s.release_instance_claim("i2").await.expect("idempotent release");
+    assert_eq!(s.get_host(&host).await.expect("host").memory_mb_used, 128, "{backend}");
+    assert!(s.place_instance("i3", &host, claim, ratios, "[]", "[\"h1\"]").await.expect("room again"));
+
+    // Delete: claim back, row kept for changes-since, not listed otherwise.
+    s.mark_instance_deleted("i1").await.expect("delete");
+    s.mark_instance_deleted("i1").await.expect("delete twice");
+    assert_eq!(s.get_host(&host).await.expect("host").memory_mb_used, 128, "{backend}");
+    assert_eq!(s.project_usage("p1").await.expect("usage"), (2, 2, 256), "{backend}");
+    let live =
+        s.list_instances(&InstanceFilter { project_id: Some("p1".into()), ..Default::default() }).await.expect("list");
+    assert_eq!(live.len(), 2, "{backend}");
+    let since = s
+        .list_instances(&InstanceFilter {
+            changes_since: Some("2000-01-01T00:00:00.000000Z".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(since.iter().any(|i| i.id == "i1" && i.deleted == 1), "{backend}: changes-since shows deletions");
+    assert_eq!(s.unfinished_instances().await.expect("unfinished").len(), 2, "{backend}");
+}
+
+#[tokio::test]
+async fn instances_on_every_backend() {
+    for ts in common::stores().await {
+        scenario(&ts.store, ts.name).await;
+        ts.drop_db().await;
+    }
+}
