@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Brings up a local Meridian cloud: builds the server and runs it with its data in .data/.
-# (The compute agent and the TUI join this command as they land.) Ctrl-C stops it; running it
-# again reuses the data.
+# Brings up a local Meridian cloud: builds, then runs the server and one compute agent with
+# their data in .data/. The agent uses qemu:///system when a libvirt daemon answers, else
+# libvirt's in-memory test:///default driver (no real VMs). Ctrl-C stops both; running it again
+# reuses the data. (The TUI joins this command when it lands.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ LISTEN="${MERIDIAN_LISTEN:-127.0.0.1:8774}"
 URL="http://$LISTEN"
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required" >&2; exit 1; }
-cargo build --release --locked -p meridian-server
+scripts/deps.sh
+cargo build --release --locked -p meridian-server -p meridian-agent
 
 mkdir -p "$DATA"
 chmod 700 "$DATA"
@@ -45,10 +47,34 @@ clouds:
     region_name: RegionOne
 YAML
 
-cat >&2 <<MSG
-Meridian is starting on $URL (data: $DATA).
-  Use it from another shell:   source $DATA/openrc && openstack flavor list
-  or with clouds.yaml:          OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml openstack --os-cloud meridian server list
-MSG
 export MERIDIAN_ADMIN_PASSWORD="$PASSWORD"
-exec target/release/meridian-server serve --data-dir "$DATA" --listen "$LISTEN"
+target/release/meridian-server serve --data-dir "$DATA" --listen "$LISTEN" &
+SERVER=$!
+AGENT=""
+cleanup() {
+    [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null || true
+    kill "$SERVER" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+for _ in $(seq 1 100); do
+    [ -s "$DATA/agent-token" ] && curl -fsS "$URL/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+URI="test:///default"
+if command -v virsh >/dev/null 2>&1 && virsh -c qemu:///system version >/dev/null 2>&1; then
+    URI="qemu:///system"
+fi
+MERIDIAN_AGENT_TOKEN="$(cat "$DATA/agent-token")" target/release/meridian-agent \
+    --server "$URL" --host "$(hostname)" --libvirt-uri "$URI" --state-dir "$DATA/agent" &
+AGENT=$!
+
+cat >&2 <<MSG
+
+Meridian is running on $URL (data: $DATA), compute agent on $URI.
+  From another shell:  source $DATA/openrc && .venv/bin/openstack server list
+  or with clouds.yaml: OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml .venv/bin/openstack --os-cloud meridian server list
+Ctrl-C stops both.
+MSG
+wait "$SERVER"
