@@ -108,3 +108,6 @@ pub(crate) fn links(state: &AppState, path: &str) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod server_tests;

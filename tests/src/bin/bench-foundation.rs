@@ -76,9 +76,9 @@ async fn main() {
     let size_mb: u64 = std::env::var("BENCH_IMAGE_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     let server = Server::start();
     let pid = server.pid().expect("pid");
-    let admin = server.admin().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kb(pid, "VmRSS:");
+    let admin = server.admin().await;
 
     // Token issue (argon2id verification dominates, by design).
     let creds = server.creds("admin", meridian_e2e::ADMIN_PASSWORD, "admin");
@@ -183,9 +183,12 @@ async fn main() {
     let peak_rss = rss_kb(pid, "VmHWM:");
     assert_eq!(md5_file(&dst), src_md5, "download is byte-identical");
 
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_after_rss = rss_kb(pid, "VmRSS:");
     let mb = size_mb as f64;
     let report = json!({
         "idle_rss_mb": idle_rss as f64 / 1024.0,
+        "idle_rss_mb_after_everything": idle_after_rss as f64 / 1024.0,
         "peak_rss_mb_during_transfer": peak_rss as f64 / 1024.0,
         "peak_rss_mb_after_upload": peak_after_upload as f64 / 1024.0,
         "rss_mb_before_transfer": before_transfer as f64 / 1024.0,

@@ -1,0 +1,220 @@
+//! Servers API handler tests (no agents): validation, quota, isolation, microversion shapes,
+//! state checks, and a build that finds no host.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::testing::{Reply, TestApp};
+
+async fn at(app: &TestApp, method: Method, path: &str, token: &str, version: &str, body: Value) -> Reply {
+    let (b, ct) =
+        if body.is_null() { (Body::empty(), None) } else { (Body::from(body.to_string()), Some("application/json")) };
+    let mut h = vec![("openstack-api-version", version)];
+    if let Some(ct) = ct {
+        h.push(("content-type", ct));
+    }
+    app.call(method, &format!("/compute/v2.1{path}"), Some(token), &h, b).await
+}
+
+/// An active public image (`min_ram` given) and a shared network with a subnet.
+async fn cloud(app: &TestApp, min_ram: i64) -> (String, String) {
+    let t = app.admin_token.clone();
+    let img = app
+        .json(Method::POST, "/image/v2/images", &t, json!({"name": "img", "disk_format": "raw", "container_format": "bare", "visibility": "public", "min_ram": min_ram}))
+        .await;
+    let image = img.body["id"].as_str().expect("image id").to_string();
+    let up = app
+        .call(
+            Method::PUT,
+            &format!("/image/v2/images/{image}/file"),
+            Some(&t),
+            &[("content-type", "application/octet-stream")],
+            Body::from(vec![7u8; 4096]),
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::NO_CONTENT);
+    let net =
+        app.json(Method::POST, "/network/v2.0/networks", &t, json!({"network": {"name": "n", "shared": true}})).await;
+    let network = net.body["network"]["id"].as_str().expect("net id").to_string();
+    let sub = app
+        .json(
+            Method::POST,
+            "/network/v2.0/subnets",
+            &t,
+            json!({"subnet": {"network_id": network, "cidr": "10.9.0.0/24", "ip_version": 4}}),
+        )
+        .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    (image, network)
+}
+
+fn server(image: &str, flavor: &str, network: &str) -> Value {
+    json!({"server": {"name": "s1", "imageRef": image, "flavorRef": flavor, "networks": [{"uuid": network}]}})
+}
+
+async fn wait_status(app: &TestApp, token: &str, id: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let r = at(app, Method::GET, &format!("/servers/{id}"), token, "compute 2.79", Value::Null).await;
+        if r.body["server"]["status"] == want {
+            return r.body["server"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{id} never reached {want}");
+}
+
+#[tokio::test]
+async fn create_validates_like_nova() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 1024).await;
+    let t = app.admin_token.clone();
+    let cases = [
+        (json!({"server": {"imageRef": image, "flavorRef": "2", "networks": "none"}}), 400, "name"),
+        (server(&image, "999", &network), 400, "Flavor 999 could not be found"),
+        (server("00000000-0000-0000-0000-000000000000", "1", &network), 400, "Can not find requested image"),
+        (server(&image, "42", &network), 400, "Flavor's memory is too small"),
+        (server(&image, "2", "00000000-0000-0000-0000-000000000000"), 400, "could not be found"),
+        (json!({"server": {"name": "x", "imageRef": image, "flavorRef": "2"}}), 400, "networks"),
+        (
+            json!({"server": {"name": "x", "imageRef": image, "flavorRef": "2", "networks": "none", "key_name": "nope"}}),
+            400,
+            "key_name",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": image, "flavorRef": "2", "networks": "none", "user_data": "%%%"}}),
+            400,
+            "base 64",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let r = at(&app, Method::POST, "/servers", &t, "compute 2.79", body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.body);
+        let msg = r.body["badRequest"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    // Before 2.37 networks may be omitted (the one visible network is used).
+    let r = at(
+        &app,
+        Method::POST,
+        "/servers",
+        &t,
+        "compute 2.36",
+        json!({"server": {"name": "old", "imageRef": image, "flavorRef": "2"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(r.headers.contains_key("location"));
+    assert!(r.body["server"]["adminPass"].is_string());
+}
+
+#[tokio::test]
+async fn quota_exceeded_is_forbidden() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pq", "member").await;
+    let t = app.admin_token.clone();
+    let pid = app.json(Method::GET, "/identity/v3/projects?name=pq", &t, Value::Null).await.body["projects"][0]["id"]
+        .as_str()
+        .expect("pid")
+        .to_string();
+    at(&app, Method::PUT, &format!("/os-quota-sets/{pid}"), &t, "compute 2.1", json!({"quota_set": {"instances": 1}}))
+        .await;
+    let ok = at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+    let over = at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    assert_eq!(over.status, StatusCode::FORBIDDEN);
+    assert!(over.body["forbidden"]["message"].as_str().expect("msg").contains("Quota exceeded for instances"));
+    let reader = app.user_in_project("r", "pq", "reader").await;
+    let denied = at(&app, Method::POST, "/servers", &reader, "compute 2.79", server(&image, "1", &network)).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn no_host_means_error_with_a_fault_and_shapes_follow_the_microversion() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pa", "member").await;
+    let r = at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let s = wait_status(&app, &member, &id, "ERROR").await;
+    assert!(s["fault"]["message"].as_str().expect("fault").starts_with("No valid host was found"));
+    assert!(s["fault"].get("details").is_none(), "500 details are for admins");
+    assert_eq!(s["flavor"]["original_name"], "m1.tiny", "2.47+ embeds the flavor");
+    for key in ["locked", "description", "tags", "trusted_image_certificates", "server_groups", "locked_reason"] {
+        assert!(s.get(key).is_some(), "{key} at 2.79");
+    }
+    assert!(s.get("OS-EXT-SRV-ATTR:host").is_none(), "host attributes are admin-only");
+
+    let old =
+        at(&app, Method::GET, &format!("/servers/{id}"), &member, "compute 2.1", Value::Null).await.body["server"]
+            .clone();
+    assert_eq!(old["flavor"]["id"], "1", "before 2.47 the flavor is a reference");
+    for key in ["locked", "description", "tags", "locked_reason"] {
+        assert!(old.get(key).is_none(), "{key} not at 2.1");
+    }
+    let admin = at(&app, Method::GET, &format!("/servers/{id}"), &app.admin_token, "compute 2.79", Value::Null).await;
+    assert_eq!(admin.status, StatusCode::OK);
+    assert!(admin.body["server"].get("OS-EXT-SRV-ATTR:host").is_some());
+    assert!(admin.body["server"]["fault"]["details"].is_string());
+
+    // ERROR: start is refused in Nova's words; delete works without a host.
+    let r =
+        at(&app, Method::POST, &format!("/servers/{id}/action"), &member, "compute 2.79", json!({"os-start": null}))
+            .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Cannot 'start' instance {id} while it is in vm_state error")
+    );
+    let r =
+        at(&app, Method::POST, &format!("/servers/{id}/action"), &member, "compute 2.79", json!({"fly": null})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let d = at(&app, Method::DELETE, &format!("/servers/{id}"), &member, "compute 2.79", Value::Null).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    let gone = at(&app, Method::GET, &format!("/servers/{id}"), &member, "compute 2.79", Value::Null).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(gone.body["itemNotFound"]["code"], 404);
+}
+
+#[tokio::test]
+async fn other_projects_never_see_a_server() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let a = app.user_in_project("a", "pa", "member").await;
+    let b = app.user_in_project("b", "pb", "member").await;
+    let r = at(&app, Method::POST, "/servers", &a, "compute 2.79", server(&image, "1", &network)).await;
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    for (m, path, body) in [
+        (Method::GET, format!("/servers/{id}"), Value::Null),
+        (Method::PUT, format!("/servers/{id}"), json!({"server": {"name": "x"}})),
+        (Method::DELETE, format!("/servers/{id}"), Value::Null),
+        (Method::POST, format!("/servers/{id}/action"), json!({"os-stop": null})),
+        (Method::GET, format!("/servers/{id}/metadata"), Value::Null),
+        (Method::GET, format!("/servers/{id}/os-instance-actions"), Value::Null),
+    ] {
+        let r = at(&app, m.clone(), &path, &b, "compute 2.79", body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{m} {path}");
+    }
+    let list = at(&app, Method::GET, "/servers", &b, "compute 2.79", Value::Null).await;
+    assert_eq!(list.body["servers"], json!([]));
+    let mine = at(&app, Method::GET, "/servers/detail", &a, "compute 2.79", Value::Null).await;
+    assert_eq!(mine.body["servers"].as_array().expect("list").len(), 1);
+    let denied = at(&app, Method::GET, "/servers?all_tenants=1", &a, "compute 2.79", Value::Null).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let all = at(&app, Method::GET, "/servers?all_tenants=1", &app.admin_token, "compute 2.79", Value::Null).await;
+    assert_eq!(all.body["servers"].as_array().expect("list").len(), 1);
+    for bad in [
+        "/servers?status=FLYING",
+        "/servers?changes-since=yesterday",
+        "/servers?sort_key=color",
+        "/servers?limit=x",
+        "/servers?name=((",
+    ] {
+        assert_eq!(
+            at(&app, Method::GET, bad, &a, "compute 2.79", Value::Null).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+}
