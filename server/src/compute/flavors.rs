@@ -113,14 +113,9 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
     let page = paginate(&mut flavors, &q, |f| &f.id)?;
     let body: Vec<Value> = flavors.iter().map(|f| flavor_json(&state, v, f, detail)).collect();
     let mut out = json!({"flavors": body});
-    if let Some(limit) = page.filter(|l| flavors.len() == *l)
-        && let Some(last) = flavors.last()
-    {
-        let path = if detail { "flavors/detail" } else { "flavors" };
-        out["flavors_links"] = json!([{
-            "rel": "next",
-            "href": state.url(&format!("compute/v2.1/{path}?limit={limit}&marker={}", last.id)),
-        }]);
+    let path = if detail { "flavors/detail" } else { "flavors" };
+    if let Some(l) = super::next_links(&state, path, page, flavors.len(), flavors.last().map(|f| f.id.as_str())) {
+        out["flavors_links"] = l;
     }
     Ok(axum::Json(out))
 }

@@ -65,10 +65,8 @@ pub async fn list(
     let page = if v.at_least(35) { super::flavors::paginate(&mut keys, &q, |k| &k.name)? } else { None };
     let list: Vec<Value> = keys.iter().map(|k| json!({"keypair": summary_json(v, k)})).collect();
     let mut out = json!({"keypairs": list});
-    if let (Some(limit), Some(last)) = (page, keys.last())
-        && keys.len() == limit
-    {
-        out["keypairs_links"] = json!([{"rel": "next", "href": state.url(&format!("compute/v2.1/os-keypairs?limit={limit}&marker={}", last.name))}]);
+    if let Some(l) = super::next_links(&state, "os-keypairs", page, keys.len(), keys.last().map(|k| k.name.as_str())) {
+        out["keypairs_links"] = l;
     }
     Ok(axum::Json(out))
 }

@@ -98,6 +98,20 @@ async fn version(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({"version": version_doc(&state)}))
 }
 
+/// Nova's `*_links` for a list: a `next` link when a limited page came back full.
+pub(crate) fn next_links(
+    state: &AppState,
+    path: &str,
+    limit: Option<usize>,
+    returned: usize,
+    last: Option<&str>,
+) -> Option<Value> {
+    let (limit, last) = (limit?, last?);
+    (returned == limit).then(
+        || json!([{"rel": "next", "href": state.url(&format!("compute/v2.1/{path}?limit={limit}&marker={last}"))}]),
+    )
+}
+
 /// `self` and `bookmark` links of a compute resource.
 pub(crate) fn links(state: &AppState, path: &str) -> Value {
     json!([

@@ -773,11 +773,9 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         }
     }
     let mut body = json!({"servers": out});
-    if let (Some(limit), Some(last)) = (page, rows.last())
-        && rows.len() == limit
-    {
-        let path = if detail { "servers/detail" } else { "servers" };
-        body["servers_links"] = json!([{"rel": "next", "href": state.url(&format!("compute/v2.1/{path}?limit={limit}&marker={}", last.id))}]);
+    let path = if detail { "servers/detail" } else { "servers" };
+    if let Some(l) = super::next_links(&state, path, page, rows.len(), rows.last().map(|i| i.id.as_str())) {
+        body["servers_links"] = l;
     }
     Ok(axum::Json(body))
 }
