@@ -98,20 +98,12 @@ impl Store {
             return Ok(h.id);
         }
         let num = self.next_counter("host").await?;
-        let id: String = sqlx::query_scalar(
+        let id: Option<String> = sqlx::query_scalar(
             "INSERT INTO hosts (id, num, name, availability_zone, hypervisor_type, hypervisor_version, cpu_arch, libvirt_uri, \
              host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, reserved_vcpus, reserved_memory_mb, \
              reserved_disk_gb, last_heartbeat, created_at, updated_at) \
              VALUES ($1, $18, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $17) \
-             ON CONFLICT (name) DO UPDATE SET availability_zone = excluded.availability_zone, \
-             hypervisor_type = excluded.hypervisor_type, hypervisor_version = excluded.hypervisor_version, \
-             cpu_arch = excluded.cpu_arch, libvirt_uri = excluded.libvirt_uri, host_ip = excluded.host_ip, \
-             supports_networks = excluded.supports_networks, agent_version = excluded.agent_version, \
-             vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb, \
-             reserved_vcpus = excluded.reserved_vcpus, reserved_memory_mb = excluded.reserved_memory_mb, \
-             reserved_disk_gb = excluded.reserved_disk_gb, last_heartbeat = excluded.last_heartbeat, \
-             updated_at = excluded.updated_at \
-             RETURNING id",
+             ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(new_uuid())
         .bind(name)
@@ -131,9 +123,17 @@ impl Store {
         .bind(inv.reserved_disk_gb)
         .bind(&ts)
         .bind(num)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(id)
+        match id {
+            Some(id) => Ok(id),
+            // Registered concurrently by another request: refresh that row instead.
+            None => {
+                let h = self.get_host_by_name(name).await?;
+                self.update_host_inventory(&h.id, inv).await?;
+                Ok(h.id)
+            }
+        }
     }
 
     async fn update_host_inventory(&self, id: &str, inv: &HostInventory) -> StoreResult<()> {
