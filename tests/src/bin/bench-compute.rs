@@ -42,6 +42,16 @@ mod chrono_like {
     }
 }
 
+/// utime + stime of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
 #[tokio::main]
 async fn main() {
     let hosts = env("BENCH_HOSTS", 100);
@@ -79,6 +89,8 @@ async fn main() {
     // download the 1 MiB image).
     let admin = Arc::new(admin);
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let server_pid = server.pid().expect("server pid");
+    let cpu_before = cpu_ticks(server_pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..boots {
@@ -108,6 +120,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let wall = started.elapsed().as_secs_f64();
+    let server_cpu_s = (cpu_ticks(server_pid) - cpu_before) as f64 / 100.0;
 
     // Server-side times from each timeline: first entry (the POST) to `active`.
     let mut lat = Vec::new();
@@ -135,6 +148,8 @@ async fn main() {
             "boots_per_s_server_side": lat.len() as f64 / span,
             "boots_per_s_wall": boots as f64 / wall,
             "post_phase_s": posted,
+            "server_cpu_s": server_cpu_s,
+            "server_cpu_ms_per_boot": server_cpu_s * 1000.0 / boots as f64,
             "post_to_active_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0)},
         }))
         .expect("json")
