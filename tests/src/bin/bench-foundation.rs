@@ -180,6 +180,15 @@ async fn main() {
         out.flush().await.expect("flush");
     }
     let down_secs = t.elapsed().as_secs_f64();
+    // The same download into a discarding sink: the server's side without the client's disk.
+    let t = Instant::now();
+    let mut resp = admin.request(reqwest::Method::GET, "image", &format!("/v2/images/{id}/file")).expect("url").send().await.expect("download");
+    let mut received = 0u64;
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, size_mb << 20, "whole image received");
+    let sink_secs = t.elapsed().as_secs_f64();
     let peak_rss = rss_kb(pid, "VmHWM:");
     assert_eq!(md5_file(&dst), src_md5, "download is byte-identical");
 
@@ -202,6 +211,8 @@ async fn main() {
         "download_mb_s": mb / down_secs,
         "upload_vs_cp_plus_sync": (mb / up_secs) / (mb / cp_sync_secs),
         "download_vs_cp": (mb / down_secs) / (mb / cp_secs),
+        "download_to_sink_mb_s": mb / sink_secs,
+        "download_to_sink_vs_cp": (mb / sink_secs) / (mb / cp_secs),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
 }
