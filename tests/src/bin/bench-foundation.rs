@@ -182,7 +182,12 @@ async fn main() {
     let down_secs = t.elapsed().as_secs_f64();
     // The same download into a discarding sink: the server's side without the client's disk.
     let t = Instant::now();
-    let mut resp = admin.request(reqwest::Method::GET, "image", &format!("/v2/images/{id}/file")).expect("url").send().await.expect("download");
+    let mut resp = admin
+        .request(reqwest::Method::GET, "image", &format!("/v2/images/{id}/file"))
+        .expect("url")
+        .send()
+        .await
+        .expect("download");
     let mut received = 0u64;
     while let Some(chunk) = resp.chunk().await.expect("chunk") {
         received += chunk.len() as u64;
