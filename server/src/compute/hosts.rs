@@ -139,20 +139,7 @@ pub async fn list_services(
         out.push(s);
     }
     for h in state.store.list_hosts().await? {
-        let mut s = json!({
-            "id": host_ref(v, &h),
-            "binary": "nova-compute",
-            "host": h.name,
-            "zone": h.availability_zone,
-            "status": if h.enabled != 0 { "enabled" } else { "disabled" },
-            "state": if conductor::host_up(&state, &h) { "up" } else { "down" },
-            "updated_at": nova_time(&h.last_heartbeat),
-            "disabled_reason": h.disabled_reason,
-        });
-        if v.at_least(11) {
-            s["forced_down"] = json!(h.forced_down != 0);
-        }
-        out.push(s);
+        out.push(compute_service_json(&state, v, &h));
     }
     let out: Vec<Value> = out
         .into_iter()
@@ -194,12 +181,25 @@ pub async fn update_service(
         state.store.set_host_forced_down(&h.id, down).await?;
     }
     let h = state.store.get_host(&id).await?;
-    Ok(axum::Json(json!({"service": {
-        "id": h.id, "binary": "nova-compute", "host": h.name, "zone": h.availability_zone,
+    Ok(axum::Json(json!({"service": compute_service_json(&state, v, &h)})))
+}
+
+/// One agent host as a `nova-compute` service.
+fn compute_service_json(state: &AppState, v: ApiVersion, h: &Host) -> Value {
+    let mut s = json!({
+        "id": host_ref(v, h),
+        "binary": "nova-compute",
+        "host": h.name,
+        "zone": h.availability_zone,
         "status": if h.enabled != 0 { "enabled" } else { "disabled" },
-        "state": if conductor::host_up(&state, &h) { "up" } else { "down" },
-        "updated_at": nova_time(&h.last_heartbeat), "disabled_reason": h.disabled_reason, "forced_down": h.forced_down != 0,
-    }})))
+        "state": if conductor::host_up(state, h) { "up" } else { "down" },
+        "updated_at": nova_time(&h.last_heartbeat),
+        "disabled_reason": h.disabled_reason,
+    });
+    if v.at_least(11) {
+        s["forced_down"] = json!(h.forced_down != 0);
+    }
+    s
 }
 
 /// `GET /os-aggregates`: host aggregates are not modelled; every host is in its availability
