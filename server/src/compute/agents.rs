@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 use crate::store::hosts::HostInventory;
-use crate::store::instances::{Expect, NewState};
+use crate::store::instances::{Expect, InstanceFilter, NewState};
 
 /// Routes under `/agent/v1`.
 pub fn router() -> Router<AppState> {
@@ -107,11 +107,14 @@ async fn heartbeat(
     state.store.heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version)).await?;
     // Power-state sync (Nova's _sync_power_states): a guest that shut itself down becomes
     // SHUTOFF; other changes only refresh power_state.
+    // One query for the host's instances rather than one per report.
+    let on_host =
+        state.store.list_instances(&InstanceFilter { host_id: Some(h.id.clone()), ..Default::default() }).await?;
     for report in hb.instances {
-        let Ok(inst) = state.store.get_instance(&report.instance_id).await else {
+        let Some(inst) = on_host.iter().find(|i| i.id == report.instance_id) else {
             continue;
         };
-        if inst.deleted != 0 || inst.host_id.as_deref() != Some(h.id.as_str()) || inst.task_state.is_some() {
+        if inst.task_state.is_some() {
             continue;
         }
         let code = report.power_state.code();

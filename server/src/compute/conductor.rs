@@ -549,6 +549,9 @@ pub async fn tick(state: &AppState) -> Result<()> {
         }
         // Stranded before the agent got work (e.g. the server restarted mid-build).
         let idle_for = parse_time(&inst.updated_at).map(|t| now_t - t).unwrap_or_default();
+        if idle_for <= chrono::Duration::seconds(2) {
+            continue; // moving along (checked first: it costs no query)
+        }
         let stranded = match inst.task_state.as_deref() {
             Some("scheduling") => true,
             Some("networking") => match &inst.host_id {
@@ -557,7 +560,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
             },
             _ => false,
         };
-        if stranded && idle_for > chrono::Duration::seconds(2) {
+        if stranded {
             advance(state, &inst.id).await;
         }
     }
