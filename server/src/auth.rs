@@ -6,8 +6,8 @@ use axum::http::request::Parts;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::identity::{Domain, Project, Role, Token, User};
-use crate::store::{StoreError, parse_time};
+use crate::store::identity::{Domain, Project, Role, Token, TokenContext, User};
+use crate::store::parse_time;
 
 /// An authenticated request: who, in which project, with which (effective) roles.
 #[derive(Debug, Clone)]
@@ -72,36 +72,26 @@ impl FromRequestParts<AppState> for Ctx {
 /// Resolves a token id into a [`Ctx`]; `None` when unknown, revoked, expired, or its user or
 /// project is disabled or gone.
 pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>> {
-    let token = match state.store.get_token(token_id).await {
-        Ok(t) => t,
-        Err(StoreError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(found) = state.store.token_context(token_id).await? else {
+        return Ok(None);
     };
+    let TokenContext { token, user, user_domain, project } = found;
     let expired = parse_time(&token.expires_at).is_none_or(|t| t <= chrono::Utc::now());
-    if token.revoked != 0 || expired {
+    if token.revoked != 0 || expired || user.enabled == 0 {
         return Ok(None);
     }
-    let user = match state.store.get_user(&token.user_id).await {
-        Ok(u) if u.enabled != 0 => u,
-        Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let user_domain = state.store.get_domain(&user.domain_id).await?;
-    let (project, roles) = match &token.project_id {
-        None => (None, Vec::new()),
-        Some(pid) => {
-            let project = match state.store.get_project(pid).await {
-                Ok(p) if p.enabled != 0 => p,
-                Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
+    let (project, roles) = match (&token.project_id, project) {
+        (None, _) => (None, Vec::new()),
+        // Scoped to a project that is gone or disabled.
+        (Some(_), None) => return Ok(None),
+        (Some(_), Some((p, _))) if p.enabled == 0 => return Ok(None),
+        (Some(pid), Some(scope)) => {
             let roles = state.store.effective_roles(&user.id, pid).await?;
             if roles.is_empty() {
                 // The user lost every role on the project since the token was issued.
                 return Ok(None);
             }
-            let domain = state.store.get_domain(&project.domain_id).await?;
-            (Some((project, domain)), roles)
+            (Some(scope), roles)
         }
     };
     Ok(Some(Ctx { token, user, user_domain, project, roles }))

@@ -69,6 +69,11 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         revoked: 0,
     };
     s.insert_token(&t).await.expect("token");
+    let ctx = s.token_context("tok").await.expect("context").expect("found");
+    assert_eq!((ctx.user.name.as_str(), ctx.user_domain.name.as_str()), ("alice", "Default"), "{backend}");
+    let (project, domain) = ctx.project.expect("scoped");
+    assert_eq!((project.name.as_str(), domain.id.as_str()), ("demo", "default"), "{backend}");
+    assert!(s.token_context("nope").await.expect("context").is_none());
     s.revoke_user_tokens(&u.id).await.expect("revoke");
     assert_eq!(s.get_token("tok").await.expect("get").revoked, 1);
     assert_eq!(s.purge_tokens(&now()).await.expect("purge"), 1, "{backend}");

@@ -58,6 +58,16 @@ pub struct Token {
     pub revoked: i64,
 }
 
+/// What a token id resolves to (see [`Store::token_context`]).
+#[derive(Debug, Clone)]
+pub struct TokenContext {
+    pub token: Token,
+    pub user: User,
+    pub user_domain: Domain,
+    /// `None` for unscoped tokens, and for scoped ones whose project is gone.
+    pub project: Option<(Project, Domain)>,
+}
+
 /// Filters for project and user listings.
 #[derive(Debug, Default, Clone)]
 pub struct NameFilter {
@@ -443,6 +453,74 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound("Could not find token.".into()))
+    }
+
+    /// A token with its user, the user's domain and, if scoped, the project and its domain —
+    /// one query for the hot path every authenticated request takes.
+    pub async fn token_context(&self, id: &str) -> StoreResult<Option<TokenContext>> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT t.id, t.user_id, t.project_id, t.methods, t.audit_id, t.issued_at, t.expires_at, t.revoked, \
+             u.name, u.domain_id, u.password_hash, u.enabled, u.email, u.description, u.default_project_id, \
+             ud.name, ud.description, ud.enabled, \
+             p.name, p.domain_id, p.description, p.enabled, p.tags, pd.name, pd.description, pd.enabled \
+             FROM tokens t JOIN users u ON u.id = t.user_id JOIN domains ud ON ud.id = u.domain_id \
+             LEFT JOIN projects p ON p.id = t.project_id LEFT JOIN domains pd ON pd.id = p.domain_id \
+             WHERE t.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let token = Token {
+            id: r.try_get(0)?,
+            user_id: r.try_get(1)?,
+            project_id: r.try_get(2)?,
+            methods: r.try_get(3)?,
+            audit_id: r.try_get(4)?,
+            issued_at: r.try_get(5)?,
+            expires_at: r.try_get(6)?,
+            revoked: r.try_get(7)?,
+        };
+        let user = User {
+            id: token.user_id.clone(),
+            name: r.try_get(8)?,
+            domain_id: r.try_get(9)?,
+            password_hash: r.try_get(10)?,
+            enabled: r.try_get(11)?,
+            email: r.try_get(12)?,
+            description: r.try_get(13)?,
+            default_project_id: r.try_get(14)?,
+        };
+        let user_domain = Domain {
+            id: user.domain_id.clone(),
+            name: r.try_get(15)?,
+            description: r.try_get(16)?,
+            enabled: r.try_get(17)?,
+        };
+        let project_name: Option<String> = r.try_get(18)?;
+        let project = match (&token.project_id, project_name) {
+            (Some(pid), Some(name)) => {
+                let domain_id: String = r.try_get(19)?;
+                let p = Project {
+                    id: pid.clone(),
+                    name,
+                    domain_id: domain_id.clone(),
+                    description: r.try_get(20)?,
+                    enabled: r.try_get(21)?,
+                    tags: r.try_get(22)?,
+                };
+                let d = Domain {
+                    id: domain_id,
+                    name: r.try_get(23)?,
+                    description: r.try_get(24)?,
+                    enabled: r.try_get(25)?,
+                };
+                Some((p, d))
+            }
+            _ => None,
+        };
+        Ok(Some(TokenContext { token, user, user_domain, project }))
     }
 
     pub async fn revoke_token(&self, id: &str) -> StoreResult<()> {
