@@ -46,10 +46,6 @@ pub fn router(state: AppState) -> Router {
                 .fallback(not_found)
                 .layer(map_response(|r| render_faults(Service::Compute, r))),
         )
-        .nest(
-            "/agent/v1",
-            compute::agents::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
-        )
         .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
         .nest(
             "/network",
@@ -63,6 +59,12 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
+        // Agents' heartbeats and long polls would drown the request log; their handlers log
+        // what matters (registrations, failures) themselves.
+        .nest(
+            "/agent/v1",
+            compute::agents::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
         )
         .with_state(state)
 }
