@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::scheduler::{self, HostState, Request};
 use crate::state::AppState;
 use crate::store::hosts::{Claim, Host, Ratios, Work};
+use crate::store::image::Image;
 use crate::store::instances::{Expect, Instance, NewState};
 use crate::store::network::{IpRequest, NetError, NewPort, PortUpdate};
 use crate::store::{StoreError, fmt_time, now, parse_time};
@@ -183,15 +184,16 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
     Ok(false)
 }
 
+/// An image's free-form properties as strings (what the scheduler and the agent read).
+fn properties_of(img: &Image) -> BTreeMap<String, String> {
+    img.properties_map()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect()
+}
+
 async fn image_properties(state: &AppState, image_id: &str) -> BTreeMap<String, String> {
-    match state.store.get_image(image_id).await {
-        Ok(img) => img
-            .properties_map()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect(),
-        Err(_) => BTreeMap::new(),
-    }
+    state.store.get_image(image_id).await.map(|img| properties_of(&img)).unwrap_or_default()
 }
 
 /// The requested networks as stored at boot: `{"network_id", "fixed_ip"?}` or `{"port_id"}`.
@@ -315,7 +317,7 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>) -> Re
             size: img.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
             checksum: img.checksum.clone().unwrap_or_default(),
             disk_format: img.disk_format.clone().unwrap_or_else(|| "raw".into()),
-            properties: image_properties(state, &img.id).await,
+            properties: properties_of(&img),
         },
         nics,
         user_data: inst.user_data.clone(),

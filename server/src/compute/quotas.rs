@@ -49,15 +49,29 @@ pub async fn limit_for(state: &AppState, project_id: &str, resource: &str) -> Ap
 }
 
 /// What a project uses now: instances, cores and RAM from its live servers; key pairs are the
-/// caller's own (Nova counts them per user).
-async fn usage(state: &AppState, ctx: &Ctx, project_id: &str, resource: &str) -> ApiResult<i64> {
-    Ok(match resource {
-        "key_pairs" => state.store.count_keypairs(&ctx.user.id).await?,
-        "instances" => state.store.project_usage(project_id).await?.0,
-        "cores" => state.store.project_usage(project_id).await?.1,
-        "ram" => state.store.project_usage(project_id).await?.2,
-        _ => 0,
-    })
+/// caller's own (Nova counts them per user). Read once per response.
+struct Usage {
+    instances: i64,
+    cores: i64,
+    ram: i64,
+    key_pairs: i64,
+}
+
+impl Usage {
+    async fn read(state: &AppState, ctx: &Ctx, project_id: &str) -> ApiResult<Usage> {
+        let (instances, cores, ram) = state.store.project_usage(project_id).await?;
+        Ok(Usage { instances, cores, ram, key_pairs: state.store.count_keypairs(&ctx.user.id).await? })
+    }
+
+    fn of(&self, resource: &str) -> i64 {
+        match resource {
+            "instances" => self.instances,
+            "cores" => self.cores,
+            "ram" => self.ram,
+            "key_pairs" => self.key_pairs,
+            _ => 0,
+        }
+    }
 }
 
 /// Only admins look at other projects' quotas (Nova answers 403 otherwise).
@@ -78,6 +92,7 @@ async fn quota_set(
     defaults: bool,
 ) -> ApiResult<Value> {
     let overrides = if defaults { Default::default() } else { state.store.quota_overrides(project_id).await? };
+    let usage = if detail { Some(Usage::read(state, ctx, project_id).await?) } else { None };
     let mut o = Map::new();
     o.insert("id".into(), json!(project_id));
     for (name, default, last) in QUOTAS {
@@ -85,10 +100,9 @@ async fn quota_set(
             continue;
         }
         let limit = overrides.get(&format!("{PREFIX}{name}")).copied().unwrap_or(default);
-        let value = if detail {
-            json!({"limit": limit, "in_use": usage(state, ctx, project_id, name).await?, "reserved": 0})
-        } else {
-            json!(limit)
+        let value = match &usage {
+            Some(u) => json!({"limit": limit, "in_use": u.of(name), "reserved": 0}),
+            None => json!(limit),
         };
         o.insert(name.into(), value);
     }
@@ -212,9 +226,10 @@ pub async fn limits(
     a.insert("maxTotalKeypairs".into(), json!(lim("key_pairs")));
     a.insert("maxServerGroups".into(), json!(lim("server_groups")));
     a.insert("maxServerGroupMembers".into(), json!(lim("server_group_members")));
-    a.insert("totalInstancesUsed".into(), json!(usage(&state, &ctx, &pid, "instances").await?));
-    a.insert("totalCoresUsed".into(), json!(usage(&state, &ctx, &pid, "cores").await?));
-    a.insert("totalRAMUsed".into(), json!(usage(&state, &ctx, &pid, "ram").await?));
+    let used = Usage::read(&state, &ctx, &pid).await?;
+    a.insert("totalInstancesUsed".into(), json!(used.instances));
+    a.insert("totalCoresUsed".into(), json!(used.cores));
+    a.insert("totalRAMUsed".into(), json!(used.ram));
     a.insert("totalServerGroupsUsed".into(), json!(0));
     if !v.at_least(36) {
         a.insert("maxSecurityGroups".into(), json!(lim("security_groups")));
