@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Builds Meridian's small guest image offline, from Debian packages only, and caches it.
+#
+#   scripts/build-image.sh      # prints the directory holding the result
+#
+# The directory (keyed by this script's hash, so editing the script rebuilds) holds:
+#   disk.qcow2   a bootable disk: MBR + one FAT partition with SYSLINUX, the kernel and the
+#                initramfs. It boots under SeaBIOS like any cloud image.
+#   vmlinuz      the same kernel and initramfs, for images booted by kernel_id/ramdisk_id
+#   initrd.img
+#
+# The guest is busybox in an initramfs (the disk is only read at boot). It loads the virtio,
+# ACPI button and filesystem modules, mounts a config drive labelled `config-2` if there is one
+# (hostname from meta_data.json, user_data run when it starts with `#!`), configures eth0 by
+# DHCP, and prints on ttyS0, in a stable format:
+#   meridian-guest: hostname=NAME
+#   meridian-guest: ip=A.B.C.D            (or ip=none when DHCP got nothing)
+#   meridian-guest: ready hostname=NAME ip=A.B.C.D
+# then a getty with a login banner. The ACPI power button powers it off (so libvirt's
+# shutdown and soft reboot work); `reboot` in the guest reboots.
+#
+# Needs: apt-get (with package lists), dpkg, mkfs.vfat, mcopy, syslinux, sfdisk, qemu-img, gzip.
+# Nothing is mounted; no root needed beyond what apt-get download needs.
+set -euo pipefail
+
+SCRIPT="$(readlink -f "$0")"
+CACHE="${MERIDIAN_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meridian/images}"
+KEY="$(sha256sum "$SCRIPT" | cut -c1-16)"
+OUT="$CACHE/$KEY"
+
+log() { printf '[build-image] %s\n' "$*" >&2; }
+
+if [ -s "$OUT/disk.qcow2" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then
+    echo "$OUT"
+    exit 0
+fi
+
+mkdir -p "$CACHE"
+# Parallel test processes may all ask for the image: one builds, the others wait for it.
+exec 9>"$CACHE/.lock"
+flock 9
+if [ -s "$OUT/disk.qcow2" ]; then
+    echo "$OUT"
+    exit 0
+fi
+
+for tool in apt-get dpkg mkfs.vfat mcopy syslinux sfdisk qemu-img gzip; do
+    command -v "$tool" >/dev/null 2>&1 || { log "missing $tool (scripts/deps.sh installs it)"; exit 1; }
+done
+MBR=/usr/lib/syslinux/mbr/mbr.bin
+LDLINUX_C32=/usr/lib/syslinux/modules/bios/ldlinux.c32
+[ -r "$MBR" ] && [ -r "$LDLINUX_C32" ] || { log "missing syslinux-common's $MBR / $LDLINUX_C32"; exit 1; }
+
+WORK="$(mktemp -d "$CACHE/.build.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+# --- packages -------------------------------------------------------------------------------
+KPKG="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')"
+[ -n "$KPKG" ] || { log "apt does not know linux-image-cloud-amd64 (run apt-get update)"; exit 1; }
+log "downloading $KPKG and busybox-static"
+mkdir debs
+(cd debs && apt-get download -qq "$KPKG" busybox-static 2>/dev/null) ||
+    (cd debs && apt-get download "$KPKG" busybox-static)
+dpkg -x debs/"${KPKG}"_*.deb kernel
+dpkg -x debs/busybox-static_*.deb busybox
+KVER="$(ls kernel/lib/modules)"
+BB=busybox/bin/busybox
+
+# --- initramfs ------------------------------------------------------------------------------
+R=root
+mkdir -p $R/bin $R/sbin $R/etc/acpi/PWRF $R/proc $R/sys $R/dev $R/run $R/tmp $R/mnt/config \
+    $R/root $R/lib/modules/"$KVER" $R/usr/share/udhcpc $R/var/run
+cp $BB $R/bin/busybox
+for applet in $($BB --list); do
+    [ "$applet" = busybox ] || ln -sf busybox $R/bin/"$applet"
+done
+for applet in init poweroff reboot halt modprobe insmod udhcpc acpid getty; do ln -sf ../bin/busybox $R/sbin/$applet; done
+
+# Kernel modules: the wanted ones and what they depend on (busybox depmod writes modules.dep).
+$BB depmod -b kernel "$KVER"
+WANT="virtio_pci virtio_blk virtio_net virtio_scsi virtio_rng virtio_balloon virtio_console sd_mod
+      button evdev isofs vfat nls_ascii nls_iso8859_1 nls_cp437"
+DEP=kernel/lib/modules/"$KVER"/modules.dep
+need=""
+resolve() {
+    local line file
+    line="$(grep -E "/$1\.ko:" "$DEP" || true)"
+    [ -n "$line" ] || return 0
+    for file in ${line/:/ }; do
+        case " $need " in *" $file "*) ;; *) need="$need $file"; resolve "$(basename "$file" .ko)";; esac
+    done
+}
+for m in $WANT; do resolve "$m"; done
+for file in $need; do
+    mkdir -p "$R/lib/modules/$KVER/$(dirname "$file")"
+    cp "kernel/lib/modules/$KVER/$file" "$R/lib/modules/$KVER/$file"
+done
+cp kernel/lib/modules/"$KVER"/modules.builtin kernel/lib/modules/"$KVER"/modules.order $R/lib/modules/"$KVER"/
+$BB depmod -b $R "$KVER"
+
+cat > $R/etc/inittab <<'EOF'
+::sysinit:/etc/rc.boot
+::respawn:/sbin/acpid -f -c /etc/acpi -l /dev/null
+ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
+::ctrlaltdel:/sbin/reboot
+::shutdown:/etc/rc.shutdown
+EOF
+
+# busybox acpid runs /etc/acpi/PWRF/00000080 on the power button.
+cat > $R/etc/acpi/PWRF/00000080 <<'EOF'
+#!/bin/sh
+echo "meridian-guest: power button" > /dev/ttyS0
+exec /sbin/poweroff
+EOF
+chmod 755 $R/etc/acpi/PWRF/00000080
+
+cat > $R/etc/rc.shutdown <<'EOF'
+#!/bin/sh
+echo "meridian-guest: shutting down" > /dev/ttyS0
+umount -a -r 2>/dev/null
+EOF
+chmod 755 $R/etc/rc.shutdown
+
+cat > $R/usr/share/udhcpc/default.script <<'EOF'
+#!/bin/sh
+# udhcpc calls this with the lease in the environment.
+case "$1" in
+    deconfig)
+        ip -4 addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        if [ -n "$router" ]; then
+            ip route add default via "${router%% *}" dev "$interface" 2>/dev/null || true
+        fi
+        : > /etc/resolv.conf
+        for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+        echo "$ip" > /run/ip
+        ;;
+esac
+exit 0
+EOF
+chmod 755 $R/usr/share/udhcpc/default.script
+
+cat > $R/etc/rc.boot <<'EOF'
+#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+for m in virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtio_rng button evdev isofs vfat nls_ascii nls_iso8859_1 nls_cp437; do
+    modprobe "$m" 2>/dev/null
+done
+ip link set lo up
+
+say() { echo "meridian-guest: $*" > /dev/ttyS0; }
+
+name="meridian-guest"
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in meridian.hostname=*) name="${arg#meridian.hostname=}";; esac
+done
+
+# The config drive (Nova's layout), read-only; its device shows up once virtio_blk is in.
+drive=""
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    drive="$(findfs LABEL=config-2 2>/dev/null)" && break
+    drive=""
+    sleep 0.1
+done
+if [ -n "$drive" ] && mount -o ro "$drive" /mnt/config 2>/dev/null; then
+    meta=/mnt/config/openstack/latest/meta_data.json
+    if [ -r "$meta" ]; then
+        h="$(grep -o '"hostname": *"[^"]*"' "$meta" | head -n 1 | sed 's/.*: *"\(.*\)"/\1/')"
+        [ -n "$h" ] && name="$h"
+        u="$(grep -o '"uuid": *"[^"]*"' "$meta" | head -n 1 | sed 's/.*: *"\(.*\)"/\1/')"
+        say "config-drive=$drive uuid=$u"
+    fi
+else
+    say "config-drive=none"
+fi
+hostname "$name"
+say "hostname=$(hostname)"
+
+# DHCP on the first NIC: a few quick tries, then carry on without an address.
+ip=none
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    if udhcpc -i eth0 -s /usr/share/udhcpc/default.script -n -q -t 20 -T 1 -A 1 >/dev/null 2>&1 && [ -s /run/ip ]; then
+        ip="$(cat /run/ip)"
+    fi
+fi
+say "ip=$ip uptime=$(cut -d" " -f1 /proc/uptime)"
+
+ud=/mnt/config/openstack/latest/user_data
+if [ -r "$ud" ] && [ "$(head -c 2 "$ud")" = '#!' ]; then
+    cp "$ud" /run/user_data && chmod 700 /run/user_data
+    /run/user_data > /dev/ttyS0 2>&1
+    say "user-data exit=$?"
+fi
+
+cat > /etc/issue <<ISSUE
+
+Meridian guest $(hostname) (busybox, \l) - ip $ip
+Log in as root (no password).
+
+ISSUE
+say "ready hostname=$(hostname) ip=$ip uptime=$(cut -d" " -f1 /proc/uptime)"
+EOF
+chmod 755 $R/etc/rc.boot
+
+cat > $R/etc/passwd <<'EOF'
+root::0:0:root:/root:/bin/sh
+EOF
+echo 'root::0:0:99999:7:::' > $R/etc/shadow
+echo 'root:x:0:' > $R/etc/group
+echo 'meridian-guest' > $R/etc/hostname
+ln -sf bin/busybox $R/init
+
+(cd $R && find . | LC_ALL=C sort | ../$BB cpio -o -H newc 2>/dev/null) | gzip -9 > initrd.img
+cp kernel/boot/vmlinuz-"$KVER" vmlinuz
+
+# --- disk: MBR + FAT partition at 1 MiB with SYSLINUX, no mounts ----------------------------
+PART_MB=48
+cat > syslinux.cfg <<'EOF'
+DEFAULT meridian
+PROMPT 0
+TIMEOUT 0
+LABEL meridian
+  KERNEL /vmlinuz
+  APPEND initrd=/initrd.img console=ttyS0,115200 quiet panic=5
+EOF
+mkfs.vfat -n MERIDIAN -C fat.img $((PART_MB * 1024)) >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mcopy -i fat.img vmlinuz initrd.img syslinux.cfg "$LDLINUX_C32" ::/
+syslinux --install fat.img
+
+truncate -s $(((PART_MB + 1) * 1024 * 1024)) disk.raw
+echo 'start=2048, type=c, bootable' | sfdisk -q disk.raw
+dd if="$MBR" of=disk.raw bs=440 count=1 conv=notrunc status=none
+dd if=fat.img of=disk.raw bs=1M seek=1 conv=notrunc status=none
+qemu-img convert -q -f raw -O qcow2 disk.raw disk.qcow2
+
+mkdir -p "$WORK/out"
+mv disk.qcow2 vmlinuz initrd.img "$WORK/out/"
+echo "$KPKG" > "$WORK/out/kernel-package"
+rm -rf "$OUT"
+mv "$WORK/out" "$OUT"
+log "built $OUT ($(du -sh "$OUT" | cut -f1))"
+echo "$OUT"
