@@ -61,6 +61,24 @@ pub struct Args {
     /// Seconds a graceful stop may take before the domain is destroyed.
     #[arg(long, env = "MERIDIAN_AGENT_STOP_TIMEOUT", default_value_t = 60)]
     pub stop_timeout_secs: u64,
+
+    /// When instances get a config drive (their metadata, keys and user data; Meridian has no
+    /// metadata service): `auto` on real hypervisors but not on the test driver.
+    #[arg(long, env = "MERIDIAN_AGENT_CONFIG_DRIVE", value_enum, default_value_t = ConfigDriveMode::Auto)]
+    pub config_drive: ConfigDriveMode,
+
+    /// The config drive's filesystem, as Nova's `config_drive_format`.
+    #[arg(long, env = "MERIDIAN_AGENT_CONFIG_DRIVE_FORMAT", value_enum, default_value_t = crate::config_drive::Format::Iso9660)]
+    pub config_drive_format: crate::config_drive::Format,
+}
+
+/// Whether instances get a config drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConfigDriveMode {
+    /// On qemu/kvm, not on libvirt's test driver (no guest would read it).
+    Auto,
+    Always,
+    Never,
 }
 
 impl std::fmt::Debug for Args {

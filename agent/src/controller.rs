@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::config_drive::{self, ConfigDriveError, DriveContext};
 use crate::disk::{self, DiskError};
 use crate::hypervisor::{DomainState, HvError, Hypervisor};
 use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
@@ -39,6 +40,8 @@ pub enum ActionError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error("cannot build the config drive")]
+    ConfigDrive(#[from] ConfigDriveError),
     #[error("cannot write the instance's files")]
     Files(#[source] std::io::Error),
     #[error("a hypervisor call panicked")]
@@ -99,6 +102,10 @@ pub struct ControllerConfig {
     pub supports_networks: bool,
     /// How long a graceful shutdown may take before the domain is destroyed.
     pub stop_timeout: Duration,
+    /// The config drive every instance gets, in this format; `None` builds none.
+    pub config_drive: Option<config_drive::Format>,
+    /// Written into the config drive's metadata.
+    pub availability_zone: String,
 }
 
 /// Runs work items. Shared as `Arc<Controller>`.
@@ -294,6 +301,15 @@ impl Controller {
 
         let disk_path = dir.join("disk");
         disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await?;
+        let config_drive = match self.cfg.config_drive {
+            Some(format) => {
+                let drive = dir.join("disk.config");
+                let ctx = DriveContext { instance_id: id, availability_zone: &self.cfg.availability_zone };
+                config_drive::build(&ctx, spec, format, &dir.join("config-drive.d"), &drive).await?;
+                Some(drive)
+            }
+            None => None,
+        };
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
@@ -315,6 +331,7 @@ impl Controller {
                 initrd: ramdisk.as_ref().map(|r| r.path().to_path_buf()),
                 cmdline: plan.cmdline.clone(),
             }),
+            config_drive,
         };
         let domain_xml = xml::domain_xml(&domain);
         let name = xml::domain_name(&id);

@@ -10,6 +10,7 @@
 //! - [`hypervisor`]: the blocking `Hypervisor` trait and its libvirt implementation.
 
 pub mod config;
+pub mod config_drive;
 pub mod controller;
 pub mod disk;
 pub mod hypervisor;
@@ -101,6 +102,12 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             arch: info.arch.clone(),
             supports_networks: info.supports_networks,
             stop_timeout: Duration::from_secs(args.stop_timeout_secs),
+            config_drive: match args.config_drive {
+                config::ConfigDriveMode::Always => Some(args.config_drive_format),
+                config::ConfigDriveMode::Auto if virt_type != VirtType::Test => Some(args.config_drive_format),
+                _ => None,
+            },
+            availability_zone: args.availability_zone.clone(),
         },
     )
     .context("cannot create the instances directory")?;

@@ -47,9 +47,21 @@ impl VirtType {
     }
 }
 
-/// Whether `/dev/kvm` can be opened read-write by this process.
+/// Whether KVM can run guests here: `/dev/kvm` opens read-write *and* the CPU offers
+/// hardware virtualisation. A nested host without VT-x/AMD-V can still have an openable
+/// `/dev/kvm` (and libvirt then advertises `kvm` domains), but a `type='kvm'` guest there shows
+/// "running" and never boots, so the CPU flags decide.
 pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    let device = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    device && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| cpu_has_virtualization(&c))
+}
+
+/// Whether a `/proc/cpuinfo` text lists `vmx` (Intel) or `svm` (AMD) among a CPU's flags.
+pub fn cpu_has_virtualization(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == "flags").map(|(_, v)| v))
+        .any(|flags| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
 /// The domain name of an instance.
@@ -105,6 +117,14 @@ impl DiskBus {
             DiskBus::Virtio => "vda",
             DiskBus::Scsi | DiskBus::Sata => "sda",
             DiskBus::Ide => "hda",
+        }
+    }
+    /// The second device on the bus (the config drive).
+    fn second_dev(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "vdb",
+            DiskBus::Scsi | DiskBus::Sata => "sdb",
+            DiskBus::Ide => "hdb",
         }
     }
 }
@@ -170,6 +190,8 @@ pub struct DomainSpec {
     pub console_log: PathBuf,
     pub nics: Vec<NicXml>,
     pub kernel: Option<KernelBoot>,
+    /// The config drive image (raw), attached read-only after the root disk.
+    pub config_drive: Option<PathBuf>,
 }
 
 /// Escapes text for an XML attribute (single-quoted) or element body.
@@ -256,6 +278,16 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     let _ = writeln!(x, "      <source file='{}'/>", path(&spec.disk));
     let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.dev(), spec.disk_bus.bus());
     x.push_str("    </disk>\n");
+    if let Some(drive) = &spec.config_drive {
+        // QEMU's IDE/SATA disks cannot be read-only, so there the drive is a CD-ROM (as Nova's
+        // default); virtio and SCSI take a read-only disk, which needs no CD-ROM driver.
+        let device = if matches!(spec.disk_bus, DiskBus::Ide | DiskBus::Sata) { "cdrom" } else { "disk" };
+        let _ = writeln!(x, "    <disk type='file' device='{device}'>");
+        x.push_str("      <driver name='qemu' type='raw'/>\n");
+        let _ = writeln!(x, "      <source file='{}'/>", path(drive));
+        let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.second_dev(), spec.disk_bus.bus());
+        x.push_str("      <readonly/>\n    </disk>\n");
+    }
     for nic in &spec.nics {
         match &nic.network {
             Some(net) => {
@@ -354,6 +386,7 @@ mod tests {
             console_log: "/var/lib/meridian/instances/x/console.log".into(),
             nics: vec![],
             kernel: None,
+            config_drive: None,
         }
     }
 
@@ -509,5 +542,35 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(instance_of(&domain_name(&id)), Some(id));
         assert_eq!(instance_of("test"), None);
+    }
+
+    #[test]
+    fn config_drive_is_a_read_only_second_disk() {
+        let mut s = spec(VirtType::Qemu);
+        s.config_drive = Some("/i/x/disk.config".into());
+        let xml = domain_xml(&s);
+        let disks = element(&xml, "disk");
+        assert_eq!(disks.len(), 2);
+        assert!(disks[1].starts_with("<disk type='file' device='disk'>"));
+        assert!(disks[1].contains("<driver name='qemu' type='raw'/>"));
+        assert!(disks[1].contains("<source file='/i/x/disk.config'/>"));
+        assert!(disks[1].contains("<target dev='vdb' bus='virtio'/>"));
+        assert!(disks[1].contains("<readonly/>"));
+        s.disk_bus = DiskBus::Ide;
+        let xml = domain_xml(&s);
+        let disks = element(&xml, "disk");
+        assert!(disks[1].starts_with("<disk type='file' device='cdrom'>"));
+        assert!(disks[1].contains("<target dev='hdb' bus='ide'/>"));
+    }
+
+    #[test]
+    fn kvm_needs_the_cpu_flag_not_only_the_device() {
+        let intel = "processor\t: 0\nflags\t\t: fpu vme vmx sse2\n";
+        let amd = "flags\t\t: fpu svm\n";
+        let nested = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor\nvmx flags\t: ept\n";
+        assert!(cpu_has_virtualization(intel));
+        assert!(cpu_has_virtualization(amd));
+        assert!(!cpu_has_virtualization(nested));
+        assert!(!cpu_has_virtualization(""));
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian_agent::config_drive;
 use meridian_agent::controller::{Controller, ControllerConfig};
 use meridian_agent::hypervisor::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt};
 use meridian_agent::image_cache::ImageCache;
@@ -45,6 +46,9 @@ async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
             arch: "x86_64".into(),
             supports_networks: true,
             stop_timeout: Duration::from_millis(600),
+            // The test driver ignores disk files, but the drive is still built and attached.
+            config_drive: Some(config_drive::Format::Iso9660),
+            availability_zone: "nova".into(),
         },
     )
     .expect("controller");
@@ -106,7 +110,11 @@ async fn instance_lifecycle() {
     assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
     assert_eq!(progress, ["block_device_mapping", "spawning"]);
     assert!(env.instance_dir(&id).join("disk").exists());
+    let drive = env.instance_dir(&id).join("disk.config");
+    assert!(drive.exists(), "no config drive");
+    assert!(!env.instance_dir(&id).join("config-drive.d").exists(), "the staging tree stays behind");
     let dom = env.hv.domain_xml(&name).expect("domain xml");
+    assert!(dom.contains(&format!("<source file='{}'/>", drive.display())), "{dom}");
     assert!(dom.contains(&format!("<mac address='{the_mac}'/>")), "{dom}");
     assert!(dom.contains(&format!("<source network='{}'", xml::network_name(&net_id))));
     assert_eq!(env.power(&id).await, Some(PowerState::Running));

@@ -23,6 +23,7 @@ fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
         console_log: format!("/tmp/meridian-test-{id}.log").into(),
         nics,
         kernel: None,
+        config_drive: None,
     }
 }
 

@@ -1,0 +1,354 @@
+//! Config drives: the instance's metadata and user data on a small disk labelled `config-2`,
+//! in Nova's layout (`openstack/latest/meta_data.json`, `user_data`, `network_data.json`,
+//! `vendor_data.json`), so cloud-init and simple guests read it the way they do on OpenStack.
+//!
+//! Meridian has no metadata service, so the drive is the guest's only source of its hostname,
+//! metadata, keys and user data. Formats follow Nova's `config_drive_format`: `iso9660` (made
+//! by `genisoimage`, `mkisofs` or `xorriso -as mkisofs`, whichever is installed) or `vfat`
+//! (`mkfs.vfat` + `mcopy`).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use meridian_common::agent::BuildSpec;
+use serde_json::{Value, json};
+use tokio::process::Command;
+use uuid::Uuid;
+
+/// The filesystem label guests look for.
+pub const LABEL: &str = "config-2";
+
+/// The drive's filesystem, as Nova's `config_drive_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Iso9660,
+    Vfat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigDriveError {
+    #[error("user_data is not valid base64")]
+    UserData(#[source] base64::DecodeError),
+    #[error("cannot write the config drive's files")]
+    Io(#[source] std::io::Error),
+    #[error("no ISO 9660 tool found (genisoimage, mkisofs or xorriso)")]
+    NoIsoTool,
+    #[error("cannot run {tool}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} failed: {stderr}")]
+    Tool { tool: String, stderr: String },
+}
+
+/// What goes on the drive besides the build spec.
+#[derive(Clone, Debug)]
+pub struct DriveContext<'a> {
+    pub instance_id: Uuid,
+    pub availability_zone: &'a str,
+}
+
+/// `meta_data.json` as Nova writes it (the keys cloud-init reads).
+pub fn meta_data(ctx: &DriveContext<'_>, spec: &BuildSpec) -> Value {
+    // Nova names keys by their key pair; the build spec carries only the key itself.
+    let (public_keys, keys) = match &spec.public_key {
+        Some(k) => (json!({ "default": k }), json!([{ "name": "default", "type": "ssh", "data": k }])),
+        None => (json!({}), json!([])),
+    };
+    json!({
+        "uuid": ctx.instance_id.to_string(),
+        "hostname": spec.hostname,
+        "name": spec.name,
+        "launch_index": 0,
+        "availability_zone": ctx.availability_zone,
+        "project_id": spec.project_id,
+        "meta": spec.metadata,
+        "public_keys": public_keys,
+        "keys": keys,
+        "devices": [],
+    })
+}
+
+/// `network_data.json`: one link per NIC (by MAC) and its fixed IPv4/IPv6 addresses as static
+/// networks, in Nova's format.
+pub fn network_data(spec: &BuildSpec) -> Value {
+    let mut links = Vec::new();
+    let mut networks = Vec::new();
+    let mut dns = Vec::new();
+    for (i, nic) in spec.nics.iter().enumerate() {
+        let link = format!("tap{}", nic.port_id.chars().take(11).collect::<String>());
+        links.push(json!({
+            "id": link,
+            "type": "ethernet",
+            "ethernet_mac_address": nic.mac_address.to_ascii_lowercase(),
+            "mtu": (nic.mtu > 0).then_some(nic.mtu),
+            "vif_id": nic.port_id,
+        }));
+        for (j, ip) in nic.ips.iter().enumerate() {
+            let Ok(net) = ip.cidr.parse::<ipnet::IpNet>() else { continue };
+            let v6 = matches!(net, ipnet::IpNet::V6(_));
+            let routes: Vec<Value> = ip
+                .gateway
+                .iter()
+                .map(|gw| {
+                    let (any, mask) = if v6 { ("::", "::") } else { ("0.0.0.0", "0.0.0.0") };
+                    json!({ "network": any, "netmask": mask, "gateway": gw })
+                })
+                .collect();
+            networks.push(json!({
+                "id": format!("network{}", i + j),
+                "type": if v6 { "ipv6" } else { "ipv4" },
+                "link": link,
+                "ip_address": ip.address,
+                "netmask": net.netmask().to_string(),
+                "routes": routes,
+                "network_id": nic.network_id,
+            }));
+            for d in &ip.dns_nameservers {
+                if !dns.contains(d) {
+                    dns.push(d.clone());
+                }
+            }
+        }
+    }
+    let services: Vec<Value> = dns.iter().map(|d| json!({ "type": "dns", "address": d })).collect();
+    json!({ "links": links, "networks": networks, "services": services })
+}
+
+/// Builds the drive for `spec` at `out` (replacing any earlier one). `scratch` is a directory
+/// the file tree is staged in; it is removed afterwards.
+pub async fn build(
+    ctx: &DriveContext<'_>,
+    spec: &BuildSpec,
+    format: Format,
+    scratch: &Path,
+    out: &Path,
+) -> Result<(), ConfigDriveError> {
+    let user_data = match &spec.user_data {
+        Some(b64) if !b64.is_empty() => {
+            Some(base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(ConfigDriveError::UserData)?)
+        }
+        _ => None,
+    };
+    let _ = tokio::fs::remove_dir_all(scratch).await;
+    let latest = scratch.join("openstack").join("latest");
+    tokio::fs::create_dir_all(&latest).await.map_err(ConfigDriveError::Io)?;
+    let files: [(&str, Value); 3] = [
+        ("meta_data.json", meta_data(ctx, spec)),
+        ("network_data.json", network_data(spec)),
+        ("vendor_data.json", json!({})),
+    ];
+    for (name, value) in files {
+        let body = serde_json::to_vec(&value).map_err(|e| ConfigDriveError::Io(e.into()))?;
+        tokio::fs::write(latest.join(name), body).await.map_err(ConfigDriveError::Io)?;
+    }
+    if let Some(data) = &user_data {
+        tokio::fs::write(latest.join("user_data"), data).await.map_err(ConfigDriveError::Io)?;
+    }
+    let tmp = out.with_extension("tmp");
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let made = match format {
+        Format::Iso9660 => make_iso(scratch, &tmp).await,
+        Format::Vfat => make_vfat(scratch, &tmp).await,
+    };
+    let _ = tokio::fs::remove_dir_all(scratch).await;
+    if let Err(e) = made {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&tmp, out).await.map_err(ConfigDriveError::Io)
+}
+
+async fn run(tool: &str, args: &[&OsStr], env: &[(&str, &str)]) -> Result<(), ConfigDriveError> {
+    let out = Command::new(tool)
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| ConfigDriveError::Spawn { tool: tool.to_string(), source })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ConfigDriveError::Tool {
+            tool: tool.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+        })
+    }
+}
+
+/// The first of `names` found on `PATH`.
+fn which(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file()))
+}
+
+/// Nova's mkisofs flags: Rock Ridge + Joliet, lower case and multi-dot names kept.
+async fn make_iso(tree: &Path, out: &Path) -> Result<(), ConfigDriveError> {
+    let tool = which(&["genisoimage", "mkisofs", "xorriso"]).ok_or(ConfigDriveError::NoIsoTool)?;
+    let mut args: Vec<&OsStr> = Vec::new();
+    if tool.file_name().is_some_and(|n| n == "xorriso") {
+        args.extend(["-as", "mkisofs"].map(OsStr::new));
+    }
+    args.extend([OsStr::new("-o"), out.as_os_str()]);
+    args.extend(
+        ["-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher", "Meridian", "-quiet", "-J", "-r", "-V"]
+            .map(OsStr::new),
+    );
+    args.extend([OsStr::new(LABEL), tree.as_os_str()]);
+    run(&tool.to_string_lossy(), &args, &[]).await
+}
+
+/// A 64 MiB FAT filesystem (Nova's size) filled by mtools, so nothing is mounted.
+async fn make_vfat(tree: &Path, out: &Path) -> Result<(), ConfigDriveError> {
+    let f = tokio::fs::File::create(out).await.map_err(ConfigDriveError::Io)?;
+    f.set_len(64 << 20).await.map_err(ConfigDriveError::Io)?;
+    drop(f);
+    run("mkfs.vfat", &[OsStr::new("-n"), OsStr::new(LABEL), out.as_os_str()], &[]).await?;
+    let src = tree.join("openstack");
+    let mut image = std::ffi::OsString::from("-i");
+    image.push(out.as_os_str());
+    // mtools refuses images whose geometry it does not like unless told not to check.
+    let args = [OsStr::new("-s"), image.as_os_str(), src.as_os_str(), OsStr::new("::/")];
+    run("mcopy", &args, &[("MTOOLS_SKIP_CHECK", "1")]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use meridian_common::agent::{FixedIp, FlavorSpec, ImageSpec, NicSpec};
+
+    use super::*;
+
+    fn spec() -> BuildSpec {
+        BuildSpec {
+            name: "web one".into(),
+            hostname: "web-one".into(),
+            flavor: FlavorSpec {
+                vcpus: 1,
+                ram_mb: 256,
+                disk_gb: 1,
+                ephemeral_gb: 0,
+                swap_mb: 0,
+                extra_specs: BTreeMap::new(),
+            },
+            image: ImageSpec {
+                id: "img".into(),
+                size: 1,
+                checksum: String::new(),
+                disk_format: "qcow2".into(),
+                properties: BTreeMap::new(),
+            },
+            nics: vec![NicSpec {
+                port_id: "0123456789abcdef".into(),
+                mac_address: "FA:16:3E:00:00:01".into(),
+                network_id: "net-1".into(),
+                mtu: 1450,
+                ips: vec![FixedIp {
+                    address: "10.0.0.5".into(),
+                    cidr: "10.0.0.0/24".into(),
+                    gateway: Some("10.0.0.1".into()),
+                    dns_nameservers: vec!["9.9.9.9".into()],
+                }],
+            }],
+            user_data: Some(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho hi\n")),
+            metadata: BTreeMap::from([("role".to_string(), "db".to_string())]),
+            public_key: Some("ssh-ed25519 AAAA test".into()),
+            project_id: "p1".into(),
+        }
+    }
+
+    #[test]
+    fn meta_data_has_novas_keys() {
+        let id = Uuid::parse_str("0e7c1c1e-1111-4222-8333-444455556666").expect("uuid");
+        let m = meta_data(&DriveContext { instance_id: id, availability_zone: "az1" }, &spec());
+        assert_eq!(m["uuid"], "0e7c1c1e-1111-4222-8333-444455556666");
+        assert_eq!(m["hostname"], "web-one");
+        assert_eq!(m["name"], "web one");
+        assert_eq!(m["availability_zone"], "az1");
+        assert_eq!(m["meta"]["role"], "db");
+        assert_eq!(m["public_keys"]["default"], "ssh-ed25519 AAAA test");
+        assert_eq!(m["keys"][0]["data"], "ssh-ed25519 AAAA test");
+    }
+
+    #[test]
+    fn network_data_describes_each_port() {
+        let n = network_data(&spec());
+        assert_eq!(n["links"][0]["ethernet_mac_address"], "fa:16:3e:00:00:01");
+        assert_eq!(n["links"][0]["mtu"], 1450);
+        assert_eq!(n["networks"][0]["ip_address"], "10.0.0.5");
+        assert_eq!(n["networks"][0]["netmask"], "255.255.255.0");
+        assert_eq!(n["networks"][0]["routes"][0]["gateway"], "10.0.0.1");
+        assert_eq!(n["networks"][0]["link"], n["links"][0]["id"]);
+        assert_eq!(n["services"][0]["address"], "9.9.9.9");
+    }
+
+    #[test]
+    fn bad_user_data_is_an_error_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.user_data = Some("%%%".into());
+        let ctx = DriveContext { instance_id: Uuid::nil(), availability_zone: "nova" };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let out = dir.path().join("disk.config");
+        let r = rt.block_on(build(&ctx, &s, Format::Iso9660, &dir.path().join("tree"), &out));
+        assert!(matches!(r, Err(ConfigDriveError::UserData(_))), "{r:?}");
+        assert!(!out.exists());
+    }
+
+    /// Reads one file back out of a built drive with the format's own tools (isoinfo from
+    /// genisoimage, mtype from mtools), so the drive is checked as a guest would see it.
+    fn read_back(format: Format, drive: &Path, file: &str) -> String {
+        let out = match format {
+            Format::Iso9660 => {
+                std::process::Command::new("isoinfo").args(["-R", "-i"]).arg(drive).args(["-x", file]).output()
+            }
+            Format::Vfat => std::process::Command::new("mtype")
+                .arg("-i")
+                .arg(drive)
+                .arg(format!("::{file}"))
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output(),
+        }
+        .expect("run the reader");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn label(format: Format, drive: &Path) -> String {
+        let out = match format {
+            Format::Iso9660 => std::process::Command::new("isoinfo").args(["-d", "-i"]).arg(drive).output(),
+            Format::Vfat => std::process::Command::new("mlabel")
+                .args(["-s", "-i"])
+                .arg(drive)
+                .arg("::")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output(),
+        }
+        .expect("run the label reader");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn drives_carry_metadata_and_user_data_in_both_formats() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        for format in [Format::Iso9660, Format::Vfat] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let id = Uuid::new_v4();
+            let ctx = DriveContext { instance_id: id, availability_zone: "nova" };
+            let out = dir.path().join("disk.config");
+            rt.block_on(build(&ctx, &spec(), format, &dir.path().join("tree"), &out)).expect("build");
+            assert!(!dir.path().join("tree").exists());
+            assert!(label(format, &out).to_ascii_lowercase().contains(LABEL), "{format:?}: no config-2 label");
+            let meta: Value =
+                serde_json::from_str(&read_back(format, &out, "/openstack/latest/meta_data.json")).expect("json");
+            assert_eq!(meta["uuid"], id.to_string(), "{format:?}");
+            assert_eq!(meta["meta"]["role"], "db");
+            assert_eq!(read_back(format, &out, "/openstack/latest/user_data"), "#!/bin/sh\necho hi\n");
+        }
+    }
+}
