@@ -13,9 +13,12 @@
 # ACPI button and filesystem modules, mounts a config drive labelled `config-2` if there is one
 # (hostname from meta_data.json, user_data run when it starts with `#!`), configures eth0 by
 # DHCP, and prints on ttyS0, in a stable format:
+#   meridian-guest: boot cmdline=...        (the kernel command line: tells the boot path)
+#   meridian-guest: config-drive=DEV uuid=UUID   (or config-drive=none)
 #   meridian-guest: hostname=NAME
-#   meridian-guest: ip=A.B.C.D            (or ip=none when DHCP got nothing)
-#   meridian-guest: ready hostname=NAME ip=A.B.C.D
+#   meridian-guest: ip=A.B.C.D uptime=S   (or ip=none when DHCP got nothing)
+#   (user_data's output, then) meridian-guest: user-data exit=N
+#   meridian-guest: ready hostname=NAME ip=A.B.C.D uptime=SECONDS
 # then a getty with a login banner. The ACPI power button powers it off (so libvirt's
 # shutdown and soft reboot work); `reboot` in the guest reboots.
 #
@@ -80,7 +83,7 @@ for applet in init poweroff reboot halt modprobe insmod udhcpc acpid getty; do l
 # Kernel modules: the wanted ones and what they depend on (busybox depmod writes modules.dep).
 $BB depmod -b kernel "$KVER"
 WANT="virtio_pci virtio_blk virtio_net virtio_scsi virtio_rng virtio_balloon virtio_console sd_mod
-      button evdev isofs vfat nls_ascii nls_iso8859_1 nls_cp437"
+      button evdev isofs vfat nls_ascii nls_cp437"
 DEP=kernel/lib/modules/"$KVER"/modules.dep
 need=""
 resolve() {
@@ -153,12 +156,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-for m in virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtio_rng button evdev isofs vfat nls_ascii nls_iso8859_1 nls_cp437; do
+for m in virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtio_rng button evdev isofs vfat nls_ascii nls_cp437; do
     modprobe "$m" 2>/dev/null
 done
 ip link set lo up
 
 say() { echo "meridian-guest: $*" > /dev/ttyS0; }
+say "boot cmdline=$(cat /proc/cmdline)"
 
 name="meridian-guest"
 for arg in $(cat /proc/cmdline); do

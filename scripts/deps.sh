@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Meridian's build and tests need on a fresh Debian machine, idempotently:
-# system packages, a running PostgreSQL, and the python-openstackclient virtualenv (.venv).
+# system packages, a running PostgreSQL, a running libvirt daemon with QEMU (scripts/libvirt.sh),
+# the guest image (scripts/build-image.sh), and the python-openstackclient virtualenv (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +24,32 @@ need procps
 need libvirt-dev
 need pkg-config
 need qemu-utils
+# Config drives (iso9660 by genisoimage, which also brings isoinfo for the tests; vfat by
+# dosfstools + mtools) and the guest image (SYSLINUX on a FAT partition made without mounts).
+need genisoimage
+need dosfstools
+need mtools
+need fdisk
+need syslinux
+need syslinux-common
+# The TUI's end-to-end test drives it inside tmux.
+need tmux
 command -v python3 >/dev/null 2>&1 || need python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need python3-venv
 command -v pg_ctlcluster >/dev/null 2>&1 || need postgresql
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+fi
+
+# The real-VM tests and scripts/up.sh run guests on qemu:///system.
+scripts/libvirt.sh
+# Built once (cached by the script's hash); apt-get download needs the package lists.
+if ! scripts/build-image.sh >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    scripts/build-image.sh >/dev/null
 fi
 
 # PostgreSQL for the store and durability tests (the project's machines start it; a bare one may not).

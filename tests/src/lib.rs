@@ -289,8 +289,8 @@ impl Drop for PgDatabase {
     }
 }
 
-/// A running `meridian-agent` on libvirt's `test:///default` driver (its own in-memory
-/// hypervisor per process), with its own state dir.
+/// A running `meridian-agent`, by default on libvirt's `test:///default` driver (its own
+/// in-memory hypervisor per process), with its own state dir.
 pub struct Agent {
     pub host: String,
     pub state_dir: PathBuf,
@@ -298,11 +298,18 @@ pub struct Agent {
     log: PathBuf,
     server_url: String,
     token: String,
+    uri: String,
+    extra_args: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
 impl Agent {
     pub fn start(server: &Server, host: &str) -> Agent {
+        Self::start_opts(server, host, "test:///default", &[])
+    }
+
+    /// An agent on libvirt `uri` with extra flags.
+    pub fn start_opts(server: &Server, host: &str, uri: &str, extra: &[&str]) -> Agent {
         let tmp = tempfile::tempdir().expect("tempdir");
         let token = std::fs::read_to_string(server.data_dir.join("agent-token")).expect("agent token file");
         let mut a = Agent {
@@ -312,6 +319,8 @@ impl Agent {
             child: None,
             server_url: server.url.clone(),
             token: token.trim().to_string(),
+            uri: uri.to_string(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: tmp,
         };
         a.spawn();
@@ -326,13 +335,14 @@ impl Agent {
             .arg("--host")
             .arg(&self.host)
             .arg("--libvirt-uri")
-            .arg("test:///default")
+            .arg(&self.uri)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--poll-wait-secs")
             .arg("5")
             .arg("--host-ip")
             .arg("127.0.0.1")
+            .args(&self.extra_args)
             .env("MERIDIAN_AGENT_TOKEN", &self.token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
