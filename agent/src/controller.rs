@@ -627,12 +627,20 @@ fn plan_build(spec: &BuildSpec) -> Result<BuildPlan, ActionError> {
     if ramdisk_id.is_some() && kernel_id.is_none() {
         return Err(invalid("the image has a ramdisk_id but no kernel_id".into()));
     }
+    let disk_bus = DiskBus::from_property(prop("hw_disk_bus")).map_err(invalid)?;
     Ok(BuildPlan {
         base_format,
-        disk_bus: DiskBus::from_property(prop("hw_disk_bus")).map_err(invalid)?,
+        disk_bus,
         nic_model: xml::nic_model(prop("hw_vif_model")).map_err(invalid)?,
         machine: xml::machine_type(prop("hw_machine_type")).map_err(invalid)?,
-        cmdline: kernel_id.as_ref().and(prop("os_command_line")).map(str::to_string),
+        // Nova's libvirt driver: the image's `os_command_line`, else the root device plus
+        // every console, so a kernel booted this way still talks on the serial port.
+        cmdline: kernel_id.as_ref().map(|_| {
+            prop("os_command_line").map_or_else(
+                || format!("root=/dev/{} console=tty0 console=ttyS0 console=hvc0", disk_bus.root_dev()),
+                str::to_string,
+            )
+        }),
         kernel_id,
         ramdisk_id,
     })

@@ -119,6 +119,10 @@ impl DiskBus {
             DiskBus::Ide => "hda",
         }
     }
+    /// The root disk as the guest kernel names it.
+    pub fn root_dev(self) -> &'static str {
+        self.dev()
+    }
     /// The second device on the bus (the config drive).
     fn second_dev(self) -> &'static str {
         match self {

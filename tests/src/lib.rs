@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: run the real `meridian-server` binary on an ephemeral
 //! loopback port with a real database, and drive it with our client or the real `openstack` CLI.
 
+pub mod vm;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

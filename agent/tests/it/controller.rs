@@ -270,6 +270,19 @@ async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
     assert!(dom.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"));
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
+
+    // Without os_command_line: Nova's default, root device and serial console included.
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
+    let mut spec = build_spec("img-d", &disk, vec![]);
+    spec.image.properties = BTreeMap::from([("kernel_id".to_string(), "aki-1".to_string())]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    let dom = env.hv.domain_xml(&xml::domain_name(&id)).expect("domain xml");
+    assert!(dom.contains("<cmdline>root=/dev/vda console=tty0 console=ttyS0 console=hvc0</cmdline>"), "{dom}");
+    assert!(!dom.contains("<initrd>"), "{dom}");
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
 }
 
 /// The real test driver, but the guest ignores ACPI: shutdown requests do nothing and guest

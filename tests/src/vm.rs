@@ -1,0 +1,173 @@
+//! Helpers for the real-VM tier and benchmark: the guest image, `virsh` on `qemu:///system`,
+//! a guard that removes every domain and network a test made, and reading guest banners.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use meridian_common::Client;
+use serde_json::{Value, json};
+
+pub const URI: &str = "qemu:///system";
+
+/// The banner line the guest image prints once it is up (see scripts/build-image.sh).
+pub const READY: &str = "meridian-guest: ready ";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Whether the real-VM tier runs. `MERIDIAN_SKIP_REAL_VM=1` skips it (loudly); otherwise
+/// `qemu:///system` must answer, since `scripts/deps.sh` starts it.
+pub fn enabled(test: &str) -> bool {
+    if std::env::var("MERIDIAN_SKIP_REAL_VM").is_ok_and(|v| v == "1") {
+        eprintln!("\n!!!!!!!! SKIPPED real-VM test {test}: MERIDIAN_SKIP_REAL_VM=1 !!!!!!!!\n");
+        return false;
+    }
+    let out = virsh(&["version"]);
+    assert!(
+        out.status.success(),
+        "{URI} does not answer ({}); scripts/deps.sh (scripts/libvirt.sh) starts it, \
+         or set MERIDIAN_SKIP_REAL_VM=1 to skip this tier",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    true
+}
+
+/// `virsh -c qemu:///system ARGS`.
+pub fn virsh(args: &[&str]) -> Output {
+    Command::new("virsh").arg("-c").arg(URI).args(args).output().expect("run virsh")
+}
+
+/// `virsh` stdout, panicking on failure.
+pub fn virsh_ok(args: &[&str]) -> String {
+    let out = virsh(args);
+    assert!(out.status.success(), "virsh {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The guest image directory (`disk.qcow2`, `vmlinuz`, `initrd.img`), built once and cached.
+pub fn image_dir() -> PathBuf {
+    let out = Command::new(root().join("scripts/build-image.sh")).output().expect("run scripts/build-image.sh");
+    assert!(out.status.success(), "scripts/build-image.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("the image directory").trim())
+}
+
+/// Removes, when dropped, every libvirt domain and network registered with it, so a failing
+/// test leaves nothing running. Register names as soon as they are known.
+#[derive(Default)]
+pub struct LibvirtGuard {
+    domains: Mutex<Vec<String>>,
+    networks: Mutex<Vec<String>>,
+}
+
+impl LibvirtGuard {
+    pub fn domain(&self, name: &str) {
+        self.domains.lock().expect("lock").push(name.to_string());
+    }
+    pub fn network(&self, name: &str) {
+        self.networks.lock().expect("lock").push(name.to_string());
+    }
+}
+
+impl Drop for LibvirtGuard {
+    fn drop(&mut self) {
+        let domains = std::mem::take(&mut *self.domains.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for d in domains {
+            let _ = virsh(&["destroy", &d]);
+            let _ = virsh(&["undefine", &d, "--nvram"]);
+        }
+        let networks = std::mem::take(&mut *self.networks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for n in networks {
+            let _ = virsh(&["net-destroy", &n]);
+            let _ = virsh(&["net-undefine", &n]);
+        }
+    }
+}
+
+/// A /24 for this process's test network that other test processes (other pids) do not use.
+pub fn private_subnet(salt: u32) -> String {
+    let pid = std::process::id().wrapping_add(salt.wrapping_mul(7919));
+    format!("10.{}.{}.0/24", 100 + pid % 100, (pid / 100) % 250)
+}
+
+/// Uploads `file` as a public image and returns its id.
+pub async fn upload_image(admin: &Client, name: &str, file: &Path, disk_format: &str, properties: Value) -> String {
+    let container = if matches!(disk_format, "aki" | "ari") { disk_format } else { "bare" };
+    let mut body =
+        json!({"name": name, "disk_format": disk_format, "container_format": container, "visibility": "public"});
+    if let (Some(b), Some(p)) = (body.as_object_mut(), properties.as_object()) {
+        b.extend(p.clone());
+    }
+    let img = admin.post("image", "/v2/images", &body).await.expect("create image");
+    let id = img["id"].as_str().expect("image id").to_string();
+    let data = std::fs::read(file).expect("read image file");
+    let resp = admin
+        .request(reqwest::Method::PUT, "image", &format!("/v2/images/{id}/file"))
+        .expect("url")
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "upload {name}: {}", resp.status());
+    id
+}
+
+/// A network with a DHCP subnet on `cidr`; returns (network id, subnet id).
+pub async fn network(client: &Client, name: &str, cidr: &str) -> (String, String) {
+    let net = client.post("network", "/v2.0/networks", &json!({"network": {"name": name}})).await.expect("network");
+    let net_id = net["network"]["id"].as_str().expect("id").to_string();
+    let sub = client
+        .post(
+            "network",
+            "/v2.0/subnets",
+            &json!({"subnet": {"network_id": net_id, "cidr": cidr, "ip_version": 4, "name": format!("{name}-sub")}}),
+        )
+        .await
+        .expect("subnet");
+    (net_id, sub["subnet"]["id"].as_str().expect("id").to_string())
+}
+
+/// The whole console log through the API (`os-getConsoleOutput`).
+pub async fn console(client: &Client, server_id: &str) -> String {
+    let r = client
+        .post("compute", &format!("/servers/{server_id}/action"), &json!({"os-getConsoleOutput": {}}))
+        .await
+        .expect("console output");
+    r["output"].as_str().unwrap_or_default().to_string()
+}
+
+/// Polls the console (through the API) until `pred` holds; panics with the log after `secs`.
+pub async fn wait_console(client: &Client, server_id: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = console(client, server_id).await;
+        if pred(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "server {server_id}: the console never showed what was awaited:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How many times the guest reached its banner.
+pub fn boots(console: &str) -> usize {
+    console.lines().filter(|l| l.contains(READY)).count()
+}
+
+/// The value of `key=` on the last banner line, e.g. `banner_field(log, "ip")`.
+pub fn banner_field(console: &str, key: &str) -> Option<String> {
+    let line = console.lines().rev().find(|l| l.contains(READY))?;
+    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// The PID of a running domain's QEMU process (libvirt's pid file), if it runs.
+pub fn qemu_pid(domain: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
