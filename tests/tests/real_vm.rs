@@ -224,7 +224,12 @@ async fn kernel_and_ramdisk_images_boot_directly() {
     let (net_id, _) = vm::network(&admin, "vmknet", &vm::private_subnet(2)).await;
     guard.network(&format!("meridian-{net_id}"));
 
-    let body = json!({"server": {"name": "direct", "imageRef": image_id, "flavorRef": flavor, "networks": [{"uuid": net_id}]}});
+    // The guest powers itself off shortly after its banner: power sync must notice.
+    let user_data = "#!/bin/sh\n(sleep 3; poweroff) >/dev/null 2>&1 &\n";
+    let body = json!({"server": {
+        "name": "direct", "imageRef": image_id, "flavorRef": flavor, "networks": [{"uuid": net_id}],
+        "user_data": base64::engine::general_purpose::STANDARD.encode(user_data),
+    }});
     let r = admin.post("compute", "/servers", &body).await.expect("boot");
     let id = r["server"]["id"].as_str().expect("id").to_string();
     let dom = format!("meridian-{id}");
@@ -240,6 +245,11 @@ async fn kernel_and_ramdisk_images_boot_directly() {
     assert!(xml.contains(&format!("<kernel>{}</kernel>", cache.join(&kernel).display())), "{xml}");
     assert!(xml.contains(&format!("<initrd>{}</initrd>", cache.join(&ramdisk).display())), "{xml}");
     assert!(log.lines().any(|l| l.contains(READY)));
+
+    // Powered off from inside: the heartbeat's power sync makes it SHUTOFF, as Nova's does.
+    let s = wait_server(&admin, &id, &["SHUTOFF", "ERROR"], BOOT_SECS).await;
+    assert_eq!(s["status"], "SHUTOFF", "{s}");
+    assert_eq!(vm::qemu_pid(&dom), None);
 
     admin.delete("compute", &format!("/servers/{id}")).await.expect("delete");
     wait_server(&admin, &id, &["DELETED"], BOOT_SECS).await;
