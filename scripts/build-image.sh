@@ -254,5 +254,9 @@ mv disk.qcow2 vmlinuz initrd.img "$WORK/out/"
 echo "$KPKG" > "$WORK/out/kernel-package"
 rm -rf "$OUT"
 mv "$WORK/out" "$OUT"
+# Images of earlier versions of this script are of no further use.
+for old in "$CACHE"/*; do
+    case "$(basename "$old")" in "$KEY") ;; [0-9a-f]*) [ ${#old} -gt 0 ] && rm -rf "$old" ;; esac
+done
 log "built $OUT ($(du -sh "$OUT" | cut -f1))"
 echo "$OUT"

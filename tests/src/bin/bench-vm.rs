@@ -127,7 +127,7 @@ async fn main() {
         let src = instances.join(&id);
         let disk = dir.join("disk");
         let backing = std::process::Command::new("qemu-img")
-            .args(["info", "--output=json"])
+            .args(["info", "-U", "--output=json"])
             .arg(src.join("disk"))
             .output()
             .expect("qemu-img info");
@@ -178,14 +178,25 @@ async fn main() {
 
     let (h, m) = (p50(&hyp), p50(&mer));
     let added = m - h;
+    // After QEMU starts both sides run the same guest, so the gap in QEMU start times is what
+    // Meridian's control plane adds, without the guest's own boot-time noise.
+    let (hq, mq) = (p50(&hyp_qemu), p50(&mer_qemu));
+    let diffs: Vec<f64> = mer_qemu.iter().zip(&hyp_qemu).map(|(m, h)| m - h).collect();
+    let verdict = |a: f64, base: f64| if a <= 0.3 && a / base <= 0.10 { "met" } else { "NOT met" };
     println!("\nboot to banner, p50 of {runs} runs:");
-    println!("  hypervisor (virsh create → banner): {h:.3} s (QEMU process after {:.3} s)", p50(&hyp_qemu));
-    println!("  Meridian   (POST /servers → banner): {m:.3} s (QEMU process after {:.3} s)", p50(&mer_qemu));
+    println!("  hypervisor (virsh create → banner):  {h:.3} s (QEMU process after {hq:.3} s)");
+    println!("  Meridian   (POST /servers → banner): {m:.3} s (QEMU process after {mq:.3} s)");
     println!(
-        "  Meridian adds {:.0} ms = {:.1}% (target ≤ 10% and ≤ 300 ms: {})",
+        "  Meridian adds, banner to banner: {:.0} ms = {:.1}% (target ≤ 10% and ≤ 300 ms: {})",
         added * 1000.0,
         added / h * 100.0,
-        if added <= 0.3 && added / h <= 0.10 { "met" } else { "NOT met" }
+        verdict(added, h)
+    );
+    println!(
+        "  Meridian adds, QEMU start to QEMU start: p50 {:.0} ms = {:.1}% of the hypervisor's boot ({})",
+        p50(&diffs) * 1000.0,
+        p50(&diffs) / h * 100.0,
+        verdict(p50(&diffs), h)
     );
     drop(agent);
     drop(server);
