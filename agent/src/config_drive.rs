@@ -148,7 +148,11 @@ pub async fn build(
     if let Some(data) = &user_data {
         tokio::fs::write(latest.join("user_data"), data).await.map_err(ConfigDriveError::Io)?;
     }
-    let tmp = out.with_extension("tmp");
+    // `disk.config.part`, not `with_extension`: that would be `disk.tmp`, the overlay's own
+    // temporary file, which is being written at the same time.
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
     let _ = tokio::fs::remove_file(&tmp).await;
     let made = match format {
         Format::Iso9660 => make_iso(scratch, &tmp).await,

@@ -300,16 +300,19 @@ impl Controller {
             .map_err(ActionError::Files)?;
 
         let disk_path = dir.join("disk");
-        disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await?;
-        let config_drive = match self.cfg.config_drive {
-            Some(format) => {
-                let drive = dir.join("disk.config");
-                let ctx = DriveContext { instance_id: id, availability_zone: &self.cfg.availability_zone };
-                config_drive::build(&ctx, spec, format, &dir.join("config-drive.d"), &drive).await?;
-                Some(drive)
-            }
-            None => None,
+        // The overlay and the config drive are independent: made side by side (each is a
+        // short external process), which takes one of them off the boot's critical path.
+        let overlay = disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb);
+        let drive = async {
+            let Some(format) = self.cfg.config_drive else { return Ok(None) };
+            let drive = dir.join("disk.config");
+            let ctx = DriveContext { instance_id: id, availability_zone: &self.cfg.availability_zone };
+            config_drive::build(&ctx, spec, format, &dir.join("config-drive.d"), &drive).await?;
+            Ok::<_, ActionError>(Some(drive))
         };
+        let (overlay, config_drive) = tokio::join!(overlay, drive);
+        overlay?;
+        let config_drive = config_drive?;
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
