@@ -39,7 +39,7 @@ else
 fi
 
 PKGS=(-p meridian-server -p meridian-agent)
-[ -f tui/Cargo.toml ] && PKGS+=(-p meridian)
+[ -f tui/Cargo.toml ] && PKGS+=(-p meridian-tui)   # the `meridian` binary
 cargo build --release --locked "${PKGS[@]}"
 
 mkdir -p "$DATA"
