@@ -66,6 +66,12 @@ impl Libvirt {
         &self.uri
     }
 
+    /// Whether networks here are served by a real dnsmasq (not libvirt's test driver), so
+    /// leases exist to release.
+    fn has_dnsmasq(&self) -> bool {
+        !self.uri.starts_with("test:") && !self.uri.starts_with("test+")
+    }
+
     /// The connection, reopened first if it is no longer alive.
     fn conn(&self) -> Result<Connect, HvError> {
         {
@@ -115,6 +121,33 @@ fn update_flags(net: &Network) -> Result<sys::virNetworkUpdateFlags, VirtError> 
     } else {
         sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
     })
+}
+
+/// The value of attribute `attr` in the first element of `xml` that starts with `start`
+/// (libvirt writes attributes single-quoted).
+fn attr_of<'a>(xml: &'a str, start: &str, attr: &str) -> Option<&'a str> {
+    let element = &xml[xml.find(start)?..];
+    let element = &element[..element.find('>')?];
+    let key = format!(" {attr}='");
+    let value = &element[element.find(&key)? + key.len()..];
+    Some(&value[..value.find('\'')?])
+}
+
+/// Ends dnsmasq's lease of `ip` to `mac` on `bridge` by sending the DHCPRELEASE the guest
+/// never sent (`dhcp_release`, from dnsmasq-utils, as Neutron's DHCP agent does). dnsmasq
+/// offers no address still leased to another MAC, even for a static host entry, so without
+/// this a port that reuses a deleted port's address gets no DHCP answer until the old lease
+/// runs out. Best effort: without the tool, or without a lease, nothing happens.
+fn release_lease(bridge: &str, ip: &str, mac: &str) {
+    match std::process::Command::new("dhcp_release").args([bridge, ip, mac]).output() {
+        Ok(out) if out.status.success() => tracing::debug!(bridge, ip, mac, "released the DHCP lease"),
+        Ok(out) => {
+            tracing::warn!(bridge, ip, mac, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "dhcp_release failed")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot run dhcp_release (dnsmasq-utils): the lease of {ip} stays until it expires")
+        }
+    }
 }
 
 /// Whether an error means "the domain was not running", which destroy treats as done.
@@ -256,7 +289,17 @@ impl Hypervisor for Libvirt {
             return update(sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY).map_err(err);
         }
         if current.contains(&format!("ip='{ip}'")) {
-            // A stale entry (its port is gone) still holds the address.
+            // A stale entry (its port is gone) still holds the address, maybe its lease too.
+            let stale = current
+                .match_indices("<host ")
+                .map(|(i, _)| &current[i..])
+                .find(|h| attr_of(h, "<host ", "ip") == Some(ip))
+                .and_then(|h| attr_of(h, "<host ", "mac"));
+            if let (true, Some(bridge), Some(stale)) =
+                (self.has_dnsmasq(), attr_of(&current, "<bridge ", "name"), stale)
+            {
+                release_lease(bridge, ip, stale);
+            }
             net.update(
                 sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
                 sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
@@ -276,7 +319,9 @@ impl Hypervisor for Libvirt {
             return Ok(());
         };
         let mac = mac.to_ascii_lowercase();
-        if !net.xml_desc(0).map_err(err)?.contains(&format!("mac='{mac}'")) {
+        let current = net.xml_desc(0).map_err(err)?;
+        let host_start = format!("<host mac='{mac}'");
+        if !current.contains(&host_start) {
             return Ok(());
         }
         let flags = update_flags(&net).map_err(err)?;
@@ -287,7 +332,14 @@ impl Hypervisor for Libvirt {
             &format!("<host mac='{mac}'/>"),
             flags,
         )
-        .map_err(err)
+        .map_err(err)?;
+        let active = self.has_dnsmasq() && net.is_active().unwrap_or(false);
+        if let (true, Some(bridge), Some(ip)) =
+            (active, attr_of(&current, "<bridge ", "name"), attr_of(&current, &host_start, "ip"))
+        {
+            release_lease(bridge, ip, &mac);
+        }
+        Ok(())
     }
 
     fn remove_network(&self, name: &str) -> Result<(), HvError> {
@@ -309,7 +361,19 @@ impl Hypervisor for Libvirt {
 
 #[cfg(test)]
 mod tests {
-    use super::host_arch;
+    use super::{attr_of, host_arch};
+
+    #[test]
+    fn attributes_are_read_from_the_right_element() {
+        let xml = "<network><name>n</name><bridge name='mrd-abc' stp='on' delay='0'/>\
+                   <ip address='10.0.0.1' prefix='24'><dhcp>\
+                   <host mac='fa:16:3e:00:00:01' ip='10.0.0.5'/><host mac='fa:16:3e:00:00:02' ip='10.0.0.6'/>\
+                   </dhcp></ip></network>";
+        assert_eq!(attr_of(xml, "<bridge ", "name"), Some("mrd-abc"));
+        assert_eq!(attr_of(xml, "<host mac='fa:16:3e:00:00:02'", "ip"), Some("10.0.0.6"));
+        assert_eq!(attr_of(xml, "<host mac='fa:16:3e:00:00:09'", "ip"), None);
+        assert_eq!(attr_of(xml, "<bridge ", "mtu"), None);
+    }
 
     #[test]
     fn arch_comes_from_the_host_section() {
