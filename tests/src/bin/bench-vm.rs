@@ -29,6 +29,18 @@ fn p50(v: &[f64]) -> f64 {
 struct Timing {
     qemu: f64,
     banner: f64,
+    /// The guest's own uptime at its DHCP answer and at its banner (its kernel clock).
+    guest_ip: f64,
+    guest_ready: f64,
+}
+
+/// The `uptime=` the guest printed on its first line containing `marker`.
+fn guest_uptime(text: &str, marker: &str) -> f64 {
+    text.lines()
+        .find(|l| l.contains(marker))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("uptime=")))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 async fn observe(t0: Instant, domain: &str, log: &Path) -> Timing {
@@ -39,9 +51,15 @@ async fn observe(t0: Instant, domain: &str, log: &Path) -> Timing {
         if qemu.is_none() && pid_file.exists() {
             qemu = Some(t0.elapsed().as_secs_f64());
         }
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains(READY)) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(READY) {
             let banner = t0.elapsed().as_secs_f64();
-            return Timing { qemu: qemu.unwrap_or(banner), banner };
+            return Timing {
+                qemu: qemu.unwrap_or(banner),
+                banner,
+                guest_ip: guest_uptime(&text, "meridian-guest: ip="),
+                guest_ready: guest_uptime(&text, READY),
+            };
         }
         assert!(Instant::now() < deadline, "no banner in {}", log.display());
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -117,6 +135,7 @@ async fn main() {
         let t = observe(t0, &dom, &instances.join(&id).join("console.log")).await;
         mer.push(t.banner);
         mer_qemu.push(t.qemu);
+        let mer_guest = (t.guest_ip, t.guest_ready);
         let s = wait_server(&admin, &id, &["ACTIVE", "ERROR"], 60).await;
         assert_eq!(s["status"], "ACTIVE", "{s}");
 
@@ -165,12 +184,14 @@ async fn main() {
         let t = observe(t0, &name, &log).await;
         hyp.push(t.banner);
         hyp_qemu.push(t.qemu);
+        let hyp_guest = (t.guest_ip, t.guest_ready);
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains(&format!("ip={base_ip}")), "the baseline guest got no DHCP lease:\n{text}");
         vm::virsh_ok(&["destroy", &name]);
         println!(
-            "run {run}: hypervisor {:.3} s (QEMU after {:.3} s), Meridian {:.3} s (QEMU after {:.3} s)",
-            hyp[run], hyp_qemu[run], mer[run], mer_qemu[run]
+            "run {run}: hypervisor {:.3} s (QEMU after {:.3} s; guest clock: DHCP {:.2} s, banner {:.2} s), \
+             Meridian {:.3} s (QEMU after {:.3} s; guest clock: DHCP {:.2} s, banner {:.2} s)",
+            hyp[run], hyp_qemu[run], hyp_guest.0, hyp_guest.1, mer[run], mer_qemu[run], mer_guest.0, mer_guest.1
         );
     }
     admin.delete("compute", &format!("/servers/{anchor}")).await.expect("delete anchor");
