@@ -54,6 +54,10 @@ async fn observe(t0: Instant, domain: &str, log: &Path) -> Timing {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.contains(READY) {
             let banner = t0.elapsed().as_secs_f64();
+            // The banner line may still be half written: read the guest's clock values once
+            // it is complete (this does not change the time measured).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let text = std::fs::read_to_string(log).unwrap_or(text);
             return Timing {
                 qemu: qemu.unwrap_or(banner),
                 banner,
