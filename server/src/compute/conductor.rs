@@ -123,56 +123,86 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
-    let _one_decision_at_a_time = state.schedule_lock.lock().await;
-    let hosts = state.store.list_hosts().await?;
-    let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
     let image_props = image_properties(state, &inst.image_id).await;
-    let request = Request {
-        vcpus: claim.vcpus,
-        memory_mb: claim.memory_mb,
-        disk_gb: claim.disk_gb,
-        availability_zone: inst.availability_zone.clone(),
-        architecture: image_props.get("architecture").cloned(),
-        hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
-        ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
-    };
     let s = settings(state);
-    // Every attempt so far counts against max_attempts (Nova's retry limit).
-    let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
-    let candidates = match scheduler::select(&snapshot, &request, &s) {
-        Ok(c) if remaining_attempts > 0 => c,
-        Ok(_) => {
-            fail_build(
-                state,
-                &inst.id,
-                "Exceeded maximum number of retries. No valid host was found.",
-                "max_attempts reached",
-            )
-            .await;
-            return Ok(false);
-        }
-        Err(no) => {
-            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
-            fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
-            return Ok(false);
-        }
+    let decide = |hosts: &[Host]| {
+        let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
+        let request = Request {
+            vcpus: claim.vcpus,
+            memory_mb: claim.memory_mb,
+            disk_gb: claim.disk_gb,
+            availability_zone: inst.availability_zone.clone(),
+            architecture: image_props.get("architecture").cloned(),
+            hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
+            ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
+        };
+        scheduler::select(&snapshot, &request, &s)
     };
-    // Claim on the best host that still fits (another boot may have taken the room meanwhile).
-    for (i, host_id) in candidates.iter().enumerate() {
-        let mut now_tried = tried.clone();
-        now_tried.push(host_id.clone());
-        let alternates = json!(candidates[i + 1..]).to_string();
-        let placed = state
-            .store
-            .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
-            .await?;
-        if placed {
-            return Ok(true);
+    // Two rounds: the second, on fresh host data, only when every candidate of the first was
+    // refused by the database (claimed meanwhile by another replica or a stale view).
+    for round in 0..2 {
+        let mut cache = state.hosts.lock().await;
+        let mut refreshed = false;
+        if round > 0 || !cache.fresh() {
+            cache.hosts = state.store.list_hosts().await?;
+            cache.read_at = Some(std::time::Instant::now());
+            refreshed = true;
         }
-    }
-    let fresh = state.store.get_instance(&inst.id).await?;
-    if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
-        return Ok(false); // deleted (or moved on) while we were choosing
+        let mut decision = decide(&cache.hosts);
+        if decision.is_err() && !refreshed {
+            // Never refuse on a stale view: capacity may have been freed since it was read.
+            cache.hosts = state.store.list_hosts().await?;
+            cache.read_at = Some(std::time::Instant::now());
+            decision = decide(&cache.hosts);
+        }
+        // Every attempt so far counts against max_attempts (Nova's retry limit).
+        let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
+        let candidates = match decision {
+            Ok(c) if remaining_attempts > 0 => c,
+            Ok(_) => {
+                drop(cache);
+                fail_build(
+                    state,
+                    &inst.id,
+                    "Exceeded maximum number of retries. No valid host was found.",
+                    "max_attempts reached",
+                )
+                .await;
+                return Ok(false);
+            }
+            Err(no) => {
+                drop(cache);
+                let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
+                fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
+                return Ok(false);
+            }
+        };
+        // The next decision sees this claim at once; the database claim below is the arbiter.
+        if let Some(best) = candidates.first() {
+            cache.consume(best, claim);
+        }
+        drop(cache);
+        // Claim on the best host that still fits (another boot may have taken the room meanwhile).
+        for (i, host_id) in candidates.iter().enumerate() {
+            let mut now_tried = tried.clone();
+            now_tried.push(host_id.clone());
+            let alternates = json!(candidates[i + 1..]).to_string();
+            let placed = state
+                .store
+                .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
+                .await?;
+            if placed {
+                if i > 0 {
+                    state.hosts.lock().await.invalidate();
+                }
+                return Ok(true);
+            }
+        }
+        state.hosts.lock().await.invalidate();
+        let fresh = state.store.get_instance(&inst.id).await?;
+        if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
+            return Ok(false); // deleted (or moved on) while we were choosing
+        }
     }
     fail_build(
         state,

@@ -209,7 +209,9 @@ async fn phases(admin: &meridian_common::Client, ids: &[String]) -> Phases {
     for id in ids {
         let t = admin.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await.expect("timeline");
         let rows = t["timeline"].as_array().cloned().unwrap_or_default();
-        let at = |pred: &dyn Fn(&serde_json::Value) -> bool| rows.iter().find(|r| pred(r)).and_then(|r| ts(r["at"].as_str()?));
+        let at = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+            rows.iter().find(|r| pred(r)).and_then(|r| ts(r["at"].as_str()?))
+        };
         let created = rows.first().and_then(|r| ts(r["at"].as_str()?));
         let bdm = at(&|r| r["task_state"] == "block_device_mapping");
         let active = at(&|r| r["vm_state"] == "active");
