@@ -19,6 +19,8 @@ pub struct AppState {
     /// process, so each one sees the claims of the previous (as Nova's scheduler consumes its
     /// in-memory host state). Claims stay atomic in the database across replicas regardless.
     pub hosts: Arc<tokio::sync::Mutex<HostCache>>,
+    /// The agent join token as last read from the database (checked on every agent request).
+    pub agent_token: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -84,6 +86,7 @@ impl AppState {
             cfg: Arc::new(cfg),
             signals: Arc::new(Signals::default()),
             hosts: Arc::new(tokio::sync::Mutex::new(HostCache::default())),
+            agent_token: Arc::default(),
         }
     }
 
