@@ -108,7 +108,7 @@ async fn main() {
         ids.push(t.await.expect("join"));
     }
     let posted = started.elapsed().as_secs_f64();
-    wait_settled(&admin, ids.len()).await;
+    wait_settled(&admin, "b", ids.len()).await;
     let wall = started.elapsed().as_secs_f64();
     let server_cpu_s = (cpu(&[server_pid]) - server_before) as f64 / 100.0;
     let agents_cpu_s = (cpu(&agent_pids) - agents_before) as f64 / 100.0;
@@ -129,7 +129,7 @@ async fn main() {
     for t in tasks {
         paced_ids.push(t.await.expect("join"));
     }
-    wait_settled(&admin, ids.len() + paced_ids.len()).await;
+    wait_settled(&admin, "p", paced_ids.len()).await;
     let paced = phases(&admin, &paced_ids).await;
 
     println!(
@@ -164,17 +164,43 @@ async fn post(admin: &meridian_common::Client, name: &str, image: &str, net: &st
     admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"].as_str().expect("id").to_string()
 }
 
-/// Waits until `n` servers are ACTIVE or ERROR.
-async fn wait_settled(admin: &meridian_common::Client, n: usize) {
+/// How many servers named `prefix…` have `status`, following `servers_links` past the
+/// server's page limit.
+async fn count(admin: &meridian_common::Client, prefix: &str, status: &str) -> usize {
+    let mut path = format!("/servers?status={status}&name=^{prefix}&limit=1000");
+    let mut n = 0;
     loop {
-        let count = |v: serde_json::Value| v["servers"].as_array().map(Vec::len).unwrap_or(0);
-        let active = count(admin.get("compute", "/servers?status=ACTIVE&limit=100000").await.expect("list"));
-        let errors = count(admin.get("compute", "/servers?status=ERROR&limit=100000").await.expect("list"));
+        let page = admin.get("compute", &path).await.expect("list");
+        let items = page["servers"].as_array().cloned().unwrap_or_default();
+        n += items.len();
+        let next = page["servers_links"].as_array().and_then(|l| l.iter().find(|x| x["rel"] == "next")).cloned();
+        match (next, items.last()) {
+            (Some(_), Some(last)) => {
+                path = format!(
+                    "/servers?status={status}&name=^{prefix}&limit=1000&marker={}",
+                    last["id"].as_str().unwrap_or_default()
+                )
+            }
+            _ => return n,
+        }
+    }
+}
+
+/// Waits until the `n` servers named `prefix…` are ACTIVE or ERROR.
+async fn wait_settled(admin: &meridian_common::Client, prefix: &str, n: usize) {
+    let mut last_report = Instant::now();
+    loop {
+        let active = count(admin, prefix, "ACTIVE").await;
+        let errors = count(admin, prefix, "ERROR").await;
         if active + errors >= n {
             if errors > 0 {
                 eprintln!("{errors} boots ended in ERROR");
             }
             return;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("waiting: {active} active, {errors} in error, of {n}");
+            last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
