@@ -617,8 +617,9 @@ pub async fn create(
             terminated_at: None,
             deleted: 0,
         };
-        state.store.create_instance(&inst).await?;
-        record_action(&state, &ctx, &inst.id, "create", &request_id).await?;
+        // The instance and its `create` action land together (one commit, and never one
+        // without the other).
+        state.store.create_instance(&inst, Some(&new_action(&ctx, &inst.id, "create", &request_id))).await?;
         conductor::spawn_build(&state, &inst.id);
         if first.is_none() {
             first = Some(inst);
@@ -642,6 +643,22 @@ pub async fn create(
     Ok(resp)
 }
 
+fn new_action(ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> InstanceAction {
+    let ts = now();
+    InstanceAction {
+        id: new_uuid(),
+        instance_id: instance_id.to_string(),
+        request_id: request_id.to_string(),
+        action: action.to_string(),
+        project_id: ctx.project_id().map(str::to_string).unwrap_or_default(),
+        user_id: ctx.user.id.clone(),
+        message: None,
+        start_time: ts.clone(),
+        finish_time: None,
+        updated_at: ts,
+    }
+}
+
 async fn record_action(
     state: &AppState,
     ctx: &Ctx,
@@ -649,22 +666,7 @@ async fn record_action(
     action: &str,
     request_id: &str,
 ) -> ApiResult<()> {
-    let ts = now();
-    state
-        .store
-        .start_action(&InstanceAction {
-            id: new_uuid(),
-            instance_id: instance_id.to_string(),
-            request_id: request_id.to_string(),
-            action: action.to_string(),
-            project_id: ctx.project_id().map(str::to_string).unwrap_or_default(),
-            user_id: ctx.user.id.clone(),
-            message: None,
-            start_time: ts.clone(),
-            finish_time: None,
-            updated_at: ts,
-        })
-        .await?;
+    state.store.start_action(&new_action(ctx, instance_id, action, request_id)).await?;
     Ok(())
 }
 

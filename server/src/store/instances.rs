@@ -119,8 +119,9 @@ pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project
     created_at, updated_at, launched_at, terminated_at, deleted";
 
 impl Store {
-    /// Stores a new instance and its first timeline entry.
-    pub async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
+    /// Stores a new instance, its first timeline entry and (when given) the action that
+    /// created it, in one transaction.
+    pub async fn create_instance(&self, i: &Instance, action: Option<&InstanceAction>) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}, vcpus, memory_mb) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
@@ -166,6 +167,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
+        if let Some(a) = action {
+            start_action_in(&mut tx, a).await?;
+        }
         tx.commit().await?;
         self.instances_changed();
         Ok(())
@@ -486,22 +490,9 @@ impl Store {
     // ---- instance actions ----
 
     pub async fn start_action(&self, a: &InstanceAction) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO instance_actions (id, instance_id, request_id, action, project_id, user_id, message, \
-             start_time, finish_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&a.id)
-        .bind(&a.instance_id)
-        .bind(&a.request_id)
-        .bind(&a.action)
-        .bind(&a.project_id)
-        .bind(&a.user_id)
-        .bind(a.message.as_deref())
-        .bind(&a.start_time)
-        .bind(a.finish_time.as_deref())
-        .bind(&a.updated_at)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.begin().await?;
+        start_action_in(&mut tx, a).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -701,6 +692,26 @@ async fn finish_work_in(tx: &mut super::Tx, id: &str, state: &str, result: Optio
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+async fn start_action_in(tx: &mut super::Tx, a: &InstanceAction) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO instance_actions (id, instance_id, request_id, action, project_id, user_id, message, \
+         start_time, finish_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&a.id)
+    .bind(&a.instance_id)
+    .bind(&a.request_id)
+    .bind(&a.action)
+    .bind(&a.project_id)
+    .bind(&a.user_id)
+    .bind(a.message.as_deref())
+    .bind(&a.start_time)
+    .bind(a.finish_time.as_deref())
+    .bind(&a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn record_transition(

@@ -3,7 +3,8 @@
 //! POST→ACTIVE latency p50/p99 from the servers' own timelines.
 //!
 //! Run: `cargo build --release --workspace && target/release/bench-compute`
-//! (`BENCH_HOSTS`, `BENCH_BOOTS`, `BENCH_CONCURRENCY` change the defaults 100 / 1000 / 64).
+//! (`BENCH_HOSTS`, `BENCH_BOOTS`, `BENCH_CONCURRENCY` change the defaults 100 / 1000 / 64;
+//! `BENCH_RATE`, `BENCH_PACED` the paced latency phase, 20/s × 200; `BENCH_DATABASE_URL` the database).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,8 @@ async fn main() {
     let hosts = env("BENCH_HOSTS", 100);
     let boots = env("BENCH_BOOTS", 1000);
     let concurrency = env("BENCH_CONCURRENCY", 64);
-    let server = Server::start_opts(None, &["--host-down-after", "60"]);
+    // BENCH_DATABASE_URL (e.g. a PostgreSQL database) instead of the default SQLite file.
+    let server = Server::start_opts(std::env::var("BENCH_DATABASE_URL").ok(), &["--host-down-after", "60"]);
     let mut agents = Vec::new();
     for i in 0..hosts {
         agents.push(Agent::start(&server, &format!("sim{i:03}")));
