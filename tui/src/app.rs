@@ -11,7 +11,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, LineGauge, List, ListItem, ListState, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, Wrap};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tui_textarea::TextArea;
@@ -455,6 +455,9 @@ impl App {
             }
             Response::Launched(servers) => {
                 self.pending.remove(&Pending::Launch);
+                if matches!(self.error, Some((_, Some(Request::Launch(_))))) {
+                    self.error = None;
+                }
                 let n = servers.len();
                 for s in servers {
                     self.servers.upsert(s, &cctx!(self));
@@ -1231,10 +1234,11 @@ impl App {
         }
         if let Some((msg, retry)) = &self.error {
             spans.push(Span::styled(" │ ✗ ", theme.error()));
-            spans.push(Span::styled(msg.clone(), theme.error()));
+            // The retry key first: a long message is cut at the right edge.
             if retry.is_some() {
-                spans.push(Span::styled(format!(" <{}>retry", self.cfg.keymap.hint(Action::Retry)), theme.accent()));
+                spans.push(Span::styled(format!("<{}>retry ", self.cfg.keymap.hint(Action::Retry)), theme.accent()));
             }
+            spans.push(Span::styled(msg.clone(), theme.error()));
         } else if let Some(i) = &self.info {
             spans.push(Span::styled(format!(" │ {i}"), theme.accent()));
         }
@@ -1253,6 +1257,7 @@ impl App {
             return;
         };
         let mut y = inner.y;
+        // A bar of blocks rather than colour alone, so it reads in 16 colours and monochrome.
         let line = |f: &mut Frame, y: u16, label: String, used: i64, limit: i64| {
             if y >= inner.y + inner.height {
                 return;
@@ -1266,12 +1271,16 @@ impl App {
                 theme.gauge
             };
             let lim = if limit < 0 { "∞".to_string() } else { limit.to_string() };
-            let g = LineGauge::default()
-                .label(Span::raw(format!("{label:<12} {used:>6}/{lim:<6}")))
-                .ratio(ratio)
-                .filled_style(Style::default().fg(color))
-                .unfilled_style(theme.muted());
-            f.render_widget(g, Rect { x: inner.x + 1, y, width: inner.width.saturating_sub(2), height: 1 });
+            let text = format!(" {label:<16} {used:>6}/{lim:<6} ");
+            let bar_w = (inner.width as usize).saturating_sub(text.chars().count() + 7);
+            let filled = (ratio * bar_w as f64).round() as usize;
+            let spans = vec![
+                Span::raw(text),
+                Span::styled("█".repeat(filled), Style::default().fg(color)),
+                Span::styled("░".repeat(bar_w - filled), theme.muted()),
+                Span::raw(format!(" {:>3.0}%", ratio * 100.0)),
+            ];
+            f.render_widget(Paragraph::new(Line::from(spans)), Rect { y, height: 1, ..inner });
         };
         f.render_widget(Paragraph::new(Span::styled(" Quota usage", theme.accent())), Rect { y, height: 1, ..inner });
         y += 1;
@@ -1292,7 +1301,7 @@ impl App {
                     ("RAM", h.memory_mb_used, h.memory_mb),
                     ("disk", h.local_gb_used, h.local_gb),
                 ] {
-                    let name: String = h.hypervisor_hostname.chars().take(7).collect();
+                    let name: String = h.hypervisor_hostname.chars().take(11).collect();
                     line(f, y, format!("{name} {what}"), u.unwrap_or(0) as i64, t.unwrap_or(0) as i64);
                     y += 1;
                 }

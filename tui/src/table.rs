@@ -78,12 +78,12 @@ impl Resource for Server {
     fn columns(admin: bool) -> Vec<Column> {
         let mut c = vec![
             col("NAME", Constraint::Min(10)),
-            col("STATUS", Constraint::Length(11)),
-            col("TASK", Constraint::Length(14)),
+            col("STATUS", Constraint::Length(8)),
+            col("TASK", Constraint::Length(12)),
             col("POWER", Constraint::Length(8)),
             col("ADDRESSES", Constraint::Min(9)),
-            col("FLAVOR", Constraint::Length(10)),
-            col("IMAGE", Constraint::Length(10)),
+            col("FLAVOR", Constraint::Length(9)),
+            col("IMAGE", Constraint::Length(8)),
         ];
         if admin {
             c.push(col("HOST", Constraint::Length(10)));

@@ -582,6 +582,15 @@ impl Component for Wizard {
         }
         if let Some(e) = &self.error {
             f.render_widget(Paragraph::new(Span::styled(e.clone(), theme.error())).wrap(Wrap { trim: true }), msg);
+        } else if self.step == Step::Flavor
+            && let Some(fl) = self.flavor()
+        {
+            // The whole explanation for the highlighted flavor (a row shows only what fits).
+            let problems = flavor_problems(fl, self.image(), self.quotas.as_ref(), count);
+            if !problems.is_empty() {
+                let text = format!("{} does not fit: {}", fl.name, problems.join("; "));
+                f.render_widget(Paragraph::new(Span::styled(text, theme.muted())).wrap(Wrap { trim: true }), msg);
+            }
         }
         let hint = match self.step {
             Step::Details => "Tab: field · Enter: next · Esc: cancel",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use meridian_common::{Client, ClientError};
+use meridian_common::{Client, ClientError, Session};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -372,8 +372,8 @@ fn words(req: &Request, e: &ClientError) -> String {
 
 /// The root of a service the catalog may give with or without its version (`/image` or
 /// `/image/v2`), joined with the version this client speaks.
-fn versioned(client: &Client, service: &str, version: &str) -> Result<String, ClientError> {
-    let ep = client.session.endpoint(service)?;
+pub fn versioned(session: &Session, service: &str, version: &str) -> Result<String, ClientError> {
+    let ep = session.endpoint(service)?;
     let root = match ep.rsplit_once('/') {
         Some((root, last)) if last.starts_with('v') && last[1..].chars().all(|c| c.is_ascii_digit() || c == '.') => {
             root.to_string()
@@ -423,7 +423,7 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             let limits = client.get("compute", "/limits").await?;
             let mut quotas = Quotas::from_limits(&limits);
             if let Some(pid) = client.session.project_id() {
-                let net = versioned(client, "network", "v2.0")?;
+                let net = versioned(&client.session, "network", "v2.0")?;
                 // quota_details is an extension: without it the network gauges are left out.
                 if let Ok(q) = client.send_url(Method::GET, "network", &format!("{net}/quotas/{pid}/details"), None).await
                 {
@@ -518,7 +518,7 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             Ok(Response::KeypairImported(name.clone()))
         }
         Request::Projects => {
-            let auth_url = versioned(client, "identity", "v3")?;
+            let auth_url = versioned(&client.session, "identity", "v3")?;
             let v = client.send_url(Method::GET, "identity", &format!("{auth_url}/auth/projects"), None).await?;
             let mut projects: Vec<Project> = parse_list(&v["projects"], |_: &mut Project, _| {});
             projects.sort_by(|a, b| a.name.cmp(&b.name));
@@ -541,12 +541,12 @@ async fn list(client: &Client, kind: Kind) -> Result<Listing, ClientError> {
             Listing::Flavors(parse_list(&Value::Array(v), |f: &mut Flavor, raw| f.raw = raw))
         }
         Kind::Images => {
-            let base = versioned(client, "image", "v2")?;
+            let base = versioned(&client.session, "image", "v2")?;
             let v = get_all(client, "image", &base, "/images", "images").await?;
             Listing::Images(parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw))
         }
         Kind::Networks => {
-            let base = versioned(client, "network", "v2.0")?;
+            let base = versioned(&client.session, "network", "v2.0")?;
             let (nets, subnets) = tokio::join!(
                 get_all(client, "network", &base, "/networks", "networks"),
                 get_all(client, "network", &base, "/subnets", "subnets"),
