@@ -106,7 +106,7 @@ async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     /// GET /servers/{id} and /servers/detail.
     Show,
     /// GET /servers/detail items (no server_groups).
@@ -234,7 +234,13 @@ fn nova_launch_time(stored: &str) -> String {
     stored.trim_end_matches('Z').to_string()
 }
 
-async fn render(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, shape: Shape) -> ApiResult<Value> {
+pub(crate) async fn render(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    inst: &Instance,
+    shape: Shape,
+) -> ApiResult<Value> {
     let x = extras(state, inst).await?;
     Ok(server_json(state, ctx, v, inst, &x, shape))
 }

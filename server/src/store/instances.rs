@@ -167,6 +167,7 @@ impl Store {
         .await?;
         record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -245,6 +246,7 @@ impl Store {
         }
         record_transition(&mut tx, id, to.vm_state, to.task_state, power, &ts).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(Some(Instance {
             vm_state: to.vm_state.to_string(),
             task_state: to.task_state.map(str::to_string),
@@ -274,6 +276,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -293,6 +296,7 @@ impl Store {
             .bind(now())
             .execute(&self.pool)
             .await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -336,6 +340,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -373,6 +378,7 @@ impl Store {
         }
         record_transition(&mut tx, id, "building", Some("networking"), 0, &ts).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(true)
     }
 
@@ -382,6 +388,7 @@ impl Store {
         let mut tx = self.begin().await?;
         release_claim_in(&mut tx, id).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -403,6 +410,7 @@ impl Store {
         }
         record_transition(&mut tx, id, "building", Some("scheduling"), 0, &ts).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(true)
     }
 
@@ -424,6 +432,7 @@ impl Store {
             record_transition(&mut tx, id, "deleted", None, 0, &ts).await?;
         }
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
