@@ -16,8 +16,8 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(script: &Path) -> Tmux {
-        let session = format!("meridian-e2e-{}", std::process::id());
+    fn start(script: &Path, tag: &str) -> Tmux {
+        let session = format!("meridian-e2e-{}-{tag}", std::process::id());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36"])
             .arg(script)
@@ -81,11 +81,21 @@ async fn wait_host_up(admin: &Client) {
 
 /// The row of the instance on screen (the table line that holds its name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
-    screen.lines().find(|l| l.contains(name) && !l.contains("Delete instance"))
+    screen.lines().find(|l| l.strip_prefix('│').is_some_and(|r| r.starts_with(name)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn launch_watch_stop_and_delete_in_a_real_terminal() {
+async fn launch_watch_stop_and_delete_with_the_live_stream() {
+    launch_watch_stop_and_delete(&[], "live").await;
+}
+
+/// What any other cloud gets: polling with `changes-since` and Horizon's backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_watch_stop_and_delete_by_polling() {
+    launch_watch_stop_and_delete(&["--poll"], "polling").await;
+}
+
+async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     let server = Server::start();
     let agent = Agent::start(&server, "tui-host");
     let admin = server.admin().await;
@@ -102,17 +112,18 @@ async fn launch_watch_stop_and_delete_in_a_real_terminal() {
             "#!/bin/sh\nexport OS_AUTH_URL='{}' OS_USERNAME=admin OS_PASSWORD='{}' OS_PROJECT_NAME=admin \
              OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 \
              MERIDIAN_CONFIG_DIR='{d}/config' MERIDIAN_STATE_DIR='{d}/state' TERM=xterm-256color\n\
-             unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{}'\necho \"meridian exited: $?\"\nsleep 600\n",
+             unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{}' {}\necho \"meridian exited: $?\"\nsleep 600\n",
             server.auth_url(),
             ADMIN_PASSWORD,
             binary("meridian").display(),
             log.display(),
+            flags.join(" "),
             d = dir.path().display(),
         ),
     )
     .expect("script");
     Command::new("chmod").arg("+x").arg(&script).status().expect("chmod");
-    let tmux = Tmux::start(&script);
+    let tmux = Tmux::start(&script, mode);
     let mut seen = Vec::new();
     let dump = |what: &str| {
         format!(
@@ -124,6 +135,7 @@ async fn launch_watch_stop_and_delete_in_a_real_terminal() {
 
     // Logged in from OS_* and the (empty) instance list is on screen.
     tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]") && s.contains("nothing here yet"));
+    tmux.wait("the live mode", 30, &mut seen, |s| s.lines().last().is_some_and(|l| l.contains(mode)));
 
     // The wizard, step by step, waiting for each step's data.
     tmux.type_text("c");
@@ -146,8 +158,7 @@ async fn launch_watch_stop_and_delete_in_a_real_terminal() {
 
     // From here no key is pressed until the instance is ACTIVE.
     let first = seen.len();
-    let s = tmux.wait("the new instance", 20, &mut seen, |s| row(s, "e2e-vm").is_some());
-    assert!(!s.contains("Launch instances"), "the wizard closed: {s}");
+    tmux.wait("the new instance", 20, &mut seen, |s| !s.contains("Launch instances") && row(s, "e2e-vm").is_some());
     tmux.wait(&dump("ACTIVE"), 90, &mut seen, |s| row(s, "e2e-vm").is_some_and(|r| r.contains("ACTIVE")));
     let building = seen[first..].iter().any(|s| row(s, "e2e-vm").is_some_and(|r| r.contains("BUILD")));
     assert!(building, "{}", dump("the instance was never seen in BUILD"));

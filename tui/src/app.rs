@@ -486,6 +486,21 @@ impl App {
                 self.overlay = Some(Overlay::Projects { projects, sel });
             }
             Response::ServerUpdate(s) => self.server_update(s),
+            Response::Transition { server_id, entry } => {
+                // The open timeline grows as the stream reports each phase.
+                if let Some(d) = &mut self.detail
+                    && d.id == server_id
+                    && let Some((entries, _)) = &mut d.timeline
+                    && entries.last().is_none_or(|l| l.at < entry.at)
+                {
+                    if let (Some(last), Some(at)) = (entries.last_mut(), entry.at)
+                        && let Some(prev) = last.at
+                    {
+                        last.duration_s = Some((at - prev).num_milliseconds() as f64 / 1000.0);
+                    }
+                    entries.push(entry);
+                }
+            }
             Response::LiveMode(m) => self.live = m,
             Response::Failed { request, message } => {
                 self.pending.remove(&pending_of(&request));

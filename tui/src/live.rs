@@ -72,6 +72,7 @@ pub async fn run(
     mut client_rx: watch::Receiver<Option<Client>>,
     mut hints: mpsc::UnboundedReceiver<LiveHint>,
     ui: mpsc::UnboundedSender<Response>,
+    use_stream: bool,
 ) {
     let mut tracker = Tracker::default();
     let mut last_id: Option<String> = None;
@@ -86,7 +87,12 @@ pub async fn run(
                 return;
             }
         };
-        match stream(&client, &mut last_id, &mut hints, &mut tracker, &ui, &mut client_rx).await {
+        let end = if use_stream {
+            stream(&client, &mut last_id, &mut hints, &mut tracker, &ui, &mut client_rx).await
+        } else {
+            StreamEnd::NotSupported
+        };
+        match end {
             StreamEnd::NotSupported => {
                 let _ = ui.send(Response::LiveMode("polling".into()));
                 if poll(&mut client_rx, &mut hints, &mut tracker, &ui).await.is_err() {
@@ -214,6 +220,13 @@ async fn stream(
                             if let Some(s) = parse_server(&v["server"]) {
                                 tracker.see(&s);
                                 let _ = ui.send(Response::ServerUpdate(s));
+                            }
+                        }
+                        "transition" => {
+                            let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+                            let server_id = v["server_id"].as_str().unwrap_or_default().to_string();
+                            if let Ok(entry) = serde_json::from_value::<crate::model::Transition>(v) {
+                                let _ = ui.send(Response::Transition { server_id, entry });
                             }
                         }
                         other => tracing::debug!(event = other, "ignored stream event"),

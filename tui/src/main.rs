@@ -28,6 +28,9 @@ struct Args {
     /// Theme name: dark, light, high-contrast or one of yours (config dir's themes/).
     #[arg(long)]
     theme: Option<String>,
+    /// Do not use the cloud's push stream even if it has one: poll what is in transition.
+    #[arg(long)]
+    poll: bool,
     /// Log file (default: meridian.log in the state dir). Logs never go to the screen.
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -63,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
-        let tx = worker::spawn(ui_tx);
+        let tx = worker::spawn(ui_tx, !args.poll);
         let cfg = AppConfig {
             keymap,
             themes,

@@ -152,15 +152,18 @@ pub enum Response {
     Projects(Vec<Project>),
     /// A server changed (live stream or poll).
     ServerUpdate(Server),
+    /// One state transition of a server, from the live stream (our server only).
+    Transition { server_id: String, entry: Transition },
     /// How live tracking works right now, for the status line.
     LiveMode(String),
     Failed { request: Request, message: String },
 }
 
-/// Starts the worker; returns the request sender.
-pub fn spawn(ui: mpsc::UnboundedSender<Response>) -> mpsc::UnboundedSender<Request> {
+/// Starts the worker; returns the request sender. `stream: false` skips the push stream and
+/// polls as on any cloud (for proxies that buffer event streams, and to test that path).
+pub fn spawn(ui: mpsc::UnboundedSender<Response>, stream: bool) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, ui));
+    tokio::spawn(run(rx, ui, stream));
     tx
 }
 
@@ -176,11 +179,11 @@ struct Authed {
     project_id: Option<String>,
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender<Response>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender<Response>, stream: bool) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
     let (hint_tx, hint_rx) = mpsc::unbounded_channel::<LiveHint>();
-    tokio::spawn(live::run(client_rx, hint_rx, ui.clone()));
+    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream));
     let mut authed: Option<Authed> = None;
     // Requests that met a 401 we could not fix, re-sent after the next login.
     let mut waiting: Vec<Request> = Vec::new();

@@ -320,6 +320,13 @@ fn instance_timeline_with_phase_durations() {
     let s = h.screen();
     assert!(s.contains("block_device_mapping") && s.contains("3.5 s") && s.contains("12 ms"), "{s}");
     snap!("timeline", s);
+    // A transition from the live stream extends the open timeline at once.
+    h.app.on_response(Response::Transition {
+        server_id: id(1),
+        entry: t("active", Some("powering-off"), 1, "2026-11-22T02:10:05.085Z", None),
+    });
+    let s = h.screen();
+    assert!(s.contains("powering-off") && s.contains("10.0 min") && s.contains("6 steps"), "{s}");
     // A live change of this instance reloads its timeline.
     h.app.on_response(Response::ServerUpdate(server(1, "web-1", "ACTIVE", Some("powering-off"), 1)));
     assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
