@@ -20,7 +20,9 @@ use crate::component::{Component, Outcome, centered, dialog, field, text_of};
 use crate::config::{Profile, State};
 use crate::keymap::{Action, Keymap};
 use crate::login::{LoginForm, Picker};
-use crate::model::{Flavor, Hypervisor, Image, Keypair, Network, Project, Server, Service, Transition, power_state_name};
+use crate::model::{
+    Flavor, Hypervisor, Image, Keypair, Network, Project, Server, Service, Transition, power_state_name,
+};
 use crate::table::{CellCtx, ResourceTable};
 use crate::theme::Theme;
 use crate::wizard::Wizard;
@@ -485,7 +487,7 @@ impl App {
                     .unwrap_or(0);
                 self.overlay = Some(Overlay::Projects { projects, sel });
             }
-            Response::ServerUpdate(s) => self.server_update(s),
+            Response::ServerUpdate(s) => self.server_update(*s),
             Response::Transition { server_id, entry } => {
                 // The open timeline grows as the stream reports each phase.
                 if let Some(d) = &mut self.detail
@@ -505,7 +507,8 @@ impl App {
             Response::Failed { request, message } => {
                 self.pending.remove(&pending_of(&request));
                 match (&request, &mut self.overlay) {
-                    (Request::Launch(_), Some(Overlay::Wizard(w))) | (Request::ImportKeypair { .. }, Some(Overlay::Wizard(w))) => {
+                    (Request::Launch(_), Some(Overlay::Wizard(w)))
+                    | (Request::ImportKeypair { .. }, Some(Overlay::Wizard(w))) => {
                         // In place, in words; the wizard keeps what was typed.
                         w.busy = false;
                         w.error = Some(message.clone());
@@ -525,7 +528,8 @@ impl App {
 
     fn logged_in(&mut self, info: SessionInfo) {
         self.pending.remove(&Pending::Login);
-        let switched = self.session.as_ref().is_some_and(|s| s.project_id != info.project_id || s.auth_url != info.auth_url);
+        let switched =
+            self.session.as_ref().is_some_and(|s| s.project_id != info.project_id || s.auth_url != info.auth_url);
         let first = self.session.is_none();
         self.session = Some(info.clone());
         if matches!(self.overlay, Some(Overlay::Login(_))) {
@@ -806,8 +810,12 @@ impl App {
                 KeyCode::Enter => {
                     let text = text_of(input);
                     let c = completions(&text);
-                    let exact = c.iter().any(|x| *x == text) || text.starts_with("theme ");
-                    let cmd = if exact { text } else { c.get((*sel).min(c.len().saturating_sub(1))).cloned().unwrap_or(text) };
+                    let exact = c.contains(&text) || text.starts_with("theme ");
+                    let cmd = if exact {
+                        text
+                    } else {
+                        c.get((*sel).min(c.len().saturating_sub(1))).cloned().unwrap_or(text)
+                    };
                     self.overlay = None;
                     self.run_command(&cmd);
                 }
@@ -1155,7 +1163,10 @@ impl App {
             }
             Screen::Login(form) => {
                 let [title, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
-                f.render_widget(Paragraph::new(Span::styled(" meridian — OpenStack in a terminal", theme.title())), title);
+                f.render_widget(
+                    Paragraph::new(Span::styled(" meridian — OpenStack in a terminal", theme.title())),
+                    title,
+                );
                 form.draw(f, rest, &theme);
                 return;
             }
@@ -1206,7 +1217,12 @@ impl App {
             if d.tab == Tab::Console {
                 &[(Action::Back, "back"), (Action::NextTab, "tab"), (Action::Follow, "follow"), (Action::Up, "scroll")]
             } else {
-                &[(Action::Back, "back"), (Action::NextTab, "tab"), (Action::ToggleRaw, "json/yaml"), (Action::Stop, "stop")]
+                &[
+                    (Action::Back, "back"),
+                    (Action::NextTab, "tab"),
+                    (Action::ToggleRaw, "json/yaml"),
+                    (Action::Stop, "stop"),
+                ]
             }
         } else if self.view == View::Servers {
             &[
@@ -1338,8 +1354,10 @@ impl App {
         };
         let gone = raw.is_none();
         let raw = raw.unwrap_or(Value::Null);
-        let name = raw["name"].as_str().or(raw["hypervisor_hostname"].as_str()).or(raw["binary"].as_str()).unwrap_or(&d.id);
-        let mut title = vec![Span::styled(format!(" {} {} ", d.view.title().trim_end_matches('s'), name), theme.title())];
+        let name =
+            raw["name"].as_str().or(raw["hypervisor_hostname"].as_str()).or(raw["binary"].as_str()).unwrap_or(&d.id);
+        let mut title =
+            vec![Span::styled(format!(" {} {} ", d.view.title().trim_end_matches('s'), name), theme.title())];
         let tabs: &[(Tab, &str)] = if d.view == View::Servers {
             &[(Tab::Fields, "Fields"), (Tab::Timeline, "Timeline"), (Tab::Console, "Console")]
         } else {
@@ -1374,8 +1392,14 @@ impl App {
                         .map(|(k, v)| Line::from(vec![Span::styled(format!("{k:<w$} "), theme.accent()), Span::raw(v)]))
                         .collect()
                 }
-                Raw::Json => serde_json::to_string_pretty(&raw).unwrap_or_default().lines().map(|l| Line::raw(l.to_string())).collect(),
-                Raw::Yaml => serde_yaml::to_string(&raw).unwrap_or_default().lines().map(|l| Line::raw(l.to_string())).collect(),
+                Raw::Json => serde_json::to_string_pretty(&raw)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| Line::raw(l.to_string()))
+                    .collect(),
+                Raw::Yaml => {
+                    serde_yaml::to_string(&raw).unwrap_or_default().lines().map(|l| Line::raw(l.to_string())).collect()
+                }
             },
             Tab::Timeline => {
                 let entries = d.timeline.as_ref();
@@ -1455,7 +1479,10 @@ impl App {
         f.render_widget(table, t);
         let total: f64 = entries.iter().filter_map(|e| e.duration_s).sum();
         f.render_widget(
-            Paragraph::new(Span::styled(format!(" {} steps, {total:.1} s in all · from {source}", entries.len()), theme.muted())),
+            Paragraph::new(Span::styled(
+                format!(" {} steps, {total:.1} s in all · from {source}", entries.len()),
+                theme.muted(),
+            )),
             foot,
         );
     }
@@ -1481,7 +1508,10 @@ impl App {
                     .collect();
                 let max = (lines.len() as u16).saturating_sub(r.height.saturating_sub(2));
                 *scroll = (*scroll).min(max);
-                f.render_widget(Paragraph::new(lines).block(dialog("Help — keys (config.toml [keys])", theme)).scroll((*scroll, 0)), r);
+                f.render_widget(
+                    Paragraph::new(lines).block(dialog("Help — keys (config.toml [keys])", theme)).scroll((*scroll, 0)),
+                    r,
+                );
             }
             Overlay::Confirm { name, id } => {
                 let r = centered(area, 60, 5);
@@ -1505,7 +1535,9 @@ impl App {
                         ListItem::new(Line::from(vec![Span::styled(mark, theme.accent()), Span::raw(p.name.clone())]))
                     })
                     .collect();
-                items.extend(clouds.iter().map(|c| ListItem::new(Span::styled(format!("  cloud: {}", c.name), theme.muted()))));
+                items.extend(
+                    clouds.iter().map(|c| ListItem::new(Span::styled(format!("  cloud: {}", c.name), theme.muted()))),
+                );
                 let mut st = ListState::default().with_selected(Some(*sel));
                 f.render_stateful_widget(
                     List::new(items).block(dialog("Switch project or cloud", theme)).highlight_style(theme.selected()),

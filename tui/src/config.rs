@@ -80,8 +80,10 @@ impl Env for BTreeMap<String, String> {
 /// directory, the user's config dir, `/etc/openstack`. The first file found wins.
 pub fn search_path(name: &str, cwd: &Path, env: &dyn Env) -> Vec<PathBuf> {
     let mut dirs = vec![cwd.to_path_buf()];
-    let config_home =
-        env.var("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| env.var("HOME").map(|h| Path::new(&h).join(".config")));
+    let config_home = env
+        .var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.var("HOME").map(|h| Path::new(&h).join(".config")));
     if let Some(c) = config_home {
         dirs.push(c.join("openstack"));
     }

@@ -98,7 +98,11 @@ impl Key {
             KeyCode::Char(c) => {
                 mods.remove(KeyModifiers::SHIFT);
                 // Terminals send ctrl-D as ctrl + 'd' or 'D'; bind the lower case.
-                if mods.contains(KeyModifiers::CONTROL) { KeyCode::Char(c.to_ascii_lowercase()) } else { KeyCode::Char(c) }
+                if mods.contains(KeyModifiers::CONTROL) {
+                    KeyCode::Char(c.to_ascii_lowercase())
+                } else {
+                    KeyCode::Char(c)
+                }
             }
             KeyCode::BackTab => {
                 mods.remove(KeyModifiers::SHIFT);

@@ -219,7 +219,7 @@ async fn stream(
                             let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
                             if let Some(s) = parse_server(&v["server"]) {
                                 tracker.see(&s);
-                                let _ = ui.send(Response::ServerUpdate(s));
+                                let _ = ui.send(Response::ServerUpdate(Box::new(s)));
                             }
                         }
                         "transition" => {
@@ -290,17 +290,17 @@ async fn poll(
                     for id in gone {
                         tracker.known.remove(&id);
                         changed = true;
-                        let _ = ui.send(Response::ServerUpdate(Server {
+                        let _ = ui.send(Response::ServerUpdate(Box::new(Server {
                             id,
                             status: "DELETED".into(),
                             ..Server::default()
-                        }));
+                        })));
                     }
                 }
                 for s in servers {
                     if tracker.see(&s) {
                         changed = true;
-                        let _ = ui.send(Response::ServerUpdate(s));
+                        let _ = ui.send(Response::ServerUpdate(Box::new(s)));
                     }
                 }
                 wait = backoff.next(changed);

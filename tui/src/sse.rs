@@ -62,11 +62,7 @@ impl SseParser {
                 return None;
             }
             let data = std::mem::take(&mut self.data).join("\n");
-            return Some(SseEvent {
-                event: event.unwrap_or_else(|| "message".into()),
-                data,
-                id: self.last_id.clone(),
-            });
+            return Some(SseEvent { event: event.unwrap_or_else(|| "message".into()), data, id: self.last_id.clone() });
         }
         if line.starts_with(':') {
             return None; // a comment: keepalive

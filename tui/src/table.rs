@@ -70,7 +70,7 @@ pub fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
 }
 
 fn mb(v: u64) -> String {
-    if v >= 1024 && v % 1024 == 0 { format!("{}G", v / 1024) } else { format!("{v}M") }
+    if v >= 1024 && v.is_multiple_of(1024) { format!("{}G", v / 1024) } else { format!("{v}M") }
 }
 
 impl Resource for Server {
@@ -276,7 +276,11 @@ impl Resource for Network {
 impl Resource for Keypair {
     const TITLE: &'static str = "Key pairs";
     fn columns(_: bool) -> Vec<Column> {
-        vec![col("NAME", Constraint::Min(12)), col("TYPE", Constraint::Length(6)), col("FINGERPRINT", Constraint::Min(20))]
+        vec![
+            col("NAME", Constraint::Min(12)),
+            col("TYPE", Constraint::Length(6)),
+            col("FINGERPRINT", Constraint::Min(20)),
+        ]
     }
     fn cells(&self, _: &CellCtx) -> Vec<String> {
         vec![self.name.clone(), self.kind.clone().unwrap_or_else(|| "ssh".into()), self.fingerprint.clone()]
@@ -453,7 +457,8 @@ impl<R: Resource> ResourceTable<R> {
             })
             .collect();
         if let Some((col, desc)) = self.sort {
-            let keys: HashMap<usize, SortKey> = self.view.iter().map(|&i| (i, self.items[i].sort_key(col, ctx))).collect();
+            let keys: HashMap<usize, SortKey> =
+                self.view.iter().map(|&i| (i, self.items[i].sort_key(col, ctx))).collect();
             self.view.sort_by(|a, b| {
                 let o = keys[a].partial_cmp(&keys[b]).unwrap_or(std::cmp::Ordering::Equal);
                 if desc { o.reverse() } else { o }
@@ -540,8 +545,9 @@ impl<R: Resource> ResourceTable<R> {
             Some((c, true)) if c == i => "↓",
             _ => "",
         };
-        let header = Row::new(columns.iter().enumerate().map(|(i, c)| Cell::from(format!("{}{}", c.title, sort_mark(i)))))
-            .style(theme.header());
+        let header =
+            Row::new(columns.iter().enumerate().map(|(i, c)| Cell::from(format!("{}{}", c.title, sort_mark(i)))))
+                .style(theme.header());
         let mut title = vec![Span::styled(format!(" {} ", R::TITLE), theme.title())];
         let count = if self.filter.is_empty() {
             format!("[{}] ", self.items.len())

@@ -55,7 +55,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 fn color(field: &str, s: &str) -> anyhow::Result<Color> {
-    Color::from_str(s).map_err(|_| anyhow::anyhow!("{field}: {s:?} is not a colour (a name like \"red\" or \"#rrggbb\")"))
+    Color::from_str(s)
+        .map_err(|_| anyhow::anyhow!("{field}: {s:?} is not a colour (a name like \"red\" or \"#rrggbb\")"))
 }
 
 impl Theme {

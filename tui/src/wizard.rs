@@ -191,7 +191,11 @@ impl Wizard {
             Step::Flavor => {
                 let f = self.flavor().ok_or("choose a flavor")?;
                 let problems = flavor_problems(f, self.image(), self.quotas.as_ref(), self.count_value()?);
-                if problems.is_empty() { Ok(()) } else { Err(format!("{} does not fit: {}", f.name, problems.join("; "))) }
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} does not fit: {}", f.name, problems.join("; ")))
+                }
             }
             Step::Networks => {
                 if self.nets.is_empty() && self.networks.len() > 1 {
@@ -252,7 +256,9 @@ impl Wizard {
                     .flavors
                     .iter()
                     .position(|f| flavor_problems(f, self.image(), self.quotas.as_ref(), count).is_empty())
-                    && self.flavor().is_none_or(|f| !flavor_problems(f, self.image(), self.quotas.as_ref(), count).is_empty())
+                    && self
+                        .flavor()
+                        .is_none_or(|f| !flavor_problems(f, self.image(), self.quotas.as_ref(), count).is_empty())
                 {
                     self.flavor_sel = fit;
                 }
@@ -380,10 +386,11 @@ impl Component for Wizard {
                     self.user_data.input(key);
                 }
             },
-            Step::Review => match key.code {
-                KeyCode::Enter => return self.go(true),
-                _ => {}
-            },
+            Step::Review => {
+                if key.code == KeyCode::Enter {
+                    return self.go(true);
+                }
+            }
         }
         Outcome::Consumed
     }
@@ -394,13 +401,9 @@ impl Component for Wizard {
         let block = dialog("Launch instances", theme);
         let inner = block.inner(r);
         f.render_widget(block, r);
-        let [steps, body, msg, help] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Min(3),
-            Constraint::Length(2),
-            Constraint::Length(1),
-        ])
-        .areas(inner);
+        let [steps, body, msg, help] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(2), Constraint::Length(1)])
+                .areas(inner);
         let mut spans = Vec::new();
         for (i, (s, label)) in STEPS.iter().enumerate() {
             if i > 0 {
@@ -413,7 +416,7 @@ impl Component for Wizard {
             } else {
                 theme.muted()
             };
-            spans.push(Span::styled(format!("{label}"), style));
+            spans.push(Span::styled(label.to_string(), style));
         }
         f.render_widget(Paragraph::new(Line::from(spans)), steps);
         let count = self.count_value().unwrap_or(1);
@@ -458,14 +461,21 @@ impl Component for Wizard {
                         };
                         ListItem::new(Line::from(vec![
                             Span::raw(format!("{:<28} ", i.name)),
-                            Span::styled(format!("{} {}", i.disk_format.clone().unwrap_or_default(), i.visibility), theme.muted()),
+                            Span::styled(
+                                format!("{} {}", i.disk_format.clone().unwrap_or_default(), i.visibility),
+                                theme.muted(),
+                            ),
                             Span::styled(mins, theme.muted()),
                         ]))
                     })
                     .collect();
                 let empty = items.is_empty();
                 let mut st = ListState::default().with_selected((!empty).then_some(self.image_sel));
-                f.render_stateful_widget(List::new(items).highlight_style(theme.selected()).highlight_symbol("› "), l, &mut st);
+                f.render_stateful_widget(
+                    List::new(items).highlight_style(theme.selected()).highlight_symbol("› "),
+                    l,
+                    &mut st,
+                );
                 if empty {
                     f.render_widget(Paragraph::new(Span::styled("no image matches", theme.muted())), l);
                 }
@@ -484,7 +494,10 @@ impl Component for Wizard {
                         };
                         let mut spans = vec![
                             Span::styled(mark, theme.error()),
-                            Span::styled(format!("{:<14} {:>2} vCPU {:>6} MB {:>4} GB", fl.name, fl.vcpus, fl.ram, fl.disk), st),
+                            Span::styled(
+                                format!("{:<14} {:>2} vCPU {:>6} MB {:>4} GB", fl.name, fl.vcpus, fl.ram, fl.disk),
+                                st,
+                            ),
                         ];
                         if !problems.is_empty() {
                             spans.push(Span::styled(format!("  {}", problems.join("; ")), theme.error()));
@@ -514,7 +527,8 @@ impl Component for Wizard {
             Step::Keypair => {
                 let importing = self.key_sel == self.keypairs.len() + 1;
                 let [l, form] =
-                    Layout::vertical([Constraint::Min(2), Constraint::Length(if importing { 4 } else { 0 })]).areas(body);
+                    Layout::vertical([Constraint::Min(2), Constraint::Length(if importing { 4 } else { 0 })])
+                        .areas(body);
                 let mut items = vec![ListItem::new(Span::styled("(no key pair)", theme.muted()))];
                 items.extend(self.keypairs.iter().map(|k| {
                     ListItem::new(Line::from(vec![
@@ -558,13 +572,17 @@ impl Component for Wizard {
                 lines.push(kv("Image", self.image().map(|i| i.name.clone()).unwrap_or_default()));
                 lines.push(kv(
                     "Flavor",
-                    self.flavor().map(|f| format!("{} ({} vCPU, {} MB, {} GB)", f.name, f.vcpus, f.ram, f.disk)).unwrap_or_default(),
+                    self.flavor()
+                        .map(|f| format!("{} ({} vCPU, {} MB, {} GB)", f.name, f.vcpus, f.ram, f.disk))
+                        .unwrap_or_default(),
                 ));
                 let nets: Vec<String> = match &spec {
                     Ok(s) => s
                         .network_ids
                         .iter()
-                        .map(|id| self.networks.iter().find(|n| &n.id == id).map(|n| n.name.clone()).unwrap_or(id.clone()))
+                        .map(|id| {
+                            self.networks.iter().find(|n| &n.id == id).map(|n| n.name.clone()).unwrap_or(id.clone())
+                        })
                         .collect(),
                     Err(_) => Vec::new(),
                 };

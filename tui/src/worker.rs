@@ -83,14 +83,23 @@ pub struct LaunchSpec {
 pub enum Request {
     /// Log in (or again, after a 401 the worker could not handle alone).
     Login(Box<ProfileBox>),
-    SwitchProject { id: String, name: String },
+    SwitchProject {
+        id: String,
+        name: String,
+    },
     List(Kind),
     Overview,
     Timeline(String),
     Console(String),
-    Action { id: String, op: ServerOp },
+    Action {
+        id: String,
+        op: ServerOp,
+    },
     Launch(LaunchSpec),
-    ImportKeypair { name: String, public_key: String },
+    ImportKeypair {
+        name: String,
+        public_key: String,
+    },
     Projects,
 }
 
@@ -139,24 +148,42 @@ pub enum Listing {
 pub enum Response {
     LoggedIn(SessionInfo),
     /// The login failed, or a 401 could not be fixed with the credentials held: ask the user.
-    NeedLogin { message: String },
+    NeedLogin {
+        message: String,
+    },
     Listed(Listing),
     Overview(Overview),
-    Timeline { id: String, entries: Vec<Transition>, source: &'static str },
-    Console { id: String, output: String },
+    Timeline {
+        id: String,
+        entries: Vec<Transition>,
+        source: &'static str,
+    },
+    Console {
+        id: String,
+        output: String,
+    },
     /// The cloud accepted an action.
-    Accepted { id: String, op: ServerOp },
+    Accepted {
+        id: String,
+        op: ServerOp,
+    },
     /// New servers from the wizard, as the cloud lists them right after the create.
     Launched(Vec<Server>),
     KeypairImported(String),
     Projects(Vec<Project>),
     /// A server changed (live stream or poll).
-    ServerUpdate(Server),
+    ServerUpdate(Box<Server>),
     /// One state transition of a server, from the live stream (our server only).
-    Transition { server_id: String, entry: Transition },
+    Transition {
+        server_id: String,
+        entry: Transition,
+    },
     /// How live tracking works right now, for the status line.
     LiveMode(String),
-    Failed { request: Request, message: String },
+    Failed {
+        request: Request,
+        message: String,
+    },
 }
 
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
@@ -428,7 +455,8 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             if let Some(pid) = client.session.project_id() {
                 let net = versioned(&client.session, "network", "v2.0")?;
                 // quota_details is an extension: without it the network gauges are left out.
-                if let Ok(q) = client.send_url(Method::GET, "network", &format!("{net}/quotas/{pid}/details"), None).await
+                if let Ok(q) =
+                    client.send_url(Method::GET, "network", &format!("{net}/quotas/{pid}/details"), None).await
                 {
                     for (key, label) in [("network", "Networks"), ("port", "Ports"), ("subnet", "Subnets")] {
                         let r = &q["quota"][key];
@@ -447,24 +475,22 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             };
             Ok(Response::Overview(Overview { quotas, hypervisors }))
         }
-        Request::Timeline(id) => {
-            match client.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await {
-                Ok(v) => {
-                    let entries = v["timeline"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| serde_json::from_value(e.clone()).ok())
-                        .collect();
-                    Ok(Response::Timeline { id: id.clone(), entries, source: "state transitions" })
-                }
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
-                    let entries = timeline_from_actions(client, id).await?;
-                    Ok(Response::Timeline { id: id.clone(), entries, source: "instance actions" })
-                }
-                Err(e) => Err(e),
+        Request::Timeline(id) => match client.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await {
+            Ok(v) => {
+                let entries = v["timeline"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| serde_json::from_value(e.clone()).ok())
+                    .collect();
+                Ok(Response::Timeline { id: id.clone(), entries, source: "state transitions" })
             }
-        }
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                let entries = timeline_from_actions(client, id).await?;
+                Ok(Response::Timeline { id: id.clone(), entries, source: "instance actions" })
+            }
+            Err(e) => Err(e),
+        },
         Request::Console(id) => {
             let v = client
                 .post("compute", &format!("/servers/{id}/action"), &json!({"os-getConsoleOutput": {"length": 2000}}))
@@ -517,7 +543,9 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             Ok(Response::Launched(servers))
         }
         Request::ImportKeypair { name, public_key } => {
-            client.post("compute", "/os-keypairs", &json!({"keypair": {"name": name, "public_key": public_key}})).await?;
+            client
+                .post("compute", "/os-keypairs", &json!({"keypair": {"name": name, "public_key": public_key}}))
+                .await?;
             Ok(Response::KeypairImported(name.clone()))
         }
         Request::Projects => {

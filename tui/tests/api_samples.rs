@@ -520,7 +520,12 @@ fn nova_2_1_server_with_flavor_and_image_links() {
     assert!(!s.in_transition());
     // The flavor column resolves the 2.1 flavor ID through the flavor list.
     let (images, flavors) = ctx();
-    let cells = s.cells(&CellCtx { admin: false, now: s.updated.expect("updated"), image_names: &images, flavor_names: &flavors });
+    let cells = s.cells(&CellCtx {
+        admin: false,
+        now: s.updated.expect("updated"),
+        image_names: &images,
+        flavor_names: &flavors,
+    });
     assert_eq!(cells[5], "m1.tiny");
 }
 
@@ -605,4 +610,3 @@ fn keystone_v3_project_scoped_token_and_its_catalog() {
     assert_eq!(root("network", "v2.0"), "http://23.253.248.171:9696/v2.0");
     assert_eq!(root("identity", "v3"), "http://23.253.248.171:5000/v3");
 }
-

@@ -38,16 +38,21 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
 }
 
 fn flavors() -> Vec<Flavor> {
-    [("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m1.medium", 2, 4096, 40), ("5", "m1.xlarge", 8, 16384, 160)]
-        .into_iter()
-        .map(|(id, name, vcpus, ram, disk)| {
-            let raw = json!({"id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk,
+    [
+        ("1", "m1.tiny", 1, 512, 1),
+        ("2", "m1.small", 1, 2048, 20),
+        ("3", "m1.medium", 2, 4096, 40),
+        ("5", "m1.xlarge", 8, 16384, 160),
+    ]
+    .into_iter()
+    .map(|(id, name, vcpus, ram, disk)| {
+        let raw = json!({"id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk,
                 "OS-FLV-EXT-DATA:ephemeral": 0, "os-flavor-access:is_public": true});
-            let mut f: Flavor = parse(raw.clone());
-            f.raw = raw;
-            f
-        })
-        .collect()
+        let mut f: Flavor = parse(raw.clone());
+        f.raw = raw;
+        f
+    })
+    .collect()
 }
 
 fn images() -> Vec<Image> {
@@ -169,7 +174,10 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
-        hs.app.on_response(Response::Overview(Overview { quotas: quotas(), hypervisors: if admin { hypervisors() } else { vec![] } }));
+        hs.app.on_response(Response::Overview(Overview {
+            quotas: quotas(),
+            hypervisors: if admin { hypervisors() } else { vec![] },
+        }));
         hs.app.on_response(Response::LiveMode("live".into()));
         hs.drain();
         hs
@@ -328,7 +336,7 @@ fn instance_timeline_with_phase_durations() {
     let s = h.screen();
     assert!(s.contains("powering-off") && s.contains("10.0 min") && s.contains("6 steps"), "{s}");
     // A live change of this instance reloads its timeline.
-    h.app.on_response(Response::ServerUpdate(server(1, "web-1", "ACTIVE", Some("powering-off"), 1)));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "ACTIVE", Some("powering-off"), 1))));
     assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
 }
 
@@ -385,7 +393,7 @@ fn actions_show_the_expected_state_at_once_then_the_real_one() {
     assert!(s.contains("powering-off"), "{s}");
     snap!("stop_expected", s);
     h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Stop });
-    h.app.on_response(Response::ServerUpdate(server(1, "web-1", "SHUTOFF", None, 4)));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SHUTOFF", None, 4))));
     let s = h.screen();
     assert!(s.contains("SHUTOFF") && !s.contains("powering-off"), "{s}");
 }
@@ -422,15 +430,19 @@ fn delete_asks_first() {
     h.ctrl('d');
     h.chars("y");
     assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Delete }]);
-    h.app.on_response(Response::ServerUpdate(Server { id: id(1), status: "DELETED".into(), ..Server::default() }));
+    h.app.on_response(Response::ServerUpdate(Box::new(Server {
+        id: id(1),
+        status: "DELETED".into(),
+        ..Server::default()
+    })));
     assert!(!h.screen().contains("web-1"));
 }
 
 #[test]
 fn live_updates_move_rows_without_a_key() {
     let mut h = Harness::loaded(80, 12, false);
-    h.app.on_response(Response::ServerUpdate(server(2, "web-2", "ACTIVE", None, 1)));
-    h.app.on_response(Response::ServerUpdate(server(9, "new-one", "BUILD", Some("scheduling"), 0)));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(2, "web-2", "ACTIVE", None, 1))));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(9, "new-one", "BUILD", Some("scheduling"), 0))));
     let s = h.screen();
     assert!(s.contains("new-one") && !s.contains("spawning"), "{s}");
 }
@@ -467,7 +479,10 @@ fn launch_wizard_every_step() {
     snap!("wizard_3_flavor", s);
     h.key(KeyCode::Enter);
     assert!(h.screen().contains("does not fit"), "a marked flavor cannot be taken");
-    h.app.on_response(Response::Overview(Overview { quotas: Quotas { items: vec![("vCPUs".into(), 0, 20)] }, hypervisors: vec![] }));
+    h.app.on_response(Response::Overview(Overview {
+        quotas: Quotas { items: vec![("vCPUs".into(), 0, 20)] },
+        hypervisors: vec![],
+    }));
     h.key(KeyCode::Down); // m1.small now fits
     h.key(KeyCode::Enter);
     let s = h.screen();
@@ -500,7 +515,8 @@ fn launch_wizard_every_step() {
     // A refusal from the cloud is shown in words, in place.
     h.app.on_response(Response::Failed {
         request: reqs[0].clone(),
-        message: "launch failed: Quota exceeded for instances: Requested 2, but already used 9 of 10 instances (403)".into(),
+        message: "launch failed: Quota exceeded for instances: Requested 2, but already used 9 of 10 instances (403)"
+            .into(),
     });
     let s = h.screen();
     assert!(s.contains("Quota exceeded for instances"), "{s}");
@@ -519,7 +535,12 @@ fn launch_wizard_every_step() {
 #[test]
 fn login_form_masks_the_password_and_explains_errors() {
     let (tx, mut rx) = unbounded_channel();
-    let p = Profile { name: "form".into(), auth_url: "http://cloud/identity".into(), username: "alice".into(), ..Profile::default() };
+    let p = Profile {
+        name: "form".into(),
+        auth_url: "http://cloud/identity".into(),
+        username: "alice".into(),
+        ..Profile::default()
+    };
     let mut app = App::new(tx, Screen::Login(LoginForm::new(&p)), AppConfig::default());
     for c in "s3cret".chars() {
         app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
@@ -545,7 +566,9 @@ fn login_form_masks_the_password_and_explains_errors() {
 #[test]
 fn session_expiry_asks_again_over_the_same_screen() {
     let mut h = Harness::loaded(120, 30, false);
-    h.app.on_response(Response::NeedLogin { message: "session expired: the cloud did not accept these credentials".into() });
+    h.app.on_response(Response::NeedLogin {
+        message: "session expired: the cloud did not accept these credentials".into(),
+    });
     let s = h.screen();
     assert!(s.contains("session expired") && s.contains("web-1"), "the screen stays behind the form: {s}");
     snap!("relogin_overlay", s);
@@ -555,8 +578,20 @@ fn session_expiry_asks_again_over_the_same_screen() {
 fn cloud_picker() {
     let (tx, _rx) = unbounded_channel();
     let clouds = vec![
-        Profile { name: "prod".into(), auth_url: "https://prod/identity".into(), username: "bob".into(), project_name: "ops".into(), ..Profile::default() },
-        Profile { name: "dev".into(), auth_url: "http://dev:5000/v3".into(), username: "alice".into(), project_name: "demo".into(), ..Profile::default() },
+        Profile {
+            name: "prod".into(),
+            auth_url: "https://prod/identity".into(),
+            username: "bob".into(),
+            project_name: "ops".into(),
+            ..Profile::default()
+        },
+        Profile {
+            name: "dev".into(),
+            auth_url: "http://dev:5000/v3".into(),
+            username: "alice".into(),
+            project_name: "demo".into(),
+            ..Profile::default()
+        },
     ];
     let mut app = App::new(tx, Screen::Picker(Picker::new(clouds)), AppConfig::default());
     let mut term = Terminal::new(TestBackend::new(80, 12)).expect("terminal");

@@ -32,7 +32,8 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
     // Fields after the command name (which may hold spaces): utime is 14th, stime 15th overall.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -145,8 +146,10 @@ fn render_bench() -> (f64, f64) {
     let t = Instant::now();
     let updates = 100;
     for i in 0..updates {
-        if let Some(s) = parse_server(&json!({"id": format!("{:08}-0000-4000-8000-000000000000", i * 97), "name": format!("vm-{:05}", i * 97), "status": "SHUTOFF"})) {
-            app.on_response(Response::ServerUpdate(s));
+        if let Some(s) = parse_server(
+            &json!({"id": format!("{:08}-0000-4000-8000-000000000000", i * 97), "name": format!("vm-{:05}", i * 97), "status": "SHUTOFF"}),
+        ) {
+            app.on_response(Response::ServerUpdate(Box::new(s)));
         }
         term.draw(|f| app.draw(f)).expect("draw");
     }
@@ -157,7 +160,9 @@ fn render_bench() -> (f64, f64) {
 #[tokio::main]
 async fn main() {
     let (frame_ms, update_ms) = render_bench();
-    println!("render, 10,000 instances, 200x50: {frame_ms:.3} ms/frame (scrolling); {update_ms:.3} ms per live update + frame (sorted)");
+    println!(
+        "render, 10,000 instances, 200x50: {frame_ms:.3} ms/frame (scrolling); {update_ms:.3} ms per live update + frame (sorted)"
+    );
 
     let server = Server::start();
     let admin = server.admin().await;
@@ -192,7 +197,11 @@ async fn main() {
         cli.run(&["server", "list"]);
         cli_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    println!("openstack server list: median {:.0} ms wall (runs: {:?})", median(cli_ms.clone()), cli_ms.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>());
+    println!(
+        "openstack server list: median {:.0} ms wall (runs: {:?})",
+        median(cli_ms.clone()),
+        cli_ms.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>()
+    );
 
     // Idle: a running dashboard with data on screen, nobody typing.
     let (run, _, _, pid) = start_meridian(&server, dir.path(), 99);
