@@ -179,3 +179,95 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
+
+/// The dashboard's worker against a server whose tokens live two seconds: an expired token is
+/// replaced by a fresh login and the request goes through; when the password changed meanwhile,
+/// the UI is asked to log in and the waiting request is sent after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+
+    let server = Server::start_opts(None, &["--token-lifetime", "2"]);
+    let admin = server.admin().await;
+    let pid = admin.session.project_id().expect("project").to_string();
+    let user = admin
+        .post(
+            "identity",
+            "/v3/users",
+            &serde_json::json!({"user": {"name": "carol", "password": "first", "default_project_id": pid}}),
+        )
+        .await
+        .expect("user");
+    let uid = user["user"]["id"].as_str().expect("id").to_string();
+    let roles = admin.get("identity", "/v3/roles?name=member").await.expect("roles");
+    let rid = roles["roles"][0]["id"].as_str().expect("member role").to_string();
+    admin
+        .put("identity", &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"), &serde_json::Value::Null)
+        .await
+        .expect("grant");
+
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = |password: &str| Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "carol".into(),
+        password: Some(password.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        region: None,
+    };
+    // Waits for the next response that is not live-tracking chatter.
+    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+                return r;
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile("first"))))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+
+    // The token expires; the worker logs in again by itself and the list arrives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    worker.send(Request::List(Kind::Flavors)).expect("send");
+    match next(&mut ui).await {
+        Response::Listed(Listing::Flavors(f)) => assert!(!f.is_empty()),
+        other => panic!("expected flavors, got {other:?}"),
+    }
+
+    // The password changes: the next 401 cannot be fixed alone, so the UI is asked.
+    let admin = server.admin().await; // (its own token has expired too)
+    admin
+        .send(
+            reqwest::Method::PATCH,
+            "identity",
+            &format!("/v3/users/{uid}"),
+            Some(&serde_json::json!({"user": {"password": "second"}})),
+        )
+        .await
+        .expect("password change");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    worker.send(Request::List(Kind::Flavors)).expect("send");
+    loop {
+        match next(&mut ui).await {
+            Response::NeedLogin { message } => {
+                assert!(message.contains("did not accept"), "{message}");
+                break;
+            }
+            // A renewal attempt may report first.
+            Response::LoggedIn(_) => continue,
+            other => panic!("expected a login request, got {other:?}"),
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile("second"))))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    // The request that met the 401 was kept and goes through now.
+    match next(&mut ui).await {
+        Response::Listed(Listing::Flavors(f)) => assert!(!f.is_empty()),
+        other => panic!("expected the waiting flavors, got {other:?}"),
+    }
+}
