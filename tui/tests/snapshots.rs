@@ -640,3 +640,70 @@ fn ten_thousand_rows_draw_only_what_fits() {
     let s = h.screen();
     assert!(s.contains("vm-09999") && s.contains("[10000]"), "{s}");
 }
+
+#[test]
+fn wizard_imports_a_public_key_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("id.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0 me@laptop\n").expect("key");
+    std::fs::write(dir.path().join("not-a-key"), "hello").expect("file");
+    let mut h = Harness::loaded(80, 24, false);
+    wizard(&mut h);
+    h.chars("k");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter); // first image
+    h.key(KeyCode::Enter); // the first flavor that fits is preselected: m1.small
+    h.chars(" ");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Down); // "import a public key file…"
+    h.chars(&dir.path().join("not-a-key").display().to_string());
+    h.key(KeyCode::Tab);
+    h.chars("mykey");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("is not an OpenSSH public key"), "{s}");
+    assert!(h.drain().is_empty());
+    h.key(KeyCode::Tab);
+    for _ in 0.."not-a-key".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("id.pub");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::ImportKeypair {
+            name: "mykey".into(),
+            public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0 me@laptop".into()
+        }]
+    );
+    h.app.on_response(Response::KeypairImported("mykey".into()));
+    assert_eq!(h.drain(), vec![Request::List(Kind::Keypairs)]);
+    // The imported key is the one chosen; the wizard moves on.
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Tab);
+    let s = h.screen();
+    assert!(s.contains("Key pair: mykey"), "{s}");
+}
+
+#[test]
+fn mouse_selects_rows_opens_them_and_switches_views() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut h = Harness::loaded(80, 24, false);
+    h.screen();
+    let click = |col, row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: col,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    // Rows start under the tab bar, the border and the header: the third row is `db`.
+    h.app.on_mouse(click(5, 5));
+    h.app.on_mouse(click(5, 5));
+    let s = h.screen();
+    assert!(s.contains("Instance db"), "a second click opens the row: {s}");
+    h.key(KeyCode::Esc);
+    h.app.on_mouse(MouseEvent { kind: MouseEventKind::ScrollDown, column: 5, row: 5, modifiers: KeyModifiers::NONE });
+    h.app.on_mouse(click(23, 0)); // "Flavors" in the tab bar
+    assert_eq!(h.app.view(), View::Flavors);
+}
