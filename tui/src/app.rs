@@ -196,6 +196,8 @@ impl Default for AppConfig {
 
 const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
 const CONSOLE_FOLLOW: Duration = Duration::from_secs(2);
+/// Lists that live tracking does not cover (images, flavors, …) are reloaded this often while shown.
+const STABLE_REFRESH: Duration = Duration::from_secs(60);
 
 pub struct App {
     tx: UnboundedSender<Request>,
@@ -230,6 +232,7 @@ pub struct App {
     tab_areas: Vec<(Rect, View)>,
     last_click: Option<(Instant, u16)>,
     next_console: Option<Instant>,
+    next_refresh: Option<Instant>,
 }
 
 /// The cell context from the app's fields (a macro, so the tables stay separately borrowable).
@@ -316,6 +319,7 @@ impl App {
             tab_areas: Vec::new(),
             last_click: None,
             next_console: None,
+            next_refresh: None,
         }
     }
 
@@ -376,16 +380,23 @@ impl App {
     /// the console while following. `None`: sleep until the next event.
     pub fn next_wake(&self) -> Option<Duration> {
         let spin = (!self.pending.is_empty()).then_some(Duration::from_millis(100));
-        let console = self.next_console.map(|t| t.saturating_duration_since(Instant::now()));
-        match (spin, console) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let now = Instant::now();
+        let timers = [self.next_console, self.next_refresh.filter(|_| self.view != View::Servers)];
+        timers.into_iter().flatten().map(|t| t.saturating_duration_since(now)).chain(spin).min()
     }
 
     pub fn on_tick(&mut self) {
         if !self.pending.is_empty() {
             self.spinner = (self.spinner + 1) % SPINNER.len();
+        }
+        if let Some(t) = self.next_refresh
+            && Instant::now() >= t
+        {
+            self.next_refresh = None;
+            // Instances are kept current by live tracking; other views are reloaded.
+            if self.view != View::Servers && self.detail.is_none() && self.overlay.is_none() {
+                self.load(self.view);
+            }
         }
         if let Some(t) = self.next_console
             && Instant::now() >= t
@@ -429,6 +440,7 @@ impl App {
             Response::Listed(listing) => self.listed(listing),
             Response::Overview(o) => {
                 self.pending.remove(&Pending::Overview);
+                self.next_refresh = Some(Instant::now() + STABLE_REFRESH);
                 self.overview = Some(o);
                 self.push_wizard_data();
             }
@@ -580,6 +592,7 @@ impl App {
             Listing::Services(_) => Kind::Services,
         };
         self.pending.remove(&Pending::List(kind));
+        self.next_refresh = Some(Instant::now() + STABLE_REFRESH);
         match listing {
             Listing::Servers(v) => {
                 // A row still waiting for its action's real state keeps the expected one.

@@ -234,6 +234,19 @@ fn instances_view_at_80x24_for_a_member() {
     let s = h.screen();
     assert!(s.contains("web-2") && s.contains("spawning"), "{s}");
     assert!(!s.contains("HOST"), "members see no host column");
+    assert_eq!(h.app.next_wake(), None, "idle with live tracking: nothing to wake up for");
+    h.app.go_to(View::Images);
+    h.app.on_response(Response::Listed(Listing::Images(images())));
+    let wake = h.app.next_wake().expect("a stable list is reloaded later");
+    assert!(wake > std::time::Duration::from_secs(50), "{wake:?}");
+    h.app.go_to(View::Servers);
+    h.app.on_response(Response::Listed(Listing::Servers(vec![])));
+    h.app.on_response(Response::Listed(Listing::Servers(vec![
+        server(1, "web-1", "ACTIVE", None, 1),
+        server(2, "web-2", "BUILD", Some("spawning"), 0),
+        server(3, "db", "SHUTOFF", None, 4),
+        server(4, "broken", "ERROR", None, 0),
+    ])));
     snap!("instances_member_80x24", s);
 }
 
