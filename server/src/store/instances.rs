@@ -208,52 +208,78 @@ impl Store {
     /// the updated instance, or `None` when the expectation did not hold (someone else won).
     pub async fn transition(&self, id: &str, expect: Expect<'_>, to: NewState<'_>) -> StoreResult<Option<Instance>> {
         let mut tx = self.begin().await?;
-        let current: Option<Instance> =
-            sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(cur) = current else {
-            return Err(StoreError::NotFound(format!("Instance {id} could not be found.")));
-        };
-        let holds = match expect {
-            Expect::Any => true,
-            Expect::Task(t) => cur.task_state.as_deref() == t,
-            Expect::OneOf(list) => cur.task_state.as_deref().is_some_and(|t| list.contains(&t)),
-        };
-        if !holds {
-            return Ok(None);
+        let moved = transition_in(&mut tx, id, expect, to).await?;
+        if moved.is_some() {
+            tx.commit().await?;
+            self.instances_changed();
         }
-        let ts = now();
-        let power = to.power_state.unwrap_or(cur.power_state);
-        // The guard repeats the check in SQL so a concurrent writer on another connection
-        // (PostgreSQL) cannot slip in between the read and the write.
-        let done = sqlx::query(
-            "UPDATE instances SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
-             WHERE id = $1 AND deleted = 0 AND vm_state = $6 AND COALESCE(task_state, '') = $7",
-        )
-        .bind(id)
-        .bind(to.vm_state)
-        .bind(to.task_state)
-        .bind(power)
-        .bind(&ts)
-        .bind(&cur.vm_state)
-        .bind(cur.task_state.as_deref().unwrap_or(""))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(None);
+        Ok(moved)
+    }
+
+    /// A finished build, in one transaction: the work item done, building → active with the
+    /// power state, launched_at, and the `create` action and its events finished. `false` when
+    /// the work item was already finished or the instance no longer building (a repeat, a
+    /// delete meanwhile): then nothing changes.
+    pub async fn complete_build(&self, work_id: &str, id: &str, power_state: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if !finish_work_in(&mut tx, work_id, "done", None).await? {
+            return Ok(false);
         }
-        record_transition(&mut tx, id, to.vm_state, to.task_state, power, &ts).await?;
+        let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state) };
+        let moved =
+            match transition_in(&mut tx, id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to)
+                .await
+            {
+                Ok(m) => m.is_some(),
+                Err(StoreError::NotFound(_)) => false, // deleted meanwhile: the work still counts as done
+                Err(e) => return Err(e),
+            };
+        if moved {
+            let ts = now();
+            sqlx::query(
+                "UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+            finish_action_in(&mut tx, id, "create", "Success", None, None).await?;
+        }
         tx.commit().await?;
         self.instances_changed();
-        Ok(Some(Instance {
-            vm_state: to.vm_state.to_string(),
-            task_state: to.task_state.map(str::to_string),
-            power_state: power,
-            updated_at: ts,
-            ..cur
-        }))
+        Ok(moved)
+    }
+
+    /// Hands a build to a host, in one transaction: its deadline, the work item, and the
+    /// `compute__do_build_and_run_instance` event under the `create` action.
+    pub async fn queue_build(
+        &self,
+        id: &str,
+        host_id: &str,
+        host_name: &str,
+        action: &str,
+        deadline: &str,
+    ) -> StoreResult<String> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE instances SET build_deadline = $2 WHERE id = $1")
+            .bind(id)
+            .bind(deadline)
+            .execute(&mut *tx)
+            .await?;
+        let work_id = super::hosts::enqueue_work_in(&mut tx, id, host_id, action).await?;
+        sqlx::query(
+            "INSERT INTO instance_action_events (id, action_id, event, host, start_time) \
+             SELECT $1, id, 'compute__do_build_and_run_instance', $2, $3 FROM instance_actions \
+             WHERE instance_id = $4 AND action = 'create' ORDER BY start_time DESC LIMIT 1",
+        )
+        .bind(new_uuid())
+        .bind(host_name)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(work_id)
     }
 
     /// Sets bookkeeping columns that are not part of the state machine.
@@ -570,6 +596,113 @@ impl Store {
     }
 }
 
+/// [`Store::transition`] inside the caller's transaction.
+pub(crate) async fn transition_in(
+    tx: &mut super::Tx,
+    id: &str,
+    expect: Expect<'_>,
+    to: NewState<'_>,
+) -> StoreResult<Option<Instance>> {
+    let current: Option<Instance> =
+        sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(cur) = current else {
+        return Err(StoreError::NotFound(format!("Instance {id} could not be found.")));
+    };
+    let holds = match expect {
+        Expect::Any => true,
+        Expect::Task(t) => cur.task_state.as_deref() == t,
+        Expect::OneOf(list) => cur.task_state.as_deref().is_some_and(|t| list.contains(&t)),
+    };
+    if !holds {
+        return Ok(None);
+    }
+    let ts = now();
+    let power = to.power_state.unwrap_or(cur.power_state);
+    // The guard repeats the check in SQL so a concurrent writer on another connection
+    // (PostgreSQL) cannot slip in between the read and the write.
+    let done = sqlx::query(
+        "UPDATE instances SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
+         WHERE id = $1 AND deleted = 0 AND vm_state = $6 AND COALESCE(task_state, '') = $7",
+    )
+    .bind(id)
+    .bind(to.vm_state)
+    .bind(to.task_state)
+    .bind(power)
+    .bind(&ts)
+    .bind(&cur.vm_state)
+    .bind(cur.task_state.as_deref().unwrap_or(""))
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    record_transition(tx, id, to.vm_state, to.task_state, power, &ts).await?;
+    Ok(Some(Instance {
+        vm_state: to.vm_state.to_string(),
+        task_state: to.task_state.map(str::to_string),
+        power_state: power,
+        updated_at: ts,
+        ..cur
+    }))
+}
+
+/// Finishes the newest action `name` of an instance and its open events with `result`.
+pub(crate) async fn finish_action_in(
+    tx: &mut super::Tx,
+    instance_id: &str,
+    name: &str,
+    result: &str,
+    message: Option<&str>,
+    traceback: Option<&str>,
+) -> StoreResult<()> {
+    let ts = now();
+    let action_id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1",
+    )
+    .bind(instance_id)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(action_id) = action_id else { return Ok(()) };
+    sqlx::query(
+        "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
+         WHERE action_id = $1 AND finish_time IS NULL",
+    )
+    .bind(&action_id)
+    .bind(&ts)
+    .bind(result)
+    .bind(traceback)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $2), message = COALESCE($3, message), \
+         updated_at = $2 WHERE id = $1",
+    )
+    .bind(&action_id)
+    .bind(&ts)
+    .bind(message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_work_in(tx: &mut super::Tx, id: &str, state: &str, result: Option<&str>) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
+         WHERE id = $1 AND state IN ('pending', 'delivered')",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(result)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 async fn record_transition(
     tx: &mut super::Tx,
     id: &str,
@@ -578,16 +711,11 @@ async fn record_transition(
     power: i64,
     at: &str,
 ) -> StoreResult<()> {
-    let seq: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM instance_transitions WHERE instance_id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
+    // The next sequence number is computed in the same statement (one round trip, not two).
     sqlx::query(
         "INSERT INTO instance_transitions (seq, instance_id, vm_state, task_state, power_state, at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM instance_transitions WHERE instance_id = $1",
     )
-    .bind(seq)
     .bind(id)
     .bind(vm)
     .bind(task)
