@@ -124,6 +124,17 @@ impl Client {
         Ok(format!("{}{}", self.session.endpoint(service_type)?, path))
     }
 
+    /// Like [`Client::login`], but scoped to a project by ID (a project switch: the user's
+    /// project list gives IDs, and names are only unique within a domain).
+    pub async fn login_to_project(creds: &Credentials, project_id: &str) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Transport { url: creds.auth_url.clone(), source: e })?;
+        let session = password_token_scoped(&http, creds, json!({"project": {"id": project_id}})).await?;
+        Ok(Client { http, session, compute_version: None })
+    }
+
     /// A request with the token (and microversion for compute) set.
     pub fn request(
         &self,
@@ -131,14 +142,19 @@ impl Client {
         service_type: &str,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        let mut rb =
-            self.http.request(method, self.url(service_type, path)?).header("x-auth-token", &self.session.token);
+        Ok(self.request_url(method, service_type, &self.url(service_type, path)?))
+    }
+
+    /// A request to a full URL (a pagination `next` link, or a service root the catalog gives
+    /// versioned or not), with the token and, for `service_type` compute, the microversion.
+    pub fn request_url(&self, method: Method, service_type: &str, url: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, url).header("x-auth-token", &self.session.token);
         if service_type == "compute"
             && let Some(v) = &self.compute_version
         {
             rb = rb.header("openstack-api-version", format!("compute {v}"));
         }
-        Ok(rb)
+        rb
     }
 
     /// Sends a JSON request; returns the decoded body (`Null` for empty bodies).
@@ -152,9 +168,21 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
+        self.send_url(method, service_type, &self.url(service_type, path)?, body).await
+    }
+
+    /// [`Client::send`] to a full URL (see [`Client::request_url`]).
+    pub async fn send_url(
+        &self,
+        method: Method,
+        service_type: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let path = url;
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
         let build = || -> Result<reqwest::RequestBuilder, ClientError> {
-            let mut rb = self.request(method.clone(), service_type, path)?;
+            let mut rb = self.request_url(method.clone(), service_type, url);
             if let Some(b) = body {
                 let ct = if service_type == "image" && b.is_array() {
                     "application/openstack-images-v2.1-json-patch"
@@ -192,12 +220,17 @@ impl Client {
 }
 
 async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Session, ClientError> {
+    let scope = json!({"project": {"name": c.project_name, "domain": {"name": c.project_domain}}});
+    password_token_scoped(http, c, scope).await
+}
+
+async fn password_token_scoped(http: &reqwest::Client, c: &Credentials, scope: Value) -> Result<Session, ClientError> {
     let base = c.auth_url.trim_end_matches('/');
     let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
     let body = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
-        "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain}}},
+        "scope": scope,
     }});
     let resp =
         http.post(&url).json(&body).send().await.map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;

@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::store::Store;
+use crate::store::hosts::{Claim, Host};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,10 +15,12 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Wakes long-polling agents (per host id) and waiters on work results (per work id).
     pub signals: Arc<Signals>,
-    /// Serialises scheduling decisions in this process, so each one sees the claims of the
-    /// previous (as Nova's scheduler consumes its in-memory host state). Claims stay atomic in
-    /// the database across replicas regardless.
-    pub schedule_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The scheduler's view of the hosts. Its lock serialises scheduling decisions in this
+    /// process, so each one sees the claims of the previous (as Nova's scheduler consumes its
+    /// in-memory host state). Claims stay atomic in the database across replicas regardless.
+    pub hosts: Arc<tokio::sync::Mutex<HostCache>>,
+    /// The agent join token as last read from the database (checked on every agent request).
+    pub agent_token: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -44,13 +47,46 @@ impl Signals {
     }
 }
 
+/// Hosts as last read from the database, with this process's claims since applied: the
+/// scheduler reads them instead of every host row on every decision. Refreshed when older than
+/// [`HostCache::MAX_AGE`], after a claim the database refused, and before any "no valid host"
+/// answer, so staleness can cost a retry but never a wrong refusal or an overcommit (the
+/// database claim is the arbiter).
+#[derive(Default)]
+pub struct HostCache {
+    pub hosts: Vec<Host>,
+    pub read_at: Option<std::time::Instant>,
+}
+
+impl HostCache {
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub fn fresh(&self) -> bool {
+        self.read_at.is_some_and(|t| t.elapsed() < Self::MAX_AGE)
+    }
+
+    pub fn invalidate(&mut self) {
+        self.read_at = None;
+    }
+
+    /// Applies a claim this process just made (the next decision must see it).
+    pub fn consume(&mut self, host_id: &str, c: Claim) {
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.id == host_id) {
+            h.vcpus_used += c.vcpus;
+            h.memory_mb_used += c.memory_mb;
+            h.disk_gb_used += c.disk_gb;
+        }
+    }
+}
+
 impl AppState {
     pub fn new(store: Store, cfg: Config) -> Self {
         Self {
             store,
             cfg: Arc::new(cfg),
             signals: Arc::new(Signals::default()),
-            schedule_lock: Arc::new(tokio::sync::Mutex::new(())),
+            hosts: Arc::new(tokio::sync::Mutex::new(HostCache::default())),
+            agent_token: Arc::default(),
         }
     }
 

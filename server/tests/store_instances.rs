@@ -64,7 +64,7 @@ async fn scenario(s: &Store, backend: &str) {
     let ratios = Ratios { cpu: 1.0, ram: 1.0, disk: 1.0 };
     let claim = Claim { vcpus: 1, memory_mb: 128, disk_gb: 1 };
     for id in ["i1", "i2", "i3"] {
-        s.create_instance(&instance(id)).await.expect("create");
+        s.create_instance(&instance(id), None).await.expect("create");
     }
     assert_eq!(s.project_usage("p1").await.expect("usage"), (3, 3, 384), "{backend}");
 

@@ -44,10 +44,20 @@ impl FromRequestParts<AppState> for AgentAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("An agent join token is required."))?;
+        let matches = |expected: &str| {
+            !expected.is_empty() && constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes())
+        };
+        // Every agent request carries the token: compare with the copy read before, and read
+        // the database again only when that fails (the token was set or changed meanwhile).
+        let cached = state.agent_token.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if cached.as_deref().is_some_and(matches) {
+            return Ok(AgentAuth);
+        }
         let expected = state.store.setting("agent_token").await?.unwrap_or_default();
-        if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes()) {
+        if !matches(&expected) {
             return Err(ApiError::unauthorized("The agent join token is not valid."));
         }
+        *state.agent_token.write().unwrap_or_else(|p| p.into_inner()) = Some(expected);
         Ok(AgentAuth)
     }
 }

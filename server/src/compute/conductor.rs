@@ -108,71 +108,112 @@ async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
         return Ok(());
     }
     match inst.task_state.as_deref() {
-        Some("scheduling") if schedule(state, &inst).await? => {
-            let inst = state.store.get_instance(id).await?;
-            dispatch(state, &inst).await?;
+        Some("scheduling") => {
+            // One image read serves the scheduler's filters and the build spec.
+            let image = state.store.get_image(&inst.image_id).await.ok();
+            if let Some(placed) = schedule(state, &inst, image.as_ref()).await? {
+                dispatch(state, &placed, image).await?;
+            }
         }
-        Some("networking") => dispatch(state, &inst).await?,
+        Some("networking") => dispatch(state, &inst, None).await?,
         _ => {}
     }
     Ok(())
 }
 
-/// Picks a host and claims on it; false when the build ended (no valid host).
-async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
+/// Picks a host and claims on it: the instance as placed, or `None` when the build ended (no
+/// valid host) or moved on meanwhile.
+async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> Result<Option<Instance>> {
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
-    let _one_decision_at_a_time = state.schedule_lock.lock().await;
-    let hosts = state.store.list_hosts().await?;
-    let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
-    let image_props = image_properties(state, &inst.image_id).await;
-    let request = Request {
-        vcpus: claim.vcpus,
-        memory_mb: claim.memory_mb,
-        disk_gb: claim.disk_gb,
-        availability_zone: inst.availability_zone.clone(),
-        architecture: image_props.get("architecture").cloned(),
-        hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
-        ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
-    };
+    let image_props = image.map(properties_of).unwrap_or_default();
     let s = settings(state);
-    // Every attempt so far counts against max_attempts (Nova's retry limit).
-    let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
-    let candidates = match scheduler::select(&snapshot, &request, &s) {
-        Ok(c) if remaining_attempts > 0 => c,
-        Ok(_) => {
-            fail_build(
-                state,
-                &inst.id,
-                "Exceeded maximum number of retries. No valid host was found.",
-                "max_attempts reached",
-            )
-            .await;
-            return Ok(false);
-        }
-        Err(no) => {
-            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
-            fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
-            return Ok(false);
-        }
+    let decide = |hosts: &[Host]| {
+        let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
+        let request = Request {
+            vcpus: claim.vcpus,
+            memory_mb: claim.memory_mb,
+            disk_gb: claim.disk_gb,
+            availability_zone: inst.availability_zone.clone(),
+            architecture: image_props.get("architecture").cloned(),
+            hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
+            ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
+        };
+        scheduler::select(&snapshot, &request, &s)
     };
-    // Claim on the best host that still fits (another boot may have taken the room meanwhile).
-    for (i, host_id) in candidates.iter().enumerate() {
-        let mut now_tried = tried.clone();
-        now_tried.push(host_id.clone());
-        let alternates = json!(candidates[i + 1..]).to_string();
-        let placed = state
-            .store
-            .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
-            .await?;
-        if placed {
-            return Ok(true);
+    // Two rounds: the second, on fresh host data, only when every candidate of the first was
+    // refused by the database (claimed meanwhile by another replica or a stale view).
+    for round in 0..2 {
+        let mut cache = state.hosts.lock().await;
+        let mut refreshed = false;
+        if round > 0 || !cache.fresh() {
+            cache.hosts = state.store.list_hosts().await?;
+            cache.read_at = Some(std::time::Instant::now());
+            refreshed = true;
         }
-    }
-    let fresh = state.store.get_instance(&inst.id).await?;
-    if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
-        return Ok(false); // deleted (or moved on) while we were choosing
+        let mut decision = decide(&cache.hosts);
+        if decision.is_err() && !refreshed {
+            // Never refuse on a stale view: capacity may have been freed since it was read.
+            cache.hosts = state.store.list_hosts().await?;
+            cache.read_at = Some(std::time::Instant::now());
+            decision = decide(&cache.hosts);
+        }
+        // Every attempt so far counts against max_attempts (Nova's retry limit).
+        let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
+        let candidates = match decision {
+            Ok(c) if remaining_attempts > 0 => c,
+            Ok(_) => {
+                drop(cache);
+                fail_build(
+                    state,
+                    &inst.id,
+                    "Exceeded maximum number of retries. No valid host was found.",
+                    "max_attempts reached",
+                )
+                .await;
+                return Ok(None);
+            }
+            Err(no) => {
+                drop(cache);
+                let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
+                fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
+                return Ok(None);
+            }
+        };
+        // The next decision sees this claim at once; the database claim below is the arbiter.
+        if let Some(best) = candidates.first() {
+            cache.consume(best, claim);
+        }
+        drop(cache);
+        // Claim on the best host that still fits (another boot may have taken the room meanwhile).
+        for (i, host_id) in candidates.iter().enumerate() {
+            let mut now_tried = tried.clone();
+            now_tried.push(host_id.clone());
+            let alternates = json!(candidates[i + 1..]).to_string();
+            let placed = state
+                .store
+                .place_instance(&inst.id, host_id, claim, ratios(state), &alternates, &json!(now_tried).to_string())
+                .await?;
+            if placed {
+                if i > 0 {
+                    state.hosts.lock().await.invalidate();
+                }
+                return Ok(Some(Instance {
+                    host_id: Some(host_id.clone()),
+                    alternates,
+                    tried_hosts: json!(now_tried).to_string(),
+                    claimed: 1,
+                    task_state: Some("networking".into()),
+                    ..inst.clone()
+                }));
+            }
+        }
+        state.hosts.lock().await.invalidate();
+        let fresh = state.store.get_instance(&inst.id).await?;
+        if fresh.deleted != 0 || fresh.task_state.as_deref() != Some("scheduling") {
+            return Ok(None); // deleted (or moved on) while we were choosing
+        }
     }
     fail_build(
         state,
@@ -181,7 +222,7 @@ async fn schedule(state: &AppState, inst: &Instance) -> Result<bool> {
         "every candidate was claimed concurrently",
     )
     .await;
-    Ok(false)
+    Ok(None)
 }
 
 /// An image's free-form properties as strings (what the scheduler and the agent read).
@@ -190,10 +231,6 @@ fn properties_of(img: &Image) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
         .collect()
-}
-
-async fn image_properties(state: &AppState, image_id: &str) -> BTreeMap<String, String> {
-    state.store.get_image(image_id).await.map(|img| properties_of(&img)).unwrap_or_default()
 }
 
 /// The requested networks as stored at boot: `{"network_id", "fixed_ip"?}` or `{"port_id"}`.
@@ -209,21 +246,17 @@ pub struct NetRequest {
 
 /// Networking, then the build work for the agent (idempotent: ports made before a crash are
 /// reused; a live build work item is not queued twice).
-async fn dispatch(state: &AppState, inst: &Instance) -> Result<()> {
+async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>) -> Result<()> {
     let host_id = inst.host_id.clone().ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
     let host = state.store.get_host(&host_id).await?;
     let nics = ensure_ports(state, inst, &host).await?;
     if state.store.live_work(&inst.id, &host_id).await? > 0 {
         return Ok(());
     }
-    let spec = build_spec(state, inst, nics).await?;
+    let spec = build_spec(state, inst, nics, image).await?;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
-    state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await?;
-    state.store.enqueue_work(&inst.id, &host_id, &action).await?;
-    if let Some(a) = state.store.latest_action(&inst.id, "create").await? {
-        state.store.start_event(&a.id, "compute__do_build_and_run_instance", Some(&host.name)).await?;
-    }
+    state.store.queue_build(&inst.id, &host_id, &host.name, &action, &fmt_time(deadline)).await?;
     state.signals.notify(&host_id);
     Ok(())
 }
@@ -295,9 +328,12 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
     Ok(nics)
 }
 
-async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>) -> Result<BuildSpec> {
+async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image: Option<Image>) -> Result<BuildSpec> {
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
-    let img = state.store.get_image(&inst.image_id).await?;
+    let img = match image {
+        Some(img) => img,
+        None => state.store.get_image(&inst.image_id).await?,
+    };
     let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
     let metadata: BTreeMap<String, String> = serde_json::from_str(&inst.metadata).unwrap_or_default();
     let as_u64 = |v: &Value| v.as_u64().unwrap_or(0);
@@ -375,17 +411,7 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             }
         }
         (Action::Build(_), WorkEvent::Done { power_state, .. }) => {
-            if state.store.finish_work(&work.id, "done", None).await? {
-                let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state.code()) };
-                let moved = state
-                    .store
-                    .transition(id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to)
-                    .await;
-                if let Ok(Some(_)) = moved {
-                    state.store.set_instance_launched(id).await?;
-                    finish_action(state, id, "create", None).await?;
-                }
-            }
+            state.store.complete_build(&work.id, id, power_state.code()).await?;
         }
         (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
             if state.store.finish_work(&work.id, "failed", Some(&message)).await? {

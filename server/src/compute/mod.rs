@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod conductor;
+mod events;
 mod flavors;
 mod hosts;
 mod keypairs;
@@ -48,6 +49,7 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
         .route("/servers", get(servers::list).post(servers::create))
         .route("/servers/detail", get(servers::list_detail))
+        .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
         .route(

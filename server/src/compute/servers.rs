@@ -106,7 +106,7 @@ async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     /// GET /servers/{id} and /servers/detail.
     Show,
     /// GET /servers/detail items (no server_groups).
@@ -234,7 +234,13 @@ fn nova_launch_time(stored: &str) -> String {
     stored.trim_end_matches('Z').to_string()
 }
 
-async fn render(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, shape: Shape) -> ApiResult<Value> {
+pub(crate) async fn render(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    inst: &Instance,
+    shape: Shape,
+) -> ApiResult<Value> {
     let x = extras(state, inst).await?;
     Ok(server_json(state, ctx, v, inst, &x, shape))
 }
@@ -611,8 +617,9 @@ pub async fn create(
             terminated_at: None,
             deleted: 0,
         };
-        state.store.create_instance(&inst).await?;
-        record_action(&state, &ctx, &inst.id, "create", &request_id).await?;
+        // The instance and its `create` action land together (one commit, and never one
+        // without the other).
+        state.store.create_instance(&inst, Some(&new_action(&ctx, &inst.id, "create", &request_id))).await?;
         conductor::spawn_build(&state, &inst.id);
         if first.is_none() {
             first = Some(inst);
@@ -636,6 +643,22 @@ pub async fn create(
     Ok(resp)
 }
 
+fn new_action(ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> InstanceAction {
+    let ts = now();
+    InstanceAction {
+        id: new_uuid(),
+        instance_id: instance_id.to_string(),
+        request_id: request_id.to_string(),
+        action: action.to_string(),
+        project_id: ctx.project_id().map(str::to_string).unwrap_or_default(),
+        user_id: ctx.user.id.clone(),
+        message: None,
+        start_time: ts.clone(),
+        finish_time: None,
+        updated_at: ts,
+    }
+}
+
 async fn record_action(
     state: &AppState,
     ctx: &Ctx,
@@ -643,22 +666,7 @@ async fn record_action(
     action: &str,
     request_id: &str,
 ) -> ApiResult<()> {
-    let ts = now();
-    state
-        .store
-        .start_action(&InstanceAction {
-            id: new_uuid(),
-            instance_id: instance_id.to_string(),
-            request_id: request_id.to_string(),
-            action: action.to_string(),
-            project_id: ctx.project_id().map(str::to_string).unwrap_or_default(),
-            user_id: ctx.user.id.clone(),
-            message: None,
-            start_time: ts.clone(),
-            finish_time: None,
-            updated_at: ts,
-        })
-        .await?;
+    state.store.start_action(&new_action(ctx, instance_id, action, request_id)).await?;
     Ok(())
 }
 

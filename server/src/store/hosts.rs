@@ -239,19 +239,9 @@ impl Store {
 
     /// Stores a work item for a host; it is offered from then on until acknowledged.
     pub async fn enqueue_work(&self, instance_id: &str, host_id: &str, action: &str) -> StoreResult<String> {
-        let id = new_uuid();
-        let ts = now();
-        sqlx::query(
-            "INSERT INTO work (id, instance_id, host_id, action, state, attempt, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
-        )
-        .bind(&id)
-        .bind(instance_id)
-        .bind(host_id)
-        .bind(action)
-        .bind(&ts)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.begin().await?;
+        let id = enqueue_work_in(&mut tx, instance_id, host_id, action).await?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -344,6 +334,28 @@ impl Store {
 }
 
 /// The claim as one conditional UPDATE, on a connection or inside a transaction.
+pub(crate) async fn enqueue_work_in(
+    tx: &mut super::Tx,
+    instance_id: &str,
+    host_id: &str,
+    action: &str,
+) -> StoreResult<String> {
+    let id = new_uuid();
+    let ts = now();
+    sqlx::query(
+        "INSERT INTO work (id, instance_id, host_id, action, state, attempt, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+    )
+    .bind(&id)
+    .bind(instance_id)
+    .bind(host_id)
+    .bind(action)
+    .bind(&ts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
 pub(crate) async fn claim_on(conn: &mut sqlx::AnyConnection, host_id: &str, c: Claim, r: Ratios) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3, \

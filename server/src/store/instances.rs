@@ -119,8 +119,9 @@ pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project
     created_at, updated_at, launched_at, terminated_at, deleted";
 
 impl Store {
-    /// Stores a new instance and its first timeline entry.
-    pub async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
+    /// Stores a new instance, its first timeline entry and (when given) the action that
+    /// created it, in one transaction.
+    pub async fn create_instance(&self, i: &Instance, action: Option<&InstanceAction>) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}, vcpus, memory_mb) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
@@ -166,7 +167,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
+        if let Some(a) = action {
+            start_action_in(&mut tx, a).await?;
+        }
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -207,51 +212,78 @@ impl Store {
     /// the updated instance, or `None` when the expectation did not hold (someone else won).
     pub async fn transition(&self, id: &str, expect: Expect<'_>, to: NewState<'_>) -> StoreResult<Option<Instance>> {
         let mut tx = self.begin().await?;
-        let current: Option<Instance> =
-            sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(cur) = current else {
-            return Err(StoreError::NotFound(format!("Instance {id} could not be found.")));
-        };
-        let holds = match expect {
-            Expect::Any => true,
-            Expect::Task(t) => cur.task_state.as_deref() == t,
-            Expect::OneOf(list) => cur.task_state.as_deref().is_some_and(|t| list.contains(&t)),
-        };
-        if !holds {
-            return Ok(None);
+        let moved = transition_in(&mut tx, id, expect, to).await?;
+        if moved.is_some() {
+            tx.commit().await?;
+            self.instances_changed();
         }
-        let ts = now();
-        let power = to.power_state.unwrap_or(cur.power_state);
-        // The guard repeats the check in SQL so a concurrent writer on another connection
-        // (PostgreSQL) cannot slip in between the read and the write.
-        let done = sqlx::query(
-            "UPDATE instances SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
-             WHERE id = $1 AND deleted = 0 AND vm_state = $6 AND COALESCE(task_state, '') = $7",
+        Ok(moved)
+    }
+
+    /// A finished build, in one transaction: the work item done, building → active with the
+    /// power state, launched_at, and the `create` action and its events finished. `false` when
+    /// the work item was already finished or the instance no longer building (a repeat, a
+    /// delete meanwhile): then nothing changes.
+    pub async fn complete_build(&self, work_id: &str, id: &str, power_state: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if !finish_work_in(&mut tx, work_id, "done", None).await? {
+            return Ok(false);
+        }
+        let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state) };
+        let moved =
+            match transition_in(&mut tx, id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to)
+                .await
+            {
+                Ok(m) => m.is_some(),
+                Err(StoreError::NotFound(_)) => false, // deleted meanwhile: the work still counts as done
+                Err(e) => return Err(e),
+            };
+        if moved {
+            let ts = now();
+            sqlx::query(
+                "UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+            finish_action_in(&mut tx, id, "create", "Success", None, None).await?;
+        }
+        tx.commit().await?;
+        self.instances_changed();
+        Ok(moved)
+    }
+
+    /// Hands a build to a host, in one transaction: its deadline, the work item, and the
+    /// `compute__do_build_and_run_instance` event under the `create` action.
+    pub async fn queue_build(
+        &self,
+        id: &str,
+        host_id: &str,
+        host_name: &str,
+        action: &str,
+        deadline: &str,
+    ) -> StoreResult<String> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE instances SET build_deadline = $2 WHERE id = $1")
+            .bind(id)
+            .bind(deadline)
+            .execute(&mut *tx)
+            .await?;
+        let work_id = super::hosts::enqueue_work_in(&mut tx, id, host_id, action).await?;
+        sqlx::query(
+            "INSERT INTO instance_action_events (id, action_id, event, host, start_time) \
+             SELECT $1, id, 'compute__do_build_and_run_instance', $2, $3 FROM instance_actions \
+             WHERE instance_id = $4 AND action = 'create' ORDER BY start_time DESC LIMIT 1",
         )
+        .bind(new_uuid())
+        .bind(host_name)
+        .bind(now())
         .bind(id)
-        .bind(to.vm_state)
-        .bind(to.task_state)
-        .bind(power)
-        .bind(&ts)
-        .bind(&cur.vm_state)
-        .bind(cur.task_state.as_deref().unwrap_or(""))
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() != 1 {
-            return Ok(None);
-        }
-        record_transition(&mut tx, id, to.vm_state, to.task_state, power, &ts).await?;
         tx.commit().await?;
-        Ok(Some(Instance {
-            vm_state: to.vm_state.to_string(),
-            task_state: to.task_state.map(str::to_string),
-            power_state: power,
-            updated_at: ts,
-            ..cur
-        }))
+        Ok(work_id)
     }
 
     /// Sets bookkeeping columns that are not part of the state machine.
@@ -274,6 +306,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -293,6 +326,7 @@ impl Store {
             .bind(now())
             .execute(&self.pool)
             .await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -336,6 +370,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -373,6 +408,7 @@ impl Store {
         }
         record_transition(&mut tx, id, "building", Some("networking"), 0, &ts).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(true)
     }
 
@@ -382,6 +418,7 @@ impl Store {
         let mut tx = self.begin().await?;
         release_claim_in(&mut tx, id).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -403,6 +440,7 @@ impl Store {
         }
         record_transition(&mut tx, id, "building", Some("scheduling"), 0, &ts).await?;
         tx.commit().await?;
+        self.instances_changed();
         Ok(true)
     }
 
@@ -424,6 +462,7 @@ impl Store {
             record_transition(&mut tx, id, "deleted", None, 0, &ts).await?;
         }
         tx.commit().await?;
+        self.instances_changed();
         Ok(())
     }
 
@@ -451,22 +490,9 @@ impl Store {
     // ---- instance actions ----
 
     pub async fn start_action(&self, a: &InstanceAction) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO instance_actions (id, instance_id, request_id, action, project_id, user_id, message, \
-             start_time, finish_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&a.id)
-        .bind(&a.instance_id)
-        .bind(&a.request_id)
-        .bind(&a.action)
-        .bind(&a.project_id)
-        .bind(&a.user_id)
-        .bind(a.message.as_deref())
-        .bind(&a.start_time)
-        .bind(a.finish_time.as_deref())
-        .bind(&a.updated_at)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.begin().await?;
+        start_action_in(&mut tx, a).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -561,6 +587,133 @@ impl Store {
     }
 }
 
+/// [`Store::transition`] inside the caller's transaction.
+pub(crate) async fn transition_in(
+    tx: &mut super::Tx,
+    id: &str,
+    expect: Expect<'_>,
+    to: NewState<'_>,
+) -> StoreResult<Option<Instance>> {
+    let current: Option<Instance> =
+        sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1 AND deleted = 0"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(cur) = current else {
+        return Err(StoreError::NotFound(format!("Instance {id} could not be found.")));
+    };
+    let holds = match expect {
+        Expect::Any => true,
+        Expect::Task(t) => cur.task_state.as_deref() == t,
+        Expect::OneOf(list) => cur.task_state.as_deref().is_some_and(|t| list.contains(&t)),
+    };
+    if !holds {
+        return Ok(None);
+    }
+    let ts = now();
+    let power = to.power_state.unwrap_or(cur.power_state);
+    // The guard repeats the check in SQL so a concurrent writer on another connection
+    // (PostgreSQL) cannot slip in between the read and the write.
+    let done = sqlx::query(
+        "UPDATE instances SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
+         WHERE id = $1 AND deleted = 0 AND vm_state = $6 AND COALESCE(task_state, '') = $7",
+    )
+    .bind(id)
+    .bind(to.vm_state)
+    .bind(to.task_state)
+    .bind(power)
+    .bind(&ts)
+    .bind(&cur.vm_state)
+    .bind(cur.task_state.as_deref().unwrap_or(""))
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    record_transition(tx, id, to.vm_state, to.task_state, power, &ts).await?;
+    Ok(Some(Instance {
+        vm_state: to.vm_state.to_string(),
+        task_state: to.task_state.map(str::to_string),
+        power_state: power,
+        updated_at: ts,
+        ..cur
+    }))
+}
+
+/// Finishes the newest action `name` of an instance and its open events with `result`.
+pub(crate) async fn finish_action_in(
+    tx: &mut super::Tx,
+    instance_id: &str,
+    name: &str,
+    result: &str,
+    message: Option<&str>,
+    traceback: Option<&str>,
+) -> StoreResult<()> {
+    let ts = now();
+    let action_id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1",
+    )
+    .bind(instance_id)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(action_id) = action_id else { return Ok(()) };
+    sqlx::query(
+        "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
+         WHERE action_id = $1 AND finish_time IS NULL",
+    )
+    .bind(&action_id)
+    .bind(&ts)
+    .bind(result)
+    .bind(traceback)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $2), message = COALESCE($3, message), \
+         updated_at = $2 WHERE id = $1",
+    )
+    .bind(&action_id)
+    .bind(&ts)
+    .bind(message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_work_in(tx: &mut super::Tx, id: &str, state: &str, result: Option<&str>) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
+         WHERE id = $1 AND state IN ('pending', 'delivered')",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(result)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn start_action_in(tx: &mut super::Tx, a: &InstanceAction) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO instance_actions (id, instance_id, request_id, action, project_id, user_id, message, \
+         start_time, finish_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&a.id)
+    .bind(&a.instance_id)
+    .bind(&a.request_id)
+    .bind(&a.action)
+    .bind(&a.project_id)
+    .bind(&a.user_id)
+    .bind(a.message.as_deref())
+    .bind(&a.start_time)
+    .bind(a.finish_time.as_deref())
+    .bind(&a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn record_transition(
     tx: &mut super::Tx,
     id: &str,
@@ -569,16 +722,11 @@ async fn record_transition(
     power: i64,
     at: &str,
 ) -> StoreResult<()> {
-    let seq: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM instance_transitions WHERE instance_id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
+    // The next sequence number is computed in the same statement (one round trip, not two).
     sqlx::query(
         "INSERT INTO instance_transitions (seq, instance_id, vm_state, task_state, power_state, at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM instance_transitions WHERE instance_id = $1",
     )
-    .bind(seq)
     .bind(id)
     .bind(vm)
     .bind(task)

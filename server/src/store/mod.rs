@@ -59,6 +59,9 @@ pub enum Backend {
 pub struct Store {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// Bumped after every committed change to an instance row in this process, so live
+    /// readers (the event stream) wake at once instead of waiting for their next poll.
+    instance_changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -117,7 +120,18 @@ impl Store {
             Backend::Postgres => AnyPoolOptions::new().max_connections(16).connect_with(opts).await?,
         };
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        let (instance_changes, _) = tokio::sync::watch::channel(0);
+        Ok(Store { pool, backend, instance_changes: std::sync::Arc::new(instance_changes) })
+    }
+
+    /// A receiver that sees [`Store::instances_changed`] calls made after it was created.
+    pub fn watch_instances(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.instance_changes.subscribe()
+    }
+
+    /// Records that an instance row changed (called after the change is committed).
+    pub(crate) fn instances_changed(&self) {
+        self.instance_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub async fn begin(&self) -> StoreResult<Tx> {

@@ -1,0 +1,273 @@
+//! The dashboard in a real terminal: the `meridian` binary inside tmux, against the real server
+//! and an agent on libvirt's `test:///default`. Logs in from `OS_*` variables, launches an
+//! instance through the wizard, watches BUILD → ACTIVE arrive without a key press, stops it,
+//! deletes it. The screen is read with `tmux capture-pane`; every wait has a deadline that only
+//! guards against hangs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_common::Client;
+use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(script: &Path, tag: &str) -> Tmux {
+        let session = format!("meridian-e2e-{}-{tag}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36"])
+            .arg(script)
+            .stdin(Stdio::null())
+            .status()
+            .expect("tmux is needed for this test (apt-get install tmux)");
+        assert!(ok.success(), "tmux new-session failed");
+        Tmux { session }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().expect("capture");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sends keys by tmux name (`Enter`, `C-d`) or literally with `-l`.
+    fn keys(&self, keys: &[&str]) {
+        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().expect("send-keys");
+        assert!(ok.success());
+    }
+
+    fn type_text(&self, text: &str) {
+        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session, "-l", text]).status().expect("send-keys");
+        assert!(ok.success());
+    }
+
+    /// Polls the screen until `pred` holds; returns that screen. Every screen seen goes to
+    /// `seen` so the test can tell which states passed by.
+    fn wait(&self, what: &str, secs: u64, seen: &mut Vec<String>, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if seen.last() != Some(&s) {
+                seen.push(s.clone());
+            }
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+    }
+}
+
+async fn wait_host_up(admin: &Client) {
+    for _ in 0..300 {
+        let s = admin.get("compute", "/os-services?binary=nova-compute").await.expect("services");
+        if s["services"].as_array().is_some_and(|a| a.iter().any(|x| x["state"] == "up")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the agent did not register");
+}
+
+/// The row of the instance on screen (the table line that holds its name).
+fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen.lines().find(|l| l.strip_prefix('│').is_some_and(|r| r.starts_with(name)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_watch_stop_and_delete_with_the_live_stream() {
+    launch_watch_stop_and_delete(&[], "live").await;
+}
+
+/// What any other cloud gets: polling with `changes-since` and Horizon's backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_watch_stop_and_delete_by_polling() {
+    launch_watch_stop_and_delete(&["--poll"], "polling").await;
+}
+
+async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
+    let server = Server::start();
+    let agent = Agent::start(&server, "tui-host");
+    let admin = server.admin().await;
+    prepare_cloud(&admin).await;
+    wait_host_up(&admin).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("run.sh");
+    let log = dir.path().join("meridian.log");
+    // The wrapper keeps the pane open after an exit so a failure shows why.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexport OS_AUTH_URL='{}' OS_USERNAME=admin OS_PASSWORD='{}' OS_PROJECT_NAME=admin \
+             OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 \
+             MERIDIAN_CONFIG_DIR='{d}/config' MERIDIAN_STATE_DIR='{d}/state' TERM=xterm-256color\n\
+             unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{}' {}\necho \"meridian exited: $?\"\nsleep 600\n",
+            server.auth_url(),
+            ADMIN_PASSWORD,
+            binary("meridian").display(),
+            log.display(),
+            flags.join(" "),
+            d = dir.path().display(),
+        ),
+    )
+    .expect("script");
+    Command::new("chmod").arg("+x").arg(&script).status().expect("chmod");
+    let tmux = Tmux::start(&script, mode);
+    let mut seen = Vec::new();
+    let dump = |what: &str| {
+        format!(
+            "{what}\nmeridian log:\n{}\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            agent.log_text()
+        )
+    };
+
+    // Logged in from OS_* and the (empty) instance list is on screen.
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]") && s.contains("nothing here yet"));
+    tmux.wait("the live mode", 30, &mut seen, |s| s.lines().last().is_some_and(|l| l.contains(mode)));
+
+    // The wizard, step by step, waiting for each step's data.
+    tmux.type_text("c");
+    tmux.wait("the wizard", 10, &mut seen, |s| s.contains("Launch instances"));
+    tmux.type_text("e2e-vm");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the image list", 10, &mut seen, |s| s.contains("Search:") && s.contains("tiny"));
+    tmux.type_text("tiny");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the flavor list", 10, &mut seen, |s| s.contains("m1.tiny") && s.contains("vCPU"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the network list", 10, &mut seen, |s| s.contains("[x] net"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the key pair step", 10, &mut seen, |s| s.contains("(no key pair)"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the user data step", 10, &mut seen, |s| s.contains("user data"));
+    tmux.keys(&["Tab"]);
+    tmux.wait("the review", 10, &mut seen, |s| s.contains("Enter: launch") && s.contains("e2e-vm"));
+    tmux.keys(&["Enter"]);
+
+    // From here no key is pressed until the instance is ACTIVE.
+    let first = seen.len();
+    tmux.wait("the new instance", 20, &mut seen, |s| !s.contains("Launch instances") && row(s, "e2e-vm").is_some());
+    tmux.wait(&dump("ACTIVE"), 90, &mut seen, |s| row(s, "e2e-vm").is_some_and(|r| r.contains("ACTIVE")));
+    let building = seen[first..].iter().any(|s| row(s, "e2e-vm").is_some_and(|r| r.contains("BUILD")));
+    assert!(building, "{}", dump("the instance was never seen in BUILD"));
+
+    // Stop: the expected task shows, then SHUTOFF arrives by itself.
+    tmux.type_text("S");
+    tmux.wait(&dump("SHUTOFF"), 60, &mut seen, |s| row(s, "e2e-vm").is_some_and(|r| r.contains("SHUTOFF")));
+
+    // Delete, confirmed; the row goes away by itself.
+    tmux.keys(&["C-d"]);
+    tmux.wait("the confirmation", 10, &mut seen, |s| s.contains("Delete instance e2e-vm?"));
+    tmux.type_text("y");
+    tmux.wait(&dump("the row to go"), 60, &mut seen, |s| row(s, "e2e-vm").is_none() && s.contains("Instances [0]"));
+
+    // And the cloud agrees.
+    let left = admin.get("compute", "/servers/detail").await.expect("list");
+    assert_eq!(left["servers"].as_array().map(Vec::len), Some(0), "{left}");
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}
+
+/// The dashboard's worker against a server whose tokens live two seconds: an expired token is
+/// replaced by a fresh login and the request goes through; when the password changed meanwhile,
+/// the UI is asked to log in and the waiting request is sent after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+
+    let server = Server::start_opts(None, &["--token-lifetime", "2"]);
+    let admin = server.admin().await;
+    let pid = admin.session.project_id().expect("project").to_string();
+    let user = admin
+        .post(
+            "identity",
+            "/v3/users",
+            &serde_json::json!({"user": {"name": "carol", "password": "first", "default_project_id": pid}}),
+        )
+        .await
+        .expect("user");
+    let uid = user["user"]["id"].as_str().expect("id").to_string();
+    let roles = admin.get("identity", "/v3/roles?name=member").await.expect("roles");
+    let rid = roles["roles"][0]["id"].as_str().expect("member role").to_string();
+    admin
+        .put("identity", &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"), &serde_json::Value::Null)
+        .await
+        .expect("grant");
+
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = |password: &str| Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "carol".into(),
+        password: Some(password.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        region: None,
+    };
+    // Waits for the next response that is not live-tracking chatter.
+    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+                return r;
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile("first"))))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+
+    // The token expires; the worker logs in again by itself and the list arrives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    worker.send(Request::List(Kind::Flavors)).expect("send");
+    match next(&mut ui).await {
+        Response::Listed(Listing::Flavors(f)) => assert!(!f.is_empty()),
+        other => panic!("expected flavors, got {other:?}"),
+    }
+
+    // The password changes: the next 401 cannot be fixed alone, so the UI is asked.
+    let admin = server.admin().await; // (its own token has expired too)
+    admin
+        .send(
+            reqwest::Method::PATCH,
+            "identity",
+            &format!("/v3/users/{uid}"),
+            Some(&serde_json::json!({"user": {"password": "second"}})),
+        )
+        .await
+        .expect("password change");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    worker.send(Request::List(Kind::Flavors)).expect("send");
+    loop {
+        match next(&mut ui).await {
+            Response::NeedLogin { message } => {
+                assert!(message.contains("did not accept"), "{message}");
+                break;
+            }
+            // A renewal attempt may report first.
+            Response::LoggedIn(_) => continue,
+            other => panic!("expected a login request, got {other:?}"),
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile("second"))))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    // The request that met the 401 was kept and goes through now.
+    match next(&mut ui).await {
+        Response::Listed(Listing::Flavors(f)) => assert!(!f.is_empty()),
+        other => panic!("expected the waiting flavors, got {other:?}"),
+    }
+}

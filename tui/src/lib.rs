@@ -1,0 +1,19 @@
+//! `meridian`, the terminal dashboard: an OpenStack client for any cloud (Keystone v3, Compute
+//! v2.1, Image v2, Network v2.0) that uses Meridian's push stream and timeline where it finds them.
+//!
+//! The pieces: [`config`] (clouds.yaml, `OS_*`, settings, state), [`worker`] (the one owner of the
+//! API client) and [`live`] (stream or polling), [`app`] (state, input, drawing) built from the
+//! generic [`table`], the [`login`] form and the launch [`wizard`].
+
+pub mod app;
+pub mod component;
+pub mod config;
+pub mod keymap;
+pub mod live;
+pub mod login;
+pub mod model;
+pub mod sse;
+pub mod table;
+pub mod theme;
+pub mod wizard;
+pub mod worker;

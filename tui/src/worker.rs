@@ -1,0 +1,665 @@
+//! The background worker: the one owner of the API client. The UI sends it [`Request`]s and
+//! gets [`Response`]s back on a channel; nothing in the UI path waits on the network.
+//!
+//! Each request runs as its own task on a clone of the client, so a slow list never holds up an
+//! action. A 401 comes back to the worker, which logs in again once with the credentials it
+//! holds and re-sends the request; if that fails the UI is asked for the password and the
+//! request waits. The token is renewed five minutes before it expires.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use meridian_common::{Client, ClientError, Session};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Profile;
+use crate::live::{self, LiveHint};
+use crate::model::{
+    Flavor, Hypervisor, Image, Keypair, Network, Project, Quotas, Server, Service, Subnet, Token, Transition,
+    parse_list, parse_server,
+};
+
+/// The resource lists the dashboard shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Servers,
+    Flavors,
+    Images,
+    Networks,
+    Keypairs,
+    Hypervisors,
+    Services,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerOp {
+    Start,
+    Stop,
+    Reboot,
+    HardReboot,
+    Delete,
+}
+
+impl ServerOp {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ServerOp::Start => "start",
+            ServerOp::Stop => "stop",
+            ServerOp::Reboot => "reboot",
+            ServerOp::HardReboot => "hard reboot",
+            ServerOp::Delete => "delete",
+        }
+    }
+
+    /// The status and task Nova shows as soon as it accepts the action (what the UI shows before
+    /// the real state arrives).
+    pub fn expected(self) -> (&'static str, &'static str) {
+        match self {
+            ServerOp::Start => ("SHUTOFF", "powering-on"),
+            ServerOp::Stop => ("ACTIVE", "powering-off"),
+            ServerOp::Reboot => ("REBOOT", "rebooting"),
+            ServerOp::HardReboot => ("HARD_REBOOT", "rebooting_hard"),
+            ServerOp::Delete => ("ACTIVE", "deleting"),
+        }
+    }
+}
+
+/// What the launch wizard submits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchSpec {
+    pub name: String,
+    pub count: u32,
+    pub image_id: String,
+    pub flavor_id: String,
+    pub network_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub user_data: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Log in (or again, after a 401 the worker could not handle alone).
+    Login(Box<ProfileBox>),
+    SwitchProject {
+        id: String,
+        name: String,
+    },
+    List(Kind),
+    Overview,
+    Timeline(String),
+    Console(String),
+    Action {
+        id: String,
+        op: ServerOp,
+    },
+    Launch(LaunchSpec),
+    ImportKeypair {
+        name: String,
+        public_key: String,
+    },
+    Projects,
+}
+
+/// A profile with the password in it, compared by name only (requests are compared in tests).
+#[derive(Clone, Debug)]
+pub struct ProfileBox(pub Profile);
+
+impl PartialEq for ProfileBox {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.name == o.0.name
+    }
+}
+
+/// Who is logged in where.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionInfo {
+    pub cloud: String,
+    pub auth_url: String,
+    pub user: String,
+    pub project: String,
+    pub project_id: String,
+    pub admin: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub compute_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Overview {
+    pub quotas: Quotas,
+    /// Admins only: every hypervisor with its capacity and usage.
+    pub hypervisors: Vec<Hypervisor>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Listing {
+    Servers(Vec<Server>),
+    Flavors(Vec<Flavor>),
+    Images(Vec<Image>),
+    Networks(Vec<Network>),
+    Keypairs(Vec<Keypair>),
+    Hypervisors(Vec<Hypervisor>),
+    Services(Vec<Service>),
+}
+
+#[derive(Clone, Debug)]
+pub enum Response {
+    LoggedIn(SessionInfo),
+    /// The login failed, or a 401 could not be fixed with the credentials held: ask the user.
+    NeedLogin {
+        message: String,
+    },
+    Listed(Listing),
+    Overview(Overview),
+    Timeline {
+        id: String,
+        entries: Vec<Transition>,
+        source: &'static str,
+    },
+    Console {
+        id: String,
+        output: String,
+    },
+    /// The cloud accepted an action.
+    Accepted {
+        id: String,
+        op: ServerOp,
+    },
+    /// New servers from the wizard, as the cloud lists them right after the create.
+    Launched(Vec<Server>),
+    KeypairImported(String),
+    Projects(Vec<Project>),
+    /// A server changed (live stream or poll).
+    ServerUpdate(Box<Server>),
+    /// One state transition of a server, from the live stream (our server only).
+    Transition {
+        server_id: String,
+        entry: Transition,
+    },
+    /// How live tracking works right now, for the status line.
+    LiveMode(String),
+    Failed {
+        request: Request,
+        message: String,
+    },
+}
+
+/// Starts the worker; returns the request sender. `stream: false` skips the push stream and
+/// polls as on any cloud (for proxies that buffer event streams, and to test that path).
+pub fn spawn(ui: mpsc::UnboundedSender<Response>, stream: bool) -> mpsc::UnboundedSender<Request> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(rx, ui, stream));
+    tx
+}
+
+enum Done {
+    Unauthorized(Request),
+}
+
+struct Authed {
+    client: Client,
+    profile: Profile,
+    info: SessionInfo,
+    /// A project switch scopes by ID; renewals keep it.
+    project_id: Option<String>,
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender<Response>, stream: bool) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
+    let (hint_tx, hint_rx) = mpsc::unbounded_channel::<LiveHint>();
+    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream));
+    let mut authed: Option<Authed> = None;
+    // Requests that met a 401 we could not fix, re-sent after the next login.
+    let mut waiting: Vec<Request> = Vec::new();
+    loop {
+        let renew_in = authed
+            .as_ref()
+            .and_then(|a| a.info.expires_at)
+            .map(|t| (t - Utc::now() - chrono::Duration::minutes(5)).to_std().unwrap_or(Duration::from_secs(5)))
+            .unwrap_or(Duration::from_secs(86400));
+        tokio::select! {
+            req = rx.recv() => {
+                let Some(req) = req else { break };
+                match req {
+                    Request::Login(p) => {
+                        match login(&p.0, None).await {
+                            Ok(a) => {
+                                let _ = ui.send(Response::LoggedIn(a.info.clone()));
+                                let _ = client_tx.send(Some(a.client.clone()));
+                                for r in waiting.drain(..) {
+                                    dispatch(&a.client, r, &ui, &done_tx, &hint_tx);
+                                }
+                                authed = Some(a);
+                            }
+                            Err(e) => { let _ = ui.send(Response::NeedLogin { message: login_words(&e) }); }
+                        }
+                    }
+                    Request::SwitchProject { id, name } => {
+                        let Some(a) = &authed else { continue };
+                        let mut profile = a.profile.clone();
+                        profile.project_name = name;
+                        match login(&profile, Some(id.clone())).await {
+                            Ok(a) => {
+                                let _ = ui.send(Response::LoggedIn(a.info.clone()));
+                                let _ = client_tx.send(Some(a.client.clone()));
+                                authed = Some(a);
+                            }
+                            Err(e) => {
+                                let _ = ui.send(Response::Failed {
+                                    request: Request::SwitchProject { id, name: profile.project_name },
+                                    message: login_words(&e),
+                                });
+                            }
+                        }
+                    }
+                    other => match &authed {
+                        Some(a) => dispatch(&a.client, other, &ui, &done_tx, &hint_tx),
+                        None => waiting.push(other),
+                    },
+                }
+            }
+            Some(Done::Unauthorized(req)) = done_rx.recv() => {
+                let Some(a) = &authed else { waiting.push(req); continue };
+                // Another task may already have renewed the token: only log in again if the
+                // failed request could not have used a newer one.
+                match login(&a.profile, a.project_id.clone()).await {
+                    Ok(fresh) => {
+                        let _ = client_tx.send(Some(fresh.client.clone()));
+                        dispatch(&fresh.client, req, &ui, &done_tx, &hint_tx);
+                        authed = Some(fresh);
+                    }
+                    Err(e) => {
+                        waiting.push(req);
+                        let _ = ui.send(Response::NeedLogin { message: format!("session expired: {}", login_words(&e)) });
+                    }
+                }
+            }
+            _ = tokio::time::sleep(renew_in), if authed.is_some() => {
+                let Some(a) = &authed else { continue };
+                match login(&a.profile, a.project_id.clone()).await {
+                    Ok(fresh) => {
+                        tracing::info!("token renewed");
+                        let _ = client_tx.send(Some(fresh.client.clone()));
+                        let _ = ui.send(Response::LoggedIn(fresh.info.clone()));
+                        authed = Some(fresh);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "token renewal failed");
+                        // Try again in a minute, unless the token has expired by then.
+                        if let Some(a) = &mut authed {
+                            a.info.expires_at = Some(Utc::now() + chrono::Duration::minutes(6));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn login_words(e: &ClientError) -> String {
+    match e {
+        ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED => {
+            "the cloud did not accept these credentials".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn login(profile: &Profile, project_id: Option<String>) -> Result<Authed, ClientError> {
+    let creds = profile.credentials().ok_or_else(|| ClientError::Decode("the login is incomplete".into()))?;
+    let mut client = match &project_id {
+        Some(id) => Client::login_to_project(&creds, id).await?,
+        None => Client::login(&creds).await?,
+    };
+    client.compute_version = negotiate_compute(&client).await;
+    let token: Token = serde_json::from_value(client.session.body.clone()).unwrap_or_default();
+    let info = SessionInfo {
+        cloud: profile.name.clone(),
+        auth_url: profile.auth_url.clone(),
+        user: token.user.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| profile.username.clone()),
+        project: token.project.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| profile.project_name.clone()),
+        project_id: token.project.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+        admin: token.is_admin(),
+        expires_at: token.expires_at,
+        compute_version: client.compute_version.clone(),
+    };
+    tracing::info!(cloud = %info.cloud, project = %info.project, version = ?info.compute_version, "logged in");
+    Ok(Authed { client, profile: profile.clone(), info, project_id })
+}
+
+/// The highest compute microversion both sides know (this client's models cover up to 2.79).
+async fn negotiate_compute(client: &Client) -> Option<String> {
+    let doc = client.get("compute", "").await.ok()?;
+    let max = doc["version"]["version"].as_str()?;
+    Some(pick_version(max, "2.79"))
+}
+
+fn pick_version(server_max: &str, ours: &str) -> String {
+    let parse = |s: &str| -> (u32, u32) {
+        let (a, b) = s.split_once('.').unwrap_or((s, "0"));
+        (a.parse().unwrap_or(2), b.parse().unwrap_or(1))
+    };
+    if parse(server_max) < parse(ours) { server_max.to_string() } else { ours.to_string() }
+}
+
+fn dispatch(
+    client: &Client,
+    req: Request,
+    ui: &mpsc::UnboundedSender<Response>,
+    done: &mpsc::UnboundedSender<Done>,
+    hints: &mpsc::UnboundedSender<LiveHint>,
+) {
+    let client = client.clone();
+    let (ui, done, hints) = (ui.clone(), done.clone(), hints.clone());
+    tokio::spawn(async move {
+        match handle(&client, &req).await {
+            Ok(resp) => {
+                match &resp {
+                    Response::Listed(Listing::Servers(s)) | Response::Launched(s) => {
+                        let _ = hints.send(LiveHint::Seen(s.clone()));
+                    }
+                    Response::Accepted { id, .. } => {
+                        let _ = hints.send(LiveHint::Kick(id.clone()));
+                    }
+                    _ => {}
+                }
+                let _ = ui.send(resp);
+            }
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                let _ = done.send(Done::Unauthorized(req));
+            }
+            Err(e) => {
+                tracing::warn!(request = ?req, error = %e, "request failed");
+                let _ = ui.send(Response::Failed { message: words(&req, &e), request: req });
+            }
+        }
+    });
+}
+
+/// An error as a sentence: what failed and the cloud's own message.
+fn words(req: &Request, e: &ClientError) -> String {
+    let what = match req {
+        Request::List(k) => format!("loading {}", format!("{k:?}").to_lowercase()),
+        Request::Overview => "loading the overview".into(),
+        Request::Timeline(_) => "loading the timeline".into(),
+        Request::Console(_) => "loading the console log".into(),
+        Request::Action { op, .. } => format!("{} failed", op.verb()),
+        Request::Launch(_) => "launch failed".into(),
+        Request::ImportKeypair { .. } => "importing the key pair failed".into(),
+        Request::Projects => "listing projects".into(),
+        Request::SwitchProject { .. } => "switching project".into(),
+        Request::Login(_) => "login".into(),
+    };
+    let detail = match e {
+        ClientError::Api { status, message } => format!("{message} ({})", status.as_u16()),
+        other => other.to_string(),
+    };
+    format!("{what}: {detail}")
+}
+
+/// The root of a service the catalog may give with or without its version (`/image` or
+/// `/image/v2`), joined with the version this client speaks.
+pub fn versioned(session: &Session, service: &str, version: &str) -> Result<String, ClientError> {
+    let ep = session.endpoint(service)?;
+    let root = match ep.rsplit_once('/') {
+        Some((root, last)) if last.starts_with('v') && last[1..].chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            root.to_string()
+        }
+        _ => ep.clone(),
+    };
+    Ok(format!("{root}/{version}"))
+}
+
+/// GETs a collection and follows its `next` links to the end (Nova/Neutron `<key>_links`, Glance
+/// `next` relative to the service root).
+async fn get_all(client: &Client, service: &str, base: &str, path: &str, key: &str) -> Result<Vec<Value>, ClientError> {
+    let mut url = format!("{base}{path}");
+    let mut out = Vec::new();
+    // A cloud that keeps sending the same link must not loop forever.
+    for _ in 0..1000 {
+        let page = client.send_url(Method::GET, service, &url, None).await?;
+        let items = page[key].as_array().cloned().unwrap_or_default();
+        let empty = items.is_empty();
+        out.extend(items);
+        let next = page[format!("{key}_links")]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["rel"] == "next"))
+            .and_then(|x| x["href"].as_str())
+            .map(str::to_string)
+            .or_else(|| page["next"].as_str().map(str::to_string));
+        match next {
+            Some(n) if !empty => {
+                url = if n.starts_with("http") {
+                    n
+                } else {
+                    // Glance: relative to the unversioned root.
+                    let root = base.trim_end_matches(|c: char| c != '/').trim_end_matches('/');
+                    format!("{root}{n}")
+                };
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError> {
+    match req {
+        Request::List(kind) => list(client, *kind).await.map(Response::Listed),
+        Request::Overview => {
+            let limits = client.get("compute", "/limits").await?;
+            let mut quotas = Quotas::from_limits(&limits);
+            if let Some(pid) = client.session.project_id() {
+                let net = versioned(&client.session, "network", "v2.0")?;
+                // quota_details is an extension: without it the network gauges are left out.
+                if let Ok(q) =
+                    client.send_url(Method::GET, "network", &format!("{net}/quotas/{pid}/details"), None).await
+                {
+                    for (key, label) in [("network", "Networks"), ("port", "Ports"), ("subnet", "Subnets")] {
+                        let r = &q["quota"][key];
+                        if let (Some(used), Some(limit)) = (r["used"].as_i64(), r["limit"].as_i64()) {
+                            quotas.items.push((label.into(), used, limit));
+                        }
+                    }
+                }
+            }
+            let admin = client.session.roles().iter().any(|r| r == "admin");
+            let hypervisors = if admin {
+                let v = client.get("compute", "/os-hypervisors/detail").await?;
+                parse_list(&v["hypervisors"], |h: &mut Hypervisor, raw| h.raw = raw)
+            } else {
+                Vec::new()
+            };
+            Ok(Response::Overview(Overview { quotas, hypervisors }))
+        }
+        Request::Timeline(id) => match client.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await {
+            Ok(v) => {
+                let entries = v["timeline"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| serde_json::from_value(e.clone()).ok())
+                    .collect();
+                Ok(Response::Timeline { id: id.clone(), entries, source: "state transitions" })
+            }
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                let entries = timeline_from_actions(client, id).await?;
+                Ok(Response::Timeline { id: id.clone(), entries, source: "instance actions" })
+            }
+            Err(e) => Err(e),
+        },
+        Request::Console(id) => {
+            let v = client
+                .post("compute", &format!("/servers/{id}/action"), &json!({"os-getConsoleOutput": {"length": 2000}}))
+                .await?;
+            Ok(Response::Console { id: id.clone(), output: v["output"].as_str().unwrap_or_default().to_string() })
+        }
+        Request::Action { id, op } => {
+            let path = format!("/servers/{id}/action");
+            match op {
+                ServerOp::Start => client.post("compute", &path, &json!({"os-start": null})).await?,
+                ServerOp::Stop => client.post("compute", &path, &json!({"os-stop": null})).await?,
+                ServerOp::Reboot => client.post("compute", &path, &json!({"reboot": {"type": "SOFT"}})).await?,
+                ServerOp::HardReboot => client.post("compute", &path, &json!({"reboot": {"type": "HARD"}})).await?,
+                ServerOp::Delete => client.delete("compute", &format!("/servers/{id}")).await?,
+            };
+            Ok(Response::Accepted { id: id.clone(), op: *op })
+        }
+        Request::Launch(spec) => {
+            let mut server = json!({
+                "name": spec.name,
+                "imageRef": spec.image_id,
+                "flavorRef": spec.flavor_id,
+                "min_count": spec.count,
+                "max_count": spec.count,
+                "networks": spec.network_ids.iter().map(|n| json!({"uuid": n})).collect::<Vec<_>>(),
+            });
+            if spec.network_ids.is_empty() {
+                server["networks"] = json!("auto");
+            }
+            if let Some(k) = &spec.key_name {
+                server["key_name"] = json!(k);
+            }
+            if let Some(u) = &spec.user_data {
+                server["user_data"] = json!(base64::engine::general_purpose::STANDARD.encode(u));
+            }
+            let created = client.post("compute", "/servers", &json!({"server": server})).await?;
+            let first_id = created["server"]["id"].as_str().unwrap_or_default().to_string();
+            // The create answer holds only an ID: fetch the new servers so they show at once.
+            let q: String = form_urlencoded::byte_serialize(spec.name.as_bytes()).collect();
+            let listed = client.get("compute", &format!("/servers/detail?name={q}")).await?;
+            let mut servers: Vec<Server> = parse_list(&listed["servers"], |s: &mut Server, raw| s.raw = raw)
+                .into_iter()
+                .filter(|s| s.id == first_id || s.name == spec.name || s.name.starts_with(&format!("{}-", spec.name)))
+                .filter(|s| s.id == first_id || s.in_transition())
+                .collect();
+            if servers.is_empty() && !first_id.is_empty() {
+                let v = client.get("compute", &format!("/servers/{first_id}")).await?;
+                servers.extend(parse_server(&v["server"]));
+            }
+            Ok(Response::Launched(servers))
+        }
+        Request::ImportKeypair { name, public_key } => {
+            client
+                .post("compute", "/os-keypairs", &json!({"keypair": {"name": name, "public_key": public_key}}))
+                .await?;
+            Ok(Response::KeypairImported(name.clone()))
+        }
+        Request::Projects => {
+            let auth_url = versioned(&client.session, "identity", "v3")?;
+            let v = client.send_url(Method::GET, "identity", &format!("{auth_url}/auth/projects"), None).await?;
+            let mut projects: Vec<Project> = parse_list(&v["projects"], |_: &mut Project, _| {});
+            projects.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(Response::Projects(projects))
+        }
+        Request::Login(_) | Request::SwitchProject { .. } => Err(ClientError::Decode("handled by the worker".into())),
+    }
+}
+
+async fn list(client: &Client, kind: Kind) -> Result<Listing, ClientError> {
+    Ok(match kind {
+        Kind::Servers => {
+            let base = client.session.endpoint("compute")?;
+            let v = get_all(client, "compute", &base, "/servers/detail", "servers").await?;
+            Listing::Servers(parse_list(&Value::Array(v), |s: &mut Server, raw| s.raw = raw))
+        }
+        Kind::Flavors => {
+            let base = client.session.endpoint("compute")?;
+            let v = get_all(client, "compute", &base, "/flavors/detail", "flavors").await?;
+            Listing::Flavors(parse_list(&Value::Array(v), |f: &mut Flavor, raw| f.raw = raw))
+        }
+        Kind::Images => {
+            let base = versioned(&client.session, "image", "v2")?;
+            let v = get_all(client, "image", &base, "/images", "images").await?;
+            Listing::Images(parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw))
+        }
+        Kind::Networks => {
+            let base = versioned(&client.session, "network", "v2.0")?;
+            let (nets, subnets) = tokio::join!(
+                get_all(client, "network", &base, "/networks", "networks"),
+                get_all(client, "network", &base, "/subnets", "subnets"),
+            );
+            let subnets: Vec<Subnet> = parse_list(&Value::Array(subnets?), |_: &mut Subnet, _| {});
+            let mut nets: Vec<Network> = parse_list(&Value::Array(nets?), |n: &mut Network, raw| n.raw = raw);
+            for n in &mut nets {
+                n.subnet_cidrs = subnets.iter().filter(|s| s.network_id == n.id).map(|s| s.cidr.clone()).collect();
+                // The detail pane shows the subnets with the network.
+                if let Some(obj) = n.raw.as_object_mut() {
+                    let subs: Vec<Value> = subnets
+                        .iter()
+                        .filter(|s| s.network_id == n.id)
+                        .map(|s| json!({"id": s.id, "name": s.name, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "ip_version": s.ip_version}))
+                        .collect();
+                    obj.insert("subnet_details".into(), Value::Array(subs));
+                }
+            }
+            Listing::Networks(nets)
+        }
+        Kind::Keypairs => {
+            let v = client.get("compute", "/os-keypairs").await?;
+            let items: Vec<Value> =
+                v["keypairs"].as_array().into_iter().flatten().map(|k| k["keypair"].clone()).collect();
+            Listing::Keypairs(parse_list(&Value::Array(items), |k: &mut Keypair, raw| k.raw = raw))
+        }
+        Kind::Hypervisors => {
+            let v = client.get("compute", "/os-hypervisors/detail").await?;
+            Listing::Hypervisors(parse_list(&v["hypervisors"], |h: &mut Hypervisor, raw| h.raw = raw))
+        }
+        Kind::Services => {
+            let v = client.get("compute", "/os-services").await?;
+            Listing::Services(parse_list(&v["services"], |s: &mut Service, raw| s.raw = raw))
+        }
+    })
+}
+
+/// Every cloud's fallback timeline: instance actions and their events, in time order, each
+/// phase lasting until the next one starts.
+async fn timeline_from_actions(client: &Client, id: &str) -> Result<Vec<Transition>, ClientError> {
+    let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
+    let mut entries: Vec<Transition> = Vec::new();
+    for action in v["instanceActions"].as_array().into_iter().flatten() {
+        let name = action["action"].as_str().unwrap_or("?").to_string();
+        let req_id = action["request_id"].as_str().unwrap_or_default();
+        entries.push(Transition {
+            vm_state: Some(name.clone()),
+            task_state: None,
+            power_state: None,
+            at: action["start_time"].as_str().and_then(crate::model::parse_time),
+            duration_s: None,
+        });
+        if let Ok(detail) = client.get("compute", &format!("/servers/{id}/os-instance-actions/{req_id}")).await {
+            for ev in detail["instanceAction"]["events"].as_array().into_iter().flatten() {
+                entries.push(Transition {
+                    vm_state: Some(name.clone()),
+                    task_state: ev["event"].as_str().map(str::to_string),
+                    power_state: None,
+                    at: ev["start_time"].as_str().and_then(crate::model::parse_time),
+                    duration_s: None,
+                });
+            }
+        }
+    }
+    entries.sort_by_key(|e| e.at);
+    let times: Vec<_> = entries.iter().map(|e| e.at).collect();
+    for (i, e) in entries.iter_mut().enumerate() {
+        if let (Some(a), Some(Some(b))) = (e.at, times.get(i + 1)) {
+            e.duration_s = Some((*b - a).num_milliseconds() as f64 / 1000.0);
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microversion_is_the_lower_of_both() {
+        assert_eq!(pick_version("2.96", "2.79"), "2.79");
+        assert_eq!(pick_version("2.60", "2.79"), "2.60");
+        assert_eq!(pick_version("2.100", "2.79"), "2.79");
+    }
+}

@@ -1,0 +1,722 @@
+//! Whole-screen snapshots: the app with injected channels, fed keys and fake worker responses,
+//! drawn into ratatui's `TestBackend`. IDs are filtered; the clock is fixed.
+
+use chrono::{DateTime, TimeZone, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use meridian_tui::app::{App, AppConfig, Screen, View};
+use meridian_tui::config::Profile;
+use meridian_tui::login::{LoginForm, Picker};
+use meridian_tui::model::{Flavor, Hypervisor, Image, Keypair, Network, Quotas, Server, Service, Transition};
+use meridian_tui::worker::{Kind, Listing, Overview, Request, Response, ServerOp, SessionInfo};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 3, 0, 0).single().expect("time")
+}
+
+fn id(n: u32) -> String {
+    format!("{n:08x}-1111-4222-8333-444455556666")
+}
+
+fn server(n: u32, name: &str, status: &str, task: Option<&str>, power: i64) -> Server {
+    let raw = json!({
+        "id": id(n), "name": name, "status": status,
+        "OS-EXT-STS:task_state": task, "OS-EXT-STS:vm_state": status.to_lowercase(), "OS-EXT-STS:power_state": power,
+        "addresses": {"net": [{"addr": format!("10.0.0.{n}"), "version": 4, "OS-EXT-IPS:type": "fixed"}]},
+        "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
+        "image": {"id": id(900)}, "OS-EXT-SRV-ATTR:host": "compute-1",
+        "created": "2026-11-22T02:00:00Z", "updated": "2026-11-22T02:30:00Z", "key_name": null,
+    });
+    meridian_tui::model::parse_server(&raw).expect("server")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("fixture")
+}
+
+fn flavors() -> Vec<Flavor> {
+    [
+        ("1", "m1.tiny", 1, 512, 1),
+        ("2", "m1.small", 1, 2048, 20),
+        ("3", "m1.medium", 2, 4096, 40),
+        ("5", "m1.xlarge", 8, 16384, 160),
+    ]
+    .into_iter()
+    .map(|(id, name, vcpus, ram, disk)| {
+        let raw = json!({"id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk,
+                "OS-FLV-EXT-DATA:ephemeral": 0, "os-flavor-access:is_public": true});
+        let mut f: Flavor = parse(raw.clone());
+        f.raw = raw;
+        f
+    })
+    .collect()
+}
+
+fn images() -> Vec<Image> {
+    vec![
+        {
+            let raw = json!({"id": id(900), "name": "cirros", "status": "active", "visibility": "public",
+                "disk_format": "qcow2", "size": 21430272, "min_ram": 1024, "min_disk": 2, "created_at": "2026-11-20T00:00:00Z"});
+            let mut i: Image = parse(raw.clone());
+            i.raw = raw;
+            i
+        },
+        {
+            let raw = json!({"id": id(901), "name": "debian-13", "status": "active", "visibility": "shared",
+                "disk_format": "raw", "size": 2147483648u64, "min_ram": 0, "min_disk": 0, "created_at": "2026-11-21T12:00:00Z"});
+            let mut i: Image = parse(raw.clone());
+            i.raw = raw;
+            i
+        },
+    ]
+}
+
+fn networks() -> Vec<Network> {
+    ["net", "private"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let raw = json!({"id": id(800 + i as u32), "name": name, "status": "ACTIVE", "shared": i == 0,
+                "router:external": false, "subnets": [id(850 + i as u32)]});
+            let mut n: Network = parse(raw.clone());
+            n.subnet_cidrs = vec![format!("10.{i}.0.0/24")];
+            n.raw = raw;
+            n
+        })
+        .collect()
+}
+
+fn keypairs() -> Vec<Keypair> {
+    let raw = json!({"name": "laptop", "fingerprint": "SHA256:abcdefghijklmnop", "type": "ssh"});
+    let mut k: Keypair = parse(raw.clone());
+    k.raw = raw;
+    vec![k]
+}
+
+fn hypervisors() -> Vec<Hypervisor> {
+    (1..=2)
+        .map(|n| {
+            let raw = json!({"id": id(700 + n), "hypervisor_hostname": format!("compute-{n}"), "state": "up",
+                "status": "enabled", "hypervisor_type": "QEMU", "vcpus": 16, "vcpus_used": 4 * n, "memory_mb": 32768,
+                "memory_mb_used": 8192 * n, "local_gb": 500, "local_gb_used": 100 * n, "running_vms": 2 * n});
+            let mut h: Hypervisor = parse(raw.clone());
+            h.raw = raw;
+            h
+        })
+        .collect()
+}
+
+fn services() -> Vec<Service> {
+    [("nova-scheduler", "controller", "up"), ("nova-compute", "compute-1", "up"), ("nova-compute", "compute-2", "down")]
+        .iter()
+        .enumerate()
+        .map(|(i, (b, h, st))| {
+            let raw = json!({"id": i + 1, "binary": b, "host": h, "zone": "nova", "status": "enabled", "state": st,
+                "updated_at": "2026-11-22T02:59:50Z"});
+            let mut s: Service = parse(raw.clone());
+            s.raw = raw;
+            s
+        })
+        .collect()
+}
+
+fn quotas() -> Quotas {
+    Quotas {
+        items: vec![
+            ("Instances".into(), 3, 10),
+            ("vCPUs".into(), 3, 4),
+            ("RAM (MB)".into(), 6144, 51200),
+            ("Networks".into(), 2, 100),
+            ("Ports".into(), 3, 500),
+        ],
+    }
+}
+
+struct Harness {
+    app: App,
+    rx: UnboundedReceiver<Request>,
+    term: Terminal<TestBackend>,
+}
+
+impl Harness {
+    fn new(w: u16, h: u16) -> Harness {
+        let (tx, rx) = unbounded_channel();
+        let mut app = App::new(tx, Screen::Main, AppConfig::default());
+        app.clock = Some(now());
+        Harness { app, rx, term: Terminal::new(TestBackend::new(w, h)).expect("terminal") }
+    }
+
+    /// Logged in (as admin or not) with every list loaded.
+    fn loaded(w: u16, h: u16, admin: bool) -> Harness {
+        let mut hs = Harness::new(w, h);
+        hs.app.on_response(Response::LoggedIn(SessionInfo {
+            cloud: "devstack".into(),
+            auth_url: "http://cloud/identity".into(),
+            user: if admin { "admin".into() } else { "alice".into() },
+            project: "demo".into(),
+            project_id: "p1".into(),
+            admin,
+            expires_at: None,
+            compute_version: Some("2.79".into()),
+        }));
+        hs.app.on_response(Response::Listed(Listing::Images(images())));
+        hs.app.on_response(Response::Listed(Listing::Flavors(flavors())));
+        hs.app.on_response(Response::Listed(Listing::Servers(vec![
+            server(1, "web-1", "ACTIVE", None, 1),
+            server(2, "web-2", "BUILD", Some("spawning"), 0),
+            server(3, "db", "SHUTOFF", None, 4),
+            server(4, "broken", "ERROR", None, 0),
+        ])));
+        hs.app.on_response(Response::Listed(Listing::Networks(networks())));
+        hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
+        hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
+        hs.app.on_response(Response::Listed(Listing::Services(services())));
+        hs.app.on_response(Response::Overview(Overview {
+            quotas: quotas(),
+            hypervisors: if admin { hypervisors() } else { vec![] },
+        }));
+        hs.app.on_response(Response::LiveMode("live".into()));
+        hs.drain();
+        hs
+    }
+
+    fn drain(&mut self) -> Vec<Request> {
+        let mut v = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            v.push(r);
+        }
+        v
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        self.app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+    fn ctrl(&mut self, c: char) {
+        self.app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    }
+    fn chars(&mut self, s: &str) {
+        for c in s.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    fn screen(&mut self) -> String {
+        self.term.draw(|f| self.app.draw(f)).expect("draw");
+        // The frame's text, one line per row (colours are not part of the snapshot).
+        let buf = self.term.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            let line: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect();
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+macro_rules! snap {
+    ($name:expr, $text:expr) => {
+        insta::with_settings!({filters => vec![
+            (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[uuid]"),
+            (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{0,4}…?", "[uuid…]"),
+        ]}, {
+            insta::assert_snapshot!($name, $text);
+        });
+    };
+}
+
+#[test]
+fn instances_view_at_80x24_for_a_member() {
+    let mut h = Harness::loaded(80, 24, false);
+    let s = h.screen();
+    assert!(s.contains("web-2") && s.contains("spawning"), "{s}");
+    assert!(!s.contains("HOST"), "members see no host column");
+    assert_eq!(h.app.next_wake(), None, "idle with live tracking: nothing to wake up for");
+    h.app.go_to(View::Images);
+    h.app.on_response(Response::Listed(Listing::Images(images())));
+    let wake = h.app.next_wake().expect("a stable list is reloaded later");
+    assert!(wake > std::time::Duration::from_secs(50), "{wake:?}");
+    h.app.go_to(View::Servers);
+    h.app.on_response(Response::Listed(Listing::Servers(vec![])));
+    h.app.on_response(Response::Listed(Listing::Servers(vec![
+        server(1, "web-1", "ACTIVE", None, 1),
+        server(2, "web-2", "BUILD", Some("spawning"), 0),
+        server(3, "db", "SHUTOFF", None, 4),
+        server(4, "broken", "ERROR", None, 0),
+    ])));
+    snap!("instances_member_80x24", s);
+}
+
+#[test]
+fn instances_view_wide_for_an_admin() {
+    let mut h = Harness::loaded(140, 20, true);
+    let s = h.screen();
+    assert!(s.contains("HOST") && s.contains("compute-1") && s.contains("Hypervisors"), "{s}");
+    snap!("instances_admin_140x20", s);
+}
+
+#[test]
+fn every_list_view() {
+    for v in [View::Flavors, View::Images, View::Networks, View::Keypairs, View::Hypervisors, View::Services] {
+        let mut h = Harness::loaded(100, 16, true);
+        h.app.go_to(v);
+        // Going to a view reloads it.
+        assert!(matches!(h.drain().as_slice(), [Request::List(_)]));
+        snap!(format!("view_{}", v.command()), h.screen());
+    }
+}
+
+#[test]
+fn overview_with_quota_gauges_and_hypervisors() {
+    let mut h = Harness::loaded(80, 24, true);
+    h.app.run_command("overview");
+    assert_eq!(h.drain(), vec![Request::Overview]);
+    let s = h.screen();
+    assert!(s.contains("vCPUs") && s.contains("compute-2"), "{s}");
+    snap!("overview_admin", s);
+}
+
+#[test]
+fn sort_and_filter() {
+    let mut h = Harness::loaded(80, 12, false);
+    h.chars("/");
+    h.chars("web");
+    let s = h.screen();
+    assert!(s.contains("web-1") && !s.contains("broken"), "{s}");
+    snap!("filter_web", s);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Esc);
+    h.chars("/");
+    h.key(KeyCode::Esc); // clears the filter
+    h.chars("o"); // sort by name
+    h.chars("O"); // descending
+    let s = h.screen();
+    let pos = |n: &str| s.find(n).expect(n);
+    assert!(pos("web-2") < pos("db") && pos("db") < pos("broken"), "{s}");
+    snap!("sorted_by_name_desc", s);
+}
+
+#[test]
+fn detail_fields_json_and_yaml() {
+    let mut h = Harness::loaded(80, 24, false);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("OS-EXT-STS:vm_state") && s.contains("flavor.original_name"), "{s}");
+    snap!("detail_fields", s);
+    h.chars("y");
+    snap!("detail_json", h.screen());
+    h.chars("y");
+    snap!("detail_yaml", h.screen());
+    h.key(KeyCode::Esc);
+    assert!(h.screen().contains("ADDRESSES"));
+}
+
+#[test]
+fn instance_timeline_with_phase_durations() {
+    let mut h = Harness::loaded(80, 24, false);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Tab);
+    assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
+    let t = |vm: &str, task: Option<&str>, power: i64, at: &str, d: Option<f64>| Transition {
+        vm_state: Some(vm.into()),
+        task_state: task.map(str::to_string),
+        power_state: Some(power),
+        at: meridian_tui::model::parse_time(at),
+        duration_s: d,
+    };
+    h.app.on_response(Response::Timeline {
+        id: id(1),
+        entries: vec![
+            t("building", Some("scheduling"), 0, "2026-11-22T02:00:00.123456Z", Some(0.012)),
+            t("building", Some("networking"), 0, "2026-11-22T02:00:00.135Z", Some(0.2)),
+            t("building", Some("block_device_mapping"), 0, "2026-11-22T02:00:00.335Z", Some(3.5)),
+            t("building", Some("spawning"), 0, "2026-11-22T02:00:03.835Z", Some(1.25)),
+            t("active", None, 1, "2026-11-22T02:00:05.085Z", None),
+        ],
+        source: "state transitions",
+    });
+    let s = h.screen();
+    assert!(s.contains("block_device_mapping") && s.contains("3.5 s") && s.contains("12 ms"), "{s}");
+    snap!("timeline", s);
+    // A transition from the live stream extends the open timeline at once.
+    h.app.on_response(Response::Transition {
+        server_id: id(1),
+        entry: t("active", Some("powering-off"), 1, "2026-11-22T02:10:05.085Z", None),
+    });
+    let s = h.screen();
+    assert!(s.contains("powering-off") && s.contains("10.0 min") && s.contains("6 steps"), "{s}");
+    // A live change of this instance reloads its timeline.
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "ACTIVE", Some("powering-off"), 1))));
+    assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
+}
+
+#[test]
+fn console_log_follows_the_end_and_scrolls_back() {
+    let mut h = Harness::loaded(80, 12, false);
+    h.chars("l");
+    assert_eq!(h.drain(), vec![Request::Console(id(1))]);
+    let log: String = (1..=40).map(|i| format!("[    {i}.000] boot line {i}\n")).collect();
+    h.app.on_response(Response::Console { id: id(1), output: log });
+    let s = h.screen();
+    assert!(s.contains("boot line 40 ") && !s.contains("boot line 1 "), "{s}");
+    snap!("console_following", s);
+    assert!(h.app.next_wake().is_some(), "following polls the log again");
+    h.key(KeyCode::Home);
+    let s = h.screen();
+    assert!(s.contains("boot line 1 "), "{s}");
+    assert!(!s.contains("following"), "scrolling up stops following");
+}
+
+#[test]
+fn help_is_built_from_the_keymap() {
+    let mut h = Harness::loaded(80, 36, false);
+    h.chars("?");
+    let s = h.screen();
+    assert!(s.contains("ctrl-d") && s.contains("delete (asks first)"), "{s}");
+    snap!("help", s);
+}
+
+#[test]
+fn palette_completes_and_jumps() {
+    let mut h = Harness::loaded(80, 24, false);
+    h.chars(":");
+    h.chars("im");
+    let s = h.screen();
+    snap!("palette_im", s);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.app.view(), View::Images);
+    assert_eq!(h.drain(), vec![Request::List(Kind::Images)]);
+    h.chars(":");
+    h.chars("nonsense");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("unknown command :nonsense"), "{s}");
+}
+
+#[test]
+fn actions_show_the_expected_state_at_once_then_the_real_one() {
+    let mut h = Harness::loaded(80, 12, false);
+    h.chars("S"); // stop web-1
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Stop }]);
+    let s = h.screen();
+    assert!(s.contains("powering-off"), "{s}");
+    snap!("stop_expected", s);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Stop });
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SHUTOFF", None, 4))));
+    let s = h.screen();
+    assert!(s.contains("SHUTOFF") && !s.contains("powering-off"), "{s}");
+}
+
+#[test]
+fn a_failed_action_restores_the_row_and_offers_a_retry() {
+    let mut h = Harness::loaded(100, 12, false);
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Down); // db, SHUTOFF
+    h.chars("r"); // soft reboot of a stopped server: the cloud refuses
+    let reqs = h.drain();
+    assert_eq!(reqs, vec![Request::Action { id: id(3), op: ServerOp::Reboot }]);
+    h.app.on_response(Response::Failed {
+        request: reqs[0].clone(),
+        message: "reboot failed: Cannot 'reboot' instance while it is in vm_state stopped (409)".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("SHUTOFF") && !s.contains("REBOOT"), "{s}");
+    assert!(s.contains("<R>retry"), "{s}");
+    snap!("action_error", s);
+    h.chars("R");
+    assert_eq!(h.drain(), reqs, "retry sends the same request");
+}
+
+#[test]
+fn delete_asks_first() {
+    let mut h = Harness::loaded(80, 24, false);
+    h.ctrl('d');
+    let s = h.screen();
+    assert!(s.contains("Delete instance web-1?"), "{s}");
+    snap!("confirm_delete", s);
+    h.chars("n");
+    assert!(h.drain().is_empty(), "no means no");
+    h.ctrl('d');
+    h.chars("y");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Delete }]);
+    h.app.on_response(Response::ServerUpdate(Box::new(Server {
+        id: id(1),
+        status: "DELETED".into(),
+        ..Server::default()
+    })));
+    assert!(!h.screen().contains("web-1"));
+}
+
+#[test]
+fn live_updates_move_rows_without_a_key() {
+    let mut h = Harness::loaded(80, 12, false);
+    h.app.on_response(Response::ServerUpdate(Box::new(server(2, "web-2", "ACTIVE", None, 1))));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(9, "new-one", "BUILD", Some("scheduling"), 0))));
+    let s = h.screen();
+    assert!(s.contains("new-one") && !s.contains("spawning"), "{s}");
+}
+
+fn wizard(h: &mut Harness) {
+    h.chars("c");
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::List(Kind::Images)) && reqs.contains(&Request::Overview), "{reqs:?}");
+}
+
+#[test]
+fn launch_wizard_every_step() {
+    let mut h = Harness::loaded(80, 24, false);
+    wizard(&mut h);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("the instance needs a name"), "invalid input explained in place: {s}");
+    snap!("wizard_1_name_error", s);
+    h.chars("app");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    h.chars("2");
+    snap!("wizard_1_name", h.screen());
+    h.key(KeyCode::Enter);
+    h.chars("cir");
+    let s = h.screen();
+    assert!(s.contains("cirros") && !s.contains("debian"), "{s}");
+    snap!("wizard_2_image_search", s);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    // cirros needs 1024 MB and 2 GB; the quota leaves 1 vCPU for 2 instances.
+    assert!(s.contains("RAM 512 MB < image minimum 1024 MB"), "{s}");
+    assert!(s.contains("needs 4 vCPUs, quota leaves 1"), "{s}");
+    snap!("wizard_3_flavor", s);
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("does not fit"), "a marked flavor cannot be taken");
+    h.app.on_response(Response::Overview(Overview {
+        quotas: Quotas { items: vec![("vCPUs".into(), 0, 20)] },
+        hypervisors: vec![],
+    }));
+    h.key(KeyCode::Down); // m1.small now fits
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("[ ] net"), "{s}");
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("choose at least one network"));
+    h.chars(" ");
+    snap!("wizard_4_networks", h.screen());
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Down);
+    snap!("wizard_5_keypair", h.screen());
+    h.key(KeyCode::Enter);
+    h.chars("#cloud-config");
+    h.key(KeyCode::Enter);
+    h.chars("packages: [nginx]");
+    snap!("wizard_6_user_data", h.screen());
+    h.key(KeyCode::Tab);
+    let s = h.screen();
+    assert!(s.contains("m1.small") && s.contains("laptop") && s.contains("2 lines"), "{s}");
+    snap!("wizard_7_review", s);
+    h.key(KeyCode::Enter);
+    let reqs = h.drain();
+    let [Request::Launch(spec)] = reqs.as_slice() else { panic!("{reqs:?}") };
+    assert_eq!((spec.name.as_str(), spec.count), ("app", 2));
+    assert_eq!(spec.image_id, id(900));
+    assert_eq!(spec.flavor_id, "2");
+    assert_eq!(spec.network_ids, vec![id(800)]);
+    assert_eq!(spec.key_name.as_deref(), Some("laptop"));
+    assert_eq!(spec.user_data.as_deref(), Some("#cloud-config\npackages: [nginx]"));
+    // A refusal from the cloud is shown in words, in place.
+    h.app.on_response(Response::Failed {
+        request: reqs[0].clone(),
+        message: "launch failed: Quota exceeded for instances: Requested 2, but already used 9 of 10 instances (403)"
+            .into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("Quota exceeded for instances"), "{s}");
+    snap!("wizard_server_error", s);
+    // Success: the wizard closes and the new instances are there at once.
+    h.key(KeyCode::Enter);
+    h.drain();
+    h.app.on_response(Response::Launched(vec![
+        server(20, "app-1", "BUILD", Some("scheduling"), 0),
+        server(21, "app-2", "BUILD", Some("scheduling"), 0),
+    ]));
+    let s = h.screen();
+    assert!(s.contains("app-1") && s.contains("app-2") && s.contains("launched 2 instances"), "{s}");
+}
+
+#[test]
+fn login_form_masks_the_password_and_explains_errors() {
+    let (tx, mut rx) = unbounded_channel();
+    let p = Profile {
+        name: "form".into(),
+        auth_url: "http://cloud/identity".into(),
+        username: "alice".into(),
+        ..Profile::default()
+    };
+    let mut app = App::new(tx, Screen::Login(LoginForm::new(&p)), AppConfig::default());
+    for c in "s3cret".chars() {
+        app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    }
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let mut term = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    term.draw(|f| app.draw(f)).expect("draw");
+    let s = format!("{}", term.backend());
+    assert!(!s.contains("s3cret") && s.contains("••••••"), "{s}");
+    assert!(s.contains("Project is required"), "{s}");
+    assert!(rx.try_recv().is_err(), "an incomplete form sends nothing");
+    snap!("login_form_error", s);
+    for c in "demo".chars() {
+        app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    }
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(matches!(rx.try_recv(), Ok(Request::Login(_))));
+    app.on_response(Response::NeedLogin { message: "the cloud did not accept these credentials".into() });
+    term.draw(|f| app.draw(f)).expect("draw");
+    assert!(format!("{}", term.backend()).contains("did not accept"));
+}
+
+#[test]
+fn session_expiry_asks_again_over_the_same_screen() {
+    let mut h = Harness::loaded(120, 30, false);
+    h.app.on_response(Response::NeedLogin {
+        message: "session expired: the cloud did not accept these credentials".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("session expired") && s.contains("web-1"), "the screen stays behind the form: {s}");
+    snap!("relogin_overlay", s);
+}
+
+#[test]
+fn cloud_picker() {
+    let (tx, _rx) = unbounded_channel();
+    let clouds = vec![
+        Profile {
+            name: "prod".into(),
+            auth_url: "https://prod/identity".into(),
+            username: "bob".into(),
+            project_name: "ops".into(),
+            ..Profile::default()
+        },
+        Profile {
+            name: "dev".into(),
+            auth_url: "http://dev:5000/v3".into(),
+            username: "alice".into(),
+            project_name: "demo".into(),
+            ..Profile::default()
+        },
+    ];
+    let mut app = App::new(tx, Screen::Picker(Picker::new(clouds)), AppConfig::default());
+    let mut term = Terminal::new(TestBackend::new(80, 12)).expect("terminal");
+    term.draw(|f| app.draw(f)).expect("draw");
+    snap!("cloud_picker", format!("{}", term.backend()));
+    // dev has no password: Enter leads to the form for it.
+    app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(matches!(app.screen, Screen::Login(_)));
+}
+
+#[test]
+fn project_switch_lists_projects_and_switches() {
+    let mut h = Harness::loaded(80, 24, false);
+    h.chars("p");
+    assert_eq!(h.drain(), vec![Request::Projects]);
+    h.app.on_response(Response::Projects(vec![
+        meridian_tui::model::Project { id: "p1".into(), name: "demo".into(), domain_id: "default".into() },
+        meridian_tui::model::Project { id: "p2".into(), name: "staging".into(), domain_id: "default".into() },
+    ]));
+    snap!("projects", h.screen());
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.drain(), vec![Request::SwitchProject { id: "p2".into(), name: "staging".into() }]);
+}
+
+#[test]
+fn themes_switch_in_app() {
+    let (tx, _rx) = unbounded_channel();
+    let (themes, _) = meridian_tui::theme::load_all(std::path::Path::new("/nonexistent"));
+    let cfg = AppConfig { themes, ..AppConfig::default() };
+    let mut app = App::new(tx, Screen::Main, cfg);
+    assert_eq!(app.theme_name(), "dark");
+    app.on_key(KeyEvent::new(KeyCode::Char('T'), KeyModifiers::SHIFT));
+    assert_eq!(app.theme_name(), "light");
+    app.run_command("theme high-contrast");
+    assert_eq!(app.theme_name(), "high-contrast");
+}
+
+#[test]
+fn ten_thousand_rows_draw_only_what_fits() {
+    let mut h = Harness::loaded(120, 40, false);
+    let many: Vec<Server> = (0..10_000).map(|i| server(i, &format!("vm-{i:05}"), "ACTIVE", None, 1)).collect();
+    h.app.on_response(Response::Listed(Listing::Servers(many)));
+    h.key(KeyCode::End);
+    let s = h.screen();
+    assert!(s.contains("vm-09999") && s.contains("[10000]"), "{s}");
+}
+
+#[test]
+fn wizard_imports_a_public_key_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("id.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0 me@laptop\n").expect("key");
+    std::fs::write(dir.path().join("not-a-key"), "hello").expect("file");
+    let mut h = Harness::loaded(80, 24, false);
+    wizard(&mut h);
+    h.chars("k");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter); // first image
+    h.key(KeyCode::Enter); // the first flavor that fits is preselected: m1.small
+    h.chars(" ");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Down); // "import a public key file…"
+    h.chars(&dir.path().join("not-a-key").display().to_string());
+    h.key(KeyCode::Tab);
+    h.chars("mykey");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("is not an OpenSSH public key"), "{s}");
+    assert!(h.drain().is_empty());
+    h.key(KeyCode::Tab);
+    for _ in 0.."not-a-key".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("id.pub");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::ImportKeypair {
+            name: "mykey".into(),
+            public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0 me@laptop".into()
+        }]
+    );
+    h.app.on_response(Response::KeypairImported("mykey".into()));
+    assert_eq!(h.drain(), vec![Request::List(Kind::Keypairs)]);
+    // The imported key is the one chosen; the wizard moves on.
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Tab);
+    let s = h.screen();
+    assert!(s.contains("Key pair: mykey"), "{s}");
+}
+
+#[test]
+fn mouse_selects_rows_opens_them_and_switches_views() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut h = Harness::loaded(80, 24, false);
+    h.screen();
+    let click = |col, row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: col,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    // Rows start under the tab bar, the border and the header: the third row is `db`.
+    h.app.on_mouse(click(5, 5));
+    h.app.on_mouse(click(5, 5));
+    let s = h.screen();
+    assert!(s.contains("Instance db"), "a second click opens the row: {s}");
+    h.key(KeyCode::Esc);
+    h.app.on_mouse(MouseEvent { kind: MouseEventKind::ScrollDown, column: 5, row: 5, modifiers: KeyModifiers::NONE });
+    h.app.on_mouse(click(23, 0)); // "Flavors" in the tab bar
+    assert_eq!(h.app.view(), View::Flavors);
+}
