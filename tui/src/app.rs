@@ -23,7 +23,7 @@ use crate::login::{LoginForm, Picker};
 use crate::model::{
     Flavor, Hypervisor, Image, Keypair, Network, Project, Server, Service, Transition, power_state_name,
 };
-use crate::table::{CellCtx, ResourceTable};
+use crate::table::{CellCtx, Resource, ResourceTable};
 use crate::theme::Theme;
 use crate::wizard::Wizard;
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
@@ -88,6 +88,18 @@ impl View {
             View::Services => Kind::Services,
         })
     }
+    /// The view that lists a kind.
+    pub fn of_kind(kind: Kind) -> View {
+        match kind {
+            Kind::Servers => View::Servers,
+            Kind::Flavors => View::Flavors,
+            Kind::Images => View::Images,
+            Kind::Networks => View::Networks,
+            Kind::Keypairs => View::Keypairs,
+            Kind::Hypervisors => View::Hypervisors,
+            Kind::Services => View::Services,
+        }
+    }
     pub fn admin_only(self) -> bool {
         matches!(self, View::Hypervisors | View::Services)
     }
@@ -129,7 +141,7 @@ enum Overlay {
     Palette { input: TextArea<'static>, sel: usize },
     Filter(TextArea<'static>),
     Help { scroll: u16 },
-    Confirm { id: String, name: String },
+    Confirm { kind: Kind, id: String, name: String },
     Wizard(Box<Wizard>),
     Projects { projects: Vec<Project>, sel: usize },
     Login(LoginForm),
@@ -162,7 +174,7 @@ fn pending_of(r: &Request) -> Pending {
         Request::Overview => Pending::Overview,
         Request::Timeline(_) => Pending::Timeline,
         Request::Console(_) => Pending::Console,
-        Request::Action { id, .. } => Pending::Action(id.clone()),
+        Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
@@ -467,6 +479,17 @@ impl App {
                 self.pending.remove(&Pending::Action(id.clone()));
                 self.info = Some(format!("{} accepted", op.verb()));
             }
+            Response::Deleted { kind, id, name } => {
+                self.pending.remove(&Pending::Action(id.clone()));
+                if matches!(&self.error, Some((_, Some(Request::Delete { id: failed, .. }))) if *failed == id) {
+                    self.error = None;
+                }
+                on_table!(self, View::of_kind(kind), |t, ctx| t.remove(&id, ctx));
+                if self.detail.as_ref().is_some_and(|d| d.id == id) {
+                    self.detail = None;
+                }
+                self.info = Some(format!("deleted {} {}", kind.noun(), if name.is_empty() { &id } else { &name }));
+            }
             Response::Launched(servers) => {
                 self.pending.remove(&Pending::Launch);
                 if matches!(self.error, Some((_, Some(Request::Launch(_))))) {
@@ -532,6 +555,10 @@ impl App {
                 {
                     self.servers.marked.remove(id);
                     self.servers.upsert(prev, &cctx!(self));
+                }
+                if let Request::Delete { kind, id, .. } = &request {
+                    // The row comes back as it was.
+                    on_table!(self, View::of_kind(*kind), |t, _ctx| t.deleting.remove(id));
                 }
                 self.error = Some((message, Some(request)));
             }
@@ -765,11 +792,15 @@ impl App {
                 Some(Action::Quit) => self.quit = true,
                 _ => self.overlay = None,
             },
-            Overlay::Confirm { id, .. } => {
-                let id = id.clone();
+            Overlay::Confirm { kind, id, name } => {
+                let (kind, id, name) = (*kind, id.clone(), name.clone());
                 if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
                     self.overlay = None;
-                    self.server_action(&id, ServerOp::Delete);
+                    if kind == Kind::Servers {
+                        self.server_action(&id, ServerOp::Delete);
+                    } else {
+                        self.delete(Request::Delete { kind, id, name });
+                    }
                 } else {
                     self.overlay = None;
                     self.info = Some("not deleted".into());
@@ -988,7 +1019,11 @@ impl App {
             Action::Refresh => self.load(view),
             Action::Retry => {
                 if let Some((_, Some(req))) = self.error.take() {
-                    self.send(req);
+                    if matches!(req, Request::Delete { .. }) {
+                        self.delete(req);
+                    } else {
+                        self.send(req);
+                    }
                 }
             }
             Action::SortNext => {
@@ -1010,15 +1045,48 @@ impl App {
                 self.cfg.theme = (self.cfg.theme + 1) % self.cfg.themes.len();
                 self.remember_theme();
             }
-            Action::Start | Action::Stop | Action::Reboot | Action::HardReboot | Action::Delete | Action::Console => {
+            Action::Delete => self.ask_delete(),
+            Action::Start | Action::Stop | Action::Reboot | Action::HardReboot | Action::Console => {
                 self.instance_action(action)
             }
             _ => {}
         }
     }
 
+    /// Ctrl-d: asks to delete the open detail's resource or the selected row, in any view that
+    /// lists something deletable; elsewhere says so.
+    fn ask_delete(&mut self) {
+        let view = self.detail.as_ref().map_or(self.view, |d| d.view);
+        let Some(kind) = view.kind().filter(|k| k.deletable()) else {
+            self.info = Some(format!("nothing to delete in {}", view.title()));
+            return;
+        };
+        let detail_id = self.detail.as_ref().map(|d| d.id.clone());
+        let target = on_table!(self, view, |t, _ctx| {
+            let row = match &detail_id {
+                Some(id) => t.get(id),
+                None => t.selected(),
+            };
+            row.map(|r| (r.id().to_string(), r.name().to_string(), t.deleting.contains(r.id())))
+        })
+        .flatten();
+        match target {
+            None => self.error = Some((format!("select {} {} first", article(kind.noun()), kind.noun()), None)),
+            Some((_, name, true)) => self.info = Some(format!("{name} is being deleted")),
+            Some((id, name, false)) => self.overlay = Some(Overlay::Confirm { kind, id, name }),
+        }
+    }
+
+    /// Sends a (non-instance) delete, showing the row struck through until the cloud answers.
+    fn delete(&mut self, req: Request) {
+        if let Request::Delete { kind, id, .. } = &req {
+            on_table!(self, View::of_kind(*kind), |t, _ctx| t.deleting.insert(id.clone()));
+        }
+        self.send(req);
+    }
+
     fn instance_action(&mut self, action: Action) {
-        let Some((id, name)) = self.target_server() else {
+        let Some((id, _)) = self.target_server() else {
             self.error = Some(("select an instance first".into(), None));
             return;
         };
@@ -1027,7 +1095,6 @@ impl App {
             Action::Stop => self.server_action(&id, ServerOp::Stop),
             Action::Reboot => self.server_action(&id, ServerOp::Reboot),
             Action::HardReboot => self.server_action(&id, ServerOp::HardReboot),
-            Action::Delete => self.overlay = Some(Overlay::Confirm { id, name }),
             Action::Console => self.open_detail(View::Servers, id, Tab::Console),
             _ => {}
         }
@@ -1246,6 +1313,15 @@ impl App {
                 (Action::Reboot, "reboot"),
                 (Action::Delete, "delete"),
                 (Action::Console, "console"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view.kind().is_some_and(|k| k.deletable()) {
+            &[
+                (Action::Select, "detail"),
+                (Action::Palette, "views"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
         } else {
@@ -1526,12 +1602,16 @@ impl App {
                     r,
                 );
             }
-            Overlay::Confirm { name, id } => {
+            Overlay::Confirm { kind, name, id } => {
                 let r = centered(area, 60, 5);
                 f.render_widget(Clear, r);
                 let label = if name.is_empty() { id.clone() } else { name.clone() };
                 let text = vec![
-                    Line::from(vec![Span::raw("Delete instance "), Span::styled(label, theme.title()), Span::raw("?")]),
+                    Line::from(vec![
+                        Span::raw(format!("Delete {} ", kind.noun())),
+                        Span::styled(label, theme.title()),
+                        Span::raw("?"),
+                    ]),
                     Line::from(Span::styled("y / Enter: delete · any other key: keep it", theme.muted())),
                 ];
                 f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(dialog("Confirm", theme)), r);
@@ -1587,6 +1667,11 @@ impl App {
             }
         }
     }
+}
+
+/// `a` or `an` before a noun (`an image`, `a key pair`).
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// Palette completions for what has been typed (prefix matches first, then substrings).

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::keymap::Action;
 use crate::model::{Flavor, Hypervisor, Image, Keypair, Network, Server, Service, power_state_name};
 use crate::theme::Theme;
+use crate::worker::Kind;
 
 /// What cells may need besides the row: names to show instead of IDs, the time, the role.
 pub struct CellCtx<'a> {
@@ -42,6 +43,8 @@ pub enum SortKey {
 pub trait Resource: Clone {
     /// The view's title (`Instances`).
     const TITLE: &'static str;
+    /// The resource kind (its noun, whether and how it is deleted).
+    const KIND: Kind;
     fn columns(admin: bool) -> Vec<Column>;
     fn cells(&self, ctx: &CellCtx) -> Vec<String>;
     fn id(&self) -> &str;
@@ -75,6 +78,7 @@ fn mb(v: u64) -> String {
 
 impl Resource for Server {
     const TITLE: &'static str = "Instances";
+    const KIND: Kind = Kind::Servers;
     fn columns(admin: bool) -> Vec<Column> {
         let mut c = vec![
             col("NAME", Constraint::Min(10)),
@@ -146,6 +150,7 @@ impl Resource for Server {
 
 impl Resource for Flavor {
     const TITLE: &'static str = "Flavors";
+    const KIND: Kind = Kind::Flavors;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
@@ -203,6 +208,7 @@ fn size(bytes: Option<u64>) -> String {
 
 impl Resource for Image {
     const TITLE: &'static str = "Images";
+    const KIND: Kind = Kind::Images;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
@@ -252,6 +258,7 @@ impl Resource for Image {
 
 impl Resource for Network {
     const TITLE: &'static str = "Networks";
+    const KIND: Kind = Kind::Networks;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
@@ -281,6 +288,7 @@ impl Resource for Network {
 
 impl Resource for Keypair {
     const TITLE: &'static str = "Key pairs";
+    const KIND: Kind = Kind::Keypairs;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
@@ -311,6 +319,7 @@ fn used(used: Option<u64>, total: Option<u64>) -> String {
 
 impl Resource for Hypervisor {
     const TITLE: &'static str = "Hypervisors";
+    const KIND: Kind = Kind::Hypervisors;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("HOSTNAME", Constraint::Min(12)),
@@ -351,6 +360,7 @@ impl Resource for Hypervisor {
 
 impl Resource for Service {
     const TITLE: &'static str = "Services";
+    const KIND: Kind = Kind::Services;
     fn columns(_: bool) -> Vec<Column> {
         vec![
             col("BINARY", Constraint::Min(14)),
@@ -399,6 +409,8 @@ pub struct ResourceTable<R: Resource> {
     rows_area: Rect,
     /// Row IDs drawn with the "expected" marker (an action's state before the cloud confirms).
     pub marked: std::collections::HashSet<String>,
+    /// Row IDs with a delete on its way: drawn struck through until the cloud answers.
+    pub deleting: std::collections::HashSet<String>,
 }
 
 impl<R: Resource> Default for ResourceTable<R> {
@@ -413,11 +425,16 @@ impl<R: Resource> Default for ResourceTable<R> {
             loaded: false,
             rows_area: Rect::default(),
             marked: Default::default(),
+            deleting: Default::default(),
         }
     }
 }
 
 impl<R: Resource> ResourceTable<R> {
+    pub fn kind(&self) -> Kind {
+        R::KIND
+    }
+
     /// Replaces the items, keeping the selection on the same row ID when it is still there.
     pub fn set_items(&mut self, items: Vec<R>, ctx: &CellCtx) {
         let keep = self.selected().map(|r| r.id().to_string());
@@ -446,6 +463,7 @@ impl<R: Resource> ResourceTable<R> {
         let keep = self.selected().map(|r| r.id().to_string());
         self.items.retain(|x| x.id() != id);
         self.marked.remove(id);
+        self.deleting.remove(id);
         self.recompute(ctx, keep);
     }
 
@@ -604,6 +622,7 @@ impl<R: Resource> ResourceTable<R> {
             .map(|(n, &i)| {
                 let r = &self.items[i];
                 let marked = self.marked.contains(r.id());
+                let deleting = self.deleting.contains(r.id());
                 let cells = r.cells(ctx).into_iter().enumerate().map(|(ci, text)| {
                     let mut style = if Some(ci) == status_col { theme.status(&text) } else { Style::default() };
                     if marked && (ci == 1 || ci == 2) {
@@ -611,8 +630,11 @@ impl<R: Resource> ResourceTable<R> {
                     }
                     Cell::from(text).style(style)
                 });
-                let row = Row::new(cells);
-                if self.offset + n == self.selected { row.style(theme.selected()) } else { row }
+                let mut style = if self.offset + n == self.selected { theme.selected() } else { Style::default() };
+                if deleting {
+                    style = style.add_modifier(Modifier::CROSSED_OUT | Modifier::DIM);
+                }
+                Row::new(cells).style(style)
             })
             .collect();
         let table = Table::new(rows, columns.iter().map(|c| c.width)).header(header).column_spacing(1);

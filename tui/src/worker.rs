@@ -34,6 +34,69 @@ pub enum Kind {
     Services,
 }
 
+impl Kind {
+    /// One of these, in words (`Delete image cirros?`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Servers => "instance",
+            Kind::Flavors => "flavor",
+            Kind::Images => "image",
+            Kind::Networks => "network",
+            Kind::Keypairs => "key pair",
+            Kind::Hypervisors => "hypervisor",
+            Kind::Services => "service",
+        }
+    }
+
+    /// Whether the dashboard can delete one (hypervisors and services are not deleted from here).
+    pub fn deletable(self) -> bool {
+        !matches!(self, Kind::Hypervisors | Kind::Services)
+    }
+}
+
+/// What deleting a resource of some kind sends: `DELETE` to this path of this service's
+/// endpoint (compute's catalog URL carries its version; image and network get theirs added).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteCall {
+    pub service: &'static str,
+    /// The API version joined to an unversioned endpoint (`v2`, `v2.0`); `None`: the catalog URL as is.
+    pub version: Option<&'static str>,
+    pub path: String,
+}
+
+impl DeleteCall {
+    pub fn method(&self) -> Method {
+        Method::DELETE
+    }
+}
+
+/// The OpenStack call that deletes `id` of `kind` (for key pairs the ID is the name).
+pub fn delete_call(kind: Kind, id: &str) -> Option<DeleteCall> {
+    let seg = path_segment(id);
+    let (service, version, path) = match kind {
+        Kind::Servers => ("compute", None, format!("/servers/{seg}")),
+        Kind::Flavors => ("compute", None, format!("/flavors/{seg}")),
+        Kind::Keypairs => ("compute", None, format!("/os-keypairs/{seg}")),
+        Kind::Images => ("image", Some("v2"), format!("/images/{seg}")),
+        Kind::Networks => ("network", Some("v2.0"), format!("/networks/{seg}")),
+        Kind::Hypervisors | Kind::Services => return None,
+    };
+    Some(DeleteCall { service, version, path })
+}
+
+/// Percent-encodes what may not stand in a path segment (key pair names may hold spaces).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerOp {
     Start,
@@ -94,6 +157,12 @@ pub enum Request {
     Action {
         id: String,
         op: ServerOp,
+    },
+    /// Delete a flavor, image, network or key pair (instances go through [`Request::Action`]).
+    Delete {
+        kind: Kind,
+        id: String,
+        name: String,
     },
     Launch(LaunchSpec),
     ImportKeypair {
@@ -166,6 +235,12 @@ pub enum Response {
     Accepted {
         id: String,
         op: ServerOp,
+    },
+    /// The cloud deleted a resource.
+    Deleted {
+        kind: Kind,
+        id: String,
+        name: String,
     },
     /// New servers from the wizard, as the cloud lists them right after the create.
     Launched(Vec<Server>),
@@ -387,6 +462,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Timeline(_) => "loading the timeline".into(),
         Request::Console(_) => "loading the console log".into(),
         Request::Action { op, .. } => format!("{} failed", op.verb()),
+        Request::Delete { kind, id, name } => {
+            format!("deleting {} {} failed", kind.noun(), if name.is_empty() { id } else { name })
+        }
         Request::Launch(_) => "launch failed".into(),
         Request::ImportKeypair { .. } => "importing the key pair failed".into(),
         Request::Projects => "listing projects".into(),
@@ -394,6 +472,15 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Login(_) => "login".into(),
     };
     let detail = match e {
+        ClientError::Api { status, message } if matches!(req, Request::Delete { .. }) => {
+            let why = match *status {
+                StatusCode::FORBIDDEN => " — not allowed for this user",
+                StatusCode::CONFLICT => " — still in use",
+                StatusCode::NOT_FOUND => " — already gone?",
+                _ => "",
+            };
+            format!("{message} ({}{why})", status.as_u16())
+        }
         ClientError::Api { status, message } => format!("{message} ({})", status.as_u16()),
         other => other.to_string(),
     };
@@ -507,6 +594,16 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
                 ServerOp::Delete => client.delete("compute", &format!("/servers/{id}")).await?,
             };
             Ok(Response::Accepted { id: id.clone(), op: *op })
+        }
+        Request::Delete { kind, id, name } => {
+            let call = delete_call(*kind, id)
+                .ok_or_else(|| ClientError::Decode(format!("{} cannot be deleted here", kind.noun())))?;
+            let base = match call.version {
+                Some(v) => versioned(&client.session, call.service, v)?,
+                None => client.session.endpoint(call.service)?,
+            };
+            client.send_url(call.method(), call.service, &format!("{base}{}", call.path), None).await?;
+            Ok(Response::Deleted { kind: *kind, id: id.clone(), name: name.clone() })
         }
         Request::Launch(spec) => {
             let mut server = json!({
@@ -661,5 +758,41 @@ mod tests {
         assert_eq!(pick_version("2.96", "2.79"), "2.79");
         assert_eq!(pick_version("2.60", "2.79"), "2.60");
         assert_eq!(pick_version("2.100", "2.79"), "2.79");
+    }
+
+    #[test]
+    fn delete_sends_the_right_method_and_path_for_each_kind() {
+        let call = |k| delete_call(k, "abc-1").map(|c| (c.method(), c.service, c.version, c.path));
+        assert_eq!(call(Kind::Servers), Some((Method::DELETE, "compute", None, "/servers/abc-1".into())));
+        assert_eq!(call(Kind::Flavors), Some((Method::DELETE, "compute", None, "/flavors/abc-1".into())));
+        assert_eq!(call(Kind::Images), Some((Method::DELETE, "image", Some("v2"), "/images/abc-1".into())));
+        assert_eq!(call(Kind::Networks), Some((Method::DELETE, "network", Some("v2.0"), "/networks/abc-1".into())));
+        assert_eq!(call(Kind::Keypairs), Some((Method::DELETE, "compute", None, "/os-keypairs/abc-1".into())));
+        assert_eq!(call(Kind::Hypervisors), None);
+        assert_eq!(call(Kind::Services), None);
+        // Key pairs are addressed by name, which may hold anything.
+        assert_eq!(
+            delete_call(Kind::Keypairs, "my key/1").map(|c| c.path),
+            Some("/os-keypairs/my%20key%2F1".to_string())
+        );
+    }
+
+    #[test]
+    fn delete_failures_read_as_sentences() {
+        let req = Request::Delete { kind: Kind::Networks, id: "n1".into(), name: "private".into() };
+        let e = ClientError::Api {
+            status: StatusCode::CONFLICT,
+            message: "There are one or more ports still in use on the network.".into(),
+        };
+        assert_eq!(
+            words(&req, &e),
+            "deleting network private failed: There are one or more ports still in use on the network. (409 — still in use)"
+        );
+        let req = Request::Delete { kind: Kind::Flavors, id: "1".into(), name: String::new() };
+        let e = ClientError::Api { status: StatusCode::FORBIDDEN, message: "Policy doesn't allow it.".into() };
+        assert_eq!(
+            words(&req, &e),
+            "deleting flavor 1 failed: Policy doesn't allow it. (403 — not allowed for this user)"
+        );
     }
 }

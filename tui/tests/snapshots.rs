@@ -720,3 +720,122 @@ fn mouse_selects_rows_opens_them_and_switches_views() {
     h.app.on_mouse(click(23, 0)); // "Flavors" in the tab bar
     assert_eq!(h.app.view(), View::Flavors);
 }
+
+/// Whether the row showing `text` is drawn struck through (a delete on its way).
+fn struck(h: &mut Harness, text: &str) -> bool {
+    let s = h.screen();
+    let at = s.lines().enumerate().find_map(|(y, l)| l.find(text).map(|b| (l[..b].chars().count() as u16, y as u16)));
+    at.is_some_and(|xy| h.term.backend().buffer()[xy].modifier.contains(ratatui::style::Modifier::CROSSED_OUT))
+}
+
+#[test]
+fn delete_an_image_asks_names_it_strikes_the_row_and_removes_it() {
+    let mut h = Harness::loaded(80, 14, false);
+    h.app.run_command("images");
+    h.drain();
+    h.ctrl('d');
+    let s = h.screen();
+    assert!(s.contains("Delete image cirros?"), "{s}");
+    snap!("confirm_delete_image", s);
+    h.chars("n");
+    assert!(h.drain().is_empty(), "no means no");
+    assert!(h.screen().contains("not deleted"));
+    h.ctrl('d');
+    h.key(KeyCode::Enter);
+    let req = Request::Delete { kind: Kind::Images, id: id(900), name: "cirros".into() };
+    assert_eq!(h.drain(), vec![req]);
+    assert!(struck(&mut h, "cirros"), "pending: struck through");
+    assert!(!struck(&mut h, "debian-13"));
+    h.app.on_response(Response::Deleted { kind: Kind::Images, id: id(900), name: "cirros".into() });
+    let s = h.screen();
+    assert!(s.contains("Images [1]") && s.contains("deleted image cirros"), "{s}");
+    assert!(s.lines().filter(|l| l.contains("cirros")).count() == 1, "only the status line names it: {s}");
+}
+
+#[test]
+fn delete_a_key_pair_and_a_refusal_restores_the_row_with_a_retry() {
+    let mut h = Harness::loaded(140, 12, false);
+    h.app.run_command("keypairs");
+    h.drain();
+    h.ctrl('d');
+    let s = h.screen();
+    assert!(s.contains("Delete key pair laptop?"), "{s}");
+    snap!("confirm_delete_keypair", s);
+    h.chars("y");
+    let req = Request::Delete { kind: Kind::Keypairs, id: "laptop".into(), name: "laptop".into() };
+    assert_eq!(h.drain(), vec![req.clone()]);
+    assert!(struck(&mut h, "laptop"));
+    h.ctrl('d');
+    assert!(h.screen().contains("laptop is being deleted"), "no second confirm while pending");
+    h.app.on_response(Response::Failed {
+        request: req.clone(),
+        message: "deleting key pair laptop failed: Policy doesn't allow it. (403 — not allowed for this user)".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("<R>retry") && s.contains("not allowed"), "{s}");
+    assert!(!struck(&mut h, "laptop"), "the row is restored");
+    snap!("delete_keypair_refused", s);
+    h.chars("R");
+    assert_eq!(h.drain(), vec![req], "retry sends the same delete");
+    assert!(struck(&mut h, "laptop"));
+    h.app.on_response(Response::Deleted { kind: Kind::Keypairs, id: "laptop".into(), name: "laptop".into() });
+    let s = h.screen();
+    assert!(s.contains("Key pairs [0]") && s.contains("deleted key pair laptop") && !s.contains("retry"), "{s}");
+}
+
+#[test]
+fn delete_flavors_and_networks_send_their_requests_and_show_conflicts() {
+    // A member may ask; the cloud's refusal is shown in words.
+    let mut h = Harness::loaded(100, 12, false);
+    h.app.run_command("flavors");
+    h.drain();
+    h.ctrl('d');
+    assert!(h.screen().contains("Delete flavor m1.tiny?"));
+    h.chars("y");
+    let req = Request::Delete { kind: Kind::Flavors, id: "1".into(), name: "m1.tiny".into() };
+    assert_eq!(h.drain(), vec![req.clone()]);
+    h.app.on_response(Response::Failed {
+        request: req,
+        message: "deleting flavor m1.tiny failed: Policy doesn't allow os_compute_api:os-flavor-manage:delete to be performed. (403 — not allowed for this user)".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("m1.tiny") && s.contains("deleting flavor m1.tiny failed"), "{s}");
+
+    h.app.run_command("networks");
+    h.drain();
+    h.ctrl('d');
+    assert!(h.screen().contains("Delete network net?"));
+    h.chars("y");
+    let req = Request::Delete { kind: Kind::Networks, id: id(800), name: "net".into() };
+    assert_eq!(h.drain(), vec![req.clone()]);
+    h.app.on_response(Response::Failed {
+        request: req,
+        message:
+            "deleting network net failed: There are one or more ports still in use on the network. (409 — still in use)"
+                .into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("Networks [2]") && s.contains("<R>retry deleting network net failed"), "{s}");
+    assert!(!struck(&mut h, "net "));
+
+    // From an open detail, the detail's resource.
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    h.ctrl('d');
+    assert!(h.screen().contains("Delete network private?"));
+    h.chars("y");
+    assert_eq!(h.drain(), vec![Request::Delete { kind: Kind::Networks, id: id(801), name: "private".into() }]);
+}
+
+#[test]
+fn delete_where_nothing_can_be_deleted_says_so() {
+    let mut h = Harness::loaded(100, 12, true);
+    for (cmd, title) in [("overview", "Overview"), ("hypervisors", "Hypervisors"), ("services", "Services")] {
+        h.app.run_command(cmd);
+        h.drain();
+        h.ctrl('d');
+        let s = h.screen();
+        assert!(s.contains(&format!("nothing to delete in {title}")) && !s.contains("Confirm"), "{s}");
+        assert!(h.drain().is_empty());
+    }
+}
