@@ -84,6 +84,32 @@ fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen.lines().find(|l| l.strip_prefix('│').is_some_and(|r| r.starts_with(name)))
 }
 
+/// The wrapper script that runs `meridian` as admin from `OS_*` variables in `dir`; returns it
+/// and the dashboard's log file.
+fn write_script(dir: &Path, server: &Server, flags: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let script = dir.join("run.sh");
+    let log = dir.join("meridian.log");
+    // The wrapper keeps the pane open after an exit so a failure shows why.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexport OS_AUTH_URL='{}' OS_USERNAME=admin OS_PASSWORD='{}' OS_PROJECT_NAME=admin \
+             OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 \
+             MERIDIAN_CONFIG_DIR='{d}/config' MERIDIAN_STATE_DIR='{d}/state' TERM=xterm-256color\n\
+             unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{}' {}\necho \"meridian exited: $?\"\nsleep 600\n",
+            server.auth_url(),
+            ADMIN_PASSWORD,
+            binary("meridian").display(),
+            log.display(),
+            flags.join(" "),
+            d = dir.display(),
+        ),
+    )
+    .expect("script");
+    Command::new("chmod").arg("+x").arg(&script).status().expect("chmod");
+    (script, log)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_watch_stop_and_delete_with_the_live_stream() {
     launch_watch_stop_and_delete(&[], "live").await;
@@ -103,26 +129,7 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     wait_host_up(&admin).await;
 
     let dir = tempfile::tempdir().expect("tmp");
-    let script = dir.path().join("run.sh");
-    let log = dir.path().join("meridian.log");
-    // The wrapper keeps the pane open after an exit so a failure shows why.
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nexport OS_AUTH_URL='{}' OS_USERNAME=admin OS_PASSWORD='{}' OS_PROJECT_NAME=admin \
-             OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 \
-             MERIDIAN_CONFIG_DIR='{d}/config' MERIDIAN_STATE_DIR='{d}/state' TERM=xterm-256color\n\
-             unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{}' {}\necho \"meridian exited: $?\"\nsleep 600\n",
-            server.auth_url(),
-            ADMIN_PASSWORD,
-            binary("meridian").display(),
-            log.display(),
-            flags.join(" "),
-            d = dir.path().display(),
-        ),
-    )
-    .expect("script");
-    Command::new("chmod").arg("+x").arg(&script).status().expect("chmod");
+    let (script, log) = write_script(dir.path(), &server, flags);
     let tmux = Tmux::start(&script, mode);
     let mut seen = Vec::new();
     let dump = |what: &str| {
@@ -176,6 +183,32 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     // And the cloud agrees.
     let left = admin.get("compute", "/servers/detail").await.expect("list");
     assert_eq!(left["servers"].as_array().map(Vec::len), Some(0), "{left}");
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}
+
+/// Ctrl-d in the key pairs view: asks, deletes, and the cloud agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_a_key_pair_from_its_view() {
+    let server = Server::start();
+    let admin = server.admin().await;
+    admin.post("compute", "/os-keypairs", &serde_json::json!({"keypair": {"name": "e2e-key"}})).await.expect("keypair");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, _log) = write_script(dir.path(), &server, &["--poll"]);
+    let tmux = Tmux::start(&script, "keypairs");
+    let mut seen = Vec::new();
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]"));
+    tmux.type_text(":keypairs");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the key pair", 10, &mut seen, |s| row(s, "e2e-key").is_some());
+    tmux.keys(&["C-d"]);
+    tmux.wait("the confirmation", 10, &mut seen, |s| s.contains("Delete key pair e2e-key?"));
+    tmux.type_text("y");
+    tmux.wait("the row to go", 20, &mut seen, |s| {
+        row(s, "e2e-key").is_none() && s.contains("deleted key pair e2e-key")
+    });
+    let left = admin.get("compute", "/os-keypairs").await.expect("list");
+    assert_eq!(left["keypairs"].as_array().map(Vec::len), Some(0), "{left}");
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
