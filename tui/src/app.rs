@@ -469,7 +469,7 @@ impl App {
                 if let Some(d) = &mut self.detail
                     && d.id == id
                 {
-                    d.console = Some(output);
+                    d.console = Some(printable(&output));
                     if d.follow {
                         self.next_console = Some(Instant::now() + CONSOLE_FOLLOW);
                     }
@@ -1705,5 +1705,57 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         Value::String(s) => out.push((prefix.to_string(), s.clone())),
         Value::Null => out.push((prefix.to_string(), "-".into())),
         other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// A serial console log made safe to draw: terminal escape sequences and carriage returns
+/// removed, tabs expanded, other control characters dropped (they would move the terminal's
+/// cursor and break the frame around the log).
+fn printable(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut col = 0usize;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                out.push('\n');
+                col = 0;
+            }
+            '\t' => {
+                let n = 8 - col % 8;
+                out.extend(std::iter::repeat_n(' ', n));
+                col += n;
+            }
+            '\u{1b}' => {
+                // CSI `ESC [ … final` or a two-character escape.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                out.push(c);
+                col += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::printable;
+
+    #[test]
+    fn console_text_is_made_safe_to_draw() {
+        assert_eq!(printable("a\tb\r\nx\u{1b}[1;32mgreen\u{1b}[0m\u{7}!"), "a       b\nxgreen!");
+        assert_eq!(printable("login:\t"), "login:  ");
     }
 }
