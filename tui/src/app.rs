@@ -210,6 +210,8 @@ const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 const CONSOLE_FOLLOW: Duration = Duration::from_secs(2);
 /// Lists that live tracking does not cover (images, flavors, …) are reloaded this often while shown.
 const STABLE_REFRESH: Duration = Duration::from_secs(60);
+/// How often an otherwise idle instances list is redrawn (only ages change; no requests).
+const AGE_REDRAW: Duration = Duration::from_secs(30);
 
 pub struct App {
     tx: UnboundedSender<Request>,
@@ -389,12 +391,14 @@ impl App {
     }
 
     /// When the main loop must wake without an event: the spinner while something is pending,
-    /// the console while following. `None`: sleep until the next event.
+    /// the console while following, and a slow redraw on the instances list so its AGE column
+    /// stays true. `None`: sleep until the next event.
     pub fn next_wake(&self) -> Option<Duration> {
         let spin = (!self.pending.is_empty()).then_some(Duration::from_millis(100));
+        let ages = (self.view == View::Servers && self.detail.is_none()).then_some(AGE_REDRAW);
         let now = Instant::now();
         let timers = [self.next_console, self.next_refresh.filter(|_| self.view != View::Servers)];
-        timers.into_iter().flatten().map(|t| t.saturating_duration_since(now)).chain(spin).min()
+        timers.into_iter().flatten().map(|t| t.saturating_duration_since(now)).chain(spin).chain(ages).min()
     }
 
     pub fn on_tick(&mut self) {
