@@ -375,10 +375,7 @@ pub async fn fail_build(state: &AppState, id: &str, message: &str, details: &str
             .transition(id, Expect::Any, NewState { vm_state: "error", task_state: None, power_state: Some(0) })
             .await?;
         state.store.set_instance_deadline(id, None).await?;
-        if let Some(a) = state.store.latest_action(id, "create").await? {
-            state.store.finish_events(&a.id, "Error", Some(details)).await?;
-            state.store.finish_action(&a.id, Some("Error")).await?;
-        }
+        state.store.finish_named_action(id, "create", "Error", Some("Error"), Some(details)).await?;
         Ok(())
     }
     .await;
@@ -465,26 +462,15 @@ async fn finish_simple(state: &AppState, work: &Work, vm: &str, power: PowerStat
     if state.store.finish_work(&work.id, "done", None).await? {
         let to = NewState { vm_state: vm, task_state: None, power_state: Some(power.code()) };
         state.store.transition(&work.instance_id, Expect::Any, to).await?;
-        finish_action(state, &work.instance_id, name, None).await?;
+        state.store.finish_named_action(&work.instance_id, name, "Success", None, None).await?;
     }
     Ok(())
 }
 
 async fn action_failed(state: &AppState, id: &str, name: &str, vm: &str, message: &str, details: &str) -> Result<()> {
     state.store.transition(id, Expect::Any, NewState { vm_state: vm, task_state: None, power_state: None }).await?;
-    if let Some(a) = state.store.latest_action(id, name).await? {
-        state.store.finish_events(&a.id, "Error", Some(details)).await?;
-        state.store.finish_action(&a.id, Some("Error")).await?;
-    }
+    state.store.finish_named_action(id, name, "Error", Some("Error"), Some(details)).await?;
     tracing::warn!(instance = %id, action = name, %message, "action failed on the host");
-    Ok(())
-}
-
-async fn finish_action(state: &AppState, id: &str, name: &str, message: Option<&str>) -> Result<()> {
-    if let Some(a) = state.store.latest_action(id, name).await? {
-        state.store.finish_events(&a.id, "Success", None).await?;
-        state.store.finish_action(&a.id, message).await?;
-    }
     Ok(())
 }
 
@@ -540,7 +526,7 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
     }
     state.store.cancel_work(id, None).await?;
     state.store.mark_instance_deleted(id).await?;
-    finish_action(state, id, "delete", None).await?;
+    state.store.finish_named_action(id, "delete", "Success", None, None).await?;
     Ok(())
 }
 

@@ -293,17 +293,10 @@ impl Store {
     /// Acknowledges a work item with its final state (`done`/`failed`) and result. Returns
     /// false when it was already finished (a duplicate acknowledgement).
     pub async fn finish_work(&self, id: &str, state: &str, result: Option<&str>) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
-             WHERE id = $1 AND state IN ('pending', 'delivered')",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(result)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.begin().await?;
+        let done = finish_work_in(&mut tx, id, state, result).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// How many unfinished work items an instance has on a host.
@@ -334,6 +327,26 @@ impl Store {
 }
 
 /// The claim as one conditional UPDATE, on a connection or inside a transaction.
+/// Finishes an open work item (`done`, `failed`, `cancelled`); `false` when it was not open.
+pub(crate) async fn finish_work_in(
+    tx: &mut super::Tx,
+    id: &str,
+    state: &str,
+    result: Option<&str>,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
+         WHERE id = $1 AND state IN ('pending', 'delivered')",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(result)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub(crate) async fn enqueue_work_in(
     tx: &mut super::Tx,
     instance_id: &str,

@@ -226,7 +226,7 @@ impl Store {
     /// delete meanwhile): then nothing changes.
     pub async fn complete_build(&self, work_id: &str, id: &str, power_state: i64) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        if !finish_work_in(&mut tx, work_id, "done", None).await? {
+        if !super::hosts::finish_work_in(&mut tx, work_id, "done", None).await? {
             return Ok(false);
         }
         let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state) };
@@ -530,18 +530,19 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("Action for request_id {request_id} on instance {instance_id} not found")))
     }
 
-    /// Finishes an action (and its message, e.g. "Error" on failure).
-    pub async fn finish_action(&self, action_id: &str, message: Option<&str>) -> StoreResult<()> {
-        let ts = now();
-        sqlx::query(
-            "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $2), message = COALESCE($3, message), \
-             updated_at = $2 WHERE id = $1",
-        )
-        .bind(action_id)
-        .bind(&ts)
-        .bind(message)
-        .execute(&self.pool)
-        .await?;
+    /// Finishes the newest action `name` of an instance and its open events with `result`
+    /// (`Success` / `Error`), in one transaction.
+    pub async fn finish_named_action(
+        &self,
+        instance_id: &str,
+        name: &str,
+        result: &str,
+        message: Option<&str>,
+        traceback: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        finish_action_in(&mut tx, instance_id, name, result, message, traceback).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -559,21 +560,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(id)
-    }
-
-    /// Finishes every open event of the action with `result` (`Success` / `Error`).
-    pub async fn finish_events(&self, action_id: &str, result: &str, traceback: Option<&str>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
-             WHERE action_id = $1 AND finish_time IS NULL",
-        )
-        .bind(action_id)
-        .bind(now())
-        .bind(result)
-        .bind(traceback)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     pub async fn list_events(&self, action_id: &str) -> StoreResult<Vec<ActionEvent>> {
@@ -678,20 +664,6 @@ pub(crate) async fn finish_action_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-async fn finish_work_in(tx: &mut super::Tx, id: &str, state: &str, result: Option<&str>) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "UPDATE work SET state = $2, result = $3, leased_until = NULL, updated_at = $4 \
-         WHERE id = $1 AND state IN ('pending', 'delivered')",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(result)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 async fn start_action_in(tx: &mut super::Tx, a: &InstanceAction) -> StoreResult<()> {
