@@ -382,14 +382,8 @@ pub struct Cloud {
     pub network_id: String,
 }
 
-/// Uploads a 1 MiB raw image and creates `net`/`10.77.0.0/16` as the admin.
-pub async fn prepare_cloud(admin: &Client) -> Cloud {
-    let img = admin
-        .post("image", "/v2/images", &serde_json::json!({"name": "tiny", "disk_format": "raw", "container_format": "bare", "visibility": "public"}))
-        .await
-        .expect("image");
-    let image_id = img["id"].as_str().expect("id").to_string();
-    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+/// Uploads an image's bytes (`PUT /v2/images/{id}/file`) and checks Glance accepted them.
+pub async fn upload_image_data(admin: &Client, image_id: &str, data: Vec<u8>) {
     let resp = admin
         .request(reqwest::Method::PUT, "image", &format!("/v2/images/{image_id}/file"))
         .expect("url")
@@ -398,7 +392,17 @@ pub async fn prepare_cloud(admin: &Client) -> Cloud {
         .send()
         .await
         .expect("upload");
-    assert!(resp.status().is_success(), "upload: {}", resp.status());
+    assert!(resp.status().is_success(), "upload {image_id}: {}", resp.status());
+}
+
+/// Uploads a 1 MiB raw image and creates `net`/`10.77.0.0/16` as the admin.
+pub async fn prepare_cloud(admin: &Client) -> Cloud {
+    let img = admin
+        .post("image", "/v2/images", &serde_json::json!({"name": "tiny", "disk_format": "raw", "container_format": "bare", "visibility": "public"}))
+        .await
+        .expect("image");
+    let image_id = img["id"].as_str().expect("id").to_string();
+    upload_image_data(admin, &image_id, (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect()).await;
     let net = admin
         .post("network", "/v2.0/networks", &serde_json::json!({"network": {"name": "net", "shared": true}}))
         .await

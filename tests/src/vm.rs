@@ -104,16 +104,7 @@ pub async fn upload_image(admin: &Client, name: &str, file: &Path, disk_format: 
     }
     let img = admin.post("image", "/v2/images", &body).await.expect("create image");
     let id = img["id"].as_str().expect("image id").to_string();
-    let data = std::fs::read(file).expect("read image file");
-    let resp = admin
-        .request(reqwest::Method::PUT, "image", &format!("/v2/images/{id}/file"))
-        .expect("url")
-        .header("content-type", "application/octet-stream")
-        .body(data)
-        .send()
-        .await
-        .expect("upload");
-    assert!(resp.status().is_success(), "upload {name}: {}", resp.status());
+    crate::upload_image_data(admin, &id, std::fs::read(file).expect("read image file")).await;
     id
 }
 
