@@ -419,6 +419,20 @@ pub async fn prepare_cloud(admin: &Client) -> Cloud {
     Cloud { image_id, network_id }
 }
 
+/// Waits until at least `n` compute services are up (agents registered and heartbeating);
+/// panics after 30 s (a hang guard).
+pub async fn wait_hosts_up(admin: &Client, n: usize) {
+    for _ in 0..300 {
+        let s = admin.get("compute", "/os-services?binary=nova-compute").await.expect("services");
+        let up = s["services"].as_array().map(|a| a.iter().filter(|x| x["state"] == "up").count()).unwrap_or(0);
+        if up >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the agents did not register");
+}
+
 /// Polls a server until its status is one of `want` (or it is gone, when `want` has
 /// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
 pub async fn wait_server(client: &Client, id: &str, want: &[&str], secs: u64) -> Value {

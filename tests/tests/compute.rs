@@ -2,7 +2,7 @@
 //! Boots spread by the RAM weigher, exact state walks, no-valid-host faults, no overcommit.
 
 use meridian_common::Client;
-use meridian_e2e::{Agent, Cloud, Server, prepare_cloud, wait_server};
+use meridian_e2e::{Agent, Cloud, Server, prepare_cloud, wait_hosts_up, wait_server};
 use serde_json::{Value, json};
 
 async fn cloud_with_two_agents() -> (Server, Agent, Agent, Client, Cloud) {
@@ -17,18 +17,6 @@ async fn cloud_with_two_agents() -> (Server, Agent, Agent, Client, Cloud) {
     admin.put("compute", &format!("/os-quota-sets/{pid}"), &quota).await.expect("quota");
     wait_hosts_up(&admin, 2).await;
     (server, a1, a2, admin, cloud)
-}
-
-async fn wait_hosts_up(admin: &Client, n: usize) {
-    for _ in 0..300 {
-        let s = admin.get("compute", "/os-services?binary=nova-compute").await.expect("services");
-        let up = s["services"].as_array().map(|a| a.iter().filter(|x| x["state"] == "up").count()).unwrap_or(0);
-        if up >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("agents did not register");
 }
 
 async fn boot(client: &Client, cloud: &Cloud, name: &str, flavor: &str, count: u32) -> String {

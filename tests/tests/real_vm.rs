@@ -8,22 +8,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use meridian_common::Client;
 use meridian_e2e::vm::{self, LibvirtGuard, READY};
-use meridian_e2e::{Agent, Server, wait_server};
+use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
 use serde_json::{Value, json};
 
 /// Guests boot in ~3–10 s under TCG on this 2-core machine; these are hang guards only.
 const BOOT_SECS: u64 = 180;
-
-async fn wait_hosts_up(admin: &Client) {
-    for _ in 0..300 {
-        let s = admin.get("compute", "/os-services?binary=nova-compute").await.expect("services");
-        if s["services"].as_array().is_some_and(|a| a.iter().any(|x| x["state"] == "up")) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the agent did not register");
-}
 
 async fn small_flavor(admin: &Client) -> String {
     let body = json!({"flavor": {"name": "vm.small", "ram": 256, "vcpus": 1, "disk": 1}});
@@ -95,7 +84,7 @@ async fn two_guests_boot_act_on_qemu_and_leave_nothing_behind() {
     let agent =
         Agent::start_opts(&server, &format!("vm-{}", std::process::id()), vm::URI, &["--stop-timeout-secs", "60"]);
     let admin = server.admin().await;
-    wait_hosts_up(&admin).await;
+    wait_hosts_up(&admin, 1).await;
     let flavor = small_flavor(&admin).await;
     let image_id = vm::upload_image(&admin, "meridian-guest", &image.join("disk.qcow2"), "qcow2", json!({})).await;
     let (net_id, _) = vm::network(&admin, "vmnet", &vm::private_subnet(1)).await;
@@ -229,7 +218,7 @@ async fn kernel_and_ramdisk_images_boot_directly() {
     let server = Server::start();
     let agent = Agent::start_opts(&server, &format!("vmk-{}", std::process::id()), vm::URI, &[]);
     let admin = server.admin().await;
-    wait_hosts_up(&admin).await;
+    wait_hosts_up(&admin, 1).await;
     let flavor = small_flavor(&admin).await;
     let kernel = vm::upload_image(&admin, "guest-kernel", &image.join("vmlinuz"), "aki", json!({})).await;
     let ramdisk = vm::upload_image(&admin, "guest-ramdisk", &image.join("initrd.img"), "ari", json!({})).await;

@@ -8,8 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_common::Client;
-use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud};
+use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up};
 
 struct Tmux {
     session: String,
@@ -68,17 +67,6 @@ impl Drop for Tmux {
     }
 }
 
-async fn wait_host_up(admin: &Client) {
-    for _ in 0..300 {
-        let s = admin.get("compute", "/os-services?binary=nova-compute").await.expect("services");
-        if s["services"].as_array().is_some_and(|a| a.iter().any(|x| x["state"] == "up")) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the agent did not register");
-}
-
 /// The row of the instance on screen (the table line that holds its name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen.lines().find(|l| l.strip_prefix('│').is_some_and(|r| r.starts_with(name)))
@@ -126,7 +114,7 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     let agent = Agent::start(&server, "tui-host");
     let admin = server.admin().await;
     prepare_cloud(&admin).await;
-    wait_host_up(&admin).await;
+    wait_hosts_up(&admin, 1).await;
 
     let dir = tempfile::tempdir().expect("tmp");
     let (script, log) = write_script(dir.path(), &server, flags);
