@@ -65,6 +65,13 @@ impl HostCache {
         self.read_at.is_some_and(|t| t.elapsed() < Self::MAX_AGE)
     }
 
+    /// Reads every host from the database.
+    pub async fn reload(&mut self, store: &Store) -> crate::store::StoreResult<()> {
+        self.hosts = store.list_hosts().await?;
+        self.read_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     pub fn invalidate(&mut self) {
         self.read_at = None;
     }

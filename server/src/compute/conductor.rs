@@ -148,15 +148,13 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
         let mut cache = state.hosts.lock().await;
         let mut refreshed = false;
         if round > 0 || !cache.fresh() {
-            cache.hosts = state.store.list_hosts().await?;
-            cache.read_at = Some(std::time::Instant::now());
+            cache.reload(&state.store).await?;
             refreshed = true;
         }
         let mut decision = decide(&cache.hosts);
         if decision.is_err() && !refreshed {
             // Never refuse on a stale view: capacity may have been freed since it was read.
-            cache.hosts = state.store.list_hosts().await?;
-            cache.read_at = Some(std::time::Instant::now());
+            cache.reload(&state.store).await?;
             decision = decide(&cache.hosts);
         }
         // Every attempt so far counts against max_attempts (Nova's retry limit).
