@@ -14,7 +14,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread runs the agent's async work: it is light (HTTP and bookkeeping), and its
+    // blocking hypervisor and file calls run on the blocking pool anyway. Worker threads
+    // waking each other cost more CPU than they save on a host running many builds.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

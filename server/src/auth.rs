@@ -69,9 +69,71 @@ impl FromRequestParts<AppState> for Ctx {
     }
 }
 
+/// Tokens validated recently, so a request whose token was seen moments ago costs no identity
+/// queries (keystonemiddleware caches validated tokens in every OpenStack service the same
+/// way). Any identity change made through this process's API empties it at once
+/// ([`TokenCache::invalidate`]); changes made elsewhere (another replica, the admin CLI) are
+/// seen within [`TokenCache::TTL`]. Expiry is checked on every use.
+#[derive(Default)]
+pub struct TokenCache {
+    /// Bumped by every invalidation: an entry counts only if it was validated in the current
+    /// generation, so a validation that raced with a change is never cached.
+    generation: std::sync::atomic::AtomicU64,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64, Ctx)>>,
+}
+
+impl TokenCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+    /// More distinct tokens than this within a TTL empties the cache rather than growing it.
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn get(&self, token_id: &str) -> Option<Ctx> {
+        let generation = self.generation();
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, g, ctx) = entries.get(token_id)?;
+        (*g == generation && at.elapsed() < Self::TTL).then(|| ctx.clone())
+    }
+
+    fn put(&self, token_id: &str, generation: u64, ctx: &Ctx) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if generation != self.generation() {
+            return;
+        }
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(token_id.to_string(), (std::time::Instant::now(), generation, ctx.clone()));
+    }
+
+    /// Forgets every validated token (after an identity change is committed).
+    pub fn invalidate(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
+    }
+}
+
 /// Resolves a token id into a [`Ctx`]; `None` when unknown, revoked, expired, or its user or
 /// project is disabled or gone.
 pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>> {
+    if let Some(ctx) = state.tokens.get(token_id)
+        && parse_time(&ctx.token.expires_at).is_some_and(|t| t > chrono::Utc::now())
+    {
+        return Ok(Some(ctx));
+    }
+    let generation = state.tokens.generation();
+    let ctx = validate_in_store(state, token_id).await?;
+    if let Some(ctx) = &ctx {
+        state.tokens.put(token_id, generation, ctx);
+    }
+    Ok(ctx)
+}
+
+async fn validate_in_store(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>> {
     let Some(found) = state.store.token_context(token_id).await? else {
         return Ok(None);
     };

@@ -38,19 +38,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .nest(
             "/identity",
-            identity::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
+            service(identity::router(), Service::Identity, &state)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), forget_tokens_after_identity_change)),
         )
-        .nest(
-            "/compute",
-            compute::router(state.clone())
-                .fallback(not_found)
-                .layer(map_response(|r| render_faults(Service::Compute, r))),
-        )
-        .nest("/image", image::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Image, r))))
-        .nest(
-            "/network",
-            network::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Network, r))),
-        )
+        .nest("/compute", service(compute::router(state.clone()), Service::Compute, &state))
+        .nest("/image", service(image::router(), Service::Image, &state))
+        .nest("/network", service(network::router(), Service::Network, &state))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -62,16 +55,57 @@ pub fn router(state: AppState) -> Router {
         )
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
-        .nest(
-            "/agent/v1",
-            compute::agents::router().fallback(not_found).layer(map_response(|r| render_faults(Service::Identity, r))),
-        )
+        .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
         .with_state(state)
 }
 
 /// The router behind trailing-slash normalisation (`/identity/v3/` = `/identity/v3`).
 pub fn app(state: AppState) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router(state))
+}
+
+/// One service's routes with its fallback and fault format, answering a change only once it
+/// is durable.
+fn service(routes: Router<AppState>, svc: Service, state: &AppState) -> Router<AppState> {
+    routes
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), durable_before_reply))
+        .layer(map_response(move |r| render_faults(svc, r)))
+}
+
+/// A request that may have changed something is answered once its changes are on disk (the
+/// store's group commit: one flush serves every request finishing at the same time).
+async fn durable_before_reply(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(req).await;
+    if changes && let Err(e) = state.store.sync().await {
+        return error::ApiError::from(e).into_response();
+    }
+    response
+}
+
+/// Any change through the Identity API (a revoked token, a role taken away, a user or project
+/// disabled) empties the token cache once it is committed, so it applies to the next request.
+/// Issuing a token changes nothing an existing token depends on.
+async fn forget_tokens_after_identity_change(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let issuing = req.method() == Method::POST && req.uri().path().ends_with("/auth/tokens");
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !issuing;
+    let response = next.run(req).await;
+    if changes {
+        state.tokens.invalidate();
+    }
+    response
 }
 
 async fn not_found() -> error::ApiError {

@@ -21,6 +21,8 @@ pub struct AppState {
     pub hosts: Arc<tokio::sync::Mutex<HostCache>>,
     /// The agent join token as last read from the database (checked on every agent request).
     pub agent_token: Arc<std::sync::RwLock<Option<String>>>,
+    /// Recently validated Keystone tokens.
+    pub tokens: Arc<crate::auth::TokenCache>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -94,6 +96,7 @@ impl AppState {
             signals: Arc::new(Signals::default()),
             hosts: Arc::new(tokio::sync::Mutex::new(HostCache::default())),
             agent_token: Arc::default(),
+            tokens: Arc::default(),
         }
     }
 

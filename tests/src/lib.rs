@@ -82,7 +82,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("MERIDIAN_LOG", "info,sqlx=warn")
+            // MERIDIAN_E2E_SERVER_LOG: another log filter for the server (e.g. sqlx::query=debug).
+            .env("MERIDIAN_LOG", std::env::var("MERIDIAN_E2E_SERVER_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -157,6 +157,8 @@ async fn poll_work(
         let notified = signal.notified();
         let leased = state.store.lease_work(&h.id, lease, 64).await?;
         if !leased.is_empty() {
+            // Work is durable before any host acts on it (its build, placement and lease).
+            state.store.sync().await?;
             let mut items = Vec::with_capacity(leased.len());
             for w in leased {
                 match serde_json::from_str::<Action>(&w.action) {

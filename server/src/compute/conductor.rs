@@ -102,6 +102,18 @@ pub async fn advance(state: &AppState, id: &str) {
     }
 }
 
+/// Starts the build of an instance the API has just stored, from the row and image it has in
+/// hand (no re-reads: the database still guards every step, see [`schedule`]).
+pub fn spawn_new_build(state: &AppState, inst: Instance, image: Image) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = schedule_and_dispatch(&state, &inst, Some(image)).await {
+            tracing::warn!(instance = %inst.id, error = %e, "build step failed");
+            fail_build(&state, &inst.id, &e.to_string(), &format!("{e:?}")).await;
+        }
+    });
+}
+
 async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
     let inst = state.store.get_instance(id).await?;
     if inst.deleted != 0 || inst.vm_state != "building" {
@@ -111,12 +123,17 @@ async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
         Some("scheduling") => {
             // One image read serves the scheduler's filters and the build spec.
             let image = state.store.get_image(&inst.image_id).await.ok();
-            if let Some(placed) = schedule(state, &inst, image.as_ref()).await? {
-                dispatch(state, &placed, image).await?;
-            }
+            schedule_and_dispatch(state, &inst, image).await?;
         }
         Some("networking") => dispatch(state, &inst, None).await?,
         _ => {}
+    }
+    Ok(())
+}
+
+async fn schedule_and_dispatch(state: &AppState, inst: &Instance, image: Option<Image>) -> Result<()> {
+    if let Some(placed) = schedule(state, inst, image.as_ref()).await? {
+        dispatch(state, &placed, image).await?;
     }
     Ok(())
 }
@@ -262,7 +279,8 @@ async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>) -> Re
 async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
     let requests: Vec<NetRequest> = serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
     let mut owned = json_list(&inst.owned_ports);
-    let existing = state.store.ports_by_device(&inst.id).await?;
+    // Only ports this build made before (recorded in owned_ports) are reused.
+    let existing = if owned.is_empty() { Vec::new() } else { state.store.ports_by_device(&inst.id).await? };
     let mut used: Vec<String> = Vec::new();
     let mut ports = Vec::new();
     for r in &requests {

@@ -40,12 +40,23 @@ fn shown(v: ApiVersion, last: u32) -> bool {
 
 /// The effective limit of one compute resource for a project.
 pub async fn limit_for(state: &AppState, project_id: &str, resource: &str) -> ApiResult<i64> {
+    Ok(limits_for(state, project_id, &[resource]).await?[0])
+}
+
+/// Several limits from one read of the project's overrides, in the order asked.
+pub async fn limits_for<const N: usize>(
+    state: &AppState,
+    project_id: &str,
+    resources: &[&str; N],
+) -> ApiResult<[i64; N]> {
     let overrides = state.store.quota_overrides(project_id).await?;
-    Ok(overrides
-        .get(&format!("{PREFIX}{resource}"))
-        .copied()
-        .or_else(|| QUOTAS.iter().find(|q| q.0 == resource).map(|q| q.1))
-        .unwrap_or(-1))
+    Ok(resources.map(|resource| {
+        overrides
+            .get(&format!("{PREFIX}{resource}"))
+            .copied()
+            .or_else(|| QUOTAS.iter().find(|q| q.0 == resource).map(|q| q.1))
+            .unwrap_or(-1)
+    }))
 }
 
 /// What a project uses now: instances, cores and RAM from its live servers; key pairs are the

@@ -547,9 +547,8 @@ pub async fn create(
 
     // Quotas: as many as fit between min_count and max_count (Nova's behaviour).
     let (used_n, used_cores, used_ram) = state.store.project_usage(&project_id).await?;
-    let lim_n = super::quotas::limit_for(&state, &project_id, "instances").await?;
-    let lim_cores = super::quotas::limit_for(&state, &project_id, "cores").await?;
-    let lim_ram = super::quotas::limit_for(&state, &project_id, "ram").await?;
+    let [lim_n, lim_cores, lim_ram] =
+        super::quotas::limits_for(&state, &project_id, &["instances", "cores", "ram"]).await?;
     let fits = |n: i64| {
         (lim_n < 0 || used_n + n <= lim_n)
             && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores)
@@ -620,7 +619,7 @@ pub async fn create(
         // The instance and its `create` action land together (one commit, and never one
         // without the other).
         state.store.create_instance(&inst, Some(&new_action(&ctx, &inst.id, "create", &request_id))).await?;
-        conductor::spawn_build(&state, &inst.id);
+        conductor::spawn_new_build(&state, inst.clone(), image.clone());
         if first.is_none() {
             first = Some(inst);
         }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod image;
 pub mod instances;
 pub mod network;
+pub mod wal_sync;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -62,6 +63,31 @@ pub struct Store {
     /// Bumped after every committed change to an instance row in this process, so live
     /// readers (the event stream) wake at once instead of waiting for their next poll.
     instance_changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// SQLite's group commit ([`Store::sync`]); `None` where every commit is durable by itself.
+    wal_sync: Option<std::sync::Arc<wal_sync::WalSyncer>>,
+}
+
+/// How SQLite commits reach the disk (`MERIDIAN_SQLITE_SYNCHRONOUS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SqliteDurability {
+    /// The default: commits are flushed in groups, and every acknowledged change was flushed
+    /// ([`Store::sync`]): as durable as `Full`, with one flush per burst of commits.
+    Group,
+    /// `synchronous = FULL`: one flush per commit.
+    Full,
+    /// `synchronous = NORMAL` without the flushes before acknowledging: survives a crash of
+    /// the process, may lose the last commits on power loss.
+    Normal,
+}
+
+impl SqliteDurability {
+    fn from_env() -> SqliteDurability {
+        match std::env::var("MERIDIAN_SQLITE_SYNCHRONOUS").unwrap_or_default().to_ascii_lowercase().as_str() {
+            "full" => SqliteDurability::Full,
+            "normal" => SqliteDurability::Normal,
+            _ => SqliteDurability::Group,
+        }
+    }
 }
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -80,9 +106,12 @@ impl Store {
             anyhow::bail!("unsupported database URL (use sqlite://PATH or postgres://...)");
         };
         let mut url = url.to_string();
+        let durability = SqliteDurability::from_env();
+        let mut sqlite_path = None;
         if backend == Backend::Sqlite {
             let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default().to_string();
+            sqlite_path = Some(std::path::PathBuf::from(&path));
             if let Some(parent) = Path::new(&path).parent()
                 && !parent.as_os_str().is_empty()
             {
@@ -99,17 +128,15 @@ impl Store {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(1)
-                    .after_connect(|conn, _| {
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
                             )
                             .await?;
-                            // FULL (the default): every commit reaches the disk before it is
-                            // acknowledged. NORMAL trades the last commits on power loss (never
-                            // on a process crash) for far fewer fsyncs.
-                            let sync = std::env::var("MERIDIAN_SQLITE_SYNCHRONOUS").unwrap_or_else(|_| "FULL".into());
-                            let sync = if sync.eq_ignore_ascii_case("normal") { "NORMAL" } else { "FULL" };
+                            // FULL flushes every commit; NORMAL none (group commit flushes
+                            // them, see SqliteDurability).
+                            let sync = if durability == SqliteDurability::Full { "FULL" } else { "NORMAL" };
                             conn.execute(format!("PRAGMA synchronous = {sync};").as_str()).await?;
                             Ok(())
                         })
@@ -121,7 +148,20 @@ impl Store {
         };
         MIGRATOR.run(&pool).await?;
         let (instance_changes, _) = tokio::sync::watch::channel(0);
-        Ok(Store { pool, backend, instance_changes: std::sync::Arc::new(instance_changes) })
+        let wal_sync = match sqlite_path {
+            Some(path) if durability == SqliteDurability::Group => Some(wal_sync::WalSyncer::start(path)),
+            _ => None,
+        };
+        Ok(Store { pool, backend, instance_changes: std::sync::Arc::new(instance_changes), wal_sync })
+    }
+
+    /// Makes every change committed so far durable (group commit; at once where each commit
+    /// already is). Called before a change is acknowledged to anyone outside the process.
+    pub async fn sync(&self) -> StoreResult<()> {
+        match &self.wal_sync {
+            Some(s) => s.sync().await.map_err(|e| StoreError::Other(e.into())),
+            None => Ok(()),
+        }
     }
 
     /// A receiver that sees [`Store::instances_changed`] calls made after it was created.
@@ -139,6 +179,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Err(e) = self.sync().await {
+            tracing::error!(error = %e, "cannot flush the last changes");
+        }
         self.pool.close().await;
     }
 
