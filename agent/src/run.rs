@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use meridian_common::agent::{Heartbeat, Inventory, RegisterRequest, WorkEvent, WorkItem};
+use meridian_common::agent::{EventBatch, Heartbeat, Inventory, RegisterRequest, ReportedEvent, WorkEvent, WorkItem};
 use meridian_common::client::ClientError;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -300,37 +300,71 @@ impl Dispatcher {
     }
 }
 
-/// Sends events in order. Final events are retried until the server takes them (or refuses
-/// them for good: it then no longer offers the work either, or offers it again and gets the
-/// recorded outcome); progress events are best-effort.
+/// The most events sent in one report.
+const MAX_BATCH: usize = 64;
+/// Attempts after which a progress event is given up (final events are never given up).
+const PROGRESS_TRIES: u32 = 3;
+
+/// Sends events in order, everything waiting at that moment in one request (a build's
+/// progress and outcome often go together). Final events are retried until the server takes
+/// them (or refuses the whole report for good: it then no longer offers the work either, or
+/// offers it again and gets the recorded outcome); progress events are best-effort.
 async fn report_loop(server: ServerClient, mut rx: mpsc::UnboundedReceiver<(String, WorkEvent)>) {
-    while let Some((work_id, event)) = rx.recv().await {
-        let last = !matches!(event, WorkEvent::Progress { .. });
-        let mut backoff = Backoff::default();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match server.report(&work_id, &event).await {
-                Ok(()) => break,
-                Err(e)
-                    if e.status().is_some_and(|s| {
-                        s.is_client_error() && s != StatusCode::REQUEST_TIMEOUT && s != StatusCode::TOO_MANY_REQUESTS
-                    }) =>
-                {
-                    warn!(work = %work_id, error = %chain(&e), "the server refused the event; dropping it");
-                    break;
-                }
-                Err(e) if !last && tries >= 3 => {
-                    warn!(work = %work_id, error = %chain(&e), "dropping a progress event");
-                    break;
-                }
-                Err(e) => {
-                    let wait = backoff.next_delay();
-                    warn!(work = %work_id, error = %chain(&e), retry_in = ?wait, "cannot report work event");
-                    tokio::time::sleep(wait).await;
-                }
+    // (work id, event, failed attempts so far)
+    let mut pending: std::collections::VecDeque<(String, WorkEvent, u32)> = std::collections::VecDeque::new();
+    let mut backoff = Backoff::default();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some((id, ev)) => pending.push_back((id, ev, 0)),
+                None => return,
             }
         }
+        while let Ok((id, ev)) = rx.try_recv() {
+            pending.push_back((id, ev, 0));
+        }
+        let n = pending.len().min(MAX_BATCH);
+        let batch = EventBatch {
+            events: pending
+                .iter()
+                .take(n)
+                .map(|(work_id, event, _)| ReportedEvent { work_id: work_id.clone(), event: event.clone() })
+                .collect(),
+        };
+        let failure = match server.report_batch(&batch).await {
+            Ok(result) => {
+                let taken = result.taken.min(n);
+                pending.drain(..taken);
+                if taken == n {
+                    backoff.reset();
+                    continue;
+                }
+                result.error.unwrap_or_else(|| "the server took only part of the report".into())
+            }
+            Err(e)
+                if e.status().is_some_and(|s| {
+                    s.is_client_error() && s != StatusCode::REQUEST_TIMEOUT && s != StatusCode::TOO_MANY_REQUESTS
+                }) =>
+            {
+                warn!(events = n, error = %chain(&e), "the server refused the events; dropping them");
+                pending.drain(..n);
+                continue;
+            }
+            Err(e) => chain(&e),
+        };
+        for (_, _, tries) in pending.iter_mut().take(n) {
+            *tries += 1;
+        }
+        pending.retain(|(work_id, event, tries)| {
+            let give_up = matches!(event, WorkEvent::Progress { .. }) && *tries >= PROGRESS_TRIES;
+            if give_up {
+                warn!(work = %work_id, "dropping a progress event");
+            }
+            !give_up
+        });
+        let wait = backoff.next_delay();
+        warn!(events = n, error = %failure, retry_in = ?wait, "cannot report work events");
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use meridian_common::agent::{AGENT_API, Heartbeat, RegisterRequest, RegisterResponse, WorkEvent, WorkItem};
+use meridian_common::agent::{
+    AGENT_API, EventBatch, EventBatchResult, Heartbeat, RegisterRequest, RegisterResponse, WorkItem,
+};
 use meridian_common::client::{ClientError, decode};
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -104,8 +106,10 @@ impl ServerClient {
         Self::parse(v)
     }
 
-    pub async fn report(&self, work_id: &str, event: &WorkEvent) -> Result<(), ClientError> {
-        self.send(Method::POST, self.url(&["work", work_id, "events"]), Some(event), CALL_TIMEOUT).await.map(drop)
+    /// Reports several events in one call; how many the server took, from the first.
+    pub async fn report_batch(&self, batch: &EventBatch) -> Result<EventBatchResult, ClientError> {
+        let v = self.send(Method::POST, self.url(&["events"]), Some(batch), CALL_TIMEOUT).await?;
+        Self::parse(v)
     }
 
     /// Starts downloading an image; the response body is the image. Non-2xx answers are errors.

@@ -13,6 +13,7 @@
 //! | heartbeat | `POST {server}/agent/v1/hosts/{host}/heartbeat` ([`Heartbeat`]) → 204 |
 //! | poll work | `GET {server}/agent/v1/hosts/{host}/work?wait=SECS` → `[WorkItem]` (empty after `wait`) |
 //! | report | `POST {server}/agent/v1/work/{work_id}/events` ([`WorkEvent`]) → 204 |
+//! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
 
 use serde::{Deserialize, Serialize};
@@ -172,6 +173,29 @@ pub struct FixedIp {
     pub cidr: String,
     pub gateway: Option<String>,
     pub dns_nameservers: Vec<String>,
+}
+
+/// Events of any work items, oldest first: what an agent has to report at once goes in one
+/// request. The server applies them in order and stops at the first it cannot apply now.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<ReportedEvent>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportedEvent {
+    pub work_id: String,
+    pub event: WorkEvent,
+}
+
+/// How many events of a batch, from the first, the server took (applied, or refused for good
+/// as a repeat or for an unknown work item). The rest are to be sent again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EventBatchResult {
+    pub taken: usize,
+    /// Why the server stopped before the end, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Progress and outcome of a work item. The last event of an item is `Done` or `Failed`; it

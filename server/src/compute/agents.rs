@@ -11,7 +11,8 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meridian_common::agent::{
-    Action, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse, WorkEvent, WorkItem,
+    Action, EventBatch, EventBatchResult, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse,
+    WorkEvent, WorkItem,
 };
 
 use super::conductor;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/hosts/{host}/heartbeat", post(heartbeat))
         .route("/hosts/{host}/work", get(poll_work))
         .route("/work/{id}/events", post(work_event))
+        .route("/events", post(work_events))
         .route("/images/{id}/file", get(image_file))
 }
 
@@ -188,16 +190,42 @@ async fn work_event(
     Path(id): Path<String>,
     Json(event): Json<WorkEvent>,
 ) -> ApiResult<StatusCode> {
-    let work = state.store.get_work(&id).await?;
+    apply_event(&state, &id, event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Several events in order; stops at the first that cannot be applied now (the agent sends it
+/// and the rest again). Events refused for good (unknown work) count as taken.
+async fn work_events(
+    State(state): State<AppState>,
+    _a: AgentAuth,
+    Json(batch): Json<EventBatch>,
+) -> ApiResult<axum::Json<EventBatchResult>> {
+    let mut taken = 0;
+    for e in batch.events {
+        match apply_event(&state, &e.work_id, e.event).await {
+            Ok(()) => {}
+            Err(err) if err.status.is_client_error() => {
+                tracing::warn!(work = %e.work_id, error = %err.message, "work event refused");
+            }
+            Err(err) => return Ok(axum::Json(EventBatchResult { taken, error: Some(err.message) })),
+        }
+        taken += 1;
+    }
+    Ok(axum::Json(EventBatchResult { taken, error: None }))
+}
+
+async fn apply_event(state: &AppState, work_id: &str, event: WorkEvent) -> ApiResult<()> {
+    let work = state.store.get_work(work_id).await?;
     if !matches!(work.state.as_str(), "pending" | "delivered") {
         // A repeat of an acknowledged item (or one cancelled meanwhile): nothing to do.
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(());
     }
-    conductor::on_event(&state, &work, event).await.map_err(|e| match e {
+    conductor::on_event(state, &work, event).await.map_err(|e| match e {
         conductor::ConductError::Store(s) => ApiError::from(s),
+        conductor::ConductError::Invalid(m) => ApiError::bad_request(m),
         other => ApiError::internal(other),
-    })?;
-    Ok(StatusCode::NO_CONTENT)
+    })
 }
 
 /// Image data for an agent's cache (agents hold no Keystone token).

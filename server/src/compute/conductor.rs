@@ -410,6 +410,12 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
     let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
     let id = work.instance_id.as_str();
     match (&action, event) {
+        (Action::Build(_), WorkEvent::Progress { task_state }) => {
+            if !matches!(task_state.as_str(), "block_device_mapping" | "spawning") {
+                return Err(ConductError::Invalid(format!("unknown build progress '{task_state}'")));
+            }
+            state.store.build_progress(id, &task_state).await?;
+        }
         (_, WorkEvent::Progress { task_state }) => {
             let inst = state.store.get_instance(id).await?;
             if inst.deleted == 0 && inst.task_state.as_deref() != Some("deleting") {

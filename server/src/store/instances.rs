@@ -220,6 +220,31 @@ impl Store {
         Ok(moved)
     }
 
+    /// A build's progress reported by its host (`block_device_mapping`, `spawning`), recorded
+    /// with its transition; `false` when the instance is no longer building on a host (deleted,
+    /// finished, or being deleted meanwhile). The guard is the UPDATE itself: no read first.
+    pub async fn build_progress(&self, id: &str, task_state: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let ts = now();
+        let power: Option<i64> = sqlx::query_scalar(
+            "UPDATE instances SET task_state = $2, updated_at = $3 \
+             WHERE id = $1 AND deleted = 0 AND vm_state = 'building' \
+             AND task_state IN ('networking', 'block_device_mapping', 'spawning') RETURNING power_state",
+        )
+        .bind(id)
+        .bind(task_state)
+        .bind(&ts)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(power) = power else {
+            return Ok(false);
+        };
+        record_transition(&mut tx, id, "building", Some(task_state), power, &ts).await?;
+        tx.commit().await?;
+        self.instances_changed();
+        Ok(true)
+    }
+
     /// A finished build, in one transaction: the work item done, building → active with the
     /// power state, launched_at, and the `create` action and its events finished. `false` when
     /// the work item was already finished or the instance no longer building (a repeat, a

@@ -43,6 +43,17 @@ mod chrono_like {
     }
 }
 
+/// (busy, total) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    // idle and iowait are not busy.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -95,6 +106,7 @@ async fn main() {
     // Phase 1, throughput: a storm of boots (POSTs `concurrency` at a time, builds queue up).
     // The agents' first boots include downloading the 1 MiB image: part of the real path.
     let (server_before, agents_before) = (cpu(&[server_pid]), cpu(&agent_pids));
+    let (client_before, machine_before) = (cpu(&[std::process::id()]), machine_ticks());
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::new();
@@ -114,6 +126,9 @@ async fn main() {
     let wall = started.elapsed().as_secs_f64();
     let server_cpu_s = (cpu(&[server_pid]) - server_before) as f64 / 100.0;
     let agents_cpu_s = (cpu(&agent_pids) - agents_before) as f64 / 100.0;
+    let client_cpu_s = (cpu(&[std::process::id()]) - client_before) as f64 / 100.0;
+    let (busy, total) = machine_ticks();
+    let machine_busy = (busy - machine_before.0) as f64 / (total - machine_before.1).max(1) as f64;
     let storm = phases(&admin, &ids).await;
 
     // Phase 2, latency: boots at a steady rate well under capacity, so each is measured on its
@@ -146,6 +161,8 @@ async fn main() {
                 "boots_per_s_wall": boots as f64 / wall,
                 "post_phase_s": posted,
                 "server_cpu_ms_per_boot": server_cpu_s * 1000.0 / boots as f64,
+                "bench_client_cpu_ms_per_boot": client_cpu_s * 1000.0 / boots as f64,
+                "machine_cpu_busy": machine_busy,
                 "agents_cpu_ms_per_boot": agents_cpu_s * 1000.0 / boots as f64,
                 "post_to_active_ms": storm.summary(),
             },
