@@ -70,6 +70,8 @@ async fn agent_serves_work_from_the_server() {
     let (url, s) = start_server().await;
     // The server is "restarting" at first: the agent retries its registration.
     s.refuse_registrations.store(1, std::sync::atomic::Ordering::SeqCst);
+    // And it takes only part of the first event reports: the rest must come again, in order.
+    s.partial_event_reports.store(2, std::sync::atomic::Ordering::SeqCst);
     let data = raw_image(9);
     s.add_image("img-agent", data.clone());
     let dir = tempfile::tempdir().expect("tempdir");

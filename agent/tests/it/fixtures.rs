@@ -13,8 +13,8 @@ use md5::{Digest, Md5};
 use meridian_agent::hypervisor::{Hypervisor, Libvirt};
 use meridian_agent::xml;
 use meridian_common::agent::{
-    BuildSpec, FixedIp, FlavorSpec, Heartbeat, ImageSpec, NicSpec, RegisterRequest, RegisterResponse, WorkEvent,
-    WorkItem,
+    BuildSpec, EventBatch, EventBatchResult, FixedIp, FlavorSpec, Heartbeat, ImageSpec, NicSpec, RegisterRequest,
+    RegisterResponse, WorkEvent, WorkItem,
 };
 use uuid::Uuid;
 
@@ -74,6 +74,8 @@ pub struct ServerState {
     pub registrations: Mutex<Vec<RegisterRequest>>,
     /// Registrations to refuse with 503 first (the server "restarting").
     pub refuse_registrations: AtomicUsize,
+    /// Event reports to answer by taking only their first event.
+    pub partial_event_reports: AtomicUsize,
 }
 
 impl ServerState {
@@ -157,15 +159,22 @@ async fn work(
 async fn events(
     State(s): State<Arc<ServerState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(ev): Json<WorkEvent>,
-) -> Result<StatusCode, StatusCode> {
+    Json(batch): Json<EventBatch>,
+) -> Result<Json<EventBatchResult>, StatusCode> {
     authorized(&headers)?;
-    if !matches!(ev, WorkEvent::Progress { .. }) {
-        s.pending.lock().expect("lock").retain(|(w, _)| w.id != id);
+    // A report answered "took only the first" (the server stopping mid-batch): the agent must
+    // send the rest again, in order.
+    let partial =
+        s.partial_event_reports.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let take = if partial { batch.events.len().min(1) } else { batch.events.len() };
+    for e in batch.events.into_iter().take(take) {
+        if !matches!(e.event, WorkEvent::Progress { .. }) {
+            s.pending.lock().expect("lock").retain(|(w, _)| w.id != e.work_id);
+        }
+        s.events.lock().expect("lock").push((e.work_id, e.event));
     }
-    s.events.lock().expect("lock").push((id, ev));
-    Ok(StatusCode::NO_CONTENT)
+    let error = partial.then(|| "stopped".to_string());
+    Ok(Json(EventBatchResult { taken: take, error }))
 }
 
 async fn image_file(
@@ -188,7 +197,7 @@ pub async fn start_server() -> (String, Arc<ServerState>) {
         .route("/agent/v1/register", post(register))
         .route("/agent/v1/hosts/{host}/heartbeat", post(heartbeat))
         .route("/agent/v1/hosts/{host}/work", get(work))
-        .route("/agent/v1/work/{id}/events", post(events))
+        .route("/agent/v1/events", post(events))
         .route("/agent/v1/images/{id}/file", get(image_file))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -374,3 +374,34 @@ async fn unknown_routes_and_bad_json_use_nova_faults() {
     let r = app.call(Method::GET, "/compute/v2.1/flavors", None, &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn agent_event_batches_count_refused_events_as_taken_and_need_the_join_token() {
+    let app = TestApp::new().await;
+    let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
+    let bearer = format!("Bearer {join}");
+    let body = json!({"events": [
+        {"work_id": "no-such-work", "event": {"type": "progress", "task_state": "spawning"}},
+        {"work_id": "nor-this", "event": {"type": "failed", "message": "x", "details": "", "retryable": false}},
+    ]})
+    .to_string();
+    let send = |auth: Option<String>, body: String| {
+        let app = &app;
+        async move {
+            let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+            if let Some(a) = auth {
+                headers.push(("authorization".into(), a));
+            }
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            app.call(Method::POST, "/agent/v1/events", None, &h, Body::from(body)).await
+        }
+    };
+    // Unknown work is refused for good: taken, so the agent does not send it again.
+    let r = send(Some(bearer.clone()), body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body, json!({"taken": 2}));
+    assert_eq!(send(None, body.clone()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(Some("Bearer wrong".into()), body).await.status, StatusCode::UNAUTHORIZED);
+    let bad = send(Some(bearer), "{\"events\": [{\"work_id\": 1}]}".into()).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

@@ -129,6 +129,9 @@ impl Store {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(1)
+                    // The connection is in-process: nothing to test before each use (a ping is
+                    // a round trip to SQLite's worker thread, on every query).
+                    .test_before_acquire(false)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(

@@ -234,6 +234,8 @@ struct Phases {
     control_plane: Vec<f64>,
     /// block_device_mapping → active: the agent's work (image cache, disk, domain) and its report.
     host: Vec<f64>,
+    /// POST → networking: waiting for and doing the scheduling decision and the claim.
+    scheduling: Vec<f64>,
     span_s: f64,
 }
 
@@ -244,12 +246,18 @@ impl Phases {
             v.sort_by(f64::total_cmp);
             json!({"p50": percentile(&v, 0.5), "p99": percentile(&v, 0.99), "max": percentile(&v, 1.0)})
         };
-        json!({"total": pct(&self.total), "control_plane": pct(&self.control_plane), "host": pct(&self.host)})
+        json!({
+            "total": pct(&self.total),
+            "control_plane": pct(&self.control_plane),
+            "scheduling": pct(&self.scheduling),
+            "host": pct(&self.host),
+        })
     }
 }
 
 async fn phases(admin: &meridian_common::Client, ids: &[String]) -> Phases {
-    let mut p = Phases { total: Vec::new(), control_plane: Vec::new(), host: Vec::new(), span_s: 0.0 };
+    let mut p =
+        Phases { total: Vec::new(), control_plane: Vec::new(), host: Vec::new(), scheduling: Vec::new(), span_s: 0.0 };
     let (mut first, mut last) = (f64::MAX, f64::MIN);
     for id in ids {
         let t = admin.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await.expect("timeline");
@@ -258,12 +266,16 @@ async fn phases(admin: &meridian_common::Client, ids: &[String]) -> Phases {
             rows.iter().find(|r| pred(r)).and_then(|r| ts(r["at"].as_str()?))
         };
         let created = rows.first().and_then(|r| ts(r["at"].as_str()?));
+        let placed = at(&|r| r["task_state"] == "networking");
         let bdm = at(&|r| r["task_state"] == "block_device_mapping");
         let active = at(&|r| r["vm_state"] == "active");
         if let (Some(c), Some(b), Some(a)) = (created, bdm, active) {
             p.total.push((a - c) * 1000.0);
             p.control_plane.push((b - c) * 1000.0);
             p.host.push((a - b) * 1000.0);
+            if let Some(n) = placed {
+                p.scheduling.push((n - c) * 1000.0);
+            }
             first = first.min(c);
             last = last.max(a);
         }
