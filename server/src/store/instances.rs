@@ -254,24 +254,24 @@ impl Store {
         if !super::hosts::finish_work_in(&mut tx, work_id, "done", None).await? {
             return Ok(false);
         }
-        let to = NewState { vm_state: "active", task_state: None, power_state: Some(power_state) };
-        let moved =
-            match transition_in(&mut tx, id, Expect::OneOf(&["networking", "block_device_mapping", "spawning"]), to)
-                .await
-            {
-                Ok(m) => m.is_some(),
-                Err(StoreError::NotFound(_)) => false, // deleted meanwhile: the work still counts as done
-                Err(e) => return Err(e),
-            };
+        // Guarded in the UPDATE itself: still building on a host (not deleted or failed meanwhile;
+        // then the work still counts as done and nothing else changes).
+        let ts = now();
+        let moved = sqlx::query(
+            "UPDATE instances SET vm_state = 'active', task_state = NULL, power_state = $2, updated_at = $3, \
+             launched_at = COALESCE(launched_at, $3), build_deadline = NULL \
+             WHERE id = $1 AND deleted = 0 AND vm_state = 'building' \
+             AND task_state IN ('networking', 'block_device_mapping', 'spawning')",
+        )
+        .bind(id)
+        .bind(power_state)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if moved {
-            let ts = now();
-            sqlx::query(
-                "UPDATE instances SET launched_at = COALESCE(launched_at, $2), build_deadline = NULL WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await?;
+            record_transition(&mut tx, id, "active", None, power_state, &ts).await?;
             finish_action_in(&mut tx, id, "create", "Success", None, None).await?;
         }
         tx.commit().await?;
@@ -661,29 +661,26 @@ pub(crate) async fn finish_action_in(
     traceback: Option<&str>,
 ) -> StoreResult<()> {
     let ts = now();
-    let action_id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1",
-    )
+    // The latest action of that name, found inside each statement (no read first).
+    const LATEST: &str =
+        "(SELECT id FROM instance_actions WHERE instance_id = $1 AND action = $2 ORDER BY start_time DESC LIMIT 1)";
+    sqlx::query(&format!(
+        "UPDATE instance_action_events SET finish_time = $3, result = $4, traceback = $5 \
+         WHERE action_id = {LATEST} AND finish_time IS NULL"
+    ))
     .bind(instance_id)
     .bind(name)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(action_id) = action_id else { return Ok(()) };
-    sqlx::query(
-        "UPDATE instance_action_events SET finish_time = $2, result = $3, traceback = $4 \
-         WHERE action_id = $1 AND finish_time IS NULL",
-    )
-    .bind(&action_id)
     .bind(&ts)
     .bind(result)
     .bind(traceback)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $2), message = COALESCE($3, message), \
-         updated_at = $2 WHERE id = $1",
-    )
-    .bind(&action_id)
+    sqlx::query(&format!(
+        "UPDATE instance_actions SET finish_time = COALESCE(finish_time, $3), message = COALESCE($4, message), \
+         updated_at = $3 WHERE id = {LATEST}"
+    ))
+    .bind(instance_id)
+    .bind(name)
     .bind(&ts)
     .bind(message)
     .execute(&mut **tx)
