@@ -73,6 +73,12 @@ fn service(routes: Router<AppState>, svc: Service, state: &AppState) -> Router<A
         .layer(map_response(move |r| render_faults(svc, r)))
 }
 
+/// Whether a request may change something (anything but a read).
+fn may_change(req: &Request) -> bool {
+    use axum::http::Method;
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// A request that may have changed something is answered once its changes are on disk (the
 /// store's group commit: one flush serves every request finishing at the same time).
 async fn durable_before_reply(
@@ -80,9 +86,8 @@ async fn durable_before_reply(
     req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::http::Method;
     use axum::response::IntoResponse;
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let changes = may_change(&req);
     let response = next.run(req).await;
     if changes && let Err(e) = state.store.sync().await {
         return error::ApiError::from(e).into_response();
@@ -98,9 +103,8 @@ async fn forget_tokens_after_identity_change(
     req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::http::Method;
-    let issuing = req.method() == Method::POST && req.uri().path().ends_with("/auth/tokens");
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !issuing;
+    let issuing = req.method() == axum::http::Method::POST && req.uri().path().ends_with("/auth/tokens");
+    let changes = may_change(&req) && !issuing;
     let response = next.run(req).await;
     if changes {
         state.tokens.invalidate();

@@ -96,7 +96,11 @@ pub fn spawn_build(state: &AppState, instance_id: &str) {
 /// Does the next server-side step of a build, whatever step it is at; failures end the build
 /// in ERROR with a fault.
 pub async fn advance(state: &AppState, id: &str) {
-    if let Err(e) = advance_inner(state, id).await {
+    fail_if_err(state, id, advance_inner(state, id).await).await;
+}
+
+async fn fail_if_err(state: &AppState, id: &str, step: Result<()>) {
+    if let Err(e) = step {
         tracing::warn!(instance = %id, error = %e, "build step failed");
         fail_build(state, id, &e.to_string(), &format!("{e:?}")).await;
     }
@@ -107,10 +111,8 @@ pub async fn advance(state: &AppState, id: &str) {
 pub fn spawn_new_build(state: &AppState, inst: Instance, image: Image) {
     let state = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = schedule_and_dispatch(&state, &inst, Some(image)).await {
-            tracing::warn!(instance = %inst.id, error = %e, "build step failed");
-            fail_build(&state, &inst.id, &e.to_string(), &format!("{e:?}")).await;
-        }
+        let step = schedule_and_dispatch(&state, &inst, Some(image)).await;
+        fail_if_err(&state, &inst.id, step).await;
     });
 }
 

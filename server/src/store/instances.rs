@@ -85,6 +85,11 @@ pub struct ActionEvent {
 }
 
 /// The task state a transition expects to find (Nova's `expected_task_state`).
+/// The guard of a build's host-side steps: a live instance, placed and not yet done (a delete
+/// or a failure meanwhile makes the step a no-op).
+const BUILDING_ON_HOST: &str =
+    "deleted = 0 AND vm_state = 'building' AND task_state IN ('networking', 'block_device_mapping', 'spawning')";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect<'a> {
     /// Whatever it is.
@@ -226,11 +231,10 @@ impl Store {
     pub async fn build_progress(&self, id: &str, task_state: &str) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let ts = now();
-        let power: Option<i64> = sqlx::query_scalar(
-            "UPDATE instances SET task_state = $2, updated_at = $3 \
-             WHERE id = $1 AND deleted = 0 AND vm_state = 'building' \
-             AND task_state IN ('networking', 'block_device_mapping', 'spawning') RETURNING power_state",
-        )
+        let power: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE instances SET task_state = $2, updated_at = $3 WHERE id = $1 AND {BUILDING_ON_HOST} \
+             RETURNING power_state"
+        ))
         .bind(id)
         .bind(task_state)
         .bind(&ts)
@@ -257,12 +261,10 @@ impl Store {
         // Guarded in the UPDATE itself: still building on a host (not deleted or failed meanwhile;
         // then the work still counts as done and nothing else changes).
         let ts = now();
-        let moved = sqlx::query(
+        let moved = sqlx::query(&format!(
             "UPDATE instances SET vm_state = 'active', task_state = NULL, power_state = $2, updated_at = $3, \
-             launched_at = COALESCE(launched_at, $3), build_deadline = NULL \
-             WHERE id = $1 AND deleted = 0 AND vm_state = 'building' \
-             AND task_state IN ('networking', 'block_device_mapping', 'spawning')",
-        )
+             launched_at = COALESCE(launched_at, $3), build_deadline = NULL WHERE id = $1 AND {BUILDING_ON_HOST}"
+        ))
         .bind(id)
         .bind(power_state)
         .bind(&ts)

@@ -59,7 +59,6 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: AnyPool,
-
     pub backend: Backend,
     /// Bumped after every committed change to an instance row in this process, so live
     /// readers (the event stream) wake at once instead of waiting for their next poll.

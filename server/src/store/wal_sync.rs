@@ -20,6 +20,13 @@ struct Progress {
     failed: u64,
 }
 
+impl Progress {
+    /// The last ticket answered, one way or the other.
+    fn settled(&self) -> u64 {
+        self.done.max(self.failed)
+    }
+}
+
 #[derive(Debug)]
 pub struct WalSyncer {
     wal: PathBuf,
@@ -46,7 +53,7 @@ impl WalSyncer {
         let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
         self.wake.notify_one();
         let p = *rx
-            .wait_for(|p| p.done >= ticket || p.failed >= ticket)
+            .wait_for(|p| p.settled() >= ticket)
             .await
             .map_err(|_| std::io::Error::other("the WAL flusher stopped"))?;
         if p.done >= ticket { Ok(()) } else { Err(std::io::Error::other("flushing the database WAL failed")) }
@@ -57,7 +64,7 @@ impl WalSyncer {
         let mut last_inode = None;
         loop {
             let target = self.requested.load(Ordering::Acquire);
-            if self.progress.borrow().done.max(self.progress.borrow().failed) >= target {
+            if self.progress.borrow().settled() >= target {
                 self.wake.notified().await;
                 continue;
             }
