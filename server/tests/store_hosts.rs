@@ -57,7 +57,7 @@ async fn scenario(s: &Store, backend: &str) {
     // An expired lease (agent died before acknowledging) is offered again.
     sqlx::query("UPDATE work SET leased_until = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
         .bind(&w)
-        .execute(&s.pool)
+        .execute(&mut *s.conn().await.expect("conn"))
         .await
         .expect("expire");
     let second = s.lease_work(&id, 60, 10).await.expect("lease");

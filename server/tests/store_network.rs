@@ -162,7 +162,7 @@ async fn concurrency(name: &str, store: &Store) {
     assert_eq!(refused, 27, "{name}");
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT ip_address) FROM ip_allocations WHERE network_id = $1")
         .bind(&net.id)
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *store.conn().await.expect("conn"))
         .await
         .expect("count");
     assert_eq!(rows, 13, "{name}");

@@ -313,7 +313,12 @@ impl Agent {
 
     /// An agent on libvirt `uri` with extra flags.
     pub fn start_opts(server: &Server, host: &str, uri: &str, extra: &[&str]) -> Agent {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        // MERIDIAN_E2E_AGENT_TMPDIR: where agents' state dirs go (a simulated host's own disk).
+        let tmp = match std::env::var_os("MERIDIAN_E2E_AGENT_TMPDIR") {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("tempdir");
         let token = std::fs::read_to_string(server.data_dir.join("agent-token")).expect("agent token file");
         let mut a = Agent {
             host: host.to_string(),

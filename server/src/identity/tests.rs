@@ -106,7 +106,7 @@ async fn expired_tokens_are_rejected() {
     let token = app.token("admin", "adminpw", "admin").await;
     sqlx::query("UPDATE tokens SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
         .bind(&token)
-        .execute(&app.state.store.pool)
+        .execute(&mut *app.state.store.conn().await.expect("conn"))
         .await
         .expect("expire");
     // Changed behind the API's back (as by another replica): seen once the token cache forgets

@@ -73,7 +73,7 @@ impl Store {
         .bind(f.description.as_deref())
         .bind(&f.extra_specs)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(|e| conflict(e, format!("Flavor with name {} or ID {} already exists.", f.name, f.id)))?;
         Ok(())
@@ -82,7 +82,7 @@ impl Store {
     pub async fn get_flavor(&self, id: &str) -> StoreResult<Flavor> {
         sqlx::query_as(&format!("SELECT {FLAVOR_COLS} FROM flavors WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Flavor {id} could not be found.")))
     }
@@ -111,12 +111,12 @@ impl Store {
         .bind(f.min_disk)
         .bind(f.is_public.map(i64::from))
         .bind(f.project_id.as_deref())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
     pub async fn delete_flavor(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM flavors WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM flavors WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         found(done.rows_affected(), || format!("Flavor {id} could not be found."))
     }
 
@@ -124,7 +124,7 @@ impl Store {
         let done = sqlx::query("UPDATE flavors SET description = $2 WHERE id = $1")
             .bind(id)
             .bind(description)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || format!("Flavor {id} could not be found."))
     }
@@ -157,7 +157,7 @@ impl Store {
     pub async fn flavor_access(&self, id: &str) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT project_id FROM flavor_access WHERE flavor_id = $1 ORDER BY project_id")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 
@@ -165,7 +165,7 @@ impl Store {
         sqlx::query("INSERT INTO flavor_access (flavor_id, project_id) VALUES ($1, $2)")
             .bind(id)
             .bind(project_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| {
                 conflict(
@@ -180,7 +180,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2")
             .bind(id)
             .bind(project_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || format!("Flavor access not found for {id} / {project_id} combination."))
     }
@@ -196,7 +196,7 @@ impl Store {
             .bind(&k.public_key)
             .bind(&k.fingerprint)
             .bind(&k.created_at)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| conflict(e, format!("Key pair '{}' already exists.", k.name)))?;
         Ok(())
@@ -206,7 +206,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 AND name = $2"))
             .bind(user_id)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Keypair {name} not found for user {user_id}")))
     }
@@ -214,7 +214,7 @@ impl Store {
     pub async fn list_keypairs(&self, user_id: &str) -> StoreResult<Vec<Keypair>> {
         Ok(sqlx::query_as(&format!("SELECT {KEYPAIR_COLS} FROM keypairs WHERE user_id = $1 ORDER BY name"))
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 
@@ -222,7 +222,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM keypairs WHERE user_id = $1 AND name = $2")
             .bind(user_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || format!("Keypair {name} not found for user {user_id}"))
     }
@@ -230,7 +230,7 @@ impl Store {
     pub async fn count_keypairs(&self, user_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM keypairs WHERE user_id = $1")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?)
     }
 
@@ -240,7 +240,7 @@ impl Store {
     pub async fn quota_overrides(&self, project_id: &str) -> StoreResult<BTreeMap<String, i64>> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT resource, hard_limit FROM quotas WHERE project_id = $1")
             .bind(project_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         Ok(rows.into_iter().collect())
     }
@@ -253,7 +253,7 @@ impl Store {
         .bind(project_id)
         .bind(resource)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -264,7 +264,7 @@ impl Store {
             sqlx::query("DELETE FROM quotas WHERE project_id = $1 AND resource = $2")
                 .bind(project_id)
                 .bind(*r)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
         }
         Ok(())

@@ -123,7 +123,7 @@ impl Store {
         .bind(inv.reserved_disk_gb)
         .bind(&ts)
         .bind(num)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         match id {
             Some(id) => Ok(id),
@@ -152,7 +152,7 @@ impl Store {
         .bind(i64::from(inv.supports_networks))
         .bind(&inv.agent_version)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         self.heartbeat(id, inv).await
     }
@@ -171,19 +171,21 @@ impl Store {
         .bind(inv.reserved_vcpus)
         .bind(inv.reserved_memory_mb)
         .bind(inv.reserved_disk_gb)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         found(done.rows_affected(), || format!("Compute host {host_id} could not be found."))
     }
 
     pub async fn list_hosts(&self) -> StoreResult<Vec<Host>> {
-        Ok(sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name")).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name"))
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
     }
 
     pub async fn get_host(&self, id: &str) -> StoreResult<Host> {
         sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Compute host {id} could not be found.")))
     }
@@ -191,7 +193,7 @@ impl Store {
     pub async fn get_host_by_name(&self, name: &str) -> StoreResult<Host> {
         sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE name = $1"))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Compute host {name} could not be found.")))
     }
@@ -202,7 +204,7 @@ impl Store {
             .bind(i64::from(enabled))
             .bind(reason)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
@@ -212,26 +214,26 @@ impl Store {
             .bind(id)
             .bind(i64::from(down))
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
 
     pub async fn delete_host(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         found(done.rows_affected(), || format!("Compute host {id} could not be found."))
     }
 
     /// Claims resources on a host if they still fit, in one conditional UPDATE: concurrent
     /// claims (from any replica) can never overcommit. Returns whether the claim was made.
     pub async fn claim(&self, host_id: &str, c: Claim, r: Ratios) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         claim_on(&mut conn, host_id, c, r).await
     }
 
     /// Gives claimed resources back (never below zero).
     pub async fn release(&self, host_id: &str, c: Claim) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         release_on(&mut conn, host_id, c).await
     }
 
@@ -285,7 +287,7 @@ impl Store {
     pub async fn get_work(&self, id: &str) -> StoreResult<Work> {
         sqlx::query_as(&format!("SELECT {WORK_COLS} FROM work WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Work {id} could not be found.")))
     }
@@ -306,7 +308,7 @@ impl Store {
         )
         .bind(instance_id)
         .bind(host_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?)
     }
 
@@ -320,7 +322,7 @@ impl Store {
         .bind(instance_id)
         .bind(host_id)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?
         .rows_affected())
     }

@@ -88,7 +88,7 @@ impl Store {
             .bind(name)
             .bind(description)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| conflict(e, format!("Duplicate entry: domain {name} already exists.")))?;
         Ok(())
@@ -97,7 +97,7 @@ impl Store {
     pub async fn get_domain(&self, id: &str) -> StoreResult<Domain> {
         sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {id}.")))
     }
@@ -105,14 +105,14 @@ impl Store {
     pub async fn get_domain_by_name(&self, name: &str) -> StoreResult<Domain> {
         sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {name}.")))
     }
 
     pub async fn list_domains(&self) -> StoreResult<Vec<Domain>> {
         Ok(sqlx::query_as("SELECT id, name, description, enabled FROM domains ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 
@@ -130,7 +130,7 @@ impl Store {
         .bind(p.enabled)
         .bind(&p.tags)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(|e| {
             conflict(e, format!("Conflict occurred attempting to store project - it is not permitted to have two projects with the same name in the same domain : {}.", p.name))
@@ -141,7 +141,7 @@ impl Store {
     pub async fn get_project(&self, id: &str) -> StoreResult<Project> {
         sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {id}.")))
     }
@@ -150,7 +150,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"))
             .bind(domain_id)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {name}.")))
     }
@@ -164,7 +164,7 @@ impl Store {
         .bind(f.domain_id.as_deref())
         .bind(f.name.as_deref())
         .bind(f.enabled.map(flag))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows)
     }
@@ -177,7 +177,7 @@ impl Store {
                 .bind(&p.description)
                 .bind(p.enabled)
                 .bind(&p.tags)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await
                 .map_err(|e| {
                     conflict(e, format!("Duplicate entry: project {} already exists in this domain.", p.name))
@@ -186,7 +186,7 @@ impl Store {
     }
 
     pub async fn delete_project(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         found(done.rows_affected(), || format!("Could not find project: {id}."))
     }
 
@@ -206,7 +206,7 @@ impl Store {
         .bind(u.description.as_deref())
         .bind(u.default_project_id.as_deref())
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(|e| {
             conflict(
@@ -223,7 +223,7 @@ impl Store {
     pub async fn get_user(&self, id: &str) -> StoreResult<User> {
         sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {id}.")))
     }
@@ -232,7 +232,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"))
             .bind(domain_id)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {name}.")))
     }
@@ -245,7 +245,7 @@ impl Store {
         .bind(f.domain_id.as_deref())
         .bind(f.name.as_deref())
         .bind(f.enabled.map(flag))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -261,14 +261,14 @@ impl Store {
         .bind(u.email.as_deref())
         .bind(u.description.as_deref())
         .bind(u.default_project_id.as_deref())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(|e| conflict(e, format!("Duplicate entry: user {} already exists in this domain.", u.name)))?;
         found(done.rows_affected(), || format!("Could not find user: {}.", u.id))
     }
 
     pub async fn delete_user(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         found(done.rows_affected(), || format!("Could not find user: {id}."))
     }
 
@@ -280,7 +280,7 @@ impl Store {
             .bind(name)
             .bind(description)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| conflict(e, format!("Duplicate entry: role {name} already exists.")))?;
         Ok(())
@@ -289,7 +289,7 @@ impl Store {
     pub async fn get_role(&self, id: &str) -> StoreResult<Role> {
         sqlx::query_as("SELECT id, name, description FROM roles WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {id}.")))
     }
@@ -297,7 +297,7 @@ impl Store {
     pub async fn get_role_by_name(&self, name: &str) -> StoreResult<Role> {
         sqlx::query_as("SELECT id, name, description FROM roles WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {name}.")))
     }
@@ -305,7 +305,7 @@ impl Store {
     pub async fn list_roles(&self, name: Option<&str>) -> StoreResult<Vec<Role>> {
         Ok(sqlx::query_as("SELECT id, name, description FROM roles WHERE ($1 IS NULL OR name = $1) ORDER BY name")
             .bind(name)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 
@@ -314,14 +314,14 @@ impl Store {
             .bind(&r.id)
             .bind(&r.name)
             .bind(r.description.as_deref())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| conflict(e, format!("Duplicate entry: role {} already exists.", r.name)))?;
         found(done.rows_affected(), || format!("Could not find role: {}.", r.id))
     }
 
     pub async fn delete_role(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         found(done.rows_affected(), || format!("Could not find role: {id}."))
     }
 
@@ -331,7 +331,7 @@ impl Store {
         )
         .bind(prior)
         .bind(implied)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -345,7 +345,7 @@ impl Store {
         .bind(user_id)
         .bind(project_id)
         .bind(role_id)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -355,7 +355,7 @@ impl Store {
             .bind(user_id)
             .bind(project_id)
             .bind(role_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || {
             format!(
@@ -378,7 +378,7 @@ impl Store {
         .bind(user_id)
         .bind(project_id)
         .bind(role_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -390,7 +390,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         if direct.is_empty() {
             return Ok(direct);
@@ -399,7 +399,7 @@ impl Store {
             "SELECT i.prior_role_id, r.id, r.name, r.description FROM implied_roles i \
              JOIN roles r ON r.id = i.implied_role_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut roles = direct;
         let mut i = 0;
@@ -422,7 +422,7 @@ impl Store {
              (SELECT project_id FROM role_assignments WHERE user_id = $1) ORDER BY name"
         ))
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -440,7 +440,7 @@ impl Store {
         .bind(&t.audit_id)
         .bind(&t.issued_at)
         .bind(&t.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -450,7 +450,7 @@ impl Store {
             "SELECT id, user_id, project_id, methods, audit_id, issued_at, expires_at, revoked FROM tokens WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?
         .ok_or_else(|| StoreError::NotFound("Could not find token.".into()))
     }
@@ -469,7 +469,7 @@ impl Store {
              WHERE t.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let token = Token {
@@ -524,13 +524,16 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         Ok(())
     }
 
     /// Revokes every token of a user (password change, disable, delete).
     pub async fn revoke_user_tokens(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -538,7 +541,7 @@ impl Store {
     pub async fn purge_tokens(&self, cutoff: &str) -> StoreResult<u64> {
         Ok(sqlx::query("DELETE FROM tokens WHERE expires_at < $1")
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?
             .rows_affected())
     }
@@ -548,13 +551,15 @@ impl Store {
     pub async fn ensure_region(&self, id: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO regions (id, description) VALUES ($1, '') ON CONFLICT DO NOTHING")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
 
     pub async fn list_regions(&self) -> StoreResult<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT id, description FROM regions ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT id, description FROM regions ORDER BY id")
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
     }
 }
 

@@ -264,7 +264,7 @@ impl Store {
     pub async fn get_image(&self, id: &str) -> StoreResult<Image> {
         let mut img: Image = sqlx::query_as(&format!("SELECT {IMAGE_COLS} FROM images WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| not_found(id))?;
         img.tags = self.image_tags(id).await?;
@@ -274,7 +274,7 @@ impl Store {
     pub async fn image_tags(&self, id: &str) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 
@@ -317,7 +317,7 @@ impl Store {
     }
 
     pub async fn delete_image(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM images WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM images WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
         if done.rows_affected() == 0 { Err(not_found(id)) } else { Ok(()) }
     }
 
@@ -330,7 +330,7 @@ impl Store {
         } else {
             "UPDATE images SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2"
         };
-        let done = sqlx::query(sql).bind(id).bind(from).bind(to).bind(now()).execute(&self.pool).await?;
+        let done = sqlx::query(sql).bind(id).bind(from).bind(to).bind(now()).execute(&mut *self.conn().await?).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -348,7 +348,7 @@ impl Store {
         .bind(&data.os_hash_value)
         .bind(data.virtual_size)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -468,7 +468,7 @@ impl Store {
                 .text(tag.clone())
                 .push(")");
         }
-        let mut images: Vec<Image> = sql.query_as().fetch_all(&self.pool).await?;
+        let mut images: Vec<Image> = sql.query_as().fetch_all(&mut *self.conn().await?).await?;
         if !q.properties.is_empty() {
             images.retain(|img| {
                 let props = img.properties_map();
@@ -513,7 +513,7 @@ impl Store {
                 sql.text(img.id.clone());
             }
             sql.push(") ORDER BY image_id, tag");
-            let rows: Vec<(String, String)> = sql.query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<(String, String)> = sql.query_as().fetch_all(&mut *self.conn().await?).await?;
             for img in chunk.iter_mut() {
                 img.tags = rows.iter().filter(|(i, _)| *i == img.id).map(|(_, t)| t.clone()).collect();
             }
@@ -529,7 +529,7 @@ impl Store {
             .bind(image_id)
             .bind(member)
             .bind(&ts)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| conflict(e, format!("Member {member} is duplicated for image {image_id}")))?;
         Ok(Member {
@@ -545,7 +545,7 @@ impl Store {
         Ok(sqlx::query_as(&format!("SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 AND member = $2"))
             .bind(image_id)
             .bind(member)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?)
     }
 
@@ -554,14 +554,14 @@ impl Store {
             "SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 ORDER BY created_at, member"
         ))
         .bind(image_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
     pub async fn count_image_members(&self, image_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM image_members WHERE image_id = $1")
             .bind(image_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?)
     }
 
@@ -572,7 +572,7 @@ impl Store {
                 .bind(member)
                 .bind(status)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
         found(done.rows_affected(), || member_not_found(image_id, member))?;
         self.image_member(image_id, member)
@@ -584,7 +584,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM image_members WHERE image_id = $1 AND member = $2")
             .bind(image_id)
             .bind(member)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         found(done.rows_affected(), || member_not_found(image_id, member))
     }

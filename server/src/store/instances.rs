@@ -184,7 +184,7 @@ impl Store {
     pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
         sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Instance {id} could not be found.")))
     }
@@ -199,7 +199,7 @@ impl Store {
         .bind(f.host_id.as_deref())
         .bind(f.changes_since.as_deref())
         .bind(i64::from(f.include_deleted || f.changes_since.is_some()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -209,7 +209,7 @@ impl Store {
             "SELECT {INSTANCE_COLS} FROM instances WHERE deleted = 0 AND (vm_state = 'building' OR task_state IS NOT NULL) \
              ORDER BY created_at"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -331,7 +331,7 @@ impl Store {
         .bind(tried_hosts)
         .bind(i64::from(claimed))
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
@@ -341,7 +341,7 @@ impl Store {
         sqlx::query("UPDATE instances SET owned_ports = $2 WHERE id = $1")
             .bind(id)
             .bind(owned_ports)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -351,7 +351,7 @@ impl Store {
             .bind(id)
             .bind(fault)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         self.instances_changed();
         Ok(())
@@ -363,7 +363,7 @@ impl Store {
         )
         .bind(id)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -372,7 +372,7 @@ impl Store {
         sqlx::query("UPDATE instances SET build_deadline = $2 WHERE id = $1")
             .bind(id)
             .bind(deadline)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -395,7 +395,7 @@ impl Store {
         .bind(description)
         .bind(metadata)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
@@ -499,7 +499,7 @@ impl Store {
              WHERE instance_id = $1 ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -510,7 +510,7 @@ impl Store {
              FROM instances WHERE project_id = $1 AND deleted = 0",
         )
         .bind(project_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?)
     }
 
@@ -531,7 +531,7 @@ impl Store {
         )
         .bind(instance_id)
         .bind(action)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?)
     }
 
@@ -541,7 +541,7 @@ impl Store {
              FROM instance_actions WHERE instance_id = $1 ORDER BY start_time DESC",
         )
         .bind(instance_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -552,7 +552,7 @@ impl Store {
         )
         .bind(instance_id)
         .bind(request_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Action for request_id {request_id} on instance {instance_id} not found")))
     }
@@ -584,7 +584,7 @@ impl Store {
         .bind(event)
         .bind(host)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(id)
     }
@@ -595,7 +595,7 @@ impl Store {
              WHERE action_id = $1 ORDER BY start_time",
         )
         .bind(action_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 }

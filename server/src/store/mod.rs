@@ -16,8 +16,10 @@ pub mod wal_sync;
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyTransactionManager};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, TransactionManager};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 /// Store failures, already classified for the API layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// Which database is behind the pool (a few statements differ).
+/// Which database is behind the store (a few statements differ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -58,7 +60,7 @@ pub enum Backend {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub pool: AnyPool,
+    connections: Connections,
     pub backend: Backend,
     /// Bumped after every committed change to an instance row in this process, so live
     /// readers (the event stream) wake at once instead of waiting for their next poll.
@@ -90,7 +92,88 @@ impl SqliteDurability {
     }
 }
 
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// Where statements run.
+#[derive(Clone)]
+enum Connections {
+    /// PostgreSQL: a pool, so requests run side by side.
+    Pool(AnyPool),
+    /// SQLite: its one writer, held directly rather than through a pool of one. Every use of a
+    /// pooled connection costs extra round trips to SQLite's worker thread (a ping and a spawned
+    /// task on release), and at ~50 statements per boot those handoffs were the serial cost.
+    /// `None` once the store is closed.
+    Single(std::sync::Arc<Mutex<Option<AnyConnection>>>),
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connections::Pool(pool) => pool.fmt(f),
+            Connections::Single(_) => f.write_str("Single(sqlite)"),
+        }
+    }
+}
+
+/// One connection for a few statements, returned when dropped: a pooled PostgreSQL
+/// connection or SQLite's single connection, exclusively. Use it as `&mut *conn` (an executor).
+pub enum Conn {
+    Pooled(PoolConnection<Any>),
+    Single(OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Single(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Single(c) => c,
+        }
+    }
+}
+
+/// A transaction on a [`Conn`]: `commit` ends it; dropped without, it is rolled back (queued
+/// on the connection before the connection can be used again, as sqlx's own transactions do).
+pub struct Tx {
+    conn: Conn,
+    open: bool,
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> sqlx::Result<()> {
+        AnyTransactionManager::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            AnyTransactionManager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -122,40 +205,35 @@ impl Store {
             }
         }
         let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-        let pool = match backend {
-            // SQLite has one writer; a single connection serialises writes without BUSY errors
-            // and is far from being the bottleneck at this scale.
+        let connections = match backend {
             Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    // The connection is in-process: nothing to test before each use (a ping is
-                    // a round trip to SQLite's worker thread, on every query).
-                    .test_before_acquire(false)
-                    .after_connect(move |conn, _| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
-                            // FULL flushes every commit; NORMAL none (group commit flushes
-                            // them, see SqliteDurability).
-                            let sync = if durability == SqliteDurability::Full { "FULL" } else { "NORMAL" };
-                            conn.execute(format!("PRAGMA synchronous = {sync};").as_str()).await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(opts)
-                    .await?
+                let mut conn = opts.connect().await?;
+                // FULL flushes every commit; NORMAL none (group commit flushes them, see
+                // SqliteDurability).
+                let sync = if durability == SqliteDurability::Full { "FULL" } else { "NORMAL" };
+                conn.execute(
+                    format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                         PRAGMA synchronous = {sync};"
+                    )
+                    .as_str(),
+                )
+                .await?;
+                MIGRATOR.run(&mut conn).await?;
+                Connections::Single(std::sync::Arc::new(Mutex::new(Some(conn))))
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16).connect_with(opts).await?,
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new().max_connections(16).connect_with(opts).await?;
+                MIGRATOR.run(&pool).await?;
+                Connections::Pool(pool)
+            }
         };
-        MIGRATOR.run(&pool).await?;
         let (instance_changes, _) = tokio::sync::watch::channel(0);
         let wal_sync = match sqlite_path {
             Some(path) if durability == SqliteDurability::Group => Some(wal_sync::WalSyncer::start(path)),
             _ => None,
         };
-        Ok(Store { pool, backend, instance_changes: std::sync::Arc::new(instance_changes), wal_sync })
+        Ok(Store { connections, backend, instance_changes: std::sync::Arc::new(instance_changes), wal_sync })
     }
 
     /// Makes every change committed so far durable (group commit; at once where each commit
@@ -177,20 +255,45 @@ impl Store {
         self.instance_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A connection for a few statements outside a transaction; hold it only briefly (with
+    /// SQLite every other request waits for it).
+    pub async fn conn(&self) -> StoreResult<Conn> {
+        match &self.connections {
+            Connections::Pool(pool) => Ok(Conn::Pooled(pool.acquire().await?)),
+            Connections::Single(single) => OwnedMutexGuard::try_map(single.clone().lock_owned().await, Option::as_mut)
+                .map(Conn::Single)
+                .map_err(|_| StoreError::Other(anyhow::anyhow!("the database is closed"))),
+        }
+    }
+
     pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(self.pool.begin().await?)
+        let mut conn = self.conn().await?;
+        AnyTransactionManager::begin(&mut conn, None).await?;
+        Ok(Tx { conn, open: true })
     }
 
     pub async fn close(&self) {
         if let Err(e) = self.sync().await {
             tracing::error!(error = %e, "cannot flush the last changes");
         }
-        self.pool.close().await;
+        match &self.connections {
+            Connections::Pool(pool) => pool.close().await,
+            Connections::Single(single) => {
+                if let Some(conn) = single.lock().await.take()
+                    && let Err(e) = sqlx::Connection::close(conn).await
+                {
+                    tracing::error!(error = %e, "cannot close the database");
+                }
+            }
+        }
     }
 
     /// A named setting (secrets such as the agent join token, bootstrap markers).
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?)
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
@@ -200,7 +303,7 @@ impl Store {
         )
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -212,7 +315,7 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
         )
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?)
     }
 }

@@ -968,7 +968,7 @@ impl Store {
     }
 
     pub async fn get_network(&self, id: &str) -> NetResult<Network> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         fetch_network(&mut conn, id).await
     }
 
@@ -979,14 +979,14 @@ impl Store {
         let mut nets: Vec<Network> =
             sqlx::query_as(&format!("SELECT {NETWORK_COLS} FROM networks WHERE {cond} ORDER BY created_at, id"))
                 .bind(visible_to)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         let pairs: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT network_id, id FROM subnets WHERE network_id IN (SELECT id FROM networks WHERE {cond}) \
              ORDER BY created_at, id"
         ))
         .bind(visible_to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut by_net: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (net, id) in pairs {
@@ -1141,7 +1141,7 @@ impl Store {
     }
 
     pub async fn get_subnet(&self, id: &str) -> NetResult<Subnet> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         fetch_subnet(&mut conn, id).await
     }
 
@@ -1155,7 +1155,7 @@ impl Store {
         ))
         .bind(visible_to)
         .bind(network_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -1273,7 +1273,7 @@ impl Store {
     }
 
     pub async fn get_port(&self, id: &str) -> NetResult<Port> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         fetch_port(&mut conn, id).await
     }
 
@@ -1286,7 +1286,7 @@ impl Store {
                 .bind(f.visible_to.as_deref())
                 .bind(f.network_id.as_deref())
                 .bind(f.device_id.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         let ips: Vec<FixedIp> = sqlx::query_as(&format!(
             "SELECT port_id, subnet_id, ip_address FROM ip_allocations WHERE port_id IN (SELECT id FROM ports WHERE {cond}) \
@@ -1295,7 +1295,7 @@ impl Store {
         .bind(f.visible_to.as_deref())
         .bind(f.network_id.as_deref())
         .bind(f.device_id.as_deref())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut by_port: BTreeMap<String, Vec<FixedIp>> = BTreeMap::new();
         for ip in ips {
@@ -1484,7 +1484,7 @@ impl Store {
         .bind(id)
         .bind(serde_json::to_string(tags)?)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         if done.rows_affected() == 0 {
             return Err(kind.not_found(id));
@@ -1494,7 +1494,7 @@ impl Store {
 
     /// How many networks, subnets and ports a project owns.
     pub async fn network_usage(&self, project_id: &str) -> NetResult<BTreeMap<String, i64>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let mut out = BTreeMap::new();
         for r in ["network", "subnet", "port"] {
             out.insert(r.to_string(), count_rows(&mut conn, r, project_id).await?);
@@ -1506,7 +1506,7 @@ impl Store {
     pub async fn network_quota_projects(&self) -> NetResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT DISTINCT project_id FROM quotas WHERE resource LIKE $1 ORDER BY project_id")
             .bind(format!("{QUOTA_PREFIX}%"))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?)
     }
 }
