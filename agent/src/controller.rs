@@ -128,8 +128,18 @@ const CONSOLE_MAX_BYTES: u64 = 1 << 20;
 const STATE_POLL: Duration = Duration::from_millis(250);
 
 impl Controller {
+    /// Opens the instances directory and pins, in the image cache, the images every recorded
+    /// instance's disk uses.
     pub fn new(hv: Arc<dyn Hypervisor>, images: Arc<ImageCache>, cfg: ControllerConfig) -> std::io::Result<Controller> {
         std::fs::create_dir_all(&cfg.instances_dir)?;
+        for entry in std::fs::read_dir(&cfg.instances_dir)?.filter_map(Result::ok) {
+            let instance = entry.file_name().to_string_lossy().into_owned();
+            let Ok(bytes) = std::fs::read(entry.path().join("instance.json")) else { continue };
+            match serde_json::from_slice::<InstanceRecord>(&bytes) {
+                Ok(record) => record.images.iter().for_each(|image| images.pin(image, &instance)),
+                Err(e) => warn!(%instance, error = %e, "unreadable instance record; its images are not pinned"),
+            }
+        }
         Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()) })
     }
 
@@ -290,14 +300,11 @@ impl Controller {
                 Vec::new()
             },
         };
+        // The record (durable) says which images back the disk; the cache's pins follow it.
         self.write_record(&id, &record).await?;
-        let images = Arc::clone(&self.images);
-        let pins = record.images.clone();
-        let instance = id.to_string();
-        tokio::task::spawn_blocking(move || pins.iter().try_for_each(|image| images.pin(image, &instance)))
-            .await
-            .map_err(|_| ActionError::Panicked)?
-            .map_err(ActionError::Files)?;
+        for image in &record.images {
+            self.images.pin(image, &id.to_string());
+        }
 
         let disk_path = dir.join("disk");
         // The overlay and the config drive are independent: made side by side (each is a
@@ -355,10 +362,20 @@ impl Controller {
         Ok(Some(lease))
     }
 
+    /// Writes the instance's record and flushes it: the image cache's pins are rebuilt from
+    /// these records at start, so a record must not be lost while its disk exists.
     async fn write_record(&self, id: &Uuid, record: &InstanceRecord) -> Result<(), ActionError> {
         let path = self.instance_dir(id).join("instance.json");
         let body = serde_json::to_vec_pretty(record).map_err(|e| ActionError::Files(e.into()))?;
-        tokio::fs::write(&path, body).await.map_err(ActionError::Files)
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&body)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(|_| ActionError::Panicked)?
+        .map_err(ActionError::Files)
     }
 
     async fn read_record(&self, id: &Uuid) -> Option<InstanceRecord> {
@@ -443,8 +460,7 @@ impl Controller {
         let instance = id.to_string();
         tokio::task::spawn_blocking(move || images.unpin_instance(&instance))
             .await
-            .map_err(|_| ActionError::Panicked)?
-            .map_err(ActionError::Files)?;
+            .map_err(|_| ActionError::Panicked)?;
         Ok(())
     }
 

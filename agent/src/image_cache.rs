@@ -1,16 +1,17 @@
 //! The per-host image cache: each image is downloaded once, checked, and shared by every
 //! instance built from it.
 //!
-//! Layout under the cache directory: `<image id>` files (complete, verified images), `tmp/`
-//! (downloads in progress; cleared at start), `refs/<image id>/<instance id>` (an instance whose
-//! disk is backed by the image: such an image is never evicted).
+//! Layout under the cache directory: `<image id>` files (complete, verified images) and `tmp/`
+//! (downloads in progress; cleared at start). Which instances' disks are backed by which image
+//! is kept in memory ([`ImageCache::pin`]); its durable record is each instance's own record,
+//! from which the controller pins again at start. A pinned image is never evicted.
 //!
 //! Concurrent builds of one image share one download (a per-image lock; whoever gets it second
 //! finds the file). After each download and each release of an instance, least-recently-used
 //! images that no instance and no build in progress use are removed until the cache fits its
 //! size limit. "Used" is the file's modification time, touched on every hit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -74,6 +75,8 @@ struct Inner {
     leases: HashMap<String, u32>,
     /// One lock per image being fetched.
     downloads: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Instances whose disks each image backs.
+    pins: HashMap<String, HashSet<String>>,
 }
 
 /// The cache. Shared as `Arc<ImageCache>`.
@@ -134,7 +137,12 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 impl ImageCache {
     /// Opens (creating) the cache directory and drops interrupted downloads.
     pub fn open(dir: &Path, server: ServerClient, max_bytes: u64) -> std::io::Result<ImageCache> {
-        std::fs::create_dir_all(dir.join("refs"))?;
+        std::fs::create_dir_all(dir)?;
+        // Pins used to be files here; instance records hold them now.
+        let refs = dir.join("refs");
+        if refs.exists() {
+            std::fs::remove_dir_all(&refs)?;
+        }
         let tmp = dir.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -233,38 +241,23 @@ impl ImageCache {
         result
     }
 
-    /// Records that `instance` has a disk backed by `image` (never evicted while recorded).
-    pub fn pin(&self, image: &str, instance: &str) -> std::io::Result<()> {
-        if !valid_id(image) || !valid_id(instance) {
-            return Err(std::io::Error::other("bad image or instance id"));
-        }
-        let dir = self.dir.join("refs").join(image);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::File::create(dir.join(instance))?.sync_all()?;
-        sync_dir(&dir)
+    /// Records that `instance` has a disk backed by `image` (never evicted while pinned).
+    pub fn pin(&self, image: &str, instance: &str) {
+        self.lock().pins.entry(image.to_string()).or_default().insert(instance.to_string());
     }
 
-    /// Forgets every image `instance` used, then evicts what no longer fits.
-    pub fn unpin_instance(&self, instance: &str) -> std::io::Result<()> {
-        if !valid_id(instance) {
-            return Err(std::io::Error::other("bad instance id"));
-        }
-        for entry in std::fs::read_dir(self.dir.join("refs"))? {
-            let dir = entry?.path();
-            match std::fs::remove_file(dir.join(instance)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            // Only succeeds when empty.
-            let _ = std::fs::remove_dir(&dir);
-        }
+    /// Whether some instance's disk is backed by the image.
+    pub fn is_pinned(&self, image: &str) -> bool {
+        self.lock().pins.contains_key(image)
+    }
+
+    /// Forgets every image `instance` used, then evicts what no longer fits. Blocking.
+    pub fn unpin_instance(&self, instance: &str) {
+        self.lock().pins.retain(|_, users| {
+            users.remove(instance);
+            !users.is_empty()
+        });
         self.evict();
-        Ok(())
-    }
-
-    fn pinned(&self, id: &str) -> bool {
-        std::fs::read_dir(self.dir.join("refs").join(id)).map(|mut d| d.next().is_some()).unwrap_or(false)
     }
 
     /// Total bytes of cached images.
@@ -306,7 +299,7 @@ impl ImageCache {
             if total <= self.max_bytes {
                 break;
             }
-            if inner.leases.contains_key(&id) || self.pinned(&id) {
+            if inner.leases.contains_key(&id) || inner.pins.contains_key(&id) {
                 continue;
             }
             match std::fs::remove_file(self.path_of(&id)) {
@@ -446,7 +439,7 @@ mod tests {
         let c = cache(dir.path(), &url, 2500);
         // a: pinned by an instance; b: used least recently; c: held by a build in progress.
         drop(c.acquire(&image("a", &a)).await.expect("a"));
-        c.pin("a", "inst1").expect("pin");
+        c.pin("a", "inst1");
         drop(c.acquire(&image("b", &b)).await.expect("b"));
         let held = c.acquire(&image("c", &cc)).await.expect("c");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -459,7 +452,7 @@ mod tests {
         assert_eq!(c.size(), 3000);
         drop(held);
         // Unpinning a lets the cache shrink to its limit: a is now the oldest unused image.
-        c.unpin_instance("inst1").expect("unpin");
+        c.unpin_instance("inst1");
         assert!(!c.path_of("a").exists());
         assert!(c.size() <= 2500);
     }

@@ -21,8 +21,10 @@ use crate::fixtures::{Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic
 
 struct Env {
     ctl: Controller,
+    images: Arc<ImageCache>,
     hv: Arc<Libvirt>,
     server: Arc<ServerState>,
+    url: String,
     dir: TempDir,
 }
 
@@ -36,23 +38,22 @@ async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
     let (url, server) = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let client = ServerClient::new(&url, TOKEN).expect("client");
-    let images = ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache");
-    let ctl = Controller::new(
-        dyn_hv,
-        Arc::new(images),
-        ControllerConfig {
-            instances_dir: dir.path().join("instances"),
-            virt_type: VirtType::Test,
-            arch: "x86_64".into(),
-            supports_networks: true,
-            stop_timeout: Duration::from_millis(600),
-            // The test driver ignores disk files, but the drive is still built and attached.
-            config_drive: Some(config_drive::Format::Iso9660),
-            availability_zone: "nova".into(),
-        },
-    )
-    .expect("controller");
-    Env { ctl, hv, server, dir }
+    let images = Arc::new(ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache"));
+    let ctl = Controller::new(dyn_hv, images.clone(), controller_config(&dir)).expect("controller");
+    Env { ctl, images, hv, server, url, dir }
+}
+
+fn controller_config(dir: &TempDir) -> ControllerConfig {
+    ControllerConfig {
+        instances_dir: dir.path().join("instances"),
+        virt_type: VirtType::Test,
+        arch: "x86_64".into(),
+        supports_networks: true,
+        stop_timeout: Duration::from_millis(600),
+        // The test driver ignores disk files, but the drive is still built and attached.
+        config_drive: Some(config_drive::Format::Iso9660),
+        availability_zone: "nova".into(),
+    }
 }
 
 impl Env {
@@ -118,6 +119,13 @@ async fn instance_lifecycle() {
     assert!(dom.contains(&format!("<mac address='{the_mac}'/>")), "{dom}");
     assert!(dom.contains(&format!("<source network='{}'", xml::network_name(&net_id))));
     assert_eq!(env.power(&id).await, Some(PowerState::Running));
+    assert!(env.images.is_pinned("img-a"));
+    // A restarted agent pins the image again, from the instance's record.
+    let client = ServerClient::new(&env.url, TOKEN).expect("client");
+    let images = Arc::new(ImageCache::open(&env.dir.path().join("images"), client, u64::MAX).expect("cache"));
+    let dyn_hv: Arc<dyn Hypervisor> = env.hv.clone();
+    Controller::new(dyn_hv, images.clone(), controller_config(&env.dir)).expect("controller");
+    assert!(images.is_pinned("img-a"), "pins not rebuilt from the instance records");
 
     // A repeated build (a redelivery) is done without doing anything again.
     let (ev, progress) = env.exec(id, Action::Build(Box::new(spec))).await;
@@ -164,7 +172,7 @@ async fn instance_lifecycle() {
     assert!(!env.instance_dir(&id).exists());
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
     assert!(conn.lookup_network_by_name(&xml::network_name(&net_id)).is_err(), "network of the last instance kept");
-    assert_eq!(std::fs::read_dir(env.dir.path().join("images/refs")).expect("refs").count(), 0);
+    assert!(!env.images.is_pinned("img-a"), "image of a deleted instance still pinned");
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
 

@@ -1,6 +1,7 @@
 //! The server side of the agent protocol (`meridian_common::agent`): registration, heartbeats
 //! with power-state sync, long-polled work delivery, work events and image data for agents.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +20,8 @@ use super::conductor;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use crate::store::hosts::HostInventory;
+use crate::store::StoreError;
+use crate::store::hosts::{HostInventory, Work};
 use crate::store::instances::{Expect, InstanceFilter, NewState};
 
 /// Routes under `/agent/v1`.
@@ -106,6 +108,7 @@ async fn register(
     valid_host_name(&req.host)?;
     let id = state.store.register_host(&req.host, &to_inventory(&req.inventory, &req.agent_version)).await?;
     tracing::info!(host = %req.host, %id, "compute host registered");
+    state.agent_hosts.write().unwrap_or_else(|p| p.into_inner()).insert(req.host.clone(), id.clone());
     Ok(axum::Json(RegisterResponse { host_id: id, heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs }))
 }
 
@@ -144,6 +147,16 @@ async fn heartbeat(
 }
 
 /// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60).
+/// The id of an agent's host, by name (read once per name, see `AppState::agent_hosts`).
+async fn host_id(state: &AppState, name: &str) -> ApiResult<String> {
+    if let Some(id) = state.agent_hosts.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return Ok(id.clone());
+    }
+    let id = state.store.get_host_by_name(name).await?.id;
+    state.agent_hosts.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), id.clone());
+    Ok(id)
+}
+
 async fn poll_work(
     State(state): State<AppState>,
     _a: AgentAuth,
@@ -151,13 +164,13 @@ async fn poll_work(
     q: Query,
 ) -> ApiResult<axum::Json<Vec<WorkItem>>> {
     let wait = q.uint("wait")?.unwrap_or(25).min(60);
-    let h = state.store.get_host_by_name(&host).await?;
+    let host_id = host_id(&state, &host).await?;
     let lease = state.cfg.compute.work_lease_secs as i64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
-    let signal = state.signals.get(&h.id);
+    let signal = state.signals.get(&host_id);
     loop {
         let notified = signal.notified();
-        let leased = state.store.lease_work(&h.id, lease, 64).await?;
+        let leased = state.store.lease_work(&host_id, lease, 64).await?;
         if !leased.is_empty() {
             // Work is durable before any host acts on it (its build, placement and lease).
             state.store.sync().await?;
@@ -201,9 +214,17 @@ async fn work_events(
     _a: AgentAuth,
     Json(batch): Json<EventBatch>,
 ) -> ApiResult<axum::Json<EventBatchResult>> {
+    // The batch's work items, read once (events only change them through guarded updates).
+    let ids: Vec<&str> = batch.events.iter().map(|e| e.work_id.as_str()).collect();
+    let works: HashMap<String, Work> =
+        state.store.get_works(&ids).await?.into_iter().map(|w| (w.id.clone(), w)).collect();
     let mut taken = 0;
     for e in batch.events {
-        match apply_event(&state, &e.work_id, e.event).await {
+        let applied = match works.get(&e.work_id) {
+            Some(work) => apply_event_to(&state, work, e.event).await,
+            None => Err(StoreError::NotFound(format!("Work {} could not be found.", e.work_id)).into()),
+        };
+        match applied {
             Ok(()) => {}
             Err(err) if err.status.is_client_error() => {
                 tracing::warn!(work = %e.work_id, error = %err.message, "work event refused");
@@ -216,12 +237,15 @@ async fn work_events(
 }
 
 async fn apply_event(state: &AppState, work_id: &str, event: WorkEvent) -> ApiResult<()> {
-    let work = state.store.get_work(work_id).await?;
+    apply_event_to(state, &state.store.get_work(work_id).await?, event).await
+}
+
+async fn apply_event_to(state: &AppState, work: &Work, event: WorkEvent) -> ApiResult<()> {
     if !matches!(work.state.as_str(), "pending" | "delivered") {
         // A repeat of an acknowledged item (or one cancelled meanwhile): nothing to do.
         return Ok(());
     }
-    conductor::on_event(state, &work, event).await.map_err(|e| match e {
+    conductor::on_event(state, work, event).await.map_err(|e| match e {
         conductor::ConductError::Store(s) => ApiError::from(s),
         conductor::ConductError::Invalid(m) => ApiError::bad_request(m),
         other => ApiError::internal(other),

@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::hosts::{Claim, Host, Ratios, Work};
 use crate::store::image::Image;
 use crate::store::instances::{Expect, Instance, NewState};
-use crate::store::network::{IpRequest, NetError, NewPort, PortUpdate};
+use crate::store::network::{IpRequest, NetError, NewPort, Port, PortUpdate, Subnet};
 use crate::store::{StoreError, fmt_time, now, parse_time};
 
 /// Errors while driving an instance; they end in the instance's fault, never in a panic.
@@ -127,22 +127,22 @@ async fn advance_inner(state: &AppState, id: &str) -> Result<()> {
             let image = state.store.get_image(&inst.image_id).await.ok();
             schedule_and_dispatch(state, &inst, image).await?;
         }
-        Some("networking") => dispatch(state, &inst, None).await?,
+        Some("networking") => dispatch(state, &inst, None, None).await?,
         _ => {}
     }
     Ok(())
 }
 
 async fn schedule_and_dispatch(state: &AppState, inst: &Instance, image: Option<Image>) -> Result<()> {
-    if let Some(placed) = schedule(state, inst, image.as_ref()).await? {
-        dispatch(state, &placed, image).await?;
+    if let Some((placed, host)) = schedule(state, inst, image.as_ref()).await? {
+        dispatch(state, &placed, image, Some(host)).await?;
     }
     Ok(())
 }
 
-/// Picks a host and claims on it: the instance as placed, or `None` when the build ended (no
-/// valid host) or moved on meanwhile.
-async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> Result<Option<Instance>> {
+/// Picks a host and claims on it: the instance as placed and its host, or `None` when the
+/// build ended (no valid host) or moved on meanwhile.
+async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> Result<Option<(Instance, Host)>> {
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
@@ -202,9 +202,13 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
         if let Some(best) = candidates.first() {
             cache.consume(best, claim);
         }
+        let hosts: Vec<Host> =
+            candidates.iter().filter_map(|id| cache.hosts.iter().find(|h| &h.id == id).cloned()).collect();
         drop(cache);
         // Claim on the best host that still fits (another boot may have taken the room meanwhile).
         for (i, host_id) in candidates.iter().enumerate() {
+            // Decided on this snapshot, so always there.
+            let Some(host) = hosts.iter().find(|h| &h.id == host_id) else { continue };
             let mut now_tried = tried.clone();
             now_tried.push(host_id.clone());
             let alternates = json!(candidates[i + 1..]).to_string();
@@ -216,14 +220,15 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
                 if i > 0 {
                     state.hosts.lock().await.invalidate();
                 }
-                return Ok(Some(Instance {
+                let placed = Instance {
                     host_id: Some(host_id.clone()),
                     alternates,
                     tried_hosts: json!(now_tried).to_string(),
                     claimed: 1,
                     task_state: Some("networking".into()),
                     ..inst.clone()
-                }));
+                };
+                return Ok(Some((placed, host.clone())));
             }
         }
         state.hosts.lock().await.invalidate();
@@ -262,12 +267,17 @@ pub struct NetRequest {
 }
 
 /// Networking, then the build work for the agent (idempotent: ports made before a crash are
-/// reused; a live build work item is not queued twice).
-async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>) -> Result<()> {
+/// reused; a live build work item is not queued twice). `placed_on`: the host [`schedule`]
+/// has just claimed, on which this build can have no work yet.
+async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>, placed_on: Option<Host>) -> Result<()> {
     let host_id = inst.host_id.clone().ok_or_else(|| ConductError::Invalid("no host chosen".into()))?;
-    let host = state.store.get_host(&host_id).await?;
+    let fresh = placed_on.is_some();
+    let host = match placed_on {
+        Some(h) => h,
+        None => state.store.get_host(&host_id).await?,
+    };
     let nics = ensure_ports(state, inst, &host).await?;
-    if state.store.live_work(&inst.id, &host_id).await? > 0 {
+    if !fresh && state.store.live_work(&inst.id, &host_id).await? > 0 {
         return Ok(());
     }
     let spec = build_spec(state, inst, nics, image).await?;
@@ -284,16 +294,16 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
     // Only ports this build made before (recorded in owned_ports) are reused.
     let existing = if owned.is_empty() { Vec::new() } else { state.store.ports_by_device(&inst.id).await? };
     let mut used: Vec<String> = Vec::new();
-    let mut ports = Vec::new();
+    let mut nics = Vec::new();
     for r in &requests {
-        let port = if let Some(pid) = &r.port_id {
+        let nic = if let Some(pid) = &r.port_id {
             let update = PortUpdate {
                 device_id: Some(inst.id.clone()),
                 device_owner: Some(format!("compute:{}", host.availability_zone)),
                 host_id: Some(host.name.clone()),
                 ..Default::default()
             };
-            state.store.update_port(pid, &update).await?
+            nic_of(state, state.store.update_port(pid, &update).await?).await?
         } else {
             let net = r
                 .network_id
@@ -301,7 +311,7 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                 .ok_or_else(|| ConductError::Invalid("network request without a network".into()))?;
             let reuse = existing.iter().find(|p| p.network_id == net && owned.contains(&p.id) && !used.contains(&p.id));
             match reuse {
-                Some(p) => state.store.bind_port(&p.id, &host.name).await?,
+                Some(p) => nic_of(state, state.store.bind_port(&p.id, &host.name).await?).await?,
                 None => {
                     let mut np = NewPort::new(&inst.project_id, &net);
                     np.device_id = inst.id.clone();
@@ -312,38 +322,49 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                             ip.parse().map_err(|_| ConductError::Invalid(format!("Invalid fixed IP address {ip}")))?;
                         np.fixed_ips = Some(vec![IpRequest { subnet_id: None, ip_address: Some(addr) }]);
                     }
-                    let p = state.store.create_port(np).await?;
-                    owned.push(p.id.clone());
-                    state.store.set_owned_ports(&inst.id, &json!(owned).to_string()).await?;
-                    p
+                    owned.push(np.id.clone());
+                    let made = state.store.create_instance_port(np, &inst.id, &json!(owned).to_string()).await?;
+                    nic_spec(&made.port, made.mtu, &made.subnets)?
                 }
             }
         };
-        used.push(port.id.clone());
-        ports.push(port);
-    }
-    let mut nics = Vec::new();
-    for p in ports {
-        let network = state.store.get_network(&p.network_id).await?;
-        let mut ips = Vec::new();
-        for ip in &p.fixed_ips {
-            let subnet = state.store.get_subnet(&ip.subnet_id).await?;
-            ips.push(FixedIp {
-                address: ip.ip_address.clone(),
-                cidr: subnet.cidr.clone(),
-                gateway: subnet.gateway_ip.clone(),
-                dns_nameservers: subnet.dns_list(),
-            });
-        }
-        nics.push(NicSpec {
-            port_id: p.id.clone(),
-            mac_address: p.mac_address.clone(),
-            network_id: p.network_id.clone(),
-            mtu: u32::try_from(network.mtu).unwrap_or(1500),
-            ips,
-        });
+        used.push(nic.port_id.clone());
+        nics.push(nic);
     }
     Ok(nics)
+}
+
+/// What a host needs to plug an existing port (its network's MTU, its subnets' settings).
+async fn nic_of(state: &AppState, port: Port) -> Result<NicSpec> {
+    let network = state.store.get_network(&port.network_id).await?;
+    let mut subnets = Vec::new();
+    for ip in &port.fixed_ips {
+        subnets.push(state.store.get_subnet(&ip.subnet_id).await?);
+    }
+    nic_spec(&port, network.mtu, &subnets)
+}
+
+fn nic_spec(port: &Port, mtu: i64, subnets: &[Subnet]) -> Result<NicSpec> {
+    let mut ips = Vec::new();
+    for ip in &port.fixed_ips {
+        let subnet = subnets
+            .iter()
+            .find(|s| s.id == ip.subnet_id)
+            .ok_or_else(|| ConductError::Invalid(format!("subnet {} of port {} is gone", ip.subnet_id, port.id)))?;
+        ips.push(FixedIp {
+            address: ip.ip_address.clone(),
+            cidr: subnet.cidr.clone(),
+            gateway: subnet.gateway_ip.clone(),
+            dns_nameservers: subnet.dns_list(),
+        });
+    }
+    Ok(NicSpec {
+        port_id: port.id.clone(),
+        mac_address: port.mac_address.clone(),
+        network_id: port.network_id.clone(),
+        mtu: u32::try_from(mtu).unwrap_or(1500),
+        ips,
+    })
 }
 
 async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image: Option<Image>) -> Result<BuildSpec> {

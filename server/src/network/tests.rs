@@ -907,6 +907,18 @@ async fn store_port_api_for_compute() {
     np.device_owner = "compute:nova".into();
     let created = store.create_port(np).await.expect("port");
     assert_eq!(created.fixed_ips.len(), 1);
+    // What creation returns (from INSERT … RETURNING) is what a read gives.
+    let read = store.get_port(&created.id).await.expect("get");
+    assert_eq!(format!("{created:?}"), format!("{read:?}"));
+    // A build's port comes with what the host needs from its network.
+    let mut np = NewPort::new(&pid, &net);
+    np.device_id = "server-2".into();
+    let made = store.create_instance_port(np, "server-2", "[]").await.expect("instance port");
+    let network = store.get_network(&net).await.expect("network");
+    assert_eq!(made.mtu, network.mtu);
+    assert_eq!(made.subnets.iter().map(|s| s.cidr.as_str()).collect::<Vec<_>>(), ["10.0.0.0/24"]);
+    assert_eq!(format!("{:?}", made.port), format!("{:?}", store.get_port(&made.port.id).await.expect("get")));
+    assert_eq!(store.delete_ports_by_device("server-2").await.expect("delete"), 1);
     let bound = store.bind_port(&created.id, "node-1").await.expect("bind");
     assert_eq!(bound.status, "ACTIVE");
     assert_eq!(store.ports_by_device("server-1").await.expect("list").len(), 1);

@@ -247,41 +247,50 @@ impl Store {
         Ok(id)
     }
 
-    /// Leases the host's deliverable work: pending items and delivered ones whose lease ran
-    /// out (at least once). On PostgreSQL rows are locked with SKIP LOCKED so replicas never
-    /// hand the same item out twice at the same moment.
+    /// Leases the host's deliverable work, oldest first: pending items and delivered ones
+    /// whose lease ran out (at least once). One statement, so nothing is held between a read
+    /// and a write; on PostgreSQL the rows are locked with SKIP LOCKED and the state is checked
+    /// again on the locked row, so replicas never hand the same item out twice.
     pub async fn lease_work(&self, host_id: &str, lease_secs: i64, max: i64) -> StoreResult<Vec<Work>> {
+        #[derive(sqlx::FromRow)]
+        struct Leased {
+            #[sqlx(flatten)]
+            work: Work,
+            created_at: String,
+        }
         let now_t = chrono::Utc::now();
         let ts = fmt_time(now_t);
         let until = fmt_time(now_t + chrono::Duration::seconds(lease_secs));
-        let mut tx = self.begin().await?;
         let lock = if self.backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-        let rows: Vec<Work> = sqlx::query_as(&format!(
-            "SELECT {WORK_COLS} FROM work WHERE host_id = $1 AND (state = 'pending' OR \
-             (state = 'delivered' AND leased_until < $2)) ORDER BY created_at LIMIT $3{lock}"
+        let deliverable = "host_id = $1 AND (state = 'pending' OR (state = 'delivered' AND leased_until < $2))";
+        let mut rows: Vec<Leased> = sqlx::query_as(&format!(
+            "UPDATE work SET state = 'delivered', attempt = attempt + 1, leased_until = $4, updated_at = $2 \
+             WHERE id IN (SELECT id FROM work WHERE {deliverable} ORDER BY created_at LIMIT $3{lock}) AND {deliverable} \
+             RETURNING {WORK_COLS}, created_at"
         ))
         .bind(host_id)
         .bind(&ts)
         .bind(max)
-        .fetch_all(&mut *tx)
+        .bind(&until)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for mut w in rows {
-            sqlx::query(
-                "UPDATE work SET state = 'delivered', attempt = attempt + 1, leased_until = $2, updated_at = $3 WHERE id = $1",
-            )
-            .bind(&w.id)
-            .bind(&until)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await?;
-            w.state = "delivered".into();
-            w.attempt += 1;
-            w.leased_until = Some(until.clone());
-            out.push(w);
+        // RETURNING has no order.
+        rows.sort_by(|a, b| (&a.created_at, &a.work.id).cmp(&(&b.created_at, &b.work.id)));
+        Ok(rows.into_iter().map(|r| r.work).collect())
+    }
+
+    /// The work items of these ids that exist, in one query.
+    pub async fn get_works(&self, ids: &[&str]) -> StoreResult<Vec<Work>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
-        Ok(out)
+        let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT {WORK_COLS} FROM work WHERE id IN ({})", params.join(", "));
+        let mut q = sqlx::query_as(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(&mut *self.conn().await?).await?)
     }
 
     pub async fn get_work(&self, id: &str) -> StoreResult<Work> {

@@ -262,12 +262,18 @@ impl Store {
     }
 
     pub async fn get_image(&self, id: &str) -> StoreResult<Image> {
+        // Both reads on one connection: with SQLite's single connection, taking it once
+        // instead of twice.
+        let mut conn = self.conn().await?;
         let mut img: Image = sqlx::query_as(&format!("SELECT {IMAGE_COLS} FROM images WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| not_found(id))?;
-        img.tags = self.image_tags(id).await?;
+        img.tags = sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(img)
     }
 

@@ -1,8 +1,9 @@
 //! Instances, their state timeline and their instance-action log.
 //!
 //! State changes go through [`Store::transition`], a conditional UPDATE on the expected task
-//! state (Nova's `expected_task_state`), recorded in `instance_transitions` in the same
-//! transaction: two concurrent changes can never both win, and the timeline never misses one.
+//! state (Nova's `expected_task_state`): two concurrent changes can never both win. Every
+//! change is recorded in `instance_transitions` by a trigger on the same statement
+//! (`triggers.rs`), so the timeline never misses one.
 
 use super::hosts::{Claim, Ratios, claim_on, release_on};
 use super::identity::found;
@@ -171,7 +172,6 @@ impl Store {
         .bind(flavor_number(&i.flavor, "ram"))
         .execute(&mut *tx)
         .await?;
-        record_transition(&mut tx, &i.id, &i.vm_state, i.task_state.as_deref(), i.power_state, &i.created_at).await?;
         if let Some(a) = action {
             start_action_in(&mut tx, a).await?;
         }
@@ -227,26 +227,23 @@ impl Store {
 
     /// A build's progress reported by its host (`block_device_mapping`, `spawning`), recorded
     /// with its transition; `false` when the instance is no longer building on a host (deleted,
-    /// finished, or being deleted meanwhile). The guard is the UPDATE itself: no read first.
+    /// finished, or being deleted meanwhile). One guarded UPDATE (its trigger records the
+    /// transition): no read first, no transaction.
     pub async fn build_progress(&self, id: &str, task_state: &str) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let ts = now();
-        let power: Option<i64> = sqlx::query_scalar(&format!(
-            "UPDATE instances SET task_state = $2, updated_at = $3 WHERE id = $1 AND {BUILDING_ON_HOST} \
-             RETURNING power_state"
+        let moved = sqlx::query(&format!(
+            "UPDATE instances SET task_state = $2, updated_at = $3 WHERE id = $1 AND {BUILDING_ON_HOST}"
         ))
         .bind(id)
         .bind(task_state)
-        .bind(&ts)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(power) = power else {
-            return Ok(false);
-        };
-        record_transition(&mut tx, id, "building", Some(task_state), power, &ts).await?;
-        tx.commit().await?;
-        self.instances_changed();
-        Ok(true)
+        .bind(now())
+        .execute(&mut *self.conn().await?)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            self.instances_changed();
+        }
+        Ok(moved)
     }
 
     /// A finished build, in one transaction: the work item done, building → active with the
@@ -273,7 +270,6 @@ impl Store {
         .rows_affected()
             == 1;
         if moved {
-            record_transition(&mut tx, id, "active", None, power_state, &ts).await?;
             finish_action_in(&mut tx, id, "create", "Success", None, None).await?;
         }
         tx.commit().await?;
@@ -335,15 +331,6 @@ impl Store {
         .await?;
         self.instances_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
-    }
-
-    pub async fn set_owned_ports(&self, id: &str, owned_ports: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET owned_ports = $2 WHERE id = $1")
-            .bind(id)
-            .bind(owned_ports)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        Ok(())
     }
 
     pub async fn set_instance_fault(&self, id: &str, fault: Option<&str>) -> StoreResult<()> {
@@ -433,7 +420,6 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false); // dropping the transaction rolls the claim back
         }
-        record_transition(&mut tx, id, "building", Some("networking"), 0, &ts).await?;
         tx.commit().await?;
         self.instances_changed();
         Ok(true)
@@ -465,7 +451,6 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        record_transition(&mut tx, id, "building", Some("scheduling"), 0, &ts).await?;
         tx.commit().await?;
         self.instances_changed();
         Ok(true)
@@ -477,7 +462,7 @@ impl Store {
         let mut tx = self.begin().await?;
         release_claim_in(&mut tx, id).await?;
         let ts = now();
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE instances SET deleted = 1, vm_state = 'deleted', task_state = NULL, power_state = 0, \
              terminated_at = $2, updated_at = $2 WHERE id = $1 AND deleted = 0",
         )
@@ -485,9 +470,6 @@ impl Store {
         .bind(&ts)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 1 {
-            record_transition(&mut tx, id, "deleted", None, 0, &ts).await?;
-        }
         tx.commit().await?;
         self.instances_changed();
         Ok(())
@@ -643,7 +625,6 @@ pub(crate) async fn transition_in(
     if done.rows_affected() != 1 {
         return Ok(None);
     }
-    record_transition(tx, id, to.vm_state, to.task_state, power, &ts).await?;
     Ok(Some(Instance {
         vm_state: to.vm_state.to_string(),
         task_state: to.task_state.map(str::to_string),
@@ -705,29 +686,6 @@ async fn start_action_in(tx: &mut super::Tx, a: &InstanceAction) -> StoreResult<
     .bind(&a.start_time)
     .bind(a.finish_time.as_deref())
     .bind(&a.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn record_transition(
-    tx: &mut super::Tx,
-    id: &str,
-    vm: &str,
-    task: Option<&str>,
-    power: i64,
-    at: &str,
-) -> StoreResult<()> {
-    // The next sequence number is computed in the same statement (one round trip, not two).
-    sqlx::query(
-        "INSERT INTO instance_transitions (seq, instance_id, vm_state, task_state, power_state, at) \
-         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM instance_transitions WHERE instance_id = $1",
-    )
-    .bind(id)
-    .bind(vm)
-    .bind(task)
-    .bind(power)
-    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod image;
 pub mod instances;
 pub mod network;
+mod triggers;
 pub mod wal_sync;
 
 use std::path::Path;
@@ -100,15 +101,49 @@ enum Connections {
     /// SQLite: its one writer, held directly rather than through a pool of one. Every use of a
     /// pooled connection costs extra round trips to SQLite's worker thread (a ping and a spawned
     /// task on release), and at ~50 statements per boot those handoffs were the serial cost.
-    /// `None` once the store is closed.
-    Single(std::sync::Arc<Mutex<Option<AnyConnection>>>),
+    /// `None` once the store is closed. Checkpoints run on a second connection of their own
+    /// (see [`checkpoint_in_background`]).
+    Single { writer: Shared, checkpointer: Shared },
+}
+
+/// A connection used by one task at a time; `None` once the store is closed.
+type Shared = std::sync::Arc<Mutex<Option<AnyConnection>>>;
+
+/// How often WAL frames are copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies committed WAL frames into the database file from a connection of its own, so the
+/// writer never does it: an automatic checkpoint runs inside whichever commit crosses the WAL
+/// size limit and, with its flush of the database file, held every request waiting on the
+/// single writer for the length of that flush. PASSIVE never blocks the writer.
+fn checkpoint_in_background(checkpointer: Shared) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut guard = checkpointer.lock().await;
+            let Some(conn) = guard.as_mut() else { return }; // closed
+            if let Err(e) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    });
+}
+
+async fn close_shared(shared: &Shared) {
+    if let Some(conn) = shared.lock().await.take()
+        && let Err(e) = sqlx::Connection::close(conn).await
+    {
+        tracing::error!(error = %e, "cannot close the database");
+    }
 }
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Connections::Pool(pool) => pool.fmt(f),
-            Connections::Single(_) => f.write_str("Single(sqlite)"),
+            Connections::Single { .. } => f.write_str("Single(sqlite)"),
         }
     }
 }
@@ -214,17 +249,23 @@ impl Store {
                 conn.execute(
                     format!(
                         "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                         PRAGMA synchronous = {sync};"
+                         PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"
                     )
                     .as_str(),
                 )
                 .await?;
                 MIGRATOR.run(&mut conn).await?;
-                Connections::Single(std::sync::Arc::new(Mutex::new(Some(conn))))
+                triggers::install(&mut conn, backend).await?;
+                let mut checkpointer = opts.connect().await?;
+                checkpointer.execute("PRAGMA busy_timeout = 10000;").await?;
+                let checkpointer = std::sync::Arc::new(Mutex::new(Some(checkpointer)));
+                checkpoint_in_background(checkpointer.clone());
+                Connections::Single { writer: std::sync::Arc::new(Mutex::new(Some(conn))), checkpointer }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect_with(opts).await?;
                 MIGRATOR.run(&pool).await?;
+                triggers::install(&mut *pool.acquire().await?, backend).await?;
                 Connections::Pool(pool)
             }
         };
@@ -260,9 +301,11 @@ impl Store {
     pub async fn conn(&self) -> StoreResult<Conn> {
         match &self.connections {
             Connections::Pool(pool) => Ok(Conn::Pooled(pool.acquire().await?)),
-            Connections::Single(single) => OwnedMutexGuard::try_map(single.clone().lock_owned().await, Option::as_mut)
-                .map(Conn::Single)
-                .map_err(|_| StoreError::Other(anyhow::anyhow!("the database is closed"))),
+            Connections::Single { writer, .. } => {
+                OwnedMutexGuard::try_map(writer.clone().lock_owned().await, Option::as_mut)
+                    .map(Conn::Single)
+                    .map_err(|_| StoreError::Other(anyhow::anyhow!("the database is closed")))
+            }
         }
     }
 
@@ -278,12 +321,10 @@ impl Store {
         }
         match &self.connections {
             Connections::Pool(pool) => pool.close().await,
-            Connections::Single(single) => {
-                if let Some(conn) = single.lock().await.take()
-                    && let Err(e) = sqlx::Connection::close(conn).await
-                {
-                    tracing::error!(error = %e, "cannot close the database");
-                }
+            Connections::Single { writer, checkpointer } => {
+                // The writer last: closing the last connection checkpoints the whole WAL.
+                close_shared(checkpointer).await;
+                close_shared(writer).await;
             }
         }
     }
@@ -346,4 +387,35 @@ pub fn new_hex_id() -> String {
 /// Booleans are stored as 0/1.
 pub fn flag(b: bool) -> i64 {
     i64::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let store = Store::open(&format!("sqlite://{}", path.display())).await.expect("open");
+        // The writer never checkpoints: what it writes reaches the database file only through
+        // the checkpointer.
+        let value = "x".repeat(1000);
+        for i in 0..300 {
+            store.set_setting(&format!("k{i}"), &value).await.expect("write");
+        }
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + 10 * CHECKPOINT_EVERY;
+        while size() < 300_000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+        }
+        assert!(size() >= 300_000, "database file only {} bytes", size());
+        store.set_setting("k", "v").await.expect("write");
+        store.close().await;
+        let store = Store::open(&format!("sqlite://{}", path.display())).await.expect("reopen");
+        assert_eq!(store.setting("k").await.expect("read").as_deref(), Some("v"));
+        assert!(store.conn().await.is_ok());
+        store.close().await;
+        assert!(store.conn().await.is_err(), "a closed store hands out no connection");
+    }
 }

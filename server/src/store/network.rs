@@ -856,13 +856,23 @@ fn binding_state(host: &str) -> (&'static str, &'static str, &'static str) {
     if host.is_empty() { ("DOWN", "unbound", "{}") } else { ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}") }
 }
 
+/// A port just created, with what its network looked like: what a compute host needs to
+/// plug it, without reading the network again.
+#[derive(Debug, Clone)]
+pub struct CreatedPort {
+    pub port: Port,
+    pub mtu: i64,
+    pub subnets: Vec<Subnet>,
+}
+
 /// Creates one port with its addresses on `conn`.
-async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
-    let net_security: i64 = sqlx::query_scalar("SELECT port_security_enabled FROM networks WHERE id = $1")
-        .bind(&p.network_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| network_not_found(&p.network_id))?;
+async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<CreatedPort> {
+    let (net_security, mtu): (i64, i64) =
+        sqlx::query_as("SELECT port_security_enabled, mtu FROM networks WHERE id = $1")
+            .bind(&p.network_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| network_not_found(&p.network_id))?;
     let subnets = network_subnets(conn, &p.network_id).await?;
     let port_security = p.port_security_enabled.unwrap_or(net_security != 0);
     let (status, vif_type, vif_details) = binding_state(&p.host_id);
@@ -873,12 +883,12 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
         })?,
         None => random_mac(),
     };
-    let mut inserted = false;
+    let mut inserted = None;
     for _ in 0..16 {
         let mac = ipam::format_mac(&mac_bytes);
-        let done = sqlx::query(&format!(
+        let row: Option<Port> = sqlx::query_as(&format!(
             "INSERT INTO ports ({PORT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, 0, $21, $21) ON CONFLICT DO NOTHING"
+             $16, $17, $18, $19, $20, 0, $21, $21) ON CONFLICT DO NOTHING RETURNING {PORT_COLS}"
         ))
         .bind(&p.id)
         .bind(&p.network_id)
@@ -901,10 +911,10 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
         .bind(serde_json::to_string(&p.extra_dhcp_opts)?)
         .bind(serde_json::to_string(&p.tags)?)
         .bind(&t)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        if done.rows_affected() == 1 {
-            inserted = true;
+        if row.is_some() {
+            inserted = row;
             break;
         }
         let id_taken: Option<String> =
@@ -917,11 +927,13 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<()> {
         }
         mac_bytes = random_mac();
     }
-    if !inserted {
+    let Some(mut port) = inserted else {
         return Err(NetError::conflict("MacAddressGenerationFailure", "Unable to generate unique mac on network."));
-    }
+    };
     let plans = plan(&p.network_id, &subnets, &mac_bytes, p.fixed_ips.as_deref())?;
-    execute_plans(conn, &p.id, &p.network_id, &subnets, &plans).await
+    execute_plans(conn, &p.id, &p.network_id, &subnets, &plans).await?;
+    port.fixed_ips = port_ips(conn, &p.id).await?;
+    Ok(CreatedPort { port, mtu, subnets })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1265,11 +1277,30 @@ impl Store {
         }
         let mut out = Vec::with_capacity(ports.len());
         for p in &ports {
-            insert_port(&mut tx, p).await?;
-            out.push(fetch_port(&mut tx, &p.id).await?);
+            out.push(insert_port(&mut tx, p).await?.port);
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// Creates a port for a server being built and records it in the server's `owned_ports`
+    /// (the ports its build made, reused if the build resumes), in one transaction.
+    pub async fn create_instance_port(
+        &self,
+        p: NewPort,
+        instance_id: &str,
+        owned_ports: &str,
+    ) -> NetResult<CreatedPort> {
+        let mut tx = self.begin().await?;
+        check_quota(&mut tx, &p.project_id, "port", 1).await?;
+        let created = insert_port(&mut tx, &p).await?;
+        sqlx::query("UPDATE instances SET owned_ports = $2 WHERE id = $1")
+            .bind(instance_id)
+            .bind(owned_ports)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     pub async fn get_port(&self, id: &str) -> NetResult<Port> {

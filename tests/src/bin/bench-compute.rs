@@ -4,7 +4,12 @@
 //!
 //! Run: `cargo build --release --workspace && target/release/bench-compute`
 //! (`BENCH_HOSTS`, `BENCH_BOOTS`, `BENCH_CONCURRENCY` change the defaults 100 / 1000 / 64;
-//! `BENCH_RATE`, `BENCH_PACED` the paced latency phase, 20/s × 200; `BENCH_DATABASE_URL` the database).
+//! `BENCH_RATE`, `BENCH_PACED` the paced latency phase, 20/s × 200; `BENCH_DATABASE_URL` the database;
+//! `MERIDIAN_E2E_AGENT_TMPDIR` where the simulated hosts keep their state, e.g. a tmpfs to take
+//! their file system work off the control plane's disk).
+//!
+//! Run it on a quiet machine and not back to back: the previous run's removed files make file
+//! creation slower for a minute or more (ext4 without a journal skips recently freed inodes).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
