@@ -109,9 +109,8 @@ impl WorkLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let legacy = legacy_entries(dir)?;
-        let had_legacy = !legacy.is_empty();
-        for e in legacy {
+        let legacy = legacy_files(dir)?;
+        for e in legacy.iter().filter_map(|path| legacy_entry(path)) {
             entries.entry(e.work_id.clone()).or_insert(e);
         }
         let cutoff = epoch_secs(SystemTime::now()).saturating_sub(KEEP.as_secs());
@@ -120,12 +119,13 @@ impl WorkLog {
         let log = WorkLog { dir: dir.to_path_buf(), inner: Mutex::new(Inner { file, entries, lines }) };
         {
             let mut inner = log.lock();
-            if had_legacy || inner.lines > inner.entries.len() {
+            if !legacy.is_empty() || inner.lines > inner.entries.len() {
                 log.compact(&mut inner)?;
             }
         }
-        if had_legacy {
-            remove_legacy(dir);
+        // Their entries are in the (compacted, synced) log now.
+        for path in legacy {
+            let _ = std::fs::remove_file(path);
         }
         Ok(log)
     }
@@ -177,34 +177,29 @@ impl WorkLog {
     }
 }
 
-/// Records in the earlier layout: `<work id>.json` (or `h-<md5>.json` for odd ids, which
-/// cannot be mapped back and are dropped), the file's mtime as the finish time.
-fn legacy_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+/// Files of the earlier layout: `<work id>.json` records (`h-<md5>.json` for odd ids) and
+/// `.tmp` files of interrupted writes.
+fn legacy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(work_id) = name.strip_suffix(".json") else { continue };
-        if work_id.starts_with("h-") {
-            continue;
-        }
-        let at = entry.metadata().and_then(|m| m.modified()).map(epoch_secs).unwrap_or(0);
-        if let Ok(event) =
-            std::fs::read(entry.path()).map_err(|_| ()).and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
-        {
-            out.push(Entry { work_id: work_id.to_string(), at, event });
+        if name.ends_with(".json") || (name.ends_with(".tmp") && name != format!("{FILE}.tmp")) {
+            out.push(entry.path());
         }
     }
     Ok(out)
 }
 
-/// Removes the earlier layout's files once their entries are in the log.
-fn remove_legacy(dir: &Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") || (name.ends_with(".tmp") && name != format!("{FILE}.tmp")) {
-            let _ = std::fs::remove_file(entry.path());
-        }
+/// The entry a legacy file holds, its mtime as the finish time. Hashed names cannot be
+/// mapped back to their work id, and partial writes hold nothing: both are dropped.
+fn legacy_entry(path: &Path) -> Option<Entry> {
+    let work_id = path.file_name()?.to_str()?.strip_suffix(".json")?;
+    if work_id.starts_with("h-") {
+        return None;
     }
+    let at = std::fs::metadata(path).and_then(|m| m.modified()).map(epoch_secs).unwrap_or(0);
+    let event = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(Entry { work_id: work_id.to_string(), at, event })
 }
 
 #[cfg(test)]

@@ -146,7 +146,6 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60).
 /// The id of an agent's host, by name (read once per name, see `AppState::agent_hosts`).
 async fn host_id(state: &AppState, name: &str) -> ApiResult<String> {
     if let Some(id) = state.agent_hosts.read().unwrap_or_else(|p| p.into_inner()).get(name) {
@@ -157,6 +156,7 @@ async fn host_id(state: &AppState, name: &str) -> ApiResult<String> {
     Ok(id)
 }
 
+/// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60).
 async fn poll_work(
     State(state): State<AppState>,
     _a: AgentAuth,

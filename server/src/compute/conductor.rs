@@ -202,13 +202,13 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
         if let Some(best) = candidates.first() {
             cache.consume(best, claim);
         }
-        let hosts: Vec<Host> =
-            candidates.iter().filter_map(|id| cache.hosts.iter().find(|h| &h.id == id).cloned()).collect();
+        // The candidates' rows, from the snapshot they were chosen on (so always there).
+        let hosts: Vec<Option<Host>> =
+            candidates.iter().map(|id| cache.hosts.iter().find(|h| &h.id == id).cloned()).collect();
         drop(cache);
         // Claim on the best host that still fits (another boot may have taken the room meanwhile).
-        for (i, host_id) in candidates.iter().enumerate() {
-            // Decided on this snapshot, so always there.
-            let Some(host) = hosts.iter().find(|h| &h.id == host_id) else { continue };
+        for (i, (host_id, host)) in candidates.iter().zip(hosts).enumerate() {
+            let Some(host) = host else { continue };
             let mut now_tried = tried.clone();
             now_tried.push(host_id.clone());
             let alternates = json!(candidates[i + 1..]).to_string();
@@ -228,7 +228,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
                     task_state: Some("networking".into()),
                     ..inst.clone()
                 };
-                return Ok(Some((placed, host.clone())));
+                return Ok(Some((placed, host)));
             }
         }
         state.hosts.lock().await.invalidate();

@@ -2,6 +2,7 @@
 //! queue between the server and the agents.
 
 use super::identity::found;
+use super::sql::Sql;
 use super::{Backend, Store, StoreError, StoreResult, fmt_time, new_uuid, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -279,18 +280,17 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.work).collect())
     }
 
-    /// The work items of these ids that exist, in one query.
+    /// The work items of these ids that exist (a query per 500 ids).
     pub async fn get_works(&self, ids: &[&str]) -> StoreResult<Vec<Work>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::default();
+            sql.push(&format!("SELECT {WORK_COLS} FROM work WHERE id IN ("));
+            sql.texts(chunk.iter().copied());
+            sql.push(")");
+            out.extend(sql.query_as::<Work>().fetch_all(&mut *self.conn().await?).await?);
         }
-        let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT {WORK_COLS} FROM work WHERE id IN ({})", params.join(", "));
-        let mut q = sqlx::query_as(&sql);
-        for id in ids {
-            q = q.bind(*id);
-        }
-        Ok(q.fetch_all(&mut *self.conn().await?).await?)
+        Ok(out)
     }
 
     pub async fn get_work(&self, id: &str) -> StoreResult<Work> {

@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::identity::{conflict, found};
+use super::sql::Sql;
 use super::{Store, StoreError, StoreResult, now};
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -171,48 +172,11 @@ const IMAGE_COLS: &str = "id, name, status, visibility, protected, os_hidden, ch
      properties, created_at, updated_at";
 const MEMBER_COLS: &str = "image_id, member, status, created_at, updated_at";
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// Dynamic SQL with `$n` placeholders (portable between SQLite and PostgreSQL).
-#[derive(Default)]
-struct Sql {
-    text: String,
-    args: Vec<Arg>,
-}
-
-impl Sql {
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-    fn text(&mut self, v: impl Into<String>) -> &mut Self {
-        self.args.push(Arg::Text(v.into()));
-        let n = self.args.len();
-        self.text.push_str(&format!("${n}"));
-        self
-    }
-    fn int(&mut self, v: i64) -> &mut Self {
-        self.args.push(Arg::Int(v));
-        let n = self.args.len();
-        self.text.push_str(&format!("${n}"));
-        self
-    }
-    fn query_as<'q, T>(&'q self) -> sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
-    {
-        let mut q = sqlx::query_as::<_, T>(&self.text);
-        for a in &self.args {
-            q = match a {
-                Arg::Text(s) => q.bind(s.as_str()),
-                Arg::Int(i) => q.bind(*i),
-            };
-        }
-        q
-    }
+async fn tags_of(conn: &mut sqlx::AnyConnection, id: &str) -> StoreResult<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 fn not_found(id: &str) -> StoreError {
@@ -270,18 +234,12 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| not_found(id))?;
-        img.tags = sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+        img.tags = tags_of(&mut conn, id).await?;
         Ok(img)
     }
 
     pub async fn image_tags(&self, id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT tag FROM image_tags WHERE image_id = $1 ORDER BY tag")
-            .bind(id)
-            .fetch_all(&mut *self.conn().await?)
-            .await?)
+        tags_of(&mut *self.conn().await?, id).await
     }
 
     /// Saves the user-editable attributes, properties and tags (never status or data fields,
@@ -512,12 +470,7 @@ impl Store {
         for chunk in images.chunks_mut(500) {
             let mut sql = Sql::default();
             sql.push("SELECT image_id, tag FROM image_tags WHERE image_id IN (");
-            for (n, img) in chunk.iter().enumerate() {
-                if n > 0 {
-                    sql.push(", ");
-                }
-                sql.text(img.id.clone());
-            }
+            sql.texts(chunk.iter().map(|img| img.id.as_str()));
             sql.push(") ORDER BY image_id, tag");
             let rows: Vec<(String, String)> = sql.query_as().fetch_all(&mut *self.conn().await?).await?;
             for img in chunk.iter_mut() {

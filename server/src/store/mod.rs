@@ -11,6 +11,7 @@ pub mod identity;
 pub mod image;
 pub mod instances;
 pub mod network;
+mod sql;
 mod triggers;
 pub mod wal_sync;
 
@@ -100,9 +101,8 @@ enum Connections {
     Pool(AnyPool),
     /// SQLite: its one writer, held directly rather than through a pool of one. Every use of a
     /// pooled connection costs extra round trips to SQLite's worker thread (a ping and a spawned
-    /// task on release), and at ~50 statements per boot those handoffs were the serial cost.
-    /// `None` once the store is closed. Checkpoints run on a second connection of their own
-    /// (see [`checkpoint_in_background`]).
+    /// task on release), and with tens of statements per boot those handoffs were the serial cost.
+    /// Checkpoints run on a second connection of their own (see [`checkpoint_in_background`]).
     Single { writer: Shared, checkpointer: Shared },
 }
 
