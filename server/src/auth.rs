@@ -17,6 +17,8 @@ pub struct Ctx {
     pub user_domain: Domain,
     pub project: Option<(Project, Domain)>,
     pub roles: Vec<Role>,
+    /// This request's id (`req-<uuid>`), what instance actions record.
+    pub request_id: String,
 }
 
 impl Ctx {
@@ -63,9 +65,11 @@ impl FromRequestParts<AppState> for Ctx {
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
-        validate(state, token)
+        let mut ctx = validate(state, token)
             .await?
-            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))
+            .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
+        ctx.request_id = crate::request_id::of(parts);
+        Ok(ctx)
     }
 }
 
@@ -156,7 +160,7 @@ async fn validate_in_store(state: &AppState, token_id: &str) -> ApiResult<Option
             (Some(scope), roles)
         }
     };
-    Ok(Some(Ctx { token, user, user_domain, project, roles }))
+    Ok(Some(Ctx { token, user, user_domain, project, roles, request_id: String::new() }))
 }
 
 /// Hashes a password with argon2id (off the async executor: it is deliberately slow).

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod identity;
 pub mod image;
 pub mod network;
+pub mod request_id;
 pub mod state;
 pub mod store;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::map_response;
 use axum::routing::get;
 use tower::Layer;
+use tower::util::{MapRequest, MapRequestLayer};
 use tower_http::LatencyUnit;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -48,7 +50,14 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
                     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
-                    tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
+                    let ids = req.extensions().get::<request_id::RequestId>();
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        route = route.as_deref().unwrap_or("-"),
+                        request_id = ids.map(|i| i.local.as_str()).unwrap_or("-"),
+                        global_request_id = ids.and_then(|i| i.global.as_deref()),
+                    )
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
@@ -56,12 +65,43 @@ pub fn router(state: AppState) -> Router {
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
         .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
+        // Outermost, so the trace span, every fault and every response carry the id.
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
-/// The router behind trailing-slash normalisation (`/identity/v3/` = `/identity/v3`).
-pub fn app(state: AppState) -> NormalizePath<Router> {
-    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+/// The router behind path normalisation: a trailing slash is dropped (`/identity/v3/` =
+/// `/identity/v3`) and repeated slashes are merged (`/identity/v3//auth/catalog`, which some
+/// SDKs send when they join an empty path segment), as Apache and uWSGI do in front of
+/// OpenStack's services.
+pub fn app(state: AppState) -> MapRequest<NormalizePath<Router>, fn(Request) -> Request> {
+    MapRequestLayer::new(merge_slashes as fn(Request) -> Request)
+        .layer(NormalizePathLayer::trim_trailing_slash().layer(router(state)))
+}
+
+fn merge_slashes(mut req: Request) -> Request {
+    let uri = req.uri();
+    if !uri.path().contains("//") {
+        return req;
+    }
+    let mut path = String::with_capacity(uri.path().len());
+    for c in uri.path().chars() {
+        if !(c == '/' && path.ends_with('/')) {
+            path.push(c);
+        }
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(merged) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = merged;
+        }
+    }
+    req
 }
 
 /// One service's routes with its fallback and fault format, answering a change only once it

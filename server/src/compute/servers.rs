@@ -573,7 +573,7 @@ pub async fn create(
     })
     .to_string();
     let reservation_id = format!("r-{}", &new_uuid()[..8]);
-    let request_id = format!("req-{}", new_uuid());
+    let request_id = ctx.request_id.clone();
     let admin_pass = crate::auth::random_secret()[..12].to_string();
     let mut first = None;
     for index in 0..count {
@@ -886,8 +886,7 @@ async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: User
         let fresh = state.store.get_instance(&inst.id).await?;
         return Err(states::refuse(action, &inst.id, vm_state(&fresh), task_state(&fresh)));
     }
-    let request_id = format!("req-{}", new_uuid());
-    record_action(state, ctx, &inst.id, action.name(), &request_id).await?;
+    record_action(state, ctx, &inst.id, action.name(), &ctx.request_id).await?;
     let agent_action = match action {
         UserAction::Stop => meridian_common::agent::Action::Stop,
         UserAction::Start => meridian_common::agent::Action::Start,
