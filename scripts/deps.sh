@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Meridian's build and tests need on a fresh Debian machine, idempotently:
 # system packages, a running PostgreSQL, a running libvirt daemon with QEMU (scripts/libvirt.sh),
-# the guest image (scripts/build-image.sh), and the python-openstackclient virtualenv (.venv).
+# the guest image (scripts/build-image.sh), the python-openstackclient virtualenv (.venv) and
+# tempest's (.tempest-venv, scripts/conformance.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,9 @@ if ! .venv/bin/openstack --version >/dev/null 2>&1; then
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "python-openstackclient==$OSC_VERSION"
 fi
+
+# tempest, pinned, in its own virtualenv (.tempest-venv) for the conformance tier.
+scripts/conformance.sh --install-only
 
 command -v cargo >/dev/null 2>&1 || { log "cargo is required (the machine image provides a Rust toolchain)"; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -204,3 +204,25 @@ async fn conductor_loop(state: AppState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::Value;
+
+    use crate::testing::TestApp;
+
+    /// The Rust openstack SDK sends `/identity/v3//auth/catalog` when it joins an empty segment;
+    /// Apache and uWSGI merge the slashes in front of OpenStack's services, so do we.
+    #[tokio::test]
+    async fn repeated_slashes_are_merged() {
+        let app = TestApp::new().await;
+        let t = app.admin_token.clone();
+        let r = app.json(Method::GET, "/identity/v3//auth/catalog", &t, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body["catalog"].is_array());
+        let r = app.json(Method::GET, "//compute//v2.1///flavors/?minRam=0", &t, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body["flavors"].as_array().is_some_and(|f| !f.is_empty()));
+    }
+}
