@@ -19,7 +19,12 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     #[error("{status}: {message}")]
-    Api { status: StatusCode, message: String },
+    Api {
+        status: StatusCode,
+        message: String,
+        /// The service's `X-OpenStack-Request-Id`: what its log lines for this request carry.
+        request_id: Option<String>,
+    },
     #[error("the service catalog has no {0} endpoint")]
     NoEndpoint(String),
     #[error("unexpected response: {0}")]
@@ -243,6 +248,7 @@ async fn password_token_scoped(http: &reqwest::Client, c: &Credentials, scope: V
 /// Turns a response into its JSON body or a [`ClientError::Api`] with the fault's message.
 pub async fn decode(resp: reqwest::Response) -> Result<Value, ClientError> {
     let status = resp.status();
+    let request_id = resp.headers().get("x-openstack-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
     let body: Value = if bytes.is_empty() {
         Value::Null
@@ -252,7 +258,7 @@ pub async fn decode(resp: reqwest::Response) -> Result<Value, ClientError> {
     if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
         return Ok(body);
     }
-    Err(ClientError::Api { status, message: fault_message(&body) })
+    Err(ClientError::Api { status, message: fault_message(&body), request_id })
 }
 
 /// The human message inside any OpenStack fault body.

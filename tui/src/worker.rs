@@ -472,7 +472,11 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Login(_) => "login".into(),
     };
     let detail = match e {
-        ClientError::Api { status, message } if matches!(req, Request::Delete { .. }) => {
+        // A server-side failure's cause is only in the service's log, under the request id.
+        ClientError::Api { status, message, request_id: Some(id) } if status.is_server_error() => {
+            format!("{message} ({}, request {id})", status.as_u16())
+        }
+        ClientError::Api { status, message, .. } if matches!(req, Request::Delete { .. }) => {
             let why = match *status {
                 StatusCode::FORBIDDEN => " — not allowed for this user",
                 StatusCode::CONFLICT => " — still in use",
@@ -481,7 +485,7 @@ fn words(req: &Request, e: &ClientError) -> String {
             };
             format!("{message} ({}{why})", status.as_u16())
         }
-        ClientError::Api { status, message } => format!("{message} ({})", status.as_u16()),
+        ClientError::Api { status, message, .. } => format!("{message} ({})", status.as_u16()),
         other => other.to_string(),
     };
     format!("{what}: {detail}")
@@ -783,16 +787,31 @@ mod tests {
         let e = ClientError::Api {
             status: StatusCode::CONFLICT,
             message: "There are one or more ports still in use on the network.".into(),
+            request_id: Some("req-1".into()),
         };
         assert_eq!(
             words(&req, &e),
             "deleting network private failed: There are one or more ports still in use on the network. (409 — still in use)"
         );
         let req = Request::Delete { kind: Kind::Flavors, id: "1".into(), name: String::new() };
-        let e = ClientError::Api { status: StatusCode::FORBIDDEN, message: "Policy doesn't allow it.".into() };
+        let e = ClientError::Api {
+            status: StatusCode::FORBIDDEN,
+            message: "Policy doesn't allow it.".into(),
+            request_id: None,
+        };
         assert_eq!(
             words(&req, &e),
             "deleting flavor 1 failed: Policy doesn't allow it. (403 — not allowed for this user)"
+        );
+        // A server fault names the request id its cause is logged under.
+        let e = ClientError::Api {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "An unexpected error occurred; see the server log.".into(),
+            request_id: Some("req-7".into()),
+        };
+        assert_eq!(
+            words(&req, &e),
+            "deleting flavor 1 failed: An unexpected error occurred; see the server log. (500, request req-7)"
         );
     }
 }
