@@ -746,9 +746,8 @@ async fn set_active(state: AppState, ctx: Ctx, id: String, deactivate: bool) -> 
     let img = visible_image(&state, &ctx, &id).await?;
     let (action, from, to) =
         if deactivate { ("deactivate", "active", "deactivated") } else { ("reactivate", "deactivated", "active") };
-    if !ctx.is_admin() {
-        return Err(denied(action));
-    }
+    // Glance's secure-RBAC default: admins, or members of the owning project.
+    require_owner(&ctx, &img, action)?;
     if img.status == to {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -761,12 +760,12 @@ async fn set_active(state: AppState, ctx: Ctx, id: String, deactivate: bool) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v2/images/{id}/actions/deactivate` (admin): 204.
+/// `POST /v2/images/{id}/actions/deactivate` (admin or owning project's member): 204.
 pub async fn deactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, true).await
 }
 
-/// `POST /v2/images/{id}/actions/reactivate` (admin): 204.
+/// `POST /v2/images/{id}/actions/reactivate` (admin or owning project's member): 204.
 pub async fn reactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, false).await
 }
