@@ -51,7 +51,8 @@ fn controller_config(dir: &TempDir) -> ControllerConfig {
         supports_networks: true,
         stop_timeout: Duration::from_millis(600),
         // The test driver ignores disk files, but the drive is still built and attached.
-        config_drive: Some(config_drive::Format::Iso9660),
+        config_drive_always: true,
+        config_drive_format: config_drive::Format::Iso9660,
         availability_zone: "nova".into(),
     }
 }

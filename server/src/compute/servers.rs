@@ -150,8 +150,8 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
     o.insert("created".into(), json!(nova_time(&inst.created_at)));
     o.insert("updated".into(), json!(nova_time(&inst.updated_at)));
     o.insert("addresses".into(), x.addresses.clone());
-    o.insert("accessIPv4".into(), json!(""));
-    o.insert("accessIPv6".into(), json!(""));
+    o.insert("accessIPv4".into(), json!(inst.access_ip_v4.as_deref().unwrap_or_default()));
+    o.insert("accessIPv6".into(), json!(inst.access_ip_v6.as_deref().unwrap_or_default()));
     o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
     o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
     if matches!(st, "ACTIVE" | "BUILD") {
@@ -259,6 +259,31 @@ fn str_field<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a s
             "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
         ))),
     }
+}
+
+/// What `config_drive` says of an instance with a config drive (Nova's value).
+pub(crate) const CONFIG_DRIVE_ATTACHED: &str = "True";
+
+/// `accessIPv4` / `accessIPv6`: an address of that family, or empty / null for none.
+fn access_ip(b: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    let text = match b.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(t)) => t.as_str(),
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}."))),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (ok, family) = match key {
+        "accessIPv4" => (text.parse::<std::net::Ipv4Addr>().is_ok(), "ipv4"),
+        _ => (text.parse::<std::net::Ipv6Addr>().is_ok(), "ipv6"),
+    };
+    if !ok {
+        return Err(bad(format!(
+            "Invalid input for field/attribute {key}. Value: {text}. '{text}' is not a '{family}'"
+        )));
+    }
+    Ok(Some(text.to_string()))
 }
 
 fn count_field(b: &Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
@@ -503,6 +528,22 @@ pub async fn create(
         }
         None => None,
     };
+    let access_ip_v4 = access_ip(b, "accessIPv4")?;
+    let access_ip_v6 = access_ip(b, "accessIPv6")?;
+    // Nova uses the caller's password when given (and echoes it), else makes one.
+    let admin_pass = match str_field(b, "adminPass")? {
+        Some(p) => p.to_string(),
+        None => crate::auth::random_secret()[..12].to_string(),
+    };
+    // A requested config drive is always attached, whatever the host's own policy.
+    let config_drive = match b.get("config_drive") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(c)) => *c,
+        Some(Value::String(c)) if c.is_empty() => false,
+        Some(Value::String(c)) => crate::extract::parse_bool(c)
+            .ok_or_else(|| bad(format!("Invalid input for field/attribute config_drive. Value: {c}.")))?,
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute config_drive. Value: {other}."))),
+    };
     let az = str_field(b, "availability_zone")?
         .map(|z| z.split(':').next().unwrap_or(z).to_string())
         .filter(|z| !z.is_empty());
@@ -574,7 +615,6 @@ pub async fn create(
     .to_string();
     let reservation_id = format!("r-{}", &new_uuid()[..8]);
     let request_id = ctx.request_id.clone();
-    let admin_pass = crate::auth::random_secret()[..12].to_string();
     let mut first = None;
     for index in 0..count {
         let display = if count > 1 { format!("{name}-{}", index + 1) } else { name.to_string() };
@@ -595,7 +635,7 @@ pub async fn create(
             metadata: json!(metadata).to_string(),
             tags: json!(tags).to_string(),
             availability_zone: az.clone(),
-            config_drive: String::new(),
+            config_drive: if config_drive { CONFIG_DRIVE_ATTACHED.into() } else { String::new() },
             reservation_id: reservation_id.clone(),
             launch_index: index,
             host_id: None,
@@ -615,6 +655,8 @@ pub async fn create(
             launched_at: None,
             terminated_at: None,
             deleted: 0,
+            access_ip_v4: access_ip_v4.clone(),
+            access_ip_v6: access_ip_v6.clone(),
         };
         // The instance and its `create` action land together (one commit, and never one
         // without the other).
@@ -833,6 +875,7 @@ pub async fn update(
     let mut name = inst.name.clone();
     let mut hostname = inst.hostname.clone();
     let mut description = inst.description.clone();
+    let (mut access_ip_v4, mut access_ip_v6) = (inst.access_ip_v4.clone(), inst.access_ip_v6.clone());
     for (k, val) in b {
         match k.as_str() {
             "name" => {
@@ -852,7 +895,8 @@ pub async fn update(
                     }
                 }
             }
-            "accessIPv4" | "accessIPv6" => {}
+            "accessIPv4" => access_ip_v4 = access_ip(b, k)?,
+            "accessIPv6" => access_ip_v6 = access_ip(b, k)?,
             other => {
                 return Err(bad(format!(
                     "Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)"
@@ -860,7 +904,10 @@ pub async fn update(
             }
         }
     }
-    state.store.update_instance_fields(&id, &name, &hostname, description.as_deref(), &inst.metadata).await?;
+    state
+        .store
+        .update_instance_fields(&Instance { name, hostname, description, access_ip_v4, access_ip_v6, ..inst })
+        .await?;
     let inst = state.store.get_instance(&id).await?;
     let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
     Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, shape).await?})))
@@ -1060,16 +1107,7 @@ async fn write_metadata(state: &AppState, inst: &Instance, m: &BTreeMap<String, 
             m.len()
         )));
     }
-    state
-        .store
-        .update_instance_fields(
-            &inst.id,
-            &inst.name,
-            &inst.hostname,
-            inst.description.as_deref(),
-            &json!(m).to_string(),
-        )
-        .await?;
+    state.store.update_instance_fields(&Instance { metadata: json!(m).to_string(), ..inst.clone() }).await?;
     Ok(())
 }
 
@@ -1157,4 +1195,42 @@ pub async fn delete_metadata_item(
     }
     write_metadata(&state, &inst, &m).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- ips ----
+
+/// The `addresses` of a server as `/ips` shows them: version and address only.
+async fn plain_addresses(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Map<String, Value>> {
+    ctx.require_reader("os_compute_api:ips:index")?;
+    let inst = visible(state, ctx, id).await?;
+    let Value::Object(all) = addresses(state, &inst.id).await? else { return Ok(Map::new()) };
+    Ok(all
+        .into_iter()
+        .map(|(net, list)| {
+            let plain: Vec<Value> = list
+                .as_array()
+                .map(|l| l.iter().map(|a| json!({"version": a["version"], "addr": a["addr"]})).collect())
+                .unwrap_or_default();
+            (net, Value::Array(plain))
+        })
+        .collect())
+}
+
+/// `GET /servers/{id}/ips`
+pub async fn list_ips(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+    Ok(axum::Json(json!({"addresses": plain_addresses(&state, &ctx, &id).await?})))
+}
+
+/// `GET /servers/{id}/ips/{network}`: the addresses on one network, by its name.
+pub async fn show_ips(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, network)): Path<(String, String)>,
+) -> JsonResult {
+    let mut all = plain_addresses(&state, &ctx, &id).await?;
+    let list =
+        all.remove(&network).ok_or_else(|| ApiError::not_found(format!("Network {network} could not be found.")))?;
+    let mut o = Map::new();
+    o.insert(network, list);
+    Ok(axum::Json(Value::Object(o)))
 }
