@@ -36,7 +36,7 @@ async fn cloud_layer_create_server_waits_for_active_and_deletes() {
     assert_eq!(seen["subnet_cidr"], "10.99.0.0/16", "{seen}");
     assert_eq!(seen["status"], "ACTIVE", "{seen}");
     assert_eq!(seen["admin_password"], "Sdk-Pass-123", "the caller's adminPass is used and echoed: {seen}");
-    assert_eq!(seen["config_drive"], true, "a requested config drive is reported: {seen}");
+    assert_eq!(seen["config_drive"], "True", "a requested config drive is reported as Nova does: {seen}");
     assert_eq!(seen["request_id_header"], true, "{seen}");
     assert_eq!(seen["deleted"], true, "{seen}");
 }
