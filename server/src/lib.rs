@@ -75,8 +75,22 @@ pub fn router(state: AppState) -> Router {
 /// SDKs send when they join an empty path segment), as Apache and uWSGI do in front of
 /// OpenStack's services.
 pub fn app(state: AppState) -> MapRequest<NormalizePath<Router>, fn(Request) -> Request> {
-    MapRequestLayer::new(merge_slashes as fn(Request) -> Request)
+    MapRequestLayer::new(prepare_path as fn(Request) -> Request)
         .layer(NormalizePathLayer::trim_trailing_slash().layer(router(state)))
+}
+
+/// Marks a request whose path ended in `/` before normalisation dropped it, for a service
+/// that answers such paths differently (Glance's exact routes: `GET /v2/images/` is a 404).
+#[derive(Clone, Copy, Debug)]
+pub struct TrailingSlash;
+
+fn prepare_path(req: Request) -> Request {
+    let mut req = merge_slashes(req);
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        req.extensions_mut().insert(TrailingSlash);
+    }
+    req
 }
 
 fn merge_slashes(mut req: Request) -> Request {

@@ -347,7 +347,7 @@ fn time_op(op: &str) -> Option<&'static str> {
 }
 
 /// Parameters handled explicitly; any other key filters on a free-form property.
-const LIST_PARAMS: [&str; 24] = [
+const LIST_PARAMS: [&str; 25] = [
     "limit",
     "marker",
     "member_status",
@@ -358,6 +358,7 @@ const LIST_PARAMS: [&str; 24] = [
     "visibility",
     "os_hidden",
     "protected",
+    "size",
     "size_min",
     "size_max",
     "id",
@@ -477,7 +478,8 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
             filters.push(Filter::TextIn(col, vec![v.to_string()]));
         }
     }
-    for col in ["min_ram", "min_disk"] {
+    // Exact matches on the integer columns (Glance filters on any image column).
+    for col in ["size", "min_ram", "min_disk"] {
         if let Some(v) = q.get(col) {
             let n = v.trim().parse::<i64>().map_err(|_| {
                 ApiError::bad_request(format!("Invalid value '{v}' for '{col}' filter: not an integer."))
@@ -746,9 +748,8 @@ async fn set_active(state: AppState, ctx: Ctx, id: String, deactivate: bool) -> 
     let img = visible_image(&state, &ctx, &id).await?;
     let (action, from, to) =
         if deactivate { ("deactivate", "active", "deactivated") } else { ("reactivate", "deactivated", "active") };
-    if !ctx.is_admin() {
-        return Err(denied(action));
-    }
+    // Glance's secure-RBAC default: admins, or members of the owning project.
+    require_owner(&ctx, &img, action)?;
     if img.status == to {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -761,12 +762,12 @@ async fn set_active(state: AppState, ctx: Ctx, id: String, deactivate: bool) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v2/images/{id}/actions/deactivate` (admin): 204.
+/// `POST /v2/images/{id}/actions/deactivate` (admin or owning project's member): 204.
 pub async fn deactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, true).await
 }
 
-/// `POST /v2/images/{id}/actions/reactivate` (admin): 204.
+/// `POST /v2/images/{id}/actions/reactivate` (admin or owning project's member): 204.
 pub async fn reactivate(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     set_active(state, ctx, id, false).await
 }

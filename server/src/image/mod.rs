@@ -3,7 +3,8 @@
 //! - [`images`]: create/list/show/update (JSON patch)/delete, tags, deactivate/reactivate;
 //! - [`data`]: `PUT`/`GET /v2/images/{id}/file`, streamed to and from `{data_dir}/images/{id}`;
 //! - [`members`]: sharing (`shared` images only);
-//! - [`schemas`]: the JSON schemas clients fetch.
+//! - [`schemas`]: the JSON schemas clients fetch;
+//! - `/v2/info/import`: the (empty) list of import methods.
 //!
 //! Policy follows Glance's secure-RBAC defaults: readers read what they can see, members of the
 //! owning project write, admins do everything; an image the caller cannot see is a 404.
@@ -42,7 +43,9 @@ pub fn router() -> Router<AppState> {
         .route("/schemas/image", get(schemas::image))
         .route("/schemas/images", get(schemas::images))
         .route("/schemas/member", get(schemas::member))
-        .route("/schemas/members", get(schemas::members));
+        .route("/schemas/members", get(schemas::members))
+        .route("/info/import", get(import_info))
+        .layer(axum::middleware::from_fn(exact_paths));
     Router::new().route("/", get(versions)).route("/versions", get(versions)).nest("/v2", v2)
 }
 
@@ -54,6 +57,22 @@ async fn versions(State(state): State<AppState>) -> impl IntoResponse {
         .map(|(i, v)| json!({"id": format!("v{v}"), "status": if i == 0 { "CURRENT" } else { "SUPPORTED" }, "links": [{"rel": "self", "href": href}]}))
         .collect();
     (StatusCode::MULTIPLE_CHOICES, axum::Json(json!({"versions": values})))
+}
+
+/// Glance matches its v2 routes exactly: a path with a trailing slash (`/v2/images/`, which
+/// clients send for an empty image id) is no route, a 404, not the listing it would be once
+/// the slash is dropped.
+async fn exact_paths(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if req.extensions().get::<crate::TrailingSlash>().is_some() {
+        return ApiError::not_found("The resource could not be found.").into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /v2/info/import`: the interoperable import methods. Meridian has none (images are
+/// uploaded with `PUT /v2/images/{id}/file`), like a Glance with `enabled_import_methods = []`.
+async fn import_info(_ctx: Ctx) -> axum::Json<Value> {
+    axum::Json(json!({"import-methods": {"description": "Import methods available.", "type": "array", "value": []}}))
 }
 
 /// Glance's accepted formats (its default `[image_format]` options).

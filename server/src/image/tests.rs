@@ -740,21 +740,24 @@ async fn deactivate_reactivate_and_tags() {
     let admin = app.admin_token.clone();
     let id = create_raw(&app, &alice, "d").await;
     let act = |what: &str| format!("/image/v2/images/{id}/actions/{what}");
-    // Admin only; only from active.
-    assert_eq!(app.json(Method::POST, &act("deactivate"), &alice, Value::Null).await.status, StatusCode::FORBIDDEN);
-    let r = app.json(Method::POST, &act("deactivate"), &admin, Value::Null).await;
+    // Admins or members of the owning project (Glance's secure-RBAC default); only from active.
+    let reader = app.user_in_project("rita", "proj-a", "reader").await;
+    let bob = app.user_in_project("bob", "proj-b", "member").await;
+    assert_eq!(app.json(Method::POST, &act("deactivate"), &reader, Value::Null).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.json(Method::POST, &act("deactivate"), &bob, Value::Null).await.status, StatusCode::NOT_FOUND);
+    let r = app.json(Method::POST, &act("deactivate"), &alice, Value::Null).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body["message"].as_str().expect("msg").contains("in status 'queued'"));
     upload(&app, &alice, &id, Body::from(vec![3u8; 100])).await;
-    assert_eq!(app.json(Method::POST, &act("deactivate"), &admin, Value::Null).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.json(Method::POST, &act("deactivate"), &alice, Value::Null).await.status, StatusCode::NO_CONTENT);
     assert_eq!(status_of(&app, &id).await, "deactivated");
     assert_eq!(app.json(Method::POST, &act("deactivate"), &admin, Value::Null).await.status, StatusCode::NO_CONTENT);
     // Downloads are refused to non-admins while deactivated.
     let file = format!("/image/v2/images/{id}/file");
     assert_eq!(get(&app, &alice, &file).await.status, StatusCode::FORBIDDEN);
     assert_eq!(get(&app, &admin, &file).await.bytes, vec![3u8; 100]);
-    assert_eq!(app.json(Method::POST, &act("reactivate"), &alice, Value::Null).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.json(Method::POST, &act("reactivate"), &admin, Value::Null).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.json(Method::POST, &act("reactivate"), &reader, Value::Null).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.json(Method::POST, &act("reactivate"), &alice, Value::Null).await.status, StatusCode::NO_CONTENT);
     assert_eq!(status_of(&app, &id).await, "active");
     assert_eq!(get(&app, &alice, &file).await.status, StatusCode::OK);
 
@@ -850,6 +853,11 @@ async fn listing_filters_sorting_and_pagination() {
     assert_eq!(ids(&r.body), vec![made[0].clone()]);
     let r = get(&app, &alice, "/image/v2/images?size_min=100&size_max=1000").await;
     assert_eq!(ids(&r.body), vec![made[0].clone()]);
+    assert!(ids(&get(&app, &alice, "/image/v2/images?size_min=501").await.body).is_empty());
+    // `size` is a column, not a free-form property.
+    let r = get(&app, &alice, "/image/v2/images?size=500").await;
+    assert_eq!(ids(&r.body), vec![made[0].clone()]);
+    assert!(ids(&get(&app, &alice, "/image/v2/images?size=499").await.body).is_empty());
     let r = get(&app, &alice, "/image/v2/images?flavor=odd&sort=name:asc").await;
     assert_eq!(names(&r.body), ["alpha", "charlie"], "free-form property filter");
     let r = get(&app, &alice, "/image/v2/images?name=delta&flavor=even").await;
@@ -916,6 +924,30 @@ async fn schemas_are_served() {
     assert_eq!(r.body["properties"]["images"]["items"]["name"], "image");
     assert_eq!(get(&app, &alice, "/image/v2/schemas/member").await.body["name"], "member");
     assert_eq!(get(&app, &alice, "/image/v2/schemas/members").await.body["name"], "members");
+}
+
+#[tokio::test]
+async fn import_info_lists_no_methods() {
+    let app = TestApp::new().await;
+    let alice = app.user_in_project("alice", "proj-a", "member").await;
+    let r = get(&app, &alice, "/image/v2/info/import").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["import-methods"]["value"], json!([]));
+}
+
+#[tokio::test]
+async fn empty_image_id_is_404_not_the_listing() {
+    let app = TestApp::new().await;
+    let alice = app.user_in_project("alice", "proj-a", "member").await;
+    create_raw(&app, &alice, "x").await;
+    // `images/` + an empty id: Glance has no such route.
+    let r = get(&app, &alice, "/image/v2/images/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = app.json(Method::DELETE, "/image/v2/images/", &alice, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The listing itself, and the version document with its slash, are unchanged.
+    assert_eq!(ids(&get(&app, &alice, "/image/v2/images").await.body).len(), 1);
+    assert_eq!(get(&app, &alice, "/image/").await.status, StatusCode::MULTIPLE_CHOICES);
 }
 
 /// A body fed by the test, chunk by chunk.

@@ -54,9 +54,26 @@ pub fn bounds(net: &IpNet) -> Range {
     (to_u128(net.network()), to_u128(net.broadcast()))
 }
 
-/// Parses a CIDR the way Neutron validates `cidr`: a prefix is required and host bits must be
-/// clear; the result is normalised (`FD00:0::/64` → `fd00::/64`).
+/// Parses a CIDR the way Neutron validates a route or address-pair CIDR: a prefix is required
+/// and host bits must be clear; the result is normalised (`FD00:0::/64` → `fd00::/64`).
 pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
+    let net = parse_net(field, s)?;
+    let canon = net.trunc();
+    if canon != net {
+        let why = format!("'{s}' isn't a recognized IP subnet cidr, '{canon}' is recommended");
+        return Err(NetError::bad_request(format!("Invalid input for {field}. Reason: {why}.")));
+    }
+    Ok(canon)
+}
+
+/// Parses a subnet's `cidr` as Neutron does: a prefix is required, but host bits may be set
+/// (`10.99.99.0/16`); the subnet gets the network they belong to (`10.99.0.0/16`).
+pub fn parse_subnet_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
+    Ok(parse_net(field, s)?.trunc())
+}
+
+/// An address with a prefix length, host bits as given.
+fn parse_net(field: &str, s: &str) -> Result<IpNet, NetError> {
     let bad = |why: String| NetError::bad_request(format!("Invalid input for {field}. Reason: {why}."));
     if s.trim() != s || s.is_empty() {
         return Err(bad(format!("'{s}' is not a valid IP subnet")));
@@ -70,12 +87,7 @@ pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, NetError> {
             Err(_) => Err(bad(format!("'{s}' is not a valid IP subnet"))),
         };
     }
-    let net: IpNet = s.parse().map_err(|_| bad(format!("'{s}' is not a valid IP subnet")))?;
-    let canon = net.trunc();
-    if canon != net {
-        return Err(bad(format!("'{s}' isn't a recognized IP subnet cidr, '{canon}' is recommended")));
-    }
-    Ok(canon)
+    s.parse().map_err(|_| bad(format!("'{s}' is not a valid IP subnet")))
 }
 
 /// Parses an IP address attribute.
@@ -259,6 +271,10 @@ mod tests {
         assert!(err.to_string().contains("'10.0.0.0/24' is recommended"), "{err}");
         assert!(parse_cidr("cidr", "10.0.0.0").is_err());
         assert!(parse_cidr("cidr", "nonsense/8").is_err());
+        // A subnet's cidr may have host bits set: the subnet is the network they belong to.
+        assert_eq!(parse_subnet_cidr("cidr", "10.99.99.0/16").expect("ok").to_string(), "10.99.0.0/16");
+        assert_eq!(parse_subnet_cidr("cidr", "FD00::1/64").expect("ok").to_string(), "fd00::/64");
+        assert!(parse_subnet_cidr("cidr", "10.0.0.0").is_err());
     }
 
     #[test]

@@ -31,7 +31,6 @@ pub(crate) const SCHEMA: Schema = Schema {
         ("shared", Kind::Bool),
         ("subnets", Kind::List),
         ("mtu", Kind::Int),
-        ("router:external", Kind::Bool),
         ("availability_zone_hints", Kind::List),
         ("availability_zones", Kind::List),
         ("port_security_enabled", Kind::Bool),
@@ -43,7 +42,6 @@ pub(crate) const SCHEMA: Schema = Schema {
         ("ipv4_address_scope", Kind::Str),
         ("ipv6_address_scope", Kind::Str),
         ("l2_adjacency", Kind::Bool),
-        ("is_default", Kind::Bool),
     ],
     post: &[
         "name",
@@ -52,22 +50,11 @@ pub(crate) const SCHEMA: Schema = Schema {
         "admin_state_up",
         "shared",
         "mtu",
-        "router:external",
         "availability_zone_hints",
         "port_security_enabled",
         "description",
-        "is_default",
     ],
-    put: &[
-        "name",
-        "admin_state_up",
-        "shared",
-        "mtu",
-        "router:external",
-        "port_security_enabled",
-        "description",
-        "is_default",
-    ],
+    put: &["name", "admin_state_up", "shared", "mtu", "port_security_enabled", "description"],
 };
 
 pub(crate) fn network_json(n: &Network) -> Obj {
@@ -81,7 +68,6 @@ pub(crate) fn network_json(n: &Network) -> Obj {
         "shared": n.shared != 0,
         "subnets": n.subnets,
         "mtu": n.mtu,
-        "router:external": n.external != 0,
         "availability_zone_hints": n.az_hints(),
         "availability_zones": [AZ],
         "port_security_enabled": n.port_security_enabled != 0,
@@ -93,7 +79,6 @@ pub(crate) fn network_json(n: &Network) -> Obj {
         "ipv4_address_scope": null,
         "ipv6_address_scope": null,
         "l2_adjacency": true,
-        "is_default": n.is_default != 0,
     });
     match v {
         Value::Object(o) => o,
@@ -162,12 +147,6 @@ fn build(ctx: &Ctx, m: &Obj) -> ApiResult<Network> {
     if let Some(b) = admin_flag(ctx, m, "shared", "create_network", false)? {
         n.shared = i64::from(b);
     }
-    if let Some(b) = admin_flag(ctx, m, "router:external", "create_network", false)? {
-        n.external = i64::from(b);
-    }
-    if let Some(b) = admin_flag(ctx, m, "is_default", "create_network", false)? {
-        n.is_default = i64::from(b);
-    }
     if let Some(b) = api::boolean(m, "port_security_enabled")? {
         n.port_security_enabled = i64::from(b);
     }
@@ -183,9 +162,6 @@ fn build(ctx: &Ctx, m: &Obj) -> ApiResult<Network> {
             .into());
         }
         n.availability_zone_hints = serde_json::to_string(&hints).unwrap_or_else(|_| "[]".into());
-    }
-    if n.is_default != 0 && n.external == 0 {
-        return Err(NetError::invalid_input("is_default may only be set on external networks").into());
     }
     Ok(n)
 }
@@ -217,15 +193,9 @@ pub async fn update(
         description: api::string(&m, "description", 255)?,
         admin_state_up: api::boolean(&m, "admin_state_up")?,
         shared: admin_flag(&ctx, &m, "shared", "update_network", true)?,
-        external: admin_flag(&ctx, &m, "router:external", "update_network", true)?,
-        is_default: admin_flag(&ctx, &m, "is_default", "update_network", true)?,
         mtu: mtu(&m)?,
         port_security_enabled: api::boolean(&m, "port_security_enabled")?,
     };
-    let external = u.external.unwrap_or(n.external != 0);
-    if u.is_default.unwrap_or(n.is_default != 0) && !external {
-        return Err(NetError::invalid_input("is_default may only be set on external networks").into());
-    }
     let updated = state.store.update_network(&id, &u).await?;
     Ok(axum::Json(json!({"network": network_json(&updated)})))
 }

@@ -314,7 +314,7 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<Subnet> {
             return Err(invalid("cidr", format!("'{}' is not a valid IP subnet", api::shown(v))));
         }
     };
-    let net = ipam::parse_cidr("cidr", &cidr_text)?;
+    let net = ipam::parse_subnet_cidr("cidr", &cidr_text)?;
     if i64::from(ipam::net_version(&net)) != version {
         return Err(NetError::invalid_input(format!("cidr '{net}' does not match the ip_version '{version}'")).into());
     }

@@ -78,11 +78,15 @@ async fn discovery_documents() {
     let r = get(&app, &t, "/extensions").await;
     let aliases: Vec<&str> =
         r.body["extensions"].as_array().expect("list").iter().filter_map(|x| x["alias"].as_str()).collect();
-    for a in ["quotas", "quota_details", "project-id", "standard-attr-timestamp", "net-mtu", "external-net", "binding"]
+    for a in
+        ["quotas", "quota_details", "project-id", "standard-attr-timestamp", "standard-attr-tag", "net-mtu", "binding"]
     {
         assert!(aliases.contains(&a), "{a}");
     }
-    assert!(!aliases.contains(&"router") && !aliases.contains(&"security-group"));
+    // No routers or floating IPs: nothing that makes clients look for them.
+    for a in ["router", "external-net", "security-group"] {
+        assert!(!aliases.contains(&a), "{a}");
+    }
     assert_eq!(get(&app, &t, "/extensions/quotas").await.body["extension"]["alias"], "quotas");
     assert_eq!(get(&app, &t, "/extensions/router").await.status, StatusCode::NOT_FOUND);
     let r = app.json(Method::GET, "/network/v2.0/networks", "bogus", Value::Null).await;
@@ -100,14 +104,14 @@ async fn network_crud() {
     assert_eq!(n["admin_state_up"], true);
     assert_eq!(n["shared"], false);
     assert_eq!(n["mtu"], 1500);
-    assert_eq!(n["router:external"], false);
+    // Attributes of extensions that are not loaded are not shown.
+    assert!(n.get("router:external").is_none() && n.get("is_default").is_none(), "{n}");
     assert_eq!(n["availability_zones"], json!(["nova"]));
     assert_eq!(n["availability_zone_hints"], json!([]));
     assert_eq!(n["subnets"], json!([]));
     assert_eq!(n["tags"], json!([]));
     assert_eq!(n["port_security_enabled"], true);
     assert_eq!(n["l2_adjacency"], true);
-    assert_eq!(n["is_default"], false);
     assert_eq!(n["ipv4_address_scope"], Value::Null);
     assert_eq!(n["revision_number"], 0);
     assert_eq!(n["project_id"], n["tenant_id"]);
@@ -141,8 +145,13 @@ async fn network_crud() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = put(&app, &t, &format!("/networks/{id}"), json!({"network": {"shared": true}})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "members may not share");
-    let r = post(&app, &t, "/networks", json!({"network": {"router:external": true}})).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Neutron's answer for an attribute of an extension it does not load.
+    let admin = app.admin_token.clone();
+    let r = post(&app, &admin, "/networks", json!({"network": {"router:external": true}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["NeutronError"]["message"], "Unrecognized attribute(s) 'router:external'");
+    let r = put(&app, &admin, &format!("/networks/{id}"), json!({"network": {"router:external": false}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = post(&app, &t, "/networks", json!({"network": {"id": "mine"}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = post(&app, &t, "/networks", json!({"network": {"availability_zone_hints": ["elsewhere"]}})).await;
@@ -360,7 +369,7 @@ async fn ipv4_subnets() {
         json!({"subnet": b})
     };
     let cases = [
-        (json!({"cidr": "10.9.0.5/24"}), StatusCode::BAD_REQUEST, "HTTPBadRequest"),
+        (json!({"cidr": "10.9.0.5"}), StatusCode::BAD_REQUEST, "HTTPBadRequest"),
         (json!({"cidr": "fd00::/64"}), StatusCode::BAD_REQUEST, "InvalidInput"),
         (json!({"cidr": "10.0.0.128/25"}), StatusCode::BAD_REQUEST, "InvalidInput"),
         (json!({"cidr": "10.9.0.0/24", "gateway_ip": "10.8.0.1"}), StatusCode::BAD_REQUEST, "InvalidInput"),
@@ -505,6 +514,48 @@ async fn ipv6_subnets_and_dual_stack_ports() {
 }
 
 #[tokio::test]
+async fn auto_address_subnet_is_deleted_under_its_ports() {
+    let app = TestApp::new().await;
+    let t = app.admin_token.clone();
+    for mode in ["slaac", "dhcpv6-stateless"] {
+        let net = network(&app, &t, json!({"name": mode})).await;
+        let r = post(
+            &app,
+            &t,
+            "/subnets",
+            json!({"subnet": {"network_id": net, "cidr": "2001:db8::/64", "ip_version": 6, "ipv6_ra_mode": mode, "ipv6_address_mode": mode}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let sid = r.body["subnet"]["id"].as_str().expect("id").to_string();
+        let r = port(&app, &t, json!({"network_id": net})).await;
+        assert_eq!(ips(&r.body["port"]).len(), 1);
+        let pid = r.body["port"]["id"].as_str().expect("id").to_string();
+        let revision = r.body["port"]["revision_number"].as_i64().expect("revision");
+        // The port loses its derived address, the subnet goes; the port keeps the network busy.
+        assert_eq!(delete(&app, &t, &format!("/subnets/{sid}")).await.status, StatusCode::NO_CONTENT, "{mode}");
+        let r = get(&app, &t, &format!("/ports/{pid}")).await;
+        assert_eq!(r.body["port"]["fixed_ips"], json!([]));
+        assert_eq!(r.body["port"]["revision_number"].as_i64(), Some(revision + 1));
+        let r = delete(&app, &t, &format!("/networks/{net}")).await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+    }
+}
+
+#[tokio::test]
+async fn subnet_cidr_with_host_bits_is_normalised() {
+    let app = TestApp::new().await;
+    let t = app.admin_token.clone();
+    let net = network(&app, &t, json!({"name": "hb"})).await;
+    let r =
+        post(&app, &t, "/subnets", json!({"subnet": {"network_id": net, "cidr": "10.99.99.0/16", "ip_version": 4}}))
+            .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["subnet"]["cidr"], "10.99.0.0/16");
+    assert_eq!(r.body["subnet"]["gateway_ip"], "10.99.0.1");
+}
+
+#[tokio::test]
 async fn port_crud_and_ipam() {
     let app = TestApp::new().await;
     let t = app.admin_token.clone();
@@ -527,12 +578,16 @@ async fn port_crud_and_ipam() {
     assert_eq!(p["binding:profile"], json!({}));
     assert_eq!(p["binding:vif_details"], json!({}));
     assert_eq!(p["binding:host_id"], "");
-    assert_eq!(p["security_groups"], json!([]));
+    // The security-group extension is not loaded: no such attribute, and it is refused.
+    assert!(p.get("security_groups").is_none(), "{p}");
     assert_eq!(p["allowed_address_pairs"], json!([]));
     assert_eq!(p["extra_dhcp_opts"], json!([]));
     assert_eq!(p["port_security_enabled"], true);
     assert_eq!(p["admin_state_up"], true);
     let pid = p["id"].as_str().expect("id").to_string();
+    let r = port(&app, &t, json!({"network_id": net, "security_groups": ["default"]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["NeutronError"]["message"], "Unrecognized attribute(s) 'security_groups'");
 
     let r =
         port(&app, &t, json!({"network_id": net, "fixed_ips": [{"subnet_id": sub, "ip_address": "10.0.0.20"}]})).await;

@@ -326,9 +326,6 @@ impl Port {
     pub fn tag_list(&self) -> Vec<String> {
         json_strings(&self.tags)
     }
-    pub fn security_group_list(&self) -> Vec<String> {
-        json_strings(&self.security_groups)
-    }
     pub fn address_pairs(&self) -> Value {
         json_value(&self.allowed_address_pairs, Value::Array(Vec::new()))
     }
@@ -410,8 +407,6 @@ pub struct NetworkUpdate {
     pub description: Option<String>,
     pub admin_state_up: Option<bool>,
     pub shared: Option<bool>,
-    pub external: Option<bool>,
-    pub is_default: Option<bool>,
     pub mtu: Option<i64>,
     pub port_security_enabled: Option<bool>,
 }
@@ -1040,8 +1035,6 @@ impl Store {
         };
         set(&mut n.admin_state_up, u.admin_state_up);
         set(&mut n.shared, u.shared);
-        set(&mut n.external, u.external);
-        set(&mut n.is_default, u.is_default);
         set(&mut n.port_security_enabled, u.port_security_enabled);
         if let Some(m) = u.mtu {
             n.mtu = m;
@@ -1049,17 +1042,14 @@ impl Store {
         n.updated_at = now();
         n.revision_number += 1;
         sqlx::query(
-            "UPDATE networks SET name = $2, description = $3, admin_state_up = $4, shared = $5, external = $6, \
-             is_default = $7, mtu = $8, port_security_enabled = $9, updated_at = $10, \
-             revision_number = revision_number + 1 WHERE id = $1",
+            "UPDATE networks SET name = $2, description = $3, admin_state_up = $4, shared = $5, mtu = $6, \
+             port_security_enabled = $7, updated_at = $8, revision_number = revision_number + 1 WHERE id = $1",
         )
         .bind(id)
         .bind(&n.name)
         .bind(&n.description)
         .bind(n.admin_state_up)
         .bind(n.shared)
-        .bind(n.external)
-        .bind(n.is_default)
         .bind(n.mtu)
         .bind(n.port_security_enabled)
         .bind(&n.updated_at)
@@ -1234,18 +1224,24 @@ impl Store {
     }
 
     /// Deletes a subnet; `SubnetInUse` while a port other than an auto-delete one has an
-    /// address on it (those lose theirs).
+    /// address on it (those lose theirs). On a SLAAC or DHCPv6-stateless subnet every port
+    /// loses its address instead, as in Neutron: the address is derived from the port's MAC
+    /// and the guest configures it itself, so nothing was handed out that must be taken back.
     pub async fn delete_subnet(&self, id: &str) -> NetResult<()> {
         let mut tx = self.begin().await?;
         let s = fetch_subnet(&mut tx, id).await?;
-        let busy: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM ip_allocations a JOIN ports p ON p.id = a.port_id \
-             WHERE a.subnet_id = $1 AND p.device_owner NOT IN ({})",
-            auto_owners_sql()
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let busy: i64 = if s.is_auto_address() {
+            0
+        } else {
+            sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM ip_allocations a JOIN ports p ON p.id = a.port_id \
+                 WHERE a.subnet_id = $1 AND p.device_owner NOT IN ({})",
+                auto_owners_sql()
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+        };
         if busy > 0 {
             return Err(NetError::conflict(
                 "SubnetInUse",
@@ -1254,6 +1250,15 @@ impl Store {
                 ),
             ));
         }
+        // The ports that lose an address change: a new revision, as Neutron's port update.
+        sqlx::query(
+            "UPDATE ports SET revision_number = revision_number + 1, updated_at = $2 \
+             WHERE id IN (SELECT port_id FROM ip_allocations WHERE subnet_id = $1)",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM ip_allocations WHERE subnet_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM subnets WHERE id = $1").bind(id).execute(&mut *tx).await?;
         bump_network(&mut tx, &s.network_id).await?;
