@@ -99,7 +99,7 @@ FEATURES = {
         "api_v1": False,
         "api_v2": True,
         "import_image": False,
-        "os_glance_reserved": False,
+        "os_glance_reserved": True,
         "manage_locations": False,
         # Meridian stores what is uploaded without inspecting it against disk_format.
         "image_format_enforcement": False,
@@ -453,7 +453,12 @@ def main():
     ws = os.path.join(args.workdir, "tempest")
     shutil.rmtree(ws, ignore_errors=True)
     tempest = os.path.join(os.path.dirname(sys.executable), "tempest")
-    subprocess.run([tempest, "init", ws], check=True, capture_output=True)
+    # A workspace registry of this run's own: the shared ~/.tempest one refuses a second
+    # workspace named `tempest`, which every run (and every concurrent workdir) uses.
+    registry = os.path.join(args.workdir, "workspace.yaml")
+    if os.path.exists(registry):
+        os.remove(registry)
+    subprocess.run([tempest, "init", "--workspace-path", registry, ws], check=True, capture_output=True)
 
     cloud = Cloud(args.bin, args.workdir)
     try:

@@ -347,7 +347,7 @@ fn time_op(op: &str) -> Option<&'static str> {
 }
 
 /// Parameters handled explicitly; any other key filters on a free-form property.
-const LIST_PARAMS: [&str; 24] = [
+const LIST_PARAMS: [&str; 25] = [
     "limit",
     "marker",
     "member_status",
@@ -358,6 +358,7 @@ const LIST_PARAMS: [&str; 24] = [
     "visibility",
     "os_hidden",
     "protected",
+    "size",
     "size_min",
     "size_max",
     "id",
@@ -477,7 +478,8 @@ fn image_query(ctx: &Ctx, q: &Query) -> ApiResult<ImageQuery> {
             filters.push(Filter::TextIn(col, vec![v.to_string()]));
         }
     }
-    for col in ["min_ram", "min_disk"] {
+    // Exact matches on the integer columns (Glance filters on any image column).
+    for col in ["size", "min_ram", "min_disk"] {
         if let Some(v) = q.get(col) {
             let n = v.trim().parse::<i64>().map_err(|_| {
                 ApiError::bad_request(format!("Invalid value '{v}' for '{col}' filter: not an integer."))

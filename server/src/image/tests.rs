@@ -853,6 +853,11 @@ async fn listing_filters_sorting_and_pagination() {
     assert_eq!(ids(&r.body), vec![made[0].clone()]);
     let r = get(&app, &alice, "/image/v2/images?size_min=100&size_max=1000").await;
     assert_eq!(ids(&r.body), vec![made[0].clone()]);
+    assert!(ids(&get(&app, &alice, "/image/v2/images?size_min=501").await.body).is_empty());
+    // `size` is a column, not a free-form property.
+    let r = get(&app, &alice, "/image/v2/images?size=500").await;
+    assert_eq!(ids(&r.body), vec![made[0].clone()]);
+    assert!(ids(&get(&app, &alice, "/image/v2/images?size=499").await.body).is_empty());
     let r = get(&app, &alice, "/image/v2/images?flavor=odd&sort=name:asc").await;
     assert_eq!(names(&r.body), ["alpha", "charlie"], "free-form property filter");
     let r = get(&app, &alice, "/image/v2/images?name=delta&flavor=even").await;

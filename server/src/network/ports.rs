@@ -47,7 +47,6 @@ pub(crate) const SCHEMA: Schema = Schema {
         ("fixed_ips", Kind::Dict),
         ("allowed_address_pairs", Kind::Dict),
         ("extra_dhcp_opts", Kind::Dict),
-        ("security_groups", Kind::List),
         ("port_security_enabled", Kind::Bool),
         ("description", Kind::Str),
         ("tags", Kind::List),
@@ -72,7 +71,6 @@ pub(crate) const SCHEMA: Schema = Schema {
         "fixed_ips",
         "allowed_address_pairs",
         "extra_dhcp_opts",
-        "security_groups",
         "port_security_enabled",
         "description",
         "binding:host_id",
@@ -88,7 +86,6 @@ pub(crate) const SCHEMA: Schema = Schema {
         "fixed_ips",
         "allowed_address_pairs",
         "extra_dhcp_opts",
-        "security_groups",
         "port_security_enabled",
         "description",
         "binding:host_id",
@@ -115,7 +112,6 @@ pub(crate) fn port_json(p: &Port, admin: bool) -> Obj {
         "fixed_ips": fixed,
         "allowed_address_pairs": p.address_pairs(),
         "extra_dhcp_opts": p.dhcp_opts(),
-        "security_groups": p.security_group_list(),
         "port_security_enabled": p.port_security_enabled != 0,
         "description": p.description,
         "tags": p.tag_list(),
@@ -374,18 +370,11 @@ fn check_attr_policy(ctx: &Ctx, m: &Obj, net: &Network, action: &str, fixed: Opt
     Ok(())
 }
 
-fn check_port_security(enabled: bool, pairs: &[Value], groups: &[String]) -> ApiResult<()> {
+fn check_port_security(enabled: bool, pairs: &[Value]) -> ApiResult<()> {
     if !enabled && !pairs.is_empty() {
         return Err(NetError::conflict(
             "AddressPairAndPortSecurityRequired",
             "Port Security must be enabled in order to have allowed address pairs on a port.",
-        )
-        .into());
-    }
-    if !enabled && !groups.is_empty() {
-        return Err(NetError::conflict(
-            "PortSecurityAndIPRequiredForSecurityGroups",
-            "Port security must be enabled and port must have an IP address in order to use security groups.",
         )
         .into());
     }
@@ -432,11 +421,10 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<NewPort> {
         p.vnic_type = v;
     }
     p.port_security_enabled = api::boolean(m, "port_security_enabled")?;
-    p.security_groups = api::str_list(m, "security_groups")?.unwrap_or_default();
     p.allowed_address_pairs = address_pairs(m)?.unwrap_or_default();
     p.extra_dhcp_opts = dhcp_opts(m)?.unwrap_or_default();
     let enabled = p.port_security_enabled.unwrap_or(net.port_security_enabled != 0);
-    check_port_security(enabled, &p.allowed_address_pairs, &p.security_groups)?;
+    check_port_security(enabled, &p.allowed_address_pairs)?;
     Ok(p)
 }
 
@@ -480,15 +468,16 @@ pub async fn update(
         vnic_type: vnic_type(&m)?,
         binding_profile: profile(&m)?,
         port_security_enabled: api::boolean(&m, "port_security_enabled")?,
-        security_groups: api::str_list(&m, "security_groups")?,
+        // No security groups: the extension is not loaded (issue 15), so the attribute is not
+        // part of the API; the stored list stays as it is.
+        security_groups: None,
         allowed_address_pairs: address_pairs(&m)?,
         extra_dhcp_opts: dhcp_opts(&m)?,
     };
     let enabled = u.port_security_enabled.unwrap_or(p.port_security_enabled != 0);
     let pairs =
         u.allowed_address_pairs.clone().unwrap_or_else(|| p.address_pairs().as_array().cloned().unwrap_or_default());
-    let groups = u.security_groups.clone().unwrap_or_else(|| p.security_group_list());
-    check_port_security(enabled, &pairs, &groups)?;
+    check_port_security(enabled, &pairs)?;
     let updated = state.store.update_port(&id, &u).await?;
     Ok(axum::Json(json!({"port": port_json(&updated, ctx.is_admin())})))
 }

@@ -326,9 +326,6 @@ impl Port {
     pub fn tag_list(&self) -> Vec<String> {
         json_strings(&self.tags)
     }
-    pub fn security_group_list(&self) -> Vec<String> {
-        json_strings(&self.security_groups)
-    }
     pub fn address_pairs(&self) -> Value {
         json_value(&self.allowed_address_pairs, Value::Array(Vec::new()))
     }
