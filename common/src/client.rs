@@ -1,4 +1,4 @@
-//! An OpenStack client: password authentication (Keystone v3), the service catalog, and JSON
+//! An OpenStack client: password or application-credential authentication (Keystone v3), the service catalog, and JSON
 //! requests to a service by type with the compute microversion header where asked.
 //!
 //! Errors carry the HTTP status and the message from the service's fault body, whichever of the
@@ -40,7 +40,8 @@ impl ClientError {
     }
 }
 
-/// Password credentials for a project-scoped token.
+/// Credentials for a project-scoped token: a password, or an application credential (when
+/// `app_cred` is set, `password` is unused and the project is the credential's own).
 #[derive(Clone)]
 pub struct Credentials {
     pub auth_url: String,
@@ -49,6 +50,16 @@ pub struct Credentials {
     pub project_name: String,
     pub user_domain: String,
     pub project_domain: String,
+    pub app_cred: Option<AppCredential>,
+}
+
+/// An application credential (clouds.yaml `auth_type: v3applicationcredential`): by id, or by
+/// name with the owner's `username` and `user_domain`.
+#[derive(Clone)]
+pub struct AppCredential {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub secret: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -58,6 +69,7 @@ impl std::fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("project_name", &self.project_name)
+            .field("app_cred", &self.app_cred.as_ref().map(|a| a.id.as_ref().or(a.name.as_ref())))
             .finish()
     }
 }
@@ -232,11 +244,22 @@ async fn password_token(http: &reqwest::Client, c: &Credentials) -> Result<Sessi
 async fn password_token_scoped(http: &reqwest::Client, c: &Credentials, scope: Value) -> Result<Session, ClientError> {
     let base = c.auth_url.trim_end_matches('/');
     let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
-        "scope": scope,
-    }});
+    let body = match &c.app_cred {
+        // The credential carries its own project: no scope is sent.
+        Some(a) => {
+            let cred = match &a.id {
+                Some(id) => json!({"id": id, "secret": a.secret}),
+                None => json!({"name": a.name, "secret": a.secret,
+                               "user": {"name": c.username, "domain": {"name": c.user_domain}}}),
+            };
+            json!({"auth": {"identity": {"methods": ["application_credential"], "application_credential": cred}}})
+        }
+        None => json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": c.username, "domain": {"name": c.user_domain}, "password": c.password}}},
+            "scope": scope,
+        }}),
+    };
     let resp =
         http.post(&url).json(&body).send().await.map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;
     let token = resp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_string);

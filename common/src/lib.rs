@@ -6,4 +6,4 @@ pub mod agent;
 pub mod client;
 
 #[cfg(feature = "client")]
-pub use client::{Client, ClientError, Credentials, Session};
+pub use client::{AppCredential, Client, ClientError, Credentials, Session};

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::identity::{Domain, Project, Role, Token, TokenContext, User};
+use crate::store::identity::{Domain, Project, Role, Scope, Token, TokenContext, User};
 use crate::store::parse_time;
 
 /// An authenticated request: who, in which project, with which (effective) roles.
@@ -16,6 +16,10 @@ pub struct Ctx {
     pub user: User,
     pub user_domain: Domain,
     pub project: Option<(Project, Domain)>,
+    /// The domain of a domain-scoped token.
+    pub domain: Option<Domain>,
+    /// A system-scoped token (`scope.system.all`).
+    pub system: bool,
     pub roles: Vec<Role>,
     /// This request's id (`req-<uuid>`), what instance actions record.
     pub request_id: String,
@@ -25,8 +29,10 @@ impl Ctx {
     pub fn has_role(&self, name: &str) -> bool {
         self.roles.iter().any(|r| r.name == name)
     }
+    /// Cloud admin: admin on a project (Keystone's legacy `admin_required`) or on the system.
+    /// A domain admin is not: that role reaches only its domain.
     pub fn is_admin(&self) -> bool {
-        self.has_role("admin")
+        self.has_role("admin") && (self.project.is_some() || self.system)
     }
     /// The project a service request acts in; service APIs need a project-scoped token.
     pub fn project_id(&self) -> ApiResult<&str> {
@@ -141,26 +147,39 @@ async fn validate_in_store(state: &AppState, token_id: &str) -> ApiResult<Option
     let Some(found) = state.store.token_context(token_id).await? else {
         return Ok(None);
     };
-    let TokenContext { token, user, user_domain, project } = found;
+    let TokenContext { token, user, user_domain, project, domain } = found;
     let expired = parse_time(&token.expires_at).is_none_or(|t| t <= chrono::Utc::now());
     if token.revoked != 0 || expired || user.enabled == 0 {
         return Ok(None);
     }
-    let (project, roles) = match (&token.project_id, project) {
-        (None, _) => (None, Vec::new()),
-        // Scoped to a project that is gone or disabled.
-        (Some(_), None) => return Ok(None),
-        (Some(_), Some((p, _))) if p.enabled == 0 => return Ok(None),
-        (Some(pid), Some(scope)) => {
-            let roles = state.store.effective_roles(&user.id, pid).await?;
+    let scope = match (&token.project_id, &project, &token.domain_id, &domain) {
+        (None, _, None, _) if token.system_scope != 0 => Some(Scope::System),
+        (None, _, None, _) => None,
+        // Scoped to a project or domain that is gone or disabled.
+        (Some(pid), Some((p, _)), _, _) if p.enabled != 0 => Some(Scope::Project(pid.clone())),
+        (None, _, Some(did), Some(d)) if d.enabled != 0 => Some(Scope::Domain(did.clone())),
+        _ => return Ok(None),
+    };
+    let roles = match &scope {
+        None => Vec::new(),
+        Some(scope) => {
+            let mut roles = state.store.effective_roles(&user.id, scope).await?;
+            if let Some(app_cred) = &token.app_cred_id {
+                match crate::identity::app_creds::delegated_roles(state, app_cred, roles).await? {
+                    Some(delegated) => roles = delegated,
+                    // The credential was deleted or has expired.
+                    None => return Ok(None),
+                }
+            }
             if roles.is_empty() {
-                // The user lost every role on the project since the token was issued.
+                // The user lost every role on the scope since the token was issued.
                 return Ok(None);
             }
-            (Some(scope), roles)
+            roles
         }
     };
-    Ok(Some(Ctx { token, user, user_domain, project, roles, request_id: String::new() }))
+    let system = scope == Some(Scope::System);
+    Ok(Some(Ctx { token, user, user_domain, project, domain, system, roles, request_id: String::new() }))
 }
 
 /// Hashes a password with argon2id (off the async executor: it is deliberately slow).

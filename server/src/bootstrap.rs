@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::auth;
 use crate::config::Config;
-use crate::identity::{DEFAULT_DOMAIN_ID, REGION};
+use crate::identity::DEFAULT_DOMAIN_ID;
 use crate::store::compute::Flavor;
 use crate::store::identity::{Project, User};
 use crate::store::{Store, StoreError, new_hex_id};
@@ -35,17 +35,21 @@ pub struct Outcome {
 pub async fn run(store: &Store, cfg: &Config) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     ignore_conflict(store.create_domain(DEFAULT_DOMAIN_ID, "Default", "The default domain").await)?;
-    for role in ["admin", "member", "reader"] {
+    // Keystone's bootstrap roles, and its chain admin ⇒ manager ⇒ member ⇒ reader; `service`
+    // stands alone (service users).
+    for role in ["admin", "manager", "member", "reader", "service"] {
         if matches!(store.get_role_by_name(role).await, Err(StoreError::NotFound(_))) {
             ignore_conflict(store.create_role(&new_hex_id(), role, None).await)?;
         }
     }
     let admin_role = store.get_role_by_name("admin").await?;
+    let manager_role = store.get_role_by_name("manager").await?;
     let member_role = store.get_role_by_name("member").await?;
     let reader_role = store.get_role_by_name("reader").await?;
-    store.add_implied_role(&admin_role.id, &member_role.id).await?;
+    store.add_implied_role(&admin_role.id, &manager_role.id).await?;
+    store.add_implied_role(&manager_role.id, &member_role.id).await?;
     store.add_implied_role(&member_role.id, &reader_role.id).await?;
-    store.ensure_region(REGION).await?;
+    crate::identity::catalog::seed(store).await?;
 
     let project = match store.get_project_by_name(DEFAULT_DOMAIN_ID, "admin").await {
         Ok(p) => p,
@@ -57,6 +61,7 @@ pub async fn run(store: &Store, cfg: &Config) -> anyhow::Result<Outcome> {
                 description: "Bootstrap project for initializing the cloud.".into(),
                 enabled: 1,
                 tags: "[]".into(),
+                parent_id: None,
             };
             ignore_conflict(store.create_project(&p).await)?;
             store.get_project_by_name(DEFAULT_DOMAIN_ID, "admin").await?
@@ -84,11 +89,23 @@ pub async fn run(store: &Store, cfg: &Config) -> anyhow::Result<Outcome> {
             email: None,
             description: Some("Bootstrap administrator".into()),
             default_project_id: Some(project.id.clone()),
+            extra: "{}".into(),
         };
         ignore_conflict(store.create_user(&user).await)?;
     }
     let admin = store.get_user_by_name(DEFAULT_DOMAIN_ID, "admin").await?;
     store.grant(&admin.id, &project.id, &admin_role.id).await?;
+    // Keystone's bootstrap also makes the admin a system admin.
+    store
+        .add_grant(&crate::store::identity::Grant {
+            actor_type: "user".into(),
+            actor_id: admin.id.clone(),
+            target_type: "system".into(),
+            target_id: crate::store::identity::SYSTEM_ALL.into(),
+            role_id: admin_role.id.clone(),
+            inherited: 0,
+        })
+        .await?;
 
     for (id, name, ram, disk, vcpus) in DEFAULT_FLAVORS {
         if matches!(store.get_flavor(id).await, Err(StoreError::NotFound(_))) {

@@ -179,6 +179,7 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
                 description,
                 enabled: 1,
                 tags: "[]".into(),
+                parent_id: None,
             };
             store.create_project(&p).await?;
             println!("created project {name} ({})", p.id);
@@ -194,6 +195,7 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
                 email,
                 description: None,
                 default_project_id: None,
+                extra: "{}".into(),
             };
             let project = match &project {
                 Some(p) => Some(store.get_project_by_name(DEFAULT_DOMAIN_ID, p).await?),
@@ -236,10 +238,14 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
         Admin::ListUsers => {
             for u in store.list_users(&NameFilter::default()).await? {
                 let mut grants = Vec::new();
-                for a in store.list_assignments(Some(&u.id), None, None).await? {
-                    let p = store.get_project(&a.project_id).await?;
-                    let r = store.get_role(&a.role_id).await?;
-                    grants.push(format!("{}:{}", p.name, r.name));
+                for g in store.list_grants(Some(("user", &u.id)), None, None, None).await? {
+                    let target = match g.target_type.as_str() {
+                        "project" => store.get_project(&g.target_id).await?.name,
+                        "domain" => format!("domain {}", store.get_domain(&g.target_id).await?.name),
+                        _ => "system".to_string(),
+                    };
+                    let r = store.get_role(&g.role_id).await?;
+                    grants.push(format!("{target}:{}", r.name));
                 }
                 println!("{}  {}  {}", u.id, u.name, grants.join(","));
             }

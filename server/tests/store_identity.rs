@@ -3,7 +3,7 @@
 mod common;
 
 use meridian_server::store::compute::{Flavor, FlavorFilter, Keypair};
-use meridian_server::store::identity::{NameFilter, Project, Token, User};
+use meridian_server::store::identity::{Grant, Group, NameFilter, Project, Scope, Token, User};
 use meridian_server::store::{StoreError, new_hex_id, now};
 
 async fn scenario(s: &meridian_server::store::Store, backend: &str) {
@@ -17,6 +17,7 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         description: String::new(),
         enabled: 1,
         tags: "[]".into(),
+        parent_id: None,
     };
     s.create_project(&p).await.expect("project");
     let dup = Project { id: new_hex_id(), ..p.clone() };
@@ -39,6 +40,7 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         email: None,
         description: None,
         default_project_id: Some(p.id.clone()),
+        extra: r#"{"project_id": "x"}"#.into(),
     };
     s.create_user(&u).await.expect("user");
     for role in ["admin", "member", "reader"] {
@@ -52,11 +54,48 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
     s.add_implied_role(&member.id, &reader.id).await.expect("idempotent");
     s.grant(&u.id, &p.id, &member.id).await.expect("grant");
     s.grant(&u.id, &p.id, &member.id).await.expect("grant twice is fine");
-    let mut names: Vec<String> =
-        s.effective_roles(&u.id, &p.id).await.expect("roles").into_iter().map(|r| r.name).collect();
+    let mut names: Vec<String> = s
+        .effective_roles(&u.id, &Scope::Project(p.id.clone()))
+        .await
+        .expect("roles")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     names.sort();
     assert_eq!(names, ["member", "reader"], "{backend}");
     assert_eq!(s.user_projects(&u.id).await.expect("projects").len(), 1);
+    assert_eq!(s.get_user(&u.id).await.expect("user").extra, r#"{"project_id": "x"}"#, "{backend}");
+
+    // Roles through a group, on a domain, on the system, and inherited to a subproject.
+    let g = Group { id: new_hex_id(), name: "ops".into(), domain_id: "default".into(), description: String::new() };
+    s.create_group(&g).await.expect("group");
+    s.add_group_member(&g.id, &u.id).await.expect("member");
+    let grant = |actor_type: &str, actor_id: &str, target_type: &str, target_id: &str, inherited: i64| Grant {
+        actor_type: actor_type.into(),
+        actor_id: actor_id.into(),
+        target_type: target_type.into(),
+        target_id: target_id.into(),
+        role_id: admin.id.clone(),
+        inherited,
+    };
+    s.add_grant(&grant("group", &g.id, "domain", "default", 0)).await.expect("domain grant");
+    let on_domain = s.effective_roles(&u.id, &Scope::Domain("default".into())).await.expect("roles");
+    assert_eq!(on_domain.len(), 3, "admin ⇒ member ⇒ reader through the group: {backend}");
+    assert!(s.effective_roles(&u.id, &Scope::System).await.expect("roles").is_empty(), "{backend}");
+    s.add_grant(&grant("user", &u.id, "system", "all", 0)).await.expect("system grant");
+    assert_eq!(s.effective_roles(&u.id, &Scope::System).await.expect("roles").len(), 3, "{backend}");
+    let child = Project { id: new_hex_id(), name: "child".into(), parent_id: Some(p.id.clone()), ..p.clone() };
+    s.create_project(&child).await.expect("child");
+    assert!(s.effective_roles(&u.id, &Scope::Project(child.id.clone())).await.expect("roles").is_empty());
+    s.add_grant(&grant("group", &g.id, "project", &p.id, 1)).await.expect("inherited grant");
+    let inherited = s.effective_roles(&u.id, &Scope::Project(child.id.clone())).await.expect("roles");
+    assert_eq!(inherited.len(), 3, "inherited from the parent: {backend}");
+    assert_eq!(s.user_projects(&u.id).await.expect("projects").len(), 2, "{backend}");
+    s.remove_group_member(&g.id, &u.id).await.expect("leave");
+    assert!(s.effective_roles(&u.id, &Scope::Project(child.id.clone())).await.expect("roles").is_empty());
+    s.delete_project(&child.id).await.expect("delete child");
+    s.delete_group(&g.id).await.expect("delete group");
+    assert!(s.list_grants(Some(("group", &g.id)), None, None, None).await.expect("list").is_empty(), "{backend}");
 
     let t = Token {
         id: "tok".into(),
@@ -67,6 +106,9 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         issued_at: now(),
         expires_at: "2000-01-01T00:00:00.000000Z".into(),
         revoked: 0,
+        domain_id: None,
+        system_scope: 0,
+        app_cred_id: None,
     };
     s.insert_token(&t).await.expect("token");
     let ctx = s.token_context("tok").await.expect("context").expect("found");
@@ -148,7 +190,7 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
     // Deleting a user cascades to their key pairs, grants and tokens.
     s.delete_user(&u.id).await.expect("delete");
     assert!(matches!(s.get_keypair(&u.id, "k").await, Err(StoreError::NotFound(_))), "{backend}");
-    assert!(s.list_assignments(Some(&u.id), None, None).await.expect("list").is_empty(), "{backend}");
+    assert!(s.list_grants(Some(("user", &u.id)), None, None, None).await.expect("list").is_empty(), "{backend}");
     assert!(matches!(s.delete_user(&u.id).await, Err(StoreError::NotFound(_))));
 }
 

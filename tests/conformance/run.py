@@ -91,8 +91,8 @@ FEATURES = {
         "domain_specific_drivers": False,
         "security_compliance": False,
         "project_tags": False,
-        "application_credentials": False,
-        "access_rules": False,
+        "application_credentials": True,
+        "access_rules": True,
         "external_idp": False,
     },
     "image-feature-enabled": {

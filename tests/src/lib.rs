@@ -161,6 +161,7 @@ impl Server {
             project_name: project.into(),
             user_domain: "Default".into(),
             project_domain: "Default".into(),
+            app_cred: None,
         }
     }
 

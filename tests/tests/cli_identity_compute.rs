@@ -99,3 +99,30 @@ fn flavors_keypairs_quotas_limits() {
         .map(|r| r["Value"].clone());
     assert_eq!(max_instances, Some(serde_json::json!(10)), "{limits}");
 }
+
+/// Our client (as the TUI uses it) logs in with an application credential, by id and by name,
+/// against the real server; the token is the credential's project with its roles.
+#[tokio::test]
+async fn login_with_an_application_credential() {
+    let server = Server::start();
+    let admin = server.admin().await;
+    let uid = admin.session.user_id().expect("user id").to_string();
+    let body = serde_json::json!({"application_credential": {"name": "dashboard", "roles": [{"name": "reader"}]}});
+    let created =
+        admin.post("identity", &format!("/v3/users/{uid}/application_credentials"), &body).await.expect("create");
+    let cred = &created["application_credential"];
+    let secret = cred["secret"].as_str().expect("secret").to_string();
+    let by_id = meridian_common::AppCredential {
+        id: cred["id"].as_str().map(str::to_string),
+        name: None,
+        secret: secret.clone(),
+    };
+    let by_name = meridian_common::AppCredential { id: None, name: Some("dashboard".into()), secret };
+    for app_cred in [by_id, by_name] {
+        let creds = meridian_common::Credentials { app_cred: Some(app_cred), ..server.creds("admin", "", "") };
+        let client = meridian_common::Client::login(&creds).await.expect("app cred login");
+        assert_eq!(client.session.project_id(), admin.session.project_id());
+        assert_eq!(client.session.roles(), ["reader"]);
+        client.get("compute", "/flavors").await.expect("a reader lists flavors");
+    }
+}

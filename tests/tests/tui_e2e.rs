@@ -239,6 +239,7 @@ async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
         user_domain: "Default".into(),
         project_domain: "Default".into(),
         region: None,
+        ..Profile::default()
     };
     // Waits for the next response that is not live-tracking chatter.
     async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {

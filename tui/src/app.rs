@@ -438,7 +438,7 @@ impl App {
                 let profile = self.profile.clone().unwrap_or_default();
                 match &mut self.screen {
                     Screen::Main => {
-                        let mut form = LoginForm::new(&Profile { password: None, ..profile });
+                        let mut form = LoginForm::new(&Profile { password: None, app_cred_secret: None, ..profile });
                         form.reason = Some(format!("{message} — log in again; the screen stays as it is"));
                         self.overlay = Some(Overlay::Login(form));
                     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use meridian_common::Credentials;
+use meridian_common::{AppCredential, Credentials};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Yaml;
 
@@ -22,6 +22,11 @@ pub struct Profile {
     pub user_domain: String,
     pub project_domain: String,
     pub region: Option<String>,
+    /// `auth_type: v3applicationcredential`: the credential's id or name (with `username`),
+    /// and its secret; the project is the credential's.
+    pub app_cred_id: Option<String>,
+    pub app_cred_name: Option<String>,
+    pub app_cred_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -35,6 +40,9 @@ impl std::fmt::Debug for Profile {
             .field("user_domain", &self.user_domain)
             .field("project_domain", &self.project_domain)
             .field("region", &self.region)
+            .field("app_cred_id", &self.app_cred_id)
+            .field("app_cred_name", &self.app_cred_name)
+            .field("app_cred_secret", &self.app_cred_secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -42,8 +50,30 @@ impl std::fmt::Debug for Profile {
 impl Profile {
     /// Credentials for the client, when the profile is complete.
     pub fn credentials(&self) -> Option<Credentials> {
+        if self.auth_url.is_empty() {
+            return None;
+        }
+        if let Some(secret) = &self.app_cred_secret {
+            // By id alone, or by name with the owner's user name.
+            if self.app_cred_id.is_none() && (self.app_cred_name.is_none() || self.username.is_empty()) {
+                return None;
+            }
+            return Some(Credentials {
+                auth_url: self.auth_url.clone(),
+                username: self.username.clone(),
+                password: String::new(),
+                project_name: self.project_name.clone(),
+                user_domain: self.user_domain.clone(),
+                project_domain: self.project_domain.clone(),
+                app_cred: Some(AppCredential {
+                    id: self.app_cred_id.clone(),
+                    name: self.app_cred_name.clone(),
+                    secret: secret.clone(),
+                }),
+            });
+        }
         let password = self.password.clone()?;
-        if self.auth_url.is_empty() || self.username.is_empty() {
+        if self.username.is_empty() {
             return None;
         }
         Some(Credentials {
@@ -53,6 +83,7 @@ impl Profile {
             project_name: self.project_name.clone(),
             user_domain: self.user_domain.clone(),
             project_domain: self.project_domain.clone(),
+            app_cred: None,
         })
     }
 }
@@ -149,6 +180,7 @@ fn profile_from_yaml(name: &str, cloud: &Yaml) -> Profile {
     let auth = cloud.get("auth");
     let s = |k: &str| auth.and_then(|a| a.get(k)).and_then(Yaml::as_str).map(str::to_string);
     let domain = s("domain_name");
+    let app_cred = cloud.get("auth_type").and_then(Yaml::as_str) == Some("v3applicationcredential");
     Profile {
         name: name.to_string(),
         auth_url: s("auth_url").unwrap_or_default(),
@@ -158,6 +190,9 @@ fn profile_from_yaml(name: &str, cloud: &Yaml) -> Profile {
         user_domain: s("user_domain_name").or_else(|| domain.clone()).unwrap_or_else(|| "Default".into()),
         project_domain: s("project_domain_name").or(domain).unwrap_or_else(|| "Default".into()),
         region: cloud.get("region_name").and_then(Yaml::as_str).map(str::to_string),
+        app_cred_id: app_cred.then(|| s("application_credential_id")).flatten(),
+        app_cred_name: app_cred.then(|| s("application_credential_name")).flatten(),
+        app_cred_secret: app_cred.then(|| s("application_credential_secret")).flatten(),
     }
 }
 
@@ -165,6 +200,7 @@ fn profile_from_yaml(name: &str, cloud: &Yaml) -> Profile {
 pub fn profile_from_env(env: &dyn Env) -> Option<Profile> {
     let auth_url = env.var("OS_AUTH_URL")?;
     let domain = env.var("OS_DOMAIN_NAME");
+    let app_cred = env.var("OS_AUTH_TYPE").as_deref() == Some("v3applicationcredential");
     Some(Profile {
         name: "OS_*".into(),
         auth_url,
@@ -174,6 +210,9 @@ pub fn profile_from_env(env: &dyn Env) -> Option<Profile> {
         user_domain: env.var("OS_USER_DOMAIN_NAME").or_else(|| domain.clone()).unwrap_or_else(|| "Default".into()),
         project_domain: env.var("OS_PROJECT_DOMAIN_NAME").or(domain).unwrap_or_else(|| "Default".into()),
         region: env.var("OS_REGION_NAME"),
+        app_cred_id: app_cred.then(|| env.var("OS_APPLICATION_CREDENTIAL_ID")).flatten(),
+        app_cred_name: app_cred.then(|| env.var("OS_APPLICATION_CREDENTIAL_NAME")).flatten(),
+        app_cred_secret: app_cred.then(|| env.var("OS_APPLICATION_CREDENTIAL_SECRET")).flatten(),
     })
 }
 
@@ -181,7 +220,7 @@ pub fn profile_from_env(env: &dyn Env) -> Option<Profile> {
 #[derive(Debug, PartialEq)]
 pub enum Start {
     /// Log in with this profile (the form asks for anything missing).
-    Login(Profile),
+    Login(Box<Profile>),
     /// Several clouds and no choice made: show the picker (the remembered one first).
     Pick(Vec<Profile>),
     /// Nothing configured: an empty login form.
@@ -206,17 +245,17 @@ pub fn resolve_start(
         if p.password.is_none() {
             p.password = env.var("OS_PASSWORD");
         }
-        return Ok(Start::Login(p));
+        return Ok(Start::Login(Box::new(p)));
     }
     if let Some(p) = profile_from_env(env) {
-        return Ok(Start::Login(p));
+        return Ok(Start::Login(Box::new(p)));
     }
     match clouds.len() {
         0 => Ok(Start::Form),
         1 => {
             let mut p = clouds.values().next().cloned().context("one cloud")?;
             remembered_project(&mut p);
-            Ok(Start::Login(p))
+            Ok(Start::Login(Box::new(p)))
         }
         _ => {
             let mut list: Vec<Profile> = clouds.values().cloned().collect();
@@ -364,6 +403,32 @@ clouds:
     auth:
       password: secure-wins
 "#;
+
+    #[test]
+    fn application_credentials_from_clouds_yaml_and_os_vars() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join("clouds.yaml"),
+            "clouds:\n  ci:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: http://x/identity\n      application_credential_id: abc\n      application_credential_secret: s3cret\n  named:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: http://x/identity\n      username: carol\n      user_domain_name: Default\n      application_credential_name: ci\n      application_credential_secret: s3cret\n",
+        )
+        .expect("write");
+        let clouds = load_clouds(dir.path(), &env(&[])).expect("load");
+        let ci = clouds["ci"].credentials().expect("complete without user or password");
+        let a = ci.app_cred.expect("app cred");
+        assert_eq!((a.id.as_deref(), a.secret.as_str()), (Some("abc"), "s3cret"));
+        assert!(!format!("{:?}", clouds["ci"]).contains("s3cret"), "secret redacted");
+        let named = clouds["named"].credentials().expect("by name");
+        let a = named.app_cred.expect("app cred");
+        assert_eq!((a.name.as_deref(), named.username.as_str()), (Some("ci"), "carol"));
+        let e = env(&[
+            ("OS_AUTH_URL", "http://x/identity"),
+            ("OS_AUTH_TYPE", "v3applicationcredential"),
+            ("OS_APPLICATION_CREDENTIAL_ID", "abc"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+        ]);
+        let p = profile_from_env(&e).expect("profile");
+        assert_eq!(p.credentials().and_then(|c| c.app_cred).and_then(|a| a.id).as_deref(), Some("abc"));
+    }
 
     #[test]
     fn clouds_yaml_merges_secure_yaml_from_the_current_dir_first() {

@@ -68,6 +68,8 @@ impl LoginForm {
             user_domain: domain.clone(),
             project_domain: domain,
             region: None,
+            // The form logs in with a password.
+            ..Profile::default()
         })
     }
 }

@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         match start {
             Start::Login(p) => {
                 app.screen = Screen::Login(LoginForm::new(&p));
-                app.login(p);
+                app.login(*p);
             }
             Start::Pick(list) => app.screen = Screen::Picker(Picker::new(list)),
             Start::Form => {

@@ -108,6 +108,7 @@ async fn each_kind_is_deleted_with_its_own_call() {
         user_domain: "Default".into(),
         project_domain: "Default".into(),
         region: None,
+        ..Profile::default()
     };
     worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
     assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));

@@ -1,5 +1,10 @@
-//! Keystone v3: version discovery, tokens, catalog, and the projects/users/roles admin API.
+//! Keystone v3: version discovery, tokens, the catalog, and the admin API (domains, projects,
+//! users, groups, roles, grants, application credentials, services, endpoints, regions).
 
+pub mod app_creds;
+pub mod catalog;
+mod grants;
+mod groups;
 mod resources;
 pub mod tokens;
 
@@ -8,7 +13,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
 use crate::state::AppState;
@@ -27,9 +31,13 @@ pub fn router() -> Router<AppState> {
         .route("/v3/auth/tokens", post(tokens::issue).get(tokens::validate).head(tokens::check).delete(tokens::revoke))
         .route("/v3/auth/projects", get(tokens::auth_projects))
         .route("/v3/auth/domains", get(tokens::auth_domains))
+        .route("/v3/auth/system", get(tokens::auth_system))
         .route("/v3/auth/catalog", get(tokens::auth_catalog))
         .route("/v3/domains", get(resources::list_domains).post(resources::create_domain))
-        .route("/v3/domains/{id}", get(resources::get_domain))
+        .route(
+            "/v3/domains/{id}",
+            get(resources::get_domain).patch(resources::update_domain).delete(resources::delete_domain),
+        )
         .route("/v3/projects", get(resources::list_projects).post(resources::create_project))
         .route(
             "/v3/projects/{id}",
@@ -38,18 +46,43 @@ pub fn router() -> Router<AppState> {
         .route("/v3/users", get(resources::list_users).post(resources::create_user))
         .route("/v3/users/{id}", get(resources::get_user).patch(resources::update_user).delete(resources::delete_user))
         .route("/v3/users/{id}/projects", get(resources::user_projects))
+        .route("/v3/users/{id}/groups", get(groups::list_user_groups))
         .route("/v3/users/{id}/password", post(resources::change_password))
+        .route("/v3/users/{id}/application_credentials", get(app_creds::list).post(app_creds::create))
+        .route("/v3/users/{uid}/application_credentials/{id}", get(app_creds::get).delete(app_creds::delete))
+        .route("/v3/users/{id}/access_rules", get(app_creds::list_rules))
+        .route("/v3/users/{uid}/access_rules/{id}", get(app_creds::get_rule).delete(app_creds::delete_rule))
+        .route("/v3/groups", get(groups::list_groups).post(groups::create_group))
+        .route("/v3/groups/{id}", get(groups::get_group).patch(groups::update_group).delete(groups::delete_group))
+        .route("/v3/groups/{id}/users", get(groups::list_group_users))
+        .route(
+            "/v3/groups/{gid}/users/{uid}",
+            put(groups::add_group_user)
+                .head(groups::check_group_user)
+                .get(groups::check_group_user)
+                .delete(groups::remove_group_user),
+        )
         .route("/v3/roles", get(resources::list_roles).post(resources::create_role))
         .route("/v3/roles/{id}", get(resources::get_role).patch(resources::update_role).delete(resources::delete_role))
-        .route("/v3/projects/{pid}/users/{uid}/roles", get(resources::list_grants))
+        .merge(grants::router())
+        .route("/v3/services", get(catalog::list_services).post(catalog::create_service))
         .route(
-            "/v3/projects/{pid}/users/{uid}/roles/{rid}",
-            put(resources::grant).head(resources::check_grant).get(resources::check_grant).delete(resources::revoke),
+            "/v3/services/{id}",
+            get(catalog::get_service).patch(catalog::update_service).delete(catalog::delete_service),
         )
-        .route("/v3/role_assignments", get(resources::list_assignments))
-        .route("/v3/services", get(resources::list_services))
-        .route("/v3/endpoints", get(resources::list_endpoints))
-        .route("/v3/regions", get(resources::list_regions))
+        .route("/v3/endpoints", get(catalog::list_endpoints).post(catalog::create_endpoint))
+        .route(
+            "/v3/endpoints/{id}",
+            get(catalog::get_endpoint).patch(catalog::update_endpoint).delete(catalog::delete_endpoint),
+        )
+        .route("/v3/regions", get(catalog::list_regions).post(catalog::create_region))
+        .route(
+            "/v3/regions/{id}",
+            get(catalog::get_region)
+                .put(catalog::put_region)
+                .patch(catalog::update_region)
+                .delete(catalog::delete_region),
+        )
 }
 
 fn version_doc(state: &AppState) -> Value {
@@ -68,55 +101,6 @@ async fn versions(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn version(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({"version": version_doc(&state)}))
-}
-
-/// One catalog service: (type, name, path under the public URL).
-const SERVICES: [(&str, &str, &str); 4] = [
-    ("identity", "keystone", "identity"),
-    ("compute", "nova", "compute/v2.1"),
-    ("image", "glance", "image"),
-    ("network", "neutron", "network"),
-];
-const INTERFACES: [&str; 3] = ["public", "internal", "admin"];
-
-/// Stable ids derived from names, so every replica advertises the same catalog.
-fn stable_id(parts: &[&str]) -> String {
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update(b"/");
-    }
-    hex::encode(h.finalize())
-}
-
-fn endpoints(state: &AppState, service: &str, path: &str) -> Vec<Value> {
-    INTERFACES
-        .iter()
-        .map(|iface| {
-            json!({
-                "id": stable_id(&["endpoint", service, iface]),
-                "interface": iface,
-                "region": REGION,
-                "region_id": REGION,
-                "url": state.url(path),
-            })
-        })
-        .collect()
-}
-
-/// The service catalog as it appears in tokens.
-pub fn catalog(state: &AppState) -> Value {
-    SERVICES
-        .iter()
-        .map(|(kind, name, path)| {
-            json!({
-                "id": stable_id(&["service", kind]),
-                "type": kind,
-                "name": name,
-                "endpoints": endpoints(state, kind, path),
-            })
-        })
-        .collect()
 }
 
 pub(crate) fn domain_ref(d: &Domain) -> Value {
@@ -143,7 +127,7 @@ pub(crate) fn project_json(state: &AppState, p: &Project) -> Value {
         "description": p.description,
         "enabled": p.enabled != 0,
         "is_domain": false,
-        "parent_id": p.domain_id,
+        "parent_id": p.parent_id.as_deref().unwrap_or(&p.domain_id),
         "tags": serde_json::from_str::<Value>(&p.tags).unwrap_or_else(|_| json!([])),
         "options": {},
         "links": {"self": state.url(&format!("identity/v3/projects/{}", p.id))},

@@ -1,5 +1,4 @@
-//! Keystone's admin resources: domains, projects, users, roles and role assignments, plus the
-//! read-only services/endpoints/regions views of the catalog.
+//! Keystone's admin resources: domains, projects, users and roles.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,17 +6,17 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{DEFAULT_DOMAIN_ID, INTERFACES, REGION, SERVICES, domain_json, project_json, stable_id};
+use super::{DEFAULT_DOMAIN_ID, domain_json, project_json};
 use crate::auth::{self, Ctx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use crate::store::identity::{NameFilter, Project, Role, User};
+use crate::store::identity::{Domain, NameFilter, Project, Role, User};
 use crate::store::{flag, new_hex_id};
 
-type JsonResult = ApiResult<axum::Json<Value>>;
+pub(super) type JsonResult = ApiResult<axum::Json<Value>>;
 
-fn list_links(state: &AppState, path: &str) -> Value {
+pub(super) fn list_links(state: &AppState, path: &str) -> Value {
     json!({"self": state.url(&format!("identity/v3/{path}")), "previous": null, "next": null})
 }
 
@@ -26,6 +25,7 @@ fn name_filter(q: &Query) -> ApiResult<NameFilter> {
         domain_id: q.get("domain_id").map(str::to_string),
         name: q.get("name").map(str::to_string),
         enabled: q.bool("enabled")?,
+        parent_id: q.get("parent_id").map(str::to_string),
     })
 }
 
@@ -34,12 +34,14 @@ fn name_filter(q: &Query) -> ApiResult<NameFilter> {
 pub async fn list_domains(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
     ctx.require_admin("identity:list_domains")?;
     let name = q.get("name");
+    let enabled = q.bool("enabled")?;
     let domains: Vec<Value> = state
         .store
         .list_domains()
         .await?
         .iter()
         .filter(|d| name.is_none_or(|n| n == d.name))
+        .filter(|d| enabled.is_none_or(|e| e == (d.enabled != 0)))
         .map(|d| domain_json(&state, d))
         .collect();
     Ok(axum::Json(json!({"domains": domains, "links": list_links(&state, "domains")})))
@@ -47,7 +49,8 @@ pub async fn list_domains(State(state): State<AppState>, ctx: Ctx, q: Query) -> 
 
 pub async fn get_domain(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
     let d = state.store.get_domain(&id).await?;
-    let in_it = ctx.project.as_ref().is_some_and(|(_, pd)| pd.id == d.id);
+    let in_it = ctx.project.as_ref().is_some_and(|(_, pd)| pd.id == d.id)
+        || ctx.domain.as_ref().is_some_and(|sd| sd.id == d.id);
     if !ctx.is_admin() && !in_it {
         return Err(ApiError::policy("identity:get_domain"));
     }
@@ -55,56 +58,145 @@ pub async fn get_domain(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
 }
 
 #[derive(Deserialize)]
-pub struct DomainCreate {
+pub struct DomainReq {
     domain: DomainBody,
 }
 #[derive(Deserialize)]
 struct DomainBody {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
 }
+
+/// Keystone's limit on domain, project and group names.
+const SHORT_NAME: usize = 64;
+/// Keystone's limit on user and role names.
+const LONG_NAME: usize = 255;
 
 pub async fn create_domain(
     State(state): State<AppState>,
     ctx: Ctx,
-    Json(req): Json<DomainCreate>,
+    Json(req): Json<DomainReq>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require_admin("identity:create_domain")?;
-    let name = non_empty("domain/name", &req.domain.name)?;
+    let b = req.domain;
+    let name = name_field("domain/name", b.name.as_deref().unwrap_or_default(), SHORT_NAME)?;
     let id = new_hex_id();
-    state.store.create_domain(&id, name, req.domain.description.as_deref().unwrap_or_default()).await?;
+    let enabled = b.enabled.unwrap_or(true);
+    state.store.create_domain_with(&id, name, b.description.as_deref().unwrap_or_default(), enabled).await?;
     let d = state.store.get_domain(&id).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"domain": domain_json(&state, &d)}))))
 }
 
-fn non_empty<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
+pub async fn update_domain(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(req): Json<DomainReq>,
+) -> JsonResult {
+    ctx.require_admin("identity:update_domain")?;
+    let d = apply_domain_update(&state, &id, req.domain).await?;
+    Ok(axum::Json(json!({"domain": domain_json(&state, &d)})))
+}
+
+async fn apply_domain_update(state: &AppState, id: &str, b: DomainBody) -> ApiResult<Domain> {
+    let mut d = state.store.get_domain(id).await?;
+    if let Some(n) = b.name {
+        d.name = name_field("domain/name", &n, SHORT_NAME)?.to_string();
+    }
+    if let Some(desc) = b.description {
+        d.description = desc;
+    }
+    if let Some(e) = b.enabled {
+        if !e && d.id == DEFAULT_DOMAIN_ID {
+            return Err(ApiError::forbidden("The default domain cannot be disabled."));
+        }
+        d.enabled = flag(e);
+    }
+    state.store.update_domain(&d).await?;
+    Ok(d)
+}
+
+/// `DELETE /v3/domains/{id}`: only a disabled domain, and never the default one (Keystone).
+/// Everything in the domain goes with it.
+pub async fn delete_domain(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    ctx.require_admin("identity:delete_domain")?;
+    remove_domain(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_domain(state: &AppState, id: &str) -> ApiResult<()> {
+    let d = state.store.get_domain(id).await?;
+    if d.id == DEFAULT_DOMAIN_ID {
+        return Err(ApiError::forbidden("The default domain cannot be deleted."));
+    }
+    if d.enabled != 0 {
+        return Err(ApiError::forbidden("Cannot delete a domain that is enabled, please disable it first."));
+    }
+    state.store.delete_domain(id).await?;
+    Ok(())
+}
+
+/// A name of 1 to `max` characters (Keystone's schema: 64 for domains, projects and groups).
+pub(super) fn name_field<'a>(field: &str, value: &'a str, max: usize) -> ApiResult<&'a str> {
     let v = value.trim();
-    if v.is_empty() || v.len() > 255 {
-        return Err(ApiError::bad_request(format!("Invalid input for field '{field}': must be 1 to 255 characters.")));
+    if v.is_empty() || v.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field '{field}': must be 1 to {max} characters."
+        )));
     }
     Ok(v)
 }
 
+fn non_empty<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
+    name_field(field, value, LONG_NAME)
+}
+
 // ---- projects ----
 
+/// A domain seen through the projects API (Keystone stores domains as `is_domain` projects).
+fn domain_as_project(state: &AppState, d: &Domain) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "domain_id": null,
+        "description": d.description,
+        "enabled": d.enabled != 0,
+        "is_domain": true,
+        "parent_id": null,
+        "tags": [],
+        "options": {},
+        "links": {"self": state.url(&format!("identity/v3/projects/{}", d.id))},
+    })
+}
+
 pub async fn list_projects(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    let projects = if ctx.is_admin() {
-        state.store.list_projects(&name_filter(&q)?).await?
-    } else {
-        // Non-admins see the projects they are a member of (Keystone's domain-reader rule
-        // would refuse outright; this is friendlier and leaks nothing).
-        let f = name_filter(&q)?;
+    // Keystone: admins list every project, domain readers their domain's; a project member
+    // is refused (it lists its own through /v3/auth/projects or /v3/users/{id}/projects).
+    let mut f = name_filter(&q)?;
+    if !ctx.is_admin() {
+        let reader_of = ctx.domain.as_ref().filter(|_| ctx.has_role("reader")).map(|d| d.id.clone());
+        match reader_of {
+            Some(d) if f.domain_id.as_ref().is_none_or(|want| *want == d) => f.domain_id = Some(d),
+            _ => return Err(ApiError::policy("identity:list_projects")),
+        }
+    }
+    let out: Vec<Value> = if q.bool("is_domain")? == Some(true) {
         state
             .store
-            .user_projects(&ctx.user.id)
+            .list_domains()
             .await?
-            .into_iter()
-            .filter(|p| f.name.as_ref().is_none_or(|n| *n == p.name))
-            .filter(|p| f.domain_id.as_ref().is_none_or(|d| *d == p.domain_id))
+            .iter()
+            .filter(|d| f.name.as_ref().is_none_or(|n| *n == d.name))
+            .filter(|d| f.enabled.is_none_or(|e| e == (d.enabled != 0)))
+            .map(|d| domain_as_project(&state, d))
             .collect()
+    } else {
+        state.store.list_projects(&f).await?.iter().map(|p| project_json(&state, p)).collect()
     };
-    let out: Vec<Value> = projects.iter().map(|p| project_json(&state, p)).collect();
     Ok(axum::Json(json!({"projects": out, "links": list_links(&state, "projects")})))
 }
 
@@ -114,8 +206,14 @@ pub async fn get_project(State(state): State<AppState>, ctx: Ctx, Path(id): Path
         // Keystone answers 403 here, not 404: project ids are not secret to it.
         return Err(ApiError::policy("identity:get_project"));
     }
-    let p = state.store.get_project(&id).await?;
-    Ok(axum::Json(json!({"project": project_json(&state, &p)})))
+    match state.store.get_project(&id).await {
+        Ok(p) => Ok(axum::Json(json!({"project": project_json(&state, &p)}))),
+        Err(crate::store::StoreError::NotFound(m)) => match state.store.get_domain(&id).await {
+            Ok(d) => Ok(axum::Json(json!({"project": domain_as_project(&state, &d)}))),
+            Err(_) => Err(ApiError::not_found(m)),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,11 +245,43 @@ pub async fn create_project(
 ) -> ApiResult<impl IntoResponse> {
     ctx.require_admin("identity:create_project")?;
     let b = req.project;
+    let name = name_field("project/name", b.name.as_deref().unwrap_or_default(), SHORT_NAME)?.to_string();
     if b.is_domain == Some(true) {
-        return Err(ApiError::bad_request("Projects acting as domains are not supported."));
+        // A project acting as a domain is a domain: stored and served as one.
+        if b.parent_id.is_some() {
+            return Err(ApiError::bad_request("A project acting as a domain cannot have a parent."));
+        }
+        let id = new_hex_id();
+        let description = b.description.unwrap_or_default();
+        state.store.create_domain_with(&id, &name, &description, b.enabled.unwrap_or(true)).await?;
+        let d = state.store.get_domain(&id).await?;
+        return Ok((StatusCode::CREATED, axum::Json(json!({"project": domain_as_project(&state, &d)}))));
     }
-    let name = non_empty("project/name", b.name.as_deref().unwrap_or_default())?.to_string();
-    let domain_id = b.domain_id.or(b.parent_id).unwrap_or_else(|| DEFAULT_DOMAIN_ID.to_string());
+    // The parent is a project, or the domain itself (a top-level project).
+    let parent = match &b.parent_id {
+        Some(pid) => match state.store.get_project(pid).await {
+            Ok(p) => Some(p),
+            Err(crate::store::StoreError::NotFound(_)) if state.store.get_domain(pid).await.is_ok() => None,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for field 'project/parent_id': project {pid} does not exist."
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let domain_id = match (&b.domain_id, &parent, &b.parent_id) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(p), _) => p.domain_id.clone(),
+        (None, None, Some(domain)) => domain.clone(),
+        (None, None, None) => ctx.project.as_ref().map_or(DEFAULT_DOMAIN_ID.to_string(), |(p, _)| p.domain_id.clone()),
+    };
+    if let Some(p) = &parent
+        && p.domain_id != domain_id
+    {
+        return Err(ApiError::bad_request("A project must be in the same domain as its parent."));
+    }
     state.store.get_domain(&domain_id).await.map_err(|_| {
         ApiError::bad_request(format!(
             "Invalid input for field 'project/domain_id': domain {domain_id} does not exist."
@@ -164,6 +294,7 @@ pub async fn create_project(
         description: b.description.unwrap_or_default(),
         enabled: flag(b.enabled.unwrap_or(true)),
         tags: serde_json::to_string(&b.tags.unwrap_or_default()).map_err(ApiError::internal)?,
+        parent_id: parent.map(|p| p.id),
     };
     state.store.create_project(&p).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"project": project_json(&state, &p)}))))
@@ -176,13 +307,25 @@ pub async fn update_project(
     Json(req): Json<ProjectReq>,
 ) -> JsonResult {
     ctx.require_admin("identity:update_project")?;
-    let mut p = state.store.get_project(&id).await?;
     let b = req.project;
+    let mut p = match state.store.get_project(&id).await {
+        Ok(p) => p,
+        Err(crate::store::StoreError::NotFound(m)) => {
+            // A project acting as a domain.
+            if state.store.get_domain(&id).await.is_err() {
+                return Err(ApiError::not_found(m));
+            }
+            let body = DomainBody { name: b.name, description: b.description, enabled: b.enabled };
+            let d = apply_domain_update(&state, &id, body).await?;
+            return Ok(axum::Json(json!({"project": domain_as_project(&state, &d)})));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(d) = b.domain_id.filter(|d| *d != p.domain_id) {
         return Err(ApiError::bad_request(format!("Update of `domain_id` is not allowed (to {d}).")));
     }
     if let Some(name) = b.name {
-        p.name = non_empty("project/name", &name)?.to_string();
+        p.name = name_field("project/name", &name, SHORT_NAME)?.to_string();
     }
     if let Some(d) = b.description {
         p.description = d;
@@ -202,6 +345,22 @@ pub async fn delete_project(State(state): State<AppState>, ctx: Ctx, Path(id): P
     if ctx.project.as_ref().is_some_and(|(p, _)| p.id == id) {
         return Err(ApiError::forbidden("You cannot delete the project your token is scoped to."));
     }
+    match state.store.get_project(&id).await {
+        Ok(_) => {}
+        Err(crate::store::StoreError::NotFound(m)) => {
+            if state.store.get_domain(&id).await.is_err() {
+                return Err(ApiError::not_found(m));
+            }
+            remove_domain(&state, &id).await?;
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if state.store.has_subprojects(&id).await? {
+        return Err(ApiError::forbidden(format!(
+            "Cannot delete project {id}: it is not a leaf in the hierarchy. Delete its subprojects first."
+        )));
+    }
     state.store.delete_project(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -218,6 +377,12 @@ pub(crate) fn user_json(state: &AppState, u: &User) -> Value {
         "options": {},
         "links": {"self": state.url(&format!("identity/v3/users/{}", u.id))},
     });
+    // Attributes Keystone does not know come back as they were given.
+    if let Ok(serde_json::Value::Object(extra)) = serde_json::from_str::<Value>(&u.extra) {
+        for (k, val) in extra {
+            v[k] = val;
+        }
+    }
     if let Some(e) = &u.email {
         v["email"] = json!(e);
     }
@@ -265,6 +430,31 @@ struct UserBody {
     description: Option<String>,
     #[serde(default)]
     default_project_id: Option<String>,
+    /// Keystone's fixed options are not kept; anything else is an extra attribute.
+    #[serde(default)]
+    #[allow(dead_code)]
+    options: Option<Value>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
+}
+
+/// Merges extra attributes into the stored JSON object (`null` removes one).
+fn merge_extra(stored: &str, changes: serde_json::Map<String, Value>) -> ApiResult<String> {
+    let mut extra = match serde_json::from_str::<Value>(stored) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in changes {
+        if matches!(k.as_str(), "id" | "links" | "password_expires_at") {
+            continue;
+        }
+        if v.is_null() {
+            extra.remove(&k);
+        } else {
+            extra.insert(k, v);
+        }
+    }
+    serde_json::to_string(&extra).map_err(ApiError::internal)
 }
 
 pub async fn create_user(
@@ -276,9 +466,8 @@ pub async fn create_user(
     let b = req.user;
     let name = non_empty("user/name", b.name.as_deref().unwrap_or_default())?.to_string();
     let domain_id = b.domain_id.unwrap_or_else(|| DEFAULT_DOMAIN_ID.to_string());
-    state.store.get_domain(&domain_id).await.map_err(|_| {
-        ApiError::bad_request(format!("Invalid input for field 'user/domain_id': domain {domain_id} does not exist."))
-    })?;
+    // Keystone answers 404 for a user in a domain that does not exist.
+    state.store.get_domain(&domain_id).await?;
     let password_hash = match b.password {
         Some(p) => Some(auth::hash_password(p).await.map_err(ApiError::internal)?),
         None => None,
@@ -292,6 +481,7 @@ pub async fn create_user(
         email: b.email,
         description: b.description,
         default_project_id: b.default_project_id,
+        extra: merge_extra("{}", b.extra)?,
     };
     state.store.create_user(&u).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"user": user_json(&state, &u)}))))
@@ -306,6 +496,9 @@ pub async fn update_user(
     ctx.require_admin("identity:update_user")?;
     let mut u = state.store.get_user(&id).await?;
     let b = req.user;
+    if let Some(d) = b.domain_id.filter(|d| *d != u.domain_id) {
+        return Err(ApiError::bad_request(format!("Update of `domain_id` is not allowed (to {d}).")));
+    }
     let mut revoke = false;
     if let Some(name) = b.name {
         u.name = non_empty("user/name", &name)?.to_string();
@@ -327,6 +520,7 @@ pub async fn update_user(
     if b.default_project_id.is_some() {
         u.default_project_id = b.default_project_id;
     }
+    u.extra = merge_extra(&u.extra, b.extra)?;
     state.store.update_user(&u).await?;
     if revoke {
         state.store.revoke_user_tokens(&u.id).await?;
@@ -387,11 +581,11 @@ pub async fn change_password(
 
 // ---- roles ----
 
-fn role_json(state: &AppState, r: &Role) -> Value {
+pub(super) fn role_json(state: &AppState, r: &Role) -> Value {
     json!({
         "id": r.id,
         "name": r.name,
-        "domain_id": null,
+        "domain_id": r.domain_id,
         "description": r.description,
         "options": {},
         "links": {"self": state.url(&format!("identity/v3/roles/{}", r.id))},
@@ -400,7 +594,8 @@ fn role_json(state: &AppState, r: &Role) -> Value {
 
 pub async fn list_roles(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
     ctx.require_admin("identity:list_roles")?;
-    let roles: Vec<Value> = state.store.list_roles(q.get("name")).await?.iter().map(|r| role_json(&state, r)).collect();
+    let roles: Vec<Value> =
+        state.store.list_roles(q.get("name"), q.get("domain_id")).await?.iter().map(|r| role_json(&state, r)).collect();
     Ok(axum::Json(json!({"roles": roles, "links": list_links(&state, "roles")})))
 }
 
@@ -430,12 +625,12 @@ pub async fn create_role(
     Json(req): Json<RoleReq>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require_admin("identity:create_role")?;
-    if req.role.domain_id.is_some() {
-        return Err(ApiError::bad_request("Domain-specific roles are not supported."));
-    }
     let name = non_empty("role/name", req.role.name.as_deref().unwrap_or_default())?;
+    if let Some(d) = &req.role.domain_id {
+        state.store.get_domain(d).await?;
+    }
     let id = new_hex_id();
-    state.store.create_role(&id, name, req.role.description.as_deref()).await?;
+    state.store.create_role_in(&id, name, req.role.description.as_deref(), req.role.domain_id.as_deref()).await?;
     let r = state.store.get_role(&id).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"role": role_json(&state, &r)}))))
 }
@@ -462,163 +657,4 @@ pub async fn delete_role(State(state): State<AppState>, ctx: Ctx, Path(id): Path
     ctx.require_admin("identity:delete_role")?;
     state.store.delete_role(&id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-// ---- grants ----
-
-pub async fn list_grants(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((pid, uid)): Path<(String, String)>,
-) -> JsonResult {
-    ctx.require_admin("identity:list_grants")?;
-    state.store.get_project(&pid).await?;
-    state.store.get_user(&uid).await?;
-    let mut roles = Vec::new();
-    for a in state.store.list_assignments(Some(&uid), Some(&pid), None).await? {
-        roles.push(role_json(&state, &state.store.get_role(&a.role_id).await?));
-    }
-    Ok(axum::Json(json!({"roles": roles, "links": list_links(&state, &format!("projects/{pid}/users/{uid}/roles"))})))
-}
-
-pub async fn grant(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((pid, uid, rid)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
-    ctx.require_admin("identity:create_grant")?;
-    state.store.get_project(&pid).await?;
-    state.store.get_user(&uid).await?;
-    state.store.get_role(&rid).await?;
-    state.store.grant(&uid, &pid, &rid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn check_grant(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((pid, uid, rid)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
-    ctx.require_admin("identity:check_grant")?;
-    if state.store.list_assignments(Some(&uid), Some(&pid), Some(&rid)).await?.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "Could not find role assignment with role: {rid}, user or group: {uid}, project, domain, or system: {pid}."
-        )));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn revoke(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((pid, uid, rid)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
-    ctx.require_admin("identity:revoke_grant")?;
-    state.store.revoke(&uid, &pid, &rid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /v3/role_assignments` with `user.id`, `scope.project.id`, `role.id`, `include_names`,
-/// `effective` (implied roles expanded).
-pub async fn list_assignments(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    let user = q.get("user.id");
-    if !ctx.is_admin() && user != Some(ctx.user.id.as_str()) {
-        return Err(ApiError::policy("identity:list_role_assignments"));
-    }
-    if q.has("group.id") || q.has("scope.domain.id") || q.has("scope.system") {
-        // Only user/project assignments exist here; filtering by anything else matches none.
-        return Ok(axum::Json(json!({"role_assignments": [], "links": list_links(&state, "role_assignments")})));
-    }
-    let project = q.get("scope.project.id");
-    let role = q.get("role.id");
-    // A bare `include_names` (no value) means true, as in Keystone.
-    let names = match q.get("include_names") {
-        None => false,
-        Some("") => true,
-        Some(_) => q.bool("include_names")?.unwrap_or(true),
-    };
-    let effective = q.has("effective");
-    let mut out = Vec::new();
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for a in state.store.list_assignments(user, project, if effective { None } else { role }).await? {
-        if effective {
-            if pairs.contains(&(a.user_id.clone(), a.project_id.clone())) {
-                continue;
-            }
-            pairs.push((a.user_id.clone(), a.project_id.clone()));
-            for r in state.store.effective_roles(&a.user_id, &a.project_id).await? {
-                if role.is_none_or(|want| want == r.id) {
-                    out.push(assignment_json(&state, &a.user_id, &a.project_id, &r, names).await?);
-                }
-            }
-        } else {
-            let r = state.store.get_role(&a.role_id).await?;
-            out.push(assignment_json(&state, &a.user_id, &a.project_id, &r, names).await?);
-        }
-    }
-    Ok(axum::Json(json!({"role_assignments": out, "links": list_links(&state, "role_assignments")})))
-}
-
-async fn assignment_json(state: &AppState, uid: &str, pid: &str, r: &Role, names: bool) -> ApiResult<Value> {
-    let mut v = json!({
-        "role": {"id": r.id},
-        "user": {"id": uid},
-        "scope": {"project": {"id": pid}},
-        "links": {"assignment": state.url(&format!("identity/v3/projects/{pid}/users/{uid}/roles/{}", r.id))},
-    });
-    if names {
-        let u = state.store.get_user(uid).await?;
-        let ud = state.store.get_domain(&u.domain_id).await?;
-        let p = state.store.get_project(pid).await?;
-        let pd = state.store.get_domain(&p.domain_id).await?;
-        v["role"]["name"] = json!(r.name);
-        v["user"] = json!({"id": uid, "name": u.name, "domain": {"id": ud.id, "name": ud.name}});
-        v["scope"] = json!({"project": {"id": pid, "name": p.name, "domain": {"id": pd.id, "name": pd.name}}});
-    }
-    Ok(v)
-}
-
-// ---- catalog views ----
-
-pub async fn list_services(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
-    ctx.require_admin("identity:list_services")?;
-    let services: Vec<Value> = SERVICES
-        .iter()
-        .map(|(kind, name, _)| {
-            let id = stable_id(&["service", kind]);
-            json!({"id": id, "type": kind, "name": name, "enabled": true, "description": "",
-                   "links": {"self": state.url(&format!("identity/v3/services/{id}"))}})
-        })
-        .collect();
-    Ok(axum::Json(json!({"services": services, "links": list_links(&state, "services")})))
-}
-
-pub async fn list_endpoints(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
-    ctx.require_admin("identity:list_endpoints")?;
-    let mut out = Vec::new();
-    for (kind, _, path) in SERVICES {
-        for iface in INTERFACES {
-            let id = stable_id(&["endpoint", kind, iface]);
-            out.push(json!({
-                "id": id, "interface": iface, "region": REGION, "region_id": REGION,
-                "service_id": stable_id(&["service", kind]), "url": state.url(path), "enabled": true,
-                "links": {"self": state.url(&format!("identity/v3/endpoints/{id}"))},
-            }));
-        }
-    }
-    Ok(axum::Json(json!({"endpoints": out, "links": list_links(&state, "endpoints")})))
-}
-
-pub async fn list_regions(State(state): State<AppState>, _ctx: Ctx) -> JsonResult {
-    let regions: Vec<Value> = state
-        .store
-        .list_regions()
-        .await?
-        .into_iter()
-        .map(|(id, description)| {
-            json!({"id": id, "description": description, "parent_region_id": null,
-            "links": {"self": state.url(&format!("identity/v3/regions/{id}"))}})
-        })
-        .collect();
-    Ok(axum::Json(json!({"regions": regions, "links": list_links(&state, "regions")})))
 }

@@ -172,7 +172,8 @@ async fn unscoped_then_rescoped_by_token() {
     let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": unscoped}}, "scope": {"project": {"id": pid}}}});
     let r2 = post_token(&app, body).await;
     assert_eq!(r2.status, StatusCode::CREATED);
-    assert_eq!(r2.body["token"]["methods"], json!(["token"]));
+    // Keystone adds "token" to the methods the original token was issued with.
+    assert_eq!(r2.body["token"]["methods"], json!(["password", "token"]));
     assert_eq!(r2.body["token"]["expires_at"], r.body["token"]["expires_at"]);
     assert_eq!(r2.body["token"]["project"]["id"], pid.as_str());
 }
@@ -189,8 +190,10 @@ async fn project_user_role_administration() {
     let r = app.json(Method::POST, "/identity/v3/projects", &member, json!({"project": {"name": "x"}})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    // A member lists only their own projects.
+    // A member may not list projects (Keystone's policy); it lists the ones it can use.
     let r = app.json(Method::GET, "/identity/v3/projects", &member, Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.json(Method::GET, "/identity/v3/auth/projects", &member, Value::Null).await;
     let names: Vec<&str> =
         r.body["projects"].as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(names, ["demo"]);
@@ -250,4 +253,332 @@ async fn revoking_the_role_ends_access() {
     assert_eq!(app.json(Method::DELETE, &path, &admin, Value::Null).await.status, StatusCode::NOT_FOUND);
     let denied = app.json(Method::GET, "/compute/v2.1/flavors", &token, Value::Null).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+}
+
+// ---- Keystone breadth (issue 12) ----
+
+async fn post_json(app: &TestApp, path: &str, token: &str, body: Value) -> crate::testing::Reply {
+    app.json(Method::POST, path, token, body).await
+}
+
+fn id_of(r: &crate::testing::Reply, key: &str) -> String {
+    r.body[key]["id"].as_str().unwrap_or_else(|| panic!("no {key} id in {}", r.body)).to_string()
+}
+
+async fn role_id(app: &TestApp, name: &str) -> String {
+    let r = app.json(Method::GET, &format!("/identity/v3/roles?name={name}"), &app.admin_token, Value::Null).await;
+    r.body["roles"][0]["id"].as_str().unwrap_or_else(|| panic!("no role {name}")).to_string()
+}
+
+#[tokio::test]
+async fn bootstrap_roles_and_implications_are_keystones() {
+    let app = TestApp::new().await;
+    // Bootstrap again: nothing duplicated.
+    crate::bootstrap::run(&app.state.store, &app.state.cfg).await.expect("bootstrap twice");
+    let r = app.json(Method::GET, "/identity/v3/roles", &app.admin_token, Value::Null).await;
+    let mut names: Vec<&str> =
+        r.body["roles"].as_array().expect("roles").iter().filter_map(|r| r["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["admin", "manager", "member", "reader", "service"]);
+    let admin = role_id(&app, "admin").await;
+    let manager = role_id(&app, "manager").await;
+    let r = app.json(Method::GET, &format!("/identity/v3/roles/{admin}/implies"), &app.admin_token, Value::Null).await;
+    assert_eq!(r.body["role_inference"]["implies"][0]["id"], manager.as_str());
+    // A manager's token carries member and reader.
+    let token = app.user_in_project("boss", "p1", "manager").await;
+    let v = app
+        .call(Method::GET, "/identity/v3/auth/tokens", Some(&token), &[("x-subject-token", &token)], Body::empty())
+        .await;
+    let mut roles: Vec<&str> =
+        v.body["token"]["roles"].as_array().expect("roles").iter().filter_map(|r| r["name"].as_str()).collect();
+    roles.sort();
+    assert_eq!(roles, ["manager", "member", "reader"]);
+}
+
+#[tokio::test]
+async fn names_are_validated_and_unknown_domains_are_404() {
+    let app = TestApp::new().await;
+    let long = "a".repeat(65);
+    for (path, body) in [
+        ("/identity/v3/domains", json!({"domain": {"name": long}})),
+        ("/identity/v3/projects", json!({"project": {"name": long}})),
+        ("/identity/v3/groups", json!({"group": {"name": long}})),
+    ] {
+        let r = post_json(&app, path, &app.admin_token, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    let r =
+        post_json(&app, "/identity/v3/users", &app.admin_token, json!({"user": {"name": "u", "domain_id": "nope"}}))
+            .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Unknown attributes of a user are kept and returned (Keystone's extra attributes).
+    let r = post_json(&app, "/identity/v3/users", &app.admin_token, json!({"user": {"name": "u", "project_id": "p"}}))
+        .await;
+    assert_eq!(r.body["user"]["project_id"], "p");
+}
+
+#[tokio::test]
+async fn domains_update_and_delete_only_when_disabled() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let r = post_json(&app, "/identity/v3/domains", &admin, json!({"domain": {"name": "d1"}})).await;
+    let did = id_of(&r, "domain");
+    let r = post_json(&app, "/identity/v3/users", &admin, json!({"user": {"name": "x", "domain_id": did}})).await;
+    let uid = id_of(&r, "user");
+    let r = post_json(&app, "/identity/v3/groups", &admin, json!({"group": {"name": "g", "domain_id": did}})).await;
+    let gid = id_of(&r, "group");
+    let r = app.json(Method::DELETE, &format!("/identity/v3/domains/{did}"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "enabled domains are not deleted");
+    let r = app
+        .json(
+            Method::PATCH,
+            &format!("/identity/v3/domains/{did}"),
+            &admin,
+            json!({"domain": {"enabled": false, "name": "d2"}}),
+        )
+        .await;
+    assert_eq!((r.body["domain"]["enabled"].clone(), r.body["domain"]["name"].clone()), (json!(false), json!("d2")));
+    let r = app.json(Method::GET, "/identity/v3/domains?enabled=false", &admin, Value::Null).await;
+    assert_eq!(r.body["domains"].as_array().expect("list").len(), 1);
+    let r = app.json(Method::DELETE, &format!("/identity/v3/domains/{did}"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    for path in [
+        format!("/identity/v3/users/{uid}"),
+        format!("/identity/v3/groups/{gid}"),
+        format!("/identity/v3/domains/{did}"),
+    ] {
+        assert_eq!(app.json(Method::GET, &path, &admin, Value::Null).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let r = app.json(Method::DELETE, "/identity/v3/domains/default", &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn group_roles_count_in_tokens_and_effective_assignments() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let _ = app.user_in_project("alice", "p1", "reader").await;
+    let alice =
+        app.json(Method::GET, "/identity/v3/users?name=alice", &admin, Value::Null).await.body["users"][0]["id"]
+            .as_str()
+            .expect("alice")
+            .to_string();
+    let r = post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": "p2"}})).await;
+    let p2 = id_of(&r, "project");
+    let r = post_json(&app, "/identity/v3/groups", &admin, json!({"group": {"name": "devs"}})).await;
+    let gid = id_of(&r, "group");
+    let member = role_id(&app, "member").await;
+    for path in [
+        format!("/identity/v3/groups/{gid}/users/{alice}"),
+        format!("/identity/v3/projects/{p2}/groups/{gid}/roles/{member}"),
+    ] {
+        assert_eq!(app.json(Method::PUT, &path, &admin, Value::Null).await.status, StatusCode::NO_CONTENT, "{path}");
+    }
+    let r = app.json(Method::GET, &format!("/identity/v3/users/{alice}/groups"), &admin, Value::Null).await;
+    assert_eq!(r.body["groups"][0]["id"], gid.as_str());
+    // The group's role lets alice scope to p2, with member ⇒ reader.
+    let token = app.token("alice", "pw", "p2").await;
+    let v = app
+        .call(Method::GET, "/identity/v3/auth/tokens", Some(&token), &[("x-subject-token", &token)], Body::empty())
+        .await;
+    assert_eq!(v.body["token"]["roles"].as_array().expect("roles").len(), 2);
+    let q = format!("/identity/v3/role_assignments?effective&user.id={alice}&scope.project.id={p2}");
+    let r = app.json(Method::GET, &q, &admin, Value::Null).await;
+    let a = r.body["role_assignments"].as_array().expect("list");
+    assert_eq!(a.len(), 2, "{}", r.body);
+    assert!(a[0]["links"]["membership"].as_str().is_some_and(|m| m.contains(&gid)));
+    // Not effective: the group's own grant.
+    let r = app.json(Method::GET, &format!("/identity/v3/role_assignments?group.id={gid}"), &admin, Value::Null).await;
+    assert_eq!(r.body["role_assignments"][0]["group"]["id"], gid.as_str());
+    // Leaving the group ends the access.
+    let r = app.json(Method::DELETE, &format!("/identity/v3/groups/{gid}/users/{alice}"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.json(Method::GET, "/identity/v3/auth/projects", &token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn domain_and_system_scoped_tokens() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let _ = app.user_in_project("bob", "p1", "member").await;
+    let bob = app.json(Method::GET, "/identity/v3/users?name=bob", &admin, Value::Null).await.body["users"][0]["id"]
+        .as_str()
+        .expect("bob")
+        .to_string();
+    let reader = role_id(&app, "reader").await;
+    let admin_role = role_id(&app, "admin").await;
+    let user = json!({"name": "bob", "domain": {"id": "default"}, "password": "pw"});
+    // No role on the domain yet: no domain token.
+    let r = post_token(&app, password_auth(user.clone(), Some(json!({"domain": {"id": "default"}})))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .json(Method::PUT, &format!("/identity/v3/domains/default/users/{bob}/roles/{reader}"), &admin, Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = post_token(&app, password_auth(user.clone(), Some(json!({"domain": {"name": "Default"}})))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["token"]["domain"]["id"], "default");
+    assert!(r.body["token"].get("project").is_none());
+    let dtoken = r.headers["x-subject-token"].to_str().expect("hdr").to_string();
+    let r = app.json(Method::GET, "/identity/v3/auth/domains", &dtoken, Value::Null).await;
+    assert_eq!(r.body["domains"][0]["id"], "default");
+    // A domain reader is no cloud admin.
+    let r = app.json(Method::GET, "/identity/v3/users", &dtoken, Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // System scope: admin on the system is a cloud admin.
+    let sys = json!({"system": {"all": true}});
+    let r = post_token(&app, password_auth(user.clone(), Some(sys.clone()))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .json(Method::PUT, &format!("/identity/v3/system/users/{bob}/roles/{admin_role}"), &admin, Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.json(Method::GET, &format!("/identity/v3/system/users/{bob}/roles"), &admin, Value::Null).await;
+    assert_eq!(r.body["roles"][0]["id"], admin_role.as_str());
+    let r = post_token(&app, password_auth(user, Some(sys))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["token"]["system"], json!({"all": true}));
+    assert!(r.body["token"]["catalog"].as_array().is_some_and(|c| !c.is_empty()));
+    let stoken = r.headers["x-subject-token"].to_str().expect("hdr").to_string();
+    let r = app.json(Method::GET, "/identity/v3/users", &stoken, Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.json(Method::GET, "/identity/v3/auth/system", &stoken, Value::Null).await;
+    assert_eq!(r.body["system"], json!([{"all": true}]));
+}
+
+#[tokio::test]
+async fn rescoping_keeps_the_methods() {
+    let app = TestApp::new().await;
+    let r = post_token(
+        &app,
+        password_auth(
+            json!({"name": "admin", "domain": {"id": "default"}, "password": "adminpw"}),
+            Some(json!("unscoped")),
+        ),
+    )
+    .await;
+    let unscoped = r.headers["x-subject-token"].to_str().expect("hdr").to_string();
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": unscoped}},
+                               "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}});
+    let r = post_token(&app, body).await;
+    assert_eq!(r.body["token"]["methods"], json!(["password", "token"]));
+}
+
+#[tokio::test]
+async fn application_credentials_authenticate_with_their_roles() {
+    let app = TestApp::new().await;
+    let token = app.user_in_project("carol", "p1", "member").await;
+    let v = app
+        .call(Method::GET, "/identity/v3/auth/tokens", Some(&token), &[("x-subject-token", &token)], Body::empty())
+        .await;
+    let uid = v.body["token"]["user"]["id"].as_str().expect("uid").to_string();
+    let pid = v.body["token"]["project"]["id"].as_str().expect("pid").to_string();
+    let base = format!("/identity/v3/users/{uid}/application_credentials");
+    // Only roles the user holds can be delegated.
+    let r =
+        post_json(&app, &base, &token, json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}}))
+            .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let rules = json!([{"service": "compute", "path": "/v2.1/servers/*/ips", "method": "GET"}]);
+    let r = post_json(
+        &app,
+        &base,
+        &token,
+        json!({"application_credential": {"name": "ci", "roles": [{"name": "reader"}], "access_rules": rules,
+               "expires_at": "2999-01-02T03:04:05.123456"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let cred = r.body["application_credential"].clone();
+    let secret = cred["secret"].as_str().expect("secret shown once").to_string();
+    assert_eq!(cred["expires_at"], "2999-01-02T03:04:05.123456");
+    let id = cred["id"].as_str().expect("id").to_string();
+    let r = app.json(Method::GET, &format!("{base}/{id}"), &token, Value::Null).await;
+    assert!(r.body["application_credential"].get("secret").is_none());
+    let stored: String = sqlx::query_scalar("SELECT secret_hash FROM application_credentials WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut *app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("hash");
+    assert!(stored.starts_with("$argon2id$"), "stored hashed");
+
+    // By id, and by name + user: a token on the credential's project with only its roles.
+    for identity in [
+        json!({"id": id, "secret": secret}),
+        json!({"name": "ci", "user": {"name": "carol", "domain": {"id": "default"}}, "secret": secret}),
+    ] {
+        let body =
+            json!({"auth": {"identity": {"methods": ["application_credential"], "application_credential": identity}}});
+        let r = post_token(&app, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["token"]["project"]["id"], pid.as_str());
+        assert_eq!(r.body["token"]["methods"], json!(["application_credential"]));
+        let roles: Vec<&str> =
+            r.body["token"]["roles"].as_array().expect("roles").iter().filter_map(|r| r["name"].as_str()).collect();
+        assert_eq!(roles, ["reader"]);
+    }
+    let wrong = json!({"auth": {"identity": {"methods": ["application_credential"],
+                                             "application_credential": {"id": id, "secret": "nope"}}}});
+    assert_eq!(post_token(&app, wrong).await.status, StatusCode::UNAUTHORIZED);
+
+    // Access rules are the user's; one in use cannot be deleted.
+    let r = app.json(Method::GET, &format!("/identity/v3/users/{uid}/access_rules"), &token, Value::Null).await;
+    let rule = r.body["access_rules"][0]["id"].as_str().expect("rule").to_string();
+    let rule_path = format!("/identity/v3/users/{uid}/access_rules/{rule}");
+    assert_eq!(app.json(Method::DELETE, &rule_path, &token, Value::Null).await.status, StatusCode::FORBIDDEN);
+    let r = app.json(Method::DELETE, &format!("{base}/{id}"), &token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.json(Method::DELETE, &rule_path, &token, Value::Null).await.status, StatusCode::NO_CONTENT);
+    let body = json!({"auth": {"identity": {"methods": ["application_credential"],
+                                            "application_credential": {"id": id, "secret": secret}}}});
+    assert_eq!(post_token(&app, body).await.status, StatusCode::UNAUTHORIZED, "deleted");
+}
+
+#[tokio::test]
+async fn registered_services_join_the_catalog() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let r = post_json(&app, "/identity/v3/services", &admin, json!({"service": {"type": "dns", "name": "designate"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let sid = id_of(&r, "service");
+    let bad =
+        json!({"endpoint": {"service_id": sid, "interface": "public", "url": "http://dns:9001", "enabled": "True"}});
+    assert_eq!(post_json(&app, "/identity/v3/endpoints", &admin, bad).await.status, StatusCode::BAD_REQUEST);
+    let ep = json!({"endpoint": {"service_id": sid, "interface": "public", "url": "http://dns:9001/$(project_id)s", "region": "RegionTwo"}});
+    let r = post_json(&app, "/identity/v3/endpoints", &admin, ep).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let eid = id_of(&r, "endpoint");
+    // The named region was created.
+    let r = app.json(Method::GET, "/identity/v3/regions/RegionTwo", &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.json(Method::GET, &format!("/identity/v3/endpoints?service_id={sid}"), &admin, Value::Null).await;
+    assert_eq!(r.body["endpoints"].as_array().expect("list").len(), 1);
+
+    let r = app.json(Method::GET, "/identity/v3/auth/catalog", &admin, Value::Null).await;
+    let catalog = r.body["catalog"].as_array().expect("catalog").clone();
+    let dns = catalog.iter().find(|s| s["type"] == "dns").expect("dns in the catalog");
+    let v = app
+        .call(Method::GET, "/identity/v3/auth/tokens", Some(&admin), &[("x-subject-token", &admin)], Body::empty())
+        .await;
+    let pid = v.body["token"]["project"]["id"].as_str().expect("pid");
+    assert_eq!(dns["endpoints"][0]["url"], format!("http://dns:9001/{pid}").as_str());
+    // Meridian's own endpoints are stored and listed too, with their ids unchanged.
+    let r = app.json(Method::GET, "/identity/v3/services?type=compute", &admin, Value::Null).await;
+    assert_eq!(r.body["services"].as_array().expect("list").len(), 1);
+
+    let r = app
+        .json(Method::PATCH, &format!("/identity/v3/endpoints/{eid}"), &admin, json!({"endpoint": {"enabled": false}}))
+        .await;
+    assert_eq!(r.body["endpoint"]["enabled"], false);
+    let r = app.json(Method::DELETE, &format!("/identity/v3/services/{sid}"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.json(Method::GET, &format!("/identity/v3/endpoints/{eid}"), &admin, Value::Null).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app.json(Method::DELETE, "/identity/v3/regions/RegionTwo", &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
 }

@@ -5,6 +5,8 @@
 //! booleans, JSON documents as TEXT, timestamps as fixed-width RFC 3339 UTC text ([`now`]).
 //! Migrations run at start and are never edited once landed.
 
+pub mod app_creds;
+pub mod catalog;
 pub mod compute;
 pub mod hosts;
 pub mod identity;
