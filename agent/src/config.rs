@@ -78,6 +78,7 @@ pub enum ConfigDriveMode {
     /// On qemu/kvm, not on libvirt's test driver (no guest would read it).
     Auto,
     Always,
+    /// Only for instances whose user asked for one (`config_drive: true`).
     Never,
 }
 

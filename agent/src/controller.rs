@@ -102,8 +102,9 @@ pub struct ControllerConfig {
     pub supports_networks: bool,
     /// How long a graceful shutdown may take before the domain is destroyed.
     pub stop_timeout: Duration,
-    /// The config drive every instance gets, in this format; `None` builds none.
-    pub config_drive: Option<config_drive::Format>,
+    /// Whether every instance gets a config drive; otherwise only those whose user asked.
+    pub config_drive_always: bool,
+    pub config_drive_format: config_drive::Format,
     /// Written into the config drive's metadata.
     pub availability_zone: String,
 }
@@ -199,7 +200,10 @@ impl Controller {
         match result {
             Ok((power_state, console)) => {
                 info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, "work done");
-                WorkEvent::Done { power_state, console }
+                // The server reports `config_drive` for instances built with one.
+                let config_drive = matches!(work.action, Action::Build(_))
+                    && self.instance_dir(&work.instance_id).join("disk.config").exists();
+                WorkEvent::Done { power_state, console, config_drive }
             }
             Err(e) => {
                 let event = e.to_event();
@@ -261,7 +265,11 @@ impl Controller {
                 return Ok((state.power_state(), Some(text)));
             }
         }
-        Ok((self.state(&name).await?.power_state(), None))
+        let power = self.state(&name).await?.power_state();
+        if self.cfg.virt_type == VirtType::Test {
+            self.log_test_power_on(&id, work).await;
+        }
+        Ok((power, None))
     }
 
     async fn build(
@@ -311,7 +319,10 @@ impl Controller {
         // short external process), which takes one of them off the boot's critical path.
         let overlay = disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb);
         let drive = async {
-            let Some(format) = self.cfg.config_drive else { return Ok(None) };
+            if !(self.cfg.config_drive_always || spec.config_drive) {
+                return Ok(None);
+            }
+            let format = self.cfg.config_drive_format;
             let drive = dir.join("disk.config");
             let ctx = DriveContext { instance_id: id, availability_zone: &self.cfg.availability_zone };
             config_drive::build(&ctx, spec, format, &dir.join("config-drive.d"), &drive).await?;
@@ -565,6 +576,42 @@ impl Controller {
         .await
     }
 
+    /// libvirt's test driver runs no guest, so nothing writes a serial console: the agent
+    /// appends what it did to the domain to the console log instead (as Nova's fake driver
+    /// answers console requests with its own lines), so `os-getConsoleOutput` has content.
+    async fn log_test_power_on(&self, id: &Uuid, work: &Work) {
+        use std::io::Write;
+        let mut lines = vec![
+            format!("meridian-agent: {} powered on by {} (work {})", xml::domain_name(id), work.op().name(), work.id),
+            "meridian-agent: libvirt test driver: no guest runs; this log records the domain's lifecycle".to_string(),
+        ];
+        if let Action::Build(spec) = &work.action {
+            lines.push(format!(
+                "meridian-agent: {} vCPU(s), {} MiB RAM, {} GiB disk from image {}",
+                spec.flavor.vcpus, spec.flavor.ram_mb, spec.flavor.disk_gb, spec.image.id
+            ));
+            for nic in &spec.nics {
+                let ips: Vec<&str> = nic.ips.iter().map(|ip| ip.address.as_str()).collect();
+                lines.push(format!(
+                    "meridian-agent: nic {} on network {}: {}",
+                    nic.mac_address,
+                    nic.network_id,
+                    ips.join(" ")
+                ));
+            }
+        }
+        lines.push(format!("meridian-agent: {} is running", xml::domain_name(id)));
+        let path = self.console_log_path(id);
+        let text = lines.join("\n") + "\n";
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new().create(true).append(true).open(&path)?.write_all(text.as_bytes())
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            warn!(instance = %id, "cannot write the test driver's console log");
+        }
+    }
+
     /// The last `lines` lines of the serial console log (all of its last MiB when `None`).
     async fn console_log(&self, id: &Uuid, lines: Option<u32>) -> Result<String, ActionError> {
         let path = self.console_log_path(id);
@@ -575,7 +622,7 @@ impl Controller {
     }
 }
 
-/// The last `lines` lines of a file, reading at most its last [`CONSOLE_MAX_BYTES`].
+/// The last `lines` lines of a file (as Nova counts them), reading at most its last [`CONSOLE_MAX_BYTES`].
 fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
@@ -593,14 +640,14 @@ fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
     let text = if start > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
     Ok(match lines {
         None => text.to_string(),
+        // Nova's `_tail_log`: the last `n` pieces of the text split at newlines, so a log
+        // ending in a newline counts its empty last piece (`a\nb\n`, 2 → `b\n`); clients
+        // count `output.split('\n')` against the length they asked for.
+        Some(0) => String::new(),
         Some(n) => {
-            let all: Vec<&str> = text.lines().collect();
+            let all: Vec<&str> = text.split('\n').collect();
             let from = all.len().saturating_sub(n as usize);
-            let mut out = all[from..].join("\n");
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out
+            all[from..].join("\n")
         }
     })
 }
@@ -698,7 +745,8 @@ mod tests {
         let p = dir.path().join("log");
         assert_eq!(tail(&p, Some(3)).expect("missing is empty"), "");
         std::fs::write(&p, "a\nb\nc\nd\n").expect("write");
-        assert_eq!(tail(&p, Some(2)).expect("tail"), "c\nd\n");
+        assert_eq!(tail(&p, Some(2)).expect("tail"), "d\n");
+        assert_eq!(tail(&p, Some(3)).expect("tail").split('\n').count(), 3);
         assert_eq!(tail(&p, None).expect("all"), "a\nb\nc\nd\n");
         assert_eq!(tail(&p, Some(0)).expect("none"), "");
     }

@@ -48,7 +48,36 @@ pub fn inventory(info: &HostInfo, disk_gb: u64, facts: &HostFacts) -> Inventory 
         host_ip: facts.host_ip.clone(),
         supports_networks: info.supports_networks,
         availability_zone: facts.availability_zone.clone(),
+        uptime: host_uptime().unwrap_or_default(),
     }
+}
+
+/// The host's uptime in the shape of the `uptime` command's line, which is what Nova's
+/// `os-hypervisors/{id}/uptime` returns: ` 08:32:11 up 3 days, 18:25,  load average: 0.20, 0.12, 0.14`.
+/// Read from `/proc` (Linux); `None` elsewhere.
+fn host_uptime() -> Option<String> {
+    let up = std::fs::read_to_string("/proc/uptime").ok()?;
+    let load = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let secs = up.split_whitespace().next()?.parse::<f64>().ok()? as u64;
+    let loads: Vec<&str> = load.split_whitespace().take(3).collect();
+    Some(uptime_line(utc_time_of_day(), secs, &loads))
+}
+
+/// The current UTC time of day as (hours, minutes, seconds).
+fn utc_time_of_day() -> (u64, u64, u64) {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400;
+    (t / 3600, t % 3600 / 60, t % 60)
+}
+
+fn uptime_line((h, m, s): (u64, u64, u64), up_secs: u64, loads: &[&str]) -> String {
+    let days = up_secs / 86_400;
+    let (uh, um) = (up_secs % 86_400 / 3600, up_secs % 3600 / 60);
+    let days = match days {
+        0 => String::new(),
+        1 => "1 day, ".to_string(),
+        n => format!("{n} days, "),
+    };
+    format!(" {h:02}:{m:02}:{s:02} up {days}{uh:2}:{um:02},  load average: {}", loads.join(", "))
 }
 
 /// The local address this host uses to reach `host:port` (the server): the address other
@@ -66,6 +95,15 @@ pub fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_reads_like_the_uptime_command() {
+        assert_eq!(
+            uptime_line((8, 32, 11), 3 * 86_400 + 18 * 3600 + 25 * 60, &["0.20", "0.12", "0.14"]),
+            " 08:32:11 up 3 days, 18:25,  load average: 0.20, 0.12, 0.14"
+        );
+        assert_eq!(uptime_line((0, 0, 5), 65, &["1.00"]), " 00:00:05 up  0:01,  load average: 1.00");
+    }
 
     #[test]
     fn reservations_are_subtracted_and_reported() {

@@ -102,11 +102,12 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             arch: info.arch.clone(),
             supports_networks: info.supports_networks,
             stop_timeout: Duration::from_secs(args.stop_timeout_secs),
-            config_drive: match args.config_drive {
-                config::ConfigDriveMode::Always => Some(args.config_drive_format),
-                config::ConfigDriveMode::Auto if virt_type != VirtType::Test => Some(args.config_drive_format),
-                _ => None,
+            config_drive_always: match args.config_drive {
+                config::ConfigDriveMode::Always => true,
+                config::ConfigDriveMode::Auto => virt_type != VirtType::Test,
+                config::ConfigDriveMode::Never => false,
             },
+            config_drive_format: args.config_drive_format,
             availability_zone: args.availability_zone.clone(),
         },
     )

@@ -43,6 +43,10 @@ pub struct Inventory {
     /// Whether the agent can create libvirt networks (NAT + DHCP) for Meridian networks.
     pub supports_networks: bool,
     pub availability_zone: String,
+    /// The host's `uptime` line (what Nova's `os-hypervisors/{id}/uptime` shows); empty when
+    /// the agent could not read it.
+    #[serde(default)]
+    pub uptime: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,6 +138,9 @@ pub struct BuildSpec {
     pub metadata: std::collections::BTreeMap<String, String>,
     pub public_key: Option<String>,
     pub project_id: String,
+    /// The user asked for a config drive: attach one whatever the host's own policy.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -210,6 +217,9 @@ pub enum WorkEvent {
     Done {
         power_state: PowerState,
         console: Option<String>,
+        /// A build that attached a config drive (the server then reports `config_drive`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        config_drive: bool,
     },
     Failed {
         message: String,

@@ -45,6 +45,8 @@ fn instance(id: &str) -> Instance {
         launched_at: None,
         terminated_at: None,
         deleted: 0,
+        access_ip_v4: None,
+        access_ip_v6: None,
     }
 }
 

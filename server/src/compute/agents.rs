@@ -91,6 +91,7 @@ fn to_inventory(inv: &Inventory, agent_version: &str) -> HostInventory {
         reserved_vcpus: i64::from(inv.reserved_vcpus),
         reserved_memory_mb: i(inv.reserved_memory_mb),
         reserved_disk_gb: i(inv.reserved_disk_gb),
+        uptime: inv.uptime.clone(),
     }
 }
 

@@ -399,6 +399,7 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         metadata,
         public_key: inst.key_data.clone(),
         project_id: inst.project_id.clone(),
+        config_drive: !inst.config_drive.is_empty(),
     })
 }
 
@@ -452,8 +453,8 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
                     .await?;
             }
         }
-        (Action::Build(_), WorkEvent::Done { power_state, .. }) => {
-            state.store.complete_build(&work.id, id, power_state.code()).await?;
+        (Action::Build(_), WorkEvent::Done { power_state, config_drive, .. }) => {
+            state.store.complete_build(&work.id, id, power_state.code(), config_drive).await?;
         }
         (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
             if state.store.finish_work(&work.id, "failed", Some(&message)).await? {

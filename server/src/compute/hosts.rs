@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::ApiVersion;
 use super::conductor::{self, nova_time};
-use super::servers::visible;
+use super::servers::{visible, visible_or_deleted};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
@@ -54,13 +54,122 @@ async fn hypervisor_detail(state: &AppState, v: ApiVersion, h: &Host) -> ApiResu
         "disk_available_least": disk - h.disk_gb_used,
         "current_workload": 0,
         "running_vms": running_vms(state, h).await?,
-        "cpu_info": json!({"arch": h.cpu_arch, "vendor": "", "model": "", "topology": {}, "features": []}).to_string(),
+        "cpu_info": cpu_info(v, h),
         "service": {"host": h.name, "id": host_ref(v, h), "disabled_reason": h.disabled_reason},
     });
     if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
     Ok(o)
+}
+
+/// What we know of the host's CPU, in the libvirt driver's shape: a JSON string before 2.28,
+/// an object from 2.28.
+fn cpu_info(v: ApiVersion, h: &Host) -> Value {
+    let info = json!({"arch": h.cpu_arch, "vendor": "", "model": "", "topology": {}, "features": []});
+    if v.at_least(28) { info } else { json!(info.to_string()) }
+}
+
+/// `GET /os-hypervisors/statistics`: the sums over every host (Nova's deprecated summary).
+pub async fn hypervisor_statistics(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-hypervisors:statistics")?;
+    let hosts = state.store.list_hosts().await?;
+    let sum = |f: fn(&Host) -> i64| hosts.iter().map(f).sum::<i64>();
+    let mut running = 0;
+    for h in &hosts {
+        running += running_vms(&state, h).await?;
+    }
+    let (disk, disk_used) = (sum(|h| h.disk_gb), sum(|h| h.disk_gb_used));
+    let (mem, mem_used) = (sum(|h| h.memory_mb), sum(|h| h.memory_mb_used));
+    Ok(axum::Json(json!({"hypervisor_statistics": {
+        "count": hosts.len(),
+        "current_workload": 0,
+        "disk_available_least": disk - disk_used,
+        "free_disk_gb": disk - disk_used,
+        "free_ram_mb": mem - mem_used,
+        "local_gb": disk,
+        "local_gb_used": disk_used,
+        "memory_mb": mem,
+        "memory_mb_used": mem_used,
+        "running_vms": running,
+        "vcpus": sum(|h| h.vcpus),
+        "vcpus_used": sum(|h| h.vcpus_used),
+    }})))
+}
+
+/// `GET /os-hypervisors/{id}/uptime`: the host's `uptime` line as its agent last reported it.
+pub async fn hypervisor_uptime(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-hypervisors:uptime")?;
+    let h = find_host(&state, &id).await?;
+    let uptime = h.uptime.clone().filter(|_| conductor::host_up(&state, &h)).ok_or_else(|| {
+        // Nova's answer when the compute host cannot tell (down, or a driver without uptime).
+        ApiError::new(axum::http::StatusCode::NOT_IMPLEMENTED, "Virt driver does not implement uptime function.")
+    })?;
+    let mut o = hypervisor_summary(&state, v, &h);
+    o["uptime"] = json!(uptime);
+    Ok(axum::Json(json!({"hypervisor": o})))
+}
+
+/// Hosts whose name contains `pattern`; 404 (Nova's wording) when none does.
+async fn matching_hosts(state: &AppState, pattern: &str) -> ApiResult<Vec<Host>> {
+    let hosts: Vec<Host> = state.store.list_hosts().await?.into_iter().filter(|h| h.name.contains(pattern)).collect();
+    if hosts.is_empty() {
+        return Err(ApiError::not_found(format!("No hypervisor matching '{pattern}' could be found.")));
+    }
+    Ok(hosts)
+}
+
+/// Before 2.53 only (then replaced by `hypervisor_hostname_pattern` and `with_servers`).
+fn before_2_53(v: ApiVersion) -> ApiResult<()> {
+    if v.at_least(53) { Err(ApiError::not_found("The resource could not be found.")) } else { Ok(()) }
+}
+
+/// `GET /os-hypervisors/{pattern}/search` (before 2.53).
+pub async fn search_hypervisors(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pattern): Path<String>,
+) -> JsonResult {
+    before_2_53(v)?;
+    ctx.require_admin("os_compute_api:os-hypervisors:search")?;
+    let list: Vec<Value> =
+        matching_hosts(&state, &pattern).await?.iter().map(|h| hypervisor_summary(&state, v, h)).collect();
+    Ok(axum::Json(json!({"hypervisors": list})))
+}
+
+/// `GET /os-hypervisors/{pattern}/servers` (before 2.53): matching hosts with their servers.
+pub async fn hypervisor_servers(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(pattern): Path<String>,
+) -> JsonResult {
+    before_2_53(v)?;
+    ctx.require_admin("os_compute_api:os-hypervisors:servers")?;
+    let mut list = Vec::new();
+    for h in matching_hosts(&state, &pattern).await? {
+        let mut o = hypervisor_summary(&state, v, &h);
+        let f = crate::store::instances::InstanceFilter { host_id: Some(h.id.clone()), ..Default::default() };
+        let servers: Vec<Value> = state
+            .store
+            .list_instances(&f)
+            .await?
+            .iter()
+            .map(|i| json!({"uuid": i.id, "name": format!("meridian-{}", i.id)}))
+            .collect();
+        // Nova leaves the key out for a host without servers.
+        if !servers.is_empty() {
+            o["servers"] = json!(servers);
+        }
+        list.push(o);
+    }
+    Ok(axum::Json(json!({"hypervisors": list})))
 }
 
 async fn find_host(state: &AppState, id: &str) -> ApiResult<Host> {
@@ -227,6 +336,17 @@ fn action_json(v: ApiVersion, a: &crate::store::instances::InstanceAction) -> Va
     o
 }
 
+/// The instance whose actions are asked for: from 2.21 a deleted one too (Nova reads deleted
+/// instances there, so the `delete` action stays visible).
+async fn action_instance(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    id: &str,
+) -> ApiResult<crate::store::instances::Instance> {
+    if v.at_least(21) { visible_or_deleted(state, ctx, id).await } else { visible(state, ctx, id).await }
+}
+
 pub async fn list_actions(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -234,7 +354,7 @@ pub async fn list_actions(
     Path(id): Path<String>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:list")?;
-    let inst = visible(&state, &ctx, &id).await?;
+    let inst = action_instance(&state, &ctx, v, &id).await?;
     let list: Vec<Value> = state.store.list_actions(&inst.id).await?.iter().map(|a| action_json(v, a)).collect();
     Ok(axum::Json(json!({"instanceActions": list})))
 }
@@ -246,7 +366,7 @@ pub async fn show_action(
     Path((id, request_id)): Path<(String, String)>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:show")?;
-    let inst = visible(&state, &ctx, &id).await?;
+    let inst = action_instance(&state, &ctx, v, &id).await?;
     let a = state.store.get_action(&inst.id, &request_id).await?;
     let mut out = action_json(v, &a);
     // Events: always for admins; for others from 2.51 (without tracebacks).

@@ -4,8 +4,10 @@
 pub mod agents;
 pub mod conductor;
 mod events;
+mod extensions;
 mod flavors;
 mod hosts;
+mod images;
 mod keypairs;
 pub mod microversion;
 mod quotas;
@@ -25,10 +27,30 @@ pub use microversion::ApiVersion;
 
 use crate::state::AppState;
 
-/// Routes under `/compute`.
+/// Routes under `/compute`: the v2.1 API, and the same API at `/v2` for v2.0 clients (as
+/// Nova's v2.0 compatibility endpoint: served by the v2.1 code at the base microversion).
 pub fn router(_state: AppState) -> Router<AppState> {
-    let v21 = Router::new()
-        .route("/", get(version))
+    let v21 = api().route("/", get(version)).layer(from_fn(microversion::negotiate));
+    let v20 = api().route("/", get(version_v20)).layer(from_fn(microversion::negotiate)).layer(from_fn(legacy_v2));
+    Router::new().route("/", get(versions)).nest("/v2.1", v21).nest("/v2", v20)
+}
+
+/// Every route of the API but its version document.
+fn api() -> Router<AppState> {
+    Router::new()
+        .route("/extensions", get(extensions::list))
+        .route("/extensions/{alias}", get(extensions::show))
+        .route("/images", get(images::list))
+        .route("/images/detail", get(images::list_detail))
+        .route("/images/{id}", get(images::show).delete(images::delete))
+        .route(
+            "/images/{id}/metadata",
+            get(images::list_metadata).post(images::merge_metadata).put(images::replace_metadata),
+        )
+        .route(
+            "/images/{id}/metadata/{key}",
+            get(images::show_metadata_item).put(images::put_metadata_item).delete(images::delete_metadata_item),
+        )
         .route("/flavors", get(flavors::list).post(flavors::create))
         .route("/flavors/detail", get(flavors::list_detail))
         .route("/flavors/{id}", get(flavors::show).put(flavors::update).delete(flavors::delete))
@@ -52,6 +74,8 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
+        .route("/servers/{id}/ips", get(servers::list_ips))
+        .route("/servers/{id}/ips/{network}", get(servers::show_ips))
         .route(
             "/servers/{id}/metadata",
             get(servers::list_metadata).post(servers::merge_metadata).put(servers::replace_metadata),
@@ -65,12 +89,44 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))
         .route("/os-hypervisors", get(hosts::list_hypervisors))
         .route("/os-hypervisors/detail", get(hosts::list_hypervisors_detail))
+        .route("/os-hypervisors/statistics", get(hosts::hypervisor_statistics))
         .route("/os-hypervisors/{id}", get(hosts::show_hypervisor))
+        .route("/os-hypervisors/{id}/uptime", get(hosts::hypervisor_uptime))
+        .route("/os-hypervisors/{id}/search", get(hosts::search_hypervisors))
+        .route("/os-hypervisors/{id}/servers", get(hosts::hypervisor_servers))
         .route("/os-services", get(hosts::list_services))
         .route("/os-aggregates", get(hosts::list_aggregates))
         .route("/os-services/{id}", axum::routing::put(hosts::update_service))
-        .layer(from_fn(microversion::negotiate));
-    Router::new().route("/", get(versions)).nest("/v2.1", v21)
+}
+
+/// v2.0 requests carry no microversion: whatever headers they send, the base version serves them.
+async fn legacy_v2(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let h = req.headers_mut();
+    h.remove("openstack-api-version");
+    h.remove("x-openstack-nova-api-version");
+    next.run(req).await
+}
+
+fn version_doc_v20(state: &AppState) -> Value {
+    json!({
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": state.url("compute/v2/")}],
+    })
+}
+
+async fn version_v20(State(state): State<AppState>) -> axum::Json<Value> {
+    let mut v = version_doc_v20(&state);
+    v["links"] = json!([
+        {"rel": "self", "href": state.url("compute/v2/")},
+        {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+    ]);
+    v["media-types"] =
+        json!([{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}]);
+    axum::Json(json!({"version": v}))
 }
 
 fn version_doc(state: &AppState) -> Value {
@@ -93,7 +149,8 @@ async fn versions(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(o) = v.as_object_mut() {
         o.remove("media-types");
     }
-    (StatusCode::OK, axum::Json(json!({"versions": [v]})))
+    // Nova lists v2.0 first (tempest checks the order).
+    (StatusCode::OK, axum::Json(json!({"versions": [version_doc_v20(&state), v]})))
 }
 
 async fn version(State(state): State<AppState>) -> axum::Json<Value> {

@@ -52,6 +52,20 @@ pub(crate) async fn visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<
     Ok(inst)
 }
 
+/// As [`visible`], but a deleted instance is found too (instance actions from 2.21).
+pub(crate) async fn visible_or_deleted(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
+    let missing = || ApiError::not_found(format!("Instance {id} could not be found."));
+    let inst = match state.store.get_instance(id).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if !ctx.owns(&inst.project_id) {
+        return Err(missing());
+    }
+    Ok(inst)
+}
+
 fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
     match host {
         Some(h) => hex::encode(Sha224::digest(format!("{project_id}{h}").as_bytes())),
@@ -150,8 +164,8 @@ fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &
     o.insert("created".into(), json!(nova_time(&inst.created_at)));
     o.insert("updated".into(), json!(nova_time(&inst.updated_at)));
     o.insert("addresses".into(), x.addresses.clone());
-    o.insert("accessIPv4".into(), json!(""));
-    o.insert("accessIPv6".into(), json!(""));
+    o.insert("accessIPv4".into(), json!(inst.access_ip_v4.as_deref().unwrap_or_default()));
+    o.insert("accessIPv6".into(), json!(inst.access_ip_v6.as_deref().unwrap_or_default()));
     o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
     o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
     if matches!(st, "ACTIVE" | "BUILD") {
@@ -259,6 +273,29 @@ fn str_field<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a s
             "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
         ))),
     }
+}
+
+/// What `config_drive` says of an instance with a config drive (Nova's value).
+pub(crate) const CONFIG_DRIVE_ATTACHED: &str = "True";
+
+/// `accessIPv4` / `accessIPv6`: an address of that family, or empty / null for none.
+fn access_ip(b: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    let text = match b.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(t)) => t.as_str(),
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute {key}. Value: {other}."))),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // Stored in canonical form, as Nova does (`0000::babe:220.12.22.2` → `::babe:dc0c:1602`).
+    let (canonical, family) = match key {
+        "accessIPv4" => (text.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string()), "ipv4"),
+        _ => (text.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string()), "ipv6"),
+    };
+    canonical.map(Some).ok_or_else(|| {
+        bad(format!("Invalid input for field/attribute {key}. Value: {text}. '{text}' is not a '{family}'"))
+    })
 }
 
 fn count_field(b: &Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
@@ -503,6 +540,22 @@ pub async fn create(
         }
         None => None,
     };
+    let access_ip_v4 = access_ip(b, "accessIPv4")?;
+    let access_ip_v6 = access_ip(b, "accessIPv6")?;
+    // Nova uses the caller's password when given (and echoes it), else makes one.
+    let admin_pass = match str_field(b, "adminPass")? {
+        Some(p) => p.to_string(),
+        None => crate::auth::random_secret()[..12].to_string(),
+    };
+    // A requested config drive is always attached, whatever the host's own policy.
+    let config_drive = match b.get("config_drive") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(c)) => *c,
+        Some(Value::String(c)) if c.is_empty() => false,
+        Some(Value::String(c)) => crate::extract::parse_bool(c)
+            .ok_or_else(|| bad(format!("Invalid input for field/attribute config_drive. Value: {c}.")))?,
+        Some(other) => return Err(bad(format!("Invalid input for field/attribute config_drive. Value: {other}."))),
+    };
     let az = str_field(b, "availability_zone")?
         .map(|z| z.split(':').next().unwrap_or(z).to_string())
         .filter(|z| !z.is_empty());
@@ -549,18 +602,31 @@ pub async fn create(
     let (used_n, used_cores, used_ram) = state.store.project_usage(&project_id).await?;
     let [lim_n, lim_cores, lim_ram] =
         super::quotas::limits_for(&state, &project_id, &["instances", "cores", "ram"]).await?;
+    // A user's own quota (when an admin set one) applies to that user's share as well.
+    let (user_n, user_cores, user_ram) = state.store.user_usage(&project_id, &ctx.user.id).await?;
+    let [ulim_n, ulim_cores, ulim_ram] =
+        super::quotas::user_limits_for(&state, &project_id, &ctx.user.id, &["instances", "cores", "ram"]).await?;
     let fits = |n: i64| {
         (lim_n < 0 || used_n + n <= lim_n)
             && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores)
             && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
+            && (ulim_n < 0 || user_n + n <= ulim_n)
+            && (ulim_cores < 0 || user_cores + n * flavor.vcpus <= ulim_cores)
+            && (ulim_ram < 0 || user_ram + n * flavor.ram <= ulim_ram)
     };
     let count = (min_count..=max_count).rev().find(|n| fits(*n)).ok_or_else(|| {
         let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
             ("instances", used_n, lim_n, min_count)
         } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
             ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
-        } else {
+        } else if lim_ram >= 0 && used_ram + min_count * flavor.ram > lim_ram {
             ("ram", used_ram, lim_ram, min_count * flavor.ram)
+        } else if ulim_n >= 0 && user_n + min_count > ulim_n {
+            ("instances", user_n, ulim_n, min_count)
+        } else if ulim_cores >= 0 && user_cores + min_count * flavor.vcpus > ulim_cores {
+            ("cores", user_cores, ulim_cores, min_count * flavor.vcpus)
+        } else {
+            ("ram", user_ram, ulim_ram, min_count * flavor.ram)
         };
         ApiError::forbidden(format!(
             "Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"
@@ -574,7 +640,6 @@ pub async fn create(
     .to_string();
     let reservation_id = format!("r-{}", &new_uuid()[..8]);
     let request_id = ctx.request_id.clone();
-    let admin_pass = crate::auth::random_secret()[..12].to_string();
     let mut first = None;
     for index in 0..count {
         let display = if count > 1 { format!("{name}-{}", index + 1) } else { name.to_string() };
@@ -595,7 +660,7 @@ pub async fn create(
             metadata: json!(metadata).to_string(),
             tags: json!(tags).to_string(),
             availability_zone: az.clone(),
-            config_drive: String::new(),
+            config_drive: if config_drive { CONFIG_DRIVE_ATTACHED.into() } else { String::new() },
             reservation_id: reservation_id.clone(),
             launch_index: index,
             host_id: None,
@@ -615,6 +680,8 @@ pub async fn create(
             launched_at: None,
             terminated_at: None,
             deleted: 0,
+            access_ip_v4: access_ip_v4.clone(),
+            access_ip_v6: access_ip_v6.clone(),
         };
         // The instance and its `create` action land together (one commit, and never one
         // without the other).
@@ -671,6 +738,31 @@ async fn record_action(
 
 // ---- list / show ----
 
+/// Every server status Nova knows (a filter on one we never show simply matches nothing).
+const NOVA_STATUSES: [&str; 21] = [
+    "ACTIVE",
+    "BUILD",
+    "CONFIRMING_RESIZE",
+    "DELETED",
+    "ERROR",
+    "HARD_REBOOT",
+    "MIGRATING",
+    "PASSWORD",
+    "PAUSED",
+    "REBOOT",
+    "REBUILD",
+    "RESCUE",
+    "RESIZE",
+    "REVERT_RESIZE",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
+    "SHUTOFF",
+    "SOFT_DELETED",
+    "SUSPENDED",
+    "UNKNOWN",
+    "VERIFY_RESIZE",
+];
+
 const SORT_KEYS: [&str; 8] =
     ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
 
@@ -713,12 +805,25 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
     };
     let status_filter: Vec<String> = q.all("status").iter().map(|s| s.to_ascii_uppercase()).collect();
     for s in &status_filter {
-        if !["ACTIVE", "BUILD", "ERROR", "SHUTOFF", "REBOOT", "HARD_REBOOT", "DELETED", "SOFT_DELETED", "UNKNOWN"]
-            .contains(&s.as_str())
-        {
-            return Err(bad(format!("Invalid status value {s}")));
+        if !NOVA_STATUSES.contains(&s.as_str()) {
+            // Nova: an empty list before 2.38, a 400 from 2.38.
+            if v.at_least(38) {
+                return Err(bad(format!("Invalid status value {s}")));
+            }
+            return Ok(axum::Json(json!({"servers": []})));
         }
     }
+    // `ip` / `ip6`: regular expressions searched in the servers' addresses (as Nova does).
+    let ip_re = |key: &str| -> ApiResult<Option<regex::Regex>> {
+        q.get(key)
+            .map(|p| {
+                regex::Regex::new(p).map_err(|_| {
+                    bad(format!("Invalid input for query parameters {key}. Value: {p}. Not a valid regular expression"))
+                })
+            })
+            .transpose()
+    };
+    let (ip4_re, ip6_re) = (ip_re("ip")?, ip_re("ip6")?);
     let sort_key = q.get("sort_key").unwrap_or("created_at");
     if !SORT_KEYS.contains(&sort_key) {
         return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
@@ -748,6 +853,26 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
         .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
         .collect();
+    if ip4_re.is_some() || ip6_re.is_some() {
+        let mut kept = Vec::with_capacity(rows.len());
+        for i in rows {
+            let ips: Vec<String> = state
+                .store
+                .ports_by_device(&i.id)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .flat_map(|p| p.fixed_ips.into_iter().map(|f| f.ip_address))
+                .collect();
+            let hit = |re: &Option<regex::Regex>, v6: bool| {
+                re.as_ref().is_none_or(|re| ips.iter().any(|a| a.contains(':') == v6 && re.is_match(a)))
+            };
+            if hit(&ip4_re, false) && hit(&ip6_re, true) {
+                kept.push(i);
+            }
+        }
+        rows = kept;
+    }
     let key = |i: &Instance| -> String {
         match sort_key {
             "display_name" => i.name.clone(),
@@ -833,6 +958,7 @@ pub async fn update(
     let mut name = inst.name.clone();
     let mut hostname = inst.hostname.clone();
     let mut description = inst.description.clone();
+    let (mut access_ip_v4, mut access_ip_v6) = (inst.access_ip_v4.clone(), inst.access_ip_v6.clone());
     for (k, val) in b {
         match k.as_str() {
             "name" => {
@@ -852,7 +978,8 @@ pub async fn update(
                     }
                 }
             }
-            "accessIPv4" | "accessIPv6" => {}
+            "accessIPv4" => access_ip_v4 = access_ip(b, k)?,
+            "accessIPv6" => access_ip_v6 = access_ip(b, k)?,
             other => {
                 return Err(bad(format!(
                     "Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)"
@@ -860,7 +987,10 @@ pub async fn update(
             }
         }
     }
-    state.store.update_instance_fields(&id, &name, &hostname, description.as_deref(), &inst.metadata).await?;
+    state
+        .store
+        .update_instance_fields(&Instance { name, hostname, description, access_ip_v4, access_ip_v6, ..inst })
+        .await?;
     let inst = state.store.get_instance(&id).await?;
     let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
     Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, shape).await?})))
@@ -1060,16 +1190,7 @@ async fn write_metadata(state: &AppState, inst: &Instance, m: &BTreeMap<String, 
             m.len()
         )));
     }
-    state
-        .store
-        .update_instance_fields(
-            &inst.id,
-            &inst.name,
-            &inst.hostname,
-            inst.description.as_deref(),
-            &json!(m).to_string(),
-        )
-        .await?;
+    state.store.update_instance_fields(&Instance { metadata: json!(m).to_string(), ..inst.clone() }).await?;
     Ok(())
 }
 
@@ -1157,4 +1278,42 @@ pub async fn delete_metadata_item(
     }
     write_metadata(&state, &inst, &m).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- ips ----
+
+/// The `addresses` of a server as `/ips` shows them: version and address only.
+async fn plain_addresses(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Map<String, Value>> {
+    ctx.require_reader("os_compute_api:ips:index")?;
+    let inst = visible(state, ctx, id).await?;
+    let Value::Object(all) = addresses(state, &inst.id).await? else { return Ok(Map::new()) };
+    Ok(all
+        .into_iter()
+        .map(|(net, list)| {
+            let plain: Vec<Value> = list
+                .as_array()
+                .map(|l| l.iter().map(|a| json!({"version": a["version"], "addr": a["addr"]})).collect())
+                .unwrap_or_default();
+            (net, Value::Array(plain))
+        })
+        .collect())
+}
+
+/// `GET /servers/{id}/ips`
+pub async fn list_ips(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+    Ok(axum::Json(json!({"addresses": plain_addresses(&state, &ctx, &id).await?})))
+}
+
+/// `GET /servers/{id}/ips/{network}`: the addresses on one network, by its name.
+pub async fn show_ips(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, network)): Path<(String, String)>,
+) -> JsonResult {
+    let mut all = plain_addresses(&state, &ctx, &id).await?;
+    let list =
+        all.remove(&network).ok_or_else(|| ApiError::not_found(format!("Network {network} could not be found.")))?;
+    let mut o = Map::new();
+    o.insert(network, list);
+    Ok(axum::Json(Value::Object(o)))
 }

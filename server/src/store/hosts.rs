@@ -33,6 +33,8 @@ pub struct Host {
     pub last_heartbeat: String,
     pub created_at: String,
     pub updated_at: String,
+    /// The host's `uptime` line from its last heartbeat.
+    pub uptime: Option<String>,
 }
 
 /// Inventory as reported by an agent (see `meridian_common::agent::Inventory`).
@@ -52,6 +54,7 @@ pub struct HostInventory {
     pub reserved_vcpus: i64,
     pub reserved_memory_mb: i64,
     pub reserved_disk_gb: i64,
+    pub uptime: String,
 }
 
 /// A resource amount to claim or release on a host.
@@ -85,7 +88,7 @@ pub struct Work {
 const HOST_COLS: &str = "id, num, name, enabled, disabled_reason, forced_down, availability_zone, hypervisor_type, \
     hypervisor_version, cpu_arch, libvirt_uri, host_ip, supports_networks, agent_version, vcpus, memory_mb, disk_gb, \
     reserved_vcpus, reserved_memory_mb, reserved_disk_gb, vcpus_used, memory_mb_used, disk_gb_used, last_heartbeat, \
-    created_at, updated_at";
+    created_at, updated_at, uptime";
 const WORK_COLS: &str = "id, instance_id, host_id, action, state, attempt, leased_until, result";
 
 impl Store {
@@ -127,7 +130,8 @@ impl Store {
         .fetch_optional(&mut *self.conn().await?)
         .await?;
         match id {
-            Some(id) => Ok(id),
+            // The heartbeat's columns (uptime) as of this first report too.
+            Some(id) => self.heartbeat(&id, inv).await.map(|()| id),
             // Registered concurrently by another request: refresh that row instead.
             None => {
                 let h = self.get_host_by_name(name).await?;
@@ -162,7 +166,7 @@ impl Store {
     pub async fn heartbeat(&self, host_id: &str, inv: &HostInventory) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE hosts SET last_heartbeat = $2, updated_at = $2, vcpus = $3, memory_mb = $4, disk_gb = $5, \
-             reserved_vcpus = $6, reserved_memory_mb = $7, reserved_disk_gb = $8 WHERE id = $1",
+             reserved_vcpus = $6, reserved_memory_mb = $7, reserved_disk_gb = $8, uptime = $9 WHERE id = $1",
         )
         .bind(host_id)
         .bind(now())
@@ -172,6 +176,7 @@ impl Store {
         .bind(inv.reserved_vcpus)
         .bind(inv.reserved_memory_mb)
         .bind(inv.reserved_disk_gb)
+        .bind(Some(inv.uptime.as_str()).filter(|u| !u.is_empty()))
         .execute(&mut *self.conn().await?)
         .await?;
         found(done.rows_affected(), || format!("Compute host {host_id} could not be found."))

@@ -47,6 +47,9 @@ pub struct Instance {
     pub launched_at: Option<String>,
     pub terminated_at: Option<String>,
     pub deleted: i64,
+    /// `accessIPv4` / `accessIPv6` as the user set them.
+    pub access_ip_v4: Option<String>,
+    pub access_ip_v6: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -122,7 +125,7 @@ pub struct InstanceFilter {
 pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project_id, user_id, flavor_id, flavor, image_id, \
     key_name, key_data, user_data, metadata, tags, availability_zone, config_drive, reservation_id, launch_index, \
     host_id, alternates, tried_hosts, claimed, requested_networks, owned_ports, vm_state, task_state, power_state, fault, locked, build_deadline, \
-    created_at, updated_at, launched_at, terminated_at, deleted";
+    created_at, updated_at, launched_at, terminated_at, deleted, access_ip_v4, access_ip_v6";
 
 impl Store {
     /// Stores a new instance, its first timeline entry and (when given) the action that
@@ -131,7 +134,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}, vcpus, memory_mb) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)"
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39)"
         ))
         .bind(&i.id)
         .bind(&i.name)
@@ -168,6 +171,8 @@ impl Store {
         .bind(i.launched_at.as_deref())
         .bind(i.terminated_at.as_deref())
         .bind(i.deleted)
+        .bind(i.access_ip_v4.as_deref())
+        .bind(i.access_ip_v6.as_deref())
         .bind(flavor_number(&i.flavor, "vcpus"))
         .bind(flavor_number(&i.flavor, "ram"))
         .execute(&mut *tx)
@@ -249,8 +254,15 @@ impl Store {
     /// A finished build, in one transaction: the work item done, building → active with the
     /// power state, launched_at, and the `create` action and its events finished. `false` when
     /// the work item was already finished or the instance no longer building (a repeat, a
-    /// delete meanwhile): then nothing changes.
-    pub async fn complete_build(&self, work_id: &str, id: &str, power_state: i64) -> StoreResult<bool> {
+    /// delete meanwhile): then nothing changes. `config_drive`: the host attached one (recorded
+    /// as Nova's `"True"`; a requested one is already recorded).
+    pub async fn complete_build(
+        &self,
+        work_id: &str,
+        id: &str,
+        power_state: i64,
+        config_drive: bool,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         if !super::hosts::finish_work_in(&mut tx, work_id, "done", None).await? {
             return Ok(false);
@@ -260,11 +272,13 @@ impl Store {
         let ts = now();
         let moved = sqlx::query(&format!(
             "UPDATE instances SET vm_state = 'active', task_state = NULL, power_state = $2, updated_at = $3, \
-             launched_at = COALESCE(launched_at, $3), build_deadline = NULL WHERE id = $1 AND {BUILDING_ON_HOST}"
+             launched_at = COALESCE(launched_at, $3), build_deadline = NULL, \
+             config_drive = CASE WHEN $4 = 1 THEN 'True' ELSE config_drive END WHERE id = $1 AND {BUILDING_ON_HOST}"
         ))
         .bind(id)
         .bind(power_state)
         .bind(&ts)
+        .bind(i64::from(config_drive))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -364,28 +378,25 @@ impl Store {
         Ok(())
     }
 
-    pub async fn update_instance_fields(
-        &self,
-        id: &str,
-        name: &str,
-        hostname: &str,
-        description: Option<&str>,
-        metadata: &str,
-    ) -> StoreResult<()> {
+    /// Writes what a user may change on a live instance: name, hostname, description,
+    /// metadata and the access addresses.
+    pub async fn update_instance_fields(&self, i: &Instance) -> StoreResult<()> {
         let done = sqlx::query(
-            "UPDATE instances SET name = $2, hostname = $3, description = $4, metadata = $5, updated_at = $6 \
-             WHERE id = $1 AND deleted = 0",
+            "UPDATE instances SET name = $2, hostname = $3, description = $4, metadata = $5, updated_at = $6, \
+             access_ip_v4 = $7, access_ip_v6 = $8 WHERE id = $1 AND deleted = 0",
         )
-        .bind(id)
-        .bind(name)
-        .bind(hostname)
-        .bind(description)
-        .bind(metadata)
+        .bind(&i.id)
+        .bind(&i.name)
+        .bind(&i.hostname)
+        .bind(i.description.as_deref())
+        .bind(&i.metadata)
         .bind(now())
+        .bind(i.access_ip_v4.as_deref())
+        .bind(i.access_ip_v6.as_deref())
         .execute(&mut *self.conn().await?)
         .await?;
         self.instances_changed();
-        found(done.rows_affected(), || format!("Instance {id} could not be found."))
+        found(done.rows_affected(), || format!("Instance {} could not be found.", i.id))
     }
 
     /// Claims the host's resources for a building instance and records the placement in one
@@ -482,6 +493,18 @@ impl Store {
         )
         .bind(id)
         .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
+    /// As [`Store::project_usage`], for one user's instances in the project.
+    pub async fn user_usage(&self, project_id: &str, user_id: &str) -> StoreResult<(i64, i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(vcpus), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) \
+             FROM instances WHERE project_id = $1 AND user_id = $2 AND deleted = 0",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_one(&mut *self.conn().await?)
         .await?)
     }
 
