@@ -263,6 +263,7 @@ mod tests {
             metadata: BTreeMap::from([("role".to_string(), "db".to_string())]),
             public_key: Some("ssh-ed25519 AAAA test".into()),
             project_id: "p1".into(),
+            config_drive: false,
         }
     }
 

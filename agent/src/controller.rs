@@ -622,7 +622,7 @@ impl Controller {
     }
 }
 
-/// The last `lines` lines of a file, reading at most its last [`CONSOLE_MAX_BYTES`].
+/// The last `lines` lines of a file (as Nova counts them), reading at most its last [`CONSOLE_MAX_BYTES`].
 fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
@@ -640,14 +640,14 @@ fn tail(path: &Path, lines: Option<u32>) -> std::io::Result<String> {
     let text = if start > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
     Ok(match lines {
         None => text.to_string(),
+        // Nova's `_tail_log`: the last `n` pieces of the text split at newlines, so a log
+        // ending in a newline counts its empty last piece (`a\nb\n`, 2 → `b\n`); clients
+        // count `output.split('\n')` against the length they asked for.
+        Some(0) => String::new(),
         Some(n) => {
-            let all: Vec<&str> = text.lines().collect();
+            let all: Vec<&str> = text.split('\n').collect();
             let from = all.len().saturating_sub(n as usize);
-            let mut out = all[from..].join("\n");
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out
+            all[from..].join("\n")
         }
     })
 }
@@ -745,7 +745,8 @@ mod tests {
         let p = dir.path().join("log");
         assert_eq!(tail(&p, Some(3)).expect("missing is empty"), "");
         std::fs::write(&p, "a\nb\nc\nd\n").expect("write");
-        assert_eq!(tail(&p, Some(2)).expect("tail"), "c\nd\n");
+        assert_eq!(tail(&p, Some(2)).expect("tail"), "d\n");
+        assert_eq!(tail(&p, Some(3)).expect("tail").split('\n').count(), 3);
         assert_eq!(tail(&p, None).expect("all"), "a\nb\nc\nd\n");
         assert_eq!(tail(&p, Some(0)).expect("none"), "");
     }

@@ -114,6 +114,10 @@ async fn instance_lifecycle() {
     assert!(env.instance_dir(&id).join("disk").exists());
     let drive = env.instance_dir(&id).join("disk.config");
     assert!(drive.exists(), "no config drive");
+    assert!(matches!(ev, WorkEvent::Done { config_drive: true, .. }), "the attached drive is reported: {ev:?}");
+    // The test driver runs no guest: the agent's own lifecycle lines stand in for its console.
+    let console = std::fs::read_to_string(env.ctl.console_log_path(&id)).expect("console log");
+    assert!(console.contains("powered on by build") && console.lines().count() > 3, "{console}");
     assert!(!env.instance_dir(&id).join("config-drive.d").exists(), "the staging tree stays behind");
     let dom = env.hv.domain_xml(&name).expect("domain xml");
     assert!(dom.contains(&format!("<source file='{}'/>", drive.display())), "{dom}");
@@ -141,7 +145,7 @@ async fn instance_lifecycle() {
     let WorkEvent::Done { console, .. } = ev else {
         panic!("console log failed: {ev:?}");
     };
-    assert_eq!(console.as_deref(), Some("two\nthree\n"));
+    assert_eq!(console.as_deref(), Some("three\n"), "Nova's tail: the last two pieces of the split");
 
     // Stop, then stop again (already stopped), soft reboot of a stopped guest is refused.
     let (ev, _) = env.exec(id, Action::Stop).await;

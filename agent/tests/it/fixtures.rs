@@ -237,6 +237,7 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         metadata: BTreeMap::new(),
         public_key: None,
         project_id: "p1".into(),
+        config_drive: false,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::ApiVersion;
 use super::conductor::{self, nova_time};
-use super::servers::visible;
+use super::servers::{visible, visible_or_deleted};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
@@ -336,6 +336,17 @@ fn action_json(v: ApiVersion, a: &crate::store::instances::InstanceAction) -> Va
     o
 }
 
+/// The instance whose actions are asked for: from 2.21 a deleted one too (Nova reads deleted
+/// instances there, so the `delete` action stays visible).
+async fn action_instance(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    id: &str,
+) -> ApiResult<crate::store::instances::Instance> {
+    if v.at_least(21) { visible_or_deleted(state, ctx, id).await } else { visible(state, ctx, id).await }
+}
+
 pub async fn list_actions(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -343,7 +354,7 @@ pub async fn list_actions(
     Path(id): Path<String>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:list")?;
-    let inst = visible(&state, &ctx, &id).await?;
+    let inst = action_instance(&state, &ctx, v, &id).await?;
     let list: Vec<Value> = state.store.list_actions(&inst.id).await?.iter().map(|a| action_json(v, a)).collect();
     Ok(axum::Json(json!({"instanceActions": list})))
 }
@@ -355,7 +366,7 @@ pub async fn show_action(
     Path((id, request_id)): Path<(String, String)>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-instance-actions:show")?;
-    let inst = visible(&state, &ctx, &id).await?;
+    let inst = action_instance(&state, &ctx, v, &id).await?;
     let a = state.store.get_action(&inst.id, &request_id).await?;
     let mut out = action_json(v, &a);
     // Events: always for admins; for others from 2.51 (without tracebacks).

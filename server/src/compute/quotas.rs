@@ -59,6 +59,24 @@ pub async fn limits_for<const N: usize>(
     }))
 }
 
+/// A user's effective limits in a project (their overrides, else the project's), in the order asked.
+pub async fn user_limits_for<const N: usize>(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    resources: &[&str; N],
+) -> ApiResult<[i64; N]> {
+    let project = limits_for(state, project_id, resources).await?;
+    let own = state.store.user_quota_overrides(project_id, user_id).await?;
+    let mut out = project;
+    for (i, r) in resources.iter().enumerate() {
+        if let Some(l) = own.get(&format!("{PREFIX}{r}")) {
+            out[i] = *l;
+        }
+    }
+    Ok(out)
+}
+
 /// What a project uses now: instances, cores and RAM from its live servers; key pairs are the
 /// caller's own (Nova counts them per user). Read once per response.
 struct Usage {
@@ -69,9 +87,15 @@ struct Usage {
 }
 
 impl Usage {
-    async fn read(state: &AppState, ctx: &Ctx, project_id: &str) -> ApiResult<Usage> {
-        let (instances, cores, ram) = state.store.project_usage(project_id).await?;
-        Ok(Usage { instances, cores, ram, key_pairs: state.store.count_keypairs(&ctx.user.id).await? })
+    /// The project's usage, or with `user` that user's share of it; key pairs are always one
+    /// user's (`user`, else the caller).
+    async fn read(state: &AppState, ctx: &Ctx, project_id: &str, user: Option<&str>) -> ApiResult<Usage> {
+        let (instances, cores, ram) = match user {
+            Some(u) => state.store.user_usage(project_id, u).await?,
+            None => state.store.project_usage(project_id).await?,
+        };
+        let key_pairs = state.store.count_keypairs(user.unwrap_or(&ctx.user.id)).await?;
+        Ok(Usage { instances, cores, ram, key_pairs })
     }
 
     fn of(&self, resource: &str) -> i64 {
@@ -94,16 +118,35 @@ fn check_project(ctx: &Ctx, project_id: &str, action: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The effective limits of a project, or with `user` of that user in it (their overrides over
+/// the project's), before defaults (`defaults` skips every override).
+async fn overrides(
+    state: &AppState,
+    project_id: &str,
+    user: Option<&str>,
+    defaults: bool,
+) -> ApiResult<std::collections::BTreeMap<String, i64>> {
+    if defaults {
+        return Ok(Default::default());
+    }
+    let mut o = state.store.quota_overrides(project_id).await?;
+    if let Some(u) = user {
+        o.extend(state.store.user_quota_overrides(project_id, u).await?);
+    }
+    Ok(o)
+}
+
 async fn quota_set(
     state: &AppState,
     ctx: &Ctx,
     v: ApiVersion,
     project_id: &str,
+    user: Option<&str>,
     detail: bool,
     defaults: bool,
 ) -> ApiResult<Value> {
-    let overrides = if defaults { Default::default() } else { state.store.quota_overrides(project_id).await? };
-    let usage = if detail { Some(Usage::read(state, ctx, project_id).await?) } else { None };
+    let overrides = overrides(state, project_id, user, defaults).await?;
+    let usage = if detail { Some(Usage::read(state, ctx, project_id, user).await?) } else { None };
     let mut o = Map::new();
     o.insert("id".into(), json!(project_id));
     for (name, default, last) in QUOTAS {
@@ -125,9 +168,11 @@ pub async fn show(
     ctx: Ctx,
     Extension(v): Extension<ApiVersion>,
     Path(pid): Path<String>,
+    q: Query,
 ) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:show")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, false).await?})))
+    let user = q.get("user_id");
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, user, false, false).await?})))
 }
 
 pub async fn detail(
@@ -135,9 +180,11 @@ pub async fn detail(
     ctx: Ctx,
     Extension(v): Extension<ApiVersion>,
     Path(pid): Path<String>,
+    q: Query,
 ) -> JsonResult {
     check_project(&ctx, &pid, "os_compute_api:os-quota-sets:detail")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, true, false).await?})))
+    let user = q.get("user_id");
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, user, true, false).await?})))
 }
 
 pub async fn defaults(
@@ -147,7 +194,7 @@ pub async fn defaults(
     Path(pid): Path<String>,
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:os-quota-sets:defaults")?;
-    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, false, true).await?})))
+    Ok(axum::Json(json!({"quota_set": quota_set(&state, &ctx, v, &pid, None, false, true).await?})))
 }
 
 /// `PUT /os-quota-sets/{project_id}` (admin).
@@ -160,9 +207,9 @@ pub async fn update(
     Json(body): Json<Value>,
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-quota-sets:update")?;
-    if q.has("user_id") {
-        return Err(ApiError::bad_request("Per-user quotas are not supported."));
-    }
+    let user = q.get("user_id");
+    // A user's limit may not exceed the project's (Nova's settable maximum).
+    let project_limits = overrides(&state, &pid, None, false).await?;
     let set = body.get("quota_set").and_then(Value::as_object).ok_or_else(|| {
         ApiError::bad_request("Invalid input for field/attribute quota_set. 'quota_set' is a required property")
     })?;
@@ -188,21 +235,47 @@ pub async fn update(
                 "Invalid input for field/attribute {k}. Value: {val}. Must be an integer >= -1"
             ))
         })?;
+        if user.is_some() {
+            let max = project_limits
+                .get(&format!("{PREFIX}{k}"))
+                .copied()
+                .or_else(|| QUOTAS.iter().find(|q| q.0 == k).map(|q| q.1))
+                .unwrap_or(-1);
+            if max >= 0 && (n > max || n == -1) {
+                return Err(ApiError::bad_request(format!(
+                    "Quota limit {n} for {k} must be less than or equal to {max}."
+                )));
+            }
+        }
         updates.push((k.clone(), n));
     }
     for (k, n) in updates {
-        state.store.set_quota(&pid, &format!("{PREFIX}{k}"), n).await?;
+        let resource = format!("{PREFIX}{k}");
+        match user {
+            Some(u) => state.store.set_user_quota(&pid, u, &resource, n).await?,
+            None => state.store.set_quota(&pid, &resource, n).await?,
+        }
     }
-    let mut out = quota_set(&state, &ctx, v, &pid, false, false).await?;
+    let mut out = quota_set(&state, &ctx, v, &pid, user, false, false).await?;
     if let Some(o) = out.as_object_mut() {
         o.remove("id");
     }
     Ok(axum::Json(json!({"quota_set": out})))
 }
 
-/// `DELETE /os-quota-sets/{project_id}` (admin): back to defaults, 202.
-pub async fn reset(State(state): State<AppState>, ctx: Ctx, Path(pid): Path<String>) -> ApiResult<StatusCode> {
+/// `DELETE /os-quota-sets/{project_id}` (admin): back to defaults, 202; with `user_id`, that
+/// user's overrides only (back to the project's limits).
+pub async fn reset(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(pid): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
     ctx.require_admin("os_compute_api:os-quota-sets:delete")?;
+    if let Some(user) = q.get("user_id") {
+        state.store.reset_user_quotas(&pid, user).await?;
+        return Ok(StatusCode::ACCEPTED);
+    }
     let names: Vec<String> = QUOTAS.iter().map(|q| format!("{PREFIX}{}", q.0)).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     state.store.reset_quotas(&pid, &refs).await?;
@@ -237,7 +310,7 @@ pub async fn limits(
     a.insert("maxTotalKeypairs".into(), json!(lim("key_pairs")));
     a.insert("maxServerGroups".into(), json!(lim("server_groups")));
     a.insert("maxServerGroupMembers".into(), json!(lim("server_group_members")));
-    let used = Usage::read(&state, &ctx, &pid).await?;
+    let used = Usage::read(&state, &ctx, &pid, None).await?;
     a.insert("totalInstancesUsed".into(), json!(used.instances));
     a.insert("totalCoresUsed".into(), json!(used.cores));
     a.insert("totalRAMUsed".into(), json!(used.ram));

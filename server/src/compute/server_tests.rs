@@ -218,3 +218,100 @@ async fn other_projects_never_see_a_server() {
         );
     }
 }
+
+#[tokio::test]
+async fn access_ips_admin_pass_and_config_drive_are_kept() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pz", "member").await;
+    let mut body = server(&image, "1", &network);
+    body["server"]["accessIPv4"] = json!("1.1.1.1");
+    body["server"]["accessIPv6"] = json!("0000:0000:0000:0000:0000:babe:220.12.22.2");
+    body["server"]["adminPass"] = json!("testpassword");
+    body["server"]["config_drive"] = json!(true);
+    let r = at(&app, Method::POST, "/servers", &member, "compute 2.79", body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["server"]["adminPass"], "testpassword", "Nova echoes the caller's password");
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let s = at(&app, Method::GET, &format!("/servers/{id}"), &member, "compute 2.79", Value::Null).await.body["server"]
+        .clone();
+    assert_eq!(
+        (s["accessIPv4"].as_str(), s["accessIPv6"].as_str()),
+        (Some("1.1.1.1"), Some("::babe:dc0c:1602")),
+        "canonical"
+    );
+    assert_eq!(s["config_drive"], "True", "a requested drive is reported");
+
+    let r = at(
+        &app,
+        Method::PUT,
+        &format!("/servers/{id}"),
+        &member,
+        "compute 2.1",
+        json!({"server": {"accessIPv4": "2.2.2.2", "accessIPv6": ""}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["server"]["accessIPv4"].as_str(), r.body["server"]["accessIPv6"].as_str()),
+        (Some("2.2.2.2"), Some(""))
+    );
+
+    for (key, value) in [("accessIPv4", "1.1.1.1.1"), ("accessIPv6", "notIpv6"), ("accessIPv4", "::1")] {
+        let mut body = server(&image, "1", &network);
+        body["server"][key] = json!(value);
+        let r = at(&app, Method::POST, "/servers", &member, "compute 2.79", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key}={value}");
+    }
+    let mut body = server(&image, "1", &network);
+    body["server"]["config_drive"] = json!("maybe");
+    assert_eq!(at(&app, Method::POST, "/servers", &member, "compute 2.79", body).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn list_filters_status_and_ip_like_nova() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pf", "member").await;
+    at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    // An unknown status: an empty list before 2.38, a 400 from 2.38.
+    let r = at(&app, Method::GET, "/servers?status=NON_EXISTING", &member, "compute 2.37", Value::Null).await;
+    assert_eq!((r.status, r.body["servers"].clone()), (StatusCode::OK, json!([])));
+    let r = at(&app, Method::GET, "/servers?status=NON_EXISTING", &member, "compute 2.38", Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A status Nova knows that no server has matches nothing.
+    let r = at(&app, Method::GET, "/servers?status=PAUSED", &member, "compute 2.79", Value::Null).await;
+    assert_eq!(r.body["servers"], json!([]));
+    // `ip` is a regular expression over the servers' addresses: this server has none yet.
+    let r = at(&app, Method::GET, "/servers?ip=10%5C.9", &member, "compute 2.79", Value::Null).await;
+    assert_eq!(r.body["servers"], json!([]));
+    let r = at(&app, Method::GET, "/servers?ip=((", &member, "compute 2.79", Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn deleted_servers_keep_their_actions_from_2_21_and_ips_are_listed() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pd", "member").await;
+    let r = at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    wait_status(&app, &member, &id, "ERROR").await;
+    let ips = at(&app, Method::GET, &format!("/servers/{id}/ips"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!((ips.status, ips.body.clone()), (StatusCode::OK, json!({"addresses": {}})));
+    let none = at(&app, Method::GET, &format!("/servers/{id}/ips/n"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+
+    at(&app, Method::DELETE, &format!("/servers/{id}"), &member, "compute 2.79", Value::Null).await;
+    let path = format!("/servers/{id}/os-instance-actions");
+    let old = at(&app, Method::GET, &path, &member, "compute 2.20", Value::Null).await;
+    assert_eq!(old.status, StatusCode::NOT_FOUND);
+    let r = at(&app, Method::GET, &path, &member, "compute 2.21", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut names: Vec<&str> =
+        r.body["instanceActions"].as_array().expect("list").iter().filter_map(|a| a["action"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["create", "delete"]);
+    let other = app.user_in_project("o", "po", "member").await;
+    assert_eq!(at(&app, Method::GET, &path, &other, "compute 2.21", Value::Null).await.status, StatusCode::NOT_FOUND);
+}

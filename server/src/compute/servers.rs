@@ -52,6 +52,20 @@ pub(crate) async fn visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<
     Ok(inst)
 }
 
+/// As [`visible`], but a deleted instance is found too (instance actions from 2.21).
+pub(crate) async fn visible_or_deleted(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
+    let missing = || ApiError::not_found(format!("Instance {id} could not be found."));
+    let inst = match state.store.get_instance(id).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if !ctx.owns(&inst.project_id) {
+        return Err(missing());
+    }
+    Ok(inst)
+}
+
 fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
     match host {
         Some(h) => hex::encode(Sha224::digest(format!("{project_id}{h}").as_bytes())),
@@ -274,16 +288,14 @@ fn access_ip(b: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
     if text.is_empty() {
         return Ok(None);
     }
-    let (ok, family) = match key {
-        "accessIPv4" => (text.parse::<std::net::Ipv4Addr>().is_ok(), "ipv4"),
-        _ => (text.parse::<std::net::Ipv6Addr>().is_ok(), "ipv6"),
+    // Stored in canonical form, as Nova does (`0000::babe:220.12.22.2` → `::babe:dc0c:1602`).
+    let (canonical, family) = match key {
+        "accessIPv4" => (text.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string()), "ipv4"),
+        _ => (text.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string()), "ipv6"),
     };
-    if !ok {
-        return Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {text}. '{text}' is not a '{family}'"
-        )));
-    }
-    Ok(Some(text.to_string()))
+    canonical.map(Some).ok_or_else(|| {
+        bad(format!("Invalid input for field/attribute {key}. Value: {text}. '{text}' is not a '{family}'"))
+    })
 }
 
 fn count_field(b: &Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
@@ -590,18 +602,31 @@ pub async fn create(
     let (used_n, used_cores, used_ram) = state.store.project_usage(&project_id).await?;
     let [lim_n, lim_cores, lim_ram] =
         super::quotas::limits_for(&state, &project_id, &["instances", "cores", "ram"]).await?;
+    // A user's own quota (when an admin set one) applies to that user's share as well.
+    let (user_n, user_cores, user_ram) = state.store.user_usage(&project_id, &ctx.user.id).await?;
+    let [ulim_n, ulim_cores, ulim_ram] =
+        super::quotas::user_limits_for(&state, &project_id, &ctx.user.id, &["instances", "cores", "ram"]).await?;
     let fits = |n: i64| {
         (lim_n < 0 || used_n + n <= lim_n)
             && (lim_cores < 0 || used_cores + n * flavor.vcpus <= lim_cores)
             && (lim_ram < 0 || used_ram + n * flavor.ram <= lim_ram)
+            && (ulim_n < 0 || user_n + n <= ulim_n)
+            && (ulim_cores < 0 || user_cores + n * flavor.vcpus <= ulim_cores)
+            && (ulim_ram < 0 || user_ram + n * flavor.ram <= ulim_ram)
     };
     let count = (min_count..=max_count).rev().find(|n| fits(*n)).ok_or_else(|| {
         let (res, used, lim, req) = if lim_n >= 0 && used_n + min_count > lim_n {
             ("instances", used_n, lim_n, min_count)
         } else if lim_cores >= 0 && used_cores + min_count * flavor.vcpus > lim_cores {
             ("cores", used_cores, lim_cores, min_count * flavor.vcpus)
-        } else {
+        } else if lim_ram >= 0 && used_ram + min_count * flavor.ram > lim_ram {
             ("ram", used_ram, lim_ram, min_count * flavor.ram)
+        } else if ulim_n >= 0 && user_n + min_count > ulim_n {
+            ("instances", user_n, ulim_n, min_count)
+        } else if ulim_cores >= 0 && user_cores + min_count * flavor.vcpus > ulim_cores {
+            ("cores", user_cores, ulim_cores, min_count * flavor.vcpus)
+        } else {
+            ("ram", user_ram, ulim_ram, min_count * flavor.ram)
         };
         ApiError::forbidden(format!(
             "Quota exceeded for {res}: Requested {req}, but already used {used} of {lim} {res}"
@@ -713,6 +738,31 @@ async fn record_action(
 
 // ---- list / show ----
 
+/// Every server status Nova knows (a filter on one we never show simply matches nothing).
+const NOVA_STATUSES: [&str; 21] = [
+    "ACTIVE",
+    "BUILD",
+    "CONFIRMING_RESIZE",
+    "DELETED",
+    "ERROR",
+    "HARD_REBOOT",
+    "MIGRATING",
+    "PASSWORD",
+    "PAUSED",
+    "REBOOT",
+    "REBUILD",
+    "RESCUE",
+    "RESIZE",
+    "REVERT_RESIZE",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
+    "SHUTOFF",
+    "SOFT_DELETED",
+    "SUSPENDED",
+    "UNKNOWN",
+    "VERIFY_RESIZE",
+];
+
 const SORT_KEYS: [&str; 8] =
     ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
 
@@ -755,12 +805,25 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
     };
     let status_filter: Vec<String> = q.all("status").iter().map(|s| s.to_ascii_uppercase()).collect();
     for s in &status_filter {
-        if !["ACTIVE", "BUILD", "ERROR", "SHUTOFF", "REBOOT", "HARD_REBOOT", "DELETED", "SOFT_DELETED", "UNKNOWN"]
-            .contains(&s.as_str())
-        {
-            return Err(bad(format!("Invalid status value {s}")));
+        if !NOVA_STATUSES.contains(&s.as_str()) {
+            // Nova: an empty list before 2.38, a 400 from 2.38.
+            if v.at_least(38) {
+                return Err(bad(format!("Invalid status value {s}")));
+            }
+            return Ok(axum::Json(json!({"servers": []})));
         }
     }
+    // `ip` / `ip6`: regular expressions searched in the servers' addresses (as Nova does).
+    let ip_re = |key: &str| -> ApiResult<Option<regex::Regex>> {
+        q.get(key)
+            .map(|p| {
+                regex::Regex::new(p).map_err(|_| {
+                    bad(format!("Invalid input for query parameters {key}. Value: {p}. Not a valid regular expression"))
+                })
+            })
+            .transpose()
+    };
+    let (ip4_re, ip6_re) = (ip_re("ip")?, ip_re("ip6")?);
     let sort_key = q.get("sort_key").unwrap_or("created_at");
     if !SORT_KEYS.contains(&sort_key) {
         return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
@@ -790,6 +853,26 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
         .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
         .collect();
+    if ip4_re.is_some() || ip6_re.is_some() {
+        let mut kept = Vec::with_capacity(rows.len());
+        for i in rows {
+            let ips: Vec<String> = state
+                .store
+                .ports_by_device(&i.id)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .flat_map(|p| p.fixed_ips.into_iter().map(|f| f.ip_address))
+                .collect();
+            let hit = |re: &Option<regex::Regex>, v6: bool| {
+                re.as_ref().is_none_or(|re| ips.iter().any(|a| a.contains(':') == v6 && re.is_match(a)))
+            };
+            if hit(&ip4_re, false) && hit(&ip6_re, true) {
+                kept.push(i);
+            }
+        }
+        rows = kept;
+    }
     let key = |i: &Instance| -> String {
         match sort_key {
             "display_name" => i.name.clone(),

@@ -50,8 +50,155 @@ async fn microversions_are_negotiated_and_echoed() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body["badRequest"]["message"].as_str().expect("msg").contains("invalid format"));
     let r = app.call(Method::GET, "/compute", None, &[], Body::empty()).await;
-    assert_eq!(r.body["versions"][0]["version"], "2.79");
-    assert_eq!(r.body["versions"][0]["min_version"], "2.1");
+    // Nova lists v2.0 first, then v2.1 with its microversion range.
+    assert_eq!(r.body["versions"][0]["id"], "v2.0");
+    assert_eq!(r.body["versions"][0]["status"], "SUPPORTED");
+    assert_eq!(r.body["versions"][1]["id"], "v2.1");
+    assert_eq!(r.body["versions"][1]["version"], "2.79");
+    assert_eq!(r.body["versions"][1]["min_version"], "2.1");
+    // The v2.0 endpoint is the same API at the base version, whatever the headers ask.
+    let r = app.call(Method::GET, "/compute/v2/", Some(&t), &[], Body::empty()).await;
+    assert_eq!(r.body["version"]["id"], "v2.0");
+    let r = app
+        .call(Method::GET, "/compute/v2/flavors", Some(&t), &[("openstack-api-version", "compute 2.55")], Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["openstack-api-version"], "compute 2.1");
+}
+
+#[tokio::test]
+async fn extensions_are_novas_list_at_every_microversion() {
+    let app = TestApp::new().await;
+    let member = app.user_in_project("m", "pe", "member").await;
+    for version in ["compute 2.1", "compute 2.79"] {
+        let r = at(&app, Method::GET, "/extensions", &member, version, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let list = r.body["extensions"].as_array().expect("list");
+        assert!(list.iter().any(|e| e["name"] == "Hosts"));
+        assert_eq!(keys(&list[0]), ["alias", "description", "links", "name", "namespace", "updated"]);
+    }
+    let r = at(&app, Method::GET, "/extensions/os-consoles", &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["extension"]["alias"], "os-consoles");
+    let r = at(&app, Method::GET, "/extensions/os-wings", &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hypervisor_statistics_uptime_search_and_cpu_info() {
+    use crate::store::hosts::HostInventory;
+    let app = TestApp::new().await;
+    let t = app.admin_token.clone();
+    let inv = |uptime: &str| HostInventory {
+        availability_zone: "nova".into(),
+        hypervisor_type: "QEMU".into(),
+        cpu_arch: "x86_64".into(),
+        libvirt_uri: "test:///default".into(),
+        host_ip: "127.0.0.1".into(),
+        vcpus: 4,
+        memory_mb: 2048,
+        disk_gb: 10,
+        uptime: uptime.into(),
+        ..Default::default()
+    };
+    app.state
+        .store
+        .register_host("compute-a", &inv(" 10:00:00 up 1 day,  2:03,  load average: 0.01"))
+        .await
+        .expect("a");
+    app.state.store.register_host("compute-b", &inv("")).await.expect("b");
+
+    // `statistics` is not a hypervisor id.
+    let r = at(&app, Method::GET, "/os-hypervisors/statistics", &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let s = &r.body["hypervisor_statistics"];
+    assert_eq!((s["count"].as_i64(), s["vcpus"].as_i64(), s["memory_mb"].as_i64()), (Some(2), Some(8), Some(4096)));
+    let member = app.user_in_project("m", "ph", "member").await;
+    let r = at(&app, Method::GET, "/os-hypervisors/statistics", &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Uptime as the agent reported it; a host without one is Nova's 501.
+    let r = at(&app, Method::GET, "/os-hypervisors/1/uptime", &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["hypervisor"]["uptime"], " 10:00:00 up 1 day,  2:03,  load average: 0.01", "{}", r.body);
+    let r = at(&app, Method::GET, "/os-hypervisors/2/uptime", &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    let r = at(&app, Method::GET, "/os-hypervisors/1/uptime", &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // cpu_info: a JSON string before 2.28, an object from 2.28.
+    let r = at(&app, Method::GET, "/os-hypervisors/1", &t, "compute 2.27", Value::Null).await;
+    assert!(r.body["hypervisor"]["cpu_info"].is_string());
+    let r = at(&app, Method::GET, "/os-hypervisors/1", &t, "compute 2.28", Value::Null).await;
+    assert_eq!(r.body["hypervisor"]["cpu_info"]["arch"], "x86_64");
+
+    // search / servers by name pattern, before 2.53 only.
+    let r = at(&app, Method::GET, "/os-hypervisors/compute/search", &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["hypervisors"].as_array().map(Vec::len), Some(2));
+    let r = at(&app, Method::GET, "/os-hypervisors/-a/servers", &t, "compute 2.52", Value::Null).await;
+    assert_eq!(r.body["hypervisors"][0]["hypervisor_hostname"], "compute-a");
+    assert!(r.body["hypervisors"][0].get("servers").is_none(), "no servers, no key");
+    let r = at(&app, Method::GET, "/os-hypervisors/nothing/search", &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = at(&app, Method::GET, "/os-hypervisors/compute/search", &t, "compute 2.53", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn image_proxy_below_2_36() {
+    let app = TestApp::new().await;
+    let member = app.user_in_project("m", "pi", "member").await;
+    let img = app
+        .json(
+            Method::POST,
+            "/image/v2/images",
+            &member,
+            json!({"name": "mine", "disk_format": "raw", "container_format": "bare", "min_ram": 64, "os_distro": "busybox"}),
+        )
+        .await;
+    let id = img.body["id"].as_str().expect("id").to_string();
+
+    let r = at(&app, Method::GET, "/images", &member, "compute 2.35", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(keys(&r.body["images"][0]), ["id", "links", "name"]);
+    let r = at(&app, Method::GET, "/images/detail?name=mine", &member, "compute 2.1", Value::Null).await;
+    let i = &r.body["images"][0];
+    assert_eq!(
+        (i["id"].as_str(), i["status"].as_str(), i["minRam"].as_i64()),
+        (Some(id.as_str()), Some("SAVING"), Some(64))
+    );
+    assert_eq!(i["metadata"]["os_distro"], "busybox");
+    let r = at(&app, Method::GET, "/images/detail?name=other", &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["images"], json!([]));
+    assert_eq!(
+        at(&app, Method::GET, &format!("/images/{id}"), &member, "compute 2.36", Value::Null).await.status,
+        StatusCode::NOT_FOUND,
+        "the proxy is gone from 2.36"
+    );
+
+    // Metadata is Glance's properties, stored.
+    let meta = format!("/images/{id}/metadata");
+    let r = at(&app, Method::POST, &meta, &member, "compute 2.1", json!({"metadata": {"k1": "v1"}})).await;
+    assert_eq!(r.body["metadata"], json!({"os_distro": "busybox", "k1": "v1"}));
+    let r = at(&app, Method::PUT, &format!("{meta}/k2"), &member, "compute 2.1", json!({"meta": {"k2": "v2"}})).await;
+    assert_eq!(r.body["meta"], json!({"k2": "v2"}));
+    let r = at(&app, Method::PUT, &format!("{meta}/k2"), &member, "compute 2.1", json!({"meta": {"k3": "v"}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let glance = app.json(Method::GET, &format!("/image/v2/images/{id}"), &member, Value::Null).await;
+    assert_eq!((glance.body["k1"].as_str(), glance.body["k2"].as_str()), (Some("v1"), Some("v2")));
+    let d = at(&app, Method::DELETE, &format!("{meta}/k1"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    let r = at(&app, Method::GET, &format!("{meta}/k1"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = at(&app, Method::PUT, &meta, &member, "compute 2.1", json!({"metadata": {"only": "this"}})).await;
+    assert_eq!(r.body["metadata"], json!({"only": "this"}));
+
+    // Another project neither sees nor deletes it; the owner does.
+    let other = app.user_in_project("o", "po", "member").await;
+    let r = at(&app, Method::DELETE, &format!("/images/{id}"), &other, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = at(&app, Method::DELETE, &format!("/images/{id}"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.json(Method::GET, &format!("/image/v2/images/{id}"), &member, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -351,6 +498,42 @@ async fn quotas_and_limits() {
     assert_eq!(at(&app, Method::DELETE, &path, &t, "compute 2.1", Value::Null).await.status, StatusCode::ACCEPTED);
     let r = at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await;
     assert_eq!(r.body["quota_set"]["instances"], 10);
+}
+
+#[tokio::test]
+async fn per_user_quotas() {
+    let app = TestApp::new().await;
+    let t = app.admin_token.clone();
+    let member = app.user_in_project("mu", "pu", "member").await;
+    let pid = app.json(Method::GET, "/identity/v3/projects?name=pu", &t, Value::Null).await.body["projects"][0]["id"]
+        .as_str()
+        .expect("pid")
+        .to_string();
+    let uid = app.json(Method::GET, "/identity/v3/users?name=mu", &t, Value::Null).await.body["users"][0]["id"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let path = format!("/os-quota-sets/{pid}");
+    let user_path = format!("{path}?user_id={uid}");
+    at(&app, Method::PUT, &path, &t, "compute 2.1", json!({"quota_set": {"ram": 5120}})).await;
+    let r = at(&app, Method::PUT, &user_path, &t, "compute 2.1", json!({"quota_set": {"ram": 2048}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quota_set"]["ram"], 2048);
+    let r = at(&app, Method::GET, &user_path, &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["quota_set"]["ram"], 2048);
+    let r = at(&app, Method::GET, &format!("{path}/detail?user_id={uid}"), &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["quota_set"]["ram"], json!({"limit": 2048, "in_use": 0, "reserved": 0}));
+    // The project's own limit is unchanged, and bounds the user's.
+    let r = at(&app, Method::GET, &path, &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["quota_set"]["ram"], 5120);
+    let r = at(&app, Method::PUT, &user_path, &t, "compute 2.1", json!({"quota_set": {"ram": 9999}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // The user's limit applies to their boots.
+    let [ram] = super::quotas::user_limits_for(&app.state, &pid, &uid, &["ram"]).await.expect("limits");
+    assert_eq!(ram, 2048);
+    assert_eq!(at(&app, Method::DELETE, &user_path, &t, "compute 2.1", Value::Null).await.status, StatusCode::ACCEPTED);
+    let r = at(&app, Method::GET, &user_path, &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["quota_set"]["ram"], 5120);
 }
 
 #[tokio::test]

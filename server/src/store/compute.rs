@@ -269,4 +269,39 @@ impl Store {
         }
         Ok(())
     }
+
+    /// A user's own overrides of the project's compute quotas (`resource` → limit).
+    pub async fn user_quota_overrides(&self, project_id: &str, user_id: &str) -> StoreResult<BTreeMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT resource, hard_limit FROM user_quotas WHERE project_id = $1 AND user_id = $2")
+                .bind(project_id)
+                .bind(user_id)
+                .fetch_all(&mut *self.conn().await?)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn set_user_quota(&self, project_id: &str, user_id: &str, resource: &str, limit: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO user_quotas (project_id, user_id, resource, hard_limit) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (project_id, user_id, resource) DO UPDATE SET hard_limit = excluded.hard_limit",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .bind(resource)
+        .bind(limit)
+        .execute(&mut *self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Drops every override of one user in a project (back to the project's limits).
+    pub async fn reset_user_quotas(&self, project_id: &str, user_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM user_quotas WHERE project_id = $1 AND user_id = $2")
+            .bind(project_id)
+            .bind(user_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
 }

@@ -130,7 +130,8 @@ impl Store {
         .fetch_optional(&mut *self.conn().await?)
         .await?;
         match id {
-            Some(id) => Ok(id),
+            // The heartbeat's columns (uptime) as of this first report too.
+            Some(id) => self.heartbeat(&id, inv).await.map(|()| id),
             // Registered concurrently by another request: refresh that row instead.
             None => {
                 let h = self.get_host_by_name(name).await?;

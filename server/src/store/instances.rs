@@ -496,6 +496,18 @@ impl Store {
         .await?)
     }
 
+    /// As [`Store::project_usage`], for one user's instances in the project.
+    pub async fn user_usage(&self, project_id: &str, user_id: &str) -> StoreResult<(i64, i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(vcpus), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) \
+             FROM instances WHERE project_id = $1 AND user_id = $2 AND deleted = 0",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_one(&mut *self.conn().await?)
+        .await?)
+    }
+
     /// Live instances of a project: (count, vCPUs, MB RAM) from their flavor snapshots.
     pub async fn project_usage(&self, project_id: &str) -> StoreResult<(i64, i64, i64)> {
         Ok(sqlx::query_as(
