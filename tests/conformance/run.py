@@ -90,7 +90,7 @@ FEATURES = {
         "trust": False,
         "domain_specific_drivers": False,
         "security_compliance": False,
-        "project_tags": False,
+        "project_tags": True,
         "application_credentials": True,
         "access_rules": True,
         "external_idp": False,

@@ -5,6 +5,7 @@ pub mod app_creds;
 pub mod catalog;
 mod grants;
 mod groups;
+mod project_tags;
 mod resources;
 pub mod tokens;
 
@@ -42,6 +43,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v3/projects/{id}",
             get(resources::get_project).patch(resources::update_project).delete(resources::delete_project),
+        )
+        .route("/v3/projects/{id}/tags", get(project_tags::list).put(project_tags::replace).delete(project_tags::clear))
+        .route(
+            "/v3/projects/{id}/tags/{tag}",
+            get(project_tags::check).put(project_tags::add).delete(project_tags::remove),
         )
         .route("/v3/users", get(resources::list_users).post(resources::create_user))
         .route("/v3/users/{id}", get(resources::get_user).patch(resources::update_user).delete(resources::delete_user))
@@ -128,7 +134,7 @@ pub(crate) fn project_json(state: &AppState, p: &Project) -> Value {
         "enabled": p.enabled != 0,
         "is_domain": false,
         "parent_id": p.parent_id.as_deref().unwrap_or(&p.domain_id),
-        "tags": serde_json::from_str::<Value>(&p.tags).unwrap_or_else(|_| json!([])),
+        "tags": project_tags::stored_tags(&p.tags),
         "options": {},
         "links": {"self": state.url(&format!("identity/v3/projects/{}", p.id))},
     })

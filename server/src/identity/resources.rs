@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::project_tags::{TagFilter, normalize_tags, set_tags, stored_tags};
 use super::{DEFAULT_DOMAIN_ID, domain_json, project_json};
 use crate::auth::{self, Ctx};
 use crate::error::{ApiError, ApiResult};
@@ -184,6 +185,7 @@ pub async fn list_projects(State(state): State<AppState>, ctx: Ctx, q: Query) ->
             _ => return Err(ApiError::policy("identity:list_projects")),
         }
     }
+    let tag_filter = TagFilter::from_query(&q);
     let out: Vec<Value> = if q.bool("is_domain")? == Some(true) {
         state
             .store
@@ -192,10 +194,19 @@ pub async fn list_projects(State(state): State<AppState>, ctx: Ctx, q: Query) ->
             .iter()
             .filter(|d| f.name.as_ref().is_none_or(|n| *n == d.name))
             .filter(|d| f.enabled.is_none_or(|e| e == (d.enabled != 0)))
+            // Domains carry no tags here.
+            .filter(|_| tag_filter.matches(&[]))
             .map(|d| domain_as_project(&state, d))
             .collect()
     } else {
-        state.store.list_projects(&f).await?.iter().map(|p| project_json(&state, p)).collect()
+        state
+            .store
+            .list_projects(&f)
+            .await?
+            .iter()
+            .filter(|p| tag_filter.matches(&stored_tags(&p.tags)))
+            .map(|p| project_json(&state, p))
+            .collect()
     };
     Ok(axum::Json(json!({"projects": out, "links": list_links(&state, "projects")})))
 }
@@ -246,6 +257,7 @@ pub async fn create_project(
     ctx.require_admin("identity:create_project")?;
     let b = req.project;
     let name = name_field("project/name", b.name.as_deref().unwrap_or_default(), SHORT_NAME)?.to_string();
+    let tags = normalize_tags(b.tags.unwrap_or_default())?;
     if b.is_domain == Some(true) {
         // A project acting as a domain is a domain: stored and served as one.
         if b.parent_id.is_some() {
@@ -293,7 +305,7 @@ pub async fn create_project(
         domain_id,
         description: b.description.unwrap_or_default(),
         enabled: flag(b.enabled.unwrap_or(true)),
-        tags: serde_json::to_string(&b.tags.unwrap_or_default()).map_err(ApiError::internal)?,
+        tags: serde_json::to_string(&tags).map_err(ApiError::internal)?,
         parent_id: parent.map(|p| p.id),
     };
     state.store.create_project(&p).await?;
@@ -333,10 +345,13 @@ pub async fn update_project(
     if let Some(e) = b.enabled {
         p.enabled = flag(e);
     }
-    if let Some(tags) = b.tags {
-        p.tags = serde_json::to_string(&tags).map_err(ApiError::internal)?;
-    }
+    // Checked before anything is written, so an invalid list leaves the project unchanged.
+    let tags = b.tags.map(normalize_tags).transpose()?;
     state.store.update_project(&p).await?;
+    if let Some(tags) = tags {
+        let stored = set_tags(&state, p.clone(), tags).await?;
+        p.tags = serde_json::to_string(&stored).map_err(ApiError::internal)?;
+    }
     Ok(axum::Json(json!({"project": project_json(&state, &p)})))
 }
 

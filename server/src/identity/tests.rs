@@ -582,3 +582,187 @@ async fn registered_services_join_the_catalog() {
     let r = app.json(Method::DELETE, "/identity/v3/regions/RegionTwo", &admin, Value::Null).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn project_tags_are_stored_listed_and_removed() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let r =
+        post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": "tagged", "tags": [" a "]}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Stripped, as Keystone stores them.
+    assert_eq!(r.body["project"]["tags"], json!(["a"]));
+    let pid = id_of(&r, "project");
+    let tags = format!("/identity/v3/projects/{pid}/tags");
+
+    // Add one: 201, no body, a Location naming the tag.
+    let r = app.json(Method::PUT, &format!("{tags}/b%20c"), &admin, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.bytes.is_empty());
+    assert_eq!(r.headers["location"], format!("http://meridian.test/{}/b%20c", tags.trim_start_matches('/')).as_str());
+    for (method, tag, want) in [
+        (Method::GET, "b%20c", StatusCode::NO_CONTENT),
+        (Method::HEAD, "a", StatusCode::NO_CONTENT),
+        (Method::GET, "zzz", StatusCode::NOT_FOUND),
+    ] {
+        let r = app.json(method, &format!("{tags}/{tag}"), &admin, Value::Null).await;
+        assert_eq!(r.status, want, "{tag}");
+    }
+    // Adding a tag it already has breaks Keystone's uniqueness rule.
+    let r = app.json(Method::PUT, &format!("{tags}/a"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let r = app.json(Method::GET, &tags, &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["tags"], json!(["a", "b c"]));
+    assert_eq!(r.body["links"]["self"], format!("http://meridian.test{tags}").as_str());
+
+    // Replace all; the project body shows the same list.
+    let r = app.json(Method::PUT, &tags, &admin, json!({"tags": ["x", "y", "z"]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["tags"], json!(["x", "y", "z"]));
+    let r = app.json(Method::GET, &format!("/identity/v3/projects/{pid}"), &admin, Value::Null).await;
+    assert_eq!(r.body["project"]["tags"], json!(["x", "y", "z"]));
+
+    // A PATCH that does not name tags keeps them; one that does replaces them.
+    let r = app
+        .json(Method::PATCH, &format!("/identity/v3/projects/{pid}"), &admin, json!({"project": {"description": "d"}}))
+        .await;
+    assert_eq!(r.body["project"]["tags"], json!(["x", "y", "z"]));
+    let r = app
+        .json(Method::PATCH, &format!("/identity/v3/projects/{pid}"), &admin, json!({"project": {"tags": ["x", "w"]}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["project"]["tags"], json!(["x", "w"]));
+
+    // Delete one, then a missing one, then all.
+    let r = app.json(Method::DELETE, &format!("{tags}/x"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.json(Method::DELETE, &format!("{tags}/x"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.json(Method::GET, &tags, &admin, Value::Null).await;
+    assert_eq!(r.body["tags"], json!(["w"]));
+    let r = app.json(Method::DELETE, &tags, &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.json(Method::GET, &tags, &admin, Value::Null).await;
+    assert_eq!(r.body["tags"], json!([]));
+
+    // An unknown project is a 404 for an admin.
+    let r = app.json(Method::GET, "/identity/v3/projects/nope/tags", &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn project_tags_are_validated_as_keystone_does() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let r = post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": "v"}})).await;
+    let tags = format!("/identity/v3/projects/{}/tags", id_of(&r, "project"));
+    let too_many: Vec<String> = (0..81).map(|i| format!("t{i}")).collect();
+    let eighty = &too_many[..80];
+    for bad in [
+        json!({"tags": too_many}),
+        json!({"tags": ["a/b"]}),
+        json!({"tags": ["a,b"]}),
+        json!({"tags": ["x".repeat(256)]}),
+        json!({"tags": [""]}),
+        json!({"tags": ["d", "d"]}),
+        json!({"tags": "notalist"}),
+        json!({}),
+    ] {
+        let r = app.json(Method::PUT, &tags, &admin, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = app.json(Method::PUT, &tags, &admin, json!({"tags": ["x".repeat(255)]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.json(Method::PUT, &format!("{tags}/a%2Cb"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app.json(Method::PUT, &format!("{tags}/a%2Fb"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // 80 is the limit: the 81st single add is refused and nothing changes.
+    let r = app.json(Method::PUT, &tags, &admin, json!({ "tags": eighty })).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.json(Method::PUT, &format!("{tags}/one-more"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app.json(Method::GET, &tags, &admin, Value::Null).await;
+    assert_eq!(r.body["tags"].as_array().map(Vec::len), Some(80));
+    // The project body is held to the same rules.
+    let r = post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": "w", "tags": ["a/b"]}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn project_tags_policy_follows_keystone_defaults() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let member = app.user_in_project("mem", "mine", "member").await;
+    let reader = app.user_in_project("rdr", "mine", "reader").await;
+    let r = app.json(Method::GET, "/identity/v3/projects?name=mine", &admin, Value::Null).await;
+    let mine = r.body["projects"][0]["id"].as_str().expect("mine").to_string();
+    let r =
+        post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": "other", "tags": ["o"]}})).await;
+    let other = id_of(&r, "project");
+    let r = app.json(Method::PUT, &format!("/identity/v3/projects/{mine}/tags/t"), &admin, Value::Null).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    for token in [&member, &reader] {
+        // Any role on the project may read its tags...
+        let r = app.json(Method::GET, &format!("/identity/v3/projects/{mine}/tags"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["tags"], json!(["t"]));
+        let r = app.json(Method::GET, &format!("/identity/v3/projects/{mine}/tags/t"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        // ...but not another project's, nor change any.
+        let r = app.json(Method::GET, &format!("/identity/v3/projects/{other}/tags"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = app.json(Method::PUT, &format!("/identity/v3/projects/{mine}/tags/u"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = app.json(Method::PUT, &format!("/identity/v3/projects/{mine}/tags"), token, json!({"tags": []})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = app.json(Method::DELETE, &format!("/identity/v3/projects/{mine}/tags/t"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = app.json(Method::DELETE, &format!("/identity/v3/projects/{mine}/tags"), token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        // A missing project is no oracle: 403 as for an existing one.
+        let r = app.json(Method::GET, "/identity/v3/projects/nope/tags", token, Value::Null).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn projects_are_filtered_by_tags() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    for (name, tags) in
+        [("pa", json!(["a"])), ("pab", json!(["a", "b"])), ("pbc", json!(["b", "c"])), ("pn", json!([]))]
+    {
+        let r =
+            post_json(&app, "/identity/v3/projects", &admin, json!({"project": {"name": name, "tags": tags}})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let names = |r: &crate::testing::Reply| -> Vec<String> {
+        let mut v: Vec<String> = r.body["projects"]
+            .as_array()
+            .expect("projects")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .filter(|n| n.starts_with('p') && n.len() <= 3)
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    for (query, want) in [
+        ("tags=a,b", vec!["pab"]),
+        ("tags=b", vec!["pab", "pbc"]),
+        ("tags-any=a,c", vec!["pa", "pab", "pbc"]),
+        ("not-tags=a,b", vec!["pa", "pbc", "pn"]),
+        ("not-tags-any=a,c", vec!["pn"]),
+        ("tags-any=b&not-tags=a", vec!["pbc"]),
+        ("tags=a&name=pa", vec!["pa"]),
+    ] {
+        let r = app.json(Method::GET, &format!("/identity/v3/projects?{query}"), &admin, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(names(&r), want, "{query}");
+    }
+}

@@ -261,20 +261,36 @@ impl Store {
         Ok(rows)
     }
 
+    /// Updates name, description and enabled. Tags are left alone: they change only through
+    /// [`Store::replace_project_tags`], so an update racing a tag edit cannot undo it.
     pub async fn update_project(&self, p: &Project) -> StoreResult<()> {
-        let done =
-            sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4, tags = $5 WHERE id = $1")
-                .bind(&p.id)
-                .bind(&p.name)
-                .bind(&p.description)
-                .bind(p.enabled)
-                .bind(&p.tags)
-                .execute(&mut *self.conn().await?)
-                .await
-                .map_err(|e| {
-                    conflict(e, format!("Duplicate entry: project {} already exists in this domain.", p.name))
-                })?;
+        let done = sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4 WHERE id = $1")
+            .bind(&p.id)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(p.enabled)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(|e| conflict(e, format!("Duplicate entry: project {} already exists in this domain.", p.name)))?;
         found(done.rows_affected(), || format!("Could not find project: {}.", p.id))
+    }
+
+    /// Compare-and-set of a project's tags (a JSON array): stores `new` only if the tags are
+    /// still `old`, and says whether it did. Read-modify-write through this cannot lose a
+    /// concurrent edit on either backend (PostgreSQL's READ COMMITTED would, with a plain
+    /// UPDATE after a SELECT). Not found is reported as such, not as a lost race.
+    pub async fn replace_project_tags(&self, id: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE projects SET tags = $3 WHERE id = $1 AND tags = $2")
+            .bind(id)
+            .bind(old)
+            .bind(new)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        self.get_project(id).await?;
+        Ok(false)
     }
 
     /// Whether any project has this one as its parent.
