@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
+use x509_cert::der::Decode;
 
 use super::ApiVersion;
 use crate::auth::Ctx;
@@ -153,9 +154,11 @@ pub async fn create(
             return Err(bad("keypair", "'public_key' is a required property"));
         }
         None if kind == "x509" => {
-            return Err(ApiError::bad_request(
-                "Keypair data is invalid: generating x509 key pairs is not supported; import one.",
-            ));
+            // 2048-bit RSA key generation takes a noticeable moment: keep it off the async workers.
+            let user = user_id.clone();
+            let (certificate, private, fp) =
+                tokio::task::spawn_blocking(move || generate_x509(&user)).await.map_err(ApiError::internal)??;
+            (certificate, Some(private), fp)
         }
         None => {
             let (public, private) = generate(name)?;
@@ -211,17 +214,76 @@ pub fn ssh_fingerprint(public_key: &str) -> ApiResult<String> {
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
-/// SHA-1 of the certificate's DER bytes, colon-separated, for x509 key pairs.
+/// Nova's `generate_x509_fingerprint`: the PEM must hold an X.509 certificate, whose DER bytes'
+/// SHA-1 is printed as colon-separated hex.
 fn x509_fingerprint(pem: &str) -> ApiResult<String> {
-    use sha1::Sha1;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().concat();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint"))?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") || der.is_empty() {
-        return Err(ApiError::bad_request("Keypair data is invalid: failed to generate fingerprint"));
+    let invalid = |why: String| {
+        ApiError::bad_request(format!(
+            "Keypair data is invalid: failed to generate X509 fingerprint. Error message: {why}"
+        ))
+    };
+    let (label, der) = x509_cert::der::pem::decode_vec(pem.as_bytes())
+        .map_err(|e| invalid(format!("Unable to load PEM file: {e}")))?;
+    // The labels OpenSSL's certificate loader (used by Nova through `cryptography`) accepts.
+    if label != "CERTIFICATE" && label != "X509 CERTIFICATE" {
+        return Err(invalid(format!("Unable to load PEM file: unexpected label {label}")));
     }
-    Ok(Sha1::digest(&der).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+    x509_cert::Certificate::from_der(&der).map_err(|e| invalid(format!("error parsing asn1 value: {e}")))?;
+    Ok(sha1_hex(&der))
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Sha1;
+    Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Nova's `generate_winrm_x509_cert`, for WinRM certificate logins to Windows guests: a 2048-bit
+/// RSA key and a certificate self-signed with it for ten years, subject `CN=<user id>`, usable for
+/// client authentication, naming `<user id>@localhost` as its user principal name.
+/// Returns (certificate PEM, private key, fingerprint). As in Nova the private key is the key and
+/// certificate bundled as PKCS#12 with an empty password, base64-encoded: what Windows imports.
+fn generate_x509(user_id: &str) -> ApiResult<(String, String, String)> {
+    use rsa::pkcs8::EncodePrivateKey;
+    // Microsoft's User Principal Name otherName (szOID_NT_PRINCIPAL_NAME).
+    const UPN_OID: [u64; 10] = [1, 3, 6, 1, 4, 1, 311, 20, 2, 3];
+
+    // ring signs with RSA keys but cannot generate them, hence the `rsa` crate.
+    let key = rsa::RsaPrivateKey::new(&mut ssh_key::rand_core::OsRng, 2048).map_err(ApiError::internal)?;
+    let pkcs8 = key.to_pkcs8_der().map_err(ApiError::internal)?;
+    let signer = rcgen::KeyPair::try_from(pkcs8.as_bytes()).map_err(ApiError::internal)?;
+
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, user_id);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(3650);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.subject_alt_names = vec![rcgen::SanType::OtherName((
+        UPN_OID.to_vec(),
+        rcgen::OtherNameValue::Utf8String(format!("{user_id}@localhost")),
+    ))];
+    let cert = params.self_signed(&signer).map_err(ApiError::internal)?;
+    let cert_der: &[u8] = cert.der();
+
+    // OpenSSL ties the key to its certificate by the certificate's SHA-1 as localKeyID.
+    let local_key_id = {
+        use sha1::Sha1;
+        Sha1::digest(cert_der)
+    };
+    let chain = vec![p12_keystore::Certificate::from_der(cert_der).map_err(ApiError::internal)?];
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        user_id,
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+            pkcs8.as_bytes(),
+            local_key_id,
+            chain,
+        )),
+    );
+    let pfx = store.writer("").write().map_err(ApiError::internal)?;
+    let private_key = base64::engine::general_purpose::STANDARD.encode(pfx);
+    Ok((cert.pem(), private_key, sha1_hex(cert_der)))
 }
 
 /// A fresh Ed25519 key pair: (OpenSSH public line, OpenSSH PEM private key).

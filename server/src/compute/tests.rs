@@ -440,6 +440,123 @@ async fn keypairs_per_user() {
     );
 }
 
+/// Nova's x509 key pairs (2.2+): generated as an RSA key plus self-signed WinRM client certificate,
+/// or imported as a PEM certificate; fingerprinted as the SHA-1 of the certificate's DER.
+#[tokio::test]
+async fn x509_keypairs_are_generated_imported_and_validated() {
+    use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    use sha1::{Digest, Sha1};
+    use x509_cert::der::{DecodePem, Encode};
+
+    let app = TestApp::new().await;
+    let alice = app.user_in_project("alice", "pa", "member").await;
+    let sha1_hex = |der: &[u8]| Sha1::digest(der).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+
+    let r = at(
+        &app,
+        Method::POST,
+        "/os-keypairs",
+        &alice,
+        "compute 2.2",
+        json!({"keypair": {"name": "win", "type": "x509"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let kp = &r.body["keypair"];
+    assert_eq!(kp["type"], "x509");
+    let user_id = kp["user_id"].as_str().expect("user_id");
+
+    // The public half is the certificate: CN and UPN name the user, usable for client auth.
+    let pem = kp["public_key"].as_str().expect("certificate");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let cert = x509_cert::Certificate::from_pem(pem).expect("certificate parses");
+    let der = cert.to_der().expect("der");
+    assert_eq!(kp["fingerprint"], sha1_hex(&der));
+    let tbs = &cert.tbs_certificate;
+    assert_eq!(tbs.subject.to_string(), format!("CN={user_id}"));
+    assert_eq!(tbs.issuer, tbs.subject, "self-signed");
+    let ext_oids: Vec<String> = tbs.extensions.iter().flatten().map(|e| e.extn_id.to_string()).collect();
+    assert!(ext_oids.contains(&"2.5.29.37".to_string()), "extendedKeyUsage: {ext_oids:?}");
+    assert!(ext_oids.contains(&"2.5.29.17".to_string()), "subjectAltName: {ext_oids:?}");
+    let san = tbs.extensions.iter().flatten().find(|e| e.extn_id.to_string() == "2.5.29.17").expect("san");
+    let upn = format!("{user_id}@localhost");
+    assert!(san.extn_value.as_bytes().windows(upn.len()).any(|w| w == upn.as_bytes()), "UPN in SAN");
+
+    // The private half is Nova's base64 PKCS#12 bundle (empty password) of the RSA key and the
+    // certificate; the key is the certificate's.
+    let pfx = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        kp["private_key"].as_str().expect("private_key"),
+    )
+    .expect("base64");
+    let store = p12_keystore::KeyStore::from_pkcs12(&pfx, "").expect("pkcs12 opens with an empty password");
+    let (_, chain) = store.private_key_chain().expect("key entry");
+    assert_eq!(chain.chain().len(), 1);
+    assert_eq!(chain.chain()[0].as_der(), der.as_slice());
+    let key = rsa::RsaPrivateKey::from_pkcs8_der(chain.key()).expect("RSA PKCS#8 key");
+    assert_eq!(rsa::traits::PublicKeyParts::size(&key), 256, "2048-bit");
+    let spki = key.to_public_key().to_public_key_der().expect("spki");
+    assert_eq!(spki.as_bytes(), tbs.subject_public_key_info.to_der().expect("cert spki").as_slice());
+
+    // Importing a certificate fingerprints it the same way and returns no private key.
+    let r = at(
+        &app,
+        Method::POST,
+        "/os-keypairs",
+        &alice,
+        "compute 2.2",
+        json!({"keypair": {"name": "imported", "type": "x509", "public_key": pem}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["keypair"]["fingerprint"], sha1_hex(&der));
+    assert!(r.body["keypair"].get("private_key").is_none());
+
+    // Garbage, and an SSH key passed off as a certificate, get Nova's message.
+    let ssh_public = {
+        let r =
+            at(&app, Method::POST, "/os-keypairs", &alice, "compute 2.2", json!({"keypair": {"name": "ssh"}})).await;
+        r.body["keypair"]["public_key"].as_str().expect("ssh public key").to_string()
+    };
+    let not_a_cert = pem.replace("MII", "AAA");
+    for bad in ["garbage", ssh_public.as_str(), not_a_cert.as_str()] {
+        let r = at(
+            &app,
+            Method::POST,
+            "/os-keypairs",
+            &alice,
+            "compute 2.2",
+            json!({"keypair": {"name": "bad", "type": "x509", "public_key": bad}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        let msg = r.body["badRequest"]["message"].as_str().expect("message");
+        assert!(
+            msg.starts_with("Keypair data is invalid: failed to generate X509 fingerprint. Error message: "),
+            "{msg}"
+        );
+    }
+
+    // The type shows in list and show from 2.2, and not before.
+    let list = at(&app, Method::GET, "/os-keypairs", &alice, "compute 2.2", Value::Null).await;
+    let types: Vec<(String, String)> = list.body["keypairs"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| {
+            let k = &k["keypair"];
+            (k["name"].as_str().expect("name").to_string(), k["type"].as_str().expect("type").to_string())
+        })
+        .collect();
+    assert!(types.contains(&("win".to_string(), "x509".to_string())), "{types:?}");
+    assert!(types.contains(&("imported".to_string(), "x509".to_string())), "{types:?}");
+    let show = at(&app, Method::GET, "/os-keypairs/win", &alice, "compute 2.2", Value::Null).await;
+    assert_eq!(show.body["keypair"]["type"], "x509");
+    assert_eq!(show.body["keypair"]["public_key"], pem);
+    let show = at(&app, Method::GET, "/os-keypairs/win", &alice, "compute 2.1", Value::Null).await;
+    assert!(show.body["keypair"].get("type").is_none());
+}
+
 #[tokio::test]
 async fn quotas_and_limits() {
     let app = TestApp::new().await;
