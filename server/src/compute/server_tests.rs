@@ -315,3 +315,27 @@ async fn deleted_servers_keep_their_actions_from_2_21_and_ips_are_listed() {
     let other = app.user_in_project("o", "po", "member").await;
     assert_eq!(at(&app, Method::GET, &path, &other, "compute 2.21", Value::Null).await.status, StatusCode::NOT_FOUND);
 }
+
+/// A delete that read the server just before another change landed (a build finishing, here
+/// a task set under it) is decided again on the fresh state instead of being refused with 409.
+#[tokio::test]
+async fn a_delete_racing_another_change_decides_on_the_fresh_state() {
+    use crate::store::instances::{Expect, NewState};
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let member = app.user_in_project("m", "pa", "member").await;
+    let r = at(&app, Method::POST, "/servers", &member, "compute 2.79", server(&image, "1", &network)).await;
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    wait_status(&app, &member, &id, "ERROR").await;
+    let stale = app.state.store.get_instance(&id).await.expect("instance");
+    // Another request moves it on after our read.
+    let to = NewState { vm_state: "error", task_state: Some("rebooting_hard"), power_state: None };
+    assert!(app.state.store.transition(&id, Expect::Task(None), to).await.expect("transition").is_some());
+
+    let ctx = crate::auth::validate(&app.state, &member).await.expect("validate").expect("token");
+    super::servers::start_action(&app.state, &ctx, &stale, super::states::Action::Delete)
+        .await
+        .expect("delete is allowed from the fresh state");
+    let gone = at(&app, Method::GET, &format!("/servers/{id}"), &member, "compute 2.79", Value::Null).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
+}

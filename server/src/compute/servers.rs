@@ -999,23 +999,37 @@ pub async fn update(
 // ---- delete and actions ----
 
 /// Sets the action's first task state and hands the work to the instance's host.
-async fn start_action(state: &AppState, ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
-    let vm = vm_state(inst);
-    let task = task_state(inst);
-    if !states::allowed(action, vm, task) {
-        return Err(states::refuse(action, &inst.id, vm, task));
+pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, action: UserAction) -> ApiResult<()> {
+    /// How often a change that raced with ours (a build finishing, a heartbeat's power sync)
+    /// is read again and the request decided anew before it is refused.
+    const ATTEMPTS: usize = 5;
+    let mut inst = read.clone();
+    for attempt in 1..=ATTEMPTS {
+        let vm = vm_state(&inst);
+        let task = task_state(&inst);
+        if action == UserAction::Delete && task == Some(TaskState::Deleting) {
+            return Ok(()); // another delete got there first: already on its way
+        }
+        if !states::allowed(action, vm, task) {
+            return Err(states::refuse(action, &inst.id, vm, task));
+        }
+        if inst.locked != 0 && !ctx.is_admin() {
+            return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+        }
+        let to =
+            NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
+        let expect_task = inst.task_state.as_deref();
+        if state.store.transition(&inst.id, Expect::Task(expect_task), to).await?.is_some() {
+            break;
+        }
+        // Someone else changed it between our read and our write: decide again on what is
+        // there now (Nova retries on its expected task state the same way), not on what was.
+        inst = state.store.get_instance(&inst.id).await?;
+        if attempt == ATTEMPTS {
+            return Err(states::refuse(action, &inst.id, vm_state(&inst), task_state(&inst)));
+        }
     }
-    if inst.locked != 0 && !ctx.is_admin() {
-        return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
-    }
-    let to = NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
-    let expect_task = inst.task_state.as_deref();
-    let moved = state.store.transition(&inst.id, Expect::Task(expect_task), to).await?;
-    if moved.is_none() {
-        // Someone else changed it between our read and our write.
-        let fresh = state.store.get_instance(&inst.id).await?;
-        return Err(states::refuse(action, &inst.id, vm_state(&fresh), task_state(&fresh)));
-    }
+    let inst = &inst;
     record_action(state, ctx, &inst.id, action.name(), &ctx.request_id).await?;
     let agent_action = match action {
         UserAction::Stop => meridian_common::agent::Action::Stop,
