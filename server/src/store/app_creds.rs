@@ -1,7 +1,7 @@
 //! Keystone's application credentials and the access rules they carry.
 
 use super::identity::{Role, conflict, found};
-use super::{Store, StoreError, StoreResult, now};
+use super::{Store, StoreResult, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppCred {
@@ -83,20 +83,19 @@ impl Store {
     }
 
     pub async fn get_app_cred(&self, id: &str) -> StoreResult<AppCred> {
-        sqlx::query_as(&format!("SELECT {COLS} FROM application_credentials WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Application Credential: {id}.")))
+        self.fetch_found(&format!("SELECT {COLS} FROM application_credentials WHERE id = $1"), &[id], || {
+            format!("Could not find Application Credential: {id}.")
+        })
+        .await
     }
 
     pub async fn get_app_cred_by_name(&self, user_id: &str, name: &str) -> StoreResult<AppCred> {
-        sqlx::query_as(&format!("SELECT {COLS} FROM application_credentials WHERE user_id = $1 AND name = $2"))
-            .bind(user_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Application Credential: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {COLS} FROM application_credentials WHERE user_id = $1 AND name = $2"),
+            &[user_id, name],
+            || format!("Could not find Application Credential: {name}."),
+        )
+        .await
     }
 
     pub async fn list_app_creds(&self, user_id: &str, name: Option<&str>) -> StoreResult<Vec<AppCred>> {
@@ -150,12 +149,12 @@ impl Store {
     }
 
     pub async fn get_access_rule(&self, user_id: &str, id: &str) -> StoreResult<AccessRule> {
-        sqlx::query_as("SELECT id, service, path, method FROM access_rules WHERE user_id = $1 AND id = $2")
-            .bind(user_id)
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Access Rule: {id}.")))
+        self.fetch_found(
+            "SELECT id, service, path, method FROM access_rules WHERE user_id = $1 AND id = $2",
+            &[user_id, id],
+            || format!("Could not find Access Rule: {id}."),
+        )
+        .await
     }
 
     /// Whether any credential still uses the rule (Keystone refuses to delete it then).

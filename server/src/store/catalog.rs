@@ -66,11 +66,10 @@ impl Store {
     }
 
     pub async fn get_region(&self, id: &str) -> StoreResult<Region> {
-        sqlx::query_as("SELECT id, description, parent_region_id FROM regions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find region: {id}.")))
+        self.fetch_found("SELECT id, description, parent_region_id FROM regions WHERE id = $1", &[id], || {
+            format!("Could not find region: {id}.")
+        })
+        .await
     }
 
     pub async fn list_regions(&self, parent: Option<&str>) -> StoreResult<Vec<Region>> {
@@ -131,11 +130,10 @@ impl Store {
     }
 
     pub async fn get_service(&self, id: &str) -> StoreResult<Service> {
-        sqlx::query_as("SELECT id, type, name, description, enabled FROM services WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find service: {id}.")))
+        self.fetch_found("SELECT id, type, name, description, enabled FROM services WHERE id = $1", &[id], || {
+            format!("Could not find service: {id}.")
+        })
+        .await
     }
 
     pub async fn list_services(&self, kind: Option<&str>, name: Option<&str>) -> StoreResult<Vec<Service>> {
@@ -188,11 +186,10 @@ impl Store {
     }
 
     pub async fn get_endpoint(&self, id: &str) -> StoreResult<Endpoint> {
-        sqlx::query_as(&format!("SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find endpoint: {id}.")))
+        self.fetch_found(&format!("SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = $1"), &[id], || {
+            format!("Could not find endpoint: {id}.")
+        })
+        .await
     }
 
     pub async fn list_endpoints(&self, f: &EndpointFilter) -> StoreResult<Vec<Endpoint>> {

@@ -142,19 +142,17 @@ impl Store {
     }
 
     pub async fn get_domain(&self, id: &str) -> StoreResult<Domain> {
-        sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {id}.")))
+        self.fetch_found("SELECT id, name, description, enabled FROM domains WHERE id = $1", &[id], || {
+            format!("Could not find domain: {id}.")
+        })
+        .await
     }
 
     pub async fn get_domain_by_name(&self, name: &str) -> StoreResult<Domain> {
-        sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {name}.")))
+        self.fetch_found("SELECT id, name, description, enabled FROM domains WHERE name = $1", &[name], || {
+            format!("Could not find domain: {name}.")
+        })
+        .await
     }
 
     pub async fn list_domains(&self) -> StoreResult<Vec<Domain>> {
@@ -228,20 +226,19 @@ impl Store {
     }
 
     pub async fn get_project(&self, id: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {id}.")))
+        self.fetch_found(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"), &[id], || {
+            format!("Could not find project: {id}.")
+        })
+        .await
     }
 
     pub async fn get_project_by_name(&self, domain_id: &str, name: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"))
-            .bind(domain_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"),
+            &[domain_id, name],
+            || format!("Could not find project: {name}."),
+        )
+        .await
     }
 
     pub async fn list_projects(&self, f: &NameFilter) -> StoreResult<Vec<Project>> {
@@ -361,20 +358,19 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: &str) -> StoreResult<User> {
-        sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {id}.")))
+        self.fetch_found(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"), &[id], || {
+            format!("Could not find user: {id}.")
+        })
+        .await
     }
 
     pub async fn get_user_by_name(&self, domain_id: &str, name: &str) -> StoreResult<User> {
-        sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"))
-            .bind(domain_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"),
+            &[domain_id, name],
+            || format!("Could not find user: {name}."),
+        )
+        .await
     }
 
     pub async fn list_users(&self, f: &NameFilter) -> StoreResult<Vec<User>> {
@@ -438,11 +434,10 @@ impl Store {
     }
 
     pub async fn get_group(&self, id: &str) -> StoreResult<Group> {
-        sqlx::query_as("SELECT id, name, domain_id, description FROM groups WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find group: {id}.")))
+        self.fetch_found("SELECT id, name, domain_id, description FROM groups WHERE id = $1", &[id], || {
+            format!("Could not find group: {id}.")
+        })
+        .await
     }
 
     pub async fn list_groups(&self, domain_id: Option<&str>, name: Option<&str>) -> StoreResult<Vec<Group>> {
@@ -552,20 +547,20 @@ impl Store {
     }
 
     pub async fn get_role(&self, id: &str) -> StoreResult<Role> {
-        sqlx::query_as(&format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {id}.")))
+        self.fetch_found(&format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1"), &[id], || {
+            format!("Could not find role: {id}.")
+        })
+        .await
     }
 
     /// A global role by name.
     pub async fn get_role_by_name(&self, name: &str) -> StoreResult<Role> {
-        sqlx::query_as(&format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1 AND domain_id IS NULL"))
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1 AND domain_id IS NULL"),
+            &[name],
+            || format!("Could not find role: {name}."),
+        )
+        .await
     }
 
     /// Global roles, or a domain's own roles when `domain_id` is given (as Keystone lists).
@@ -822,11 +817,10 @@ impl Store {
     }
 
     pub async fn get_token(&self, id: &str) -> StoreResult<Token> {
-        sqlx::query_as(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("Could not find token.".into()))
+        self.fetch_found(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"), &[id], || {
+            "Could not find token.".to_string()
+        })
+        .await
     }
 
     /// A token with its user, the user's domain and, if scoped, the project and its domain (or
@@ -946,4 +940,24 @@ pub(crate) fn conflict(err: sqlx::Error, message: String) -> StoreError {
 /// NotFound when an UPDATE/DELETE touched no row.
 pub(crate) fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
     if rows == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+}
+
+impl Store {
+    /// The one row `sql` selects with `keys` bound as `$1`, `$2`, …; `NotFound(missing())` when
+    /// there is none.
+    pub(crate) async fn fetch_found<T>(
+        &self,
+        sql: &str,
+        keys: &[&str],
+        missing: impl FnOnce() -> String,
+    ) -> StoreResult<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let mut q = sqlx::query_as(sql);
+        for k in keys {
+            q = q.bind(*k);
+        }
+        q.fetch_optional(&mut *self.conn().await?).await?.ok_or_else(|| StoreError::NotFound(missing()))
+    }
 }
