@@ -54,29 +54,31 @@ impl Store {
                 .await?;
         }
         for rule in rules {
-            sqlx::query(
-                "INSERT INTO access_rules (id, user_id, service, path, method) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&rule.id)
-            .bind(&c.user_id)
-            .bind(&rule.service)
-            .bind(&rule.path)
-            .bind(&rule.method)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO application_credential_access_rules (app_cred_id, access_rule_id) \
-                 SELECT $1, id FROM access_rules WHERE user_id = $2 AND service = $3 AND path = $4 AND method = $5 \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&c.id)
-            .bind(&c.user_id)
-            .bind(&rule.service)
-            .bind(&rule.path)
-            .bind(&rule.method)
-            .execute(&mut *tx)
-            .await?;
+            // Store the rule for the user (unless an equal one is there), then link the
+            // credential to the user's rule of that content: both bind the same rule key.
+            let steps = [
+                (
+                    "INSERT INTO access_rules (id, user_id, service, path, method) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT DO NOTHING",
+                    &rule.id,
+                ),
+                (
+                    "INSERT INTO application_credential_access_rules (app_cred_id, access_rule_id) \
+                     SELECT $1, id FROM access_rules WHERE user_id = $2 AND service = $3 AND path = $4 AND method = $5 \
+                     ON CONFLICT DO NOTHING",
+                    &c.id,
+                ),
+            ];
+            for (sql, first) in steps {
+                sqlx::query(sql)
+                    .bind(first)
+                    .bind(&c.user_id)
+                    .bind(&rule.service)
+                    .bind(&rule.path)
+                    .bind(&rule.method)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -109,12 +111,10 @@ impl Store {
     }
 
     pub async fn delete_app_cred(&self, user_id: &str, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM application_credentials WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .execute(&mut *self.conn().await?)
+        let done = self
+            .execute_keys("DELETE FROM application_credentials WHERE id = $1 AND user_id = $2", &[id, user_id])
             .await?;
-        found(done.rows_affected(), || format!("Could not find Application Credential: {id}."))
+        found(done, || format!("Could not find Application Credential: {id}."))
     }
 
     /// The roles delegated to a credential.
@@ -168,11 +168,7 @@ impl Store {
     }
 
     pub async fn delete_access_rule(&self, user_id: &str, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM access_rules WHERE user_id = $1 AND id = $2")
-            .bind(user_id)
-            .bind(id)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        found(done.rows_affected(), || format!("Could not find Access Rule: {id}."))
+        let done = self.execute_keys("DELETE FROM access_rules WHERE user_id = $1 AND id = $2", &[user_id, id]).await?;
+        found(done, || format!("Could not find Access Rule: {id}."))
     }
 }

@@ -47,9 +47,7 @@ impl Store {
 
     /// Creates the region unless it exists.
     pub async fn ensure_region(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO regions (id, description) VALUES ($1, '') ON CONFLICT DO NOTHING")
-            .bind(id)
-            .execute(&mut *self.conn().await?)
+        self.execute_keys("INSERT INTO regions (id, description) VALUES ($1, '') ON CONFLICT DO NOTHING", &[id])
             .await?;
         Ok(())
     }
@@ -162,8 +160,8 @@ impl Store {
 
     /// Deletes a service and its endpoints.
     pub async fn delete_service(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM services WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
-        found(done.rows_affected(), || format!("Could not find service: {id}."))
+        let done = self.execute_keys("DELETE FROM services WHERE id = $1", &[id]).await?;
+        found(done, || format!("Could not find service: {id}."))
     }
 
     // ---- endpoints ----
@@ -224,8 +222,7 @@ impl Store {
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> StoreResult<()> {
-        let done =
-            sqlx::query("DELETE FROM endpoints WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
-        found(done.rows_affected(), || format!("Could not find endpoint: {id}."))
+        let done = self.execute_keys("DELETE FROM endpoints WHERE id = $1", &[id]).await?;
+        found(done, || format!("Could not find endpoint: {id}."))
     }
 }
