@@ -103,6 +103,16 @@ fn auth_failed() -> ApiError {
     ApiError::unauthorized("The request you have made requires authentication.")
 }
 
+/// A lookup for authentication where "not found" must read as a failed authentication (401),
+/// never as a 404 that would tell the caller what exists.
+fn not_found_is_auth_failure<T>(found: Result<T, StoreError>) -> ApiResult<T> {
+    match found {
+        Ok(v) => Ok(v),
+        Err(StoreError::NotFound(_)) => Err(auth_failed()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `POST /v3/auth/tokens`
 pub async fn issue(State(state): State<AppState>, q: Query, Json(req): Json<AuthRequest>) -> ApiResult<Response> {
     let AuthBody { identity, scope } = req.auth;
@@ -253,11 +263,7 @@ async fn find_app_cred(state: &AppState, a: &AppCredMethod) -> ApiResult<crate::
             return Err(ApiError::bad_request("An application credential needs an id or a name."));
         }
     };
-    match found {
-        Ok(c) => Ok(c),
-        Err(StoreError::NotFound(_)) => Err(auth_failed()),
-        Err(e) => Err(e.into()),
-    }
+    not_found_is_auth_failure(found)
 }
 
 fn header_value(s: &str) -> ApiResult<HeaderValue> {
@@ -285,11 +291,7 @@ async fn find_user(state: &AppState, u: &UserRef) -> ApiResult<User> {
             ));
         }
     };
-    match found {
-        Ok(user) => Ok(user),
-        Err(StoreError::NotFound(_)) => Err(auth_failed()),
-        Err(e) => Err(e.into()),
-    }
+    not_found_is_auth_failure(found)
 }
 
 async fn resolve_domain(state: &AppState, d: &NamedRef) -> ApiResult<String> {
@@ -314,11 +316,7 @@ async fn resolve_project(state: &AppState, p: &ProjectScope) -> ApiResult<String
             return Err(ApiError::bad_request("A project scope needs an id or a name."));
         }
     };
-    match found {
-        Ok(id) => Ok(id),
-        Err(StoreError::NotFound(_)) => Err(auth_failed()),
-        Err(e) => Err(e.into()),
-    }
+    not_found_is_auth_failure(found)
 }
 
 /// The token document, identical for issue and validate.

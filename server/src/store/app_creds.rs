@@ -1,7 +1,7 @@
 //! Keystone's application credentials and the access rules they carry.
 
 use super::identity::{Role, conflict, found};
-use super::{Store, StoreError, StoreResult, now};
+use super::{Store, StoreResult, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppCred {
@@ -54,49 +54,50 @@ impl Store {
                 .await?;
         }
         for rule in rules {
-            sqlx::query(
-                "INSERT INTO access_rules (id, user_id, service, path, method) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&rule.id)
-            .bind(&c.user_id)
-            .bind(&rule.service)
-            .bind(&rule.path)
-            .bind(&rule.method)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO application_credential_access_rules (app_cred_id, access_rule_id) \
-                 SELECT $1, id FROM access_rules WHERE user_id = $2 AND service = $3 AND path = $4 AND method = $5 \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&c.id)
-            .bind(&c.user_id)
-            .bind(&rule.service)
-            .bind(&rule.path)
-            .bind(&rule.method)
-            .execute(&mut *tx)
-            .await?;
+            // Store the rule for the user (unless an equal one is there), then link the
+            // credential to the user's rule of that content: both bind the same rule key.
+            let steps = [
+                (
+                    "INSERT INTO access_rules (id, user_id, service, path, method) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT DO NOTHING",
+                    &rule.id,
+                ),
+                (
+                    "INSERT INTO application_credential_access_rules (app_cred_id, access_rule_id) \
+                     SELECT $1, id FROM access_rules WHERE user_id = $2 AND service = $3 AND path = $4 AND method = $5 \
+                     ON CONFLICT DO NOTHING",
+                    &c.id,
+                ),
+            ];
+            for (sql, first) in steps {
+                sqlx::query(sql)
+                    .bind(first)
+                    .bind(&c.user_id)
+                    .bind(&rule.service)
+                    .bind(&rule.path)
+                    .bind(&rule.method)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn get_app_cred(&self, id: &str) -> StoreResult<AppCred> {
-        sqlx::query_as(&format!("SELECT {COLS} FROM application_credentials WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Application Credential: {id}.")))
+        self.fetch_found(&format!("SELECT {COLS} FROM application_credentials WHERE id = $1"), &[id], || {
+            format!("Could not find Application Credential: {id}.")
+        })
+        .await
     }
 
     pub async fn get_app_cred_by_name(&self, user_id: &str, name: &str) -> StoreResult<AppCred> {
-        sqlx::query_as(&format!("SELECT {COLS} FROM application_credentials WHERE user_id = $1 AND name = $2"))
-            .bind(user_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Application Credential: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {COLS} FROM application_credentials WHERE user_id = $1 AND name = $2"),
+            &[user_id, name],
+            || format!("Could not find Application Credential: {name}."),
+        )
+        .await
     }
 
     pub async fn list_app_creds(&self, user_id: &str, name: Option<&str>) -> StoreResult<Vec<AppCred>> {
@@ -110,12 +111,10 @@ impl Store {
     }
 
     pub async fn delete_app_cred(&self, user_id: &str, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM application_credentials WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .execute(&mut *self.conn().await?)
+        let done = self
+            .execute_keys("DELETE FROM application_credentials WHERE id = $1 AND user_id = $2", &[id, user_id])
             .await?;
-        found(done.rows_affected(), || format!("Could not find Application Credential: {id}."))
+        found(done, || format!("Could not find Application Credential: {id}."))
     }
 
     /// The roles delegated to a credential.
@@ -150,12 +149,12 @@ impl Store {
     }
 
     pub async fn get_access_rule(&self, user_id: &str, id: &str) -> StoreResult<AccessRule> {
-        sqlx::query_as("SELECT id, service, path, method FROM access_rules WHERE user_id = $1 AND id = $2")
-            .bind(user_id)
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find Access Rule: {id}.")))
+        self.fetch_found(
+            "SELECT id, service, path, method FROM access_rules WHERE user_id = $1 AND id = $2",
+            &[user_id, id],
+            || format!("Could not find Access Rule: {id}."),
+        )
+        .await
     }
 
     /// Whether any credential still uses the rule (Keystone refuses to delete it then).
@@ -169,11 +168,7 @@ impl Store {
     }
 
     pub async fn delete_access_rule(&self, user_id: &str, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM access_rules WHERE user_id = $1 AND id = $2")
-            .bind(user_id)
-            .bind(id)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        found(done.rows_affected(), || format!("Could not find Access Rule: {id}."))
+        let done = self.execute_keys("DELETE FROM access_rules WHERE user_id = $1 AND id = $2", &[user_id, id]).await?;
+        found(done, || format!("Could not find Access Rule: {id}."))
     }
 }

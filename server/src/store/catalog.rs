@@ -47,9 +47,7 @@ impl Store {
 
     /// Creates the region unless it exists.
     pub async fn ensure_region(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO regions (id, description) VALUES ($1, '') ON CONFLICT DO NOTHING")
-            .bind(id)
-            .execute(&mut *self.conn().await?)
+        self.execute_keys("INSERT INTO regions (id, description) VALUES ($1, '') ON CONFLICT DO NOTHING", &[id])
             .await?;
         Ok(())
     }
@@ -66,11 +64,10 @@ impl Store {
     }
 
     pub async fn get_region(&self, id: &str) -> StoreResult<Region> {
-        sqlx::query_as("SELECT id, description, parent_region_id FROM regions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find region: {id}.")))
+        self.fetch_found("SELECT id, description, parent_region_id FROM regions WHERE id = $1", &[id], || {
+            format!("Could not find region: {id}.")
+        })
+        .await
     }
 
     pub async fn list_regions(&self, parent: Option<&str>) -> StoreResult<Vec<Region>> {
@@ -131,11 +128,10 @@ impl Store {
     }
 
     pub async fn get_service(&self, id: &str) -> StoreResult<Service> {
-        sqlx::query_as("SELECT id, type, name, description, enabled FROM services WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find service: {id}.")))
+        self.fetch_found("SELECT id, type, name, description, enabled FROM services WHERE id = $1", &[id], || {
+            format!("Could not find service: {id}.")
+        })
+        .await
     }
 
     pub async fn list_services(&self, kind: Option<&str>, name: Option<&str>) -> StoreResult<Vec<Service>> {
@@ -164,8 +160,8 @@ impl Store {
 
     /// Deletes a service and its endpoints.
     pub async fn delete_service(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM services WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
-        found(done.rows_affected(), || format!("Could not find service: {id}."))
+        let done = self.execute_keys("DELETE FROM services WHERE id = $1", &[id]).await?;
+        found(done, || format!("Could not find service: {id}."))
     }
 
     // ---- endpoints ----
@@ -188,11 +184,10 @@ impl Store {
     }
 
     pub async fn get_endpoint(&self, id: &str) -> StoreResult<Endpoint> {
-        sqlx::query_as(&format!("SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find endpoint: {id}.")))
+        self.fetch_found(&format!("SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = $1"), &[id], || {
+            format!("Could not find endpoint: {id}.")
+        })
+        .await
     }
 
     pub async fn list_endpoints(&self, f: &EndpointFilter) -> StoreResult<Vec<Endpoint>> {
@@ -227,8 +222,7 @@ impl Store {
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> StoreResult<()> {
-        let done =
-            sqlx::query("DELETE FROM endpoints WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
-        found(done.rows_affected(), || format!("Could not find endpoint: {id}."))
+        let done = self.execute_keys("DELETE FROM endpoints WHERE id = $1", &[id]).await?;
+        found(done, || format!("Could not find endpoint: {id}."))
     }
 }

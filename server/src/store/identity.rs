@@ -142,19 +142,17 @@ impl Store {
     }
 
     pub async fn get_domain(&self, id: &str) -> StoreResult<Domain> {
-        sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {id}.")))
+        self.fetch_found("SELECT id, name, description, enabled FROM domains WHERE id = $1", &[id], || {
+            format!("Could not find domain: {id}.")
+        })
+        .await
     }
 
     pub async fn get_domain_by_name(&self, name: &str) -> StoreResult<Domain> {
-        sqlx::query_as("SELECT id, name, description, enabled FROM domains WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find domain: {name}.")))
+        self.fetch_found("SELECT id, name, description, enabled FROM domains WHERE name = $1", &[name], || {
+            format!("Could not find domain: {name}.")
+        })
+        .await
     }
 
     pub async fn list_domains(&self) -> StoreResult<Vec<Domain>> {
@@ -228,20 +226,19 @@ impl Store {
     }
 
     pub async fn get_project(&self, id: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {id}.")))
+        self.fetch_found(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"), &[id], || {
+            format!("Could not find project: {id}.")
+        })
+        .await
     }
 
     pub async fn get_project_by_name(&self, domain_id: &str, name: &str) -> StoreResult<Project> {
-        sqlx::query_as(&format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"))
-            .bind(domain_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find project: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2"),
+            &[domain_id, name],
+            || format!("Could not find project: {name}."),
+        )
+        .await
     }
 
     pub async fn list_projects(&self, f: &NameFilter) -> StoreResult<Vec<Project>> {
@@ -280,13 +277,9 @@ impl Store {
     /// concurrent edit on either backend (PostgreSQL's READ COMMITTED would, with a plain
     /// UPDATE after a SELECT). Not found is reported as such, not as a lost race.
     pub async fn replace_project_tags(&self, id: &str, old: &str, new: &str) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE projects SET tags = $3 WHERE id = $1 AND tags = $2")
-            .bind(id)
-            .bind(old)
-            .bind(new)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        if done.rows_affected() == 1 {
+        let done =
+            self.execute_keys("UPDATE projects SET tags = $3 WHERE id = $1 AND tags = $2", &[id, old, new]).await?;
+        if done == 1 {
             return Ok(true);
         }
         self.get_project(id).await?;
@@ -361,20 +354,19 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: &str) -> StoreResult<User> {
-        sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {id}.")))
+        self.fetch_found(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"), &[id], || {
+            format!("Could not find user: {id}.")
+        })
+        .await
     }
 
     pub async fn get_user_by_name(&self, domain_id: &str, name: &str) -> StoreResult<User> {
-        sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"))
-            .bind(domain_id)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find user: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2"),
+            &[domain_id, name],
+            || format!("Could not find user: {name}."),
+        )
+        .await
     }
 
     pub async fn list_users(&self, f: &NameFilter) -> StoreResult<Vec<User>> {
@@ -438,11 +430,10 @@ impl Store {
     }
 
     pub async fn get_group(&self, id: &str) -> StoreResult<Group> {
-        sqlx::query_as("SELECT id, name, domain_id, description FROM groups WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find group: {id}.")))
+        self.fetch_found("SELECT id, name, domain_id, description FROM groups WHERE id = $1", &[id], || {
+            format!("Could not find group: {id}.")
+        })
+        .await
     }
 
     pub async fn list_groups(&self, domain_id: Option<&str>, name: Option<&str>) -> StoreResult<Vec<Group>> {
@@ -480,21 +471,19 @@ impl Store {
     }
 
     pub async fn add_group_member(&self, group_id: &str, user_id: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(group_id)
-            .bind(user_id)
-            .execute(&mut *self.conn().await?)
-            .await?;
+        self.execute_keys(
+            "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[group_id, user_id],
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn remove_group_member(&self, group_id: &str, user_id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
-            .bind(group_id)
-            .bind(user_id)
-            .execute(&mut *self.conn().await?)
+        let done = self
+            .execute_keys("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2", &[group_id, user_id])
             .await?;
-        found(done.rows_affected(), || format!("User '{user_id}' not found in group '{group_id}'."))
+        found(done, || format!("User '{user_id}' not found in group '{group_id}'."))
     }
 
     pub async fn is_group_member(&self, group_id: &str, user_id: &str) -> StoreResult<bool> {
@@ -552,20 +541,20 @@ impl Store {
     }
 
     pub async fn get_role(&self, id: &str) -> StoreResult<Role> {
-        sqlx::query_as(&format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {id}.")))
+        self.fetch_found(&format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1"), &[id], || {
+            format!("Could not find role: {id}.")
+        })
+        .await
     }
 
     /// A global role by name.
     pub async fn get_role_by_name(&self, name: &str) -> StoreResult<Role> {
-        sqlx::query_as(&format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1 AND domain_id IS NULL"))
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Could not find role: {name}.")))
+        self.fetch_found(
+            &format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1 AND domain_id IS NULL"),
+            &[name],
+            || format!("Could not find role: {name}."),
+        )
+        .await
     }
 
     /// Global roles, or a domain's own roles when `domain_id` is given (as Keystone lists).
@@ -592,28 +581,27 @@ impl Store {
     }
 
     pub async fn delete_role(&self, id: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
-        found(done.rows_affected(), || format!("Could not find role: {id}."))
+        let done = self.execute_keys("DELETE FROM roles WHERE id = $1", &[id]).await?;
+        found(done, || format!("Could not find role: {id}."))
     }
 
     pub async fn add_implied_role(&self, prior: &str, implied: &str) -> StoreResult<()> {
-        sqlx::query(
+        self.execute_keys(
             "INSERT INTO implied_roles (prior_role_id, implied_role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[prior, implied],
         )
-        .bind(prior)
-        .bind(implied)
-        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
 
     pub async fn remove_implied_role(&self, prior: &str, implied: &str) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM implied_roles WHERE prior_role_id = $1 AND implied_role_id = $2")
-            .bind(prior)
-            .bind(implied)
-            .execute(&mut *self.conn().await?)
+        let done = self
+            .execute_keys(
+                "DELETE FROM implied_roles WHERE prior_role_id = $1 AND implied_role_id = $2",
+                &[prior, implied],
+            )
             .await?;
-        found(done.rows_affected(), || format!("{prior} does not imply {implied}."))
+        found(done, || format!("{prior} does not imply {implied}."))
     }
 
     /// Every inference rule as (prior role id, implied role id).
@@ -646,40 +634,44 @@ impl Store {
     // ---- grants ----
 
     pub async fn add_grant(&self, g: &Grant) -> StoreResult<()> {
-        sqlx::query(
+        self.execute_grant(
             "INSERT INTO grants (actor_type, actor_id, target_type, target_id, role_id, inherited) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            g,
         )
-        .bind(&g.actor_type)
-        .bind(&g.actor_id)
-        .bind(&g.target_type)
-        .bind(&g.target_id)
-        .bind(&g.role_id)
-        .bind(g.inherited)
-        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
 
     pub async fn remove_grant(&self, g: &Grant) -> StoreResult<()> {
-        let done = sqlx::query(
-            "DELETE FROM grants WHERE actor_type = $1 AND actor_id = $2 AND target_type = $3 AND target_id = $4 \
-             AND role_id = $5 AND inherited = $6",
-        )
-        .bind(&g.actor_type)
-        .bind(&g.actor_id)
-        .bind(&g.target_type)
-        .bind(&g.target_id)
-        .bind(&g.role_id)
-        .bind(g.inherited)
-        .execute(&mut *self.conn().await?)
-        .await?;
-        found(done.rows_affected(), || {
+        let done = self
+            .execute_grant(
+                "DELETE FROM grants WHERE actor_type = $1 AND actor_id = $2 AND target_type = $3 AND target_id = $4 \
+                 AND role_id = $5 AND inherited = $6",
+                g,
+            )
+            .await?;
+        found(done, || {
             format!(
                 "Could not find role assignment with role: {}, user or group: {}, project, domain, or system: {}.",
                 g.role_id, g.actor_id, g.target_id
             )
         })
+    }
+
+    /// Runs `sql` with the grant's six columns bound as `$1` to `$6`, in table order; the
+    /// number of rows it touched.
+    async fn execute_grant(&self, sql: &str, g: &Grant) -> StoreResult<u64> {
+        Ok(sqlx::query(sql)
+            .bind(&g.actor_type)
+            .bind(&g.actor_id)
+            .bind(&g.target_type)
+            .bind(&g.target_id)
+            .bind(&g.role_id)
+            .bind(g.inherited)
+            .execute(&mut *self.conn().await?)
+            .await?
+            .rows_affected())
     }
 
     /// A user's direct grant of a role on a project (bootstrap and tests).
@@ -822,11 +814,10 @@ impl Store {
     }
 
     pub async fn get_token(&self, id: &str) -> StoreResult<Token> {
-        sqlx::query_as(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("Could not find token.".into()))
+        self.fetch_found(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"), &[id], || {
+            "Could not find token.".to_string()
+        })
+        .await
     }
 
     /// A token with its user, the user's domain and, if scoped, the project and its domain (or
@@ -912,16 +903,13 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&mut *self.conn().await?).await?;
+        self.execute_keys("UPDATE tokens SET revoked = 1 WHERE id = $1", &[id]).await?;
         Ok(())
     }
 
     /// Revokes every token of a user (password change, disable, delete).
     pub async fn revoke_user_tokens(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *self.conn().await?)
-            .await?;
+        self.execute_keys("UPDATE tokens SET revoked = 1 WHERE user_id = $1", &[user_id]).await?;
         Ok(())
     }
 
@@ -946,4 +934,33 @@ pub(crate) fn conflict(err: sqlx::Error, message: String) -> StoreError {
 /// NotFound when an UPDATE/DELETE touched no row.
 pub(crate) fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
     if rows == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+}
+
+impl Store {
+    /// The one row `sql` selects with `keys` bound as `$1`, `$2`, …; `NotFound(missing())` when
+    /// there is none.
+    pub(crate) async fn fetch_found<T>(
+        &self,
+        sql: &str,
+        keys: &[&str],
+        missing: impl FnOnce() -> String,
+    ) -> StoreResult<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let mut q = sqlx::query_as(sql);
+        for k in keys {
+            q = q.bind(*k);
+        }
+        q.fetch_optional(&mut *self.conn().await?).await?.ok_or_else(|| StoreError::NotFound(missing()))
+    }
+
+    /// Runs `sql` with `keys` bound as `$1`, `$2`, …; the number of rows it touched.
+    pub(crate) async fn execute_keys(&self, sql: &str, keys: &[&str]) -> StoreResult<u64> {
+        let mut q = sqlx::query(sql);
+        for k in keys {
+            q = q.bind(*k);
+        }
+        Ok(q.execute(&mut *self.conn().await?).await?.rows_affected())
+    }
 }
