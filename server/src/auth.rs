@@ -89,6 +89,7 @@ pub struct TokenCache {
     /// Bumped by every invalidation: an entry counts only if it was validated in the current
     /// generation, so a validation that raced with a change is never cached.
     generation: std::sync::atomic::AtomicU64,
+    /// Keyed by [`crate::store::identity::token_hash`] of the token.
     entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64, Ctx)>>,
 }
 
@@ -101,14 +102,14 @@ impl TokenCache {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn get(&self, token_id: &str) -> Option<Ctx> {
+    fn get(&self, token_hash: &str) -> Option<Ctx> {
         let generation = self.generation();
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, g, ctx) = entries.get(token_id)?;
+        let (at, g, ctx) = entries.get(token_hash)?;
         (*g == generation && at.elapsed() < Self::TTL).then(|| ctx.clone())
     }
 
-    fn put(&self, token_id: &str, generation: u64, ctx: &Ctx) {
+    fn put(&self, token_hash: &str, generation: u64, ctx: &Ctx) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if generation != self.generation() {
             return;
@@ -116,7 +117,7 @@ impl TokenCache {
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(token_id.to_string(), (std::time::Instant::now(), generation, ctx.clone()));
+        entries.insert(token_hash.to_string(), (std::time::Instant::now(), generation, ctx.clone()));
     }
 
     /// Forgets every validated token (after an identity change is committed).
@@ -130,7 +131,9 @@ impl TokenCache {
 /// Resolves a token id into a [`Ctx`]; `None` when unknown, revoked, expired, or its user or
 /// project is disabled or gone.
 pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>> {
-    if let Some(ctx) = state.tokens.get(token_id)
+    // The cache is keyed like the table, by the token's hash.
+    let key = crate::store::identity::token_hash(token_id);
+    if let Some(ctx) = state.tokens.get(&key)
         && parse_time(&ctx.token.expires_at).is_some_and(|t| t > chrono::Utc::now())
     {
         return Ok(Some(ctx));
@@ -138,7 +141,7 @@ pub async fn validate(state: &AppState, token_id: &str) -> ApiResult<Option<Ctx>
     let generation = state.tokens.generation();
     let ctx = validate_in_store(state, token_id).await?;
     if let Some(ctx) = &ctx {
-        state.tokens.put(token_id, generation, ctx);
+        state.tokens.put(&key, generation, ctx);
     }
     Ok(ctx)
 }

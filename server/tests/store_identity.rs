@@ -97,8 +97,9 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
     s.delete_group(&g.id).await.expect("delete group");
     assert!(s.list_grants(Some(("group", &g.id)), None, None, None).await.expect("list").is_empty(), "{backend}");
 
+    let raw = "tok-raw-bearer-secret-0123456789";
     let t = Token {
-        id: "tok".into(),
+        id: raw.into(),
         user_id: u.id.clone(),
         project_id: Some(p.id.clone()),
         methods: "password".into(),
@@ -111,13 +112,23 @@ async fn scenario(s: &meridian_server::store::Store, backend: &str) {
         app_cred_id: None,
     };
     s.insert_token(&t).await.expect("token");
-    let ctx = s.token_context("tok").await.expect("context").expect("found");
+    // The table keys the token by its hash: no column of any row holds the bearer token.
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT id, user_id, methods, audit_id FROM tokens")
+            .fetch_all(&mut *s.conn().await.expect("conn"))
+            .await
+            .expect("rows");
+    assert_eq!(rows.len(), 1, "{backend}");
+    assert!(rows.iter().all(|(a, b, c, d)| ![a, b, c, d].iter().any(|v| v.contains(raw))), "{backend}: {rows:?}");
+    assert_eq!(rows[0].0, meridian_server::store::identity::token_hash(raw), "{backend}");
+    let ctx = s.token_context(raw).await.expect("context").expect("found");
+    assert_eq!(ctx.token.id, raw, "{backend}: callers see the token they asked for");
     assert_eq!((ctx.user.name.as_str(), ctx.user_domain.name.as_str()), ("alice", "Default"), "{backend}");
     let (project, domain) = ctx.project.expect("scoped");
     assert_eq!((project.name.as_str(), domain.id.as_str()), ("demo", "default"), "{backend}");
     assert!(s.token_context("nope").await.expect("context").is_none());
     s.revoke_user_tokens(&u.id).await.expect("revoke");
-    assert_eq!(s.get_token("tok").await.expect("get").revoked, 1);
+    assert_eq!(s.get_token(raw).await.expect("get").revoked, 1);
     assert_eq!(s.purge_tokens(&now()).await.expect("purge"), 1, "{backend}");
 
     let f = Flavor {

@@ -101,11 +101,38 @@ async fn issue_validate_and_revoke() {
 }
 
 #[tokio::test]
+async fn tokens_are_stored_only_as_their_hash() {
+    let app = TestApp::new().await;
+    let token = app.token("admin", "adminpw", "admin").await;
+    let rows: Vec<(String, String, String)> = sqlx::query_as("SELECT id, methods, audit_id FROM tokens")
+        .fetch_all(&mut *app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("rows");
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|(id, m, a)| ![id, m, a].iter().any(|v| v.contains(&token))), "{rows:?}");
+    assert!(rows.iter().any(|(id, _, _)| *id == crate::store::identity::token_hash(&token)));
+    // The wire is unchanged: the token validates, echoes back as itself, and revokes.
+    let other = app.token("admin", "adminpw", "admin").await;
+    let v = app
+        .call(Method::GET, "/identity/v3/auth/tokens", Some(&other), &[("x-subject-token", &token)], Body::empty())
+        .await;
+    assert_eq!(v.status, StatusCode::OK);
+    assert_eq!(v.headers["x-subject-token"], token.as_str());
+    let d = app
+        .call(Method::DELETE, "/identity/v3/auth/tokens", Some(&other), &[("x-subject-token", &token)], Body::empty())
+        .await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    app.state.tokens.invalidate();
+    let r = app.json(Method::GET, "/compute/v2.1/flavors", &token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn expired_tokens_are_rejected() {
     let app = TestApp::new().await;
     let token = app.token("admin", "adminpw", "admin").await;
     sqlx::query("UPDATE tokens SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
-        .bind(&token)
+        .bind(crate::store::identity::token_hash(&token))
         .execute(&mut *app.state.store.conn().await.expect("conn"))
         .await
         .expect("expire");

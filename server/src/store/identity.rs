@@ -77,6 +77,8 @@ pub enum Scope {
 /// The system target's id, as Keystone names it.
 pub const SYSTEM_ALL: &str = "all";
 
+/// A token. `id` is the bearer secret itself in memory; the `tokens` table keys rows by its
+/// [`token_hash`] instead, so the database never holds a usable token.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Token {
     pub id: String,
@@ -796,9 +798,10 @@ impl Store {
 
     // ---- tokens ----
 
+    /// Stores a token under [`token_hash`] of its id.
     pub async fn insert_token(&self, t: &Token) -> StoreResult<()> {
         sqlx::query(&format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)"))
-            .bind(&t.id)
+            .bind(token_hash(&t.id))
             .bind(&t.user_id)
             .bind(t.project_id.as_deref())
             .bind(&t.methods)
@@ -813,11 +816,15 @@ impl Store {
         Ok(())
     }
 
+    /// The token whose id is `id` (the raw bearer token; looked up by its hash).
     pub async fn get_token(&self, id: &str) -> StoreResult<Token> {
-        self.fetch_found(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"), &[id], || {
-            "Could not find token.".to_string()
-        })
-        .await
+        let hash = token_hash(id);
+        let token: Token = self
+            .fetch_found(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"), &[&hash], || {
+                "Could not find token.".to_string()
+            })
+            .await?;
+        Ok(Token { id: id.to_string(), ..token })
     }
 
     /// A token with its user, the user's domain and, if scoped, the project and its domain (or
@@ -835,12 +842,13 @@ impl Store {
              LEFT JOIN domains sd ON sd.id = t.domain_id \
              WHERE t.id = $1",
         )
-        .bind(id)
+        .bind(token_hash(id))
         .fetch_optional(&mut *self.conn().await?)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let token = Token {
-            id: r.try_get(0)?,
+            // The row holds the hash; the caller's token is the id.
+            id: id.to_string(),
             user_id: r.try_get(1)?,
             project_id: r.try_get(2)?,
             methods: r.try_get(3)?,
@@ -903,7 +911,7 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str) -> StoreResult<()> {
-        self.execute_keys("UPDATE tokens SET revoked = 1 WHERE id = $1", &[id]).await?;
+        self.execute_keys("UPDATE tokens SET revoked = 1 WHERE id = $1", &[&token_hash(id)]).await?;
         Ok(())
     }
 
@@ -921,6 +929,13 @@ impl Store {
             .await?
             .rows_affected())
     }
+}
+
+/// What the `tokens` table stores for a bearer token: its SHA-256, lowercase hex. Tokens are 256
+/// random bits, so an unsalted fast hash is enough to make a leaked table useless.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Maps a unique violation to a Conflict with a friendly message.
