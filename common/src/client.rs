@@ -74,12 +74,18 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A token and the catalog it came with.
-#[derive(Clone, Debug)]
+/// A token and the catalog it came with. `Debug` redacts the token.
+#[derive(Clone)]
 pub struct Session {
     pub token: String,
     /// The token document (`token` object) as Keystone returned it.
     pub body: Value,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("token", &"<redacted>").field("body", &self.body).finish()
+    }
 }
 
 impl Session {
@@ -319,6 +325,23 @@ mod tests {
         assert_eq!(fault_message(&json!({"NeutronError": {"type": "X", "message": "net"}})), "net");
         assert_eq!(fault_message(&json!({"code": "404 Not Found", "title": "Not Found", "message": "img"})), "img");
         assert_eq!(fault_message(&Value::String("plain".into())), "plain");
+    }
+
+    #[test]
+    fn debug_never_prints_a_secret() {
+        let session = Session { token: "tok-s3cret".into(), body: json!({"expires_at": "x"}) };
+        let creds = Credentials {
+            auth_url: "http://x/identity".into(),
+            username: "alice".into(),
+            password: "pw-s3cret".into(),
+            project_name: "demo".into(),
+            user_domain: "Default".into(),
+            project_domain: "Default".into(),
+            app_cred: Some(AppCredential { id: Some("abc".into()), name: None, secret: "ac-s3cret".into() }),
+        };
+        let text = format!("{session:?} {creds:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("alice"), "{text}");
     }
 
     #[test]

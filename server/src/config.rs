@@ -80,7 +80,6 @@ impl Default for ComputeSettings {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
@@ -92,6 +91,48 @@ impl fmt::Debug for Config {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .finish()
+    }
+}
+
+/// What `Debug` shows for an optional secret.
+fn redacted(s: &Option<String>) -> Option<&'static str> {
+    s.as_ref().map(|_| "<redacted>")
+}
+
+impl fmt::Debug for FileSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSettings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("public_url", &self.public_url)
+            .field("token_lifetime_secs", &self.token_lifetime_secs)
+            .field("log_format", &self.log_format)
+            .field("admin_password", &redacted(&self.admin_password))
+            .field("agent_token", &redacted(&self.agent_token))
+            .field("image_size_cap", &self.image_size_cap)
+            .field("compute", &self.compute)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CommonArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommonArgs")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("public_url", &self.public_url)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("log_format", &self.log_format)
+            .field("admin_password", &redacted(&self.admin_password))
+            .field("agent_token", &redacted(&self.agent_token))
+            .field("image_size_cap", &self.image_size_cap)
+            .field("host_down_after", &self.host_down_after)
+            .field("build_timeout", &self.build_timeout)
+            .field("ram_weight_multiplier", &self.ram_weight_multiplier)
             .finish()
     }
 }
@@ -110,8 +151,8 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Settings as they may appear in the TOML file (all optional).
-#[derive(Debug, Default, Deserialize)]
+/// Settings as they may appear in the TOML file (all optional). `Debug` redacts the secrets.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSettings {
     pub listen: Option<SocketAddr>,
@@ -126,8 +167,9 @@ pub struct FileSettings {
     pub compute: Option<ComputeSettings>,
 }
 
-/// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable.
-#[derive(Debug, Default, clap::Args)]
+/// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
+/// the secrets.
+#[derive(Default, clap::Args)]
 pub struct CommonArgs {
     /// TOML settings file.
     #[arg(long, env = "MERIDIAN_CONFIG", global = true)]
@@ -278,5 +320,16 @@ mod tests {
         };
         let text = format!("{:?}", args.resolve().expect("resolve"));
         assert!(!text.contains("hunter2") && !text.contains(":pw@"), "{text}");
+        let args = CommonArgs { agent_token: Some("join-s3cret".into()), ..args };
+        let file = FileSettings {
+            admin_password: Some("hunter2".into()),
+            agent_token: Some("join-s3cret".into()),
+            database_url: Some("postgres://u:pw@h/db".into()),
+            ..Default::default()
+        };
+        for text in [format!("{args:?}"), format!("{file:?}")] {
+            assert!(!text.contains("hunter2") && !text.contains("s3cret") && !text.contains(":pw@"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
     }
 }

@@ -405,6 +405,22 @@ clouds:
 "#;
 
     #[test]
+    fn debug_never_prints_a_password_or_secret() {
+        let p = Profile {
+            auth_url: "http://x/identity".into(),
+            username: "alice".into(),
+            password: Some("pw-s3cret".into()),
+            app_cred_id: Some("abc".into()),
+            app_cred_secret: Some("ac-s3cret".into()),
+            ..Default::default()
+        };
+        let creds = p.credentials().expect("complete");
+        let text = format!("{p:?} {:?} {creds:?}", Start::Login(Box::new(p.clone())));
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("alice"), "{text}");
+    }
+
+    #[test]
     fn application_credentials_from_clouds_yaml_and_os_vars() {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(

@@ -3,7 +3,8 @@
 use super::identity::{Role, conflict, found};
 use super::{Store, StoreResult, now};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// `Debug` redacts `secret_hash`.
+#[derive(Clone, sqlx::FromRow)]
 pub struct AppCred {
     pub id: String,
     pub user_id: String,
@@ -14,6 +15,21 @@ pub struct AppCred {
     pub secret_hash: String,
     pub expires_at: Option<String>,
     pub unrestricted: i64,
+}
+
+impl std::fmt::Debug for AppCred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCred")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("project_id", &self.project_id)
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("secret_hash", &super::identity::REDACTED)
+            .field("expires_at", &self.expires_at)
+            .field("unrestricted", &self.unrestricted)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -170,5 +186,26 @@ impl Store {
     pub async fn delete_access_rule(&self, user_id: &str, id: &str) -> StoreResult<()> {
         let done = self.execute_keys("DELETE FROM access_rules WHERE user_id = $1 AND id = $2", &[user_id, id]).await?;
         found(done, || format!("Could not find Access Rule: {id}."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_secret_hash() {
+        let c = AppCred {
+            id: "c1".into(),
+            user_id: "u1".into(),
+            project_id: "p1".into(),
+            name: "ci".into(),
+            description: None,
+            secret_hash: "$argon2id$v=19$s3cret".into(),
+            expires_at: None,
+            unrestricted: 0,
+        };
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cret") && text.contains("<redacted>") && text.contains("ci"), "{text}");
     }
 }

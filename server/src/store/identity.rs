@@ -23,7 +23,8 @@ pub struct Project {
     pub parent_id: Option<String>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// `Debug` redacts `password_hash` (an offline-crackable secret).
+#[derive(Clone, sqlx::FromRow)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -78,8 +79,8 @@ pub enum Scope {
 pub const SYSTEM_ALL: &str = "all";
 
 /// A token. `id` is the bearer secret itself in memory; the `tokens` table keys rows by its
-/// [`token_hash`] instead, so the database never holds a usable token.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// [`token_hash`] instead, so the database never holds a usable token. `Debug` redacts `id`.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Token {
     pub id: String,
     pub user_id: String,
@@ -93,6 +94,43 @@ pub struct Token {
     pub system_scope: i64,
     pub app_cred_id: Option<String>,
 }
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("domain_id", &self.domain_id)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| REDACTED))
+            .field("enabled", &self.enabled)
+            .field("email", &self.email)
+            .field("description", &self.description)
+            .field("default_project_id", &self.default_project_id)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &REDACTED)
+            .field("user_id", &self.user_id)
+            .field("project_id", &self.project_id)
+            .field("methods", &self.methods)
+            .field("audit_id", &self.audit_id)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("domain_id", &self.domain_id)
+            .field("system_scope", &self.system_scope)
+            .field("app_cred_id", &self.app_cred_id)
+            .finish()
+    }
+}
+
+/// What `Debug` shows in place of a secret.
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// What a token id resolves to (see [`Store::token_context`]).
 #[derive(Debug, Clone)]
@@ -977,5 +1015,43 @@ impl Store {
             q = q.bind(*k);
         }
         Ok(q.execute(&mut *self.conn().await?).await?.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_a_token_or_password_hash() {
+        let user = User {
+            id: "u1".into(),
+            name: "alice".into(),
+            domain_id: "default".into(),
+            password_hash: Some("$argon2id$v=19$s3cret".into()),
+            enabled: 1,
+            email: None,
+            description: None,
+            default_project_id: None,
+            extra: "{}".into(),
+        };
+        let token = Token {
+            id: "tok-s3cret".into(),
+            user_id: "u1".into(),
+            project_id: None,
+            methods: "password".into(),
+            audit_id: "audit".into(),
+            issued_at: "now".into(),
+            expires_at: "later".into(),
+            revoked: 0,
+            domain_id: None,
+            system_scope: 0,
+            app_cred_id: None,
+        };
+        let domain = Domain { id: "default".into(), name: "Default".into(), description: String::new(), enabled: 1 };
+        let ctx = TokenContext { token, user, user_domain: domain, project: None, domain: None };
+        let text = format!("{ctx:?} {:?} {:?}", ctx.token, ctx.user);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("alice") && text.contains("audit"), "{text}");
     }
 }
