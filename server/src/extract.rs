@@ -1,6 +1,6 @@
 //! Request extractors that fail with our fault bodies instead of axum's plain text.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -8,23 +8,58 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Largest JSON body accepted (image data goes through the streaming upload, not here).
-const MAX_JSON: usize = 1 << 20;
+pub const MAX_JSON: usize = 1 << 20;
 
-/// A JSON body; malformed or mistyped input is a 400 naming the problem.
+/// A JSON body of at most [`MAX_JSON`] bytes (413 beyond, see [`read_body`]); malformed or
+/// mistyped input is a 400 naming the problem.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
-        if bytes.len() > MAX_JSON {
-            return Err(ApiError::too_large("Request is too large."));
-        }
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, MAX_JSON).await?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// A raw body of at most [`MAX_JSON`] bytes (413 beyond), for handlers that parse it themselves
+/// (Glance's JSON-patch `PATCH`).
+pub struct LimitedBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, MAX_JSON).await.map(LimitedBytes)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes. More, announced in `Content-Length` or streamed,
+/// is a 413 "Request is too large." (what oslo's `RequestBodySizeLimiter` answers in front of
+/// every OpenStack service), rendered in the service's own fault format. The body is read
+/// directly, so axum's `DefaultBodyLimit` (whose rejection was a 400 here) plays no part.
+pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || ApiError::too_large("Request is too large.");
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut stream = Body::into_data_stream(req.into_body());
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Parses a JSON body with a message that names the offending field.

@@ -705,3 +705,22 @@ async fn agent_event_batches_count_refused_events_as_taken_and_need_the_join_tok
     let bad = send(Some(bearer), "{\"events\": [{\"work_id\": 1}]}".into()).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_over_limit_faults() {
+    let app = TestApp::new().await;
+    let body = json!({ "flavor": { "name": "x".repeat(3 << 20) } }).to_string();
+    let len = body.len().to_string();
+    // Streamed without a length, then announced in Content-Length.
+    for headers in [
+        vec![("content-type", "application/json")],
+        vec![("content-type", "application/json"), ("content-length", len.as_str())],
+    ] {
+        let r = app
+            .call(Method::POST, "/compute/v2.1/flavors", Some(&app.admin_token), &headers, Body::from(body.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+        assert_eq!(r.body["overLimit"]["code"], 413, "{}", r.body);
+        assert_eq!(r.body["overLimit"]["message"], "Request is too large.");
+    }
+}

@@ -793,3 +793,24 @@ async fn projects_are_filtered_by_tags() {
         assert_eq!(names(&r), want, "{query}");
     }
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_in_keystone_format() {
+    let app = TestApp::new().await;
+    // Over axum's 2 MB default (once a 400) and between our 1 MiB limit and it.
+    for len in [3 << 20, (3 << 20) / 2] {
+        let body = json!({ "pad": "x".repeat(len) }).to_string();
+        let r = app
+            .call(
+                Method::POST,
+                "/identity/v3/auth/tokens",
+                None,
+                &[("content-type", "application/json")],
+                Body::from(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{len}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], 413, "{}", r.body);
+        assert_eq!(r.body["error"]["message"], "Request is too large.");
+    }
+}

@@ -1,6 +1,5 @@
 //! `/v2/images`: create, list, show, JSON-patch update, delete; tags; deactivate/reactivate.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query, parse_json};
+use crate::extract::{Json, LimitedBytes, Query, parse_json};
 use crate::state::AppState;
 use crate::store::image::{Filter, Image, ImageQuery, SortKey};
 use crate::store::{StoreError, fmt_time, new_uuid, now, parse_time};
@@ -658,7 +657,7 @@ pub async fn update(
     ctx: Ctx,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    LimitedBytes(body): LimitedBytes,
 ) -> JsonResult {
     let content_type = headers
         .get(header::CONTENT_TYPE)

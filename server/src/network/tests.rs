@@ -982,3 +982,21 @@ async fn store_port_api_for_compute() {
     assert_eq!(store.delete_ports_by_device("server-1").await.expect("delete"), 1);
     assert_eq!(delete(&app, &t, &format!("/networks/{net}")).await.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_neutron_errors() {
+    let app = TestApp::new().await;
+    let body = json!({ "network": { "name": "x".repeat(3 << 20) } }).to_string();
+    let r = app
+        .call(
+            Method::POST,
+            "/network/v2.0/networks",
+            Some(&app.admin_token),
+            &[("content-type", "application/json")],
+            Body::from(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(r.body["NeutronError"]["type"], "HTTPRequestEntityTooLarge", "{}", r.body);
+    assert_eq!(r.body["NeutronError"]["message"], "Request is too large.");
+}
