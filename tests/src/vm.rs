@@ -19,10 +19,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// Whether the real-VM tier runs. `MERIDIAN_SKIP_REAL_VM=1` skips it (loudly); otherwise
-/// `qemu:///system` must answer, since `scripts/deps.sh` starts it.
+/// Whether the real-VM tier runs. `MERIDIAN_SKIP_REAL_VM=1` skips it (loudly, and
+/// `scripts/test.sh` names the skip in its closing lines) but never under CI, where the tier
+/// must run; otherwise `qemu:///system` must answer, since `scripts/deps.sh` starts it.
 pub fn enabled(test: &str) -> bool {
     if std::env::var("MERIDIAN_SKIP_REAL_VM").is_ok_and(|v| v == "1") {
+        assert!(!under_ci(), "MERIDIAN_SKIP_REAL_VM=1 is refused under CI: the real-VM tier must run there ({test})");
         eprintln!("\n!!!!!!!! SKIPPED real-VM test {test}: MERIDIAN_SKIP_REAL_VM=1 !!!!!!!!\n");
         return false;
     }
@@ -34,6 +36,11 @@ pub fn enabled(test: &str) -> bool {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     true
+}
+
+/// Whether this is a CI run (`CI` set and not empty, as CI services set it).
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// `virsh -c qemu:///system ARGS`.

@@ -2,7 +2,8 @@
 //! PostgreSQL database (created on the machine's server, dropped afterwards).
 //!
 //! PostgreSQL comes from `MERIDIAN_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`).
-//! Set `MERIDIAN_TEST_PG=skip` to run only SQLite on a machine without PostgreSQL; CI never does.
+//! Set `MERIDIAN_TEST_PG=skip` to run only SQLite on a machine without PostgreSQL; refused when
+//! `CI` is set, and named in `scripts/test.sh`'s closing lines otherwise.
 
 #![allow(dead_code)]
 
@@ -29,7 +30,15 @@ impl TestStore {
 
 pub fn pg_base() -> Option<String> {
     match std::env::var("MERIDIAN_TEST_PG").ok().as_deref() {
-        Some("skip") => None,
+        Some("skip") => {
+            // A skipped tier must not pass silently where it is meant to run.
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "MERIDIAN_TEST_PG=skip is refused under CI: the PostgreSQL store tests must run there"
+            );
+            eprintln!("\n!!!!!!!! SKIPPED PostgreSQL: MERIDIAN_TEST_PG=skip !!!!!!!!\n");
+            None
+        }
         _ => {
             Some(std::env::var("MERIDIAN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()))
         }
