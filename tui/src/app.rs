@@ -1490,9 +1490,11 @@ impl App {
                     .lines()
                     .map(|l| Line::raw(l.to_string()))
                     .collect(),
-                Raw::Yaml => {
-                    serde_yaml::to_string(&raw).unwrap_or_default().lines().map(|l| Line::raw(l.to_string())).collect()
-                }
+                Raw::Yaml => serde_norway::to_string(&raw)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| Line::raw(l.to_string()))
+                    .collect(),
             },
             Tab::Timeline => {
                 let entries = d.timeline.as_ref();

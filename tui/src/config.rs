@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use meridian_common::{AppCredential, Credentials};
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 /// How to log in to one cloud. `password: None` means the login form must ask for it.
 #[derive(Clone, Default, PartialEq)]
@@ -154,7 +154,7 @@ pub fn load_clouds(cwd: &Path, env: &dyn Env) -> anyhow::Result<BTreeMap<String,
         return Ok(BTreeMap::new());
     };
     let text = std::fs::read_to_string(&clouds_file).with_context(|| format!("reading {}", clouds_file.display()))?;
-    let mut doc: Yaml = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", clouds_file.display()))?;
+    let mut doc: Yaml = serde_norway::from_str(&text).with_context(|| format!("parsing {}", clouds_file.display()))?;
     let secure_file = env
         .var("OS_CLIENT_SECURE_FILE")
         .map(PathBuf::from)
@@ -163,7 +163,8 @@ pub fn load_clouds(cwd: &Path, env: &dyn Env) -> anyhow::Result<BTreeMap<String,
     if let Some(secure_file) = secure_file {
         let text =
             std::fs::read_to_string(&secure_file).with_context(|| format!("reading {}", secure_file.display()))?;
-        let secure: Yaml = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", secure_file.display()))?;
+        let secure: Yaml =
+            serde_norway::from_str(&text).with_context(|| format!("parsing {}", secure_file.display()))?;
         merge(&mut doc, secure);
     }
     let mut out = BTreeMap::new();
