@@ -28,7 +28,6 @@ use axum::routing::get;
 use tower::Layer;
 use tower::util::{MapRequest, MapRequestLayer};
 use tower_http::LatencyUnit;
-use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::{Service, render_faults};
@@ -70,13 +69,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The router behind path normalisation: a trailing slash is dropped (`/identity/v3/` =
-/// `/identity/v3`) and repeated slashes are merged (`/identity/v3//auth/catalog`, which some
-/// SDKs send when they join an empty path segment), as Apache and uWSGI do in front of
-/// OpenStack's services.
-pub fn app(state: AppState) -> MapRequest<NormalizePath<Router>, fn(Request) -> Request> {
-    MapRequestLayer::new(prepare_path as fn(Request) -> Request)
-        .layer(NormalizePathLayer::trim_trailing_slash().layer(router(state)))
+/// The router behind path normalisation ([`normalize_path`]).
+pub fn app(state: AppState) -> MapRequest<Router, fn(Request) -> Request> {
+    MapRequestLayer::new(normalize_path as fn(Request) -> Request).layer(router(state))
 }
 
 /// Marks a request whose path ended in `/` before normalisation dropped it, for a service
@@ -84,18 +79,14 @@ pub fn app(state: AppState) -> MapRequest<NormalizePath<Router>, fn(Request) -> 
 #[derive(Clone, Copy, Debug)]
 pub struct TrailingSlash;
 
-fn prepare_path(req: Request) -> Request {
-    let mut req = merge_slashes(req);
-    let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') {
-        req.extensions_mut().insert(TrailingSlash);
-    }
-    req
-}
-
-fn merge_slashes(mut req: Request) -> Request {
+/// Repeated slashes are merged (`/identity/v3//auth/catalog`, which some SDKs send when they
+/// join an empty path segment) and a trailing slash is dropped (`/identity/v3/` =
+/// `/identity/v3`), as Apache and uWSGI do in front of OpenStack's services; a dropped trailing
+/// slash is recorded as [`TrailingSlash`].
+fn normalize_path(mut req: Request) -> Request {
     let uri = req.uri();
-    if !uri.path().contains("//") {
+    let trailing = uri.path().len() > 1 && uri.path().ends_with('/');
+    if !trailing && !uri.path().contains("//") {
         return req;
     }
     let mut path = String::with_capacity(uri.path().len());
@@ -104,6 +95,9 @@ fn merge_slashes(mut req: Request) -> Request {
             path.push(c);
         }
     }
+    if path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
     let path_and_query = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -111,9 +105,12 @@ fn merge_slashes(mut req: Request) -> Request {
     let mut parts = uri.clone().into_parts();
     if let Ok(pq) = path_and_query.parse() {
         parts.path_and_query = Some(pq);
-        if let Ok(merged) = axum::http::Uri::from_parts(parts) {
-            *req.uri_mut() = merged;
+        if let Ok(normalized) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = normalized;
         }
+    }
+    if trailing {
+        req.extensions_mut().insert(TrailingSlash);
     }
     req
 }
@@ -229,7 +226,7 @@ mod tests {
     /// The Rust openstack SDK sends `/identity/v3//auth/catalog` when it joins an empty segment;
     /// Apache and uWSGI merge the slashes in front of OpenStack's services, so do we.
     #[tokio::test]
-    async fn repeated_slashes_are_merged() {
+    async fn repeated_and_trailing_slashes_are_normalized() {
         let app = TestApp::new().await;
         let t = app.admin_token.clone();
         let r = app.json(Method::GET, "/identity/v3//auth/catalog", &t, Value::Null).await;
@@ -238,5 +235,10 @@ mod tests {
         let r = app.json(Method::GET, "//compute//v2.1///flavors/?minRam=0", &t, Value::Null).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert!(r.body["flavors"].as_array().is_some_and(|f| !f.is_empty()));
+        // Trailing slashes go too, however many; the root stays the root.
+        for path in ["/identity/v3/", "/compute/v2.1/flavors//", "/"] {
+            let r = app.json(Method::GET, path, &t, Value::Null).await;
+            assert!(r.status.is_success(), "{path}: {} {}", r.status, r.body);
+        }
     }
 }
