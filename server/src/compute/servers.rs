@@ -40,14 +40,9 @@ pub(crate) fn status(i: &Instance) -> &'static str {
 
 /// An instance the caller may see; others (and deleted ones) are 404, as Nova answers.
 pub(crate) async fn visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
-    let missing = || ApiError::not_found(format!("Instance {id} could not be found."));
-    let inst = match state.store.get_instance(id).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound(_)) => return Err(missing()),
-        Err(e) => return Err(e.into()),
-    };
-    if inst.deleted != 0 || !ctx.owns(&inst.project_id) {
-        return Err(missing());
+    let inst = visible_or_deleted(state, ctx, id).await?;
+    if inst.deleted != 0 {
+        return Err(ApiError::not_found(format!("Instance {id} could not be found.")));
     }
     Ok(inst)
 }
