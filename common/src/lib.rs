@@ -4,6 +4,7 @@
 pub mod agent;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod sse;
 
 #[cfg(feature = "client")]
 pub use client::{AppCredential, Client, ClientError, Credentials, Session};

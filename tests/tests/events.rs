@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use meridian_common::Client;
+use meridian_common::sse::{SseEvent, SseParser};
 use meridian_e2e::{Agent, Cloud, Server, prepare_cloud, wait_server};
 use serde_json::{Value, json};
 
@@ -17,10 +18,11 @@ struct Sse {
     data: Value,
 }
 
-/// A minimal SSE reader over a streaming response body.
+/// An SSE reader over a streaming response body, on the parser the dashboard uses.
 struct Reader {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
+    parser: SseParser,
+    ready: std::collections::VecDeque<SseEvent>,
 }
 
 impl Reader {
@@ -38,36 +40,22 @@ impl Reader {
         }
         let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
-        Ok(Reader { body: resp.bytes_stream().boxed(), buf: String::new() })
+        Ok(Reader { body: resp.bytes_stream().boxed(), parser: SseParser::new(None), ready: Default::default() })
     }
 
     /// The next event (comments skipped); panics after `secs` without one (a hang guard).
     async fn next(&mut self, secs: u64) -> Sse {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = ("message".to_string(), None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a keepalive comment
-                }
-                return Sse { event, id, data: serde_json::from_str(&data).expect("event data is JSON") };
+            if let Some(e) = self.ready.pop_front() {
+                return Sse { event: e.event, id: e.id, data: serde_json::from_str(&e.data).expect("event data is JSON") };
             }
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await
                 .expect("no event in time")
                 .expect("stream ended")
                 .expect("read");
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            self.ready.extend(self.parser.feed(&chunk));
         }
     }
 

@@ -12,7 +12,6 @@ pub mod keymap;
 pub mod live;
 pub mod login;
 pub mod model;
-pub mod sse;
 pub mod table;
 pub mod theme;
 pub mod wizard;

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::{mpsc, watch};
 
 use crate::model::{Server, parse_list, parse_server};
-use crate::sse::SseParser;
+use meridian_common::sse::SseParser;
 use crate::worker::Response;
 
 /// What the worker tells the tracker.
