@@ -175,7 +175,14 @@ async fn root() -> axum::Json<serde_json::Value> {
     }))
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the store.
+/// How long in-flight requests may take to finish once shutdown begins; then [`serve`] returns
+/// anyway. Event streams and agents' long polls end at once on [`AppState::shutdown`], so this
+/// only bounds a request that misbehaves (the 10 s a supervisor such as systemd waits before
+/// SIGKILL, less a margin).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Serves until `shutdown` resolves (or [`AppState::shutdown`] is cancelled), then lets
+/// in-flight requests finish, for at most [`SHUTDOWN_GRACE`], and closes the store.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -184,7 +191,24 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
-    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    // The caller's signal becomes the shared token that streams and long polls select on.
+    let token = state.shutdown.clone();
+    let signal = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = token.cancelled() => {}
+        }
+        token.cancel();
+    };
+    let serving = std::future::IntoFuture::into_future(axum::serve(listener, service).with_graceful_shutdown(signal));
+    let draining = state.shutdown.clone();
+    let result = tokio::select! {
+        r = serving => r,
+        () = async move { draining.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the shutdown grace period; stopping anyway");
+            Ok(())
+        }
+    };
     housekeeping.abort();
     conductor.abort();
     state.store.close().await;

@@ -82,12 +82,16 @@ fn main() -> anyhow::Result<()> {
     let cfg = cli.common.resolve()?;
     init_logging(cfg.log_format);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.command {
             Command::Serve => serve(cfg).await,
             Command::Admin(cmd) => admin(cfg, cmd).await,
         }
-    })
+    });
+    // Dropping the runtime would wait for every blocking task; a stuck one must not hold the
+    // exit that `serve` already bounded.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn init_logging(format: LogFormat) {

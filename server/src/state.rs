@@ -26,6 +26,9 @@ pub struct AppState {
     /// Agents' host ids by host name, for the work polls (a host keeps its id; registering
     /// refreshes the entry).
     pub agent_hosts: Arc<std::sync::RwLock<HashMap<String, String>>>,
+    /// Cancelled when the server begins to shut down: long-lived responses (event streams,
+    /// agents' long polls) end on it, so graceful shutdown does not wait for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -101,6 +104,7 @@ impl AppState {
             agent_token: Arc::default(),
             tokens: Arc::default(),
             agent_hosts: Arc::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -48,7 +48,11 @@ impl Reader {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(e) = self.ready.pop_front() {
-                return Sse { event: e.event, id: e.id, data: serde_json::from_str(&e.data).expect("event data is JSON") };
+                return Sse {
+                    event: e.event,
+                    id: e.id,
+                    data: serde_json::from_str(&e.data).expect("event data is JSON"),
+                };
             }
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await

@@ -157,7 +157,8 @@ async fn host_id(state: &AppState, name: &str) -> ApiResult<String> {
     Ok(id)
 }
 
-/// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60).
+/// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60); an
+/// empty answer at once when the server is shutting down.
 async fn poll_work(
     State(state): State<AppState>,
     _a: AgentAuth,
@@ -192,8 +193,15 @@ async fn poll_work(
             }
             return Ok(axum::Json(items));
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok(axum::Json(Vec::new()));
+        tokio::select! {
+            woken = tokio::time::timeout_at(deadline, notified) => {
+                if woken.is_err() {
+                    return Ok(axum::Json(Vec::new()));
+                }
+            }
+            // Shutting down: nothing was leased, so answer now and let the server stop; the
+            // agent polls again (this server once it is back, or another replica).
+            () = state.shutdown.cancelled() => return Ok(axum::Json(Vec::new())),
         }
     }
 }

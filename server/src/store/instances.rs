@@ -208,6 +208,27 @@ impl Store {
         .await?)
     }
 
+    /// One page of instances, deleted ones included, in `(updated_at, id)` order after the
+    /// position `after` (start a pass with `(since, "")`): how the event stream reads a backlog
+    /// of any length with bounded memory.
+    pub async fn instances_changed_page(
+        &self,
+        project_id: Option<&str>,
+        after: (&str, &str),
+        limit: i64,
+    ) -> StoreResult<Vec<Instance>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE ($1 IS NULL OR project_id = $1) \
+             AND (updated_at > $2 OR (updated_at = $2 AND id > $3)) ORDER BY updated_at, id LIMIT $4"
+        ))
+        .bind(project_id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
     /// Live instances that are building or have a task running (what the conductor watches).
     pub async fn unfinished_instances(&self) -> StoreResult<Vec<Instance>> {
         Ok(sqlx::query_as(&format!(
@@ -494,6 +515,31 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *self.conn().await?)
         .await?)
+    }
+
+    /// An instance's transitions after `after_seq`, or, when none is known yet, those recorded
+    /// at or after `since_at`: only what a reader has not seen, not the whole timeline.
+    pub async fn transitions_after(
+        &self,
+        id: &str,
+        after_seq: Option<i64>,
+        since_at: &str,
+    ) -> StoreResult<Vec<Transition>> {
+        let q = match after_seq {
+            Some(seq) => sqlx::query_as(
+                "SELECT seq, instance_id, vm_state, task_state, power_state, at FROM instance_transitions \
+                 WHERE instance_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(seq),
+            None => sqlx::query_as(
+                "SELECT seq, instance_id, vm_state, task_state, power_state, at FROM instance_transitions \
+                 WHERE instance_id = $1 AND at >= $2 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(since_at),
+        };
+        Ok(q.fetch_all(&mut *self.conn().await?).await?)
     }
 
     /// As [`Store::project_usage`], for one user's instances in the project.
