@@ -293,3 +293,56 @@ async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
         other => panic!("expected the waiting flavors, got {other:?}"),
     }
 }
+
+/// The dashboard's live tracking across a server restart: the `reconnect` event that ends the
+/// stream at SIGTERM is a planned reconnect (status "reconnecting (server restarting)"), not a
+/// broken stream, and the stream is live again once the server is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_tracking_reconnects_after_a_server_restart() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::worker::{ProfileBox, Request, Response};
+
+    let mut server = Server::start();
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, true);
+    let profile = Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        region: None,
+        ..Profile::default()
+    };
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    // The live-tracking status lines, in order, until `want` shows.
+    async fn mode(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} in time; saw {seen:?}"))
+                .expect("open");
+            if let Response::LiveMode(m) = r {
+                seen.push(m.clone());
+                if m == want {
+                    return seen;
+                }
+            }
+        }
+    }
+    mode(&mut ui, "live").await;
+
+    let stopped = tokio::task::spawn_blocking(move || {
+        let clean = server.terminate();
+        (server, clean)
+    });
+    let seen = mode(&mut ui, "reconnecting (server restarting)").await;
+    assert_eq!(seen, ["reconnecting (server restarting)"], "the stream's end is announced, not found broken");
+    let (mut server, clean) = stopped.await.expect("terminate");
+    assert!(clean, "{}", server.log_text());
+    server.restart();
+    mode(&mut ui, "live").await;
+}

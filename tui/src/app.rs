@@ -543,6 +543,7 @@ impl App {
                 }
             }
             Response::LiveMode(m) => self.live = m,
+            Response::ServersStale => self.send(Request::List(Kind::Servers)),
             Response::Failed { request, message } => {
                 self.pending.remove(&pending_of(&request));
                 match (&request, &mut self.overlay) {

@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::{mpsc, watch};
 
 use crate::model::{Server, parse_list, parse_server};
-use meridian_common::sse::SseParser;
 use crate::worker::Response;
+use meridian_common::sse::SseParser;
 
 /// What the worker tells the tracker.
 #[derive(Debug)]
@@ -101,6 +101,17 @@ pub async fn run(
             }
             StreamEnd::NewClient => reconnect.reset(),
             StreamEnd::Closed => return,
+            StreamEnd::Reconnect(wait) => {
+                // The server is going away on purpose (a restart): not an error, so no growing
+                // backoff; reconnect shortly with the last event id.
+                tracing::info!(?wait, "event stream ended by the server; reconnecting");
+                let _ = ui.send(Response::LiveMode("reconnecting (server restarting)".into()));
+                reconnect.reset();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    r = client_rx.changed() => if r.is_err() { return },
+                }
+            }
             StreamEnd::Broken(why) => {
                 let wait = reconnect.current();
                 tracing::info!(%why, ?wait, "event stream broke; reconnecting");
@@ -120,6 +131,18 @@ enum StreamEnd {
     NewClient,
     Closed,
     Broken(String),
+    /// The server asked for a reconnect after this delay (its `reconnect` event).
+    Reconnect(Duration),
+}
+
+/// The longest wait a `reconnect` event may ask for; the default when it names none.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+const RECONNECT_DEFAULT: Duration = Duration::from_secs(1);
+
+/// The delay a `reconnect` event asks for: its `retry_ms`, else the stream's `retry:`.
+fn reconnect_delay(data: &str, retry_ms: Option<u64>) -> Duration {
+    let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+    v["retry_ms"].as_u64().or(retry_ms).map(Duration::from_millis).unwrap_or(RECONNECT_DEFAULT).min(RECONNECT_MAX)
 }
 
 /// What the tracker knows of each server: its status and task (to tell a change from a repeat).
@@ -215,6 +238,13 @@ async fn stream(
                 for ev in parser.feed(&chunk) {
                     match ev.event.as_str() {
                         "ready" => { let _ = ui.send(Response::LiveMode("live".into())); }
+                        // The cursor was too old (or ahead of the server's clock): what was
+                        // missed is unknown, so read the whole list again.
+                        "reset" => { let _ = ui.send(Response::ServersStale); }
+                        "reconnect" => {
+                            *last_id = parser.last_id().map(str::to_string);
+                            return StreamEnd::Reconnect(reconnect_delay(&ev.data, parser.retry_ms()));
+                        }
                         "server" => {
                             let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
                             if let Some(s) = parse_server(&v["server"]) {
@@ -321,6 +351,17 @@ async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_waits_what_the_server_asks_within_bounds() {
+        assert_eq!(
+            reconnect_delay(r#"{"reason":"server shutting down","retry_ms":1000}"#, None),
+            Duration::from_secs(1)
+        );
+        assert_eq!(reconnect_delay("{}", Some(2500)), Duration::from_millis(2500));
+        assert_eq!(reconnect_delay("not json", None), RECONNECT_DEFAULT);
+        assert_eq!(reconnect_delay(r#"{"retry_ms":3600000}"#, None), RECONNECT_MAX);
+    }
 
     #[test]
     fn backoff_grows_to_thirty_seconds_and_resets_on_change() {

@@ -255,6 +255,9 @@ pub enum Response {
     },
     /// How live tracking works right now, for the status line.
     LiveMode(String),
+    /// The live stream could not resume where it left off (`reset`): changes may have been
+    /// missed, so the server list must be read again.
+    ServersStale,
     Failed {
         request: Request,
         message: String,
