@@ -1,5 +1,6 @@
-//! What Meridian's TUI, agent and tests share: the OpenStack wire types they read and an async
-//! HTTP client that authenticates against Keystone v3 and talks to any catalog service.
+//! What Meridian's TUI, agent and tests share: the OpenStack wire types they read, the
+//! server-sent events parser ([`sse`]) and an async HTTP client that authenticates against
+//! Keystone v3 and talks to any catalog service.
 
 pub mod agent;
 #[cfg(feature = "client")]
