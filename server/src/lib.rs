@@ -183,10 +183,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
+    let liveness = tokio::spawn(compute::conductor::watch_liveness(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     conductor.abort();
+    liveness.abort();
     state.store.close().await;
     Ok(result?)
 }

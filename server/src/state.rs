@@ -26,6 +26,8 @@ pub struct AppState {
     /// Agents' host ids by host name, for the work polls (a host keeps its id; registering
     /// refreshes the entry).
     pub agent_hosts: Arc<std::sync::RwLock<HashMap<String, String>>>,
+    /// Whether this process ran continuously (a pause must not make every host look down).
+    pub liveness: Arc<crate::compute::conductor::Liveness>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -101,6 +103,7 @@ impl AppState {
             agent_token: Arc::default(),
             tokens: Arc::default(),
             agent_hosts: Arc::default(),
+            liveness: Arc::default(),
         }
     }
 
