@@ -171,6 +171,15 @@ pub async fn advance(state: &AppState, id: &str) {
 
 async fn fail_if_err(state: &AppState, id: &str, step: Result<()>) {
     if let Err(e) = step {
+        if let ConductError::Store(StoreError::Other(cause))
+        | ConductError::Network(NetError::Store(StoreError::Other(cause))) = &e
+            && crate::error::db_unavailable(cause).is_some()
+        {
+            // The database is away (restarting, full), not the build at fault: it stays where
+            // it is and the tick resumes it once it looks stranded (or fails it at its deadline).
+            tracing::warn!(instance = %id, error = %format!("{cause:#}"), "build step deferred: database unavailable");
+            return;
+        }
         tracing::warn!(instance = %id, error = %e, "build step failed");
         fail_build(state, id, &e.to_string(), &format!("{e:?}")).await;
     }
