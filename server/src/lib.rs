@@ -9,6 +9,8 @@ pub mod compute;
 pub mod config;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod identity;
 pub mod image;
 pub mod network;
