@@ -368,12 +368,13 @@ impl Tmpfs {
         Tmpfs { path, _dir: dir }
     }
 
-    /// Writes a filler file until the file system is full; returns its size.
+    /// Grows a filler file until the file system is full; returns the filler's size.
     fn fill(&self) -> u64 {
         use std::io::Write as _;
-        let mut f = std::fs::File::create(self.path.join("filler")).expect("filler");
+        let path = self.path.join("filler");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("filler");
         let chunk = vec![0xa5u8; 64 * 1024];
-        let mut size = 0u64;
+        let mut size = f.metadata().expect("filler size").len();
         loop {
             match f.write(&chunk) {
                 Ok(0) => break,
@@ -387,6 +388,13 @@ impl Tmpfs {
             size += 1;
         }
         size
+    }
+
+    /// Gives `bytes` back (the filler shrinks by that much).
+    fn release(&self, bytes: u64) {
+        let f = std::fs::OpenOptions::new().write(true).open(self.path.join("filler")).expect("filler");
+        let len = f.metadata().expect("filler size").len();
+        f.set_len(len.saturating_sub(bytes)).expect("shrink the filler");
     }
 
     fn free(&self) {
@@ -455,8 +463,10 @@ async fn data_directory_full_during_uploads_and_boots() {
     let filled = fs.fill();
     eprintln!("filler: {filled} bytes");
 
-    // Glance: 413 "Image storage media is full" (as glance maps StorageFull), the image back
-    // to queued, no partial file.
+    // An 8 MiB upload with 2 MiB left runs out of space part-way. Glance's answer: 413 "Image
+    // storage media is full" (as glance maps StorageFull); the image back to queued, the
+    // partial file gone.
+    fs.release(2 << 20);
     let resp = admin
         .request(reqwest::Method::PUT, "image", &format!("/v2/images/{big}/file"))
         .expect("url")
@@ -477,6 +487,8 @@ async fn data_directory_full_during_uploads_and_boots() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files, vec![cloud.image_id.clone()], "only the earlier image's data, no partial file");
+    // Removing the partial file gave its space back: full again for the boots.
+    fs.fill();
 
     // Boots until the database cannot grow: each answer is a 202 or Nova's 503 fault.
     let meta: serde_json::Map<String, Value> = (0..100).map(|i| (format!("k{i:03}"), json!("v".repeat(250)))).collect();
@@ -502,9 +514,24 @@ async fn data_directory_full_during_uploads_and_boots() {
     let project = |i| json!({"project": {"name": format!("nospace{i}"), "description": "d".repeat(200_000)}});
     let keystone = refusal_of(&admin, reqwest::Method::POST, "identity", "/v3/projects", project).await;
     assert_eq!((keystone.0, &keystone.1["error"]["code"]), (503, &json!(503)), "{}", keystone.1);
-    let tags = |i| json!({"tags": (0..400).map(|t| format!("{i}-{t}-{}", "t".repeat(240))).collect::<Vec<_>>()});
-    let path = format!("/v2.0/networks/{}/tags", cloud.network_id);
-    let neutron = refusal_of(&admin, reqwest::Method::PUT, "network", &path, tags).await;
+    // Neutron: new networks, each given 100 KB of tags, so every round needs new pages.
+    let mut neutron = None;
+    for i in 0..100 {
+        let net = json!({"network": {"name": format!("nospace{i}")}});
+        let (status, reply) = raw(&admin, reqwest::Method::POST, "network", "/v2.0/networks", net).await;
+        if status != 201 {
+            neutron = Some((status, reply));
+            break;
+        }
+        let tags: Vec<String> = (0..400).map(|t| format!("{t}-{}", "t".repeat(240))).collect();
+        let path = format!("/v2.0/networks/{}/tags", reply["network"]["id"].as_str().expect("id"));
+        let (status, reply) = raw(&admin, reqwest::Method::PUT, "network", &path, json!({"tags": tags})).await;
+        if status != 200 {
+            neutron = Some((status, reply));
+            break;
+        }
+    }
+    let neutron = neutron.expect("neutron never ran out of space");
     assert_eq!(
         (neutron.0, &neutron.1["NeutronError"]["type"]),
         (503, &json!("HTTPServiceUnavailable")),
@@ -523,12 +550,16 @@ async fn data_directory_full_during_uploads_and_boots() {
         "networks": [{"uuid": cloud.network_id}]}});
     let r = admin.post("compute", "/servers", &body).await.expect("boot after space returned");
     let after = r["server"]["id"].as_str().expect("id").to_string();
-    assert_eq!(wait_server(&admin, &after, &["ACTIVE", "ERROR"], 120).await["status"], "ACTIVE");
+    let fin_after = wait_server(&admin, &after, &["ACTIVE", "ERROR"], 120).await;
+    assert_eq!(fin_after["status"], "ACTIVE", "{fin_after}");
     eprintln!("upload and boot {:?} after space returned", started.elapsed());
     let fin = settle_all(&admin, "full", 180).await;
     eprintln!("all settled {:?} after the fill", started.elapsed());
     for id in &accepted {
-        assert!(fin.iter().any(|s| s["id"] == id.as_str()), "accepted server {id} was lost");
+        if !fin.iter().any(|s| s["id"] == id.as_str()) {
+            let one = admin.get("compute", &format!("/servers/{id}")).await;
+            panic!("accepted server {id} is not listed; GET says {one:?}");
+        }
     }
 
     // Nothing corrupt: the database passes SQLite's integrity check after a clean stop.
