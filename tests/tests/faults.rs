@@ -39,16 +39,13 @@ impl Drop for Continue {
     }
 }
 
+/// One boot request in flight: the server's id once accepted, else the refusal's status.
+type Boot = tokio::task::JoinHandle<Result<String, Option<u16>>>;
+
 /// Fires `n` boot requests named `{prefix}NN` concurrently; returns the tasks (each yields the
 /// id when the server answered 202, else the refusal's status if there was an answer) and a
 /// counter of 202s so far.
-fn boot_storm(
-    admin: &Client,
-    image: &str,
-    net: &str,
-    prefix: &str,
-    n: usize,
-) -> (Vec<tokio::task::JoinHandle<Result<String, Option<u16>>>>, Arc<AtomicUsize>) {
+fn boot_storm(admin: &Client, image: &str, net: &str, prefix: &str, n: usize) -> (Vec<Boot>, Arc<AtomicUsize>) {
     let accepted = Arc::new(AtomicUsize::new(0));
     let tasks = (0..n)
         .map(|i| {
@@ -70,7 +67,7 @@ fn boot_storm(
 }
 
 /// The accepted ids and the refusals' statuses (`None`: no answer) of a storm.
-async fn outcomes(tasks: Vec<tokio::task::JoinHandle<Result<String, Option<u16>>>>) -> (Vec<String>, Vec<Option<u16>>) {
+async fn outcomes(tasks: Vec<Boot>) -> (Vec<String>, Vec<Option<u16>>) {
     let (mut accepted, mut refused) = (Vec::new(), Vec::new());
     for t in tasks {
         match t.await.expect("join") {
