@@ -86,8 +86,51 @@ impl From<crate::store::StoreError> for ApiError {
         match err {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(what) => ApiError::conflict(what),
-            StoreError::Other(cause) => ApiError::internal(cause),
+            StoreError::Other(cause) => match db_unavailable(&cause) {
+                Some(message) => {
+                    tracing::error!(error = %format!("{cause:#}"), "database unavailable");
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                }
+                None => ApiError::internal(cause),
+            },
         }
+    }
+}
+
+/// The 503 message for a database that cannot take the request right now (its storage full,
+/// or the server unreachable or restarting), so clients see a fault that says to retry later
+/// rather than a 500. `None`: another failure (a bug, bad data), which stays a 500.
+pub(crate) fn db_unavailable(cause: &anyhow::Error) -> Option<&'static str> {
+    const FULL: &str =
+        "The database's storage is full; the request was not carried out. Try again when space is freed.";
+    const DOWN: &str = "The database is unavailable; the request was not carried out. Try again later.";
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        return (io.kind() == std::io::ErrorKind::StorageFull).then_some(FULL);
+    }
+    match cause.downcast_ref::<sqlx::Error>()? {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            Some(DOWN)
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite result codes (the low byte of the extended code): 13 SQLITE_FULL; 10
+            // SQLITE_IOERR (ENOSPC during a write can surface as an I/O error).
+            let sqlite = code.parse::<i32>().ok().map(|c| c & 0xff);
+            if sqlite == Some(13) || code == "53100" {
+                Some(FULL)
+            } else if sqlite == Some(10)
+                // PostgreSQL: connection exceptions (class 08), the server shutting down or
+                // starting (57P01-57P03), out of resources (class 53).
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || ["57P01", "57P02", "57P03"].contains(&code.as_ref())
+            {
+                Some(DOWN)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -180,6 +223,7 @@ fn neutron_default_type(code: u16) -> &'static str {
         405 => "HTTPMethodNotAllowed",
         409 => "HTTPConflict",
         413 => "HTTPRequestEntityTooLarge",
+        503 => "HTTPServiceUnavailable",
         _ => "HTTPInternalServerError",
     }
 }
@@ -205,6 +249,37 @@ mod tests {
         assert_eq!(neutron["NeutronError"]["type"], "NetworkNotFound");
         let glance = body_json(render_faults(Service::Image, err.into_response()).await).await;
         assert_eq!(glance["code"], "404 Not Found");
+    }
+
+    /// A real SQLITE_FULL (through the `Any` driver, as the store sees it) is a 503 that says
+    /// the storage is full; other database failures stay 500s.
+    #[tokio::test]
+    async fn a_full_database_is_a_503_other_failures_a_500() {
+        use sqlx::{Connection, Executor};
+
+        use crate::store::StoreError;
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+        conn.execute("CREATE TABLE t (x TEXT); PRAGMA max_page_count = 4;").await.expect("setup");
+        let mut full = None;
+        for _ in 0..100 {
+            if let Err(e) = sqlx::query("INSERT INTO t VALUES ($1)").bind("x".repeat(4000)).execute(&mut conn).await {
+                full = Some(e);
+                break;
+            }
+        }
+        let err = ApiError::from(StoreError::from(full.expect("the database filled up")));
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+        assert!(err.message.contains("storage is full"), "{err}");
+        let body = body_json(render_faults(Service::Compute, err.into_response()).await).await;
+        assert_eq!(body["serviceUnavailable"]["code"], 503);
+
+        let other = sqlx::query("SELECT * FROM missing").execute(&mut conn).await.expect_err("no such table");
+        assert_eq!(ApiError::from(StoreError::from(other)).status, StatusCode::INTERNAL_SERVER_ERROR);
+        let pool_gone = ApiError::from(StoreError::from(sqlx::Error::PoolClosed));
+        assert_eq!(pool_gone.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

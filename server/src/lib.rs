@@ -9,6 +9,8 @@ pub mod compute;
 pub mod config;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod identity;
 pub mod image;
 pub mod network;
@@ -190,6 +192,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
+    let liveness = tokio::spawn(compute::conductor::watch_liveness(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
     // The caller's signal becomes the shared token that streams and long polls select on.
     let token = state.shutdown.clone();
@@ -211,6 +214,7 @@ pub async fn serve(
     };
     housekeeping.abort();
     conductor.abort();
+    liveness.abort();
     state.store.close().await;
     Ok(result?)
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     /// Cancelled when the server begins to shut down: long-lived responses (event streams,
     /// agents' long polls) end on it, so graceful shutdown does not wait for them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Whether this process ran continuously (a pause must not make every host look down).
+    pub liveness: Arc<crate::compute::conductor::Liveness>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -105,6 +107,7 @@ impl AppState {
             tokens: Arc::default(),
             agent_hosts: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            liveness: Arc::default(),
         }
     }
 

@@ -73,6 +73,25 @@ impl Server {
         s
     }
 
+    /// A fresh server whose data directory is `data_dir` (the caller's, e.g. on a small file
+    /// system); its log goes to a temp dir of its own, so it survives a full data directory.
+    pub fn start_in(data_dir: &Path, database_url: Option<String>, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut s = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log: tmp.path().join("server.log"),
+            data_dir: data_dir.to_path_buf(),
+            database_url,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(binary("meridian-server"));

@@ -50,10 +50,80 @@ fn ratios(state: &AppState) -> Ratios {
     Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio }
 }
 
-/// Whether a host's heartbeat is recent enough (and it is not forced down).
+/// Whether a host's heartbeat is recent enough (and it is not forced down). Heartbeats cannot
+/// arrive while this process is not running, so the time is counted from the later of the
+/// heartbeat and the end of the process's last pause ([`Liveness`]).
 pub fn host_up(state: &AppState, h: &Host) -> bool {
     let limit = chrono::Duration::seconds(state.cfg.compute.host_down_after_secs as i64);
-    h.forced_down == 0 && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - t <= limit)
+    let resumed = state.liveness.resumed_at();
+    h.forced_down == 0
+        && parse_time(&h.last_heartbeat).is_some_and(|t| chrono::Utc::now() - resumed.map_or(t, |r| t.max(r)) <= limit)
+}
+
+/// Longest gap between two beats of a running process; a longer one is a pause.
+const PAUSE: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
+/// How often [`watch_liveness`] beats.
+const BEAT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether this process has been running continuously. A server stopped (SIGSTOP, a stalled
+/// VM, a wall-clock step) wakes to heartbeats as old as its pause although its hosts kept
+/// working; judging them down would reschedule their builds onto other hosts while the first
+/// ones still run them. So after a pause a host counts from the moment the process resumed:
+/// it is down only if it then misses `host_down_after_secs` of heartbeats.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Unix ms of the last beat; 0 until [`watch_liveness`] runs (handler tests, offline
+    /// commands), where no pause is ever detected.
+    last_beat: std::sync::atomic::AtomicI64,
+    /// Unix ms when the process last resumed from a pause (0: never paused).
+    resumed: std::sync::atomic::AtomicI64,
+}
+
+impl Liveness {
+    /// Records that the process runs (from [`watch_liveness`]).
+    pub fn beat(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let prev = self.last_beat.swap(now, std::sync::atomic::Ordering::SeqCst);
+        self.noticed(prev, now);
+    }
+
+    /// When the process last resumed from a pause, noticing one that the beat has not seen yet
+    /// (the first task to run after a pause may be any).
+    pub fn resumed_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = chrono::Utc::now().timestamp_millis();
+        let prev = self.last_beat.load(SeqCst);
+        if prev != 0
+            && now - prev > PAUSE.num_milliseconds()
+            && self.last_beat.compare_exchange(prev, now, SeqCst, SeqCst).is_ok()
+        {
+            self.noticed(prev, now);
+        }
+        match self.resumed.load(SeqCst) {
+            0 => None,
+            ms => chrono::DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    fn noticed(&self, prev: i64, now: i64) {
+        if prev != 0 && now - prev > PAUSE.num_milliseconds() {
+            self.resumed.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                paused_ms = now - prev,
+                "this process did not run for a while; hosts are judged by their heartbeats from now on"
+            );
+        }
+    }
+}
+
+/// Beats [`Liveness`] until aborted (a task beside the HTTP server).
+pub async fn watch_liveness(state: AppState) {
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.liveness.beat();
+    }
 }
 
 fn host_state(state: &AppState, h: &Host) -> HostState {
@@ -101,6 +171,15 @@ pub async fn advance(state: &AppState, id: &str) {
 
 async fn fail_if_err(state: &AppState, id: &str, step: Result<()>) {
     if let Err(e) = step {
+        if let ConductError::Store(StoreError::Other(cause))
+        | ConductError::Network(NetError::Store(StoreError::Other(cause))) = &e
+            && crate::error::db_unavailable(cause).is_some()
+        {
+            // The database is away (restarting, full), not the build at fault: it stays where
+            // it is and the tick resumes it once it looks stranded (or fails it at its deadline).
+            tracing::warn!(instance = %id, error = %format!("{cause:#}"), "build step deferred: database unavailable");
+            return;
+        }
         tracing::warn!(instance = %id, error = %e, "build step failed");
         fail_build(state, id, &e.to_string(), &format!("{e:?}")).await;
     }
@@ -625,4 +704,26 @@ pub async fn tick(state: &AppState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::Liveness;
+
+    #[test]
+    fn a_pause_is_noticed_once_and_only_with_a_watchdog() {
+        let l = Liveness::default();
+        assert!(l.resumed_at().is_none(), "no watchdog: never paused");
+        l.beat();
+        assert!(l.resumed_at().is_none(), "beating: not paused");
+        // The process stopped for 10 s; whoever runs first notices.
+        let now = chrono::Utc::now();
+        l.last_beat.store(now.timestamp_millis() - 10_000, Ordering::SeqCst);
+        let resumed = l.resumed_at().expect("the pause is noticed");
+        assert!((resumed - now).num_milliseconds().abs() < 1000, "{resumed} vs {now}");
+        l.beat();
+        assert_eq!(l.resumed_at(), Some(resumed), "one pause, one resume");
+    }
 }

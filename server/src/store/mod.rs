@@ -420,4 +420,47 @@ mod tests {
         store.close().await;
         assert!(store.conn().await.is_err(), "a closed store hands out no connection");
     }
+
+    /// SQLite rolls a transaction back by itself on SQLITE_FULL; what we commit afterwards must
+    /// still be committed (seen by another connection), not left in a transaction nobody ends.
+    #[tokio::test]
+    async fn commits_after_a_full_database_are_committed() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = Store::open(&url).await.expect("open");
+        store.conn().await.expect("conn").execute("CREATE TABLE t (x TEXT)").await.expect("table");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *store.conn().await.expect("conn"))
+            .await
+            .expect("count");
+        let limit = format!("PRAGMA max_page_count = {}", pages + 6);
+        store.conn().await.expect("conn").execute(limit.as_str()).await.expect("limit");
+        let big = "b".repeat(3000);
+        let mut failures = 0;
+        for i in 0..60 {
+            let Ok(mut tx) = store.begin().await else { continue };
+            let small = sqlx::query("INSERT INTO t VALUES ($1)").bind(format!("s{i}")).execute(&mut *tx).await;
+            let large = sqlx::query("INSERT INTO t VALUES ($1)").bind(&big).execute(&mut *tx).await;
+            match (small, large) {
+                (Ok(_), Ok(_)) => {
+                    if tx.commit().await.is_err() {
+                        failures += 1;
+                    }
+                }
+                _ => failures += 1,
+            }
+        }
+        assert!(failures > 0, "the database never filled up");
+        store.conn().await.expect("conn").execute("PRAGMA max_page_count = 1000000").await.expect("unlimit");
+        let mut tx = store.begin().await.expect("begin after the failures");
+        sqlx::query("INSERT INTO t VALUES ('after')").execute(&mut *tx).await.expect("insert");
+        tx.commit().await.expect("commit");
+        store.sync().await.expect("sync");
+        let mut other = sqlx::AnyConnection::connect(&url).await.expect("second connection");
+        let seen: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE x = 'after'").fetch_one(&mut other).await.expect("read");
+        assert_eq!(seen, 1, "the commit after the failures is not visible to another connection");
+        store.close().await;
+    }
 }
