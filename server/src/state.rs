@@ -23,9 +23,8 @@ pub struct AppState {
     pub agent_token: Arc<std::sync::RwLock<Option<String>>>,
     /// Recently validated Keystone tokens.
     pub tokens: Arc<crate::auth::TokenCache>,
-    /// Agents' host ids by host name, for the work polls (a host keeps its id; registering
-    /// refreshes the entry).
-    pub agent_hosts: Arc<std::sync::RwLock<HashMap<String, String>>>,
+    /// Recently validated agent host credentials.
+    pub agent_creds: Arc<crate::compute::agents::CredentialCache>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -100,7 +99,7 @@ impl AppState {
             hosts: Arc::new(tokio::sync::Mutex::new(HostCache::default())),
             agent_token: Arc::default(),
             tokens: Arc::default(),
-            agent_hosts: Arc::default(),
+            agent_creds: Arc::default(),
         }
     }
 

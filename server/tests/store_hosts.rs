@@ -25,6 +25,16 @@ async fn scenario(s: &Store, backend: &str) {
     assert_eq!(id, again, "{backend}: re-registration keeps the id");
     s.heartbeat(&id, &inventory(4)).await.expect("heartbeat");
 
+    // Agent credentials (migration 0012): found by hash, replaced, unique.
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), None, "{backend}: no credential yet");
+    s.set_host_credential(&id, "h1").await.expect("set");
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), Some((id.clone(), "c1".to_string())));
+    s.set_host_credential(&id, "h2").await.expect("replace");
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), None, "{backend}: the old one is gone");
+    let other = s.register_host("c0", &inventory(1)).await.expect("register c0");
+    assert!(s.set_host_credential(&other, "h2").await.is_err(), "{backend}: credential hashes are unique");
+    assert!(s.set_host_credential("no-such-host", "h3").await.is_err());
+
     // 20 concurrent one-vCPU claims on a 4-vCPU host at ratio 1.0: exactly 4 win.
     let ratios = Ratios { cpu: 1.0, ram: 1.0, disk: 1.0 };
     let mut tasks = Vec::new();

@@ -10,14 +10,13 @@ use meridian_agent::config_drive;
 use meridian_agent::controller::{Controller, ControllerConfig};
 use meridian_agent::hypervisor::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt};
 use meridian_agent::image_cache::ImageCache;
-use meridian_agent::server::ServerClient;
 use meridian_agent::work::Work;
 use meridian_agent::xml::{self, VirtType};
 use meridian_common::agent::{Action, PowerState, WorkEvent};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::fixtures::{Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic, raw_image, start_server};
+use crate::fixtures::{Cleanup, ServerState, build_spec, client, libvirt, mac, nic, raw_image, start_server};
 
 struct Env {
     ctl: Controller,
@@ -37,7 +36,7 @@ async fn env() -> Env {
 async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
     let (url, server) = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = ServerClient::new(&url, TOKEN).expect("client");
+    let client = client(&url);
     let images = Arc::new(ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache"));
     let ctl = Controller::new(dyn_hv, images.clone(), controller_config(&dir)).expect("controller");
     Env { ctl, images, hv, server, url, dir }
@@ -126,7 +125,7 @@ async fn instance_lifecycle() {
     assert_eq!(env.power(&id).await, Some(PowerState::Running));
     assert!(env.images.is_pinned("img-a"));
     // A restarted agent pins the image again, from the instance's record.
-    let client = ServerClient::new(&env.url, TOKEN).expect("client");
+    let client = client(&env.url);
     let images = Arc::new(ImageCache::open(&env.dir.path().join("images"), client, u64::MAX).expect("cache"));
     let dyn_hv: Arc<dyn Hypervisor> = env.hv.clone();
     Controller::new(dyn_hv, images.clone(), controller_config(&env.dir)).expect("controller");
