@@ -218,6 +218,46 @@ async fn network_stays_while_another_instance_uses_it() {
     assert_eq!(hosts(), None);
 }
 
+/// The issue's `openstack server delete --wait web1-1 web1-2`: two deletes of one network's
+/// instances at once (their queues run in parallel) must not each keep the network for the
+/// other. A few rounds, since the interleaving varies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_remove_the_network_of_their_last_instances() {
+    let env = env().await;
+    let data = raw_image(5);
+    env.server.add_image("img-c", data.clone());
+    let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+    for round in 0..3u8 {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let net_id = Uuid::new_v4().to_string();
+        let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![a, b], networks: vec![net_id.clone()] };
+        let spec_a = build_spec("img-c", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
+        let spec_b = build_spec("img-c", &data, vec![nic(&net_id, &mac(), "10.77.0.11")]);
+        let (ra, rb) =
+            tokio::join!(env.exec(a, Action::Build(Box::new(spec_a))), env.exec(b, Action::Build(Box::new(spec_b))));
+        assert_eq!(done(&ra.0), PowerState::Running, "{:?}", ra.0);
+        assert_eq!(done(&rb.0), PowerState::Running, "{:?}", rb.0);
+
+        // Instance directories that take a while to remove (a guest's disk with many extents
+        // does), as on a real host: a delete's record must not outlive its network decision.
+        for id in [a, b] {
+            let junk = env.instance_dir(&id).join("zz-slow");
+            std::fs::create_dir_all(&junk).expect("mkdir");
+            for i in 0..1500 {
+                std::fs::write(junk.join(i.to_string()), b"x").expect("write");
+            }
+        }
+        let (da, db) = tokio::join!(env.exec(a, Action::Delete), env.exec(b, Action::Delete));
+        assert_eq!(done(&da.0), PowerState::NoState, "{:?}", da.0);
+        assert_eq!(done(&db.0), PowerState::NoState, "{:?}", db.0);
+        assert!(
+            conn.lookup_network_by_name(&xml::network_name(&net_id)).is_err(),
+            "round {round}: the network outlived both of its instances"
+        );
+        assert!(!env.instance_dir(&a).exists() && !env.instance_dir(&b).exists());
+    }
+}
+
 #[tokio::test]
 async fn failed_builds_leave_nothing_behind() {
     let env = env().await;
