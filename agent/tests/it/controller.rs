@@ -197,8 +197,10 @@ async fn network_stays_while_another_instance_uses_it() {
     env.server.add_image("img-b", data.clone());
     let net_name = xml::network_name(&net_id);
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
-    let hosts =
-        || conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).map(|x| x.matches("<host ").count()).ok();
+    let hosts = || {
+        let x = conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).ok()?;
+        Some(xml::NetworkInfo::parse(&x).expect("network XML").dhcp_hosts.len())
+    };
 
     // Both built at once: one download, one network, two DHCP entries.
     let spec_a = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
