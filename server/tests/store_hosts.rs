@@ -60,6 +60,10 @@ async fn scenario(s: &Store, backend: &str) {
 
     // Work: offered until acknowledged, with attempts counted.
     let w = s.enqueue_work("inst-1", &id, "{\"type\":\"stop\"}").await.expect("enqueue");
+    // The agent API's image check reads the host's open work by a text match (migration 0012).
+    assert_eq!(s.open_work_actions(&id, "stop").await.expect("open"), ["{\"type\":\"stop\"}"], "{backend}");
+    assert!(s.open_work_actions(&id, "start").await.expect("open").is_empty());
+    assert!(s.open_work_actions(&other, "stop").await.expect("open").is_empty(), "{backend}: another host's");
     let first = s.lease_work(&id, 60, 10).await.expect("lease");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
@@ -76,6 +80,7 @@ async fn scenario(s: &Store, backend: &str) {
     assert!(s.finish_work(&w, "done", None).await.expect("finish"));
     assert!(!s.finish_work(&w, "done", None).await.expect("duplicate ack"), "{backend}");
     assert_eq!(s.get_work(&w).await.expect("work").state, "done");
+    assert!(s.open_work_actions(&id, "stop").await.expect("open").is_empty(), "{backend}: finished work is not open");
 
     let w2 = s.enqueue_work("inst-2", &id, "{\"type\":\"start\"}").await.expect("enqueue");
     assert_eq!(s.cancel_work("inst-2", None).await.expect("cancel"), 1);
