@@ -25,9 +25,10 @@ pub struct Args {
     #[arg(long, env = "MERIDIAN_AGENT_STATE_DIR", default_value = "/var/lib/meridian-agent")]
     pub state_dir: PathBuf,
 
-    /// The join token (the server's `agent-token`).
+    /// The join token (the server's `agent-token`): registers this host, which gets its own
+    /// credential (kept in the state dir) for everything else. Needed only until then.
     #[arg(long, env = "MERIDIAN_AGENT_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
 
     /// vCPUs held back for the host itself.
     #[arg(long, env = "MERIDIAN_AGENT_RESERVED_VCPUS", default_value_t = 0)]

@@ -375,8 +375,12 @@ impl Controller {
 
     /// Writes the instance's record and flushes it: the image cache's pins are rebuilt from
     /// these records at start, so a record must not be lost while its disk exists.
+    fn record_path(&self, id: &Uuid) -> PathBuf {
+        self.instance_dir(id).join("instance.json")
+    }
+
     async fn write_record(&self, id: &Uuid, record: &InstanceRecord) -> Result<(), ActionError> {
-        let path = self.instance_dir(id).join("instance.json");
+        let path = self.record_path(id);
         let body = serde_json::to_vec_pretty(record).map_err(|e| ActionError::Files(e.into()))?;
         tokio::task::spawn_blocking(move || {
             use std::io::Write as _;
@@ -390,7 +394,7 @@ impl Controller {
     }
 
     async fn read_record(&self, id: &Uuid) -> Option<InstanceRecord> {
-        let bytes = tokio::fs::read(self.instance_dir(id).join("instance.json")).await.ok()?;
+        let bytes = tokio::fs::read(self.record_path(id)).await.ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -460,6 +464,14 @@ impl Controller {
                 Ok(())
             })
             .await?;
+            // The record goes while the lock is held: a delete of another instance on these
+            // networks waiting for it must not find this record, or each of two concurrent
+            // deletes keeps the network for the other and it outlives both.
+            match tokio::fs::remove_file(self.record_path(&id)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ActionError::Files(e)),
+            }
         }
 
         match tokio::fs::remove_dir_all(self.instance_dir(&id)).await {

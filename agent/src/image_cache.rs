@@ -60,7 +60,8 @@ impl ImageError {
     pub fn retryable(&self) -> bool {
         match self {
             ImageError::Download { source, .. } => match source.status() {
-                Some(s) => s.is_server_error() || s.as_u16() == 429,
+                // 401: the host's credential was being replaced; the next try has the new one.
+                Some(s) => s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 401,
                 None => true,
             },
             ImageError::Io { .. } => true,

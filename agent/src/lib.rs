@@ -12,6 +12,7 @@
 pub mod config;
 pub mod config_drive;
 pub mod controller;
+pub mod credential;
 pub mod disk;
 pub mod hypervisor;
 pub mod image_cache;
@@ -74,7 +75,14 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         "connected to libvirt"
     );
 
-    let server = ServerClient::new(&args.server, &args.token)?;
+    let server = ServerClient::new(&args.server, args.token.as_deref().unwrap_or_default())?;
+    let credential_file = credential::path(&state_dir);
+    let stored = credential::load(&credential_file)
+        .with_context(|| format!("cannot read the host credential {}", credential_file.display()))?;
+    if stored.is_none() && args.token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        bail!("no join token (--token) and no host credential in {}: the host cannot register", state_dir.display());
+    }
+    server.set_credential(stored);
     let host_ip = match args.host_ip {
         Some(ip) => ip.to_string(),
         None => {
@@ -127,6 +135,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
                 },
             },
             state_dir,
+            credential_file,
             poll_wait: Duration::from_secs(args.poll_wait_secs.clamp(1, 300)),
         },
         server,

@@ -61,6 +61,8 @@ pub struct AgentConfig {
     pub host: String,
     pub facts: HostFacts,
     pub state_dir: std::path::PathBuf,
+    /// Where the host's credential is kept (see [`crate::credential`]).
+    pub credential_file: std::path::PathBuf,
     /// How long one long-poll for work waits on the server.
     pub poll_wait: Duration,
 }
@@ -79,8 +81,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn is_status(e: &ClientError, s: StatusCode) -> bool {
-    e.status() == Some(s)
+/// Whether the server no longer accepts this host as it is: unknown (404) or its credential
+/// unknown or replaced (401). Either way, register again.
+fn must_register(e: &ClientError) -> bool {
+    matches!(e.status(), Some(StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED))
 }
 
 impl Agent {
@@ -144,17 +148,28 @@ impl Agent {
                 }
             };
             backoff.reset();
+            // Kept for the next start (the join token is then not needed). If it cannot be
+            // written, this run still works with it; the next start registers again.
+            let (file, credential) = (self.cfg.credential_file.clone(), reg.credential.clone());
+            match tokio::task::spawn_blocking(move || crate::credential::store(&file, &credential)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, file = %self.cfg.credential_file.display(), "cannot store the host credential")
+                }
+                Err(_) => warn!("storing the host credential panicked"),
+            }
             let interval = Duration::from_secs(reg.heartbeat_interval_secs.clamp(1, 300));
             info!(host = %self.cfg.host, host_id = %reg.host_id, heartbeat = ?interval, "registered");
             tokio::select! {
                 () = self.heartbeats(interval) => {}
                 () = self.polls(dispatcher) => {}
             }
-            warn!("the server no longer knows this host; registering again");
+            warn!("the server no longer knows this host or its credential; registering again");
         }
     }
 
-    /// Heartbeats every `interval`; returns when the server answers 404 (unknown host).
+    /// Heartbeats every `interval`; returns when the server answers 404 or 401 (see
+    /// [`must_register`]).
     async fn heartbeats(&self, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,7 +184,7 @@ impl Agent {
             };
             match self.server.heartbeat(&self.cfg.host, &hb).await {
                 Ok(()) => debug!(instances = hb.instances.len(), "heartbeat"),
-                Err(e) if is_status(&e, StatusCode::NOT_FOUND) => return,
+                Err(e) if must_register(&e) => return,
                 Err(e) => warn!(error = %chain(&e), "heartbeat failed"),
             }
         }
@@ -182,7 +197,7 @@ impl Agent {
         Ok(Heartbeat { inventory, instances })
     }
 
-    /// Long-polls for work; returns when the server answers 404 (unknown host).
+    /// Long-polls for work; returns when the server answers 404 or 401 (see [`must_register`]).
     async fn polls(&self, dispatcher: &Arc<Dispatcher>) {
         let mut backoff = Backoff::default();
         loop {
@@ -193,7 +208,7 @@ impl Agent {
                         dispatcher.submit(item);
                     }
                 }
-                Err(e) if is_status(&e, StatusCode::NOT_FOUND) => return,
+                Err(e) if must_register(&e) => return,
                 Err(e) => {
                     let wait = backoff.next_delay();
                     warn!(error = %chain(&e), retry_in = ?wait, "cannot poll for work");
@@ -341,9 +356,14 @@ async fn report_loop(server: ServerClient, mut rx: mpsc::UnboundedReceiver<(Stri
                 }
                 result.error.unwrap_or_else(|| "the server took only part of the report".into())
             }
+            // 401: the credential is being replaced (the session loop registers again); the
+            // events wait for the new one rather than being lost.
             Err(e)
                 if e.status().is_some_and(|s| {
-                    s.is_client_error() && s != StatusCode::REQUEST_TIMEOUT && s != StatusCode::TOO_MANY_REQUESTS
+                    s.is_client_error()
+                        && s != StatusCode::REQUEST_TIMEOUT
+                        && s != StatusCode::TOO_MANY_REQUESTS
+                        && s != StatusCode::UNAUTHORIZED
                 }) =>
             {
                 warn!(events = n, error = %chain(&e), "the server refused the events; dropping them");

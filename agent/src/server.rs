@@ -1,8 +1,11 @@
 //! The agent's side of the wire protocol (`meridian_common::agent`): typed calls to the server.
 //!
-//! Every call carries the join token as a bearer token. Errors are the shared client's
-//! [`ClientError`]: transport failures, or the status and fault message the server sent.
+//! Registration carries the host's credential when it has one, else (or when the server
+//! refuses that) the join token; it hands back a new credential, which every other call
+//! carries as its bearer token. Errors are the shared client's [`ClientError`]: transport
+//! failures, or the status and fault message the server sent.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use meridian_common::agent::{
@@ -12,17 +15,24 @@ use meridian_common::client::{ClientError, decode};
 use reqwest::{Method, Url};
 use serde::Serialize;
 
-/// A client bound to one server and token. Cheap to clone.
+/// A client bound to one server, the join token (empty when the agent was given none) and
+/// the host's credential. Cheap to clone; clones share the credential, so a registration
+/// renews it for every user (the image cache, the event reporter).
 #[derive(Clone)]
 pub struct ServerClient {
     http: reqwest::Client,
     base: Url,
-    token: String,
+    join_token: String,
+    credential: Arc<RwLock<Option<String>>>,
 }
 
 impl std::fmt::Debug for ServerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerClient").field("base", &self.base.as_str()).field("token", &"<redacted>").finish()
+        f.debug_struct("ServerClient")
+            .field("base", &self.base.as_str())
+            .field("join_token", &"<redacted>")
+            .field("credential", &"<redacted>")
+            .finish()
     }
 }
 
@@ -30,7 +40,7 @@ impl std::fmt::Debug for ServerClient {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServerClient {
-    pub fn new(server: &str, token: &str) -> Result<ServerClient, ClientError> {
+    pub fn new(server: &str, join_token: &str) -> Result<ServerClient, ClientError> {
         let base = Url::parse(server.trim_end_matches('/'))
             .map_err(|e| ClientError::Decode(format!("bad server URL {server:?}: {e}")))?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
@@ -42,7 +52,17 @@ impl ServerClient {
             .user_agent(concat!("meridian-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Transport { url: server.to_string(), source: e })?;
-        Ok(ServerClient { http, base, token: token.to_string() })
+        Ok(ServerClient { http, base, join_token: join_token.trim().to_string(), credential: Arc::default() })
+    }
+
+    /// The host's credential, if it has one.
+    pub fn credential(&self) -> Option<String> {
+        self.credential.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Sets the credential every call but registration carries.
+    pub fn set_credential(&self, credential: Option<String>) {
+        *self.credential.write().unwrap_or_else(PoisonError::into_inner) = credential;
     }
 
     /// The server's base URL.
@@ -63,8 +83,14 @@ impl ServerClient {
         url
     }
 
+    /// A request with the host's credential (none before the first registration: the server
+    /// answers 401, which sends the agent to register).
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.http.request(method, url).bearer_auth(&self.token)
+        let rb = self.http.request(method, url);
+        match self.credential() {
+            Some(c) => rb.bearer_auth(c),
+            None => rb,
+        }
     }
 
     async fn send<B: Serialize>(
@@ -74,7 +100,17 @@ impl ServerClient {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<serde_json::Value, ClientError> {
-        let mut rb = self.request(method, url.clone()).timeout(timeout);
+        self.send_as(self.request(method, url.clone()), url, body, timeout).await
+    }
+
+    async fn send_as<B: Serialize>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        url: Url,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut rb = rb.timeout(timeout);
         if let Some(b) = body {
             rb = rb.json(b);
         }
@@ -86,9 +122,25 @@ impl ServerClient {
         serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Registers the host with its credential, or with the join token when it has none or the
+    /// server refuses it (401: replaced, or the server lost it). The new credential the server
+    /// returns is used from then on; storing it is the caller's job.
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
-        let v = self.send(Method::POST, self.url(&["register"]), Some(req), CALL_TIMEOUT).await?;
-        Self::parse(v)
+        let url = self.url(&["register"]);
+        let post = |bearer: &str| self.http.post(url.clone()).bearer_auth(bearer);
+        let answer = match self.credential() {
+            Some(c) => match self.send_as(post(&c), url.clone(), Some(req), CALL_TIMEOUT).await {
+                Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED) && !self.join_token.is_empty() => {
+                    tracing::info!("the server refused the host credential; registering with the join token");
+                    self.send_as(post(&self.join_token), url, Some(req), CALL_TIMEOUT).await
+                }
+                other => other,
+            },
+            None => self.send_as(post(&self.join_token), url, Some(req), CALL_TIMEOUT).await,
+        };
+        let reg: RegisterResponse = Self::parse(answer?)?;
+        self.set_credential(Some(reg.credential.clone()));
+        Ok(reg)
     }
 
     pub async fn heartbeat(&self, host: &str, hb: &Heartbeat) -> Result<(), ClientError> {
@@ -142,6 +194,7 @@ mod tests {
         let c = ServerClient::new("https://cloud.example/base", "t").expect("client");
         assert_eq!(c.url(&["images", "abc", "file"]).as_str(), "https://cloud.example/base/agent/v1/images/abc/file");
         assert!(ServerClient::new("ftp://x", "t").is_err());
-        assert!(format!("{c:?}").contains("<redacted>"));
+        c.set_credential(Some("cred-s3cret".into()));
+        assert!(format!("{c:?}").contains("<redacted>") && !format!("{c:?}").contains("s3cret"));
     }
 }

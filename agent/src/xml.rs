@@ -371,6 +371,60 @@ pub fn network_xml(spec: &NetworkSpec) -> String {
     x
 }
 
+/// What the agent reads back from a libvirt network's XML (parsed, never searched as text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// `<bridge name>`: where dnsmasq listens (for releasing leases).
+    pub bridge: Option<String>,
+    /// The static DHCP entries (`<ip><dhcp><host mac ip>`), MACs in lower case.
+    pub dhcp_hosts: Vec<DhcpHost>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpHost {
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl NetworkInfo {
+    /// Parses `<network>` XML as libvirt returns it.
+    pub fn parse(xml: &str) -> Result<NetworkInfo, roxmltree::Error> {
+        let doc = roxmltree::Document::parse(xml)?;
+        let root = doc.root_element();
+        let bridge = root.children().find(|n| n.has_tag_name("bridge")).and_then(|b| b.attribute("name"));
+        let dhcp_hosts = root
+            .children()
+            .filter(|n| n.has_tag_name("ip"))
+            .flat_map(|ip| ip.children().filter(|n| n.has_tag_name("dhcp")))
+            .flat_map(|dhcp| dhcp.children().filter(|n| n.has_tag_name("host")))
+            .map(|h| DhcpHost {
+                mac: h.attribute("mac").map(str::to_ascii_lowercase),
+                ip: h.attribute("ip").map(str::to_string),
+            })
+            .collect();
+        Ok(NetworkInfo { bridge: bridge.map(str::to_string), dhcp_hosts })
+    }
+
+    /// The entry for `mac` (any case), if any.
+    pub fn host_with_mac(&self, mac: &str) -> Option<&DhcpHost> {
+        self.dhcp_hosts.iter().find(|h| h.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+    }
+
+    /// The entry holding `ip`, if any.
+    pub fn host_with_ip(&self, ip: &str) -> Option<&DhcpHost> {
+        self.dhcp_hosts.iter().find(|h| h.ip.as_deref() == Some(ip))
+    }
+}
+
+/// The host's architecture from libvirt's capabilities XML: `<host><cpu><arch>`, not a guest's.
+pub fn host_arch(capabilities: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(capabilities).ok()?;
+    let host = doc.root_element().children().find(|n| n.has_tag_name("host"))?;
+    let cpu = host.children().find(|n| n.has_tag_name("cpu"))?;
+    let arch = cpu.children().find(|n| n.has_tag_name("arch"))?.text()?.trim();
+    (!arch.is_empty()).then(|| arch.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,23 +448,11 @@ mod tests {
         }
     }
 
-    /// The text between `open` and the matching closing tag of the first `open` element.
+    /// The text of every `tag` element, in document order. Parsing also checks that the
+    /// generated XML is well-formed.
     fn element<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-        let open = format!("<{tag}");
-        let close = format!("</{tag}>");
-        let mut out = Vec::new();
-        let mut rest = xml;
-        while let Some(i) = rest.find(&open) {
-            let after = &rest[i..];
-            let end = after
-                .find(&close)
-                .map(|e| e + close.len())
-                .or_else(|| after.find("/>").map(|e| e + 2))
-                .expect("closed element");
-            out.push(&after[..end]);
-            rest = &after[end..];
-        }
-        out
+        let doc = roxmltree::Document::parse(xml).expect("well-formed XML");
+        doc.descendants().filter(|n| n.has_tag_name(tag)).map(|n| &xml[n.range()]).collect()
     }
 
     #[test]
@@ -576,5 +618,56 @@ mod tests {
         assert!(cpu_has_virtualization(amd));
         assert!(!cpu_has_virtualization(nested));
         assert!(!cpu_has_virtualization(""));
+    }
+
+    #[test]
+    fn network_xml_is_read_back_by_parsing() {
+        // As libvirt returns it: other quoting, attribute order and extra elements than ours.
+        let xml = r#"<network connections='2'>
+  <name>meridian-n</name>
+  <uuid>1b4e28ba-2fa1-11d2-883f-0016d3cca427</uuid>
+  <forward mode="nat"><nat><port start='1024' end='65535'/></nat></forward>
+  <bridge stp='on' name="mrd-abc" delay='0'/>
+  <mac address='52:54:00:aa:bb:cc'/>
+  <!-- <host mac='fa:16:3e:00:00:99' ip='10.0.0.99'/> -->
+  <ip address='10.0.0.1' prefix='24'>
+    <dhcp>
+      <host ip='10.0.0.5' mac='FA:16:3E:00:00:01'/>
+      <host mac='fa:16:3e:00:00:02' name='x' ip='10.0.0.6'/>
+    </dhcp>
+  </ip>
+</network>"#;
+        let info = NetworkInfo::parse(xml).expect("parse");
+        assert_eq!(info.bridge.as_deref(), Some("mrd-abc"));
+        assert_eq!(info.dhcp_hosts.len(), 2, "the commented-out entry is no entry");
+        assert_eq!(info.host_with_mac("fa:16:3e:00:00:01").and_then(|h| h.ip.as_deref()), Some("10.0.0.5"));
+        assert_eq!(info.host_with_ip("10.0.0.6").and_then(|h| h.mac.as_deref()), Some("fa:16:3e:00:00:02"));
+        assert!(info.host_with_mac("fa:16:3e:00:00:99").is_none());
+        assert!(info.host_with_ip("10.0.0.99").is_none());
+        // The network XML we generate reads back the same way.
+        let spec = NetworkSpec {
+            name: "meridian-n".into(),
+            bridge: "mrd-n".into(),
+            mtu: None,
+            ip: Some((Ipv4Addr::new(10, 0, 0, 1), 24)),
+            hosts: vec![("fa:16:3e:00:00:07".into(), "10.0.0.7".into())],
+        };
+        let ours = NetworkInfo::parse(&network_xml(&spec)).expect("parse ours");
+        assert_eq!(ours.bridge.as_deref(), Some("mrd-n"));
+        assert_eq!(ours.dhcp_hosts, [DhcpHost { mac: Some("fa:16:3e:00:00:07".into()), ip: Some("10.0.0.7".into()) }]);
+        assert!(NetworkInfo::parse("<network><bridge name='x'>").is_err());
+    }
+
+    #[test]
+    fn arch_comes_from_the_host_section() {
+        let caps = "<capabilities><host><cpu><arch>x86_64</arch></cpu></host>\
+                    <guest><arch name='i686'/></guest></capabilities>";
+        assert_eq!(host_arch(caps).as_deref(), Some("x86_64"));
+        // A guest's arch is not the host's, wherever it appears.
+        let guest_first = "<capabilities><guest><arch name='i686'><x><arch>i686</arch></x></arch></guest>\
+                           <host><cpu><arch> aarch64 </arch></cpu></host></capabilities>";
+        assert_eq!(host_arch(guest_first).as_deref(), Some("aarch64"));
+        assert_eq!(host_arch("<capabilities/>"), None);
+        assert_eq!(host_arch("<capabilities><host><cpu><arch>"), None);
     }
 }

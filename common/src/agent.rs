@@ -2,7 +2,15 @@
 //!
 //! The agent always connects out (a compute host behind NAT works): it registers, heartbeats
 //! with its inventory and the power state of its domains, long-polls for work, and reports
-//! progress and results. Every call carries `Authorization: Bearer <join token>`.
+//! progress and results.
+//!
+//! Authentication: `register` carries `Authorization: Bearer <join token>` (the cluster's
+//! agent token) or the host's current credential; its answer holds a new credential for that
+//! host alone, which replaces the previous one. Every other call carries
+//! `Authorization: Bearer <host credential>` and may act only for that host: its own heartbeat
+//! and work, events of its own work items, images its open builds need. A 401 means the
+//! credential is unknown or replaced (register again); a call naming another host is 403;
+//! another host's work item or an image no open build of the host needs is 404.
 //!
 //! Work is stored by the server before it is offered and is offered again until acknowledged
 //! (at least once); the agent handles a repeated work id idempotently.
@@ -60,6 +68,9 @@ pub struct RegisterRequest {
 pub struct RegisterResponse {
     pub host_id: String,
     pub heartbeat_interval_secs: u64,
+    /// The host's credential for every other call (a random 256-bit secret; the server keeps
+    /// only its hash). It replaces the one any earlier registration returned.
+    pub credential: String,
 }
 
 /// Nova's power states (the numbers are part of the API: `OS-EXT-STS:power_state`).

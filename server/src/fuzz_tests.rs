@@ -452,6 +452,8 @@ fn inventory() -> Value {
 struct Fixtures {
     ids: HashMap<&'static str, String>,
     agent_bearer: String,
+    /// The join token, which only registers.
+    join_bearer: String,
 }
 
 impl Fixtures {
@@ -546,6 +548,9 @@ async fn fixtures(app: &TestApp) -> Fixtures {
         )
         .await;
     assert!(r.status.is_success(), "register: {} {}", r.status, r.body);
+    // The join token only registers; everything else takes the host's own credential.
+    let join_bearer = agent_bearer;
+    let agent_bearer = format!("Bearer {}", id_of(&r.body, "/credential"));
     let server = json!({"server": {"name": "fx-s", "imageRef": ids["image"], "flavorRef": "42", "networks": [{"uuid": network}]}});
     ids.insert("network", network);
     ids.insert("server", post("/compute/v2.1/servers", server, "/server/id").await);
@@ -586,10 +591,10 @@ async fn fixtures(app: &TestApp) -> Fixtures {
         )
         .await;
     ids.insert("compute_service", id_of(&services.body, "/services/0/id"));
-    Fixtures { ids, agent_bearer }
+    Fixtures { ids, agent_bearer, join_bearer }
 }
 
-/// The `Authorization` header an agent sends (the one place that knows how agents authenticate).
+/// The `Authorization` header that registers an agent (the join token).
 async fn agent_bearer(app: &TestApp) -> String {
     let token = app.state.store.setting("agent_token").await.expect("setting").expect("agent token");
     format!("Bearer {token}")
@@ -752,7 +757,8 @@ async fn request(app: &TestApp, f: &Fixtures, route: &Route, body: &Value, versi
         Auth::Admin => Some(app.admin_token.as_str()),
         Auth::None => None,
         Auth::Agent => {
-            headers.push(("authorization", f.agent_bearer.as_str()));
+            let bearer = if route.pattern == "/agent/v1/register" { &f.join_bearer } else { &f.agent_bearer };
+            headers.push(("authorization", bearer.as_str()));
             None
         }
     };

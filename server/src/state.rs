@@ -23,14 +23,13 @@ pub struct AppState {
     pub agent_token: Arc<std::sync::RwLock<Option<String>>>,
     /// Recently validated Keystone tokens.
     pub tokens: Arc<crate::auth::TokenCache>,
-    /// Agents' host ids by host name, for the work polls (a host keeps its id; registering
-    /// refreshes the entry).
-    pub agent_hosts: Arc<std::sync::RwLock<HashMap<String, String>>>,
     /// Cancelled when the server begins to shut down: long-lived responses (event streams,
     /// agents' long polls) end on it, so graceful shutdown does not wait for them.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Whether this process ran continuously (a pause must not make every host look down).
     pub liveness: Arc<crate::compute::conductor::Liveness>,
+    /// Recently validated agent host credentials.
+    pub agent_creds: Arc<crate::compute::agents::CredentialCache>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -105,9 +104,9 @@ impl AppState {
             hosts: Arc::new(tokio::sync::Mutex::new(HostCache::default())),
             agent_token: Arc::default(),
             tokens: Arc::default(),
-            agent_hosts: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             liveness: Arc::default(),
+            agent_creds: Arc::default(),
         }
     }
 

@@ -25,6 +25,16 @@ async fn scenario(s: &Store, backend: &str) {
     assert_eq!(id, again, "{backend}: re-registration keeps the id");
     s.heartbeat(&id, &inventory(4)).await.expect("heartbeat");
 
+    // Agent credentials (migration 0012): found by hash, replaced, unique.
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), None, "{backend}: no credential yet");
+    s.set_host_credential(&id, "h1").await.expect("set");
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), Some((id.clone(), "c1".to_string())));
+    s.set_host_credential(&id, "h2").await.expect("replace");
+    assert_eq!(s.host_by_credential("h1").await.expect("lookup"), None, "{backend}: the old one is gone");
+    let other = s.register_host("c0", &inventory(1)).await.expect("register c0");
+    assert!(s.set_host_credential(&other, "h2").await.is_err(), "{backend}: credential hashes are unique");
+    assert!(s.set_host_credential("no-such-host", "h3").await.is_err());
+
     // 20 concurrent one-vCPU claims on a 4-vCPU host at ratio 1.0: exactly 4 win.
     let ratios = Ratios { cpu: 1.0, ram: 1.0, disk: 1.0 };
     let mut tasks = Vec::new();
@@ -50,6 +60,10 @@ async fn scenario(s: &Store, backend: &str) {
 
     // Work: offered until acknowledged, with attempts counted.
     let w = s.enqueue_work("inst-1", &id, "{\"type\":\"stop\"}").await.expect("enqueue");
+    // The agent API's image check reads the host's open work by a text match (migration 0012).
+    assert_eq!(s.open_work_actions(&id, "stop").await.expect("open"), ["{\"type\":\"stop\"}"], "{backend}");
+    assert!(s.open_work_actions(&id, "start").await.expect("open").is_empty());
+    assert!(s.open_work_actions(&other, "stop").await.expect("open").is_empty(), "{backend}: another host's");
     let first = s.lease_work(&id, 60, 10).await.expect("lease");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
@@ -66,6 +80,7 @@ async fn scenario(s: &Store, backend: &str) {
     assert!(s.finish_work(&w, "done", None).await.expect("finish"));
     assert!(!s.finish_work(&w, "done", None).await.expect("duplicate ack"), "{backend}");
     assert_eq!(s.get_work(&w).await.expect("work").state, "done");
+    assert!(s.open_work_actions(&id, "stop").await.expect("open").is_empty(), "{backend}: finished work is not open");
 
     let w2 = s.enqueue_work("inst-2", &id, "{\"type\":\"start\"}").await.expect("enqueue");
     assert_eq!(s.cancel_work("inst-2", None).await.expect("cancel"), 1);

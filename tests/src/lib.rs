@@ -384,6 +384,17 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where the agent keeps its host credential (from registration; every agent call but
+    /// registration carries it).
+    pub fn credential_file(&self) -> PathBuf {
+        self.state_dir.join("host-credential")
+    }
+
+    /// The agent's host credential, once it has registered.
+    pub fn credential(&self) -> Option<String> {
+        std::fs::read_to_string(self.credential_file()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -228,3 +228,25 @@ async fn concurrent_boots_never_overcommit() {
         assert_eq!(h["memory_mb_used"], 2048, "{h}");
     }
 }
+
+/// The agent API's credentials with real agents: each holds its own (0600 in its state dir);
+/// the join token and the other host's credential get nothing.
+#[tokio::test]
+async fn agents_hold_their_own_credentials() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (server, a1, a2, _admin, _cloud) = cloud_with_two_agents().await;
+    let (c1, c2) = (a1.credential().expect("c1's credential"), a2.credential().expect("c2's credential"));
+    assert_ne!(c1, c2);
+    for a in [&a1, &a2] {
+        let mode = std::fs::metadata(a.credential_file()).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", a.host);
+    }
+    let join = std::fs::read_to_string(server.data_dir.join("agent-token")).expect("join token");
+    let http = reqwest::Client::new();
+    let poll = |host: &str, bearer: &str| {
+        http.get(format!("{}/agent/v1/hosts/{host}/work?wait=0", server.url)).bearer_auth(bearer.trim()).send()
+    };
+    assert_eq!(poll("c1", &join).await.expect("poll").status(), 401, "the join token leases nothing");
+    assert_eq!(poll("c1", &c2).await.expect("poll").status(), 403, "c2 cannot lease c1's work");
+    assert_eq!(poll("c1", &c1).await.expect("poll").status(), 200);
+}

@@ -45,14 +45,6 @@ fn map_state(state: virt::domain::DomainStateEnum) -> DomainState {
     }
 }
 
-/// The first `<arch>` of the capabilities' `<host>` section.
-fn host_arch(capabilities: &str) -> Option<String> {
-    let host = &capabilities[capabilities.find("<host>")?..];
-    let start = host.find("<arch>")? + "<arch>".len();
-    let end = host[start..].find("</arch>")? + start;
-    Some(host[start..end].trim().to_string())
-}
-
 impl Libvirt {
     /// Opens a read-write connection. libvirt's own printing of errors to stderr is turned off:
     /// every error is returned and logged by the caller.
@@ -109,6 +101,13 @@ impl Libvirt {
         }
     }
 
+    /// A network's current definition, parsed.
+    fn network_info(&self, name: &str, net: &Network) -> Result<crate::xml::NetworkInfo, HvError> {
+        let xml = net.xml_desc(0).map_err(|source| HvError::DhcpHost { name: name.to_string(), source })?;
+        crate::xml::NetworkInfo::parse(&xml)
+            .map_err(|e| HvError::NetworkXml { name: name.to_string(), message: e.to_string() })
+    }
+
     fn lock_networks(&self) -> std::sync::MutexGuard<'_, ()> {
         self.net_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -121,16 +120,6 @@ fn update_flags(net: &Network) -> Result<sys::virNetworkUpdateFlags, VirtError> 
     } else {
         sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
     })
-}
-
-/// The value of attribute `attr` in the first element of `xml` that starts with `start`
-/// (libvirt writes attributes single-quoted).
-fn attr_of<'a>(xml: &'a str, start: &str, attr: &str) -> Option<&'a str> {
-    let element = &xml[xml.find(start)?..];
-    let element = &element[..element.find('>')?];
-    let key = format!(" {attr}='");
-    let value = &element[element.find(&key)? + key.len()..];
-    Some(&value[..value.find('\'')?])
 }
 
 /// Ends dnsmasq's lease of `ip` to `mac` on `bridge` by sending the DHCPRELEASE the guest
@@ -165,8 +154,11 @@ impl Hypervisor for Libvirt {
             hypervisor_type = "test".into();
         }
         let hypervisor_version = u64::from(conn.hyp_version().map_err(HvError::HostInfo)?);
-        let arch =
-            conn.capabilities().ok().and_then(|c| host_arch(&c)).unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let arch = conn
+            .capabilities()
+            .ok()
+            .and_then(|c| crate::xml::host_arch(&c))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         let uri = conn.uri().unwrap_or_else(|_| self.uri.clone());
         // Unprivileged (session) connections cannot create bridges.
         let supports_networks = conn.list_all_networks(0).is_ok() && !uri.trim_end_matches('/').ends_with("/session");
@@ -281,24 +273,19 @@ impl Hypervisor for Libvirt {
             return Err(HvError::NoNetwork(network.to_string()));
         };
         let mac = mac.to_ascii_lowercase();
-        let current = net.xml_desc(0).map_err(err)?;
+        let current = self.network_info(network, &net)?;
         let entry = crate::xml::dhcp_host_xml(&mac, ip);
         let flags = update_flags(&net).map_err(err)?;
         let update = |command| net.update(command, sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, &entry, flags);
-        if current.contains(&format!("mac='{mac}'")) {
+        if current.host_with_mac(&mac).is_some() {
             return update(sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY).map_err(err);
         }
-        if current.contains(&format!("ip='{ip}'")) {
+        if let Some(stale) = current.host_with_ip(ip) {
             // A stale entry (its port is gone) still holds the address, maybe its lease too.
-            let stale = current
-                .match_indices("<host ")
-                .map(|(i, _)| &current[i..])
-                .find(|h| attr_of(h, "<host ", "ip") == Some(ip))
-                .and_then(|h| attr_of(h, "<host ", "mac"));
-            if let (true, Some(bridge), Some(stale)) =
-                (self.has_dnsmasq(), attr_of(&current, "<bridge ", "name"), stale)
+            if let (true, Some(bridge), Some(stale_mac)) =
+                (self.has_dnsmasq(), current.bridge.as_deref(), stale.mac.as_deref())
             {
-                release_lease(bridge, ip, stale);
+                release_lease(bridge, ip, stale_mac);
             }
             net.update(
                 sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
@@ -319,11 +306,10 @@ impl Hypervisor for Libvirt {
             return Ok(());
         };
         let mac = mac.to_ascii_lowercase();
-        let current = net.xml_desc(0).map_err(err)?;
-        let host_start = format!("<host mac='{mac}'");
-        if !current.contains(&host_start) {
+        let current = self.network_info(network, &net)?;
+        let Some(entry) = current.host_with_mac(&mac) else {
             return Ok(());
-        }
+        };
         let flags = update_flags(&net).map_err(err)?;
         net.update(
             sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
@@ -334,9 +320,7 @@ impl Hypervisor for Libvirt {
         )
         .map_err(err)?;
         let active = self.has_dnsmasq() && net.is_active().unwrap_or(false);
-        if let (true, Some(bridge), Some(ip)) =
-            (active, attr_of(&current, "<bridge ", "name"), attr_of(&current, &host_start, "ip"))
-        {
+        if let (true, Some(bridge), Some(ip)) = (active, current.bridge.as_deref(), entry.ip.as_deref()) {
             release_lease(bridge, ip, &mac);
         }
         Ok(())
@@ -356,30 +340,5 @@ impl Hypervisor for Libvirt {
             Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(()),
             Err(source) => Err(err(source)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{attr_of, host_arch};
-
-    #[test]
-    fn attributes_are_read_from_the_right_element() {
-        let xml = "<network><name>n</name><bridge name='mrd-abc' stp='on' delay='0'/>\
-                   <ip address='10.0.0.1' prefix='24'><dhcp>\
-                   <host mac='fa:16:3e:00:00:01' ip='10.0.0.5'/><host mac='fa:16:3e:00:00:02' ip='10.0.0.6'/>\
-                   </dhcp></ip></network>";
-        assert_eq!(attr_of(xml, "<bridge ", "name"), Some("mrd-abc"));
-        assert_eq!(attr_of(xml, "<host mac='fa:16:3e:00:00:02'", "ip"), Some("10.0.0.6"));
-        assert_eq!(attr_of(xml, "<host mac='fa:16:3e:00:00:09'", "ip"), None);
-        assert_eq!(attr_of(xml, "<bridge ", "mtu"), None);
-    }
-
-    #[test]
-    fn arch_comes_from_the_host_section() {
-        let caps = "<capabilities><host><cpu><arch>x86_64</arch></cpu></host>\
-                    <guest><arch name='i686'/></guest></capabilities>";
-        assert_eq!(host_arch(caps).as_deref(), Some("x86_64"));
-        assert_eq!(host_arch("<capabilities/>"), None);
     }
 }

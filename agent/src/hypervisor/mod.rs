@@ -140,6 +140,8 @@ pub enum HvError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot read the XML of network {name}: {message}")]
+    NetworkXml { name: String, message: String },
     #[error("cannot remove network {name}")]
     RemoveNetwork {
         name: String,

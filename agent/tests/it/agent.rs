@@ -41,15 +41,22 @@ fn agent(
     dir: &std::path::Path,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    agent_with(url, dir, &["--token", TOKEN], stop)
+}
+
+fn agent_with(
+    url: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let dir = dir.to_string_lossy().to_string();
-    let args = Args::try_parse_from([
+    let mut argv = vec![
         "meridian-agent",
         "--server",
         url,
         "--host",
         "compute-1",
-        "--token",
-        TOKEN,
         "--libvirt-uri",
         URI,
         "--state-dir",
@@ -60,8 +67,9 @@ fn agent(
         "2",
         "--stop-timeout-secs",
         "2",
-    ])
-    .expect("flags");
+    ];
+    argv.extend_from_slice(extra);
+    let args = Args::try_parse_from(argv).expect("flags");
     tokio::spawn(meridian_agent::start(args, stop))
 }
 
@@ -173,4 +181,56 @@ async fn agent_waits_for_an_absent_server() {
         .expect("agent stops")
         .expect("agent task")
         .expect("agent result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_keeps_its_credential_private_and_registers_again_when_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (url, s) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("host-credential");
+    let stored = || std::fs::read_to_string(&file).unwrap_or_default();
+    let current = || s.credential.lock().expect("lock").clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = agent(&url, dir.path(), async {
+        let _ = stop_rx.await;
+    });
+
+    // Registered with the join token; the credential it got is stored, 0600, and used.
+    eventually(10, "registration", || !s.registrations.lock().expect("lock").is_empty()).await;
+    eventually(10, "the stored credential", || stored() == current()).await;
+    assert_eq!(std::fs::metadata(&file).expect("stat").permissions().mode() & 0o777, 0o600);
+    assert_eq!(*s.registered_with.lock().expect("lock"), [TOKEN]);
+    let beats = s.heartbeats.lock().expect("lock").len();
+    eventually(10, "a heartbeat with the credential", || s.heartbeats.lock().expect("lock").len() > beats).await;
+
+    // The server forgets the credential (401): the agent registers again, with the join token
+    // once its credential is refused, and stores the new one.
+    let first = current();
+    *s.credential.lock().expect("lock") = "revoked".into();
+    eventually(10, "a second registration", || s.registrations.lock().expect("lock").len() == 2).await;
+    eventually(10, "the new stored credential", || stored() == current() && stored() != first).await;
+    assert_eq!(*s.registered_with.lock().expect("lock"), [TOKEN, TOKEN]);
+    let beats = s.heartbeats.lock().expect("lock").len();
+    eventually(10, "heartbeats again", || s.heartbeats.lock().expect("lock").len() > beats).await;
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("agent stops").expect("task").expect("result");
+
+    // A restart needs no join token: it registers with the stored credential.
+    let second = current();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = agent_with(&url, dir.path(), &[], async {
+        let _ = stop_rx.await;
+    });
+    eventually(10, "a third registration", || s.registrations.lock().expect("lock").len() == 3).await;
+    assert_eq!(s.registered_with.lock().expect("lock")[2], second);
+    eventually(10, "the renewed stored credential", || stored() == current() && stored() != second).await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("agent stops").expect("task").expect("result");
+
+    // Neither a join token nor a stored credential: a clear error at start.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = agent_with(&url, empty.path(), &[], std::future::pending()).await.expect("task").expect_err("refused");
+    assert!(err.to_string().contains("no join token"), "{err}");
 }

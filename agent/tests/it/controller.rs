@@ -10,14 +10,13 @@ use meridian_agent::config_drive;
 use meridian_agent::controller::{Controller, ControllerConfig};
 use meridian_agent::hypervisor::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor, Libvirt};
 use meridian_agent::image_cache::ImageCache;
-use meridian_agent::server::ServerClient;
 use meridian_agent::work::Work;
 use meridian_agent::xml::{self, VirtType};
 use meridian_common::agent::{Action, PowerState, WorkEvent};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::fixtures::{Cleanup, ServerState, TOKEN, build_spec, libvirt, mac, nic, raw_image, start_server};
+use crate::fixtures::{Cleanup, ServerState, build_spec, client, libvirt, mac, nic, raw_image, start_server};
 
 struct Env {
     ctl: Controller,
@@ -37,7 +36,7 @@ async fn env() -> Env {
 async fn env_with(hv: Arc<Libvirt>, dyn_hv: Arc<dyn Hypervisor>) -> Env {
     let (url, server) = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = ServerClient::new(&url, TOKEN).expect("client");
+    let client = client(&url);
     let images = Arc::new(ImageCache::open(&dir.path().join("images"), client, u64::MAX).expect("cache"));
     let ctl = Controller::new(dyn_hv, images.clone(), controller_config(&dir)).expect("controller");
     Env { ctl, images, hv, server, url, dir }
@@ -126,7 +125,7 @@ async fn instance_lifecycle() {
     assert_eq!(env.power(&id).await, Some(PowerState::Running));
     assert!(env.images.is_pinned("img-a"));
     // A restarted agent pins the image again, from the instance's record.
-    let client = ServerClient::new(&env.url, TOKEN).expect("client");
+    let client = client(&env.url);
     let images = Arc::new(ImageCache::open(&env.dir.path().join("images"), client, u64::MAX).expect("cache"));
     let dyn_hv: Arc<dyn Hypervisor> = env.hv.clone();
     Controller::new(dyn_hv, images.clone(), controller_config(&env.dir)).expect("controller");
@@ -198,8 +197,10 @@ async fn network_stays_while_another_instance_uses_it() {
     env.server.add_image("img-b", data.clone());
     let net_name = xml::network_name(&net_id);
     let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
-    let hosts =
-        || conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).map(|x| x.matches("<host ").count()).ok();
+    let hosts = || {
+        let x = conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).ok()?;
+        Some(xml::NetworkInfo::parse(&x).expect("network XML").dhcp_hosts.len())
+    };
 
     // Both built at once: one download, one network, two DHCP entries.
     let spec_a = build_spec("img-b", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
@@ -217,6 +218,46 @@ async fn network_stays_while_another_instance_uses_it() {
     let (ev, _) = env.exec(b, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
     assert_eq!(hosts(), None);
+}
+
+/// The issue's `openstack server delete --wait web1-1 web1-2`: two deletes of one network's
+/// instances at once (their queues run in parallel) must not each keep the network for the
+/// other. A few rounds, since the interleaving varies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_remove_the_network_of_their_last_instances() {
+    let env = env().await;
+    let data = raw_image(5);
+    env.server.add_image("img-c", data.clone());
+    let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+    for round in 0..3u8 {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let net_id = Uuid::new_v4().to_string();
+        let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![a, b], networks: vec![net_id.clone()] };
+        let spec_a = build_spec("img-c", &data, vec![nic(&net_id, &mac(), "10.77.0.10")]);
+        let spec_b = build_spec("img-c", &data, vec![nic(&net_id, &mac(), "10.77.0.11")]);
+        let (ra, rb) =
+            tokio::join!(env.exec(a, Action::Build(Box::new(spec_a))), env.exec(b, Action::Build(Box::new(spec_b))));
+        assert_eq!(done(&ra.0), PowerState::Running, "{:?}", ra.0);
+        assert_eq!(done(&rb.0), PowerState::Running, "{:?}", rb.0);
+
+        // Instance directories that take a while to remove (a guest's disk with many extents
+        // does), as on a real host: a delete's record must not outlive its network decision.
+        for id in [a, b] {
+            let junk = env.instance_dir(&id).join("zz-slow");
+            std::fs::create_dir_all(&junk).expect("mkdir");
+            for i in 0..1500 {
+                std::fs::write(junk.join(i.to_string()), b"x").expect("write");
+            }
+        }
+        let (da, db) = tokio::join!(env.exec(a, Action::Delete), env.exec(b, Action::Delete));
+        assert_eq!(done(&da.0), PowerState::NoState, "{:?}", da.0);
+        assert_eq!(done(&db.0), PowerState::NoState, "{:?}", db.0);
+        assert!(
+            conn.lookup_network_by_name(&xml::network_name(&net_id)).is_err(),
+            "round {round}: the network outlived both of its instances"
+        );
+        assert!(!env.instance_dir(&a).exists() && !env.instance_dir(&b).exists());
+    }
 }
 
 #[tokio::test]

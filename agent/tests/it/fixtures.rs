@@ -18,7 +18,18 @@ use meridian_common::agent::{
 };
 use uuid::Uuid;
 
+/// The join token the fake server accepts for registration.
 pub const TOKEN: &str = "test-token";
+/// The host credential the fake server accepts before any registration (for clients made
+/// without one, as the controller tests' image cache).
+pub const CREDENTIAL: &str = "host-credential-0";
+
+/// A client of the fake server holding [`CREDENTIAL`].
+pub fn client(url: &str) -> meridian_agent::server::ServerClient {
+    let c = meridian_agent::server::ServerClient::new(url, TOKEN).expect("client");
+    c.set_credential(Some(CREDENTIAL.into()));
+    c
+}
 pub const URI: &str = "test:///default";
 
 pub fn libvirt() -> Arc<Libvirt> {
@@ -63,7 +74,6 @@ pub fn md5_hex(b: &[u8]) -> String {
 }
 
 /// What the fake server saw and what it will hand out.
-#[derive(Default)]
 pub struct ServerState {
     pub images: Mutex<HashMap<String, Vec<u8>>>,
     pub image_hits: AtomicUsize,
@@ -76,6 +86,28 @@ pub struct ServerState {
     pub refuse_registrations: AtomicUsize,
     /// Event reports to answer by taking only their first event.
     pub partial_event_reports: AtomicUsize,
+    /// The host credential every call but registration needs (the last one registration
+    /// handed out).
+    pub credential: Mutex<String>,
+    /// The bearer token each registration came with.
+    pub registered_with: Mutex<Vec<String>>,
+}
+
+impl Default for ServerState {
+    fn default() -> ServerState {
+        ServerState {
+            images: Mutex::default(),
+            image_hits: AtomicUsize::default(),
+            pending: Mutex::default(),
+            events: Mutex::default(),
+            heartbeats: Mutex::default(),
+            registrations: Mutex::default(),
+            refuse_registrations: AtomicUsize::default(),
+            partial_event_reports: AtomicUsize::default(),
+            credential: Mutex::new(CREDENTIAL.into()),
+            registered_with: Mutex::default(),
+        }
+    }
 }
 
 impl ServerState {
@@ -90,9 +122,14 @@ impl ServerState {
     }
 }
 
-fn authorized(headers: &HeaderMap) -> Result<(), StatusCode> {
-    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(v) if v == format!("Bearer {TOKEN}") => Ok(()),
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
+}
+
+/// As the real server: every call but registration needs the host's current credential.
+fn authorized(s: &ServerState, headers: &HeaderMap) -> Result<(), StatusCode> {
+    match bearer(headers) {
+        Some(b) if b == *s.credential.lock().expect("lock") => Ok(()),
         _ => Err(StatusCode::UNAUTHORIZED),
     }
 }
@@ -102,12 +139,19 @@ async fn register(
     headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, StatusCode> {
-    authorized(&headers)?;
+    // The join token, or the host's current credential.
+    let given = bearer(&headers).ok_or(StatusCode::UNAUTHORIZED)?;
+    if given != TOKEN {
+        authorized(&s, &headers)?;
+    }
     if s.refuse_registrations.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
     s.registrations.lock().expect("lock").push(req);
-    Ok(Json(RegisterResponse { host_id: "host-1".into(), heartbeat_interval_secs: 1 }))
+    s.registered_with.lock().expect("lock").push(given);
+    let credential = format!("host-credential-{}", Uuid::new_v4());
+    *s.credential.lock().expect("lock") = credential.clone();
+    Ok(Json(RegisterResponse { host_id: "host-1".into(), heartbeat_interval_secs: 1, credential }))
 }
 
 async fn heartbeat(
@@ -116,7 +160,7 @@ async fn heartbeat(
     Path(_host): Path<String>,
     Json(hb): Json<Heartbeat>,
 ) -> Result<StatusCode, StatusCode> {
-    authorized(&headers)?;
+    authorized(&s, &headers)?;
     s.heartbeats.lock().expect("lock").push(hb);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -132,7 +176,7 @@ async fn work(
     Path(_host): Path<String>,
     Query(q): Query<Wait>,
 ) -> Result<Json<Vec<WorkItem>>, StatusCode> {
-    authorized(&headers)?;
+    authorized(&s, &headers)?;
     let deadline = Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(1));
     loop {
         let due: Vec<WorkItem> = {
@@ -161,7 +205,7 @@ async fn events(
     headers: HeaderMap,
     Json(batch): Json<EventBatch>,
 ) -> Result<Json<EventBatchResult>, StatusCode> {
-    authorized(&headers)?;
+    authorized(&s, &headers)?;
     // A report answered "took only the first" (the server stopping mid-batch): the agent must
     // send the rest again, in order.
     let partial =
@@ -182,7 +226,7 @@ async fn image_file(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(HeaderMap, Vec<u8>), StatusCode> {
-    authorized(&headers)?;
+    authorized(&s, &headers)?;
     s.image_hits.fetch_add(1, Ordering::SeqCst);
     let data = s.images.lock().expect("lock").get(&id).cloned().ok_or(StatusCode::NOT_FOUND)?;
     let mut h = HeaderMap::new();

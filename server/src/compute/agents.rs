@@ -22,6 +22,7 @@ use crate::extract::{Json, Query};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::hosts::{HostInventory, Work};
+use crate::store::identity::token_hash;
 use crate::store::instances::{Expect, InstanceFilter, NewState};
 
 /// Routes under `/agent/v1`.
@@ -35,34 +36,116 @@ pub fn router() -> Router<AppState> {
         .route("/images/{id}/file", get(image_file))
 }
 
-/// A caller holding the cluster's agent join token (`Authorization: Bearer …`).
-pub struct AgentAuth;
+/// The bearer token of a request (`Authorization: Bearer …`), trimmed.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
 
-impl FromRequestParts<AppState> for AgentAuth {
+/// Whether `given` is the cluster's agent join token.
+async fn is_join_token(state: &AppState, given: &str) -> ApiResult<bool> {
+    let matches =
+        |expected: &str| !expected.is_empty() && constant_time_eq(given.as_bytes(), expected.trim().as_bytes());
+    // Compare with the copy read before, and read the database again only when that fails
+    // (the token was set or changed meanwhile).
+    let cached = state.agent_token.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if cached.as_deref().is_some_and(matches) {
+        return Ok(true);
+    }
+    let expected = state.store.setting("agent_token").await?.unwrap_or_default();
+    if !matches(&expected) {
+        return Ok(false);
+    }
+    *state.agent_token.write().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+    Ok(true)
+}
+
+/// An agent holding its host's credential (handed out by registration): every agent call but
+/// registration needs one, and acts for that host only. The join token is not a credential.
+/// An unknown or replaced credential is 401, which tells the agent to register again.
+#[derive(Clone, Debug)]
+pub struct HostAuth {
+    pub host_id: String,
+    pub host_name: String,
+}
+
+impl HostAuth {
+    /// Refuses a call naming another host in its path: 403, since the caller is a known host
+    /// asking for something that is plainly not its own (host names are no secret).
+    fn check_host(&self, host: &str) -> ApiResult<()> {
+        if self.host_name == host {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("This credential belongs to compute host {}, not {host}.", self.host_name)))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for HostAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let given = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("An agent join token is required."))?;
-        let matches = |expected: &str| {
-            !expected.is_empty() && constant_time_eq(given.trim().as_bytes(), expected.trim().as_bytes())
+        let given = bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("A host credential is required."))?;
+        let hash = token_hash(given);
+        if let Some(auth) = state.agent_creds.get(&hash) {
+            return Ok(auth);
+        }
+        let generation = state.agent_creds.generation();
+        let Some((host_id, host_name)) = state.store.host_by_credential(&hash).await? else {
+            return Err(ApiError::unauthorized("The host credential is not valid; register the host again."));
         };
-        // Every agent request carries the token: compare with the copy read before, and read
-        // the database again only when that fails (the token was set or changed meanwhile).
-        let cached = state.agent_token.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if cached.as_deref().is_some_and(matches) {
-            return Ok(AgentAuth);
+        let auth = HostAuth { host_id, host_name };
+        state.agent_creds.put(&hash, generation, &auth);
+        Ok(auth)
+    }
+}
+
+/// Host credentials validated in the last [`CredentialCache::TTL`], keyed by their hash: every
+/// agent call carries one, and most would otherwise cost a read of the one SQLite connection.
+/// Registration empties it, so a replaced credential stops working at once in this process
+/// (within the TTL on other replicas).
+#[derive(Default)]
+pub struct CredentialCache {
+    /// Bumped by every invalidation; a lookup that raced with one is not cached.
+    generation: std::sync::atomic::AtomicU64,
+    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, HostAuth)>>,
+}
+
+impl CredentialCache {
+    const TTL: Duration = Duration::from_secs(5);
+    /// More distinct credentials than this within a TTL empties the cache rather than growing it.
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn get(&self, hash: &str) -> Option<HostAuth> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, auth) = entries.get(hash)?;
+        (at.elapsed() < Self::TTL).then(|| auth.clone())
+    }
+
+    fn put(&self, hash: &str, generation: u64, auth: &HostAuth) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if generation != self.generation() {
+            return;
         }
-        let expected = state.store.setting("agent_token").await?.unwrap_or_default();
-        if !matches(&expected) {
-            return Err(ApiError::unauthorized("The agent join token is not valid."));
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
         }
-        *state.agent_token.write().unwrap_or_else(|p| p.into_inner()) = Some(expected);
-        Ok(AgentAuth)
+        entries.insert(hash.to_string(), (std::time::Instant::now(), auth.clone()));
+    }
+
+    /// Forgets every validated credential (a host's credential was replaced).
+    pub fn invalidate(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
     }
 }
 
@@ -101,25 +184,41 @@ fn valid_host_name(name: &str) -> ApiResult<()> {
     if ok { Ok(()) } else { Err(ApiError::bad_request(format!("Invalid host name '{name}'."))) }
 }
 
+/// Registers a host (or refreshes it) and hands out a new credential for it, replacing the
+/// previous one. Allowed with the join token, or with the host's own current credential (so a
+/// joined host can do without the join token); anything else is 401.
 async fn register(
     State(state): State<AppState>,
-    _a: AgentAuth,
+    headers: axum::http::HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<axum::Json<RegisterResponse>> {
+    let given = bearer(&headers).ok_or_else(|| ApiError::unauthorized("An agent join token is required."))?;
+    let allowed = is_join_token(&state, given).await?
+        || state.store.host_by_credential(&token_hash(given)).await?.is_some_and(|(_, name)| name == req.host);
+    if !allowed {
+        return Err(ApiError::unauthorized("The agent join token is not valid."));
+    }
     valid_host_name(&req.host)?;
     let id = state.store.register_host(&req.host, &to_inventory(&req.inventory, &req.agent_version)).await?;
+    let credential = crate::auth::random_secret();
+    state.store.set_host_credential(&id, &token_hash(&credential)).await?;
+    state.agent_creds.invalidate();
     tracing::info!(host = %req.host, %id, "compute host registered");
-    state.agent_hosts.write().unwrap_or_else(|p| p.into_inner()).insert(req.host.clone(), id.clone());
-    Ok(axum::Json(RegisterResponse { host_id: id, heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs }))
+    Ok(axum::Json(RegisterResponse {
+        host_id: id,
+        heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs,
+        credential,
+    }))
 }
 
 async fn heartbeat(
     State(state): State<AppState>,
-    _a: AgentAuth,
+    auth: HostAuth,
     Path(host): Path<String>,
     Json(hb): Json<Heartbeat>,
 ) -> ApiResult<StatusCode> {
-    let h = state.store.get_host_by_name(&host).await?;
+    auth.check_host(&host)?;
+    let h = state.store.get_host(&auth.host_id).await?;
     state.store.heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version)).await?;
     // Power-state sync (Nova's _sync_power_states): a guest that shut itself down becomes
     // SHUTOFF; other changes only refresh power_state.
@@ -147,26 +246,17 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The id of an agent's host, by name (read once per name, see `AppState::agent_hosts`).
-async fn host_id(state: &AppState, name: &str) -> ApiResult<String> {
-    if let Some(id) = state.agent_hosts.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-        return Ok(id.clone());
-    }
-    let id = state.store.get_host_by_name(name).await?.id;
-    state.agent_hosts.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), id.clone());
-    Ok(id)
-}
-
 /// Long poll: work that is due now, or whatever arrives within `wait` seconds (max 60); an
 /// empty answer at once when the server is shutting down.
 async fn poll_work(
     State(state): State<AppState>,
-    _a: AgentAuth,
+    auth: HostAuth,
     Path(host): Path<String>,
     q: Query,
 ) -> ApiResult<axum::Json<Vec<WorkItem>>> {
+    auth.check_host(&host)?;
     let wait = q.uint("wait")?.unwrap_or(25).min(60);
-    let host_id = host_id(&state, &host).await?;
+    let host_id = auth.host_id;
     let lease = state.cfg.compute.work_lease_secs as i64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     let signal = state.signals.get(&host_id);
@@ -208,25 +298,38 @@ async fn poll_work(
 
 async fn work_event(
     State(state): State<AppState>,
-    _a: AgentAuth,
+    auth: HostAuth,
     Path(id): Path<String>,
     Json(event): Json<WorkEvent>,
 ) -> ApiResult<StatusCode> {
-    apply_event(&state, &id, event).await?;
+    let work = state.store.get_work(&id).await?;
+    // Another host's work is answered as if it did not exist: 404, as for unknown ids.
+    if work.host_id != auth.host_id {
+        return Err(StoreError::NotFound(format!("Work {id} could not be found.")).into());
+    }
+    apply_event_to(&state, &work, event).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Several events in order; stops at the first that cannot be applied now (the agent sends it
-/// and the rest again). Events refused for good (unknown work) count as taken.
+/// and the rest again). Events refused for good (unknown work, or another host's) count as
+/// taken.
 async fn work_events(
     State(state): State<AppState>,
-    _a: AgentAuth,
+    auth: HostAuth,
     Json(batch): Json<EventBatch>,
 ) -> ApiResult<axum::Json<EventBatchResult>> {
-    // The batch's work items, read once (events only change them through guarded updates).
+    // The batch's work items, read once (events only change them through guarded updates);
+    // another host's are left out, so their events are refused as unknown work.
     let ids: Vec<&str> = batch.events.iter().map(|e| e.work_id.as_str()).collect();
-    let works: HashMap<String, Work> =
-        state.store.get_works(&ids).await?.into_iter().map(|w| (w.id.clone(), w)).collect();
+    let works: HashMap<String, Work> = state
+        .store
+        .get_works(&ids)
+        .await?
+        .into_iter()
+        .filter(|w| w.host_id == auth.host_id)
+        .map(|w| (w.id.clone(), w))
+        .collect();
     let mut taken = 0;
     for e in batch.events {
         let applied = match works.get(&e.work_id) {
@@ -245,10 +348,6 @@ async fn work_events(
     Ok(axum::Json(EventBatchResult { taken, error: None }))
 }
 
-async fn apply_event(state: &AppState, work_id: &str, event: WorkEvent) -> ApiResult<()> {
-    apply_event_to(state, &state.store.get_work(work_id).await?, event).await
-}
-
 async fn apply_event_to(state: &AppState, work: &Work, event: WorkEvent) -> ApiResult<()> {
     if !matches!(work.state.as_str(), "pending" | "delivered") {
         // A repeat of an acknowledged item (or one cancelled meanwhile): nothing to do.
@@ -261,8 +360,25 @@ async fn apply_event_to(state: &AppState, work: &Work, event: WorkEvent) -> ApiR
     })
 }
 
-/// Image data for an agent's cache (agents hold no Keystone token).
-async fn image_file(State(state): State<AppState>, _a: AgentAuth, Path(id): Path<String>) -> ApiResult<Response> {
+/// Whether an open build of the host needs image `id`: its root disk, kernel or ramdisk.
+async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bool> {
+    let actions = state.store.open_work_actions(host_id, id).await?;
+    Ok(actions.iter().any(|a| match serde_json::from_str::<Action>(a) {
+        Ok(Action::Build(spec)) => {
+            spec.image.id == id
+                || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
+        }
+        _ => false,
+    }))
+}
+
+/// Image data for an agent's cache (agents hold no Keystone token): only images an open build
+/// of the caller's host needs. Any other is 404, as if it did not exist: a host learns no image
+/// ids beyond its own work's.
+async fn image_file(State(state): State<AppState>, auth: HostAuth, Path(id): Path<String>) -> ApiResult<Response> {
+    if !image_needed(&state, &auth.host_id, &id).await? {
+        return Err(ApiError::not_found(format!("Image {id} could not be found.")));
+    }
     let img = state.store.get_image(&id).await?;
     if !matches!(img.status.as_str(), "active" | "deactivated") {
         return Err(ApiError::conflict(format!("Image {id} has no data (status {}).", img.status)));

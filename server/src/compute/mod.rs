@@ -184,3 +184,6 @@ mod tests;
 
 #[cfg(test)]
 mod server_tests;
+
+#[cfg(test)]
+mod agent_tests;

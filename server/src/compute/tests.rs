@@ -676,10 +676,19 @@ async fn unknown_routes_and_bad_json_use_nova_faults() {
 }
 
 #[tokio::test]
-async fn agent_event_batches_count_refused_events_as_taken_and_need_the_join_token() {
+async fn agent_event_batches_count_refused_events_as_taken_and_need_a_host_credential() {
     let app = TestApp::new().await;
     let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
-    let bearer = format!("Bearer {join}");
+    let inventory = json!({"vcpus": 1, "memory_mb": 1024, "disk_gb": 1, "reserved_vcpus": 0,
+        "reserved_memory_mb": 0, "reserved_disk_gb": 0, "hypervisor_type": "test", "hypervisor_version": 1,
+        "cpu_arch": "x86_64", "libvirt_uri": "test:///default", "host_ip": "127.0.0.1",
+        "supports_networks": false, "availability_zone": "nova"});
+    let reg = json!({"host": "c1", "agent_version": "t", "inventory": inventory}).to_string();
+    let join_auth = format!("Bearer {join}");
+    let h = [("content-type", "application/json"), ("authorization", join_auth.as_str())];
+    let r = app.call(Method::POST, "/agent/v1/register", None, &h, Body::from(reg)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bearer = format!("Bearer {}", r.body["credential"].as_str().expect("credential"));
     let body = json!({"events": [
         {"work_id": "no-such-work", "event": {"type": "progress", "task_state": "spawning"}},
         {"work_id": "nor-this", "event": {"type": "failed", "message": "x", "details": "", "retryable": false}},
@@ -701,7 +710,8 @@ async fn agent_event_batches_count_refused_events_as_taken_and_need_the_join_tok
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body, json!({"taken": 2}));
     assert_eq!(send(None, body.clone()).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(Some("Bearer wrong".into()), body).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(Some("Bearer wrong".into()), body.clone()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(Some(join_auth.clone()), body).await.status, StatusCode::UNAUTHORIZED);
     let bad = send(Some(bearer), "{\"events\": [{\"work_id\": 1}]}".into()).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }

@@ -204,6 +204,39 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("Compute host {name} could not be found.")))
     }
 
+    /// Replaces a host's agent credential by one whose SHA-256 is `credential_hash`; the
+    /// previous one stops working at once.
+    pub async fn set_host_credential(&self, id: &str, credential_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE hosts SET credential_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(credential_hash)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        found(done.rows_affected(), || format!("Compute host {id} could not be found."))
+    }
+
+    /// The host (id, name) whose agent credential hashes to `credential_hash`, if any.
+    pub async fn host_by_credential(&self, credential_hash: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(sqlx::query_as("SELECT id, name FROM hosts WHERE credential_hash = $1")
+            .bind(credential_hash)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?)
+    }
+
+    /// The actions (JSON) of the host's open (pending or delivered) work items whose text
+    /// contains `needle`: a prefilter for the agent API's image check, which parses them (a
+    /// `%` or `_` in `needle` only widens the match).
+    pub async fn open_work_actions(&self, host_id: &str, needle: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT action FROM work WHERE host_id = $1 AND state IN ('pending', 'delivered') \
+             AND action LIKE '%' || $2 || '%'",
+        )
+        .bind(host_id)
+        .bind(needle)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
     pub async fn set_host_enabled(&self, id: &str, enabled: bool, reason: Option<&str>) -> StoreResult<()> {
         let done = sqlx::query("UPDATE hosts SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1")
             .bind(id)
