@@ -12,6 +12,7 @@ use meridian_server::config::{CommonArgs, Config, LogFormat};
 use meridian_server::identity::DEFAULT_DOMAIN_ID;
 use meridian_server::state::AppState;
 use meridian_server::store::identity::{NameFilter, Project, User};
+use meridian_server::store::retention::{Batching, Cutoffs};
 use meridian_server::store::{Store, new_hex_id};
 use meridian_server::{auth, bootstrap};
 
@@ -75,6 +76,14 @@ enum Admin {
     ListUsers,
     /// Print the agent join token.
     AgentToken,
+    /// Purge deleted servers (with their actions, timeline and work) and finished work items
+    /// older than a duration, and expired tokens; prints the rows removed per table (as
+    /// `nova-manage db archive_deleted_rows` + `purge` and `keystone-manage token_flush` do).
+    Purge {
+        /// How old a deletion must be: `30d`, `12h`, `3600s`, `1w 2d`, ….
+        #[arg(long)]
+        older_than: humantime::Duration,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,9 +166,14 @@ async fn shutdown_signal() {
 
 async fn admin(cfg: Config, cmd: Admin) -> anyhow::Result<()> {
     let store = open(&cfg).await?;
-    let result = run_admin(&store, cmd).await;
+    let result = run_admin(&store, &cfg, cmd).await;
     store.close().await;
     result
+}
+
+/// The purge's batching from `[retention]` (the server may be running: keep its pauses).
+fn retention_batching(cfg: &Config) -> Batching {
+    Batching { size: cfg.retention.batch_size, pause: std::time::Duration::from_millis(cfg.retention.batch_pause_ms) }
 }
 
 fn generated(password: Option<String>) -> (String, bool) {
@@ -169,7 +183,7 @@ fn generated(password: Option<String>) -> (String, bool) {
     }
 }
 
-async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
+async fn run_admin(store: &Store, cfg: &Config, cmd: Admin) -> anyhow::Result<()> {
     match cmd {
         Admin::CreateProject { name, description } => {
             let p = Project {
@@ -252,6 +266,15 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
         }
         Admin::AgentToken => {
             println!("{}", store.setting("agent_token").await?.unwrap_or_default());
+        }
+        Admin::Purge { older_than } => {
+            let cutoffs = Cutoffs::older_than(older_than.into());
+            let batching = retention_batching(cfg);
+            let purged = store.purge(&cutoffs, &batching).await?;
+            println!("purged what ended before {}:", cutoffs.deleted_before);
+            for (table, n) in purged.tables() {
+                println!("  {table:<24}{n}");
+            }
         }
     }
     Ok(())

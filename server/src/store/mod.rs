@@ -13,6 +13,7 @@ pub mod identity;
 pub mod image;
 pub mod instances;
 pub mod network;
+pub mod retention;
 mod sql;
 mod triggers;
 pub mod wal_sync;
