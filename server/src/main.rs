@@ -279,3 +279,29 @@ async fn run_admin(store: &Store, cfg: &Config, cmd: Admin) -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purge_age(args: &[&str]) -> Result<std::time::Duration, clap::Error> {
+        let cli = Cli::try_parse_from([&["meridian-server", "admin", "purge"], args].concat())?;
+        match cli.command {
+            Command::Admin(Admin::Purge { older_than }) => Ok(older_than.into()),
+            _ => panic!("not the purge command"),
+        }
+    }
+
+    #[test]
+    fn purge_takes_durations_as_operators_write_them() {
+        let day = 24 * 3600;
+        assert_eq!(purge_age(&["--older-than", "30d"]).expect("30d").as_secs(), 30 * day);
+        assert_eq!(purge_age(&["--older-than", "12h"]).expect("12h").as_secs(), 12 * 3600);
+        assert_eq!(purge_age(&["--older-than", "3600s"]).expect("3600s").as_secs(), 3600);
+        assert_eq!(purge_age(&["--older-than", "1w 2d"]).expect("1w 2d").as_secs(), 9 * day);
+        for bad in ["soon", "30", "-1d"] {
+            assert!(purge_age(&["--older-than", bad]).is_err(), "{bad}");
+        }
+        assert!(purge_age(&[]).is_err(), "--older-than is required");
+    }
+}
