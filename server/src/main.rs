@@ -171,11 +171,6 @@ async fn admin(cfg: Config, cmd: Admin) -> anyhow::Result<()> {
     result
 }
 
-/// The purge's batching from `[retention]` (the server may be running: keep its pauses).
-fn retention_batching(cfg: &Config) -> Batching {
-    Batching { size: cfg.retention.batch_size, pause: std::time::Duration::from_millis(cfg.retention.batch_pause_ms) }
-}
-
 fn generated(password: Option<String>) -> (String, bool) {
     match password {
         Some(p) => (p, false),
@@ -269,7 +264,8 @@ async fn run_admin(store: &Store, cfg: &Config, cmd: Admin) -> anyhow::Result<()
         }
         Admin::Purge { older_than } => {
             let cutoffs = Cutoffs::older_than(older_than.into());
-            let batching = retention_batching(cfg);
+            // `[retention]`'s batches and pauses: the server may be running beside it.
+            let batching = Batching::from(&cfg.retention);
             let purged = store.purge(&cutoffs, &batching).await?;
             println!("purged what ended before {}:", cutoffs.deleted_before);
             for (table, n) in purged.tables() {

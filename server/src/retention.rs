@@ -7,16 +7,10 @@ use crate::state::AppState;
 use crate::store::StoreResult;
 use crate::store::retention::{Batching, Cutoffs, Purged};
 
-/// The batching the configuration asks for.
-pub fn batching(state: &AppState) -> Batching {
-    let r = &state.cfg.retention;
-    Batching { size: r.batch_size, pause: Duration::from_millis(r.batch_pause_ms) }
-}
-
 /// One pass with the configured window, now (what the loop runs; tests call it directly).
 pub async fn run_once(state: &AppState) -> StoreResult<Purged> {
     let window = Duration::from_secs(state.cfg.retention.deleted_instances_secs);
-    let purged = state.store.purge(&Cutoffs::older_than(window), &batching(state)).await?;
+    let purged = state.store.purge(&Cutoffs::older_than(window), &Batching::from(&state.cfg.retention)).await?;
     // Make the removal durable now rather than with the next acknowledged request.
     state.store.sync().await?;
     Ok(purged)

@@ -97,6 +97,12 @@ pub struct Batching {
     pub pause: Duration,
 }
 
+impl From<&crate::config::RetentionSettings> for Batching {
+    fn from(r: &crate::config::RetentionSettings) -> Batching {
+        Batching { size: r.batch_size, pause: Duration::from_millis(r.batch_pause_ms) }
+    }
+}
+
 /// `IN (…)` over `ids`, appended to `sql`.
 fn in_list<'a>(sql: &mut Sql, ids: impl IntoIterator<Item = &'a str>) {
     sql.push("(");
