@@ -36,6 +36,7 @@ pub struct Config {
     /// Largest accepted image upload, in bytes (413 beyond).
     pub image_size_cap: u64,
     pub compute: ComputeSettings,
+    pub retention: RetentionSettings,
 }
 
 /// Scheduler, conductor and agent timing.
@@ -78,6 +79,32 @@ impl Default for ComputeSettings {
     }
 }
 
+/// How long what only grows is kept (`[retention]`), and how the purge paces itself.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Deleted servers (with their actions, timeline and work) and finished work items are
+    /// purged this long after they ended; until then `changes-since` and the timeline show them.
+    pub deleted_instances_secs: u64,
+    /// How often the purge runs.
+    pub interval_secs: u64,
+    /// Rows purged per transaction (instances with their dependent rows, work items, tokens).
+    pub batch_size: u32,
+    /// Pause between two batches, so the purge never holds the (SQLite) writer for long.
+    pub batch_pause_ms: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            deleted_instances_secs: 7 * 24 * 3600,
+            interval_secs: 600,
+            batch_size: 500,
+            batch_pause_ms: 50,
+        }
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -91,6 +118,7 @@ impl fmt::Debug for Config {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -113,6 +141,7 @@ impl fmt::Debug for FileSettings {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -133,6 +162,7 @@ impl fmt::Debug for CommonArgs {
             .field("host_down_after", &self.host_down_after)
             .field("build_timeout", &self.build_timeout)
             .field("ram_weight_multiplier", &self.ram_weight_multiplier)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -165,6 +195,7 @@ pub struct FileSettings {
     pub agent_token: Option<String>,
     pub image_size_cap: Option<u64>,
     pub compute: Option<ComputeSettings>,
+    pub retention: Option<RetentionSettings>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -210,6 +241,10 @@ pub struct CommonArgs {
     /// RAM weigher multiplier: positive spreads, negative packs (default 1.0).
     #[arg(long, env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER", global = true, allow_hyphen_values = true)]
     pub ram_weight_multiplier: Option<f64>,
+    /// Seconds deleted servers and finished work are kept before they are purged (default
+    /// 604800, 7 days).
+    #[arg(long, env = "MERIDIAN_RETENTION", global = true)]
+    pub retention: Option<u64>,
 }
 
 impl CommonArgs {
@@ -249,7 +284,19 @@ impl CommonArgs {
             agent_token: self.agent_token.clone().or(file.agent_token),
             image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
             compute: self.compute_settings(file.compute)?,
+            retention: self.retention_settings(file.retention)?,
         })
+    }
+
+    fn retention_settings(&self, from_file: Option<RetentionSettings>) -> anyhow::Result<RetentionSettings> {
+        let mut r = from_file.unwrap_or_default();
+        if let Some(v) = self.retention {
+            r.deleted_instances_secs = v;
+        }
+        anyhow::ensure!(r.deleted_instances_secs > 0, "retention must be positive");
+        anyhow::ensure!(r.interval_secs > 0, "retention interval_secs must be positive");
+        anyhow::ensure!(r.batch_size > 0, "retention batch_size must be positive");
+        Ok(r)
     }
 
     fn compute_settings(&self, from_file: Option<ComputeSettings>) -> anyhow::Result<ComputeSettings> {

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod image;
 pub mod network;
 pub mod request_id;
+pub mod retention;
 pub mod state;
 pub mod store;
 #[cfg(test)]
@@ -190,7 +191,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let retention = tokio::spawn(retention::retention_loop(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
     let liveness = tokio::spawn(compute::conductor::watch_liveness(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
@@ -212,24 +213,11 @@ pub async fn serve(
             Ok(())
         }
     };
-    housekeeping.abort();
+    retention.abort();
     conductor.abort();
     liveness.abort();
     state.store.close().await;
     Ok(result?)
-}
-
-/// Periodic upkeep: purge long-expired tokens.
-async fn housekeeping(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        match identity::tokens::purge_expired(&state).await {
-            Ok(n) if n > 0 => tracing::info!(purged = n, "expired tokens purged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "token purge failed"),
-        }
-    }
 }
 
 /// The conductor's periodic pass (timeouts, down hosts, stranded builds), every second.

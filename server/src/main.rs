@@ -12,6 +12,7 @@ use meridian_server::config::{CommonArgs, Config, LogFormat};
 use meridian_server::identity::DEFAULT_DOMAIN_ID;
 use meridian_server::state::AppState;
 use meridian_server::store::identity::{NameFilter, Project, User};
+use meridian_server::store::retention::{Batching, Cutoffs};
 use meridian_server::store::{Store, new_hex_id};
 use meridian_server::{auth, bootstrap};
 
@@ -75,6 +76,14 @@ enum Admin {
     ListUsers,
     /// Print the agent join token.
     AgentToken,
+    /// Purge deleted servers (with their actions, timeline and work) and finished work items
+    /// older than a duration, and expired tokens; prints the rows removed per table (as
+    /// `nova-manage db archive_deleted_rows` + `purge` and `keystone-manage token_flush` do).
+    Purge {
+        /// How old a deletion must be: `30d`, `12h`, `3600s`, `1w 2d`, ….
+        #[arg(long)]
+        older_than: humantime::Duration,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -161,7 +170,7 @@ async fn shutdown_signal() {
 
 async fn admin(cfg: Config, cmd: Admin) -> anyhow::Result<()> {
     let store = open(&cfg).await?;
-    let result = run_admin(&store, cmd).await;
+    let result = run_admin(&store, &cfg, cmd).await;
     store.close().await;
     result
 }
@@ -173,7 +182,7 @@ fn generated(password: Option<String>) -> (String, bool) {
     }
 }
 
-async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
+async fn run_admin(store: &Store, cfg: &Config, cmd: Admin) -> anyhow::Result<()> {
     match cmd {
         Admin::CreateProject { name, description } => {
             let p = Project {
@@ -257,6 +266,42 @@ async fn run_admin(store: &Store, cmd: Admin) -> anyhow::Result<()> {
         Admin::AgentToken => {
             println!("{}", store.setting("agent_token").await?.unwrap_or_default());
         }
+        Admin::Purge { older_than } => {
+            let cutoffs = Cutoffs::older_than(older_than.into());
+            // `[retention]`'s batches and pauses: the server may be running beside it.
+            let batching = Batching::from(&cfg.retention);
+            let purged = store.purge(&cutoffs, &batching).await?;
+            println!("purged what ended before {}:", cutoffs.deleted_before);
+            for (table, n) in purged.tables() {
+                println!("  {table:<24}{n}");
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purge_age(args: &[&str]) -> Result<std::time::Duration, clap::Error> {
+        let cli = Cli::try_parse_from([&["meridian-server", "admin", "purge"], args].concat())?;
+        match cli.command {
+            Command::Admin(Admin::Purge { older_than }) => Ok(older_than.into()),
+            _ => panic!("not the purge command"),
+        }
+    }
+
+    #[test]
+    fn purge_takes_durations_as_operators_write_them() {
+        let day = 24 * 3600;
+        assert_eq!(purge_age(&["--older-than", "30d"]).expect("30d").as_secs(), 30 * day);
+        assert_eq!(purge_age(&["--older-than", "12h"]).expect("12h").as_secs(), 12 * 3600);
+        assert_eq!(purge_age(&["--older-than", "3600s"]).expect("3600s").as_secs(), 3600);
+        assert_eq!(purge_age(&["--older-than", "1w 2d"]).expect("1w 2d").as_secs(), 9 * day);
+        for bad in ["soon", "30", "-1d"] {
+            assert!(purge_age(&["--older-than", bad]).is_err(), "{bad}");
+        }
+        assert!(purge_age(&[]).is_err(), "--older-than is required");
+    }
 }

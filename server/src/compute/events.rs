@@ -10,7 +10,8 @@
 //! local change wakes it at once, changes made by another replica are seen by a short poll.
 //! Event ids are resumable cursors (`Last-Event-ID`).
 //!
-//! A cursor older than [`REPLAY_HORIZON`] (or well ahead of this server's clock) is not
+//! A cursor older than the retention window (`[retention] deleted_instances_secs`: what is
+//! kept of deleted servers and their transitions) (or well ahead of this server's clock) is not
 //! replayed: the stream starts from now with a `reset` event, and the client reloads its list.
 //! A backlog is read [`PAGE`] servers at a time, so memory does not grow with history. When the
 //! server shuts down, every stream ends with a `reconnect` event.
@@ -46,10 +47,6 @@ const POLL: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_millis(15);
 /// How often a long-lived stream re-checks that its token is still valid.
 const REAUTH: Duration = Duration::from_secs(30);
-/// The oldest resume cursor replayed: 7 days, the history (deleted servers, transitions) kept.
-/// An older cursor starts from now with a `reset` event. (To follow the retention window
-/// wherever that is configured.)
-pub const REPLAY_HORIZON: Duration = Duration::from_secs(7 * 86400);
 /// Servers read per backlog query.
 pub const PAGE: i64 = 100;
 /// How soon clients are told to reconnect when the server shuts down (another replica, or this
@@ -89,8 +86,12 @@ pub async fn stream(
 /// ahead of this server's clock by more than [`OVERLAP`] (a replica's skew; clamped to now),
 /// otherwise now, with the reason for a `reset` event (the client missed an unknown number of
 /// changes and must reload its list).
-fn start_at(requested: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<Utc>, Option<&'static str>) {
-    let horizon = chrono::Duration::from_std(REPLAY_HORIZON).unwrap_or(chrono::Duration::MAX);
+fn start_at(
+    requested: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    retained: Duration,
+) -> (DateTime<Utc>, Option<&'static str>) {
+    let horizon = chrono::Duration::from_std(retained).unwrap_or(chrono::Duration::MAX);
     let skew = chrono::Duration::from_std(OVERLAP).unwrap_or_default();
     match requested {
         None => (now, None),
@@ -157,7 +158,7 @@ impl Feed {
         project: Option<String>,
         requested: Option<DateTime<Utc>>,
     ) -> Feed {
-        let (cursor, reset) = start_at(requested, Utc::now());
+        let (cursor, reset) = start_at(requested, Utc::now(), Duration::from_secs(state.cfg.retention.deleted_instances_secs));
         let mut pending =
             VecDeque::from([Event::default().event("ready").data(json!({"cursor": fmt_time(cursor)}).to_string())]);
         if let Some(reason) = reset {

@@ -1163,22 +1163,37 @@ async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -
     let signal = state.signals.get(&work_id);
     state.signals.notify(&host_id);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut timed_out = false;
     loop {
         let notified = signal.notified();
-        let w = state.store.get_work(&work_id).await?;
-        match w.state.as_str() {
-            "done" => return Ok(w.result.unwrap_or_default()),
-            "failed" => {
-                return Err(ApiError::conflict(format!("Console log not available: {}", w.result.unwrap_or_default())));
-            }
-            _ => {}
+        // The answer is taken out of the database as it is read: console text (up to 1 MiB,
+        // asked for every few seconds by a dashboard following a console) is never kept.
+        if let Some(w) = state.store.take_finished_work(&work_id).await? {
+            let result = w.result.unwrap_or_default();
+            return match w.state.as_str() {
+                "done" => Ok(result),
+                "failed" => Err(ApiError::conflict(format!("Console log not available: {result}"))),
+                _ => Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The compute host did not return the console log in time.",
+                )),
+            };
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            state.store.finish_work(&work_id, "cancelled", None).await?;
+        if timed_out {
+            // Cancelled below, or finished meanwhile and taken above; gone either way.
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "The compute host did not return the console log in time.",
             ));
+        }
+        // The wake-up is in-process; the answer may be recorded by another replica, so the
+        // database is also looked at every half second.
+        let wake = (tokio::time::Instant::now() + std::time::Duration::from_millis(500)).min(deadline);
+        if tokio::time::timeout_at(wake, notified).await.is_err() && tokio::time::Instant::now() >= deadline {
+            // Cancelled, it is never delivered again; an answer arriving first wins instead
+            // (taken on the next turn).
+            state.store.finish_work(&work_id, "cancelled", None).await?;
+            timed_out = true;
         }
     }
 }

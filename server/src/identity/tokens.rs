@@ -459,9 +459,3 @@ pub async fn auth_catalog(State(state): State<AppState>, caller: Ctx) -> ApiResu
         "links": {"self": state.url("identity/v3/auth/catalog"), "previous": null, "next": null},
     })))
 }
-
-/// Deletes long-expired tokens; run periodically by the server.
-pub async fn purge_expired(state: &AppState) -> anyhow::Result<u64> {
-    let cutoff = fmt_time(chrono::Utc::now() - chrono::Duration::days(1));
-    Ok(state.store.purge_tokens(&cutoff).await?)
-}

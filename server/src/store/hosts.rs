@@ -348,6 +348,18 @@ impl Store {
         Ok(done)
     }
 
+    /// Removes a finished work item and returns it (its final state and result), or `None`
+    /// while it is still open. For results read once and never kept (console output): the read
+    /// and the removal are one statement, so the text leaves the database as it is answered.
+    pub async fn take_finished_work(&self, id: &str) -> StoreResult<Option<Work>> {
+        Ok(sqlx::query_as(&format!(
+            "DELETE FROM work WHERE id = $1 AND state IN ('done', 'failed', 'cancelled') RETURNING {WORK_COLS}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.conn().await?)
+        .await?)
+    }
+
     /// How many unfinished work items an instance has on a host.
     pub async fn live_work(&self, instance_id: &str, host_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
