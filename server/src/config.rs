@@ -36,6 +36,9 @@ pub struct Config {
     /// Largest accepted image upload, in bytes (413 beyond).
     pub image_size_cap: u64,
     pub compute: ComputeSettings,
+    /// This process's name among the server replicas (its `os-services` host); default: the
+    /// system host name.
+    pub replica_name: String,
 }
 
 /// Scheduler, conductor and agent timing.
@@ -91,6 +94,7 @@ impl fmt::Debug for Config {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -113,6 +117,7 @@ impl fmt::Debug for FileSettings {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -133,6 +138,7 @@ impl fmt::Debug for CommonArgs {
             .field("host_down_after", &self.host_down_after)
             .field("build_timeout", &self.build_timeout)
             .field("ram_weight_multiplier", &self.ram_weight_multiplier)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -165,6 +171,7 @@ pub struct FileSettings {
     pub agent_token: Option<String>,
     pub image_size_cap: Option<u64>,
     pub compute: Option<ComputeSettings>,
+    pub replica_name: Option<String>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -210,6 +217,9 @@ pub struct CommonArgs {
     /// RAM weigher multiplier: positive spreads, negative packs (default 1.0).
     #[arg(long, env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER", global = true, allow_hyphen_values = true)]
     pub ram_weight_multiplier: Option<f64>,
+    /// This server's name among replicas sharing one database (default: the host name).
+    #[arg(long, env = "MERIDIAN_REPLICA_NAME", global = true)]
+    pub replica_name: Option<String>,
 }
 
 impl CommonArgs {
@@ -249,6 +259,7 @@ impl CommonArgs {
             agent_token: self.agent_token.clone().or(file.agent_token),
             image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
             compute: self.compute_settings(file.compute)?,
+            replica_name: self.replica_name.clone().or(file.replica_name).unwrap_or_else(system_host_name),
         })
     }
 
@@ -275,6 +286,16 @@ impl CommonArgs {
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The system's host name, or `meridian-server` where it cannot be read.
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "meridian-server".to_string())
 }
 
 fn default_data_dir() -> PathBuf {

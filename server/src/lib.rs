@@ -12,9 +12,11 @@ pub mod extract;
 pub mod identity;
 pub mod image;
 pub mod network;
+pub mod ops;
 pub mod request_id;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 #[cfg(test)]
 pub mod testing;
 
@@ -64,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
         .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
+        // Probes and metrics for the operator (unauthenticated, see ops.rs), and every request
+        // above counted and timed by its matched route.
+        .merge(ops::router())
+        .layer(axum::middleware::from_fn(ops::track_requests))
         // Outermost, so the trace span, every fault and every response carry the id.
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
@@ -181,8 +187,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let conductor = tokio::spawn(conductor_loop(state.clone()));
+    let housekeeping = supervisor::supervise("housekeeping", state.clone(), housekeeping);
+    let conductor = supervisor::supervise("conductor", state.clone(), conductor_loop);
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();

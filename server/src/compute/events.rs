@@ -75,6 +75,7 @@ pub async fn stream(
             .event("ready")
             .data(json!({"cursor": fmt_time(cursor)}).to_string())]),
         checked_at: Instant::now(),
+        _client: crate::ops::StreamClient::open(),
     };
     let events = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
@@ -99,6 +100,8 @@ struct Feed {
     pending: VecDeque<Event>,
     rx: tokio::sync::watch::Receiver<u64>,
     checked_at: Instant,
+    /// Counted in `meridian_event_stream_clients` while the stream lives.
+    _client: crate::ops::StreamClient,
 }
 
 impl Feed {
