@@ -71,6 +71,8 @@ pub struct Agent {
     server: ServerClient,
     controller: Arc<Controller>,
     log: Arc<WorkLog>,
+    /// True while registered with the server (the agent's `/readyz`).
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Events = mpsc::UnboundedSender<(String, WorkEvent)>;
@@ -85,7 +87,18 @@ fn is_status(e: &ClientError, s: StatusCode) -> bool {
 
 impl Agent {
     pub fn new(cfg: AgentConfig, server: ServerClient, controller: Arc<Controller>, log: Arc<WorkLog>) -> Agent {
-        Agent { cfg, server, controller, log }
+        Agent { cfg, server, controller, log, registered: Arc::default() }
+    }
+
+    /// Reports registration through `flag` (set while registered, cleared when the server
+    /// forgets this host).
+    pub fn with_registered_flag(self, flag: Arc<std::sync::atomic::AtomicBool>) -> Agent {
+        Agent { registered: flag, ..self }
+    }
+
+    fn set_registered(&self, registered: bool) {
+        self.registered.store(registered, std::sync::atomic::Ordering::Release);
+        metrics::gauge!("meridian_agent_registered").set(f64::from(u8::from(registered)));
     }
 
     /// Runs until `shutdown` completes.
@@ -146,10 +159,12 @@ impl Agent {
             backoff.reset();
             let interval = Duration::from_secs(reg.heartbeat_interval_secs.clamp(1, 300));
             info!(host = %self.cfg.host, host_id = %reg.host_id, heartbeat = ?interval, "registered");
+            self.set_registered(true);
             tokio::select! {
                 () = self.heartbeats(interval) => {}
                 () = self.polls(dispatcher) => {}
             }
+            self.set_registered(false);
             warn!("the server no longer knows this host; registering again");
         }
     }
