@@ -107,7 +107,8 @@ for _ in $(seq 1 200); do
 done
 MERIDIAN_AGENT_TOKEN="$(cat "$DATA/agent-token")" MERIDIAN_AGENT_LOG="${MERIDIAN_AGENT_LOG:-warn}" \
     target/release/meridian-agent --server "$URL" --host "$(hostname)" --libvirt-uri "$URI" \
-    --state-dir "$DATA/agent" 2>>"$DATA/agent.log" &
+    --state-dir "$DATA/agent" --metrics-listen "${MERIDIAN_AGENT_METRICS_LISTEN:-127.0.0.1:9180}" \
+    2>>"$DATA/agent.log" &
 AGENT=$!
 
 python3 scripts/seed.py "$URL" "$ADMIN_PASSWORD" "$DEMO_PASSWORD" "$IMAGE_DIR/disk.qcow2"
@@ -120,6 +121,7 @@ Meridian is running on $URL (data: $DATA; logs: server.log, agent.log).
   CLI:           source $DATA/openrc && .venv/bin/openstack server create --flavor m1.tiny \\
                      --image meridian-guest --network demo-net --wait vm1
   clouds.yaml:   OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml, entries meridian (demo) and meridian-admin
+  metrics:       $URL/metrics (server), http://${MERIDIAN_AGENT_METRICS_LISTEN:-127.0.0.1:9180}/metrics (agent)
 MSG
 
 export OS_CLIENT_CONFIG_FILE="$DATA/clouds.yaml"

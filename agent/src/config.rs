@@ -71,6 +71,10 @@ pub struct Args {
     /// The config drive's filesystem, as Nova's `config_drive_format`.
     #[arg(long, env = "MERIDIAN_AGENT_CONFIG_DRIVE_FORMAT", value_enum, default_value_t = crate::config_drive::Format::Iso9660)]
     pub config_drive_format: crate::config_drive::Format,
+
+    /// Address for `/healthz`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9180`); off when unset.
+    #[arg(long, env = "MERIDIAN_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Whether instances get a config drive.

@@ -197,6 +197,11 @@ impl Controller {
         let started = Instant::now();
         let result = self.run(work, progress).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        let kind = work.op().name();
+        metrics::histogram!("meridian_agent_work_duration_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        metrics::counter!("meridian_agent_work_items_total", "kind" => kind, "outcome" => outcome).increment(1);
         match result {
             Ok((power_state, console)) => {
                 info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, "work done");

@@ -172,18 +172,26 @@ impl ImageCache {
         *self.lock().leases.entry(image.id.clone()).or_default() += 1;
         let lease = Lease { cache: Arc::clone(self), id: image.id.clone(), path: path.clone() };
         if touch(&path) {
+            metrics::counter!("meridian_agent_image_cache_requests_total", "result" => "hit").increment(1);
             return Ok(lease);
         }
         let gate = Arc::clone(self.lock().downloads.entry(image.id.clone()).or_default());
         let _fetching = gate.lock().await;
+        // Downloaded meanwhile by a concurrent build: a hit for this one.
         if touch(&path) {
+            metrics::counter!("meridian_agent_image_cache_requests_total", "result" => "hit").increment(1);
             return Ok(lease);
         }
+        metrics::counter!("meridian_agent_image_cache_requests_total", "result" => "miss").increment(1);
         self.download(image, &path).await?;
         self.lock().downloads.remove(&image.id);
         let me = Arc::clone(self);
         // Eviction is best-effort housekeeping: a failure is logged, never fails the build.
-        let _ = tokio::task::spawn_blocking(move || me.evict()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            me.evict();
+            metrics::gauge!("meridian_agent_image_cache_bytes").set(me.size() as f64);
+        })
+        .await;
         Ok(lease)
     }
 
@@ -259,6 +267,7 @@ impl ImageCache {
             !users.is_empty()
         });
         self.evict();
+        metrics::gauge!("meridian_agent_image_cache_bytes").set(self.size() as f64);
     }
 
     /// Total bytes of cached images.

@@ -18,6 +18,7 @@ pub mod hypervisor;
 pub mod image_cache;
 pub mod inventory;
 pub mod lifecycle;
+pub mod ops;
 pub mod run;
 pub mod server;
 pub mod work;
@@ -59,7 +60,9 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         .await
         .context("opening libvirt panicked")?
         .map_err(|e| anyhow::anyhow!(controller::chain(&e)))?;
-    let hv: Arc<dyn Hypervisor> = Arc::new(hv);
+    // Before anything is recorded: metrics recorded earlier would be lost.
+    ops::install();
+    let hv: Arc<dyn Hypervisor> = Arc::new(hypervisor::timed::Timed(hv));
     let probe = Arc::clone(&hv);
     let info = tokio::task::spawn_blocking(move || probe.host_info())
         .await
@@ -101,6 +104,12 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
     let images =
         ImageCache::open(&state_dir.join("images"), server.clone(), args.image_cache_max_gb.saturating_mul(1 << 30))
             .context("cannot open the image cache")?;
+    metrics::gauge!("meridian_agent_image_cache_bytes").set(images.size() as f64);
+    let health = ops::Health { registered: Arc::default(), hv: Arc::clone(&hv) };
+    if let Some(addr) = args.metrics_listen {
+        let bound = ops::serve(addr, health.clone()).await.with_context(|| format!("cannot listen on {addr}"))?;
+        info!(%bound, "serving /healthz, /readyz and /metrics");
+    }
     let controller = Controller::new(
         hv,
         Arc::new(images),
@@ -141,7 +150,8 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         server,
         Arc::new(controller),
         Arc::new(log),
-    );
+    )
+    .with_registered_flag(health.registered);
     agent.run(shutdown).await;
     Ok(())
 }

@@ -73,6 +73,8 @@ pub struct Agent {
     server: ServerClient,
     controller: Arc<Controller>,
     log: Arc<WorkLog>,
+    /// True while registered with the server (the agent's `/readyz`).
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Events = mpsc::UnboundedSender<(String, WorkEvent)>;
@@ -89,7 +91,18 @@ fn must_register(e: &ClientError) -> bool {
 
 impl Agent {
     pub fn new(cfg: AgentConfig, server: ServerClient, controller: Arc<Controller>, log: Arc<WorkLog>) -> Agent {
-        Agent { cfg, server, controller, log }
+        Agent { cfg, server, controller, log, registered: Arc::default() }
+    }
+
+    /// Reports registration through `flag` (set while registered, cleared when the server
+    /// forgets this host).
+    pub fn with_registered_flag(self, flag: Arc<std::sync::atomic::AtomicBool>) -> Agent {
+        Agent { registered: flag, ..self }
+    }
+
+    fn set_registered(&self, registered: bool) {
+        self.registered.store(registered, std::sync::atomic::Ordering::Release);
+        metrics::gauge!("meridian_agent_registered").set(f64::from(u8::from(registered)));
     }
 
     /// Runs until `shutdown` completes.
@@ -160,10 +173,12 @@ impl Agent {
             }
             let interval = Duration::from_secs(reg.heartbeat_interval_secs.clamp(1, 300));
             info!(host = %self.cfg.host, host_id = %reg.host_id, heartbeat = ?interval, "registered");
+            self.set_registered(true);
             tokio::select! {
                 () = self.heartbeats(interval) => {}
                 () = self.polls(dispatcher) => {}
             }
+            self.set_registered(false);
             warn!("the server no longer knows this host or its credential; registering again");
         }
     }

@@ -37,6 +37,9 @@ pub struct Config {
     pub image_size_cap: u64,
     pub compute: ComputeSettings,
     pub retention: RetentionSettings,
+    /// This process's name among the server replicas (its `os-services` host); default: the
+    /// system host name.
+    pub replica_name: String,
 }
 
 /// Scheduler, conductor and agent timing.
@@ -119,6 +122,7 @@ impl fmt::Debug for Config {
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
             .field("retention", &self.retention)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -142,6 +146,7 @@ impl fmt::Debug for FileSettings {
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
             .field("retention", &self.retention)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -163,6 +168,7 @@ impl fmt::Debug for CommonArgs {
             .field("build_timeout", &self.build_timeout)
             .field("ram_weight_multiplier", &self.ram_weight_multiplier)
             .field("retention", &self.retention)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -196,6 +202,7 @@ pub struct FileSettings {
     pub image_size_cap: Option<u64>,
     pub compute: Option<ComputeSettings>,
     pub retention: Option<RetentionSettings>,
+    pub replica_name: Option<String>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -245,6 +252,9 @@ pub struct CommonArgs {
     /// 604800, 7 days).
     #[arg(long, env = "MERIDIAN_RETENTION", global = true)]
     pub retention: Option<u64>,
+    /// This server's name among replicas sharing one database (default: the host name).
+    #[arg(long, env = "MERIDIAN_REPLICA_NAME", global = true)]
+    pub replica_name: Option<String>,
 }
 
 impl CommonArgs {
@@ -285,6 +295,7 @@ impl CommonArgs {
             image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
             compute: self.compute_settings(file.compute)?,
             retention: self.retention_settings(file.retention)?,
+            replica_name: self.replica_name.clone().or(file.replica_name).unwrap_or_else(system_host_name),
         })
     }
 
@@ -322,6 +333,16 @@ impl CommonArgs {
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The system's host name, or `meridian-server` where it cannot be read.
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "meridian-server".to_string())
 }
 
 fn default_data_dir() -> PathBuf {

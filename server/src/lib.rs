@@ -14,10 +14,12 @@ mod fuzz_tests;
 pub mod identity;
 pub mod image;
 pub mod network;
+pub mod ops;
 pub mod request_id;
 pub mod retention;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 #[cfg(test)]
 pub mod testing;
 
@@ -67,6 +69,10 @@ pub fn router(state: AppState) -> Router {
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
         .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
+        // Probes and metrics for the operator (unauthenticated, see ops.rs), and every request
+        // above counted and timed by its matched route.
+        .merge(ops::router())
+        .layer(axum::middleware::from_fn(ops::track_requests))
         // Outermost, so the trace span, every fault and every response carry the id.
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
@@ -191,8 +197,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let retention = tokio::spawn(retention::retention_loop(state.clone()));
-    let conductor = tokio::spawn(conductor_loop(state.clone()));
+    let retention = supervisor::supervise("retention", state.clone(), retention::retention_loop);
+    let conductor = supervisor::supervise("conductor", state.clone(), conductor_loop);
     let liveness = tokio::spawn(compute::conductor::watch_liveness(state.clone()));
     let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
     // The caller's signal becomes the shared token that streams and long polls select on.

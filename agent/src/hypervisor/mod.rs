@@ -5,6 +5,7 @@
 //! `Ok(None)` from [`Hypervisor::state`], never an error.
 
 pub mod libvirt;
+pub mod timed;
 
 pub use libvirt::Libvirt;
 

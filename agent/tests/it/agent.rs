@@ -234,3 +234,95 @@ async fn agent_keeps_its_credential_private_and_registers_again_when_refused() {
     let err = agent_with(&url, empty.path(), &[], std::future::pending()).await.expect("task").expect_err("refused");
     assert!(err.to_string().contains("no join token"), "{err}");
 }
+
+/// `/healthz`, `/readyz` (registered + libvirt) and `/metrics` on `--metrics-listen`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_serves_probes_and_metrics() {
+    let (url, s) = start_server().await;
+    s.refuse_registrations.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let data = raw_image(5);
+    s.add_image("img-metrics", data.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup { hv: libvirt(), instances: vec![id], networks: vec![net_id.clone()] };
+    // A free port for the listener (the flag takes an address, as an operator gives it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let state_dir = dir.path().to_string_lossy().to_string();
+    let args = Args::try_parse_from([
+        "meridian-agent",
+        "--server",
+        &url,
+        "--host",
+        "compute-m",
+        "--token",
+        TOKEN,
+        "--libvirt-uri",
+        URI,
+        "--state-dir",
+        &state_dir,
+        "--poll-wait-secs",
+        "1",
+        "--metrics-listen",
+        &listen,
+    ])
+    .expect("flags");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(meridian_agent::start(args, async {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("http://{listen}{path}"));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            let status = r.status().as_u16();
+            Some((status, r.text().await.ok()?))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("/healthz").await.is_none() {
+        assert!(Instant::now() < deadline, "the metrics listener never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get("/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(get("/readyz").await.map(|r| r.0), Some(503), "not registered yet");
+    s.refuse_registrations.store(0, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get("/readyz").await.map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready after registering");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.offer(WorkItem {
+        id: "w-metrics".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::Build(Box::new(build_spec("img-metrics", &data, vec![nic(&net_id, &mac(), "10.78.0.20")]))),
+    });
+    eventually(20, "the build's outcome", || finals(&s, "w-metrics") == 1).await;
+    let (status, text) = get("/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
+    let has = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().any(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+    };
+    assert!(has("meridian_agent_work_items_total", &[("kind", "build"), ("outcome", "done")]), "{text}");
+    assert!(has("meridian_agent_work_duration_seconds", &[("kind", "build")]), "{text}");
+    assert!(has("meridian_agent_libvirt_call_duration_seconds", &[("op", "define")]), "{text}");
+    assert!(has("meridian_agent_image_cache_requests_total", &[("result", "miss")]), "{text}");
+    assert!(
+        scrape.samples.iter().any(|x| x.metric == "meridian_agent_image_cache_bytes"
+            && matches!(x.value, prometheus_parse::Value::Gauge(v) if v >= data.len() as f64)),
+        "{text}"
+    );
+    assert!(!text.contains(&id.to_string()) && !text.contains("img-metrics"), "no ids in labels");
+    s.offer(WorkItem { id: "w-metrics-del".into(), instance_id: id.to_string(), attempt: 1, action: Action::Delete });
+    eventually(20, "the delete", || finals(&s, "w-metrics-del") == 1).await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("agent stops")
+        .expect("agent task")
+        .expect("agent result");
+}

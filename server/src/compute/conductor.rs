@@ -533,7 +533,9 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             }
         }
         (Action::Build(_), WorkEvent::Done { power_state, config_drive, .. }) => {
-            state.store.complete_build(&work.id, id, power_state.code(), config_drive).await?;
+            if state.store.complete_build(&work.id, id, power_state.code(), config_drive).await? {
+                crate::ops::record_build_phases(state, id).await;
+            }
         }
         (Action::Build(_), WorkEvent::Failed { message, details, retryable }) => {
             if state.store.finish_work(&work.id, "failed", Some(&message)).await? {

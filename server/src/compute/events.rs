@@ -147,6 +147,8 @@ struct Feed {
     checked_at: Instant,
     /// The final event was queued; the stream ends once `pending` is empty.
     ended: bool,
+    /// Counted in `meridian_event_stream_clients` while the stream lives.
+    _client: crate::ops::StreamClient,
 }
 
 impl Feed {
@@ -185,6 +187,7 @@ impl Feed {
             pass: Some(Pass::from(cursor)),
             checked_at: Instant::now(),
             ended: false,
+            _client: crate::ops::StreamClient::open(),
         }
     }
 

@@ -224,8 +224,9 @@ pub async fn show_hypervisor(
     Ok(axum::Json(json!({"hypervisor": hypervisor_detail(&state, v, &h).await?})))
 }
 
-/// `GET /os-services`: one `nova-compute` per agent host, plus this server as scheduler and
-/// conductor (always up while it answers).
+/// `GET /os-services`: one `nova-compute` per agent host, plus `nova-scheduler` and
+/// `nova-conductor` per server replica from its supervised conductor loop's heartbeats
+/// (`supervisor.rs`), down when the last one is older than `host_down_after_secs`.
 pub async fn list_services(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -233,14 +234,16 @@ pub async fn list_services(
     q: Query,
 ) -> JsonResult {
     ctx.require_admin("os_compute_api:os-services:list")?;
-    let now = nova_time(&crate::store::now());
-    let server_host = "meridian-server";
     let mut out = Vec::new();
-    for (i, binary) in ["nova-scheduler", "nova-conductor"].iter().enumerate() {
+    for hb in state.store.service_heartbeats().await? {
+        if !hb.service.starts_with("nova-") {
+            continue;
+        }
         let mut s = json!({
-            "id": if v.at_least(53) { json!(format!("00000000-0000-0000-0000-00000000000{}", i + 1)) } else { json!(-(i as i64) - 1) },
-            "binary": binary, "host": server_host, "zone": "internal", "status": "enabled", "state": "up",
-            "updated_at": now, "disabled_reason": null,
+            "id": if v.at_least(53) { json!(hb.id) } else { json!(hb.num) },
+            "binary": hb.service, "host": hb.replica, "zone": "internal", "status": "enabled",
+            "state": if service_up(&state, &hb.updated_at) { "up" } else { "down" },
+            "updated_at": nova_time(&hb.updated_at), "disabled_reason": null,
         });
         if v.at_least(11) {
             s["forced_down"] = json!(false);
@@ -291,6 +294,12 @@ pub async fn update_service(
     }
     let h = state.store.get_host(&id).await?;
     Ok(axum::Json(json!({"service": compute_service_json(&state, v, &h)})))
+}
+
+/// Whether a server loop's last heartbeat is recent enough for its service to count as up.
+fn service_up(state: &AppState, updated_at: &str) -> bool {
+    let limit = chrono::Duration::seconds(i64::try_from(state.cfg.compute.host_down_after_secs).unwrap_or(i64::MAX));
+    crate::store::parse_time(updated_at).is_some_and(|t| chrono::Utc::now() - t <= limit)
 }
 
 /// One agent host as a `nova-compute` service.
@@ -424,4 +433,67 @@ pub async fn timeline(State(state): State<AppState>, ctx: Ctx, Path(id): Path<St
         }));
     }
     Ok(axum::Json(json!({"timeline": out})))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode};
+    use serde_json::Value;
+
+    use crate::testing::TestApp;
+
+    async fn services(app: &TestApp, version: &str) -> Vec<Value> {
+        services_at(app, version, "/compute/v2.1/os-services").await
+    }
+
+    async fn services_at(app: &TestApp, version: &str, path: &str) -> Vec<Value> {
+        let t = app.admin_token.clone();
+        let r = app.call(Method::GET, path, Some(&t), &[("openstack-api-version", version)], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["services"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Scheduler and conductor rows come from each replica's heartbeats: up while fresh, down
+    /// once older than `host_down_after_secs`, each with ids of its own.
+    #[tokio::test]
+    async fn server_services_follow_their_heartbeats() {
+        let app = TestApp::new().await;
+        assert!(services(&app, "compute 2.1").await.is_empty(), "no loop has run in this process");
+        for replica in ["fresh", "stale"] {
+            for service in crate::supervisor::services_of("conductor") {
+                app.state.store.service_heartbeat(replica, service).await.expect("beat");
+            }
+        }
+        let old = crate::store::fmt_time(chrono::Utc::now() - chrono::Duration::seconds(16));
+        sqlx::query("UPDATE service_heartbeats SET updated_at = $1 WHERE replica = 'stale'")
+            .bind(&old)
+            .execute(&mut *app.state.store.conn().await.expect("conn"))
+            .await
+            .expect("age the heartbeat");
+        let list = services(&app, "compute 2.1").await;
+        let row = |host: &str, binary: &str| {
+            list.iter().find(|s| s["host"] == host && s["binary"] == binary).cloned().expect("service row")
+        };
+        for binary in ["nova-scheduler", "nova-conductor"] {
+            assert_eq!(row("fresh", binary)["state"], "up");
+            assert_eq!(row("stale", binary)["state"], "down");
+            assert_eq!(row("stale", binary)["updated_at"], super::nova_time(&old));
+        }
+        // The shape Nova gives at 2.1: integer ids, distinct per row.
+        let mut ids: Vec<i64> = list.iter().filter_map(|s| s["id"].as_i64()).collect();
+        assert_eq!(ids.len(), 4);
+        ids.dedup();
+        assert_eq!(ids.len(), 4);
+        let mut keys: Vec<&String> = list[0].as_object().expect("object").keys().collect();
+        keys.sort();
+        let want = ["binary", "disabled_reason", "host", "id", "state", "status", "updated_at", "zone"];
+        assert_eq!(keys, want);
+        // From 2.53 the ids are UUIDs; from 2.11 rows say whether they are forced down.
+        let list = services(&app, "compute 2.53").await;
+        assert!(list.iter().all(|s| s["id"].as_str().is_some_and(|id| id.len() == 36)), "{list:?}");
+        assert!(list.iter().all(|s| s["forced_down"] == false), "{list:?}");
+        let list = services_at(&app, "compute 2.1", "/compute/v2.1/os-services?host=stale&binary=nova-conductor").await;
+        assert_eq!(list.len(), 1, "{list:?}");
+    }
 }

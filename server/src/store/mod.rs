@@ -14,6 +14,7 @@ pub mod image;
 pub mod instances;
 pub mod network;
 pub mod retention;
+pub mod services;
 mod sql;
 mod triggers;
 pub mod wal_sync;
@@ -287,7 +288,12 @@ impl Store {
     /// already is). Called before a change is acknowledged to anyone outside the process.
     pub async fn sync(&self) -> StoreResult<()> {
         match &self.wal_sync {
-            Some(s) => s.sync().await.map_err(|e| StoreError::Other(e.into())),
+            Some(s) => {
+                let start = std::time::Instant::now();
+                let synced = s.sync().await.map_err(|e| StoreError::Other(e.into()));
+                metrics::histogram!("meridian_store_sync_duration_seconds").record(start.elapsed().as_secs_f64());
+                synced
+            }
             None => Ok(()),
         }
     }

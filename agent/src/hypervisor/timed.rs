@@ -1,0 +1,64 @@
+//! A [`Hypervisor`] that times every call of the one it wraps
+//! (`meridian_agent_libvirt_call_duration_seconds`, by operation).
+
+use std::time::Instant;
+
+use super::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor};
+
+pub struct Timed<H>(pub H);
+
+fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    metrics::histogram!("meridian_agent_libvirt_call_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    out
+}
+
+impl<H: Hypervisor> Hypervisor for Timed<H> {
+    fn host_info(&self) -> Result<HostInfo, HvError> {
+        timed("host_info", || self.0.host_info())
+    }
+    fn domains(&self) -> Result<Vec<DomainSummary>, HvError> {
+        timed("domains", || self.0.domains())
+    }
+    fn state(&self, name: &str) -> Result<Option<DomainState>, HvError> {
+        timed("state", || self.0.state(name))
+    }
+    fn domain_xml(&self, name: &str) -> Result<String, HvError> {
+        timed("domain_xml", || self.0.domain_xml(name))
+    }
+    fn define(&self, xml: &str) -> Result<(), HvError> {
+        timed("define", || self.0.define(xml))
+    }
+    fn start(&self, name: &str) -> Result<(), HvError> {
+        timed("start", || self.0.start(name))
+    }
+    fn shutdown(&self, name: &str) -> Result<(), HvError> {
+        timed("shutdown", || self.0.shutdown(name))
+    }
+    fn destroy(&self, name: &str) -> Result<(), HvError> {
+        timed("destroy", || self.0.destroy(name))
+    }
+    fn reboot(&self, name: &str) -> Result<(), HvError> {
+        timed("reboot", || self.0.reboot(name))
+    }
+    fn reset(&self, name: &str) -> Result<(), HvError> {
+        timed("reset", || self.0.reset(name))
+    }
+    fn undefine(&self, name: &str) -> Result<(), HvError> {
+        timed("undefine", || self.0.undefine(name))
+    }
+    fn ensure_network(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        timed("ensure_network", || self.0.ensure_network(name, xml))
+    }
+    fn set_dhcp_host(&self, network: &str, mac: &str, ip: &str) -> Result<(), HvError> {
+        timed("set_dhcp_host", || self.0.set_dhcp_host(network, mac, ip))
+    }
+    fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
+        timed("remove_dhcp_host", || self.0.remove_dhcp_host(network, mac))
+    }
+    fn remove_network(&self, name: &str) -> Result<(), HvError> {
+        timed("remove_network", || self.0.remove_network(name))
+    }
+}
