@@ -36,6 +36,10 @@ pub struct Config {
     /// Largest accepted image upload, in bytes (413 beyond).
     pub image_size_cap: u64,
     pub compute: ComputeSettings,
+    /// Most items a Neutron list returns in one page (Neutron's `pagination_max_limit`), also
+    /// when the request gives no `limit`; the rest is reached through the `next` link. 0 or
+    /// less: unlimited, as Neutron's default.
+    pub pagination_max_limit: i64,
 }
 
 /// Scheduler, conductor and agent timing.
@@ -91,6 +95,7 @@ impl fmt::Debug for Config {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -113,6 +118,7 @@ impl fmt::Debug for FileSettings {
             .field("agent_token", &redacted(&self.agent_token))
             .field("image_size_cap", &self.image_size_cap)
             .field("compute", &self.compute)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -133,6 +139,7 @@ impl fmt::Debug for CommonArgs {
             .field("host_down_after", &self.host_down_after)
             .field("build_timeout", &self.build_timeout)
             .field("ram_weight_multiplier", &self.ram_weight_multiplier)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -165,6 +172,7 @@ pub struct FileSettings {
     pub agent_token: Option<String>,
     pub image_size_cap: Option<u64>,
     pub compute: Option<ComputeSettings>,
+    pub pagination_max_limit: Option<i64>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -210,6 +218,9 @@ pub struct CommonArgs {
     /// RAM weigher multiplier: positive spreads, negative packs (default 1.0).
     #[arg(long, env = "MERIDIAN_RAM_WEIGHT_MULTIPLIER", global = true, allow_hyphen_values = true)]
     pub ram_weight_multiplier: Option<f64>,
+    /// Most items per Neutron list page, with or without `limit` (default 1000; 0: unlimited).
+    #[arg(long, env = "MERIDIAN_PAGINATION_MAX_LIMIT", global = true, allow_hyphen_values = true)]
+    pub pagination_max_limit: Option<i64>,
 }
 
 impl CommonArgs {
@@ -249,6 +260,10 @@ impl CommonArgs {
             agent_token: self.agent_token.clone().or(file.agent_token),
             image_size_cap: self.image_size_cap.or(file.image_size_cap).unwrap_or(64 << 30),
             compute: self.compute_settings(file.compute)?,
+            pagination_max_limit: self
+                .pagination_max_limit
+                .or(file.pagination_max_limit)
+                .unwrap_or(DEFAULT_PAGINATION_MAX_LIMIT),
         })
     }
 
@@ -271,6 +286,10 @@ impl CommonArgs {
         Ok(c)
     }
 }
+
+/// Neutron's is unlimited; a bounded page keeps one list request from reading and rendering
+/// every port of a large cloud at once.
+pub const DEFAULT_PAGINATION_MAX_LIMIT: i64 = 1000;
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;

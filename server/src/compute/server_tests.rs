@@ -414,12 +414,20 @@ async fn seed_instances(app: &TestApp, image: &str, network: &str, n: usize) -> 
     ids
 }
 
-/// Statements the store ran for one request.
+/// Statements the store ran for one request: the least of three tries, so a token
+/// revalidated when its 5 s cache entry lapses (a few statements) is not counted.
 async fn statements_for(app: &TestApp, path: &str, version: &str) -> (u64, Reply) {
     let t = app.admin_token.clone();
-    let before = app.state.store.statements();
-    let r = at(app, Method::GET, path, &t, version, Value::Null).await;
-    (app.state.store.statements() - before, r)
+    let mut least = None;
+    for _ in 0..3 {
+        let before = app.state.store.statements();
+        let r = at(app, Method::GET, path, &t, version, Value::Null).await;
+        let n = app.state.store.statements() - before;
+        if least.as_ref().is_none_or(|(m, _)| n < *m) {
+            least = Some((n, r));
+        }
+    }
+    least.expect("three tries")
 }
 
 #[tokio::test]

@@ -53,4 +53,15 @@ impl Sql {
         }
         q
     }
+    /// The statement for rows read by position (`sqlx::Row::try_get`).
+    pub(crate) fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for a in &self.args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
 }
