@@ -40,6 +40,10 @@ pub struct Config {
     /// This process's name among the server replicas (its `os-services` host); default: the
     /// system host name.
     pub replica_name: String,
+    /// Most items a Neutron list returns in one page (Neutron's `pagination_max_limit`), also
+    /// when the request gives no `limit`; the rest is reached through the `next` link. 0 or
+    /// less: unlimited, as Neutron's default.
+    pub pagination_max_limit: i64,
 }
 
 /// Scheduler, conductor and agent timing.
@@ -123,6 +127,7 @@ impl fmt::Debug for Config {
             .field("compute", &self.compute)
             .field("retention", &self.retention)
             .field("replica_name", &self.replica_name)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -147,6 +152,7 @@ impl fmt::Debug for FileSettings {
             .field("compute", &self.compute)
             .field("retention", &self.retention)
             .field("replica_name", &self.replica_name)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -169,6 +175,7 @@ impl fmt::Debug for CommonArgs {
             .field("ram_weight_multiplier", &self.ram_weight_multiplier)
             .field("retention", &self.retention)
             .field("replica_name", &self.replica_name)
+            .field("pagination_max_limit", &self.pagination_max_limit)
             .finish()
     }
 }
@@ -203,6 +210,7 @@ pub struct FileSettings {
     pub compute: Option<ComputeSettings>,
     pub retention: Option<RetentionSettings>,
     pub replica_name: Option<String>,
+    pub pagination_max_limit: Option<i64>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -255,6 +263,9 @@ pub struct CommonArgs {
     /// This server's name among replicas sharing one database (default: the host name).
     #[arg(long, env = "MERIDIAN_REPLICA_NAME", global = true)]
     pub replica_name: Option<String>,
+    /// Most items per Neutron list page, with or without `limit` (default 1000; 0: unlimited).
+    #[arg(long, env = "MERIDIAN_PAGINATION_MAX_LIMIT", global = true, allow_hyphen_values = true)]
+    pub pagination_max_limit: Option<i64>,
 }
 
 impl CommonArgs {
@@ -296,6 +307,10 @@ impl CommonArgs {
             compute: self.compute_settings(file.compute)?,
             retention: self.retention_settings(file.retention)?,
             replica_name: self.replica_name.clone().or(file.replica_name).unwrap_or_else(system_host_name),
+            pagination_max_limit: self
+                .pagination_max_limit
+                .or(file.pagination_max_limit)
+                .unwrap_or(DEFAULT_PAGINATION_MAX_LIMIT),
         })
     }
 
@@ -329,6 +344,10 @@ impl CommonArgs {
         Ok(c)
     }
 }
+
+/// Neutron's is unlimited; a bounded page keeps one list request from reading and rendering
+/// every port of a large cloud at once.
+pub const DEFAULT_PAGINATION_MAX_LIMIT: i64 = 1000;
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;

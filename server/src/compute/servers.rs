@@ -13,13 +13,17 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha224};
 
 use super::conductor::{self, NetRequest, nova_time};
+use super::flavors::MAX_LIMIT;
 use super::states::{self, Action as UserAction, TaskState, VmState};
 use super::{ApiVersion, links};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use crate::store::instances::{Expect, Instance, InstanceAction, InstanceFilter, NewState};
+use crate::store::hosts::Host;
+use crate::store::instances::{
+    Expect, Instance, InstanceAction, InstanceFilter, InstanceMatch, InstancePage, InstanceSort, NewState,
+};
 use crate::store::{StoreError, new_uuid, now};
 
 type JsonResult = ApiResult<axum::Json<Value>>;
@@ -76,42 +80,55 @@ struct Extras {
     addresses: Value,
 }
 
-async fn extras(state: &AppState, inst: &Instance) -> ApiResult<Extras> {
-    let host = match &inst.host_id {
-        Some(h) => state.store.get_host(h).await.ok(),
-        None => None,
-    };
-    Ok(Extras {
-        host_name: host.as_ref().map(|h| h.name.clone()),
-        host_az: host.as_ref().map(|h| h.availability_zone.clone()),
-        host_up: host.as_ref().map(|h| conductor::host_up(state, h) && h.enabled != 0),
-        addresses: addresses(state, &inst.id).await?,
-    })
+/// The extras of each instance, in order, read in a fixed number of statements however many
+/// there are (their hosts in one, their addresses in one).
+async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras>> {
+    let mut host_ids: Vec<&str> = insts.iter().filter_map(|i| i.host_id.as_deref()).collect();
+    host_ids.sort_unstable();
+    host_ids.dedup();
+    let hosts: BTreeMap<String, Host> =
+        state.store.hosts_by_ids(&host_ids).await?.into_iter().map(|h| (h.id.clone(), h)).collect();
+    let ids: Vec<&str> = insts.iter().map(|i| i.id.as_str()).collect();
+    let mut addresses = addresses_by_instance(state, &ids).await?;
+    Ok(insts
+        .iter()
+        .map(|inst| {
+            let host = inst.host_id.as_deref().and_then(|h| hosts.get(h));
+            Extras {
+                host_name: host.map(|h| h.name.clone()),
+                host_az: host.map(|h| h.availability_zone.clone()),
+                host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
+                addresses: addresses.remove(&inst.id).unwrap_or_else(|| Value::Object(Map::new())),
+            }
+        })
+        .collect())
+}
+
+/// `addresses` of each instance that has ports: network name → the port addresses on it.
+async fn addresses_by_instance(state: &AppState, ids: &[&str]) -> ApiResult<BTreeMap<String, Value>> {
+    let mut out: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for a in state.store.instance_addresses(ids).await? {
+        let name = a.network_name.unwrap_or(a.network_id);
+        let entry = out.entry(a.device_id).or_default().entry(name).or_insert_with(|| json!([]));
+        if let (Some(ip), Some(list)) = (a.ip_address, entry.as_array_mut()) {
+            let version = if ip.contains(':') { 6 } else { 4 };
+            list.push(json!({
+                "version": version,
+                "addr": ip,
+                "OS-EXT-IPS:type": "fixed",
+                "OS-EXT-IPS-MAC:mac_addr": a.mac_address,
+            }));
+        }
+    }
+    Ok(out.into_iter().map(|(id, m)| (id, Value::Object(m))).collect())
 }
 
 /// `addresses`: network name → the port addresses on it.
 async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
-    let mut out: Map<String, Value> = Map::new();
-    let ports = state.store.ports_by_device(instance_id).await.map_err(ApiError::from)?;
-    for p in ports {
-        let name = match state.store.get_network(&p.network_id).await {
-            Ok(n) => n.name,
-            Err(_) => p.network_id.clone(),
-        };
-        let entry = out.entry(name).or_insert_with(|| json!([]));
-        for ip in &p.fixed_ips {
-            let version = if ip.ip_address.contains(':') { 6 } else { 4 };
-            if let Some(list) = entry.as_array_mut() {
-                list.push(json!({
-                    "version": version,
-                    "addr": ip.ip_address,
-                    "OS-EXT-IPS:type": "fixed",
-                    "OS-EXT-IPS-MAC:mac_addr": p.mac_address,
-                }));
-            }
-        }
-    }
-    Ok(Value::Object(out))
+    Ok(addresses_by_instance(state, &[instance_id])
+        .await?
+        .remove(instance_id)
+        .unwrap_or_else(|| Value::Object(Map::new())))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -250,8 +267,20 @@ pub(crate) async fn render(
     inst: &Instance,
     shape: Shape,
 ) -> ApiResult<Value> {
-    let x = extras(state, inst).await?;
-    Ok(server_json(state, ctx, v, inst, &x, shape))
+    let mut all = render_many(state, ctx, v, std::slice::from_ref(inst), shape).await?;
+    Ok(all.pop().unwrap_or(Value::Null))
+}
+
+/// [`render`] for many instances, in a fixed number of statements.
+pub(crate) async fn render_many(
+    state: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    insts: &[Instance],
+    shape: Shape,
+) -> ApiResult<Vec<Value>> {
+    let extras = extras_of(state, insts).await?;
+    Ok(insts.iter().zip(&extras).map(|(inst, x)| server_json(state, ctx, v, inst, x, shape)).collect())
 }
 
 // ---- create ----
@@ -820,9 +849,9 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
     };
     let (ip4_re, ip6_re) = (ip_re("ip")?, ip_re("ip6")?);
     let sort_key = q.get("sort_key").unwrap_or("created_at");
-    if !SORT_KEYS.contains(&sort_key) {
-        return Err(bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")));
-    }
+    let sort = InstanceSort::parse(sort_key)
+        .filter(|_| SORT_KEYS.contains(&sort_key))
+        .ok_or_else(|| bad(format!("Invalid input for query parameters sort_key. Value: {sort_key}.")))?;
     let desc = match q.get("sort_dir").unwrap_or("desc") {
         "desc" => true,
         "asc" => false,
@@ -837,68 +866,69 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         include_deleted: ctx.is_admin()
             && q.get("deleted").is_some_and(|d| crate::extract::parse_bool(d) == Some(true)),
     };
-    let mut rows: Vec<Instance> = state
-        .store
-        .list_instances(&filter)
-        .await?
-        .into_iter()
-        .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
-        .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
-        .filter(|i| q.get("image").is_none_or(|im| im.rsplit('/').next() == Some(i.image_id.as_str())))
-        .filter(|i| q.get("flavor").is_none_or(|f| f.rsplit('/').next() == Some(i.flavor_id.as_str())))
-        .filter(|i| q.get("reservation_id").is_none_or(|r| r == i.reservation_id))
-        .collect();
-    if ip4_re.is_some() || ip6_re.is_some() {
-        let mut kept = Vec::with_capacity(rows.len());
-        for i in rows {
-            let ips: Vec<String> = state
-                .store
-                .ports_by_device(&i.id)
-                .await
-                .map_err(ApiError::from)?
-                .into_iter()
-                .flat_map(|p| p.fixed_ips.into_iter().map(|f| f.ip_address))
-                .collect();
-            let hit = |re: &Option<regex::Regex>, v6: bool| {
-                re.as_ref().is_none_or(|re| ips.iter().any(|a| a.contains(':') == v6 && re.is_match(a)))
-            };
-            if hit(&ip4_re, false) && hit(&ip6_re, true) {
-                kept.push(i);
-            }
-        }
-        rows = kept;
-    }
-    let key = |i: &Instance| -> String {
-        match sort_key {
-            "display_name" => i.name.clone(),
-            "updated_at" => i.updated_at.clone(),
-            "uuid" => i.id.clone(),
-            "vm_state" => i.vm_state.clone(),
-            "task_state" => i.task_state.clone().unwrap_or_default(),
-            "launched_at" => i.launched_at.clone().unwrap_or_default(),
-            "host" => i.host_id.clone().unwrap_or_default(),
-            _ => i.created_at.clone(),
-        }
+    let last_part = |key: &str| q.get(key).map(|v| v.rsplit('/').next().unwrap_or_default().to_string());
+    let matching = InstanceMatch {
+        image_id: last_part("image"),
+        flavor_id: last_part("flavor"),
+        reservation_id: q.get("reservation_id").map(str::to_string),
     };
-    rows.sort_by(|a, b| {
-        let o = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
-        if desc { o.reverse() } else { o }
-    });
-    let page = super::flavors::paginate(&mut rows, &q, |i| &i.id).map_err(|e| {
+    let marker_error = |e: ApiError| {
         if e.status == StatusCode::BAD_REQUEST && e.message.starts_with("marker") {
             bad(format!("marker [{}] not found", q.get("marker").unwrap_or_default()))
         } else {
             e
         }
-    })?;
-    let mut out = Vec::with_capacity(rows.len());
-    for i in &rows {
-        if detail {
-            out.push(render(&state, &ctx, v, i, Shape::Detail).await?);
-        } else {
-            out.push(json!({"id": i.id, "name": i.name, "links": links(&state, &format!("servers/{}", i.id))}));
+    };
+    let in_memory = name_re.is_some() || !status_filter.is_empty() || ip4_re.is_some() || ip6_re.is_some();
+    let (rows, page) = if in_memory {
+        // Filters SQL cannot express (regular expressions, the status derived from two
+        // columns): the SQL-filtered listing in order, then these filters and the page here.
+        let all = InstancePage { sort, desc, marker: None, limit: None };
+        let mut rows: Vec<Instance> = state
+            .store
+            .list_instances_page(&filter, &matching, &all)
+            .await?
+            .into_iter()
+            .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
+            .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
+            .collect();
+        if ip4_re.is_some() || ip6_re.is_some() {
+            let mut ips: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (id, ip) in state.store.listed_instance_ips(&filter, &matching).await? {
+                ips.entry(id).or_default().push(ip);
+            }
+            let none = Vec::new();
+            rows.retain(|i| {
+                let ips = ips.get(&i.id).unwrap_or(&none);
+                let hit = |re: &Option<regex::Regex>, v6: bool| {
+                    re.as_ref().is_none_or(|re| ips.iter().any(|a| a.contains(':') == v6 && re.is_match(a)))
+                };
+                hit(&ip4_re, false) && hit(&ip6_re, true)
+            });
         }
-    }
+        let page = super::flavors::paginate(&mut rows, &q, |i| &i.id).map_err(marker_error)?;
+        (rows, page)
+    } else {
+        let marker = q.get("marker");
+        let limit = q.uint("limit")?.map(|l| usize::try_from(l).unwrap_or(MAX_LIMIT).min(MAX_LIMIT));
+        let effective = i64::try_from(limit.unwrap_or(MAX_LIMIT)).unwrap_or(i64::MAX);
+        let want = InstancePage { sort, desc, marker, limit: Some(effective) };
+        let rows = match state.store.list_instances_page(&filter, &matching, &want).await {
+            Ok(rows) => rows,
+            Err(StoreError::NotFound(_)) => {
+                return Err(bad(format!("marker [{}] not found", marker.unwrap_or_default())));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        (rows, limit)
+    };
+    let out = if detail {
+        render_many(&state, &ctx, v, &rows, Shape::Detail).await?
+    } else {
+        rows.iter()
+            .map(|i| json!({"id": i.id, "name": i.name, "links": links(&state, &format!("servers/{}", i.id))}))
+            .collect()
+    };
     let mut body = json!({"servers": out});
     let path = if detail { "servers/detail" } else { "servers" };
     if let Some(l) = super::next_links(&state, path, page, rows.len(), rows.last().map(|i| i.id.as_str())) {

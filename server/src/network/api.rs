@@ -12,7 +12,7 @@ use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, parse_bool};
 use crate::state::AppState;
-use crate::store::network::NetError;
+use crate::store::network::{ListSort, ListSpec, ListValue, NetError};
 
 pub(crate) type JsonResult = ApiResult<axum::Json<Value>>;
 pub(crate) type Obj = Map<String, Value>;
@@ -383,12 +383,29 @@ fn page_link(state: &AppState, s: &Schema, q: &Query, marker: Option<&str>, prev
     json!({"rel": if previous { "previous" } else { "next" }, "href": href})
 }
 
-/// Filters, sorts, paginates and projects `items` (all the caller may see, oldest first) into
-/// `{plural: [...], plural_links: [...]}`. `handled` names query keys the caller applied itself.
-pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, mut items: Vec<Obj>, handled: &[&str]) -> JsonResult {
+/// A parsed list request: what both the SQL and the in-memory path apply.
+pub(crate) struct ListRequest {
+    filters: Vec<Filter>,
+    /// The sort keys with `id` last; empty when the list keeps its natural order (no
+    /// `sort_key`, no `limit` from the caller).
+    sorts: Vec<(String, bool)>,
+    /// The page size: the caller's `limit` capped by `pagination_max_limit`, or that maximum
+    /// when the caller gave none; 0 for no limit.
+    limit: usize,
+    /// Whether the caller asked for a page (`limit`): then links come with every page, as
+    /// Neutron's; with only the server's maximum, when a page is full (more may follow).
+    explicit: bool,
+    reverse: bool,
+    marker: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    tags: bool,
+}
+
+/// Parses and checks a list request (Neutron's messages, in Neutron's order).
+pub(crate) fn list_request(state: &AppState, s: &Schema, q: &Query, handled: &[&str]) -> ApiResult<ListRequest> {
     let filters = parse_filters(s, q, handled)?;
     let mut sorts = parse_sorts(s, q)?;
-    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+    let asked = match q.get("limit").filter(|l| !l.is_empty()) {
         None => 0,
         Some(l) => l
             .trim()
@@ -397,20 +414,12 @@ pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, mut items: Vec<Obj>,
             .filter(|n| *n >= 0)
             .ok_or_else(|| bad(format!("Limit must be an integer 0 or greater and not '{l}'")))?,
     };
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if !sorts.is_empty() || limit > 0 {
-        if !sorts.iter().any(|(k, _)| k == "id") {
-            sorts.push(("id".into(), true));
-        }
-        items.sort_by(|a, b| {
-            for (k, asc) in &sorts {
-                let o = cmp_values(a.get(k), b.get(k));
-                if o != Ordering::Equal {
-                    return if *asc { o } else { o.reverse() };
-                }
-            }
-            Ordering::Equal
-        });
+    let asked = usize::try_from(asked).unwrap_or(usize::MAX);
+    // Neutron's get_limit_and_marker: min(max, limit) or max.
+    let max = usize::try_from(state.cfg.pagination_max_limit).unwrap_or(0);
+    let limit = if max > 0 && (asked == 0 || asked > max) { max } else { asked };
+    if (!sorts.is_empty() || asked > 0) && !sorts.iter().any(|(k, _)| k == "id") {
+        sorts.push(("id".into(), true));
     }
     let since = match q.get("changed_since").filter(|v| !v.is_empty()) {
         None => None,
@@ -421,28 +430,148 @@ pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, mut items: Vec<Obj>,
                 .map_err(|_| invalid("changed_since", format!("'{v}' is not a valid time")))?,
         ),
     };
+    Ok(ListRequest {
+        filters,
+        sorts,
+        limit,
+        explicit: asked > 0,
+        reverse: limit > 0 && q.get("page_reverse").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        marker: q.get("marker").filter(|m| !m.is_empty() && limit > 0).map(str::to_string),
+        since,
+        tags: TAG_FILTERS.iter().any(|k| q.all(k).iter().any(|v| !v.is_empty())),
+    })
+}
+
+/// An attribute kept in a column, so lists can filter and sort on it in SQL.
+pub(crate) struct Column {
+    pub attr: &'static str,
+    /// The column, or an expression over columns that compares as the attribute does.
+    pub expr: &'static str,
+    /// Whether a filter on the attribute can be an `IN` on `expr` (times are shown rounded,
+    /// so they sort in SQL but are filtered in memory).
+    pub filter: bool,
+}
+
+impl ListRequest {
+    /// The request as SQL, when every filter and sort key is one of `columns` (no tag filters);
+    /// `None` otherwise: then the whole visible list is filtered and paged in memory.
+    pub(crate) fn sql(&self, s: &Schema, columns: &[Column]) -> Option<ListSpec> {
+        if self.tags {
+            return None;
+        }
+        let column = |attr: &str| columns.iter().find(|c| c.attr == attr);
+        let mut filters = Vec::new();
+        for f in &self.filters {
+            let c = column(&f.attr).filter(|c| c.filter)?;
+            let values = f
+                .values
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Some(ListValue::Int(i64::from(*b))),
+                    Value::Number(n) => n.as_i64().map(ListValue::Int),
+                    Value::String(t) => Some(ListValue::Text(t.clone())),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            filters.push((c.expr, values));
+        }
+        let sorts = if self.sorts.is_empty() {
+            // The natural order, as the store lists: oldest first.
+            vec![ListSort { expr: "created_at", text: true, asc: true }, ListSort { expr: "id", text: true, asc: true }]
+        } else {
+            self.sorts
+                .iter()
+                .map(|(k, asc)| {
+                    let c = column(k)?;
+                    Some(ListSort { expr: c.expr, text: s.kind(k) == Some(Kind::Str), asc: *asc })
+                })
+                .collect::<Option<Vec<_>>>()?
+        };
+        Some(ListSpec {
+            filters,
+            since: self.since.map(crate::store::fmt_time),
+            sorts,
+            marker: self.marker.clone(),
+            limit: (self.limit > 0).then(|| i64::try_from(self.limit).unwrap_or(i64::MAX)),
+            reverse: self.reverse,
+        })
+    }
+
+    /// The answer when the store did not find the marker among what the caller sees.
+    pub(crate) fn marker_not_found(&self, s: &Schema) -> ApiError {
+        s.not_found(self.marker.as_deref().unwrap_or_default())
+    }
+
+    /// `{plural: [...], plural_links: [...]}` for a page (already filtered, sorted and cut).
+    pub(crate) fn respond(&self, state: &AppState, s: &Schema, q: &Query, page: Vec<Obj>) -> JsonResult {
+        let mut links = Vec::new();
+        if self.limit > 0 && (self.explicit || page.len() >= self.limit) {
+            let id_of = |o: Option<&Obj>| o.and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_string);
+            let first = id_of(page.first());
+            let last = id_of(page.last());
+            // Neutron's get_pagination_links.
+            if page.len() >= self.limit || self.reverse {
+                links.push(page_link(state, s, q, last.as_deref(), false));
+            }
+            if page.len() >= self.limit || !self.reverse {
+                links.push(page_link(state, s, q, first.as_deref(), true));
+            }
+        }
+        let out: Vec<Value> = page.into_iter().map(|o| select_fields(o, q)).collect();
+        let mut body = json!({ s.plural: out });
+        if !links.is_empty() {
+            body[format!("{}_links", s.plural)] = Value::Array(links);
+        }
+        Ok(axum::Json(body))
+    }
+}
+
+/// Filters, sorts, paginates and projects `items` (all the caller may see, oldest first) into
+/// `{plural: [...], plural_links: [...]}`. `handled` names query keys the caller applied itself.
+pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, items: Vec<Obj>, handled: &[&str]) -> JsonResult {
+    let req = list_request(state, s, q, handled)?;
+    list_in_memory(state, s, q, &req, items)
+}
+
+/// [`list`] for a parsed request.
+pub(crate) fn list_in_memory(
+    state: &AppState,
+    s: &Schema,
+    q: &Query,
+    req: &ListRequest,
+    mut items: Vec<Obj>,
+) -> JsonResult {
+    if !req.sorts.is_empty() {
+        items.sort_by(|a, b| {
+            for (k, asc) in &req.sorts {
+                let o = cmp_values(a.get(k), b.get(k));
+                if o != Ordering::Equal {
+                    return if *asc { o } else { o.reverse() };
+                }
+            }
+            Ordering::Equal
+        });
+    }
     let changed = |o: &Obj| {
-        since.is_none_or(|t| {
+        req.since.is_none_or(|t| {
             o.get("updated_at").and_then(Value::as_str).and_then(crate::store::parse_time).is_some_and(|u| u >= t)
         })
     };
-    let keep = |o: &Obj| matches(o, &filters) && tag_match(o, q) && changed(o);
-    let mut links = Vec::new();
+    let keep = |o: &Obj| matches(o, &req.filters) && tag_match(o, q) && changed(o);
+    let limit = req.limit;
     let page: Vec<Obj> = if limit == 0 {
         items.into_iter().filter(keep).collect()
     } else {
-        let reverse = q.get("page_reverse").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let marker = q.get("marker").filter(|m| !m.is_empty());
-        let pos = match marker {
+        let pos = match &req.marker {
             Some(m) => Some(
                 items
                     .iter()
-                    .position(|o| o.get("id").and_then(Value::as_str) == Some(m))
+                    .position(|o| o.get("id").and_then(Value::as_str) == Some(m.as_str()))
                     .ok_or_else(|| s.not_found(m))?,
             ),
             None => None,
         };
-        let page: Vec<Obj> = if reverse {
+        if req.reverse {
             let end = pos.unwrap_or(items.len());
             let before: Vec<Obj> = items.into_iter().take(end).filter(keep).collect();
             let skip = before.len().saturating_sub(limit);
@@ -450,23 +579,7 @@ pub(crate) fn list(state: &AppState, s: &Schema, q: &Query, mut items: Vec<Obj>,
         } else {
             let start = pos.map_or(0, |p| p + 1);
             items.into_iter().skip(start).filter(keep).take(limit).collect()
-        };
-        let id_of = |o: Option<&Obj>| o.and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_string);
-        let first = id_of(page.first());
-        let last = id_of(page.last());
-        // Neutron's get_pagination_links.
-        if page.len() >= limit || reverse {
-            links.push(page_link(state, s, q, last.as_deref(), false));
         }
-        if page.len() >= limit || !reverse {
-            links.push(page_link(state, s, q, first.as_deref(), true));
-        }
-        page
     };
-    let out: Vec<Value> = page.into_iter().map(|o| select_fields(o, q)).collect();
-    let mut body = json!({ s.plural: out });
-    if !links.is_empty() {
-        body[format!("{}_links", s.plural)] = Value::Array(links);
-    }
-    Ok(axum::Json(body))
+    req.respond(state, s, q, page)
 }

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::api::{self, JsonResult, Kind, Obj, Schema, deny};
+use super::api::{self, Column, JsonResult, Kind, Obj, Schema, deny};
 use crate::auth::Ctx;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
@@ -100,9 +100,31 @@ pub(crate) async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiRe
 pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
     ctx.require_reader("get_network").map_err(|_| deny("get_network"))?;
     let scope = if ctx.is_admin() { None } else { Some(ctx.project_id()?) };
+    let req = api::list_request(&state, &SCHEMA, &q, &[])?;
+    if let Some(spec) = req.sql(&SCHEMA, COLUMNS) {
+        let nets = state.store.list_networks_page(scope, &spec).await?.ok_or_else(|| req.marker_not_found(&SCHEMA))?;
+        return req.respond(&state, &SCHEMA, &q, nets.iter().map(network_json).collect());
+    }
     let nets = state.store.list_networks(scope).await?;
-    api::list(&state, &SCHEMA, &q, nets.iter().map(network_json).collect(), &[])
+    api::list_in_memory(&state, &SCHEMA, &q, &req, nets.iter().map(network_json).collect())
 }
+
+/// The attributes lists filter and sort on in SQL (the others, in memory).
+const COLUMNS: &[Column] = &[
+    Column { attr: "id", expr: "id", filter: true },
+    Column { attr: "name", expr: "name", filter: true },
+    Column { attr: "tenant_id", expr: "project_id", filter: true },
+    Column { attr: "project_id", expr: "project_id", filter: true },
+    Column { attr: "admin_state_up", expr: "admin_state_up", filter: true },
+    Column { attr: "status", expr: "status", filter: true },
+    Column { attr: "shared", expr: "shared", filter: true },
+    Column { attr: "mtu", expr: "mtu", filter: true },
+    Column { attr: "port_security_enabled", expr: "port_security_enabled", filter: true },
+    Column { attr: "description", expr: "description", filter: true },
+    Column { attr: "revision_number", expr: "revision_number", filter: true },
+    Column { attr: "created_at", expr: "substr(created_at, 1, 19)", filter: false },
+    Column { attr: "updated_at", expr: "substr(updated_at, 1, 19)", filter: false },
+];
 
 pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
     ctx.require_reader("get_network").map_err(|_| deny("get_network"))?;

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::api::{self, JsonResult, Kind, Obj, Schema, deny, invalid};
+use super::api::{self, Column, JsonResult, Kind, Obj, Schema, deny, invalid};
 use super::ipam;
 use super::networks;
 use crate::auth::Ctx;
@@ -180,10 +180,60 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResu
         device_id: one("device_id"),
     };
     let wanted = fixed_ip_filter(&q)?;
+    let req = api::list_request(&state, &SCHEMA, &q, &["fixed_ips"])?;
+    // Binding attributes are shown to admins only: for others they filter and sort as absent,
+    // which the in-memory path does.
+    let columns = if admin { ADMIN_COLUMNS } else { COLUMNS };
+    if let Some(spec) = req.sql(&SCHEMA, columns).filter(|_| wanted.is_empty()) {
+        let ports = state.store.list_ports_page(&filter, &spec).await?.ok_or_else(|| req.marker_not_found(&SCHEMA))?;
+        return req.respond(&state, &SCHEMA, &q, ports.iter().map(|p| port_json(p, admin)).collect());
+    }
     let ports = state.store.list_ports(&filter).await?;
     let items = ports.iter().filter(|p| fixed_ip_matches(p, &wanted)).map(|p| port_json(p, admin)).collect();
-    api::list(&state, &SCHEMA, &q, items, &["fixed_ips"])
+    api::list_in_memory(&state, &SCHEMA, &q, &req, items)
 }
+
+/// The attributes lists filter and sort on in SQL (the others, in memory).
+const COLUMNS: &[Column] = &[
+    Column { attr: "id", expr: "id", filter: true },
+    Column { attr: "name", expr: "name", filter: true },
+    Column { attr: "network_id", expr: "network_id", filter: true },
+    Column { attr: "tenant_id", expr: "project_id", filter: true },
+    Column { attr: "project_id", expr: "project_id", filter: true },
+    Column { attr: "mac_address", expr: "mac_address", filter: true },
+    Column { attr: "admin_state_up", expr: "admin_state_up", filter: true },
+    Column { attr: "status", expr: "status", filter: true },
+    Column { attr: "device_id", expr: "device_id", filter: true },
+    Column { attr: "device_owner", expr: "device_owner", filter: true },
+    Column { attr: "port_security_enabled", expr: "port_security_enabled", filter: true },
+    Column { attr: "description", expr: "description", filter: true },
+    Column { attr: "revision_number", expr: "revision_number", filter: true },
+    Column { attr: "binding:vnic_type", expr: "vnic_type", filter: true },
+    Column { attr: "created_at", expr: "substr(created_at, 1, 19)", filter: false },
+    Column { attr: "updated_at", expr: "substr(updated_at, 1, 19)", filter: false },
+];
+
+/// [`COLUMNS`] and the binding attributes only admins see.
+const ADMIN_COLUMNS: &[Column] = &[
+    Column { attr: "id", expr: "id", filter: true },
+    Column { attr: "name", expr: "name", filter: true },
+    Column { attr: "network_id", expr: "network_id", filter: true },
+    Column { attr: "tenant_id", expr: "project_id", filter: true },
+    Column { attr: "project_id", expr: "project_id", filter: true },
+    Column { attr: "mac_address", expr: "mac_address", filter: true },
+    Column { attr: "admin_state_up", expr: "admin_state_up", filter: true },
+    Column { attr: "status", expr: "status", filter: true },
+    Column { attr: "device_id", expr: "device_id", filter: true },
+    Column { attr: "device_owner", expr: "device_owner", filter: true },
+    Column { attr: "port_security_enabled", expr: "port_security_enabled", filter: true },
+    Column { attr: "description", expr: "description", filter: true },
+    Column { attr: "revision_number", expr: "revision_number", filter: true },
+    Column { attr: "binding:vnic_type", expr: "vnic_type", filter: true },
+    Column { attr: "created_at", expr: "substr(created_at, 1, 19)", filter: false },
+    Column { attr: "updated_at", expr: "substr(updated_at, 1, 19)", filter: false },
+    Column { attr: "binding:host_id", expr: "host_id", filter: true },
+    Column { attr: "binding:vif_type", expr: "vif_type", filter: true },
+];
 
 pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> JsonResult {
     ctx.require_reader("get_port").map_err(|_| deny("get_port"))?;

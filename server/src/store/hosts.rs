@@ -196,6 +196,16 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("Compute host {id} could not be found.")))
     }
 
+    /// These hosts (those that exist), in one statement.
+    pub async fn hosts_by_ids(&self, ids: &[&str]) -> StoreResult<Vec<Host>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {HOST_COLS} FROM hosts WHERE id IN (")).texts(ids.iter().copied()).push(")");
+        Ok(sql.query_as().fetch_all(&mut *self.conn().await?).await?)
+    }
+
     pub async fn get_host_by_name(&self, name: &str) -> StoreResult<Host> {
         sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE name = $1"))
             .bind(name)

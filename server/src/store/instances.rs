@@ -7,7 +7,8 @@
 
 use super::hosts::{Claim, Ratios, claim_on, release_on};
 use super::identity::found;
-use super::{Store, StoreError, StoreResult, new_uuid, now};
+use super::sql::Sql;
+use super::{Backend, Store, StoreError, StoreResult, new_uuid, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Instance {
@@ -122,6 +123,131 @@ pub struct InstanceFilter {
     pub include_deleted: bool,
 }
 
+/// Further exact-match listing filters of `/servers` (all optional).
+#[derive(Debug, Default, Clone)]
+pub struct InstanceMatch {
+    pub image_id: Option<String>,
+    pub flavor_id: Option<String>,
+    pub reservation_id: Option<String>,
+}
+
+/// Sort order of an instance page: one of Nova's sort keys (then the id), ascending or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceSort {
+    CreatedAt,
+    DisplayName,
+    UpdatedAt,
+    Uuid,
+    VmState,
+    TaskState,
+    LaunchedAt,
+    Host,
+}
+
+impl InstanceSort {
+    /// Nova's name for the key (`sort_key`).
+    pub fn parse(key: &str) -> Option<InstanceSort> {
+        Some(match key {
+            "created_at" => InstanceSort::CreatedAt,
+            "display_name" => InstanceSort::DisplayName,
+            "updated_at" => InstanceSort::UpdatedAt,
+            "uuid" => InstanceSort::Uuid,
+            "vm_state" => InstanceSort::VmState,
+            "task_state" => InstanceSort::TaskState,
+            "launched_at" => InstanceSort::LaunchedAt,
+            "host" => InstanceSort::Host,
+            _ => return None,
+        })
+    }
+
+    /// The key as the list has always compared it: text, a missing value as ''.
+    fn column(self) -> &'static str {
+        match self {
+            InstanceSort::CreatedAt => "created_at",
+            InstanceSort::DisplayName => "name",
+            InstanceSort::UpdatedAt => "updated_at",
+            InstanceSort::Uuid => "id",
+            InstanceSort::VmState => "vm_state",
+            InstanceSort::TaskState => "COALESCE(task_state, '')",
+            InstanceSort::LaunchedAt => "COALESCE(launched_at, '')",
+            InstanceSort::Host => "COALESCE(host_id, '')",
+        }
+    }
+
+    /// The key of a row, compared byte by byte as the SQL order does.
+    pub fn key(self, i: &Instance) -> String {
+        match self {
+            InstanceSort::CreatedAt => i.created_at.clone(),
+            InstanceSort::DisplayName => i.name.clone(),
+            InstanceSort::UpdatedAt => i.updated_at.clone(),
+            InstanceSort::Uuid => i.id.clone(),
+            InstanceSort::VmState => i.vm_state.clone(),
+            InstanceSort::TaskState => i.task_state.clone().unwrap_or_default(),
+            InstanceSort::LaunchedAt => i.launched_at.clone().unwrap_or_default(),
+            InstanceSort::Host => i.host_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Which part of a sorted listing to read.
+#[derive(Debug, Clone)]
+pub struct InstancePage<'a> {
+    pub sort: InstanceSort,
+    pub desc: bool,
+    /// Start after this instance (it must be in the filtered listing).
+    pub marker: Option<&'a str>,
+    /// At most this many rows (`None`: all of them).
+    pub limit: Option<i64>,
+}
+
+/// Byte order for text keys: PostgreSQL's default collation may follow the locale, SQLite's
+/// BINARY already compares bytes.
+pub(crate) fn text_order(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " COLLATE \"C\"",
+        Backend::Sqlite => "",
+    }
+}
+
+/// One address of an instance's port, as `addresses` shows it: rows in port order (created_at,
+/// id), then address order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceAddress {
+    pub device_id: String,
+    pub network_id: String,
+    /// `None` when the network is gone.
+    pub network_name: Option<String>,
+    pub mac_address: String,
+    /// `None` for a port without addresses.
+    pub ip_address: Option<String>,
+}
+
+/// The WHERE conditions of a listing.
+fn push_filter(sql: &mut Sql, f: &InstanceFilter, m: &InstanceMatch) {
+    sql.push("1 = 1");
+    if let Some(p) = &f.project_id {
+        sql.push(" AND project_id = ").text(p.as_str());
+    }
+    if let Some(h) = &f.host_id {
+        sql.push(" AND host_id = ").text(h.as_str());
+    }
+    if let Some(t) = &f.changes_since {
+        sql.push(" AND updated_at >= ").text(t.as_str());
+    }
+    if !(f.include_deleted || f.changes_since.is_some()) {
+        sql.push(" AND deleted = 0");
+    }
+    if let Some(v) = &m.image_id {
+        sql.push(" AND image_id = ").text(v.as_str());
+    }
+    if let Some(v) = &m.flavor_id {
+        sql.push(" AND flavor_id = ").text(v.as_str());
+    }
+    if let Some(v) = &m.reservation_id {
+        sql.push(" AND reservation_id = ").text(v.as_str());
+    }
+}
+
 pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project_id, user_id, flavor_id, flavor, image_id, \
     key_name, key_data, user_data, metadata, tags, availability_zone, config_drive, reservation_id, launch_index, \
     host_id, alternates, tried_hosts, claimed, requested_networks, owned_ports, vm_state, task_state, power_state, fault, locked, build_deadline, \
@@ -227,6 +353,79 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *self.conn().await?)
         .await?)
+    }
+
+    /// A sorted page of the listing, filtered, ordered, started after the marker and limited in
+    /// SQL: one statement, two with a marker (its sort key is read first; a marker outside the
+    /// filtered listing is `NotFound`). Ties on the key are ordered by id, in the same direction.
+    pub async fn list_instances_page(
+        &self,
+        f: &InstanceFilter,
+        m: &InstanceMatch,
+        page: &InstancePage<'_>,
+    ) -> StoreResult<Vec<Instance>> {
+        let collate = text_order(self.backend);
+        let key = format!("{}{collate}", page.sort.column());
+        let id = format!("id{collate}");
+        let mut after = None;
+        if let Some(marker) = page.marker {
+            let mut sql = Sql::default();
+            sql.push(&format!("SELECT {} FROM instances WHERE ", page.sort.column()));
+            push_filter(&mut sql, f, m);
+            sql.push(" AND id = ").text(marker);
+            let row: Option<(String,)> = sql.query_as().fetch_optional(&mut *self.conn().await?).await?;
+            let (k,) = row.ok_or_else(|| StoreError::NotFound(format!("marker [{marker}] not found")))?;
+            after = Some((k, marker));
+        }
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE "));
+        push_filter(&mut sql, f, m);
+        if let Some((k, marker)) = after {
+            let op = if page.desc { "<" } else { ">" };
+            sql.push(&format!(" AND ({key} {op} ")).text(k.as_str());
+            sql.push(&format!(" OR ({key} = ")).text(k.as_str());
+            sql.push(&format!(" AND {id} {op} ")).text(marker).push("))");
+        }
+        let dir = if page.desc { "DESC" } else { "ASC" };
+        sql.push(&format!(" ORDER BY {key} {dir}, {id} {dir}"));
+        if let Some(n) = page.limit {
+            sql.push(" LIMIT ").int(n);
+        }
+        Ok(sql.query_as().fetch_all(&mut *self.conn().await?).await?)
+    }
+
+    /// The port addresses of these instances, in one statement (ports by creation, then each
+    /// port's addresses in order; a port without addresses as one row without an address).
+    pub async fn instance_addresses(&self, ids: &[&str]) -> StoreResult<Vec<InstanceAddress>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT p.device_id, p.network_id, n.name AS network_name, p.mac_address, a.ip_address \
+             FROM ports p LEFT JOIN networks n ON n.id = p.network_id LEFT JOIN ip_allocations a ON a.port_id = p.id \
+             WHERE p.device_id IN (",
+        )
+        .texts(ids.iter().copied())
+        .push(") ORDER BY p.created_at, p.id, a.ip_key, a.subnet_id");
+        Ok(sql.query_as().fetch_all(&mut *self.conn().await?).await?)
+    }
+
+    /// Each instance of the listing `f` with the addresses of its ports (for Nova's `ip`/`ip6`
+    /// filters), in one statement.
+    pub async fn listed_instance_ips(
+        &self,
+        f: &InstanceFilter,
+        m: &InstanceMatch,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT p.device_id, a.ip_address FROM ports p JOIN ip_allocations a ON a.port_id = p.id \
+             WHERE p.device_id IN (SELECT id FROM instances WHERE ",
+        );
+        push_filter(&mut sql, f, m);
+        sql.push(")");
+        Ok(sql.query_as().fetch_all(&mut *self.conn().await?).await?)
     }
 
     /// Live instances that are building or have a task running (what the conductor watches).

@@ -73,6 +73,8 @@ pub struct Store {
     instance_changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// SQLite's group commit ([`Store::sync`]); `None` where every commit is durable by itself.
     wal_sync: Option<std::sync::Arc<wal_sync::WalSyncer>>,
+    /// Statements run through this store's connections ([`Store::statements`]).
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How SQLite commits reach the disk (`MERIDIAN_SQLITE_SYNCHRONOUS`).
@@ -154,7 +156,12 @@ impl std::fmt::Debug for Connections {
 
 /// One connection for a few statements, returned when dropped: a pooled PostgreSQL
 /// connection or SQLite's single connection, exclusively. Use it as `&mut *conn` (an executor).
-pub enum Conn {
+pub struct Conn {
+    inner: ConnInner,
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+enum ConnInner {
     Pooled(PoolConnection<Any>),
     Single(OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
 }
@@ -162,18 +169,21 @@ pub enum Conn {
 impl std::ops::Deref for Conn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        match self {
-            Conn::Pooled(c) => c,
-            Conn::Single(c) => c,
+        match &self.inner {
+            ConnInner::Pooled(c) => c,
+            ConnInner::Single(c) => c,
         }
     }
 }
 
+/// Every statement takes the connection mutably (sqlx executes on `&mut AnyConnection`), so
+/// this is where [`Store::statements`] counts them.
 impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Conn::Pooled(c) => c,
-            Conn::Single(c) => c,
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &mut self.inner {
+            ConnInner::Pooled(c) => c,
+            ConnInner::Single(c) => c,
         }
     }
 }
@@ -281,7 +291,13 @@ impl Store {
             Some(path) if durability == SqliteDurability::Group => Some(wal_sync::WalSyncer::start(path)),
             _ => None,
         };
-        Ok(Store { connections, backend, instance_changes: std::sync::Arc::new(instance_changes), wal_sync })
+        Ok(Store {
+            connections,
+            backend,
+            instance_changes: std::sync::Arc::new(instance_changes),
+            wal_sync,
+            statements: Default::default(),
+        })
     }
 
     /// Makes every change committed so far durable (group commit; at once where each commit
@@ -311,14 +327,24 @@ impl Store {
     /// A connection for a few statements outside a transaction; hold it only briefly (with
     /// SQLite every other request waits for it).
     pub async fn conn(&self) -> StoreResult<Conn> {
-        match &self.connections {
-            Connections::Pool(pool) => Ok(Conn::Pooled(pool.acquire().await?)),
+        let inner = match &self.connections {
+            Connections::Pool(pool) => ConnInner::Pooled(pool.acquire().await?),
             Connections::Single { writer, .. } => {
                 OwnedMutexGuard::try_map(writer.clone().lock_owned().await, Option::as_mut)
-                    .map(Conn::Single)
-                    .map_err(|_| StoreError::Other(anyhow::anyhow!("the database is closed")))
+                    .map(ConnInner::Single)
+                    .map_err(|_| StoreError::Other(anyhow::anyhow!("the database is closed")))?
             }
-        }
+        };
+        Ok(Conn { inner, statements: self.statements.clone() })
+    }
+
+    /// How many statements this store has run so far (transaction begin and commit included),
+    /// counted where a statement takes its connection: each use of a [`Conn`] or [`Tx`] as an
+    /// executor. A helper handed `&mut AnyConnection` that runs several statements on it counts
+    /// once. For tests and benchmarks that check a request's statements do not grow with its
+    /// page size.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn begin(&self) -> StoreResult<Tx> {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
+use super::sql::Sql;
 use super::{Store, StoreError, flag, new_uuid, now};
 use crate::network::ipam;
 
@@ -1576,4 +1577,202 @@ fn diff_ips(
         }
     }
     (keep, add)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists done in SQL
+
+/// A filter or marker value as stored: text, or an integer (booleans as 0/1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListValue {
+    Text(String),
+    Int(i64),
+}
+
+/// One sort key: an SQL expression over the table's columns, whether it is text, ascending.
+#[derive(Debug, Clone)]
+pub struct ListSort {
+    pub expr: &'static str,
+    pub text: bool,
+    pub asc: bool,
+}
+
+/// A Neutron list request as SQL runs it: the caller has checked that every filter and sort
+/// key is a column (or an expression over columns).
+#[derive(Debug, Clone, Default)]
+pub struct ListSpec {
+    /// `expr IN (values)`, all of them.
+    pub filters: Vec<(&'static str, Vec<ListValue>)>,
+    /// Only rows updated at or after this stored time.
+    pub since: Option<String>,
+    /// The order, ending with a unique key (the id).
+    pub sorts: Vec<ListSort>,
+    /// Rows after this id in that order (before it with `reverse`).
+    pub marker: Option<String>,
+    pub limit: Option<i64>,
+    /// Neutron's `page_reverse`: the rows before the marker, still returned in order.
+    pub reverse: bool,
+}
+
+impl Sql {
+    fn value(&mut self, v: &ListValue) -> &mut Self {
+        match v {
+            ListValue::Text(s) => self.text(s.as_str()),
+            ListValue::Int(i) => self.int(*i),
+        }
+    }
+}
+
+/// A page of `table` in one statement (two with a marker: its sort values are read first).
+/// `scope` pushes the caller's visibility conditions. `None`: the marker is not in scope.
+async fn list_page<T>(
+    store: &Store,
+    cols: &str,
+    table: &str,
+    scope: &(dyn Fn(&mut Sql) + Sync),
+    spec: &ListSpec,
+) -> NetResult<Option<Vec<T>>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    use sqlx::Row;
+    let collate = super::instances::text_order(store.backend);
+    let expr = |s: &ListSort| if s.text { format!("{}{collate}", s.expr) } else { s.expr.to_string() };
+    let mut after: Option<Vec<ListValue>> = None;
+    if let Some(marker) = &spec.marker {
+        let mut sql = Sql::default();
+        let keys: Vec<&str> = spec.sorts.iter().map(|s| s.expr).collect();
+        sql.push(&format!("SELECT {} FROM {table} WHERE ", keys.join(", ")));
+        scope(&mut sql);
+        sql.push(" AND id = ").text(marker.as_str());
+        let row = sql.query().fetch_optional(&mut *store.conn().await?).await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut values = Vec::with_capacity(spec.sorts.len());
+        for (n, s) in spec.sorts.iter().enumerate() {
+            values.push(if s.text { ListValue::Text(row.try_get(n)?) } else { ListValue::Int(row.try_get(n)?) });
+        }
+        after = Some(values);
+    }
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {cols} FROM {table} WHERE "));
+    scope(&mut sql);
+    for (e, values) in &spec.filters {
+        sql.push(&format!(" AND {e} IN ("));
+        for (n, v) in values.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.value(v);
+        }
+        sql.push(")");
+    }
+    if let Some(t) = &spec.since {
+        sql.push(" AND updated_at >= ").text(t.as_str());
+    }
+    // Keyset condition: (k1, k2, …) after the marker's values, each key in its own direction.
+    if let Some(values) = &after {
+        sql.push(" AND (");
+        for (i, s) in spec.sorts.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (j, earlier) in spec.sorts[..i].iter().enumerate() {
+                sql.push(&format!("{} = ", expr(earlier))).value(&values[j]).push(" AND ");
+            }
+            let op = if s.asc != spec.reverse { ">" } else { "<" };
+            sql.push(&format!("{} {op} ", expr(s))).value(&values[i]).push(")");
+        }
+        sql.push(")");
+    }
+    let order: Vec<String> = spec
+        .sorts
+        .iter()
+        .map(|s| format!("{} {}", expr(s), if s.asc != spec.reverse { "ASC" } else { "DESC" }))
+        .collect();
+    sql.push(&format!(" ORDER BY {}", order.join(", ")));
+    if let Some(n) = spec.limit {
+        sql.push(" LIMIT ").int(n);
+    }
+    let mut rows: Vec<T> = sql.query_as().fetch_all(&mut *store.conn().await?).await?;
+    if spec.reverse {
+        rows.reverse();
+    }
+    Ok(Some(rows))
+}
+
+impl Store {
+    /// A page of networks (see [`ListSpec`]) with their subnet ids: two statements, three with
+    /// a marker. `None`: the marker is not a network the caller sees.
+    pub async fn list_networks_page(
+        &self,
+        visible_to: Option<&str>,
+        spec: &ListSpec,
+    ) -> NetResult<Option<Vec<Network>>> {
+        let scope = |sql: &mut Sql| {
+            sql.push("1 = 1");
+            if let Some(p) = visible_to {
+                sql.push(" AND (project_id = ").text(p).push(" OR shared = 1 OR external = 1)");
+            }
+        };
+        let Some(mut nets) = list_page::<Network>(self, NETWORK_COLS, "networks", &scope, spec).await? else {
+            return Ok(None);
+        };
+        if nets.is_empty() {
+            return Ok(Some(nets));
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT network_id, id FROM subnets WHERE network_id IN (")
+            .texts(nets.iter().map(|n| n.id.as_str()))
+            .push(") ORDER BY created_at, id");
+        let pairs: Vec<(String, String)> = sql.query_as().fetch_all(&mut *self.conn().await?).await?;
+        let mut by_net: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (net, id) in pairs {
+            by_net.entry(net).or_default().push(id);
+        }
+        for n in &mut nets {
+            n.subnets = by_net.remove(&n.id).unwrap_or_default();
+        }
+        Ok(Some(nets))
+    }
+
+    /// A page of ports (see [`ListSpec`]) with their addresses: two statements, three with a
+    /// marker. `None`: the marker is not a port the caller sees.
+    pub async fn list_ports_page(&self, f: &PortFilter, spec: &ListSpec) -> NetResult<Option<Vec<Port>>> {
+        let scope = |sql: &mut Sql| {
+            sql.push("1 = 1");
+            if let Some(p) = &f.visible_to {
+                sql.push(" AND (project_id = ")
+                    .text(p.as_str())
+                    .push(" OR network_id IN (SELECT id FROM networks WHERE project_id = ")
+                    .text(p.as_str())
+                    .push("))");
+            }
+            if let Some(n) = &f.network_id {
+                sql.push(" AND network_id = ").text(n.as_str());
+            }
+            if let Some(d) = &f.device_id {
+                sql.push(" AND device_id = ").text(d.as_str());
+            }
+        };
+        let Some(mut ports) = list_page::<Port>(self, PORT_COLS, "ports", &scope, spec).await? else {
+            return Ok(None);
+        };
+        if ports.is_empty() {
+            return Ok(Some(ports));
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT port_id, subnet_id, ip_address FROM ip_allocations WHERE port_id IN (")
+            .texts(ports.iter().map(|p| p.id.as_str()))
+            .push(") ORDER BY port_id, ip_key, subnet_id");
+        let ips: Vec<FixedIp> = sql.query_as().fetch_all(&mut *self.conn().await?).await?;
+        let mut by_port: BTreeMap<String, Vec<FixedIp>> = BTreeMap::new();
+        for ip in ips {
+            by_port.entry(ip.port_id.clone()).or_default().push(ip);
+        }
+        for p in &mut ports {
+            p.fixed_ips = by_port.remove(&p.id).unwrap_or_default();
+        }
+        Ok(Some(ports))
+    }
 }

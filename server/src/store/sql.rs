@@ -53,7 +53,7 @@ impl Sql {
         }
         q
     }
-    /// The statement for `execute` (no rows wanted back).
+    /// The statement for `execute`, or for rows read by position (`sqlx::Row::try_get`).
     pub(crate) fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
         let mut q = sqlx::query(&self.text);
         for a in &self.args {
