@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod image;
+pub mod limits;
 pub mod network;
 pub mod request_id;
 pub mod state;
@@ -64,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
         .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::request_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         // Outermost, so the trace span, every fault and every response carry the id.
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
@@ -183,7 +186,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let conductor = tokio::spawn(conductor_loop(state.clone()));
-    let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
+    // With the peer's address, which the per-address rate limits key on.
+    let service =
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app(state.clone()));
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     conductor.abort();

@@ -26,6 +26,8 @@ pub struct AppState {
     /// Agents' host ids by host name, for the work polls (a host keeps its id; registering
     /// refreshes the entry).
     pub agent_hosts: Arc<std::sync::RwLock<HashMap<String, String>>>,
+    /// Password hashing pool, per-address rate limits, request timeout.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -93,6 +95,7 @@ impl HostCache {
 
 impl AppState {
     pub fn new(store: Store, cfg: Config) -> Self {
+        let limits = Arc::new(crate::limits::Limits::new(&cfg.limits));
         Self {
             store,
             cfg: Arc::new(cfg),
@@ -101,6 +104,7 @@ impl AppState {
             agent_token: Arc::default(),
             tokens: Arc::default(),
             agent_hosts: Arc::default(),
+            limits,
         }
     }
 
