@@ -100,28 +100,54 @@ fn busy() -> ApiError {
 struct AuthRate {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
+    /// When addresses with a full budget were last dropped from the map.
+    last_sweep: std::sync::Mutex<std::time::Instant>,
 }
+
+/// More addresses than this in the map start a sweep (at most one a second).
+const SWEEP_ABOVE: usize = 10_000;
 
 impl AuthRate {
     fn new(burst: u32, per_second: u32) -> Option<AuthRate> {
         let burst = std::num::NonZeroU32::new(burst)?;
         let per_second = std::num::NonZeroU32::new(per_second)?;
         let quota = Quota::per_second(per_second).allow_burst(burst);
-        Some(AuthRate { limiter: DefaultKeyedRateLimiter::keyed(quota), clock: DefaultClock::default() })
+        Some(AuthRate {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
+            last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+        })
     }
 
     /// Ok, or how many seconds to wait.
     fn check(&self, addr: IpAddr) -> Result<(), u64> {
         // Addresses whose budget is full again carry no information: drop them, so a scan
-        // from many addresses does not grow the map for good.
-        if self.limiter.len() > 10_000 {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
+        // from many addresses does not grow the map for good (at most once a second, so a
+        // scan cannot make every request pay for a sweep either).
+        if self.limiter.len() > SWEEP_ABOVE {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= Duration::from_secs(1) {
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+                *last = std::time::Instant::now();
+            }
         }
-        self.limiter.check_key(&addr).map_err(|not_until| {
+        self.limiter.check_key(&client_key(addr)).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
+    }
+}
+
+/// The budget an address spends: its own for IPv4, its /64 for IPv6 (what one host or site
+/// usually holds, so one client cannot take a fresh budget per address).
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
     }
 }
 
@@ -154,7 +180,7 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
             tracing::debug!(%addr, path = req.uri().path(), "rate limited");
             let err = ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many requests from {addr}; retry after {secs} seconds."),
+                format!("Too many requests from {addr}; retry after {secs} s."),
             )
             .retry_after(secs);
             return fault_response(Service::Identity, &err);
@@ -209,7 +235,7 @@ pub async fn request_timeout(State(state): State<AppState>, req: Request, next: 
             tracing::warn!(%method, %path, secs = limit.as_secs(), "request timed out");
             let err = ApiError::new(
                 axum::http::StatusCode::GATEWAY_TIMEOUT,
-                format!("The request took longer than {} seconds.", limit.as_secs()),
+                format!("The request took longer than {} s.", limit.as_secs()),
             );
             fault_response(service_of(&path), &err)
         }
@@ -417,7 +443,7 @@ mod tests {
         let r = login(&app, "admin", "adminpw").await;
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
         assert_eq!(r.body["error"]["code"], 504, "{}", r.body);
-        assert_eq!(r.body["error"]["message"], "The request took longer than 1 seconds.");
+        assert_eq!(r.body["error"]["message"], "The request took longer than 1 s.");
         assert!(r.headers.contains_key("x-openstack-request-id"));
         drop(slot);
         // An upload whose body takes longer than the timeout is not cut.
@@ -537,6 +563,15 @@ mod tests {
                 assert_eq!(r.body["error"]["message"], "Request is too large.");
             }
         }
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let key = |s: &str| client_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
     }
 
     #[test]
