@@ -185,29 +185,33 @@ async fn validate_in_store(state: &AppState, token_id: &str) -> ApiResult<Option
     Ok(Some(Ctx { token, user, user_domain, project, domain, system, roles, request_id: String::new() }))
 }
 
-/// Hashes a password with argon2id (off the async executor: it is deliberately slow).
+/// Hashes a password with argon2id (off the async executor: it is deliberately slow). The API
+/// goes through [`crate::limits::HashPool`] instead, which bounds how many run at once.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-        let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
-    })
-    .await?
+    tokio::task::spawn_blocking(move || hash_password_blocking(&password)).await?
 }
 
-/// Checks a password against a stored argon2 hash.
+/// Checks a password against a stored argon2 hash (unbounded: see [`hash_password`]).
 pub async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        PasswordHash::new(&hash)
-            .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password_blocking(&password, &hash)).await.unwrap_or(false)
+}
+
+/// [`hash_password`] on the calling thread.
+pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// [`verify_password`] on the calling thread.
+pub fn verify_password_blocking(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash)
+        .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
 }
 
 /// A random secret: 32 bytes, URL-safe base64 (tokens, generated passwords).

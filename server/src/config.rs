@@ -44,6 +44,57 @@ pub struct Config {
     /// when the request gives no `limit`; the rest is reached through the `next` link. 0 or
     /// less: unlimited, as Neutron's default.
     pub pagination_max_limit: i64,
+    /// Abuse limits: password hashing pool, per-address rate limits, request timeout.
+    pub limits: LimitSettings,
+    /// Keystone's `[security_compliance]` account lockout.
+    pub security_compliance: SecurityCompliance,
+}
+
+/// Bounds on what unauthenticated callers can make the server do (`[limits]` in the file).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Password hashes and checks (argon2, ~19 MiB and tens of ms each) running at once.
+    pub password_hash_concurrency: usize,
+    /// Callers that may wait for one of those; beyond, 503 with `Retry-After`.
+    pub password_hash_queue: usize,
+    /// Per client address on the endpoints that check a password or secret without a token:
+    /// requests allowed at once, then `auth_rate_per_second` (429 with `Retry-After` beyond).
+    /// 0 turns the limit off.
+    pub auth_rate_burst: u32,
+    pub auth_rate_per_second: u32,
+    /// Seconds a request may take before it is answered 504 (streams, the agents' long poll
+    /// and image data are exempt); 0 turns timeouts off.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            password_hash_queue: 64,
+            auth_rate_burst: 100,
+            auth_rate_per_second: 20,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+/// Keystone's `[security_compliance]` lockout options, with Keystone's defaults (off).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityCompliance {
+    /// Failed password checks after which a user is locked; `None` (the default) never locks.
+    pub lockout_failure_attempts: Option<u32>,
+    /// Seconds a lock lasts after the last failure (Keystone's default 1800); 0 locks until an
+    /// admin updates (re-enables, resets the password of) the user.
+    pub lockout_duration: u64,
+}
+
+impl Default for SecurityCompliance {
+    fn default() -> Self {
+        SecurityCompliance { lockout_failure_attempts: None, lockout_duration: 1800 }
+    }
 }
 
 /// Scheduler, conductor and agent timing.
@@ -128,6 +179,8 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("replica_name", &self.replica_name)
             .field("pagination_max_limit", &self.pagination_max_limit)
+            .field("limits", &self.limits)
+            .field("security_compliance", &self.security_compliance)
             .finish()
     }
 }
@@ -153,6 +206,8 @@ impl fmt::Debug for FileSettings {
             .field("retention", &self.retention)
             .field("replica_name", &self.replica_name)
             .field("pagination_max_limit", &self.pagination_max_limit)
+            .field("limits", &self.limits)
+            .field("security_compliance", &self.security_compliance)
             .finish()
     }
 }
@@ -211,6 +266,8 @@ pub struct FileSettings {
     pub retention: Option<RetentionSettings>,
     pub replica_name: Option<String>,
     pub pagination_max_limit: Option<i64>,
+    pub limits: Option<LimitSettings>,
+    pub security_compliance: Option<SecurityCompliance>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -266,6 +323,27 @@ pub struct CommonArgs {
     /// Most items per Neutron list page, with or without `limit` (default 1000; 0: unlimited).
     #[arg(long, env = "MERIDIAN_PAGINATION_MAX_LIMIT", global = true, allow_hyphen_values = true)]
     pub pagination_max_limit: Option<i64>,
+    /// Password hashes/checks running at once (default: the number of CPUs).
+    #[arg(long, env = "MERIDIAN_PASSWORD_HASH_CONCURRENCY", global = true)]
+    pub password_hash_concurrency: Option<usize>,
+    /// Password checks that may wait for a slot before callers get 503 (default 64).
+    #[arg(long, env = "MERIDIAN_PASSWORD_HASH_QUEUE", global = true)]
+    pub password_hash_queue: Option<usize>,
+    /// Requests per client address allowed at once on login/registration endpoints (default 100; 0: no limit).
+    #[arg(long, env = "MERIDIAN_AUTH_RATE_BURST", global = true)]
+    pub auth_rate_burst: Option<u32>,
+    /// Sustained requests per second per client address on those endpoints (default 20).
+    #[arg(long, env = "MERIDIAN_AUTH_RATE_PER_SECOND", global = true)]
+    pub auth_rate_per_second: Option<u32>,
+    /// Seconds before a request is answered 504 (default 60; 0: no timeout).
+    #[arg(long, env = "MERIDIAN_REQUEST_TIMEOUT", global = true)]
+    pub request_timeout: Option<u64>,
+    /// Failed logins after which a user is locked (Keystone's lockout_failure_attempts; default off).
+    #[arg(long, env = "MERIDIAN_LOCKOUT_FAILURE_ATTEMPTS", global = true)]
+    pub lockout_failure_attempts: Option<u32>,
+    /// Seconds a lockout lasts (Keystone's lockout_duration; default 1800).
+    #[arg(long, env = "MERIDIAN_LOCKOUT_DURATION", global = true)]
+    pub lockout_duration: Option<u64>,
 }
 
 impl CommonArgs {
@@ -311,6 +389,8 @@ impl CommonArgs {
                 .pagination_max_limit
                 .or(file.pagination_max_limit)
                 .unwrap_or(DEFAULT_PAGINATION_MAX_LIMIT),
+            limits: self.limit_settings(file.limits)?,
+            security_compliance: self.security_compliance(file.security_compliance)?,
         })
     }
 
@@ -323,6 +403,30 @@ impl CommonArgs {
         anyhow::ensure!(r.interval_secs > 0, "retention interval_secs must be positive");
         anyhow::ensure!(r.batch_size > 0, "retention batch_size must be positive");
         Ok(r)
+    }
+
+    fn limit_settings(&self, from_file: Option<LimitSettings>) -> anyhow::Result<LimitSettings> {
+        let mut l = from_file.unwrap_or_default();
+        l.password_hash_concurrency = self.password_hash_concurrency.unwrap_or(l.password_hash_concurrency);
+        l.password_hash_queue = self.password_hash_queue.unwrap_or(l.password_hash_queue);
+        l.auth_rate_burst = self.auth_rate_burst.unwrap_or(l.auth_rate_burst);
+        l.auth_rate_per_second = self.auth_rate_per_second.unwrap_or(l.auth_rate_per_second);
+        l.request_timeout_secs = self.request_timeout.unwrap_or(l.request_timeout_secs);
+        anyhow::ensure!(l.password_hash_concurrency >= 1, "password_hash_concurrency must be at least 1");
+        anyhow::ensure!(
+            l.auth_rate_burst == 0 || l.auth_rate_per_second >= 1,
+            "auth_rate_per_second must be at least 1 when auth_rate_burst is set"
+        );
+        Ok(l)
+    }
+
+    fn security_compliance(&self, from_file: Option<SecurityCompliance>) -> anyhow::Result<SecurityCompliance> {
+        let mut s = from_file.unwrap_or_default();
+        s.lockout_failure_attempts = self.lockout_failure_attempts.or(s.lockout_failure_attempts);
+        s.lockout_duration = self.lockout_duration.unwrap_or(s.lockout_duration);
+        // Keystone's option has min=1.
+        anyhow::ensure!(s.lockout_failure_attempts != Some(0), "lockout_failure_attempts must be at least 1");
+        Ok(s)
     }
 
     fn compute_settings(&self, from_file: Option<ComputeSettings>) -> anyhow::Result<ComputeSettings> {

@@ -26,6 +26,8 @@ pub struct ApiError {
     pub message: String,
     /// Neutron's `type` field (e.g. `NetworkNotFound`); derived from the status when absent.
     pub kind: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 /// The response extension the per-service renderer picks up.
@@ -36,7 +38,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind: None }
+        Self { status, message: message.into(), kind: None, retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -60,6 +62,11 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred; see the server log.")
+    }
+    /// Asks the client to wait this many seconds before trying again (`Retry-After`).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     /// Sets Neutron's fault `type`.
     pub fn kind(mut self, kind: &'static str) -> Self {
@@ -194,6 +201,9 @@ pub fn fault_response(service: Service, err: &ApiError) -> Response {
     let mut resp = (err.status, axum::Json(body)).into_response();
     if err.status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Keystone uri=\"/identity\""));
+    }
+    if let Some(secs) = err.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

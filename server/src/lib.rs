@@ -13,6 +13,7 @@ pub mod extract;
 mod fuzz_tests;
 pub mod identity;
 pub mod image;
+pub mod limits;
 pub mod network;
 pub mod ops;
 pub mod request_id;
@@ -69,8 +70,10 @@ pub fn router(state: AppState) -> Router {
         // Agents' heartbeats and long polls would drown the request log; their handlers log
         // what matters (registrations, failures) themselves.
         .nest("/agent/v1", service(compute::agents::router(), Service::Identity, &state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::request_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         // Probes and metrics for the operator (unauthenticated, see ops.rs), and every request
-        // above counted and timed by its matched route.
+        // above counted and timed by its matched route (429s and 504s included).
         .merge(ops::router())
         .layer(axum::middleware::from_fn(ops::track_requests))
         // Outermost, so the trace span, every fault and every response carry the id.
@@ -200,7 +203,9 @@ pub async fn serve(
     let retention = supervisor::supervise("retention", state.clone(), retention::retention_loop);
     let conductor = supervisor::supervise("conductor", state.clone(), conductor_loop);
     let liveness = tokio::spawn(compute::conductor::watch_liveness(state.clone()));
-    let service = axum::ServiceExt::<Request>::into_make_service(app(state.clone()));
+    // With the peer's address, which the per-address rate limits key on.
+    let service =
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app(state.clone()));
     // The caller's signal becomes the shared token that streams and long polls select on.
     let token = state.shutdown.clone();
     let signal = async move {

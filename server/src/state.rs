@@ -30,6 +30,8 @@ pub struct AppState {
     pub liveness: Arc<crate::compute::conductor::Liveness>,
     /// Recently validated agent host credentials.
     pub agent_creds: Arc<crate::compute::agents::CredentialCache>,
+    /// Password hashing pool, per-address rate limits, request timeout.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -97,6 +99,7 @@ impl HostCache {
 
 impl AppState {
     pub fn new(store: Store, cfg: Config) -> Self {
+        let limits = Arc::new(crate::limits::Limits::new(&cfg.limits));
         Self {
             store,
             cfg: Arc::new(cfg),
@@ -107,6 +110,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             liveness: Arc::default(),
             agent_creds: Arc::default(),
+            limits,
         }
     }
 

@@ -26,6 +26,11 @@ pub struct Reply {
 
 impl TestApp {
     pub async fn new() -> TestApp {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A test app whose configuration `adjust` changes first (limits, lockout, …).
+    pub async fn with_config(adjust: impl FnOnce(&mut crate::config::Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = CommonArgs {
             data_dir: Some(dir.path().to_path_buf()),
@@ -33,7 +38,8 @@ impl TestApp {
             public_url: Some("http://meridian.test".into()),
             ..Default::default()
         };
-        let cfg = args.resolve().expect("config");
+        let mut cfg = args.resolve().expect("config");
+        adjust(&mut cfg);
         let store = Store::open(&cfg.database_url).await.expect("store");
         crate::bootstrap::run(&store, &cfg).await.expect("bootstrap");
         let state = AppState::new(store, cfg);

@@ -58,7 +58,7 @@ pub async fn delegated_roles(
 
 /// Checks an application credential's secret; the credential when it is valid.
 pub async fn authenticate(state: &AppState, c: AppCred, secret: String) -> ApiResult<AppCred> {
-    let ok = auth::verify_password(secret, c.secret_hash.clone()).await;
+    let ok = state.limits.hashing.verify(secret, c.secret_hash.clone()).await?;
     if !ok || expired(&c) {
         return Err(ApiError::unauthorized("The request you have made requires authentication."));
     }
@@ -217,7 +217,7 @@ pub async fn create(
         project_id,
         name,
         description: b.description,
-        secret_hash: auth::hash_password(secret.clone()).await.map_err(ApiError::internal)?,
+        secret_hash: state.limits.hashing.hash(secret.clone()).await?,
         expires_at,
         unrestricted: flag(b.unrestricted.unwrap_or(false)),
     };

@@ -5,6 +5,7 @@ pub mod app_creds;
 pub mod catalog;
 mod grants;
 mod groups;
+mod lockout;
 mod project_tags;
 mod resources;
 pub mod tokens;

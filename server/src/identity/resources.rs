@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::project_tags::{TagFilter, normalize_tags, set_tags, stored_tags};
 use super::{DEFAULT_DOMAIN_ID, domain_json, project_json};
-use crate::auth::{self, Ctx};
+use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
@@ -484,7 +484,7 @@ pub async fn create_user(
     // Keystone answers 404 for a user in a domain that does not exist.
     state.store.get_domain(&domain_id).await?;
     let password_hash = match b.password {
-        Some(p) => Some(auth::hash_password(p).await.map_err(ApiError::internal)?),
+        Some(p) => Some(state.limits.hashing.hash(p).await?),
         None => None,
     };
     let u = User {
@@ -519,7 +519,7 @@ pub async fn update_user(
         u.name = non_empty("user/name", &name)?.to_string();
     }
     if let Some(p) = b.password {
-        u.password_hash = Some(auth::hash_password(p).await.map_err(ApiError::internal)?);
+        u.password_hash = Some(state.limits.hashing.hash(p).await?);
         revoke = true;
     }
     if let Some(e) = b.enabled {
@@ -580,15 +580,12 @@ pub async fn change_password(
         .get_user(&id)
         .await
         .map_err(|_| ApiError::unauthorized("The request you have made requires authentication."))?;
-    let ok = match u.password_hash.clone() {
-        Some(h) => auth::verify_password(req.user.original_password, h).await,
-        None => false,
-    };
-    if !ok {
+    // Keystone authenticates the original password as a login (lockout included).
+    if !super::lockout::check_password(&state, &u, req.user.original_password).await? {
         return Err(ApiError::unauthorized("The request you have made requires authentication."));
     }
     non_empty("user/password", &req.user.password)?;
-    u.password_hash = Some(auth::hash_password(req.user.password).await.map_err(ApiError::internal)?);
+    u.password_hash = Some(state.limits.hashing.hash(req.user.password).await?);
     state.store.update_user(&u).await?;
     state.store.revoke_user_tokens(&u.id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -124,8 +124,7 @@ pub async fn issue(State(state): State<AppState>, q: Query, Json(req): Json<Auth
             .password
             .ok_or_else(|| ApiError::bad_request("Invalid input for field 'identity/password': required."))?;
         let user = find_user(&state, &p.user).await?;
-        let hash = user.password_hash.clone().ok_or_else(auth_failed)?;
-        if !auth::verify_password(p.user.password, hash).await || user.enabled == 0 {
+        if !super::lockout::check_password(&state, &user, p.user.password).await? || user.enabled == 0 {
             return Err(auth_failed());
         }
         let expires = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.token_lifetime_secs);

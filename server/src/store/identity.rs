@@ -421,10 +421,14 @@ impl Store {
         .await?)
     }
 
+    /// Saves a user. An enabled user is also unlocked (failures forgotten), as Keystone's
+    /// `enabled` setter does on every update: an admin's password reset or re-enable unlocks.
     pub async fn update_user(&self, u: &User) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE users SET name = $2, password_hash = $3, enabled = $4, email = $5, \
-             description = $6, default_project_id = $7, extra = $8 WHERE id = $1",
+             description = $6, default_project_id = $7, extra = $8, \
+             failed_auth_count = CASE WHEN $4 <> 0 THEN 0 ELSE failed_auth_count END, \
+             failed_auth_at = CASE WHEN $4 <> 0 THEN NULL ELSE failed_auth_at END WHERE id = $1",
         )
         .bind(&u.id)
         .bind(&u.name)

@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod identity;
 pub mod image;
 pub mod instances;
+pub mod lockout;
 pub mod network;
 pub mod retention;
 pub mod services;
