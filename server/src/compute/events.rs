@@ -160,7 +160,8 @@ impl Feed {
         project: Option<String>,
         requested: Option<DateTime<Utc>>,
     ) -> Feed {
-        let (cursor, reset) = start_at(requested, Utc::now(), Duration::from_secs(state.cfg.retention.deleted_instances_secs));
+        let (cursor, reset) =
+            start_at(requested, Utc::now(), Duration::from_secs(state.cfg.retention.deleted_instances_secs));
         let mut pending =
             VecDeque::from([Event::default().event("ready").data(json!({"cursor": fmt_time(cursor)}).to_string())]);
         if let Some(reason) = reset {
