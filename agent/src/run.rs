@@ -313,6 +313,14 @@ impl Dispatcher {
             let _ = events.send((work_id.clone(), WorkEvent::Progress { task_state: task_state.to_string() }));
         };
         let event = self.controller.execute(&work, &progress).await;
+        if work.op() == crate::lifecycle::Op::ConsoleLog {
+            // A console read changes nothing, so running it again is harmless; recording its
+            // answer (up to 1 MiB of guest output, every few seconds while a dashboard
+            // follows a console) would only grow the work log.
+            lock(&self.inflight).remove(&work.id);
+            let _ = self.events.send((work.id, event));
+            return;
+        }
         Arc::clone(self).finish(work.id, event).await;
     }
 

@@ -547,11 +547,19 @@ mod tests {
     async fn agent_bodies_over_the_limit_are_413() {
         let app = TestApp::new().await;
         let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
-        let bearer = format!("Bearer {join}");
+        let join = format!("Bearer {join}");
+        // The join token registers; the host's credential reaches everything else.
+        let register =
+            json!({"host": "h", "inventory": meridian_common::agent::Inventory::default(), "agent_version": "t"});
+        let headers = [("content-type", "application/json"), ("authorization", join.as_str())];
+        let r = app.call(Method::POST, "/agent/v1/register", None, &headers, Body::from(register.to_string())).await;
+        assert!(r.status.is_success(), "{} {}", r.status, r.body);
+        let host = format!("Bearer {}", r.body["credential"].as_str().expect("credential"));
         let big = json!({"host": "h", "pad": "x".repeat(3 << 20)}).to_string();
         let len = big.len().to_string();
         for path in ["/agent/v1/register", "/agent/v1/hosts/h/heartbeat", "/agent/v1/events", "/agent/v1/work/w/events"]
         {
+            let bearer = if path == "/agent/v1/register" { &join } else { &host };
             for announced in [false, true] {
                 let mut headers = vec![("content-type", "application/json"), ("authorization", bearer.as_str())];
                 if announced {

@@ -259,9 +259,10 @@ mod tests {
 
     /// An agent's side of a build, through the agent API: register, take the work, report
     /// the phases and the outcome.
-    async fn agent_call(app: &TestApp, method: Method, path: &str, body: Value) -> Reply {
+    /// An agent API call with `bearer` (the join token when `None`: it only registers).
+    async fn agent_call(app: &TestApp, bearer: Option<&str>, method: Method, path: &str, body: Value) -> Reply {
         let join = app.state.store.setting("agent_token").await.expect("read").expect("join token");
-        let auth = format!("Bearer {join}");
+        let auth = format!("Bearer {}", bearer.unwrap_or(&join));
         let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
         let b = if body.is_null() { Body::empty() } else { Body::from(body.to_string()) };
         app.call(method, &format!("/agent/v1{path}"), None, &h, b).await
@@ -279,12 +280,14 @@ mod tests {
         });
         let r = agent_call(
             &app,
+            None,
             Method::POST,
             "/register",
             json!({"host": "metrics-host", "inventory": inventory, "agent_version": "t"}),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let credential = r.body["credential"].as_str().expect("host credential").to_string();
         let img = app
             .json(
                 Method::POST,
@@ -325,7 +328,10 @@ mod tests {
                         .iter()
                         .any(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0))
                 );
-                items = agent_call(&app, Method::GET, "/hosts/metrics-host/work?wait=1", Value::Null).await.body;
+                items =
+                    agent_call(&app, Some(&credential), Method::GET, "/hosts/metrics-host/work?wait=1", Value::Null)
+                        .await
+                        .body;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -337,7 +343,7 @@ mod tests {
             {"work_id": work_id, "event": {"type": "progress", "task_state": "spawning"}},
             {"work_id": work_id, "event": {"type": "done", "power_state": "running", "console": null}},
         ]});
-        let r = agent_call(&app, Method::POST, "/events", events).await;
+        let r = agent_call(&app, Some(&credential), Method::POST, "/events", events).await;
         assert_eq!(r.body["taken"], 3, "{}", r.body);
         let r = app.json(Method::GET, &format!("/compute/v2.1/servers/{server}"), &t, Value::Null).await;
         assert_eq!(r.body["server"]["status"], "ACTIVE", "{}", r.body);

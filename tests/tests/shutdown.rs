@@ -79,6 +79,9 @@ async fn sigterm_ends_twenty_event_streams_with_reconnect_and_exits_within_ten_s
         .await
         .expect("register");
     assert!(r.status().is_success(), "{}", r.status());
+    // The join token only registers; the host's own credential polls.
+    let reg: serde_json::Value = r.json().await.expect("registration");
+    let bearer = format!("Bearer {}", reg["credential"].as_str().expect("credential"));
     let poll = tokio::spawn({
         let url = format!("{}/agent/v1/hosts/c1/work?wait=60", server.url);
         let http = http.clone();

@@ -131,6 +131,19 @@ async fn agent_serves_work_from_the_server() {
     );
     eventually(10, "a heartbeat with the instance running", || reported(&s, &id) == Some(PowerState::Running)).await;
 
+    // A console read is answered but not recorded: running it again is harmless, and keeping
+    // its text would grow the work log with every read of a followed console.
+    s.offer(WorkItem {
+        id: "w-console".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::ConsoleLog { lines: Some(10) },
+    });
+    eventually(10, "the console answer", || finals(&s, "w-console") == 1).await;
+    assert!(matches!(s.events_of("w-console")[..], [WorkEvent::Done { console: Some(_), .. }]));
+    let log = std::fs::read_to_string(dir.path().join("work").join("log.jsonl")).expect("work log");
+    assert!(log.contains("w-build") && !log.contains("w-console"), "{log}");
+
     // The acknowledgement got lost: the same work again gets the same outcome, no rebuild.
     s.offer(WorkItem { attempt: 2, ..build });
     eventually(10, "the repeated outcome", || finals(&s, "w-build") == 2).await;

@@ -492,6 +492,8 @@ mod tests {
             )
             .await;
         assert!(r.status.is_success(), "{} {}", r.status, r.body);
+        // The join token only registers; the host's own credential polls.
+        let bearer = format!("Bearer {}", r.body["credential"].as_str().expect("credential"));
         let poll = {
             let app_state = app.state.clone();
             let bearer = bearer.clone();
