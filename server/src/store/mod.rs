@@ -119,6 +119,9 @@ type Shared = std::sync::Arc<Mutex<Option<AnyConnection>>>;
 /// How often WAL frames are copied into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// WAL frames (4 KiB pages) beyond which a checkpoint also starts the WAL over: 64 MiB.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Copies committed WAL frames into the database file from a connection of its own, so the
 /// writer never does it: an automatic checkpoint runs inside whichever commit crosses the WAL
 /// size limit and, with its flush of the database file, held every request waiting on the
@@ -131,11 +134,27 @@ fn checkpoint_in_background(checkpointer: Shared) {
             tick.tick().await;
             let mut guard = checkpointer.lock().await;
             let Some(conn) = guard.as_mut() else { return }; // closed
-            if let Err(e) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+            if let Err(e) = checkpoint(conn, WAL_RESTART_FRAMES).await {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
         }
     });
+}
+
+/// One checkpoint; true when it also started the WAL over. Under a steady stream of commits a
+/// PASSIVE checkpoint never catches up with the last frame, so the WAL is never reset and grows
+/// without bound (seen: 3.5 GiB in 150 s of boot/delete churn). Once it holds more than
+/// `restart_after` frames, a TRUNCATE checkpoint waits for the writer's current transaction
+/// (the busy timeout), holds the next one back for the length of its flush, and empties the
+/// file.
+async fn checkpoint(conn: &mut AnyConnection, restart_after: i64) -> Result<bool, sqlx::Error> {
+    let (_busy, frames, _done): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut *conn).await?;
+    if frames <= restart_after {
+        return Ok(false);
+    }
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await?;
+    Ok(busy == 0)
 }
 
 async fn close_shared(shared: &Shared) {
@@ -456,6 +475,31 @@ mod tests {
         assert!(store.conn().await.is_ok());
         store.close().await;
         assert!(store.conn().await.is_err(), "a closed store hands out no connection");
+    }
+
+    /// A WAL past its limit is started over, not left to grow with every commit.
+    #[tokio::test]
+    async fn a_long_wal_is_started_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let url = format!("sqlite://{}", path.display());
+        let store = Store::open(&url).await.expect("open");
+        let value = "x".repeat(1000);
+        for i in 0..100 {
+            store.set_setting(&format!("k{i}"), &value).await.expect("write");
+        }
+        let wal = || std::fs::metadata(dir.path().join("db.sqlite-wal")).map(|m| m.len()).unwrap_or(0);
+        assert!(wal() > 100_000, "the WAL holds the writes: {} bytes", wal());
+        let mut conn = <AnyConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+        // Below the limit: a PASSIVE checkpoint leaves the file as it is.
+        assert!(!checkpoint(&mut conn, i64::MAX).await.expect("checkpoint"));
+        assert!(wal() > 100_000);
+        // Past it: the WAL is emptied, and what it held is in the database file.
+        assert!(checkpoint(&mut conn, 10).await.expect("checkpoint"));
+        assert_eq!(wal(), 0);
+        assert_eq!(store.setting("k99").await.expect("read").as_deref(), Some(value.as_str()));
+        store.set_setting("after", "v").await.expect("write after the restart");
+        store.close().await;
     }
 
     /// SQLite rolls a transaction back by itself on SQLITE_FULL; what we commit afterwards must
