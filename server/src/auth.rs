@@ -82,34 +82,44 @@ impl FromRequestParts<AppState> for Ctx {
 /// Tokens validated recently, so a request whose token was seen moments ago costs no identity
 /// queries (keystonemiddleware caches validated tokens in every OpenStack service the same
 /// way). Any identity change made through this process's API empties it at once
-/// ([`TokenCache::invalidate`]); changes made elsewhere (another replica, the admin CLI) are
-/// seen within [`TokenCache::TTL`]. Expiry is checked on every use.
-#[derive(Default)]
-pub struct TokenCache {
+/// ([`ValidationCache::invalidate`]); changes made elsewhere (another replica, the admin CLI)
+/// are seen within [`ValidationCache::TTL`]. Expiry is checked on every use.
+pub type TokenCache = ValidationCache<Ctx>;
+
+/// Secrets (tokens, agents' host credentials) validated in the last [`Self::TTL`], keyed by
+/// their hash, with what they resolved to.
+pub struct ValidationCache<V> {
     /// Bumped by every invalidation: an entry counts only if it was validated in the current
     /// generation, so a validation that raced with a change is never cached.
     generation: std::sync::atomic::AtomicU64,
-    /// Keyed by [`crate::store::identity::token_hash`] of the token.
-    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64, Ctx)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64, V)>>,
 }
 
-impl TokenCache {
+impl<V> Default for ValidationCache<V> {
+    fn default() -> Self {
+        Self { generation: std::sync::atomic::AtomicU64::new(0), entries: std::sync::Mutex::default() }
+    }
+}
+
+impl<V: Clone> ValidationCache<V> {
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
-    /// More distinct tokens than this within a TTL empties the cache rather than growing it.
+    /// More distinct secrets than this within a TTL empties the cache rather than growing it.
     const MAX_ENTRIES: usize = 10_000;
 
-    fn generation(&self) -> u64 {
+    /// Read before validating; [`Self::put`] caches the result only if nothing was invalidated
+    /// in between.
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn get(&self, token_hash: &str) -> Option<Ctx> {
+    pub(crate) fn get(&self, hash: &str) -> Option<V> {
         let generation = self.generation();
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, g, ctx) = entries.get(token_hash)?;
-        (*g == generation && at.elapsed() < Self::TTL).then(|| ctx.clone())
+        let (at, g, value) = entries.get(hash)?;
+        (*g == generation && at.elapsed() < Self::TTL).then(|| value.clone())
     }
 
-    fn put(&self, token_hash: &str, generation: u64, ctx: &Ctx) {
+    pub(crate) fn put(&self, hash: &str, generation: u64, value: &V) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if generation != self.generation() {
             return;
@@ -117,10 +127,10 @@ impl TokenCache {
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(token_hash.to_string(), (std::time::Instant::now(), generation, ctx.clone()));
+        entries.insert(hash.to_string(), (std::time::Instant::now(), generation, value.clone()));
     }
 
-    /// Forgets every validated token (after an identity change is committed).
+    /// Forgets everything validated (after a change that may affect it is committed).
     pub fn invalidate(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

@@ -104,50 +104,11 @@ impl FromRequestParts<AppState> for HostAuth {
     }
 }
 
-/// Host credentials validated in the last [`CredentialCache::TTL`], keyed by their hash: every
-/// agent call carries one, and most would otherwise cost a read of the one SQLite connection.
-/// Registration empties it, so a replaced credential stops working at once in this process
-/// (within the TTL on other replicas).
-#[derive(Default)]
-pub struct CredentialCache {
-    /// Bumped by every invalidation; a lookup that raced with one is not cached.
-    generation: std::sync::atomic::AtomicU64,
-    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, HostAuth)>>,
-}
-
-impl CredentialCache {
-    const TTL: Duration = Duration::from_secs(5);
-    /// More distinct credentials than this within a TTL empties the cache rather than growing it.
-    const MAX_ENTRIES: usize = 10_000;
-
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn get(&self, hash: &str) -> Option<HostAuth> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, auth) = entries.get(hash)?;
-        (at.elapsed() < Self::TTL).then(|| auth.clone())
-    }
-
-    fn put(&self, hash: &str, generation: u64, auth: &HostAuth) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if generation != self.generation() {
-            return;
-        }
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(hash.to_string(), (std::time::Instant::now(), auth.clone()));
-    }
-
-    /// Forgets every validated credential (a host's credential was replaced).
-    pub fn invalidate(&self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        entries.clear();
-    }
-}
+/// Host credentials validated in the last [`crate::auth::ValidationCache::TTL`], keyed by their
+/// hash: every agent call carries one, and most would otherwise cost a read of the one SQLite
+/// connection. Registration empties it, so a replaced credential stops working at once in this
+/// process (within the TTL on other replicas).
+pub type CredentialCache = crate::auth::ValidationCache<HostAuth>;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
