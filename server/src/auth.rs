@@ -208,20 +208,97 @@ pub async fn verify_password(password: String, hash: String) -> bool {
 
 /// [`hash_password`] on the calling thread.
 pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+    hash_password_in(password, &mut HashMemory::default())
 }
 
 /// [`verify_password`] on the calling thread.
 pub fn verify_password_blocking(password: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash)
-        .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-        .unwrap_or(false)
+    verify_password_in(password, hash, &mut HashMemory::default())
+}
+
+/// argon2's working memory (19 MiB with the default parameters). The hashing pool keeps one per
+/// running slot and reuses it: allocating and freeing 19 MiB per login made the allocator hold
+/// on to freed blocks, and the server's memory grew with the login rate instead of the pool size.
+#[derive(Default)]
+pub struct HashMemory(Vec<argon2::Block>);
+
+impl HashMemory {
+    /// The first `blocks` blocks, growing the buffer when a hash needs more. Its content need
+    /// not be cleared: argon2 overwrites every block before it reads it.
+    fn blocks(&mut self, blocks: usize) -> &mut [argon2::Block] {
+        if self.0.len() < blocks {
+            self.0.resize(blocks, argon2::Block::default());
+        }
+        &mut self.0[..blocks]
+    }
+
+    /// Blocks held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Gives memory beyond what the default parameters need back (a hash stored with a larger
+    /// memory cost, from an import, should not pin that much for good).
+    pub fn trim(&mut self) {
+        let default = argon2::Params::default().block_count();
+        if self.0.len() > default {
+            self.0.truncate(default);
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// argon2id with the default parameters, in `mem`: the PHC string stored for a password.
+pub fn hash_password_in(password: &str, mem: &mut HashMemory) -> anyhow::Result<String> {
+    use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let hash = Output::init_with(len, |out| {
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, mem.blocks(params.block_count()))
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| anyhow::anyhow!("hash parameters: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(hash),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the stored PHC string `hash`, computed in `mem` with the hash's
+/// own algorithm, version and parameters. Unreadable hashes never match.
+pub fn verify_password_in(password: &str, hash: &str, mem: &mut HashMemory) -> bool {
+    use argon2::password_hash::{Output, PasswordHash};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let mut check = || -> Option<bool> {
+        let parsed = PasswordHash::new(hash).ok()?;
+        let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+        let version = parsed.version.map(Version::try_from).transpose().ok()?.unwrap_or_default();
+        let params = Params::try_from(&parsed).ok()?;
+        let expected = parsed.hash?;
+        let mut salt_buf = [0u8; 64];
+        let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
+        let argon = Argon2::new(algorithm, version, params.clone());
+        let computed = Output::init_with(expected.len(), |out| {
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), salt, out, mem.blocks(params.block_count()))
+                .map_err(|_| argon2::password_hash::Error::Crypto)
+        })
+        .ok()?;
+        // `Output`'s equality is constant-time.
+        Some(computed == expected)
+    };
+    check().unwrap_or(false)
 }
 
 /// A random secret: 32 bytes, URL-safe base64 (tokens, generated passwords).
@@ -243,5 +320,31 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_password("s3cret".into(), hash.clone()).await);
         assert!(!verify_password("wrong".into(), hash).await);
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crate_both_ways() {
+        use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+        let mut mem = HashMemory::default();
+        // Ours verifies with the crate's own verifier, and a hash made by the crate (the form
+        // every stored password has) verifies with ours, reusing one buffer throughout.
+        let ours = hash_password_in("s3cret", &mut mem).expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC string");
+        assert!(argon2::Argon2::default().verify_password(b"s3cret", &parsed).is_ok());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2::Argon2::default().hash_password(b"pw", &salt).expect("hash").to_string();
+        assert!(verify_password_in("pw", &theirs, &mut mem));
+        assert!(!verify_password_in("pW", &theirs, &mut mem));
+        assert!(verify_password_in("s3cret", &ours, &mut mem));
+        // Other parameters (a smaller memory cost, argon2i) are read from the hash itself.
+        let params = argon2::Params::new(1024, 2, 1, None).expect("params");
+        let small = argon2::Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x13, params)
+            .hash_password(b"pw", &salt)
+            .expect("hash")
+            .to_string();
+        assert!(verify_password_in("pw", &small, &mut mem));
+        assert!(!verify_password_in("px", &small, &mut mem));
+        assert!(!verify_password_in("pw", "$argon2id$garbage", &mut mem));
+        assert!(!verify_password_in("pw", "", &mut mem));
     }
 }

@@ -15,6 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::Semaphore;
 
+use crate::auth::HashMemory;
 use crate::config::LimitSettings;
 use crate::error::{ApiError, ApiResult, Service, fault_response};
 use crate::state::AppState;
@@ -45,6 +46,8 @@ pub struct HashPool {
     running: Arc<Semaphore>,
     /// One permit per caller that may be running or waiting (`concurrency + queue`).
     admitted: Arc<Semaphore>,
+    /// argon2's working memory, one per slot that has run, reused (see [`HashMemory`]).
+    memory: Arc<std::sync::Mutex<Vec<HashMemory>>>,
 }
 
 impl HashPool {
@@ -53,18 +56,25 @@ impl HashPool {
         HashPool {
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
+            memory: Arc::default(),
         }
     }
 
     /// Runs `f` once a slot is free; 503 when the pool and its queue are full.
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut HashMemory) -> T + Send + 'static) -> ApiResult<T> {
         let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| busy())?;
         let running = self.running.clone().acquire_owned().await.map_err(ApiError::internal)?;
+        let memory = self.memory.clone();
         // The permits go with the work: a caller that gives up (timeout, closed connection)
-        // does not free a slot while its hash still runs.
+        // does not free a slot while its hash still runs. A slot holds at most one buffer, so
+        // there are never more buffers than slots.
         tokio::task::spawn_blocking(move || {
             let _permits = (admitted, running);
-            f()
+            let mut mem = memory.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+            let out = f(&mut mem);
+            mem.trim();
+            memory.lock().unwrap_or_else(|p| p.into_inner()).push(mem);
+            out
         })
         .await
         .map_err(ApiError::internal)
@@ -72,12 +82,12 @@ impl HashPool {
 
     /// [`crate::auth::hash_password`] through the pool.
     pub async fn hash(&self, password: String) -> ApiResult<String> {
-        self.run(move || crate::auth::hash_password_blocking(&password)).await?.map_err(ApiError::internal)
+        self.run(move |mem| crate::auth::hash_password_in(&password, mem)).await?.map_err(ApiError::internal)
     }
 
     /// [`crate::auth::verify_password`] through the pool.
     pub async fn verify(&self, password: String, hash: String) -> ApiResult<bool> {
-        self.run(move || crate::auth::verify_password_blocking(&password, &hash)).await
+        self.run(move |mem| crate::auth::verify_password_in(&password, &hash, mem)).await
     }
 
     /// Takes every running slot (tests: a pool whose hashes never finish).
@@ -283,6 +293,20 @@ mod tests {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no Retry-After: {:?}", r.headers))
+    }
+
+    #[tokio::test]
+    async fn hashing_memory_is_one_buffer_per_slot_however_many_logins() {
+        let pool = HashPool::new(2, 64);
+        let hash = crate::auth::hash_password("pw".into()).await.expect("hash");
+        let checks: Vec<_> = (0..12).map(|_| pool.verify("pw".into(), hash.clone())).collect();
+        for ok in futures_util::future::join_all(checks).await {
+            assert!(ok.expect("admitted"));
+        }
+        // Twelve checks, two slots: two 19 MiB buffers were made and are kept for the next.
+        let memory = pool.memory.lock().expect("lock");
+        assert_eq!(memory.len(), 2);
+        assert!(memory.iter().all(|m| m.len() == argon2::Params::default().block_count()));
     }
 
     #[tokio::test]
