@@ -12,6 +12,7 @@ mod keypairs;
 pub mod microversion;
 mod quotas;
 pub mod scheduler;
+mod server_view;
 mod servers;
 pub mod states;
 

@@ -10,10 +10,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha224};
 
-use super::conductor::{self, NetRequest, nova_time};
+use super::conductor::{self, NetRequest};
 use super::flavors::MAX_LIMIT;
+pub(crate) use super::server_view::Shape;
+use super::server_view::{Address, Addresses, Extras, view};
 use super::states::{self, Action as UserAction, TaskState, VmState};
 use super::{ApiVersion, links};
 use crate::auth::Ctx;
@@ -65,21 +66,6 @@ pub(crate) async fn visible_or_deleted(state: &AppState, ctx: &Ctx, id: &str) ->
     Ok(inst)
 }
 
-fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
-    match host {
-        Some(h) => hex::encode(Sha224::digest(format!("{project_id}{h}").as_bytes())),
-        None => String::new(),
-    }
-}
-
-/// What a representation needs besides the instance row.
-struct Extras {
-    host_name: Option<String>,
-    host_az: Option<String>,
-    host_up: Option<bool>,
-    addresses: Value,
-}
-
 /// The extras of each instance, in order, read in a fixed number of statements however many
 /// there are (their hosts in one, their addresses in one).
 async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras>> {
@@ -98,166 +84,29 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
                 host_name: host.map(|h| h.name.clone()),
                 host_az: host.map(|h| h.availability_zone.clone()),
                 host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
-                addresses: addresses.remove(&inst.id).unwrap_or_else(|| Value::Object(Map::new())),
+                addresses: addresses.remove(&inst.id).unwrap_or_default(),
             }
         })
         .collect())
 }
 
 /// `addresses` of each instance that has ports: network name → the port addresses on it.
-async fn addresses_by_instance(state: &AppState, ids: &[&str]) -> ApiResult<BTreeMap<String, Value>> {
-    let mut out: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+async fn addresses_by_instance(state: &AppState, ids: &[&str]) -> ApiResult<BTreeMap<String, Addresses>> {
+    let mut out: BTreeMap<String, Addresses> = BTreeMap::new();
     for a in state.store.instance_addresses(ids).await? {
         let name = a.network_name.unwrap_or(a.network_id);
-        let entry = out.entry(a.device_id).or_default().entry(name).or_insert_with(|| json!([]));
-        if let (Some(ip), Some(list)) = (a.ip_address, entry.as_array_mut()) {
+        let list = out.entry(a.device_id).or_default().entry(name).or_default();
+        if let Some(ip) = a.ip_address {
             let version = if ip.contains(':') { 6 } else { 4 };
-            list.push(json!({
-                "version": version,
-                "addr": ip,
-                "OS-EXT-IPS:type": "fixed",
-                "OS-EXT-IPS-MAC:mac_addr": a.mac_address,
-            }));
+            list.push(Address { version, addr: ip, kind: "fixed", mac_addr: a.mac_address });
         }
     }
-    Ok(out.into_iter().map(|(id, m)| (id, Value::Object(m))).collect())
+    Ok(out)
 }
 
 /// `addresses`: network name → the port addresses on it.
-async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Value> {
-    Ok(addresses_by_instance(state, &[instance_id])
-        .await?
-        .remove(instance_id)
-        .unwrap_or_else(|| Value::Object(Map::new())))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// GET /servers/{id} and /servers/detail.
-    Show,
-    /// GET /servers/detail items (no server_groups).
-    Detail,
-    /// PUT /servers/{id} before 2.75 (a reduced body).
-    UpdateLegacy,
-}
-
-fn server_json(state: &AppState, ctx: &Ctx, v: ApiVersion, inst: &Instance, x: &Extras, shape: Shape) -> Value {
-    let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_else(|_| json!({}));
-    let metadata: Value = serde_json::from_str(&inst.metadata).unwrap_or_else(|_| json!({}));
-    let st = status(inst);
-    let mut o = Map::new();
-    o.insert("id".into(), json!(inst.id));
-    o.insert("name".into(), json!(inst.name));
-    o.insert("status".into(), json!(st));
-    o.insert("tenant_id".into(), json!(inst.project_id));
-    o.insert("user_id".into(), json!(inst.user_id));
-    o.insert("metadata".into(), metadata);
-    o.insert("hostId".into(), json!(host_id_hash(&inst.project_id, x.host_name.as_deref())));
-    o.insert(
-        "image".into(),
-        if inst.image_id.is_empty() {
-            json!("")
-        } else {
-            json!({"id": inst.image_id, "links": [{"rel": "bookmark", "href": state.url(&format!("compute/images/{}", inst.image_id))}]})
-        },
-    );
-    o.insert(
-        "flavor".into(),
-        if v.at_least(47) {
-            json!({
-                "vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
-                "ephemeral": flavor["ephemeral"], "swap": flavor["swap"], "original_name": flavor["name"],
-                "extra_specs": flavor.get("extra_specs").cloned().unwrap_or_else(|| json!({})),
-            })
-        } else {
-            json!({"id": inst.flavor_id, "links": [{"rel": "bookmark", "href": state.url(&format!("compute/flavors/{}", inst.flavor_id))}]})
-        },
-    );
-    o.insert("created".into(), json!(nova_time(&inst.created_at)));
-    o.insert("updated".into(), json!(nova_time(&inst.updated_at)));
-    o.insert("addresses".into(), x.addresses.clone());
-    o.insert("accessIPv4".into(), json!(inst.access_ip_v4.as_deref().unwrap_or_default()));
-    o.insert("accessIPv6".into(), json!(inst.access_ip_v6.as_deref().unwrap_or_default()));
-    o.insert("links".into(), links(state, &format!("servers/{}", inst.id)));
-    o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
-    if matches!(st, "ACTIVE" | "BUILD") {
-        o.insert("progress".into(), json!(if st == "ACTIVE" { 100 } else { 0 }));
-    }
-    if let Some(f) = inst.fault.as_deref().filter(|_| st == "ERROR") {
-        let mut fault: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
-        // Nova shows `details` of a 500 fault to admins only.
-        if !ctx.is_admin()
-            && fault["code"] == 500
-            && let Some(m) = fault.as_object_mut()
-        {
-            m.remove("details");
-        }
-        o.insert("fault".into(), fault);
-    }
-    if v.at_least(9) {
-        o.insert("locked".into(), json!(inst.locked != 0));
-    }
-    if v.at_least(19) {
-        o.insert("description".into(), json!(inst.description));
-    }
-    if v.at_least(26) {
-        o.insert("tags".into(), serde_json::from_str(&inst.tags).unwrap_or_else(|_| json!([])));
-    }
-    if v.at_least(63) {
-        o.insert("trusted_image_certificates".into(), Value::Null);
-    }
-    if v.at_least(71) && shape != Shape::Detail {
-        o.insert("server_groups".into(), json!([]));
-    }
-    if v.at_least(73) {
-        o.insert("locked_reason".into(), Value::Null);
-    }
-    if shape == Shape::UpdateLegacy {
-        return Value::Object(o);
-    }
-    o.insert("key_name".into(), json!(inst.key_name));
-    o.insert("config_drive".into(), json!(inst.config_drive));
-    o.insert(
-        "OS-EXT-AZ:availability_zone".into(),
-        json!(inst.availability_zone.clone().or_else(|| x.host_az.clone()).unwrap_or_default()),
-    );
-    o.insert("OS-EXT-STS:vm_state".into(), json!(inst.vm_state));
-    o.insert("OS-EXT-STS:task_state".into(), json!(inst.task_state));
-    o.insert("OS-EXT-STS:power_state".into(), json!(inst.power_state));
-    o.insert("OS-SRV-USG:launched_at".into(), json!(inst.launched_at.as_deref().map(nova_launch_time)));
-    o.insert("OS-SRV-USG:terminated_at".into(), json!(inst.terminated_at.as_deref().map(nova_launch_time)));
-    o.insert("os-extended-volumes:volumes_attached".into(), json!([]));
-    if !x.addresses.as_object().is_none_or(|m| m.is_empty()) {
-        o.insert("security_groups".into(), json!([{"name": "default"}]));
-    }
-    if ctx.is_admin() {
-        o.insert("OS-EXT-SRV-ATTR:host".into(), json!(x.host_name));
-        o.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(x.host_name));
-        o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(format!("meridian-{}", inst.id)));
-        if v.at_least(3) {
-            o.insert("OS-EXT-SRV-ATTR:reservation_id".into(), json!(inst.reservation_id));
-            o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(inst.launch_index));
-            o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(inst.hostname));
-            o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(""));
-            o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(""));
-            o.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
-            o.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(inst.user_data));
-        }
-        if v.at_least(16) {
-            let hs = match x.host_up {
-                Some(true) => "UP",
-                Some(false) => "DOWN",
-                None => "",
-            };
-            o.insert("host_status".into(), json!(hs));
-        }
-    }
-    Value::Object(o)
-}
-
-/// `launched_at` / `terminated_at` keep microseconds and no zone: `2013-09-23T13:53:12.000000`.
-fn nova_launch_time(stored: &str) -> String {
-    stored.trim_end_matches('Z').to_string()
+async fn addresses(state: &AppState, instance_id: &str) -> ApiResult<Addresses> {
+    Ok(addresses_by_instance(state, &[instance_id]).await?.remove(instance_id).unwrap_or_default())
 }
 
 pub(crate) async fn render(
@@ -280,7 +129,11 @@ pub(crate) async fn render_many(
     shape: Shape,
 ) -> ApiResult<Vec<Value>> {
     let extras = extras_of(state, insts).await?;
-    Ok(insts.iter().zip(&extras).map(|(inst, x)| server_json(state, ctx, v, inst, x, shape)).collect())
+    insts
+        .iter()
+        .zip(&extras)
+        .map(|(inst, x)| serde_json::to_value(view(state, ctx, v, inst, x, shape)).map_err(ApiError::internal))
+        .collect()
 }
 
 // ---- create ----
@@ -790,7 +643,7 @@ const NOVA_STATUSES: [&str; 21] = [
 const SORT_KEYS: [&str; 8] =
     ["created_at", "display_name", "updated_at", "uuid", "vm_state", "task_state", "launched_at", "host"];
 
-async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> JsonResult {
+async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: bool) -> ApiResult<Response> {
     ctx.require_reader("os_compute_api:servers:index")?;
     let all_tenants = q.has("all_tenants")
         && q.get("all_tenants").is_none_or(|s| s.is_empty() || crate::extract::parse_bool(s) != Some(false));
@@ -834,7 +687,7 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
             if v.at_least(38) {
                 return Err(bad(format!("Invalid status value {s}")));
             }
-            return Ok(axum::Json(json!({"servers": []})));
+            return Ok(axum::Json(json!({"servers": []})).into_response());
         }
     }
     // `ip` / `ip6`: regular expressions searched in the servers' addresses (as Nova does).
@@ -922,19 +775,39 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
         };
         (rows, limit)
     };
-    let out = if detail {
-        render_many(&state, &ctx, v, &rows, Shape::Detail).await?
-    } else {
-        rows.iter()
-            .map(|i| json!({"id": i.id, "name": i.name, "links": links(&state, &format!("servers/{}", i.id))}))
-            .collect()
-    };
-    let mut body = json!({"servers": out});
     let path = if detail { "servers/detail" } else { "servers" };
-    if let Some(l) = super::next_links(&state, path, page, rows.len(), rows.last().map(|i| i.id.as_str())) {
-        body["servers_links"] = l;
+    let servers_links = super::next_links(&state, path, page, rows.len(), rows.last().map(|i| i.id.as_str()));
+    // Serialised straight from the rows (see `server_view`): a page of a thousand servers is
+    // never held as `serde_json::Value`s.
+    let body = if detail {
+        let extras = extras_of(&state, &rows).await?;
+        let servers: Vec<_> =
+            rows.iter().zip(&extras).map(|(inst, x)| view(&state, &ctx, v, inst, x, Shape::Detail)).collect();
+        serde_json::to_vec(&ListBody { servers, servers_links })
+    } else {
+        let servers: Vec<_> = rows
+            .iter()
+            .map(|i| Brief { id: &i.id, name: &i.name, links: links(&state, &format!("servers/{}", i.id)) })
+            .collect();
+        serde_json::to_vec(&ListBody { servers, servers_links })
     }
-    Ok(axum::Json(body))
+    .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+}
+
+/// `GET /servers` items.
+#[derive(serde::Serialize)]
+struct Brief<'a> {
+    id: &'a str,
+    name: &'a str,
+    links: Value,
+}
+
+#[derive(serde::Serialize)]
+struct ListBody<T> {
+    servers: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers_links: Option<Value>,
 }
 
 pub async fn list(
@@ -942,7 +815,7 @@ pub async fn list(
     ctx: Ctx,
     Extension(v): Extension<ApiVersion>,
     q: Query,
-) -> JsonResult {
+) -> ApiResult<Response> {
     list_inner(state, ctx, v, q, false).await
 }
 
@@ -951,7 +824,7 @@ pub async fn list_detail(
     ctx: Ctx,
     Extension(v): Extension<ApiVersion>,
     q: Query,
-) -> JsonResult {
+) -> ApiResult<Response> {
     list_inner(state, ctx, v, q, true).await
 }
 
@@ -1340,14 +1213,11 @@ pub async fn delete_metadata_item(
 async fn plain_addresses(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Map<String, Value>> {
     ctx.require_reader("os_compute_api:ips:index")?;
     let inst = visible(state, ctx, id).await?;
-    let Value::Object(all) = addresses(state, &inst.id).await? else { return Ok(Map::new()) };
-    Ok(all
+    Ok(addresses(state, &inst.id)
+        .await?
         .into_iter()
         .map(|(net, list)| {
-            let plain: Vec<Value> = list
-                .as_array()
-                .map(|l| l.iter().map(|a| json!({"version": a["version"], "addr": a["addr"]})).collect())
-                .unwrap_or_default();
+            let plain = list.iter().map(|a| json!({"version": a.version, "addr": a.addr})).collect();
             (net, Value::Array(plain))
         })
         .collect())
