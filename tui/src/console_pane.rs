@@ -160,7 +160,7 @@ fn handshake_words(url: &str, e: tungstenite::Error) -> String {
             let why = if body.is_empty() { String::new() } else { format!(": {body}") };
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 format!(
-                    "the console proxy refused the token ({}){why} — it is single-use and short-lived; press a to attach again",
+                    "the console proxy refused the token ({}){why} — tokens are single-use and short-lived",
                     status.as_u16()
                 )
             } else {
@@ -348,7 +348,9 @@ impl ConsolePane {
         if scrolled > 0 {
             title.push(Span::styled(format!(" scrolled back {scrolled} "), theme.accent()));
         }
-        title.push(Span::styled(" ctrl-] detach ", theme.muted()));
+        if self.connected() {
+            title.push(Span::styled(" ctrl-] detach ", theme.muted()));
+        }
         let block = Block::default()
             .borders(Borders::ALL)
             .border_style(Style::default().fg(theme.accent))
@@ -367,10 +369,7 @@ impl ConsolePane {
             // The reason sits on the pane's last line, over whatever the guest printed.
             let h = 2.min(inner.height);
             let at = Rect { x: inner.x, y: inner.y + inner.height - h, width: inner.width, height: h };
-            let text = Line::from(vec![
-                Span::styled(format!(" {msg} "), theme.error().add_modifier(Modifier::BOLD)),
-                Span::styled(" esc/ctrl-] close, a attach again ", theme.muted()),
-            ]);
+            let text = Line::from(Span::styled(msg.clone(), theme.error().add_modifier(Modifier::BOLD)));
             f.render_widget(Clear, at);
             f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).style(theme.base()), at);
         }
