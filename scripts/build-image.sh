@@ -65,7 +65,7 @@ cd "$WORK"
 KPKG="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')"
 [ -n "$KPKG" ] || { log "apt does not know linux-image-cloud-amd64 (run apt-get update)"; exit 1; }
 # dropbear-bin is dynamically linked: its libraries come from their own packages.
-SSHPKGS="dropbear-bin libtomcrypt1 libtommath1 zlib1g libcrypt1 libc6"
+SSHPKGS="dropbear-bin libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6"
 log "downloading $KPKG, busybox-static and $SSHPKGS"
 mkdir debs
 # shellcheck disable=SC2086
@@ -87,15 +87,19 @@ for applet in $($BB --list); do
 done
 for applet in init poweroff reboot halt modprobe insmod udhcpc acpid getty; do ln -sf ../bin/busybox $R/sbin/$applet; done
 
-# dropbear and exactly the shared objects it links (the loader, libc, libcrypt, libtom*, zlib).
+# dropbear and exactly the shared objects it loads (the loader, libc, libcrypt, libtom*, gmp, zlib).
 mkdir -p $R/usr/sbin $R/lib/x86_64-linux-gnu $R/lib64 $R/etc/dropbear
 cp ssh/usr/sbin/dropbear $R/usr/sbin/dropbear
-for lib in libc.so.6 libcrypt.so.1 libtomcrypt.so.1 libtommath.so.1 libz.so.1; do
+for lib in libc.so.6 libcrypt.so.1 libtomcrypt.so.1 libtommath.so.1 libgmp.so.10 libz.so.1; do
     found="$(find ssh -name "$lib" | head -n 1)"
     [ -n "$found" ] || { log "no $lib in $SSHPKGS"; exit 1; }
     cp -L "$found" $R/lib/x86_64-linux-gnu/"$lib"
 done
 cp -L "$(find ssh -name ld-linux-x86-64.so.2 | head -n 1)" $R/lib64/ld-linux-x86-64.so.2
+# Every library dropbear loads must come from the image, not from this build host.
+outside="$($R/lib64/ld-linux-x86-64.so.2 --library-path "$PWD/$R/lib/x86_64-linux-gnu" --list $R/usr/sbin/dropbear |
+    awk '/=>/ && $1 !~ /ld-linux/ && $3 !~ "^'"$PWD/$R"'/" {print $1}')"
+[ -z "$outside" ] || { log "dropbear also needs: $outside (add their packages to SSHPKGS)"; exit 1; }
 
 # Kernel modules: the wanted ones and what they depend on (busybox depmod writes modules.dep).
 $BB depmod -b kernel "$KVER"

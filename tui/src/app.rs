@@ -1237,7 +1237,8 @@ impl App {
     }
 
     pub fn on_mouse(&mut self, m: MouseEvent) {
-        if !matches!(self.screen, Screen::Main) || self.overlay.is_some() {
+        // reach: the console pane takes no mouse input.
+        if !matches!(self.screen, Screen::Main) || self.overlay.is_some() || self.console.is_some() {
             return;
         }
         match m.kind {

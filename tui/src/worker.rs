@@ -517,6 +517,8 @@ fn words(req: &Request, e: &ClientError) -> String {
             format!("{message} ({}{why})", status.as_u16())
         }
         ClientError::Api { status, message, .. } => format!("{message} ({})", status.as_u16()),
+        // Key pair checks made here (a file to read, a key file already there) are sentences.
+        ClientError::Decode(m) if matches!(req, Request::CreateKeypair { .. }) => m.clone(),
         other => other.to_string(),
     };
     format!("{what}: {detail}")
