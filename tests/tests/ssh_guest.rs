@@ -39,7 +39,13 @@ async fn guest_cloud(admin: &Client, guard: &LibvirtGuard, salt: u32) -> (String
 }
 
 /// Boots `name` with `key`; waits until the guest says it is ready; returns (id, console).
-async fn boot(admin: &Client, guard: &LibvirtGuard, cloud: &(String, String, String), name: &str, key: &str) -> (String, String) {
+async fn boot(
+    admin: &Client,
+    guard: &LibvirtGuard,
+    cloud: &(String, String, String),
+    name: &str,
+    key: &str,
+) -> (String, String) {
     let (flavor, image_id, net_id) = cloud;
     let body = json!({"server": {
         "name": name, "imageRef": image_id, "flavorRef": flavor, "networks": [{"uuid": net_id}],

@@ -1071,9 +1071,9 @@ impl App {
                 on_table!(self, view, |t, ctx| t.sort_reverse(ctx));
             }
             Action::Launch if view == View::Keypairs => self.open_key_form(), // reach:
-            Action::Attach => self.attach(),                                     // reach:
-            Action::Ssh => self.ssh_to(),                                        // reach:
-            Action::Copy => self.copy_selected(),                                // reach:
+            Action::Attach => self.attach(),                                  // reach:
+            Action::Ssh => self.ssh_to(),                                     // reach:
+            Action::Copy => self.copy_selected(),                             // reach:
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
                 self.push_wizard_data();

@@ -228,13 +228,16 @@ impl ConsolePane {
                 self.state = PaneState::Connecting;
             }
             Err(UrlError::NoSerial) => {
-                self.state = PaneState::Closed("This cloud has no serial consoles (Nova's [serial_console] is disabled)".into())
+                self.state =
+                    PaneState::Closed("This cloud has no serial consoles (Nova's [serial_console] is disabled)".into())
             }
             Err(UrlError::NotRunning) => {
                 let status = if self.status.is_empty() { "not running" } else { &self.status };
                 self.state = PaneState::Closed(format!("{} is {status}; start it to attach", self.server_name));
             }
-            Err(UrlError::Other(m)) => self.state = PaneState::Closed(format!("no console for {}: {m}", self.server_name)),
+            Err(UrlError::Other(m)) => {
+                self.state = PaneState::Closed(format!("no console for {}: {m}", self.server_name))
+            }
         }
     }
 

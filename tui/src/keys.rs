@@ -59,7 +59,9 @@ pub async fn create(
             if ssh_key::PublicKey::from_openssh(&public_key).is_err() {
                 return Err(ClientError::Decode(format!("{} is not an OpenSSH public key", path.display())));
             }
-            client.post("compute", "/os-keypairs", &json!({"keypair": {"name": name, "public_key": public_key}})).await?;
+            client
+                .post("compute", "/os-keypairs", &json!({"keypair": {"name": name, "public_key": public_key}}))
+                .await?;
             Ok(Created { name: name.into(), saved: None, private_key: None, generated_by: None })
         }
         KeySource::Generate => {
@@ -88,7 +90,12 @@ pub async fn create(
                     Err(e) => return Err(e),
                 };
             let saved = save_private_key(&dest, &private_key).map(|()| dest).map_err(|e| e.to_string());
-            Ok(Created { name: name.into(), saved: Some(saved), private_key: Some(private_key), generated_by: Some(by) })
+            Ok(Created {
+                name: name.into(),
+                saved: Some(saved),
+                private_key: Some(private_key),
+                generated_by: Some(by),
+            })
         }
     }
 }
@@ -96,8 +103,7 @@ pub async fn create(
 /// A new ed25519 pair in OpenSSH formats (private, public).
 pub fn generate_ed25519(comment: &str) -> Result<(String, String), ClientError> {
     let bad = |e: ssh_key::Error| ClientError::Decode(format!("generating a key: {e}"));
-    let mut key =
-        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).map_err(bad)?;
+    let mut key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).map_err(bad)?;
     key.set_comment(comment);
     let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(bad)?.to_string();
     let public = key.public_key().to_openssh().map_err(bad)?;
@@ -221,7 +227,8 @@ impl Component for KeyForm {
         let rows = Layout::vertical([Constraint::Length(1); 8]).split(inner);
         focus(&mut self.name, self.focus == 0, theme);
         focus(&mut self.file, self.focus == 2, theme);
-        let label = |t: &str, on: bool| Span::styled(format!("{t:<9}"), if on { theme.accent() } else { theme.muted() });
+        let label =
+            |t: &str, on: bool| Span::styled(format!("{t:<9}"), if on { theme.accent() } else { theme.muted() });
         let [l0, v0] = Layout::horizontal([Constraint::Length(9), Constraint::Min(1)]).areas(rows[0]);
         f.render_widget(Paragraph::new(label("Name", self.focus == 0)), l0);
         f.render_widget(&self.name, v0);
@@ -247,7 +254,9 @@ impl Component for KeyForm {
         let foot = match (&self.error, self.busy) {
             (Some(e), _) => Span::styled(e.clone(), theme.error()),
             (None, true) => Span::styled("creating…", theme.muted()),
-            (None, false) => Span::styled("<tab>next field <space>switch method <enter>create <esc>cancel", theme.muted()),
+            (None, false) => {
+                Span::styled("<tab>next field <space>switch method <enter>create <esc>cancel", theme.muted())
+            }
         };
         f.render_widget(Paragraph::new(foot).wrap(Wrap { trim: true }), Rect { height: 2, ..rows[6] });
     }

@@ -58,7 +58,8 @@ async fn stub_cloud(max: &'static str) -> (String, Seen) {
                 let line = head.lines().next().unwrap_or_default().to_string();
                 let mut parts = line.split(' ');
                 let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-                let fault = |code: u16, kind: &str, msg: &str| json!({kind: {"code": code, "message": msg}}).to_string();
+                let fault =
+                    |code: u16, kind: &str, msg: &str| json!({kind: {"code": code, "message": msg}}).to_string();
                 let (status, extra, out) = if path.ends_with("/auth/tokens") {
                     let ep = |t: &str, u: String| json!({"type": t, "endpoints": [{"interface": "public", "url": u}]});
                     let token = json!({"token": {
@@ -68,7 +69,8 @@ async fn stub_cloud(max: &'static str) -> (String, Seen) {
                     }});
                     ("201 Created", "X-Subject-Token: tok\r\n", token.to_string())
                 } else if method == "GET" && path == "/compute/v2.1" {
-                    let v = json!({"version": {"id": "v2.1", "status": "CURRENT", "version": max, "min_version": "2.1"}});
+                    let v =
+                        json!({"version": {"id": "v2.1", "status": "CURRENT", "version": max, "min_version": "2.1"}});
                     ("200 OK", "", v.to_string())
                 } else if method == "POST" && path.starts_with("/compute/v2.1/servers/") {
                     let id = path.split('/').nth(4).unwrap_or_default().to_string();

@@ -38,6 +38,8 @@ async fn serial_proxy() -> (String, UnboundedReceiver<Vec<u8>>) {
         while let Ok((tcp, _)) = listener.accept().await {
             let got = got_tx.clone();
             tokio::spawn(async move {
+                // The shape is tungstenite's handshake callback's, large error and all.
+                #[allow(clippy::result_large_err)]
                 let check = |req: &WsRequest, mut resp: WsResponse| -> Result<WsResponse, ErrorResponse> {
                     if req.uri().query() != Some("token=good") {
                         let mut e = ErrorResponse::new(Some("Invalid Token".into()));
@@ -220,7 +222,9 @@ impl Harness {
     fn attach(&mut self, result: Result<String, UrlError>) {
         self.chars("a");
         let reqs = self.requests();
-        let Some(Request::SerialConsole { id }) = reqs.into_iter().next() else { panic!("a asks for a serial console") };
+        let Some(Request::SerialConsole { id }) = reqs.into_iter().next() else {
+            panic!("a asks for a serial console")
+        };
         self.app.on_response(Response::ConsoleUrl { id, result });
     }
 }

@@ -108,8 +108,7 @@ impl App {
                 None
             }
             Response::ConsoleEvent(ev) => {
-                if matches!(ev, console_pane::ConsoleEvent::Opened { .. } | console_pane::ConsoleEvent::Closed { .. })
-                {
+                if matches!(ev, console_pane::ConsoleEvent::Opened { .. } | console_pane::ConsoleEvent::Closed { .. }) {
                     self.pending.remove(&super::Pending::Attach);
                 }
                 if let Some(pane) = &mut self.console {
@@ -200,7 +199,8 @@ impl App {
         match result {
             Ok(Some(0)) => self.info = Some(format!("back from ssh {}@{}", call.user, call.address)),
             Ok(Some(code)) => {
-                self.error = Some((format!("ssh to {} exited with status {code} ({})", call.server_name, call.display()), None))
+                self.error =
+                    Some((format!("ssh to {} exited with status {code} ({})", call.server_name, call.display()), None))
             }
             Ok(None) => self.error = Some((format!("ssh to {} was killed by a signal", call.server_name), None)),
             Err(e) => self.error = Some((format!("cannot run ssh: {e}"), None)),
