@@ -569,6 +569,40 @@ mod tests {
         assert!(pane.contents().starts_with("new"), "{}", pane.contents());
     }
 
+    #[tokio::test]
+    async fn unreachable_or_wrong_proxies_are_said_in_words() {
+        // A port nothing listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        // A port that accepts and hangs up: for wss the TLS client is built (rustls with ring)
+        // and its handshake fails in words instead of the task dying.
+        let hangup = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hangup_port = hangup.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = hangup.accept().await {
+                drop(c);
+            }
+        });
+        let cases = [
+            (format!("ws://127.0.0.1:{port}/?token=t"), "cannot reach the console proxy at"),
+            (format!("wss://127.0.0.1:{port}/?token=t"), "cannot reach the console proxy at"),
+            (format!("wss://127.0.0.1:{hangup_port}/?token=t"), "127.0.0.1"),
+            ("http://example/".to_string(), "http://example/"),
+        ];
+        for (url, want) in cases {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            spawn_session(url.clone(), 7, tx);
+            match rx.recv().await {
+                Some(Response::ConsoleEvent(ConsoleEvent::Closed { session: 7, reason })) => {
+                    assert!(reason.contains(want), "{url}: {reason}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn url_errors_read_as_the_cloud_means_them() {
         let api = |s: u16, m: &str| ClientError::Api {
