@@ -168,11 +168,15 @@ impl Harness {
 
     /// Feeds the session's events to the app until the screen shows `want`.
     async fn until(&mut self, want: &str) -> String {
+        self.until_with(want, |s| s.contains(want)).await
+    }
+
+    async fn until_with(&mut self, want: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             self.requests();
             let s = self.screen();
-            if s.contains(want) {
+            if pred(&s) {
                 return s;
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -397,4 +401,26 @@ async fn key_pair_form_generates_and_shows_the_private_key_once() {
     assert!(h.requests().contains(&Request::List(meridian_tui::worker::Kind::Keypairs)));
     h.key(KeyCode::Esc, KeyModifiers::NONE);
     assert!(!h.screen().contains("BEGIN OPENSSH"));
+}
+
+#[tokio::test]
+async fn the_emulator_takes_the_panes_size_and_follows_a_resize() {
+    let (base, _got) = serial_proxy().await;
+    let mut h = Harness::new();
+    h.attach(Ok(format!("{base}/?token=good")));
+    h.until("login:").await;
+    // 80×16 terminal: the pane's inside is 78 wide; a 100-character line wraps after 78.
+    h.key(KeyCode::Enter, KeyModifiers::NONE);
+    h.chars(&"q".repeat(100));
+    let s = h.until_with("all 100 echoed", |s| s.matches('q').count() == 100).await;
+    assert!(s.lines().any(|l| l == format!("│{}│", "q".repeat(78))), "wrapped at 78:\n{s}");
+    assert!(s.lines().any(|l| l.starts_with(&format!("│{}█", "q".repeat(22)))), "the rest on the next line:\n{s}");
+    // The terminal shrinks to 50×12: the emulator is 48 wide from the next frame on.
+    h.term.backend_mut().resize(50, 12);
+    h.screen();
+    h.key(KeyCode::Enter, KeyModifiers::NONE);
+    h.chars(&"z".repeat(60));
+    let s = h.until_with("all 60 echoed", |s| s.matches('z').count() == 60).await;
+    assert!(s.lines().any(|l| l == format!("│{}│", "z".repeat(48))), "wrapped at 48:\n{s}");
+    assert!(s.lines().any(|l| l.starts_with(&format!("│{}█", "z".repeat(12)))), "the rest on the next line:\n{s}");
 }
