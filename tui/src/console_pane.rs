@@ -327,9 +327,17 @@ impl ConsolePane {
     /// The emulator takes the size of the pane's inside, so the guest's full-screen programs fit
     /// (a serial line has no window-size signal: `stty rows/cols` in the guest matches it).
     pub fn resize(&mut self, rows: u16, cols: u16) {
-        if (rows, cols) != self.parser.screen().size() && rows > 0 && cols > 0 {
-            self.parser.set_size(rows, cols);
+        if (rows, cols) == self.parser.screen().size() || rows == 0 || cols == 0 {
+            return;
         }
+        // vt100 cuts rows off the bottom when the screen shrinks; a terminal keeps the cursor's
+        // line and pushes the top into the scrollback instead: scroll up (SU) and follow (CUU).
+        let (cursor_row, _) = self.parser.screen().cursor_position();
+        if cursor_row >= rows {
+            let n = cursor_row - rows + 1;
+            self.parser.process(format!("\x1b[{n}S\x1b[{n}A").as_bytes());
+        }
+        self.parser.set_size(rows, cols);
     }
 
     /// The title's state word.
@@ -552,6 +560,18 @@ mod tests {
         assert_eq!(rx.try_recv().ok(), Some(b"x".to_vec()));
         // Detaching dropped the sender: the session task sees the end of its key channel.
         assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+
+    #[test]
+    fn shrinking_keeps_the_cursors_line_and_scrolls_the_top_away() {
+        let mut pane = ConsolePane::new("id".into(), "web1".into(), "ACTIVE".into(), 1);
+        let text: String = (1..=10).map(|i| format!("line {i}\r\n")).collect();
+        pane.on_event(ConsoleEvent::Output { session: 1, bytes: format!("{text}# ").into_bytes() });
+        pane.resize(4, 80);
+        assert_eq!(pane.contents(), "line 8\nline 9\nline 10\n# ");
+        // What went above is in the scrollback.
+        pane.handle_key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::SHIFT));
+        assert!(pane.contents().starts_with("line 6\nline 7"), "{}", pane.contents());
     }
 
     #[test]
