@@ -223,6 +223,11 @@ async fn event_loop(
 /// Runs the system ssh on the normal screen in cooked mode; its exit code (`None`: a signal).
 async fn run_ssh(call: &ssh::SshCall) -> Result<Option<i32>, String> {
     restore_terminal();
+    // Ctrl-C while ssh connects (before it makes the terminal raw) is SIGINT to the whole
+    // foreground group: ssh should stop, the dashboard should not. Once tokio handles SIGINT the
+    // default "terminate" is gone for good, which is harmless: in raw mode Ctrl-C is a key.
+    let _keep_running = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGINT"));
     println!("meridian: {}  (the dashboard comes back when ssh exits)", call.display());
     tracing::info!(command = %call.display(), "running ssh");
     let status = tokio::process::Command::new("ssh").args(call.args()).status().await.map_err(|e| e.to_string())?;
