@@ -98,19 +98,23 @@ pub fn url_error(e: &ClientError) -> UrlError {
 }
 
 /// Opens the websocket in its own task. Guest output, the opening and the end arrive on `ui` as
-/// [`Response::Console`] events tagged with `session` (a later attach ignores an older one's).
+/// [`Response::ConsoleEvent`]s tagged with `session` (a later attach ignores an older one's).
 pub fn spawn_session(url: String, session: u64, ui: UnboundedSender<Response>) {
     tokio::spawn(async move {
-        let reason = match run_session(&url, session, &ui).await {
-            Ok(reason) => reason,
-            Err(reason) => reason,
-        };
+        // Both ends say why in words: a close frame's reason, or the failure.
+        let reason = run_session(&url, session, &ui).await.unwrap_or_else(|failure| failure);
         let _ = ui.send(Response::ConsoleEvent(ConsoleEvent::Closed { session, reason }));
     });
 }
 
+/// The URL as messages show it: without its query, where the one-time token is.
+fn shown(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
 async fn run_session(url: &str, session: u64, ui: &UnboundedSender<Response>) -> Result<String, String> {
-    let mut req = url.into_client_request().map_err(|e| format!("the console URL {url} is not usable: {e}"))?;
+    let mut req =
+        url.into_client_request().map_err(|e| format!("the console URL {} is not usable: {e}", shown(url)))?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
     let (ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| handshake_words(url, e))?;
     let (mut sink, mut stream) = ws.split();
@@ -167,8 +171,8 @@ fn handshake_words(url: &str, e: tungstenite::Error) -> String {
                 format!("the console proxy answered {}{why}", status.as_u16())
             }
         }
-        tungstenite::Error::Io(io) => format!("cannot reach the console proxy at {url}: {io}"),
-        other => format!("the console handshake with {url} failed: {other}"),
+        tungstenite::Error::Io(io) => format!("cannot reach the console proxy at {}: {io}", shown(url)),
+        other => format!("the console handshake with {} failed: {other}", shown(url)),
     }
 }
 
@@ -616,7 +620,8 @@ mod tests {
             spawn_session(url.clone(), 7, tx);
             match rx.recv().await {
                 Some(Response::ConsoleEvent(ConsoleEvent::Closed { session: 7, reason })) => {
-                    assert!(reason.contains(want), "{url}: {reason}")
+                    assert!(reason.contains(want), "{url}: {reason}");
+                    assert!(!reason.contains("token="), "the one-time token is not shown: {reason}");
                 }
                 other => panic!("{url}: {other:?}"),
             }
