@@ -18,8 +18,11 @@
 #   meridian-guest: hostname=NAME
 #   meridian-guest: ip=A.B.C.D uptime=S   (or ip=none when DHCP got nothing)
 #   (user_data's output, then) meridian-guest: user-data exit=N
+#   meridian-guest: ssh=dropbear keys=N   (N: public keys from meta_data.json for root)
 #   meridian-guest: ready hostname=NAME ip=A.B.C.D uptime=SECONDS
-# then a getty with a login banner. The ACPI power button powers it off (so libvirt's
+# then a getty with a login banner. An SSH server (dropbear, from Debian's dropbear-bin with its
+# shared libraries) listens on port 22 for root with the config drive's public keys only (no
+# passwords); its host keys are made at first boot (`dropbear -R`). The ACPI power button powers it off (so libvirt's
 # shutdown and soft reboot work); `reboot` in the guest reboots.
 #
 # Needs: apt-get (with package lists), dpkg, mkfs.vfat, mcopy, syslinux, sfdisk, qemu-img, gzip.
@@ -61,12 +64,16 @@ cd "$WORK"
 # --- packages -------------------------------------------------------------------------------
 KPKG="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')"
 [ -n "$KPKG" ] || { log "apt does not know linux-image-cloud-amd64 (run apt-get update)"; exit 1; }
-log "downloading $KPKG and busybox-static"
+# dropbear-bin is dynamically linked: its libraries come from their own packages.
+SSHPKGS="dropbear-bin libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6"
+log "downloading $KPKG, busybox-static and $SSHPKGS"
 mkdir debs
-(cd debs && apt-get download -qq "$KPKG" busybox-static 2>/dev/null) ||
-    (cd debs && apt-get download "$KPKG" busybox-static)
+# shellcheck disable=SC2086
+(cd debs && apt-get download -qq "$KPKG" busybox-static $SSHPKGS 2>/dev/null) ||
+    (cd debs && apt-get download "$KPKG" busybox-static $SSHPKGS)
 dpkg -x debs/"${KPKG}"_*.deb kernel
 dpkg -x debs/busybox-static_*.deb busybox
+for p in $SSHPKGS; do dpkg -x debs/"${p}"_*.deb ssh; done
 KVER="$(ls kernel/lib/modules)"
 BB=busybox/bin/busybox
 
@@ -79,6 +86,20 @@ for applet in $($BB --list); do
     [ "$applet" = busybox ] || ln -sf busybox $R/bin/"$applet"
 done
 for applet in init poweroff reboot halt modprobe insmod udhcpc acpid getty; do ln -sf ../bin/busybox $R/sbin/$applet; done
+
+# dropbear and exactly the shared objects it loads (the loader, libc, libcrypt, libtom*, gmp, zlib).
+mkdir -p $R/usr/sbin $R/lib/x86_64-linux-gnu $R/lib64 $R/etc/dropbear
+cp ssh/usr/sbin/dropbear $R/usr/sbin/dropbear
+for lib in libc.so.6 libcrypt.so.1 libtomcrypt.so.1 libtommath.so.1 libgmp.so.10 libz.so.1; do
+    found="$(find ssh -name "$lib" | head -n 1)"
+    [ -n "$found" ] || { log "no $lib in $SSHPKGS"; exit 1; }
+    cp -L "$found" $R/lib/x86_64-linux-gnu/"$lib"
+done
+cp -L "$(find ssh -name ld-linux-x86-64.so.2 | head -n 1)" $R/lib64/ld-linux-x86-64.so.2
+# Every library dropbear loads must come from the image, not from this build host.
+outside="$($R/lib64/ld-linux-x86-64.so.2 --library-path "$PWD/$R/lib/x86_64-linux-gnu" --list $R/usr/sbin/dropbear |
+    awk '/=>/ && $1 !~ /ld-linux/ && $3 !~ "^'"$PWD/$R"'/" {print $1}')"
+[ -z "$outside" ] || { log "dropbear also needs: $outside (add their packages to SSHPKGS)"; exit 1; }
 
 # Kernel modules: the wanted ones and what they depend on (busybox depmod writes modules.dep).
 $BB depmod -b kernel "$KVER"
@@ -200,6 +221,18 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 say "ip=$ip uptime=$(cut -d" " -f1 /proc/uptime)"
 
+# SSH: root's authorized_keys from the config drive's public_keys, then dropbear (host keys
+# made now, on first boot; the initramfs is fresh each boot, so every boot is a first boot).
+mkdir -p /root/.ssh && chmod 700 /root /root/.ssh
+: > /root/.ssh/authorized_keys
+if [ -r /mnt/config/openstack/latest/meta_data.json ]; then
+    tr -d '\n' < /mnt/config/openstack/latest/meta_data.json | grep -o '"public_keys": *{[^}]*}' |
+        grep -o '": *"[^"]*"' | sed 's/^": *"//; s/"$//; s/\\n//g' > /root/.ssh/authorized_keys
+fi
+chmod 600 /root/.ssh/authorized_keys
+/usr/sbin/dropbear -R -s -p 22 >/dev/null 2>&1 </dev/null
+say "ssh=dropbear keys=$(grep -c . /root/.ssh/authorized_keys)"
+
 ud=/mnt/config/openstack/latest/user_data
 if [ -r "$ud" ] && [ "$(head -c 2 "$ud")" = '#!' ]; then
     cp "$ud" /run/user_data && chmod 700 /run/user_data
@@ -222,6 +255,7 @@ root::0:0:root:/root:/bin/sh
 EOF
 echo 'root::0:0:99999:7:::' > $R/etc/shadow
 echo 'root:x:0:' > $R/etc/group
+echo '/bin/sh' > $R/etc/shells
 echo 'meridian-guest' > $R/etc/hostname
 ln -sf bin/busybox $R/init
 

@@ -28,6 +28,9 @@ use crate::theme::Theme;
 use crate::wizard::Wizard;
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
 
+// Console pane, ssh, key pairs and copy: the glue lives in app/reach.rs (hooks marked `reach:`).
+mod reach;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {
     Overview,
@@ -145,6 +148,10 @@ enum Overlay {
     Wizard(Box<Wizard>),
     Projects { projects: Vec<Project>, sel: usize },
     Login(LoginForm),
+    // reach: the create-key-pair form, the once-only private key, the ssh login-user prompt.
+    KeyForm(Box<crate::keys::KeyForm>),
+    KeyCreated(Box<crate::keys::Created>),
+    SshUser { input: TextArea<'static>, call: Box<crate::ssh::SshCall> },
 }
 
 pub enum Screen {
@@ -165,6 +172,8 @@ enum Pending {
     Launch,
     Import,
     Projects,
+    // reach: a console URL or websocket on its way.
+    Attach,
 }
 
 fn pending_of(r: &Request) -> Pending {
@@ -178,6 +187,9 @@ fn pending_of(r: &Request) -> Pending {
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
+        // reach:
+        Request::SerialConsole { .. } | Request::ConsoleConnect { .. } => Pending::Attach,
+        Request::CreateKeypair { .. } => Pending::Import,
     }
 }
 
@@ -247,6 +259,11 @@ pub struct App {
     last_click: Option<(Instant, u16)>,
     next_console: Option<Instant>,
     next_refresh: Option<Instant>,
+    // reach: the open console pane, attach counter, text to copy, ssh to run (app/reach.rs).
+    console: Option<crate::console_pane::ConsolePane>,
+    console_sessions: u64,
+    clipboard: Option<String>,
+    ssh: Option<crate::ssh::SshCall>,
 }
 
 /// The cell context from the app's fields (a macro, so the tables stay separately borrowable).
@@ -334,6 +351,10 @@ impl App {
             last_click: None,
             next_console: None,
             next_refresh: None,
+            console: None,
+            console_sessions: 0,
+            clipboard: None,
+            ssh: None,
         }
     }
 
@@ -431,6 +452,7 @@ impl App {
     // ---------------------------------------------------------------- responses
 
     pub fn on_response(&mut self, r: Response) {
+        let Some(r) = self.reach_response(r) else { return }; // reach:
         match r {
             Response::LoggedIn(info) => self.logged_in(info),
             Response::NeedLogin { message } => {
@@ -546,6 +568,7 @@ impl App {
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
             Response::Failed { request, message } => {
                 self.pending.remove(&pending_of(&request));
+                self.reach_failed(&request, &message); // reach:
                 match (&request, &mut self.overlay) {
                     (Request::Launch(_), Some(Overlay::Wizard(w)))
                     | (Request::ImportKeypair { .. }, Some(Overlay::Wizard(w))) => {
@@ -567,6 +590,8 @@ impl App {
                 }
                 self.error = Some((message, Some(request)));
             }
+            // reach: handled by reach_response above.
+            Response::ConsoleUrl { .. } | Response::ConsoleEvent(_) | Response::KeypairCreated(_) => {}
         }
     }
 
@@ -743,6 +768,10 @@ impl App {
             self.overlay_key(key);
             return;
         }
+        if self.console.is_some() {
+            self.console_key(key); // reach: the console pane has every key
+            return;
+        }
         let Some(action) = self.cfg.keymap.action(&key) else { return };
         self.on_action(action);
     }
@@ -760,6 +789,10 @@ impl App {
     fn overlay_key(&mut self, key: KeyEvent) {
         let Some(overlay) = &mut self.overlay else { return };
         match overlay {
+            // reach:
+            Overlay::KeyForm(_) => self.key_form_key(key),
+            Overlay::KeyCreated(_) => self.overlay = None,
+            Overlay::SshUser { .. } => self.ssh_user_key(key),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => {
                     if let Ok(p) = form.profile() {
@@ -1037,6 +1070,10 @@ impl App {
             Action::SortReverse => {
                 on_table!(self, view, |t, ctx| t.sort_reverse(ctx));
             }
+            Action::Launch if view == View::Keypairs => self.open_key_form(), // reach:
+            Action::Attach => self.attach(),                                  // reach:
+            Action::Ssh => self.ssh_to(),                                     // reach:
+            Action::Copy => self.copy_selected(),                             // reach:
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
                 self.push_wizard_data();
@@ -1200,7 +1237,8 @@ impl App {
     }
 
     pub fn on_mouse(&mut self, m: MouseEvent) {
-        if !matches!(self.screen, Screen::Main) || self.overlay.is_some() {
+        // reach: the console pane takes no mouse input.
+        if !matches!(self.screen, Screen::Main) || self.overlay.is_some() || self.console.is_some() {
             return;
         }
         match m.kind {
@@ -1261,7 +1299,9 @@ impl App {
             Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1), Constraint::Length(1)])
                 .areas(area);
         self.draw_tabs(f, tabs, &theme);
-        if self.detail.is_some() {
+        if self.console.is_some() {
+            self.draw_console(f, body, &theme); // reach:
+        } else if self.detail.is_some() {
             self.draw_detail(f, body, &theme);
         } else if self.view == View::Overview {
             self.draw_overview(f, body, &theme);
@@ -1297,6 +1337,9 @@ impl App {
     }
 
     fn draw_hints(&self, f: &mut Frame, area: Rect, theme: &Theme) {
+        if self.console.is_some() {
+            return self.draw_console_hints(f, area, theme); // reach:
+        }
         let km = &self.cfg.keymap;
         let actions: &[(Action, &str)] = if let Some(d) = &self.detail {
             if d.tab == Tab::Console {
@@ -1588,6 +1631,9 @@ impl App {
         let clouds = self.cfg.clouds.clone();
         let Some(o) = &mut self.overlay else { return };
         match o {
+            Overlay::KeyForm(_) | Overlay::KeyCreated(_) | Overlay::SshUser { .. } => {
+                self.draw_reach_overlay(f, area, theme) // reach:
+            }
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),
             Overlay::Help { scroll } => {

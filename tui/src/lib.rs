@@ -6,12 +6,16 @@
 //! generic [`table`], the [`login`] form and the launch [`wizard`].
 
 pub mod app;
+pub mod clipboard;
 pub mod component;
 pub mod config;
+pub mod console_pane;
 pub mod keymap;
+pub mod keys;
 pub mod live;
 pub mod login;
 pub mod model;
+pub mod ssh;
 pub mod table;
 pub mod theme;
 pub mod wizard;

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event, EventStream, KeyEventKind};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event, EventStream,
+    KeyEventKind,
+};
 use crossterm::execute;
 use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
 use futures_util::StreamExt;
@@ -14,7 +17,7 @@ use meridian_tui::app::{App, AppConfig, Screen};
 use meridian_tui::config::{self, Dirs, ProcessEnv, Settings, Start, State};
 use meridian_tui::keymap::Keymap;
 use meridian_tui::login::{LoginForm, Picker};
-use meridian_tui::{theme, worker};
+use meridian_tui::{clipboard, ssh, theme, worker};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
@@ -114,7 +117,13 @@ fn init_logging(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn restore_terminal() {
     let _ = disable_raw_mode();
-    let _ = execute!(std::io::stdout(), DisableMouseCapture, LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = execute!(
+        std::io::stdout(),
+        DisableBracketedPaste,
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
 }
 
 async fn run(
@@ -130,7 +139,7 @@ async fn run(
         default_hook(info);
     }));
     enable_raw_mode()?;
-    execute!(std::io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+    execute!(std::io::stdout(), EnterAlternateScreen, EnableMouseCapture, EnableBracketedPaste)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     let result = event_loop(&mut app, &mut terminal, &mut rx, started).await;
     restore_terminal();
@@ -151,6 +160,12 @@ async fn event_loop(
         if dirty {
             terminal.draw(|f| app.draw(f))?;
             dirty = false;
+            // OSC 52 copy: the app only records the text; the escape is written here.
+            if let Some(text) = app.take_clipboard()
+                && let Err(e) = clipboard::write(terminal.backend_mut(), &text)
+            {
+                tracing::warn!(error = %e, "cannot write the clipboard escape");
+            }
             if app.has_data()
                 && let Some(path) = first_frame_file.take()
             {
@@ -162,6 +177,20 @@ async fn event_loop(
         if app.quit {
             return Ok(());
         }
+        // `x`: ssh gets the terminal, the dashboard gets it back when ssh exits.
+        if let Some(mut call) = app.take_ssh() {
+            // Dropping the event stream stops crossterm reading stdin, so every key goes to ssh.
+            drop(events);
+            call.find_key(&ssh::default_keys_dir());
+            let result = run_ssh(&call).await;
+            enable_raw_mode()?;
+            execute!(std::io::stdout(), EnterAlternateScreen, EnableMouseCapture, EnableBracketedPaste)?;
+            terminal.clear()?;
+            events = EventStream::new();
+            app.ssh_finished(&call, result);
+            dirty = true;
+            continue;
+        }
         // Event-driven: sleep until input, a response, or the next animation step if any.
         let wake = app.next_wake();
         tokio::select! {
@@ -169,6 +198,7 @@ async fn event_loop(
                 Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => { app.on_key(k); dirty = true; }
                 Some(Ok(Event::Mouse(m))) => { app.on_mouse(m); dirty = true; }
                 Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(Event::Paste(text))) => { app.on_paste(&text); dirty = true; }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
@@ -188,4 +218,18 @@ async fn event_loop(
             }
         }
     }
+}
+
+/// Runs the system ssh on the normal screen in cooked mode; its exit code (`None`: a signal).
+async fn run_ssh(call: &ssh::SshCall) -> Result<Option<i32>, String> {
+    restore_terminal();
+    // Ctrl-C while ssh connects (before it makes the terminal raw) is SIGINT to the whole
+    // foreground group: ssh should stop, the dashboard should not. Once tokio handles SIGINT the
+    // default "terminate" is gone for good, which is harmless: in raw mode Ctrl-C is a key.
+    let _keep_running = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGINT"));
+    println!("meridian: {}  (the dashboard comes back when ssh exits)", call.display());
+    tracing::info!(command = %call.display(), "running ssh");
+    let status = tokio::process::Command::new("ssh").args(call.args()).status().await.map_err(|e| e.to_string())?;
+    Ok(status.code())
 }

@@ -170,6 +170,23 @@ pub enum Request {
         public_key: String,
     },
     Projects,
+    // --- console pane, ssh and key pairs (console_pane.rs, keys.rs)
+    /// A serial console URL for the instance (remote-consoles API or os-getSerialConsole).
+    SerialConsole {
+        id: String,
+    },
+    /// Open the console websocket; its events come back tagged with `session`.
+    ConsoleConnect {
+        url: String,
+        session: u64,
+    },
+    /// Create a key pair (generated or imported from a file); a generated private key is saved
+    /// under the data dir's `keys/<cloud>/`.
+    CreateKeypair {
+        cloud: String,
+        name: String,
+        source: crate::keys::KeySource,
+    },
 }
 
 /// A profile with the password in it, compared by name only (requests are compared in tests).
@@ -262,6 +279,13 @@ pub enum Response {
         request: Request,
         message: String,
     },
+    // --- console pane and key pairs (console_pane.rs, keys.rs)
+    ConsoleUrl {
+        id: String,
+        result: Result<String, crate::console_pane::UrlError>,
+    },
+    ConsoleEvent(crate::console_pane::ConsoleEvent),
+    KeypairCreated(crate::keys::Created),
 }
 
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
@@ -333,6 +357,8 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender
                             }
                         }
                     }
+                    // The websocket needs no token (the URL carries one): no login, no client.
+                    Request::ConsoleConnect { url, session } => crate::console_pane::spawn_session(url, session, ui.clone()),
                     other => match &authed {
                         Some(a) => dispatch(&a.client, other, &ui, &done_tx, &hint_tx),
                         None => waiting.push(other),
@@ -471,6 +497,8 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Launch(_) => "launch failed".into(),
         Request::ImportKeypair { .. } => "importing the key pair failed".into(),
         Request::Projects => "listing projects".into(),
+        Request::SerialConsole { .. } | Request::ConsoleConnect { .. } => "opening the console".into(),
+        Request::CreateKeypair { name, .. } => format!("creating key pair {name} failed"),
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
     };
@@ -489,6 +517,8 @@ fn words(req: &Request, e: &ClientError) -> String {
             format!("{message} ({}{why})", status.as_u16())
         }
         ClientError::Api { status, message, .. } => format!("{message} ({})", status.as_u16()),
+        // Key pair checks made here (a file to read, a key file already there) are sentences.
+        ClientError::Decode(m) if matches!(req, Request::CreateKeypair { .. }) => m.clone(),
         other => other.to_string(),
     };
     format!("{what}: {detail}")
@@ -659,7 +689,18 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             projects.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(Response::Projects(projects))
         }
-        Request::Login(_) | Request::SwitchProject { .. } => Err(ClientError::Decode("handled by the worker".into())),
+        Request::SerialConsole { id } => match crate::console_pane::remote_console_url(client, id).await {
+            Ok(url) => Ok(Response::ConsoleUrl { id: id.clone(), result: Ok(url) }),
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => Err(e),
+            Err(e) => Ok(Response::ConsoleUrl { id: id.clone(), result: Err(crate::console_pane::url_error(&e)) }),
+        },
+        Request::CreateKeypair { cloud, name, source } => {
+            let dir = crate::ssh::default_keys_dir();
+            crate::keys::create(client, &dir, cloud, name, source).await.map(Response::KeypairCreated)
+        }
+        Request::Login(_) | Request::SwitchProject { .. } | Request::ConsoleConnect { .. } => {
+            Err(ClientError::Decode("handled by the worker".into()))
+        }
     }
 }
 

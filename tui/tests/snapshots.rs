@@ -308,9 +308,9 @@ fn detail_fields_json_and_yaml() {
     let s = h.screen();
     assert!(s.contains("OS-EXT-STS:vm_state") && s.contains("flavor.original_name"), "{s}");
     snap!("detail_fields", s);
-    h.chars("y");
+    h.chars("v");
     snap!("detail_json", h.screen());
-    h.chars("y");
+    h.chars("v");
     snap!("detail_yaml", h.screen());
     h.key(KeyCode::Esc);
     assert!(h.screen().contains("ADDRESSES"));
