@@ -44,9 +44,12 @@ pub async fn run(controller: Arc<Controller>, server: ServerClient, item: WorkIt
             let name = crate::xml::domain_name(&id);
             let hv = Arc::clone(controller.hypervisor());
             info!(%session, instance = %id, ?protocol, "console session");
-            match protocol {
-                ConsoleProtocol::Serial => serial(&mut ws, hv, name).await,
-                ConsoleProtocol::Vnc => vnc(&mut ws, hv, name).await,
+            match allowed(&hv, &name).await {
+                Err(reason) => Err(reason),
+                Ok(()) => match protocol {
+                    ConsoleProtocol::Serial => serial(&mut ws, hv, name).await,
+                    ConsoleProtocol::Vnc => vnc(&mut ws, hv, name).await,
+                },
             }
         }
     };
@@ -78,6 +81,16 @@ async fn connect(server: &ServerClient, session: &str) -> Result<Ws, String> {
     req.headers_mut().insert("authorization", value);
     let (ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| e.to_string())?;
     Ok(ws)
+}
+
+/// Whether the domain's state allows a console ([`crate::lifecycle::decide`]).
+async fn allowed(hv: &Arc<dyn Hypervisor>, name: &str) -> Result<(), String> {
+    let n = name.to_string();
+    let state = blocking(hv, move |hv| hv.state(&n)).await?;
+    match crate::lifecycle::decide(crate::lifecycle::InstanceState::from_domain(state), crate::lifecycle::Op::Console) {
+        crate::lifecycle::Decision::Reject(r) => Err(r.to_string()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a blocking hypervisor call off the executor.

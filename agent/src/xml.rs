@@ -512,7 +512,8 @@ mod tests {
         assert!(graphics[0].contains("<listen type='address' address='127.0.0.1'/>"));
         assert_eq!(element(&xml, "video").len(), 1);
         assert_eq!(element(&domain_xml(&spec(VirtType::Test)), "graphics").len(), 0);
-        let live = "<domain><devices><graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'/></devices></domain>";
+        let live =
+            "<domain><devices><graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'/></devices></domain>";
         assert_eq!(vnc_port(live), Some(5901));
         assert_eq!(vnc_port("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>"), None);
         assert_eq!(vnc_port("<domain><devices/></domain>"), None);

@@ -59,7 +59,8 @@ async fn boot(admin: &Client, guard: &LibvirtGuard, name: &str) -> String {
         vm::upload_image(admin, "meridian-guest", &vm::image_dir().join("disk.qcow2"), "qcow2", json!({})).await;
     let (net_id, _) = vm::network(admin, "consolenet", &vm::private_subnet(3)).await;
     guard.network(&format!("meridian-{net_id}"));
-    let body = json!({"server": {"name": name, "imageRef": image, "flavorRef": flavor, "networks": [{"uuid": net_id}]}});
+    let body =
+        json!({"server": {"name": name, "imageRef": image, "flavorRef": flavor, "networks": [{"uuid": net_id}]}});
     let r = admin.post("compute", "/servers", &body).await.expect("boot");
     let id = r["server"]["id"].as_str().expect("id").to_string();
     guard.domain(&format!("meridian-{id}"));
@@ -109,13 +110,15 @@ async fn screenshot_until_drawn(url: &str) -> (Vec<u8>, usize, f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(IO_SECS);
     let page_ws = loop {
         assert!(tokio::time::Instant::now() < deadline, "chromium's DevTools never answered");
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await {
-            if let Ok(targets) = r.json::<serde_json::Value>().await {
-                let page = targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page").cloned());
-                if let Some(ws) = page.and_then(|p| p["webSocketDebuggerUrl"].as_str().map(String::from)) {
-                    break ws;
-                }
-            }
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await
+            && let Ok(targets) = r.json::<serde_json::Value>().await
+            && let Some(ws) = targets.as_array().and_then(|t| {
+                t.iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(String::from))
+            })
+        {
+            break ws;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

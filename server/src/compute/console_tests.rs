@@ -151,13 +151,12 @@ async fn remote_consoles_answer_as_nova() {
     let r = compute(&app, Method::POST, &path, &admin, "2.5", serial.clone()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     let action = format!("/servers/{id}/action");
-    let r = compute(&app, Method::POST, &action, &admin, "2.1", json!({"os-getSerialConsole": {"type": "serial"}}))
-        .await;
+    let r =
+        compute(&app, Method::POST, &action, &admin, "2.1", json!({"os-getSerialConsole": {"type": "serial"}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["console"]["type"], "serial");
     assert!(r.body["console"]["url"].as_str().expect("url").starts_with("ws://meridian.test/console/serial/"));
-    let r =
-        compute(&app, Method::POST, &action, &admin, "2.5", json!({"os-getVNCConsole": {"type": "novnc"}})).await;
+    let r = compute(&app, Method::POST, &action, &admin, "2.5", json!({"os-getVNCConsole": {"type": "novnc"}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["console"]["type"], "novnc");
     for name in ["os-getSerialConsole", "os-getVNCConsole"] {
@@ -188,8 +187,7 @@ async fn remote_consoles_answer_as_nova() {
         let got = r.body["badRequest"]["message"].as_str().unwrap_or_default();
         assert!(got.contains(message), "{body}: {got}");
     }
-    let r =
-        compute(&app, Method::POST, &action, &admin, "2.1", json!({"os-getVNCConsole": {"type": "xvpvnc"}})).await;
+    let r = compute(&app, Method::POST, &action, &admin, "2.1", json!({"os-getVNCConsole": {"type": "xvpvnc"}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert_eq!(r.body["badRequest"]["message"], "Invalid console type xvpvnc");
 
@@ -241,9 +239,9 @@ async fn expired_console_tokens_are_purged() {
 async fn serve(app: &TestApp) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(crate::app(app.state.clone()));
+    let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
+        crate::app(app.state.clone()),
+    );
     tokio::spawn(async move { axum::serve(listener, service).await });
     addr
 }

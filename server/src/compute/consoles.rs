@@ -116,11 +116,7 @@ fn not_one_of(field: &str, value: &Value, allowed: &[&str]) -> ApiError {
 
 /// Reads `{"<key>": {<fields>: <enum>}}` as Nova's JSON schema does: the object, its required
 /// members, no others, each value one of its enum.
-fn schema_object<'a>(
-    body: &'a Value,
-    key: &str,
-    fields: &[(&str, &[&str])],
-) -> ApiResult<HashMap<String, &'a str>> {
+fn schema_object<'a>(body: &'a Value, key: &str, fields: &[(&str, &[&str])]) -> ApiResult<HashMap<String, &'a str>> {
     let top = body.as_object().ok_or_else(|| bad(format!("Invalid input for field/attribute {key}.")))?;
     if let Some(extra) = top.keys().find(|k| *k != key) {
         return Err(bad(format!("Additional properties are not allowed ('{extra}' was unexpected)")));
@@ -151,7 +147,9 @@ fn schema_object<'a>(
             }
             Some(_) => return Err(not_one_of(name, v, allowed)),
             None => {
-                return Err(bad(format!("Invalid input for field/attribute {name}. Value: {v}. {v} is not of type 'string'")));
+                return Err(bad(format!(
+                    "Invalid input for field/attribute {name}. Value: {v}. {v} is not of type 'string'"
+                )));
             }
         }
     }
@@ -342,7 +340,8 @@ async fn client_ws(
         Err(_) => t.host_id.clone(),
     };
     // websockify and nova-serialproxy answer a client offering `binary` with it.
-    ws.protocols(["binary"]).on_upgrade(move |socket| session(state, socket, t.host_id, host_name, t.instance_id, protocol))
+    ws.protocols(["binary"])
+        .on_upgrade(move |socket| session(state, socket, t.host_id, host_name, t.instance_id, protocol))
 }
 
 /// A close frame with `reason` cut to what a close frame holds (123 bytes).
