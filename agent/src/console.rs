@@ -79,7 +79,8 @@ async fn connect(server: &ServerClient, session: &str) -> Result<Ws, String> {
     let credential = server.credential().ok_or("not registered")?;
     let value = format!("Bearer {credential}").parse().map_err(|_| "bad credential".to_string())?;
     req.headers_mut().insert("authorization", value);
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| e.to_string())?;
+    // Keystrokes are single bytes: without TCP_NODELAY, Nagle holds them back behind delayed ACKs.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await.map_err(|e| e.to_string())?;
     Ok(ws)
 }
 

@@ -69,7 +69,8 @@ async fn main() {
         .await
         .expect("console url");
     let url = c["console"]["url"].as_str().expect("url").to_string();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("console websocket");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await.expect("console websocket");
     ws.send(Message::Binary(b"\r".to_vec().into())).await.expect("send");
     read_until(&mut ws, b"login: ").await;
 
