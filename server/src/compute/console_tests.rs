@@ -327,6 +327,13 @@ async fn the_proxy_joins_client_and_agent_and_refuses_bad_tokens() {
     let addr = serve(&app).await;
 
     // Refused before the upgrade, with a readable message.
+    match client(addr, "/console/serial/?token=nope").await.expect_err("unknown token") {
+        // The connection ends with the refusal (tempest's novnc test reads until it does).
+        tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
     let (status, body) = refusal(client(addr, "/console/serial/?token=nope").await.expect_err("unknown token"));
     assert_eq!(status, 401);
     assert!(body.contains("not valid or was already used"), "{body}");

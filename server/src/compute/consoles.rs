@@ -298,8 +298,12 @@ async fn vnc_ws(state: State<AppState>, q: RawQuery, ws: WebSocketUpgrade) -> Re
     client_ws(state, q, ws, ConsoleProtocol::Vnc).await
 }
 
+/// A refused handshake. The connection is closed after it, as websockify and Nova's proxies
+/// do: a client that sent an upgrade reads until the socket ends.
 fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    let headers =
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8"), (axum::http::header::CONNECTION, "close")];
+    (status, headers, format!("{message}\n")).into_response()
 }
 
 /// Validates (and consumes) the token, then upgrades; refusals are plain text before the upgrade.
