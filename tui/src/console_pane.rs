@@ -160,7 +160,13 @@ fn handshake_words(url: &str, e: tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Http(resp) => {
             let status = resp.status();
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string();
+            // Meridian gives the reason in a header (nothing may follow a refused upgrade's
+            // headers); other proxies may put it in the body.
+            let header = resp.headers().get("x-console-error").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = header
+                .unwrap_or_else(|| resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned())
+                .trim()
+                .to_string();
             let why = if body.is_empty() { String::new() } else { format!(": {body}") };
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 format!(

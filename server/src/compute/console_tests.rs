@@ -267,10 +267,15 @@ async fn client(addr: std::net::SocketAddr, path: &str) -> Result<(Ws, Option<St
 /// The refusal of a websocket handshake: its status and body text.
 fn refusal(e: tungstenite::Error) -> (u16, String) {
     match e {
-        tungstenite::Error::Http(resp) => (
-            resp.status().as_u16(),
-            resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
-        ),
+        tungstenite::Error::Http(resp) => {
+            let reason = resp.headers().get(super::consoles::REFUSAL_HEADER).and_then(|v| v.to_str().ok());
+            // The client proxy's refusals: nothing follows the headers (tempest reads any bytes
+            // there as frames). The agent route's 404 is an ordinary fault.
+            if reason.is_some() {
+                assert!(resp.body().as_ref().is_none_or(|b| b.is_empty()), "refusal has a body");
+            }
+            (resp.status().as_u16(), reason.unwrap_or_default().to_string())
+        }
         other => panic!("expected an HTTP refusal, got {other}"),
     }
 }

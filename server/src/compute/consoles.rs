@@ -298,12 +298,18 @@ async fn vnc_ws(state: State<AppState>, q: RawQuery, ws: WebSocketUpgrade) -> Re
     client_ws(state, q, ws, ConsoleProtocol::Vnc).await
 }
 
-/// A refused handshake. The connection is closed after it, as websockify and Nova's proxies
-/// do: a client that sent an upgrade reads until the socket ends.
+/// The header a refused handshake gives its reason in.
+pub const REFUSAL_HEADER: &str = "x-console-error";
+
+/// A refused handshake: the status, the reason in [`REFUSAL_HEADER`] and no body, then the
+/// connection is closed. A client that sent an upgrade reads whatever follows the headers as
+/// websocket frames until the socket ends (tempest's `test_novnc_bad_token` asserts that nothing
+/// does, as nothing does from Nova's proxies), so the words go in a header rather than the body.
 fn refuse(status: StatusCode, message: &str) -> Response {
-    let headers =
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8"), (axum::http::header::CONNECTION, "close")];
-    (status, headers, format!("{message}\n")).into_response()
+    let reason = axum::http::HeaderValue::from_str(message)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("console connection refused"));
+    let headers = [(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"))];
+    (status, headers, [(REFUSAL_HEADER, reason)]).into_response()
 }
 
 /// Validates (and consumes) the token, then upgrades; refusals are plain text before the upgrade.
@@ -317,7 +323,7 @@ async fn client_ws(
         .as_deref()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "A console token is required (?token=…).");
+        return refuse(StatusCode::UNAUTHORIZED, "A console token is required (?token=...).");
     };
     let found = match state.store.take_console_token(&token_hash(&token)).await {
         Ok(found) => found,
