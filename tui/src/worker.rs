@@ -17,42 +17,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Profile;
 use crate::live::{self, LiveHint};
-use crate::model::{
-    Flavor, Hypervisor, Image, Keypair, Network, Project, Quotas, Server, Service, Subnet, Token, Transition,
-    parse_list, parse_server,
-};
+use crate::model::{Hypervisor, Project, Quotas, Server, Token, Transition, parse_list, parse_server};
 
-/// The resource lists the dashboard shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Servers,
-    Flavors,
-    Images,
-    Networks,
-    Keypairs,
-    Hypervisors,
-    Services,
-}
-
-impl Kind {
-    /// One of these, in words (`Delete image cirros?`).
-    pub fn noun(self) -> &'static str {
-        match self {
-            Kind::Servers => "instance",
-            Kind::Flavors => "flavor",
-            Kind::Images => "image",
-            Kind::Networks => "network",
-            Kind::Keypairs => "key pair",
-            Kind::Hypervisors => "hypervisor",
-            Kind::Services => "service",
-        }
-    }
-
-    /// Whether the dashboard can delete one (hypervisors and services are not deleted from here).
-    pub fn deletable(self) -> bool {
-        !matches!(self, Kind::Hypervisors | Kind::Services)
-    }
-}
+pub use crate::views::{Kind, Listing};
 
 /// What deleting a resource of some kind sends: `DELETE` to this path of this service's
 /// endpoint (compute's catalog URL carries its version; image and network get theirs added).
@@ -72,20 +39,11 @@ impl DeleteCall {
 
 /// The OpenStack call that deletes `id` of `kind` (for key pairs the ID is the name).
 pub fn delete_call(kind: Kind, id: &str) -> Option<DeleteCall> {
-    let seg = path_segment(id);
-    let (service, version, path) = match kind {
-        Kind::Servers => ("compute", None, format!("/servers/{seg}")),
-        Kind::Flavors => ("compute", None, format!("/flavors/{seg}")),
-        Kind::Keypairs => ("compute", None, format!("/os-keypairs/{seg}")),
-        Kind::Images => ("image", Some("v2"), format!("/images/{seg}")),
-        Kind::Networks => ("network", Some("v2.0"), format!("/networks/{seg}")),
-        Kind::Hypervisors | Kind::Services => return None,
-    };
-    Some(DeleteCall { service, version, path })
+    kind.delete_call(id)
 }
 
 /// Percent-encodes what may not stand in a path segment (key pair names may hold spaces).
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -170,6 +128,11 @@ pub enum Request {
         public_key: String,
     },
     Projects,
+    /// Remember the cloud, project and theme in the state file (written here, off the UI path).
+    SaveState {
+        path: std::path::PathBuf,
+        state: crate::config::State,
+    },
 }
 
 /// A profile with the password in it, compared by name only (requests are compared in tests).
@@ -200,17 +163,6 @@ pub struct Overview {
     pub quotas: Quotas,
     /// Admins only: every hypervisor with its capacity and usage.
     pub hypervisors: Vec<Hypervisor>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Listing {
-    Servers(Vec<Server>),
-    Flavors(Vec<Flavor>),
-    Images(Vec<Image>),
-    Networks(Vec<Network>),
-    Keypairs(Vec<Keypair>),
-    Hypervisors(Vec<Hypervisor>),
-    Services(Vec<Service>),
 }
 
 #[derive(Clone, Debug)]
@@ -332,6 +284,14 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender
                                 });
                             }
                         }
+                    }
+                    Request::SaveState { path, state } => {
+                        // Off the async executor: a slow disk must not hold up requests.
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = state.save(&path) {
+                                tracing::warn!(error = %e, path = %path.display(), "cannot save the state file");
+                            }
+                        });
                     }
                     other => match &authed {
                         Some(a) => dispatch(&a.client, other, &ui, &done_tx, &hint_tx),
@@ -473,6 +433,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Projects => "listing projects".into(),
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
+        Request::SaveState { .. } => "saving the state file".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -509,7 +470,13 @@ pub fn versioned(session: &Session, service: &str, version: &str) -> Result<Stri
 
 /// GETs a collection and follows its `next` links to the end (Nova/Neutron `<key>_links`, Glance
 /// `next` relative to the service root).
-async fn get_all(client: &Client, service: &str, base: &str, path: &str, key: &str) -> Result<Vec<Value>, ClientError> {
+pub(crate) async fn get_all(
+    client: &Client,
+    service: &str,
+    base: &str,
+    path: &str,
+    key: &str,
+) -> Result<Vec<Value>, ClientError> {
     let mut url = format!("{base}{path}");
     let mut out = Vec::new();
     // A cloud that keeps sending the same link must not loop forever.
@@ -542,7 +509,7 @@ async fn get_all(client: &Client, service: &str, base: &str, path: &str, key: &s
 
 async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError> {
     match req {
-        Request::List(kind) => list(client, *kind).await.map(Response::Listed),
+        Request::List(kind) => crate::views::list(client, *kind).await.map(Response::Listed),
         Request::Overview => {
             let limits = client.get("compute", "/limits").await?;
             let mut quotas = Quotas::from_limits(&limits);
@@ -659,64 +626,10 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             projects.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(Response::Projects(projects))
         }
-        Request::Login(_) | Request::SwitchProject { .. } => Err(ClientError::Decode("handled by the worker".into())),
+        Request::Login(_) | Request::SwitchProject { .. } | Request::SaveState { .. } => {
+            Err(ClientError::Decode("handled by the worker".into()))
+        }
     }
-}
-
-async fn list(client: &Client, kind: Kind) -> Result<Listing, ClientError> {
-    Ok(match kind {
-        Kind::Servers => {
-            let base = client.session.endpoint("compute")?;
-            let v = get_all(client, "compute", &base, "/servers/detail", "servers").await?;
-            Listing::Servers(parse_list(&Value::Array(v), |s: &mut Server, raw| s.raw = raw))
-        }
-        Kind::Flavors => {
-            let base = client.session.endpoint("compute")?;
-            let v = get_all(client, "compute", &base, "/flavors/detail", "flavors").await?;
-            Listing::Flavors(parse_list(&Value::Array(v), |f: &mut Flavor, raw| f.raw = raw))
-        }
-        Kind::Images => {
-            let base = versioned(&client.session, "image", "v2")?;
-            let v = get_all(client, "image", &base, "/images", "images").await?;
-            Listing::Images(parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw))
-        }
-        Kind::Networks => {
-            let base = versioned(&client.session, "network", "v2.0")?;
-            let (nets, subnets) = tokio::join!(
-                get_all(client, "network", &base, "/networks", "networks"),
-                get_all(client, "network", &base, "/subnets", "subnets"),
-            );
-            let subnets: Vec<Subnet> = parse_list(&Value::Array(subnets?), |_: &mut Subnet, _| {});
-            let mut nets: Vec<Network> = parse_list(&Value::Array(nets?), |n: &mut Network, raw| n.raw = raw);
-            for n in &mut nets {
-                n.subnet_cidrs = subnets.iter().filter(|s| s.network_id == n.id).map(|s| s.cidr.clone()).collect();
-                // The detail pane shows the subnets with the network.
-                if let Some(obj) = n.raw.as_object_mut() {
-                    let subs: Vec<Value> = subnets
-                        .iter()
-                        .filter(|s| s.network_id == n.id)
-                        .map(|s| json!({"id": s.id, "name": s.name, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "ip_version": s.ip_version}))
-                        .collect();
-                    obj.insert("subnet_details".into(), Value::Array(subs));
-                }
-            }
-            Listing::Networks(nets)
-        }
-        Kind::Keypairs => {
-            let v = client.get("compute", "/os-keypairs").await?;
-            let items: Vec<Value> =
-                v["keypairs"].as_array().into_iter().flatten().map(|k| k["keypair"].clone()).collect();
-            Listing::Keypairs(parse_list(&Value::Array(items), |k: &mut Keypair, raw| k.raw = raw))
-        }
-        Kind::Hypervisors => {
-            let v = client.get("compute", "/os-hypervisors/detail").await?;
-            Listing::Hypervisors(parse_list(&v["hypervisors"], |h: &mut Hypervisor, raw| h.raw = raw))
-        }
-        Kind::Services => {
-            let v = client.get("compute", "/os-services").await?;
-            Listing::Services(parse_list(&v["services"], |s: &mut Service, raw| s.raw = raw))
-        }
-    })
 }
 
 /// Every cloud's fallback timeline: instance actions and their events, in time order, each

@@ -634,6 +634,40 @@ fn project_switch_lists_projects_and_switches() {
 }
 
 #[test]
+fn a_project_switch_empties_every_table() {
+    let mut h = Harness::loaded(100, 24, true);
+    let before: Vec<String> = Kind::ALL
+        .iter()
+        .map(|&k| {
+            h.app.go_to(View::of_kind(k));
+            h.screen()
+        })
+        .collect();
+    assert!(before.iter().all(|s| !s.contains("loading")), "every list is loaded first");
+    h.app.on_response(Response::LoggedIn(SessionInfo {
+        cloud: "devstack".into(),
+        auth_url: "http://cloud/identity".into(),
+        user: "admin".into(),
+        project: "staging".into(),
+        project_id: "p2".into(),
+        admin: true,
+        expires_at: None,
+        compute_version: Some("2.79".into()),
+    }));
+    for &k in Kind::ALL {
+        assert!(!h.app.tables.get(k).loaded(), "{k:?} still holds the old project's rows");
+        h.app.go_to(View::of_kind(k));
+        let s = h.screen();
+        assert!(s.contains("loading…"), "{k:?}: {s}");
+    }
+    // The new project's lists were asked for.
+    let reqs = h.drain();
+    for &k in Kind::ALL {
+        assert!(reqs.contains(&Request::List(k)), "{k:?} not reloaded: {reqs:?}");
+    }
+}
+
+#[test]
 fn themes_switch_in_app() {
     let (tx, _rx) = unbounded_channel();
     let (themes, _) = meridian_tui::theme::load_all(std::path::Path::new("/nonexistent"));

@@ -1,0 +1,123 @@
+//! Overlays: what is drawn over a view and owns the keys while it is open. Each is its own
+//! component: it takes keys and returns an [`Effect`] for the app to carry out, and draws with
+//! `&self`. A new overlay is a module here, a variant of [`Overlay`] and its two dispatch arms.
+
+pub mod confirm;
+pub mod filter;
+pub mod help;
+pub mod palette;
+pub mod projects;
+
+use crossterm::event::KeyEvent;
+use ratatui::Frame;
+use ratatui::layout::Rect;
+
+use crate::component::{Component, Outcome};
+use crate::config::Profile;
+use crate::keymap::Keymap;
+use crate::login::LoginForm;
+use crate::theme::Theme;
+use crate::views::Kind;
+use crate::wizard::Wizard;
+
+pub use confirm::Confirm;
+pub use filter::Filter;
+pub use help::Help;
+pub use palette::Palette;
+pub use projects::Projects;
+
+/// What the app needs to know for an overlay's keys and drawing.
+pub struct Ctx<'a> {
+    pub keymap: &'a Keymap,
+    pub clouds: &'a [Profile],
+    /// The project the session is scoped to (marked in the switcher).
+    pub project_id: &'a str,
+}
+
+/// What an overlay asks the app to do after a key.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Kept open; nothing else to do.
+    None,
+    Close,
+    Quit,
+    /// The palette's command, the overlay closed.
+    Command(String),
+    /// The filter text changed (the overlay stays open).
+    Filter(String),
+    /// The filter was cancelled: closed, the filter cleared.
+    FilterCleared,
+    /// Confirmed: delete these (one or many), the overlay closed.
+    Delete(Vec<(Kind, String, String)>),
+    /// Declined: nothing deleted, the overlay closed.
+    Kept,
+    SwitchProject {
+        id: String,
+        name: String,
+    },
+    SwitchCloud(Profile),
+    /// The login form was submitted.
+    Login(Profile),
+    /// The wizard submitted its launch, or asked to import a key.
+    Launch,
+    ImportKeypair {
+        name: String,
+        public_key: String,
+    },
+}
+
+pub enum Overlay {
+    Palette(Palette),
+    Filter(Filter),
+    Help(Help),
+    Confirm(Confirm),
+    Wizard(Box<Wizard>),
+    Projects(Projects),
+    Login(LoginForm),
+}
+
+impl Overlay {
+    pub fn handle_key(&mut self, key: KeyEvent, ctx: &Ctx) -> Effect {
+        match self {
+            Overlay::Palette(p) => p.handle_key(key),
+            Overlay::Filter(p) => p.handle_key(key),
+            Overlay::Help(h) => h.handle_key(key, ctx),
+            Overlay::Confirm(c) => c.handle_key(key),
+            Overlay::Projects(p) => p.handle_key(key, ctx),
+            Overlay::Login(form) => match form.handle_key(key) {
+                Outcome::Submit => match form.profile() {
+                    Ok(p) => {
+                        form.busy = true;
+                        Effect::Login(p)
+                    }
+                    Err(_) => Effect::None,
+                },
+                Outcome::Cancel => Effect::Quit,
+                _ => Effect::None,
+            },
+            Overlay::Wizard(w) => {
+                let outcome = w.handle_key(key);
+                if let Some((name, public_key)) = w.take_import() {
+                    return Effect::ImportKeypair { name, public_key };
+                }
+                match outcome {
+                    Outcome::Cancel => Effect::Close,
+                    Outcome::Submit if w.spec().is_ok() => Effect::Launch,
+                    _ => Effect::None,
+                }
+            }
+        }
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &Ctx) {
+        match self {
+            Overlay::Palette(p) => p.draw(f, area, theme),
+            Overlay::Filter(p) => p.draw(f, area, theme),
+            Overlay::Help(h) => h.draw(f, area, theme, ctx),
+            Overlay::Confirm(c) => c.draw(f, area, theme),
+            Overlay::Projects(p) => p.draw(f, area, theme, ctx),
+            Overlay::Login(form) => form.draw(f, area, theme),
+            Overlay::Wizard(w) => w.draw(f, area, theme),
+        }
+    }
+}
