@@ -25,8 +25,8 @@ use crate::config::{Profile, State};
 use crate::keymap::{Action, Keymap};
 use crate::login::{LoginForm, Picker};
 use crate::model::{Keypair, Server};
-use crate::overlays::{self, Confirm, Effect, Filter, Help, Overlay, Palette, Projects};
-use crate::table::CellCtx;
+use crate::overlays::{self, Confirm, Effect, Filter, Help, Overlay, Palette, Projects, Report, Verb};
+use crate::table::{CellCtx, Progress};
 use crate::theme::Theme;
 use crate::views::detail::{Detail, DetailEffect, Tab, printable};
 use crate::views::{Tables, overview};
@@ -34,6 +34,16 @@ use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, Serv
 
 pub use crate::overlays::palette::completions;
 pub use crate::views::View;
+
+/// A bulk action under way: which rows still wait for the cloud's answer, which failed.
+struct Bulk {
+    verb: Verb,
+    kind: Kind,
+    total: usize,
+    /// ID → name of the rows without an answer yet.
+    waiting: HashMap<String, String>,
+    failed: Vec<(String, String)>,
+}
 
 pub enum Screen {
     Picker(Picker),
@@ -80,6 +90,8 @@ pub struct AppConfig {
     pub state: State,
     /// Clouds from clouds.yaml, offered by the project/cloud switcher.
     pub clouds: Vec<Profile>,
+    /// Told whether the instances list is on screen (the poller watches it closely only then).
+    pub instances_visible: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for AppConfig {
@@ -91,6 +103,7 @@ impl Default for AppConfig {
             state_path: None,
             state: State::default(),
             clouds: Vec::new(),
+            instances_visible: None,
         }
     }
 }
@@ -123,6 +136,7 @@ pub struct App {
     flavor_names: HashMap<String, String>,
     /// Rows shown with an action's expected state: their last real state, to restore on failure.
     expected: HashMap<String, Server>,
+    bulk: Option<Bulk>,
     pub quit: bool,
     /// A fixed clock (snapshot tests); `None`: the real one.
     pub clock: Option<DateTime<Utc>>,
@@ -167,6 +181,7 @@ impl App {
             image_names: HashMap::new(),
             flavor_names: HashMap::new(),
             expected: HashMap::new(),
+            bulk: None,
             quit: false,
             clock: None,
             cfg,
@@ -227,6 +242,14 @@ impl App {
         }
     }
 
+    /// Tells the poller whether the instances list is on screen (only when that changed).
+    fn sync_visibility(&self) {
+        let shown = matches!(self.screen, Screen::Main) && self.view == View::Servers;
+        if let Some(tx) = &self.cfg.instances_visible {
+            tx.send_if_modified(|v| std::mem::replace(v, shown) != shown);
+        }
+    }
+
     /// Whether the servers table holds data (the first "data frame", for the benchmark).
     pub fn has_data(&self) -> bool {
         self.tables.servers.loaded
@@ -277,6 +300,11 @@ impl App {
     // ---------------------------------------------------------------- responses
 
     pub fn on_response(&mut self, r: Response) {
+        self.reduce(r);
+        self.sync_visibility();
+    }
+
+    fn reduce(&mut self, r: Response) {
         match r {
             Response::LoggedIn(info) => self.logged_in(info),
             Response::NeedLogin { message } => {
@@ -328,6 +356,7 @@ impl App {
             Response::Accepted { id, op } => {
                 self.pending.remove(&Pending::Action(id.clone()));
                 self.info = Some(format!("{} accepted", op.verb()));
+                self.bulk_answer(&id, None);
             }
             Response::Deleted { kind, id, name } => {
                 self.pending.remove(&Pending::Action(id.clone()));
@@ -340,6 +369,7 @@ impl App {
                     self.detail = None;
                 }
                 self.info = Some(format!("deleted {} {}", kind.noun(), if name.is_empty() { &id } else { &name }));
+                self.bulk_answer(&id, None);
             }
             Response::Launched(servers) => {
                 self.pending.remove(&Pending::Launch);
@@ -408,7 +438,7 @@ impl App {
                 if let Request::Action { id, .. } = &request
                     && let Some(prev) = self.expected.remove(id)
                 {
-                    self.tables.servers.marked.remove(id);
+                    self.tables.servers.expecting.remove(id);
                     let ctx = cctx!(self);
                     self.tables.servers.upsert(prev, &ctx);
                 }
@@ -416,7 +446,21 @@ impl App {
                     // The row comes back as it was.
                     self.tables.get_mut(*kind).deleting().remove(id);
                 }
-                self.error = Some((message, Some(request)));
+                let in_bulk = match &request {
+                    Request::Action { id, .. } | Request::Delete { id, .. } => {
+                        self.bulk.as_ref().is_some_and(|b| b.waiting.contains_key(id))
+                    }
+                    _ => false,
+                };
+                if in_bulk {
+                    // Listed per row when the bulk action ends, not one at a time.
+                    if let Request::Action { id, .. } | Request::Delete { id, .. } = &request {
+                        let id = id.clone();
+                        self.bulk_answer(&id, Some(message));
+                    }
+                } else {
+                    self.error = Some((message, Some(request)));
+                }
             }
         }
     }
@@ -512,7 +556,11 @@ impl App {
     fn server_update(&mut self, s: Server) {
         let id = s.id.clone();
         self.expected.remove(&id);
-        self.tables.servers.marked.remove(&id);
+        self.tables.servers.expecting.remove(&id);
+        // A bulk action's tick goes once the row has settled.
+        if s.task_state.is_none() && self.tables.servers.progress.get(&id) == Some(&Progress::Done) {
+            self.tables.servers.progress.remove(&id);
+        }
         let moved =
             self.tables.servers.get(&id).is_none_or(|old| old.status != s.status || old.task_state != s.task_state);
         let ctx = cctx!(self);
@@ -534,6 +582,11 @@ impl App {
     // ---------------------------------------------------------------- input
 
     pub fn on_key(&mut self, key: KeyEvent) {
+        self.key(key);
+        self.sync_visibility();
+    }
+
+    fn key(&mut self, key: KeyEvent) {
         self.info = None;
         match &mut self.screen {
             Screen::Picker(p) => {
@@ -611,19 +664,16 @@ impl App {
                     self.tables.get_mut(k).set_filter("", &ctx);
                 }
             }
-            Effect::Delete(targets) => {
+            Effect::Confirmed(c) => {
                 self.overlay = None;
-                for (kind, id, name) in targets {
-                    if kind == Kind::Servers {
-                        self.server_action(&id, ServerOp::Delete);
-                    } else {
-                        self.delete(Request::Delete { kind, id, name });
-                    }
-                }
+                self.confirmed(c);
             }
-            Effect::Kept => {
+            Effect::Kept(verb) => {
                 self.overlay = None;
-                self.info = Some("not deleted".into());
+                self.info = Some(match verb {
+                    Verb::Delete => "not deleted".into(),
+                    Verb::Server(op) => format!("nothing to {}", op.verb()),
+                });
             }
             Effect::SwitchProject { id, name } => {
                 self.overlay = None;
@@ -697,6 +747,11 @@ impl App {
     }
 
     pub fn go_to(&mut self, v: View) {
+        self.switch_view(v);
+        self.sync_visibility();
+    }
+
+    fn switch_view(&mut self, v: View) {
         if v.admin_only() && !self.admin() {
             self.error = Some((format!("{} is for administrators", v.title()), None));
             return;
@@ -742,7 +797,7 @@ impl App {
                 status.to_string()
             };
             shown.task_state = Some(task.to_string());
-            self.tables.servers.marked.insert(id.to_string());
+            self.tables.servers.expecting.insert(id.to_string());
             let ctx = cctx!(self);
             self.tables.servers.upsert(shown, &ctx);
         }
@@ -784,6 +839,8 @@ impl App {
                     self.open_detail(view, id, Tab::Fields);
                 }
             }
+            // Esc first drops the marks and a bulk action's results, then goes back.
+            Action::Back if kind.is_some_and(|k| self.clear_marks(k)) => {}
             Action::Back => {
                 if let Some(v) = self.history.pop() {
                     self.view = v;
@@ -827,6 +884,16 @@ impl App {
                 self.cfg.theme = (self.cfg.theme + 1) % self.cfg.themes.len();
                 self.remember_theme();
             }
+            Action::Mark => {
+                if let Some(k) = kind {
+                    self.tables.get_mut(k).toggle_pick();
+                }
+            }
+            Action::Delete | Action::Start | Action::Stop | Action::Reboot | Action::HardReboot
+                if self.detail.is_none() && kind.is_some_and(|k| !self.tables.get(k).picked_rows().is_empty()) =>
+            {
+                self.ask_bulk(action)
+            }
             Action::Delete => self.ask_delete(),
             Action::Start | Action::Stop | Action::Reboot | Action::HardReboot | Action::Console => {
                 self.instance_action(action)
@@ -852,6 +919,90 @@ impl App {
             None => self.error = Some((format!("select {} {} first", article(kind.noun()), kind.noun()), None)),
             Some((id, name)) if t.is_deleting(&id) => self.info = Some(format!("{name} is being deleted")),
             Some((id, name)) => self.overlay = Some(Overlay::Confirm(Confirm::one(kind, id, name))),
+        }
+    }
+
+    /// Drops a table's marks and finished bulk results; whether there were any.
+    fn clear_marks(&mut self, kind: Kind) -> bool {
+        let waiting: Vec<String> = self.bulk.iter().flat_map(|b| b.waiting.keys().cloned()).collect();
+        let t = self.tables.get_mut(kind);
+        let had = !t.picked_rows().is_empty() || t.has_progress();
+        t.clear_picks();
+        t.retain_progress(&waiting);
+        had
+    }
+
+    /// Start/stop/reboot/delete with rows marked: one question naming the count.
+    fn ask_bulk(&mut self, action: Action) {
+        let Some(kind) = self.view.kind() else { return };
+        let verb = match action {
+            Action::Delete if kind.deletable() => Verb::Delete,
+            Action::Delete => {
+                self.info = Some(format!("nothing to delete in {}", self.view.title()));
+                return;
+            }
+            _ if kind != Kind::Servers => return,
+            Action::Start => Verb::Server(ServerOp::Start),
+            Action::Stop => Verb::Server(ServerOp::Stop),
+            Action::Reboot => Verb::Server(ServerOp::Reboot),
+            Action::HardReboot => Verb::Server(ServerOp::HardReboot),
+            _ => return,
+        };
+        let targets = self.tables.get(kind).picked_rows();
+        self.overlay = Some(Overlay::Confirm(Confirm { verb, kind, targets }));
+    }
+
+    /// Carries out a confirmed question; more than one row becomes a bulk action whose rows
+    /// show their progress and whose failures are listed together at the end.
+    fn confirmed(&mut self, c: Confirm) {
+        let Confirm { verb, kind, targets } = c;
+        if targets.len() > 1 {
+            let t = self.tables.get_mut(kind);
+            t.clear_picks();
+            for (id, _) in &targets {
+                t.set_progress(id, Some(Progress::Sent));
+            }
+            self.bulk = Some(Bulk {
+                verb,
+                kind,
+                total: targets.len(),
+                waiting: targets.iter().cloned().collect(),
+                failed: Vec::new(),
+            });
+        }
+        for (id, name) in targets {
+            match (verb, kind) {
+                (Verb::Delete, Kind::Servers) => self.server_action(&id, ServerOp::Delete),
+                (Verb::Delete, _) => self.delete(Request::Delete { kind, id, name }),
+                (Verb::Server(op), _) => self.server_action(&id, op),
+            }
+        }
+    }
+
+    /// The cloud answered one row of the bulk action (`Some(reason)`: it refused).
+    fn bulk_answer(&mut self, id: &str, failure: Option<String>) {
+        let Some(b) = &mut self.bulk else { return };
+        let Some(name) = b.waiting.remove(id) else { return };
+        let progress = if failure.is_some() { Progress::Failed } else { Progress::Done };
+        if let Some(why) = failure {
+            b.failed.push((if name.is_empty() { id.to_string() } else { name }, why));
+        }
+        let kind = b.kind;
+        // A deleted row is gone already; it needs no tick.
+        if self.tables.get(kind).row(id).is_some() {
+            self.tables.get_mut(kind).set_progress(id, Some(progress));
+        }
+        if !b.waiting.is_empty() {
+            return;
+        }
+        let Some(b) = self.bulk.take() else { return };
+        let (word, noun) = (b.verb.word(), b.kind.noun());
+        if b.failed.is_empty() {
+            self.info = Some(format!("{word}: all {} {noun}s accepted", b.total));
+        } else {
+            let title = format!("{word}: {} of {} {noun}s failed", b.failed.len(), b.total);
+            self.error = Some((title.clone(), None));
+            self.overlay = Some(Overlay::Report(Report { title, failed: b.failed }));
         }
     }
 
@@ -887,6 +1038,11 @@ impl App {
     }
 
     pub fn on_mouse(&mut self, m: MouseEvent) {
+        self.mouse(m);
+        self.sync_visibility();
+    }
+
+    fn mouse(&mut self, m: MouseEvent) {
         if !matches!(self.screen, Screen::Main) || self.overlay.is_some() {
             return;
         }
@@ -1013,6 +1169,7 @@ impl App {
                 (Action::Reboot, "reboot"),
                 (Action::Delete, "delete"),
                 (Action::Console, "console"),
+                (Action::Mark, "mark"),
                 (Action::Help, "help"),
             ]
         } else if self.view.kind().is_some_and(|k| k.deletable()) {

@@ -37,6 +37,7 @@ pub enum Action {
     HardReboot,
     Console,
     Launch,
+    Mark,
     SwitchProject,
     SwitchTheme,
 }
@@ -67,6 +68,7 @@ impl Action {
         (Action::Reboot, "reboot", "soft reboot"),
         (Action::HardReboot, "hard_reboot", "hard reboot"),
         (Action::Delete, "delete", "delete (asks first)"),
+        (Action::Mark, "mark", "mark the row for a bulk start/stop/reboot/delete"),
         (Action::Console, "console", "console log"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
@@ -232,6 +234,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("y", Action::ToggleRaw),
     ("f", Action::Follow),
     ("ctrl-d", Action::Delete),
+    ("space", Action::Mark),
     ("s", Action::Start),
     ("S", Action::Stop),
     ("r", Action::Reboot),

@@ -94,6 +94,14 @@ pub fn mb(v: u64) -> String {
     if v >= 1024 && v.is_multiple_of(1024) { format!("{}G", v / 1024) } else { format!("{v}M") }
 }
 
+/// How one row of a bulk action is getting on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Sent,
+    Done,
+    Failed,
+}
+
 /// The table's state: items, the filtered and sorted view of them, the selection.
 pub struct ResourceTable<R: Resource> {
     pub items: Vec<R>,
@@ -108,7 +116,11 @@ pub struct ResourceTable<R: Resource> {
     rows_area: Memo<Rect>,
     pub loaded: bool,
     /// Row IDs drawn with the "expected" marker (an action's state before the cloud confirms).
-    pub marked: HashSet<String>,
+    pub expecting: HashSet<String>,
+    /// Row IDs marked with Space for a bulk action.
+    pub picked: HashSet<String>,
+    /// Rows of a bulk action: how each is getting on (shown in the mark column).
+    pub progress: HashMap<String, Progress>,
     /// Row IDs with a delete on its way: drawn struck through until the cloud answers.
     pub deleting: HashSet<String>,
 }
@@ -124,7 +136,9 @@ impl<R: Resource> Default for ResourceTable<R> {
             offset: Memo::new(0),
             rows_area: Memo::new(Rect::default()),
             loaded: false,
-            marked: Default::default(),
+            expecting: Default::default(),
+            picked: Default::default(),
+            progress: Default::default(),
             deleting: Default::default(),
         }
     }
@@ -140,6 +154,9 @@ impl<R: Resource> ResourceTable<R> {
         let keep = self.selected().map(|r| r.id().to_string());
         self.items = items;
         self.loaded = true;
+        // Marks of rows that are gone go with them.
+        let ids: HashSet<&str> = self.items.iter().map(|r| r.id()).collect();
+        self.picked.retain(|id| ids.contains(id.as_str()));
         self.recompute(ctx, keep);
     }
 
@@ -162,7 +179,9 @@ impl<R: Resource> ResourceTable<R> {
     pub fn remove(&mut self, id: &str, ctx: &CellCtx) {
         let keep = self.selected().map(|r| r.id().to_string());
         self.items.retain(|x| x.id() != id);
-        self.marked.remove(id);
+        self.expecting.remove(id);
+        self.picked.remove(id);
+        self.progress.remove(id);
         self.deleting.remove(id);
         self.recompute(ctx, keep);
     }
@@ -202,6 +221,25 @@ impl<R: Resource> ResourceTable<R> {
             self.selected = pos;
         }
         self.selected = self.selected.min(self.view.len().saturating_sub(1));
+    }
+
+    /// Space: marks or unmarks the selected row and moves to the next one.
+    pub fn toggle_pick(&mut self) {
+        let Some(id) = self.selected().map(|r| r.id().to_string()) else { return };
+        if !self.picked.remove(&id) {
+            self.picked.insert(id);
+        }
+        self.navigate(Action::Down);
+    }
+
+    /// The marked rows (ID, name) in the order shown.
+    pub fn picked_rows(&self) -> Vec<(String, String)> {
+        self.view
+            .iter()
+            .map(|&i| &self.items[i])
+            .filter(|r| self.picked.contains(r.id()))
+            .map(|r| (r.id().to_string(), r.name().to_string()))
+            .collect()
     }
 
     pub fn selected(&self) -> Option<&R> {
@@ -271,10 +309,16 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
-        let columns = R::columns(ctx.admin);
-        let sort_mark = |i: usize| match self.sort {
-            Some((c, false)) if c == i => "↑",
-            Some((c, true)) if c == i => "↓",
+        let mut columns = R::columns(ctx.admin);
+        // The mark column shows only while rows are marked or a bulk action reports on them.
+        let marks = !self.picked.is_empty() || !self.progress.is_empty();
+        if marks {
+            columns.insert(0, col(" ", Constraint::Length(1)));
+        }
+        let data_col = |i: usize| if marks { i.checked_sub(1) } else { Some(i) };
+        let sort_mark = |i: usize| match (self.sort, data_col(i)) {
+            (Some((c, false)), Some(d)) if c == d => "↑",
+            (Some((c, true)), Some(d)) if c == d => "↓",
             _ => "",
         };
         let header =
@@ -287,6 +331,9 @@ impl<R: Resource> ResourceTable<R> {
             format!("[{}/{}] /{} ", self.view.len(), self.items.len(), self.filter)
         };
         title.push(Span::styled(count, theme.accent()));
+        if !self.picked.is_empty() {
+            title.push(Span::styled(format!("{} marked ", self.picked.len()), theme.title()));
+        }
         let block = Block::default().borders(Borders::ALL).border_style(theme.border()).title(Line::from(title));
         let inner = block.inner(area);
         f.render_widget(block, area);
@@ -323,15 +370,26 @@ impl<R: Resource> ResourceTable<R> {
             .enumerate()
             .map(|(n, &i)| {
                 let r = &self.items[i];
-                let marked = self.marked.contains(r.id());
+                let expecting = self.expecting.contains(r.id());
                 let deleting = self.deleting.contains(r.id());
                 let cells = r.cells(ctx).into_iter().enumerate().map(|(ci, text)| {
                     let mut style = if Some(ci) == status_col { theme.status(&text) } else { Style::default() };
-                    if marked && (ci == 1 || ci == 2) {
+                    if expecting && (ci == 1 || ci == 2) {
                         style = style.add_modifier(Modifier::ITALIC);
                     }
                     Cell::from(text).style(style)
                 });
+                let mark = marks.then(|| {
+                    let (sym, style) = match self.progress.get(r.id()) {
+                        Some(Progress::Sent) => ("…", theme.accent()),
+                        Some(Progress::Done) => ("✓", theme.accent()),
+                        Some(Progress::Failed) => ("✗", theme.error()),
+                        None if self.picked.contains(r.id()) => ("●", theme.title()),
+                        None => (" ", Style::default()),
+                    };
+                    Cell::from(sym).style(style)
+                });
+                let cells: Vec<Cell> = mark.into_iter().chain(cells).collect();
                 let mut style = if offset + n == self.selected { theme.selected() } else { Style::default() };
                 if deleting {
                     style = style.add_modifier(Modifier::CROSSED_OUT | Modifier::DIM);
@@ -364,6 +422,14 @@ pub trait AnyTable {
     fn remove(&mut self, id: &str, ctx: &CellCtx);
     fn deleting(&mut self) -> &mut HashSet<String>;
     fn is_deleting(&self, id: &str) -> bool;
+    fn toggle_pick(&mut self);
+    /// The marked rows (ID, name) in the order shown.
+    fn picked_rows(&self) -> Vec<(String, String)>;
+    fn clear_picks(&mut self);
+    fn set_progress(&mut self, id: &str, p: Option<Progress>);
+    fn has_progress(&self) -> bool;
+    /// Keeps the progress of these rows only.
+    fn retain_progress(&mut self, ids: &[String]);
     fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool);
 }
 
@@ -409,6 +475,27 @@ impl<R: Resource> AnyTable for ResourceTable<R> {
     }
     fn is_deleting(&self, id: &str) -> bool {
         self.deleting.contains(id)
+    }
+    fn toggle_pick(&mut self) {
+        ResourceTable::toggle_pick(self)
+    }
+    fn picked_rows(&self) -> Vec<(String, String)> {
+        ResourceTable::picked_rows(self)
+    }
+    fn clear_picks(&mut self) {
+        self.picked.clear();
+    }
+    fn set_progress(&mut self, id: &str, p: Option<Progress>) {
+        match p {
+            Some(p) => self.progress.insert(id.to_string(), p),
+            None => self.progress.remove(id),
+        };
+    }
+    fn has_progress(&self) -> bool {
+        !self.progress.is_empty()
+    }
+    fn retain_progress(&mut self, ids: &[String]) {
+        self.progress.retain(|id, _| ids.contains(id));
     }
     fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
         ResourceTable::draw(self, f, area, theme, ctx, busy)

@@ -219,8 +219,19 @@ pub enum Response {
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
 /// polls as on any cloud (for proxies that buffer event streams, and to test that path).
 pub fn spawn(ui: mpsc::UnboundedSender<Response>, stream: bool) -> mpsc::UnboundedSender<Request> {
+    // Without a UI that says what is on screen, polling treats the instances as always shown.
+    spawn_watching(ui, stream, watch::channel(true).1)
+}
+
+/// As [`spawn`], with the UI telling whether the instances list is on screen (polling mode
+/// watches the whole project closely only then).
+pub fn spawn_watching(
+    ui: mpsc::UnboundedSender<Response>,
+    stream: bool,
+    instances_visible: watch::Receiver<bool>,
+) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, ui, stream));
+    tokio::spawn(run(rx, ui, stream, instances_visible));
     tx
 }
 
@@ -236,11 +247,16 @@ struct Authed {
     project_id: Option<String>,
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender<Response>, stream: bool) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    ui: mpsc::UnboundedSender<Response>,
+    stream: bool,
+    instances_visible: watch::Receiver<bool>,
+) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
     let (hint_tx, hint_rx) = mpsc::unbounded_channel::<LiveHint>();
-    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream));
+    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream, instances_visible));
     let mut authed: Option<Authed> = None;
     // Requests that met a 401 we could not fix, re-sent after the next login.
     let mut waiting: Vec<Request> = Vec::new();

@@ -355,6 +355,37 @@ fn instance_timeline_with_phase_durations() {
     assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
 }
 
+/// Other clouds' timelines come from instance actions: Nova's event names show in words.
+#[test]
+fn timeline_from_instance_actions_in_words() {
+    let mut h = Harness::loaded(80, 16, false);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Tab);
+    h.drain();
+    let t = |action: &str, event: Option<&str>, at: &str, d: Option<f64>| Transition {
+        vm_state: Some(action.into()),
+        task_state: event.map(str::to_string),
+        power_state: None,
+        at: meridian_tui::model::parse_time(at),
+        duration_s: d,
+    };
+    h.app.on_response(Response::Timeline {
+        id: id(1),
+        entries: vec![
+            t("create", None, "2026-11-22T02:00:00Z", Some(0.1)),
+            t("create", Some("conductor_schedule_and_build_instances"), "2026-11-22T02:00:00.100Z", Some(0.4)),
+            t("create", Some("compute__do_build_and_run_instance"), "2026-11-22T02:00:00.500Z", Some(4.5)),
+            t("stop", None, "2026-11-22T02:10:00Z", Some(0.2)),
+            t("stop", Some("compute_stop_instance"), "2026-11-22T02:10:00.200Z", None),
+        ],
+        source: "instance actions",
+    });
+    let s = h.screen();
+    assert!(s.contains("build and run") && s.contains("power off") && s.contains("schedule and build"), "{s}");
+    assert!(!s.contains("compute_"), "raw event names: {s}");
+    snap!("timeline_instance_actions", s);
+}
+
 #[test]
 fn console_log_follows_the_end_and_scrolls_back() {
     let mut h = Harness::loaded(80, 12, false);
@@ -874,4 +905,64 @@ fn delete_where_nothing_can_be_deleted_says_so() {
         assert!(s.contains(&format!("nothing to delete in {title}")) && !s.contains("Confirm"), "{s}");
         assert!(h.drain().is_empty());
     }
+}
+
+/// Space marks rows; a start/stop/reboot/delete then acts on all of them after one question
+/// naming the count; each row shows its progress; failures are listed per row at the end.
+#[test]
+fn bulk_stop_marks_asks_once_shows_progress_and_lists_failures() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    let s = h.screen();
+    assert!(s.contains("3 marked"), "{s}");
+    snap!("bulk_marked", s);
+    h.key(KeyCode::Char('S'));
+    assert!(h.drain().is_empty(), "nothing is sent before the answer");
+    let s = h.screen();
+    assert!(s.contains("Stop 3 instances?"), "{s}");
+    snap!("bulk_confirm", s);
+    h.key(KeyCode::Char('y'));
+    let mut sent = h.drain();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        sent,
+        [1, 2, 3].map(|n| Request::Action { id: id(n), op: ServerOp::Stop }).to_vec(),
+        "one stop per marked row"
+    );
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Stop });
+    h.app.on_response(Response::Failed {
+        request: Request::Action { id: id(3), op: ServerOp::Stop },
+        message: "stop failed: Cannot 'stop' instance while it is in vm_state stopped (409)".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains('✓') && s.contains('✗') && s.contains('…'), "{s}");
+    snap!("bulk_progress", s);
+    h.app.on_response(Response::Accepted { id: id(2), op: ServerOp::Stop });
+    let s = h.screen();
+    assert!(s.contains("stop: 1 of 3 instances failed") && s.contains("db: stop failed"), "{s}");
+    snap!("bulk_failures", s);
+    // Any key closes the report; Esc then clears the marks column.
+    h.key(KeyCode::Esc);
+    h.key(KeyCode::Esc);
+    let s = h.screen();
+    assert!(!s.contains("│✗") && !s.contains("│✓") && s.contains("│NAME"), "{s}");
+}
+
+/// Bulk delete in a non-instance view: one question, one delete per row.
+#[test]
+fn bulk_delete_of_images_asks_once() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.app.run_command("images");
+    h.drain();
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.ctrl('d');
+    let s = h.screen();
+    assert!(s.contains("Delete 2 images?"), "{s}");
+    h.key(KeyCode::Char('y'));
+    let sent = h.drain();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|r| matches!(r, Request::Delete { kind: Kind::Images, .. })), "{sent:?}");
 }

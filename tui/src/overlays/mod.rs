@@ -7,6 +7,7 @@ pub mod filter;
 pub mod help;
 pub mod palette;
 pub mod projects;
+pub mod report;
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -17,14 +18,15 @@ use crate::config::Profile;
 use crate::keymap::Keymap;
 use crate::login::LoginForm;
 use crate::theme::Theme;
-use crate::views::Kind;
 use crate::wizard::Wizard;
 
 pub use confirm::Confirm;
+pub use confirm::Verb;
 pub use filter::Filter;
 pub use help::Help;
 pub use palette::Palette;
 pub use projects::Projects;
+pub use report::Report;
 
 /// What the app needs to know for an overlay's keys and drawing.
 pub struct Ctx<'a> {
@@ -47,10 +49,10 @@ pub enum Effect {
     Filter(String),
     /// The filter was cancelled: closed, the filter cleared.
     FilterCleared,
-    /// Confirmed: delete these (one or many), the overlay closed.
-    Delete(Vec<(Kind, String, String)>),
-    /// Declined: nothing deleted, the overlay closed.
-    Kept,
+    /// Confirmed: do it to these rows (one or many), the overlay closed.
+    Confirmed(Confirm),
+    /// Declined: nothing done, the overlay closed.
+    Kept(Verb),
     SwitchProject {
         id: String,
         name: String,
@@ -74,6 +76,7 @@ pub enum Overlay {
     Wizard(Box<Wizard>),
     Projects(Projects),
     Login(LoginForm),
+    Report(Report),
 }
 
 impl Overlay {
@@ -84,6 +87,7 @@ impl Overlay {
             Overlay::Help(h) => h.handle_key(key, ctx),
             Overlay::Confirm(c) => c.handle_key(key),
             Overlay::Projects(p) => p.handle_key(key, ctx),
+            Overlay::Report(r) => r.handle_key(key),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
                     Ok(p) => {
@@ -116,6 +120,7 @@ impl Overlay {
             Overlay::Help(h) => h.draw(f, area, theme, ctx),
             Overlay::Confirm(c) => c.draw(f, area, theme),
             Overlay::Projects(p) => p.draw(f, area, theme, ctx),
+            Overlay::Report(r) => r.draw(f, area, theme),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),
         }

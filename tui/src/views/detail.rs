@@ -15,6 +15,7 @@ use crate::keymap::Action;
 use crate::model::{Transition, power_state_name};
 use crate::theme::Theme;
 use crate::views::View;
+use crate::views::events::event_words;
 use crate::worker::Request;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +257,7 @@ fn draw_timeline(f: &mut Frame, area: Rect, theme: &Theme, entries: Option<&(Vec
             Row::new(vec![
                 TableCell::from(e.at.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_default()),
                 TableCell::from(vm.clone()).style(theme.status(&vm)),
-                TableCell::from(e.task_state.clone().unwrap_or_else(|| "-".into())),
+                TableCell::from(e.task_state.as_deref().map_or_else(|| "-".into(), event_words)),
                 TableCell::from(power_state_name(e.power_state)),
                 TableCell::from(took),
                 TableCell::from(bar).style(Style::default().fg(theme.gauge)),

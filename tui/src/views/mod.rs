@@ -5,6 +5,7 @@
 //! `overview` and `detail` are the two views that are not resource tables.
 
 pub mod detail;
+pub mod events;
 pub mod flavors;
 pub mod hypervisors;
 pub mod images;
