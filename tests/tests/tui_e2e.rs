@@ -222,6 +222,71 @@ async fn a_server_created_from_the_cli_appears_and_goes_active_by_polling() {
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
 
+/// Bulk actions: three instances marked with Space, one `S`, one confirmation naming the count,
+/// and all three reach SHUTOFF on screen (real server and agent, libvirt's test driver).
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_stop_three_instances() {
+    let server = Server::start();
+    let agent = Agent::start(&server, "bulk-host");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let flavors = admin.get("compute", "/flavors?minRam=0").await.expect("flavors");
+    let flavor = flavors["flavors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "m1.tiny"))
+        .and_then(|f| f["id"].as_str())
+        .expect("m1.tiny")
+        .to_string();
+    admin
+        .post(
+            "compute",
+            "/servers",
+            &serde_json::json!({"server": {"name": "bulk", "imageRef": cloud.image_id, "flavorRef": flavor,
+                "min_count": 3, "max_count": 3, "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create three");
+    let listed = admin.get("compute", "/servers?name=bulk").await.expect("list");
+    let ids: Vec<String> = listed["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3, "{listed}");
+    for id in &ids {
+        meridian_e2e::wait_server(&admin, id, &["ACTIVE"], 90).await;
+    }
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, log) = write_script(dir.path(), &server, &[]);
+    let tmux = Tmux::start(&script, "bulk");
+    let mut seen = Vec::new();
+    let dump = |what: &str| {
+        format!(
+            "{what}\nmeridian log:\n{}\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            agent.log_text()
+        )
+    };
+    let names = ["bulk-1", "bulk-2", "bulk-3"];
+    let all = |s: &str, state: &str| names.iter().all(|n| row(s, n).is_some_and(|r| r.contains(state)));
+    tmux.wait("three ACTIVE rows", 30, &mut seen, |s| s.contains("Instances [3]") && all(s, "ACTIVE"));
+    tmux.type_text("   ");
+    tmux.wait("three marked", 10, &mut seen, |s| s.contains("3 marked"));
+    tmux.type_text("S");
+    tmux.wait("one confirmation naming the count", 10, &mut seen, |s| s.contains("Stop 3 instances?"));
+    tmux.type_text("y");
+    tmux.wait(&dump("all three SHUTOFF"), 60, &mut seen, |s| all(s, "SHUTOFF"));
+    for id in &ids {
+        let v = admin.get("compute", &format!("/servers/{id}")).await.expect("show");
+        assert_eq!(v["server"]["status"], "SHUTOFF", "{v}");
+    }
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}
+
 /// Ctrl-d in the key pairs view: asks, deletes, and the cloud agrees.
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_a_key_pair_from_its_view() {
