@@ -76,7 +76,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
-        Request::SaveState { .. } => return None,
+        Request::SaveState { .. } | Request::AllProjects(_) | Request::ProjectNames => return None,
     })
 }
 
@@ -137,6 +137,9 @@ pub struct App {
     /// Rows shown with an action's expected state: their last real state, to restore on failure.
     expected: HashMap<String, Server>,
     bulk: Option<Bulk>,
+    /// An admin's all-projects view of the project-scoped lists.
+    all_projects: bool,
+    project_names: HashMap<String, String>,
     pub quit: bool,
     /// A fixed clock (snapshot tests); `None`: the real one.
     pub clock: Option<DateTime<Utc>>,
@@ -156,6 +159,8 @@ macro_rules! cctx {
             now: $app.clock.unwrap_or_else(Utc::now),
             image_names: &$app.image_names,
             flavor_names: &$app.flavor_names,
+            all_projects: $app.all_projects,
+            project_names: &$app.project_names,
         }
     };
 }
@@ -182,6 +187,8 @@ impl App {
             flavor_names: HashMap::new(),
             expected: HashMap::new(),
             bulk: None,
+            all_projects: false,
+            project_names: HashMap::new(),
             quit: false,
             clock: None,
             cfg,
@@ -403,6 +410,18 @@ impl App {
                     .position(|p| self.session.as_ref().is_some_and(|s| s.project_id == p.id))
                     .unwrap_or(0);
                 self.overlay = Some(Overlay::Projects(Projects { projects, sel }));
+            }
+            Response::ProjectNames(names) => {
+                self.project_names = names;
+                // The PROJECT column's text (filtered and sorted on) changed.
+                let ctx = cctx!(self);
+                for &k in Kind::ALL {
+                    if k.scoped() {
+                        let t = self.tables.get_mut(k);
+                        let f = t.filter().to_string();
+                        t.set_filter(&f, &ctx);
+                    }
+                }
             }
             Response::ServerUpdate(s) => self.server_update(*s),
             Response::Transition { server_id, entry } => {
@@ -879,6 +898,7 @@ impl App {
                 }
                 self.send(Request::Overview);
             }
+            Action::AllProjects => self.toggle_all_projects(),
             Action::SwitchProject => self.send(Request::Projects),
             Action::SwitchTheme => {
                 self.cfg.theme = (self.cfg.theme + 1) % self.cfg.themes.len();
@@ -920,6 +940,31 @@ impl App {
             Some((id, name)) if t.is_deleting(&id) => self.info = Some(format!("{name} is being deleted")),
             Some((id, name)) => self.overlay = Some(Overlay::Confirm(Confirm::one(kind, id, name))),
         }
+    }
+
+    /// `A`: an admin's lists of instances, images, networks and ports cover every project (with
+    /// a PROJECT column) or only the session's project; the lists are read again.
+    fn toggle_all_projects(&mut self) {
+        if !self.admin() {
+            self.error = Some(("all projects is for administrators".into(), None));
+            return;
+        }
+        self.all_projects = !self.all_projects;
+        self.send(Request::AllProjects(self.all_projects));
+        if self.all_projects && self.project_names.is_empty() {
+            self.send(Request::ProjectNames);
+        }
+        for &k in Kind::ALL {
+            if k.scoped() {
+                // Rows of the other scope must not linger while the new list loads.
+                let t = self.tables.get_mut(k);
+                t.clear_picks();
+                if Some(k) == self.view.kind() || k == Kind::Servers {
+                    self.send(Request::List(k));
+                }
+            }
+        }
+        self.info = Some(if self.all_projects { "all projects".into() } else { "this project only".into() });
     }
 
     /// Drops a table's marks and finished bulk results; whether there were any.
@@ -1191,7 +1236,10 @@ impl App {
             ]
         };
         let mut spans = Vec::new();
-        for (a, label) in actions {
+        let all = [(Action::AllProjects, if self.all_projects { "this project" } else { "all projects" })];
+        let scoped = self.detail.is_none() && self.admin() && self.view.kind().is_some_and(Kind::scoped);
+        let extra: &[(Action, &str)] = if scoped { &all } else { &[] };
+        for (a, label) in extra.iter().chain(actions) {
             spans.push(Span::styled(format!("<{}>", km.hint(*a)), theme.accent()));
             spans.push(Span::styled(format!("{label} "), theme.muted()));
         }

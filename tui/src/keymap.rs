@@ -38,6 +38,7 @@ pub enum Action {
     Console,
     Launch,
     Mark,
+    AllProjects,
     SwitchProject,
     SwitchTheme,
 }
@@ -72,6 +73,7 @@ impl Action {
         (Action::Console, "console", "console log"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
+        (Action::AllProjects, "all_projects", "admins: every project's instances, images, networks, ports"),
         (Action::SwitchProject, "project", "switch project or cloud"),
         (Action::SwitchTheme, "theme", "next theme"),
         (Action::Quit, "quit", "quit"),
@@ -241,6 +243,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("H", Action::HardReboot),
     ("l", Action::Console),
     ("c", Action::Launch),
+    ("A", Action::AllProjects),
     ("p", Action::SwitchProject),
     ("T", Action::SwitchTheme),
 ];

@@ -26,6 +26,8 @@ pub enum LiveHint {
     Seen(Vec<Server>),
     /// An action was accepted on this server: it is about to move.
     Kick(String),
+    /// An admin's lists now cover every project (polls add `all_tenants`).
+    AllProjects(bool),
 }
 
 /// Horizon's row polling interval: 2.5 s, doubling to at most 30 s, back to 2.5 s on a change.
@@ -169,6 +171,8 @@ struct Tracker {
     known: HashMap<String, Seen>,
     /// The newest `updated` seen, the cloud's clock: the next `changes-since`.
     since: Option<DateTime<Utc>>,
+    /// Polls cover every project (an admin's all-projects view).
+    all_projects: bool,
 }
 
 impl Tracker {
@@ -197,6 +201,7 @@ impl Tracker {
                     self.see(s);
                 }
             }
+            LiveHint::AllProjects(on) => self.all_projects = on,
             LiveHint::Kick(id) => {
                 // Unknown until the next poll says otherwise: in transition.
                 self.known.insert(id, ("?".into(), Some("?".into()), None, None));
@@ -353,6 +358,11 @@ async fn poll(
             _ => "/servers/detail".to_string(),
         };
         let full = !path.contains("changes-since");
+        let path = match (tracker.all_projects, full) {
+            (false, _) => path,
+            (true, true) => format!("{path}?all_tenants=1"),
+            (true, false) => format!("{path}&all_tenants=1"),
+        };
         let mut changed = false;
         match client.get("compute", &path).await {
             Ok(v) => {

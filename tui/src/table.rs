@@ -19,12 +19,32 @@ use std::cell::Cell as Memo;
 use std::collections::HashSet;
 use std::future::Future;
 
-/// What cells may need besides the row: names to show instead of IDs, the time, the role.
+/// What cells may need besides the row: names to show instead of IDs, the time, the role,
+/// whether an admin is looking at every project (then project-scoped views add a PROJECT column).
 pub struct CellCtx<'a> {
     pub admin: bool,
     pub now: DateTime<Utc>,
     pub image_names: &'a HashMap<String, String>,
     pub flavor_names: &'a HashMap<String, String>,
+    pub all_projects: bool,
+    /// Project ID → name, from Keystone when the admin may list projects.
+    pub project_names: &'a HashMap<String, String>,
+}
+
+impl CellCtx<'_> {
+    /// A project's name, else its ID.
+    pub fn project(&self, id: Option<&str>) -> String {
+        let id = id.unwrap_or_default();
+        self.project_names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// Which rows a list asks the cloud for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// An admin's view of every project (`all_tenants` for Nova; Glance and Neutron list every
+    /// project's resources to an admin anyway, so without it they are narrowed to the project).
+    pub all_projects: bool,
 }
 
 pub struct Column {
@@ -57,7 +77,9 @@ pub trait Resource: Clone + Send + Sync + 'static {
     const KIND: Kind;
     /// Only administrators see the view.
     const ADMIN_ONLY: bool = false;
-    fn columns(admin: bool) -> Vec<Column>;
+    /// Rows belong to projects: the all-projects toggle applies (and adds a PROJECT column).
+    const SCOPED: bool = false;
+    fn columns(ctx: &CellCtx) -> Vec<Column>;
     fn cells(&self, ctx: &CellCtx) -> Vec<String>;
     fn id(&self) -> &str;
     fn name(&self) -> &str;
@@ -75,7 +97,7 @@ pub trait Resource: Clone + Send + Sync + 'static {
         None
     }
     /// Reads the whole list from the cloud (run by the worker, never by the UI).
-    fn list(client: &Client) -> impl Future<Output = Result<Vec<Self>, ClientError>> + Send;
+    fn list(client: &Client, scope: Scope) -> impl Future<Output = Result<Vec<Self>, ClientError>> + Send;
 }
 
 /// How long ago, in the largest whole unit (`45s`, `12m`, `3h`, `9d`).
@@ -261,7 +283,7 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn sort_next(&mut self, ctx: &CellCtx) {
-        let n = R::columns(ctx.admin).len();
+        let n = R::columns(ctx).len();
         self.sort = match self.sort {
             None => Some((0, false)),
             Some((c, _)) if c + 1 < n => Some((c + 1, false)),
@@ -309,7 +331,7 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
-        let mut columns = R::columns(ctx.admin);
+        let mut columns = R::columns(ctx);
         // The mark column shows only while rows are marked or a bulk action reports on them.
         let marks = !self.picked.is_empty() || !self.progress.is_empty();
         if marks {
@@ -331,6 +353,9 @@ impl<R: Resource> ResourceTable<R> {
             format!("[{}/{}] /{} ", self.view.len(), self.items.len(), self.filter)
         };
         title.push(Span::styled(count, theme.accent()));
+        if R::SCOPED && ctx.all_projects {
+            title.push(Span::styled("all projects ", theme.title()));
+        }
         if !self.picked.is_empty() {
             title.push(Span::styled(format!("{} marked ", self.picked.len()), theme.title()));
         }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Profile;
 use crate::live::{self, LiveHint};
 use crate::model::{Hypervisor, Project, Quotas, Server, Token, Transition, parse_list, parse_server};
+use crate::table::Scope;
 
 pub use crate::views::{Kind, Listing};
 
@@ -128,6 +129,10 @@ pub enum Request {
         public_key: String,
     },
     Projects,
+    /// An admin's lists cover every project (`true`) or the session's project.
+    AllProjects(bool),
+    /// Project ID → name, for the PROJECT column.
+    ProjectNames,
     /// Remember the cloud, project and theme in the state file (written here, off the UI path).
     SaveState {
         path: std::path::PathBuf,
@@ -198,6 +203,7 @@ pub enum Response {
     Launched(Vec<Server>),
     KeypairImported(String),
     Projects(Vec<Project>),
+    ProjectNames(std::collections::HashMap<String, String>),
     /// A server changed (live stream or poll).
     ServerUpdate(Box<Server>),
     /// One state transition of a server, from the live stream (our server only).
@@ -258,6 +264,7 @@ async fn run(
     let (hint_tx, hint_rx) = mpsc::unbounded_channel::<LiveHint>();
     tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream, instances_visible));
     let mut authed: Option<Authed> = None;
+    let mut scope = Scope::default();
     // Requests that met a 401 we could not fix, re-sent after the next login.
     let mut waiting: Vec<Request> = Vec::new();
     loop {
@@ -276,7 +283,7 @@ async fn run(
                                 let _ = ui.send(Response::LoggedIn(a.info.clone()));
                                 let _ = client_tx.send(Some(a.client.clone()));
                                 for r in waiting.drain(..) {
-                                    dispatch(&a.client, r, &ui, &done_tx, &hint_tx);
+                                    dispatch(&a.client, r, scope, &ui, &done_tx, &hint_tx);
                                 }
                                 authed = Some(a);
                             }
@@ -301,6 +308,10 @@ async fn run(
                             }
                         }
                     }
+                    Request::AllProjects(on) => {
+                        scope.all_projects = on;
+                        let _ = hint_tx.send(LiveHint::AllProjects(on));
+                    }
                     Request::SaveState { path, state } => {
                         // Off the async executor: a slow disk must not hold up requests.
                         tokio::task::spawn_blocking(move || {
@@ -310,7 +321,7 @@ async fn run(
                         });
                     }
                     other => match &authed {
-                        Some(a) => dispatch(&a.client, other, &ui, &done_tx, &hint_tx),
+                        Some(a) => dispatch(&a.client, other, scope, &ui, &done_tx, &hint_tx),
                         None => waiting.push(other),
                     },
                 }
@@ -322,7 +333,7 @@ async fn run(
                 match login(&a.profile, a.project_id.clone()).await {
                     Ok(fresh) => {
                         let _ = client_tx.send(Some(fresh.client.clone()));
-                        dispatch(&fresh.client, req, &ui, &done_tx, &hint_tx);
+                        dispatch(&fresh.client, req, scope, &ui, &done_tx, &hint_tx);
                         authed = Some(fresh);
                     }
                     Err(e) => {
@@ -402,6 +413,7 @@ fn pick_version(server_max: &str, ours: &str) -> String {
 fn dispatch(
     client: &Client,
     req: Request,
+    scope: Scope,
     ui: &mpsc::UnboundedSender<Response>,
     done: &mpsc::UnboundedSender<Done>,
     hints: &mpsc::UnboundedSender<LiveHint>,
@@ -409,7 +421,7 @@ fn dispatch(
     let client = client.clone();
     let (ui, done, hints) = (ui.clone(), done.clone(), hints.clone());
     tokio::spawn(async move {
-        match handle(&client, &req).await {
+        match handle(&client, &req, scope).await {
             Ok(resp) => {
                 match &resp {
                     Response::Listed(Listing::Servers(s)) | Response::Launched(s) => {
@@ -450,6 +462,8 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
         Request::SaveState { .. } => "saving the state file".into(),
+        Request::AllProjects(_) => "switching to all projects".into(),
+        Request::ProjectNames => "listing project names".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -523,9 +537,25 @@ pub(crate) async fn get_all(
     Ok(out)
 }
 
-async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError> {
+async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response, ClientError> {
     match req {
-        Request::List(kind) => crate::views::list(client, *kind).await.map(Response::Listed),
+        Request::List(kind) => crate::views::list(client, *kind, scope).await.map(Response::Listed),
+        Request::ProjectNames => {
+            // Only who may list projects gets names; the others keep seeing IDs.
+            let names = match client.get("identity", "/v3/projects").await {
+                Ok(v) => v["projects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p["id"].as_str()?.to_string(), p["name"].as_str()?.to_string())))
+                    .collect(),
+                Err(e) => {
+                    tracing::info!(error = %e, "project names unavailable; showing IDs");
+                    std::collections::HashMap::new()
+                }
+            };
+            Ok(Response::ProjectNames(names))
+        }
         Request::Overview => {
             let limits = client.get("compute", "/limits").await?;
             let mut quotas = Quotas::from_limits(&limits);
@@ -642,7 +672,7 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             projects.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(Response::Projects(projects))
         }
-        Request::Login(_) | Request::SwitchProject { .. } | Request::SaveState { .. } => {
+        Request::Login(_) | Request::SwitchProject { .. } | Request::SaveState { .. } | Request::AllProjects(_) => {
             Err(ClientError::Decode("handled by the worker".into()))
         }
     }

@@ -7,6 +7,7 @@ use meridian_tui::app::{App, AppConfig, Screen, View};
 use meridian_tui::config::Profile;
 use meridian_tui::login::{LoginForm, Picker};
 use meridian_tui::model::{Flavor, Hypervisor, Image, Keypair, Network, Quotas, Server, Service, Transition};
+use meridian_tui::views::ports::Port;
 use meridian_tui::worker::{Kind, Listing, Overview, Request, Response, ServerOp, SessionInfo};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -123,6 +124,22 @@ fn services() -> Vec<Service> {
         .collect()
 }
 
+fn ports() -> Vec<Port> {
+    [(1, "web-1", "p1"), (2, "", "p1"), (3, "db", "p2")]
+        .into_iter()
+        .map(|(n, name, project)| {
+            let raw = json!({"id": id(700 + n), "name": name, "status": "ACTIVE", "network_id": "n1",
+                "mac_address": format!("fa:16:3e:00:00:0{n}"), "device_owner": "compute:nova",
+                "device_id": id(n), "project_id": project,
+                "fixed_ips": [{"ip_address": format!("10.0.0.{n}"), "subnet_id": "s1"}]});
+            let mut p: Port = parse(raw.clone());
+            p.raw = raw;
+            p.network_name = "private".into();
+            p
+        })
+        .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -172,6 +189,7 @@ impl Harness {
         ])));
         hs.app.on_response(Response::Listed(Listing::Networks(networks())));
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
+        hs.app.on_response(Response::Listed(Listing::Ports(ports())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
         hs.app.on_response(Response::Overview(Overview {
@@ -262,7 +280,9 @@ fn instances_view_wide_for_an_admin() {
 
 #[test]
 fn every_list_view() {
-    for v in [View::Flavors, View::Images, View::Networks, View::Keypairs, View::Hypervisors, View::Services] {
+    for v in
+        [View::Flavors, View::Images, View::Networks, View::Ports, View::Keypairs, View::Hypervisors, View::Services]
+    {
         let mut h = Harness::loaded(100, 16, true);
         h.app.go_to(v);
         // Going to a view reloads it.
@@ -965,4 +985,43 @@ fn bulk_delete_of_images_asks_once() {
     let sent = h.drain();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.iter().all(|r| matches!(r, Request::Delete { kind: Kind::Images, .. })), "{sent:?}");
+}
+
+/// An admin's `A`: instances, images, networks and ports from every project with a PROJECT
+/// column (names from Keystone); again, and only the project's.
+#[test]
+fn all_projects_toggle_adds_a_project_column() {
+    let mut h = Harness::loaded(140, 14, true);
+    h.key(KeyCode::Char('A'));
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::AllProjects(true)) && reqs.contains(&Request::ProjectNames), "{reqs:?}");
+    assert!(reqs.contains(&Request::List(Kind::Servers)), "{reqs:?}");
+    h.app.on_response(Response::ProjectNames(
+        [("p1".to_string(), "demo".to_string()), ("p2".to_string(), "staging".to_string())].into(),
+    ));
+    let mut other = server(5, "other-vm", "ACTIVE", None, 1);
+    other.raw["tenant_id"] = json!("p2");
+    let mut mine = server(1, "web-1", "ACTIVE", None, 1);
+    mine.raw["tenant_id"] = json!("p1");
+    h.app.on_response(Response::Listed(Listing::Servers(vec![mine, other])));
+    let s = h.screen();
+    assert!(s.contains("PROJECT") && s.contains("staging") && s.contains("all projects"), "{s}");
+    snap!("all_projects_instances", s);
+    h.app.run_command("ports");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Ports)]);
+    let s = h.screen();
+    assert!(s.contains("PROJECT") && s.contains("staging") && s.contains("fa:16:3e:00:00:03"), "{s}");
+    snap!("all_projects_ports", s);
+    h.key(KeyCode::Char('A'));
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::AllProjects(false)) && reqs.contains(&Request::List(Kind::Ports)), "{reqs:?}");
+    assert!(!h.screen().contains("PROJECT"));
+}
+
+#[test]
+fn all_projects_is_for_admins() {
+    let mut h = Harness::loaded(100, 14, false);
+    h.key(KeyCode::Char('A'));
+    assert!(h.drain().is_empty());
+    assert!(h.screen().contains("all projects is for administrators"));
 }

@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Flavor;
-use crate::table::{CellCtx, Column, Resource, SortKey, col, mb};
+use crate::table::{CellCtx, Column, Resource, Scope, SortKey, col, mb};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -14,7 +14,7 @@ impl Resource for Flavor {
     const COMMAND: &'static str = "flavors";
     const NOUN: &'static str = "flavor";
     const KIND: Kind = Kind::Flavors;
-    fn columns(_: bool) -> Vec<Column> {
+    fn columns(_: &CellCtx) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
             col("VCPUS", Constraint::Length(6)),
@@ -61,7 +61,7 @@ impl Resource for Flavor {
     fn delete_call(id: &str) -> Option<DeleteCall> {
         Some(DeleteCall { service: "compute", version: None, path: format!("/flavors/{}", path_segment(id)) })
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, _scope: Scope) -> Result<Vec<Self>, ClientError> {
         let base = client.session.endpoint("compute")?;
         let v = get_all(client, "compute", &base, "/flavors/detail", "flavors").await?;
         Ok(parse_list(&Value::Array(v), |f: &mut Flavor, raw| f.raw = raw))

@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Hypervisor;
-use crate::table::{CellCtx, Column, Resource, col};
+use crate::table::{CellCtx, Column, Resource, Scope, col};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -22,7 +22,7 @@ impl Resource for Hypervisor {
     const NOUN: &'static str = "hypervisor";
     const ADMIN_ONLY: bool = true;
     const KIND: Kind = Kind::Hypervisors;
-    fn columns(_: bool) -> Vec<Column> {
+    fn columns(_: &CellCtx) -> Vec<Column> {
         vec![
             col("HOSTNAME", Constraint::Min(12)),
             col("STATE", Constraint::Length(5)),
@@ -58,7 +58,7 @@ impl Resource for Hypervisor {
     fn status_column() -> Option<usize> {
         Some(1)
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, _scope: Scope) -> Result<Vec<Self>, ClientError> {
         let v = client.get("compute", "/os-hypervisors/detail").await?;
         Ok(parse_list(&v["hypervisors"], |h: &mut Hypervisor, raw| h.raw = raw))
     }

@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Image;
-use crate::table::{CellCtx, Column, Resource, SortKey, age, col, mb};
+use crate::table::{CellCtx, Column, Resource, Scope, SortKey, age, col, mb};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -23,8 +23,9 @@ impl Resource for Image {
     const COMMAND: &'static str = "images";
     const NOUN: &'static str = "image";
     const KIND: Kind = Kind::Images;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
+    const SCOPED: bool = true;
+    fn columns(ctx: &CellCtx) -> Vec<Column> {
+        let mut c = vec![
             col("NAME", Constraint::Min(12)),
             col("STATUS", Constraint::Length(9)),
             col("VISIBILITY", Constraint::Length(10)),
@@ -33,10 +34,14 @@ impl Resource for Image {
             col("MIN RAM", Constraint::Length(7)),
             col("MIN DISK", Constraint::Length(8)),
             col("AGE", Constraint::Length(4)),
-        ]
+        ];
+        if ctx.all_projects {
+            c.insert(c.len() - 1, col("PROJECT", Constraint::Length(10)));
+        }
+        c
     }
     fn cells(&self, ctx: &CellCtx) -> Vec<String> {
-        vec![
+        let mut c = vec![
             self.name.clone(),
             self.status.clone(),
             self.visibility.clone(),
@@ -45,7 +50,11 @@ impl Resource for Image {
             if self.min_ram > 0 { mb(self.min_ram) } else { String::new() },
             if self.min_disk > 0 { format!("{}G", self.min_disk) } else { String::new() },
             age(ctx.now, self.created_at),
-        ]
+        ];
+        if ctx.all_projects {
+            c.insert(c.len() - 1, ctx.project(self.raw["owner"].as_str()));
+        }
+        c
     }
     fn id(&self) -> &str {
         &self.id
@@ -64,16 +73,26 @@ impl Resource for Image {
             4 => SortKey::Num(self.size.unwrap_or(0) as f64),
             5 => SortKey::Num(self.min_ram as f64),
             6 => SortKey::Num(self.min_disk as f64),
-            7 => SortKey::Num(-(self.created_at.map(|t| t.timestamp()).unwrap_or(0) as f64)),
+            c if c == 7 + usize::from(ctx.all_projects) => {
+                SortKey::Num(-(self.created_at.map(|t| t.timestamp()).unwrap_or(0) as f64))
+            }
             _ => SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase()),
         }
     }
     fn delete_call(id: &str) -> Option<DeleteCall> {
         Some(DeleteCall { service: "image", version: Some("v2"), path: format!("/images/{}", path_segment(id)) })
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, scope: Scope) -> Result<Vec<Self>, ClientError> {
         let base = versioned(&client.session, "image", "v2")?;
         let v = get_all(client, "image", &base, "/images", "images").await?;
-        Ok(parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw))
+        let mut images: Vec<Image> = parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw);
+        // Glance lists every project's images to an admin; the project's own view keeps its
+        // images and those others share (public, community, shared).
+        if !scope.all_projects
+            && let Some(pid) = client.session.project_id()
+        {
+            images.retain(|i| i.visibility != "private" || i.raw["owner"].as_str() == Some(pid));
+        }
+        Ok(images)
     }
 }

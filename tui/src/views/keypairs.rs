@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Keypair;
-use crate::table::{CellCtx, Column, Resource, col};
+use crate::table::{CellCtx, Column, Resource, Scope, col};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -14,7 +14,7 @@ impl Resource for Keypair {
     const COMMAND: &'static str = "keypairs";
     const NOUN: &'static str = "key pair";
     const KIND: Kind = Kind::Keypairs;
-    fn columns(_: bool) -> Vec<Column> {
+    fn columns(_: &CellCtx) -> Vec<Column> {
         vec![
             col("NAME", Constraint::Min(12)),
             col("TYPE", Constraint::Length(6)),
@@ -36,7 +36,7 @@ impl Resource for Keypair {
     fn delete_call(id: &str) -> Option<DeleteCall> {
         Some(DeleteCall { service: "compute", version: None, path: format!("/os-keypairs/{}", path_segment(id)) })
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, _scope: Scope) -> Result<Vec<Self>, ClientError> {
         let v = client.get("compute", "/os-keypairs").await?;
         let items: Vec<Value> = v["keypairs"].as_array().into_iter().flatten().map(|k| k["keypair"].clone()).collect();
         Ok(parse_list(&Value::Array(items), |k: &mut Keypair, raw| k.raw = raw))

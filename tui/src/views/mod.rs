@@ -12,12 +12,13 @@ pub mod images;
 pub mod keypairs;
 pub mod networks;
 pub mod overview;
+pub mod ports;
 pub mod servers;
 pub mod services;
 
 use meridian_common::{Client, ClientError};
 
-use crate::table::{AnyTable, CellCtx, Resource, ResourceTable};
+use crate::table::{AnyTable, CellCtx, Resource, ResourceTable, Scope};
 use crate::worker::DeleteCall;
 
 macro_rules! registry {
@@ -45,6 +46,10 @@ macro_rules! registry {
             }
             pub fn admin_only(self) -> bool {
                 match self { $(Kind::$kind => <$module::$ty as Resource>::ADMIN_ONLY),* }
+            }
+            /// Whether the all-projects toggle applies.
+            pub fn scoped(self) -> bool {
+                match self { $(Kind::$kind => <$module::$ty as Resource>::SCOPED),* }
             }
             /// The call that deletes `id` of this kind (`None`: not deleted from here).
             pub fn delete_call(self, id: &str) -> Option<DeleteCall> {
@@ -111,8 +116,8 @@ macro_rules! registry {
         }
 
         /// Reads a whole list (the worker's side of `Request::List`).
-        pub async fn list(client: &Client, kind: Kind) -> Result<Listing, ClientError> {
-            Ok(match kind { $(Kind::$kind => Listing::$kind(<$module::$ty as Resource>::list(client).await?)),* })
+        pub async fn list(client: &Client, kind: Kind, scope: Scope) -> Result<Listing, ClientError> {
+            Ok(match kind { $(Kind::$kind => Listing::$kind(<$module::$ty as Resource>::list(client, scope).await?)),* })
         }
     };
 }
@@ -123,6 +128,7 @@ registry! {
     Flavors => flavors::Flavor,
     Images => images::Image,
     Networks => networks::Network,
+    Ports => ports::Port,
     Keypairs => keypairs::Keypair,
     Hypervisors => hypervisors::Hypervisor,
     Services => services::Service,

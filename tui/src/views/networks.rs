@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::{Value, json};
 
 pub use crate::model::Network;
-use crate::table::{CellCtx, Column, Resource, col};
+use crate::table::{CellCtx, Column, Resource, Scope, col};
 use meridian_common::{Client, ClientError};
 
 use crate::model::{Subnet, parse_list};
@@ -14,18 +14,33 @@ impl Resource for Network {
     const COMMAND: &'static str = "networks";
     const NOUN: &'static str = "network";
     const KIND: Kind = Kind::Networks;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
+    const SCOPED: bool = true;
+    fn columns(ctx: &CellCtx) -> Vec<Column> {
+        let mut c = vec![
             col("NAME", Constraint::Min(12)),
             col("STATUS", Constraint::Length(7)),
             col("SHARED", Constraint::Length(6)),
             col("EXTERNAL", Constraint::Length(8)),
             col("SUBNETS", Constraint::Min(14)),
-        ]
+        ];
+        if ctx.all_projects {
+            c.push(col("PROJECT", Constraint::Length(10)));
+        }
+        c
     }
-    fn cells(&self, _: &CellCtx) -> Vec<String> {
+    fn cells(&self, ctx: &CellCtx) -> Vec<String> {
         let yes = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
-        vec![self.name.clone(), self.status.clone(), yes(self.shared), yes(self.external), self.subnet_cidrs.join(", ")]
+        let mut c = vec![
+            self.name.clone(),
+            self.status.clone(),
+            yes(self.shared),
+            yes(self.external),
+            self.subnet_cidrs.join(", "),
+        ];
+        if ctx.all_projects {
+            c.push(ctx.project(owner(&self.raw)));
+        }
+        c
     }
     fn id(&self) -> &str {
         &self.id
@@ -42,8 +57,16 @@ impl Resource for Network {
     fn delete_call(id: &str) -> Option<DeleteCall> {
         Some(DeleteCall { service: "network", version: Some("v2.0"), path: format!("/networks/{}", path_segment(id)) })
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
-        list_networks(client).await
+    async fn list(client: &Client, scope: Scope) -> Result<Vec<Self>, ClientError> {
+        let mut nets = list_networks(client).await?;
+        // Neutron lists every project's networks to an admin; the project's own view keeps its
+        // networks and those it may use (shared, external).
+        if !scope.all_projects
+            && let Some(pid) = client.session.project_id()
+        {
+            nets.retain(|n| n.shared || n.external || owner(&n.raw) == Some(pid));
+        }
+        Ok(nets)
     }
 }
 
@@ -68,4 +91,9 @@ async fn list_networks(client: &Client) -> Result<Vec<Network>, ClientError> {
         }
     }
     Ok(nets)
+}
+
+/// The project a Neutron resource belongs to (`project_id`, or the older `tenant_id`).
+pub fn owner(raw: &Value) -> Option<&str> {
+    raw["project_id"].as_str().or(raw["tenant_id"].as_str())
 }

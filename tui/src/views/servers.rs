@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Server;
-use crate::table::{CellCtx, Column, Resource, SortKey, age, col};
+use crate::table::{CellCtx, Column, Resource, Scope, SortKey, age, col};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -15,7 +15,8 @@ impl Resource for Server {
     const COMMAND: &'static str = "servers";
     const NOUN: &'static str = "instance";
     const KIND: Kind = Kind::Servers;
-    fn columns(admin: bool) -> Vec<Column> {
+    const SCOPED: bool = true;
+    fn columns(ctx: &CellCtx) -> Vec<Column> {
         let mut c = vec![
             col("NAME", Constraint::Min(10)),
             col("STATUS", Constraint::Length(8)),
@@ -25,8 +26,11 @@ impl Resource for Server {
             col("FLAVOR", Constraint::Length(9)),
             col("IMAGE", Constraint::Length(8)),
         ];
-        if admin {
+        if ctx.admin {
             c.push(col("HOST", Constraint::Length(10)));
+        }
+        if ctx.all_projects {
+            c.push(col("PROJECT", Constraint::Length(10)));
         }
         c.push(col("AGE", Constraint::Length(4)));
         c
@@ -54,6 +58,9 @@ impl Resource for Server {
         if ctx.admin {
             c.push(self.host.clone().unwrap_or_default());
         }
+        if ctx.all_projects {
+            c.push(ctx.project(self.raw["tenant_id"].as_str()));
+        }
         c.push(age(ctx.now, self.created));
         c
     }
@@ -72,22 +79,24 @@ impl Resource for Server {
     fn sort_key(&self, col: usize, ctx: &CellCtx) -> SortKey {
         // Straight from the fields: building every cell of 10,000 rows per live update is too slow.
         let text = |s: &str| SortKey::Text(s.to_lowercase());
-        match (col, ctx.admin) {
-            (0, _) => text(&self.name),
-            (1, _) => text(&self.status),
-            (2, _) => text(self.task_state.as_deref().unwrap_or_default()),
-            (3, _) => SortKey::Num(self.power_state.unwrap_or(0) as f64),
-            (7, true) => text(self.host.as_deref().unwrap_or_default()),
-            (7, false) | (8, true) => SortKey::Num(-(self.created.map(|t| t.timestamp()).unwrap_or(0) as f64)),
+        let age_col = 7 + usize::from(ctx.admin) + usize::from(ctx.all_projects);
+        match col {
+            0 => text(&self.name),
+            1 => text(&self.status),
+            2 => text(self.task_state.as_deref().unwrap_or_default()),
+            3 => SortKey::Num(self.power_state.unwrap_or(0) as f64),
+            7 if ctx.admin => text(self.host.as_deref().unwrap_or_default()),
+            c if c == age_col => SortKey::Num(-(self.created.map(|t| t.timestamp()).unwrap_or(0) as f64)),
             _ => SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase()),
         }
     }
     fn delete_call(id: &str) -> Option<DeleteCall> {
         Some(DeleteCall { service: "compute", version: None, path: format!("/servers/{}", path_segment(id)) })
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, scope: Scope) -> Result<Vec<Self>, ClientError> {
         let base = client.session.endpoint("compute")?;
-        let v = get_all(client, "compute", &base, "/servers/detail", "servers").await?;
+        let path = if scope.all_projects { "/servers/detail?all_tenants=1" } else { "/servers/detail" };
+        let v = get_all(client, "compute", &base, path, "servers").await?;
         Ok(parse_list(&Value::Array(v), |s: &mut Server, raw| s.raw = raw))
     }
 }

@@ -2,7 +2,7 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Service;
-use crate::table::{CellCtx, Column, Resource, age, col};
+use crate::table::{CellCtx, Column, Resource, Scope, age, col};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
@@ -15,7 +15,7 @@ impl Resource for Service {
     const NOUN: &'static str = "service";
     const ADMIN_ONLY: bool = true;
     const KIND: Kind = Kind::Services;
-    fn columns(_: bool) -> Vec<Column> {
+    fn columns(_: &CellCtx) -> Vec<Column> {
         vec![
             col("BINARY", Constraint::Min(14)),
             col("HOST", Constraint::Min(10)),
@@ -47,7 +47,7 @@ impl Resource for Service {
     fn status_column() -> Option<usize> {
         Some(4)
     }
-    async fn list(client: &Client) -> Result<Vec<Self>, ClientError> {
+    async fn list(client: &Client, _scope: Scope) -> Result<Vec<Self>, ClientError> {
         let v = client.get("compute", "/os-services").await?;
         Ok(parse_list(&v["services"], |s: &mut Service, raw| s.raw = raw))
     }
