@@ -406,6 +406,112 @@ async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
     }
 }
 
+/// The all-projects toggle against the real server: without it an admin's networks and ports
+/// are the project's own (and shared ones); with it another project's show too, servers are
+/// listed with `all_tenants=1`, and Keystone gives the project names.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_lists_every_project_for_an_admin_when_asked() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::table::Resource;
+    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+
+    let server = Server::start();
+    let admin = server.admin().await;
+    let other = admin
+        .post(
+            "identity",
+            "/v3/projects",
+            &serde_json::json!({"project": {"name": "elsewhere", "domain_id": "default"}}),
+        )
+        .await
+        .expect("project");
+    let other_id = other["project"]["id"].as_str().expect("id").to_string();
+    let net = admin
+        .post(
+            "network",
+            "/v2.0/networks",
+            &serde_json::json!({"network": {"name": "their-net", "project_id": other_id}}),
+        )
+        .await
+        .expect("network");
+    let net_id = net["network"]["id"].as_str().expect("id").to_string();
+    admin
+        .post(
+            "network",
+            "/v2.0/subnets",
+            &serde_json::json!({"subnet": {"network_id": net_id, "cidr": "10.91.0.0/24", "ip_version": 4,
+                "project_id": other_id}}),
+        )
+        .await
+        .expect("subnet");
+    admin
+        .post(
+            "network",
+            "/v2.0/ports",
+            &serde_json::json!({"port": {"name": "their-port", "network_id": net_id, "project_id": other_id}}),
+        )
+        .await
+        .expect("port");
+
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..Profile::default()
+    };
+    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+                return r;
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let list = |kind| {
+        worker.send(Request::List(kind)).expect("send");
+    };
+    list(Kind::Networks);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Networks(n)) => assert!(!n.iter().any(|n| n.name == "their-net"), "{n:?}"),
+        other => panic!("expected networks, got {other:?}"),
+    }
+    list(Kind::Ports);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Ports(p)) => assert!(!p.iter().any(|p| p.name() == "their-port")),
+        other => panic!("expected ports, got {other:?}"),
+    }
+
+    worker.send(Request::AllProjects(true)).expect("send");
+    list(Kind::Networks);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Networks(n)) => assert!(n.iter().any(|n| n.name == "their-net"), "{n:?}"),
+        other => panic!("expected networks, got {other:?}"),
+    }
+    list(Kind::Ports);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Ports(p)) => {
+            let theirs = p.iter().find(|p| p.name() == "their-port").expect("their port");
+            assert_eq!(theirs.network_name, "their-net");
+        }
+        other => panic!("expected ports, got {other:?}"),
+    }
+    list(Kind::Servers);
+    assert!(matches!(next(&mut ui).await, Response::Listed(Listing::Servers(_))), "all_tenants=1 is accepted");
+    worker.send(Request::ProjectNames).expect("send");
+    match next(&mut ui).await {
+        Response::ProjectNames(names) => assert_eq!(names.get(&other_id).map(String::as_str), Some("elsewhere")),
+        other => panic!("expected project names, got {other:?}"),
+    }
+}
+
 /// The dashboard's live tracking across a server restart: the `reconnect` event that ends the
 /// stream at SIGTERM is a planned reconnect (status "reconnecting (server restarting)"), not a
 /// broken stream, and the stream is live again once the server is back.
