@@ -283,6 +283,14 @@ async fn bulk_stop_three_instances() {
         let v = admin.get("compute", &format!("/servers/{id}")).await.expect("show");
         assert_eq!(v["server"]["status"], "SHUTOFF", "{v}");
     }
+    // The first row's action history: Nova's instance actions with their events in words.
+    tmux.keys(&["Escape", "g", "Enter"]);
+    tmux.wait("the detail", 10, &mut seen, |s| s.contains("Fields") && s.contains("Actions"));
+    tmux.keys(&["Tab", "Tab", "Tab"]);
+    tmux.wait(&dump("the action history"), 10, &mut seen, |s| {
+        s.contains("create") && s.contains("stop") && s.contains("build and run") && s.contains("power off")
+    });
+    tmux.keys(&["Escape"]);
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }

@@ -59,6 +59,7 @@ enum Pending {
     Overview,
     Timeline,
     Console,
+    Actions,
     Action(String),
     Launch,
     Import,
@@ -72,6 +73,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Overview => Pending::Overview,
         Request::Timeline(_) => Pending::Timeline,
         Request::Console(_) => Pending::Console,
+        Request::Actions(_) => Pending::Actions,
         Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
@@ -349,6 +351,14 @@ impl App {
                     d.timeline = Some((entries, source));
                 }
             }
+            Response::Actions { id, actions } => {
+                self.pending.remove(&Pending::Actions);
+                if let Some(d) = &mut self.detail
+                    && d.id == id
+                {
+                    d.actions = Some(actions);
+                }
+            }
             Response::Console { id, output } => {
                 self.pending.remove(&Pending::Console);
                 if let Some(d) = &mut self.detail
@@ -592,9 +602,13 @@ impl App {
         if moved
             && let Some(d) = &self.detail
             && d.id == id
-            && d.tab == Tab::Timeline
         {
-            self.send(Request::Timeline(id));
+            match d.tab {
+                Tab::Timeline => self.send(Request::Timeline(id)),
+                // A new action or event may have been recorded.
+                Tab::Actions => self.send(Request::Actions(id)),
+                Tab::Fields | Tab::Console => {}
+            }
         }
     }
 

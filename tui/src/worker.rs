@@ -129,6 +129,8 @@ pub enum Request {
         public_key: String,
     },
     Projects,
+    /// An instance's action history with each action's events.
+    Actions(String),
     /// An admin's lists cover every project (`true`) or the session's project.
     AllProjects(bool),
     /// Project ID → name, for the PROJECT column.
@@ -204,6 +206,10 @@ pub enum Response {
     KeypairImported(String),
     Projects(Vec<Project>),
     ProjectNames(std::collections::HashMap<String, String>),
+    Actions {
+        id: String,
+        actions: Vec<crate::views::actions::InstanceAction>,
+    },
     /// A server changed (live stream or poll).
     ServerUpdate(Box<Server>),
     /// One state transition of a server, from the live stream (our server only).
@@ -464,6 +470,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::SaveState { .. } => "saving the state file".into(),
         Request::AllProjects(_) => "switching to all projects".into(),
         Request::ProjectNames => "listing project names".into(),
+        Request::Actions(_) => "loading the action history".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -540,6 +547,24 @@ pub(crate) async fn get_all(
 async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response, ClientError> {
     match req {
         Request::List(kind) => crate::views::list(client, *kind, scope).await.map(Response::Listed),
+        Request::Actions(id) => {
+            let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
+            let mut actions: Vec<crate::views::actions::InstanceAction> =
+                parse_list(&v["instanceActions"], |_: &mut crate::views::actions::InstanceAction, _| {});
+            // Each action's events need a request of their own (Nova lists them only there).
+            let details = futures_util::future::join_all(actions.iter().map(|a| {
+                let path = format!("/servers/{id}/os-instance-actions/{}", a.request_id);
+                async move { client.get("compute", &path).await }
+            }))
+            .await;
+            for (a, d) in actions.iter_mut().zip(details) {
+                if let Ok(d) = d {
+                    a.events =
+                        parse_list(&d["instanceAction"]["events"], |_: &mut crate::views::actions::ActionEvent, _| {});
+                }
+            }
+            Ok(Response::Actions { id: id.clone(), actions })
+        }
         Request::ProjectNames => {
             // Only who may list projects gets names; the others keep seeing IDs.
             let names = match client.get("identity", "/v3/projects").await {

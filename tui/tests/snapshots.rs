@@ -1025,3 +1025,61 @@ fn all_projects_is_for_admins() {
     assert!(h.drain().is_empty());
     assert!(h.screen().contains("all projects is for administrators"));
 }
+
+/// The instance detail's Actions tab: Nova's instance actions with their events, in words.
+#[test]
+fn instance_action_history_tab() {
+    use meridian_tui::views::actions::{ActionEvent, InstanceAction};
+    let mut h = Harness::loaded(100, 16, false);
+    h.key(KeyCode::Enter);
+    for _ in 0..3 {
+        h.key(KeyCode::Tab);
+    }
+    let reqs = h.drain();
+    assert_eq!(reqs.last(), Some(&Request::Actions(id(1))), "{reqs:?}");
+    let ev = |event: &str, start: &str, finish: Option<&str>, result: Option<&str>| ActionEvent {
+        event: event.into(),
+        start_time: Some(start.into()),
+        finish_time: finish.map(str::to_string),
+        result: result.map(str::to_string),
+        host: Some("compute-1".into()),
+    };
+    h.app.on_response(Response::Actions {
+        id: id(1),
+        actions: vec![
+            InstanceAction {
+                action: "stop".into(),
+                request_id: "req-2222".into(),
+                user_id: Some("u1".into()),
+                start_time: Some("2026-11-22T02:10:00.000000".into()),
+                message: None,
+                events: vec![ev("compute_stop_instance", "2026-11-22T02:10:00.100000", None, None)],
+            },
+            InstanceAction {
+                action: "create".into(),
+                request_id: "req-1111".into(),
+                user_id: Some("u1".into()),
+                start_time: Some("2026-11-22T02:00:00.000000".into()),
+                message: Some("Error".into()),
+                events: vec![
+                    ev(
+                        "conductor_schedule_and_build_instances",
+                        "2026-11-22T02:00:00.010000",
+                        Some("2026-11-22T02:00:00.400000"),
+                        Some("Success"),
+                    ),
+                    ev(
+                        "compute__do_build_and_run_instance",
+                        "2026-11-22T02:00:00.500000",
+                        Some("2026-11-22T02:00:05.000000"),
+                        Some("Error"),
+                    ),
+                ],
+            },
+        ],
+    });
+    let s = h.screen();
+    assert!(s.contains("Actions") && s.contains("build and run") && s.contains("power off"), "{s}");
+    assert!(s.contains("4.5 s") && s.contains("running") && s.contains("req-1111"), "{s}");
+    snap!("instance_actions", s);
+}

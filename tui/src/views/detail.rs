@@ -15,6 +15,7 @@ use crate::keymap::Action;
 use crate::model::{Transition, power_state_name};
 use crate::theme::Theme;
 use crate::views::View;
+use crate::views::actions::{self, InstanceAction};
 use crate::views::events::event_words;
 use crate::worker::Request;
 
@@ -23,6 +24,8 @@ pub enum Tab {
     Fields,
     Timeline,
     Console,
+    /// Nova's instance actions and their events.
+    Actions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,7 @@ pub struct Detail {
     pub follow: bool,
     pub timeline: Option<(Vec<Transition>, &'static str)>,
     pub console: Option<String>,
+    pub actions: Option<Vec<InstanceAction>>,
     /// Lines and height of the last drawn body, to clamp scrolling.
     body_lines: Cell<u16>,
     body_height: Cell<u16>,
@@ -65,6 +69,7 @@ impl Detail {
         let req = match tab {
             Tab::Console => Some(Request::Console(id.clone())),
             Tab::Timeline => Some(Request::Timeline(id.clone())),
+            Tab::Actions => Some(Request::Actions(id.clone())),
             Tab::Fields => None,
         };
         let d = Detail {
@@ -76,6 +81,7 @@ impl Detail {
             follow: tab == Tab::Console,
             timeline: None,
             console: None,
+            actions: None,
             body_lines: Cell::new(0),
             body_height: Cell::new(0),
         };
@@ -114,9 +120,10 @@ impl Detail {
                 set(0);
             }
             Action::NextTab | Action::PrevTab if self.view == View::Servers => {
-                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console];
+                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console, Tab::Actions];
+                let n = tabs.len();
                 let i = tabs.iter().position(|t| *t == self.tab).unwrap_or(0);
-                self.tab = tabs[if action == Action::NextTab { (i + 1) % 3 } else { (i + 2) % 3 }];
+                self.tab = tabs[if action == Action::NextTab { (i + 1) % n } else { (i + n - 1) % n }];
                 set(0);
                 let id = self.id.clone();
                 return Some(match self.tab {
@@ -124,6 +131,10 @@ impl Detail {
                     Tab::Console => {
                         self.follow = true;
                         DetailEffect::Send(Request::Console(id))
+                    }
+                    Tab::Actions => {
+                        self.follow = false;
+                        DetailEffect::Send(Request::Actions(id))
                     }
                     Tab::Fields => DetailEffect::Handled,
                 });
@@ -142,6 +153,7 @@ impl Detail {
                 return Some(match self.tab {
                     Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
                     Tab::Console => DetailEffect::Send(Request::Console(id)),
+                    Tab::Actions => DetailEffect::Send(Request::Actions(id)),
                     Tab::Fields => DetailEffect::Reload,
                 });
             }
@@ -164,7 +176,12 @@ impl Detail {
         let mut title =
             vec![Span::styled(format!(" {} {} ", self.view.title().trim_end_matches('s'), name), theme.title())];
         let tabs: &[(Tab, &str)] = if self.view == View::Servers {
-            &[(Tab::Fields, "Fields"), (Tab::Timeline, "Timeline"), (Tab::Console, "Console")]
+            &[
+                (Tab::Fields, "Fields"),
+                (Tab::Timeline, "Timeline"),
+                (Tab::Console, "Console"),
+                (Tab::Actions, "Actions"),
+            ]
         } else {
             &[(Tab::Fields, "Fields")]
         };
@@ -214,6 +231,7 @@ impl Detail {
                 self.body_height.set(inner.height);
                 return;
             }
+            Tab::Actions => actions::lines(self.actions.as_deref(), theme),
             Tab::Console => match &self.console {
                 None => vec![Line::from(Span::styled("loading the console log…", theme.muted()))],
                 Some(c) if c.is_empty() => vec![Line::from(Span::styled("(the console log is empty)", theme.muted()))],

@@ -4,6 +4,7 @@
 //! [`Tables`] (one table per kind, reset together) and the worker's [`list`] dispatch.
 //! `overview` and `detail` are the two views that are not resource tables.
 
+pub mod actions;
 pub mod detail;
 pub mod events;
 pub mod flavors;
