@@ -496,6 +496,11 @@ async fn the_worker_lists_every_project_for_an_admin_when_asked() {
         Response::Listed(Listing::Ports(p)) => assert!(!p.iter().any(|p| p.name() == "their-port")),
         other => panic!("expected ports, got {other:?}"),
     }
+    list(Kind::Subnets);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Subnets(v)) => assert!(!v.iter().any(|s| s.cidr == "10.91.0.0/24"), "{v:?}"),
+        other => panic!("expected subnets, got {other:?}"),
+    }
 
     worker.send(Request::AllProjects(true)).expect("send");
     list(Kind::Networks);
@@ -510,6 +515,14 @@ async fn the_worker_lists_every_project_for_an_admin_when_asked() {
             assert_eq!(theirs.network_name, "their-net");
         }
         other => panic!("expected ports, got {other:?}"),
+    }
+    list(Kind::Subnets);
+    match next(&mut ui).await {
+        Response::Listed(Listing::Subnets(v)) => {
+            let theirs = v.iter().find(|s| s.cidr == "10.91.0.0/24").expect("their subnet");
+            assert_eq!(theirs.network_name, "their-net");
+        }
+        other => panic!("expected subnets, got {other:?}"),
     }
     list(Kind::Servers);
     assert!(matches!(next(&mut ui).await, Response::Listed(Listing::Servers(_))), "all_tenants=1 is accepted");

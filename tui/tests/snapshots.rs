@@ -8,6 +8,7 @@ use meridian_tui::config::Profile;
 use meridian_tui::login::{LoginForm, Picker};
 use meridian_tui::model::{Flavor, Hypervisor, Image, Keypair, Network, Quotas, Server, Service, Transition};
 use meridian_tui::views::ports::Port;
+use meridian_tui::views::subnets::Subnet;
 use meridian_tui::worker::{Kind, Listing, Overview, Request, Response, ServerOp, SessionInfo};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -140,6 +141,23 @@ fn ports() -> Vec<Port> {
         .collect()
 }
 
+fn subnets() -> Vec<Subnet> {
+    [
+        (1, "private-v4", "10.0.0.0/24", Some("10.0.0.1"), true, vec!["8.8.8.8"]),
+        (2, "isolated", "192.168.5.0/24", None, false, vec![]),
+    ]
+    .into_iter()
+    .map(|(n, name, cidr, gw, dhcp, dns)| {
+        let raw = json!({"id": id(800 + n), "name": name, "network_id": "n1", "cidr": cidr, "ip_version": 4,
+                "gateway_ip": gw, "enable_dhcp": dhcp, "dns_nameservers": dns, "project_id": "p1"});
+        let mut s: Subnet = parse(raw.clone());
+        s.raw = raw;
+        s.network_name = "private".into();
+        s
+    })
+    .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -190,6 +208,7 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Networks(networks())));
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
         hs.app.on_response(Response::Listed(Listing::Ports(ports())));
+        hs.app.on_response(Response::Listed(Listing::Subnets(subnets())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
         hs.app.on_response(Response::Overview(Overview {
@@ -280,9 +299,16 @@ fn instances_view_wide_for_an_admin() {
 
 #[test]
 fn every_list_view() {
-    for v in
-        [View::Flavors, View::Images, View::Networks, View::Ports, View::Keypairs, View::Hypervisors, View::Services]
-    {
+    for v in [
+        View::Flavors,
+        View::Images,
+        View::Networks,
+        View::Subnets,
+        View::Ports,
+        View::Keypairs,
+        View::Hypervisors,
+        View::Services,
+    ] {
         let mut h = Harness::loaded(100, 16, true);
         h.app.go_to(v);
         // Going to a view reloads it.
@@ -1082,4 +1108,28 @@ fn instance_action_history_tab() {
     assert!(s.contains("Actions") && s.contains("build and run") && s.contains("power off"), "{s}");
     assert!(s.contains("4.5 s") && s.contains("running") && s.contains("req-1111"), "{s}");
     snap!("instance_actions", s);
+}
+
+/// Subnets and ports are deleted from their views like any resource: asked, then one DELETE.
+#[test]
+fn delete_a_subnet_and_a_port() {
+    let mut h = Harness::loaded(100, 16, false);
+    for (cmd, kind, noun, first) in
+        [("subnets", Kind::Subnets, "subnet private-v4", id(801)), ("ports", Kind::Ports, "port web-1", id(701))]
+    {
+        h.app.run_command(cmd);
+        h.drain();
+        h.ctrl('d');
+        let s = h.screen();
+        assert!(s.contains(&format!("Delete {noun}?")), "{s}");
+        h.key(KeyCode::Char('y'));
+        let sent = h.drain();
+        assert!(
+            matches!(sent.as_slice(), [Request::Delete { kind: k, id, .. }] if *k == kind && *id == first),
+            "{sent:?}"
+        );
+        let call = meridian_tui::worker::delete_call(kind, &first).expect("deletable");
+        assert_eq!(call.service, "network");
+        assert!(call.path.ends_with(&first));
+    }
 }

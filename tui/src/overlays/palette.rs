@@ -16,8 +16,7 @@ use crate::views::View;
 /// Palette commands besides the views.
 pub const COMMANDS: &[&str] = &["launch", "project", "theme", "refresh", "help", "quit"];
 /// Other names for views.
-pub const ALIASES: &[(&str, View)] =
-    &[("instances", View::Servers), ("vms", View::Servers), ("subnets", View::Networks)];
+pub const ALIASES: &[(&str, View)] = &[("instances", View::Servers), ("vms", View::Servers)];
 
 pub struct Palette {
     input: TextArea<'static>,

@@ -16,6 +16,7 @@ pub mod overview;
 pub mod ports;
 pub mod servers;
 pub mod services;
+pub mod subnets;
 
 use meridian_common::{Client, ClientError};
 
@@ -129,6 +130,7 @@ registry! {
     Flavors => flavors::Flavor,
     Images => images::Image,
     Networks => networks::Network,
+    Subnets => subnets::Subnet,
     Ports => ports::Port,
     Keypairs => keypairs::Keypair,
     Hypervisors => hypervisors::Hypervisor,
