@@ -533,6 +533,79 @@ async fn the_worker_lists_every_project_for_an_admin_when_asked() {
     }
 }
 
+/// The create forms' requests against the real server: a network with its subnet (gateway off,
+/// DHCP, DNS) and a port with a chosen address; a refused subnet leaves no network behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_creates_networks_with_subnets_and_ports() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::{NetworkSpec, PortSpec, SubnetSpec};
+    use meridian_tui::worker::{Kind, ProfileBox, Request, Response};
+
+    let server = Server::start();
+    let admin = server.admin().await;
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..Profile::default()
+    };
+    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+                return r;
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+
+    let subnet = |cidr: &str, gateway: Option<Option<String>>| SubnetSpec {
+        cidr: cidr.into(),
+        ip_version: 4,
+        gateway,
+        dhcp: false,
+        dns: vec!["192.0.2.53".into()],
+    };
+    let spec = NetworkSpec { name: "formnet".into(), subnet: Some(subnet("10.93.0.0/24", Some(None))) };
+    worker.send(Request::Create(Create::Network(spec))).expect("send");
+    match next(&mut ui).await {
+        Response::Created { kind: Kind::Networks, name } => assert_eq!(name, "formnet"),
+        other => panic!("expected the network, got {other:?}"),
+    }
+    let subnets = admin.get("network", "/v2.0/subnets?cidr=10.93.0.0/24").await.expect("subnets");
+    let sn = &subnets["subnets"][0];
+    assert_eq!(sn["gateway_ip"], serde_json::Value::Null, "{sn}");
+    assert_eq!(sn["enable_dhcp"], false, "{sn}");
+    assert_eq!(sn["dns_nameservers"], serde_json::json!(["192.0.2.53"]), "{sn}");
+    let net_id = sn["network_id"].as_str().expect("network").to_string();
+
+    let port = PortSpec { network_id: net_id.clone(), name: "vip".into(), fixed_ip: Some("10.93.0.50".into()) };
+    worker.send(Request::Create(Create::Port(port))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Created { kind: Kind::Ports, .. }));
+    let ports = admin.get("network", &format!("/v2.0/ports?network_id={net_id}")).await.expect("ports");
+    let vip = ports["ports"].as_array().and_then(|a| a.iter().find(|p| p["name"] == "vip")).expect("vip").clone();
+    assert_eq!(vip["fixed_ips"][0]["ip_address"], "10.93.0.50", "{vip}");
+
+    // A gateway outside the CIDR: Neutron refuses the subnet, and the network goes too.
+    let bad =
+        NetworkSpec { name: "halfnet".into(), subnet: Some(subnet("10.94.0.0/24", Some(Some("10.95.0.1".into())))) };
+    worker.send(Request::Create(Create::Network(bad))).expect("send");
+    match next(&mut ui).await {
+        Response::Failed { message, .. } => assert!(message.starts_with("creating network halfnet"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let nets = admin.get("network", "/v2.0/networks?name=halfnet").await.expect("networks");
+    assert_eq!(nets["networks"].as_array().map(Vec::len), Some(0), "{nets}");
+}
+
 /// The dashboard's live tracking across a server restart: the `reconnect` event that ends the
 /// stream at SIGTERM is a planned reconnect (status "reconnecting (server restarting)"), not a
 /// broken stream, and the stream is live again once the server is back.

@@ -25,7 +25,7 @@ use crate::config::{Profile, State};
 use crate::keymap::{Action, Keymap};
 use crate::login::{LoginForm, Picker};
 use crate::model::{Keypair, Server};
-use crate::overlays::{self, Confirm, Effect, Filter, Help, Overlay, Palette, Projects, Report, Verb};
+use crate::overlays::{self, Confirm, CreateForm, Effect, Filter, Help, Overlay, Palette, Projects, Report, Verb};
 use crate::table::{CellCtx, Progress};
 use crate::theme::Theme;
 use crate::views::detail::{Detail, DetailEffect, Tab, printable};
@@ -60,6 +60,7 @@ enum Pending {
     Timeline,
     Console,
     Actions,
+    Create,
     Action(String),
     Launch,
     Import,
@@ -74,6 +75,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Timeline(_) => Pending::Timeline,
         Request::Console(_) => Pending::Console,
         Request::Actions(_) => Pending::Actions,
+        Request::Create(_) => Pending::Create,
         Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
@@ -351,6 +353,18 @@ impl App {
                     d.timeline = Some((entries, source));
                 }
             }
+            Response::Created { kind, name } => {
+                self.pending.remove(&Pending::Create);
+                if matches!(self.overlay, Some(Overlay::Create(_))) {
+                    self.overlay = None;
+                }
+                self.send(Request::List(kind));
+                if kind == Kind::Networks {
+                    self.send(Request::List(Kind::Subnets));
+                }
+                let label = if name.is_empty() { String::new() } else { format!(" {name}") };
+                self.info = Some(format!("created {}{label}", kind.noun()));
+            }
             Response::Actions { id, actions } => {
                 self.pending.remove(&Pending::Actions);
                 if let Some(d) = &mut self.detail
@@ -454,6 +468,12 @@ impl App {
             Response::Failed { request, message } => {
                 if let Some(p) = pending_of(&request) {
                     self.pending.remove(&p);
+                }
+                if let (Request::Create(_), Some(Overlay::Create(form))) = (&request, &mut self.overlay) {
+                    // In the form, which keeps what was typed.
+                    form.busy = false;
+                    form.error = Some(message);
+                    return;
                 }
                 match (&request, &mut self.overlay) {
                     (Request::Launch(_), Some(Overlay::Wizard(w)))
@@ -720,6 +740,7 @@ impl App {
                 self.profile = Some(p.clone());
                 self.send(Request::Login(Box::new(ProfileBox(p))));
             }
+            Effect::Create(c) => self.send(Request::Create(c)),
             Effect::ImportKeypair { name, public_key } => self.send(Request::ImportKeypair { name, public_key }),
             Effect::Launch => {
                 if let Some(Overlay::Wizard(w)) = &mut self.overlay
@@ -903,6 +924,17 @@ impl App {
                     let t = self.tables.get_mut(k);
                     if action == Action::SortNext { t.sort_next(&ctx) } else { t.sort_reverse(&ctx) }
                 }
+            }
+            // `c` creates what the view lists where there is a form for it.
+            Action::Launch if matches!(view, View::Networks | View::Subnets) => {
+                self.overlay = Some(Overlay::Create(CreateForm::network()));
+            }
+            Action::Launch if view == View::Ports => {
+                let nets: Vec<(String, String)> =
+                    self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect();
+                let only = (nets.len() == 1).then(|| nets[0].0.clone());
+                self.overlay = Some(Overlay::Create(CreateForm::port(nets, only.as_deref())));
+                self.send(Request::List(Kind::Networks));
             }
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
@@ -1229,6 +1261,15 @@ impl App {
                 (Action::Delete, "delete"),
                 (Action::Console, "console"),
                 (Action::Mark, "mark"),
+                (Action::Help, "help"),
+            ]
+        } else if matches!(self.view, View::Networks | View::Subnets | View::Ports) {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
         } else if self.view.kind().is_some_and(|k| k.deletable()) {

@@ -131,6 +131,8 @@ pub enum Request {
     Projects,
     /// An instance's action history with each action's events.
     Actions(String),
+    /// Create a network (with its subnet) or a port.
+    Create(crate::overlays::Create),
     /// An admin's lists cover every project (`true`) or the session's project.
     AllProjects(bool),
     /// Project ID → name, for the PROJECT column.
@@ -206,6 +208,11 @@ pub enum Response {
     KeypairImported(String),
     Projects(Vec<Project>),
     ProjectNames(std::collections::HashMap<String, String>),
+    /// A create form's resource exists now.
+    Created {
+        kind: Kind,
+        name: String,
+    },
     Actions {
         id: String,
         actions: Vec<crate::views::actions::InstanceAction>,
@@ -471,6 +478,8 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::AllProjects(_) => "switching to all projects".into(),
         Request::ProjectNames => "listing project names".into(),
         Request::Actions(_) => "loading the action history".into(),
+        Request::Create(crate::overlays::Create::Network(n)) => format!("creating network {}", n.name),
+        Request::Create(crate::overlays::Create::Port(_)) => "creating the port".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -547,6 +556,7 @@ pub(crate) async fn get_all(
 async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response, ClientError> {
     match req {
         Request::List(kind) => crate::views::list(client, *kind, scope).await.map(Response::Listed),
+        Request::Create(c) => create(client, c).await,
         Request::Actions(id) => {
             let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
             let mut actions: Vec<crate::views::actions::InstanceAction> =
@@ -699,6 +709,53 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
         }
         Request::Login(_) | Request::SwitchProject { .. } | Request::SaveState { .. } | Request::AllProjects(_) => {
             Err(ClientError::Decode("handled by the worker".into()))
+        }
+    }
+}
+
+/// Creates what a form describes. A network whose subnet is refused is deleted again, as
+/// Horizon's network workflow does, so a retry does not leave a half-made network behind.
+async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response, ClientError> {
+    use crate::overlays::Create;
+    let base = versioned(&client.session, "network", "v2.0")?;
+    match c {
+        Create::Network(spec) => {
+            let body = json!({"network": {"name": spec.name, "admin_state_up": true}});
+            let net = client.send_url(Method::POST, "network", &format!("{base}/networks"), Some(&body)).await?;
+            let net_id = net["network"]["id"].as_str().unwrap_or_default().to_string();
+            if let Some(s) = &spec.subnet {
+                let mut subnet = json!({
+                    "network_id": net_id,
+                    "name": format!("{}-subnet", spec.name),
+                    "cidr": s.cidr,
+                    "ip_version": s.ip_version,
+                    "enable_dhcp": s.dhcp,
+                    "dns_nameservers": s.dns,
+                });
+                if let Some(g) = &s.gateway {
+                    subnet["gateway_ip"] = json!(g);
+                }
+                let made = client
+                    .send_url(Method::POST, "network", &format!("{base}/subnets"), Some(&json!({"subnet": subnet})))
+                    .await;
+                if let Err(e) = made {
+                    let undo =
+                        client.send_url(Method::DELETE, "network", &format!("{base}/networks/{net_id}"), None).await;
+                    if let Err(u) = undo {
+                        tracing::warn!(error = %u, network = %net_id, "cannot delete the network whose subnet failed");
+                    }
+                    return Err(e);
+                }
+            }
+            Ok(Response::Created { kind: Kind::Networks, name: spec.name.clone() })
+        }
+        Create::Port(spec) => {
+            let mut port = json!({"network_id": spec.network_id, "name": spec.name});
+            if let Some(ip) = &spec.fixed_ip {
+                port["fixed_ips"] = json!([{"ip_address": ip}]);
+            }
+            client.send_url(Method::POST, "network", &format!("{base}/ports"), Some(&json!({"port": port}))).await?;
+            Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
         }
     }
 }

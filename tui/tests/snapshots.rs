@@ -1133,3 +1133,101 @@ fn delete_a_subnet_and_a_port() {
         assert!(call.path.ends_with(&first));
     }
 }
+
+/// `c` in the networks view: a network with its subnet (CIDR, gateway, DHCP, DNS), checked
+/// before it is sent; the cloud's refusal shows in the form, which keeps what was typed.
+#[test]
+fn create_network_with_subnet_form() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::{NetworkSpec, SubnetSpec};
+    let mut h = Harness::loaded(100, 20, false);
+    h.app.run_command("networks");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("backend");
+    h.key(KeyCode::Tab);
+    h.chars("10.9.0.0/33");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.chars("1.1.1.1");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("Create network") && s.contains("the prefix must be 0–32"), "{s}");
+    snap!("create_network_error", s);
+    assert!(h.drain().is_empty(), "bad input is not sent");
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::Backspace);
+    h.key(KeyCode::Backspace);
+    h.chars("24");
+    h.key(KeyCode::Tab);
+    h.chars("none");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    let want = Request::Create(Create::Network(NetworkSpec {
+        name: "backend".into(),
+        subnet: Some(SubnetSpec {
+            cidr: "10.9.0.0/24".into(),
+            ip_version: 4,
+            gateway: Some(None),
+            dhcp: true,
+            dns: vec!["1.1.1.1".into()],
+        }),
+    }));
+    assert_eq!(h.drain(), vec![want.clone()]);
+    h.app.on_response(Response::Failed { request: want, message: "creating network backend: overlaps (409)".into() });
+    let s = h.screen();
+    assert!(s.contains("overlaps (409)") && s.contains("10.9.0.0/24"), "{s}");
+    h.app.on_response(Response::Created { kind: Kind::Networks, name: "backend".into() });
+    let s = h.screen();
+    assert!(!s.contains("Create network") && s.contains("created network backend"), "{s}");
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::List(Kind::Networks)) && reqs.contains(&Request::List(Kind::Subnets)), "{reqs:?}");
+}
+
+/// `c` in the ports view: a port on a network named (or given by ID), with an optional address.
+#[test]
+fn create_port_form() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::PortSpec;
+    let mut h = Harness::loaded(100, 20, false);
+    h.app.run_command("ports");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    let s = h.screen();
+    assert!(s.contains("Create port"), "{s}");
+    snap!("create_port", s);
+    assert_eq!(h.drain(), vec![Request::List(Kind::Networks)], "the network list is refreshed for the form");
+    h.chars("nowhere");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("no network nowhere here"));
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    for _ in 0.."nowhere".len() {
+        h.key(KeyCode::Backspace);
+    }
+    // The fixture's first network.
+    let (net_name, net_id) = {
+        let n = networks();
+        (n[0].name.clone(), n[0].id.clone())
+    };
+    h.chars(&net_name);
+    h.key(KeyCode::Tab);
+    h.chars("vip");
+    h.key(KeyCode::Tab);
+    h.chars("10.0.0.50");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Port(PortSpec {
+            network_id: net_id,
+            name: "vip".into(),
+            fixed_ip: Some("10.0.0.50".into())
+        }))]
+    );
+}

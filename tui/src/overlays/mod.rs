@@ -3,6 +3,7 @@
 //! `&self`. A new overlay is a module here, a variant of [`Overlay`] and its two dispatch arms.
 
 pub mod confirm;
+pub mod create;
 pub mod filter;
 pub mod help;
 pub mod palette;
@@ -22,6 +23,7 @@ use crate::wizard::Wizard;
 
 pub use confirm::Confirm;
 pub use confirm::Verb;
+pub use create::{Create, CreateForm};
 pub use filter::Filter;
 pub use help::Help;
 pub use palette::Palette;
@@ -66,6 +68,8 @@ pub enum Effect {
         name: String,
         public_key: String,
     },
+    /// A create form was submitted (it stays open, busy, until the cloud answers).
+    Create(Create),
 }
 
 pub enum Overlay {
@@ -77,6 +81,7 @@ pub enum Overlay {
     Projects(Projects),
     Login(LoginForm),
     Report(Report),
+    Create(CreateForm),
 }
 
 impl Overlay {
@@ -88,6 +93,7 @@ impl Overlay {
             Overlay::Confirm(c) => c.handle_key(key),
             Overlay::Projects(p) => p.handle_key(key, ctx),
             Overlay::Report(r) => r.handle_key(key),
+            Overlay::Create(c) => c.handle_key(key),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
                     Ok(p) => {
@@ -121,6 +127,7 @@ impl Overlay {
             Overlay::Confirm(c) => c.draw(f, area, theme),
             Overlay::Projects(p) => p.draw(f, area, theme, ctx),
             Overlay::Report(r) => r.draw(f, area, theme),
+            Overlay::Create(c) => c.draw(f, area, theme),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),
         }
