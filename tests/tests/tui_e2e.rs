@@ -606,6 +606,85 @@ async fn the_worker_creates_networks_with_subnets_and_ports() {
     assert_eq!(nets["networks"].as_array().map(Vec::len), Some(0), "{nets}");
 }
 
+/// Identity administration through the worker against the real Keystone API: users and role
+/// assignments are listed, a user is disabled and enabled, a grant is revoked, a project deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_administers_identity() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+
+    let server = Server::start();
+    let admin = server.admin().await;
+    let project = admin
+        .post("identity", "/v3/projects", &serde_json::json!({"project": {"name": "idp", "domain_id": "default"}}))
+        .await
+        .expect("project");
+    let pid = project["project"]["id"].as_str().expect("id").to_string();
+    let user = admin
+        .post("identity", "/v3/users", &serde_json::json!({"user": {"name": "dora", "password": "pw-dora-1"}}))
+        .await
+        .expect("user");
+    let uid = user["user"]["id"].as_str().expect("id").to_string();
+    let roles = admin.get("identity", "/v3/roles?name=member").await.expect("roles");
+    let rid = roles["roles"][0]["id"].as_str().expect("member").to_string();
+    admin
+        .put("identity", &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"), &serde_json::Value::Null)
+        .await
+        .expect("grant");
+
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..Profile::default()
+    };
+    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+                return r;
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+
+    worker.send(Request::List(Kind::Users)).expect("send");
+    match next(&mut ui).await {
+        Response::Listed(Listing::Users(u)) => assert!(u.iter().any(|u| u.name == "dora")),
+        other => panic!("expected users, got {other:?}"),
+    }
+    worker
+        .send(Request::SetEnabled { kind: Kind::Users, id: uid.clone(), name: "dora".into(), enabled: false })
+        .expect("send");
+    assert!(matches!(next(&mut ui).await, Response::EnabledSet { enabled: false, .. }));
+    let u = admin.get("identity", &format!("/v3/users/{uid}")).await.expect("user");
+    assert_eq!(u["user"]["enabled"], false, "{u}");
+
+    worker.send(Request::List(Kind::Assignments)).expect("send");
+    let grant = match next(&mut ui).await {
+        Response::Listed(Listing::Assignments(a)) => a.into_iter().find(|a| a.actor == "dora").expect("dora's grant"),
+        other => panic!("expected assignments, got {other:?}"),
+    };
+    assert_eq!((grant.role.as_str(), grant.scope.as_str()), ("member", "project idp"));
+    worker
+        .send(Request::Delete { kind: Kind::Assignments, id: grant.id.clone(), name: grant.role.clone() })
+        .expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Deleted { .. }));
+    let left = admin.get("identity", &format!("/v3/role_assignments?user.id={uid}")).await.expect("assignments");
+    assert_eq!(left["role_assignments"].as_array().map(Vec::len), Some(0), "{left}");
+
+    worker.send(Request::Delete { kind: Kind::IdProjects, id: pid.clone(), name: "idp".into() }).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Deleted { .. }));
+    assert!(admin.get("identity", &format!("/v3/projects/{pid}")).await.is_err(), "the project is gone");
+}
+
 /// The dashboard's live tracking across a server restart: the `reconnect` event that ends the
 /// stream at SIGTERM is a planned reconnect (status "reconnecting (server restarting)"), not a
 /// broken stream, and the stream is live again once the server is back.

@@ -76,6 +76,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Console(_) => Pending::Console,
         Request::Actions(_) => Pending::Actions,
         Request::Create(_) => Pending::Create,
+        Request::SetEnabled { id, .. } => Pending::Action(id.clone()),
         Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
@@ -352,6 +353,11 @@ impl App {
                 {
                     d.timeline = Some((entries, source));
                 }
+            }
+            Response::EnabledSet { kind, name, enabled } => {
+                self.pending.retain(|p| !matches!(p, Pending::Action(_)));
+                self.send(Request::List(kind));
+                self.info = Some(format!("{} {} {name}", if enabled { "enabled" } else { "disabled" }, kind.noun()));
             }
             Response::Created { kind, name } => {
                 self.pending.remove(&Pending::Create);
@@ -945,6 +951,10 @@ impl App {
                 self.send(Request::Overview);
             }
             Action::AllProjects => self.toggle_all_projects(),
+            Action::ToggleEnabled => match kind.and_then(|k| Some((k, self.tables.get(k).selected_enabled()?))) {
+                Some((k, (id, name, on))) => self.send(Request::SetEnabled { kind: k, id, name, enabled: !on }),
+                None => self.info = Some(format!("nothing to disable in {}", view.title())),
+            },
             Action::SwitchProject => self.send(Request::Projects),
             Action::SwitchTheme => {
                 self.cfg.theme = (self.cfg.theme + 1) % self.cfg.themes.len();
@@ -1269,6 +1279,14 @@ impl App {
                 (Action::Launch, "create"),
                 (Action::Filter, "filter"),
                 (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if matches!(self.view, View::IdProjects | View::Users) {
+            &[
+                (Action::Select, "detail"),
+                (Action::ToggleEnabled, "disable/enable"),
+                (Action::Filter, "filter"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]

@@ -38,6 +38,7 @@ pub enum Action {
     Console,
     Launch,
     Mark,
+    ToggleEnabled,
     AllProjects,
     SwitchProject,
     SwitchTheme,
@@ -73,6 +74,7 @@ impl Action {
         (Action::Console, "console", "console log"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
+        (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
         (Action::AllProjects, "all_projects", "admins: every project's instances, images, networks, ports"),
         (Action::SwitchProject, "project", "switch project or cloud"),
         (Action::SwitchTheme, "theme", "next theme"),
@@ -244,6 +246,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),
+    ("e", Action::ToggleEnabled),
     ("p", Action::SwitchProject),
     ("T", Action::SwitchTheme),
 ];

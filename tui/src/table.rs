@@ -96,6 +96,14 @@ pub trait Resource: Clone + Send + Sync + 'static {
     fn delete_call(_id: &str) -> Option<DeleteCall> {
         None
     }
+    /// Whether the row is enabled, for resources that can be disabled (projects, users).
+    fn enabled(&self) -> Option<bool> {
+        None
+    }
+    /// The PATCH (path and body) that enables or disables `id`.
+    fn enable_call(_id: &str, _on: bool) -> Option<(DeleteCall, Value)> {
+        None
+    }
     /// Reads the whole list from the cloud (run by the worker, never by the UI).
     fn list(client: &Client, scope: Scope) -> impl Future<Output = Result<Vec<Self>, ClientError>> + Send;
 }
@@ -444,6 +452,8 @@ pub trait AnyTable {
     fn row(&self, id: &str) -> Option<(String, String)>;
     /// A row's JSON as the cloud sent it.
     fn raw_of(&self, id: &str) -> Option<Value>;
+    /// The selected row's ID, name and whether it is enabled (if it can be disabled).
+    fn selected_enabled(&self) -> Option<(String, String, bool)>;
     fn remove(&mut self, id: &str, ctx: &CellCtx);
     fn deleting(&mut self) -> &mut HashSet<String>;
     fn is_deleting(&self, id: &str) -> bool;
@@ -491,6 +501,10 @@ impl<R: Resource> AnyTable for ResourceTable<R> {
     }
     fn raw_of(&self, id: &str) -> Option<Value> {
         self.get(id).map(|r| r.raw().clone())
+    }
+    fn selected_enabled(&self) -> Option<(String, String, bool)> {
+        let r = self.selected()?;
+        Some((r.id().to_string(), r.name().to_string(), r.enabled()?))
     }
     fn remove(&mut self, id: &str, ctx: &CellCtx) {
         ResourceTable::remove(self, id, ctx)

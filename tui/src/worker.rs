@@ -131,6 +131,13 @@ pub enum Request {
     Projects,
     /// An instance's action history with each action's events.
     Actions(String),
+    /// Enable or disable a project or user.
+    SetEnabled {
+        kind: Kind,
+        id: String,
+        name: String,
+        enabled: bool,
+    },
     /// Create a network (with its subnet) or a port.
     Create(crate::overlays::Create),
     /// An admin's lists cover every project (`true`) or the session's project.
@@ -208,6 +215,12 @@ pub enum Response {
     KeypairImported(String),
     Projects(Vec<Project>),
     ProjectNames(std::collections::HashMap<String, String>),
+    /// A project or user was enabled or disabled.
+    EnabledSet {
+        kind: Kind,
+        name: String,
+        enabled: bool,
+    },
     /// A create form's resource exists now.
     Created {
         kind: Kind,
@@ -478,6 +491,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::AllProjects(_) => "switching to all projects".into(),
         Request::ProjectNames => "listing project names".into(),
         Request::Actions(_) => "loading the action history".into(),
+        Request::SetEnabled { kind, name, enabled, .. } => {
+            format!("{} {} {name}", if *enabled { "enabling" } else { "disabling" }, kind.noun())
+        }
         Request::Create(crate::overlays::Create::Network(n)) => format!("creating network {}", n.name),
         Request::Create(crate::overlays::Create::Port(_)) => "creating the port".into(),
     };
@@ -557,6 +573,17 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
     match req {
         Request::List(kind) => crate::views::list(client, *kind, scope).await.map(Response::Listed),
         Request::Create(c) => create(client, c).await,
+        Request::SetEnabled { kind, id, name, enabled } => {
+            let (call, body) = kind
+                .enable_call(id, *enabled)
+                .ok_or_else(|| ClientError::Decode(format!("a {} cannot be disabled", kind.noun())))?;
+            let base = match call.version {
+                Some(v) => versioned(&client.session, call.service, v)?,
+                None => client.session.endpoint(call.service)?,
+            };
+            client.send_url(Method::PATCH, call.service, &format!("{base}{}", call.path), Some(&body)).await?;
+            Ok(Response::EnabledSet { kind: *kind, name: name.clone(), enabled: *enabled })
+        }
         Request::Actions(id) => {
             let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
             let mut actions: Vec<crate::views::actions::InstanceAction> =

@@ -209,6 +209,9 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
         hs.app.on_response(Response::Listed(Listing::Ports(ports())));
         hs.app.on_response(Response::Listed(Listing::Subnets(subnets())));
+        hs.app.on_response(Response::Listed(Listing::IdProjects(Vec::new())));
+        hs.app.on_response(Response::Listed(Listing::Users(Vec::new())));
+        hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
         hs.app.on_response(Response::Overview(Overview {
@@ -713,14 +716,9 @@ fn project_switch_lists_projects_and_switches() {
 #[test]
 fn a_project_switch_empties_every_table() {
     let mut h = Harness::loaded(100, 24, true);
-    let before: Vec<String> = Kind::ALL
-        .iter()
-        .map(|&k| {
-            h.app.go_to(View::of_kind(k));
-            h.screen()
-        })
-        .collect();
-    assert!(before.iter().all(|s| !s.contains("loading")), "every list is loaded first");
+    for &k in Kind::ALL {
+        assert!(h.app.tables.get(k).loaded(), "{k:?} is loaded first");
+    }
     h.app.on_response(Response::LoggedIn(SessionInfo {
         cloud: "devstack".into(),
         auth_url: "http://cloud/identity".into(),
@@ -1230,4 +1228,56 @@ fn create_port_form() {
             fixed_ip: Some("10.0.0.50".into())
         }))]
     );
+}
+
+/// Identity administration: users (disable/enable with `e`, delete), projects, and role
+/// assignments (revoked by deleting the grant).
+#[test]
+fn identity_admin_views() {
+    use meridian_tui::views::assignments::Assignment;
+    use meridian_tui::views::idprojects::IdProject;
+    use meridian_tui::views::users::User;
+    let mut h = Harness::loaded(120, 14, true);
+    h.app.run_command("users");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Users)]);
+    let users: Vec<User> = [("u1", "alice", true, Some("p1")), ("u2", "bob", false, None)]
+        .into_iter()
+        .map(|(uid, name, enabled, project)| {
+            let raw = json!({"id": uid, "name": name, "domain_id": "default", "enabled": enabled,
+                "email": format!("{name}@example.com"), "default_project_id": project});
+            let mut u: User = parse(raw.clone());
+            u.raw = raw;
+            u
+        })
+        .collect();
+    h.app.on_response(Response::Listed(Listing::Users(users)));
+    let s = h.screen();
+    assert!(s.contains("bob") && s.contains("bob@example.com") && s.contains("disable/enable"), "{s}");
+    snap!("view_users", s);
+    h.key(KeyCode::Char('e'));
+    assert_eq!(
+        h.drain(),
+        vec![Request::SetEnabled { kind: Kind::Users, id: "u1".into(), name: "alice".into(), enabled: false }]
+    );
+    h.app.on_response(Response::EnabledSet { kind: Kind::Users, name: "alice".into(), enabled: false });
+    assert!(h.screen().contains("disabled user alice"));
+    assert_eq!(h.drain(), vec![Request::List(Kind::Users)]);
+    let call = meridian_tui::worker::delete_call(Kind::Users, "u2").expect("deletable");
+    assert_eq!((call.service, call.version, call.path.as_str()), ("identity", Some("v3"), "/users/u2"));
+
+    h.app.run_command("projects");
+    h.drain();
+    let raw =
+        json!({"id": "p2", "name": "staging", "domain_id": "default", "enabled": true, "description": "pre-prod"});
+    let mut p: IdProject = parse(raw.clone());
+    p.raw = raw;
+    h.app.on_response(Response::Listed(Listing::IdProjects(vec![p])));
+    assert!(h.screen().contains("pre-prod"));
+
+    h.app.run_command("roles");
+    h.drain();
+    h.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
+    let s = h.screen();
+    assert!(s.contains("Role assignments"), "{s}");
+    let _ = Assignment::default();
 }

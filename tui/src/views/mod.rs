@@ -5,10 +5,13 @@
 //! `overview` and `detail` are the two views that are not resource tables.
 
 pub mod actions;
+pub mod assignments;
 pub mod detail;
 pub mod events;
 pub mod flavors;
 pub mod hypervisors;
+pub mod identity;
+pub mod idprojects;
 pub mod images;
 pub mod keypairs;
 pub mod networks;
@@ -17,6 +20,7 @@ pub mod ports;
 pub mod servers;
 pub mod services;
 pub mod subnets;
+pub mod users;
 
 use meridian_common::{Client, ClientError};
 
@@ -56,6 +60,10 @@ macro_rules! registry {
             /// The call that deletes `id` of this kind (`None`: not deleted from here).
             pub fn delete_call(self, id: &str) -> Option<DeleteCall> {
                 match self { $(Kind::$kind => <$module::$ty as Resource>::delete_call(id)),* }
+            }
+            /// The PATCH (path, body) that enables or disables `id` of this kind.
+            pub fn enable_call(self, id: &str, on: bool) -> Option<(DeleteCall, serde_json::Value)> {
+                match self { $(Kind::$kind => <$module::$ty as Resource>::enable_call(id, on)),* }
             }
             /// Whether the dashboard can delete one (hypervisors and services are not deleted here).
             pub fn deletable(self) -> bool {
@@ -135,6 +143,9 @@ registry! {
     Keypairs => keypairs::Keypair,
     Hypervisors => hypervisors::Hypervisor,
     Services => services::Service,
+    IdProjects => idprojects::IdProject,
+    Users => users::User,
+    Assignments => assignments::Assignment,
 }
 
 impl View {
