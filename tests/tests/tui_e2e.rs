@@ -680,6 +680,34 @@ async fn the_worker_administers_identity() {
     let left = admin.get("identity", &format!("/v3/role_assignments?user.id={uid}")).await.expect("assignments");
     assert_eq!(left["role_assignments"].as_array().map(Vec::len), Some(0), "{left}");
 
+    // The forms' requests: a user with a role on a project, then a grant by names.
+    use meridian_tui::overlays::Create;
+    let user = Create::User {
+        name: "eve".into(),
+        password: "pw-eve-12".into(),
+        project: Some("idp".into()),
+        role: "member".into(),
+    };
+    worker.send(Request::Create(user)).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Created { kind: Kind::Users, .. }));
+    let eve = admin.get("identity", "/v3/users?name=eve").await.expect("eve");
+    let eve_id = eve["users"][0]["id"].as_str().expect("eve's id").to_string();
+    let has = admin.get("identity", &format!("/v3/role_assignments?user.id={eve_id}")).await.expect("assignments");
+    assert_eq!(has["role_assignments"][0]["scope"]["project"]["id"], pid.as_str(), "{has}");
+    worker
+        .send(Request::Create(Create::Grant { user: "dora".into(), project: "idp".into(), role: "reader".into() }))
+        .expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Created { kind: Kind::Assignments, .. }));
+    let has = admin.get("identity", &format!("/v3/role_assignments?user.id={uid}")).await.expect("assignments");
+    assert_eq!(has["role_assignments"].as_array().map(Vec::len), Some(1), "{has}");
+    worker
+        .send(Request::Create(Create::Grant { user: "nobody".into(), project: "idp".into(), role: "reader".into() }))
+        .expect("send");
+    match next(&mut ui).await {
+        Response::Failed { message, .. } => assert!(message.contains("no user nobody"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
     worker.send(Request::Delete { kind: Kind::IdProjects, id: pid.clone(), name: "idp".into() }).expect("send");
     assert!(matches!(next(&mut ui).await, Response::Deleted { .. }));
     assert!(admin.get("identity", &format!("/v3/projects/{pid}")).await.is_err(), "the project is gone");

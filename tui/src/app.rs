@@ -935,6 +935,15 @@ impl App {
             Action::Launch if matches!(view, View::Networks | View::Subnets) => {
                 self.overlay = Some(Overlay::Create(CreateForm::network()));
             }
+            Action::Launch if matches!(view, View::IdProjects | View::Users | View::Assignments) => {
+                use crate::overlays::create::What;
+                let what = match view {
+                    View::IdProjects => What::Project,
+                    View::Users => What::User,
+                    _ => What::Grant,
+                };
+                self.overlay = Some(Overlay::Create(CreateForm::identity(what)));
+            }
             Action::Launch if view == View::Ports => {
                 let nets: Vec<(String, String)> =
                     self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect();
@@ -1273,6 +1282,8 @@ impl App {
                 (Action::Mark, "mark"),
                 (Action::Help, "help"),
             ]
+        } else if self.view == View::Assignments {
+            &[(Action::Launch, "grant"), (Action::Delete, "revoke"), (Action::Filter, "filter"), (Action::Help, "help")]
         } else if matches!(self.view, View::Networks | View::Subnets | View::Ports) {
             &[
                 (Action::Select, "detail"),
@@ -1285,6 +1296,7 @@ impl App {
         } else if matches!(self.view, View::IdProjects | View::Users) {
             &[
                 (Action::Select, "detail"),
+                (Action::Launch, "create"),
                 (Action::ToggleEnabled, "disable/enable"),
                 (Action::Filter, "filter"),
                 (Action::Delete, "delete"),

@@ -496,6 +496,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         }
         Request::Create(crate::overlays::Create::Network(n)) => format!("creating network {}", n.name),
         Request::Create(crate::overlays::Create::Port(_)) => "creating the port".into(),
+        Request::Create(crate::overlays::Create::Project { name, .. }) => format!("creating project {name}"),
+        Request::Create(crate::overlays::Create::User { name, .. }) => format!("creating user {name}"),
+        Request::Create(crate::overlays::Create::Grant { .. }) => "granting the role".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -744,6 +747,9 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
 /// Horizon's network workflow does, so a retry does not leave a half-made network behind.
 async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response, ClientError> {
     use crate::overlays::Create;
+    if let Create::Project { .. } | Create::User { .. } | Create::Grant { .. } = c {
+        return create_identity(client, c).await;
+    }
     let base = versioned(&client.session, "network", "v2.0")?;
     match c {
         Create::Network(spec) => {
@@ -784,6 +790,73 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
             client.send_url(Method::POST, "network", &format!("{base}/ports"), Some(&json!({"port": port}))).await?;
             Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
         }
+        Create::Project { .. } | Create::User { .. } | Create::Grant { .. } => {
+            Err(ClientError::Decode("an identity form reached the network path".into()))
+        }
+    }
+}
+
+/// The ID of a Keystone user, project or role given by name or ID (a name is looked up first).
+async fn identity_id(client: &Client, base: &str, collection: &str, wanted: &str) -> Result<String, ClientError> {
+    let q: String = form_urlencoded::byte_serialize(wanted.as_bytes()).collect();
+    let v = client.send_url(Method::GET, "identity", &format!("{base}/{collection}?name={q}"), None).await?;
+    if let Some(id) = v[collection][0]["id"].as_str() {
+        return Ok(id.to_string());
+    }
+    let seg = path_segment(wanted);
+    match client.send_url(Method::GET, "identity", &format!("{base}/{collection}/{seg}"), None).await {
+        Ok(_) => Ok(wanted.to_string()),
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+            Err(ClientError::Decode(format!("no {} {wanted}", collection.trim_end_matches('s'))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Projects, users (with their first role) and grants from the identity forms.
+async fn create_identity(client: &Client, c: &crate::overlays::Create) -> Result<Response, ClientError> {
+    use crate::overlays::Create;
+    let base = versioned(&client.session, "identity", "v3")?;
+    let post = |path: &str, body: Value| {
+        let url = format!("{base}{path}");
+        async move { client.send_url(Method::POST, "identity", &url, Some(&body)).await }
+    };
+    let grant = |project: String, user: String, role: String| {
+        let url = format!("{base}/projects/{project}/users/{user}/roles/{role}");
+        async move { client.send_url(Method::PUT, "identity", &url, None).await }
+    };
+    match c {
+        Create::Project { name, description } => {
+            let body = json!({"project": {"name": name, "description": description, "domain_id": "default"}});
+            post("/projects", body).await?;
+            Ok(Response::Created { kind: Kind::IdProjects, name: name.clone() })
+        }
+        Create::User { name, password, project, role } => {
+            let target = match project {
+                Some(p) => Some((
+                    identity_id(client, &base, "projects", p).await?,
+                    identity_id(client, &base, "roles", role).await?,
+                )),
+                None => None,
+            };
+            let mut user = json!({"name": name, "password": password, "domain_id": "default"});
+            if let Some((pid, _)) = &target {
+                user["default_project_id"] = json!(pid);
+            }
+            let made = post("/users", json!({"user": user})).await?;
+            if let (Some((pid, rid)), Some(uid)) = (target, made["user"]["id"].as_str()) {
+                grant(pid, uid.to_string(), rid).await?;
+            }
+            Ok(Response::Created { kind: Kind::Users, name: name.clone() })
+        }
+        Create::Grant { user, project, role } => {
+            let uid = identity_id(client, &base, "users", user).await?;
+            let pid = identity_id(client, &base, "projects", project).await?;
+            let rid = identity_id(client, &base, "roles", role).await?;
+            grant(pid, uid, rid).await?;
+            Ok(Response::Created { kind: Kind::Assignments, name: format!("{role} for {user} on {project}") })
+        }
+        Create::Network(_) | Create::Port(_) => Err(ClientError::Decode("a network form reached identity".into())),
     }
 }
 

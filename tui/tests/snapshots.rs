@@ -1281,3 +1281,52 @@ fn identity_admin_views() {
     assert!(s.contains("Role assignments"), "{s}");
     let _ = Assignment::default();
 }
+
+/// `c` in the users view: a user with a password and, optionally, a role on a project.
+#[test]
+fn create_user_form() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 20, true);
+    h.app.run_command("users");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("eve");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("Create user") && s.contains("the user needs a password"), "{s}");
+    snap!("create_user_error", s);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.chars("s3cret!");
+    h.key(KeyCode::Tab);
+    h.chars("demo");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert!(!h.screen().contains("s3cret"), "the password is masked");
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::User {
+            name: "eve".into(),
+            password: "s3cret!".into(),
+            project: Some("demo".into()),
+            role: "member".into()
+        })]
+    );
+    // In the role assignments view, `c` grants.
+    h.app.on_response(Response::Created { kind: Kind::Users, name: "eve".into() });
+    h.app.run_command("roles");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("eve");
+    h.key(KeyCode::Tab);
+    h.chars("staging");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Grant { user: "eve".into(), project: "staging".into(), role: "member".into() })]
+    );
+}

@@ -44,6 +44,9 @@ pub struct PortSpec {
 pub enum What {
     Network,
     Port,
+    Project,
+    User,
+    Grant,
 }
 
 pub struct CreateForm {
@@ -59,12 +62,33 @@ pub struct CreateForm {
 
 const NETWORK: &[&str] = &["Name", "Subnet CIDR", "Gateway", "DHCP", "DNS servers"];
 const PORT: &[&str] = &["Network", "Name", "Fixed IP"];
+const PROJECT: &[&str] = &["Name", "Description"];
+const USER: &[&str] = &["Name", "Password", "Project", "Role"];
+const GRANT: &[&str] = &["User", "Project", "Role"];
 
-/// What a finished form asks the cloud for.
+/// What a finished form asks the cloud for. Identity forms name users, projects and roles by
+/// name or ID; the worker looks them up.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Create {
     Network(NetworkSpec),
     Port(PortSpec),
+    Project {
+        name: String,
+        description: String,
+    },
+    /// A user, with a role on a project when one is given.
+    User {
+        name: String,
+        password: String,
+        project: Option<String>,
+        role: String,
+    },
+    /// A role for a user on a project.
+    Grant {
+        user: String,
+        project: String,
+        role: String,
+    },
 }
 
 impl CreateForm {
@@ -95,6 +119,32 @@ impl CreateForm {
             field("", "empty: Neutron picks one"),
         ];
         CreateForm { what: What::Port, labels: PORT, fields, focus: 0, networks, error: None, busy: false }
+    }
+
+    /// The identity forms (admins): a project, a user (optionally with a role on a project), a
+    /// role grant.
+    pub fn identity(what: What) -> CreateForm {
+        let (labels, fields) = match what {
+            What::Project => (PROJECT, vec![field("", "name (required)"), field("", "optional")]),
+            What::User => {
+                let mut pw = field("", "required");
+                pw.set_mask_char('•');
+                (
+                    USER,
+                    vec![
+                        field("", "name (required)"),
+                        pw,
+                        field("", "name or ID (optional)"),
+                        field("member", "role name"),
+                    ],
+                )
+            }
+            _ => (
+                GRANT,
+                vec![field("", "user name or ID"), field("", "project name or ID"), field("member", "role name")],
+            ),
+        };
+        CreateForm { what, labels, fields, focus: 0, networks: Vec::new(), error: None, busy: false }
     }
 
     pub fn handle_key(&mut self, key: KeyEvent) -> Effect {
@@ -157,6 +207,19 @@ impl CreateForm {
                 };
                 Ok(Create::Port(PortSpec { network_id, name: v[1].clone(), fixed_ip }))
             }
+            What::Project if v[0].is_empty() => Err("the project needs a name".into()),
+            What::Project => Ok(Create::Project { name: v[0].clone(), description: v[1].clone() }),
+            What::User if v[0].is_empty() => Err("the user needs a name".into()),
+            What::User if v[1].is_empty() => Err("the user needs a password".into()),
+            What::User if !v[2].is_empty() && v[3].is_empty() => Err("which role on that project?".into()),
+            What::User => Ok(Create::User {
+                name: v[0].clone(),
+                password: v[1].clone(),
+                project: (!v[2].is_empty()).then(|| v[2].clone()),
+                role: v[3].clone(),
+            }),
+            What::Grant if v.iter().any(String::is_empty) => Err("user, project and role are all needed".into()),
+            What::Grant => Ok(Create::Grant { user: v[0].clone(), project: v[1].clone(), role: v[2].clone() }),
         }
     }
 
@@ -164,6 +227,9 @@ impl CreateForm {
         let title = match self.what {
             What::Network => "Create network",
             What::Port => "Create port",
+            What::Project => "Create project",
+            What::User => "Create user",
+            What::Grant => "Grant a role",
         };
         let h = self.labels.len() as u16 * 2 + 5;
         let r = centered(area, 72, h);
