@@ -591,8 +591,10 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
             let mut actions: Vec<crate::views::actions::InstanceAction> =
                 parse_list(&v["instanceActions"], |_: &mut crate::views::actions::InstanceAction, _| {});
-            // Each action's events need a request of their own (Nova lists them only there).
-            let details = futures_util::future::join_all(actions.iter().map(|a| {
+            // Each action's events need a request of their own (Nova lists them only there);
+            // only the newest actions' (Nova lists newest first), so a long-lived instance does
+            // not cost hundreds of requests at once.
+            let details = futures_util::future::join_all(actions.iter().take(ACTION_EVENTS).map(|a| {
                 let path = format!("/servers/{id}/os-instance-actions/{}", a.request_id);
                 async move { client.get("compute", &path).await }
             }))
@@ -742,6 +744,9 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
         }
     }
 }
+
+/// How many of an instance's newest actions get their events read for the Actions tab.
+const ACTION_EVENTS: usize = 20;
 
 /// Creates what a form describes. A network whose subnet is refused is deleted again, as
 /// Horizon's network workflow does, so a retry does not leave a half-made network behind.
