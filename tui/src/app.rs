@@ -899,9 +899,13 @@ impl App {
                     self.open_detail(view, id, Tab::Fields);
                 }
             }
-            // Esc first drops the marks and a bulk action's results, then goes back.
-            Action::Back if kind.is_some_and(|k| self.clear_marks(k)) => {}
             Action::Back => {
+                // Esc first drops the marks and a bulk action's results, then goes back.
+                if let Some(k) = kind
+                    && self.clear_marks(k)
+                {
+                    return;
+                }
                 if let Some(v) = self.history.pop() {
                     self.view = v;
                 } else {
