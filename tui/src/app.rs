@@ -597,6 +597,9 @@ impl App {
     }
 
     fn push_wizard_data(&mut self) {
+        if let Some(Overlay::Create(form)) = &mut self.overlay {
+            form.set_networks(self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect());
+        }
         let quotas = self.overview.as_ref().map(|o| o.quotas.clone());
         if let Some(Overlay::Wizard(w)) = &mut self.overlay {
             w.images = self.tables.images.items.clone();

@@ -1199,6 +1199,14 @@ fn create_port_form() {
     assert!(s.contains("Create port"), "{s}");
     snap!("create_port", s);
     assert_eq!(h.drain(), vec![Request::List(Kind::Networks)], "the network list is refreshed for the form");
+    // The refreshed list reaches the open form.
+    let mut more = networks();
+    let mut extra = more[1].clone();
+    extra.id = "n-late".into();
+    extra.name = "late".into();
+    more.push(extra);
+    h.app.on_response(Response::Listed(Listing::Networks(more)));
+    assert!(h.screen().contains("networks: net, private, late"));
     h.chars("nowhere");
     h.key(KeyCode::Tab);
     h.key(KeyCode::Tab);

@@ -147,6 +147,13 @@ impl CreateForm {
         CreateForm { what, labels, fields, focus: 0, networks: Vec::new(), error: None, busy: false }
     }
 
+    /// A fresher network list for the port form (it asks for one when it opens).
+    pub fn set_networks(&mut self, networks: Vec<(String, String)>) {
+        if self.what == What::Port {
+            self.networks = networks;
+        }
+    }
+
     pub fn handle_key(&mut self, key: KeyEvent) -> Effect {
         match key.code {
             KeyCode::Esc => return Effect::Close,
