@@ -35,6 +35,10 @@ need syslinux
 need syslinux-common
 # The TUI's end-to-end test drives it inside tmux.
 need tmux
+# Remote consoles: the server serves noVNC's page from /usr/share/novnc; the console test opens
+# it in headless chromium.
+need novnc
+need chromium
 command -v python3 >/dev/null 2>&1 || need python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need python3-venv
 command -v pg_ctlcluster >/dev/null 2>&1 || need postgresql

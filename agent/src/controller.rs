@@ -269,6 +269,8 @@ impl Controller {
                 let text = self.console_log(&id, *lines).await?;
                 return Ok((state.power_state(), Some(text)));
             }
+            // Sessions run beside the work queues (`console.rs`), never as work.
+            Action::Console { .. } => return Err(ActionError::Invalid("a console is not a work item".into())),
         }
         let power = self.state(&name).await?.power_state();
         if self.cfg.virt_type == VirtType::Test {

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod config_drive;
+pub mod console;
 pub mod controller;
 pub mod credential;
 pub mod disk;

@@ -81,11 +81,13 @@ pub enum Op {
     RebootHard,
     Delete,
     ConsoleLog,
+    /// An interactive console (serial or VNC).
+    Console,
 }
 
 impl Op {
-    pub const ALL: [Op; 7] =
-        [Op::Build, Op::Stop, Op::Start, Op::RebootSoft, Op::RebootHard, Op::Delete, Op::ConsoleLog];
+    pub const ALL: [Op; 8] =
+        [Op::Build, Op::Stop, Op::Start, Op::RebootSoft, Op::RebootHard, Op::Delete, Op::ConsoleLog, Op::Console];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +98,7 @@ impl Op {
             Op::RebootHard => "hard reboot",
             Op::Delete => "delete",
             Op::ConsoleLog => "console log",
+            Op::Console => "console",
         }
     }
 }
@@ -164,6 +167,11 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         // Console log: any existing domain.
         (S::Absent, Op::ConsoleLog) => reject("there is no console"),
         (S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::ConsoleLog) => Proceed,
+
+        // Interactive console: only a guest that runs has one to attach to.
+        (S::Running | S::Paused, Op::Console) => Proceed,
+        (S::Absent, Op::Console) => reject("there is no domain"),
+        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Console) => reject("the guest is not running"),
     }
 }
 
@@ -172,15 +180,15 @@ mod tests {
     use super::*;
 
     /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
-    /// columns: build, stop, start, soft reboot, hard reboot, delete, console log.
-    const TABLE: [(InstanceState, [char; 7]); 7] = [
-        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R']),
-        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P']),
-        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
-        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
-        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P']),
-        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P']),
-        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P']),
+    /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console.
+    const TABLE: [(InstanceState, [char; 8]); 7] = [
+        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R']),
+        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P']),
+        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R']),
+        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R']),
+        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R']),
+        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R']),
     ];
 
     #[test]

@@ -113,6 +113,7 @@ impl Agent {
             controller: Arc::clone(&self.controller),
             log: Arc::clone(&self.log),
             events: tx,
+            server: self.server.clone(),
             queues: Mutex::default(),
             inflight: Mutex::default(),
         });
@@ -239,6 +240,8 @@ pub struct Dispatcher {
     controller: Arc<Controller>,
     log: Arc<WorkLog>,
     events: Events,
+    /// For console sessions, which connect back to the server.
+    server: ServerClient,
     queues: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Work>>>,
     inflight: Mutex<HashSet<String>>,
 }
@@ -249,6 +252,12 @@ const QUEUE_IDLE: Duration = Duration::from_secs(60);
 impl Dispatcher {
     /// Accepts one work item from the server.
     pub fn submit(self: &Arc<Self>, item: WorkItem) {
+        if matches!(item.action, meridian_common::agent::Action::Console { .. }) {
+            // Not work: beside the instance's queue (a stop still runs while someone is
+            // attached), never logged or reported.
+            tokio::spawn(crate::console::run(Arc::clone(&self.controller), self.server.clone(), item));
+            return;
+        }
         if let Some(event) = self.log.get(&item.id) {
             info!(work = %item.id, attempt = item.attempt, "work already finished; reporting its outcome again");
             let _ = self.events.send((item.id, event));

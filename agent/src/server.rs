@@ -70,6 +70,15 @@ impl ServerClient {
         &self.base
     }
 
+    /// The websocket URL of a console session (`ws(s)://…/agent/v1/consoles/{session}`).
+    pub fn console_url(&self, session: &str) -> Url {
+        let mut url = self.url(&["consoles", session]);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // http → ws and https → wss are both special schemes, which `set_scheme` allows.
+        let _ = url.set_scheme(scheme);
+        url
+    }
+
     /// `{server}/agent/v1/<segments…>`, each segment percent-encoded.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();

@@ -48,6 +48,7 @@ pub fn op_of(action: &Action) -> Op {
         Action::Reboot { hard: true } => Op::RebootHard,
         Action::Delete => Op::Delete,
         Action::ConsoleLog { .. } => Op::ConsoleLog,
+        Action::Console { .. } => Op::Console,
     }
 }
 

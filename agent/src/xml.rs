@@ -64,6 +64,16 @@ pub fn cpu_has_virtualization(cpuinfo: &str) -> bool {
         .any(|flags| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
+/// The TCP port of a running domain's VNC server (its live XML: `<graphics type='vnc'
+/// port='5900'>`); `None` without one or before QEMU chose it (`port='-1'`).
+pub fn vnc_port(domain_xml: &str) -> Option<u16> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    doc.descendants()
+        .filter(|n| n.has_tag_name("graphics") && n.attribute("type") == Some("vnc"))
+        .find_map(|n| n.attribute("port")?.parse::<i32>().ok().and_then(|p| u16::try_from(p).ok()))
+        .filter(|p| *p > 0)
+}
+
 /// The domain name of an instance.
 pub fn domain_name(instance_id: &Uuid) -> String {
     format!("{NAME_PREFIX}{instance_id}")
@@ -316,6 +326,11 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         let _ = writeln!(x, "      <log file='{}' append='on'/>", path(&spec.console_log));
         x.push_str("      <target port='0'/>\n    </serial>\n");
         x.push_str("    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n");
+        // The VNC console: QEMU listens on the host's loopback only (a free port from 5900);
+        // the agent bridges it to the server's websocket proxy, never anyone else.
+        x.push_str("    <graphics type='vnc' autoport='yes' listen='127.0.0.1'>\n");
+        x.push_str("      <listen type='address' address='127.0.0.1'/>\n    </graphics>\n");
+        x.push_str("    <video>\n      <model type='vga'/>\n    </video>\n");
         x.push_str("    <memballoon model='virtio'/>\n");
         x.push_str("    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>\n");
     } else {
@@ -486,6 +501,22 @@ mod tests {
         let xml = domain_xml(&spec(VirtType::Kvm));
         assert!(xml.starts_with("<domain type='kvm'>"));
         assert!(xml.contains("<cpu mode='host-passthrough'/>"));
+    }
+
+    #[test]
+    fn qemu_guests_get_a_loopback_vnc_display_and_the_port_is_read_back() {
+        let xml = domain_xml(&spec(VirtType::Qemu));
+        let graphics = element(&xml, "graphics");
+        assert_eq!(graphics.len(), 1);
+        assert!(graphics[0].starts_with("<graphics type='vnc' autoport='yes' listen='127.0.0.1'>"));
+        assert!(graphics[0].contains("<listen type='address' address='127.0.0.1'/>"));
+        assert_eq!(element(&xml, "video").len(), 1);
+        assert_eq!(element(&domain_xml(&spec(VirtType::Test)), "graphics").len(), 0);
+        let live =
+            "<domain><devices><graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'/></devices></domain>";
+        assert_eq!(vnc_port(live), Some(5901));
+        assert_eq!(vnc_port("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>"), None);
+        assert_eq!(vnc_port("<domain><devices/></domain>"), None);
     }
 
     #[test]

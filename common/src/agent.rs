@@ -23,6 +23,13 @@
 //! | report | `POST {server}/agent/v1/work/{work_id}/events` ([`WorkEvent`]) → 204 |
 //! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
+//! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
+//!
+//! A console request ([`Action::Console`]) is not durable work: it is handed out once by the
+//! long poll, never acknowledged with events, and the agent runs it beside the instance's
+//! queue. The agent opens a websocket to the session's route (host credential) and carries the
+//! console's bytes in binary frames both ways until either side closes; a close frame's reason
+//! says why a console could not be opened or ended.
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +142,22 @@ pub enum Action {
     ConsoleLog {
         lines: Option<u32>,
     },
+    /// Connect an interactive console to the server's session `session`
+    /// (`{server}/agent/v1/consoles/{session}`). The work item's id is the session id.
+    Console {
+        session: String,
+        protocol: ConsoleProtocol,
+    },
+}
+
+/// Which console of a domain an [`Action::Console`] opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleProtocol {
+    /// The first serial port, through libvirt (`virDomainOpenConsole`).
+    Serial,
+    /// The domain's VNC server (raw RFB over TCP on the host's loopback).
+    Vnc,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

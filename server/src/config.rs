@@ -48,6 +48,25 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Keystone's `[security_compliance]` account lockout.
     pub security_compliance: SecurityCompliance,
+    /// Remote consoles (serial and VNC through the server's websocket proxy).
+    pub console: ConsoleSettings,
+}
+
+/// Remote consoles (`[console]` in the file).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// How long a console URL's token may wait before it is used (Nova's `[consoleauth]
+    /// token_ttl`); a token works once.
+    pub token_ttl_secs: u64,
+    /// Where noVNC's files are (Debian's `novnc` package), served under `/console/novnc/`.
+    pub novnc_dir: PathBuf,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings { token_ttl_secs: 600, novnc_dir: PathBuf::from("/usr/share/novnc") }
+    }
 }
 
 /// Bounds on what unauthenticated callers can make the server do (`[limits]` in the file).
@@ -181,6 +200,7 @@ impl fmt::Debug for Config {
             .field("pagination_max_limit", &self.pagination_max_limit)
             .field("limits", &self.limits)
             .field("security_compliance", &self.security_compliance)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -208,6 +228,7 @@ impl fmt::Debug for FileSettings {
             .field("pagination_max_limit", &self.pagination_max_limit)
             .field("limits", &self.limits)
             .field("security_compliance", &self.security_compliance)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -268,6 +289,7 @@ pub struct FileSettings {
     pub pagination_max_limit: Option<i64>,
     pub limits: Option<LimitSettings>,
     pub security_compliance: Option<SecurityCompliance>,
+    pub console: Option<ConsoleSettings>,
 }
 
 /// Flags shared by every subcommand; each also reads its `MERIDIAN_*` variable. `Debug` redacts
@@ -391,6 +413,11 @@ impl CommonArgs {
                 .unwrap_or(DEFAULT_PAGINATION_MAX_LIMIT),
             limits: self.limit_settings(file.limits)?,
             security_compliance: self.security_compliance(file.security_compliance)?,
+            console: {
+                let c = file.console.unwrap_or_default();
+                anyhow::ensure!(c.token_ttl_secs > 0, "[console] token_ttl_secs must be positive");
+                c
+            },
         })
     }
 

@@ -273,6 +273,13 @@ const ROUTES: &[Route] = &[
     ),
     r(
         "POST",
+        "/compute/v2.1/servers/{id}/remote-consoles",
+        &["server"],
+        Admin,
+        Kind::Json(|_| json!({"remote_console": {"protocol": "serial", "type": "serial"}})),
+    ),
+    r(
+        "POST",
         "/compute/v2.1/servers/{id}/metadata",
         &["server"],
         Admin,

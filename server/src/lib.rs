@@ -75,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         // Probes and metrics for the operator (unauthenticated, see ops.rs), and every request
         // above counted and timed by its matched route (429s and 504s included).
         .merge(ops::router())
+        // Console websockets and noVNC's files: long-lived or static, outside the services.
+        .merge(compute::consoles::router(&state))
         .layer(axum::middleware::from_fn(ops::track_requests))
         // Outermost, so the trace span, every fault and every response carry the id.
         .layer(axum::middleware::from_fn(request_id::assign))

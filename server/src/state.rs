@@ -32,6 +32,8 @@ pub struct AppState {
     pub agent_creds: Arc<crate::compute::agents::CredentialCache>,
     /// Password hashing pool, per-address rate limits, request timeout.
     pub limits: Arc<crate::limits::Limits>,
+    /// Remote console requests waiting for agents, and sessions waiting to be joined.
+    pub consoles: Arc<crate::compute::consoles::Consoles>,
 }
 
 /// In-process wake-ups; the database stays the source of truth (a missed signal only delays
@@ -111,6 +113,7 @@ impl AppState {
             liveness: Arc::default(),
             agent_creds: Arc::default(),
             limits,
+            consoles: Arc::default(),
         }
     }
 

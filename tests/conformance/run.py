@@ -74,7 +74,7 @@ FEATURES = {
         "personality": False,
         "attach_encrypted_volume": False,
         "serial_console": False,
-        "vnc_console": False,
+        "vnc_console": True,
         "spice_console": False,
         "rdp_console": False,
         "scheduler_enabled_filters": "RetryFilter,AvailabilityZoneFilter,ComputeFilter,ImagePropertiesFilter",

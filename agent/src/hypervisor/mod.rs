@@ -149,6 +149,24 @@ pub enum HvError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot open the serial console of domain {name}")]
+    OpenConsole {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("this hypervisor has no serial console to open")]
+    NoConsole,
+}
+
+/// A domain's serial console, open full duplex. Blocking and thread-safe: one thread reads
+/// while another writes; [`SerialConsole::abort`] ends a read blocked in another thread.
+pub trait SerialConsole: Send + Sync {
+    /// Guest output; 0 at the end (the guest stopped, or another attach took over).
+    fn read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Sends all of `data` to the guest.
+    fn write_all(&self, data: &[u8]) -> std::io::Result<()>;
+    fn abort(&self);
 }
 
 /// The operations the controller drives. Implementations are blocking and thread-safe.
@@ -184,4 +202,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError>;
     /// Stops and undefines a network; a missing one is fine.
     fn remove_network(&self, name: &str) -> Result<(), HvError>;
+    /// Attaches to the first serial console, taking it over from any other attach (as Nova
+    /// does; virtlogd keeps logging it).
+    fn open_serial(&self, name: &str) -> Result<std::sync::Arc<dyn SerialConsole>, HvError> {
+        let _ = name;
+        Err(HvError::NoConsole)
+    }
 }

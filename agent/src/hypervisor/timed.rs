@@ -61,4 +61,7 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn remove_network(&self, name: &str) -> Result<(), HvError> {
         timed("remove_network", || self.0.remove_network(name))
     }
+    fn open_serial(&self, name: &str) -> Result<std::sync::Arc<dyn super::SerialConsole>, HvError> {
+        timed("open_serial", || self.0.open_serial(name))
+    }
 }

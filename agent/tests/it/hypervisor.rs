@@ -115,3 +115,23 @@ fn networks_and_dhcp_hosts() {
     hv.remove_dhcp_host(&net, "fa:16:3e:00:00:01").expect("no network, nothing to remove");
     assert!(hv.set_dhcp_host(&net, "fa:16:3e:00:00:01", "10.9.0.5").is_err());
 }
+
+#[test]
+fn the_test_driver_has_no_serial_console_and_says_so() {
+    let hv = libvirt();
+    let id = Uuid::new_v4();
+    let name = xml::domain_name(&id);
+    let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
+    hv.define(&xml::domain_xml(&spec(id, vec![]))).expect("define");
+    hv.start(&name).expect("start");
+    // libvirt's test driver implements no console streams: a clear error, not a fake console.
+    let err = match hv.open_serial(&name) {
+        Ok(_) => panic!("the test driver opened a serial console"),
+        Err(e) => meridian_agent::controller::chain(&e),
+    };
+    assert!(err.starts_with(&format!("cannot open the serial console of domain {name}")), "{err}");
+    assert!(err.contains("not supported"), "{err}");
+    hv.destroy(&name).expect("destroy");
+    hv.undefine(&name).expect("undefine");
+    assert!(matches!(hv.open_serial(&name), Err(meridian_agent::hypervisor::HvError::NoDomain(_))));
+}

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/work/{id}/events", post(work_event))
         .route("/events", post(work_events))
         .route("/images/{id}/file", get(image_file))
+        .route("/consoles/{session}", get(super::consoles::agent_join))
 }
 
 /// The bearer token of a request (`Authorization: Bearer …`), trimmed.
@@ -223,11 +224,15 @@ async fn poll_work(
     let signal = state.signals.get(&host_id);
     loop {
         let notified = signal.notified();
+        // Console requests first: they are not durable work and must not wait behind any.
+        let mut items = state.consoles.take_requests(&host_id);
         let leased = state.store.lease_work(&host_id, lease, 64).await?;
-        if !leased.is_empty() {
+        if !leased.is_empty() || !items.is_empty() {
             // Work is durable before any host acts on it (its build, placement and lease).
-            state.store.sync().await?;
-            let mut items = Vec::with_capacity(leased.len());
+            if !leased.is_empty() {
+                state.store.sync().await?;
+            }
+            items.reserve(leased.len());
             for w in leased {
                 match serde_json::from_str::<Action>(&w.action) {
                     Ok(action) => items.push(WorkItem {

@@ -513,6 +513,10 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
     let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
     let id = work.instance_id.as_str();
     match (&action, event) {
+        // Console sessions are never stored as work, so no event can name one.
+        (Action::Console { .. }, _) => {
+            return Err(ConductError::Invalid("console sessions report no events".into()));
+        }
         (Action::Build(_), WorkEvent::Progress { task_state }) => {
             if !matches!(task_state.as_str(), "block_device_mapping" | "spawning") {
                 return Err(ConductError::Invalid(format!("unknown build progress '{task_state}'")));

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod conductor;
+pub mod consoles;
 mod events;
 mod extensions;
 mod flavors;
@@ -75,6 +76,8 @@ fn api() -> Router<AppState> {
         .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
+        .route("/servers/{id}/remote-consoles", post(consoles::create))
+        .route("/os-console-auth-tokens/{token}", get(consoles::show_token))
         .route("/servers/{id}/ips", get(servers::list_ips))
         .route("/servers/{id}/ips/{network}", get(servers::show_ips))
         .route(
@@ -188,3 +191,6 @@ mod server_tests;
 
 #[cfg(test)]
 mod agent_tests;
+
+#[cfg(test)]
+mod console_tests;

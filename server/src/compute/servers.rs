@@ -999,6 +999,7 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
 /// `POST /servers/{id}/action`
 pub async fn action(
     State(state): State<AppState>,
+    Extension(v): Extension<ApiVersion>,
     ctx: Ctx,
     Path(id): Path<String>,
     Json(body): Json<Value>,
@@ -1008,6 +1009,9 @@ pub async fn action(
         .filter(|o| o.len() == 1)
         .ok_or_else(|| bad("The action body must hold exactly one action."))?;
     let (name, args) = obj.iter().next().ok_or_else(|| bad("No action given."))?;
+    if let Some(answer) = super::consoles::action(&state, &ctx, v, &id, name, &body).await {
+        return answer;
+    }
     match name.as_str() {
         "os-stop" | "os-start" | "reboot" => {
             ctx.require_member(&format!("os_compute_api:servers:{name}"))?;

@@ -8,6 +8,7 @@
 pub mod app_creds;
 pub mod catalog;
 pub mod compute;
+pub mod consoles;
 pub mod hosts;
 pub mod identity;
 pub mod image;

@@ -8,7 +8,7 @@
 //!   included: nothing reads a finished item again (an agent repeating an event for one that is
 //!   gone is told it was taken).
 //! - Expired tokens (an expired token is refused like an unknown one; revocation is a flag on
-//!   the token's row, so it goes with it).
+//!   the token's row, so it goes with it), and expired unused console tokens.
 //!
 //! Everything goes in bounded batches, each its own short transaction, with a pause between
 //! batches: on SQLite there is one writer, and a purge must not hold it for long.
@@ -29,11 +29,12 @@ pub struct Purged {
     pub ports: u64,
     pub ip_allocations: u64,
     pub tokens: u64,
+    pub console_auth_tokens: u64,
 }
 
 impl Purged {
     /// Each table with its count, in a fixed order (for reports).
-    pub fn tables(&self) -> [(&'static str, u64); 8] {
+    pub fn tables(&self) -> [(&'static str, u64); 9] {
         [
             ("instances", self.instances),
             ("instance_transitions", self.instance_transitions),
@@ -43,6 +44,7 @@ impl Purged {
             ("ports", self.ports),
             ("ip_allocations", self.ip_allocations),
             ("tokens", self.tokens),
+            ("console_auth_tokens", self.console_auth_tokens),
         ]
     }
 
@@ -59,6 +61,7 @@ impl Purged {
         self.ports += o.ports;
         self.ip_allocations += o.ip_allocations;
         self.tokens += o.tokens;
+        self.console_auth_tokens += o.console_auth_tokens;
     }
 }
 
@@ -134,6 +137,14 @@ impl Store {
         loop {
             let n = self.purge_expired_tokens(&cutoffs.expired_before, batching.size).await?;
             total.tokens += n;
+            if n < full {
+                break;
+            }
+            tokio::time::sleep(batching.pause).await;
+        }
+        loop {
+            let n = self.purge_expired_console_tokens(&cutoffs.expired_before, batching.size).await?;
+            total.console_auth_tokens += n;
             if n < full {
                 break;
             }
