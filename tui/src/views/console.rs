@@ -61,6 +61,9 @@ pub struct ConsolePane {
     /// layout state in cells that drawing writes).
     parser: RefCell<vt100::Parser>,
     input: Option<UnboundedSender<Vec<u8>>>,
+    /// Whether the guest sent anything since the websocket opened: a serial line replays
+    /// nothing, so a guest idle at its prompt leaves the pane blank until a key.
+    heard: bool,
 }
 
 impl ConsolePane {
@@ -74,6 +77,7 @@ impl ConsolePane {
             state: PaneState::Requesting,
             parser: RefCell::new(vt100::Parser::new(24, 80, SCROLLBACK)),
             input: None,
+            heard: false,
         }
     }
 
@@ -106,6 +110,7 @@ impl ConsolePane {
                 self.state = PaneState::Connected;
             }
             ConsoleEvent::Output { session, bytes } if session == self.session => {
+                self.heard |= !bytes.is_empty();
                 self.parser.get_mut().process(&bytes);
             }
             ConsoleEvent::Closed { session, reason } if session == self.session => {
@@ -265,6 +270,12 @@ impl ConsolePane {
             cursor.hide();
         }
         f.render_widget(PseudoTerminal::new(screen).block(block).cursor(cursor), area);
+        if self.connected() && !self.heard && inner.height > 0 {
+            // Said once, over the still blank screen, until the guest's first byte.
+            let hint = "connected; the guest has printed nothing since — Enter asks it for a prompt";
+            let at = Rect { height: 1, ..inner };
+            f.render_widget(Paragraph::new(Span::styled(hint, theme.muted())).style(theme.base()), at);
+        }
         if let PaneState::Closed(msg) = &self.state {
             // The reason sits on the pane's last line, over whatever the guest printed.
             let h = 2.min(inner.height);
@@ -311,6 +322,26 @@ mod tests {
         assert_eq!(pane.state, PaneState::Closed("gone".into()));
         assert_eq!(press(&mut pane, KeyCode::Char('a'), KeyModifiers::NONE), ConsoleEffect::Reattach);
         assert_eq!(press(&mut pane, KeyCode::Esc, KeyModifiers::NONE), ConsoleEffect::Close);
+    }
+
+    #[test]
+    fn a_silent_guest_gets_a_hint_until_its_first_byte() {
+        let draw = |pane: &ConsolePane| {
+            let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(90, 6)).expect("terminal");
+            term.draw(|f| pane.draw(f, f.area(), &Theme::dark())).expect("draw");
+            let buf = term.backend().buffer().clone();
+            (0..buf.area.height)
+                .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut pane = ConsolePane::new("id".into(), "web1".into(), "ACTIVE".into(), 1);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        pane.on_event(ConsoleEvent::Opened { session: 1, input: tx });
+        assert!(draw(&pane).contains("Enter asks it for a prompt"), "{}", draw(&pane));
+        pane.on_event(ConsoleEvent::Output { session: 1, bytes: b"\r\nweb1 login: ".to_vec() });
+        let screen = draw(&pane);
+        assert!(screen.contains("web1 login:") && !screen.contains("Enter asks"), "{screen}");
     }
 
     #[test]
