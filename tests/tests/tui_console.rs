@@ -2,9 +2,10 @@
 //! real server and agent on `qemu:///system` (the server's remote-console API and websocket
 //! proxy, the agent attached through libvirt). `a` on the instance, the guest's login prompt in
 //! the pane, `root` logged in (the guest image's console asks no password), `hostname` answered
-//! by the guest, Ctrl-] back to a dashboard that takes keys; then the instance stopped from the
-//! dashboard and `a` again says plainly that it is not running. `MERIDIAN_SKIP_REAL_VM=1` skips
-//! the tier; a Drop guard removes the guest and its network even when the test fails.
+//! by the guest, Ctrl-] back to a dashboard that takes keys; attached again, the instance stopped
+//! under the pane ends it with the proxy's reason; `a` on the stopped instance says plainly that
+//! it is not running. `MERIDIAN_SKIP_REAL_VM=1` skips the tier; a Drop guard removes the guest and
+//! its network even when the test fails.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -174,9 +175,17 @@ async fn attach_log_in_run_hostname_and_detach_from_the_dashboard() {
     tmux.keys(&["Enter"]);
     tmux.wait("the instances view", 10, &logs, |s| s.lines().any(|l| l.contains("tuiconvm")));
 
-    // Stopped from the dashboard; `a` then says plainly why there is no console.
-    tmux.type_text("S");
+    // Attached again (a fresh single-use URL), the instance stops under the pane: the pane
+    // shows why the console ended, in the proxy's words, and Esc closes it.
+    tmux.type_text("a");
+    tmux.wait("the second attach", IO_SECS, &logs, |s| s.contains("Console tuiconvm") && s.contains("connected"));
+    admin.post("compute", &format!("/servers/{id}/action"), &json!({"os-stop": null})).await.expect("stop");
+    let s = tmux.wait("the end of the console", BOOT_SECS, &logs, |s| s.contains("the console closed"));
+    assert!(s.contains("console of host") && s.contains("the guest's console closed"), "{s}");
+    tmux.keys(&["Escape"]);
     tmux.wait("SHUTOFF", BOOT_SECS, &logs, |s| s.lines().any(|l| l.contains("tuiconvm") && l.contains("SHUTOFF")));
+
+    // `a` on the stopped instance says plainly why there is no console.
     tmux.type_text("a");
     let s =
         tmux.wait("the not-running message", IO_SECS, &logs, |s| s.contains("tuiconvm is SHUTOFF; start it to attach"));
