@@ -4,8 +4,8 @@
 //!
 //! The pieces live elsewhere: the resource views and their registry in [`crate::views`], the
 //! detail pane in [`crate::views::detail`], overlays in [`crate::overlays`]. This module routes
-//! keys (`on_key` → the open overlay, or the keymap → `on_action` → the open detail, else the
-//! current view) and folds responses into the state. The console pane, ssh, key pair creation
+//! keys (`on_key` → the open overlay, else the open console pane, or the keymap → `on_action` →
+//! the open detail, else the current view) and folds responses into the state. The console pane, ssh, key pair creation
 //! and copying are glued in by the child module `reach`.
 
 use std::cell::RefCell;
@@ -1344,6 +1344,8 @@ impl App {
                 (Action::Delete, "delete"),
                 (Action::Console, "console"),
                 (Action::Mark, "mark"),
+                (Action::Attach, "attach"),
+                (Action::Ssh, "ssh"),
                 (Action::Help, "help"),
             ]
         } else if self.view == View::Assignments {
@@ -1363,6 +1365,15 @@ impl App {
                 (Action::Launch, "create"),
                 (Action::ToggleEnabled, "disable/enable"),
                 (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Keypairs {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
