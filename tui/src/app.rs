@@ -1,157 +1,52 @@
 //! The application state and its three entry points: keys and mouse in, worker responses in,
-//! a frame out. Nothing here touches the network: requests go to the worker's channel.
+//! a frame out. Nothing here touches the network or the disk: requests (the state file's writes
+//! among them) go to the worker's channel.
+//!
+//! The pieces live elsewhere: the resource views and their registry in [`crate::views`], the
+//! detail pane in [`crate::views::detail`], overlays in [`crate::overlays`]. This module routes
+//! keys (`on_key` → the open overlay, else the open console pane, or the keymap → `on_action` →
+//! the open detail, else the current view) and folds responses into the state. The console pane, ssh, key pair creation
+//! and copying are glued in by the child module `reach`.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyEvent, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, Wrap};
-use serde_json::Value;
-use tokio::sync::mpsc::UnboundedSender;
-use tui_textarea::TextArea;
+use ratatui::widgets::{Block, Paragraph};
 
-use crate::component::{Component, Outcome, centered, dialog, field, text_of};
+use crate::component::{Component, Outcome};
 use crate::config::{Profile, State};
 use crate::keymap::{Action, Keymap};
 use crate::login::{LoginForm, Picker};
-use crate::model::{
-    Flavor, Hypervisor, Image, Keypair, Network, Project, Server, Service, Transition, power_state_name,
-};
-use crate::table::{CellCtx, Resource, ResourceTable};
+use crate::model::{Keypair, Server};
+use crate::overlays::{self, Confirm, CreateForm, Effect, Filter, Help, Overlay, Palette, Projects, Report, Verb};
+use crate::table::{CellCtx, Progress};
 use crate::theme::Theme;
-use crate::wizard::Wizard;
+use crate::views::console::ConsolePane;
+use crate::views::detail::{Detail, DetailEffect, Tab, printable};
+use crate::views::{Tables, overview};
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
 
-// Console pane, ssh, key pairs and copy: the glue lives in app/reach.rs (hooks marked `reach:`).
 mod reach;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum View {
-    Overview,
-    Servers,
-    Flavors,
-    Images,
-    Networks,
-    Keypairs,
-    Hypervisors,
-    Services,
-}
+pub use crate::overlays::palette::completions;
+pub use crate::views::View;
 
-impl View {
-    pub const ALL: [View; 8] = [
-        View::Overview,
-        View::Servers,
-        View::Flavors,
-        View::Images,
-        View::Networks,
-        View::Keypairs,
-        View::Hypervisors,
-        View::Services,
-    ];
-    pub fn title(self) -> &'static str {
-        match self {
-            View::Overview => "Overview",
-            View::Servers => "Instances",
-            View::Flavors => "Flavors",
-            View::Images => "Images",
-            View::Networks => "Networks",
-            View::Keypairs => "Keypairs",
-            View::Hypervisors => "Hypervisors",
-            View::Services => "Services",
-        }
-    }
-    /// The palette command (`:servers`).
-    pub fn command(self) -> &'static str {
-        match self {
-            View::Overview => "overview",
-            View::Servers => "servers",
-            View::Flavors => "flavors",
-            View::Images => "images",
-            View::Networks => "networks",
-            View::Keypairs => "keypairs",
-            View::Hypervisors => "hypervisors",
-            View::Services => "services",
-        }
-    }
-    pub fn kind(self) -> Option<Kind> {
-        Some(match self {
-            View::Overview => return None,
-            View::Servers => Kind::Servers,
-            View::Flavors => Kind::Flavors,
-            View::Images => Kind::Images,
-            View::Networks => Kind::Networks,
-            View::Keypairs => Kind::Keypairs,
-            View::Hypervisors => Kind::Hypervisors,
-            View::Services => Kind::Services,
-        })
-    }
-    /// The view that lists a kind.
-    pub fn of_kind(kind: Kind) -> View {
-        match kind {
-            Kind::Servers => View::Servers,
-            Kind::Flavors => View::Flavors,
-            Kind::Images => View::Images,
-            Kind::Networks => View::Networks,
-            Kind::Keypairs => View::Keypairs,
-            Kind::Hypervisors => View::Hypervisors,
-            Kind::Services => View::Services,
-        }
-    }
-    pub fn admin_only(self) -> bool {
-        matches!(self, View::Hypervisors | View::Services)
-    }
-}
-
-/// Palette commands besides the views, with aliases.
-const COMMANDS: &[&str] = &["launch", "project", "theme", "refresh", "help", "quit"];
-const ALIASES: &[(&str, View)] = &[("instances", View::Servers), ("vms", View::Servers), ("subnets", View::Networks)];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tab {
-    Fields,
-    Timeline,
-    Console,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Raw {
-    Fields,
-    Json,
-    Yaml,
-}
-
-struct Detail {
-    view: View,
-    id: String,
-    tab: Tab,
-    raw: Raw,
-    scroll: u16,
-    follow: bool,
-    timeline: Option<(Vec<Transition>, &'static str)>,
-    console: Option<String>,
-    /// Lines of the last drawn body, to clamp scrolling and follow the end.
-    body_lines: u16,
-    body_height: u16,
-}
-
-enum Overlay {
-    Palette { input: TextArea<'static>, sel: usize },
-    Filter(TextArea<'static>),
-    Help { scroll: u16 },
-    Confirm { kind: Kind, id: String, name: String },
-    Wizard(Box<Wizard>),
-    Projects { projects: Vec<Project>, sel: usize },
-    Login(LoginForm),
-    // reach: the create-key-pair form, the once-only private key, the ssh login-user prompt.
-    KeyForm(Box<crate::keys::KeyForm>),
-    KeyCreated(Box<crate::keys::Created>),
-    SshUser { input: TextArea<'static>, call: Box<crate::ssh::SshCall> },
+/// A bulk action under way: which rows still wait for the cloud's answer, which failed.
+struct Bulk {
+    verb: Verb,
+    kind: Kind,
+    total: usize,
+    /// ID → name of the rows without an answer yet.
+    waiting: HashMap<String, String>,
+    failed: Vec<(String, String)>,
 }
 
 pub enum Screen {
@@ -168,29 +63,34 @@ enum Pending {
     Overview,
     Timeline,
     Console,
+    Actions,
+    Create,
     Action(String),
     Launch,
     Import,
     Projects,
-    // reach: a console URL or websocket on its way.
+    /// A console URL or websocket on its way.
     Attach,
 }
 
-fn pending_of(r: &Request) -> Pending {
-    match r {
+fn pending_of(r: &Request) -> Option<Pending> {
+    Some(match r {
         Request::Login(_) | Request::SwitchProject { .. } => Pending::Login,
         Request::List(k) => Pending::List(*k),
         Request::Overview => Pending::Overview,
         Request::Timeline(_) => Pending::Timeline,
         Request::Console(_) => Pending::Console,
+        Request::Actions(_) => Pending::Actions,
+        Request::Create(_) => Pending::Create,
+        Request::SetEnabled { id, .. } => Pending::Action(id.clone()),
         Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
-        // reach:
         Request::SerialConsole { .. } | Request::ConsoleConnect { .. } => Pending::Attach,
         Request::CreateKeypair { .. } => Pending::Import,
-    }
+        Request::SaveState { .. } | Request::AllProjects(_) | Request::ProjectNames => return None,
+    })
 }
 
 /// Settings the app starts with.
@@ -203,6 +103,8 @@ pub struct AppConfig {
     pub state: State,
     /// Clouds from clouds.yaml, offered by the project/cloud switcher.
     pub clouds: Vec<Profile>,
+    /// Told whether the instances list is on screen (the poller watches it closely only then).
+    pub instances_visible: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for AppConfig {
@@ -214,6 +116,7 @@ impl Default for AppConfig {
             state_path: None,
             state: State::default(),
             clouds: Vec::new(),
+            instances_visible: None,
         }
     }
 }
@@ -226,19 +129,14 @@ const STABLE_REFRESH: Duration = Duration::from_secs(60);
 const AGE_REDRAW: Duration = Duration::from_secs(30);
 
 pub struct App {
-    tx: UnboundedSender<Request>,
+    tx: tokio::sync::mpsc::UnboundedSender<Request>,
     pub screen: Screen,
     pub session: Option<SessionInfo>,
     profile: Option<Profile>,
     view: View,
     history: Vec<View>,
-    pub servers: ResourceTable<Server>,
-    flavors: ResourceTable<Flavor>,
-    images: ResourceTable<Image>,
-    networks: ResourceTable<Network>,
-    keypairs: ResourceTable<Keypair>,
-    hypervisors: ResourceTable<Hypervisor>,
-    services: ResourceTable<Service>,
+    /// Every resource table, by kind (see `views::registry!`).
+    pub tables: Tables,
     overview: Option<Overview>,
     detail: Option<Detail>,
     overlay: Option<Overlay>,
@@ -251,17 +149,24 @@ pub struct App {
     flavor_names: HashMap<String, String>,
     /// Rows shown with an action's expected state: their last real state, to restore on failure.
     expected: HashMap<String, Server>,
+    bulk: Option<Bulk>,
+    /// An admin's all-projects view of the project-scoped lists.
+    all_projects: bool,
+    project_names: HashMap<String, String>,
     pub quit: bool,
     /// A fixed clock (snapshot tests); `None`: the real one.
     pub clock: Option<DateTime<Utc>>,
     cfg: AppConfig,
-    tab_areas: Vec<(Rect, View)>,
+    /// Where the last frame drew each tab (for clicks); drawing records it.
+    tab_areas: RefCell<Vec<(Rect, View)>>,
     last_click: Option<(Instant, u16)>,
     next_console: Option<Instant>,
     next_refresh: Option<Instant>,
-    // reach: the open console pane, attach counter, text to copy, ssh to run (app/reach.rs).
-    console: Option<crate::console_pane::ConsolePane>,
+    /// The open console pane (it replaces the view while open) and the attach counter that
+    /// tells its websocket's events from an earlier attach's.
+    console: Option<ConsolePane>,
     console_sessions: u64,
+    /// Text for the event loop to put on the clipboard, and ssh for it to run.
     clipboard: Option<String>,
     ssh: Option<crate::ssh::SshCall>,
 }
@@ -274,51 +179,14 @@ macro_rules! cctx {
             now: $app.clock.unwrap_or_else(Utc::now),
             image_names: &$app.image_names,
             flavor_names: &$app.flavor_names,
+            all_projects: $app.all_projects,
+            project_names: &$app.project_names,
         }
     };
 }
 
-macro_rules! on_table {
-    ($app:ident, $view:expr, |$t:ident, $ctx:ident| $body:expr) => {{
-        let admin = $app.admin();
-        let now = $app.now();
-        let $ctx = &CellCtx { admin, now, image_names: &$app.image_names, flavor_names: &$app.flavor_names };
-        match $view {
-            View::Servers => {
-                let $t = &mut $app.servers;
-                Some($body)
-            }
-            View::Flavors => {
-                let $t = &mut $app.flavors;
-                Some($body)
-            }
-            View::Images => {
-                let $t = &mut $app.images;
-                Some($body)
-            }
-            View::Networks => {
-                let $t = &mut $app.networks;
-                Some($body)
-            }
-            View::Keypairs => {
-                let $t = &mut $app.keypairs;
-                Some($body)
-            }
-            View::Hypervisors => {
-                let $t = &mut $app.hypervisors;
-                Some($body)
-            }
-            View::Services => {
-                let $t = &mut $app.services;
-                Some($body)
-            }
-            View::Overview => None,
-        }
-    }};
-}
-
 impl App {
-    pub fn new(tx: UnboundedSender<Request>, screen: Screen, cfg: AppConfig) -> App {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Request>, screen: Screen, cfg: AppConfig) -> App {
         App {
             tx,
             screen,
@@ -326,13 +194,7 @@ impl App {
             profile: None,
             view: View::Servers,
             history: Vec::new(),
-            servers: ResourceTable::default(),
-            flavors: ResourceTable::default(),
-            images: ResourceTable::default(),
-            networks: ResourceTable::default(),
-            keypairs: ResourceTable::default(),
-            hypervisors: ResourceTable::default(),
-            services: ResourceTable::default(),
+            tables: Tables::default(),
             overview: None,
             detail: None,
             overlay: None,
@@ -344,10 +206,13 @@ impl App {
             image_names: HashMap::new(),
             flavor_names: HashMap::new(),
             expected: HashMap::new(),
+            bulk: None,
+            all_projects: false,
+            project_names: HashMap::new(),
             quit: false,
             clock: None,
             cfg,
-            tab_areas: Vec::new(),
+            tab_areas: RefCell::new(Vec::new()),
             last_click: None,
             next_console: None,
             next_refresh: None,
@@ -393,18 +258,32 @@ impl App {
         self.session.as_ref().is_some_and(|s| s.admin)
     }
 
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.unwrap_or_else(Utc::now)
+    fn send(&mut self, r: Request) {
+        if let Some(p) = pending_of(&r) {
+            self.pending.insert(p);
+        }
+        let _ = self.tx.send(r);
     }
 
-    fn send(&mut self, r: Request) {
-        self.pending.insert(pending_of(&r));
-        let _ = self.tx.send(r);
+    /// Has the worker write the state file (the update path does no file I/O).
+    fn save_state(&mut self) {
+        if let Some(path) = self.cfg.state_path.clone() {
+            let state = self.cfg.state.clone();
+            self.send(Request::SaveState { path, state });
+        }
+    }
+
+    /// Tells the poller whether the instances list is on screen (only when that changed).
+    fn sync_visibility(&self) {
+        let shown = matches!(self.screen, Screen::Main) && self.view == View::Servers;
+        if let Some(tx) = &self.cfg.instances_visible {
+            tx.send_if_modified(|v| std::mem::replace(v, shown) != shown);
+        }
     }
 
     /// Whether the servers table holds data (the first "data frame", for the benchmark).
     pub fn has_data(&self) -> bool {
-        self.servers.loaded
+        self.tables.servers.loaded
     }
 
     pub fn view(&self) -> View {
@@ -452,7 +331,11 @@ impl App {
     // ---------------------------------------------------------------- responses
 
     pub fn on_response(&mut self, r: Response) {
-        let Some(r) = self.reach_response(r) else { return }; // reach:
+        self.reduce(r);
+        self.sync_visibility();
+    }
+
+    fn reduce(&mut self, r: Response) {
         match r {
             Response::LoggedIn(info) => self.logged_in(info),
             Response::NeedLogin { message } => {
@@ -490,6 +373,31 @@ impl App {
                     d.timeline = Some((entries, source));
                 }
             }
+            Response::EnabledSet { kind, name, enabled } => {
+                self.pending.retain(|p| !matches!(p, Pending::Action(_)));
+                self.send(Request::List(kind));
+                self.info = Some(format!("{} {} {name}", if enabled { "enabled" } else { "disabled" }, kind.noun()));
+            }
+            Response::Created { kind, name } => {
+                self.pending.remove(&Pending::Create);
+                if matches!(self.overlay, Some(Overlay::Create(_))) {
+                    self.overlay = None;
+                }
+                self.send(Request::List(kind));
+                if kind == Kind::Networks {
+                    self.send(Request::List(Kind::Subnets));
+                }
+                let label = if name.is_empty() { String::new() } else { format!(" {name}") };
+                self.info = Some(format!("created {}{label}", kind.noun()));
+            }
+            Response::Actions { id, actions } => {
+                self.pending.remove(&Pending::Actions);
+                if let Some(d) = &mut self.detail
+                    && d.id == id
+                {
+                    d.actions = Some(actions);
+                }
+            }
             Response::Console { id, output } => {
                 self.pending.remove(&Pending::Console);
                 if let Some(d) = &mut self.detail
@@ -504,17 +412,20 @@ impl App {
             Response::Accepted { id, op } => {
                 self.pending.remove(&Pending::Action(id.clone()));
                 self.info = Some(format!("{} accepted", op.verb()));
+                self.bulk_answer(&id, None);
             }
             Response::Deleted { kind, id, name } => {
                 self.pending.remove(&Pending::Action(id.clone()));
                 if matches!(&self.error, Some((_, Some(Request::Delete { id: failed, .. }))) if *failed == id) {
                     self.error = None;
                 }
-                on_table!(self, View::of_kind(kind), |t, ctx| t.remove(&id, ctx));
+                let ctx = cctx!(self);
+                self.tables.get_mut(kind).remove(&id, &ctx);
                 if self.detail.as_ref().is_some_and(|d| d.id == id) {
                     self.detail = None;
                 }
                 self.info = Some(format!("deleted {} {}", kind.noun(), if name.is_empty() { &id } else { &name }));
+                self.bulk_answer(&id, None);
             }
             Response::Launched(servers) => {
                 self.pending.remove(&Pending::Launch);
@@ -522,8 +433,9 @@ impl App {
                     self.error = None;
                 }
                 let n = servers.len();
+                let ctx = cctx!(self);
                 for s in servers {
-                    self.servers.upsert(s, &cctx!(self));
+                    self.tables.servers.upsert(s, &ctx);
                 }
                 if matches!(self.overlay, Some(Overlay::Wizard(_))) {
                     self.overlay = None;
@@ -546,7 +458,19 @@ impl App {
                     .iter()
                     .position(|p| self.session.as_ref().is_some_and(|s| s.project_id == p.id))
                     .unwrap_or(0);
-                self.overlay = Some(Overlay::Projects { projects, sel });
+                self.overlay = Some(Overlay::Projects(Projects { projects, sel }));
+            }
+            Response::ProjectNames(names) => {
+                self.project_names = names;
+                // The PROJECT column's text (filtered and sorted on) changed.
+                let ctx = cctx!(self);
+                for &k in Kind::ALL {
+                    if k.scoped() {
+                        let t = self.tables.get_mut(k);
+                        let f = t.filter().to_string();
+                        t.set_filter(&f, &ctx);
+                    }
+                }
             }
             Response::ServerUpdate(s) => self.server_update(*s),
             Response::Transition { server_id, entry } => {
@@ -564,11 +488,32 @@ impl App {
                     entries.push(entry);
                 }
             }
+            Response::ConsoleUrl { id, result } => self.console_url(id, result),
+            Response::ConsoleEvent(ev) => self.console_event(ev),
+            Response::KeypairCreated(c) => self.keypair_created(c),
             Response::LiveMode(m) => self.live = m,
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
             Response::Failed { request, message } => {
-                self.pending.remove(&pending_of(&request));
-                self.reach_failed(&request, &message); // reach:
+                if let Some(p) = pending_of(&request) {
+                    self.pending.remove(&p);
+                }
+                match (&request, &mut self.overlay) {
+                    (Request::Create(_), Some(Overlay::Create(form))) => {
+                        // In the form, which keeps what was typed.
+                        form.busy = false;
+                        form.error = Some(message);
+                        return;
+                    }
+                    (Request::CreateKeypair { .. }, Some(Overlay::KeyForm(form))) => {
+                        form.busy = false;
+                        form.error = Some(message);
+                        return;
+                    }
+                    _ => {}
+                }
+                if let Request::SerialConsole { id } = &request {
+                    self.console_failed(id, &message);
+                }
                 match (&request, &mut self.overlay) {
                     (Request::Launch(_), Some(Overlay::Wizard(w)))
                     | (Request::ImportKeypair { .. }, Some(Overlay::Wizard(w))) => {
@@ -581,17 +526,30 @@ impl App {
                 if let Request::Action { id, .. } = &request
                     && let Some(prev) = self.expected.remove(id)
                 {
-                    self.servers.marked.remove(id);
-                    self.servers.upsert(prev, &cctx!(self));
+                    self.tables.servers.expecting.remove(id);
+                    let ctx = cctx!(self);
+                    self.tables.servers.upsert(prev, &ctx);
                 }
                 if let Request::Delete { kind, id, .. } = &request {
                     // The row comes back as it was.
-                    on_table!(self, View::of_kind(*kind), |t, _ctx| t.deleting.remove(id));
+                    self.tables.get_mut(*kind).deleting().remove(id);
                 }
-                self.error = Some((message, Some(request)));
+                let in_bulk = match &request {
+                    Request::Action { id, .. } | Request::Delete { id, .. } => {
+                        self.bulk.as_ref().is_some_and(|b| b.waiting.contains_key(id))
+                    }
+                    _ => false,
+                };
+                if in_bulk {
+                    // Listed per row when the bulk action ends, not one at a time.
+                    if let Request::Action { id, .. } | Request::Delete { id, .. } = &request {
+                        let id = id.clone();
+                        self.bulk_answer(&id, Some(message));
+                    }
+                } else {
+                    self.error = Some((message, Some(request)));
+                }
             }
-            // reach: handled by reach_response above.
-            Response::ConsoleUrl { .. } | Response::ConsoleEvent(_) | Response::KeypairCreated(_) => {}
         }
     }
 
@@ -609,19 +567,14 @@ impl App {
         self.cfg.state.projects.insert(info.cloud.clone(), info.project.clone());
         self.cfg.state.last_auth_url = Some(info.auth_url.clone());
         self.cfg.state.last_username = Some(info.user.clone());
-        if let Some(p) = &self.cfg.state_path
-            && let Err(e) = self.cfg.state.save(p)
-        {
-            tracing::warn!(error = %e, "cannot save the state file");
-        }
+        self.save_state();
         if !matches!(self.screen, Screen::Main) {
             self.screen = Screen::Main;
         }
         if switched {
-            self.servers = ResourceTable::default();
-            self.keypairs = ResourceTable::default();
-            self.images = ResourceTable::default();
-            self.networks = ResourceTable::default();
+            // Every table, so none shows the other project's rows.
+            self.tables = Tables::default();
+            self.expected.clear();
             self.overview = None;
             self.detail = None;
             self.info = Some(format!("now in project {}", info.project));
@@ -639,71 +592,54 @@ impl App {
     }
 
     fn listed(&mut self, listing: Listing) {
-        let kind = match &listing {
-            Listing::Servers(_) => Kind::Servers,
-            Listing::Flavors(_) => Kind::Flavors,
-            Listing::Images(_) => Kind::Images,
-            Listing::Networks(_) => Kind::Networks,
-            Listing::Keypairs(_) => Kind::Keypairs,
-            Listing::Hypervisors(_) => Kind::Hypervisors,
-            Listing::Services(_) => Kind::Services,
-        };
-        self.pending.remove(&Pending::List(kind));
+        self.pending.remove(&Pending::List(listing.kind()));
         self.next_refresh = Some(Instant::now() + STABLE_REFRESH);
-        match listing {
+        let listing = match listing {
             Listing::Servers(v) => {
                 // A row still waiting for its action's real state keeps the expected one.
                 let v = v
                     .into_iter()
                     .map(|s| match self.expected.get(&s.id) {
                         Some(prev) if prev.status == s.status && prev.task_state == s.task_state => {
-                            self.servers.get(&s.id).cloned().unwrap_or(s)
+                            self.tables.servers.get(&s.id).cloned().unwrap_or(s)
                         }
                         _ => s,
                     })
                     .collect();
-                self.servers.set_items(v, &cctx!(self));
+                Listing::Servers(v)
             }
             Listing::Flavors(v) => {
                 self.flavor_names = v.iter().map(|f| (f.id.clone(), f.name.clone())).collect();
-                self.flavors.set_items(v, &cctx!(self));
-                self.refresh_servers_view();
+                Listing::Flavors(v)
             }
             Listing::Images(v) => {
                 self.image_names = v.iter().map(|i| (i.id.clone(), i.name.clone())).collect();
-                self.images.set_items(v, &cctx!(self));
-                self.refresh_servers_view();
+                Listing::Images(v)
             }
-            Listing::Networks(v) => {
-                self.networks.set_items(v, &cctx!(self));
-            }
-            Listing::Keypairs(v) => {
-                self.keypairs.set_items(v, &cctx!(self));
-            }
-            Listing::Hypervisors(v) => {
-                self.hypervisors.set_items(v, &cctx!(self));
-            }
-            Listing::Services(v) => {
-                self.services.set_items(v, &cctx!(self));
-            }
+            other => other,
+        };
+        let names_changed = matches!(listing, Listing::Flavors(_) | Listing::Images(_));
+        let ctx = cctx!(self);
+        self.tables.set(listing, &ctx);
+        if names_changed {
+            // Names (image, flavor) changed: the instance rows' filter/sort text did too.
+            let keep = self.tables.servers.selected().map(|s| s.id.clone());
+            self.tables.servers.recompute(&ctx, keep);
         }
         self.push_wizard_data();
     }
 
-    /// Names (image, flavor) changed: the instance rows' filter/sort text did too.
-    fn refresh_servers_view(&mut self) {
-        let keep = self.servers.selected().map(|s| s.id.clone());
-        self.servers.recompute(&cctx!(self), keep);
-    }
-
     fn push_wizard_data(&mut self) {
+        if let Some(Overlay::Create(form)) = &mut self.overlay {
+            form.set_networks(self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect());
+        }
         let quotas = self.overview.as_ref().map(|o| o.quotas.clone());
         if let Some(Overlay::Wizard(w)) = &mut self.overlay {
-            w.images = self.images.items.clone();
-            w.flavors = self.flavors.items.clone();
+            w.images = self.tables.images.items.clone();
+            w.flavors = self.tables.flavors.items.clone();
             w.flavors.sort_by_key(|f| (f.vcpus, f.ram, f.disk));
-            w.networks = self.networks.items.clone();
-            w.keypairs = self.keypairs.items.clone();
+            w.networks = self.tables.networks.items.clone();
+            w.keypairs = self.tables.keypairs.items.clone();
             w.quotas = quotas;
         }
     }
@@ -711,26 +647,41 @@ impl App {
     fn server_update(&mut self, s: Server) {
         let id = s.id.clone();
         self.expected.remove(&id);
-        self.servers.marked.remove(&id);
-        let moved = self.servers.get(&id).is_none_or(|old| old.status != s.status || old.task_state != s.task_state);
+        self.tables.servers.expecting.remove(&id);
+        // A bulk action's tick goes once the row has settled.
+        if s.task_state.is_none() && self.tables.servers.progress.get(&id) == Some(&Progress::Done) {
+            self.tables.servers.progress.remove(&id);
+        }
+        let moved =
+            self.tables.servers.get(&id).is_none_or(|old| old.status != s.status || old.task_state != s.task_state);
+        let ctx = cctx!(self);
         if s.status == "DELETED" {
-            self.servers.remove(&id, &cctx!(self));
+            self.tables.servers.remove(&id, &ctx);
         } else {
-            self.servers.upsert(s, &cctx!(self));
+            self.tables.servers.upsert(s, &ctx);
         }
         // An open timeline follows the instance.
         if moved
             && let Some(d) = &self.detail
             && d.id == id
-            && d.tab == Tab::Timeline
         {
-            self.send(Request::Timeline(id));
+            match d.tab {
+                Tab::Timeline => self.send(Request::Timeline(id)),
+                // A new action or event may have been recorded.
+                Tab::Actions => self.send(Request::Actions(id)),
+                Tab::Fields | Tab::Console => {}
+            }
         }
     }
 
     // ---------------------------------------------------------------- input
 
     pub fn on_key(&mut self, key: KeyEvent) {
+        self.key(key);
+        self.sync_visibility();
+    }
+
+    fn key(&mut self, key: KeyEvent) {
         self.info = None;
         match &mut self.screen {
             Screen::Picker(p) => {
@@ -764,12 +715,17 @@ impl App {
             }
             Screen::Main => {}
         }
-        if self.overlay.is_some() {
-            self.overlay_key(key);
+        if let Some(overlay) = &mut self.overlay {
+            let project_id = self.session.as_ref().map(|s| s.project_id.as_str()).unwrap_or_default();
+            let ctx = overlays::Ctx { keymap: &self.cfg.keymap, clouds: &self.cfg.clouds, project_id };
+            let effect = overlay.handle_key(key, &ctx);
+            self.overlay_effect(effect);
             return;
         }
-        if self.console.is_some() {
-            self.console_key(key); // reach: the console pane has every key
+        if let Some(pane) = &mut self.console {
+            // The pane has every key (they are the guest's) but its own.
+            let effect = pane.key(key);
+            self.console_effect(effect);
             return;
         }
         let Some(action) = self.cfg.keymap.action(&key) else { return };
@@ -786,126 +742,71 @@ impl App {
         }
     }
 
-    fn overlay_key(&mut self, key: KeyEvent) {
-        let Some(overlay) = &mut self.overlay else { return };
-        match overlay {
-            // reach:
-            Overlay::KeyForm(_) => self.key_form_key(key),
-            Overlay::KeyCreated(_) => self.overlay = None,
-            Overlay::SshUser { .. } => self.ssh_user_key(key),
-            Overlay::Login(form) => match form.handle_key(key) {
-                Outcome::Submit => {
-                    if let Ok(p) = form.profile() {
-                        form.busy = true;
-                        self.profile = Some(p.clone());
-                        self.send(Request::Login(Box::new(ProfileBox(p))));
-                    }
-                }
-                Outcome::Cancel => self.quit = true,
-                _ => {}
-            },
-            Overlay::Wizard(w) => {
-                let outcome = w.handle_key(key);
-                if let Some((name, public_key)) = w.take_import() {
-                    self.send(Request::ImportKeypair { name, public_key });
-                    return;
-                }
-                match outcome {
-                    Outcome::Cancel => self.overlay = None,
-                    Outcome::Submit => {
-                        if let Ok(spec) = w.spec() {
-                            w.busy = true;
-                            w.error = None;
-                            self.send(Request::Launch(spec));
-                        }
-                    }
-                    _ => {}
+    /// Carries out what an overlay asked for.
+    fn overlay_effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::Close => self.overlay = None,
+            Effect::Quit => self.quit = true,
+            Effect::Command(cmd) => {
+                self.overlay = None;
+                self.run_command(&cmd);
+            }
+            Effect::Filter(f) => {
+                if let Some(k) = self.view.kind() {
+                    let ctx = cctx!(self);
+                    self.tables.get_mut(k).set_filter(&f, &ctx);
                 }
             }
-            Overlay::Help { scroll } => match self.cfg.keymap.action(&key) {
-                Some(Action::Down) => *scroll = scroll.saturating_add(1),
-                Some(Action::Up) => *scroll = scroll.saturating_sub(1),
-                Some(Action::PageDown) => *scroll = scroll.saturating_add(10),
-                Some(Action::PageUp) => *scroll = scroll.saturating_sub(10),
-                Some(Action::Quit) => self.quit = true,
-                _ => self.overlay = None,
-            },
-            Overlay::Confirm { kind, id, name } => {
-                let (kind, id, name) = (*kind, id.clone(), name.clone());
-                if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
-                    self.overlay = None;
-                    if kind == Kind::Servers {
-                        self.server_action(&id, ServerOp::Delete);
-                    } else {
-                        self.delete(Request::Delete { kind, id, name });
-                    }
-                } else {
-                    self.overlay = None;
-                    self.info = Some("not deleted".into());
+            Effect::FilterCleared => {
+                self.overlay = None;
+                if let Some(k) = self.view.kind() {
+                    let ctx = cctx!(self);
+                    self.tables.get_mut(k).set_filter("", &ctx);
                 }
             }
-            Overlay::Projects { projects, sel } => {
-                let n = projects.len() + self.cfg.clouds.len();
-                match key.code {
-                    KeyCode::Up | KeyCode::Char('k') => *sel = sel.saturating_sub(1),
-                    KeyCode::Down | KeyCode::Char('j') => *sel = (*sel + 1).min(n.saturating_sub(1)),
-                    KeyCode::Esc => self.overlay = None,
-                    KeyCode::Enter => {
-                        let sel = *sel;
-                        if let Some(p) = projects.get(sel).cloned() {
-                            self.overlay = None;
-                            self.send(Request::SwitchProject { id: p.id, name: p.name });
-                        } else if let Some(c) = self.cfg.clouds.get(sel - projects.len()).cloned() {
-                            self.overlay = None;
-                            self.switch_cloud(c);
-                        }
-                    }
-                    _ => {}
+            Effect::Confirmed(c) => {
+                self.overlay = None;
+                self.confirmed(c);
+            }
+            Effect::Kept(verb) => {
+                self.overlay = None;
+                self.info = Some(match verb {
+                    Verb::Delete => "not deleted".into(),
+                    Verb::Server(op) => format!("nothing to {}", op.verb()),
+                });
+            }
+            Effect::SwitchProject { id, name } => {
+                self.overlay = None;
+                self.send(Request::SwitchProject { id, name });
+            }
+            Effect::SwitchCloud(c) => {
+                self.overlay = None;
+                self.switch_cloud(c);
+            }
+            Effect::Login(p) => {
+                self.profile = Some(p.clone());
+                self.send(Request::Login(Box::new(ProfileBox(p))));
+            }
+            Effect::Create(c) => self.send(Request::Create(c)),
+            Effect::CreateKeypair { name, source } => {
+                let cloud = self.session.as_ref().map(|s| s.cloud.clone()).unwrap_or_default();
+                self.send(Request::CreateKeypair { cloud, name, source });
+            }
+            Effect::Ssh(call) => {
+                self.overlay = None;
+                self.ssh = Some(*call);
+            }
+            Effect::ImportKeypair { name, public_key } => self.send(Request::ImportKeypair { name, public_key }),
+            Effect::Launch => {
+                if let Some(Overlay::Wizard(w)) = &mut self.overlay
+                    && let Ok(spec) = w.spec()
+                {
+                    w.busy = true;
+                    w.error = None;
+                    self.send(Request::Launch(spec));
                 }
             }
-            Overlay::Filter(input) => match key.code {
-                KeyCode::Esc => {
-                    self.overlay = None;
-                    let view = self.view;
-                    on_table!(self, view, |t, ctx| t.set_filter("", ctx));
-                }
-                KeyCode::Enter => self.overlay = None,
-                _ => {
-                    input.input(key);
-                    let f = text_of(input);
-                    let view = self.view;
-                    on_table!(self, view, |t, ctx| t.set_filter(&f, ctx));
-                }
-            },
-            Overlay::Palette { input, sel } => match key.code {
-                KeyCode::Esc => self.overlay = None,
-                KeyCode::Up => *sel = sel.saturating_sub(1),
-                KeyCode::Down => *sel += 1,
-                KeyCode::Tab => {
-                    let text = text_of(input);
-                    let c = completions(&text);
-                    if let Some(first) = c.get((*sel).min(c.len().saturating_sub(1))) {
-                        *input = field(first, "");
-                    }
-                    *sel = 0;
-                }
-                KeyCode::Enter => {
-                    let text = text_of(input);
-                    let c = completions(&text);
-                    let exact = c.contains(&text) || text.starts_with("theme ");
-                    let cmd = if exact {
-                        text
-                    } else {
-                        c.get((*sel).min(c.len().saturating_sub(1))).cloned().unwrap_or(text)
-                    };
-                    self.overlay = None;
-                    self.run_command(&cmd);
-                }
-                _ => {
-                    input.input(key);
-                    *sel = 0;
-                }
-            },
         }
     }
 
@@ -926,7 +827,7 @@ impl App {
             self.go_to(*v);
             return;
         }
-        if let Some((_, v)) = ALIASES.iter().find(|(a, _)| *a == cmd) {
+        if let Some((_, v)) = overlays::palette::ALIASES.iter().find(|(a, _)| *a == cmd) {
             self.go_to(*v);
             return;
         }
@@ -951,13 +852,16 @@ impl App {
 
     fn remember_theme(&mut self) {
         self.cfg.state.theme = Some(self.theme().name.clone());
-        if let Some(p) = &self.cfg.state_path {
-            let _ = self.cfg.state.save(p);
-        }
+        self.save_state();
         self.info = Some(format!("theme {}", self.theme().name));
     }
 
     pub fn go_to(&mut self, v: View) {
+        self.switch_view(v);
+        self.sync_visibility();
+    }
+
+    fn switch_view(&mut self, v: View) {
         if v.admin_only() && !self.admin() {
             self.error = Some((format!("{} is for administrators", v.title()), None));
             return;
@@ -977,33 +881,23 @@ impl App {
         }
     }
 
-    fn selected(&mut self) -> Option<(String, String, Value)> {
-        let view = self.view;
-        on_table!(self, view, |t, _ctx| t.selected().map(|r| (
-            crate::table::Resource::id(r).to_string(),
-            crate::table::Resource::name(r).to_string(),
-            crate::table::Resource::raw(r).clone()
-        )))
-        .flatten()
-    }
-
     /// The instance an action applies to: the open detail's, or the selected row's.
-    fn target_server(&mut self) -> Option<(String, String)> {
+    fn target_server(&self) -> Option<(String, String)> {
         if let Some(d) = &self.detail {
             return (d.view == View::Servers).then(|| {
-                let name = self.servers.get(&d.id).map(|s| s.name.clone()).unwrap_or_default();
+                let name = self.tables.servers.get(&d.id).map(|s| s.name.clone()).unwrap_or_default();
                 (d.id.clone(), name)
             });
         }
         if self.view != View::Servers {
             return None;
         }
-        self.servers.selected().map(|s| (s.id.clone(), s.name.clone()))
+        self.tables.servers.selected().map(|s| (s.id.clone(), s.name.clone()))
     }
 
     fn server_action(&mut self, id: &str, op: ServerOp) {
         // Show the state the cloud will report at once; the real one replaces it.
-        if let Some(s) = self.servers.get(id).cloned() {
+        if let Some(s) = self.tables.servers.get(id).cloned() {
             self.expected.insert(id.to_string(), s.clone());
             let (status, task) = op.expected();
             let mut shown = s;
@@ -1013,47 +907,67 @@ impl App {
                 status.to_string()
             };
             shown.task_state = Some(task.to_string());
-            self.servers.marked.insert(id.to_string());
-            self.servers.upsert(shown, &cctx!(self));
+            self.tables.servers.expecting.insert(id.to_string());
+            let ctx = cctx!(self);
+            self.tables.servers.upsert(shown, &ctx);
         }
         self.send(Request::Action { id: id.to_string(), op });
     }
 
     pub fn on_action(&mut self, action: Action) {
-        if self.detail.is_some() && self.detail_action(action) {
+        if let Some(d) = &mut self.detail
+            && let Some(effect) = d.action(action)
+        {
+            match effect {
+                DetailEffect::Handled => {}
+                DetailEffect::Close => self.detail = None,
+                DetailEffect::Send(r) => self.send(r),
+                DetailEffect::Unfollow => self.next_console = None,
+                DetailEffect::Reload => self.load(self.view),
+            }
             return;
         }
         let view = self.view;
+        let kind = view.kind();
         match action {
             Action::Quit => self.quit = true,
             Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom => {
-                on_table!(self, view, |t, _ctx| t.navigate(action));
+                if let Some(k) = kind {
+                    self.tables.get_mut(k).navigate(action);
+                }
             }
             Action::NextTab | Action::PrevTab => {
-                let visible: Vec<View> = View::ALL.into_iter().filter(|v| !v.admin_only() || self.admin()).collect();
+                let visible: Vec<View> =
+                    View::ALL.iter().copied().filter(|v| !v.admin_only() || self.admin()).collect();
                 let i = visible.iter().position(|v| *v == view).unwrap_or(0);
                 let n = visible.len();
                 let next = if action == Action::NextTab { (i + 1) % n } else { (i + n - 1) % n };
                 self.go_to(visible[next]);
             }
             Action::Select => {
-                if let Some((id, _, _)) = self.selected() {
+                if let Some((id, _)) = kind.and_then(|k| self.tables.get(k).selected_row()) {
                     self.open_detail(view, id, Tab::Fields);
                 }
             }
             Action::Back => {
+                // Esc first drops the marks and a bulk action's results, then goes back.
+                if let Some(k) = kind
+                    && self.clear_marks(k)
+                {
+                    return;
+                }
                 if let Some(v) = self.history.pop() {
                     self.view = v;
                 } else {
                     self.error = None;
                 }
             }
-            Action::Palette => self.overlay = Some(Overlay::Palette { input: field("", "command"), sel: 0 }),
+            Action::Palette => self.overlay = Some(Overlay::Palette(Palette::new())),
             Action::Filter if view != View::Overview => {
-                let current = on_table!(self, view, |t, _ctx| t.filter().to_string()).unwrap_or_default();
-                self.overlay = Some(Overlay::Filter(field(&current, "filter")));
+                let current = kind.map(|k| self.tables.get(k).filter().to_string()).unwrap_or_default();
+                self.overlay = Some(Overlay::Filter(Filter::new(&current)));
             }
-            Action::Help => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            Action::Help => self.overlay = Some(Overlay::Help(Help::default())),
             Action::Refresh => self.load(view),
             Action::Retry => {
                 if let Some((_, Some(req))) = self.error.take() {
@@ -1064,16 +978,34 @@ impl App {
                     }
                 }
             }
-            Action::SortNext => {
-                on_table!(self, view, |t, ctx| t.sort_next(ctx));
+            Action::SortNext | Action::SortReverse => {
+                if let Some(k) = kind {
+                    let ctx = cctx!(self);
+                    let t = self.tables.get_mut(k);
+                    if action == Action::SortNext { t.sort_next(&ctx) } else { t.sort_reverse(&ctx) }
+                }
             }
-            Action::SortReverse => {
-                on_table!(self, view, |t, ctx| t.sort_reverse(ctx));
+            // `c` creates what the view lists where there is a form for it.
+            Action::Launch if matches!(view, View::Networks | View::Subnets) => {
+                self.overlay = Some(Overlay::Create(CreateForm::network()));
             }
-            Action::Launch if view == View::Keypairs => self.open_key_form(), // reach:
-            Action::Attach => self.attach(),                                  // reach:
-            Action::Ssh => self.ssh_to(),                                     // reach:
-            Action::Copy => self.copy_selected(),                             // reach:
+            Action::Launch if matches!(view, View::IdProjects | View::Users | View::Assignments) => {
+                use crate::overlays::create::What;
+                let what = match view {
+                    View::IdProjects => What::Project,
+                    View::Users => What::User,
+                    _ => What::Grant,
+                };
+                self.overlay = Some(Overlay::Create(CreateForm::identity(what)));
+            }
+            Action::Launch if view == View::Keypairs => self.overlay = Some(Overlay::KeyForm(Box::default())),
+            Action::Launch if view == View::Ports => {
+                let nets: Vec<(String, String)> =
+                    self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect();
+                let only = (nets.len() == 1).then(|| nets[0].0.clone());
+                self.overlay = Some(Overlay::Create(CreateForm::port(nets, only.as_deref())));
+                self.send(Request::List(Kind::Networks));
+            }
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
                 self.push_wizard_data();
@@ -1082,10 +1014,28 @@ impl App {
                 }
                 self.send(Request::Overview);
             }
+            Action::AllProjects => self.toggle_all_projects(),
+            Action::Attach => self.attach(),
+            Action::Ssh => self.ssh_to(),
+            Action::Copy => self.copy_selected(),
+            Action::ToggleEnabled => match kind.and_then(|k| Some((k, self.tables.get(k).selected_enabled()?))) {
+                Some((k, (id, name, on))) => self.send(Request::SetEnabled { kind: k, id, name, enabled: !on }),
+                None => self.info = Some(format!("nothing to disable in {}", view.title())),
+            },
             Action::SwitchProject => self.send(Request::Projects),
             Action::SwitchTheme => {
                 self.cfg.theme = (self.cfg.theme + 1) % self.cfg.themes.len();
                 self.remember_theme();
+            }
+            Action::Mark => {
+                if let Some(k) = kind {
+                    self.tables.get_mut(k).toggle_pick();
+                }
+            }
+            Action::Delete | Action::Start | Action::Stop | Action::Reboot | Action::HardReboot
+                if self.detail.is_none() && kind.is_some_and(|k| !self.tables.get(k).picked_rows().is_empty()) =>
+            {
+                self.ask_bulk(action)
             }
             Action::Delete => self.ask_delete(),
             Action::Start | Action::Stop | Action::Reboot | Action::HardReboot | Action::Console => {
@@ -1103,26 +1053,131 @@ impl App {
             self.info = Some(format!("nothing to delete in {}", view.title()));
             return;
         };
-        let detail_id = self.detail.as_ref().map(|d| d.id.clone());
-        let target = on_table!(self, view, |t, _ctx| {
-            let row = match &detail_id {
-                Some(id) => t.get(id),
-                None => t.selected(),
-            };
-            row.map(|r| (r.id().to_string(), r.name().to_string(), t.deleting.contains(r.id())))
-        })
-        .flatten();
-        match target {
+        let t = self.tables.get(kind);
+        let row = match &self.detail {
+            Some(d) => t.row(&d.id),
+            None => t.selected_row(),
+        };
+        match row {
             None => self.error = Some((format!("select {} {} first", article(kind.noun()), kind.noun()), None)),
-            Some((_, name, true)) => self.info = Some(format!("{name} is being deleted")),
-            Some((id, name, false)) => self.overlay = Some(Overlay::Confirm { kind, id, name }),
+            Some((id, name)) if t.is_deleting(&id) => self.info = Some(format!("{name} is being deleted")),
+            Some((id, name)) => self.overlay = Some(Overlay::Confirm(Confirm::one(kind, id, name))),
+        }
+    }
+
+    /// `A`: an admin's lists of instances, images, networks and ports cover every project (with
+    /// a PROJECT column) or only the session's project; the lists are read again.
+    fn toggle_all_projects(&mut self) {
+        if !self.admin() {
+            self.error = Some(("all projects is for administrators".into(), None));
+            return;
+        }
+        self.all_projects = !self.all_projects;
+        self.send(Request::AllProjects(self.all_projects));
+        if self.all_projects && self.project_names.is_empty() {
+            self.send(Request::ProjectNames);
+        }
+        for &k in Kind::ALL {
+            if k.scoped() {
+                // Rows of the other scope must not linger while the new list loads.
+                let t = self.tables.get_mut(k);
+                t.clear_picks();
+                if Some(k) == self.view.kind() || k == Kind::Servers {
+                    self.send(Request::List(k));
+                }
+            }
+        }
+        self.info = Some(if self.all_projects { "all projects".into() } else { "this project only".into() });
+    }
+
+    /// Drops a table's marks and finished bulk results; whether there were any.
+    fn clear_marks(&mut self, kind: Kind) -> bool {
+        let waiting: Vec<String> = self.bulk.iter().flat_map(|b| b.waiting.keys().cloned()).collect();
+        let t = self.tables.get_mut(kind);
+        let had = !t.picked_rows().is_empty() || t.has_progress();
+        t.clear_picks();
+        t.retain_progress(&waiting);
+        had
+    }
+
+    /// Start/stop/reboot/delete with rows marked: one question naming the count.
+    fn ask_bulk(&mut self, action: Action) {
+        let Some(kind) = self.view.kind() else { return };
+        let verb = match action {
+            Action::Delete if kind.deletable() => Verb::Delete,
+            Action::Delete => {
+                self.info = Some(format!("nothing to delete in {}", self.view.title()));
+                return;
+            }
+            _ if kind != Kind::Servers => return,
+            Action::Start => Verb::Server(ServerOp::Start),
+            Action::Stop => Verb::Server(ServerOp::Stop),
+            Action::Reboot => Verb::Server(ServerOp::Reboot),
+            Action::HardReboot => Verb::Server(ServerOp::HardReboot),
+            _ => return,
+        };
+        let targets = self.tables.get(kind).picked_rows();
+        self.overlay = Some(Overlay::Confirm(Confirm { verb, kind, targets }));
+    }
+
+    /// Carries out a confirmed question; more than one row becomes a bulk action whose rows
+    /// show their progress and whose failures are listed together at the end.
+    fn confirmed(&mut self, c: Confirm) {
+        let Confirm { verb, kind, targets } = c;
+        if targets.len() > 1 {
+            let t = self.tables.get_mut(kind);
+            t.clear_picks();
+            for (id, _) in &targets {
+                t.set_progress(id, Some(Progress::Sent));
+            }
+            self.bulk = Some(Bulk {
+                verb,
+                kind,
+                total: targets.len(),
+                waiting: targets.iter().cloned().collect(),
+                failed: Vec::new(),
+            });
+        }
+        for (id, name) in targets {
+            match (verb, kind) {
+                (Verb::Delete, Kind::Servers) => self.server_action(&id, ServerOp::Delete),
+                (Verb::Delete, _) => self.delete(Request::Delete { kind, id, name }),
+                (Verb::Server(op), _) => self.server_action(&id, op),
+            }
+        }
+    }
+
+    /// The cloud answered one row of the bulk action (`Some(reason)`: it refused).
+    fn bulk_answer(&mut self, id: &str, failure: Option<String>) {
+        let Some(b) = &mut self.bulk else { return };
+        let Some(name) = b.waiting.remove(id) else { return };
+        let progress = if failure.is_some() { Progress::Failed } else { Progress::Done };
+        if let Some(why) = failure {
+            b.failed.push((if name.is_empty() { id.to_string() } else { name }, why));
+        }
+        let kind = b.kind;
+        // A deleted row is gone already; it needs no tick.
+        if self.tables.get(kind).row(id).is_some() {
+            self.tables.get_mut(kind).set_progress(id, Some(progress));
+        }
+        if !b.waiting.is_empty() {
+            return;
+        }
+        let Some(b) = self.bulk.take() else { return };
+        let (word, noun) = (b.verb.word(), b.kind.noun());
+        if b.failed.is_empty() {
+            self.info = Some(format!("{word}: all {} {noun}s accepted", b.total));
+        } else {
+            let title = format!("{word}: {} of {} {noun}s failed", b.failed.len(), b.total);
+            self.error = Some((title.clone(), None));
+            self.overlay = Some(Overlay::Report(Report { title, failed: b.failed }));
         }
     }
 
     /// Sends a (non-instance) delete, showing the row struck through until the cloud answers.
     fn delete(&mut self, req: Request) {
         if let Request::Delete { kind, id, .. } = &req {
-            on_table!(self, View::of_kind(*kind), |t, _ctx| t.deleting.insert(id.clone()));
+            self.tables.get_mut(*kind).deleting().insert(id.clone());
         }
         self.send(req);
     }
@@ -1143,116 +1198,35 @@ impl App {
     }
 
     fn open_detail(&mut self, view: View, id: String, tab: Tab) {
-        self.detail = Some(Detail {
-            view,
-            id: id.clone(),
-            tab,
-            raw: Raw::Fields,
-            scroll: 0,
-            follow: tab == Tab::Console,
-            timeline: None,
-            console: None,
-            body_lines: 0,
-            body_height: 0,
-        });
-        match tab {
-            Tab::Console => self.send(Request::Console(id)),
-            Tab::Timeline => self.send(Request::Timeline(id)),
-            Tab::Fields => {}
+        let (d, req) = Detail::open(view, id, tab);
+        self.detail = Some(d);
+        if let Some(r) = req {
+            self.send(r);
         }
-    }
-
-    /// Keys while a detail is open; `false` lets the table-level handler have it.
-    fn detail_action(&mut self, action: Action) -> bool {
-        let Some(d) = &mut self.detail else { return false };
-        let max = d.body_lines.saturating_sub(d.body_height);
-        match action {
-            Action::Back => self.detail = None,
-            Action::Up => {
-                d.scroll = d.scroll.saturating_sub(1);
-                d.follow = false;
-            }
-            Action::Down => d.scroll = (d.scroll + 1).min(max),
-            Action::PageUp => {
-                d.scroll = d.scroll.saturating_sub(d.body_height.max(1));
-                d.follow = false;
-            }
-            Action::PageDown => d.scroll = (d.scroll + d.body_height.max(1)).min(max),
-            Action::Top => {
-                d.scroll = 0;
-                d.follow = false;
-            }
-            Action::Bottom => d.scroll = max,
-            Action::ToggleRaw => {
-                d.raw = match d.raw {
-                    Raw::Fields => Raw::Json,
-                    Raw::Json => Raw::Yaml,
-                    Raw::Yaml => Raw::Fields,
-                };
-                d.scroll = 0;
-            }
-            Action::NextTab | Action::PrevTab if d.view == View::Servers => {
-                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console];
-                let i = tabs.iter().position(|t| *t == d.tab).unwrap_or(0);
-                d.tab = tabs[if action == Action::NextTab { (i + 1) % 3 } else { (i + 2) % 3 }];
-                d.scroll = 0;
-                let id = d.id.clone();
-                match d.tab {
-                    Tab::Timeline => self.send(Request::Timeline(id)),
-                    Tab::Console => {
-                        d.follow = true;
-                        self.send(Request::Console(id));
-                    }
-                    Tab::Fields => {}
-                }
-            }
-            Action::NextTab | Action::PrevTab | Action::Select => {}
-            Action::Follow if d.tab == Tab::Console => {
-                d.follow = !d.follow;
-                if d.follow {
-                    d.scroll = max;
-                    let id = d.id.clone();
-                    self.send(Request::Console(id));
-                } else {
-                    self.next_console = None;
-                }
-            }
-            Action::Refresh => {
-                let (id, tab) = (d.id.clone(), d.tab);
-                match tab {
-                    Tab::Timeline => self.send(Request::Timeline(id)),
-                    Tab::Console => self.send(Request::Console(id)),
-                    Tab::Fields => self.load(self.view),
-                }
-            }
-            Action::Console => {
-                d.tab = Tab::Console;
-                d.follow = true;
-                let id = d.id.clone();
-                self.send(Request::Console(id));
-            }
-            _ => return false,
-        }
-        true
     }
 
     pub fn on_mouse(&mut self, m: MouseEvent) {
-        // reach: the console pane takes no mouse input.
+        self.mouse(m);
+        self.sync_visibility();
+    }
+
+    fn mouse(&mut self, m: MouseEvent) {
+        // The console pane takes no mouse input (a serial line has none).
         if !matches!(self.screen, Screen::Main) || self.overlay.is_some() || self.console.is_some() {
             return;
         }
         match m.kind {
             MouseEventKind::Down(MouseButton::Left) => {
-                if let Some((_, v)) = self.tab_areas.iter().find(|(r, _)| r.contains((m.column, m.row).into())) {
-                    let v = *v;
+                let tab =
+                    self.tab_areas.borrow().iter().find(|(r, _)| r.contains((m.column, m.row).into())).map(|x| x.1);
+                if let Some(v) = tab {
                     self.go_to(v);
                     return;
                 }
                 if self.detail.is_some() {
                     return;
                 }
-                let view = self.view;
-                let hit = on_table!(self, view, |t, _ctx| t.click(m.column, m.row)).unwrap_or(false);
+                let hit = self.view.kind().is_some_and(|k| self.tables.get_mut(k).click(m.column, m.row));
                 if hit {
                     // A second click on the same row opens it.
                     let now = Instant::now();
@@ -1275,13 +1249,13 @@ impl App {
 
     // ---------------------------------------------------------------- drawing
 
-    pub fn draw(&mut self, f: &mut Frame) {
+    pub fn draw(&self, f: &mut Frame) {
         let area = f.area();
-        let theme = self.theme().clone();
+        let theme = self.theme();
         f.render_widget(Block::default().style(theme.base()), area);
-        match &mut self.screen {
+        match &self.screen {
             Screen::Picker(p) => {
-                p.draw(f, area, &theme);
+                p.draw(f, area, theme);
                 return;
             }
             Screen::Login(form) => {
@@ -1290,7 +1264,7 @@ impl App {
                     Paragraph::new(Span::styled(" meridian — OpenStack in a terminal", theme.title())),
                     title,
                 );
-                form.draw(f, rest, &theme);
+                form.draw(f, rest, theme);
                 return;
             }
             Screen::Main => {}
@@ -1298,28 +1272,36 @@ impl App {
         let [tabs, body, hints, status] =
             Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1), Constraint::Length(1)])
                 .areas(area);
-        self.draw_tabs(f, tabs, &theme);
-        if self.console.is_some() {
-            self.draw_console(f, body, &theme); // reach:
-        } else if self.detail.is_some() {
-            self.draw_detail(f, body, &theme);
-        } else if self.view == View::Overview {
-            self.draw_overview(f, body, &theme);
+        self.draw_tabs(f, tabs, theme);
+        if let Some(pane) = &self.console {
+            pane.draw(f, body, theme);
+        } else if let Some(d) = &self.detail {
+            let raw = d.view.kind().and_then(|k| self.tables.get(k).raw_of(&d.id));
+            d.draw(f, body, theme, raw);
         } else {
-            let busy = self.view.kind().is_some_and(|k| self.pending.contains(&Pending::List(k)));
-            let view = self.view;
-            on_table!(self, view, |t, ctx| t.draw(f, body, &theme, ctx, busy));
+            match self.view.kind() {
+                None => overview::draw(self.overview.as_ref(), f, body, theme),
+                Some(k) => {
+                    let busy = self.pending.contains(&Pending::List(k));
+                    self.tables.get(k).draw(f, body, theme, &cctx!(self), busy);
+                }
+            }
         }
-        self.draw_hints(f, hints, &theme);
-        self.draw_status(f, status, &theme);
-        self.draw_overlay(f, area, &theme);
+        self.draw_hints(f, hints, theme);
+        self.draw_status(f, status, theme);
+        if let Some(o) = &self.overlay {
+            let project_id = self.session.as_ref().map(|s| s.project_id.as_str()).unwrap_or_default();
+            let ctx = overlays::Ctx { keymap: &self.cfg.keymap, clouds: &self.cfg.clouds, project_id };
+            o.draw(f, area, theme, &ctx);
+        }
     }
 
-    fn draw_tabs(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        self.tab_areas.clear();
+    fn draw_tabs(&self, f: &mut Frame, area: Rect, theme: &Theme) {
+        let mut areas = self.tab_areas.borrow_mut();
+        areas.clear();
         let mut x = area.x;
         let mut spans = Vec::new();
-        for v in View::ALL {
+        for &v in View::ALL {
             if v.admin_only() && !self.admin() {
                 continue;
             }
@@ -1328,7 +1310,7 @@ impl App {
             if x + w > area.x + area.width {
                 break;
             }
-            self.tab_areas.push((Rect { x, y: area.y, width: w, height: 1 }, v));
+            areas.push((Rect { x, y: area.y, width: w, height: 1 }, v));
             x += w;
             let style = if v == self.view { theme.selected().add_modifier(Modifier::BOLD) } else { theme.accent() };
             spans.push(Span::styled(label, style));
@@ -1337,8 +1319,8 @@ impl App {
     }
 
     fn draw_hints(&self, f: &mut Frame, area: Rect, theme: &Theme) {
-        if self.console.is_some() {
-            return self.draw_console_hints(f, area, theme); // reach:
+        if let Some(pane) = &self.console {
+            return pane.draw_hints(f, area, theme);
         }
         let km = &self.cfg.keymap;
         let actions: &[(Action, &str)] = if let Some(d) = &self.detail {
@@ -1361,6 +1343,38 @@ impl App {
                 (Action::Reboot, "reboot"),
                 (Action::Delete, "delete"),
                 (Action::Console, "console"),
+                (Action::Mark, "mark"),
+                (Action::Attach, "attach"),
+                (Action::Ssh, "ssh"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Assignments {
+            &[(Action::Launch, "grant"), (Action::Delete, "revoke"), (Action::Filter, "filter"), (Action::Help, "help")]
+        } else if matches!(self.view, View::Networks | View::Subnets | View::Ports) {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if matches!(self.view, View::IdProjects | View::Users) {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::ToggleEnabled, "disable/enable"),
+                (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Keypairs {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
         } else if self.view.kind().is_some_and(|k| k.deletable()) {
@@ -1382,7 +1396,10 @@ impl App {
             ]
         };
         let mut spans = Vec::new();
-        for (a, label) in actions {
+        let all = [(Action::AllProjects, if self.all_projects { "this project" } else { "all projects" })];
+        let scoped = self.detail.is_none() && self.admin() && self.view.kind().is_some_and(Kind::scoped);
+        let extra: &[(Action, &str)] = if scoped { &all } else { &[] };
+        for (a, label) in extra.iter().chain(actions) {
             spans.push(Span::styled(format!("<{}>", km.hint(*a)), theme.accent()));
             spans.push(Span::styled(format!("{label} "), theme.muted()));
         }
@@ -1412,403 +1429,9 @@ impl App {
         }
         f.render_widget(Paragraph::new(Line::from(spans)), area);
     }
-
-    fn draw_overview(&self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let block = Block::default()
-            .borders(Borders::ALL)
-            .border_style(theme.border())
-            .title(Span::styled(" Overview ", theme.title()));
-        let inner = block.inner(area);
-        f.render_widget(block, area);
-        let Some(o) = &self.overview else {
-            f.render_widget(Paragraph::new(Span::styled(" loading…", theme.muted())), inner);
-            return;
-        };
-        let mut y = inner.y;
-        // A bar of blocks rather than colour alone, so it reads in 16 colours and monochrome.
-        let line = |f: &mut Frame, y: u16, label: String, used: i64, limit: i64| {
-            if y >= inner.y + inner.height {
-                return;
-            }
-            let ratio = if limit > 0 { (used as f64 / limit as f64).clamp(0.0, 1.0) } else { 0.0 };
-            let color = if ratio >= 0.9 {
-                theme.error
-            } else if ratio >= 0.7 {
-                theme.warn
-            } else {
-                theme.gauge
-            };
-            let lim = if limit < 0 { "∞".to_string() } else { limit.to_string() };
-            let text = format!(" {label:<16} {used:>6}/{lim:<6} ");
-            let bar_w = (inner.width as usize).saturating_sub(text.chars().count() + 7);
-            let filled = (ratio * bar_w as f64).round() as usize;
-            let spans = vec![
-                Span::raw(text),
-                Span::styled("█".repeat(filled), Style::default().fg(color)),
-                Span::styled("░".repeat(bar_w - filled), theme.muted()),
-                Span::raw(format!(" {:>3.0}%", ratio * 100.0)),
-            ];
-            f.render_widget(Paragraph::new(Line::from(spans)), Rect { y, height: 1, ..inner });
-        };
-        f.render_widget(Paragraph::new(Span::styled(" Quota usage", theme.accent())), Rect { y, height: 1, ..inner });
-        y += 1;
-        for (label, used, limit) in &o.quotas.items {
-            line(f, y, label.clone(), *used, *limit);
-            y += 1;
-        }
-        if !o.hypervisors.is_empty() && y + 2 < inner.y + inner.height {
-            y += 1;
-            f.render_widget(
-                Paragraph::new(Span::styled(" Hypervisors (vCPU · RAM MB · disk GB used/total)", theme.accent())),
-                Rect { y, height: 1, ..inner },
-            );
-            y += 1;
-            for h in &o.hypervisors {
-                for (what, u, t) in [
-                    ("vCPU", h.vcpus_used, h.vcpus),
-                    ("RAM", h.memory_mb_used, h.memory_mb),
-                    ("disk", h.local_gb_used, h.local_gb),
-                ] {
-                    let name: String = h.hypervisor_hostname.chars().take(11).collect();
-                    line(f, y, format!("{name} {what}"), u.unwrap_or(0) as i64, t.unwrap_or(0) as i64);
-                    y += 1;
-                }
-            }
-        }
-    }
-
-    fn draw_detail(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let Some(d) = &self.detail else { return };
-        let raw = match d.view {
-            View::Servers => self.servers.get(&d.id).map(|s| s.raw.clone()),
-            View::Flavors => self.flavors.get(&d.id).map(|s| s.raw.clone()),
-            View::Images => self.images.get(&d.id).map(|s| s.raw.clone()),
-            View::Networks => self.networks.get(&d.id).map(|s| s.raw.clone()),
-            View::Keypairs => self.keypairs.get(&d.id).map(|s| s.raw.clone()),
-            View::Hypervisors => self.hypervisors.get(&d.id).map(|s| s.raw.clone()),
-            View::Services => self.services.get(&d.id).map(|s| s.raw.clone()),
-            View::Overview => None,
-        };
-        let gone = raw.is_none();
-        let raw = raw.unwrap_or(Value::Null);
-        let name =
-            raw["name"].as_str().or(raw["hypervisor_hostname"].as_str()).or(raw["binary"].as_str()).unwrap_or(&d.id);
-        let mut title =
-            vec![Span::styled(format!(" {} {} ", d.view.title().trim_end_matches('s'), name), theme.title())];
-        let tabs: &[(Tab, &str)] = if d.view == View::Servers {
-            &[(Tab::Fields, "Fields"), (Tab::Timeline, "Timeline"), (Tab::Console, "Console")]
-        } else {
-            &[(Tab::Fields, "Fields")]
-        };
-        for (t, label) in tabs {
-            let st = if *t == d.tab { theme.selected() } else { theme.muted() };
-            title.push(Span::styled(format!(" {label} "), st));
-        }
-        if d.tab == Tab::Fields {
-            let mode = match d.raw {
-                Raw::Fields => "",
-                Raw::Json => " JSON ",
-                Raw::Yaml => " YAML ",
-            };
-            title.push(Span::styled(mode, theme.accent()));
-        }
-        if d.tab == Tab::Console && d.follow {
-            title.push(Span::styled(" following ", theme.accent()));
-        }
-        let block = Block::default().borders(Borders::ALL).border_style(theme.border()).title(Line::from(title));
-        let inner = block.inner(area);
-        f.render_widget(block, area);
-        let lines: Vec<Line> = match d.tab {
-            Tab::Fields if gone => vec![Line::from(Span::styled("this resource is gone", theme.muted()))],
-            Tab::Fields => match d.raw {
-                Raw::Fields => {
-                    let mut out = Vec::new();
-                    flatten("", &raw, &mut out);
-                    let w = out.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0).min(36);
-                    out.into_iter()
-                        .map(|(k, v)| Line::from(vec![Span::styled(format!("{k:<w$} "), theme.accent()), Span::raw(v)]))
-                        .collect()
-                }
-                Raw::Json => serde_json::to_string_pretty(&raw)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| Line::raw(l.to_string()))
-                    .collect(),
-                Raw::Yaml => serde_norway::to_string(&raw)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| Line::raw(l.to_string()))
-                    .collect(),
-            },
-            Tab::Timeline => {
-                let entries = d.timeline.as_ref();
-                self.draw_timeline(f, inner, theme, entries);
-                let d = self.detail.as_mut();
-                if let Some(d) = d {
-                    d.body_lines = 0;
-                    d.body_height = inner.height;
-                }
-                return;
-            }
-            Tab::Console => match &d.console {
-                None => vec![Line::from(Span::styled("loading the console log…", theme.muted()))],
-                Some(c) if c.is_empty() => vec![Line::from(Span::styled("(the console log is empty)", theme.muted()))],
-                Some(c) => c.lines().map(|l| Line::raw(l.to_string())).collect(),
-            },
-        };
-        let n = lines.len() as u16;
-        let follow = d.follow && d.tab == Tab::Console;
-        let Some(d) = self.detail.as_mut() else { return };
-        d.body_lines = n;
-        d.body_height = inner.height;
-        if follow {
-            d.scroll = n.saturating_sub(inner.height);
-        }
-        d.scroll = d.scroll.min(n.saturating_sub(inner.height));
-        f.render_widget(Paragraph::new(lines).scroll((d.scroll, 0)), inner);
-    }
-
-    fn draw_timeline(&self, f: &mut Frame, area: Rect, theme: &Theme, entries: Option<&(Vec<Transition>, &str)>) {
-        let Some((entries, source)) = entries else {
-            f.render_widget(Paragraph::new(Span::styled("loading the timeline…", theme.muted())), area);
-            return;
-        };
-        let longest = entries.iter().filter_map(|e| e.duration_s).fold(0.0f64, f64::max);
-        let bar_w = 12usize;
-        let header = Row::new(["TIME", "VM STATE", "TASK", "POWER", "TOOK", ""]).style(theme.header());
-        let rows: Vec<Row> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let took = match e.duration_s {
-                    Some(s) if s < 1.0 => format!("{:.0} ms", s * 1000.0),
-                    Some(s) if s < 120.0 => format!("{s:.1} s"),
-                    Some(s) => format!("{:.1} min", s / 60.0),
-                    None if i + 1 == entries.len() => "now".into(),
-                    None => String::new(),
-                };
-                let bar = match e.duration_s {
-                    Some(s) if longest > 0.0 => "█".repeat(((s / longest) * bar_w as f64).ceil().max(1.0) as usize),
-                    _ => String::new(),
-                };
-                let vm = e.vm_state.clone().unwrap_or_default();
-                Row::new(vec![
-                    Cell::from(e.at.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_default()),
-                    Cell::from(vm.clone()).style(theme.status(&vm)),
-                    Cell::from(e.task_state.clone().unwrap_or_else(|| "-".into())),
-                    Cell::from(power_state_name(e.power_state)),
-                    Cell::from(took),
-                    Cell::from(bar).style(Style::default().fg(theme.gauge)),
-                ])
-            })
-            .collect();
-        let [t, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
-        let table = Table::new(
-            rows,
-            [
-                Constraint::Length(12),
-                Constraint::Length(10),
-                Constraint::Min(12),
-                Constraint::Length(8),
-                Constraint::Length(9),
-                Constraint::Length(bar_w as u16),
-            ],
-        )
-        .header(header);
-        f.render_widget(table, t);
-        let total: f64 = entries.iter().filter_map(|e| e.duration_s).sum();
-        f.render_widget(
-            Paragraph::new(Span::styled(
-                format!(" {} steps, {total:.1} s in all · from {source}", entries.len()),
-                theme.muted(),
-            )),
-            foot,
-        );
-    }
-
-    fn draw_overlay(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let keymap = self.cfg.keymap.clone();
-        let clouds = self.cfg.clouds.clone();
-        let Some(o) = &mut self.overlay else { return };
-        match o {
-            Overlay::KeyForm(_) | Overlay::KeyCreated(_) | Overlay::SshUser { .. } => {
-                self.draw_reach_overlay(f, area, theme) // reach:
-            }
-            Overlay::Login(form) => form.draw(f, area, theme),
-            Overlay::Wizard(w) => w.draw(f, area, theme),
-            Overlay::Help { scroll } => {
-                let r = centered(area, 72, area.height.saturating_sub(2));
-                f.render_widget(Clear, r);
-                let lines: Vec<Line> = Action::ALL
-                    .iter()
-                    .map(|(a, _, text)| {
-                        Line::from(vec![
-                            Span::styled(format!("{:<18}", keymap.keys_for(*a).join(" ")), theme.accent()),
-                            Span::raw(*text),
-                        ])
-                    })
-                    .collect();
-                let max = (lines.len() as u16).saturating_sub(r.height.saturating_sub(2));
-                *scroll = (*scroll).min(max);
-                f.render_widget(
-                    Paragraph::new(lines).block(dialog("Help — keys (config.toml [keys])", theme)).scroll((*scroll, 0)),
-                    r,
-                );
-            }
-            Overlay::Confirm { kind, name, id } => {
-                let r = centered(area, 60, 5);
-                f.render_widget(Clear, r);
-                let label = if name.is_empty() { id.clone() } else { name.clone() };
-                let text = vec![
-                    Line::from(vec![
-                        Span::raw(format!("Delete {} ", kind.noun())),
-                        Span::styled(label, theme.title()),
-                        Span::raw("?"),
-                    ]),
-                    Line::from(Span::styled("y / Enter: delete · any other key: keep it", theme.muted())),
-                ];
-                f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(dialog("Confirm", theme)), r);
-            }
-            Overlay::Projects { projects, sel } => {
-                let h = (projects.len() + clouds.len() + 2) as u16;
-                let r = centered(area, 60, h.max(4));
-                f.render_widget(Clear, r);
-                let current = self.session.as_ref().map(|s| s.project_id.clone()).unwrap_or_default();
-                let mut items: Vec<ListItem> = projects
-                    .iter()
-                    .map(|p| {
-                        let mark = if p.id == current { "● " } else { "  " };
-                        ListItem::new(Line::from(vec![Span::styled(mark, theme.accent()), Span::raw(p.name.clone())]))
-                    })
-                    .collect();
-                items.extend(
-                    clouds.iter().map(|c| ListItem::new(Span::styled(format!("  cloud: {}", c.name), theme.muted()))),
-                );
-                let mut st = ListState::default().with_selected(Some(*sel));
-                f.render_stateful_widget(
-                    List::new(items).block(dialog("Switch project or cloud", theme)).highlight_style(theme.selected()),
-                    r,
-                    &mut st,
-                );
-            }
-            Overlay::Filter(input) => {
-                let r = Rect { y: area.y + area.height.saturating_sub(2), height: 1, ..area };
-                f.render_widget(Clear, r);
-                let [l, v] = Layout::horizontal([Constraint::Length(2), Constraint::Min(1)]).areas(r);
-                f.render_widget(Paragraph::new(Span::styled("/", theme.accent())), l);
-                input.set_cursor_style(Style::default().add_modifier(Modifier::REVERSED));
-                f.render_widget(&*input, v);
-            }
-            Overlay::Palette { input, sel } => {
-                let text = text_of(input);
-                let c = completions(&text);
-                *sel = (*sel).min(c.len().saturating_sub(1));
-                let h = (c.len() as u16 + 3).min(area.height.saturating_sub(2));
-                let r = Rect { x: area.x + 1, y: area.y + 1, width: 40.min(area.width.saturating_sub(2)), height: h };
-                f.render_widget(Clear, r);
-                let block = dialog("command", theme);
-                let inner = block.inner(r);
-                f.render_widget(block, r);
-                let [l, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
-                let [colon, v] = Layout::horizontal([Constraint::Length(1), Constraint::Min(1)]).areas(l);
-                f.render_widget(Paragraph::new(Span::styled(":", theme.accent())), colon);
-                input.set_cursor_style(Style::default().add_modifier(Modifier::REVERSED));
-                f.render_widget(&*input, v);
-                let items: Vec<ListItem> = c.iter().map(|x| ListItem::new(x.clone())).collect();
-                let mut st = ListState::default().with_selected((!c.is_empty()).then_some(*sel));
-                f.render_stateful_widget(List::new(items).highlight_style(theme.selected()), rest, &mut st);
-            }
-        }
-    }
 }
 
 /// `a` or `an` before a noun (`an image`, `a key pair`).
 fn article(noun: &str) -> &'static str {
     if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
-}
-
-/// Palette completions for what has been typed (prefix matches first, then substrings).
-pub fn completions(typed: &str) -> Vec<String> {
-    let t = typed.trim().to_lowercase();
-    let all: Vec<&str> = View::ALL
-        .iter()
-        .map(|v| v.command())
-        .chain(ALIASES.iter().map(|(a, _)| *a))
-        .chain(COMMANDS.iter().copied())
-        .collect();
-    let mut out: Vec<String> = all.iter().filter(|c| c.starts_with(&t)).map(|c| c.to_string()).collect();
-    out.extend(all.iter().filter(|c| !c.starts_with(&t) && c.contains(&t)).map(|c| c.to_string()));
-    out
-}
-
-/// Every field of a JSON object as `path: value` lines (nested objects dotted, arrays indexed).
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&p, x, out);
-            }
-        }
-        Value::Array(a) if !a.is_empty() && a.iter().any(|x| x.is_object()) => {
-            for (i, x) in a.iter().enumerate() {
-                flatten(&format!("{prefix}[{i}]"), x, out);
-            }
-        }
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        Value::Null => out.push((prefix.to_string(), "-".into())),
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
-/// A serial console log made safe to draw: terminal escape sequences and carriage returns
-/// removed, tabs expanded, other control characters dropped (they would move the terminal's
-/// cursor and break the frame around the log).
-fn printable(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut col = 0usize;
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => {
-                out.push('\n');
-                col = 0;
-            }
-            '\t' => {
-                let n = 8 - col % 8;
-                out.extend(std::iter::repeat_n(' ', n));
-                col += n;
-            }
-            '\u{1b}' => {
-                // CSI `ESC [ … final` or a two-character escape.
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            c if c.is_control() => {}
-            c => {
-                out.push(c);
-                col += 1;
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod console_tests {
-    use super::printable;
-
-    #[test]
-    fn console_text_is_made_safe_to_draw() {
-        assert_eq!(printable("a\tb\r\nx\u{1b}[1;32mgreen\u{1b}[0m\u{7}!"), "a       b\nxgreen!");
-        assert_eq!(printable("login:\t"), "login:  ");
-    }
 }

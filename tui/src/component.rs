@@ -23,7 +23,7 @@ pub trait Component {
     fn handle_key(&mut self, _key: KeyEvent) -> Outcome {
         Outcome::Ignored
     }
-    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme);
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme);
 }
 
 /// A centred rectangle of at most `w`×`h` inside `area`.
@@ -55,9 +55,12 @@ pub fn text_of(t: &TextArea) -> String {
     t.lines().join("\n").trim().to_string()
 }
 
-/// Shows or hides a field's cursor (only the focused field shows one).
-pub fn focus(t: &mut TextArea, on: bool, theme: &Theme) {
+/// A field styled for drawing, showing its cursor only when focused (a copy, so drawing
+/// takes `&self`; fields are one line or a short user-data script).
+pub fn focused<'a>(t: &TextArea<'a>, on: bool, theme: &Theme) -> TextArea<'a> {
+    let mut t = t.clone();
     let cursor = if on { Style::default().add_modifier(ratatui::style::Modifier::REVERSED) } else { Style::default() };
     t.set_cursor_style(cursor);
     t.set_style(if on { Style::default().fg(theme.fg) } else { theme.muted() });
+    t
 }

@@ -1,4 +1,4 @@
-//! The interactive serial console: a terminal emulator pane inside the dashboard.
+//! The interactive serial console's wire side: the URL, the websocket and the bytes of keys.
 //!
 //! Nova's remote-console API hands out a `ws://`/`wss://` URL with a one-time token
 //! (`POST /servers/{id}/remote-consoles`, protocol `serial`, microversion 2.6; the older
@@ -6,30 +6,20 @@
 //! binary frames both ways (subprotocol `binary`, as nova-serialproxy and websockify speak).
 //!
 //! The split: [`remote_console_url`] runs in the worker; [`spawn_session`] runs the websocket in
-//! its own task and reports [`ConsoleEvent`]s on the worker's response channel; [`ConsolePane`]
-//! is plain state (a `vt100` parser) that the app feeds and draws with `tui-term`. Keys become
-//! the bytes an xterm sends ([`key_bytes`]) and go to the task over a channel, so neither the
-//! draw nor the update path waits on the network.
+//! its own task and reports [`ConsoleEvent`]s on the worker's response channel; the pane that
+//! shows them is a view ([`crate::views::console`]). Keys become the bytes an xterm sends
+//! ([`key_bytes`]) and go to the task over a channel, so neither the draw nor the update path
+//! waits on the network.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures_util::{SinkExt, StreamExt};
 use meridian_common::{Client, ClientError};
-use ratatui::Frame;
-use ratatui::layout::Rect;
-use ratatui::style::{Modifier, Style};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, http::HeaderValue};
-use tui_term::widget::PseudoTerminal;
 
-use crate::theme::Theme;
 use crate::worker::Response;
-
-/// Lines the emulator keeps above the screen.
-const SCROLLBACK: usize = 2000;
 
 /// Why the cloud gave no console URL, in the terms the pane words them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,221 +169,6 @@ fn handshake_words(url: &str, e: tungstenite::Error) -> String {
         }
         tungstenite::Error::Io(io) => format!("cannot reach the console proxy at {}: {io}", shown(url)),
         other => format!("the console handshake with {} failed: {other}", shown(url)),
-    }
-}
-
-/// Where the pane is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PaneState {
-    /// Waiting for the cloud's URL.
-    Requesting,
-    /// URL in hand, websocket opening.
-    Connecting,
-    Connected,
-    /// Ended (or never started); the message says why.
-    Closed(String),
-}
-
-/// What a key press in the pane means.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PaneKey {
-    /// Ctrl-]: leave the console (the guest keeps running).
-    Detach,
-    /// Handled inside the pane (scrolling) or sent to the guest.
-    Consumed,
-}
-
-/// The console pane's state: one attach to one instance.
-pub struct ConsolePane {
-    pub server_id: String,
-    pub server_name: String,
-    /// The instance's status when attaching (for the 409 message).
-    pub status: String,
-    pub session: u64,
-    pub url: Option<String>,
-    pub state: PaneState,
-    parser: vt100::Parser,
-    input: Option<UnboundedSender<Vec<u8>>>,
-}
-
-impl ConsolePane {
-    pub fn new(server_id: String, server_name: String, status: String, session: u64) -> ConsolePane {
-        ConsolePane {
-            server_id,
-            server_name,
-            status,
-            session,
-            url: None,
-            state: PaneState::Requesting,
-            parser: vt100::Parser::new(24, 80, SCROLLBACK),
-            input: None,
-        }
-    }
-
-    /// The cloud's answer to the URL request.
-    pub fn on_url(&mut self, result: Result<String, UrlError>) {
-        match result {
-            Ok(url) => {
-                self.url = Some(url);
-                self.state = PaneState::Connecting;
-            }
-            Err(UrlError::NoSerial) => {
-                self.state =
-                    PaneState::Closed("This cloud has no serial consoles (Nova's [serial_console] is disabled)".into())
-            }
-            Err(UrlError::NotRunning) => {
-                let status = if self.status.is_empty() { "not running" } else { &self.status };
-                self.state = PaneState::Closed(format!("{} is {status}; start it to attach", self.server_name));
-            }
-            Err(UrlError::Other(m)) => {
-                self.state = PaneState::Closed(format!("no console for {}: {m}", self.server_name))
-            }
-        }
-    }
-
-    /// An event from the websocket task; events of an older session are dropped.
-    pub fn on_event(&mut self, ev: ConsoleEvent) {
-        match ev {
-            ConsoleEvent::Opened { session, input } if session == self.session => {
-                self.input = Some(input);
-                self.state = PaneState::Connected;
-            }
-            ConsoleEvent::Output { session, bytes } if session == self.session => {
-                self.parser.process(&bytes);
-            }
-            ConsoleEvent::Closed { session, reason } if session == self.session => {
-                self.input = None;
-                if !matches!(self.state, PaneState::Closed(_)) {
-                    self.state = PaneState::Closed(reason);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    pub fn event_session(ev: &ConsoleEvent) -> u64 {
-        match ev {
-            ConsoleEvent::Opened { session, .. }
-            | ConsoleEvent::Output { session, .. }
-            | ConsoleEvent::Closed { session, .. } => *session,
-        }
-    }
-
-    /// Detaches: dropping the key sender ends the websocket task, which closes the socket.
-    pub fn detach(&mut self) {
-        self.input = None;
-    }
-
-    pub fn handle_key(&mut self, key: KeyEvent) -> PaneKey {
-        if is_detach(&key) {
-            self.detach();
-            return PaneKey::Detach;
-        }
-        let rows = usize::from(self.parser.screen().size().0);
-        match (key.code, key.modifiers.contains(KeyModifiers::SHIFT)) {
-            (KeyCode::PageUp, true) => {
-                // vt100 0.15 cannot show an offset past one screen (it underflows): a page at most.
-                let now = self.parser.screen().scrollback();
-                self.parser.set_scrollback((now + rows / 2).min(rows));
-                return PaneKey::Consumed;
-            }
-            (KeyCode::PageDown, true) => {
-                let now = self.parser.screen().scrollback();
-                self.parser.set_scrollback(now.saturating_sub(rows / 2));
-                return PaneKey::Consumed;
-            }
-            _ => {}
-        }
-        if let Some(bytes) = key_bytes(&key, self.parser.screen().application_cursor()) {
-            self.parser.set_scrollback(0);
-            self.send(bytes);
-        }
-        PaneKey::Consumed
-    }
-
-    /// Pasted text, wrapped in bracketed-paste markers when the guest asked for them.
-    pub fn paste(&mut self, text: &str) {
-        self.send(paste_bytes(text, self.parser.screen().bracketed_paste()));
-    }
-
-    fn send(&mut self, bytes: Vec<u8>) {
-        if let Some(tx) = &self.input
-            && tx.send(bytes).is_err()
-        {
-            self.input = None;
-        }
-    }
-
-    /// Keystrokes would reach the guest.
-    pub fn connected(&self) -> bool {
-        self.input.is_some() && self.state == PaneState::Connected
-    }
-
-    /// The emulator's screen text (tests, copying).
-    pub fn contents(&self) -> String {
-        self.parser.screen().contents()
-    }
-
-    /// The emulator takes the size of the pane's inside, so the guest's full-screen programs fit
-    /// (a serial line has no window-size signal: `stty rows/cols` in the guest matches it).
-    pub fn resize(&mut self, rows: u16, cols: u16) {
-        if (rows, cols) == self.parser.screen().size() || rows == 0 || cols == 0 {
-            return;
-        }
-        // vt100 cuts rows off the bottom when the screen shrinks; a terminal keeps the cursor's
-        // line and pushes the top into the scrollback instead: scroll up (SU) and follow (CUU).
-        let (cursor_row, _) = self.parser.screen().cursor_position();
-        if cursor_row >= rows {
-            let n = cursor_row - rows + 1;
-            self.parser.process(format!("\x1b[{n}S\x1b[{n}A").as_bytes());
-        }
-        self.parser.set_size(rows, cols);
-    }
-
-    /// The title's state word.
-    fn state_label(&self) -> &'static str {
-        match &self.state {
-            PaneState::Requesting => "requesting a console…",
-            PaneState::Connecting => "connecting…",
-            PaneState::Connected => "connected",
-            PaneState::Closed(_) => "closed",
-        }
-    }
-
-    pub fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let scrolled = self.parser.screen().scrollback();
-        let mut title = vec![
-            Span::styled(format!(" Console {} ", self.server_name), theme.title()),
-            Span::styled(format!(" {} ", self.state_label()), theme.muted()),
-        ];
-        if scrolled > 0 {
-            title.push(Span::styled(format!(" scrolled back {scrolled} "), theme.accent()));
-        }
-        if self.connected() {
-            title.push(Span::styled(" ctrl-] detach ", theme.muted()));
-        }
-        let block = Block::default()
-            .borders(Borders::ALL)
-            .border_style(Style::default().fg(theme.accent))
-            .title(Line::from(title))
-            .style(theme.base());
-        let inner = block.inner(area);
-        self.resize(inner.height, inner.width);
-        f.render_widget(Clear, area);
-        let screen = self.parser.screen();
-        let mut cursor = tui_term::widget::Cursor::default();
-        if !self.connected() || scrolled > 0 || screen.hide_cursor() {
-            cursor.hide();
-        }
-        f.render_widget(PseudoTerminal::new(screen).block(block).cursor(cursor), area);
-        if let PaneState::Closed(msg) = &self.state {
-            // The reason sits on the pane's last line, over whatever the guest printed.
-            let h = 2.min(inner.height);
-            let at = Rect { x: inner.x, y: inner.y + inner.height - h, width: inner.width, height: h };
-            let text = Line::from(Span::styled(msg.clone(), theme.error().add_modifier(Modifier::BOLD)));
-            f.render_widget(Clear, at);
-            f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).style(theme.base()), at);
-        }
     }
 }
 
@@ -558,45 +333,10 @@ mod tests {
     }
 
     #[test]
-    fn ctrl_bracket_detaches_and_is_not_sent() {
-        assert!(is_detach(&KeyEvent::new(KeyCode::Char(']'), KeyModifiers::CONTROL)));
-        assert!(is_detach(&KeyEvent::new(KeyCode::Char('5'), KeyModifiers::CONTROL)));
-        assert!(!is_detach(&KeyEvent::new(KeyCode::Char(']'), KeyModifiers::NONE)));
-        let mut pane = ConsolePane::new("id".into(), "web1".into(), "ACTIVE".into(), 1);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        pane.on_event(ConsoleEvent::Opened { session: 1, input: tx });
-        assert_eq!(pane.handle_key(KeyEvent::new(KeyCode::Char('x'), KeyModifiers::NONE)), PaneKey::Consumed);
-        assert_eq!(pane.handle_key(KeyEvent::new(KeyCode::Char(']'), KeyModifiers::CONTROL)), PaneKey::Detach);
-        assert_eq!(rx.try_recv().ok(), Some(b"x".to_vec()));
-        // Detaching dropped the sender: the session task sees the end of its key channel.
-        assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
-    }
-
-    #[test]
-    fn shrinking_keeps_the_cursors_line_and_scrolls_the_top_away() {
-        let mut pane = ConsolePane::new("id".into(), "web1".into(), "ACTIVE".into(), 1);
-        let text: String = (1..=10).map(|i| format!("line {i}\r\n")).collect();
-        pane.on_event(ConsoleEvent::Output { session: 1, bytes: format!("{text}# ").into_bytes() });
-        pane.resize(4, 80);
-        assert_eq!(pane.contents(), "line 8\nline 9\nline 10\n# ");
-        // What went above is in the scrollback.
-        pane.handle_key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::SHIFT));
-        assert!(pane.contents().starts_with("line 6\nline 7"), "{}", pane.contents());
-    }
-
-    #[test]
     fn paste_is_bracketed_only_when_the_guest_asked() {
         assert_eq!(paste_bytes("ls\nid", false), b"ls\rid".to_vec());
         assert_eq!(paste_bytes("ls\n", true), b"\x1b[200~ls\r\x1b[201~".to_vec());
         assert_eq!(paste_bytes("a\x1b[201~b", true), b"\x1b[200~ab\x1b[201~".to_vec());
-    }
-
-    #[test]
-    fn events_of_an_older_session_are_ignored() {
-        let mut pane = ConsolePane::new("id".into(), "web1".into(), "ACTIVE".into(), 2);
-        pane.on_event(ConsoleEvent::Output { session: 1, bytes: b"old".to_vec() });
-        pane.on_event(ConsoleEvent::Output { session: 2, bytes: b"new".to_vec() });
-        assert!(pane.contents().starts_with("new"), "{}", pane.contents());
     }
 
     #[tokio::test]
@@ -648,8 +388,5 @@ mod tests {
             url_error(&api(404, "Instance abc could not be found.")),
             UrlError::Other("Instance abc could not be found.".into())
         );
-        let mut pane = ConsolePane::new("id".into(), "web1".into(), "SHUTOFF".into(), 1);
-        pane.on_url(Err(UrlError::NotRunning));
-        assert_eq!(pane.state, PaneState::Closed("web1 is SHUTOFF; start it to attach".into()));
     }
 }

@@ -4,23 +4,15 @@
 //! imported. The private key is written once to `<data dir>/keys/<cloud>/<name>` (0600, never
 //! over an existing file) and shown once. Importing a public key from a file is the other way.
 //!
-//! [`create`] runs in the worker (network and files); [`KeyForm`] is the form.
+//! [`create`] runs in the worker (network and files); the form and the once-only view of the
+//! private key are overlays (`overlays::key_form`, `overlays::key_created`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use meridian_common::{Client, ClientError};
-use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph, Wrap};
 use reqwest::StatusCode;
 use serde_json::json;
-use tui_textarea::TextArea;
-
-use crate::component::{Component, Outcome, centered, dialog, field, focus, text_of};
-use crate::theme::Theme;
 
 /// Where the public key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,159 +130,6 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// The create-key-pair form: a name, generate or import, and the file to import.
-pub struct KeyForm {
-    pub name: TextArea<'static>,
-    pub generate: bool,
-    pub file: TextArea<'static>,
-    /// 0 name, 1 method, 2 file.
-    focus: usize,
-    pub error: Option<String>,
-    pub busy: bool,
-}
-
-impl Default for KeyForm {
-    fn default() -> Self {
-        KeyForm {
-            name: field("", "key pair name"),
-            generate: true,
-            file: field("~/.ssh/id_ed25519.pub", "public key file"),
-            focus: 0,
-            error: None,
-            busy: false,
-        }
-    }
-}
-
-impl KeyForm {
-    /// What to send, or the problem with what was typed.
-    pub fn request(&self) -> Result<(String, KeySource), String> {
-        let name = text_of(&self.name);
-        if name.is_empty() {
-            return Err("a key pair needs a name".into());
-        }
-        if name.len() > 255 || name.chars().any(|c| c.is_control()) {
-            return Err("a key pair name is at most 255 printable characters".into());
-        }
-        if self.generate {
-            return Ok((name, KeySource::Generate));
-        }
-        let file = text_of(&self.file);
-        if file.is_empty() {
-            return Err("name the public key file to import".into());
-        }
-        Ok((name, KeySource::ImportFile(file)))
-    }
-
-    fn fields(&self) -> usize {
-        if self.generate { 2 } else { 3 }
-    }
-}
-
-impl Component for KeyForm {
-    fn handle_key(&mut self, key: KeyEvent) -> Outcome {
-        if self.busy {
-            return if key.code == KeyCode::Esc { Outcome::Cancel } else { Outcome::Consumed };
-        }
-        match key.code {
-            KeyCode::Esc => return Outcome::Cancel,
-            KeyCode::Enter => {
-                return match self.request() {
-                    Ok(_) => Outcome::Submit,
-                    Err(e) => {
-                        self.error = Some(e);
-                        Outcome::Consumed
-                    }
-                };
-            }
-            KeyCode::Tab | KeyCode::Down => self.focus = (self.focus + 1) % self.fields(),
-            KeyCode::BackTab | KeyCode::Up => self.focus = (self.focus + self.fields() - 1) % self.fields(),
-            KeyCode::Char(' ') | KeyCode::Left | KeyCode::Right if self.focus == 1 => self.generate = !self.generate,
-            _ if self.focus == 0 && !key.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.name.input(key);
-            }
-            _ if self.focus == 2 => {
-                self.file.input(key);
-            }
-            _ => {}
-        }
-        self.error = None;
-        Outcome::Consumed
-    }
-
-    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let r = centered(area, 64, 11);
-        f.render_widget(Clear, r);
-        let block = dialog("Create key pair", theme);
-        let inner = block.inner(r);
-        f.render_widget(block, r);
-        let rows = Layout::vertical([Constraint::Length(1); 8]).split(inner);
-        focus(&mut self.name, self.focus == 0, theme);
-        focus(&mut self.file, self.focus == 2, theme);
-        let label =
-            |t: &str, on: bool| Span::styled(format!("{t:<9}"), if on { theme.accent() } else { theme.muted() });
-        let [l0, v0] = Layout::horizontal([Constraint::Length(9), Constraint::Min(1)]).areas(rows[0]);
-        f.render_widget(Paragraph::new(label("Name", self.focus == 0)), l0);
-        f.render_widget(&self.name, v0);
-        let radio = |on: bool, t: &str| format!("({}) {t}", if on { "•" } else { " " });
-        let method = Line::from(vec![
-            label("Method", self.focus == 1),
-            Span::styled(
-                format!("{}   {}", radio(self.generate, "generate"), radio(!self.generate, "import public key")),
-                if self.focus == 1 { theme.selected() } else { theme.base() },
-            ),
-        ]);
-        f.render_widget(Paragraph::new(method), rows[2]);
-        if !self.generate {
-            let [l2, v2] = Layout::horizontal([Constraint::Length(9), Constraint::Min(1)]).areas(rows[4]);
-            f.render_widget(Paragraph::new(label("File", self.focus == 2)), l2);
-            f.render_widget(&self.file, v2);
-        } else {
-            f.render_widget(
-                Paragraph::new(Span::styled("the private key is saved on this machine and shown once", theme.muted())),
-                rows[4],
-            );
-        }
-        let foot = match (&self.error, self.busy) {
-            (Some(e), _) => Span::styled(e.clone(), theme.error()),
-            (None, true) => Span::styled("creating…", theme.muted()),
-            (None, false) => {
-                Span::styled("<tab>next field <space>switch method <enter>create <esc>cancel", theme.muted())
-            }
-        };
-        f.render_widget(Paragraph::new(foot).wrap(Wrap { trim: true }), Rect { height: 2, ..rows[6] });
-    }
-}
-
-/// The once-only view of a generated private key.
-pub fn draw_created(f: &mut Frame, area: Rect, theme: &Theme, c: &Created) {
-    let key_lines = c.private_key.as_deref().map_or(0, |k| k.lines().count()) as u16;
-    let r = centered(area, 76, key_lines + 8);
-    f.render_widget(Clear, r);
-    let title = format!("Key pair {}", c.name);
-    let block = dialog(&title, theme);
-    let inner = block.inner(r);
-    f.render_widget(block, r);
-    let mut lines = Vec::new();
-    match (&c.saved, c.generated_by) {
-        (Some(Ok(p)), Some(by)) => {
-            lines.push(Line::from(format!("Generated by {by}. Private key saved to")));
-            lines.push(Line::from(Span::styled(p.display().to_string(), theme.accent())));
-        }
-        (Some(Err(e)), _) => {
-            lines.push(Line::from(Span::styled(format!("Could not save the private key: {e}"), theme.error())));
-            lines.push(Line::from("Copy it now: it is not shown again."));
-        }
-        _ => lines.push(Line::from("Public key imported.")),
-    }
-    if let Some(k) = &c.private_key {
-        lines.push(Line::from(Span::styled("Shown once; the cloud does not keep it:", theme.muted())));
-        lines.extend(k.lines().map(|l| Line::from(l.to_string())));
-    }
-    lines.push(Line::from(Span::styled("<esc>close", theme.muted())));
-    f.render_widget(Paragraph::new(lines).style(theme.base()), inner);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,19 +160,5 @@ mod tests {
         let again = save_private_key(&dest, "other").expect_err("must not overwrite");
         assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&dest).expect("read"), "secret\n");
-    }
-
-    #[test]
-    fn the_form_says_what_is_missing() {
-        let mut form = KeyForm::default();
-        assert_eq!(form.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), Outcome::Consumed);
-        assert_eq!(form.error.as_deref(), Some("a key pair needs a name"));
-        for c in "k1".chars() {
-            form.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-        }
-        assert_eq!(form.request(), Ok(("k1".into(), KeySource::Generate)));
-        form.handle_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
-        form.handle_key(KeyEvent::new(KeyCode::Char(' '), KeyModifiers::NONE));
-        assert_eq!(form.request(), Ok(("k1".into(), KeySource::ImportFile("~/.ssh/id_ed25519.pub".into()))));
     }
 }

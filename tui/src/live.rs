@@ -1,9 +1,13 @@
 //! Live tracking of instances: our server's push stream (`os-meridian-events`, server-sent
-//! events, resumed with `Last-Event-ID`), or on any other cloud polling of what is in transition
-//! with `changes-since`, backing off as Horizon does.
+//! events, resumed with `Last-Event-ID`), or on any other cloud polling the whole project with
+//! `changes-since` (new, changed and deleted servers in one request): every 2 s, stretching to
+//! 4 s while nothing changes, as long as the instances list is on screen; otherwise only while
+//! something is in transition, backing off as Horizon does, and a slow full refresh.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -22,6 +26,8 @@ pub enum LiveHint {
     Seen(Vec<Server>),
     /// An action was accepted on this server: it is about to move.
     Kick(String),
+    /// An admin's lists now cover every project (polls add `all_tenants`).
+    AllProjects(bool),
 }
 
 /// Horizon's row polling interval: 2.5 s, doubling to at most 30 s, back to 2.5 s on a change.
@@ -54,6 +60,16 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = Self::START;
     }
+    /// As [`Backoff::next`], between other bounds.
+    pub fn next_within(&mut self, changed: bool, start: Duration, max: Duration) -> Duration {
+        if changed {
+            self.current = start;
+            return start;
+        }
+        let now = self.current.max(start);
+        self.current = (self.current * 2).min(max);
+        now
+    }
 }
 
 impl Default for Backoff {
@@ -73,6 +89,7 @@ pub async fn run(
     mut hints: mpsc::UnboundedReceiver<LiveHint>,
     ui: mpsc::UnboundedSender<Response>,
     use_stream: bool,
+    mut visible: watch::Receiver<bool>,
 ) {
     let mut tracker = Tracker::default();
     let mut last_id: Option<String> = None;
@@ -95,7 +112,7 @@ pub async fn run(
         match end {
             StreamEnd::NotSupported => {
                 let _ = ui.send(Response::LiveMode("polling".into()));
-                if poll(&mut client_rx, &mut hints, &mut tracker, &ui).await.is_err() {
+                if poll(&mut client_rx, &mut hints, &mut visible, &mut tracker, &ui).await.is_err() {
                     return;
                 }
             }
@@ -145,12 +162,17 @@ fn reconnect_delay(data: &str, retry_ms: Option<u64>) -> Duration {
     v["retry_ms"].as_u64().or(retry_ms).map(Duration::from_millis).unwrap_or(RECONNECT_DEFAULT).min(RECONNECT_MAX)
 }
 
-/// What the tracker knows of each server: its status and task (to tell a change from a repeat).
+/// What the tracker knows of each server: status, task, power and last update (to tell a change
+/// from a repeat; `changes-since` is inclusive, so the newest change comes back again).
+type Seen = (String, Option<String>, Option<i64>, Option<DateTime<Utc>>);
+
 #[derive(Default)]
 struct Tracker {
-    known: HashMap<String, (String, Option<String>)>,
+    known: HashMap<String, Seen>,
     /// The newest `updated` seen, the cloud's clock: the next `changes-since`.
     since: Option<DateTime<Utc>>,
+    /// Polls cover every project (an admin's all-projects view).
+    all_projects: bool,
 }
 
 impl Tracker {
@@ -159,7 +181,7 @@ impl Tracker {
         if let Some(u) = s.updated {
             self.since = Some(self.since.map_or(u, |x| x.max(u)));
         }
-        let now = (s.status.clone(), s.task_state.clone());
+        let now = (s.status.clone(), s.task_state.clone(), s.power_state, s.updated);
         if s.status == "DELETED" {
             return self.known.remove(&s.id).is_some();
         }
@@ -167,7 +189,7 @@ impl Tracker {
     }
 
     fn in_transition(&self) -> bool {
-        self.known.values().any(|(status, task)| {
+        self.known.values().any(|(status, task, _, _)| {
             task.is_some() || !matches!(status.as_str(), "ACTIVE" | "SHUTOFF" | "ERROR" | "PAUSED" | "SUSPENDED")
         })
     }
@@ -179,9 +201,10 @@ impl Tracker {
                     self.see(s);
                 }
             }
+            LiveHint::AllProjects(on) => self.all_projects = on,
             LiveHint::Kick(id) => {
                 // Unknown until the next poll says otherwise: in transition.
-                self.known.insert(id, ("?".into(), Some("?".into())));
+                self.known.insert(id, ("?".into(), Some("?".into()), None, None));
             }
         }
     }
@@ -273,46 +296,79 @@ async fn stream(
     }
 }
 
-/// Polling mode, for clouds without the stream: only while something is in transition, with
-/// `changes-since`; otherwise a slow full refresh.
+/// While the instances list is on screen the whole project is polled this often, stretching
+/// to [`WATCH_MAX`] while nothing changes (a change elsewhere shows within about 4 s).
+pub const WATCH_START: Duration = Duration::from_secs(2);
+pub const WATCH_MAX: Duration = Duration::from_secs(4);
+
+/// Polling mode, for clouds without the stream. While the instances list is visible: the whole
+/// project with `changes-since` every 2–4 s. Otherwise only while something is in transition
+/// (Horizon's backoff), else a slow full refresh. A full list (which also tells which servers
+/// are gone without `changes-since`) is read first and at least every [`STABLE_REFRESH`].
 async fn poll(
     client_rx: &mut watch::Receiver<Option<Client>>,
     hints: &mut mpsc::UnboundedReceiver<LiveHint>,
+    visible: &mut watch::Receiver<bool>,
     tracker: &mut Tracker,
     ui: &mpsc::UnboundedSender<Response>,
 ) -> Result<(), ()> {
     let mut backoff = Backoff::new();
-    let mut wait = Backoff::START;
+    let mut watch = Backoff { current: WATCH_START };
+    let mut visible_open = true;
+    let mut last_full: Option<Instant> = None;
+    // The first poll comes at once: the list may already be stale.
+    let mut next_at = Instant::now();
     loop {
-        let moving = tracker.in_transition();
-        let sleep = if moving { wait } else { STABLE_REFRESH };
         tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::time::sleep_until(next_at) => {}
             h = hints.recv() => {
                 let Some(h) = h else { return Err(()) };
                 let kicked = matches!(h, LiveHint::Kick(_));
+                let was_moving = tracker.in_transition();
                 tracker.hint(h);
-                if kicked || (!moving && tracker.in_transition()) {
+                if kicked || (!was_moving && tracker.in_transition()) {
                     backoff.reset();
-                    wait = Backoff::START;
+                    watch.current = WATCH_START;
+                    next_at = next_at.min(Instant::now() + WATCH_START);
                 }
                 continue;
             }
             r = client_rx.changed() => { if r.is_err() { return Err(()) } continue; }
+            r = visible.changed(), if visible_open => {
+                match r {
+                    // Back on the instances list: look now, then every 2 s.
+                    Ok(()) if *visible.borrow_and_update() => watch.current = WATCH_START,
+                    Ok(()) => continue,
+                    Err(_) => { visible_open = false; continue; }
+                }
+            }
         }
-        let Some(client) = client_rx.borrow().clone() else { continue };
-        let path = match (moving, tracker.since) {
-            // Nova compares `updated_at >= changes-since`: the newest change comes back again,
-            // which the tracker recognises as no change.
-            (true, Some(t)) => format!("/servers/detail?changes-since={}", t.format("%Y-%m-%dT%H:%M:%SZ")),
+        let Some(client) = client_rx.borrow().clone() else {
+            next_at = Instant::now() + WATCH_START;
+            continue;
+        };
+        let shown = *visible.borrow();
+        let full_due = last_full.is_none_or(|t| t.elapsed() >= STABLE_REFRESH);
+        let path = match tracker.since {
+            // Nova compares `updated_at >= changes-since` and lists deleted servers too (status
+            // DELETED); the newest change comes back again, which the tracker sees as no change.
+            Some(t) if !full_due => {
+                format!("/servers/detail?changes-since={}", t.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
             _ => "/servers/detail".to_string(),
         };
+        let full = !path.contains("changes-since");
+        let path = match (tracker.all_projects, full) {
+            (false, _) => path,
+            (true, true) => format!("{path}?all_tenants=1"),
+            (true, false) => format!("{path}&all_tenants=1"),
+        };
+        let mut changed = false;
         match client.get("compute", &path).await {
             Ok(v) => {
                 let servers: Vec<Server> = parse_list(&v["servers"], |s: &mut Server, raw| s.raw = raw);
-                let full = !path.contains("changes-since");
-                let mut changed = false;
                 if full {
+                    last_full = Some(Instant::now());
                     // A full list also tells which servers are gone.
                     let ids: std::collections::HashSet<&str> = servers.iter().map(|s| s.id.as_str()).collect();
                     let gone: Vec<String> =
@@ -333,18 +389,25 @@ async fn poll(
                         let _ = ui.send(Response::ServerUpdate(Box::new(s)));
                     }
                 }
-                wait = backoff.next(changed);
-                let _ = ui.send(Response::LiveMode(if tracker.in_transition() {
-                    format!("polling {:.1}s", wait.as_secs_f32())
-                } else {
-                    "polling".into()
-                }));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "poll failed");
-                wait = backoff.next(false);
-            }
+            Err(e) => tracing::warn!(error = %e, "poll failed"),
         }
+        let watch_wait = watch.next_within(changed, WATCH_START, WATCH_MAX);
+        let wait = backoff.next(changed);
+        let moving = tracker.in_transition();
+        let sleep = if shown {
+            watch_wait
+        } else if moving {
+            wait
+        } else {
+            STABLE_REFRESH
+        };
+        next_at = Instant::now() + sleep;
+        let _ = ui.send(Response::LiveMode(if shown || moving {
+            format!("polling {:.1}s", sleep.as_secs_f32())
+        } else {
+            "polling".into()
+        }));
     }
 }
 
@@ -375,6 +438,15 @@ mod tests {
 
     fn server(id: &str, status: &str, task: Option<&str>) -> Server {
         Server { id: id.into(), status: status.into(), task_state: task.map(str::to_string), ..Server::default() }
+    }
+
+    #[test]
+    fn the_watched_list_is_polled_every_two_to_four_seconds() {
+        let mut b = Backoff { current: WATCH_START };
+        let waits: Vec<f32> = (0..4).map(|_| b.next_within(false, WATCH_START, WATCH_MAX).as_secs_f32()).collect();
+        assert_eq!(waits, [2.0, 4.0, 4.0, 4.0]);
+        assert_eq!(b.next_within(true, WATCH_START, WATCH_MAX), WATCH_START);
+        assert_eq!(b.next_within(false, WATCH_START, WATCH_MAX), WATCH_START);
     }
 
     #[test]

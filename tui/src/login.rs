@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use tui_textarea::TextArea;
 
-use crate::component::{Component, Outcome, centered, dialog, field, focus, text_of};
+use crate::component::{Component, Outcome, centered, dialog, field, focused, text_of};
 use crate::config::Profile;
 use crate::theme::Theme;
 
@@ -99,7 +99,7 @@ impl Component for LoginForm {
         Outcome::Consumed
     }
 
-    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let r = centered(area, 70, 17);
         f.render_widget(ratatui::widgets::Clear, r);
         let block = dialog("Log in (Keystone v3)", theme);
@@ -115,8 +115,7 @@ impl Component for LoginForm {
             let [l, v] = Layout::horizontal([Constraint::Length(11), Constraint::Min(1)]).areas(areas[i + 1]);
             let style = if i == self.focus { theme.accent() } else { theme.muted() };
             f.render_widget(Paragraph::new(Span::styled(format!("{label:>9}: "), style)), l);
-            focus(&mut self.fields[i], i == self.focus, theme);
-            f.render_widget(&self.fields[i], Rect { height: 1, ..v });
+            f.render_widget(&focused(&self.fields[i], i == self.focus, theme), Rect { height: 1, ..v });
         }
         let msg = if self.busy {
             Line::from(Span::styled("logging in…", theme.accent()))
@@ -159,7 +158,7 @@ impl Component for Picker {
         Outcome::Consumed
     }
 
-    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let h = (self.clouds.len() as u16 + 5).min(area.height);
         let r = centered(area, 64, h);
         f.render_widget(ratatui::widgets::Clear, r);
@@ -177,6 +176,6 @@ impl Component for Picker {
             .collect();
         items.push(ListItem::new(Span::styled("another cloud… (login form)", theme.muted())));
         let list = List::new(items).block(block).highlight_style(theme.selected()).highlight_symbol("› ");
-        f.render_stateful_widget(list, r, &mut self.state);
+        f.render_stateful_widget(list, r, &mut self.state.clone());
     }
 }

@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
-        let tx = worker::spawn(ui_tx, !args.poll);
+        let (visible_tx, visible_rx) = tokio::sync::watch::channel(true);
+        let tx = worker::spawn_watching(ui_tx, !args.poll, visible_rx);
         let cfg = AppConfig {
             keymap,
             themes,
@@ -77,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             state_path: Some(dirs.state_file()),
             state: state.clone(),
             clouds: clouds.values().cloned().collect(),
+            instances_visible: Some(visible_tx),
         };
         let mut app = App::new(tx, Screen::Main, cfg);
         match start {

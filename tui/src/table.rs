@@ -12,16 +12,39 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use serde_json::Value;
 
 use crate::keymap::Action;
-use crate::model::{Flavor, Hypervisor, Image, Keypair, Network, Server, Service, power_state_name};
 use crate::theme::Theme;
-use crate::worker::Kind;
+use crate::worker::{DeleteCall, Kind};
+use meridian_common::{Client, ClientError};
+use std::cell::Cell as Memo;
+use std::collections::HashSet;
+use std::future::Future;
 
-/// What cells may need besides the row: names to show instead of IDs, the time, the role.
+/// What cells may need besides the row: names to show instead of IDs, the time, the role,
+/// whether an admin is looking at every project (then project-scoped views add a PROJECT column).
 pub struct CellCtx<'a> {
     pub admin: bool,
     pub now: DateTime<Utc>,
     pub image_names: &'a HashMap<String, String>,
     pub flavor_names: &'a HashMap<String, String>,
+    pub all_projects: bool,
+    /// Project ID → name, from Keystone when the admin may list projects.
+    pub project_names: &'a HashMap<String, String>,
+}
+
+impl CellCtx<'_> {
+    /// A project's name, else its ID.
+    pub fn project(&self, id: Option<&str>) -> String {
+        let id = id.unwrap_or_default();
+        self.project_names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// Which rows a list asks the cloud for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// An admin's view of every project (`all_tenants` for Nova; Glance and Neutron list every
+    /// project's resources to an admin anyway, so without it they are narrowed to the project).
+    pub all_projects: bool,
 }
 
 pub struct Column {
@@ -29,7 +52,7 @@ pub struct Column {
     pub width: Constraint,
 }
 
-const fn col(title: &'static str, width: Constraint) -> Column {
+pub const fn col(title: &'static str, width: Constraint) -> Column {
     Column { title, width }
 }
 
@@ -39,13 +62,24 @@ pub enum SortKey {
     Text(String),
 }
 
-/// A resource the generic table can show.
-pub trait Resource: Clone {
-    /// The view's title (`Instances`).
+/// A resource the generic table can show: its columns and cells, its words, how it is listed
+/// and deleted. A view module implements this for its model and registers it in `views::registry!`.
+pub trait Resource: Clone + Send + Sync + 'static {
+    /// The table's title (`Instances`).
     const TITLE: &'static str;
-    /// The resource kind (its noun, whether and how it is deleted).
+    /// The tab's label (`Instances`, `Keypairs`).
+    const TAB: &'static str;
+    /// The palette command that opens the view (`servers`).
+    const COMMAND: &'static str;
+    /// One of these, in words (`Delete image cirros?`).
+    const NOUN: &'static str;
+    /// The registry's kind for this resource.
     const KIND: Kind;
-    fn columns(admin: bool) -> Vec<Column>;
+    /// Only administrators see the view.
+    const ADMIN_ONLY: bool = false;
+    /// Rows belong to projects: the all-projects toggle applies (and adds a PROJECT column).
+    const SCOPED: bool = false;
+    fn columns(ctx: &CellCtx) -> Vec<Column>;
     fn cells(&self, ctx: &CellCtx) -> Vec<String>;
     fn id(&self) -> &str;
     fn name(&self) -> &str;
@@ -58,6 +92,20 @@ pub trait Resource: Clone {
     fn sort_key(&self, col: usize, ctx: &CellCtx) -> SortKey {
         SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase())
     }
+    /// The call that deletes one (`None`: not deleted from the dashboard).
+    fn delete_call(_id: &str) -> Option<DeleteCall> {
+        None
+    }
+    /// Whether the row is enabled, for resources that can be disabled (projects, users).
+    fn enabled(&self) -> Option<bool> {
+        None
+    }
+    /// The PATCH (path and body) that enables or disables `id`.
+    fn enable_call(_id: &str, _on: bool) -> Option<(DeleteCall, Value)> {
+        None
+    }
+    /// Reads the whole list from the cloud (run by the worker, never by the UI).
+    fn list(client: &Client, scope: Scope) -> impl Future<Output = Result<Vec<Self>, ClientError>> + Send;
 }
 
 /// How long ago, in the largest whole unit (`45s`, `12m`, `3h`, `9d`).
@@ -72,327 +120,16 @@ pub fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
     }
 }
 
-fn mb(v: u64) -> String {
+pub fn mb(v: u64) -> String {
     if v >= 1024 && v.is_multiple_of(1024) { format!("{}G", v / 1024) } else { format!("{v}M") }
 }
 
-impl Resource for Server {
-    const TITLE: &'static str = "Instances";
-    const KIND: Kind = Kind::Servers;
-    fn columns(admin: bool) -> Vec<Column> {
-        let mut c = vec![
-            col("NAME", Constraint::Min(10)),
-            col("STATUS", Constraint::Length(8)),
-            col("TASK", Constraint::Length(12)),
-            col("POWER", Constraint::Length(8)),
-            col("ADDRESSES", Constraint::Min(9)),
-            col("FLAVOR", Constraint::Length(9)),
-            col("IMAGE", Constraint::Length(8)),
-        ];
-        if admin {
-            c.push(col("HOST", Constraint::Length(10)));
-        }
-        c.push(col("AGE", Constraint::Length(4)));
-        c
-    }
-    fn cells(&self, ctx: &CellCtx) -> Vec<String> {
-        let flavor = self
-            .flavor
-            .original_name
-            .clone()
-            .or_else(|| self.flavor.id.as_ref().map(|id| ctx.flavor_names.get(id).cloned().unwrap_or(id.clone())))
-            .unwrap_or_default();
-        let image = match &self.image.0 {
-            Some(id) => ctx.image_names.get(id).cloned().unwrap_or_else(|| id.chars().take(8).collect()),
-            None => "(volume)".into(),
-        };
-        let mut c = vec![
-            self.name.clone(),
-            self.status.clone(),
-            self.task_state.clone().unwrap_or_default(),
-            power_state_name(self.power_state).to_string(),
-            self.addresses_text(),
-            flavor,
-            image,
-        ];
-        if ctx.admin {
-            c.push(self.host.clone().unwrap_or_default());
-        }
-        c.push(age(ctx.now, self.created));
-        c
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn status_column() -> Option<usize> {
-        Some(1)
-    }
-    fn sort_key(&self, col: usize, ctx: &CellCtx) -> SortKey {
-        // Straight from the fields: building every cell of 10,000 rows per live update is too slow.
-        let text = |s: &str| SortKey::Text(s.to_lowercase());
-        match (col, ctx.admin) {
-            (0, _) => text(&self.name),
-            (1, _) => text(&self.status),
-            (2, _) => text(self.task_state.as_deref().unwrap_or_default()),
-            (3, _) => SortKey::Num(self.power_state.unwrap_or(0) as f64),
-            (7, true) => text(self.host.as_deref().unwrap_or_default()),
-            (7, false) | (8, true) => SortKey::Num(-(self.created.map(|t| t.timestamp()).unwrap_or(0) as f64)),
-            _ => SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase()),
-        }
-    }
-}
-
-impl Resource for Flavor {
-    const TITLE: &'static str = "Flavors";
-    const KIND: Kind = Kind::Flavors;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("NAME", Constraint::Min(12)),
-            col("VCPUS", Constraint::Length(6)),
-            col("RAM", Constraint::Length(7)),
-            col("DISK", Constraint::Length(6)),
-            col("EPHEMERAL", Constraint::Length(9)),
-            col("PUBLIC", Constraint::Length(6)),
-            col("ID", Constraint::Min(8)),
-        ]
-    }
-    fn cells(&self, _: &CellCtx) -> Vec<String> {
-        vec![
-            self.name.clone(),
-            self.vcpus.to_string(),
-            mb(self.ram),
-            format!("{}G", self.disk),
-            format!("{}G", self.ephemeral),
-            match self.is_public {
-                Some(true) => "yes".into(),
-                Some(false) => "no".into(),
-                None => String::new(),
-            },
-            self.id.clone(),
-        ]
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn sort_key(&self, col: usize, ctx: &CellCtx) -> SortKey {
-        match col {
-            1 => SortKey::Num(self.vcpus as f64),
-            2 => SortKey::Num(self.ram as f64),
-            3 => SortKey::Num(self.disk as f64),
-            4 => SortKey::Num(self.ephemeral as f64),
-            _ => SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase()),
-        }
-    }
-}
-
-fn size(bytes: Option<u64>) -> String {
-    match bytes {
-        None => String::new(),
-        Some(b) if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
-        Some(b) if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
-        Some(b) => format!("{}K", b.div_ceil(1024)),
-    }
-}
-
-impl Resource for Image {
-    const TITLE: &'static str = "Images";
-    const KIND: Kind = Kind::Images;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("NAME", Constraint::Min(12)),
-            col("STATUS", Constraint::Length(9)),
-            col("VISIBILITY", Constraint::Length(10)),
-            col("FORMAT", Constraint::Length(6)),
-            col("SIZE", Constraint::Length(7)),
-            col("MIN RAM", Constraint::Length(7)),
-            col("MIN DISK", Constraint::Length(8)),
-            col("AGE", Constraint::Length(4)),
-        ]
-    }
-    fn cells(&self, ctx: &CellCtx) -> Vec<String> {
-        vec![
-            self.name.clone(),
-            self.status.clone(),
-            self.visibility.clone(),
-            self.disk_format.clone().unwrap_or_default(),
-            size(self.size),
-            if self.min_ram > 0 { mb(self.min_ram) } else { String::new() },
-            if self.min_disk > 0 { format!("{}G", self.min_disk) } else { String::new() },
-            age(ctx.now, self.created_at),
-        ]
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn status_column() -> Option<usize> {
-        Some(1)
-    }
-    fn sort_key(&self, col: usize, ctx: &CellCtx) -> SortKey {
-        match col {
-            4 => SortKey::Num(self.size.unwrap_or(0) as f64),
-            5 => SortKey::Num(self.min_ram as f64),
-            6 => SortKey::Num(self.min_disk as f64),
-            7 => SortKey::Num(-(self.created_at.map(|t| t.timestamp()).unwrap_or(0) as f64)),
-            _ => SortKey::Text(self.cells(ctx).get(col).cloned().unwrap_or_default().to_lowercase()),
-        }
-    }
-}
-
-impl Resource for Network {
-    const TITLE: &'static str = "Networks";
-    const KIND: Kind = Kind::Networks;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("NAME", Constraint::Min(12)),
-            col("STATUS", Constraint::Length(7)),
-            col("SHARED", Constraint::Length(6)),
-            col("EXTERNAL", Constraint::Length(8)),
-            col("SUBNETS", Constraint::Min(14)),
-        ]
-    }
-    fn cells(&self, _: &CellCtx) -> Vec<String> {
-        let yes = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
-        vec![self.name.clone(), self.status.clone(), yes(self.shared), yes(self.external), self.subnet_cidrs.join(", ")]
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn status_column() -> Option<usize> {
-        Some(1)
-    }
-}
-
-impl Resource for Keypair {
-    const TITLE: &'static str = "Key pairs";
-    const KIND: Kind = Kind::Keypairs;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("NAME", Constraint::Min(12)),
-            col("TYPE", Constraint::Length(6)),
-            col("FINGERPRINT", Constraint::Min(20)),
-        ]
-    }
-    fn cells(&self, _: &CellCtx) -> Vec<String> {
-        vec![self.name.clone(), self.kind.clone().unwrap_or_else(|| "ssh".into()), self.fingerprint.clone()]
-    }
-    fn id(&self) -> &str {
-        &self.name
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-}
-
-fn used(used: Option<u64>, total: Option<u64>) -> String {
-    match (used, total) {
-        (Some(u), Some(t)) => format!("{u}/{t}"),
-        _ => String::new(),
-    }
-}
-
-impl Resource for Hypervisor {
-    const TITLE: &'static str = "Hypervisors";
-    const KIND: Kind = Kind::Hypervisors;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("HOSTNAME", Constraint::Min(12)),
-            col("STATE", Constraint::Length(5)),
-            col("STATUS", Constraint::Length(8)),
-            col("TYPE", Constraint::Length(6)),
-            col("VCPUS", Constraint::Length(7)),
-            col("RAM MB", Constraint::Length(13)),
-            col("DISK GB", Constraint::Length(9)),
-            col("VMS", Constraint::Length(4)),
-        ]
-    }
-    fn cells(&self, _: &CellCtx) -> Vec<String> {
-        vec![
-            self.hypervisor_hostname.clone(),
-            self.state.clone(),
-            self.status.clone(),
-            self.hypervisor_type.clone().unwrap_or_default(),
-            used(self.vcpus_used, self.vcpus),
-            used(self.memory_mb_used, self.memory_mb),
-            used(self.local_gb_used, self.local_gb),
-            self.running_vms.map(|v| v.to_string()).unwrap_or_default(),
-        ]
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.hypervisor_hostname
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn status_column() -> Option<usize> {
-        Some(1)
-    }
-}
-
-impl Resource for Service {
-    const TITLE: &'static str = "Services";
-    const KIND: Kind = Kind::Services;
-    fn columns(_: bool) -> Vec<Column> {
-        vec![
-            col("BINARY", Constraint::Min(14)),
-            col("HOST", Constraint::Min(10)),
-            col("ZONE", Constraint::Length(8)),
-            col("STATUS", Constraint::Length(8)),
-            col("STATE", Constraint::Length(5)),
-            col("UPDATED", Constraint::Length(7)),
-        ]
-    }
-    fn cells(&self, ctx: &CellCtx) -> Vec<String> {
-        vec![
-            self.binary.clone(),
-            self.host.clone(),
-            self.zone.clone(),
-            self.status.clone(),
-            self.state.clone(),
-            age(ctx.now, self.updated_at),
-        ]
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.binary
-    }
-    fn raw(&self) -> &Value {
-        &self.raw
-    }
-    fn status_column() -> Option<usize> {
-        Some(4)
-    }
+/// How one row of a bulk action is getting on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Sent,
+    Done,
+    Failed,
 }
 
 /// The table's state: items, the filtered and sorted view of them, the selection.
@@ -403,14 +140,19 @@ pub struct ResourceTable<R: Resource> {
     filter: String,
     sort: Option<(usize, bool)>,
     selected: usize,
-    offset: usize,
+    /// The first row drawn and where the rows were drawn last (for paging and mouse clicks):
+    /// what drawing remembers of the layout, so drawing itself can take `&self`.
+    offset: Memo<usize>,
+    rows_area: Memo<Rect>,
     pub loaded: bool,
-    /// Where the rows were drawn last (for mouse clicks).
-    rows_area: Rect,
     /// Row IDs drawn with the "expected" marker (an action's state before the cloud confirms).
-    pub marked: std::collections::HashSet<String>,
+    pub expecting: HashSet<String>,
+    /// Row IDs marked with Space for a bulk action.
+    pub picked: HashSet<String>,
+    /// Rows of a bulk action: how each is getting on (shown in the mark column).
+    pub progress: HashMap<String, Progress>,
     /// Row IDs with a delete on its way: drawn struck through until the cloud answers.
-    pub deleting: std::collections::HashSet<String>,
+    pub deleting: HashSet<String>,
 }
 
 impl<R: Resource> Default for ResourceTable<R> {
@@ -421,10 +163,12 @@ impl<R: Resource> Default for ResourceTable<R> {
             filter: String::new(),
             sort: None,
             selected: 0,
-            offset: 0,
+            offset: Memo::new(0),
+            rows_area: Memo::new(Rect::default()),
             loaded: false,
-            rows_area: Rect::default(),
-            marked: Default::default(),
+            expecting: Default::default(),
+            picked: Default::default(),
+            progress: Default::default(),
             deleting: Default::default(),
         }
     }
@@ -440,6 +184,9 @@ impl<R: Resource> ResourceTable<R> {
         let keep = self.selected().map(|r| r.id().to_string());
         self.items = items;
         self.loaded = true;
+        // Marks of rows that are gone go with them.
+        let ids: HashSet<&str> = self.items.iter().map(|r| r.id()).collect();
+        self.picked.retain(|id| ids.contains(id.as_str()));
         self.recompute(ctx, keep);
     }
 
@@ -462,7 +209,9 @@ impl<R: Resource> ResourceTable<R> {
     pub fn remove(&mut self, id: &str, ctx: &CellCtx) {
         let keep = self.selected().map(|r| r.id().to_string());
         self.items.retain(|x| x.id() != id);
-        self.marked.remove(id);
+        self.expecting.remove(id);
+        self.picked.remove(id);
+        self.progress.remove(id);
         self.deleting.remove(id);
         self.recompute(ctx, keep);
     }
@@ -504,6 +253,25 @@ impl<R: Resource> ResourceTable<R> {
         self.selected = self.selected.min(self.view.len().saturating_sub(1));
     }
 
+    /// Space: marks or unmarks the selected row and moves to the next one.
+    pub fn toggle_pick(&mut self) {
+        let Some(id) = self.selected().map(|r| r.id().to_string()) else { return };
+        if !self.picked.remove(&id) {
+            self.picked.insert(id);
+        }
+        self.navigate(Action::Down);
+    }
+
+    /// The marked rows (ID, name) in the order shown.
+    pub fn picked_rows(&self) -> Vec<(String, String)> {
+        self.view
+            .iter()
+            .map(|&i| &self.items[i])
+            .filter(|r| self.picked.contains(r.id()))
+            .map(|r| (r.id().to_string(), r.name().to_string()))
+            .collect()
+    }
+
     pub fn selected(&self) -> Option<&R> {
         self.view.get(self.selected).map(|&i| &self.items[i])
     }
@@ -523,7 +291,7 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn sort_next(&mut self, ctx: &CellCtx) {
-        let n = R::columns(ctx.admin).len();
+        let n = R::columns(ctx).len();
         self.sort = match self.sort {
             None => Some((0, false)),
             Some((c, _)) if c + 1 < n => Some((c + 1, false)),
@@ -543,7 +311,7 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn navigate(&mut self, action: Action) {
-        let page = (self.rows_area.height as usize).max(1);
+        let page = (self.rows_area.get().height as usize).max(1);
         let last = self.view.len().saturating_sub(1);
         self.selected = match action {
             Action::Up => self.selected.saturating_sub(1),
@@ -558,11 +326,11 @@ impl<R: Resource> ResourceTable<R> {
 
     /// A click at terminal row `y`: selects that row; returns whether it hit one.
     pub fn click(&mut self, x: u16, y: u16) -> bool {
-        let a = self.rows_area;
+        let a = self.rows_area.get();
         if x < a.x || x >= a.x + a.width || y < a.y || y >= a.y + a.height {
             return false;
         }
-        let idx = self.offset + (y - a.y) as usize;
+        let idx = self.offset.get() + (y - a.y) as usize;
         if idx < self.view.len() {
             self.selected = idx;
             return true;
@@ -570,11 +338,17 @@ impl<R: Resource> ResourceTable<R> {
         false
     }
 
-    pub fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
-        let columns = R::columns(ctx.admin);
-        let sort_mark = |i: usize| match self.sort {
-            Some((c, false)) if c == i => "↑",
-            Some((c, true)) if c == i => "↓",
+    pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
+        let mut columns = R::columns(ctx);
+        // The mark column shows only while rows are marked or a bulk action reports on them.
+        let marks = !self.picked.is_empty() || !self.progress.is_empty();
+        if marks {
+            columns.insert(0, col(" ", Constraint::Length(1)));
+        }
+        let data_col = |i: usize| if marks { i.checked_sub(1) } else { Some(i) };
+        let sort_mark = |i: usize| match (self.sort, data_col(i)) {
+            (Some((c, false)), Some(d)) if c == d => "↑",
+            (Some((c, true)), Some(d)) if c == d => "↓",
             _ => "",
         };
         let header =
@@ -587,12 +361,18 @@ impl<R: Resource> ResourceTable<R> {
             format!("[{}/{}] /{} ", self.view.len(), self.items.len(), self.filter)
         };
         title.push(Span::styled(count, theme.accent()));
+        if R::SCOPED && ctx.all_projects {
+            title.push(Span::styled("all projects ", theme.title()));
+        }
+        if !self.picked.is_empty() {
+            title.push(Span::styled(format!("{} marked ", self.picked.len()), theme.title()));
+        }
         let block = Block::default().borders(Borders::ALL).border_style(theme.border()).title(Line::from(title));
         let inner = block.inner(area);
         f.render_widget(block, area);
         // Header takes one line; the rest shows rows.
         let body_h = inner.height.saturating_sub(1) as usize;
-        self.rows_area = Rect { y: inner.y + 1, height: body_h as u16, ..inner };
+        self.rows_area.set(Rect { y: inner.y + 1, height: body_h as u16, ..inner });
         if self.view.is_empty() {
             let msg = if !self.loaded || busy {
                 "loading…"
@@ -609,28 +389,41 @@ impl<R: Resource> ResourceTable<R> {
             return;
         }
         // Keep the selection in view; draw only the rows that fit (cheap at 10,000 rows).
-        if self.selected < self.offset {
-            self.offset = self.selected;
-        } else if body_h > 0 && self.selected >= self.offset + body_h {
-            self.offset = self.selected + 1 - body_h;
+        let mut offset = self.offset.get();
+        if self.selected < offset {
+            offset = self.selected;
+        } else if body_h > 0 && self.selected >= offset + body_h {
+            offset = self.selected + 1 - body_h;
         }
-        self.offset = self.offset.min(self.view.len().saturating_sub(body_h.max(1)));
+        offset = offset.min(self.view.len().saturating_sub(body_h.max(1)));
+        self.offset.set(offset);
         let status_col = R::status_column();
-        let rows: Vec<Row> = self.view[self.offset..(self.offset + body_h).min(self.view.len())]
+        let rows: Vec<Row> = self.view[offset..(offset + body_h).min(self.view.len())]
             .iter()
             .enumerate()
             .map(|(n, &i)| {
                 let r = &self.items[i];
-                let marked = self.marked.contains(r.id());
+                let expecting = self.expecting.contains(r.id());
                 let deleting = self.deleting.contains(r.id());
                 let cells = r.cells(ctx).into_iter().enumerate().map(|(ci, text)| {
                     let mut style = if Some(ci) == status_col { theme.status(&text) } else { Style::default() };
-                    if marked && (ci == 1 || ci == 2) {
+                    if expecting && (ci == 1 || ci == 2) {
                         style = style.add_modifier(Modifier::ITALIC);
                     }
                     Cell::from(text).style(style)
                 });
-                let mut style = if self.offset + n == self.selected { theme.selected() } else { Style::default() };
+                let mark = marks.then(|| {
+                    let (sym, style) = match self.progress.get(r.id()) {
+                        Some(Progress::Sent) => ("…", theme.accent()),
+                        Some(Progress::Done) => ("✓", theme.accent()),
+                        Some(Progress::Failed) => ("✗", theme.error()),
+                        None if self.picked.contains(r.id()) => ("●", theme.title()),
+                        None => (" ", Style::default()),
+                    };
+                    Cell::from(sym).style(style)
+                });
+                let cells: Vec<Cell> = mark.into_iter().chain(cells).collect();
+                let mut style = if offset + n == self.selected { theme.selected() } else { Style::default() };
                 if deleting {
                     style = style.add_modifier(Modifier::CROSSED_OUT | Modifier::DIM);
                 }
@@ -639,5 +432,111 @@ impl<R: Resource> ResourceTable<R> {
             .collect();
         let table = Table::new(rows, columns.iter().map(|c| c.width)).header(header).column_spacing(1);
         f.render_widget(table, inner);
+    }
+}
+
+/// What the app does with any table without knowing its resource type (the registry hands out
+/// `&dyn AnyTable` by kind).
+pub trait AnyTable {
+    fn kind(&self) -> Kind;
+    fn loaded(&self) -> bool;
+    fn navigate(&mut self, action: Action);
+    fn filter(&self) -> &str;
+    fn set_filter(&mut self, f: &str, ctx: &CellCtx);
+    fn sort_next(&mut self, ctx: &CellCtx);
+    fn sort_reverse(&mut self, ctx: &CellCtx);
+    fn click(&mut self, x: u16, y: u16) -> bool;
+    /// The selected row's ID and name.
+    fn selected_row(&self) -> Option<(String, String)>;
+    /// A row's ID and name.
+    fn row(&self, id: &str) -> Option<(String, String)>;
+    /// A row's JSON as the cloud sent it.
+    fn raw_of(&self, id: &str) -> Option<Value>;
+    /// The selected row's ID, name and whether it is enabled (if it can be disabled).
+    fn selected_enabled(&self) -> Option<(String, String, bool)>;
+    fn remove(&mut self, id: &str, ctx: &CellCtx);
+    fn deleting(&mut self) -> &mut HashSet<String>;
+    fn is_deleting(&self, id: &str) -> bool;
+    fn toggle_pick(&mut self);
+    /// The marked rows (ID, name) in the order shown.
+    fn picked_rows(&self) -> Vec<(String, String)>;
+    fn clear_picks(&mut self);
+    fn set_progress(&mut self, id: &str, p: Option<Progress>);
+    fn has_progress(&self) -> bool;
+    /// Keeps the progress of these rows only.
+    fn retain_progress(&mut self, ids: &[String]);
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool);
+}
+
+impl<R: Resource> AnyTable for ResourceTable<R> {
+    fn kind(&self) -> Kind {
+        R::KIND
+    }
+    fn loaded(&self) -> bool {
+        self.loaded
+    }
+    fn navigate(&mut self, action: Action) {
+        ResourceTable::navigate(self, action)
+    }
+    fn filter(&self) -> &str {
+        &self.filter
+    }
+    fn set_filter(&mut self, f: &str, ctx: &CellCtx) {
+        ResourceTable::set_filter(self, f, ctx)
+    }
+    fn sort_next(&mut self, ctx: &CellCtx) {
+        ResourceTable::sort_next(self, ctx)
+    }
+    fn sort_reverse(&mut self, ctx: &CellCtx) {
+        ResourceTable::sort_reverse(self, ctx)
+    }
+    fn click(&mut self, x: u16, y: u16) -> bool {
+        ResourceTable::click(self, x, y)
+    }
+    fn selected_row(&self) -> Option<(String, String)> {
+        self.selected().map(|r| (r.id().to_string(), r.name().to_string()))
+    }
+    fn row(&self, id: &str) -> Option<(String, String)> {
+        self.get(id).map(|r| (r.id().to_string(), r.name().to_string()))
+    }
+    fn raw_of(&self, id: &str) -> Option<Value> {
+        self.get(id).map(|r| r.raw().clone())
+    }
+    fn selected_enabled(&self) -> Option<(String, String, bool)> {
+        let r = self.selected()?;
+        Some((r.id().to_string(), r.name().to_string(), r.enabled()?))
+    }
+    fn remove(&mut self, id: &str, ctx: &CellCtx) {
+        ResourceTable::remove(self, id, ctx)
+    }
+    fn deleting(&mut self) -> &mut HashSet<String> {
+        &mut self.deleting
+    }
+    fn is_deleting(&self, id: &str) -> bool {
+        self.deleting.contains(id)
+    }
+    fn toggle_pick(&mut self) {
+        ResourceTable::toggle_pick(self)
+    }
+    fn picked_rows(&self) -> Vec<(String, String)> {
+        ResourceTable::picked_rows(self)
+    }
+    fn clear_picks(&mut self) {
+        self.picked.clear();
+    }
+    fn set_progress(&mut self, id: &str, p: Option<Progress>) {
+        match p {
+            Some(p) => self.progress.insert(id.to_string(), p),
+            None => self.progress.remove(id),
+        };
+    }
+    fn has_progress(&self) -> bool {
+        !self.progress.is_empty()
+    }
+    fn retain_progress(&mut self, ids: &[String]) {
+        self.progress.retain(|id, _| ids.contains(id));
+    }
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
+        ResourceTable::draw(self, f, area, theme, ctx, busy)
     }
 }

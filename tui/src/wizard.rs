@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use tui_textarea::TextArea;
 
-use crate::component::{Component, Outcome, centered, dialog, field, focus, text_of};
+use crate::component::{Component, Outcome, centered, dialog, field, focused, text_of};
 use crate::model::{Flavor, Image, Keypair, Network, Quotas};
 use crate::theme::Theme;
 use crate::worker::LaunchSpec;
@@ -395,7 +395,7 @@ impl Component for Wizard {
         Outcome::Consumed
     }
 
-    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+    fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let r = centered(area, 100, 30);
         f.render_widget(ratatui::widgets::Clear, r);
         let block = dialog("Launch instances", theme);
@@ -428,9 +428,8 @@ impl Component for Wizard {
                     let [l, v] = Layout::horizontal([Constraint::Length(8), Constraint::Min(1)]).areas(area);
                     let st = if i == self.details_focus { theme.accent() } else { theme.muted() };
                     f.render_widget(Paragraph::new(Span::styled(format!("{label:>6}: "), st)), l);
-                    let t = if i == 0 { &mut self.name } else { &mut self.count };
-                    focus(t, i == self.details_focus, theme);
-                    f.render_widget(&*t, Rect { height: 1, ..v });
+                    let t = if i == 0 { &self.name } else { &self.count };
+                    f.render_widget(&focused(t, i == self.details_focus, theme), Rect { height: 1, ..v });
                 }
                 if let Some(q) = &self.quotas {
                     let lines: Vec<Line> = q
@@ -449,8 +448,7 @@ impl Component for Wizard {
                 let [s, l] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(body);
                 let [lab, v] = Layout::horizontal([Constraint::Length(8), Constraint::Min(1)]).areas(s);
                 f.render_widget(Paragraph::new(Span::styled("Search: ", theme.accent())), lab);
-                focus(&mut self.search, true, theme);
-                f.render_widget(&self.search, Rect { height: 1, ..v });
+                f.render_widget(&focused(&self.search, true, theme), Rect { height: 1, ..v });
                 let items: Vec<ListItem> = self
                     .visible_images()
                     .iter()
@@ -545,21 +543,20 @@ impl Component for Wizard {
                         let [lab, v] = Layout::horizontal([Constraint::Length(8), Constraint::Min(1)]).areas(rows[i]);
                         let stl = if i == self.key_focus { theme.accent() } else { theme.muted() };
                         f.render_widget(Paragraph::new(Span::styled(format!("{label:>6}: "), stl)), lab);
-                        let t = if i == 0 { &mut self.key_path } else { &mut self.key_name };
-                        focus(t, i == self.key_focus, theme);
-                        f.render_widget(&*t, Rect { height: 1, ..v });
+                        let t = if i == 0 { &self.key_path } else { &self.key_name };
+                        f.render_widget(&focused(t, i == self.key_focus, theme), Rect { height: 1, ..v });
                     }
                 }
             }
             Step::UserData => {
-                self.user_data.set_block(
+                let mut user_data = focused(&self.user_data, true, theme);
+                user_data.set_block(
                     ratatui::widgets::Block::default()
                         .borders(ratatui::widgets::Borders::ALL)
                         .border_style(theme.border())
                         .title(" user data "),
                 );
-                focus(&mut self.user_data, true, theme);
-                f.render_widget(&self.user_data, body);
+                f.render_widget(&user_data, body);
             }
             Step::Review => {
                 let spec = self.spec();

@@ -17,42 +17,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Profile;
 use crate::live::{self, LiveHint};
-use crate::model::{
-    Flavor, Hypervisor, Image, Keypair, Network, Project, Quotas, Server, Service, Subnet, Token, Transition,
-    parse_list, parse_server,
-};
+use crate::model::{Hypervisor, Project, Quotas, Server, Token, Transition, parse_list, parse_server};
+use crate::table::Scope;
 
-/// The resource lists the dashboard shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Servers,
-    Flavors,
-    Images,
-    Networks,
-    Keypairs,
-    Hypervisors,
-    Services,
-}
-
-impl Kind {
-    /// One of these, in words (`Delete image cirros?`).
-    pub fn noun(self) -> &'static str {
-        match self {
-            Kind::Servers => "instance",
-            Kind::Flavors => "flavor",
-            Kind::Images => "image",
-            Kind::Networks => "network",
-            Kind::Keypairs => "key pair",
-            Kind::Hypervisors => "hypervisor",
-            Kind::Services => "service",
-        }
-    }
-
-    /// Whether the dashboard can delete one (hypervisors and services are not deleted from here).
-    pub fn deletable(self) -> bool {
-        !matches!(self, Kind::Hypervisors | Kind::Services)
-    }
-}
+pub use crate::views::{Kind, Listing};
 
 /// What deleting a resource of some kind sends: `DELETE` to this path of this service's
 /// endpoint (compute's catalog URL carries its version; image and network get theirs added).
@@ -72,20 +40,11 @@ impl DeleteCall {
 
 /// The OpenStack call that deletes `id` of `kind` (for key pairs the ID is the name).
 pub fn delete_call(kind: Kind, id: &str) -> Option<DeleteCall> {
-    let seg = path_segment(id);
-    let (service, version, path) = match kind {
-        Kind::Servers => ("compute", None, format!("/servers/{seg}")),
-        Kind::Flavors => ("compute", None, format!("/flavors/{seg}")),
-        Kind::Keypairs => ("compute", None, format!("/os-keypairs/{seg}")),
-        Kind::Images => ("image", Some("v2"), format!("/images/{seg}")),
-        Kind::Networks => ("network", Some("v2.0"), format!("/networks/{seg}")),
-        Kind::Hypervisors | Kind::Services => return None,
-    };
-    Some(DeleteCall { service, version, path })
+    kind.delete_call(id)
 }
 
 /// Percent-encodes what may not stand in a path segment (key pair names may hold spaces).
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -187,6 +146,26 @@ pub enum Request {
         name: String,
         source: crate::keys::KeySource,
     },
+    /// An instance's action history with each action's events.
+    Actions(String),
+    /// Enable or disable a project or user.
+    SetEnabled {
+        kind: Kind,
+        id: String,
+        name: String,
+        enabled: bool,
+    },
+    /// Create a network (with its subnet) or a port.
+    Create(crate::overlays::Create),
+    /// An admin's lists cover every project (`true`) or the session's project.
+    AllProjects(bool),
+    /// Project ID → name, for the PROJECT column.
+    ProjectNames,
+    /// Remember the cloud, project and theme in the state file (written here, off the UI path).
+    SaveState {
+        path: std::path::PathBuf,
+        state: crate::config::State,
+    },
 }
 
 /// A profile with the password in it, compared by name only (requests are compared in tests).
@@ -217,17 +196,6 @@ pub struct Overview {
     pub quotas: Quotas,
     /// Admins only: every hypervisor with its capacity and usage.
     pub hypervisors: Vec<Hypervisor>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Listing {
-    Servers(Vec<Server>),
-    Flavors(Vec<Flavor>),
-    Images(Vec<Image>),
-    Networks(Vec<Network>),
-    Keypairs(Vec<Keypair>),
-    Hypervisors(Vec<Hypervisor>),
-    Services(Vec<Service>),
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +231,22 @@ pub enum Response {
     Launched(Vec<Server>),
     KeypairImported(String),
     Projects(Vec<Project>),
+    ProjectNames(std::collections::HashMap<String, String>),
+    /// A project or user was enabled or disabled.
+    EnabledSet {
+        kind: Kind,
+        name: String,
+        enabled: bool,
+    },
+    /// A create form's resource exists now.
+    Created {
+        kind: Kind,
+        name: String,
+    },
+    Actions {
+        id: String,
+        actions: Vec<crate::views::actions::InstanceAction>,
+    },
     /// A server changed (live stream or poll).
     ServerUpdate(Box<Server>),
     /// One state transition of a server, from the live stream (our server only).
@@ -291,8 +275,19 @@ pub enum Response {
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
 /// polls as on any cloud (for proxies that buffer event streams, and to test that path).
 pub fn spawn(ui: mpsc::UnboundedSender<Response>, stream: bool) -> mpsc::UnboundedSender<Request> {
+    // Without a UI that says what is on screen, polling treats the instances as always shown.
+    spawn_watching(ui, stream, watch::channel(true).1)
+}
+
+/// As [`spawn`], with the UI telling whether the instances list is on screen (polling mode
+/// watches the whole project closely only then).
+pub fn spawn_watching(
+    ui: mpsc::UnboundedSender<Response>,
+    stream: bool,
+    instances_visible: watch::Receiver<bool>,
+) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, ui, stream));
+    tokio::spawn(run(rx, ui, stream, instances_visible));
     tx
 }
 
@@ -308,12 +303,18 @@ struct Authed {
     project_id: Option<String>,
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender<Response>, stream: bool) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    ui: mpsc::UnboundedSender<Response>,
+    stream: bool,
+    instances_visible: watch::Receiver<bool>,
+) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
     let (hint_tx, hint_rx) = mpsc::unbounded_channel::<LiveHint>();
-    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream));
+    tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream, instances_visible));
     let mut authed: Option<Authed> = None;
+    let mut scope = Scope::default();
     // Requests that met a 401 we could not fix, re-sent after the next login.
     let mut waiting: Vec<Request> = Vec::new();
     loop {
@@ -332,7 +333,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender
                                 let _ = ui.send(Response::LoggedIn(a.info.clone()));
                                 let _ = client_tx.send(Some(a.client.clone()));
                                 for r in waiting.drain(..) {
-                                    dispatch(&a.client, r, &ui, &done_tx, &hint_tx);
+                                    dispatch(&a.client, r, scope, &ui, &done_tx, &hint_tx);
                                 }
                                 authed = Some(a);
                             }
@@ -357,10 +358,22 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender
                             }
                         }
                     }
+                    Request::AllProjects(on) => {
+                        scope.all_projects = on;
+                        let _ = hint_tx.send(LiveHint::AllProjects(on));
+                    }
+                    Request::SaveState { path, state } => {
+                        // Off the async executor: a slow disk must not hold up requests.
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = state.save(&path) {
+                                tracing::warn!(error = %e, path = %path.display(), "cannot save the state file");
+                            }
+                        });
+                    }
                     // The websocket needs no token (the URL carries one): no login, no client.
                     Request::ConsoleConnect { url, session } => crate::console_pane::spawn_session(url, session, ui.clone()),
                     other => match &authed {
-                        Some(a) => dispatch(&a.client, other, &ui, &done_tx, &hint_tx),
+                        Some(a) => dispatch(&a.client, other, scope, &ui, &done_tx, &hint_tx),
                         None => waiting.push(other),
                     },
                 }
@@ -372,7 +385,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Request>, ui: mpsc::UnboundedSender
                 match login(&a.profile, a.project_id.clone()).await {
                     Ok(fresh) => {
                         let _ = client_tx.send(Some(fresh.client.clone()));
-                        dispatch(&fresh.client, req, &ui, &done_tx, &hint_tx);
+                        dispatch(&fresh.client, req, scope, &ui, &done_tx, &hint_tx);
                         authed = Some(fresh);
                     }
                     Err(e) => {
@@ -452,6 +465,7 @@ fn pick_version(server_max: &str, ours: &str) -> String {
 fn dispatch(
     client: &Client,
     req: Request,
+    scope: Scope,
     ui: &mpsc::UnboundedSender<Response>,
     done: &mpsc::UnboundedSender<Done>,
     hints: &mpsc::UnboundedSender<LiveHint>,
@@ -459,7 +473,7 @@ fn dispatch(
     let client = client.clone();
     let (ui, done, hints) = (ui.clone(), done.clone(), hints.clone());
     tokio::spawn(async move {
-        match handle(&client, &req).await {
+        match handle(&client, &req, scope).await {
             Ok(resp) => {
                 match &resp {
                     Response::Listed(Listing::Servers(s)) | Response::Launched(s) => {
@@ -501,6 +515,18 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::CreateKeypair { name, .. } => format!("creating key pair {name} failed"),
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
+        Request::SaveState { .. } => "saving the state file".into(),
+        Request::AllProjects(_) => "switching to all projects".into(),
+        Request::ProjectNames => "listing project names".into(),
+        Request::Actions(_) => "loading the action history".into(),
+        Request::SetEnabled { kind, name, enabled, .. } => {
+            format!("{} {} {name}", if *enabled { "enabling" } else { "disabling" }, kind.noun())
+        }
+        Request::Create(crate::overlays::Create::Network(n)) => format!("creating network {}", n.name),
+        Request::Create(crate::overlays::Create::Port(_)) => "creating the port".into(),
+        Request::Create(crate::overlays::Create::Project { name, .. }) => format!("creating project {name}"),
+        Request::Create(crate::overlays::Create::User { name, .. }) => format!("creating user {name}"),
+        Request::Create(crate::overlays::Create::Grant { .. }) => "granting the role".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -539,7 +565,13 @@ pub fn versioned(session: &Session, service: &str, version: &str) -> Result<Stri
 
 /// GETs a collection and follows its `next` links to the end (Nova/Neutron `<key>_links`, Glance
 /// `next` relative to the service root).
-async fn get_all(client: &Client, service: &str, base: &str, path: &str, key: &str) -> Result<Vec<Value>, ClientError> {
+pub(crate) async fn get_all(
+    client: &Client,
+    service: &str,
+    base: &str,
+    path: &str,
+    key: &str,
+) -> Result<Vec<Value>, ClientError> {
     let mut url = format!("{base}{path}");
     let mut out = Vec::new();
     // A cloud that keeps sending the same link must not loop forever.
@@ -570,9 +602,57 @@ async fn get_all(client: &Client, service: &str, base: &str, path: &str, key: &s
     Ok(out)
 }
 
-async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError> {
+async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response, ClientError> {
     match req {
-        Request::List(kind) => list(client, *kind).await.map(Response::Listed),
+        Request::List(kind) => crate::views::list(client, *kind, scope).await.map(Response::Listed),
+        Request::Create(c) => create(client, c).await,
+        Request::SetEnabled { kind, id, name, enabled } => {
+            let (call, body) = kind
+                .enable_call(id, *enabled)
+                .ok_or_else(|| ClientError::Decode(format!("a {} cannot be disabled", kind.noun())))?;
+            let base = match call.version {
+                Some(v) => versioned(&client.session, call.service, v)?,
+                None => client.session.endpoint(call.service)?,
+            };
+            client.send_url(Method::PATCH, call.service, &format!("{base}{}", call.path), Some(&body)).await?;
+            Ok(Response::EnabledSet { kind: *kind, name: name.clone(), enabled: *enabled })
+        }
+        Request::Actions(id) => {
+            let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
+            let mut actions: Vec<crate::views::actions::InstanceAction> =
+                parse_list(&v["instanceActions"], |_: &mut crate::views::actions::InstanceAction, _| {});
+            // Each action's events need a request of their own (Nova lists them only there);
+            // only the newest actions' (Nova lists newest first), so a long-lived instance does
+            // not cost hundreds of requests at once.
+            let details = futures_util::future::join_all(actions.iter().take(ACTION_EVENTS).map(|a| {
+                let path = format!("/servers/{id}/os-instance-actions/{}", a.request_id);
+                async move { client.get("compute", &path).await }
+            }))
+            .await;
+            for (a, d) in actions.iter_mut().zip(details) {
+                if let Ok(d) = d {
+                    a.events =
+                        parse_list(&d["instanceAction"]["events"], |_: &mut crate::views::actions::ActionEvent, _| {});
+                }
+            }
+            Ok(Response::Actions { id: id.clone(), actions })
+        }
+        Request::ProjectNames => {
+            // Only who may list projects gets names; the others keep seeing IDs.
+            let names = match client.get("identity", "/v3/projects").await {
+                Ok(v) => v["projects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p["id"].as_str()?.to_string(), p["name"].as_str()?.to_string())))
+                    .collect(),
+                Err(e) => {
+                    tracing::info!(error = %e, "project names unavailable; showing IDs");
+                    std::collections::HashMap::new()
+                }
+            };
+            Ok(Response::ProjectNames(names))
+        }
         Request::Overview => {
             let limits = client.get("compute", "/limits").await?;
             let mut quotas = Quotas::from_limits(&limits);
@@ -698,66 +778,132 @@ async fn handle(client: &Client, req: &Request) -> Result<Response, ClientError>
             let dir = crate::ssh::default_keys_dir();
             crate::keys::create(client, &dir, cloud, name, source).await.map(Response::KeypairCreated)
         }
-        Request::Login(_) | Request::SwitchProject { .. } | Request::ConsoleConnect { .. } => {
-            Err(ClientError::Decode("handled by the worker".into()))
+        Request::Login(_)
+        | Request::SwitchProject { .. }
+        | Request::SaveState { .. }
+        | Request::AllProjects(_)
+        | Request::ConsoleConnect { .. } => Err(ClientError::Decode("handled by the worker".into())),
+    }
+}
+
+/// How many of an instance's newest actions get their events read for the Actions tab.
+const ACTION_EVENTS: usize = 20;
+
+/// Creates what a form describes. A network whose subnet is refused is deleted again, as
+/// Horizon's network workflow does, so a retry does not leave a half-made network behind.
+async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response, ClientError> {
+    use crate::overlays::Create;
+    if let Create::Project { .. } | Create::User { .. } | Create::Grant { .. } = c {
+        return create_identity(client, c).await;
+    }
+    let base = versioned(&client.session, "network", "v2.0")?;
+    match c {
+        Create::Network(spec) => {
+            let body = json!({"network": {"name": spec.name, "admin_state_up": true}});
+            let net = client.send_url(Method::POST, "network", &format!("{base}/networks"), Some(&body)).await?;
+            let net_id = net["network"]["id"].as_str().unwrap_or_default().to_string();
+            if let Some(s) = &spec.subnet {
+                let mut subnet = json!({
+                    "network_id": net_id,
+                    "name": format!("{}-subnet", spec.name),
+                    "cidr": s.cidr,
+                    "ip_version": s.ip_version,
+                    "enable_dhcp": s.dhcp,
+                    "dns_nameservers": s.dns,
+                });
+                if let Some(g) = &s.gateway {
+                    subnet["gateway_ip"] = json!(g);
+                }
+                let made = client
+                    .send_url(Method::POST, "network", &format!("{base}/subnets"), Some(&json!({"subnet": subnet})))
+                    .await;
+                if let Err(e) = made {
+                    let undo =
+                        client.send_url(Method::DELETE, "network", &format!("{base}/networks/{net_id}"), None).await;
+                    if let Err(u) = undo {
+                        tracing::warn!(error = %u, network = %net_id, "cannot delete the network whose subnet failed");
+                    }
+                    return Err(e);
+                }
+            }
+            Ok(Response::Created { kind: Kind::Networks, name: spec.name.clone() })
+        }
+        Create::Port(spec) => {
+            let mut port = json!({"network_id": spec.network_id, "name": spec.name});
+            if let Some(ip) = &spec.fixed_ip {
+                port["fixed_ips"] = json!([{"ip_address": ip}]);
+            }
+            client.send_url(Method::POST, "network", &format!("{base}/ports"), Some(&json!({"port": port}))).await?;
+            Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
+        }
+        Create::Project { .. } | Create::User { .. } | Create::Grant { .. } => {
+            Err(ClientError::Decode("an identity form reached the network path".into()))
         }
     }
 }
 
-async fn list(client: &Client, kind: Kind) -> Result<Listing, ClientError> {
-    Ok(match kind {
-        Kind::Servers => {
-            let base = client.session.endpoint("compute")?;
-            let v = get_all(client, "compute", &base, "/servers/detail", "servers").await?;
-            Listing::Servers(parse_list(&Value::Array(v), |s: &mut Server, raw| s.raw = raw))
+/// The ID of a Keystone user, project or role given by name or ID (a name is looked up first).
+async fn identity_id(client: &Client, base: &str, collection: &str, wanted: &str) -> Result<String, ClientError> {
+    let q: String = form_urlencoded::byte_serialize(wanted.as_bytes()).collect();
+    let v = client.send_url(Method::GET, "identity", &format!("{base}/{collection}?name={q}"), None).await?;
+    if let Some(id) = v[collection][0]["id"].as_str() {
+        return Ok(id.to_string());
+    }
+    let seg = path_segment(wanted);
+    match client.send_url(Method::GET, "identity", &format!("{base}/{collection}/{seg}"), None).await {
+        Ok(_) => Ok(wanted.to_string()),
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+            Err(ClientError::Decode(format!("no {} {wanted}", collection.trim_end_matches('s'))))
         }
-        Kind::Flavors => {
-            let base = client.session.endpoint("compute")?;
-            let v = get_all(client, "compute", &base, "/flavors/detail", "flavors").await?;
-            Listing::Flavors(parse_list(&Value::Array(v), |f: &mut Flavor, raw| f.raw = raw))
+        Err(e) => Err(e),
+    }
+}
+
+/// Projects, users (with their first role) and grants from the identity forms.
+async fn create_identity(client: &Client, c: &crate::overlays::Create) -> Result<Response, ClientError> {
+    use crate::overlays::Create;
+    let base = versioned(&client.session, "identity", "v3")?;
+    let post = |path: &str, body: Value| {
+        let url = format!("{base}{path}");
+        async move { client.send_url(Method::POST, "identity", &url, Some(&body)).await }
+    };
+    let grant = |project: String, user: String, role: String| {
+        let url = format!("{base}/projects/{project}/users/{user}/roles/{role}");
+        async move { client.send_url(Method::PUT, "identity", &url, None).await }
+    };
+    match c {
+        Create::Project { name, description } => {
+            let body = json!({"project": {"name": name, "description": description, "domain_id": "default"}});
+            post("/projects", body).await?;
+            Ok(Response::Created { kind: Kind::IdProjects, name: name.clone() })
         }
-        Kind::Images => {
-            let base = versioned(&client.session, "image", "v2")?;
-            let v = get_all(client, "image", &base, "/images", "images").await?;
-            Listing::Images(parse_list(&Value::Array(v), |i: &mut Image, raw| i.raw = raw))
-        }
-        Kind::Networks => {
-            let base = versioned(&client.session, "network", "v2.0")?;
-            let (nets, subnets) = tokio::join!(
-                get_all(client, "network", &base, "/networks", "networks"),
-                get_all(client, "network", &base, "/subnets", "subnets"),
-            );
-            let subnets: Vec<Subnet> = parse_list(&Value::Array(subnets?), |_: &mut Subnet, _| {});
-            let mut nets: Vec<Network> = parse_list(&Value::Array(nets?), |n: &mut Network, raw| n.raw = raw);
-            for n in &mut nets {
-                n.subnet_cidrs = subnets.iter().filter(|s| s.network_id == n.id).map(|s| s.cidr.clone()).collect();
-                // The detail pane shows the subnets with the network.
-                if let Some(obj) = n.raw.as_object_mut() {
-                    let subs: Vec<Value> = subnets
-                        .iter()
-                        .filter(|s| s.network_id == n.id)
-                        .map(|s| json!({"id": s.id, "name": s.name, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "ip_version": s.ip_version}))
-                        .collect();
-                    obj.insert("subnet_details".into(), Value::Array(subs));
-                }
+        Create::User { name, password, project, role } => {
+            let target = match project {
+                Some(p) => Some((
+                    identity_id(client, &base, "projects", p).await?,
+                    identity_id(client, &base, "roles", role).await?,
+                )),
+                None => None,
+            };
+            let mut user = json!({"name": name, "password": password, "domain_id": "default"});
+            if let Some((pid, _)) = &target {
+                user["default_project_id"] = json!(pid);
             }
-            Listing::Networks(nets)
+            let made = post("/users", json!({"user": user})).await?;
+            if let (Some((pid, rid)), Some(uid)) = (target, made["user"]["id"].as_str()) {
+                grant(pid, uid.to_string(), rid).await?;
+            }
+            Ok(Response::Created { kind: Kind::Users, name: name.clone() })
         }
-        Kind::Keypairs => {
-            let v = client.get("compute", "/os-keypairs").await?;
-            let items: Vec<Value> =
-                v["keypairs"].as_array().into_iter().flatten().map(|k| k["keypair"].clone()).collect();
-            Listing::Keypairs(parse_list(&Value::Array(items), |k: &mut Keypair, raw| k.raw = raw))
+        Create::Grant { user, project, role } => {
+            let uid = identity_id(client, &base, "users", user).await?;
+            let pid = identity_id(client, &base, "projects", project).await?;
+            let rid = identity_id(client, &base, "roles", role).await?;
+            grant(pid, uid, rid).await?;
+            Ok(Response::Created { kind: Kind::Assignments, name: format!("{role} for {user} on {project}") })
         }
-        Kind::Hypervisors => {
-            let v = client.get("compute", "/os-hypervisors/detail").await?;
-            Listing::Hypervisors(parse_list(&v["hypervisors"], |h: &mut Hypervisor, raw| h.raw = raw))
-        }
-        Kind::Services => {
-            let v = client.get("compute", "/os-services").await?;
-            Listing::Services(parse_list(&v["services"], |s: &mut Service, raw| s.raw = raw))
-        }
-    })
+        Create::Network(_) | Create::Port(_) => Err(ClientError::Decode("a network form reached identity".into())),
+    }
 }
 
 /// Every cloud's fallback timeline: instance actions and their events, in time order, each

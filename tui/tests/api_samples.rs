@@ -525,6 +525,8 @@ fn nova_2_1_server_with_flavor_and_image_links() {
         now: s.updated.expect("updated"),
         image_names: &images,
         flavor_names: &flavors,
+        all_projects: false,
+        project_names: &Default::default(),
     });
     assert_eq!(cells[5], "m1.tiny");
 }

@@ -7,6 +7,8 @@ use meridian_tui::app::{App, AppConfig, Screen, View};
 use meridian_tui::config::Profile;
 use meridian_tui::login::{LoginForm, Picker};
 use meridian_tui::model::{Flavor, Hypervisor, Image, Keypair, Network, Quotas, Server, Service, Transition};
+use meridian_tui::views::ports::Port;
+use meridian_tui::views::subnets::Subnet;
 use meridian_tui::worker::{Kind, Listing, Overview, Request, Response, ServerOp, SessionInfo};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -123,6 +125,39 @@ fn services() -> Vec<Service> {
         .collect()
 }
 
+fn ports() -> Vec<Port> {
+    [(1, "web-1", "p1"), (2, "", "p1"), (3, "db", "p2")]
+        .into_iter()
+        .map(|(n, name, project)| {
+            let raw = json!({"id": id(700 + n), "name": name, "status": "ACTIVE", "network_id": "n1",
+                "mac_address": format!("fa:16:3e:00:00:0{n}"), "device_owner": "compute:nova",
+                "device_id": id(n), "project_id": project,
+                "fixed_ips": [{"ip_address": format!("10.0.0.{n}"), "subnet_id": "s1"}]});
+            let mut p: Port = parse(raw.clone());
+            p.raw = raw;
+            p.network_name = "private".into();
+            p
+        })
+        .collect()
+}
+
+fn subnets() -> Vec<Subnet> {
+    [
+        (1, "private-v4", "10.0.0.0/24", Some("10.0.0.1"), true, vec!["8.8.8.8"]),
+        (2, "isolated", "192.168.5.0/24", None, false, vec![]),
+    ]
+    .into_iter()
+    .map(|(n, name, cidr, gw, dhcp, dns)| {
+        let raw = json!({"id": id(800 + n), "name": name, "network_id": "n1", "cidr": cidr, "ip_version": 4,
+                "gateway_ip": gw, "enable_dhcp": dhcp, "dns_nameservers": dns, "project_id": "p1"});
+        let mut s: Subnet = parse(raw.clone());
+        s.raw = raw;
+        s.network_name = "private".into();
+        s
+    })
+    .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -172,6 +207,11 @@ impl Harness {
         ])));
         hs.app.on_response(Response::Listed(Listing::Networks(networks())));
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
+        hs.app.on_response(Response::Listed(Listing::Ports(ports())));
+        hs.app.on_response(Response::Listed(Listing::Subnets(subnets())));
+        hs.app.on_response(Response::Listed(Listing::IdProjects(Vec::new())));
+        hs.app.on_response(Response::Listed(Listing::Users(Vec::new())));
+        hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
         hs.app.on_response(Response::Overview(Overview {
@@ -262,7 +302,16 @@ fn instances_view_wide_for_an_admin() {
 
 #[test]
 fn every_list_view() {
-    for v in [View::Flavors, View::Images, View::Networks, View::Keypairs, View::Hypervisors, View::Services] {
+    for v in [
+        View::Flavors,
+        View::Images,
+        View::Networks,
+        View::Subnets,
+        View::Ports,
+        View::Keypairs,
+        View::Hypervisors,
+        View::Services,
+    ] {
         let mut h = Harness::loaded(100, 16, true);
         h.app.go_to(v);
         // Going to a view reloads it.
@@ -353,6 +402,37 @@ fn instance_timeline_with_phase_durations() {
     // A live change of this instance reloads its timeline.
     h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "ACTIVE", Some("powering-off"), 1))));
     assert_eq!(h.drain(), vec![Request::Timeline(id(1))]);
+}
+
+/// Other clouds' timelines come from instance actions: Nova's event names show in words.
+#[test]
+fn timeline_from_instance_actions_in_words() {
+    let mut h = Harness::loaded(80, 16, false);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Tab);
+    h.drain();
+    let t = |action: &str, event: Option<&str>, at: &str, d: Option<f64>| Transition {
+        vm_state: Some(action.into()),
+        task_state: event.map(str::to_string),
+        power_state: None,
+        at: meridian_tui::model::parse_time(at),
+        duration_s: d,
+    };
+    h.app.on_response(Response::Timeline {
+        id: id(1),
+        entries: vec![
+            t("create", None, "2026-11-22T02:00:00Z", Some(0.1)),
+            t("create", Some("conductor_schedule_and_build_instances"), "2026-11-22T02:00:00.100Z", Some(0.4)),
+            t("create", Some("compute__do_build_and_run_instance"), "2026-11-22T02:00:00.500Z", Some(4.5)),
+            t("stop", None, "2026-11-22T02:10:00Z", Some(0.2)),
+            t("stop", Some("compute_stop_instance"), "2026-11-22T02:10:00.200Z", None),
+        ],
+        source: "instance actions",
+    });
+    let s = h.screen();
+    assert!(s.contains("build and run") && s.contains("power off") && s.contains("schedule and build"), "{s}");
+    assert!(!s.contains("compute_"), "raw event names: {s}");
+    snap!("timeline_instance_actions", s);
 }
 
 #[test]
@@ -634,6 +714,35 @@ fn project_switch_lists_projects_and_switches() {
 }
 
 #[test]
+fn a_project_switch_empties_every_table() {
+    let mut h = Harness::loaded(100, 24, true);
+    for &k in Kind::ALL {
+        assert!(h.app.tables.get(k).loaded(), "{k:?} is loaded first");
+    }
+    h.app.on_response(Response::LoggedIn(SessionInfo {
+        cloud: "devstack".into(),
+        auth_url: "http://cloud/identity".into(),
+        user: "admin".into(),
+        project: "staging".into(),
+        project_id: "p2".into(),
+        admin: true,
+        expires_at: None,
+        compute_version: Some("2.79".into()),
+    }));
+    for &k in Kind::ALL {
+        assert!(!h.app.tables.get(k).loaded(), "{k:?} still holds the old project's rows");
+        h.app.go_to(View::of_kind(k));
+        let s = h.screen();
+        assert!(s.contains("loading…"), "{k:?}: {s}");
+    }
+    // The new project's lists were asked for.
+    let reqs = h.drain();
+    for &k in Kind::ALL {
+        assert!(reqs.contains(&Request::List(k)), "{k:?} not reloaded: {reqs:?}");
+    }
+}
+
+#[test]
 fn themes_switch_in_app() {
     let (tx, _rx) = unbounded_channel();
     let (themes, _) = meridian_tui::theme::load_all(std::path::Path::new("/nonexistent"));
@@ -840,4 +949,392 @@ fn delete_where_nothing_can_be_deleted_says_so() {
         assert!(s.contains(&format!("nothing to delete in {title}")) && !s.contains("Confirm"), "{s}");
         assert!(h.drain().is_empty());
     }
+}
+
+/// Space marks rows; a start/stop/reboot/delete then acts on all of them after one question
+/// naming the count; each row shows its progress; failures are listed per row at the end.
+#[test]
+fn bulk_stop_marks_asks_once_shows_progress_and_lists_failures() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    let s = h.screen();
+    assert!(s.contains("3 marked"), "{s}");
+    snap!("bulk_marked", s);
+    h.key(KeyCode::Char('S'));
+    assert!(h.drain().is_empty(), "nothing is sent before the answer");
+    let s = h.screen();
+    assert!(s.contains("Stop 3 instances?"), "{s}");
+    snap!("bulk_confirm", s);
+    h.key(KeyCode::Char('y'));
+    let mut sent = h.drain();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        sent,
+        [1, 2, 3].map(|n| Request::Action { id: id(n), op: ServerOp::Stop }).to_vec(),
+        "one stop per marked row"
+    );
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Stop });
+    h.app.on_response(Response::Failed {
+        request: Request::Action { id: id(3), op: ServerOp::Stop },
+        message: "stop failed: Cannot 'stop' instance while it is in vm_state stopped (409)".into(),
+    });
+    let s = h.screen();
+    assert!(s.contains('✓') && s.contains('✗') && s.contains('…'), "{s}");
+    snap!("bulk_progress", s);
+    h.app.on_response(Response::Accepted { id: id(2), op: ServerOp::Stop });
+    let s = h.screen();
+    assert!(s.contains("stop: 1 of 3 instances failed") && s.contains("db: stop failed"), "{s}");
+    snap!("bulk_failures", s);
+    // Any key closes the report; Esc then clears the marks column.
+    h.key(KeyCode::Esc);
+    h.key(KeyCode::Esc);
+    let s = h.screen();
+    assert!(!s.contains("│✗") && !s.contains("│✓") && s.contains("│NAME"), "{s}");
+}
+
+/// Bulk delete in a non-instance view: one question, one delete per row.
+#[test]
+fn bulk_delete_of_images_asks_once() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.app.run_command("images");
+    h.drain();
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.ctrl('d');
+    let s = h.screen();
+    assert!(s.contains("Delete 2 images?"), "{s}");
+    h.key(KeyCode::Char('y'));
+    let sent = h.drain();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|r| matches!(r, Request::Delete { kind: Kind::Images, .. })), "{sent:?}");
+}
+
+/// An admin's `A`: instances, images, networks and ports from every project with a PROJECT
+/// column (names from Keystone); again, and only the project's.
+#[test]
+fn all_projects_toggle_adds_a_project_column() {
+    let mut h = Harness::loaded(140, 14, true);
+    h.key(KeyCode::Char('A'));
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::AllProjects(true)) && reqs.contains(&Request::ProjectNames), "{reqs:?}");
+    assert!(reqs.contains(&Request::List(Kind::Servers)), "{reqs:?}");
+    h.app.on_response(Response::ProjectNames(
+        [("p1".to_string(), "demo".to_string()), ("p2".to_string(), "staging".to_string())].into(),
+    ));
+    let mut other = server(5, "other-vm", "ACTIVE", None, 1);
+    other.raw["tenant_id"] = json!("p2");
+    let mut mine = server(1, "web-1", "ACTIVE", None, 1);
+    mine.raw["tenant_id"] = json!("p1");
+    h.app.on_response(Response::Listed(Listing::Servers(vec![mine, other])));
+    let s = h.screen();
+    assert!(s.contains("PROJECT") && s.contains("staging") && s.contains("all projects"), "{s}");
+    snap!("all_projects_instances", s);
+    h.app.run_command("ports");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Ports)]);
+    let s = h.screen();
+    assert!(s.contains("PROJECT") && s.contains("staging") && s.contains("fa:16:3e:00:00:03"), "{s}");
+    snap!("all_projects_ports", s);
+    h.key(KeyCode::Char('A'));
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::AllProjects(false)) && reqs.contains(&Request::List(Kind::Ports)), "{reqs:?}");
+    assert!(!h.screen().contains("PROJECT"));
+}
+
+#[test]
+fn all_projects_is_for_admins() {
+    let mut h = Harness::loaded(100, 14, false);
+    h.key(KeyCode::Char('A'));
+    assert!(h.drain().is_empty());
+    assert!(h.screen().contains("all projects is for administrators"));
+}
+
+/// The instance detail's Actions tab: Nova's instance actions with their events, in words.
+#[test]
+fn instance_action_history_tab() {
+    use meridian_tui::views::actions::{ActionEvent, InstanceAction};
+    let mut h = Harness::loaded(100, 16, false);
+    h.key(KeyCode::Enter);
+    for _ in 0..3 {
+        h.key(KeyCode::Tab);
+    }
+    let reqs = h.drain();
+    assert_eq!(reqs.last(), Some(&Request::Actions(id(1))), "{reqs:?}");
+    let ev = |event: &str, start: &str, finish: Option<&str>, result: Option<&str>| ActionEvent {
+        event: event.into(),
+        start_time: Some(start.into()),
+        finish_time: finish.map(str::to_string),
+        result: result.map(str::to_string),
+        host: Some("compute-1".into()),
+    };
+    h.app.on_response(Response::Actions {
+        id: id(1),
+        actions: vec![
+            InstanceAction {
+                action: "stop".into(),
+                request_id: "req-2222".into(),
+                user_id: Some("u1".into()),
+                start_time: Some("2026-11-22T02:10:00.000000".into()),
+                message: None,
+                events: vec![ev("compute_stop_instance", "2026-11-22T02:10:00.100000", None, None)],
+            },
+            InstanceAction {
+                action: "create".into(),
+                request_id: "req-1111".into(),
+                user_id: Some("u1".into()),
+                start_time: Some("2026-11-22T02:00:00.000000".into()),
+                message: Some("Error".into()),
+                events: vec![
+                    ev(
+                        "conductor_schedule_and_build_instances",
+                        "2026-11-22T02:00:00.010000",
+                        Some("2026-11-22T02:00:00.400000"),
+                        Some("Success"),
+                    ),
+                    ev(
+                        "compute__do_build_and_run_instance",
+                        "2026-11-22T02:00:00.500000",
+                        Some("2026-11-22T02:00:05.000000"),
+                        Some("Error"),
+                    ),
+                ],
+            },
+        ],
+    });
+    let s = h.screen();
+    assert!(s.contains("Actions") && s.contains("build and run") && s.contains("power off"), "{s}");
+    assert!(s.contains("4.5 s") && s.contains("running") && s.contains("req-1111"), "{s}");
+    snap!("instance_actions", s);
+}
+
+/// Subnets and ports are deleted from their views like any resource: asked, then one DELETE.
+#[test]
+fn delete_a_subnet_and_a_port() {
+    let mut h = Harness::loaded(100, 16, false);
+    for (cmd, kind, noun, first) in
+        [("subnets", Kind::Subnets, "subnet private-v4", id(801)), ("ports", Kind::Ports, "port web-1", id(701))]
+    {
+        h.app.run_command(cmd);
+        h.drain();
+        h.ctrl('d');
+        let s = h.screen();
+        assert!(s.contains(&format!("Delete {noun}?")), "{s}");
+        h.key(KeyCode::Char('y'));
+        let sent = h.drain();
+        assert!(
+            matches!(sent.as_slice(), [Request::Delete { kind: k, id, .. }] if *k == kind && *id == first),
+            "{sent:?}"
+        );
+        let call = meridian_tui::worker::delete_call(kind, &first).expect("deletable");
+        assert_eq!(call.service, "network");
+        assert!(call.path.ends_with(&first));
+    }
+}
+
+/// `c` in the networks view: a network with its subnet (CIDR, gateway, DHCP, DNS), checked
+/// before it is sent; the cloud's refusal shows in the form, which keeps what was typed.
+#[test]
+fn create_network_with_subnet_form() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::{NetworkSpec, SubnetSpec};
+    let mut h = Harness::loaded(100, 20, false);
+    h.app.run_command("networks");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("backend");
+    h.key(KeyCode::Tab);
+    h.chars("10.9.0.0/33");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.chars("1.1.1.1");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("Create network") && s.contains("the prefix must be 0–32"), "{s}");
+    snap!("create_network_error", s);
+    assert!(h.drain().is_empty(), "bad input is not sent");
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::Backspace);
+    h.key(KeyCode::Backspace);
+    h.chars("24");
+    h.key(KeyCode::Tab);
+    h.chars("none");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    let want = Request::Create(Create::Network(NetworkSpec {
+        name: "backend".into(),
+        subnet: Some(SubnetSpec {
+            cidr: "10.9.0.0/24".into(),
+            ip_version: 4,
+            gateway: Some(None),
+            dhcp: true,
+            dns: vec!["1.1.1.1".into()],
+        }),
+    }));
+    assert_eq!(h.drain(), vec![want.clone()]);
+    h.app.on_response(Response::Failed { request: want, message: "creating network backend: overlaps (409)".into() });
+    let s = h.screen();
+    assert!(s.contains("overlaps (409)") && s.contains("10.9.0.0/24"), "{s}");
+    h.app.on_response(Response::Created { kind: Kind::Networks, name: "backend".into() });
+    let s = h.screen();
+    assert!(!s.contains("Create network") && s.contains("created network backend"), "{s}");
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::List(Kind::Networks)) && reqs.contains(&Request::List(Kind::Subnets)), "{reqs:?}");
+}
+
+/// `c` in the ports view: a port on a network named (or given by ID), with an optional address.
+#[test]
+fn create_port_form() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::PortSpec;
+    let mut h = Harness::loaded(100, 20, false);
+    h.app.run_command("ports");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    let s = h.screen();
+    assert!(s.contains("Create port"), "{s}");
+    snap!("create_port", s);
+    assert_eq!(h.drain(), vec![Request::List(Kind::Networks)], "the network list is refreshed for the form");
+    // The refreshed list reaches the open form.
+    let mut more = networks();
+    let mut extra = more[1].clone();
+    extra.id = "n-late".into();
+    extra.name = "late".into();
+    more.push(extra);
+    h.app.on_response(Response::Listed(Listing::Networks(more)));
+    assert!(h.screen().contains("networks: net, private, late"));
+    h.chars("nowhere");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("no network nowhere here"));
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    for _ in 0.."nowhere".len() {
+        h.key(KeyCode::Backspace);
+    }
+    // The fixture's first network.
+    let (net_name, net_id) = {
+        let n = networks();
+        (n[0].name.clone(), n[0].id.clone())
+    };
+    h.chars(&net_name);
+    h.key(KeyCode::Tab);
+    h.chars("vip");
+    h.key(KeyCode::Tab);
+    h.chars("10.0.0.50");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Port(PortSpec {
+            network_id: net_id,
+            name: "vip".into(),
+            fixed_ip: Some("10.0.0.50".into())
+        }))]
+    );
+}
+
+/// Identity administration: users (disable/enable with `e`, delete), projects, and role
+/// assignments (revoked by deleting the grant).
+#[test]
+fn identity_admin_views() {
+    use meridian_tui::views::assignments::Assignment;
+    use meridian_tui::views::idprojects::IdProject;
+    use meridian_tui::views::users::User;
+    let mut h = Harness::loaded(120, 14, true);
+    h.app.run_command("users");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Users)]);
+    let users: Vec<User> = [("u1", "alice", true, Some("p1")), ("u2", "bob", false, None)]
+        .into_iter()
+        .map(|(uid, name, enabled, project)| {
+            let raw = json!({"id": uid, "name": name, "domain_id": "default", "enabled": enabled,
+                "email": format!("{name}@example.com"), "default_project_id": project});
+            let mut u: User = parse(raw.clone());
+            u.raw = raw;
+            u
+        })
+        .collect();
+    h.app.on_response(Response::Listed(Listing::Users(users)));
+    let s = h.screen();
+    assert!(s.contains("bob") && s.contains("bob@example.com") && s.contains("disable/enable"), "{s}");
+    snap!("view_users", s);
+    h.key(KeyCode::Char('e'));
+    assert_eq!(
+        h.drain(),
+        vec![Request::SetEnabled { kind: Kind::Users, id: "u1".into(), name: "alice".into(), enabled: false }]
+    );
+    h.app.on_response(Response::EnabledSet { kind: Kind::Users, name: "alice".into(), enabled: false });
+    assert!(h.screen().contains("disabled user alice"));
+    assert_eq!(h.drain(), vec![Request::List(Kind::Users)]);
+    let call = meridian_tui::worker::delete_call(Kind::Users, "u2").expect("deletable");
+    assert_eq!((call.service, call.version, call.path.as_str()), ("identity", Some("v3"), "/users/u2"));
+
+    h.app.run_command("projects");
+    h.drain();
+    let raw =
+        json!({"id": "p2", "name": "staging", "domain_id": "default", "enabled": true, "description": "pre-prod"});
+    let mut p: IdProject = parse(raw.clone());
+    p.raw = raw;
+    h.app.on_response(Response::Listed(Listing::IdProjects(vec![p])));
+    assert!(h.screen().contains("pre-prod"));
+
+    h.app.run_command("roles");
+    h.drain();
+    h.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
+    let s = h.screen();
+    assert!(s.contains("Role assignments"), "{s}");
+    let _ = Assignment::default();
+}
+
+/// `c` in the users view: a user with a password and, optionally, a role on a project.
+#[test]
+fn create_user_form() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 20, true);
+    h.app.run_command("users");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("eve");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("Create user") && s.contains("the user needs a password"), "{s}");
+    snap!("create_user_error", s);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.chars("s3cret!");
+    h.key(KeyCode::Tab);
+    h.chars("demo");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert!(!h.screen().contains("s3cret"), "the password is masked");
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::User {
+            name: "eve".into(),
+            password: "s3cret!".into(),
+            project: Some("demo".into()),
+            role: "member".into()
+        })]
+    );
+    // In the role assignments view, `c` grants.
+    h.app.on_response(Response::Created { kind: Kind::Users, name: "eve".into() });
+    h.app.run_command("roles");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    h.chars("eve");
+    h.key(KeyCode::Tab);
+    h.chars("staging");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Grant { user: "eve".into(), project: "staging".into(), role: "member".into() })]
+    );
 }

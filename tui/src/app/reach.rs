@@ -1,22 +1,20 @@
 //! The app's side of reaching a guest and keeping what it gives: the console pane (`a`), ssh
-//! (`x`), generated key pairs (`c` in the key pairs view) and OSC 52 copy (`y`). The pieces
-//! themselves live in `console_pane`, `ssh`, `keys` and `clipboard`; this is the glue to the
-//! app's state, kept in one child module so the hooks in `app.rs` stay one line each.
+//! (`x`), generated key pairs (`c` in the key pairs view) and OSC 52 copy (`y`). The pieces are
+//! the console view (`views::console`), its wire (`console_pane`), the overlays `key_form`,
+//! `key_created` and `ssh_user`, and `ssh`, `keys`, `clipboard`; `app.rs` dispatches to the
+//! methods here from its usual places (`reduce`, `key`, `on_action`, `overlay_effect`).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Frame;
-use ratatui::layout::Rect;
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph};
 
-use super::{App, Overlay, Tab, View, flatten};
+use super::{App, Pending};
 use crate::clipboard;
-use crate::component::{Component, Outcome, centered, dialog, field, text_of};
-use crate::console_pane::{self, ConsolePane, PaneKey, PaneState};
-use crate::keys;
+use crate::console_pane::ConsoleEvent;
+use crate::keys::Created;
+use crate::overlays::{KeyCreated, Overlay, SshUser};
 use crate::ssh::{self, SshCall};
-use crate::theme::Theme;
-use crate::worker::{Kind, Request, Response};
+use crate::views::View;
+use crate::views::console::{ConsoleEffect, ConsolePane, PaneState};
+use crate::worker::{Kind, Request};
 
 impl App {
     // ------------------------------------------------------------ console pane
@@ -27,7 +25,7 @@ impl App {
             self.error = Some(("select an instance first".into(), None));
             return;
         };
-        let status = self.servers.get(&id).map(|s| s.status.clone()).unwrap_or_default();
+        let status = self.tables.servers.get(&id).map(|s| s.status.clone()).unwrap_or_default();
         let name = if name.is_empty() { id.clone() } else { name };
         self.open_console(id, name, status);
     }
@@ -41,35 +39,26 @@ impl App {
         self.send(Request::SerialConsole { id });
     }
 
-    /// Keys while the console pane is open (and no overlay is): all go to the guest but Ctrl-].
-    pub(super) fn console_key(&mut self, key: KeyEvent) {
-        let Some(pane) = &mut self.console else { return };
-        if pane.connected() {
-            if pane.handle_key(key) == PaneKey::Detach {
-                let name = pane.server_name.clone();
-                self.console = None;
-                self.info = Some(format!("detached from {name}'s console"));
-            }
-            return;
-        }
-        // Not (or no longer) connected: the pane's own keys.
-        match key.code {
-            KeyCode::Esc => self.console = None,
-            _ if console_pane::is_detach(&key) => self.console = None,
-            KeyCode::Char('a') if matches!(pane.state, PaneState::Closed(_)) => {
-                let (id, name) = (pane.server_id.clone(), pane.server_name.clone());
-                let status = self.servers.get(&id).map(|s| s.status.clone()).unwrap_or_else(|| pane.status.clone());
-                self.open_console(id, name, status);
-            }
-            KeyCode::Char('y') => {
-                if let Some(url) = pane.url.clone() {
-                    self.copy("console URL", url);
+    /// Carries out what a key in the console pane asked for.
+    pub(super) fn console_effect(&mut self, effect: ConsoleEffect) {
+        match effect {
+            ConsoleEffect::Handled => {}
+            ConsoleEffect::Detached => {
+                if let Some(pane) = self.console.take() {
+                    self.info = Some(format!("detached from {}'s console", pane.server_name));
                 }
             }
-            KeyCode::PageUp | KeyCode::PageDown if key.modifiers.contains(KeyModifiers::SHIFT) => {
-                pane.handle_key(key);
+            ConsoleEffect::Close => self.console = None,
+            ConsoleEffect::Reattach => {
+                if let Some(pane) = &self.console {
+                    let (id, name) = (pane.server_id.clone(), pane.server_name.clone());
+                    // The status may have changed since (started after a 409, say).
+                    let status =
+                        self.tables.servers.get(&id).map(|s| s.status.clone()).unwrap_or_else(|| pane.status.clone());
+                    self.open_console(id, name, status);
+                }
             }
-            _ => {}
+            ConsoleEffect::CopyUrl(url) => self.copy("console URL", url),
         }
     }
 
@@ -89,74 +78,39 @@ impl App {
         }
     }
 
-    /// Responses for this module; `Some` hands back what is not.
-    pub(super) fn reach_response(&mut self, r: Response) -> Option<Response> {
-        match r {
-            Response::ConsoleUrl { id, result } => {
-                self.pending.remove(&super::Pending::Attach);
-                if let Some(pane) = &mut self.console
-                    && pane.server_id == id
-                    && pane.state == PaneState::Requesting
-                {
-                    let ok = result.is_ok();
-                    pane.on_url(result);
-                    if ok && let Some(url) = pane.url.clone() {
-                        let session = pane.session;
-                        self.send(Request::ConsoleConnect { url, session });
-                    }
-                }
-                None
+    /// The cloud's console URL: the pane that asked for it connects.
+    pub(super) fn console_url(&mut self, id: String, result: Result<String, crate::console_pane::UrlError>) {
+        self.pending.remove(&Pending::Attach);
+        if let Some(pane) = &mut self.console
+            && pane.server_id == id
+            && pane.state == PaneState::Requesting
+        {
+            pane.on_url(result);
+            if let (PaneState::Connecting, Some(url)) = (&pane.state, pane.url.clone()) {
+                let session = pane.session;
+                self.send(Request::ConsoleConnect { url, session });
             }
-            Response::ConsoleEvent(ev) => {
-                if matches!(ev, console_pane::ConsoleEvent::Opened { .. } | console_pane::ConsoleEvent::Closed { .. }) {
-                    self.pending.remove(&super::Pending::Attach);
-                }
-                if let Some(pane) = &mut self.console {
-                    pane.on_event(ev);
-                }
-                None
-            }
-            Response::KeypairCreated(c) => {
-                self.pending.remove(&super::Pending::Import);
-                self.send(Request::List(Kind::Keypairs));
-                self.info = Some(format!("created key pair {}", c.name));
-                self.overlay = Some(Overlay::KeyCreated(Box::new(c)));
-                None
-            }
-            other => Some(other),
         }
     }
 
-    /// A failed request of this module: in place, in the form that sent it.
-    pub(super) fn reach_failed(&mut self, request: &Request, message: &str) {
-        if let (Request::CreateKeypair { .. }, Some(Overlay::KeyForm(form))) = (request, &mut self.overlay) {
-            form.busy = false;
-            form.error = Some(message.to_string());
+    pub(super) fn console_event(&mut self, ev: ConsoleEvent) {
+        if matches!(ev, ConsoleEvent::Opened { .. } | ConsoleEvent::Closed { .. }) {
+            self.pending.remove(&Pending::Attach);
         }
-    }
-
-    pub(super) fn draw_console(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
         if let Some(pane) = &mut self.console {
-            pane.draw(f, area, theme);
+            pane.on_event(ev);
         }
     }
 
-    pub(super) fn draw_console_hints(&self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let connected = self.console.as_ref().is_some_and(ConsolePane::connected);
-        let hints: &[(&str, &str)] = if connected {
-            &[("ctrl-]", "detach"), ("shift-pgup", "scroll back"), ("shift-pgdown", "scroll on")]
-        } else {
-            &[("esc", "close"), ("a", "attach again"), ("y", "copy URL")]
-        };
-        let mut spans = Vec::new();
-        for (k, label) in hints {
-            spans.push(Span::styled(format!("<{k}>"), theme.accent()));
-            spans.push(Span::styled(format!("{label} "), theme.muted()));
+    /// The URL request failed outright (not a refusal the pane words itself, say the login
+    /// expired and could not be renewed): the pane says so instead of waiting.
+    pub(super) fn console_failed(&mut self, id: &str, message: &str) {
+        if let Some(pane) = &mut self.console
+            && pane.server_id == id
+            && pane.state == PaneState::Requesting
+        {
+            pane.state = PaneState::Closed(message.to_string());
         }
-        if connected {
-            spans.push(Span::styled("every other key goes to the guest", theme.muted()));
-        }
-        f.render_widget(Paragraph::new(Line::from(spans)), area);
     }
 
     // ------------------------------------------------------------ ssh
@@ -167,13 +121,14 @@ impl App {
             self.error = Some(("select an instance first".into(), None));
             return;
         };
-        let Some(server) = self.servers.get(&id).cloned() else { return };
+        let Some(server) = self.tables.servers.get(&id).cloned() else { return };
         let name = if name.is_empty() { id.clone() } else { name };
         let Some(address) = ssh::address(&server.raw) else {
             self.error = Some((format!("{name} has no address to ssh to"), None));
             return;
         };
-        let user = server.image.0.as_deref().and_then(|i| self.images.get(i)).and_then(|i| ssh::login_user(&i.raw));
+        let user =
+            server.image.0.as_deref().and_then(|i| self.tables.images.get(i)).and_then(|i| ssh::login_user(&i.raw));
         let call = SshCall {
             server_name: name,
             user: user.clone().unwrap_or_default(),
@@ -185,7 +140,7 @@ impl App {
         if user.is_some() {
             self.ssh = Some(call);
         } else {
-            self.overlay = Some(Overlay::SshUser { input: field("", "login user"), call: Box::new(call) });
+            self.overlay = Some(Overlay::SshUser(SshUser::new(call)));
         }
     }
 
@@ -207,46 +162,14 @@ impl App {
         }
     }
 
-    pub(super) fn ssh_user_key(&mut self, key: KeyEvent) {
-        let Some(Overlay::SshUser { input, call }) = &mut self.overlay else { return };
-        match key.code {
-            KeyCode::Esc => self.overlay = None,
-            KeyCode::Enter => {
-                let user = text_of(input);
-                if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c == '@') {
-                    return;
-                }
-                let mut call = (**call).clone();
-                call.user = user;
-                self.overlay = None;
-                self.ssh = Some(call);
-            }
-            _ => {
-                input.input(key);
-            }
-        }
-    }
-
     // ------------------------------------------------------------ key pairs
 
-    /// `c` in the key pairs view.
-    pub(super) fn open_key_form(&mut self) {
-        self.overlay = Some(Overlay::KeyForm(Box::default()));
-    }
-
-    pub(super) fn key_form_key(&mut self, key: KeyEvent) {
-        let cloud = self.session.as_ref().map(|s| s.cloud.clone()).unwrap_or_default();
-        let Some(Overlay::KeyForm(form)) = &mut self.overlay else { return };
-        match form.handle_key(key) {
-            Outcome::Cancel => self.overlay = None,
-            Outcome::Submit => {
-                if let Ok((name, source)) = form.request() {
-                    form.busy = true;
-                    self.send(Request::CreateKeypair { cloud, name, source });
-                }
-            }
-            _ => {}
-        }
+    /// The cloud made the key pair: the once-only view replaces the form.
+    pub(super) fn keypair_created(&mut self, c: Created) {
+        self.pending.remove(&Pending::Import);
+        self.send(Request::List(Kind::Keypairs));
+        self.info = Some(format!("created key pair {}", c.name));
+        self.overlay = Some(Overlay::KeyCreated(KeyCreated(c)));
     }
 
     // ------------------------------------------------------------ copy
@@ -259,30 +182,15 @@ impl App {
             return;
         }
         if let Some(d) = &self.detail {
-            let (id, scroll, fields) = (d.id.clone(), d.scroll, d.tab == Tab::Fields && d.raw == super::Raw::Fields);
-            if fields && scroll > 0 {
-                let raw = match d.view {
-                    View::Servers => self.servers.get(&id).map(|s| s.raw.clone()),
-                    View::Flavors => self.flavors.get(&id).map(|s| s.raw.clone()),
-                    View::Images => self.images.get(&id).map(|s| s.raw.clone()),
-                    View::Networks => self.networks.get(&id).map(|s| s.raw.clone()),
-                    View::Keypairs => self.keypairs.get(&id).map(|s| s.raw.clone()),
-                    View::Hypervisors => self.hypervisors.get(&id).map(|s| s.raw.clone()),
-                    View::Services => self.services.get(&id).map(|s| s.raw.clone()),
-                    View::Overview => None,
-                };
-                let mut out = Vec::new();
-                flatten("", &raw.unwrap_or_default(), &mut out);
-                if let Some((k, v)) = out.into_iter().nth(usize::from(scroll)) {
-                    self.copy(&k, v);
-                    return;
-                }
-            }
-            self.copy("id", id);
+            let raw = d.view.kind().and_then(|k| self.tables.get(k).raw_of(&d.id));
+            let (what, text) = d.copy_target(raw.as_ref());
+            self.copy(&what, text);
             return;
         }
-        match self.selected() {
-            Some((id, _, _)) => self.copy("id", id),
+        let row = self.view.kind().and_then(|k| self.tables.get(k).selected_row());
+        match row {
+            Some((id, _)) => self.copy("id", id),
+            None if self.view == View::Overview => self.info = Some("nothing to copy in the overview".into()),
             None => self.info = Some("nothing selected to copy".into()),
         }
     }
@@ -299,33 +207,5 @@ impl App {
     /// Text the event loop should put on the clipboard (OSC 52) after this frame.
     pub fn take_clipboard(&mut self) -> Option<String> {
         self.clipboard.take()
-    }
-
-    // ------------------------------------------------------------ overlays
-
-    pub(super) fn draw_reach_overlay(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        match &mut self.overlay {
-            Some(Overlay::KeyForm(form)) => form.draw(f, area, theme),
-            Some(Overlay::KeyCreated(c)) => keys::draw_created(f, area, theme, c),
-            Some(Overlay::SshUser { input, call }) => {
-                let r = centered(area, 60, 6);
-                f.render_widget(Clear, r);
-                let title = format!("ssh to {}", call.server_name);
-                let block = dialog(&title, theme);
-                let inner = block.inner(r);
-                f.render_widget(block, r);
-                let rows = ratatui::layout::Layout::vertical([ratatui::layout::Constraint::Length(1); 4]).split(inner);
-                f.render_widget(
-                    Paragraph::new(Span::styled(
-                        format!("The image does not name its login user. User at {}:", call.address),
-                        theme.muted(),
-                    )),
-                    rows[0],
-                );
-                f.render_widget(&*input, rows[1]);
-                f.render_widget(Paragraph::new(Span::styled("<enter>connect <esc>cancel", theme.muted())), rows[3]);
-            }
-            _ => {}
-        }
     }
 }
