@@ -765,3 +765,81 @@ async fn live_tracking_reconnects_after_a_server_restart() {
     server.restart();
     mode(&mut ui, "live").await;
 }
+
+/// `w`: the worker asks the real server for a noVNC URL of an ACTIVE instance (the same
+/// request the dashboard sends), the page behind it is served, and a stopped instance gets a
+/// sentence rather than a URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_gets_a_graphical_console_url() {
+    use meridian_tui::config::Profile;
+    use meridian_tui::worker::{ProfileBox, Request, Response};
+
+    let server = Server::start();
+    let _agent = Agent::start(&server, "vnc-host");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let flavors = admin.get("compute", "/flavors?minRam=0").await.expect("flavors");
+    let flavor = flavors["flavors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "m1.tiny"))
+        .and_then(|f| f["id"].as_str())
+        .expect("m1.tiny")
+        .to_string();
+    let created = admin
+        .post(
+            "compute",
+            "/servers",
+            &serde_json::json!({"server": {"name": "vnc1", "imageRef": cloud.image_id, "flavorRef": flavor,
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let id = created["server"]["id"].as_str().expect("id").to_string();
+    meridian_e2e::wait_server(&admin, &id, &["ACTIVE"], 90).await;
+
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..Profile::default()
+    };
+    async fn web_console(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Result<String, String> {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+            match r {
+                Response::WebConsoleUrl { name, result } => {
+                    assert_eq!(name, "vnc1");
+                    return result;
+                }
+                Response::Failed { message, .. } => panic!("failed: {message}"),
+                _ => {}
+            }
+        }
+    }
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+        if matches!(r, Response::LoggedIn(_)) {
+            break;
+        }
+    }
+    worker.send(Request::WebConsole { id: id.clone(), name: "vnc1".into() }).expect("send");
+    let url = web_console(&mut ui).await.expect("a URL");
+    assert!(url.contains("/console/novnc/") && url.contains("token"), "{url}");
+    let page = reqwest::get(&url).await.expect("page");
+    assert!(page.status().is_success(), "{}", page.status());
+    assert!(page.text().await.expect("html").contains("noVNC"), "the noVNC page");
+
+    admin.post("compute", &format!("/servers/{id}/action"), &serde_json::json!({"os-stop": null})).await.expect("stop");
+    meridian_e2e::wait_server(&admin, &id, &["SHUTOFF"], 90).await;
+    worker.send(Request::WebConsole { id: id.clone(), name: "vnc1".into() }).expect("send");
+    let refused = web_console(&mut ui).await.expect_err("stopped");
+    assert_eq!(refused, "vnc1 is not running; start it for a graphical console");
+}

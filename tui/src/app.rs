@@ -87,7 +87,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
-        Request::SerialConsole { .. } | Request::ConsoleConnect { .. } => Pending::Attach,
+        Request::SerialConsole { .. } | Request::ConsoleConnect { .. } | Request::WebConsole { .. } => Pending::Attach,
         Request::CreateKeypair { .. } => Pending::Import,
         Request::SaveState { .. } | Request::AllProjects(_) | Request::ProjectNames => return None,
     })
@@ -489,6 +489,7 @@ impl App {
                 }
             }
             Response::ConsoleUrl { id, result } => self.console_url(id, result),
+            Response::WebConsoleUrl { name, result } => self.web_console_url(&name, result),
             Response::ConsoleEvent(ev) => self.console_event(ev),
             Response::KeypairCreated(c) => self.keypair_created(c),
             Response::LiveMode(m) => self.live = m,
@@ -1016,6 +1017,7 @@ impl App {
             }
             Action::AllProjects => self.toggle_all_projects(),
             Action::Attach => self.attach(),
+            Action::WebConsole => self.web_console(),
             Action::Ssh => self.ssh_to(),
             Action::Copy => self.copy_selected(),
             Action::ToggleEnabled => match kind.and_then(|k| Some((k, self.tables.get(k).selected_enabled()?))) {

@@ -61,6 +61,34 @@ pub async fn remote_console_url(client: &Client, id: &str) -> Result<String, Cli
         .ok_or_else(|| ClientError::Decode("the console answer holds no url".into()))
 }
 
+/// Asks the cloud for a noVNC URL (a web page that draws the guest's screen): the
+/// remote-consoles API at 2.6+, else the `os-getVNCConsole` action.
+pub async fn novnc_url(client: &Client, id: &str) -> Result<String, ClientError> {
+    let at_least_2_6 = client.compute_version.as_deref().is_some_and(|v| version_at_least(v, (2, 6)));
+    let base = client.session.endpoint("compute")?;
+    let v = if at_least_2_6 {
+        let body = json!({"remote_console": {"protocol": "vnc", "type": "novnc"}});
+        client.send_url(Method::POST, "compute", &format!("{base}/servers/{id}/remote-consoles"), Some(&body)).await?
+    } else {
+        let body = json!({"os-getVNCConsole": {"type": "novnc"}});
+        client.send_url(Method::POST, "compute", &format!("{base}/servers/{id}/action"), Some(&body)).await?
+    };
+    v["remote_console"]["url"]
+        .as_str()
+        .or_else(|| v["console"]["url"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| ClientError::Decode("the console answer holds no url".into()))
+}
+
+/// A failed noVNC request, in words.
+pub fn novnc_error(name: &str, e: &ClientError) -> String {
+    match url_error(e) {
+        UrlError::NoSerial => "this cloud has no graphical consoles (Nova's [vnc] is disabled)".into(),
+        UrlError::NotRunning => format!("{name} is not running; start it for a graphical console"),
+        UrlError::Other(m) => format!("no graphical console for {name}: {m}"),
+    }
+}
+
 fn version_at_least(v: &str, want: (u32, u32)) -> bool {
     let (a, b) = v.split_once('.').unwrap_or((v, "0"));
     (a.parse().unwrap_or(2), b.parse().unwrap_or(0)) >= want

@@ -44,6 +44,7 @@ pub enum Action {
     SwitchTheme,
     // The console pane, ssh and copy (app/reach.rs).
     Attach,
+    WebConsole,
     Ssh,
     Copy,
 }
@@ -77,6 +78,7 @@ impl Action {
         (Action::Mark, "mark", "mark the row for a bulk start/stop/reboot/delete"),
         (Action::Console, "console", "console log"),
         (Action::Attach, "attach", "interactive serial console (ctrl-] detaches)"),
+        (Action::WebConsole, "web_console", "graphical console: a noVNC URL, shown and copied"),
         (Action::Ssh, "ssh", "ssh to the instance"),
         (Action::Copy, "copy", "copy id / top field of a detail / console URL"),
         (Action::Follow, "follow", "console: follow the end"),
@@ -245,6 +247,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("v", Action::ToggleRaw),
     ("y", Action::Copy),
     ("a", Action::Attach),
+    ("w", Action::WebConsole),
     ("x", Action::Ssh),
     ("f", Action::Follow),
     ("ctrl-d", Action::Delete),

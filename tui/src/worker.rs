@@ -134,6 +134,11 @@ pub enum Request {
     SerialConsole {
         id: String,
     },
+    /// A noVNC (graphical console) URL for the instance.
+    WebConsole {
+        id: String,
+        name: String,
+    },
     /// Open the console websocket; its events come back tagged with `session`.
     ConsoleConnect {
         url: String,
@@ -267,6 +272,11 @@ pub enum Response {
     ConsoleUrl {
         id: String,
         result: Result<String, crate::console_pane::UrlError>,
+    },
+    /// The noVNC URL for `name`, or why there is none, in words.
+    WebConsoleUrl {
+        name: String,
+        result: Result<String, String>,
     },
     ConsoleEvent(crate::console_pane::ConsoleEvent),
     KeypairCreated(crate::keys::Created),
@@ -512,6 +522,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::ImportKeypair { .. } => "importing the key pair failed".into(),
         Request::Projects => "listing projects".into(),
         Request::SerialConsole { .. } | Request::ConsoleConnect { .. } => "opening the console".into(),
+        Request::WebConsole { .. } => "asking for a graphical console".into(),
         Request::CreateKeypair { name, .. } => format!("creating key pair {name} failed"),
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
@@ -773,6 +784,14 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             Ok(url) => Ok(Response::ConsoleUrl { id: id.clone(), result: Ok(url) }),
             Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => Err(e),
             Err(e) => Ok(Response::ConsoleUrl { id: id.clone(), result: Err(crate::console_pane::url_error(&e)) }),
+        },
+        Request::WebConsole { id, name } => match crate::console_pane::novnc_url(client, id).await {
+            Ok(url) => Ok(Response::WebConsoleUrl { name: name.clone(), result: Ok(url) }),
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => Err(e),
+            Err(e) => Ok(Response::WebConsoleUrl {
+                name: name.clone(),
+                result: Err(crate::console_pane::novnc_error(name, &e)),
+            }),
         },
         Request::CreateKeypair { cloud, name, source } => {
             let dir = crate::ssh::default_keys_dir();

@@ -30,6 +30,28 @@ impl App {
         self.open_console(id, name, status);
     }
 
+    /// `w`: a graphical (noVNC) console URL for the target instance, shown and copied: the
+    /// page opens in any browser that can reach the cloud's console proxy.
+    pub(super) fn web_console(&mut self) {
+        let Some((id, name)) = self.target_server() else {
+            self.error = Some(("select an instance first".into(), None));
+            return;
+        };
+        let name = if name.is_empty() { id.clone() } else { name };
+        self.send(Request::WebConsole { id, name });
+    }
+
+    pub(super) fn web_console_url(&mut self, name: &str, result: Result<String, String>) {
+        match result {
+            Ok(url) => {
+                self.copy("graphical console URL", url.clone());
+                // The whole URL (its one-time token included) is what the user needs to open.
+                self.info = Some(format!("{name}'s graphical console (copied; single use): {url}"));
+            }
+            Err(message) => self.error = Some((message, None)),
+        }
+    }
+
     fn open_console(&mut self, id: String, name: String, status: String) {
         if let Some(old) = &mut self.console {
             old.detach();
