@@ -273,6 +273,9 @@ async fn bulk_stop_three_instances() {
     let names = ["bulk-1", "bulk-2", "bulk-3"];
     let all = |s: &str, state: &str| names.iter().all(|n| row(s, n).is_some_and(|r| r.contains(state)));
     tmux.wait("three ACTIVE rows", 30, &mut seen, |s| s.contains("Instances [3]") && all(s, "ACTIVE"));
+    // The selection follows its row: if bulk-1 was listed first it is still selected, at the
+    // bottom. Go to the top, then each Space marks a row and steps down.
+    tmux.keys(&["g"]);
     tmux.type_text("   ");
     tmux.wait("three marked", 10, &mut seen, |s| s.contains("3 marked"));
     tmux.type_text("S");
@@ -419,9 +422,8 @@ async fn the_worker_logs_in_again_on_401_and_asks_when_it_cannot() {
 /// listed with `all_tenants=1`, and Keystone gives the project names.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_lists_every_project_for_an_admin_when_asked() {
-    use meridian_tui::config::Profile;
     use meridian_tui::table::Resource;
-    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+    use meridian_tui::worker::{Kind, Listing, Request, Response};
 
     let server = Server::start();
     let admin = server.admin().await;
@@ -461,28 +463,7 @@ async fn the_worker_lists_every_project_for_an_admin_when_asked() {
         .await
         .expect("port");
 
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    let profile = Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..Profile::default()
-    };
-    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
-        loop {
-            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
-            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
-                return r;
-            }
-        }
-    }
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let (worker, mut ui) = admin_worker(&server).await;
     let list = |kind| {
         worker.send(Request::List(kind)).expect("send");
     };
@@ -537,35 +518,13 @@ async fn the_worker_lists_every_project_for_an_admin_when_asked() {
 /// DHCP, DNS) and a port with a chosen address; a refused subnet leaves no network behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_creates_networks_with_subnets_and_ports() {
-    use meridian_tui::config::Profile;
     use meridian_tui::overlays::Create;
     use meridian_tui::overlays::create::{NetworkSpec, PortSpec, SubnetSpec};
-    use meridian_tui::worker::{Kind, ProfileBox, Request, Response};
+    use meridian_tui::worker::{Kind, Request, Response};
 
     let server = Server::start();
     let admin = server.admin().await;
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    let profile = Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..Profile::default()
-    };
-    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
-        loop {
-            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
-            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
-                return r;
-            }
-        }
-    }
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let (worker, mut ui) = admin_worker(&server).await;
 
     let subnet = |cidr: &str, gateway: Option<Option<String>>| SubnetSpec {
         cidr: cidr.into(),
@@ -610,8 +569,7 @@ async fn the_worker_creates_networks_with_subnets_and_ports() {
 /// assignments are listed, a user is disabled and enabled, a grant is revoked, a project deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_administers_identity() {
-    use meridian_tui::config::Profile;
-    use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response};
+    use meridian_tui::worker::{Kind, Listing, Request, Response};
 
     let server = Server::start();
     let admin = server.admin().await;
@@ -632,28 +590,7 @@ async fn the_worker_administers_identity() {
         .await
         .expect("grant");
 
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    let profile = Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..Profile::default()
-    };
-    async fn next(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Response {
-        loop {
-            let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
-            if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
-                return r;
-            }
-        }
-    }
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let (worker, mut ui) = admin_worker(&server).await;
 
     worker.send(Request::List(Kind::Users)).expect("send");
     match next(&mut ui).await {
@@ -718,24 +655,12 @@ async fn the_worker_administers_identity() {
 /// broken stream, and the stream is live again once the server is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn live_tracking_reconnects_after_a_server_restart() {
-    use meridian_tui::config::Profile;
     use meridian_tui::worker::{ProfileBox, Request, Response};
 
     let mut server = Server::start();
     let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
     let worker = meridian_tui::worker::spawn(ui_tx, true);
-    let profile = Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        region: None,
-        ..Profile::default()
-    };
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    worker.send(Request::Login(Box::new(ProfileBox(admin_profile(&server))))).expect("send");
     // The live-tracking status lines, in order, until `want` shows.
     async fn mode(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>, want: &str) -> Vec<String> {
         let mut seen = Vec::new();
@@ -771,8 +696,7 @@ async fn live_tracking_reconnects_after_a_server_restart() {
 /// sentence rather than a URL.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_gets_a_graphical_console_url() {
-    use meridian_tui::config::Profile;
-    use meridian_tui::worker::{ProfileBox, Request, Response};
+    use meridian_tui::worker::{Request, Response};
 
     let server = Server::start();
     let _agent = Agent::start(&server, "vnc-host");
@@ -798,18 +722,7 @@ async fn the_worker_gets_a_graphical_console_url() {
     let id = created["server"]["id"].as_str().expect("id").to_string();
     meridian_e2e::wait_server(&admin, &id, &["ACTIVE"], 90).await;
 
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    let profile = Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..Profile::default()
-    };
+    let (worker, mut ui) = admin_worker(&server).await;
     async fn web_console(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>) -> Result<String, String> {
         loop {
             let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
@@ -821,13 +734,6 @@ async fn the_worker_gets_a_graphical_console_url() {
                 Response::Failed { message, .. } => panic!("failed: {message}"),
                 _ => {}
             }
-        }
-    }
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    loop {
-        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
-        if matches!(r, Response::LoggedIn(_)) {
-            break;
         }
     }
     worker.send(Request::WebConsole { id: id.clone(), name: "vnc1".into() }).expect("send");
@@ -842,4 +748,47 @@ async fn the_worker_gets_a_graphical_console_url() {
     worker.send(Request::WebConsole { id: id.clone(), name: "vnc1".into() }).expect("send");
     let refused = web_console(&mut ui).await.expect_err("stopped");
     assert_eq!(refused, "vnc1 is not running; start it for a graphical console");
+}
+
+/// The admin's login profile for `server`, as the dashboard's login form fills it.
+fn admin_profile(server: &Server) -> meridian_tui::config::Profile {
+    meridian_tui::config::Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..meridian_tui::config::Profile::default()
+    }
+}
+
+/// The dashboard's worker (no live tracking), logged in to `server` as the admin, and the
+/// channel its responses come back on.
+async fn admin_worker(
+    server: &Server,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<meridian_tui::worker::Request>,
+    tokio::sync::mpsc::UnboundedReceiver<meridian_tui::worker::Response>,
+) {
+    use meridian_tui::worker::{ProfileBox, Request, Response};
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    worker.send(Request::Login(Box::new(ProfileBox(admin_profile(server))))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    (worker, ui)
+}
+
+/// The worker's next response that is not live-tracking chatter.
+async fn next(
+    ui: &mut tokio::sync::mpsc::UnboundedReceiver<meridian_tui::worker::Response>,
+) -> meridian_tui::worker::Response {
+    use meridian_tui::worker::Response;
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
+        if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+            return r;
+        }
+    }
 }
