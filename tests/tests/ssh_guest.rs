@@ -6,11 +6,11 @@
 //! does the same by hand in the real dashboard inside tmux: `c` in Keypairs, `x` on the instance,
 //! `hostname` typed into the guest's shell, `exit`, and the dashboard is back.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meridian_common::Client;
+use meridian_e2e::tmux::Tmux;
 use meridian_e2e::vm::{self, LibvirtGuard};
 use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, wait_hosts_up, wait_server};
 use meridian_tui::keys::{self, KeySource};
@@ -153,56 +153,6 @@ async fn ssh_into_a_real_guest_with_a_generated_key_pair() {
     wait_server(&admin, &id, &["DELETED"], BOOT_SECS).await;
 }
 
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(script: &Path) -> Tmux {
-        let session = format!("meridian-ssh-e2e-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36"])
-            .arg(script)
-            .stdin(Stdio::null())
-            .status()
-            .expect("tmux is needed for this test (apt-get install tmux)");
-        assert!(ok.success(), "tmux new-session failed");
-        Tmux { session }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().expect("capture");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().expect("send-keys");
-        assert!(ok.success());
-    }
-
-    fn type_text(&self, text: &str) {
-        self.keys(&["-l", text]);
-    }
-
-    fn wait(&self, what: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
     if !vm::enabled("ssh_from_the_dashboard_into_a_real_guest_and_back") {
@@ -240,18 +190,18 @@ async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
     )
     .expect("script");
     Command::new("chmod").arg("+x").arg(&script).arg(&wrapper).status().expect("chmod");
-    let tmux = Tmux::start(&script);
-    tmux.wait("the instance list", 30, |s| s.contains("Instances [0]"));
+    let tmux = Tmux::start(&script, "ssh");
+    tmux.wait_for("the instance list", 30, |s| s.contains("Instances [0]"));
 
     // A key pair, generated from the Keypairs view; the private key is shown once with its path.
     tmux.type_text(":keypairs");
     tmux.keys(&["Enter"]);
-    tmux.wait("the key pairs view", 10, |s| s.contains("Key pairs ["));
+    tmux.wait_for("the key pairs view", 10, |s| s.contains("Key pairs ["));
     tmux.type_text("c");
-    tmux.wait("the key pair form", 10, |s| s.contains("Create key pair"));
+    tmux.wait_for("the key pair form", 10, |s| s.contains("Create key pair"));
     tmux.type_text("tui-key");
     tmux.keys(&["Enter"]);
-    let s = tmux.wait("the private key", 30, |s| s.contains("Private key saved to"));
+    let s = tmux.wait_for("the private key", 30, |s| s.contains("Private key saved to"));
     assert!(s.contains("BEGIN OPENSSH PRIVATE KEY") && s.contains(&format!("{d}/data/keys/")), "{s}");
     tmux.keys(&["Escape"]);
 
@@ -261,9 +211,9 @@ async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
     // `x` on the instance: ssh takes the terminal; the guest's shell answers.
     tmux.type_text(":servers");
     tmux.keys(&["Enter"]);
-    tmux.wait("the instance", 30, |s| s.lines().any(|l| l.contains("tuivm") && l.contains("ACTIVE")));
+    tmux.wait_for("the instance", 30, |s| s.lines().any(|l| l.contains("tuivm") && l.contains("ACTIVE")));
     tmux.type_text("x");
-    tmux.wait("ssh to start", 20, |s| s.contains(&format!("meridian: ssh -i {d}/data/keys/")));
+    tmux.wait_for("ssh to start", 20, |s| s.contains(&format!("meridian: ssh -i {d}/data/keys/")));
     // dropbear answers from before `ready`; the shell prompt is the guest's.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -278,8 +228,8 @@ async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
     }
     tmux.type_text("exit");
     tmux.keys(&["Enter"]);
-    let s = tmux.wait("the dashboard again", 20, |s| s.contains(&format!("back from ssh root@{ip}")));
+    let s = tmux.wait_for("the dashboard again", 20, |s| s.contains(&format!("back from ssh root@{ip}")));
     assert!(s.contains("tuivm"), "{s}");
     tmux.type_text("q");
-    tmux.wait("meridian to exit", 10, |s| s.contains("meridian exited: 0"));
+    tmux.wait_for("meridian to exit", 10, |s| s.contains("meridian exited: 0"));
 }

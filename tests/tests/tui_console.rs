@@ -7,11 +7,10 @@
 //! it is not running. `MERIDIAN_SKIP_REAL_VM=1` skips the tier; a Drop guard removes the guest and
 //! its network even when the test fails.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use meridian_common::Client;
+use meridian_e2e::tmux::Tmux;
 use meridian_e2e::vm::{self, LibvirtGuard};
 use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, wait_hosts_up, wait_server};
 use serde_json::json;
@@ -19,58 +18,6 @@ use serde_json::json;
 /// Hang guards only (guests boot in ~3–10 s under TCG here).
 const BOOT_SECS: u64 = 180;
 const IO_SECS: u64 = 60;
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(script: &Path) -> Tmux {
-        let session = format!("meridian-console-e2e-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36"])
-            .arg(script)
-            .stdin(Stdio::null())
-            .status()
-            .expect("tmux is needed for this test (apt-get install tmux)");
-        assert!(ok.success(), "tmux new-session failed");
-        Tmux { session }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().expect("capture");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Keys by tmux name (`Enter`, `C-]`).
-    fn keys(&self, keys: &[&str]) {
-        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().expect("send-keys");
-        assert!(ok.success());
-    }
-
-    fn type_text(&self, text: &str) {
-        self.keys(&["-l", text]);
-    }
-
-    /// Polls the screen until `pred` holds; on timeout fails with the screen and `logs`.
-    fn wait(&self, what: &str, secs: u64, logs: &dyn Fn() -> String, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}\n{}", logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
-    }
-}
 
 /// The pane's inside lines (between its side borders), trimmed, without the pane's cursor
 /// block (tui-term draws the guest's cursor as a cell).
@@ -136,7 +83,7 @@ async fn attach_log_in_run_hostname_and_detach_from_the_dashboard() {
     )
     .expect("script");
     Command::new("chmod").arg("+x").arg(&script).status().expect("chmod");
-    let tmux = Tmux::start(&script);
+    let tmux = Tmux::start(&script, "console");
     let logs = || {
         format!(
             "meridian log:\n{}\nagent log:\n{}\nserver log:\n{}",
@@ -145,55 +92,56 @@ async fn attach_log_in_run_hostname_and_detach_from_the_dashboard() {
             server.log_text()
         )
     };
-    tmux.wait("the instance", 30, &logs, |s| s.lines().any(|l| l.contains("tuiconvm") && l.contains("ACTIVE")));
+    tmux.wait_or("the instance", 30, &logs, |s| s.lines().any(|l| l.contains("tuiconvm") && l.contains("ACTIVE")));
 
     // `a`: the pane opens on the real guest's serial line.
     tmux.type_text("a");
-    let s = tmux
-        .wait("the console to connect", IO_SECS, &logs, |s| s.contains("Console tuiconvm") && s.contains("connected"));
+    let s = tmux.wait_or("the console to connect", IO_SECS, &logs, |s| {
+        s.contains("Console tuiconvm") && s.contains("connected")
+    });
     assert!(s.contains("ctrl-]"), "{s}");
     // The guest printed its prompt before we attached (a serial line replays nothing): Enter
     // asks the getty for it again, as at a real serial terminal.
     tmux.keys(&["Enter"]);
-    tmux.wait("the login prompt", IO_SECS, &logs, |s| pane_lines(s).iter().any(|l| l.ends_with("login:")));
+    tmux.wait_or("the login prompt", IO_SECS, &logs, |s| pane_lines(s).iter().any(|l| l.ends_with("login:")));
     tmux.type_text("root");
     tmux.keys(&["Enter"]);
-    tmux.wait("a shell prompt", IO_SECS, &logs, |s| pane_lines(s).iter().any(|l| l.ends_with('#')));
+    tmux.wait_or("a shell prompt", IO_SECS, &logs, |s| pane_lines(s).iter().any(|l| l.ends_with('#')));
     tmux.type_text("hostname");
     tmux.keys(&["Enter"]);
-    let s = tmux.wait("the guest's hostname", IO_SECS, &logs, |s| pane_lines(s).contains(&"tuiconvm"));
+    let s = tmux.wait_or("the guest's hostname", IO_SECS, &logs, |s| pane_lines(s).contains(&"tuiconvm"));
     assert!(pane_lines(&s).iter().any(|l| l.ends_with("# hostname")), "the command was echoed: {s}");
 
     // Ctrl-] detaches: the instances list is back and takes keys again.
     tmux.keys(&["C-]"]);
-    let s = tmux.wait("the dashboard again", 10, &logs, |s| s.contains("detached from tuiconvm's console"));
+    let s = tmux.wait_or("the dashboard again", 10, &logs, |s| s.contains("detached from tuiconvm's console"));
     assert!(s.contains("Instances [") && !s.contains("Console tuiconvm"), "{s}");
     tmux.type_text(":keypairs");
     tmux.keys(&["Enter"]);
-    tmux.wait("the key pairs view", 10, &logs, |s| s.contains("Key pairs ["));
+    tmux.wait_or("the key pairs view", 10, &logs, |s| s.contains("Key pairs ["));
     tmux.type_text(":servers");
     tmux.keys(&["Enter"]);
-    tmux.wait("the instances view", 10, &logs, |s| s.lines().any(|l| l.contains("tuiconvm")));
+    tmux.wait_or("the instances view", 10, &logs, |s| s.lines().any(|l| l.contains("tuiconvm")));
 
     // Attached again (a fresh single-use URL), the instance stops under the pane: the pane
     // shows why the console ended, in the proxy's words, and Esc closes it.
     tmux.type_text("a");
-    tmux.wait("the second attach", IO_SECS, &logs, |s| s.contains("Console tuiconvm") && s.contains("connected"));
+    tmux.wait_or("the second attach", IO_SECS, &logs, |s| s.contains("Console tuiconvm") && s.contains("connected"));
     admin.post("compute", &format!("/servers/{id}/action"), &json!({"os-stop": null})).await.expect("stop");
-    let s = tmux.wait("the end of the console", BOOT_SECS, &logs, |s| s.contains("the console closed"));
+    let s = tmux.wait_or("the end of the console", BOOT_SECS, &logs, |s| s.contains("the console closed"));
     assert!(s.contains("console of host") && s.contains("the guest's console closed"), "{s}");
     tmux.keys(&["Escape"]);
-    tmux.wait("SHUTOFF", BOOT_SECS, &logs, |s| s.lines().any(|l| l.contains("tuiconvm") && l.contains("SHUTOFF")));
+    tmux.wait_or("SHUTOFF", BOOT_SECS, &logs, |s| s.lines().any(|l| l.contains("tuiconvm") && l.contains("SHUTOFF")));
 
     // `a` on the stopped instance says plainly why there is no console.
     tmux.type_text("a");
-    let s =
-        tmux.wait("the not-running message", IO_SECS, &logs, |s| s.contains("tuiconvm is SHUTOFF; start it to attach"));
+    let s = tmux
+        .wait_or("the not-running message", IO_SECS, &logs, |s| s.contains("tuiconvm is SHUTOFF; start it to attach"));
     assert!(s.contains("Console tuiconvm") && s.contains("closed"), "{s}");
     tmux.keys(&["Escape"]);
-    tmux.wait("the list after Esc", 10, &logs, |s| !s.contains("Console tuiconvm") && s.contains("Instances ["));
+    tmux.wait_or("the list after Esc", 10, &logs, |s| !s.contains("Console tuiconvm") && s.contains("Instances ["));
     tmux.type_text("q");
-    tmux.wait("meridian to exit", 10, &logs, |s| s.contains("meridian exited: 0"));
+    tmux.wait_or("meridian to exit", 10, &logs, |s| s.contains("meridian exited: 0"));
 
     admin.delete("compute", &format!("/servers/{id}")).await.expect("delete");
     wait_server(&admin, &id, &["DELETED"], BOOT_SECS).await;

@@ -5,67 +5,11 @@
 //! guards against hangs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use meridian_e2e::tmux::Tmux;
 use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up};
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(script: &Path, tag: &str) -> Tmux {
-        let session = format!("meridian-e2e-{}-{tag}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36"])
-            .arg(script)
-            .stdin(Stdio::null())
-            .status()
-            .expect("tmux is needed for this test (apt-get install tmux)");
-        assert!(ok.success(), "tmux new-session failed");
-        Tmux { session }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().expect("capture");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Sends keys by tmux name (`Enter`, `C-d`) or literally with `-l`.
-    fn keys(&self, keys: &[&str]) {
-        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().expect("send-keys");
-        assert!(ok.success());
-    }
-
-    fn type_text(&self, text: &str) {
-        let ok = Command::new("tmux").args(["send-keys", "-t", &self.session, "-l", text]).status().expect("send-keys");
-        assert!(ok.success());
-    }
-
-    /// Polls the screen until `pred` holds; returns that screen. Every screen seen goes to
-    /// `seen` so the test can tell which states passed by.
-    fn wait(&self, what: &str, secs: u64, seen: &mut Vec<String>, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if seen.last() != Some(&s) {
-                seen.push(s.clone());
-            }
-            if pred(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
-    }
-}
 
 /// The row of the instance on screen (the table line that holds its name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
