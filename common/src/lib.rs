@@ -5,6 +5,8 @@
 pub mod agent;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod sse;
 
 #[cfg(feature = "client")]

@@ -19,13 +19,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::state::AppState;
-
-/// Latency buckets in seconds: sub-millisecond reads up to the agents' 30 s long polls.
-const BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// How long a probe or scrape waits for the database before it answers without it.
 const DB_WAIT: Duration = Duration::from_secs(2);
@@ -35,36 +31,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// The process's Prometheus recorder, installed on the first call. `None` when another
 /// recorder was installed first (then `/metrics` answers 503).
 pub fn install() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
-                Ok(b) => b.build_recorder(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot configure the metrics recorder");
-                    return None;
-                }
-            };
-            let handle = recorder.handle();
-            if let Err(e) = metrics::set_global_recorder(recorder) {
-                tracing::error!(error = %e, "cannot install the metrics recorder");
-                return None;
-            }
-            describe();
-            // Histogram samples wait in buffers until drained; drain them even if nobody
-            // scrapes. A thread rather than a task: the recorder outlives any one runtime.
-            let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
-            }
-            Some(handle)
-        })
-        .as_ref()
+    HANDLE.get_or_init(|| meridian_common::metrics::install_recorder(describe)).as_ref()
 }
 
 fn describe() {
