@@ -40,9 +40,9 @@ mod tests {
     use meridian_common::agent::{PowerState, WorkEvent};
     use serde_json::{Value, json};
 
+    use crate::store::Store;
     use crate::store::hosts::HostInventory;
     use crate::store::instances::Instance;
-    use crate::store::{Store, now};
     use crate::testing::TestApp;
 
     async fn admin_project(app: &TestApp) -> String {
@@ -67,45 +67,11 @@ mod tests {
 
     /// An ACTIVE server of `project` on `host`, stored directly (no build needed).
     async fn server(store: &Store, id: &str, project: &str, host: &str) {
-        let ts = now();
         let i = Instance {
-            id: id.into(),
-            name: id.into(),
-            hostname: id.into(),
-            description: None,
             project_id: project.into(),
             user_id: "u".into(),
-            flavor_id: "42".into(),
-            flavor: r#"{"id":"42","name":"m1.nano","vcpus":1,"ram":128,"disk":1,"ephemeral":0,"swap":0}"#.into(),
-            image_id: "img".into(),
-            key_name: None,
-            key_data: None,
-            user_data: None,
-            metadata: "{}".into(),
-            tags: "[]".into(),
-            availability_zone: None,
-            config_drive: String::new(),
-            reservation_id: "r-1".into(),
-            launch_index: 0,
             host_id: Some(host.into()),
-            alternates: "[]".into(),
-            tried_hosts: "[]".into(),
-            claimed: 0,
-            requested_networks: "[]".into(),
-            owned_ports: "[]".into(),
-            vm_state: "active".into(),
-            task_state: None,
-            power_state: 1,
-            fault: None,
-            locked: 0,
-            build_deadline: None,
-            created_at: ts.clone(),
-            updated_at: ts,
-            launched_at: None,
-            terminated_at: None,
-            deleted: 0,
-            access_ip_v4: None,
-            access_ip_v6: None,
+            ..crate::testing::instance(id)
         };
         store.create_instance(&i, None).await.expect("instance");
     }

@@ -3,50 +3,16 @@
 
 mod common;
 
+use meridian_server::store::Store;
 use meridian_server::store::hosts::{Claim, HostInventory, Ratios};
 use meridian_server::store::instances::{Expect, Instance, InstanceFilter, NewState};
-use meridian_server::store::{Store, now};
 
 fn instance(id: &str) -> Instance {
-    let ts = now();
     Instance {
-        id: id.into(),
-        name: id.into(),
-        hostname: id.into(),
-        description: None,
-        project_id: "p1".into(),
-        user_id: "u1".into(),
-        flavor_id: "42".into(),
-        flavor: r#"{"id":"42","name":"m1.nano","vcpus":1,"ram":128,"disk":1,"ephemeral":0,"swap":0}"#.into(),
-        image_id: "img".into(),
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        metadata: "{}".into(),
-        tags: "[]".into(),
-        availability_zone: None,
-        config_drive: String::new(),
-        reservation_id: "r-1".into(),
-        launch_index: 0,
-        host_id: None,
-        alternates: "[]".into(),
-        tried_hosts: "[]".into(),
-        claimed: 0,
-        requested_networks: "[]".into(),
-        owned_ports: "[]".into(),
         vm_state: "building".into(),
         task_state: Some("scheduling".into()),
         power_state: 0,
-        fault: None,
-        locked: 0,
-        build_deadline: None,
-        created_at: ts.clone(),
-        updated_at: ts,
-        launched_at: None,
-        terminated_at: None,
-        deleted: 0,
-        access_ip_v4: None,
-        access_ip_v6: None,
+        ..common::instance(id)
     }
 }
 

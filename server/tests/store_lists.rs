@@ -4,50 +4,19 @@
 
 mod common;
 
+use meridian_server::store::Store;
 use meridian_server::store::instances::{Instance, InstanceFilter, InstanceMatch, InstancePage, InstanceSort};
 use meridian_server::store::network::{ListSort, ListSpec, ListValue, Network, NewPort, PortFilter};
-use meridian_server::store::{Store, now};
 
 fn instance(id: &str, name: &str, project: &str) -> Instance {
-    let ts = now();
     Instance {
-        id: id.into(),
         name: name.into(),
         hostname: name.into(),
-        description: None,
         project_id: project.into(),
-        user_id: "u1".into(),
         flavor_id: "1".into(),
         flavor: "{}".into(),
-        image_id: "img".into(),
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        metadata: "{}".into(),
-        tags: "[]".into(),
-        availability_zone: None,
-        config_drive: String::new(),
         reservation_id: format!("r-{name}"),
-        launch_index: 0,
-        host_id: None,
-        alternates: "[]".into(),
-        tried_hosts: "[]".into(),
-        claimed: 0,
-        requested_networks: "[]".into(),
-        owned_ports: "[]".into(),
-        vm_state: "active".into(),
-        task_state: None,
-        power_state: 1,
-        fault: None,
-        locked: 0,
-        build_deadline: None,
-        created_at: ts.clone(),
-        updated_at: ts,
-        launched_at: None,
-        terminated_at: None,
-        deleted: 0,
-        access_ip_v4: None,
-        access_ip_v6: None,
+        ..common::instance(id)
     }
 }
 

@@ -18,46 +18,7 @@ use meridian_server::store::{Store, new_uuid, now};
 const LONG_AGO: &str = "2020-01-01T00:00:00.000000Z";
 
 fn instance(id: &str, host: &str) -> Instance {
-    let ts = now();
-    Instance {
-        id: id.into(),
-        name: id.into(),
-        hostname: id.into(),
-        description: None,
-        project_id: "p1".into(),
-        user_id: "u1".into(),
-        flavor_id: "42".into(),
-        flavor: "{}".into(),
-        image_id: "img".into(),
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        metadata: "{}".into(),
-        tags: "[]".into(),
-        availability_zone: None,
-        config_drive: String::new(),
-        reservation_id: "r-1".into(),
-        launch_index: 0,
-        host_id: Some(host.into()),
-        alternates: "[]".into(),
-        tried_hosts: "[]".into(),
-        claimed: 0,
-        requested_networks: "[]".into(),
-        owned_ports: "[]".into(),
-        vm_state: "active".into(),
-        task_state: None,
-        power_state: 1,
-        fault: None,
-        locked: 0,
-        build_deadline: None,
-        created_at: ts.clone(),
-        updated_at: ts,
-        launched_at: None,
-        terminated_at: None,
-        deleted: 0,
-        access_ip_v4: None,
-        access_ip_v6: None,
-    }
+    Instance { flavor: "{}".into(), host_id: Some(host.into()), ..common::instance(id) }
 }
 
 /// An instance with an action, an action event and a finished work item.

@@ -77,3 +77,50 @@ fn uuid_like() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}_{}", std::process::id(), nanos)
 }
+
+/// An ACTIVE instance row (project `p1`, user `u1`, flavor m1.nano, no host) to store directly;
+/// a test changes what it needs with `..instance(id)`. The crate's own tests have the same in
+/// `meridian_server::testing`, a `cfg(test)` module these tests cannot see.
+pub fn instance(id: &str) -> meridian_server::store::instances::Instance {
+    use meridian_server::store::instances::Instance;
+    let ts = meridian_server::store::now();
+    Instance {
+        id: id.into(),
+        name: id.into(),
+        hostname: id.into(),
+        description: None,
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        flavor_id: "42".into(),
+        flavor: r#"{"id":"42","name":"m1.nano","vcpus":1,"ram":128,"disk":1,"ephemeral":0,"swap":0}"#.into(),
+        image_id: "img".into(),
+        key_name: None,
+        key_data: None,
+        user_data: None,
+        metadata: "{}".into(),
+        tags: "[]".into(),
+        availability_zone: None,
+        config_drive: String::new(),
+        reservation_id: "r-1".into(),
+        launch_index: 0,
+        host_id: None,
+        alternates: "[]".into(),
+        tried_hosts: "[]".into(),
+        claimed: 0,
+        requested_networks: "[]".into(),
+        owned_ports: "[]".into(),
+        vm_state: "active".into(),
+        task_state: None,
+        power_state: 1,
+        fault: None,
+        locked: 0,
+        build_deadline: None,
+        created_at: ts.clone(),
+        updated_at: ts,
+        launched_at: None,
+        terminated_at: None,
+        deleted: 0,
+        access_ip_v4: None,
+        access_ip_v6: None,
+    }
+}
