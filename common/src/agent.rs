@@ -24,6 +24,8 @@
 //! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
 //! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
+//! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
+//! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
 //!
 //! A console request ([`Action::Console`]) is not durable work: it is handed out once by the
 //! long poll, never acknowledged with events, and the agent runs it beside the instance's
@@ -261,3 +263,81 @@ pub enum WorkEvent {
         retryable: bool,
     },
 }
+
+/// Everything one host must enforce on its guests' ports, as of `generation`.
+///
+/// The agent long-polls `port-filters?after=<the generation it applied>`: the server answers at
+/// once when its generation differs (any change to a group, rule, port or instance placement
+/// moves it), else after `wait` seconds with the same generation. The agent replaces its whole
+/// ruleset with the answer (one atomic nftables transaction), so a missed change cannot stick.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFilters {
+    pub generation: u64,
+    /// Every port of every instance placed on the host (built or building), whatever its state.
+    pub ports: Vec<PortFilter>,
+}
+
+/// One port's filter: who it may claim to be and what may reach it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortFilter {
+    pub port_id: String,
+    pub instance_id: String,
+    pub network_id: String,
+    pub mac_address: String,
+    /// The port's fixed IP addresses (no prefix).
+    pub fixed_ips: Vec<String>,
+    /// Extra (IP or CIDR, MAC) pairs the guest may send as (Neutron's `allowed_address_pairs`;
+    /// the MAC is the port's own when the pair gave none).
+    #[serde(default)]
+    pub allowed_address_pairs: Vec<AddressPair>,
+    /// `false`: no filtering and no anti-spoofing at all for this port.
+    pub port_security_enabled: bool,
+    /// The union of the rules of the port's security groups, remote groups already resolved.
+    /// Empty with `port_security_enabled`: nothing in, nothing out (but DHCP and metadata).
+    pub rules: Vec<FilterRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EtherType {
+    IPv4,
+    IPv6,
+}
+
+/// One security group rule as the host applies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    pub direction: Direction,
+    pub ethertype: EtherType,
+    /// IP protocol number (`tcp` is 6, `icmp` 1, `ipv6-icmp` 58); `None`: any protocol.
+    pub protocol: Option<u8>,
+    /// TCP/UDP/SCTP: the destination port range; ICMP: `port_range_min` is the type and
+    /// `port_range_max` the code.
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    /// The peer: `None` is anyone; `Some(list)` is these prefixes only (a `remote_ip_prefix`, or
+    /// the addresses of a remote group's or address group's members; an empty list matches
+    /// nobody).
+    pub remote: Option<Vec<String>>,
+    /// From a stateful group (conntrack return traffic allowed); stateless groups' rules are
+    /// matched both ways by the rules alone.
+    pub stateful: bool,
+}
+
+/// Headers the agent's metadata proxy adds when it forwards a guest's request: the Meridian
+/// network the request came in on and the guest's source address, both as the host saw them.
+/// The server identifies the instance by this pair alone (as Neutron's metadata proxy does).
+pub const METADATA_NETWORK_HEADER: &str = "x-meridian-network-id";
+pub const METADATA_ADDRESS_HEADER: &str = "x-forwarded-for";
