@@ -736,3 +736,126 @@ async fn next(
         }
     }
 }
+
+/// Waits for transfer `id` to end; returns its last progress and every `done` figure on the way.
+async fn transfer_end(
+    ui: &mut tokio::sync::mpsc::UnboundedReceiver<meridian_tui::worker::Response>,
+    id: u64,
+    cancel_when_moving: Option<&tokio::sync::mpsc::UnboundedSender<meridian_tui::worker::Request>>,
+) -> (meridian_tui::transfer::Progress, Vec<u64>) {
+    use meridian_tui::transfer::Phase;
+    use meridian_tui::worker::{Request, Response};
+    let mut seen = Vec::new();
+    let mut cancelled = false;
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(120), ui.recv()).await.expect("progress").expect("open");
+        let Response::Transfer(p) = r else { continue };
+        if p.id != id {
+            continue;
+        }
+        seen.push(p.done);
+        if let Some(w) = cancel_when_moving
+            && !cancelled
+            && p.phase == Phase::Moving
+            && p.done > 0
+        {
+            w.send(Request::CancelTransfer(id)).expect("send");
+            cancelled = true;
+        }
+        if p.phase.finished() {
+            return (p, seen);
+        }
+    }
+}
+
+/// The Images view's upload and download, through the dashboard's worker against the real
+/// server: a local file becomes an active image with the file's checksum (format read from the
+/// file, name from the file name), its data comes back byte for byte to a new file, an existing
+/// file is never overwritten, and a cancelled upload leaves no image behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_upload_and_download_stream_verify_and_cancel() {
+    use md5::{Digest, Md5};
+    use meridian_tui::transfer::{DownloadSpec, Phase, UploadSpec};
+    use meridian_tui::worker::Request;
+
+    let server = Server::start();
+    let admin = server.admin().await;
+    let (worker, mut ui) = admin_worker(&server).await;
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // 24 MiB that do not repeat, starting with qcow2's magic so the format is detected.
+    let mut data = b"QFI\xfb".to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 24 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let src = dir.path().join("transfer-src.qcow2");
+    std::fs::write(&src, &data).expect("write");
+    let spec = UploadSpec {
+        file: src.display().to_string(),
+        name: String::new(),
+        disk_format: String::new(),
+        visibility: "private".into(),
+        min_disk_gb: 1,
+        min_ram_mb: 64,
+    };
+    worker.send(Request::Upload { id: 1, spec: spec.clone() }).expect("send");
+    let (up, seen) = transfer_end(&mut ui, 1, None).await;
+    assert_eq!(up.phase, Phase::Done, "{up:?}");
+    assert_eq!((up.done, up.total), (data.len() as u64, Some(data.len() as u64)));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
+    let image_id = up.image_id.clone().expect("image id");
+    let img = admin.get("image", &format!("/v2/images/{image_id}")).await.expect("image");
+    assert_eq!(img["name"], "transfer-src");
+    assert_eq!((img["status"].as_str(), img["disk_format"].as_str()), (Some("active"), Some("qcow2")));
+    assert_eq!((img["min_disk"].as_u64(), img["min_ram"].as_u64()), (Some(1), Some(64)));
+    let md5 = hex::encode(Md5::digest(&data));
+    assert_eq!(img["checksum"].as_str(), Some(md5.as_str()));
+
+    // Download to a new file: the same bytes, no part file left.
+    let out = dir.path().join("copy.qcow2");
+    let down =
+        DownloadSpec { image_id: image_id.clone(), name: "transfer-src".into(), file: out.display().to_string() };
+    worker.send(Request::Download { id: 2, spec: down.clone() }).expect("send");
+    let (got, _) = transfer_end(&mut ui, 2, None).await;
+    assert_eq!(got.phase, Phase::Done, "{got:?}");
+    assert!(std::fs::read(&out).expect("downloaded") == data, "the downloaded bytes differ");
+    assert!(!dir.path().join("copy.qcow2.part").exists());
+
+    // Again to the same file: refused, the file as it was.
+    std::fs::write(&out, b"mine").expect("write");
+    worker.send(Request::Download { id: 3, spec: down }).expect("send");
+    let (again, _) = transfer_end(&mut ui, 3, None).await;
+    assert!(matches!(&again.phase, Phase::Failed(m) if m.contains("exists")), "{again:?}");
+    assert_eq!(std::fs::read(&out).expect("kept"), b"mine");
+
+    // A 4 GiB (sparse) upload cancelled once bytes move: the image it made is deleted.
+    let big = dir.path().join("big.raw");
+    std::fs::File::create(&big).and_then(|f| f.set_len(4 << 30)).expect("sparse file");
+    let spec = UploadSpec { file: big.display().to_string(), name: "cancel-me".into(), ..spec };
+    worker.send(Request::Upload { id: 4, spec }).expect("send");
+    let (cancelled, _) = transfer_end(&mut ui, 4, Some(&worker)).await;
+    assert_eq!(cancelled.phase, Phase::Cancelled, "{cancelled:?}");
+    let gone = cancelled.image_id.expect("it had made an image");
+    let err = admin.get("image", &format!("/v2/images/{gone}")).await.expect_err("deleted");
+    assert_eq!(err.status(), Some(reqwest::StatusCode::NOT_FOUND));
+
+    // A file that is not there: a sentence, and no image made.
+    let before = admin.get("image", "/v2/images").await.expect("list")["images"].as_array().map(Vec::len);
+    let missing = UploadSpec {
+        file: dir.path().join("nope.img").display().to_string(),
+        name: String::new(),
+        disk_format: String::new(),
+        visibility: "private".into(),
+        min_disk_gb: 0,
+        min_ram_mb: 0,
+    };
+    worker.send(Request::Upload { id: 5, spec: missing }).expect("send");
+    let (failed, _) = transfer_end(&mut ui, 5, None).await;
+    assert!(matches!(&failed.phase, Phase::Failed(m) if m.contains("nope.img")), "{failed:?}");
+    let after = admin.get("image", "/v2/images").await.expect("list")["images"].as_array().map(Vec::len);
+    assert_eq!(before, after);
+}

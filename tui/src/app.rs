@@ -89,7 +89,12 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Projects => Pending::Projects,
         Request::SerialConsole { .. } | Request::ConsoleConnect { .. } | Request::WebConsole { .. } => Pending::Attach,
         Request::CreateKeypair { .. } => Pending::Import,
-        Request::SaveState { .. } | Request::AllProjects(_) | Request::ProjectNames => return None,
+        Request::SaveState { .. }
+        | Request::AllProjects(_)
+        | Request::ProjectNames
+        | Request::Upload { .. }
+        | Request::Download { .. }
+        | Request::CancelTransfer(_) => return None,
     })
 }
 
@@ -169,6 +174,9 @@ pub struct App {
     /// Text for the event loop to put on the clipboard, and ssh for it to run.
     clipboard: Option<String>,
     ssh: Option<crate::ssh::SshCall>,
+    /// This session's image uploads and downloads (the last few finished ones kept to show).
+    transfers: Vec<crate::transfer::Progress>,
+    transfer_ids: u64,
 }
 
 /// The cell context from the app's fields (a macro, so the tables stay separately borrowable).
@@ -220,6 +228,8 @@ impl App {
             console_sessions: 0,
             clipboard: None,
             ssh: None,
+            transfers: Vec::new(),
+            transfer_ids: 0,
         }
     }
 
@@ -491,6 +501,7 @@ impl App {
             Response::ConsoleUrl { id, result } => self.console_url(id, result),
             Response::WebConsoleUrl { name, result } => self.web_console_url(&name, result),
             Response::ConsoleEvent(ev) => self.console_event(ev),
+            Response::Transfer(p) => self.transfer_moved(p),
             Response::KeypairCreated(c) => self.keypair_created(c),
             Response::LiveMode(m) => self.live = m,
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
@@ -718,7 +729,12 @@ impl App {
         }
         if let Some(overlay) = &mut self.overlay {
             let project_id = self.session.as_ref().map(|s| s.project_id.as_str()).unwrap_or_default();
-            let ctx = overlays::Ctx { keymap: &self.cfg.keymap, clouds: &self.cfg.clouds, project_id };
+            let ctx = overlays::Ctx {
+                keymap: &self.cfg.keymap,
+                clouds: &self.cfg.clouds,
+                project_id,
+                transfers: &self.transfers,
+            };
             let effect = overlay.handle_key(key, &ctx);
             self.overlay_effect(effect);
             return;
@@ -789,7 +805,18 @@ impl App {
                 self.profile = Some(p.clone());
                 self.send(Request::Login(Box::new(ProfileBox(p))));
             }
+            Effect::Create(overlays::Create::Upload(spec)) => {
+                self.transfer_ids += 1;
+                self.send(Request::Upload { id: self.transfer_ids, spec });
+                self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len() + 1)));
+            }
+            Effect::Create(overlays::Create::Download(spec)) => {
+                self.transfer_ids += 1;
+                self.send(Request::Download { id: self.transfer_ids, spec });
+                self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len() + 1)));
+            }
             Effect::Create(c) => self.send(Request::Create(c)),
+            Effect::CancelTransfer(id) => self.send(Request::CancelTransfer(id)),
             Effect::CreateKeypair { name, source } => {
                 let cloud = self.session.as_ref().map(|s| s.cloud.clone()).unwrap_or_default();
                 self.send(Request::CreateKeypair { cloud, name, source });
@@ -1000,6 +1027,11 @@ impl App {
                 self.overlay = Some(Overlay::Create(CreateForm::identity(what)));
             }
             Action::Launch if view == View::Keypairs => self.overlay = Some(Overlay::KeyForm(Box::default())),
+            Action::Launch if view == View::Images => self.overlay = Some(Overlay::Create(CreateForm::upload())),
+            Action::Download => self.ask_download(view),
+            Action::Transfers => {
+                self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len())))
+            }
             Action::Launch if view == View::Ports => {
                 let nets: Vec<(String, String)> =
                     self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect();
@@ -1044,6 +1076,80 @@ impl App {
                 self.instance_action(action)
             }
             _ => {}
+        }
+    }
+
+    /// `D` in the images view (or an image's detail): asks where to save the image's data.
+    fn ask_download(&mut self, view: View) {
+        let view = self.detail.as_ref().map_or(view, |d| d.view);
+        if view != View::Images {
+            self.info = Some("download: images only (open the Images view)".into());
+            return;
+        }
+        let t = &self.tables.images;
+        let img = match &self.detail {
+            Some(d) => t.items.iter().find(|i| i.id == d.id),
+            None => t.selected(),
+        };
+        let Some(img) = img else {
+            self.info = Some("no image selected".into());
+            return;
+        };
+        if img.status != "active" {
+            self.info = Some(format!("image {} has no data to download (it is {})", img.name, img.status));
+            return;
+        }
+        let suggested = crate::transfer::default_download_path(&img.name, img.disk_format.as_deref());
+        self.overlay = Some(Overlay::Create(CreateForm::download(&img.id, &img.name, &suggested)));
+    }
+
+    /// An upload or download moved on; when it ends, says how (and reloads images after an
+    /// upload, which made or deleted one).
+    fn transfer_moved(&mut self, p: crate::transfer::Progress) {
+        use crate::transfer::{Phase, Way, bytes};
+        let ended = p.phase.finished();
+        match self.transfers.iter_mut().find(|t| t.id == p.id) {
+            Some(t) => *t = p.clone(),
+            None => self.transfers.push(p.clone()),
+        }
+        if !ended {
+            return;
+        }
+        // Keep the running ones and the last few that ended.
+        const KEEP_ENDED: usize = 8;
+        let ended_count = self.transfers.iter().filter(|t| t.phase.finished()).count();
+        let mut drop = ended_count.saturating_sub(KEEP_ENDED);
+        self.transfers.retain(|t| {
+            let gone = drop > 0 && t.phase.finished();
+            drop -= usize::from(gone);
+            !gone
+        });
+        if p.way == Way::Upload {
+            self.send(Request::List(Kind::Images));
+        }
+        let took = format!("{:.1} s", p.elapsed.as_secs_f64());
+        match &p.phase {
+            Phase::Done => {
+                self.info = Some(match p.way {
+                    Way::Upload => {
+                        format!("uploaded image {} ({} in {took}, checksums match)", p.name, bytes(p.done as f64))
+                    }
+                    Way::Download => format!(
+                        "downloaded image {} to {} ({} in {took}, checksums match)",
+                        p.name,
+                        p.file.display(),
+                        bytes(p.done as f64)
+                    ),
+                })
+            }
+            Phase::Cancelled => {
+                self.info = Some(format!("{} {}: {}", verb(p.way), p.name, overlays::transfers::cancelled_words(&p)))
+            }
+            Phase::Failed(m) => self.error = Some((format!("{} {} failed: {m}", verb(p.way), p.name), None)),
+            _ => {}
+        }
+        fn verb(w: Way) -> &'static str {
+            if w == Way::Upload { "upload of" } else { "download of" }
         }
     }
 
@@ -1293,7 +1399,12 @@ impl App {
         self.draw_status(f, status, theme);
         if let Some(o) = &self.overlay {
             let project_id = self.session.as_ref().map(|s| s.project_id.as_str()).unwrap_or_default();
-            let ctx = overlays::Ctx { keymap: &self.cfg.keymap, clouds: &self.cfg.clouds, project_id };
+            let ctx = overlays::Ctx {
+                keymap: &self.cfg.keymap,
+                clouds: &self.cfg.clouds,
+                project_id,
+                transfers: &self.transfers,
+            };
             o.draw(f, area, theme, &ctx);
         }
     }
@@ -1370,6 +1481,16 @@ impl App {
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
+        } else if self.view == View::Images {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "upload"),
+                (Action::Download, "download"),
+                (Action::Transfers, "transfers"),
+                (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
         } else if self.view == View::Keypairs {
             &[
                 (Action::Select, "detail"),
@@ -1418,6 +1539,23 @@ impl App {
         }
         if !self.live.is_empty() {
             spans.push(Span::styled(format!(" │ {}", self.live), theme.muted()));
+        }
+        // A running transfer stays in sight while its overlay is closed.
+        let running: Vec<&crate::transfer::Progress> = self.transfers.iter().filter(|t| !t.phase.finished()).collect();
+        if let Some(t) = running.first()
+            && !matches!(self.overlay, Some(Overlay::Transfers(_)))
+        {
+            let arrow = if t.way == crate::transfer::Way::Upload { "↑" } else { "↓" };
+            let more = if running.len() > 1 { format!(" (+{})", running.len() - 1) } else { String::new() };
+            spans.push(Span::styled(
+                format!(
+                    " │ {arrow} {} {}{more} <{}>",
+                    t.name,
+                    overlays::transfers::figures(t),
+                    self.cfg.keymap.hint(Action::Transfers)
+                ),
+                theme.accent(),
+            ));
         }
         if let Some((msg, retry)) = &self.error {
             spans.push(Span::styled(" │ ✗ ", theme.error()));

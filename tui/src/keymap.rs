@@ -47,6 +47,9 @@ pub enum Action {
     WebConsole,
     Ssh,
     Copy,
+    // Image transfers (transfer.rs).
+    Download,
+    Transfers,
 }
 
 impl Action {
@@ -69,7 +72,7 @@ impl Action {
         (Action::SortReverse, "sort_reverse", "reverse the sort"),
         (Action::Refresh, "refresh", "reload the view"),
         (Action::Retry, "retry", "retry the failed request"),
-        (Action::Launch, "launch", "launch instances (wizard); in Keypairs: new key pair"),
+        (Action::Launch, "launch", "launch instances; in other views: create one"),
         (Action::Start, "start", "start the instance"),
         (Action::Stop, "stop", "stop the instance"),
         (Action::Reboot, "reboot", "soft reboot"),
@@ -81,6 +84,8 @@ impl Action {
         (Action::WebConsole, "web_console", "graphical console: a noVNC URL, shown and copied"),
         (Action::Ssh, "ssh", "ssh to the instance"),
         (Action::Copy, "copy", "copy id / top field of a detail / console URL"),
+        (Action::Download, "download", "images: download the image's data to a file"),
+        (Action::Transfers, "transfers", "image uploads and downloads: progress, cancel"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -262,6 +267,8 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("e", Action::ToggleEnabled),
     ("p", Action::SwitchProject),
     ("T", Action::SwitchTheme),
+    ("D", Action::Download),
+    ("t", Action::Transfers),
 ];
 
 impl Default for Keymap {

@@ -20,6 +20,7 @@ pub mod overlays;
 pub mod ssh;
 pub mod table;
 pub mod theme;
+pub mod transfer;
 pub mod views;
 pub mod wizard;
 pub mod worker;

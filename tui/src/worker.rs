@@ -166,6 +166,18 @@ pub enum Request {
     AllProjects(bool),
     /// Project ID → name, for the PROJECT column.
     ProjectNames,
+    /// Upload a local file into a new image (`id` names the transfer in its progress).
+    Upload {
+        id: u64,
+        spec: crate::transfer::UploadSpec,
+    },
+    /// Download an image's data to a local file.
+    Download {
+        id: u64,
+        spec: crate::transfer::DownloadSpec,
+    },
+    /// Stop a running upload or download (what it made is removed).
+    CancelTransfer(u64),
     /// Remember the cloud, project and theme in the state file (written here, off the UI path).
     SaveState {
         path: std::path::PathBuf,
@@ -280,6 +292,8 @@ pub enum Response {
     },
     ConsoleEvent(crate::console_pane::ConsoleEvent),
     KeypairCreated(crate::keys::Created),
+    /// An upload or download moved on (or ended).
+    Transfer(crate::transfer::Progress),
 }
 
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
@@ -325,6 +339,7 @@ async fn run(
     tokio::spawn(live::run(client_rx, hint_rx, ui.clone(), stream, instances_visible));
     let mut authed: Option<Authed> = None;
     let mut scope = Scope::default();
+    let transfers = crate::transfer::Transfers::default();
     // Requests that met a 401 we could not fix, re-sent after the next login.
     let mut waiting: Vec<Request> = Vec::new();
     loop {
@@ -343,7 +358,7 @@ async fn run(
                                 let _ = ui.send(Response::LoggedIn(a.info.clone()));
                                 let _ = client_tx.send(Some(a.client.clone()));
                                 for r in waiting.drain(..) {
-                                    dispatch(&a.client, r, scope, &ui, &done_tx, &hint_tx);
+                                    start(&a.client, r, &transfers, scope, &ui, &done_tx, &hint_tx);
                                 }
                                 authed = Some(a);
                             }
@@ -380,10 +395,13 @@ async fn run(
                             }
                         });
                     }
+                    Request::CancelTransfer(id) => {
+                        transfers.cancel(id);
+                    }
                     // The websocket needs no token (the URL carries one): no login, no client.
                     Request::ConsoleConnect { url, session } => crate::console_pane::spawn_session(url, session, ui.clone()),
                     other => match &authed {
-                        Some(a) => dispatch(&a.client, other, scope, &ui, &done_tx, &hint_tx),
+                        Some(a) => start(&a.client, other, &transfers, scope, &ui, &done_tx, &hint_tx),
                         None => waiting.push(other),
                     },
                 }
@@ -472,6 +490,24 @@ fn pick_version(server_max: &str, ours: &str) -> String {
     if parse(server_max) < parse(ours) { server_max.to_string() } else { ours.to_string() }
 }
 
+/// Transfers run on their own (long, with progress, cancellable); every other request goes
+/// through [`dispatch`].
+fn start(
+    client: &Client,
+    req: Request,
+    transfers: &crate::transfer::Transfers,
+    scope: Scope,
+    ui: &mpsc::UnboundedSender<Response>,
+    done: &mpsc::UnboundedSender<Done>,
+    hints: &mpsc::UnboundedSender<LiveHint>,
+) {
+    match req {
+        Request::Upload { id, spec } => transfers.upload(client.clone(), id, spec, ui.clone()),
+        Request::Download { id, spec } => transfers.download(client.clone(), id, spec, ui.clone()),
+        other => dispatch(client, other, scope, ui, done, hints),
+    }
+}
+
 fn dispatch(
     client: &Client,
     req: Request,
@@ -527,6 +563,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::SwitchProject { .. } => "switching project".into(),
         Request::Login(_) => "login".into(),
         Request::SaveState { .. } => "saving the state file".into(),
+        Request::Upload { .. } | Request::Download { .. } | Request::CancelTransfer(_) => "image transfer".into(),
         Request::AllProjects(_) => "switching to all projects".into(),
         Request::ProjectNames => "listing project names".into(),
         Request::Actions(_) => "loading the action history".into(),
@@ -538,6 +575,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Create(crate::overlays::Create::Project { name, .. }) => format!("creating project {name}"),
         Request::Create(crate::overlays::Create::User { name, .. }) => format!("creating user {name}"),
         Request::Create(crate::overlays::Create::Grant { .. }) => "granting the role".into(),
+        Request::Create(crate::overlays::Create::Upload(_) | crate::overlays::Create::Download(_)) => {
+            "image transfer".into()
+        }
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -801,6 +841,9 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
         | Request::SwitchProject { .. }
         | Request::SaveState { .. }
         | Request::AllProjects(_)
+        | Request::Upload { .. }
+        | Request::Download { .. }
+        | Request::CancelTransfer(_)
         | Request::ConsoleConnect { .. } => Err(ClientError::Decode("handled by the worker".into())),
     }
 }
@@ -855,6 +898,7 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
             client.send_url(Method::POST, "network", &format!("{base}/ports"), Some(&json!({"port": port}))).await?;
             Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
         }
+        Create::Upload(_) | Create::Download(_) => Err(ClientError::Decode("transfers are not creates".into())),
         Create::Project { .. } | Create::User { .. } | Create::Grant { .. } => {
             Err(ClientError::Decode("an identity form reached the network path".into()))
         }
@@ -921,7 +965,9 @@ async fn create_identity(client: &Client, c: &crate::overlays::Create) -> Result
             grant(pid, uid, rid).await?;
             Ok(Response::Created { kind: Kind::Assignments, name: format!("{role} for {user} on {project}") })
         }
-        Create::Network(_) | Create::Port(_) => Err(ClientError::Decode("a network form reached identity".into())),
+        Create::Network(_) | Create::Port(_) | Create::Upload(_) | Create::Download(_) => {
+            Err(ClientError::Decode("not an identity form".into()))
+        }
     }
 }
 

@@ -1338,3 +1338,106 @@ fn create_user_form() {
         vec![Request::Create(Create::Grant { user: "eve".into(), project: "staging".into(), role: "member".into() })]
     );
 }
+
+/// `c` in the images view: the upload form (its checks, then the request), the transfers
+/// overlay with a progress bar, the status line while it runs closed, how it ended; `D`: the
+/// download form with a suggested file.
+#[test]
+fn image_upload_and_download_forms_and_progress() {
+    use meridian_tui::transfer::{DownloadSpec, Phase, Progress, UploadSpec, Way};
+    use std::time::Duration;
+    let mut h = Harness::loaded(100, 24, false);
+    h.app.run_command("images");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    let s = h.screen();
+    assert!(s.contains("Upload image") && s.contains("Disk format"), "{s}");
+    snap!("image_upload_form", s);
+    h.chars("~/cirros.qcow2");
+    for _ in 0..3 {
+        h.key(KeyCode::Tab);
+    }
+    for _ in 0.."private".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("everyone");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    h.chars("x");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("visibility everyone: one of private, shared, community, public"), "{s}");
+    snap!("image_upload_form_error", s);
+    assert!(h.drain().is_empty(), "bad input is not sent");
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    for _ in 0.."everyone".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("public");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    h.chars("1");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let spec = UploadSpec {
+        file: "~/cirros.qcow2".into(),
+        name: String::new(),
+        disk_format: String::new(),
+        visibility: "public".into(),
+        min_disk_gb: 1,
+        min_ram_mb: 0,
+    };
+    assert_eq!(h.drain(), vec![Request::Upload { id: 1, spec }]);
+    let mut p = Progress {
+        id: 1,
+        way: Way::Upload,
+        name: "cirros".into(),
+        file: "/home/op/cirros.qcow2".into(),
+        image_id: Some("img-1".into()),
+        done: 9 << 20,
+        total: Some(20 << 20),
+        phase: Phase::Moving,
+        elapsed: Duration::from_secs(3),
+    };
+    h.app.on_response(Response::Transfer(p.clone()));
+    let s = h.screen();
+    assert!(s.contains("Transfers") && s.contains("45% · 9.0 MiB of 20.0 MiB · 3.0 MiB/s"), "{s}");
+    snap!("image_transfers_progress", s);
+    // `c` cancels the selected running transfer; Esc leaves it running, shown in the status line.
+    h.key(KeyCode::Char('c'));
+    assert_eq!(h.drain(), vec![Request::CancelTransfer(1)]);
+    h.key(KeyCode::Esc);
+    let s = h.screen();
+    assert!(s.contains("↑ cirros 45%"), "{s}");
+    p.phase = Phase::Cancelled;
+    h.app.on_response(Response::Transfer(p.clone()));
+    let s = h.screen();
+    assert!(s.contains("upload of cirros: cancelled: the image was deleted"), "{s}");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Images)], "images are read again");
+    p.phase = Phase::Failed("MD5 mismatch".into());
+    h.app.on_response(Response::Transfer(p));
+    assert!(h.screen().contains("upload of cirros failed: MD5 mismatch"));
+    h.drain();
+
+    // `D` on an active image: where to save it, then the request.
+    h.key(KeyCode::Char('D'));
+    let s = h.screen();
+    assert!(s.contains("Download image") && s.contains("image "), "{s}");
+    let (id, name) = {
+        let i = &images()[0];
+        (i.id.clone(), i.name.clone())
+    };
+    // Replace the suggestion (it depends on the home directory) with a fixed file.
+    for _ in 0..200 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("/tmp/saved.img");
+    snap!("image_download_form", h.screen());
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Download { id: 2, spec: DownloadSpec { image_id: id, name, file: "/tmp/saved.img".into() } }]
+    );
+}

@@ -1,5 +1,7 @@
 //! The worker against a stub cloud (a bare HTTP listener): each kind's delete goes out as the
-//! right method and path, and the cloud's refusal comes back as a sentence.
+//! right method and path, and the cloud's refusal comes back as a sentence; a download the cloud
+//! stalls or cuts short is cancelled or fails without leaving a file behind. (The working
+//! upload and download, against the real server, are in tests/tests/tui_e2e.rs.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +65,21 @@ async fn stub_cloud() -> (String, Arc<Mutex<Vec<String>>>) {
                         ],
                     }});
                     ("201 Created", "X-Subject-Token: tok\r\n", token.to_string())
+                } else if method == "GET" && path.ends_with("/images/slow") | path.ends_with("/images/short") {
+                    let img = json!({"id": "x", "name": "slow", "status": "active", "size": 10 << 20});
+                    ("200 OK", "", img.to_string())
+                } else if method == "GET" && path.ends_with("/file") {
+                    // 64 KiB of a promised 10 MiB, then a stall ("slow") or a hang-up ("short").
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                        10 << 20
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&[7u8; 64 << 10]).await;
+                    if path.contains("/slow/") {
+                        tokio::time::sleep(Duration::from_secs(300)).await;
+                    }
+                    return;
                 } else if method == "DELETE" && path.contains("/networks/busy") {
                     let fault = json!({"NeutronError": {"type": "NetworkInUse", "detail": "",
                         "message": "Unable to complete operation on network busy. There are one or more ports still in use on the network."}});
@@ -138,5 +155,48 @@ async fn each_kind_is_deleted_with_its_own_call() {
             assert!(message.ends_with("(409 — still in use)"), "{message}");
         }
         other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// A download the cloud stalls is cancelled with nothing left on disk; one it cuts short fails
+/// the same way, never leaving a short file under the name asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_or_broken_download_leaves_no_file() {
+    use meridian_tui::transfer::{DownloadSpec, Phase};
+    let (base, _) = stub_cloud().await;
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    let profile = Profile {
+        name: "stub".into(),
+        auth_url: format!("{base}/identity"),
+        username: "alice".into(),
+        password: Some("pw".into()),
+        project_name: "demo".into(),
+        ..Profile::default()
+    };
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let dir = tempfile::tempdir().expect("tmp");
+    for (id, image) in [(1, "slow"), (2, "short")] {
+        let file = dir.path().join(format!("{image}.img"));
+        let spec = DownloadSpec { image_id: image.into(), name: image.into(), file: file.display().to_string() };
+        worker.send(Request::Download { id, spec }).expect("send");
+        let end = loop {
+            let Response::Transfer(p) = next(&mut ui).await else { continue };
+            if p.phase == Phase::Moving && p.done > 0 && image == "slow" {
+                // The part file is there while bytes come in.
+                assert!(dir.path().join("slow.img.part").exists());
+                worker.send(Request::CancelTransfer(id)).expect("send");
+            }
+            if p.phase.finished() {
+                break p;
+            }
+        };
+        match image {
+            "slow" => assert_eq!(end.phase, Phase::Cancelled, "{end:?}"),
+            _ => assert!(matches!(&end.phase, Phase::Failed(m) if m.contains("receiving")), "{end:?}"),
+        }
+        assert!(!file.exists(), "{image}: no file under the name asked for");
+        assert!(!dir.path().join(format!("{image}.img.part")).exists(), "{image}: the part file is removed");
     }
 }

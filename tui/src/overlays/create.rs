@@ -1,6 +1,8 @@
-//! Create forms: a network with its first subnet (CIDR, gateway, DHCP, DNS), and a port. Input
-//! is checked here (addresses parse, the gateway is inside the CIDR's family) so the cloud gets
-//! well-formed requests; what the cloud refuses comes back in the form's error line.
+//! Create forms: a network with its first subnet (CIDR, gateway, DHCP, DNS), a port, identity
+//! resources, and an image upload or download. Input is checked here (addresses parse, the
+//! gateway is inside the CIDR's family, numbers are numbers) so the cloud gets well-formed
+//! requests; what the cloud refuses comes back in the form's error line. Files are not touched
+//! here (the update path does no I/O): the worker opens them and says what is wrong.
 
 use std::net::IpAddr;
 
@@ -47,6 +49,10 @@ pub enum What {
     Project,
     User,
     Grant,
+    /// A new image from a local file.
+    Upload,
+    /// An image's data to a local file.
+    Download,
 }
 
 pub struct CreateForm {
@@ -56,6 +62,8 @@ pub struct CreateForm {
     focus: usize,
     /// Networks to put a port on (name, ID), for the port form.
     networks: Vec<(String, String)>,
+    /// The image to download (ID, name).
+    image: Option<(String, String)>,
     pub error: Option<String>,
     pub busy: bool,
 }
@@ -65,6 +73,8 @@ const PORT: &[&str] = &["Network", "Name", "Fixed IP"];
 const PROJECT: &[&str] = &["Name", "Description"];
 const USER: &[&str] = &["Name", "Password", "Project", "Role"];
 const GRANT: &[&str] = &["User", "Project", "Role"];
+const UPLOAD: &[&str] = &["File", "Name", "Disk format", "Visibility", "Min disk GB", "Min RAM MB"];
+const DOWNLOAD: &[&str] = &["Save to"];
 
 /// What a finished form asks the cloud for. Identity forms name users, projects and roles by
 /// name or ID; the worker looks them up.
@@ -89,6 +99,9 @@ pub enum Create {
         project: String,
         role: String,
     },
+    /// Not a create request: a transfer the app starts (`transfer.rs`).
+    Upload(crate::transfer::UploadSpec),
+    Download(crate::transfer::DownloadSpec),
 }
 
 impl CreateForm {
@@ -106,6 +119,7 @@ impl CreateForm {
             fields,
             focus: 0,
             networks: Vec::new(),
+            image: None,
             error: None,
             busy: false,
         }
@@ -118,7 +132,7 @@ impl CreateForm {
             field("", "name (optional)"),
             field("", "empty: Neutron picks one"),
         ];
-        CreateForm { what: What::Port, labels: PORT, fields, focus: 0, networks, error: None, busy: false }
+        CreateForm { what: What::Port, labels: PORT, fields, focus: 0, networks, image: None, error: None, busy: false }
     }
 
     /// The identity forms (admins): a project, a user (optionally with a role on a project), a
@@ -144,7 +158,43 @@ impl CreateForm {
                 vec![field("", "user name or ID"), field("", "project name or ID"), field("member", "role name")],
             ),
         };
-        CreateForm { what, labels, fields, focus: 0, networks: Vec::new(), error: None, busy: false }
+        CreateForm { what, labels, fields, focus: 0, networks: Vec::new(), image: None, error: None, busy: false }
+    }
+
+    /// The upload form: a local file into a new image.
+    pub fn upload() -> CreateForm {
+        let fields = vec![
+            field("", "path of the local file, e.g. ~/images/cirros.qcow2"),
+            field("", "empty: the file's name without extension"),
+            field("", "empty: read from the file (qcow2, raw, iso, vmdk, …)"),
+            field("private", "private / shared / community / public"),
+            field("0", "GB"),
+            field("0", "MB"),
+        ];
+        CreateForm {
+            what: What::Upload,
+            labels: UPLOAD,
+            fields,
+            focus: 0,
+            networks: Vec::new(),
+            image: None,
+            error: None,
+            busy: false,
+        }
+    }
+
+    /// The download form for one image, with a suggested file.
+    pub fn download(id: &str, name: &str, suggested: &str) -> CreateForm {
+        CreateForm {
+            what: What::Download,
+            labels: DOWNLOAD,
+            fields: vec![field(suggested, "file to create (must not exist)")],
+            focus: 0,
+            networks: Vec::new(),
+            image: Some((id.to_string(), name.to_string())),
+            error: None,
+            busy: false,
+        }
     }
 
     /// A fresher network list for the port form (it asks for one when it opens).
@@ -227,6 +277,17 @@ impl CreateForm {
             }),
             What::Grant if v.iter().any(String::is_empty) => Err("user, project and role are all needed".into()),
             What::Grant => Ok(Create::Grant { user: v[0].clone(), project: v[1].clone(), role: v[2].clone() }),
+            What::Upload => upload_spec(&v),
+            What::Download => {
+                let (image_id, name) = self.image.clone().unwrap_or_default();
+                if v[0].is_empty() {
+                    return Err("where should the image be saved?".into());
+                }
+                if v[0].ends_with('/') {
+                    return Err("give a file name, not a directory".into());
+                }
+                Ok(Create::Download(crate::transfer::DownloadSpec { image_id, name, file: v[0].clone() }))
+            }
         }
     }
 
@@ -237,6 +298,8 @@ impl CreateForm {
             What::Project => "Create project",
             What::User => "Create user",
             What::Grant => "Grant a role",
+            What::Upload => "Upload image",
+            What::Download => "Download image",
         };
         let h = self.labels.len() as u16 * 2 + 5;
         let r = centered(area, 72, h);
@@ -256,7 +319,9 @@ impl CreateForm {
             f.render_widget(Paragraph::new(Span::styled(format!("{label:>12}: "), style)), l);
             f.render_widget(&focused(&self.fields[i], i == self.focus, theme), Rect { height: 1, ..v });
         }
-        let msg = if self.busy {
+        let msg = if let (Some((_, name)), None) = (&self.image, &self.error) {
+            Line::from(Span::styled(format!("image {name}"), theme.muted()))
+        } else if self.busy {
             Line::from(Span::styled("creating…", theme.accent()))
         } else if let Some(e) = &self.error {
             Line::from(Span::styled(e.clone(), theme.error()))
@@ -268,6 +333,33 @@ impl CreateForm {
         };
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), areas[self.labels.len() + 1]);
     }
+}
+
+/// An upload from the form's text: a file, known format and visibility, whole numbers.
+fn upload_spec(v: &[String]) -> Result<Create, String> {
+    use crate::transfer::{DISK_FORMATS, UploadSpec, VISIBILITIES};
+    if v[0].is_empty() {
+        return Err("which file? give its path".into());
+    }
+    let disk_format = v[2].to_lowercase();
+    if !(disk_format.is_empty() || disk_format == "auto" || DISK_FORMATS.contains(&disk_format.as_str())) {
+        return Err(format!("disk format {}: one of {}", v[2], DISK_FORMATS.join(", ")));
+    }
+    let visibility = if v[3].is_empty() { "private".to_string() } else { v[3].to_lowercase() };
+    if !VISIBILITIES.contains(&visibility.as_str()) {
+        return Err(format!("visibility {}: one of {}", v[3], VISIBILITIES.join(", ")));
+    }
+    let number = |s: &str, what: &str| -> Result<u64, String> {
+        if s.is_empty() { Ok(0) } else { s.parse().map_err(|_| format!("{what}: a whole number, not {s}")) }
+    };
+    Ok(Create::Upload(UploadSpec {
+        file: v[0].clone(),
+        name: v[1].clone(),
+        disk_format,
+        visibility,
+        min_disk_gb: number(&v[4], "min disk")?,
+        min_ram_mb: number(&v[5], "min RAM")?,
+    }))
 }
 
 /// A subnet from the form's text: the CIDR's network address and prefix must parse, the

@@ -13,6 +13,7 @@ pub mod palette;
 pub mod projects;
 pub mod report;
 pub mod ssh_user;
+pub mod transfers;
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -36,6 +37,7 @@ pub use palette::Palette;
 pub use projects::Projects;
 pub use report::Report;
 pub use ssh_user::SshUser;
+pub use transfers::Transfers;
 
 /// What the app needs to know for an overlay's keys and drawing.
 pub struct Ctx<'a> {
@@ -43,6 +45,8 @@ pub struct Ctx<'a> {
     pub clouds: &'a [Profile],
     /// The project the session is scoped to (marked in the switcher).
     pub project_id: &'a str,
+    /// This session's image uploads and downloads, oldest first.
+    pub transfers: &'a [crate::transfer::Progress],
 }
 
 /// What an overlay asks the app to do after a key.
@@ -84,6 +88,8 @@ pub enum Effect {
     },
     /// Run ssh (the login user was asked for), the overlay closed.
     Ssh(Box<crate::ssh::SshCall>),
+    /// Stop this upload or download (the overlay stays open to show it end).
+    CancelTransfer(u64),
 }
 
 pub enum Overlay {
@@ -99,6 +105,7 @@ pub enum Overlay {
     KeyForm(Box<KeyForm>),
     KeyCreated(KeyCreated),
     SshUser(SshUser),
+    Transfers(Transfers),
 }
 
 impl Overlay {
@@ -114,6 +121,7 @@ impl Overlay {
             Overlay::KeyForm(k) => k.handle_key(key),
             Overlay::KeyCreated(k) => k.handle_key(key),
             Overlay::SshUser(s) => s.handle_key(key),
+            Overlay::Transfers(t) => t.handle_key(key, ctx),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
                     Ok(p) => {
@@ -151,6 +159,7 @@ impl Overlay {
             Overlay::KeyForm(k) => k.draw(f, area, theme),
             Overlay::KeyCreated(k) => k.draw(f, area, theme),
             Overlay::SshUser(s) => s.draw(f, area, theme),
+            Overlay::Transfers(t) => t.draw(f, area, theme, ctx),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),
         }
