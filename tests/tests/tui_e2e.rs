@@ -268,6 +268,57 @@ async fn delete_a_key_pair_from_its_view() {
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
 
+/// In a real terminal: `c` in the Images view uploads a local file (the transfers overlay shows
+/// it end), the new image is listed, and `D` downloads it back to a file with the same bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_and_download_an_image_from_its_view() {
+    let server = Server::start();
+    let admin = server.admin().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let src = dir.path().join("tmux-upload.raw");
+    std::fs::write(&src, &data).expect("write");
+    let (script, log) = write_script(dir.path(), &server, &["--poll"]);
+    let tmux = Tmux::start(&script, "images");
+    let mut seen = Vec::new();
+    let dump = |what: &str| format!("{what}\nmeridian log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]"));
+    tmux.type_text(":images");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the images view", 10, &mut seen, |s| s.contains("Images [0]"));
+    tmux.type_text("c");
+    tmux.wait("the upload form", 10, &mut seen, |s| s.contains("Upload image"));
+    tmux.type_text(&src.display().to_string());
+    // File, name, format, visibility, min disk: defaults; Enter on the last field uploads.
+    tmux.keys(&["Enter", "Enter", "Enter", "Enter", "Enter", "Enter"]);
+    tmux.wait(&dump("the upload to end"), 60, &mut seen, |s| {
+        s.contains("Transfers") && s.contains("uploaded image tmux-upload")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait(&dump("the new image"), 30, &mut seen, |s| {
+        row(s, "tmux-upload").is_some_and(|r| r.contains("active") && r.contains("raw"))
+    });
+    let out = dir.path().join("back.raw");
+    tmux.type_text("D");
+    tmux.wait("the download form", 10, &mut seen, |s| s.contains("Download image"));
+    // Replace the suggested file with ours.
+    tmux.keys(&["C-u"]);
+    for _ in 0..80 {
+        tmux.keys(&["BSpace"]);
+    }
+    tmux.type_text(&out.display().to_string());
+    tmux.keys(&["Enter"]);
+    tmux.wait(&dump("the download to end"), 60, &mut seen, |s| {
+        s.contains("↓ tmux-upload") && s.contains("downloaded image tmux-upload")
+    });
+    assert!(std::fs::read(&out).expect("downloaded") == data, "the downloaded bytes differ");
+    let images = admin.get("image", "/v2/images?name=tmux-upload").await.expect("list");
+    assert_eq!(images["images"][0]["size"].as_u64(), Some(data.len() as u64), "{images}");
+    tmux.keys(&["Escape"]);
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}
+
 /// The dashboard's worker against a server whose tokens live two seconds: an expired token is
 /// replaced by a fresh login and the request goes through; when the password changed meanwhile,
 /// the UI is asked to log in and the waiting request is sent after it.
