@@ -394,8 +394,13 @@ impl App {
                     self.overlay = None;
                 }
                 self.send(Request::List(kind));
-                if kind == Kind::Networks {
-                    self.send(Request::List(Kind::Subnets));
+                // Lists that show what was made too: a network's subnet, a group's rules
+                // (Neutron gives a new group egress rules), a group's rule count.
+                match kind {
+                    Kind::Networks => self.send(Request::List(Kind::Subnets)),
+                    Kind::SecGroups => self.send(Request::List(Kind::SecRules)),
+                    Kind::SecRules => self.send(Request::List(Kind::SecGroups)),
+                    _ => {}
                 }
                 let label = if name.is_empty() { String::new() } else { format!(" {name}") };
                 self.info = Some(format!("created {}{label}", kind.noun()));
@@ -502,6 +507,21 @@ impl App {
             Response::WebConsoleUrl { name, result } => self.web_console_url(&name, result),
             Response::ConsoleEvent(ev) => self.console_event(ev),
             Response::Transfer(p) => self.transfer_moved(p),
+            Response::GroupsChanged { server, added, removed } => {
+                self.pending.remove(&Pending::Create);
+                if matches!(self.overlay, Some(Overlay::Create(_))) {
+                    self.overlay = None;
+                }
+                let mut words = Vec::new();
+                if !added.is_empty() {
+                    words.push(format!("added {}", added.join(", ")));
+                }
+                if !removed.is_empty() {
+                    words.push(format!("removed {}", removed.join(", ")));
+                }
+                self.info = Some(format!("security groups of {server}: {}", words.join("; ")));
+                self.send(Request::List(Kind::Servers));
+            }
             Response::KeypairCreated(c) => self.keypair_created(c),
             Response::LiveMode(m) => self.live = m,
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
@@ -642,8 +662,10 @@ impl App {
     }
 
     fn push_wizard_data(&mut self) {
+        let groups = self.group_choices();
         if let Some(Overlay::Create(form)) = &mut self.overlay {
             form.set_networks(self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect());
+            form.set_groups(groups);
         }
         let quotas = self.overview.as_ref().map(|o| o.quotas.clone());
         if let Some(Overlay::Wizard(w)) = &mut self.overlay {
@@ -652,6 +674,7 @@ impl App {
             w.flavors.sort_by_key(|f| (f.vcpus, f.ram, f.disk));
             w.networks = self.tables.networks.items.clone();
             w.keypairs = self.tables.keypairs.items.clone();
+            w.groups = self.tables.secgroups.items.clone();
             w.quotas = quotas;
         }
     }
@@ -972,6 +995,15 @@ impl App {
                 let next = if action == Action::NextTab { (i + 1) % n } else { (i + n - 1) % n };
                 self.go_to(visible[next]);
             }
+            // A group's "detail" is its rules: the Rules view, filtered to the group.
+            Action::Select if view == View::SecGroups && self.detail.is_none() => {
+                if let Some(g) = self.tables.secgroups.selected() {
+                    let name = if g.name.is_empty() { g.id.clone() } else { g.name.clone() };
+                    self.switch_view(View::SecRules);
+                    let ctx = cctx!(self);
+                    self.tables.secrules.set_filter(&name, &ctx);
+                }
+            }
             Action::Select => {
                 if let Some((id, _)) = kind.and_then(|k| self.tables.get(k).selected_row()) {
                     self.open_detail(view, id, Tab::Fields);
@@ -1028,6 +1060,20 @@ impl App {
             }
             Action::Launch if view == View::Keypairs => self.overlay = Some(Overlay::KeyForm(Box::default())),
             Action::Launch if view == View::Images => self.overlay = Some(Overlay::Create(CreateForm::upload())),
+            Action::Launch if view == View::SecGroups => self.overlay = Some(Overlay::Create(CreateForm::secgroup())),
+            Action::Launch if view == View::SecRules => {
+                let groups = self.group_choices();
+                // The group the rules are filtered to, or the only one.
+                let filter = self.tables.secrules.filter().to_string();
+                let default = groups
+                    .iter()
+                    .find(|(n, id)| !filter.is_empty() && (*n == filter || *id == filter))
+                    .or(if groups.len() == 1 { groups.first() } else { None })
+                    .map(|(n, _)| n.clone());
+                self.overlay = Some(Overlay::Create(CreateForm::secrule(groups, default.as_deref())));
+                self.send(Request::List(Kind::SecGroups));
+            }
+            Action::SecurityGroups => self.ask_server_groups(),
             Action::Download => self.ask_download(view),
             Action::Transfers => {
                 self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len())))
@@ -1042,7 +1088,7 @@ impl App {
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
                 self.push_wizard_data();
-                for k in [Kind::Images, Kind::Flavors, Kind::Networks, Kind::Keypairs] {
+                for k in [Kind::Images, Kind::Flavors, Kind::Networks, Kind::SecGroups, Kind::Keypairs] {
                     self.send(Request::List(k));
                 }
                 self.send(Request::Overview);
@@ -1077,6 +1123,27 @@ impl App {
             }
             _ => {}
         }
+    }
+
+    /// Security groups to pick from by name or ID (name, ID).
+    fn group_choices(&self) -> Vec<(String, String)> {
+        self.tables.secgroups.items.iter().map(|g| (g.name.clone(), g.id.clone())).collect()
+    }
+
+    /// `F` on an instance: which security groups to add or remove (Nova's add/removeSecurityGroup).
+    fn ask_server_groups(&mut self) {
+        let Some((id, _)) = self.target_server() else {
+            self.info = Some("security groups: select an instance (Instances view)".into());
+            return;
+        };
+        let Some(s) = self.tables.servers.items.iter().find(|s| s.id == id) else { return };
+        let now: Vec<String> = s.raw["security_groups"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let (id, name) = (s.id.clone(), s.name.clone());
+        self.overlay = Some(Overlay::Create(CreateForm::server_groups((id, name, now), self.group_choices())));
+        self.send(Request::List(Kind::SecGroups));
     }
 
     /// `D` in the images view (or an image's detail): asks where to save the image's data.
@@ -1479,6 +1546,23 @@ impl App {
                 (Action::ToggleEnabled, "disable/enable"),
                 (Action::Filter, "filter"),
                 (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::SecGroups {
+            &[
+                (Action::Select, "rules"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::SortNext, "sort"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::SecRules {
+            &[
+                (Action::Launch, "add rule"),
+                (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Back, "back"),
                 (Action::Help, "help"),
             ]
         } else if self.view == View::Images {

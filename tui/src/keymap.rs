@@ -50,6 +50,8 @@ pub enum Action {
     // Image transfers (transfer.rs).
     Download,
     Transfers,
+    /// Add or remove an instance's security groups.
+    SecurityGroups,
 }
 
 impl Action {
@@ -86,6 +88,7 @@ impl Action {
         (Action::Copy, "copy", "copy id / top field of a detail / console URL"),
         (Action::Download, "download", "images: download the image's data to a file"),
         (Action::Transfers, "transfers", "image uploads and downloads: progress, cancel"),
+        (Action::SecurityGroups, "security_groups", "instance: add or remove security groups"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -269,6 +272,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("T", Action::SwitchTheme),
     ("D", Action::Download),
     ("t", Action::Transfers),
+    ("F", Action::SecurityGroups),
 ];
 
 impl Default for Keymap {

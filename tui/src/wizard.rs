@@ -1,5 +1,6 @@
 //! The launch wizard: name and count → image (searchable) → flavor (misfits marked and
-//! explained) → networks → key pair (pick or import) → user data → review → submit.
+//! explained) → networks → security groups → key pair (pick or import) → user data → review →
+//! submit.
 
 use std::collections::BTreeSet;
 
@@ -22,16 +23,18 @@ pub enum Step {
     Image,
     Flavor,
     Networks,
+    Security,
     Keypair,
     UserData,
     Review,
 }
 
-const STEPS: [(Step, &str); 7] = [
+const STEPS: [(Step, &str); 8] = [
     (Step::Details, "Name"),
     (Step::Image, "Image"),
     (Step::Flavor, "Flavor"),
     (Step::Networks, "Networks"),
+    (Step::Security, "Security"),
     (Step::Keypair, "Key pair"),
     (Step::UserData, "User data"),
     (Step::Review, "Review"),
@@ -47,6 +50,9 @@ pub struct Wizard {
     flavor_sel: usize,
     net_sel: usize,
     nets: BTreeSet<String>,
+    group_sel: usize,
+    /// Security group names chosen (none: the cloud's `default`).
+    groups_on: BTreeSet<String>,
     /// 0 = none, 1..=n a key pair, n+1 = import from a file.
     key_sel: usize,
     key_path: TextArea<'static>,
@@ -61,6 +67,7 @@ pub struct Wizard {
     pub flavors: Vec<Flavor>,
     pub networks: Vec<Network>,
     pub keypairs: Vec<Keypair>,
+    pub groups: Vec<crate::views::secgroups::SecGroup>,
     pub quotas: Option<Quotas>,
 }
 
@@ -111,6 +118,8 @@ impl Wizard {
             flavor_sel: 0,
             net_sel: 0,
             nets: BTreeSet::new(),
+            group_sel: 0,
+            groups_on: BTreeSet::new(),
             key_sel: 0,
             key_path: field("", "~/.ssh/id_ed25519.pub"),
             key_name: field("", "key pair name"),
@@ -123,6 +132,7 @@ impl Wizard {
             flavors: Vec::new(),
             networks: Vec::new(),
             keypairs: Vec::new(),
+            groups: Vec::new(),
             quotas: None,
         }
     }
@@ -228,6 +238,7 @@ impl Wizard {
             flavor_id: self.flavor().map(|f| f.id.clone()).unwrap_or_default(),
             network_ids,
             key_name: self.keypair().map(|k| k.name.clone()),
+            security_groups: self.groups_on.iter().cloned().collect(),
             user_data: if ud.trim().is_empty() { None } else { Some(ud) },
         })
     }
@@ -342,6 +353,19 @@ impl Component for Wizard {
                 }
                 c => {
                     Self::move_sel(&mut self.net_sel, self.networks.len(), c);
+                }
+            },
+            Step::Security => match key.code {
+                KeyCode::Enter | KeyCode::Tab => return self.go(true),
+                KeyCode::Char(' ') => {
+                    if let Some(g) = self.groups.get(self.group_sel)
+                        && !self.groups_on.remove(&g.name)
+                    {
+                        self.groups_on.insert(g.name.clone());
+                    }
+                }
+                c => {
+                    Self::move_sel(&mut self.group_sel, self.groups.len(), c);
                 }
             },
             Step::Keypair => {
@@ -522,6 +546,35 @@ impl Component for Wizard {
                 let mut st = ListState::default().with_selected(Some(self.net_sel));
                 f.render_stateful_widget(List::new(items).highlight_style(theme.selected()), body, &mut st);
             }
+            Step::Security => {
+                let items: Vec<ListItem> = self
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        // Nothing chosen: Nova gives the instance the project's `default`.
+                        let on = self.groups_on.contains(&g.name) || (self.groups_on.is_empty() && g.name == "default");
+                        ListItem::new(Line::from(vec![
+                            Span::styled(if on { "[x] " } else { "[ ] " }, theme.accent()),
+                            Span::raw(format!("{:<24} ", g.name)),
+                            Span::styled(
+                                format!(
+                                    "{} rules  {}",
+                                    g.security_group_rules.len(),
+                                    g.description.clone().unwrap_or_default()
+                                ),
+                                theme.muted(),
+                            ),
+                        ]))
+                    })
+                    .collect();
+                if items.is_empty() {
+                    let none = "no security groups listed: the cloud's default applies";
+                    f.render_widget(Paragraph::new(Span::styled(none, theme.muted())), body);
+                } else {
+                    let mut st = ListState::default().with_selected(Some(self.group_sel));
+                    f.render_stateful_widget(List::new(items).highlight_style(theme.selected()), body, &mut st);
+                }
+            }
             Step::Keypair => {
                 let importing = self.key_sel == self.keypairs.len() + 1;
                 let [l, form] =
@@ -584,6 +637,8 @@ impl Component for Wizard {
                     Err(_) => Vec::new(),
                 };
                 lines.push(kv("Networks", if nets.is_empty() { "(automatic)".into() } else { nets.join(", ") }));
+                let groups: Vec<String> = self.groups_on.iter().cloned().collect();
+                lines.push(kv("Security", if groups.is_empty() { "default".into() } else { groups.join(", ") }));
                 lines.push(kv("Key pair", self.keypair().map(|k| k.name.clone()).unwrap_or_else(|| "(none)".into())));
                 let ud = self.user_data.lines().iter().filter(|l| !l.is_empty()).count();
                 lines.push(kv("User data", if ud == 0 { "(none)".into() } else { format!("{ud} lines") }));
@@ -612,6 +667,7 @@ impl Component for Wizard {
             Step::Image => "type to search · ↑↓ choose · Enter: next · Esc: back",
             Step::Flavor => "↑↓ choose (✗ does not fit) · Enter: next · Esc: back",
             Step::Networks => "↑↓ move · space: toggle · Enter: next · Esc: back",
+            Step::Security => "↑↓ move · space: toggle (none: default) · Enter: next · Esc: back",
             Step::Keypair => "↑↓ choose · Enter: next (or import) · Esc: back",
             Step::UserData => "type freely · Tab or Ctrl-n: next · Esc: back",
             Step::Review => "Enter: launch · Esc: back",

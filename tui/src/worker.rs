@@ -99,6 +99,8 @@ pub struct LaunchSpec {
     pub network_ids: Vec<String>,
     pub key_name: Option<String>,
     pub user_data: Option<String>,
+    /// Security group names (empty: the cloud's default).
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -294,6 +296,12 @@ pub enum Response {
     KeypairCreated(crate::keys::Created),
     /// An upload or download moved on (or ended).
     Transfer(crate::transfer::Progress),
+    /// Security groups were added to / removed from an instance.
+    GroupsChanged {
+        server: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
@@ -578,6 +586,11 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Create(crate::overlays::Create::Upload(_) | crate::overlays::Create::Download(_)) => {
             "image transfer".into()
         }
+        Request::Create(crate::overlays::Create::SecGroup { name, .. }) => format!("creating security group {name}"),
+        Request::Create(crate::overlays::Create::SecRule(_)) => "adding the rule".into(),
+        Request::Create(crate::overlays::Create::ServerGroups { server_name, .. }) => {
+            format!("changing the security groups of {server_name}")
+        }
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -788,6 +801,10 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             if let Some(k) = &spec.key_name {
                 server["key_name"] = json!(k);
             }
+            if !spec.security_groups.is_empty() {
+                server["security_groups"] =
+                    spec.security_groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>().into();
+            }
             if let Some(u) = &spec.user_data {
                 server["user_data"] = json!(base64::engine::general_purpose::STANDARD.encode(u));
             }
@@ -899,6 +916,45 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
             Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
         }
         Create::Upload(_) | Create::Download(_) => Err(ClientError::Decode("transfers are not creates".into())),
+        Create::SecGroup { name, description } => {
+            let body = json!({"security_group": {"name": name, "description": description}});
+            client.send_url(Method::POST, "network", &format!("{base}/security-groups"), Some(&body)).await?;
+            Ok(Response::Created { kind: Kind::SecGroups, name: name.clone() })
+        }
+        Create::SecRule(r) => {
+            let mut rule = json!({
+                "security_group_id": r.group_id,
+                "direction": r.direction,
+                "ethertype": r.ethertype,
+            });
+            let fields = [
+                ("protocol", r.protocol.as_ref().map(|p| json!(p))),
+                ("port_range_min", r.port_range_min.map(|p| json!(p))),
+                ("port_range_max", r.port_range_max.map(|p| json!(p))),
+                ("remote_ip_prefix", r.remote_ip_prefix.as_ref().map(|p| json!(p))),
+                ("remote_group_id", r.remote_group_id.as_ref().map(|p| json!(p))),
+                ("description", (!r.description.is_empty()).then(|| json!(r.description))),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    rule[k] = v;
+                }
+            }
+            let body = json!({ "security_group_rule": rule });
+            client.send_url(Method::POST, "network", &format!("{base}/security-group-rules"), Some(&body)).await?;
+            Ok(Response::Created { kind: Kind::SecRules, name: String::new() })
+        }
+        Create::ServerGroups { server_id, server_name, add, remove } => {
+            // Nova's actions take a group's name (an ID works on Neutron-backed clouds too).
+            let path = format!("/servers/{}/action", path_segment(server_id));
+            for g in add {
+                client.post("compute", &path, &json!({"addSecurityGroup": {"name": g}})).await?;
+            }
+            for g in remove {
+                client.post("compute", &path, &json!({"removeSecurityGroup": {"name": g}})).await?;
+            }
+            Ok(Response::GroupsChanged { server: server_name.clone(), added: add.clone(), removed: remove.clone() })
+        }
         Create::Project { .. } | Create::User { .. } | Create::Grant { .. } => {
             Err(ClientError::Decode("an identity form reached the network path".into()))
         }
@@ -965,9 +1021,7 @@ async fn create_identity(client: &Client, c: &crate::overlays::Create) -> Result
             grant(pid, uid, rid).await?;
             Ok(Response::Created { kind: Kind::Assignments, name: format!("{role} for {user} on {project}") })
         }
-        Create::Network(_) | Create::Port(_) | Create::Upload(_) | Create::Download(_) => {
-            Err(ClientError::Decode("not an identity form".into()))
-        }
+        _ => Err(ClientError::Decode("not an identity form".into())),
     }
 }
 

@@ -158,6 +158,61 @@ fn subnets() -> Vec<Subnet> {
     .collect()
 }
 
+fn secgroups() -> Vec<meridian_tui::views::secgroups::SecGroup> {
+    let rule = |dir: &str, eth: &str| json!({"direction": dir, "ethertype": eth});
+    [
+        (
+            "g-default",
+            "default",
+            "Default security group",
+            vec![rule("ingress", "IPv4"), rule("ingress", "IPv6"), rule("egress", "IPv4"), rule("egress", "IPv6")],
+            3,
+        ),
+        (
+            "g-web",
+            "web",
+            "http and https from anywhere",
+            vec![rule("ingress", "IPv4"), rule("ingress", "IPv4"), rule("egress", "IPv4"), rule("egress", "IPv6")],
+            1,
+        ),
+    ]
+    .into_iter()
+    .map(|(id, name, desc, rules, ports)| {
+        let raw = json!({"id": id, "name": name, "description": desc, "stateful": true,
+            "security_group_rules": rules, "project_id": "p1"});
+        let mut g: meridian_tui::views::secgroups::SecGroup = parse(raw.clone());
+        g.raw = raw;
+        g.ports = ports;
+        g
+    })
+    .collect()
+}
+
+fn secrules() -> Vec<meridian_tui::views::secrules::SecRule> {
+    let rules = [
+        json!({"id": "r1", "security_group_id": "g-default", "direction": "ingress", "ethertype": "IPv4",
+            "remote_group_id": "g-default"}),
+        json!({"id": "r2", "security_group_id": "g-default", "direction": "egress", "ethertype": "IPv4"}),
+        json!({"id": "r3", "security_group_id": "g-web", "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 80, "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0",
+            "description": "http"}),
+        json!({"id": "r4", "security_group_id": "g-web", "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 8000, "port_range_max": 8100, "remote_ip_prefix": "10.0.0.0/8"}),
+        json!({"id": "r5", "security_group_id": "g-web", "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "icmp", "port_range_min": 8, "port_range_max": 0, "remote_ip_prefix": "0.0.0.0/0"}),
+    ];
+    rules
+        .into_iter()
+        .map(|raw| {
+            let mut r: meridian_tui::views::secrules::SecRule = parse(raw.clone());
+            r.group_name = if r.security_group_id == "g-web" { "web".into() } else { "default".into() };
+            r.remote_group_name = r.remote_group_id.as_ref().map(|_| "default".to_string());
+            r.raw = raw;
+            r
+        })
+        .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -209,6 +264,8 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Keypairs(keypairs())));
         hs.app.on_response(Response::Listed(Listing::Ports(ports())));
         hs.app.on_response(Response::Listed(Listing::Subnets(subnets())));
+        hs.app.on_response(Response::Listed(Listing::SecGroups(secgroups())));
+        hs.app.on_response(Response::Listed(Listing::SecRules(secrules())));
         hs.app.on_response(Response::Listed(Listing::IdProjects(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Users(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
@@ -587,6 +644,12 @@ fn launch_wizard_every_step() {
     h.chars(" ");
     snap!("wizard_4_networks", h.screen());
     h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("[x] default") && s.contains("[ ] web"), "none chosen: the cloud's default: {s}");
+    h.key(KeyCode::Down);
+    h.chars(" ");
+    snap!("wizard_4_security_groups", h.screen());
+    h.key(KeyCode::Enter);
     h.key(KeyCode::Down);
     snap!("wizard_5_keypair", h.screen());
     h.key(KeyCode::Enter);
@@ -606,6 +669,7 @@ fn launch_wizard_every_step() {
     assert_eq!(spec.flavor_id, "2");
     assert_eq!(spec.network_ids, vec![id(800)]);
     assert_eq!(spec.key_name.as_deref(), Some("laptop"));
+    assert_eq!(spec.security_groups, vec!["web".to_string()]);
     assert_eq!(spec.user_data.as_deref(), Some("#cloud-config\npackages: [nginx]"));
     // A refusal from the cloud is shown in words, in place.
     h.app.on_response(Response::Failed {
@@ -779,6 +843,7 @@ fn wizard_imports_a_public_key_file() {
     h.key(KeyCode::Enter); // the first flavor that fits is preselected: m1.small
     h.chars(" ");
     h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter); // security groups: the cloud's default
     h.key(KeyCode::Down);
     h.key(KeyCode::Down); // "import a public key file…"
     h.chars(&dir.path().join("not-a-key").display().to_string());
@@ -1440,4 +1505,116 @@ fn image_upload_and_download_forms_and_progress() {
         h.drain(),
         vec![Request::Download { id: 2, spec: DownloadSpec { image_id: id, name, file: "/tmp/saved.img".into() } }]
     );
+}
+
+/// The security group views: groups with rule and port counts, Enter lists a group's rules,
+/// `c` creates a group or a rule (checked before sending), `F` on an instance adds/removes its
+/// groups; ports show their port security.
+#[test]
+fn security_groups_rules_and_forms() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::RuleSpec;
+    let mut h = Harness::loaded(110, 22, false);
+    h.app.run_command("secgroups");
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("http and https from anywhere"), "{s}");
+    snap!("view_secgroups", s);
+    h.key(KeyCode::Char('c'));
+    h.chars("db");
+    h.key(KeyCode::Tab);
+    h.chars("postgres only");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::SecGroup { name: "db".into(), description: "postgres only".into() })]
+    );
+    h.app.on_response(Response::Created { kind: Kind::SecGroups, name: "db".into() });
+    let reqs = h.drain();
+    assert!(
+        reqs.contains(&Request::List(Kind::SecGroups)) && reqs.contains(&Request::List(Kind::SecRules)),
+        "{reqs:?}"
+    );
+
+    // Enter on web: its rules.
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("8000-8100") && s.contains("type 8 code 0") && !s.contains("group default"), "{s}");
+    snap!("view_secrules_of_web", s);
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    let s = h.screen();
+    assert!(s.contains("Add a rule") && s.contains("Group: web"), "the filtered group is the default: {s}");
+    assert_eq!(h.drain(), vec![Request::List(Kind::SecGroups)]);
+    // Ports without a protocol: refused in place.
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("any");
+    h.key(KeyCode::Tab);
+    h.chars("22");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("ports need a protocol"), "{s}");
+    snap!("secrule_form_error", s);
+    assert!(h.drain().is_empty());
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("tcp");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.chars("192.0.2.7");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::SecRule(RuleSpec {
+            group_id: "g-web".into(),
+            direction: "ingress".into(),
+            ethertype: "IPv4".into(),
+            protocol: Some("tcp".into()),
+            port_range_min: Some(22),
+            port_range_max: Some(22),
+            remote_ip_prefix: Some("192.0.2.7/32".into()),
+            remote_group_id: None,
+            description: String::new(),
+        }))]
+    );
+
+    h.app.on_response(Response::Created { kind: Kind::SecRules, name: String::new() });
+    assert!(h.screen().contains("created rule"));
+
+    // `F` on an instance: add web, remove default.
+    h.app.run_command("servers");
+    h.drain();
+    h.key(KeyCode::Char('F'));
+    let s = h.screen();
+    assert!(s.contains("Security groups of the instance") && s.contains("groups: default, web"), "{s}");
+    snap!("server_groups_form", s);
+    h.chars("web");
+    h.key(KeyCode::Tab);
+    h.chars("default");
+    h.key(KeyCode::Enter);
+    let reqs = h.drain();
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Create(Create::ServerGroups { add, remove, .. })
+            if add == &["web".to_string()] && remove == &["default".to_string()])),
+        "{reqs:?}"
+    );
+    h.app.on_response(Response::GroupsChanged {
+        server: "web-1".into(),
+        added: vec!["web".into()],
+        removed: vec!["default".into()],
+    });
+    assert!(h.screen().contains("security groups of web-1: added web; removed default"));
 }

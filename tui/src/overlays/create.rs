@@ -53,6 +53,10 @@ pub enum What {
     Upload,
     /// An image's data to a local file.
     Download,
+    /// A security group, a rule in one, an instance's groups.
+    SecGroup,
+    SecRule,
+    ServerGroups,
 }
 
 pub struct CreateForm {
@@ -60,8 +64,11 @@ pub struct CreateForm {
     labels: &'static [&'static str],
     fields: Vec<TextArea<'static>>,
     focus: usize,
-    /// Networks to put a port on (name, ID), for the port form.
+    /// What the form picks from by name or ID (name, ID): networks for a port, security groups
+    /// for a rule or an instance.
     networks: Vec<(String, String)>,
+    /// The instance whose groups change (ID, name, its groups now), for that form.
+    server: Option<(String, String, Vec<String>)>,
     /// The image to download (ID, name).
     image: Option<(String, String)>,
     pub error: Option<String>,
@@ -75,6 +82,24 @@ const USER: &[&str] = &["Name", "Password", "Project", "Role"];
 const GRANT: &[&str] = &["User", "Project", "Role"];
 const UPLOAD: &[&str] = &["File", "Name", "Disk format", "Visibility", "Min disk GB", "Min RAM MB"];
 const DOWNLOAD: &[&str] = &["Save to"];
+const SECGROUP: &[&str] = &["Name", "Description"];
+const SECRULE: &[&str] = &["Group", "Direction", "Ethertype", "Protocol", "Ports", "Remote", "Description"];
+const SERVER_GROUPS: &[&str] = &["Add", "Remove"];
+
+/// A security group rule as the form describes it (Neutron's fields).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSpec {
+    pub group_id: String,
+    pub direction: String,
+    pub ethertype: String,
+    /// `None`: any protocol.
+    pub protocol: Option<String>,
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+    pub description: String,
+}
 
 /// What a finished form asks the cloud for. Identity forms name users, projects and roles by
 /// name or ID; the worker looks them up.
@@ -99,6 +124,18 @@ pub enum Create {
         project: String,
         role: String,
     },
+    SecGroup {
+        name: String,
+        description: String,
+    },
+    SecRule(RuleSpec),
+    /// Security groups (names or IDs) added to and removed from an instance.
+    ServerGroups {
+        server_id: String,
+        server_name: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
     /// Not a create request: a transfer the app starts (`transfer.rs`).
     Upload(crate::transfer::UploadSpec),
     Download(crate::transfer::DownloadSpec),
@@ -119,6 +156,7 @@ impl CreateForm {
             fields,
             focus: 0,
             networks: Vec::new(),
+            server: None,
             image: None,
             error: None,
             busy: false,
@@ -132,7 +170,17 @@ impl CreateForm {
             field("", "name (optional)"),
             field("", "empty: Neutron picks one"),
         ];
-        CreateForm { what: What::Port, labels: PORT, fields, focus: 0, networks, image: None, error: None, busy: false }
+        CreateForm {
+            what: What::Port,
+            labels: PORT,
+            fields,
+            focus: 0,
+            networks,
+            server: None,
+            image: None,
+            error: None,
+            busy: false,
+        }
     }
 
     /// The identity forms (admins): a project, a user (optionally with a role on a project), a
@@ -158,7 +206,17 @@ impl CreateForm {
                 vec![field("", "user name or ID"), field("", "project name or ID"), field("member", "role name")],
             ),
         };
-        CreateForm { what, labels, fields, focus: 0, networks: Vec::new(), image: None, error: None, busy: false }
+        CreateForm {
+            what,
+            labels,
+            fields,
+            focus: 0,
+            networks: Vec::new(),
+            server: None,
+            image: None,
+            error: None,
+            busy: false,
+        }
     }
 
     /// The upload form: a local file into a new image.
@@ -177,6 +235,7 @@ impl CreateForm {
             fields,
             focus: 0,
             networks: Vec::new(),
+            server: None,
             image: None,
             error: None,
             busy: false,
@@ -191,6 +250,7 @@ impl CreateForm {
             fields: vec![field(suggested, "file to create (must not exist)")],
             focus: 0,
             networks: Vec::new(),
+            server: None,
             image: Some((id.to_string(), name.to_string())),
             error: None,
             busy: false,
@@ -201,6 +261,59 @@ impl CreateForm {
     pub fn set_networks(&mut self, networks: Vec<(String, String)>) {
         if self.what == What::Port {
             self.networks = networks;
+        }
+    }
+
+    /// A fresher security group list for the rule and instance-groups forms.
+    pub fn set_groups(&mut self, groups: Vec<(String, String)>) {
+        if matches!(self.what, What::SecRule | What::ServerGroups) {
+            self.networks = groups;
+        }
+    }
+
+    /// A new security group.
+    pub fn secgroup() -> CreateForm {
+        let fields = vec![field("", "name (required)"), field("", "optional")];
+        CreateForm { what: What::SecGroup, labels: SECGROUP, ..CreateForm::blank(fields) }
+    }
+
+    /// A new rule, in `default` (a group name or ID) when given, among these groups.
+    pub fn secrule(groups: Vec<(String, String)>, default: Option<&str>) -> CreateForm {
+        let fields = vec![
+            field(default.unwrap_or_default(), "group name or ID"),
+            field("ingress", "ingress / egress"),
+            field("IPv4", "IPv4 / IPv6"),
+            field("tcp", "tcp, udp, icmp, ipv6-icmp, a number, or any"),
+            field("", "22 · 8000-8100 · ICMP type/code 8/0 · empty: all"),
+            field("", "CIDR (0.0.0.0/0), a group's name or ID, empty: anyone"),
+            field("", "optional"),
+        ];
+        CreateForm { what: What::SecRule, labels: SECRULE, networks: groups, ..CreateForm::blank(fields) }
+    }
+
+    /// Add and remove security groups of an instance (ID, name, its groups now).
+    pub fn server_groups(server: (String, String, Vec<String>), groups: Vec<(String, String)>) -> CreateForm {
+        let fields = vec![field("", "group names or IDs, comma-separated"), field("", "group names or IDs")];
+        CreateForm {
+            what: What::ServerGroups,
+            labels: SERVER_GROUPS,
+            networks: groups,
+            server: Some(server),
+            ..CreateForm::blank(fields)
+        }
+    }
+
+    fn blank(fields: Vec<TextArea<'static>>) -> CreateForm {
+        CreateForm {
+            what: What::Project,
+            labels: PROJECT,
+            fields,
+            focus: 0,
+            networks: Vec::new(),
+            server: None,
+            image: None,
+            error: None,
+            busy: false,
         }
     }
 
@@ -278,6 +391,20 @@ impl CreateForm {
             What::Grant if v.iter().any(String::is_empty) => Err("user, project and role are all needed".into()),
             What::Grant => Ok(Create::Grant { user: v[0].clone(), project: v[1].clone(), role: v[2].clone() }),
             What::Upload => upload_spec(&v),
+            What::SecGroup if v[0].is_empty() => Err("the group needs a name".into()),
+            What::SecGroup => Ok(Create::SecGroup { name: v[0].clone(), description: v[1].clone() }),
+            What::SecRule => rule_spec(&v, &self.networks).map(Create::SecRule),
+            What::ServerGroups => {
+                let list = |s: &str| -> Vec<String> {
+                    s.split([',', ' ']).filter(|x| !x.is_empty()).map(str::to_string).collect()
+                };
+                let (add, remove) = (list(&v[0]), list(&v[1]));
+                if add.is_empty() && remove.is_empty() {
+                    return Err("name a group to add or to remove".into());
+                }
+                let (server_id, server_name, _) = self.server.clone().unwrap_or_default();
+                Ok(Create::ServerGroups { server_id, server_name, add, remove })
+            }
             What::Download => {
                 let (image_id, name) = self.image.clone().unwrap_or_default();
                 if v[0].is_empty() {
@@ -300,6 +427,9 @@ impl CreateForm {
             What::Grant => "Grant a role",
             What::Upload => "Upload image",
             What::Download => "Download image",
+            What::SecGroup => "Create security group",
+            What::SecRule => "Add a rule",
+            What::ServerGroups => "Security groups of the instance",
         };
         let h = self.labels.len() as u16 * 2 + 5;
         let r = centered(area, 72, h);
@@ -321,18 +451,124 @@ impl CreateForm {
         }
         let msg = if let (Some((_, name)), None) = (&self.image, &self.error) {
             Line::from(Span::styled(format!("image {name}"), theme.muted()))
+        } else if let (Some((_, name, now)), None, false) = (&self.server, &self.error, self.busy) {
+            let now = if now.is_empty() { "none".to_string() } else { now.join(", ") };
+            let names: Vec<&str> = self.networks.iter().map(|(n, _)| n.as_str()).collect();
+            Line::from(Span::styled(format!("{name} has: {now} · groups: {}", names.join(", ")), theme.muted()))
         } else if self.busy {
             Line::from(Span::styled("creating…", theme.accent()))
         } else if let Some(e) = &self.error {
             Line::from(Span::styled(e.clone(), theme.error()))
-        } else if self.what == What::Port && !self.networks.is_empty() {
+        } else if matches!(self.what, What::Port | What::SecRule | What::ServerGroups) && !self.networks.is_empty() {
             let names: Vec<&str> = self.networks.iter().map(|(n, _)| n.as_str()).collect();
-            Line::from(Span::styled(format!("networks: {}", names.join(", ")), theme.muted()))
+            let what = if self.what == What::Port { "networks" } else { "groups" };
+            Line::from(Span::styled(format!("{what}: {}", names.join(", ")), theme.muted()))
         } else {
             Line::default()
         };
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), areas[self.labels.len() + 1]);
     }
+}
+
+/// A rule from the form's text, checked as Neutron would: a known direction and ethertype, a
+/// protocol name or number, ports only with a protocol (ICMP: type/code), a remote CIDR of the
+/// rule's family or a known group.
+fn rule_spec(v: &[String], groups: &[(String, String)]) -> Result<RuleSpec, String> {
+    let pick = |s: &str| -> Result<String, String> {
+        let found: Vec<&(String, String)> = groups.iter().filter(|(n, id)| n == s || id == s).collect();
+        match found.as_slice() {
+            [(_, id)] => Ok(id.clone()),
+            [] if groups.is_empty() && !s.is_empty() => Ok(s.to_string()), // no list: trust the ID
+            [] => Err(format!("no security group {s} here")),
+            _ => Err(format!("several groups are named {s}: give its ID")),
+        }
+    };
+    if v[0].is_empty() {
+        return Err("which group gets the rule?".into());
+    }
+    let group_id = pick(&v[0])?;
+    let direction = match v[1].to_lowercase().as_str() {
+        "ingress" | "in" | "" => "ingress",
+        "egress" | "out" => "egress",
+        other => return Err(format!("direction: ingress or egress, not {other}")),
+    };
+    let mut ethertype = match v[2].to_lowercase().as_str() {
+        "ipv4" | "4" | "" => "IPv4",
+        "ipv6" | "6" => "IPv6",
+        other => return Err(format!("ethertype: IPv4 or IPv6, not {other}")),
+    };
+    let protocol = match v[3].to_lowercase().as_str() {
+        "" | "any" => None,
+        p if p.chars().all(|c| c.is_ascii_digit()) => {
+            let n: u8 = p.parse().map_err(|_| format!("protocol number {p}: 0–255"))?;
+            Some(n.to_string())
+        }
+        p @ ("tcp" | "udp" | "icmp" | "ipv6-icmp" | "icmpv6" | "sctp" | "gre" | "esp" | "ah" | "udplite" | "dccp"
+        | "egp" | "igmp" | "ipip" | "ospf" | "pgm" | "rsvp" | "vrrp" | "ipv6-encap" | "ipv6-frag"
+        | "ipv6-nonxt" | "ipv6-opts" | "ipv6-route") => Some(p.to_string()),
+        p => {
+            return Err(format!(
+                "protocol {p}: tcp, udp, icmp, ipv6-icmp, another name Neutron knows, a number, or any"
+            ));
+        }
+    };
+    let icmp = matches!(protocol.as_deref(), Some("icmp" | "ipv6-icmp" | "icmpv6" | "1" | "58"));
+    let (port_range_min, port_range_max) = match v[4].trim() {
+        "" => (None, None),
+        _ if protocol.is_none() => return Err("ports need a protocol (tcp, udp, …)".into()),
+        p if icmp => {
+            let (t, c) = p.split_once('/').map_or((p, None), |(t, c)| (t, Some(c)));
+            let num = |s: &str, what: &str| -> Result<u16, String> {
+                s.trim().parse::<u8>().map(u16::from).map_err(|_| format!("ICMP {what} {s}: 0–255"))
+            };
+            (Some(num(t, "type")?), c.map(|c| num(c, "code")).transpose()?)
+        }
+        p => {
+            let (a, b) = p.split_once('-').unwrap_or((p, p));
+            let port = |s: &str| -> Result<u16, String> {
+                s.trim().parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| format!("port {s}: 1–65535"))
+            };
+            let (a, b) = (port(a)?, port(b)?);
+            if a > b {
+                return Err(format!("ports {p}: the first must not be above the last"));
+            }
+            (Some(a), Some(b))
+        }
+    };
+    let (mut remote_ip_prefix, mut remote_group_id) = (None, None);
+    let remote = v[5].trim();
+    if let Some((addr, prefix)) = remote.split_once('/') {
+        let ip: IpAddr = addr.parse().map_err(|_| format!("remote {remote}: {addr} is not an IP address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("remote {remote}: prefix 0–{max}"))?;
+        // A v6 prefix decides the ethertype when the field was left at its default.
+        if ip.is_ipv6() && v[2].is_empty() {
+            ethertype = "IPv6";
+        }
+        if ip.is_ipv4() != (ethertype == "IPv4") {
+            return Err(format!("remote {remote} is not an {ethertype} prefix"));
+        }
+        remote_ip_prefix = Some(remote.to_string());
+    } else if let Ok(ip) = remote.parse::<IpAddr>() {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        if ip.is_ipv4() != (ethertype == "IPv4") {
+            return Err(format!("remote {remote} is not an {ethertype} address"));
+        }
+        remote_ip_prefix = Some(format!("{ip}/{len}"));
+    } else if !remote.is_empty() {
+        remote_group_id = Some(pick(remote)?);
+    }
+    Ok(RuleSpec {
+        group_id,
+        direction: direction.into(),
+        ethertype: ethertype.into(),
+        protocol,
+        port_range_min,
+        port_range_max,
+        remote_ip_prefix,
+        remote_group_id,
+        description: v[6].clone(),
+    })
 }
 
 /// An upload from the form's text: a file, known format and visibility, whole numbers.

@@ -19,6 +19,8 @@ pub mod keypairs;
 pub mod networks;
 pub mod overview;
 pub mod ports;
+pub mod secgroups;
+pub mod secrules;
 pub mod servers;
 pub mod services;
 pub mod subnets;
@@ -143,6 +145,8 @@ registry! {
     Subnets => subnets::Subnet,
     Ports => ports::Port,
     Keypairs => keypairs::Keypair,
+    SecGroups => secgroups::SecGroup,
+    SecRules => secrules::SecRule,
     Hypervisors => hypervisors::Hypervisor,
     Services => services::Service,
     IdProjects => idprojects::IdProject,

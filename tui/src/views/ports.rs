@@ -27,6 +27,9 @@ pub struct Port {
     /// The name of the network (filled from the network list).
     #[serde(skip)]
     pub network_name: String,
+    /// Names of the port's security groups (filled from the group list).
+    #[serde(skip)]
+    pub group_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -34,6 +37,22 @@ pub struct Port {
 pub struct FixedIp {
     pub ip_address: String,
     pub subnet_id: String,
+}
+
+impl Port {
+    /// `off` without port security (nothing filtered), else the groups (`none`: all dropped but
+    /// DHCP); empty when the cloud does not say (no port-security extension).
+    pub fn security(&self) -> String {
+        match self.raw["port_security_enabled"].as_bool() {
+            Some(false) => "off".into(),
+            _ if self.group_names.is_empty()
+                && self.raw["security_groups"].as_array().is_some_and(|a| a.is_empty()) =>
+            {
+                "none".into()
+            }
+            _ => self.group_names.join(", "),
+        }
+    }
 }
 
 impl Resource for Port {
@@ -51,6 +70,7 @@ impl Resource for Port {
             col("FIXED IPS", Constraint::Min(12)),
             col("MAC", Constraint::Length(17)),
             col("OWNER", Constraint::Min(14)),
+            col("SECURITY", Constraint::Min(10)),
         ];
         if ctx.all_projects {
             c.push(col("PROJECT", Constraint::Length(10)));
@@ -67,6 +87,7 @@ impl Resource for Port {
             ips.join(", "),
             self.mac_address.clone().unwrap_or_default(),
             self.device_owner.clone().unwrap_or_default(),
+            self.security(),
         ];
         if ctx.all_projects {
             c.push(ctx.project(owner(&self.raw)));
@@ -90,17 +111,30 @@ impl Resource for Port {
     }
     async fn list(client: &Client, scope: Scope) -> Result<Vec<Self>, ClientError> {
         let base = versioned(&client.session, "network", "v2.0")?;
-        let (ports, nets) = tokio::join!(
+        let (ports, nets, groups) = tokio::join!(
             get_all(client, "network", &base, "/ports", "ports"),
             get_all(client, "network", &base, "/networks", "networks"),
+            get_all(client, "network", &base, "/security-groups?fields=id&fields=name", "security_groups"),
         );
         let mut ports: Vec<Port> = parse_list(&Value::Array(ports?), |p: &mut Port, raw| p.raw = raw);
         // Names are a nicety: without the network list the IDs show.
         let nets = nets.unwrap_or_default();
+        let groups = groups.unwrap_or_default();
         for p in &mut ports {
             if let Some(n) = nets.iter().find(|n| n["id"].as_str() == Some(&p.network_id)) {
                 p.network_name = n["name"].as_str().unwrap_or_default().to_string();
             }
+            let ids: Vec<&str> = p.raw["security_groups"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            p.group_names = ids
+                .iter()
+                .map(|id| {
+                    let g = groups.iter().find(|g| g["id"].as_str() == Some(id));
+                    g.and_then(|g| g["name"].as_str()).unwrap_or(id).to_string()
+                })
+                .collect();
         }
         // Neutron lists every project's ports to an admin; the project's own view keeps its own.
         if !scope.all_projects
