@@ -400,6 +400,7 @@ impl App {
                     Kind::Networks => self.send(Request::List(Kind::Subnets)),
                     Kind::SecGroups => self.send(Request::List(Kind::SecRules)),
                     Kind::SecRules => self.send(Request::List(Kind::SecGroups)),
+                    Kind::Snapshots => self.send(Request::List(Kind::Volumes)),
                     _ => {}
                 }
                 let label = if name.is_empty() { String::new() } else { format!(" {name}") };
@@ -507,6 +508,18 @@ impl App {
             Response::WebConsoleUrl { name, result } => self.web_console_url(&name, result),
             Response::ConsoleEvent(ev) => self.console_event(ev),
             Response::Transfer(p) => self.transfer_moved(p),
+            Response::Did { kind, message } => {
+                self.pending.remove(&Pending::Create);
+                if matches!(self.overlay, Some(Overlay::Create(_))) {
+                    self.overlay = None;
+                }
+                self.send(Request::List(kind));
+                // Attaching changes the instance's volumes too.
+                if kind == Kind::Volumes {
+                    self.send(Request::List(Kind::Servers));
+                }
+                self.info = Some(message);
+            }
             Response::GroupsChanged { server, added, removed } => {
                 self.pending.remove(&Pending::Create);
                 if matches!(self.overlay, Some(Overlay::Create(_))) {
@@ -662,10 +675,11 @@ impl App {
     }
 
     fn push_wizard_data(&mut self) {
-        let groups = self.group_choices();
+        let (groups, images, snapshots) = (self.group_choices(), self.image_choices(), self.snapshot_choices());
         if let Some(Overlay::Create(form)) = &mut self.overlay {
             form.set_networks(self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect());
             form.set_groups(groups);
+            form.set_sources(images, snapshots);
         }
         let quotas = self.overview.as_ref().map(|o| o.quotas.clone());
         if let Some(Overlay::Wizard(w)) = &mut self.overlay {
@@ -1074,6 +1088,25 @@ impl App {
                 self.send(Request::List(Kind::SecGroups));
             }
             Action::SecurityGroups => self.ask_server_groups(),
+            Action::Launch if view == View::Volumes => {
+                let f = CreateForm::volume(self.image_choices(), self.snapshot_choices(), None);
+                self.overlay = Some(Overlay::Create(f));
+                self.send(Request::List(Kind::Images));
+                self.send(Request::List(Kind::Snapshots));
+            }
+            Action::Launch if view == View::Snapshots => {
+                let from = self.tables.snapshots.selected().map(|s| {
+                    use crate::table::Resource;
+                    s.name().to_string()
+                });
+                let f = CreateForm::volume(self.image_choices(), self.snapshot_choices(), from.as_deref());
+                self.overlay = Some(Overlay::Create(f));
+            }
+            Action::Attach if view == View::Volumes => self.volume_form(crate::overlays::create::What::Attach),
+            Action::Detach => self.volume_form(crate::overlays::create::What::Detach),
+            Action::Extend => self.volume_form(crate::overlays::create::What::Extend),
+            Action::Snapshot => self.volume_form(crate::overlays::create::What::VolSnapshot),
+            Action::ToImage => self.volume_form(crate::overlays::create::What::ToImage),
             Action::Download => self.ask_download(view),
             Action::Transfers => {
                 self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len())))
@@ -1123,6 +1156,58 @@ impl App {
             }
             _ => {}
         }
+    }
+
+    fn image_choices(&self) -> Vec<(String, String)> {
+        self.tables.images.items.iter().map(|i| (i.name.clone(), i.id.clone())).collect()
+    }
+
+    fn snapshot_choices(&self) -> Vec<(String, String)> {
+        use crate::table::Resource;
+        self.tables.snapshots.items.iter().map(|s| (s.name().to_string(), s.id.clone())).collect()
+    }
+
+    /// A form acting on the selected volume (Volumes view, or a volume's detail).
+    fn volume_form(&mut self, what: crate::overlays::create::What) {
+        use crate::table::Resource;
+        let view = self.detail.as_ref().map_or(self.view, |d| d.view);
+        if view != View::Volumes {
+            self.info = Some("volumes only (open the Volumes view)".into());
+            return;
+        }
+        let v = match &self.detail {
+            Some(d) => self.tables.volumes.items.iter().find(|v| v.id == d.id),
+            None => self.tables.volumes.selected(),
+        };
+        let Some(v) = v else {
+            self.info = Some("no volume selected".into());
+            return;
+        };
+        let attached = v.attachments.first().map(|a| {
+            let name = v.attached_names.first().filter(|n| !n.is_empty()).cloned().unwrap_or(a.server_id.clone());
+            (a.server_id.clone(), name)
+        });
+        use crate::overlays::create::What;
+        match what {
+            What::Attach if attached.is_some() => {
+                self.info = Some(format!("volume {} is attached already: detach it first", v.name()));
+                return;
+            }
+            What::Detach if attached.is_none() => {
+                self.info = Some(format!("volume {} is not attached", v.name()));
+                return;
+            }
+            _ => {}
+        }
+        let volume = crate::overlays::create::VolumeRef {
+            id: v.id.clone(),
+            name: v.name().to_string(),
+            size_gb: v.size,
+            attached,
+        };
+        let servers: Vec<(String, String)> =
+            self.tables.servers.items.iter().map(|s| (s.name.clone(), s.id.clone())).collect();
+        self.overlay = Some(Overlay::Create(CreateForm::on_volume(what, volume, servers)));
     }
 
     /// Security groups to pick from by name or ID (name, ID).
@@ -1544,6 +1629,25 @@ impl App {
                 (Action::Select, "detail"),
                 (Action::Launch, "create"),
                 (Action::ToggleEnabled, "disable/enable"),
+                (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Volumes {
+            &[
+                (Action::Launch, "create"),
+                (Action::Attach, "attach"),
+                (Action::Detach, "detach"),
+                (Action::Extend, "extend"),
+                (Action::Snapshot, "snapshot"),
+                (Action::ToImage, "to image"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Snapshots {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "volume from it"),
                 (Action::Filter, "filter"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),

@@ -52,6 +52,11 @@ pub enum Action {
     Transfers,
     /// Add or remove an instance's security groups.
     SecurityGroups,
+    // Volumes (views/volumes.rs); `a` attaches there.
+    Detach,
+    Extend,
+    Snapshot,
+    ToImage,
 }
 
 impl Action {
@@ -89,6 +94,10 @@ impl Action {
         (Action::Download, "download", "images: download the image's data to a file"),
         (Action::Transfers, "transfers", "image uploads and downloads: progress, cancel"),
         (Action::SecurityGroups, "security_groups", "instance: add or remove security groups"),
+        (Action::Detach, "detach", "volume: detach from its instance (a: attach)"),
+        (Action::Extend, "extend", "volume: extend"),
+        (Action::Snapshot, "snapshot", "volume: snapshot"),
+        (Action::ToImage, "to_image", "volume: upload to a new image"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -273,6 +282,10 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("D", Action::Download),
     ("t", Action::Transfers),
     ("F", Action::SecurityGroups),
+    ("u", Action::Detach),
+    ("E", Action::Extend),
+    ("n", Action::Snapshot),
+    ("U", Action::ToImage),
 ];
 
 impl Default for Keymap {

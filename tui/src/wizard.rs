@@ -44,6 +44,8 @@ pub struct Wizard {
     pub step: Step,
     name: TextArea<'static>,
     count: TextArea<'static>,
+    /// GB of a new volume to boot from (empty: the flavor's local disk).
+    volume: TextArea<'static>,
     details_focus: usize,
     search: TextArea<'static>,
     image_sel: usize,
@@ -112,6 +114,7 @@ impl Wizard {
             step: Step::Details,
             name: field("", "instance name"),
             count: field("1", "1"),
+            volume: field("", "GB: boot from a new volume (empty: local disk)"),
             details_focus: 0,
             search: field("", "type to search images"),
             image_sel: 0,
@@ -146,6 +149,18 @@ impl Wizard {
     pub fn select_keypair(&mut self, name: &str) {
         if let Some(i) = self.keypairs.iter().position(|k| k.name == name) {
             self.key_sel = i + 1;
+        }
+    }
+
+    /// The boot volume's size: `None` when left empty.
+    fn volume_value(&self) -> Result<Option<u64>, String> {
+        let t = text_of(&self.volume);
+        if t.is_empty() {
+            return Ok(None);
+        }
+        match t.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!("boot volume {t}: whole GB, 1 or more (empty: local disk)")),
         }
     }
 
@@ -190,6 +205,7 @@ impl Wizard {
                     return Err("the name is longer than 255 characters".into());
                 }
                 let n = self.count_value()?;
+                self.volume_value()?;
                 if let Some(left) = self.quotas.as_ref().and_then(|q| q.remaining("Instances"))
                     && n as i64 > left
                 {
@@ -239,6 +255,7 @@ impl Wizard {
             network_ids,
             key_name: self.keypair().map(|k| k.name.clone()),
             security_groups: self.groups_on.iter().cloned().collect(),
+            boot_volume_gb: self.volume_value()?,
             user_data: if ud.trim().is_empty() { None } else { Some(ud) },
         })
     }
@@ -311,13 +328,18 @@ impl Component for Wizard {
         }
         match self.step {
             Step::Details => match key.code {
-                KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => self.details_focus ^= 1,
+                KeyCode::Tab | KeyCode::Down => self.details_focus = (self.details_focus + 1) % 3,
+                KeyCode::Up | KeyCode::BackTab => self.details_focus = (self.details_focus + 2) % 3,
                 KeyCode::Enter if self.details_focus == 0 && text_of(&self.name).is_empty() => {
                     self.error = Some("the instance needs a name".into());
                 }
                 KeyCode::Enter => return self.go(true),
                 _ => {
-                    let f = if self.details_focus == 0 { &mut self.name } else { &mut self.count };
+                    let f = match self.details_focus {
+                        0 => &mut self.name,
+                        1 => &mut self.count,
+                        _ => &mut self.volume,
+                    };
                     f.input(key);
                     self.error = None;
                 }
@@ -446,13 +468,22 @@ impl Component for Wizard {
         let count = self.count_value().unwrap_or(1);
         match self.step {
             Step::Details => {
-                let [a, b, c] =
-                    Layout::vertical([Constraint::Length(2), Constraint::Length(2), Constraint::Min(0)]).areas(body);
-                for (i, (label, area)) in [("Name", a), ("Count", b)].into_iter().enumerate() {
+                let [a, b, vol, c] = Layout::vertical([
+                    Constraint::Length(2),
+                    Constraint::Length(2),
+                    Constraint::Length(2),
+                    Constraint::Min(0),
+                ])
+                .areas(body);
+                for (i, (label, area)) in [("Name", a), ("Count", b), ("Volume", vol)].into_iter().enumerate() {
                     let [l, v] = Layout::horizontal([Constraint::Length(8), Constraint::Min(1)]).areas(area);
                     let st = if i == self.details_focus { theme.accent() } else { theme.muted() };
                     f.render_widget(Paragraph::new(Span::styled(format!("{label:>6}: "), st)), l);
-                    let t = if i == 0 { &self.name } else { &self.count };
+                    let t = match i {
+                        0 => &self.name,
+                        1 => &self.count,
+                        _ => &self.volume,
+                    };
                     f.render_widget(&focused(t, i == self.details_focus, theme), Rect { height: 1, ..v });
                 }
                 if let Some(q) = &self.quotas {
@@ -637,6 +668,11 @@ impl Component for Wizard {
                     Err(_) => Vec::new(),
                 };
                 lines.push(kv("Networks", if nets.is_empty() { "(automatic)".into() } else { nets.join(", ") }));
+                let disk = match self.volume_value() {
+                    Ok(Some(gb)) => format!("a new {gb} GB volume from the image (deleted with the instance)"),
+                    _ => "the flavor's local disk".into(),
+                };
+                lines.push(kv("Boots on", disk));
                 let groups: Vec<String> = self.groups_on.iter().cloned().collect();
                 lines.push(kv("Security", if groups.is_empty() { "default".into() } else { groups.join(", ") }));
                 lines.push(kv("Key pair", self.keypair().map(|k| k.name.clone()).unwrap_or_else(|| "(none)".into())));

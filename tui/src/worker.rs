@@ -101,6 +101,8 @@ pub struct LaunchSpec {
     pub user_data: Option<String>,
     /// Security group names (empty: the cloud's default).
     pub security_groups: Vec<String>,
+    /// Boot from a new volume of this many GB made from the image (deleted with the instance).
+    pub boot_volume_gb: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -296,6 +298,12 @@ pub enum Response {
     KeypairCreated(crate::keys::Created),
     /// An upload or download moved on (or ended).
     Transfer(crate::transfer::Progress),
+    /// The cloud accepted something done to a resource of `kind` (a volume extended, attached,
+    /// …): the form closes, the list is read again, `message` is shown.
+    Did {
+        kind: Kind,
+        message: String,
+    },
     /// Security groups were added to / removed from an instance.
     GroupsChanged {
         server: String,
@@ -588,6 +596,18 @@ fn words(req: &Request, e: &ClientError) -> String {
         }
         Request::Create(crate::overlays::Create::SecGroup { name, .. }) => format!("creating security group {name}"),
         Request::Create(crate::overlays::Create::SecRule(_)) => "adding the rule".into(),
+        Request::Create(crate::overlays::Create::Volume(v)) => format!("creating volume {}", v.name),
+        Request::Create(crate::overlays::Create::Extend { volume, .. }) => format!("extending volume {}", volume.name),
+        Request::Create(crate::overlays::Create::Attach { volume, server_name, .. }) => {
+            format!("attaching volume {} to {server_name}", volume.name)
+        }
+        Request::Create(crate::overlays::Create::Detach { volume }) => format!("detaching volume {}", volume.name),
+        Request::Create(crate::overlays::Create::VolSnapshot { volume, .. }) => {
+            format!("snapshotting volume {}", volume.name)
+        }
+        Request::Create(crate::overlays::Create::ToImage { volume, .. }) => {
+            format!("uploading volume {} to an image", volume.name)
+        }
         Request::Create(crate::overlays::Create::ServerGroups { server_name, .. }) => {
             format!("changing the security groups of {server_name}")
         }
@@ -781,6 +801,9 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 .ok_or_else(|| ClientError::Decode(format!("{} cannot be deleted here", kind.noun())))?;
             let base = match call.version {
                 Some(v) => versioned(&client.session, call.service, v)?,
+                None if call.service == crate::views::volumes::SERVICE => {
+                    crate::views::volumes::endpoint(&client.session)?
+                }
                 None => client.session.endpoint(call.service)?,
             };
             client.send_url(call.method(), call.service, &format!("{base}{}", call.path), None).await?;
@@ -800,6 +823,14 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             }
             if let Some(k) = &spec.key_name {
                 server["key_name"] = json!(k);
+            }
+            if let Some(gb) = spec.boot_volume_gb {
+                // What `openstack server create --boot-from-volume` sends.
+                server["imageRef"] = json!("");
+                server["block_device_mapping_v2"] = json!([{
+                    "boot_index": 0, "uuid": spec.image_id, "source_type": "image",
+                    "destination_type": "volume", "volume_size": gb, "delete_on_termination": true,
+                }]);
             }
             if !spec.security_groups.is_empty() {
                 server["security_groups"] =
@@ -875,6 +906,15 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
     if let Create::Project { .. } | Create::User { .. } | Create::Grant { .. } = c {
         return create_identity(client, c).await;
     }
+    if let Create::Volume(_)
+    | Create::Extend { .. }
+    | Create::Attach { .. }
+    | Create::Detach { .. }
+    | Create::VolSnapshot { .. }
+    | Create::ToImage { .. } = c
+    {
+        return crate::views::volumes::act(client, c).await;
+    }
     let base = versioned(&client.session, "network", "v2.0")?;
     match c {
         Create::Network(spec) => {
@@ -916,6 +956,12 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
             Ok(Response::Created { kind: Kind::Ports, name: spec.name.clone() })
         }
         Create::Upload(_) | Create::Download(_) => Err(ClientError::Decode("transfers are not creates".into())),
+        Create::Volume(_)
+        | Create::Extend { .. }
+        | Create::Attach { .. }
+        | Create::Detach { .. }
+        | Create::VolSnapshot { .. }
+        | Create::ToImage { .. } => Err(ClientError::Decode("volume forms are handled by views::volumes".into())),
         Create::SecGroup { name, description } => {
             let body = json!({"security_group": {"name": name, "description": description}});
             client.send_url(Method::POST, "network", &format!("{base}/security-groups"), Some(&body)).await?;

@@ -213,6 +213,33 @@ fn secrules() -> Vec<meridian_tui::views::secrules::SecRule> {
         .collect()
 }
 
+fn volumes() -> Vec<meridian_tui::views::volumes::Volume> {
+    [
+        json!({"id": "v-data", "name": "data", "status": "in-use", "size": 10, "volume_type": "__DEFAULT__",
+            "bootable": "false", "attachments": [{"server_id": id(1), "device": "/dev/vdb", "attachment_id": "a1"}],
+            "created_at": "2026-11-21T12:00:00Z"}),
+        json!({"id": "v-root", "name": "root", "status": "available", "size": 2, "volume_type": "__DEFAULT__",
+            "bootable": "true", "attachments": [], "created_at": "2026-11-22T02:30:00Z"}),
+    ]
+    .into_iter()
+    .map(|raw| {
+        let mut v: meridian_tui::views::volumes::Volume = parse(raw.clone());
+        v.attached_names = v.attachments.iter().map(|_| "web-1".to_string()).collect();
+        v.raw = raw;
+        v
+    })
+    .collect()
+}
+
+fn vol_snapshots() -> Vec<meridian_tui::views::snapshots::Snapshot> {
+    let raw = json!({"id": "s-1", "name": "data-nightly", "status": "available", "size": 10, "volume_id": "v-data",
+        "description": "before the upgrade", "created_at": "2026-11-22T00:00:00Z"});
+    let mut s: meridian_tui::views::snapshots::Snapshot = parse(raw.clone());
+    s.volume_name = "data".into();
+    s.raw = raw;
+    vec![s]
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -266,6 +293,8 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Subnets(subnets())));
         hs.app.on_response(Response::Listed(Listing::SecGroups(secgroups())));
         hs.app.on_response(Response::Listed(Listing::SecRules(secrules())));
+        hs.app.on_response(Response::Listed(Listing::Volumes(volumes())));
+        hs.app.on_response(Response::Listed(Listing::Snapshots(vol_snapshots())));
         hs.app.on_response(Response::Listed(Listing::IdProjects(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Users(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
@@ -617,6 +646,12 @@ fn launch_wizard_every_step() {
     h.key(KeyCode::Tab);
     h.key(KeyCode::Backspace);
     h.chars("2");
+    h.key(KeyCode::Tab);
+    h.chars("0");
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("boot volume 0: whole GB, 1 or more"), "{}", h.screen());
+    h.key(KeyCode::Backspace);
+    h.chars("8");
     snap!("wizard_1_name", h.screen());
     h.key(KeyCode::Enter);
     h.chars("cir");
@@ -670,6 +705,7 @@ fn launch_wizard_every_step() {
     assert_eq!(spec.network_ids, vec![id(800)]);
     assert_eq!(spec.key_name.as_deref(), Some("laptop"));
     assert_eq!(spec.security_groups, vec!["web".to_string()]);
+    assert_eq!(spec.boot_volume_gb, Some(8));
     assert_eq!(spec.user_data.as_deref(), Some("#cloud-config\npackages: [nginx]"));
     // A refusal from the cloud is shown in words, in place.
     h.app.on_response(Response::Failed {
@@ -1617,4 +1653,139 @@ fn security_groups_rules_and_forms() {
         removed: vec!["default".into()],
     });
     assert!(h.screen().contains("security groups of web-1: added web; removed default"));
+}
+
+/// The Volumes and Snapshots views and their forms: create (from a snapshot, checked), attach
+/// to an instance by name, detach, extend (only larger), snapshot, upload to an image.
+#[test]
+fn volumes_snapshots_and_their_forms() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::{VolumeRef, VolumeSpec};
+    let mut h = Harness::loaded(110, 22, false);
+    h.app.run_command("volumes");
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("web-1 on /dev/vdb") && s.contains("in-use"), "{s}");
+    snap!("view_volumes", s);
+    let data =
+        VolumeRef { id: "v-data".into(), name: "data".into(), size_gb: 10, attached: Some((id(1), "web-1".into())) };
+
+    // `a` on an attached volume: said, no form.
+    h.key(KeyCode::Char('a'));
+    assert!(h.screen().contains("volume data is attached already"));
+    // `E`: only larger.
+    h.key(KeyCode::Char('E'));
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("8");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("a volume only grows: give more than 10 GB"), "{s}");
+    snap!("volume_extend_error", s);
+    h.key(KeyCode::Backspace);
+    h.chars("20");
+    h.key(KeyCode::Enter);
+    assert_eq!(h.drain(), vec![Request::Create(Create::Extend { volume: data.clone(), size_gb: 20 })]);
+    h.app.on_response(Response::Did { kind: Kind::Volumes, message: "extending volume data to 20 GB".into() });
+    assert!(h.screen().contains("extending volume data to 20 GB"));
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::List(Kind::Volumes)) && reqs.contains(&Request::List(Kind::Servers)), "{reqs:?}");
+
+    // `u`: detach from web-1.
+    h.key(KeyCode::Char('u'));
+    assert!(h.screen().contains("Detach volume") && h.screen().contains("From: web-1"));
+    h.key(KeyCode::Enter);
+    assert_eq!(h.drain(), vec![Request::Create(Create::Detach { volume: data.clone() })]);
+    h.key(KeyCode::Esc);
+    // `n`: a snapshot (forced: the volume is in use).
+    h.key(KeyCode::Char('n'));
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::VolSnapshot {
+            volume: data.clone(),
+            name: "data-snap".into(),
+            description: String::new()
+        })]
+    );
+    h.key(KeyCode::Esc);
+
+    // The free volume: attach to an instance by name.
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Char('a'));
+    h.chars("db");
+    let s = h.screen();
+    assert!(s.contains("Attach volume") && s.contains("volume root (2 GB)"), "{s}");
+    snap!("volume_attach_form", s);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Attach {
+            volume: VolumeRef { id: "v-root".into(), name: "root".into(), size_gb: 2, attached: None },
+            server_id: id(3),
+            server_name: "db".into(),
+        })]
+    );
+    h.key(KeyCode::Esc);
+    // `U`: to an image.
+    h.key(KeyCode::Char('U'));
+    h.key(KeyCode::Tab);
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("qcow3");
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("disk format qcow3: one of"));
+    h.key(KeyCode::Backspace);
+    h.chars("2");
+    h.key(KeyCode::Enter);
+    let reqs = h.drain();
+    assert!(
+        matches!(reqs.as_slice(), [Request::Create(Create::ToImage { image_name, disk_format, .. })]
+        if image_name == "root" && disk_format == "qcow2"),
+        "{reqs:?}"
+    );
+    h.key(KeyCode::Esc);
+
+    // Snapshots: `c` makes a volume from the selected one.
+    h.app.run_command("snapshots");
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("data-nightly") && s.contains("before the upgrade"), "{s}");
+    snap!("view_vol_snapshots", s);
+    h.key(KeyCode::Char('c'));
+    h.chars("restored");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    h.chars("10");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Tab);
+    h.chars("cirros");
+    for _ in 0..3 {
+        h.key(KeyCode::Enter);
+    }
+    let s = h.screen();
+    assert!(s.contains("start from an image or a snapshot, not both"), "{s}");
+    snap!("volume_create_error", s);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    for _ in 0.."cirros".len() {
+        h.key(KeyCode::Backspace);
+    }
+    for _ in 0..3 {
+        h.key(KeyCode::Enter);
+    }
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Volume(VolumeSpec {
+            name: "restored".into(),
+            size_gb: 10,
+            volume_type: String::new(),
+            image_id: None,
+            snapshot_id: Some("s-1".into()),
+            description: String::new(),
+        }))]
+    );
 }

@@ -57,6 +57,13 @@ pub enum What {
     SecGroup,
     SecRule,
     ServerGroups,
+    /// A volume, and what is done to one: extend, attach, detach, snapshot, upload to an image.
+    Volume,
+    Extend,
+    Attach,
+    Detach,
+    VolSnapshot,
+    ToImage,
 }
 
 pub struct CreateForm {
@@ -69,6 +76,10 @@ pub struct CreateForm {
     networks: Vec<(String, String)>,
     /// The instance whose groups change (ID, name, its groups now), for that form.
     server: Option<(String, String, Vec<String>)>,
+    /// The volume a volume form acts on; images and snapshots a new volume may start from.
+    volume: VolumeRef,
+    images: Vec<(String, String)>,
+    snapshots: Vec<(String, String)>,
     /// The image to download (ID, name).
     image: Option<(String, String)>,
     pub error: Option<String>,
@@ -85,6 +96,34 @@ const DOWNLOAD: &[&str] = &["Save to"];
 const SECGROUP: &[&str] = &["Name", "Description"];
 const SECRULE: &[&str] = &["Group", "Direction", "Ethertype", "Protocol", "Ports", "Remote", "Description"];
 const SERVER_GROUPS: &[&str] = &["Add", "Remove"];
+const VOLUME: &[&str] = &["Name", "Size GB", "Type", "Image", "Snapshot", "Description"];
+const EXTEND: &[&str] = &["New size GB"];
+const ATTACH: &[&str] = &["Instance"];
+const DETACH: &[&str] = &["From"];
+const VOLSNAPSHOT: &[&str] = &["Name", "Description"];
+const TO_IMAGE: &[&str] = &["Image name", "Disk format"];
+
+/// A new volume as the form describes it (Cinder's fields; image and snapshot as IDs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub size_gb: u64,
+    /// Empty: the cloud's default type.
+    pub volume_type: String,
+    pub image_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub description: String,
+}
+
+/// The volume a volume form acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VolumeRef {
+    pub id: String,
+    pub name: String,
+    pub size_gb: u64,
+    /// Attached to (server ID, server name), if it is.
+    pub attached: Option<(String, String)>,
+}
 
 /// A security group rule as the form describes it (Neutron's fields).
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +168,29 @@ pub enum Create {
         description: String,
     },
     SecRule(RuleSpec),
+    Volume(VolumeSpec),
+    Extend {
+        volume: VolumeRef,
+        size_gb: u64,
+    },
+    Attach {
+        volume: VolumeRef,
+        server_id: String,
+        server_name: String,
+    },
+    Detach {
+        volume: VolumeRef,
+    },
+    VolSnapshot {
+        volume: VolumeRef,
+        name: String,
+        description: String,
+    },
+    ToImage {
+        volume: VolumeRef,
+        image_name: String,
+        disk_format: String,
+    },
     /// Security groups (names or IDs) added to and removed from an instance.
     ServerGroups {
         server_id: String,
@@ -157,6 +219,9 @@ impl CreateForm {
             focus: 0,
             networks: Vec::new(),
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -177,6 +242,9 @@ impl CreateForm {
             focus: 0,
             networks,
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -213,6 +281,9 @@ impl CreateForm {
             focus: 0,
             networks: Vec::new(),
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -236,6 +307,9 @@ impl CreateForm {
             focus: 0,
             networks: Vec::new(),
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -251,6 +325,9 @@ impl CreateForm {
             focus: 0,
             networks: Vec::new(),
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: Some((id.to_string(), name.to_string())),
             error: None,
             busy: false,
@@ -268,6 +345,14 @@ impl CreateForm {
     pub fn set_groups(&mut self, groups: Vec<(String, String)>) {
         if matches!(self.what, What::SecRule | What::ServerGroups) {
             self.networks = groups;
+        }
+    }
+
+    /// Fresher images and snapshots for the volume form.
+    pub fn set_sources(&mut self, images: Vec<(String, String)>, snapshots: Vec<(String, String)>) {
+        if self.what == What::Volume {
+            self.images = images;
+            self.snapshots = snapshots;
         }
     }
 
@@ -303,6 +388,40 @@ impl CreateForm {
         }
     }
 
+    /// A new volume; `from_snapshot` prefills its source (the Snapshots view's `c`).
+    pub fn volume(
+        images: Vec<(String, String)>,
+        snapshots: Vec<(String, String)>,
+        from_snapshot: Option<&str>,
+    ) -> CreateForm {
+        let fields = vec![
+            field("", "name (optional)"),
+            field("1", "GB"),
+            field("", "empty: the cloud's default type"),
+            field("", "image name or ID (optional): the volume starts as the image"),
+            field(from_snapshot.unwrap_or_default(), "snapshot name or ID (optional)"),
+            field("", "optional"),
+        ];
+        CreateForm { what: What::Volume, labels: VOLUME, images, snapshots, ..CreateForm::blank(fields) }
+    }
+
+    /// One of the forms that act on a volume: extend, attach (instances to pick from, by name
+    /// or ID), detach, snapshot, upload to an image.
+    pub fn on_volume(what: What, volume: VolumeRef, servers: Vec<(String, String)>) -> CreateForm {
+        let (labels, fields) = match what {
+            What::Extend => (EXTEND, vec![field(&(volume.size_gb + 1).to_string(), "GB, larger than now")]),
+            What::Attach => (ATTACH, vec![field("", "instance name or ID")]),
+            What::Detach => {
+                (DETACH, vec![field(&volume.attached.clone().map(|a| a.1).unwrap_or_default(), "the instance")])
+            }
+            What::VolSnapshot => {
+                (VOLSNAPSHOT, vec![field(&format!("{}-snap", volume.name), "name"), field("", "optional")])
+            }
+            _ => (TO_IMAGE, vec![field(&volume.name, "name of the new image"), field("raw", "raw / qcow2 / …")]),
+        };
+        CreateForm { what, labels, networks: servers, volume, ..CreateForm::blank(fields) }
+    }
+
     fn blank(fields: Vec<TextArea<'static>>) -> CreateForm {
         CreateForm {
             what: What::Project,
@@ -311,6 +430,9 @@ impl CreateForm {
             focus: 0,
             networks: Vec::new(),
             server: None,
+            volume: VolumeRef::default(),
+            images: Vec::new(),
+            snapshots: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -394,6 +516,59 @@ impl CreateForm {
             What::SecGroup if v[0].is_empty() => Err("the group needs a name".into()),
             What::SecGroup => Ok(Create::SecGroup { name: v[0].clone(), description: v[1].clone() }),
             What::SecRule => rule_spec(&v, &self.networks).map(Create::SecRule),
+            What::Volume => {
+                let size = v[1]
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("size {}: whole GB, 1 or more", v[1]))?;
+                if !v[3].is_empty() && !v[4].is_empty() {
+                    return Err("start from an image or a snapshot, not both".into());
+                }
+                let image_id = (!v[3].is_empty()).then(|| pick(&self.images, &v[3], "image")).transpose()?;
+                let snapshot_id = (!v[4].is_empty()).then(|| pick(&self.snapshots, &v[4], "snapshot")).transpose()?;
+                Ok(Create::Volume(VolumeSpec {
+                    name: v[0].clone(),
+                    size_gb: size,
+                    volume_type: v[2].clone(),
+                    image_id,
+                    snapshot_id,
+                    description: v[5].clone(),
+                }))
+            }
+            What::Extend => {
+                let n = v[0].parse::<u64>().map_err(|_| format!("size {}: whole GB", v[0]))?;
+                if n <= self.volume.size_gb {
+                    return Err(format!("a volume only grows: give more than {} GB", self.volume.size_gb));
+                }
+                Ok(Create::Extend { volume: self.volume.clone(), size_gb: n })
+            }
+            What::Attach => {
+                if v[0].is_empty() {
+                    return Err("which instance?".into());
+                }
+                let server_id = pick(&self.networks, &v[0], "instance")?;
+                let server_name = self
+                    .networks
+                    .iter()
+                    .find(|(_, id)| *id == server_id)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or(v[0].clone());
+                Ok(Create::Attach { volume: self.volume.clone(), server_id, server_name })
+            }
+            What::Detach if self.volume.attached.is_none() => Err("the volume is not attached".into()),
+            What::Detach => Ok(Create::Detach { volume: self.volume.clone() }),
+            What::VolSnapshot => {
+                Ok(Create::VolSnapshot { volume: self.volume.clone(), name: v[0].clone(), description: v[1].clone() })
+            }
+            What::ToImage if v[0].is_empty() => Err("the image needs a name".into()),
+            What::ToImage => {
+                let f = if v[1].is_empty() { "raw".to_string() } else { v[1].to_lowercase() };
+                if !crate::transfer::DISK_FORMATS.contains(&f.as_str()) {
+                    return Err(format!("disk format {f}: one of {}", crate::transfer::DISK_FORMATS.join(", ")));
+                }
+                Ok(Create::ToImage { volume: self.volume.clone(), image_name: v[0].clone(), disk_format: f })
+            }
             What::ServerGroups => {
                 let list = |s: &str| -> Vec<String> {
                     s.split([',', ' ']).filter(|x| !x.is_empty()).map(str::to_string).collect()
@@ -430,6 +605,12 @@ impl CreateForm {
             What::SecGroup => "Create security group",
             What::SecRule => "Add a rule",
             What::ServerGroups => "Security groups of the instance",
+            What::Volume => "Create volume",
+            What::Extend => "Extend volume",
+            What::Attach => "Attach volume",
+            What::Detach => "Detach volume",
+            What::VolSnapshot => "Snapshot volume",
+            What::ToImage => "Upload volume to image",
         };
         let h = self.labels.len() as u16 * 2 + 5;
         let r = centered(area, 72, h);
@@ -451,6 +632,12 @@ impl CreateForm {
         }
         let msg = if let (Some((_, name)), None) = (&self.image, &self.error) {
             Line::from(Span::styled(format!("image {name}"), theme.muted()))
+        } else if !self.volume.id.is_empty() && self.error.is_none() && !self.busy {
+            let att = self.volume.attached.as_ref().map(|a| format!(", attached to {}", a.1)).unwrap_or_default();
+            Line::from(Span::styled(
+                format!("volume {} ({} GB{att})", self.volume.name, self.volume.size_gb),
+                theme.muted(),
+            ))
         } else if let (Some((_, name, now)), None, false) = (&self.server, &self.error, self.busy) {
             let now = if now.is_empty() { "none".to_string() } else { now.join(", ") };
             let names: Vec<&str> = self.networks.iter().map(|(n, _)| n.as_str()).collect();
@@ -467,6 +654,18 @@ impl CreateForm {
             Line::default()
         };
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), areas[self.labels.len() + 1]);
+    }
+}
+
+/// The ID of the one `what` named or numbered `s` among (name, ID) pairs; with no list to look
+/// in, `s` is taken as an ID (the cloud then says if it is not one).
+fn pick(among: &[(String, String)], s: &str, what: &str) -> Result<String, String> {
+    let found: Vec<&(String, String)> = among.iter().filter(|(n, id)| n == s || id == s).collect();
+    match found.as_slice() {
+        [(_, id)] => Ok(id.clone()),
+        [] if among.is_empty() => Ok(s.to_string()),
+        [] => Err(format!("no {what} {s} here")),
+        _ => Err(format!("several {what}s are named {s}: give its ID")),
     }
 }
 

@@ -23,8 +23,10 @@ pub mod secgroups;
 pub mod secrules;
 pub mod servers;
 pub mod services;
+pub mod snapshots;
 pub mod subnets;
 pub mod users;
+pub mod volumes;
 
 use meridian_common::{Client, ClientError};
 
@@ -147,6 +149,8 @@ registry! {
     Keypairs => keypairs::Keypair,
     SecGroups => secgroups::SecGroup,
     SecRules => secrules::SecRule,
+    Volumes => volumes::Volume,
+    Snapshots => snapshots::Snapshot,
     Hypervisors => hypervisors::Hypervisor,
     Services => services::Service,
     IdProjects => idprojects::IdProject,
