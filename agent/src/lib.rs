@@ -15,6 +15,7 @@ pub mod console;
 pub mod controller;
 pub mod credential;
 pub mod disk;
+pub mod firewall;
 pub mod hypervisor;
 pub mod image_cache;
 pub mod inventory;
