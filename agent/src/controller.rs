@@ -44,6 +44,8 @@ pub enum ActionError {
     ConfigDrive(#[from] ConfigDriveError),
     #[error("cannot write the instance's files")]
     Files(#[source] std::io::Error),
+    #[error("cannot set up the network's firewall")]
+    Firewall(#[source] crate::firewall::FirewallError),
     #[error("a hypervisor call panicked")]
     Panicked,
 }
@@ -107,6 +109,9 @@ pub struct ControllerConfig {
     pub config_drive_format: config_drive::Format,
     /// Written into the config drive's metadata.
     pub availability_zone: String,
+    /// When the agent filters traffic: each network's bridge gets conntrack for bridged
+    /// traffic as soon as it exists (the port filters may have been applied before it did).
+    pub firewall: Option<crate::firewall::Firewall>,
 }
 
 /// Runs work items. Shared as `Arc<Controller>`.
@@ -413,7 +418,7 @@ impl Controller {
             let mac = nic.mac_address.to_ascii_lowercase();
             let mtu = (nic.mtu > 0).then_some(nic.mtu);
             if !self.cfg.supports_networks {
-                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu });
+                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu, tap: None });
                 continue;
             }
             let network = xml::network_name(&nic.network_id);
@@ -435,7 +440,19 @@ impl Controller {
                 Ok(())
             })
             .await?;
-            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu });
+            if let Some(fw) = self.cfg.firewall.clone() {
+                let bridge = net_spec.bridge.clone();
+                let done = tokio::task::spawn_blocking(move || fw.enable_bridge_conntrack(&bridge)).await;
+                match done {
+                    Ok(Ok(_)) => {}
+                    // The guest's return traffic would be dropped: not a guest to start.
+                    Ok(Err(e)) => return Err(ActionError::Firewall(e)),
+                    Err(_) => return Err(ActionError::Panicked),
+                }
+            }
+            // The tap's name is the port's (as Nova's), so the port filters can match it.
+            let tap = Some(crate::firewall::tap_name(&nic.port_id));
+            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu, tap });
         }
         Ok(nics)
     }

@@ -76,7 +76,7 @@ impl Lab {
             tag: tag.to_string(),
             host: host.clone(),
             guests: Vec::new(),
-            fw: Firewall::new(Netns(Some(host.clone()))),
+            fw: Firewall::new(Netns(Some(host.clone())), "meridian"),
         };
         let _ = run(&["ip", "netns", "del", &host]);
         must(&["ip", "netns", "add", &host]);

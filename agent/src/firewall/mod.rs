@@ -78,14 +78,20 @@ pub enum FirewallError {
 }
 
 /// Runs `nft` (and `ip` for the bridges' flags) in one network namespace. Blocking.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Firewall {
     netns: Netns,
+    table: String,
 }
 
 impl Firewall {
-    pub fn new(netns: Netns) -> Firewall {
-        Firewall { netns }
+    /// Meridian's tables are `table bridge <table>` and `table inet <table>` in `netns`.
+    pub fn new(netns: Netns, table: &str) -> Firewall {
+        Firewall { netns, table: table.to_string() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// `nft --version`, or why it cannot run.
@@ -109,7 +115,7 @@ impl Firewall {
         for b in &bridges {
             self.enable_bridge_conntrack(b)?;
         }
-        let (text, summary) = ruleset::ruleset(filters);
+        let (text, summary) = ruleset::ruleset(filters, &self.table);
         self.nft_file(&text)?;
         Ok(summary)
     }
@@ -143,7 +149,7 @@ impl Firewall {
     pub fn remove(&self) -> Result<(), FirewallError> {
         let mut text = String::new();
         for family in ["bridge", "inet"] {
-            text.push_str(&format!("table {family} {t}\ndelete table {family} {t}\n", t = ruleset::TABLE));
+            text.push_str(&format!("table {family} {t}\ndelete table {family} {t}\n", t = self.table));
         }
         self.nft_file(&text)
     }

@@ -22,7 +22,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::{IpNet, Ipv6Net};
 use meridian_common::agent::{Direction, EtherType, FilterRule, HostFilters, PortFilter};
 
-/// The name of both tables.
+/// The name of both tables, unless configured otherwise (`--firewall-table`: several agents
+/// sharing one machine, as in the tests, each keep their own).
 pub const TABLE: &str = "meridian";
 
 /// Mark bit set on packets of connections conntrack has seen both ways (established or related).
@@ -127,7 +128,7 @@ pub struct Summary {
 /// The whole `nft -f` input for `filters`: both tables declared (so the deletes cannot fail),
 /// deleted, and written again, in one transaction: the kernel switches from the old ruleset to
 /// the new one at once, with no moment where a port is unfiltered.
-pub fn ruleset(filters: &HostFilters) -> (String, Summary) {
+pub fn ruleset(filters: &HostFilters, table: &str) -> (String, Summary) {
     let mut summary = Summary::default();
     let mut chains = String::new();
     let mut spoof = Vec::new();
@@ -165,9 +166,9 @@ pub fn ruleset(filters: &HostFilters) -> (String, Summary) {
     let mut out = String::new();
     let _ = writeln!(out, "# Meridian port filters, generation {}", filters.generation);
     for family in ["bridge", "inet"] {
-        let _ = writeln!(out, "table {family} {TABLE}\ndelete table {family} {TABLE}");
+        let _ = writeln!(out, "table {family} {table}\ndelete table {family} {table}");
     }
-    let _ = writeln!(out, "table inet {TABLE} {{");
+    let _ = writeln!(out, "table inet {table} {{");
     // After conntrack (-200), before anything that acts on the mark. Only packets on Meridian
     // bridges; only Meridian's bits.
     for (chain, hook, dev) in [("conntrack_in", "prerouting", "iifname"), ("conntrack_out", "output", "oifname")] {
@@ -180,7 +181,7 @@ pub fn ruleset(filters: &HostFilters) -> (String, Summary) {
     }
     out.push_str("}\n");
 
-    let _ = writeln!(out, "table bridge {TABLE} {{");
+    let _ = writeln!(out, "table bridge {table} {{");
     for (name, elements) in [("spoof", &spoof), ("egress", &egress), ("ingress", &ingress)] {
         let _ = writeln!(out, "  map {name}_ports {{\n    type ifname : verdict");
         if !elements.is_empty() {
@@ -414,7 +415,7 @@ mod tests {
     }
 
     fn text(ports: Vec<PortFilter>) -> String {
-        ruleset(&HostFilters { generation: 7, ports }).0
+        ruleset(&HostFilters { generation: 7, ports }, TABLE).0
     }
 
     /// The lines of one chain's body.
@@ -548,7 +549,7 @@ mod tests {
                 r
             })
             .collect();
-        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![port(rules)] });
+        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![port(rules)] }, TABLE);
         assert_eq!(summary.rule_lines, 1);
         let i = chain(&t, "ingress_tap0e7c1c1e-11");
         let line = i.iter().find(|l| l.contains("th dport 22")).expect("the merged rule");
@@ -577,7 +578,7 @@ mod tests {
     fn port_security_off_is_not_filtered_at_all() {
         let mut p = port(vec![]);
         p.port_security_enabled = false;
-        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![p] });
+        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![p] }, TABLE);
         assert_eq!((summary.filtered, summary.unfiltered), (0, 1));
         assert!(!t.contains("tap0e7c1c1e-11"));
         assert!(!t.contains("elements"));
@@ -587,7 +588,7 @@ mod tests {
     fn a_bad_port_drops_everything_rather_than_passing() {
         let mut p = port(vec![]);
         p.mac_address = "fa:16:3e:00:00".into();
-        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![p] });
+        let (t, summary) = ruleset(&HostFilters { generation: 1, ports: vec![p] }, TABLE);
         assert_eq!(summary.invalid.len(), 1);
         assert_eq!(chain(&t, "quarantine_tap0e7c1c1e-11"), ["drop"]);
         for m in ["spoof", "egress", "ingress"] {
