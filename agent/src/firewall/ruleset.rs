@@ -311,12 +311,9 @@ pub fn rule_lines(direction: Direction, rules: &[FilterRule]) -> Vec<String> {
             p => p,
         };
         let key = Key { ethertype: if v6 { 6 } else { 4 }, protocol, min: r.port_range_min, max: r.port_range_max };
-        let remote = match &r.remote {
-            None => None,
-            Some(list) => {
-                Some(list.iter().filter_map(|s| net(s)).filter(|n| matches!(n, IpNet::V6(_)) == v6).collect::<Vec<_>>())
-            }
-        };
+        let remote = r.remote.as_ref().map(|list| {
+            list.iter().filter_map(|s| net(s)).filter(|n| matches!(n, IpNet::V6(_)) == v6).collect::<Vec<_>>()
+        });
         match groups.entry(key) {
             Entry::Vacant(v) => {
                 v.insert(remote);
@@ -592,7 +589,8 @@ mod tests {
         assert_eq!(summary.invalid.len(), 1);
         assert_eq!(chain(&t, "quarantine_tap0e7c1c1e-11"), ["drop"]);
         for m in ["spoof", "egress", "ingress"] {
-            assert!(t.contains(&format!("\"tap0e7c1c1e-11\" : jump quarantine_tap0e7c1c1e-11")), "{m}");
+            let map = t.split(&format!("map {m}_ports {{")).nth(1).and_then(|r| r.split("  }").next()).expect("map");
+            assert!(map.contains("\"tap0e7c1c1e-11\" : jump quarantine_tap0e7c1c1e-11"), "{m}: {map}");
         }
     }
 }
