@@ -46,6 +46,8 @@ pub enum ActionError {
     Files(#[source] std::io::Error),
     #[error("cannot set up the network's firewall")]
     Firewall(#[source] crate::firewall::FirewallError),
+    #[error("{0}")]
+    PortFilters(String),
     #[error("a hypervisor call panicked")]
     Panicked,
 }
@@ -56,6 +58,8 @@ impl ActionError {
         match self {
             ActionError::Image(e) => e.retryable(),
             ActionError::Files(_) => true,
+            // Another host may have its filters in time.
+            ActionError::PortFilters(_) => true,
             _ => false,
         }
     }
@@ -110,9 +114,14 @@ pub struct ControllerConfig {
     /// Written into the config drive's metadata.
     pub availability_zone: String,
     /// When the agent filters traffic: each network's bridge gets conntrack for bridged
-    /// traffic as soon as it exists (the port filters may have been applied before it did).
-    pub firewall: Option<crate::firewall::Firewall>,
+    /// traffic as soon as it exists (the port filters may have been applied before it did),
+    /// and a build starts its guest only once its ports' filters are in force.
+    pub firewall: Option<Arc<crate::firewall::Enforcer>>,
 }
+
+/// How long a build waits for the server's port filters to name its ports (Nova's
+/// `vif_plugging_timeout` is 300 s; the feed answers within a second of the placement).
+const PORT_FILTER_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs work items. Shared as `Arc<Controller>`.
 pub struct Controller {
@@ -346,6 +355,10 @@ impl Controller {
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
+        if let Some(fw) = &self.cfg.firewall {
+            let ports: Vec<String> = spec.nics.iter().map(|n| n.port_id.clone()).collect();
+            fw.wait_for_ports(&ports, PORT_FILTER_WAIT).await.map_err(ActionError::PortFilters)?;
+        }
         let domain = DomainSpec {
             instance_id: id,
             display_name: spec.name.clone(),
@@ -440,7 +453,7 @@ impl Controller {
                 Ok(())
             })
             .await?;
-            if let Some(fw) = self.cfg.firewall.clone() {
+            if let Some(fw) = self.cfg.firewall.as_ref().map(|e| e.firewall().clone()) {
                 let bridge = net_spec.bridge.clone();
                 let done = tokio::task::spawn_blocking(move || fw.enable_bridge_conntrack(&bridge)).await;
                 match done {

@@ -151,7 +151,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             },
             config_drive_format: args.config_drive_format,
             availability_zone: args.availability_zone.clone(),
-            firewall: firewall.as_ref().map(|e| e.firewall().clone()),
+            firewall: firewall.clone(),
         },
     )
     .context("cannot create the instances directory")?;

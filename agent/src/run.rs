@@ -270,11 +270,15 @@ impl Agent {
         loop {
             let failure = match self.server.port_filters(&self.cfg.host, None, Duration::ZERO).await {
                 Ok(filters) => match fw.apply(filters).await {
-                    Ok(_) => return true,
+                    Ok(_) => {
+                        fw.set_feed(true);
+                        return true;
+                    }
                     Err(e) => chain(&e),
                 },
                 Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => return false,
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    fw.set_feed(false);
                     warn!(
                         "the server has no port-filter feed (404): security groups are not enforced on this host until it has"
                     );
@@ -301,6 +305,7 @@ impl Agent {
                 }
                 Ok(filters) => match fw.apply(filters).await {
                     Ok(_) => {
+                        fw.set_feed(true);
                         backoff.reset();
                         continue;
                     }
@@ -312,6 +317,7 @@ impl Agent {
                 },
                 Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => return,
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    fw.set_feed(false);
                     if !said_missing {
                         warn!("the server has no port-filter feed (404); asking again every minute");
                         said_missing = true;

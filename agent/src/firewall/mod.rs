@@ -9,11 +9,12 @@
 
 pub mod ruleset;
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use meridian_common::agent::HostFilters;
 use tracing::{info, warn};
@@ -182,13 +183,66 @@ fn first_lines(s: &str, n: usize) -> String {
 pub struct Enforcer {
     fw: Firewall,
     file: PathBuf,
-    applied: Mutex<Option<u64>>,
+    applied: Mutex<Applied>,
+    /// Bumped at every apply, so builds waiting for their ports wake up.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Applied {
+    generation: Option<u64>,
+    /// The ports of the filters in force (port security on or off).
+    ports: HashSet<String>,
+    /// Whether the server's feed answered since start (a server without it answers 404, and
+    /// builds then do not wait for filters that will never come).
+    feed: bool,
+}
+
+impl std::fmt::Debug for Enforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enforcer").field("firewall", &self.fw).field("generation", &self.generation()).finish()
+    }
 }
 
 impl Enforcer {
     pub fn new(fw: Firewall, state_dir: &std::path::Path) -> Enforcer {
         metrics::gauge!("meridian_agent_firewall_enforcing").set(0.0);
-        Enforcer { fw, file: state_dir.join("port-filters.json"), applied: Mutex::new(None) }
+        Enforcer {
+            fw,
+            file: state_dir.join("port-filters.json"),
+            applied: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Records whether the server has the port-filter feed.
+    pub fn set_feed(&self, available: bool) {
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner).feed = available;
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until the filters in force name every port of `ports`, as Nova waits for
+    /// Neutron's `network-vif-plugged` before it starts a guest: a tap must never come up
+    /// before its filter. Returns at once while the server has no feed.
+    pub async fn wait_for_ports(&self, ports: &[String], within: Duration) -> Result<(), String> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let missing: Vec<String> = {
+                let a = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+                if !a.feed {
+                    return Ok(());
+                }
+                ports.iter().filter(|p| !a.ports.contains(*p)).cloned().collect()
+            };
+            if missing.is_empty() {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(format!("no port filter for port(s) {} within {within:?}", missing.join(", "))),
+            }
+        }
     }
 
     pub fn firewall(&self) -> &Firewall {
@@ -197,7 +251,7 @@ impl Enforcer {
 
     /// The generation last applied, if any.
     pub fn generation(&self) -> Option<u64> {
-        *self.applied.lock().unwrap_or_else(PoisonError::into_inner)
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner).generation
     }
 
     /// Applies the filters saved by the last run, if any (at start, before the server answers).
@@ -217,6 +271,7 @@ impl Enforcer {
         let fw = self.fw.clone();
         let file = self.file.clone();
         let generation = filters.generation;
+        let ports: HashSet<String> = filters.ports.iter().map(|p| p.port_id.clone()).collect();
         let started = Instant::now();
         let summary = tokio::task::spawn_blocking(move || {
             let summary = fw.apply(&filters)?;
@@ -225,7 +280,12 @@ impl Enforcer {
         })
         .await
         .map_err(|_| FirewallError::Refused("applying the port filters panicked".into()))??;
-        *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = Some(generation);
+        {
+            let mut a = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+            a.generation = Some(generation);
+            a.ports = ports;
+        }
+        self.changed.send_modify(|n| *n += 1);
         metrics::histogram!("meridian_agent_firewall_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("meridian_agent_firewall_generation").set(generation as f64);
         metrics::gauge!("meridian_agent_firewall_enforcing").set(1.0);

@@ -149,3 +149,54 @@ async fn port_filters_are_in_force_before_ready_follow_the_feed_and_survive_a_re
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), running).await.expect("agent stops").expect("task").expect("result");
 }
+
+/// As Nova waits for `network-vif-plugged`: a build's guest starts (its tap comes up) only
+/// once the filters in force name its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_starts_its_guest_only_once_its_port_filter_is_in_force() {
+    use meridian_agent::hypervisor::Hypervisor;
+    use meridian_common::agent::{Action, WorkEvent, WorkItem};
+
+    use crate::fixtures::{Cleanup, build_spec, libvirt, mac, nic, raw_image};
+
+    let ns = Netns::new("wait");
+    let (url, s) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = raw_image(9);
+    s.add_image("img-fw", data.clone());
+    let id = uuid::Uuid::new_v4();
+    let net_id = uuid::Uuid::new_v4().to_string();
+    let hv = libvirt();
+    let _cleanup = Cleanup { hv: hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
+    let the_nic = nic(&net_id, &mac(), "10.79.1.5");
+    *s.filters.lock().expect("lock") = Some(HostFilters { generation: 1, ports: vec![] });
+    let (stop, running) = start(&url, dir.path(), &ns.0);
+    s.offer(WorkItem {
+        id: "w-fw".into(),
+        instance_id: id.to_string(),
+        attempt: 1,
+        action: Action::Build(Box::new(build_spec("img-fw", &data, vec![the_nic.clone()]))),
+    });
+    let spawning = || {
+        s.events_of("w-fw").iter().any(|e| matches!(e, WorkEvent::Progress { task_state } if task_state == "spawning"))
+    };
+    eventually(Duration::from_secs(15), "the build reaches spawning", spawning).await;
+    // Held there: no outcome, no domain, while the feed does not name the port.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(s.events_of("w-fw").iter().all(|e| matches!(e, WorkEvent::Progress { .. })), "{:?}", s.events_of("w-fw"));
+    let domain = meridian_agent::xml::domain_name(&id);
+    assert!(hv.state(&domain).expect("state").is_none(), "the domain was defined before its port filter");
+
+    let mut p = port(5);
+    p.port_id = the_nic.port_id.clone();
+    p.network_id = net_id.clone();
+    p.mac_address = the_nic.mac_address.clone();
+    *s.filters.lock().expect("lock") = Some(HostFilters { generation: 2, ports: vec![p] });
+    eventually(Duration::from_secs(10), "the build done", || {
+        s.events_of("w-fw").iter().any(|e| matches!(e, WorkEvent::Done { .. }))
+    })
+    .await;
+    assert!(ns.bridge_table().contains(&meridian_agent::firewall::tap_name(&the_nic.port_id)));
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("agent stops").expect("task").expect("result");
+}
