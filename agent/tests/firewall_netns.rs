@@ -171,7 +171,8 @@ fn tcp_from(port: u16, remote: &str) -> FilterRule {
 
 /// Serves `hi` to every connection on `port` inside `ns`.
 fn greeter(ns: &str, port: u16) {
-    let listener = in_netns(ns, || TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+    // `::` takes IPv4 too (bindv6only is 0 in a new namespace).
+    let listener = in_netns(ns, || TcpListener::bind(("::", port)).expect("bind"));
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
             let _ = c.write_all(b"hi\n");
@@ -199,7 +200,10 @@ fn echo(ns: &str, port: u16) {
 
 /// Whether a TCP connection from `ns` to `to` gets the greeting within a second.
 fn reaches(ns: &str, to: &str, port: u16) -> bool {
-    let addr: SocketAddr = format!("{to}:{port}").parse().expect("address");
+    let addr: SocketAddr = match to.parse::<std::net::IpAddr>().expect("address") {
+        std::net::IpAddr::V4(a) => (a, port).into(),
+        std::net::IpAddr::V6(a) => (a, port).into(),
+    };
     in_netns(ns, || {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
@@ -410,5 +414,57 @@ fn the_generated_ruleset_loads_for_every_kind_of_rule() {
     lab.fw.remove().expect("remove");
     let tables = must(&["ip", "netns", "exec", &lab.host, "nft", "list", "tables"]);
     assert!(!tables.contains("meridian"), "{tables}");
+    no_meridian_table_in_the_machines_namespace();
+}
+
+#[test]
+fn ipv6_groups_neighbour_discovery_and_spoofing() {
+    let mut lab = Lab::new("v6");
+    let (a6, b6) = ("fd00:77::11", "fd00:77::12");
+    let v6 = |direction, remote: Option<Vec<String>>| FilterRule {
+        direction,
+        ethertype: EtherType::IPv6,
+        protocol: None,
+        port_range_min: None,
+        port_range_max: None,
+        remote,
+        stateful: true,
+    };
+    let group = |n: u8| {
+        let mut p =
+            port(n, vec![v6(Direction::Ingress, Some(vec![a6.into(), b6.into()])), v6(Direction::Egress, None)]);
+        p.fixed_ips.push(format!("fd00:77::{}", 10 + n));
+        p
+    };
+    let g1 = lab.guest(1, group(1));
+    let g2 = lab.guest(2, group(2));
+    let x = |ns: &str, args: &[&str]| {
+        let mut a = vec!["ip", "netns", "exec", ns];
+        a.extend_from_slice(args);
+        must(&a);
+    };
+    // No DAD: the addresses are usable at once (duplicate detection is not what is tested).
+    x(&lab.host, &["ip", "-6", "addr", "add", "fd00:77::1/64", "dev", &bridge_name(NETWORK), "nodad"]);
+    x(&g1.ns, &["ip", "-6", "addr", "add", &format!("{a6}/64"), "dev", "eth0", "nodad"]);
+    x(&g2.ns, &["ip", "-6", "addr", "add", &format!("{b6}/64"), "dev", "eth0", "nodad"]);
+    greeter(&g2.ns, 8080);
+    greeter(&lab.host, 8080);
+    lab.apply(&[&g1.port, &g2.port], 1);
+
+    // Neighbour discovery gets through (or nothing would), the group reaches, the host not.
+    assert!(reaches_within(&g1.ns, b6, 8080, Duration::from_secs(3)), "same group over IPv6");
+    assert!(!reaches(&lab.host, b6, 8080), "the host is not in the group");
+    assert!(reaches_within(&g2.ns, "fd00:77::1", 8080, Duration::from_secs(3)), "egress and its replies");
+    let mut opened = g2.port.clone();
+    let mut from_host = v6(Direction::Ingress, Some(vec!["fd00:77::1/128".into()]));
+    (from_host.protocol, from_host.port_range_min, from_host.port_range_max) = (Some(6), Some(8080), Some(8080));
+    opened.rules.push(from_host);
+    lab.apply(&[&g1.port, &opened], 2);
+    assert!(reaches_within(&lab.host, b6, 8080, Duration::from_secs(1)), "an IPv6 rule opens it");
+
+    // Another IPv6 source address on the same MAC cannot send.
+    x(&g1.ns, &["ip", "-6", "addr", "add", "fd00:77::99/64", "dev", "eth0", "nodad"]);
+    x(&g1.ns, &["ip", "-6", "addr", "del", &format!("{a6}/64"), "dev", "eth0"]);
+    assert!(!reaches(&g1.ns, b6, 8080), "spoofed IPv6 source");
     no_meridian_table_in_the_machines_namespace();
 }
