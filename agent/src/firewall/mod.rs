@@ -290,7 +290,7 @@ impl Enforcer {
         metrics::gauge!("meridian_agent_firewall_generation").set(generation as f64);
         metrics::gauge!("meridian_agent_firewall_enforcing").set(1.0);
         for e in &summary.invalid {
-            warn!(error = %e, "port filter refused; its tap drops everything");
+            warn!(error = %e, "port filter not applied as given");
         }
         info!(
             generation, filtered = summary.filtered, unfiltered = summary.unfiltered, rules = summary.rule_lines,

@@ -46,14 +46,16 @@ pub fn tap_name(port_id: &str) -> String {
     format!("tap{short}")
 }
 
-/// Why a port's filter cannot be generated. The port is then left out whole, and its tap gets
-/// a drop-everything chain instead (never passed unfiltered).
+/// Why a port's filter cannot be generated. A port with a bad MAC or address gets a
+/// drop-everything chain on its tap instead (never passed unfiltered).
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidPort {
     #[error("port {port}: bad MAC address {mac:?}")]
     Mac { port: String, mac: String },
     #[error("port {port}: bad address {address:?}")]
     Address { port: String, address: String },
+    #[error("port {port}: its tap name is another port's; that port's filter applies")]
+    Duplicate { port: String },
 }
 
 /// A MAC in nft's notation (lower case, six colon-separated octets), or `None`.
@@ -136,6 +138,16 @@ pub fn ruleset(filters: &HostFilters, table: &str) -> (String, Summary) {
     let mut ingress = Vec::new();
     let mut ports: Vec<&PortFilter> = filters.ports.iter().collect();
     ports.sort_by(|a, b| a.port_id.cmp(&b.port_id));
+    // One tap, one entry in each map (nft refuses a key twice, which would fail the whole
+    // apply): a repeated port, or two ports whose ids share 11 characters, keep the first.
+    let mut taps = std::collections::HashSet::new();
+    ports.retain(|p| {
+        let fresh = taps.insert(tap_name(&p.port_id));
+        if !fresh {
+            summary.invalid.push(InvalidPort::Duplicate { port: p.port_id.clone() });
+        }
+        fresh
+    });
     for port in ports {
         if !port.port_security_enabled {
             summary.unfiltered += 1;
@@ -345,10 +357,14 @@ pub fn rule_lines(direction: Direction, rules: &[FilterRule]) -> Vec<String> {
                 // Without ethertype agreement (ICMPv4 in an IPv6 rule and so on) the protocol
                 // number alone is matched.
                 if (p == 58) == (key.ethertype == 6) {
+                    // A type or code beyond a byte matches nothing (never "any").
+                    if key.min.is_some_and(|t| t > 255) || key.max.is_some_and(|c| c > 255) {
+                        continue;
+                    }
                     let _ = write!(l, " meta l4proto {p}");
-                    if let Some(t) = key.min.filter(|t| *t <= 255) {
+                    if let Some(t) = key.min {
                         let _ = write!(l, " {icmp} type {t}");
-                        if let Some(c) = key.max.filter(|c| *c <= 255) {
+                        if let Some(c) = key.max {
                             let _ = write!(l, " {icmp} code {c}");
                         }
                     }
@@ -526,6 +542,10 @@ mod tests {
         ] {
             assert!(i.contains(&want), "{want} not in {i:#?}");
         }
+        // An ICMP type beyond a byte matches nobody, rather than every ICMP type.
+        let mut bad_icmp = rule(Direction::Ingress, EtherType::IPv4, Some(1));
+        bad_icmp.port_range_min = Some(300);
+        assert!(rule_lines(Direction::Ingress, &[bad_icmp]).is_empty());
         // A remote group without members matches nobody: no rule at all.
         assert!(!i.iter().any(|l| l.contains("l4proto 17 accept")));
         let e = chain(&t, "egress_tap0e7c1c1e-11");
@@ -579,6 +599,17 @@ mod tests {
         assert_eq!((summary.filtered, summary.unfiltered), (0, 1));
         assert!(!t.contains("tap0e7c1c1e-11"));
         assert!(!t.contains("elements"));
+    }
+
+    #[test]
+    fn one_tap_is_one_map_entry() {
+        let mut twin = port(vec![]);
+        twin.port_id = format!("{}-twin", &PORT[..11]);
+        let (t, summary) =
+            ruleset(&HostFilters { generation: 1, ports: vec![port(vec![]), port(vec![]), twin] }, TABLE);
+        assert_eq!(summary.filtered, 1);
+        assert_eq!(summary.invalid.len(), 2);
+        assert_eq!(t.matches("\"tap0e7c1c1e-11\" : jump spoof_").count(), 1);
     }
 
     #[test]
