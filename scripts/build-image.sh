@@ -22,7 +22,8 @@
 #   meridian-guest: ready hostname=NAME ip=A.B.C.D uptime=SECONDS
 # then a getty with a login banner. An SSH server (dropbear, from Debian's dropbear-bin with its
 # shared libraries) listens on port 22 for root with the config drive's public keys only (no
-# passwords); its host keys are made at first boot (`dropbear -R`). The ACPI power button powers it off (so libvirt's
+# passwords); its host keys are made at first boot (`dropbear -R`). busybox httpd answers on TCP
+# port 8080 with `meridian-guest NAME` (what the security group tests try to reach). The ACPI power button powers it off (so libvirt's
 # shutdown and soft reboot work); `reboot` in the guest reboots.
 #
 # Needs: apt-get (with package lists), dpkg, mkfs.vfat, mcopy, syslinux, sfdisk, qemu-img, gzip.
@@ -232,6 +233,10 @@ fi
 chmod 600 /root/.ssh/authorized_keys
 /usr/sbin/dropbear -R -s -p 22 >/dev/null 2>&1 </dev/null
 say "ssh=dropbear keys=$(grep -c . /root/.ssh/authorized_keys)"
+
+# A tiny TCP service for the security group tests.
+mkdir -p /www && echo "meridian-guest $(hostname)" > /www/index.html
+httpd -p 8080 -h /www
 
 ud=/mnt/config/openstack/latest/user_data
 if [ -r "$ud" ] && [ "$(head -c 2 "$ud")" = '#!' ]; then

@@ -25,6 +25,9 @@ need procps
 need libvirt-dev
 need pkg-config
 need qemu-utils
+# The agent's security groups (nft), and the firewall tests' network namespaces (iproute2).
+need nftables
+need iproute2
 # Config drives (iso9660 by genisoimage, which also brings isoinfo for the tests; vfat by
 # dosfstools + mtools) and the guest image (SYSLINUX on a FAT partition made without mounts).
 need genisoimage

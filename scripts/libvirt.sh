@@ -24,9 +24,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 # -sysv keeps apt from pulling in systemd; dnsmasq-utils has dhcp_release, which the agent uses
 # to end a deleted port's lease; dnsmasq-base and iptables must be there before
-# libvirtd starts, or its NAT networks come up without DHCP and forwarding.
+# libvirtd starts, or its NAT networks come up without DHCP and forwarding; nftables is the
+# agent's security-group enforcement (`nft`).
 for p in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon-system \
-    libvirt-daemon-system-sysv qemu-system-x86 dnsmasq-base dnsmasq-utils iptables tini; do
+    libvirt-daemon-system-sysv qemu-system-x86 dnsmasq-base dnsmasq-utils iptables nftables tini; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

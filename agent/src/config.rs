@@ -72,6 +72,21 @@ pub struct Args {
     #[arg(long, env = "MERIDIAN_AGENT_CONFIG_DRIVE_FORMAT", value_enum, default_value_t = crate::config_drive::Format::Iso9660)]
     pub config_drive_format: crate::config_drive::Format,
 
+    /// Security groups and anti-spoofing on this host's guests: `nftables`, `none`, or `auto`
+    /// (nftables on qemu/kvm, none on libvirt's test driver, which has no tap devices).
+    #[arg(long, env = "MERIDIAN_AGENT_FIREWALL", value_enum, default_value_t = crate::firewall::Mode::Auto)]
+    pub firewall: crate::firewall::Mode,
+
+    /// The name of the agent's nftables tables (`table bridge NAME`, `table inet NAME`); agents
+    /// sharing one machine need one each.
+    #[arg(long, env = "MERIDIAN_AGENT_FIREWALL_TABLE", default_value = crate::firewall::ruleset::TABLE, value_parser = table_name)]
+    pub firewall_table: String,
+
+    /// Apply the firewall inside this network namespace (`ip netns exec`) instead of the
+    /// host's: for tests, whose "guests" are namespaces.
+    #[arg(long, env = "MERIDIAN_AGENT_FIREWALL_NETNS", hide = true)]
+    pub firewall_netns: Option<String>,
+
     /// Address for `/healthz`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9180`); off when unset.
     #[arg(long, env = "MERIDIAN_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -102,6 +117,19 @@ impl std::fmt::Debug for Args {
 /// A host name the server and file names can carry.
 pub fn valid_host(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+/// An nftables table name: a letter, then letters, digits or `_`, at most 32 characters.
+fn table_name(value: &str) -> Result<String, String> {
+    let mut chars = value.chars();
+    let ok = value.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!("{value:?} is not a table name (a letter, then letters, digits or _)"))
+    }
 }
 
 /// The system's host name.
@@ -137,6 +165,12 @@ mod tests {
         assert_eq!(a.availability_zone, "nova");
         assert_eq!(a.reserved_vcpus, 2);
         assert_eq!(a.image_cache_max_gb, 5);
+        assert_eq!(a.firewall, crate::firewall::Mode::Auto);
+        assert_eq!(a.firewall_table, "meridian");
+        let base = ["meridian-agent", "--server", "http://s", "--firewall", "none", "--firewall-table"];
+        let b = Args::try_parse_from(base.iter().copied().chain(["meridian_t1"])).expect("parse");
+        assert_eq!((b.firewall, b.firewall_table.as_str()), (crate::firewall::Mode::None, "meridian_t1"));
+        assert!(Args::try_parse_from(base.iter().copied().chain(["x; flush ruleset"])).is_err());
         assert!(!format!("{a:?}").contains("s3cret"));
         assert!(valid_host("compute-1.example"));
         assert!(!valid_host("a/b"));

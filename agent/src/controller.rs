@@ -44,6 +44,10 @@ pub enum ActionError {
     ConfigDrive(#[from] ConfigDriveError),
     #[error("cannot write the instance's files")]
     Files(#[source] std::io::Error),
+    #[error("cannot set up the network's firewall")]
+    Firewall(#[source] crate::firewall::FirewallError),
+    #[error("{0}")]
+    PortFilters(String),
     #[error("a hypervisor call panicked")]
     Panicked,
 }
@@ -54,6 +58,8 @@ impl ActionError {
         match self {
             ActionError::Image(e) => e.retryable(),
             ActionError::Files(_) => true,
+            // Another host may have its filters in time.
+            ActionError::PortFilters(_) => true,
             _ => false,
         }
     }
@@ -107,7 +113,15 @@ pub struct ControllerConfig {
     pub config_drive_format: config_drive::Format,
     /// Written into the config drive's metadata.
     pub availability_zone: String,
+    /// When the agent filters traffic: each network's bridge gets conntrack for bridged
+    /// traffic as soon as it exists (the port filters may have been applied before it did),
+    /// and a build starts its guest only once its ports' filters are in force.
+    pub firewall: Option<Arc<crate::firewall::Enforcer>>,
 }
+
+/// How long a build waits for the server's port filters to name its ports (Nova's
+/// `vif_plugging_timeout` is 300 s; the feed answers within a second of the placement).
+const PORT_FILTER_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs work items. Shared as `Arc<Controller>`.
 pub struct Controller {
@@ -341,6 +355,10 @@ impl Controller {
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
+        if let Some(fw) = &self.cfg.firewall {
+            let ports: Vec<String> = spec.nics.iter().map(|n| n.port_id.clone()).collect();
+            fw.wait_for_ports(&ports, PORT_FILTER_WAIT).await.map_err(ActionError::PortFilters)?;
+        }
         let domain = DomainSpec {
             instance_id: id,
             display_name: spec.name.clone(),
@@ -413,7 +431,7 @@ impl Controller {
             let mac = nic.mac_address.to_ascii_lowercase();
             let mtu = (nic.mtu > 0).then_some(nic.mtu);
             if !self.cfg.supports_networks {
-                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu });
+                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu, tap: None });
                 continue;
             }
             let network = xml::network_name(&nic.network_id);
@@ -435,7 +453,19 @@ impl Controller {
                 Ok(())
             })
             .await?;
-            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu });
+            if let Some(fw) = self.cfg.firewall.as_ref().map(|e| e.firewall().clone()) {
+                let bridge = net_spec.bridge.clone();
+                let done = tokio::task::spawn_blocking(move || fw.enable_bridge_conntrack(&bridge)).await;
+                match done {
+                    Ok(Ok(_)) => {}
+                    // The guest's return traffic would be dropped: not a guest to start.
+                    Ok(Err(e)) => return Err(ActionError::Firewall(e)),
+                    Err(_) => return Err(ActionError::Panicked),
+                }
+            }
+            // The tap's name is the port's (as Nova's), so the port filters can match it.
+            let tap = Some(crate::firewall::tap_name(&nic.port_id));
+            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu, tap });
         }
         Ok(nics)
     }

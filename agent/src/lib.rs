@@ -8,6 +8,8 @@
 //!   whether it may run. [`image_cache`] and [`disk`] prepare the instance's disk, [`xml`]
 //!   its libvirt XML.
 //! - [`hypervisor`]: the blocking `Hypervisor` trait and its libvirt implementation.
+//! - [`firewall`]: security groups and anti-spoofing on the guests' taps (nftables), from the
+//!   server's port filters.
 
 pub mod config;
 pub mod config_drive;
@@ -15,6 +17,7 @@ pub mod console;
 pub mod controller;
 pub mod credential;
 pub mod disk;
+pub mod firewall;
 pub mod hypervisor;
 pub mod image_cache;
 pub mod inventory;
@@ -102,6 +105,27 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         }
     };
 
+    let firewall = match args.firewall.resolve(virt_type == VirtType::Test) {
+        firewall::Mode::Nftables => {
+            let fw = firewall::Firewall::new(firewall::Netns(args.firewall_netns.clone()), &args.firewall_table);
+            let probe = fw.clone();
+            let version = tokio::task::spawn_blocking(move || probe.check())
+                .await
+                .context("checking nft panicked")?
+                .map_err(|e| anyhow::anyhow!(controller::chain(&e)))?;
+            info!(%version, table = %args.firewall_table, "firewall: nftables (security groups and anti-spoofing enforced)");
+            let enforcer = Arc::new(firewall::Enforcer::new(fw, &state_dir));
+            // What the last run applied, before anything else: the server may be away.
+            enforcer.restore().await;
+            Some(enforcer)
+        }
+        _ => {
+            tracing::warn!("firewall: none (security groups and anti-spoofing are NOT enforced on this host)");
+            metrics::gauge!("meridian_agent_firewall_enforcing").set(0.0);
+            None
+        }
+    };
+
     let images =
         ImageCache::open(&state_dir.join("images"), server.clone(), args.image_cache_max_gb.saturating_mul(1 << 30))
             .context("cannot open the image cache")?;
@@ -127,6 +151,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             },
             config_drive_format: args.config_drive_format,
             availability_zone: args.availability_zone.clone(),
+            firewall: firewall.clone(),
         },
     )
     .context("cannot create the instances directory")?;
@@ -153,6 +178,10 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         Arc::new(log),
     )
     .with_registered_flag(health.registered);
+    let agent = match firewall {
+        Some(enforcer) => agent.with_firewall(enforcer),
+        None => agent,
+    };
     agent.run(shutdown).await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The agent's operator endpoints, on `--metrics-listen` when set (off by default, so several
 //! agents on one machine never compete for a port): `/healthz` (alive: 200 while serving),
-//! `/readyz` (registered with the server and the libvirt connection answering: 200, else 503)
+//! `/readyz` (registered with the server, its port filters applied when it filters traffic,
+//! and the libvirt connection answering: 200, else 503)
 //! and `/metrics` (Prometheus text format).
 //!
 //! Unauthenticated, as probes and scrapers expect: bind it to the operator network. Labels are
@@ -45,6 +46,16 @@ fn describe() {
     describe_counter!("meridian_agent_image_cache_requests_total", "Image cache lookups by result (hit, miss).");
     describe_gauge!("meridian_agent_image_cache_bytes", metrics::Unit::Bytes, "Bytes held in the image cache.");
     describe_gauge!("meridian_agent_registered", "1 while registered with the server.");
+    describe_gauge!(
+        "meridian_agent_firewall_enforcing",
+        "1 once port filters are applied with nftables; 0 with --firewall none or before the first apply."
+    );
+    describe_gauge!("meridian_agent_firewall_generation", "Generation of the port filters in force.");
+    describe_histogram!(
+        "meridian_agent_firewall_apply_seconds",
+        metrics::Unit::Seconds,
+        "Time to generate and apply the port filters (one nft transaction)."
+    );
 }
 
 /// What `/readyz` looks at.

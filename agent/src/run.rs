@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::controller::{Controller, chain};
+use crate::firewall::Enforcer;
 use crate::inventory::{self, HostFacts};
 use crate::server::ServerClient;
 use crate::work::{Work, WorkLog};
@@ -75,6 +76,8 @@ pub struct Agent {
     log: Arc<WorkLog>,
     /// True while registered with the server (the agent's `/readyz`).
     registered: Arc<std::sync::atomic::AtomicBool>,
+    /// The port filters' enforcement, when the host filters traffic.
+    firewall: Option<Arc<Enforcer>>,
 }
 
 type Events = mpsc::UnboundedSender<(String, WorkEvent)>;
@@ -91,7 +94,13 @@ fn must_register(e: &ClientError) -> bool {
 
 impl Agent {
     pub fn new(cfg: AgentConfig, server: ServerClient, controller: Arc<Controller>, log: Arc<WorkLog>) -> Agent {
-        Agent { cfg, server, controller, log, registered: Arc::default() }
+        Agent { cfg, server, controller, log, registered: Arc::default(), firewall: None }
+    }
+
+    /// Enforces the server's port filters with `enforcer`: applied once after each
+    /// registration before the agent reports ready, then followed through their long poll.
+    pub fn with_firewall(self, enforcer: Arc<Enforcer>) -> Agent {
+        Agent { firewall: Some(enforcer), ..self }
     }
 
     /// Reports registration through `flag` (set while registered, cleared when the server
@@ -174,10 +183,24 @@ impl Agent {
             }
             let interval = Duration::from_secs(reg.heartbeat_interval_secs.clamp(1, 300));
             info!(host = %self.cfg.host, host_id = %reg.host_id, heartbeat = ?interval, "registered");
+            // Everything the server says this host must enforce is in force before it is ready.
+            if let Some(fw) = &self.firewall
+                && !self.first_filters(fw).await
+            {
+                warn!("the server refused the new credential; registering again");
+                continue;
+            }
             self.set_registered(true);
+            let filters = async {
+                match &self.firewall {
+                    Some(fw) => self.filter_polls(fw).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.heartbeats(interval) => {}
                 () = self.polls(dispatcher) => {}
+                () = filters => {}
             }
             self.set_registered(false);
             warn!("the server no longer knows this host or its credential; registering again");
@@ -231,6 +254,83 @@ impl Agent {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+}
+
+/// How long to wait before asking again a server that has no port-filter feed (404).
+const NO_FEED_RETRY: Duration = Duration::from_secs(60);
+
+impl Agent {
+    /// Fetches and applies the host's port filters once (retrying until applied); false when
+    /// the server answers 401 (register again). A server without the feed (404) is said once
+    /// and passed over: nothing newer than what was applied at start is then enforced.
+    async fn first_filters(&self, fw: &Enforcer) -> bool {
+        let mut backoff = Backoff::default();
+        loop {
+            let failure = match self.server.port_filters(&self.cfg.host, None, Duration::ZERO).await {
+                Ok(filters) => match fw.apply(filters).await {
+                    Ok(_) => {
+                        fw.set_feed(true);
+                        return true;
+                    }
+                    Err(e) => chain(&e),
+                },
+                Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => return false,
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    fw.set_feed(false);
+                    warn!(
+                        "the server has no port-filter feed (404): security groups are not enforced on this host until it has"
+                    );
+                    return true;
+                }
+                Err(e) => chain(&e),
+            };
+            let wait = backoff.next_delay();
+            warn!(error = %failure, retry_in = ?wait, "cannot apply the port filters");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Long-polls the port filters and applies each new generation; returns on 401.
+    async fn filter_polls(&self, fw: &Enforcer) {
+        let mut backoff = Backoff::default();
+        let mut said_missing = false;
+        loop {
+            let applied = fw.generation();
+            let wait = match self.server.port_filters(&self.cfg.host, applied, self.cfg.poll_wait).await {
+                Ok(filters) if Some(filters.generation) == applied => {
+                    backoff.reset();
+                    continue;
+                }
+                Ok(filters) => match fw.apply(filters).await {
+                    Ok(_) => {
+                        fw.set_feed(true);
+                        backoff.reset();
+                        continue;
+                    }
+                    Err(e) => {
+                        let wait = backoff.next_delay();
+                        tracing::error!(error = %chain(&e), retry_in = ?wait, "cannot apply the port filters");
+                        wait
+                    }
+                },
+                Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => return,
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    fw.set_feed(false);
+                    if !said_missing {
+                        warn!("the server has no port-filter feed (404); asking again every minute");
+                        said_missing = true;
+                    }
+                    NO_FEED_RETRY
+                }
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    warn!(error = %chain(&e), retry_in = ?wait, "cannot poll the port filters");
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use meridian_common::agent::{
-    AGENT_API, EventBatch, EventBatchResult, Heartbeat, RegisterRequest, RegisterResponse, WorkItem,
+    AGENT_API, EventBatch, EventBatchResult, Heartbeat, HostFilters, RegisterRequest, RegisterResponse, WorkItem,
 };
 use meridian_common::client::{ClientError, decode};
 use reqwest::{Method, Url};
@@ -164,6 +164,26 @@ impl ServerClient {
         if v.is_null() {
             return Ok(Vec::new());
         }
+        Self::parse(v)
+    }
+
+    /// The host's port filters: at once when the server's generation differs from `after`
+    /// (always when `after` is `None`), else after `wait` with the same generation.
+    pub async fn port_filters(
+        &self,
+        host: &str,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<HostFilters, ClientError> {
+        let mut url = self.url(&["hosts", host, "port-filters"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(g) = after {
+                q.append_pair("after", &g.to_string());
+            }
+            q.append_pair("wait", &wait.as_secs().to_string());
+        }
+        let v = self.send::<()>(Method::GET, url, None, wait + CALL_TIMEOUT).await?;
         Self::parse(v)
     }
 

@@ -177,6 +177,8 @@ pub struct NicXml {
     pub network: Option<String>,
     pub model: &'static str,
     pub mtu: Option<u32>,
+    /// The host-side tap device's name (`<target dev>`); libvirt picks `vnetN` when `None`.
+    pub tap: Option<String>,
 }
 
 /// Direct kernel boot.
@@ -308,6 +310,9 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
                 x.push_str("    <interface type='network'>\n");
                 let _ = writeln!(x, "      <mac address='{}'/>", esc(&nic.mac));
                 let _ = writeln!(x, "      <source network='{}'/>", esc(net));
+                if let Some(tap) = &nic.tap {
+                    let _ = writeln!(x, "      <target dev='{}'/>", esc(tap));
+                }
             }
             None => {
                 x.push_str("    <interface type='user'>\n");
@@ -548,8 +553,9 @@ mod tests {
                 network: Some("meridian-net-a".into()),
                 model: "virtio",
                 mtu: Some(1450),
+                tap: Some("tap0e7c1c1e-11".into()),
             },
-            NicXml { mac: "fa:16:3e:00:00:02".into(), network: None, model: "e1000", mtu: None },
+            NicXml { mac: "fa:16:3e:00:00:02".into(), network: None, model: "e1000", mtu: None, tap: None },
         ];
         let xml = domain_xml(&s);
         let nics = element(&xml, "interface");
@@ -559,6 +565,7 @@ mod tests {
         assert!(nics[0].contains("<source network='meridian-net-a'/>"));
         assert!(nics[0].contains("<model type='virtio'/>"));
         assert!(nics[0].contains("<mtu size='1450'/>"));
+        assert!(nics[0].contains("<target dev='tap0e7c1c1e-11'/>"));
         assert!(nics[1].starts_with("<interface type='user'>"));
         assert!(nics[1].contains("<mac address='fa:16:3e:00:00:02'/>"));
         assert!(nics[1].contains("<model type='e1000'/>"));

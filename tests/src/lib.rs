@@ -371,6 +371,10 @@ impl Agent {
             .arg("5")
             .arg("--host-ip")
             .arg("127.0.0.1")
+            // Each agent its own nft tables (removed on drop), so agents of tests running side
+            // by side on one machine never replace each other's port filters.
+            .arg("--firewall-table")
+            .arg(self.firewall_table())
             .args(&self.extra_args)
             .env("MERIDIAN_AGENT_TOKEN", &self.token)
             .stdin(Stdio::null())
@@ -383,6 +387,12 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The name of the agent's nft tables: `meridian_` and its host name, letters and digits.
+    pub fn firewall_table(&self) -> String {
+        let host: String = self.host.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        format!("meridian_{host}").chars().take(32).collect()
     }
 
     /// Where the agent keeps its host credential (from registration; every agent call but
@@ -411,6 +421,13 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+        // Its port filters outlive it in the kernel: remove them (nothing when it had none).
+        if self.uri.starts_with("qemu") {
+            let table = self.firewall_table();
+            for family in ["bridge", "inet"] {
+                let _ = Command::new("nft").args(["delete", "table", family, &table]).output();
+            }
+        }
     }
 }
 

@@ -53,6 +53,7 @@ fn controller_config(dir: &TempDir) -> ControllerConfig {
         config_drive_always: true,
         config_drive_format: config_drive::Format::Iso9660,
         availability_zone: "nova".into(),
+        firewall: None,
     }
 }
 

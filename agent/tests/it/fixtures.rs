@@ -13,8 +13,8 @@ use md5::{Digest, Md5};
 use meridian_agent::hypervisor::{Hypervisor, Libvirt};
 use meridian_agent::xml;
 use meridian_common::agent::{
-    BuildSpec, EventBatch, EventBatchResult, FixedIp, FlavorSpec, Heartbeat, ImageSpec, NicSpec, RegisterRequest,
-    RegisterResponse, WorkEvent, WorkItem,
+    BuildSpec, EventBatch, EventBatchResult, FixedIp, FlavorSpec, Heartbeat, HostFilters, ImageSpec, NicSpec,
+    RegisterRequest, RegisterResponse, WorkEvent, WorkItem,
 };
 use uuid::Uuid;
 
@@ -91,6 +91,12 @@ pub struct ServerState {
     pub credential: Mutex<String>,
     /// The bearer token each registration came with.
     pub registered_with: Mutex<Vec<String>>,
+    /// The host's port filters; `None`: the server has no such route (404).
+    pub filters: Mutex<Option<HostFilters>>,
+    /// When each port-filters answer left, with its generation.
+    pub filters_served: Mutex<Vec<(Instant, u64)>>,
+    /// When each heartbeat arrived.
+    pub heartbeat_at: Mutex<Vec<Instant>>,
 }
 
 impl Default for ServerState {
@@ -106,6 +112,9 @@ impl Default for ServerState {
             partial_event_reports: AtomicUsize::default(),
             credential: Mutex::new(CREDENTIAL.into()),
             registered_with: Mutex::default(),
+            filters: Mutex::default(),
+            filters_served: Mutex::default(),
+            heartbeat_at: Mutex::default(),
         }
     }
 }
@@ -161,6 +170,7 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> Result<StatusCode, StatusCode> {
     authorized(&s, &headers)?;
+    s.heartbeat_at.lock().expect("lock").push(Instant::now());
     s.heartbeats.lock().expect("lock").push(hb);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -234,6 +244,32 @@ async fn image_file(
     Ok((h, data))
 }
 
+#[derive(serde::Deserialize)]
+struct After {
+    after: Option<u64>,
+    wait: Option<u64>,
+}
+
+/// As the real server's long poll: at once when the generation differs from `after`, else
+/// when it changes or `wait` (at most 1 s here) runs out.
+async fn port_filters(
+    State(s): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(_host): Path<String>,
+    Query(q): Query<After>,
+) -> Result<Json<HostFilters>, StatusCode> {
+    authorized(&s, &headers)?;
+    let deadline = Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(1));
+    loop {
+        let current = s.filters.lock().expect("lock").clone().ok_or(StatusCode::NOT_FOUND)?;
+        if q.after != Some(current.generation) || Instant::now() >= deadline {
+            s.filters_served.lock().expect("lock").push((Instant::now(), current.generation));
+            return Ok(Json(current));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts the fake server on 127.0.0.1:0; returns its base URL and state.
 pub async fn start_server() -> (String, Arc<ServerState>) {
     let state = Arc::new(ServerState::default());
@@ -242,6 +278,7 @@ pub async fn start_server() -> (String, Arc<ServerState>) {
         .route("/agent/v1/hosts/{host}/heartbeat", post(heartbeat))
         .route("/agent/v1/hosts/{host}/work", get(work))
         .route("/agent/v1/events", post(events))
+        .route("/agent/v1/hosts/{host}/port-filters", get(port_filters))
         .route("/agent/v1/images/{id}/file", get(image_file))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -104,7 +104,13 @@ fn networks_and_dhcp_hosts() {
     let id = Uuid::new_v4();
     let name = xml::domain_name(&id);
     let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
-    let nic = NicXml { mac: "fa:16:3e:00:00:02".into(), network: Some(net.clone()), model: "virtio", mtu: Some(1450) };
+    let nic = NicXml {
+        mac: "fa:16:3e:00:00:02".into(),
+        network: Some(net.clone()),
+        model: "virtio",
+        mtu: Some(1450),
+        tap: None,
+    };
     hv.define(&xml::domain_xml(&self::spec(id, vec![nic]))).expect("define");
     hv.start(&name).expect("start");
 

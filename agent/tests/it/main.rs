@@ -6,5 +6,6 @@
 
 mod agent;
 mod controller;
+mod firewall_feed;
 mod fixtures;
 mod hypervisor;
