@@ -40,7 +40,7 @@ async fn guests_without_a_config_drive_read_their_own_metadata_from_169_254_169_
     let image = vm::image_dir();
     let guard = LibvirtGuard::default();
     let server = Server::start();
-    let agent =
+    let mut agent =
         Agent::start_opts(&server, &format!("vmmd-{}", std::process::id()), vm::URI, &["--config-drive", "never"]);
     let admin = server.admin().await;
     wait_hosts_up(&admin, 1).await;
@@ -97,6 +97,14 @@ async fn guests_without_a_config_drive_read_their_own_metadata_from_169_254_169_
     assert!(log.contains("meridian-guest: metadata hostname=beta keys=0 user_data=none"), "{log}");
     assert!(log.contains(&format!("meridian-guest: metadata forged-xff={alpha_ip} uuid={beta}")), "{log}");
     assert!(!log.contains("alpha-secret-user-data"), "beta read alpha's user data: {log}");
+
+    // An agent restart: its listeners die with it and come back for the existing network, so
+    // alpha's next boot reads its metadata again.
+    agent.restart();
+    admin.post("compute", &format!("/servers/{alpha}/action"), &json!({"reboot": {"type": "HARD"}})).await.expect("reboot");
+    let log = vm::wait_console(&admin, &alpha, BOOT_SECS, |c| vm::boots(c) >= 2).await;
+    let line = "meridian-guest: metadata hostname=alpha keys=1 user_data=alpha-secret-user-data";
+    assert_eq!(log.matches(line).count(), 2, "after the agent restart: {log}\nagent:\n{}", agent.log_text());
 
     // The bridge carries the metadata address while the network lives; both go with it.
     let net_xml = vm::virsh_ok(&["net-dumpxml", &libvirt_net]);
