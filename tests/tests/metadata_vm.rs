@@ -101,7 +101,10 @@ async fn guests_without_a_config_drive_read_their_own_metadata_from_169_254_169_
     // An agent restart: its listeners die with it and come back for the existing network, so
     // alpha's next boot reads its metadata again.
     agent.restart();
-    admin.post("compute", &format!("/servers/{alpha}/action"), &json!({"reboot": {"type": "HARD"}})).await.expect("reboot");
+    admin
+        .post("compute", &format!("/servers/{alpha}/action"), &json!({"reboot": {"type": "HARD"}}))
+        .await
+        .expect("reboot");
     let log = vm::wait_console(&admin, &alpha, BOOT_SECS, |c| vm::boots(c) >= 2).await;
     let line = "meridian-guest: metadata hostname=alpha keys=1 user_data=alpha-secret-user-data";
     assert_eq!(log.matches(line).count(), 2, "after the agent restart: {log}\nagent:\n{}", agent.log_text());

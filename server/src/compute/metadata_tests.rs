@@ -89,9 +89,8 @@ async fn boot(app: &TestApp, name: &str, image: &str, network: &str, extra: Valu
 }
 
 async fn scenario(app: &TestApp) {
-    let app = app;
     let t = app.admin_token.clone();
-    let creds = [("compute-a", register(&app, "compute-a").await), ("compute-b", register(&app, "compute-b").await)];
+    let creds = [("compute-a", register(app, "compute-a").await), ("compute-b", register(app, "compute-b").await)];
     let img = app
         .json(
             Method::POST,
@@ -126,24 +125,20 @@ async fn scenario(app: &TestApp) {
         assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
         nets.push(id);
     }
-    let kp =
-        compute(&app, Method::POST, "/os-keypairs", json!({"keypair": {"name": "mykey", "public_key": KEY}})).await;
+    let kp = compute(app, Method::POST, "/os-keypairs", json!({"keypair": {"name": "mykey", "public_key": KEY}})).await;
     assert!(kp.status.is_success(), "{}", kp.body);
 
     use base64::Engine as _;
     let user_data = base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho from-user-data\n");
     let extra = json!({"key_name": "mykey", "user_data": user_data, "metadata": {"role": "db"}});
-    let (one, host_one, ip_one) = boot(&app, "one", &image, &nets[0], extra).await;
-    let (two, host_two, ip_two) = boot(&app, "two", &image, &nets[0], json!({})).await;
+    let (one, host_one, ip_one) = boot(app, "one", &image, &nets[0], extra).await;
+    let (two, host_two, ip_two) = boot(app, "two", &image, &nets[0], json!({})).await;
     let cred =
         |host: &str| creds.iter().find(|(h, _)| *h == host).map(|(_, c)| c.clone()).expect("a host's credential");
     let other = |host: &str| creds.iter().find(|(h, _)| *h != host).map(|(_, c)| c.clone()).expect("another host");
     let (own, net) = (cred(&host_one), nets[0].clone());
-    let ask = |path: &'static str, cred: String, net: String, ip: String| {
-        let app = &app;
-        async move {
-            agent(app, path, &cred, &[("x-meridian-network-id", net.as_str()), ("x-forwarded-for", ip.as_str())]).await
-        }
+    let ask = |path: &'static str, cred: String, net: String, ip: String| async move {
+        agent(app, path, &cred, &[("x-meridian-network-id", net.as_str()), ("x-forwarded-for", ip.as_str())]).await
     };
 
     // The right instance, by network and address, with Nova's content.
@@ -191,11 +186,11 @@ async fn scenario(app: &TestApp) {
     let r = ask("/metadata/latest", own.clone(), net.clone(), format!("10.9.0.250, {ip_one}")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     // Without the headers or a host credential.
-    let r = agent(&app, "/metadata/latest", &own, &[]).await;
+    let r = agent(app, "/metadata/latest", &own, &[]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
     let h = [("x-meridian-network-id", net.as_str()), ("x-forwarded-for", ip_one.as_str())];
-    let r = agent(&app, "/metadata/latest", &join, &h).await;
+    let r = agent(app, "/metadata/latest", &join, &h).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
 
     // A deleted instance no longer answers (no agent runs here to finish a delete: the row is
