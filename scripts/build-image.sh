@@ -12,11 +12,16 @@
 # The guest is busybox in an initramfs (the disk is only read at boot). It loads the virtio,
 # ACPI button and filesystem modules, mounts a config drive labelled `config-2` if there is one
 # (hostname from meta_data.json, user_data run when it starts with `#!`), configures eth0 by
-# DHCP, and prints on ttyS0, in a stable format:
+# DHCP, reads the metadata service when there is no config drive, and prints on ttyS0, in a
+# stable format:
 #   meridian-guest: boot cmdline=...        (the kernel command line: tells the boot path)
 #   meridian-guest: config-drive=DEV uuid=UUID   (or config-drive=none)
 #   meridian-guest: hostname=NAME
 #   meridian-guest: ip=A.B.C.D uptime=S   (or ip=none when DHCP got nothing)
+#   meridian-guest: metadata hostname=NAME keys=N user_data=FIRST-LINE   (no config drive: read
+#                   from http://169.254.169.254; `metadata none` when it did not answer)
+#   meridian-guest: metadata forged-xff=ADDR uuid=UUID   (with the metadata key probe_xff)
+#   meridian-guest: smbios manufacturer=... product=... serial=...   (the DMI system strings)
 #   (user_data's output, then) meridian-guest: user-data exit=N
 #   meridian-guest: ssh=dropbear keys=N   (N: public keys from meta_data.json for root)
 #   meridian-guest: ready hostname=NAME ip=A.B.C.D uptime=SECONDS
@@ -222,12 +227,44 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 say "ip=$ip uptime=$(cut -d" " -f1 /proc/uptime)"
 
+# No config drive: the metadata service, as cloud-init falls back to it. `mdir` is where
+# meta_data.json and user_data are read from below (the drive's, or these copies).
+mdir=/mnt/config/openstack/latest
+if [ -z "$drive" ] && [ "$ip" != none ]; then
+    mdir=/run/metadata
+    mkdir -p "$mdir"
+    url=http://169.254.169.254/openstack/latest
+    # busybox's wget has no timeout of its own.
+    get() { timeout 20 wget -q "$@" 2>/dev/null; }
+    if get -O "$mdir/meta_data.json" "$url/meta_data.json"; then
+        get -O "$mdir/user_data" "$url/user_data" || rm -f "$mdir/user_data"
+        field() { grep -o "\"$1\": *\"[^\"]*\"" "$2" | head -n 1 | sed 's/.*: *"\(.*\)"/\1/'; }
+        h="$(field hostname "$mdir/meta_data.json")"
+        [ -n "$h" ] && hostname "$h"
+        keys="$(tr -d '\n' < "$mdir/meta_data.json" | grep -o '"public_keys": *{[^}]*}' | grep -o '": *"' | grep -c .)"
+        first=none
+        [ -s "$mdir/user_data" ] && first="$(head -n 1 "$mdir/user_data")"
+        say "metadata hostname=$h keys=$keys user_data=$first"
+        # A test hook: the instance's metadata key probe_xff names another guest's address,
+        # sent as a forged X-Forwarded-For; the answer must still be this guest's own.
+        probe="$(field probe_xff "$mdir/meta_data.json")"
+        if [ -n "$probe" ]; then
+            get -O /run/forged.json --header "X-Forwarded-For: $probe" "$url/meta_data.json"
+            say "metadata forged-xff=$probe uuid=$(field uuid /run/forged.json)"
+        fi
+    else
+        rm -f "$mdir/meta_data.json"
+        say "metadata none"
+    fi
+fi
+say "smbios manufacturer=$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null) product=$(cat /sys/class/dmi/id/product_name 2>/dev/null) serial=$(cat /sys/class/dmi/id/product_serial 2>/dev/null)"
+
 # SSH: root's authorized_keys from the config drive's public_keys, then dropbear (host keys
 # made now, on first boot; the initramfs is fresh each boot, so every boot is a first boot).
 mkdir -p /root/.ssh && chmod 700 /root /root/.ssh
 : > /root/.ssh/authorized_keys
-if [ -r /mnt/config/openstack/latest/meta_data.json ]; then
-    tr -d '\n' < /mnt/config/openstack/latest/meta_data.json | grep -o '"public_keys": *{[^}]*}' |
+if [ -r "$mdir/meta_data.json" ]; then
+    tr -d '\n' < "$mdir/meta_data.json" | grep -o '"public_keys": *{[^}]*}' |
         grep -o '": *"[^"]*"' | sed 's/^": *"//; s/"$//; s/\\n//g' > /root/.ssh/authorized_keys
 fi
 chmod 600 /root/.ssh/authorized_keys
@@ -238,7 +275,7 @@ say "ssh=dropbear keys=$(grep -c . /root/.ssh/authorized_keys)"
 mkdir -p /www && echo "meridian-guest $(hostname)" > /www/index.html
 httpd -p 8080 -h /www
 
-ud=/mnt/config/openstack/latest/user_data
+ud="$mdir/user_data"
 if [ -r "$ud" ] && [ "$(head -c 2 "$ud")" = '#!' ]; then
     cp "$ud" /run/user_data && chmod 700 /run/user_data
     /run/user_data > /dev/ttyS0 2>&1

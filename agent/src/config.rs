@@ -63,8 +63,9 @@ pub struct Args {
     #[arg(long, env = "MERIDIAN_AGENT_STOP_TIMEOUT", default_value_t = 60)]
     pub stop_timeout_secs: u64,
 
-    /// When instances get a config drive (their metadata, keys and user data; Meridian has no
-    /// metadata service): `auto` on real hypervisors but not on the test driver.
+    /// When instances get a config drive (their metadata, keys and user data, as the metadata
+    /// service at 169.254.169.254 also serves them): `auto` on real hypervisors but not on the
+    /// test driver.
     #[arg(long, env = "MERIDIAN_AGENT_CONFIG_DRIVE", value_enum, default_value_t = ConfigDriveMode::Auto)]
     pub config_drive: ConfigDriveMode,
 

@@ -1,18 +1,17 @@
 //! Config drives: the instance's metadata and user data on a small disk labelled `config-2`,
-//! in Nova's layout (`openstack/latest/meta_data.json`, `user_data`, `network_data.json`,
-//! `vendor_data.json`), so cloud-init and simple guests read it the way they do on OpenStack.
+//! in Nova's layout (`openstack/<version>/…` for every dated version and `latest`,
+//! `ec2/2009-04-04/…` and `ec2/latest/…`), so cloud-init and simple guests read it the way they
+//! do on OpenStack. The files come from `meridian_common::metadata`, the generator behind the
+//! server's metadata service too, so the drive and the service say the same.
 //!
-//! Meridian has no metadata service, so the drive is the guest's only source of its hostname,
-//! metadata, keys and user data. Formats follow Nova's `config_drive_format`: `iso9660` (made
-//! by `genisoimage`, `mkisofs` or `xorriso -as mkisofs`, whichever is installed) or `vfat`
-//! (`mkfs.vfat` + `mcopy`).
+//! Formats follow Nova's `config_drive_format`: `iso9660` (made by `genisoimage`, `mkisofs` or
+//! `xorriso -as mkisofs`, whichever is installed) or `vfat` (`mkfs.vfat` + `mcopy`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use meridian_common::agent::BuildSpec;
-use serde_json::{Value, json};
+use meridian_common::metadata::Metadata;
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -51,71 +50,10 @@ pub struct DriveContext<'a> {
     pub availability_zone: &'a str,
 }
 
-/// `meta_data.json` as Nova writes it (the keys cloud-init reads).
-pub fn meta_data(ctx: &DriveContext<'_>, spec: &BuildSpec) -> Value {
-    // Nova names keys by their key pair; the build spec carries only the key itself.
-    let (public_keys, keys) = match &spec.public_key {
-        Some(k) => (json!({ "default": k }), json!([{ "name": "default", "type": "ssh", "data": k }])),
-        None => (json!({}), json!([])),
-    };
-    json!({
-        "uuid": ctx.instance_id.to_string(),
-        "hostname": spec.hostname,
-        "name": spec.name,
-        "launch_index": 0,
-        "availability_zone": ctx.availability_zone,
-        "project_id": spec.project_id,
-        "meta": spec.metadata,
-        "public_keys": public_keys,
-        "keys": keys,
-        "devices": [],
-    })
-}
-
-/// `network_data.json`: one link per NIC (by MAC) and its fixed IPv4/IPv6 addresses as static
-/// networks, in Nova's format.
-pub fn network_data(spec: &BuildSpec) -> Value {
-    let mut links = Vec::new();
-    let mut networks = Vec::new();
-    let mut dns = Vec::new();
-    for (i, nic) in spec.nics.iter().enumerate() {
-        let link = format!("tap{}", nic.port_id.chars().take(11).collect::<String>());
-        links.push(json!({
-            "id": link,
-            "type": "ethernet",
-            "ethernet_mac_address": nic.mac_address.to_ascii_lowercase(),
-            "mtu": (nic.mtu > 0).then_some(nic.mtu),
-            "vif_id": nic.port_id,
-        }));
-        for (j, ip) in nic.ips.iter().enumerate() {
-            let Ok(net) = ip.cidr.parse::<ipnet::IpNet>() else { continue };
-            let v6 = matches!(net, ipnet::IpNet::V6(_));
-            let routes: Vec<Value> = ip
-                .gateway
-                .iter()
-                .map(|gw| {
-                    let (any, mask) = if v6 { ("::", "::") } else { ("0.0.0.0", "0.0.0.0") };
-                    json!({ "network": any, "netmask": mask, "gateway": gw })
-                })
-                .collect();
-            networks.push(json!({
-                "id": format!("network{}", i + j),
-                "type": if v6 { "ipv6" } else { "ipv4" },
-                "link": link,
-                "ip_address": ip.address,
-                "netmask": net.netmask().to_string(),
-                "routes": routes,
-                "network_id": nic.network_id,
-            }));
-            for d in &ip.dns_nameservers {
-                if !dns.contains(d) {
-                    dns.push(d.clone());
-                }
-            }
-        }
-    }
-    let services: Vec<Value> = dns.iter().map(|d| json!({ "type": "dns", "address": d })).collect();
-    json!({ "links": links, "networks": networks, "services": services })
+/// The instance's metadata as the drive carries it.
+pub fn metadata(ctx: &DriveContext<'_>, spec: &BuildSpec) -> Result<Metadata, ConfigDriveError> {
+    Metadata::from_build_spec(&ctx.instance_id.to_string(), ctx.availability_zone, spec)
+        .map_err(ConfigDriveError::UserData)
 }
 
 /// Builds the drive for `spec` at `out` (replacing any earlier one). `scratch` is a directory
@@ -127,26 +65,14 @@ pub async fn build(
     scratch: &Path,
     out: &Path,
 ) -> Result<(), ConfigDriveError> {
-    let user_data = match &spec.user_data {
-        Some(b64) if !b64.is_empty() => {
-            Some(base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(ConfigDriveError::UserData)?)
-        }
-        _ => None,
-    };
+    let md = metadata(ctx, spec)?;
     let _ = tokio::fs::remove_dir_all(scratch).await;
-    let latest = scratch.join("openstack").join("latest");
-    tokio::fs::create_dir_all(&latest).await.map_err(ConfigDriveError::Io)?;
-    let files: [(&str, Value); 3] = [
-        ("meta_data.json", meta_data(ctx, spec)),
-        ("network_data.json", network_data(spec)),
-        ("vendor_data.json", json!({})),
-    ];
-    for (name, value) in files {
-        let body = serde_json::to_vec(&value).map_err(|e| ConfigDriveError::Io(e.into()))?;
-        tokio::fs::write(latest.join(name), body).await.map_err(ConfigDriveError::Io)?;
-    }
-    if let Some(data) = &user_data {
-        tokio::fs::write(latest.join("user_data"), data).await.map_err(ConfigDriveError::Io)?;
+    for (path, body) in md.config_drive_files() {
+        let file = scratch.join(&path);
+        if let Some(dir) = file.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(ConfigDriveError::Io)?;
+        }
+        tokio::fs::write(&file, body).await.map_err(ConfigDriveError::Io)?;
     }
     // `disk.config.part`, not `with_extension`: that would be `disk.tmp`, the overlay's own
     // temporary file, which is being written at the same time.
@@ -212,11 +138,11 @@ async fn make_vfat(tree: &Path, out: &Path) -> Result<(), ConfigDriveError> {
     f.set_len(64 << 20).await.map_err(ConfigDriveError::Io)?;
     drop(f);
     run("mkfs.vfat", &[OsStr::new("-n"), OsStr::new(LABEL), out.as_os_str()], &[]).await?;
-    let src = tree.join("openstack");
+    let (openstack, ec2) = (tree.join("openstack"), tree.join("ec2"));
     let mut image = std::ffi::OsString::from("-i");
     image.push(out.as_os_str());
     // mtools refuses images whose geometry it does not like unless told not to check.
-    let args = [OsStr::new("-s"), image.as_os_str(), src.as_os_str(), OsStr::new("::/")];
+    let args = [OsStr::new("-s"), image.as_os_str(), openstack.as_os_str(), ec2.as_os_str(), OsStr::new("::/")];
     run("mcopy", &args, &[("MTOOLS_SKIP_CHECK", "1")]).await
 }
 
@@ -224,7 +150,9 @@ async fn make_vfat(tree: &Path, out: &Path) -> Result<(), ConfigDriveError> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use base64::Engine as _;
     use meridian_common::agent::{FixedIp, FlavorSpec, ImageSpec, NicSpec};
+    use serde_json::Value;
 
     use super::*;
 
@@ -233,6 +161,7 @@ mod tests {
             name: "web one".into(),
             hostname: "web-one".into(),
             flavor: FlavorSpec {
+                name: "m1.tiny".into(),
                 vcpus: 1,
                 ram_mb: 256,
                 disk_gb: 1,
@@ -262,34 +191,30 @@ mod tests {
             user_data: Some(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho hi\n")),
             metadata: BTreeMap::from([("role".to_string(), "db".to_string())]),
             public_key: Some("ssh-ed25519 AAAA test".into()),
+            key_name: Some("mykey".into()),
             project_id: "p1".into(),
+            reservation_id: "r-abc12345".into(),
+            launch_index: 0,
             config_drive: false,
         }
     }
 
     #[test]
-    fn meta_data_has_novas_keys() {
+    fn meta_data_has_novas_keys_and_keys_by_name() {
         let id = Uuid::parse_str("0e7c1c1e-1111-4222-8333-444455556666").expect("uuid");
-        let m = meta_data(&DriveContext { instance_id: id, availability_zone: "az1" }, &spec());
+        let md = metadata(&DriveContext { instance_id: id, availability_zone: "az1" }, &spec()).expect("metadata");
+        let m = md.meta_data("2025-04-04");
         assert_eq!(m["uuid"], "0e7c1c1e-1111-4222-8333-444455556666");
         assert_eq!(m["hostname"], "web-one");
         assert_eq!(m["name"], "web one");
         assert_eq!(m["availability_zone"], "az1");
         assert_eq!(m["meta"]["role"], "db");
-        assert_eq!(m["public_keys"]["default"], "ssh-ed25519 AAAA test");
+        assert_eq!(m["public_keys"]["mykey"], "ssh-ed25519 AAAA test");
+        assert_eq!(m["keys"][0]["name"], "mykey");
         assert_eq!(m["keys"][0]["data"], "ssh-ed25519 AAAA test");
-    }
-
-    #[test]
-    fn network_data_describes_each_port() {
-        let n = network_data(&spec());
+        let n = md.network_data();
         assert_eq!(n["links"][0]["ethernet_mac_address"], "fa:16:3e:00:00:01");
-        assert_eq!(n["links"][0]["mtu"], 1450);
         assert_eq!(n["networks"][0]["ip_address"], "10.0.0.5");
-        assert_eq!(n["networks"][0]["netmask"], "255.255.255.0");
-        assert_eq!(n["networks"][0]["routes"][0]["gateway"], "10.0.0.1");
-        assert_eq!(n["networks"][0]["link"], n["links"][0]["id"]);
-        assert_eq!(n["services"][0]["address"], "9.9.9.9");
     }
 
     #[test]
@@ -339,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn drives_carry_metadata_and_user_data_in_both_formats() {
+    fn drives_carry_novas_tree_in_both_formats() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         for format in [Format::Iso9660, Format::Vfat] {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -349,11 +274,29 @@ mod tests {
             rt.block_on(build(&ctx, &spec(), format, &dir.path().join("tree"), &out)).expect("build");
             assert!(!dir.path().join("tree").exists());
             assert!(label(format, &out).to_ascii_lowercase().contains(LABEL), "{format:?}: no config-2 label");
-            let meta: Value =
-                serde_json::from_str(&read_back(format, &out, "/openstack/latest/meta_data.json")).expect("json");
+            let json = |file: &str| -> Value { serde_json::from_str(&read_back(format, &out, file)).expect("json") };
+            let meta = json("/openstack/latest/meta_data.json");
             assert_eq!(meta["uuid"], id.to_string(), "{format:?}");
             assert_eq!(meta["meta"]["role"], "db");
+            assert_eq!(meta["public_keys"]["mykey"], "ssh-ed25519 AAAA test", "{format:?}: keyed by the key's name");
+            let seed = meta["random_seed"].as_str().expect("random_seed");
+            assert_eq!(base64::engine::general_purpose::STANDARD.decode(seed).expect("base64").len(), 512);
             assert_eq!(read_back(format, &out, "/openstack/latest/user_data"), "#!/bin/sh\necho hi\n");
+            // Nova's dated folders beside latest, each with what its version has.
+            let folsom = json("/openstack/2012-08-10/meta_data.json");
+            assert_eq!(folsom["uuid"], id.to_string());
+            assert!(folsom.get("random_seed").is_none(), "Grizzly added random_seed: {folsom}");
+            assert_eq!(json("/openstack/2016-10-06/vendor_data2.json"), serde_json::json!({"static": {}}));
+            assert_eq!(json("/openstack/2015-10-15/network_data.json")["links"][0]["mtu"], 1450);
+            assert_eq!(json("/openstack/latest/vendor_data.json"), serde_json::json!({}));
+            // The EC2 tree.
+            let ec2 = json("/ec2/latest/meta-data.json");
+            assert_eq!(ec2["hostname"], "web-one", "{format:?}");
+            assert_eq!(ec2["local-ipv4"], "10.0.0.5");
+            assert_eq!(ec2["public-keys"]["0"]["openssh-key"], "ssh-ed25519 AAAA test");
+            assert_eq!(ec2["placement"]["availability-zone"], "nova");
+            assert_eq!(json("/ec2/2009-04-04/meta-data.json")["instance-type"], "m1.tiny");
+            assert_eq!(read_back(format, &out, "/ec2/latest/user-data"), "#!/bin/sh\necho hi\n");
         }
     }
 }

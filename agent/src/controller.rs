@@ -24,6 +24,7 @@ use crate::disk::{self, DiskError};
 use crate::hypervisor::{DomainState, HvError, Hypervisor};
 use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
 use crate::lifecycle::{self, Decision, InstanceState, Rejected};
+use crate::metadata_proxy::MetadataProxies;
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 
@@ -130,6 +131,8 @@ pub struct Controller {
     cfg: ControllerConfig,
     /// Serialises network set-up and tear-down across instances.
     net_lock: tokio::sync::Mutex<()>,
+    /// The metadata proxies of this host's networks (none on the test driver: no bridges).
+    metadata: Option<Arc<MetadataProxies>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -155,7 +158,24 @@ impl Controller {
                 Err(e) => warn!(%instance, error = %e, "unreadable instance record; its images are not pinned"),
             }
         }
-        Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()) })
+        Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()), metadata: None })
+    }
+
+    /// Runs a metadata proxy on every network the controller plugs (see [`crate::metadata_proxy`]).
+    pub fn with_metadata_proxies(self, proxies: Arc<MetadataProxies>) -> Controller {
+        Controller { metadata: Some(proxies), ..self }
+    }
+
+    /// Starts the metadata proxies of the networks this host's instances use (after an agent
+    /// restart: the bridges outlive the agent, its listeners do not).
+    pub async fn restore_metadata_proxies(&self) {
+        let Some(proxies) = &self.metadata else { return };
+        for network in self.networks_in_use(&Uuid::nil()).await {
+            let Some(id) = network.strip_prefix(xml::NAME_PREFIX) else { continue };
+            if let Err(e) = proxies.ensure(id, &xml::bridge_name(id)).await {
+                warn!(network = id, error = %chain(&e), "no metadata service for this network's guests");
+            }
+        }
     }
 
     pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
@@ -463,6 +483,13 @@ impl Controller {
                     Err(_) => return Err(ActionError::Panicked),
                 }
             }
+            if let Some(proxies) = &self.metadata {
+                // Guests without a config drive depend on it, but a boot does not fail for it
+                // (Nova boots whether or not its metadata service is up).
+                if let Err(e) = proxies.ensure(&nic.network_id, &net_spec.bridge).await {
+                    warn!(network = %nic.network_id, error = %chain(&e), "no metadata service for this network's guests");
+                }
+            }
             // The tap's name is the port's (as Nova's), so the port filters can match it.
             let tap = Some(crate::firewall::tap_name(&nic.port_id));
             nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu, tap });
@@ -490,17 +517,24 @@ impl Controller {
             let networks: BTreeSet<String> = record.plugs.iter().map(|p| p.network.clone()).collect();
             let still_used = self.networks_in_use(&id).await;
             let plugs = record.plugs.clone();
+            let unused: Vec<String> = networks.difference(&still_used).cloned().collect();
+            let removed = unused.clone();
             self.hv(move |hv| {
                 for p in &plugs {
                     hv.remove_dhcp_host(&p.network, &p.mac)?;
                 }
-                for net in networks.difference(&still_used) {
+                for net in &removed {
                     info!(network = %net, "removing network: its last instance is gone");
                     hv.remove_network(net)?;
                 }
                 Ok(())
             })
             .await?;
+            if let Some(proxies) = &self.metadata {
+                for net in &unused {
+                    proxies.remove(net.strip_prefix(xml::NAME_PREFIX).unwrap_or(net));
+                }
+            }
             // The record goes while the lock is held: a delete of another instance on these
             // networks waiting for it must not find this record, or each of two concurrent
             // deletes keeps the network for the other and it outlives both.

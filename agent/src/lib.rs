@@ -22,6 +22,7 @@ pub mod hypervisor;
 pub mod image_cache;
 pub mod inventory;
 pub mod lifecycle;
+pub mod metadata_proxy;
 pub mod ops;
 pub mod run;
 pub mod server;
@@ -155,6 +156,15 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
         },
     )
     .context("cannot create the instances directory")?;
+    // The metadata service needs the networks' bridges: libvirt's test driver has none.
+    let controller = if virt_type == VirtType::Test || !info.supports_networks {
+        info!("metadata proxy skipped: this hypervisor has no network bridges");
+        controller
+    } else {
+        let c = controller.with_metadata_proxies(metadata_proxy::MetadataProxies::new(server.clone()));
+        c.restore_metadata_proxies().await;
+        c
+    };
     let log = WorkLog::open(&state_dir.join("work")).context("cannot open the work log")?;
 
     let agent = Agent::new(

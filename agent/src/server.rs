@@ -193,6 +193,50 @@ impl ServerClient {
         Self::parse(v)
     }
 
+    /// `{server}/agent/v1/metadata/<path>`, the guest's path normalised as Nova does (`.`
+    /// and empty segments dropped, `..` going up) but never above `metadata/`: a guest's
+    /// `../` must not reach the host's other agent routes with the host's credential.
+    fn metadata_url(&self, path: &str) -> Url {
+        let mut segments = vec!["metadata"];
+        for seg in path.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    if segments.len() > 1 {
+                        segments.pop();
+                    }
+                }
+                s => segments.push(s),
+            }
+        }
+        self.url(&segments)
+    }
+
+    /// Forwards one guest's metadata request (`path` as the guest asked it): the network it came
+    /// in on and its source address go in the protocol's headers, nothing of the guest's own.
+    /// Any answer of the server (404 included) is returned as it is: status, content type, body.
+    pub async fn metadata(
+        &self,
+        network_id: &str,
+        guest: std::net::IpAddr,
+        path: &str,
+    ) -> Result<(reqwest::StatusCode, Option<String>, Vec<u8>), ClientError> {
+        let url = self.metadata_url(path);
+        let resp = self
+            .request(Method::GET, url.clone())
+            .header(meridian_common::agent::METADATA_NETWORK_HEADER, network_id)
+            .header(meridian_common::agent::METADATA_ADDRESS_HEADER, guest.to_string())
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        let status = resp.status();
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        Ok((status, content_type, body.to_vec()))
+    }
+
     /// Starts downloading an image; the response body is the image. Non-2xx answers are errors.
     pub async fn image_file(&self, image_id: &str) -> Result<reqwest::Response, ClientError> {
         let url = self.url(&["images", image_id, "file"]);
@@ -224,6 +268,12 @@ mod tests {
         assert_eq!(c.url(&["images", "abc", "file"]).as_str(), "https://cloud.example/base/agent/v1/images/abc/file");
         assert!(ServerClient::new("ftp://x", "t").is_err());
         c.set_credential(Some("cred-s3cret".into()));
+        // A guest's path stays under metadata/, whatever it says.
+        let m = ServerClient::new("http://h:1", "t").expect("client");
+        assert_eq!(m.metadata_url("/openstack/latest/").as_str(), "http://h:1/agent/v1/metadata/openstack/latest");
+        assert_eq!(m.metadata_url("/").as_str(), "http://h:1/agent/v1/metadata");
+        assert_eq!(m.metadata_url("/a/../../../images/x/file").as_str(), "http://h:1/agent/v1/metadata/images/x/file");
+        assert_eq!(m.metadata_url("/%2e%2e/hosts").as_str(), "http://h:1/agent/v1/metadata/%252e%252e/hosts");
         assert!(format!("{c:?}").contains("<redacted>") && !format!("{c:?}").contains("s3cret"));
     }
 }

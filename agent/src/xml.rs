@@ -13,6 +13,12 @@ use uuid::Uuid;
 /// Prefix of every domain and network name the agent owns.
 pub const NAME_PREFIX: &str = "meridian-";
 
+/// Nova's SMBIOS system strings (`nova/version.py`'s vendor and product, the family the
+/// libvirt driver sets).
+pub const SMBIOS_MANUFACTURER: &str = "OpenStack Foundation";
+pub const SMBIOS_PRODUCT: &str = "OpenStack Nova";
+pub const SMBIOS_FAMILY: &str = "Virtual Machine";
+
 /// The libvirt domain type to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VirtType {
@@ -253,6 +259,21 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         esc(&spec.project_id)
     );
     x.push_str("  </metadata>\n");
+    // Nova's SMBIOS identity (`_get_guest_config_sysinfo`, serial = the uuid as with
+    // `sysinfo_serial = unique`): cloud-init's ds-identify recognises OpenStack by it and then
+    // looks for the metadata service even without a config drive.
+    x.push_str("  <sysinfo type='smbios'>\n    <system>\n");
+    for (name, value) in [
+        ("manufacturer", SMBIOS_MANUFACTURER),
+        ("product", SMBIOS_PRODUCT),
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("serial", &spec.instance_id.to_string()),
+        ("uuid", &spec.instance_id.to_string()),
+        ("family", SMBIOS_FAMILY),
+    ] {
+        let _ = writeln!(x, "      <entry name='{name}'>{}</entry>", esc(value));
+    }
+    x.push_str("    </system>\n  </sysinfo>\n");
     let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mb);
     let _ = writeln!(x, "  <vcpu>{}</vcpu>", spec.vcpus);
     x.push_str("  <os>\n");
@@ -276,6 +297,7 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         }
         None => x.push_str("    <boot dev='hd'/>\n"),
     }
+    x.push_str("    <smbios mode='sysinfo'/>\n");
     x.push_str("  </os>\n");
     x.push_str("  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
     if spec.virt_type == VirtType::Kvm {
@@ -499,6 +521,32 @@ mod tests {
         assert!(serial[0].starts_with("<serial type='pty'>"));
         assert!(serial[0].contains("<log file='/var/lib/meridian/instances/x/console.log' append='on'/>"));
         assert_eq!(element(&xml, "interface").len(), 0);
+    }
+
+    #[test]
+    fn guests_carry_novas_smbios_identity() {
+        for virt in [VirtType::Qemu, VirtType::Kvm, VirtType::Test] {
+            let xml = domain_xml(&spec(virt));
+            let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+            let sysinfo = doc.descendants().find(|n| n.has_tag_name("sysinfo")).expect("sysinfo");
+            assert_eq!(sysinfo.attribute("type"), Some("smbios"));
+            let entry = |name: &str| {
+                sysinfo
+                    .descendants()
+                    .find(|n| n.has_tag_name("entry") && n.attribute("name") == Some(name))
+                    .and_then(|n| n.text())
+                    .map(str::to_string)
+            };
+            assert_eq!(entry("manufacturer").as_deref(), Some("OpenStack Foundation"));
+            assert_eq!(entry("product").as_deref(), Some("OpenStack Nova"));
+            assert_eq!(entry("family").as_deref(), Some("Virtual Machine"));
+            assert_eq!(entry("serial").as_deref(), Some("0e7c1c1e-1111-4222-8333-444455556666"));
+            assert_eq!(entry("uuid").as_deref(), Some("0e7c1c1e-1111-4222-8333-444455556666"));
+            assert!(entry("version").is_some_and(|v| !v.is_empty()));
+            let smbios = doc.descendants().find(|n| n.has_tag_name("smbios")).expect("os/smbios");
+            assert_eq!(smbios.attribute("mode"), Some("sysinfo"));
+            assert!(smbios.parent().is_some_and(|p| p.has_tag_name("os")));
+        }
     }
 
     #[test]

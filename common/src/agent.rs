@@ -173,7 +173,15 @@ pub struct BuildSpec {
     pub user_data: Option<String>,
     pub metadata: std::collections::BTreeMap<String, String>,
     pub public_key: Option<String>,
+    /// The key pair's name (`public_keys` and `keys` in the metadata are keyed by it).
+    #[serde(default)]
+    pub key_name: Option<String>,
     pub project_id: String,
+    /// Nova's reservation id (`r-…`) and the instance's place in its multi-create request.
+    #[serde(default)]
+    pub reservation_id: String,
+    #[serde(default)]
+    pub launch_index: u32,
     /// The user asked for a config drive: attach one whatever the host's own policy.
     #[serde(default)]
     pub config_drive: bool,
@@ -181,6 +189,9 @@ pub struct BuildSpec {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FlavorSpec {
+    /// The flavor's name (EC2 metadata's `instance-type`).
+    #[serde(default)]
+    pub name: String,
     pub vcpus: u32,
     pub ram_mb: u64,
     pub disk_gb: u64,

@@ -5,6 +5,8 @@
 pub mod agent;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "metadata")]
+pub mod metadata;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod sse;

@@ -416,6 +416,12 @@ impl Agent {
             let _ = c.wait();
         }
     }
+
+    /// Kills the agent (SIGKILL) and starts it again with the same state dir and flags.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
 }
 
 impl Drop for Agent {

@@ -123,6 +123,26 @@ async fn two_guests_boot_act_on_qemu_and_leave_nothing_behind() {
         ports.push((mac, ip));
     }
     assert_ne!(ports[0].1, ports[1].1);
+    // The config drive carries Nova's tree: dated folders beside latest, the ec2 tree,
+    // vendor_data2.json, a random seed (read back with isoinfo, as a guest would mount it).
+    let drive = agent.state_dir.join("instances").join(&ids[0]).join("disk.config");
+    let read = |file: &str| {
+        let out = std::process::Command::new("isoinfo")
+            .args(["-R", "-i"])
+            .arg(&drive)
+            .args(["-x", file])
+            .output()
+            .expect("isoinfo");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let folsom: Value = serde_json::from_str(&read("/openstack/2012-08-10/meta_data.json")).expect("2012-08-10");
+    assert_eq!(folsom["uuid"], ids[0]);
+    let latest: Value = serde_json::from_str(&read("/openstack/latest/meta_data.json")).expect("latest");
+    assert!(latest["random_seed"].as_str().is_some_and(|s| s.len() > 600), "{latest}");
+    assert_eq!(read("/openstack/latest/vendor_data2.json"), r#"{"static":{}}"#);
+    let ec2: Value = serde_json::from_str(&read("/ec2/latest/meta-data.json")).expect("ec2 meta-data");
+    assert_eq!(ec2["hostname"], "alpha", "{ec2}");
+    assert_eq!(ec2["local-ipv4"], ports[0].1.as_str(), "{ec2}");
     let net_xml = vm::virsh_ok(&["net-dumpxml", &libvirt_net]);
     for (mac, ip) in &ports {
         assert!(net_xml.contains(&format!("<host mac='{mac}' ip='{ip}'/>")), "DHCP entry {mac} → {ip}: {net_xml}");

@@ -299,6 +299,7 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         name: "vm one".into(),
         hostname: "vm-one".into(),
         flavor: FlavorSpec {
+            name: "m1.tiny".into(),
             vcpus: 1,
             ram_mb: 64,
             disk_gb: 1,
@@ -317,7 +318,10 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         user_data: None,
         metadata: BTreeMap::new(),
         public_key: None,
+        key_name: None,
         project_id: "p1".into(),
+        reservation_id: "r-abc12345".into(),
+        launch_index: 0,
         config_drive: false,
     }
 }

@@ -35,6 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/events", post(work_events))
         .route("/images/{id}/file", get(image_file))
         .route("/consoles/{session}", get(super::consoles::agent_join))
+        .route("/metadata", get(super::metadata::root))
+        .route("/metadata/{*path}", get(super::metadata::item))
 }
 
 /// The bearer token of a request (`Authorization: Bearer …`), trimmed.

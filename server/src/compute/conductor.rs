@@ -446,6 +446,24 @@ fn nic_spec(port: &Port, mtu: i64, subnets: &[Subnet]) -> Result<NicSpec> {
     })
 }
 
+/// The build spec of an instance as it is now (its ports as they are, its image even if
+/// deleted since): what the metadata service renders, through the same generator as the
+/// agent's config drive, which renders the spec the build carried.
+pub(crate) async fn current_spec(state: &AppState, inst: &Instance) -> Result<BuildSpec> {
+    let filter = crate::store::network::PortFilter { device_id: Some(inst.id.clone()), ..Default::default() };
+    let mut nics = Vec::new();
+    for port in state.store.list_ports(&filter).await? {
+        nics.push(nic_of(state, port).await?);
+    }
+    let image = match state.store.get_image(&inst.image_id).await {
+        Ok(img) => img,
+        // Deleting an image does not change what its instances were booted from.
+        Err(StoreError::NotFound(_)) => Image { id: inst.image_id.clone(), ..Default::default() },
+        Err(e) => return Err(e.into()),
+    };
+    build_spec(state, inst, nics, Some(image)).await
+}
+
 async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image: Option<Image>) -> Result<BuildSpec> {
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let img = match image {
@@ -459,6 +477,7 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         name: inst.name.clone(),
         hostname: inst.hostname.clone(),
         flavor: FlavorSpec {
+            name: f["name"].as_str().unwrap_or_default().to_string(),
             vcpus: u32::try_from(as_u64(&f["vcpus"])).unwrap_or(1),
             ram_mb: as_u64(&f["ram"]),
             disk_gb: as_u64(&f["disk"]),
@@ -477,7 +496,10 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         user_data: inst.user_data.clone(),
         metadata,
         public_key: inst.key_data.clone(),
+        key_name: inst.key_name.clone(),
         project_id: inst.project_id.clone(),
+        reservation_id: inst.reservation_id.clone(),
+        launch_index: u32::try_from(inst.launch_index).unwrap_or(0),
         config_drive: !inst.config_drive.is_empty(),
     })
 }

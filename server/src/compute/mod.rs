@@ -10,6 +10,7 @@ mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
+pub mod metadata;
 pub mod microversion;
 mod quotas;
 pub mod scheduler;
@@ -194,3 +195,5 @@ mod agent_tests;
 
 #[cfg(test)]
 mod console_tests;
+#[cfg(test)]
+mod metadata_tests;

@@ -312,6 +312,30 @@ impl Store {
     }
 
     /// An instance, deleted ones included (callers decide what a deleted one means).
+    /// The one live instance placed on host `host_id` with a port on `network_id` holding the
+    /// fixed address `address` (the metadata service's lookup, as Neutron's proxy identifies
+    /// a guest by its network and source address). `None` when there is none, or more than
+    /// one (which would be a corrupt allocation: answering either would be a guess).
+    pub async fn instance_by_address(
+        &self,
+        network_id: &str,
+        address: &str,
+        host_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT i.id FROM ip_allocations a \
+             JOIN ports p ON p.id = a.port_id \
+             JOIN instances i ON i.id = p.device_id \
+             WHERE a.network_id = $1 AND a.ip_address = $2 AND i.host_id = $3 AND i.deleted = 0",
+        )
+        .bind(network_id)
+        .bind(address)
+        .bind(host_id)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(if ids.len() == 1 { ids.into_iter().next() } else { None })
+    }
+
     pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
         sqlx::query_as(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"))
             .bind(id)
