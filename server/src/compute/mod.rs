@@ -11,8 +11,10 @@ mod hosts;
 mod images;
 mod keypairs;
 pub mod microversion;
+pub mod port_filters;
 mod quotas;
 pub mod scheduler;
+mod security_groups;
 mod server_view;
 mod servers;
 pub mod states;
@@ -76,6 +78,7 @@ fn api() -> Router<AppState> {
         .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
+        .route("/servers/{id}/os-security-groups", get(security_groups::list_for_server))
         .route("/servers/{id}/remote-consoles", post(consoles::create))
         .route("/os-console-auth-tokens/{token}", get(consoles::show_token))
         .route("/servers/{id}/ips", get(servers::list_ips))

@@ -564,6 +564,8 @@ impl Store {
         .execute(&mut *self.conn().await?)
         .await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -653,6 +655,8 @@ impl Store {
         }
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(true)
     }
 
@@ -663,6 +667,8 @@ impl Store {
         release_claim_in(&mut tx, id).await?;
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(())
     }
 
@@ -684,6 +690,8 @@ impl Store {
         }
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(true)
     }
 
@@ -703,6 +711,8 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(())
     }
 
