@@ -17,6 +17,8 @@ mod subnets;
 mod tags;
 
 #[cfg(test)]
+mod security_group_tests;
+#[cfg(test)]
 mod tests;
 
 use axum::Router;
