@@ -37,12 +37,32 @@ async fn security_groups_end_to_end(server: &Server) {
     assert_eq!(shown["id"], web["id"]);
 
     let ssh = cli.json(&[
-        "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "--remote-ip", "10.0.0.0/8", "web",
+        "security",
+        "group",
+        "rule",
+        "create",
+        "--protocol",
+        "tcp",
+        "--dst-port",
+        "22",
+        "--remote-ip",
+        "10.0.0.0/8",
+        "web",
     ]);
     assert_eq!(ssh["port_range_min"], 22, "{ssh}");
     assert_eq!(ssh["remote_ip_prefix"], "10.0.0.0/8");
     let again = cli.output(&[
-        "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "--remote-ip", "10.0.0.0/8", "web",
+        "security",
+        "group",
+        "rule",
+        "create",
+        "--protocol",
+        "tcp",
+        "--dst-port",
+        "22",
+        "--remote-ip",
+        "10.0.0.0/8",
+        "web",
     ]);
     assert!(!again.status.success(), "a duplicate rule is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("Security group rule already exists"));
@@ -54,8 +74,18 @@ async fn security_groups_end_to_end(server: &Server) {
     assert!(!cli.json(&["security", "group", "rule", "list", "web"]).to_string().contains(ssh_id));
 
     let created = cli.json(&[
-        "server", "create", "--wait", "--image", "tiny", "--flavor", "m1.nano", "--network", "net", "--security-group",
-        "web", "sg-vm",
+        "server",
+        "create",
+        "--wait",
+        "--image",
+        "tiny",
+        "--flavor",
+        "m1.nano",
+        "--network",
+        "net",
+        "--security-group",
+        "web",
+        "sg-vm",
     ]);
     assert_eq!(created["status"], "ACTIVE", "{created}");
     assert_eq!(server_groups(&cli, "sg-vm"), vec!["web"]);

@@ -39,7 +39,11 @@ async fn find(state: &AppState, project_id: &str, name_or_id: &str) -> ApiResult
 
 /// `security_groups` of `POST /servers` (`[{"name": …}]`, names or ids) as group ids; empty
 /// when none are named (the ports then get the project's default group).
-pub(crate) async fn resolve_requested(state: &AppState, project_id: &str, raw: Option<&Value>) -> ApiResult<Vec<String>> {
+pub(crate) async fn resolve_requested(
+    state: &AppState,
+    project_id: &str,
+    raw: Option<&Value>,
+) -> ApiResult<Vec<String>> {
     let list = match raw {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -81,7 +85,10 @@ pub(crate) async fn action(state: &AppState, ctx: &Ctx, id: &str, add: bool, arg
         .ok_or_else(|| ApiError::not_found(format!("Security group {name} not found.")))?;
     let ports = state.store.ports_by_device(&inst.id).await?;
     if ports.is_empty() {
-        return Err(ApiError::not_found(format!("instance_id {} could not be found as device id on any ports", inst.id)));
+        return Err(ApiError::not_found(format!(
+            "instance_id {} could not be found as device id on any ports",
+            inst.id
+        )));
     }
     let mut found = false;
     for p in ports {
@@ -107,10 +114,7 @@ pub(crate) async fn action(state: &AppState, ctx: &Ctx, id: &str, add: bool, arg
         state.store.update_port(&p.id, &PortUpdate { security_groups: Some(groups), ..Default::default() }).await?;
     }
     if !found {
-        return Err(ApiError::not_found(format!(
-            "Security group {name} not associated with the instance {}",
-            inst.id
-        )));
+        return Err(ApiError::not_found(format!("Security group {name} not associated with the instance {}", inst.id)));
     }
     Ok(())
 }

@@ -255,7 +255,12 @@ async fn resolve_networks(
         let nets = visible_nets().await?;
         match nets.len() {
             0 => Ok(Vec::new()),
-            1 => Ok(vec![NetRequest { network_id: Some(nets[0].id.clone()), fixed_ip: None, port_id: None, security_groups: Vec::new() }]),
+            1 => Ok(vec![NetRequest {
+                network_id: Some(nets[0].id.clone()),
+                fixed_ip: None,
+                port_id: None,
+                security_groups: Vec::new(),
+            }]),
             _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
         }
     };
@@ -317,7 +322,12 @@ async fn resolve_networks(
                 if net.subnets.is_empty() {
                     return Err(bad(format!("Network {uuid} requires a subnet in order to boot instances on.")));
                 }
-                out.push(NetRequest { network_id: Some(uuid.to_string()), fixed_ip, port_id: None, security_groups: Vec::new() });
+                out.push(NetRequest {
+                    network_id: Some(uuid.to_string()),
+                    fixed_ip,
+                    port_id: None,
+                    security_groups: Vec::new(),
+                });
             }
             Ok(out)
         }

@@ -151,7 +151,8 @@ fn protocol(v: Option<&Value>) -> ApiResult<Option<String>> {
 
 /// Neutron's `convert_validate_port_value`: 0–65535 or absent.
 fn port(m: &Obj, key: &str) -> ApiResult<Option<i64>> {
-    let bad = |v: &Value| invalid_input("SecurityGroupInvalidPortValue", format!("Invalid value for port {}", api::shown(v)));
+    let bad =
+        |v: &Value| invalid_input("SecurityGroupInvalidPortValue", format!("Invalid value for port {}", api::shown(v)));
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Number(n)) => match n.as_i64() {
@@ -242,8 +243,22 @@ fn check_ports(protocol: Option<&str>, min: Option<i64>, max: Option<i64>) -> Ap
 
 /// Protocols that only exist over IPv6 (Neutron's `_validate_ethertype_and_protocol`).
 fn ipv6_only(p: &str) -> bool {
-    ["ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route", "41", "44", "58", "59", "60", "43"]
-        .contains(&p)
+    [
+        "ipv6-encap",
+        "ipv6-frag",
+        "ipv6-icmp",
+        "icmpv6",
+        "ipv6-nonxt",
+        "ipv6-opts",
+        "ipv6-route",
+        "41",
+        "44",
+        "58",
+        "59",
+        "60",
+        "43",
+    ]
+    .contains(&p)
 }
 
 /// Parses and checks one rule in Neutron's order; the store then checks the groups exist and
@@ -264,9 +279,8 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<NewRule> {
         }
     }
     api::check_post(&m, &SCHEMA)?;
-    let group_id = api::string(&m, "security_group_id", 36)?.ok_or_else(|| {
-        api::bad("Failed to parse request. Required attribute 'security_group_id' not specified")
-    })?;
+    let group_id = api::string(&m, "security_group_id", 36)?
+        .ok_or_else(|| api::bad("Failed to parse request. Required attribute 'security_group_id' not specified"))?;
     let direction = api::string(&m, "direction", 255)?
         .ok_or_else(|| api::bad("Failed to parse request. Required attribute 'direction' not specified"))?;
     if direction != "ingress" && direction != "egress" {

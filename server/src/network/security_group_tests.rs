@@ -86,11 +86,13 @@ async fn default_group_is_made_on_first_use_with_neutrons_rules() {
     assert_eq!(r.body["security_groups"].as_array().map(Vec::len), Some(1));
 
     // The default group keeps its name and stays (for its members; an admin may delete it).
-    let r = call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"name": "x"}})).await;
+    let r =
+        call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"name": "x"}})).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(kind(&r), "SecurityGroupCannotUpdateDefault");
-    let r = call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"description": "d"}}))
-        .await;
+    let r =
+        call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"description": "d"}}))
+            .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = call(&app, Method::DELETE, &t, &format!("/security-groups/{id}"), Value::Null).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -118,19 +120,27 @@ async fn groups_crud_list_fields_sort_and_pages() {
     for name in ["b-group", "a-group"] {
         group(&app, &t, name).await;
     }
-    let r = call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"name": "web2", "description": "d"}}))
-        .await;
+    let r = call(
+        &app,
+        Method::PUT,
+        &t,
+        &format!("/security-groups/{id}"),
+        json!({"security_group": {"name": "web2", "description": "d"}}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["security_group"]["name"], "web2");
     assert_eq!(r.body["security_group"]["revision_number"], 1);
-    let r = call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"name": "default"}}))
-        .await;
+    let r =
+        call(&app, Method::PUT, &t, &format!("/security-groups/{id}"), json!({"security_group": {"name": "default"}}))
+            .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 
     let r = call(&app, Method::GET, &t, &format!("/security-groups/{id}?fields=id&fields=name"), Value::Null).await;
     assert_eq!(r.body["security_group"], json!({"id": id, "name": "web2"}));
     let r = call(&app, Method::GET, &t, "/security-groups?sort_key=name&sort_dir=asc&fields=name", Value::Null).await;
-    let names: Vec<&str> = r.body["security_groups"].as_array().expect("list").iter().filter_map(|g| g["name"].as_str()).collect();
+    let names: Vec<&str> =
+        r.body["security_groups"].as_array().expect("list").iter().filter_map(|g| g["name"].as_str()).collect();
     assert_eq!(names, vec!["a-group", "b-group", "default", "web2"]);
     let r = call(&app, Method::GET, &t, "/security-groups?name=a-group", Value::Null).await;
     assert_eq!(r.body["security_groups"].as_array().map(Vec::len), Some(1));
@@ -144,7 +154,12 @@ async fn groups_crud_list_fields_sort_and_pages() {
         .to_string();
     let path = next.split("/network/v2.0").nth(1).expect("path");
     let r = call(&app, Method::GET, &t, path, Value::Null).await;
-    let names: Vec<&str> = r.body["security_groups"].as_array().unwrap_or_else(|| panic!("{path}: {}", r.body)).iter().filter_map(|g| g["name"].as_str()).collect();
+    let names: Vec<&str> = r.body["security_groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{path}: {}", r.body))
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
     assert_eq!(names, vec!["default", "web2"]);
 
     // Another project neither sees nor touches it.
@@ -180,22 +195,74 @@ async fn rules_are_validated_and_made_canonical_like_neutron() {
     };
 
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"protocol": "bad_protocol_name"}), "SecurityGroupRuleInvalidProtocol", "bad_protocol_name not supported"),
+        (
+            json!({"protocol": "bad_protocol_name"}),
+            "SecurityGroupRuleInvalidProtocol",
+            "bad_protocol_name not supported",
+        ),
         (json!({"protocol": 256}), "SecurityGroupRuleInvalidProtocol", "256 not supported"),
-        (json!({"protocol": "tcp", "port_range_min": -16, "port_range_max": 80}), "SecurityGroupInvalidPortValue", "Invalid value for port -16"),
-        (json!({"protocol": "tcp", "port_range_min": 80, "port_range_max": 79}), "SecurityGroupInvalidPortRange", "port_range_min must be <= port_range_max"),
-        (json!({"protocol": "tcp", "port_range_max": 6}), "SecurityGroupInvalidPortRange", "port_range_min must be <= port_range_max"),
-        (json!({"protocol": "tcp", "port_range_min": 80, "port_range_max": 65536}), "SecurityGroupInvalidPortValue", "Invalid value for port 65536"),
-        (json!({"port_range_min": 80, "port_range_max": 80}), "SecurityGroupProtocolRequiredWithPorts", "Must also specify protocol"),
-        (json!({"protocol": "icmp", "port_range_min": 1, "port_range_max": 256}), "SecurityGroupInvalidIcmpValue", "Invalid value for ICMP code"),
-        (json!({"protocol": "icmp", "port_range_min": 300, "port_range_max": 1}), "SecurityGroupInvalidIcmpValue", "Invalid value for ICMP type"),
-        (json!({"protocol": "icmp", "port_range_max": 6}), "SecurityGroupMissingIcmpType", "ICMP type (port-range-min) is missing"),
-        (json!({"protocol": "gre", "port_range_min": 1, "port_range_max": 2}), "SecurityGroupInvalidProtocolForPort", "Ports cannot be specified for protocol 47"),
-        (json!({"remote_ip_prefix": "192.168.1.1/33"}), "InvalidCIDR", "Invalid CIDR 192.168.1.1/33 given as IP prefix."),
-        (json!({"ethertype": "IPv6", "remote_ip_prefix": "10.0.0.0/8"}), "SecurityGroupRuleParameterConflict", "Conflicting value ethertype IPv6"),
+        (
+            json!({"protocol": "tcp", "port_range_min": -16, "port_range_max": 80}),
+            "SecurityGroupInvalidPortValue",
+            "Invalid value for port -16",
+        ),
+        (
+            json!({"protocol": "tcp", "port_range_min": 80, "port_range_max": 79}),
+            "SecurityGroupInvalidPortRange",
+            "port_range_min must be <= port_range_max",
+        ),
+        (
+            json!({"protocol": "tcp", "port_range_max": 6}),
+            "SecurityGroupInvalidPortRange",
+            "port_range_min must be <= port_range_max",
+        ),
+        (
+            json!({"protocol": "tcp", "port_range_min": 80, "port_range_max": 65536}),
+            "SecurityGroupInvalidPortValue",
+            "Invalid value for port 65536",
+        ),
+        (
+            json!({"port_range_min": 80, "port_range_max": 80}),
+            "SecurityGroupProtocolRequiredWithPorts",
+            "Must also specify protocol",
+        ),
+        (
+            json!({"protocol": "icmp", "port_range_min": 1, "port_range_max": 256}),
+            "SecurityGroupInvalidIcmpValue",
+            "Invalid value for ICMP code",
+        ),
+        (
+            json!({"protocol": "icmp", "port_range_min": 300, "port_range_max": 1}),
+            "SecurityGroupInvalidIcmpValue",
+            "Invalid value for ICMP type",
+        ),
+        (
+            json!({"protocol": "icmp", "port_range_max": 6}),
+            "SecurityGroupMissingIcmpType",
+            "ICMP type (port-range-min) is missing",
+        ),
+        (
+            json!({"protocol": "gre", "port_range_min": 1, "port_range_max": 2}),
+            "SecurityGroupInvalidProtocolForPort",
+            "Ports cannot be specified for protocol 47",
+        ),
+        (
+            json!({"remote_ip_prefix": "192.168.1.1/33"}),
+            "InvalidCIDR",
+            "Invalid CIDR 192.168.1.1/33 given as IP prefix.",
+        ),
+        (
+            json!({"ethertype": "IPv6", "remote_ip_prefix": "10.0.0.0/8"}),
+            "SecurityGroupRuleParameterConflict",
+            "Conflicting value ethertype IPv6",
+        ),
         (json!({"ethertype": "bad"}), "SecurityGroupRuleInvalidEtherType", "not supported"),
         (json!({"protocol": "ipv6-icmp"}), "SecurityGroupEthertypeConflictWithProtocol", "Invalid ethertype IPv4"),
-        (json!({"remote_ip_prefix": "10.0.0.0/8", "remote_group_id": other}), "SecurityGroupMultipleRemoteEntites", "Only one of"),
+        (
+            json!({"remote_ip_prefix": "10.0.0.0/8", "remote_group_id": other}),
+            "SecurityGroupMultipleRemoteEntites",
+            "Only one of",
+        ),
         (json!({"direction": "sideways"}), "HTTPBadRequest", "'sideways' is not in ['ingress', 'egress']"),
         (json!({"remote_address_group_id": "x"}), "HTTPBadRequest", "address-group extension is not enabled"),
     ];
@@ -210,7 +277,9 @@ async fn rules_are_validated_and_made_canonical_like_neutron() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
         assert_eq!(kind(&r), "SecurityGroupNotFound");
     }
-    let r = rule(&app, &t, json!({"security_group_id": "11111111-2222-3333-4444-555555555555", "direction": "ingress"})).await;
+    let r =
+        rule(&app, &t, json!({"security_group_id": "11111111-2222-3333-4444-555555555555", "direction": "ingress"}))
+            .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // Canonical forms: legacy IPv6 ICMP names, the whole port range, an address as a /32.
@@ -224,8 +293,12 @@ async fn rules_are_validated_and_made_canonical_like_neutron() {
     assert_eq!((whole["protocol"].as_str(), whole["port_range_min"].is_null()), (Some("tcp"), true));
     let r = rule(&app, &t, base(json!({"protocol": "udp", "remote_ip_prefix": "10.1.2.3"}))).await;
     assert_eq!(r.body["security_group_rule"]["remote_ip_prefix"], "10.1.2.3/32");
-    let r = rule(&app, &t, base(json!({"protocol": 17, "port_range_min": 53, "port_range_max": 53, "remote_ip_prefix": "10.1.2.3/24"})))
-        .await;
+    let r = rule(
+        &app,
+        &t,
+        base(json!({"protocol": 17, "port_range_min": 53, "port_range_max": 53, "remote_ip_prefix": "10.1.2.3/24"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let dns = r.body["security_group_rule"].clone();
     assert_eq!(dns["protocol"], "17");
@@ -233,13 +306,18 @@ async fn rules_are_validated_and_made_canonical_like_neutron() {
     assert_eq!(dns["normalized_cidr"], "10.1.2.0/24");
 
     // The same rule again, even spelled differently (protocol by name), is a conflict.
-    let r = rule(&app, &t, base(json!({"protocol": "udp", "port_range_min": 53, "port_range_max": 53, "remote_ip_prefix": "10.1.2.3/24"})))
-        .await;
+    let r = rule(
+        &app,
+        &t,
+        base(json!({"protocol": "udp", "port_range_min": 53, "port_range_max": 53, "remote_ip_prefix": "10.1.2.3/24"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert_eq!(kind(&r), "SecurityGroupRuleExists");
     assert_eq!(message(&r), format!("Security group rule already exists. Rule id is {}.", str_of(&dns, "id")));
     // Anywhere is the same as no prefix: the template's egress rule exists already.
-    let r = rule(&app, &t, json!({"security_group_id": sg, "direction": "egress", "remote_ip_prefix": "0.0.0.0/0"})).await;
+    let r =
+        rule(&app, &t, json!({"security_group_id": sg, "direction": "egress", "remote_ip_prefix": "0.0.0.0/0"})).await;
     assert_eq!(kind(&r), "SecurityGroupRuleExists", "{}", r.body);
 
     // Show equals what create answered; the group's revision moved with each rule.
@@ -268,8 +346,14 @@ async fn quotas_bound_groups_and_rules() {
     let t = app.user_in_project("alice", "pa", "member").await;
     let pid = project_id(&app, "pa").await;
     let admin = app.admin_token.clone();
-    let r = call(&app, Method::PUT, &admin, &format!("/quotas/{pid}"), json!({"quota": {"security_group": 2, "security_group_rule": 7}}))
-        .await;
+    let r = call(
+        &app,
+        Method::PUT,
+        &admin,
+        &format!("/quotas/{pid}"),
+        json!({"quota": {"security_group": 2, "security_group_rule": 7}}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // The default group (4 rules) counts; one more group (2 rules) fits, then nothing.
     let g = group(&app, &t, "one").await;
@@ -304,17 +388,21 @@ async fn ports_get_groups_and_port_security_guards_them() {
     let groups = call(&app, Method::GET, &t, "/security-groups?name=default", Value::Null).await;
     let default = str_of(&groups.body["security_groups"][0], "id").to_string();
     assert_eq!(p["security_groups"], json!([default]));
-    let r = call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": [web]}})).await;
+    let r =
+        call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": [web]}})).await;
     assert_eq!(r.body["port"]["security_groups"], json!([web]));
     let web_port = str_of(&r.body["port"], "id").to_string();
     let r = call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": []}})).await;
     assert_eq!(r.body["port"]["security_groups"], json!([]));
     // Groups that do not exist, or are another project's, are not found.
-    let r = call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": [foreign]}})).await;
+    let r = call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": [foreign]}}))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(kind(&r), "SecurityGroupNotFound");
     // Without port security no groups (none by default, and none may be asked for).
-    let r = call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "port_security_enabled": false}})).await;
+    let r =
+        call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "port_security_enabled": false}}))
+            .await;
     assert_eq!(r.body["port"]["security_groups"], json!([]));
     let body = json!({"port": {"network_id": net, "port_security_enabled": false, "security_groups": [web]}});
     let r = call(&app, Method::POST, &t, "/ports", body).await;
@@ -332,10 +420,17 @@ async fn ports_get_groups_and_port_security_guards_them() {
     let r = call(&app, Method::PUT, &t, &path, json!({"port": {"port_security_enabled": false}})).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(kind(&r), "PortSecurityPortHasSecurityGroup");
-    let r = call(&app, Method::PUT, &t, &path, json!({"port": {"port_security_enabled": false, "security_groups": []}})).await;
+    let r =
+        call(&app, Method::PUT, &t, &path, json!({"port": {"port_security_enabled": false, "security_groups": []}}))
+            .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!((r.body["port"]["port_security_enabled"].clone(), r.body["port"]["security_groups"].clone()), (json!(false), json!([])));
-    let r = call(&app, Method::PUT, &t, &path, json!({"port": {"allowed_address_pairs": [{"ip_address": "10.0.0.99"}]}})).await;
+    assert_eq!(
+        (r.body["port"]["port_security_enabled"].clone(), r.body["port"]["security_groups"].clone()),
+        (json!(false), json!([]))
+    );
+    let r =
+        call(&app, Method::PUT, &t, &path, json!({"port": {"allowed_address_pairs": [{"ip_address": "10.0.0.99"}]}}))
+            .await;
     assert_eq!(kind(&r), "AddressPairAndPortSecurityRequired");
     let r = call(&app, Method::PUT, &t, &path, json!({"port": {"security_groups": [web]}})).await;
     assert_eq!(kind(&r), "PortSecurityAndIPRequiredForSecurityGroups");
@@ -388,13 +483,26 @@ async fn register(app: &TestApp, host: &str) -> (String, String) {
 
 async fn filters(app: &TestApp, host: &str, credential: &str, query: &str) -> Reply {
     let auth = format!("Bearer {credential}");
-    app.call(Method::GET, &format!("/agent/v1/hosts/{host}/port-filters{query}"), None, &[("authorization", auth.as_str())], Body::empty())
-        .await
+    app.call(
+        Method::GET,
+        &format!("/agent/v1/hosts/{host}/port-filters{query}"),
+        None,
+        &[("authorization", auth.as_str())],
+        Body::empty(),
+    )
+    .await
 }
 
 /// An instance of project `pa` placed on `host_id`, with a port per group list given; the
 /// port ids.
-async fn instance_with_ports(app: &TestApp, t: &str, net: &str, host_id: &str, id: &str, ports: &[Value]) -> Vec<String> {
+async fn instance_with_ports(
+    app: &TestApp,
+    t: &str,
+    net: &str,
+    host_id: &str,
+    id: &str,
+    ports: &[Value],
+) -> Vec<String> {
     let pid = project_id(app, "pa").await;
     let inst = crate::store::instances::Instance {
         project_id: pid,
@@ -453,9 +561,16 @@ async fn port_filters_resolve_remote_groups_per_host() {
     assert_eq!(p["network_id"], json!(net));
     assert_eq!(p["port_security_enabled"], true);
     assert_eq!(p["fixed_ips"].as_array().map(Vec::len), Some(2), "{p}");
-    let web_port = call(&app, Method::GET, &t, &format!("/ports/{}", web_ports[0]), Value::Null).await.body["port"].clone();
-    let web_v4: Vec<String> =
-        web_port["fixed_ips"].as_array().expect("ips").iter().filter_map(|f| f["ip_address"].as_str()).filter(|a| !a.contains(':')).map(str::to_string).collect();
+    let web_port =
+        call(&app, Method::GET, &t, &format!("/ports/{}", web_ports[0]), Value::Null).await.body["port"].clone();
+    let web_v4: Vec<String> = web_port["fixed_ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .filter_map(|f| f["ip_address"].as_str())
+        .filter(|a| !a.contains(':'))
+        .map(str::to_string)
+        .collect();
     let rules = p["rules"].as_array().expect("rules");
     let pg = |ethertype: &str| {
         rules.iter().find(|r| r["port_range_min"] == 5432 && r["ethertype"] == ethertype).expect("5432 rule").clone()
@@ -469,7 +584,10 @@ async fn port_filters_resolve_remote_groups_per_host() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "web's member addresses and its address pair");
-    assert_eq!((v4["protocol"].clone(), v4["direction"].clone(), v4["stateful"].clone()), (json!(6), json!("ingress"), json!(true)));
+    assert_eq!(
+        (v4["protocol"].clone(), v4["direction"].clone(), v4["stateful"].clone()),
+        (json!(6), json!("ingress"), json!(true))
+    );
     let ssh = rules.iter().find(|r| r["port_range_min"] == 22).expect("22 rule");
     assert_eq!(ssh["remote"], json!(["192.0.2.0/24"]));
     let egress = rules.iter().find(|r| r["direction"] == "egress").expect("egress");

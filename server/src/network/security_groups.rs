@@ -68,8 +68,9 @@ pub(crate) async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiRe
 fn name(m: &Obj) -> ApiResult<Option<String>> {
     let n = api::string(m, "name", 255)?;
     if n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case("default")) {
-        return Err(NetError::conflict("SecurityGroupDefaultAlreadyExists", "Default security group already exists.")
-            .into());
+        return Err(
+            NetError::conflict("SecurityGroupDefaultAlreadyExists", "Default security group already exists.").into()
+        );
     }
     Ok(n)
 }

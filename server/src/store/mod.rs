@@ -345,7 +345,10 @@ impl Store {
             statements: Default::default(),
         };
         // Ports from before migration 0016 get their groups (a no-op once done).
-        let adopted = store.adopt_legacy_security_groups().await.map_err(|e| anyhow::anyhow!("adopting port security groups: {e}"))?;
+        let adopted = store
+            .adopt_legacy_security_groups()
+            .await
+            .map_err(|e| anyhow::anyhow!("adopting port security groups: {e}"))?;
         if adopted > 0 {
             tracing::info!(ports = adopted, "ports from before security groups now use their project's default group");
         }

@@ -514,7 +514,12 @@ async fn quota_limit(conn: &mut AnyConnection, project_id: &str, resource: &str)
 }
 
 /// Refuses to go over `project_id`'s quota of `resource` when adding `adding` rows to `table`.
-pub(crate) async fn check_quota(conn: &mut AnyConnection, project_id: &str, resource: &str, adding: i64) -> NetResult<()> {
+pub(crate) async fn check_quota(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    resource: &str,
+    adding: i64,
+) -> NetResult<()> {
     let limit = quota_limit(conn, project_id, resource).await?;
     if limit < 0 {
         return Ok(());

@@ -286,17 +286,22 @@ async fn fetch_group(conn: &mut AnyConnection, id: &str) -> NetResult<SecurityGr
 pub(crate) async fn set_port_groups(conn: &mut AnyConnection, port_id: &str, groups: &[String]) -> NetResult<()> {
     sqlx::query("DELETE FROM port_security_groups WHERE port_id = $1").bind(port_id).execute(&mut *conn).await?;
     for g in groups {
-        sqlx::query("INSERT INTO port_security_groups (port_id, security_group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(port_id)
-            .bind(g)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO port_security_groups (port_id, security_group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(port_id)
+        .bind(g)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 /// The groups of each port, in a stable order.
-pub(crate) async fn groups_of_ports(conn: &mut AnyConnection, port_ids: &[&str]) -> NetResult<BTreeMap<String, Vec<String>>> {
+pub(crate) async fn groups_of_ports(
+    conn: &mut AnyConnection,
+    port_ids: &[&str],
+) -> NetResult<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if port_ids.is_empty() {
         return Ok(out);
@@ -510,7 +515,10 @@ impl Store {
             }
             let key = rule_key(r);
             if !seen.insert(key.clone()) {
-                return Err(NetError::conflict("DuplicateSecurityGroupRuleInPost", "Duplicate Security Group Rule in POST."));
+                return Err(NetError::conflict(
+                    "DuplicateSecurityGroupRuleInPost",
+                    "Duplicate Security Group Rule in POST.",
+                ));
             }
             if let Some(existing) = g.rules.iter().find(|e| rule_key(&e.as_new()) == key) {
                 return Err(NetError::conflict(
@@ -556,10 +564,11 @@ impl Store {
 
     pub async fn delete_security_group_rule(&self, id: &str) -> NetResult<()> {
         let mut tx = self.begin().await?;
-        let group: Option<String> = sqlx::query_scalar("SELECT security_group_id FROM security_group_rules WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let group: Option<String> =
+            sqlx::query_scalar("SELECT security_group_id FROM security_group_rules WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let group = group.ok_or_else(|| rule_not_found(id))?;
         sqlx::query("DELETE FROM security_group_rules WHERE id = $1").bind(id).execute(&mut *tx).await?;
         bump_group(&mut tx, &group).await?;
@@ -663,10 +672,11 @@ impl Store {
 }
 
 async fn group_in_use(conn: &mut AnyConnection, id: &str) -> NetResult<bool> {
-    let used: Option<String> = sqlx::query_scalar("SELECT port_id FROM port_security_groups WHERE security_group_id = $1 LIMIT 1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let used: Option<String> =
+        sqlx::query_scalar("SELECT port_id FROM port_security_groups WHERE security_group_id = $1 LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(used.is_some())
 }
 
@@ -715,7 +725,8 @@ pub struct HostFilterData {
 impl Store {
     /// The data of host `host_id`'s filters (every port of every instance placed there).
     pub async fn host_filter_data(&self, host_id: &str) -> NetResult<HostFilterData> {
-        let on_host = "SELECT p.id FROM ports p JOIN instances i ON i.id = p.device_id WHERE i.host_id = $1 AND i.deleted = 0";
+        let on_host =
+            "SELECT p.id FROM ports p JOIN instances i ON i.id = p.device_id WHERE i.host_id = $1 AND i.deleted = 0";
         let mut conn = self.conn().await?;
         let ports: Vec<FilterPort> = sqlx::query_as(&format!(
             "SELECT id, device_id, network_id, mac_address, port_security_enabled, allowed_address_pairs FROM ports \

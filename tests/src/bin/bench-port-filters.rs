@@ -143,8 +143,16 @@ async fn main() -> anyhow::Result<()> {
     total.sort_by(f64::total_cmp);
     feed.sort_by(f64::total_cmp);
     println!("ports on the host, all in one self-referencing group: {n}");
-    println!("rule change -> host's HostFilters built: p50 {:.1} ms, max {:.1} ms ({changes} changes)", percentile(&total, 0.5), percentile(&total, 1.0));
-    println!("of which building HostFilters (after commit): p50 {:.1} ms, max {:.1} ms", percentile(&feed, 0.5), percentile(&feed, 1.0));
+    println!(
+        "rule change -> host's HostFilters built: p50 {:.1} ms, max {:.1} ms ({changes} changes)",
+        percentile(&total, 0.5),
+        percentile(&total, 1.0)
+    );
+    println!(
+        "of which building HostFilters (after commit): p50 {:.1} ms, max {:.1} ms",
+        percentile(&feed, 0.5),
+        percentile(&feed, 1.0)
+    );
     println!("statements per change (rule insert transaction + feed): {statements}");
     println!("HostFilters JSON size: {:.1} MiB", size as f64 / (1024.0 * 1024.0));
     store.close().await;
