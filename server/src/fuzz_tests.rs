@@ -246,6 +246,30 @@ const ROUTES: &[Route] = &[
         Kind::Json(|_| json!({"keypair": {"name": "fz-key", "type": "ssh"}})),
     ),
     r(
+        "POST",
+        "/compute/v2.1/os-security-groups",
+        &[],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "fz-nova-sg", "description": "d"}})),
+    ),
+    r(
+        "PUT",
+        "/compute/v2.1/os-security-groups/{id}",
+        &["security_group"],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "renamed", "description": "d2"}})),
+    ),
+    r(
+        "POST",
+        "/compute/v2.1/os-security-group-rules",
+        &[],
+        Admin,
+        Kind::Json(|f| {
+            json!({"security_group_rule": {"parent_group_id": f.get("security_group"), "ip_protocol": "tcp",
+            "from_port": 2222, "to_port": 2222, "cidr": "10.9.0.0/16"}})
+        }),
+    ),
+    r(
         "PUT",
         "/compute/v2.1/os-quota-sets/{project_id}",
         &["project"],
