@@ -648,3 +648,51 @@ async fn port_filters_long_poll_wakes_on_a_rule_change_and_not_before() {
     let rules = port_filter(&woken.body, &ports[0])["rules"].as_array().expect("rules").clone();
     assert!(rules.iter().any(|r| r["protocol"] == 1 && r["direction"] == "ingress"), "{rules:?}");
 }
+
+/// Ports from before migration 0016 (marked `["default"]` in the old column by the migration,
+/// or holding a group's name) get those groups when the store opens; names that match nothing
+/// stay in the column.
+#[tokio::test]
+async fn ports_from_before_security_groups_are_adopted() {
+    let app = TestApp::new().await;
+    let t = app.user_in_project("alice", "pa", "member").await;
+    let net = network(&app, &t).await;
+    let web = str_of(&group(&app, &t, "web").await, "id").to_string();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let r =
+            call(&app, Method::POST, &t, "/ports", json!({"port": {"network_id": net, "security_groups": []}})).await;
+        ports.push(str_of(&r.body["port"], "id").to_string());
+    }
+    let store = &app.state.store;
+    for (port, legacy) in ports.iter().zip([r#"["default"]"#, r#"["web", "gone"]"#]) {
+        sqlx::query("UPDATE ports SET security_groups = $2 WHERE id = $1")
+            .bind(port)
+            .bind(legacy)
+            .execute(&mut *store.conn().await.expect("conn"))
+            .await
+            .expect("mark");
+    }
+    let before = store.filter_generation();
+    assert_eq!(store.adopt_legacy_security_groups().await.expect("adopt"), 2);
+    assert_ne!(store.filter_generation(), before, "agents are told");
+    let default = call(&app, Method::GET, &t, "/security-groups?name=default", Value::Null).await.body["security_groups"][0]["id"].clone();
+    let first = call(&app, Method::GET, &t, &format!("/ports/{}", ports[0]), Value::Null).await;
+    assert_eq!(first.body["port"]["security_groups"], json!([default]));
+    let second = call(&app, Method::GET, &t, &format!("/ports/{}", ports[1]), Value::Null).await;
+    assert_eq!(second.body["port"]["security_groups"], json!([web]));
+    let left: Vec<(String,)> =
+        sqlx::query_as("SELECT security_groups FROM ports WHERE id = $1 OR id = $2 ORDER BY security_groups")
+            .bind(&ports[0])
+            .bind(&ports[1])
+            .fetch_all(&mut *store.conn().await.expect("conn"))
+            .await
+            .expect("read");
+    assert_eq!(
+        left,
+        vec![(r#"["gone"]"#.to_string(),), ("[]".to_string(),)],
+        "the unknown name is kept, the rest cleared"
+    );
+    // Done once: nothing left to adopt but the unknown name, which stays.
+    assert_eq!(store.adopt_legacy_security_groups().await.expect("again"), 0);
+}
