@@ -328,8 +328,13 @@ fn security_groups(m: &Obj) -> ApiResult<Option<Vec<String>>> {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(Vec::new())),
         Some(_) => {
-            let mut ids = api::str_list(m, "security_groups")?.unwrap_or_default();
-            ids.dedup();
+            // Each group once, in the order given.
+            let mut ids: Vec<String> = Vec::new();
+            for id in api::str_list(m, "security_groups")?.unwrap_or_default() {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
             Ok(Some(ids))
         }
     }
