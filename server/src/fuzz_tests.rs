@@ -246,6 +246,30 @@ const ROUTES: &[Route] = &[
         Kind::Json(|_| json!({"keypair": {"name": "fz-key", "type": "ssh"}})),
     ),
     r(
+        "POST",
+        "/compute/v2.1/os-security-groups",
+        &[],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "fz-nova-sg", "description": "d"}})),
+    ),
+    r(
+        "PUT",
+        "/compute/v2.1/os-security-groups/{id}",
+        &["security_group"],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "renamed", "description": "d2"}})),
+    ),
+    r(
+        "POST",
+        "/compute/v2.1/os-security-group-rules",
+        &[],
+        Admin,
+        Kind::Json(|f| {
+            json!({"security_group_rule": {"parent_group_id": f.get("security_group"), "ip_protocol": "tcp",
+            "from_port": 2222, "to_port": 2222, "cidr": "10.9.0.0/16"}})
+        }),
+    ),
+    r(
         "PUT",
         "/compute/v2.1/os-quota-sets/{project_id}",
         &["project"],
@@ -393,6 +417,31 @@ const ROUTES: &[Route] = &[
         Kind::Json(
             |f| json!({"port": {"name": "renamed", "fixed_ips": [{"subnet_id": f.get("subnet")}], "device_id": "d", "device_owner": "compute:nova"}}),
         ),
+    ),
+    r(
+        "POST",
+        "/network/v2.0/security-groups",
+        &[],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "fz-sg", "description": "d", "stateful": true}})),
+    ),
+    r(
+        "PUT",
+        "/network/v2.0/security-groups/{id}",
+        &["security_group"],
+        Admin,
+        Kind::Json(|_| json!({"security_group": {"name": "renamed", "description": "d2"}})),
+    ),
+    r(
+        "POST",
+        "/network/v2.0/security-group-rules",
+        &[],
+        Admin,
+        Kind::Json(|f| {
+            json!({"security_group_rule": {"security_group_id": f.get("security_group"), "direction": "ingress",
+            "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_ip_prefix": "10.0.0.0/8", "description": "ssh"}})
+        }),
     ),
     r("PUT", "/network/v2.0/networks/{id}/tags", &["network"], Admin, Kind::Json(|_| json!({"tags": ["a", "b"]}))),
     r("PUT", "/network/v2.0/networks/{id}/tags/{tag}", &["network", "tag"], Admin, Kind::Ignored),
@@ -542,6 +591,8 @@ async fn fixtures(app: &TestApp) -> Fixtures {
     let subnet = json!({"subnet": {"network_id": network, "cidr": "10.88.0.0/24", "ip_version": 4}});
     ids.insert("subnet", post("/network/v2.0/subnets", subnet, "/subnet/id").await);
     ids.insert("port", post("/network/v2.0/ports", json!({"port": {"network_id": network}}), "/port/id").await);
+    let sg = json!({"security_group": {"name": "fx-sg"}});
+    ids.insert("security_group", post("/network/v2.0/security-groups", sg, "/security_group/id").await);
     let agent_bearer = agent_bearer(app).await;
     // A host for the heartbeat route and the server.
     let reg = json!({"host": "fx-host", "inventory": inventory(), "agent_version": "0.1.0"});

@@ -107,7 +107,7 @@ FEATURES = {
     "network-feature-enabled": {
         "ipv6": True,
         "ipv6_subnet_attributes": True,
-        "port_security": False,
+        "port_security": True,
         "floating_ips": False,
         "port_admin_state_change": True,
     },

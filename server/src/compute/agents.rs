@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/register", post(register))
         .route("/hosts/{host}/heartbeat", post(heartbeat))
         .route("/hosts/{host}/work", get(poll_work))
+        .route("/hosts/{host}/port-filters", get(super::port_filters::poll))
         .route("/work/{id}/events", post(work_event))
         .route("/events", post(work_events))
         .route("/images/{id}/file", get(image_file))
@@ -79,7 +80,7 @@ pub struct HostAuth {
 impl HostAuth {
     /// Refuses a call naming another host in its path: 403, since the caller is a known host
     /// asking for something that is plainly not its own (host names are no secret).
-    fn check_host(&self, host: &str) -> ApiResult<()> {
+    pub(crate) fn check_host(&self, host: &str) -> ApiResult<()> {
         if self.host_name == host {
             Ok(())
         } else {

@@ -343,6 +343,9 @@ pub struct NetRequest {
     pub fixed_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_id: Option<String>,
+    /// Security group ids for the port this request creates; empty: the project's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 /// Networking, then the build work for the agent (idempotent: ports made before a crash are
@@ -396,6 +399,9 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
                     np.device_id = inst.id.clone();
                     np.device_owner = format!("compute:{}", host.availability_zone);
                     np.host_id = host.name.clone();
+                    if !r.security_groups.is_empty() {
+                        np.security_groups = Some(r.security_groups.clone());
+                    }
                     if let Some(ip) = &r.fixed_ip {
                         let addr =
                             ip.parse().map_err(|_| ConductError::Invalid(format!("Invalid fixed IP address {ip}")))?;

@@ -12,8 +12,11 @@ mod images;
 mod keypairs;
 pub mod metadata;
 pub mod microversion;
+mod os_security_groups;
+pub mod port_filters;
 mod quotas;
 pub mod scheduler;
+mod security_groups;
 mod server_view;
 mod servers;
 pub mod states;
@@ -23,7 +26,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::from_fn;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
 pub use microversion::ApiVersion;
@@ -77,6 +80,17 @@ fn api() -> Router<AppState> {
         .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
+        .route("/servers/{id}/os-security-groups", get(security_groups::list_for_server))
+        .route(
+            "/os-security-groups",
+            get(os_security_groups::list).post(os_security_groups::create).delete(os_security_groups::delete_none),
+        )
+        .route(
+            "/os-security-groups/{id}",
+            get(os_security_groups::show).put(os_security_groups::update).delete(os_security_groups::delete),
+        )
+        .route("/os-security-group-rules", post(os_security_groups::create_rule))
+        .route("/os-security-group-rules/{id}", delete(os_security_groups::delete_rule))
         .route("/servers/{id}/remote-consoles", post(consoles::create))
         .route("/os-console-auth-tokens/{token}", get(consoles::show_token))
         .route("/servers/{id}/ips", get(servers::list_ips))

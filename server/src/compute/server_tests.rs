@@ -518,3 +518,83 @@ async fn server_list_pages_in_sql_follow_sort_marker_and_filters() {
             .await;
     assert_eq!(names(&r), ["s2"], "{}", r.body);
 }
+
+/// Nova's side of security groups without agents: names resolved on create (unknown: 400),
+/// the proxy API up to 2.35 (404 above), add/remove on a server's ports and its group list.
+#[tokio::test]
+async fn security_groups_through_nova() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app, 0).await;
+    let t = app.admin_token.clone();
+    let mut body = server(&image, "1", &network);
+    body["server"]["security_groups"] = json!([{"name": "no-such-group"}]);
+    let r = at(&app, Method::POST, "/servers", &t, "compute 2.79", body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body["badRequest"]["message"].as_str().is_some_and(|m| m.contains("no-such-group")), "{}", r.body);
+
+    // The proxy: create, show (ingress rules only), rules, and gone above 2.35.
+    let sg = json!({"security_group": {"name": "web", "description": "web tier"}});
+    let r = at(&app, Method::POST, "/os-security-groups", &t, "compute 2.35", sg.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let web = r.body["security_group"]["id"].as_str().expect("id").to_string();
+    assert_eq!(r.body["security_group"]["rules"], json!([]), "egress rules are not Nova's");
+    let r = at(&app, Method::POST, "/os-security-groups", &t, "compute 2.36", sg).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let rule =
+        json!({"security_group_rule": {"parent_group_id": web, "ip_protocol": "tcp", "from_port": 22, "to_port": 22}});
+    let r = at(&app, Method::POST, "/os-security-group-rules", &t, "compute 2.1", rule.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["security_group_rule"]["ip_range"], json!({"cidr": "0.0.0.0/0"}));
+    let r = at(&app, Method::POST, "/os-security-group-rules", &t, "compute 2.1", rule).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a duplicate: {}", r.body);
+    let bad_range = json!({"security_group_rule": {"parent_group_id": web, "ip_protocol": "tcp", "from_port": 22, "to_port": 70000}});
+    let r = at(&app, Method::POST, "/os-security-group-rules", &t, "compute 2.1", bad_range).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = at(&app, Method::GET, &format!("/os-security-groups/{web}"), &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["security_group"]["rules"][0]["from_port"], 22, "{}", r.body);
+    let list = at(&app, Method::GET, "/os-security-groups", &t, "compute 2.1", Value::Null).await;
+    let default = list.body["security_groups"]
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["name"] == "default"))
+        .and_then(|g| g["id"].as_str())
+        .expect("the default group")
+        .to_string();
+    let r = at(&app, Method::DELETE, &format!("/os-security-groups/{default}"), &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "the admin may delete a default group (Neutron's rule)");
+
+    // A server's ports: groups added and removed by name.
+    let inst = crate::store::instances::Instance {
+        project_id: app.state.store.get_project_by_name("default", "admin").await.expect("project").id,
+        ..crate::testing::instance("vm-sg")
+    };
+    app.state.store.create_instance(&inst, None).await.expect("instance");
+    let port = json!({"port": {"network_id": network, "device_id": "vm-sg", "device_owner": "compute:nova", "security_groups": [web]}});
+    let r = app.json(Method::POST, "/network/v2.0/ports", &t, port).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = at(&app, Method::GET, "/servers/vm-sg", &t, "compute 2.79", Value::Null).await;
+    assert_eq!(r.body["server"]["security_groups"], json!([{"name": "web"}]), "{}", r.body);
+    let act = |name: &str, group: &str| json!({ name: {"name": group} });
+    let r =
+        at(&app, Method::POST, "/servers/vm-sg/action", &t, "compute 2.79", act("addSecurityGroup", "default")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = at(&app, Method::POST, "/servers/vm-sg/action", &t, "compute 2.79", act("addSecurityGroup", "web")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "already there: {}", r.body);
+    let r = at(&app, Method::POST, "/servers/vm-sg/action", &t, "compute 2.79", act("addSecurityGroup", "nope")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = at(&app, Method::GET, "/servers/vm-sg/os-security-groups", &t, "compute 2.79", Value::Null).await;
+    let mut names: Vec<&str> =
+        r.body["security_groups"].as_array().expect("list").iter().filter_map(|g| g["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["default", "web"]);
+    let r =
+        at(&app, Method::POST, "/servers/vm-sg/action", &t, "compute 2.79", act("removeSecurityGroup", "web")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r =
+        at(&app, Method::POST, "/servers/vm-sg/action", &t, "compute 2.79", act("removeSecurityGroup", "web")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "no longer associated");
+    let r = at(&app, Method::GET, "/servers/vm-sg", &t, "compute 2.79", Value::Null).await;
+    assert_eq!(r.body["server"]["security_groups"], json!([{"name": "default"}]));
+    // web is free again; the proxy deletes it.
+    let r = at(&app, Method::DELETE, &format!("/os-security-groups/{web}"), &t, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+}

@@ -48,6 +48,8 @@ pub(crate) struct Extras {
     pub host_az: Option<String>,
     pub host_up: Option<bool>,
     pub addresses: Addresses,
+    /// The names of the groups of the server's ports.
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -94,8 +96,8 @@ enum FlavorRef<'a> {
 }
 
 #[derive(Serialize)]
-struct SecurityGroupName {
-    name: &'static str,
+struct SecurityGroupName<'a> {
+    name: &'a str,
 }
 
 /// `Some(None)` is written as `null`; `None` leaves the key out.
@@ -163,7 +165,7 @@ struct Full<'a> {
     #[serde(rename = "os-extended-volumes:volumes_attached")]
     volumes_attached: [(); 0],
     #[serde(skip_serializing_if = "Option::is_none")]
-    security_groups: Option<[SecurityGroupName; 1]>,
+    security_groups: Option<Vec<SecurityGroupName<'a>>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     admin: Option<AdminAttrs<'a>>,
 }
@@ -275,7 +277,9 @@ pub(crate) fn view<'a>(
         launched_at: inst.launched_at.as_deref().map(nova_launch_time),
         terminated_at: inst.terminated_at.as_deref().map(nova_launch_time),
         volumes_attached: [],
-        security_groups: (!x.addresses.is_empty()).then_some([SecurityGroupName { name: "default" }]),
+        // The groups of the server's ports, each name once (Nova leaves the key out when none).
+        security_groups: (!x.security_groups.is_empty())
+            .then(|| x.security_groups.iter().map(|n| SecurityGroupName { name: n }).collect()),
         admin: ctx.is_admin().then(|| AdminAttrs {
             host: x.host_name.as_deref(),
             hypervisor_hostname: x.host_name.as_deref(),

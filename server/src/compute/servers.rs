@@ -76,6 +76,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
         state.store.hosts_by_ids(&host_ids).await?.into_iter().map(|h| (h.id.clone(), h)).collect();
     let ids: Vec<&str> = insts.iter().map(|i| i.id.as_str()).collect();
     let mut addresses = addresses_by_instance(state, &ids).await?;
+    let mut groups = state.store.group_names_by_device(&ids).await?;
     Ok(insts
         .iter()
         .map(|inst| {
@@ -85,6 +86,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
                 host_az: host.map(|h| h.availability_zone.clone()),
                 host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
                 addresses: addresses.remove(&inst.id).unwrap_or_default(),
+                security_groups: groups.remove(&inst.id).unwrap_or_default(),
             }
         })
         .collect())
@@ -253,7 +255,12 @@ async fn resolve_networks(
         let nets = visible_nets().await?;
         match nets.len() {
             0 => Ok(Vec::new()),
-            1 => Ok(vec![NetRequest { network_id: Some(nets[0].id.clone()), fixed_ip: None, port_id: None }]),
+            1 => Ok(vec![NetRequest {
+                network_id: Some(nets[0].id.clone()),
+                fixed_ip: None,
+                port_id: None,
+                security_groups: Vec::new(),
+            }]),
             _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
         }
     };
@@ -286,6 +293,7 @@ async fn resolve_networks(
                         network_id: Some(p.network_id.clone()),
                         fixed_ip: None,
                         port_id: Some(port.to_string()),
+                        security_groups: Vec::new(),
                     });
                     continue;
                 }
@@ -314,7 +322,12 @@ async fn resolve_networks(
                 if net.subnets.is_empty() {
                     return Err(bad(format!("Network {uuid} requires a subnet in order to boot instances on.")));
                 }
-                out.push(NetRequest { network_id: Some(uuid.to_string()), fixed_ip, port_id: None });
+                out.push(NetRequest {
+                    network_id: Some(uuid.to_string()),
+                    fixed_ip,
+                    port_id: None,
+                    security_groups: Vec::new(),
+                });
             }
             Ok(out)
         }
@@ -468,7 +481,12 @@ pub async fn create(
     if max_count < min_count {
         return Err(bad("min_count must be <= max_count"));
     }
-    let networks = resolve_networks(&state, &ctx, v, b.get("networks"), &project_id).await?;
+    let mut networks = resolve_networks(&state, &ctx, v, b.get("networks"), &project_id).await?;
+    // The ports the build creates get these groups (none named: the project's default group).
+    let groups = super::security_groups::resolve_requested(&state, &project_id, b.get("security_groups")).await?;
+    for n in networks.iter_mut().filter(|n| n.port_id.is_none()) {
+        n.security_groups.clone_from(&groups);
+    }
     if networks.iter().any(|n| n.port_id.is_some() || n.fixed_ip.is_some()) && max_count > 1 {
         return Err(bad(
             "Unable to launch multiple instances with a single configured port ID or fixed IP. Please launch your instance one by one with different ports.",
@@ -576,7 +594,7 @@ pub async fn create(
         "id": inst.id,
         "links": links(&state, &format!("servers/{}", inst.id)),
         "OS-DCF:diskConfig": "MANUAL",
-        "security_groups": [{"name": "default"}],
+        "security_groups": requested_group_names(b.get("security_groups")),
         "adminPass": admin_pass,
     }});
     let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
@@ -584,6 +602,15 @@ pub async fn create(
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
+}
+
+/// The groups a create response names: those requested, else `default` (as Nova answers).
+fn requested_group_names(raw: Option<&Value>) -> Value {
+    let names: Vec<Value> = raw
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|g| g.get("name").cloned()).map(|n| json!({"name": n})).collect())
+        .unwrap_or_default();
+    if names.is_empty() { json!([{"name": "default"}]) } else { Value::Array(names) }
 }
 
 fn new_action(ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> InstanceAction {
@@ -1028,6 +1055,10 @@ pub async fn action(
                 },
             };
             start_action(&state, &ctx, &inst, action).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            super::security_groups::action(&state, &ctx, &id, name == "addSecurityGroup", args).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-getConsoleOutput" => {

@@ -379,7 +379,8 @@ fn page_link(state: &AppState, s: &Schema, q: &Query, marker: Option<&str>, prev
         params.push(("page_reverse".into(), "True".into()));
     }
     let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-    let href = format!("{}?{qs}", state.url(&format!("network/v2.0/{}", s.plural)));
+    // The collection's path: `security_groups` are at `security-groups`.
+    let href = format!("{}?{qs}", state.url(&format!("network/v2.0/{}", s.plural.replace('_', "-"))));
     json!({"rel": if previous { "previous" } else { "next" }, "href": href})
 }
 

@@ -11,9 +11,13 @@ pub mod ipam;
 mod networks;
 mod ports;
 mod quotas;
+mod security_group_rules;
+mod security_groups;
 mod subnets;
 mod tags;
 
+#[cfg(test)]
+mod security_group_tests;
 #[cfg(test)]
 mod tests;
 
@@ -57,6 +61,13 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ports/{id}/tags", get(tags::list::<PORT>).put(tags::replace::<PORT>).delete(tags::clear::<PORT>))
         .route("/ports/{id}/tags/{tag}", get(tags::check::<PORT>).put(tags::add::<PORT>).delete(tags::remove::<PORT>))
+        .route("/security-groups", get(security_groups::list).post(security_groups::create))
+        .route(
+            "/security-groups/{id}",
+            get(security_groups::show).put(security_groups::update).delete(security_groups::delete),
+        )
+        .route("/security-group-rules", get(security_group_rules::list).post(security_group_rules::create))
+        .route("/security-group-rules/{id}", get(security_group_rules::show).delete(security_group_rules::delete))
         .route("/quotas", get(quotas::list))
         .route("/quotas/tenant", get(quotas::tenant))
         .route("/quotas/project", get(quotas::project))
@@ -91,7 +102,14 @@ async fn resources(State(state): State<AppState>) -> axum::Json<Value> {
 /// listed: clients act on this list (openstacksdk's cloud layer looks for a floating IP for
 /// each new server when `external-net` is present, so it is absent until routers and floating
 /// IPs exist), and an attribute of an extension not listed is refused as unrecognized.
-const EXTENSIONS: [(&str, &str, &str, &str); 19] = [
+const EXTENSIONS: [(&str, &str, &str, &str); 21] = [
+    ("security-group", "security-group", "The security groups extension.", "2012-10-05T10:00:00-00:00"),
+    (
+        "stateful-security-group",
+        "Stateful security group",
+        "Indicates if the security group is stateful or not",
+        "2019-11-26T09:00:00-00:00",
+    ),
     (
         "quotas",
         "Quota management support",

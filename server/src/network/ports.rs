@@ -48,6 +48,7 @@ pub(crate) const SCHEMA: Schema = Schema {
         ("allowed_address_pairs", Kind::Dict),
         ("extra_dhcp_opts", Kind::Dict),
         ("port_security_enabled", Kind::Bool),
+        ("security_groups", Kind::List),
         ("description", Kind::Str),
         ("tags", Kind::List),
         ("created_at", Kind::Str),
@@ -72,6 +73,7 @@ pub(crate) const SCHEMA: Schema = Schema {
         "allowed_address_pairs",
         "extra_dhcp_opts",
         "port_security_enabled",
+        "security_groups",
         "description",
         "binding:host_id",
         "binding:profile",
@@ -87,6 +89,7 @@ pub(crate) const SCHEMA: Schema = Schema {
         "allowed_address_pairs",
         "extra_dhcp_opts",
         "port_security_enabled",
+        "security_groups",
         "description",
         "binding:host_id",
         "binding:profile",
@@ -113,6 +116,7 @@ pub(crate) fn port_json(p: &Port, admin: bool) -> Obj {
         "allowed_address_pairs": p.address_pairs(),
         "extra_dhcp_opts": p.dhcp_opts(),
         "port_security_enabled": p.port_security_enabled != 0,
+        "security_groups": p.security_group_ids,
         "description": p.description,
         "tags": p.tag_list(),
         "created_at": api::time(&p.created_at),
@@ -318,6 +322,24 @@ fn address_pairs(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
     Ok(Some(out))
 }
 
+/// `security_groups`: a list of group ids (null is the empty list, as Neutron converts it).
+fn security_groups(m: &Obj) -> ApiResult<Option<Vec<String>>> {
+    match m.get("security_groups") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(Vec::new())),
+        Some(_) => {
+            // Each group once, in the order given.
+            let mut ids: Vec<String> = Vec::new();
+            for id in api::str_list(m, "security_groups")?.unwrap_or_default() {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            Ok(Some(ids))
+        }
+    }
+}
+
 fn dhcp_opts(m: &Obj) -> ApiResult<Option<Vec<Value>>> {
     let list = match m.get("extra_dhcp_opts") {
         None => return Ok(None),
@@ -456,6 +478,7 @@ async fn build(state: &AppState, ctx: &Ctx, m: &Obj) -> ApiResult<NewPort> {
         p.vnic_type = v;
     }
     p.port_security_enabled = api::boolean(m, "port_security_enabled")?;
+    p.security_groups = security_groups(m)?;
     p.allowed_address_pairs = address_pairs(m)?.unwrap_or_default();
     p.extra_dhcp_opts = dhcp_opts(m)?.unwrap_or_default();
     let enabled = p.port_security_enabled.unwrap_or(net.port_security_enabled != 0);
@@ -503,9 +526,7 @@ pub async fn update(
         vnic_type: vnic_type(&m)?,
         binding_profile: profile(&m)?,
         port_security_enabled: api::boolean(&m, "port_security_enabled")?,
-        // No security groups: the extension is not loaded (issue 15), so the attribute is not
-        // part of the API; the stored list stays as it is.
-        security_groups: None,
+        security_groups: security_groups(&m)?,
         allowed_address_pairs: address_pairs(&m)?,
         extra_dhcp_opts: dhcp_opts(&m)?,
     };

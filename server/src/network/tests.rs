@@ -84,7 +84,7 @@ async fn discovery_documents() {
         assert!(aliases.contains(&a), "{a}");
     }
     // No routers or floating IPs: nothing that makes clients look for them.
-    for a in ["router", "external-net", "security-group"] {
+    for a in ["router", "external-net", "address-group"] {
         assert!(!aliases.contains(&a), "{a}");
     }
     assert_eq!(get(&app, &t, "/extensions/quotas").await.body["extension"]["alias"], "quotas");
@@ -578,16 +578,17 @@ async fn port_crud_and_ipam() {
     assert_eq!(p["binding:profile"], json!({}));
     assert_eq!(p["binding:vif_details"], json!({}));
     assert_eq!(p["binding:host_id"], "");
-    // The security-group extension is not loaded: no such attribute, and it is refused.
-    assert!(p.get("security_groups").is_none(), "{p}");
+    // The project's default group, made on this first use.
+    assert_eq!(p["security_groups"].as_array().map(Vec::len), Some(1), "{p}");
     assert_eq!(p["allowed_address_pairs"], json!([]));
     assert_eq!(p["extra_dhcp_opts"], json!([]));
     assert_eq!(p["port_security_enabled"], true);
     assert_eq!(p["admin_state_up"], true);
     let pid = p["id"].as_str().expect("id").to_string();
+    // Groups are named by id: a name is no group.
     let r = port(&app, &t, json!({"network_id": net, "security_groups": ["default"]})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["NeutronError"]["message"], "Unrecognized attribute(s) 'security_groups'");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(kind(&r), "SecurityGroupNotFound");
 
     let r =
         port(&app, &t, json!({"network_id": net, "fixed_ips": [{"subnet_id": sub, "ip_address": "10.0.0.20"}]})).await;

@@ -588,6 +588,8 @@ impl Store {
         .execute(&mut *self.conn().await?)
         .await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         found(done.rows_affected(), || format!("Instance {id} could not be found."))
     }
 
@@ -677,6 +679,8 @@ impl Store {
         }
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(true)
     }
 
@@ -687,6 +691,8 @@ impl Store {
         release_claim_in(&mut tx, id).await?;
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(())
     }
 
@@ -708,6 +714,8 @@ impl Store {
         }
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(true)
     }
 
@@ -727,6 +735,8 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.instances_changed();
+        // Placement decides which host filters the instance's ports.
+        self.filters_changed();
         Ok(())
     }
 

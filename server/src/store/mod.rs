@@ -16,6 +16,7 @@ pub mod instances;
 pub mod lockout;
 pub mod network;
 pub mod retention;
+pub mod security_groups;
 pub mod services;
 mod sql;
 mod triggers;
@@ -73,6 +74,9 @@ pub struct Store {
     /// Bumped after every committed change to an instance row in this process, so live
     /// readers (the event stream) wake at once instead of waiting for their next poll.
     instance_changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The port-filter generation: moved after every committed change in this process that
+    /// can change some host's port filters (see `security_groups`).
+    filter_changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// SQLite's group commit ([`Store::sync`]); `None` where every commit is durable by itself.
     wal_sync: Option<std::sync::Arc<wal_sync::WalSyncer>>,
     /// Statements run through this store's connections ([`Store::statements`]).
@@ -332,13 +336,23 @@ impl Store {
             Some(path) if durability == SqliteDurability::Group => Some(wal_sync::WalSyncer::start(path)),
             _ => None,
         };
-        Ok(Store {
+        let store = Store {
             connections,
             backend,
             instance_changes: std::sync::Arc::new(instance_changes),
+            filter_changes: std::sync::Arc::new(tokio::sync::watch::channel(security_groups::initial_generation()).0),
             wal_sync,
             statements: Default::default(),
-        })
+        };
+        // Ports from before migration 0016 get their groups (a no-op once done).
+        let adopted = store
+            .adopt_legacy_security_groups()
+            .await
+            .map_err(|e| anyhow::anyhow!("adopting port security groups: {e}"))?;
+        if adopted > 0 {
+            tracing::info!(ports = adopted, "ports from before security groups now use their project's default group");
+        }
+        Ok(store)
     }
 
     /// Makes every change committed so far durable (group commit; at once where each commit

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
+use super::security_groups::{check_groups, ensure_default, groups_of_ports, set_port_groups};
 use super::sql::Sql;
 use super::{Store, StoreError, flag, new_uuid, now};
 use crate::network::ipam;
@@ -321,6 +322,9 @@ pub struct Port {
     /// The port's addresses (filled by the store).
     #[sqlx(skip)]
     pub fixed_ips: Vec<FixedIp>,
+    /// The port's security groups (filled by the store; `security_groups` is the legacy column).
+    #[sqlx(skip)]
+    pub security_group_ids: Vec<String>,
 }
 
 impl Port {
@@ -370,7 +374,9 @@ pub struct NewPort {
     pub binding_profile: Value,
     /// None: the network's setting.
     pub port_security_enabled: Option<bool>,
-    pub security_groups: Vec<String>,
+    /// None: the project's default group (none for network-owned ports or without port
+    /// security); Some: exactly these (they must exist in the port's project).
+    pub security_groups: Option<Vec<String>>,
     /// `[{"ip_address": …, "mac_address"?: …}]`; a missing MAC becomes the port's.
     pub allowed_address_pairs: Vec<Value>,
     pub extra_dhcp_opts: Vec<Value>,
@@ -394,7 +400,7 @@ impl NewPort {
             vnic_type: "normal".into(),
             binding_profile: Value::Object(Default::default()),
             port_security_enabled: None,
-            security_groups: Vec::new(),
+            security_groups: None,
             allowed_address_pairs: Vec::new(),
             extra_dhcp_opts: Vec::new(),
             tags: Vec::new(),
@@ -508,7 +514,12 @@ async fn quota_limit(conn: &mut AnyConnection, project_id: &str, resource: &str)
 }
 
 /// Refuses to go over `project_id`'s quota of `resource` when adding `adding` rows to `table`.
-async fn check_quota(conn: &mut AnyConnection, project_id: &str, resource: &str, adding: i64) -> NetResult<()> {
+pub(crate) async fn check_quota(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    resource: &str,
+    adding: i64,
+) -> NetResult<()> {
     let limit = quota_limit(conn, project_id, resource).await?;
     if limit < 0 {
         return Ok(());
@@ -525,6 +536,8 @@ async fn count_rows(conn: &mut AnyConnection, resource: &str, project_id: &str) 
         "network" => "networks",
         "subnet" => "subnets",
         "port" => "ports",
+        "security_group" => "security_groups",
+        "security_group_rule" => "security_group_rules",
         _ => return Ok(0),
     };
     Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE project_id = $1"))
@@ -579,6 +592,7 @@ async fn fetch_port(conn: &mut AnyConnection, id: &str) -> NetResult<Port> {
         .await?
         .ok_or_else(|| port_not_found(id))?;
     p.fixed_ips = port_ips(conn, id).await?;
+    p.security_group_ids = groups_of_ports(conn, &[id]).await?.remove(id).unwrap_or_default();
     Ok(p)
 }
 
@@ -848,6 +862,15 @@ fn complete_pairs(pairs: &[Value], mac: &str) -> Value {
     )
 }
 
+/// Neutron's PortSecurityAndIPRequiredForSecurityGroups.
+fn port_security_required() -> NetError {
+    NetError::fault(
+        400,
+        "PortSecurityAndIPRequiredForSecurityGroups",
+        "Port security must be enabled and port must have an IP address in order to use security groups.",
+    )
+}
+
 fn binding_state(host: &str) -> (&'static str, &'static str, &'static str) {
     if host.is_empty() { ("DOWN", "unbound", "{}") } else { ("ACTIVE", BOUND_VIF_TYPE, "{\"port_filter\": true}") }
 }
@@ -902,7 +925,8 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<Created
         .bind(serde_json::to_string(&p.binding_profile)?)
         .bind(vif_details)
         .bind(flag(port_security))
-        .bind(serde_json::to_string(&p.security_groups)?)
+        // The legacy column: the port's groups are in `port_security_groups`.
+        .bind("[]")
         .bind(serde_json::to_string(&complete_pairs(&p.allowed_address_pairs, &mac))?)
         .bind(serde_json::to_string(&p.extra_dhcp_opts)?)
         .bind(serde_json::to_string(&p.tags)?)
@@ -929,6 +953,21 @@ async fn insert_port(conn: &mut AnyConnection, p: &NewPort) -> NetResult<Created
     let plans = plan(&p.network_id, &subnets, &mac_bytes, p.fixed_ips.as_deref())?;
     execute_plans(conn, &p.id, &p.network_id, &subnets, &plans).await?;
     port.fixed_ips = port_ips(conn, &p.id).await?;
+    // Neutron's _portsec_ext_port_create_processing: the default group unless groups are
+    // given; with port security off, none (and asking for some is refused).
+    let groups = match &p.security_groups {
+        Some(g) if !g.is_empty() && !port_security => return Err(port_security_required()),
+        Some(g) => {
+            check_groups(conn, &p.project_id, g).await?;
+            g.clone()
+        }
+        None if port_security && !p.device_owner.starts_with("network:") => {
+            vec![ensure_default(conn, &p.project_id).await?.0]
+        }
+        None => Vec::new(),
+    };
+    set_port_groups(conn, &p.id, &groups).await?;
+    port.security_group_ids = groups;
     Ok(CreatedPort { port, mtu, subnets })
 }
 
@@ -1286,6 +1325,7 @@ impl Store {
             out.push(insert_port(&mut tx, p).await?.port);
         }
         tx.commit().await?;
+        self.filters_changed();
         Ok(out)
     }
 
@@ -1306,6 +1346,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.filters_changed();
         Ok(created)
     }
 
@@ -1338,8 +1379,22 @@ impl Store {
         for ip in ips {
             by_port.entry(ip.port_id.clone()).or_default().push(ip);
         }
+        let bindings: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT port_id, security_group_id FROM port_security_groups WHERE port_id IN (SELECT id FROM ports WHERE {cond}) \
+             ORDER BY port_id, security_group_id"
+        ))
+        .bind(f.visible_to.as_deref())
+        .bind(f.network_id.as_deref())
+        .bind(f.device_id.as_deref())
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (port, group) in bindings {
+            groups.entry(port).or_default().push(group);
+        }
         for p in &mut ports {
             p.fixed_ips = by_port.remove(&p.id).unwrap_or_default();
+            p.security_group_ids = groups.remove(&p.id).unwrap_or_default();
         }
         Ok(ports)
     }
@@ -1440,8 +1495,25 @@ impl Store {
         if let Some(b) = u.port_security_enabled {
             p.port_security_enabled = flag(b);
         }
+        // Neutron's _portsec_ext_port_update_processing: without port security, groups may
+        // neither be given nor stay.
+        if p.port_security_enabled == 0 {
+            match &u.security_groups {
+                Some(g) if !g.is_empty() => return Err(port_security_required()),
+                Some(_) => {}
+                None if !p.security_group_ids.is_empty() => {
+                    return Err(NetError::conflict(
+                        "PortSecurityPortHasSecurityGroup",
+                        "Port has security group associated. Cannot disable port security or IP address until \
+                         security group is removed.",
+                    ));
+                }
+                None => {}
+            }
+        }
         if let Some(v) = &u.security_groups {
-            p.security_groups = serde_json::to_string(v)?;
+            check_groups(&mut tx, &p.project_id, v).await?;
+            set_port_groups(&mut tx, id, v).await?;
         }
         if let Some(v) = &u.allowed_address_pairs {
             p.allowed_address_pairs = serde_json::to_string(&complete_pairs(v, &p.mac_address))?;
@@ -1478,6 +1550,7 @@ impl Store {
         .await?;
         let p = fetch_port(&mut tx, id).await?;
         tx.commit().await?;
+        self.filters_changed();
         Ok(p)
     }
 
@@ -1495,6 +1568,7 @@ impl Store {
             return Err(port_not_found(id));
         }
         tx.commit().await?;
+        self.filters_changed();
         Ok(())
     }
 
@@ -1507,6 +1581,7 @@ impl Store {
             .await?;
         let done = sqlx::query("DELETE FROM ports WHERE device_id = $1").bind(device_id).execute(&mut *tx).await?;
         tx.commit().await?;
+        self.filters_changed();
         Ok(done.rows_affected())
     }
 
@@ -1529,11 +1604,11 @@ impl Store {
         Ok(())
     }
 
-    /// How many networks, subnets and ports a project owns.
+    /// How many networks, subnets, ports, security groups and rules a project owns.
     pub async fn network_usage(&self, project_id: &str) -> NetResult<BTreeMap<String, i64>> {
         let mut conn = self.conn().await?;
         let mut out = BTreeMap::new();
-        for r in ["network", "subnet", "port"] {
+        for r in ["network", "subnet", "port", "security_group", "security_group_rule"] {
             out.insert(r.to_string(), count_rows(&mut conn, r, project_id).await?);
         }
         Ok(out)
@@ -1770,8 +1845,11 @@ impl Store {
         for ip in ips {
             by_port.entry(ip.port_id.clone()).or_default().push(ip);
         }
+        let ids: Vec<&str> = ports.iter().map(|p| p.id.as_str()).collect();
+        let mut groups = groups_of_ports(&mut *self.conn().await?, &ids).await?;
         for p in &mut ports {
             p.fixed_ips = by_port.remove(&p.id).unwrap_or_default();
+            p.security_group_ids = groups.remove(&p.id).unwrap_or_default();
         }
         Ok(Some(ports))
     }
