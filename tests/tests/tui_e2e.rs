@@ -910,3 +910,112 @@ async fn image_upload_and_download_stream_verify_and_cancel() {
     let after = admin.get("image", "/v2/images").await.expect("list")["images"].as_array().map(Vec::len);
     assert_eq!(before, after);
 }
+
+/// The security group views through the worker against the real Neutron and Nova APIs: a group
+/// made from its form (Neutron gives it its egress rules), a rule from the rule form, listed
+/// with the group's name and its ports; an instance launched with the group, then moved to
+/// `default` with the instance-groups form; the ports list shows the port's group; a rule and
+/// the group deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_manages_security_groups() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::RuleSpec;
+    use meridian_tui::worker::{Kind, LaunchSpec, Listing, Request, Response};
+
+    let server = Server::start();
+    let _agent = Agent::start(&server, "sg-host");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let (worker, mut ui) = admin_worker(&server).await;
+    async fn listed(ui: &mut tokio::sync::mpsc::UnboundedReceiver<Response>, kind: Kind) -> Listing {
+        loop {
+            match next(ui).await {
+                Response::Listed(l) if l.kind() == kind => return l,
+                Response::Failed { message, .. } => panic!("{message}"),
+                _ => {}
+            }
+        }
+    }
+
+    worker.send(Request::Create(Create::SecGroup { name: "web".into(), description: "http".into() })).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Created { kind: Kind::SecGroups, .. }));
+    worker.send(Request::List(Kind::SecGroups)).expect("send");
+    let Listing::SecGroups(groups) = listed(&mut ui, Kind::SecGroups).await else { unreachable!() };
+    let web = groups.iter().find(|g| g.name == "web").expect("web listed").clone();
+    assert_eq!(web.security_group_rules.len(), 2, "Neutron's egress rules: {:?}", web.raw);
+
+    let rule = RuleSpec {
+        group_id: web.id.clone(),
+        direction: "ingress".into(),
+        ethertype: "IPv4".into(),
+        protocol: Some("tcp".into()),
+        port_range_min: Some(8000),
+        port_range_max: Some(8100),
+        remote_ip_prefix: Some("192.0.2.0/24".into()),
+        remote_group_id: None,
+        description: "alt http".into(),
+    };
+    worker.send(Request::Create(Create::SecRule(rule.clone()))).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Created { kind: Kind::SecRules, .. }));
+    // The same rule again: Neutron's 409, in words.
+    worker.send(Request::Create(Create::SecRule(rule))).expect("send");
+    match next(&mut ui).await {
+        Response::Failed { message, .. } => assert!(message.contains("409"), "{message}"),
+        other => panic!("expected the duplicate refused, got {other:?}"),
+    }
+    worker.send(Request::List(Kind::SecRules)).expect("send");
+    let Listing::SecRules(rules) = listed(&mut ui, Kind::SecRules).await else { unreachable!() };
+    let mine = rules.iter().find(|r| r.group_name == "web" && r.direction == "ingress").expect("the rule");
+    assert_eq!((mine.ports().as_str(), mine.remote().as_str()), ("8000-8100", "192.0.2.0/24"));
+    let rule_id = mine.id.clone();
+
+    let spec = LaunchSpec {
+        name: "sg-vm".into(),
+        count: 1,
+        image_id: cloud.image_id.clone(),
+        flavor_id: "1".into(),
+        network_ids: vec![cloud.network_id.clone()],
+        key_name: None,
+        user_data: None,
+        security_groups: vec!["web".into()],
+        boot_volume_gb: None,
+    };
+    worker.send(Request::Launch(spec)).expect("send");
+    let vm = loop {
+        match next(&mut ui).await {
+            Response::Launched(s) => break s[0].clone(),
+            Response::Failed { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    };
+    let shown = admin.get("compute", &format!("/servers/{}", vm.id)).await.expect("server");
+    assert_eq!(shown["server"]["security_groups"], serde_json::json!([{"name": "web"}]), "{shown}");
+
+    worker
+        .send(Request::Create(Create::ServerGroups {
+            server_id: vm.id.clone(),
+            server_name: "sg-vm".into(),
+            add: vec!["default".into()],
+            remove: vec!["web".into()],
+        }))
+        .expect("send");
+    match next(&mut ui).await {
+        Response::GroupsChanged { server, .. } => assert_eq!(server, "sg-vm"),
+        other => panic!("expected the groups changed, got {other:?}"),
+    }
+    let shown = admin.get("compute", &format!("/servers/{}/os-security-groups", vm.id)).await.expect("groups");
+    let names: Vec<&str> =
+        shown["security_groups"].as_array().expect("list").iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["default"], "{shown}");
+    worker.send(Request::List(Kind::Ports)).expect("send");
+    let Listing::Ports(ports) = listed(&mut ui, Kind::Ports).await else { unreachable!() };
+    let port = ports.iter().find(|p| p.device_id.as_deref() == Some(vm.id.as_str())).expect("the vm's port");
+    assert_eq!(port.security(), "default");
+
+    worker.send(Request::Delete { kind: Kind::SecRules, id: rule_id.clone(), name: "web".into() }).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Deleted { kind: Kind::SecRules, .. }));
+    let gone = admin.get("network", &format!("/v2.0/security-group-rules/{rule_id}")).await;
+    assert_eq!(gone.expect_err("deleted").status(), Some(reqwest::StatusCode::NOT_FOUND));
+    worker.send(Request::Delete { kind: Kind::SecGroups, id: web.id.clone(), name: "web".into() }).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Deleted { kind: Kind::SecGroups, .. }));
