@@ -196,6 +196,7 @@ mod tests {
             reservation_id: "r-abc12345".into(),
             launch_index: 0,
             config_drive: false,
+            security_groups: vec!["web".into()],
         }
     }
 
@@ -296,6 +297,7 @@ mod tests {
             assert_eq!(ec2["public-keys"]["0"]["openssh-key"], "ssh-ed25519 AAAA test");
             assert_eq!(ec2["placement"]["availability-zone"], "nova");
             assert_eq!(json("/ec2/2009-04-04/meta-data.json")["instance-type"], "m1.tiny");
+            assert_eq!(ec2["security-groups"], serde_json::json!(["web"]), "the instance's groups");
             assert_eq!(read_back(format, &out, "/ec2/latest/user-data"), "#!/bin/sh\necho hi\n");
         }
     }

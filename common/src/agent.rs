@@ -185,6 +185,9 @@ pub struct BuildSpec {
     /// The user asked for a config drive: attach one whatever the host's own policy.
     #[serde(default)]
     pub config_drive: bool,
+    /// Names of the instance's security groups (the metadata's `security-groups`).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

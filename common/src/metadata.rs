@@ -12,8 +12,7 @@
 //!
 //! Meridian differs from Nova where it has no such thing: no floating IPs (`public-ipv4` is
 //! empty), no device tags (`devices` is empty), no pinned CPUs, no injected files, no static
-//! vendor data (`{}`), no `dhcp_domain` (the hostname is the instance's own), security groups
-//! `default`, and EC2 ids derived from the UUIDs (`i-` and the first 8 hex digits) rather than
+//! vendor data (`{}`), no `dhcp_domain` (the hostname is the instance's own), and EC2 ids derived from the UUIDs (`i-` and the first 8 hex digits) rather than
 //! from an id-mapping table.
 
 use std::collections::BTreeMap;
@@ -229,7 +228,12 @@ impl Metadata {
             ramdisk_id: prop("ramdisk_id"),
             instance_type: spec.flavor.name.clone(),
             root_device: root_device.to_string(),
-            security_groups: vec!["default".to_string()],
+            // A spec from before the field existed: Nova's default group.
+            security_groups: if spec.security_groups.is_empty() {
+                vec!["default".to_string()]
+            } else {
+                spec.security_groups.clone()
+            },
             nics: spec.nics.clone(),
         })
     }

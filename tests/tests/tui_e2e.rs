@@ -88,6 +88,9 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     tmux.keys(&["Enter"]);
     tmux.wait("the network list", 10, &mut seen, |s| s.contains("[x] net"));
     tmux.keys(&["Enter"]);
+    // Nothing chosen: the project's default group, as the cloud lists it.
+    tmux.wait("the security groups", 10, &mut seen, |s| s.contains("[x] default"));
+    tmux.keys(&["Enter"]);
     tmux.wait("the key pair step", 10, &mut seen, |s| s.contains("(no key pair)"));
     tmux.keys(&["Enter"]);
     tmux.wait("the user data step", 10, &mut seen, |s| s.contains("user data"));
@@ -1019,3 +1022,4 @@ async fn the_worker_manages_security_groups() {
     assert_eq!(gone.expect_err("deleted").status(), Some(reqwest::StatusCode::NOT_FOUND));
     worker.send(Request::Delete { kind: Kind::SecGroups, id: web.id.clone(), name: "web".into() }).expect("send");
     assert!(matches!(next(&mut ui).await, Response::Deleted { kind: Kind::SecGroups, .. }));
+}

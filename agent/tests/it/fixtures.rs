@@ -323,6 +323,7 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         reservation_id: "r-abc12345".into(),
         launch_index: 0,
         config_drive: false,
+        security_groups: Vec::new(),
     }
 }
 

@@ -479,6 +479,8 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
     let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
     let metadata: BTreeMap<String, String> = serde_json::from_str(&inst.metadata).unwrap_or_default();
     let as_u64 = |v: &Value| v.as_u64().unwrap_or(0);
+    let security_groups =
+        state.store.group_names_by_device(&[inst.id.as_str()]).await?.remove(&inst.id).unwrap_or_default();
     Ok(BuildSpec {
         name: inst.name.clone(),
         hostname: inst.hostname.clone(),
@@ -507,6 +509,7 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         reservation_id: inst.reservation_id.clone(),
         launch_index: u32::try_from(inst.launch_index).unwrap_or(0),
         config_drive: !inst.config_drive.is_empty(),
+        security_groups,
     })
 }
 
