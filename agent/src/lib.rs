@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod run;
 pub mod server;
+pub mod storage;
 pub mod work;
 pub mod xml;
 

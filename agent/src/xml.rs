@@ -357,6 +357,25 @@ pub struct NetworkSpec {
 
 /// One `<host>` entry of a network's DHCP section. No host name: instance names need not be
 /// unique, and libvirt refuses two entries with one name.
+/// The disks of a domain definition: (target dev, source file or network name), read with a
+/// parser. Unreadable XML has none.
+pub fn disks(domain_xml: &str) -> Vec<(String, String)> {
+    let Ok(doc) = roxmltree::Document::parse(domain_xml) else { return Vec::new() };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .filter_map(|d| {
+            let dev = d.children().find(|c| c.has_tag_name("target"))?.attribute("dev")?.to_string();
+            let source = d
+                .children()
+                .find(|c| c.has_tag_name("source"))
+                .and_then(|s| s.attribute("file").or(s.attribute("name")))
+                .unwrap_or_default()
+                .to_string();
+            Some((dev, source))
+        })
+        .collect()
+}
+
 pub fn dhcp_host_xml(mac: &str, ip: &str) -> String {
     format!("<host mac='{}' ip='{}'/>", esc(mac), esc(ip))
 }

@@ -204,6 +204,28 @@ impl Hypervisor for Libvirt {
         Ok(std::sync::Arc::new(LibvirtConsole { stream }))
     }
 
+    fn attach_device(&self, name: &str, xml: &str, live: bool) -> Result<(), HvError> {
+        let flags = sys::VIR_DOMAIN_AFFECT_CONFIG | if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 };
+        self.existing(name)?
+            .attach_device_flags(xml, flags)
+            .map(drop)
+            .map_err(|source| HvError::AttachDevice { name: name.to_string(), source })
+    }
+
+    fn detach_device(&self, name: &str, xml: &str, live: bool) -> Result<(), HvError> {
+        let flags = sys::VIR_DOMAIN_AFFECT_CONFIG | if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 };
+        self.existing(name)?
+            .detach_device_flags(xml, flags)
+            .map(drop)
+            .map_err(|source| HvError::DetachDevice { name: name.to_string(), source })
+    }
+
+    fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
+        self.existing(name)?
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|source| HvError::DomainXml { name: name.to_string(), source })
+    }
+
     fn domain_xml(&self, name: &str) -> Result<String, HvError> {
         self.existing(name)?.xml_desc(0).map_err(|source| HvError::DomainXml { name: name.to_string(), source })
     }

@@ -48,6 +48,8 @@ pub(crate) struct Extras {
     pub host_az: Option<String>,
     pub host_up: Option<bool>,
     pub addresses: Addresses,
+    /// Ids of the volumes attached through the compute API.
+    pub volumes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -161,11 +163,19 @@ struct Full<'a> {
     #[serde(rename = "OS-SRV-USG:terminated_at")]
     terminated_at: Option<&'a str>,
     #[serde(rename = "os-extended-volumes:volumes_attached")]
-    volumes_attached: [(); 0],
+    volumes_attached: Vec<VolumeAttached<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     security_groups: Option<[SecurityGroupName; 1]>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     admin: Option<AdminAttrs<'a>>,
+}
+
+/// One entry of `os-extended-volumes:volumes_attached` (`delete_on_termination` from 2.3).
+#[derive(Serialize)]
+struct VolumeAttached<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete_on_termination: Option<bool>,
 }
 
 /// `OS-EXT-SRV-ATTR:*` and `host_status`: admins only.
@@ -274,7 +284,11 @@ pub(crate) fn view<'a>(
         power_state: inst.power_state,
         launched_at: inst.launched_at.as_deref().map(nova_launch_time),
         terminated_at: inst.terminated_at.as_deref().map(nova_launch_time),
-        volumes_attached: [],
+        volumes_attached: x
+            .volumes
+            .iter()
+            .map(|id| VolumeAttached { id, delete_on_termination: v.at_least(3).then_some(false) })
+            .collect(),
         security_groups: (!x.addresses.is_empty()).then_some([SecurityGroupName { name: "default" }]),
         admin: ctx.is_admin().then(|| AdminAttrs {
             host: x.host_name.as_deref(),

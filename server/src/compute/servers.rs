@@ -76,6 +76,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
         state.store.hosts_by_ids(&host_ids).await?.into_iter().map(|h| (h.id.clone(), h)).collect();
     let ids: Vec<&str> = insts.iter().map(|i| i.id.as_str()).collect();
     let mut addresses = addresses_by_instance(state, &ids).await?;
+    let mut volumes = state.store.attachments_of_instances(&ids).await?;
     Ok(insts
         .iter()
         .map(|inst| {
@@ -85,6 +86,13 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
                 host_az: host.map(|h| h.availability_zone.clone()),
                 host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
                 addresses: addresses.remove(&inst.id).unwrap_or_default(),
+                volumes: volumes
+                    .remove(&inst.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.by_compute != 0)
+                    .map(|a| a.volume_id)
+                    .collect(),
             }
         })
         .collect())
@@ -602,7 +610,7 @@ fn new_action(ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> I
     }
 }
 
-async fn record_action(
+pub(crate) async fn record_action(
     state: &AppState,
     ctx: &Ctx,
     instance_id: &str,

@@ -19,6 +19,7 @@ pub mod retention;
 pub mod services;
 mod sql;
 mod triggers;
+pub mod volume;
 pub mod wal_sync;
 
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! Volume API handler tests.
