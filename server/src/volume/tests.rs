@@ -153,7 +153,8 @@ async fn discovery_catalog_and_microversions() {
 
     let r = c.app.json(Method::GET, "/identity/v3/auth/catalog", &c.token, Value::Null).await;
     for kind in ["block-storage", "volumev3"] {
-        let svc = r.body["catalog"].as_array().expect("catalog").iter().find(|s| s["type"] == kind).expect(kind).clone();
+        let svc =
+            r.body["catalog"].as_array().expect("catalog").iter().find(|s| s["type"] == kind).expect(kind).clone();
         let url = svc["endpoints"][0]["url"].as_str().expect("url");
         assert_eq!(url, format!("http://meridian.test/volume/v3/{}", c.pid), "{kind}");
     }
@@ -199,7 +200,9 @@ async fn a_volume_lives_through_its_agent() {
     assert_eq!(r.body["volume"]["metadata"]["k"], "v");
     let r = c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-set_bootable": {"bootable": true}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-update_readonly_flag": {"readonly": true}})).await;
+    let r = c
+        .call(Method::POST, &format!("volumes/{id}/action"), json!({"os-update_readonly_flag": {"readonly": true}}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let shown = c.volume(&id).await;
     assert_eq!((shown["bootable"].as_str(), shown["metadata"]["readonly"].as_str()), (Some("true"), Some("True")));
@@ -207,7 +210,11 @@ async fn a_volume_lives_through_its_agent() {
     // Extend: bigger only, through the agent.
     let r = c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-extend": {"new_size": 1}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["badRequest"]["message"].as_str().expect("message").contains("must be greater than current size"), "{}", r.body);
+    assert!(
+        r.body["badRequest"]["message"].as_str().expect("message").contains("must be greater than current size"),
+        "{}",
+        r.body
+    );
     let r = c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-extend": {"new_size": 5}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert_eq!(c.volume(&id).await["status"], "extending");
@@ -247,9 +254,13 @@ async fn a_volume_lives_through_its_agent() {
     assert_eq!(c.volume(&id).await["status"], "deleting");
     answer(&c.app, &c.host, "volume_delete", failed("disk on fire")).await;
     assert_eq!(c.volume(&id).await["status"], "error_deleting");
-    let r = c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-reset_status": {"status": "error"}})).await;
+    let r =
+        c.call(Method::POST, &format!("volumes/{id}/action"), json!({"os-reset_status": {"status": "error"}})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "only admins reset");
-    let r = c.app.json(Method::POST, &c.url(&format!("volumes/{id}/action")), &c.app.admin_token, json!({"os-force_delete": {}})).await;
+    let r = c
+        .app
+        .json(Method::POST, &c.url(&format!("volumes/{id}/action")), &c.app.admin_token, json!({"os-force_delete": {}}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     answer(&c.app, &c.host, "volume_delete", done()).await;
     let r = c.call(Method::GET, &format!("volumes/{id}"), Value::Null).await;
@@ -279,12 +290,15 @@ async fn bad_input_gets_cinders_faults() {
     let r = c.call(Method::POST, "volumes", json!({"volume": {"size": 1, "volume_type": "gold"}})).await;
     assert_eq!(r.body["itemNotFound"]["code"], 404, "{}", r.body);
     // Quotas: count and gigabytes, 413 overLimit with Cinder's wording; nothing stored.
-    let r = c.app.json(
-        Method::PUT,
-        &c.url(&format!("os-quota-sets/{}", c.pid)),
-        &c.app.admin_token,
-        json!({"quota_set": {"volumes": 2, "gigabytes": 10}}),
-    ).await;
+    let r = c
+        .app
+        .json(
+            Method::PUT,
+            &c.url(&format!("os-quota-sets/{}", c.pid)),
+            &c.app.admin_token,
+            json!({"quota_set": {"volumes": 2, "gigabytes": 10}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["quota_set"]["volumes"], 2);
     let r = c.call(Method::POST, "volumes", json!({"volume": {"size": 11}})).await;
@@ -293,9 +307,18 @@ async fn bad_input_gets_cinders_faults() {
     c.available_volume("a", 4).await;
     c.available_volume("b", 4).await;
     let r = c.call(Method::POST, "volumes", json!({"volume": {"size": 1}})).await;
-    assert!(r.body["overLimit"]["message"].as_str().expect("m").contains("Maximum number of volumes allowed (2)"), "{}", r.body);
+    assert!(
+        r.body["overLimit"]["message"].as_str().expect("m").contains("Maximum number of volumes allowed (2)"),
+        "{}",
+        r.body
+    );
     let r = c.call(Method::GET, &format!("os-quota-sets/{}?usage=True", c.pid), Value::Null).await;
-    assert_eq!(r.body["quota_set"]["volumes"], json!({"limit": 2, "in_use": 2, "reserved": 0, "allocated": 0}), "{}", r.body);
+    assert_eq!(
+        r.body["quota_set"]["volumes"],
+        json!({"limit": 2, "in_use": 2, "reserved": 0, "allocated": 0}),
+        "{}",
+        r.body
+    );
     assert_eq!(r.body["quota_set"]["gigabytes"]["in_use"], 8);
     let r = c.call(Method::GET, "limits", Value::Null).await;
     let abs = &r.body["limits"]["absolute"];
@@ -318,12 +341,28 @@ async fn bad_input_gets_cinders_faults() {
 async fn types_are_admins_business() {
     let c = Cloud::new().await;
     let admin = c.app.admin_token.clone();
-    let r = c.app.json(Method::POST, &c.url("types"), &admin, json!({"volume_type": {"name": "gold", "extra_specs": {"tier": "1"}}})).await;
+    let r = c
+        .app
+        .json(
+            Method::POST,
+            &c.url("types"),
+            &admin,
+            json!({"volume_type": {"name": "gold", "extra_specs": {"tier": "1"}}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let tid = r.body["volume_type"]["id"].as_str().expect("id").to_string();
     let r = c.app.json(Method::POST, &c.url("types"), &admin, json!({"volume_type": {"name": "gold"}})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-    let r = c.app.json(Method::POST, &c.url(&format!("types/{tid}/extra_specs")), &admin, json!({"extra_specs": {"speed": "fast"}})).await;
+    let r = c
+        .app
+        .json(
+            Method::POST,
+            &c.url(&format!("types/{tid}/extra_specs")),
+            &admin,
+            json!({"extra_specs": {"speed": "fast"}}),
+        )
+        .await;
     assert_eq!(r.body["extra_specs"]["speed"], "fast", "{}", r.body);
     let r = c.app.json(Method::GET, &c.url(&format!("types/{tid}")), &admin, Value::Null).await;
     assert_eq!(r.body["volume_type"]["extra_specs"], json!({"tier": "1", "speed": "fast"}));
@@ -344,7 +383,13 @@ async fn nova_attaches_and_detaches_through_the_agent() {
     let vid = c.available_volume("data", 1).await;
     let sid = c.server(&c.host).await;
 
-    let r = c.nova(Method::POST, &format!("servers/{sid}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": vid}})).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{sid}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": vid}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let att = &r.body["volumeAttachment"];
     assert_eq!((att["device"].as_str(), att["volumeId"].as_str()), (Some("/dev/vdb"), Some(vid.as_str())), "{att}");
@@ -361,17 +406,32 @@ async fn nova_attaches_and_detaches_through_the_agent() {
     assert_eq!(v["attachments"][0]["device"], "/dev/vdb");
     let r = c.call(Method::DELETE, &format!("volumes/{vid}"), Value::Null).await;
     assert!(r.body["badRequest"]["message"].as_str().expect("m").contains("attached"), "{}", r.body);
-    let r = c.nova(Method::POST, &format!("servers/{sid}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": vid}})).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{sid}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": vid}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     let r = c.nova(Method::GET, &format!("servers/{sid}"), Value::Null).await;
-    assert_eq!(r.body["server"]["os-extended-volumes:volumes_attached"], json!([{"id": vid, "delete_on_termination": false}]));
+    assert_eq!(
+        r.body["server"]["os-extended-volumes:volumes_attached"],
+        json!([{"id": vid, "delete_on_termination": false}])
+    );
     let r = c.nova(Method::GET, &format!("servers/{sid}/os-volume_attachments"), Value::Null).await;
     assert_eq!(r.body["volumeAttachments"][0]["serverId"], sid.as_str(), "{}", r.body);
     let r = c.nova(Method::GET, &format!("servers/{sid}/os-volume_attachments/{vid}"), Value::Null).await;
     assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdb", "{}", r.body);
     // A second volume gets the next device.
     let second = c.available_volume("more", 1).await;
-    let r = c.nova(Method::POST, &format!("servers/{sid}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": second}})).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{sid}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": second}}),
+        )
+        .await;
     assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdc", "{}", r.body);
     // The agent failing an attach puts the volume back, unattached.
     answer(&c.app, &c.host, "volume_attach", failed("no such device")).await;
@@ -398,7 +458,13 @@ async fn nova_attaches_and_detaches_through_the_agent() {
 
     // Attach to a deleted server: 404.
     c.app.state.store.mark_instance_deleted(&sid).await.expect("delete");
-    let r = c.nova(Method::POST, &format!("servers/{sid}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": vid}})).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{sid}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": vid}}),
+        )
+        .await;
     assert_eq!(r.body["itemNotFound"]["code"], 404, "{}", r.body);
 }
 
@@ -408,14 +474,29 @@ async fn volumes_stay_on_their_host_and_outlive_servers() {
     let vid = c.available_volume("pinned", 1).await;
     let other = register(&c.app, "vol-b", 100).await;
     let far = c.server(&other).await;
-    let r = c.nova(Method::POST, &format!("servers/{far}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": vid}})).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{far}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": vid}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-    assert!(r.body["conflictingRequest"]["message"].as_str().expect("m").contains("another compute host"), "{}", r.body);
+    assert!(
+        r.body["conflictingRequest"]["message"].as_str().expect("m").contains("another compute host"),
+        "{}",
+        r.body
+    );
     assert_eq!(c.volume(&vid).await["status"], "available");
 
     // Deleting the server releases its volume, which stays with its data.
     let near = c.server(&c.host).await;
-    c.nova(Method::POST, &format!("servers/{near}/os-volume_attachments"), json!({"volumeAttachment": {"volumeId": vid}})).await;
+    c.nova(
+        Method::POST,
+        &format!("servers/{near}/os-volume_attachments"),
+        json!({"volumeAttachment": {"volumeId": vid}}),
+    )
+    .await;
     answer(&c.app, &c.host, "volume_attach", done()).await;
     crate::compute::conductor::complete_delete(&c.app.state, &near).await.expect("delete");
     let v = c.volume(&vid).await;
