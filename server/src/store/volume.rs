@@ -208,18 +208,19 @@ impl Store {
     }
 
     pub async fn volume_usage(&self, project_id: &str) -> StoreResult<VolumeUsage> {
-        let (volumes, gigabytes): (i64, i64) =
-            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $1")
-                .bind(project_id)
-                .fetch_one(&mut *self.conn().await?)
-                .await?;
+        let (volumes, gigabytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM volumes WHERE project_id = $1",
+        )
+        .bind(project_id)
+        .fetch_one(&mut *self.conn().await?)
+        .await?;
         Ok(VolumeUsage { volumes, gigabytes })
     }
 
     /// Gigabytes of volumes placed on each host.
     pub async fn volume_gb_by_host(&self) -> StoreResult<BTreeMap<String, i64>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT host_id, COALESCE(SUM(size), 0) FROM volumes WHERE host_id IS NOT NULL GROUP BY host_id",
+            "SELECT host_id, CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM volumes WHERE host_id IS NOT NULL GROUP BY host_id",
         )
         .fetch_all(&mut *self.conn().await?)
         .await?;
