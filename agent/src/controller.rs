@@ -208,7 +208,7 @@ impl Controller {
     }
 
     /// Plugs a volume into the domain: the definition always, the guest when it runs. A repeat
-    /// (the device is already there) changes nothing.
+    /// (the device already there) changes nothing.
     async fn attach_volume(
         &self,
         name: &str,
@@ -220,16 +220,26 @@ impl Controller {
         if !self.store(move |s| s.exists(&id)).await? {
             return Err(crate::storage::StorageError::Missing(v.id.clone()).into());
         }
-        let n = name.to_string();
-        let live = self.hv(move |hv| hv.domain_xml(&n)).await?;
-        if xml::disks(&live).iter().any(|(d, _)| d == dev) {
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_disk(name, dev).await?;
+        let live = running && !in_live;
+        if !live && in_config {
             return Ok(());
         }
         let (spec, device) = (v.clone(), dev.to_string());
         let disk = self.store(move |s| crate::storage::disk_xml(s, &spec, &device)).await?;
-        let (n, running) =
-            (name.to_string(), state.power_state() == PowerState::Running || state == InstanceState::Paused);
-        self.hv(move |hv| hv.attach_device(&n, &disk, running)).await
+        let n = name.to_string();
+        self.hv(move |hv| hv.attach_device(&n, &disk, live, !in_config)).await
+    }
+
+    /// Whether the domain has a disk `dev`: (in the running guest, in its definition).
+    async fn has_disk(&self, name: &str, dev: &str) -> Result<(bool, bool), ActionError> {
+        let n = name.to_string();
+        let live = self.hv(move |hv| hv.domain_xml(&n)).await?;
+        let n = name.to_string();
+        let config = self.hv(move |hv| hv.domain_config_xml(&n)).await?;
+        let has = |xml: &str| xml::disks(xml).iter().any(|(d, _)| d == dev);
+        Ok((has(&live), has(&config)))
     }
 
     /// Unplugs a volume: asks libvirt (definition and guest), then waits for the guest to let
@@ -241,18 +251,19 @@ impl Controller {
         v: &VolumeSpec,
         dev: &str,
     ) -> Result<(), ActionError> {
-        let n = name.to_string();
-        let in_live = xml::disks(&self.hv(move |hv| hv.domain_xml(&n)).await?).iter().any(|(d, _)| d == dev);
-        let n = name.to_string();
-        let in_config = xml::disks(&self.hv(move |hv| hv.domain_config_xml(&n)).await?).iter().any(|(d, _)| d == dev);
-        if !in_live && !in_config {
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_disk(name, dev).await?;
+        let live = running && in_live;
+        if !live && !in_config {
             return Ok(());
         }
         let (spec, device) = (v.clone(), dev.to_string());
         let disk = self.store(move |s| crate::storage::disk_xml(s, &spec, &device)).await?;
-        let running = in_live && (state.power_state() == PowerState::Running || state == InstanceState::Paused);
         let n = name.to_string();
-        self.hv(move |hv| hv.detach_device(&n, &disk, running)).await?;
+        self.hv(move |hv| hv.detach_device(&n, &disk, live, in_config)).await?;
+        if !live {
+            return Ok(());
+        }
         let deadline = Instant::now() + DETACH_WAIT;
         loop {
             let n = name.to_string();

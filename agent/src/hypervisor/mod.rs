@@ -222,16 +222,16 @@ pub trait Hypervisor: Send + Sync + 'static {
         let _ = name;
         Err(HvError::NoConsole)
     }
-    /// Adds a device (`<disk>` XML) to the domain's persistent definition and, with `live`,
-    /// to the running guest (libvirt's `attachDeviceFlags` with CONFIG, plus LIVE).
-    fn attach_device(&self, name: &str, xml: &str, live: bool) -> Result<(), HvError> {
-        let _ = (name, xml, live);
+    /// Adds a device (`<disk>` XML) to the running guest (`live`) and/or the domain's
+    /// persistent definition (`config`): libvirt's `attachDeviceFlags` with LIVE / CONFIG.
+    fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+        let _ = (name, xml, live, config);
         Err(HvError::NoDevices)
     }
-    /// Asks for a device's removal from the definition and, with `live`, from the running
-    /// guest. Returns once libvirt has asked; the guest releases it in its own time.
-    fn detach_device(&self, name: &str, xml: &str, live: bool) -> Result<(), HvError> {
-        let _ = (name, xml, live);
+    /// Asks for a device's removal from the guest (`live`) and/or the definition (`config`).
+    /// Returns once libvirt has asked; the guest releases it in its own time.
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+        let _ = (name, xml, live, config);
         Err(HvError::NoDevices)
     }
     /// The persistent (inactive) XML of a domain.
