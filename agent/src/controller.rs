@@ -260,8 +260,8 @@ impl Controller {
         let (spec, device) = (v.clone(), dev.to_string());
         let disk = self.store(move |s| crate::storage::disk_xml(s, &spec, &device)).await?;
         let n = name.to_string();
-        self.hv(move |hv| hv.detach_device(&n, &disk, live, in_config)).await?;
-        if !live {
+        let unplugging = self.hv(move |hv| hv.detach_device(&n, &disk, live, in_config)).await?;
+        if !unplugging {
             return Ok(());
         }
         let deadline = Instant::now() + DETACH_WAIT;
@@ -413,7 +413,13 @@ impl Controller {
             }
             // Sessions run beside the work queues (`console.rs`), never as work.
             Action::Console { .. } => return Err(ActionError::Invalid("a console is not a work item".into())),
-            Action::VolumeAttach { volume, device, .. } => self.attach_volume(&name, state, volume, device).await?,
+            Action::VolumeAttach { volume, device, create, .. } => {
+                if *create {
+                    let v = volume.clone();
+                    self.store(move |s| s.create(&v)).await?;
+                }
+                self.attach_volume(&name, state, volume, device).await?
+            }
             Action::VolumeDetach { volume, device, .. } => self.detach_volume(&name, state, volume, device).await?,
             Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. } => {
                 return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));

@@ -178,6 +178,10 @@ pub enum Action {
         volume: VolumeSpec,
         attachment_id: String,
         device: String,
+        /// Make the volume (empty) first when this host does not have it: a blank volume,
+        /// never attached, that the server moved to the instance's host.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create: bool,
     },
     /// Unplug the volume from the instance's domain, waiting for the guest to release it.
     VolumeDetach {

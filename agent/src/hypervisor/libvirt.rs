@@ -228,19 +228,20 @@ impl Hypervisor for Libvirt {
         }
     }
 
-    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         let fail = |source| HvError::DetachDevice { name: name.to_string(), source };
         let dom = self.existing(name)?;
         match dom.detach_device_flags(xml, affect(live, config)) {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, ErrorNumber::NoSupport) && config => {
-                let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
-                match crate::xml::without_disk(&current, xml) {
-                    Some(updated) => self.conn()?.define_domain_xml(&updated).map(drop).map_err(fail),
-                    None => Ok(()),
+            Ok(_) => Ok(live),
+            Err(e) if is_code(&e, ErrorNumber::NoSupport) => {
+                if config {
+                    let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
+                    if let Some(updated) = crate::xml::without_disk(&current, xml) {
+                        self.conn()?.define_domain_xml(&updated).map_err(fail)?;
+                    }
                 }
+                Ok(false)
             }
-            Err(e) if is_code(&e, ErrorNumber::NoSupport) => Ok(()),
             Err(source) => Err(fail(source)),
         }
     }

@@ -229,8 +229,10 @@ pub trait Hypervisor: Send + Sync + 'static {
         Err(HvError::NoDevices)
     }
     /// Asks for a device's removal from the guest (`live`) and/or the definition (`config`).
-    /// Returns once libvirt has asked; the guest releases it in its own time.
-    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+    /// Returns once libvirt has asked; the guest releases it in its own time. `Ok(false)`: the
+    /// driver cannot unplug from a running guest (the test driver), only the definition
+    /// changed, so there is nothing to wait for.
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         let _ = (name, xml, live, config);
         Err(HvError::NoDevices)
     }

@@ -67,7 +67,7 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
         timed("attach_device", || self.0.attach_device(name, xml, live, config))
     }
-    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         timed("detach_device", || self.0.detach_device(name, xml, live, config))
     }
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {

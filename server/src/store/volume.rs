@@ -397,6 +397,37 @@ impl Store {
         Ok(())
     }
 
+    /// Moves a blank volume (never attached) to `new_host` as it is reserved for an attach
+    /// there: the old host's copy is deleted (`delete_action`, keyed by the volume) and the
+    /// attach (`attach_action`, keyed by the instance) makes it anew first. One transaction.
+    /// `false`: the volume was not available.
+    pub async fn relocate_and_reserve(
+        &self,
+        a: &Attachment,
+        deadline: &str,
+        old_host: &str,
+        new_host: &str,
+        delete_action: &str,
+        attach_action: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if !set_status_in(&mut tx, &a.volume_id, &["available"], "attaching", Some(deadline)).await? {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE volumes SET host_id = $2 WHERE id = $1")
+            .bind(&a.volume_id)
+            .bind(new_host)
+            .execute(&mut *tx)
+            .await?;
+        insert_attachment(&mut tx, a).await?;
+        set_attach_status(&mut tx, &a.volume_id, "attaching").await?;
+        super::hosts::enqueue_work_in(&mut tx, &a.volume_id, old_host, delete_action).await?;
+        let instance = a.instance_id.as_deref().unwrap_or_default();
+        super::hosts::enqueue_work_in(&mut tx, instance, new_host, attach_action).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn get_attachment(&self, id: &str) -> StoreResult<Attachment> {
         sqlx::query_as(&format!("SELECT {ATT_COLS} FROM volume_attachments WHERE id = $1"))
             .bind(id)

@@ -40,6 +40,10 @@ pub fn router() -> Router<AppState> {
             "/volumes/{id}/metadata",
             get(volumes::show_metadata).post(volumes::merge_metadata).put(volumes::replace_metadata),
         )
+        .route(
+            "/volumes/{id}/metadata/{key}",
+            get(volumes::show_metadata_item).put(volumes::put_metadata_item).delete(volumes::delete_metadata_item),
+        )
         .route("/types", get(types::list).post(types::create))
         .route("/types/default", get(types::show_default))
         .route("/types/{id}", get(types::show).put(types::update).delete(types::delete))

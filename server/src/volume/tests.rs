@@ -474,10 +474,34 @@ async fn volumes_stay_on_their_host_and_outlive_servers() {
     let vid = c.available_volume("pinned", 1).await;
     let other = register(&c.app, "vol-b", 100).await;
     let far = c.server(&other).await;
+    // A blank volume (never attached) follows the instance: made anew on its host, the old
+    // copy removed.
     let r = c
         .nova(
             Method::POST,
             &format!("servers/{far}/os-volume_attachments"),
+            json!({"volumeAttachment": {"volumeId": vid}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let removed = answer(&c.app, &c.host, "volume_delete", done()).await;
+    assert_eq!(removed["instance_id"], vid.as_str());
+    let item = answer(&c.app, &other, "volume_attach", done()).await;
+    assert_eq!(item["action"]["create"], true, "{item}");
+    let r = c.app.json(Method::GET, &c.url(&format!("volumes/{vid}")), &c.app.admin_token, Value::Null).await;
+    let v = &r.body["volume"];
+    assert_eq!(v["status"], "in-use", "{v}");
+    assert!(v["os-vol-host-attr:host"].as_str().expect("host").starts_with(&other.id), "{v}");
+    c.nova(Method::DELETE, &format!("servers/{far}/os-volume_attachments/{vid}"), Value::Null).await;
+    answer(&c.app, &other, "volume_detach", done()).await;
+    assert_eq!(c.volume(&vid).await["status"], "available");
+
+    // Once it may hold data, it stays where its bytes are.
+    let near = c.server(&c.host).await;
+    let r = c
+        .nova(
+            Method::POST,
+            &format!("servers/{near}/os-volume_attachments"),
             json!({"volumeAttachment": {"volumeId": vid}}),
         )
         .await;
@@ -488,17 +512,18 @@ async fn volumes_stay_on_their_host_and_outlive_servers() {
         r.body
     );
     assert_eq!(c.volume(&vid).await["status"], "available");
+    assert!(work(&c.app, &c.host).await.is_empty(), "nothing queued for a refused attach");
 
     // Deleting the server releases its volume, which stays with its data.
-    let near = c.server(&c.host).await;
     c.nova(
         Method::POST,
-        &format!("servers/{near}/os-volume_attachments"),
+        &format!("servers/{far}/os-volume_attachments"),
         json!({"volumeAttachment": {"volumeId": vid}}),
     )
     .await;
-    answer(&c.app, &c.host, "volume_attach", done()).await;
-    crate::compute::conductor::complete_delete(&c.app.state, &near).await.expect("delete");
+    let item = answer(&c.app, &other, "volume_attach", done()).await;
+    assert!(item["action"].get("create").is_none(), "{item}");
+    crate::compute::conductor::complete_delete(&c.app.state, &far).await.expect("delete");
     let v = c.volume(&vid).await;
     assert_eq!((v["status"].as_str(), v["attachments"].as_array().map(Vec::len)), (Some("available"), Some(0)), "{v}");
 }

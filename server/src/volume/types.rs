@@ -26,7 +26,6 @@ fn type_json(t: &VolumeType) -> Value {
         "is_public": t.is_public != 0,
         "os-volume-type-access:is_public": t.is_public != 0,
         "extra_specs": specs(t),
-        "qos_specs_id": null,
     })
 }
 
@@ -161,7 +160,12 @@ pub async fn update(
         StoreError::Conflict(_) => ApiError::conflict(format!("Volume Type {} already exists.", t.name)),
         other => other.into(),
     })?;
-    Ok(axum::Json(json!({"volume_type": type_json(&t)})))
+    // Cinder's update answer has no access flag.
+    let mut body = type_json(&t);
+    if let Some(m) = body.as_object_mut() {
+        m.remove("os-volume-type-access:is_public");
+    }
+    Ok(axum::Json(json!({"volume_type": body})))
 }
 
 pub async fn delete(

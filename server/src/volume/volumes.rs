@@ -112,6 +112,15 @@ async fn render(state: &AppState, ctx: &Ctx, v: &Volume) -> ApiResult<Value> {
     Ok(detail_json(state, ctx, v, &atts, &type_names(state).await?))
 }
 
+/// Cinder's create and update answers are the plain view: the attribute extensions (tenant,
+/// host, migration status) appear on show and list only.
+fn plain(mut body: Value) -> Value {
+    if let Some(m) = body.as_object_mut() {
+        m.retain(|k, _| !k.starts_with("os-vol-"));
+    }
+    body
+}
+
 // ---- create ----
 
 /// A positive whole size in GiB, as a number or a numeric string (Cinder accepts both).
@@ -239,8 +248,8 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
     if let Some(host) = v.host_id.clone() {
         work::enqueue(&state, &v, &host, work::Kind::Create).await?;
     }
-    let body = json!({"volume": render(&state, &ctx, &v).await?});
-    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+    let body = plain(render(&state, &ctx, &v).await?);
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"volume": body}))).into_response())
 }
 
 // ---- list / show ----
@@ -337,7 +346,9 @@ async fn list_volumes(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<
     }
     let limit = q.uint("limit")?.map(|l| l as usize);
     let page_max = limit.unwrap_or(1000).min(1000);
-    let next = (list.len() > page_max).then(|| list[page_max - 1].id.clone()).filter(|_| page_max > 0);
+    // A full page has a next link (Cinder's `_get_collection_links`), the last one too.
+    let full = if limit.is_some() { list.len() >= page_max } else { list.len() > page_max };
+    let next = (full && page_max > 0).then(|| list[page_max - 1].id.clone());
     list.truncate(page_max);
     Ok((list, next))
 }
@@ -419,7 +430,7 @@ pub async fn update(
     }
     state.store.update_volume(&v).await?;
     let v = state.store.get_volume(&id).await?;
-    Ok(axum::Json(json!({"volume": render(&state, &ctx, &v).await?})))
+    Ok(axum::Json(json!({"volume": plain(render(&state, &ctx, &v).await?)})))
 }
 
 pub async fn show_metadata(
@@ -463,6 +474,56 @@ pub async fn replace_metadata(
     set_metadata(&state, &ctx, &id, &body, true).await
 }
 
+pub async fn show_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_p, id, key)): Path<(String, String, String)>,
+) -> JsonResult {
+    ctx.require_reader("volume:get_volume_metadata")?;
+    let v = load(&state, &ctx, &id).await?;
+    let m: Map<String, Value> = serde_json::from_str(&v.metadata).unwrap_or_default();
+    let value = m
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("Volume {id} has no metadata with key {key}.")))?;
+    Ok(axum::Json(json!({"meta": {key: value}})))
+}
+
+pub async fn put_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_p, id, key)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> JsonResult {
+    ctx.require_member("volume:update_volume_metadata")?;
+    let meta = metadata_map(Some(body.get("meta").ok_or_else(|| bad("Malformed request body"))?))?;
+    if meta.len() != 1 || !meta.contains_key(&key) {
+        return Err(bad("Request body and URI mismatch"));
+    }
+    let mut v = load(&state, &ctx, &id).await?;
+    let mut m: Map<String, Value> = serde_json::from_str(&v.metadata).unwrap_or_default();
+    m.extend(meta.clone());
+    v.metadata = Value::Object(m).to_string();
+    state.store.update_volume(&v).await?;
+    Ok(axum::Json(json!({"meta": meta})))
+}
+
+pub async fn delete_metadata_item(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_p, id, key)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    ctx.require_member("volume:delete_volume_metadata")?;
+    let mut v = load(&state, &ctx, &id).await?;
+    let mut m: Map<String, Value> = serde_json::from_str(&v.metadata).unwrap_or_default();
+    if m.remove(&key).is_none() {
+        return Err(ApiError::not_found(format!("Volume {id} has no metadata with key {key}.")));
+    }
+    v.metadata = Value::Object(m).to_string();
+    state.store.update_volume(&v).await?;
+    Ok(StatusCode::OK)
+}
+
 // ---- delete ----
 
 pub async fn delete(
@@ -480,22 +541,12 @@ pub async fn delete(
 /// unplaced one at once. Refused while attached; `force` (admin) also takes transitional
 /// states other than attached ones.
 async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()> {
-    let attached = !state.store.volume_attachments(&v.id).await?.is_empty();
-    let allowed: Vec<&str> = if force {
-        vec![
-            "available",
-            "error",
-            "error_restoring",
-            "error_extending",
-            "error_managing",
-            "creating",
-            "extending",
-            "deleting",
-            "error_deleting",
-        ]
-    } else {
-        DELETABLE.to_vec()
-    };
+    let atts = state.store.volume_attachments(&v.id).await?;
+    // A forced delete takes any status (Cinder's admin force-delete), but never a volume
+    // plugged into a guest.
+    let attached = if force { atts.iter().any(|a| a.by_compute != 0) } else { !atts.is_empty() };
+    let statuses = [v.status.as_str()];
+    let allowed: Vec<&str> = if force { statuses.to_vec() } else { DELETABLE.to_vec() };
     if attached || !allowed.contains(&v.status.as_str()) {
         return Err(bad(format!(
             "Invalid volume: Volume status must be available or error or error_restoring or error_extending or \
@@ -503,6 +554,11 @@ async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()
              disassociated from snapshots after volume transfer. (volume {} is {})",
             v.id, v.status
         )));
+    }
+    if force {
+        for a in &atts {
+            state.store.move_attachment(&a.id, None, None, &v.id, &allowed, &v.status, None, None).await?;
+        }
     }
     match &v.host_id {
         None => {
@@ -590,8 +646,9 @@ pub async fn action(
         }
         "os-reserve" => {
             ctx.require_member("volume:reserve_volume")?;
+            // Before the attachments API (3.27) a reservation shows as `attaching`.
             let a = new_attachment(&v.id, None, None, "reserved");
-            if !state.store.reserve_volume(&a, "reserved", None, None).await? {
+            if !state.store.reserve_volume(&a, "attaching", None, None).await? {
                 return Err(bad(format!(
                     "Invalid volume: Volume status must be available to reserve, but the status is {}.",
                     v.status
@@ -676,7 +733,10 @@ pub async fn action(
             }
             accepted()
         }
-        "os-detach" => {
+        "os-detach" | "os-force_detach" => {
+            if name == "os-force_detach" {
+                ctx.require_admin("volume_extension:volume_admin_actions:force_detach")?;
+            }
             ctx.require_member("volume:detach")?;
             let wanted = args.get("attachment_id").and_then(Value::as_str);
             let atts = state.store.volume_attachments(&v.id).await?;
@@ -699,7 +759,12 @@ pub async fn action(
                     None,
                     None,
                     &v.id,
-                    &["in-use", "detaching", "attaching", "reserved"],
+                    // An admin's force detach takes the volume from whatever status it is in.
+                    &if name == "os-force_detach" {
+                        vec![v.status.as_str()]
+                    } else {
+                        vec!["in-use", "detaching", "attaching", "reserved"]
+                    },
                     "available",
                     None,
                     None,

@@ -131,6 +131,13 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
         Action::VolumeExtend { volume } => {
             s.finish_volume_work(&volume.id, &work.id, outcome, message, &["extending"], "error_extending").await?;
         }
+        // The old copy of a volume that moved hosts: only the work item ends.
+        Action::VolumeDelete { volume } if !deleting(s, &volume.id, &work.host_id).await? => {
+            if !ok {
+                tracing::warn!(volume = %volume.id, host = %work.host_id, error = ?message, "old copy of a moved volume not removed");
+            }
+            s.finish_work(&work.id, outcome, message).await?;
+        }
         Action::VolumeDelete { volume } if ok => {
             s.volume_deleted(&volume.id, &work.id).await?;
         }
@@ -158,6 +165,16 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
         _ => return Err(StoreError::Other(anyhow::anyhow!("not volume work"))),
     }
     Ok(())
+}
+
+/// Whether the volume is being deleted from this host (rather than its old copy removed).
+async fn deleting(s: &crate::store::Store, id: &str, host: &str) -> StoreResult<bool> {
+    match s.get_volume(id).await {
+        Ok(v) => Ok(v.host_id.as_deref() == Some(host)),
+        // Already gone: a repeated event, harmless either way.
+        Err(StoreError::NotFound(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Ends the instance action of an attach or detach (best effort: the volume's state is what
@@ -238,26 +255,50 @@ pub async fn attach(state: &AppState, inst: &Instance, v: &Volume, device: Optio
             v.id, v.status
         )));
     }
-    if v.host_id.as_deref() != Some(host.as_str()) {
-        return Err(ApiError::conflict(format!(
-            "Volume {} is stored on another compute host than instance {}; a volume can only be attached to \
-             instances on its own host.",
-            v.id, inst.id
-        )));
-    }
+    // A volume elsewhere can follow the instance only while it is blank (never attached, so
+    // all zeros): it is then made anew on the instance's host and the old copy removed.
+    // Anything that may hold data stays where its bytes are.
+    let moving = match v.host_id.as_deref() {
+        Some(h) if h == host => None,
+        Some(h) if never_attached(state, &v.id).await? => Some(h.to_string()),
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "Volume {} is stored on another compute host than instance {}; a volume that has held data can \
+                 only be attached to instances on its own host.",
+                v.id, inst.id
+            )));
+        }
+    };
     let taken = state.store.instance_attachments(&inst.id).await?;
     let dev = pick_device(inst, &taken, device)?;
     let mut a = new_attachment(&v.id, Some(&inst.id), Some(&host), "attaching");
     a.mountpoint = Some(format!("/dev/{dev}"));
     a.by_compute = 1;
-    let action = Action::VolumeAttach { volume: spec(v), attachment_id: a.id.clone(), device: dev };
+    let action =
+        Action::VolumeAttach { volume: spec(v), attachment_id: a.id.clone(), device: dev, create: moving.is_some() };
     let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
     let d = deadline(ATTACH_DEADLINE);
-    if !state.store.reserve_volume(&a, "attaching", Some(&d), Some((&host, &action))).await? {
+    let reserved = match &moving {
+        None => state.store.reserve_volume(&a, "attaching", Some(&d), Some((&host, &action))).await?,
+        Some(old) => {
+            let delete =
+                serde_json::to_string(&Action::VolumeDelete { volume: spec(v) }).map_err(ApiError::internal)?;
+            let moved = state.store.relocate_and_reserve(&a, &d, old, &host, &delete, &action).await?;
+            state.signals.notify(old);
+            moved
+        }
+    };
+    if !reserved {
         return Err(ApiError::bad_request(format!("Invalid volume: volume {} status must be 'available'.", v.id)));
     }
     state.signals.notify(&host);
     Ok(a)
+}
+
+/// Whether a volume has never been attached (nor reserved for it): its bytes are all zeros.
+async fn never_attached(state: &AppState, id: &str) -> StoreResult<bool> {
+    let history = state.store.volume_transitions(id).await?;
+    Ok(!history.iter().any(|s| matches!(s.as_str(), "attaching" | "reserved" | "in-use" | "detaching")))
 }
 
 /// Nova's detach: `in-use` (or a stuck `error_attaching`/`error_detaching`) → `detaching` and
