@@ -740,10 +740,11 @@ pub async fn action(
             ctx.require_member("volume:detach")?;
             let wanted = args.get("attachment_id").and_then(Value::as_str);
             let atts = state.store.volume_attachments(&v.id).await?;
-            let a = atts
-                .iter()
-                .find(|a| wanted.is_none_or(|w| w == a.id))
-                .ok_or_else(|| bad(format!("Invalid volume: Volume {} is not attached.", v.id)))?;
+            // Nothing to detach is accepted and changes nothing, as Cinder's asynchronous
+            // detach does.
+            let Some(a) = atts.iter().find(|a| wanted.is_none_or(|w| w == a.id)) else {
+                return accepted();
+            };
             if a.by_compute != 0 {
                 // Its disk is plugged into a guest: only the compute API may unplug it.
                 return Err(bad(format!(
