@@ -8,7 +8,7 @@ driver, provisions two images and a shared network (the accounts are tempest's d
 credentials, made and removed through Meridian's Identity API), writes `tempest.conf`
 from what the server itself advertises (its catalog, the compute microversion range of its
 discovery document, the Neutron extensions it lists) plus the feature table below, runs the
-identity v3, compute, image v2 and network API packages, and reports:
+identity v3, compute, image v2, network and volume API packages, and reports:
 
 - per package: passed / failed / skipped, and the whole run's time;
 - every skip with tempest's reason (in WORKDIR/report.txt);
