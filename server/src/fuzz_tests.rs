@@ -316,6 +316,13 @@ const ROUTES: &[Route] = &[
         Kind::Json(|_| json!({"metadata": {"k": "v"}})),
     ),
     r(
+        "PUT",
+        "/volume/v3/{project_id}/volumes/{id}/metadata/{key}",
+        &["project", "volume", "key"],
+        Admin,
+        Kind::Json(|_| json!({"meta": {"k": "v"}})),
+    ),
+    r(
         "POST",
         "/volume/v3/{project_id}/types",
         &["project"],
