@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_common::agent::{Action, BuildSpec, InstanceReport, PowerState, WorkEvent};
+use meridian_common::agent::{Action, BuildSpec, InstanceReport, PowerState, VolumeSpec, WorkEvent};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -25,6 +25,8 @@ use crate::hypervisor::{DomainState, HvError, Hypervisor};
 use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
 use crate::lifecycle::{self, Decision, InstanceState, Rejected};
 use crate::metadata_proxy::MetadataProxies;
+use crate::storage::Storage;
+use crate::storage::file::FileStorage;
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 
@@ -51,6 +53,12 @@ pub enum ActionError {
     PortFilters(String),
     #[error("a hypervisor call panicked")]
     Panicked,
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("volume {volume} is in use by domain {domain}; it is not deleted")]
+    VolumeInUse { volume: String, domain: String },
+    #[error("the guest did not release volume {volume} (device {device}) within {secs} s")]
+    NotReleased { volume: String, device: String, secs: u64 },
 }
 
 impl ActionError {
@@ -133,6 +141,8 @@ pub struct Controller {
     net_lock: tokio::sync::Mutex<()>,
     /// The metadata proxies of this host's networks (none on the test driver: no bridges).
     metadata: Option<Arc<MetadataProxies>>,
+    /// Where volumes' bytes live.
+    storage: Arc<dyn Storage>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -144,6 +154,8 @@ impl std::fmt::Debug for Controller {
 /// The largest console log tail read (from the end of the file).
 const CONSOLE_MAX_BYTES: u64 = 1 << 20;
 const STATE_POLL: Duration = Duration::from_millis(250);
+/// How long a guest may take to release a volume being detached.
+const DETACH_WAIT: Duration = Duration::from_secs(60);
 
 impl Controller {
     /// Opens the instances directory and pins, in the image cache, the images every recorded
@@ -158,7 +170,10 @@ impl Controller {
                 Err(e) => warn!(%instance, error = %e, "unreadable instance record; its images are not pinned"),
             }
         }
-        Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()), metadata: None })
+        // Volumes sit beside the instances directory (`STATE_DIR/volumes`) unless
+        // [`Controller::with_storage`] picks another backend.
+        let storage = Arc::new(FileStorage::open(&cfg.instances_dir.with_file_name("volumes"))?);
+        Ok(Controller { hv, images, cfg, net_lock: tokio::sync::Mutex::new(()), metadata: None, storage })
     }
 
     /// Runs a metadata proxy on every network the controller plugs (see [`crate::metadata_proxy`]).
@@ -175,6 +190,129 @@ impl Controller {
             if let Err(e) = proxies.ensure(id, &xml::bridge_name(id)).await {
                 warn!(network = id, error = %chain(&e), "no metadata service for this network's guests");
             }
+        }
+    }
+
+    /// Uses another volume backend.
+    pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Controller {
+        self.storage = storage;
+        self
+    }
+
+    /// Runs a blocking storage call off the executor.
+    async fn store<T, F>(&self, f: F) -> Result<T, ActionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Storage) -> Result<T, crate::storage::StorageError> + Send + 'static,
+    {
+        let s = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || f(s.as_ref()))
+            .await
+            .map_err(|_| ActionError::Panicked)?
+            .map_err(ActionError::from)
+    }
+
+    /// Volume-only work (keyed by the volume's id, no domain involved).
+    async fn volume_work(&self, action: &Action) -> Result<(), ActionError> {
+        match action {
+            Action::VolumeCreate { volume } => {
+                let v = volume.clone();
+                self.store(move |s| s.create(&v)).await
+            }
+            Action::VolumeExtend { volume } => {
+                let v = volume.clone();
+                self.store(move |s| s.extend(&v)).await
+            }
+            Action::VolumeDelete { volume } => {
+                // Never while any domain (running or only defined) still has it.
+                let id = volume.id.clone();
+                let locator = self.store(move |s| s.locator(&id)).await?;
+                for d in self.hv(|hv| hv.domains()).await? {
+                    let name = d.name.clone();
+                    let xml = self.hv(move |hv| hv.domain_config_xml(&name)).await.unwrap_or_default();
+                    if xml::disks(&xml).iter().any(|(_, src)| *src == locator) {
+                        return Err(ActionError::VolumeInUse { volume: volume.id.clone(), domain: d.name });
+                    }
+                }
+                let id = volume.id.clone();
+                self.store(move |s| s.delete(&id)).await
+            }
+            _ => Err(ActionError::Invalid("not volume work".into())),
+        }
+    }
+
+    /// Plugs a volume into the domain: the definition always, the guest when it runs. A repeat
+    /// (the device already there) changes nothing.
+    async fn attach_volume(
+        &self,
+        name: &str,
+        state: InstanceState,
+        v: &VolumeSpec,
+        dev: &str,
+    ) -> Result<(), ActionError> {
+        let id = v.id.clone();
+        if !self.store(move |s| s.exists(&id)).await? {
+            return Err(crate::storage::StorageError::Missing(v.id.clone()).into());
+        }
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_disk(name, dev).await?;
+        let live = running && !in_live;
+        if !live && in_config {
+            return Ok(());
+        }
+        let (spec, device) = (v.clone(), dev.to_string());
+        let disk = self.store(move |s| crate::storage::disk_xml(s, &spec, &device)).await?;
+        let n = name.to_string();
+        self.hv(move |hv| hv.attach_device(&n, &disk, live, !in_config)).await
+    }
+
+    /// Whether the domain has a disk `dev`: (in the running guest, in its definition).
+    async fn has_disk(&self, name: &str, dev: &str) -> Result<(bool, bool), ActionError> {
+        let n = name.to_string();
+        let live = self.hv(move |hv| hv.domain_xml(&n)).await?;
+        let n = name.to_string();
+        let config = self.hv(move |hv| hv.domain_config_xml(&n)).await?;
+        let has = |xml: &str| xml::disks(xml).iter().any(|(d, _)| d == dev);
+        Ok((has(&live), has(&config)))
+    }
+
+    /// Unplugs a volume: asks libvirt (definition and guest), then waits for the guest to let
+    /// go of it, up to [`DETACH_WAIT`] (the guest must answer the unplug, as with Nova).
+    async fn detach_volume(
+        &self,
+        name: &str,
+        state: InstanceState,
+        v: &VolumeSpec,
+        dev: &str,
+    ) -> Result<(), ActionError> {
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_disk(name, dev).await?;
+        let live = running && in_live;
+        if !live && !in_config {
+            return Ok(());
+        }
+        let (spec, device) = (v.clone(), dev.to_string());
+        let disk = self.store(move |s| crate::storage::disk_xml(s, &spec, &device)).await?;
+        let n = name.to_string();
+        let unplugging = self.hv(move |hv| hv.detach_device(&n, &disk, live, in_config)).await?;
+        if !unplugging {
+            return Ok(());
+        }
+        let deadline = Instant::now() + DETACH_WAIT;
+        loop {
+            let n = name.to_string();
+            let xml = self.hv(move |hv| hv.domain_xml(&n)).await?;
+            if !xml::disks(&xml).iter().any(|(d, _)| d == dev) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ActionError::NotReleased {
+                    volume: v.id.clone(),
+                    device: dev.to_string(),
+                    secs: DETACH_WAIT.as_secs(),
+                });
+            }
+            tokio::time::sleep(STATE_POLL).await;
         }
     }
 
@@ -258,6 +396,10 @@ impl Controller {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(PowerState, Option<String>), ActionError> {
         let id = work.instance_id;
+        if work.action.is_volume_only() {
+            self.volume_work(&work.action).await?;
+            return Ok((PowerState::NoState, None));
+        }
         let name = xml::domain_name(&id);
         let state = self.state(&name).await?;
         match lifecycle::decide(state, work.op()) {
@@ -305,6 +447,17 @@ impl Controller {
             }
             // Sessions run beside the work queues (`console.rs`), never as work.
             Action::Console { .. } => return Err(ActionError::Invalid("a console is not a work item".into())),
+            Action::VolumeAttach { volume, device, create, .. } => {
+                if *create {
+                    let v = volume.clone();
+                    self.store(move |s| s.create(&v)).await?;
+                }
+                self.attach_volume(&name, state, volume, device).await?
+            }
+            Action::VolumeDetach { volume, device, .. } => self.detach_volume(&name, state, volume, device).await?,
+            Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. } => {
+                return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));
+            }
         }
         let power = self.state(&name).await?.power_state();
         if self.cfg.virt_type == VirtType::Test {

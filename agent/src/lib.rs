@@ -26,6 +26,7 @@ pub mod metadata_proxy;
 pub mod ops;
 pub mod run;
 pub mod server;
+pub mod storage;
 pub mod work;
 pub mod xml;
 

@@ -83,11 +83,28 @@ pub enum Op {
     ConsoleLog,
     /// An interactive console (serial or VNC).
     Console,
+    /// Plug a volume into the domain (live and persistent).
+    AttachVolume,
+    /// Unplug a volume from the domain.
+    DetachVolume,
+    /// Work on a volume alone (create, extend, delete): no domain involved.
+    Volume,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] =
-        [Op::Build, Op::Stop, Op::Start, Op::RebootSoft, Op::RebootHard, Op::Delete, Op::ConsoleLog, Op::Console];
+    pub const ALL: [Op; 11] = [
+        Op::Build,
+        Op::Stop,
+        Op::Start,
+        Op::RebootSoft,
+        Op::RebootHard,
+        Op::Delete,
+        Op::ConsoleLog,
+        Op::Console,
+        Op::AttachVolume,
+        Op::DetachVolume,
+        Op::Volume,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -99,6 +116,9 @@ impl Op {
             Op::Delete => "delete",
             Op::ConsoleLog => "console log",
             Op::Console => "console",
+            Op::AttachVolume => "attach a volume to",
+            Op::DetachVolume => "detach a volume from",
+            Op::Volume => "volume work",
         }
     }
 }
@@ -128,6 +148,11 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
     use InstanceState as S;
     let reject = |reason| Decision::Reject(Rejected { op, state, reason });
     match (state, op) {
+        // Volumes: a domain that is gone has no volume plugged in any more.
+        (S::Absent, Op::AttachVolume) => reject("there is no domain to attach the volume to"),
+        (_, Op::AttachVolume) => Proceed,
+        (S::Absent, Op::DetachVolume) => AlreadyDone,
+        (_, Op::DetachVolume) | (_, Op::Volume) => Proceed,
         // Build: a repeated build of an existing domain is done; a build interrupted between
         // define and start finishes by starting it.
         (S::Absent, Op::Build) => Proceed,
@@ -180,15 +205,16 @@ mod tests {
     use super::*;
 
     /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
-    /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console.
-    const TABLE: [(InstanceState, [char; 8]); 7] = [
-        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R']),
-        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P']),
-        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P']),
-        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R']),
-        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R']),
-        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R']),
-        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R']),
+    /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console,
+    /// attach volume, detach volume, volume work.
+    const TABLE: [(InstanceState, [char; 11]); 7] = [
+        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P']),
+        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
+        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
+        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
+        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
     ];
 
     #[test]

@@ -49,6 +49,9 @@ pub fn op_of(action: &Action) -> Op {
         Action::Delete => Op::Delete,
         Action::ConsoleLog { .. } => Op::ConsoleLog,
         Action::Console { .. } => Op::Console,
+        Action::VolumeAttach { .. } => Op::AttachVolume,
+        Action::VolumeDetach { .. } => Op::DetachVolume,
+        Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. } => Op::Volume,
     }
 }
 

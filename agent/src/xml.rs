@@ -384,6 +384,55 @@ pub struct NetworkSpec {
 
 /// One `<host>` entry of a network's DHCP section. No host name: instance names need not be
 /// unique, and libvirt refuses two entries with one name.
+/// The disks of a domain definition: (target dev, source file or network name), read with a
+/// parser. Unreadable XML has none.
+pub fn disks(domain_xml: &str) -> Vec<(String, String)> {
+    let Ok(doc) = roxmltree::Document::parse(domain_xml) else { return Vec::new() };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .filter_map(|d| {
+            let dev = d.children().find(|c| c.has_tag_name("target"))?.attribute("dev")?.to_string();
+            let source = d
+                .children()
+                .find(|c| c.has_tag_name("source"))
+                .and_then(|s| s.attribute("file").or(s.attribute("name")))
+                .unwrap_or_default()
+                .to_string();
+            Some((dev, source))
+        })
+        .collect()
+}
+
+/// The target dev of a `<disk>` element.
+fn disk_target(disk_xml: &str) -> Option<String> {
+    disks(&format!("<devices>{disk_xml}</devices>")).into_iter().next().map(|(d, _)| d)
+}
+
+/// `domain_xml` with `disk_xml` added to its devices; `None` when a disk with the same target
+/// is already there (or the XML cannot be read). Positions come from the parser.
+pub fn with_disk(domain_xml: &str, disk_xml: &str) -> Option<String> {
+    let target = disk_target(disk_xml)?;
+    if disks(domain_xml).iter().any(|(d, _)| *d == target) {
+        return None;
+    }
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let devices = doc.descendants().find(|n| n.has_tag_name("devices"))?;
+    let end = devices.range().end;
+    let close = domain_xml[..end].rfind("</devices>")?;
+    Some(format!("{}  {disk_xml}\n  {}", &domain_xml[..close], &domain_xml[close..]))
+}
+
+/// `domain_xml` without the disk whose target is `disk_xml`'s; `None` when there is none.
+pub fn without_disk(domain_xml: &str, disk_xml: &str) -> Option<String> {
+    let target = disk_target(disk_xml)?;
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let disk = doc.descendants().filter(|n| n.has_tag_name("disk")).find(|d| {
+        d.children().find(|c| c.has_tag_name("target")).and_then(|t| t.attribute("dev")) == Some(target.as_str())
+    })?;
+    let r = disk.range();
+    Some(format!("{}{}", &domain_xml[..r.start], &domain_xml[r.end..]))
+}
+
 pub fn dhcp_host_xml(mac: &str, ip: &str) -> String {
     format!("<host mac='{}' ip='{}'/>", esc(mac), esc(ip))
 }

@@ -27,6 +27,16 @@
 //! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
 //! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
 //!
+//! Volume work (block storage): [`Action::VolumeCreate`], [`Action::VolumeExtend`] and
+//! [`Action::VolumeDelete`] concern the volume alone, so their `WorkItem.instance_id` is the
+//! **volume's** id (a UUID too): the agent queues a volume's work in order like an instance's.
+//! [`Action::VolumeAttach`] and [`Action::VolumeDetach`] change a domain, so they carry the
+//! **instance's** id and run in order with its other work. Where a volume's bytes live is the
+//! agent's business (its storage backend); the server names only the volume and its size. A
+//! `Done` for create/extend means the bytes exist at that size; for delete, that they are gone;
+//! for attach, that the guest's definition (and the running guest) has the disk; for detach,
+//! that neither has it any more.
+//!
 //! A console request ([`Action::Console`]) is not durable work: it is handed out once by the
 //! long poll, never acknowledged with events, and the agent runs it beside the instance's
 //! queue. The agent opens a websocket to the session's route (host credential) and carries the
@@ -150,6 +160,51 @@ pub enum Action {
         session: String,
         protocol: ConsoleProtocol,
     },
+    /// Make the volume's storage, empty, of `volume.size_gb` (keyed by the volume's id).
+    VolumeCreate {
+        volume: VolumeSpec,
+    },
+    /// Grow the volume's storage to `volume.size_gb` (keyed by the volume's id).
+    VolumeExtend {
+        volume: VolumeSpec,
+    },
+    /// Remove the volume's storage (keyed by the volume's id). Refused while a domain uses it.
+    VolumeDelete {
+        volume: VolumeSpec,
+    },
+    /// Plug the volume into the instance's domain as `device` (`vdb`, …): the live guest and
+    /// its persistent definition (keyed by the instance's id).
+    VolumeAttach {
+        volume: VolumeSpec,
+        attachment_id: String,
+        device: String,
+        /// Make the volume (empty) first when this host does not have it: a blank volume,
+        /// never attached, that the server moved to the instance's host.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create: bool,
+    },
+    /// Unplug the volume from the instance's domain, waiting for the guest to release it.
+    VolumeDetach {
+        volume: VolumeSpec,
+        attachment_id: String,
+        device: String,
+    },
+}
+
+/// A volume as the agent needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub id: String,
+    pub size_gb: u64,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+impl Action {
+    /// Work on a volume alone, keyed by the volume's id.
+    pub fn is_volume_only(&self) -> bool {
+        matches!(self, Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. })
+    }
 }
 
 /// Which console of a domain an [`Action::Console`] opens.

@@ -17,6 +17,8 @@ pub enum Service {
     Compute,
     Image,
     Network,
+    /// Cinder: the same fault names as Nova (`cinder/api/openstack/wsgi.py` `Fault`).
+    Volume,
 }
 
 /// An API error: an HTTP status and a message for the client.
@@ -186,7 +188,7 @@ pub fn fault_response(service: Service, err: &ApiError) -> Response {
         _ if keystone_style => {
             json!({"error": {"code": code, "title": title, "message": err.message}})
         }
-        Service::Identity | Service::Compute => {
+        Service::Identity | Service::Compute | Service::Volume => {
             json!({ nova_fault_name(code): {"code": code, "message": err.message} })
         }
         Service::Image => {

@@ -287,6 +287,14 @@ const ROUTES: &[Route] = &[
             "user_data": "aGk=", "availability_zone": "nova", "config_drive": true}})
         }),
     ),
+    // Before the reboot below, which leaves the server in a task.
+    r(
+        "POST",
+        "/compute/v2.1/servers/{id}/os-volume_attachments",
+        &["server"],
+        Admin,
+        Kind::Json(|f| json!({"volumeAttachment": {"volumeId": f.get("volume")}})),
+    ),
     r("PUT", "/compute/v2.1/servers/{id}", &["server"], Admin, Kind::Json(|_| json!({"server": {"name": "renamed"}}))),
     r(
         "POST",
@@ -294,6 +302,84 @@ const ROUTES: &[Route] = &[
         &["server"],
         Admin,
         Kind::Json(|_| json!({"reboot": {"type": "HARD"}})),
+    ),
+    // Cinder
+    r(
+        "POST",
+        "/volume/v3/{project_id}/volumes",
+        &["project"],
+        Admin,
+        Kind::Json(|_| json!({"volume": {"size": 1, "name": "fz"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/volumes/{id}",
+        &["project", "volume"],
+        Admin,
+        Kind::Json(|_| json!({"volume": {"name": "fz-renamed"}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/volumes/{id}/action",
+        &["project", "volume"],
+        Admin,
+        Kind::Json(|_| json!({"os-set_bootable": {"bootable": true}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/volumes/{id}/metadata",
+        &["project", "volume"],
+        Admin,
+        Kind::Json(|_| json!({"metadata": {"k": "v"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/volumes/{id}/metadata",
+        &["project", "volume"],
+        Admin,
+        Kind::Json(|_| json!({"metadata": {"k": "v"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/volumes/{id}/metadata/{key}",
+        &["project", "volume", "key"],
+        Admin,
+        Kind::Json(|_| json!({"meta": {"k": "v"}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/types",
+        &["project"],
+        Admin,
+        Kind::Json(|_| json!({"volume_type": {"name": "fz-type"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/types/{id}",
+        &["project", "volume_type"],
+        Admin,
+        Kind::Json(|_| json!({"volume_type": {"description": "d"}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/types/{id}/extra_specs",
+        &["project", "volume_type"],
+        Admin,
+        Kind::Json(|_| json!({"extra_specs": {"k": "v"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/types/{id}/extra_specs/{key}",
+        &["project", "volume_type", "spec_key"],
+        Admin,
+        Kind::Json(|_| json!({"hw:cpu_policy": "dedicated"})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/os-quota-sets/{project_id}",
+        &["project", "project"],
+        Admin,
+        Kind::Json(|_| json!({"quota_set": {"volumes": 20}})),
     ),
     r(
         "POST",
@@ -630,6 +716,17 @@ async fn fixtures(app: &TestApp) -> Fixtures {
     let r = agent(Method::POST, format!("/agent/v1/work/{work_id}/events"), Some(done)).await;
     assert!(r.status.is_success(), "build done: {} {}", r.status, r.body);
     ids.insert("work", work_id);
+    // A volume on fx-host, made as its agent would, and a volume type.
+    let project = ids["project"].clone();
+    let volume = post(&format!("/volume/v3/{project}/volumes"), json!({"volume": {"size": 1}}), "/volume/id").await;
+    let work = agent(Method::GET, "/agent/v1/hosts/fx-host/work?wait=5".into(), None).await;
+    let vwork = id_of(&work.body, "/0/id");
+    let done = json!({"type": "done", "power_state": "no_state", "console": null});
+    let r = agent(Method::POST, format!("/agent/v1/work/{vwork}/events"), Some(done)).await;
+    assert!(r.status.is_success(), "volume made: {} {}", r.status, r.body);
+    ids.insert("volume", volume);
+    let vtype = json!({"volume_type": {"name": "fx-type"}});
+    ids.insert("volume_type", post(&format!("/volume/v3/{project}/types"), vtype, "/volume_type/id").await);
     let me =
         app.call(Method::GET, "/identity/v3/auth/tokens", Some(&t), &[("x-subject-token", &t)], Body::empty()).await;
     ids.insert("admin_user", id_of(&me.body, "/token/user/id"));
@@ -964,6 +1061,7 @@ fn declared_body_routes() -> BTreeSet<(String, String)> {
         ("/agent/v1", include_str!("compute/agents.rs")),
         ("/network/v2.0", include_str!("network/mod.rs")),
         ("/image/v2", include_str!("image/mod.rs")),
+        ("/volume/v3/{project_id}", include_str!("volume/mod.rs")),
         ("", include_str!("lib.rs")),
     ];
     let mut out = BTreeSet::new();

@@ -23,6 +23,7 @@ pub mod store;
 pub mod supervisor;
 #[cfg(test)]
 pub mod testing;
+pub mod volume;
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/compute", service(compute::router(state.clone()), Service::Compute, &state))
         .nest("/image", service(image::router(), Service::Image, &state))
         .nest("/network", service(network::router(), Service::Network, &state))
+        .nest("/volume", service(volume::router(), Service::Volume, &state))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -185,7 +187,7 @@ async fn root() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "name": "meridian",
         "version": env!("CARGO_PKG_VERSION"),
-        "services": {"identity": "/identity", "compute": "/compute", "image": "/image", "network": "/network"},
+        "services": {"identity": "/identity", "compute": "/compute", "image": "/image", "network": "/network", "volume": "/volume"},
     }))
 }
 
@@ -241,6 +243,9 @@ async fn conductor_loop(state: AppState) {
         tick.tick().await;
         if let Err(e) = compute::conductor::tick(&state).await {
             tracing::warn!(error = %e, "conductor pass failed");
+        }
+        if let Err(e) = volume::work::tick(&state).await {
+            tracing::warn!(error = %e, "volume deadline pass failed");
         }
     }
 }

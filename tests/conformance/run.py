@@ -8,7 +8,7 @@ driver, provisions two images and a shared network (the accounts are tempest's d
 credentials, made and removed through Meridian's Identity API), writes `tempest.conf`
 from what the server itself advertises (its catalog, the compute microversion range of its
 discovery document, the Neutron extensions it lists) plus the feature table below, runs the
-identity v3, compute, image v2 and network API packages, and reports:
+identity v3, compute, image v2, network and volume API packages, and reports:
 
 - per package: passed / failed / skipped, and the whole run's time;
 - every skip with tempest's reason (in WORKDIR/report.txt);
@@ -46,8 +46,9 @@ PACKAGES = [
     ("tempest.api.network", "tempest.api.network."),
     ("tempest.api.identity.v3", "tempest.api.identity."),
     ("tempest.api.image.v2", "tempest.api.image."),
+    ("tempest.api.volume", "tempest.api.volume."),
 ]
-DEFAULT_REGEX = r"^tempest\.api\.(identity\.v3|identity\.admin\.v3|compute|image\.v2|network)\."
+DEFAULT_REGEX = r"^tempest\.api\.(identity\.v3|identity\.admin\.v3|compute|image\.v2|network|volume)\."
 PASSWORD = "Tempest-Secret-1"
 
 # What Meridian implements beyond what its discovery documents say: each flag is tempest's own
@@ -111,11 +112,27 @@ FEATURES = {
         "floating_ips": False,
         "port_admin_state_change": True,
     },
+    # Cinder: volumes, types, quotas, limits, AZs and the attach actions; none of the optional
+    # features tempest can switch off.
+    "volume-feature-enabled": {
+        "multi_backend": False,
+        "backup": False,
+        "snapshot": False,
+        "clone": False,
+        "manage_snapshot": False,
+        "manage_volume": False,
+        "extend_attached_volume": False,
+        "extend_attached_encrypted_volume": False,
+        "extend_volume_with_snapshot": False,
+        "volume_revert": False,
+        "cluster_active_active": False,
+        "enable_volume_image_dep_tests": False,
+    },
     "service_available": {
         "nova": True,
         "glance": True,
         "neutron": True,
-        "cinder": False,
+        "cinder": True,
         "swift": False,
         "heat": False,
         "designate": False,
@@ -264,8 +281,10 @@ def discovered(cloud):
     # still gates its network tag tests on the old alias.
     if "standard-attr-tag" in aliases:
         aliases.add("tag")
+    volume = call("GET", f"{cloud.url}/volume/v3/")[2]["versions"][0]
     return {"min_microversion": v21["min_version"], "max_microversion": v21["version"],
-            "network_extensions": sorted(aliases)}
+            "network_extensions": sorted(aliases),
+            "volume_min_microversion": volume["min_version"], "volume_max_microversion": volume["version"]}
 
 
 def write_config(ws, cloud, images, net, disc):
@@ -304,6 +323,15 @@ def write_config(ws, cloud, images, net, disc):
             "region": "RegionOne",
         },
         "image": {"region": "RegionOne", "build_timeout": 60, "build_interval": 1},
+        "volume": {
+            "region": "RegionOne",
+            "catalog_type": "block-storage",
+            "min_microversion": disc["volume_min_microversion"],
+            "max_microversion": disc["volume_max_microversion"],
+            "build_timeout": 60,
+            "build_interval": 1,
+            "volume_size": 1,
+        },
         "network": {
             "region": "RegionOne",
             "project_network_cidr": "10.100.0.0/16",

@@ -13,7 +13,7 @@ fn token_catalog_and_projects() {
     let catalog = cli.json(&["catalog", "list"]);
     let mut types: Vec<&str> = catalog.as_array().expect("list").iter().filter_map(|s| s["Type"].as_str()).collect();
     types.sort();
-    assert_eq!(types, ["compute", "identity", "image", "network"]);
+    assert_eq!(types, ["block-storage", "compute", "identity", "image", "network", "volumev3"]);
 
     cli.run(&["project", "create", "demo", "--description", "Demo project"]);
     cli.run(&["user", "create", "alice", "--password", "alicepw", "--project", "demo"]);

@@ -139,6 +139,11 @@ fn release_lease(bridge: &str, ip: &str, mac: &str) {
     }
 }
 
+/// libvirt's `VIR_DOMAIN_AFFECT_*` flags for a device change.
+fn affect(live: bool, config: bool) -> u32 {
+    (if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 }) | (if config { sys::VIR_DOMAIN_AFFECT_CONFIG } else { 0 })
+}
+
 /// Whether an error means "the domain was not running", which destroy treats as done.
 fn not_running(e: &VirtError) -> bool {
     is_code(e, ErrorNumber::OperationInvalid)
@@ -202,6 +207,49 @@ impl Hypervisor for Libvirt {
         let stream = virt::stream::Stream::new(&self.conn()?, 0).map_err(fail)?;
         dom.open_console(None, &stream, sys::VIR_DOMAIN_CONSOLE_FORCE).map_err(fail)?;
         Ok(std::sync::Arc::new(LibvirtConsole { stream }))
+    }
+
+    fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+        let fail = |source| HvError::AttachDevice { name: name.to_string(), source };
+        let dom = self.existing(name)?;
+        match dom.attach_device_flags(xml, affect(live, config)) {
+            Ok(_) => Ok(()),
+            // Drivers without device hot plug (the test driver): the definition is edited
+            // instead, which is all a stopped domain needs.
+            Err(e) if is_code(&e, ErrorNumber::NoSupport) && config => {
+                let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
+                match crate::xml::with_disk(&current, xml) {
+                    Some(updated) => self.conn()?.define_domain_xml(&updated).map(drop).map_err(fail),
+                    None => Ok(()),
+                }
+            }
+            Err(e) if is_code(&e, ErrorNumber::NoSupport) => Ok(()),
+            Err(source) => Err(fail(source)),
+        }
+    }
+
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
+        let fail = |source| HvError::DetachDevice { name: name.to_string(), source };
+        let dom = self.existing(name)?;
+        match dom.detach_device_flags(xml, affect(live, config)) {
+            Ok(_) => Ok(live),
+            Err(e) if is_code(&e, ErrorNumber::NoSupport) => {
+                if config {
+                    let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
+                    if let Some(updated) = crate::xml::without_disk(&current, xml) {
+                        self.conn()?.define_domain_xml(&updated).map_err(fail)?;
+                    }
+                }
+                Ok(false)
+            }
+            Err(source) => Err(fail(source)),
+        }
+    }
+
+    fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
+        self.existing(name)?
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|source| HvError::DomainXml { name: name.to_string(), source })
     }
 
     fn domain_xml(&self, name: &str) -> Result<String, HvError> {

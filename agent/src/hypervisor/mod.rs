@@ -157,6 +157,20 @@ pub enum HvError {
     },
     #[error("this hypervisor has no serial console to open")]
     NoConsole,
+    #[error("cannot attach a device to domain {name}")]
+    AttachDevice {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot detach a device from domain {name}")]
+    DetachDevice {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("this hypervisor cannot plug devices")]
+    NoDevices,
 }
 
 /// A domain's serial console, open full duplex. Blocking and thread-safe: one thread reads
@@ -207,5 +221,23 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn open_serial(&self, name: &str) -> Result<std::sync::Arc<dyn SerialConsole>, HvError> {
         let _ = name;
         Err(HvError::NoConsole)
+    }
+    /// Adds a device (`<disk>` XML) to the running guest (`live`) and/or the domain's
+    /// persistent definition (`config`): libvirt's `attachDeviceFlags` with LIVE / CONFIG.
+    fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+        let _ = (name, xml, live, config);
+        Err(HvError::NoDevices)
+    }
+    /// Asks for a device's removal from the guest (`live`) and/or the definition (`config`).
+    /// Returns once libvirt has asked; the guest releases it in its own time. `Ok(false)`: the
+    /// driver cannot unplug from a running guest (the test driver), only the definition
+    /// changed, so there is nothing to wait for.
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
+        let _ = (name, xml, live, config);
+        Err(HvError::NoDevices)
+    }
+    /// The persistent (inactive) XML of a domain.
+    fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
+        self.domain_xml(name)
     }
 }

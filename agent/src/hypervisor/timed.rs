@@ -64,4 +64,13 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn open_serial(&self, name: &str) -> Result<std::sync::Arc<dyn super::SerialConsole>, HvError> {
         timed("open_serial", || self.0.open_serial(name))
     }
+    fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HvError> {
+        timed("attach_device", || self.0.attach_device(name, xml, live, config))
+    }
+    fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
+        timed("detach_device", || self.0.detach_device(name, xml, live, config))
+    }
+    fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
+        timed("domain_config_xml", || self.0.domain_config_xml(name))
+    }
 }

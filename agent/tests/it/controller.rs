@@ -418,3 +418,89 @@ async fn a_guest_that_ignores_shutdown_is_destroyed_after_the_timeout() {
     let (ev, _) = env.exec(id, Action::Delete).await;
     assert_eq!(done(&ev), PowerState::NoState);
 }
+
+/// Volumes on test:///default: made as sparse files keyed by the volume, plugged into the
+/// domain's definition (and the guest), never deleted while a domain has them, unplugged, gone.
+#[tokio::test]
+async fn volumes_are_made_attached_detached_and_deleted() {
+    use meridian_common::agent::VolumeSpec;
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
+    let name = xml::domain_name(&id);
+    let data = raw_image(1);
+    env.server.add_image("img-v", data.clone());
+    let spec = build_spec("img-v", &data, vec![nic(&net_id, &mac(), "10.77.3.5")]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    let vid = Uuid::new_v4();
+    let vol = VolumeSpec { id: vid.to_string(), size_gb: 3, readonly: false };
+    let file = env.dir.path().join("volumes").join(format!("{vid}.raw"));
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone() }).await;
+    done(&ev);
+    assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 3 << 30);
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone() }).await;
+    done(&ev);
+
+    let attach =
+        Action::VolumeAttach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into(), create: false };
+    let (ev, _) = env.exec(id, attach.clone()).await;
+    done(&ev);
+    let disks = |xml: String| xml::disks(&xml).into_iter().filter(|(d, _)| d == "vdc").collect::<Vec<_>>();
+    let path = file.display().to_string();
+    // The test driver has no hot plug: the definition is what holds the disk here (the
+    // real-QEMU tier checks the running guest).
+    assert_eq!(disks(env.hv.domain_config_xml(&name).expect("config")), [("vdc".to_string(), path.clone())]);
+    let config = env.hv.domain_config_xml(&name).expect("config");
+    assert!(config.contains(&format!("<serial>{}</serial>", &vid.to_string()[..20])), "{config}");
+    // A repeated attach (redelivery) changes nothing.
+    let (ev, _) = env.exec(id, attach).await;
+    done(&ev);
+    assert_eq!(disks(env.hv.domain_config_xml(&name).expect("config")).len(), 1);
+    // A restarted agent finds it where it left it: in the domain's definition.
+    let images = Arc::new(ImageCache::open(&env.dir.path().join("images"), client(&env.url), u64::MAX).expect("cache"));
+    let dyn_hv: Arc<dyn Hypervisor> = env.hv.clone();
+    let restarted = Controller::new(dyn_hv, images, controller_config(&env.dir)).expect("controller");
+    drop(restarted);
+    assert_eq!(disks(env.hv.domain_config_xml(&name).expect("config")).len(), 1);
+    assert!(file.exists());
+
+    // Never deleted while a domain has it; extended in place.
+    let (ev, _) = env.exec(vid, Action::VolumeDelete { volume: vol.clone() }).await;
+    assert!(failed(&ev).contains("in use"), "{ev:?}");
+    assert!(file.exists());
+    let bigger = VolumeSpec { size_gb: 5, ..vol.clone() };
+    let (ev, _) = env.exec(vid, Action::VolumeExtend { volume: bigger }).await;
+    done(&ev);
+    assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 5 << 30);
+
+    // A stopped guest keeps it in its definition; a detach takes it out of both.
+    let (ev, _) = env.exec(id, Action::Stop).await;
+    done(&ev);
+    assert_eq!(disks(env.hv.domain_config_xml(&name).expect("config")).len(), 1);
+    // Started again, the guest has it from its definition; the detach then finishes at once
+    // on a driver that cannot unplug live (nothing to wait for).
+    let (ev, _) = env.exec(id, Action::Start).await;
+    done(&ev);
+    assert_eq!(disks(env.hv.domain_xml(&name).expect("live")).len(), 1);
+    let detach = Action::VolumeDetach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into() };
+    let (ev, _) = env.exec(id, detach.clone()).await;
+    done(&ev);
+    assert!(disks(env.hv.domain_config_xml(&name).expect("config")).is_empty());
+    let (ev, _) = env.exec(id, detach).await;
+    done(&ev);
+
+    // Attaching to a domain that does not exist is refused; the volume then goes.
+    let missing = Uuid::new_v4();
+    let attach =
+        Action::VolumeAttach { volume: vol.clone(), attachment_id: "a2".into(), device: "vdb".into(), create: false };
+    let (ev, _) = env.exec(missing, attach).await;
+    assert!(failed(&ev).contains("no domain"), "{ev:?}");
+    let (ev, _) = env.exec(vid, Action::VolumeDelete { volume: vol.clone() }).await;
+    done(&ev);
+    assert!(!file.exists());
+    let (ev, _) = env.exec(vid, Action::VolumeDelete { volume: vol }).await;
+    done(&ev);
+}

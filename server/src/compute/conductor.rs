@@ -544,6 +544,15 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
     let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
     let id = work.instance_id.as_str();
     match (&action, event) {
+        // Block storage work: `volume::work` applies it.
+        (
+            Action::VolumeCreate { .. }
+            | Action::VolumeExtend { .. }
+            | Action::VolumeDelete { .. }
+            | Action::VolumeAttach { .. }
+            | Action::VolumeDetach { .. },
+            event,
+        ) => crate::volume::work::on_event(state, work, &action, event).await?,
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));
@@ -687,6 +696,8 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
         }
     }
     state.store.cancel_work(id, None).await?;
+    // Its volumes outlive it (the domain that used them is gone).
+    crate::volume::work::instance_gone(state, id).await?;
     state.store.mark_instance_deleted(id).await?;
     state.store.finish_named_action(id, "delete", "Success", None, None).await?;
     Ok(())

@@ -18,8 +18,9 @@ mod quotas;
 pub mod scheduler;
 mod security_groups;
 mod server_view;
-mod servers;
+pub(crate) mod servers;
 pub mod states;
+mod volume_attachments;
 
 use axum::Router;
 use axum::extract::State;
@@ -106,6 +107,11 @@ fn api() -> Router<AppState> {
         .route("/servers/{id}/os-instance-actions", get(hosts::list_actions))
         .route("/servers/{id}/os-instance-actions/{request_id}", get(hosts::show_action))
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))
+        .route("/servers/{id}/os-volume_attachments", get(volume_attachments::list).post(volume_attachments::create))
+        .route(
+            "/servers/{id}/os-volume_attachments/{volume_id}",
+            get(volume_attachments::show).delete(volume_attachments::delete),
+        )
         .route("/os-hypervisors", get(hosts::list_hypervisors))
         .route("/os-hypervisors/detail", get(hosts::list_hypervisors_detail))
         .route("/os-hypervisors/statistics", get(hosts::hypervisor_statistics))

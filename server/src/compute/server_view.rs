@@ -50,6 +50,8 @@ pub(crate) struct Extras {
     pub addresses: Addresses,
     /// The names of the groups of the server's ports.
     pub security_groups: Vec<String>,
+    /// Ids of the volumes attached through the compute API.
+    pub volumes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -163,11 +165,19 @@ struct Full<'a> {
     #[serde(rename = "OS-SRV-USG:terminated_at")]
     terminated_at: Option<&'a str>,
     #[serde(rename = "os-extended-volumes:volumes_attached")]
-    volumes_attached: [(); 0],
+    volumes_attached: Vec<VolumeAttached<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     security_groups: Option<Vec<SecurityGroupName<'a>>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     admin: Option<AdminAttrs<'a>>,
+}
+
+/// One entry of `os-extended-volumes:volumes_attached` (`delete_on_termination` from 2.3).
+#[derive(Serialize)]
+struct VolumeAttached<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete_on_termination: Option<bool>,
 }
 
 /// `OS-EXT-SRV-ATTR:*` and `host_status`: admins only.
@@ -276,7 +286,11 @@ pub(crate) fn view<'a>(
         power_state: inst.power_state,
         launched_at: inst.launched_at.as_deref().map(nova_launch_time),
         terminated_at: inst.terminated_at.as_deref().map(nova_launch_time),
-        volumes_attached: [],
+        volumes_attached: x
+            .volumes
+            .iter()
+            .map(|id| VolumeAttached { id, delete_on_termination: v.at_least(3).then_some(false) })
+            .collect(),
         // The groups of the server's ports, each name once (Nova leaves the key out when none).
         security_groups: (!x.security_groups.is_empty())
             .then(|| x.security_groups.iter().map(|n| SecurityGroupName { name: n }).collect()),

@@ -77,6 +77,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
     let ids: Vec<&str> = insts.iter().map(|i| i.id.as_str()).collect();
     let mut addresses = addresses_by_instance(state, &ids).await?;
     let mut groups = state.store.group_names_by_device(&ids).await?;
+    let mut volumes = state.store.attachments_of_instances(&ids).await?;
     Ok(insts
         .iter()
         .map(|inst| {
@@ -87,6 +88,13 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
                 host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
                 addresses: addresses.remove(&inst.id).unwrap_or_default(),
                 security_groups: groups.remove(&inst.id).unwrap_or_default(),
+                volumes: volumes
+                    .remove(&inst.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.by_compute != 0)
+                    .map(|a| a.volume_id)
+                    .collect(),
             }
         })
         .collect())
@@ -629,7 +637,7 @@ fn new_action(ctx: &Ctx, instance_id: &str, action: &str, request_id: &str) -> I
     }
 }
 
-async fn record_action(
+pub(crate) async fn record_action(
     state: &AppState,
     ctx: &Ctx,
     instance_id: &str,

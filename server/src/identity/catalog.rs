@@ -18,11 +18,14 @@ use crate::store::catalog::{Endpoint, EndpointFilter, Region, Service};
 use crate::store::{Store, StoreError, flag, new_hex_id};
 
 /// Meridian's own services: (type, name, path under the public URL).
-const SERVICES: [(&str, &str, &str); 4] = [
+const SERVICES: [(&str, &str, &str); 6] = [
     ("identity", "keystone", "identity"),
     ("compute", "nova", "compute/v2.1"),
     ("image", "glance", "image"),
     ("network", "neutron", "network"),
+    // Cinder, under both types devstack registers it with.
+    ("block-storage", "cinder", "volume/v3/$(project_id)s"),
+    ("volumev3", "cinderv3", "volume/v3/$(project_id)s"),
 ];
 const INTERFACES: [&str; 3] = ["public", "internal", "admin"];
 

@@ -60,7 +60,7 @@ async fn issue_validate_and_revoke() {
     }
     let catalog = t["catalog"].as_array().expect("catalog");
     let types: Vec<&str> = catalog.iter().filter_map(|s| s["type"].as_str()).collect();
-    assert_eq!(types, ["identity", "compute", "image", "network"]);
+    assert_eq!(types, ["identity", "compute", "image", "network", "block-storage", "volumev3"]);
     assert_eq!(catalog[1]["endpoints"][0]["url"], "http://meridian.test/compute/v2.1");
 
     // Validation returns the very same body.

@@ -20,6 +20,7 @@ pub mod security_groups;
 pub mod services;
 mod sql;
 mod triggers;
+pub mod volume;
 pub mod wal_sync;
 
 use std::path::Path;

@@ -1,0 +1,134 @@
+//! Volumes as sparse raw files, `<dir>/<volume id>.raw`: the embedded default for a one-machine
+//! cloud. Made under a temporary name, sized, flushed and renamed, so a crash never leaves a
+//! half-made volume under its real name.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use meridian_common::agent::VolumeSpec;
+
+use super::{Storage, StorageError, check_id};
+
+const GIB: u64 = 1 << 30;
+
+#[derive(Debug)]
+pub struct FileStorage {
+    dir: PathBuf,
+}
+
+impl FileStorage {
+    pub fn open(dir: &Path) -> std::io::Result<FileStorage> {
+        std::fs::create_dir_all(dir)?;
+        Ok(FileStorage { dir: dir.to_path_buf() })
+    }
+
+    /// Where a volume's bytes are.
+    pub fn path(&self, id: &str) -> Result<PathBuf, StorageError> {
+        Ok(self.dir.join(format!("{}.raw", check_id(id)?)))
+    }
+
+    fn sync_dir(&self) -> std::io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Storage for FileStorage {
+    fn create(&self, v: &VolumeSpec) -> Result<(), StorageError> {
+        let path = self.path(&v.id)?;
+        let fail = |source| StorageError::Create { id: v.id.clone(), source };
+        let want = v.size_gb.saturating_mul(GIB);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            // A repeated create (the first one's acknowledgement was lost).
+            return if meta.len() == want { Ok(()) } else { self.extend(v) };
+        }
+        let tmp = path.with_extension("raw.part");
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(fail)?;
+        f.set_len(want).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+        std::fs::rename(&tmp, &path).map_err(fail)?;
+        self.sync_dir().map_err(fail)
+    }
+
+    fn extend(&self, v: &VolumeSpec) -> Result<(), StorageError> {
+        let path = self.path(&v.id)?;
+        let fail = |source| StorageError::Extend { id: v.id.clone(), source };
+        let want = v.size_gb.saturating_mul(GIB);
+        let f = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::Missing(v.id.clone())),
+            Err(e) => return Err(fail(e)),
+        };
+        let have = f.metadata().map_err(fail)?.len();
+        if have > want {
+            return Err(StorageError::Shrink { id: v.id.clone(), have, want });
+        }
+        if have < want {
+            f.set_len(want).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.path(id)?;
+        let fail = |source| StorageError::Delete { id: id.to_string(), source };
+        match std::fs::remove_file(&path) {
+            Ok(()) => self.sync_dir().map_err(fail),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    fn exists(&self, id: &str) -> Result<bool, StorageError> {
+        Ok(self.path(id)?.exists())
+    }
+
+    fn locator(&self, id: &str) -> Result<String, StorageError> {
+        Ok(self.path(id)?.to_string_lossy().into_owned())
+    }
+
+    fn source_xml(&self, id: &str) -> Result<(String, String), StorageError> {
+        let path = self.path(id)?;
+        Ok(("file".into(), format!("<source file='{}'/>", crate::xml::esc(&path.to_string_lossy()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, size_gb: u64) -> VolumeSpec {
+        VolumeSpec { id: id.into(), size_gb, readonly: false }
+    }
+
+    #[test]
+    fn create_extend_delete_are_idempotent_and_never_shrink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(dir.path()).expect("open");
+        let id = "0b6c58c4-4c53-4c65-9a39-5b2b1f0d8d11";
+        s.create(&spec(id, 10)).expect("create");
+        s.create(&spec(id, 10)).expect("create again");
+        let path = s.path(id).expect("path");
+        let meta = std::fs::metadata(&path).expect("file");
+        assert_eq!(meta.len(), 10 * GIB);
+        // Sparse: 10 GiB of nothing takes (almost) no blocks.
+        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) < 1024, "not sparse: {meta:?}");
+        std::fs::write(dir.path().join("probe"), b"x").expect("probe");
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = OpenOptions::new().write(true).open(&path).expect("open volume");
+            f.seek(SeekFrom::Start(GIB)).expect("seek");
+            f.write_all(b"token").expect("write");
+        }
+        s.extend(&spec(id, 12)).expect("extend");
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), 12 * GIB);
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(&data[GIB as usize..GIB as usize + 5], b"token", "extend keeps the data");
+        drop(data);
+        assert!(matches!(s.extend(&spec(id, 11)), Err(StorageError::Shrink { .. })));
+        s.delete(id).expect("delete");
+        s.delete(id).expect("delete again");
+        assert!(!s.exists(id).expect("exists"));
+        assert!(matches!(s.create(&spec("../etc/passwd", 1)), Err(StorageError::BadId(_))));
+    }
+}

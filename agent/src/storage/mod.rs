@@ -1,0 +1,75 @@
+//! Where volumes' bytes live: the [`Storage`] trait, and its one backend today, sparse raw
+//! files in a directory of the agent's state dir ([`file::FileStorage`]).
+//!
+//! The server never learns where the bytes are: it names a volume and its size, and the backend
+//! makes, grows and removes it and says how libvirt reaches it ([`Storage::disk_xml`]). A shared
+//! backend (Ceph RBD through libvirt's `<disk type='network'>`) implements the same four calls.
+
+pub mod file;
+
+use meridian_common::agent::VolumeSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("volume id {0:?} is not a UUID")]
+    BadId(String),
+    #[error("cannot create volume {id}")]
+    Create {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot extend volume {id}")]
+    Extend {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("volume {id} is {have} bytes, larger than the {want} asked for; volumes never shrink")]
+    Shrink { id: String, have: u64, want: u64 },
+    #[error("volume {0} does not exist on this host")]
+    Missing(String),
+    #[error("cannot delete volume {id}")]
+    Delete {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A volume store on this host. Blocking; every call is idempotent (work is at least once).
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes an empty volume of `size_gb`; an existing one of that size is fine.
+    fn create(&self, v: &VolumeSpec) -> Result<(), StorageError>;
+    /// Grows a volume to `size_gb`; one already that size is fine; never shrinks.
+    fn extend(&self, v: &VolumeSpec) -> Result<(), StorageError>;
+    /// Removes a volume; a missing one is fine. The caller has checked no domain uses it.
+    fn delete(&self, id: &str) -> Result<(), StorageError>;
+    /// Whether the volume exists here.
+    fn exists(&self, id: &str) -> Result<bool, StorageError>;
+    /// What a domain definition's `<source>` names for this volume (a file path, an RBD image
+    /// name): how a domain using it is recognised.
+    fn locator(&self, id: &str) -> Result<String, StorageError>;
+    /// The `<source …/>` element (and driver) of the disk libvirt attaches: what identifies
+    /// the volume in a domain definition.
+    fn source_xml(&self, id: &str) -> Result<(String, String), StorageError>;
+}
+
+/// The `<disk>` element for a volume as device `dev` (virtio): the volume's id as the disk's
+/// serial (as Nova sets it, so the guest finds it under /dev/disk/by-id), read-only when asked.
+pub fn disk_xml(storage: &dyn Storage, v: &VolumeSpec, dev: &str) -> Result<String, StorageError> {
+    let (disk_type, source) = storage.source_xml(&v.id)?;
+    let serial: String = v.id.chars().take(20).collect();
+    let readonly = if v.readonly { "      <readonly/>\n" } else { "" };
+    Ok(format!(
+        "<disk type='{disk_type}' device='disk'>\n      <driver name='qemu' type='raw'/>\n      {source}\n      \
+         <target dev='{}' bus='virtio'/>\n      <serial>{}</serial>\n{readonly}    </disk>",
+        crate::xml::esc(dev),
+        crate::xml::esc(&serial)
+    ))
+}
+
+/// A volume id must be a UUID: it names files and devices.
+pub(crate) fn check_id(id: &str) -> Result<uuid::Uuid, StorageError> {
+    uuid::Uuid::parse_str(id).map_err(|_| StorageError::BadId(id.to_string()))
+}

@@ -1,0 +1,335 @@
+//! Where volumes live and how their work reaches agents: placement on a host, the work items
+//! (see `common/src/agent.rs` for the keying), the events agents report, deadlines, and the
+//! compute side's attach/detach.
+//!
+//! Status machine (Cinder's names; every change stored with its transition):
+//!
+//! | from | event | to |
+//! | --- | --- | --- |
+//! | (new) | placed on a host | creating (no host: error) |
+//! | creating | agent made the file / failed / deadline | available / error / error |
+//! | available | os-extend | extending → available (agent done) / error_extending (failed, deadline) |
+//! | available | Nova attach | attaching → in-use (agent done) / available (failed) / error_attaching (deadline) |
+//! | available | os-reserve, os-attach | reserved → in-use (bookkeeping only, no agent) |
+//! | in-use | Nova detach | detaching → available (agent done) / in-use (failed) / error_detaching (deadline) |
+//! | available, error… | delete | deleting → (row gone) / error_deleting (failed, deadline) |
+//!
+//! A deadline never moves a volume back to a happy state: the agent may still be acting on
+//! it, so it goes to the matching error state, from which delete (or a detach of an
+//! `error_attaching`/`error_detaching` volume, which the agent carries out idempotently) recovers.
+
+use meridian_common::agent::{Action, VolumeSpec, WorkEvent};
+
+use crate::compute::conductor;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::hosts::Work;
+use crate::store::instances::Instance;
+use crate::store::volume::{Attachment, Volume, new_attachment};
+use crate::store::{StoreError, StoreResult, fmt_time, now};
+
+/// The zone volumes are in when the hosts name none (Cinder's `storage_availability_zone`).
+pub const DEFAULT_ZONE: &str = "nova";
+
+/// How long each transitional status may last.
+pub const CREATE_DEADLINE: i64 = 300;
+pub const EXTEND_DEADLINE: i64 = 300;
+pub const DELETE_DEADLINE: i64 = 300;
+pub const ATTACH_DEADLINE: i64 = 180;
+pub const DETACH_DEADLINE: i64 = 180;
+
+pub fn deadline(secs: i64) -> String {
+    fmt_time(chrono::Utc::now() + chrono::Duration::seconds(secs))
+}
+
+/// The availability zones of enabled hosts, sorted; the default zone when there are none.
+pub async fn zones(state: &AppState) -> ApiResult<Vec<String>> {
+    let mut zones: Vec<String> = state
+        .store
+        .list_hosts()
+        .await?
+        .into_iter()
+        .filter(|h| h.enabled != 0)
+        .map(|h| if h.availability_zone.is_empty() { DEFAULT_ZONE.to_string() } else { h.availability_zone })
+        .collect();
+    zones.sort();
+    zones.dedup();
+    if zones.is_empty() {
+        zones.push(DEFAULT_ZONE.into());
+    }
+    Ok(zones)
+}
+
+/// The host for a new volume: up, enabled, in the zone, with room for it (its disk, under the
+/// disk allocation ratio, less instances' claims and volumes already placed), the one with the
+/// most room left. `None`: no host has room.
+pub async fn place(state: &AppState, size_gb: i64, zone: &str) -> ApiResult<Option<String>> {
+    let used = state.store.volume_gb_by_host().await?;
+    let ratio = state.cfg.compute.disk_allocation_ratio;
+    let best = state
+        .store
+        .list_hosts()
+        .await?
+        .into_iter()
+        .filter(|h| h.enabled != 0 && conductor::host_up(state, h))
+        .filter(|h| h.availability_zone == zone || (h.availability_zone.is_empty() && zone == DEFAULT_ZONE))
+        .map(|h| {
+            let free = (h.disk_gb as f64 * ratio) as i64 - h.disk_gb_used - used.get(&h.id).copied().unwrap_or(0);
+            (free, h.id)
+        })
+        .filter(|(free, _)| *free >= size_gb)
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+    Ok(best.map(|(_, id)| id))
+}
+
+/// Volume-only work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Create,
+    Extend,
+    Delete,
+}
+
+fn spec(v: &Volume) -> VolumeSpec {
+    VolumeSpec { id: v.id.clone(), size_gb: u64::try_from(v.size).unwrap_or(0), readonly: v.readonly != 0 }
+}
+
+pub fn action_json(v: &Volume, kind: Kind) -> ApiResult<String> {
+    let volume = spec(v);
+    let action = match kind {
+        Kind::Create => Action::VolumeCreate { volume },
+        Kind::Extend => Action::VolumeExtend { volume },
+        Kind::Delete => Action::VolumeDelete { volume },
+    };
+    serde_json::to_string(&action).map_err(ApiError::internal)
+}
+
+/// Stores a volume's work for its host and wakes the host's long poll.
+pub async fn enqueue(state: &AppState, v: &Volume, host: &str, kind: Kind) -> ApiResult<()> {
+    state.store.enqueue_work(&v.id, host, &action_json(v, kind)?).await?;
+    state.signals.notify(host);
+    Ok(())
+}
+
+/// Applies an agent's event for volume work. Progress events change nothing.
+pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: WorkEvent) -> StoreResult<()> {
+    let s = &state.store;
+    let (ok, message) = match &event {
+        WorkEvent::Progress { .. } => return Ok(()),
+        WorkEvent::Done { .. } => (true, None),
+        WorkEvent::Failed { message, .. } => (false, Some(message.as_str())),
+    };
+    let outcome = if ok { "done" } else { "failed" };
+    match action {
+        Action::VolumeCreate { volume } => {
+            let to = if ok { "available" } else { "error" };
+            s.finish_volume_work(&volume.id, &work.id, outcome, message, &["creating"], to).await?;
+        }
+        Action::VolumeExtend { volume } if ok => {
+            s.finish_extend(&volume.id, &work.id, i64::try_from(volume.size_gb).unwrap_or(i64::MAX)).await?;
+        }
+        Action::VolumeExtend { volume } => {
+            s.finish_volume_work(&volume.id, &work.id, outcome, message, &["extending"], "error_extending").await?;
+        }
+        // The old copy of a volume that moved hosts: only the work item ends.
+        Action::VolumeDelete { volume } if !deleting(s, &volume.id, &work.host_id).await? => {
+            if !ok {
+                tracing::warn!(volume = %volume.id, host = %work.host_id, error = ?message, "old copy of a moved volume not removed");
+            }
+            s.finish_work(&work.id, outcome, message).await?;
+        }
+        Action::VolumeDelete { volume } if ok => {
+            s.volume_deleted(&volume.id, &work.id).await?;
+        }
+        Action::VolumeDelete { volume } => {
+            s.finish_volume_work(&volume.id, &work.id, outcome, message, &["deleting"], "error_deleting").await?;
+        }
+        Action::VolumeAttach { volume, attachment_id, .. } => {
+            let (att, to) = if ok { (Some("attached"), "in-use") } else { (None, "available") };
+            let done = s
+                .finish_attachment_work(&work.id, outcome, message, attachment_id, att, &volume.id, &["attaching"], to)
+                .await?;
+            if done {
+                record_action(state, &work.instance_id, "attach_volume", message).await;
+            }
+        }
+        Action::VolumeDetach { volume, attachment_id, .. } => {
+            let (att, to) = if ok { (None, "available") } else { (Some("attached"), "in-use") };
+            let from: &[&str] = &["detaching", "error_detaching", "error_attaching"];
+            let done =
+                s.finish_attachment_work(&work.id, outcome, message, attachment_id, att, &volume.id, from, to).await?;
+            if done {
+                record_action(state, &work.instance_id, "detach_volume", message).await;
+            }
+        }
+        _ => return Err(StoreError::Other(anyhow::anyhow!("not volume work"))),
+    }
+    Ok(())
+}
+
+/// Whether the volume is being deleted from this host (rather than its old copy removed).
+async fn deleting(s: &crate::store::Store, id: &str, host: &str) -> StoreResult<bool> {
+    match s.get_volume(id).await {
+        Ok(v) => Ok(v.host_id.as_deref() == Some(host)),
+        // Already gone: a repeated event, harmless either way.
+        Err(StoreError::NotFound(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ends the instance action of an attach or detach (best effort: the volume's state is what
+/// matters, and an action may be missing for work queued before this existed).
+async fn record_action(state: &AppState, instance_id: &str, name: &str, failure: Option<&str>) {
+    let (result, message) = match failure {
+        None => ("Success", None),
+        Some(m) => ("Error", Some(m)),
+    };
+    if let Err(e) = state.store.finish_named_action(instance_id, name, result, message, None).await {
+        tracing::debug!(instance = %instance_id, error = %e, "no instance action to finish");
+    }
+}
+
+/// Moves every volume whose transitional status outlived its deadline to the matching error
+/// state (see the module table). Called from the conductor's tick.
+pub async fn tick(state: &AppState) -> StoreResult<()> {
+    for v in state.store.volumes_past_deadline(&now()).await? {
+        let to = match v.status.as_str() {
+            "creating" => "error",
+            "extending" => "error_extending",
+            "deleting" => "error_deleting",
+            "attaching" => "error_attaching",
+            "detaching" => "error_detaching",
+            _ => continue,
+        };
+        if state.store.set_volume_status(&v.id, &[v.status.as_str()], to, None).await? {
+            tracing::warn!(volume = %v.id, from = %v.status, to, "volume work passed its deadline");
+        }
+    }
+    Ok(())
+}
+
+// ---- the compute side ----
+
+/// The device name for a new attachment: the first `vdX` after the root disk, the config
+/// drive and the instance's other attachments, or the one asked for when free.
+fn pick_device(inst: &Instance, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
+    let mut used: Vec<String> = vec!["vda".into()];
+    if inst.config_drive == crate::compute::servers::CONFIG_DRIVE_ATTACHED {
+        used.push("vdb".into());
+    }
+    used.extend(
+        taken.iter().filter_map(|a| a.mountpoint.as_deref()).map(|m| m.trim_start_matches("/dev/").to_string()),
+    );
+    if let Some(want) = asked {
+        let name = want.trim_start_matches("/dev/");
+        let valid = name.len() >= 3
+            && ["vd", "sd", "xvd", "hd"].iter().any(|p| name.starts_with(p))
+            && name.bytes().skip(2).all(|c| c.is_ascii_lowercase());
+        if !valid {
+            return Err(ApiError::bad_request(format!("The supplied device path ({want}) is invalid.")));
+        }
+        // Nova lets the hypervisor choose and ignores a taken name; so do we, for a free one.
+        let name = format!("vd{}", &name[name.len() - 1..]);
+        if !used.contains(&name) {
+            return Ok(name);
+        }
+    }
+    (b'b'..=b'z')
+        .map(|c| format!("vd{}", c as char))
+        .find(|d| !used.contains(d))
+        .ok_or_else(|| ApiError::bad_request("No free disk device names for prefix 'vd'"))
+}
+
+/// Nova's attach: checks, `available` → `attaching` with the attachment and the agent's work in
+/// one transaction. Returns the attachment (with its device).
+pub async fn attach(state: &AppState, inst: &Instance, v: &Volume, device: Option<&str>) -> ApiResult<Attachment> {
+    let host = inst.host_id.clone().ok_or_else(|| {
+        ApiError::conflict(format!(
+            "Cannot 'attach_volume' instance {} while it is in vm_state {}",
+            inst.id, inst.vm_state
+        ))
+    })?;
+    if v.status != "available" {
+        return Err(ApiError::bad_request(format!(
+            "Invalid volume: volume {} status must be 'available'. Currently in '{}'",
+            v.id, v.status
+        )));
+    }
+    // A volume elsewhere can follow the instance only while it is blank (never attached, so
+    // all zeros): it is then made anew on the instance's host and the old copy removed.
+    // Anything that may hold data stays where its bytes are.
+    let moving = match v.host_id.as_deref() {
+        Some(h) if h == host => None,
+        Some(h) if never_attached(state, &v.id).await? => Some(h.to_string()),
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "Volume {} is stored on another compute host than instance {}; a volume that has held data can \
+                 only be attached to instances on its own host.",
+                v.id, inst.id
+            )));
+        }
+    };
+    let taken = state.store.instance_attachments(&inst.id).await?;
+    let dev = pick_device(inst, &taken, device)?;
+    let mut a = new_attachment(&v.id, Some(&inst.id), Some(&host), "attaching");
+    a.mountpoint = Some(format!("/dev/{dev}"));
+    a.by_compute = 1;
+    let action =
+        Action::VolumeAttach { volume: spec(v), attachment_id: a.id.clone(), device: dev, create: moving.is_some() };
+    let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
+    let d = deadline(ATTACH_DEADLINE);
+    let reserved = match &moving {
+        None => state.store.reserve_volume(&a, "attaching", Some(&d), Some((&host, &action))).await?,
+        Some(old) => {
+            let delete =
+                serde_json::to_string(&Action::VolumeDelete { volume: spec(v) }).map_err(ApiError::internal)?;
+            let moved = state.store.relocate_and_reserve(&a, &d, old, &host, &delete, &action).await?;
+            state.signals.notify(old);
+            moved
+        }
+    };
+    if !reserved {
+        return Err(ApiError::bad_request(format!("Invalid volume: volume {} status must be 'available'.", v.id)));
+    }
+    state.signals.notify(&host);
+    Ok(a)
+}
+
+/// Whether a volume has never been attached (nor reserved for it): its bytes are all zeros.
+async fn never_attached(state: &AppState, id: &str) -> StoreResult<bool> {
+    let history = state.store.volume_transitions(id).await?;
+    Ok(!history.iter().any(|s| matches!(s.as_str(), "attaching" | "reserved" | "in-use" | "detaching")))
+}
+
+/// Nova's detach: `in-use` (or a stuck `error_attaching`/`error_detaching`) → `detaching` and
+/// the agent's work, in one transaction.
+pub async fn detach(state: &AppState, inst: &Instance, a: &Attachment) -> ApiResult<()> {
+    let v = state.store.get_volume(&a.volume_id).await?;
+    let host =
+        inst.host_id.clone().or(a.host_id.clone()).ok_or_else(|| ApiError::conflict("The instance has no host."))?;
+    let dev = a.mountpoint.as_deref().unwrap_or("").trim_start_matches("/dev/").to_string();
+    let action = Action::VolumeDetach { volume: spec(&v), attachment_id: a.id.clone(), device: dev };
+    let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
+    let d = deadline(DETACH_DEADLINE);
+    let from = ["in-use", "error_attaching", "error_detaching"];
+    let work = Some((inst.id.as_str(), host.as_str(), action.as_str()));
+    if !state.store.move_attachment(&a.id, Some("detaching"), None, &v.id, &from, "detaching", Some(&d), work).await? {
+        return Err(ApiError::bad_request(format!(
+            "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be \
+             'attached' to detach. (volume {} is {})",
+            v.id, v.status
+        )));
+    }
+    state.signals.notify(&host);
+    Ok(())
+}
+
+/// An instance is gone (its domain destroyed and undefined): its volumes are released, and
+/// outlive it. Called when a delete completes.
+pub async fn instance_gone(state: &AppState, instance_id: &str) -> StoreResult<()> {
+    for a in state.store.instance_attachments(instance_id).await? {
+        let from = ["in-use", "attaching", "detaching", "reserved", "error_attaching", "error_detaching"];
+        state.store.move_attachment(&a.id, None, None, &a.volume_id, &from, "available", None, None).await?;
+    }
+    Ok(())
+}
