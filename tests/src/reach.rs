@@ -46,24 +46,34 @@ pub async fn opened(addr: SocketAddr, since: Instant, limit: Duration) -> Option
     }
 }
 
-/// Starts a connect to `addr` every [`EVERY`] for `limit + quiet` after `since`, each given
-/// [`ATTEMPT`]; returns the time from `since` to the start of the first refused connect after
-/// which none got through (the moment the port stopped admitting new connections), or `None`
-/// when one started later than `limit` still got through.
+/// Starts a connect to `addr` every [`EVERY`], each given [`ATTEMPT`], until `quiet` of them
+/// in a row were refused (or `limit + quiet` after `since`); returns the time from `since` to
+/// the start of the first refused connect after which none got through (the moment the port
+/// stopped admitting new connections), or `None` when one started later than `limit` still
+/// got through.
 pub async fn closed(addr: SocketAddr, since: Instant, limit: Duration, quiet: Duration) -> Option<Duration> {
     let end = since + limit + quiet;
     let mut attempts = JoinSet::new();
+    let mut results = Vec::new();
     while Instant::now() < end {
         let started = since.elapsed();
         attempts.spawn(async move { (started, connects(addr, ATTEMPT).await) });
         tokio::time::sleep(EVERY).await;
+        while let Some(done) = attempts.try_join_next() {
+            results.push(done.expect("a probe task"));
+        }
+        // Judged on finished attempts only; those still running are waited for below, and a
+        // late one that got through moves the answer.
+        if closed_at(&results).is_some_and(|at| results.iter().any(|(s, _)| *s >= at + quiet)) {
+            break;
+        }
     }
-    let results: Vec<(Duration, bool)> = attempts.join_all().await;
+    results.extend(attempts.join_all().await);
+    closed_at(&results).filter(|at| *at <= limit)
+}
+
+/// The start of the first refused attempt after the last that got through.
+fn closed_at(results: &[(Duration, bool)]) -> Option<Duration> {
     let last_through = results.iter().filter(|(_, ok)| *ok).map(|(at, _)| *at).max();
-    let closed_at = results
-        .iter()
-        .filter(|(at, ok)| !ok && last_through.is_none_or(|last| *at > last))
-        .map(|(at, _)| *at)
-        .min()?;
-    (closed_at <= limit).then_some(closed_at)
+    results.iter().filter(|(at, ok)| !ok && last_through.is_none_or(|last| *at > last)).map(|(at, _)| *at).min()
 }
