@@ -299,7 +299,12 @@ async fn security_groups_on_real_guests() {
     for what in ["ip", "mac"] {
         spoof(&b, &key, &gamma, &gw, &prefix, listen_port, what).await;
     }
-    assert_eq!(spoofed_requests(&seen).len(), 2, "without port security both got through: {:?}", spoofed_requests(&seen));
+    assert_eq!(
+        spoofed_requests(&seen).len(),
+        2,
+        "without port security both got through: {:?}",
+        spoofed_requests(&seen)
+    );
 
     assert!(!agent.log_text().contains("ERROR"), "agent errors:\n{}", agent.log_text());
     drop(agent);

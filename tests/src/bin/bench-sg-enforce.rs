@@ -65,10 +65,8 @@ async fn main() {
 
     let body = json!({"server": {"name": "sg-bench", "imageRef": image_id, "flavorRef": flavor,
         "networks": [{"uuid": net_id}], "security_groups": [{"name": "default"}]}});
-    let id = admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id =
+        admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"].as_str().expect("id").to_string();
     guard.domain(&format!("meridian-{id}"));
     let s = wait_server(&admin, &id, &["ACTIVE", "ERROR"], 180).await;
     assert_eq!(s["status"], "ACTIVE", "{s}");
