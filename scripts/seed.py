@@ -5,7 +5,8 @@
 
 Creates what is missing (never a duplicate): project `demo`, user `demo` with the member role on
 it, the public image `meridian-guest` (IMAGE_FILE, qcow2), and, as the demo user, network
-`demo-net` with subnet `demo-subnet` (10.20.0.0/24). Standard library only.
+`demo-net` with subnet `demo-subnet` (10.20.0.0/24), and in demo's default security group ingress
+rules for ssh (tcp 22) and ICMP from anywhere (IPv4). Standard library only.
 """
 
 import json
@@ -99,6 +100,20 @@ def main():
             "name": "demo-subnet", "network_id": net, "cidr": "10.20.0.0/24", "ip_version": 4,
             "dns_nameservers": []}})
         print("seed: created subnet demo-subnet 10.20.0.0/24")
+
+    # The agent enforces security groups, and Neutron's default group admits only its own
+    # members: without these a newcomer could neither ssh (`x` in the dashboard) nor ping a guest.
+    _, r = call("GET", f"{net_api}/security-groups?name=default&project_id={project}", demo)
+    group = next(g for g in r["security_groups"] if g["project_id"] == project)
+    for protocol, port, what in (("tcp", 22, "ssh (tcp 22)"), ("icmp", None, "ICMP")):
+        if not any(rule["direction"] == "ingress" and rule["ethertype"] == "IPv4" and rule["protocol"] == protocol
+                   and rule["port_range_min"] == port and rule["remote_ip_prefix"] in ("0.0.0.0/0", None)
+                   and rule["remote_group_id"] is None for rule in group["security_group_rules"]):
+            call("POST", f"{net_api}/security-group-rules", demo, {"security_group_rule": {
+                "security_group_id": group["id"], "direction": "ingress", "ethertype": "IPv4",
+                "protocol": protocol, "port_range_min": port, "port_range_max": port,
+                "remote_ip_prefix": "0.0.0.0/0"}})
+            print(f"seed: default security group of demo: ingress {what} from anywhere (IPv4)")
 
 
 if __name__ == "__main__":

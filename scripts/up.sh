@@ -8,7 +8,9 @@
 # agent uses qemu:///system (real QEMU guests) when a libvirt daemon with QEMU is there or can be
 # started, else libvirt's in-memory test:///default driver (no real guests); the screen says which.
 # First run seeds project `demo`, user `demo` (member), the image `meridian-guest`, network
-# `demo-net` + subnet, and writes .data/clouds.yaml (entry `meridian`) and .data/openrc.
+# `demo-net` + subnet, opens ssh (tcp 22) and ICMP from anywhere in demo's default security group
+# (the agent enforces groups; the default one admits only its members), and writes
+# .data/clouds.yaml (entry `meridian`) and .data/openrc.
 # Quitting the TUI (or Ctrl-C) stops the server and agent; guests keep running in libvirt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ HEADLESS=0
 for arg in "$@"; do
     case "$arg" in
         --headless) HEADLESS=1 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -120,6 +122,8 @@ Meridian is running on $URL (data: $DATA; logs: server.log, agent.log).
   demo login:    project demo, user demo, password in $DATA/demo-password
   CLI:           source $DATA/openrc && .venv/bin/openstack server create --flavor m1.tiny \\
                      --image meridian-guest --network demo-net --wait vm1
+  security:      demo's default security group lets in ssh (tcp 22) and ICMP from anywhere (IPv4),
+                 and its own members; anything else needs a rule (openstack security group rule create)
   clouds.yaml:   OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml, entries meridian (demo) and meridian-admin
   metrics:       $URL/metrics (server), http://${MERIDIAN_AGENT_METRICS_LISTEN:-127.0.0.1:9180}/metrics (agent)
 MSG

@@ -169,3 +169,41 @@ pub fn qemu_pid(domain: &str) -> Option<u32> {
     let pid: u32 = text.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
+
+/// The caller's project's `default` security group (Neutron makes it on first use). Only its
+/// own members reach a guest in it: a test that reaches a guest from the host adds a rule.
+pub async fn default_group(client: &Client) -> String {
+    let project = client.session.project_id().expect("a project-scoped token").to_string();
+    let groups = client
+        .get("network", &format!("/v2.0/security-groups?name=default&project_id={project}"))
+        .await
+        .expect("security groups");
+    let found = groups["security_groups"].as_array().into_iter().flatten().find(|g| g["project_id"] == project);
+    found.and_then(|g| g["id"].as_str()).expect("the project's default group").to_string()
+}
+
+/// Adds an IPv4 ingress rule to `group` through the Neutron API: `protocol` (`tcp`, `icmp`, …)
+/// to `port` (every port when `None`) from `remote` (a prefix); returns the rule's id.
+pub async fn allow_ingress(client: &Client, group: &str, protocol: &str, port: Option<u16>, remote: &str) -> String {
+    let rule = json!({"security_group_rule": {
+        "security_group_id": group, "direction": "ingress", "ethertype": "IPv4", "protocol": protocol,
+        "port_range_min": port, "port_range_max": port, "remote_ip_prefix": remote,
+    }});
+    let r = client.post("network", "/v2.0/security-group-rules", &rule).await.expect("security group rule");
+    r["security_group_rule"]["id"].as_str().expect("rule id").to_string()
+}
+
+/// A subnet's gateway address: the host's own address on the guests' network (the bridge's),
+/// so the source of whatever the host sends to its guests there.
+pub async fn gateway(client: &Client, subnet_id: &str) -> String {
+    let subnet = client.get("network", &format!("/v2.0/subnets/{subnet_id}")).await.expect("subnet");
+    subnet["subnet"]["gateway_ip"].as_str().expect("gateway").to_string()
+}
+
+/// Lets the host ssh into the guests of `client`'s project on `subnet_id`: an ingress rule for
+/// tcp/22 from the subnet's gateway (the host's address there) in the project's default group.
+pub async fn allow_ssh_from_host(client: &Client, subnet_id: &str) {
+    let gw = gateway(client, subnet_id).await;
+    let group = default_group(client).await;
+    allow_ingress(client, &group, "tcp", Some(22), &format!("{gw}/32")).await;
+}

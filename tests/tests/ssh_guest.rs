@@ -21,7 +21,8 @@ use serde_json::json;
 const BOOT_SECS: u64 = 180;
 
 /// A cloud on `qemu:///system` with the guest image (as scripts/seed.py uploads it: os_distro
-/// busybox, so the dashboard logs in as root), a flavor and a network: (flavor, image, network).
+/// busybox, so the dashboard logs in as root), a flavor, a network, and ssh from the host let
+/// in by the default group: (flavor, image, network).
 async fn guest_cloud(admin: &Client, guard: &LibvirtGuard, salt: u32) -> (String, String, String) {
     let image = vm::image_dir();
     wait_hosts_up(admin, 1).await;
@@ -33,8 +34,11 @@ async fn guest_cloud(admin: &Client, guard: &LibvirtGuard, salt: u32) -> (String
     let image_id =
         vm::upload_image(admin, "meridian-guest", &image.join("disk.qcow2"), "qcow2", json!({"os_distro": "busybox"}))
             .await;
-    let (net_id, _) = vm::network(admin, "sshnet", &vm::private_subnet(salt)).await;
+    let (net_id, subnet_id) = vm::network(admin, "sshnet", &vm::private_subnet(salt)).await;
     guard.network(&format!("meridian-{net_id}"));
+    // The agent enforces security groups: the admin project's default group admits only its
+    // members, so ssh from the host (the subnet's gateway) needs a rule of its own.
+    vm::allow_ssh_from_host(admin, &subnet_id).await;
     (flavor, image_id, net_id)
 }
 

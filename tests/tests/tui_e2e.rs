@@ -1022,4 +1022,6 @@ async fn the_worker_manages_security_groups() {
     assert_eq!(gone.expect_err("deleted").status(), Some(reqwest::StatusCode::NOT_FOUND));
     worker.send(Request::Delete { kind: Kind::SecGroups, id: web.id.clone(), name: "web".into() }).expect("send");
     assert!(matches!(next(&mut ui).await, Response::Deleted { kind: Kind::SecGroups, .. }));
+    let gone = admin.get("network", &format!("/v2.0/security-groups/{}", web.id)).await;
+    assert_eq!(gone.expect_err("deleted").status(), Some(reqwest::StatusCode::NOT_FOUND));
 }
