@@ -2,16 +2,21 @@
 //! this host, answered by the server's metadata route (`meridian_common::agent`, the `metadata`
 //! row).
 //!
-//! How a guest reaches it: the agent adds `169.254.169.254/32` to the network's bridge and
-//! listens on `169.254.169.254:80` with the socket bound to that bridge (`SO_BINDTODEVICE`),
-//! one listener per bridge (Linux lets sockets bound to different devices share an address and
-//! port). A guest's request to 169.254.169.254 (routed through its gateway, or on-link: the
-//! host answers ARP for its own address) is delivered locally, unchanged, to the listener of
-//! the bridge it came in on. So the listener names the network, and the TCP peer address is the
-//! guest's source address as the host saw it; the guest's own headers (`X-Forwarded-For`
-//! included) are never forwarded. The address goes away with the bridge when libvirt removes
-//! the network, and [`MetadataProxies::ensure`] adds it again for existing networks when the
-//! agent starts.
+//! How a guest reaches it: the agent puts `169.254.169.254/32` on a link of its own
+//! ([`METADATA_LINK`], a bridge with no ports), never on the networks' bridges, and listens on `169.254.169.254:80` with the
+//! socket bound to each network's bridge (`SO_BINDTODEVICE`), one listener per bridge (Linux
+//! lets sockets bound to different devices share an address and port, and a bound socket is
+//! matched on the interface a packet came in on, whichever interface holds the address). A
+//! guest's request to 169.254.169.254 (routed through its gateway, or on-link: the host
+//! answers ARP for any of its addresses) is delivered locally, unchanged, to the listener of
+//! the bridge it came in on. So the listener names the network, and the TCP peer address is
+//! the guest's source address as the host saw it; the guest's own headers (`X-Forwarded-For`
+//! included) are never forwarded.
+//!
+//! Why not on the bridges: libvirt's dnsmasq listens on every address of its bridge, so with
+//! the same address on two bridges the second network's dnsmasq cannot bind it and fails on its
+//! next restart (DHCP gone). Agents that put it there before are mended: [`listen_on_bridge`]
+//! takes it off the bridge.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +33,9 @@ use crate::server::ServerClient;
 
 /// The metadata service's address, as on every OpenStack cloud.
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The link that holds [`METADATA_IP`] on the host (not a network's bridge: see above).
+pub const METADATA_LINK: &str = "meridian-meta";
 pub const METADATA_PORT: u16 = 80;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,17 +99,32 @@ async fn forward(
     }
 }
 
-/// A listener on `169.254.169.254:80` bound to `bridge`, after adding the address to it.
-/// Blocking (runs `ip`).
-fn listen_on_bridge(bridge: &str) -> Result<std::net::TcpListener, ProxyError> {
+/// Runs `ip ARGS`; `Ok(false)` when it failed with one of `tolerated` in its message.
+fn ip(args: &[&str], tolerated: &[&str], bridge: &str) -> Result<bool, ProxyError> {
     let out = std::process::Command::new("ip")
-        .args(["-4", "addr", "replace", &format!("{METADATA_IP}/32"), "dev", bridge])
+        .args(args)
         .output()
         .map_err(|e| ProxyError::Address { bridge: bridge.to_string(), message: e.to_string() })?;
-    if !out.status.success() {
-        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(ProxyError::Address { bridge: bridge.to_string(), message });
+    if out.status.success() {
+        return Ok(true);
     }
+    let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if tolerated.iter().any(|t| message.contains(t)) {
+        return Ok(false);
+    }
+    Err(ProxyError::Address { bridge: bridge.to_string(), message })
+}
+
+/// A listener on `169.254.169.254:80` bound to `bridge`, once the address is on the host's
+/// metadata link. Blocking (runs `ip`).
+fn listen_on_bridge(bridge: &str) -> Result<std::net::TcpListener, ProxyError> {
+    let addr = format!("{METADATA_IP}/32");
+    // A port-less bridge: the `dummy` driver is not in every kernel (not in this project's CI's).
+    ip(&["link", "add", METADATA_LINK, "type", "bridge"], &["File exists"], bridge)?;
+    ip(&["link", "set", METADATA_LINK, "up"], &[], bridge)?;
+    ip(&["-4", "addr", "replace", &addr, "dev", METADATA_LINK], &[], bridge)?;
+    // An earlier agent put the address on the bridge itself (see the module's notes).
+    ip(&["-4", "addr", "del", &addr, "dev", bridge], &["Cannot assign", "not found", "does not exist"], bridge)?;
     let listen = || -> std::io::Result<std::net::TcpListener> {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         s.set_reuse_address(true)?;
@@ -153,7 +176,7 @@ impl MetadataProxies {
         Ok(())
     }
 
-    /// Stops the proxy of `network_id` (its bridge, and the address on it, go with the network).
+    /// Stops the proxy of `network_id` (its bridge goes with the network; the address stays on the metadata link).
     pub fn remove(&self, network_id: &str) {
         if let Some(task) = self.running.lock().unwrap_or_else(PoisonError::into_inner).remove(network_id) {
             task.abort();

@@ -109,11 +109,15 @@ async fn guests_without_a_config_drive_read_their_own_metadata_from_169_254_169_
     let line = "meridian-guest: metadata hostname=alpha keys=1 user_data=alpha-secret-user-data";
     assert_eq!(log.matches(line).count(), 2, "after the agent restart: {log}\nagent:\n{}", agent.log_text());
 
-    // The bridge carries the metadata address while the network lives; both go with it.
+    // The metadata address is on the agent's own link, never on the bridge: libvirt's dnsmasq
+    // listens on every address of its bridge, and a second network's could not bind it.
     let net_xml = vm::virsh_ok(&["net-dumpxml", &libvirt_net]);
     let bridge = net_xml.split("<bridge name='").nth(1).and_then(|r| r.split('\'').next()).expect("bridge").to_string();
     let addrs = std::process::Command::new("ip").args(["-4", "addr", "show", "dev", &bridge]).output().expect("ip");
-    assert!(String::from_utf8_lossy(&addrs.stdout).contains("169.254.169.254/32"), "{addrs:?}");
+    assert!(!String::from_utf8_lossy(&addrs.stdout).contains("169.254.169.254"), "{addrs:?}");
+    let link =
+        std::process::Command::new("ip").args(["-4", "addr", "show", "dev", "meridian-meta"]).output().expect("ip");
+    assert!(String::from_utf8_lossy(&link.stdout).contains("169.254.169.254/32"), "{link:?}");
     for id in [&alpha, &beta] {
         admin.delete("compute", &format!("/servers/{id}")).await.expect("delete");
         wait_server(&admin, id, &["DELETED"], BOOT_SECS).await;
