@@ -111,9 +111,8 @@ async fn next(ui: &mut UnboundedReceiver<Response>) -> Response {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_kind_is_deleted_with_its_own_call() {
-    let (base, seen) = stub_cloud().await;
+/// The dashboard's worker, logged in to the stub as alice.
+async fn logged_in(base: &str) -> (tokio::sync::mpsc::UnboundedSender<Request>, UnboundedReceiver<Response>) {
     let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
     let worker = meridian_tui::worker::spawn(ui_tx, false);
     let profile = Profile {
@@ -129,6 +128,13 @@ async fn each_kind_is_deleted_with_its_own_call() {
     };
     worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
     assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    (worker, ui)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_is_deleted_with_its_own_call() {
+    let (base, seen) = stub_cloud().await;
+    let (worker, mut ui) = logged_in(&base).await;
 
     let cases = [
         (Kind::Flavors, "f1", "DELETE /compute/v2.1/flavors/f1"),
@@ -164,18 +170,7 @@ async fn each_kind_is_deleted_with_its_own_call() {
 async fn a_cancelled_or_broken_download_leaves_no_file() {
     use meridian_tui::transfer::{DownloadSpec, Phase};
     let (base, _) = stub_cloud().await;
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    let profile = Profile {
-        name: "stub".into(),
-        auth_url: format!("{base}/identity"),
-        username: "alice".into(),
-        password: Some("pw".into()),
-        project_name: "demo".into(),
-        ..Profile::default()
-    };
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
+    let (worker, mut ui) = logged_in(&base).await;
     let dir = tempfile::tempdir().expect("tmp");
     for (id, image) in [(1, "slow"), (2, "short")] {
         let file = dir.path().join(format!("{image}.img"));

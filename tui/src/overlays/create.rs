@@ -212,20 +212,7 @@ impl CreateForm {
             field("yes", "yes / no"),
             field("", "comma-separated, e.g. 1.1.1.1, 9.9.9.9"),
         ];
-        CreateForm {
-            what: What::Network,
-            labels: NETWORK,
-            fields,
-            focus: 0,
-            networks: Vec::new(),
-            server: None,
-            volume: VolumeRef::default(),
-            images: Vec::new(),
-            snapshots: Vec::new(),
-            image: None,
-            error: None,
-            busy: false,
-        }
+        CreateForm { what: What::Network, labels: NETWORK, ..CreateForm::blank(fields) }
     }
 
     /// The port form, for one of these networks (name, ID).
@@ -235,20 +222,7 @@ impl CreateForm {
             field("", "name (optional)"),
             field("", "empty: Neutron picks one"),
         ];
-        CreateForm {
-            what: What::Port,
-            labels: PORT,
-            fields,
-            focus: 0,
-            networks,
-            server: None,
-            volume: VolumeRef::default(),
-            images: Vec::new(),
-            snapshots: Vec::new(),
-            image: None,
-            error: None,
-            busy: false,
-        }
+        CreateForm { what: What::Port, labels: PORT, networks, ..CreateForm::blank(fields) }
     }
 
     /// The identity forms (admins): a project, a user (optionally with a role on a project), a
@@ -274,20 +248,7 @@ impl CreateForm {
                 vec![field("", "user name or ID"), field("", "project name or ID"), field("member", "role name")],
             ),
         };
-        CreateForm {
-            what,
-            labels,
-            fields,
-            focus: 0,
-            networks: Vec::new(),
-            server: None,
-            volume: VolumeRef::default(),
-            images: Vec::new(),
-            snapshots: Vec::new(),
-            image: None,
-            error: None,
-            busy: false,
-        }
+        CreateForm { what, labels, ..CreateForm::blank(fields) }
     }
 
     /// The upload form: a local file into a new image.
@@ -300,38 +261,14 @@ impl CreateForm {
             field("0", "GB"),
             field("0", "MB"),
         ];
-        CreateForm {
-            what: What::Upload,
-            labels: UPLOAD,
-            fields,
-            focus: 0,
-            networks: Vec::new(),
-            server: None,
-            volume: VolumeRef::default(),
-            images: Vec::new(),
-            snapshots: Vec::new(),
-            image: None,
-            error: None,
-            busy: false,
-        }
+        CreateForm { what: What::Upload, labels: UPLOAD, ..CreateForm::blank(fields) }
     }
 
     /// The download form for one image, with a suggested file.
     pub fn download(id: &str, name: &str, suggested: &str) -> CreateForm {
-        CreateForm {
-            what: What::Download,
-            labels: DOWNLOAD,
-            fields: vec![field(suggested, "file to create (must not exist)")],
-            focus: 0,
-            networks: Vec::new(),
-            server: None,
-            volume: VolumeRef::default(),
-            images: Vec::new(),
-            snapshots: Vec::new(),
-            image: Some((id.to_string(), name.to_string())),
-            error: None,
-            busy: false,
-        }
+        let fields = vec![field(suggested, "file to create (must not exist)")];
+        let image = Some((id.to_string(), name.to_string()));
+        CreateForm { what: What::Download, labels: DOWNLOAD, image, ..CreateForm::blank(fields) }
     }
 
     /// A fresher network list for the port form (it asks for one when it opens).
