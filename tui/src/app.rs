@@ -389,10 +389,7 @@ impl App {
                 self.info = Some(format!("{} {} {name}", if enabled { "enabled" } else { "disabled" }, kind.noun()));
             }
             Response::Created { kind, name } => {
-                self.pending.remove(&Pending::Create);
-                if matches!(self.overlay, Some(Overlay::Create(_))) {
-                    self.overlay = None;
-                }
+                self.create_form_done();
                 self.send(Request::List(kind));
                 // Lists that show what was made too: a network's subnet, a group's rules
                 // (Neutron gives a new group egress rules), a group's rule count.
@@ -509,10 +506,7 @@ impl App {
             Response::ConsoleEvent(ev) => self.console_event(ev),
             Response::Transfer(p) => self.transfer_moved(p),
             Response::Did { kind, message } => {
-                self.pending.remove(&Pending::Create);
-                if matches!(self.overlay, Some(Overlay::Create(_))) {
-                    self.overlay = None;
-                }
+                self.create_form_done();
                 self.send(Request::List(kind));
                 // Attaching changes the instance's volumes too.
                 if kind == Kind::Volumes {
@@ -521,10 +515,7 @@ impl App {
                 self.info = Some(message);
             }
             Response::GroupsChanged { server, added, removed } => {
-                self.pending.remove(&Pending::Create);
-                if matches!(self.overlay, Some(Overlay::Create(_))) {
-                    self.overlay = None;
-                }
+                self.create_form_done();
                 let mut words = Vec::new();
                 if !added.is_empty() {
                     words.push(format!("added {}", added.join(", ")));
@@ -1210,6 +1201,14 @@ impl App {
         self.overlay = Some(Overlay::Create(CreateForm::on_volume(what, volume, servers)));
     }
 
+    /// The cloud answered a create form's request: nothing pending, the form closed.
+    fn create_form_done(&mut self) {
+        self.pending.remove(&Pending::Create);
+        if matches!(self.overlay, Some(Overlay::Create(_))) {
+            self.overlay = None;
+        }
+    }
+
     /// Security groups to pick from by name or ID (name, ID).
     fn group_choices(&self) -> Vec<(String, String)> {
         self.tables.secgroups.items.iter().map(|g| (g.name.clone(), g.id.clone())).collect()
@@ -1615,7 +1614,7 @@ impl App {
             ]
         } else if self.view == View::Assignments {
             &[(Action::Launch, "grant"), (Action::Delete, "revoke"), (Action::Filter, "filter"), (Action::Help, "help")]
-        } else if matches!(self.view, View::Networks | View::Subnets | View::Ports) {
+        } else if matches!(self.view, View::Networks | View::Subnets | View::Ports | View::Keypairs) {
             &[
                 (Action::Select, "detail"),
                 (Action::Launch, "create"),
@@ -1676,15 +1675,6 @@ impl App {
                 (Action::Download, "download"),
                 (Action::Transfers, "transfers"),
                 (Action::Filter, "filter"),
-                (Action::Delete, "delete"),
-                (Action::Help, "help"),
-            ]
-        } else if self.view == View::Keypairs {
-            &[
-                (Action::Select, "detail"),
-                (Action::Launch, "create"),
-                (Action::Filter, "filter"),
-                (Action::SortNext, "sort"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]
