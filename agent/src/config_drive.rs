@@ -197,6 +197,7 @@ mod tests {
             launch_index: 0,
             config_drive: false,
             security_groups: vec!["web".into()],
+            block_devices: Vec::new(),
         }
     }
 

@@ -215,7 +215,14 @@ impl Controller {
     /// Volume-only work (keyed by the volume's id, no domain involved).
     async fn volume_work(&self, action: &Action) -> Result<(), ActionError> {
         match action {
-            Action::VolumeCreate { volume } => {
+            Action::VolumeCreate { volume, source: Some(_) } => {
+                // Sources arrive with the next slice of issue 16 (image, snapshot, volume).
+                Err(ActionError::Invalid(format!("volume {}: creating from a source is not supported yet", volume.id)))
+            }
+            Action::SnapshotCreate { .. } | Action::SnapshotDelete { .. } | Action::VolumeUploadImage { .. } => {
+                Err(ActionError::Invalid("volume snapshots and uploads are not supported yet".into()))
+            }
+            Action::VolumeCreate { volume, source: None } => {
                 let v = volume.clone();
                 self.store(move |s| s.create(&v)).await
             }
@@ -455,7 +462,12 @@ impl Controller {
                 self.attach_volume(&name, state, volume, device).await?
             }
             Action::VolumeDetach { volume, device, .. } => self.detach_volume(&name, state, volume, device).await?,
-            Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. } => {
+            Action::VolumeCreate { .. }
+            | Action::VolumeExtend { .. }
+            | Action::VolumeDelete { .. }
+            | Action::SnapshotCreate { .. }
+            | Action::SnapshotDelete { .. }
+            | Action::VolumeUploadImage { .. } => {
                 return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));
             }
         }

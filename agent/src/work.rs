@@ -51,7 +51,12 @@ pub fn op_of(action: &Action) -> Op {
         Action::Console { .. } => Op::Console,
         Action::VolumeAttach { .. } => Op::AttachVolume,
         Action::VolumeDetach { .. } => Op::DetachVolume,
-        Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. } => Op::Volume,
+        Action::VolumeCreate { .. }
+        | Action::VolumeExtend { .. }
+        | Action::VolumeDelete { .. }
+        | Action::SnapshotCreate { .. }
+        | Action::SnapshotDelete { .. }
+        | Action::VolumeUploadImage { .. } => Op::Volume,
     }
 }
 

@@ -23,6 +23,7 @@
 //! | report | `POST {server}/agent/v1/work/{work_id}/events` ([`WorkEvent`]) → 204 |
 //! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
+//! | image upload | `PUT {server}/agent/v1/images/{image_id}/file` (the bytes) → 204, for an open [`Action::VolumeUploadImage`] of the host |
 //! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
 //! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
 //! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
@@ -35,7 +36,11 @@
 //! agent's business (its storage backend); the server names only the volume and its size. A
 //! `Done` for create/extend means the bytes exist at that size; for delete, that they are gone;
 //! for attach, that the guest's definition (and the running guest) has the disk; for detach,
-//! that neither has it any more.
+//! that neither has it any more. [`Action::SnapshotCreate`], [`Action::SnapshotDelete`] and
+//! [`Action::VolumeUploadImage`] are volume-only work too (keyed by the volume's id); the
+//! upload's `Done` means the image's bytes were accepted (the server makes the image active).
+//! A volume made from a source ([`VolumeSource`]) finds a snapshot or volume source on its own
+//! host: the server places such volumes beside their source.
 //!
 //! A console request ([`Action::Console`]) is not durable work: it is handed out once by the
 //! long poll, never acknowledged with events, and the agent runs it beside the instance's
@@ -160,9 +165,34 @@ pub enum Action {
         session: String,
         protocol: ConsoleProtocol,
     },
-    /// Make the volume's storage, empty, of `volume.size_gb` (keyed by the volume's id).
+    /// Make the volume's storage of `volume.size_gb` (keyed by the volume's id): empty, or
+    /// holding `source`'s bytes (then grown to `size_gb`).
     VolumeCreate {
         volume: VolumeSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<VolumeSource>,
+    },
+    /// Copy the volume's bytes as snapshot `snapshot_id`, kept on this host beside it (keyed
+    /// by the volume's id). When `instance_id` is set the volume is in use by that domain
+    /// (Cinder's `force`): the guest is paused for the copy so the snapshot is crash-consistent.
+    SnapshotCreate {
+        volume: VolumeSpec,
+        snapshot_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance_id: Option<String>,
+    },
+    /// Remove snapshot `snapshot_id` of the volume (keyed by the volume's id). The volume's own
+    /// bytes are never touched; a missing snapshot is fine.
+    SnapshotDelete {
+        volume: VolumeSpec,
+        snapshot_id: String,
+    },
+    /// Write the volume's bytes to image `image_id` as `disk_format` (raw or qcow2, converted
+    /// on the host) through [`AGENT_API`]`/images/{image_id}/file` (keyed by the volume's id).
+    VolumeUploadImage {
+        volume: VolumeSpec,
+        image_id: String,
+        disk_format: String,
     },
     /// Grow the volume's storage to `volume.size_gb` (keyed by the volume's id).
     VolumeExtend {
@@ -191,6 +221,32 @@ pub enum Action {
     },
 }
 
+/// Where a new volume's first bytes come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VolumeSource {
+    /// An image's bytes, fetched like a build's image (`image data`) and converted to raw.
+    Image { image: ImageSpec },
+    /// A snapshot of another volume of this host (`SnapshotCreate` made it here).
+    Snapshot { snapshot_id: String },
+    /// Another volume of this host (a clone).
+    Volume { volume_id: String },
+}
+
+/// A volume given to a build (`block_device_mapping_v2`): made and placed on the build's host
+/// before the build is offered; the agent plugs it into the new domain as `device`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDevice {
+    pub volume: VolumeSpec,
+    /// `vda` for the boot volume, then `vdb`, … in the mapping's order.
+    pub device: String,
+    /// Nova's `boot_index`: `Some(0)` is the root disk (the build then makes no image disk).
+    #[serde(default)]
+    pub boot_index: Option<u32>,
+    /// The volume attachment's id (Cinder's), as for [`Action::VolumeAttach`].
+    pub attachment_id: String,
+}
+
 /// A volume as the agent needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSpec {
@@ -203,7 +259,15 @@ pub struct VolumeSpec {
 impl Action {
     /// Work on a volume alone, keyed by the volume's id.
     pub fn is_volume_only(&self) -> bool {
-        matches!(self, Action::VolumeCreate { .. } | Action::VolumeExtend { .. } | Action::VolumeDelete { .. })
+        matches!(
+            self,
+            Action::VolumeCreate { .. }
+                | Action::VolumeExtend { .. }
+                | Action::VolumeDelete { .. }
+                | Action::SnapshotCreate { .. }
+                | Action::SnapshotDelete { .. }
+                | Action::VolumeUploadImage { .. }
+        )
     }
 }
 
@@ -243,6 +307,10 @@ pub struct BuildSpec {
     /// Names of the instance's security groups (the metadata's `security-groups`).
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// Volumes of the build's `block_device_mapping_v2`, already on this host. One with
+    /// `boot_index: Some(0)` is the root disk: `image` then only lends its properties.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_devices: Vec<BlockDevice>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

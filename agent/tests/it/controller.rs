@@ -438,10 +438,10 @@ async fn volumes_are_made_attached_detached_and_deleted() {
     let vid = Uuid::new_v4();
     let vol = VolumeSpec { id: vid.to_string(), size_gb: 3, readonly: false };
     let file = env.dir.path().join("volumes").join(format!("{vid}.raw"));
-    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone() }).await;
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone(), source: None }).await;
     done(&ev);
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 3 << 30);
-    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone() }).await;
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone(), source: None }).await;
     done(&ev);
 
     let attach =

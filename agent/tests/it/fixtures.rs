@@ -324,6 +324,7 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         launch_index: 0,
         config_drive: false,
         security_groups: Vec::new(),
+        block_devices: Vec::new(),
     }
 }
 

@@ -510,6 +510,7 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         launch_index: u32::try_from(inst.launch_index).unwrap_or(0),
         config_drive: !inst.config_drive.is_empty(),
         security_groups,
+        block_devices: Vec::new(),
     })
 }
 
@@ -549,6 +550,9 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             Action::VolumeCreate { .. }
             | Action::VolumeExtend { .. }
             | Action::VolumeDelete { .. }
+            | Action::SnapshotCreate { .. }
+            | Action::SnapshotDelete { .. }
+            | Action::VolumeUploadImage { .. }
             | Action::VolumeAttach { .. }
             | Action::VolumeDetach { .. },
             event,

@@ -97,7 +97,7 @@ fn spec(v: &Volume) -> VolumeSpec {
 pub fn action_json(v: &Volume, kind: Kind) -> ApiResult<String> {
     let volume = spec(v);
     let action = match kind {
-        Kind::Create => Action::VolumeCreate { volume },
+        Kind::Create => Action::VolumeCreate { volume, source: None },
         Kind::Extend => Action::VolumeExtend { volume },
         Kind::Delete => Action::VolumeDelete { volume },
     };
@@ -121,7 +121,7 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
     };
     let outcome = if ok { "done" } else { "failed" };
     match action {
-        Action::VolumeCreate { volume } => {
+        Action::VolumeCreate { volume, .. } => {
             let to = if ok { "available" } else { "error" };
             s.finish_volume_work(&volume.id, &work.id, outcome, message, &["creating"], to).await?;
         }
