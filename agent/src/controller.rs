@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_common::agent::{Action, BuildSpec, InstanceReport, PowerState, VolumeSpec, WorkEvent};
+use meridian_common::agent::{Action, BuildSpec, ExtendAttached, InstanceReport, PowerState, VolumeSpec, WorkEvent};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -226,9 +226,13 @@ impl Controller {
                 let v = volume.clone();
                 self.store(move |s| s.create(&v)).await
             }
-            Action::VolumeExtend { volume } => {
+            Action::VolumeExtend { volume, attached } => {
                 let v = volume.clone();
-                self.store(move |s| s.extend(&v)).await
+                self.store(move |s| s.extend(&v)).await?;
+                match attached {
+                    Some(att) => self.resize_in_guest(volume, att).await,
+                    None => Ok(()),
+                }
             }
             Action::VolumeDelete { volume } => {
                 // Never while any domain (running or only defined) still has it.
@@ -246,6 +250,28 @@ impl Controller {
             }
             _ => Err(ActionError::Invalid("not volume work".into())),
         }
+    }
+
+    /// After an extend of an attached volume: a running guest that has the disk is told its
+    /// new size (block resize), so the guest sees it at once; a stopped or absent domain reads
+    /// the grown file when it starts, so there is nothing to tell.
+    async fn resize_in_guest(&self, v: &VolumeSpec, att: &ExtendAttached) -> Result<(), ActionError> {
+        let id = Uuid::parse_str(&att.instance_id)
+            .map_err(|_| ActionError::Invalid(format!("instance id {} is not a uuid", att.instance_id)))?;
+        let name = xml::domain_name(&id);
+        let state = self.state(&name).await?;
+        if !matches!(state, InstanceState::Running | InstanceState::Paused) {
+            return Ok(());
+        }
+        let (in_live, _) = self.has_disk(&name, &att.device).await?;
+        if !in_live {
+            return Ok(());
+        }
+        let (n, dev, bytes) = (name.clone(), att.device.clone(), v.size_gb.saturating_mul(1 << 30));
+        if !self.hv(move |hv| hv.block_resize(&n, &dev, bytes)).await? {
+            tracing::info!(domain = %name, device = %att.device, "driver cannot resize a live disk; the guest sees the size at its next start");
+        }
+        Ok(())
     }
 
     /// Plugs a volume into the domain: the definition always, the guest when it runs. A repeat

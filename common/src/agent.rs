@@ -194,9 +194,14 @@ pub enum Action {
         image_id: String,
         disk_format: String,
     },
-    /// Grow the volume's storage to `volume.size_gb` (keyed by the volume's id).
+    /// Grow the volume's storage to `volume.size_gb` (keyed by the volume's id). When
+    /// `attached` names a domain using it (Cinder 3.42, extend while in use), the running
+    /// guest is told the new size too (libvirt's block resize). Added compatibly: absent from
+    /// an older server, ignored by an older agent (which grows the bytes only).
     VolumeExtend {
         volume: VolumeSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attached: Option<ExtendAttached>,
     },
     /// Remove the volume's storage (keyed by the volume's id). Refused while a domain uses it.
     VolumeDelete {
@@ -245,6 +250,14 @@ pub struct BlockDevice {
     pub boot_index: Option<u32>,
     /// The volume attachment's id (Cinder's), as for [`Action::VolumeAttach`].
     pub attachment_id: String,
+}
+
+/// The domain an extended volume is plugged into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendAttached {
+    pub instance_id: String,
+    /// The guest's device (`vdb`, …), the `<target dev>` of the disk.
+    pub device: String,
 }
 
 /// A volume as the agent needs it.

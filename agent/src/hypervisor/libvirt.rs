@@ -246,6 +246,16 @@ impl Hypervisor for Libvirt {
         }
     }
 
+    fn block_resize(&self, name: &str, disk: &str, bytes: u64) -> Result<bool, HvError> {
+        let dom = self.existing(name)?;
+        // VIR_DOMAIN_BLOCK_RESIZE_BYTES: the size is in bytes, not KiB.
+        match dom.block_resize(disk, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES) {
+            Ok(()) => Ok(true),
+            Err(e) if is_code(&e, ErrorNumber::NoSupport) => Ok(false),
+            Err(source) => Err(HvError::BlockResize { name: name.to_string(), disk: disk.to_string(), source }),
+        }
+    }
+
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         self.existing(name)?
             .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)

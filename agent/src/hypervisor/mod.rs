@@ -171,6 +171,13 @@ pub enum HvError {
     },
     #[error("this hypervisor cannot plug devices")]
     NoDevices,
+    #[error("cannot resize disk {disk} of domain {name}")]
+    BlockResize {
+        name: String,
+        disk: String,
+        #[source]
+        source: virt::error::Error,
+    },
 }
 
 /// A domain's serial console, open full duplex. Blocking and thread-safe: one thread reads
@@ -235,6 +242,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         let _ = (name, xml, live, config);
         Err(HvError::NoDevices)
+    }
+    /// Tells a running guest that its disk `disk` (the `<target dev>`, `vdb`) now has `bytes`
+    /// (libvirt's `virDomainBlockResize`, after the storage grew). `Ok(false)`: the driver
+    /// cannot (the test driver); the guest sees the size at its next start.
+    fn block_resize(&self, name: &str, disk: &str, bytes: u64) -> Result<bool, HvError> {
+        let _ = (name, disk, bytes);
+        Ok(false)
     }
     /// The persistent (inactive) XML of a domain.
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {

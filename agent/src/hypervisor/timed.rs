@@ -70,6 +70,9 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         timed("detach_device", || self.0.detach_device(name, xml, live, config))
     }
+    fn block_resize(&self, name: &str, disk: &str, bytes: u64) -> Result<bool, HvError> {
+        timed("block_resize", || self.0.block_resize(name, disk, bytes))
+    }
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         timed("domain_config_xml", || self.0.domain_config_xml(name))
     }

@@ -472,7 +472,7 @@ async fn volumes_are_made_attached_detached_and_deleted() {
     assert!(failed(&ev).contains("in use"), "{ev:?}");
     assert!(file.exists());
     let bigger = VolumeSpec { size_gb: 5, ..vol.clone() };
-    let (ev, _) = env.exec(vid, Action::VolumeExtend { volume: bigger }).await;
+    let (ev, _) = env.exec(vid, Action::VolumeExtend { volume: bigger, attached: None }).await;
     done(&ev);
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 5 << 30);
 

@@ -55,11 +55,14 @@ pub struct Attachment {
     pub updated_at: String,
 }
 
-/// A project's volume limits for a create (-1: unlimited).
+/// A project's volume limits for a create (-1: unlimited); `type_*` are those of the new
+/// volume's type (`volumes_<type>`, `gigabytes_<type>`).
 #[derive(Debug, Clone, Copy)]
 pub struct VolumeLimits {
     pub volumes: i64,
     pub gigabytes: i64,
+    pub type_volumes: i64,
+    pub type_gigabytes: i64,
 }
 
 /// What a project uses.
@@ -158,7 +161,9 @@ impl Store {
             "INSERT INTO volumes ({VOL_COLS}) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
              WHERE (SELECT COUNT(*) FROM volumes WHERE project_id = $2) < $18 \
-               AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2) <= $19 - $6"
+               AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2) <= $19 - $6 \
+               AND (SELECT COUNT(*) FROM volumes WHERE project_id = $2 AND volume_type_id = $9) < $20 \
+               AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2 AND volume_type_id = $9) <= $21 - $6"
         ))
         .bind(&v.id)
         .bind(&v.project_id)
@@ -179,6 +184,8 @@ impl Store {
         .bind(&v.updated_at)
         .bind(unlimited(limits.volumes))
         .bind(unlimited(limits.gigabytes))
+        .bind(unlimited(limits.type_volumes))
+        .bind(unlimited(limits.type_gigabytes))
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -205,6 +212,19 @@ impl Store {
         .bind(project_id)
         .fetch_all(&mut *self.conn().await?)
         .await?)
+    }
+
+    /// What a project uses of one volume type.
+    pub async fn volume_usage_of_type(&self, project_id: &str, type_id: &str) -> StoreResult<VolumeUsage> {
+        let (volumes, gigabytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM volumes WHERE project_id = $1 \
+             AND volume_type_id = $2",
+        )
+        .bind(project_id)
+        .bind(type_id)
+        .fetch_one(&mut *self.conn().await?)
+        .await?;
+        Ok(VolumeUsage { volumes, gigabytes })
     }
 
     pub async fn volume_usage(&self, project_id: &str) -> StoreResult<VolumeUsage> {
@@ -283,6 +303,12 @@ impl Store {
 
     /// An extend done: the new size and `available`, if the volume is still `extending`.
     pub async fn finish_extend(&self, id: &str, work_id: &str, size: i64) -> StoreResult<bool> {
+        self.finish_extend_to(id, work_id, size, "available").await
+    }
+
+    /// An extend done: the new size and `to` (`in-use` for an attached volume), if the volume
+    /// is still `extending`.
+    pub async fn finish_extend_to(&self, id: &str, work_id: &str, size: i64, to: &str) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         if !super::hosts::finish_work_in(&mut tx, work_id, "done", None).await? {
             return Ok(false);
@@ -292,7 +318,7 @@ impl Store {
             .bind(size)
             .execute(&mut *tx)
             .await?;
-        set_status_in(&mut tx, id, &["extending"], "available", None).await?;
+        set_status_in(&mut tx, id, &["extending"], to, None).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -385,6 +411,16 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Sets an attachment's mode (`rw`, `ro`; Cinder's `null` until a connector says).
+    pub async fn attachment_set_mode(&self, id: &str, mode: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE volume_attachments SET attach_mode = $2 WHERE id = $1")
+            .bind(id)
+            .bind(mode)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
     }
 
     /// Names the instance of a reservation (os-attach after os-reserve).

@@ -5,6 +5,9 @@
 //! Every path carries the project id (`/volume/v3/{project_id}/…`), as Cinder's catalog URL
 //! does; like Cinder, the project acted for is the token's, not the path's.
 
+mod attachments;
+mod extensions;
+pub mod mv;
 mod quotas;
 mod types;
 mod volumes;
@@ -24,16 +27,30 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The microversions served: only 3.0 for now (the attachments API of 3.27 is not here yet, and
-/// clients act on the maximum advertised).
+/// The microversions served. Clients act on the maximum advertised, so every response key and
+/// behaviour change up to it is served for what exists here (`mv` lists them); API families that
+/// do not exist (groups, messages, backups, clusters…) answer 404 at any version.
 pub const MIN_VERSION: (u32, u32) = (3, 0);
-pub const MAX_VERSION: (u32, u32) = (3, 0);
+pub const MAX_VERSION: (u32, u32) = (3, 48);
 
 /// Routes under `/volume`.
 pub fn router() -> Router<AppState> {
     let project = Router::new()
         .route("/volumes", get(volumes::list).post(volumes::create))
         .route("/volumes/detail", get(volumes::list_detail))
+        .route("/volumes/summary", mv::gated_router(mv::VOLUME_SUMMARY, get(volumes::summary)))
+        .route("/attachments", mv::gated_router(mv::NEW_ATTACH, get(attachments::list).post(attachments::create)))
+        .route("/attachments/detail", mv::gated_router(mv::NEW_ATTACH, get(attachments::list_detail)))
+        .route(
+            "/attachments/{id}",
+            mv::gated_router(
+                mv::NEW_ATTACH,
+                get(attachments::show).put(attachments::update).delete(attachments::delete),
+            ),
+        )
+        .route("/attachments/{id}/action", mv::gated_router(mv::NEW_ATTACH_COMPLETION, post(attachments::action)))
+        .route("/resource_filters", mv::gated_router(mv::RESOURCE_FILTERS_API, get(extensions::resource_filters)))
+        .route("/extensions", get(extensions::list))
         .route("/volumes/{id}", get(volumes::show).put(volumes::update).delete(volumes::delete))
         .route("/volumes/{id}/action", post(volumes::action))
         .route(
@@ -131,6 +148,8 @@ async fn negotiate(req: Request, next: Next) -> Response {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
+    let mut req = req;
+    req.extensions_mut().insert(mv::Mv(major, minor));
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("volume {major}.{minor}")) {

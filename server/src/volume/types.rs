@@ -199,10 +199,16 @@ pub async fn create_specs(
     Json(body): Json<Value>,
 ) -> JsonResult {
     ctx.require_admin("volume_extension:types_extra_specs:create")?;
-    let given = spec_map(Some(
-        body.get("extra_specs")
-            .ok_or_else(|| ApiError::bad_request("Missing required element 'extra_specs' in request body."))?,
-    ))?;
+    let specs_body = body
+        .get("extra_specs")
+        .ok_or_else(|| ApiError::bad_request("Missing required element 'extra_specs' in request body."))?;
+    // Cinder's schema wants an object: a null body is a 400, not an empty update.
+    if specs_body.is_null() {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute extra_specs. Value: None. None is not of type 'object'",
+        ));
+    }
+    let given = spec_map(Some(specs_body))?;
     let mut t = find(&state, &ctx, &id).await?;
     let mut all = specs(&t);
     all.extend(given.clone());

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::mv::{self, Mv};
 use super::work;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -183,10 +184,16 @@ pub(crate) fn wrapped<'a>(body: &'a Value, key: &str) -> ApiResult<&'a Map<Strin
         .ok_or_else(|| bad(format!("Missing required element '{key}' in request body.")))
 }
 
-pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Value>) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body): Json<Value>) -> ApiResult<Response> {
     ctx.require_member("volume:create")?;
     let project_id = ctx.project_id()?.to_string();
     let b = wrapped(&body, "volume")?;
+    if ver.at_least(mv::VOLUME_CREATE_FROM_BACKUP)
+        && let Some(backup) = opt_str(b, "backup_id")?
+    {
+        // No backups exist here (no backup service), so any id names none.
+        return Err(ApiError::not_found(format!("Backup {backup} could not be found.")));
+    }
     for (key, what) in [("imageRef", "an image"), ("snapshot_id", "a snapshot"), ("source_volid", "another volume")] {
         if opt_str(b, key)?.is_some() {
             return Err(bad(format!("Invalid input received: creating a volume from {what} is not supported yet.")));
@@ -233,7 +240,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         created_at: ts.clone(),
         updated_at: ts,
     };
-    let limits = super::quotas::create_limits(&state, &project_id).await?;
+    let limits = super::quotas::create_limits_of_type(&state, &project_id, &vtype.name).await?;
     // Placement comes first so the row is stored with its host and deadline at once.
     v.host_id = work::place(&state, size, &v.availability_zone).await?;
     if v.host_id.is_none() {
@@ -243,12 +250,14 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         v.deadline = Some(work::deadline(work::CREATE_DEADLINE));
     }
     if state.store.create_volume(&v, limits).await?.is_none() {
-        return Err(super::quotas::over_quota(&state, &project_id, size, limits).await);
+        let t = Some((vtype.id.as_str(), vtype.name.as_str()));
+        return Err(super::quotas::over_quota_of_type(&state, &project_id, t, size, limits).await);
     }
     if let Some(host) = v.host_id.clone() {
         work::enqueue(&state, &v, &host, work::Kind::Create).await?;
     }
-    let body = plain(render(&state, &ctx, &v).await?);
+    let mut body = plain(render(&state, &ctx, &v).await?);
+    mv::volume_keys(&mut body, ver, ctx.is_admin());
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"volume": body}))).into_response())
 }
 
@@ -256,9 +265,20 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
 
 /// Cinder's list filters that map to a column; anything else is ignored (as Cinder's
 /// `_get_volume_filter_options` drops keys it does not know for non-admins).
-fn matches(v: &Volume, q: &Query, types: &BTreeMap<String, String>) -> bool {
+fn matches(v: &Volume, q: &Query, types: &BTreeMap<String, String>, ver: Mv) -> bool {
     let eq = |key: &str, actual: Option<&str>| q.get(key).is_none_or(|want| actual == Some(want));
-    eq("name", v.name.as_deref())
+    // 3.34's like filters (`name~=part`): a case-insensitive substring, as SQL LIKE '%part%'.
+    let like = |key: &str, actual: Option<&str>| {
+        !ver.at_least(mv::LIKE_FILTER)
+            || q.get(&format!("{key}~")).is_none_or(|want| {
+                actual.is_some_and(|a| a.to_lowercase().contains(&want.to_lowercase()))
+            })
+    };
+    like("name", v.name.as_deref())
+        && like("status", Some(&v.status))
+        && like("availability_zone", Some(&v.availability_zone))
+        && q.get("size").is_none_or(|s| s.trim().parse::<i64>().ok() == Some(v.size))
+        && eq("name", v.name.as_deref())
         && eq("status", Some(&v.status))
         && eq("availability_zone", Some(&v.availability_zone))
         && q.get("bootable").is_none_or(|b| crate::extract::parse_bool(b) == Some(v.bootable != 0))
@@ -286,8 +306,15 @@ fn sort_value(v: &Volume, key: &str) -> ApiResult<(i64, String)> {
     })
 }
 
-async fn list_volumes(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<Volume>, Option<String>)> {
+/// One page of volumes, the link marker of the next page and how many matched in all.
+async fn list_volumes(
+    state: &AppState,
+    ctx: &Ctx,
+    q: &Query,
+    ver: Mv,
+) -> ApiResult<(Vec<Volume>, Option<String>, usize)> {
     ctx.require_reader("volume:get_all")?;
+    mv::reject_invalid_filters(ctx.is_admin(), q, ver, mv::filters_of("volume"))?;
     let all = q.bool("all_tenants")?.unwrap_or(false) || q.get("all_tenants") == Some("");
     let project = if all && ctx.is_admin() {
         q.get("project_id").map(str::to_string)
@@ -296,7 +323,7 @@ async fn list_volumes(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<
     };
     let types = type_names(state).await?;
     let mut list: Vec<Volume> =
-        state.store.list_volumes(project.as_deref()).await?.into_iter().filter(|v| matches(v, q, &types)).collect();
+        state.store.list_volumes(project.as_deref()).await?.into_iter().filter(|v| matches(v, q, &types, ver)).collect();
     // `sort=key:dir,key2` or `sort_key`/`sort_dir`; Cinder's default is created_at desc.
     let mut keys: Vec<(String, bool)> = Vec::new();
     if let Some(sort) = q.get("sort") {
@@ -337,6 +364,7 @@ async fn list_volumes(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<
     if let Some(e) = err {
         return Err(e);
     }
+    let total = list.len();
     if let Some(marker) = q.get("marker") {
         let pos = list
             .iter()
@@ -350,7 +378,7 @@ async fn list_volumes(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<
     let full = if limit.is_some() { list.len() >= page_max } else { list.len() > page_max };
     let next = (full && page_max > 0).then(|| list[page_max - 1].id.clone());
     list.truncate(page_max);
-    Ok((list, next))
+    Ok((list, next, total))
 }
 
 fn parse_dir(d: &str) -> ApiResult<bool> {
@@ -370,35 +398,84 @@ fn next_link(state: &AppState, ctx: &Ctx, path: &str, q: &Query, next: Option<St
     Some(json!([{"rel": "next", "href": state.url(&format!("volume/v3/{pid}/{path}?{query}"))}]))
 }
 
-pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    let (list, next) = list_volumes(&state, &ctx, &q).await?;
+/// 3.45's `with_count=true`: the number of volumes matching, whatever the page.
+fn add_count(body: &mut Value, q: &Query, ver: Mv, total: usize) -> ApiResult<()> {
+    if ver.at_least(mv::SUPPORT_COUNT_INFO) && q.bool("with_count")?.unwrap_or(false) {
+        body["count"] = json!(total);
+    }
+    Ok(())
+}
+
+pub async fn list(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Query) -> JsonResult {
+    let (list, next, total) = list_volumes(&state, &ctx, &q, ver).await?;
     let out: Vec<Value> =
         list.iter().map(|v| json!({"id": v.id, "name": v.name, "links": self_links(&state, v)})).collect();
     let mut body = json!({"volumes": out});
     if let Some(l) = next_link(&state, &ctx, "volumes", &q, next) {
         body["volumes_links"] = l;
     }
+    add_count(&mut body, &q, ver, total)?;
     Ok(axum::Json(body))
 }
 
-pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    let (list, next) = list_volumes(&state, &ctx, &q).await?;
+pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Query) -> JsonResult {
+    let (list, next, total) = list_volumes(&state, &ctx, &q, ver).await?;
     let ids: Vec<&str> = list.iter().map(|v| v.id.as_str()).collect();
     let mut atts = state.store.attachments_of_volumes(&ids).await?;
     let types = type_names(&state).await?;
-    let out: Vec<Value> =
-        list.iter().map(|v| detail_json(&state, &ctx, v, &atts.remove(&v.id).unwrap_or_default(), &types)).collect();
+    let out: Vec<Value> = list
+        .iter()
+        .map(|v| {
+            let mut body = detail_json(&state, &ctx, v, &atts.remove(&v.id).unwrap_or_default(), &types);
+            mv::volume_keys(&mut body, ver, ctx.is_admin());
+            body
+        })
+        .collect();
     let mut body = json!({"volumes": out});
     if let Some(l) = next_link(&state, &ctx, "volumes/detail", &q, next) {
         body["volumes_links"] = l;
     }
+    add_count(&mut body, &q, ver, total)?;
     Ok(axum::Json(body))
 }
 
-pub async fn show(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Path<(String, String)>) -> JsonResult {
+/// `GET /volumes/summary` (3.12): how many volumes and GiB the caller's project (every
+/// project's with `all_tenants` for admins) holds, and from 3.36 every metadata key with its
+/// distinct values.
+pub async fn summary(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Query) -> JsonResult {
+    ctx.require_reader("volume:get_all")?;
+    let all = ctx.is_admin() && (q.get("all_tenants").is_some());
+    let project = if all { None } else { Some(ctx.project_id()?.to_string()) };
+    let list = state.store.list_volumes(project.as_deref()).await?;
+    let size: i64 = list.iter().map(|v| v.size).sum();
+    let mut body = json!({"volume-summary": {"total_count": list.len(), "total_size": size}});
+    if ver.at_least(mv::VOLUME_SUMMARY_METADATA) {
+        let mut meta: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for v in &list {
+            let m: Map<String, Value> = serde_json::from_str(&v.metadata).unwrap_or_default();
+            for (k, val) in m {
+                let values = meta.entry(k).or_default();
+                if !values.contains(&val) {
+                    values.push(val);
+                }
+            }
+        }
+        body["volume-summary"]["metadata"] = json!(meta);
+    }
+    Ok(axum::Json(body))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ver: Mv,
+    Path((_p, id)): Path<(String, String)>,
+) -> JsonResult {
     ctx.require_reader("volume:get")?;
     let v = load(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"volume": render(&state, &ctx, &v).await?})))
+    let mut body = render(&state, &ctx, &v).await?;
+    mv::volume_keys(&mut body, ver, ctx.is_admin());
+    Ok(axum::Json(json!({"volume": body})))
 }
 
 // ---- update / metadata ----
@@ -406,6 +483,7 @@ pub async fn show(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Path<
 pub async fn update(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
     Path((_p, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> JsonResult {
@@ -430,7 +508,9 @@ pub async fn update(
     }
     state.store.update_volume(&v).await?;
     let v = state.store.get_volume(&id).await?;
-    Ok(axum::Json(json!({"volume": plain(render(&state, &ctx, &v).await?)})))
+    let mut body = plain(render(&state, &ctx, &v).await?);
+    mv::volume_keys(&mut body, ver, ctx.is_admin());
+    Ok(axum::Json(json!({"volume": body})))
 }
 
 pub async fn show_metadata(
@@ -529,11 +609,18 @@ pub async fn delete_metadata_item(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
+    q: Query,
     Path((_p, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     ctx.require_member("volume:delete")?;
+    // 3.23: `force` deletes whatever the status (admins only, as os-force_delete).
+    let force = ver.at_least(mv::VOLUME_DELETE_FORCE) && q.bool("force")?.unwrap_or(false);
+    if force {
+        ctx.require_admin("volume_extension:volume_admin_actions:force_delete")?;
+    }
     let v = load(&state, &ctx, &id).await?;
-    start_delete(&state, &v, false).await?;
+    start_delete(&state, &v, force).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -583,6 +670,7 @@ async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()
 pub async fn action(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
     Path((_p, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
@@ -594,19 +682,27 @@ pub async fn action(
         "os-extend" => {
             ctx.require_member("volume:extend")?;
             let new_size = size_field(args.get("new_size"), "new_size")?;
-            if v.status != "available" {
-                return Err(bad(format!(
-                    "Invalid volume: Volume {} status must be available to extend, but current status is: {}.",
-                    v.id, v.status
-                )));
-            }
+            // Cinder's `_extend`: the size first, then the status (in-use from 3.42).
             if new_size <= v.size {
                 return Err(bad(format!(
                     "Invalid input received: New size for extend must be greater than current size. (current: {}, extended: {}).",
                     v.size, new_size
                 )));
             }
-            super::quotas::check_extend(&state, &v.project_id, new_size - v.size).await?;
+            let in_use = v.status == "in-use" && ver.at_least(mv::VOLUME_EXTEND_INUSE);
+            let expected = if in_use { "in-use" } else { "available" };
+            if v.status != expected {
+                return Err(bad(format!(
+                    "Invalid volume: Volume {} status must be '{{'status': '{expected}'}}' to extend, currently {}.",
+                    v.id, v.status
+                )));
+            }
+            super::quotas::check_extend_typed(&state, &v, new_size - v.size).await?;
+            if in_use {
+                ctx.require_member("volume:extend_attached_volume")?;
+                super::attachments::extend_attached(&state, &ctx, &v, new_size).await?;
+                return accepted();
+            }
             let Some(host) = v.host_id.clone() else { return Err(bad("Invalid volume: the volume has no host.")) };
             let mut target = v.clone();
             target.size = new_size;
@@ -671,10 +767,9 @@ pub async fn action(
         "os-begin_detaching" => {
             ctx.require_member("volume:begin_detaching")?;
             if !state.store.set_volume_status(&v.id, &["in-use"], "detaching", None).await? {
-                return Err(bad(format!(
-                    "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach. (volume {} is {})",
-                    v.id, v.status
-                )));
+                return Err(bad(
+                    "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach.",
+                ));
             }
             accepted()
         }
@@ -697,6 +792,10 @@ pub async fn action(
                 return Err(bad(
                     "Invalid request to attach volume with an invalid mode. Attaching mode should be 'rw' or 'ro'",
                 ));
+            }
+            if v.readonly != 0 && mode != "ro" {
+                // Cinder's InvalidVolumeAttachMode.
+                return Err(bad(format!("Invalid attaching mode '{mode}' for volume {}.", v.id)));
             }
             // A reservation (os-reserve) becomes this attachment; otherwise a new one.
             let existing = state.store.volume_attachments(&v.id).await?.into_iter().find(|a| a.status == "reserved");
@@ -747,11 +846,7 @@ pub async fn action(
             };
             if a.by_compute != 0 {
                 // Its disk is plugged into a guest: only the compute API may unplug it.
-                return Err(bad(format!(
-                    "Invalid volume: Volume {} is attached to server {} through the compute API; detach it there.",
-                    v.id,
-                    a.instance_id.as_deref().unwrap_or("")
-                )));
+                return Err(super::attachments::nova_owned(a));
             }
             if !state
                 .store
@@ -789,6 +884,14 @@ pub async fn action(
         }
         "os-terminate_connection" => {
             ctx.require_member("volume:terminate_connection")?;
+            // Cinder's `attachment_deletion_allowed`: the one attachment of a volume plugged
+            // into a guest is Nova's to end.
+            let atts = state.store.volume_attachments(&v.id).await?;
+            if let [a] = atts.as_slice()
+                && a.by_compute != 0
+            {
+                return Err(super::attachments::nova_owned(a));
+            }
             accepted()
         }
         "os-reset_status" => {

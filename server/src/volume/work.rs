@@ -90,7 +90,7 @@ pub enum Kind {
     Delete,
 }
 
-fn spec(v: &Volume) -> VolumeSpec {
+pub(crate) fn spec(v: &Volume) -> VolumeSpec {
     VolumeSpec { id: v.id.clone(), size_gb: u64::try_from(v.size).unwrap_or(0), readonly: v.readonly != 0 }
 }
 
@@ -98,7 +98,7 @@ pub fn action_json(v: &Volume, kind: Kind) -> ApiResult<String> {
     let volume = spec(v);
     let action = match kind {
         Kind::Create => Action::VolumeCreate { volume, source: None },
-        Kind::Extend => Action::VolumeExtend { volume },
+        Kind::Extend => Action::VolumeExtend { volume, attached: None },
         Kind::Delete => Action::VolumeDelete { volume },
     };
     serde_json::to_string(&action).map_err(ApiError::internal)
@@ -125,11 +125,22 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
             let to = if ok { "available" } else { "error" };
             s.finish_volume_work(&volume.id, &work.id, outcome, message, &["creating"], to).await?;
         }
-        Action::VolumeExtend { volume } if ok => {
-            s.finish_extend(&volume.id, &work.id, i64::try_from(volume.size_gb).unwrap_or(i64::MAX)).await?;
-        }
-        Action::VolumeExtend { volume } => {
-            s.finish_volume_work(&volume.id, &work.id, outcome, message, &["extending"], "error_extending").await?;
+        Action::VolumeExtend { volume, attached } => {
+            // Back to in-use while anything holds an attachment (an extend of an attached
+            // volume, 3.42), else available.
+            let to = if s.volume_attachments(&volume.id).await?.is_empty() { "available" } else { "in-use" };
+            let size = i64::try_from(volume.size_gb).unwrap_or(i64::MAX);
+            let finished = if ok {
+                s.finish_extend_to(&volume.id, &work.id, size, to).await?
+            } else {
+                s.finish_volume_work(&volume.id, &work.id, outcome, message, &["extending"], "error_extending").await?
+            };
+            if finished && let Some(att) = attached {
+                let (result, msg) = if ok { ("Success", None) } else { ("Error", message) };
+                if let Err(e) = s.finish_named_action(&att.instance_id, "extend_volume", result, msg, None).await {
+                    tracing::debug!(instance = %att.instance_id, error = %e, "no extend_volume action to finish");
+                }
+            }
         }
         // The old copy of a volume that moved hosts: only the work item ends.
         Action::VolumeDelete { volume } if !deleting(s, &volume.id, &work.host_id).await? => {
