@@ -31,7 +31,7 @@ fn volume(project: &str, size: i64, host: &str) -> Volume {
 }
 
 async fn scenario(store: &Store, backend: &str) {
-    let limits = VolumeLimits { volumes: 2, gigabytes: 10 };
+    let limits = VolumeLimits { volumes: 2, gigabytes: 10, type_volumes: -1, type_gigabytes: -1 };
     let a = volume("p1", 4, "h1");
     assert!(store.create_volume(&a, limits).await.expect("create").is_some(), "{backend}");
     // Over the gigabytes: nothing stored.
@@ -41,11 +41,22 @@ async fn scenario(store: &Store, backend: &str) {
     // Over the count.
     assert!(store.create_volume(&volume("p1", 1, "h1"), limits).await.expect("create").is_none(), "{backend}");
     // Unlimited for another project.
-    let free = VolumeLimits { volumes: -1, gigabytes: -1 };
+    let free = VolumeLimits { volumes: -1, gigabytes: -1, type_volumes: -1, type_gigabytes: -1 };
     assert!(store.create_volume(&volume("p2", 500, "h1"), free).await.expect("create").is_some(), "{backend}");
+    // A type's own limits hold within the project's (the guard reads the type's count and sum).
+    let typed = VolumeLimits { volumes: -1, gigabytes: -1, type_volumes: 2, type_gigabytes: 600 };
+    assert!(store.create_volume(&volume("p2", 101, "h1"), typed).await.expect("create").is_none(), "{backend}: 601G");
+    assert!(store.create_volume(&volume("p2", 100, "h1"), typed).await.expect("create").is_some(), "{backend}");
+    assert!(store.create_volume(&volume("p2", 1, "h1"), typed).await.expect("create").is_none(), "{backend}: third");
+    assert_eq!(
+        store.volume_usage_of_type("p2", DEFAULT_TYPE_ID).await.expect("usage"),
+        VolumeUsage { volumes: 2, gigabytes: 600 },
+        "{backend}"
+    );
+    assert_eq!(store.volume_usage_of_type("p2", "other").await.expect("usage"), VolumeUsage::default(), "{backend}");
     assert_eq!(store.volume_usage("p1").await.expect("usage"), VolumeUsage { volumes: 2, gigabytes: 10 }, "{backend}");
     let by_host = store.volume_gb_by_host().await.expect("by host");
-    assert_eq!((by_host.get("h1"), by_host.get("h2")), (Some(&504), Some(&6)), "{backend}");
+    assert_eq!((by_host.get("h1"), by_host.get("h2")), (Some(&604), Some(&6)), "{backend}");
 
     // Guarded status changes: only from the expected statuses, each recorded.
     assert!(!store.set_volume_status(&a.id, &["available"], "deleting", None).await.expect("set"), "{backend}");
