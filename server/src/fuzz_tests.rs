@@ -375,6 +375,27 @@ const ROUTES: &[Route] = &[
         Kind::Json(|_| json!({"hw:cpu_policy": "dedicated"})),
     ),
     r(
+        "POST",
+        "/volume/v3/{project_id}/attachments",
+        &["project"],
+        Admin,
+        Kind::Json(|f| json!({"attachment": {"volume_uuid": f.get("volume3"), "instance_uuid": f.get("server")}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/attachments/{id}",
+        &["project", "attachment"],
+        Admin,
+        Kind::Json(|_| json!({"attachment": {"connector": {"host": "fz-host", "mountpoint": "/dev/vdz"}}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/attachments/{id}/action",
+        &["project", "attachment"],
+        Admin,
+        Kind::Json(|_| json!({"os-complete": {}})),
+    ),
+    r(
         "PUT",
         "/volume/v3/{project_id}/os-quota-sets/{project_id}",
         &["project", "project"],
@@ -725,6 +746,27 @@ async fn fixtures(app: &TestApp) -> Fixtures {
     let r = agent(Method::POST, format!("/agent/v1/work/{vwork}/events"), Some(done)).await;
     assert!(r.status.is_success(), "volume made: {} {}", r.status, r.body);
     ids.insert("volume", volume);
+    // Two more: one with an attachment (the attachments API's routes), one to attach.
+    for key in ["volume2", "volume3"] {
+        let v = post(&format!("/volume/v3/{project}/volumes"), json!({"volume": {"size": 1}}), "/volume/id").await;
+        let work = agent(Method::GET, "/agent/v1/hosts/fx-host/work?wait=5".into(), None).await;
+        let vwork = id_of(&work.body, "/0/id");
+        let done = json!({"type": "done", "power_state": "no_state", "console": null});
+        let r = agent(Method::POST, format!("/agent/v1/work/{vwork}/events"), Some(done)).await;
+        assert!(r.status.is_success(), "volume made: {} {}", r.status, r.body);
+        ids.insert(key, v);
+    }
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/volume/v3/{project}/attachments"),
+            Some(&t),
+            &[("content-type", "application/json"), ("openstack-api-version", "volume 3.27")],
+            Body::from(json!({"attachment": {"volume_uuid": ids["volume2"]}}).to_string()),
+        )
+        .await;
+    assert!(r.status.is_success(), "attachment: {} {}", r.status, r.body);
+    ids.insert("attachment", id_of(&r.body, "/attachment/id"));
     let vtype = json!({"volume_type": {"name": "fx-type"}});
     ids.insert("volume_type", post(&format!("/volume/v3/{project}/types"), vtype, "/volume_type/id").await);
     let me =
@@ -965,7 +1007,7 @@ where
 }
 
 fn microversion() -> impl Strategy<Value = Option<&'static str>> {
-    prop_oneof![Just(None), Just(Some("compute 2.1")), Just(Some("compute latest"))]
+    prop_oneof![Just(None), Just(Some("compute 2.1")), Just(Some("compute latest")), Just(Some("volume latest"))]
 }
 
 fn example(route: &Route, f: &Fixtures) -> Option<Value> {
@@ -1036,7 +1078,7 @@ fn fuzz_examples_are_accepted() {
     for route in ROUTES.iter().filter(|r| matches!(r.kind, Kind::Json(_) | Kind::JsonPatch(_))) {
         let body = example(route, &f).expect("example");
         let mut answers = Vec::new();
-        for version in ["compute latest", "compute 2.1"] {
+        for version in ["compute latest", "compute 2.1", "volume latest"] {
             let reply = rt.block_on(request(&app, &f, route, &body, Some(version)));
             if reply.status.is_success() {
                 answers.clear();
