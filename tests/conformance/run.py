@@ -112,8 +112,8 @@ FEATURES = {
         "floating_ips": False,
         "port_admin_state_change": True,
     },
-    # Cinder: volumes, types, quotas, limits, AZs and the attach actions; none of the optional
-    # features tempest can switch off.
+    # Cinder: volumes, types, quotas, limits, AZs, the attach actions and attachments API, extend
+    # of attached volumes (3.42); none of the other optional features tempest can switch off.
     "volume-feature-enabled": {
         "multi_backend": False,
         "backup": False,
@@ -121,7 +121,7 @@ FEATURES = {
         "clone": False,
         "manage_snapshot": False,
         "manage_volume": False,
-        "extend_attached_volume": False,
+        "extend_attached_volume": True,
         "extend_attached_encrypted_volume": False,
         "extend_volume_with_snapshot": False,
         "volume_revert": False,
@@ -272,8 +272,9 @@ def provision(cloud):
 
 
 def discovered(cloud):
-    """What the server advertises about itself: compute microversions, Neutron extensions."""
-    admin, _ = login(cloud.url, "admin", "admin")
+    """What the server advertises about itself: compute and volume microversions, Neutron and
+    Cinder extensions."""
+    admin, token = login(cloud.url, "admin", "admin")
     versions = call("GET", f"{cloud.url}/compute/", admin)[2]["versions"]
     v21 = next(v for v in versions if v["id"] == "v2.1")
     aliases = {e["alias"] for e in call("GET", f"{cloud.url}/network/v2.0/extensions", admin)[2]["extensions"]}
@@ -282,8 +283,10 @@ def discovered(cloud):
     if "standard-attr-tag" in aliases:
         aliases.add("tag")
     volume = call("GET", f"{cloud.url}/volume/v3/")[2]["versions"][0]
+    project = token["project"]["id"]
+    volume_ext = [e["alias"] for e in call("GET", f"{cloud.url}/volume/v3/{project}/extensions", admin)[2]["extensions"]]
     return {"min_microversion": v21["min_version"], "max_microversion": v21["version"],
-            "network_extensions": sorted(aliases),
+            "network_extensions": sorted(aliases), "volume_extensions": sorted(volume_ext),
             "volume_min_microversion": volume["min_version"], "volume_max_microversion": volume["version"]}
 
 
@@ -345,6 +348,8 @@ def write_config(ws, cloud, images, net, disc):
     for section, flags in FEATURES.items():
         sections.setdefault(section, {}).update(flags)
     sections["network-feature-enabled"]["api_extensions"] = ",".join(disc["network_extensions"]) or "None"
+    # tempest checks the first one is listed ('all' would make it look for os-hosts, not served).
+    sections["volume-feature-enabled"]["api_extensions"] = ",".join(disc["volume_extensions"]) or "None"
     with open(os.path.join(etc, "tempest.conf"), "w") as f:
         for section, values in sections.items():
             f.write(f"[{section}]\n")
