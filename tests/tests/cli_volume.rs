@@ -58,6 +58,13 @@ async fn volumes_with_the_cli() {
     assert!(attached["attachments"].to_string().contains(vm["id"].as_str().expect("id")), "{attached}");
     let server = cli.json(&["server", "show", "vm"]);
     assert!(server["volumes_attached"].to_string().contains(&id), "{server}");
+    // Extend while attached (Cinder 3.42) and the attachments API (3.27), as the CLI asks them.
+    cli.run(&["--os-volume-api-version", "3.42", "volume", "set", "--size", "4", "data"]);
+    let grown = wait_volume(&cli, "data", "in-use");
+    assert_eq!(grown["size"], 4, "{grown}");
+    assert_eq!(std::fs::metadata(&file).expect("volume").len(), 4 << 30);
+    let atts = cli.json(&["--os-volume-api-version", "3.27", "volume", "attachment", "list"]);
+    assert!(atts.to_string().contains(vm["id"].as_str().expect("id")), "{atts}");
     // In use: the CLI's delete fails and the bytes stay.
     let out = cli.output(&["volume", "delete", "data"]);
     assert!(!out.status.success(), "an in-use volume was deleted");
@@ -69,7 +76,7 @@ async fn volumes_with_the_cli() {
     assert!(quota.to_string().contains("gigabytes"), "{quota}");
     let limits = cli.json(&["limits", "show", "--absolute"]);
     let used = limits.as_array().expect("list").iter().find(|l| l["Name"] == "total_gigabytes_used").cloned();
-    assert_eq!(used.map(|l| l["Value"].clone()), Some(Value::from(5)), "{limits}");
+    assert_eq!(used.map(|l| l["Value"].clone()), Some(Value::from(6)), "{limits}");
 
     cli.run(&["server", "delete", "--wait", "vm"]);
     cli.run(&["volume", "delete", "data", "v2"]);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use meridian_e2e::tmux::Tmux;
-use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up};
+use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up, wait_server};
 
 /// The row of the instance on screen (the table line that holds its name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
@@ -1024,4 +1024,59 @@ async fn the_worker_manages_security_groups() {
     assert!(matches!(next(&mut ui).await, Response::Deleted { kind: Kind::SecGroups, .. }));
     let gone = admin.get("network", &format!("/v2.0/security-groups/{}", web.id)).await;
     assert_eq!(gone.expect_err("deleted").status(), Some(reqwest::StatusCode::NOT_FOUND));
+}
+
+/// The Volumes view's extend (`E`) of an attached volume, through the dashboard's worker against
+/// the real server and agent: the worker reads the cloud's version document, sends Cinder 3.42
+/// (extend while in use), and the volume grows and stays in use.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_extends_an_attached_volume_at_3_42() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::overlays::create::VolumeRef;
+    use meridian_tui::worker::{Kind, Request, Response};
+
+    let server = Server::start();
+    let agent = Agent::start(&server, "tui-vol-host");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let status = |want: &'static str, id: String| {
+        let admin = &admin;
+        async move {
+            for _ in 0..240 {
+                let v = admin.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
+                if v["status"] == want {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            panic!("volume {id} never reached {want}");
+        }
+    };
+    let v = admin.post("block-storage", "/volumes", &serde_json::json!({"volume": {"size": 1, "name": "grow"}})).await;
+    let vid = v.expect("volume")["volume"]["id"].as_str().expect("id").to_string();
+    status("available", vid.clone()).await;
+    let body = serde_json::json!({"server": {"name": "holder", "imageRef": cloud.image_id, "flavorRef": "1",
+        "networks": [{"uuid": cloud.network_id}]}});
+    let sid = admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let s = wait_server(&admin, &sid, &["ACTIVE", "ERROR"], 120).await;
+    assert_eq!(s["status"], "ACTIVE", "{s}\n{}", agent.log_text());
+    let attach = serde_json::json!({"volumeAttachment": {"volumeId": vid}});
+    admin.post("compute", &format!("/servers/{sid}/os-volume_attachments"), &attach).await.expect("attach");
+    status("in-use", vid.clone()).await;
+
+    let (worker, mut ui) = admin_worker(&server).await;
+    let volume = VolumeRef { id: vid.clone(), name: "grow".into(), size_gb: 1, attached: Some((sid, "holder".into())) };
+    worker.send(Request::Create(Create::Extend { volume, size_gb: 2 })).expect("send");
+    match next(&mut ui).await {
+        Response::Did { kind: Kind::Volumes, message } => assert!(message.contains("extending volume grow"), "{message}"),
+        other => panic!("expected the extend, got {other:?}"),
+    }
+    let v = status("in-use", vid.clone()).await;
+    assert_eq!(v["size"], 2, "{v}");
+    let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));
+    assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 2 << 30);
 }

@@ -1535,7 +1535,14 @@ impl App {
         if let Some(pane) = &self.console {
             pane.draw(f, body, theme);
         } else if let Some(d) = &self.detail {
-            let raw = d.view.kind().and_then(|k| self.tables.get(k).raw_of(&d.id));
+            let mut raw = d.view.kind().and_then(|k| self.tables.get(k).raw_of(&d.id));
+            // A volume's fields start from where it is attached, by server name and device.
+            if d.view == View::Volumes
+                && d.shows_fields()
+                && let Some(v) = self.tables.volumes.items.iter().find(|v| v.id == d.id)
+            {
+                raw = raw.map(|r| crate::views::volumes::with_attached_to(r, v));
+            }
             d.draw(f, body, theme, raw);
         } else {
             match self.view.kind() {

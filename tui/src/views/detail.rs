@@ -64,6 +64,11 @@ pub enum DetailEffect {
 }
 
 impl Detail {
+    /// Whether the body shows the resource's fields (not its JSON or YAML, not another tab).
+    pub fn shows_fields(&self) -> bool {
+        self.tab == Tab::Fields && self.raw == Raw::Fields
+    }
+
     /// A new detail and the request that loads its tab, if any.
     pub fn open(view: View, id: String, tab: Tab) -> (Detail, Option<Request>) {
         let req = match tab {

@@ -159,6 +159,39 @@ impl Resource for Volume {
     }
 }
 
+/// The microversion that extends an in-use volume (3.42), when the cloud's version document
+/// (`…/v3/`, the endpoint without its project) goes that far; `None` otherwise or unreadable.
+pub async fn extend_in_use_version(client: &Client, base: &str) -> Option<&'static str> {
+    let root = base.trim_end_matches('/').rsplit_once('/').map(|(r, _)| format!("{r}/"))?;
+    let doc = client.send_url(Method::GET, SERVICE, &root, None).await.ok()?;
+    supports_extend_in_use(&doc).then_some("3.42")
+}
+
+/// Whether a Cinder version document (`{"versions": [...]}` or `{"version": {...}}`) has a v3
+/// whose maximum microversion is 3.42 or later.
+pub fn supports_extend_in_use(doc: &Value) -> bool {
+    let docs: Vec<&Value> = match (doc["versions"].as_array(), doc.get("version")) {
+        (Some(list), _) => list.iter().collect(),
+        (None, Some(one)) => vec![one],
+        _ => vec![],
+    };
+    docs.iter().filter(|d| d["id"].as_str().is_some_and(|id| id.starts_with("v3"))).any(|d| {
+        let max = d["version"].as_str().unwrap_or("");
+        let (major, minor) = max.split_once('.').unwrap_or(("0", "0"));
+        (major.parse::<u32>().unwrap_or(0), minor.parse::<u32>().unwrap_or(0)) >= (3, 42)
+    })
+}
+
+/// What the volume detail shows first: where it is attached (`web-1 on /dev/vdb`, by name when
+/// the compute API gave it), put in the fields view's copy of the JSON.
+pub fn with_attached_to(mut raw: Value, v: &Volume) -> Value {
+    if let Some(m) = raw.as_object_mut() {
+        let text = v.attached();
+        m.insert("attached_to".into(), Value::String(if text.is_empty() { "-".into() } else { text }));
+    }
+    raw
+}
+
 /// Carries out a volume form: create (Cinder), extend / snapshot / upload (Cinder actions),
 /// attach / detach (Nova's `os-volume_attachments`, which tells Cinder itself).
 pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
@@ -183,7 +216,27 @@ pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
             Ok(Response::Created { kind: Kind::Volumes, name: v.name.clone() })
         }
         Create::Extend { volume, size_gb } => {
-            action(&volume.id, json!({"os-extend": {"new_size": size_gb}})).await?;
+            let body = json!({"os-extend": {"new_size": size_gb}});
+            // An attached volume extends only from Cinder 3.42; send it when the cloud has it
+            // (other clouds answer Cinder's own 400, which the status line shows).
+            let version = if volume.attached.is_some() { extend_in_use_version(client, &base).await } else { None };
+            match version {
+                Some(v) => {
+                    let url = format!("{base}/volumes/{}/action", path_segment(&volume.id));
+                    let resp = client
+                        .request_url(Method::POST, SERVICE, &url)
+                        .header("openstack-api-version", format!("volume {v}"))
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .map_err(|e| ClientError::Transport { url: url.clone(), source: e })?;
+                    meridian_common::client::decode(resp).await?;
+                }
+                None => {
+                    action(&volume.id, body).await?;
+                }
+            }
             Ok(Response::Did {
                 kind: Kind::Volumes,
                 message: format!("extending volume {} to {size_gb} GB", volume.name),
@@ -231,5 +284,34 @@ pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
             })
         }
         _ => Err(ClientError::Decode("not a volume form".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extend_in_use_is_negotiated_from_the_version_document() {
+        let doc = |v: &str| json!({"versions": [{"id": "v3.0", "status": "CURRENT", "version": v, "min_version": "3.0"}]});
+        assert!(supports_extend_in_use(&doc("3.48")));
+        assert!(supports_extend_in_use(&doc("3.42")));
+        assert!(!supports_extend_in_use(&doc("3.41")));
+        assert!(!supports_extend_in_use(&doc("3.0")));
+        // Without microversions (an old Cinder), or a v2-only document: no.
+        assert!(!supports_extend_in_use(&doc("")));
+        assert!(!supports_extend_in_use(&json!({"versions": [{"id": "v2.0", "version": "3.60"}]})));
+        assert!(supports_extend_in_use(&json!({"version": {"id": "v3.0", "version": "3.70"}})));
+    }
+
+    #[test]
+    fn the_detail_names_where_a_volume_is_attached() {
+        let v = Volume {
+            attachments: vec![Attachment { server_id: "s-1".into(), device: Some("/dev/vdb".into()), attachment_id: None }],
+            attached_names: vec!["web-1".into()],
+            ..Volume::default()
+        };
+        assert_eq!(with_attached_to(json!({"id": "v"}), &v)["attached_to"], "web-1 on /dev/vdb");
+        assert_eq!(with_attached_to(json!({"id": "v"}), &Volume::default())["attached_to"], "-");
     }
 }
