@@ -1667,6 +1667,13 @@ fn volumes_snapshots_and_their_forms() {
     let s = h.screen();
     assert!(s.contains("web-1 on /dev/vdb") && s.contains("in-use"), "{s}");
     snap!("view_volumes", s);
+    // Enter: the detail starts from where the volume is attached, by server name and device.
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("Volume data") && s.contains("attached_to") && s.contains("web-1 on /dev/vdb"), "{s}");
+    snap!("volume_detail_attached", s);
+    h.key(KeyCode::Esc);
+    h.drain();
     let data =
         VolumeRef { id: "v-data".into(), name: "data".into(), size_gb: 10, attached: Some((id(1), "web-1".into())) };
 
