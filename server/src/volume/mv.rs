@@ -17,7 +17,9 @@
 //! | 3.33 | `GET /resource_filters` |
 //! | 3.34 | `key~=value` (like) filters |
 //! | 3.36 | `metadata` in the volumes summary |
+//! | 3.2 | a `bootable` list filter must be a true/false word (400 otherwise) |
 //! | 3.39 | `project_id` on `/limits` (admins) |
+//! | 3.40 | the `revert` action (to the latest snapshot) |
 //! | 3.42 | extend of an `in-use` volume |
 //! | 3.44 | attachment `os-complete` |
 //! | 3.45 | `with_count` on volume lists |
@@ -44,6 +46,7 @@ pub const RESOURCE_FILTERS_API: u32 = 33;
 pub const LIKE_FILTER: u32 = 34;
 pub const VOLUME_SUMMARY_METADATA: u32 = 36;
 pub const LIMITS_ADMIN_FILTER: u32 = 39;
+pub const VOLUME_REVERT: u32 = 40;
 pub const VOLUME_EXTEND_INUSE: u32 = 42;
 pub const NEW_ATTACH_COMPLETION: u32 = 44;
 pub const SUPPORT_COUNT_INFO: u32 = 45;
@@ -154,5 +157,39 @@ pub fn volume_keys(body: &mut serde_json::Value, v: Mv, admin: bool) {
         // cinder-volume service of their own (the agent is their service), so no uuid.
         m.insert("shared_targets".into(), serde_json::Value::Bool(false));
         m.insert("service_uuid".into(), serde_json::Value::Null);
+    }
+}
+
+/// The `Etag` of a volume's metadata (3.15): a digest of the `{"metadata": …}` answer, opaque to
+/// clients, which only send it back in `If-Match` (Cinder uses MD5 of the same text).
+pub fn metadata_etag(metadata: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    let body = serde_json::json!({ "metadata": metadata }).to_string();
+    hex::encode(&sha2::Sha256::digest(body.as_bytes())[..16])
+}
+
+/// Whether a metadata update must be refused with 412 (3.15): an `If-Match` is given and none
+/// of its tags is the current one (`*` matches anything, as webob's `if_match`).
+pub fn if_match_fails(headers: &axum::http::HeaderMap, v: Mv, current: &serde_json::Value) -> bool {
+    if !v.at_least(ETAGS) {
+        return false;
+    }
+    let Some(given) = headers.get(axum::http::header::IF_MATCH).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let etag = metadata_etag(current);
+    !given.split(',').map(|t| t.trim().trim_start_matches("W/").trim_matches('"')).any(|t| t == "*" || t == etag)
+}
+
+/// Before 3.2 any `bootable` filter but `False`/`false`/`FALSE` means true; from 3.2 only
+/// true/false words (oslo's strict `bool_from_string`), anything else a 400.
+pub fn bootable_filter(value: &str, v: Mv) -> Result<bool, ApiError> {
+    if !v.at_least(2) {
+        return Ok(!matches!(value, "False" | "false" | "FALSE"));
+    }
+    match value.trim().to_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
+        _ => Err(ApiError::bad_request(format!("Invalid input received: 'bootable = {value}'"))),
     }
 }

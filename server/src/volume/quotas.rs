@@ -254,9 +254,16 @@ pub async fn reset(
     Ok(axum::http::StatusCode::OK)
 }
 
-pub async fn limits(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
+pub async fn limits(State(state): State<AppState>, ctx: Ctx, ver: super::mv::Mv, q: Query) -> JsonResult {
     ctx.require_reader("volume:get_limits")?;
-    let pid = ctx.project_id()?.to_string();
+    // 3.39: an admin may ask for another project's (`project_id`, or the older `tenant_id`).
+    let asked = (ver.at_least(super::mv::LIMITS_ADMIN_FILTER) && ctx.is_admin())
+        .then(|| q.get("project_id").or(q.get("tenant_id")))
+        .flatten();
+    let pid = match asked {
+        Some(p) => p.to_string(),
+        None => ctx.project_id()?.to_string(),
+    };
     let l = limits_of(&state, &pid).await?;
     let u = state.store.volume_usage(&pid).await?;
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": {

@@ -399,3 +399,59 @@ async fn an_agent_that_never_answers_an_attach_leaves_no_volume_stuck() {
     let r = c.call(Method::DELETE, &format!("volumes/{vid}"), Value::Null).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
 }
+
+#[tokio::test]
+async fn metadata_etags_bootable_filters_limits_and_revert_follow_their_versions() {
+    let c = Cloud::new().await;
+    let vid = c.available_volume("tagged", 1).await;
+    let meta = format!("volumes/{vid}/metadata");
+    c.call(Method::POST, &meta, json!({"metadata": {"a": "1"}})).await;
+    // 3.15: an Etag on the metadata; a stale If-Match is a 412 and changes nothing.
+    assert!(c.at(14, Method::GET, &meta, Value::Null).await.headers.get("etag").is_none());
+    let r = c.at(15, Method::GET, &meta, Value::Null).await;
+    let tag = r.headers.get("etag").and_then(|h| h.to_str().ok()).expect("etag").to_string();
+    let put = |tag: String, body: Value| {
+        let c = &c;
+        let meta = meta.clone();
+        async move {
+            let h = [("openstack-api-version", "volume 3.15"), ("content-type", "application/json"), ("if-match", tag.as_str())];
+            c.app.call(Method::PUT, &c.url(&meta), Some(&c.token), &h, Body::from(body.to_string())).await
+        }
+    };
+    let r = put(format!("\"{tag}\""), json!({"metadata": {"b": "2"}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = put(format!("\"{tag}\""), json!({"metadata": {"c": "3"}})).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "the tag is stale now: {}", r.body);
+    assert_eq!(c.call(Method::GET, &meta, Value::Null).await.body["metadata"], json!({"b": "2"}));
+    // Before 3.15 If-Match is not looked at.
+    let h = [("openstack-api-version", "volume 3.14"), ("content-type", "application/json"), ("if-match", "\"nope\"")];
+    let body = json!({"metadata": {"d": "4"}}).to_string();
+    let r = c.app.call(Method::PUT, &c.url(&meta), Some(&c.token), &h, Body::from(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // 3.2: bootable filters are strict words; before, anything but false means true.
+    let r = c.at(1, Method::GET, "volumes?bootable=maybe", Value::Null).await;
+    assert_eq!(r.body["volumes"], json!([]), "'maybe' meant true and the volume is not bootable: {}", r.body);
+    let r = c.at(1, Method::GET, "volumes?bootable=false", Value::Null).await;
+    assert_eq!(r.body["volumes"][0]["id"], vid.as_str(), "{}", r.body);
+    let r = c.at(2, Method::GET, "volumes?bootable=maybe", Value::Null).await;
+    assert_eq!(r.body["badRequest"]["message"], "Invalid input received: 'bootable = maybe'", "{}", r.body);
+    let r = c.at(2, Method::GET, "volumes?bootable=0", Value::Null).await;
+    assert_eq!(r.body["volumes"][0]["id"], vid.as_str(), "{}", r.body);
+
+    // 3.39: an admin reads another project's limits; a member's project_id is ignored.
+    let admin = c.app.admin_token.clone();
+    let path = format!("limits?project_id={}", c.pid);
+    let r = c.at_as(&admin, 39, Method::GET, &path, Value::Null).await;
+    assert_eq!(r.body["limits"]["absolute"]["totalVolumesUsed"], 1, "{}", r.body);
+    let r = c.at_as(&admin, 38, Method::GET, &path, Value::Null).await;
+    assert_eq!(r.body["limits"]["absolute"]["totalVolumesUsed"], 0, "the admin's own project: {}", r.body);
+
+    // 3.40: revert needs a snapshot, and none exists.
+    let action = format!("volumes/{vid}/action");
+    let revert = json!({"revert": {"snapshot_id": vid}});
+    let r = c.at(40, Method::POST, &action, revert.clone()).await;
+    assert_eq!(r.body["badRequest"]["message"], format!("Volume {vid} doesn't have any snapshots."), "{}", r.body);
+    let r = c.at(39, Method::POST, &action, revert).await;
+    assert_eq!(r.body["badRequest"]["message"], "There is no such action: revert", "{}", r.body);
+}

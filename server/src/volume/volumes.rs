@@ -281,7 +281,7 @@ fn matches(v: &Volume, q: &Query, types: &BTreeMap<String, String>, ver: Mv) -> 
         && eq("name", v.name.as_deref())
         && eq("status", Some(&v.status))
         && eq("availability_zone", Some(&v.availability_zone))
-        && q.get("bootable").is_none_or(|b| crate::extract::parse_bool(b) == Some(v.bootable != 0))
+        && q.get("bootable").is_none_or(|b| mv::bootable_filter(b, ver).ok() == Some(v.bootable != 0))
         && q.get("volume_type")
             .is_none_or(|t| t == v.volume_type_id || types.get(&v.volume_type_id).is_some_and(|n| n == t))
         && q.get("metadata").is_none_or(|m| {
@@ -315,6 +315,9 @@ async fn list_volumes(
 ) -> ApiResult<(Vec<Volume>, Option<String>, usize)> {
     ctx.require_reader("volume:get_all")?;
     mv::reject_invalid_filters(ctx.is_admin(), q, ver, mv::filters_of("volume"))?;
+    if let Some(b) = q.get("bootable") {
+        mv::bootable_filter(b, ver)?;
+    }
     let all = q.bool("all_tenants")?.unwrap_or(false) || q.get("all_tenants") == Some("");
     let project = if all && ctx.is_admin() {
         q.get("project_id").map(str::to_string)
@@ -516,12 +519,36 @@ pub async fn update(
 pub async fn show_metadata(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
     Path((_p, id)): Path<(String, String)>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     ctx.require_reader("volume:get_volume_metadata")?;
     let v = load(&state, &ctx, &id).await?;
     let m: Value = serde_json::from_str(&v.metadata).unwrap_or_else(|_| json!({}));
-    Ok(axum::Json(json!({"metadata": m})))
+    let mut resp = axum::Json(json!({"metadata": m})).into_response();
+    // 3.15: the Etag a later If-Match names.
+    if ver.at_least(mv::ETAGS)
+        && let Ok(tag) = axum::http::HeaderValue::from_str(&mv::metadata_etag(&m))
+    {
+        resp.headers_mut().insert(axum::http::header::ETAG, tag);
+    }
+    Ok(resp)
+}
+
+/// 3.15's precondition: the metadata is still what the caller's `If-Match` names.
+async fn check_if_match(
+    state: &AppState,
+    ctx: &Ctx,
+    id: &str,
+    ver: Mv,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<Option<Response>> {
+    if !ver.at_least(mv::ETAGS) || !headers.contains_key(axum::http::header::IF_MATCH) {
+        return Ok(None);
+    }
+    let v = load(state, ctx, id).await?;
+    let m: Value = serde_json::from_str(&v.metadata).unwrap_or_else(|_| json!({}));
+    Ok(mv::if_match_fails(headers, ver, &m).then(|| StatusCode::PRECONDITION_FAILED.into_response()))
 }
 
 async fn set_metadata(state: &AppState, ctx: &Ctx, id: &str, body: &Value, replace: bool) -> JsonResult {
@@ -548,10 +575,15 @@ pub async fn merge_metadata(
 pub async fn replace_metadata(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
+    headers: axum::http::HeaderMap,
     Path((_p, id)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> JsonResult {
-    set_metadata(&state, &ctx, &id, &body, true).await
+) -> ApiResult<Response> {
+    if let Some(refused) = check_if_match(&state, &ctx, &id, ver, &headers).await? {
+        return Ok(refused);
+    }
+    Ok(set_metadata(&state, &ctx, &id, &body, true).await?.into_response())
 }
 
 pub async fn show_metadata_item(
@@ -572,10 +604,15 @@ pub async fn show_metadata_item(
 pub async fn put_metadata_item(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
+    headers: axum::http::HeaderMap,
     Path((_p, id, key)): Path<(String, String, String)>,
     Json(body): Json<Value>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     ctx.require_member("volume:update_volume_metadata")?;
+    if let Some(refused) = check_if_match(&state, &ctx, &id, ver, &headers).await? {
+        return Ok(refused);
+    }
     let meta = metadata_map(Some(body.get("meta").ok_or_else(|| bad("Malformed request body"))?))?;
     if meta.len() != 1 || !meta.contains_key(&key) {
         return Err(bad("Request body and URI mismatch"));
@@ -585,7 +622,7 @@ pub async fn put_metadata_item(
     m.extend(meta.clone());
     v.metadata = Value::Object(m).to_string();
     state.store.update_volume(&v).await?;
-    Ok(axum::Json(json!({"meta": meta})))
+    Ok(axum::Json(json!({"meta": meta})).into_response())
 }
 
 pub async fn delete_metadata_item(
@@ -893,6 +930,12 @@ pub async fn action(
                 return Err(super::attachments::nova_owned(a));
             }
             accepted()
+        }
+        "revert" if ver.at_least(mv::VOLUME_REVERT) => {
+            ctx.require_member("volume:revert_to_snapshot")?;
+            // No volume has snapshots here yet (their slice adds them): Cinder's answer for a
+            // volume without any.
+            Err(bad(format!("Volume {} doesn't have any snapshots.", v.id)))
         }
         "os-reset_status" => {
             ctx.require_admin("volume_extension:volume_admin_actions:reset_status")?;
