@@ -1058,10 +1058,8 @@ async fn the_worker_extends_an_attached_volume_at_3_42() {
     status("available", vid.clone()).await;
     let body = serde_json::json!({"server": {"name": "holder", "imageRef": cloud.image_id, "flavorRef": "1",
         "networks": [{"uuid": cloud.network_id}]}});
-    let sid = admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let sid =
+        admin.post("compute", "/servers", &body).await.expect("boot")["server"]["id"].as_str().expect("id").to_string();
     let s = wait_server(&admin, &sid, &["ACTIVE", "ERROR"], 120).await;
     assert_eq!(s["status"], "ACTIVE", "{s}\n{}", agent.log_text());
     let attach = serde_json::json!({"volumeAttachment": {"volumeId": vid}});
@@ -1072,7 +1070,9 @@ async fn the_worker_extends_an_attached_volume_at_3_42() {
     let volume = VolumeRef { id: vid.clone(), name: "grow".into(), size_gb: 1, attached: Some((sid, "holder".into())) };
     worker.send(Request::Create(Create::Extend { volume, size_gb: 2 })).expect("send");
     match next(&mut ui).await {
-        Response::Did { kind: Kind::Volumes, message } => assert!(message.contains("extending volume grow"), "{message}"),
+        Response::Did { kind: Kind::Volumes, message } => {
+            assert!(message.contains("extending volume grow"), "{message}")
+        }
         other => panic!("expected the extend, got {other:?}"),
     }
     let v = status("in-use", vid.clone()).await;

@@ -183,7 +183,10 @@ async fn connect(state: &AppState, a: &Attachment, v: &Volume, connector: &Map<S
     };
     state.store.attachment_set_mode(&a.id, mode).await?;
     let from = ["reserved", "attaching", "in-use"];
-    if !state.store.move_attachment(&a.id, Some("attaching"), Some(mountpoint), &v.id, &from, "attaching", None, None).await?
+    if !state
+        .store
+        .move_attachment(&a.id, Some("attaching"), Some(mountpoint), &v.id, &from, "attaching", None, None)
+        .await?
     {
         return Err(ApiError::conflict(format!(
             "Conflicting resource: the volume {} changed state (now {}); try again.",
@@ -283,10 +286,7 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Pat
         "available"
     };
     if !state.store.move_attachment(&a.id, None, None, &v.id, &[v.status.as_str()], to, None, None).await? {
-        return Err(ApiError::conflict(format!(
-            "Conflicting resource: the volume {} changed state; try again.",
-            v.id
-        )));
+        return Err(ApiError::conflict(format!("Conflicting resource: the volume {} changed state; try again.", v.id)));
     }
     let rest: Vec<Value> = state.store.volume_attachments(&v.id).await?.iter().map(summary).collect();
     Ok(axum::Json(json!({"attachments": rest})))
@@ -306,8 +306,7 @@ pub async fn action(
             ctx.require_member("volume:attachment_complete")?;
             let (a, v) = load_attachment(&state, &ctx, &id).await?;
             let from = ["reserved", "attaching", "in-use"];
-            if !state.store.move_attachment(&a.id, Some("attached"), None, &v.id, &from, "in-use", None, None).await?
-            {
+            if !state.store.move_attachment(&a.id, Some("attached"), None, &v.id, &from, "in-use", None, None).await? {
                 return Err(bad(format!(
                     "Invalid volume: Volume {} status must be reserved, attaching or in-use to complete an \
                      attachment, but the current status is {}.",

@@ -24,7 +24,12 @@ const EXTENSIONS: [(&str, &str, &str, &str); 10] = [
         "2013-10-03T00:00:00+00:00",
     ),
     ("os-volume-actions", "VolumeActions", "Enable volume actions.", "2012-05-31T00:00:00+00:00"),
-    ("os-vol-host-attr", "VolumeHostAttribute", "Expose host as an attribute of a volume.", "2011-11-03T00:00:00+00:00"),
+    (
+        "os-vol-host-attr",
+        "VolumeHostAttribute",
+        "Expose host as an attribute of a volume.",
+        "2011-11-03T00:00:00+00:00",
+    ),
     (
         "os-vol-mig-status-attr",
         "VolumeMigStatusAttribute",

@@ -87,7 +87,8 @@ pub fn gated_router(minor: u32, route: MethodRouter<AppState>) -> MethodRouter<A
 }
 
 /// Query keys that are paging, sorting or scope rather than filters.
-const NOT_FILTERS: [&str; 9] = ["sort", "sort_key", "sort_dir", "limit", "marker", "offset", "with_count", "all_tenants", "project_id"];
+const NOT_FILTERS: [&str; 9] =
+    ["sort", "sort_key", "sort_dir", "limit", "marker", "offset", "with_count", "all_tenants", "project_id"];
 
 /// From 3.31 a non-admin's list filters must be ones Cinder's default `resource_filters.json`
 /// enables for the resource (from 3.34 also as `key~`, a like filter); anything else is a 400.

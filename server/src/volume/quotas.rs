@@ -59,7 +59,11 @@ pub(crate) async fn create_limits(state: &AppState, project_id: &str) -> ApiResu
 }
 
 /// The limits a create of a volume of this type is checked against, its type's included.
-pub(crate) async fn create_limits_of_type(state: &AppState, project_id: &str, type_name: &str) -> ApiResult<VolumeLimits> {
+pub(crate) async fn create_limits_of_type(
+    state: &AppState,
+    project_id: &str,
+    type_name: &str,
+) -> ApiResult<VolumeLimits> {
     let m = limits_of(state, project_id).await?;
     Ok(VolumeLimits {
         volumes: limit(&m, "volumes"),

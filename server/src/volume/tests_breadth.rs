@@ -152,7 +152,11 @@ async fn the_attachments_api_moves_the_volume_as_cinder() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let v = c.volume(&vid).await;
     assert_eq!(v["status"], "in-use");
-    assert_eq!((v["attachments"][0]["attachment_id"].as_str(), v["attachments"][0]["device"].as_str()), (Some(aid.as_str()), Some("/dev/vdc")), "{v}");
+    assert_eq!(
+        (v["attachments"][0]["attachment_id"].as_str(), v["attachments"][0]["device"].as_str()),
+        (Some(aid.as_str()), Some("/dev/vdc")),
+        "{v}"
+    );
     // Lists, detail, show, filters.
     let r = c.at(27, Method::GET, "attachments", Value::Null).await;
     assert_eq!(r.body["attachments"], json!([{"id": aid, "status": "attached", "instance": server, "volume_id": vid}]));
@@ -187,10 +191,15 @@ async fn the_attachments_api_moves_the_volume_as_cinder() {
     let r = c.at(27, Method::GET, &format!("attachments?instance_id={sid}"), Value::Null).await;
     let naid = r.body["attachments"][0]["id"].as_str().expect("nova's attachment").to_string();
     let r = c.at(27, Method::DELETE, &format!("attachments/{naid}"), Value::Null).await;
-    assert_eq!(r.body["conflictingRequest"]["message"], format!("Detach volume from instance {sid} using the Compute API"));
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Detach volume from instance {sid} using the Compute API")
+    );
     let r = c.call(Method::POST, &format!("volumes/{pvid}/action"), json!({"os-detach": {}})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-    let r = c.call(Method::POST, &format!("volumes/{pvid}/action"), json!({"os-terminate_connection": {"connector": {}}})).await;
+    let r = c
+        .call(Method::POST, &format!("volumes/{pvid}/action"), json!({"os-terminate_connection": {"connector": {}}}))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert_eq!(c.volume(&pvid).await["status"], "in-use");
 }
@@ -277,7 +286,12 @@ async fn an_attached_volume_extends_through_its_agent_from_3_42() {
         )
         .await;
     let ev = &r.body["instanceAction"]["events"][0];
-    assert_eq!((ev["event"].as_str(), ev["result"].as_str()), (Some("compute_extend_volume"), Some("Success")), "{}", r.body);
+    assert_eq!(
+        (ev["event"].as_str(), ev["result"].as_str()),
+        (Some("compute_extend_volume"), Some("Success")),
+        "{}",
+        r.body
+    );
 
     // A failed resize: error_extending, the size unchanged.
     c.at(42, Method::POST, &action, extend(4)).await;
@@ -297,7 +311,12 @@ async fn per_type_quotas_are_listed_and_enforced() {
         .app
         .json(Method::PUT, &c.url(&quotas), &admin, json!({"quota_set": {"volumes_gold": 1, "gigabytes_gold": 3}}))
         .await;
-    assert_eq!((r.body["quota_set"]["volumes_gold"].as_i64(), r.body["quota_set"]["gigabytes_gold"].as_i64()), (Some(1), Some(3)), "{}", r.body);
+    assert_eq!(
+        (r.body["quota_set"]["volumes_gold"].as_i64(), r.body["quota_set"]["gigabytes_gold"].as_i64()),
+        (Some(1), Some(3)),
+        "{}",
+        r.body
+    );
     let r = c.call(Method::GET, &format!("{quotas}/defaults"), Value::Null).await;
     assert_eq!(r.body["quota_set"]["snapshots_gold"], -1, "{}", r.body);
     let gold = |size: u64| json!({"volume": {"size": size, "volume_type": "gold"}});
@@ -343,7 +362,10 @@ async fn per_type_quotas_are_listed_and_enforced() {
         .as_str()
         .expect("id")
         .to_string();
-    let r = c.app.json(Method::POST, &c.url(&format!("types/{tid}/extra_specs")), &admin, json!({"extra_specs": null})).await;
+    let r = c
+        .app
+        .json(Method::POST, &c.url(&format!("types/{tid}/extra_specs")), &admin, json!({"extra_specs": null}))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 }
 
@@ -414,7 +436,11 @@ async fn metadata_etags_bootable_filters_limits_and_revert_follow_their_versions
         let c = &c;
         let meta = meta.clone();
         async move {
-            let h = [("openstack-api-version", "volume 3.15"), ("content-type", "application/json"), ("if-match", tag.as_str())];
+            let h = [
+                ("openstack-api-version", "volume 3.15"),
+                ("content-type", "application/json"),
+                ("if-match", tag.as_str()),
+            ];
             c.app.call(Method::PUT, &c.url(&meta), Some(&c.token), &h, Body::from(body.to_string())).await
         }
     };

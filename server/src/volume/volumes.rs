@@ -270,9 +270,8 @@ fn matches(v: &Volume, q: &Query, types: &BTreeMap<String, String>, ver: Mv) -> 
     // 3.34's like filters (`name~=part`): a case-insensitive substring, as SQL LIKE '%part%'.
     let like = |key: &str, actual: Option<&str>| {
         !ver.at_least(mv::LIKE_FILTER)
-            || q.get(&format!("{key}~")).is_none_or(|want| {
-                actual.is_some_and(|a| a.to_lowercase().contains(&want.to_lowercase()))
-            })
+            || q.get(&format!("{key}~"))
+                .is_none_or(|want| actual.is_some_and(|a| a.to_lowercase().contains(&want.to_lowercase())))
     };
     like("name", v.name.as_deref())
         && like("status", Some(&v.status))
@@ -325,8 +324,13 @@ async fn list_volumes(
         Some(ctx.project_id()?.to_string())
     };
     let types = type_names(state).await?;
-    let mut list: Vec<Volume> =
-        state.store.list_volumes(project.as_deref()).await?.into_iter().filter(|v| matches(v, q, &types, ver)).collect();
+    let mut list: Vec<Volume> = state
+        .store
+        .list_volumes(project.as_deref())
+        .await?
+        .into_iter()
+        .filter(|v| matches(v, q, &types, ver))
+        .collect();
     // `sort=key:dir,key2` or `sort_key`/`sort_dir`; Cinder's default is created_at desc.
     let mut keys: Vec<(String, bool)> = Vec::new();
     if let Some(sort) = q.get("sort") {

@@ -293,7 +293,8 @@ mod tests {
 
     #[test]
     fn extend_in_use_is_negotiated_from_the_version_document() {
-        let doc = |v: &str| json!({"versions": [{"id": "v3.0", "status": "CURRENT", "version": v, "min_version": "3.0"}]});
+        let doc =
+            |v: &str| json!({"versions": [{"id": "v3.0", "status": "CURRENT", "version": v, "min_version": "3.0"}]});
         assert!(supports_extend_in_use(&doc("3.48")));
         assert!(supports_extend_in_use(&doc("3.42")));
         assert!(!supports_extend_in_use(&doc("3.41")));
@@ -307,7 +308,11 @@ mod tests {
     #[test]
     fn the_detail_names_where_a_volume_is_attached() {
         let v = Volume {
-            attachments: vec![Attachment { server_id: "s-1".into(), device: Some("/dev/vdb".into()), attachment_id: None }],
+            attachments: vec![Attachment {
+                server_id: "s-1".into(),
+                device: Some("/dev/vdb".into()),
+                attachment_id: None,
+            }],
             attached_names: vec!["web-1".into()],
             ..Volume::default()
         };
