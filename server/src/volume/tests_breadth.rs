@@ -481,3 +481,20 @@ async fn metadata_etags_bootable_filters_limits_and_revert_follow_their_versions
     let r = c.at(39, Method::POST, &action, revert).await;
     assert_eq!(r.body["badRequest"]["message"], "There is no such action: revert", "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_server_deleted_during_an_attached_extend_leaves_the_volume_consistent() {
+    let c = Cloud::new().await;
+    let (vid, sid) = c.attached(1).await;
+    let r = c.at(42, Method::POST, &format!("volumes/{vid}/action"), json!({"os-extend": {"new_size": 2}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    crate::compute::conductor::complete_delete(&c.app.state, &sid).await.expect("delete");
+    let v = c.volume(&vid).await;
+    assert_eq!((v["status"].as_str(), v["attachments"].as_array().map(Vec::len)), (Some("extending"), Some(0)), "{v}");
+    let row = c.app.state.store.get_volume(&vid).await.expect("row");
+    assert!(row.deadline.is_some(), "the extend keeps its deadline");
+    // The agent's answer lands with no attachment left: available at the new size.
+    answer(&c.app, &c.host, "volume_extend", done()).await;
+    let v = c.volume(&vid).await;
+    assert_eq!((v["status"].as_str(), v["size"].as_u64()), (Some("available"), Some(2)), "{v}");
+}

@@ -340,7 +340,16 @@ pub async fn detach(state: &AppState, inst: &Instance, a: &Attachment) -> ApiRes
 pub async fn instance_gone(state: &AppState, instance_id: &str) -> StoreResult<()> {
     for a in state.store.instance_attachments(instance_id).await? {
         let from = ["in-use", "attaching", "detaching", "reserved", "error_attaching", "error_detaching"];
-        state.store.move_attachment(&a.id, None, None, &a.volume_id, &from, "available", None, None).await?;
+        if !state.store.move_attachment(&a.id, None, None, &a.volume_id, &from, "available", None, None).await? {
+            // An extend of the attached volume in flight or failed (3.42): the attachment goes
+            // with its server, the volume keeps its extend status (its size is the agent's word).
+            // An extend in flight keeps its deadline.
+            let v = state.store.get_volume(&a.volume_id).await?;
+            if matches!(v.status.as_str(), "extending" | "error_extending") {
+                let (s, d) = (v.status.as_str(), v.deadline.as_deref());
+                state.store.move_attachment(&a.id, None, None, &a.volume_id, &[s], s, d, None).await?;
+            }
+        }
     }
     Ok(())
 }
