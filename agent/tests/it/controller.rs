@@ -485,6 +485,13 @@ async fn volumes_are_made_attached_detached_and_deleted() {
     let (ev, _) = env.exec(id, Action::Start).await;
     done(&ev);
     assert_eq!(disks(env.hv.domain_xml(&name).expect("live")).len(), 1);
+    // Extended while plugged into the running guest (Cinder 3.42): the file grows and the live
+    // disk is resized (the test driver cannot resize; the guest then sees it at its next start).
+    let att = meridian_common::agent::ExtendAttached { instance_id: id.to_string(), device: "vdc".into() };
+    let grown = Action::VolumeExtend { volume: VolumeSpec { size_gb: 6, ..vol.clone() }, attached: Some(att) };
+    let (ev, _) = env.exec(vid, grown).await;
+    done(&ev);
+    assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 6 << 30);
     let detach = Action::VolumeDetach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into() };
     let (ev, _) = env.exec(id, detach.clone()).await;
     done(&ev);
