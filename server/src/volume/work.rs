@@ -9,6 +9,8 @@
 //! | (new) | placed on a host | creating (no host: error) |
 //! | creating | agent made the file / failed / deadline | available / error / error |
 //! | available | os-extend | extending → available (agent done) / error_extending (failed, deadline) |
+//! | in-use (3.42) | os-extend | extending → in-use (agent done, the guest told) / error_extending |
+//! | available | POST /attachments (3.27) | reserved → attaching → in-use (no agent; see `attachments`) |
 //! | available | Nova attach | attaching → in-use (agent done) / available (failed) / error_attaching (deadline) |
 //! | available | os-reserve, os-attach | reserved → in-use (bookkeeping only, no agent) |
 //! | in-use | Nova detach | detaching → available (agent done) / in-use (failed) / error_detaching (deadline) |
