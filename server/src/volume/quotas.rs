@@ -11,8 +11,8 @@ use crate::store::volume::{VolumeLimits, VolumeUsage};
 
 type JsonResult = ApiResult<axum::Json<Value>>;
 
-/// Cinder's default quotas. Only `volumes` and `gigabytes` are enforced (snapshots and backups
-/// do not exist yet; per-type limits are shown, not enforced).
+/// Cinder's default quotas. `volumes`, `snapshots` and `gigabytes` (volumes and snapshots
+/// together) are enforced (backups do not exist yet; per-type limits are shown, not enforced).
 const QUOTAS: [(&str, i64); 7] = [
     ("volumes", 10),
     ("gigabytes", 1000),
@@ -49,6 +49,12 @@ fn limit(m: &Map<String, Value>, key: &str) -> i64 {
 pub(crate) async fn create_limits(state: &AppState, project_id: &str) -> ApiResult<VolumeLimits> {
     let m = limits_of(state, project_id).await?;
     Ok(VolumeLimits { volumes: limit(&m, "volumes"), gigabytes: limit(&m, "gigabytes") })
+}
+
+/// The limits a snapshot create is checked against: (snapshots, gigabytes).
+pub(crate) async fn snapshot_limits(state: &AppState, project_id: &str) -> ApiResult<(i64, i64)> {
+    let m = limits_of(state, project_id).await?;
+    Ok((limit(&m, "snapshots"), limit(&m, "gigabytes")))
 }
 
 /// The 413 for a create the limits refused, naming the limit as Cinder does.
@@ -99,6 +105,7 @@ async fn usage_by_key(state: &AppState, project_id: &str) -> ApiResult<Map<Strin
     let mut out = Map::new();
     out.insert("volumes".into(), json!(u.volumes));
     out.insert("gigabytes".into(), json!(u.gigabytes));
+    out.insert("snapshots".into(), json!(state.store.snapshot_usage(project_id).await?.0));
     let types = super::volumes::type_names(state).await?;
     for v in state.store.list_volumes(Some(project_id)).await? {
         if let Some(name) = types.get(&v.volume_type_id) {
@@ -199,6 +206,7 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
     let pid = ctx.project_id()?.to_string();
     let l = limits_of(&state, &pid).await?;
     let u = state.store.volume_usage(&pid).await?;
+    let (snapshots, _) = state.store.snapshot_usage(&pid).await?;
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": {
         "maxTotalVolumes": limit(&l, "volumes"),
         "maxTotalSnapshots": limit(&l, "snapshots"),
@@ -207,7 +215,7 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx) -> JsonResult {
         "maxTotalBackupGigabytes": limit(&l, "backup_gigabytes"),
         "totalVolumesUsed": u.volumes,
         "totalGigabytesUsed": u.gigabytes,
-        "totalSnapshotsUsed": 0,
+        "totalSnapshotsUsed": snapshots,
         "totalBackupsUsed": 0,
         "totalBackupGigabytesUsed": 0,
     }}})))
