@@ -70,6 +70,12 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<bool, HvError> {
         timed("detach_device", || self.0.detach_device(name, xml, live, config))
     }
+    fn suspend(&self, name: &str) -> Result<(), HvError> {
+        timed("suspend", || self.0.suspend(name))
+    }
+    fn resume(&self, name: &str) -> Result<(), HvError> {
+        timed("resume", || self.0.resume(name))
+    }
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         timed("domain_config_xml", || self.0.domain_config_xml(name))
     }
