@@ -286,4 +286,118 @@ mod tests {
         assert!(!s.exists(id).expect("exists"));
         assert!(matches!(s.create(&spec("../etc/passwd", 1)), Err(StorageError::BadId(_))));
     }
+
+    fn write_at(path: &Path, at: u64, data: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(data, at).expect("write");
+        f.sync_all().expect("sync");
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).expect("meta")) * 512
+    }
+
+    fn leftovers(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for sub in [dir.to_path_buf(), dir.join("snapshots"), dir.join("exports")] {
+            for e in std::fs::read_dir(&sub).into_iter().flatten().filter_map(Result::ok) {
+                if e.path().extension().is_some_and(|x| x == "part") || sub.ends_with("exports") {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn snapshots_and_clones_are_sparse_copies_that_never_touch_their_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(dir.path()).expect("open");
+        let vol = "3f1c4a3e-8c1e-4b8e-9d55-0a6f4f1b2c01";
+        let (snap, from_snap, clone) = (
+            "7d2e9a61-5b0c-4f7e-8a3d-2c9b1e0f4a12",
+            "a9b8c7d6-1e2f-4a3b-8c4d-5e6f7a8b9c03",
+            "c0ffee00-1234-4abc-8def-0123456789ab",
+        );
+        s.create(&spec(vol, 2)).expect("create");
+        let path = s.path(vol).expect("path");
+        // Data at the start, in the middle of the first GiB and at the very end; holes between.
+        write_at(&path, 0, b"boot sector");
+        write_at(&path, 700 << 20, &[0xab; 3 << 20]);
+        write_at(&path, (2 * GIB) - 5, b"tail!");
+        let original = std::fs::read(&path).expect("read");
+
+        s.snapshot_create(vol, snap).expect("snapshot");
+        s.snapshot_create(vol, snap).expect("snapshot again (a redelivery)");
+        let snap_path = s.snapshot_path(snap).expect("snapshot path");
+        assert_eq!(snap_path, dir.path().join("snapshots").join(format!("{snap}.raw")));
+        assert_eq!(std::fs::read(&snap_path).expect("read snapshot"), original, "the same bytes");
+        assert!(allocated(&snap_path) < 16 << 20, "holes kept: {} bytes allocated", allocated(&snap_path));
+
+        // The volume changes afterwards; the snapshot does not.
+        write_at(&path, 0, b"BOOT SECTOR");
+        assert_eq!(&std::fs::read(&snap_path).expect("read")[..11], b"boot sector");
+
+        // A volume from the snapshot (bigger), and a clone of the volume: same bytes, grown.
+        s.create_from(&spec(from_snap, 3), CloneSource::Snapshot(snap)).expect("from snapshot");
+        let made = std::fs::read(s.path(from_snap).expect("path")).expect("read");
+        assert_eq!(made.len() as u64, 3 * GIB);
+        assert_eq!(&made[..original.len()], &original[..]);
+        assert!(made[original.len()..].iter().all(|b| *b == 0));
+        drop(made);
+        s.create_from(&spec(from_snap, 3), CloneSource::Snapshot(snap)).expect("again: already made");
+        s.create_from(&spec(clone, 2), CloneSource::Volume(vol)).expect("clone");
+        assert_eq!(std::fs::read(s.path(clone).expect("path")).expect("read"), std::fs::read(&path).expect("read"));
+        assert!(matches!(
+            s.create_from(&spec("d1d2d3d4-0000-4000-8000-000000000001", 1), CloneSource::Snapshot(vol)),
+            Err(StorageError::MissingSnapshot(_))
+        ));
+
+        // Deleting the (last) snapshot leaves the volume's data alone.
+        let before = std::fs::read(&path).expect("read");
+        s.snapshot_delete(snap).expect("delete snapshot");
+        s.snapshot_delete(snap).expect("delete again");
+        assert!(!snap_path.exists());
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    }
+
+    #[test]
+    fn exports_are_the_volume_raw_or_converted_to_qcow2() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(dir.path()).expect("open");
+        let vol = "5e5e5e5e-1111-4222-8333-444455556666";
+        s.create(&spec(vol, 1)).expect("create");
+        let path = s.path(vol).expect("path");
+        write_at(&path, 12345, b"exported bytes");
+        let mut raw = Vec::new();
+        let e = s.export(vol, "raw").expect("raw");
+        assert_eq!(e.len, GIB);
+        e.reader.take(GIB + 1).read_to_end(&mut raw).expect("read");
+        assert_eq!(raw, std::fs::read(&path).expect("read"));
+        drop(raw);
+
+        let e = s.export(vol, "qcow2").expect("qcow2");
+        let mut q = Vec::new();
+        let len = e.len;
+        e.reader.take(GIB).read_to_end(&mut q).expect("read");
+        assert_eq!(q.len() as u64, len);
+        assert!(len < 16 << 20, "a mostly empty volume converts small: {len}");
+        assert_eq!(&q[..4], b"QFI\xfb");
+        // Converted back by qemu-img, it is the volume.
+        let qfile = dir.path().join("back.qcow2");
+        std::fs::write(&qfile, &q).expect("write");
+        let back = dir.path().join("back.raw");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&qfile)
+            .arg(&back)
+            .status()
+            .expect("qemu-img");
+        assert!(ok.success());
+        assert_eq!(std::fs::read(&back).expect("read"), std::fs::read(&path).expect("read"));
+        assert!(leftovers(dir.path()).is_empty(), "the converted file is gone: {:?}", leftovers(dir.path()));
+        assert!(matches!(s.export(vol, "vmdk"), Err(StorageError::ExportFormat(_))));
+    }
 }
