@@ -25,8 +25,8 @@ use crate::hypervisor::{DomainState, HvError, Hypervisor};
 use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
 use crate::lifecycle::{self, Decision, InstanceState, Rejected};
 use crate::metadata_proxy::MetadataProxies;
-use crate::storage::{CloneSource, Storage};
 use crate::storage::file::FileStorage;
+use crate::storage::{CloneSource, Storage};
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 

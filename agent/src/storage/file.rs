@@ -100,10 +100,7 @@ fn convert_qcow2(src: &Path, dest: &Path) -> std::io::Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!(
-            "qemu-img convert failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(std::io::Error::other(format!("qemu-img convert failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
     }
 }
 
@@ -169,8 +166,11 @@ impl Storage for FileStorage {
 
     fn snapshot_create(&self, volume_id: &str, snapshot_id: &str) -> Result<(), StorageError> {
         let (src, dest) = (self.path(volume_id)?, self.snapshot_path(snapshot_id)?);
-        let fail =
-            |source| StorageError::Snapshot { volume: volume_id.to_string(), snapshot: snapshot_id.to_string(), source };
+        let fail = |source| StorageError::Snapshot {
+            volume: volume_id.to_string(),
+            snapshot: snapshot_id.to_string(),
+            source,
+        };
         if dest.exists() {
             // A repeated create: the first one finished (the rename is its last step).
             return Ok(());

@@ -543,7 +543,8 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
 
     // In use: the running guest is paused for the copy and resumed after it.
     let snap = Uuid::new_v4().to_string();
-    let take = Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap.clone(), instance_id: Some(id.to_string()) };
+    let take =
+        Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap.clone(), instance_id: Some(id.to_string()) };
     let (ev, _) = env.exec(vid, take).await;
     done(&ev);
     assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Running), "resumed");
@@ -553,7 +554,8 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     // A paused guest stays paused (the copy did not resume what it did not pause).
     env.hv.suspend(&name).expect("pause");
     let snap2 = Uuid::new_v4().to_string();
-    let take = Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap2.clone(), instance_id: Some(id.to_string()) };
+    let take =
+        Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap2.clone(), instance_id: Some(id.to_string()) };
     let (ev, _) = env.exec(vid, take).await;
     done(&ev);
     assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Paused));
@@ -572,7 +574,10 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     let source = Some(VolumeSource::Volume { volume_id: vid.to_string() });
     let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: clone.clone(), source }).await;
     done(&ev);
-    assert_eq!(std::fs::read(dir.join(format!("{}.raw", clone.id))).expect("clone"), std::fs::read(&file).expect("vol"));
+    assert_eq!(
+        std::fs::read(dir.join(format!("{}.raw", clone.id))).expect("clone"),
+        std::fs::read(&file).expect("vol")
+    );
     // A snapshot that is not here: the create fails, nothing is made.
     let orphan = VolumeSpec { id: Uuid::new_v4().to_string(), size_gb: 1, readonly: false };
     let source = Some(VolumeSource::Snapshot { snapshot_id: Uuid::new_v4().to_string() });

@@ -182,6 +182,7 @@ impl Store {
 
     /// Starts a snapshot's agent work (a delete): the status change and the work item (keyed
     /// by the volume) in one transaction. `false`: the snapshot was in none of `from`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn begin_snapshot_work(
         &self,
         id: &str,
@@ -301,12 +302,11 @@ impl Store {
             return Ok(false);
         }
         // Nothing else may have appeared meanwhile (a snapshot created between the read and now).
-        let others: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM volume_snapshots WHERE volume_id = $1 AND status <> 'deleting'",
-        )
-        .bind(volume_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let others: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM volume_snapshots WHERE volume_id = $1 AND status <> 'deleting'")
+                .bind(volume_id)
+                .fetch_one(&mut *tx)
+                .await?;
         if others > 0 {
             return Ok(false);
         }

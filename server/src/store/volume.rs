@@ -626,7 +626,13 @@ async fn set_attach_status(tx: &mut Tx, volume_id: &str, attach_status: &str) ->
 }
 
 /// The guarded status change and its transition row.
-pub(crate) async fn set_status_in(tx: &mut Tx, id: &str, from: &[&str], to: &str, deadline: Option<&str>) -> StoreResult<bool> {
+pub(crate) async fn set_status_in(
+    tx: &mut Tx,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    deadline: Option<&str>,
+) -> StoreResult<bool> {
     let mut sql = super::sql::Sql::default();
     sql.push("UPDATE volumes SET status = ").text(to).push(", updated_at = ").text(now());
     match deadline {

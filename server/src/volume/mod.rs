@@ -7,8 +7,8 @@
 
 mod quotas;
 mod snapshots;
-mod upload;
 mod types;
+mod upload;
 mod volumes;
 pub mod work;
 
@@ -76,7 +76,9 @@ fn snapshot_routes() -> Router<AppState> {
         )
         .route(
             "/snapshots/{id}/metadata/{key}",
-            get(snapshots::show_metadata_item).put(snapshots::put_metadata_item).delete(snapshots::delete_metadata_item),
+            get(snapshots::show_metadata_item)
+                .put(snapshots::put_metadata_item)
+                .delete(snapshots::delete_metadata_item),
         )
 }
 

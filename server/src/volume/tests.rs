@@ -722,9 +722,8 @@ async fn snapshot_force_quotas_cascade_and_deadlines() {
     let vol = c.available_volume("v", 1).await;
     // In use (os-attach bookkeeping): only with force, and the agent is told which guest to pause.
     let server = c.server(&c.host).await;
-    let r = c
-        .action(&vol, json!({"os-attach": {"instance_uuid": server, "mountpoint": "/dev/vdb", "mode": "rw"}}))
-        .await;
+    let r =
+        c.action(&vol, json!({"os-attach": {"instance_uuid": server, "mountpoint": "/dev/vdb", "mode": "rw"}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -804,7 +803,10 @@ async fn upload_to_image_through_the_agent() {
     let r = upload(json!({"image_name": "x", "disk_format": "vmdk"})).await;
     assert_eq!(
         (r.status, message(&r)),
-        (StatusCode::BAD_REQUEST, "Invalid disk-format 'vmdk' is specified. Allowed disk-formats are raw, qcow2.".into())
+        (
+            StatusCode::BAD_REQUEST,
+            "Invalid disk-format 'vmdk' is specified. Allowed disk-formats are raw, qcow2.".into()
+        )
     );
     let r = upload(json!({"disk_format": "raw"})).await;
     assert_eq!(message(&r), "No image_name was specified in request.");
@@ -840,7 +842,10 @@ async fn upload_to_image_through_the_agent() {
     let items = work(&c.app, &c.host).await;
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0]["action"]["type"], "volume_upload_image");
-    assert_eq!((items[0]["action"]["image_id"].as_str(), items[0]["action"]["disk_format"].as_str()), (Some(&*image), Some("qcow2")));
+    assert_eq!(
+        (items[0]["action"]["image_id"].as_str(), items[0]["action"]["disk_format"].as_str()),
+        (Some(&*image), Some("qcow2"))
+    );
     let bytes = b"QFI\xfb not really a qcow2, but bytes all the same".to_vec();
     let put = |id: String, data: Vec<u8>| {
         let app = &c.app;

@@ -211,7 +211,8 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         (None, Some(o)) => state.store.find_volume_type(&o.volume_type_id).await?,
         (None, None) => state.store.find_volume_type(DEFAULT_TYPE_ID).await?,
     };
-    let zone = opt_str(b, "availability_zone")?.map(str::to_string).or(origin.as_ref().map(|o| o.availability_zone.clone()));
+    let zone =
+        opt_str(b, "availability_zone")?.map(str::to_string).or(origin.as_ref().map(|o| o.availability_zone.clone()));
     let metadata = metadata_map(b.get("metadata"))?;
     let zones = work::zones(&state).await?;
     let az = match zone {

@@ -269,7 +269,8 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
                 if state.store.set_volume_status(&v.id, &["uploading"], back, None).await? {
                     tracing::error!(volume = %v.id, "upload to image passed its deadline; the image is removed");
                     for (work_id, action) in state.store.open_volume_work(&v.id).await? {
-                        if let Ok(Action::VolumeUploadImage { image_id, .. }) = serde_json::from_str::<Action>(&action) {
+                        if let Ok(Action::VolumeUploadImage { image_id, .. }) = serde_json::from_str::<Action>(&action)
+                        {
                             state.store.finish_work(&work_id, "failed", Some("deadline passed")).await?;
                             remove_image(state, &image_id).await;
                         }

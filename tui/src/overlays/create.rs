@@ -481,7 +481,10 @@ impl CreateForm {
                     // Cinder takes a snapshot's or a source volume's size when none is given.
                     "" if !v[4].is_empty() || !v[5].is_empty() => None,
                     s => Some(
-                        s.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("size {s}: whole GB, 1 or more"))?,
+                        s.parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| format!("size {s}: whole GB, 1 or more"))?,
                     ),
                 };
                 let image_id = (!v[3].is_empty()).then(|| pick(&self.images, &v[3], "image")).transpose()?;
