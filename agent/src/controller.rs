@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_common::agent::{Action, BuildSpec, ExtendAttached, InstanceReport, PowerState, VolumeSpec, WorkEvent};
+use meridian_common::agent::{
+    Action, BuildSpec, ExtendAttached, InstanceReport, PowerState, VolumeSource, VolumeSpec, WorkEvent,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -25,8 +27,8 @@ use crate::hypervisor::{DomainState, HvError, Hypervisor};
 use crate::image_cache::{ImageCache, ImageError, ImageRef, Lease};
 use crate::lifecycle::{self, Decision, InstanceState, Rejected};
 use crate::metadata_proxy::MetadataProxies;
-use crate::storage::Storage;
 use crate::storage::file::FileStorage;
+use crate::storage::{CloneSource, Storage};
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 
@@ -57,6 +59,13 @@ pub enum ActionError {
     Storage(#[from] crate::storage::StorageError),
     #[error("volume {volume} is in use by domain {domain}; it is not deleted")]
     VolumeInUse { volume: String, domain: String },
+    #[error("cannot send volume {volume}'s bytes to image {image}")]
+    Upload {
+        volume: String,
+        image: String,
+        #[source]
+        source: meridian_common::client::ClientError,
+    },
     #[error("the guest did not release volume {volume} (device {device}) within {secs} s")]
     NotReleased { volume: String, device: String, secs: u64 },
 }
@@ -215,12 +224,27 @@ impl Controller {
     /// Volume-only work (keyed by the volume's id, no domain involved).
     async fn volume_work(&self, action: &Action) -> Result<(), ActionError> {
         match action {
-            Action::VolumeCreate { volume, source: Some(_) } => {
-                // Sources arrive with the next slice of issue 16 (image, snapshot, volume).
-                Err(ActionError::Invalid(format!("volume {}: creating from a source is not supported yet", volume.id)))
+            Action::VolumeCreate { volume, source: Some(VolumeSource::Image { .. }) } => {
+                // Volumes from images are wired by the boot-from-volume work (wt-bfv).
+                Err(ActionError::Invalid(format!("volume {}: creating from an image is not supported yet", volume.id)))
             }
-            Action::SnapshotCreate { .. } | Action::SnapshotDelete { .. } | Action::VolumeUploadImage { .. } => {
-                Err(ActionError::Invalid("volume snapshots and uploads are not supported yet".into()))
+            Action::VolumeCreate { volume, source: Some(VolumeSource::Snapshot { snapshot_id }) } => {
+                let (v, id) = (volume.clone(), snapshot_id.clone());
+                self.store(move |s| s.create_from(&v, CloneSource::Snapshot(&id))).await
+            }
+            Action::VolumeCreate { volume, source: Some(VolumeSource::Volume { volume_id }) } => {
+                let (v, id) = (volume.clone(), volume_id.clone());
+                self.store(move |s| s.create_from(&v, CloneSource::Volume(&id))).await
+            }
+            Action::SnapshotCreate { volume, snapshot_id, instance_id } => {
+                self.snapshot(&volume.id, snapshot_id, instance_id.as_deref()).await
+            }
+            Action::SnapshotDelete { snapshot_id, .. } => {
+                let id = snapshot_id.clone();
+                self.store(move |s| s.snapshot_delete(&id)).await
+            }
+            Action::VolumeUploadImage { volume, image_id, disk_format } => {
+                self.upload_image(&volume.id, image_id, disk_format).await
             }
             Action::VolumeCreate { volume, source: None } => {
                 let v = volume.clone();
@@ -272,6 +296,69 @@ impl Controller {
             tracing::info!(domain = %name, device = %att.device, "driver cannot resize a live disk; the guest sees the size at its next start");
         }
         Ok(())
+    }
+
+    /// Copies a volume as a snapshot. With `instance` (the volume is in use) a running guest is
+    /// paused for the copy, so the snapshot is crash-consistent, and resumed afterwards (also
+    /// when the copy failed).
+    async fn snapshot(&self, volume: &str, snapshot: &str, instance: Option<&str>) -> Result<(), ActionError> {
+        let (v, s) = (volume.to_string(), snapshot.to_string());
+        let copy = move |st: &dyn Storage| st.snapshot_create(&v, &s);
+        let domain = instance.and_then(|i| Uuid::parse_str(i).ok()).map(|id| xml::domain_name(&id));
+        let Some(name) = domain else { return self.store(copy).await };
+        let paused = match self.state(&name).await? {
+            InstanceState::Running => {
+                let n = name.clone();
+                self.hv(move |hv| hv.suspend(&n)).await?;
+                true
+            }
+            // Already paused, or not running: nothing writes meanwhile.
+            _ => false,
+        };
+        let copied = self.store(copy).await;
+        if paused {
+            let n = name.clone();
+            if let Err(e) = self.hv(move |hv| hv.resume(&n)).await {
+                warn!(domain = %name, error = %chain(&e), "guest not resumed after its volume's snapshot");
+                copied?;
+                return Err(e);
+            }
+        }
+        copied
+    }
+
+    /// Sends a volume's bytes (as `disk_format`) to the server as image `image`'s data,
+    /// streamed from a blocking reader thread.
+    async fn upload_image(&self, volume: &str, image: &str, disk_format: &str) -> Result<(), ActionError> {
+        let (id, fmt) = (volume.to_string(), disk_format.to_string());
+        let export = self.store(move |s| s.export(&id, &fmt)).await?;
+        let len = export.len;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+        let mut reader = export.reader;
+        let pump = tokio::task::spawn_blocking(move || {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                match std::io::Read::read(&mut reader, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let sent = self.images.server().upload_image(image, reqwest::Body::wrap_stream(stream), len).await;
+        // The reader thread ends once the body is dropped (its sends fail).
+        let _ = pump.await;
+        sent.map_err(|source| ActionError::Upload { volume: volume.to_string(), image: image.to_string(), source })
     }
 
     /// Plugs a volume into the domain: the definition always, the guest when it runs. A repeat

@@ -157,6 +157,11 @@ impl ImageCache {
     }
 
     /// Where a cached image lives.
+    /// The server client the cache downloads with (also for volume uploads).
+    pub fn server(&self) -> &ServerClient {
+        &self.server
+    }
+
     pub fn path_of(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }

@@ -237,6 +237,25 @@ impl ServerClient {
         Ok((status, content_type, body.to_vec()))
     }
 
+    /// Sends an image's bytes (`len` of them, streamed from `body`) for an open volume upload
+    /// of this host. No timeout: a large volume takes as long as it takes.
+    pub async fn upload_image(&self, image_id: &str, body: reqwest::Body, len: u64) -> Result<(), ClientError> {
+        let url = self.url(&["images", image_id, "file"]);
+        let resp = self
+            .request(Method::PUT, url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
+        }
+    }
+
     /// Starts downloading an image; the response body is the image. Non-2xx answers are errors.
     pub async fn image_file(&self, image_id: &str) -> Result<reqwest::Response, ClientError> {
         let url = self.url(&["images", image_id, "file"]);

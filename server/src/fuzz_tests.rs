@@ -348,6 +348,48 @@ const ROUTES: &[Route] = &[
     ),
     r(
         "POST",
+        "/volume/v3/{project_id}/snapshots",
+        &["project"],
+        Admin,
+        Kind::Json(|f| json!({"snapshot": {"volume_id": f.get("snap_volume"), "name": "fz", "force": true}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/snapshots/{id}",
+        &["project", "snapshot"],
+        Admin,
+        Kind::Json(|_| json!({"snapshot": {"name": "fz-renamed"}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/snapshots/{id}/action",
+        &["project", "snapshot"],
+        Admin,
+        Kind::Json(|_| json!({"os-reset_status": {"status": "available"}})),
+    ),
+    r(
+        "POST",
+        "/volume/v3/{project_id}/snapshots/{id}/metadata",
+        &["project", "snapshot"],
+        Admin,
+        Kind::Json(|_| json!({"metadata": {"k": "v"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/snapshots/{id}/metadata",
+        &["project", "snapshot"],
+        Admin,
+        Kind::Json(|_| json!({"metadata": {"k": "v"}})),
+    ),
+    r(
+        "PUT",
+        "/volume/v3/{project_id}/snapshots/{id}/metadata/{key}",
+        &["project", "snapshot", "key"],
+        Admin,
+        Kind::Json(|_| json!({"meta": {"k": "v"}})),
+    ),
+    r(
+        "POST",
         "/volume/v3/{project_id}/types",
         &["project"],
         Admin,
@@ -471,6 +513,8 @@ const ROUTES: &[Route] = &[
             {"work_id": f.get("work"), "event": {"type": "done", "power_state": "running", "console": null}}]})
         }),
     ),
+    // Volume bytes for an open upload: streamed, not JSON (the volume tests send them).
+    r("PUT", "/agent/v1/images/{id}/file", &["queued_image"], Agent, Kind::Raw),
     // Network
     r(
         "POST",
@@ -743,7 +787,7 @@ async fn fixtures(app: &TestApp) -> Fixtures {
     let work = agent(Method::GET, "/agent/v1/hosts/fx-host/work?wait=5".into(), None).await;
     let vwork = id_of(&work.body, "/0/id");
     let done = json!({"type": "done", "power_state": "no_state", "console": null});
-    let r = agent(Method::POST, format!("/agent/v1/work/{vwork}/events"), Some(done)).await;
+    let r = agent(Method::POST, format!("/agent/v1/work/{vwork}/events"), Some(done.clone())).await;
     assert!(r.status.is_success(), "volume made: {} {}", r.status, r.body);
     ids.insert("volume", volume);
     // Two more: one with an attachment (the attachments API's routes), one to attach.
@@ -767,6 +811,23 @@ async fn fixtures(app: &TestApp) -> Fixtures {
         .await;
     assert!(r.status.is_success(), "attachment: {} {}", r.status, r.body);
     ids.insert("attachment", id_of(&r.body, "/attachment/id"));
+    // Another volume (the first one's examples attach it) and its snapshot, made as the agent
+    // would make them.
+    let svol = post(&format!("/volume/v3/{project}/volumes"), json!({"volume": {"size": 1}}), "/volume/id").await;
+    let snap = json!({"snapshot": {"volume_id": svol}});
+    for _ in 0..2 {
+        let work = agent(Method::GET, "/agent/v1/hosts/fx-host/work?wait=5".into(), None).await;
+        let wid = id_of(&work.body, "/0/id");
+        let r = agent(Method::POST, format!("/agent/v1/work/{wid}/events"), Some(done.clone())).await;
+        assert!(r.status.is_success(), "made: {} {}", r.status, r.body);
+        if !ids.contains_key("snapshot") {
+            ids.insert(
+                "snapshot",
+                post(&format!("/volume/v3/{project}/snapshots"), snap.clone(), "/snapshot/id").await,
+            );
+        }
+    }
+    ids.insert("snap_volume", svol);
     let vtype = json!({"volume_type": {"name": "fx-type"}});
     ids.insert("volume_type", post(&format!("/volume/v3/{project}/types"), vtype, "/volume_type/id").await);
     let me =

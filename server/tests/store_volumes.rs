@@ -27,6 +27,8 @@ fn volume(project: &str, size: i64, host: &str) -> Volume {
         deadline: None,
         created_at: ts.clone(),
         updated_at: ts,
+        snapshot_id: None,
+        source_volid: None,
     }
 }
 

@@ -68,7 +68,7 @@ FEATURES = {
         "suspend": False,
         "shelve": False,
         "shelve_migrate": False,
-        "snapshot": False,
+        "snapshot": True,
         "rescue": False,
         "stable_rescue": False,
         "interface_attach": False,
@@ -113,12 +113,13 @@ FEATURES = {
         "port_admin_state_change": True,
     },
     # Cinder: volumes, types, quotas, limits, AZs, the attach actions and attachments API, extend
-    # of attached volumes (3.42); none of the other optional features tempest can switch off.
+    # of attached volumes (3.42), snapshots, clones and uploads to images; none of the other
+    # optional features tempest can switch off.
     "volume-feature-enabled": {
         "multi_backend": False,
         "backup": False,
-        "snapshot": False,
-        "clone": False,
+        "snapshot": True,
+        "clone": True,
         "manage_snapshot": False,
         "manage_volume": False,
         "extend_attached_volume": True,

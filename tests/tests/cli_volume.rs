@@ -89,3 +89,121 @@ async fn volumes_with_the_cli() {
     assert!(cli.json(&["volume", "list"]).as_array().is_some_and(Vec::is_empty));
     assert!(!file.exists(), "the agent removed the volume's file");
 }
+
+/// The first `len` bytes of a file.
+fn head(path: &std::path::Path, len: usize) -> Vec<u8> {
+    let mut b = std::fs::read(path).expect("read");
+    b.truncate(len);
+    b
+}
+
+fn wait_status(cli: &Cli, args: &[&str], want: &str) -> Value {
+    for _ in 0..480 {
+        let v = cli.json(args);
+        if v["status"] == want {
+            return v;
+        }
+        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "{args:?}: {v}");
+        assert_ne!(v["status"], "killed", "{args:?}: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("{args:?} never reached {want}");
+}
+
+fn wait_gone(cli: &Cli, args: &[&str]) {
+    for _ in 0..240 {
+        if !cli.output(args).status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("{args:?} still there");
+}
+
+/// Snapshots, volumes made from them and from other volumes, and volumes uploaded to images,
+/// with the unmodified CLI; the bytes checked on the agent's host and in the image store.
+#[tokio::test]
+async fn snapshots_clones_and_uploads_with_the_cli() {
+    use md5::Digest;
+    use std::os::unix::fs::FileExt;
+    let server = Server::start();
+    let agent = Agent::start(&server, "c1");
+    let admin = server.admin().await;
+    prepare_cloud(&admin).await;
+    let cli = server.admin_cli();
+    let vols = agent.state_dir.join("volumes");
+
+    cli.json(&["volume", "create", "--size", "1", "src"]);
+    let src = wait_volume(&cli, "src", "available")["id"].as_str().expect("id").to_string();
+    let src_file = vols.join(format!("{src}.raw"));
+    // What a guest would have written: a pattern at the start and deep inside.
+    let f = std::fs::OpenOptions::new().write(true).open(&src_file).expect("open volume");
+    f.write_all_at(b"meridian volume data, first sector", 0).expect("write");
+    f.write_all_at(&[0x5a; 65536], 300 << 20).expect("write");
+    f.sync_all().expect("sync");
+    drop(f);
+    let src_bytes = std::fs::read(&src_file).expect("volume");
+
+    // A snapshot: a copy beside the volume, listed and shown.
+    cli.json(&["volume", "snapshot", "create", "--volume", "src", "--property", "why=test", "snap1"]);
+    let snap = wait_status(&cli, &["volume", "snapshot", "show", "snap1"], "available");
+    let snap_id = snap["id"].as_str().expect("id").to_string();
+    assert_eq!((snap["volume_id"].as_str(), snap["size"].as_i64()), (Some(&*src), Some(1)), "{snap}");
+    let listed = cli.json(&["volume", "snapshot", "list"]);
+    assert!(listed.as_array().expect("list").iter().any(|s| s["ID"] == snap_id.as_str()), "{listed}");
+    let snap_file = vols.join("snapshots").join(format!("{snap_id}.raw"));
+    assert!(std::fs::read(&snap_file).expect("the snapshot's copy") == src_bytes, "the snapshot is the volume's bytes");
+    // The volume moves on; the snapshot keeps what it had.
+    let f = std::fs::OpenOptions::new().write(true).open(&src_file).expect("open volume");
+    f.write_all_at(b"MERIDIAN", 0).expect("write");
+    drop(f);
+    // With a snapshot the volume cannot go.
+    assert!(!cli.output(&["volume", "delete", "src"]).status.success(), "deleted with a snapshot");
+
+    // From the snapshot (grown) and from the volume: the same bytes on the host.
+    let made = cli.json(&["volume", "create", "--snapshot", "snap1", "--size", "2", "fromsnap"]);
+    assert_eq!(made["snapshot_id"], snap_id.as_str(), "{made}");
+    let fromsnap = wait_volume(&cli, "fromsnap", "available");
+    assert_eq!(fromsnap["size"], 2, "{fromsnap}");
+    let fromsnap_file = vols.join(format!("{}.raw", fromsnap["id"].as_str().expect("id")));
+    assert_eq!(std::fs::metadata(&fromsnap_file).expect("made").len(), 2 << 30);
+    assert!(head(&fromsnap_file, src_bytes.len()) == src_bytes, "the volume from the snapshot has its bytes");
+    cli.json(&["volume", "create", "--source", "src", "clone"]);
+    let clone = wait_volume(&cli, "clone", "available");
+    assert_eq!(clone["source_volid"], src.as_str(), "{clone}");
+    let clone_file = vols.join(format!("{}.raw", clone["id"].as_str().expect("id")));
+    let now_src = std::fs::read(&src_file).expect("volume");
+    assert!(std::fs::read(&clone_file).expect("clone") == now_src, "the clone has the volume's current bytes");
+    assert_eq!(&now_src[..8], b"MERIDIAN");
+
+    // Deleting the snapshot leaves the volume and what was made from it.
+    cli.run(&["volume", "snapshot", "delete", "snap1"]);
+    wait_gone(&cli, &["volume", "snapshot", "show", "snap1"]);
+    assert!(!snap_file.exists());
+    assert!(std::fs::read(&src_file).expect("volume") == now_src);
+    assert!(head(&fromsnap_file, src_bytes.len()) == src_bytes);
+
+    // Upload to an image: raw is the volume's bytes (Glance's checksum is their MD5), qcow2 a
+    // conversion; the volume is available again after each.
+    let md5 = hex::encode(md5::Md5::digest(&now_src));
+    drop(now_src);
+    cli.json(&["image", "create", "--volume", "src", "--disk-format", "raw", "from-volume"]);
+    let img = wait_status(&cli, &["image", "show", "from-volume"], "active");
+    assert_eq!((img["checksum"].as_str(), img["size"].as_u64()), (Some(&*md5), Some(1 << 30)), "{img}");
+    assert_eq!(img["disk_format"], "raw", "{img}");
+    wait_volume(&cli, "src", "available");
+    cli.json(&["image", "create", "--volume", "clone", "--disk-format", "qcow2", "from-clone"]);
+    let img = wait_status(&cli, &["image", "show", "from-clone"], "active");
+    assert_eq!(img["disk_format"], "qcow2", "{img}");
+    assert!(img["size"].as_u64().is_some_and(|s| s < 64 << 20), "a sparse volume converts small: {img}");
+    wait_volume(&cli, "clone", "available");
+    let bad = cli.output(&["image", "create", "--volume", "clone", "--disk-format", "vmdk", "nope"]);
+    assert!(!bad.status.success(), "vmdk is not offered");
+
+    cli.run(&["image", "delete", "from-volume", "from-clone"]);
+    cli.run(&["volume", "delete", "src", "clone", "fromsnap"]);
+    for name in ["src", "clone", "fromsnap"] {
+        wait_gone(&cli, &["volume", "show", name]);
+    }
+    assert!(!src_file.exists() && !clone_file.exists() && !fromsnap_file.exists());
+}

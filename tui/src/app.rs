@@ -667,10 +667,11 @@ impl App {
 
     fn push_wizard_data(&mut self) {
         let (groups, images, snapshots) = (self.group_choices(), self.image_choices(), self.snapshot_choices());
+        let volumes = self.volume_choices();
         if let Some(Overlay::Create(form)) = &mut self.overlay {
             form.set_networks(self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect());
             form.set_groups(groups);
-            form.set_sources(images, snapshots);
+            form.set_sources(images, snapshots, volumes);
         }
         let quotas = self.overview.as_ref().map(|o| o.quotas.clone());
         if let Some(Overlay::Wizard(w)) = &mut self.overlay {
@@ -1080,7 +1081,7 @@ impl App {
             }
             Action::SecurityGroups => self.ask_server_groups(),
             Action::Launch if view == View::Volumes => {
-                let f = CreateForm::volume(self.image_choices(), self.snapshot_choices(), None);
+                let f = CreateForm::volume(self.image_choices(), self.snapshot_choices(), self.volume_choices(), None);
                 self.overlay = Some(Overlay::Create(f));
                 self.send(Request::List(Kind::Images));
                 self.send(Request::List(Kind::Snapshots));
@@ -1090,7 +1091,12 @@ impl App {
                     use crate::table::Resource;
                     s.name().to_string()
                 });
-                let f = CreateForm::volume(self.image_choices(), self.snapshot_choices(), from.as_deref());
+                let f = CreateForm::volume(
+                    self.image_choices(),
+                    self.snapshot_choices(),
+                    self.volume_choices(),
+                    from.as_deref(),
+                );
                 self.overlay = Some(Overlay::Create(f));
             }
             Action::Attach if view == View::Volumes => self.volume_form(crate::overlays::create::What::Attach),
@@ -1151,6 +1157,11 @@ impl App {
 
     fn image_choices(&self) -> Vec<(String, String)> {
         self.tables.images.items.iter().map(|i| (i.name.clone(), i.id.clone())).collect()
+    }
+
+    fn volume_choices(&self) -> Vec<(String, String)> {
+        use crate::table::Resource;
+        self.tables.volumes.items.iter().map(|v| (v.name().to_string(), v.id.clone())).collect()
     }
 
     fn snapshot_choices(&self) -> Vec<(String, String)> {

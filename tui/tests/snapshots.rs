@@ -1770,29 +1770,72 @@ fn volumes_snapshots_and_their_forms() {
     h.key(KeyCode::Tab);
     h.key(KeyCode::Tab);
     h.chars("cirros");
-    for _ in 0..3 {
+    for _ in 0..4 {
         h.key(KeyCode::Enter);
     }
     let s = h.screen();
-    assert!(s.contains("start from an image or a snapshot, not both"), "{s}");
+    assert!(s.contains("start from one source: an image, a snapshot or a volume"), "{s}");
     snap!("volume_create_error", s);
-    h.key(KeyCode::BackTab);
-    h.key(KeyCode::BackTab);
+    for _ in 0..3 {
+        h.key(KeyCode::BackTab);
+    }
     for _ in 0.."cirros".len() {
         h.key(KeyCode::Backspace);
     }
-    for _ in 0..3 {
+    for _ in 0..4 {
         h.key(KeyCode::Enter);
     }
     assert_eq!(
         h.drain(),
         vec![Request::Create(Create::Volume(VolumeSpec {
             name: "restored".into(),
-            size_gb: 10,
+            size_gb: Some(10),
             volume_type: String::new(),
             image_id: None,
             snapshot_id: Some("s-1".into()),
+            source_volid: None,
             description: String::new(),
         }))]
     );
+    h.key(KeyCode::Esc);
+
+    // Volumes: `c` with a source volume (by name) and no size clones it at its own size.
+    h.app.run_command("volumes");
+    h.drain();
+    h.key(KeyCode::Char('c'));
+    // The form's sources are refreshed as it opens.
+    assert_eq!(h.drain(), vec![Request::List(Kind::Images), Request::List(Kind::Snapshots)]);
+    h.chars("copy");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    for _ in 0..4 {
+        h.key(KeyCode::Tab);
+    }
+    h.chars("root");
+    let s = h.screen();
+    assert!(s.contains("From volume: root"), "{s}");
+    snap!("volume_clone_form", s);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::Volume(VolumeSpec {
+            name: "copy".into(),
+            size_gb: None,
+            volume_type: String::new(),
+            image_id: None,
+            snapshot_id: None,
+            source_volid: Some("v-root".into()),
+            description: String::new(),
+        }))]
+    );
+    h.key(KeyCode::Esc);
+    // Without a source a size is needed.
+    h.key(KeyCode::Char('c'));
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Backspace);
+    for _ in 0..6 {
+        h.key(KeyCode::Enter);
+    }
+    assert!(h.screen().contains("size : whole GB, 1 or more"), "{}", h.screen());
 }

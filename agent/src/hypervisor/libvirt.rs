@@ -295,6 +295,14 @@ impl Hypervisor for Libvirt {
             .map_err(|source| HvError::Reboot { name: name.to_string(), source })
     }
 
+    fn suspend(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?.suspend().map_err(|source| HvError::Suspend { name: name.to_string(), source })
+    }
+
+    fn resume(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?.resume().map_err(|source| HvError::Resume { name: name.to_string(), source })
+    }
+
     fn reset(&self, name: &str) -> Result<(), HvError> {
         self.existing(name)?.reset().map_err(|source| HvError::Reset { name: name.to_string(), source })
     }

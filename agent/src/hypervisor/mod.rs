@@ -109,6 +109,20 @@ pub enum HvError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot pause domain {name}")]
+    Suspend {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot resume domain {name}")]
+    Resume {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("this hypervisor cannot pause domain {0}")]
+    NoPause(String),
     #[error("cannot reset domain {name}")]
     Reset {
         name: String,
@@ -253,5 +267,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// The persistent (inactive) XML of a domain.
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         self.domain_xml(name)
+    }
+    /// Pauses a running guest's vCPUs (libvirt's `virDomainSuspend`): its disks see no writes.
+    fn suspend(&self, name: &str) -> Result<(), HvError> {
+        Err(HvError::NoPause(name.to_string()))
+    }
+    /// Lets a paused guest run again (`virDomainResume`).
+    fn resume(&self, name: &str) -> Result<(), HvError> {
+        Err(HvError::NoPause(name.to_string()))
     }
 }

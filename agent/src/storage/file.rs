@@ -1,13 +1,21 @@
 //! Volumes as sparse raw files, `<dir>/<volume id>.raw`: the embedded default for a one-machine
 //! cloud. Made under a temporary name, sized, flushed and renamed, so a crash never leaves a
-//! half-made volume under its real name.
+//! half-made volume under its real name. Snapshots are sparse copies in
+//! `<dir>/snapshots/<snapshot id>.raw`, made the same way; clones copy a snapshot or a volume
+//! the same way. Copies keep holes: only the data extents (`SEEK_DATA`/`SEEK_HOLE`) are read,
+//! and blocks of zeros in them are not written.
 
 use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use meridian_common::agent::VolumeSpec;
 
-use super::{Storage, StorageError, check_id};
+use super::{CloneSource, Export, Storage, StorageError, check_id};
+
+/// Copy unit: data extents are read and written in blocks of this size.
+const COPY_BLOCK: usize = 1 << 20;
 
 const GIB: u64 = 1 << 30;
 
@@ -29,6 +37,70 @@ impl FileStorage {
 
     fn sync_dir(&self) -> std::io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    /// Where a snapshot's bytes are.
+    pub fn snapshot_path(&self, id: &str) -> Result<PathBuf, StorageError> {
+        Ok(self.dir.join("snapshots").join(format!("{}.raw", check_id(id)?)))
+    }
+}
+
+/// Copies `src` to `dest` through `dest`'s temporary name (`.part`): sized to at least `len`,
+/// only data extents read, zero blocks left as holes, fsynced, renamed, the directory fsynced.
+/// A crash leaves at most a `.part` file, never a half copy under the real name.
+fn sparse_copy(src: &Path, dest: &Path, len: u64) -> std::io::Result<()> {
+    let from = File::open(src)?;
+    let src_len = from.metadata()?.len();
+    let tmp = dest.with_extension("raw.part");
+    let to = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    to.set_len(len.max(src_len))?;
+    let mut buf = vec![0u8; COPY_BLOCK];
+    let mut at = 0u64;
+    while at < src_len {
+        // The next data extent [start, end); a file system without SEEK_DATA has one, all of it.
+        let start = match rustix::fs::seek(&from, rustix::fs::SeekFrom::Data(at)) {
+            Ok(p) => p,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) => at,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match rustix::fs::seek(&from, rustix::fs::SeekFrom::Hole(start)) {
+            Ok(p) => p.min(src_len),
+            Err(rustix::io::Errno::INVAL) => src_len,
+            Err(e) => return Err(e.into()),
+        };
+        let mut pos = start;
+        while pos < end {
+            let n = usize::try_from((end - pos).min(COPY_BLOCK as u64)).unwrap_or(COPY_BLOCK);
+            from.read_exact_at(&mut buf[..n], pos)?;
+            if buf[..n].iter().any(|b| *b != 0) {
+                to.write_all_at(&buf[..n], pos)?;
+            }
+            pos += n as u64;
+        }
+        at = end.max(start + 1);
+    }
+    to.sync_all()?;
+    drop(to);
+    std::fs::rename(&tmp, dest)?;
+    if let Some(dir) = dest.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Runs `qemu-img convert -f raw -O qcow2 src dest` (blocking).
+fn convert_qcow2(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let qemu_img = std::env::var_os("MERIDIAN_QEMU_IMG").unwrap_or_else(|| "qemu-img".into());
+    let out = std::process::Command::new(qemu_img)
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(src)
+        .arg(dest)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("qemu-img convert failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
     }
 }
 
@@ -91,6 +163,89 @@ impl Storage for FileStorage {
         let path = self.path(id)?;
         Ok(("file".into(), format!("<source file='{}'/>", crate::xml::esc(&path.to_string_lossy()))))
     }
+
+    fn snapshot_create(&self, volume_id: &str, snapshot_id: &str) -> Result<(), StorageError> {
+        let (src, dest) = (self.path(volume_id)?, self.snapshot_path(snapshot_id)?);
+        let fail = |source| StorageError::Snapshot {
+            volume: volume_id.to_string(),
+            snapshot: snapshot_id.to_string(),
+            source,
+        };
+        if dest.exists() {
+            // A repeated create: the first one finished (the rename is its last step).
+            return Ok(());
+        }
+        if !src.exists() {
+            return Err(StorageError::Missing(volume_id.to_string()));
+        }
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        sparse_copy(&src, &dest, 0).map_err(fail)
+    }
+
+    fn snapshot_delete(&self, snapshot_id: &str) -> Result<(), StorageError> {
+        let path = self.snapshot_path(snapshot_id)?;
+        let fail = |source| StorageError::DeleteSnapshot { id: snapshot_id.to_string(), source };
+        let _ = std::fs::remove_file(path.with_extension("raw.part"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => path.parent().map_or(Ok(()), |d| File::open(d)?.sync_all()).map_err(fail),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    fn create_from(&self, v: &VolumeSpec, source: CloneSource<'_>) -> Result<(), StorageError> {
+        let dest = self.path(&v.id)?;
+        if dest.exists() {
+            // A repeated create (the first one's acknowledgement was lost): only the size.
+            return self.extend(v);
+        }
+        let (src, from) = match source {
+            CloneSource::Snapshot(id) => {
+                let p = self.snapshot_path(id)?;
+                if !p.exists() {
+                    return Err(StorageError::MissingSnapshot(id.to_string()));
+                }
+                (p, format!("snapshot {id}"))
+            }
+            CloneSource::Volume(id) => {
+                let p = self.path(id)?;
+                if !p.exists() {
+                    return Err(StorageError::Missing(id.to_string()));
+                }
+                (p, format!("volume {id}"))
+            }
+        };
+        let want = v.size_gb.saturating_mul(GIB);
+        // Never shorter than the source (the server refuses a smaller size anyway).
+        sparse_copy(&src, &dest, want).map_err(|source| StorageError::Clone { id: v.id.clone(), from, source })
+    }
+
+    fn export(&self, id: &str, disk_format: &str) -> Result<Export, StorageError> {
+        let src = self.path(id)?;
+        if !src.exists() {
+            return Err(StorageError::Missing(id.to_string()));
+        }
+        let fail = |source| StorageError::Export { id: id.to_string(), format: disk_format.to_string(), source };
+        let file = match disk_format {
+            "raw" => File::open(&src).map_err(fail)?,
+            "qcow2" => {
+                let dir = self.dir.join("exports");
+                std::fs::create_dir_all(&dir).map_err(fail)?;
+                let tmp = dir.join(format!("{}.{}.qcow2", check_id(id)?, uuid::Uuid::new_v4().simple()));
+                let converted = convert_qcow2(&src, &tmp);
+                let opened = converted.and_then(|()| File::open(&tmp));
+                // Unlinked at once: the open file is all the export needs, and nothing stays
+                // behind whatever happens to the reader.
+                let _ = std::fs::remove_file(&tmp);
+                opened.map_err(fail)?
+            }
+            other => return Err(StorageError::ExportFormat(other.to_string())),
+        };
+        let len = file.metadata().map_err(fail)?.len();
+        Ok(Export { reader: Box::new(file), len })
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +285,119 @@ mod tests {
         s.delete(id).expect("delete again");
         assert!(!s.exists(id).expect("exists"));
         assert!(matches!(s.create(&spec("../etc/passwd", 1)), Err(StorageError::BadId(_))));
+    }
+
+    fn write_at(path: &Path, at: u64, data: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(data, at).expect("write");
+        f.sync_all().expect("sync");
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).expect("meta")) * 512
+    }
+
+    fn leftovers(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for sub in [dir.to_path_buf(), dir.join("snapshots"), dir.join("exports")] {
+            for e in std::fs::read_dir(&sub).into_iter().flatten().filter_map(Result::ok) {
+                if e.path().extension().is_some_and(|x| x == "part") || sub.ends_with("exports") {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn snapshots_and_clones_are_sparse_copies_that_never_touch_their_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(dir.path()).expect("open");
+        let vol = "3f1c4a3e-8c1e-4b8e-9d55-0a6f4f1b2c01";
+        let (snap, from_snap, clone) = (
+            "7d2e9a61-5b0c-4f7e-8a3d-2c9b1e0f4a12",
+            "a9b8c7d6-1e2f-4a3b-8c4d-5e6f7a8b9c03",
+            "c0ffee00-1234-4abc-8def-0123456789ab",
+        );
+        s.create(&spec(vol, 2)).expect("create");
+        let path = s.path(vol).expect("path");
+        // Data at the start, in the middle of the first GiB and at the very end; holes between.
+        write_at(&path, 0, b"boot sector");
+        write_at(&path, 700 << 20, &[0xab; 3 << 20]);
+        write_at(&path, (2 * GIB) - 5, b"tail!");
+        let original = std::fs::read(&path).expect("read");
+
+        s.snapshot_create(vol, snap).expect("snapshot");
+        s.snapshot_create(vol, snap).expect("snapshot again (a redelivery)");
+        let snap_path = s.snapshot_path(snap).expect("snapshot path");
+        assert_eq!(snap_path, dir.path().join("snapshots").join(format!("{snap}.raw")));
+        assert_eq!(std::fs::read(&snap_path).expect("read snapshot"), original, "the same bytes");
+        assert!(allocated(&snap_path) < 16 << 20, "holes kept: {} bytes allocated", allocated(&snap_path));
+
+        // The volume changes afterwards; the snapshot does not.
+        write_at(&path, 0, b"BOOT SECTOR");
+        assert_eq!(&std::fs::read(&snap_path).expect("read")[..11], b"boot sector");
+
+        // A volume from the snapshot (bigger), and a clone of the volume: same bytes, grown.
+        s.create_from(&spec(from_snap, 3), CloneSource::Snapshot(snap)).expect("from snapshot");
+        let made = std::fs::read(s.path(from_snap).expect("path")).expect("read");
+        assert_eq!(made.len() as u64, 3 * GIB);
+        assert_eq!(&made[..original.len()], &original[..]);
+        assert!(made[original.len()..].iter().all(|b| *b == 0));
+        drop(made);
+        s.create_from(&spec(from_snap, 3), CloneSource::Snapshot(snap)).expect("again: already made");
+        s.create_from(&spec(clone, 2), CloneSource::Volume(vol)).expect("clone");
+        assert_eq!(std::fs::read(s.path(clone).expect("path")).expect("read"), std::fs::read(&path).expect("read"));
+        assert!(matches!(
+            s.create_from(&spec("d1d2d3d4-0000-4000-8000-000000000001", 1), CloneSource::Snapshot(vol)),
+            Err(StorageError::MissingSnapshot(_))
+        ));
+
+        // Deleting the (last) snapshot leaves the volume's data alone.
+        let before = std::fs::read(&path).expect("read");
+        s.snapshot_delete(snap).expect("delete snapshot");
+        s.snapshot_delete(snap).expect("delete again");
+        assert!(!snap_path.exists());
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    }
+
+    #[test]
+    fn exports_are_the_volume_raw_or_converted_to_qcow2() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(dir.path()).expect("open");
+        let vol = "5e5e5e5e-1111-4222-8333-444455556666";
+        s.create(&spec(vol, 1)).expect("create");
+        let path = s.path(vol).expect("path");
+        write_at(&path, 12345, b"exported bytes");
+        let mut raw = Vec::new();
+        let e = s.export(vol, "raw").expect("raw");
+        assert_eq!(e.len, GIB);
+        e.reader.take(GIB + 1).read_to_end(&mut raw).expect("read");
+        assert_eq!(raw, std::fs::read(&path).expect("read"));
+        drop(raw);
+
+        let e = s.export(vol, "qcow2").expect("qcow2");
+        let mut q = Vec::new();
+        let len = e.len;
+        e.reader.take(GIB).read_to_end(&mut q).expect("read");
+        assert_eq!(q.len() as u64, len);
+        assert!(len < 16 << 20, "a mostly empty volume converts small: {len}");
+        assert_eq!(&q[..4], b"QFI\xfb");
+        // Converted back by qemu-img, it is the volume.
+        let qfile = dir.path().join("back.qcow2");
+        std::fs::write(&qfile, &q).expect("write");
+        let back = dir.path().join("back.raw");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&qfile)
+            .arg(&back)
+            .status()
+            .expect("qemu-img");
+        assert!(ok.success());
+        assert_eq!(std::fs::read(&back).expect("read"), std::fs::read(&path).expect("read"));
+        assert!(leftovers(dir.path()).is_empty(), "the converted file is gone: {:?}", leftovers(dir.path()));
+        assert!(matches!(s.export(vol, "vmdk"), Err(StorageError::ExportFormat(_))));
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! The server never learns where the bytes are: it names a volume and its size, and the backend
 //! makes, grows and removes it and says how libvirt reaches it ([`Storage::disk_xml`]). A shared
-//! backend (Ceph RBD through libvirt's `<disk type='network'>`) implements the same four calls.
+//! backend (Ceph RBD through libvirt's `<disk type='network'>`) implements the same calls:
+//! snapshots and clones map onto RBD's own (`rbd snap create`, `rbd clone`/`rbd cp`), and an
+//! export is a reader of the image's bytes (`rbd export`, or `qemu-img convert` from `rbd:`).
 
 pub mod file;
 
@@ -35,6 +37,58 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot snapshot volume {volume} as {snapshot}")]
+    Snapshot {
+        volume: String,
+        snapshot: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("snapshot {0} does not exist on this host")]
+    MissingSnapshot(String),
+    #[error("cannot delete snapshot {id}")]
+    DeleteSnapshot {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot copy {from} into volume {id}")]
+    Clone {
+        id: String,
+        from: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot export volume {id} as {format}")]
+    Export {
+        id: String,
+        format: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot export a volume as {0}: raw and qcow2 only")]
+    ExportFormat(String),
+}
+
+/// Where a new volume's bytes are copied from ([`Storage::create_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloneSource<'a> {
+    /// A snapshot kept on this host.
+    Snapshot(&'a str),
+    /// Another volume of this host.
+    Volume(&'a str),
+}
+
+/// A volume's bytes opened for export (an upload to an image): read to the end, `len` bytes.
+pub struct Export {
+    pub reader: Box<dyn std::io::Read + Send>,
+    pub len: u64,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export").field("len", &self.len).finish()
+    }
 }
 
 /// A volume store on this host. Blocking; every call is idempotent (work is at least once).
@@ -53,6 +107,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The `<source …/>` element (and driver) of the disk libvirt attaches: what identifies
     /// the volume in a domain definition.
     fn source_xml(&self, id: &str) -> Result<(String, String), StorageError>;
+    /// Copies the volume's bytes as snapshot `snapshot_id`, kept on this host; an existing
+    /// snapshot is fine. The caller keeps writers away (the guest paused) meanwhile.
+    fn snapshot_create(&self, volume_id: &str, snapshot_id: &str) -> Result<(), StorageError>;
+    /// Removes a snapshot; a missing one is fine. No volume is touched.
+    fn snapshot_delete(&self, snapshot_id: &str) -> Result<(), StorageError>;
+    /// Makes volume `v` holding `source`'s bytes, grown to `v.size_gb`; an existing one of
+    /// that size is fine (a repeated create).
+    fn create_from(&self, v: &VolumeSpec, source: CloneSource<'_>) -> Result<(), StorageError>;
+    /// Opens the volume's bytes as `disk_format` (`raw` as they are, `qcow2` converted).
+    fn export(&self, id: &str, disk_format: &str) -> Result<Export, StorageError>;
 }
 
 /// The `<disk>` element for a volume as device `dev` (virtio): the volume's id as the disk's

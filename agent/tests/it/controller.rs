@@ -511,3 +511,98 @@ async fn volumes_are_made_attached_detached_and_deleted() {
     let (ev, _) = env.exec(vid, Action::VolumeDelete { volume: vol }).await;
     done(&ev);
 }
+
+/// Snapshots and clones through the controller on test:///default: an in-use volume's guest is
+/// paused for the copy and running again after it; volumes made from the snapshot and from the
+/// volume hold its bytes; deleting the snapshot leaves the volume; a volume from an image is
+/// not this agent's yet.
+#[tokio::test]
+async fn snapshots_pause_the_guest_and_seed_new_volumes() {
+    use meridian_common::agent::{VolumeSource, VolumeSpec};
+    use std::os::unix::fs::FileExt;
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
+    let name = xml::domain_name(&id);
+    let data = raw_image(2);
+    env.server.add_image("img-s", data.clone());
+    let spec = build_spec("img-s", &data, vec![nic(&net_id, &mac(), "10.77.4.5")]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    let vid = Uuid::new_v4();
+    let vol = VolumeSpec { id: vid.to_string(), size_gb: 1, readonly: false };
+    let dir = env.dir.path().join("volumes");
+    let file = dir.join(format!("{vid}.raw"));
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: vol.clone(), source: None }).await;
+    done(&ev);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .write_all_at(b"written by the guest", 4096)
+        .expect("write");
+    let attach =
+        Action::VolumeAttach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into(), create: false };
+    let (ev, _) = env.exec(id, attach).await;
+    done(&ev);
+
+    // In use: the running guest is paused for the copy and resumed after it.
+    let snap = Uuid::new_v4().to_string();
+    let take =
+        Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap.clone(), instance_id: Some(id.to_string()) };
+    let (ev, _) = env.exec(vid, take).await;
+    done(&ev);
+    assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Running), "resumed");
+    let snap_file = dir.join("snapshots").join(format!("{snap}.raw"));
+    assert_eq!(std::fs::read(&snap_file).expect("snapshot"), std::fs::read(&file).expect("volume"));
+
+    // A paused guest stays paused (the copy did not resume what it did not pause).
+    env.hv.suspend(&name).expect("pause");
+    let snap2 = Uuid::new_v4().to_string();
+    let take =
+        Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap2.clone(), instance_id: Some(id.to_string()) };
+    let (ev, _) = env.exec(vid, take).await;
+    done(&ev);
+    assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Paused));
+    env.hv.resume(&name).expect("resume");
+
+    // New volumes from the snapshot (grown) and from the volume.
+    let from_snap = VolumeSpec { id: Uuid::new_v4().to_string(), size_gb: 2, readonly: false };
+    let source = Some(VolumeSource::Snapshot { snapshot_id: snap.clone() });
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: from_snap.clone(), source }).await;
+    done(&ev);
+    let made = std::fs::read(dir.join(format!("{}.raw", from_snap.id))).expect("from snapshot");
+    assert_eq!(made.len(), 2 << 30);
+    assert_eq!(&made[4096..4096 + 20], b"written by the guest");
+    drop(made);
+    let clone = VolumeSpec { id: Uuid::new_v4().to_string(), size_gb: 1, readonly: false };
+    let source = Some(VolumeSource::Volume { volume_id: vid.to_string() });
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: clone.clone(), source }).await;
+    done(&ev);
+    assert_eq!(
+        std::fs::read(dir.join(format!("{}.raw", clone.id))).expect("clone"),
+        std::fs::read(&file).expect("vol")
+    );
+    // A snapshot that is not here: the create fails, nothing is made.
+    let orphan = VolumeSpec { id: Uuid::new_v4().to_string(), size_gb: 1, readonly: false };
+    let source = Some(VolumeSource::Snapshot { snapshot_id: Uuid::new_v4().to_string() });
+    let (ev, _) = env.exec(vid, Action::VolumeCreate { volume: orphan.clone(), source }).await;
+    assert!(failed(&ev).contains("does not exist"), "{ev:?}");
+    assert!(!dir.join(format!("{}.raw", orphan.id)).exists());
+
+    // Deleting the snapshots never touches the volume (attached or not).
+    let before = std::fs::read(&file).expect("volume");
+    for s in [&snap, &snap2] {
+        let (ev, _) = env.exec(vid, Action::SnapshotDelete { volume: vol.clone(), snapshot_id: s.clone() }).await;
+        done(&ev);
+    }
+    assert!(!snap_file.exists());
+    assert_eq!(std::fs::read(&file).expect("volume"), before);
+    let detach = Action::VolumeDetach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into() };
+    let (ev, _) = env.exec(id, detach).await;
+    done(&ev);
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    done(&ev);
+}

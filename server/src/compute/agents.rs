@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/hosts/{host}/port-filters", get(super::port_filters::poll))
         .route("/work/{id}/events", post(work_event))
         .route("/events", post(work_events))
-        .route("/images/{id}/file", get(image_file))
+        .route("/images/{id}/file", get(image_file).put(image_upload))
         .route("/consoles/{session}", get(super::consoles::agent_join))
         .route("/metadata", get(super::metadata::root))
         .route("/metadata/{*path}", get(super::metadata::item))
@@ -339,6 +339,32 @@ async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bo
         }
         _ => false,
     }))
+}
+
+/// Image data from an agent: only into an image that an open `VolumeUploadImage` of the
+/// caller's host names (404 for any other, as for downloads). Stored exactly as Glance's
+/// upload stores it (checksum, `os_hash_value`, size); the image is then `active`.
+async fn image_upload(
+    State(state): State<AppState>,
+    auth: HostAuth,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<axum::http::StatusCode> {
+    let actions = state.store.open_work_actions(&auth.host_id, &id).await?;
+    let named = actions.iter().any(|a| {
+        matches!(serde_json::from_str::<Action>(a), Ok(Action::VolumeUploadImage { image_id, .. }) if image_id == id)
+    });
+    if !named {
+        return Err(ApiError::not_found(format!("Image {id} could not be found.")));
+    }
+    let img = state.store.get_image(&id).await?;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    crate::image::data::store_data(&state, &img, declared, body).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Image data for an agent's cache (agents hold no Keystone token): only images an open build

@@ -282,9 +282,23 @@ pub async fn upload(
             )));
         }
     }
-    let cap = state.cfg.image_size_cap;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    store_data(&state, &img, declared, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes a queued image's data from `body`: `queued` → `saving`, streamed to disk with its
+/// checksum, `os_hash_value` and size, then `active`. Any failure puts the image back to
+/// `queued` with no file left. Shared by Glance's upload and the agents' volume uploads.
+pub(crate) async fn store_data(
+    state: &AppState,
+    img: &crate::store::image::Image,
+    declared: Option<u64>,
+    body: Body,
+) -> ApiResult<()> {
+    let id = img.id.clone();
+    let cap = state.cfg.image_size_cap;
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large(cap));
     }
@@ -292,14 +306,14 @@ pub async fn upload(
         let status = state.store.get_image(&id).await?.status;
         return Err(ApiError::conflict(format!("Image status transition from {status} to saving is not allowed")));
     }
-    let dir = images_dir(&state);
+    let dir = images_dir(state);
     let tmp = dir.join(format!(".{id}.{}.part", new_hex_id()));
     let guard = UploadGuard { state: state.clone(), id: id.clone(), tmp: tmp.clone(), armed: true };
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         guard.abandon().await;
         return Err(storage_error(e));
     }
-    let dest = image_path(&state, &id);
+    let dest = image_path(state, &id);
     let (written, sha512) = match receive(body, &tmp, &dest, cap).await {
         Ok(w) => w,
         Err(e) => {
@@ -317,7 +331,7 @@ pub async fn upload(
     match state.store.finish_upload(&id, &data).await {
         Ok(true) => {
             guard.disarm();
-            Ok(StatusCode::NO_CONTENT)
+            Ok(())
         }
         Ok(false) => {
             guard.abandon().await;

@@ -18,6 +18,7 @@ pub mod network;
 pub mod retention;
 pub mod security_groups;
 pub mod services;
+pub mod snapshots;
 mod sql;
 mod triggers;
 pub mod volume;

@@ -39,6 +39,10 @@ pub struct Volume {
     pub deadline: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The snapshot this volume was made from (Cinder's `snapshot_id`).
+    pub snapshot_id: Option<String>,
+    /// The volume this one was cloned from (Cinder's `source_volid`).
+    pub source_volid: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -73,7 +77,8 @@ pub struct VolumeUsage {
 }
 
 const VOL_COLS: &str = "id, project_id, user_id, name, description, size, status, attach_status, volume_type_id, \
-    availability_zone, host_id, bootable, readonly, metadata, deadline, created_at, updated_at";
+    availability_zone, host_id, bootable, readonly, metadata, deadline, created_at, updated_at, snapshot_id, \
+    source_volid";
 const TYPE_COLS: &str = "id, name, description, is_public, extra_specs, created_at, updated_at";
 const ATT_COLS: &str =
     "id, volume_id, instance_id, host_id, status, mountpoint, attach_mode, by_compute, created_at, updated_at";
@@ -159,9 +164,10 @@ impl Store {
         // One guarded statement: the count and the sum are read by the INSERT itself.
         let r = sqlx::query(&format!(
             "INSERT INTO volumes ({VOL_COLS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $22, $23 \
              WHERE (SELECT COUNT(*) FROM volumes WHERE project_id = $2) < $18 \
-               AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2) <= $19 - $6 \
+               AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2) \
+                 + (SELECT COALESCE(SUM(size), 0) FROM volume_snapshots WHERE project_id = $2) <= $19 - $6 \
                AND (SELECT COUNT(*) FROM volumes WHERE project_id = $2 AND volume_type_id = $9) < $20 \
                AND (SELECT COALESCE(SUM(size), 0) FROM volumes WHERE project_id = $2 AND volume_type_id = $9) <= $21 - $6"
         ))
@@ -186,6 +192,8 @@ impl Store {
         .bind(unlimited(limits.gigabytes))
         .bind(unlimited(limits.type_volumes))
         .bind(unlimited(limits.type_gigabytes))
+        .bind(&v.snapshot_id)
+        .bind(&v.source_volid)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -227,9 +235,13 @@ impl Store {
         Ok(VolumeUsage { volumes, gigabytes })
     }
 
+    /// A project's volumes and gigabytes; gigabytes count its snapshots too (Cinder's
+    /// `gigabytes` quota covers both).
     pub async fn volume_usage(&self, project_id: &str) -> StoreResult<VolumeUsage> {
         let (volumes, gigabytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM volumes WHERE project_id = $1",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) + \
+               (SELECT COALESCE(SUM(size), 0) FROM volume_snapshots WHERE project_id = $1) AS BIGINT) \
+             FROM volumes WHERE project_id = $1",
         )
         .bind(project_id)
         .fetch_one(&mut *self.conn().await?)
@@ -650,7 +662,13 @@ async fn set_attach_status(tx: &mut Tx, volume_id: &str, attach_status: &str) ->
 }
 
 /// The guarded status change and its transition row.
-async fn set_status_in(tx: &mut Tx, id: &str, from: &[&str], to: &str, deadline: Option<&str>) -> StoreResult<bool> {
+pub(crate) async fn set_status_in(
+    tx: &mut Tx,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    deadline: Option<&str>,
+) -> StoreResult<bool> {
     let mut sql = super::sql::Sql::default();
     sql.push("UPDATE volumes SET status = ").text(to).push(", updated_at = ").text(now());
     match deadline {

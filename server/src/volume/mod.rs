@@ -9,7 +9,9 @@ mod attachments;
 mod extensions;
 pub mod mv;
 mod quotas;
+mod snapshots;
 mod types;
+mod upload;
 mod volumes;
 pub mod work;
 
@@ -61,6 +63,7 @@ pub fn router() -> Router<AppState> {
             "/volumes/{id}/metadata/{key}",
             get(volumes::show_metadata_item).put(volumes::put_metadata_item).delete(volumes::delete_metadata_item),
         )
+        .merge(snapshot_routes())
         .route("/types", get(types::list).post(types::create))
         .route("/types/default", get(types::show_default))
         .route("/types/{id}", get(types::show).put(types::update).delete(types::delete))
@@ -75,6 +78,25 @@ pub fn router() -> Router<AppState> {
         .route("/os-availability-zone", get(quotas::availability_zones));
     let v3 = Router::new().route("/", get(version)).nest("/{project_id}", project).layer(from_fn(negotiate));
     Router::new().route("/", get(versions)).nest("/v3", v3)
+}
+
+/// `/snapshots` (their own module).
+fn snapshot_routes() -> Router<AppState> {
+    Router::new()
+        .route("/snapshots", get(snapshots::list).post(snapshots::create))
+        .route("/snapshots/detail", get(snapshots::list_detail))
+        .route("/snapshots/{id}", get(snapshots::show).put(snapshots::update).delete(snapshots::delete))
+        .route("/snapshots/{id}/action", post(snapshots::action))
+        .route(
+            "/snapshots/{id}/metadata",
+            get(snapshots::show_metadata).post(snapshots::merge_metadata).put(snapshots::replace_metadata),
+        )
+        .route(
+            "/snapshots/{id}/metadata/{key}",
+            get(snapshots::show_metadata_item)
+                .put(snapshots::put_metadata_item)
+                .delete(snapshots::delete_metadata_item),
+        )
 }
 
 fn version_doc(state: &AppState) -> Value {

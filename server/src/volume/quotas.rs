@@ -11,9 +11,10 @@ use crate::store::volume::{VolumeLimits, VolumeUsage};
 
 type JsonResult = ApiResult<axum::Json<Value>>;
 
-/// Cinder's default quotas. `volumes` and `gigabytes` are enforced, and so are their per-type
-/// forms (`volumes_<type>`, `gigabytes_<type>`, -1 by default, as Cinder's per-type defaults);
-/// snapshots and backups are counted by their own modules.
+/// Cinder's default quotas. `volumes`, `snapshots` and `gigabytes` (volumes and snapshots
+/// together) are enforced, and so are the per-type forms of volumes and gigabytes
+/// (`volumes_<type>`, `gigabytes_<type>`, -1 by default, as Cinder's per-type defaults);
+/// backups do not exist yet.
 const QUOTAS: [(&str, i64); 7] = [
     ("volumes", 10),
     ("gigabytes", 1000),
@@ -56,6 +57,12 @@ pub(crate) async fn create_limits(state: &AppState, project_id: &str) -> ApiResu
         type_volumes: -1,
         type_gigabytes: -1,
     })
+}
+
+/// The limits a snapshot create is checked against: (snapshots, gigabytes).
+pub(crate) async fn snapshot_limits(state: &AppState, project_id: &str) -> ApiResult<(i64, i64)> {
+    let m = limits_of(state, project_id).await?;
+    Ok((limit(&m, "snapshots"), limit(&m, "gigabytes")))
 }
 
 /// The limits a create of a volume of this type is checked against, its type's included.
@@ -163,6 +170,7 @@ async fn usage_by_key(state: &AppState, project_id: &str) -> ApiResult<Map<Strin
     let mut out = Map::new();
     out.insert("volumes".into(), json!(u.volumes));
     out.insert("gigabytes".into(), json!(u.gigabytes));
+    out.insert("snapshots".into(), json!(state.store.snapshot_usage(project_id).await?.0));
     let types = super::volumes::type_names(state).await?;
     for v in state.store.list_volumes(Some(project_id)).await? {
         if let Some(name) = types.get(&v.volume_type_id) {
@@ -270,6 +278,7 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx, ver: super::mv::Mv,
     };
     let l = limits_of(&state, &pid).await?;
     let u = state.store.volume_usage(&pid).await?;
+    let (snapshots, _) = state.store.snapshot_usage(&pid).await?;
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": {
         "maxTotalVolumes": limit(&l, "volumes"),
         "maxTotalSnapshots": limit(&l, "snapshots"),
@@ -278,7 +287,7 @@ pub async fn limits(State(state): State<AppState>, ctx: Ctx, ver: super::mv::Mv,
         "maxTotalBackupGigabytes": limit(&l, "backup_gigabytes"),
         "totalVolumesUsed": u.volumes,
         "totalGigabytesUsed": u.gigabytes,
-        "totalSnapshotsUsed": 0,
+        "totalSnapshotsUsed": snapshots,
         "totalBackupsUsed": 0,
         "totalBackupGigabytesUsed": 0,
     }}})))

@@ -557,3 +557,340 @@ async fn no_volume_stays_in_a_transitional_state_past_its_deadline() {
 
 #[path = "tests_breadth.rs"]
 mod breadth;
+// ---- snapshots, clones, uploads ----
+
+impl Cloud {
+    async fn snapshot_of(&self, id: &str) -> Reply {
+        self.call(Method::GET, &format!("snapshots/{id}"), Value::Null).await
+    }
+
+    /// A snapshot of `volume` the agent reported made.
+    async fn available_snapshot(&self, volume: &str, name: &str) -> String {
+        let r = self.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": volume, "name": name}})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let id = r.body["snapshot"]["id"].as_str().expect("id").to_string();
+        answer(&self.app, &self.host, "snapshot_create", done()).await;
+        assert_eq!(self.snapshot_of(&id).await.body["snapshot"]["status"], "available");
+        id
+    }
+
+    async fn action(&self, volume: &str, body: Value) -> Reply {
+        self.call(Method::POST, &format!("volumes/{volume}/action"), body).await
+    }
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    k.sort();
+    k
+}
+
+fn message(r: &Reply) -> String {
+    r.body.as_object().and_then(|o| o.values().next()).and_then(|f| f["message"].as_str()).unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn snapshots_live_through_the_agent_and_seed_volumes() {
+    let c = Cloud::new().await;
+    let vol = c.available_volume("origin", 2).await;
+    let r = c
+        .call(
+            Method::POST,
+            "snapshots",
+            json!({"snapshot": {"volume_id": vol, "name": "s1", "description": "d", "metadata": {"a": "1"}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let s = &r.body["snapshot"];
+    // Cinder 3.0's create view: no extended attributes.
+    assert_eq!(
+        keys(s),
+        ["created_at", "description", "id", "metadata", "name", "size", "status", "updated_at", "volume_id"]
+    );
+    assert_eq!((s["status"].as_str(), s["size"].as_i64()), (Some("creating"), Some(2)));
+    let sid = s["id"].as_str().expect("id").to_string();
+    // The copy is the volume's agent work, keyed by the volume; no guest is involved.
+    let item = answer(&c.app, &c.host, "snapshot_create", done()).await;
+    assert_eq!(item["instance_id"], vol.as_str());
+    assert_eq!(item["action"]["snapshot_id"], sid.as_str());
+    assert!(item["action"].get("instance_id").is_none(), "{item}");
+    let shown = c.snapshot_of(&sid).await.body["snapshot"].clone();
+    assert_eq!(shown["status"], "available");
+    assert_eq!(shown["os-extended-snapshot-attributes:progress"], "100%");
+    assert_eq!(shown["os-extended-snapshot-attributes:project_id"], c.pid.as_str());
+
+    // Lists: the summary has no extended attributes, the detail has; filters and paging.
+    let s2 = c.available_snapshot(&vol, "s2").await;
+    let r = c.call(Method::GET, "snapshots", Value::Null).await;
+    assert_eq!(r.body["snapshots"].as_array().map(Vec::len), Some(2), "{}", r.body);
+    assert!(r.body["snapshots"][0].get("os-extended-snapshot-attributes:progress").is_none());
+    assert_eq!(r.body["snapshots"][0]["id"], s2.as_str(), "newest first");
+    let r = c.call(Method::GET, "snapshots/detail?name=s1", Value::Null).await;
+    assert_eq!(r.body["snapshots"][0]["os-extended-snapshot-attributes:progress"], "100%", "{}", r.body);
+    assert_eq!(r.body["snapshots"].as_array().map(Vec::len), Some(1));
+    let r = c.call(Method::GET, "snapshots?sort_key=display_name&sort_dir=asc&limit=1", Value::Null).await;
+    assert_eq!(r.body["snapshots"][0]["id"], sid.as_str(), "{}", r.body);
+    assert!(r.body["snapshots_links"][0]["href"].as_str().is_some_and(|h| h.contains(&format!("marker={sid}"))));
+    let r = c.call(Method::GET, &format!("snapshots?marker={}", crate::store::new_uuid()), Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = c.call(Method::GET, "snapshots?sort_key=invalid", Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = c.call(Method::GET, "snapshots?limit=invalid", Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Update and metadata.
+    let r = c.call(Method::PUT, &format!("snapshots/{sid}"), json!({"snapshot": {"name": "s1b"}})).await;
+    assert_eq!(r.body["snapshot"]["name"], "s1b", "{}", r.body);
+    let r = c.call(Method::POST, &format!("snapshots/{sid}/metadata"), json!({"metadata": {"b": "2"}})).await;
+    assert_eq!(r.body["metadata"], json!({"a": "1", "b": "2"}));
+    let r = c.call(Method::PUT, &format!("snapshots/{sid}/metadata/b"), json!({"meta": {"b": "3"}})).await;
+    assert_eq!(r.body["meta"], json!({"b": "3"}));
+    let r = c.call(Method::DELETE, &format!("snapshots/{sid}/metadata/a"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c.call(Method::GET, &format!("snapshots/{sid}/metadata"), Value::Null).await;
+    assert_eq!(r.body["metadata"], json!({"b": "3"}));
+
+    // A volume with snapshots is not deleted.
+    let r = c.call(Method::DELETE, &format!("volumes/{vol}"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(message(&r).contains("have snapshots"), "{}", r.body);
+
+    // From a snapshot: not smaller, the snapshot's size by default, on its volume's host.
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"snapshot_id": sid, "size": 1}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        message(&r),
+        "Invalid input received: Volume size '1'GB cannot be smaller than the snapshot size 2GB. They must be >= \
+         original snapshot size."
+    );
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"snapshot_id": sid}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!((r.body["volume"]["snapshot_id"].as_str(), r.body["volume"]["size"].as_i64()), (Some(&*sid), Some(2)));
+    let from_snap = r.body["volume"]["id"].as_str().expect("id").to_string();
+    let item = answer(&c.app, &c.host, "volume_create", done()).await;
+    assert_eq!(item["action"]["source"], json!({"type": "snapshot", "snapshot_id": sid}));
+    assert_eq!(c.volume(&from_snap).await["status"], "available");
+
+    // From another volume: the same, with source_volid.
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"source_volid": vol, "size": 3}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let clone = r.body["volume"]["id"].as_str().expect("id").to_string();
+    let item = answer(&c.app, &c.host, "volume_create", done()).await;
+    assert_eq!(item["action"]["source"], json!({"type": "volume", "volume_id": vol}));
+    assert_eq!(item["action"]["volume"]["size_gb"], 3);
+    let shown = c.volume(&clone).await;
+    assert_eq!((shown["source_volid"].as_str(), shown["status"].as_str()), (Some(&*vol), Some("available")));
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"source_volid": vol, "size": 1}})).await;
+    assert!(message(&r).contains("cannot be smaller than original volume size 2GB"), "{}", r.body);
+
+    // Unknown sources are 404s with Cinder's words.
+    let ghost = crate::store::new_uuid();
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"snapshot_id": ghost, "size": 1}})).await;
+    assert_eq!((r.status, message(&r)), (StatusCode::NOT_FOUND, format!("Snapshot {ghost} could not be found.")));
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"source_volid": ghost, "size": 1}})).await;
+    assert_eq!((r.status, message(&r)), (StatusCode::NOT_FOUND, format!("Volume {ghost} could not be found.")));
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": ghost}})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": null}})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Delete: through the agent, never touching the volume; a failure is error_deleting.
+    let r = c.call(Method::DELETE, &format!("snapshots/{s2}"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(c.snapshot_of(&s2).await.body["snapshot"]["status"], "deleting");
+    answer(&c.app, &c.host, "snapshot_delete", failed("disk on fire")).await;
+    assert_eq!(c.snapshot_of(&s2).await.body["snapshot"]["status"], "error_deleting");
+    let r = c.call(Method::DELETE, &format!("snapshots/{s2}"), Value::Null).await;
+    assert!(message(&r).starts_with("Invalid snapshot: Snapshot status must be available or error"), "{}", r.body);
+    let admin = |path: String, body: Value| {
+        let app = &c.app;
+        async move { app.json(Method::POST, &path, &app.admin_token, body).await }
+    };
+    let r = admin(c.url(&format!("snapshots/{s2}/action")), json!({"os-force_delete": {}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let item = answer(&c.app, &c.host, "snapshot_delete", done()).await;
+    assert_eq!(item["instance_id"], vol.as_str());
+    assert_eq!(c.snapshot_of(&s2).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.app.state.store.snapshot_transitions(&s2).await.expect("transitions"),
+        ["creating", "available", "deleting", "error_deleting", "deleting", "deleted"]
+    );
+    assert_eq!(c.volume(&vol).await["status"], "available");
+}
+
+#[tokio::test]
+async fn snapshot_force_quotas_cascade_and_deadlines() {
+    let c = Cloud::new().await;
+    let vol = c.available_volume("v", 1).await;
+    // In use (os-attach bookkeeping): only with force, and the agent is told which guest to pause.
+    let server = c.server(&c.host).await;
+    let r =
+        c.action(&vol, json!({"os-attach": {"instance_uuid": server, "mountpoint": "/dev/vdb", "mode": "rw"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        message(&r),
+        format!("Invalid volume: Volume {vol} status must be available, but current status is: in-use.")
+    );
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol, "force": true}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let forced = r.body["snapshot"]["id"].as_str().expect("id").to_string();
+    let item = answer(&c.app, &c.host, "snapshot_create", done()).await;
+    assert_eq!(item["action"]["instance_id"], server.as_str());
+    let r = c.action(&vol, json!({"os-detach": {}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+
+    // Quotas: snapshots counted, and gigabytes count volumes and snapshots together.
+    let set = |body: Value| {
+        let app = &c.app;
+        let path = format!("/volume/v3/{}/os-quota-sets/{}", c.pid, c.pid);
+        async move { app.json(Method::PUT, &path, &app.admin_token, body).await }
+    };
+    assert_eq!(set(json!({"quota_set": {"snapshots": 1}})).await.status, StatusCode::OK);
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol}})).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(message(&r), "SnapshotLimitExceeded: Maximum number of snapshots allowed (1) exceeded");
+    assert_eq!(set(json!({"quota_set": {"snapshots": 5, "gigabytes": 2}})).await.status, StatusCode::OK);
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol}})).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(message(&r).contains("quota is 2G and 2G has been consumed"), "{}", r.body);
+    assert!(work(&c.app, &c.host).await.is_empty(), "refused snapshots queue nothing");
+    let r = c.call(Method::POST, "volumes", json!({"volume": {"size": 1}})).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "a snapshot's gigabytes count for volumes too");
+    let r = c.call(Method::GET, &format!("os-quota-sets/{}?usage=true", c.pid), Value::Null).await;
+    assert_eq!(r.body["quota_set"]["snapshots"]["in_use"], 1, "{}", r.body);
+    assert_eq!(r.body["quota_set"]["gigabytes"]["in_use"], 2, "{}", r.body);
+    assert_eq!(set(json!({"quota_set": {"gigabytes": 100}})).await.status, StatusCode::OK);
+
+    // Deadlines: creating → error, deleting → error_deleting; a late answer changes nothing.
+    let r = c.call(Method::POST, "snapshots", json!({"snapshot": {"volume_id": vol}})).await;
+    let late = r.body["snapshot"]["id"].as_str().expect("id").to_string();
+    sqlx::query("UPDATE volume_snapshots SET deadline = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
+        .bind(&late)
+        .execute(&mut *c.app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("update");
+    super::work::tick(&c.app.state).await.expect("tick");
+    assert_eq!(c.snapshot_of(&late).await.body["snapshot"]["status"], "error");
+    answer(&c.app, &c.host, "snapshot_create", done()).await;
+    assert_eq!(c.snapshot_of(&late).await.body["snapshot"]["status"], "error");
+
+    // Cascade: every snapshot's delete and the volume's, queued together; all gone when done.
+    let r = c.call(Method::DELETE, &format!("volumes/{vol}"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = c.call(Method::DELETE, &format!("volumes/{vol}?cascade=true"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(c.snapshot_of(&forced).await.body["snapshot"]["status"], "deleting");
+    assert_eq!(c.volume(&vol).await["status"], "deleting");
+    let items = work(&c.app, &c.host).await;
+    let mut kinds: Vec<&str> = items.iter().filter_map(|i| i["action"]["type"].as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["snapshot_delete", "snapshot_delete", "volume_delete"]);
+    let events: Vec<Value> = items.iter().map(|i| json!({"work_id": i["id"], "event": done()})).collect();
+    let r = agent(&c.app, Method::POST, "/events", &c.host.credential, json!({"events": events})).await;
+    assert_eq!(r.body["taken"], 3, "{}", r.body);
+    let r = c.call(Method::GET, &format!("volumes/{vol}"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for s in [&forced, &late] {
+        assert_eq!(c.snapshot_of(s).await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn upload_to_image_through_the_agent() {
+    let c = Cloud::new().await;
+    let vol = c.available_volume("up", 1).await;
+    let upload = |args: Value| c.action(&vol, json!({"os-volume_upload_image": args}));
+    let r = upload(json!({"image_name": "x", "disk_format": "vmdk"})).await;
+    assert_eq!(
+        (r.status, message(&r)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Invalid disk-format 'vmdk' is specified. Allowed disk-formats are raw, qcow2.".into()
+        )
+    );
+    let r = upload(json!({"disk_format": "raw"})).await;
+    assert_eq!(message(&r), "No image_name was specified in request.");
+    let r = upload(json!({"image_name": "vol-image", "disk_format": "qcow2"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let b = &r.body["os-volume_upload_image"];
+    assert_eq!(
+        keys(b),
+        [
+            "container_format",
+            "disk_format",
+            "display_description",
+            "id",
+            "image_id",
+            "image_name",
+            "size",
+            "status",
+            "updated_at",
+            "volume_type"
+        ]
+    );
+    assert_eq!((b["status"].as_str(), b["container_format"].as_str()), (Some("uploading"), Some("bare")));
+    assert_eq!(b["volume_type"]["name"], "__DEFAULT__");
+    let image = b["image_id"].as_str().expect("image").to_string();
+    assert_eq!(c.volume(&vol).await["status"], "uploading");
+    let r = c.app.json(Method::GET, &format!("/image/v2/images/{image}"), &c.token, Value::Null).await;
+    assert_eq!((r.body["status"].as_str(), r.body["disk_format"].as_str()), (Some("queued"), Some("qcow2")));
+    // A second upload waits for the first.
+    let r = upload(json!({"image_name": "again"})).await;
+    assert_eq!(message(&r), format!("Invalid volume: Volume {vol} status must be available"));
+
+    // The agent's bytes: only into the image its open work names, stored as Glance stores them.
+    let items = work(&c.app, &c.host).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["action"]["type"], "volume_upload_image");
+    assert_eq!(
+        (items[0]["action"]["image_id"].as_str(), items[0]["action"]["disk_format"].as_str()),
+        (Some(&*image), Some("qcow2"))
+    );
+    let bytes = b"QFI\xfb not really a qcow2, but bytes all the same".to_vec();
+    let put = |id: String, data: Vec<u8>| {
+        let app = &c.app;
+        let auth = format!("Bearer {}", c.host.credential);
+        async move {
+            let h = [("authorization", auth.as_str()), ("content-type", "application/octet-stream")];
+            app.call(Method::PUT, &format!("/agent/v1/images/{id}/file"), None, &h, Body::from(data)).await
+        }
+    };
+    let r = put(crate::store::new_uuid(), bytes.clone()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "an image no work names");
+    let r = put(image.clone(), bytes.clone()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let batch = json!({"events": [{"work_id": items[0]["id"], "event": done()}]});
+    agent(&c.app, Method::POST, "/events", &c.host.credential, batch).await;
+    assert_eq!(c.volume(&vol).await["status"], "available");
+    let r = c.app.json(Method::GET, &format!("/image/v2/images/{image}"), &c.token, Value::Null).await;
+    use md5::Digest;
+    let md5 = hex::encode(md5::Md5::digest(&bytes));
+    assert_eq!(r.body["status"], "active", "{}", r.body);
+    assert_eq!((r.body["checksum"].as_str(), r.body["size"].as_u64()), (Some(&*md5), Some(bytes.len() as u64)));
+    assert_eq!(r.body["os_hash_algo"], "sha512");
+
+    // A failed upload returns the volume to where it was and removes the image.
+    let r = upload(json!({"image_name": "doomed", "force": true})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let doomed = r.body["os-volume_upload_image"]["image_id"].as_str().expect("image").to_string();
+    answer(&c.app, &c.host, "volume_upload_image", failed("qemu-img convert failed")).await;
+    assert_eq!(c.volume(&vol).await["status"], "available");
+    let r = c.app.json(Method::GET, &format!("/image/v2/images/{doomed}"), &c.token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Past its deadline an upload ends the same way (its work closed, so no late bytes land).
+    let r = upload(json!({"image_name": "slow"})).await;
+    let slow = r.body["os-volume_upload_image"]["image_id"].as_str().expect("image").to_string();
+    sqlx::query("UPDATE volumes SET deadline = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
+        .bind(&vol)
+        .execute(&mut *c.app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("update");
+    super::work::tick(&c.app.state).await.expect("tick");
+    assert_eq!(c.volume(&vol).await["status"], "available");
+    let r = c.app.json(Method::GET, &format!("/image/v2/images/{slow}"), &c.token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(put(slow, bytes).await.status, StatusCode::NOT_FOUND);
+}

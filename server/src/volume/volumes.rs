@@ -80,8 +80,8 @@ pub(crate) fn detail_json(
         "created_at": v.created_at,
         "updated_at": v.updated_at,
         "volume_type": types.get(&v.volume_type_id).cloned().unwrap_or_default(),
-        "snapshot_id": null,
-        "source_volid": null,
+        "snapshot_id": v.snapshot_id,
+        "source_volid": v.source_volid,
         "metadata": metadata,
         "links": self_links(state, v),
         "user_id": v.user_id,
@@ -147,7 +147,7 @@ pub(crate) fn size_field(value: Option<&Value>, field: &str) -> ApiResult<i64> {
     Ok(n)
 }
 
-fn opt_str<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
+pub(crate) fn opt_str<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
     match b.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -157,7 +157,7 @@ fn opt_str<'a>(b: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str
     }
 }
 
-fn metadata_map(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
+pub(crate) fn metadata_map(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
     match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => {
@@ -194,23 +194,32 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         // No backups exist here (no backup service), so any id names none.
         return Err(ApiError::not_found(format!("Backup {backup} could not be found.")));
     }
-    for (key, what) in [("imageRef", "an image"), ("snapshot_id", "a snapshot"), ("source_volid", "another volume")] {
-        if opt_str(b, key)?.is_some() {
-            return Err(bad(format!("Invalid input received: creating a volume from {what} is not supported yet.")));
-        }
+    if opt_str(b, "imageRef")?.is_some() {
+        return Err(bad("Invalid input received: creating a volume from an image is not supported yet."));
     }
     if b.get("multiattach").and_then(Value::as_bool) == Some(true) {
         return Err(bad("Invalid input received: multiattach volumes are not supported."));
     }
-    let size = size_field(b.get("size"), "size")?;
-    let vtype: VolumeType = match opt_str(b, "volume_type")? {
-        Some(t) => state.store.find_volume_type(t).await.map_err(|e| match e {
+    // A snapshot or another volume: the size defaults to the source's, the copy is made on
+    // the source's host (where its bytes are).
+    let origin = super::snapshots::origin(&state, &ctx, b).await?;
+    let size = match (&origin, b.get("size")) {
+        (Some(o), None | Some(Value::Null)) => o.size,
+        _ => size_field(b.get("size"), "size")?,
+    };
+    if let Some(o) = &origin {
+        super::snapshots::check_size(o, size)?;
+    }
+    let vtype: VolumeType = match (opt_str(b, "volume_type")?, &origin) {
+        (Some(t), _) => state.store.find_volume_type(t).await.map_err(|e| match e {
             StoreError::NotFound(_) => ApiError::not_found(format!("Volume type with name {t} could not be found.")),
             other => other.into(),
         })?,
-        None => state.store.find_volume_type(DEFAULT_TYPE_ID).await?,
+        (None, Some(o)) => state.store.find_volume_type(&o.volume_type_id).await?,
+        (None, None) => state.store.find_volume_type(DEFAULT_TYPE_ID).await?,
     };
-    let zone = opt_str(b, "availability_zone")?.map(str::to_string);
+    let zone =
+        opt_str(b, "availability_zone")?.map(str::to_string).or(origin.as_ref().map(|o| o.availability_zone.clone()));
     let metadata = metadata_map(b.get("metadata"))?;
     let zones = work::zones(&state).await?;
     let az = match zone {
@@ -239,10 +248,18 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         deadline: None,
         created_at: ts.clone(),
         updated_at: ts,
+        snapshot_id: origin.as_ref().and_then(|o| o.snapshot_id.clone()),
+        source_volid: origin.as_ref().and_then(|o| o.source_volid.clone()),
     };
+    if let Some(o) = &origin {
+        v.bootable = o.bootable;
+    }
     let limits = super::quotas::create_limits_of_type(&state, &project_id, &vtype.name).await?;
     // Placement comes first so the row is stored with its host and deadline at once.
-    v.host_id = work::place(&state, size, &v.availability_zone).await?;
+    v.host_id = match &origin {
+        Some(o) => o.host_id.clone(),
+        None => work::place(&state, size, &v.availability_zone).await?,
+    };
     if v.host_id.is_none() {
         // Cinder's scheduler answers "No valid backend" by leaving the volume in `error`.
         v.status = "error".into();
@@ -254,7 +271,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         return Err(super::quotas::over_quota_of_type(&state, &project_id, t, size, limits).await);
     }
     if let Some(host) = v.host_id.clone() {
-        work::enqueue(&state, &v, &host, work::Kind::Create).await?;
+        work::enqueue_create(&state, &v, &host, origin.map(|o| o.source)).await?;
     }
     let mut body = plain(render(&state, &ctx, &v).await?);
     mv::volume_keys(&mut body, ver, ctx.is_admin());
@@ -388,7 +405,7 @@ async fn list_volumes(
     Ok((list, next, total))
 }
 
-fn parse_dir(d: &str) -> ApiResult<bool> {
+pub(crate) fn parse_dir(d: &str) -> ApiResult<bool> {
     match d.trim() {
         "desc" => Ok(true),
         "asc" => Ok(false),
@@ -396,7 +413,7 @@ fn parse_dir(d: &str) -> ApiResult<bool> {
     }
 }
 
-fn next_link(state: &AppState, ctx: &Ctx, path: &str, q: &Query, next: Option<String>) -> Option<Value> {
+pub(crate) fn next_link(state: &AppState, ctx: &Ctx, path: &str, q: &Query, next: Option<String>) -> Option<Value> {
     let marker = next?;
     let mut pairs: Vec<(String, String)> = q.0.iter().filter(|(k, _)| k != "marker").cloned().collect();
     pairs.push(("marker".into(), marker));
@@ -661,8 +678,23 @@ pub async fn delete(
         ctx.require_admin("volume_extension:volume_admin_actions:force_delete")?;
     }
     let v = load(&state, &ctx, &id).await?;
+    // With snapshots a delete is refused (`start_delete`), unless `cascade` takes them first.
+    if q.bool("cascade")?.unwrap_or(false) && !state.store.volume_snapshots(&v.id).await?.is_empty() {
+        super::snapshots::start_cascade_delete(&state, &v).await?;
+        return Ok(StatusCode::ACCEPTED);
+    }
     start_delete(&state, &v, force).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Cinder's refusal of a volume delete.
+pub(crate) fn delete_refused(v: &Volume) -> ApiError {
+    bad(format!(
+        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or \
+         error_managing and must not be migrating, attached, belong to a group, have snapshots or be \
+         disassociated from snapshots after volume transfer. (volume {} is {})",
+        v.id, v.status
+    ))
 }
 
 /// Deletes a volume: a placed one through its agent (`deleting` until the file is gone), an
@@ -675,13 +707,8 @@ async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()
     let attached = if force { atts.iter().any(|a| a.by_compute != 0) } else { !atts.is_empty() };
     let statuses = [v.status.as_str()];
     let allowed: Vec<&str> = if force { statuses.to_vec() } else { DELETABLE.to_vec() };
-    if attached || !allowed.contains(&v.status.as_str()) {
-        return Err(bad(format!(
-            "Invalid volume: Volume status must be available or error or error_restoring or error_extending or \
-             error_managing and must not be migrating, attached, belong to a group, have snapshots or be \
-             disassociated from snapshots after volume transfer. (volume {} is {})",
-            v.id, v.status
-        )));
+    if attached || !allowed.contains(&v.status.as_str()) || !state.store.volume_snapshots(&v.id).await?.is_empty() {
+        return Err(delete_refused(v));
     }
     if force {
         for a in &atts {
@@ -961,6 +988,10 @@ pub async fn action(
             state.store.set_volume_status(&v.id, &[v.status.as_str()], to, None).await?;
             accepted()
         }
+        "os-volume_upload_image" => {
+            ctx.require_member("volume_extension:volume_actions:upload_image")?;
+            super::upload::start(&state, &ctx, &v, args).await
+        }
         "os-force_delete" => {
             ctx.require_admin("volume_extension:volume_admin_actions:force_delete")?;
             start_delete(&state, &v, true).await?;
@@ -970,7 +1001,7 @@ pub async fn action(
     }
 }
 
-fn bool_arg(v: Option<&Value>, field: &str) -> ApiResult<bool> {
+pub(crate) fn bool_arg(v: Option<&Value>, field: &str) -> ApiResult<bool> {
     match v {
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::String(s)) => crate::extract::parse_bool(s).ok_or_else(|| {

@@ -15,12 +15,22 @@
 //! | available | os-reserve, os-attach | reserved → in-use (bookkeeping only, no agent) |
 //! | in-use | Nova detach | detaching → available (agent done) / in-use (failed) / error_detaching (deadline) |
 //! | available, error… | delete | deleting → (row gone) / error_deleting (failed, deadline) |
+//! | available (in-use with force) | os-volume_upload_image | uploading → the status before (done, failed, deadline; the image is removed unless done) |
+//!
+//! Snapshots (`snapshots.rs`; their work is keyed by the volume, so it runs in order with the
+//! volume's own):
+//!
+//! | from | event | to |
+//! | --- | --- | --- |
+//! | (new) | create (volume available, or in-use with force) | creating |
+//! | creating | agent copied / failed / deadline | available / error / error |
+//! | available, error | delete (admin force-delete: any status) | deleting → (row gone) / error_deleting (failed, deadline) |
 //!
 //! A deadline never moves a volume back to a happy state: the agent may still be acting on
 //! it, so it goes to the matching error state, from which delete (or a detach of an
 //! `error_attaching`/`error_detaching` volume, which the agent carries out idempotently) recovers.
 
-use meridian_common::agent::{Action, VolumeSpec, WorkEvent};
+use meridian_common::agent::{Action, VolumeSource, VolumeSpec, WorkEvent};
 
 use crate::compute::conductor;
 use crate::error::{ApiError, ApiResult};
@@ -39,6 +49,10 @@ pub const EXTEND_DEADLINE: i64 = 300;
 pub const DELETE_DEADLINE: i64 = 300;
 pub const ATTACH_DEADLINE: i64 = 180;
 pub const DETACH_DEADLINE: i64 = 180;
+pub const SNAPSHOT_DEADLINE: i64 = 600;
+/// A debug build streams a sparse GiB in seconds; a large full volume over a slow link takes
+/// long, and the volume is only read meanwhile.
+pub const UPLOAD_DEADLINE: i64 = 3600;
 
 pub fn deadline(secs: i64) -> String {
     fmt_time(chrono::Utc::now() + chrono::Duration::seconds(secs))
@@ -106,6 +120,15 @@ pub fn action_json(v: &Volume, kind: Kind) -> ApiResult<String> {
     serde_json::to_string(&action).map_err(ApiError::internal)
 }
 
+/// Stores a new volume's create (with where its bytes come from) and wakes the host.
+pub async fn enqueue_create(state: &AppState, v: &Volume, host: &str, source: Option<VolumeSource>) -> ApiResult<()> {
+    let action = Action::VolumeCreate { volume: spec(v), source };
+    let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
+    state.store.enqueue_work(&v.id, host, &action).await?;
+    state.signals.notify(host);
+    Ok(())
+}
+
 /// Stores a volume's work for its host and wakes the host's long poll.
 pub async fn enqueue(state: &AppState, v: &Volume, host: &str, kind: Kind) -> ApiResult<()> {
     state.store.enqueue_work(&v.id, host, &action_json(v, kind)?).await?;
@@ -126,6 +149,24 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
         Action::VolumeCreate { volume, .. } => {
             let to = if ok { "available" } else { "error" };
             s.finish_volume_work(&volume.id, &work.id, outcome, message, &["creating"], to).await?;
+        }
+        Action::SnapshotCreate { snapshot_id, .. } => {
+            let (to, progress) = if ok { ("available", Some("100%")) } else { ("error", None) };
+            s.finish_snapshot_work(snapshot_id, &work.id, outcome, message, &["creating"], to, progress).await?;
+        }
+        Action::SnapshotDelete { snapshot_id, .. } if ok => {
+            s.snapshot_deleted(snapshot_id, &work.id).await?;
+        }
+        Action::SnapshotDelete { snapshot_id, .. } => {
+            s.finish_snapshot_work(snapshot_id, &work.id, outcome, message, &["deleting"], "error_deleting", None)
+                .await?;
+        }
+        Action::VolumeUploadImage { volume, image_id, .. } => {
+            let back = status_before_upload(s, &volume.id).await?;
+            if s.finish_volume_work(&volume.id, &work.id, outcome, message, &["uploading"], back).await? && !ok {
+                tracing::error!(volume = %volume.id, image = %image_id, error = ?message, "upload to image failed; the image is removed");
+                remove_image(state, image_id).await;
+            }
         }
         Action::VolumeExtend { volume, attached } => {
             // Back to in-use while anything holds an attachment (an extend of an attached
@@ -180,6 +221,28 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
     Ok(())
 }
 
+/// Where an upload returns its volume: `in-use` while attached, else `available`.
+async fn status_before_upload(s: &crate::store::Store, id: &str) -> StoreResult<&'static str> {
+    Ok(match s.get_volume(id).await {
+        Ok(v) if v.attach_status == "attached" => "in-use",
+        _ => "available",
+    })
+}
+
+/// Removes an upload's image that will never get its bytes (row and any data), unless it did
+/// become active.
+pub(crate) async fn remove_image(state: &AppState, image_id: &str) {
+    match state.store.get_image(image_id).await {
+        Ok(img) if img.status == "active" => return,
+        Ok(_) => {}
+        Err(_) => return,
+    }
+    if let Err(e) = state.store.delete_image(image_id).await {
+        tracing::warn!(image = %image_id, error = %e, "could not remove the image of a failed upload");
+    }
+    crate::image::data::remove_data(state, image_id).await;
+}
+
 /// Whether the volume is being deleted from this host (rather than its old copy removed).
 async fn deleting(s: &crate::store::Store, id: &str, host: &str) -> StoreResult<bool> {
     match s.get_volume(id).await {
@@ -212,10 +275,36 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
             "deleting" => "error_deleting",
             "attaching" => "error_attaching",
             "detaching" => "error_detaching",
+            // An upload only reads the volume: it goes back to where it was, and the image
+            // (never to get its bytes: the work item ends here) is removed.
+            "uploading" => {
+                let back = if v.attach_status == "attached" { "in-use" } else { "available" };
+                if state.store.set_volume_status(&v.id, &["uploading"], back, None).await? {
+                    tracing::error!(volume = %v.id, "upload to image passed its deadline; the image is removed");
+                    for (work_id, action) in state.store.open_volume_work(&v.id).await? {
+                        if let Ok(Action::VolumeUploadImage { image_id, .. }) = serde_json::from_str::<Action>(&action)
+                        {
+                            state.store.finish_work(&work_id, "failed", Some("deadline passed")).await?;
+                            remove_image(state, &image_id).await;
+                        }
+                    }
+                }
+                continue;
+            }
             _ => continue,
         };
         if state.store.set_volume_status(&v.id, &[v.status.as_str()], to, None).await? {
             tracing::warn!(volume = %v.id, from = %v.status, to, "volume work passed its deadline");
+        }
+    }
+    for snap in state.store.snapshots_past_deadline(&now()).await? {
+        let to = match snap.status.as_str() {
+            "creating" => "error",
+            "deleting" => "error_deleting",
+            _ => continue,
+        };
+        if state.store.set_snapshot_status(&snap.id, &[snap.status.as_str()], to, None, None).await? {
+            tracing::warn!(snapshot = %snap.id, from = %snap.status, to, "snapshot work passed its deadline");
         }
     }
     Ok(())

@@ -76,10 +76,12 @@ pub struct CreateForm {
     networks: Vec<(String, String)>,
     /// The instance whose groups change (ID, name, its groups now), for that form.
     server: Option<(String, String, Vec<String>)>,
-    /// The volume a volume form acts on; images and snapshots a new volume may start from.
+    /// The volume a volume form acts on; images, snapshots and volumes a new volume may start
+    /// from (name, ID).
     volume: VolumeRef,
     images: Vec<(String, String)>,
     snapshots: Vec<(String, String)>,
+    volumes: Vec<(String, String)>,
     /// The image to download (ID, name).
     image: Option<(String, String)>,
     pub error: Option<String>,
@@ -96,22 +98,27 @@ const DOWNLOAD: &[&str] = &["Save to"];
 const SECGROUP: &[&str] = &["Name", "Description"];
 const SECRULE: &[&str] = &["Group", "Direction", "Ethertype", "Protocol", "Ports", "Remote", "Description"];
 const SERVER_GROUPS: &[&str] = &["Add", "Remove"];
-const VOLUME: &[&str] = &["Name", "Size GB", "Type", "Image", "Snapshot", "Description"];
+const VOLUME: &[&str] = &["Name", "Size GB", "Type", "Image", "Snapshot", "From volume", "Description"];
 const EXTEND: &[&str] = &["New size GB"];
 const ATTACH: &[&str] = &["Instance"];
 const DETACH: &[&str] = &["From"];
 const VOLSNAPSHOT: &[&str] = &["Name", "Description"];
 const TO_IMAGE: &[&str] = &["Image name", "Disk format"];
 
-/// A new volume as the form describes it (Cinder's fields; image and snapshot as IDs).
+/// A new volume as the form describes it (Cinder's fields; its source as an ID: at most one of
+/// image, snapshot and source volume).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VolumeSpec {
     pub name: String,
-    pub size_gb: u64,
+    /// `None`: the source's size (only with a snapshot or a source volume).
+    pub size_gb: Option<u64>,
     /// Empty: the cloud's default type.
     pub volume_type: String,
+    /// Cinder's `imageRef` (the volume starts as the image).
     pub image_id: Option<String>,
     pub snapshot_id: Option<String>,
+    /// Cinder's `source_volid` (a clone).
+    pub source_volid: Option<String>,
     pub description: String,
 }
 
@@ -285,11 +292,17 @@ impl CreateForm {
         }
     }
 
-    /// Fresher images and snapshots for the volume form.
-    pub fn set_sources(&mut self, images: Vec<(String, String)>, snapshots: Vec<(String, String)>) {
+    /// Fresher images, snapshots and volumes for the volume form.
+    pub fn set_sources(
+        &mut self,
+        images: Vec<(String, String)>,
+        snapshots: Vec<(String, String)>,
+        volumes: Vec<(String, String)>,
+    ) {
         if self.what == What::Volume {
             self.images = images;
             self.snapshots = snapshots;
+            self.volumes = volumes;
         }
     }
 
@@ -325,21 +338,26 @@ impl CreateForm {
         }
     }
 
-    /// A new volume; `from_snapshot` prefills its source (the Snapshots view's `c`).
+    /// A new volume, empty or from one source (an image, a snapshot or another volume);
+    /// `from_snapshot` prefills the snapshot (the Snapshots view's `c`), whose size it then
+    /// takes unless one is given.
     pub fn volume(
         images: Vec<(String, String)>,
         snapshots: Vec<(String, String)>,
+        volumes: Vec<(String, String)>,
         from_snapshot: Option<&str>,
     ) -> CreateForm {
+        let size = if from_snapshot.is_some() { "" } else { "1" };
         let fields = vec![
             field("", "name (optional)"),
-            field("1", "GB"),
+            field(size, "GB (empty with a source: the source's size)"),
             field("", "empty: the cloud's default type"),
             field("", "image name or ID (optional): the volume starts as the image"),
             field(from_snapshot.unwrap_or_default(), "snapshot name or ID (optional)"),
+            field("", "volume name or ID (optional): a copy of it"),
             field("", "optional"),
         ];
-        CreateForm { what: What::Volume, labels: VOLUME, images, snapshots, ..CreateForm::blank(fields) }
+        CreateForm { what: What::Volume, labels: VOLUME, images, snapshots, volumes, ..CreateForm::blank(fields) }
     }
 
     /// One of the forms that act on a volume: extend, attach (instances to pick from, by name
@@ -370,6 +388,7 @@ impl CreateForm {
             volume: VolumeRef::default(),
             images: Vec::new(),
             snapshots: Vec::new(),
+            volumes: Vec::new(),
             image: None,
             error: None,
             busy: false,
@@ -454,23 +473,31 @@ impl CreateForm {
             What::SecGroup => Ok(Create::SecGroup { name: v[0].clone(), description: v[1].clone() }),
             What::SecRule => rule_spec(&v, &self.networks).map(Create::SecRule),
             What::Volume => {
-                let size = v[1]
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("size {}: whole GB, 1 or more", v[1]))?;
-                if !v[3].is_empty() && !v[4].is_empty() {
-                    return Err("start from an image or a snapshot, not both".into());
+                let sources = v[3..6].iter().filter(|s| !s.is_empty()).count();
+                if sources > 1 {
+                    return Err("start from one source: an image, a snapshot or a volume".into());
                 }
+                let size = match v[1].as_str() {
+                    // Cinder takes a snapshot's or a source volume's size when none is given.
+                    "" if !v[4].is_empty() || !v[5].is_empty() => None,
+                    s => Some(
+                        s.parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| format!("size {s}: whole GB, 1 or more"))?,
+                    ),
+                };
                 let image_id = (!v[3].is_empty()).then(|| pick(&self.images, &v[3], "image")).transpose()?;
                 let snapshot_id = (!v[4].is_empty()).then(|| pick(&self.snapshots, &v[4], "snapshot")).transpose()?;
+                let source_volid = (!v[5].is_empty()).then(|| pick(&self.volumes, &v[5], "volume")).transpose()?;
                 Ok(Create::Volume(VolumeSpec {
                     name: v[0].clone(),
                     size_gb: size,
                     volume_type: v[2].clone(),
                     image_id,
                     snapshot_id,
-                    description: v[5].clone(),
+                    source_volid,
+                    description: v[6].clone(),
                 }))
             }
             What::Extend => {

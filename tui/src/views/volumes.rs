@@ -202,7 +202,10 @@ pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
     };
     match c {
         Create::Volume(v) => {
-            let mut vol = json!({"size": v.size_gb, "name": v.name, "description": v.description});
+            let mut vol = json!({"name": v.name, "description": v.description});
+            if let Some(size) = v.size_gb {
+                vol["size"] = json!(size);
+            }
             if !v.volume_type.is_empty() {
                 vol["volume_type"] = json!(v.volume_type);
             }
@@ -211,6 +214,9 @@ pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
             }
             if let Some(s) = &v.snapshot_id {
                 vol["snapshot_id"] = json!(s);
+            }
+            if let Some(s) = &v.source_volid {
+                vol["source_volid"] = json!(s);
             }
             client.send_url(Method::POST, SERVICE, &format!("{base}/volumes"), Some(&json!({"volume": vol}))).await?;
             Ok(Response::Created { kind: Kind::Volumes, name: v.name.clone() })
