@@ -208,19 +208,43 @@ pub async fn verify_password(password: String, hash: String) -> bool {
 
 /// [`hash_password`] on the calling thread.
 pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
-    hash_password_in(password, &mut HashMemory::default())
+    with_hash_memory(|mem| hash_password_in(password, mem))
 }
 
 /// [`verify_password`] on the calling thread.
 pub fn verify_password_blocking(password: &str, hash: &str) -> bool {
-    verify_password_in(password, hash, &mut HashMemory::default())
+    with_hash_memory(|mem| verify_password_in(password, hash, mem))
 }
 
-/// argon2's working memory (19 MiB with the default parameters). The hashing pool keeps one per
-/// running slot and reuses it: allocating and freeing 19 MiB per login made the allocator hold
-/// on to freed blocks, and the server's memory grew with the login rate instead of the pool size.
+/// argon2's working memory (19 MiB with the default parameters), reused (see
+/// [`with_hash_memory`]): allocating and freeing 19 MiB per login made the allocator hold on to
+/// freed blocks, and the server's memory grew with the login rate instead of the pool size.
 #[derive(Default)]
 pub struct HashMemory(Vec<argon2::Block>);
+
+/// Working memory of hashes that have finished, for the next ones: one buffer per hash that
+/// ever ran at the same time as others, whoever ran it (the hashing pool's slots, the bootstrap's
+/// admin password, the admin commands). A buffer freed outside this set stayed resident in the
+/// allocator next to the pool's own and was the server's peak memory (bench-logins: the
+/// bootstrap's hash left 19 MiB beside the pool's two buffers).
+static SPARE_MEMORY: std::sync::Mutex<Vec<HashMemory>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` with a spare [`HashMemory`] (a new one when none is spare) and keeps it for the next
+/// hash.
+pub fn with_hash_memory<T>(f: impl FnOnce(&mut HashMemory) -> T) -> T {
+    let spares = || SPARE_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut mem = spares().pop().unwrap_or_default();
+    let out = f(&mut mem);
+    mem.trim();
+    spares().push(mem);
+    out
+}
+
+/// The spare buffers' sizes, in blocks (tests).
+#[cfg(test)]
+pub(crate) fn spare_memory() -> Vec<usize> {
+    SPARE_MEMORY.lock().unwrap_or_else(|p| p.into_inner()).iter().map(HashMemory::len).collect()
+}
 
 impl HashMemory {
     /// The first `blocks` blocks, growing the buffer when a hash needs more. Its content need

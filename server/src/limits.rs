@@ -46,8 +46,6 @@ pub struct HashPool {
     running: Arc<Semaphore>,
     /// One permit per caller that may be running or waiting (`concurrency + queue`).
     admitted: Arc<Semaphore>,
-    /// argon2's working memory, one per slot that has run, reused (see [`HashMemory`]).
-    memory: Arc<std::sync::Mutex<Vec<HashMemory>>>,
 }
 
 impl HashPool {
@@ -56,7 +54,6 @@ impl HashPool {
         HashPool {
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
-            memory: Arc::default(),
         }
     }
 
@@ -64,17 +61,13 @@ impl HashPool {
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut HashMemory) -> T + Send + 'static) -> ApiResult<T> {
         let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| busy())?;
         let running = self.running.clone().acquire_owned().await.map_err(ApiError::internal)?;
-        let memory = self.memory.clone();
         // The permits go with the work: a caller that gives up (timeout, closed connection)
-        // does not free a slot while its hash still runs. A slot holds at most one buffer, so
-        // there are never more buffers than slots.
+        // does not free a slot while its hash still runs. A running slot holds one buffer of
+        // the process's spares, so there are never more buffers than slots (plus the few hashes
+        // made outside the pool, which run one at a time).
         tokio::task::spawn_blocking(move || {
             let _permits = (admitted, running);
-            let mut mem = memory.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-            let out = f(&mut mem);
-            mem.trim();
-            memory.lock().unwrap_or_else(|p| p.into_inner()).push(mem);
-            out
+            crate::auth::with_hash_memory(f)
         })
         .await
         .map_err(ApiError::internal)
@@ -303,10 +296,9 @@ mod tests {
         for ok in futures_util::future::join_all(checks).await {
             assert!(ok.expect("admitted"));
         }
-        // Twelve checks, two slots: two 19 MiB buffers were made and are kept for the next.
-        let memory = pool.memory.lock().expect("lock");
-        assert_eq!(memory.len(), 2);
-        assert!(memory.iter().all(|m| m.len() == argon2::Params::default().block_count()));
+        // Twelve checks, two slots: two 19 MiB buffers were made (the first being the one the
+        // hash above left) and are kept for the next.
+        assert_eq!(crate::auth::spare_memory(), vec![argon2::Params::default().block_count(); 2]);
     }
 
     #[tokio::test]

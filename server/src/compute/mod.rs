@@ -18,6 +18,8 @@ mod quotas;
 pub mod scheduler;
 mod security_groups;
 mod server_view;
+#[cfg(test)]
+mod server_view_reference;
 pub(crate) mod servers;
 pub mod states;
 mod volume_attachments;

@@ -47,6 +47,8 @@ pub(crate) struct Extras {
     pub host_name: Option<String>,
     pub host_az: Option<String>,
     pub host_up: Option<bool>,
+    /// `hostId` ([`host_id_hash`] of the project and host).
+    pub host_id: String,
     pub addresses: Addresses,
     /// The names of the groups of the server's ports.
     pub security_groups: Vec<String>,
@@ -55,16 +57,57 @@ pub(crate) struct Extras {
 }
 
 #[derive(Serialize)]
-struct Link {
+struct Link<'a> {
     rel: &'static str,
-    href: String,
+    href: Joined<'a, 3>,
+}
+
+/// Strings written one after the other as one JSON string, never joined in memory: a page of a
+/// thousand servers has thousands of links and names.
+struct Joined<'a, const N: usize>([&'a str; N]);
+
+impl<const N: usize> Serialize for Joined<'_, N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<const N: usize> std::fmt::Display for Joined<'_, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|part| f.write_str(part))
+    }
+}
+
+/// A stored time as Nova shows it (`2013-09-23T13:53:12Z`), written without a `String`.
+struct NovaTime<'a>(&'a str);
+
+impl Serialize for NovaTime<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The stored form is always `fmt_time`'s (`2013-09-23T13:53:12.123456Z`, UTC): its
+        // first 19 bytes are Nova's form without the zone. Anything else goes the long way.
+        let b = self.0.as_bytes();
+        let stored_form = b.len() == 27
+            && b[19] == b'.'
+            && b[26] == b'Z'
+            && b.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b'T',
+                13 | 16 => *c == b':',
+                19 | 26 => true,
+                _ => c.is_ascii_digit(),
+            });
+        match self.0.get(..19) {
+            Some(head) if stored_form => Joined([head, "Z"]).serialize(s),
+            _ => s.serialize_str(&nova_time(self.0)),
+        }
+    }
 }
 
 /// `{"id", "links"}` of an image or (before 2.47) a flavor.
 #[derive(Serialize)]
 struct Ref<'a> {
     id: &'a str,
-    links: [Link; 1],
+    links: [Link<'a>; 1],
 }
 
 #[derive(Serialize)]
@@ -75,19 +118,30 @@ enum ImageRef<'a> {
     Image(Ref<'a>),
 }
 
-/// The flavor snapshot stored at boot, as 2.47+ embeds it.
+/// The flavor snapshot stored at boot, as 2.47+ embeds it: its values copied through as they
+/// are stored (a missing one is `null`).
 #[derive(serde::Deserialize, Serialize, Default)]
 #[serde(default)]
 struct EmbeddedFlavor<'a> {
-    vcpus: Value,
-    ram: Value,
-    disk: Value,
-    ephemeral: Value,
-    swap: Value,
-    #[serde(rename(deserialize = "name", serialize = "original_name"))]
-    original_name: Value,
+    #[serde(borrow, serialize_with = "or_null")]
+    vcpus: Option<&'a RawValue>,
+    #[serde(borrow, serialize_with = "or_null")]
+    ram: Option<&'a RawValue>,
+    #[serde(borrow, serialize_with = "or_null")]
+    disk: Option<&'a RawValue>,
+    #[serde(borrow, serialize_with = "or_null")]
+    ephemeral: Option<&'a RawValue>,
+    #[serde(borrow, serialize_with = "or_null")]
+    swap: Option<&'a RawValue>,
+    #[serde(borrow, rename(deserialize = "name", serialize = "original_name"), serialize_with = "or_null")]
+    original_name: Option<&'a RawValue>,
     #[serde(borrow)]
     extra_specs: Option<&'a RawValue>,
+}
+
+/// A stored `null` and a missing value both read as `None` and show as `null`.
+fn or_null<S: serde::Serializer>(v: &Option<&RawValue>, s: S) -> Result<S::Ok, S::Error> {
+    v.unwrap_or(RawValue::NULL).serialize(s)
 }
 
 #[derive(Serialize)]
@@ -114,17 +168,17 @@ pub(crate) struct ServerView<'a> {
     user_id: &'a str,
     metadata: &'a RawValue,
     #[serde(rename = "hostId")]
-    host_id: String,
+    host_id: &'a str,
     image: ImageRef<'a>,
     flavor: FlavorRef<'a>,
-    created: String,
-    updated: String,
+    created: NovaTime<'a>,
+    updated: NovaTime<'a>,
     addresses: &'a Addresses,
     #[serde(rename = "accessIPv4")]
     access_ip_v4: &'a str,
     #[serde(rename = "accessIPv6")]
     access_ip_v6: &'a str,
-    links: [Link; 2],
+    links: [Link<'a>; 2],
     #[serde(rename = "OS-DCF:diskConfig")]
     disk_config: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,7 +242,7 @@ struct AdminAttrs<'a> {
     #[serde(rename = "OS-EXT-SRV-ATTR:hypervisor_hostname")]
     hypervisor_hostname: Option<&'a str>,
     #[serde(rename = "OS-EXT-SRV-ATTR:instance_name")]
-    instance_name: String,
+    instance_name: Joined<'a, 2>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     v2_3: Option<AdminAttrs23<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,7 +270,7 @@ struct AdminAttrs23<'a> {
 
 /// `hostId`: a hash of the project and host, so that a project can tell whether two of its
 /// servers share a host without learning the host's name (as Nova).
-fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
+pub(crate) fn host_id_hash(project_id: &str, host: Option<&str>) -> String {
     match host {
         Some(h) => hex::encode(Sha224::digest(format!("{project_id}{h}").as_bytes())),
         None => String::new(),
@@ -234,13 +288,14 @@ fn nova_launch_time(stored: &str) -> &str {
     stored.trim_end_matches('Z')
 }
 
-fn link(state: &AppState, rel: &'static str, path: &str) -> Link {
-    Link { rel, href: state.url(path) }
+/// `{public_url}{path}{id}`.
+fn link<'a>(state: &'a AppState, rel: &'static str, path: &'static str, id: &'a str) -> Link<'a> {
+    Link { rel, href: Joined([&state.cfg.public_url, path, id]) }
 }
 
 /// The representation of `inst` for microversion `v` and `shape`, as `ctx` may see it.
 pub(crate) fn view<'a>(
-    state: &AppState,
+    state: &'a AppState,
     ctx: &Ctx,
     v: ApiVersion,
     inst: &'a Instance,
@@ -253,7 +308,7 @@ pub(crate) fn view<'a>(
     } else {
         ImageRef::Image(Ref {
             id: &inst.image_id,
-            links: [link(state, "bookmark", &format!("compute/images/{}", inst.image_id))],
+            links: [link(state, "bookmark", "/compute/images/", &inst.image_id)],
         })
     };
     let flavor = if v.at_least(47) {
@@ -263,7 +318,7 @@ pub(crate) fn view<'a>(
     } else {
         FlavorRef::Ref(Ref {
             id: &inst.flavor_id,
-            links: [link(state, "bookmark", &format!("compute/flavors/{}", inst.flavor_id))],
+            links: [link(state, "bookmark", "/compute/flavors/", &inst.flavor_id)],
         })
     };
     let fault = inst.fault.as_deref().filter(|_| st == "ERROR").map(|f| {
@@ -297,7 +352,7 @@ pub(crate) fn view<'a>(
         admin: ctx.is_admin().then(|| AdminAttrs {
             host: x.host_name.as_deref(),
             hypervisor_hostname: x.host_name.as_deref(),
-            instance_name: format!("meridian-{}", inst.id),
+            instance_name: Joined(["meridian-", &inst.id]),
             v2_3: v.at_least(3).then_some(AdminAttrs23 {
                 reservation_id: &inst.reservation_id,
                 launch_index: inst.launch_index,
@@ -321,17 +376,17 @@ pub(crate) fn view<'a>(
         tenant_id: &inst.project_id,
         user_id: &inst.user_id,
         metadata: raw(&inst.metadata, "{}"),
-        host_id: host_id_hash(&inst.project_id, x.host_name.as_deref()),
+        host_id: &x.host_id,
         image,
         flavor,
-        created: nova_time(&inst.created_at),
-        updated: nova_time(&inst.updated_at),
+        created: NovaTime(&inst.created_at),
+        updated: NovaTime(&inst.updated_at),
         addresses: &x.addresses,
         access_ip_v4: inst.access_ip_v4.as_deref().unwrap_or_default(),
         access_ip_v6: inst.access_ip_v6.as_deref().unwrap_or_default(),
         links: [
-            link(state, "self", &format!("compute/v2.1/servers/{}", inst.id)),
-            link(state, "bookmark", &format!("compute/servers/{}", inst.id)),
+            link(state, "self", "/compute/v2.1/servers/", &inst.id),
+            link(state, "bookmark", "/compute/servers/", &inst.id),
         ],
         disk_config: "MANUAL",
         progress: match st {
@@ -347,5 +402,161 @@ pub(crate) fn view<'a>(
         server_groups: (v.at_least(71) && shape != Shape::Detail).then_some([]),
         locked_reason: v.at_least(73).then_some(None),
         full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The representation against the one written before the list speed-ups
+    //! (`server_view_reference`), for every shape, several microversions, an admin and a member,
+    //! and rows that take each branch (errors with faults, no host, unusual stored values).
+
+    use super::*;
+    use crate::compute::server_view_reference as reference;
+    use crate::testing::TestApp;
+
+    fn instance(n: u32) -> Instance {
+        Instance {
+            id: format!("00000000-0000-4000-8000-00000000000{n}"),
+            name: format!("srv-{n}"),
+            hostname: format!("srv-{n}"),
+            description: None,
+            project_id: "p1".into(),
+            user_id: "u1".into(),
+            flavor_id: "1".into(),
+            flavor: r#"{"id":"1","name":"m1.tiny","vcpus":1,"ram":512,"disk":1,"ephemeral":0,"swap":0,"extra_specs":{"hw:cpu_policy":"shared"}}"#.into(),
+            image_id: "img-1".into(),
+            key_name: None,
+            key_data: None,
+            user_data: None,
+            metadata: "{}".into(),
+            tags: "[]".into(),
+            availability_zone: None,
+            config_drive: String::new(),
+            reservation_id: format!("r-{n}"),
+            launch_index: 0,
+            host_id: None,
+            alternates: "[]".into(),
+            tried_hosts: "[]".into(),
+            claimed: 0,
+            requested_networks: "[]".into(),
+            owned_ports: "[]".into(),
+            vm_state: "active".into(),
+            task_state: None,
+            power_state: 1,
+            fault: None,
+            locked: 0,
+            build_deadline: None,
+            created_at: "2026-01-02T03:04:05.123456Z".into(),
+            updated_at: "2026-01-02T03:04:06.000001Z".into(),
+            launched_at: Some("2026-01-02T03:04:06.000001Z".into()),
+            terminated_at: None,
+            deleted: 0,
+            access_ip_v4: None,
+            access_ip_v6: None,
+        }
+    }
+
+    fn rows() -> Vec<(Instance, Extras)> {
+        let mut a = instance(1);
+        a.description = Some("first \"one\" é".into());
+        a.key_name = Some("k".into());
+        a.user_data = Some("IyEvYmluL3NoCg==".into());
+        a.metadata = r#"{"k": "v", "uni": "\u00e9\n"}"#.into();
+        a.tags = r#"["a", "b"]"#.into();
+        a.availability_zone = Some("az1".into());
+        a.config_drive = "True".into();
+        a.launch_index = 2;
+        a.access_ip_v4 = Some("192.0.2.1".into());
+        a.access_ip_v6 = Some("2001:db8::1".into());
+        a.locked = 1;
+        let mut addresses = Addresses::new();
+        addresses.insert(
+            "net".into(),
+            vec![
+                Address { version: 4, addr: "10.0.0.5".into(), kind: "fixed", mac_addr: "fa:16:3e:00:00:01".into() },
+                Address { version: 6, addr: "fd00::5".into(), kind: "fixed", mac_addr: "fa:16:3e:00:00:01".into() },
+            ],
+        );
+        addresses.insert("other".into(), vec![]);
+        let with_host = Extras {
+            host_name: Some("compute-a".into()),
+            host_az: Some("nova".into()),
+            host_up: Some(true),
+            host_id: host_id_hash("p1", Some("compute-a")),
+            addresses,
+            security_groups: vec!["default".into(), "web".into()],
+            volumes: vec!["vol-1".into(), "vol-2".into()],
+        };
+        let bare = || Extras {
+            host_name: None,
+            host_az: None,
+            host_up: None,
+            host_id: String::new(),
+            addresses: Addresses::new(),
+            security_groups: vec![],
+            volumes: vec![],
+        };
+        // An error with a 500 fault (details for admins only), booted from a volume, a flavor
+        // without extra specs or some values, times in another stored form.
+        let mut b = instance(2);
+        b.vm_state = "error".into();
+        b.task_state = Some("spawning".into());
+        b.power_state = 0;
+        b.image_id = String::new();
+        b.fault =
+            Some(r#"{"code": 500, "message": "boom", "details": "trace", "created": "2026-01-01T00:00:00Z"}"#.into());
+        b.flavor = r#"{"name":"odd \u00e9","vcpus":2,"ram":null}"#.into();
+        b.created_at = "2026-01-02T03:04:05Z".into();
+        b.updated_at = "2026-01-02T03:04:05+00:00".into();
+        b.launched_at = None;
+        b.terminated_at = Some("2026-01-03T00:00:00.000000Z".into());
+        let mut down = bare();
+        down.host_name = Some("compute-b".into());
+        down.host_up = Some(false);
+        down.host_id = host_id_hash("p1", Some("compute-b"));
+        // A build, a 400 fault (shown to everyone) on a row that is not in error (not shown),
+        // and stored JSON that does not parse.
+        let mut c = instance(3);
+        c.vm_state = "building".into();
+        c.task_state = Some("scheduling".into());
+        c.fault = Some(r#"{"code": 400, "message": "no"}"#.into());
+        c.metadata = "not json".into();
+        c.tags = "".into();
+        c.flavor = "{broken".into();
+        let mut d = instance(4);
+        d.vm_state = "error".into();
+        d.fault = Some("not json".into());
+        d.description = Some(String::new());
+        vec![(a, with_host), (b, down), (c, bare()), (d, bare())]
+    }
+
+    fn json(v: &impl Serialize) -> Value {
+        serde_json::from_slice(&serde_json::to_vec(v).expect("serialise")).expect("parse")
+    }
+
+    #[tokio::test]
+    async fn representations_match_the_reference() {
+        let app = TestApp::new().await;
+        let admin = crate::auth::validate(&app.state, &app.admin_token).await.expect("validate").expect("admin");
+        let mut member = admin.clone();
+        member.roles.retain(|r| r.name != "admin");
+        assert!(admin.is_admin() && !member.is_admin());
+        let rows = rows();
+        let mut compared = 0;
+        for ctx in [&admin, &member] {
+            for minor in [1, 2, 3, 9, 16, 19, 26, 46, 47, 62, 63, 71, 73, 79] {
+                let v = ApiVersion::new(2, minor);
+                for shape in [Shape::Show, Shape::Detail, Shape::UpdateLegacy] {
+                    for (inst, x) in &rows {
+                        let new = json(&view(&app.state, ctx, v, inst, x, shape));
+                        let old = json(&reference::view(&app.state, ctx, v, inst, x, shape));
+                        assert_eq!(new, old, "2.{minor}, admin {}, {}", ctx.is_admin(), inst.name);
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 2 * 14 * 3 * 4);
     }
 }

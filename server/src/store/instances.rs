@@ -10,7 +10,7 @@ use super::identity::found;
 use super::sql::Sql;
 use super::{Backend, Store, StoreError, StoreResult, new_uuid, now};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Instance {
     pub id: String,
     pub name: String,
@@ -200,6 +200,28 @@ pub struct InstancePage<'a> {
     pub limit: Option<i64>,
 }
 
+/// What a server's representation reads from other tables than `instances`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct InstanceExtras {
+    /// Its ports' addresses: ports by creation, then each port's addresses in order; a port
+    /// without addresses once, without an address.
+    pub addresses: Vec<PortAddress>,
+    /// The names of its ports' security groups, each once, sorted.
+    pub security_groups: Vec<String>,
+    /// The volumes attached through the compute API, oldest first.
+    pub volumes: Vec<String>,
+}
+
+/// One row of [`InstanceExtras::addresses`].
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PortAddress {
+    pub network_id: String,
+    /// `None` when the network is gone.
+    pub network_name: Option<String>,
+    pub mac_address: String,
+    pub ip_address: Option<String>,
+}
+
 /// Byte order for text keys: PostgreSQL's default collation may follow the locale, SQLite's
 /// BINARY already compares bytes.
 pub(crate) fn text_order(backend: Backend) -> &'static str {
@@ -246,6 +268,39 @@ fn push_filter(sql: &mut Sql, f: &InstanceFilter, m: &InstanceMatch) {
     if let Some(v) = &m.reservation_id {
         sql.push(" AND reservation_id = ").text(v.as_str());
     }
+}
+
+/// The filters, the position after the marker (`after`: its key and id), the order and the
+/// limit of a page (what follows `WHERE`).
+fn push_page(
+    sql: &mut Sql,
+    backend: Backend,
+    f: &InstanceFilter,
+    m: &InstanceMatch,
+    page: &InstancePage<'_>,
+    after: Option<(String, &str)>,
+) {
+    let collate = text_order(backend);
+    let key = format!("{}{collate}", page.sort.column());
+    let id = format!("id{collate}");
+    push_filter(sql, f, m);
+    if let Some((k, marker)) = after {
+        let op = if page.desc { "<" } else { ">" };
+        sql.push(&format!(" AND ({key} {op} ")).text(k.as_str());
+        sql.push(&format!(" OR ({key} = ")).text(k.as_str());
+        sql.push(&format!(" AND {id} {op} ")).text(marker).push("))");
+    }
+    sql.push(" ").push(&page_order(backend, page));
+    if let Some(n) = page.limit {
+        sql.push(" LIMIT ").int(n);
+    }
+}
+
+/// `ORDER BY` the page's key, then the id, in the page's direction.
+fn page_order(backend: Backend, page: &InstancePage<'_>) -> String {
+    let collate = text_order(backend);
+    let dir = if page.desc { "DESC" } else { "ASC" };
+    format!("ORDER BY {}{collate} {dir}, id{collate} {dir}", page.sort.column())
 }
 
 pub(crate) const INSTANCE_COLS: &str = "id, name, hostname, description, project_id, user_id, flavor_id, flavor, image_id, \
@@ -388,34 +443,111 @@ impl Store {
         m: &InstanceMatch,
         page: &InstancePage<'_>,
     ) -> StoreResult<Vec<Instance>> {
-        let collate = text_order(self.backend);
-        let key = format!("{}{collate}", page.sort.column());
-        let id = format!("id{collate}");
-        let mut after = None;
-        if let Some(marker) = page.marker {
-            let mut sql = Sql::default();
-            sql.push(&format!("SELECT {} FROM instances WHERE ", page.sort.column()));
-            push_filter(&mut sql, f, m);
-            sql.push(" AND id = ").text(marker);
-            let row: Option<(String,)> = sql.query_as().fetch_optional(&mut *self.conn().await?).await?;
-            let (k,) = row.ok_or_else(|| StoreError::NotFound(format!("marker [{marker}] not found")))?;
-            after = Some((k, marker));
-        }
+        let after = self.marker_key(f, m, page).await?;
         let mut sql = Sql::default();
         sql.push(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE "));
-        push_filter(&mut sql, f, m);
-        if let Some((k, marker)) = after {
-            let op = if page.desc { "<" } else { ">" };
-            sql.push(&format!(" AND ({key} {op} ")).text(k.as_str());
-            sql.push(&format!(" OR ({key} = ")).text(k.as_str());
-            sql.push(&format!(" AND {id} {op} ")).text(marker).push("))");
-        }
-        let dir = if page.desc { "DESC" } else { "ASC" };
-        sql.push(&format!(" ORDER BY {key} {dir}, {id} {dir}"));
-        if let Some(n) = page.limit {
-            sql.push(" LIMIT ").int(n);
-        }
+        push_page(&mut sql, self.backend, f, m, page, after);
         Ok(sql.query_as().fetch_all(&mut *self.conn().await?).await?)
+    }
+
+    /// The marker's sort key (`None` without a marker): one statement; `NotFound` when the
+    /// marker is not in the filtered listing.
+    async fn marker_key<'p>(
+        &self,
+        f: &InstanceFilter,
+        m: &InstanceMatch,
+        page: &InstancePage<'p>,
+    ) -> StoreResult<Option<(String, &'p str)>> {
+        let Some(marker) = page.marker else { return Ok(None) };
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {} FROM instances WHERE ", page.sort.column()));
+        push_filter(&mut sql, f, m);
+        sql.push(" AND id = ").text(marker);
+        let row: Option<(String,)> = sql.query_as().fetch_optional(&mut *self.conn().await?).await?;
+        let (k,) = row.ok_or_else(|| StoreError::NotFound(format!("marker [{marker}] not found")))?;
+        Ok(Some((k, marker)))
+    }
+
+    /// [`Store::list_instances_page`] with each instance's [`InstanceExtras`] (what
+    /// `/servers/detail` shows). On SQLite the page and its extras are one statement whose
+    /// result SQLite itself encodes as one JSON array: sqlx hands every row from SQLite's worker
+    /// thread to the async side on its own, and with the extras' rows a page of a thousand
+    /// servers took several thousand such handoffs. On PostgreSQL, the page and one read per
+    /// kind of extra.
+    pub async fn list_instances_page_with_extras(
+        &self,
+        f: &InstanceFilter,
+        m: &InstanceMatch,
+        page: &InstancePage<'_>,
+    ) -> StoreResult<Vec<(Instance, InstanceExtras)>> {
+        if self.backend != Backend::Sqlite {
+            let rows = self.list_instances_page(f, m, page).await?;
+            let ids: Vec<&str> = rows.iter().map(|i| i.id.as_str()).collect();
+            let mut extras = self.instance_extras(&ids).await?;
+            return Ok(rows
+                .into_iter()
+                .map(|i| {
+                    let x = extras.remove(&i.id).unwrap_or_default();
+                    (i, x)
+                })
+                .collect());
+        }
+        let after = self.marker_key(f, m, page).await?;
+        let order = page_order(self.backend, page);
+        // `json()` keeps each subquery's result JSON (a subquery's value loses SQLite's JSON
+        // subtype, and would be embedded as a string).
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "SELECT json_group_array(json_array(json_array({INSTANCE_COLS}), \
+             json((SELECT json_group_array(json_array(p.network_id, n.name, p.mac_address, a.ip_address) \
+                   ORDER BY p.created_at, p.id, a.ip_key, a.subnet_id) \
+                   FROM ports p LEFT JOIN networks n ON n.id = p.network_id \
+                   LEFT JOIN ip_allocations a ON a.port_id = p.id WHERE p.device_id = t.id)), \
+             json((SELECT json_group_array(DISTINCT g.name ORDER BY g.name) FROM ports p \
+                   JOIN port_security_groups b ON b.port_id = p.id \
+                   JOIN security_groups g ON g.id = b.security_group_id WHERE p.device_id = t.id)), \
+             json((SELECT json_group_array(v.volume_id ORDER BY v.created_at, v.id) FROM volume_attachments v \
+                   WHERE v.instance_id = t.id AND v.by_compute <> 0))) \
+             {order}) FROM ("
+        ));
+        sql.push(&format!("SELECT {INSTANCE_COLS} FROM instances WHERE "));
+        push_page(&mut sql, self.backend, f, m, page, after);
+        sql.push(") AS t");
+        let (json,): (Option<String>,) = sql.query_as().fetch_one(&mut *self.conn().await?).await?;
+        type Row = (Instance, Vec<PortAddress>, Vec<String>, Vec<String>);
+        let rows: Vec<Row> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(i, addresses, security_groups, volumes)| (i, InstanceExtras { addresses, security_groups, volumes }))
+            .collect())
+    }
+
+    /// The [`InstanceExtras`] of these instances (those that have any), in three reads.
+    pub async fn instance_extras(
+        &self,
+        ids: &[&str],
+    ) -> StoreResult<std::collections::BTreeMap<String, InstanceExtras>> {
+        let mut out: std::collections::BTreeMap<String, InstanceExtras> = Default::default();
+        for a in self.instance_addresses(ids).await? {
+            out.entry(a.device_id).or_default().addresses.push(PortAddress {
+                network_id: a.network_id,
+                network_name: a.network_name,
+                mac_address: a.mac_address,
+                ip_address: a.ip_address,
+            });
+        }
+        let groups = self.group_names_by_device(ids).await.map_err(|e| match e {
+            super::network::NetError::Store(e) => e,
+            other => StoreError::Other(other.into()),
+        })?;
+        for (id, names) in groups {
+            out.entry(id).or_default().security_groups = names;
+        }
+        for (id, attachments) in self.attachments_of_instances(ids).await? {
+            out.entry(id).or_default().volumes =
+                attachments.into_iter().filter(|a| a.by_compute != 0).map(|a| a.volume_id).collect();
+        }
+        Ok(out)
     }
 
     /// The port addresses of these instances, in one statement (ports by creation, then each
