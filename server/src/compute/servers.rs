@@ -78,6 +78,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
     let mut addresses = addresses_by_instance(state, &ids).await?;
     let mut groups = state.store.group_names_by_device(&ids).await?;
     let mut volumes = state.store.attachments_of_instances(&ids).await?;
+    let mut locks = state.store.lock_info(&ids).await?;
     Ok(insts
         .iter()
         .map(|inst| {
@@ -95,6 +96,7 @@ async fn extras_of(state: &AppState, insts: &[Instance]) -> ApiResult<Vec<Extras
                     .filter(|a| a.by_compute != 0)
                     .map(|a| a.volume_id)
                     .collect(),
+                locked_reason: locks.remove(&inst.id).and_then(|l| l.locked_reason),
             }
         })
         .collect())
@@ -476,13 +478,7 @@ pub async fn create(
                 "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)",
             ));
         }
-        Some(Value::Array(t)) if t.len() <= 50 => t
-            .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("Invalid input for field/attribute tags.")))
-            .collect::<ApiResult<_>>()?,
-        Some(other) => {
-            return Err(bad(format!("Invalid input for field/attribute tags. Value: {other}.")));
-        }
+        Some(raw) => super::tags::check_tags("tags", raw)?,
     };
     let min_count = count_field(b, "min_count")?.unwrap_or(1);
     let max_count = count_field(b, "max_count")?.unwrap_or(min_count);
@@ -767,7 +763,14 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
             e
         }
     };
-    let in_memory = name_re.is_some() || !status_filter.is_empty() || ip4_re.is_some() || ip6_re.is_some();
+    let tag_filter = super::tags::TagFilter::from_query(&q, v);
+    let locked_filter = super::tags::locked_filter(&q, v)?;
+    let in_memory = name_re.is_some()
+        || !status_filter.is_empty()
+        || ip4_re.is_some()
+        || ip6_re.is_some()
+        || tag_filter.is_some()
+        || locked_filter.is_some();
     let (rows, page) = if in_memory {
         // Filters SQL cannot express (regular expressions, the status derived from two
         // columns): the SQL-filtered listing in order, then these filters and the page here.
@@ -779,6 +782,8 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
             .into_iter()
             .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
             .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
+            .filter(|i| tag_filter.as_ref().is_none_or(|f| f.matches(i)))
+            .filter(|i| locked_filter.is_none_or(|l| l == (i.locked != 0)))
             .collect();
         if ip4_re.is_some() || ip6_re.is_some() {
             let mut ips: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -943,11 +948,12 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
         if action == UserAction::Delete && task == Some(TaskState::Deleting) {
             return Ok(()); // another delete got there first: already on its way
         }
-        if !states::allowed(action, vm, task) {
-            return Err(states::refuse(action, &inst.id, vm, task));
-        }
+        // Nova checks the lock before the state (`check_instance_lock` is the outer decorator).
         if inst.locked != 0 && !ctx.is_admin() {
             return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+        }
+        if !states::allowed(action, vm, task) {
+            return Err(states::refuse(action, &inst.id, vm, task));
         }
         let to =
             NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
@@ -964,13 +970,7 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
     }
     let inst = &inst;
     record_action(state, ctx, &inst.id, action.name(), &ctx.request_id).await?;
-    let agent_action = match action {
-        UserAction::Stop => meridian_common::agent::Action::Stop,
-        UserAction::Start => meridian_common::agent::Action::Start,
-        UserAction::RebootSoft => meridian_common::agent::Action::Reboot { hard: false },
-        UserAction::RebootHard => meridian_common::agent::Action::Reboot { hard: true },
-        UserAction::Delete => meridian_common::agent::Action::Delete,
-    };
+    let agent_action = super::lifecycle::agent_action(action);
     let host = match &inst.host_id {
         Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
         None => None,
@@ -986,10 +986,13 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
             }
             let json = serde_json::to_string(&agent_action).map_err(ApiError::internal)?;
             state.store.enqueue_work(&inst.id, &h.id, &json).await?;
+            if action != UserAction::Delete {
+                super::lifecycle::arm_deadline(state, &inst.id).await?;
+            }
             if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
                 state
                     .store
-                    .start_event(&a.id, &format!("compute_{}_instance", event_verb(action)), Some(&h.name))
+                    .start_event(&a.id, &format!("compute_{}_instance", super::lifecycle::event_verb(action)), Some(&h.name))
                     .await?;
             }
             state.signals.notify(&h.id);
@@ -1009,15 +1012,6 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
         }
     }
     Ok(())
-}
-
-fn event_verb(action: UserAction) -> &'static str {
-    match action {
-        UserAction::Stop => "stop",
-        UserAction::Start => "start",
-        UserAction::RebootSoft | UserAction::RebootHard => "reboot",
-        UserAction::Delete => "terminate",
-    }
 }
 
 /// `DELETE /servers/{id}`: 204.
@@ -1045,6 +1039,9 @@ pub async fn action(
         .ok_or_else(|| bad("The action body must hold exactly one action."))?;
     let (name, args) = obj.iter().next().ok_or_else(|| bad("No action given."))?;
     if let Some(answer) = super::consoles::action(&state, &ctx, v, &id, name, &body).await {
+        return answer;
+    }
+    if let Some(answer) = super::lifecycle::action(&state, &ctx, v, &id, name, args).await {
         return answer;
     }
     match name.as_str() {
