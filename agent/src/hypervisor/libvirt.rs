@@ -327,8 +327,15 @@ impl Hypervisor for Libvirt {
         match d.undefine_flags(flags) {
             Ok(()) => Ok(()),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(()),
-            // Drivers without those flags: the plain call.
-            Err(_) => d.undefine().map_err(|source| HvError::Undefine { name: name.to_string(), source }),
+            // Drivers without those flags: the plain call, which refuses a domain with a
+            // managed save (a suspended guest), so that goes first.
+            Err(_) => {
+                if d.has_managed_save(0).unwrap_or(false) {
+                    d.managed_save_remove(0)
+                        .map_err(|source| HvError::DiscardSave { name: name.to_string(), source })?;
+                }
+                d.undefine().map_err(|source| HvError::Undefine { name: name.to_string(), source })
+            }
         }
     }
 
