@@ -32,10 +32,11 @@ pub(crate) async fn action(
     args: &Value,
 ) -> Option<ApiResult<Response>> {
     let answer = match name {
-        "pause" => power(state, ctx, id, name, args, UserAction::Pause, "os-pause-server:pause").await,
-        "unpause" => power(state, ctx, id, name, args, UserAction::Unpause, "os-pause-server:unpause").await,
-        "suspend" => power(state, ctx, id, name, args, UserAction::Suspend, "os-suspend-server:suspend").await,
-        "resume" => power(state, ctx, id, name, args, UserAction::Resume, "os-suspend-server:resume").await,
+        // Nova's schemas take any value for these four (`{}` from tempest, `null` from the CLI).
+        "pause" => power(state, ctx, id, UserAction::Pause, "os-pause-server:pause").await,
+        "unpause" => power(state, ctx, id, UserAction::Unpause, "os-pause-server:unpause").await,
+        "suspend" => power(state, ctx, id, UserAction::Suspend, "os-suspend-server:suspend").await,
+        "resume" => power(state, ctx, id, UserAction::Resume, "os-suspend-server:resume").await,
         "lock" => lock(state, ctx, v, id, args).await,
         "unlock" => unlock(state, ctx, id).await,
         _ => return None,
@@ -43,28 +44,8 @@ pub(crate) async fn action(
     Some(answer.map(|()| StatusCode::ACCEPTED.into_response()))
 }
 
-/// Nova's schema for these actions: the action's value is `null`.
-fn null_body(name: &str, args: &Value) -> ApiResult<()> {
-    if args.is_null() {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "Invalid input for field/attribute {name}. Value: {args}. {args} is not of type 'null'"
-        )))
-    }
-}
-
-async fn power(
-    state: &AppState,
-    ctx: &Ctx,
-    id: &str,
-    name: &str,
-    args: &Value,
-    action: UserAction,
-    policy: &str,
-) -> ApiResult<()> {
+async fn power(state: &AppState, ctx: &Ctx, id: &str, action: UserAction, policy: &str) -> ApiResult<()> {
     ctx.require_member(&format!("os_compute_api:{policy}"))?;
-    null_body(name, args)?;
     let inst = visible(state, ctx, id).await?;
     servers::start_action(state, ctx, &inst, action).await
 }

@@ -1089,7 +1089,10 @@ pub async fn action(
 /// Asks the instance's agent for its console log and waits (up to 10 s) for the answer.
 async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
     let vm = vm_state(inst);
-    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none() {
+    // The log is a file on the host: readable whether the guest runs, is paused or saved.
+    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error | VmState::Paused | VmState::Suspended)
+        || inst.host_id.is_none()
+    {
         return Err(ApiError::conflict(format!(
             "Cannot 'get_console_output' instance {} while it is in vm_state {}",
             inst.id, inst.vm_state
