@@ -109,7 +109,7 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     for (key, state) in [("P", "PAUSED"), ("P", "ACTIVE"), ("Z", "SUSPENDED"), ("Z", "ACTIVE")] {
         tmux.type_text(key);
         tmux.wait(&dump(state), 60, &mut seen, |s| {
-            row(s, "e2e-vm").is_some_and(|r| r.contains(state) && !r.contains("ing "))
+            row(s, "e2e-vm").is_some_and(|r| r.contains(state) && !["pausing", "suspending", "resuming"].iter().any(|t| r.contains(t)))
         });
     }
     // Lock asks why; the cloud keeps the reason; L again unlocks.
@@ -123,7 +123,7 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     tmux.wait("the lock prompt", 10, &mut seen, |s| s.contains("lock e2e-vm"));
     tmux.type_text("tmux test");
     tmux.keys(&["Enter"]);
-    let mut locked = Value::Null;
+    let mut locked = serde_json::Value::Null;
     for _ in 0..100 {
         locked = admin73.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
         if locked["locked"] == true {
@@ -132,6 +132,9 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(locked["locked_reason"], "tmux test", "{locked}");
+    // The detail shows the lock once the dashboard has it; L there unlocks.
+    tmux.keys(&["Enter", "NPage"]);
+    tmux.wait("the lock in the detail", 20, &mut seen, |s| s.contains("tmux test") && s.contains("locked_reason"));
     tmux.type_text("L");
     for _ in 0..100 {
         locked = admin73.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
@@ -141,6 +144,8 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(locked["locked"], false, "{locked}");
+    tmux.keys(&["Escape"]);
+    tmux.wait("the list again", 10, &mut seen, |s| s.contains("Instances [1]"));
 
     // Stop: the expected task shows, then SHUTOFF arrives by itself.
     tmux.type_text("S");
