@@ -426,3 +426,22 @@ async fn an_action_the_host_never_answers_ends_at_its_deadline() {
     let t = walk(&admin, &id).await;
     assert_eq!(t[t.len() - 2..], pairs(&[("active", Some("pausing")), ("active", None)]));
 }
+
+/// The same columns on PostgreSQL (migration 0022 there): lock with a reason, tags, a pause.
+#[tokio::test]
+async fn lock_tags_and_pause_on_postgresql() {
+    let db = meridian_e2e::PgDatabase::create().await;
+    let server = Server::start_with(Some(db.url.clone()));
+    let _agent = Agent::start(&server, "c1");
+    let (admin, cloud) = cloud(&server, 1).await;
+    let id = boot(&admin, &cloud, "pg", json!({"tags": ["one"]})).await;
+    act(&admin, &id, json!({"lock": {"locked_reason": "pg"}})).await.expect("lock");
+    admin.put("compute", &format!("/servers/{id}/tags"), &json!({"tags": ["one", "two"]})).await.expect("tags");
+    let s = admin.get("compute", &format!("/servers/{id}")).await.expect("show");
+    assert_eq!(s["server"]["locked_reason"], "pg");
+    assert_eq!(s["server"]["tags"], json!(["one", "two"]));
+    let l = admin.get("compute", "/servers?tags=two&locked=true").await.expect("list");
+    assert_eq!(l["servers"].as_array().map(Vec::len), Some(1), "{l}");
+    act(&admin, &id, json!({"pause": null})).await.expect("pause");
+    assert_eq!(settled(&admin, &id, "PAUSED").await["OS-EXT-STS:power_state"], 3);
+}
