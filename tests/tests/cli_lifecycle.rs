@@ -98,8 +98,7 @@ async fn pause_suspend_lock_and_tags_with_the_cli() {
     assert_eq!(hit.as_array().map(Vec::len), Some(0), "{hit}");
 
     let events = cli.json(&["server", "event", "list", "vm1"]);
-    let actions: Vec<&str> =
-        events.as_array().expect("list").iter().filter_map(|e| e["Action"].as_str()).collect();
+    let actions: Vec<&str> = events.as_array().expect("list").iter().filter_map(|e| e["Action"].as_str()).collect();
     assert_eq!(actions, ["unlock", "lock", "resume", "suspend", "unpause", "pause", "create"], "{events}");
 
     // A paused server deletes.

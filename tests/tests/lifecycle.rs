@@ -224,7 +224,10 @@ async fn a_locked_server_refuses_non_admins_until_unlocked() {
 
     act(&m73, &id, json!({"lock": {"locked_reason": "maintenance"}})).await.expect("lock 2.73");
     let s = m73.get("compute", &format!("/servers/{id}")).await.expect("show");
-    assert_eq!((s["server"]["locked"].clone(), s["server"]["locked_reason"].clone()), (json!(true), json!("maintenance")));
+    assert_eq!(
+        (s["server"]["locked"].clone(), s["server"]["locked_reason"].clone()),
+        (json!(true), json!("maintenance"))
+    );
     let s = m72.get("compute", &format!("/servers/{id}")).await.expect("show");
     assert_eq!(s["server"]["locked"], true);
     assert!(s["server"].get("locked_reason").is_none(), "no locked_reason before 2.73");
@@ -232,10 +235,7 @@ async fn a_locked_server_refuses_non_admins_until_unlocked() {
     m8.compute_version = Some("2.8".into());
     let s = m8.get("compute", &format!("/servers/{id}")).await.expect("show");
     assert!(s["server"].get("locked").is_none(), "no locked before 2.9");
-    assert_eq!(
-        status_of(act(&m73, &id, json!({"lock": {"locked_reason": ""}})).await),
-        Some(StatusCode::BAD_REQUEST)
-    );
+    assert_eq!(status_of(act(&m73, &id, json!({"lock": {"locked_reason": ""}})).await), Some(StatusCode::BAD_REQUEST));
 
     // Every action and the delete are refused to the member; admins may act.
     let locked = format!("Instance {id} is locked");
@@ -312,14 +312,7 @@ async fn server_tags_follow_nova() {
     // One tag: 201 with Location when new, 204 when already there; shown with 204 / 404.
     let put = |rest: String| {
         let admin = admin.clone();
-        async move {
-            admin
-                .request(reqwest::Method::PUT, "compute", &rest)
-                .expect("request")
-                .send()
-                .await
-                .expect("put tag")
-        }
+        async move { admin.request(reqwest::Method::PUT, "compute", &rest).expect("request").send().await.expect("put tag") }
     };
     let r = put(path(&b, "/db")).await;
     assert_eq!(r.status(), StatusCode::CREATED);

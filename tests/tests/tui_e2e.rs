@@ -109,7 +109,9 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     for (key, state) in [("P", "PAUSED"), ("P", "ACTIVE"), ("Z", "SUSPENDED"), ("Z", "ACTIVE")] {
         tmux.type_text(key);
         tmux.wait(&dump(state), 60, &mut seen, |s| {
-            row(s, "e2e-vm").is_some_and(|r| r.contains(state) && !["pausing", "suspending", "resuming"].iter().any(|t| r.contains(t)))
+            row(s, "e2e-vm").is_some_and(|r| {
+                r.contains(state) && !["pausing", "suspending", "resuming"].iter().any(|t| r.contains(t))
+            })
         });
     }
     // Lock asks why; the cloud keeps the reason; L again unlocks.

@@ -161,7 +161,12 @@ fn walk(action: &Action) -> Option<(TaskState, &'static str, &'static str)> {
 }
 
 /// Applies the host's answer to a pause, unpause, suspend or resume.
-pub(crate) async fn on_event(state: &AppState, work: &Work, action: &Action, event: WorkEvent) -> Result<(), ConductError> {
+pub(crate) async fn on_event(
+    state: &AppState,
+    work: &Work,
+    action: &Action,
+    event: WorkEvent,
+) -> Result<(), ConductError> {
     let Some((task, done_vm, name)) = walk(action) else {
         return Err(ConductError::Invalid("not a pause or suspend action".into()));
     };

@@ -992,7 +992,11 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
             if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
                 state
                     .store
-                    .start_event(&a.id, &format!("compute_{}_instance", super::lifecycle::event_verb(action)), Some(&h.name))
+                    .start_event(
+                        &a.id,
+                        &format!("compute_{}_instance", super::lifecycle::event_verb(action)),
+                        Some(&h.name),
+                    )
                     .await?;
             }
             state.signals.notify(&h.id);

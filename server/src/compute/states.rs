@@ -201,7 +201,8 @@ pub fn allowed(action: Action, vm: VmState, task: Option<TaskState>) -> bool {
         // A hard reboot may interrupt a soft one that is stuck, and rescues ERROR, stopped,
         // paused and suspended ones (Nova's ALLOW_HARD_REBOOT).
         Action::RebootHard => {
-            matches!(vm, V::Active | V::Stopped | V::Error | V::Paused | V::Suspended) && (task.is_none() || soft_rebooting)
+            matches!(vm, V::Active | V::Stopped | V::Error | V::Paused | V::Suspended)
+                && (task.is_none() || soft_rebooting)
         }
         Action::Pause | Action::Suspend => vm == V::Active && task.is_none(),
         Action::Unpause => vm == V::Paused && task.is_none(),

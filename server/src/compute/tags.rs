@@ -50,9 +50,8 @@ pub(crate) fn check_tags(field: &str, raw: &Value) -> ApiResult<Vec<String>> {
     }
     let mut out: Vec<String> = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let tag = item
-            .as_str()
-            .ok_or_else(|| bad(format!("Value: {item}. {item} is not of type 'string' (item {i})")))?;
+        let tag =
+            item.as_str().ok_or_else(|| bad(format!("Value: {item}. {item} is not of type 'string' (item {i})")))?;
         if let Some(why) = tag_problem(tag) {
             return Err(bad(format!("Value: {tag}. {why}")));
         }
@@ -73,10 +72,7 @@ fn check_state(inst: &Instance, method: &str) -> ApiResult<()> {
     if matches!(inst.vm_state.as_str(), "active" | "paused" | "suspended" | "stopped") {
         return Ok(());
     }
-    Err(ApiError::conflict(format!(
-        "Cannot '{method}' instance {} while it is in vm_state {}",
-        inst.id, inst.vm_state
-    )))
+    Err(ApiError::conflict(format!("Cannot '{method}' instance {} while it is in vm_state {}", inst.id, inst.vm_state)))
 }
 
 async fn store(state: &AppState, inst: &Instance, tags: &[String]) -> ApiResult<()> {
@@ -112,9 +108,7 @@ pub async fn replace(
         .as_object()
         .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute tags. The body must be an object"))?;
     if let Some(extra) = obj.keys().find(|k| *k != "tags") {
-        return Err(ApiError::bad_request(format!(
-            "Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
+        return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{extra}' was unexpected)")));
     }
     let raw = obj.get("tags").ok_or_else(|| ApiError::bad_request("'tags' is a required property"))?;
     let tags = check_tags("tags", raw)?;
