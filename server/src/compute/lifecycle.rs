@@ -239,7 +239,7 @@ pub(crate) async fn enforce_deadline(
     let Some(name) = action_of(task) else {
         return Ok(false);
     };
-    if !inst.build_deadline.as_deref().and_then(parse_time).is_some_and(|d| d < now_t) {
+    if inst.build_deadline.as_deref().and_then(parse_time).is_none_or(|d| d >= now_t) {
         return Ok(false);
     }
     let to = NewState { vm_state: &inst.vm_state, task_state: None, power_state: None };
