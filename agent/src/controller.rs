@@ -309,7 +309,7 @@ impl Controller {
         let paused = match self.state(&name).await? {
             InstanceState::Running => {
                 let n = name.clone();
-                self.hv(move |hv| hv.suspend(&n)).await?;
+                self.hv(move |hv| hv.pause(&n)).await?;
                 true
             }
             // Already paused, or not running: nothing writes meanwhile.
@@ -318,7 +318,7 @@ impl Controller {
         let copied = self.store(copy).await;
         if paused {
             let n = name.clone();
-            if let Err(e) = self.hv(move |hv| hv.resume(&n)).await {
+            if let Err(e) = self.hv(move |hv| hv.unpause(&n)).await {
                 warn!(domain = %name, error = %chain(&e), "guest not resumed after its volume's snapshot");
                 copied?;
                 return Err(e);
@@ -545,6 +545,24 @@ impl Controller {
             }
             Action::Stop => self.stop(&name, state).await?,
             Action::Start => self.start(&name, state).await?,
+            Action::Pause => {
+                let n = name.clone();
+                self.hv(move |hv| hv.pause(&n)).await?
+            }
+            Action::Unpause => {
+                let n = name.clone();
+                self.hv(move |hv| hv.unpause(&n)).await?
+            }
+            // Nova's libvirt suspend: the guest's memory goes to a managed save image and its
+            // process ends; resume is a start, which libvirt makes a restore from that image.
+            Action::Suspend => {
+                let n = name.clone();
+                self.hv(move |hv| hv.managed_save(&n)).await?
+            }
+            Action::Resume => {
+                let n = name.clone();
+                self.hv(move |hv| hv.start(&n)).await?
+            }
             // Nova's compute manager steps: pending when the host takes the request, started
             // once the hypervisor is rebooting the guest.
             Action::Reboot { hard: false } => {
@@ -858,6 +876,11 @@ impl Controller {
 
     /// Graceful shutdown within the timeout, then the plug.
     async fn stop(&self, name: &str, state: InstanceState) -> Result<(), ActionError> {
+        if state == InstanceState::Saved {
+            // Off already; stopped means its saved memory is not restored by the next start.
+            let n = name.to_string();
+            return self.hv(move |hv| hv.discard_save(&n)).await;
+        }
         if matches!(state, InstanceState::Running | InstanceState::ShuttingDown) {
             if self.shutdown_and_wait(name).await? {
                 return Ok(());
@@ -932,6 +955,8 @@ impl Controller {
             if hv.state(&n)?.is_some_and(DomainState::is_active) {
                 hv.destroy(&n)?;
             }
+            // A suspended guest boots afresh (its saved memory would otherwise be restored).
+            hv.discard_save(&n)?;
             hv.start(&n)
         })
         .await

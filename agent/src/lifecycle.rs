@@ -20,11 +20,14 @@ pub enum InstanceState {
     ShuttingDown,
     Shutoff,
     Crashed,
+    /// Suspended by the guest's own power management (S3/S4).
     Suspended,
+    /// Shut off with its memory saved (managed save: what a user's suspend makes).
+    Saved,
 }
 
 impl InstanceState {
-    pub const ALL: [InstanceState; 7] = [
+    pub const ALL: [InstanceState; 8] = [
         InstanceState::Absent,
         InstanceState::Running,
         InstanceState::Paused,
@@ -32,6 +35,7 @@ impl InstanceState {
         InstanceState::Shutoff,
         InstanceState::Crashed,
         InstanceState::Suspended,
+        InstanceState::Saved,
     ];
 
     pub fn from_domain(state: Option<DomainState>) -> InstanceState {
@@ -43,16 +47,18 @@ impl InstanceState {
             Some(DomainState::Shutoff) => InstanceState::Shutoff,
             Some(DomainState::Crashed) => InstanceState::Crashed,
             Some(DomainState::Suspended) => InstanceState::Suspended,
+            Some(DomainState::Saved) => InstanceState::Saved,
         }
     }
 
-    /// Nova's power state for this state (libvirt driver mapping).
+    /// Nova's power state for this state (libvirt driver mapping: a managed-saved domain is
+    /// shut off, so SHUTDOWN, as Nova reports a suspended server).
     pub fn power_state(self) -> PowerState {
         match self {
             InstanceState::Absent => PowerState::NoState,
             InstanceState::Running => PowerState::Running,
             InstanceState::Paused => PowerState::Paused,
-            InstanceState::ShuttingDown | InstanceState::Shutoff => PowerState::Shutdown,
+            InstanceState::ShuttingDown | InstanceState::Shutoff | InstanceState::Saved => PowerState::Shutdown,
             InstanceState::Crashed => PowerState::Crashed,
             InstanceState::Suspended => PowerState::Suspended,
         }
@@ -67,6 +73,7 @@ impl InstanceState {
             InstanceState::Shutoff => "shut off",
             InstanceState::Crashed => "crashed",
             InstanceState::Suspended => "suspended",
+            InstanceState::Saved => "saved (suspended)",
         }
     }
 }
@@ -89,10 +96,16 @@ pub enum Op {
     DetachVolume,
     /// Work on a volume alone (create, extend, delete): no domain involved.
     Volume,
+    Pause,
+    Unpause,
+    /// Save the guest's memory and stop it (managed save).
+    Suspend,
+    /// Restore a saved guest.
+    Resume,
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 15] = [
         Op::Build,
         Op::Stop,
         Op::Start,
@@ -104,6 +117,10 @@ impl Op {
         Op::AttachVolume,
         Op::DetachVolume,
         Op::Volume,
+        Op::Pause,
+        Op::Unpause,
+        Op::Suspend,
+        Op::Resume,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +136,10 @@ impl Op {
             Op::AttachVolume => "attach a volume to",
             Op::DetachVolume => "detach a volume from",
             Op::Volume => "volume work",
+            Op::Pause => "pause",
+            Op::Unpause => "unpause",
+            Op::Suspend => "suspend",
+            Op::Resume => "resume",
         }
     }
 }
@@ -157,12 +178,12 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         // define and start finishes by starting it.
         (S::Absent, Op::Build) => Proceed,
         (S::Shutoff, Op::Build) => Proceed,
-        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Build) => AlreadyDone,
+        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended | S::Saved, Op::Build) => AlreadyDone,
 
-        // Stop.
+        // Stop (a saved guest's memory is thrown away: it is then simply off).
         (S::Absent, Op::Stop) => reject("there is no domain to stop"),
         (S::Shutoff, Op::Stop) => AlreadyDone,
-        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended, Op::Stop) => Proceed,
+        (S::Running | S::Paused | S::ShuttingDown | S::Crashed | S::Suspended | S::Saved, Op::Stop) => Proceed,
 
         // Start.
         (S::Absent, Op::Start) => reject("there is no domain to start"),
@@ -170,33 +191,62 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         (S::Shutoff | S::Crashed, Op::Start) => Proceed,
         (S::Paused, Op::Start) => reject("unpause it instead"),
         (S::ShuttingDown, Op::Start) => reject("wait until it is shut off"),
-        (S::Suspended, Op::Start) => reject("resume it instead"),
+        (S::Suspended | S::Saved, Op::Start) => reject("resume it instead"),
+
+        // Pause freezes a running guest; unpause lets a paused one go on.
+        (S::Running, Op::Pause) => Proceed,
+        (S::Paused, Op::Pause) => AlreadyDone,
+        (S::Absent, Op::Pause | Op::Unpause) => reject("there is no domain"),
+        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended | S::Saved, Op::Pause) => {
+            reject("only a running guest can be paused")
+        }
+        (S::Paused, Op::Unpause) => Proceed,
+        (S::Running, Op::Unpause) => AlreadyDone,
+        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended | S::Saved, Op::Unpause) => {
+            reject("only a paused guest can be unpaused")
+        }
+
+        // Suspend saves a running (or paused) guest's memory; resume restores it.
+        (S::Running | S::Paused, Op::Suspend) => Proceed,
+        (S::Saved, Op::Suspend) => AlreadyDone,
+        (S::Absent, Op::Suspend | Op::Resume) => reject("there is no domain"),
+        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Suspend) => {
+            reject("only a running guest can be suspended")
+        }
+        (S::Saved, Op::Resume) => Proceed,
+        (S::Running, Op::Resume) => AlreadyDone,
+        (S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Resume) => {
+            reject("there is no saved guest to resume")
+        }
 
         // Soft reboot needs a guest that is up to ask.
         (S::Absent, Op::RebootSoft) => reject("there is no domain to reboot"),
         (S::Running, Op::RebootSoft) => Proceed,
         (S::Shutoff, Op::RebootSoft) => reject("a stopped guest cannot reboot itself; start it or hard reboot"),
-        (S::Paused | S::Suspended, Op::RebootSoft) => reject("the guest cannot run its reboot; use a hard reboot"),
+        (S::Paused | S::Suspended | S::Saved, Op::RebootSoft) => {
+            reject("the guest cannot run its reboot; use a hard reboot")
+        }
         (S::ShuttingDown, Op::RebootSoft) => reject("wait until it is shut off"),
         (S::Crashed, Op::RebootSoft) => reject("a crashed guest needs a hard reboot"),
 
-        // Hard reboot power-cycles from any state a domain exists in.
+        // Hard reboot power-cycles from any state a domain exists in (a saved guest boots
+        // afresh, its saved memory thrown away).
         (S::Absent, Op::RebootHard) => reject("there is no domain to reboot"),
-        (S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::RebootHard) => Proceed,
+        (_, Op::RebootHard) => Proceed,
 
         // Delete: always; deleting what is gone is done (files are still swept).
-        (S::Absent | S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Delete) => {
-            Proceed
-        }
+        (_, Op::Delete) => Proceed,
 
         // Console log: any existing domain.
         (S::Absent, Op::ConsoleLog) => reject("there is no console"),
-        (S::Running | S::Paused | S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::ConsoleLog) => Proceed,
+        (_, Op::ConsoleLog) => Proceed,
 
         // Interactive console: only a guest that runs has one to attach to.
         (S::Running | S::Paused, Op::Console) => Proceed,
         (S::Absent, Op::Console) => reject("there is no domain"),
-        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended, Op::Console) => reject("the guest is not running"),
+        (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended | S::Saved, Op::Console) => {
+            reject("the guest is not running")
+        }
     }
 }
 
@@ -206,15 +256,16 @@ mod tests {
 
     /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
     /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console,
-    /// attach volume, detach volume, volume work.
-    const TABLE: [(InstanceState, [char; 11]); 7] = [
-        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P']),
-        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
-        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
-        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
-        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
-        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
-        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P']),
+    /// attach volume, detach volume, volume work, pause, unpause, suspend, resume.
+    const TABLE: [(InstanceState, [char; 15]); 8] = [
+        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P', 'R', 'R', 'R', 'R']),
+        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'D']),
+        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'P', 'R']),
+        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
+        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
+        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
+        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
+        (InstanceState::Saved, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'D', 'P']),
     ];
 
     #[test]
@@ -254,6 +305,9 @@ mod tests {
         assert_eq!(InstanceState::Shutoff.power_state(), PowerState::Shutdown);
         assert_eq!(InstanceState::ShuttingDown.power_state(), PowerState::Shutdown);
         assert_eq!(InstanceState::Running.power_state(), PowerState::Running);
+        assert_eq!(InstanceState::Paused.power_state(), PowerState::Paused);
+        assert_eq!(InstanceState::Saved.power_state(), PowerState::Shutdown);
+        assert_eq!(InstanceState::from_domain(Some(DomainState::Saved)), InstanceState::Saved);
         assert_eq!(InstanceState::from_domain(Some(DomainState::Blocked)), InstanceState::Running);
         assert_eq!(InstanceState::from_domain(None), InstanceState::Absent);
     }

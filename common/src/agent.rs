@@ -155,6 +155,15 @@ pub enum Action {
         hard: bool,
     },
     Delete,
+    /// Freeze the guest's vCPUs in memory (libvirt suspend); `Done` with power state paused.
+    Pause,
+    /// Let a paused guest run on (libvirt resume).
+    Unpause,
+    /// Save the guest's memory to disk and stop its process (libvirt managed save); `Done`
+    /// with power state shutdown, as Nova's libvirt driver reports a saved guest.
+    Suspend,
+    /// Restore a suspended guest from its managed save, running on where it was (not a boot).
+    Resume,
     /// Return the last `lines` lines of the serial console log (all when `None`).
     ConsoleLog {
         lines: Option<u32>,

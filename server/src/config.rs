@@ -128,6 +128,9 @@ pub struct ComputeSettings {
     pub build_timeout_secs: u64,
     /// How long a delivered work item waits for its acknowledgement before it is offered again.
     pub work_lease_secs: u64,
+    /// A host-side action (stop, start, reboot, pause, suspend, …) the host has not answered
+    /// after this long ends: task cleared, vm_state kept, the action and a fault say why.
+    pub action_timeout_secs: u64,
     pub cpu_allocation_ratio: f64,
     pub ram_allocation_ratio: f64,
     pub disk_allocation_ratio: f64,
@@ -145,6 +148,7 @@ impl Default for ComputeSettings {
             heartbeat_interval_secs: 3,
             build_timeout_secs: 600,
             work_lease_secs: 60,
+            action_timeout_secs: 300,
             cpu_allocation_ratio: 4.0,
             ram_allocation_ratio: 1.0,
             disk_allocation_ratio: 1.0,

@@ -472,6 +472,8 @@ const ROUTES: &[Route] = &[
         Admin,
         Kind::Json(|_| json!({"meta": {"k": "v"}})),
     ),
+    r("PUT", "/compute/v2.1/servers/{id}/tags", &["server"], Admin, Kind::Json(|_| json!({"tags": ["a", "b"]}))),
+    r("PUT", "/compute/v2.1/servers/{id}/tags/{tag}", &["server", "key"], Admin, Kind::Ignored),
     r(
         "PUT",
         "/compute/v2.1/os-services/{id}",

@@ -105,6 +105,50 @@ async fn launch_watch_stop_and_delete(flags: &[&str], mode: &str) {
     let building = seen[first..].iter().any(|s| row(s, "e2e-vm").is_some_and(|r| r.contains("BUILD")));
     assert!(building, "{}", dump("the instance was never seen in BUILD"));
 
+    // Pause and suspend, each undone by its key again; the states arrive by themselves.
+    for (key, state) in [("P", "PAUSED"), ("P", "ACTIVE"), ("Z", "SUSPENDED"), ("Z", "ACTIVE")] {
+        tmux.type_text(key);
+        tmux.wait(&dump(state), 60, &mut seen, |s| {
+            row(s, "e2e-vm").is_some_and(|r| {
+                r.contains(state) && !["pausing", "suspending", "resuming"].iter().any(|t| r.contains(t))
+            })
+        });
+    }
+    // Lock asks why; the cloud keeps the reason; L again unlocks.
+    let id = admin.get("compute", "/servers?name=e2e-vm").await.expect("list")["servers"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut admin73 = admin.clone();
+    admin73.compute_version = Some("2.73".into());
+    tmux.type_text("L");
+    tmux.wait("the lock prompt", 10, &mut seen, |s| s.contains("lock e2e-vm"));
+    tmux.type_text("tmux test");
+    tmux.keys(&["Enter"]);
+    let mut locked = serde_json::Value::Null;
+    for _ in 0..100 {
+        locked = admin73.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
+        if locked["locked"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(locked["locked_reason"], "tmux test", "{locked}");
+    // The detail shows the lock once the dashboard has it; L there unlocks.
+    tmux.keys(&["Enter", "NPage"]);
+    tmux.wait("the lock in the detail", 20, &mut seen, |s| s.contains("tmux test") && s.contains("locked_reason"));
+    tmux.type_text("L");
+    for _ in 0..100 {
+        locked = admin73.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
+        if locked["locked"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(locked["locked"], false, "{locked}");
+    tmux.keys(&["Escape"]);
+    tmux.wait("the list again", 10, &mut seen, |s| s.contains("Instances [1]"));
+
     // Stop: the expected task shows, then SHUTOFF arrives by itself.
     tmux.type_text("S");
     tmux.wait(&dump("SHUTOFF"), 60, &mut seen, |s| row(s, "e2e-vm").is_some_and(|r| r.contains("SHUTOFF")));

@@ -26,7 +26,9 @@ use crate::config::{Profile, State};
 use crate::keymap::{Action, Keymap};
 use crate::login::{LoginForm, Picker};
 use crate::model::{Keypair, Server};
-use crate::overlays::{self, Confirm, CreateForm, Effect, Filter, Help, Overlay, Palette, Projects, Report, Verb};
+use crate::overlays::{
+    self, Confirm, CreateForm, Effect, Filter, Help, LockReason, Overlay, Palette, Projects, Report, Verb,
+};
 use crate::table::{CellCtx, Progress};
 use crate::theme::Theme;
 use crate::views::console::ConsolePane;
@@ -83,7 +85,9 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Actions(_) => Pending::Actions,
         Request::Create(_) => Pending::Create,
         Request::SetEnabled { id, .. } => Pending::Action(id.clone()),
-        Request::Action { id, .. } | Request::Delete { id, .. } => Pending::Action(id.clone()),
+        Request::Action { id, .. } | Request::Delete { id, .. } | Request::Lock { id, .. } => {
+            Pending::Action(id.clone())
+        }
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
@@ -815,6 +819,13 @@ impl App {
                 self.overlay = None;
                 self.confirmed(c);
             }
+            Effect::Lock { id, reason } => {
+                self.overlay = None;
+                match reason {
+                    Some(reason) => self.send(Request::Lock { id, reason }),
+                    None => self.server_action(&id, ServerOp::Lock),
+                }
+            }
             Effect::Kept(verb) => {
                 self.overlay = None;
                 self.info = Some(match verb {
@@ -954,7 +965,9 @@ impl App {
 
     fn server_action(&mut self, id: &str, op: ServerOp) {
         // Show the state the cloud will report at once; the real one replaces it.
-        if let Some(s) = self.tables.servers.get(id).cloned() {
+        if op.has_task()
+            && let Some(s) = self.tables.servers.get(id).cloned()
+        {
             self.expected.insert(id.to_string(), s.clone());
             let (status, task) = op.expected();
             let mut shown = s;
@@ -1142,15 +1155,27 @@ impl App {
                     self.tables.get_mut(k).toggle_pick();
                 }
             }
-            Action::Delete | Action::Start | Action::Stop | Action::Reboot | Action::HardReboot
+            Action::Delete
+            | Action::Start
+            | Action::Stop
+            | Action::Reboot
+            | Action::HardReboot
+            | Action::Pause
+            | Action::Suspend
+            | Action::Lock
                 if self.detail.is_none() && kind.is_some_and(|k| !self.tables.get(k).picked_rows().is_empty()) =>
             {
                 self.ask_bulk(action)
             }
             Action::Delete => self.ask_delete(),
-            Action::Start | Action::Stop | Action::Reboot | Action::HardReboot | Action::Console => {
-                self.instance_action(action)
-            }
+            Action::Start
+            | Action::Stop
+            | Action::Reboot
+            | Action::HardReboot
+            | Action::Pause
+            | Action::Suspend
+            | Action::Lock
+            | Action::Console => self.instance_action(action),
             _ => {}
         }
     }
@@ -1384,6 +1409,14 @@ impl App {
             Action::Stop => Verb::Server(ServerOp::Stop),
             Action::Reboot => Verb::Server(ServerOp::Reboot),
             Action::HardReboot => Verb::Server(ServerOp::HardReboot),
+            Action::Pause | Action::Suspend | Action::Lock => {
+                // The marked rows all in the "done" state undo it; otherwise they all do it.
+                let picked = self.tables.get(kind).picked_rows();
+                let all = |f: &dyn Fn(&crate::model::Server) -> bool| {
+                    picked.iter().all(|(id, _)| self.tables.servers.get(id).is_some_and(f))
+                };
+                Verb::Server(toggled(action, &|s| all(&|x| toggle_state(action, x) == Some(s))))
+            }
             _ => return,
         };
         let targets = self.tables.get(kind).picked_rows();
@@ -1462,6 +1495,17 @@ impl App {
             Action::Stop => self.server_action(&id, ServerOp::Stop),
             Action::Reboot => self.server_action(&id, ServerOp::Reboot),
             Action::HardReboot => self.server_action(&id, ServerOp::HardReboot),
+            Action::Pause | Action::Suspend | Action::Lock => {
+                let server = self.tables.servers.get(&id).cloned();
+                let done = |s: ToggleState| server.as_ref().is_some_and(|x| toggle_state(action, x) == Some(s));
+                match toggled(action, &done) {
+                    ServerOp::Lock => {
+                        let name = server.map(|s| s.name).unwrap_or_default();
+                        self.overlay = Some(Overlay::LockReason(LockReason::new(id, name)));
+                    }
+                    op => self.server_action(&id, op),
+                }
+            }
             Action::Console => self.open_detail(View::Servers, id, Tab::Console),
             _ => {}
         }
@@ -1770,4 +1814,34 @@ impl App {
 /// `a` or `an` before a noun (`an image`, `a key pair`).
 fn article(noun: &str) -> &'static str {
     if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+}
+
+/// The state a toggle key (pause, suspend, lock) undoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ToggleState {
+    Paused,
+    Suspended,
+    Locked,
+}
+
+/// The state of `s` that `action` would undo, if `s` is in it.
+fn toggle_state(action: Action, s: &crate::model::Server) -> Option<ToggleState> {
+    match action {
+        Action::Pause if s.status == "PAUSED" => Some(ToggleState::Paused),
+        Action::Suspend if s.status == "SUSPENDED" => Some(ToggleState::Suspended),
+        Action::Lock if s.raw["locked"] == true => Some(ToggleState::Locked),
+        _ => None,
+    }
+}
+
+/// What a toggle key does: undo when `done(its state)` holds, else do.
+fn toggled(action: Action, done: &dyn Fn(ToggleState) -> bool) -> ServerOp {
+    match action {
+        Action::Pause if done(ToggleState::Paused) => ServerOp::Unpause,
+        Action::Pause => ServerOp::Pause,
+        Action::Suspend if done(ToggleState::Suspended) => ServerOp::Resume,
+        Action::Suspend => ServerOp::Suspend,
+        _ if done(ToggleState::Locked) => ServerOp::Unlock,
+        _ => ServerOp::Lock,
+    }
 }

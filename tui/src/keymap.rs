@@ -35,6 +35,12 @@ pub enum Action {
     Stop,
     Reboot,
     HardReboot,
+    /// Pause, or unpause a paused instance.
+    Pause,
+    /// Suspend, or resume a suspended instance.
+    Suspend,
+    /// Lock (asking a reason), or unlock a locked instance.
+    Lock,
     Console,
     Launch,
     Mark,
@@ -84,6 +90,9 @@ impl Action {
         (Action::Stop, "stop", "stop the instance"),
         (Action::Reboot, "reboot", "soft reboot"),
         (Action::HardReboot, "hard_reboot", "hard reboot"),
+        (Action::Pause, "pause", "pause (unpause when paused)"),
+        (Action::Suspend, "suspend", "suspend (resume when suspended)"),
+        (Action::Lock, "lock", "lock, asking why (unlock when locked)"),
         (Action::Delete, "delete", "delete (asks first)"),
         (Action::Mark, "mark", "mark the row for a bulk start/stop/reboot/delete"),
         (Action::Console, "console", "console log"),
@@ -273,6 +282,9 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("S", Action::Stop),
     ("r", Action::Reboot),
     ("H", Action::HardReboot),
+    ("P", Action::Pause),
+    ("Z", Action::Suspend),
+    ("L", Action::Lock),
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),

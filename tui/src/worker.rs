@@ -63,6 +63,13 @@ pub enum ServerOp {
     Reboot,
     HardReboot,
     Delete,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+    /// Lock without a reason (a reason goes through [`Request::Lock`]).
+    Lock,
+    Unlock,
 }
 
 impl ServerOp {
@@ -73,7 +80,19 @@ impl ServerOp {
             ServerOp::Reboot => "reboot",
             ServerOp::HardReboot => "hard reboot",
             ServerOp::Delete => "delete",
+            ServerOp::Pause => "pause",
+            ServerOp::Unpause => "unpause",
+            ServerOp::Suspend => "suspend",
+            ServerOp::Resume => "resume",
+            ServerOp::Lock => "lock",
+            ServerOp::Unlock => "unlock",
         }
+    }
+
+    /// Whether Nova runs it on the host (a task state shows meanwhile); lock and unlock are
+    /// the API's alone.
+    pub fn has_task(self) -> bool {
+        !matches!(self, ServerOp::Lock | ServerOp::Unlock)
     }
 
     /// The status and task Nova shows as soon as it accepts the action (what the UI shows before
@@ -85,6 +104,11 @@ impl ServerOp {
             ServerOp::Reboot => ("REBOOT", "rebooting"),
             ServerOp::HardReboot => ("HARD_REBOOT", "rebooting_hard"),
             ServerOp::Delete => ("ACTIVE", "deleting"),
+            ServerOp::Pause => ("ACTIVE", "pausing"),
+            ServerOp::Unpause => ("PAUSED", "unpausing"),
+            ServerOp::Suspend => ("ACTIVE", "suspending"),
+            ServerOp::Resume => ("SUSPENDED", "resuming"),
+            ServerOp::Lock | ServerOp::Unlock => ("", ""),
         }
     }
 }
@@ -120,6 +144,11 @@ pub enum Request {
     Action {
         id: String,
         op: ServerOp,
+    },
+    /// Lock an instance with a reason (shown from microversion 2.73).
+    Lock {
+        id: String,
+        reason: String,
     },
     /// Delete a flavor, image, network or key pair (instances go through [`Request::Action`]).
     Delete {
@@ -567,6 +596,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Timeline(_) => "loading the timeline".into(),
         Request::Console(_) => "loading the console log".into(),
         Request::Action { op, .. } => format!("{} failed", op.verb()),
+        Request::Lock { .. } => "lock failed".into(),
         Request::Delete { kind, id, name } => {
             format!("deleting {} {} failed", kind.noun(), if name.is_empty() { id } else { name })
         }
@@ -793,8 +823,19 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 ServerOp::Reboot => client.post("compute", &path, &json!({"reboot": {"type": "SOFT"}})).await?,
                 ServerOp::HardReboot => client.post("compute", &path, &json!({"reboot": {"type": "HARD"}})).await?,
                 ServerOp::Delete => client.delete("compute", &format!("/servers/{id}")).await?,
+                ServerOp::Pause => client.post("compute", &path, &json!({"pause": null})).await?,
+                ServerOp::Unpause => client.post("compute", &path, &json!({"unpause": null})).await?,
+                ServerOp::Suspend => client.post("compute", &path, &json!({"suspend": null})).await?,
+                ServerOp::Resume => client.post("compute", &path, &json!({"resume": null})).await?,
+                ServerOp::Lock => client.post("compute", &path, &json!({"lock": null})).await?,
+                ServerOp::Unlock => client.post("compute", &path, &json!({"unlock": null})).await?,
             };
             Ok(Response::Accepted { id: id.clone(), op: *op })
+        }
+        Request::Lock { id, reason } => {
+            let body = json!({"lock": {"locked_reason": reason}});
+            client.post("compute", &format!("/servers/{id}/action"), &body).await?;
+            Ok(Response::Accepted { id: id.clone(), op: ServerOp::Lock })
         }
         Request::Delete { kind, id, name } => {
             let call = delete_call(*kind, id)

@@ -1839,3 +1839,78 @@ fn volumes_snapshots_and_their_forms() {
     }
     assert!(h.screen().contains("size : whole GB, 1 or more"), "{}", h.screen());
 }
+
+/// `P` pauses the selected instance (its row shows `pausing` at once) and unpauses a paused
+/// one; `Z` suspends and resumes the same way; both colour and name the states Nova reports.
+#[test]
+fn pause_and_suspend_toggle_with_the_instance_state() {
+    let mut h = Harness::loaded(100, 12, false);
+    h.chars("P"); // web-1, ACTIVE
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Pause }]);
+    let s = h.screen();
+    assert!(s.contains("pausing"), "{s}");
+    snap!("pause_expected", s);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Pause });
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "PAUSED", None, 3))));
+    let s = h.screen();
+    assert!(s.contains("PAUSED") && s.contains("Paused") && !s.contains("pausing"), "{s}");
+    snap!("paused", s);
+    h.chars("P");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Unpause }]);
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "ACTIVE", None, 1))));
+
+    h.chars("Z");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Suspend }]);
+    assert!(h.screen().contains("suspending"));
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SUSPENDED", None, 4))));
+    let s = h.screen();
+    assert!(s.contains("SUSPENDED") && s.contains("Shutdown"), "{s}");
+    snap!("suspended", s);
+    h.chars("Z");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Resume }]);
+}
+
+/// `L` asks why, then locks with that reason; on a locked instance it unlocks; the detail
+/// shows `locked`, `locked_reason` and the tags.
+#[test]
+fn lock_asks_a_reason_and_the_detail_shows_lock_and_tags() {
+    let mut h = Harness::loaded(100, 30, false);
+    h.chars("L");
+    assert!(h.drain().is_empty(), "nothing is sent before the reason");
+    h.chars("kernel upgrade");
+    let s = h.screen();
+    assert!(s.contains("lock web-1") && s.contains("kernel upgrade"), "{s}");
+    snap!("lock_reason", s);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.drain(), vec![Request::Lock { id: id(1), reason: "kernel upgrade".into() }]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Lock });
+
+    let mut raw = server(1, "web-1", "ACTIVE", None, 1).raw;
+    raw["locked"] = json!(true);
+    raw["locked_reason"] = json!("kernel upgrade");
+    raw["tags"] = json!(["web", "prod"]);
+    h.app.on_response(Response::ServerUpdate(Box::new(meridian_tui::model::parse_server(&raw).expect("server"))));
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("locked_reason") && s.contains("kernel upgrade") && s.contains("prod"), "{s}");
+    snap!("detail_locked_with_tags", s);
+    h.chars("L"); // from the detail: a locked instance unlocks at once
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Unlock }]);
+}
+
+/// Marked rows: `P` pauses them all after one question (unpauses when all are paused).
+#[test]
+fn bulk_pause_asks_once() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.chars("P");
+    assert!(h.drain().is_empty(), "nothing is sent before the answer");
+    let s = h.screen();
+    assert!(s.contains("Pause 2 instances?"), "{s}");
+    snap!("bulk_pause_confirm", s);
+    h.key(KeyCode::Char('y'));
+    let mut sent = h.drain();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(sent, [1, 2].map(|n| Request::Action { id: id(n), op: ServerOp::Pause }).to_vec());
+}

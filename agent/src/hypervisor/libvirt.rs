@@ -139,6 +139,12 @@ fn release_lease(bridge: &str, ip: &str, mac: &str) {
     }
 }
 
+/// A shut-off domain with a managed save image is [`DomainState::Saved`] (libvirt reports it
+/// as shut off; only the image tells them apart).
+fn saved_or(d: &Domain, state: DomainState) -> DomainState {
+    if state == DomainState::Shutoff && d.has_managed_save(0).unwrap_or(false) { DomainState::Saved } else { state }
+}
+
 /// libvirt's `VIR_DOMAIN_AFFECT_*` flags for a device change.
 fn affect(live: bool, config: bool) -> u32 {
     (if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 }) | (if config { sys::VIR_DOMAIN_AFFECT_CONFIG } else { 0 })
@@ -185,7 +191,7 @@ impl Hypervisor for Libvirt {
             let (Ok(name), Ok(info)) = (d.name(), d.info()) else {
                 continue;
             };
-            out.push(DomainSummary { name, state: map_state(info.state) });
+            out.push(DomainSummary { name, state: saved_or(&d, map_state(info.state)) });
         }
         Ok(out)
     }
@@ -195,7 +201,7 @@ impl Hypervisor for Libvirt {
             return Ok(None);
         };
         match d.info() {
-            Ok(info) => Ok(Some(map_state(info.state))),
+            Ok(info) => Ok(Some(saved_or(&d, map_state(info.state)))),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(None),
             Err(source) => Err(HvError::State { name: name.to_string(), source }),
         }
@@ -256,6 +262,28 @@ impl Hypervisor for Libvirt {
         }
     }
 
+    fn pause(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?.suspend().map_err(|source| HvError::Pause { name: name.to_string(), source })
+    }
+
+    fn unpause(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?.resume().map_err(|source| HvError::Unpause { name: name.to_string(), source })
+    }
+
+    fn managed_save(&self, name: &str) -> Result<(), HvError> {
+        self.existing(name)?.managed_save(0).map_err(|source| HvError::Save { name: name.to_string(), source })
+    }
+
+    fn discard_save(&self, name: &str) -> Result<(), HvError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(());
+        };
+        if !d.has_managed_save(0).unwrap_or(false) {
+            return Ok(());
+        }
+        d.managed_save_remove(0).map_err(|source| HvError::DiscardSave { name: name.to_string(), source })
+    }
+
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         self.existing(name)?
             .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
@@ -295,14 +323,6 @@ impl Hypervisor for Libvirt {
             .map_err(|source| HvError::Reboot { name: name.to_string(), source })
     }
 
-    fn suspend(&self, name: &str) -> Result<(), HvError> {
-        self.existing(name)?.suspend().map_err(|source| HvError::Suspend { name: name.to_string(), source })
-    }
-
-    fn resume(&self, name: &str) -> Result<(), HvError> {
-        self.existing(name)?.resume().map_err(|source| HvError::Resume { name: name.to_string(), source })
-    }
-
     fn reset(&self, name: &str) -> Result<(), HvError> {
         self.existing(name)?.reset().map_err(|source| HvError::Reset { name: name.to_string(), source })
     }
@@ -317,8 +337,15 @@ impl Hypervisor for Libvirt {
         match d.undefine_flags(flags) {
             Ok(()) => Ok(()),
             Err(e) if is_code(&e, ErrorNumber::NoDomain) => Ok(()),
-            // Drivers without those flags: the plain call.
-            Err(_) => d.undefine().map_err(|source| HvError::Undefine { name: name.to_string(), source }),
+            // Drivers without those flags: the plain call, which refuses a domain with a
+            // managed save (a suspended guest), so that goes first.
+            Err(_) => {
+                if d.has_managed_save(0).unwrap_or(false) {
+                    d.managed_save_remove(0)
+                        .map_err(|source| HvError::DiscardSave { name: name.to_string(), source })?;
+                }
+                d.undefine().map_err(|source| HvError::Undefine { name: name.to_string(), source })
+            }
         }
     }
 

@@ -23,12 +23,15 @@ pub enum DomainState {
     Crashed,
     /// Suspended by guest power management (S3/S4).
     Suspended,
+    /// Shut off with its memory saved to disk (libvirt's managed save): the next start
+    /// restores the guest where it was.
+    Saved,
 }
 
 impl DomainState {
     /// Whether the domain has a live process (libvirt's "active").
     pub fn is_active(self) -> bool {
-        !matches!(self, DomainState::Shutoff)
+        !matches!(self, DomainState::Shutoff | DomainState::Saved)
     }
 }
 
@@ -115,14 +118,6 @@ pub enum HvError {
         #[source]
         source: virt::error::Error,
     },
-    #[error("cannot resume domain {name}")]
-    Resume {
-        name: String,
-        #[source]
-        source: virt::error::Error,
-    },
-    #[error("this hypervisor cannot pause domain {0}")]
-    NoPause(String),
     #[error("cannot reset domain {name}")]
     Reset {
         name: String,
@@ -192,6 +187,32 @@ pub enum HvError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot pause domain {name}")]
+    Pause {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot unpause domain {name}")]
+    Unpause {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot save the memory of domain {name}")]
+    Save {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot discard the saved memory of domain {name}")]
+    DiscardSave {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("this hypervisor cannot {0}")]
+    Unsupported(&'static str),
 }
 
 /// A domain's serial console, open full duplex. Blocking and thread-safe: one thread reads
@@ -268,12 +289,25 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         self.domain_xml(name)
     }
-    /// Pauses a running guest's vCPUs (libvirt's `virDomainSuspend`): its disks see no writes.
-    fn suspend(&self, name: &str) -> Result<(), HvError> {
-        Err(HvError::NoPause(name.to_string()))
+    /// Stops the guest's vCPUs, keeping it in memory (libvirt's `virDomainSuspend`).
+    fn pause(&self, name: &str) -> Result<(), HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("pause a guest"))
     }
-    /// Lets a paused guest run again (`virDomainResume`).
-    fn resume(&self, name: &str) -> Result<(), HvError> {
-        Err(HvError::NoPause(name.to_string()))
+    /// Lets a paused guest run on (`virDomainResume`).
+    fn unpause(&self, name: &str) -> Result<(), HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("unpause a guest"))
+    }
+    /// Saves the guest's memory and stops it (`virDomainManagedSave`); [`Hypervisor::start`]
+    /// restores it.
+    fn managed_save(&self, name: &str) -> Result<(), HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("save a guest's memory"))
+    }
+    /// Throws a managed save away, so the next start boots afresh. None is not an error.
+    fn discard_save(&self, name: &str) -> Result<(), HvError> {
+        let _ = name;
+        Ok(())
     }
 }

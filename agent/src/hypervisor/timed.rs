@@ -73,13 +73,19 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn block_resize(&self, name: &str, disk: &str, bytes: u64) -> Result<bool, HvError> {
         timed("block_resize", || self.0.block_resize(name, disk, bytes))
     }
-    fn suspend(&self, name: &str) -> Result<(), HvError> {
-        timed("suspend", || self.0.suspend(name))
-    }
-    fn resume(&self, name: &str) -> Result<(), HvError> {
-        timed("resume", || self.0.resume(name))
-    }
     fn domain_config_xml(&self, name: &str) -> Result<String, HvError> {
         timed("domain_config_xml", || self.0.domain_config_xml(name))
+    }
+    fn pause(&self, name: &str) -> Result<(), HvError> {
+        timed("pause", || self.0.pause(name))
+    }
+    fn unpause(&self, name: &str) -> Result<(), HvError> {
+        timed("unpause", || self.0.unpause(name))
+    }
+    fn managed_save(&self, name: &str) -> Result<(), HvError> {
+        timed("managed_save", || self.0.managed_save(name))
+    }
+    fn discard_save(&self, name: &str) -> Result<(), HvError> {
+        timed("discard_save", || self.0.discard_save(name))
     }
 }

@@ -559,14 +559,14 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     assert_eq!(std::fs::read(&snap_file).expect("snapshot"), std::fs::read(&file).expect("volume"));
 
     // A paused guest stays paused (the copy did not resume what it did not pause).
-    env.hv.suspend(&name).expect("pause");
+    env.hv.pause(&name).expect("pause");
     let snap2 = Uuid::new_v4().to_string();
     let take =
         Action::SnapshotCreate { volume: vol.clone(), snapshot_id: snap2.clone(), instance_id: Some(id.to_string()) };
     let (ev, _) = env.exec(vid, take).await;
     done(&ev);
     assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Paused));
-    env.hv.resume(&name).expect("resume");
+    env.hv.unpause(&name).expect("resume");
 
     // New volumes from the snapshot (grown) and from the volume.
     let from_snap = VolumeSpec { id: Uuid::new_v4().to_string(), size_gb: 2, readonly: false };
@@ -605,4 +605,61 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     done(&ev);
     let (ev, _) = env.exec(id, Action::Delete).await;
     done(&ev);
+}
+
+/// Pause/unpause (libvirt suspend/resume) and suspend/resume (managed save, then a start that
+/// restores it) on the test driver: the power states Nova reports, repeats that are done
+/// without acting again, refusals with the reason, and a saved guest's hard reboot and delete.
+#[tokio::test]
+async fn pause_and_suspend_with_repeats_and_refusals() {
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
+    let name = xml::domain_name(&id);
+    let data = raw_image(9);
+    env.server.add_image("img-p", data.clone());
+    let (ev, _) = env.exec(id, Action::Build(Box::new(build_spec("img-p", &data, vec![])))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    let (ev, _) = env.exec(id, Action::Pause).await;
+    assert_eq!(done(&ev), PowerState::Paused);
+    assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Paused));
+    assert_eq!(env.power(&id).await, Some(PowerState::Paused));
+    // A redelivered pause is done; a paused guest is not started or suspended-from-resume.
+    let (ev, _) = env.exec(id, Action::Pause).await;
+    assert_eq!(done(&ev), PowerState::Paused);
+    let (ev, _) = env.exec(id, Action::Resume).await;
+    assert!(failed(&ev).contains("there is no saved guest to resume"), "{ev:?}");
+    let (ev, _) = env.exec(id, Action::Unpause).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Unpause).await;
+    assert_eq!(done(&ev), PowerState::Running, "a repeated unpause is done");
+
+    // Suspend: saved and shut off, reported as Nova's SHUTDOWN; repeats are done.
+    let (ev, _) = env.exec(id, Action::Suspend).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Saved));
+    assert_eq!(env.power(&id).await, Some(PowerState::Shutdown));
+    let (ev, _) = env.exec(id, Action::Suspend).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    let (ev, _) = env.exec(id, Action::Start).await;
+    assert!(failed(&ev).contains("resume it instead"), "{ev:?}");
+    let (ev, _) = env.exec(id, Action::Pause).await;
+    assert!(failed(&ev).contains("only a running guest can be paused"), "{ev:?}");
+    let (ev, _) = env.exec(id, Action::Resume).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    assert_eq!(env.hv.state(&name).expect("state"), Some(DomainState::Running));
+    let (ev, _) = env.exec(id, Action::Resume).await;
+    assert_eq!(done(&ev), PowerState::Running, "a repeated resume is done");
+
+    // A saved guest hard reboots afresh (its save thrown away) and deletes.
+    let (ev, _) = env.exec(id, Action::Suspend).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    let (ev, _) = env.exec(id, Action::Reboot { hard: true }).await;
+    assert_eq!(done(&ev), PowerState::Running);
+    let (ev, _) = env.exec(id, Action::Suspend).await;
+    assert_eq!(done(&ev), PowerState::Shutdown);
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState);
+    assert_eq!(env.hv.state(&name).expect("state"), None);
 }

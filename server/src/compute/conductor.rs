@@ -557,6 +557,10 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             | Action::VolumeDetach { .. },
             event,
         ) => crate::volume::work::on_event(state, work, &action, event).await?,
+        // Pause, unpause, suspend and resume: `lifecycle` applies them.
+        (Action::Pause | Action::Unpause | Action::Suspend | Action::Resume, event) => {
+            super::lifecycle::on_event(state, work, &action, event).await?
+        }
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));
@@ -715,6 +719,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
     let now_t = chrono::Utc::now();
     for inst in state.store.unfinished_instances().await? {
         let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
+        // A host-side action (stop, pause, suspend, …) never outlives its deadline.
+        if super::lifecycle::enforce_deadline(state, &inst, now_t).await? {
+            continue;
+        }
         if inst.task_state.as_deref() == Some("deleting") {
             // The host is gone: delete locally, as Nova does when the compute service is down.
             if on_down_host.is_some() || inst.host_id.is_none() {

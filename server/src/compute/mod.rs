@@ -10,6 +10,7 @@ mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
+pub(crate) mod lifecycle;
 pub mod metadata;
 pub mod microversion;
 mod os_security_groups;
@@ -22,6 +23,7 @@ mod server_view;
 mod server_view_reference;
 pub(crate) mod servers;
 pub mod states;
+mod tags;
 mod volume_attachments;
 
 use axum::Router;
@@ -83,6 +85,8 @@ fn api() -> Router<AppState> {
         .route("/os-meridian-events", get(events::stream))
         .route("/servers/{id}", get(servers::show).put(servers::update).delete(servers::delete))
         .route("/servers/{id}/action", post(servers::action))
+        .route("/servers/{id}/tags", get(tags::list).put(tags::replace).delete(tags::clear))
+        .route("/servers/{id}/tags/{tag}", get(tags::show).put(tags::add).delete(tags::remove))
         .route("/servers/{id}/os-security-groups", get(security_groups::list_for_server))
         .route(
             "/os-security-groups",

@@ -54,6 +54,8 @@ pub(crate) struct Extras {
     pub security_groups: Vec<String>,
     /// Ids of the volumes attached through the compute API.
     pub volumes: Vec<String>,
+    /// Why the server is locked (2.73), when it is and a reason was given.
+    pub locked_reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -196,7 +198,7 @@ pub(crate) struct ServerView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     server_groups: Option<[(); 0]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    locked_reason: Nullable<()>,
+    locked_reason: Nullable<&'a str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     full: Option<Full<'a>>,
 }
@@ -400,7 +402,7 @@ pub(crate) fn view<'a>(
         tags: v.at_least(26).then(|| raw(&inst.tags, "[]")),
         trusted_image_certificates: v.at_least(63).then_some(None),
         server_groups: (v.at_least(71) && shape != Shape::Detail).then_some([]),
-        locked_reason: v.at_least(73).then_some(None),
+        locked_reason: v.at_least(73).then_some(x.locked_reason.as_deref()),
         full,
     }
 }
@@ -487,6 +489,7 @@ mod tests {
             addresses,
             security_groups: vec!["default".into(), "web".into()],
             volumes: vec!["vol-1".into(), "vol-2".into()],
+            locked_reason: None,
         };
         let bare = || Extras {
             host_name: None,
@@ -496,6 +499,7 @@ mod tests {
             addresses: Addresses::new(),
             security_groups: vec![],
             volumes: vec![],
+            locked_reason: None,
         };
         // An error with a 500 fault (details for admins only), booted from a volume, a flavor
         // without extra specs or some values, times in another stored form.

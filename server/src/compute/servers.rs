@@ -85,6 +85,9 @@ async fn with_hosts(state: &AppState, insts: &[Instance], parts: Vec<InstanceExt
         state.store.hosts_by_ids(&host_ids).await?.into_iter().map(|h| (h.id.clone(), h)).collect();
     // `hostId` is a hash per project and host: a page holds few pairs.
     let mut hashes: BTreeMap<(&str, &str), String> = BTreeMap::new();
+    // Lock reasons (2.73) are read only for the locked instances of the page, which are few.
+    let locked: Vec<&str> = insts.iter().filter(|i| i.locked != 0).map(|i| i.id.as_str()).collect();
+    let mut locks = if locked.is_empty() { BTreeMap::new() } else { state.store.lock_info(&locked).await? };
     Ok(insts
         .iter()
         .zip(parts)
@@ -105,6 +108,7 @@ async fn with_hosts(state: &AppState, insts: &[Instance], parts: Vec<InstanceExt
                 addresses: addresses_of(x.addresses),
                 security_groups: x.security_groups,
                 volumes: x.volumes,
+                locked_reason: locks.remove(&inst.id).and_then(|l| l.locked_reason),
             }
         })
         .collect())
@@ -499,13 +503,7 @@ pub async fn create(
                 "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)",
             ));
         }
-        Some(Value::Array(t)) if t.len() <= 50 => t
-            .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("Invalid input for field/attribute tags.")))
-            .collect::<ApiResult<_>>()?,
-        Some(other) => {
-            return Err(bad(format!("Invalid input for field/attribute tags. Value: {other}.")));
-        }
+        Some(raw) => super::tags::check_tags("tags", raw)?,
     };
     let min_count = count_field(b, "min_count")?.unwrap_or(1);
     let max_count = count_field(b, "max_count")?.unwrap_or(min_count);
@@ -790,7 +788,14 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
             e
         }
     };
-    let in_memory = name_re.is_some() || !status_filter.is_empty() || ip4_re.is_some() || ip6_re.is_some();
+    let tag_filter = super::tags::TagFilter::from_query(&q, v);
+    let locked_filter = super::tags::locked_filter(&q, v)?;
+    let in_memory = name_re.is_some()
+        || !status_filter.is_empty()
+        || ip4_re.is_some()
+        || ip6_re.is_some()
+        || tag_filter.is_some()
+        || locked_filter.is_some();
     // The detailed page read in SQL comes with its extras (see `list_instances_page_with_extras`).
     let mut read_extras = None;
     let (rows, page) = if in_memory {
@@ -804,6 +809,8 @@ async fn list_inner(state: AppState, ctx: Ctx, v: ApiVersion, q: Query, detail: 
             .into_iter()
             .filter(|i| name_re.as_ref().is_none_or(|re| re.is_match(&i.name)))
             .filter(|i| status_filter.is_empty() || status_filter.iter().any(|s| s == status(i)))
+            .filter(|i| tag_filter.as_ref().is_none_or(|f| f.matches(i)))
+            .filter(|i| locked_filter.is_none_or(|l| l == (i.locked != 0)))
             .collect();
         if ip4_re.is_some() || ip6_re.is_some() {
             let mut ips: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -982,11 +989,12 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
         if action == UserAction::Delete && task == Some(TaskState::Deleting) {
             return Ok(()); // another delete got there first: already on its way
         }
-        if !states::allowed(action, vm, task) {
-            return Err(states::refuse(action, &inst.id, vm, task));
-        }
+        // Nova checks the lock before the state (`check_instance_lock` is the outer decorator).
         if inst.locked != 0 && !ctx.is_admin() {
             return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+        }
+        if !states::allowed(action, vm, task) {
+            return Err(states::refuse(action, &inst.id, vm, task));
         }
         let to =
             NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
@@ -1003,13 +1011,7 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
     }
     let inst = &inst;
     record_action(state, ctx, &inst.id, action.name(), &ctx.request_id).await?;
-    let agent_action = match action {
-        UserAction::Stop => meridian_common::agent::Action::Stop,
-        UserAction::Start => meridian_common::agent::Action::Start,
-        UserAction::RebootSoft => meridian_common::agent::Action::Reboot { hard: false },
-        UserAction::RebootHard => meridian_common::agent::Action::Reboot { hard: true },
-        UserAction::Delete => meridian_common::agent::Action::Delete,
-    };
+    let agent_action = super::lifecycle::agent_action(action);
     let host = match &inst.host_id {
         Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
         None => None,
@@ -1025,10 +1027,17 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
             }
             let json = serde_json::to_string(&agent_action).map_err(ApiError::internal)?;
             state.store.enqueue_work(&inst.id, &h.id, &json).await?;
+            if action != UserAction::Delete {
+                super::lifecycle::arm_deadline(state, &inst.id).await?;
+            }
             if let Some(a) = state.store.latest_action(&inst.id, action.name()).await? {
                 state
                     .store
-                    .start_event(&a.id, &format!("compute_{}_instance", event_verb(action)), Some(&h.name))
+                    .start_event(
+                        &a.id,
+                        &format!("compute_{}_instance", super::lifecycle::event_verb(action)),
+                        Some(&h.name),
+                    )
                     .await?;
             }
             state.signals.notify(&h.id);
@@ -1048,15 +1057,6 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
         }
     }
     Ok(())
-}
-
-fn event_verb(action: UserAction) -> &'static str {
-    match action {
-        UserAction::Stop => "stop",
-        UserAction::Start => "start",
-        UserAction::RebootSoft | UserAction::RebootHard => "reboot",
-        UserAction::Delete => "terminate",
-    }
 }
 
 /// `DELETE /servers/{id}`: 204.
@@ -1084,6 +1084,9 @@ pub async fn action(
         .ok_or_else(|| bad("The action body must hold exactly one action."))?;
     let (name, args) = obj.iter().next().ok_or_else(|| bad("No action given."))?;
     if let Some(answer) = super::consoles::action(&state, &ctx, v, &id, name, &body).await {
+        return answer;
+    }
+    if let Some(answer) = super::lifecycle::action(&state, &ctx, v, &id, name, args).await {
         return answer;
     }
     match name.as_str() {
@@ -1131,7 +1134,10 @@ pub async fn action(
 /// Asks the instance's agent for its console log and waits (up to 10 s) for the answer.
 async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
     let vm = vm_state(inst);
-    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error) || inst.host_id.is_none() {
+    // The log is a file on the host: readable whether the guest runs, is paused or saved.
+    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error | VmState::Paused | VmState::Suspended)
+        || inst.host_id.is_none()
+    {
         return Err(ApiError::conflict(format!(
             "Cannot 'get_console_output' instance {} while it is in vm_state {}",
             inst.id, inst.vm_state

@@ -11,11 +11,20 @@ pub enum VmState {
     Stopped,
     Error,
     Deleted,
+    Paused,
+    Suspended,
 }
 
 impl VmState {
-    pub const ALL: [VmState; 5] =
-        [VmState::Building, VmState::Active, VmState::Stopped, VmState::Error, VmState::Deleted];
+    pub const ALL: [VmState; 7] = [
+        VmState::Building,
+        VmState::Active,
+        VmState::Stopped,
+        VmState::Error,
+        VmState::Deleted,
+        VmState::Paused,
+        VmState::Suspended,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -24,6 +33,8 @@ impl VmState {
             VmState::Stopped => "stopped",
             VmState::Error => "error",
             VmState::Deleted => "deleted",
+            VmState::Paused => "paused",
+            VmState::Suspended => "suspended",
         }
     }
 
@@ -48,10 +59,14 @@ pub enum TaskState {
     RebootPendingHard,
     RebootStartedHard,
     Deleting,
+    Pausing,
+    Unpausing,
+    Suspending,
+    Resuming,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 13] = [
+    pub const ALL: [TaskState; 17] = [
         TaskState::Scheduling,
         TaskState::Networking,
         TaskState::BlockDeviceMapping,
@@ -65,6 +80,10 @@ impl TaskState {
         TaskState::RebootPendingHard,
         TaskState::RebootStartedHard,
         TaskState::Deleting,
+        TaskState::Pausing,
+        TaskState::Unpausing,
+        TaskState::Suspending,
+        TaskState::Resuming,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +101,10 @@ impl TaskState {
             TaskState::RebootPendingHard => "reboot_pending_hard",
             TaskState::RebootStartedHard => "reboot_started_hard",
             TaskState::Deleting => "deleting",
+            TaskState::Pausing => "pausing",
+            TaskState::Unpausing => "unpausing",
+            TaskState::Suspending => "suspending",
+            TaskState::Resuming => "resuming",
         }
     }
 
@@ -103,6 +126,8 @@ pub fn status(vm: VmState, task: Option<TaskState>) -> &'static str {
         (VmState::Error, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => "HARD_REBOOT",
         (VmState::Error, _) => "ERROR",
         (VmState::Deleted, _) => "DELETED",
+        (VmState::Paused, _) => "PAUSED",
+        (VmState::Suspended, _) => "SUSPENDED",
     }
 }
 
@@ -114,10 +139,24 @@ pub enum Action {
     RebootSoft,
     RebootHard,
     Delete,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [Action::Stop, Action::Start, Action::RebootSoft, Action::RebootHard, Action::Delete];
+    pub const ALL: [Action; 9] = [
+        Action::Stop,
+        Action::Start,
+        Action::RebootSoft,
+        Action::RebootHard,
+        Action::Delete,
+        Action::Pause,
+        Action::Unpause,
+        Action::Suspend,
+        Action::Resume,
+    ];
 
     /// The name Nova uses in instance actions and in its 409 messages.
     pub fn name(self) -> &'static str {
@@ -126,6 +165,10 @@ impl Action {
             Action::Start => "start",
             Action::RebootSoft | Action::RebootHard => "reboot",
             Action::Delete => "delete",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
         }
     }
 
@@ -137,6 +180,10 @@ impl Action {
             Action::RebootSoft => TaskState::Rebooting,
             Action::RebootHard => TaskState::RebootingHard,
             Action::Delete => TaskState::Deleting,
+            Action::Pause => TaskState::Pausing,
+            Action::Unpause => TaskState::Unpausing,
+            Action::Suspend => TaskState::Suspending,
+            Action::Resume => TaskState::Resuming,
         }
     }
 }
@@ -151,8 +198,15 @@ pub fn allowed(action: Action, vm: VmState, task: Option<TaskState>) -> bool {
         Action::Stop => matches!(vm, V::Active | V::Error) && task.is_none(),
         Action::Start => vm == V::Stopped && task.is_none(),
         Action::RebootSoft => vm == V::Active && task.is_none(),
-        // A hard reboot may interrupt a soft one that is stuck, and rescues ERROR/stopped ones.
-        Action::RebootHard => matches!(vm, V::Active | V::Stopped | V::Error) && (task.is_none() || soft_rebooting),
+        // A hard reboot may interrupt a soft one that is stuck, and rescues ERROR, stopped,
+        // paused and suspended ones (Nova's ALLOW_HARD_REBOOT).
+        Action::RebootHard => {
+            matches!(vm, V::Active | V::Stopped | V::Error | V::Paused | V::Suspended)
+                && (task.is_none() || soft_rebooting)
+        }
+        Action::Pause | Action::Suspend => vm == V::Active && task.is_none(),
+        Action::Unpause => vm == V::Paused && task.is_none(),
+        Action::Resume => vm == V::Suspended && task.is_none(),
         // Delete is always accepted, except when one is already running.
         Action::Delete => vm != V::Deleted && task != Some(T::Deleting),
     }
@@ -188,11 +242,14 @@ mod tests {
                         Action::Start => vm == V::Stopped && task.is_none(),
                         Action::RebootSoft => vm == V::Active && task.is_none(),
                         Action::RebootHard => {
-                            [V::Active, V::Stopped, V::Error].contains(&vm)
+                            [V::Active, V::Stopped, V::Error, V::Paused, V::Suspended].contains(&vm)
                                 && [None, Some(T::Rebooting), Some(T::RebootPending), Some(T::RebootStarted)]
                                     .contains(task)
                         }
                         Action::Delete => vm != V::Deleted && *task != Some(T::Deleting),
+                        Action::Pause | Action::Suspend => vm == V::Active && task.is_none(),
+                        Action::Unpause => vm == V::Paused && task.is_none(),
+                        Action::Resume => vm == V::Suspended && task.is_none(),
                     };
                     assert_eq!(allowed(action, vm, *task), want, "{action:?} from {vm:?}/{task:?}");
                     if want {
@@ -207,8 +264,9 @@ mod tests {
                 }
             }
         }
-        // stop 2, start 1, soft reboot 1, hard reboot 3×4, delete 4×13.
-        assert_eq!(allowed_count, 68, "table size changed: update this test knowingly");
+        // stop 2, start 1, soft reboot 1, hard reboot 5×4, delete 6×17, pause, unpause,
+        // suspend, resume 1 each.
+        assert_eq!(allowed_count, 130, "table size changed: update this test knowingly");
     }
 
     #[test]
@@ -220,6 +278,11 @@ mod tests {
         assert_eq!(status(VmState::Active, Some(TaskState::RebootingHard)), "HARD_REBOOT");
         assert_eq!(status(VmState::Stopped, Some(TaskState::PoweringOn)), "SHUTOFF");
         assert_eq!(status(VmState::Error, None), "ERROR");
+        assert_eq!(status(VmState::Paused, None), "PAUSED");
+        assert_eq!(status(VmState::Active, Some(TaskState::Pausing)), "ACTIVE");
+        assert_eq!(status(VmState::Suspended, Some(TaskState::Resuming)), "SUSPENDED");
+        // Nova's _STATE_MAP has no reboot entries for these two.
+        assert_eq!(status(VmState::Paused, Some(TaskState::RebootingHard)), "PAUSED");
         for t in TaskState::ALL {
             assert_eq!(TaskState::parse(t.as_str()), Some(t));
         }

@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod identity;
 pub mod image;
 pub mod instances;
+pub mod lifecycle;
 pub mod lockout;
 pub mod network;
 pub mod retention;

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod help;
 pub mod key_created;
 pub mod key_form;
+pub mod lock_reason;
 pub mod palette;
 pub mod projects;
 pub mod report;
@@ -33,6 +34,7 @@ pub use filter::Filter;
 pub use help::Help;
 pub use key_created::KeyCreated;
 pub use key_form::KeyForm;
+pub use lock_reason::LockReason;
 pub use palette::Palette;
 pub use projects::Projects;
 pub use report::Report;
@@ -90,6 +92,11 @@ pub enum Effect {
     Ssh(Box<crate::ssh::SshCall>),
     /// Stop this upload or download (the overlay stays open to show it end).
     CancelTransfer(u64),
+    /// Lock the instance, with the reason typed (if any), the overlay closed.
+    Lock {
+        id: String,
+        reason: Option<String>,
+    },
 }
 
 pub enum Overlay {
@@ -106,6 +113,7 @@ pub enum Overlay {
     KeyCreated(KeyCreated),
     SshUser(SshUser),
     Transfers(Transfers),
+    LockReason(LockReason),
 }
 
 impl Overlay {
@@ -121,6 +129,7 @@ impl Overlay {
             Overlay::KeyForm(k) => k.handle_key(key),
             Overlay::KeyCreated(k) => k.handle_key(key),
             Overlay::SshUser(s) => s.handle_key(key),
+            Overlay::LockReason(l) => l.handle_key(key),
             Overlay::Transfers(t) => t.handle_key(key, ctx),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
@@ -159,6 +168,7 @@ impl Overlay {
             Overlay::KeyForm(k) => k.draw(f, area, theme),
             Overlay::KeyCreated(k) => k.draw(f, area, theme),
             Overlay::SshUser(s) => s.draw(f, area, theme),
+            Overlay::LockReason(l) => l.draw(f, area, theme),
             Overlay::Transfers(t) => t.draw(f, area, theme, ctx),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),

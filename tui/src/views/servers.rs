@@ -19,7 +19,7 @@ impl Resource for Server {
     fn columns(ctx: &CellCtx) -> Vec<Column> {
         let mut c = vec![
             col("NAME", Constraint::Min(10)),
-            col("STATUS", Constraint::Length(8)),
+            col("STATUS", Constraint::Length(9)),
             col("TASK", Constraint::Length(12)),
             col("POWER", Constraint::Length(8)),
             col("ADDRESSES", Constraint::Min(9)),
