@@ -91,6 +91,50 @@ impl Storage for FileStorage {
         let path = self.path(id)?;
         Ok(("file".into(), format!("<source file='{}'/>", crate::xml::esc(&path.to_string_lossy()))))
     }
+
+    fn create_from_image(&self, v: &VolumeSpec, image: &Path, format: &str) -> Result<(), StorageError> {
+        let path = self.path(&v.id)?;
+        let want = v.size_gb.saturating_mul(GIB);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == want) {
+            // A repeat whose first run finished (the rename is the last step).
+            return Ok(());
+        }
+        let fail = |source| StorageError::Create { id: v.id.clone(), source };
+        let import = |reason: String| StorageError::Import {
+            id: v.id.clone(),
+            image: image.to_string_lossy().into_owned(),
+            reason,
+        };
+        let tmp = path.with_extension("raw.part");
+        let _ = std::fs::remove_file(&tmp);
+        // Raw output is written sparse (zero runs skipped), so an image's holes stay holes.
+        let qemu_img = std::env::var_os("MERIDIAN_QEMU_IMG").unwrap_or_else(|| "qemu-img".into());
+        let out = std::process::Command::new(qemu_img)
+            .args(["convert", "-q", "-f", format, "-O", "raw"])
+            .arg(image)
+            .arg(&tmp)
+            .output()
+            .map_err(fail)?;
+        let cleanup = |e: StorageError| {
+            let _ = std::fs::remove_file(&tmp);
+            e
+        };
+        if !out.status.success() {
+            return Err(cleanup(import(String::from_utf8_lossy(&out.stderr).trim().to_string())));
+        }
+        let f = OpenOptions::new().write(true).open(&tmp).map_err(|e| cleanup(fail(e)))?;
+        let have = f.metadata().map_err(|e| cleanup(fail(e)))?.len();
+        if have > want {
+            return Err(cleanup(import(format!(
+                "its virtual size of {have} bytes does not fit the volume's {} GiB",
+                v.size_gb
+            ))));
+        }
+        f.set_len(want).map_err(|e| cleanup(fail(e)))?;
+        f.sync_all().map_err(|e| cleanup(fail(e)))?;
+        std::fs::rename(&tmp, &path).map_err(|e| cleanup(fail(e)))?;
+        self.sync_dir().map_err(fail)
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub enum StorageError {
     },
     #[error("volume {id} is {have} bytes, larger than the {want} asked for; volumes never shrink")]
     Shrink { id: String, have: u64, want: u64 },
+    #[error("cannot write image {image} into volume {id}: {reason}")]
+    Import { id: String, image: String, reason: String },
     #[error("volume {0} does not exist on this host")]
     Missing(String),
     #[error("cannot delete volume {id}")]
@@ -53,6 +55,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The `<source …/>` element (and driver) of the disk libvirt attaches: what identifies
     /// the volume in a domain definition.
     fn source_xml(&self, id: &str) -> Result<(String, String), StorageError>;
+    /// Makes a volume of `size_gb` holding the image file `image` (in qemu format `format`),
+    /// converted to raw; an existing volume of that size is fine (a repeat). Fails, leaving
+    /// nothing, when the image's virtual size exceeds the volume.
+    fn create_from_image(&self, v: &VolumeSpec, image: &std::path::Path, format: &str) -> Result<(), StorageError>;
 }
 
 /// The `<disk>` element for a volume as device `dev` (virtio): the volume's id as the disk's

@@ -327,7 +327,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
 }
 
 /// An image's free-form properties as strings (what the scheduler and the agent read).
-fn properties_of(img: &Image) -> BTreeMap<String, String> {
+pub(crate) fn properties_of(img: &Image) -> BTreeMap<String, String> {
     img.properties_map()
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))

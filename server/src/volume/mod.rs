@@ -5,6 +5,7 @@
 //! Every path carries the project id (`/volume/v3/{project_id}/…`), as Cinder's catalog URL
 //! does; like Cinder, the project acted for is the token's, not the path's.
 
+pub(crate) mod from_image;
 mod quotas;
 mod types;
 mod volumes;

@@ -187,7 +187,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
     ctx.require_member("volume:create")?;
     let project_id = ctx.project_id()?.to_string();
     let b = wrapped(&body, "volume")?;
-    for (key, what) in [("imageRef", "an image"), ("snapshot_id", "a snapshot"), ("source_volid", "another volume")] {
+    for (key, what) in [("snapshot_id", "a snapshot"), ("source_volid", "another volume")] {
         if opt_str(b, key)?.is_some() {
             return Err(bad(format!("Invalid input received: creating a volume from {what} is not supported yet.")));
         }
@@ -195,7 +195,18 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
     if b.get("multiattach").and_then(Value::as_bool) == Some(true) {
         return Err(bad("Invalid input received: multiattach volumes are not supported."));
     }
-    let size = size_field(b.get("size"), "size")?;
+    // `imageRef` (or the older `image_id`): the volume holds that image's bytes.
+    let image = match opt_str(b, "imageRef")?.or(opt_str(b, "image_id")?) {
+        Some(r) => Some(super::from_image::lookup(&state, &ctx, r).await?),
+        None => None,
+    };
+    let size = match (&image, b.get("size")) {
+        (Some(src), None | Some(Value::Null)) => src.default_size,
+        _ => size_field(b.get("size"), "size")?,
+    };
+    if let Some(src) = &image {
+        super::from_image::check(&src.image, size)?;
+    }
     let vtype: VolumeType = match opt_str(b, "volume_type")? {
         Some(t) => state.store.find_volume_type(t).await.map_err(|e| match e {
             StoreError::NotFound(_) => ApiError::not_found(format!("Volume type with name {t} could not be found.")),
@@ -226,7 +237,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         volume_type_id: vtype.id.clone(),
         availability_zone: az,
         host_id: None,
-        bootable: 0,
+        bootable: flag(image.is_some()),
         readonly: 0,
         metadata: Value::Object(metadata).to_string(),
         deadline: None,
@@ -245,10 +256,15 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
     if state.store.create_volume(&v, limits).await?.is_none() {
         return Err(super::quotas::over_quota(&state, &project_id, size, limits).await);
     }
-    if let Some(host) = v.host_id.clone() {
-        work::enqueue(&state, &v, &host, work::Kind::Create).await?;
+    match (v.host_id.clone(), &image) {
+        (Some(host), Some(src)) => super::from_image::enqueue(&state, &v, &host, &src.image).await?,
+        (Some(host), None) => work::enqueue(&state, &v, &host, work::Kind::Create).await?,
+        (None, Some(src)) => super::from_image::record(&state, &v.id, &src.image).await?,
+        (None, None) => {}
     }
-    let body = plain(render(&state, &ctx, &v).await?);
+    let mut body = [plain(render(&state, &ctx, &v).await?)];
+    super::from_image::decorate(&state, &mut body).await?;
+    let [body] = body;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"volume": body}))).into_response())
 }
 
@@ -386,8 +402,9 @@ pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, q: Query) -> J
     let ids: Vec<&str> = list.iter().map(|v| v.id.as_str()).collect();
     let mut atts = state.store.attachments_of_volumes(&ids).await?;
     let types = type_names(&state).await?;
-    let out: Vec<Value> =
+    let mut out: Vec<Value> =
         list.iter().map(|v| detail_json(&state, &ctx, v, &atts.remove(&v.id).unwrap_or_default(), &types)).collect();
+    super::from_image::decorate(&state, &mut out).await?;
     let mut body = json!({"volumes": out});
     if let Some(l) = next_link(&state, &ctx, "volumes/detail", &q, next) {
         body["volumes_links"] = l;
@@ -398,7 +415,10 @@ pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, q: Query) -> J
 pub async fn show(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Path<(String, String)>) -> JsonResult {
     ctx.require_reader("volume:get")?;
     let v = load(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"volume": render(&state, &ctx, &v).await?})))
+    let mut body = [render(&state, &ctx, &v).await?];
+    super::from_image::decorate(&state, &mut body).await?;
+    let [body] = body;
+    Ok(axum::Json(json!({"volume": body})))
 }
 
 // ---- update / metadata ----
@@ -816,7 +836,10 @@ pub async fn action(
             start_delete(&state, &v, true).await?;
             accepted()
         }
-        other => Err(bad(format!("There is no such action: {other}"))),
+        other => match super::from_image::action(&state, &ctx, &v, other, args).await {
+            Some(answer) => answer,
+            None => Err(bad(format!("There is no such action: {other}"))),
+        },
     }
 }
 
