@@ -2,6 +2,7 @@
 //! availability zones.
 
 pub mod agents;
+pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
 mod events;

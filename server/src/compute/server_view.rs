@@ -52,6 +52,8 @@ pub(crate) struct Extras {
     pub security_groups: Vec<String>,
     /// Ids of the volumes attached through the compute API.
     pub volumes: Vec<String>,
+    /// Ids of volumes (of these servers) to delete with their server.
+    pub delete_on_termination: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -289,7 +291,10 @@ pub(crate) fn view<'a>(
         volumes_attached: x
             .volumes
             .iter()
-            .map(|id| VolumeAttached { id, delete_on_termination: v.at_least(3).then_some(false) })
+            .map(|id| VolumeAttached {
+                id,
+                delete_on_termination: v.at_least(3).then(|| x.delete_on_termination.contains(id)),
+            })
             .collect(),
         // The groups of the server's ports, each name once (Nova leaves the key out when none).
         security_groups: (!x.security_groups.is_empty())

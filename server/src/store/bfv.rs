@@ -153,3 +153,16 @@ impl Store {
             .await?)
     }
 }
+
+impl Store {
+    /// Marks an attachment as made by the compute side on `host_id` (a build's volume: the
+    /// agent plugs it into the domain it defines).
+    pub async fn set_attachment_compute(&self, id: &str, host_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE volume_attachments SET by_compute = 1, host_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(host_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+}

@@ -19,6 +19,11 @@ use crate::store::volume::Volume;
 
 const GIB: i64 = 1 << 30;
 
+/// The keys of a volume's image metadata that describe the image itself; the rest are its
+/// properties.
+pub const BASE_KEYS: [&str; 8] =
+    ["image_id", "image_name", "checksum", "container_format", "disk_format", "min_disk", "min_ram", "size"];
+
 /// An image a new volume is made from, checked.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -219,4 +224,46 @@ pub async fn enqueue(state: &AppState, v: &Volume, host: &str, image: &Image) ->
     state.store.enqueue_work(&v.id, host, &action).await?;
     state.signals.notify(host);
     Ok(())
+}
+
+/// A volume for a server's build, placed on the build's host (`host_id`): from `image` or
+/// blank, counted against the project's volume quotas like any other. Returns its id.
+pub async fn create_on_host(
+    state: &AppState,
+    inst: &crate::store::instances::Instance,
+    name: &str,
+    size: i64,
+    zone: &str,
+    host_id: &str,
+    image: Option<&Image>,
+) -> ApiResult<String> {
+    let ts = crate::store::now();
+    let v = Volume {
+        id: crate::store::new_uuid(),
+        project_id: inst.project_id.clone(),
+        user_id: inst.user_id.clone(),
+        name: Some(name.to_string()),
+        description: None,
+        size,
+        status: "creating".into(),
+        attach_status: "detached".into(),
+        volume_type_id: crate::store::volume::DEFAULT_TYPE_ID.into(),
+        availability_zone: zone.to_string(),
+        host_id: Some(host_id.to_string()),
+        bootable: crate::store::flag(image.is_some()),
+        readonly: 0,
+        metadata: "{}".into(),
+        deadline: Some(super::work::deadline(super::work::CREATE_DEADLINE)),
+        created_at: ts.clone(),
+        updated_at: ts,
+    };
+    let limits = super::quotas::create_limits(state, &v.project_id).await?;
+    if state.store.create_volume(&v, limits).await?.is_none() {
+        return Err(super::quotas::over_quota(state, &v.project_id, size, limits).await);
+    }
+    match image {
+        Some(img) => enqueue(state, &v, host_id, img).await?,
+        None => super::work::enqueue(state, &v, host_id, super::work::Kind::Create).await?,
+    }
+    Ok(v.id)
 }

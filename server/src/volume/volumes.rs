@@ -560,7 +560,7 @@ pub async fn delete(
 /// Deletes a volume: a placed one through its agent (`deleting` until the file is gone), an
 /// unplaced one at once. Refused while attached; `force` (admin) also takes transitional
 /// states other than attached ones.
-async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()> {
+pub(crate) async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()> {
     let atts = state.store.volume_attachments(&v.id).await?;
     // A forced delete takes any status (Cinder's admin force-delete), but never a volume
     // plugged into a guest.

@@ -331,5 +331,9 @@ pub async fn instance_gone(state: &AppState, instance_id: &str) -> StoreResult<(
         let from = ["in-use", "attaching", "detaching", "reserved", "error_attaching", "error_detaching"];
         state.store.move_attachment(&a.id, None, None, &a.volume_id, &from, "available", None, None).await?;
     }
+    // Then those of its block device mappings marked delete_on_termination go.
+    crate::compute::bdm::instance_gone(state, instance_id)
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!(e.message)))?;
     Ok(())
 }
