@@ -262,9 +262,8 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         (None, Some(src)) => super::from_image::record(&state, &v.id, &src.image).await?,
         (None, None) => {}
     }
-    let mut body = [plain(render(&state, &ctx, &v).await?)];
-    super::from_image::decorate(&state, &mut body).await?;
-    let [body] = body;
+    // Cinder's image metadata extension extends show and detail only, not create.
+    let body = plain(render(&state, &ctx, &v).await?);
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"volume": body}))).into_response())
 }
 
