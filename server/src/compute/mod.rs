@@ -210,6 +210,8 @@ mod tests;
 
 #[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod bdm_tests;
 
 #[cfg(test)]
 mod agent_tests;
