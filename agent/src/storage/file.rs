@@ -175,4 +175,44 @@ mod tests {
         assert!(!s.exists(id).expect("exists"));
         assert!(matches!(s.create(&spec("../etc/passwd", 1)), Err(StorageError::BadId(_))));
     }
+
+    /// A qcow2 image (made by the real qemu-img) becomes the volume's first bytes, raw, grown
+    /// to the volume's size; a repeat changes nothing; an image larger than the volume leaves
+    /// nothing behind.
+    #[test]
+    fn an_image_becomes_a_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(&dir.path().join("volumes")).expect("open");
+        let raw = dir.path().join("image.raw");
+        let content: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::write(&raw, &content).expect("raw image");
+        let qcow2 = dir.path().join("image.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2)
+            .status()
+            .expect("qemu-img");
+        assert!(made.success());
+        let id = "7d0c7a47-3c5e-4b77-8f43-0a4c6b1e2f10";
+        s.create_from_image(&spec(id, 1), &qcow2, "qcow2").expect("volume from image");
+        let path = s.path(id).expect("path");
+        let data = std::fs::read(&path).expect("volume");
+        assert_eq!(data.len() as u64, GIB);
+        assert!(data[..content.len()] == content[..], "the image's bytes");
+        assert!(data[content.len()..].iter().all(|b| *b == 0));
+        drop(data);
+        s.create_from_image(&spec(id, 1), &qcow2, "qcow2").expect("a repeat");
+        assert!(!path.with_extension("raw.part").exists());
+
+        // 3 MiB do not fit a volume of 0 GiB: refused, nothing left.
+        let small = "7d0c7a47-3c5e-4b77-8f43-0a4c6b1e2f11";
+        let e = s.create_from_image(&spec(small, 0), &raw, "raw").expect_err("too small");
+        assert!(matches!(e, StorageError::Import { .. }), "{e}");
+        assert!(!s.exists(small).expect("exists"));
+        assert!(!s.path(small).expect("path").with_extension("raw.part").exists());
+        // Not an image at all in the format named: qemu-img's complaint.
+        let e = s.create_from_image(&spec(small, 1), &raw, "qcow2").expect_err("not qcow2");
+        assert!(matches!(e, StorageError::Import { .. }), "{e}");
+    }
 }
