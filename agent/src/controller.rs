@@ -556,7 +556,9 @@ impl Controller {
         // short external process), which takes one of them off the boot's critical path.
         let overlay = async {
             match &base {
-                Some(base) => disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await,
+                Some(base) => {
+                    disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await
+                }
                 None => Ok(()),
             }
         };

@@ -757,8 +757,14 @@ mod tests {
     #[test]
     fn a_boot_volume_replaces_the_image_disk_and_volumes_follow_the_config_drive() {
         let mut s = spec(VirtType::Qemu);
-        s.root_volume = Some("<disk type='file' device='disk'><source file='/v/root.raw'/><target dev='vda' bus='virtio'/></disk>".into());
-        s.volumes = vec!["<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdc' bus='virtio'/></disk>".into()];
+        s.root_volume = Some(
+            "<disk type='file' device='disk'><source file='/v/root.raw'/><target dev='vda' bus='virtio'/></disk>"
+                .into(),
+        );
+        s.volumes = vec![
+            "<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdc' bus='virtio'/></disk>"
+                .into(),
+        ];
         s.config_drive = Some("/i/x/disk.config".into());
         let xml = domain_xml(&s);
         let disks = disks(&xml);
@@ -772,7 +778,10 @@ mod tests {
         );
         assert!(!xml.contains("qcow2"), "no image disk: {xml}");
         // A volume where the drive would go: the drive takes the next free name.
-        s.volumes = vec!["<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdb' bus='virtio'/></disk>".into()];
+        s.volumes = vec![
+            "<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdb' bus='virtio'/></disk>"
+                .into(),
+        ];
         let names: Vec<String> = super::disks(&domain_xml(&s)).into_iter().map(|(d, _)| d).collect();
         assert_eq!(names, ["vda", "vdc", "vdb"]);
     }

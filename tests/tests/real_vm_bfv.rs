@@ -30,7 +30,15 @@ async fn volume_status(admin: &Client, id: &str, want: &str) -> Value {
 }
 
 /// Boots a server from volume `vid` (existing volume, kept on termination) running `script`.
-async fn boot_from(admin: &Client, guard: &LibvirtGuard, name: &str, flavor: &str, net: &str, vid: &str, script: &str) -> String {
+async fn boot_from(
+    admin: &Client,
+    guard: &LibvirtGuard,
+    name: &str,
+    flavor: &str,
+    net: &str,
+    vid: &str,
+    script: &str,
+) -> String {
     let body = json!({"server": {
         "name": name, "imageRef": "", "flavorRef": flavor, "networks": [{"uuid": net}],
         "block_device_mapping_v2": [{
@@ -70,7 +78,10 @@ async fn a_file_written_on_a_boot_volume_outlives_its_server() {
     guard.network(&format!("meridian-{net_id}"));
 
     let body = json!({"volume": {"size": 1, "name": "root", "imageRef": image_id}});
-    let vid = admin.post("block-storage", "/volumes", &body).await.expect("volume")["volume"]["id"].as_str().expect("id").to_string();
+    let vid = admin.post("block-storage", "/volumes", &body).await.expect("volume")["volume"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let shown = volume_status(&admin, &vid, "available").await;
     assert_eq!(shown["bootable"], "true", "{shown}");
     let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));

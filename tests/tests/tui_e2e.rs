@@ -1081,7 +1081,10 @@ async fn launch_from_a_new_volume_through_the_wizard() {
     assert_eq!(vols.len(), 1, "{s}");
     let vid = vols[0]["id"].as_str().expect("volume id").to_string();
     let v = admin.get("block-storage", &format!("/volumes/{vid}")).await.expect("volume")["volume"].clone();
-    assert_eq!((v["size"].as_i64(), v["status"].as_str(), v["bootable"].as_str()), (Some(1), Some("in-use"), Some("true")));
+    assert_eq!(
+        (v["size"].as_i64(), v["status"].as_str(), v["bootable"].as_str()),
+        (Some(1), Some("in-use"), Some("true"))
+    );
     assert!(v["volume_image_metadata"]["image_name"] == "tiny", "{v}");
 
     tmux.keys(&["C-d"]);

@@ -120,7 +120,9 @@ pub fn parse(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Request
                 || u.len() > 255
                 || !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
-            return Err(bad(format!("Invalid input for field/attribute uuid. Value: {u}. '{u}' does not match '^[a-zA-Z0-9._-]*$'")));
+            return Err(bad(format!(
+                "Invalid input for field/attribute uuid. Value: {u}. '{u}' does not match '^[a-zA-Z0-9._-]*$'"
+            )));
         }
         let device_name = string("device_name")?;
         if let Some(d) = &device_name
@@ -136,7 +138,9 @@ pub fn parse(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Request
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| invalid_bdm("Boot index is invalid."))?),
             Some(Value::String(s)) => Some(s.trim().parse::<i64>().map_err(|_| {
-                bad(format!("Invalid input for field/attribute boot_index. Value: {s}. '{s}' does not match '^-?[0-9]+$'"))
+                bad(format!(
+                    "Invalid input for field/attribute boot_index. Value: {s}. '{s}' does not match '^-?[0-9]+$'"
+                ))
             })?),
             Some(v) => {
                 return Err(bad(format!(
@@ -341,7 +345,9 @@ async fn image_from_metadata(
     }
     let props: Map<String, Value> = meta
         .iter()
-        .filter(|(k, _)| !crate::volume::from_image::BASE_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        .filter(|(k, _)| !crate::volume::from_image::BASE_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     Ok(Image {
         id: image_id.to_string(),
         status: "active".into(),
@@ -470,7 +476,11 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
         let v = wait_available(state, &volume_id, b.attachment_id.as_deref(), deadline).await?;
         let attachment_id = attach(state, inst, host, b, &v, &dev).await?;
         out.push(BlockDevice {
-            volume: VolumeSpec { id: v.id.clone(), size_gb: u64::try_from(v.size).unwrap_or(0), readonly: v.readonly != 0 },
+            volume: VolumeSpec {
+                id: v.id.clone(),
+                size_gb: u64::try_from(v.size).unwrap_or(0),
+                readonly: v.readonly != 0,
+            },
             device: dev,
             boot_index: b.boot_index.and_then(|i| u32::try_from(i).ok()),
             attachment_id,
@@ -532,7 +542,14 @@ async fn wait_available(
 
 /// Attaches the mapping's volume to the instance (bookkeeping: the build plugs it into the new
 /// domain), as device `dev`. A repeat finds the attachment made.
-async fn attach(state: &AppState, inst: &Instance, host: &Host, b: &Bdm, v: &Volume, dev: &str) -> Result<String, String> {
+async fn attach(
+    state: &AppState,
+    inst: &Instance,
+    host: &Host,
+    b: &Bdm,
+    v: &Volume,
+    dev: &str,
+) -> Result<String, String> {
     let err = |e: StoreError| format!("volume {}: {e}", v.id);
     let mountpoint = format!("/dev/{dev}");
     let a = match &b.attachment_id {
@@ -551,7 +568,16 @@ async fn attach(state: &AppState, inst: &Instance, host: &Host, b: &Bdm, v: &Vol
         state.store.set_attachment_compute(&a.id, &host.id).await.map_err(err)?;
         let moved = state
             .store
-            .move_attachment(&a.id, Some("attached"), Some(&mountpoint), &v.id, &["attaching", "reserved"], "in-use", None, None)
+            .move_attachment(
+                &a.id,
+                Some("attached"),
+                Some(&mountpoint),
+                &v.id,
+                &["attaching", "reserved"],
+                "in-use",
+                None,
+                None,
+            )
             .await
             .map_err(err)?;
         if !moved {

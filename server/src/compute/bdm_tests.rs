@@ -28,7 +28,10 @@ fn mappings_are_parsed_as_nova_checks_them() {
     assert_eq!(e, "Block Device Mapping is Invalid: Invalid device UUID.");
     let e = parse_err(one(json!({"source_type": "volume", "destination_type": "volume"})), true);
     assert_eq!(e, "Block Device Mapping is Invalid: Missing device UUID.");
-    let e = parse_err(one(json!({"source_type": "image", "uuid": "i", "destination_type": "local", "boot_index": 0})), false);
+    let e = parse_err(
+        one(json!({"source_type": "image", "uuid": "i", "destination_type": "local", "boot_index": 0})),
+        false,
+    );
     assert_eq!(e, "Block Device Mapping is Invalid: Mapping image to local is not supported.");
     let e = parse_err(one(json!({"source_type": "volume", "uuid": "v", "bogus": 1})), true);
     assert!(e.contains("Additional properties are not allowed ('bogus' was unexpected)"), "{e}");
@@ -147,8 +150,8 @@ async fn work_now(app: &TestApp, host: &Host) -> Vec<Value> {
 /// The host's open work, waiting up to 5 s for some to arrive.
 async fn work(app: &TestApp, host: &Host) -> Vec<Value> {
     for _ in 0..250 {
-        let r = agent(app, Method::GET, &format!("/hosts/{}/work?wait=0", host.name), &host.credential, Value::Null)
-            .await;
+        let r =
+            agent(app, Method::GET, &format!("/hosts/{}/work?wait=0", host.name), &host.credential, Value::Null).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let items = r.body.as_array().cloned().unwrap_or_default();
         if !items.is_empty() {
@@ -295,16 +298,36 @@ async fn a_server_boots_from_a_new_volume_and_takes_it_along_when_deleted() {
     let a = register(&app, "bfv-a", 100, 16384).await;
     let img = image(&app, 4096, 0).await;
     // Nova's checks of the mapping against the services.
-    let boot = |m: Value| json!({"server": {"name": "b", "imageRef": "", "flavorRef": "1", "networks": "none",
-        "block_device_mapping_v2": [m]}});
-    let r = nova(&app, Method::POST, "/servers", boot(json!({"source_type": "image", "uuid": img, "boot_index": 0, "destination_type": "volume"}))).await;
+    let boot = |m: Value| {
+        json!({"server": {"name": "b", "imageRef": "", "flavorRef": "1", "networks": "none",
+        "block_device_mapping_v2": [m]}})
+    };
+    let r = nova(
+        &app,
+        Method::POST,
+        "/servers",
+        boot(json!({"source_type": "image", "uuid": img, "boot_index": 0, "destination_type": "volume"})),
+    )
+    .await;
     assert_eq!(
         r.body["badRequest"]["message"],
         "Images with destination_type 'volume' need to have a non-zero size specified"
     );
-    let r = nova(&app, Method::POST, "/servers", boot(json!({"source_type": "volume", "uuid": "00000000-0000-0000-0000-000000000000", "boot_index": 0}))).await;
+    let r = nova(
+        &app,
+        Method::POST,
+        "/servers",
+        boot(json!({"source_type": "volume", "uuid": "00000000-0000-0000-0000-000000000000", "boot_index": 0})),
+    )
+    .await;
     assert_eq!(r.body["badRequest"]["message"], "Volume 00000000-0000-0000-0000-000000000000 could not be found.");
-    let r = nova(&app, Method::POST, "/servers", boot(json!({"source_type": "snapshot", "uuid": "s1", "boot_index": 0, "volume_size": 1}))).await;
+    let r = nova(
+        &app,
+        Method::POST,
+        "/servers",
+        boot(json!({"source_type": "snapshot", "uuid": "s1", "boot_index": 0, "volume_size": 1})),
+    )
+    .await;
     assert_eq!(r.body["badRequest"]["message"], "Block Device Mapping is Invalid: failed to get snapshot s1.");
 
     let body = boot(json!({"source_type": "image", "uuid": img, "boot_index": 0, "destination_type": "volume",
@@ -343,12 +366,15 @@ async fn a_server_boots_from_a_new_volume_and_takes_it_along_when_deleted() {
     assert!(states.contains(&Some("block_device_mapping".into())), "{states:?}");
     let r = nova(&app, Method::GET, &format!("/servers/{id}/os-volume_attachments"), Value::Null).await;
     assert_eq!(r.body["volumeAttachments"][0]["volumeId"], vid.as_str(), "{}", r.body);
+    let r = nova(&app, Method::DELETE, &format!("/servers/{id}/os-volume_attachments/{vid}"), Value::Null).await;
+    assert_eq!(r.body["badRequest"]["message"], "Cannot detach a root device volume", "{}", r.body);
 
     // Deleting the server deletes the volume too.
     let r = nova(&app, Method::DELETE, &format!("/servers/{id}"), Value::Null).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     answer(&app, &a, "delete", done()).await;
-    let del = answer(&app, &a, "volume_delete", json!({"type": "done", "power_state": "no_state", "console": null})).await;
+    let del =
+        answer(&app, &a, "volume_delete", json!({"type": "done", "power_state": "no_state", "console": null})).await;
     assert_eq!(del["instance_id"], vid.as_str());
     let r = cinder(&app, Method::GET, &format!("volumes/{vid}"), Value::Null).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -209,9 +209,9 @@ pub(crate) fn links(state: &AppState, path: &str) -> Value {
 mod tests;
 
 #[cfg(test)]
-mod server_tests;
-#[cfg(test)]
 mod bdm_tests;
+#[cfg(test)]
+mod server_tests;
 
 #[cfg(test)]
 mod agent_tests;

@@ -452,7 +452,9 @@ pub async fn create(
         (true, _) => String::new(),
     };
     if !bdms.volumes.is_empty() && max_count_requested(b)? > 1 {
-        return Err(bad("Block Device Mapping is Invalid: an existing volume cannot be attached to more than one server."));
+        return Err(bad(
+            "Block Device Mapping is Invalid: an existing volume cannot be attached to more than one server.",
+        ));
     }
     let key = match str_field(b, "key_name")? {
         Some(k) => Some(state.store.get_keypair(&ctx.user.id, k).await.map_err(|_| bad("Invalid key_name provided."))?),

@@ -137,12 +137,7 @@ pub async fn decorate(state: &AppState, bodies: &mut [Value]) -> ApiResult<()> {
 }
 
 async fn current(state: &AppState, v: &Volume) -> ApiResult<Map<String, Value>> {
-    Ok(state
-        .store
-        .volume_image_metadata(&v.id)
-        .await?
-        .and_then(|m| serde_json::from_str(&m).ok())
-        .unwrap_or_default())
+    Ok(state.store.volume_image_metadata(&v.id).await?.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default())
 }
 
 /// The image metadata actions; `None` when `name` is none of them.
