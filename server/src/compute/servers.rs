@@ -360,10 +360,12 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
     if let Some(Value::Array(bdms)) = b.get("block_device_mapping_v2") {
         for bdm in bdms {
             let boot = bdm.get("boot_index").is_some_and(|i| i == 0 || i == "0");
-            if boot && bdm["source_type"] == "image" && bdm["destination_type"] != "volume" {
-                if let Some(u) = bdm["uuid"].as_str() {
-                    return Ok(u.to_string());
-                }
+            if boot
+                && bdm["source_type"] == "image"
+                && bdm["destination_type"] != "volume"
+                && let Some(u) = bdm["uuid"].as_str()
+            {
+                return Ok(u.to_string());
             }
         }
     }
