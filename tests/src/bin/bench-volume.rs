@@ -123,7 +123,17 @@ async fn main() {
         .await
         .expect("image");
     let img_id = img["id"].as_str().expect("id").to_string();
-    meridian_e2e::upload_image_data(&admin, &img_id, image_bytes()).await;
+    // 1 GiB through a debug server on a busy host: longer than the client's default timeout.
+    let resp = admin
+        .request(reqwest::Method::PUT, "image", &format!("/v2/images/{img_id}/file"))
+        .expect("url")
+        .header("content-type", "application/octet-stream")
+        .timeout(Duration::from_secs(1200))
+        .body(image_bytes())
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "upload: {}", resp.status());
     let mut from_image = Vec::new();
     for _ in 0..runs {
         let (t, id) = create_volume(&admin, json!({"size": 1, "imageRef": img_id})).await;
