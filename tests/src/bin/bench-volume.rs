@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meridian_common::Client;
-use meridian_e2e::vm::{self, LibvirtGuard, READY};
+use meridian_e2e::vm::{self, LibvirtGuard};
 use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
 use serde_json::{Value, json};
 
@@ -178,7 +178,8 @@ async fn main() {
     guard.domain(&format!("meridian-{sid}"));
     let s = wait_server(&admin, &sid, &["ACTIVE", "ERROR"], 300).await;
     assert_eq!(s["status"], "ACTIVE", "{s}");
-    vm::wait_console(&admin, &sid, 300, |c| c.contains(READY)).await;
+    // Its user data now waits for the volume (the banner comes after it): up is enough.
+    vm::wait_console(&admin, &sid, 300, |c| c.contains("meridian-guest: ssh=")).await;
 
     let (_, vid) = create_volume(&admin, json!({"size": 1, "name": "bench-data"})).await;
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
