@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_common::agent::{
-    Action, BuildSpec, ExtendAttached, InstanceReport, PowerState, VolumeSource, VolumeSpec, WorkEvent,
+    Action, BuildSpec, ExtendAttached, ImageSpec, InstanceReport, PowerState, VolumeSource, VolumeSpec, WorkEvent,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -224,9 +224,8 @@ impl Controller {
     /// Volume-only work (keyed by the volume's id, no domain involved).
     async fn volume_work(&self, action: &Action) -> Result<(), ActionError> {
         match action {
-            Action::VolumeCreate { volume, source: Some(VolumeSource::Image { .. }) } => {
-                // Volumes from images are wired by the boot-from-volume work (wt-bfv).
-                Err(ActionError::Invalid(format!("volume {}: creating from an image is not supported yet", volume.id)))
+            Action::VolumeCreate { volume, source: Some(VolumeSource::Image { image }) } => {
+                self.volume_from_image(volume, image).await
             }
             Action::VolumeCreate { volume, source: Some(VolumeSource::Snapshot { snapshot_id }) } => {
                 let (v, id) = (volume.clone(), snapshot_id.clone());
@@ -359,6 +358,25 @@ impl Controller {
         // The reader thread ends once the body is dropped (its sends fail).
         let _ = pump.await;
         sent.map_err(|source| ActionError::Upload { volume: volume.to_string(), image: image.to_string(), source })
+    }
+
+    /// A new volume holding an image: the image comes through the cache (as a build's base,
+    /// checksum checked), is converted to raw into the volume and grown to its size.
+    async fn volume_from_image(&self, volume: &VolumeSpec, image: &ImageSpec) -> Result<(), ActionError> {
+        let format = disk::qemu_format(&image.disk_format)?;
+        let lease = self
+            .images
+            .acquire(&ImageRef {
+                id: image.id.clone(),
+                checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
+                size: Some(image.size).filter(|s| *s > 0),
+            })
+            .await?;
+        let (v, path) = (volume.clone(), lease.path().to_path_buf());
+        // The lease keeps the cached image from eviction until the copy is made.
+        let made = self.store(move |s| s.create_from_image(&v, &path, format)).await;
+        drop(lease);
+        made
     }
 
     /// Plugs a volume into the domain: the definition always, the guest when it runs. A repeat
@@ -619,18 +637,25 @@ impl Controller {
         let dir = self.instance_dir(&id);
         tokio::fs::create_dir_all(&dir).await.map_err(ActionError::Files)?;
 
-        // Images: the root disk's base, and the kernel / ramdisk for direct boot.
-        let base = self
-            .images
-            .acquire(&ImageRef {
-                id: spec.image.id.clone(),
-                checksum: Some(spec.image.checksum.clone()),
-                size: Some(spec.image.size),
-            })
-            .await?;
+        // Volumes first: a missing one fails the build before anything is fetched.
+        let (root_volume, volumes) = self.block_device_disks(spec).await?;
+        // Images: the root disk's base (none when a volume is the root disk), and the kernel /
+        // ramdisk for direct boot.
+        let base = match root_volume {
+            Some(_) => None,
+            None => Some(
+                self.images
+                    .acquire(&ImageRef {
+                        id: spec.image.id.clone(),
+                        checksum: Some(spec.image.checksum.clone()),
+                        size: Some(spec.image.size),
+                    })
+                    .await?,
+            ),
+        };
         let kernel = self.fetch_by_id(plan.kernel_id.as_deref()).await?;
         let ramdisk = self.fetch_by_id(plan.ramdisk_id.as_deref()).await?;
-        let leases: Vec<&Lease> = [Some(&base), kernel.as_ref(), ramdisk.as_ref()].into_iter().flatten().collect();
+        let leases: Vec<&Lease> = [base.as_ref(), kernel.as_ref(), ramdisk.as_ref()].into_iter().flatten().collect();
         let record = InstanceRecord {
             images: leases.iter().map(|l| l.id().to_string()).collect(),
             plugs: if self.cfg.supports_networks {
@@ -654,7 +679,14 @@ impl Controller {
         let disk_path = dir.join("disk");
         // The overlay and the config drive are independent: made side by side (each is a
         // short external process), which takes one of them off the boot's critical path.
-        let overlay = disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb);
+        let overlay = async {
+            match &base {
+                Some(base) => {
+                    disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await
+                }
+                None => Ok(()),
+            }
+        };
         let drive = async {
             if !(self.cfg.config_drive_always || spec.config_drive) {
                 return Ok(None);
@@ -694,6 +726,8 @@ impl Controller {
                 cmdline: plan.cmdline.clone(),
             }),
             config_drive,
+            root_volume,
+            volumes,
         };
         let domain_xml = xml::domain_xml(&domain);
         let name = xml::domain_name(&id);
@@ -704,6 +738,29 @@ impl Controller {
         .await?;
         info!(instance = %id, "domain started");
         Ok(())
+    }
+
+    /// The `<disk>` elements of a build's volumes (`block_devices`): the root one (boot index
+    /// 0) and the others. Each must already be on this host (the server made it here).
+    async fn block_device_disks(&self, spec: &BuildSpec) -> Result<(Option<String>, Vec<String>), ActionError> {
+        let (mut root, mut others) = (None, Vec::new());
+        for bd in &spec.block_devices {
+            let (v, dev) = (bd.volume.clone(), bd.device.clone());
+            let disk = self
+                .store(move |s| {
+                    if !s.exists(&v.id)? {
+                        return Err(crate::storage::StorageError::Missing(v.id.clone()));
+                    }
+                    crate::storage::disk_xml(s, &v, &dev)
+                })
+                .await?;
+            if bd.boot_index == Some(0) && root.is_none() {
+                root = Some(disk);
+            } else {
+                others.push(disk);
+            }
+        }
+        Ok((root, others))
     }
 
     /// A kernel or ramdisk referenced by image id only (no checksum in the build spec; the

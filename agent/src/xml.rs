@@ -214,6 +214,11 @@ pub struct DomainSpec {
     pub kernel: Option<KernelBoot>,
     /// The config drive image (raw), attached read-only after the root disk.
     pub config_drive: Option<PathBuf>,
+    /// Boot from volume: the root disk's `<disk>` element (the volume as `vda`), which replaces
+    /// the image disk at `disk`.
+    pub root_volume: Option<String>,
+    /// Other volumes of the build, `<disk>` elements with their own targets, after the rest.
+    pub volumes: Vec<String>,
 }
 
 /// Escapes text for an XML attribute (single-quoted) or element body.
@@ -311,11 +316,20 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     if spec.disk_bus == DiskBus::Scsi {
         x.push_str("    <controller type='scsi' model='virtio-scsi'/>\n");
     }
-    x.push_str("    <disk type='file' device='disk'>\n");
-    x.push_str("      <driver name='qemu' type='qcow2'/>\n");
-    let _ = writeln!(x, "      <source file='{}'/>", path(&spec.disk));
-    let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.dev(), spec.disk_bus.bus());
-    x.push_str("    </disk>\n");
+    let root_dev = match &spec.root_volume {
+        Some(disk) => {
+            let _ = writeln!(x, "    {disk}");
+            "vda"
+        }
+        None => {
+            x.push_str("    <disk type='file' device='disk'>\n");
+            x.push_str("      <driver name='qemu' type='qcow2'/>\n");
+            let _ = writeln!(x, "      <source file='{}'/>", path(&spec.disk));
+            let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.dev(), spec.disk_bus.bus());
+            x.push_str("    </disk>\n");
+            spec.disk_bus.dev()
+        }
+    };
     if let Some(drive) = &spec.config_drive {
         // QEMU's IDE/SATA disks cannot be read-only, so there the drive is a CD-ROM (as Nova's
         // default); virtio and SCSI take a read-only disk, which needs no CD-ROM driver.
@@ -323,8 +337,21 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         let _ = writeln!(x, "    <disk type='file' device='{device}'>");
         x.push_str("      <driver name='qemu' type='raw'/>\n");
         let _ = writeln!(x, "      <source file='{}'/>", path(drive));
-        let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.second_dev(), spec.disk_bus.bus());
+        // The server names volumes' devices after a requested drive; one the host adds by
+        // its own policy takes the first name no volume has.
+        let taken: Vec<String> = spec.volumes.iter().filter_map(|d| disk_target(d)).collect();
+        let second = spec.disk_bus.second_dev();
+        let (dev, bus) = if root_dev == spec.disk_bus.dev() && !taken.iter().any(|t| t == second) {
+            (second.to_string(), spec.disk_bus.bus())
+        } else {
+            let free = (b'b'..=b'z').map(|c| format!("vd{}", c as char)).find(|d| !taken.contains(d));
+            (free.unwrap_or_else(|| "vdz".into()), "virtio")
+        };
+        let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", esc(&dev), bus);
         x.push_str("      <readonly/>\n    </disk>\n");
+    }
+    for disk in &spec.volumes {
+        let _ = writeln!(x, "    {disk}");
     }
     for nic in &spec.nics {
         match &nic.network {
@@ -536,6 +563,8 @@ mod tests {
             nics: vec![],
             kernel: None,
             config_drive: None,
+            root_volume: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -723,6 +752,38 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(instance_of(&domain_name(&id)), Some(id));
         assert_eq!(instance_of("test"), None);
+    }
+
+    #[test]
+    fn a_boot_volume_replaces_the_image_disk_and_volumes_follow_the_config_drive() {
+        let mut s = spec(VirtType::Qemu);
+        s.root_volume = Some(
+            "<disk type='file' device='disk'><source file='/v/root.raw'/><target dev='vda' bus='virtio'/></disk>"
+                .into(),
+        );
+        s.volumes = vec![
+            "<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdc' bus='virtio'/></disk>"
+                .into(),
+        ];
+        s.config_drive = Some("/i/x/disk.config".into());
+        let xml = domain_xml(&s);
+        let disks = disks(&xml);
+        assert_eq!(
+            disks,
+            vec![
+                ("vda".to_string(), "/v/root.raw".to_string()),
+                ("vdb".to_string(), "/i/x/disk.config".to_string()),
+                ("vdc".to_string(), "/v/data.raw".to_string()),
+            ]
+        );
+        assert!(!xml.contains("qcow2"), "no image disk: {xml}");
+        // A volume where the drive would go: the drive takes the next free name.
+        s.volumes = vec![
+            "<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vdb' bus='virtio'/></disk>"
+                .into(),
+        ];
+        let names: Vec<String> = super::disks(&domain_xml(&s)).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(names, ["vda", "vdc", "vdb"]);
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! agent token) or the host's current credential; its answer holds a new credential for that
 //! host alone, which replaces the previous one. Every other call carries
 //! `Authorization: Bearer <host credential>` and may act only for that host: its own heartbeat
-//! and work, events of its own work items, images its open builds need. A 401 means the
-//! credential is unknown or replaced (register again); a call naming another host is 403;
-//! another host's work item or an image no open build of the host needs is 404.
+//! and work, events of its own work items, images its open builds (or open volume creates from
+//! an image) need. A 401 means the credential is unknown or replaced (register again); a call
+//! naming another host is 403; another host's work item or an image no open work of the host
+//! needs is 404.
 //!
 //! Work is stored by the server before it is offered and is offered again until acknowledged
 //! (at least once); the agent handles a repeated work id idempotently.

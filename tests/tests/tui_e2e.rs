@@ -1124,3 +1124,81 @@ async fn the_worker_extends_an_attached_volume_at_3_42() {
     let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 2 << 30);
 }
+
+/// The wizard's "Volume" field boots from a new volume made from the chosen image (what
+/// `server create --boot-from-volume` sends): the instance goes ACTIVE on its volume, shows
+/// no image, and deleting it from the dashboard takes the volume too (delete_on_termination).
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_from_a_new_volume_through_the_wizard() {
+    let server = Server::start();
+    let agent = Agent::start(&server, "tui-bfv");
+    let admin = server.admin().await;
+    prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, log) = write_script(dir.path(), &server, &[]);
+    let tmux = Tmux::start(&script, "bfv");
+    let mut seen = Vec::new();
+    let dump = |what: &str| {
+        format!(
+            "{what}\nmeridian log:\n{}\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            agent.log_text()
+        )
+    };
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]"));
+    tmux.type_text("c");
+    tmux.wait("the wizard", 10, &mut seen, |s| s.contains("Launch instances"));
+    tmux.type_text("bfv-vm");
+    // Name → Count → Volume: a 1 GB boot volume.
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.type_text("1");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the image list", 10, &mut seen, |s| s.contains("Search:") && s.contains("tiny"));
+    tmux.type_text("tiny");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the flavor list", 10, &mut seen, |s| s.contains("m1.tiny") && s.contains("vCPU"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the network list", 10, &mut seen, |s| s.contains("[x] net"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the security groups", 10, &mut seen, |s| s.contains("[x] default"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the key pair step", 10, &mut seen, |s| s.contains("(no key pair)"));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the user data step", 10, &mut seen, |s| s.contains("user data"));
+    tmux.keys(&["Tab"]);
+    tmux.wait("the review", 10, &mut seen, |s| s.contains("Enter: launch") && s.contains("bfv-vm"));
+    tmux.keys(&["Enter"]);
+    tmux.wait(&dump("ACTIVE"), 90, &mut seen, |s| row(s, "bfv-vm").is_some_and(|r| r.contains("ACTIVE")));
+
+    // The cloud booted it from a volume of 1 GB made from the image.
+    let list = admin.get("compute", "/servers/detail").await.expect("list");
+    let s = list["servers"][0].clone();
+    assert_eq!(s["image"], "", "{s}");
+    let vols = s["os-extended-volumes:volumes_attached"].as_array().cloned().unwrap_or_default();
+    assert_eq!(vols.len(), 1, "{s}");
+    let vid = vols[0]["id"].as_str().expect("volume id").to_string();
+    let v = admin.get("block-storage", &format!("/volumes/{vid}")).await.expect("volume")["volume"].clone();
+    assert_eq!(
+        (v["size"].as_i64(), v["status"].as_str(), v["bootable"].as_str()),
+        (Some(1), Some("in-use"), Some("true"))
+    );
+    assert!(v["volume_image_metadata"]["image_name"] == "tiny", "{v}");
+
+    tmux.keys(&["C-d"]);
+    tmux.wait("the confirmation", 10, &mut seen, |s| s.contains("Delete instance bfv-vm?"));
+    tmux.type_text("y");
+    tmux.wait(&dump("the row to go"), 60, &mut seen, |s| row(s, "bfv-vm").is_none() && s.contains("Instances [0]"));
+    let mut gone = false;
+    for _ in 0..200 {
+        if admin.get("block-storage", &format!("/volumes/{vid}")).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the boot volume outlived its server despite delete_on_termination");
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}

@@ -246,6 +246,50 @@ impl Storage for FileStorage {
         let len = file.metadata().map_err(fail)?.len();
         Ok(Export { reader: Box::new(file), len })
     }
+
+    fn create_from_image(&self, v: &VolumeSpec, image: &Path, format: &str) -> Result<(), StorageError> {
+        let path = self.path(&v.id)?;
+        let want = v.size_gb.saturating_mul(GIB);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == want) {
+            // A repeat whose first run finished (the rename is the last step).
+            return Ok(());
+        }
+        let fail = |source| StorageError::Create { id: v.id.clone(), source };
+        let import = |reason: String| StorageError::Import {
+            id: v.id.clone(),
+            image: image.to_string_lossy().into_owned(),
+            reason,
+        };
+        let tmp = path.with_extension("raw.part");
+        let _ = std::fs::remove_file(&tmp);
+        // Raw output is written sparse (zero runs skipped), so an image's holes stay holes.
+        let qemu_img = std::env::var_os("MERIDIAN_QEMU_IMG").unwrap_or_else(|| "qemu-img".into());
+        let out = std::process::Command::new(qemu_img)
+            .args(["convert", "-q", "-f", format, "-O", "raw"])
+            .arg(image)
+            .arg(&tmp)
+            .output()
+            .map_err(fail)?;
+        let cleanup = |e: StorageError| {
+            let _ = std::fs::remove_file(&tmp);
+            e
+        };
+        if !out.status.success() {
+            return Err(cleanup(import(String::from_utf8_lossy(&out.stderr).trim().to_string())));
+        }
+        let f = OpenOptions::new().write(true).open(&tmp).map_err(|e| cleanup(fail(e)))?;
+        let have = f.metadata().map_err(|e| cleanup(fail(e)))?.len();
+        if have > want {
+            return Err(cleanup(import(format!(
+                "its virtual size of {have} bytes does not fit the volume's {} GiB",
+                v.size_gb
+            ))));
+        }
+        f.set_len(want).map_err(|e| cleanup(fail(e)))?;
+        f.sync_all().map_err(|e| cleanup(fail(e)))?;
+        std::fs::rename(&tmp, &path).map_err(|e| cleanup(fail(e)))?;
+        self.sync_dir().map_err(fail)
+    }
 }
 
 #[cfg(test)]
@@ -399,5 +443,45 @@ mod tests {
         assert_eq!(std::fs::read(&back).expect("read"), std::fs::read(&path).expect("read"));
         assert!(leftovers(dir.path()).is_empty(), "the converted file is gone: {:?}", leftovers(dir.path()));
         assert!(matches!(s.export(vol, "vmdk"), Err(StorageError::ExportFormat(_))));
+    }
+
+    /// A qcow2 image (made by the real qemu-img) becomes the volume's first bytes, raw, grown
+    /// to the volume's size; a repeat changes nothing; an image larger than the volume leaves
+    /// nothing behind.
+    #[test]
+    fn an_image_becomes_a_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FileStorage::open(&dir.path().join("volumes")).expect("open");
+        let raw = dir.path().join("image.raw");
+        let content: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::write(&raw, &content).expect("raw image");
+        let qcow2 = dir.path().join("image.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2)
+            .status()
+            .expect("qemu-img");
+        assert!(made.success());
+        let id = "7d0c7a47-3c5e-4b77-8f43-0a4c6b1e2f10";
+        s.create_from_image(&spec(id, 1), &qcow2, "qcow2").expect("volume from image");
+        let path = s.path(id).expect("path");
+        let data = std::fs::read(&path).expect("volume");
+        assert_eq!(data.len() as u64, GIB);
+        assert!(data[..content.len()] == content[..], "the image's bytes");
+        assert!(data[content.len()..].iter().all(|b| *b == 0));
+        drop(data);
+        s.create_from_image(&spec(id, 1), &qcow2, "qcow2").expect("a repeat");
+        assert!(!path.with_extension("raw.part").exists());
+
+        // 3 MiB do not fit a volume of 0 GiB: refused, nothing left.
+        let small = "7d0c7a47-3c5e-4b77-8f43-0a4c6b1e2f11";
+        let e = s.create_from_image(&spec(small, 0), &raw, "raw").expect_err("too small");
+        assert!(matches!(e, StorageError::Import { .. }), "{e}");
+        assert!(!s.exists(small).expect("exists"));
+        assert!(!s.path(small).expect("path").with_extension("raw.part").exists());
+        // Not an image at all in the format named: qemu-img's complaint.
+        let e = s.create_from_image(&spec(small, 1), &raw, "qcow2").expect_err("not qcow2");
+        assert!(matches!(e, StorageError::Import { .. }), "{e}");
     }
 }

@@ -29,6 +29,8 @@ pub enum StorageError {
     },
     #[error("volume {id} is {have} bytes, larger than the {want} asked for; volumes never shrink")]
     Shrink { id: String, have: u64, want: u64 },
+    #[error("cannot write image {image} into volume {id}: {reason}")]
+    Import { id: String, image: String, reason: String },
     #[error("volume {0} does not exist on this host")]
     Missing(String),
     #[error("cannot delete volume {id}")]
@@ -117,6 +119,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn create_from(&self, v: &VolumeSpec, source: CloneSource<'_>) -> Result<(), StorageError>;
     /// Opens the volume's bytes as `disk_format` (`raw` as they are, `qcow2` converted).
     fn export(&self, id: &str, disk_format: &str) -> Result<Export, StorageError>;
+    /// Makes a volume of `size_gb` holding the image file `image` (in qemu format `format`),
+    /// converted to raw; an existing volume of that size is fine (a repeat). Fails, leaving
+    /// nothing, when the image's virtual size exceeds the volume.
+    fn create_from_image(&self, v: &VolumeSpec, image: &std::path::Path, format: &str) -> Result<(), StorageError>;
 }
 
 /// The `<disk>` element for a volume as device `dev` (virtio): the volume's id as the disk's

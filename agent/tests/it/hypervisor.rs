@@ -24,6 +24,8 @@ fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
         nics,
         kernel: None,
         config_drive: None,
+        root_volume: None,
+        volumes: Vec::new(),
     }
 }
 

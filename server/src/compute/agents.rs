@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meridian_common::agent::{
     Action, EventBatch, EventBatchResult, Heartbeat, Inventory, PowerState, RegisterRequest, RegisterResponse,
-    WorkEvent, WorkItem,
+    VolumeSource, WorkEvent, WorkItem,
 };
 
 use super::conductor;
@@ -329,7 +329,8 @@ async fn apply_event_to(state: &AppState, work: &Work, event: WorkEvent) -> ApiR
     })
 }
 
-/// Whether an open build of the host needs image `id`: its root disk, kernel or ramdisk.
+/// Whether an open build of the host needs image `id` (its root disk, kernel or ramdisk), or an
+/// open volume create of the host is made from it.
 async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bool> {
     let actions = state.store.open_work_actions(host_id, id).await?;
     Ok(actions.iter().any(|a| match serde_json::from_str::<Action>(a) {
@@ -337,6 +338,7 @@ async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bo
             spec.image.id == id
                 || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
         }
+        Ok(Action::VolumeCreate { source: Some(VolumeSource::Image { image }), .. }) => image.id == id,
         _ => false,
     }))
 }

@@ -226,6 +226,15 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
     let image_props = image.map(properties_of).unwrap_or_default();
+    // An instance using existing volumes runs on their host (volumes never leave theirs).
+    let only_host = match super::bdm::required_host(state, &inst.id).await {
+        Ok(h) => h,
+        Err(super::bdm::LocalityError::Store(e)) => return Err(e.into()),
+        Err(super::bdm::LocalityError::Split(message)) => {
+            fail_build(state, &inst.id, &message, "volumes on different hosts").await;
+            return Ok(None);
+        }
+    };
     let s = settings(state);
     let decide = |hosts: &[Host]| {
         let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
@@ -236,7 +245,11 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
             availability_zone: inst.availability_zone.clone(),
             architecture: image_props.get("architecture").cloned(),
             hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
-            ignore_hosts: hosts.iter().filter(|h| tried.contains(&h.id)).map(|h| h.name.clone()).collect(),
+            ignore_hosts: hosts
+                .iter()
+                .filter(|h| tried.contains(&h.id) || only_host.as_ref().is_some_and(|o| *o != h.id))
+                .map(|h| h.name.clone())
+                .collect(),
         };
         scheduler::select(&snapshot, &request, &s)
     };
@@ -273,7 +286,15 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
             Err(no) => {
                 drop(cache);
                 let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
-                fail_build(state, &inst.id, &no.message(), &format!("Filters rejected: {details}")).await;
+                let message = match &only_host {
+                    // Say why: the one host the volumes allow could not take the instance.
+                    Some(h) => format!(
+                        "{} The instance's volumes are on compute host {h}, which cannot take it ({details}).",
+                        no.message()
+                    ),
+                    None => no.message(),
+                };
+                fail_build(state, &inst.id, &message, &format!("Filters rejected: {details}")).await;
                 return Ok(None);
             }
         };
@@ -327,7 +348,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
 }
 
 /// An image's free-form properties as strings (what the scheduler and the agent read).
-fn properties_of(img: &Image) -> BTreeMap<String, String> {
+pub(crate) fn properties_of(img: &Image) -> BTreeMap<String, String> {
     img.properties_map()
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
@@ -362,7 +383,10 @@ async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>, place
     if !fresh && state.store.live_work(&inst.id, &host_id).await? > 0 {
         return Ok(());
     }
-    let spec = build_spec(state, inst, nics, image).await?;
+    // The block_device_mapping phase: the build's volumes made and attached on this host.
+    let block_devices = super::bdm::prepare(state, inst, &host).await.map_err(ConductError::Invalid)?;
+    let mut spec = build_spec(state, inst, nics, image).await?;
+    spec.block_devices = block_devices;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
     state.store.queue_build(&inst.id, &host_id, &host.name, &action, &fmt_time(deadline)).await?;
@@ -474,6 +498,8 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let img = match image {
         Some(img) => img,
+        // A volume-booted instance without an image: the volume's image metadata, if any.
+        None if inst.image_id.is_empty() => volume_boot_image(state, inst).await?,
         None => state.store.get_image(&inst.image_id).await?,
     };
     let extra_specs: BTreeMap<String, String> = serde_json::from_value(f["extra_specs"].clone()).unwrap_or_default();
@@ -512,6 +538,27 @@ async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image
         security_groups,
         block_devices: Vec::new(),
     })
+}
+
+/// The image a volume-booted instance's spec describes: the boot volume's image, as far as
+/// its image metadata tells, else a blank raw one.
+async fn volume_boot_image(state: &AppState, inst: &Instance) -> Result<Image> {
+    let boot = state.store.instance_bdms(&inst.id).await?.into_iter().find(|b| b.boot_index == Some(0));
+    let mut img = Image { status: "active".into(), ..Default::default() };
+    if let Some(vid) = boot.and_then(|b| b.volume_id)
+        && let Some(meta) = state.store.volume_image_metadata(&vid).await?
+    {
+        let meta: BTreeMap<String, String> = serde_json::from_str(&meta).unwrap_or_default();
+        let props: serde_json::Map<String, Value> = meta
+            .iter()
+            .filter(|(k, _)| !crate::volume::from_image::BASE_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        img.id = meta.get("image_id").cloned().unwrap_or_default();
+        img.properties = Value::Object(props).to_string();
+    }
+    img.disk_format = Some("raw".into());
+    Ok(img)
 }
 
 /// Ends a build in ERROR with a fault, releases its claim and cancels its work.

@@ -2,6 +2,7 @@
 //! availability zones.
 
 pub mod agents;
+pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
 mod events;
@@ -213,6 +214,8 @@ pub(crate) fn links(state: &AppState, path: &str) -> Value {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod bdm_tests;
 #[cfg(test)]
 mod server_tests;
 

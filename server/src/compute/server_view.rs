@@ -56,6 +56,8 @@ pub(crate) struct Extras {
     pub volumes: Vec<String>,
     /// Why the server is locked (2.73), when it is and a reason was given.
     pub locked_reason: Option<String>,
+    /// Ids of volumes (of these servers) to delete with their server.
+    pub delete_on_termination: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -346,7 +348,10 @@ pub(crate) fn view<'a>(
         volumes_attached: x
             .volumes
             .iter()
-            .map(|id| VolumeAttached { id, delete_on_termination: v.at_least(3).then_some(false) })
+            .map(|id| VolumeAttached {
+                id,
+                delete_on_termination: v.at_least(3).then(|| x.delete_on_termination.contains(id)),
+            })
             .collect(),
         // The groups of the server's ports, each name once (Nova leaves the key out when none).
         security_groups: (!x.security_groups.is_empty())
@@ -490,6 +495,7 @@ mod tests {
             security_groups: vec!["default".into(), "web".into()],
             volumes: vec!["vol-1".into(), "vol-2".into()],
             locked_reason: None,
+            delete_on_termination: vec![],
         };
         let bare = || Extras {
             host_name: None,
@@ -500,6 +506,7 @@ mod tests {
             security_groups: vec![],
             volumes: vec![],
             locked_reason: None,
+            delete_on_termination: vec![],
         };
         // An error with a 500 fault (details for admins only), booted from a volume, a flavor
         // without extra specs or some values, times in another stored form.

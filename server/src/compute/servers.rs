@@ -88,6 +88,14 @@ async fn with_hosts(state: &AppState, insts: &[Instance], parts: Vec<InstanceExt
     // Lock reasons (2.73) are read only for the locked instances of the page, which are few.
     let locked: Vec<&str> = insts.iter().filter(|i| i.locked != 0).map(|i| i.id.as_str()).collect();
     let mut locks = if locked.is_empty() { BTreeMap::new() } else { state.store.lock_info(&locked).await? };
+    // Mappings marked delete_on_termination, read only for instances with volumes.
+    let with_volumes: Vec<&str> =
+        insts.iter().zip(&parts).filter(|(_, x)| !x.volumes.is_empty()).map(|(i, _)| i.id.as_str()).collect();
+    let doomed = if with_volumes.is_empty() {
+        Vec::new()
+    } else {
+        super::bdm::delete_on_termination(state, &with_volumes).await?
+    };
     Ok(insts
         .iter()
         .zip(parts)
@@ -106,6 +114,7 @@ async fn with_hosts(state: &AppState, insts: &[Instance], parts: Vec<InstanceExt
                 host_up: host.map(|h| conductor::host_up(state, h) && h.enabled != 0),
                 host_id,
                 addresses: addresses_of(x.addresses),
+                delete_on_termination: x.volumes.iter().filter(|v| doomed.contains(v)).cloned().collect(),
                 security_groups: x.security_groups,
                 volumes: x.volumes,
                 locked_reason: locks.remove(&inst.id).and_then(|l| l.locked_reason),
@@ -370,6 +379,12 @@ async fn resolve_networks(
     }
 }
 
+/// `max_count` as asked (1 when absent), for checks before the quota's count.
+fn max_count_requested(b: &Map<String, Value>) -> ApiResult<i64> {
+    let min = count_field(b, "min_count")?.unwrap_or(1);
+    Ok(count_field(b, "max_count")?.unwrap_or(min))
+}
+
 /// The image to boot: `imageRef`, or the image of an image→local boot device.
 fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
     if let Some(r) = str_field(b, "imageRef")?.filter(|s| !s.is_empty()) {
@@ -379,13 +394,12 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
     if let Some(Value::Array(bdms)) = b.get("block_device_mapping_v2") {
         for bdm in bdms {
             let boot = bdm.get("boot_index").is_some_and(|i| i == 0 || i == "0");
-            if boot && bdm["source_type"] == "image" {
-                if bdm["destination_type"] == "volume" {
-                    return Err(bad("Booting from volume is not supported: this cloud has no block storage service."));
-                }
-                if let Some(u) = bdm["uuid"].as_str() {
-                    return Ok(u.to_string());
-                }
+            if boot
+                && bdm["source_type"] == "image"
+                && bdm["destination_type"] != "volume"
+                && let Some(u) = bdm["uuid"].as_str()
+            {
+                return Ok(u.to_string());
             }
         }
     }
@@ -423,30 +437,60 @@ pub async fn create(
     if flavor.is_public == 0 && !ctx.is_admin() && !state.store.flavor_access(&flavor.id).await?.contains(&project_id) {
         return Err(bad(format!("Flavor {flavor_id} could not be found.")));
     }
-    let image_id = image_ref(b)?;
-    let image = match state.store.get_image(&image_id).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound(_)) => return Err(bad("Can not find requested image")),
-        Err(e) => return Err(e.into()),
+    // Boot from volume: the root disk is a volume of `block_device_mapping_v2` (then
+    // `imageRef` may be empty and the flavor's disk does not matter).
+    let image_given = str_field(b, "imageRef")?.is_some_and(|r| !r.is_empty());
+    let bdm_requests = super::bdm::parse(b, image_given)?;
+    let volume_boot = super::bdm::volume_boot(&bdm_requests);
+    let bdms = if bdm_requests.is_empty() {
+        super::bdm::Checked::default()
+    } else {
+        super::bdm::check(&state, &ctx, &bdm_requests, image_given || !volume_boot).await?
     };
-    if !state.store.image_visible_to(&image, Some(&project_id), ctx.is_admin()).await? {
-        return Err(bad("Can not find requested image"));
-    }
-    if image.status != "active" {
-        return Err(bad(format!("Image {image_id} is not active.")));
-    }
-    if image.min_ram > flavor.ram {
-        return Err(bad("Flavor's memory is too small for requested image."));
-    }
-    if image.min_disk > flavor.disk && flavor.disk > 0 {
-        return Err(bad("Flavor's disk is too small for requested image."));
-    }
-    let image_size_gb = (image.size.unwrap_or(0) + (1 << 30) - 1) >> 30;
-    if flavor.disk > 0 && image_size_gb > flavor.disk {
-        return Err(bad(format!(
-            "Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.",
-            flavor.disk
-        )));
+    let image = if volume_boot {
+        let image = super::bdm::boot_image_or_blank(bdms.boot_image.clone());
+        if image.min_ram > flavor.ram {
+            return Err(bad("Flavor's memory is too small for requested image."));
+        }
+        image
+    } else {
+        let image_id = image_ref(b)?;
+        let image = match state.store.get_image(&image_id).await {
+            Ok(i) => i,
+            Err(StoreError::NotFound(_)) => return Err(bad("Can not find requested image")),
+            Err(e) => return Err(e.into()),
+        };
+        if !state.store.image_visible_to(&image, Some(&project_id), ctx.is_admin()).await? {
+            return Err(bad("Can not find requested image"));
+        }
+        if image.status != "active" {
+            return Err(bad(format!("Image {image_id} is not active.")));
+        }
+        if image.min_ram > flavor.ram {
+            return Err(bad("Flavor's memory is too small for requested image."));
+        }
+        if image.min_disk > flavor.disk && flavor.disk > 0 {
+            return Err(bad("Flavor's disk is too small for requested image."));
+        }
+        let image_size_gb = (image.size.unwrap_or(0) + (1 << 30) - 1) >> 30;
+        if flavor.disk > 0 && image_size_gb > flavor.disk {
+            return Err(bad(format!(
+                "Flavor's disk is too small for requested image. Flavor disk is {} GB, image is {image_size_gb} GB.",
+                flavor.disk
+            )));
+        }
+        image
+    };
+    // A volume-booted server shows `image: ""` unless the request named one (as Nova).
+    let instance_image_id = match (volume_boot, str_field(b, "imageRef")?) {
+        (false, _) => image.id.clone(),
+        (true, Some(r)) if !r.is_empty() => r.rsplit('/').next().unwrap_or(r).to_string(),
+        (true, _) => String::new(),
+    };
+    if !bdms.volumes.is_empty() && max_count_requested(b)? > 1 {
+        return Err(bad(
+            "Block Device Mapping is Invalid: an existing volume cannot be attached to more than one server.",
+        ));
     }
     let key = match str_field(b, "key_name")? {
         Some(k) => Some(state.store.get_keypair(&ctx.user.id, k).await.map_err(|_| bad("Invalid key_name provided."))?),
@@ -577,7 +621,7 @@ pub async fn create(
             user_id: ctx.user.id.clone(),
             flavor_id: flavor.id.clone(),
             flavor: flavor_snapshot.clone(),
-            image_id: image.id.clone(),
+            image_id: instance_image_id.clone(),
             key_name: key.as_ref().map(|k| k.name.clone()),
             key_data: key.as_ref().map(|k| k.public_key.clone()),
             user_data: user_data.clone(),
@@ -609,6 +653,10 @@ pub async fn create(
         };
         // The instance and its `create` action land together (one commit, and never one
         // without the other).
+        if !bdms.mappings.is_empty() {
+            // Stored (existing volumes reserved) before the instance, which the build reads.
+            super::bdm::store_for(&state, &inst, &bdms).await?;
+        }
         state.store.create_instance(&inst, Some(&new_action(&ctx, &inst.id, "create", &request_id))).await?;
         conductor::spawn_new_build(&state, inst.clone(), image.clone());
         if first.is_none() {

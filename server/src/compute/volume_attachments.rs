@@ -140,6 +140,11 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:os-volumes-attachments:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
+    // The volume a server boots from stays with it (Nova checks this before the state).
+    let boot = state.store.bdm_of_volume(&volume_id).await?;
+    if boot.is_some_and(|b| b.instance_id == inst.id && b.boot_index == Some(0)) {
+        return Err(ApiError::bad_request("Cannot detach a root device volume"));
+    }
     check_state(&inst, "detach_volume")?;
     let a = attachments(&state, &inst.id)
         .await?

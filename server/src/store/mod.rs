@@ -6,6 +6,7 @@
 //! Migrations run at start and are never edited once landed.
 
 pub mod app_creds;
+pub mod bfv;
 pub mod catalog;
 pub mod compute;
 pub mod consoles;

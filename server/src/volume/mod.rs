@@ -7,6 +7,7 @@
 
 mod attachments;
 mod extensions;
+pub(crate) mod from_image;
 pub mod mv;
 mod quotas;
 mod snapshots;
@@ -179,4 +180,9 @@ async fn negotiate(req: Request, next: Next) -> Response {
     }
     h.append("vary", HeaderValue::from_static("OpenStack-API-Version"));
     resp
+}
+
+/// Deletes a volume as `DELETE /volumes/{id}` does (refused while attached or busy).
+pub(crate) async fn start_delete(state: &AppState, v: &crate::store::volume::Volume) -> crate::error::ApiResult<()> {
+    volumes::start_delete(state, v, false).await
 }

@@ -194,21 +194,30 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         // No backups exist here (no backup service), so any id names none.
         return Err(ApiError::not_found(format!("Backup {backup} could not be found.")));
     }
-    if opt_str(b, "imageRef")?.is_some() {
-        return Err(bad("Invalid input received: creating a volume from an image is not supported yet."));
-    }
     if b.get("multiattach").and_then(Value::as_bool) == Some(true) {
         return Err(bad("Invalid input received: multiattach volumes are not supported."));
     }
     // A snapshot or another volume: the size defaults to the source's, the copy is made on
     // the source's host (where its bytes are).
     let origin = super::snapshots::origin(&state, &ctx, b).await?;
-    let size = match (&origin, b.get("size")) {
-        (Some(o), None | Some(Value::Null)) => o.size,
+    // `imageRef` (or the older `image_id`): the volume holds that image's bytes.
+    let image = match opt_str(b, "imageRef")?.or(opt_str(b, "image_id")?) {
+        Some(_) if origin.is_some() => {
+            return Err(bad("Invalid input received: a volume has one source: an image, a snapshot or a volume."));
+        }
+        Some(r) => Some(super::from_image::lookup(&state, &ctx, r).await?),
+        None => None,
+    };
+    let size = match (&origin, &image, b.get("size")) {
+        (Some(o), _, None | Some(Value::Null)) => o.size,
+        (_, Some(src), None | Some(Value::Null)) => src.default_size,
         _ => size_field(b.get("size"), "size")?,
     };
     if let Some(o) = &origin {
         super::snapshots::check_size(o, size)?;
+    }
+    if let Some(src) = &image {
+        super::from_image::check(&src.image, size)?;
     }
     let vtype: VolumeType = match (opt_str(b, "volume_type")?, &origin) {
         (Some(t), _) => state.store.find_volume_type(t).await.map_err(|e| match e {
@@ -242,7 +251,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         volume_type_id: vtype.id.clone(),
         availability_zone: az,
         host_id: None,
-        bootable: 0,
+        bootable: flag(image.is_some()),
         readonly: 0,
         metadata: Value::Object(metadata).to_string(),
         deadline: None,
@@ -270,9 +279,13 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         let t = Some((vtype.id.as_str(), vtype.name.as_str()));
         return Err(super::quotas::over_quota_of_type(&state, &project_id, t, size, limits).await);
     }
-    if let Some(host) = v.host_id.clone() {
-        work::enqueue_create(&state, &v, &host, origin.map(|o| o.source)).await?;
+    match (v.host_id.clone(), &image) {
+        (Some(host), Some(src)) => super::from_image::enqueue(&state, &v, &host, &src.image).await?,
+        (Some(host), None) => work::enqueue_create(&state, &v, &host, origin.map(|o| o.source)).await?,
+        (None, Some(src)) => super::from_image::record(&state, &v.id, &src.image).await?,
+        (None, None) => {}
     }
+    // Cinder's image metadata extension extends show and detail only, not create.
     let mut body = plain(render(&state, &ctx, &v).await?);
     mv::volume_keys(&mut body, ver, ctx.is_admin());
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"volume": body}))).into_response())
@@ -447,7 +460,7 @@ pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Qu
     let ids: Vec<&str> = list.iter().map(|v| v.id.as_str()).collect();
     let mut atts = state.store.attachments_of_volumes(&ids).await?;
     let types = type_names(&state).await?;
-    let out: Vec<Value> = list
+    let mut out: Vec<Value> = list
         .iter()
         .map(|v| {
             let mut body = detail_json(&state, &ctx, v, &atts.remove(&v.id).unwrap_or_default(), &types);
@@ -455,6 +468,7 @@ pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Qu
             body
         })
         .collect();
+    super::from_image::decorate(&state, &mut out).await?;
     let mut body = json!({"volumes": out});
     if let Some(l) = next_link(&state, &ctx, "volumes/detail", &q, next) {
         body["volumes_links"] = l;
@@ -497,7 +511,9 @@ pub async fn show(
 ) -> JsonResult {
     ctx.require_reader("volume:get")?;
     let v = load(&state, &ctx, &id).await?;
-    let mut body = render(&state, &ctx, &v).await?;
+    let mut body = [render(&state, &ctx, &v).await?];
+    super::from_image::decorate(&state, &mut body).await?;
+    let [mut body] = body;
     mv::volume_keys(&mut body, ver, ctx.is_admin());
     Ok(axum::Json(json!({"volume": body})))
 }
@@ -700,7 +716,7 @@ pub(crate) fn delete_refused(v: &Volume) -> ApiError {
 /// Deletes a volume: a placed one through its agent (`deleting` until the file is gone), an
 /// unplaced one at once. Refused while attached; `force` (admin) also takes transitional
 /// states other than attached ones.
-async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()> {
+pub(crate) async fn start_delete(state: &AppState, v: &Volume, force: bool) -> ApiResult<()> {
     let atts = state.store.volume_attachments(&v.id).await?;
     // A forced delete takes any status (Cinder's admin force-delete), but never a volume
     // plugged into a guest.
@@ -997,7 +1013,10 @@ pub async fn action(
             start_delete(&state, &v, true).await?;
             accepted()
         }
-        other => Err(bad(format!("There is no such action: {other}"))),
+        other => match super::from_image::action(&state, &ctx, &v, other, args).await {
+            Some(answer) => answer,
+            None => Err(bad(format!("There is no such action: {other}"))),
+        },
     }
 }
 

@@ -442,5 +442,9 @@ pub async fn instance_gone(state: &AppState, instance_id: &str) -> StoreResult<(
             }
         }
     }
+    // Then those of its block device mappings marked delete_on_termination go.
+    crate::compute::bdm::instance_gone(state, instance_id)
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!(e.message)))?;
     Ok(())
 }
