@@ -68,7 +68,8 @@ FEATURES = {
         "suspend": True,
         "shelve": False,
         "shelve_migrate": False,
-        "snapshot": True,
+        # Server snapshots (createImage) are issue 17's; volume snapshots are Cinder's, below.
+        "snapshot": False,
         "rescue": False,
         "stable_rescue": False,
         "interface_attach": False,
