@@ -244,7 +244,6 @@ impl Store {
     /// Starts a revert (Cinder 3.40): the volume `available` → `reverting` (with the
     /// deadline), the snapshot `available` → `restoring`, and the volume's work item, in one
     /// transaction. The volume's deadline covers both (see `volume::work::tick`).
-    #[allow(clippy::too_many_arguments)]
     pub async fn begin_revert(
         &self,
         volume_id: &str,
@@ -268,7 +267,8 @@ impl Store {
 
     /// Ends a revert: the work item finished, the volume `reverting` → `volume_to`, and the
     /// volume's `restoring` snapshots back to `available` (the snapshot is unchanged either
-    /// way). `false`: the item was already finished.
+    /// way; with the agent's answer even if an admin moved the volume meanwhile). `false`: the
+    /// item was already finished, or (no item: the deadline) the volume was not `reverting`.
     pub async fn finish_revert(
         &self,
         volume_id: &str,
@@ -282,7 +282,7 @@ impl Store {
             return Ok(false);
         }
         let moved = super::volume::set_status_in(&mut tx, volume_id, &["reverting"], volume_to, None).await?;
-        if moved {
+        if moved || work_id.is_some() {
             let restoring: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM volume_snapshots WHERE volume_id = $1 AND status = 'restoring' ORDER BY id",
             )
@@ -294,7 +294,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(moved)
+        Ok(moved || work_id.is_some())
     }
 
     /// The agent removed the snapshot's bytes: the row goes; its transitions stay, ending in
