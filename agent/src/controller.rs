@@ -242,6 +242,10 @@ impl Controller {
                 let id = snapshot_id.clone();
                 self.store(move |s| s.snapshot_delete(&id)).await
             }
+            Action::VolumeRevert { volume, snapshot_id } => {
+                let (v, id) = (volume.id.clone(), snapshot_id.clone());
+                self.store(move |s| s.revert(&v, &id)).await
+            }
             Action::VolumeUploadImage { volume, image_id, disk_format } => {
                 self.upload_image(&volume.id, image_id, disk_format).await
             }
@@ -616,7 +620,8 @@ impl Controller {
             | Action::VolumeDelete { .. }
             | Action::SnapshotCreate { .. }
             | Action::SnapshotDelete { .. }
-            | Action::VolumeUploadImage { .. } => {
+            | Action::VolumeUploadImage { .. }
+            | Action::VolumeRevert { .. } => {
                 return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));
             }
         }

@@ -60,7 +60,8 @@ pub fn op_of(action: &Action) -> Op {
         | Action::VolumeDelete { .. }
         | Action::SnapshotCreate { .. }
         | Action::SnapshotDelete { .. }
-        | Action::VolumeUploadImage { .. } => Op::Volume,
+        | Action::VolumeUploadImage { .. }
+        | Action::VolumeRevert { .. } => Op::Volume,
     }
 }
 

@@ -37,8 +37,8 @@
 //! agent's business (its storage backend); the server names only the volume and its size. A
 //! `Done` for create/extend means the bytes exist at that size; for delete, that they are gone;
 //! for attach, that the guest's definition (and the running guest) has the disk; for detach,
-//! that neither has it any more. [`Action::SnapshotCreate`], [`Action::SnapshotDelete`] and
-//! [`Action::VolumeUploadImage`] are volume-only work too (keyed by the volume's id); the
+//! that neither has it any more. [`Action::SnapshotCreate`], [`Action::SnapshotDelete`],
+//! [`Action::VolumeRevert`] and [`Action::VolumeUploadImage`] are volume-only work too (keyed by the volume's id); the
 //! upload's `Done` means the image's bytes were accepted (the server makes the image active).
 //! A volume made from a source ([`VolumeSource`]) finds a snapshot or volume source on its own
 //! host: the server places such volumes beside their source.
@@ -213,6 +213,13 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attached: Option<ExtendAttached>,
     },
+    /// Put snapshot `snapshot_id`'s bytes back as the volume's (Cinder 3.40's revert; keyed
+    /// by the volume's id). The volume is not attached (the server asks for an available one);
+    /// the snapshot stays. Added compatibly: an older server never sends it.
+    VolumeRevert {
+        volume: VolumeSpec,
+        snapshot_id: String,
+    },
     /// Remove the volume's storage (keyed by the volume's id). Refused while a domain uses it.
     VolumeDelete {
         volume: VolumeSpec,
@@ -290,6 +297,7 @@ impl Action {
                 | Action::SnapshotCreate { .. }
                 | Action::SnapshotDelete { .. }
                 | Action::VolumeUploadImage { .. }
+                | Action::VolumeRevert { .. }
         )
     }
 }

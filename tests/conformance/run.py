@@ -114,8 +114,8 @@ FEATURES = {
         "port_admin_state_change": True,
     },
     # Cinder: volumes, types, quotas, limits, AZs, the attach actions and attachments API, extend
-    # of attached volumes (3.42), snapshots, clones and uploads to images; none of the other
-    # optional features tempest can switch off.
+    # of attached volumes (3.42), snapshots, clones, revert to a snapshot (3.40) and uploads to
+    # images; none of the other optional features tempest can switch off.
     "volume-feature-enabled": {
         "multi_backend": False,
         "backup": False,
@@ -126,7 +126,7 @@ FEATURES = {
         "extend_attached_volume": True,
         "extend_attached_encrypted_volume": False,
         "extend_volume_with_snapshot": False,
-        "volume_revert": False,
+        "volume_revert": True,
         "cluster_active_active": False,
         "enable_volume_image_dep_tests": False,
     },

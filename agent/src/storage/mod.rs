@@ -61,6 +61,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot revert volume {id} to snapshot {snapshot}")]
+    Revert {
+        id: String,
+        snapshot: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot export volume {id} as {format}")]
     Export {
         id: String,
@@ -117,6 +124,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Makes volume `v` holding `source`'s bytes, grown to `v.size_gb`; an existing one of
     /// that size is fine (a repeated create).
     fn create_from(&self, v: &VolumeSpec, source: CloneSource<'_>) -> Result<(), StorageError>;
+    /// Puts snapshot `snapshot_id`'s bytes back as volume `volume_id`'s, replacing them whole
+    /// (never a half-written volume); the snapshot stays. A repeat writes the same bytes again.
+    /// The caller has checked no domain uses the volume.
+    fn revert(&self, volume_id: &str, snapshot_id: &str) -> Result<(), StorageError>;
     /// Opens the volume's bytes as `disk_format` (`raw` as they are, `qcow2` converted).
     fn export(&self, id: &str, disk_format: &str) -> Result<Export, StorageError>;
     /// Makes a volume of `size_gb` holding the image file `image` (in qemu format `format`),

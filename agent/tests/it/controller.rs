@@ -592,7 +592,21 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     assert!(failed(&ev).contains("does not exist"), "{ev:?}");
     assert!(!dir.join(format!("{}.raw", orphan.id)).exists());
 
-    // Deleting the snapshots never touches the volume (attached or not).
+    let detach = Action::VolumeDetach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into() };
+    let (ev, _) = env.exec(id, detach).await;
+    done(&ev);
+    // A revert of the detached volume (Cinder 3.40): the snapshot's bytes again, the snapshot kept.
+    let f = std::fs::OpenOptions::new().write(true).open(&file).expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, b"overwritten later", 4096).expect("write");
+    drop(f);
+    let (ev, _) = env.exec(vid, Action::VolumeRevert { volume: vol.clone(), snapshot_id: snap.clone() }).await;
+    done(&ev);
+    assert_eq!(std::fs::read(&file).expect("volume"), std::fs::read(&snap_file).expect("snapshot"));
+    let (ev, _) =
+        env.exec(vid, Action::VolumeRevert { volume: vol.clone(), snapshot_id: Uuid::new_v4().to_string() }).await;
+    assert!(failed(&ev).contains("does not exist"), "{ev:?}");
+
+    // Deleting the snapshots never touches the volume.
     let before = std::fs::read(&file).expect("volume");
     for s in [&snap, &snap2] {
         let (ev, _) = env.exec(vid, Action::SnapshotDelete { volume: vol.clone(), snapshot_id: s.clone() }).await;
@@ -600,9 +614,6 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     }
     assert!(!snap_file.exists());
     assert_eq!(std::fs::read(&file).expect("volume"), before);
-    let detach = Action::VolumeDetach { volume: vol.clone(), attachment_id: "a1".into(), device: "vdc".into() };
-    let (ev, _) = env.exec(id, detach).await;
-    done(&ev);
     let (ev, _) = env.exec(id, Action::Delete).await;
     done(&ev);
 }

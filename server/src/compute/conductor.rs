@@ -600,6 +600,7 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             | Action::SnapshotCreate { .. }
             | Action::SnapshotDelete { .. }
             | Action::VolumeUploadImage { .. }
+            | Action::VolumeRevert { .. }
             | Action::VolumeAttach { .. }
             | Action::VolumeDetach { .. },
             event,

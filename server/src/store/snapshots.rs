@@ -38,6 +38,15 @@ pub enum CreateRefused {
     Quota,
 }
 
+/// Why a revert did not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevertRefused {
+    /// The volume was not `available`.
+    Volume,
+    /// The snapshot was not `available`.
+    Snapshot,
+}
+
 const SNAP_COLS: &str = "id, volume_id, project_id, user_id, name, description, size, status, progress, metadata, \
     deadline, created_at, updated_at";
 
@@ -230,6 +239,62 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Starts a revert (Cinder 3.40): the volume `available` → `reverting` (with the
+    /// deadline), the snapshot `available` → `restoring`, and the volume's work item, in one
+    /// transaction. The volume's deadline covers both (see `volume::work::tick`).
+    pub async fn begin_revert(
+        &self,
+        volume_id: &str,
+        snapshot_id: &str,
+        deadline: &str,
+        host_id: &str,
+        action: &str,
+    ) -> StoreResult<Result<(), RevertRefused>> {
+        let mut tx = self.begin().await?;
+        if !super::volume::set_status_in(&mut tx, volume_id, &["available"], "reverting", Some(deadline)).await? {
+            return Ok(Err(RevertRefused::Volume));
+        }
+        if !set_status_in(&mut tx, snapshot_id, &["available"], "restoring", None).await? {
+            // Dropping the transaction rolls the volume's change back.
+            return Ok(Err(RevertRefused::Snapshot));
+        }
+        super::hosts::enqueue_work_in(&mut tx, volume_id, host_id, action).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Ends a revert: the work item finished, the volume `reverting` → `volume_to`, and the
+    /// volume's `restoring` snapshots back to `available` (the snapshot is unchanged either
+    /// way; with the agent's answer even if an admin moved the volume meanwhile). `false`: the
+    /// item was already finished, or (no item: the deadline) the volume was not `reverting`.
+    pub async fn finish_revert(
+        &self,
+        volume_id: &str,
+        work_id: Option<(&str, &str, Option<&str>)>,
+        volume_to: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if let Some((id, outcome, message)) = work_id
+            && !super::hosts::finish_work_in(&mut tx, id, outcome, message).await?
+        {
+            return Ok(false);
+        }
+        let moved = super::volume::set_status_in(&mut tx, volume_id, &["reverting"], volume_to, None).await?;
+        if moved || work_id.is_some() {
+            let restoring: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM volume_snapshots WHERE volume_id = $1 AND status = 'restoring' ORDER BY id",
+            )
+            .bind(volume_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in restoring {
+                set_status_in(&mut tx, &id, &["restoring"], "available", None).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(moved || work_id.is_some())
     }
 
     /// The agent removed the snapshot's bytes: the row goes; its transitions stay, ending in

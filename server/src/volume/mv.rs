@@ -9,20 +9,23 @@
 //! | --- | --- |
 //! | 3.12 | `GET /volumes/summary` |
 //! | 3.13 | `group_id` in a volume |
+//! | 3.14 | `group_snapshot_id` in a snapshot (show, create, update, detailed list) |
 //! | 3.15 | `Etag` on volume metadata, `If-Match` on its replacement |
 //! | 3.21 | `provider_id` in a volume (admins) |
 //! | 3.23 | `force` on volume delete (admins) |
 //! | 3.27 | the attachments API |
-//! | 3.31 | unknown list filters are a 400 for non-admins (`resource_filters.json`) |
+//! | 3.30 | snapshot lists sorted by `name` |
+//! | 3.31 | unknown volume and snapshot list filters are a 400 for non-admins (`resource_filters.json`) |
 //! | 3.33 | `GET /resource_filters` |
 //! | 3.34 | `key~=value` (like) filters |
 //! | 3.36 | `metadata` in the volumes summary |
 //! | 3.2 | a `bootable` list filter must be a true/false word (400 otherwise) |
 //! | 3.39 | `project_id` on `/limits` (admins) |
 //! | 3.40 | the `revert` action (to the latest snapshot) |
+//! | 3.41 | `user_id` in a snapshot (show, create, update, detailed list) |
 //! | 3.42 | extend of an `in-use` volume |
 //! | 3.44 | attachment `os-complete` |
-//! | 3.45 | `with_count` on volume lists |
+//! | 3.45 | `with_count` on volume and snapshot lists |
 //! | 3.47 | `backup_id` on volume create |
 //! | 3.48 | `shared_targets` and `service_uuid` in a volume |
 
@@ -37,16 +40,19 @@ use crate::state::AppState;
 
 pub const VOLUME_SUMMARY: u32 = 12;
 pub const GROUP_VOLUME: u32 = 13;
+pub const GROUP_SNAPSHOTS: u32 = 14;
 pub const ETAGS: u32 = 15;
 pub const VOLUME_DETAIL_PROVIDER_ID: u32 = 21;
 pub const VOLUME_DELETE_FORCE: u32 = 23;
 pub const NEW_ATTACH: u32 = 27;
+pub const SNAPSHOT_SORT: u32 = 30;
 pub const RESOURCE_FILTER: u32 = 31;
 pub const RESOURCE_FILTERS_API: u32 = 33;
 pub const LIKE_FILTER: u32 = 34;
 pub const VOLUME_SUMMARY_METADATA: u32 = 36;
 pub const LIMITS_ADMIN_FILTER: u32 = 39;
 pub const VOLUME_REVERT: u32 = 40;
+pub const SNAPSHOT_LIST_USER_ID: u32 = 41;
 pub const VOLUME_EXTEND_INUSE: u32 = 42;
 pub const NEW_ATTACH_COMPLETION: u32 = 44;
 pub const SUPPORT_COUNT_INFO: u32 = 45;
@@ -158,6 +164,19 @@ pub fn volume_keys(body: &mut serde_json::Value, v: Mv, admin: bool) {
         // cinder-volume service of their own (the agent is their service), so no uuid.
         m.insert("shared_targets".into(), serde_json::Value::Bool(false));
         m.insert("service_uuid".into(), serde_json::Value::Null);
+    }
+}
+
+/// The keys of a snapshot's detail view that later microversions add (Cinder's v3 snapshot
+/// `ViewBuilder.detail`: show, create, update and the detailed list; not the summary list).
+pub fn snapshot_keys(body: &mut serde_json::Value, v: Mv, user_id: &str) {
+    let Some(m) = body.as_object_mut() else { return };
+    if v.at_least(GROUP_SNAPSHOTS) {
+        // No group snapshots exist here.
+        m.insert("group_snapshot_id".into(), serde_json::Value::Null);
+    }
+    if v.at_least(SNAPSHOT_LIST_USER_ID) {
+        m.insert("user_id".into(), serde_json::Value::String(user_id.to_string()));
     }
 }
 

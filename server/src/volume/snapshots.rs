@@ -9,13 +9,14 @@ use axum::response::{IntoResponse, Response};
 use meridian_common::agent::{Action, VolumeSource};
 use serde_json::{Map, Value, json};
 
+use super::mv::{self, Mv};
 use super::volumes::{bad, bool_arg, load, metadata_map, next_link, opt_str, parse_dir, wrapped};
 use super::work;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use crate::store::snapshots::{CreateRefused, Snapshot, SnapshotLimits};
+use crate::store::snapshots::{CreateRefused, RevertRefused, Snapshot, SnapshotLimits};
 use crate::store::volume::Volume;
 use crate::store::{StoreError, new_uuid, now};
 
@@ -62,6 +63,13 @@ fn snapshot_json(s: &Snapshot, extended: bool) -> Value {
     body
 }
 
+/// The detail view at a microversion (show, create, update and the detailed list).
+fn detail_json(s: &Snapshot, extended: bool, v: Mv) -> Value {
+    let mut body = snapshot_json(s, extended);
+    mv::snapshot_keys(&mut body, v, &s.user_id);
+    body
+}
+
 /// The limits a snapshot create is checked against.
 async fn limits(state: &AppState, project_id: &str) -> ApiResult<SnapshotLimits> {
     let (snapshots, gigabytes) = super::quotas::snapshot_limits(state, project_id).await?;
@@ -70,7 +78,7 @@ async fn limits(state: &AppState, project_id: &str) -> ApiResult<SnapshotLimits>
 
 // ---- create ----
 
-pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Value>) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body): Json<Value>) -> ApiResult<Response> {
     ctx.require_member("volume:create_snapshot")?;
     let project_id = ctx.project_id()?.to_string();
     let b = wrapped(&body, "snapshot")?;
@@ -133,7 +141,7 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, Json(body): Json<Va
         Err(CreateRefused::Quota) => return Err(over_quota(&state, &project_id, &s, l).await),
     }
     state.signals.notify(&host);
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": snapshot_json(&s, false)}))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": detail_json(&s, false, ver)}))).into_response())
 }
 
 /// The 413 for a snapshot the limits refused, naming the limit as Cinder does.
@@ -161,13 +169,15 @@ async fn over_quota(state: &AppState, project_id: &str, s: &Snapshot, l: Snapsho
 
 // ---- list / show ----
 
-/// Sort keys Cinder accepts for snapshots that we hold (`display_name` is `name`).
-fn sort_value(s: &Snapshot, key: &str) -> Option<(i64, String)> {
+/// Sort keys Cinder accepts for snapshots that we hold (`display_name` is the name's column;
+/// `name` from 3.30).
+fn sort_value(s: &Snapshot, key: &str, ver: Mv) -> Option<(i64, String)> {
     Some(match key {
         "created_at" => (0, s.created_at.clone()),
         "updated_at" => (0, s.updated_at.clone()),
         "id" => (0, s.id.clone()),
-        "name" | "display_name" => (0, s.name.clone().unwrap_or_default()),
+        "display_name" => (0, s.name.clone().unwrap_or_default()),
+        "name" if ver.at_least(mv::SNAPSHOT_SORT) => (0, s.name.clone().unwrap_or_default()),
         "size" | "volume_size" => (s.size, String::new()),
         "status" => (0, s.status.clone()),
         "volume_id" => (0, s.volume_id.clone()),
@@ -175,9 +185,18 @@ fn sort_value(s: &Snapshot, key: &str) -> Option<(i64, String)> {
     })
 }
 
-fn matches(s: &Snapshot, q: &Query) -> bool {
+fn matches(s: &Snapshot, q: &Query, ver: Mv) -> bool {
     let eq = |key: &str, actual: Option<&str>| q.get(key).is_none_or(|want| actual == Some(want));
-    eq("name", s.name.as_deref())
+    // 3.34's like filters (`name~=part`): a case-insensitive substring, as SQL LIKE '%part%'.
+    let like = |key: &str, actual: Option<&str>| {
+        !ver.at_least(mv::LIKE_FILTER)
+            || q.get(&format!("{key}~"))
+                .is_none_or(|want| actual.is_some_and(|a| a.to_lowercase().contains(&want.to_lowercase())))
+    };
+    like("name", s.name.as_deref())
+        && like("status", Some(&s.status))
+        && like("volume_id", Some(&s.volume_id))
+        && eq("name", s.name.as_deref())
         && eq("display_name", s.name.as_deref())
         && eq("status", Some(&s.status))
         && eq("volume_id", Some(&s.volume_id))
@@ -189,8 +208,15 @@ fn matches(s: &Snapshot, q: &Query) -> bool {
         })
 }
 
-async fn list_snapshots(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Vec<Snapshot>, Option<String>)> {
+/// One page of snapshots, the link marker of the next page and how many matched in all.
+async fn list_snapshots(
+    state: &AppState,
+    ctx: &Ctx,
+    q: &Query,
+    ver: Mv,
+) -> ApiResult<(Vec<Snapshot>, Option<String>, usize)> {
     ctx.require_reader("volume:get_all_snapshots")?;
+    mv::reject_invalid_filters(ctx.is_admin(), q, ver, mv::filters_of("snapshot"))?;
     let all = q.bool("all_tenants")?.unwrap_or(false) || q.get("all_tenants") == Some("");
     let project = if all && ctx.is_admin() {
         q.get("project_id").map(str::to_string)
@@ -226,14 +252,15 @@ async fn list_snapshots(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Ve
         created_at: String::new(),
         updated_at: String::new(),
     };
-    if let Some((k, _)) = keys.iter().find(|(k, _)| sort_value(&probe, k).is_none()) {
+    if let Some((k, _)) = keys.iter().find(|(k, _)| sort_value(&probe, k, ver).is_none()) {
         return Err(bad(format!("Invalid input received: Invalid sort key {k}")));
     }
     let mut list: Vec<Snapshot> =
-        state.store.list_snapshots(project.as_deref()).await?.into_iter().filter(|s| matches(s, q)).collect();
+        state.store.list_snapshots(project.as_deref()).await?.into_iter().filter(|s| matches(s, q, ver)).collect();
+    let total = list.len();
     list.sort_by(|a, b| {
         for (k, desc) in &keys {
-            let (x, y) = (sort_value(a, k), sort_value(b, k));
+            let (x, y) = (sort_value(a, k, ver), sort_value(b, k, ver));
             let o = if *desc { y.cmp(&x) } else { x.cmp(&y) };
             if o != std::cmp::Ordering::Equal {
                 return o;
@@ -253,32 +280,40 @@ async fn list_snapshots(state: &AppState, ctx: &Ctx, q: &Query) -> ApiResult<(Ve
     let full = if limit.is_some() { list.len() >= page_max } else { list.len() > page_max };
     let next = (full && page_max > 0).then(|| list[page_max - 1].id.clone());
     list.truncate(page_max);
-    Ok((list, next))
+    Ok((list, next, total))
 }
 
-async fn list_as(state: &AppState, ctx: &Ctx, q: &Query, detail: bool) -> JsonResult {
-    let (list, next) = list_snapshots(state, ctx, q).await?;
-    let out: Vec<Value> = list.iter().map(|s| snapshot_json(s, detail)).collect();
+async fn list_as(state: &AppState, ctx: &Ctx, q: &Query, ver: Mv, detail: bool) -> JsonResult {
+    let (list, next, total) = list_snapshots(state, ctx, q, ver).await?;
+    // The summary list is Cinder's v2 summary view at every version.
+    let out: Vec<Value> =
+        list.iter().map(|s| if detail { detail_json(s, true, ver) } else { snapshot_json(s, false) }).collect();
     let mut body = json!({"snapshots": out});
     let path = if detail { "snapshots/detail" } else { "snapshots" };
     if let Some(l) = next_link(state, ctx, path, q, next) {
         body["snapshots_links"] = l;
     }
+    super::volumes::add_count(&mut body, q, ver, total)?;
     Ok(axum::Json(body))
 }
 
-pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    list_as(&state, &ctx, &q, false).await
+pub async fn list(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Query) -> JsonResult {
+    list_as(&state, &ctx, &q, ver, false).await
 }
 
-pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, q: Query) -> JsonResult {
-    list_as(&state, &ctx, &q, true).await
+pub async fn list_detail(State(state): State<AppState>, ctx: Ctx, ver: Mv, q: Query) -> JsonResult {
+    list_as(&state, &ctx, &q, ver, true).await
 }
 
-pub async fn show(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Path<(String, String)>) -> JsonResult {
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ver: Mv,
+    Path((_p, id)): Path<(String, String)>,
+) -> JsonResult {
     ctx.require_reader("volume:get_snapshot")?;
     let s = load_snapshot(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"snapshot": snapshot_json(&s, true)})))
+    Ok(axum::Json(json!({"snapshot": detail_json(&s, true, ver)})))
 }
 
 // ---- update / metadata ----
@@ -286,6 +321,7 @@ pub async fn show(State(state): State<AppState>, ctx: Ctx, Path((_p, id)): Path<
 pub async fn update(
     State(state): State<AppState>,
     ctx: Ctx,
+    ver: Mv,
     Path((_p, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> JsonResult {
@@ -307,7 +343,7 @@ pub async fn update(
     }
     state.store.update_snapshot(&s).await?;
     let s = state.store.get_snapshot(&id).await?;
-    Ok(axum::Json(json!({"snapshot": snapshot_json(&s, false)})))
+    Ok(axum::Json(json!({"snapshot": detail_json(&s, false, ver)})))
 }
 
 fn meta_of(s: &Snapshot) -> Map<String, Value> {
@@ -520,6 +556,60 @@ pub async fn action(
         other => return Err(bad(format!("There is no such action: {other}"))),
     }
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+// ---- revert (3.40) ----
+
+/// Cinder's `revert`: only to the volume's latest snapshot, of the volume's size, with both
+/// `available` (a 409 otherwise); the volume goes `reverting` and the snapshot `restoring`
+/// while the agent copies the snapshot's bytes over the volume's.
+pub(crate) async fn start_revert(state: &AppState, v: &Volume, args: &Value) -> ApiResult<()> {
+    let snapshot_id = args.get("snapshot_id").and_then(Value::as_str);
+    // Cinder's `get_latest_snapshot`: the newest by creation, whatever its status.
+    let Some(latest) = state.store.volume_snapshots(&v.id).await?.pop() else {
+        return Err(bad(format!("Volume {} doesn't have any snapshots.", v.id)));
+    };
+    if snapshot_id != Some(latest.id.as_str()) {
+        return Err(bad(format!(
+            "Specified snapshot {} is None or not the latest one of volume {}.",
+            snapshot_id.unwrap_or("None"),
+            v.id
+        )));
+    }
+    if v.size != latest.size {
+        return Err(bad(format!(
+            "Can't revert volume {} to its latest snapshot {}. The volume size must be equal to the snapshot size.",
+            v.id, latest.id
+        )));
+    }
+    let volume_refused = || {
+        ApiError::conflict(format!(
+            "Invalid volume: Can't revert volume {} to its latest snapshot {}. Volume's status must be 'available'.",
+            v.id, latest.id
+        ))
+    };
+    if v.status != "available" {
+        return Err(volume_refused());
+    }
+    let Some(host) = v.host_id.clone() else {
+        return Err(ApiError::internal(format!("snapshot {} of a volume without a host", latest.id)));
+    };
+    let action = Action::VolumeRevert { volume: work::spec(v), snapshot_id: latest.id.clone() };
+    let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
+    let d = work::deadline(work::REVERT_DEADLINE);
+    match state.store.begin_revert(&v.id, &latest.id, &d, &host, &action).await? {
+        Ok(()) => {}
+        Err(RevertRefused::Volume) => return Err(volume_refused()),
+        Err(RevertRefused::Snapshot) => {
+            return Err(ApiError::conflict(format!(
+                "Invalid snapshot: Can't revert volume {} to its latest snapshot {}. Snapshot's status must be \
+                 'available'.",
+                v.id, latest.id
+            )));
+        }
+    }
+    state.signals.notify(&host);
+    Ok(())
 }
 
 // ---- for volumes ----

@@ -473,7 +473,7 @@ async fn metadata_etags_bootable_filters_limits_and_revert_follow_their_versions
     let r = c.at_as(&admin, 38, Method::GET, &path, Value::Null).await;
     assert_eq!(r.body["limits"]["absolute"]["totalVolumesUsed"], 0, "the admin's own project: {}", r.body);
 
-    // 3.40: revert needs a snapshot, and none exists.
+    // 3.40: revert needs a snapshot, and none exists (the rest: `tests_revert.rs`).
     let action = format!("volumes/{vid}/action");
     let revert = json!({"revert": {"snapshot_id": vid}});
     let r = c.at(40, Method::POST, &action, revert.clone()).await;
@@ -498,3 +498,6 @@ async fn a_server_deleted_during_an_attached_extend_leaves_the_volume_consistent
     let v = c.volume(&vid).await;
     assert_eq!((v["status"].as_str(), v["size"].as_u64()), (Some("available"), Some(2)), "{v}");
 }
+
+#[path = "tests_revert.rs"]
+mod revert;

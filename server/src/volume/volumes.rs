@@ -436,7 +436,7 @@ pub(crate) fn next_link(state: &AppState, ctx: &Ctx, path: &str, q: &Query, next
 }
 
 /// 3.45's `with_count=true`: the number of volumes matching, whatever the page.
-fn add_count(body: &mut Value, q: &Query, ver: Mv, total: usize) -> ApiResult<()> {
+pub(crate) fn add_count(body: &mut Value, q: &Query, ver: Mv, total: usize) -> ApiResult<()> {
     if ver.at_least(mv::SUPPORT_COUNT_INFO) && q.bool("with_count")?.unwrap_or(false) {
         body["count"] = json!(total);
     }
@@ -980,9 +980,8 @@ pub async fn action(
         }
         "revert" if ver.at_least(mv::VOLUME_REVERT) => {
             ctx.require_member("volume:revert_to_snapshot")?;
-            // No volume has snapshots here yet (their slice adds them): Cinder's answer for a
-            // volume without any.
-            Err(bad(format!("Volume {} doesn't have any snapshots.", v.id)))
+            super::snapshots::start_revert(&state, &v, args).await?;
+            accepted()
         }
         "os-reset_status" => {
             ctx.require_admin("volume_extension:volume_admin_actions:reset_status")?;

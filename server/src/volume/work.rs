@@ -15,6 +15,7 @@
 //! | available | os-reserve, os-attach | reserved → in-use (bookkeeping only, no agent) |
 //! | in-use | Nova detach | detaching → available (agent done) / in-use (failed) / error_detaching (deadline) |
 //! | available, error… | delete | deleting → (row gone) / error_deleting (failed, deadline) |
+//! | available (3.40) | revert to the latest snapshot | reverting → available (agent done) / error (failed, deadline) |
 //! | available (in-use with force) | os-volume_upload_image | uploading → the status before (done, failed, deadline; the image is removed unless done) |
 //!
 //! Snapshots (`snapshots.rs`; their work is keyed by the volume, so it runs in order with the
@@ -24,6 +25,7 @@
 //! | --- | --- | --- |
 //! | (new) | create (volume available, or in-use with force) | creating |
 //! | creating | agent copied / failed / deadline | available / error / error |
+//! | available | revert of its volume (3.40) | restoring → available (done, failed or the volume's deadline) |
 //! | available, error | delete (admin force-delete: any status) | deleting → (row gone) / error_deleting (failed, deadline) |
 //!
 //! A deadline never moves a volume back to a happy state: the agent may still be acting on
@@ -50,6 +52,8 @@ pub const DELETE_DEADLINE: i64 = 300;
 pub const ATTACH_DEADLINE: i64 = 180;
 pub const DETACH_DEADLINE: i64 = 180;
 pub const SNAPSHOT_DEADLINE: i64 = 600;
+/// A revert copies a whole snapshot, as a snapshot create does.
+pub const REVERT_DEADLINE: i64 = 600;
 /// A debug build streams a sparse GiB in seconds; a large full volume over a slow link takes
 /// long, and the volume is only read meanwhile.
 pub const UPLOAD_DEADLINE: i64 = 3600;
@@ -160,6 +164,11 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
         Action::SnapshotDelete { snapshot_id, .. } => {
             s.finish_snapshot_work(snapshot_id, &work.id, outcome, message, &["deleting"], "error_deleting", None)
                 .await?;
+        }
+        Action::VolumeRevert { volume, .. } => {
+            // Cinder's manager: the volume `error` on failure, the snapshot `available` either way.
+            let to = if ok { "available" } else { "error" };
+            s.finish_revert(&volume.id, Some((&work.id, outcome, message)), to).await?;
         }
         Action::VolumeUploadImage { volume, image_id, .. } => {
             let back = status_before_upload(s, &volume.id).await?;
@@ -275,6 +284,14 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
             "deleting" => "error_deleting",
             "attaching" => "error_attaching",
             "detaching" => "error_detaching",
+            // The volume's bytes may be half written (as a failure: error); the snapshot is
+            // whole, so it is available again.
+            "reverting" => {
+                if state.store.finish_revert(&v.id, None, "error").await? {
+                    tracing::warn!(volume = %v.id, "revert passed its deadline");
+                }
+                continue;
+            }
             // An upload only reads the volume: it goes back to where it was, and the image
             // (never to get its bytes: the work item ends here) is removed.
             "uploading" => {
