@@ -390,33 +390,11 @@ async fn snapshot_usage_in(tx: &mut Tx, project_id: &str) -> StoreResult<(i64, i
     .await?)
 }
 
-/// The guarded status change and its transition row.
+/// The guarded status change of a snapshot and its transition row.
 async fn set_status_in(tx: &mut Tx, id: &str, from: &[&str], to: &str, deadline: Option<&str>) -> StoreResult<bool> {
-    let mut sql = super::sql::Sql::default();
-    sql.push("UPDATE volume_snapshots SET status = ").text(to).push(", updated_at = ").text(now());
-    match deadline {
-        Some(d) => sql.push(", deadline = ").text(d),
-        None => sql.push(", deadline = NULL"),
-    };
-    sql.push(" WHERE id = ").text(id).push(" AND status IN (");
-    sql.texts(from.iter().copied());
-    sql.push(")");
-    let moved = sql.query().execute(&mut **tx).await?.rows_affected() == 1;
-    if moved {
-        record_transition(tx, id, to).await?;
-    }
-    Ok(moved)
+    super::volume::set_status_of(super::volume::SNAPSHOTS, tx, id, from, to, deadline).await
 }
 
 async fn record_transition(tx: &mut Tx, id: &str, status: &str) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO volume_snapshot_transitions (snapshot_id, seq, status, at) \
-         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM volume_snapshot_transitions WHERE snapshot_id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    super::volume::transition_of(super::volume::SNAPSHOTS, tx, id, status).await
 }

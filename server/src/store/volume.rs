@@ -661,7 +661,21 @@ async fn set_attach_status(tx: &mut Tx, volume_id: &str, attach_status: &str) ->
     Ok(())
 }
 
-/// The guarded status change and its transition row.
+/// A table of rows with a Cinder status machine and the table of their transitions (volumes,
+/// snapshots): one guarded status change serves both.
+#[derive(Clone, Copy)]
+pub(crate) struct StatusTable {
+    rows: &'static str,
+    transitions: &'static str,
+    key: &'static str,
+}
+
+pub(crate) const VOLUMES: StatusTable =
+    StatusTable { rows: "volumes", transitions: "volume_transitions", key: "volume_id" };
+pub(crate) const SNAPSHOTS: StatusTable =
+    StatusTable { rows: "volume_snapshots", transitions: "volume_snapshot_transitions", key: "snapshot_id" };
+
+/// The guarded status change of a volume and its transition row.
 pub(crate) async fn set_status_in(
     tx: &mut Tx,
     id: &str,
@@ -669,8 +683,20 @@ pub(crate) async fn set_status_in(
     to: &str,
     deadline: Option<&str>,
 ) -> StoreResult<bool> {
+    set_status_of(VOLUMES, tx, id, from, to, deadline).await
+}
+
+/// The guarded status change (only from one of `from`) and its transition row.
+pub(crate) async fn set_status_of(
+    t: StatusTable,
+    tx: &mut Tx,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    deadline: Option<&str>,
+) -> StoreResult<bool> {
     let mut sql = super::sql::Sql::default();
-    sql.push("UPDATE volumes SET status = ").text(to).push(", updated_at = ").text(now());
+    sql.push("UPDATE ").push(t.rows).push(" SET status = ").text(to).push(", updated_at = ").text(now());
     match deadline {
         Some(d) => sql.push(", deadline = ").text(d),
         None => sql.push(", deadline = NULL"),
@@ -680,16 +706,22 @@ pub(crate) async fn set_status_in(
     sql.push(")");
     let moved = sql.query().execute(&mut **tx).await?.rows_affected() == 1;
     if moved {
-        record_transition(tx, id, to).await?;
+        transition_of(t, tx, id, to).await?;
     }
     Ok(moved)
 }
 
 async fn record_transition(tx: &mut Tx, id: &str, status: &str) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO volume_transitions (volume_id, seq, status, at) \
-         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM volume_transitions WHERE volume_id = $1",
-    )
+    transition_of(VOLUMES, tx, id, status).await
+}
+
+/// Appends `status` to the row's transitions (the next sequence number).
+pub(crate) async fn transition_of(t: StatusTable, tx: &mut Tx, id: &str, status: &str) -> StoreResult<()> {
+    let (table, key) = (t.transitions, t.key);
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({key}, seq, status, at) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM {table} WHERE {key} = $1"
+    ))
     .bind(id)
     .bind(status)
     .bind(now())
