@@ -366,6 +366,9 @@ async fn a_server_boots_from_a_new_volume_and_takes_it_along_when_deleted() {
     assert!(states.contains(&Some("block_device_mapping".into())), "{states:?}");
     let r = nova(&app, Method::GET, &format!("/servers/{id}/os-volume_attachments"), Value::Null).await;
     assert_eq!(r.body["volumeAttachments"][0]["volumeId"], vid.as_str(), "{}", r.body);
+    assert_eq!(r.body["volumeAttachments"][0]["delete_on_termination"], true, "{}", r.body);
+    let r = nova(&app, Method::GET, &format!("/servers/{id}/os-volume_attachments/{vid}"), Value::Null).await;
+    assert_eq!(r.body["volumeAttachment"]["delete_on_termination"], true, "{}", r.body);
     let r = nova(&app, Method::DELETE, &format!("/servers/{id}/os-volume_attachments/{vid}"), Value::Null).await;
     assert_eq!(r.body["badRequest"]["message"], "Cannot detach a root device volume", "{}", r.body);
 

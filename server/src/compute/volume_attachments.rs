@@ -16,7 +16,8 @@ use crate::store::StoreError;
 use crate::store::volume::Attachment;
 use crate::volume::work;
 
-fn view(v: ApiVersion, server_id: &str, a: &Attachment) -> Value {
+/// `doomed`: the volume is deleted with its server (`delete_on_termination`, shown from 2.79).
+fn view(v: ApiVersion, server_id: &str, a: &Attachment, doomed: bool) -> Value {
     let mut body = json!({
         "id": a.volume_id,
         "serverId": server_id,
@@ -27,9 +28,18 @@ fn view(v: ApiVersion, server_id: &str, a: &Attachment) -> Value {
         body["tag"] = Value::Null;
     }
     if v.at_least(79) {
-        body["delete_on_termination"] = json!(false);
+        body["delete_on_termination"] = json!(doomed);
     }
     body
+}
+
+/// Volume ids of the server's mappings marked `delete_on_termination`, read only where the
+/// microversion shows them.
+async fn doomed(state: &AppState, v: ApiVersion, server_id: &str) -> ApiResult<Vec<String>> {
+    if !v.at_least(79) {
+        return Ok(Vec::new());
+    }
+    super::bdm::delete_on_termination(state, &[server_id]).await
 }
 
 /// Attachments Nova would list: those the compute API made, not yet gone.
@@ -49,7 +59,12 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Value>> {
     ctx.require_reader("os_compute_api:os-volumes-attachments:index")?;
     let inst = visible(&state, &ctx, &id).await?;
-    let list: Vec<Value> = attachments(&state, &inst.id).await?.iter().map(|a| view(v, &inst.id, a)).collect();
+    let doomed = doomed(&state, v, &inst.id).await?;
+    let list: Vec<Value> = attachments(&state, &inst.id)
+        .await?
+        .iter()
+        .map(|a| view(v, &inst.id, a, doomed.contains(&a.volume_id)))
+        .collect();
     Ok(axum::Json(json!({"volumeAttachments": list})))
 }
 
@@ -66,7 +81,8 @@ pub async fn show(
         .into_iter()
         .find(|a| a.volume_id == volume_id)
         .ok_or_else(|| bdm_missing(&volume_id))?;
-    Ok(axum::Json(json!({"volumeAttachment": view(v, &inst.id, &a)})))
+    let doomed = doomed(&state, v, &inst.id).await?.contains(&a.volume_id);
+    Ok(axum::Json(json!({"volumeAttachment": view(v, &inst.id, &a, doomed)})))
 }
 
 /// vm_states an attach or detach may start from (Nova's `check_instance_state` for both).
@@ -130,7 +146,8 @@ pub async fn create(
     }
     let a = work::attach(&state, &inst, &vol, device.as_deref()).await?;
     record_action(&state, &ctx, &inst.id, "attach_volume", &ctx.request_id).await?;
-    Ok(axum::Json(json!({"volumeAttachment": view(v, &inst.id, &a)})))
+    // A new attachment is never marked (Nova's attach refuses delete_on_termination here).
+    Ok(axum::Json(json!({"volumeAttachment": view(v, &inst.id, &a, false)})))
 }
 
 pub async fn delete(
