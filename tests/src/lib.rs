@@ -495,6 +495,21 @@ pub async fn wait_hosts_up(admin: &Client, n: usize) {
     panic!("the agents did not register");
 }
 
+/// Waits until volume `id` has status `want` and returns it; an `error…` status on the way or
+/// `secs` passing fails the test.
+pub async fn wait_volume(client: &Client, id: &str, want: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = client.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
+        if v["status"] == want {
+            return v;
+        }
+        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "volume {id}: {v}");
+        assert!(Instant::now() < deadline, "volume {id} never reached {want}: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls a server until its status is one of `want` (or it is gone, when `want` has
 /// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
 pub async fn wait_server(client: &Client, id: &str, want: &[&str], secs: u64) -> Value {

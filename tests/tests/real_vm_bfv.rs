@@ -10,24 +10,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use meridian_common::Client;
 use meridian_e2e::vm::{self, LibvirtGuard};
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
-use serde_json::{Value, json};
+use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server, wait_volume};
+use serde_json::json;
 
 /// Hang guards only: guests boot in seconds under TCG here.
 const SECS: u64 = 240;
-
-async fn volume_status(admin: &Client, id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(SECS);
-    loop {
-        let v = admin.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
-        if v["status"] == want {
-            return v;
-        }
-        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "volume {id}: {v}");
-        assert!(Instant::now() < deadline, "volume {id} never reached {want}: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Boots a server from volume `vid` (existing volume, kept on termination) running `script`.
 async fn boot_from(
@@ -82,7 +69,7 @@ async fn a_file_written_on_a_boot_volume_outlives_its_server() {
         .as_str()
         .expect("id")
         .to_string();
-    let shown = volume_status(&admin, &vid, "available").await;
+    let shown = wait_volume(&admin, &vid, "available", SECS).await;
     assert_eq!(shown["bootable"], "true", "{shown}");
     let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 1 << 30);
@@ -103,7 +90,7 @@ async fn a_file_written_on_a_boot_volume_outlives_its_server() {
     assert_eq!(s["status"], "ACTIVE", "{s}");
     assert_eq!(s["image"], "", "{s}");
     assert!(s["os-extended-volumes:volumes_attached"].to_string().contains(&vid), "{s}");
-    assert_eq!(volume_status(&admin, &vid, "in-use").await["attachments"][0]["device"], "/dev/vda");
+    assert_eq!(wait_volume(&admin, &vid, "in-use", SECS).await["attachments"][0]["device"], "/dev/vda");
     let disks = vm::virsh_ok(&["domblklist", &format!("meridian-{first}")]);
     assert!(disks.contains(&file.display().to_string()), "the volume is not the guest's disk: {disks}");
     vm::wait_console(&admin, &first, SECS, |c| c.contains("bfv-written")).await;
@@ -111,7 +98,7 @@ async fn a_file_written_on_a_boot_volume_outlives_its_server() {
     // The server goes; the volume (not delete_on_termination) stays with the file.
     admin.delete("compute", &format!("/servers/{first}")).await.expect("delete");
     wait_server(&admin, &first, &["DELETED"], SECS).await;
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     assert!(file.exists());
 
     let second = boot_from(&admin, &guard, "bfv-reader", &flavor, &net_id, &vid, &reader).await;
@@ -122,7 +109,7 @@ async fn a_file_written_on_a_boot_volume_outlives_its_server() {
 
     admin.delete("compute", &format!("/servers/{second}")).await.expect("delete");
     wait_server(&admin, &second, &["DELETED"], SECS).await;
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     admin.delete("block-storage", &format!("/volumes/{vid}")).await.expect("delete volume");
     let deadline = Instant::now() + Duration::from_secs(SECS);
     while file.exists() {

@@ -7,25 +7,12 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use meridian_common::Client;
 use meridian_e2e::vm::{self, LibvirtGuard};
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
-use serde_json::{Value, json};
+use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server, wait_volume};
+use serde_json::json;
 
 /// Hang guards only: guests boot in seconds under TCG here.
 const SECS: u64 = 240;
-
-async fn volume_status(admin: &Client, id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(SECS);
-    loop {
-        let v = admin.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
-        if v["status"] == want {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "volume {id} never reached {want}: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The disks of a domain's live definition, from `virsh domblklist`.
 fn targets(domain: &str) -> String {
@@ -57,7 +44,7 @@ async fn a_token_written_by_one_guest_is_read_by_another() {
 
     let v = admin.post("block-storage", "/volumes", &json!({"volume": {"size": 1, "name": "shared"}})).await;
     let vid = v.expect("volume")["volume"]["id"].as_str().expect("id").to_string();
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 1 << 30);
 
@@ -93,13 +80,13 @@ async fn a_token_written_by_one_guest_is_read_by_another() {
     let attach = json!({"volumeAttachment": {"volumeId": vid}});
     let r = admin.post("compute", &format!("/servers/{writer}/os-volume_attachments"), &attach).await.expect("attach");
     assert_eq!(r["volumeAttachment"]["device"], "/dev/vdc", "{r}");
-    volume_status(&admin, &vid, "in-use").await;
+    wait_volume(&admin, &vid, "in-use", SECS).await;
     assert!(targets(&format!("meridian-{writer}")).contains(&file.display().to_string()), "not in the live guest");
     vm::wait_console(&admin, writer, SECS, |c| c.contains("volume-written")).await;
 
     // Unplug: the guest lets go, the domain no longer has it, the bytes are in the file.
     admin.delete("compute", &format!("/servers/{writer}/os-volume_attachments/{vid}")).await.expect("detach");
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     assert!(!targets(&format!("meridian-{writer}")).contains(&file.display().to_string()), "still in the guest");
     let head = std::fs::read(&file).expect("volume file");
     assert!(head.starts_with(token.as_bytes()), "the token is not in the volume file");
@@ -107,14 +94,14 @@ async fn a_token_written_by_one_guest_is_read_by_another() {
 
     // Plug into the running reader: it reads the same token.
     admin.post("compute", &format!("/servers/{reader}/os-volume_attachments"), &attach).await.expect("attach");
-    volume_status(&admin, &vid, "in-use").await;
+    wait_volume(&admin, &vid, "in-use", SECS).await;
     let log = vm::wait_console(&admin, reader, SECS, |c| c.contains("volume-read ")).await;
     assert!(log.contains(&format!("volume-read {token}")), "{log}");
 
     // Deleting the reader releases the volume, which outlives it; then it goes.
     admin.delete("compute", &format!("/servers/{reader}")).await.expect("delete");
     wait_server(&admin, reader, &["DELETED"], SECS).await;
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     assert!(file.exists());
     admin.delete("block-storage", &format!("/volumes/{vid}")).await.expect("delete volume");
     let deadline = Instant::now() + Duration::from_secs(SECS);

@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use meridian_common::Client;
 use meridian_e2e::vm::{self, LibvirtGuard};
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
+use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server, wait_volume};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Hang guards only: guests boot in seconds under TCG here.
 const SECS: u64 = 240;
-
-async fn volume_status(admin: &Client, id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(SECS);
-    loop {
-        let v = admin.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
-        if v["status"] == want {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "volume {id} never reached {want}: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// `os-extend` at microversion `version` (3.42 for an in-use volume): the status and body.
 async fn extend(admin: &Client, id: &str, size: u64, version: &str) -> (u16, String) {
@@ -67,7 +55,7 @@ async fn a_guest_sees_its_attached_volume_grow() {
 
     let v = admin.post("block-storage", "/volumes", &json!({"volume": {"size": 1, "name": "grows"}})).await;
     let vid = v.expect("volume")["volume"]["id"].as_str().expect("id").to_string();
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     let file = agent.state_dir.join("volumes").join(format!("{vid}.raw"));
 
     // The guest waits for the volume (vdb is the config drive, the volume vdc), then prints the
@@ -89,7 +77,7 @@ async fn a_guest_sees_its_attached_volume_grow() {
     let attach = json!({"volumeAttachment": {"volumeId": vid}});
     let r = admin.post("compute", &format!("/servers/{sid}/os-volume_attachments"), &attach).await.expect("attach");
     assert_eq!(r["volumeAttachment"]["device"], "/dev/vdc", "{r}");
-    volume_status(&admin, &vid, "in-use").await;
+    wait_volume(&admin, &vid, "in-use", SECS).await;
     vm::wait_console(&admin, &sid, SECS, |c| c.contains("vdc-sectors 2097152")).await;
 
     // Before 3.42 an in-use volume cannot be extended; at 3.42 it can.
@@ -97,7 +85,7 @@ async fn a_guest_sees_its_attached_volume_grow() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = extend(&admin, &vid, 2, "3.42").await;
     assert_eq!(status, 202, "{body}");
-    let v = volume_status(&admin, &vid, "in-use").await;
+    let v = wait_volume(&admin, &vid, "in-use", SECS).await;
     assert_eq!(v["size"], 2, "{v}");
     assert_eq!(std::fs::metadata(&file).expect("volume file").len(), 2 << 30);
     // The running guest sees 2 GiB without a reboot or a re-attach.
@@ -110,7 +98,7 @@ async fn a_guest_sees_its_attached_volume_grow() {
 
     admin.delete("compute", &format!("/servers/{sid}")).await.expect("delete");
     wait_server(&admin, &sid, &["DELETED"], SECS).await;
-    volume_status(&admin, &vid, "available").await;
+    wait_volume(&admin, &vid, "available", SECS).await;
     admin.delete("block-storage", &format!("/volumes/{vid}")).await.expect("delete volume");
     let deadline = Instant::now() + Duration::from_secs(SECS);
     while file.exists() {

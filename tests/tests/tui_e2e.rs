@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use meridian_e2e::tmux::Tmux;
-use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up, wait_server};
+use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up, wait_server, wait_volume};
 
 /// The row of the instance on screen (the table line that holds its name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
@@ -1086,16 +1086,7 @@ async fn the_worker_extends_an_attached_volume_at_3_42() {
     wait_hosts_up(&admin, 1).await;
     let status = |want: &'static str, id: String| {
         let admin = &admin;
-        async move {
-            for _ in 0..240 {
-                let v = admin.get("block-storage", &format!("/volumes/{id}")).await.expect("volume")["volume"].clone();
-                if v["status"] == want {
-                    return v;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            panic!("volume {id} never reached {want}");
-        }
+        async move { wait_volume(admin, &id, want, 60).await }
     };
     let v = admin.post("block-storage", "/volumes", &serde_json::json!({"volume": {"size": 1, "name": "grow"}})).await;
     let vid = v.expect("volume")["volume"]["id"].as_str().expect("id").to_string();
