@@ -522,7 +522,7 @@ impl Controller {
                 // The server reports `config_drive` for instances built with one.
                 let config_drive = matches!(work.action, Action::Build(_))
                     && self.instance_dir(&work.instance_id).join("disk.config").exists();
-                WorkEvent::Done { power_state, console, config_drive }
+                WorkEvent::Done { power_state, console, config_drive, data: None }
             }
             Err(e) => {
                 let event = e.to_event();
@@ -623,6 +623,16 @@ impl Controller {
             | Action::VolumeUploadImage { .. }
             | Action::VolumeRevert { .. } => {
                 return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));
+            }
+            // Issue 17's actions: the contract is in place, each slice carries its own out.
+            Action::ImageCreate { .. }
+            | Action::Rebuild(_)
+            | Action::Rescue { .. }
+            | Action::Unrescue
+            | Action::InterfaceAttach { .. }
+            | Action::InterfaceDetach { .. }
+            | Action::Diagnostics => {
+                return Err(ActionError::Invalid(format!("this agent cannot {} an instance yet", work.op().name())));
             }
         }
         let power = self.state(&name).await?.power_state();

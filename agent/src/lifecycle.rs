@@ -102,10 +102,24 @@ pub enum Op {
     Suspend,
     /// Restore a saved guest.
     Resume,
+    /// Copy the root disk to an image (snapshot, backup, shelve).
+    ImageCreate,
+    /// Replace the root disk from an image and boot again (rebuild; evacuate's build).
+    Rebuild,
+    /// Boot a rescue image with the root disk attached.
+    Rescue,
+    /// Boot the instance's own definition after a rescue.
+    Unrescue,
+    /// Hot-plug a port.
+    AttachInterface,
+    /// Unplug a port.
+    DetachInterface,
+    /// Read the domain's diagnostics.
+    Diagnostics,
 }
 
 impl Op {
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 22] = [
         Op::Build,
         Op::Stop,
         Op::Start,
@@ -121,6 +135,13 @@ impl Op {
         Op::Unpause,
         Op::Suspend,
         Op::Resume,
+        Op::ImageCreate,
+        Op::Rebuild,
+        Op::Rescue,
+        Op::Unrescue,
+        Op::AttachInterface,
+        Op::DetachInterface,
+        Op::Diagnostics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +161,13 @@ impl Op {
             Op::Unpause => "unpause",
             Op::Suspend => "suspend",
             Op::Resume => "resume",
+            Op::ImageCreate => "snapshot",
+            Op::Rebuild => "rebuild",
+            Op::Rescue => "rescue",
+            Op::Unrescue => "unrescue",
+            Op::AttachInterface => "attach an interface to",
+            Op::DetachInterface => "detach an interface from",
+            Op::Diagnostics => "read the diagnostics of",
         }
     }
 }
@@ -247,6 +275,26 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         (S::ShuttingDown | S::Shutoff | S::Crashed | S::Suspended | S::Saved, Op::Console) => {
             reject("the guest is not running")
         }
+
+        // Snapshot: the disk of any domain that is not half-way through a shutdown.
+        (S::Absent, Op::ImageCreate) => reject("there is no disk to copy"),
+        (S::ShuttingDown, Op::ImageCreate) => reject("wait until it is shut off"),
+        (_, Op::ImageCreate) => Proceed,
+
+        // Rebuild: from any state; on a host without the domain it is a build (evacuate).
+        (_, Op::Rebuild) => Proceed,
+
+        // Rescue and unrescue need the domain they replace or restore.
+        (S::Absent, Op::Rescue | Op::Unrescue) => reject("there is no domain"),
+        (_, Op::Rescue | Op::Unrescue) => Proceed,
+
+        // Interfaces: plugged into any domain; what is gone has nothing plugged in.
+        (S::Absent, Op::AttachInterface) => reject("there is no domain to attach the interface to"),
+        (S::Absent, Op::DetachInterface) => AlreadyDone,
+        (_, Op::AttachInterface | Op::DetachInterface) => Proceed,
+
+        (S::Absent, Op::Diagnostics) => reject("there is no domain"),
+        (_, Op::Diagnostics) => Proceed,
     }
 }
 
@@ -256,16 +304,26 @@ mod tests {
 
     /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
     /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console,
-    /// attach volume, detach volume, volume work, pause, unpause, suspend, resume.
-    const TABLE: [(InstanceState, [char; 15]); 8] = [
-        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P', 'R', 'R', 'R', 'R']),
-        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'D']),
-        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'P', 'R']),
-        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
-        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
-        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
-        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R']),
-        (InstanceState::Saved, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'D', 'P']),
+    /// attach volume, detach volume, volume work, pause, unpause, suspend, resume; then
+    /// snapshot, rebuild, rescue, unrescue, attach interface, detach interface, diagnostics.
+    #[rustfmt::skip]
+    const TABLE: [(InstanceState, [char; 22]); 8] = [
+        (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P', 'R', 'R', 'R', 'R',
+            'R', 'P', 'R', 'R', 'R', 'D', 'R']),
+        (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'D',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'P', 'R',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
+            'R', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+        (InstanceState::Saved, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'D', 'P',
+            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
     ];
 
     #[test]

@@ -55,6 +55,13 @@ pub fn op_of(action: &Action) -> Op {
         Action::Console { .. } => Op::Console,
         Action::VolumeAttach { .. } => Op::AttachVolume,
         Action::VolumeDetach { .. } => Op::DetachVolume,
+        Action::ImageCreate { .. } => Op::ImageCreate,
+        Action::Rebuild(_) => Op::Rebuild,
+        Action::Rescue { .. } => Op::Rescue,
+        Action::Unrescue => Op::Unrescue,
+        Action::InterfaceAttach { .. } => Op::AttachInterface,
+        Action::InterfaceDetach { .. } => Op::DetachInterface,
+        Action::Diagnostics => Op::Diagnostics,
         Action::VolumeCreate { .. }
         | Action::VolumeExtend { .. }
         | Action::VolumeDelete { .. }
@@ -226,8 +233,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = WorkLog::open(dir.path()).expect("open");
         assert!(log.get("w1").is_none());
-        log.record("w1", &WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false })
-            .expect("record");
+        log.record(
+            "w1",
+            &WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false, data: None },
+        )
+        .expect("record");
         log.record("odd/../id", &WorkEvent::Failed { message: "m".into(), details: "d".into(), retryable: false })
             .expect("record odd id");
         let log = WorkLog::open(dir.path()).expect("reopen");
@@ -242,8 +252,11 @@ mod tests {
     fn a_torn_last_line_is_dropped_and_the_log_stays_appendable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = WorkLog::open(dir.path()).expect("open");
-        log.record("w1", &WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false })
-            .expect("record");
+        log.record(
+            "w1",
+            &WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false, data: None },
+        )
+        .expect("record");
         drop(log);
         // A crash in the middle of the next append.
         let mut f = OpenOptions::new().append(true).open(dir.path().join(FILE)).expect("file");
@@ -252,8 +265,11 @@ mod tests {
         let log = WorkLog::open(dir.path()).expect("reopen");
         assert!(log.get("w1").is_some());
         assert!(log.get("w2").is_none());
-        log.record("w3", &WorkEvent::Done { power_state: PowerState::Shutdown, console: None, config_drive: false })
-            .expect("record");
+        log.record(
+            "w3",
+            &WorkEvent::Done { power_state: PowerState::Shutdown, console: None, config_drive: false, data: None },
+        )
+        .expect("record");
         let log = WorkLog::open(dir.path()).expect("reopen again");
         assert!(log.get("w1").is_some());
         assert!(matches!(log.get("w3"), Some(WorkEvent::Done { power_state: PowerState::Shutdown, .. })));
@@ -262,7 +278,7 @@ mod tests {
     #[test]
     fn records_of_the_one_file_per_item_layout_are_taken_in() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let done = WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false };
+        let done = WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false, data: None };
         std::fs::write(dir.path().join("w-old.json"), serde_json::to_vec(&done).expect("json")).expect("write");
         std::fs::write(dir.path().join("w-partial.tmp"), b"{").expect("write");
         let log = WorkLog::open(dir.path()).expect("open");
@@ -281,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = WorkLog::open(dir.path()).expect("open");
         let failed = WorkEvent::Failed { message: "m".into(), details: "d".into(), retryable: true };
-        let done = WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false };
+        let done = WorkEvent::Done { power_state: PowerState::Running, console: None, config_drive: false, data: None };
         for i in 0..(COMPACT_SLACK + 10) {
             log.record(&format!("w{}", i % 3), if i % 2 == 0 { &failed } else { &done }).expect("record");
         }

@@ -241,6 +241,43 @@ pub enum Action {
         attachment_id: String,
         device: String,
     },
+    /// Copy the instance's root disk (the image disk, never volumes) to image `image_id` as
+    /// `disk_format` (raw or qcow2) through [`AGENT_API`]`/images/{image_id}/file`: Nova's
+    /// `createImage`, `createBackup` and shelve. A running guest is paused for the copy (the
+    /// image is crash-consistent) and resumed, also on failure; a stopped one stays stopped.
+    /// `Progress` reports `image_pending_upload` then `image_uploading` (the shelve variants
+    /// when `shelving`).
+    ImageCreate {
+        image_id: String,
+        disk_format: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shelving: bool,
+    },
+    /// Replace the instance's root disk with `spec.image`'s bytes and boot it again with the
+    /// same ports (Nova's rebuild; `Progress`: `rebuild_block_device_mapping`,
+    /// `rebuild_spawning`). On a host that never had the instance (evacuate) it is a build.
+    Rebuild(Box<BuildSpec>),
+    /// Boot `image` as the first disk with the instance's own root disk as the second
+    /// (Nova's rescue); the instance's definition is kept to go back to.
+    Rescue {
+        image: ImageSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admin_password: Option<String>,
+    },
+    /// Boot the instance's own definition again after a rescue (the rescue disk is removed).
+    Unrescue,
+    /// Hot-plug a port into the instance's domain (live guest and persistent definition).
+    InterfaceAttach {
+        nic: NicSpec,
+    },
+    /// Unplug the port with `mac_address` from the instance's domain.
+    InterfaceDetach {
+        port_id: String,
+        mac_address: String,
+    },
+    /// Read the domain's diagnostics; `Done.data` holds Nova 2.48's body
+    /// (`state`, `driver`, `uptime`, `num_cpus`, `cpu_details`, `nic_details`, `disk_details`, …).
+    Diagnostics,
 }
 
 /// Where a new volume's first bytes come from.
@@ -424,6 +461,9 @@ pub enum WorkEvent {
         /// A build that attached a config drive (the server then reports `config_drive`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         config_drive: bool,
+        /// What an action answers besides its state (diagnostics, a migration's details).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
     },
     Failed {
         message: String,

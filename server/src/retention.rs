@@ -101,6 +101,7 @@ mod tests {
                             power_state: PowerState::Running,
                             console: Some(text.into()),
                             config_drive: false,
+                            data: None,
                         };
                         crate::compute::conductor::on_event(&state, &w, done).await.expect("event");
                     }

@@ -609,6 +609,19 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         (Action::Pause | Action::Unpause | Action::Suspend | Action::Resume, event) => {
             super::lifecycle::on_event(state, work, &action, event).await?
         }
+        // Issue 17's host actions: each is applied by the module that starts it.
+        (
+            Action::ImageCreate { .. }
+            | Action::Rebuild(_)
+            | Action::Rescue { .. }
+            | Action::Unrescue
+            | Action::InterfaceAttach { .. }
+            | Action::InterfaceDetach { .. }
+            | Action::Diagnostics,
+            _,
+        ) => {
+            return Err(ConductError::Invalid("this server does not apply that action yet".into()));
+        }
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));

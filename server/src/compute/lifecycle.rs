@@ -117,19 +117,21 @@ async fn api_action(state: &AppState, ctx: &Ctx, inst: &Instance, name: &str) ->
     Ok(())
 }
 
-/// The host-side work of a user action (`None` for what is not the agent's to do).
-pub(crate) fn agent_action(action: UserAction) -> Action {
-    match action {
+/// The host-side work of a simple user action, one that [`servers::start_action`] runs (`None`
+/// for the actions whose work needs arguments: their own modules start them).
+pub(crate) fn agent_action(action: UserAction) -> Option<Action> {
+    Some(match action {
         UserAction::Stop => Action::Stop,
         UserAction::Start => Action::Start,
         UserAction::RebootSoft => Action::Reboot { hard: false },
         UserAction::RebootHard => Action::Reboot { hard: true },
-        UserAction::Delete => Action::Delete,
+        UserAction::Delete | UserAction::ForceDelete => Action::Delete,
         UserAction::Pause => Action::Pause,
         UserAction::Unpause => Action::Unpause,
         UserAction::Suspend => Action::Suspend,
         UserAction::Resume => Action::Resume,
-    }
+        _ => return None,
+    })
 }
 
 /// Nova's compute-manager event name of a user action (`compute_<verb>_instance`).
@@ -218,6 +220,21 @@ fn action_of(task: TaskState) -> Option<&'static str> {
         T::Unpausing => "unpause",
         T::Suspending => "suspend",
         T::Resuming => "resume",
+        T::ImageSnapshot | T::ImageSnapshotPending | T::ImagePendingUpload | T::ImageUploading => "createImage",
+        T::ImageBackup => "createBackup",
+        T::UpdatingPassword => "changePassword",
+        T::ResizePrep | T::ResizeMigrating | T::ResizeMigrated | T::ResizeFinish => "resize",
+        T::ResizeReverting => "revertResize",
+        T::ResizeConfirming => "confirmResize",
+        T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning => "rebuild",
+        T::Migrating => "live-migration",
+        T::Rescuing => "rescue",
+        T::Unrescuing => "unrescue",
+        T::SoftDeleting => "delete",
+        T::Restoring => "restore",
+        T::Shelving | T::ShelvingImagePendingUpload | T::ShelvingImageUploading => "shelve",
+        T::ShelvingOffloading => "shelveOffload",
+        T::Unshelving => "unshelve",
         T::Scheduling | T::Networking | T::BlockDeviceMapping | T::Spawning | T::Deleting => return None,
     })
 }

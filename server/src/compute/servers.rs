@@ -1030,6 +1030,9 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
     /// How often a change that raced with ours (a build finishing, a heartbeat's power sync)
     /// is read again and the request decided anew before it is refused.
     const ATTEMPTS: usize = 5;
+    // Decided before any state changes: an action with arguments has its own module.
+    let agent_action = super::lifecycle::agent_action(action)
+        .ok_or_else(|| ApiError::internal(format!("'{}' is not a simple action", action.name())))?;
     let mut inst = read.clone();
     for attempt in 1..=ATTEMPTS {
         let vm = vm_state(&inst);
@@ -1044,8 +1047,11 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
         if !states::allowed(action, vm, task) {
             return Err(states::refuse(action, &inst.id, vm, task));
         }
-        let to =
-            NewState { vm_state: &inst.vm_state, task_state: Some(action.first_task().as_str()), power_state: None };
+        let to = NewState {
+            vm_state: &inst.vm_state,
+            task_state: action.first_task().map(TaskState::as_str),
+            power_state: None,
+        };
         let expect_task = inst.task_state.as_deref();
         if state.store.transition(&inst.id, Expect::Task(expect_task), to).await?.is_some() {
             break;
@@ -1059,7 +1065,6 @@ pub(crate) async fn start_action(state: &AppState, ctx: &Ctx, read: &Instance, a
     }
     let inst = &inst;
     record_action(state, ctx, &inst.id, action.name(), &ctx.request_id).await?;
-    let agent_action = super::lifecycle::agent_action(action);
     let host = match &inst.host_id {
         Some(h) => state.store.get_host(h).await.ok().filter(|h| conductor::host_up(state, h)),
         None => None,
