@@ -2,11 +2,13 @@
 //! availability zones.
 
 pub mod agents;
+mod audit_log;
 pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
 mod events;
 mod extensions;
+mod external_events;
 mod flavors;
 mod hosts;
 mod images;
@@ -14,6 +16,8 @@ mod keypairs;
 pub(crate) mod lifecycle;
 pub mod metadata;
 pub mod microversion;
+mod os_hosts;
+mod os_networks;
 mod os_security_groups;
 pub mod port_filters;
 mod quotas;
@@ -129,6 +133,18 @@ fn api() -> Router<AppState> {
         .route("/os-services", get(hosts::list_services))
         .route("/os-aggregates", get(hosts::list_aggregates))
         .route("/os-services/{id}", axum::routing::put(hosts::update_service))
+        .route("/os-hosts", get(os_hosts::list))
+        .route("/os-hosts/{host}", get(os_hosts::show).put(os_hosts::update))
+        .route("/os-hosts/{host}/{action}", get(os_hosts::power_action))
+        .route("/os-instance_usage_audit_log", get(audit_log::list))
+        .route("/os-instance_usage_audit_log/{before}", get(audit_log::show))
+        .route("/os-server-external-events", post(external_events::create))
+        .route("/os-networks", get(os_networks::list).post(os_networks::removed))
+        .route("/os-networks/add", post(os_networks::removed))
+        .route("/os-networks/{id}", get(os_networks::show).delete(os_networks::removed))
+        .route("/os-networks/{id}/action", post(os_networks::removed))
+        .route("/os-tenant-networks", get(os_networks::list_tenant).post(os_networks::removed))
+        .route("/os-tenant-networks/{id}", get(os_networks::show_tenant).delete(os_networks::removed))
 }
 
 /// v2.0 requests carry no microversion: whatever headers they send, the base version serves them.
@@ -214,6 +230,8 @@ pub(crate) fn links(state: &AppState, path: &str) -> Value {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod admin_api_tests;
 #[cfg(test)]
 mod bdm_tests;
 #[cfg(test)]

@@ -1180,6 +1180,13 @@ pub async fn action(
             let output = console_output(&state, &inst, lines).await?;
             Ok(axum::Json(json!({"output": output})).into_response())
         }
+        // Nova casts this to the compute host, whose libvirt driver has nothing to inject (the
+        // guest reads its network from DHCP and the metadata service, as here).
+        "injectNetworkInfo" => {
+            ctx.require_admin("os_compute_api:os-admin-actions:inject_network_info")?;
+            visible(&state, &ctx, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         other => Err(bad(format!("There is no such action: {other}"))),
     }
 }
