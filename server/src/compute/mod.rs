@@ -17,6 +17,7 @@ pub mod microversion;
 mod os_security_groups;
 pub mod port_filters;
 mod quotas;
+pub(crate) mod rebuild;
 pub mod scheduler;
 mod security_groups;
 mod server_view;
@@ -226,3 +227,5 @@ mod agent_tests;
 mod console_tests;
 #[cfg(test)]
 mod metadata_tests;
+#[cfg(test)]
+mod rebuild_tests;
