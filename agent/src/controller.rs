@@ -32,6 +32,8 @@ use crate::storage::{CloneSource, Storage};
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 
+mod rescue;
+
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
@@ -624,11 +626,12 @@ impl Controller {
             | Action::VolumeRevert { .. } => {
                 return Err(ActionError::Invalid("volume work runs before the domain is looked at".into()));
             }
+            // Rebuild, rescue and unrescue: `controller::rescue`.
+            Action::Rebuild(spec) => self.rebuild(id, spec, progress).await?,
+            Action::Rescue { image, .. } => self.rescue(id, state, image).await?,
+            Action::Unrescue => self.unrescue(id).await?,
             // Issue 17's actions: the contract is in place, each slice carries its own out.
             Action::ImageCreate { .. }
-            | Action::Rebuild(_)
-            | Action::Rescue { .. }
-            | Action::Unrescue
             | Action::InterfaceAttach { .. }
             | Action::InterfaceDetach { .. }
             | Action::Diagnostics => {
@@ -648,12 +651,25 @@ impl Controller {
         spec: &BuildSpec,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), ActionError> {
+        self.build_with(id, spec, progress, Vec::new()).await
+    }
+
+    /// [`Controller::build`] with `kept`: `<disk>` elements of volumes already plugged into
+    /// the instance (a rebuild keeps them), added after the spec's own.
+    async fn build_with(
+        &self,
+        id: Uuid,
+        spec: &BuildSpec,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        kept: Vec<String>,
+    ) -> Result<(), ActionError> {
         let plan = plan_build(spec)?;
         let dir = self.instance_dir(&id);
         tokio::fs::create_dir_all(&dir).await.map_err(ActionError::Files)?;
 
         // Volumes first: a missing one fails the build before anything is fetched.
-        let (root_volume, volumes) = self.block_device_disks(spec).await?;
+        let (root_volume, mut volumes) = self.block_device_disks(spec).await?;
+        volumes.extend(kept);
         // Images: the root disk's base (none when a volume is the root disk), and the kernel /
         // ramdisk for direct boot.
         let base = match root_volume {

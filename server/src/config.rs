@@ -139,6 +139,11 @@ pub struct ComputeSettings {
     pub disk_weight_multiplier: f64,
     /// Hosts tried per build: the choice plus alternates.
     pub max_attempts: usize,
+    /// Nova's `reclaim_instance_interval`: when above 0, a user's DELETE soft-deletes a server
+    /// (SOFT_DELETED, still holding its resources and quota; `restore` brings it back) and the
+    /// conductor deletes it for good this many seconds later. 0 (Nova's default): deletes are
+    /// immediate.
+    pub reclaim_instance_interval: u64,
 }
 
 impl Default for ComputeSettings {
@@ -156,6 +161,7 @@ impl Default for ComputeSettings {
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
+            reclaim_instance_interval: 0,
         }
     }
 }

@@ -70,7 +70,7 @@ FEATURES = {
         "shelve_migrate": False,
         # Server snapshots (createImage) are issue 17's; volume snapshots are Cinder's, below.
         "snapshot": False,
-        "rescue": False,
+        "rescue": True,
         "stable_rescue": False,
         "interface_attach": False,
         "personality": False,

@@ -339,6 +339,12 @@ async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bo
                 || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
         }
         Ok(Action::VolumeCreate { source: Some(VolumeSource::Image { image }), .. }) => image.id == id,
+        // A rebuild's new root disk (and its kernel / ramdisk); a rescue's rescue image.
+        Ok(Action::Rebuild(spec)) => {
+            spec.image.id == id
+                || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
+        }
+        Ok(Action::Rescue { image, .. }) => image.id == id,
         _ => false,
     }))
 }

@@ -591,6 +591,13 @@ pub fn nova_time(stored: &str) -> String {
 pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result<()> {
     let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
     let id = work.instance_id.as_str();
+    // The power changes of soft delete, restore and a stopped server's rebuild: `rebuild`.
+    if matches!(action, Action::Stop | Action::Start) {
+        let task = state.store.get_instance(id).await?.task_state;
+        if super::rebuild::applies(&action, task.as_deref()) {
+            return super::rebuild::on_event(state, work, &action, event).await;
+        }
+    }
     match (&action, event) {
         // Block storage work: `volume::work` applies it.
         (
@@ -609,12 +616,13 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         (Action::Pause | Action::Unpause | Action::Suspend | Action::Resume, event) => {
             super::lifecycle::on_event(state, work, &action, event).await?
         }
+        // Rebuild, rescue and unrescue: `rebuild` applies them.
+        (Action::Rebuild(_) | Action::Rescue { .. } | Action::Unrescue, event) => {
+            super::rebuild::on_event(state, work, &action, event).await?
+        }
         // Issue 17's host actions: each is applied by the module that starts it.
         (
             Action::ImageCreate { .. }
-            | Action::Rebuild(_)
-            | Action::Rescue { .. }
-            | Action::Unrescue
             | Action::InterfaceAttach { .. }
             | Action::InterfaceDetach { .. }
             | Action::Diagnostics,
@@ -824,6 +832,8 @@ pub async fn tick(state: &AppState) -> Result<()> {
             advance(state, &inst.id).await;
         }
     }
+    // Soft-deleted servers past `reclaim_instance_interval` are deleted for good.
+    super::rebuild::reclaim(state).await?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ mod os_networks;
 mod os_security_groups;
 pub mod port_filters;
 mod quotas;
+pub(crate) mod rebuild;
 pub mod scheduler;
 mod security_groups;
 mod server_view;
@@ -244,3 +245,5 @@ mod agent_tests;
 mod console_tests;
 #[cfg(test)]
 mod metadata_tests;
+#[cfg(test)]
+mod rebuild_tests;

@@ -1119,6 +1119,10 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     if inst.task_state.as_deref() == Some("deleting") {
         return Ok(StatusCode::NO_CONTENT); // already on its way
     }
+    // With `reclaim_instance_interval` set, a launched server is soft-deleted instead.
+    if super::rebuild::soft_delete(&state, &ctx, &inst).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     start_action(&state, &ctx, &inst, UserAction::Delete).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1140,6 +1144,9 @@ pub async fn action(
         return answer;
     }
     if let Some(answer) = super::lifecycle::action(&state, &ctx, v, &id, name, args).await {
+        return answer;
+    }
+    if let Some(answer) = super::rebuild::action(&state, &ctx, v, &id, name, args).await {
         return answer;
     }
     match name.as_str() {

@@ -17,6 +17,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod lockout;
 pub mod network;
+pub mod rebuild;
 pub mod retention;
 pub mod security_groups;
 pub mod services;
