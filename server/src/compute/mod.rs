@@ -7,6 +7,7 @@ pub mod conductor;
 pub mod consoles;
 mod events;
 mod extensions;
+mod extras;
 mod flavors;
 mod hosts;
 mod images;
@@ -129,6 +130,11 @@ fn api() -> Router<AppState> {
         .route("/os-services", get(hosts::list_services))
         .route("/os-aggregates", get(hosts::list_aggregates))
         .route("/os-services/{id}", axum::routing::put(hosts::update_service))
+        // Issue 17, slice F: more compute API.
+        .route("/os-quota-class-sets/{id}", get(quotas::show_class).put(quotas::update_class))
+        .route("/servers/{id}/os-server-password", get(extras::show_password).delete(extras::clear_password))
+        .route("/os-simple-tenant-usage", get(extras::list_usage))
+        .route("/os-simple-tenant-usage/{project_id}", get(extras::show_usage))
 }
 
 /// v2.0 requests carry no microversion: whatever headers they send, the base version serves them.
@@ -224,5 +230,7 @@ mod agent_tests;
 
 #[cfg(test)]
 mod console_tests;
+#[cfg(test)]
+mod extras_tests;
 #[cfg(test)]
 mod metadata_tests;
