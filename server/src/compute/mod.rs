@@ -11,6 +11,7 @@ mod extras;
 mod flavors;
 mod hosts;
 mod images;
+mod interfaces;
 mod keypairs;
 pub(crate) mod lifecycle;
 pub mod metadata;
@@ -135,6 +136,9 @@ fn api() -> Router<AppState> {
         .route("/servers/{id}/os-server-password", get(extras::show_password).delete(extras::clear_password))
         .route("/os-simple-tenant-usage", get(extras::list_usage))
         .route("/os-simple-tenant-usage/{project_id}", get(extras::show_usage))
+        .route("/servers/{id}/os-interface", get(interfaces::list).post(interfaces::create))
+        .route("/servers/{id}/os-interface/{port_id}", get(interfaces::show).delete(interfaces::delete))
+        .route("/servers/{id}/diagnostics", get(interfaces::diagnostics))
 }
 
 /// v2.0 requests carry no microversion: whatever headers they send, the base version serves them.

@@ -109,4 +109,39 @@ impl Store {
             .await?;
         Ok(row.map(|r| r.0))
     }
+
+    /// Replaces an instance's list of ports it made itself (JSON list of ids).
+    pub async fn set_owned_ports(&self, id: &str, owned_ports: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET owned_ports = $2 WHERE id = $1")
+            .bind(id)
+            .bind(owned_ports)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Tags of an instance's attached ports (port id → tag).
+    pub async fn interface_tags(&self, instance_id: &str) -> StoreResult<BTreeMap<String, String>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT port_id, tag FROM interface_tags WHERE instance_id = $1")
+                .bind(instance_id)
+                .fetch_all(&mut *self.conn().await?)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Records (`Some`) or forgets (`None`) the tag of an attached port.
+    pub async fn set_interface_tag(&self, port_id: &str, instance_id: &str, tag: Option<&str>) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        sqlx::query("DELETE FROM interface_tags WHERE port_id = $1").bind(port_id).execute(&mut *conn).await?;
+        if let Some(t) = tag {
+            sqlx::query("INSERT INTO interface_tags (port_id, instance_id, tag) VALUES ($1, $2, $3)")
+                .bind(port_id)
+                .bind(instance_id)
+                .bind(t)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
 }
