@@ -70,6 +70,8 @@ pub enum ActionError {
     },
     #[error("the guest did not release volume {volume} (device {device}) within {secs} s")]
     NotReleased { volume: String, device: String, secs: u64 },
+    #[error("the guest did not release the interface with MAC {mac} within {secs} s")]
+    InterfaceNotReleased { mac: String, secs: u64 },
 }
 
 impl ActionError {
@@ -460,6 +462,99 @@ impl Controller {
         }
     }
 
+    /// Whether the domain has an interface with `mac`: (in the running guest, in its definition).
+    async fn has_interface(&self, name: &str, mac: &str) -> Result<(bool, bool), ActionError> {
+        let n = name.to_string();
+        let live = self.hv(move |hv| hv.domain_xml(&n)).await?;
+        let n = name.to_string();
+        let config = self.hv(move |hv| hv.domain_config_xml(&n)).await?;
+        let has = |x: &str| xml::interfaces(x).iter().any(|(m, _)| m.eq_ignore_ascii_case(mac));
+        Ok((has(&live), has(&config)))
+    }
+
+    /// Hot plugs a port: the host side as a build sets it up ([`Self::plug_nic`]), then the
+    /// `<interface>` into the running guest and the definition. What is there already is not
+    /// added again (a redelivered attach is a no-op).
+    async fn attach_interface(
+        &self,
+        name: &str,
+        state: InstanceState,
+        nic: &meridian_common::agent::NicSpec,
+    ) -> Result<(), ActionError> {
+        let mac = nic.mac_address.to_ascii_lowercase();
+        let n = name.to_string();
+        let current = self.hv(move |hv| hv.domain_config_xml(&n)).await?;
+        // The model the guest's other NICs have (the image's `hw_vif_model` at build).
+        let model = xml::interface_model(&current).unwrap_or("virtio");
+        let iface = {
+            let _net = self.net_lock.lock().await;
+            xml::interface_xml(&self.plug_nic(nic, model).await?)
+        };
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_interface(name, &mac).await?;
+        let live = running && !in_live;
+        if !live && in_config {
+            return Ok(());
+        }
+        let n = name.to_string();
+        self.hv(move |hv| hv.attach_device(&n, &iface, live, !in_config)).await
+    }
+
+    /// Unplugs the interface with `mac` from the guest and the definition, waits for the guest
+    /// to let go of it (up to [`DETACH_WAIT`]), then drops its DHCP entry. Gone already: done.
+    async fn detach_interface(&self, name: &str, state: InstanceState, mac: &str) -> Result<(), ActionError> {
+        let mac = mac.to_ascii_lowercase();
+        let n = name.to_string();
+        let config = self.hv(move |hv| hv.domain_config_xml(&n)).await?;
+        let n = name.to_string();
+        let live_xml = self.hv(move |hv| hv.domain_xml(&n)).await?;
+        let network = xml::interface_network(&config, &mac).or_else(|| xml::interface_network(&live_xml, &mac));
+        let running = matches!(state, InstanceState::Running | InstanceState::Paused);
+        let (in_live, in_config) = self.has_interface(name, &mac).await?;
+        let live = running && in_live;
+        if live || in_config {
+            let iface = format!("<interface type='network'><mac address='{}'/></interface>", xml::esc(&mac));
+            let n = name.to_string();
+            let unplugging = self.hv(move |hv| hv.detach_device(&n, &iface, live, in_config)).await?;
+            if unplugging {
+                let deadline = Instant::now() + DETACH_WAIT;
+                loop {
+                    let (still, _) = self.has_interface(name, &mac).await?;
+                    if !still {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ActionError::InterfaceNotReleased { mac, secs: DETACH_WAIT.as_secs() });
+                    }
+                    tokio::time::sleep(STATE_POLL).await;
+                }
+            }
+        }
+        if let Some(net) = network.filter(|_| self.cfg.supports_networks) {
+            let _net = self.net_lock.lock().await;
+            let m = mac.clone();
+            self.hv(move |hv| hv.remove_dhcp_host(&net, &m)).await?;
+        }
+        Ok(())
+    }
+
+    /// Nova's diagnostics from libvirt's counters: the 2.48 body, with the libvirt driver's
+    /// flat dict of older microversions under `legacy`.
+    async fn diagnostics(&self, id: &Uuid, name: &str) -> Result<serde_json::Value, ActionError> {
+        let n = name.to_string();
+        let st = self.hv(move |hv| hv.domain_stats(&n)).await?;
+        let config_drive = self.instance_dir(id).join("disk.config").exists();
+        let uptime = self.uptime_secs(id);
+        Ok(crate::diagnostics::diagnostics_body(&st, self.cfg.virt_type.as_str(), config_drive, uptime))
+    }
+
+    /// Seconds since the guest's console log was started (the domain's start), if known.
+    fn uptime_secs(&self, id: &Uuid) -> Option<u64> {
+        let meta = std::fs::metadata(self.console_log_path(id)).ok()?;
+        let created = meta.created().or_else(|_| meta.modified()).ok()?;
+        created.elapsed().ok().map(|d| d.as_secs())
+    }
+
     pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
         &self.hv
     }
@@ -524,6 +619,11 @@ impl Controller {
                 // The server reports `config_drive` for instances built with one.
                 let config_drive = matches!(work.action, Action::Build(_))
                     && self.instance_dir(&work.instance_id).join("disk.config").exists();
+                // Diagnostics answer with data, not console text.
+                if matches!(work.action, Action::Diagnostics) {
+                    let data = console.as_deref().and_then(|c| serde_json::from_str(c).ok());
+                    return WorkEvent::Done { power_state, console: None, config_drive, data };
+                }
                 WorkEvent::Done { power_state, console, config_drive, data: None }
             }
             Err(e) => {
@@ -630,11 +730,15 @@ impl Controller {
             Action::Rebuild(spec) => self.rebuild(id, spec, progress).await?,
             Action::Rescue { image, .. } => self.rescue(id, state, image).await?,
             Action::Unrescue => self.unrescue(id).await?,
+            Action::InterfaceAttach { nic } => self.attach_interface(&name, state, nic).await?,
+            Action::InterfaceDetach { mac_address, .. } => self.detach_interface(&name, state, mac_address).await?,
+            // The answer travels in `Done.data` (see `execute`).
+            Action::Diagnostics => {
+                let body = self.diagnostics(&id, &name).await?;
+                return Ok((state.power_state(), Some(body.to_string())));
+            }
             // Issue 17's actions: the contract is in place, each slice carries its own out.
-            Action::ImageCreate { .. }
-            | Action::InterfaceAttach { .. }
-            | Action::InterfaceDetach { .. }
-            | Action::Diagnostics => {
+            Action::ImageCreate { .. } => {
                 return Err(ActionError::Invalid(format!("this agent cannot {} an instance yet", work.op().name())));
             }
         }
@@ -832,53 +936,62 @@ impl Controller {
         let _net = self.net_lock.lock().await;
         let mut nics = Vec::new();
         for nic in &spec.nics {
-            let mac = nic.mac_address.to_ascii_lowercase();
-            let mtu = (nic.mtu > 0).then_some(nic.mtu);
-            if !self.cfg.supports_networks {
-                nics.push(NicXml { mac, network: None, model: plan.nic_model, mtu, tap: None });
-                continue;
-            }
-            let network = xml::network_name(&nic.network_id);
-            let ipv4 = first_ipv4(nic)?;
-            let net_spec = NetworkSpec {
-                name: network.clone(),
-                bridge: xml::bridge_name(&nic.network_id),
-                mtu,
-                ip: ipv4.map(|(_, gw, prefix)| (gw, prefix)),
-                hosts: ipv4.map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())]).unwrap_or_default(),
-            };
-            let net_xml = xml::network_xml(&net_spec);
-            let (n, m) = (network.clone(), mac.clone());
-            self.hv(move |hv| {
-                hv.ensure_network(&n, &net_xml)?;
-                if let Some((addr, _, _)) = ipv4 {
-                    hv.set_dhcp_host(&n, &m, &addr.to_string())?;
-                }
-                Ok(())
-            })
-            .await?;
-            if let Some(fw) = self.cfg.firewall.as_ref().map(|e| e.firewall().clone()) {
-                let bridge = net_spec.bridge.clone();
-                let done = tokio::task::spawn_blocking(move || fw.enable_bridge_conntrack(&bridge)).await;
-                match done {
-                    Ok(Ok(_)) => {}
-                    // The guest's return traffic would be dropped: not a guest to start.
-                    Ok(Err(e)) => return Err(ActionError::Firewall(e)),
-                    Err(_) => return Err(ActionError::Panicked),
-                }
-            }
-            if let Some(proxies) = &self.metadata {
-                // Guests without a config drive depend on it, but a boot does not fail for it
-                // (Nova boots whether or not its metadata service is up).
-                if let Err(e) = proxies.ensure(&nic.network_id, &net_spec.bridge).await {
-                    warn!(network = %nic.network_id, error = %chain(&e), "no metadata service for this network's guests");
-                }
-            }
-            // The tap's name is the port's (as Nova's), so the port filters can match it.
-            let tap = Some(crate::firewall::tap_name(&nic.port_id));
-            nics.push(NicXml { mac, network: Some(network), model: plan.nic_model, mtu, tap });
+            nics.push(self.plug_nic(nic, plan.nic_model).await?);
         }
         Ok(nics)
+    }
+
+    /// Sets up the host side of one port (its network, DHCP entry, conntrack, metadata proxy)
+    /// and answers the `<interface>` to give the domain. The caller holds `net_lock`.
+    async fn plug_nic(
+        &self,
+        nic: &meridian_common::agent::NicSpec,
+        model: &'static str,
+    ) -> Result<NicXml, ActionError> {
+        let mac = nic.mac_address.to_ascii_lowercase();
+        let mtu = (nic.mtu > 0).then_some(nic.mtu);
+        if !self.cfg.supports_networks {
+            return Ok(NicXml { mac, network: None, model, mtu, tap: None });
+        }
+        let network = xml::network_name(&nic.network_id);
+        let ipv4 = first_ipv4(nic)?;
+        let net_spec = NetworkSpec {
+            name: network.clone(),
+            bridge: xml::bridge_name(&nic.network_id),
+            mtu,
+            ip: ipv4.map(|(_, gw, prefix)| (gw, prefix)),
+            hosts: ipv4.map(|(addr, _, _)| vec![(mac.clone(), addr.to_string())]).unwrap_or_default(),
+        };
+        let net_xml = xml::network_xml(&net_spec);
+        let (n, m) = (network.clone(), mac.clone());
+        self.hv(move |hv| {
+            hv.ensure_network(&n, &net_xml)?;
+            if let Some((addr, _, _)) = ipv4 {
+                hv.set_dhcp_host(&n, &m, &addr.to_string())?;
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(fw) = self.cfg.firewall.as_ref().map(|e| e.firewall().clone()) {
+            let bridge = net_spec.bridge.clone();
+            let done = tokio::task::spawn_blocking(move || fw.enable_bridge_conntrack(&bridge)).await;
+            match done {
+                Ok(Ok(_)) => {}
+                // The guest's return traffic would be dropped: not a guest to start.
+                Ok(Err(e)) => return Err(ActionError::Firewall(e)),
+                Err(_) => return Err(ActionError::Panicked),
+            }
+        }
+        if let Some(proxies) = &self.metadata {
+            // Guests without a config drive depend on it, but a boot does not fail for it
+            // (Nova boots whether or not its metadata service is up).
+            if let Err(e) = proxies.ensure(&nic.network_id, &net_spec.bridge).await {
+                warn!(network = %nic.network_id, error = %chain(&e), "no metadata service for this network's guests");
+            }
+        }
+        // The tap's name is the port's (as Nova's), so the port filters can match it.
+        let tap = Some(crate::firewall::tap_name(&nic.port_id));
+        Ok(NicXml { mac, network: Some(network), model, mtu, tap })
     }
 
     /// Removes an instance completely: domain, DHCP entries (and networks nobody else uses),

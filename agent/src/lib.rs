@@ -16,6 +16,7 @@ pub mod config_drive;
 pub mod console;
 pub mod controller;
 pub mod credential;
+pub mod diagnostics;
 pub mod disk;
 pub mod firewall;
 pub mod hypervisor;

@@ -65,6 +65,9 @@ pub async fn serve(listener: tokio::net::TcpListener, network_id: String, server
     }
 }
 
+/// Largest body a guest may POST (Nova's password `MAX_SIZE`, 4 × 255 bytes).
+const POST_MAX: usize = 1020;
+
 fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))], text).into_response()
 }
@@ -74,16 +77,25 @@ async fn forward(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
+    body: axum::body::Bytes,
 ) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "Only GET is supported.");
-    }
+    // POST carries the guest's encrypted password (Nova's `handle_password`); nothing else.
+    let post = if method == Method::POST {
+        if body.len() > POST_MAX {
+            return plain(StatusCode::BAD_REQUEST, "Request is too large.");
+        }
+        Some(body.to_vec())
+    } else if method != Method::GET && method != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "Only GET and POST are supported.");
+    } else {
+        None
+    };
     // An IPv4 guest on a dual-stack socket shows up as ::ffff:a.b.c.d.
     let guest = match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    match p.server.metadata(&p.network_id, guest, uri.path()).await {
+    match p.server.metadata_call(&p.network_id, guest, uri.path(), post).await {
         Ok((status, content_type, body)) => {
             debug!(network = %p.network_id, %guest, path = uri.path(), %status, "metadata request");
             let mut resp = Response::new(Body::from(body));

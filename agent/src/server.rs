@@ -221,9 +221,23 @@ impl ServerClient {
         guest: std::net::IpAddr,
         path: &str,
     ) -> Result<(reqwest::StatusCode, Option<String>, Vec<u8>), ClientError> {
+        self.metadata_call(network_id, guest, path, None).await
+    }
+
+    /// As [`Self::metadata`], with `Some(body)` a POST (the guest's password).
+    pub async fn metadata_call(
+        &self,
+        network_id: &str,
+        guest: std::net::IpAddr,
+        path: &str,
+        post: Option<Vec<u8>>,
+    ) -> Result<(reqwest::StatusCode, Option<String>, Vec<u8>), ClientError> {
         let url = self.metadata_url(path);
-        let resp = self
-            .request(Method::GET, url.clone())
+        let req = match post {
+            Some(body) => self.request(Method::POST, url.clone()).body(body),
+            None => self.request(Method::GET, url.clone()),
+        };
+        let resp = req
             .header(meridian_common::agent::METADATA_NETWORK_HEADER, network_id)
             .header(meridian_common::agent::METADATA_ADDRESS_HEADER, guest.to_string())
             .timeout(CALL_TIMEOUT)

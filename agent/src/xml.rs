@@ -460,6 +460,105 @@ pub fn without_disk(domain_xml: &str, disk_xml: &str) -> Option<String> {
     Some(format!("{}{}", &domain_xml[..r.start], &domain_xml[r.end..]))
 }
 
+/// The `<interface>` device XML for `nic`, as the domain XML writes it (for hot plug).
+pub fn interface_xml(nic: &NicXml) -> String {
+    let mut x = String::new();
+    match &nic.network {
+        Some(net) => {
+            x.push_str("<interface type='network'>");
+            let _ = write!(x, "<mac address='{}'/>", esc(&nic.mac));
+            let _ = write!(x, "<source network='{}'/>", esc(net));
+            if let Some(tap) = &nic.tap {
+                let _ = write!(x, "<target dev='{}'/>", esc(tap));
+            }
+        }
+        None => {
+            x.push_str("<interface type='user'>");
+            let _ = write!(x, "<mac address='{}'/>", esc(&nic.mac));
+        }
+    }
+    let _ = write!(x, "<model type='{}'/>", nic.model);
+    if let Some(mtu) = nic.mtu {
+        let _ = write!(x, "<mtu size='{mtu}'/>");
+    }
+    x.push_str("</interface>");
+    x
+}
+
+/// The interfaces of a domain XML: (MAC, host-side `<target dev>` if any), in order.
+pub fn interfaces(domain_xml: &str) -> Vec<(String, Option<String>)> {
+    let Ok(doc) = roxmltree::Document::parse(domain_xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("interface") && n.parent().is_some_and(|p| p.has_tag_name("devices")))
+        .filter_map(|i| {
+            let mac = i.children().find(|c| c.has_tag_name("mac"))?.attribute("address")?.to_ascii_lowercase();
+            let dev =
+                i.children().find(|c| c.has_tag_name("target")).and_then(|t| t.attribute("dev")).map(str::to_string);
+            Some((mac, dev))
+        })
+        .collect()
+}
+
+/// The `<model type>` of the domain's first interface.
+pub fn interface_model(domain_xml: &str) -> Option<&'static str> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let iface = doc.descendants().find(|n| n.has_tag_name("interface"))?;
+    let model = iface.children().find(|c| c.has_tag_name("model"))?.attribute("type")?;
+    nic_model(Some(model)).ok()
+}
+
+/// The libvirt network the interface with `mac` is plugged into.
+pub fn interface_network(domain_xml: &str, mac: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let iface = doc.descendants().filter(|n| n.has_tag_name("interface")).find(|i| {
+        i.children()
+            .find(|c| c.has_tag_name("mac"))
+            .and_then(|m| m.attribute("address"))
+            .is_some_and(|a| a.eq_ignore_ascii_case(mac))
+    })?;
+    iface.children().find(|c| c.has_tag_name("source"))?.attribute("network").map(str::to_string)
+}
+
+/// The MAC address an `<interface>` XML names.
+fn interface_mac(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let root = doc.root_element();
+    if !root.has_tag_name("interface") {
+        return None;
+    }
+    root.children().find(|c| c.has_tag_name("mac"))?.attribute("address").map(str::to_ascii_lowercase)
+}
+
+/// `domain_xml` with `iface_xml` added to its devices; `None` when an interface with the same
+/// MAC is already there (or either XML cannot be read).
+pub fn with_interface(domain_xml: &str, iface_xml: &str) -> Option<String> {
+    let mac = interface_mac(iface_xml)?;
+    if interfaces(domain_xml).iter().any(|(m, _)| *m == mac) {
+        return None;
+    }
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let devices = doc.descendants().find(|n| n.has_tag_name("devices"))?;
+    let end = devices.range().end;
+    let close = domain_xml[..end].rfind("</devices>")?;
+    Some(format!("{}  {iface_xml}\n  {}", &domain_xml[..close], &domain_xml[close..]))
+}
+
+/// `domain_xml` without the interface with `iface_xml`'s MAC; `None` when there is none.
+pub fn without_interface(domain_xml: &str, iface_xml: &str) -> Option<String> {
+    let mac = interface_mac(iface_xml)?;
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let iface = doc.descendants().filter(|n| n.has_tag_name("interface")).find(|i| {
+        i.children()
+            .find(|c| c.has_tag_name("mac"))
+            .and_then(|m| m.attribute("address"))
+            .is_some_and(|a| a.eq_ignore_ascii_case(&mac))
+    })?;
+    let r = iface.range();
+    Some(format!("{}{}", &domain_xml[..r.start], &domain_xml[r.end..]))
+}
+
 pub fn dhcp_host_xml(mac: &str, ip: &str) -> String {
     format!("<host mac='{}' ip='{}'/>", esc(mac), esc(ip))
 }

@@ -224,7 +224,7 @@ impl Hypervisor for Libvirt {
             // instead, which is all a stopped domain needs.
             Err(e) if is_code(&e, ErrorNumber::NoSupport) && config => {
                 let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
-                match crate::xml::with_disk(&current, xml) {
+                match crate::xml::with_disk(&current, xml).or_else(|| crate::xml::with_interface(&current, xml)) {
                     Some(updated) => self.conn()?.define_domain_xml(&updated).map(drop).map_err(fail),
                     None => Ok(()),
                 }
@@ -242,7 +242,9 @@ impl Hypervisor for Libvirt {
             Err(e) if is_code(&e, ErrorNumber::NoSupport) => {
                 if config {
                     let current = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(fail)?;
-                    if let Some(updated) = crate::xml::without_disk(&current, xml) {
+                    let updated = crate::xml::without_disk(&current, xml)
+                        .or_else(|| crate::xml::without_interface(&current, xml));
+                    if let Some(updated) = updated {
                         self.conn()?.define_domain_xml(&updated).map_err(fail)?;
                     }
                 }
@@ -441,6 +443,55 @@ impl Hypervisor for Libvirt {
             Err(e) if is_code(&e, ErrorNumber::NoNetwork) => Ok(()),
             Err(source) => Err(err(source)),
         }
+    }
+
+    fn domain_stats(&self, name: &str) -> Result<super::DomainStats, HvError> {
+        let dom = self.existing(name)?;
+        let fail = |source| HvError::Stats { name: name.to_string(), source };
+        let info = dom.info().map_err(fail)?;
+        let xml = dom.xml_desc(0).map_err(fail)?;
+        let disks = crate::xml::disks(&xml)
+            .into_iter()
+            .map(|(dev, _)| {
+                let s = dom.block_stats(&dev).ok();
+                super::DiskStats {
+                    read_bytes: s.as_ref().map_or(0, |s| s.rd_bytes.max(0)),
+                    read_requests: s.as_ref().map_or(0, |s| s.rd_req.max(0)),
+                    write_bytes: s.as_ref().map_or(0, |s| s.wr_bytes.max(0)),
+                    write_requests: s.as_ref().map_or(0, |s| s.wr_req.max(0)),
+                    errors: s.as_ref().map_or(0, |s| s.errs.max(0)),
+                    dev,
+                }
+            })
+            .collect();
+        let nics = crate::xml::interfaces(&xml)
+            .into_iter()
+            .map(|(mac, dev)| {
+                let s = dev.as_deref().and_then(|d| dom.interface_stats(d).ok());
+                let g = |f: fn(&virt::domain::InterfaceStats) -> i64| s.as_ref().map_or(0, |s| f(s).max(0));
+                super::NicStats {
+                    rx_bytes: g(|s| s.rx_bytes),
+                    rx_packets: g(|s| s.rx_packets),
+                    rx_errors: g(|s| s.rx_errs),
+                    rx_drop: g(|s| s.rx_drop),
+                    tx_bytes: g(|s| s.tx_bytes),
+                    tx_packets: g(|s| s.tx_packets),
+                    tx_errors: g(|s| s.tx_errs),
+                    tx_drop: g(|s| s.tx_drop),
+                    mac,
+                    dev: dev.unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(super::DomainStats {
+            running: map_state(info.state) == DomainState::Running,
+            max_memory_kib: info.max_mem,
+            memory_kib: info.memory,
+            vcpus: info.nr_virt_cpu,
+            cpu_time_ns: info.cpu_time,
+            disks,
+            nics,
+        })
     }
 }
 

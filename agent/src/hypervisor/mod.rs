@@ -213,6 +213,50 @@ pub enum HvError {
     },
     #[error("this hypervisor cannot {0}")]
     Unsupported(&'static str),
+    #[error("cannot read the statistics of domain {name}")]
+    Stats {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+}
+
+/// One disk's counters (libvirt's `virDomainBlockStats`), by its `<target dev>`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiskStats {
+    pub dev: String,
+    pub read_bytes: i64,
+    pub read_requests: i64,
+    pub write_bytes: i64,
+    pub write_requests: i64,
+    pub errors: i64,
+}
+
+/// One interface's counters (`virDomainInterfaceStats`), by its MAC and host-side device.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NicStats {
+    pub mac: String,
+    pub dev: String,
+    pub rx_bytes: i64,
+    pub rx_packets: i64,
+    pub rx_errors: i64,
+    pub rx_drop: i64,
+    pub tx_bytes: i64,
+    pub tx_packets: i64,
+    pub tx_errors: i64,
+    pub tx_drop: i64,
+}
+
+/// What Nova's libvirt driver reads for a server's diagnostics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DomainStats {
+    pub running: bool,
+    pub max_memory_kib: u64,
+    pub memory_kib: u64,
+    pub vcpus: u32,
+    pub cpu_time_ns: u64,
+    pub disks: Vec<DiskStats>,
+    pub nics: Vec<NicStats>,
 }
 
 /// A domain's serial console, open full duplex. Blocking and thread-safe: one thread reads
@@ -309,5 +353,11 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn discard_save(&self, name: &str) -> Result<(), HvError> {
         let _ = name;
         Ok(())
+    }
+    /// The domain's counters for diagnostics: info, each disk's and interface's statistics
+    /// (a device whose counters cannot be read is listed with zeros).
+    fn domain_stats(&self, name: &str) -> Result<DomainStats, HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("read a guest's statistics"))
     }
 }

@@ -88,4 +88,7 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     fn discard_save(&self, name: &str) -> Result<(), HvError> {
         timed("discard_save", || self.0.discard_save(name))
     }
+    fn domain_stats(&self, name: &str) -> Result<super::DomainStats, HvError> {
+        timed("domain_stats", || self.0.domain_stats(name))
+    }
 }

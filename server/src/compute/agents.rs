@@ -37,7 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/images/{id}/file", get(image_file).put(image_upload))
         .route("/consoles/{session}", get(super::consoles::agent_join))
         .route("/metadata", get(super::metadata::root))
-        .route("/metadata/{*path}", get(super::metadata::item))
+        .route("/metadata/{*path}", get(super::metadata::item).post(super::metadata::post_item))
 }
 
 /// The bearer token of a request (`Authorization: Bearer …`), trimmed.

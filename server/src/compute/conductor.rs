@@ -153,7 +153,7 @@ pub(crate) fn flavor_claim(flavor: &Value) -> Claim {
     }
 }
 
-fn json_list(s: &str) -> Vec<String> {
+pub(crate) fn json_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
@@ -444,7 +444,7 @@ async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<
 }
 
 /// What a host needs to plug an existing port (its network's MTU, its subnets' settings).
-async fn nic_of(state: &AppState, port: Port) -> Result<NicSpec> {
+pub(crate) async fn nic_of(state: &AppState, port: Port) -> Result<NicSpec> {
     let network = state.store.get_network(&port.network_id).await?;
     let mut subnets = Vec::new();
     for ip in &port.fixed_ips {
@@ -453,7 +453,7 @@ async fn nic_of(state: &AppState, port: Port) -> Result<NicSpec> {
     nic_spec(&port, network.mtu, &subnets)
 }
 
-fn nic_spec(port: &Port, mtu: i64, subnets: &[Subnet]) -> Result<NicSpec> {
+pub(crate) fn nic_spec(port: &Port, mtu: i64, subnets: &[Subnet]) -> Result<NicSpec> {
     let mut ips = Vec::new();
     for ip in &port.fixed_ips {
         let subnet = subnets
@@ -620,14 +620,12 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         (Action::Rebuild(_) | Action::Rescue { .. } | Action::Unrescue, event) => {
             super::rebuild::on_event(state, work, &action, event).await?
         }
+        // Interfaces and diagnostics: `interfaces` applies them.
+        (Action::InterfaceAttach { .. } | Action::InterfaceDetach { .. } | Action::Diagnostics, event) => {
+            super::interfaces::on_event(state, work, &action, event).await?
+        }
         // Issue 17's host actions: each is applied by the module that starts it.
-        (
-            Action::ImageCreate { .. }
-            | Action::InterfaceAttach { .. }
-            | Action::InterfaceDetach { .. }
-            | Action::Diagnostics,
-            _,
-        ) => {
+        (Action::ImageCreate { .. }, _) => {
             return Err(ConductError::Invalid("this server does not apply that action yet".into()));
         }
         // Console sessions are never stored as work, so no event can name one.

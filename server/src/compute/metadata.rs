@@ -47,7 +47,8 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
         .ok_or_else(|| ApiError::bad_request(format!("The {name} header is required.")))
 }
 
-async fn answer(State(state): State<AppState>, auth: HostAuth, headers: &HeaderMap, path: &str) -> ApiResult<Response> {
+/// The one live instance on the calling host behind the request's network and address.
+async fn guest(state: &AppState, auth: &HostAuth, headers: &HeaderMap) -> ApiResult<String> {
     let network = header_value(headers, METADATA_NETWORK_HEADER)?;
     // One address, as the host saw it (the proxy sets exactly one); parsed, so the lookup
     // compares the canonical form the IPAM stored.
@@ -59,6 +60,50 @@ async fn answer(State(state): State<AppState>, auth: HostAuth, headers: &HeaderM
         tracing::info!(host = %auth.host_name, %network, %address, "metadata request from an unknown guest");
         return Err(not_found());
     };
+    Ok(id)
+}
+
+/// Whether `path` is the password item of an OpenStack metadata version that has one
+/// (2013-04-04, Grizzly, and later; `latest`).
+fn password_path(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        ["openstack", version, "password"] => *version == "latest" || (version.len() == 10 && *version >= "2013-04-04"),
+        _ => false,
+    }
+}
+
+/// Nova's `MAX_SIZE` of a posted password: four chunks of 255 characters.
+const PASSWORD_MAX: usize = 4 * 255;
+
+/// `POST /agent/v1/metadata/openstack/{version}/password`: the guest posts its encrypted
+/// password once (Nova's `handle_password`: 409 when one is set, 400 above 1020 bytes).
+pub async fn post_item(
+    State(state): State<AppState>,
+    auth: HostAuth,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let id = guest(&state, &auth, &headers).await?;
+    if !password_path(&path) {
+        return Err(ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "Only GET is supported here."));
+    }
+    if state.store.instance_password(&id).await?.is_some() {
+        return Err(ApiError::conflict("A password is already set."));
+    }
+    if body.len() > PASSWORD_MAX {
+        return Err(ApiError::bad_request("Request is too large."));
+    }
+    let text = String::from_utf8_lossy(&body);
+    if !state.store.set_instance_password_once(&id, &text).await? {
+        return Err(ApiError::conflict("A password is already set."));
+    }
+    Ok(axum::http::StatusCode::OK.into_response())
+}
+
+async fn answer(State(state): State<AppState>, auth: HostAuth, headers: &HeaderMap, path: &str) -> ApiResult<Response> {
+    let id = guest(&state, &auth, headers).await?;
     let inst = state.store.get_instance(&id).await?;
     let host = state.store.get_host(&auth.host_id).await?;
     let spec = conductor::current_spec(&state, &inst).await.map_err(|e| match e {
@@ -72,7 +117,12 @@ async fn answer(State(state): State<AppState>, auth: HostAuth, headers: &HeaderM
     let Some(a) = md.lookup(path) else {
         return Err(ApiError::not_found(format!("No metadata at {path:?}.")));
     };
-    let mut resp = a.body.into_response();
+    let body = if password_path(path) {
+        state.store.instance_password(&id).await?.unwrap_or_default().into_bytes()
+    } else {
+        a.body
+    };
+    let mut resp = body.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
     Ok(resp)
 }

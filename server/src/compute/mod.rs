@@ -9,9 +9,11 @@ pub mod consoles;
 mod events;
 mod extensions;
 mod external_events;
+mod extras;
 mod flavors;
 mod hosts;
 mod images;
+mod interfaces;
 mod keypairs;
 pub(crate) mod lifecycle;
 pub mod metadata;
@@ -146,6 +148,14 @@ fn api() -> Router<AppState> {
         .route("/os-networks/{id}/action", post(os_networks::removed))
         .route("/os-tenant-networks", get(os_networks::list_tenant).post(os_networks::removed))
         .route("/os-tenant-networks/{id}", get(os_networks::show_tenant).delete(os_networks::removed))
+        // Issue 17, slice F: more compute API.
+        .route("/os-quota-class-sets/{id}", get(quotas::show_class).put(quotas::update_class))
+        .route("/servers/{id}/os-server-password", get(extras::show_password).delete(extras::clear_password))
+        .route("/os-simple-tenant-usage", get(extras::list_usage))
+        .route("/os-simple-tenant-usage/{project_id}", get(extras::show_usage))
+        .route("/servers/{id}/os-interface", get(interfaces::list).post(interfaces::create))
+        .route("/servers/{id}/os-interface/{port_id}", get(interfaces::show).delete(interfaces::delete))
+        .route("/servers/{id}/diagnostics", get(interfaces::diagnostics))
 }
 
 /// v2.0 requests carry no microversion: whatever headers they send, the base version serves them.
@@ -243,6 +253,8 @@ mod agent_tests;
 
 #[cfg(test)]
 mod console_tests;
+#[cfg(test)]
+mod extras_tests;
 #[cfg(test)]
 mod metadata_tests;
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub async fn limits_for<const N: usize>(
     project_id: &str,
     resources: &[&str; N],
 ) -> ApiResult<[i64; N]> {
-    let overrides = state.store.quota_overrides(project_id).await?;
+    let overrides = with_class_defaults(state, state.store.quota_overrides(project_id).await?).await?;
     Ok(resources.map(|resource| {
         overrides
             .get(&format!("{PREFIX}{resource}"))
@@ -127,9 +127,9 @@ async fn overrides(
     defaults: bool,
 ) -> ApiResult<std::collections::BTreeMap<String, i64>> {
     if defaults {
-        return Ok(Default::default());
+        return with_class_defaults(state, Default::default()).await;
     }
-    let mut o = state.store.quota_overrides(project_id).await?;
+    let mut o = with_class_defaults(state, state.store.quota_overrides(project_id).await?).await?;
     if let Some(u) = user {
         o.extend(state.store.user_quota_overrides(project_id, u).await?);
     }
@@ -294,7 +294,7 @@ pub async fn limits(
         Some(t) if ctx.is_admin() => t.to_string(),
         _ => ctx.project_id()?.to_string(),
     };
-    let overrides = state.store.quota_overrides(&pid).await?;
+    let overrides = with_class_defaults(&state, state.store.quota_overrides(&pid).await?).await?;
     let lim = |name: &str| {
         overrides
             .get(&format!("{PREFIX}{name}"))
@@ -330,6 +330,112 @@ pub async fn limits(
         a.insert("maxPersonalitySize".into(), json!(lim("injected_file_content_bytes")));
     }
     Ok(axum::Json(json!({"limits": {"rate": [], "absolute": a}})))
+}
+
+// ---- os-quota-class-sets ----
+
+/// The quota class whose limits are the defaults of every project (Nova's DbQuotaDriver reads
+/// only this one).
+const DEFAULT_CLASS: &str = "default";
+
+/// `overrides` (prefixed resource → limit) over the `default` class's limits: what a project
+/// gets where it has no limit of its own.
+async fn with_class_defaults(
+    state: &AppState,
+    overrides: std::collections::BTreeMap<String, i64>,
+) -> ApiResult<std::collections::BTreeMap<String, i64>> {
+    let mut out: std::collections::BTreeMap<String, i64> =
+        state.store.quota_class(DEFAULT_CLASS).await?.into_iter().map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect();
+    out.extend(overrides);
+    Ok(out)
+}
+
+/// Whether a quota class set shows `name` at `v` (Nova's `_format_quota_set`: server group
+/// keys from 2.50, network ones until 2.49, injected files until 2.56).
+fn class_shows(v: ApiVersion, name: &str) -> bool {
+    match name {
+        "server_groups" | "server_group_members" => v.at_least(50),
+        "fixed_ips" | "floating_ips" | "security_groups" | "security_group_rules" => !v.at_least(50),
+        "injected_files" | "injected_file_content_bytes" | "injected_file_path_bytes" => !v.at_least(57),
+        _ => true,
+    }
+}
+
+/// Whether `PUT` accepts `name` at `v` (Nova's update schemas: server group keys always).
+fn class_accepts(v: ApiVersion, name: &str) -> bool {
+    matches!(name, "server_groups" | "server_group_members") || class_shows(v, name)
+}
+
+async fn class_set(state: &AppState, v: ApiVersion, class: &str) -> ApiResult<Map<String, Value>> {
+    let stored = state.store.quota_class(class).await?;
+    let mut o = Map::new();
+    for (name, default, _) in QUOTAS {
+        if class_shows(v, name) {
+            o.insert(name.into(), json!(stored.get(name).copied().unwrap_or(default)));
+        }
+    }
+    Ok(o)
+}
+
+/// `GET /os-quota-class-sets/{id}` (admin).
+pub async fn show_class(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-quota-class-sets:show")?;
+    let mut o = class_set(&state, v, &id).await?;
+    o.insert("id".into(), json!(id));
+    Ok(axum::Json(json!({"quota_class_set": o})))
+}
+
+/// `PUT /os-quota-class-sets/{id}` (admin): the answer carries no `id`, as Nova's.
+pub async fn update_class(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> JsonResult {
+    ctx.require_admin("os_compute_api:os-quota-class-sets:update")?;
+    let set = body.get("quota_class_set").and_then(Value::as_object).ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid input for field/attribute quota_class_set. 'quota_class_set' is a required property",
+        )
+    })?;
+    if let Some(k) = body.as_object().and_then(|o| o.keys().find(|k| *k != "quota_class_set")) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute body. Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
+    if id.is_empty() || id.chars().count() > 255 {
+        return Err(ApiError::bad_request("quota_class_name has a length that is not between 1 and 255 characters."));
+    }
+    let mut updates = Vec::new();
+    for (k, val) in set {
+        if !QUOTAS.iter().any(|q| q.0 == k) || !class_accepts(v, k) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute quota_class_set. Additional properties are not allowed ('{k}' was unexpected)"
+            )));
+        }
+        let n = match val {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse::<i64>().ok(),
+            _ => None,
+        }
+        .filter(|n| (-1..=0x7FFF_FFFF).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid input for field/attribute {k}. Value: {val}. Must be an integer >= -1"
+            ))
+        })?;
+        updates.push((k.clone(), n));
+    }
+    for (k, n) in updates {
+        state.store.set_quota_class(&id, &k, n).await?;
+    }
+    Ok(axum::Json(json!({"quota_class_set": class_set(&state, v, &id).await?})))
 }
 
 /// The default availability zone every host joins unless configured otherwise.

@@ -1391,7 +1391,7 @@ pub async fn show_ips(
 ) -> JsonResult {
     let mut all = plain_addresses(&state, &ctx, &id).await?;
     let list =
-        all.remove(&network).ok_or_else(|| ApiError::not_found(format!("Network {network} could not be found.")))?;
+        all.remove(&network).ok_or_else(|| ApiError::not_found("Instance is not a member of specified network"))?;
     let mut o = Map::new();
     o.insert(network, list);
     Ok(axum::Json(Value::Object(o)))

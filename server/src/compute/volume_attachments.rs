@@ -99,6 +99,15 @@ fn check_state(inst: &crate::store::instances::Instance, action: &str) -> ApiRes
     Ok(())
 }
 
+/// Nova's `check_instance_lock` on attach, detach and swap: a locked server refuses
+/// non-admins (checked before the state, as the outer decorator).
+fn check_lock(ctx: &Ctx, inst: &crate::store::instances::Instance) -> ApiResult<()> {
+    if inst.locked != 0 && !ctx.is_admin() {
+        return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
+    }
+    Ok(())
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -133,6 +142,7 @@ pub async fn create(
         return Err(ApiError::bad_request("Tagged attachments and delete_on_termination are not supported yet."));
     }
     let inst = visible(&state, &ctx, &id).await?;
+    check_lock(&ctx, &inst)?;
     check_state(&inst, "attach_volume")?;
     let vol = match state.store.get_volume(&volume_id).await {
         Ok(vol) if ctx.owns(&vol.project_id) => vol,
@@ -157,11 +167,12 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:os-volumes-attachments:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
-    // The volume a server boots from stays with it (Nova checks this before the state).
+    // The volume a server boots from stays with it (Nova checks this before the lock and state).
     let boot = state.store.bdm_of_volume(&volume_id).await?;
     if boot.is_some_and(|b| b.instance_id == inst.id && b.boot_index == Some(0)) {
         return Err(ApiError::bad_request("Cannot detach a root device volume"));
     }
+    check_lock(&ctx, &inst)?;
     check_state(&inst, "detach_volume")?;
     let a = attachments(&state, &inst.id)
         .await?
