@@ -139,6 +139,9 @@ pub struct ComputeSettings {
     pub disk_weight_multiplier: f64,
     /// Hosts tried per build: the choice plus alternates.
     pub max_attempts: usize,
+    /// Nova's `shelved_offload_time`: seconds a shelved server stays on its host before the
+    /// conductor offloads it; 0 offloads at once (as part of the shelve), -1 never.
+    pub shelved_offload_time: i64,
 }
 
 impl Default for ComputeSettings {
@@ -156,6 +159,7 @@ impl Default for ComputeSettings {
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
+            shelved_offload_time: 0,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod port_filters;
 mod quotas;
 pub mod scheduler;
 mod security_groups;
+pub(crate) mod server_images;
 mod server_view;
 #[cfg(test)]
 mod server_view_reference;
@@ -226,3 +227,5 @@ mod agent_tests;
 mod console_tests;
 #[cfg(test)]
 mod metadata_tests;
+#[cfg(test)]
+mod server_images_tests;

@@ -19,6 +19,7 @@ pub mod lockout;
 pub mod network;
 pub mod retention;
 pub mod security_groups;
+pub mod server_images;
 pub mod services;
 pub mod snapshots;
 mod sql;
