@@ -9,3 +9,4 @@ mod controller;
 mod firewall_feed;
 mod fixtures;
 mod hypervisor;
+mod image_create;
