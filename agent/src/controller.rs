@@ -68,6 +68,12 @@ pub enum ActionError {
         #[source]
         source: meridian_common::client::ClientError,
     },
+    #[error("cannot send the instance's disk to image {image}")]
+    ImageUpload {
+        image: String,
+        #[source]
+        source: meridian_common::client::ClientError,
+    },
     #[error("the guest did not release volume {volume} (device {device}) within {secs} s")]
     NotReleased { volume: String, device: String, secs: u64 },
     #[error("the guest did not release the interface with MAC {mac} within {secs} s")]
@@ -737,9 +743,8 @@ impl Controller {
                 let body = self.diagnostics(&id, &name).await?;
                 return Ok((state.power_state(), Some(body.to_string())));
             }
-            // Issue 17's actions: the contract is in place, each slice carries its own out.
-            Action::ImageCreate { .. } => {
-                return Err(ActionError::Invalid(format!("this agent cannot {} an instance yet", work.op().name())));
+            Action::ImageCreate { image_id, disk_format, shelving } => {
+                self.image_create(id, &name, state, image_id, disk_format, *shelving, progress).await?
             }
         }
         let power = self.state(&name).await?.power_state();
@@ -747,6 +752,89 @@ impl Controller {
             self.log_test_power_on(&id, work).await;
         }
         Ok((power, None))
+    }
+
+    /// Copies the instance's root disk (overlay and base, as one standalone image) to image
+    /// `image` in `disk_format` and uploads it. A running guest is paused for the copy and
+    /// resumed (also on failure); a shelve powers the guest off first, as Nova's does. The
+    /// temporary copy is removed whatever happens.
+    #[allow(clippy::too_many_arguments)]
+    async fn image_create(
+        &self,
+        id: Uuid,
+        name: &str,
+        state: InstanceState,
+        image: &str,
+        disk_format: &str,
+        shelving: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ActionError> {
+        let format = match disk_format {
+            "raw" => "raw",
+            "qcow2" => "qcow2",
+            other => return Err(ActionError::Invalid(format!("cannot write a snapshot as {other}"))),
+        };
+        let dir = self.instance_dir(&id);
+        let disk_path = dir.join("disk");
+        if !tokio::fs::try_exists(&disk_path).await.unwrap_or(false) {
+            return Err(ActionError::Invalid("the instance has no image disk on this host to copy".into()));
+        }
+        let mut paused = false;
+        if shelving {
+            if matches!(state, InstanceState::Running | InstanceState::Paused | InstanceState::ShuttingDown) {
+                self.stop(name, state).await?;
+            }
+        } else {
+            progress("image_snapshot");
+            if state == InstanceState::Running {
+                let n = name.to_string();
+                self.hv(move |hv| hv.pause(&n)).await?;
+                paused = true;
+            }
+        }
+        progress(if shelving { "shelving_image_pending_upload" } else { "image_pending_upload" });
+        let tmp = dir.join(format!(".image-{image}.part"));
+        let copied = disk::convert(&disk_path, format, &tmp).await.map_err(ActionError::from);
+        if paused {
+            let n = name.to_string();
+            if let Err(e) = self.hv(move |hv| hv.unpause(&n)).await {
+                warn!(domain = %name, error = %chain(&e), "guest not resumed after its snapshot");
+                remove_quietly(&tmp).await;
+                copied?;
+                return Err(e);
+            }
+        }
+        if let Err(e) = copied {
+            remove_quietly(&tmp).await;
+            return Err(e);
+        }
+        progress(if shelving { "shelving_image_uploading" } else { "image_uploading" });
+        let sent = self.send_file(&tmp, image).await;
+        remove_quietly(&tmp).await;
+        sent
+    }
+
+    /// Streams a file to the server as image `image`'s data.
+    async fn send_file(&self, path: &Path, image: &str) -> Result<(), ActionError> {
+        let file = tokio::fs::File::open(path).await.map_err(ActionError::Files)?;
+        let len = file.metadata().await.map_err(ActionError::Files)?.len();
+        let stream = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut f = file?;
+            let mut buf = vec![0u8; 1 << 20];
+            match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        self.images
+            .server()
+            .upload_image(image, reqwest::Body::wrap_stream(stream), len)
+            .await
+            .map_err(|source| ActionError::ImageUpload { image: image.to_string(), source })
     }
 
     async fn build(
@@ -1320,6 +1408,15 @@ fn first_ipv4(nic: &meridian_common::agent::NicSpec) -> Result<Option<(Ipv4Addr,
         return Ok(Some((addr, gateway, net.prefix_len())));
     }
     Ok(None)
+}
+
+/// Removes a temporary file (absent is fine; anything else is logged).
+async fn remove_quietly(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "cannot remove a temporary file");
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,20 @@ fn qcow2_overlay(size: u64, base: &Path, base_format: &str) -> Result<Vec<u8>, D
     Ok(out)
 }
 
+/// Writes `src` (a qcow2 overlay and its backing chain, or any image qemu reads) to `dest` as
+/// one standalone image in qemu format `format` (`qcow2` or `raw`): an instance snapshot.
+/// Reads with `--force-share`, so a guest paused on the disk keeps its lock. Any previous
+/// file at `dest` is replaced.
+pub async fn convert(src: &Path, format: &str, dest: &Path) -> Result<(), DiskError> {
+    let _ = tokio::fs::remove_file(dest).await;
+    run(
+        "convert",
+        &["convert".as_ref(), "-U".as_ref(), "-O".as_ref(), format.as_ref(), src.as_os_str(), dest.as_os_str()],
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@
 //! | report | `POST {server}/agent/v1/work/{work_id}/events` ([`WorkEvent`]) → 204 |
 //! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
-//! | image upload | `PUT {server}/agent/v1/images/{image_id}/file` (the bytes) → 204, for an open [`Action::VolumeUploadImage`] of the host |
+//! | image upload | `PUT {server}/agent/v1/images/{image_id}/file` (the bytes) → 204, for an open [`Action::VolumeUploadImage`] or [`Action::ImageCreate`] of the host |
 //! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
 //! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
 //! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
@@ -246,7 +246,8 @@ pub enum Action {
     /// `createImage`, `createBackup` and shelve. A running guest is paused for the copy (the
     /// image is crash-consistent) and resumed, also on failure; a stopped one stays stopped.
     /// `Progress` reports `image_pending_upload` then `image_uploading` (the shelve variants
-    /// when `shelving`).
+    /// when `shelving`; a snapshot reports `image_snapshot` first). A shelve (`shelving`) powers
+    /// the guest off before the copy, as Nova's shelve does, and leaves it off.
     ImageCreate {
         image_id: String,
         disk_format: String,

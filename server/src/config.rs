@@ -144,6 +144,9 @@ pub struct ComputeSettings {
     /// conductor deletes it for good this many seconds later. 0 (Nova's default): deletes are
     /// immediate.
     pub reclaim_instance_interval: u64,
+    /// Nova's `shelved_offload_time`: seconds a shelved server stays on its host before the
+    /// conductor offloads it; 0 offloads at once (as part of the shelve), -1 never.
+    pub shelved_offload_time: i64,
 }
 
 impl Default for ComputeSettings {
@@ -162,6 +165,7 @@ impl Default for ComputeSettings {
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
             reclaim_instance_interval: 0,
+            shelved_offload_time: 0,
         }
     }
 }

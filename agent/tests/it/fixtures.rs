@@ -97,6 +97,8 @@ pub struct ServerState {
     pub filters_served: Mutex<Vec<(Instant, u64)>>,
     /// When each heartbeat arrived.
     pub heartbeat_at: Mutex<Vec<Instant>>,
+    /// Image data the agent uploaded (`PUT images/{id}/file`), by image id.
+    pub uploads: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Default for ServerState {
@@ -115,6 +117,7 @@ impl Default for ServerState {
             filters: Mutex::default(),
             filters_served: Mutex::default(),
             heartbeat_at: Mutex::default(),
+            uploads: Mutex::default(),
         }
     }
 }
@@ -244,6 +247,22 @@ async fn image_file(
     Ok((h, data))
 }
 
+/// As the real server's upload route: the body is the image's data (here kept in memory).
+async fn image_put(
+    State(s): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, StatusCode> {
+    authorized(&s, &headers)?;
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n != body.len()) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    s.uploads.lock().expect("lock").insert(id, body.to_vec());
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(serde::Deserialize)]
 struct After {
     after: Option<u64>,
@@ -279,7 +298,7 @@ pub async fn start_server() -> (String, Arc<ServerState>) {
         .route("/agent/v1/hosts/{host}/work", get(work))
         .route("/agent/v1/events", post(events))
         .route("/agent/v1/hosts/{host}/port-filters", get(port_filters))
-        .route("/agent/v1/images/{id}/file", get(image_file))
+        .route("/agent/v1/images/{id}/file", get(image_file).put(image_put))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

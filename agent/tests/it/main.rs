@@ -10,3 +10,4 @@ mod firewall_feed;
 mod fixtures;
 mod hypervisor;
 mod rescue;
+mod image_create;

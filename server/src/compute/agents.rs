@@ -360,8 +360,10 @@ async fn image_upload(
     body: Body,
 ) -> ApiResult<axum::http::StatusCode> {
     let actions = state.store.open_work_actions(&auth.host_id, &id).await?;
+    // A volume's upload, or an instance's snapshot (createImage, createBackup, shelve).
     let named = actions.iter().any(|a| {
-        matches!(serde_json::from_str::<Action>(a), Ok(Action::VolumeUploadImage { image_id, .. }) if image_id == id)
+        matches!(serde_json::from_str::<Action>(a), Ok(Action::VolumeUploadImage { image_id, .. }
+            | Action::ImageCreate { image_id, .. }) if image_id == id)
     });
     if !named {
         return Err(ApiError::not_found(format!("Image {id} could not be found.")));

@@ -45,7 +45,7 @@ pub(crate) fn settings(state: &AppState) -> scheduler::Settings {
     }
 }
 
-fn ratios(state: &AppState) -> Ratios {
+pub(crate) fn ratios(state: &AppState) -> Ratios {
     let c = &state.cfg.compute;
     Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio }
 }
@@ -126,7 +126,7 @@ pub async fn watch_liveness(state: AppState) {
     }
 }
 
-fn host_state(state: &AppState, h: &Host) -> HostState {
+pub(crate) fn host_state(state: &AppState, h: &Host) -> HostState {
     HostState {
         id: h.id.clone(),
         name: h.name.clone(),
@@ -394,7 +394,7 @@ async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>, place
     Ok(())
 }
 
-async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
+pub(crate) async fn ensure_ports(state: &AppState, inst: &Instance, host: &Host) -> Result<Vec<NicSpec>> {
     let requests: Vec<NetRequest> = serde_json::from_str(&inst.requested_networks).map_err(StoreError::from)?;
     let mut owned = json_list(&inst.owned_ports);
     // Only ports this build made before (recorded in owned_ports) are reused.
@@ -494,7 +494,12 @@ pub(crate) async fn current_spec(state: &AppState, inst: &Instance) -> Result<Bu
     build_spec(state, inst, nics, Some(image)).await
 }
 
-async fn build_spec(state: &AppState, inst: &Instance, nics: Vec<NicSpec>, image: Option<Image>) -> Result<BuildSpec> {
+pub(crate) async fn build_spec(
+    state: &AppState,
+    inst: &Instance,
+    nics: Vec<NicSpec>,
+    image: Option<Image>,
+) -> Result<BuildSpec> {
     let f: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let img = match image {
         Some(img) => img,
@@ -598,6 +603,11 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             return super::rebuild::on_event(state, work, &action, event).await;
         }
     }
+    // Snapshots, backups and shelving (and the offload, unshelve build or start of a shelved
+    // server): `server_images` applies them.
+    if super::server_images::owns(state, work, &action).await? {
+        return super::server_images::on_event(state, work, &action, event).await;
+    }
     match (&action, event) {
         // Block storage work: `volume::work` applies it.
         (
@@ -624,9 +634,9 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         (Action::InterfaceAttach { .. } | Action::InterfaceDetach { .. } | Action::Diagnostics, event) => {
             super::interfaces::on_event(state, work, &action, event).await?
         }
-        // Issue 17's host actions: each is applied by the module that starts it.
+        // `server_images::owns` took every snapshot it started, above.
         (Action::ImageCreate { .. }, _) => {
-            return Err(ConductError::Invalid("this server does not apply that action yet".into()));
+            return Err(ConductError::Invalid("no snapshot of this server is waiting for that work".into()));
         }
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
@@ -742,7 +752,7 @@ async fn reschedule_or_fail(state: &AppState, id: &str, message: &str, details: 
     Ok(())
 }
 
-async fn unbind_ports(state: &AppState, id: &str) -> Result<()> {
+pub(crate) async fn unbind_ports(state: &AppState, id: &str) -> Result<()> {
     for p in state.store.ports_by_device(id).await? {
         state.store.bind_port(&p.id, "").await?;
     }
@@ -773,6 +783,7 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
     state.store.cancel_work(id, None).await?;
     // Its volumes outlive it (the domain that used them is gone).
     crate::volume::work::instance_gone(state, id).await?;
+    super::server_images::instance_deleted(state, id).await?;
     state.store.mark_instance_deleted(id).await?;
     state.store.finish_named_action(id, "delete", "Success", None, None).await?;
     Ok(())
@@ -781,11 +792,16 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
 /// Housekeeping every second: resume stranded builds, fail overdue ones, reschedule builds on
 /// hosts that went down, and finish deletes on hosts that are gone.
 pub async fn tick(state: &AppState) -> Result<()> {
+    super::server_images::offload_due(state).await?;
     let hosts = state.store.list_hosts().await?;
     let down: Vec<&Host> = hosts.iter().filter(|h| !host_up(state, h)).collect();
     let now_t = chrono::Utc::now();
     for inst in state.store.unfinished_instances().await? {
         let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
+        // An unshelve never outlives its deadline either.
+        if super::server_images::tick_instance(state, &inst, now_t).await? {
+            continue;
+        }
         // A host-side action (stop, pause, suspend, …) never outlives its deadline.
         if super::lifecycle::enforce_deadline(state, &inst, now_t).await? {
             continue;

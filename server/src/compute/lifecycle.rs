@@ -271,6 +271,8 @@ pub(crate) async fn enforce_deadline(
     );
     record_fault(state, &inst.id, &message, "action_timeout_secs exceeded").await?;
     state.store.finish_named_action(&inst.id, name, "Error", Some("Error"), Some(&message)).await?;
+    // An image in the making (snapshot, backup, shelve) goes with its task.
+    super::server_images::timed_out(state, inst).await?;
     tracing::warn!(instance = %inst.id, action = name, "action timed out on the host");
     Ok(true)
 }

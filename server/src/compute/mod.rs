@@ -26,6 +26,7 @@ mod quotas;
 pub(crate) mod rebuild;
 pub mod scheduler;
 mod security_groups;
+pub(crate) mod server_images;
 mod server_view;
 #[cfg(test)]
 mod server_view_reference;
@@ -259,3 +260,4 @@ mod extras_tests;
 mod metadata_tests;
 #[cfg(test)]
 mod rebuild_tests;
+mod server_images_tests;

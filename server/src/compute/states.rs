@@ -351,13 +351,14 @@ impl Action {
     /// The compute API method Nova names in its 409 (`InstanceInvalidState`'s `method`).
     pub fn method(self) -> &'static str {
         match self {
-            Action::CreateImage => "snapshot",
-            Action::CreateBackup => "backup",
+            // The API names the action itself in these 409s (servers.py, create_backup.py).
+            Action::CreateImage => "createImage",
+            Action::CreateBackup => "createBackup",
             Action::Resize | Action::Migrate => "resize",
             Action::ConfirmResize => "confirm_resize",
             Action::RevertResize => "revert_resize",
             Action::LiveMigrate => "live_migrate",
-            Action::ShelveOffload => "shelve_offload",
+            Action::ShelveOffload => "shelveOffload",
             Action::ForceDelete => "force_delete",
             other => other.name(),
         }
@@ -376,7 +377,8 @@ impl Action {
             Action::Unpause => TaskState::Unpausing,
             Action::Suspend => TaskState::Suspending,
             Action::Resume => TaskState::Resuming,
-            Action::CreateImage => TaskState::ImageSnapshot,
+            // Nova's API sets image_snapshot_pending; the compute host then image_snapshot.
+            Action::CreateImage => TaskState::ImageSnapshotPending,
             Action::CreateBackup => TaskState::ImageBackup,
             Action::Rebuild | Action::Evacuate => TaskState::Rebuilding,
             Action::Resize | Action::Migrate => TaskState::ResizePrep,

@@ -1126,7 +1126,7 @@ async fn start_action_in(tx: &mut super::Tx, a: &InstanceAction) -> StoreResult<
 }
 
 /// Releases the claim inside a transaction, if the instance holds one.
-async fn release_claim_in(tx: &mut super::Tx, id: &str) -> StoreResult<()> {
+pub(crate) async fn release_claim_in(tx: &mut super::Tx, id: &str) -> StoreResult<()> {
     let row: Option<(i64, Option<String>, String)> =
         sqlx::query_as("SELECT claimed, host_id, flavor FROM instances WHERE id = $1")
             .bind(id)

@@ -21,6 +21,7 @@ pub mod network;
 pub mod rebuild;
 pub mod retention;
 pub mod security_groups;
+pub mod server_images;
 pub mod services;
 pub mod snapshots;
 mod sql;
