@@ -260,4 +260,5 @@ mod extras_tests;
 mod metadata_tests;
 #[cfg(test)]
 mod rebuild_tests;
+#[cfg(test)]
 mod server_images_tests;
