@@ -263,7 +263,8 @@ pub(crate) fn volume_disks(domain_xml: &str, instance_dir: &Path) -> Vec<String>
     disk_elements(domain_xml)
         .into_iter()
         .filter(|(_, src, _)| !src.is_empty() && !src.starts_with(own.as_ref()))
-        .map(|(_, _, text)| text)
+        // The new definition places them afresh.
+        .map(|(_, _, text)| strip_element(&strip_element(&text, "address"), "alias"))
         .collect()
 }
 
@@ -279,6 +280,17 @@ fn next_dev(dev: &str) -> String {
     chars.into_iter().collect()
 }
 
+/// `text` without its empty `<name …/>` elements.
+fn strip_element(text: &str, name: &str) -> String {
+    let mut out = text.to_string();
+    let open = format!("<{name} ");
+    while let Some(start) = out.find(&open) {
+        let Some(len) = out[start..].find("/>") else { break };
+        out.replace_range(start..start + len + 2, "");
+    }
+    out
+}
+
 /// The rescue definition made from the instance's own: every disk removed, then the rescue
 /// disk where the root disk was (same bus and target) and the root disk as the next device.
 /// `None` when the definition has no root disk at `root`.
@@ -286,6 +298,9 @@ pub(crate) fn rescue_domain_xml(original: &str, root: &Path, rescue_disk: &Path)
     let root_src = root.to_string_lossy();
     let disks = disk_elements(original);
     let (root_dev, _, root_text) = disks.iter().find(|(_, src, _)| *src == root_src)?.clone();
+    // libvirt gives each device a PCI slot (and an alias) in the definition: both copies must
+    // get their own, so the copies carry none.
+    let root_text = strip_element(&strip_element(&root_text, "address"), "alias");
     let esc_root = xml::esc(&root_src);
     let rescue_text = root_text.replace(&esc_root, &xml::esc(&rescue_disk.to_string_lossy()));
     let second = next_dev(&root_dev);
@@ -311,7 +326,7 @@ mod tests {
     use super::*;
 
     const XML: &str = "<domain type='test'><name>meridian-x</name><devices>\
-        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/s/i/disk'/><target dev='vda' bus='virtio'/></disk>\
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/s/i/disk'/><target dev='vda' bus='virtio'/><alias name='virtio-disk0'/><address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/></disk>\
         <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/s/i/disk.config'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
         <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/s/volumes/v1'/><target dev='vdc' bus='virtio'/></disk>\
         <interface type='network'><mac address='fa:16:3e:00:00:01'/></interface></devices></domain>";
@@ -324,6 +339,7 @@ mod tests {
             vec![("vda".to_string(), "/s/i/disk.rescue".to_string()), ("vdb".to_string(), "/s/i/disk".to_string())]
         );
         assert!(x.contains("fa:16:3e:00:00:01"), "NICs kept: {x}");
+        assert!(!x.contains("slot='0x04'") && !x.contains("virtio-disk0"), "no PCI slot used twice: {x}");
         assert!(rescue_domain_xml(XML, Path::new("/elsewhere"), Path::new("/r")).is_none());
     }
 

@@ -493,6 +493,18 @@ async fn rebuild(state: &AppState, ctx: &Ctx, v: ApiVersion, id: &str, args: &Va
     let shape = if v.at_least(75) { Shape::Show } else { Shape::UpdateLegacy };
     let mut body = servers::render(state, ctx, v, &now_inst, shape).await?;
     if let Some(s) = body.as_object_mut() {
+        // Nova's rebuild view: no `OS-EXT-SRV-ATTR:user_data` (user_data is added below from
+        // 2.57), and before 2.75 addresses without their OS-EXT-IPS keys.
+        s.remove("OS-EXT-SRV-ATTR:user_data");
+        if !v.at_least(75)
+            && let Some(Value::Object(nets)) = s.get_mut("addresses")
+        {
+            for list in nets.values_mut().filter_map(Value::as_array_mut) {
+                for a in list.iter_mut().filter_map(Value::as_object_mut) {
+                    a.retain(|k, _| k == "version" || k == "addr");
+                }
+            }
+        }
         if !v.at_least(75) && v.at_least(54) {
             s.insert("key_name".into(), json!(now_inst.key_name));
         }
