@@ -952,7 +952,13 @@ impl Controller {
             root_volume,
             volumes,
         };
-        let domain_xml = xml::domain_xml(&domain);
+        let mut domain_xml = xml::domain_xml(&domain);
+        // Flavor/image CPU topology (Nova's `get_best_cpu_topology`); impossible fails the build.
+        if crate::topology::requested(&spec.flavor.extra_specs, &spec.image.properties) {
+            let t = crate::topology::best(spec.flavor.vcpus, &spec.flavor.extra_specs, &spec.image.properties)
+                .map_err(ActionError::Invalid)?;
+            domain_xml = crate::topology::with_topology(&domain_xml, t);
+        }
         let name = xml::domain_name(&id);
         self.hv(move |hv| {
             hv.define(&domain_xml)?;

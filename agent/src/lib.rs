@@ -28,6 +28,7 @@ pub mod ops;
 pub mod run;
 pub mod server;
 pub mod storage;
+pub mod topology;
 pub mod work;
 pub mod xml;
 

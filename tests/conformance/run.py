@@ -72,7 +72,7 @@ FEATURES = {
         "snapshot": False,
         "rescue": True,
         "stable_rescue": False,
-        "interface_attach": False,
+        "interface_attach": True,
         "personality": False,
         "attach_encrypted_volume": False,
         "serial_console": False,

@@ -674,3 +674,76 @@ async fn pause_and_suspend_with_repeats_and_refusals() {
     assert_eq!(done(&ev), PowerState::NoState);
     assert_eq!(env.hv.state(&name).expect("state"), None);
 }
+
+/// Interfaces on test:///default: a hot-plugged port lands in the domain's definition with the
+/// build's NIC XML (network, tap named after the port, model) and a DHCP entry; a repeated
+/// attach changes nothing; detach takes it and its DHCP entry out, and is a no-op when gone.
+/// Diagnostics read the domain's counters into Nova's 2.48 body and the legacy dict.
+#[tokio::test]
+async fn interfaces_are_hot_plugged_and_diagnostics_read() {
+    let env = env().await;
+    let id = Uuid::new_v4();
+    let (net_a, net_b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_a.clone(), net_b.clone()] };
+    let name = xml::domain_name(&id);
+    let data = raw_image(9);
+    env.server.add_image("img-if", data.clone());
+    let first_mac = mac();
+    let spec = build_spec("img-if", &data, vec![nic(&net_a, &first_mac, "10.77.9.5")]);
+    let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+
+    let extra_mac = mac();
+    let extra = nic(&net_b, &extra_mac, "10.77.10.7");
+    let attach = Action::InterfaceAttach { nic: extra.clone() };
+    let (ev, _) = env.exec(id, attach.clone()).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    let config = env.hv.domain_config_xml(&name).expect("config");
+    let ifaces = xml::interfaces(&config);
+    assert_eq!(ifaces.len(), 2, "{config}");
+    let tap = meridian_agent::firewall::tap_name(&extra.port_id);
+    assert!(ifaces.contains(&(extra_mac.clone(), Some(tap))), "{ifaces:?}");
+    assert_eq!(xml::interface_network(&config, &extra_mac), Some(xml::network_name(&net_b)));
+    let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+    let net_xml =
+        || conn.lookup_network_by_name(&xml::network_name(&net_b)).and_then(|n| n.xml_desc(0)).expect("network XML");
+    let net_xml_now = net_xml();
+    assert!(net_xml_now.contains(&extra_mac) && net_xml_now.contains("10.77.10.7"), "{net_xml_now}");
+    // Redelivered: still one.
+    let (ev, _) = env.exec(id, attach).await;
+    done(&ev);
+    assert_eq!(xml::interfaces(&env.hv.domain_config_xml(&name).expect("config")).len(), 2);
+
+    // Diagnostics: one vCPU, both NICs and the disks, Nova's keys.
+    let (ev, _) = env.exec(id, Action::Diagnostics).await;
+    let WorkEvent::Done { data: Some(d), console: None, .. } = &ev else { panic!("expected data: {ev:?}") };
+    assert_eq!(
+        (d["state"].as_str(), d["driver"].as_str(), d["hypervisor"].as_str()),
+        (Some("running"), Some("libvirt"), Some("test"))
+    );
+    // Read from the running guest, which the test driver cannot hot plug into: its one NIC.
+    let live = env.hv.domain_xml(&name).expect("live xml");
+    assert_eq!(d["num_nics"], xml::interfaces(&live).len(), "{d}");
+    assert_eq!(d["num_cpus"], d["cpu_details"].as_array().map(Vec::len).unwrap_or(0), "{d}");
+    assert_eq!(d["num_disks"], d["disk_details"].as_array().map(Vec::len).unwrap_or(0), "{d}");
+    assert!(
+        d["nic_details"].as_array().is_some_and(|n| n.iter().any(|n| n["mac_address"] == first_mac.as_str())),
+        "{d}"
+    );
+    assert!(d["legacy"]["memory"].as_u64().is_some_and(|m| m > 0), "{d}");
+    assert!(d["legacy"].get("cpu0_time").is_some(), "{d}");
+
+    let detach = Action::InterfaceDetach { port_id: extra.port_id.clone(), mac_address: extra_mac.clone() };
+    let (ev, _) = env.exec(id, detach.clone()).await;
+    done(&ev);
+    let config = env.hv.domain_config_xml(&name).expect("config");
+    assert_eq!(xml::interfaces(&config).len(), 1, "{config}");
+    assert_eq!(xml::interfaces(&config)[0].0, first_mac);
+    let net_xml_now = net_xml();
+    assert!(!net_xml_now.contains(&extra_mac), "{net_xml_now}");
+    let (ev, _) = env.exec(id, detach).await;
+    done(&ev);
+
+    let (ev, _) = env.exec(id, Action::Delete).await;
+    done(&ev);
+}
