@@ -92,9 +92,9 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
         cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.nano", "--network", "net", "vm1"]);
     assert_eq!(created["status"], "ACTIVE", "{created}");
     let id = created["id"].as_str().expect("id").to_string();
-    let mut walk = Walk::open(&admin).await;
 
     // Snapshot: the image is active with the disk's bytes when --wait returns.
+    let mut walk = Walk::open(&admin).await;
     let img = cli.json(&["server", "image", "create", "--wait", "--name", "snap1", "vm1"]);
     assert_eq!(
         walk.until(&id, "active").await,
@@ -118,6 +118,7 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
     cli.run(&["server", "delete", "--wait", "vm2"]);
 
     // Backups with rotation 1: the second replaces the first.
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "backup", "create", "--wait", "--name", "bk1", "--type", "daily", "--rotate", "1", "vm1"]);
     assert_eq!(
         walk.until(&id, "active").await,
@@ -130,6 +131,7 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
     );
     let first = image_of(&cli, "bk1");
     assert_eq!(property(&first, "backup_type").as_deref(), Some("daily"), "{first}");
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "backup", "create", "--wait", "--name", "bk2", "--type", "daily", "--rotate", "1", "vm1"]);
     walk.until(&id, "active").await;
     let names: Vec<String> = cli
@@ -142,6 +144,7 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
     assert!(names.contains(&"bk2".to_string()) && !names.contains(&"bk1".to_string()), "{names:?}");
 
     // Shelve (kept on the host), unshelve (a power on).
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "shelve", "--wait", "vm1"]);
     assert_eq!(
         walk.until(&id, "shelved").await,
@@ -155,11 +158,13 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
     let s = cli.json(&["server", "show", "vm1"]);
     assert_eq!(s["status"], "SHELVED", "{s}");
     assert!(names_now(&cli).contains(&"vm1-shelved".to_string()));
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "unshelve", "--wait", "vm1"]);
     assert_eq!(walk.until(&id, "active").await, w(&[("shelved", "powering-on"), ("active", "-")]));
     assert!(!names_now(&cli).contains(&"vm1-shelved".to_string()), "the shelved image is deleted");
 
     // Shelve with offload: the host lets go; unshelve schedules it anew from the image.
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "shelve", "--offload", "--wait", "vm1"]);
     assert_eq!(
         walk.until(&id, "shelved_offloaded").await,
@@ -176,6 +181,7 @@ async fn snapshot_backup_shelve_and_unshelve_with_the_cli() {
     assert_eq!(s["status"], "SHELVED_OFFLOADED", "{s}");
     assert!(s["OS-EXT-SRV-ATTR:host"].is_null() || s["OS-EXT-SRV-ATTR:host"] == "", "{s}");
     let addresses = s["addresses"].clone();
+    let mut walk = Walk::open(&admin).await;
     cli.run(&["server", "unshelve", "--wait", "vm1"]);
     assert_eq!(
         walk.until(&id, "active").await,
