@@ -66,10 +66,10 @@ FEATURES = {
         "block_migration_for_live_migration": False,
         "pause": True,
         "suspend": True,
-        "shelve": False,
+        "shelve": True,
         "shelve_migrate": False,
         # Server snapshots (createImage) are issue 17's; volume snapshots are Cinder's, below.
-        "snapshot": False,
+        "snapshot": True,
         "rescue": True,
         "stable_rescue": False,
         "interface_attach": True,

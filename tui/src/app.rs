@@ -85,9 +85,10 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Actions(_) => Pending::Actions,
         Request::Create(_) => Pending::Create,
         Request::SetEnabled { id, .. } => Pending::Action(id.clone()),
-        Request::Action { id, .. } | Request::Delete { id, .. } | Request::Lock { id, .. } => {
-            Pending::Action(id.clone())
-        }
+        Request::Action { id, .. }
+        | Request::Delete { id, .. }
+        | Request::Lock { id, .. }
+        | Request::CreateImage { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
@@ -819,6 +820,15 @@ impl App {
                 self.overlay = None;
                 self.confirmed(c);
             }
+            Effect::Snapshot { targets } => {
+                self.overlay = None;
+                for (id, name) in targets {
+                    self.expect_state(&id, ServerOp::Snapshot);
+                    self.send(Request::CreateImage { id, name });
+                }
+                // The new images show in the images view.
+                self.send(Request::List(Kind::Images));
+            }
             Effect::Lock { id, reason } => {
                 self.overlay = None;
                 match reason {
@@ -964,7 +974,12 @@ impl App {
     }
 
     fn server_action(&mut self, id: &str, op: ServerOp) {
-        // Show the state the cloud will report at once; the real one replaces it.
+        self.expect_state(id, op);
+        self.send(Request::Action { id: id.to_string(), op });
+    }
+
+    /// Shows the state the cloud will report at once for `op`; the real one replaces it.
+    fn expect_state(&mut self, id: &str, op: ServerOp) {
         if op.has_task()
             && let Some(s) = self.tables.servers.get(id).cloned()
         {
@@ -981,7 +996,6 @@ impl App {
             let ctx = cctx!(self);
             self.tables.servers.upsert(shown, &ctx);
         }
-        self.send(Request::Action { id: id.to_string(), op });
     }
 
     pub fn on_action(&mut self, action: Action) {
@@ -1115,6 +1129,7 @@ impl App {
             Action::Attach if view == View::Volumes => self.volume_form(crate::overlays::create::What::Attach),
             Action::Detach => self.volume_form(crate::overlays::create::What::Detach),
             Action::Extend => self.volume_form(crate::overlays::create::What::Extend),
+            Action::Snapshot if view == View::Servers => self.ask_snapshot(),
             Action::Snapshot => self.volume_form(crate::overlays::create::What::VolSnapshot),
             Action::ToImage => self.volume_form(crate::overlays::create::What::ToImage),
             Action::Download => self.ask_download(view),
@@ -1163,6 +1178,7 @@ impl App {
             | Action::Pause
             | Action::Suspend
             | Action::Lock
+            | Action::Shelve
                 if self.detail.is_none() && kind.is_some_and(|k| !self.tables.get(k).picked_rows().is_empty()) =>
             {
                 self.ask_bulk(action)
@@ -1175,6 +1191,7 @@ impl App {
             | Action::Pause
             | Action::Suspend
             | Action::Lock
+            | Action::Shelve
             | Action::Console => self.instance_action(action),
             _ => {}
         }
@@ -1409,7 +1426,7 @@ impl App {
             Action::Stop => Verb::Server(ServerOp::Stop),
             Action::Reboot => Verb::Server(ServerOp::Reboot),
             Action::HardReboot => Verb::Server(ServerOp::HardReboot),
-            Action::Pause | Action::Suspend | Action::Lock => {
+            Action::Pause | Action::Suspend | Action::Lock | Action::Shelve => {
                 // The marked rows all in the "done" state undo it; otherwise they all do it.
                 let picked = self.tables.get(kind).picked_rows();
                 let all = |f: &dyn Fn(&crate::model::Server) -> bool| {
@@ -1485,6 +1502,24 @@ impl App {
         self.send(req);
     }
 
+    /// The snapshot dialog for the marked instances, else the selected one.
+    fn ask_snapshot(&mut self) {
+        let picked = self.tables.servers.picked_rows();
+        let targets = if !picked.is_empty() && self.detail.is_none() {
+            picked
+        } else {
+            match self.target_server() {
+                Some(t) => vec![t],
+                None => {
+                    self.error = Some(("select an instance first".into(), None));
+                    return;
+                }
+            }
+        };
+        let date = self.clock.unwrap_or_else(Utc::now).format("%Y%m%d-%H%M").to_string();
+        self.overlay = Some(Overlay::ServerSnapshot(overlays::ServerSnapshot::new(targets, &date)));
+    }
+
     fn instance_action(&mut self, action: Action) {
         let Some((id, _)) = self.target_server() else {
             self.error = Some(("select an instance first".into(), None));
@@ -1495,7 +1530,7 @@ impl App {
             Action::Stop => self.server_action(&id, ServerOp::Stop),
             Action::Reboot => self.server_action(&id, ServerOp::Reboot),
             Action::HardReboot => self.server_action(&id, ServerOp::HardReboot),
-            Action::Pause | Action::Suspend | Action::Lock => {
+            Action::Pause | Action::Suspend | Action::Lock | Action::Shelve => {
                 let server = self.tables.servers.get(&id).cloned();
                 let done = |s: ToggleState| server.as_ref().is_some_and(|x| toggle_state(action, x) == Some(s));
                 match toggled(action, &done) {
@@ -1822,6 +1857,7 @@ enum ToggleState {
     Paused,
     Suspended,
     Locked,
+    Shelved,
 }
 
 /// The state of `s` that `action` would undo, if `s` is in it.
@@ -1830,6 +1866,7 @@ fn toggle_state(action: Action, s: &crate::model::Server) -> Option<ToggleState>
         Action::Pause if s.status == "PAUSED" => Some(ToggleState::Paused),
         Action::Suspend if s.status == "SUSPENDED" => Some(ToggleState::Suspended),
         Action::Lock if s.raw["locked"] == true => Some(ToggleState::Locked),
+        Action::Shelve if matches!(s.status.as_str(), "SHELVED" | "SHELVED_OFFLOADED") => Some(ToggleState::Shelved),
         _ => None,
     }
 }
@@ -1841,6 +1878,8 @@ fn toggled(action: Action, done: &dyn Fn(ToggleState) -> bool) -> ServerOp {
         Action::Pause => ServerOp::Pause,
         Action::Suspend if done(ToggleState::Suspended) => ServerOp::Resume,
         Action::Suspend => ServerOp::Suspend,
+        Action::Shelve if done(ToggleState::Shelved) => ServerOp::Unshelve,
+        Action::Shelve => ServerOp::Shelve,
         _ if done(ToggleState::Locked) => ServerOp::Unlock,
         _ => ServerOp::Lock,
     }

@@ -41,6 +41,8 @@ pub enum Action {
     Suspend,
     /// Lock (asking a reason), or unlock a locked instance.
     Lock,
+    /// Shelve, or unshelve a shelved (or offloaded) instance.
+    Shelve,
     Console,
     Launch,
     Mark,
@@ -93,6 +95,7 @@ impl Action {
         (Action::Pause, "pause", "pause (unpause when paused)"),
         (Action::Suspend, "suspend", "suspend (resume when suspended)"),
         (Action::Lock, "lock", "lock, asking why (unlock when locked)"),
+        (Action::Shelve, "shelve", "shelve (unshelve when shelved)"),
         (Action::Delete, "delete", "delete (asks first)"),
         (Action::Mark, "mark", "mark the row for a bulk start/stop/reboot/delete"),
         (Action::Console, "console", "console log"),
@@ -105,7 +108,7 @@ impl Action {
         (Action::SecurityGroups, "security_groups", "instance: add or remove security groups"),
         (Action::Detach, "detach", "volume: detach from its instance (a: attach)"),
         (Action::Extend, "extend", "volume: extend"),
-        (Action::Snapshot, "snapshot", "volume: snapshot"),
+        (Action::Snapshot, "snapshot", "volume: snapshot; instance: snapshot to a new image"),
         (Action::ToImage, "to_image", "volume: upload to a new image"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
@@ -285,6 +288,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("P", Action::Pause),
     ("Z", Action::Suspend),
     ("L", Action::Lock),
+    ("z", Action::Shelve),
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),

@@ -190,7 +190,11 @@ impl Tracker {
 
     fn in_transition(&self) -> bool {
         self.known.values().any(|(status, task, _, _)| {
-            task.is_some() || !matches!(status.as_str(), "ACTIVE" | "SHUTOFF" | "ERROR" | "PAUSED" | "SUSPENDED")
+            task.is_some()
+                || !matches!(
+                    status.as_str(),
+                    "ACTIVE" | "SHUTOFF" | "ERROR" | "PAUSED" | "SUSPENDED" | "SHELVED" | "SHELVED_OFFLOADED"
+                )
         })
     }
 

@@ -138,7 +138,7 @@ impl Theme {
         let c = match status {
             "ACTIVE" | "available" | "active" | "enabled" | "up" | "UP" => self.ok,
             "ERROR" | "error" | "down" | "DOWN" | "killed" | "deleted" => self.error,
-            "SHUTOFF" | "disabled" | "PAUSED" | "SUSPENDED" => self.warn,
+            "SHUTOFF" | "disabled" | "PAUSED" | "SUSPENDED" | "SHELVED" | "SHELVED_OFFLOADED" => self.warn,
             "" => self.fg,
             _ => self.transition,
         };

@@ -70,6 +70,10 @@ pub enum ServerOp {
     /// Lock without a reason (a reason goes through [`Request::Lock`]).
     Lock,
     Unlock,
+    Shelve,
+    Unshelve,
+    /// createImage (the name goes through [`Request::CreateImage`]).
+    Snapshot,
 }
 
 impl ServerOp {
@@ -86,6 +90,9 @@ impl ServerOp {
             ServerOp::Resume => "resume",
             ServerOp::Lock => "lock",
             ServerOp::Unlock => "unlock",
+            ServerOp::Shelve => "shelve",
+            ServerOp::Unshelve => "unshelve",
+            ServerOp::Snapshot => "snapshot",
         }
     }
 
@@ -109,6 +116,9 @@ impl ServerOp {
             ServerOp::Suspend => ("ACTIVE", "suspending"),
             ServerOp::Resume => ("SUSPENDED", "resuming"),
             ServerOp::Lock | ServerOp::Unlock => ("", ""),
+            ServerOp::Shelve => ("ACTIVE", "shelving"),
+            ServerOp::Unshelve => ("SHELVED_OFFLOADED", "unshelving"),
+            ServerOp::Snapshot => ("ACTIVE", "image_snapshot_pending"),
         }
     }
 }
@@ -149,6 +159,11 @@ pub enum Request {
     Lock {
         id: String,
         reason: String,
+    },
+    /// Snapshot an instance to a new image named `name` (createImage).
+    CreateImage {
+        id: String,
+        name: String,
     },
     /// Delete a flavor, image, network or key pair (instances go through [`Request::Action`]).
     Delete {
@@ -597,6 +612,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Console(_) => "loading the console log".into(),
         Request::Action { op, .. } => format!("{} failed", op.verb()),
         Request::Lock { .. } => "lock failed".into(),
+        Request::CreateImage { name, .. } => format!("snapshot {name} failed"),
         Request::Delete { kind, id, name } => {
             format!("deleting {} {} failed", kind.noun(), if name.is_empty() { id } else { name })
         }
@@ -829,6 +845,11 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 ServerOp::Resume => client.post("compute", &path, &json!({"resume": null})).await?,
                 ServerOp::Lock => client.post("compute", &path, &json!({"lock": null})).await?,
                 ServerOp::Unlock => client.post("compute", &path, &json!({"unlock": null})).await?,
+                ServerOp::Shelve => client.post("compute", &path, &json!({"shelve": null})).await?,
+                ServerOp::Unshelve => client.post("compute", &path, &json!({"unshelve": null})).await?,
+                ServerOp::Snapshot => {
+                    return Err(ClientError::Decode("a snapshot needs a name (Request::CreateImage)".into()));
+                }
             };
             Ok(Response::Accepted { id: id.clone(), op: *op })
         }
@@ -836,6 +857,11 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             let body = json!({"lock": {"locked_reason": reason}});
             client.post("compute", &format!("/servers/{id}/action"), &body).await?;
             Ok(Response::Accepted { id: id.clone(), op: ServerOp::Lock })
+        }
+        Request::CreateImage { id, name } => {
+            let body = json!({"createImage": {"name": name}});
+            client.post("compute", &format!("/servers/{id}/action"), &body).await?;
+            Ok(Response::Accepted { id: id.clone(), op: ServerOp::Snapshot })
         }
         Request::Delete { kind, id, name } => {
             let call = delete_call(*kind, id)

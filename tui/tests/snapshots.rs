@@ -1914,3 +1914,68 @@ fn bulk_pause_asks_once() {
     sent.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(sent, [1, 2].map(|n| Request::Action { id: id(n), op: ServerOp::Pause }).to_vec());
 }
+
+/// `n` on an instance asks the snapshot's name, prefilled `<server>-snapshot-<date>`, then
+/// sends createImage and asks for the images list (where the new image shows); on marked rows
+/// each instance gets `<name>-<suffix>`.
+#[test]
+fn snapshot_dialog_names_the_image_and_marked_rows_snapshot_each() {
+    let mut h = Harness::loaded(100, 16, false);
+    h.chars("n");
+    assert!(h.drain().is_empty(), "nothing is sent before the name");
+    let s = h.screen();
+    assert!(s.contains("snapshot web-1") && s.contains("web-1-snapshot-20261122-0300"), "{s}");
+    snap!("server_snapshot_dialog", s);
+    h.chars("-pre-upgrade");
+    h.key(KeyCode::Enter);
+    let sent = h.drain();
+    assert_eq!(
+        sent,
+        vec![
+            Request::CreateImage { id: id(1), name: "web-1-snapshot-20261122-0300-pre-upgrade".into() },
+            Request::List(meridian_tui::worker::Kind::Images),
+        ]
+    );
+    // (The TASK column shows the task's first characters.)
+    assert!(h.screen().contains("image_snapsh"), "the row shows the task at once: {}", h.screen());
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Snapshot });
+
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Char(' '));
+    h.chars("n");
+    let s = h.screen();
+    assert!(s.contains("snapshot 2 instances") && s.contains("snapshot-20261122-0300"), "{s}");
+    h.key(KeyCode::Enter);
+    let mut sent = h.drain();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        sent,
+        vec![
+            Request::CreateImage { id: id(1), name: "web-1-snapshot-20261122-0300".into() },
+            Request::CreateImage { id: id(2), name: "web-2-snapshot-20261122-0300".into() },
+            Request::List(meridian_tui::worker::Kind::Images),
+        ]
+    );
+}
+
+/// `z` shelves the selected instance and unshelves a shelved or offloaded one; the shelved
+/// states are named and coloured like the other resting states.
+#[test]
+fn shelve_toggles_with_the_instance_state() {
+    let mut h = Harness::loaded(100, 12, false);
+    h.chars("z");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Shelve }]);
+    assert!(h.screen().contains("shelving"), "{}", h.screen());
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Shelve });
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SHELVED_OFFLOADED", None, 0))));
+    let s = h.screen();
+    // (The STATUS column shows the status's first characters.)
+    assert!(s.contains("SHELVED_O") && !s.contains("shelving"), "{s}");
+    snap!("shelved_offloaded", s);
+    h.chars("z");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Unshelve }]);
+    assert!(h.screen().contains("unshelving"), "{}", h.screen());
+    h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SHELVED", None, 4))));
+    h.chars("z");
+    assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Unshelve }]);
+}

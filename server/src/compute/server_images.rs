@@ -135,14 +135,10 @@ async fn volume_backed(state: &AppState, inst: &Instance) -> ApiResult<bool> {
     Ok(bdms.iter().any(|b| b.boot_index == Some(0) && b.volume_id.is_some()) || inst.image_id.is_empty())
 }
 
-/// The image format a snapshot is written in: the base image's when the host writes it
-/// (raw or qcow2), else qcow2.
-fn snapshot_format(base: Option<&Image>) -> &'static str {
-    match base.and_then(|b| b.disk_format.as_deref()) {
-        Some("raw") => "raw",
-        _ => "qcow2",
-    }
-}
+/// The image format a snapshot is written in: the instance's disk is a qcow2 overlay, and
+/// Nova's libvirt driver writes a snapshot in its disk's format (`snapshot_image_format`
+/// unset).
+const SNAPSHOT_FORMAT: &str = "qcow2";
 
 /// The new image of an instance as Nova's `compute_utils.create_image` makes it: the base
 /// image's inheritable properties, the instance's own, then `extra` (which wins).
@@ -183,7 +179,6 @@ async fn new_image(
     props.extend(extra);
     let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_default();
     let root_gb = flavor["disk"].as_i64().unwrap_or(0);
-    let format = snapshot_format(base.as_ref());
     let ts = now();
     Ok(Image {
         id: new_uuid(),
@@ -193,7 +188,7 @@ async fn new_image(
         owner: Some(inst.project_id.clone()),
         min_ram: base.as_ref().map_or(0, |b| b.min_ram),
         min_disk: base.as_ref().map_or(0, |b| b.min_disk).max(root_gb),
-        disk_format: Some(format.into()),
+        disk_format: Some(SNAPSHOT_FORMAT.into()),
         container_format: Some("bare".into()),
         properties: Value::Object(props).to_string(),
         created_at: ts.clone(),

@@ -502,3 +502,13 @@ async fn without_offload_unshelve_powers_on_and_shelve_offload_frees_the_host() 
     assert_eq!(glance(&app, &image).await.status, StatusCode::NOT_FOUND);
     let _ = server(&app).await;
 }
+
+#[tokio::test]
+async fn an_image_lists_no_import_tasks() {
+    let app = TestApp::new().await;
+    let image = base_image(&app).await;
+    let r = app.json(Method::GET, &format!("/image/v2/images/{image}/tasks"), &app.admin_token, Value::Null).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({"tasks": []})));
+    let r = app.json(Method::GET, "/image/v2/images/nope/tasks", &app.admin_token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

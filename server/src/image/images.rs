@@ -293,6 +293,14 @@ pub async fn show(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String
     Ok(axum::Json(image_json(&img)))
 }
 
+/// `GET /v2/images/{id}/tasks` (Glance 2.12): the image's import tasks. This image service
+/// imports nothing asynchronously (uploads and instance snapshots store the data at once), so
+/// the list is always empty; tempest waits on it after a server snapshot.
+pub async fn tasks(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> JsonResult {
+    visible_image(&state, &ctx, &id).await?;
+    Ok(axum::Json(serde_json::json!({"tasks": []})))
+}
+
 // ---- list ----
 
 /// Splits Glance's `op:value` filter syntax (`in:a,b`, `gte:2016-...`); ISO times without an

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/images", get(images::list).post(images::create))
         .route("/images/{id}", get(images::show).patch(images::update).delete(images::delete))
         .route("/images/{id}/file", get(data::download).put(data::upload))
+        .route("/images/{id}/tasks", get(images::tasks))
         .route("/images/{id}/actions/deactivate", post(images::deactivate))
         .route("/images/{id}/actions/reactivate", post(images::reactivate))
         .route("/images/{id}/tags/{tag}", put(images::add_tag).delete(images::remove_tag))

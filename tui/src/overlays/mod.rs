@@ -13,6 +13,7 @@ pub mod lock_reason;
 pub mod palette;
 pub mod projects;
 pub mod report;
+pub mod server_snapshot;
 pub mod ssh_user;
 pub mod transfers;
 
@@ -38,6 +39,7 @@ pub use lock_reason::LockReason;
 pub use palette::Palette;
 pub use projects::Projects;
 pub use report::Report;
+pub use server_snapshot::ServerSnapshot;
 pub use ssh_user::SshUser;
 pub use transfers::Transfers;
 
@@ -97,6 +99,11 @@ pub enum Effect {
         id: String,
         reason: Option<String>,
     },
+    /// Snapshot each instance to a new image of the name given, the overlay closed.
+    Snapshot {
+        /// (instance id, image name)
+        targets: Vec<(String, String)>,
+    },
 }
 
 pub enum Overlay {
@@ -114,6 +121,7 @@ pub enum Overlay {
     SshUser(SshUser),
     Transfers(Transfers),
     LockReason(LockReason),
+    ServerSnapshot(ServerSnapshot),
 }
 
 impl Overlay {
@@ -130,6 +138,7 @@ impl Overlay {
             Overlay::KeyCreated(k) => k.handle_key(key),
             Overlay::SshUser(s) => s.handle_key(key),
             Overlay::LockReason(l) => l.handle_key(key),
+            Overlay::ServerSnapshot(s) => s.handle_key(key),
             Overlay::Transfers(t) => t.handle_key(key, ctx),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
@@ -169,6 +178,7 @@ impl Overlay {
             Overlay::KeyCreated(k) => k.draw(f, area, theme),
             Overlay::SshUser(s) => s.draw(f, area, theme),
             Overlay::LockReason(l) => l.draw(f, area, theme),
+            Overlay::ServerSnapshot(s) => s.draw(f, area, theme),
             Overlay::Transfers(t) => t.draw(f, area, theme, ctx),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),
