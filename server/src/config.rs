@@ -139,6 +139,10 @@ pub struct ComputeSettings {
     pub disk_weight_multiplier: f64,
     /// Hosts tried per build: the choice plus alternates.
     pub max_attempts: usize,
+    /// Weigher multiplier for `soft-affinity` groups (Nova's default 1.0; must be ≥ 0).
+    pub soft_affinity_weight_multiplier: f64,
+    /// Weigher multiplier for `soft-anti-affinity` groups (Nova's default 1.0; must be ≥ 0).
+    pub soft_anti_affinity_weight_multiplier: f64,
 }
 
 impl Default for ComputeSettings {
@@ -156,6 +160,8 @@ impl Default for ComputeSettings {
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
         }
     }
 }
@@ -476,6 +482,10 @@ impl CommonArgs {
             "host_down_after_secs must exceed heartbeat_interval_secs"
         );
         anyhow::ensure!(c.max_attempts >= 1, "max_attempts must be at least 1");
+        anyhow::ensure!(
+            c.soft_affinity_weight_multiplier >= 0.0 && c.soft_anti_affinity_weight_multiplier >= 0.0,
+            "the soft (anti-)affinity weight multipliers must not be negative"
+        );
         Ok(c)
     }
 }

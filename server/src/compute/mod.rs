@@ -2,6 +2,7 @@
 //! availability zones.
 
 pub mod agents;
+mod aggregates;
 pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
@@ -19,6 +20,7 @@ pub mod port_filters;
 mod quotas;
 pub mod scheduler;
 mod security_groups;
+pub(crate) mod server_groups;
 mod server_view;
 #[cfg(test)]
 mod server_view_reference;
@@ -79,8 +81,8 @@ fn api() -> Router<AppState> {
         .route("/os-quota-sets/{project_id}/detail", get(quotas::detail))
         .route("/os-quota-sets/{project_id}/defaults", get(quotas::defaults))
         .route("/limits", get(quotas::limits))
-        .route("/os-availability-zone", get(quotas::availability_zones))
-        .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
+        .route("/os-availability-zone", get(aggregates::availability_zones))
+        .route("/os-availability-zone/detail", get(aggregates::availability_zones_detail))
         .route("/servers", get(servers::list).post(servers::create))
         .route("/servers/detail", get(servers::list_detail))
         .route("/os-meridian-events", get(events::stream))
@@ -127,7 +129,11 @@ fn api() -> Router<AppState> {
         .route("/os-hypervisors/{id}/search", get(hosts::search_hypervisors))
         .route("/os-hypervisors/{id}/servers", get(hosts::hypervisor_servers))
         .route("/os-services", get(hosts::list_services))
-        .route("/os-aggregates", get(hosts::list_aggregates))
+        .route("/os-aggregates", get(aggregates::list).post(aggregates::create))
+        .route("/os-aggregates/{id}", get(aggregates::show).put(aggregates::update).delete(aggregates::delete))
+        .route("/os-aggregates/{id}/action", post(aggregates::action))
+        .route("/os-server-groups", get(server_groups::list).post(server_groups::create))
+        .route("/os-server-groups/{id}", get(server_groups::show).delete(server_groups::delete))
         .route("/os-services/{id}", axum::routing::put(hosts::update_service))
 }
 
@@ -226,3 +232,6 @@ mod agent_tests;
 mod console_tests;
 #[cfg(test)]
 mod metadata_tests;
+
+#[cfg(test)]
+mod group_tests;

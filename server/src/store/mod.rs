@@ -10,6 +10,7 @@ pub mod bfv;
 pub mod catalog;
 pub mod compute;
 pub mod consoles;
+pub mod groups;
 pub mod hosts;
 pub mod identity;
 pub mod image;
