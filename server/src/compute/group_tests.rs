@@ -324,6 +324,11 @@ async fn anti_affinity_spreads_then_finds_no_valid_host() {
     assert_eq!(hosts, ["c1", "c2"], "one member per host");
     let r = at(&app, Method::GET, &format!("/os-server-groups/{g}"), &t, "compute 2.64", Value::Null).await;
     assert_eq!(r.body["server_group"]["members"].as_array().map(Vec::len), Some(2));
+    let id0 = list[0]["id"].as_str().expect("id");
+    let r = at(&app, Method::GET, &format!("/servers/{id0}"), &t, "compute 2.71", Value::Null).await;
+    assert_eq!(r.body["server"]["server_groups"], json!([g]), "2.71 shows the group");
+    let r = at(&app, Method::GET, &format!("/servers/{id0}"), &t, "compute 2.70", Value::Null).await;
+    assert!(r.body["server"].get("server_groups").is_none());
 
     let r = boot(&app, &t, &image, &network, 1, json!({"os:scheduler_hints": {"group": g}})).await;
     let third = r.body["server"]["id"].as_str().expect("id").to_string();

@@ -993,7 +993,13 @@ pub async fn show(
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?})))
+    let mut server = render(&state, &ctx, v, &inst, Shape::Show).await?;
+    // 2.71: the server group the server is in (Nova shows at most one).
+    if v.at_least(71) {
+        let groups = state.store.groups_of_instance(&inst.id).await?;
+        server["server_groups"] = json!(groups.iter().take(1).map(|g| g.id.as_str()).collect::<Vec<_>>());
+    }
+    Ok(axum::Json(json!({"server": server})))
 }
 
 /// `PUT /servers/{id}`: name and (2.19+) description.
