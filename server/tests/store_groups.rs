@@ -103,7 +103,10 @@ async fn scenario(s: &Store, backend: &str) {
 
     // Aggregates: names unique, hosts by name, metadata, and the hosts' zone follows.
     let a = s.create_aggregate("u-1", "rack1", Some("az1")).await.expect("aggregate");
-    assert!(matches!(s.create_aggregate("u-2", "rack1", None).await, Err(meridian_server::store::StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_aggregate("u-2", "rack1", None).await,
+        Err(meridian_server::store::StoreError::Conflict(_))
+    ));
     assert!(s.add_aggregate_host(a.id, "c1").await.expect("add"), "{backend}");
     assert!(!s.add_aggregate_host(a.id, "c1").await.expect("add again"), "{backend}");
     assert_eq!(s.get_host(&host).await.expect("host").availability_zone, "az1", "{backend}");
