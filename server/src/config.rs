@@ -147,6 +147,10 @@ pub struct ComputeSettings {
     /// Nova's `shelved_offload_time`: seconds a shelved server stays on its host before the
     /// conductor offloads it; 0 offloads at once (as part of the shelve), -1 never.
     pub shelved_offload_time: i64,
+    /// Weigher multiplier for `soft-affinity` groups (Nova's default 1.0; must be ≥ 0).
+    pub soft_affinity_weight_multiplier: f64,
+    /// Weigher multiplier for `soft-anti-affinity` groups (Nova's default 1.0; must be ≥ 0).
+    pub soft_anti_affinity_weight_multiplier: f64,
 }
 
 impl Default for ComputeSettings {
@@ -166,6 +170,8 @@ impl Default for ComputeSettings {
             max_attempts: 3,
             reclaim_instance_interval: 0,
             shelved_offload_time: 0,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
         }
     }
 }
@@ -486,6 +492,10 @@ impl CommonArgs {
             "host_down_after_secs must exceed heartbeat_interval_secs"
         );
         anyhow::ensure!(c.max_attempts >= 1, "max_attempts must be at least 1");
+        anyhow::ensure!(
+            c.soft_affinity_weight_multiplier >= 0.0 && c.soft_anti_affinity_weight_multiplier >= 0.0,
+            "the soft (anti-)affinity weight multipliers must not be negative"
+        );
         Ok(c)
     }
 }

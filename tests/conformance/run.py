@@ -79,7 +79,8 @@ FEATURES = {
         "vnc_console": True,
         "spice_console": False,
         "rdp_console": False,
-        "scheduler_enabled_filters": "RetryFilter,AvailabilityZoneFilter,ComputeFilter,ImagePropertiesFilter",
+        "scheduler_enabled_filters": "RetryFilter,AvailabilityZoneFilter,ComputeFilter,ImagePropertiesFilter,"
+        "ServerGroupAffinityFilter,ServerGroupAntiAffinityFilter,SameHostFilter,DifferentHostFilter",
         "volume_multiattach": False,
         "disk_config": False,
         "hostname_fqdn_sanitization": True,

@@ -42,6 +42,8 @@ pub(crate) fn settings(state: &AppState) -> scheduler::Settings {
         cpu_weight_multiplier: c.cpu_weight_multiplier,
         disk_weight_multiplier: c.disk_weight_multiplier,
         max_attempts: c.max_attempts,
+        soft_affinity_weight_multiplier: c.soft_affinity_weight_multiplier,
+        soft_anti_affinity_weight_multiplier: c.soft_anti_affinity_weight_multiplier,
     }
 }
 
@@ -225,7 +227,6 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = flavor_claim(&flavor);
     let tried = json_list(&inst.tried_hosts);
-    let image_props = image.map(properties_of).unwrap_or_default();
     // An instance using existing volumes runs on their host (volumes never leave theirs).
     let only_host = match super::bdm::required_host(state, &inst.id).await {
         Ok(h) => h,
@@ -236,37 +237,34 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
         }
     };
     let s = settings(state);
-    let decide = |hosts: &[Host]| {
+    let decide = |hosts: &[Host], base: &Request| {
         let snapshot: Vec<HostState> = hosts.iter().map(|h| host_state(state, h)).collect();
         let request = Request {
-            vcpus: claim.vcpus,
-            memory_mb: claim.memory_mb,
-            disk_gb: claim.disk_gb,
-            availability_zone: inst.availability_zone.clone(),
-            architecture: image_props.get("architecture").cloned(),
-            hypervisor_type: image_props.get("img_hv_type").or_else(|| image_props.get("hypervisor_type")).cloned(),
             ignore_hosts: hosts
                 .iter()
                 .filter(|h| tried.contains(&h.id) || only_host.as_ref().is_some_and(|o| *o != h.id))
                 .map(|h| h.name.clone())
                 .collect(),
+            ..base.clone()
         };
         scheduler::select(&snapshot, &request, &s)
     };
     // Two rounds: the second, on fresh host data, only when every candidate of the first was
     // refused by the database (claimed meanwhile by another replica or a stale view).
     for round in 0..2 {
+        // Read each round: the group's other members may have been placed meanwhile.
+        let base = request_for_instance(state, inst, &flavor, image).await?;
         let mut cache = state.hosts.lock().await;
         let mut refreshed = false;
         if round > 0 || !cache.fresh() {
             cache.reload(&state.store).await?;
             refreshed = true;
         }
-        let mut decision = decide(&cache.hosts);
+        let mut decision = decide(&cache.hosts, &base);
         if decision.is_err() && !refreshed {
             // Never refuse on a stale view: capacity may have been freed since it was read.
             cache.reload(&state.store).await?;
-            decision = decide(&cache.hosts);
+            decision = decide(&cache.hosts, &base);
         }
         // Every attempt so far counts against max_attempts (Nova's retry limit).
         let remaining_attempts = s.max_attempts.saturating_sub(tried.len());
@@ -345,6 +343,82 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
     )
     .await;
     Ok(None)
+}
+
+/// Everything the scheduler needs to place an existing instance, as at its boot (Nova's
+/// RequestSpec): the flavor's resources, the image's architecture and hypervisor type, the
+/// requested availability zone, the scheduler hints stored at boot (`same_host`,
+/// `different_host`) resolved to the hosts those instances run on now, and the instance's
+/// server group with where its other live members are. `ignore_hosts` is left empty for the
+/// caller (the source host of a migration, the hosts already tried). Every scheduling of an
+/// instance (build, rebuild on a new host, resize, migrate, evacuate, unshelve) builds its
+/// request here, so the same filters apply each time; the placement must then go through a
+/// transaction that calls `store::groups::group_admits` (as `Store::place_instance` does).
+pub(crate) async fn request_for_instance(
+    state: &AppState,
+    inst: &Instance,
+    flavor: &Value,
+    image: Option<&Image>,
+) -> std::result::Result<Request, StoreError> {
+    let claim = flavor_claim(flavor);
+    let props = image.map(properties_of).unwrap_or_default();
+    let hints = state.store.scheduler_hints(&inst.id).await?;
+    let hosts_of = |key: &str| -> Vec<String> {
+        match &hints[key] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let resolve = async |ids: Vec<String>| -> std::result::Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            match state.store.get_instance(&id).await {
+                Ok(i) if i.deleted == 0 => out.extend(i.host_id),
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    };
+    let same_host = match hints.get("same_host") {
+        Some(_) => Some(resolve(hosts_of("same_host")).await?),
+        None => None,
+    };
+    let different_host = resolve(hosts_of("different_host")).await?;
+    let group = match state.store.groups_of_instance(&inst.id).await?.into_iter().next() {
+        Some(g) => match scheduler::GroupPolicy::parse(&g.policy) {
+            Some(policy) => {
+                let mut members_per_host = std::collections::HashMap::new();
+                for m in state.store.group_members(&[&g.id]).await? {
+                    if m.instance_id != inst.id
+                        && let Some(h) = m.host_id
+                    {
+                        *members_per_host.entry(h).or_insert(0) += 1;
+                    }
+                }
+                Some(scheduler::GroupPlacement {
+                    policy,
+                    max_server_per_host: g.max_server_per_host(),
+                    members_per_host,
+                })
+            }
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Request {
+        vcpus: claim.vcpus,
+        memory_mb: claim.memory_mb,
+        disk_gb: claim.disk_gb,
+        availability_zone: inst.availability_zone.clone(),
+        architecture: props.get("architecture").cloned(),
+        hypervisor_type: props.get("img_hv_type").or_else(|| props.get("hypervisor_type")).cloned(),
+        ignore_hosts: Vec::new(),
+        group,
+        same_host,
+        different_host,
+    })
 }
 
 /// An image's free-form properties as strings (what the scheduler and the agent read).

@@ -297,7 +297,7 @@ pub async fn update_service(
 }
 
 /// Whether a server loop's last heartbeat is recent enough for its service to count as up.
-fn service_up(state: &AppState, updated_at: &str) -> bool {
+pub(crate) fn service_up(state: &AppState, updated_at: &str) -> bool {
     let limit = chrono::Duration::seconds(i64::try_from(state.cfg.compute.host_down_after_secs).unwrap_or(i64::MAX));
     crate::store::parse_time(updated_at).is_some_and(|t| chrono::Utc::now() - t <= limit)
 }
@@ -318,13 +318,6 @@ fn compute_service_json(state: &AppState, v: ApiVersion, h: &Host) -> Value {
         s["forced_down"] = json!(h.forced_down != 0);
     }
     s
-}
-
-/// `GET /os-aggregates`: host aggregates are not modelled; every host is in its availability
-/// zone only. The CLI reads this list for `hypervisor show`.
-pub async fn list_aggregates(ctx: Ctx) -> JsonResult {
-    ctx.require_admin("os_compute_api:os-aggregates:index")?;
-    Ok(axum::Json(json!({"aggregates": []})))
 }
 
 // ---- instance actions ----

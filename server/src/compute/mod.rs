@@ -3,6 +3,7 @@
 
 pub mod agents;
 mod audit_log;
+mod aggregates;
 pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
@@ -27,6 +28,7 @@ pub(crate) mod rebuild;
 pub mod scheduler;
 mod security_groups;
 pub(crate) mod server_images;
+pub(crate) mod server_groups;
 mod server_view;
 #[cfg(test)]
 mod server_view_reference;
@@ -87,8 +89,8 @@ fn api() -> Router<AppState> {
         .route("/os-quota-sets/{project_id}/detail", get(quotas::detail))
         .route("/os-quota-sets/{project_id}/defaults", get(quotas::defaults))
         .route("/limits", get(quotas::limits))
-        .route("/os-availability-zone", get(quotas::availability_zones))
-        .route("/os-availability-zone/detail", get(quotas::availability_zones_detail))
+        .route("/os-availability-zone", get(aggregates::availability_zones))
+        .route("/os-availability-zone/detail", get(aggregates::availability_zones_detail))
         .route("/servers", get(servers::list).post(servers::create))
         .route("/servers/detail", get(servers::list_detail))
         .route("/os-meridian-events", get(events::stream))
@@ -135,7 +137,11 @@ fn api() -> Router<AppState> {
         .route("/os-hypervisors/{id}/search", get(hosts::search_hypervisors))
         .route("/os-hypervisors/{id}/servers", get(hosts::hypervisor_servers))
         .route("/os-services", get(hosts::list_services))
-        .route("/os-aggregates", get(hosts::list_aggregates))
+        .route("/os-aggregates", get(aggregates::list).post(aggregates::create))
+        .route("/os-aggregates/{id}", get(aggregates::show).put(aggregates::update).delete(aggregates::delete))
+        .route("/os-aggregates/{id}/action", post(aggregates::action))
+        .route("/os-server-groups", get(server_groups::list).post(server_groups::create))
+        .route("/os-server-groups/{id}", get(server_groups::show).delete(server_groups::delete))
         .route("/os-services/{id}", axum::routing::put(hosts::update_service))
         .route("/os-hosts", get(os_hosts::list))
         .route("/os-hosts/{host}", get(os_hosts::show).put(os_hosts::update))
@@ -262,3 +268,6 @@ mod metadata_tests;
 mod rebuild_tests;
 #[cfg(test)]
 mod server_images_tests;
+
+#[cfg(test)]
+mod group_tests;

@@ -84,6 +84,7 @@ struct Usage {
     cores: i64,
     ram: i64,
     key_pairs: i64,
+    server_groups: i64,
 }
 
 impl Usage {
@@ -95,7 +96,9 @@ impl Usage {
             None => state.store.project_usage(project_id).await?,
         };
         let key_pairs = state.store.count_keypairs(user.unwrap_or(&ctx.user.id)).await?;
-        Ok(Usage { instances, cores, ram, key_pairs })
+        // Server groups count per project, as Nova's `server_groups` quota.
+        let server_groups = state.store.count_server_groups(project_id).await?;
+        Ok(Usage { instances, cores, ram, key_pairs, server_groups })
     }
 
     fn of(&self, resource: &str) -> i64 {
@@ -104,6 +107,7 @@ impl Usage {
             "cores" => self.cores,
             "ram" => self.ram,
             "key_pairs" => self.key_pairs,
+            "server_groups" => self.server_groups,
             _ => 0,
         }
     }
@@ -314,7 +318,7 @@ pub async fn limits(
     a.insert("totalInstancesUsed".into(), json!(used.instances));
     a.insert("totalCoresUsed".into(), json!(used.cores));
     a.insert("totalRAMUsed".into(), json!(used.ram));
-    a.insert("totalServerGroupsUsed".into(), json!(0));
+    a.insert("totalServerGroupsUsed".into(), json!(used.server_groups));
     if !v.at_least(36) {
         a.insert("maxSecurityGroups".into(), json!(lim("security_groups")));
         a.insert("maxSecurityGroupRules".into(), json!(lim("security_group_rules")));
@@ -440,17 +444,3 @@ pub async fn update_class(
 
 /// The default availability zone every host joins unless configured otherwise.
 pub const DEFAULT_AZ: &str = "nova";
-
-pub async fn availability_zones(ctx: Ctx) -> JsonResult {
-    ctx.require_reader("os_compute_api:os-availability-zone:list")?;
-    Ok(axum::Json(json!({"availabilityZoneInfo": [
-        {"zoneName": DEFAULT_AZ, "zoneState": {"available": true}, "hosts": null}
-    ]})))
-}
-
-pub async fn availability_zones_detail(ctx: Ctx) -> JsonResult {
-    ctx.require_admin("os_compute_api:os-availability-zone:detail")?;
-    Ok(axum::Json(json!({"availabilityZoneInfo": [
-        {"zoneName": DEFAULT_AZ, "zoneState": {"available": true}, "hosts": {}}
-    ]})))
-}

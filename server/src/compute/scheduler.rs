@@ -36,6 +36,59 @@ pub struct Request {
     pub hypervisor_type: Option<String>,
     /// Hosts already tried for this build (retries go elsewhere).
     pub ignore_hosts: Vec<String>,
+    /// The server group the instance is in, with where its other members are.
+    pub group: Option<GroupPlacement>,
+    /// `same_host` hint: ids of the hosts running the named instances (`Some(empty)`: none
+    /// runs, so no host passes, as Nova's SameHostFilter).
+    pub same_host: Option<Vec<String>>,
+    /// `different_host` hint: ids of the hosts running the named instances.
+    pub different_host: Vec<String>,
+}
+
+/// A server group's policy as the scheduler applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupPolicy {
+    Affinity,
+    AntiAffinity,
+    SoftAffinity,
+    SoftAntiAffinity,
+}
+
+impl GroupPolicy {
+    pub fn parse(s: &str) -> Option<GroupPolicy> {
+        match s {
+            "affinity" => Some(GroupPolicy::Affinity),
+            "anti-affinity" => Some(GroupPolicy::AntiAffinity),
+            "soft-affinity" => Some(GroupPolicy::SoftAffinity),
+            "soft-anti-affinity" => Some(GroupPolicy::SoftAntiAffinity),
+            _ => None,
+        }
+    }
+}
+
+/// The group of the instance being scheduled: its policy, `max_server_per_host`, and how many
+/// of its other members (the instance itself excluded) each host runs, by host id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupPlacement {
+    pub policy: GroupPolicy,
+    pub max_server_per_host: i64,
+    pub members_per_host: std::collections::HashMap<String, i64>,
+}
+
+impl GroupPlacement {
+    fn members_on(&self, host_id: &str) -> i64 {
+        self.members_per_host.get(host_id).copied().unwrap_or(0)
+    }
+
+    /// Whether the hard policies let one more member onto this host (the filters' rule and the
+    /// database's late check, Nova's `_validate_instance_group_policy`).
+    pub fn admits(&self, host_id: &str) -> bool {
+        match self.policy {
+            GroupPolicy::AntiAffinity => self.members_on(host_id) < self.max_server_per_host.max(1),
+            GroupPolicy::Affinity => self.members_per_host.values().all(|n| *n == 0) || self.members_on(host_id) > 0,
+            GroupPolicy::SoftAffinity | GroupPolicy::SoftAntiAffinity => true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +101,10 @@ pub struct Settings {
     pub disk_weight_multiplier: f64,
     /// Hosts returned per decision: the choice plus alternates (Nova's `max_attempts`).
     pub max_attempts: usize,
+    /// ServerGroupSoftAffinityWeigher's multiplier.
+    pub soft_affinity_weight_multiplier: f64,
+    /// ServerGroupSoftAntiAffinityWeigher's multiplier.
+    pub soft_anti_affinity_weight_multiplier: f64,
 }
 
 impl Default for Settings {
@@ -61,6 +118,8 @@ impl Default for Settings {
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
         }
     }
 }
@@ -93,6 +152,20 @@ pub fn rejection(h: &HostState, r: &Request, s: &Settings) -> Option<&'static st
     if !arch_ok || !hv_ok {
         return Some("ImagePropertiesFilter");
     }
+    if let Some(g) = &r.group
+        && !g.admits(&h.id)
+    {
+        return Some(match g.policy {
+            GroupPolicy::Affinity => "ServerGroupAffinityFilter",
+            _ => "ServerGroupAntiAffinityFilter",
+        });
+    }
+    if r.same_host.as_ref().is_some_and(|hs| !hs.contains(&h.id)) {
+        return Some("SameHostFilter");
+    }
+    if r.different_host.contains(&h.id) {
+        return Some("DifferentHostFilter");
+    }
     if (r.vcpus as f64) > h.free_vcpus(s) {
         return Some("VCPU");
     }
@@ -124,16 +197,38 @@ fn normalise(raw: &[f64]) -> Vec<f64> {
 
 /// Hosts that pass every filter, best first; ties keep the input order (stable).
 pub fn weigh<'a>(hosts: &[&'a HostState], s: &Settings) -> Vec<(&'a HostState, f64)> {
+    weigh_for(hosts, None, s)
+}
+
+/// [`weigh`] with the server-group weighers of Nova's `weights/affinity.py`: members of a
+/// soft-affinity group on a host raise its weight, of a soft-anti-affinity group lower it
+/// (each normalised like every weigher, times its multiplier).
+pub fn weigh_for<'a>(
+    hosts: &[&'a HostState],
+    group: Option<&GroupPlacement>,
+    s: &Settings,
+) -> Vec<(&'a HostState, f64)> {
     let ram = normalise(&hosts.iter().map(|h| h.free_ram_mb(s)).collect::<Vec<_>>());
     let cpu = normalise(&hosts.iter().map(|h| h.free_vcpus(s)).collect::<Vec<_>>());
     let disk = normalise(&hosts.iter().map(|h| h.free_disk_gb(s)).collect::<Vec<_>>());
+    let soft = group.and_then(|g| match g.policy {
+        GroupPolicy::SoftAffinity => Some((g, s.soft_affinity_weight_multiplier, 1.0)),
+        GroupPolicy::SoftAntiAffinity => Some((g, s.soft_anti_affinity_weight_multiplier, -1.0)),
+        _ => None,
+    });
+    let members = soft
+        .map(|(g, _, sign)| normalise(&hosts.iter().map(|h| sign * g.members_on(&h.id) as f64).collect::<Vec<_>>()))
+        .unwrap_or_default();
     let mut out: Vec<(&HostState, f64)> = hosts
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let w = s.ram_weight_multiplier * ram[i]
+            let mut w = s.ram_weight_multiplier * ram[i]
                 + s.cpu_weight_multiplier * cpu[i]
                 + s.disk_weight_multiplier * disk[i];
+            if let Some((_, multiplier, _)) = soft {
+                w += multiplier * members[i];
+            }
             (*h, w)
         })
         .collect();
@@ -171,7 +266,11 @@ pub fn select(hosts: &[HostState], r: &Request, s: &Settings) -> Result<Vec<Stri
     if passing.is_empty() {
         return Err(NoValidHost { rejections });
     }
-    Ok(weigh(&passing, s).into_iter().take(s.max_attempts.max(1)).map(|(h, _)| h.id.clone()).collect())
+    Ok(weigh_for(&passing, r.group.as_ref(), s)
+        .into_iter()
+        .take(s.max_attempts.max(1))
+        .map(|(h, _)| h.id.clone())
+        .collect())
 }
 
 #[cfg(test)]
@@ -261,5 +360,65 @@ mod tests {
     fn normalisation_handles_equal_values() {
         assert_eq!(normalise(&[3.0, 3.0]), [0.0, 0.0]);
         assert_eq!(normalise(&[0.0, 5.0, 10.0]), [0.0, 0.5, 1.0]);
+    }
+
+    fn placement(policy: GroupPolicy, max: i64, members: &[(&str, i64)]) -> GroupPlacement {
+        GroupPlacement {
+            policy,
+            max_server_per_host: max,
+            members_per_host: members.iter().map(|(h, n)| (h.to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn group_and_host_hint_filters() {
+        let s = Settings::default();
+        let (a, b) = (host("a", 8, 8192, 100), host("b", 8, 8192, 100));
+        let mut r = req(1, 512, 1);
+        r.group = Some(placement(GroupPolicy::AntiAffinity, 1, &[("id-a", 1)]));
+        assert_eq!(rejection(&a, &r, &s), Some("ServerGroupAntiAffinityFilter"));
+        assert_eq!(rejection(&b, &r, &s), None);
+        r.group = Some(placement(GroupPolicy::AntiAffinity, 2, &[("id-a", 1)]));
+        assert_eq!(rejection(&a, &r, &s), None, "max_server_per_host 2 allows a second");
+        r.group = Some(placement(GroupPolicy::Affinity, 1, &[]));
+        assert_eq!(rejection(&a, &r, &s), None, "the first member goes anywhere");
+        r.group = Some(placement(GroupPolicy::Affinity, 1, &[("id-b", 2)]));
+        assert_eq!(rejection(&a, &r, &s), Some("ServerGroupAffinityFilter"));
+        assert_eq!(rejection(&b, &r, &s), None);
+        r.group = Some(placement(GroupPolicy::SoftAntiAffinity, 1, &[("id-a", 5)]));
+        assert_eq!(rejection(&a, &r, &s), None, "soft policies never filter");
+        let mut r = req(1, 512, 1);
+        r.same_host = Some(vec!["id-b".into()]);
+        assert_eq!(rejection(&a, &r, &s), Some("SameHostFilter"));
+        assert_eq!(rejection(&b, &r, &s), None);
+        r.same_host = Some(vec![]);
+        assert_eq!(rejection(&b, &r, &s), Some("SameHostFilter"), "named servers run nowhere");
+        let mut r = req(1, 512, 1);
+        r.different_host = vec!["id-a".into()];
+        assert_eq!(rejection(&a, &r, &s), Some("DifferentHostFilter"));
+        assert_eq!(rejection(&b, &r, &s), None);
+    }
+
+    #[test]
+    fn soft_group_weighers_pull_and_push() {
+        let hosts = vec![host("a", 8, 8192, 100), host("b", 8, 8192, 100)];
+        let s = Settings::default();
+        let mut r = req(1, 512, 1);
+        r.group = Some(placement(GroupPolicy::SoftAffinity, 1, &[("id-b", 1)]));
+        assert_eq!(select(&hosts, &r, &s).expect("fits")[0], "id-b", "towards the member");
+        r.group = Some(placement(GroupPolicy::SoftAntiAffinity, 1, &[("id-a", 1)]));
+        assert_eq!(select(&hosts, &r, &s).expect("fits")[0], "id-b", "away from the member");
+        r.group = Some(placement(GroupPolicy::SoftAntiAffinity, 1, &[("id-b", 1)]));
+        assert_eq!(select(&hosts, &r, &s).expect("fits")[0], "id-a");
+        // A zero multiplier switches the weigher off: the RAM weigher decides again.
+        let mut busy_b = hosts.clone();
+        busy_b[0].memory_mb_used = 4096;
+        let off = Settings { soft_anti_affinity_weight_multiplier: 0.0, ..Settings::default() };
+        assert_eq!(select(&busy_b, &r, &off).expect("fits")[0], "id-b", "more free RAM wins");
+        assert_eq!(
+            select(&busy_b, &r, &s).expect("fits")[0],
+            "id-a",
+            "RAM 1.0 against members 1.0: a tie keeps the input order"
+        );
     }
 }

@@ -528,6 +528,19 @@ pub async fn create(
     let az = str_field(b, "availability_zone")?
         .map(|z| z.split(':').next().unwrap_or(z).to_string())
         .filter(|z| !z.is_empty());
+    // Nova refuses a zone no enabled host is in (unless a host is forced with `zone:host`).
+    if let Some(z) = &az
+        && !str_field(b, "availability_zone")?.is_some_and(|r| r.contains(':'))
+        && !super::server_groups::zone_available(&state, z).await?
+    {
+        return Err(bad("The requested availability zone is not available"));
+    }
+    // Scheduler hints, stored with each instance; the `group` hint makes it a member.
+    let hints = super::server_groups::boot_hints(&body)?;
+    let group = match super::server_groups::group_hint(&hints) {
+        Some(id) => Some(super::server_groups::group_for_boot(&state, &ctx, &id).await?),
+        None => None,
+    };
     let description = match b.get("description") {
         None | Some(Value::Null) => None,
         Some(_) if !v.at_least(19) => {
@@ -601,6 +614,13 @@ pub async fn create(
         ))
     })?;
 
+    // The group's member quota, for every instance of the request before any is made.
+    if let Some((g, limit)) = &group
+        && *limit >= 0
+        && state.store.group_members(&[&g.id]).await?.len() as i64 + count > *limit
+    {
+        return Err(ApiError::forbidden("Quota exceeded, too many servers in group"));
+    }
     let flavor_snapshot = json!({
         "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
         "ephemeral": flavor.ephemeral, "swap": flavor.swap, "extra_specs": flavor.extra_specs_map(),
@@ -656,6 +676,14 @@ pub async fn create(
         if !bdms.mappings.is_empty() {
             // Stored (existing volumes reserved) before the instance, which the build reads.
             super::bdm::store_for(&state, &inst, &bdms).await?;
+        }
+        if let Some((g, limit)) = &group
+            && !state.store.add_group_members(&g.id, &[&inst.id], *limit).await?
+        {
+            return Err(ApiError::forbidden("Quota exceeded, too many servers in group"));
+        }
+        if !hints.is_empty() {
+            state.store.set_scheduler_hints(&inst.id, &Value::Object(hints.clone()).to_string()).await?;
         }
         state.store.create_instance(&inst, Some(&new_action(&ctx, &inst.id, "create", &request_id))).await?;
         conductor::spawn_new_build(&state, inst.clone(), image.clone());
@@ -965,7 +993,13 @@ pub async fn show(
 ) -> JsonResult {
     ctx.require_reader("os_compute_api:servers:show")?;
     let inst = visible(&state, &ctx, &id).await?;
-    Ok(axum::Json(json!({"server": render(&state, &ctx, v, &inst, Shape::Show).await?})))
+    let mut server = render(&state, &ctx, v, &inst, Shape::Show).await?;
+    // 2.71: the server group the server is in (Nova shows at most one).
+    if v.at_least(71) {
+        let groups = state.store.groups_of_instance(&inst.id).await?;
+        server["server_groups"] = json!(groups.iter().take(1).map(|g| g.id.as_str()).collect::<Vec<_>>());
+    }
+    Ok(axum::Json(json!({"server": server})))
 }
 
 /// `PUT /servers/{id}`: name and (2.19+) description.

@@ -131,7 +131,10 @@ impl Store {
         .await?;
         match id {
             // The heartbeat's columns (uptime) as of this first report too.
-            Some(id) => self.heartbeat(&id, inv).await.map(|()| id),
+            Some(id) => {
+                self.set_reported_zone(&id, &inv.availability_zone).await?;
+                self.heartbeat(&id, inv).await.map(|()| id)
+            }
             // Registered concurrently by another request: refresh that row instead.
             None => {
                 let h = self.get_host_by_name(name).await?;
@@ -159,6 +162,7 @@ impl Store {
         .bind(now())
         .execute(&mut *self.conn().await?)
         .await?;
+        self.set_reported_zone(id, &inv.availability_zone).await?;
         self.heartbeat(id, inv).await
     }
 

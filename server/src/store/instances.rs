@@ -790,6 +790,11 @@ impl Store {
         tried_hosts: &str,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        // The instance's server group may no longer allow this host (another member landed
+        // meanwhile): checked in the placing transaction, as Nova re-checks on the compute.
+        if !super::groups::group_admits(&mut tx, self.backend, id, host_id).await? {
+            return Ok(false);
+        }
         if !claim_on(&mut tx, host_id, claim, ratios).await? {
             return Ok(false);
         }

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod compute;
 pub mod consoles;
 pub mod extras;
+pub mod groups;
 pub mod hosts;
 pub mod identity;
 pub mod image;
