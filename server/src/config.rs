@@ -139,6 +139,12 @@ pub struct ComputeSettings {
     pub disk_weight_multiplier: f64,
     /// Hosts tried per build: the choice plus alternates.
     pub max_attempts: usize,
+    /// Whether a resize may stay on the instance's host (Nova's option, default False there;
+    /// True here so that a one-host cloud can resize). Cold migration always leaves the host.
+    pub allow_resize_to_same_host: bool,
+    /// Seconds after which a resize or cold migration waiting in VERIFY_RESIZE is confirmed
+    /// by the conductor (Nova's `resize_confirm_window`); 0: never.
+    pub resize_confirm_window: u64,
 }
 
 impl Default for ComputeSettings {
@@ -156,6 +162,8 @@ impl Default for ComputeSettings {
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
             max_attempts: 3,
+            allow_resize_to_same_host: true,
+            resize_confirm_window: 0,
         }
     }
 }

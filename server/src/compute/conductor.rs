@@ -126,7 +126,7 @@ pub async fn watch_liveness(state: AppState) {
     }
 }
 
-fn host_state(state: &AppState, h: &Host) -> HostState {
+pub(crate) fn host_state(state: &AppState, h: &Host) -> HostState {
     HostState {
         id: h.id.clone(),
         name: h.name.clone(),
@@ -622,6 +622,16 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         ) => {
             return Err(ConductError::Invalid("this server does not apply that action yet".into()));
         }
+        // Resize, cold migration and their confirm/revert: `migrations` applies them.
+        (
+            Action::MigrateOut { .. }
+            | Action::MigrateIn { .. }
+            | Action::ResizeLocal { .. }
+            | Action::ResizeLocalRevert { .. }
+            | Action::MigrateRevert { .. }
+            | Action::MigrateCleanup { .. },
+            event,
+        ) => super::migrations::on_event(state, work, &action, event).await?,
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));
@@ -767,6 +777,8 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
     state.store.cancel_work(id, None).await?;
     // Its volumes outlive it (the domain that used them is gone).
     crate::volume::work::instance_gone(state, id).await?;
+    // Its migrations end; another host's copy is removed there.
+    super::migrations::instance_gone(state, id).await?;
     state.store.mark_instance_deleted(id).await?;
     state.store.finish_named_action(id, "delete", "Success", None, None).await?;
     Ok(())
@@ -780,6 +792,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
     let now_t = chrono::Utc::now();
     for inst in state.store.unfinished_instances().await? {
         let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
+        // A migration step past its deadline is rolled back (the guest back on its source).
+        if super::migrations::enforce_deadline(state, &inst, now_t).await? {
+            continue;
+        }
         // A host-side action (stop, pause, suspend, …) never outlives its deadline.
         if super::lifecycle::enforce_deadline(state, &inst, now_t).await? {
             continue;
@@ -824,6 +840,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
             advance(state, &inst.id).await;
         }
     }
+    super::migrations::tick(state).await?;
     Ok(())
 }
 

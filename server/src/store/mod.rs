@@ -16,6 +16,7 @@ pub mod image;
 pub mod instances;
 pub mod lifecycle;
 pub mod lockout;
+pub mod migrations;
 pub mod network;
 pub mod retention;
 pub mod security_groups;
