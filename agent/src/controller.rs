@@ -1025,7 +1025,13 @@ impl Controller {
 
     /// The source of a resize or cold migration: the guest off, its root disk sent through the
     /// server's relay. The domain and the disk stay (a revert starts them again).
-    async fn migrate_out(&self, id: Uuid, name: &str, state: InstanceState, migration: &str) -> Result<(), ActionError> {
+    async fn migrate_out(
+        &self,
+        id: Uuid,
+        name: &str,
+        state: InstanceState,
+        migration: &str,
+    ) -> Result<(), ActionError> {
         self.power_off(name, state).await?;
         let disk = self.instance_dir(&id).join("disk");
         let file = tokio::fs::File::open(&disk).await.map_err(ActionError::Files)?;

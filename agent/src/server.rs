@@ -274,7 +274,12 @@ impl ServerClient {
     /// Sends a migrating instance's root disk (`len` bytes streamed from `body`) to the
     /// server's relay for migration `migration_id`. No timeout: the server's deadline on the
     /// migration bounds it.
-    pub async fn put_migration_disk(&self, migration_id: &str, body: reqwest::Body, len: u64) -> Result<(), ClientError> {
+    pub async fn put_migration_disk(
+        &self,
+        migration_id: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<(), ClientError> {
         let url = self.url(&["migrations", migration_id, "disk"]);
         let resp = self
             .request(Method::PUT, url.clone())

@@ -249,7 +249,11 @@ async fn start(
     }
     if inst.image_id.is_empty() && !same_host_ok {
         // Volumes stay on their host here, so a volume-backed server cannot leave it.
-        return Err(bad(format!("{}: the instance's volumes cannot leave compute host {}.", kind.no_host(), source.name)));
+        return Err(bad(format!(
+            "{}: the instance's volumes cannot leave compute host {}.",
+            kind.no_host(),
+            source.name
+        )));
     }
     if let Some(t) = &target {
         let Some(h) = hosts.iter().find(|h| &h.name == t) else {
@@ -280,12 +284,11 @@ async fn start(
             .collect(),
     };
     let snapshot: Vec<_> = hosts.iter().map(|h| conductor::host_state(state, h)).collect();
-    let mut candidates = scheduler::select(&snapshot, &request, &conductor::settings(state))
-        .map_err(|no| {
-            let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
-            tracing::info!(instance = %inst.id, %details, "no destination for a {}", kind.migration_type());
-            bad(kind.no_host())
-        })?;
+    let mut candidates = scheduler::select(&snapshot, &request, &conductor::settings(state)).map_err(|no| {
+        let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");
+        tracing::info!(instance = %inst.id, %details, "no destination for a {}", kind.migration_type());
+        bad(kind.no_host())
+    })?;
     // Prefer another host when the same one is allowed but others fit too (as Nova's spread).
     if same_host_ok && candidates.len() > 1 && kind == Kind::Resize {
         candidates.sort_by_key(|c| *c == source.id);
@@ -386,11 +389,8 @@ async fn first_step(state: &AppState, inst: &Instance, m: &Migration, source: &H
         Action::MigrateOut { migration_id: m.uuid.clone() }
     };
     state.store.set_migration_status(m.id, "migrating").await?;
-    let to = NewState {
-        vm_state: &inst.vm_state,
-        task_state: Some(TaskState::ResizeMigrating.as_str()),
-        power_state: None,
-    };
+    let to =
+        NewState { vm_state: &inst.vm_state, task_state: Some(TaskState::ResizeMigrating.as_str()), power_state: None };
     state.store.transition(&inst.id, Expect::Task(Some(TaskState::ResizePrep.as_str())), to).await?;
     queue(state, &inst.id, source, &action).await?;
     let name = action_name(m);
@@ -477,11 +477,8 @@ async fn revert(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<()> {
     let inst = visible(state, ctx, id).await?;
     check_lock_and_state(ctx, &inst, UserAction::RevertResize)?;
     let m = finished_migration(state, &inst).await?;
-    let to = NewState {
-        vm_state: &inst.vm_state,
-        task_state: Some(TaskState::ResizeReverting.as_str()),
-        power_state: None,
-    };
+    let to =
+        NewState { vm_state: &inst.vm_state, task_state: Some(TaskState::ResizeReverting.as_str()), power_state: None };
     if state.store.transition(&inst.id, Expect::Task(None), to).await?.is_none() {
         let fresh = state.store.get_instance(&inst.id).await?;
         return Err(states::refuse(UserAction::RevertResize, &inst.id, vm_state(&fresh), task_state(&fresh)));
@@ -499,7 +496,8 @@ async fn revert(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<()> {
             };
             queue(state, &inst.id, &dest, &action).await?;
         } else {
-            queue(state, &inst.id, &dest, &Action::MigrateCleanup { migration_id: m.uuid.clone(), remove: true }).await?;
+            queue(state, &inst.id, &dest, &Action::MigrateCleanup { migration_id: m.uuid.clone(), remove: true })
+                .await?;
         }
         event(state, &inst.id, "revertResize", "compute_revert_resize", Some(&dest.name), false).await?;
         Ok::<(), ConductError>(())
@@ -607,7 +605,11 @@ pub(crate) async fn on_event(
         }
         // The guest is back on the source after a failed migration.
         (Action::MigrateRevert { .. } | Action::ResizeLocalRevert { .. }, None) => {
-            let to = NewState { vm_state: &inst.vm_state, task_state: inst.task_state.as_deref(), power_state: Some(power.code()) };
+            let to = NewState {
+                vm_state: &inst.vm_state,
+                task_state: inst.task_state.as_deref(),
+                power_state: Some(power.code()),
+            };
             state.store.transition(id, Expect::Any, to).await?;
         }
         // Not a migration action (refused above).
@@ -629,7 +631,10 @@ pub(crate) async fn on_event(
                     let vm = if m.power_on != 0 { "active" } else { "stopped" };
                     let to = NewState { vm_state: vm, task_state: None, power_state: None };
                     state.store.transition(id, Expect::Any, to).await?;
-                    state.store.finish_named_action(id, "confirmResize", "Error", Some("Error"), Some(&details)).await?;
+                    state
+                        .store
+                        .finish_named_action(id, "confirmResize", "Error", Some("Error"), Some(&details))
+                        .await?;
                 }
                 _ => {
                     // A revert failed: ERROR with a fault, as Nova leaves it.
@@ -782,7 +787,8 @@ pub(crate) async fn instance_gone(state: &AppState, id: &str) -> Result<(), Cond
     let inst = state.store.get_instance(id).await?;
     let filter = MigrationFilter { instance_uuid: Some(id.to_string()), ..Default::default() };
     for m in state.store.list_migrations(&filter).await? {
-        let open = !matches!(m.status.as_str(), "confirmed" | "reverted" | "error" | "failed" | "completed" | "cancelled");
+        let open =
+            !matches!(m.status.as_str(), "confirmed" | "reverted" | "error" | "failed" | "completed" | "cancelled");
         if !open && m.held_host_id.is_none() {
             continue;
         }
@@ -791,8 +797,9 @@ pub(crate) async fn instance_gone(state: &AppState, id: &str) -> Result<(), Cond
         remove_staged(state, &m).await;
         for other in [&m.source_host_id, &m.dest_host_id].into_iter().flatten() {
             if Some(other) != inst.host_id.as_ref() && open {
-                let json = serde_json::to_string(&Action::MigrateCleanup { migration_id: m.uuid.clone(), remove: true })
-                    .map_err(StoreError::from)?;
+                let json =
+                    serde_json::to_string(&Action::MigrateCleanup { migration_id: m.uuid.clone(), remove: true })
+                        .map_err(StoreError::from)?;
                 state.store.enqueue_work(id, other, &json).await?;
                 state.signals.notify(other);
             }
@@ -950,9 +957,7 @@ fn time_param(q: &Query, key: &str) -> ApiResult<Option<String>> {
         Some(s) => {
             let t = chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&chrono::Utc))
-                .or_else(|_| {
-                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc())
-                })
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc()))
                 .map_err(|_| bad(format!("Invalid input for query parameters {key}. Value: {s}.")))?;
             Ok(Some(fmt_time(t)))
         }
@@ -1004,10 +1009,13 @@ pub async fn list(
         }
         if let Some(limit) = q.uint("limit")? {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            if all.len() > limit {
-                all.truncate(limit);
+            all.truncate(limit);
+            // A full page has a next link (as Nova's: the next page may be empty).
+            if all.len() == limit {
                 if let Some(last) = all.last() {
-                    links = Some(json!([{"rel": "next", "href": format!("{base}/os-migrations?limit={limit}&marker={}", last.uuid)}]));
+                    links = Some(
+                        json!([{"rel": "next", "href": format!("{base}/os-migrations?limit={limit}&marker={}", last.uuid)}]),
+                    );
                 }
             }
         }
@@ -1157,7 +1165,8 @@ pub async fn server_action(
     ctx.require_admin("os_compute_api:servers:migrations:force_complete")?;
     let (inst, m) = server_migration(&state, &ctx, &id, &mid).await?;
     let vm = vm_state(&inst);
-    if !(vm == states::VmState::Active || vm == states::VmState::Paused) || inst.task_state.as_deref() != Some("migrating")
+    if !(vm == states::VmState::Active || vm == states::VmState::Paused)
+        || inst.task_state.as_deref() != Some("migrating")
     {
         return Err(ApiError::conflict(format!(
             "Cannot 'force_complete' instance {} while it is in vm_state {}",

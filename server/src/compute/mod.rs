@@ -12,9 +12,9 @@ mod hosts;
 mod images;
 mod keypairs;
 pub(crate) mod lifecycle;
-pub(crate) mod migrations;
 pub mod metadata;
 pub mod microversion;
+pub(crate) mod migrations;
 mod os_security_groups;
 pub mod port_filters;
 mod quotas;
@@ -231,3 +231,5 @@ mod agent_tests;
 mod console_tests;
 #[cfg(test)]
 mod metadata_tests;
+#[cfg(test)]
+mod migration_tests;

@@ -95,8 +95,9 @@ impl Store {
                 return Ok(false);
             }
         }
-        let (next,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM migrations").fetch_one(&mut *tx).await?;
+        let (next,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM migrations")
+            .fetch_one(&mut *tx)
+            .await?;
         m.id = next;
         let ts = now();
         m.created_at.clone_from(&ts);
