@@ -343,6 +343,9 @@ async fn cold_migration_moves_the_disk_through_the_relay_and_confirm_frees_the_s
     assert_eq!(inbound["action"]["migration_id"], mid.as_str());
     assert_eq!(inbound["instance_id"], id.as_str());
     let port = inbound["action"]["spec"]["nics"][0]["port_id"].as_str().expect("the same port").to_string();
+    // The destination may fetch the image its disk is backed by (its cache may not have it).
+    let img = Agent::call(&app, Method::GET, &format!("/images/{image}/file"), &b.cred, Body::empty(), false).await;
+    assert_eq!(img.status, StatusCode::OK, "{}", img.body);
     let got = b.get_disk(&app, &mid).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.bytes, disk, "the destination reads exactly what the source sent");
