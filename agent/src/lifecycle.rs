@@ -309,11 +309,14 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
         (S::Absent, Op::Diagnostics) => reject("there is no domain"),
         (_, Op::Diagnostics) => Proceed,
 
-        // Migrations: the source's work needs its domain; receiving and cleaning up run
-        // whatever is there (a repeat redoes them idempotently).
+        // Migrations: the source's work needs its domain; cleaning up runs whatever is there.
         (S::Absent, Op::Migrate) => reject("there is no domain to migrate or resize"),
         (_, Op::Migrate) => Proceed,
-        (_, Op::MigrateIn | Op::MigrateFinish) => Proceed,
+        // A repeat of a migration's arrival that already runs here is done (its disk is not
+        // replaced under the guest); a defined but stopped one is received again.
+        (S::Absent | S::Shutoff, Op::MigrateIn) => Proceed,
+        (_, Op::MigrateIn) => AlreadyDone,
+        (_, Op::MigrateFinish) => Proceed,
     }
 }
 
@@ -331,19 +334,19 @@ mod tests {
         (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P', 'R', 'R', 'R', 'R',
             'R', 'P', 'R', 'R', 'R', 'D', 'R', 'R', 'P', 'P']),
         (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'D',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'P', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
             'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
         (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Saved, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'D', 'P',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
     ];
 
     #[test]

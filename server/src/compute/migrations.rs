@@ -1011,12 +1011,11 @@ pub async fn list(
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             all.truncate(limit);
             // A full page has a next link (as Nova's: the next page may be empty).
-            if all.len() == limit {
-                if let Some(last) = all.last() {
-                    links = Some(
-                        json!([{"rel": "next", "href": format!("{base}/os-migrations?limit={limit}&marker={}", last.uuid)}]),
-                    );
-                }
+            if all.len() == limit
+                && let Some(last) = all.last()
+            {
+                let href = format!("{base}/os-migrations?limit={limit}&marker={}", last.uuid);
+                links = Some(json!([{"rel": "next", "href": href}]));
             }
         }
     }
