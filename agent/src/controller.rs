@@ -74,6 +74,12 @@ pub enum ActionError {
         #[source]
         source: meridian_common::client::ClientError,
     },
+    #[error("cannot move the disk of migration {migration} through the server")]
+    Relay {
+        migration: String,
+        #[source]
+        source: meridian_common::client::ClientError,
+    },
     #[error("the guest did not release volume {volume} (device {device}) within {secs} s")]
     NotReleased { volume: String, device: String, secs: u64 },
     #[error("the guest did not release the interface with MAC {mac} within {secs} s")]
@@ -126,6 +132,18 @@ struct Plug {
     mac: String,
 }
 
+/// Where a build's root disk comes from.
+#[derive(Clone, Debug)]
+enum RootDisk {
+    /// A new overlay on the image (a build).
+    New,
+    /// The instance's own disk, kept and grown to the flavor (a resize in place).
+    Keep,
+    /// A disk another host sent (a migration), moved into place, rebased on this host's copy
+    /// of the image and grown to the flavor.
+    Incoming(PathBuf),
+}
+
 /// How the controller is set up.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -170,6 +188,8 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// The copy of the root disk a resize in place keeps for a revert (in the instance's directory).
+const RESIZE_BACKUP: &str = "disk.resize-backup";
 /// The largest console log tail read (from the end of the file).
 const CONSOLE_MAX_BYTES: u64 = 1 << 20;
 const STATE_POLL: Duration = Duration::from_millis(250);
@@ -746,6 +766,34 @@ impl Controller {
             Action::ImageCreate { image_id, disk_format, shelving } => {
                 self.image_create(id, &name, state, image_id, disk_format, *shelving, progress).await?
             }
+            Action::MigrateOut { migration_id } => self.migrate_out(id, &name, state, migration_id).await?,
+            Action::MigrateIn { migration_id, spec, power_on } => {
+                progress("resize_finish");
+                self.migrate_in(id, migration_id, spec, *power_on, progress).await?
+            }
+            Action::ResizeLocal { spec, power_on, .. } => {
+                progress("resize_migrating");
+                self.resize_local(id, &name, state, spec, *power_on, progress).await?
+            }
+            Action::ResizeLocalRevert { spec, power_on, .. } => {
+                self.resize_local_revert(id, &name, state, spec, *power_on, progress).await?
+            }
+            Action::MigrateRevert { power_on, .. } => {
+                if *power_on && state != InstanceState::Running {
+                    self.start(&name, state).await?;
+                }
+            }
+            Action::MigrateCleanup { remove, .. } => {
+                if *remove {
+                    self.teardown(id).await?;
+                    return Ok((PowerState::NoState, None));
+                }
+                match tokio::fs::remove_file(self.instance_dir(&id).join(RESIZE_BACKUP)).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ActionError::Files(e)),
+                }
+            }
         }
         let power = self.state(&name).await?.power_state();
         if self.cfg.virt_type == VirtType::Test {
@@ -843,16 +891,20 @@ impl Controller {
         spec: &BuildSpec,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), ActionError> {
-        self.build_with(id, spec, progress, Vec::new()).await
+        self.build_from(id, spec, progress, RootDisk::New, true, Vec::new()).await
     }
 
-    /// [`Controller::build`] with `kept`: `<disk>` elements of volumes already plugged into
-    /// the instance (a rebuild keeps them), added after the spec's own.
-    async fn build_with(
+    /// A build whose root disk is made new, kept as it is, or taken from a migration (see
+    /// [`RootDisk`]); the domain is defined from `spec` and started when `start`. `kept`:
+    /// `<disk>` elements of volumes already plugged into the instance (a rebuild keeps them),
+    /// added after the spec's own.
+    async fn build_from(
         &self,
         id: Uuid,
         spec: &BuildSpec,
         progress: &(dyn Fn(&str) + Send + Sync),
+        root: RootDisk,
+        start: bool,
         kept: Vec<String>,
     ) -> Result<(), ActionError> {
         let plan = plan_build(spec)?;
@@ -903,11 +955,19 @@ impl Controller {
         // The overlay and the config drive are independent: made side by side (each is a
         // short external process), which takes one of them off the boot's critical path.
         let overlay = async {
-            match &base {
-                Some(base) => {
+            match (&base, &root) {
+                (Some(base), RootDisk::New) => {
                     disk::create_overlay(base.path(), plan.base_format, &disk_path, spec.flavor.disk_gb).await
                 }
-                None => Ok(()),
+                (Some(base), RootDisk::Incoming(incoming)) => {
+                    if incoming.exists() {
+                        tokio::fs::rename(incoming, &disk_path).await.map_err(DiskError::Io)?;
+                    }
+                    disk::rebase(&disk_path, base.path(), plan.base_format).await?;
+                    disk::grow(&disk_path, spec.flavor.disk_gb).await
+                }
+                (Some(_), RootDisk::Keep) => disk::grow(&disk_path, spec.flavor.disk_gb).await,
+                (None, _) => Ok(()),
             }
         };
         let drive = async {
@@ -962,10 +1022,10 @@ impl Controller {
         let name = xml::domain_name(&id);
         self.hv(move |hv| {
             hv.define(&domain_xml)?;
-            hv.start(&name)
+            if start { hv.start(&name) } else { Ok(()) }
         })
         .await?;
-        info!(instance = %id, "domain started");
+        info!(instance = %id, start, "domain defined");
         Ok(())
     }
 
@@ -1167,6 +1227,125 @@ impl Controller {
             }
         }
         used
+    }
+
+    /// Powers the guest off if it is on (a migration's first step).
+    async fn power_off(&self, name: &str, state: InstanceState) -> Result<(), ActionError> {
+        if matches!(state, InstanceState::Shutoff | InstanceState::Absent) {
+            return Ok(());
+        }
+        self.stop(name, state).await
+    }
+
+    /// The source of a resize or cold migration: the guest off, its root disk sent through the
+    /// server's relay. The domain and the disk stay (a revert starts them again).
+    async fn migrate_out(
+        &self,
+        id: Uuid,
+        name: &str,
+        state: InstanceState,
+        migration: &str,
+    ) -> Result<(), ActionError> {
+        self.power_off(name, state).await?;
+        let disk = self.instance_dir(&id).join("disk");
+        let file = tokio::fs::File::open(&disk).await.map_err(ActionError::Files)?;
+        let len = file.metadata().await.map_err(ActionError::Files)?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+        self.images
+            .server()
+            .put_migration_disk(migration, body, len)
+            .await
+            .map_err(|source| ActionError::Relay { migration: migration.to_string(), source })?;
+        info!(instance = %id, %migration, bytes = len, "root disk sent");
+        Ok(())
+    }
+
+    /// The destination of a resize or cold migration: the disk fetched from the relay, then a
+    /// build on it (the same ports, the new flavor), started when `power_on`.
+    async fn migrate_in(
+        &self,
+        id: Uuid,
+        migration: &str,
+        spec: &BuildSpec,
+        power_on: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ActionError> {
+        let dir = self.instance_dir(&id);
+        tokio::fs::create_dir_all(&dir).await.map_err(ActionError::Files)?;
+        let incoming = dir.join("disk.incoming");
+        let relay = |source| ActionError::Relay { migration: migration.to_string(), source };
+        let mut resp = self.images.server().migration_disk(migration).await.map_err(relay)?;
+        let expected = resp.content_length();
+        let mut file = tokio::fs::File::create(&incoming).await.map_err(ActionError::Files)?;
+        let mut got = 0u64;
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| {
+                relay(meridian_common::client::ClientError::Transport { url: migration.to_string(), source: e })
+            })?;
+            let Some(chunk) = chunk else { break };
+            got += chunk.len() as u64;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(ActionError::Files)?;
+        }
+        file.sync_all().await.map_err(ActionError::Files)?;
+        drop(file);
+        if expected.is_some_and(|n| n != got) {
+            return Err(ActionError::Invalid(format!(
+                "the migration disk ended after {got} of {} bytes",
+                expected.unwrap_or_default()
+            )));
+        }
+        let built = self.build_from(id, spec, progress, RootDisk::Incoming(incoming), power_on, Vec::new()).await;
+        if let Err(e) = built {
+            // Nothing half-made stays behind; the source still has the disk.
+            if let Err(c) = self.teardown(id).await {
+                warn!(instance = %id, error = %chain(&c), "cleanup after a failed migration");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A resize on this host: the guest off, the disk copied aside for a revert (once: a
+    /// repeat keeps the first copy), then the domain redefined from `spec` on the grown disk.
+    async fn resize_local(
+        &self,
+        id: Uuid,
+        name: &str,
+        state: InstanceState,
+        spec: &BuildSpec,
+        power_on: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ActionError> {
+        self.power_off(name, state).await?;
+        let dir = self.instance_dir(&id);
+        let (disk, backup) = (dir.join("disk"), dir.join(RESIZE_BACKUP));
+        if disk.exists() && !backup.exists() {
+            let tmp = dir.join(format!("{RESIZE_BACKUP}.tmp"));
+            tokio::fs::copy(&disk, &tmp).await.map_err(ActionError::Files)?;
+            tokio::fs::rename(&tmp, &backup).await.map_err(ActionError::Files)?;
+        }
+        progress("resize_finish");
+        self.build_from(id, spec, progress, RootDisk::Keep, power_on, Vec::new()).await
+    }
+
+    /// Undo of [`Controller::resize_local`]: the kept disk back, the old definition, started
+    /// when `power_on`.
+    async fn resize_local_revert(
+        &self,
+        id: Uuid,
+        name: &str,
+        state: InstanceState,
+        spec: &BuildSpec,
+        power_on: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ActionError> {
+        self.power_off(name, state).await?;
+        let dir = self.instance_dir(&id);
+        let backup = dir.join(RESIZE_BACKUP);
+        if backup.exists() {
+            tokio::fs::rename(&backup, dir.join("disk")).await.map_err(ActionError::Files)?;
+        }
+        self.build_from(id, spec, progress, RootDisk::Keep, power_on, Vec::new()).await
     }
 
     /// Graceful shutdown within the timeout, then the plug.

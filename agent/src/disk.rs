@@ -91,6 +91,38 @@ pub async fn create_overlay(base: &Path, base_format: &str, overlay: &Path, size
     Ok(())
 }
 
+/// Points a qcow2 `disk` at `base` (in qemu format `base_format`) without touching its data
+/// (`qemu-img rebase -u`): a disk moved from another host, whose backing file is the same
+/// image at another path.
+pub async fn rebase(disk: &Path, base: &Path, base_format: &str) -> Result<(), DiskError> {
+    let args: [&std::ffi::OsStr; 8] = [
+        "rebase".as_ref(),
+        "-u".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-b".as_ref(),
+        base.as_os_str(),
+        "-F".as_ref(),
+        base_format.as_ref(),
+    ];
+    let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
+    all.push(disk.as_os_str());
+    run("rebase", &all).await.map(|_| ())
+}
+
+/// Grows a qcow2 `disk` to `size_gb` GiB; never shrinks it (a smaller or zero size changes
+/// nothing).
+pub async fn grow(disk: &Path, size_gb: u64) -> Result<(), DiskError> {
+    let wanted = size_gb.saturating_mul(1 << 30);
+    if size_gb == 0 || virtual_size(disk, "qcow2").await? >= wanted {
+        return Ok(());
+    }
+    let size = wanted.to_string();
+    run("resize", &["resize".as_ref(), "-f".as_ref(), "qcow2".as_ref(), disk.as_os_str(), size.as_ref()])
+        .await
+        .map(|_| ())
+}
+
 const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: usize = 1 << CLUSTER_BITS;

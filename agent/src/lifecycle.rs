@@ -116,10 +116,17 @@ pub enum Op {
     DetachInterface,
     /// Read the domain's diagnostics.
     Diagnostics,
+    /// Work on the domain a migration moves or resizes (send its disk, resize it in place,
+    /// start it again after a revert): needs the domain.
+    Migrate,
+    /// Receive a migrated instance (its disk through the relay) and define it here.
+    MigrateIn,
+    /// End a migration on this host (remove what is left, or the copy kept for a revert).
+    MigrateFinish,
 }
 
 impl Op {
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 25] = [
         Op::Build,
         Op::Stop,
         Op::Start,
@@ -142,6 +149,9 @@ impl Op {
         Op::AttachInterface,
         Op::DetachInterface,
         Op::Diagnostics,
+        Op::Migrate,
+        Op::MigrateIn,
+        Op::MigrateFinish,
     ];
 
     pub fn name(self) -> &'static str {
@@ -168,6 +178,9 @@ impl Op {
             Op::AttachInterface => "attach an interface to",
             Op::DetachInterface => "detach an interface from",
             Op::Diagnostics => "read the diagnostics of",
+            Op::Migrate => "migrate or resize",
+            Op::MigrateIn => "receive a migrated copy of",
+            Op::MigrateFinish => "finish the migration of",
         }
     }
 }
@@ -295,6 +308,15 @@ pub fn decide(state: InstanceState, op: Op) -> Decision {
 
         (S::Absent, Op::Diagnostics) => reject("there is no domain"),
         (_, Op::Diagnostics) => Proceed,
+
+        // Migrations: the source's work needs its domain; cleaning up runs whatever is there.
+        (S::Absent, Op::Migrate) => reject("there is no domain to migrate or resize"),
+        (_, Op::Migrate) => Proceed,
+        // A repeat of a migration's arrival that already runs here is done (its disk is not
+        // replaced under the guest); a defined but stopped one is received again.
+        (S::Absent | S::Shutoff, Op::MigrateIn) => Proceed,
+        (_, Op::MigrateIn) => AlreadyDone,
+        (_, Op::MigrateFinish) => Proceed,
     }
 }
 
@@ -305,25 +327,26 @@ mod tests {
     /// P: proceed, D: already done, R: rejected. Rows: states in `InstanceState::ALL` order;
     /// columns: build, stop, start, soft reboot, hard reboot, delete, console log, console,
     /// attach volume, detach volume, volume work, pause, unpause, suspend, resume; then
-    /// snapshot, rebuild, rescue, unrescue, attach interface, detach interface, diagnostics.
+    /// snapshot, rebuild, rescue, unrescue, attach interface, detach interface, diagnostics; then
+    /// migrate, migrate in, migrate finish.
     #[rustfmt::skip]
-    const TABLE: [(InstanceState, [char; 22]); 8] = [
+    const TABLE: [(InstanceState, [char; 25]); 8] = [
         (InstanceState::Absent, ['P', 'R', 'R', 'R', 'R', 'P', 'R', 'R', 'R', 'D', 'P', 'R', 'R', 'R', 'R',
-            'R', 'P', 'R', 'R', 'R', 'D', 'R']),
+            'R', 'P', 'R', 'R', 'R', 'D', 'R', 'R', 'P', 'P']),
         (InstanceState::Running, ['D', 'P', 'D', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'D',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Paused, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P', 'P', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::ShuttingDown, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'R', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'R', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Shutoff, ['P', 'D', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P']),
         (InstanceState::Crashed, ['D', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Suspended, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'R', 'R',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
         (InstanceState::Saved, ['D', 'P', 'R', 'R', 'P', 'P', 'P', 'R', 'P', 'P', 'P', 'R', 'R', 'D', 'P',
-            'P', 'P', 'P', 'P', 'P', 'P', 'P']),
+            'P', 'P', 'P', 'P', 'P', 'P', 'P', 'P', 'D', 'P']),
     ];
 
     #[test]

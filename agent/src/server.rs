@@ -284,6 +284,46 @@ impl ServerClient {
             Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
         }
     }
+
+    /// Sends a migrating instance's root disk (`len` bytes streamed from `body`) to the
+    /// server's relay for migration `migration_id`. No timeout: the server's deadline on the
+    /// migration bounds it.
+    pub async fn put_migration_disk(
+        &self,
+        migration_id: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["migrations", migration_id, "disk"]);
+        let resp = self
+            .request(Method::PUT, url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
+        }
+    }
+
+    /// Starts downloading the disk the source of migration `migration_id` sent.
+    pub async fn migration_disk(&self, migration_id: &str) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(&["migrations", migration_id, "disk"]);
+        let resp = self
+            .request(Method::GET, url.clone())
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
+        }
+    }
 }
 
 #[cfg(test)]

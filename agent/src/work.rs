@@ -62,6 +62,12 @@ pub fn op_of(action: &Action) -> Op {
         Action::InterfaceAttach { .. } => Op::AttachInterface,
         Action::InterfaceDetach { .. } => Op::DetachInterface,
         Action::Diagnostics => Op::Diagnostics,
+        Action::MigrateOut { .. }
+        | Action::ResizeLocal { .. }
+        | Action::ResizeLocalRevert { .. }
+        | Action::MigrateRevert { .. } => Op::Migrate,
+        Action::MigrateIn { .. } => Op::MigrateIn,
+        Action::MigrateCleanup { .. } => Op::MigrateFinish,
         Action::VolumeCreate { .. }
         | Action::VolumeExtend { .. }
         | Action::VolumeDelete { .. }

@@ -25,6 +25,7 @@
 //! | report several | `POST {server}/agent/v1/events` ([`EventBatch`]) → [`EventBatchResult`] |
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
 //! | image upload | `PUT {server}/agent/v1/images/{image_id}/file` (the bytes) → 204, for an open [`Action::VolumeUploadImage`] or [`Action::ImageCreate`] of the host |
+//! | migration disk | `PUT`/`GET {server}/agent/v1/migrations/{migration_id}/disk`: the source of an open [`Action::MigrateOut`] sends the root disk, the destination of an open [`Action::MigrateIn`] reads it |
 //! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
 //! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
 //! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
@@ -279,6 +280,53 @@ pub enum Action {
     /// Read the domain's diagnostics; `Done.data` holds Nova 2.48's body
     /// (`state`, `driver`, `uptime`, `num_cpus`, `cpu_details`, `nic_details`, `disk_details`, …).
     Diagnostics,
+    /// Resize / cold migration, source side: power the guest off (gracefully, then destroy)
+    /// and send its root disk through the server's relay, `PUT`
+    /// [`AGENT_API`]`/migrations/{migration_id}/disk` (the instance's qcow2 overlay as it is;
+    /// its backing file is the instance's image, which the destination has or fetches). The
+    /// domain and its disk stay here, defined and off, until [`Action::MigrateCleanup`]: a
+    /// revert starts them again. `Done.data`: `{"disk_bytes": N}`.
+    MigrateOut {
+        migration_id: String,
+    },
+    /// Resize / cold migration, destination side: fetch the disk the source sent (`GET` on the
+    /// same route), rebase it on this host's copy of `spec.image`, grow it to the flavor's
+    /// root disk (never shrink), define the domain from `spec` (the new flavor, the same
+    /// ports) and start it when `power_on`. `Progress`: `resize_finish`.
+    MigrateIn {
+        migration_id: String,
+        spec: Box<BuildSpec>,
+        power_on: bool,
+    },
+    /// A resize on the host the instance is on: power off, keep a copy of the root disk for a
+    /// revert (`disk.resize-backup`), grow the disk to the new flavor, redefine the domain from
+    /// `spec` (the new flavor, the same ports) and start it when `power_on`.
+    ResizeLocal {
+        migration_id: String,
+        spec: Box<BuildSpec>,
+        power_on: bool,
+    },
+    /// Undo of a [`Action::ResizeLocal`]: power off, put the kept disk back, redefine the
+    /// domain from `spec` (the old flavor) and start it when `power_on`.
+    ResizeLocalRevert {
+        migration_id: String,
+        spec: Box<BuildSpec>,
+        power_on: bool,
+    },
+    /// The source side of a revert of a cold migration: start the domain kept here (old
+    /// flavor, disk untouched) when `power_on`, else leave it off.
+    MigrateRevert {
+        migration_id: String,
+        power_on: bool,
+    },
+    /// The end of a migration on one host. `remove`: take the instance's domain and files off
+    /// this host (the source at confirm, the destination at a revert or a failure; the server
+    /// also asks this of a host that comes back after an evacuation); otherwise only drop the
+    /// copy a [`Action::ResizeLocal`] kept. Done when there is nothing (left) to remove.
+    MigrateCleanup {
+        migration_id: String,
+        remove: bool,
+    },
 }
 
 /// Where a new volume's first bytes come from.

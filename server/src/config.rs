@@ -151,6 +151,12 @@ pub struct ComputeSettings {
     pub soft_affinity_weight_multiplier: f64,
     /// Weigher multiplier for `soft-anti-affinity` groups (Nova's default 1.0; must be ≥ 0).
     pub soft_anti_affinity_weight_multiplier: f64,
+    /// Whether a resize may stay on the instance's host (Nova's option, default False there;
+    /// True here so that a one-host cloud can resize). Cold migration always leaves the host.
+    pub allow_resize_to_same_host: bool,
+    /// Seconds after which a resize or cold migration waiting in VERIFY_RESIZE is confirmed
+    /// by the conductor (Nova's `resize_confirm_window`); 0: never.
+    pub resize_confirm_window: u64,
 }
 
 impl Default for ComputeSettings {
@@ -172,6 +178,8 @@ impl Default for ComputeSettings {
             shelved_offload_time: 0,
             soft_affinity_weight_multiplier: 1.0,
             soft_anti_affinity_weight_multiplier: 1.0,
+            allow_resize_to_same_host: true,
+            resize_confirm_window: 0,
         }
     }
 }

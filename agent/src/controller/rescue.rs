@@ -18,7 +18,7 @@ use meridian_common::agent::{BuildSpec, ImageSpec};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{ActionError, Controller};
+use super::{ActionError, Controller, RootDisk};
 use crate::disk;
 use crate::hypervisor::DomainState;
 use crate::image_cache::ImageRef;
@@ -90,7 +90,7 @@ impl Controller {
                 progress("rebuild_spawning");
             }
         };
-        self.build_with(id, spec, &renamed, kept).await?;
+        self.build_from(id, spec, &renamed, RootDisk::New, true, kept).await?;
         remove_file(&dir.join(OLD_DISK)).await?;
         info!(instance = %id, image = %spec.image.id, "rebuilt");
         Ok(())

@@ -747,3 +747,113 @@ async fn interfaces_are_hot_plugged_and_diagnostics_read() {
     let (ev, _) = env.exec(id, Action::Delete).await;
     done(&ev);
 }
+
+/// A controller of its own on a private test driver (`test:///<file>`: a state of its own,
+/// unlike `test:///default`, which every connection of a process shares), as a second host.
+fn host(url: &str, dir: &TempDir, name: &str) -> (Controller, Arc<Libvirt>) {
+    let node = dir.path().join(format!("{name}.xml"));
+    std::fs::write(&node, "<node/>").expect("node file");
+    let hv = Arc::new(Libvirt::open(&format!("test://{}", node.display())).expect("private test driver"));
+    let images =
+        Arc::new(ImageCache::open(&dir.path().join(name).join("images"), client(url), u64::MAX).expect("cache"));
+    let mut cfg = controller_config(dir);
+    cfg.instances_dir = dir.path().join(name).join("instances");
+    cfg.supports_networks = false;
+    let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+    (Controller::new(dyn_hv, images, cfg).expect("controller"), hv)
+}
+
+async fn run(ctl: &Controller, instance: Uuid, action: Action) -> (WorkEvent, Vec<String>) {
+    let work = Work { id: Uuid::new_v4().to_string(), instance_id: instance, attempt: 1, action };
+    let seen = Mutex::new(Vec::new());
+    let progress = |s: &str| seen.lock().expect("lock").push(s.to_string());
+    let ev = ctl.execute(&work, &progress).await;
+    (ev, seen.into_inner().expect("lock"))
+}
+
+async fn qcow2_size(path: &std::path::Path) -> u64 {
+    meridian_agent::disk::virtual_size(path, "qcow2").await.expect("virtual size")
+}
+
+#[tokio::test]
+async fn resize_in_place_then_migrate_out_and_in_between_two_hosts() {
+    let (url, server) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, hv_a) = host(&url, &dir, "a");
+    let (b, hv_b) = host(&url, &dir, "b");
+    let id = Uuid::new_v4();
+    let _ca = Cleanup { hv: hv_a.clone(), instances: vec![id], networks: vec![] };
+    let _cb = Cleanup { hv: hv_b.clone(), instances: vec![id], networks: vec![] };
+    let name = xml::domain_name(&id);
+    let data = raw_image(9);
+    server.add_image("img-m", data.clone());
+    let small = build_spec("img-m", &data, vec![]);
+    let mut big = small.clone();
+    big.flavor.ram_mb = 256;
+    big.flavor.vcpus = 2;
+    big.flavor.disk_gb = 2;
+    let a_dir = dir.path().join("a").join("instances").join(id.to_string());
+    let b_dir = dir.path().join("b").join("instances").join(id.to_string());
+
+    let (ev, _) = run(&a, id, Action::Build(Box::new(small.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(qcow2_size(&a_dir.join("disk")).await, 1 << 30);
+
+    // Resize in place: a copy kept, the disk grown, the domain redefined and running.
+    let mid = Uuid::new_v4().to_string();
+    let (ev, progress) =
+        run(&a, id, Action::ResizeLocal { migration_id: mid.clone(), spec: Box::new(big.clone()), power_on: true })
+            .await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(progress, ["resize_migrating", "resize_finish", "spawning"]);
+    assert!(a_dir.join("disk.resize-backup").exists());
+    assert_eq!(qcow2_size(&a_dir.join("disk")).await, 2 << 30, "grown");
+    let dom = hv_a.domain_xml(&name).expect("xml");
+    assert!(dom.contains("<memory unit='KiB'>262144</memory>") && dom.contains(">2</vcpu>"), "{dom}");
+    // Revert: the kept disk back (1 GiB again), the old flavor.
+    let (ev, _) = run(
+        &a,
+        id,
+        Action::ResizeLocalRevert { migration_id: mid.clone(), spec: Box::new(small.clone()), power_on: true },
+    )
+    .await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert!(!a_dir.join("disk.resize-backup").exists());
+    assert_eq!(qcow2_size(&a_dir.join("disk")).await, 1 << 30, "the disk never shrinks: the copy is put back");
+    assert!(hv_a.domain_xml(&name).expect("xml").contains("<memory unit='KiB'>65536</memory>"));
+
+    // Migrate out: the guest off, the disk in the relay, the domain kept for a revert.
+    let mid = Uuid::new_v4().to_string();
+    let (ev, _) = run(&a, id, Action::MigrateOut { migration_id: mid.clone() }).await;
+    assert_eq!(done(&ev), PowerState::Shutdown, "{ev:?}");
+    let sent = server.migration_disks.lock().expect("lock").get(&mid).cloned().expect("the disk was sent");
+    assert_eq!(sent, std::fs::read(a_dir.join("disk")).expect("source disk"), "the overlay as it is");
+    assert_eq!(hv_a.state(&name).expect("state"), Some(DomainState::Shutoff));
+    // Migrate in on the other host: same bytes, rebased on its own image cache, grown, running.
+    let (ev, progress) =
+        run(&b, id, Action::MigrateIn { migration_id: mid.clone(), spec: Box::new(big.clone()), power_on: true }).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(progress, ["resize_finish", "spawning"]);
+    assert_eq!(qcow2_size(&b_dir.join("disk")).await, 2 << 30);
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(b_dir.join("disk"))
+        .output()
+        .expect("qemu-img info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    let backing = info["backing-filename"].as_str().expect("backing file");
+    assert!(backing.starts_with(&dir.path().join("b").join("images").display().to_string()), "{backing}");
+    assert!(hv_b.domain_xml(&name).expect("xml").contains("<memory unit='KiB'>262144</memory>"));
+    // A repeat of the delivery is harmless.
+    let (ev, _) =
+        run(&b, id, Action::MigrateIn { migration_id: mid.clone(), spec: Box::new(big.clone()), power_on: true }).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    // Confirm: the source is cleaned; a revert would have started it again instead.
+    let (ev, _) = run(&a, id, Action::MigrateCleanup { migration_id: mid.clone(), remove: true }).await;
+    assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
+    assert_eq!(hv_a.state(&name).expect("state"), None);
+    assert!(!a_dir.exists());
+    // A revert needs a domain on the source: refused now that it is gone.
+    let (ev, _) = run(&a, id, Action::MigrateRevert { migration_id: mid, power_on: true }).await;
+    assert!(failed(&ev).contains("there is no domain to migrate or resize"), "{ev:?}");
+}

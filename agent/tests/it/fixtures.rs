@@ -99,6 +99,8 @@ pub struct ServerState {
     pub heartbeat_at: Mutex<Vec<Instant>>,
     /// Image data the agent uploaded (`PUT images/{id}/file`), by image id.
     pub uploads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Migration disks the relay holds, by migration id (as the real server stages them).
+    pub migration_disks: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Default for ServerState {
@@ -118,6 +120,7 @@ impl Default for ServerState {
             filters_served: Mutex::default(),
             heartbeat_at: Mutex::default(),
             uploads: Mutex::default(),
+            migration_disks: Mutex::default(),
         }
     }
 }
@@ -289,6 +292,27 @@ async fn port_filters(
     }
 }
 
+/// The disk relay: a migration's source `PUT`s the disk, its destination `GET`s it.
+async fn migration_disk_put(
+    State(s): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, StatusCode> {
+    authorized(&s, &headers)?;
+    s.migration_disks.lock().expect("lock").insert(id, body.to_vec());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn migration_disk_get(
+    State(s): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Vec<u8>, StatusCode> {
+    authorized(&s, &headers)?;
+    s.migration_disks.lock().expect("lock").get(&id).cloned().ok_or(StatusCode::NOT_FOUND)
+}
+
 /// Starts the fake server on 127.0.0.1:0; returns its base URL and state.
 pub async fn start_server() -> (String, Arc<ServerState>) {
     let state = Arc::new(ServerState::default());
@@ -299,6 +323,7 @@ pub async fn start_server() -> (String, Arc<ServerState>) {
         .route("/agent/v1/events", post(events))
         .route("/agent/v1/hosts/{host}/port-filters", get(port_filters))
         .route("/agent/v1/images/{id}/file", get(image_file).put(image_put))
+        .route("/agent/v1/migrations/{id}/disk", get(migration_disk_get).put(migration_disk_put))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

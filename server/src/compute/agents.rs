@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/events", post(work_events))
         .route("/images/{id}/file", get(image_file).put(image_upload))
         .route("/consoles/{session}", get(super::consoles::agent_join))
+        .route("/migrations/{id}/disk", get(super::migrations::disk_get).put(super::migrations::disk_put))
         .route("/metadata", get(super::metadata::root))
         .route("/metadata/{*path}", get(super::metadata::item).post(super::metadata::post_item))
 }
@@ -334,7 +335,8 @@ async fn apply_event_to(state: &AppState, work: &Work, event: WorkEvent) -> ApiR
 async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bool> {
     let actions = state.store.open_work_actions(host_id, id).await?;
     Ok(actions.iter().any(|a| match serde_json::from_str::<Action>(a) {
-        Ok(Action::Build(spec)) => {
+        // A migration's destination rebuilds the disk's backing file from the same image.
+        Ok(Action::Build(spec) | Action::MigrateIn { spec, .. } | Action::ResizeLocal { spec, .. }) => {
             spec.image.id == id
                 || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
         }

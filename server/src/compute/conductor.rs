@@ -712,6 +712,16 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
         (Action::ImageCreate { .. }, _) => {
             return Err(ConductError::Invalid("no snapshot of this server is waiting for that work".into()));
         }
+        // Resize, cold migration and their confirm/revert: `migrations` applies them.
+        (
+            Action::MigrateOut { .. }
+            | Action::MigrateIn { .. }
+            | Action::ResizeLocal { .. }
+            | Action::ResizeLocalRevert { .. }
+            | Action::MigrateRevert { .. }
+            | Action::MigrateCleanup { .. },
+            event,
+        ) => super::migrations::on_event(state, work, &action, event).await?,
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));
@@ -858,6 +868,8 @@ pub async fn complete_delete(state: &AppState, id: &str) -> Result<()> {
     // Its volumes outlive it (the domain that used them is gone).
     crate::volume::work::instance_gone(state, id).await?;
     super::server_images::instance_deleted(state, id).await?;
+    // Its migrations end; another host's copy is removed there.
+    super::migrations::instance_gone(state, id).await?;
     state.store.mark_instance_deleted(id).await?;
     state.store.finish_named_action(id, "delete", "Success", None, None).await?;
     Ok(())
@@ -874,6 +886,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
         let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
         // An unshelve never outlives its deadline either.
         if super::server_images::tick_instance(state, &inst, now_t).await? {
+            continue;
+        }
+        // A migration step past its deadline is rolled back (the guest back on its source).
+        if super::migrations::enforce_deadline(state, &inst, now_t).await? {
             continue;
         }
         // A host-side action (stop, pause, suspend, …) never outlives its deadline.
@@ -922,6 +938,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
     }
     // Soft-deleted servers past `reclaim_instance_interval` are deleted for good.
     super::rebuild::reclaim(state).await?;
+    super::migrations::tick(state).await?;
     Ok(())
 }
 

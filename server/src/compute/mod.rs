@@ -19,6 +19,7 @@ mod keypairs;
 pub(crate) mod lifecycle;
 pub mod metadata;
 pub mod microversion;
+pub(crate) mod migrations;
 mod os_hosts;
 mod os_networks;
 mod os_security_groups;
@@ -121,6 +122,10 @@ fn api() -> Router<AppState> {
             "/servers/{id}/metadata/{key}",
             get(servers::show_metadata_item).put(servers::put_metadata_item).delete(servers::delete_metadata_item),
         )
+        .route("/os-migrations", get(migrations::list))
+        .route("/servers/{id}/migrations", get(migrations::server_list))
+        .route("/servers/{id}/migrations/{migration_id}", get(migrations::server_show).delete(migrations::server_abort))
+        .route("/servers/{id}/migrations/{migration_id}/action", post(migrations::server_action))
         .route("/servers/{id}/os-instance-actions", get(hosts::list_actions))
         .route("/servers/{id}/os-instance-actions/{request_id}", get(hosts::show_action))
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))
@@ -271,3 +276,5 @@ mod server_images_tests;
 
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod migration_tests;

@@ -18,6 +18,7 @@ pub mod image;
 pub mod instances;
 pub mod lifecycle;
 pub mod lockout;
+pub mod migrations;
 pub mod network;
 pub mod rebuild;
 pub mod retention;

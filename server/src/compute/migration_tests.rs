@@ -1,0 +1,540 @@
+//! Resize, cold migration, confirm/revert and the migration records, in process with real
+//! SQLite and the real agent routes: a scripted agent per host polls its work, moves the disk
+//! through the relay and answers, so every walk and claim is checked through the API.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::testing::{Reply, TestApp};
+
+const V: &str = "compute 2.79";
+
+async fn at(app: &TestApp, method: Method, path: &str, token: &str, body: Value) -> Reply {
+    let (b, ct) =
+        if body.is_null() { (Body::empty(), None) } else { (Body::from(body.to_string()), Some("application/json")) };
+    let mut h = vec![("openstack-api-version", V)];
+    if let Some(ct) = ct {
+        h.push(("content-type", ct));
+    }
+    app.call(method, &format!("/compute/v2.1{path}"), Some(token), &h, b).await
+}
+
+/// One scripted agent: its host name and credential.
+struct Agent {
+    host: String,
+    cred: String,
+}
+
+impl Agent {
+    async fn register(app: &TestApp, host: &str) -> Agent {
+        let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
+        let body = json!({"host": host, "agent_version": "test", "inventory": {
+            "vcpus": 8, "memory_mb": 16384, "disk_gb": 100, "reserved_vcpus": 0, "reserved_memory_mb": 0,
+            "reserved_disk_gb": 0, "hypervisor_type": "test", "hypervisor_version": 1, "cpu_arch": "x86_64",
+            "libvirt_uri": "test:///default", "host_ip": "10.0.0.9", "supports_networks": true,
+            "availability_zone": "nova"}});
+        let r = Agent::call(app, Method::POST, "/register", &join, Body::from(body.to_string()), true).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        Agent { host: host.into(), cred: r.body["credential"].as_str().expect("credential").into() }
+    }
+
+    async fn call(app: &TestApp, method: Method, path: &str, bearer: &str, body: Body, json: bool) -> Reply {
+        let auth = format!("Bearer {bearer}");
+        let mut h = vec![("authorization", auth.as_str())];
+        if json {
+            h.push(("content-type", "application/json"));
+        } else {
+            h.push(("content-type", "application/octet-stream"));
+        }
+        app.call(method, &format!("/agent/v1{path}"), None, &h, body).await
+    }
+
+    /// The host's pending work items.
+    async fn work(&self, app: &TestApp) -> Vec<Value> {
+        let r = Agent::call(
+            app,
+            Method::GET,
+            &format!("/hosts/{}/work?wait=0", self.host),
+            &self.cred,
+            Body::empty(),
+            false,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits for exactly one work item of `kind`; returns it.
+    async fn expect(&self, app: &TestApp, kind: &str) -> Value {
+        for _ in 0..100 {
+            let items = self.work(app).await;
+            if let Some(w) = items.iter().find(|w| w["action"]["type"] == kind) {
+                return w.clone();
+            }
+            assert!(items.is_empty(), "{} got {items:?} while waiting for {kind}", self.host);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{} never got {kind}", self.host);
+    }
+
+    async fn event(&self, app: &TestApp, work: &Value, event: Value) {
+        let id = work["id"].as_str().expect("work id");
+        let r = Agent::call(
+            app,
+            Method::POST,
+            &format!("/work/{id}/events"),
+            &self.cred,
+            Body::from(event.to_string()),
+            true,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+
+    async fn done(&self, app: &TestApp, work: &Value, power: &str) {
+        self.event(app, work, json!({"type": "done", "power_state": power, "console": null})).await;
+    }
+
+    async fn put_disk(&self, app: &TestApp, migration: &str, bytes: Vec<u8>) -> Reply {
+        let len = bytes.len().to_string();
+        let auth = format!("Bearer {}", self.cred);
+        let h = [("authorization", auth.as_str()), ("content-length", len.as_str())];
+        app.call(Method::PUT, &format!("/agent/v1/migrations/{migration}/disk"), None, &h, Body::from(bytes)).await
+    }
+
+    async fn get_disk(&self, app: &TestApp, migration: &str) -> Reply {
+        Agent::call(app, Method::GET, &format!("/migrations/{migration}/disk"), &self.cred, Body::empty(), false).await
+    }
+}
+
+/// An image with data and a shared network.
+async fn cloud(app: &TestApp) -> (String, String) {
+    let t = app.admin_token.clone();
+    let img = app
+        .json(
+            Method::POST,
+            "/image/v2/images",
+            &t,
+            json!({"name": "img", "disk_format": "raw", "container_format": "bare", "visibility": "public"}),
+        )
+        .await;
+    let image = img.body["id"].as_str().expect("image id").to_string();
+    let up = app
+        .call(
+            Method::PUT,
+            &format!("/image/v2/images/{image}/file"),
+            Some(&t),
+            &[("content-type", "application/octet-stream")],
+            Body::from(vec![7u8; 4096]),
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::NO_CONTENT);
+    let net =
+        app.json(Method::POST, "/network/v2.0/networks", &t, json!({"network": {"name": "n", "shared": true}})).await;
+    let network = net.body["network"]["id"].as_str().expect("net id").to_string();
+    let sub = app
+        .json(
+            Method::POST,
+            "/network/v2.0/subnets",
+            &t,
+            json!({"subnet": {"network_id": network, "cidr": "10.9.0.0/24", "ip_version": 4}}),
+        )
+        .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    (image, network)
+}
+
+async fn show(app: &TestApp, id: &str) -> Value {
+    at(app, Method::GET, &format!("/servers/{id}"), &app.admin_token, Value::Null).await.body["server"].clone()
+}
+
+/// Boots a server with flavor 1 (m1.tiny) as `token` and lets `agent` build it: ACTIVE.
+async fn boot(app: &TestApp, token: &str, agent: &Agent, image: &str, network: &str) -> String {
+    let body = json!({"server": {"name": "s1", "imageRef": image, "flavorRef": "1", "networks": [{"uuid": network}]}});
+    let r = at(app, Method::POST, "/servers", token, body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let build = agent.expect(app, "build").await;
+    agent.done(app, &build, "running").await;
+    assert_eq!(show(app, &id).await["status"], "ACTIVE");
+    id
+}
+
+async fn action(app: &TestApp, token: &str, id: &str, body: Value) -> Reply {
+    at(app, Method::POST, &format!("/servers/{id}/action"), token, body).await
+}
+
+/// (vcpus_used, memory_mb_used) of a host.
+async fn used(app: &TestApp, host: &str) -> (i64, i64) {
+    let h = app.state.store.get_host_by_name(host).await.expect("host");
+    (h.vcpus_used, h.memory_mb_used)
+}
+
+async fn migrations(app: &TestApp, query: &str) -> Vec<Value> {
+    let r = at(app, Method::GET, &format!("/os-migrations{query}"), &app.admin_token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["migrations"].as_array().cloned().expect("list")
+}
+
+#[tokio::test]
+async fn resize_in_place_walks_to_verify_resize_and_back_by_revert_then_confirm() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    assert_eq!(used(&app, "compute-a").await, (1, 512));
+
+    let r = action(&app, &t, &id, json!({"resize": {"flavorRef": "3"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("RESIZE"), Some("resize_migrating")));
+    // Both flavors are claimed on the one host until the resize is confirmed or reverted.
+    assert_eq!(used(&app, "compute-a").await, (3, 4608));
+    let w = a.expect(&app, "resize_local").await;
+    assert_eq!(w["action"]["spec"]["flavor"]["ram_mb"], 4096);
+    assert_eq!(w["action"]["power_on"], true);
+    a.event(&app, &w, json!({"type": "progress", "task_state": "resize_finish"})).await;
+    assert_eq!(show(&app, &id).await["OS-EXT-STS:task_state"], "resize_finish");
+    a.done(&app, &w, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!(s["status"], "VERIFY_RESIZE");
+    assert_eq!(s["OS-EXT-STS:vm_state"], "resized");
+    assert_eq!(s["flavor"]["original_name"], "m1.medium");
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], "compute-a");
+    let list = migrations(&app, "").await;
+    assert_eq!(list.len(), 1);
+    let m = &list[0];
+    assert_eq!((m["status"].as_str(), m["migration_type"].as_str()), (Some("finished"), Some("resize")));
+    assert_eq!((m["source_compute"].as_str(), m["dest_compute"].as_str()), (Some("compute-a"), Some("compute-a")));
+    assert_eq!((m["old_instance_type_id"].as_i64(), m["new_instance_type_id"].as_i64()), (Some(1), Some(3)));
+    assert_eq!(m["instance_uuid"], id.as_str());
+
+    // Revert: the old flavor again, the new claim freed.
+    let r = action(&app, &t, &id, json!({"revertResize": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(show(&app, &id).await["status"], "REVERT_RESIZE");
+    let w = a.expect(&app, "resize_local_revert").await;
+    assert_eq!(w["action"]["spec"]["flavor"]["ram_mb"], 512);
+    a.done(&app, &w, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["flavor"]["original_name"].as_str()), (Some("ACTIVE"), Some("m1.tiny")));
+    assert_eq!(used(&app, "compute-a").await, (1, 512));
+    assert_eq!(migrations(&app, "").await[0]["status"], "reverted");
+
+    // Resize again and confirm: the copy kept for a revert is dropped, the old claim freed.
+    let r = action(&app, &t, &id, json!({"resize": {"flavorRef": "3", "OS-DCF:diskConfig": "AUTO"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let w = a.expect(&app, "resize_local").await;
+    a.done(&app, &w, "running").await;
+    let r = action(&app, &t, &id, json!({"confirmResize": null})).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let w = a.expect(&app, "migrate_cleanup").await;
+    assert_eq!(w["action"]["remove"], false, "the one host keeps its guest");
+    a.done(&app, &w, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["flavor"]["original_name"].as_str()), (Some("ACTIVE"), Some("m1.medium")));
+    assert_eq!(used(&app, "compute-a").await, (2, 4096));
+    let statuses: Vec<Value> = migrations(&app, "").await.iter().map(|m| m["status"].clone()).collect();
+    assert_eq!(statuses, [json!("confirmed"), json!("reverted")], "newest first");
+
+    // Instance actions with Nova's names and events.
+    let r = at(&app, Method::GET, &format!("/servers/{id}/os-instance-actions"), &t, Value::Null).await;
+    let names: Vec<&str> =
+        r.body["instanceActions"].as_array().expect("actions").iter().filter_map(|a| a["action"].as_str()).collect();
+    assert_eq!(names, ["confirmResize", "resize", "revertResize", "resize", "create"]);
+}
+
+#[tokio::test]
+async fn resize_refusals_are_novas() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let member = app.user_in_project("alice", "demo", "member").await;
+    let id = boot(&app, &member, &a, &image, &network).await;
+    let cases = [
+        (json!({"resize": {"flavorRef": "1"}}), 400, "When resizing, instances must change flavor!"),
+        (json!({"resize": {"flavorRef": "nope"}}), 400, "Flavor nope could not be found."),
+        (json!({"resize": {}}), 400, "flavorRef"),
+        (json!({"resize": {"flavorRef": "2", "bogus": 1}}), 400, "Additional properties are not allowed"),
+        (json!({"resize": {"flavorRef": "2", "OS-DCF:diskConfig": "x"}}), 400, "OS-DCF:diskConfig"),
+        // m1.nano's root disk (1 GB) is m1.tiny's: resize to m1.micro is fine; shrinking is not.
+        (json!({"confirmResize": null}), 409, "Cannot 'confirm_resize' instance"),
+        (json!({"revertResize": null}), 409, "Cannot 'revert_resize' instance"),
+        // Cold migration is admin-only.
+        (json!({"migrate": null}), 403, "os_compute_api:os-migrate-server:migrate"),
+    ];
+    for (body, code, msg) in cases {
+        let r = action(&app, &member, &id, body.clone()).await;
+        assert_eq!(r.status.as_u16(), code, "{body}: {}", r.body);
+        assert!(r.body.to_string().contains(msg), "{body}: {}", r.body);
+    }
+    // Quota: cores over the limit → 403.
+    let pid = show(&app, &id).await["tenant_id"].as_str().expect("tenant").to_string();
+    let q =
+        at(&app, Method::PUT, &format!("/os-quota-sets/{pid}"), &app.admin_token, json!({"quota_set": {"cores": 1}}))
+            .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.body);
+    let r = action(&app, &member, &id, json!({"resize": {"flavorRef": "3"}})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.body["forbidden"]["message"].as_str().expect("msg").starts_with("Quota exceeded for cores"),
+        "{}",
+        r.body
+    );
+    // A smaller root disk: m1.small (20 GB) then back to m1.tiny (1 GB).
+    let q =
+        at(&app, Method::PUT, &format!("/os-quota-sets/{pid}"), &app.admin_token, json!({"quota_set": {"cores": 20}}))
+            .await;
+    assert_eq!(q.status, StatusCode::OK);
+    let r = action(&app, &member, &id, json!({"resize": {"flavorRef": "2"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let w = a.expect(&app, "resize_local").await;
+    a.done(&app, &w, "running").await;
+    let r = action(&app, &member, &id, json!({"confirmResize": null})).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let w = a.expect(&app, "migrate_cleanup").await;
+    a.done(&app, &w, "running").await;
+    let r = action(&app, &member, &id, json!({"resize": {"flavorRef": "1"}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.body["badRequest"]["message"],
+        "Flavor's disk is smaller than the current disk. Flavor disk is 1073741824 bytes, current disk is 21474836480 bytes."
+    );
+    // Locked by an admin: the member gets Nova's 409, the admin may still resize.
+    let r = action(&app, &app.admin_token, &id, json!({"lock": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = action(&app, &member, &id, json!({"resize": {"flavorRef": "3"}})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body["conflictingRequest"]["message"], format!("Instance {id} is locked"));
+    // Cold migration with no other host.
+    let r = action(&app, &app.admin_token, &id, json!({"migrate": null})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["badRequest"]["message"], "No valid host was found. No valid host found for cold migrate");
+    assert_eq!(show(&app, &id).await["status"], "ACTIVE", "nothing changed");
+    assert!(migrations(&app, "").await.iter().all(|m| m["status"] == "confirmed"));
+}
+
+#[tokio::test]
+async fn cold_migration_moves_the_disk_through_the_relay_and_confirm_frees_the_source() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+
+    let r = action(&app, &t, &id, json!({"migrate": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(used(&app, "compute-b").await, (1, 512), "the destination is claimed at once");
+    let out = a.expect(&app, "migrate_out").await;
+    let mid = out["action"]["migration_id"].as_str().expect("migration").to_string();
+    assert_eq!(show(&app, &id).await["OS-EXT-STS:task_state"], "resize_migrating");
+    // Only the source may send, only the destination may read, and only at their step.
+    assert_eq!(b.put_disk(&app, &mid, vec![1; 10]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(b.get_disk(&app, &mid).await.status, StatusCode::NOT_FOUND);
+    let disk: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(a.put_disk(&app, &mid, disk.clone()).await.status, StatusCode::NO_CONTENT);
+    a.done(&app, &out, "shutdown").await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("RESIZE"), Some("resize_migrated")));
+    let inbound = b.expect(&app, "migrate_in").await;
+    assert_eq!(inbound["action"]["migration_id"], mid.as_str());
+    assert_eq!(inbound["instance_id"], id.as_str());
+    let port = inbound["action"]["spec"]["nics"][0]["port_id"].as_str().expect("the same port").to_string();
+    // The destination may fetch the image its disk is backed by (its cache may not have it).
+    let img = Agent::call(&app, Method::GET, &format!("/images/{image}/file"), &b.cred, Body::empty(), false).await;
+    assert_eq!(img.status, StatusCode::OK, "{}", img.body);
+    let got = b.get_disk(&app, &mid).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.bytes, disk, "the destination reads exactly what the source sent");
+    assert_eq!(a.get_disk(&app, &mid).await.status, StatusCode::NOT_FOUND);
+    b.done(&app, &inbound, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!(s["status"], "VERIFY_RESIZE");
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], "compute-b");
+    let p = app.json(Method::GET, &format!("/network/v2.0/ports/{port}"), &t, Value::Null).await;
+    assert_eq!(p.body["port"]["binding:host_id"], "compute-b", "the port follows the instance");
+    // The staged disk is gone once the guest runs at its destination.
+    assert!(!app.state.cfg.data_dir.join("migrations").join(&mid).exists());
+    let m = &migrations(&app, "?migration_type=migration").await[0];
+    assert_eq!((m["status"].as_str(), m["dest_compute"].as_str()), (Some("finished"), Some("compute-b")));
+    assert_eq!(m["dest_host"], "10.0.0.9");
+    assert!(migrations(&app, "?migration_type=resize").await.is_empty());
+    assert_eq!(migrations(&app, "?host=compute-b").await.len(), 1);
+    assert!(migrations(&app, "?status=error").await.is_empty());
+    assert_eq!((used(&app, "compute-a").await, used(&app, "compute-b").await), ((1, 512), (1, 512)));
+
+    let r = action(&app, &t, &id, json!({"confirmResize": null})).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(show(&app, &id).await["status"], "VERIFY_RESIZE", "until the source is clean");
+    let clean = a.expect(&app, "migrate_cleanup").await;
+    assert_eq!(clean["action"]["remove"], true);
+    a.done(&app, &clean, "no_state").await;
+    assert_eq!(show(&app, &id).await["status"], "ACTIVE");
+    assert_eq!((used(&app, "compute-a").await, used(&app, "compute-b").await), ((0, 0), (1, 512)));
+    assert_eq!(migrations(&app, "").await[0]["status"], "confirmed");
+    // Paging from 2.59: uuid and a next link.
+    let r = app
+        .call(
+            Method::GET,
+            "/compute/v2.1/os-migrations?limit=1",
+            Some(&t),
+            &[("openstack-api-version", "compute 2.59")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.body["migrations"][0]["uuid"], mid.as_str());
+    assert_eq!(r.body["migrations_links"][0]["rel"], "next");
+    // Below 2.23: no migration_type.
+    let r = app.call(Method::GET, "/compute/v2.1/os-migrations", Some(&t), &[], Body::empty()).await;
+    assert!(r.body["migrations"][0].get("migration_type").is_none(), "{}", r.body);
+    // Non-admins may not list.
+    let member = app.user_in_project("bob", "demo", "member").await;
+    let r = at(&app, Method::GET, "/os-migrations", &member, Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn cold_migration_revert_brings_the_guest_back_to_the_source() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+    // 2.56: the admin names the host.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(&t),
+            &[("openstack-api-version", "compute 2.56"), ("content-type", "application/json")],
+            Body::from(json!({"migrate": {"host": "compute-a"}}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "its own host: {}", r.body);
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(&t),
+            &[("openstack-api-version", "compute 2.56"), ("content-type", "application/json")],
+            Body::from(json!({"migrate": {"host": "compute-b"}}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let out = a.expect(&app, "migrate_out").await;
+    let mid = out["action"]["migration_id"].as_str().expect("migration").to_string();
+    assert_eq!(a.put_disk(&app, &mid, vec![3; 1000]).await.status, StatusCode::NO_CONTENT);
+    a.done(&app, &out, "shutdown").await;
+    let inbound = b.expect(&app, "migrate_in").await;
+    b.done(&app, &inbound, "running").await;
+    assert_eq!(show(&app, &id).await["status"], "VERIFY_RESIZE");
+
+    let r = action(&app, &t, &id, json!({"revertResize": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(show(&app, &id).await["status"], "REVERT_RESIZE");
+    let clean = b.expect(&app, "migrate_cleanup").await;
+    assert_eq!(clean["action"]["remove"], true);
+    b.done(&app, &clean, "no_state").await;
+    let back = a.expect(&app, "migrate_revert").await;
+    assert_eq!(back["action"]["power_on"], true);
+    a.done(&app, &back, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("compute-a")));
+    assert_eq!((used(&app, "compute-a").await, used(&app, "compute-b").await), ((1, 512), (0, 0)));
+    assert_eq!(migrations(&app, "").await[0]["status"], "reverted");
+}
+
+#[tokio::test]
+async fn a_migration_whose_host_never_answers_is_rolled_back_to_the_source() {
+    let app = TestApp::with_config(|c| c.compute.action_timeout_secs = 0).await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+    let r = action(&app, &t, &id, json!({"migrate": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let out = a.expect(&app, "migrate_out").await;
+    let mid = out["action"]["migration_id"].as_str().expect("migration").to_string();
+    assert_eq!(a.put_disk(&app, &mid, vec![3; 1000]).await.status, StatusCode::NO_CONTENT);
+    a.done(&app, &out, "shutdown").await;
+    // The destination's agent dies: its MigrateIn is never answered.
+    let _lost = b.expect(&app, "migrate_in").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    crate::compute::conductor::tick(&app.state).await.expect("tick");
+    let s = show(&app, &id).await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], "compute-a", "still on its source");
+    assert_eq!((s["OS-EXT-STS:vm_state"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("active"), None));
+    assert_eq!(migrations(&app, "").await[0]["status"], "error");
+    assert_eq!(used(&app, "compute-b").await, (0, 0), "the destination's claim is freed");
+    // The source starts its guest again (its disk was never touched); the destination removes
+    // whatever it made, once it is back.
+    let back = a.expect(&app, "migrate_revert").await;
+    a.done(&app, &back, "running").await;
+    let clean = b.expect(&app, "migrate_cleanup").await;
+    assert_eq!(clean["action"]["remove"], true);
+    assert!(!app.state.cfg.data_dir.join("migrations").join(&mid).exists(), "the staged disk is removed");
+    let r = at(&app, Method::GET, &format!("/servers/{id}/os-instance-actions"), &t, Value::Null).await;
+    let migrate = &r.body["instanceActions"][0];
+    assert_eq!(migrate["action"], "migrate");
+    let rid = migrate["request_id"].as_str().expect("request id");
+    let r = at(&app, Method::GET, &format!("/servers/{id}/os-instance-actions/{rid}"), &t, Value::Null).await;
+    let events: Vec<&str> = r.body["instanceAction"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["result"].as_str())
+        .collect();
+    assert!(events.iter().all(|r| *r == "Error"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_failed_destination_build_reverts_to_the_source_and_auto_confirm_confirms() {
+    let app = TestApp::with_config(|c| c.compute.resize_confirm_window = 1).await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+    let r = action(&app, &t, &id, json!({"migrate": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let out = a.expect(&app, "migrate_out").await;
+    let mid = out["action"]["migration_id"].as_str().expect("migration").to_string();
+    assert_eq!(a.put_disk(&app, &mid, vec![3; 1000]).await.status, StatusCode::NO_CONTENT);
+    a.done(&app, &out, "shutdown").await;
+    let inbound = b.expect(&app, "migrate_in").await;
+    b.event(
+        &app,
+        &inbound,
+        json!({"type": "failed", "message": "no room", "details": "disk full", "retryable": false}),
+    )
+    .await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("compute-a")));
+    assert_eq!(migrations(&app, "").await[0]["status"], "error");
+    let back = a.expect(&app, "migrate_revert").await;
+    a.done(&app, &back, "running").await;
+    let _ = b.expect(&app, "migrate_cleanup").await;
+
+    // Again, to VERIFY_RESIZE; the window passes and the tick confirms.
+    let r = action(&app, &t, &id, json!({"migrate": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let out = a.expect(&app, "migrate_out").await;
+    let mid = out["action"]["migration_id"].as_str().expect("migration").to_string();
+    assert_eq!(a.put_disk(&app, &mid, vec![3; 1000]).await.status, StatusCode::NO_CONTENT);
+    a.done(&app, &out, "shutdown").await;
+    let inbound = b.expect(&app, "migrate_in").await;
+    b.done(&app, &inbound, "running").await;
+    assert_eq!(show(&app, &id).await["status"], "VERIFY_RESIZE");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    crate::compute::conductor::tick(&app.state).await.expect("tick");
+    let clean = a.expect(&app, "migrate_cleanup").await;
+    a.done(&app, &clean, "no_state").await;
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("compute-b")));
+    assert_eq!(migrations(&app, "").await[0]["status"], "confirmed");
+}
