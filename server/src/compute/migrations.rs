@@ -263,26 +263,18 @@ async fn start(
             return Err(bad(format!("Unable to migrate instance ({}) to current host ({t}).", inst.id)));
         }
     }
-    let claim = conductor::flavor_claim(&new_flavor);
     let image = state.store.get_image(&inst.image_id).await.ok();
-    let props = image.as_ref().map(conductor::properties_of).unwrap_or_default();
-    let request = Request {
-        vcpus: claim.vcpus,
-        memory_mb: claim.memory_mb,
-        disk_gb: claim.disk_gb,
-        availability_zone: inst.availability_zone.clone(),
-        architecture: props.get("architecture").cloned(),
-        hypervisor_type: props.get("img_hv_type").or_else(|| props.get("hypervisor_type")).cloned(),
-        ignore_hosts: hosts
-            .iter()
-            .filter(|h| {
-                (h.id == source.id && !same_host_ok)
-                    || target.as_ref().is_some_and(|t| &h.name != t)
-                    || (inst.image_id.is_empty() && h.id != source.id)
-            })
-            .map(|h| h.name.clone())
-            .collect(),
-    };
+    // The instance's own request (its hints and server group apply again), with the new flavor.
+    let mut request = conductor::request_for_instance(state, inst, &new_flavor, image.as_ref()).await?;
+    request.ignore_hosts = hosts
+        .iter()
+        .filter(|h| {
+            (h.id == source.id && !same_host_ok)
+                || target.as_ref().is_some_and(|t| &h.name != t)
+                || (inst.image_id.is_empty() && h.id != source.id)
+        })
+        .map(|h| h.name.clone())
+        .collect();
     let snapshot: Vec<_> = hosts.iter().map(|h| conductor::host_state(state, h)).collect();
     let mut candidates = scheduler::select(&snapshot, &request, &conductor::settings(state)).map_err(|no| {
         let details = no.rejections.iter().map(|(h, f)| format!("{h}: {f}")).collect::<Vec<_>>().join(", ");

@@ -557,25 +557,17 @@ async fn place_and_build(
     let flavor: Value = serde_json::from_str(&inst.flavor).map_err(StoreError::from)?;
     let claim = conductor::flavor_claim(&flavor);
     let s = conductor::settings(state);
-    let props = image.as_ref().map(conductor::properties_of).unwrap_or_default();
     let only_volume_host = super::bdm::required_host(state, id).await.ok().flatten();
     let hosts = state.store.list_hosts().await?;
     let snapshot: Vec<scheduler::HostState> = hosts.iter().map(|h| conductor::host_state(state, h)).collect();
-    let request = Request {
-        vcpus: claim.vcpus,
-        memory_mb: claim.memory_mb,
-        disk_gb: claim.disk_gb,
-        availability_zone: zone,
-        architecture: props.get("architecture").cloned(),
-        hypervisor_type: props.get("img_hv_type").or_else(|| props.get("hypervisor_type")).cloned(),
-        ignore_hosts: hosts
-            .iter()
-            .filter(|h| {
-                only.as_ref().is_some_and(|o| *o != h.id) || only_volume_host.as_ref().is_some_and(|o| *o != h.id)
-            })
-            .map(|h| h.name.clone())
-            .collect(),
-    };
+    // The instance's own request (its hints and server group apply again), in the zone asked.
+    let mut request = conductor::request_for_instance(state, &inst, &flavor, image.as_ref()).await?;
+    request.availability_zone = zone;
+    request.ignore_hosts = hosts
+        .iter()
+        .filter(|h| only.as_ref().is_some_and(|o| *o != h.id) || only_volume_host.as_ref().is_some_and(|o| *o != h.id))
+        .map(|h| h.name.clone())
+        .collect();
     let candidates = scheduler::select(&snapshot, &request, &s).map_err(|no| ConductError::Invalid(no.message()))?;
     let mut placed = None;
     for host_id in candidates {
