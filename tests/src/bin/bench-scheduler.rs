@@ -84,6 +84,15 @@ async fn boot_storm() {
     let cloud = prepare_cloud(&admin).await;
     wait_hosts_up(&admin, agents.len()).await;
     admin.compute_version = Some("2.64".into());
+    let pid = admin.session.project_id().expect("project").to_string();
+    admin
+        .put(
+            "compute",
+            &format!("/os-quota-sets/{pid}"),
+            &json!({"quota_set": {"instances": 100, "cores": 200, "ram": 1_000_000, "server_group_members": 100}}),
+        )
+        .await
+        .expect("quotas");
     let g = admin
         .post(
             "compute",
