@@ -90,7 +90,7 @@ pub fn best(
             limit[0], limit[1], limit[2]
         ));
     }
-    possible.sort_by(|a, b| (b.0 * b.1, b.0, b.2).cmp(&(a.0 * a.1, a.0, a.2)));
+    possible.sort_by_key(|t| std::cmp::Reverse((t.0 * t.1, t.0, t.2)));
     let score = |t: &Topology| {
         usize::from(want[0] != 0 && t.0 == want[0])
             + usize::from(want[1] != 0 && t.1 == want[1])

@@ -221,8 +221,13 @@ pub async fn list_usage(
     State(state): State<AppState>,
     ctx: Ctx,
     Extension(v): Extension<ApiVersion>,
+    slash: Option<Extension<crate::TrailingSlash>>,
     q: Query,
 ) -> JsonResult {
+    // `/os-simple-tenant-usage/` is a show of the empty project id: Nova has no such route.
+    if slash.is_some() {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
     ctx.require_admin("os_compute_api:os-simple-tenant-usage:list")?;
     let (start, stop, detailed) = window(&q)?;
     let (rows, limit) = rows(&state, v, &q, start, stop, None).await?;

@@ -302,3 +302,103 @@ async fn volume_attach_and_detach_on_a_locked_server_are_refused_for_members() {
     let r = at(&app, Method::POST, &format!("/servers/{id}/os-volume_attachments"), &admin, "compute 2.1", body).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
+
+#[tokio::test]
+async fn interface_and_diagnostics_validation_lock_state_and_policy() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token.clone();
+    let member = app.user_in_project("if-member", "if-project", "member").await;
+    let pid = app.json(Method::GET, "/identity/v3/projects?name=if-project", &admin, Value::Null).await.body
+        ["projects"][0]["id"]
+        .as_str()
+        .expect("pid")
+        .to_string();
+    let id = "eeeeeeee-0000-0000-0000-000000000001";
+    let i = Instance { project_id: pid.clone(), ..crate::testing::instance(id) };
+    app.state.store.create_instance(&i, None).await.expect("instance");
+    let path = format!("/servers/{id}/os-interface");
+    let net = "11111111-0000-0000-0000-000000000001";
+    let port = "22222222-0000-0000-0000-000000000001";
+    for (version, body, want) in [
+        (
+            "compute 2.1",
+            json!({"interfaceAttachment": {"net_id": net, "port_id": port}}),
+            "Must not input both network_id and port_id",
+        ),
+        (
+            "compute 2.1",
+            json!({"interfaceAttachment": {"fixed_ips": [{"ip_address": "10.0.0.5"}]}}),
+            "Must input network_id when request IP address",
+        ),
+        ("compute 2.1", json!({"interfaceAttachment": {"net_id": "nope"}}), "is not a 'uuid'"),
+        ("compute 2.48", json!({"interfaceAttachment": {"net_id": net, "tag": "t"}}), "'tag' was unexpected"),
+        ("compute 2.49", json!({"interfaceAttachment": {"net_id": net, "tag": "a/b"}}), "tag"),
+        ("compute 2.1", json!({"interfaceAttachment": {"net_id": net, "fixed_ips": []}}), "fixed_ips"),
+    ] {
+        let r = at(&app, Method::POST, &path, &member, version, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        let msg = r.body["badRequest"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    // No interfaces yet; an unknown port is not the server's.
+    let r = at(&app, Method::GET, &path, &member, "compute 2.70", Value::Null).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({"interfaceAttachments": []})));
+    let r = at(&app, Method::DELETE, &format!("{path}/{port}"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Locked: members get Nova's 409 on attach and detach.
+    sqlx::query("UPDATE instances SET locked = 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("lock");
+    let body = json!({"interfaceAttachment": {"net_id": net}});
+    let r = at(&app, Method::POST, &path, &member, "compute 2.1", body.clone()).await;
+    assert_eq!(r.body["conflictingRequest"]["message"], format!("Instance {id} is locked"), "{}", r.body);
+    let r = at(&app, Method::DELETE, &format!("{path}/{port}"), &member, "compute 2.1", Value::Null).await;
+    assert_eq!(r.body["conflictingRequest"]["message"], format!("Instance {id} is locked"), "{}", r.body);
+    // A task in progress: the state table's 409 (an admin passes the lock).
+    sqlx::query("UPDATE instances SET task_state = 'pausing' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("task");
+    let r = at(&app, Method::POST, &path, &admin, "compute 2.1", body).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Cannot 'attach_interface' instance {id} while it is in task_state pausing")
+    );
+
+    // Diagnostics: admin only; a server without a host is not ready; a stopped one 409s.
+    let d = format!("/servers/{id}/diagnostics");
+    let r = at(&app, Method::GET, &d, &member, "compute 2.48", Value::Null).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = at(&app, Method::GET, &d, &admin, "compute 2.48", Value::Null).await;
+    assert_eq!(r.body["conflictingRequest"]["message"], format!("Instance {id} is not ready"), "{}", r.body);
+    let inv = crate::store::hosts::HostInventory {
+        availability_zone: "nova".into(),
+        hypervisor_type: "test".into(),
+        cpu_arch: "x86_64".into(),
+        libvirt_uri: "test:///default".into(),
+        host_ip: "127.0.0.1".into(),
+        vcpus: 8,
+        memory_mb: 8192,
+        disk_gb: 100,
+        ..Default::default()
+    };
+    let host = app.state.store.register_host("h1", &inv).await.expect("host");
+    sqlx::query("UPDATE instances SET host_id = $2, power_state = 4 WHERE id = $1")
+        .bind(id)
+        .bind(host)
+        .execute(&mut *app.state.store.conn().await.expect("conn"))
+        .await
+        .expect("stopped");
+    let r = at(&app, Method::GET, &d, &admin, "compute 2.1", Value::Null).await;
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Cannot 'get_diagnostics' instance {id} while it is in power_state 4"),
+        "{}",
+        r.body
+    );
+}
