@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::ApiVersion;
 use super::agents::HostAuth;
 use super::conductor::{self, ConductError, nova_time};
-use super::scheduler::{self, Request};
+use super::scheduler;
 use super::servers::{self, task_state, visible, vm_state};
 use super::states::{self, Action as UserAction, TaskState};
 use crate::auth::Ctx;

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::ApiVersion;
 use super::conductor::{self, ConductError, nova_time};
-use super::scheduler::{self, Request};
+use super::scheduler;
 use super::servers::{self, visible};
 use super::states::{self, Action as UserAction, TaskState, VmState};
 use crate::auth::Ctx;
