@@ -1242,8 +1242,11 @@ pub async fn action(
 async fn console_output(state: &AppState, inst: &Instance, lines: Option<u32>) -> ApiResult<String> {
     let vm = vm_state(inst);
     // The log is a file on the host: readable whether the guest runs, is paused or saved.
-    if !matches!(vm, VmState::Active | VmState::Stopped | VmState::Error | VmState::Paused | VmState::Suspended)
-        || inst.host_id.is_none()
+    // (Nova checks only that there is a host; a rescued guest's console is the rescue boot's.)
+    if !matches!(
+        vm,
+        VmState::Active | VmState::Stopped | VmState::Error | VmState::Paused | VmState::Suspended | VmState::Rescued
+    ) || inst.host_id.is_none()
     {
         return Err(ApiError::conflict(format!(
             "Cannot 'get_console_output' instance {} while it is in vm_state {}",
