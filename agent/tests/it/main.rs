@@ -9,5 +9,5 @@ mod controller;
 mod firewall_feed;
 mod fixtures;
 mod hypervisor;
-mod rescue;
 mod image_create;
+mod rescue;

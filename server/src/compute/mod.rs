@@ -2,8 +2,8 @@
 //! availability zones.
 
 pub mod agents;
-mod audit_log;
 mod aggregates;
+mod audit_log;
 pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
@@ -28,8 +28,8 @@ mod quotas;
 pub(crate) mod rebuild;
 pub mod scheduler;
 mod security_groups;
-pub(crate) mod server_images;
 pub(crate) mod server_groups;
+pub(crate) mod server_images;
 mod server_view;
 #[cfg(test)]
 mod server_view_reference;
