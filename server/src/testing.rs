@@ -102,6 +102,33 @@ impl TestApp {
         r.headers["x-subject-token"].to_str().expect("token header").to_string()
     }
 
+    /// An active public raw image (4 KiB of data, `min_ram` as given) and a shared network
+    /// with a /24 subnet, made by the admin: what a server test boots from. (image, network)
+    pub async fn image_and_network(&self, min_ram: i64) -> (String, String) {
+        let t = self.admin_token.clone();
+        let body = json!({"name": "img", "disk_format": "raw", "container_format": "bare", "visibility": "public", "min_ram": min_ram});
+        let img = self.json(Method::POST, "/image/v2/images", &t, body).await;
+        let image = img.body["id"].as_str().expect("image id").to_string();
+        let up = self
+            .call(
+                Method::PUT,
+                &format!("/image/v2/images/{image}/file"),
+                Some(&t),
+                &[("content-type", "application/octet-stream")],
+                Body::from(vec![7u8; 4096]),
+            )
+            .await;
+        assert_eq!(up.status, StatusCode::NO_CONTENT);
+        let net = self
+            .json(Method::POST, "/network/v2.0/networks", &t, json!({"network": {"name": "n", "shared": true}}))
+            .await;
+        let network = net.body["network"]["id"].as_str().expect("net id").to_string();
+        let subnet = json!({"subnet": {"network_id": network, "cidr": "10.9.0.0/24", "ip_version": 4}});
+        let sub = self.json(Method::POST, "/network/v2.0/subnets", &t, subnet).await;
+        assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+        (image, network)
+    }
+
     /// Creates project `project` (if needed) and user `user` holding `role` on it; returns the
     /// user's project-scoped token.
     pub async fn user_in_project(&self, user: &str, project: &str, role: &str) -> String {

@@ -110,39 +110,7 @@ impl Agent {
 
 /// An image with data and a shared network.
 async fn cloud(app: &TestApp) -> (String, String) {
-    let t = app.admin_token.clone();
-    let img = app
-        .json(
-            Method::POST,
-            "/image/v2/images",
-            &t,
-            json!({"name": "img", "disk_format": "raw", "container_format": "bare", "visibility": "public"}),
-        )
-        .await;
-    let image = img.body["id"].as_str().expect("image id").to_string();
-    let up = app
-        .call(
-            Method::PUT,
-            &format!("/image/v2/images/{image}/file"),
-            Some(&t),
-            &[("content-type", "application/octet-stream")],
-            Body::from(vec![7u8; 4096]),
-        )
-        .await;
-    assert_eq!(up.status, StatusCode::NO_CONTENT);
-    let net =
-        app.json(Method::POST, "/network/v2.0/networks", &t, json!({"network": {"name": "n", "shared": true}})).await;
-    let network = net.body["network"]["id"].as_str().expect("net id").to_string();
-    let sub = app
-        .json(
-            Method::POST,
-            "/network/v2.0/subnets",
-            &t,
-            json!({"subnet": {"network_id": network, "cidr": "10.9.0.0/24", "ip_version": 4}}),
-        )
-        .await;
-    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
-    (image, network)
+    app.image_and_network(0).await
 }
 
 async fn show(app: &TestApp, id: &str) -> Value {
