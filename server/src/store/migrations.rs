@@ -90,6 +90,10 @@ impl Store {
     pub async fn create_migration(&self, m: &mut Migration, hold: Option<Ratios>) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         if let (Some(r), Some(host)) = (hold, m.held_host_id.as_deref()) {
+            // The server group may no longer allow the destination: checked with the claim.
+            if !super::groups::group_admits(&mut tx, self.backend, &m.instance_uuid, host).await? {
+                return Ok(false);
+            }
             let claim = flavor_claim(m.held_flavor.as_deref().unwrap_or("{}"));
             if !claim_on(&mut tx, host, claim, r).await? {
                 return Ok(false);

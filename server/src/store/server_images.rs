@@ -170,6 +170,11 @@ impl Store {
     /// An unshelving instance claims room on `host_id` (only while `unshelving` with no host).
     pub async fn place_unshelve(&self, id: &str, host_id: &str, claim: Claim, ratios: Ratios) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        // The server group may no longer allow this host: checked where the placement is made,
+        // as a build's placement does.
+        if !super::groups::group_admits(&mut tx, self.backend, id, host_id).await? {
+            return Ok(false);
+        }
         if !claim_on(&mut tx, host_id, claim, ratios).await? {
             return Ok(false);
         }
