@@ -254,35 +254,12 @@ impl ServerClient {
     /// Sends an image's bytes (`len` of them, streamed from `body`) for an open volume upload
     /// of this host. No timeout: a large volume takes as long as it takes.
     pub async fn upload_image(&self, image_id: &str, body: reqwest::Body, len: u64) -> Result<(), ClientError> {
-        let url = self.url(&["images", image_id, "file"]);
-        let resp = self
-            .request(Method::PUT, url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
-        }
+        self.put_stream(self.url(&["images", image_id, "file"]), body, len).await
     }
 
     /// Starts downloading an image; the response body is the image. Non-2xx answers are errors.
     pub async fn image_file(&self, image_id: &str) -> Result<reqwest::Response, ClientError> {
-        let url = self.url(&["images", image_id, "file"]);
-        let resp = self
-            .request(Method::GET, url.clone())
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
-        }
+        self.get_stream(self.url(&["images", image_id, "file"])).await
     }
 
     /// Sends a migrating instance's root disk (`len` bytes streamed from `body`) to the
@@ -294,7 +271,16 @@ impl ServerClient {
         body: reqwest::Body,
         len: u64,
     ) -> Result<(), ClientError> {
-        let url = self.url(&["migrations", migration_id, "disk"]);
+        self.put_stream(self.url(&["migrations", migration_id, "disk"]), body, len).await
+    }
+
+    /// Starts downloading the disk the source of migration `migration_id` sent.
+    pub async fn migration_disk(&self, migration_id: &str) -> Result<reqwest::Response, ClientError> {
+        self.get_stream(self.url(&["migrations", migration_id, "disk"])).await
+    }
+
+    /// PUTs `len` bytes streamed from `body` to `url`; a non-2xx answer is the server's error.
+    async fn put_stream(&self, url: Url, body: reqwest::Body, len: u64) -> Result<(), ClientError> {
         let resp = self
             .request(Method::PUT, url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -303,21 +289,20 @@ impl ServerClient {
             .send()
             .await
             .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(decode(resp).await.err().unwrap_or_else(|| ClientError::Decode("unexpected status".into())))
-        }
+        Self::success(resp).await.map(drop)
     }
 
-    /// Starts downloading the disk the source of migration `migration_id` sent.
-    pub async fn migration_disk(&self, migration_id: &str) -> Result<reqwest::Response, ClientError> {
-        let url = self.url(&["migrations", migration_id, "disk"]);
+    /// GETs `url`, handing back the response to stream its body; a non-2xx answer is an error.
+    async fn get_stream(&self, url: Url) -> Result<reqwest::Response, ClientError> {
         let resp = self
             .request(Method::GET, url.clone())
             .send()
             .await
             .map_err(|e| ClientError::Transport { url: url.to_string(), source: e })?;
+        Self::success(resp).await
+    }
+
+    async fn success(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
         if resp.status().is_success() {
             Ok(resp)
         } else {
