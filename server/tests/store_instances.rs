@@ -73,6 +73,18 @@ async fn scenario(s: &Store, backend: &str) {
     assert_eq!(s.get_host(&host).await.expect("host").memory_mb_used, 128, "{backend}");
     assert!(s.place_instance("i3", &host, claim, ratios, "[]", "[\"h1\"]").await.expect("room again"));
 
+    // A build is queued on its host once, however many conductor paths resume it at once,
+    // and never for an instance that is no longer placed there.
+    let action = r#"{"type":"build","instance_id":"i3"}"#;
+    let (a, b) = tokio::join!(
+        s.queue_build("i3", &host, "h1", action, "2099-01-01T00:00:00.000000Z"),
+        s.queue_build("i3", &host, "h1", action, "2099-01-01T00:00:00.000000Z"),
+    );
+    let queued = [a.expect("queue"), b.expect("queue")];
+    assert_eq!(queued.iter().flatten().count(), 1, "{backend}: {queued:?}");
+    assert_eq!(s.live_work("i3", &host).await.expect("work"), 1, "{backend}");
+    assert!(s.queue_build("i2", &host, "h1", action, "2099-01-01T00:00:00.000000Z").await.expect("q").is_none());
+
     // Delete: claim back, row kept for changes-since, not listed otherwise.
     s.mark_instance_deleted("i1").await.expect("delete");
     s.mark_instance_deleted("i1").await.expect("delete twice");

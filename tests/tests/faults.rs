@@ -179,13 +179,31 @@ async fn server_stopped_for_thirty_seconds_during_fifty_builds() {
         };
         assert_eq!(s["OS-EXT-SRV-ATTR:host"], holder, "ACTIVE server {id} is not on its host's disk");
     }
+    let logs = [("server", server.log_text()), ("c1", c1.log_text()), ("c2", c2.log_text())];
     for s in fin.iter().filter(|s| s["status"] == "ERROR") {
         let id = s["id"].as_str().expect("id");
-        assert!(!e1.instances.contains(id) && !e2.instances.contains(id), "ERROR server {id} left a build on disk");
+        assert!(
+            !e1.instances.contains(id) && !e2.instances.contains(id),
+            "ERROR server {id} left a build on disk: {}{}",
+            s["fault"],
+            trail(id, &logs)
+        );
     }
     assert_eq!(e1.done + e2.done, active.len(), "successful builds on the agents vs ACTIVE servers");
     assert_eq!(fin.len(), 50, "every request reached the server: {}", fin.len());
     assert!(!active.is_empty(), "some builds must have succeeded");
+}
+
+/// Every line of these logs that names `id`: what a failed check prints, so a failure in CI
+/// says what happened to that server without a rerun.
+fn trail(id: &str, logs: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for (name, text) in logs {
+        for line in text.lines().filter(|l| l.contains(id)) {
+            out.push_str(&format!("\n  [{name}] {line}"));
+        }
+    }
+    out
 }
 
 fn free_port() -> u16 {
@@ -555,7 +573,8 @@ async fn data_directory_full_during_uploads_and_boots() {
     for id in &accepted {
         if !fin.iter().any(|s| s["id"] == id.as_str()) {
             let one = admin.get("compute", &format!("/servers/{id}")).await;
-            panic!("accepted server {id} is not listed; GET says {one:?}");
+            let logs = [("server", server.log_text()), ("c1", _c1.log_text())];
+            panic!("accepted server {id} is not listed; GET says {one:?}{}", trail(id, &logs));
         }
     }
 

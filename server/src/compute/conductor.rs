@@ -232,7 +232,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
         Ok(h) => h,
         Err(super::bdm::LocalityError::Store(e)) => return Err(e.into()),
         Err(super::bdm::LocalityError::Split(message)) => {
-            fail_build(state, &inst.id, &message, "volumes on different hosts").await;
+            fail_scheduling(state, &inst.id, &message, "volumes on different hosts").await;
             return Ok(None);
         }
     };
@@ -272,7 +272,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
             Ok(c) if remaining_attempts > 0 => c,
             Ok(_) => {
                 drop(cache);
-                fail_build(
+                fail_scheduling(
                     state,
                     &inst.id,
                     "Exceeded maximum number of retries. No valid host was found.",
@@ -292,7 +292,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
                     ),
                     None => no.message(),
                 };
-                fail_build(state, &inst.id, &message, &format!("Filters rejected: {details}")).await;
+                fail_scheduling(state, &inst.id, &message, &format!("Filters rejected: {details}")).await;
                 return Ok(None);
             }
         };
@@ -335,7 +335,7 @@ async fn schedule(state: &AppState, inst: &Instance, image: Option<&Image>) -> R
             return Ok(None); // deleted (or moved on) while we were choosing
         }
     }
-    fail_build(
+    fail_scheduling(
         state,
         &inst.id,
         "No valid host was found. There are not enough hosts available.",
@@ -463,7 +463,10 @@ async fn dispatch(state: &AppState, inst: &Instance, image: Option<Image>, place
     spec.block_devices = block_devices;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(state.cfg.compute.build_timeout_secs as i64);
-    state.store.queue_build(&inst.id, &host_id, &host.name, &action, &fmt_time(deadline)).await?;
+    if state.store.queue_build(&inst.id, &host_id, &host.name, &action, &fmt_time(deadline)).await?.is_none() {
+        tracing::debug!(instance = %inst.id, "build already queued on its host (or moved on)");
+        return Ok(());
+    }
     state.signals.notify(&host_id);
     Ok(())
 }
@@ -642,15 +645,30 @@ async fn volume_boot_image(state: &AppState, inst: &Instance) -> Result<Image> {
 
 /// Ends a build in ERROR with a fault, releases its claim and cancels its work.
 pub async fn fail_build(state: &AppState, id: &str, message: &str, details: &str) {
+    fail_build_if(state, id, Expect::Any, message, details).await;
+}
+
+/// [`fail_build`] for a scheduling decision: only while the instance is still unplaced. Two
+/// conductor paths may schedule one build at once (the one that started it and the tick that
+/// finds it idle after a pause); the one that lost must not fail the build the other placed.
+async fn fail_scheduling(state: &AppState, id: &str, message: &str, details: &str) {
+    fail_build_if(state, id, Expect::Task(Some("scheduling")), message, details).await;
+}
+
+/// The task states of a build in progress: a deadline or a host's failure report ends only
+/// a build still in one of them (not one that finished a moment before).
+const BUILD_TASKS: &[&str] = &["scheduling", "networking", "block_device_mapping", "spawning"];
+
+async fn fail_build_if(state: &AppState, id: &str, expect: Expect<'_>, message: &str, details: &str) {
     let result: Result<()> = async {
+        let to = NewState { vm_state: "error", task_state: None, power_state: Some(0) };
+        if state.store.transition(id, expect, to).await?.is_none() {
+            return Ok(()); // moved on meanwhile: not this caller's build to fail
+        }
         let fault = json!({"code": 500, "message": message, "details": details, "created": nova_time(&now())});
         state.store.set_instance_fault(id, Some(&fault.to_string())).await?;
         state.store.cancel_work(id, None).await?;
         state.store.release_instance_claim(id).await?;
-        state
-            .store
-            .transition(id, Expect::Any, NewState { vm_state: "error", task_state: None, power_state: Some(0) })
-            .await?;
         state.store.set_instance_deadline(id, None).await?;
         state.store.finish_named_action(id, "create", "Error", Some("Error"), Some(details)).await?;
         Ok(())
@@ -822,7 +840,8 @@ async fn reschedule_or_fail(state: &AppState, id: &str, message: &str, details: 
     }
     let tried = json_list(&inst.tried_hosts);
     if !retryable || tried.len() >= state.cfg.compute.max_attempts {
-        fail_build(state, id, &format!("Build of instance {id} failed: {message}"), details).await;
+        let message = format!("Build of instance {id} failed: {message}");
+        fail_build_if(state, id, Expect::OneOf(BUILD_TASKS), &message, details).await;
         return Ok(());
     }
     if let Some(host) = &inst.host_id {
@@ -911,7 +930,7 @@ pub async fn tick(state: &AppState) -> Result<()> {
                 "Build of instance {} timed out after {} seconds",
                 inst.id, state.cfg.compute.build_timeout_secs
             );
-            fail_build(state, &inst.id, &msg, "build_timeout_secs exceeded").await;
+            fail_build_if(state, &inst.id, Expect::OneOf(BUILD_TASKS), &msg, "build_timeout_secs exceeded").await;
             continue;
         }
         if let Some(host) = on_down_host {

@@ -668,7 +668,11 @@ impl Store {
     }
 
     /// Hands a build to a host, in one transaction: its deadline, the work item, and the
-    /// `compute__do_build_and_run_instance` event under the `create` action.
+    /// `compute__do_build_and_run_instance` event under the `create` action. `None` when the
+    /// build is no longer on that host or already has its work there: two conductor paths can
+    /// resume the same build (the one that placed it and the tick that finds it idle after the
+    /// process was paused), and only the first may queue it. The instance row is written
+    /// first, so a second transaction waits for the first and then sees its work.
     pub async fn queue_build(
         &self,
         id: &str,
@@ -676,13 +680,30 @@ impl Store {
         host_name: &str,
         action: &str,
         deadline: &str,
-    ) -> StoreResult<String> {
+    ) -> StoreResult<Option<String>> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE instances SET build_deadline = $2 WHERE id = $1")
-            .bind(id)
-            .bind(deadline)
-            .execute(&mut *tx)
-            .await?;
+        let placed = sqlx::query(
+            "UPDATE instances SET build_deadline = $2 \
+             WHERE id = $1 AND host_id = $3 AND vm_state = 'building' AND deleted = 0",
+        )
+        .bind(id)
+        .bind(deadline)
+        .bind(host_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM work WHERE instance_id = $1 AND host_id = $2 \
+             AND state IN ('pending', 'delivered', 'done') AND action LIKE '{\"type\":\"build\"%'",
+        )
+        .bind(id)
+        .bind(host_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !placed || queued > 0 {
+            return Ok(None); // dropping `tx` rolls it back
+        }
         let work_id = super::hosts::enqueue_work_in(&mut tx, id, host_id, action).await?;
         sqlx::query(
             "INSERT INTO instance_action_events (id, action_id, event, host, start_time) \
@@ -696,7 +717,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(work_id)
+        Ok(Some(work_id))
     }
 
     /// Sets bookkeeping columns that are not part of the state machine.

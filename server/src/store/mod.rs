@@ -214,6 +214,13 @@ pub struct Conn {
     statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+impl Conn {
+    /// SQLite's one connection (its transactions are run by hand, see [`Tx`]).
+    fn is_sqlite(&self) -> bool {
+        matches!(self.inner, ConnInner::Single(_))
+    }
+}
+
 enum ConnInner {
     Pooled(PoolConnection<Any>),
     Single(OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
@@ -241,25 +248,68 @@ impl std::ops::DerefMut for Conn {
     }
 }
 
-/// A transaction on a [`Conn`]: `commit` ends it; dropped without, it is rolled back (queued
-/// on the connection before the connection can be used again, as sqlx's own transactions do).
+/// A transaction on a [`Conn`]: `commit` ends it; dropped without, it is rolled back.
+///
+/// PostgreSQL's pooled connections use sqlx's transaction manager (the rollback is queued on
+/// the connection before it can be used again). SQLite's one connection runs its own `BEGIN`,
+/// `COMMIT` and `ROLLBACK`: sqlx counts transaction depth itself and only lowers the count when
+/// a statement succeeds, but SQLite rolls a transaction back by itself on some errors
+/// (`SQLITE_FULL`, a trigger's `RAISE(ROLLBACK)`), after which sqlx's `ROLLBACK` fails, the
+/// count stays one too high, and the next transaction becomes a savepoint whose rollback
+/// leaves SQLite inside a transaction: every later write then only looked committed and was
+/// lost at the next rollback (seen with the data directory full). Ours never counts, and a
+/// failed `COMMIT` (SQLite keeps the transaction open) is rolled back at once.
 pub struct Tx {
-    conn: Conn,
+    /// `None` only once dropped (moved into the rollback task).
+    conn: Option<Conn>,
     open: bool,
 }
 
 impl Tx {
+    fn conn_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a live transaction has its connection")
+    }
+
     pub async fn commit(mut self) -> sqlx::Result<()> {
-        AnyTransactionManager::commit(&mut self.conn).await?;
-        self.open = false;
-        Ok(())
+        let conn = self.conn_mut();
+        if conn.is_sqlite() {
+            let committed = sqlx::query("COMMIT").execute(&mut **conn).await;
+            if committed.is_err() {
+                // Still open (SQLite keeps it after a failed COMMIT) or already rolled back:
+                // either way it ends here, so nothing later joins it.
+                let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+            }
+            self.open = false;
+            committed.map(|_| ())
+        } else {
+            AnyTransactionManager::commit(&mut **conn).await?;
+            self.open = false;
+            Ok(())
+        }
     }
 }
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if self.open {
-            AnyTransactionManager::start_rollback(&mut self.conn);
+        if !self.open {
+            return;
+        }
+        let Some(mut conn) = self.conn.take() else { return };
+        if !conn.is_sqlite() {
+            AnyTransactionManager::start_rollback(&mut conn);
+            return;
+        }
+        // The rollback runs before the connection is free again: the task holds it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        // SQLite had already rolled it back by itself.
+                        tracing::debug!(error = %e, "rollback of a dropped transaction");
+                    }
+                });
+            }
+            Err(_) => tracing::error!("a SQLite transaction was dropped outside the runtime; it stays open"),
         }
     }
 }
@@ -267,13 +317,13 @@ impl Drop for Tx {
 impl std::ops::Deref for Tx {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.conn
+        self.conn.as_ref().expect("a live transaction has its connection")
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.conn
+        self.conn_mut()
     }
 }
 
@@ -413,8 +463,12 @@ impl Store {
 
     pub async fn begin(&self) -> StoreResult<Tx> {
         let mut conn = self.conn().await?;
-        AnyTransactionManager::begin(&mut conn, None).await?;
-        Ok(Tx { conn, open: true })
+        if conn.is_sqlite() {
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+        } else {
+            AnyTransactionManager::begin(&mut conn, None).await?;
+        }
+        Ok(Tx { conn: Some(conn), open: true })
     }
 
     pub async fn close(&self) {
@@ -494,6 +548,51 @@ pub fn flag(b: bool) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite rolls a transaction back by itself on some errors (here a trigger's
+    /// `RAISE(ROLLBACK)`, as `SQLITE_FULL` does); the writes after it are still committed and
+    /// durable, whatever else later rolls back.
+    #[tokio::test]
+    async fn writes_after_a_transaction_sqlite_rolled_back_itself_stay_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let url = format!("sqlite://{}", path.display());
+        let store = Store::open(&url).await.expect("open");
+        let mut c = store.conn().await.expect("conn");
+        sqlx::query("CREATE TABLE t (x INTEGER)").execute(&mut *c).await.expect("table");
+        sqlx::query(
+            "CREATE TRIGGER boom BEFORE INSERT ON t WHEN NEW.x = 666 BEGIN SELECT RAISE(ROLLBACK, 'boom'); END",
+        )
+        .execute(&mut *c)
+        .await
+        .expect("trigger");
+        drop(c);
+        let insert = |x: i64| sqlx::query("INSERT INTO t (x) VALUES ($1)").bind(x);
+        {
+            let mut tx = store.begin().await.expect("begin");
+            insert(1).execute(&mut *tx).await.expect("insert 1");
+            assert!(insert(666).execute(&mut *tx).await.is_err(), "the trigger rolls the transaction back");
+        }
+        let mut tx = store.begin().await.expect("begin");
+        insert(2).execute(&mut *tx).await.expect("insert 2");
+        tx.commit().await.expect("commit");
+        {
+            let mut tx = store.begin().await.expect("begin");
+            insert(3).execute(&mut *tx).await.expect("insert 3");
+        } // rolled back
+        insert(4).execute(&mut *store.conn().await.expect("conn")).await.expect("insert 4");
+        let mut tx = store.begin().await.expect("begin");
+        insert(5).execute(&mut *tx).await.expect("insert 5");
+        tx.commit().await.expect("commit");
+        // Another connection sees exactly what was committed.
+        use sqlx::Connection as _;
+        let mut other = sqlx::AnyConnection::connect(&url).await.expect("second connection");
+        let seen: Vec<i64> =
+            sqlx::query_scalar("SELECT x FROM t ORDER BY x").fetch_all(&mut other).await.expect("read");
+        assert_eq!(seen, [2, 4, 5]);
+        other.close().await.expect("close");
+        store.close().await;
+    }
 
     #[tokio::test]
     async fn the_wal_is_checkpointed_in_the_background() {
