@@ -83,6 +83,14 @@ pub struct Args {
     #[arg(long, env = "MERIDIAN_AGENT_FIREWALL_TABLE", default_value = crate::firewall::ruleset::TABLE, value_parser = table_name)]
     pub firewall_table: String,
 
+    /// A tag in this agent's libvirt domain names (`meridian-TAG-<instance id>`) and UUIDs, for
+    /// agents that share one libvirt daemon (one machine running several hosts): each needs its
+    /// own, or a cold migration between them collides on the domain. Lowercase letters and
+    /// digits, at most 16; none by default (`meridian-<instance id>`). Never change it while the
+    /// host has instances: the agent finds its domains by these names.
+    #[arg(long, env = "MERIDIAN_AGENT_DOMAIN_TAG", value_parser = domain_tag)]
+    pub domain_tag: Option<String>,
+
     /// Apply the firewall inside this network namespace (`ip netns exec`) instead of the
     /// host's: for tests, whose "guests" are namespaces.
     #[arg(long, env = "MERIDIAN_AGENT_FIREWALL_NETNS", hide = true)]
@@ -91,6 +99,10 @@ pub struct Args {
     /// Address for `/healthz`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9180`); off when unset.
     #[arg(long, env = "MERIDIAN_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+fn domain_tag(s: &str) -> Result<String, String> {
+    crate::xml::Naming::new(Some(s)).map(|_| s.to_string())
 }
 
 /// Whether instances get a config drive.

@@ -41,7 +41,7 @@ pub async fn run(controller: Arc<Controller>, server: ServerClient, item: WorkIt
     let outcome = match Uuid::parse_str(&item.instance_id) {
         Err(_) => Err(format!("instance id {:?} is not a UUID", item.instance_id)),
         Ok(id) => {
-            let name = crate::xml::domain_name(&id);
+            let name = controller.naming().domain(&id);
             let hv = Arc::clone(controller.hypervisor());
             info!(%session, instance = %id, ?protocol, "console session");
             match allowed(&hv, &name).await {

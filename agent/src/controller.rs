@@ -163,6 +163,8 @@ pub struct ControllerConfig {
     /// traffic as soon as it exists (the port filters may have been applied before it did),
     /// and a build starts its guest only once its ports' filters are in force.
     pub firewall: Option<Arc<crate::firewall::Enforcer>>,
+    /// Domain names and libvirt UUIDs (`--domain-tag`).
+    pub naming: xml::Naming,
 }
 
 /// How long a build waits for the server's port filters to name its ports (Nova's
@@ -315,7 +317,7 @@ impl Controller {
     async fn resize_in_guest(&self, v: &VolumeSpec, att: &ExtendAttached) -> Result<(), ActionError> {
         let id = Uuid::parse_str(&att.instance_id)
             .map_err(|_| ActionError::Invalid(format!("instance id {} is not a uuid", att.instance_id)))?;
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let state = self.state(&name).await?;
         if !matches!(state, InstanceState::Running | InstanceState::Paused) {
             return Ok(());
@@ -337,7 +339,7 @@ impl Controller {
     async fn snapshot(&self, volume: &str, snapshot: &str, instance: Option<&str>) -> Result<(), ActionError> {
         let (v, s) = (volume.to_string(), snapshot.to_string());
         let copy = move |st: &dyn Storage| st.snapshot_create(&v, &s);
-        let domain = instance.and_then(|i| Uuid::parse_str(i).ok()).map(|id| xml::domain_name(&id));
+        let domain = instance.and_then(|i| Uuid::parse_str(i).ok()).map(|id| self.cfg.naming.domain(&id));
         let Some(name) = domain else { return self.store(copy).await };
         let paused = match self.state(&name).await? {
             InstanceState::Running => {
@@ -581,6 +583,11 @@ impl Controller {
         created.elapsed().ok().map(|d| d.as_secs())
     }
 
+    /// How this agent names its domains.
+    pub fn naming(&self) -> &xml::Naming {
+        &self.cfg.naming
+    }
+
     pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
         &self.hv
     }
@@ -619,7 +626,7 @@ impl Controller {
         Ok(domains
             .into_iter()
             .filter_map(|d| {
-                let id = xml::instance_of(&d.name)?;
+                let id = self.cfg.naming.instance_of(&d.name)?;
                 Some(InstanceReport {
                     instance_id: id.to_string(),
                     power_state: InstanceState::from_domain(Some(d.state)).power_state(),
@@ -670,7 +677,7 @@ impl Controller {
             self.volume_work(&work.action).await?;
             return Ok((PowerState::NoState, None));
         }
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let state = self.state(&name).await?;
         match lifecycle::decide(state, work.op()) {
             Decision::Reject(r) => return Err(r.into()),
@@ -992,6 +999,7 @@ impl Controller {
         }
         let domain = DomainSpec {
             instance_id: id,
+            naming: self.cfg.naming.clone(),
             display_name: spec.name.clone(),
             project_id: spec.project_id.clone(),
             virt_type: self.cfg.virt_type,
@@ -1019,7 +1027,7 @@ impl Controller {
                 .map_err(ActionError::Invalid)?;
             domain_xml = crate::topology::with_topology(&domain_xml, t);
         }
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         self.hv(move |hv| {
             hv.define(&domain_xml)?;
             if start { hv.start(&name) } else { Ok(()) }
@@ -1151,7 +1159,7 @@ impl Controller {
     /// Removes an instance completely: domain, DHCP entries (and networks nobody else uses),
     /// files, image pins. Every step tolerates what is already gone.
     async fn teardown(&self, id: Uuid) -> Result<(), ActionError> {
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let n = name.clone();
         self.hv(move |hv| {
             match hv.state(&n)? {
@@ -1166,8 +1174,17 @@ impl Controller {
         if let Some(record) = self.read_record(&id).await {
             let _net = self.net_lock.lock().await;
             let networks: BTreeSet<String> = record.plugs.iter().map(|p| p.network.clone()).collect();
-            let still_used = self.networks_in_use(&id).await;
-            let plugs = record.plugs.clone();
+            let mut still_used = self.networks_in_use(&id).await;
+            // Another agent on this daemon (the other end of a cold migration between two hosts
+            // on one machine) may run a guest with the same port: its DHCP entry and network stay.
+            let others = self.hv(|hv| Ok(Self::daemon_plugs(hv))).await?;
+            still_used.extend(others.iter().map(|(net, _)| net.clone()));
+            let plugs: Vec<Plug> = record
+                .plugs
+                .iter()
+                .filter(|p| !others.contains(&(p.network.clone(), p.mac.clone())))
+                .cloned()
+                .collect();
             let unused: Vec<String> = networks.difference(&still_used).cloned().collect();
             let removed = unused.clone();
             self.hv(move |hv| {
@@ -1207,6 +1224,23 @@ impl Controller {
             .await
             .map_err(|_| ActionError::Panicked)?;
         Ok(())
+    }
+
+    /// (network, MAC) of every interface of every domain defined on the daemon (this agent's, once
+    /// the one being removed is gone, and any other agent's on the same daemon). A domain that
+    /// vanishes while it is read is skipped.
+    fn daemon_plugs(hv: &dyn Hypervisor) -> BTreeSet<(String, String)> {
+        let Ok(domains) = hv.domains() else { return BTreeSet::new() };
+        let mut plugs = BTreeSet::new();
+        for d in domains {
+            let Ok(x) = hv.domain_xml(&d.name) else { continue };
+            for (mac, _) in xml::interfaces(&x) {
+                if let Some(net) = xml::interface_network(&x, &mac) {
+                    plugs.insert((net, mac));
+                }
+            }
+        }
+        plugs
     }
 
     /// Networks plugged by every instance but `except`, from their records.
@@ -1442,7 +1476,12 @@ impl Controller {
     async fn log_test_power_on(&self, id: &Uuid, work: &Work) {
         use std::io::Write;
         let mut lines = vec![
-            format!("meridian-agent: {} powered on by {} (work {})", xml::domain_name(id), work.op().name(), work.id),
+            format!(
+                "meridian-agent: {} powered on by {} (work {})",
+                self.cfg.naming.domain(id),
+                work.op().name(),
+                work.id
+            ),
             "meridian-agent: libvirt test driver: no guest runs; this log records the domain's lifecycle".to_string(),
         ];
         if let Action::Build(spec) = &work.action {
@@ -1460,7 +1499,7 @@ impl Controller {
                 ));
             }
         }
-        lines.push(format!("meridian-agent: {} is running", xml::domain_name(id)));
+        lines.push(format!("meridian-agent: {} is running", self.cfg.naming.domain(id)));
         let path = self.console_log_path(id);
         let text = lines.join("\n") + "\n";
         let written = tokio::task::spawn_blocking(move || {

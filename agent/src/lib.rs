@@ -156,6 +156,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             config_drive_format: args.config_drive_format,
             availability_zone: args.availability_zone.clone(),
             firewall: firewall.clone(),
+            naming: xml::Naming::new(args.domain_tag.as_deref()).map_err(|e| anyhow::anyhow!(e))?,
         },
     )
     .context("cannot create the instances directory")?;

@@ -80,14 +80,73 @@ pub fn vnc_port(domain_xml: &str) -> Option<u16> {
         .filter(|p| *p > 0)
 }
 
-/// The domain name of an instance.
-pub fn domain_name(instance_id: &Uuid) -> String {
-    format!("{NAME_PREFIX}{instance_id}")
+/// How this agent names its domains on the libvirt daemon, and which libvirt UUID it gives
+/// them. Without a tag (the default, one agent per daemon): `meridian-<instance id>` with the
+/// instance id as the libvirt UUID. With a tag (agents sharing one daemon, e.g. two hosts on
+/// one machine): `meridian-<tag>-<instance id>` and a UUID derived from tag and instance id,
+/// since libvirt refuses two domains with one name *or* one UUID, and the source of a cold
+/// migration keeps its domain until the confirm. Each agent sees only its own names, so its
+/// heartbeat never reports another agent's domain. The instance id stays the SMBIOS serial.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Naming {
+    tag: Option<String>,
 }
 
-/// The instance id of a Meridian domain name.
-pub fn instance_of(domain_name: &str) -> Option<Uuid> {
-    domain_name.strip_prefix(NAME_PREFIX).and_then(|id| Uuid::parse_str(id).ok())
+/// Longest domain tag: the names stay short in `virsh list`.
+pub const MAX_TAG_LEN: usize = 16;
+
+impl Naming {
+    /// `tag`: lowercase letters and digits, at most [`MAX_TAG_LEN`]; empty means none.
+    pub fn new(tag: Option<&str>) -> Result<Naming, String> {
+        let Some(tag) = tag.filter(|t| !t.is_empty()) else {
+            return Ok(Naming::default());
+        };
+        let ok = tag.len() <= MAX_TAG_LEN && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(format!("domain tag {tag:?}: use at most {MAX_TAG_LEN} lowercase letters and digits"));
+        }
+        Ok(Naming { tag: Some(tag.to_string()) })
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The domain name of an instance.
+    pub fn domain(&self, instance_id: &Uuid) -> String {
+        match &self.tag {
+            None => format!("{NAME_PREFIX}{instance_id}"),
+            Some(t) => format!("{NAME_PREFIX}{t}-{instance_id}"),
+        }
+    }
+
+    /// The instance id of one of this agent's domain names; `None` for anything else
+    /// (another agent's domains included: a tag never parses as a UUID and a UUID never
+    /// starts with `<tag>-`, whose tag is shorter than 8 hex digits or not hex at all).
+    pub fn instance_of(&self, domain_name: &str) -> Option<Uuid> {
+        let rest = domain_name.strip_prefix(NAME_PREFIX)?;
+        let id = match &self.tag {
+            None => rest,
+            Some(t) => rest.strip_prefix(t.as_str())?.strip_prefix('-')?,
+        };
+        // Only the canonical hyphenated form: `Uuid::parse_str` also takes braces, `urn:`.
+        (id.len() == 36).then(|| Uuid::parse_str(id).ok()).flatten()
+    }
+
+    /// The libvirt (and SMBIOS system) UUID of an instance's domain: the instance id, or with a
+    /// tag a name-based (MD5, version 3) UUID of tag and instance id, stable across restarts.
+    pub fn domain_uuid(&self, instance_id: &Uuid) -> Uuid {
+        match &self.tag {
+            None => *instance_id,
+            Some(t) => {
+                use md5::Digest as _;
+                let mut h = md5::Md5::new();
+                h.update(instance_id.as_bytes());
+                h.update(t.as_bytes());
+                uuid::Builder::from_md5_bytes(h.finalize().into()).into_uuid()
+            }
+        }
+    }
 }
 
 /// The libvirt network for a Meridian network.
@@ -199,6 +258,8 @@ pub struct KernelBoot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainSpec {
     pub instance_id: Uuid,
+    /// The domain's name and libvirt UUID (the agent's [`Naming`]).
+    pub naming: Naming,
     /// The instance's display name (kept in the metadata).
     pub display_name: String,
     pub project_id: String,
@@ -249,8 +310,9 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     let emulated = spec.virt_type != VirtType::Test;
     // `write!` to a String cannot fail.
     let _ = writeln!(x, "<domain type='{}'>", spec.virt_type.as_str());
-    let _ = writeln!(x, "  <name>{}</name>", domain_name(&spec.instance_id));
-    let _ = writeln!(x, "  <uuid>{}</uuid>", spec.instance_id);
+    let _ = writeln!(x, "  <name>{}</name>", spec.naming.domain(&spec.instance_id));
+    let domain_uuid = spec.naming.domain_uuid(&spec.instance_id);
+    let _ = writeln!(x, "  <uuid>{domain_uuid}</uuid>");
     // libvirt refuses titles with line breaks.
     let title = spec.display_name.replace(['\n', '\r'], " ");
     let _ = writeln!(x, "  <title>{}</title>", esc(&title));
@@ -273,7 +335,8 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         ("product", SMBIOS_PRODUCT),
         ("version", env!("CARGO_PKG_VERSION")),
         ("serial", &spec.instance_id.to_string()),
-        ("uuid", &spec.instance_id.to_string()),
+        // libvirt refuses a sysinfo UUID other than the domain's.
+        ("uuid", &domain_uuid.to_string()),
         ("family", SMBIOS_FAMILY),
     ] {
         let _ = writeln!(x, "      <entry name='{name}'>{}</entry>", esc(value));
@@ -649,6 +712,7 @@ mod tests {
     fn spec(virt_type: VirtType) -> DomainSpec {
         DomainSpec {
             instance_id: Uuid::parse_str("0e7c1c1e-1111-4222-8333-444455556666").expect("uuid"),
+            naming: Naming::default(),
             display_name: "web <1>".into(),
             project_id: "p1".into(),
             virt_type,
@@ -849,8 +913,42 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let id = Uuid::new_v4();
-        assert_eq!(instance_of(&domain_name(&id)), Some(id));
-        assert_eq!(instance_of("test"), None);
+        let plain = Naming::default();
+        let a = Naming::new(Some("hosta")).expect("tag");
+        let b = Naming::new(Some("b2")).expect("tag");
+        assert_eq!(plain.domain(&id), format!("meridian-{id}"));
+        assert_eq!(a.domain(&id), format!("meridian-hosta-{id}"));
+        for n in [&plain, &a, &b] {
+            assert_eq!(n.instance_of(&n.domain(&id)), Some(id));
+            assert_eq!(n.instance_of("test"), None);
+        }
+        // Each agent on a shared daemon sees only its own domains.
+        assert_eq!(plain.instance_of(&a.domain(&id)), None);
+        assert_eq!(a.instance_of(&plain.domain(&id)), None);
+        assert_eq!(a.instance_of(&b.domain(&id)), None);
+        assert_eq!(plain.instance_of(&format!("meridian-{{{id}}}")), None);
+        // Distinct, stable libvirt UUIDs; no tag keeps the instance id (existing guests).
+        assert_eq!(plain.domain_uuid(&id), id);
+        assert_ne!(a.domain_uuid(&id), id);
+        assert_ne!(a.domain_uuid(&id), b.domain_uuid(&id));
+        assert_eq!(a.domain_uuid(&id), Naming::new(Some("hosta")).expect("tag").domain_uuid(&id));
+        assert_eq!(Naming::new(Some("")).expect("empty"), plain);
+        for bad in ["Host", "a-b", "x".repeat(17).as_str(), "a b"] {
+            assert!(Naming::new(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_tagged_domain_keeps_the_instance_id_as_its_serial() {
+        let mut s = spec(VirtType::Qemu);
+        s.naming = Naming::new(Some("two")).expect("tag");
+        let xml = domain_xml(&s);
+        let id = "0e7c1c1e-1111-4222-8333-444455556666";
+        let uuid = s.naming.domain_uuid(&s.instance_id).to_string();
+        assert!(xml.contains(&format!("<name>meridian-two-{id}</name>")), "{xml}");
+        assert!(xml.contains(&format!("<uuid>{uuid}</uuid>")), "{xml}");
+        assert!(xml.contains(&format!("<entry name='serial'>{id}</entry>")), "{xml}");
+        assert!(xml.contains(&format!("<entry name='uuid'>{uuid}</entry>")), "{xml}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Controller {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), ActionError> {
         progress("rebuild_block_device_mapping");
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let dir = self.instance_dir(&id);
         // The volumes plugged into the domain (its definition; a rescued one's saved one).
         let definition = match tokio::fs::read_to_string(dir.join(SAVED_XML)).await {
@@ -97,7 +97,7 @@ impl Controller {
     }
 
     pub(super) async fn rescue(&self, id: Uuid, state: InstanceState, image: &ImageSpec) -> Result<(), ActionError> {
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let dir = self.instance_dir(&id);
         let saved = dir.join(SAVED_XML);
         let rescue_disk = dir.join(RESCUE_DISK);
@@ -159,7 +159,7 @@ impl Controller {
     }
 
     pub(super) async fn unrescue(&self, id: Uuid) -> Result<(), ActionError> {
-        let name = xml::domain_name(&id);
+        let name = self.cfg.naming.domain(&id);
         let dir = self.instance_dir(&id);
         let saved = dir.join(SAVED_XML);
         let rescue_disk = dir.join(RESCUE_DISK);

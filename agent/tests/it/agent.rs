@@ -151,7 +151,7 @@ async fn agent_serves_work_from_the_server() {
     assert_eq!(s.image_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // The guest powers off by itself: the next heartbeat says so.
-    hv.shutdown(&xml::domain_name(&id)).expect("guest shutdown");
+    hv.shutdown(&xml::Naming::default().domain(&id)).expect("guest shutdown");
     eventually(10, "a heartbeat with the instance shut down", || reported(&s, &id) == Some(PowerState::Shutdown)).await;
 
     // A rejected transition is a clear failure, and the agent carries on.
@@ -170,7 +170,7 @@ async fn agent_serves_work_from_the_server() {
         "{reboot:?}"
     );
     assert!(matches!(s.events_of("w-delete")[..], [WorkEvent::Done { power_state: PowerState::NoState, .. }]));
-    assert_eq!(hv.state(&xml::domain_name(&id)).expect("state"), None);
+    assert_eq!(hv.state(&xml::Naming::default().domain(&id)).expect("state"), None);
     eventually(10, "a heartbeat without the instance", || reported(&s, &id).is_none()).await;
 
     let _ = stop_tx.send(());

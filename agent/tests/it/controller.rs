@@ -54,6 +54,7 @@ fn controller_config(dir: &TempDir) -> ControllerConfig {
         config_drive_format: config_drive::Format::Iso9660,
         availability_zone: "nova".into(),
         firewall: None,
+        naming: Default::default(),
     }
 }
 
@@ -101,7 +102,7 @@ async fn instance_lifecycle() {
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
     let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(1);
     env.server.add_image("img-a", data.clone());
     let the_mac = mac();
@@ -275,7 +276,7 @@ async fn failed_builds_leave_nothing_behind() {
     };
     assert!(message.contains("failed its checksum"), "{message}");
     assert!(!retryable);
-    assert_eq!(env.hv.state(&xml::domain_name(&id)).expect("state"), None);
+    assert_eq!(env.hv.state(&xml::Naming::default().domain(&id)).expect("state"), None);
     assert!(!env.instance_dir(&id).exists());
     assert!(!env.dir.path().join("images/img-c").exists());
 
@@ -318,7 +319,7 @@ async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
     ]);
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
     assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
-    let dom = env.hv.domain_xml(&xml::domain_name(&id)).expect("domain xml");
+    let dom = env.hv.domain_xml(&xml::Naming::default().domain(&id)).expect("domain xml");
     let images = env.dir.path().join("images");
     assert!(dom.contains(&format!("<kernel>{}</kernel>", images.join("aki-1").display())), "{dom}");
     assert!(dom.contains(&format!("<initrd>{}</initrd>", images.join("ari-1").display())));
@@ -333,7 +334,7 @@ async fn direct_kernel_boot_uses_cached_kernel_and_ramdisk() {
     spec.image.properties = BTreeMap::from([("kernel_id".to_string(), "aki-1".to_string())]);
     let (ev, _) = env.exec(id, Action::Build(Box::new(spec))).await;
     assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
-    let dom = env.hv.domain_xml(&xml::domain_name(&id)).expect("domain xml");
+    let dom = env.hv.domain_xml(&xml::Naming::default().domain(&id)).expect("domain xml");
     assert!(dom.contains("<cmdline>root=/dev/vda console=tty0 console=ttyS0 console=hvc0</cmdline>"), "{dom}");
     assert!(!dom.contains("<initrd>"), "{dom}");
     let (ev, _) = env.exec(id, Action::Delete).await;
@@ -428,7 +429,7 @@ async fn volumes_are_made_attached_detached_and_deleted() {
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
     let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(1);
     env.server.add_image("img-v", data.clone());
     let spec = build_spec("img-v", &data, vec![nic(&net_id, &mac(), "10.77.3.5")]);
@@ -524,7 +525,7 @@ async fn snapshots_pause_the_guest_and_seed_new_volumes() {
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
     let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(2);
     env.server.add_image("img-s", data.clone());
     let spec = build_spec("img-s", &data, vec![nic(&net_id, &mac(), "10.77.4.5")]);
@@ -626,7 +627,7 @@ async fn pause_and_suspend_with_repeats_and_refusals() {
     let env = env().await;
     let id = Uuid::new_v4();
     let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(9);
     env.server.add_image("img-p", data.clone());
     let (ev, _) = env.exec(id, Action::Build(Box::new(build_spec("img-p", &data, vec![])))).await;
@@ -685,7 +686,7 @@ async fn interfaces_are_hot_plugged_and_diagnostics_read() {
     let id = Uuid::new_v4();
     let (net_a, net_b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
     let _cleanup = Cleanup { hv: env.hv.clone(), instances: vec![id], networks: vec![net_a.clone(), net_b.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(9);
     env.server.add_image("img-if", data.clone());
     let first_mac = mac();
@@ -784,7 +785,7 @@ async fn resize_in_place_then_migrate_out_and_in_between_two_hosts() {
     let id = Uuid::new_v4();
     let _ca = Cleanup { hv: hv_a.clone(), instances: vec![id], networks: vec![] };
     let _cb = Cleanup { hv: hv_b.clone(), instances: vec![id], networks: vec![] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(9);
     server.add_image("img-m", data.clone());
     let small = build_spec("img-m", &data, vec![]);
@@ -856,4 +857,94 @@ async fn resize_in_place_then_migrate_out_and_in_between_two_hosts() {
     // A revert needs a domain on the source: refused now that it is gone.
     let (ev, _) = run(&a, id, Action::MigrateRevert { migration_id: mid, power_on: true }).await;
     assert!(failed(&ev).contains("there is no domain to migrate or resize"), "{ev:?}");
+}
+
+/// A host whose controller shares `hv` (one libvirt daemon) with other hosts, with its own
+/// state dir under `dir/<name>` and the domain tag `tag`.
+fn host_on(hv: &Arc<Libvirt>, url: &str, dir: &TempDir, name: &str, tag: Option<&str>) -> Controller {
+    let images =
+        Arc::new(ImageCache::open(&dir.path().join(name).join("images"), client(url), u64::MAX).expect("cache"));
+    let mut cfg = controller_config(dir);
+    cfg.instances_dir = dir.path().join(name).join("instances");
+    cfg.naming = xml::Naming::new(tag).expect("tag");
+    let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+    Controller::new(dyn_hv, images, cfg).expect("controller")
+}
+
+/// What a cold migration between two agents on one daemon left: (the destination still runs
+/// the guest after the source's confirm cleanup, DHCP entries left on the network).
+async fn migrate_on_one_daemon(tag_a: Option<&str>, tag_b: Option<&str>) -> (Result<PowerState, String>, bool, usize) {
+    let (url, server) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hv = libvirt();
+    let a = host_on(&hv, &url, &dir, "a", tag_a);
+    let b = host_on(&hv, &url, &dir, "b", tag_b);
+    let id = Uuid::new_v4();
+    let net_id = Uuid::new_v4().to_string();
+    let _cleanup = Cleanup { hv: hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
+    let names = [a.naming().domain(&id), b.naming().domain(&id)];
+    let data = raw_image(4);
+    server.add_image("img-s", data.clone());
+    let spec = build_spec("img-s", &data, vec![nic(&net_id, &mac(), "10.77.0.20")]);
+    let net_name = xml::network_name(&net_id);
+    let hosts = || {
+        let conn = virt::connect::Connect::open(Some(crate::fixtures::URI)).expect("connect");
+        let x = conn.lookup_network_by_name(&net_name).and_then(|n| n.xml_desc(0)).ok();
+        x.map_or(0, |x| xml::NetworkInfo::parse(&x).expect("network XML").dhcp_hosts.len())
+    };
+    let outcome = async {
+        let (ev, _) = run(&a, id, Action::Build(Box::new(spec.clone()))).await;
+        assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+        let mid = Uuid::new_v4().to_string();
+        let (ev, _) = run(&a, id, Action::MigrateOut { migration_id: mid.clone() }).await;
+        assert_eq!(done(&ev), PowerState::Shutdown, "{ev:?}");
+        let (ev, _) =
+            run(&b, id, Action::MigrateIn { migration_id: mid.clone(), spec: Box::new(spec.clone()), power_on: true })
+                .await;
+        let dest = match ev {
+            WorkEvent::Done { power_state, .. } => power_state,
+            WorkEvent::Failed { message, .. } => return Err(message),
+            other => panic!("{other:?}"),
+        };
+        // Each agent reports its own domain only: the source's kept one off, the new one on.
+        let report = |reports: Vec<meridian_common::agent::InstanceReport>| {
+            reports.into_iter().filter(|r| r.instance_id == id.to_string()).map(|r| r.power_state).collect::<Vec<_>>()
+        };
+        if names[0] != names[1] {
+            assert_eq!(report(a.instances().await.expect("a")), [PowerState::Shutdown]);
+            assert_eq!(report(b.instances().await.expect("b")), [PowerState::Running]);
+        }
+        // The confirm: the source removes its copy.
+        let (ev, _) = run(&a, id, Action::MigrateCleanup { migration_id: mid, remove: true }).await;
+        assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
+        Ok(dest)
+    }
+    .await;
+    let running = b.instances().await.expect("b").iter().any(|r| r.instance_id == id.to_string());
+    let dhcp = hosts();
+    for n in &names {
+        let _ = hv.destroy(n);
+        let _ = hv.undefine(n);
+    }
+    (outcome, running, dhcp)
+}
+
+#[tokio::test]
+async fn two_agents_on_one_daemon_migrate_without_colliding() {
+    // Tagged (one agent may keep the default names): both domains exist side by side until the
+    // confirm, which leaves the destination's guest, its DHCP entry and its network alone.
+    let (outcome, running, dhcp) = migrate_on_one_daemon(None, Some("hostb")).await;
+    assert_eq!(outcome, Ok(PowerState::Running));
+    assert!(running, "the migrated guest survives the source's cleanup");
+    assert_eq!(dhcp, 1, "the destination's DHCP entry stays");
+}
+
+#[tokio::test]
+async fn two_untagged_agents_on_one_daemon_collide() {
+    // The collision the tag exists for: one name and one UUID for both ends.
+    let (outcome, running, _) = migrate_on_one_daemon(None, None).await;
+    // The destination's define replaced the source's kept domain and started it; the
+    // confirm's cleanup on the source then removed the migrated guest.
+    assert_eq!(outcome, Ok(PowerState::Running));
+    assert!(!running, "without tags the source's cleanup takes the migrated guest with it");
 }

@@ -184,7 +184,7 @@ async fn a_build_starts_its_guest_only_once_its_port_filter_is_in_force() {
     // Held there: no outcome, no domain, while the feed does not name the port.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(s.events_of("w-fw").iter().all(|e| matches!(e, WorkEvent::Progress { .. })), "{:?}", s.events_of("w-fw"));
-    let domain = meridian_agent::xml::domain_name(&id);
+    let domain = meridian_agent::xml::Naming::default().domain(&id);
     assert!(hv.state(&domain).expect("state").is_none(), "the domain was defined before its port filter");
 
     let mut p = port(5);

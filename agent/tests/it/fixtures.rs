@@ -59,7 +59,7 @@ pub struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for id in &self.instances {
-            let name = xml::domain_name(id);
+            let name = xml::Naming::default().domain(id);
             let _ = self.hv.destroy(&name);
             let _ = self.hv.undefine(&name);
         }

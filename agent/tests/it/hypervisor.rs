@@ -11,6 +11,7 @@ use crate::fixtures::{Cleanup, DomainGuard, libvirt};
 fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
     DomainSpec {
         instance_id: id,
+        naming: Default::default(),
         display_name: "hv test".into(),
         project_id: "p".into(),
         virt_type: VirtType::Test,
@@ -33,7 +34,7 @@ fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
 fn domain_lifecycle_on_the_test_driver() {
     let hv = libvirt();
     let id = Uuid::new_v4();
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
     assert_eq!(hv.state(&name).expect("state"), None);
 
@@ -104,7 +105,7 @@ fn networks_and_dhcp_hosts() {
 
     // A domain plugged into it defines and starts.
     let id = Uuid::new_v4();
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
     let nic = NicXml {
         mac: "fa:16:3e:00:00:02".into(),
@@ -128,7 +129,7 @@ fn networks_and_dhcp_hosts() {
 fn the_test_driver_has_no_serial_console_and_says_so() {
     let hv = libvirt();
     let id = Uuid::new_v4();
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let _guard = DomainGuard { hv: hv.clone(), name: name.clone() };
     hv.define(&xml::domain_xml(&spec(id, vec![]))).expect("define");
     hv.start(&name).expect("start");

@@ -72,12 +72,13 @@ async fn the_root_disk_goes_to_the_image_through_qemu_img_and_the_upload_route()
         config_drive_format: config_drive::Format::Iso9660,
         availability_zone: "nova".into(),
         firewall: None,
+        naming: Default::default(),
     };
     let ctl = Controller::new(dyn_hv, images, cfg).expect("controller");
     let id = Uuid::new_v4();
     let net = Uuid::new_v4().to_string();
     let _cleanup = Cleanup { hv: hv.clone(), instances: vec![id], networks: vec![net.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let data = raw_image(4);
     server.add_image("base", data.clone());
     let mut spec = build_spec("base", &data, vec![nic(&net, &mac(), "10.77.9.5")]);

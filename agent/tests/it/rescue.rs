@@ -30,6 +30,7 @@ fn config(dir: &TempDir) -> ControllerConfig {
         config_drive_format: config_drive::Format::Iso9660,
         availability_zone: "nova".into(),
         firewall: None,
+        naming: Default::default(),
     }
 }
 
@@ -63,7 +64,7 @@ async fn rescue_unrescue_and_rebuild_keep_nics_and_volumes() {
     let id = Uuid::new_v4();
     let net_id = Uuid::new_v4().to_string();
     let _cleanup = Cleanup { hv: hv.clone(), instances: vec![id], networks: vec![net_id.clone()] };
-    let name = xml::domain_name(&id);
+    let name = xml::Naming::default().domain(&id);
     let idir = dir.path().join("instances").join(id.to_string());
     let root = idir.join("disk").display().to_string();
     let rescue_disk = idir.join("disk.rescue").display().to_string();

@@ -311,6 +311,16 @@ async fn cold_migration_moves_the_disk_through_the_relay_and_confirm_frees_the_s
     assert_eq!(inbound["action"]["migration_id"], mid.as_str());
     assert_eq!(inbound["instance_id"], id.as_str());
     let port = inbound["action"]["spec"]["nics"][0]["port_id"].as_str().expect("the same port").to_string();
+    // The destination starts the guest only once its port is filtered: the filters it polls
+    // name the port while the migration is open (the source's still do too).
+    for agent in [&a, &b] {
+        let path = format!("/hosts/{}/port-filters?wait=0", agent.host);
+        let f = Agent::call(&app, Method::GET, &path, &agent.cred, Body::empty(), false).await;
+        assert_eq!(f.status, StatusCode::OK, "{}", f.body);
+        let ports: Vec<&str> =
+            f.body["ports"].as_array().into_iter().flatten().filter_map(|p| p["port_id"].as_str()).collect();
+        assert_eq!(ports, [port.as_str()], "{}: {}", agent.host, f.body);
+    }
     // The destination may fetch the image its disk is backed by (its cache may not have it).
     let img = Agent::call(&app, Method::GET, &format!("/images/{image}/file"), &b.cred, Body::empty(), false).await;
     assert_eq!(img.status, StatusCode::OK, "{}", img.body);

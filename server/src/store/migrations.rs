@@ -142,6 +142,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.filters_changed();
         Ok(true)
     }
 
@@ -220,6 +221,8 @@ impl Store {
             .bind(now())
             .execute(&mut *self.conn().await?)
             .await?;
+        // The destination's port filters follow the open migrations (`host_filter_data`).
+        self.filters_changed();
         Ok(())
     }
 
@@ -259,6 +262,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.filters_changed();
         Ok(())
     }
 
