@@ -65,6 +65,17 @@ pub enum Action {
     Extend,
     Snapshot,
     ToImage,
+    // The instance lifecycle of issue 17 (overlays/server_pick.rs).
+    Rebuild,
+    /// Rescue (asking the rescue image), or unrescue a rescued instance.
+    Rescue,
+    /// Restore a SOFT_DELETED instance.
+    Restore,
+    ResetState,
+    /// Resize (asking the flavor); on VERIFY_RESIZE: confirm or revert.
+    Resize,
+    Migrate,
+    Evacuate,
 }
 
 impl Action {
@@ -96,6 +107,13 @@ impl Action {
         (Action::Suspend, "suspend", "suspend (resume when suspended)"),
         (Action::Lock, "lock", "lock, asking why (unlock when locked)"),
         (Action::Shelve, "shelve", "shelve (unshelve when shelved)"),
+        (Action::Rebuild, "rebuild", "rebuild from an image (ports kept), optionally renamed"),
+        (Action::Rescue, "rescue", "rescue from an image (unrescue when rescued)"),
+        (Action::Restore, "restore", "restore a SOFT_DELETED instance"),
+        (Action::Resize, "resize", "resize to a flavor; in VERIFY_RESIZE: confirm or revert"),
+        (Action::ResetState, "reset_state", "admins: reset the state to active or error"),
+        (Action::Migrate, "migrate", "admins: cold-migrate (to a host, or the scheduler's pick)"),
+        (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
         (Action::Delete, "delete", "delete (asks first)"),
         (Action::Mark, "mark", "mark the row for a bulk start/stop/reboot/delete"),
         (Action::Console, "console", "console log"),
@@ -289,6 +307,13 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("Z", Action::Suspend),
     ("L", Action::Lock),
     ("z", Action::Shelve),
+    ("B", Action::Rebuild),
+    ("K", Action::Rescue),
+    ("ctrl-u", Action::Restore),
+    ("V", Action::Resize),
+    ("!", Action::ResetState),
+    ("M", Action::Migrate),
+    ("X", Action::Evacuate),
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),
