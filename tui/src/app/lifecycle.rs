@@ -172,10 +172,14 @@ impl App {
                         // The compute service's host is what Nova takes (2.53+ embeds it).
                         let host = h.raw["service"]["host"].as_str().unwrap_or(&h.hypervisor_hostname).to_string();
                         let mut detail = format!("{} · {}", h.state, h.status);
+                        let mut c = Choice::new(host.clone(), String::new(), Some(host.clone()));
                         if here.as_deref() == Some(host.as_str()) {
                             detail.push_str(" (its host now)");
+                            // Nova refuses it too ("can't be the same one"); said here first.
+                            c.refused = Some(format!("{host} is where it is now: pick another host"));
                         }
-                        out.push(Choice::new(host.clone(), detail, Some(host)));
+                        c.detail = detail;
+                        out.push(c);
                     }
                 }
                 (out, 0)
@@ -230,7 +234,8 @@ impl App {
     /// The hint for an instance waiting for the user (VERIFY_RESIZE, RESCUE, SOFT_DELETED).
     pub(super) fn waiting_hint(&self, theme: &Theme) -> Option<Vec<Span<'static>>> {
         let (id, _) = self.target_server()?;
-        let s = self.tables.servers.get(&id)?;
+        // While the answer is being carried out there is nothing to ask.
+        let s = self.tables.servers.get(&id).filter(|s| s.task_state.is_none())?;
         let km = &self.cfg.keymap;
         let (key, words) = match s.status.as_str() {
             "VERIFY_RESIZE" => (km.hint(Action::Resize), "confirm or revert the resize"),

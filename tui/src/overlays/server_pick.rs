@@ -247,10 +247,11 @@ impl ServerPick {
             .skip(start)
             .take(list_rows as usize)
             .map(|(i, c)| {
-                let on = i == self.selected && !self.name_focused;
-                let style = if on { theme.selected() } else { theme.base() };
+                let chosen = i == self.selected;
+                // The choice stays marked while the name is being typed.
+                let style = if chosen && !self.name_focused { theme.selected() } else { theme.base() };
                 Line::from(vec![
-                    Span::styled(format!("{} {:<width$} ", if on { "›" } else { " " }, c.label), style),
+                    Span::styled(format!("{} {:<width$} ", if chosen { "›" } else { " " }, c.label), style),
                     Span::styled(c.detail.clone(), theme.muted()),
                 ])
             })
