@@ -1248,7 +1248,11 @@ async fn resize_and_confirm_through_the_dialog() {
         row(s, "rz").is_some_and(|r| r.contains("ACTIVE") && r.contains("m1.micro"))
     });
     let v = admin.get("compute", &format!("/servers/{id}")).await.expect("show");
-    assert_eq!((v["server"]["status"].as_str(), v["server"]["flavor"]["id"].as_str()), (Some("ACTIVE"), Some("84")), "{v}");
+    assert_eq!(
+        (v["server"]["status"].as_str(), v["server"]["flavor"]["id"].as_str()),
+        (Some("ACTIVE"), Some("84")),
+        "{v}"
+    );
     // The walk passed through the states the live view showed.
     assert!(seen.iter().any(|s| row(s, "rz").is_some_and(|r| r.contains("RESIZE"))), "RESIZE was shown");
     tmux.type_text("q");

@@ -995,11 +995,12 @@ impl App {
             self.expected.insert(id.to_string(), s.clone());
             let (status, task) = op.expected();
             let mut shown = s;
-            shown.status = if op == ServerOp::Delete || op == ServerOp::Stop || op == ServerOp::Start || status.is_empty() {
-                shown.status
-            } else {
-                status.to_string()
-            };
+            shown.status =
+                if op == ServerOp::Delete || op == ServerOp::Stop || op == ServerOp::Start || status.is_empty() {
+                    shown.status
+                } else {
+                    status.to_string()
+                };
             shown.task_state = Some(task.to_string());
             self.tables.servers.expecting.insert(id.to_string());
             let ctx = cctx!(self);

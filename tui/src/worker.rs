@@ -163,16 +163,29 @@ impl ServerOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerCall {
     /// Rebuild from `image_id` (ports, addresses and flavor are kept), optionally renamed.
-    Rebuild { image_id: String, name: Option<String> },
+    Rebuild {
+        image_id: String,
+        name: Option<String>,
+    },
     /// Rescue, booting `image_id` (`None`: the server's own image, Nova's default).
-    Rescue { image_id: Option<String> },
+    Rescue {
+        image_id: Option<String>,
+    },
     /// Set the database state to `error` (`true`) or `active`.
-    ResetState { error: bool },
-    Resize { flavor_id: String },
+    ResetState {
+        error: bool,
+    },
+    Resize {
+        flavor_id: String,
+    },
     /// Cold-migrate; `host`: a compute host by name (microversion 2.56+), else the scheduler's choice.
-    Migrate { host: Option<String> },
+    Migrate {
+        host: Option<String>,
+    },
     /// Evacuate from a failed host; `host`: the target, else the scheduler's choice.
-    Evacuate { host: Option<String> },
+    Evacuate {
+        host: Option<String>,
+    },
 }
 
 impl ServerCall {
@@ -970,7 +983,10 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 | ServerOp::Resize
                 | ServerOp::Migrate
                 | ServerOp::Evacuate => {
-                    return Err(ClientError::Decode(format!("{} needs its arguments (Request::ServerCall)", op.verb())));
+                    return Err(ClientError::Decode(format!(
+                        "{} needs its arguments (Request::ServerCall)",
+                        op.verb()
+                    )));
                 }
             };
             Ok(Response::Accepted { id: id.clone(), op: *op })
@@ -1325,14 +1341,8 @@ mod tests {
             at(ServerCall::Rescue { image_id: Some("r".into()) }, None),
             Ok(json!({"rescue": {"rescue_image_ref": "r"}}))
         );
-        assert_eq!(
-            at(ServerCall::ResetState { error: true }, None),
-            Ok(json!({"os-resetState": {"state": "error"}}))
-        );
-        assert_eq!(
-            at(ServerCall::Resize { flavor_id: "2".into() }, None),
-            Ok(json!({"resize": {"flavorRef": "2"}}))
-        );
+        assert_eq!(at(ServerCall::ResetState { error: true }, None), Ok(json!({"os-resetState": {"state": "error"}})));
+        assert_eq!(at(ServerCall::Resize { flavor_id: "2".into() }, None), Ok(json!({"resize": {"flavorRef": "2"}})));
         assert_eq!(at(ServerCall::Migrate { host: None }, Some("2.79")), Ok(json!({"migrate": null})));
         let to_c2 = || ServerCall::Migrate { host: Some("c2".into()) };
         assert_eq!(at(to_c2(), Some("2.56")), Ok(json!({"migrate": {"host": "c2"}})));

@@ -36,7 +36,9 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
 fn flavors() -> Vec<Flavor> {
     [("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m1.medium", 2, 4096, 40)]
         .into_iter()
-        .map(|(id, name, vcpus, ram, disk)| parse(json!({"id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk})))
+        .map(|(id, name, vcpus, ram, disk)| {
+            parse(json!({"id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk}))
+        })
         .collect()
 }
 

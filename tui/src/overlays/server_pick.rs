@@ -233,10 +233,7 @@ impl ServerPick {
             Constraint::Length(1),
         ])
         .areas(inner);
-        f.render_widget(
-            Paragraph::new(Span::styled(self.question(), theme.muted())).wrap(Wrap { trim: true }),
-            q,
-        );
+        f.render_widget(Paragraph::new(Span::styled(self.question(), theme.muted())).wrap(Wrap { trim: true }), q);
         // A window of the list that keeps the selection in sight.
         let start = self.selected.saturating_sub(list_rows as usize - 1);
         let width = self.choices.iter().map(|c| c.label.chars().count()).max().unwrap_or(0).min(32);
@@ -312,7 +309,8 @@ mod tests {
     fn the_current_flavor_is_refused_in_words_and_esc_cancels() {
         let mut current = Choice::new("m1.nano", "(current)", Some("1".into()));
         current.refused = Some("web has this flavor already".into());
-        let mut p = ServerPick::new(Pick::Resize, one(), vec![current, Choice::new("m1.micro", "", Some("2".into()))], 0);
+        let mut p =
+            ServerPick::new(Pick::Resize, one(), vec![current, Choice::new("m1.micro", "", Some("2".into()))], 0);
         assert_eq!(press(&mut p, KeyCode::Enter), Effect::None);
         assert_eq!(p.notice.as_deref(), Some("web has this flavor already"));
         press(&mut p, KeyCode::Down);
