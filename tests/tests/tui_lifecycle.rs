@@ -133,6 +133,26 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
     let same = refused(&worker, &mut ui, call(&id, ServerCall::Resize { flavor_id: "42".into() })).await;
     assert_eq!(same, "resize failed: When resizing, instances must change flavor! (400)");
 
+    // A smaller disk: the cloud's 400 in its own words (a second server on m1.small, 20 GB).
+    let big = admin
+        .post(
+            "compute",
+            "/servers",
+            &json!({"server": {"name": "vm2", "imageRef": cloud.image_id, "flavorRef": "2",
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let big = big["server"]["id"].as_str().expect("id").to_string();
+    settle(&admin, &big, "ACTIVE").await;
+    let smaller = refused(&worker, &mut ui, call(&big, ServerCall::Resize { flavor_id: "84".into() })).await;
+    assert_eq!(
+        smaller,
+        "resize failed: Flavor's disk is smaller than the current disk. Flavor disk is 1073741824 bytes, current \
+         disk is 21474836480 bytes. (400)"
+    );
+    settle(&admin, &big, "ACTIVE").await;
+
     // Resize → revert: the old flavor back.
     let micro = || ServerCall::Resize { flavor_id: "84".into() };
     accepted(&worker, &mut ui, call(&id, micro()), ServerOp::Resize).await;
@@ -162,6 +182,7 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
 
     // Evacuate from a host that is up: Nova's body, and the cloud's refusal in words.
     let evacuate = refused(&worker, &mut ui, call(&id, ServerCall::Evacuate { host: None })).await;
+    eprintln!("evacuate from a host that is up: {evacuate}");
     assert!(evacuate.starts_with("evacuate failed: ") && evacuate.ends_with(')'), "{evacuate}");
     settle(&admin, &id, "ACTIVE").await;
 
