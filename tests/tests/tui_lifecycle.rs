@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use meridian_common::Client;
 use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
-use meridian_tui::worker::{ProfileBox, Request, Response, ServerCall, ServerOp};
+use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response, ServerCall, ServerOp};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -170,8 +170,15 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
     assert_eq!(s["flavor"]["id"], "84", "m1.micro: {s}");
 
     // Cold migration to the other host, named ({"migrate": {"host": …}} at 2.79), confirmed.
+    // The target as the dialog offers it: the compute service host of a hypervisor the worker listed.
     let from = s["OS-EXT-SRV-ATTR:host"].as_str().expect("host").to_string();
-    let to = if from == "c1" { "c2" } else { "c1" };
+    worker.send(Request::List(Kind::Hypervisors)).expect("send");
+    let Response::Listed(Listing::Hypervisors(hypervisors)) = answer(&mut ui).await else { panic!("hypervisors") };
+    let hosts: Vec<String> =
+        hypervisors.iter().filter_map(|h| h.raw["service"]["host"].as_str().map(str::to_string)).collect();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    let to = hosts.iter().find(|h| **h != from).expect("another host").clone();
+    let to = to.as_str();
     let migrate = ServerCall::Migrate { host: Some(to.into()) };
     accepted(&worker, &mut ui, call(&id, migrate), ServerOp::Migrate).await;
     let s = settle(&admin, &id, "VERIFY_RESIZE").await;
