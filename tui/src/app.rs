@@ -434,6 +434,16 @@ impl App {
                 self.info = Some(format!("{} accepted", op.verb()));
                 self.bulk_answer(&id, None);
             }
+            Response::Rescued { id, admin_pass } => {
+                // The password must not hide behind an earlier refusal of the same rescue.
+                if matches!(&self.error, Some((_, Some(Request::ServerCall { id: failed, .. }))) if *failed == id) {
+                    self.error = None;
+                }
+                self.reduce(Response::Accepted { id, op: ServerOp::Rescue });
+                if self.bulk.is_none() {
+                    self.info = Some(format!("rescue accepted; the rescue system's root password: {admin_pass}"));
+                }
+            }
             Response::Deleted { kind, id, name } => {
                 self.pending.remove(&Pending::Action(id.clone()));
                 if matches!(&self.error, Some((_, Some(Request::Delete { id: failed, .. }))) if *failed == id) {

@@ -474,6 +474,12 @@ pub enum Response {
         added: Vec<String>,
         removed: Vec<String>,
     },
+    /// The cloud accepted a rescue and said the rescue system's root password (Nova's
+    /// `adminPass`; shown once, as the CLI prints it).
+    Rescued {
+        id: String,
+        admin_pass: String,
+    },
 }
 
 /// Starts the worker; returns the request sender. `stream: false` skips the push stream and
@@ -705,7 +711,7 @@ fn dispatch(
                     Response::Listed(Listing::Servers(s)) | Response::Launched(s) => {
                         let _ = hints.send(LiveHint::Seen(s.clone()));
                     }
-                    Response::Accepted { id, .. } => {
+                    Response::Accepted { id, .. } | Response::Rescued { id, .. } => {
                         let _ = hints.send(LiveHint::Kick(id.clone()));
                     }
                     _ => {}
@@ -998,8 +1004,11 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
         }
         Request::ServerCall { id, call } => {
             let body = call.body(client.compute_version.as_deref()).map_err(ClientError::Decode)?;
-            client.post("compute", &format!("/servers/{id}/action"), &body).await?;
-            Ok(Response::Accepted { id: id.clone(), op: call.op() })
+            let answer = client.post("compute", &format!("/servers/{id}/action"), &body).await?;
+            match (call, answer["adminPass"].as_str()) {
+                (ServerCall::Rescue { .. }, Some(p)) => Ok(Response::Rescued { id: id.clone(), admin_pass: p.into() }),
+                _ => Ok(Response::Accepted { id: id.clone(), op: call.op() }),
+            }
         }
         Request::CreateImage { id, name } => {
             let body = json!({"createImage": {"name": name}});

@@ -198,6 +198,9 @@ fn rescue_asks_and_unrescue_does_not() {
     h.key(KeyCode::End);
     h.key(KeyCode::Enter);
     assert_eq!(h.sent(), vec![call(1, ServerCall::Rescue { image_id: Some(id(902)) })]);
+    h.app.on_response(Response::Rescued { id: id(1), admin_pass: "Xy7pQ2".into() });
+    let s = h.screen();
+    assert!(s.contains("rescue accepted; the rescue system's root password: Xy7pQ2"), "{s}");
 
     h.update(server(1, "web-1", "RESCUE", None));
     let s = h.screen();
