@@ -29,6 +29,13 @@ fn server(n: u32, name: &str, status: &str, task: Option<&str>) -> Server {
     meridian_tui::model::parse_server(&raw).expect("server")
 }
 
+/// web-1 resized to m1.medium, waiting for confirm or revert.
+fn resized() -> Server {
+    let mut raw = server(1, "web-1", "VERIFY_RESIZE", None).raw;
+    raw["flavor"] = json!({"original_name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40});
+    meridian_tui::model::parse_server(&raw).expect("server")
+}
+
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("fixture")
 }
@@ -223,6 +230,20 @@ fn restore_acts_on_soft_deleted_rows_only() {
     assert!(h.screen().contains("restore brings back SOFT_DELETED instances only"));
 }
 
+/// Marked rescued instances: one question naming the count, then one unrescue each.
+#[test]
+fn marked_rescued_rows_unrescue_after_one_question() {
+    let mut h = Harness::new(false, vec![server(1, "web-1", "RESCUE", None), server(2, "web-2", "RESCUE", None)]);
+    h.chars("  K");
+    assert!(h.sent().is_empty(), "nothing is sent before the answer");
+    let s = h.screen();
+    assert!(s.contains("Unrescue 2 instances?"), "{s}");
+    h.chars("y");
+    let mut sent = h.sent();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(sent, vec![op(1, ServerOp::Unrescue), op(2, ServerOp::Unrescue)]);
+}
+
 /// `V`: the flavors with the current one marked and refused, a smaller disk marked but
 /// allowed (the cloud's 400 says why); VERIFY_RESIZE stands out and the same key asks confirm
 /// or revert.
@@ -252,9 +273,7 @@ fn resize_then_confirm_or_revert() {
     h.key(KeyCode::Enter); // m1.medium: the first bigger one is selected
     assert_eq!(h.sent(), vec![call(1, ServerCall::Resize { flavor_id: "3".into() })]);
     assert!(h.screen().lines().any(|l| l.contains("RESIZE") && l.contains("resize_prep")));
-    let mut resized = server(1, "web-1", "VERIFY_RESIZE", None);
-    resized.flavor.original_name = Some("m1.medium".into());
-    h.update(resized);
+    h.update(resized());
     let s = h.screen();
     assert!(s.contains("VERIFY_RESIZE <V>confirm or revert the resize"), "{s}");
     h.chars("V");
@@ -267,12 +286,11 @@ fn resize_then_confirm_or_revert() {
     assert!(s.lines().any(|l| l.contains("VERIFY_RE") && l.contains("resize_conf")), "{s}");
     assert!(!h.screen().contains("<V>confirm or revert"), "no question while the answer is carried out");
     // Another resize waits; from the detail the hint line says what to do, and `V` `r` reverts.
-    let mut resized = server(1, "web-1", "VERIFY_RESIZE", None);
-    resized.flavor.original_name = Some("m1.medium".into());
-    h.update(resized);
+    h.update(resized());
     h.key(KeyCode::Enter);
     let s = h.screen();
     assert!(s.contains("VERIFY_RESIZE <V>confirm or revert the resize"), "{s}");
+    snap!("verify_resize_detail", s);
     h.chars("V");
     h.chars("r");
     assert_eq!(h.sent(), vec![op(1, ServerOp::RevertResize)]);

@@ -10,7 +10,7 @@ use ratatui::text::Span;
 use super::{App, Bulk};
 use crate::keymap::Action;
 use crate::model::Server;
-use crate::overlays::{Choice, Overlay, Pick, ServerDo, ServerPick, Verb};
+use crate::overlays::{Choice, Confirm, Overlay, Pick, ServerDo, ServerPick, Verb};
 use crate::table::{AnyTable, Progress};
 use crate::theme::Theme;
 use crate::views::View;
@@ -44,10 +44,8 @@ impl App {
             targets.iter().all(|(id, _)| self.tables.servers.get(id).is_some_and(|s| s.status == status))
         };
         let pick = match action {
-            Action::Rescue if all("RESCUE") => return self.server_do(targets, ServerDo::Op(ServerOp::Unrescue)),
-            Action::Restore if all("SOFT_DELETED") => {
-                return self.server_do(targets, ServerDo::Op(ServerOp::Restore));
-            }
+            Action::Rescue if all("RESCUE") => return self.undo(targets, ServerOp::Unrescue),
+            Action::Restore if all("SOFT_DELETED") => return self.undo(targets, ServerOp::Restore),
             Action::Restore => {
                 self.info = Some("restore brings back SOFT_DELETED instances only".into());
                 return;
@@ -68,6 +66,16 @@ impl App {
             _ => return,
         };
         self.overlay = Some(Overlay::ServerPick(Box::new(pick)));
+    }
+
+    /// Unrescue or restore: at once for one instance, after one question naming the count for
+    /// marked rows (as the other bulk actions).
+    fn undo(&mut self, targets: Vec<(String, String)>, op: ServerOp) {
+        if targets.len() > 1 {
+            self.overlay = Some(Overlay::Confirm(Confirm { verb: Verb::Server(op), kind: Kind::Servers, targets }));
+        } else {
+            self.server_do(targets, ServerDo::Op(op));
+        }
     }
 
     /// A dialog whose list comes from `kind`'s table, which is read again for it.
