@@ -433,6 +433,7 @@ impl App {
                 self.pending.remove(&Pending::Action(id.clone()));
                 self.info = Some(format!("{} accepted", op.verb()));
                 self.bulk_answer(&id, None);
+                self.pick_answered(&id);
             }
             Response::Rescued { id, admin_pass } => {
                 // The password must not hide behind an earlier refusal of the same rescue.
@@ -601,7 +602,7 @@ impl App {
                         let id = id.clone();
                         self.bulk_answer(&id, Some(message));
                     }
-                } else {
+                } else if !self.pick_refused(&request, &message) {
                     self.error = Some((message, Some(request)));
                 }
             }
@@ -844,10 +845,7 @@ impl App {
                 // The new images show in the images view.
                 self.send(Request::List(Kind::Images));
             }
-            Effect::ServerDo { targets, todo } => {
-                self.overlay = None;
-                self.server_do(targets, todo);
-            }
+            Effect::ServerDo { targets, todo } => self.server_do(targets, todo),
             Effect::Lock { id, reason } => {
                 self.overlay = None;
                 match reason {

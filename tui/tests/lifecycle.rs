@@ -160,8 +160,8 @@ fn op(n: u32, op: ServerOp) -> Request {
     Request::Action { id: id(n), op }
 }
 
-/// `B`: the images with the current one selected, an optional name; Enter sends Nova's rebuild
-/// and the row shows REBUILD at once.
+/// `B`: the images with the current one selected, an optional name; Enter sends Nova's rebuild,
+/// the row shows REBUILD at once, and the dialog waits for the answer.
 #[test]
 fn rebuild_picks_an_image_and_a_new_name() {
     let mut h = Harness::new(false, vec![server(1, "web-1", "ACTIVE", None)]);
@@ -177,13 +177,18 @@ fn rebuild_picks_an_image_and_a_new_name() {
     let want = ServerCall::Rebuild { image_id: id(901), name: Some("web-1b".into()) };
     assert_eq!(h.sent(), vec![call(1, want)]);
     let s = h.screen();
-    assert!(s.lines().any(|l| l.contains("web-1") && l.contains("REBUILD") && l.contains("rebuilding")), "{s}");
+    assert!(s.contains("sending…"), "{s}");
+    h.chars("x");
+    assert!(h.sent().is_empty(), "keys wait for the answer");
     h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Rebuild });
-    assert!(h.screen().contains("rebuild accepted"));
+    let s = h.screen();
+    assert!(s.contains("rebuild accepted") && !s.contains("rebuild web-1"), "closed on the answer: {s}");
+    assert!(s.lines().any(|l| l.contains("web-1") && l.contains("REBUILD") && l.contains("rebuilding")), "{s}");
 }
 
-/// `K`: asks (the dialog is the question), its own image first; on a rescued instance `K`
-/// unrescues at once; a refusal comes back in words and the row as it was.
+/// `K`: asks (the dialog is the question), its own image first; a refusal comes back into the
+/// dialog in the cloud's words (another choice can be sent); the rescue password is shown; on a
+/// rescued instance `K` unrescues at once.
 #[test]
 fn rescue_asks_and_unrescue_does_not() {
     let mut h = Harness::new(false, vec![server(1, "web-1", "ACTIVE", None)]);
@@ -199,9 +204,8 @@ fn rescue_asks_and_unrescue_does_not() {
         message: "rescue failed: Instance web-1 is locked (409)".into(),
     });
     let s = h.screen();
-    assert!(s.contains("rescue failed: Instance web-1 is locked (409)"), "{s}");
-    // Another image, chosen.
-    h.chars("K");
+    assert!(s.contains("rescue failed: Instance web-1 is locked (409)") && s.contains("rescue web-1"), "{s}");
+    // Another image, chosen in the same dialog.
     h.key(KeyCode::End);
     h.key(KeyCode::Enter);
     assert_eq!(h.sent(), vec![call(1, ServerCall::Rescue { image_id: Some(id(902)) })]);
@@ -261,18 +265,24 @@ fn resize_then_confirm_or_revert() {
     h.key(KeyCode::Up);
     h.key(KeyCode::Enter);
     assert_eq!(h.sent(), vec![call(1, ServerCall::Resize { flavor_id: "1".into() })]);
+    // The cloud's whole sentence, in the dialog (the status line would cut it).
+    let words = "resize failed: Flavor's disk is smaller than the current disk. Flavor disk is 1073741824 bytes, \
+                 current disk is 21474836480 bytes. (400)";
     h.app.on_response(Response::Failed {
         request: call(1, ServerCall::Resize { flavor_id: "1".into() }),
-        message: "resize failed: Resize to a flavor with a smaller disk is not allowed. (400)".into(),
+        message: words.into(),
     });
     let s = h.screen();
-    assert!(s.contains("smaller disk is not allowed") && s.lines().any(|l| l.contains("ACTIVE")), "{s}");
+    assert!(s.contains("current disk is 21474836480 bytes. (400)") && s.contains("resize web-1"), "{s}");
+    assert!(s.lines().any(|l| l.contains("web-1") && l.contains("ACTIVE")), "the row as it was: {s}");
     snap!("resize_refused", s);
 
+    h.key(KeyCode::Esc);
     h.chars("V");
     h.key(KeyCode::Enter); // m1.medium: the first bigger one is selected
     assert_eq!(h.sent(), vec![call(1, ServerCall::Resize { flavor_id: "3".into() })]);
     assert!(h.screen().lines().any(|l| l.contains("RESIZE") && l.contains("resize_prep")));
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Resize });
     h.update(resized());
     let s = h.screen();
     assert!(s.contains("VERIFY_RESIZE <V>confirm or revert the resize"), "{s}");
@@ -331,11 +341,13 @@ fn admins_migrate_evacuate_and_reset_state() {
     snap!("migrate_dialog", s);
     h.key(KeyCode::Enter);
     assert_eq!(h.sent(), vec![call(1, ServerCall::Migrate { host: None })]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Migrate });
     h.chars("M");
     h.key(KeyCode::Down);
     h.key(KeyCode::Down);
     h.key(KeyCode::Enter);
     assert_eq!(h.sent(), vec![call(1, ServerCall::Migrate { host: Some("compute-2".into()) })]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::Migrate });
 
     h.chars("X");
     let s = h.screen();
@@ -352,7 +364,9 @@ fn admins_migrate_evacuate_and_reset_state() {
         request: call(1, ServerCall::Evacuate { host: Some("compute-2".into()) }),
         message: "evacuate failed: Compute service of compute-1 is still in use. (400)".into(),
     });
-    assert!(h.screen().contains("Compute service of compute-1 is still in use. (400)"));
+    let s = h.screen();
+    assert!(s.contains("Compute service of compute-1 is still in use. (400)") && s.contains("evacuate web-1"), "{s}");
+    h.key(KeyCode::Esc);
 
     h.chars("!");
     let s = h.screen();

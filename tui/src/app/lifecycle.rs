@@ -230,12 +230,42 @@ impl App {
                 failed: Vec::new(),
             });
         }
+        // One instance with a choice: the dialog stays, busy, until the cloud answers.
+        let wait = targets.len() == 1 && matches!(todo, ServerDo::Call(_));
+        match &mut self.overlay {
+            Some(Overlay::ServerPick(p)) if wait => {
+                p.busy = true;
+                p.notice = None;
+            }
+            _ => self.overlay = None,
+        }
         for (id, _) in targets {
             self.expect_state(&id, op);
             match &todo {
                 ServerDo::Call(call) => self.send(Request::ServerCall { id, call: call.clone() }),
                 ServerDo::Op(op) => self.send(Request::Action { id, op: *op }),
             }
+        }
+    }
+
+    /// The cloud accepted an action on `id`: a dialog waiting for that answer closes.
+    pub(super) fn pick_answered(&mut self, id: &str) {
+        if matches!(&self.overlay, Some(Overlay::ServerPick(p)) if p.waits_for(id)) {
+            self.overlay = None;
+        }
+    }
+
+    /// The cloud refused `request`: when its dialog waits for the answer, the refusal is shown
+    /// there in full (the choice can be changed and sent again); whether it was.
+    pub(super) fn pick_refused(&mut self, request: &Request, message: &str) -> bool {
+        let Request::ServerCall { id, .. } = request else { return false };
+        match &mut self.overlay {
+            Some(Overlay::ServerPick(p)) if p.waits_for(id) => {
+                p.busy = false;
+                p.notice = Some(message.to_string());
+                true
+            }
+            _ => false,
         }
     }
 

@@ -81,8 +81,12 @@ pub struct ServerPick {
     /// Rebuild of one instance: the optional new name.
     name: Option<TextArea<'static>>,
     name_focused: bool,
-    /// A sentence under the list: why Enter did nothing, or what this cloud cannot do.
+    /// A sentence under the list: why Enter did nothing, what this cloud cannot do, or the
+    /// cloud's refusal of what was sent.
     pub notice: Option<String>,
+    /// Sent for one instance, waiting for the answer: a refusal comes back into the dialog (in
+    /// full, wrapped) instead of the status line, where a long fault would be cut.
+    pub busy: bool,
 }
 
 impl ServerPick {
@@ -90,7 +94,7 @@ impl ServerPick {
     pub fn new(what: Pick, targets: Vec<(String, String)>, choices: Vec<Choice>, selected: usize) -> ServerPick {
         let name = (what == Pick::Rebuild && targets.len() == 1).then(|| field("", "keep the name"));
         let selected = selected.min(choices.len().saturating_sub(1));
-        ServerPick { what, targets, choices, selected, name, name_focused: false, notice: None }
+        ServerPick { what, targets, choices, selected, name, name_focused: false, notice: None, busy: false }
     }
 
     /// Reset state: the two states Nova takes.
@@ -151,7 +155,16 @@ impl ServerPick {
         Effect::ServerDo { targets: self.targets.clone(), todo }
     }
 
+    /// Whether the dialog waits for the cloud's answer about instance `id`.
+    pub fn waits_for(&self, id: &str) -> bool {
+        self.busy && matches!(self.targets.as_slice(), [(only, _)] if only == id)
+    }
+
     pub fn handle_key(&mut self, key: KeyEvent) -> Effect {
+        if self.busy {
+            // Esc leaves the answer to the status line; nothing else while it is on its way.
+            return if key.code == KeyCode::Esc { Effect::Close } else { Effect::None };
+        }
         if self.name_focused
             && let Some(name) = &mut self.name
         {
@@ -216,7 +229,7 @@ impl ServerPick {
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let list_rows = self.choices.len().clamp(1, 10) as u16;
         let name_rows = if self.name.is_some() { 2 } else { 0 };
-        let r = centered(area, 76, list_rows + name_rows + 7);
+        let r = centered(area, 76, list_rows + name_rows + 8);
         f.render_widget(Clear, r);
         let title = match self.targets.as_slice() {
             [(id, name)] => format!("{} {}", self.what.verb(), if name.is_empty() { id } else { name }),
@@ -229,7 +242,7 @@ impl ServerPick {
             Constraint::Length(2),
             Constraint::Length(list_rows),
             Constraint::Length(name_rows),
-            Constraint::Length(1),
+            Constraint::Length(3),
             Constraint::Length(1),
         ])
         .areas(inner);
@@ -260,9 +273,10 @@ impl ServerPick {
             f.render_widget(&focused(name, self.name_focused, theme), input);
         }
         if let Some(n) = &self.notice {
-            f.render_widget(Paragraph::new(Span::styled(n.clone(), theme.error())), notice);
+            f.render_widget(Paragraph::new(Span::styled(n.clone(), theme.error())).wrap(Wrap { trim: true }), notice);
         }
         let verb = match self.what {
+            _ if self.busy => "sending… <esc>close (the answer then shows in the status line)".to_string(),
             Pick::VerifyResize => "<c>confirm <r>revert <enter>chosen <esc>later".to_string(),
             Pick::ResetState => "<↑↓>choose <enter>set <esc>cancel".to_string(),
             _ if self.name.is_some() => format!("<↑↓>choose <tab>name <enter>{} <esc>cancel", self.what.verb()),
