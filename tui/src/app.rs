@@ -440,8 +440,10 @@ impl App {
                 if matches!(&self.error, Some((_, Some(Request::ServerCall { id: failed, .. }))) if *failed == id) {
                     self.error = None;
                 }
+                // One of several marked rows: the bulk's summary, not each password.
+                let single = !self.bulk.as_ref().is_some_and(|b| b.waiting.contains_key(&id));
                 self.reduce(Response::Accepted { id, op: ServerOp::Rescue });
-                if self.bulk.is_none() {
+                if single {
                     self.info = Some(format!("rescue accepted; the rescue system's root password: {admin_pass}"));
                 }
             }
