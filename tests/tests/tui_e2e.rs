@@ -1193,3 +1193,68 @@ async fn launch_from_a_new_volume_through_the_wizard() {
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
+
+/// Resize through the dialog and confirm through the VERIFY_RESIZE prompt: `V` lists the
+/// flavors with the current one marked, Enter resizes to the one selected (the next size up),
+/// the row reaches VERIFY_RESIZE with the hint line saying what to do, `V` `c` confirms, and
+/// the cloud agrees (real server and agent, libvirt's test driver).
+#[tokio::test(flavor = "multi_thread")]
+async fn resize_and_confirm_through_the_dialog() {
+    let server = Server::start();
+    let agent = Agent::start(&server, "resize-host");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let created = admin
+        .post(
+            "compute",
+            "/servers",
+            &serde_json::json!({"server": {"name": "rz", "imageRef": cloud.image_id, "flavorRef": "42",
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let id = created["server"]["id"].as_str().expect("id").to_string();
+    wait_server(&admin, &id, &["ACTIVE"], 90).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, log) = write_script(dir.path(), &server, &[]);
+    let tmux = Tmux::start(&script, "resize");
+    let mut seen = Vec::new();
+    let dump = |what: &str| {
+        format!(
+            "{what}\nmeridian log:\n{}\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            agent.log_text()
+        )
+    };
+    tmux.wait("the ACTIVE row", 30, &mut seen, |s| row(s, "rz").is_some_and(|r| r.contains("ACTIVE")));
+    tmux.type_text("V");
+    let s = tmux.wait("the flavor dialog", 10, &mut seen, |s| {
+        s.contains("resize rz") && s.lines().any(|l| l.contains("m1.nano") && l.contains("(current)"))
+    });
+    assert!(s.lines().any(|l| l.contains("› m1.micro")), "the next size up is selected:\n{s}");
+    tmux.keys(&["Enter"]);
+    tmux.wait(&dump("VERIFY_RESIZE and what to do"), 60, &mut seen, |s| {
+        row(s, "rz").is_some_and(|r| r.contains("VERIFY_RE") && r.contains("m1.micro"))
+            && s.contains("VERIFY_RESIZE <V>confirm or revert the resize")
+    });
+    tmux.type_text("V");
+    tmux.wait("the confirm/revert prompt", 10, &mut seen, |s| {
+        s.contains("finish the resize of rz") && s.contains("keep m1.micro")
+    });
+    tmux.type_text("c");
+    tmux.wait(&dump("ACTIVE with the new flavor"), 60, &mut seen, |s| {
+        row(s, "rz").is_some_and(|r| r.contains("ACTIVE") && r.contains("m1.micro"))
+    });
+    let v = admin.get("compute", &format!("/servers/{id}")).await.expect("show");
+    assert_eq!(
+        (v["server"]["status"].as_str(), v["server"]["flavor"]["id"].as_str()),
+        (Some("ACTIVE"), Some("84")),
+        "{v}"
+    );
+    // The walk passed through the states the live view showed.
+    assert!(seen.iter().any(|s| row(s, "rz").is_some_and(|r| r.contains("RESIZE"))), "RESIZE was shown");
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}

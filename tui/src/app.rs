@@ -36,6 +36,7 @@ use crate::views::detail::{Detail, DetailEffect, Tab, printable};
 use crate::views::{Tables, overview};
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
 
+mod lifecycle;
 mod reach;
 
 pub use crate::overlays::palette::completions;
@@ -88,7 +89,8 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Action { id, .. }
         | Request::Delete { id, .. }
         | Request::Lock { id, .. }
-        | Request::CreateImage { id, .. } => Pending::Action(id.clone()),
+        | Request::CreateImage { id, .. }
+        | Request::ServerCall { id, .. } => Pending::Action(id.clone()),
         Request::Launch(_) => Pending::Launch,
         Request::ImportKeypair { .. } => Pending::Import,
         Request::Projects => Pending::Projects,
@@ -431,6 +433,19 @@ impl App {
                 self.pending.remove(&Pending::Action(id.clone()));
                 self.info = Some(format!("{} accepted", op.verb()));
                 self.bulk_answer(&id, None);
+                self.pick_answered(&id);
+            }
+            Response::Rescued { id, admin_pass } => {
+                // The password must not hide behind an earlier refusal of the same rescue.
+                if matches!(&self.error, Some((_, Some(Request::ServerCall { id: failed, .. }))) if *failed == id) {
+                    self.error = None;
+                }
+                // One of several marked rows: the bulk's summary, not each password.
+                let single = !self.bulk.as_ref().is_some_and(|b| b.waiting.contains_key(&id));
+                self.reduce(Response::Accepted { id, op: ServerOp::Rescue });
+                if single {
+                    self.info = Some(format!("rescue accepted; the rescue system's root password: {admin_pass}"));
+                }
             }
             Response::Deleted { kind, id, name } => {
                 self.pending.remove(&Pending::Action(id.clone()));
@@ -564,7 +579,7 @@ impl App {
                     }
                     _ => {}
                 }
-                if let Request::Action { id, .. } = &request
+                if let Request::Action { id, .. } | Request::ServerCall { id, .. } = &request
                     && let Some(prev) = self.expected.remove(id)
                 {
                     self.tables.servers.expecting.remove(id);
@@ -576,18 +591,20 @@ impl App {
                     self.tables.get_mut(*kind).deleting().remove(id);
                 }
                 let in_bulk = match &request {
-                    Request::Action { id, .. } | Request::Delete { id, .. } => {
+                    Request::Action { id, .. } | Request::Delete { id, .. } | Request::ServerCall { id, .. } => {
                         self.bulk.as_ref().is_some_and(|b| b.waiting.contains_key(id))
                     }
                     _ => false,
                 };
                 if in_bulk {
                     // Listed per row when the bulk action ends, not one at a time.
-                    if let Request::Action { id, .. } | Request::Delete { id, .. } = &request {
+                    if let Request::Action { id, .. } | Request::Delete { id, .. } | Request::ServerCall { id, .. } =
+                        &request
+                    {
                         let id = id.clone();
                         self.bulk_answer(&id, Some(message));
                     }
-                } else {
+                } else if !self.pick_refused(&request, &message) {
                     self.error = Some((message, Some(request)));
                 }
             }
@@ -668,6 +685,7 @@ impl App {
             self.tables.servers.recompute(&ctx, keep);
         }
         self.push_wizard_data();
+        self.refresh_pick();
     }
 
     fn push_wizard_data(&mut self) {
@@ -829,6 +847,7 @@ impl App {
                 // The new images show in the images view.
                 self.send(Request::List(Kind::Images));
             }
+            Effect::ServerDo { targets, todo } => self.server_do(targets, todo),
             Effect::Lock { id, reason } => {
                 self.overlay = None;
                 match reason {
@@ -986,11 +1005,12 @@ impl App {
             self.expected.insert(id.to_string(), s.clone());
             let (status, task) = op.expected();
             let mut shown = s;
-            shown.status = if op == ServerOp::Delete || op == ServerOp::Stop || op == ServerOp::Start {
-                shown.status
-            } else {
-                status.to_string()
-            };
+            shown.status =
+                if op == ServerOp::Delete || op == ServerOp::Stop || op == ServerOp::Start || status.is_empty() {
+                    shown.status
+                } else {
+                    status.to_string()
+                };
             shown.task_state = Some(task.to_string());
             self.tables.servers.expecting.insert(id.to_string());
             let ctx = cctx!(self);
@@ -1193,6 +1213,13 @@ impl App {
             | Action::Lock
             | Action::Shelve
             | Action::Console => self.instance_action(action),
+            Action::Rebuild
+            | Action::Rescue
+            | Action::Restore
+            | Action::ResetState
+            | Action::Resize
+            | Action::Migrate
+            | Action::Evacuate => self.lifecycle(action),
             _ => {}
         }
     }
@@ -1794,6 +1821,10 @@ impl App {
             ]
         };
         let mut spans = Vec::new();
+        // An instance waiting for an answer says which key gives it, first.
+        if let Some(hint) = self.waiting_hint(theme) {
+            spans.extend(hint);
+        }
         let all = [(Action::AllProjects, if self.all_projects { "this project" } else { "all projects" })];
         let scoped = self.detail.is_none() && self.admin() && self.view.kind().is_some_and(Kind::scoped);
         let extra: &[(Action, &str)] = if scoped { &all } else { &[] };

@@ -89,7 +89,7 @@ pub fn novnc_error(name: &str, e: &ClientError) -> String {
     }
 }
 
-fn version_at_least(v: &str, want: (u32, u32)) -> bool {
+pub(crate) fn version_at_least(v: &str, want: (u32, u32)) -> bool {
     let (a, b) = v.split_once('.').unwrap_or((v, "0"));
     (a.parse().unwrap_or(2), b.parse().unwrap_or(0)) >= want
 }

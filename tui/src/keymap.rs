@@ -65,6 +65,17 @@ pub enum Action {
     Extend,
     Snapshot,
     ToImage,
+    // The instance lifecycle of issue 17 (overlays/server_pick.rs).
+    Rebuild,
+    /// Rescue (asking the rescue image), or unrescue a rescued instance.
+    Rescue,
+    /// Restore a SOFT_DELETED instance.
+    Restore,
+    ResetState,
+    /// Resize (asking the flavor); on VERIFY_RESIZE: confirm or revert.
+    Resize,
+    Migrate,
+    Evacuate,
 }
 
 impl Action {
@@ -110,6 +121,13 @@ impl Action {
         (Action::Extend, "extend", "volume: extend"),
         (Action::Snapshot, "snapshot", "volume: snapshot; instance: snapshot to a new image"),
         (Action::ToImage, "to_image", "volume: upload to a new image"),
+        (Action::Rebuild, "rebuild", "rebuild from an image (ports are kept)"),
+        (Action::Rescue, "rescue", "rescue (unrescue when rescued)"),
+        (Action::Restore, "restore", "restore a SOFT_DELETED instance"),
+        (Action::Resize, "resize", "resize; in VERIFY_RESIZE: confirm or revert"),
+        (Action::ResetState, "reset_state", "admins: reset the state (active / error)"),
+        (Action::Migrate, "migrate", "admins: cold-migrate to a host"),
+        (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -289,6 +307,13 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("Z", Action::Suspend),
     ("L", Action::Lock),
     ("z", Action::Shelve),
+    ("B", Action::Rebuild),
+    ("K", Action::Rescue),
+    ("ctrl-u", Action::Restore),
+    ("V", Action::Resize),
+    ("!", Action::ResetState),
+    ("M", Action::Migrate),
+    ("X", Action::Evacuate),
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),

@@ -117,8 +117,20 @@ impl Server {
     /// Whether the server is on its way somewhere (what live tracking watches): a task in
     /// progress or a status that is not a resting one, as Horizon decides which rows to poll.
     pub fn in_transition(&self) -> bool {
-        const RESTING: &[&str] =
-            &["ACTIVE", "SHUTOFF", "ERROR", "PAUSED", "SUSPENDED", "SHELVED", "SHELVED_OFFLOADED", "DELETED"];
+        const RESTING: &[&str] = &[
+            "ACTIVE",
+            "SHUTOFF",
+            "ERROR",
+            "PAUSED",
+            "SUSPENDED",
+            "SHELVED",
+            "SHELVED_OFFLOADED",
+            "DELETED",
+            // These wait for the user (confirm/revert, unrescue, restore), not for the cloud.
+            "VERIFY_RESIZE",
+            "RESCUE",
+            "SOFT_DELETED",
+        ];
         self.task_state.is_some() || !RESTING.contains(&self.status.as_str())
     }
 

@@ -135,6 +135,10 @@ impl Theme {
 
     /// The colour of an instance or service status.
     pub fn status(&self, status: &str) -> Style {
+        // Waiting for the user (confirm/revert a resize, unrescue, restore): stands out.
+        if matches!(status, "VERIFY_RESIZE" | "RESCUE" | "SOFT_DELETED") {
+            return Style::default().fg(self.warn).add_modifier(Modifier::BOLD | Modifier::REVERSED);
+        }
         let c = match status {
             "ACTIVE" | "available" | "active" | "enabled" | "up" | "UP" => self.ok,
             "ERROR" | "error" | "down" | "DOWN" | "killed" | "deleted" => self.error,

@@ -74,6 +74,22 @@ pub enum ServerOp {
     Unshelve,
     /// createImage (the name goes through [`Request::CreateImage`]).
     Snapshot,
+    // The lifecycle actions of issue 17; the ones with arguments go through
+    // [`Request::ServerCall`].
+    Rebuild,
+    Rescue,
+    Unrescue,
+    /// Bring a SOFT_DELETED instance back.
+    Restore,
+    /// os-resetState (admins): the database state only, nothing runs on the host.
+    ResetState,
+    Resize,
+    ConfirmResize,
+    RevertResize,
+    /// Cold migration (admins).
+    Migrate,
+    /// Rebuild on another host because this one is down (admins).
+    Evacuate,
 }
 
 impl ServerOp {
@@ -93,13 +109,23 @@ impl ServerOp {
             ServerOp::Shelve => "shelve",
             ServerOp::Unshelve => "unshelve",
             ServerOp::Snapshot => "snapshot",
+            ServerOp::Rebuild => "rebuild",
+            ServerOp::Rescue => "rescue",
+            ServerOp::Unrescue => "unrescue",
+            ServerOp::Restore => "restore",
+            ServerOp::ResetState => "reset state",
+            ServerOp::Resize => "resize",
+            ServerOp::ConfirmResize => "confirm resize",
+            ServerOp::RevertResize => "revert resize",
+            ServerOp::Migrate => "migrate",
+            ServerOp::Evacuate => "evacuate",
         }
     }
 
     /// Whether Nova runs it on the host (a task state shows meanwhile); lock and unlock are
     /// the API's alone.
     pub fn has_task(self) -> bool {
-        !matches!(self, ServerOp::Lock | ServerOp::Unlock)
+        !matches!(self, ServerOp::Lock | ServerOp::Unlock | ServerOp::ResetState)
     }
 
     /// The status and task Nova shows as soon as it accepts the action (what the UI shows before
@@ -119,7 +145,96 @@ impl ServerOp {
             ServerOp::Shelve => ("ACTIVE", "shelving"),
             ServerOp::Unshelve => ("SHELVED_OFFLOADED", "unshelving"),
             ServerOp::Snapshot => ("ACTIVE", "image_snapshot_pending"),
+            ServerOp::Rebuild | ServerOp::Evacuate => ("REBUILD", "rebuilding"),
+            // Rescue runs from ACTIVE, SHUTOFF or ERROR: the status is left as it is.
+            ServerOp::Rescue => ("", "rescuing"),
+            ServerOp::Unrescue => ("RESCUE", "unrescuing"),
+            ServerOp::Restore => ("SOFT_DELETED", "restoring"),
+            ServerOp::ResetState => ("", ""),
+            // Nova shows a cold migration as RESIZE too.
+            ServerOp::Resize | ServerOp::Migrate => ("RESIZE", "resize_prep"),
+            ServerOp::ConfirmResize => ("VERIFY_RESIZE", "resize_confirming"),
+            ServerOp::RevertResize => ("REVERT_RESIZE", "resize_reverting"),
         }
+    }
+}
+
+/// A server action that carries arguments, with Nova's body for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerCall {
+    /// Rebuild from `image_id` (ports, addresses and flavor are kept), optionally renamed.
+    Rebuild {
+        image_id: String,
+        name: Option<String>,
+    },
+    /// Rescue, booting `image_id` (`None`: the server's own image, Nova's default).
+    Rescue {
+        image_id: Option<String>,
+    },
+    /// Set the database state to `error` (`true`) or `active`.
+    ResetState {
+        error: bool,
+    },
+    Resize {
+        flavor_id: String,
+    },
+    /// Cold-migrate; `host`: a compute host by name (microversion 2.56+), else the scheduler's choice.
+    Migrate {
+        host: Option<String>,
+    },
+    /// Evacuate from a failed host; `host`: the target, else the scheduler's choice.
+    Evacuate {
+        host: Option<String>,
+    },
+}
+
+impl ServerCall {
+    pub fn op(&self) -> ServerOp {
+        match self {
+            ServerCall::Rebuild { .. } => ServerOp::Rebuild,
+            ServerCall::Rescue { .. } => ServerOp::Rescue,
+            ServerCall::ResetState { .. } => ServerOp::ResetState,
+            ServerCall::Resize { .. } => ServerOp::Resize,
+            ServerCall::Migrate { .. } => ServerOp::Migrate,
+            ServerCall::Evacuate { .. } => ServerOp::Evacuate,
+        }
+    }
+
+    /// The action body at compute microversion `version` (`None`: the cloud's minimum, 2.1);
+    /// a sentence when this microversion cannot say it.
+    pub fn body(&self, version: Option<&str>) -> Result<Value, String> {
+        let at_least = |v: (u32, u32)| version.is_some_and(|have| crate::console_pane::version_at_least(have, v));
+        Ok(match self {
+            ServerCall::Rebuild { image_id, name } => {
+                let mut b = json!({"imageRef": image_id});
+                if let Some(n) = name {
+                    b["name"] = json!(n);
+                }
+                json!({"rebuild": b})
+            }
+            ServerCall::Rescue { image_id: None } => json!({"rescue": null}),
+            ServerCall::Rescue { image_id: Some(i) } => json!({"rescue": {"rescue_image_ref": i}}),
+            ServerCall::ResetState { error } => {
+                json!({"os-resetState": {"state": if *error { "error" } else { "active" }}})
+            }
+            ServerCall::Resize { flavor_id } => json!({"resize": {"flavorRef": flavor_id}}),
+            ServerCall::Migrate { host: None } => json!({"migrate": null}),
+            ServerCall::Migrate { host: Some(h) } if at_least((2, 56)) => json!({"migrate": {"host": h}}),
+            ServerCall::Migrate { host: Some(_) } => {
+                return Err("choosing the target host needs compute microversion 2.56; this cloud is older".into());
+            }
+            ServerCall::Evacuate { host } => {
+                let mut b = json!({});
+                if let Some(h) = host {
+                    b["host"] = json!(h);
+                }
+                // Required below 2.14, removed from it on.
+                if !at_least((2, 14)) {
+                    b["onSharedStorage"] = json!(false);
+                }
+                json!({"evacuate": b})
+            }
+        })
     }
 }
 
@@ -230,6 +345,11 @@ pub enum Request {
     SaveState {
         path: std::path::PathBuf,
         state: crate::config::State,
+    },
+    /// An instance action with arguments (rebuild, rescue, resize, migrate, …).
+    ServerCall {
+        id: String,
+        call: ServerCall,
     },
 }
 
@@ -353,6 +473,12 @@ pub enum Response {
         server: String,
         added: Vec<String>,
         removed: Vec<String>,
+    },
+    /// The cloud accepted a rescue and said the rescue system's root password (Nova's
+    /// `adminPass`; shown once, as the CLI prints it).
+    Rescued {
+        id: String,
+        admin_pass: String,
     },
 }
 
@@ -585,7 +711,7 @@ fn dispatch(
                     Response::Listed(Listing::Servers(s)) | Response::Launched(s) => {
                         let _ = hints.send(LiveHint::Seen(s.clone()));
                     }
-                    Response::Accepted { id, .. } => {
+                    Response::Accepted { id, .. } | Response::Rescued { id, .. } => {
                         let _ = hints.send(LiveHint::Kick(id.clone()));
                     }
                     _ => {}
@@ -613,6 +739,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Action { op, .. } => format!("{} failed", op.verb()),
         Request::Lock { .. } => "lock failed".into(),
         Request::CreateImage { name, .. } => format!("snapshot {name} failed"),
+        Request::ServerCall { call, .. } => format!("{} failed", call.op().verb()),
         Request::Delete { kind, id, name } => {
             format!("deleting {} {} failed", kind.noun(), if name.is_empty() { id } else { name })
         }
@@ -675,6 +802,8 @@ fn words(req: &Request, e: &ClientError) -> String {
         ClientError::Api { status, message, .. } => format!("{message} ({})", status.as_u16()),
         // Key pair checks made here (a file to read, a key file already there) are sentences.
         ClientError::Decode(m) if matches!(req, Request::CreateKeypair { .. }) => m.clone(),
+        // So are what a microversion cannot say (a migration's target host below 2.56).
+        ClientError::Decode(m) if matches!(req, Request::ServerCall { .. }) => m.clone(),
         other => other.to_string(),
     };
     format!("{what}: {detail}")
@@ -847,8 +976,23 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 ServerOp::Unlock => client.post("compute", &path, &json!({"unlock": null})).await?,
                 ServerOp::Shelve => client.post("compute", &path, &json!({"shelve": null})).await?,
                 ServerOp::Unshelve => client.post("compute", &path, &json!({"unshelve": null})).await?,
+                ServerOp::Unrescue => client.post("compute", &path, &json!({"unrescue": null})).await?,
+                ServerOp::Restore => client.post("compute", &path, &json!({"restore": null})).await?,
+                ServerOp::ConfirmResize => client.post("compute", &path, &json!({"confirmResize": null})).await?,
+                ServerOp::RevertResize => client.post("compute", &path, &json!({"revertResize": null})).await?,
                 ServerOp::Snapshot => {
                     return Err(ClientError::Decode("a snapshot needs a name (Request::CreateImage)".into()));
+                }
+                ServerOp::Rebuild
+                | ServerOp::Rescue
+                | ServerOp::ResetState
+                | ServerOp::Resize
+                | ServerOp::Migrate
+                | ServerOp::Evacuate => {
+                    return Err(ClientError::Decode(format!(
+                        "{} needs its arguments (Request::ServerCall)",
+                        op.verb()
+                    )));
                 }
             };
             Ok(Response::Accepted { id: id.clone(), op: *op })
@@ -857,6 +1001,14 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             let body = json!({"lock": {"locked_reason": reason}});
             client.post("compute", &format!("/servers/{id}/action"), &body).await?;
             Ok(Response::Accepted { id: id.clone(), op: ServerOp::Lock })
+        }
+        Request::ServerCall { id, call } => {
+            let body = call.body(client.compute_version.as_deref()).map_err(ClientError::Decode)?;
+            let answer = client.post("compute", &format!("/servers/{id}/action"), &body).await?;
+            match (call, answer["adminPass"].as_str()) {
+                (ServerCall::Rescue { .. }, Some(p)) => Ok(Response::Rescued { id: id.clone(), admin_pass: p.into() }),
+                _ => Ok(Response::Accepted { id: id.clone(), op: call.op() }),
+            }
         }
         Request::CreateImage { id, name } => {
             let body = json!({"createImage": {"name": name}});
@@ -1184,6 +1336,31 @@ mod tests {
         assert_eq!(pick_version("2.96", "2.79"), "2.79");
         assert_eq!(pick_version("2.60", "2.79"), "2.60");
         assert_eq!(pick_version("2.100", "2.79"), "2.79");
+    }
+
+    #[test]
+    fn lifecycle_bodies_are_novas_at_each_microversion() {
+        let at = |c: ServerCall, v: Option<&str>| c.body(v);
+        let rebuild = ServerCall::Rebuild { image_id: "img".into(), name: Some("web2".into()) };
+        assert_eq!(at(rebuild, Some("2.79")), Ok(json!({"rebuild": {"imageRef": "img", "name": "web2"}})));
+        let rebuild = ServerCall::Rebuild { image_id: "img".into(), name: None };
+        assert_eq!(at(rebuild, Some("2.79")), Ok(json!({"rebuild": {"imageRef": "img"}})));
+        assert_eq!(at(ServerCall::Rescue { image_id: None }, None), Ok(json!({"rescue": null})));
+        assert_eq!(
+            at(ServerCall::Rescue { image_id: Some("r".into()) }, None),
+            Ok(json!({"rescue": {"rescue_image_ref": "r"}}))
+        );
+        assert_eq!(at(ServerCall::ResetState { error: true }, None), Ok(json!({"os-resetState": {"state": "error"}})));
+        assert_eq!(at(ServerCall::Resize { flavor_id: "2".into() }, None), Ok(json!({"resize": {"flavorRef": "2"}})));
+        assert_eq!(at(ServerCall::Migrate { host: None }, Some("2.79")), Ok(json!({"migrate": null})));
+        let to_c2 = || ServerCall::Migrate { host: Some("c2".into()) };
+        assert_eq!(at(to_c2(), Some("2.56")), Ok(json!({"migrate": {"host": "c2"}})));
+        assert!(at(to_c2(), Some("2.55")).expect_err("too old").contains("2.56"));
+        assert_eq!(at(ServerCall::Evacuate { host: None }, Some("2.79")), Ok(json!({"evacuate": {}})));
+        assert_eq!(
+            at(ServerCall::Evacuate { host: Some("c2".into()) }, Some("2.13")),
+            Ok(json!({"evacuate": {"host": "c2", "onSharedStorage": false}}))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod lock_reason;
 pub mod palette;
 pub mod projects;
 pub mod report;
+pub mod server_pick;
 pub mod server_snapshot;
 pub mod ssh_user;
 pub mod transfers;
@@ -39,6 +40,7 @@ pub use lock_reason::LockReason;
 pub use palette::Palette;
 pub use projects::Projects;
 pub use report::Report;
+pub use server_pick::{Choice, Pick, ServerDo, ServerPick};
 pub use server_snapshot::ServerSnapshot;
 pub use ssh_user::SshUser;
 pub use transfers::Transfers;
@@ -104,6 +106,12 @@ pub enum Effect {
         /// (instance id, image name)
         targets: Vec<(String, String)>,
     },
+    /// Do this lifecycle action to each instance (rebuild, resize, …), the overlay closed.
+    ServerDo {
+        /// (instance id, name)
+        targets: Vec<(String, String)>,
+        todo: ServerDo,
+    },
 }
 
 pub enum Overlay {
@@ -122,6 +130,7 @@ pub enum Overlay {
     Transfers(Transfers),
     LockReason(LockReason),
     ServerSnapshot(ServerSnapshot),
+    ServerPick(Box<ServerPick>),
 }
 
 impl Overlay {
@@ -139,6 +148,7 @@ impl Overlay {
             Overlay::SshUser(s) => s.handle_key(key),
             Overlay::LockReason(l) => l.handle_key(key),
             Overlay::ServerSnapshot(s) => s.handle_key(key),
+            Overlay::ServerPick(s) => s.handle_key(key),
             Overlay::Transfers(t) => t.handle_key(key, ctx),
             Overlay::Login(form) => match form.handle_key(key) {
                 Outcome::Submit => match form.profile() {
@@ -179,6 +189,7 @@ impl Overlay {
             Overlay::SshUser(s) => s.draw(f, area, theme),
             Overlay::LockReason(l) => l.draw(f, area, theme),
             Overlay::ServerSnapshot(s) => s.draw(f, area, theme),
+            Overlay::ServerPick(s) => s.draw(f, area, theme),
             Overlay::Transfers(t) => t.draw(f, area, theme, ctx),
             Overlay::Login(form) => form.draw(f, area, theme),
             Overlay::Wizard(w) => w.draw(f, area, theme),

@@ -1,0 +1,218 @@
+//! The dashboard's worker sending the lifecycle actions of issue 17 to the real server with two
+//! real agents (libvirt `test:///default`): rebuild with a new name, rescue/unrescue, resize →
+//! revert and resize → confirm, a refused resize in words, cold migration to a chosen host,
+//! reset state, soft delete → restore, and evacuate's body (the answer in words). Every final
+//! state is read back through the API; every wait has a deadline that only guards against hangs.
+
+use std::time::Duration;
+
+use meridian_common::Client;
+use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
+use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response, ServerCall, ServerOp};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// The admin's worker (no live tracking), logged in.
+async fn admin_worker(server: &Server) -> (UnboundedSender<Request>, UnboundedReceiver<Response>) {
+    let profile = meridian_tui::config::Profile {
+        name: "test".into(),
+        auth_url: server.auth_url(),
+        username: "admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+        project_name: "admin".into(),
+        user_domain: "Default".into(),
+        project_domain: "Default".into(),
+        ..meridian_tui::config::Profile::default()
+    };
+    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
+    let worker = meridian_tui::worker::spawn(ui_tx, false);
+    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
+    assert!(matches!(answer(&mut ui).await, Response::LoggedIn(_)));
+    (worker, ui)
+}
+
+/// The worker's next answer that is not live-tracking chatter.
+async fn answer(ui: &mut UnboundedReceiver<Response>) -> Response {
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("an answer").expect("open");
+        if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
+            return r;
+        }
+    }
+}
+
+/// Sends `req` and expects the cloud to accept `op` for `id`.
+async fn accepted(worker: &UnboundedSender<Request>, ui: &mut UnboundedReceiver<Response>, req: Request, op: ServerOp) {
+    worker.send(req).expect("send");
+    match answer(ui).await {
+        Response::Accepted { op: got, .. } => assert_eq!(got, op),
+        other => panic!("{op:?} not accepted: {other:?}"),
+    }
+}
+
+/// Sends `req` and returns the refusal's sentence.
+async fn refused(worker: &UnboundedSender<Request>, ui: &mut UnboundedReceiver<Response>, req: Request) -> String {
+    worker.send(req).expect("send");
+    match answer(ui).await {
+        Response::Failed { message, .. } => message,
+        other => panic!("expected a refusal: {other:?}"),
+    }
+}
+
+/// Polls until the server rests in `status` (no task); an ERROR on the way (unless wanted) or
+/// 60 s passing fails the test.
+async fn settle(admin: &Client, id: &str, status: &str) -> Value {
+    for _ in 0..600 {
+        let s = admin.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
+        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
+            return s;
+        }
+        assert!(status == "ERROR" || s["status"] != "ERROR", "{id} went to ERROR: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} never settled in {status}");
+}
+
+fn call(id: &str, call: ServerCall) -> Request {
+    Request::ServerCall { id: id.to_string(), call }
+}
+
+fn action(id: &str, op: ServerOp) -> Request {
+    Request::Action { id: id.to_string(), op }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_drives_the_whole_server_lifecycle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("meridian.toml");
+    // With a reclaim interval a delete soft-deletes, so restore has something to bring back.
+    std::fs::write(&config, "[compute]\nreclaim_instance_interval = 3600\n").expect("config");
+    let server = Server::start_opts(None, &["--config", config.to_str().expect("path")]);
+    let _c1 = Agent::start(&server, "c1");
+    let _c2 = Agent::start(&server, "c2");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 2).await;
+    let img = admin
+        .post(
+            "image",
+            "/v2/images",
+            &json!({"name": "tiny2", "disk_format": "raw", "container_format": "bare", "visibility": "public"}),
+        )
+        .await
+        .expect("image");
+    let tiny2 = img["id"].as_str().expect("id").to_string();
+    upload_image_data(&admin, &tiny2, vec![3u8; 128 * 1024]).await;
+    let created = admin
+        .post(
+            "compute",
+            "/servers",
+            &json!({"server": {"name": "vm1", "imageRef": cloud.image_id, "flavorRef": "42",
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let id = created["server"]["id"].as_str().expect("id").to_string();
+    let before = settle(&admin, &id, "ACTIVE").await;
+    let (worker, mut ui) = admin_worker(&server).await;
+
+    // Rebuild from another image with a new name: same addresses.
+    let rebuild = ServerCall::Rebuild { image_id: tiny2.clone(), name: Some("vm1b".into()) };
+    accepted(&worker, &mut ui, call(&id, rebuild), ServerOp::Rebuild).await;
+    let s = settle(&admin, &id, "ACTIVE").await;
+    assert_eq!((s["name"].as_str(), s["image"]["id"].as_str()), (Some("vm1b"), Some(tiny2.as_str())), "{s}");
+    assert_eq!(s["addresses"], before["addresses"], "the ports are kept");
+
+    // Rescue with the default image, then unrescue.
+    worker.send(call(&id, ServerCall::Rescue { image_id: None })).expect("send");
+    match answer(&mut ui).await {
+        Response::Rescued { admin_pass, .. } => assert!(!admin_pass.is_empty()),
+        other => panic!("rescue not accepted: {other:?}"),
+    }
+    settle(&admin, &id, "RESCUE").await;
+    accepted(&worker, &mut ui, action(&id, ServerOp::Unrescue), ServerOp::Unrescue).await;
+    settle(&admin, &id, "ACTIVE").await;
+
+    // Resize to the same flavor: Nova's 400 in words.
+    let same = refused(&worker, &mut ui, call(&id, ServerCall::Resize { flavor_id: "42".into() })).await;
+    assert_eq!(same, "resize failed: When resizing, instances must change flavor! (400)");
+
+    // A smaller disk: the cloud's 400 in its own words (a second server on m1.small, 20 GB).
+    let big = admin
+        .post(
+            "compute",
+            "/servers",
+            &json!({"server": {"name": "vm2", "imageRef": cloud.image_id, "flavorRef": "2",
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let big = big["server"]["id"].as_str().expect("id").to_string();
+    settle(&admin, &big, "ACTIVE").await;
+    let smaller = refused(&worker, &mut ui, call(&big, ServerCall::Resize { flavor_id: "84".into() })).await;
+    assert_eq!(
+        smaller,
+        "resize failed: Flavor's disk is smaller than the current disk. Flavor disk is 1073741824 bytes, current \
+         disk is 21474836480 bytes. (400)"
+    );
+    settle(&admin, &big, "ACTIVE").await;
+
+    // Resize → revert: the old flavor back.
+    let micro = || ServerCall::Resize { flavor_id: "84".into() };
+    accepted(&worker, &mut ui, call(&id, micro()), ServerOp::Resize).await;
+    let s = settle(&admin, &id, "VERIFY_RESIZE").await;
+    assert_eq!(s["flavor"]["id"], "84", "m1.micro: {s}");
+    accepted(&worker, &mut ui, action(&id, ServerOp::RevertResize), ServerOp::RevertResize).await;
+    let s = settle(&admin, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["id"], "42", "m1.nano: {s}");
+
+    // Resize → confirm: the new flavor stays.
+    accepted(&worker, &mut ui, call(&id, micro()), ServerOp::Resize).await;
+    settle(&admin, &id, "VERIFY_RESIZE").await;
+    accepted(&worker, &mut ui, action(&id, ServerOp::ConfirmResize), ServerOp::ConfirmResize).await;
+    let s = settle(&admin, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["id"], "84", "m1.micro: {s}");
+
+    // Cold migration to the other host, named ({"migrate": {"host": …}} at 2.79), confirmed.
+    // The target as the dialog offers it: the compute service host of a hypervisor the worker listed.
+    let from = s["OS-EXT-SRV-ATTR:host"].as_str().expect("host").to_string();
+    worker.send(Request::List(Kind::Hypervisors)).expect("send");
+    let Response::Listed(Listing::Hypervisors(hypervisors)) = answer(&mut ui).await else { panic!("hypervisors") };
+    let hosts: Vec<String> =
+        hypervisors.iter().filter_map(|h| h.raw["service"]["host"].as_str().map(str::to_string)).collect();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    let to = hosts.iter().find(|h| **h != from).expect("another host").clone();
+    let to = to.as_str();
+    let migrate = ServerCall::Migrate { host: Some(to.into()) };
+    accepted(&worker, &mut ui, call(&id, migrate), ServerOp::Migrate).await;
+    let s = settle(&admin, &id, "VERIFY_RESIZE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], to, "{s}");
+    accepted(&worker, &mut ui, action(&id, ServerOp::ConfirmResize), ServerOp::ConfirmResize).await;
+    let s = settle(&admin, &id, "ACTIVE").await;
+    assert_eq!((s["OS-EXT-SRV-ATTR:host"].as_str(), s["flavor"]["id"].as_str()), (Some(to), Some("84")), "{s}");
+
+    // Evacuate from a host that is up: Nova's body, and the cloud's refusal in words.
+    let evacuate = refused(&worker, &mut ui, call(&id, ServerCall::Evacuate { host: None })).await;
+    eprintln!("evacuate from a host that is up: {evacuate}");
+    assert!(evacuate.starts_with("evacuate failed: ") && evacuate.ends_with(')'), "{evacuate}");
+    settle(&admin, &id, "ACTIVE").await;
+
+    // Reset state: error, then active again (the database only).
+    accepted(&worker, &mut ui, call(&id, ServerCall::ResetState { error: true }), ServerOp::ResetState).await;
+    settle(&admin, &id, "ERROR").await;
+    accepted(&worker, &mut ui, call(&id, ServerCall::ResetState { error: false }), ServerOp::ResetState).await;
+    settle(&admin, &id, "ACTIVE").await;
+
+    // Soft delete, then restore.
+    accepted(&worker, &mut ui, action(&id, ServerOp::Delete), ServerOp::Delete).await;
+    settle(&admin, &id, "SOFT_DELETED").await;
+    accepted(&worker, &mut ui, action(&id, ServerOp::Restore), ServerOp::Restore).await;
+    settle(&admin, &id, "ACTIVE").await;
+
+    let acts = admin.get("compute", &format!("/servers/{id}/os-instance-actions")).await.expect("actions");
+    let names: Vec<&str> =
+        acts["instanceActions"].as_array().expect("list").iter().filter_map(|a| a["action"].as_str()).collect();
+    for want in ["rebuild", "rescue", "unrescue", "resize", "revertResize", "confirmResize", "migrate", "restore"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
