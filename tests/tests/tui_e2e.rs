@@ -1027,6 +1027,7 @@ async fn the_worker_manages_security_groups() {
         user_data: None,
         security_groups: vec!["web".into()],
         boot_volume_gb: None,
+        server_group: None,
     };
     worker.send(Request::Launch(spec)).expect("send");
     let vm = loop {

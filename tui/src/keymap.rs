@@ -65,6 +65,10 @@ pub enum Action {
     Extend,
     Snapshot,
     ToImage,
+    // Instance interfaces and diagnostics (views/interfaces.rs).
+    AddPort,
+    RemovePort,
+    Diagnostics,
 }
 
 impl Action {
@@ -110,6 +114,9 @@ impl Action {
         (Action::Extend, "extend", "volume: extend"),
         (Action::Snapshot, "snapshot", "volume: snapshot; instance: snapshot to a new image"),
         (Action::ToImage, "to_image", "volume: upload to a new image"),
+        (Action::AddPort, "add_port", "instance: attach a port (new on a network, or a free one)"),
+        (Action::RemovePort, "remove_port", "instance: detach one of its ports"),
+        (Action::Diagnostics, "diagnostics", "instance: interfaces and (admins) diagnostics, read once"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -302,6 +309,9 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("E", Action::Extend),
     ("n", Action::Snapshot),
     ("U", Action::ToImage),
+    ("i", Action::AddPort),
+    ("I", Action::RemovePort),
+    ("M", Action::Diagnostics),
 ];
 
 impl Default for Keymap {

@@ -240,6 +240,38 @@ fn vol_snapshots() -> Vec<meridian_tui::views::snapshots::Snapshot> {
     vec![s]
 }
 
+fn server_groups() -> Vec<meridian_tui::views::server_groups::ServerGroup> {
+    [
+        json!({"id": "sg-1", "name": "spread", "policy": "anti-affinity", "rules": {"max_server_per_host": 2},
+            "members": [id(1), id(2)], "project_id": "p1"}),
+        json!({"id": "sg-2", "name": "together", "policy": "affinity", "rules": {}, "members": [], "project_id": "p1"}),
+    ]
+    .into_iter()
+    .map(|raw| {
+        let mut g: meridian_tui::views::server_groups::ServerGroup = parse(raw.clone());
+        g.member_names = vec!["web-1".into(), "web-2".into()];
+        g.raw = raw;
+        g
+    })
+    .collect()
+}
+
+fn aggregates() -> Vec<meridian_tui::views::aggregates::Aggregate> {
+    [
+        json!({"id": 1, "name": "fast", "availability_zone": "az-fast", "hosts": ["compute-1"],
+            "metadata": {"availability_zone": "az-fast", "ssd": "true"}}),
+        json!({"id": 2, "name": "spare", "availability_zone": null, "hosts": [], "metadata": {}}),
+    ]
+    .into_iter()
+    .map(|raw| {
+        let mut a: meridian_tui::views::aggregates::Aggregate = parse(raw.clone());
+        a.key = a.id.to_string();
+        a.raw = raw;
+        a
+    })
+    .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -300,9 +332,12 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
+        hs.app.on_response(Response::Listed(Listing::ServerGroups(server_groups())));
+        hs.app.on_response(Response::Listed(Listing::Aggregates(aggregates())));
         hs.app.on_response(Response::Overview(Overview {
             quotas: quotas(),
             hypervisors: if admin { hypervisors() } else { vec![] },
+            ..Overview::default()
         }));
         hs.app.on_response(Response::LiveMode("live".into()));
         hs.drain();
@@ -669,6 +704,7 @@ fn launch_wizard_every_step() {
     h.app.on_response(Response::Overview(Overview {
         quotas: Quotas { items: vec![("vCPUs".into(), 0, 20)] },
         hypervisors: vec![],
+        ..Overview::default()
     }));
     h.key(KeyCode::Down); // m1.small now fits
     h.key(KeyCode::Enter);

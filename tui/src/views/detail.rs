@@ -26,6 +26,8 @@ pub enum Tab {
     Console,
     /// Nova's instance actions and their events.
     Actions,
+    /// The instance's interfaces and, when asked for, its diagnostics (views/interfaces.rs).
+    Interfaces,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub struct Detail {
     pub timeline: Option<(Vec<Transition>, &'static str)>,
     pub console: Option<String>,
     pub actions: Option<Vec<InstanceAction>>,
+    pub interfaces: Option<Vec<crate::views::interfaces::Interface>>,
+    /// Network ID → name, for the interfaces' NETWORK column.
+    pub network_names: std::collections::HashMap<String, String>,
+    pub diagnostics: Option<Result<Value, String>>,
     /// Lines and height of the last drawn body, to clamp scrolling.
     body_lines: Cell<u16>,
     body_height: Cell<u16>,
@@ -75,6 +81,7 @@ impl Detail {
             Tab::Console => Some(Request::Console(id.clone())),
             Tab::Timeline => Some(Request::Timeline(id.clone())),
             Tab::Actions => Some(Request::Actions(id.clone())),
+            Tab::Interfaces => Some(Request::Interfaces(id.clone())),
             Tab::Fields => None,
         };
         let d = Detail {
@@ -87,6 +94,9 @@ impl Detail {
             timeline: None,
             console: None,
             actions: None,
+            interfaces: None,
+            network_names: Default::default(),
+            diagnostics: None,
             body_lines: Cell::new(0),
             body_height: Cell::new(0),
         };
@@ -125,7 +135,7 @@ impl Detail {
                 set(0);
             }
             Action::NextTab | Action::PrevTab if self.view == View::Servers => {
-                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console, Tab::Actions];
+                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console, Tab::Actions, Tab::Interfaces];
                 let n = tabs.len();
                 let i = tabs.iter().position(|t| *t == self.tab).unwrap_or(0);
                 self.tab = tabs[if action == Action::NextTab { (i + 1) % n } else { (i + n - 1) % n }];
@@ -140,6 +150,10 @@ impl Detail {
                     Tab::Actions => {
                         self.follow = false;
                         DetailEffect::Send(Request::Actions(id))
+                    }
+                    Tab::Interfaces => {
+                        self.follow = false;
+                        DetailEffect::Send(Request::Interfaces(id))
                     }
                     Tab::Fields => DetailEffect::Handled,
                 });
@@ -159,6 +173,7 @@ impl Detail {
                     Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
                     Tab::Console => DetailEffect::Send(Request::Console(id)),
                     Tab::Actions => DetailEffect::Send(Request::Actions(id)),
+                    Tab::Interfaces => DetailEffect::Send(Request::Interfaces(id)),
                     Tab::Fields => DetailEffect::Reload,
                 });
             }
@@ -204,6 +219,7 @@ impl Detail {
                 (Tab::Timeline, "Timeline"),
                 (Tab::Console, "Console"),
                 (Tab::Actions, "Actions"),
+                (Tab::Interfaces, "Interfaces"),
             ]
         } else {
             &[(Tab::Fields, "Fields")]
@@ -255,6 +271,10 @@ impl Detail {
                 return;
             }
             Tab::Actions => actions::lines(self.actions.as_deref(), theme),
+            Tab::Interfaces => {
+                let names = |id: &str| self.network_names.get(id).cloned().unwrap_or_default();
+                crate::views::interfaces::lines(self.interfaces.as_deref(), &names, self.diagnostics.as_ref(), theme)
+            }
             Tab::Console => match &self.console {
                 None => vec![Line::from(Span::styled("loading the console log…", theme.muted()))],
                 Some(c) if c.is_empty() => vec![Line::from(Span::styled("(the console log is empty)", theme.muted()))],
