@@ -1715,6 +1715,14 @@ impl App {
         let actions: &[(Action, &str)] = if let Some(d) = &self.detail {
             if d.tab == Tab::Console {
                 &[(Action::Back, "back"), (Action::NextTab, "tab"), (Action::Follow, "follow"), (Action::Up, "scroll")]
+            } else if d.tab == Tab::Interfaces {
+                &[
+                    (Action::Back, "back"),
+                    (Action::NextTab, "tab"),
+                    (Action::AddPort, "add port"),
+                    (Action::RemovePort, "remove port"),
+                    (Action::Diagnostics, "diagnostics"),
+                ]
             } else {
                 &[
                     (Action::Back, "back"),

@@ -139,7 +139,8 @@ impl Resource for ServerGroup {
 pub fn with_member_names(mut raw: Value, g: &ServerGroup) -> Value {
     if let Some(m) = raw.as_object_mut() {
         let members = g.members_text();
-        m.insert("members".into(), if members.is_empty() { Value::String("-".into()) } else { json!(members) });
+        let text = if members.is_empty() { "-".to_string() } else { members.join(", ") };
+        m.insert("members".into(), Value::String(text));
     }
     raw
 }
