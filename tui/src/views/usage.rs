@@ -68,7 +68,9 @@ async fn pages(client: &Client, path: &str, key: &str) -> Result<Vec<Value>, Cli
 pub async fn report(client: &Client, project_id: &str, admin: bool, now: DateTime<Utc>) -> UsageReport {
     let start = month_start(now);
     let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let window = format!("start={}&end={}", fmt(start), fmt(now));
+    // The query has whole seconds: an end a minute ahead keeps an instance launched in the last
+    // second in the report (the cloud caps the end at its own now).
+    let window = format!("start={}&end={}", fmt(start), fmt(now + chrono::Duration::minutes(1)));
     let empty = Usage { start, end: now, ..Usage::default() };
     let project = match pages(client, &format!("/os-simple-tenant-usage/{project_id}?{window}"), "tenant_usage").await {
         Ok(pages) => {
