@@ -1194,3 +1194,30 @@ async fn launch_from_a_new_volume_through_the_wizard() {
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }
+
+/// In a real terminal: `c` in `:servergroups` creates an anti-affinity group and it is listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_a_server_group_from_its_view() {
+    let server = Server::start();
+    let admin = server.admin().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, _log) = write_script(dir.path(), &server, &["--poll"]);
+    let tmux = Tmux::start(&script, "srvgroups");
+    let mut seen = Vec::new();
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]"));
+    tmux.type_text(":servergroups");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the server groups view", 10, &mut seen, |s| s.contains("Server groups [0]"));
+    tmux.type_text("c");
+    tmux.wait("the form", 10, &mut seen, |s| s.contains("Create server group"));
+    tmux.type_text("tmux-apart");
+    // Policy (anti-affinity by default), max per host empty: Enter on the last field creates.
+    tmux.keys(&["Enter", "Enter", "Enter"]);
+    tmux.wait("the new group listed", 20, &mut seen, |s| {
+        row(s, "tmux-apart").is_some_and(|r| r.contains("anti-affinity"))
+    });
+    let groups = admin.get("compute", "/os-server-groups").await.expect("list");
+    assert_eq!(groups["server_groups"][0]["name"], "tmux-apart", "{groups}");
+    tmux.type_text("q");
+    tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
+}

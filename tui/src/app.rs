@@ -1016,7 +1016,7 @@ impl App {
             match effect {
                 DetailEffect::Handled => {}
                 DetailEffect::Close => self.detail = None,
-                DetailEffect::Send(r) => self.send(r),
+                DetailEffect::Send(r) => self.send(*r),
                 DetailEffect::Unfollow => self.next_console = None,
                 DetailEffect::Reload => self.load(self.view),
             }

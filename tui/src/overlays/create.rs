@@ -464,7 +464,7 @@ impl CreateForm {
     /// Attach a port to an instance (ID, name, its port IDs now): a new one on a network (name
     /// or ID), or an existing free port (name or ID).
     pub fn add_port(server: (String, String, Vec<String>), networks: Vec<(String, String)>) -> CreateForm {
-        let only = (networks.len() == 1).then(|| networks[0].0.clone()).unwrap_or_default();
+        let only = if networks.len() == 1 { networks[0].0.clone() } else { String::new() };
         let fields = vec![field(&only, "network name or ID"), field("", "or a free port's name or ID")];
         CreateForm {
             what: What::AddPort,
@@ -477,7 +477,7 @@ impl CreateForm {
 
     /// Detach one of the instance's ports (ID, name, its ports as (label, port ID)).
     pub fn remove_port(server: (String, String), ports: Vec<(String, String)>) -> CreateForm {
-        let only = (ports.len() == 1).then(|| ports[0].1.clone()).unwrap_or_default();
+        let only = if ports.len() == 1 { ports[0].1.clone() } else { String::new() };
         let fields = vec![field(&only, "port ID, IP or name")];
         CreateForm {
             what: What::RemovePort,

@@ -62,7 +62,8 @@ pub struct Detail {
 pub enum DetailEffect {
     Handled,
     Close,
-    Send(Request),
+    /// Boxed: a request is large next to the other effects.
+    Send(Box<Request>),
     /// Following the console stopped: no more console polls.
     Unfollow,
     /// Reload the view's list (the fields come from it).
@@ -142,18 +143,18 @@ impl Detail {
                 set(0);
                 let id = self.id.clone();
                 return Some(match self.tab {
-                    Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
+                    Tab::Timeline => DetailEffect::Send(Box::new(Request::Timeline(id))),
                     Tab::Console => {
                         self.follow = true;
-                        DetailEffect::Send(Request::Console(id))
+                        DetailEffect::Send(Box::new(Request::Console(id)))
                     }
                     Tab::Actions => {
                         self.follow = false;
-                        DetailEffect::Send(Request::Actions(id))
+                        DetailEffect::Send(Box::new(Request::Actions(id)))
                     }
                     Tab::Interfaces => {
                         self.follow = false;
-                        DetailEffect::Send(Request::Interfaces(id))
+                        DetailEffect::Send(Box::new(Request::Interfaces(id)))
                     }
                     Tab::Fields => DetailEffect::Handled,
                 });
@@ -165,22 +166,22 @@ impl Detail {
                     return Some(DetailEffect::Unfollow);
                 }
                 set(max);
-                return Some(DetailEffect::Send(Request::Console(self.id.clone())));
+                return Some(DetailEffect::Send(Box::new(Request::Console(self.id.clone()))));
             }
             Action::Refresh => {
                 let id = self.id.clone();
                 return Some(match self.tab {
-                    Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
-                    Tab::Console => DetailEffect::Send(Request::Console(id)),
-                    Tab::Actions => DetailEffect::Send(Request::Actions(id)),
-                    Tab::Interfaces => DetailEffect::Send(Request::Interfaces(id)),
+                    Tab::Timeline => DetailEffect::Send(Box::new(Request::Timeline(id))),
+                    Tab::Console => DetailEffect::Send(Box::new(Request::Console(id))),
+                    Tab::Actions => DetailEffect::Send(Box::new(Request::Actions(id))),
+                    Tab::Interfaces => DetailEffect::Send(Box::new(Request::Interfaces(id))),
                     Tab::Fields => DetailEffect::Reload,
                 });
             }
             Action::Console => {
                 self.tab = Tab::Console;
                 self.follow = true;
-                return Some(DetailEffect::Send(Request::Console(self.id.clone())));
+                return Some(DetailEffect::Send(Box::new(Request::Console(self.id.clone()))));
             }
             _ => return None,
         }
