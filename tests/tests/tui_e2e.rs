@@ -1027,6 +1027,7 @@ async fn the_worker_manages_security_groups() {
         user_data: None,
         security_groups: vec!["web".into()],
         boot_volume_gb: None,
+        server_group: None,
     };
     worker.send(Request::Launch(spec)).expect("send");
     let vm = loop {
@@ -1255,6 +1256,31 @@ async fn resize_and_confirm_through_the_dialog() {
     );
     // The walk passed through the states the live view showed.
     assert!(seen.iter().any(|s| row(s, "rz").is_some_and(|r| r.contains("RESIZE"))), "RESIZE was shown");
+}
+
+/// In a real terminal: `c` in `:servergroups` creates an anti-affinity group and it is listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_a_server_group_from_its_view() {
+    let server = Server::start();
+    let admin = server.admin().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (script, _log) = write_script(dir.path(), &server, &["--poll"]);
+    let tmux = Tmux::start(&script, "srvgroups");
+    let mut seen = Vec::new();
+    tmux.wait("the instance list", 30, &mut seen, |s| s.contains("Instances [0]"));
+    tmux.type_text(":servergroups");
+    tmux.keys(&["Enter"]);
+    tmux.wait("the server groups view", 10, &mut seen, |s| s.contains("Server groups [0]"));
+    tmux.type_text("c");
+    tmux.wait("the form", 10, &mut seen, |s| s.contains("Create server group"));
+    tmux.type_text("tmux-apart");
+    // Policy (anti-affinity by default), max per host empty: Enter on the last field creates.
+    tmux.keys(&["Enter", "Enter", "Enter"]);
+    tmux.wait("the new group listed", 20, &mut seen, |s| {
+        row(s, "tmux-apart").is_some_and(|r| r.contains("anti-affinity"))
+    });
+    let groups = admin.get("compute", "/os-server-groups").await.expect("list");
+    assert_eq!(groups["server_groups"][0]["name"], "tmux-apart", "{groups}");
     tmux.type_text("q");
     tmux.wait("meridian to exit", 10, &mut seen, |s| s.contains("meridian exited: 0"));
 }

@@ -37,6 +37,7 @@ use crate::views::{Tables, overview};
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
 
 mod lifecycle;
+mod compute_extras;
 mod reach;
 
 pub use crate::overlays::palette::completions;
@@ -74,6 +75,8 @@ enum Pending {
     Projects,
     /// A console URL or websocket on its way.
     Attach,
+    /// An instance's interfaces or diagnostics.
+    Interfaces,
 }
 
 fn pending_of(r: &Request) -> Option<Pending> {
@@ -96,6 +99,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::Projects => Pending::Projects,
         Request::SerialConsole { .. } | Request::ConsoleConnect { .. } | Request::WebConsole { .. } => Pending::Attach,
         Request::CreateKeypair { .. } => Pending::Import,
+        Request::Interfaces(_) | Request::Diagnostics(_) => Pending::Interfaces,
         Request::SaveState { .. }
         | Request::AllProjects(_)
         | Request::ProjectNames
@@ -532,6 +536,9 @@ impl App {
                 if kind == Kind::Volumes {
                     self.send(Request::List(Kind::Servers));
                 }
+                if kind == Kind::Ports {
+                    self.ports_changed();
+                }
                 self.info = Some(message);
             }
             Response::GroupsChanged { server, added, removed } => {
@@ -547,6 +554,8 @@ impl App {
                 self.send(Request::List(Kind::Servers));
             }
             Response::KeypairCreated(c) => self.keypair_created(c),
+            Response::Interfaces { id, interfaces } => self.interfaces_loaded(id, interfaces),
+            Response::Diagnostics { id, result } => self.diagnostics_loaded(id, result),
             Response::LiveMode(m) => self.live = m,
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
             Response::Failed { request, message } => {
@@ -706,6 +715,7 @@ impl App {
             w.groups = self.tables.secgroups.items.clone();
             w.quotas = quotas;
         }
+        self.push_extras_data();
     }
 
     fn server_update(&mut self, s: Server) {
@@ -733,6 +743,7 @@ impl App {
                 Tab::Timeline => self.send(Request::Timeline(id)),
                 // A new action or event may have been recorded.
                 Tab::Actions => self.send(Request::Actions(id)),
+                Tab::Interfaces => self.send(Request::Interfaces(id)),
                 Tab::Fields | Tab::Console => {}
             }
         }
@@ -1025,7 +1036,7 @@ impl App {
             match effect {
                 DetailEffect::Handled => {}
                 DetailEffect::Close => self.detail = None,
-                DetailEffect::Send(r) => self.send(r),
+                DetailEffect::Send(r) => self.send(*r),
                 DetailEffect::Unfollow => self.next_console = None,
                 DetailEffect::Reload => self.load(self.view),
             }
@@ -1156,6 +1167,14 @@ impl App {
             Action::Transfers => {
                 self.overlay = Some(Overlay::Transfers(overlays::Transfers::newest(self.transfers.len())))
             }
+            Action::Launch if view == View::ServerGroups => self.ask_server_group(),
+            Action::Launch if view == View::Aggregates => {
+                self.overlay = Some(Overlay::Create(CreateForm::aggregate()));
+            }
+            Action::Attach if view == View::Aggregates => self.ask_aggregate_hosts(),
+            Action::AddPort => self.ask_add_port(),
+            Action::RemovePort => self.ask_remove_port(),
+            Action::Diagnostics => self.diagnostics(),
             Action::Launch if view == View::Ports => {
                 let nets: Vec<(String, String)> =
                     self.tables.networks.items.iter().map(|n| (n.name.clone(), n.id.clone())).collect();
@@ -1166,7 +1185,9 @@ impl App {
             Action::Launch => {
                 self.overlay = Some(Overlay::Wizard(Box::default()));
                 self.push_wizard_data();
-                for k in [Kind::Images, Kind::Flavors, Kind::Networks, Kind::SecGroups, Kind::Keypairs] {
+                for k in
+                    [Kind::Images, Kind::Flavors, Kind::Networks, Kind::SecGroups, Kind::Keypairs, Kind::ServerGroups]
+                {
                     self.send(Request::List(k));
                 }
                 self.send(Request::Overview);
@@ -1660,6 +1681,13 @@ impl App {
             {
                 raw = raw.map(|r| crate::views::volumes::with_attached_to(r, v));
             }
+            // A server group's members by name.
+            if d.view == View::ServerGroups
+                && d.shows_fields()
+                && let Some(g) = self.tables.server_groups.items.iter().find(|g| g.id == d.id)
+            {
+                raw = raw.map(|r| crate::views::server_groups::with_member_names(r, g));
+            }
             d.draw(f, body, theme, raw);
         } else {
             match self.view.kind() {
@@ -1714,6 +1742,14 @@ impl App {
         let actions: &[(Action, &str)] = if let Some(d) = &self.detail {
             if d.tab == Tab::Console {
                 &[(Action::Back, "back"), (Action::NextTab, "tab"), (Action::Follow, "follow"), (Action::Up, "scroll")]
+            } else if d.tab == Tab::Interfaces {
+                &[
+                    (Action::Back, "back"),
+                    (Action::NextTab, "tab"),
+                    (Action::AddPort, "add port"),
+                    (Action::RemovePort, "remove port"),
+                    (Action::Diagnostics, "diagnostics"),
+                ]
             } else {
                 &[
                     (Action::Back, "back"),
@@ -1764,6 +1800,23 @@ impl App {
                 (Action::Extend, "extend"),
                 (Action::Snapshot, "snapshot"),
                 (Action::ToImage, "to image"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::ServerGroups {
+            &[
+                (Action::Select, "members"),
+                (Action::Launch, "create"),
+                (Action::Filter, "filter"),
+                (Action::Delete, "delete"),
+                (Action::Help, "help"),
+            ]
+        } else if self.view == View::Aggregates {
+            &[
+                (Action::Select, "detail"),
+                (Action::Launch, "create"),
+                (Action::Attach, "hosts/zone"),
+                (Action::Filter, "filter"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),
             ]

@@ -76,6 +76,10 @@ pub enum Action {
     Resize,
     Migrate,
     Evacuate,
+    // Instance interfaces and diagnostics (views/interfaces.rs).
+    AddPort,
+    RemovePort,
+    Diagnostics,
 }
 
 impl Action {
@@ -128,6 +132,9 @@ impl Action {
         (Action::ResetState, "reset_state", "admins: reset the state (active / error)"),
         (Action::Migrate, "migrate", "admins: cold-migrate to a host"),
         (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
+        (Action::AddPort, "add_port", "instance: attach a port (new on a network, or a free one)"),
+        (Action::RemovePort, "remove_port", "instance: detach one of its ports"),
+        (Action::Diagnostics, "diagnostics", "instance: interfaces and (admins) diagnostics, read once"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -327,6 +334,9 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("E", Action::Extend),
     ("n", Action::Snapshot),
     ("U", Action::ToImage),
+    ("i", Action::AddPort),
+    ("I", Action::RemovePort),
+    ("m", Action::Diagnostics),
 ];
 
 impl Default for Keymap {

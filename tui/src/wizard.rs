@@ -70,6 +70,10 @@ pub struct Wizard {
     pub networks: Vec<Network>,
     pub keypairs: Vec<Keypair>,
     pub groups: Vec<crate::views::secgroups::SecGroup>,
+    /// Nova server groups to place the instances in (the Security step's ←→ choice).
+    pub server_groups: Vec<crate::views::server_groups::ServerGroup>,
+    /// 0 = none, i = `server_groups[i - 1]`.
+    srv_group_sel: usize,
     pub quotas: Option<Quotas>,
 }
 
@@ -136,6 +140,8 @@ impl Wizard {
             networks: Vec::new(),
             keypairs: Vec::new(),
             groups: Vec::new(),
+            server_groups: Vec::new(),
+            srv_group_sel: 0,
             quotas: None,
         }
     }
@@ -187,6 +193,15 @@ impl Wizard {
 
     fn flavor(&self) -> Option<&Flavor> {
         self.flavors.get(self.flavor_sel)
+    }
+
+    fn server_group(&self) -> Option<&crate::views::server_groups::ServerGroup> {
+        self.srv_group_sel.checked_sub(1).and_then(|i| self.server_groups.get(i))
+    }
+
+    /// `anti-affinity web` or `(none)`.
+    fn server_group_words(&self) -> String {
+        self.server_group().map_or_else(|| "(none)".into(), |g| format!("{} ({})", g.name, g.policy()))
     }
 
     fn keypair(&self) -> Option<&Keypair> {
@@ -256,6 +271,7 @@ impl Wizard {
             key_name: self.keypair().map(|k| k.name.clone()),
             security_groups: self.groups_on.iter().cloned().collect(),
             boot_volume_gb: self.volume_value()?,
+            server_group: self.server_group().map(|g| g.id.clone()),
             user_data: if ud.trim().is_empty() { None } else { Some(ud) },
         })
     }
@@ -379,6 +395,11 @@ impl Component for Wizard {
             },
             Step::Security => match key.code {
                 KeyCode::Enter | KeyCode::Tab => return self.go(true),
+                KeyCode::Left | KeyCode::Right if !self.server_groups.is_empty() => {
+                    let n = self.server_groups.len() + 1;
+                    let step = if key.code == KeyCode::Right { 1 } else { n - 1 };
+                    self.srv_group_sel = (self.srv_group_sel + step) % n;
+                }
                 KeyCode::Char(' ') => {
                     if let Some(g) = self.groups.get(self.group_sel)
                         && !self.groups_on.remove(&g.name)
@@ -578,6 +599,20 @@ impl Component for Wizard {
                 f.render_stateful_widget(List::new(items).highlight_style(theme.selected()), body, &mut st);
             }
             Step::Security => {
+                // The server group choice sits under the security groups, when the cloud has any.
+                let (body, sg) = if self.server_groups.is_empty() {
+                    (body, None)
+                } else {
+                    let [b, sg] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(body);
+                    (b, Some(sg))
+                };
+                if let Some(sg) = sg {
+                    let line = Line::from(vec![
+                        Span::styled("Server group ←→: ", theme.accent()),
+                        Span::raw(self.server_group_words()),
+                    ]);
+                    f.render_widget(Paragraph::new(line), sg);
+                }
                 let items: Vec<ListItem> = self
                     .groups
                     .iter()
@@ -675,6 +710,9 @@ impl Component for Wizard {
                 lines.push(kv("Boots on", disk));
                 let groups: Vec<String> = self.groups_on.iter().cloned().collect();
                 lines.push(kv("Security", if groups.is_empty() { "default".into() } else { groups.join(", ") }));
+                if self.server_group().is_some() {
+                    lines.push(kv("Srv group", self.server_group_words()));
+                }
                 lines.push(kv("Key pair", self.keypair().map(|k| k.name.clone()).unwrap_or_else(|| "(none)".into())));
                 let ud = self.user_data.lines().iter().filter(|l| !l.is_empty()).count();
                 lines.push(kv("User data", if ud == 0 { "(none)".into() } else { format!("{ud} lines") }));

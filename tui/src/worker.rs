@@ -252,6 +252,8 @@ pub struct LaunchSpec {
     pub security_groups: Vec<String>,
     /// Boot from a new volume of this many GB made from the image (deleted with the instance).
     pub boot_volume_gb: Option<u64>,
+    /// A Nova server group's ID, sent as the `group` scheduler hint.
+    pub server_group: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -351,6 +353,10 @@ pub enum Request {
         id: String,
         call: ServerCall,
     },
+    /// An instance's interfaces (`os-interface`).
+    Interfaces(String),
+    /// An instance's diagnostics (admins), read once when asked for.
+    Diagnostics(String),
 }
 
 /// A profile with the password in it, compared by name only (requests are compared in tests).
@@ -381,6 +387,8 @@ pub struct Overview {
     pub quotas: Quotas,
     /// Admins only: every hypervisor with its capacity and usage.
     pub hypervisors: Vec<Hypervisor>,
+    /// This month's usage (`os-simple-tenant-usage`), where the cloud gives it.
+    pub usage: crate::views::usage::UsageReport,
 }
 
 #[derive(Clone, Debug)]
@@ -479,6 +487,15 @@ pub enum Response {
     Rescued {
         id: String,
         admin_pass: String,
+    },
+    Interfaces {
+        id: String,
+        interfaces: Vec<crate::views::interfaces::Interface>,
+    },
+    /// An instance's diagnostics, or why there are none (403 for members), in words.
+    Diagnostics {
+        id: String,
+        result: Result<Value, String>,
     },
 }
 
@@ -784,6 +801,17 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Create(crate::overlays::Create::ServerGroups { server_name, .. }) => {
             format!("changing the security groups of {server_name}")
         }
+        Request::Create(crate::overlays::Create::ServerGroup { name, .. }) => format!("creating server group {name}"),
+        Request::Create(crate::overlays::Create::Aggregate { name, .. }) => format!("creating aggregate {name}"),
+        Request::Create(crate::overlays::Create::AggregateHosts { name, .. }) => format!("changing aggregate {name}"),
+        Request::Create(crate::overlays::Create::AddPort { server_name, .. }) => {
+            format!("attaching a port to {server_name}")
+        }
+        Request::Create(crate::overlays::Create::RemovePort { server_name, port_id, .. }) => {
+            format!("detaching port {port_id} from {server_name}")
+        }
+        Request::Interfaces(_) => "loading the interfaces".into(),
+        Request::Diagnostics(_) => "reading the diagnostics".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -936,7 +964,11 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             } else {
                 Vec::new()
             };
-            Ok(Response::Overview(Overview { quotas, hypervisors }))
+            let usage = match client.session.project_id() {
+                Some(pid) => crate::views::usage::report(client, pid, admin, Utc::now()).await,
+                None => Default::default(),
+            };
+            Ok(Response::Overview(Overview { quotas, hypervisors, usage }))
         }
         Request::Timeline(id) => match client.get("compute", &format!("/servers/{id}/os-meridian-timeline")).await {
             Ok(v) => {
@@ -1058,7 +1090,12 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             if let Some(u) = &spec.user_data {
                 server["user_data"] = json!(base64::engine::general_purpose::STANDARD.encode(u));
             }
-            let created = client.post("compute", "/servers", &json!({"server": server})).await?;
+            let mut body = json!({ "server": server });
+            if let Some(g) = &spec.server_group {
+                // Nova reads the hints beside `server`, not inside it.
+                body["os:scheduler_hints"] = json!({ "group": g });
+            }
+            let created = client.post("compute", "/servers", &body).await?;
             let first_id = created["server"]["id"].as_str().unwrap_or_default().to_string();
             // The create answer holds only an ID: fetch the new servers so they show at once.
             let q: String = form_urlencoded::byte_serialize(spec.name.as_bytes()).collect();
@@ -1104,6 +1141,15 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             let dir = crate::ssh::default_keys_dir();
             crate::keys::create(client, &dir, cloud, name, source).await.map(Response::KeypairCreated)
         }
+        Request::Interfaces(id) => {
+            let interfaces = crate::views::interfaces::list(client, id).await?;
+            Ok(Response::Interfaces { id: id.clone(), interfaces })
+        }
+        Request::Diagnostics(id) => match crate::views::interfaces::diagnostics(client, id).await {
+            Ok(v) => Ok(Response::Diagnostics { id: id.clone(), result: Ok(v) }),
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => Err(e),
+            Err(e) => Ok(Response::Diagnostics { id: id.clone(), result: Err(words(req, &e)) }),
+        },
         Request::Login(_)
         | Request::SwitchProject { .. }
         | Request::SaveState { .. }
@@ -1133,6 +1179,14 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
     | Create::ToImage { .. } = c
     {
         return crate::views::volumes::act(client, c).await;
+    }
+    match c {
+        Create::ServerGroup { .. } => return crate::views::server_groups::act(client, c).await,
+        Create::Aggregate { .. } | Create::AggregateHosts { .. } => {
+            return crate::views::aggregates::act(client, c).await;
+        }
+        Create::AddPort { .. } | Create::RemovePort { .. } => return crate::views::interfaces::act(client, c).await,
+        _ => {}
     }
     let base = versioned(&client.session, "network", "v2.0")?;
     match c {
@@ -1223,6 +1277,11 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
         Create::Project { .. } | Create::User { .. } | Create::Grant { .. } => {
             Err(ClientError::Decode("an identity form reached the network path".into()))
         }
+        Create::ServerGroup { .. }
+        | Create::Aggregate { .. }
+        | Create::AggregateHosts { .. }
+        | Create::AddPort { .. }
+        | Create::RemovePort { .. } => Err(ClientError::Decode("a compute form reached the network path".into())),
     }
 }
 

@@ -240,6 +240,38 @@ fn vol_snapshots() -> Vec<meridian_tui::views::snapshots::Snapshot> {
     vec![s]
 }
 
+fn server_groups() -> Vec<meridian_tui::views::server_groups::ServerGroup> {
+    [
+        json!({"id": "sg-1", "name": "spread", "policy": "anti-affinity", "rules": {"max_server_per_host": 2},
+            "members": [id(1), id(2)], "project_id": "p1"}),
+        json!({"id": "sg-2", "name": "together", "policy": "affinity", "rules": {}, "members": [], "project_id": "p1"}),
+    ]
+    .into_iter()
+    .map(|raw| {
+        let mut g: meridian_tui::views::server_groups::ServerGroup = parse(raw.clone());
+        g.member_names = vec!["web-1".into(), "web-2".into()];
+        g.raw = raw;
+        g
+    })
+    .collect()
+}
+
+fn aggregates() -> Vec<meridian_tui::views::aggregates::Aggregate> {
+    [
+        json!({"id": 1, "name": "fast", "availability_zone": "az-fast", "hosts": ["compute-1"],
+            "metadata": {"availability_zone": "az-fast", "ssd": "true"}}),
+        json!({"id": 2, "name": "spare", "availability_zone": null, "hosts": [], "metadata": {}}),
+    ]
+    .into_iter()
+    .map(|raw| {
+        let mut a: meridian_tui::views::aggregates::Aggregate = parse(raw.clone());
+        a.key = a.id.to_string();
+        a.raw = raw;
+        a
+    })
+    .collect()
+}
+
 fn quotas() -> Quotas {
     Quotas {
         items: vec![
@@ -300,9 +332,12 @@ impl Harness {
         hs.app.on_response(Response::Listed(Listing::Assignments(Vec::new())));
         hs.app.on_response(Response::Listed(Listing::Hypervisors(hypervisors())));
         hs.app.on_response(Response::Listed(Listing::Services(services())));
+        hs.app.on_response(Response::Listed(Listing::ServerGroups(server_groups())));
+        hs.app.on_response(Response::Listed(Listing::Aggregates(aggregates())));
         hs.app.on_response(Response::Overview(Overview {
             quotas: quotas(),
             hypervisors: if admin { hypervisors() } else { vec![] },
+            ..Overview::default()
         }));
         hs.app.on_response(Response::LiveMode("live".into()));
         hs.drain();
@@ -669,6 +704,7 @@ fn launch_wizard_every_step() {
     h.app.on_response(Response::Overview(Overview {
         quotas: Quotas { items: vec![("vCPUs".into(), 0, 20)] },
         hypervisors: vec![],
+        ..Overview::default()
     }));
     h.key(KeyCode::Down); // m1.small now fits
     h.key(KeyCode::Enter);
@@ -1978,4 +2014,231 @@ fn shelve_toggles_with_the_instance_state() {
     h.app.on_response(Response::ServerUpdate(Box::new(server(1, "web-1", "SHELVED", None, 4))));
     h.chars("z");
     assert_eq!(h.drain(), vec![Request::Action { id: id(1), op: ServerOp::Unshelve }]);
+}
+
+#[test]
+fn server_groups_view_form_and_members() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 16, false);
+    h.app.run_command("servergroups");
+    assert_eq!(h.drain(), vec![Request::List(Kind::ServerGroups)]);
+    let s = h.screen();
+    assert!(s.contains("anti-affinity") && s.contains("max_server_per_host=2"), "{s}");
+    snap!("view_servergroups", s);
+    // Enter: the members by name.
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("web-1 ([uuid])") || s.contains("web-1 ("), "{s}");
+    snap!("servergroup_members", s);
+    h.key(KeyCode::Esc);
+    // c: the form at 2.79 has the per-host rule; a rule on affinity is refused in place.
+    h.key(KeyCode::Char('c'));
+    h.chars("db");
+    h.key(KeyCode::Tab);
+    for _ in 0.."anti-affinity".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("affinity");
+    h.key(KeyCode::Tab);
+    h.chars("2");
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("max per host is anti-affinity's rule only"), "{s}");
+    snap!("servergroup_form_error", s);
+    assert!(h.drain().is_empty());
+    h.key(KeyCode::BackTab);
+    for _ in 0.."affinity".len() {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("anti-affinity");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::ServerGroup {
+            name: "db".into(),
+            policy: "anti-affinity".into(),
+            max_per_host: Some(2)
+        })]
+    );
+}
+
+#[test]
+fn the_wizard_places_instances_in_a_server_group() {
+    let mut h = Harness::loaded(80, 30, false);
+    wizard(&mut h);
+    h.chars("web");
+    for _ in 0..4 {
+        h.key(KeyCode::Enter);
+    }
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    h.chars(" ");
+    h.key(KeyCode::Enter);
+    // The Security step: → picks the first server group.
+    h.key(KeyCode::Right);
+    let s = h.screen();
+    assert!(s.contains("Server group ←→: spread (anti-affinity)"), "{s}");
+    for _ in 0..3 {
+        h.key(KeyCode::Tab);
+    }
+    let s = h.screen();
+    assert!(s.contains("Srv group: spread (anti-affinity)"), "{s}");
+    snap!("wizard_review_server_group", s);
+    h.key(KeyCode::Enter);
+    let reqs = h.drain();
+    let spec = reqs
+        .iter()
+        .find_map(|r| match r {
+            Request::Launch(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a launch");
+    assert_eq!(spec.server_group.as_deref(), Some("sg-1"));
+}
+
+#[test]
+fn aggregates_view_and_hosts_form() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 16, true);
+    h.app.run_command("aggregates");
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("az-fast") && s.contains("compute-1") && s.contains("ssd=true"), "{s}");
+    snap!("view_aggregates", s);
+    h.key(KeyCode::Char('c'));
+    h.chars("gpu");
+    h.key(KeyCode::Tab);
+    h.chars("az-gpu");
+    h.key(KeyCode::Enter);
+    assert_eq!(h.drain(), vec![Request::Create(Create::Aggregate { name: "gpu".into(), zone: Some("az-gpu".into()) })]);
+    h.key(KeyCode::Esc);
+    // a: hosts and zone; an unknown host is refused in place.
+    h.key(KeyCode::Char('a'));
+    assert_eq!(h.drain(), vec![Request::List(Kind::Hypervisors)]);
+    h.chars("compute-9");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    let s = h.screen();
+    assert!(s.contains("no host compute-9 here"), "{s}");
+    snap!("aggregate_hosts_form_error", s);
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Up);
+    for _ in 0..9 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("compute-2");
+    h.key(KeyCode::Tab);
+    h.chars("compute-1");
+    h.key(KeyCode::Tab);
+    h.chars("b");
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::AggregateHosts {
+            id: "1".into(),
+            name: "fast".into(),
+            add: vec!["compute-2".into()],
+            remove: vec!["compute-1".into()],
+            zone: Some("az-fastb".into()),
+        })]
+    );
+}
+
+#[test]
+fn overview_shows_this_months_usage() {
+    use meridian_tui::views::usage::{Usage, UsageReport};
+    let mut h = Harness::loaded(90, 24, true);
+    h.app.run_command("overview");
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("time");
+    let usage = |count, f: f64| Usage {
+        start,
+        end: now(),
+        count,
+        vcpu_hours: 2.0 * f,
+        ram_gb_hours: 0.5 * f,
+        disk_gb_hours: f,
+    };
+    h.app.on_response(Response::Overview(Overview {
+        quotas: quotas(),
+        hypervisors: vec![],
+        usage: UsageReport { project: Some(Ok(usage(3, 10.0))), all_projects: Some(usage(2, 300.0)) },
+    }));
+    let s = h.screen();
+    assert!(s.contains("3 servers · 20.0 vCPU·h · 5.0 RAM GB·h · 10.0 disk GB·h"), "{s}");
+    assert!(s.contains("2 projects · 600 vCPU·h"), "{s}");
+    snap!("overview_usage", s);
+    // A cloud without the usage API: no section at all.
+    h.app.on_response(Response::Overview(Overview { quotas: quotas(), ..Overview::default() }));
+    let s = h.screen();
+    assert!(!s.contains("Usage"), "{s}");
+}
+
+#[test]
+fn instance_interfaces_diagnostics_and_ports() {
+    use meridian_tui::overlays::Create;
+    use meridian_tui::views::interfaces::{FixedIpRow, Interface};
+    let mut h = Harness::loaded(110, 24, true);
+    h.key(KeyCode::Enter);
+    for _ in 0..4 {
+        h.key(KeyCode::Tab);
+    }
+    assert_eq!(h.drain().last(), Some(&Request::Interfaces(id(1))));
+    let iface = Interface {
+        port_id: id(701),
+        net_id: id(800),
+        mac_addr: "fa:16:3e:00:00:01".into(),
+        port_state: "ACTIVE".into(),
+        fixed_ips: vec![FixedIpRow { ip_address: "10.0.0.1".into(), subnet_id: "s1".into() }],
+    };
+    h.app.on_response(Response::Interfaces { id: id(1), interfaces: vec![iface] });
+    // m: the diagnostics, once (not polled).
+    h.key(KeyCode::Char('m'));
+    assert_eq!(h.drain(), vec![Request::Diagnostics(id(1))]);
+    h.app.on_response(Response::Diagnostics {
+        id: id(1),
+        result: Ok(json!({"state": "running", "driver": "libvirt", "uptime": 46,
+            "memory_details": {"maximum": 512, "used": 0}, "cpu_details": [{"id": 0, "time": 17000000, "utilisation": null}],
+            "nic_details": [{"mac_address": "fa:16:3e:00:00:01", "rx_octets": 100, "rx_packets": 2, "tx_octets": 50,
+                "tx_packets": 1, "rx_drop": 0, "tx_drop": 0, "rx_errors": 0, "tx_errors": 0}],
+            "disk_details": [{"read_bytes": 4096, "read_requests": 1, "write_bytes": 0, "write_requests": 0, "errors_count": 0}]})),
+    });
+    let s = h.screen();
+    assert!(s.contains("net") && s.contains("10.0.0.1") && s.contains("ACTIVE"), "{s}");
+    assert!(s.contains("running · driver libvirt · uptime 46 s"), "{s}");
+    assert!(h.drain().is_empty(), "diagnostics are not polled");
+    snap!("instance_interfaces_diagnostics", s);
+    // I: detach, picked among the instance's interfaces by IP.
+    h.key(KeyCode::Char('I'));
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("Detach a port") && s.contains("web-1's ports: 10.0.0.1"), "{s}");
+    snap!("remove_port_form", s);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::RemovePort { server_id: id(1), server_name: "web-1".into(), port_id: id(701) })]
+    );
+    h.app.on_response(Response::Did { kind: Kind::Ports, message: "detaching".into() });
+    let reqs = h.drain();
+    assert!(reqs.contains(&Request::Interfaces(id(1))) && reqs.contains(&Request::List(Kind::Servers)), "{reqs:?}");
+    // i: attach, a new port on a network by name.
+    h.key(KeyCode::Char('i'));
+    h.drain();
+    let s = h.screen();
+    assert!(s.contains("Attach a port") && s.contains("networks: net, private"), "{s}");
+    snap!("add_port_form", s);
+    h.chars("private");
+    h.key(KeyCode::Tab);
+    h.key(KeyCode::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Request::Create(Create::AddPort {
+            server_id: id(1),
+            server_name: "web-1".into(),
+            network_id: Some(id(801)),
+            port_id: None
+        })]
+    );
 }

@@ -64,6 +64,14 @@ pub enum What {
     Detach,
     VolSnapshot,
     ToImage,
+    /// A Nova server group; a host aggregate and its hosts/zone (views/server_groups.rs,
+    /// views/aggregates.rs).
+    SrvGroup,
+    Aggregate,
+    AggregateHosts,
+    /// A port attached to / detached from an instance (views/interfaces.rs).
+    AddPort,
+    RemovePort,
 }
 
 pub struct CreateForm {
@@ -104,6 +112,11 @@ const ATTACH: &[&str] = &["Instance"];
 const DETACH: &[&str] = &["From"];
 const VOLSNAPSHOT: &[&str] = &["Name", "Description"];
 const TO_IMAGE: &[&str] = &["Image name", "Disk format"];
+const SRV_GROUP: &[&str] = &["Name", "Policy", "Max per host"];
+const AGGREGATE: &[&str] = &["Name", "Zone"];
+const AGGREGATE_HOSTS: &[&str] = &["Add host", "Remove host", "Zone"];
+const ADD_PORT: &[&str] = &["Network", "Or port"];
+const REMOVE_PORT: &[&str] = &["Port"];
 
 /// A new volume as the form describes it (Cinder's fields; its source as an ID: at most one of
 /// image, snapshot and source volume).
@@ -208,6 +221,37 @@ pub enum Create {
     /// Not a create request: a transfer the app starts (`transfer.rs`).
     Upload(crate::transfer::UploadSpec),
     Download(crate::transfer::DownloadSpec),
+    /// A Nova server group (`max_per_host`: anti-affinity's rule, 2.64+).
+    ServerGroup {
+        name: String,
+        policy: String,
+        max_per_host: Option<u32>,
+    },
+    /// A host aggregate, in an availability zone when one is given.
+    Aggregate {
+        name: String,
+        zone: Option<String>,
+    },
+    /// Hosts added to / removed from an aggregate (`id`), its zone set (`Some("")`: none).
+    AggregateHosts {
+        id: String,
+        name: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+        zone: Option<String>,
+    },
+    /// A new port on a network, or an existing port, attached to an instance.
+    AddPort {
+        server_id: String,
+        server_name: String,
+        network_id: Option<String>,
+        port_id: Option<String>,
+    },
+    RemovePort {
+        server_id: String,
+        server_name: String,
+        port_id: String,
+    },
 }
 
 impl CreateForm {
@@ -377,6 +421,99 @@ impl CreateForm {
         CreateForm { what, labels, networks: servers, volume, ..CreateForm::blank(fields) }
     }
 
+    /// A new server group; `rules` says whether the cloud takes `max_server_per_host` (2.64+).
+    pub fn server_group(rules: bool) -> CreateForm {
+        let mut fields = vec![
+            field("", "name (required)"),
+            field("anti-affinity", "affinity / anti-affinity / soft-affinity / soft-anti-affinity"),
+        ];
+        let labels = if rules {
+            fields.push(field("", "anti-affinity only: instances per host (empty: 1)"));
+            SRV_GROUP
+        } else {
+            &SRV_GROUP[..2]
+        };
+        let choices = crate::views::server_groups::POLICIES.iter().map(|p| (p.to_string(), p.to_string())).collect();
+        CreateForm { what: What::SrvGroup, labels, networks: choices, ..CreateForm::blank(fields) }
+    }
+
+    /// A new host aggregate.
+    pub fn aggregate() -> CreateForm {
+        let fields = vec![field("", "name (required)"), field("", "availability zone (optional)")];
+        CreateForm { what: What::Aggregate, labels: AGGREGATE, ..CreateForm::blank(fields) }
+    }
+
+    /// Hosts and zone of an aggregate (ID, name, its hosts now, its zone now), hosts picked among
+    /// the hypervisors' names.
+    pub fn aggregate_hosts(aggregate: (String, String, Vec<String>), zone: &str, hosts: Vec<String>) -> CreateForm {
+        let fields = vec![
+            field("", "host names, comma-separated"),
+            field("", "host names, comma-separated"),
+            field(zone, "availability zone (empty: none)"),
+        ];
+        CreateForm {
+            what: What::AggregateHosts,
+            labels: AGGREGATE_HOSTS,
+            networks: hosts.into_iter().map(|h| (h.clone(), h)).collect(),
+            server: Some(aggregate),
+            volume: VolumeRef { name: zone.to_string(), ..VolumeRef::default() },
+            ..CreateForm::blank(fields)
+        }
+    }
+
+    /// Attach a port to an instance (ID, name, its port IDs now): a new one on a network (name
+    /// or ID), or an existing free port (name or ID).
+    pub fn add_port(server: (String, String, Vec<String>), networks: Vec<(String, String)>) -> CreateForm {
+        let only = if networks.len() == 1 { networks[0].0.clone() } else { String::new() };
+        let fields = vec![field(&only, "network name or ID"), field("", "or a free port's name or ID")];
+        CreateForm {
+            what: What::AddPort,
+            labels: ADD_PORT,
+            networks,
+            server: Some(server),
+            ..CreateForm::blank(fields)
+        }
+    }
+
+    /// Detach one of the instance's ports (ID, name, its ports as (label, port ID)).
+    pub fn remove_port(server: (String, String), ports: Vec<(String, String)>) -> CreateForm {
+        let only = if ports.len() == 1 { ports[0].1.clone() } else { String::new() };
+        let fields = vec![field(&only, "port ID, IP or name")];
+        CreateForm {
+            what: What::RemovePort,
+            labels: REMOVE_PORT,
+            networks: ports,
+            server: Some((server.0, server.1, Vec::new())),
+            ..CreateForm::blank(fields)
+        }
+    }
+
+    /// The instance (or aggregate) a form acts on, by ID.
+    pub fn target_id(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.0.as_str())
+    }
+
+    /// Fresher hypervisor host names for the aggregate hosts form.
+    pub fn set_hosts(&mut self, hosts: Vec<String>) {
+        if self.what == What::AggregateHosts && !hosts.is_empty() {
+            self.networks = hosts.into_iter().map(|h| (h.clone(), h)).collect();
+        }
+    }
+
+    /// Free ports (name, ID) the add-port form may take instead of a network.
+    pub fn set_free_ports(&mut self, ports: Vec<(String, String)>) {
+        if self.what == What::AddPort {
+            self.images = ports;
+        }
+    }
+
+    /// The instance's ports (label, ID) for the remove-port form, fresher than when it opened.
+    pub fn set_instance_ports(&mut self, ports: Vec<(String, String)>) {
+        if self.what == What::RemovePort && !ports.is_empty() {
+            self.networks = ports;
+        }
+    }
+
     fn blank(fields: Vec<TextArea<'static>>) -> CreateForm {
         CreateForm {
             what: What::Project,
@@ -544,6 +681,75 @@ impl CreateForm {
                 let (server_id, server_name, _) = self.server.clone().unwrap_or_default();
                 Ok(Create::ServerGroups { server_id, server_name, add, remove })
             }
+            What::SrvGroup => {
+                if v[0].is_empty() {
+                    return Err("the group needs a name".into());
+                }
+                let policy = v[1].trim().to_lowercase();
+                if !crate::views::server_groups::POLICIES.contains(&policy.as_str()) {
+                    return Err(format!(
+                        "policy {policy}: one of {}",
+                        crate::views::server_groups::POLICIES.join(", ")
+                    ));
+                }
+                let max = v.get(2).map(|s| s.trim()).filter(|s| !s.is_empty());
+                let max_per_host = match max {
+                    None => None,
+                    Some(_) if policy != "anti-affinity" => {
+                        return Err("max per host is anti-affinity's rule only".into());
+                    }
+                    Some(m) => Some(
+                        m.parse::<u32>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| format!("max per host {m}: a whole number, 1 or more"))?,
+                    ),
+                };
+                Ok(Create::ServerGroup { name: v[0].clone(), policy, max_per_host })
+            }
+            What::Aggregate if v[0].is_empty() => Err("the aggregate needs a name".into()),
+            What::Aggregate => {
+                Ok(Create::Aggregate { name: v[0].clone(), zone: (!v[1].is_empty()).then(|| v[1].clone()) })
+            }
+            What::AggregateHosts => {
+                let list = |s: &str| -> Result<Vec<String>, String> {
+                    s.split([',', ' ']).filter(|x| !x.is_empty()).map(|h| pick(&self.networks, h, "host")).collect()
+                };
+                let (add, remove) = (list(&v[0])?, list(&v[1])?);
+                // The zone field starts at the aggregate's zone: only a change is sent.
+                let zone = (v[2] != self.volume.name).then(|| v[2].clone());
+                if add.is_empty() && remove.is_empty() && zone.is_none() {
+                    return Err("name a host to add or remove, or change the zone".into());
+                }
+                let (id, name, _) = self.server.clone().unwrap_or_default();
+                Ok(Create::AggregateHosts { id, name, add, remove, zone })
+            }
+            What::AddPort => {
+                let (server_id, server_name, _) = self.server.clone().unwrap_or_default();
+                match (v[0].is_empty(), v[1].is_empty()) {
+                    (_, false) => {
+                        let port_id = pick(&self.images, &v[1], "free port")?;
+                        Ok(Create::AddPort { server_id, server_name, network_id: None, port_id: Some(port_id) })
+                    }
+                    (false, true) => {
+                        let network_id = pick(&self.networks, &v[0], "network")?;
+                        Ok(Create::AddPort { server_id, server_name, network_id: Some(network_id), port_id: None })
+                    }
+                    (true, true) => Err("choose a network for a new port, or a free port".into()),
+                }
+            }
+            What::RemovePort if v[0].is_empty() => Err("which port?".into()),
+            What::RemovePort => {
+                let (server_id, server_name, _) = self.server.clone().unwrap_or_default();
+                // A port by its ID, or by the label the choices show (its IP, its name).
+                let port_id = self
+                    .networks
+                    .iter()
+                    .find(|(label, id)| *id == v[0] || label.split(' ').any(|w| w == v[0]))
+                    .map(|(_, id)| id.clone())
+                    .ok_or_else(|| format!("{} is not one of the instance's ports", v[0]))?;
+                Ok(Create::RemovePort { server_id, server_name, port_id })
+            }
             What::Download => {
                 let (image_id, name) = self.image.clone().unwrap_or_default();
                 if v[0].is_empty() {
@@ -575,6 +781,11 @@ impl CreateForm {
             What::Detach => "Detach volume",
             What::VolSnapshot => "Snapshot volume",
             What::ToImage => "Upload volume to image",
+            What::SrvGroup => "Create server group",
+            What::Aggregate => "Create host aggregate",
+            What::AggregateHosts => "Hosts and zone of the aggregate",
+            What::AddPort => "Attach a port",
+            What::RemovePort => "Detach a port",
         };
         let h = self.labels.len() as u16 * 2 + 5;
         let r = centered(area, 72, h);
@@ -594,7 +805,9 @@ impl CreateForm {
             f.render_widget(Paragraph::new(Span::styled(format!("{label:>12}: "), style)), l);
             f.render_widget(&focused(&self.fields[i], i == self.focus, theme), Rect { height: 1, ..v });
         }
-        let msg = if let (Some((_, name)), None) = (&self.image, &self.error) {
+        let msg = if let (Some(text), None, false) = (self.choices_line(), &self.error, self.busy) {
+            Line::from(Span::styled(text, theme.muted()))
+        } else if let (Some((_, name)), None) = (&self.image, &self.error) {
             Line::from(Span::styled(format!("image {name}"), theme.muted()))
         } else if !self.volume.id.is_empty() && self.error.is_none() && !self.busy {
             let att = self.volume.attached.as_ref().map(|a| format!(", attached to {}", a.1)).unwrap_or_default();
@@ -618,6 +831,30 @@ impl CreateForm {
             Line::default()
         };
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), areas[self.labels.len() + 1]);
+    }
+}
+
+impl CreateForm {
+    /// What the server group, aggregate and port forms pick from, in words.
+    fn choices_line(&self) -> Option<String> {
+        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        match self.what {
+            What::SrvGroup => Some(format!("policies: {}", names(&self.networks))),
+            What::AggregateHosts => {
+                let (_, name, now) = self.server.clone().unwrap_or_default();
+                let now = if now.is_empty() { "no hosts".to_string() } else { now.join(", ") };
+                Some(format!("{name} has: {now} · hypervisors: {}", names(&self.networks)))
+            }
+            What::AddPort => {
+                let free = if self.images.is_empty() { "none".to_string() } else { names(&self.images) };
+                Some(format!("networks: {} · free ports: {free}", names(&self.networks)))
+            }
+            What::RemovePort => {
+                let (_, name, _) = self.server.clone().unwrap_or_default();
+                Some(format!("{name}'s ports: {}", names(&self.networks)))
+            }
+            _ => None,
+        }
     }
 }
 

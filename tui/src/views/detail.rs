@@ -26,6 +26,8 @@ pub enum Tab {
     Console,
     /// Nova's instance actions and their events.
     Actions,
+    /// The instance's interfaces and, when asked for, its diagnostics (views/interfaces.rs).
+    Interfaces,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub struct Detail {
     pub timeline: Option<(Vec<Transition>, &'static str)>,
     pub console: Option<String>,
     pub actions: Option<Vec<InstanceAction>>,
+    pub interfaces: Option<Vec<crate::views::interfaces::Interface>>,
+    /// Network ID → name, for the interfaces' NETWORK column.
+    pub network_names: std::collections::HashMap<String, String>,
+    pub diagnostics: Option<Result<Value, String>>,
     /// Lines and height of the last drawn body, to clamp scrolling.
     body_lines: Cell<u16>,
     body_height: Cell<u16>,
@@ -56,7 +62,8 @@ pub struct Detail {
 pub enum DetailEffect {
     Handled,
     Close,
-    Send(Request),
+    /// Boxed: a request is large next to the other effects.
+    Send(Box<Request>),
     /// Following the console stopped: no more console polls.
     Unfollow,
     /// Reload the view's list (the fields come from it).
@@ -75,6 +82,7 @@ impl Detail {
             Tab::Console => Some(Request::Console(id.clone())),
             Tab::Timeline => Some(Request::Timeline(id.clone())),
             Tab::Actions => Some(Request::Actions(id.clone())),
+            Tab::Interfaces => Some(Request::Interfaces(id.clone())),
             Tab::Fields => None,
         };
         let d = Detail {
@@ -87,6 +95,9 @@ impl Detail {
             timeline: None,
             console: None,
             actions: None,
+            interfaces: None,
+            network_names: Default::default(),
+            diagnostics: None,
             body_lines: Cell::new(0),
             body_height: Cell::new(0),
         };
@@ -125,21 +136,25 @@ impl Detail {
                 set(0);
             }
             Action::NextTab | Action::PrevTab if self.view == View::Servers => {
-                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console, Tab::Actions];
+                let tabs = [Tab::Fields, Tab::Timeline, Tab::Console, Tab::Actions, Tab::Interfaces];
                 let n = tabs.len();
                 let i = tabs.iter().position(|t| *t == self.tab).unwrap_or(0);
                 self.tab = tabs[if action == Action::NextTab { (i + 1) % n } else { (i + n - 1) % n }];
                 set(0);
                 let id = self.id.clone();
                 return Some(match self.tab {
-                    Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
+                    Tab::Timeline => DetailEffect::Send(Box::new(Request::Timeline(id))),
                     Tab::Console => {
                         self.follow = true;
-                        DetailEffect::Send(Request::Console(id))
+                        DetailEffect::Send(Box::new(Request::Console(id)))
                     }
                     Tab::Actions => {
                         self.follow = false;
-                        DetailEffect::Send(Request::Actions(id))
+                        DetailEffect::Send(Box::new(Request::Actions(id)))
+                    }
+                    Tab::Interfaces => {
+                        self.follow = false;
+                        DetailEffect::Send(Box::new(Request::Interfaces(id)))
                     }
                     Tab::Fields => DetailEffect::Handled,
                 });
@@ -151,21 +166,22 @@ impl Detail {
                     return Some(DetailEffect::Unfollow);
                 }
                 set(max);
-                return Some(DetailEffect::Send(Request::Console(self.id.clone())));
+                return Some(DetailEffect::Send(Box::new(Request::Console(self.id.clone()))));
             }
             Action::Refresh => {
                 let id = self.id.clone();
                 return Some(match self.tab {
-                    Tab::Timeline => DetailEffect::Send(Request::Timeline(id)),
-                    Tab::Console => DetailEffect::Send(Request::Console(id)),
-                    Tab::Actions => DetailEffect::Send(Request::Actions(id)),
+                    Tab::Timeline => DetailEffect::Send(Box::new(Request::Timeline(id))),
+                    Tab::Console => DetailEffect::Send(Box::new(Request::Console(id))),
+                    Tab::Actions => DetailEffect::Send(Box::new(Request::Actions(id))),
+                    Tab::Interfaces => DetailEffect::Send(Box::new(Request::Interfaces(id))),
                     Tab::Fields => DetailEffect::Reload,
                 });
             }
             Action::Console => {
                 self.tab = Tab::Console;
                 self.follow = true;
-                return Some(DetailEffect::Send(Request::Console(self.id.clone())));
+                return Some(DetailEffect::Send(Box::new(Request::Console(self.id.clone()))));
             }
             _ => return None,
         }
@@ -204,6 +220,7 @@ impl Detail {
                 (Tab::Timeline, "Timeline"),
                 (Tab::Console, "Console"),
                 (Tab::Actions, "Actions"),
+                (Tab::Interfaces, "Interfaces"),
             ]
         } else {
             &[(Tab::Fields, "Fields")]
@@ -255,6 +272,10 @@ impl Detail {
                 return;
             }
             Tab::Actions => actions::lines(self.actions.as_deref(), theme),
+            Tab::Interfaces => {
+                let names = |id: &str| self.network_names.get(id).cloned().unwrap_or_default();
+                crate::views::interfaces::lines(self.interfaces.as_deref(), &names, self.diagnostics.as_ref(), theme)
+            }
             Tab::Console => match &self.console {
                 None => vec![Line::from(Span::styled("loading the console log…", theme.muted()))],
                 Some(c) if c.is_empty() => vec![Line::from(Span::styled("(the console log is empty)", theme.muted()))],

@@ -6,6 +6,7 @@
 //! resource tables.
 
 pub mod actions;
+pub mod aggregates;
 pub mod assignments;
 pub mod console;
 pub mod detail;
@@ -15,16 +16,19 @@ pub mod hypervisors;
 pub mod identity;
 pub mod idprojects;
 pub mod images;
+pub mod interfaces;
 pub mod keypairs;
 pub mod networks;
 pub mod overview;
 pub mod ports;
 pub mod secgroups;
 pub mod secrules;
+pub mod server_groups;
 pub mod servers;
 pub mod services;
 pub mod snapshots;
 pub mod subnets;
+pub mod usage;
 pub mod users;
 pub mod volumes;
 
@@ -156,6 +160,8 @@ registry! {
     IdProjects => idprojects::IdProject,
     Users => users::User,
     Assignments => assignments::Assignment,
+    ServerGroups => server_groups::ServerGroup,
+    Aggregates => aggregates::Aggregate,
 }
 
 impl View {

@@ -1,4 +1,5 @@
-//! The overview: quota gauges and, for admins, hypervisor capacity.
+//! The overview: quota gauges, this month's usage (`views::usage`) and, for admins, hypervisor
+//! capacity.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -52,6 +53,7 @@ pub fn draw(overview: Option<&Overview>, f: &mut Frame, area: Rect, theme: &Them
         line(f, y, label.clone(), *used, *limit);
         y += 1;
     }
+    y = draw_usage(f, inner, y, &o.usage, theme);
     if !o.hypervisors.is_empty() && y + 2 < inner.y + inner.height {
         y += 1;
         f.render_widget(
@@ -71,4 +73,58 @@ pub fn draw(overview: Option<&Overview>, f: &mut Frame, area: Rect, theme: &Them
             }
         }
     }
+}
+
+/// The usage lines (absent when the cloud gives none); returns the next free row.
+fn draw_usage(f: &mut Frame, inner: Rect, mut y: u16, u: &crate::views::usage::UsageReport, theme: &Theme) -> u16 {
+    use crate::views::usage::figure;
+    let Some(project) = &u.project else { return y };
+    let bottom = inner.y + inner.height;
+    if y + 2 >= bottom {
+        return y;
+    }
+    y += 1;
+    let mut put = |f: &mut Frame, text: String, style: Style| {
+        if y < bottom {
+            f.render_widget(Paragraph::new(Span::styled(text, style)), Rect { y, height: 1, ..inner });
+            y += 1;
+        }
+    };
+    match project {
+        Ok(p) => {
+            put(
+                f,
+                format!(" Usage {} – {} (UTC)", p.start.format("%Y-%m-%d"), p.end.format("%Y-%m-%d %H:%M")),
+                theme.accent(),
+            );
+            put(
+                f,
+                format!(
+                    " {:<16} {} servers · {} vCPU·h · {} RAM GB·h · {} disk GB·h",
+                    "this project",
+                    p.count,
+                    figure(p.vcpu_hours),
+                    figure(p.ram_gb_hours),
+                    figure(p.disk_gb_hours)
+                ),
+                Style::default(),
+            );
+            if let Some(a) = &u.all_projects {
+                put(
+                    f,
+                    format!(
+                        " {:<16} {} projects · {} vCPU·h · {} RAM GB·h · {} disk GB·h",
+                        "all projects",
+                        a.count,
+                        figure(a.vcpu_hours),
+                        figure(a.ram_gb_hours),
+                        figure(a.disk_gb_hours)
+                    ),
+                    Style::default(),
+                );
+            }
+        }
+        Err(e) => put(f, format!(" Usage unavailable: {e}"), theme.muted()),
+    }
+    y
 }
