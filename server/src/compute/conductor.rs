@@ -662,11 +662,10 @@ const BUILD_TASKS: &[&str] = &["scheduling", "networking", "block_device_mapping
 async fn fail_build_if(state: &AppState, id: &str, expect: Expect<'_>, message: &str, details: &str) {
     let result: Result<()> = async {
         let to = NewState { vm_state: "error", task_state: None, power_state: Some(0) };
-        if state.store.transition(id, expect, to).await?.is_none() {
+        let fault = json!({"code": 500, "message": message, "details": details, "created": nova_time(&now())});
+        if state.store.transition_with_fault(id, expect, to, &fault.to_string()).await?.is_none() {
             return Ok(()); // moved on meanwhile: not this caller's build to fail
         }
-        let fault = json!({"code": 500, "message": message, "details": details, "created": nova_time(&now())});
-        state.store.set_instance_fault(id, Some(&fault.to_string())).await?;
         state.store.cancel_work(id, None).await?;
         state.store.release_instance_claim(id).await?;
         state.store.set_instance_deadline(id, None).await?;

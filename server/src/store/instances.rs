@@ -606,6 +606,23 @@ impl Store {
         Ok(moved)
     }
 
+    /// A transition with its fault, in one transaction (a reader never sees the new state
+    /// without the fault that explains it); `None` when the expectation did not hold.
+    pub async fn transition_with_fault(
+        &self,
+        id: &str,
+        expect: Expect<'_>,
+        to: NewState<'_>,
+        fault: &str,
+    ) -> StoreResult<Option<Instance>> {
+        let mut tx = self.begin().await?;
+        let Some(moved) = transition_in(&mut tx, id, expect, to).await? else { return Ok(None) };
+        sqlx::query("UPDATE instances SET fault = $2 WHERE id = $1").bind(id).bind(fault).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.instances_changed();
+        Ok(Some(moved))
+    }
+
     /// A build's progress reported by its host (`block_device_mapping`, `spawning`), recorded
     /// with its transition; `false` when the instance is no longer building on a host (deleted,
     /// finished, or being deleted meanwhile). One guarded UPDATE (its trigger records the
