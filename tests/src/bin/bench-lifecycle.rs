@@ -17,10 +17,11 @@
 //! boots find a marker and leave the disk alone. Every figure is from `qemu:///system` (TCG
 //! when there is no KVM); the figures are min/median/max of N runs.
 //!
-//! Run: `cargo build --release -p meridian-server -p meridian-agent -p meridian-e2e
-//! --bin meridian-server --bin meridian-agent --bin bench-lifecycle && target/release/bench-lifecycle
-//! [--runs 3]` (`BENCH_RUNS` also sets it). Ctrl-C or a failure still removes every domain,
-//! network and file it made.
+//! Run: `cargo build -p meridian-server -p meridian-agent -p meridian-e2e --bin meridian-server
+//! --bin meridian-agent --bin bench-lifecycle && target/debug/bench-lifecycle [--runs 3]`
+//! (`BENCH_RUNS` also sets it; `--release` and `target/release/` work the same; ARCHITECTURE.md
+//! has the debug figures). Ctrl-C or a failure still removes every domain, network and file it
+//! made.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -68,6 +69,11 @@ async fn act(client: &Client, id: &str, body: Value) -> Value {
 
 /// Seconds from `t0` until the server shows `status` with no task left.
 async fn settle(client: &Client, id: &str, status: &str, t0: Instant) -> f64 {
+    settle_trail(client, id, status, t0, &mut Vec::new()).await
+}
+
+/// [`settle`], noting in `trail` when each task state was first seen (seconds from `t0`).
+async fn settle_trail(client: &Client, id: &str, status: &str, t0: Instant, trail: &mut Vec<(String, f64)>) -> f64 {
     let deadline = t0 + Duration::from_secs(WAIT_SECS);
     loop {
         let s = client.get("compute", &format!("/servers/{id}")).await.expect("show server");
@@ -75,19 +81,33 @@ async fn settle(client: &Client, id: &str, status: &str, t0: Instant) -> f64 {
         if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
             return t0.elapsed().as_secs_f64();
         }
+        note(trail, s, t0);
         assert_ne!(s["status"], "ERROR", "{id} went to ERROR instead of {status}: {}", s["fault"]);
         assert!(Instant::now() < deadline, "{id} never settled in {status}: {s}");
         tokio::time::sleep(POLL).await;
     }
 }
 
+/// Notes the server's task state in `trail` the first time it is seen.
+fn note(trail: &mut Vec<(String, f64)>, server: &Value, t0: Instant) {
+    if let Some(task) = server["OS-EXT-STS:task_state"].as_str()
+        && !trail.iter().any(|(t, _)| t == task)
+    {
+        trail.push((task.to_string(), t0.elapsed().as_secs_f64()));
+    }
+}
+
+/// When `task` was first seen in `trail` (NaN when the polls missed it).
+fn seen(trail: &[(String, f64)], task: &str) -> f64 {
+    trail.iter().find(|(t, _)| t == task).map_or(f64::NAN, |(_, s)| *s)
+}
+
 /// The boot id of the guest's next boot after `previous` (its `bench-boot` line), and whether
 /// that boot filled the disk. A migrated guest's console log starts afresh on its new host.
 async fn next_boot(client: &Client, id: &str, previous: &str) -> (String, String) {
     let line = |c: &str| c.lines().rev().find(|l| l.contains("bench-boot ")).map(str::to_string);
-    let field = |l: &str, k: &str| {
-        l.split_whitespace().find_map(|w| w.strip_prefix(k).map(str::to_string)).unwrap_or_default()
-    };
+    let field =
+        |l: &str, k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k).map(str::to_string)).unwrap_or_default();
     let log = vm::wait_console(client, id, WAIT_SECS, |c| {
         line(c).is_some_and(|l| c.contains(vm::READY) && field(&l, "boot=") != previous)
     })
@@ -151,7 +171,6 @@ async fn main() {
 }
 
 async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs: usize) {
-    let kvm = Path::new("/dev/kvm").exists();
     let mut admin = rig.server.admin().await;
     admin.compute_version = Some("2.79".into());
     wait_hosts_up(&admin, 2).await;
@@ -205,30 +224,39 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     let host = host_of(&wait_server(&admin, &id, &["ACTIVE"], 60).await);
     let disk = instances(&host).join(&id).join("disk");
     let virtual_bytes = (1u64 << 30) as f64;
+    let domain = if host == hosts[1] { format!("meridian-{TAG}-{id}") } else { format!("meridian-{id}") };
+    // The agent picks KVM only when it really works (see README), so the domain says which ran.
+    let accel = if vm::virsh_ok(&["dumpxml", &domain]).contains("<domain type='kvm'") { "KVM" } else { "TCG" };
     println!(
-        "bench-lifecycle: {runs} runs per figure, two agents on {} ({}), guest filled {FILL_MIB} MiB of its \
+        "bench-lifecycle: {} build (server and agent beside it), {runs} runs per figure, two agents on {} (guest on {}), guest filled {FILL_MIB} MiB of its \
          1 GiB disk in {fill_secs:.1} s (guest clock), overlay {:.0} MiB",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         vm::URI,
-        if kvm { "KVM" } else { "no KVM: TCG" },
+        accel,
         len(&disk) as f64 / MIB
     );
 
     // 1. Snapshot against qemu-img convert of the same file, alternating.
-    let (mut snap, mut convert, mut snap_bytes, mut convert_bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let (mut snap, mut snap_copy, mut convert) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut snap_bytes, mut convert_bytes) = (0u64, 0u64);
     for run in 0..runs {
         let t0 = Instant::now();
         let r = act(&admin, &id, json!({"createImage": {"name": format!("bench-snap-{run}")}})).await;
         let image = r["image_id"].as_str().expect("image_id (2.45+)").to_string();
         let deadline = t0 + Duration::from_secs(WAIT_SECS);
+        let mut trail = Vec::new();
         let img = loop {
             let img = admin.get("image", &format!("/v2/images/{image}")).await.expect("snapshot image");
             if img["status"] == "active" {
                 break img;
             }
+            note(&mut trail, &admin.get("compute", &format!("/servers/{id}")).await.expect("show")["server"], t0);
             assert!(Instant::now() < deadline && img["status"] != "killed", "snapshot never active: {img}");
             tokio::time::sleep(POLL).await;
         };
         snap.push(t0.elapsed().as_secs_f64());
+        // The agent moves to image_uploading once its qemu-img convert is done.
+        snap_copy.push(seen(&trail, "image_uploading"));
         snap_bytes = img["size"].as_u64().unwrap_or_default();
         settle(&admin, &id, "ACTIVE", Instant::now()).await;
         admin.delete("image", &format!("/v2/images/{image}")).await.expect("delete snapshot");
@@ -238,7 +266,10 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
         convert.push(timed("qemu-img", &[&args[..], &[disk.as_os_str(), out.as_os_str()]].concat()).await);
         convert_bytes = len(&out);
         std::fs::remove_file(&out).expect("remove the baseline copy");
-        println!("  snapshot run {run}: createImage {:.3} s, qemu-img convert {:.3} s", snap[run], convert[run]);
+        println!(
+            "  snapshot run {run}: createImage {:.3} s (image_uploading after {:.3} s), qemu-img convert {:.3} s",
+            snap[run], snap_copy[run], convert[run]
+        );
     }
 
     // 2. Suspend/resume and pause/unpause.
@@ -259,7 +290,8 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     }
 
     // 3. Cold migration back and forth against cp of the disk file that moves.
-    let (mut verify, mut confirm, mut cp, mut cp_sync, mut moved) = (vec![], vec![], vec![], vec![], 0u64);
+    let (mut verify, mut sent, mut confirm, mut cp, mut cp_sync, mut moved) =
+        (vec![], vec![], vec![], vec![], vec![], 0u64);
     for run in 0..runs {
         let s = wait_server(&admin, &id, &["ACTIVE"], 60).await;
         let source = host_of(&s);
@@ -275,7 +307,10 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
 
         let t0 = Instant::now();
         act(&admin, &id, json!({"migrate": {"host": dest}})).await;
-        verify.push(settle(&admin, &id, "VERIFY_RESIZE", t0).await);
+        let mut trail = Vec::new();
+        verify.push(settle_trail(&admin, &id, "VERIFY_RESIZE", t0, &mut trail).await);
+        // The source has sent the disk to the relay once the task is resize_migrated.
+        sent.push(seen(&trail, "resize_migrated"));
         let t0 = Instant::now();
         act(&admin, &id, json!({"confirmResize": null})).await;
         confirm.push(settle(&admin, &id, "ACTIVE", t0).await);
@@ -286,9 +321,9 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
         assert_eq!(fill, "kept", "the migrated disk keeps its data");
         boot = next;
         println!(
-            "  migration run {run} ({source} → {dest}): VERIFY_RESIZE {:.3} s, confirm {:.3} s, cp {:.3} s \
-             (+ fsync {:.3} s)",
-            verify[run], confirm[run], cp[run], cp_sync[run]
+            "  migration run {run} ({source} → {dest}): VERIFY_RESIZE {:.3} s (resize_migrated after {:.3} s), \
+             confirm {:.3} s, cp {:.3} s (+ fsync {:.3} s)",
+            verify[run], sent[run], confirm[run], cp[run], cp_sync[run]
         );
     }
 
@@ -301,6 +336,7 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     );
     println!("snapshot, 1 GiB virtual ({:.0} MiB written):", snap_bytes as f64 / MIB);
     row("  createImage POST → image active", &snap, Some(virtual_bytes));
+    row("    of which POST → image_uploading (copy)", &snap_copy, Some(virtual_bytes));
     row("  qemu-img convert -O qcow2, same disk", &convert, Some(virtual_bytes));
     println!("  (image {snap_bytes} bytes, convert output {convert_bytes} bytes; MiB/s of the virtual 1 GiB)");
     println!("power, real guest (256 MiB RAM):");
@@ -309,6 +345,7 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     }
     println!("cold migration, qcow2 overlay of {moved} bytes ({:.0} MiB):", moved as f64 / MIB);
     row("  migrate POST → VERIFY_RESIZE", &verify, Some(moved as f64));
+    row("    of which POST → resize_migrated (sent)", &sent, Some(moved as f64));
     row("  confirmResize POST → ACTIVE", &confirm, None);
     row("  cp of the same file", &cp, Some(moved as f64));
     row("  cp + fsync of the same file", &cp_sync, Some(moved as f64));
