@@ -459,3 +459,13 @@ async fn volumes_on_two_hosts_and_a_volume_never_made_end_the_build_with_a_fault
     let fault = s["fault"]["message"].as_str().unwrap_or_default();
     assert!(fault.contains("did not finish being created") && fault.contains("creating"), "{s}");
 }
+
+/// The flavor's ephemeral and swap disks take vdb and vdc (Nova's order), the config drive
+/// the next name, volumes the names after them: as the agent lays the domain out.
+#[test]
+fn volumes_follow_the_flavors_local_disks() {
+    assert_eq!(bdm::local_devices(0, 0, false), ["vda"]);
+    assert_eq!(bdm::local_devices(1, 512, true), ["vda", "vdb", "vdc", "vdd"]);
+    assert_eq!(bdm::local_devices(0, 512, false), ["vda", "vdb"]);
+    assert_eq!(bdm::devices_after(&[b(0, None)], bdm::local_devices(1, 512, true)), ["vde"]);
+}
