@@ -432,6 +432,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The device of mapping `position` (of `count`): the boot volume is `vda`; the others follow
 /// in request order, after the image disk or boot volume and a requested config drive.
+#[cfg(test)]
 pub fn devices(bdms: &[Bdm], config_drive: bool) -> Vec<String> {
     devices_after(bdms, local_devices(0, 0, config_drive))
 }
