@@ -43,10 +43,25 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
     let cli = server.admin_cli();
 
     // A flavor with a 1 GiB ephemeral disk and 512 MiB of swap: real disks beside the root.
-    cli.run(&["flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", "--ephemeral", "1", "--swap", "512", "m1.eph"]);
+    cli.run(&[
+        "flavor",
+        "create",
+        "--vcpus",
+        "1",
+        "--ram",
+        "64",
+        "--disk",
+        "1",
+        "--ephemeral",
+        "1",
+        "--swap",
+        "512",
+        "m1.eph",
+    ]);
     let f = cli.json(&["flavor", "show", "m1.eph"]);
     assert_eq!((f["OS-FLV-EXT-DATA:ephemeral"].as_i64(), f["swap"].as_i64()), (Some(1), Some(512)), "{f}");
-    let created = cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.eph", "--network", "net", "vm1"]);
+    let created =
+        cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.eph", "--network", "net", "vm1"]);
     assert_eq!(created["status"], "ACTIVE", "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let s = show(&cli, "vm1");
@@ -66,12 +81,29 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Compute service of c1 is still in use.") && err.contains("400"), "{err}");
     c1.kill9();
-    cli.run(&["--os-compute-api-version", "2.11", "compute", "service", "set", "--down", "c1", "nova-compute"]);
+    cli.run(&["--os-compute-api-version", "2.53", "compute", "service", "set", "--down", "c1", "nova-compute"]);
     let services = cli.json(&["compute", "service", "list", "--service", "nova-compute"]);
     let c1_row = services.as_array().expect("list").iter().find(|r| r["Host"] == "c1").cloned().expect("c1");
     assert_eq!(c1_row["State"], "down", "{services}");
 
-    cli.run(&["server", "evacuate", "--wait", "vm1"]);
+    // Not `--wait`: OSC 10.5 waits for 'ACTIVE' against a lower-cased status, so it never returns.
+    cli.run(&["server", "evacuate", "vm1"]);
+    let mut walk = Vec::new();
+    wait_for("the evacuation to finish", || {
+        let s = show(&cli, "vm1");
+        let step = (s["status"].as_str().unwrap_or("").to_string(), s["OS-EXT-STS:task_state"].clone());
+        assert_ne!(step.0, "ERROR", "{s}");
+        if walk.last() != Some(&step) {
+            walk.push(step.clone());
+        }
+        step.0 == "ACTIVE" && step.1.is_null()
+    });
+    // Whatever steps the polls caught, in Nova's order.
+    let order = ["rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"];
+    let seen: Vec<usize> =
+        walk.iter().filter_map(|(_, t)| t.as_str()).filter_map(|t| order.iter().position(|o| *o == t)).collect();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{walk:?}");
+    assert!(walk.iter().all(|(st, t)| st == "ACTIVE" && t.is_null() || st == "REBUILD"), "{walk:?}");
     let s = show(&cli, "vm1");
     assert_eq!(
         (s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()),
@@ -100,7 +132,7 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
     c1.restart();
     wait_for("c1 removing the evacuated copy", || !c1_dir.exists());
     wait_for("the evacuation completed", || evacuations(&cli)[0]["Status"] == "completed");
-    cli.run(&["--os-compute-api-version", "2.11", "compute", "service", "set", "--up", "c1", "nova-compute"]);
+    cli.run(&["--os-compute-api-version", "2.53", "compute", "service", "set", "--up", "c1", "nova-compute"]);
     wait_hosts_up(&admin, 2).await;
     let s = show(&cli, "vm1");
     assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("c2")));
