@@ -990,6 +990,21 @@ impl Controller {
         let (overlay, config_drive) = tokio::join!(overlay, drive);
         overlay?;
         let config_drive = config_drive?;
+        // The flavor's ephemeral and swap disks: made once, then kept (a rebuild) or brought
+        // to the flavor (a resize); a migration's or an evacuation's destination makes them
+        // new and empty (the relay carries the root disk only).
+        let mut local = [None, None];
+        for (slot, (kind, bytes)) in local.iter_mut().zip([
+            (disk::LocalDisk::Ephemeral, spec.flavor.ephemeral_gb.saturating_mul(1 << 30)),
+            (disk::LocalDisk::Swap, spec.flavor.swap_mb.saturating_mul(1 << 20)),
+        ]) {
+            if bytes > 0 {
+                let path = dir.join(kind.file_name());
+                disk::ensure_local(&path, kind, bytes).await?;
+                *slot = Some(path);
+            }
+        }
+        let [ephemeral, swap] = local;
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
@@ -1019,6 +1034,8 @@ impl Controller {
             config_drive,
             root_volume,
             volumes,
+            ephemeral,
+            swap,
         };
         let mut domain_xml = xml::domain_xml(&domain);
         // Flavor/image CPU topology (Nova's `get_best_cpu_topology`); impossible fails the build.

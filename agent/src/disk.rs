@@ -18,6 +18,14 @@ pub enum DiskError {
     TooSmall { flavor_gb: u64, image_bytes: u64 },
     #[error("cannot write the instance disk")]
     Io(#[source] std::io::Error),
+    #[error("cannot run {tool}")]
+    ToolSpawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} failed: {stderr}")]
+    Tool { tool: &'static str, stderr: String },
 }
 
 fn qemu_img() -> OsString {
@@ -123,6 +131,80 @@ pub async fn grow(disk: &Path, size_gb: u64) -> Result<(), DiskError> {
         .map(|_| ())
 }
 
+/// A flavor's local disk beside the root disk (Nova's `disk.local` / `disk.swap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalDisk {
+    /// `OS-FLV-EXT-DATA:ephemeral` GiB, formatted ext4 labelled `ephemeral0` (Nova's libvirt
+    /// default for Linux guests: `mkfs -t ext4 -L ephemeral0`), which cloud-init mounts on
+    /// `/mnt` from the metadata's `block-device-mapping/ephemeral0`.
+    Ephemeral,
+    /// `swap` MiB, made a swap area with `mkswap` (as Nova's `_create_swap`).
+    Swap,
+}
+
+impl LocalDisk {
+    /// The file in the instance directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LocalDisk::Ephemeral => "disk.eph0",
+            LocalDisk::Swap => "disk.swap",
+        }
+    }
+}
+
+/// Makes the flavor's local disk `kind` of `bytes` at `path` (raw and sparse: only what the
+/// guest writes takes host space), or brings an existing one to the flavor:
+/// - ephemeral: kept as it is (a rebuild or a resize keeps its data); grown when the flavor's
+///   is larger (the file system is not grown: the guest's `resize2fs` is for the guest to
+///   run, as with Nova); never shrunk.
+/// - swap: holds nothing worth keeping, so a different size makes a new one.
+///
+/// `bytes == 0` removes nothing: a disk the flavor no longer has is left unattached until the
+/// instance goes (the server refuses resizes that shrink the ephemeral disk).
+pub async fn ensure_local(path: &Path, kind: LocalDisk, bytes: u64) -> Result<(), DiskError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let existing = match tokio::fs::metadata(path).await {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(DiskError::Io(e)),
+    };
+    match (kind, existing) {
+        (_, Some(len)) if len == bytes => return Ok(()),
+        (LocalDisk::Ephemeral, Some(len)) if len > bytes => return Ok(()),
+        (LocalDisk::Ephemeral, Some(_)) => {
+            let f = tokio::fs::OpenOptions::new().write(true).open(path).await.map_err(DiskError::Io)?;
+            return f.set_len(bytes).await.map_err(DiskError::Io);
+        }
+        _ => {}
+    }
+    // Made aside and renamed: a half-formatted disk is never taken for a finished one.
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".new");
+    let tmp = path.with_file_name(tmp_name);
+    let f = tokio::fs::File::create(&tmp).await.map_err(DiskError::Io)?;
+    f.set_len(bytes).await.map_err(DiskError::Io)?;
+    drop(f);
+    let (tool, args): (&'static str, Vec<&std::ffi::OsStr>) = match kind {
+        LocalDisk::Ephemeral => {
+            ("mkfs.ext4", vec!["-F".as_ref(), "-q".as_ref(), "-L".as_ref(), "ephemeral0".as_ref(), tmp.as_os_str()])
+        }
+        LocalDisk::Swap => ("mkswap", vec!["-L".as_ref(), "swap".as_ref(), tmp.as_os_str()]),
+    };
+    let out = Command::new(tool)
+        .args(&args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| DiskError::ToolSpawn { tool, source })?;
+    if !out.status.success() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(DiskError::Tool { tool, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    tokio::fs::rename(&tmp, path).await.map_err(DiskError::Io)
+}
+
 const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: usize = 1 << CLUSTER_BITS;
@@ -220,6 +302,39 @@ mod tests {
         assert_eq!(virtual_size(&overlay, "qcow2").await.expect("size"), 1 << 20);
         let err = create_overlay(&overlay, "qcow2", &dir.path().join("x"), 0).await.map(|_| ());
         assert!(err.is_ok(), "an overlay can back another: {err:?}");
+    }
+
+    #[tokio::test]
+    async fn local_disks_are_made_sized_formatted_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let eph = dir.path().join(LocalDisk::Ephemeral.file_name());
+        ensure_local(&eph, LocalDisk::Ephemeral, 64 << 20).await.expect("ephemeral");
+        assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 64 << 20);
+        // ext4's superblock magic (0xEF53 at 1080) and the label at 1144.
+        let head = std::fs::read(&eph).expect("read");
+        assert_eq!(&head[1080..1082], &[0x53, 0xef]);
+        assert_eq!(&head[1144..1154], b"ephemeral0");
+        // Kept (its data too) when asked again, grown for a larger flavor, never shrunk.
+        std::fs::write(dir.path().join("marker"), b"x").expect("marker");
+        ensure_local(&eph, LocalDisk::Ephemeral, 64 << 20).await.expect("again");
+        assert_eq!(&std::fs::read(&eph).expect("read")[1144..1154], b"ephemeral0");
+        ensure_local(&eph, LocalDisk::Ephemeral, 128 << 20).await.expect("grow");
+        assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 128 << 20);
+        ensure_local(&eph, LocalDisk::Ephemeral, 32 << 20).await.expect("no shrink");
+        assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 128 << 20);
+
+        let swap = dir.path().join(LocalDisk::Swap.file_name());
+        ensure_local(&swap, LocalDisk::Swap, 16 << 20).await.expect("swap");
+        let head = std::fs::read(&swap).expect("read");
+        // mkswap's signature ends the first 4 KiB page.
+        assert_eq!(&head[4096 - 10..4096], b"SWAPSPACE2");
+        ensure_local(&swap, LocalDisk::Swap, 8 << 20).await.expect("swap resized");
+        assert_eq!(std::fs::metadata(&swap).expect("swap").len(), 8 << 20);
+        assert!(!dir.path().join("disk.swap.new").exists());
+        // Nothing asked, nothing made.
+        let none = dir.path().join("none");
+        ensure_local(&none, LocalDisk::Swap, 0).await.expect("zero");
+        assert!(!none.exists());
     }
 
     /// The overlay we write is one qemu accepts as its own: `qemu-img check` finds no error,

@@ -198,13 +198,15 @@ impl DiskBus {
     pub fn root_dev(self) -> &'static str {
         self.dev()
     }
-    /// The second device on the bus (the config drive).
-    fn second_dev(self) -> &'static str {
-        match self {
-            DiskBus::Virtio => "vdb",
-            DiskBus::Scsi | DiskBus::Sata => "sdb",
-            DiskBus::Ide => "hdb",
-        }
+    /// The `n`th device on the bus (0 is the root disk; then ephemeral, swap, config drive).
+    fn nth_dev(self, n: usize) -> String {
+        let prefix = match self {
+            DiskBus::Virtio => "vd",
+            DiskBus::Scsi | DiskBus::Sata => "sd",
+            DiskBus::Ide => "hd",
+        };
+        let letter = b'a'.saturating_add(u8::try_from(n.min(25)).unwrap_or(25));
+        format!("{prefix}{}", letter as char)
     }
 }
 
@@ -280,6 +282,11 @@ pub struct DomainSpec {
     pub root_volume: Option<String>,
     /// Other volumes of the build, `<disk>` elements with their own targets, after the rest.
     pub volumes: Vec<String>,
+    /// The flavor's ephemeral disk (raw), the second device on the root disk's bus (`vdb`).
+    pub ephemeral: Option<PathBuf>,
+    /// The flavor's swap disk (raw), the device after the ephemeral one (`vdc`, or `vdb`
+    /// without one): Nova's order, before the config drive.
+    pub swap: Option<PathBuf>,
 }
 
 /// Escapes text for an XML attribute (single-quoted) or element body.
@@ -393,6 +400,16 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
             spec.disk_bus.dev()
         }
     };
+    // The flavor's local disks follow the root disk on its bus, in Nova's order.
+    let mut locals = 1;
+    for file in [&spec.ephemeral, &spec.swap].into_iter().flatten() {
+        x.push_str("    <disk type='file' device='disk'>\n");
+        x.push_str("      <driver name='qemu' type='raw'/>\n");
+        let _ = writeln!(x, "      <source file='{}'/>", path(file));
+        let _ = writeln!(x, "      <target dev='{}' bus='{}'/>", spec.disk_bus.nth_dev(locals), spec.disk_bus.bus());
+        x.push_str("    </disk>\n");
+        locals += 1;
+    }
     if let Some(drive) = &spec.config_drive {
         // QEMU's IDE/SATA disks cannot be read-only, so there the drive is a CD-ROM (as Nova's
         // default); virtio and SCSI take a read-only disk, which needs no CD-ROM driver.
@@ -402,10 +419,11 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         let _ = writeln!(x, "      <source file='{}'/>", path(drive));
         // The server names volumes' devices after a requested drive; one the host adds by
         // its own policy takes the first name no volume has.
-        let taken: Vec<String> = spec.volumes.iter().filter_map(|d| disk_target(d)).collect();
-        let second = spec.disk_bus.second_dev();
-        let (dev, bus) = if root_dev == spec.disk_bus.dev() && !taken.iter().any(|t| t == second) {
-            (second.to_string(), spec.disk_bus.bus())
+        let mut taken: Vec<String> = spec.volumes.iter().filter_map(|d| disk_target(d)).collect();
+        taken.extend((1..locals).map(|n| spec.disk_bus.nth_dev(n)));
+        let next = spec.disk_bus.nth_dev(locals);
+        let (dev, bus) = if root_dev == spec.disk_bus.dev() && !taken.contains(&next) {
+            (next, spec.disk_bus.bus())
         } else {
             let free = (b'b'..=b'z').map(|c| format!("vd{}", c as char)).find(|d| !taken.contains(d));
             (free.unwrap_or_else(|| "vdz".into()), "virtio")
@@ -727,6 +745,8 @@ mod tests {
             kernel: None,
             config_drive: None,
             root_volume: None,
+            ephemeral: None,
+            swap: None,
             volumes: Vec::new(),
         }
     }
@@ -981,6 +1001,32 @@ mod tests {
         ];
         let names: Vec<String> = super::disks(&domain_xml(&s)).into_iter().map(|(d, _)| d).collect();
         assert_eq!(names, ["vda", "vdc", "vdb"]);
+    }
+
+    #[test]
+    fn ephemeral_and_swap_follow_the_root_disk_in_novas_order() {
+        let mut s = spec(VirtType::Qemu);
+        s.ephemeral = Some("/i/x/disk.eph0".into());
+        s.swap = Some("/i/x/disk.swap".into());
+        s.config_drive = Some("/i/x/disk.config".into());
+        s.volumes = vec![
+            "<disk type='file' device='disk'><source file='/v/data.raw'/><target dev='vde' bus='virtio'/></disk>"
+                .into(),
+        ];
+        let names: Vec<(String, String)> = disks(&domain_xml(&s));
+        let want =
+            [("vdb", "/i/x/disk.eph0"), ("vdc", "/i/x/disk.swap"), ("vdd", "/i/x/disk.config"), ("vde", "/v/data.raw")];
+        assert_eq!(names[1..], want.map(|(d, f)| (d.to_string(), f.to_string())));
+        // Raw, writable.
+        let xml = domain_xml(&s);
+        let eph = element(&xml, "disk").into_iter().find(|d| d.contains("disk.eph0")).expect("eph");
+        assert!(eph.contains("<driver name='qemu' type='raw'/>") && !eph.contains("readonly"), "{eph}");
+        // Swap alone takes the second place; on SCSI the names follow the bus.
+        s.ephemeral = None;
+        s.disk_bus = DiskBus::Scsi;
+        s.volumes.clear();
+        let names: Vec<String> = disks(&domain_xml(&s)).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(names, ["sda", "sdb", "sdc"]);
     }
 
     #[test]

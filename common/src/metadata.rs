@@ -92,6 +92,9 @@ pub struct Metadata {
     pub instance_type: String,
     /// The root disk as the guest names it (`vda`).
     pub root_device: String,
+    /// The flavor's local disks as the guest names them, as EC2 `block-device-mapping` keys
+    /// (`ephemeral0` → `vdb`, `swap` → `vdc`): what cloud-init mounts and swaps on.
+    pub local_devices: Vec<(String, String)>,
     pub security_groups: Vec<String>,
     pub nics: Vec<NicSpec>,
 }
@@ -228,6 +231,20 @@ impl Metadata {
             ramdisk_id: prop("ramdisk_id"),
             instance_type: spec.flavor.name.clone(),
             root_device: root_device.to_string(),
+            local_devices: {
+                // The agent's layout: the local disks follow the root disk on its bus.
+                let prefix = &root_device[..root_device.len() - 1];
+                let mut next = b'b';
+                let mut out = Vec::new();
+                for (key, present) in [("ephemeral0", spec.flavor.ephemeral_gb > 0), ("swap", spec.flavor.swap_mb > 0)]
+                {
+                    if present {
+                        out.push((key.to_string(), format!("{prefix}{}", next as char)));
+                        next += 1;
+                    }
+                }
+                out
+            },
             // A spec from before the field existed: Nova's default group.
             security_groups: if spec.security_groups.is_empty() {
                 vec!["default".to_string()]
@@ -310,10 +327,13 @@ impl Metadata {
             md.insert("instance-type".into(), text(&self.instance_type));
         }
         if ec2("2007-12-15") {
-            let bdm = BTreeMap::from([
+            let mut bdm = BTreeMap::from([
                 ("ami".to_string(), text(&self.root_device)),
                 ("root".to_string(), Node::Text(format!("/dev/{}", self.root_device))),
             ]);
+            for (key, dev) in &self.local_devices {
+                bdm.insert(key.clone(), text(dev));
+            }
             md.insert("block-device-mapping".into(), Node::Map(bdm));
             if let Some(k) = &self.kernel_id {
                 md.insert("kernel-id".into(), Node::Text(ec2_id("aki", k)));
@@ -530,6 +550,7 @@ mod tests {
             ramdisk_id: None,
             instance_type: "m1.tiny".into(),
             root_device: "vda".into(),
+            local_devices: Vec::new(),
             security_groups: vec!["default".into()],
             nics: vec![NicSpec {
                 port_id: "port-1".into(),
@@ -656,6 +677,14 @@ mod tests {
         assert_eq!(leaf("placement"), "availability-zone");
         assert_eq!(leaf("placement/availability-zone"), "az1");
         assert_eq!(leaf("block-device-mapping/root"), "/dev/vda");
+        assert_eq!(leaf("block-device-mapping"), "ami\nroot");
+        // The flavor's local disks are listed as Nova lists them (what cloud-init mounts).
+        let mut with_local = m.clone();
+        with_local.local_devices = vec![("ephemeral0".into(), "vdb".into()), ("swap".into(), "vdc".into())];
+        let leaf_l = |p: &str| get(&with_local, &format!("/latest/meta-data/{p}")).0;
+        assert_eq!(leaf_l("block-device-mapping"), "ami\nephemeral0\nroot\nswap");
+        assert_eq!(leaf_l("block-device-mapping/ephemeral0"), "vdb");
+        assert_eq!(leaf_l("block-device-mapping/swap"), "vdc");
         // public-keys/ lists `0=<key name>`; 0/ is a folder with the key.
         assert_eq!(leaf("public-keys"), "0=mykey");
         assert_eq!(leaf("public-keys/0"), "openssh-key");

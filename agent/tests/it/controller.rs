@@ -948,3 +948,102 @@ async fn two_untagged_agents_on_one_daemon_collide() {
     assert_eq!(outcome, Ok(PowerState::Running));
     assert!(!running, "without tags the source's cleanup takes the migrated guest with it");
 }
+
+fn disk_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
+}
+
+/// Reads 8 bytes at `at` of a file.
+fn bytes_at(path: &std::path::Path, at: u64) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(path).expect("open");
+    f.seek(std::io::SeekFrom::Start(at)).expect("seek");
+    let mut buf = vec![0u8; 8];
+    f.read_exact(&mut buf).expect("read");
+    buf
+}
+
+/// A flavor's ephemeral and swap disks: made beside the root disk (raw, sized, formatted),
+/// attached as vdb and vdc before the config drive, kept by a rebuild, grown by a resize,
+/// made new on another host (an evacuation's rebuild there, or a migration), and removed with
+/// the instance (a cleanup of the old host, a delete).
+#[tokio::test]
+async fn ephemeral_and_swap_disks_live_and_die_with_the_instance() {
+    let (url, server) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, hv_a) = host(&url, &dir, "a");
+    let (b, hv_b) = host(&url, &dir, "b");
+    let id = Uuid::new_v4();
+    let _ca = Cleanup { hv: hv_a.clone(), instances: vec![id], networks: vec![] };
+    let _cb = Cleanup { hv: hv_b.clone(), instances: vec![id], networks: vec![] };
+    let name = xml::Naming::default().domain(&id);
+    let data = raw_image(5);
+    server.add_image("img-e", data.clone());
+    let mut spec = build_spec("img-e", &data, vec![]);
+    spec.flavor.ephemeral_gb = 1;
+    spec.flavor.swap_mb = 64;
+    let a_dir = dir.path().join("a").join("instances").join(id.to_string());
+    let b_dir = dir.path().join("b").join("instances").join(id.to_string());
+
+    let (ev, _) = run(&a, id, Action::Build(Box::new(spec.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    let (eph, swap) = (a_dir.join("disk.eph0"), a_dir.join("disk.swap"));
+    assert_eq!(disk_len(&eph), 1 << 30);
+    assert_eq!(disk_len(&swap), 64 << 20);
+    assert_eq!(bytes_at(&eph, 1144), b"ephemera", "the ext4 label ephemeral0");
+    assert_eq!(bytes_at(&swap, 4096 - 8), b"APSPACE2", "mkswap's SWAPSPACE2 signature");
+    let disks = xml::disks(&hv_a.domain_xml(&name).expect("xml"));
+    let files: Vec<(&str, String)> = disks
+        .iter()
+        .map(|(d, f)| (d.as_str(), std::path::Path::new(f).file_name().expect("name").to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("vda", "disk".into()),
+            ("vdb", "disk.eph0".into()),
+            ("vdc", "disk.swap".into()),
+            ("vdd", "disk.config".into())
+        ],
+        "Nova's order, the config drive after the local disks"
+    );
+
+    // Data on the ephemeral disk survives a rebuild (only the root disk is replaced).
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&eph).expect("open eph");
+        f.seek(std::io::SeekFrom::Start(100 << 20)).expect("seek");
+        f.write_all(b"KEEPME!!").expect("write");
+    }
+    let (ev, _) = run(&a, id, Action::Rebuild(Box::new(spec.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(bytes_at(&eph, 100 << 20), b"KEEPME!!", "a rebuild keeps the ephemeral disk");
+
+    // A resize in place grows the ephemeral disk (data kept) and makes a new swap.
+    let mut big = spec.clone();
+    big.flavor.ephemeral_gb = 2;
+    big.flavor.swap_mb = 128;
+    let mid = Uuid::new_v4().to_string();
+    let (ev, _) =
+        run(&a, id, Action::ResizeLocal { migration_id: mid, spec: Box::new(big.clone()), power_on: true }).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(disk_len(&eph), 2 << 30);
+    assert_eq!(disk_len(&swap), 128 << 20);
+    assert_eq!(bytes_at(&eph, 100 << 20), b"KEEPME!!", "a resize keeps the ephemeral data");
+
+    // Another host rebuilding the instance from its image (an evacuation) makes both anew.
+    let (ev, progress) = run(&b, id, Action::Rebuild(Box::new(big.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    assert_eq!(progress, ["rebuild_block_device_mapping", "rebuild_spawning"]);
+    assert_eq!(disk_len(&b_dir.join("disk.eph0")), 2 << 30);
+    assert_eq!(disk_len(&b_dir.join("disk.swap")), 128 << 20);
+    assert_ne!(bytes_at(&b_dir.join("disk.eph0"), 100 << 20), b"KEEPME!!", "new and empty");
+    // The old host's copy goes with its cleanup; the new host's with the delete.
+    let (ev, _) = run(&a, id, Action::MigrateCleanup { migration_id: Uuid::new_v4().to_string(), remove: true }).await;
+    assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
+    assert!(!a_dir.exists());
+    assert_eq!(hv_a.state(&name).expect("state"), None);
+    let (ev, _) = run(&b, id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
+    assert!(!b_dir.exists());
+}

@@ -26,6 +26,8 @@ fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
         kernel: None,
         config_drive: None,
         root_volume: None,
+        ephemeral: None,
+        swap: None,
         volumes: Vec::new(),
     }
 }

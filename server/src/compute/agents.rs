@@ -170,6 +170,8 @@ async fn register(
     state.store.set_host_credential(&id, &token_hash(&credential)).await?;
     state.agent_creds.invalidate();
     tracing::info!(host = %req.host, %id, "compute host registered");
+    // A host that is back removes what was evacuated away from it while it was down.
+    super::evacuate::reclaim_source(&state, &id).await.map_err(ApiError::internal)?;
     Ok(axum::Json(RegisterResponse {
         host_id: id,
         heartbeat_interval_secs: state.cfg.compute.heartbeat_interval_secs,
@@ -186,6 +188,8 @@ async fn heartbeat(
     auth.check_host(&host)?;
     let h = state.store.get_host(&auth.host_id).await?;
     state.store.heartbeat(&h.id, &to_inventory(&hb.inventory, &h.agent_version)).await?;
+    // Also for a host that kept running while judged down (forced down, a partition).
+    super::evacuate::reclaim_source(&state, &h.id).await.map_err(ApiError::internal)?;
     // Power-state sync (Nova's _sync_power_states): a guest that shut itself down becomes
     // SHUTOFF; other changes only refresh power_state.
     // One query for the host's instances rather than one per report.

@@ -432,12 +432,29 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The device of mapping `position` (of `count`): the boot volume is `vda`; the others follow
 /// in request order, after the image disk or boot volume and a requested config drive.
+#[cfg(test)]
 pub fn devices(bdms: &[Bdm], config_drive: bool) -> Vec<String> {
+    devices_after(bdms, local_devices(0, 0, config_drive))
+}
+
+/// The devices the host gives an instance before any volume, as the agent lays them out:
+/// the root disk `vda`, the flavor's ephemeral disk (`ephemeral_gb` > 0) and swap disk
+/// (`swap_mb` > 0) in Nova's order, then an attached config drive.
+pub fn local_devices(ephemeral_gb: i64, swap_mb: i64, config_drive: bool) -> Vec<String> {
+    let count = 1 + usize::from(ephemeral_gb > 0) + usize::from(swap_mb > 0) + usize::from(config_drive);
+    (b'a'..).take(count).map(|c| format!("vd{}", c as char)).collect()
+}
+
+/// [`local_devices`] of an instance (its flavor snapshot and config drive).
+pub fn instance_local_devices(inst: &Instance) -> Vec<String> {
+    let f: Value = serde_json::from_str(&inst.flavor).unwrap_or_default();
+    let n = |k: &str| f[k].as_i64().unwrap_or(0);
+    local_devices(n("ephemeral"), n("swap"), inst.config_drive == CONFIG_DRIVE_ATTACHED)
+}
+
+/// [`devices`] after the given devices of the host's own.
+pub fn devices_after(bdms: &[Bdm], mut used: Vec<String>) -> Vec<String> {
     let boot_volume = bdms.iter().any(|b| b.boot_index == Some(0));
-    let mut used: Vec<String> = vec!["vda".into()];
-    if config_drive {
-        used.push("vdb".into());
-    }
     let mut out = Vec::new();
     for b in bdms {
         if boot_volume && b.boot_index == Some(0) {
@@ -466,7 +483,7 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
     let timeout = i64::try_from(state.cfg.compute.build_timeout_secs).unwrap_or(i64::MAX);
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(timeout);
     state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await.map_err(store_err)?;
-    let devices = devices(&bdms, inst.config_drive == CONFIG_DRIVE_ATTACHED);
+    let devices = devices_after(&bdms, instance_local_devices(inst));
     let mut out = Vec::new();
     for (b, dev) in bdms.iter().zip(devices) {
         let volume_id = match &b.volume_id {

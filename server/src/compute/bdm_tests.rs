@@ -108,6 +108,8 @@ fn devices_follow_the_boot_volume_and_a_requested_config_drive() {
     assert_eq!(bdm::devices(&[b(0, Some(0)), b(1, None)], true), ["vda", "vdc"]);
     // An image boot: the image disk is vda, the volumes follow.
     assert_eq!(bdm::devices(&[b(0, None)], false), ["vdb"]);
+    // After the flavor's ephemeral and swap disks and the config drive.
+    assert_eq!(bdm::devices_after(&[b(0, None)], bdm::local_devices(1, 512, true)), ["vde"]);
 }
 
 // ---- through the API, with agents answered here ----
@@ -458,4 +460,13 @@ async fn volumes_on_two_hosts_and_a_volume_never_made_end_the_build_with_a_fault
     let s = server_status(&app, r.body["server"]["id"].as_str().expect("id"), "ERROR").await;
     let fault = s["fault"]["message"].as_str().unwrap_or_default();
     assert!(fault.contains("did not finish being created") && fault.contains("creating"), "{s}");
+}
+
+/// The flavor's ephemeral and swap disks take vdb and vdc (Nova's order), the config drive
+/// the next name, volumes the names after them: as the agent lays the domain out.
+#[test]
+fn volumes_follow_the_flavors_local_disks() {
+    assert_eq!(bdm::local_devices(0, 0, false), ["vda"]);
+    assert_eq!(bdm::local_devices(1, 512, true), ["vda", "vdb", "vdc", "vdd"]);
+    assert_eq!(bdm::local_devices(0, 512, false), ["vda", "vdb"]);
 }

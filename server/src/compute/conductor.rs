@@ -687,6 +687,10 @@ pub fn nova_time(stored: &str) -> String {
 pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result<()> {
     let action: Action = serde_json::from_str(&work.action).map_err(StoreError::from)?;
     let id = work.instance_id.as_str();
+    // An evacuation's rebuild on its new host (and the power-off after it): `evacuate`.
+    if let Some(m) = super::evacuate::owns(state, work, &action).await? {
+        return super::evacuate::on_event(state, work, &action, &m, event).await;
+    }
     // The power changes of soft delete, restore and a stopped server's rebuild: `rebuild`.
     if matches!(action, Action::Stop | Action::Start) {
         let task = state.store.get_instance(id).await?.task_state;
@@ -904,6 +908,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
         let on_down_host = inst.host_id.as_ref().and_then(|h| down.iter().find(|d| d.id == *h));
         // An unshelve never outlives its deadline either.
         if super::server_images::tick_instance(state, &inst, now_t).await? {
+            continue;
+        }
+        // An evacuation past its deadline fails (the server ERROR, still on its source).
+        if super::evacuate::enforce_deadline(state, &inst, now_t).await? {
             continue;
         }
         // A migration step past its deadline is rolled back (the guest back on its source).

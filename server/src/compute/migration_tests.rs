@@ -516,3 +516,234 @@ async fn a_failed_destination_build_reverts_to_the_source_and_auto_confirm_confi
     assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("compute-b")));
     assert_eq!(migrations(&app, "").await[0]["status"], "confirmed");
 }
+
+// ---- evacuate ----
+
+async fn evacuate_at(app: &TestApp, version: &str, id: &str, body: Value) -> Reply {
+    let h = [("openstack-api-version", version), ("content-type", "application/json")];
+    let body = Body::from(json!({"evacuate": body}).to_string());
+    app.call(Method::POST, &format!("/compute/v2.1/servers/{id}/action"), Some(&app.admin_token), &h, body).await
+}
+
+async fn force_down(app: &TestApp, host: &str) {
+    let h = app.state.store.get_host_by_name(host).await.expect("host");
+    app.state.store.set_host_forced_down(&h.id, true).await.expect("forced down");
+}
+
+async fn fault(app: &TestApp, id: &str) -> String {
+    show(app, id).await["fault"]["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// The whole walk: refused while the source is up, the new host rebuilds the server from its
+/// image with the same port, the migration goes accepted → pre-migrating → done, the claims
+/// follow, and the source, when it registers again, removes its copy: `completed`.
+#[tokio::test]
+async fn evacuate_rebuilds_on_another_host_and_the_source_cleans_up_when_back() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+
+    let r = evacuate_at(&app, V, &id, json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["badRequest"]["message"], "Compute service of compute-a is still in use.");
+    let member = app.user_in_project("bob", "demo", "member").await;
+    let r = at(&app, Method::POST, &format!("/servers/{id}/action"), &member, json!({"evacuate": {}})).await;
+    assert!(matches!(r.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "admin only: {}", r.body);
+
+    force_down(&app, "compute-a").await;
+    let r = evacuate_at(&app, V, &id, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.bytes.is_empty(), "no body from 2.14: {}", r.body);
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("REBUILD"), Some("rebuilding")));
+    let m = &migrations(&app, "?migration_type=evacuation").await[0];
+    assert_eq!(
+        (m["status"].as_str(), m["source_compute"].as_str(), m["dest_compute"].as_str()),
+        (Some("pre-migrating"), Some("compute-a"), Some("compute-b"))
+    );
+    assert_eq!(used(&app, "compute-b").await, (1, 512), "the new host is claimed at once");
+    // A second evacuate meanwhile is Nova's 409.
+    let r = evacuate_at(&app, V, &id, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body["conflictingRequest"]["message"].as_str().is_some_and(|m| m.contains("task_state rebuilding")));
+
+    let work = b.expect(&app, "rebuild").await;
+    let port = work["action"]["nics"][0]["port_id"].as_str().expect("the same port").to_string();
+    let p = app.json(Method::GET, &format!("/network/v2.0/ports/{port}"), &t, Value::Null).await;
+    assert_eq!(p.body["port"]["binding:host_id"], "compute-b", "the port is bound to the new host first");
+    for step in ["rebuild_block_device_mapping", "rebuild_spawning"] {
+        b.event(&app, &work, json!({"type": "progress", "task_state": step})).await;
+        assert_eq!(show(&app, &id).await["OS-EXT-STS:task_state"], step);
+    }
+    b.done(&app, &work, "running").await;
+    let s = show(&app, &id).await;
+    assert_eq!(
+        (s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str(), s["OS-EXT-STS:task_state"].as_str()),
+        (Some("ACTIVE"), Some("compute-b"), None)
+    );
+    let m = &migrations(&app, "?migration_type=evacuation").await[0];
+    assert_eq!(m["status"], "done");
+    assert_eq!(
+        (used(&app, "compute-a").await, used(&app, "compute-b").await),
+        ((1, 512), (1, 512)),
+        "the dead source's claim is held until it removed its copy"
+    );
+    let r = at(&app, Method::GET, &format!("/servers/{id}/os-instance-actions"), &t, Value::Null).await;
+    assert_eq!(r.body["instanceActions"][0]["action"], "evacuate");
+
+    // The source comes back: told to remove its copy, then the evacuation is completed.
+    let a = Agent::register(&app, "compute-a").await;
+    let clean = a.expect(&app, "migrate_cleanup").await;
+    assert_eq!((clean["instance_id"].as_str(), clean["action"]["remove"].as_bool()), (Some(id.as_str()), Some(true)));
+    // Asked once: a heartbeat meanwhile queues no second cleanup.
+    let hb = json!({"inventory": {"vcpus": 8, "memory_mb": 16384, "disk_gb": 100, "reserved_vcpus": 0,
+        "reserved_memory_mb": 0, "reserved_disk_gb": 0, "hypervisor_type": "test", "hypervisor_version": 1,
+        "cpu_arch": "x86_64", "libvirt_uri": "test:///default", "host_ip": "10.0.0.9", "supports_networks": true,
+        "availability_zone": "nova"}, "instances": [{"instance_id": id, "power_state": "running"}]});
+    let r =
+        Agent::call(&app, Method::POST, "/hosts/compute-a/heartbeat", &a.cred, Body::from(hb.to_string()), true).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert!(a.work(&app).await.is_empty(), "one cleanup at a time");
+    a.done(&app, &clean, "no_state").await;
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "completed");
+    assert_eq!((used(&app, "compute-a").await, used(&app, "compute-b").await), ((0, 0), (1, 512)));
+    assert_eq!(show(&app, &id).await["status"], "ACTIVE", "the copy on the new host is untouched");
+    // Nothing more to remove at the next registration.
+    let a = Agent::register(&app, "compute-a").await;
+    assert!(a.work(&app).await.is_empty());
+}
+
+/// Bodies and answers per microversion, and every refusal, worded as Nova's.
+#[tokio::test]
+async fn evacuate_bodies_and_faults_follow_the_microversion() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let b = Agent::register(&app, "compute-b").await;
+    force_down(&app, "compute-a").await;
+    let msg = |r: &Reply| {
+        r.body.as_object().and_then(|o| o.values().next()).map(|f| f["message"].as_str().unwrap_or("").to_string())
+    };
+    let cases: [(&str, Value, StatusCode, &str); 10] = [
+        ("compute 2.1", json!({}), StatusCode::BAD_REQUEST, "'onSharedStorage' is a required property"),
+        (
+            "compute 2.13",
+            json!({"onSharedStorage": true, "adminPass": "x"}),
+            StatusCode::BAD_REQUEST,
+            "admin password can't be changed on existing disk",
+        ),
+        ("compute 2.13", json!({"onSharedStorage": "maybe"}), StatusCode::BAD_REQUEST, "onSharedStorage"),
+        (
+            "compute 2.14",
+            json!({"onSharedStorage": false}),
+            StatusCode::BAD_REQUEST,
+            "('onSharedStorage' was unexpected)",
+        ),
+        ("compute 2.29", json!({"force": true}), StatusCode::BAD_REQUEST, "Can't force to a non-provided destination"),
+        (
+            "compute 2.68",
+            json!({"host": "compute-b", "force": true}),
+            StatusCode::BAD_REQUEST,
+            "('force' was unexpected)",
+        ),
+        ("compute 2.79", json!({"host": "nowhere"}), StatusCode::NOT_FOUND, "Compute host nowhere not found."),
+        (
+            "compute 2.79",
+            json!({"host": "compute-a"}),
+            StatusCode::BAD_REQUEST,
+            "The target host can't be the same one.",
+        ),
+        ("compute 2.79", json!({"host": 5}), StatusCode::BAD_REQUEST, "Invalid input for field/attribute host"),
+        ("compute 2.79", json!({"adminPass": 5}), StatusCode::BAD_REQUEST, "adminPass"),
+    ];
+    for (version, body, status, want) in cases {
+        let r = evacuate_at(&app, version, &id, body.clone()).await;
+        assert_eq!(r.status, status, "{version} {body}: {}", r.body);
+        assert!(msg(&r).is_some_and(|m| m.contains(want)), "{version} {body}: {}", r.body);
+    }
+    assert_eq!(show(&app, &id).await["OS-EXT-STS:task_state"], Value::Null, "refusals change nothing");
+    assert!(migrations(&app, "?migration_type=evacuation").await.is_empty());
+
+    // Before 2.14 the answer carries the password (the given one).
+    let r = evacuate_at(&app, "compute 2.13", &id, json!({"onSharedStorage": "False", "adminPass": "s3cret"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"adminPass": "s3cret"}));
+    let work = b.expect(&app, "rebuild").await;
+    // The new host fails the rebuild: ERROR with the fault, still on its source, the new
+    // host's claim freed and its partial copy removed.
+    b.event(&app, &work, json!({"type": "failed", "message": "no room", "details": "disk full", "retryable": false}))
+        .await;
+    let s = show(&app, &id).await;
+    assert_eq!(
+        (s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str(), s["OS-EXT-STS:task_state"].as_str()),
+        (Some("ERROR"), Some("compute-a"), None)
+    );
+    assert_eq!(fault(&app, &id).await, "no room");
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "failed");
+    assert_eq!(used(&app, "compute-b").await, (0, 0));
+    let clean = b.expect(&app, "migrate_cleanup").await;
+    b.done(&app, &clean, "no_state").await;
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "failed", "not the source's");
+    // The source coming back keeps its (only) copy of a server whose evacuation failed.
+    let a = Agent::register(&app, "compute-a").await;
+    assert!(a.work(&app).await.is_empty());
+    force_down(&app, "compute-a").await;
+
+    // From ERROR it can be evacuated again; a forced host (2.29) skips the filters. The
+    // rebuild times out there: ERROR again, the migration failed.
+    let r = evacuate_at(&app, "compute 2.29", &id, json!({"host": "compute-b", "force": true})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.bytes.is_empty());
+    let _lost = b.expect(&app, "rebuild").await;
+    app.state.store.set_instance_deadline(&id, Some("2000-01-01T00:00:00.000000Z")).await.expect("deadline");
+    crate::compute::conductor::tick(&app.state).await.expect("tick");
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("ERROR"), None));
+    assert!(fault(&app, &id).await.contains("did not complete 'evacuate'"), "{s}");
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "failed");
+    assert_eq!(used(&app, "compute-b").await, (0, 0));
+
+    // No other host that is up: 200 (the scheduling is Nova's conductor's), then ERROR with
+    // NoValidHost and the migration `error`.
+    force_down(&app, "compute-b").await;
+    let r = evacuate_at(&app, V, &id, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let s = show(&app, &id).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ERROR"), Some("compute-a")));
+    assert!(fault(&app, &id).await.starts_with("No valid host was found"), "{s}");
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "error");
+}
+
+/// A stopped server is rebuilt on the new host, powered off again there, and stays SHUTOFF.
+#[tokio::test]
+async fn an_evacuated_stopped_server_stays_stopped() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let id = boot(&app, &t, &a, &image, &network).await;
+    let r = action(&app, &t, &id, json!({"os-stop": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let stop = a.expect(&app, "stop").await;
+    a.done(&app, &stop, "shutdown").await;
+    assert_eq!(show(&app, &id).await["status"], "SHUTOFF");
+    let b = Agent::register(&app, "compute-b").await;
+    force_down(&app, "compute-a").await;
+    assert_eq!(evacuate_at(&app, V, &id, json!({"host": "compute-b"})).await.status, StatusCode::OK);
+    let work = b.expect(&app, "rebuild").await;
+    b.done(&app, &work, "running").await;
+    assert_eq!(show(&app, &id).await["OS-EXT-STS:task_state"], "rebuild_spawning", "powered off again first");
+    let stop = b.expect(&app, "stop").await;
+    b.done(&app, &stop, "shutdown").await;
+    let s = show(&app, &id).await;
+    assert_eq!(
+        (s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str(), s["OS-EXT-STS:task_state"].as_str()),
+        (Some("SHUTOFF"), Some("compute-b"), None)
+    );
+    assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "done");
+}

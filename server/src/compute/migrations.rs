@@ -545,6 +545,10 @@ pub(crate) async fn on_event(
         return Ok(());
     }
     let name = action_name(&m);
+    // An evacuated instance's copy removed from a host: `evacuate` applies it.
+    if matches!(action, Action::MigrateCleanup { .. }) && m.migration_type == "evacuation" {
+        return super::evacuate::cleaned(state, work, &m, failure.as_ref().map(|(msg, _)| msg.as_str())).await;
+    }
     match (action, failure) {
         // Source sent its disk: the destination receives it.
         (Action::MigrateOut { .. }, None) => {

@@ -7,6 +7,7 @@ mod audit_log;
 pub(crate) mod bdm;
 pub mod conductor;
 pub mod consoles;
+mod evacuate;
 mod events;
 mod extensions;
 mod external_events;

@@ -270,6 +270,52 @@ impl Store {
     /// (its claim is the one the migration held), the migration holds the source's old flavor
     /// instead, and the instance takes `vm_state` with no task. One transaction.
     pub async fn finish_migration(&self, m: &Migration, vm_state: &str, power_state: i64) -> StoreResult<()> {
+        self.finish_move(m, vm_state, power_state, "finished").await
+    }
+
+    /// An evacuation's guest runs on its new host: as [`Store::finish_migration`], the
+    /// migration `done` and holding the dead source's claim until that host has removed its
+    /// copy (Nova keeps the source's allocation until `_destroy_evacuated_instances`).
+    pub async fn finish_evacuation(&self, m: &Migration, vm_state: &str, power_state: i64) -> StoreResult<()> {
+        self.finish_move(m, vm_state, power_state, "done").await
+    }
+
+    /// Claims the instance's flavor on the host an evacuation goes to (the server group
+    /// checked in the same transaction) and records it as the migration's destination,
+    /// `pre-migrating`. `false` (nothing changed) when the host no longer fits.
+    pub async fn hold_for_evacuation(
+        &self,
+        id: i64,
+        dest: &super::hosts::Host,
+        flavor: &str,
+        ratios: Ratios,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let (instance,): (String,) =
+            sqlx::query_as("SELECT instance_uuid FROM migrations WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+        if !super::groups::group_admits(&mut tx, self.backend, &instance, &dest.id).await? {
+            return Ok(false);
+        }
+        if !claim_on(&mut tx, &dest.id, flavor_claim(flavor), ratios).await? {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE migrations SET dest_host_id = $2, dest_compute = $3, dest_host = $4, held_host_id = $2, \
+             held_flavor = $5, status = 'pre-migrating', updated_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&dest.id)
+        .bind(&dest.name)
+        .bind(&dest.host_ip)
+        .bind(flavor)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_move(&self, m: &Migration, vm_state: &str, power_state: i64, status: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let new = flavor_claim(&m.new_flavor);
         let ts = now();
@@ -290,11 +336,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE migrations SET held_host_id = source_host_id, held_flavor = old_flavor, status = 'finished', \
+            "UPDATE migrations SET held_host_id = source_host_id, held_flavor = old_flavor, status = $3, \
              updated_at = $2 WHERE id = $1",
         )
         .bind(m.id)
         .bind(&ts)
+        .bind(status)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

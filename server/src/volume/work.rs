@@ -332,10 +332,8 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
 /// The device name for a new attachment: the first `vdX` after the root disk, the config
 /// drive and the instance's other attachments, or the one asked for when free.
 fn pick_device(inst: &Instance, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
-    let mut used: Vec<String> = vec!["vda".into()];
-    if inst.config_drive == crate::compute::servers::CONFIG_DRIVE_ATTACHED {
-        used.push("vdb".into());
-    }
+    // The root disk, the flavor's ephemeral and swap disks and the config drive come first.
+    let mut used = crate::compute::bdm::instance_local_devices(inst);
     used.extend(
         taken.iter().filter_map(|a| a.mountpoint.as_deref()).map(|m| m.trim_start_matches("/dev/").to_string()),
     );
