@@ -36,8 +36,8 @@ use crate::views::detail::{Detail, DetailEffect, Tab, printable};
 use crate::views::{Tables, overview};
 use crate::worker::{Kind, Listing, Overview, ProfileBox, Request, Response, ServerOp, SessionInfo};
 
-mod lifecycle;
 mod compute_extras;
+mod lifecycle;
 mod reach;
 
 pub use crate::overlays::palette::completions;
