@@ -80,7 +80,7 @@ async fn limits(state: &AppState, project_id: &str) -> ApiResult<SnapshotLimits>
 
 pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body): Json<Value>) -> ApiResult<Response> {
     ctx.require_member("volume:create_snapshot")?;
-    let project_id = ctx.project_id()?.to_string();
+    ctx.project_id()?;
     let b = wrapped(&body, "snapshot")?;
     // Cinder looks the volume up first: no id (or an unknown one) is the volume's 404.
     let volume_id = match b.get("volume_id") {
@@ -104,18 +104,38 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
             v.status
         )));
     }
+    let metadata = metadata_map(b.get("metadata"))?;
+    let name = opt_str(b, "name")?.or(opt_str(b, "display_name")?).map(str::to_string);
+    let description = opt_str(b, "description")?.or(opt_str(b, "display_description")?).map(str::to_string);
+    let s = start_create(&state, &ctx, &v, name, description, metadata, force).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": detail_json(&s, false, ver)}))).into_response())
+}
+
+/// Makes a snapshot of `v` (`creating`, with the agent's copy queued), as Cinder's
+/// `create_snapshot` (`force`: an in-use volume too, as `create_snapshot_force`). Shared by
+/// the API and Nova's snapshot of a volume-backed server.
+pub(crate) async fn start_create(
+    state: &AppState,
+    ctx: &Ctx,
+    v: &Volume,
+    name: Option<String>,
+    description: Option<String>,
+    metadata: Map<String, Value>,
+    force: bool,
+) -> ApiResult<Snapshot> {
+    let project_id = ctx.project_id()?.to_string();
+    let allowed: &[&str] = if force { &["available", "in-use"] } else { &["available"] };
     let Some(host) = v.host_id.clone() else {
         return Err(bad(format!("Invalid volume: Volume {} has no host.", v.id)));
     };
-    let metadata = metadata_map(b.get("metadata"))?;
     let ts = now();
     let s = Snapshot {
         id: new_uuid(),
         volume_id: v.id.clone(),
         project_id: project_id.clone(),
         user_id: ctx.user.id.clone(),
-        name: opt_str(b, "name")?.or(opt_str(b, "display_name")?).map(str::to_string),
-        description: opt_str(b, "description")?.or(opt_str(b, "display_description")?).map(str::to_string),
+        name,
+        description,
         size: v.size,
         status: "creating".into(),
         progress: "0%".into(),
@@ -132,16 +152,16 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
     };
     let action = Action::SnapshotCreate { volume: work::spec(&v), snapshot_id: s.id.clone(), instance_id };
     let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
-    let l = limits(&state, &project_id).await?;
+    let l = limits(state, &project_id).await?;
     match state.store.create_snapshot(&s, allowed, l, &host, &action).await? {
         Ok(()) => {}
         Err(CreateRefused::VolumeState) => {
             return Err(bad(format!("Invalid volume: Volume {} status must be {}.", v.id, allowed.join(" or "))));
         }
-        Err(CreateRefused::Quota) => return Err(over_quota(&state, &project_id, &s, l).await),
+        Err(CreateRefused::Quota) => return Err(over_quota(state, &project_id, &s, l).await),
     }
     state.signals.notify(&host);
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": detail_json(&s, false, ver)}))).into_response())
+    Ok(s)
 }
 
 /// The 413 for a snapshot the limits refused, naming the limit as Cinder does.
@@ -452,7 +472,7 @@ pub async fn delete(
 }
 
 /// `deleting` with the agent's work (keyed by the volume). `force` (admin) takes any status.
-async fn start_delete(state: &AppState, s: &Snapshot, force: bool) -> ApiResult<()> {
+pub(crate) async fn start_delete(state: &AppState, s: &Snapshot, force: bool) -> ApiResult<()> {
     let from: Vec<&str> = if force { vec![s.status.as_str()] } else { DELETABLE.to_vec() };
     let refused = || {
         bad(format!(
