@@ -99,10 +99,9 @@ async fn a_volume_backed_server_is_snapshotted_and_booted_again_with_the_cli() {
     assert_eq!(snap["Volume"], root.as_str(), "{snap}");
 
     // Boot from the image, both ways the CLI offers: a new root volume from the snapshot.
-    for (name, args) in [
-        ("vb2", vec!["--boot-from-volume", "1", "--image", "snap1"]),
-        ("vb3", vec!["--image", "snap1"]),
-    ] {
+    for (name, args) in
+        [("vb2", vec!["--boot-from-volume", "1", "--image", "snap1"]), ("vb3", vec!["--image", "snap1"])]
+    {
         let mut cmd = vec!["server", "create", "--wait"];
         cmd.extend(args);
         cmd.extend(["--flavor", "m1.nano", "--network", "net", name]);

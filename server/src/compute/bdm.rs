@@ -268,7 +268,9 @@ pub fn image_defined(img: &Image) -> ApiResult<Option<Vec<Requested>>> {
     }
     let mut out = Vec::new();
     for item in &list {
-        let m = item.as_object().ok_or_else(|| invalid_bdm(&format!("image {} has a mapping that is no object.", img.id)))?;
+        let m = item
+            .as_object()
+            .ok_or_else(|| invalid_bdm(&format!("image {} has a mapping that is no object.", img.id)))?;
         if m.get("no_device").is_some_and(|v| !v.is_null() && v != false) {
             continue;
         }

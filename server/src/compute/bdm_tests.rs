@@ -561,7 +561,10 @@ async fn a_volume_backed_server_snapshots_its_volumes_and_a_server_boots_from_th
     let (act, events) = action_events(&app, &id, "createImage").await;
     assert_eq!(act["message"], Value::Null, "{act}");
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0]["event"].as_str(), events[0]["result"].as_str()), (Some("api_snapshot_instance"), Some("Success")));
+    assert_eq!(
+        (events[0]["event"].as_str(), events[0]["result"].as_str()),
+        (Some("api_snapshot_instance"), Some("Success"))
+    );
 
     // Booting from the image: a new volume from the snapshot, beside it, as the root disk.
     let body = json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}});
@@ -611,7 +614,8 @@ async fn a_failed_or_late_volume_snapshot_makes_no_image_and_its_snapshots_go() 
     let images_named = |name: &'static str| {
         let app = &app;
         async move {
-            let r = app.json(Method::GET, &format!("/image/v2/images?name={name}"), &app.admin_token, Value::Null).await;
+            let r =
+                app.json(Method::GET, &format!("/image/v2/images?name={name}"), &app.admin_token, Value::Null).await;
             r.body["images"].as_array().map_or(0, Vec::len)
         }
     };

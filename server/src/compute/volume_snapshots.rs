@@ -170,30 +170,28 @@ pub(crate) async fn create_image(
     if let Some(a) = state.store.latest_action(&inst.id, "createImage").await? {
         state.store.start_event(&a.id, "api_snapshot_instance", None).await?;
     }
-    match snapshot_all(state, ctx, &volumes, name).await {
-        Ok(mappings) => {
-            let mut img = image;
-            let mut props = img.properties_map();
-            if !mappings.is_empty() {
-                props.insert("block_device_mapping".into(), json!(python_json(&mappings)));
-                props.insert("bdm_v2".into(), json!("True"));
-            }
-            img.properties = Value::Object(props).to_string();
-            let snapshots: Vec<String> =
-                mappings.iter().filter_map(|m| m.iter().find(|(k, _)| *k == "snapshot_id")).map(|(_, v)| v.to_string()).collect();
-            if let Err(e) = publish(state, &img).await {
-                tracing::warn!(instance = %inst.id, image = %img.id, error = %e.message, snapshots = ?snapshots, "the snapshot image could not be made");
-                state.store.finish_named_action(&inst.id, "createImage", "Error", Some("Error"), Some(&e.message)).await?;
-                return Err(e);
-            }
-            state.store.finish_named_action(&inst.id, "createImage", "Success", None, None).await?;
-            Ok(img.id)
-        }
+    let (mappings, made) = match snapshot_all(state, ctx, &volumes, name).await {
+        Ok(done) => done,
         Err(e) => {
             state.store.finish_named_action(&inst.id, "createImage", "Error", Some("Error"), Some(&e.message)).await?;
-            Err(e)
+            return Err(e);
         }
+    };
+    let mut img = image;
+    let mut props = img.properties_map();
+    if !mappings.is_empty() {
+        props.insert("block_device_mapping".into(), json!(python_json(&mappings)));
+        props.insert("bdm_v2".into(), json!("True"));
     }
+    img.properties = Value::Object(props).to_string();
+    if let Err(e) = publish(state, &img).await {
+        tracing::warn!(instance = %inst.id, image = %img.id, error = %e.message, "the snapshot image could not be made");
+        clean_up(state, &made).await;
+        state.store.finish_named_action(&inst.id, "createImage", "Error", Some("Error"), Some(&e.message)).await?;
+        return Err(e);
+    }
+    state.store.finish_named_action(&inst.id, "createImage", "Success", None, None).await?;
+    Ok(img.id)
 }
 
 /// The image's record (`queued`), then its empty data, which makes it `active` with size 0 and
@@ -256,14 +254,12 @@ async fn new_image(
     })
 }
 
+/// One image mapping per volume, and the snapshots made.
+type Made = (Vec<Vec<(&'static str, Value)>>, Vec<Snapshot>);
+
 /// Snapshots every volume (forced: they are in use) and waits for them; returns their image
 /// mappings. Any failure deletes the snapshots made so far.
-async fn snapshot_all(
-    state: &AppState,
-    ctx: &Ctx,
-    volumes: &[Mapped],
-    image_name: &str,
-) -> ApiResult<Vec<Vec<(&'static str, Value)>>> {
+async fn snapshot_all(state: &AppState, ctx: &Ctx, volumes: &[Mapped], image_name: &str) -> ApiResult<Made> {
     let mut made: Vec<Snapshot> = Vec::new();
     for m in volumes {
         let made_one = crate::volume::snapshots::start_create(
@@ -317,7 +313,8 @@ async fn snapshot_all(
             }
         }
     }
-    Ok(volumes.iter().zip(&made).map(|(m, s)| image_mapping(m, &s.id)).collect())
+    let mappings = volumes.iter().zip(&made).map(|(m, s)| image_mapping(m, &s.id)).collect();
+    Ok((mappings, made))
 }
 
 /// Deletes the snapshots of a failed createImage. One still being made is deleted once its
