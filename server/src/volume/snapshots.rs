@@ -150,7 +150,7 @@ pub(crate) async fn start_create(
     } else {
         None
     };
-    let action = Action::SnapshotCreate { volume: work::spec(&v), snapshot_id: s.id.clone(), instance_id };
+    let action = Action::SnapshotCreate { volume: work::spec(v), snapshot_id: s.id.clone(), instance_id };
     let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
     let l = limits(state, &project_id).await?;
     match state.store.create_snapshot(&s, allowed, l, &host, &action).await? {
