@@ -635,6 +635,17 @@ async fn a_failed_or_late_volume_snapshot_makes_no_image_and_its_snapshots_go() 
     assert_eq!(act["message"], "Error", "{act}");
     assert_eq!(events[0]["result"], "Error", "{events:?}");
 
+    // Nova's up-front snapshot quota check: nothing is made.
+    let pid = admin_project(&app).await;
+    let r = cinder(&app, Method::PUT, &format!("os-quota-sets/{pid}"), json!({"quota_set": {"snapshots": 0}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = create_image_as(&app, "compute 2.45", &id, "over").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["forbidden"]["message"], "Quota exceeded for resources: snapshots");
+    assert_eq!(images_named("over").await, 0);
+    let r = cinder(&app, Method::PUT, &format!("os-quota-sets/{pid}"), json!({"quota_set": {"snapshots": -1}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
     // The copy outlives the deadline: the fault at once; the snapshot goes once it is made.
     let r = create_image_as(&app, "compute 2.45", &id, "late").await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
