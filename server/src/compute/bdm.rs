@@ -237,6 +237,87 @@ pub fn check_boot_sequence(reqs: &[Requested], image_given: bool) -> ApiResult<(
     Ok(())
 }
 
+/// The mappings an image defines (Nova's `_get_image_defined_bdms`): its `block_device_mapping`
+/// property in the v2 form (`bdm_v2`), as the snapshot of a volume-backed server writes it.
+/// `None` when the image defines none.
+pub fn image_defined(img: &Image) -> ApiResult<Option<Vec<Requested>>> {
+    let props = img.properties_map();
+    let list = match props.get("block_device_mapping") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|_| invalid_bdm(&format!("the block_device_mapping of image {} is not JSON.", img.id)))?,
+        Some(other) => other.clone(),
+    };
+    let Value::Array(list) = list else {
+        return Err(invalid_bdm(&format!("the block_device_mapping of image {} is not a list.", img.id)));
+    };
+    if list.is_empty() {
+        return Ok(None);
+    }
+    // Python's truth of the property: any non-empty string (Glance keeps strings) is v2.
+    let v2 = match props.get("bdm_v2") {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Bool(b)) => *b,
+        _ => false,
+    };
+    if !v2 {
+        return Err(invalid_bdm(&format!(
+            "image {} has legacy block device mappings, which this cloud does not support.",
+            img.id
+        )));
+    }
+    let mut out = Vec::new();
+    for item in &list {
+        let m = item
+            .as_object()
+            .ok_or_else(|| invalid_bdm(&format!("image {} has a mapping that is no object.", img.id)))?;
+        if m.get("no_device").is_some_and(|v| !v.is_null() && v != false) {
+            continue;
+        }
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+        let source_type = text("source_type").ok_or_else(|| invalid_bdm("Some required fields are missing"))?;
+        let uuid = text(&format!("{source_type}_id"));
+        let number = |k: &str| match m.get(k) {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let delete_on_termination = match m.get("delete_on_termination") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => crate::extract::parse_bool(s).unwrap_or(false),
+            _ => false,
+        };
+        out.push(Requested {
+            destination_type: text("destination_type").unwrap_or_else(|| "volume".into()),
+            source_type,
+            uuid,
+            boot_index: number("boot_index"),
+            volume_size: number("volume_size"),
+            delete_on_termination,
+            device_name: text("device_name"),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Nova's `_check_and_transform_bdm` with image-defined mappings: when the image defines the
+/// root disk, the request's image-to-root mapping goes; the request's mappings override the
+/// image's by device name (`_merge_bdms_lists`).
+pub fn merge(image_bdms: Vec<Requested>, request: Vec<Requested>) -> Vec<Requested> {
+    let root_in_image = image_bdms.iter().any(|b| b.boot_index == Some(0));
+    let request: Vec<Requested> = if root_in_image {
+        request.into_iter().filter(|b| !(b.boot_index == Some(0) && b.source_type == "image")).collect()
+    } else {
+        request
+    };
+    let names: Vec<&str> = request.iter().filter_map(|b| b.device_name.as_deref()).collect();
+    let kept: Vec<Requested> =
+        image_bdms.into_iter().filter(|b| b.device_name.as_deref().is_none_or(|d| !names.contains(&d))).collect();
+    let mut out = request;
+    out.extend(kept);
+    out
+}
+
 /// What the checks against the services found.
 #[derive(Debug, Default)]
 pub struct Checked {
@@ -291,9 +372,27 @@ pub async fn check(state: &AppState, ctx: &Ctx, reqs: &[Requested], image_given:
                 }
             }
             "snapshot" => {
-                // No volume snapshots here (yet): every snapshot id is unknown, as Nova
-                // reports a snapshot Cinder cannot find.
-                return Err(invalid_bdm(&format!("failed to get snapshot {id}.")));
+                let snap = match state.store.get_snapshot(&id).await {
+                    Ok(s) if ctx.owns(&s.project_id) => s,
+                    Ok(_) | Err(StoreError::NotFound(_)) => {
+                        return Err(invalid_bdm(&format!("failed to get snapshot {id}.")));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if snap.status != "available" {
+                    return Err(bad("Invalid snapshot: Originating snapshot status must be one of 'available' values"));
+                }
+                // Nova sizes the volume as the snapshot when the mapping gives no size.
+                let size = r.volume_size.unwrap_or(snap.size);
+                if size < snap.size {
+                    return Err(bad(format!(
+                        "Invalid input received: Volume size '{size}'GB cannot be smaller than the snapshot size \
+                         {}GB. They must be >= original snapshot size.",
+                        snap.size
+                    )));
+                }
+                out.mappings.push(Requested { volume_size: Some(size), ..r.clone() });
+                continue;
             }
             _ => {
                 let v = match state.store.get_volume(&id).await {
@@ -403,8 +502,17 @@ pub async fn store_for(state: &AppState, inst: &Instance, checked: &Checked) -> 
 pub async fn required_host(state: &AppState, instance_id: &str) -> Result<Option<String>, LocalityError> {
     let mut host: Option<(String, String)> = None;
     for b in state.store.instance_bdms(instance_id).await.map_err(LocalityError::Store)? {
-        // Existing volumes, and those an earlier attempt of this build made.
-        let Some(vid) = b.volume_id else { continue };
+        // Existing volumes, those an earlier attempt of this build made, and the volumes of
+        // snapshots a new volume is to be made from (the copy is made beside its snapshot).
+        let vid = match (b.volume_id, b.source_type.as_str(), &b.source_id) {
+            (Some(v), _, _) => v,
+            (None, "snapshot", Some(sid)) => match state.store.get_snapshot(sid).await {
+                Ok(s) => s.volume_id,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(LocalityError::Store(e)),
+            },
+            _ => continue,
+        };
         let v = state.store.get_volume(&vid).await.map_err(LocalityError::Store)?;
         let Some(h) = v.host_id else { continue };
         match &host {
@@ -510,6 +618,14 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
 /// first thing (a repeated phase finds it there).
 async fn create_volume(state: &AppState, inst: &Instance, host: &Host, b: &Bdm) -> Result<String, String> {
     let size = b.volume_size.unwrap_or(1);
+    let name = format!("{}-{}", inst.name, b.position);
+    if let ("snapshot", Some(sid)) = (b.source_type.as_str(), &b.source_id) {
+        let v = crate::volume::snapshots::volume_for_build(state, inst, &name, size, sid, &host.id)
+            .await
+            .map_err(|e| e.message)?;
+        state.store.set_bdm_volume(&inst.id, b.position, &v, None).await.map_err(|e| format!("{e}"))?;
+        return Ok(v);
+    }
     let image = match (b.source_type.as_str(), &b.source_id) {
         ("image", Some(id)) => Some(state.store.get_image(id).await.map_err(|e| format!("image {id}: {e}"))?),
         _ => None,
@@ -519,7 +635,6 @@ async fn create_volume(state: &AppState, inst: &Instance, host: &Host, b: &Bdm) 
     } else {
         host.availability_zone.clone()
     };
-    let name = format!("{}-{}", inst.name, b.position);
     let v = crate::volume::from_image::create_on_host(state, inst, &name, size, &zone, &host.id, image.as_ref())
         .await
         .map_err(|e| e.message)?;

@@ -470,3 +470,200 @@ fn volumes_follow_the_flavors_local_disks() {
     assert_eq!(bdm::local_devices(1, 512, true), ["vda", "vdb", "vdc", "vdd"]);
     assert_eq!(bdm::local_devices(0, 512, false), ["vda", "vdb"]);
 }
+
+// ---- snapshots of volume-backed servers (Nova's snapshot_volume_backed) ----
+
+/// A server booted from a new 1 GB volume made from `img` (delete_on_termination), ACTIVE on
+/// `host`; returns (server id, volume id).
+async fn volume_backed_server(app: &TestApp, host: &Host, img: &str) -> (String, String) {
+    let body = json!({"server": {"name": "vb", "imageRef": "", "flavorRef": "1", "networks": "none",
+        "block_device_mapping_v2": [{"source_type": "image", "uuid": img, "boot_index": 0,
+            "destination_type": "volume", "volume_size": 1, "delete_on_termination": true}]}});
+    let r = nova(app, Method::POST, "/servers", body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let create = answer(app, host, "volume_create", done()).await;
+    answer(app, host, "build", done()).await;
+    server_status(app, &id, "ACTIVE").await;
+    (id, create["instance_id"].as_str().expect("volume id").to_string())
+}
+
+async fn create_image_as(app: &TestApp, version: &str, id: &str, name: &str) -> Reply {
+    let body = json!({"createImage": {"name": name, "metadata": {"purpose": "test"}}});
+    let h = [("content-type", "application/json"), ("openstack-api-version", version)];
+    let path = format!("/compute/v2.1/servers/{id}/action");
+    app.call(Method::POST, &path, Some(&app.admin_token), &h, Body::from(body.to_string())).await
+}
+
+async fn glance_image(app: &TestApp, id: &str) -> Reply {
+    app.json(Method::GET, &format!("/image/v2/images/{id}"), &app.admin_token, Value::Null).await
+}
+
+async fn snapshots_named(app: &TestApp, name: &str) -> Vec<Value> {
+    let r = cinder(app, Method::GET, "snapshots/detail", Value::Null).await;
+    r.body["snapshots"].as_array().cloned().unwrap_or_default().into_iter().filter(|s| s["name"] == name).collect()
+}
+
+async fn action_events(app: &TestApp, id: &str, action: &str) -> (Value, Vec<Value>) {
+    let r = nova(app, Method::GET, &format!("/servers/{id}/os-instance-actions"), Value::Null).await;
+    let actions = r.body["instanceActions"].as_array().cloned().unwrap_or_default();
+    let a = actions.into_iter().find(|a| a["action"] == action).expect("action");
+    let req = a["request_id"].as_str().expect("request id");
+    let r = nova(app, Method::GET, &format!("/servers/{id}/os-instance-actions/{req}"), Value::Null).await;
+    (r.body["instanceAction"].clone(), r.body["instanceAction"]["events"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_volume_backed_server_snapshots_its_volumes_and_a_server_boots_from_the_image() {
+    let app = TestApp::new().await;
+    let a = register(&app, "bfv-a", 100, 16384).await;
+    let img = image(&app, 4096, 0).await;
+    let (id, vid) = volume_backed_server(&app, &a, &img).await;
+
+    // createBackup: Nova's refusal.
+    let r = nova(
+        &app,
+        Method::POST,
+        &format!("/servers/{id}/action"),
+        json!({"createBackup": {"name": "b", "backup_type": "daily", "rotation": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["badRequest"]["message"], "Backup is not supported for volume-backed instances.");
+
+    // createImage: a forced snapshot of the in-use volume, which the request waits for.
+    let (r, snap_work) = tokio::join!(create_image_as(&app, "compute 2.45", &id, "snap1"), async {
+        let item = answer(&app, &a, "snapshot_create", done()).await;
+        assert_eq!(item["action"]["volume"]["id"], vid.as_str(), "{item}");
+        assert_eq!(item["action"]["instance_id"], id.as_str(), "the guest is paused for the copy: {item}");
+        item
+    });
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let image_id = r.body["image_id"].as_str().expect("image id").to_string();
+    let snaps = snapshots_named(&app, "snapshot for snap1").await;
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let snap_id = snaps[0]["id"].as_str().expect("snapshot id").to_string();
+    assert_eq!(snap_work["action"]["snapshot_id"], snap_id.as_str());
+    assert_eq!((snaps[0]["volume_id"].as_str(), snaps[0]["status"].as_str()), (Some(vid.as_str()), Some("available")));
+
+    // The image: no data, active, Nova's properties.
+    let g = glance_image(&app, &image_id).await.body;
+    assert_eq!((g["status"].as_str(), g["size"].as_i64()), (Some("active"), Some(0)), "{g}");
+    assert_eq!((g["disk_format"].as_str(), g["container_format"].as_str()), (Some("raw"), Some("bare")), "{g}");
+    assert_eq!(g["checksum"], "d41d8cd98f00b204e9800998ecf8427e", "the checksum of no data: {g}");
+    assert_eq!((g["bdm_v2"].as_str(), g["root_device_name"].as_str()), (Some("True"), Some("/dev/vda")), "{g}");
+    assert_eq!((g["os_distro"].as_str(), g["purpose"].as_str()), (Some("cirros"), Some("test")), "{g}");
+    assert_eq!(g["base_image_ref"], "", "{g}");
+    for absent in ["image_type", "instance_uuid", "image_location"] {
+        assert!(g.get(absent).is_none(), "Nova's volume-backed snapshot has no {absent}: {g}");
+    }
+    let expected = format!(
+        "[{{\"source_type\": \"snapshot\", \"destination_type\": \"volume\", \"guest_format\": null, \
+         \"device_type\": \"disk\", \"disk_bus\": \"virtio\", \"boot_index\": 0, \"device_name\": \"/dev/vda\", \
+         \"delete_on_termination\": true, \"snapshot_id\": \"{snap_id}\", \"volume_id\": null, \"volume_size\": 1, \
+         \"image_id\": null, \"no_device\": null, \"tag\": null, \"volume_type\": null, \"encrypted\": null, \
+         \"encryption_secret_uuid\": null, \"encryption_format\": null, \"encryption_options\": null}}]"
+    );
+    assert_eq!(g["block_device_mapping"], expected.as_str());
+
+    // No task state on the server; the action has Nova's api event.
+    let s = server_status(&app, &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-STS:task_state"], Value::Null, "{s}");
+    let (act, events) = action_events(&app, &id, "createImage").await;
+    assert_eq!(act["message"], Value::Null, "{act}");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["event"].as_str(), events[0]["result"].as_str()),
+        (Some("api_snapshot_instance"), Some("Success"))
+    );
+
+    // Booting from the image: a new volume from the snapshot, beside it, as the root disk.
+    let body = json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}});
+    let r = nova(&app, Method::POST, "/servers", body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id2 = r.body["server"]["id"].as_str().expect("id").to_string();
+    let create = answer(&app, &a, "volume_create", done()).await;
+    assert_eq!(create["action"]["source"], json!({"type": "snapshot", "snapshot_id": snap_id}), "{create}");
+    assert_eq!(create["action"]["volume"]["size_gb"], 1);
+    let vid2 = create["instance_id"].as_str().expect("volume id").to_string();
+    let build = work(&app, &a).await;
+    assert_eq!(build[0]["action"]["type"], "build", "{build:?}");
+    let devices = build[0]["action"]["block_devices"].as_array().cloned().expect("block devices");
+    assert_eq!((devices.len(), devices[0]["boot_index"].as_i64()), (1, Some(0)), "{devices:?}");
+    assert_eq!(devices[0]["volume"]["id"], vid2.as_str());
+    reply(&app, &a, &build[0], done()).await;
+    let s2 = server_status(&app, &id2, "ACTIVE").await;
+    assert_eq!(s2["image"]["id"], image_id.as_str(), "{s2}");
+    assert_eq!(s2["os-extended-volumes:volumes_attached"], json!([{"id": vid2, "delete_on_termination": true}]));
+    let v2 = volume(&app, &vid2).await;
+    assert_eq!((v2["snapshot_id"].as_str(), v2["bootable"].as_str()), (Some(snap_id.as_str()), Some("true")), "{v2}");
+    assert_eq!(v2["volume_image_metadata"]["image_id"], img.as_str(), "Cinder copies the image metadata: {v2}");
+
+    // That server is volume-backed too, though it has an image.
+    let r = nova(
+        &app,
+        Method::POST,
+        &format!("/servers/{id2}/action"),
+        json!({"createBackup": {"name": "b", "backup_type": "daily", "rotation": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    // Deleting the image leaves the snapshot alone.
+    let r = app.json(Method::DELETE, &format!("/image/v2/images/{image_id}"), &app.admin_token, Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = cinder(&app, Method::GET, &format!("snapshots/{snap_id}"), Value::Null).await;
+    assert_eq!(r.body["snapshot"]["status"], "available", "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_failed_or_late_volume_snapshot_makes_no_image_and_its_snapshots_go() {
+    let app = TestApp::with_config(|c| c.compute.action_timeout_secs = 1).await;
+    let a = register(&app, "bfv-a", 100, 16384).await;
+    let img = image(&app, 4096, 0).await;
+    let (id, _vid) = volume_backed_server(&app, &a, &img).await;
+    let images_named = |name: &'static str| {
+        let app = &app;
+        async move {
+            let r =
+                app.json(Method::GET, &format!("/image/v2/images?name={name}"), &app.admin_token, Value::Null).await;
+            r.body["images"].as_array().map_or(0, Vec::len)
+        }
+    };
+
+    // The copy fails: the request's fault, the failed snapshot deleted, no image.
+    let failed = json!({"type": "failed", "message": "cp: no space", "details": "cp: no space", "retryable": false});
+    let (r, _) = tokio::join!(create_image_as(&app, "compute 2.45", &id, "bad"), async {
+        answer(&app, &a, "snapshot_create", failed.clone()).await
+    });
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let msg = r.body["computeFault"]["message"].as_str().expect("fault").to_string();
+    assert!(msg.contains("failed (status error); no image was created"), "{msg}");
+    answer(&app, &a, "snapshot_delete", done()).await;
+    assert!(snapshots_named(&app, "snapshot for bad").await.is_empty());
+    assert_eq!(images_named("bad").await, 0);
+    let (act, events) = action_events(&app, &id, "createImage").await;
+    assert_eq!(act["message"], "Error", "{act}");
+    assert_eq!(events[0]["result"], "Error", "{events:?}");
+
+    // Nova's up-front snapshot quota check: nothing is made.
+    let pid = admin_project(&app).await;
+    let r = cinder(&app, Method::PUT, &format!("os-quota-sets/{pid}"), json!({"quota_set": {"snapshots": 0}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = create_image_as(&app, "compute 2.45", &id, "over").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["forbidden"]["message"], "Quota exceeded for resources: snapshots");
+    assert_eq!(images_named("over").await, 0);
+    let r = cinder(&app, Method::PUT, &format!("os-quota-sets/{pid}"), json!({"quota_set": {"snapshots": -1}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // The copy outlives the deadline: the fault at once; the snapshot goes once it is made.
+    let r = create_image_as(&app, "compute 2.45", &id, "late").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let msg = r.body["computeFault"]["message"].as_str().expect("fault").to_string();
+    assert!(msg.contains("did not finish within 1 seconds"), "{msg}");
+    assert_eq!(images_named("late").await, 0);
+    answer(&app, &a, "snapshot_create", done()).await;
+    answer(&app, &a, "snapshot_delete", done()).await;
+    assert!(snapshots_named(&app, "snapshot for late").await.is_empty());
+}

@@ -38,6 +38,7 @@ pub(crate) mod servers;
 pub mod states;
 mod tags;
 mod volume_attachments;
+pub(crate) mod volume_snapshots;
 
 use axum::Router;
 use axum::extract::State;

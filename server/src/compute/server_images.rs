@@ -30,7 +30,7 @@ use crate::store::{StoreError, new_uuid, now};
 
 /// Nova's `NON_INHERITABLE_IMAGE_PROPERTIES` plus the default
 /// `[DEFAULT] non_inheritable_image_properties`.
-const NON_INHERITABLE: [&str; 8] = [
+pub(crate) const NON_INHERITABLE: [&str; 8] = [
     "cinder_encryption_key_id",
     "cinder_encryption_key_deletion_policy",
     "img_signature",
@@ -126,13 +126,15 @@ fn image_metadata(v: ApiVersion, o: &Map<String, Value>) -> ApiResult<Map<String
     Ok(m.clone())
 }
 
-/// Whether the instance boots from a volume (Nova's `is_volume_backed_instance`).
+/// Whether the instance boots from a volume (Nova's `is_volume_backed_instance`): no image, or
+/// a root mapping that is a volume (a server booted from a volume snapshot's image has both).
 async fn volume_backed(state: &AppState, inst: &Instance) -> ApiResult<bool> {
-    if !inst.image_id.is_empty() {
-        return Ok(false);
+    if inst.image_id.is_empty() {
+        return Ok(true);
     }
+    // Every stored mapping has a volume as its destination.
     let bdms = state.store.instance_bdms(&inst.id).await?;
-    Ok(bdms.iter().any(|b| b.boot_index == Some(0) && b.volume_id.is_some()) || inst.image_id.is_empty())
+    Ok(bdms.iter().any(|b| b.boot_index == Some(0)))
 }
 
 /// The image format a snapshot is written in: the instance's disk is a qcow2 overlay, and
@@ -348,9 +350,10 @@ async fn create_image(state: &AppState, ctx: &Ctx, v: ApiVersion, id: &str, args
     let metadata = image_metadata(v, o)?;
     if volume_backed(state, &inst).await? {
         ctx.require_member("os_compute_api:servers:create_image:allow_volume_backed")?;
-        return Err(ApiError::bad_request(
-            "Snapshots of volume-backed servers are not supported by this cloud yet.".to_string(),
-        ));
+        // Nova's `snapshot_volume_backed`: the same states, no task state, no lock check.
+        check(ctx, &inst, UserAction::CreateImage, false)?;
+        let image_id = super::volume_snapshots::create_image(state, ctx, &inst, &name, metadata).await?;
+        return Ok(image_answer(state, v, &image_id, true));
     }
     check(ctx, &inst, UserAction::CreateImage, false)?;
     let img = new_image(state, ctx, &inst, &name, "snapshot", metadata).await?;
@@ -394,10 +397,11 @@ async fn create_backup(state: &AppState, ctx: &Ctx, v: ApiVersion, id: &str, arg
     };
     let rotation = rotation_of(o)?;
     let mut metadata = image_metadata(v, o)?;
+    // Nova's state check comes first, then the refusal of a volume-backed server.
+    check(ctx, &inst, UserAction::CreateBackup, false)?;
     if volume_backed(state, &inst).await? {
         return Err(ApiError::bad_request("Backup is not supported for volume-backed instances."));
     }
-    check(ctx, &inst, UserAction::CreateBackup, false)?;
     metadata.insert("backup_type".into(), json!(backup_type));
     let img = new_image(state, ctx, &inst, &name, "backup", metadata).await?;
     let image_id = img.id.clone();

@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 use crate::store::hosts::Host;
+use crate::store::image::Image;
 use crate::store::instances::{
     Expect, Instance, InstanceAction, InstanceExtras, InstanceFilter, InstanceMatch, InstancePage, InstanceSort,
     NewState, PortAddress,
@@ -406,6 +407,31 @@ fn image_ref(b: &Map<String, Value>) -> ApiResult<String> {
     Err(bad("Invalid input for field/attribute imageRef. An image is required (imageRef or an image block device)."))
 }
 
+/// The image whose own mappings a boot takes (Nova's boot image meta): `imageRef`, else the
+/// request's image mapping with boot index 0. `None` when there is none or the caller cannot
+/// see it (the usual checks then refuse the request).
+async fn defining_image(
+    state: &AppState,
+    ctx: &Ctx,
+    b: &Map<String, Value>,
+    reqs: &[super::bdm::Requested],
+) -> ApiResult<Option<Image>> {
+    let id = match str_field(b, "imageRef")? {
+        Some(r) if !r.is_empty() => r.rsplit('/').next().unwrap_or(r).to_string(),
+        _ => match reqs.iter().find(|m| m.boot_index == Some(0) && m.source_type == "image") {
+            Some(m) => m.uuid.clone().unwrap_or_default(),
+            None => return Ok(None),
+        },
+    };
+    let img = match state.store.get_image(&id).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let project = ctx.project_id()?;
+    Ok(state.store.image_visible_to(&img, Some(project), ctx.is_admin()).await?.then_some(img))
+}
+
 /// `POST /servers`
 pub async fn create(
     State(state): State<AppState>,
@@ -440,13 +466,32 @@ pub async fn create(
     // Boot from volume: the root disk is a volume of `block_device_mapping_v2` (then
     // `imageRef` may be empty and the flavor's disk does not matter).
     let image_given = str_field(b, "imageRef")?.is_some_and(|r| !r.is_empty());
-    let bdm_requests = super::bdm::parse(b, image_given)?;
+    let mut bdm_requests = super::bdm::parse(b, image_given)?;
+    // An image may define mappings of its own (a volume-backed server's snapshot maps its
+    // volume snapshots): they merge with the request's, and may make the root a volume.
+    let defining = defining_image(&state, &ctx, b, &bdm_requests).await?;
+    let mut root_from_image = None;
+    if let Some(img) = &defining
+        && let Some(image_bdms) = super::bdm::image_defined(img)?
+    {
+        if image_bdms.iter().any(|m| m.boot_index == Some(0)) {
+            root_from_image = Some(img.clone());
+        }
+        bdm_requests = super::bdm::merge(image_bdms, bdm_requests);
+    }
     let volume_boot = super::bdm::volume_boot(&bdm_requests);
-    let bdms = if bdm_requests.is_empty() {
+    let mut bdms = if bdm_requests.is_empty() {
         super::bdm::Checked::default()
     } else {
         super::bdm::check(&state, &ctx, &bdm_requests, image_given || !volume_boot).await?
     };
+    if let Some(img) = root_from_image {
+        // The image stays what the server's properties come from (its root is a snapshot).
+        if img.status != "active" {
+            return Err(bad(format!("Image {} is not active.", img.id)));
+        }
+        bdms.boot_image = Some(img);
+    }
     let image = if volume_boot {
         let image = super::bdm::boot_image_or_blank(bdms.boot_image.clone());
         if image.min_ram > flavor.ram {

@@ -80,7 +80,7 @@ async fn limits(state: &AppState, project_id: &str) -> ApiResult<SnapshotLimits>
 
 pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body): Json<Value>) -> ApiResult<Response> {
     ctx.require_member("volume:create_snapshot")?;
-    let project_id = ctx.project_id()?.to_string();
+    ctx.project_id()?;
     let b = wrapped(&body, "snapshot")?;
     // Cinder looks the volume up first: no id (or an unknown one) is the volume's 404.
     let volume_id = match b.get("volume_id") {
@@ -104,18 +104,38 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
             v.status
         )));
     }
+    let metadata = metadata_map(b.get("metadata"))?;
+    let name = opt_str(b, "name")?.or(opt_str(b, "display_name")?).map(str::to_string);
+    let description = opt_str(b, "description")?.or(opt_str(b, "display_description")?).map(str::to_string);
+    let s = start_create(&state, &ctx, &v, name, description, metadata, force).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": detail_json(&s, false, ver)}))).into_response())
+}
+
+/// Makes a snapshot of `v` (`creating`, with the agent's copy queued), as Cinder's
+/// `create_snapshot` (`force`: an in-use volume too, as `create_snapshot_force`). Shared by
+/// the API and Nova's snapshot of a volume-backed server.
+pub(crate) async fn start_create(
+    state: &AppState,
+    ctx: &Ctx,
+    v: &Volume,
+    name: Option<String>,
+    description: Option<String>,
+    metadata: Map<String, Value>,
+    force: bool,
+) -> ApiResult<Snapshot> {
+    let project_id = ctx.project_id()?.to_string();
+    let allowed: &[&str] = if force { &["available", "in-use"] } else { &["available"] };
     let Some(host) = v.host_id.clone() else {
         return Err(bad(format!("Invalid volume: Volume {} has no host.", v.id)));
     };
-    let metadata = metadata_map(b.get("metadata"))?;
     let ts = now();
     let s = Snapshot {
         id: new_uuid(),
         volume_id: v.id.clone(),
         project_id: project_id.clone(),
         user_id: ctx.user.id.clone(),
-        name: opt_str(b, "name")?.or(opt_str(b, "display_name")?).map(str::to_string),
-        description: opt_str(b, "description")?.or(opt_str(b, "display_description")?).map(str::to_string),
+        name,
+        description,
         size: v.size,
         status: "creating".into(),
         progress: "0%".into(),
@@ -130,18 +150,18 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
     } else {
         None
     };
-    let action = Action::SnapshotCreate { volume: work::spec(&v), snapshot_id: s.id.clone(), instance_id };
+    let action = Action::SnapshotCreate { volume: work::spec(v), snapshot_id: s.id.clone(), instance_id };
     let action = serde_json::to_string(&action).map_err(ApiError::internal)?;
-    let l = limits(&state, &project_id).await?;
+    let l = limits(state, &project_id).await?;
     match state.store.create_snapshot(&s, allowed, l, &host, &action).await? {
         Ok(()) => {}
         Err(CreateRefused::VolumeState) => {
             return Err(bad(format!("Invalid volume: Volume {} status must be {}.", v.id, allowed.join(" or "))));
         }
-        Err(CreateRefused::Quota) => return Err(over_quota(&state, &project_id, &s, l).await),
+        Err(CreateRefused::Quota) => return Err(over_quota(state, &project_id, &s, l).await),
     }
     state.signals.notify(&host);
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"snapshot": detail_json(&s, false, ver)}))).into_response())
+    Ok(s)
 }
 
 /// The 413 for a snapshot the limits refused, naming the limit as Cinder does.
@@ -452,7 +472,7 @@ pub async fn delete(
 }
 
 /// `deleting` with the agent's work (keyed by the volume). `force` (admin) takes any status.
-async fn start_delete(state: &AppState, s: &Snapshot, force: bool) -> ApiResult<()> {
+pub(crate) async fn start_delete(state: &AppState, s: &Snapshot, force: bool) -> ApiResult<()> {
     let from: Vec<&str> = if force { vec![s.status.as_str()] } else { DELETABLE.to_vec() };
     let refused = || {
         bad(format!(
@@ -626,6 +646,9 @@ pub(crate) struct Origin {
     pub bootable: i64,
     pub snapshot_id: Option<String>,
     pub source_volid: Option<String>,
+    /// The volume whose bytes (and image metadata) the new one takes: the snapshot's or the
+    /// clone's source.
+    pub from_volume: String,
 }
 
 /// Reads `snapshot_id` / `source_volid` of a volume create. `None`: neither was given.
@@ -643,6 +666,7 @@ pub(crate) async fn origin(state: &AppState, ctx: &Ctx, b: &Map<String, Value>) 
             volume_type_id: v.volume_type_id,
             availability_zone: v.availability_zone,
             bootable: v.bootable,
+            from_volume: v.id.clone(),
             snapshot_id: Some(s.id),
             source_volid: None,
         }));
@@ -663,6 +687,7 @@ pub(crate) async fn origin(state: &AppState, ctx: &Ctx, b: &Map<String, Value>) 
             volume_type_id: v.volume_type_id,
             availability_zone: v.availability_zone,
             bootable: v.bootable,
+            from_volume: v.id.clone(),
             snapshot_id: None,
             source_volid: Some(v.id),
         }));
@@ -688,4 +713,83 @@ pub(crate) fn check_size(o: &Origin, size: i64) -> ApiResult<()> {
             o.size
         )
     }))
+}
+
+/// A volume for a server's build made from snapshot `snapshot_id` (a mapping of an image that
+/// a volume-backed server's snapshot made): on the snapshot's host, which must be the build's
+/// (`host_id`; the scheduler put the server there), with the source volume's type, zone,
+/// bootable flag and image metadata, as Cinder's create from a snapshot. Returns its id.
+pub(crate) async fn volume_for_build(
+    state: &AppState,
+    inst: &crate::store::instances::Instance,
+    name: &str,
+    size: i64,
+    snapshot_id: &str,
+    host_id: &str,
+) -> ApiResult<String> {
+    let s = match state.store.get_snapshot(snapshot_id).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound(_)) => return Err(not_found(snapshot_id)),
+        Err(e) => return Err(e.into()),
+    };
+    if s.status != "available" {
+        return Err(bad("Invalid snapshot: Originating snapshot status must be one of 'available' values"));
+    }
+    let src: Volume = state.store.get_volume(&s.volume_id).await?;
+    if src.host_id.as_deref() != Some(host_id) {
+        return Err(bad(format!(
+            "Snapshot {snapshot_id} is stored on another compute host than the server's; a volume is made \
+             beside its snapshot."
+        )));
+    }
+    let o = Origin {
+        source: VolumeSource::Snapshot { snapshot_id: s.id.clone() },
+        size: s.size,
+        host_id: src.host_id.clone(),
+        volume_type_id: src.volume_type_id.clone(),
+        availability_zone: src.availability_zone.clone(),
+        bootable: src.bootable,
+        snapshot_id: Some(s.id.clone()),
+        source_volid: None,
+        from_volume: src.id.clone(),
+    };
+    check_size(&o, size)?;
+    let ts = now();
+    let v = Volume {
+        id: new_uuid(),
+        project_id: inst.project_id.clone(),
+        user_id: inst.user_id.clone(),
+        name: Some(name.to_string()),
+        description: None,
+        size,
+        status: "creating".into(),
+        attach_status: "detached".into(),
+        volume_type_id: o.volume_type_id.clone(),
+        availability_zone: o.availability_zone.clone(),
+        host_id: Some(host_id.to_string()),
+        bootable: o.bootable,
+        readonly: 0,
+        metadata: "{}".into(),
+        deadline: Some(work::deadline(work::CREATE_DEADLINE)),
+        created_at: ts.clone(),
+        updated_at: ts,
+        snapshot_id: o.snapshot_id.clone(),
+        source_volid: None,
+    };
+    let limits = super::quotas::create_limits(state, &v.project_id).await?;
+    if state.store.create_volume(&v, limits).await?.is_none() {
+        return Err(super::quotas::over_quota(state, &v.project_id, size, limits).await);
+    }
+    copy_image_metadata(state, &src.id, &v.id).await?;
+    work::enqueue_create(state, &v, host_id, Some(o.source)).await?;
+    Ok(v.id)
+}
+
+/// Cinder copies the source volume's image metadata to a volume made from its snapshot
+/// (`volume_glance_metadata_copy_to_volume`).
+pub(crate) async fn copy_image_metadata(state: &AppState, from_volume: &str, to_volume: &str) -> ApiResult<()> {
+    if let Some(m) = state.store.volume_image_metadata(from_volume).await? {
+        state.store.set_volume_image_metadata(to_volume, &m).await?;
+    }
+    Ok(())
 }

@@ -279,6 +279,9 @@ pub async fn create(State(state): State<AppState>, ctx: Ctx, ver: Mv, Json(body)
         let t = Some((vtype.id.as_str(), vtype.name.as_str()));
         return Err(super::quotas::over_quota_of_type(&state, &project_id, t, size, limits).await);
     }
+    if let Some(o) = &origin {
+        super::snapshots::copy_image_metadata(&state, &o.from_volume, &v.id).await?;
+    }
     match (v.host_id.clone(), &image) {
         (Some(host), Some(src)) => super::from_image::enqueue(&state, &v, &host, &src.image).await?,
         (Some(host), None) => work::enqueue_create(&state, &v, &host, origin.map(|o| o.source)).await?,
