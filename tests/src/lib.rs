@@ -4,6 +4,7 @@
 pub mod reach;
 pub mod tmux;
 pub mod vm;
+pub mod worker;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

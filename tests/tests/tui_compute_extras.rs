@@ -7,29 +7,11 @@
 
 use std::time::Duration;
 
-use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, prepare_cloud, wait_hosts_up, wait_server};
+use meridian_e2e::worker::admin_worker;
+use meridian_e2e::{Agent, Server, prepare_cloud, wait_hosts_up, wait_server};
 use meridian_tui::overlays::Create;
 use meridian_tui::worker::{Kind, LaunchSpec, Listing, ProfileBox, Request, Response};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-
-/// The dashboard's worker (no live tracking) logged in to `server` as the admin.
-async fn admin_worker(server: &Server) -> (UnboundedSender<Request>, UnboundedReceiver<Response>) {
-    let profile = meridian_tui::config::Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..meridian_tui::config::Profile::default()
-    };
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
-    (worker, ui)
-}
 
 /// The worker's next response that is not live-tracking chatter; a failure panics with its words.
 async fn next(ui: &mut UnboundedReceiver<Response>) -> Response {

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use meridian_e2e::tmux::Tmux;
+use meridian_e2e::worker::{admin_profile, admin_worker, next};
 use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, binary, prepare_cloud, wait_hosts_up, wait_server, wait_volume};
 
 /// The row of the instance on screen (the table line that holds its name).
@@ -790,49 +791,6 @@ async fn the_worker_gets_a_graphical_console_url() {
     worker.send(Request::WebConsole { id: id.clone(), name: "vnc1".into() }).expect("send");
     let refused = web_console(&mut ui).await.expect_err("stopped");
     assert_eq!(refused, "vnc1 is not running; start it for a graphical console");
-}
-
-/// The admin's login profile for `server`, as the dashboard's login form fills it.
-fn admin_profile(server: &Server) -> meridian_tui::config::Profile {
-    meridian_tui::config::Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..meridian_tui::config::Profile::default()
-    }
-}
-
-/// The dashboard's worker (no live tracking), logged in to `server` as the admin, and the
-/// channel its responses come back on.
-async fn admin_worker(
-    server: &Server,
-) -> (
-    tokio::sync::mpsc::UnboundedSender<meridian_tui::worker::Request>,
-    tokio::sync::mpsc::UnboundedReceiver<meridian_tui::worker::Response>,
-) {
-    use meridian_tui::worker::{ProfileBox, Request, Response};
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    worker.send(Request::Login(Box::new(ProfileBox(admin_profile(server))))).expect("send");
-    assert!(matches!(next(&mut ui).await, Response::LoggedIn(_)));
-    (worker, ui)
-}
-
-/// The worker's next response that is not live-tracking chatter.
-async fn next(
-    ui: &mut tokio::sync::mpsc::UnboundedReceiver<meridian_tui::worker::Response>,
-) -> meridian_tui::worker::Response {
-    use meridian_tui::worker::Response;
-    loop {
-        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("a response").expect("open");
-        if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
-            return r;
-        }
-    }
 }
 
 /// Waits for transfer `id` to end; returns its last progress and every `done` figure on the way.

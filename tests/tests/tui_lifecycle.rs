@@ -7,39 +7,12 @@
 use std::time::Duration;
 
 use meridian_common::Client;
-use meridian_e2e::{ADMIN_PASSWORD, Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
+use meridian_e2e::worker::{admin_worker, next as answer};
+use meridian_e2e::{Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
 use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response, ServerCall, ServerOp};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-/// The admin's worker (no live tracking), logged in.
-async fn admin_worker(server: &Server) -> (UnboundedSender<Request>, UnboundedReceiver<Response>) {
-    let profile = meridian_tui::config::Profile {
-        name: "test".into(),
-        auth_url: server.auth_url(),
-        username: "admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
-        project_name: "admin".into(),
-        user_domain: "Default".into(),
-        project_domain: "Default".into(),
-        ..meridian_tui::config::Profile::default()
-    };
-    let (ui_tx, mut ui) = tokio::sync::mpsc::unbounded_channel();
-    let worker = meridian_tui::worker::spawn(ui_tx, false);
-    worker.send(Request::Login(Box::new(ProfileBox(profile)))).expect("send");
-    assert!(matches!(answer(&mut ui).await, Response::LoggedIn(_)));
-    (worker, ui)
-}
-
-/// The worker's next answer that is not live-tracking chatter.
-async fn answer(ui: &mut UnboundedReceiver<Response>) -> Response {
-    loop {
-        let r = tokio::time::timeout(Duration::from_secs(30), ui.recv()).await.expect("an answer").expect("open");
-        if !matches!(r, Response::LiveMode(_) | Response::ServerUpdate(_)) {
-            return r;
-        }
-    }
-}
 
 /// Sends `req` and expects the cloud to accept `op` for `id`.
 async fn accepted(worker: &UnboundedSender<Request>, ui: &mut UnboundedReceiver<Response>, req: Request, op: ServerOp) {
