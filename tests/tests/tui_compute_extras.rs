@@ -10,7 +10,7 @@ use std::time::Duration;
 use meridian_e2e::worker::admin_worker;
 use meridian_e2e::{Agent, Server, prepare_cloud, wait_hosts_up, wait_server};
 use meridian_tui::overlays::Create;
-use meridian_tui::worker::{Kind, LaunchSpec, Listing, ProfileBox, Request, Response};
+use meridian_tui::worker::{Kind, LaunchSpec, Listing, Request, Response};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// The worker's next response that is not live-tracking chatter; a failure panics with its words.

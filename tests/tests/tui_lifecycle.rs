@@ -9,10 +9,9 @@ use std::time::Duration;
 use meridian_common::Client;
 use meridian_e2e::worker::{admin_worker, next as answer};
 use meridian_e2e::{Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
-use meridian_tui::worker::{Kind, Listing, ProfileBox, Request, Response, ServerCall, ServerOp};
+use meridian_tui::worker::{Kind, Listing, Request, Response, ServerCall, ServerOp};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-
 
 /// Sends `req` and expects the cloud to accept `op` for `id`.
 async fn accepted(worker: &UnboundedSender<Request>, ui: &mut UnboundedReceiver<Response>, req: Request, op: ServerOp) {
