@@ -28,6 +28,9 @@ need qemu-utils
 # The agent's security groups (nft), and the firewall tests' network namespaces (iproute2).
 need nftables
 need iproute2
+# A flavor's ephemeral disk (mkfs.ext4) and swap disk (mkswap).
+need e2fsprogs
+need util-linux
 # Config drives (iso9660 by genisoimage, which also brings isoinfo for the tests; vfat by
 # dosfstools + mtools) and the guest image (SYSLINUX on a FAT partition made without mounts).
 need genisoimage
