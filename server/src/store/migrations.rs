@@ -317,24 +317,9 @@ impl Store {
 
     async fn finish_move(&self, m: &Migration, vm_state: &str, power_state: i64, status: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let new = flavor_claim(&m.new_flavor);
         let ts = now();
-        sqlx::query(
-            "UPDATE instances SET host_id = $2, flavor = $3, flavor_id = $4, vcpus = $5, memory_mb = $6, \
-             vm_state = $7, task_state = NULL, power_state = $8, build_deadline = NULL, updated_at = $9 \
-             WHERE id = $1 AND deleted = 0",
-        )
-        .bind(&m.instance_uuid)
-        .bind(m.dest_host_id.as_deref())
-        .bind(&m.new_flavor)
-        .bind(&m.new_flavor_id)
-        .bind(new.vcpus)
-        .bind(new.memory_mb)
-        .bind(vm_state)
-        .bind(power_state)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
+        let at = Placement { host_id: m.dest_host_id.as_deref(), flavor: &m.new_flavor, flavor_id: &m.new_flavor_id };
+        settle_in(&mut tx, &m.instance_uuid, at, vm_state, power_state, &ts).await?;
         sqlx::query(
             "UPDATE migrations SET held_host_id = source_host_id, held_flavor = old_flavor, status = $3, \
              updated_at = $2 WHERE id = $1",
@@ -359,24 +344,9 @@ impl Store {
         if let Some(dest) = &m.dest_host_id {
             release_on(&mut tx, dest, flavor_claim(&m.new_flavor)).await?;
         }
-        let old = flavor_claim(&m.old_flavor);
         let ts = now();
-        sqlx::query(
-            "UPDATE instances SET host_id = $2, flavor = $3, flavor_id = $4, vcpus = $5, memory_mb = $6, \
-             vm_state = $7, task_state = NULL, power_state = $8, build_deadline = NULL, updated_at = $9 \
-             WHERE id = $1 AND deleted = 0",
-        )
-        .bind(&m.instance_uuid)
-        .bind(m.source_host_id.as_deref())
-        .bind(&m.old_flavor)
-        .bind(&m.old_flavor_id)
-        .bind(old.vcpus)
-        .bind(old.memory_mb)
-        .bind(vm_state)
-        .bind(power_state)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
+        let at = Placement { host_id: m.source_host_id.as_deref(), flavor: &m.old_flavor, flavor_id: &m.old_flavor_id };
+        settle_in(&mut tx, &m.instance_uuid, at, vm_state, power_state, &ts).await?;
         sqlx::query(
             "UPDATE migrations SET held_host_id = NULL, held_flavor = NULL, status = 'reverted', updated_at = $2 \
              WHERE id = $1",
@@ -400,4 +370,42 @@ impl Store {
         .fetch_all(&mut *self.conn().await?)
         .await?)
     }
+}
+
+/// Where a migration leaves its instance: the host and the flavor it runs with.
+#[derive(Clone, Copy)]
+struct Placement<'a> {
+    host_id: Option<&'a str>,
+    flavor: &'a str,
+    flavor_id: &'a str,
+}
+
+/// The end of a move, either way: the instance on `at`'s host with its flavor (and the flavor's
+/// vCPUs and RAM), the task cleared, the guest's state as its host reports it.
+async fn settle_in(
+    tx: &mut super::Tx,
+    instance_id: &str,
+    at: Placement<'_>,
+    vm_state: &str,
+    power_state: i64,
+    ts: &str,
+) -> StoreResult<()> {
+    let claim = flavor_claim(at.flavor);
+    sqlx::query(
+        "UPDATE instances SET host_id = $2, flavor = $3, flavor_id = $4, vcpus = $5, memory_mb = $6, \
+         vm_state = $7, task_state = NULL, power_state = $8, build_deadline = NULL, updated_at = $9 \
+         WHERE id = $1 AND deleted = 0",
+    )
+    .bind(instance_id)
+    .bind(at.host_id)
+    .bind(at.flavor)
+    .bind(at.flavor_id)
+    .bind(claim.vcpus)
+    .bind(claim.memory_mb)
+    .bind(vm_state)
+    .bind(power_state)
+    .bind(ts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
