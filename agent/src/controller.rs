@@ -790,6 +790,9 @@ impl Controller {
                     self.start(&name, state).await?;
                 }
             }
+            Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. } => {
+                return Err(ActionError::Invalid("live migration is not built yet".into()));
+            }
             Action::MigrateCleanup { remove, .. } => {
                 if *remove {
                     self.teardown(id).await?;

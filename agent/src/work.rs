@@ -65,8 +65,9 @@ pub fn op_of(action: &Action) -> Op {
         Action::MigrateOut { .. }
         | Action::ResizeLocal { .. }
         | Action::ResizeLocalRevert { .. }
-        | Action::MigrateRevert { .. } => Op::Migrate,
-        Action::MigrateIn { .. } => Op::MigrateIn,
+        | Action::MigrateRevert { .. }
+        | Action::LiveMigrateOut { .. } => Op::Migrate,
+        Action::MigrateIn { .. } | Action::LiveMigrateIn { .. } => Op::MigrateIn,
         Action::MigrateCleanup { .. } => Op::MigrateFinish,
         Action::VolumeCreate { .. }
         | Action::VolumeExtend { .. }

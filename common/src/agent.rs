@@ -26,6 +26,7 @@
 //! | image data | `GET {server}/agent/v1/images/{image_id}/file` → the image bytes |
 //! | image upload | `PUT {server}/agent/v1/images/{image_id}/file` (the bytes) → 204, for an open [`Action::VolumeUploadImage`] or [`Action::ImageCreate`] of the host |
 //! | migration disk | `PUT`/`GET {server}/agent/v1/migrations/{migration_id}/disk`: the source of an open [`Action::MigrateOut`] sends the root disk, the destination of an open [`Action::MigrateIn`] reads it |
+//! | live migration progress | `POST {server}/agent/v1/migrations/{migration_id}/progress` ([`LiveMigrationProgress`]) → [`LiveMigrationControl`], by the source of an open [`Action::LiveMigrateOut`] while the guest moves |
 //! | console | websocket `GET {server}/agent/v1/consoles/{session}` (after an [`Action::Console`]) |
 //! | port filters | `GET {server}/agent/v1/hosts/{host}/port-filters?after=GEN&wait=SECS` → [`HostFilters`] |
 //! | metadata | `GET {server}/agent/v1/metadata/{path}` with [`METADATA_NETWORK_HEADER`] and [`METADATA_ADDRESS_HEADER`] → the guest's metadata |
@@ -319,6 +320,35 @@ pub enum Action {
         migration_id: String,
         power_on: bool,
     },
+    /// Live migration, destination side (Nova's `pre_live_migration`): get this host ready to
+    /// receive the running guest of `spec` without defining a domain (libvirt defines it when
+    /// the guest arrives): the image cached, the local disks (root over this host's copy of
+    /// the image, ephemeral, swap) made empty at `spec`'s sizes for the block migration to
+    /// fill, the config drive made again from `spec`, the ports plugged (network, DHCP entry).
+    /// `Done.data` is a [`LiveMigrationTarget`]. A host whose hypervisor cannot receive a
+    /// live guest (libvirt's test driver) fails it, leaving nothing behind; so does any other
+    /// failure (the server then asks [`Action::MigrateCleanup`] with `remove` anyway).
+    LiveMigrateIn {
+        migration_id: String,
+        spec: Box<BuildSpec>,
+    },
+    /// Live migration, source side: move the running or paused guest to `target` with
+    /// libvirt's peer-to-peer live migration: memory and the local disks copied while the
+    /// guest runs (block migration; volumes are never local to two hosts, so the server
+    /// refuses servers with volumes), the definition moved and undefined here. While it runs
+    /// the agent posts a [`LiveMigrationProgress`] to
+    /// `{server}/agent/v1/migrations/{migration_id}/progress` about every second and obeys the
+    /// [`LiveMigrationControl`] answered (abort; force completion by pausing the guest, as
+    /// Nova does without post-copy), and aborts by itself after `timeout_secs` (Nova's
+    /// `live_migration_completion_timeout`). `Done`: the guest runs on the destination and
+    /// no domain is left here; its files stay until [`Action::MigrateCleanup`]. `Done.data`:
+    /// `{"memory_bytes": N, "disk_bytes": N}` moved. `Failed`: the guest runs on here as
+    /// before (libvirt's guarantee); an abort's message says it was cancelled.
+    LiveMigrateOut {
+        migration_id: String,
+        target: LiveMigrationTarget,
+        timeout_secs: u64,
+    },
     /// The end of a migration on one host. `remove`: take the instance's domain and files off
     /// this host (the source at confirm, the destination at a revert or a failure; the server
     /// also asks this of a host that comes back after an evacuation); otherwise only drop the
@@ -327,6 +357,50 @@ pub enum Action {
         migration_id: String,
         remove: bool,
     },
+}
+
+/// Where and how a live guest reaches its destination: what the destination's
+/// [`Action::LiveMigrateIn`] answers, handed to the source's [`Action::LiveMigrateOut`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMigrationTarget {
+    /// The destination's libvirt daemon as the source's daemon reaches it (peer to peer), e.g.
+    /// `qemu+tcp://10.0.0.2/system` (the agent's `--migration-uri`).
+    pub libvirt_uri: String,
+    /// Where QEMU sends memory and disks, e.g. `tcp://10.0.0.2` (libvirt picks the port);
+    /// `None` lets libvirt use the destination's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_uri: Option<String>,
+    /// The domain's name on the destination (agents sharing a daemon name them apart).
+    pub domain_name: String,
+    /// The destination's file for each local disk, by target device (`vda`, `vdb`, …, the
+    /// config drive's too): the source rewrites its definition with them.
+    pub disks: std::collections::BTreeMap<String, String>,
+    /// The destination's serial console log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<String>,
+}
+
+/// How far a live migration is (libvirt's job statistics), as Nova's migration record shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMigrationProgress {
+    pub memory_total_bytes: u64,
+    pub memory_processed_bytes: u64,
+    pub memory_remaining_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_processed_bytes: u64,
+    pub disk_remaining_bytes: u64,
+}
+
+/// What the server wants of a running live migration (the answer to a progress report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMigrationControl {
+    /// Cancel it (`DELETE /servers/{id}/migrations/{migration_id}`): the guest stays here.
+    #[serde(default)]
+    pub abort: bool,
+    /// Finish it now (`force_complete`): the agent pauses the guest so the copy converges; it
+    /// runs again on the destination.
+    #[serde(default)]
+    pub force_complete: bool,
 }
 
 /// Where a new volume's first bytes come from.

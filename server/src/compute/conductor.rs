@@ -743,6 +743,10 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             | Action::MigrateCleanup { .. },
             event,
         ) => super::migrations::on_event(state, work, &action, event).await?,
+        // Live migration: the server never queues it yet (os-migrateLive answers 400).
+        (Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. }, _) => {
+            return Err(ConductError::Invalid("no live migration is waiting for that work".into()));
+        }
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
             return Err(ConductError::Invalid("console sessions report no events".into()));
