@@ -91,6 +91,17 @@ pub struct Args {
     #[arg(long, env = "MERIDIAN_AGENT_DOMAIN_TAG", value_parser = domain_tag)]
     pub domain_tag: Option<String>,
 
+    /// The libvirt URI other hosts' daemons reach this host's at to send it a live guest
+    /// (peer to peer) [default: `qemu+tcp://HOST_IP/system`, as Nova's]. libvirtd must listen
+    /// there (`listen_tcp`, or TLS with `qemu+tls://`).
+    #[arg(long, env = "MERIDIAN_AGENT_MIGRATION_URI")]
+    pub migration_uri: Option<String>,
+
+    /// The address QEMU receives a live guest's memory and disks at (`tcp://ADDR`, a port
+    /// libvirt picks from its migration range) [default: HOST_IP].
+    #[arg(long, env = "MERIDIAN_AGENT_MIGRATION_ADDRESS")]
+    pub migration_address: Option<String>,
+
     /// Apply the firewall inside this network namespace (`ip netns exec`) instead of the
     /// host's: for tests, whose "guests" are namespaces.
     #[arg(long, env = "MERIDIAN_AGENT_FIREWALL_NETNS", hide = true)]

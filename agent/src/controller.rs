@@ -32,7 +32,10 @@ use crate::storage::{CloneSource, Storage};
 use crate::work::Work;
 use crate::xml::{self, DiskBus, DomainSpec, KernelBoot, NetworkSpec, NicXml, VirtType};
 
+mod live_migration;
 mod rescue;
+
+pub use live_migration::MigrationEndpoint;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,8 @@ pub struct ControllerConfig {
     pub firewall: Option<Arc<crate::firewall::Enforcer>>,
     /// Domain names and libvirt UUIDs (`--domain-tag`).
     pub naming: xml::Naming,
+    /// Where this host receives live guests; `None`: it receives none.
+    pub migration: Option<MigrationEndpoint>,
 }
 
 /// How long a build waits for the server's port filters to name its ports (Nova's
@@ -653,7 +658,10 @@ impl Controller {
                 let config_drive = matches!(work.action, Action::Build(_))
                     && self.instance_dir(&work.instance_id).join("disk.config").exists();
                 // Diagnostics answer with data, not console text.
-                if matches!(work.action, Action::Diagnostics) {
+                if matches!(
+                    work.action,
+                    Action::Diagnostics | Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. }
+                ) {
                     let data = console.as_deref().and_then(|c| serde_json::from_str(c).ok());
                     return WorkEvent::Done { power_state, console: None, config_drive, data };
                 }
@@ -790,8 +798,15 @@ impl Controller {
                     self.start(&name, state).await?;
                 }
             }
-            Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. } => {
-                return Err(ActionError::Invalid("live migration is not built yet".into()));
+            // Both answer in `Done.data` (see `execute`).
+            Action::LiveMigrateIn { spec, .. } => {
+                let target = self.live_migrate_in(id, spec).await?;
+                return Ok((PowerState::NoState, Some(target)));
+            }
+            Action::LiveMigrateOut { migration_id, target, timeout_secs } => {
+                let timeout = Duration::from_secs(*timeout_secs);
+                let moved = self.live_migrate_out(id, &name, state, migration_id, target, timeout).await?;
+                return Ok((state.power_state(), Some(moved)));
             }
             Action::MigrateCleanup { remove, .. } => {
                 if *remove {
@@ -917,6 +932,27 @@ impl Controller {
         start: bool,
         kept: Vec<String>,
     ) -> Result<(), ActionError> {
+        let domain_xml = self.prepare(id, spec, progress, root, kept).await?;
+        let name = self.cfg.naming.domain(&id);
+        self.hv(move |hv| {
+            hv.define(&domain_xml)?;
+            if start { hv.start(&name) } else { Ok(()) }
+        })
+        .await?;
+        info!(instance = %id, start, "domain defined");
+        Ok(())
+    }
+
+    /// Everything of a build but the domain itself: images, disks, config drive, ports
+    /// plugged and filtered. Answers the definition to give libvirt.
+    async fn prepare(
+        &self,
+        id: Uuid,
+        spec: &BuildSpec,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        root: RootDisk,
+        kept: Vec<String>,
+    ) -> Result<String, ActionError> {
         let plan = plan_build(spec)?;
         let dir = self.instance_dir(&id);
         tokio::fs::create_dir_all(&dir).await.map_err(ActionError::Files)?;
@@ -1047,14 +1083,7 @@ impl Controller {
                 .map_err(ActionError::Invalid)?;
             domain_xml = crate::topology::with_topology(&domain_xml, t);
         }
-        let name = self.cfg.naming.domain(&id);
-        self.hv(move |hv| {
-            hv.define(&domain_xml)?;
-            if start { hv.start(&name) } else { Ok(()) }
-        })
-        .await?;
-        info!(instance = %id, start, "domain defined");
-        Ok(())
+        Ok(domain_xml)
     }
 
     /// The `<disk>` elements of a build's volumes (`block_devices`): the root one (boot index

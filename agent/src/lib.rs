@@ -157,6 +157,7 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
             availability_zone: args.availability_zone.clone(),
             firewall: firewall.clone(),
             naming: xml::Naming::new(args.domain_tag.as_deref()).map_err(|e| anyhow::anyhow!(e))?,
+            migration: migration_endpoint(&args, virt_type, &host_ip),
         },
     )
     .context("cannot create the instances directory")?;
@@ -198,4 +199,19 @@ pub async fn start(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Re
     };
     agent.run(shutdown).await;
     Ok(())
+}
+
+/// Where this host receives live guests: the flags, else Nova's default scheme
+/// (`qemu+tcp://HOST_IP/system`, data to `tcp://HOST_IP`); none on the test driver.
+fn migration_endpoint(args: &Args, virt_type: VirtType, host_ip: &str) -> Option<controller::MigrationEndpoint> {
+    if virt_type == VirtType::Test {
+        return None;
+    }
+    // An IPv6 literal needs brackets in a URI.
+    let host = if host_ip.contains(':') { format!("[{host_ip}]") } else { host_ip.to_string() };
+    let address = args.migration_address.as_deref().map_or(host.clone(), |a| a.to_string());
+    Some(controller::MigrationEndpoint {
+        libvirt_uri: args.migration_uri.clone().unwrap_or_else(|| format!("qemu+tcp://{host}/system")),
+        migrate_uri: Some(format!("tcp://{address}")),
+    })
 }

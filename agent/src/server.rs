@@ -279,6 +279,18 @@ impl ServerClient {
         self.get_stream(self.url(&["migrations", migration_id, "disk"])).await
     }
 
+    /// Reports how far live migration `migration_id` is; the answer says whether to abort it
+    /// or force it to complete.
+    pub async fn live_migration_progress(
+        &self,
+        migration_id: &str,
+        progress: &meridian_common::agent::LiveMigrationProgress,
+    ) -> Result<meridian_common::agent::LiveMigrationControl, ClientError> {
+        let url = self.url(&["migrations", migration_id, "progress"]);
+        let v = self.send(Method::POST, url, Some(progress), CALL_TIMEOUT).await?;
+        Self::parse(v)
+    }
+
     /// PUTs `len` bytes streamed from `body` to `url`; a non-2xx answer is the server's error.
     async fn put_stream(&self, url: Url, body: reqwest::Body, len: u64) -> Result<(), ClientError> {
         let resp = self

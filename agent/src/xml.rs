@@ -511,6 +511,19 @@ pub fn disks(domain_xml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The target devs of a domain's writable file disks (not CD-ROMs, not read-only): the ones a
+/// block migration copies. A read-only config drive is made again on the destination.
+pub fn writable_disks(domain_xml: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(domain_xml) else { return Vec::new() };
+    doc.descendants()
+        .filter(|n| {
+            n.has_tag_name("disk") && n.attribute("type") == Some("file") && n.attribute("device") == Some("disk")
+        })
+        .filter(|d| !d.children().any(|c| c.has_tag_name("readonly") || c.has_tag_name("shareable")))
+        .filter_map(|d| d.children().find(|c| c.has_tag_name("target"))?.attribute("dev").map(str::to_string))
+        .collect()
+}
+
 /// The target dev of a `<disk>` element.
 fn disk_target(disk_xml: &str) -> Option<String> {
     disks(&format!("<devices>{disk_xml}</devices>")).into_iter().next().map(|(d, _)| d)
@@ -580,6 +593,57 @@ pub fn interfaces(domain_xml: &str) -> Vec<(String, Option<String>)> {
             Some((mac, dev))
         })
         .collect()
+}
+
+/// A running domain's migratable definition rewritten for another host (Nova's
+/// `get_updated_guest_xml`): its `<name>`, the files of the local disks named in `disks` (by
+/// target dev) and the serial console's log file. Positions come from the parser; every other
+/// byte is kept, so the definition stays the one libvirt checks the destination against.
+pub fn for_destination(
+    domain_xml: &str,
+    name: &str,
+    disks: &std::collections::BTreeMap<String, String>,
+    console_log: Option<&str>,
+) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(domain_xml).map_err(|e| format!("unreadable domain XML: {e}"))?;
+    let root = doc.root_element();
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    let name_text = root
+        .children()
+        .find(|c| c.has_tag_name("name"))
+        .and_then(|n| n.first_child())
+        .filter(roxmltree::Node::is_text)
+        .ok_or("the domain XML has no name")?;
+    edits.push((name_text.range(), esc(name)));
+    let mut moved = 0;
+    for disk in doc.descendants().filter(|n| n.has_tag_name("disk")) {
+        let Some(dev) = disk.children().find(|c| c.has_tag_name("target")).and_then(|t| t.attribute("dev")) else {
+            continue;
+        };
+        let Some(path) = disks.get(dev) else { continue };
+        let source = disk.children().find(|c| c.has_tag_name("source"));
+        let Some(file) = source.and_then(|s| s.attribute_node("file")) else {
+            return Err(format!("disk {dev} has no file to move"));
+        };
+        edits.push((file.range_value(), esc(path)));
+        moved += 1;
+    }
+    if moved != disks.len() {
+        return Err(format!("the destination named {} disks, the domain has {moved} of them", disks.len()));
+    }
+    if let Some(log) = console_log {
+        for node in doc.descendants().filter(|n| n.has_tag_name("log")) {
+            if let Some(file) = node.attribute_node("file") {
+                edits.push((file.range_value(), esc(log)));
+            }
+        }
+    }
+    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    let mut out = domain_xml.to_string();
+    for (range, text) in edits {
+        out.replace_range(range, &text);
+    }
+    Ok(out)
 }
 
 /// The `<model type>` of the domain's first interface.
@@ -1108,5 +1172,39 @@ mod tests {
         assert_eq!(host_arch(guest_first).as_deref(), Some("aarch64"));
         assert_eq!(host_arch("<capabilities/>"), None);
         assert_eq!(host_arch("<capabilities><host><cpu><arch>"), None);
+    }
+
+    #[test]
+    fn a_definition_is_rewritten_for_the_destination() {
+        let src = "<domain type='qemu'>\n  <name>meridian-a-1</name>\n  <devices>\n    \
+            <disk type='file' device='disk'><source file='/a/i/disk' index='2'/><target dev='vda' bus='virtio'/></disk>\n    \
+            <disk type='file' device='disk'><source file='/a/i/disk.eph0'/><target dev='vdb' bus='virtio'/></disk>\n    \
+            <disk type='file' device='cdrom'><source file='/a/i/disk.config'/><target dev='hdd' bus='ide'/><readonly/></disk>\n    \
+            <serial type='pty'><log file='/a/i/console.log' append='on'/></serial>\n  </devices>\n</domain>";
+        let map: std::collections::BTreeMap<String, String> = [
+            ("vda".to_string(), "/b/i/disk".to_string()),
+            ("vdb".to_string(), "/b/i/disk.eph0".to_string()),
+            ("hdd".to_string(), "/b/x&y/disk.config".to_string()),
+        ]
+        .into();
+        let out = for_destination(src, "meridian-b-1", &map, Some("/b/i/console.log")).unwrap();
+        assert!(out.contains("<name>meridian-b-1</name>"));
+        assert_eq!(
+            disks(&out),
+            vec![
+                ("vda".to_string(), "/b/i/disk".to_string()),
+                ("vdb".to_string(), "/b/i/disk.eph0".to_string()),
+                ("hdd".to_string(), "/b/x&y/disk.config".to_string()),
+            ]
+        );
+        assert!(out.contains("<log file='/b/i/console.log' append='on'/>"));
+        assert_eq!(writable_disks(src), ["vda", "vdb"]);
+        // Everything else is byte for byte the source's.
+        assert!(out.contains("index='2'/><target dev='vda' bus='virtio'/>"));
+        assert!(!out.contains("/a/i/"));
+        // A disk the destination did not prepare, or one it named that is not there, refuses.
+        let mut missing = map.clone();
+        missing.insert("vdz".into(), "/b/i/nope".into());
+        assert!(for_destination(src, "n", &missing, None).is_err());
     }
 }

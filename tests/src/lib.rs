@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real `meridian-server` binary on an ephemeral
 //! loopback port with a real database, and drive it with our client or the real `openstack` CLI.
 
+pub mod hosts;
 pub mod reach;
 pub mod tmux;
 pub mod vm;
@@ -36,6 +37,8 @@ pub struct Server {
     pub database_url: Option<String>,
     /// Extra flags for `serve` (e.g. `--host-down-after 4`).
     pub extra_args: Vec<String>,
+    /// The address it listens on (loopback unless a test's hosts live in namespaces).
+    bind: String,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -59,11 +62,18 @@ impl Server {
 
     /// A fresh server with extra `serve` flags.
     pub fn start_opts(database_url: Option<String>, extra: &[&str]) -> Server {
+        Self::start_on("127.0.0.1", database_url, extra)
+    }
+
+    /// A fresh server listening on `ip` (an address of the machine, e.g. a test bridge's that
+    /// agents in network namespaces reach).
+    pub fn start_on(ip: &str, database_url: Option<String>, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().to_path_buf();
         let port = free_port();
         let mut s = Server {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{ip}:{port}"),
+            bind: ip.to_string(),
             port,
             log: data_dir.join("server.log"),
             data_dir,
@@ -83,6 +93,7 @@ impl Server {
         let port = free_port();
         let mut s = Server {
             url: format!("http://127.0.0.1:{port}"),
+            bind: "127.0.0.1".into(),
             port,
             log: tmp.path().join("server.log"),
             data_dir: data_dir.to_path_buf(),
@@ -100,7 +111,7 @@ impl Server {
         let mut cmd = Command::new(binary("meridian-server"));
         cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.bind, self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -121,7 +132,7 @@ impl Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.bind.as_str(), self.port)).is_ok() {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -326,6 +337,8 @@ pub struct Agent {
     token: String,
     uri: String,
     extra_args: Vec<String>,
+    /// The network namespace it runs in (`ip netns exec`), for a simulated host.
+    netns: Option<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -336,6 +349,11 @@ impl Agent {
 
     /// An agent on libvirt `uri` with extra flags.
     pub fn start_opts(server: &Server, host: &str, uri: &str, extra: &[&str]) -> Agent {
+        Self::start_in(server, host, uri, extra, None)
+    }
+
+    /// An agent run inside network namespace `netns` (a simulated host of [`hosts`]).
+    pub fn start_in(server: &Server, host: &str, uri: &str, extra: &[&str], netns: Option<&str>) -> Agent {
         // MERIDIAN_E2E_AGENT_TMPDIR: where agents' state dirs go (a simulated host's own disk).
         let tmp = match std::env::var_os("MERIDIAN_E2E_AGENT_TMPDIR") {
             Some(dir) => tempfile::tempdir_in(dir),
@@ -352,6 +370,7 @@ impl Agent {
             token: token.trim().to_string(),
             uri: uri.to_string(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(str::to_string),
             _tmp: tmp,
         };
         a.spawn();
@@ -360,7 +379,15 @@ impl Agent {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
-        let child = Command::new(binary("meridian-agent"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary("meridian-agent"));
+                c
+            }
+            None => Command::new(binary("meridian-agent")),
+        };
+        let child = cmd
             .arg("--server")
             .arg(&self.server_url)
             .arg("--host")
@@ -371,8 +398,7 @@ impl Agent {
             .arg(&self.state_dir)
             .arg("--poll-wait-secs")
             .arg("5")
-            .arg("--host-ip")
-            .arg("127.0.0.1")
+            .args(if self.netns.is_none() { &["--host-ip", "127.0.0.1"][..] } else { &[][..] })
             // Each agent its own nft tables (removed on drop), so agents of tests running side
             // by side on one machine never replace each other's port filters.
             .arg("--firewall-table")

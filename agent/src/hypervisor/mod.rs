@@ -213,12 +213,48 @@ pub enum HvError {
     },
     #[error("this hypervisor cannot {0}")]
     Unsupported(&'static str),
+    #[error("cannot live-migrate domain {name}")]
+    Migrate {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot abort the job of domain {name}: {message}")]
+    AbortJob { name: String, message: String },
     #[error("cannot read the statistics of domain {name}")]
     Stats {
         name: String,
         #[source]
         source: virt::error::Error,
     },
+}
+
+/// A live migration to another libvirt daemon (peer to peer: the source's daemon connects
+/// to the destination's itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveMigration {
+    /// The destination daemon's URI, as the source's daemon reaches it.
+    pub dest_uri: String,
+    /// Where QEMU sends the data (`tcp://ADDR`); `None`: the destination's host name.
+    pub migrate_uri: Option<String>,
+    pub dest_name: String,
+    /// The definition the guest gets there (the source's, with the destination's paths).
+    pub dest_xml: String,
+    /// Target devices of the local disks copied along (block migration).
+    pub disks: Vec<String>,
+    /// Keep the guest paused on arrival (it was paused when the migration began).
+    pub paused: bool,
+}
+
+/// How far a domain's running job (a migration) is, in bytes (libvirt's job statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub memory_total: u64,
+    pub memory_processed: u64,
+    pub memory_remaining: u64,
+    pub disk_total: u64,
+    pub disk_processed: u64,
+    pub disk_remaining: u64,
 }
 
 /// One disk's counters (libvirt's `virDomainBlockStats`), by its `<target dev>`.
@@ -353,6 +389,28 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn discard_save(&self, name: &str) -> Result<(), HvError> {
         let _ = name;
         Ok(())
+    }
+    /// The running domain's definition as another daemon can take it (libvirt's migratable
+    /// XML: no run-time-only parts).
+    fn migratable_xml(&self, name: &str) -> Result<String, HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("describe a guest for migration"))
+    }
+    /// Moves the running or paused guest to another daemon, memory and `disks` copied while
+    /// it runs; blocks until it is there (and undefined here) or failed (still here).
+    fn migrate_live(&self, name: &str, migration: &LiveMigration) -> Result<(), HvError> {
+        let _ = (name, migration);
+        Err(HvError::Unsupported("live-migrate a guest"))
+    }
+    /// The progress of the domain's running job; `None` when it has none.
+    fn job_progress(&self, name: &str) -> Result<Option<JobProgress>, HvError> {
+        let _ = name;
+        Ok(None)
+    }
+    /// Cancels the domain's running job (a migration ends with the guest still here).
+    fn abort_job(&self, name: &str) -> Result<(), HvError> {
+        let _ = name;
+        Err(HvError::Unsupported("abort a guest's job"))
     }
     /// The domain's counters for diagnostics: info, each disk's and interface's statistics
     /// (a device whose counters cannot be read is listed with zeros).

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor};
+use super::{DomainState, DomainSummary, HostInfo, HvError, Hypervisor, JobProgress, LiveMigration};
 
 pub struct Timed<H>(pub H);
 
@@ -90,5 +90,17 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     }
     fn domain_stats(&self, name: &str) -> Result<super::DomainStats, HvError> {
         timed("domain_stats", || self.0.domain_stats(name))
+    }
+    fn migratable_xml(&self, name: &str) -> Result<String, HvError> {
+        timed("migratable_xml", || self.0.migratable_xml(name))
+    }
+    fn migrate_live(&self, name: &str, migration: &LiveMigration) -> Result<(), HvError> {
+        timed("migrate_live", || self.0.migrate_live(name, migration))
+    }
+    fn job_progress(&self, name: &str) -> Result<Option<JobProgress>, HvError> {
+        timed("job_progress", || self.0.job_progress(name))
+    }
+    fn abort_job(&self, name: &str) -> Result<(), HvError> {
+        timed("abort_job", || self.0.abort_job(name))
     }
 }

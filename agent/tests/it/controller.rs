@@ -55,6 +55,7 @@ fn controller_config(dir: &TempDir) -> ControllerConfig {
         availability_zone: "nova".into(),
         firewall: None,
         naming: Default::default(),
+        migration: None,
     }
 }
 

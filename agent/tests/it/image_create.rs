@@ -73,6 +73,7 @@ async fn the_root_disk_goes_to_the_image_through_qemu_img_and_the_upload_route()
         availability_zone: "nova".into(),
         firewall: None,
         naming: Default::default(),
+        migration: None,
     };
     let ctl = Controller::new(dyn_hv, images, cfg).expect("controller");
     let id = Uuid::new_v4();

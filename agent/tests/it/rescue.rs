@@ -31,6 +31,7 @@ fn config(dir: &TempDir) -> ControllerConfig {
         availability_zone: "nova".into(),
         firewall: None,
         naming: Default::default(),
+        migration: None,
     }
 }
 
