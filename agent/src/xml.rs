@@ -1187,7 +1187,7 @@ mod tests {
             ("hdd".to_string(), "/b/x&y/disk.config".to_string()),
         ]
         .into();
-        let out = for_destination(src, "meridian-b-1", &map, Some("/b/i/console.log")).unwrap();
+        let out = for_destination(src, "meridian-b-1", &map, Some("/b/i/console.log")).expect("rewritten");
         assert!(out.contains("<name>meridian-b-1</name>"));
         assert_eq!(
             disks(&out),
