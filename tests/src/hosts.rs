@@ -78,6 +78,8 @@ pub struct SimHost {
     pub netns: String,
     pub ip: String,
     dir: tempfile::TempDir,
+    /// The daemons' launcher (`tini` in the end), reaped on drop.
+    daemons: Option<std::process::Child>,
 }
 
 impl SimHost {
@@ -86,7 +88,7 @@ impl SimHost {
         let netns = format!("mrd{label}{}", pid % 100_000);
         let ip = format!("{}.{index}", net.prefix);
         let dir = tempfile::tempdir().expect("tempdir");
-        let host = SimHost { netns: netns.clone(), ip: ip.clone(), dir };
+        let mut host = SimHost { netns: netns.clone(), ip: ip.clone(), dir, daemons: None };
         let _ = run("ip", &["netns", "del", &netns]);
         run_ok("ip", &["netns", "add", &netns]);
         let outer: String = format!("{netns}h").chars().take(15).collect();
@@ -122,7 +124,7 @@ impl SimHost {
             .collect()
     }
 
-    fn start_daemons(&self, index: u8) {
+    fn start_daemons(&mut self, index: u8) {
         let r = self.root();
         for d in ["etc", "lib/qemu", "lib/dnsmasq", "lib/network", "cache", "log", "sock", "run"] {
             std::fs::create_dir_all(r.join(d)).expect("daemon dir");
@@ -154,7 +156,7 @@ impl SimHost {
         );
         let log = std::fs::File::create(r.join("daemons.log")).expect("daemon log");
         let err = log.try_clone().expect("daemon log");
-        Command::new("ip")
+        let child = Command::new("ip")
             .args(["netns", "exec", &self.netns, "unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c"])
             .arg(&script)
             .stdin(std::process::Stdio::null())
@@ -162,6 +164,7 @@ impl SimHost {
             .stderr(err)
             .spawn()
             .expect("start the host's libvirtd");
+        self.daemons = Some(child);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if self.virsh(&["version"]).status.success() {
@@ -212,6 +215,10 @@ impl Drop for SimHost {
         let pids = run("ip", &["netns", "pids", &self.netns]);
         for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
             let _ = run("kill", &["-9", pid]);
+        }
+        if let Some(mut c) = self.daemons.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         let _ = run("ip", &["netns", "del", &self.netns]);
         let outer: String = format!("{}h", self.netns).chars().take(15).collect();
