@@ -31,7 +31,7 @@ fn host_of(server: &Value) -> String {
 
 /// The last tick line's `key=value`.
 fn last_tick(console: &str) -> Option<String> {
-    console.lines().filter_map(|l| l.split(TICK).nth(1)).map(str::trim).last().map(str::to_string)
+    console.lines().filter_map(|l| l.split(TICK).nth(1)).map(str::trim).next_back().map(str::to_string)
 }
 
 fn field(line: &str, key: &str) -> Option<String> {
