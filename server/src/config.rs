@@ -157,6 +157,10 @@ pub struct ComputeSettings {
     /// Seconds after which a resize or cold migration waiting in VERIFY_RESIZE is confirmed
     /// by the conductor (Nova's `resize_confirm_window`); 0: never.
     pub resize_confirm_window: u64,
+    /// Seconds per GiB of a live migration's RAM plus local disks before the source gives
+    /// up and the guest stays where it was (Nova's `live_migration_completion_timeout`, 800);
+    /// never less than two minutes. 0: no limit but the conductor's day-long deadline.
+    pub live_migration_completion_timeout: u64,
 }
 
 impl Default for ComputeSettings {
@@ -180,6 +184,7 @@ impl Default for ComputeSettings {
             soft_anti_affinity_weight_multiplier: 1.0,
             allow_resize_to_same_host: true,
             resize_confirm_window: 0,
+            live_migration_completion_timeout: 800,
         }
     }
 }

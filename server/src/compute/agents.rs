@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/images/{id}/file", get(image_file).put(image_upload))
         .route("/consoles/{session}", get(super::consoles::agent_join))
         .route("/migrations/{id}/disk", get(super::migrations::disk_get).put(super::migrations::disk_put))
+        .route("/migrations/{id}/progress", post(super::live_migration::progress))
         .route("/metadata", get(super::metadata::root))
         .route("/metadata/{*path}", get(super::metadata::item).post(super::metadata::post_item))
 }

@@ -743,9 +743,9 @@ pub async fn on_event(state: &AppState, work: &Work, event: WorkEvent) -> Result
             | Action::MigrateCleanup { .. },
             event,
         ) => super::migrations::on_event(state, work, &action, event).await?,
-        // Live migration: the server never queues it yet (os-migrateLive answers 400).
-        (Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. }, _) => {
-            return Err(ConductError::Invalid("no live migration is waiting for that work".into()));
+        // Live migration's two host steps: `live_migration` applies them.
+        (Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. }, event) => {
+            super::live_migration::on_event(state, work, &action, event).await?
         }
         // Console sessions are never stored as work, so no event can name one.
         (Action::Console { .. }, _) => {
@@ -916,6 +916,10 @@ pub async fn tick(state: &AppState) -> Result<()> {
         }
         // An evacuation past its deadline fails (the server ERROR, still on its source).
         if super::evacuate::enforce_deadline(state, &inst, now_t).await? {
+            continue;
+        }
+        // A live migration past its deadline ends (the guest stays on its source).
+        if super::live_migration::enforce_deadline(state, &inst, now_t).await? {
             continue;
         }
         // A migration step past its deadline is rolled back (the guest back on its source).

@@ -72,7 +72,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 /// Nova checks the lock (outer decorator) before the state.
-fn check_lock_and_state(ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
+pub(crate) fn check_lock_and_state(ctx: &Ctx, inst: &Instance, action: UserAction) -> ApiResult<()> {
     if inst.locked != 0 && !ctx.is_admin() {
         return Err(ApiError::conflict(format!("Instance {} is locked", inst.id)));
     }
@@ -343,7 +343,7 @@ async fn start(
 }
 
 /// Records a finished (`done`) or started event under the newest action `action`.
-async fn event(
+pub(crate) async fn event(
     state: &AppState,
     instance: &str,
     action: &str,
@@ -549,6 +549,10 @@ pub(crate) async fn on_event(
     if matches!(action, Action::MigrateCleanup { .. }) && m.migration_type == "evacuation" {
         return super::evacuate::cleaned(state, work, &m, failure.as_ref().map(|(msg, _)| msg.as_str())).await;
     }
+    // A live migration's leftover removed from its source or destination: `live_migration`.
+    if matches!(action, Action::MigrateCleanup { .. }) && m.migration_type == "live-migration" {
+        return super::live_migration::cleaned(state, work, &m, failure.as_ref().map(|(msg, _)| msg.as_str())).await;
+    }
     match (action, failure) {
         // Source sent its disk: the destination receives it.
         (Action::MigrateOut { .. }, None) => {
@@ -688,14 +692,14 @@ async fn roll_back(
 }
 
 /// Nova records an instance fault for a failed step.
-async fn record_fault(state: &AppState, id: &str, message: &str, details: &str) -> Result<(), ConductError> {
+pub(crate) async fn record_fault(state: &AppState, id: &str, message: &str, details: &str) -> Result<(), ConductError> {
     let fault = json!({"code": 500, "message": message, "details": details, "created": nova_time(&now())});
     state.store.set_instance_fault(id, Some(&fault.to_string())).await?;
     Ok(())
 }
 
 /// The instance's ports follow it: bound to `host` (their filters move with the placement).
-async fn rebind_ports(state: &AppState, id: &str, host: &str) -> Result<(), ConductError> {
+pub(crate) async fn rebind_ports(state: &AppState, id: &str, host: &str) -> Result<(), ConductError> {
     for p in state.store.ports_by_device(id).await? {
         state.store.bind_port(&p.id, host).await?;
     }
@@ -1116,60 +1120,10 @@ pub async fn server_show(
     Ok(axum::Json(json!({"migration": trim_for(v, server_migration_json(&m))})))
 }
 
-/// `DELETE /servers/{id}/migrations/{migration_id}` (2.24+, admin): abort a live migration.
-/// This cloud's live migrations run as one host step that cannot be interrupted half-way, so
-/// one that is running is refused as Nova refuses an abort in a state it cannot abort from.
-pub async fn server_abort(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Extension(v): Extension<ApiVersion>,
-    Path((id, mid)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    if !v.at_least(24) {
-        return Err(ApiError::not_found("The resource could not be found."));
-    }
-    ctx.require_admin("os_compute_api:servers:migrations:delete")?;
-    let (inst, m) = server_migration(&state, &ctx, &id, &mid).await?;
-    if m.migration_type != "live-migration" {
-        return Err(bad(format!("Migration {mid} for instance {} is not a live migration", inst.id)));
-    }
-    Err(invalid_migration_state(&m, &inst.id, "abort live migration"))
-}
-
-fn invalid_migration_state(m: &Migration, instance: &str, method: &str) -> ApiError {
-    ApiError::conflict(format!(
+/// Nova's `InvalidMigrationState` (400 in the server migrations API).
+pub(crate) fn invalid_migration_state(m: &Migration, instance: &str, method: &str) -> ApiError {
+    bad(format!(
         "Migration {} state of instance {instance} is {}. Cannot {method} while the migration is in this state.",
         m.id, m.status
     ))
-}
-
-/// `POST /servers/{id}/migrations/{migration_id}/action` `force_complete` (2.22+, admin).
-pub async fn server_action(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Extension(v): Extension<ApiVersion>,
-    Path((id, mid)): Path<(String, String)>,
-    crate::extract::Json(body): crate::extract::Json<Value>,
-) -> ApiResult<StatusCode> {
-    if !v.at_least(22) {
-        return Err(ApiError::not_found("The resource could not be found."));
-    }
-    if body.as_object().is_none_or(|o| !o.contains_key("force_complete")) {
-        return Err(bad("Invalid input for field/attribute force_complete. 'force_complete' is a required property"));
-    }
-    ctx.require_admin("os_compute_api:servers:migrations:force_complete")?;
-    let (inst, m) = server_migration(&state, &ctx, &id, &mid).await?;
-    let vm = vm_state(&inst);
-    if !(vm == states::VmState::Active || vm == states::VmState::Paused)
-        || inst.task_state.as_deref() != Some("migrating")
-    {
-        return Err(ApiError::conflict(format!(
-            "Cannot 'force_complete' instance {} while it is in vm_state {}",
-            inst.id, inst.vm_state
-        )));
-    }
-    if m.status != "running" {
-        return Err(invalid_migration_state(&m, &inst.id, "force complete"));
-    }
-    Ok(StatusCode::ACCEPTED)
 }

@@ -18,6 +18,7 @@ mod images;
 mod interfaces;
 mod keypairs;
 pub(crate) mod lifecycle;
+mod live_migration;
 pub mod metadata;
 pub mod microversion;
 pub(crate) mod migrations;
@@ -126,8 +127,8 @@ fn api() -> Router<AppState> {
         )
         .route("/os-migrations", get(migrations::list))
         .route("/servers/{id}/migrations", get(migrations::server_list))
-        .route("/servers/{id}/migrations/{migration_id}", get(migrations::server_show).delete(migrations::server_abort))
-        .route("/servers/{id}/migrations/{migration_id}/action", post(migrations::server_action))
+        .route("/servers/{id}/migrations/{migration_id}", get(migrations::server_show).delete(live_migration::abort))
+        .route("/servers/{id}/migrations/{migration_id}/action", post(live_migration::force_complete))
         .route("/servers/{id}/os-instance-actions", get(hosts::list_actions))
         .route("/servers/{id}/os-instance-actions/{request_id}", get(hosts::show_action))
         .route("/servers/{id}/os-meridian-timeline", get(hosts::timeline))

@@ -1237,6 +1237,9 @@ pub async fn action(
     if let Some(answer) = super::evacuate::action(&state, &ctx, v, &id, name, args).await {
         return answer;
     }
+    if let Some(answer) = super::live_migration::action(&state, &ctx, v, &id, name, args).await {
+        return answer;
+    }
     match name.as_str() {
         "os-stop" | "os-start" | "reboot" => {
             ctx.require_member(&format!("os_compute_api:servers:{name}"))?;

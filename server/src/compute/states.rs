@@ -357,7 +357,8 @@ impl Action {
             Action::Resize | Action::Migrate => "resize",
             Action::ConfirmResize => "confirm_resize",
             Action::RevertResize => "revert_resize",
-            Action::LiveMigrate => "live_migrate",
+            // The API names the action (migrate_server.py), not the compute method.
+            Action::LiveMigrate => "os-migrateLive",
             Action::ShelveOffload => "shelveOffload",
             Action::ForceDelete => "force_delete",
             other => other.name(),

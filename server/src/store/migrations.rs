@@ -38,6 +38,10 @@ pub struct Migration {
     pub disk_total: Option<i64>,
     pub disk_processed: Option<i64>,
     pub disk_remaining: Option<i64>,
+    /// A live migration's abort was asked (migration 0028).
+    pub live_abort: i64,
+    /// A live migration's forced completion was asked (migration 0028).
+    pub live_force_complete: i64,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -52,7 +56,7 @@ impl Migration {
 const COLS: &str = "id, uuid, instance_uuid, project_id, user_id, migration_type, status, source_host_id, \
     source_compute, dest_host_id, dest_compute, dest_host, old_flavor_id, new_flavor_id, old_flavor, new_flavor, \
     held_host_id, held_flavor, power_on, prior_vm_state, disk_bytes, memory_total, memory_processed, \
-    memory_remaining, disk_total, disk_processed, disk_remaining, created_at, updated_at";
+    memory_remaining, disk_total, disk_processed, disk_remaining, live_abort, live_force_complete, created_at, updated_at";
 
 /// Filters of `GET /os-migrations` (all optional).
 #[derive(Debug, Clone, Default)]
@@ -108,7 +112,7 @@ impl Store {
         m.updated_at.clone_from(&ts);
         sqlx::query(&format!(
             "INSERT INTO migrations ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
+             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)"
         ))
         .bind(m.id)
         .bind(&m.uuid)
@@ -137,6 +141,8 @@ impl Store {
         .bind(m.disk_total)
         .bind(m.disk_processed)
         .bind(m.disk_remaining)
+        .bind(m.live_abort)
+        .bind(m.live_force_complete)
         .bind(&m.created_at)
         .bind(&m.updated_at)
         .execute(&mut *tx)
@@ -290,6 +296,18 @@ impl Store {
         flavor: &str,
         ratios: Ratios,
     ) -> StoreResult<bool> {
+        self.hold_destination(id, dest, flavor, ratios, "pre-migrating").await
+    }
+
+    /// As [`Store::hold_for_evacuation`], for a live migration: the migration becomes `status`.
+    pub async fn hold_destination(
+        &self,
+        id: i64,
+        dest: &super::hosts::Host,
+        flavor: &str,
+        ratios: Ratios,
+        status: &str,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let (instance,): (String,) =
             sqlx::query_as("SELECT instance_uuid FROM migrations WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
@@ -301,7 +319,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE migrations SET dest_host_id = $2, dest_compute = $3, dest_host = $4, held_host_id = $2, \
-             held_flavor = $5, status = 'pre-migrating', updated_at = $6 WHERE id = $1",
+             held_flavor = $5, status = $7, updated_at = $6 WHERE id = $1",
         )
         .bind(id)
         .bind(&dest.id)
@@ -309,6 +327,7 @@ impl Store {
         .bind(&dest.host_ip)
         .bind(flavor)
         .bind(now())
+        .bind(status)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -359,6 +378,106 @@ impl Store {
         self.instances_changed();
         self.filters_changed();
         Ok(())
+    }
+
+    /// A live migration's guest runs on its destination: the instance moves there (the claim
+    /// the migration held there becomes its own), the source's claim is released, the
+    /// migration is `completed` with what was moved, the task cleared. One transaction.
+    pub async fn finish_live_migration(
+        &self,
+        m: &Migration,
+        power_state: i64,
+        memory_bytes: Option<i64>,
+        disk_bytes: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some(source) = &m.source_host_id {
+            release_on(&mut tx, source, flavor_claim(&m.old_flavor)).await?;
+        }
+        let ts = now();
+        let at = Placement { host_id: m.dest_host_id.as_deref(), flavor: &m.new_flavor, flavor_id: &m.new_flavor_id };
+        settle_in(&mut tx, &m.instance_uuid, at, &m.prior_vm_state, power_state, &ts).await?;
+        // What the source says it moved; else the last progress it reported.
+        let memory = memory_bytes.or(m.memory_total);
+        let disk = disk_bytes.or(m.disk_total);
+        sqlx::query(
+            "UPDATE migrations SET held_host_id = NULL, held_flavor = NULL, status = 'completed', \
+             memory_total = $3, memory_processed = $3, memory_remaining = 0, disk_total = $4, \
+             disk_processed = $4, disk_remaining = 0, updated_at = $2 WHERE id = $1",
+        )
+        .bind(m.id)
+        .bind(&ts)
+        .bind(memory)
+        .bind(disk)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.instances_changed();
+        self.filters_changed();
+        Ok(())
+    }
+
+    /// Stores a live migration's progress (libvirt's job statistics, as the source reports
+    /// them) while it is `running`; returns the migration as it now is (with the abort and
+    /// force-complete flags), or `None` when it is not running any more.
+    pub async fn live_migration_progress(
+        &self,
+        id: i64,
+        p: &meridian_common::agent::LiveMigrationProgress,
+    ) -> StoreResult<Option<Migration>> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "UPDATE migrations SET memory_total = $2, memory_processed = $3, memory_remaining = $4, \
+             disk_total = $5, disk_processed = $6, disk_remaining = $7, updated_at = $8 \
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(n(p.memory_total_bytes))
+        .bind(n(p.memory_processed_bytes))
+        .bind(n(p.memory_remaining_bytes))
+        .bind(n(p.disk_total_bytes))
+        .bind(n(p.disk_processed_bytes))
+        .bind(n(p.disk_remaining_bytes))
+        .bind(now())
+        .execute(&mut *self.conn().await?)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_migration(id).await.map(Some)
+    }
+
+    /// Sets a live migration's abort or force-complete flag while its status is one of
+    /// `statuses`; `false` when it was not (it moved on meanwhile).
+    pub async fn flag_live_migration(&self, id: i64, abort: bool, statuses: &[&str]) -> StoreResult<bool> {
+        let column = if abort { "live_abort" } else { "live_force_complete" };
+        let marks: Vec<String> = (0..statuses.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE migrations SET {column} = 1, updated_at = $2 WHERE id = $1 AND status IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(id).bind(now());
+        for s in statuses {
+            q = q.bind(*s);
+        }
+        Ok(q.execute(&mut *self.conn().await?).await?.rows_affected() == 1)
+    }
+
+    /// Moves a migration from one status to another; `false` when it was not in `from` (a
+    /// concurrent step won).
+    pub async fn move_migration(&self, id: i64, from: &[&str], to: &str) -> StoreResult<bool> {
+        let marks: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE migrations SET status = $2, updated_at = $3 WHERE id = $1 AND status IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(id).bind(to).bind(now());
+        for s in from {
+            q = q.bind(*s);
+        }
+        let moved = q.execute(&mut *self.conn().await?).await?.rows_affected() == 1;
+        self.filters_changed();
+        Ok(moved)
     }
 
     /// Resized instances whose migration finished before `before` (auto-confirm candidates).

@@ -724,12 +724,13 @@ pub struct HostFilterData {
 
 impl Store {
     /// The data of host `host_id`'s filters (every port of every instance placed there, and of
-    /// every instance an open resize or cold migration is bringing there: the destination
-    /// starts the guest only once its ports are filtered, before the instance moves).
+    /// every instance an open resize, cold or live migration is bringing there: the
+    /// destination starts the guest only once its ports are filtered, before the instance
+    /// moves; a live migration's from the moment its destination prepares).
     pub async fn host_filter_data(&self, host_id: &str) -> NetResult<HostFilterData> {
         let on_host = "SELECT p.id FROM ports p JOIN instances i ON i.id = p.device_id WHERE i.deleted = 0 AND \
              (i.host_id = $1 OR i.id IN (SELECT instance_uuid FROM migrations WHERE dest_host_id = $1 \
-             AND status IN ('pre-migrating', 'migrating', 'post-migrating')))";
+             AND status IN ('pre-migrating', 'migrating', 'post-migrating', 'queued', 'preparing', 'running')))";
         let mut conn = self.conn().await?;
         let ports: Vec<FilterPort> = sqlx::query_as(&format!(
             "SELECT id, device_id, network_id, mac_address, port_security_enabled, allowed_address_pairs FROM ports \
