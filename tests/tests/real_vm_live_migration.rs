@@ -80,6 +80,27 @@ async fn live_migration(admin: &Client, id: &str) -> Value {
 }
 
 /// Waits for the running live migration of `id` and answers its id.
+/// What the instance's last action recorded (for a failure's message).
+async fn last_action(admin: &Client, id: &str) -> Value {
+    let actions = admin.get("compute", &format!("/servers/{id}/os-instance-actions")).await.expect("actions");
+    let req = actions["instanceActions"][0]["request_id"].as_str().unwrap_or_default().to_string();
+    admin.get("compute", &format!("/servers/{id}/os-instance-actions/{req}")).await.unwrap_or(Value::Null)
+}
+
+/// Waits until the server settles ACTIVE and checks it is on `dest`.
+async fn arrived(admin: &Client, id: &str, dest: &str) -> Value {
+    let s = settled(admin, id, "ACTIVE").await;
+    if host_of(&s) != dest {
+        let m = live_migration(admin, id).await;
+        panic!(
+            "{id} settled on {} instead of {dest}; migration {m}; action {}",
+            host_of(&s),
+            last_action(admin, id).await
+        );
+    }
+    s
+}
+
 async fn running_migration(admin: &Client, id: &str) -> i64 {
     for _ in 0..(BOOT_SECS * 4) {
         let list = admin.get("compute", &format!("/servers/{id}/migrations")).await.expect("server migrations");
@@ -157,8 +178,7 @@ async fn a_real_guest_moves_live_between_two_libvirt_daemons() {
     let before = uptime(&tick_after(&admin, &id, &boot, uptime(&first)).await);
     let cli = server.admin_cli();
     cli.run(&["--os-compute-api-version", "2.79", "server", "migrate", "--live-migration", "--host", &dest, &id]);
-    let s = settled(&admin, &id, "ACTIVE").await;
-    assert_eq!(host_of(&s), dest, "{s}");
+    arrived(&admin, &id, &dest).await;
     let m = live_migration(&admin, &id).await;
     assert_eq!(m["status"], "completed", "{m}");
     assert_eq!(m["source_compute"], source.as_str(), "{m}");
@@ -218,8 +238,7 @@ async fn a_real_guest_moves_live_between_two_libvirt_daemons() {
     }
     assert!(paused, "force_complete pauses the guest on the source");
     sim(&source).virsh_ok(&["migrate-setspeed", &domain, "0"]);
-    let s = settled(&admin, &id, "ACTIVE").await;
-    assert_eq!(host_of(&s), dest, "{s}");
+    arrived(&admin, &id, &dest).await;
     assert_eq!(live_migration(&admin, &id).await["status"], "completed");
     assert!(sim(&dest).virsh_ok(&["domstate", &domain]).contains("running"), "it runs again at the destination");
     let last = tick_after(&admin, &id, &boot, uptime(&after_abort)).await;

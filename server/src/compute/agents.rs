@@ -341,7 +341,12 @@ async fn image_needed(state: &AppState, host_id: &str, id: &str) -> ApiResult<bo
     let actions = state.store.open_work_actions(host_id, id).await?;
     Ok(actions.iter().any(|a| match serde_json::from_str::<Action>(a) {
         // A migration's destination rebuilds the disk's backing file from the same image.
-        Ok(Action::Build(spec) | Action::MigrateIn { spec, .. } | Action::ResizeLocal { spec, .. }) => {
+        Ok(
+            Action::Build(spec)
+            | Action::MigrateIn { spec, .. }
+            | Action::LiveMigrateIn { spec, .. }
+            | Action::ResizeLocal { spec, .. },
+        ) => {
             spec.image.id == id
                 || ["kernel_id", "ramdisk_id"].iter().any(|k| spec.image.properties.get(*k).is_some_and(|v| v == id))
         }
