@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real `meridian-server` binary on an ephemeral
 //! loopback port with a real database, and drive it with our client or the real `openstack` CLI.
 
+pub mod bench;
 pub mod hosts;
 pub mod reach;
 pub mod tmux;

@@ -28,40 +28,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meridian_common::Client;
+use meridian_e2e::bench::{MIB, arg, header, len, row, timed};
 use meridian_e2e::vm::{self, LibvirtGuard};
 use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
 use serde_json::{Value, json};
 
 const TAG: &str = "b";
-/// The guest's data: MiB FILL_AT to FILL_AT + FILL_MIB of its 1 GiB disk.
-const FILL_AT: u64 = 64;
-const FILL_MIB: u64 = 960;
-const BLOCK_MIB: u64 = 16;
-/// Hang guards only, never timing assertions.
-const WAIT_SECS: u64 = 900;
+use meridian_e2e::bench::{FILL_MIB, WAIT_SECS, fill_user_data, next_boot};
 const POLL: Duration = Duration::from_millis(20);
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// `--name value` from the command line, else `BENCH_NAME`, else the default.
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    let given = args.iter().position(|a| a == &format!("--{name}")).and_then(|i| args.get(i + 1)).cloned();
-    given
-        .or_else(|| std::env::var(format!("BENCH_{}", name.to_uppercase())).ok())
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("--{name}: not a number: {v}")))
-        .unwrap_or(default)
-}
-
-/// min, median, max.
-fn spread(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.as_slice() {
-        [] => (f64::NAN, f64::NAN, f64::NAN),
-        [first, .., last] => (*first, s[s.len() / 2], *last),
-        [one] => (*one, *one, *one),
-    }
-}
 
 async fn act(client: &Client, id: &str, body: Value) -> Value {
     client.post("compute", &format!("/servers/{id}/action"), &body).await.expect("server action")
@@ -102,42 +76,8 @@ fn seen(trail: &[(String, f64)], task: &str) -> f64 {
     trail.iter().find(|(t, _)| t == task).map_or(f64::NAN, |(_, s)| *s)
 }
 
-/// The boot id of the guest's next boot after `previous` (its `bench-boot` line), and whether
-/// that boot filled the disk. A migrated guest's console log starts afresh on its new host.
-async fn next_boot(client: &Client, id: &str, previous: &str) -> (String, String) {
-    let line = |c: &str| c.lines().rev().find(|l| l.contains("bench-boot ")).map(str::to_string);
-    let field =
-        |l: &str, k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k).map(str::to_string)).unwrap_or_default();
-    let log = vm::wait_console(client, id, WAIT_SECS, |c| {
-        line(c).is_some_and(|l| c.contains(vm::READY) && field(&l, "boot=") != previous)
-    })
-    .await;
-    let l = line(&log).unwrap_or_default();
-    (field(&l, "boot="), field(&l, "fill="))
-}
-
 fn host_of(server: &Value) -> String {
     server["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or_default().to_string()
-}
-
-/// Runs a command to completion; seconds it took.
-async fn timed(program: &str, args: &[&std::ffi::OsStr]) -> f64 {
-    let t0 = Instant::now();
-    let out = tokio::process::Command::new(program).args(args).output().await.expect("run a baseline command");
-    let secs = t0.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
-    secs
-}
-
-fn len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// One table row: min/median/max of `secs`, and of `bytes / secs` in MiB/s when given.
-fn row(name: &str, secs: &[f64], bytes: Option<f64>) {
-    let (lo, med, hi) = spread(secs);
-    let rate = bytes.map(|b| format!("{:8.1} {:8.1} {:8.1}", b / hi / MIB, b / med / MIB, b / lo / MIB));
-    println!("{name:<44} {lo:8.3} {med:8.3} {hi:8.3}   {}", rate.unwrap_or_default());
 }
 
 /// What the run owns; dropped in main after the work (also on Ctrl-C or a panic), agents and
@@ -189,21 +129,7 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     let (net_id, _) = vm::network(&admin, "benchlc", &vm::private_subnet(31)).await;
     guard.network(&format!("meridian-{net_id}"));
 
-    // First boot: 16 MiB of random bytes written FILL_MIB/BLOCK_MIB times, then a marker just
-    // below the data (inside the unused space past the guest's partition), so a reboot keeps it.
-    let user_data = format!(
-        "#!/bin/sh\n\
-         if dd if=/dev/vda bs=1M skip={marker} count=1 2>/dev/null | grep -q bench-filled; then f=kept; else \
-         t0=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/urandom of=/tmp/blk bs=1M count={BLOCK_MIB} 2>/dev/null; \
-         i=0; while [ $i -lt {blocks} ]; do \
-         dd if=/tmp/blk of=/dev/vda bs=1M seek=$(({FILL_AT} + i * {BLOCK_MIB})) conv=notrunc,fsync 2>/dev/null || {{ echo \"bench-boot boot=none fill=failed\"; exit 1; }}; \
-         i=$((i + 1)); done; rm -f /tmp/blk; \
-         echo bench-filled | dd of=/dev/vda bs=1M seek={marker} conv=notrunc,fsync 2>/dev/null; \
-         f=new:$(cut -d' ' -f1 /proc/uptime)-$t0; fi\n\
-         echo \"bench-boot boot=$(cat /proc/sys/kernel/random/boot_id) fill=$f\"\n",
-        marker = FILL_AT - 1,
-        blocks = FILL_MIB / BLOCK_MIB,
-    );
+    let user_data = fill_user_data();
     let body = json!({"server": {
         "name": "bench-lc", "imageRef": image_id, "flavorRef": flavor, "networks": [{"uuid": net_id}],
         "user_data": base64::engine::general_purpose::STANDARD.encode(user_data),
@@ -330,10 +256,7 @@ async fn run(rig: &Rig, guard: &LibvirtGuard, image: &Path, scratch: &Path, runs
     admin.delete("compute", &format!("/servers/{id}")).await.expect("delete server");
     wait_server(&admin, &id, &["DELETED"], WAIT_SECS).await;
 
-    println!(
-        "\n{:<44} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-        "figure (s; MiB/s)", "min", "median", "max", "min", "median", "max"
-    );
+    header();
     println!("snapshot, 1 GiB virtual ({:.0} MiB written):", snap_bytes as f64 / MIB);
     row("  createImage POST → image active", &snap, Some(virtual_bytes));
     row("    of which POST → image_uploading (copy)", &snap_copy, Some(virtual_bytes));
