@@ -2242,3 +2242,60 @@ fn instance_interfaces_diagnostics_and_ports() {
         })]
     );
 }
+
+/// Every Nova status the list can show, with a task on the longest one.
+fn every_status() -> Vec<Server> {
+    [
+        ("VERIFY_RESIZE", None),
+        ("REVERT_RESIZE", Some("resize_reverting")),
+        ("SHELVED_OFFLOADED", Some("unshelving")),
+        ("SOFT_DELETED", None),
+        ("PASSWORD", None),
+        ("HARD_REBOOT", Some("reboot_started")),
+        ("MIGRATING", Some("migrating")),
+        ("SUSPENDED", None),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (status, task))| server(i as u32 + 1, &format!("vm-{}", i + 1), status, task, 1))
+    .collect()
+}
+
+/// The STATUS column at 80 columns: short forms that fit beside TASK (admins lose IMAGE and
+/// FLAVOR first), the full status in the hint line; at 120 every status in full.
+#[test]
+fn every_status_is_readable_at_80_and_120_columns() {
+    for (w, admin) in [(80, false), (80, true), (120, false), (120, true)] {
+        let mut h = Harness::loaded(w, 14, admin);
+        h.app.on_response(Response::Listed(Listing::Servers(every_status())));
+        let s = h.screen();
+        let header = s.lines().find(|l| l.contains("NAME")).expect("header");
+        assert!(header.contains("STATUS") && header.contains("TASK") && header.contains("POWER"), "{s}");
+        let row = |name: &str| s.lines().find(|l| l.contains(&format!("{name} "))).expect("row").to_string();
+        let wide = w == 120;
+        for (name, full, short) in [
+            ("vm-1", "VERIFY_RESIZE", "VERIFY"),
+            ("vm-2", "REVERT_RESIZE", "REVERT"),
+            ("vm-3", "SHELVED_OFFLOADED", "SHELVED_OFF"),
+            ("vm-4", "SOFT_DELETED", "SOFT_DEL"),
+            ("vm-5", "PASSWORD", "PASSWORD"),
+            ("vm-6", "HARD_REBOOT", "HARD_REBOOT"),
+        ] {
+            let want = if wide { full } else { short };
+            assert!(row(name).contains(&format!(" {want} ")), "{w} admin={admin}: {name} shows {want}\n{s}");
+        }
+        // TASK keeps its 12 cells: the task under it is whole.
+        assert!(row("vm-7").contains(" migrating "), "{s}");
+        assert!(row("vm-3").contains(" unshelving "), "{s}");
+        if admin {
+            assert!(header.contains("HOST"), "{s}");
+        }
+        // The selected row shown short names its full status in the hint line.
+        h.key(KeyCode::Down);
+        h.key(KeyCode::Down);
+        let s = h.screen();
+        let hint = s.lines().rev().nth(1).expect("hint line");
+        assert!(hint.starts_with("SHELVED_OFFLOADED "), "{hint}");
+        snap!(format!("every_status_{w}_{}", if admin { "admin" } else { "member" }), s);
+    }
+}
