@@ -1237,6 +1237,7 @@ impl App {
             Action::Rebuild
             | Action::Rescue
             | Action::Restore
+            | Action::ForceDelete
             | Action::ResetState
             | Action::Resize
             | Action::Migrate

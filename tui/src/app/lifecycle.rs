@@ -50,6 +50,17 @@ impl App {
                 self.info = Some("restore brings back SOFT_DELETED instances only".into());
                 return;
             }
+            // No way back: always asked, naming every instance.
+            Action::ForceDelete if all("SOFT_DELETED") => {
+                let verb = Verb::Server(ServerOp::ForceDelete);
+                self.overlay = Some(Overlay::Confirm(Confirm { verb, kind: Kind::Servers, targets }));
+                return;
+            }
+            Action::ForceDelete => {
+                let key = self.cfg.keymap.hint(Action::Delete);
+                self.info = Some(format!("force delete is for SOFT_DELETED instances ({key} deletes the others)"));
+                return;
+            }
             Action::Resize if all("VERIFY_RESIZE") => {
                 let flavor = match targets.as_slice() {
                     [(id, _)] => self.tables.servers.get(id).map(|s| self.flavor_label(s)).unwrap_or_default(),
@@ -290,6 +301,10 @@ impl App {
         if let Some((key, words)) = waits {
             spans.push(Span::styled(format!("<{key}>"), theme.accent()));
             spans.push(Span::styled(format!("{words} "), theme.muted()));
+            if s.status == "SOFT_DELETED" {
+                spans.push(Span::styled(format!("<{}>", km.hint(Action::ForceDelete)), theme.accent()));
+                spans.push(Span::styled("force delete ", theme.muted()));
+            }
         }
         Some(spans)
     }
