@@ -137,7 +137,7 @@ impl Action {
         (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
         (Action::AddPort, "add_port", "instance: attach a port (new on a network, or a free one)"),
         (Action::RemovePort, "remove_port", "instance: detach one of its ports"),
-        (Action::Diagnostics, "diagnostics", "instance: interfaces and (admins) diagnostics, read once"),
+        (Action::Diagnostics, "diagnostics", "interfaces, diagnostics; aggregate: metadata"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),

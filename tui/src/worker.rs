@@ -808,6 +808,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Create(crate::overlays::Create::ServerGroup { name, .. }) => format!("creating server group {name}"),
         Request::Create(crate::overlays::Create::Aggregate { name, .. }) => format!("creating aggregate {name}"),
         Request::Create(crate::overlays::Create::AggregateHosts { name, .. }) => format!("changing aggregate {name}"),
+        Request::Create(crate::overlays::Create::AggregateMeta { name, .. }) => {
+            format!("changing the metadata of aggregate {name}")
+        }
         Request::Create(crate::overlays::Create::AddPort { server_name, .. }) => {
             format!("attaching a port to {server_name}")
         }
@@ -1187,7 +1190,7 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
     }
     match c {
         Create::ServerGroup { .. } => return crate::views::server_groups::act(client, c).await,
-        Create::Aggregate { .. } | Create::AggregateHosts { .. } => {
+        Create::Aggregate { .. } | Create::AggregateHosts { .. } | Create::AggregateMeta { .. } => {
             return crate::views::aggregates::act(client, c).await;
         }
         Create::AddPort { .. } | Create::RemovePort { .. } => return crate::views::interfaces::act(client, c).await,
@@ -1285,6 +1288,7 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
         Create::ServerGroup { .. }
         | Create::Aggregate { .. }
         | Create::AggregateHosts { .. }
+        | Create::AggregateMeta { .. }
         | Create::AddPort { .. }
         | Create::RemovePort { .. } => Err(ClientError::Decode("a compute form reached the network path".into())),
     }

@@ -2146,6 +2146,67 @@ fn aggregates_view_and_hosts_form() {
     );
 }
 
+/// `m` in `:aggregates`: the pairs listed, set/change and remove sent as one `set_metadata`
+/// request; a slip is said in the dialog before sending, and the cloud's refusal after.
+#[test]
+fn aggregate_metadata_editor() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 20, true);
+    h.app.run_command("aggregates");
+    h.drain();
+    h.key(KeyCode::Char('m'));
+    let s = h.screen();
+    assert!(s.contains("Metadata of the aggregate") && s.contains("fast has:"), "{s}");
+    assert!(s.contains("  availability_zone=az-fast") && s.contains("  ssd=true"), "one pair a line: {s}");
+    snap!("aggregate_metadata_form", s);
+    // A key the aggregate does not have: said, nothing sent.
+    h.chars("ssd=false, gpu=nvidia");
+    h.key(KeyCode::Tab);
+    h.chars("nvme");
+    h.key(KeyCode::Enter);
+    assert!(h.drain().is_empty());
+    assert!(h.screen().contains("fast has no key nvme"));
+    for _ in 0..4 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("ssd");
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("ssd is both set and removed"));
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("availability_zone");
+    h.key(KeyCode::Enter);
+    let sent = Create::AggregateMeta {
+        id: "1".into(),
+        name: "fast".into(),
+        set: vec![("ssd".into(), "false".into()), ("gpu".into(), "nvidia".into())],
+        unset: vec!["availability_zone".into()],
+    };
+    let sent = Request::Create(sent);
+    assert_eq!(h.drain(), vec![sent.clone()]);
+    // The cloud refuses: its sentence in the dialog, which stays open to change and send again.
+    h.app.on_response(Response::Failed {
+        request: sent,
+        message:
+            "Cannot update metadata of aggregate 1: Reason: One or more hosts contain instances in this zone. (409)"
+                .into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("One or more hosts") && s.contains("contain instances in this zone. (409)"), "{s}");
+    assert!(s.contains("Metadata of the aggregate"), "{s}");
+    snap!("aggregate_metadata_refused", s);
+    // Accepted: the form closes, the list is read again, the status line says what changed.
+    h.app.on_response(Response::Did { kind: Kind::Aggregates, message: "aggregate fast: gpu=nvidia".into() });
+    let s = h.screen();
+    assert!(!s.contains("Metadata of the aggregate") && s.contains("aggregate fast: gpu=nvidia"), "{s}");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Aggregates)]);
+    // An aggregate with no metadata says so.
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Char('m'));
+    assert!(h.screen().contains("no metadata"));
+}
+
 #[test]
 fn overview_shows_this_months_usage() {
     use meridian_tui::views::usage::{Usage, UsageReport};
