@@ -11,8 +11,13 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use crate::auth::HashMemory;
@@ -101,8 +106,8 @@ fn busy() -> ApiError {
 
 /// Per client address budgets (GCRA: `burst` at once, then `per_second`).
 struct AuthRate {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
+    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, AuthClock, NoOpMiddleware<Nanos>>,
+    clock: AuthClock,
     /// When addresses with a full budget were last dropped from the map.
     last_sweep: std::sync::Mutex<std::time::Instant>,
 }
@@ -115,9 +120,10 @@ impl AuthRate {
         let burst = std::num::NonZeroU32::new(burst)?;
         let per_second = std::num::NonZeroU32::new(per_second)?;
         let quota = Quota::per_second(per_second).allow_burst(burst);
+        let clock = AuthClock::default();
         Some(AuthRate {
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+            limiter: RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()),
+            clock,
             last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
@@ -139,6 +145,52 @@ impl AuthRate {
             let wait = not_until.wait_time_from(self.clock.now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
+    }
+}
+
+/// The rate limiter's time: monotonic, except that a test may stop it, after which it moves only
+/// when told (so whether a budget refills mid-test does not depend on how loaded the machine is).
+#[derive(Clone, Debug)]
+struct AuthClock {
+    start: std::time::Instant,
+    /// Nanoseconds after `start` the clock stands at while stopped; `u64::MAX`: running.
+    stopped_at: Arc<AtomicU64>,
+}
+
+impl Default for AuthClock {
+    fn default() -> Self {
+        AuthClock { start: std::time::Instant::now(), stopped_at: Arc::new(AtomicU64::new(u64::MAX)) }
+    }
+}
+
+impl Clock for AuthClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        match self.stopped_at.load(Ordering::Acquire) {
+            u64::MAX => Nanos::from(self.start.elapsed()),
+            at => Nanos::from(at),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Limits {
+    /// Stops the rate limiter's clock where it is (no budget refills until it is advanced).
+    pub(crate) fn stop_auth_clock(&self) {
+        if let Some(r) = &self.auth_rate {
+            let now = r.clock.now().as_u64();
+            r.clock.stopped_at.store(now, Ordering::Release);
+        }
+    }
+
+    /// Moves the stopped clock on by `by`.
+    pub(crate) fn advance_auth_clock(&self, by: Duration) {
+        if let Some(r) = &self.auth_rate {
+            let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX - 1);
+            let _ = r.clock.stopped_at.fetch_update(Ordering::AcqRel, Ordering::Acquire, |at| {
+                (at != u64::MAX).then(|| at.saturating_add(by).min(u64::MAX - 1))
+            });
+        }
     }
 }
 
@@ -365,8 +417,9 @@ mod tests {
             c.limits.auth_rate_per_second = 1;
         })
         .await;
-        // Unknown users: refused without a password hash, so these take no time and the budget
-        // does not refill meanwhile.
+        // The budgets refill only when the test moves the limiter's clock on, however slowly
+        // a loaded machine runs it.
+        app.state.limits.stop_auth_clock();
         for _ in 0..3 {
             assert_eq!(login_from(&app, "192.0.2.1:5000").await, StatusCode::UNAUTHORIZED);
         }
@@ -380,11 +433,15 @@ mod tests {
         let resp = crate::app(app.state.clone()).oneshot(req).await.expect("response");
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         let wait: u64 = resp.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
-        assert!((1..=2).contains(&wait), "{wait}");
+        assert_eq!(wait, 1, "one token back a second from now");
         let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body"))
             .expect("json");
         assert_eq!(body["error"]["code"], 429, "{body}");
         assert_eq!(body["error"]["title"], "Too Many Requests", "{body}");
+        // A second later exactly one token is back.
+        app.state.limits.advance_auth_clock(Duration::from_secs(1));
+        assert_eq!(login_from(&app, "192.0.2.1:5000").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(login_from(&app, "192.0.2.1:5000").await, StatusCode::TOO_MANY_REQUESTS);
         // Another address has its own budget.
         assert_eq!(login_from(&app, "192.0.2.2:5000").await, StatusCode::UNAUTHORIZED);
         // Requests without an address share one budget (which TestApp's own login used).
@@ -421,6 +478,7 @@ mod tests {
             c.limits.auth_rate_per_second = 1;
         })
         .await;
+        app.state.limits.stop_auth_clock();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

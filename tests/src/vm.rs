@@ -207,3 +207,87 @@ pub async fn allow_ssh_from_host(client: &Client, subnet_id: &str) {
     let group = default_group(client).await;
     allow_ingress(client, &group, "tcp", Some(22), &format!("{gw}/32")).await;
 }
+
+/// The rig of the boot-from-volume tests: a server and one agent on `qemu:///system`, a flavor
+/// without a root disk, the guest image, a private network and a 1 GB bootable volume made
+/// from the image (available). Fields drop in order: the guard last, once the processes are
+/// gone, so it removes whatever they left.
+pub struct BfvRig {
+    pub admin: Client,
+    pub agent: crate::Agent,
+    pub server: crate::Server,
+    pub flavor: String,
+    pub image_id: String,
+    pub net_id: String,
+    /// The volume, and how it showed once available.
+    pub vid: String,
+    pub volume: Value,
+    pub guard: LibvirtGuard,
+}
+
+impl BfvRig {
+    /// `tag` names the rig's host, flavor and network (`bfv` → host `bfv-PID`, flavor
+    /// `bfv.small`, network `bfvnet`); `salt` picks its subnet.
+    pub async fn start(tag: &str, salt: u32, secs: u64) -> BfvRig {
+        let image = image_dir();
+        let guard = LibvirtGuard::default();
+        let server = crate::Server::start();
+        let agent = crate::Agent::start_opts(
+            &server,
+            &format!("{tag}-{}", std::process::id()),
+            URI,
+            &["--stop-timeout-secs", "60"],
+        );
+        let admin = server.admin().await;
+        crate::wait_hosts_up(&admin, 1).await;
+        // No root disk: a volume-backed server needs none.
+        let body = json!({"flavor": {"name": format!("{tag}.small"), "ram": 256, "vcpus": 1, "disk": 0}});
+        let flavor = admin.post("compute", "/flavors", &body).await.expect("flavor")["flavor"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let image_id = upload_image(&admin, "meridian-guest", &image.join("disk.qcow2"), "qcow2", json!({})).await;
+        let (net_id, _) = network(&admin, &format!("{tag}net"), &private_subnet(salt)).await;
+        guard.network(&format!("meridian-{net_id}"));
+        let body = json!({"volume": {"size": 1, "name": "root", "imageRef": image_id}});
+        let vid = admin.post("block-storage", "/volumes", &body).await.expect("volume")["volume"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let volume = crate::wait_volume(&admin, &vid, "available", secs).await;
+        BfvRig { admin, agent, server, flavor, image_id, net_id, vid, volume, guard }
+    }
+
+    /// Boots `name` from volume `vid` (kept on termination) running `script` as user data; the
+    /// guard learns its domain.
+    pub async fn boot_from(&self, name: &str, vid: &str, script: &str) -> String {
+        use base64::Engine as _;
+        let body = json!({"server": {
+            "name": name, "imageRef": "", "flavorRef": self.flavor, "networks": [{"uuid": self.net_id}],
+            "block_device_mapping_v2": [{
+                "uuid": vid, "source_type": "volume", "destination_type": "volume",
+                "boot_index": 0, "delete_on_termination": false,
+            }],
+            "user_data": base64::engine::general_purpose::STANDARD.encode(script),
+        }});
+        let r = self.admin.post("compute", "/servers", &body).await.expect("boot");
+        let id = r["server"]["id"].as_str().expect("id").to_string();
+        self.guard.domain(&format!("meridian-{id}"));
+        id
+    }
+}
+
+/// A token unique to this run (`{tag}-token-…`) and the guest scripts that write it to the boot
+/// volume's FAT boot partition (echoing `{tag}-written`) and read it back (`{tag}-read TOKEN`):
+/// the guest runs from its initramfs, so that partition is the file system it can write.
+pub fn boot_volume_token(tag: &str) -> (String, String, String) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let token = format!("{tag}-token-{nanos:x}{:x}", std::process::id());
+    let mount = "mkdir -p /mnt/boot && mount -t vfat /dev/vda1 /mnt/boot";
+    let writer = format!(
+        "#!/bin/sh\n{mount} && printf '%s\\n' '{token}' > /mnt/boot/token.txt && umount /mnt/boot && sync \
+         && echo '{tag}-written'\n"
+    );
+    let reader = format!("#!/bin/sh\n{mount} && echo \"{tag}-read $(cat /mnt/boot/token.txt)\"\n");
+    (token, writer, reader)
+}

@@ -5,80 +5,26 @@
 //! snapshot) reads the token back. `MERIDIAN_SKIP_REAL_VM=1` skips the tier.
 
 use base64::Engine as _;
-use meridian_common::Client;
-use meridian_e2e::vm::{self, LibvirtGuard};
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server, wait_volume};
+use meridian_e2e::vm::{self, BfvRig};
+use meridian_e2e::{wait_server, wait_volume};
 use serde_json::json;
 
 /// Hang guards only: guests boot in seconds under TCG here.
 const SECS: u64 = 240;
-
-/// Boots a server from volume `vid` (existing volume, kept on termination) running `script`.
-async fn boot_from(
-    admin: &Client,
-    guard: &LibvirtGuard,
-    name: &str,
-    flavor: &str,
-    net: &str,
-    vid: &str,
-    script: &str,
-) -> String {
-    let body = json!({"server": {
-        "name": name, "imageRef": "", "flavorRef": flavor, "networks": [{"uuid": net}],
-        "block_device_mapping_v2": [{
-            "uuid": vid, "source_type": "volume", "destination_type": "volume",
-            "boot_index": 0, "delete_on_termination": false,
-        }],
-        "user_data": base64::engine::general_purpose::STANDARD.encode(script),
-    }});
-    let r = admin.post("compute", "/servers", &body).await.expect("boot");
-    let id = r["server"]["id"].as_str().expect("id").to_string();
-    guard.domain(&format!("meridian-{id}"));
-    id
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_booted_from_a_volume_backed_snapshot_reads_what_the_first_wrote() {
     if !vm::enabled("a_server_booted_from_a_volume_backed_snapshot_reads_what_the_first_wrote") {
         return;
     }
-    let image = vm::image_dir();
-    let guard = LibvirtGuard::default();
-    let server = Server::start();
-    let _agent =
-        Agent::start_opts(&server, &format!("vbs-{}", std::process::id()), vm::URI, &["--stop-timeout-secs", "60"]);
-    let admin = server.admin().await;
-    wait_hosts_up(&admin, 1).await;
-    let flavor = admin
-        .post("compute", "/flavors", &json!({"flavor": {"name": "vbs.small", "ram": 256, "vcpus": 1, "disk": 0}}))
-        .await
-        .expect("flavor")["flavor"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let image_id = vm::upload_image(&admin, "meridian-guest", &image.join("disk.qcow2"), "qcow2", json!({})).await;
-    let (net_id, _) = vm::network(&admin, "vbsnet", &vm::private_subnet(12)).await;
-    guard.network(&format!("meridian-{net_id}"));
-    let body = json!({"volume": {"size": 1, "name": "root", "imageRef": image_id}});
-    let vid = admin.post("block-storage", "/volumes", &body).await.expect("volume")["volume"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    wait_volume(&admin, &vid, "available", SECS).await;
+    let rig = BfvRig::start("vbs", 12, SECS).await;
+    let (admin, vid, flavor, net_id) = (&rig.admin, rig.vid.clone(), rig.flavor.clone(), rig.net_id.clone());
+    let (token, writer, reader) = vm::boot_volume_token("vbs");
 
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let token = format!("vbs-token-{nanos:x}{:x}", std::process::id());
-    let mount = "mkdir -p /mnt/boot && mount -t vfat /dev/vda1 /mnt/boot";
-    let writer = format!(
-        "#!/bin/sh\n{mount} && printf '%s\\n' '{token}' > /mnt/boot/token.txt && umount /mnt/boot && sync \
-         && echo 'vbs-written'\n"
-    );
-    let reader = format!("#!/bin/sh\n{mount} && echo \"vbs-read $(cat /mnt/boot/token.txt)\"\n");
-
-    let first = boot_from(&admin, &guard, "vbs-writer", &flavor, &net_id, &vid, &writer).await;
-    let s = wait_server(&admin, &first, &["ACTIVE", "ERROR"], SECS).await;
+    let first = rig.boot_from("vbs-writer", &vid, &writer).await;
+    let s = wait_server(admin, &first, &["ACTIVE", "ERROR"], SECS).await;
     assert_eq!(s["status"], "ACTIVE", "{s}");
-    vm::wait_console(&admin, &first, SECS, |c| c.contains("vbs-written")).await;
+    vm::wait_console(admin, &first, SECS, |c| c.contains("vbs-written")).await;
 
     // The snapshot of the running server: the request returns once the volume's is made.
     let mut v245 = admin.clone();
@@ -98,7 +44,7 @@ async fn a_server_booted_from_a_volume_backed_snapshot_reads_what_the_first_wrot
         (snap["snapshot"]["status"].as_str(), snap["snapshot"]["volume_id"].as_str()),
         (Some("available"), Some(vid.as_str()))
     );
-    let s = wait_server(&admin, &first, &["ACTIVE"], SECS).await;
+    let s = wait_server(admin, &first, &["ACTIVE"], SECS).await;
     assert_eq!(s["OS-EXT-STS:task_state"], serde_json::Value::Null, "{s}");
 
     // A server from the image: its root volume is a copy of the snapshot, with the token.
@@ -108,20 +54,20 @@ async fn a_server_booted_from_a_volume_backed_snapshot_reads_what_the_first_wrot
     }});
     let r = admin.post("compute", "/servers", &body).await.expect("boot from the snapshot image");
     let second = r["server"]["id"].as_str().expect("id").to_string();
-    guard.domain(&format!("meridian-{second}"));
-    let s = wait_server(&admin, &second, &["ACTIVE", "ERROR"], SECS).await;
+    rig.guard.domain(&format!("meridian-{second}"));
+    let s = wait_server(admin, &second, &["ACTIVE", "ERROR"], SECS).await;
     assert_eq!(s["status"], "ACTIVE", "{s}");
     let attached = s["os-extended-volumes:volumes_attached"].as_array().cloned().unwrap_or_default();
     assert_eq!(attached.len(), 1, "{s}");
     let copy = attached[0]["id"].as_str().expect("volume").to_string();
     assert_ne!(copy, vid);
-    let v = wait_volume(&admin, &copy, "in-use", SECS).await;
+    let v = wait_volume(admin, &copy, "in-use", SECS).await;
     assert_eq!(v["snapshot_id"], snap_id.as_str(), "{v}");
-    let log = vm::wait_console(&admin, &second, SECS, |c| c.contains("vbs-read ")).await;
+    let log = vm::wait_console(admin, &second, SECS, |c| c.contains("vbs-read ")).await;
     assert!(log.contains(&format!("vbs-read {token}")), "{log}");
 
     for id in [&first, &second] {
         admin.delete("compute", &format!("/servers/{id}")).await.expect("delete");
-        wait_server(&admin, id, &["DELETED"], SECS).await;
+        wait_server(admin, id, &["DELETED"], SECS).await;
     }
 }

@@ -11,6 +11,7 @@ use meridian_e2e::worker::admin_worker;
 use meridian_e2e::{Agent, Server, prepare_cloud, wait_hosts_up, wait_server};
 use meridian_tui::overlays::Create;
 use meridian_tui::worker::{Kind, LaunchSpec, Listing, Request, Response};
+use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// The worker's next response that is not live-tracking chatter; a failure panics with its words.
@@ -134,6 +135,44 @@ async fn aggregates_through_the_worker() {
     let zones = admin.get("compute", "/os-availability-zone/detail").await.expect("zones");
     let fast = zones["availabilityZoneInfo"].as_array().expect("zones").iter().find(|z| z["zoneName"] == "az-fast");
     assert!(fast.is_some_and(|z| z["hosts"].get("agg-host").is_some()), "{zones}");
+
+    // Metadata: set two keys, then change one and remove the other in one request; read back
+    // through the API. A key Nova's schema refuses comes back in the cloud's words.
+    let meta = |set: &[(&str, &str)], unset: &[&str]| {
+        Request::Create(Create::AggregateMeta {
+            id: a.key.clone(),
+            name: a.name.clone(),
+            set: set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            unset: unset.iter().map(|k| k.to_string()).collect(),
+        })
+    };
+    let shown = || async {
+        let v = admin.get("compute", &format!("/os-aggregates/{}", a.key)).await.expect("show");
+        v["aggregate"]["metadata"].clone()
+    };
+    worker.send(meta(&[("ssd", "true"), ("gpu", "nvidia")], &[])).expect("send");
+    match next(&mut ui).await {
+        Response::Did { kind: Kind::Aggregates, message } => {
+            assert_eq!(message, "aggregate fast: ssd=true, gpu=nvidia");
+        }
+        other => panic!("expected the metadata set, got {other:?}"),
+    }
+    assert_eq!(shown().await, json!({"availability_zone": "az-fast", "ssd": "true", "gpu": "nvidia"}));
+    worker.send(meta(&[("ssd", "false")], &["gpu"])).expect("send");
+    assert!(matches!(next(&mut ui).await, Response::Did { kind: Kind::Aggregates, .. }));
+    assert_eq!(shown().await, json!({"availability_zone": "az-fast", "ssd": "false"}));
+    let Listing::Aggregates(aggs) = listed(&worker, &mut ui, Kind::Aggregates).await else { unreachable!() };
+    let now = aggs.iter().find(|x| x.key == a.key).expect("listed");
+    assert_eq!(now.metadata_text(), "ssd=false");
+    let long = "k".repeat(256);
+    worker.send(meta(&[(long.as_str(), "v")], &[])).expect("send");
+    match meridian_e2e::worker::next(&mut ui).await {
+        Response::Failed { message, .. } => {
+            assert!(message.contains("does not match any of the regexes") && message.ends_with("(400)"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(shown().await, json!({"availability_zone": "az-fast", "ssd": "false"}), "nothing changed");
 
     worker.send(change(vec![], vec!["agg-host".into()], Some("az-slow".into()))).expect("send");
     assert!(matches!(next(&mut ui).await, Response::Did { kind: Kind::Aggregates, .. }));

@@ -188,3 +188,60 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
 }
+
+/// `ctrl-k`'s request: a soft-deleted server is deleted for good by `forceDelete` (not by the
+/// reclaim, an hour away): it is gone from the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_force_deletes_a_soft_deleted_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("meridian.toml");
+    std::fs::write(&config, "[compute]\nreclaim_instance_interval = 3600\n").expect("config");
+    let server = Server::start_opts(None, &["--config", config.to_str().expect("path")]);
+    let _c1 = Agent::start(&server, "c1");
+    let admin = server.admin().await;
+    let cloud = prepare_cloud(&admin).await;
+    wait_hosts_up(&admin, 1).await;
+    let created = admin
+        .post(
+            "compute",
+            "/servers",
+            &json!({"server": {"name": "doomed", "imageRef": cloud.image_id, "flavorRef": "42",
+                "networks": [{"uuid": cloud.network_id}]}}),
+        )
+        .await
+        .expect("create");
+    let id = created["server"]["id"].as_str().expect("id").to_string();
+    settle(&admin, &id, "ACTIVE").await;
+    let (worker, mut ui) = admin_worker(&server).await;
+
+    accepted(&worker, &mut ui, action(&id, ServerOp::Delete), ServerOp::Delete).await;
+    settle(&admin, &id, "SOFT_DELETED").await;
+    accepted(&worker, &mut ui, action(&id, ServerOp::ForceDelete), ServerOp::ForceDelete).await;
+    let mut gone = false;
+    for _ in 0..600 {
+        match admin.get("compute", &format!("/servers/{id}")).await {
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
+                gone = true;
+                break;
+            }
+            Ok(s) => assert_ne!(s["server"]["status"], "ERROR", "{s}"),
+            Err(e) => panic!("show: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "{id} was never deleted");
+    // It went as `forceDelete` (a second DELETE would delete a soft-deleted server too): one
+    // DELETE (the soft delete), then the action.
+    let log = server.log_text();
+    let deletes = log.lines().filter(|l| l.contains(r#"method=DELETE route="/compute/v2.1/servers/{id}""#)).count();
+    let actions = log
+        .lines()
+        .filter(|l| l.contains(r#"method=POST route="/compute/v2.1/servers/{id}/action""#) && l.contains("status=202"))
+        .count();
+    assert_eq!((deletes, actions), (1, 1), "{log}");
+    let list = admin.get("compute", "/servers/detail?all_tenants=1").await.expect("list");
+    assert_eq!(list["servers"].as_array().map(Vec::len), Some(0), "{list}");
+    // Once gone, a second force delete is Nova's 404, in words.
+    let again = refused(&worker, &mut ui, action(&id, ServerOp::ForceDelete)).await;
+    assert!(again.starts_with("force delete failed: ") && again.ends_with("(404)"), "{again}");
+}

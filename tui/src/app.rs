@@ -1172,6 +1172,7 @@ impl App {
                 self.overlay = Some(Overlay::Create(CreateForm::aggregate()));
             }
             Action::Attach if view == View::Aggregates => self.ask_aggregate_hosts(),
+            Action::Diagnostics if view == View::Aggregates => self.ask_aggregate_metadata(),
             Action::AddPort => self.ask_add_port(),
             Action::RemovePort => self.ask_remove_port(),
             Action::Diagnostics => self.diagnostics(),
@@ -1237,6 +1238,7 @@ impl App {
             Action::Rebuild
             | Action::Rescue
             | Action::Restore
+            | Action::ForceDelete
             | Action::ResetState
             | Action::Resize
             | Action::Migrate
@@ -1816,6 +1818,7 @@ impl App {
                 (Action::Select, "detail"),
                 (Action::Launch, "create"),
                 (Action::Attach, "hosts/zone"),
+                (Action::Diagnostics, "metadata"),
                 (Action::Filter, "filter"),
                 (Action::Delete, "delete"),
                 (Action::Help, "help"),

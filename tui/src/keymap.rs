@@ -71,6 +71,8 @@ pub enum Action {
     Rescue,
     /// Restore a SOFT_DELETED instance.
     Restore,
+    /// Delete a SOFT_DELETED instance for good at once (Nova's `forceDelete`), after a question.
+    ForceDelete,
     ResetState,
     /// Resize (asking the flavor); on VERIFY_RESIZE: confirm or revert.
     Resize,
@@ -128,13 +130,14 @@ impl Action {
         (Action::Rebuild, "rebuild", "rebuild from an image (ports are kept)"),
         (Action::Rescue, "rescue", "rescue (unrescue when rescued)"),
         (Action::Restore, "restore", "restore a SOFT_DELETED instance"),
+        (Action::ForceDelete, "force_delete", "force-delete a SOFT_DELETED instance (asks)"),
         (Action::Resize, "resize", "resize; in VERIFY_RESIZE: confirm or revert"),
         (Action::ResetState, "reset_state", "admins: reset the state (active / error)"),
         (Action::Migrate, "migrate", "admins: cold-migrate to a host"),
         (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
         (Action::AddPort, "add_port", "instance: attach a port (new on a network, or a free one)"),
         (Action::RemovePort, "remove_port", "instance: detach one of its ports"),
-        (Action::Diagnostics, "diagnostics", "instance: interfaces and (admins) diagnostics, read once"),
+        (Action::Diagnostics, "diagnostics", "interfaces, diagnostics; aggregate: metadata"),
         (Action::Follow, "follow", "console: follow the end"),
         (Action::ToggleRaw, "raw", "detail: fields / JSON / YAML"),
         (Action::ToggleEnabled, "toggle_enabled", "admins: disable or enable the project or user"),
@@ -317,6 +320,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("B", Action::Rebuild),
     ("K", Action::Rescue),
     ("ctrl-u", Action::Restore),
+    ("ctrl-k", Action::ForceDelete),
     ("V", Action::Resize),
     ("!", Action::ResetState),
     ("M", Action::Migrate),

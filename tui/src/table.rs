@@ -50,10 +50,31 @@ pub struct Scope {
 pub struct Column {
     pub title: &'static str,
     pub width: Constraint,
+    /// Left out of the drawing (the terminal is too narrow); sorting and filtering still see it.
+    pub hidden: bool,
+    /// The short form of a cell whose text is wider than a `Length` column (`VERIFY` for
+    /// `VERIFY_RESIZE`); without one the text is cut.
+    pub short: Option<ShortForm>,
 }
 
+/// A cell's short form (`VERIFY` for `VERIFY_RESIZE`).
+pub type ShortForm = fn(&str) -> &str;
+
 pub const fn col(title: &'static str, width: Constraint) -> Column {
-    Column { title, width }
+    Column { title, width, hidden: false, short: None }
+}
+
+/// The width the shown columns need at least, with the table's one-cell spacing between them.
+pub fn min_width(cols: &[Column]) -> u16 {
+    let shown: Vec<&Column> = cols.iter().filter(|c| !c.hidden).collect();
+    let cells: u16 = shown
+        .iter()
+        .map(|c| match c.width {
+            Constraint::Length(n) | Constraint::Min(n) => n,
+            _ => 0,
+        })
+        .sum();
+    cells + (shown.len() as u16).saturating_sub(1)
 }
 
 #[derive(Clone, Debug, PartialEq, PartialOrd)]
@@ -80,6 +101,11 @@ pub trait Resource: Clone + Send + Sync + 'static {
     /// Rows belong to projects: the all-projects toggle applies (and adds a PROJECT column).
     const SCOPED: bool = false;
     fn columns(ctx: &CellCtx) -> Vec<Column>;
+    /// The columns as drawn in `width` cells: the same columns (indices stay those of `cells`),
+    /// some of them narrower or hidden when a resource knows how to fit a narrow terminal.
+    fn fit_columns(ctx: &CellCtx, _width: u16) -> Vec<Column> {
+        Self::columns(ctx)
+    }
     fn cells(&self, ctx: &CellCtx) -> Vec<String>;
     fn id(&self) -> &str;
     fn name(&self) -> &str;
@@ -339,13 +365,29 @@ impl<R: Resource> ResourceTable<R> {
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme, ctx: &CellCtx, busy: bool) {
-        let mut columns = R::columns(ctx);
         // The mark column shows only while rows are marked or a bulk action reports on them.
         let marks = !self.picked.is_empty() || !self.progress.is_empty();
+        let inner_w = area.width.saturating_sub(2).saturating_sub(if marks { 2 } else { 0 });
+        let fitted = R::fit_columns(ctx, inner_w);
+        // Which of the resource's columns are drawn (hidden ones leave no gap).
+        let shown: Vec<bool> = fitted.iter().map(|c| !c.hidden).collect();
+        let shorts: Vec<Option<(u16, ShortForm)>> = fitted
+            .iter()
+            .map(|c| match (c.width, c.short) {
+                (Constraint::Length(n), Some(f)) => Some((n, f)),
+                _ => None,
+            })
+            .collect();
+        let mut columns: Vec<Column> = fitted.into_iter().filter(|c| !c.hidden).collect();
         if marks {
             columns.insert(0, col(" ", Constraint::Length(1)));
         }
-        let data_col = |i: usize| if marks { i.checked_sub(1) } else { Some(i) };
+        // A drawn column's index among the resource's columns.
+        let drawn: Vec<usize> = (0..shown.len()).filter(|&i| shown[i]).collect();
+        let data_col = |i: usize| {
+            let i = if marks { i.checked_sub(1)? } else { i };
+            drawn.get(i).copied()
+        };
         let sort_mark = |i: usize| match (self.sort, data_col(i)) {
             (Some((c, false)), Some(d)) if c == d => "↑",
             (Some((c, true)), Some(d)) if c == d => "↓",
@@ -405,11 +447,16 @@ impl<R: Resource> ResourceTable<R> {
                 let r = &self.items[i];
                 let expecting = self.expecting.contains(r.id());
                 let deleting = self.deleting.contains(r.id());
-                let cells = r.cells(ctx).into_iter().enumerate().map(|(ci, text)| {
+                let cells = r.cells(ctx).into_iter().enumerate().filter(|(ci, _)| shown[*ci]).map(|(ci, text)| {
+                    // Coloured by the full text, shown short when it does not fit.
                     let mut style = if Some(ci) == status_col { theme.status(&text) } else { Style::default() };
                     if expecting && (ci == 1 || ci == 2) {
                         style = style.add_modifier(Modifier::ITALIC);
                     }
+                    let text = match shorts[ci] {
+                        Some((n, short)) if text.chars().count() > n as usize => short(&text).to_string(),
+                        _ => text,
+                    };
                     Cell::from(text).style(style)
                 });
                 let mark = marks.then(|| {

@@ -81,6 +81,8 @@ pub enum ServerOp {
     Unrescue,
     /// Bring a SOFT_DELETED instance back.
     Restore,
+    /// Delete a SOFT_DELETED instance for good now (`forceDelete`), not at the reclaim.
+    ForceDelete,
     /// os-resetState (admins): the database state only, nothing runs on the host.
     ResetState,
     Resize,
@@ -113,6 +115,7 @@ impl ServerOp {
             ServerOp::Rescue => "rescue",
             ServerOp::Unrescue => "unrescue",
             ServerOp::Restore => "restore",
+            ServerOp::ForceDelete => "force delete",
             ServerOp::ResetState => "reset state",
             ServerOp::Resize => "resize",
             ServerOp::ConfirmResize => "confirm resize",
@@ -150,6 +153,7 @@ impl ServerOp {
             ServerOp::Rescue => ("", "rescuing"),
             ServerOp::Unrescue => ("RESCUE", "unrescuing"),
             ServerOp::Restore => ("SOFT_DELETED", "restoring"),
+            ServerOp::ForceDelete => ("SOFT_DELETED", "deleting"),
             ServerOp::ResetState => ("", ""),
             // Nova shows a cold migration as RESIZE too.
             ServerOp::Resize | ServerOp::Migrate => ("RESIZE", "resize_prep"),
@@ -804,6 +808,9 @@ fn words(req: &Request, e: &ClientError) -> String {
         Request::Create(crate::overlays::Create::ServerGroup { name, .. }) => format!("creating server group {name}"),
         Request::Create(crate::overlays::Create::Aggregate { name, .. }) => format!("creating aggregate {name}"),
         Request::Create(crate::overlays::Create::AggregateHosts { name, .. }) => format!("changing aggregate {name}"),
+        Request::Create(crate::overlays::Create::AggregateMeta { name, .. }) => {
+            format!("changing the metadata of aggregate {name}")
+        }
         Request::Create(crate::overlays::Create::AddPort { server_name, .. }) => {
             format!("attaching a port to {server_name}")
         }
@@ -1010,6 +1017,7 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 ServerOp::Unshelve => client.post("compute", &path, &json!({"unshelve": null})).await?,
                 ServerOp::Unrescue => client.post("compute", &path, &json!({"unrescue": null})).await?,
                 ServerOp::Restore => client.post("compute", &path, &json!({"restore": null})).await?,
+                ServerOp::ForceDelete => client.post("compute", &path, &json!({"forceDelete": null})).await?,
                 ServerOp::ConfirmResize => client.post("compute", &path, &json!({"confirmResize": null})).await?,
                 ServerOp::RevertResize => client.post("compute", &path, &json!({"revertResize": null})).await?,
                 ServerOp::Snapshot => {
@@ -1182,7 +1190,7 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
     }
     match c {
         Create::ServerGroup { .. } => return crate::views::server_groups::act(client, c).await,
-        Create::Aggregate { .. } | Create::AggregateHosts { .. } => {
+        Create::Aggregate { .. } | Create::AggregateHosts { .. } | Create::AggregateMeta { .. } => {
             return crate::views::aggregates::act(client, c).await;
         }
         Create::AddPort { .. } | Create::RemovePort { .. } => return crate::views::interfaces::act(client, c).await,
@@ -1280,6 +1288,7 @@ async fn create(client: &Client, c: &crate::overlays::Create) -> Result<Response
         Create::ServerGroup { .. }
         | Create::Aggregate { .. }
         | Create::AggregateHosts { .. }
+        | Create::AggregateMeta { .. }
         | Create::AddPort { .. }
         | Create::RemovePort { .. } => Err(ClientError::Decode("a compute form reached the network path".into())),
     }

@@ -234,6 +234,58 @@ fn restore_acts_on_soft_deleted_rows_only() {
     assert!(h.screen().contains("restore brings back SOFT_DELETED instances only"));
 }
 
+/// `ctrl-k` force-deletes a soft-deleted instance (Nova's `forceDelete`, not DELETE) after a
+/// question naming it; marked rows are all named; any other status is refused without a question.
+#[test]
+fn force_delete_asks_naming_the_instances_and_sends_force_delete() {
+    let ctrl_k = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::CONTROL);
+    let mut h = Harness::new(
+        false,
+        vec![
+            server(1, "web-1", "SOFT_DELETED", None),
+            server(2, "web-2", "SOFT_DELETED", None),
+            server(3, "db", "ACTIVE", None),
+        ],
+    );
+    let s = h.screen();
+    assert!(s.contains("<ctrl-u>restore, before the cloud reclaims it <ctrl-k>force delete"), "{s}");
+    h.app.on_key(ctrl_k);
+    let s = h.screen();
+    assert!(s.contains("Force delete instance web-1?") && s.contains("no restore after this"), "{s}");
+    snap!("force_delete_one", s);
+    assert!(h.sent().is_empty(), "nothing is sent before the answer");
+    // Any other key keeps it.
+    h.chars("n");
+    assert!(h.sent().is_empty());
+    h.app.on_key(ctrl_k);
+    h.chars("y");
+    assert_eq!(h.sent(), vec![op(1, ServerOp::ForceDelete)]);
+    let s = h.screen();
+    assert!(s.lines().any(|l| l.contains("web-1") && l.contains("deleting")), "shown at once: {s}");
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::ForceDelete });
+
+    // Marked rows: one question naming each of them.
+    h.update(server(1, "web-1", "SOFT_DELETED", None));
+    h.chars("  ");
+    h.app.on_key(ctrl_k);
+    let s = h.screen();
+    assert!(s.contains("Force delete 2 instances?") && s.contains("web-1, web-2"), "{s}");
+    snap!("force_delete_marked", s);
+    h.key(KeyCode::Enter);
+    let mut sent = h.sent();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(sent, vec![op(1, ServerOp::ForceDelete), op(2, ServerOp::ForceDelete)]);
+
+    // Not soft-deleted: said, nothing asked or sent.
+    h.key(KeyCode::Esc);
+    h.key(KeyCode::End);
+    h.app.on_key(ctrl_k);
+    let s = h.screen();
+    assert!(s.contains("force delete is for SOFT_DELETED instances (ctrl-d deletes the others)"), "{s}");
+    assert!(!s.contains("Force delete"), "{s}");
+    assert!(h.sent().is_empty());
+}
+
 /// Marked rescued instances: one question naming the count, then one unrescue each.
 #[test]
 fn marked_rescued_rows_unrescue_after_one_question() {
@@ -388,6 +440,8 @@ fn the_help_names_every_lifecycle_key() {
         "rebuild from an image (ports are kept)",
         "rescue (unrescue when rescued)",
         "restore a SOFT_DELETED instance",
+        "ctrl-k",
+        "force-delete a SOFT_DELETED instance (asks)",
         "resize; in VERIFY_RESIZE: confirm or revert",
         "admins: reset the state (active / error)",
         "admins: cold-migrate to a host",

@@ -2146,6 +2146,67 @@ fn aggregates_view_and_hosts_form() {
     );
 }
 
+/// `m` in `:aggregates`: the pairs listed, set/change and remove sent as one `set_metadata`
+/// request; a slip is said in the dialog before sending, and the cloud's refusal after.
+#[test]
+fn aggregate_metadata_editor() {
+    use meridian_tui::overlays::Create;
+    let mut h = Harness::loaded(100, 20, true);
+    h.app.run_command("aggregates");
+    h.drain();
+    h.key(KeyCode::Char('m'));
+    let s = h.screen();
+    assert!(s.contains("Metadata of the aggregate") && s.contains("fast has:"), "{s}");
+    assert!(s.contains("  availability_zone=az-fast") && s.contains("  ssd=true"), "one pair a line: {s}");
+    snap!("aggregate_metadata_form", s);
+    // A key the aggregate does not have: said, nothing sent.
+    h.chars("ssd=false, gpu=nvidia");
+    h.key(KeyCode::Tab);
+    h.chars("nvme");
+    h.key(KeyCode::Enter);
+    assert!(h.drain().is_empty());
+    assert!(h.screen().contains("fast has no key nvme"));
+    for _ in 0..4 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("ssd");
+    h.key(KeyCode::Enter);
+    assert!(h.screen().contains("ssd is both set and removed"));
+    for _ in 0..3 {
+        h.key(KeyCode::Backspace);
+    }
+    h.chars("availability_zone");
+    h.key(KeyCode::Enter);
+    let sent = Create::AggregateMeta {
+        id: "1".into(),
+        name: "fast".into(),
+        set: vec![("ssd".into(), "false".into()), ("gpu".into(), "nvidia".into())],
+        unset: vec!["availability_zone".into()],
+    };
+    let sent = Request::Create(sent);
+    assert_eq!(h.drain(), vec![sent.clone()]);
+    // The cloud refuses: its sentence in the dialog, which stays open to change and send again.
+    h.app.on_response(Response::Failed {
+        request: sent,
+        message:
+            "Cannot update metadata of aggregate 1: Reason: One or more hosts contain instances in this zone. (409)"
+                .into(),
+    });
+    let s = h.screen();
+    assert!(s.contains("One or more hosts") && s.contains("contain instances in this zone. (409)"), "{s}");
+    assert!(s.contains("Metadata of the aggregate"), "{s}");
+    snap!("aggregate_metadata_refused", s);
+    // Accepted: the form closes, the list is read again, the status line says what changed.
+    h.app.on_response(Response::Did { kind: Kind::Aggregates, message: "aggregate fast: gpu=nvidia".into() });
+    let s = h.screen();
+    assert!(!s.contains("Metadata of the aggregate") && s.contains("aggregate fast: gpu=nvidia"), "{s}");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Aggregates)]);
+    // An aggregate with no metadata says so.
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Char('m'));
+    assert!(h.screen().contains("no metadata"));
+}
+
 #[test]
 fn overview_shows_this_months_usage() {
     use meridian_tui::views::usage::{Usage, UsageReport};
@@ -2241,4 +2302,61 @@ fn instance_interfaces_diagnostics_and_ports() {
             port_id: None
         })]
     );
+}
+
+/// Every Nova status the list can show, with a task on the longest one.
+fn every_status() -> Vec<Server> {
+    [
+        ("VERIFY_RESIZE", None),
+        ("REVERT_RESIZE", Some("resize_reverting")),
+        ("SHELVED_OFFLOADED", Some("unshelving")),
+        ("SOFT_DELETED", None),
+        ("PASSWORD", None),
+        ("HARD_REBOOT", Some("reboot_started")),
+        ("MIGRATING", Some("migrating")),
+        ("SUSPENDED", None),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (status, task))| server(i as u32 + 1, &format!("vm-{}", i + 1), status, task, 1))
+    .collect()
+}
+
+/// The STATUS column at 80 columns: short forms that fit beside TASK (admins lose IMAGE and
+/// FLAVOR first), the full status in the hint line; at 120 every status in full.
+#[test]
+fn every_status_is_readable_at_80_and_120_columns() {
+    for (w, admin) in [(80, false), (80, true), (120, false), (120, true)] {
+        let mut h = Harness::loaded(w, 14, admin);
+        h.app.on_response(Response::Listed(Listing::Servers(every_status())));
+        let s = h.screen();
+        let header = s.lines().find(|l| l.contains("NAME")).expect("header");
+        assert!(header.contains("STATUS") && header.contains("TASK") && header.contains("POWER"), "{s}");
+        let row = |name: &str| s.lines().find(|l| l.contains(&format!("{name} "))).expect("row").to_string();
+        let wide = w == 120;
+        for (name, full, short) in [
+            ("vm-1", "VERIFY_RESIZE", "VERIFY"),
+            ("vm-2", "REVERT_RESIZE", "REVERT"),
+            ("vm-3", "SHELVED_OFFLOADED", "SHELVED_OFF"),
+            ("vm-4", "SOFT_DELETED", "SOFT_DEL"),
+            ("vm-5", "PASSWORD", "PASSWORD"),
+            ("vm-6", "HARD_REBOOT", "HARD_REBOOT"),
+        ] {
+            let want = if wide { full } else { short };
+            assert!(row(name).contains(&format!(" {want} ")), "{w} admin={admin}: {name} shows {want}\n{s}");
+        }
+        // TASK keeps its 12 cells: the task under it is whole.
+        assert!(row("vm-7").contains(" migrating "), "{s}");
+        assert!(row("vm-3").contains(" unshelving "), "{s}");
+        if admin {
+            assert!(header.contains("HOST"), "{s}");
+        }
+        // The selected row shown short names its full status in the hint line.
+        h.key(KeyCode::Down);
+        h.key(KeyCode::Down);
+        let s = h.screen();
+        let hint = s.lines().rev().nth(1).expect("hint line");
+        assert!(hint.starts_with("SHELVED_OFFLOADED "), "{hint}");
+        snap!(format!("every_status_{w}_{}", if admin { "admin" } else { "member" }), s);
+    }
 }

@@ -31,6 +31,16 @@ impl App {
         self.send(Request::List(Kind::Hypervisors));
     }
 
+    /// `m` in `:aggregates`: the selected aggregate's metadata editor.
+    pub(super) fn ask_aggregate_metadata(&mut self) {
+        let Some(a) = self.tables.aggregates.selected() else {
+            self.info = Some("no aggregate selected".into());
+            return;
+        };
+        let form = CreateForm::aggregate_metadata((a.key.clone(), a.name.clone()), a.metadata_pairs());
+        self.overlay = Some(Overlay::Create(form));
+    }
+
     /// Hypervisor host names (the `host` Nova's aggregate actions take is the service host,
     /// which is the hypervisor's `service.host`, else its hostname).
     fn hypervisor_hosts(&self) -> Vec<String> {

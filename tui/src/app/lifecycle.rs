@@ -50,6 +50,17 @@ impl App {
                 self.info = Some("restore brings back SOFT_DELETED instances only".into());
                 return;
             }
+            // No way back: always asked, naming every instance.
+            Action::ForceDelete if all("SOFT_DELETED") => {
+                let verb = Verb::Server(ServerOp::ForceDelete);
+                self.overlay = Some(Overlay::Confirm(Confirm { verb, kind: Kind::Servers, targets }));
+                return;
+            }
+            Action::ForceDelete => {
+                let key = self.cfg.keymap.hint(Action::Delete);
+                self.info = Some(format!("force delete is for SOFT_DELETED instances ({key} deletes the others)"));
+                return;
+            }
             Action::Resize if all("VERIFY_RESIZE") => {
                 let flavor = match targets.as_slice() {
                     [(id, _)] => self.tables.servers.get(id).map(|s| self.flavor_label(s)).unwrap_or_default(),
@@ -269,22 +280,32 @@ impl App {
         }
     }
 
-    /// The hint for an instance waiting for the user (VERIFY_RESIZE, RESCUE, SOFT_DELETED).
+    /// The hint for an instance waiting for the user (VERIFY_RESIZE, RESCUE, SOFT_DELETED), and
+    /// the full status of one a narrow STATUS column shows short (SHELVED_OFFLOADED).
     pub(super) fn waiting_hint(&self, theme: &Theme) -> Option<Vec<Span<'static>>> {
         let (id, _) = self.target_server()?;
-        // While the answer is being carried out there is nothing to ask.
-        let s = self.tables.servers.get(&id).filter(|s| s.task_state.is_none())?;
+        let s = self.tables.servers.get(&id)?;
         let km = &self.cfg.keymap;
-        let (key, words) = match s.status.as_str() {
-            "VERIFY_RESIZE" => (km.hint(Action::Resize), "confirm or revert the resize"),
-            "RESCUE" => (km.hint(Action::Rescue), "unrescue (back to its own disk)"),
-            "SOFT_DELETED" => (km.hint(Action::Restore), "restore, before the cloud reclaims it"),
-            _ => return None,
+        let waits = match s.status.as_str() {
+            // While the answer is being carried out there is nothing to ask.
+            _ if s.task_state.is_some() => None,
+            "VERIFY_RESIZE" => Some((km.hint(Action::Resize), "confirm or revert the resize")),
+            "RESCUE" => Some((km.hint(Action::Rescue), "unrescue (back to its own disk)")),
+            "SOFT_DELETED" => Some((km.hint(Action::Restore), "restore, before the cloud reclaims it")),
+            _ => None,
         };
-        Some(vec![
-            Span::styled(format!("{} ", s.status), theme.status(&s.status)),
-            Span::styled(format!("<{key}>"), theme.accent()),
-            Span::styled(format!("{words} "), theme.muted()),
-        ])
+        if waits.is_none() && crate::model::short_status(&s.status) == s.status {
+            return None;
+        }
+        let mut spans = vec![Span::styled(format!("{} ", s.status), theme.status(&s.status))];
+        if let Some((key, words)) = waits {
+            spans.push(Span::styled(format!("<{key}>"), theme.accent()));
+            spans.push(Span::styled(format!("{words} "), theme.muted()));
+            if s.status == "SOFT_DELETED" {
+                spans.push(Span::styled(format!("<{}>", km.hint(Action::ForceDelete)), theme.accent()));
+                spans.push(Span::styled("force delete ", theme.muted()));
+            }
+        }
+        Some(spans)
     }
 }

@@ -52,25 +52,40 @@ impl Confirm {
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let r = centered(area, 60, 5);
-        f.render_widget(Clear, r);
         let word = self.verb.word();
-        let (question, answer) = match self.targets.as_slice() {
-            [(id, name)] => {
-                let label = if name.is_empty() { id.clone() } else { name.clone() };
+        let label = |(id, name): &(String, String)| if name.is_empty() { id.clone() } else { name.clone() };
+        // A force delete cannot be undone: every instance is named, however many are marked.
+        let forever = self.verb == Verb::Server(ServerOp::ForceDelete);
+        let (mut text, answer) = match self.targets.as_slice() {
+            [one] => {
                 let q = Line::from(vec![
                     Span::raw(format!("{} {} ", capital(word), self.kind.noun())),
-                    Span::styled(label, theme.title()),
+                    Span::styled(label(one), theme.title()),
                     Span::raw("?"),
                 ]);
-                (q, format!("y / Enter: {word} · any other key: keep it"))
+                (vec![q], format!("y / Enter: {word} · any other key: keep it"))
             }
             many => {
                 let q = format!("{} {} {}s?", capital(word), many.len(), self.kind.noun());
-                (Line::from(Span::styled(q, theme.title())), format!("y / Enter: {word} them · any other key: cancel"))
+                let mut text = vec![Line::from(Span::styled(q, theme.title()))];
+                if forever {
+                    let names: Vec<String> = many.iter().map(label).collect();
+                    text.push(Line::from(Span::styled(names.join(", "), theme.title())));
+                }
+                (text, format!("y / Enter: {word} them · any other key: cancel"))
             }
         };
-        let text = vec![question, Line::from(Span::styled(answer, theme.muted()))];
+        if forever {
+            text.push(Line::from(Span::styled("Deleted for good now: no restore after this.", theme.error())));
+        }
+        text.push(Line::from(Span::styled(answer, theme.muted())));
+        let width = 60u16;
+        // Lines as wrapped in the dialog, plus its border.
+        let inner = usize::from(width.min(area.width).saturating_sub(2)).max(1);
+        // (plus one: word wrapping can take a line more than the width says).
+        let rows: usize = text.iter().map(|l| l.width().div_ceil(inner).max(1)).sum::<usize>() + 1;
+        let r = centered(area, width, (rows as u16 + 2).max(5));
+        f.render_widget(Clear, r);
         f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(dialog("Confirm", theme)), r);
     }
 }

@@ -69,6 +69,8 @@ pub enum What {
     SrvGroup,
     Aggregate,
     AggregateHosts,
+    /// An aggregate's metadata: keys set (added or changed) and removed.
+    AggregateMeta,
     /// A port attached to / detached from an instance (views/interfaces.rs).
     AddPort,
     RemovePort,
@@ -115,6 +117,7 @@ const TO_IMAGE: &[&str] = &["Image name", "Disk format"];
 const SRV_GROUP: &[&str] = &["Name", "Policy", "Max per host"];
 const AGGREGATE: &[&str] = &["Name", "Zone"];
 const AGGREGATE_HOSTS: &[&str] = &["Add host", "Remove host", "Zone"];
+const AGGREGATE_META: &[&str] = &["Set", "Remove"];
 const ADD_PORT: &[&str] = &["Network", "Or port"];
 const REMOVE_PORT: &[&str] = &["Port"];
 
@@ -239,6 +242,14 @@ pub enum Create {
         add: Vec<String>,
         remove: Vec<String>,
         zone: Option<String>,
+    },
+    /// An aggregate's metadata changed in one `set_metadata`: `set` keys to values, `unset`
+    /// keys removed (Nova's null), as `openstack aggregate set/unset --property`.
+    AggregateMeta {
+        id: String,
+        name: String,
+        set: Vec<(String, String)>,
+        unset: Vec<String>,
     },
     /// A new port on a network, or an existing port, attached to an instance.
     AddPort {
@@ -457,6 +468,18 @@ impl CreateForm {
             networks: hosts.into_iter().map(|h| (h.clone(), h)).collect(),
             server: Some(aggregate),
             volume: VolumeRef { name: zone.to_string(), ..VolumeRef::default() },
+            ..CreateForm::blank(fields)
+        }
+    }
+
+    /// The metadata of an aggregate (ID, name, its key/value pairs now).
+    pub fn aggregate_metadata(aggregate: (String, String), pairs: Vec<(String, String)>) -> CreateForm {
+        let fields = vec![field("", "key=value, comma-separated: adds or changes"), field("", "keys, comma-separated")];
+        CreateForm {
+            what: What::AggregateMeta,
+            labels: AGGREGATE_META,
+            networks: pairs,
+            server: Some((aggregate.0, aggregate.1, Vec::new())),
             ..CreateForm::blank(fields)
         }
     }
@@ -724,6 +747,11 @@ impl CreateForm {
                 let (id, name, _) = self.server.clone().unwrap_or_default();
                 Ok(Create::AggregateHosts { id, name, add, remove, zone })
             }
+            What::AggregateMeta => {
+                let (id, name, _) = self.server.clone().unwrap_or_default();
+                let (set, unset) = metadata_edit(&v[0], &v[1], &self.networks, &name)?;
+                Ok(Create::AggregateMeta { id, name, set, unset })
+            }
             What::AddPort => {
                 let (server_id, server_name, _) = self.server.clone().unwrap_or_default();
                 match (v[0].is_empty(), v[1].is_empty()) {
@@ -784,10 +812,14 @@ impl CreateForm {
             What::SrvGroup => "Create server group",
             What::Aggregate => "Create host aggregate",
             What::AggregateHosts => "Hosts and zone of the aggregate",
+            What::AggregateMeta => "Metadata of the aggregate",
             What::AddPort => "Attach a port",
             What::RemovePort => "Detach a port",
         };
-        let h = self.labels.len() as u16 * 2 + 5;
+        // The metadata form lists the pairs under its fields, one a line (and room for a
+        // refusal that wraps).
+        let listed = if self.what == What::AggregateMeta { self.networks.len().max(1) as u16 + 2 } else { 0 };
+        let h = self.labels.len() as u16 * 2 + 5 + listed;
         let r = centered(area, 72, h);
         f.render_widget(Clear, r);
         let block = dialog(title, theme);
@@ -804,6 +836,25 @@ impl CreateForm {
             let style = if i == self.focus { theme.accent() } else { theme.muted() };
             f.render_widget(Paragraph::new(Span::styled(format!("{label:>12}: "), style)), l);
             f.render_widget(&focused(&self.fields[i], i == self.focus, theme), Rect { height: 1, ..v });
+        }
+        if self.what == What::AggregateMeta {
+            let (_, name, _) = self.server.clone().unwrap_or_default();
+            let mut lines = vec![if self.busy {
+                Line::from(Span::styled("sending…", theme.accent()))
+            } else if let Some(e) = &self.error {
+                Line::from(Span::styled(e.clone(), theme.error()))
+            } else {
+                Line::from(Span::styled(format!("{name} has:"), theme.muted()))
+            }];
+            if self.networks.is_empty() {
+                lines.push(Line::from(Span::styled("  no metadata", theme.muted())));
+            }
+            for (k, v) in &self.networks {
+                lines
+                    .push(Line::from(vec![Span::styled(format!("  {k}"), theme.accent()), Span::raw(format!("={v}"))]));
+            }
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), areas[self.labels.len() + 1]);
+            return;
         }
         let msg = if let (Some(text), None, false) = (self.choices_line(), &self.error, self.busy) {
             Line::from(Span::styled(text, theme.muted()))
@@ -856,6 +907,39 @@ impl CreateForm {
             _ => None,
         }
     }
+}
+
+/// Keys set to values, and keys removed.
+type MetadataEdit = (Vec<(String, String)>, Vec<String>);
+
+/// What the metadata form asks for: `k=v` pairs to set and keys to remove (comma-separated),
+/// checked against the pairs the aggregate has now so a slip is said before anything is sent.
+fn metadata_edit(set: &str, remove: &str, now: &[(String, String)], name: &str) -> Result<MetadataEdit, String> {
+    let mut pairs = Vec::new();
+    for item in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("{item}: give key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{item}: the key is empty"));
+        }
+        pairs.push((k.to_string(), v.trim().to_string()));
+    }
+    let mut unset = Vec::new();
+    for k in remove.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !now.iter().any(|(have, _)| have == k) {
+            return Err(format!("{name} has no key {k}"));
+        }
+        if pairs.iter().any(|(s, _)| s == k) {
+            return Err(format!("{k} is both set and removed"));
+        }
+        unset.push(k.to_string());
+    }
+    if pairs.is_empty() && unset.is_empty() {
+        return Err("set a key=value, or name a key to remove".into());
+    }
+    Ok((pairs, unset))
 }
 
 /// The ID of the one `what` named or numbered `s` among (name, ID) pairs; with no list to look
@@ -1040,7 +1124,22 @@ fn subnet_spec(cidr: &str, gateway: &str, dhcp: &str, dns: &str) -> Result<Subne
 
 #[cfg(test)]
 mod tests {
-    use super::subnet_spec;
+    use super::{metadata_edit, subnet_spec};
+
+    #[test]
+    fn metadata_input_is_checked() {
+        let now = vec![("ssd".to_string(), "true".to_string()), ("tier".to_string(), "1".to_string())];
+        let (set, unset) = metadata_edit("ssd=false, gpu = nvidia,", "tier", &now, "fast").expect("valid");
+        assert_eq!(set, vec![("ssd".into(), "false".into()), ("gpu".into(), "nvidia".into())]);
+        assert_eq!(unset, vec!["tier".to_string()]);
+        // An empty value is a value (Nova keeps "").
+        assert_eq!(metadata_edit("note=", "", &now, "fast").expect("valid").0, vec![("note".into(), "".into())]);
+        assert_eq!(metadata_edit("gpu", "", &now, "fast").expect_err("refused"), "gpu: give key=value");
+        assert_eq!(metadata_edit("=x", "", &now, "fast").expect_err("refused"), "=x: the key is empty");
+        assert_eq!(metadata_edit("", "nope", &now, "fast").expect_err("refused"), "fast has no key nope");
+        assert_eq!(metadata_edit("ssd=1", "ssd", &now, "fast").expect_err("refused"), "ssd is both set and removed");
+        assert!(metadata_edit(" ", "", &now, "fast").is_err());
+    }
 
     #[test]
     fn subnet_input_is_checked() {

@@ -1,6 +1,7 @@
 //! Host aggregates (`os-aggregates`, admins): groups of compute hosts, optionally exposed as an
 //! availability zone, with free-form metadata. `c` creates one (name, optional zone), `a` adds or
-//! removes hosts (picked from the hypervisors) and sets the zone, `ctrl-d` deletes it.
+//! removes hosts (picked from the hypervisors) and sets the zone, `m` edits the metadata (sets,
+//! changes and removes keys in one `set_metadata`), `ctrl-d` deletes it.
 
 use ratatui::layout::Constraint;
 use serde::Deserialize;
@@ -30,6 +31,12 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// The metadata as (key, value) pairs for the editor, the zone's key included (Nova keeps
+    /// the zone there and `set_metadata` may change it).
+    pub fn metadata_pairs(&self) -> Vec<(String, String)> {
+        self.metadata.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect()
+    }
+
     /// Metadata as `k=v` pairs, the zone's own key left out (it has its column).
     pub fn metadata_text(&self) -> String {
         self.metadata
@@ -121,6 +128,21 @@ pub async fn act(client: &Client, c: &Create) -> Result<Response, ClientError> {
                 done.push(if z.is_empty() { "no zone".into() } else { format!("zone {z}") });
             }
             Ok(Response::Did { kind: Kind::Aggregates, message: format!("aggregate {name}: {}", done.join("; ")) })
+        }
+        Create::AggregateMeta { id, name, set, unset } => {
+            let mut metadata = serde_json::Map::new();
+            for (k, v) in set {
+                metadata.insert(k.clone(), json!(v));
+            }
+            // Nova removes a key given as null.
+            for k in unset {
+                metadata.insert(k.clone(), Value::Null);
+            }
+            let path = format!("/os-aggregates/{}/action", path_segment(id));
+            client.post("compute", &path, &json!({"set_metadata": {"metadata": metadata}})).await?;
+            let mut done: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            done.extend(unset.iter().map(|k| format!("{k} removed")));
+            Ok(Response::Did { kind: Kind::Aggregates, message: format!("aggregate {name}: {}", done.join(", ")) })
         }
         _ => Err(ClientError::Decode("not an aggregate form".into())),
     }

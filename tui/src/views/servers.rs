@@ -2,12 +2,19 @@ use ratatui::layout::Constraint;
 use serde_json::Value;
 
 pub use crate::model::Server;
-use crate::table::{CellCtx, Column, Resource, Scope, SortKey, age, col};
+use crate::table::{CellCtx, Column, Resource, Scope, SortKey, age, col, min_width};
 use meridian_common::{Client, ClientError};
 
 use crate::model::parse_list;
-use crate::model::power_state_name;
+use crate::model::{power_state_name, short_status};
 use crate::worker::{DeleteCall, Kind, get_all, path_segment};
+
+/// STATUS wide enough for the longest Nova status (SHELVED_OFFLOADED), and for the longest
+/// short form (`SHELVED_OFF`, `HARD_REBOOT`).
+const STATUS_FULL: u16 = 17;
+const STATUS_SHORT: u16 = 11;
+const TASK: u16 = 12;
+const TASK_WIDE: u16 = 16;
 
 impl Resource for Server {
     const TITLE: &'static str = "Instances";
@@ -19,8 +26,8 @@ impl Resource for Server {
     fn columns(ctx: &CellCtx) -> Vec<Column> {
         let mut c = vec![
             col("NAME", Constraint::Min(10)),
-            col("STATUS", Constraint::Length(9)),
-            col("TASK", Constraint::Length(12)),
+            col("STATUS", Constraint::Length(STATUS_FULL)),
+            col("TASK", Constraint::Length(TASK)),
             col("POWER", Constraint::Length(8)),
             col("ADDRESSES", Constraint::Min(9)),
             col("FLAVOR", Constraint::Length(9)),
@@ -33,6 +40,26 @@ impl Resource for Server {
             c.push(col("PROJECT", Constraint::Length(10)));
         }
         c.push(col("AGE", Constraint::Length(4)));
+        c
+    }
+    fn fit_columns(ctx: &CellCtx, width: u16) -> Vec<Column> {
+        let mut c = Self::columns(ctx);
+        // Every Nova status in full when it fits beside every column; else its short form, then
+        // IMAGE and FLAVOR go (the detail has them) before NAME, TASK or ADDRESSES are squeezed.
+        if min_width(&c) > width {
+            c[1].width = Constraint::Length(STATUS_SHORT);
+            c[1].short = Some(short_status);
+        }
+        // Room to spare: whole task names (resize_migrating, resize_reverting).
+        c[2].width = Constraint::Length(TASK_WIDE);
+        if min_width(&c) > width {
+            c[2].width = Constraint::Length(TASK);
+        }
+        for drop in [6, 5] {
+            if min_width(&c) > width {
+                c[drop].hidden = true;
+            }
+        }
         c
     }
     fn cells(&self, ctx: &CellCtx) -> Vec<String> {
