@@ -124,7 +124,9 @@ fn parse(v: ApiVersion, args: &Value) -> ApiResult<Args> {
     let required: &[&str] =
         if v.at_least(25) { &["block_migration", "host"] } else { &["block_migration", "disk_over_commit", "host"] };
     if let Some(missing) = required.iter().find(|k| !b.contains_key(**k)) {
-        return Err(bad(format!("Invalid input for field/attribute os-migrateLive. '{missing}' is a required property")));
+        return Err(bad(format!(
+            "Invalid input for field/attribute os-migrateLive. '{missing}' is a required property"
+        )));
     }
     let mut a = Args::default();
     match &b["host"] {
@@ -175,7 +177,9 @@ async fn live_migrate(state: &AppState, ctx: &Ctx, v: ApiVersion, id: &str, args
     check_lock_and_state(ctx, &inst, UserAction::LiveMigrate)?;
     let source = match inst.host_id.as_deref() {
         Some(h) => state.store.get_host(h).await?,
-        None => return Err(ApiError::conflict(format!("Instance {} has no compute host; cannot live-migrate.", inst.id))),
+        None => {
+            return Err(ApiError::conflict(format!("Instance {} has no compute host; cannot live-migrate.", inst.id)));
+        }
     };
     let has_volumes = inst.image_id.is_empty()
         || !state.store.instance_attachments(&inst.id).await?.is_empty()
@@ -347,7 +351,13 @@ pub(crate) fn completion_timeout(state: &AppState, flavor: &str) -> u64 {
 /// reports first, the deadline only catches a source that went silent.
 const DEADLINE_MARGIN_SECS: u64 = 120;
 
-async fn queue(state: &AppState, instance: &str, host_id: &str, action: &Action, secs: u64) -> Result<(), ConductError> {
+async fn queue(
+    state: &AppState,
+    instance: &str,
+    host_id: &str,
+    action: &Action,
+    secs: u64,
+) -> Result<(), ConductError> {
     let json = serde_json::to_string(action).map_err(StoreError::from)?;
     state.store.enqueue_work(instance, host_id, &json).await?;
     let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2);
@@ -437,7 +447,10 @@ pub(crate) async fn on_event(
                 return Ok(());
             }
             let bytes = |k: &str| data.as_ref().and_then(|d| d[k].as_u64()).and_then(|n| i64::try_from(n).ok());
-            state.store.finish_live_migration(&m, power_state.code(), bytes("memory_bytes"), bytes("disk_bytes")).await?;
+            state
+                .store
+                .finish_live_migration(&m, power_state.code(), bytes("memory_bytes"), bytes("disk_bytes"))
+                .await?;
             let dest = m.dest_compute.clone().unwrap_or_default();
             cold::rebind_ports(state, id, &dest).await?;
             event(state, id, ACTION, "compute_post_live_migration_at_destination", Some(&dest), false).await?;
@@ -471,7 +484,12 @@ pub(crate) async fn on_event(
 
 /// A host answered a live migration's [`Action::MigrateCleanup`]: nothing changes but the
 /// log (the copy that could not be removed is the operator's to remove, as Nova's).
-pub(crate) async fn cleaned(state: &AppState, work: &Work, m: &Migration, failure: Option<&str>) -> Result<(), ConductError> {
+pub(crate) async fn cleaned(
+    state: &AppState,
+    work: &Work,
+    m: &Migration,
+    failure: Option<&str>,
+) -> Result<(), ConductError> {
     let _ = state;
     if let Some(why) = failure {
         tracing::warn!(migration = %m.uuid, host = %work.host_id, error = %why, "a live migration's leftover could not be removed");
@@ -641,14 +659,23 @@ pub async fn force_complete(
         )));
     }
     // Nova answers a migration that is not this instance's with 400 here (not 404).
-    let m = migration_of(&state, &inst, &mid).await?.ok_or_else(|| bad(format!("Migration {mid} not found for instance {}", inst.id)))?;
+    let m = migration_of(&state, &inst, &mid)
+        .await?
+        .ok_or_else(|| bad(format!("Migration {mid} not found for instance {}", inst.id)))?;
     if m.status != "running" || !state.store.flag_live_migration(m.id, false, &["running"]).await? {
         let fresh = state.store.get_migration(m.id).await?;
         return Err(cold::invalid_migration_state(&fresh, &inst.id, "force complete"));
     }
     servers::record_action(&state, &ctx, &inst.id, FORCE_COMPLETE, &ctx.request_id).await?;
-    event(&state, &inst.id, FORCE_COMPLETE, "compute_live_migration_force_complete", m.source_compute.as_deref(), false)
-        .await?;
+    event(
+        &state,
+        &inst.id,
+        FORCE_COMPLETE,
+        "compute_live_migration_force_complete",
+        m.source_compute.as_deref(),
+        false,
+    )
+    .await?;
     // The source acts on the flag at its next progress report; Nova's event ends as the
     // request reaches the driver.
     state.store.finish_named_action(&inst.id, FORCE_COMPLETE, "Success", None, None).await?;
@@ -670,13 +697,28 @@ mod tests {
         let a = ok(1, serde_json::json!({"host": null, "block_migration": "True", "disk_over_commit": false}));
         assert_eq!(a, Args { host: None, block_migration: Some(true), force: false });
         assert!(refused(1, serde_json::json!({"host": null, "block_migration": true})).contains("disk_over_commit"));
-        assert!(refused(1, serde_json::json!({"host": null, "block_migration": "auto", "disk_over_commit": 0})).contains("block_migration"));
+        assert!(
+            refused(1, serde_json::json!({"host": null, "block_migration": "auto", "disk_over_commit": 0}))
+                .contains("block_migration")
+        );
         assert_eq!(ok(25, serde_json::json!({"host": "h", "block_migration": "auto"})).block_migration, None);
-        assert!(refused(25, serde_json::json!({"host": "h", "block_migration": true, "disk_over_commit": false})).contains("'disk_over_commit' was unexpected"));
-        assert!(refused(25, serde_json::json!({"host": "h", "block_migration": true, "force": true})).contains("'force' was unexpected"));
+        assert!(
+            refused(25, serde_json::json!({"host": "h", "block_migration": true, "disk_over_commit": false}))
+                .contains("'disk_over_commit' was unexpected")
+        );
+        assert!(
+            refused(25, serde_json::json!({"host": "h", "block_migration": true, "force": true}))
+                .contains("'force' was unexpected")
+        );
         assert!(ok(30, serde_json::json!({"host": "h", "block_migration": true, "force": "yes"})).force);
-        assert_eq!(refused(30, serde_json::json!({"host": null, "block_migration": true, "force": true})), "Can't force to a non-provided destination");
-        assert!(refused(68, serde_json::json!({"host": "h", "block_migration": true, "force": false})).contains("'force' was unexpected"));
+        assert_eq!(
+            refused(30, serde_json::json!({"host": null, "block_migration": true, "force": true})),
+            "Can't force to a non-provided destination"
+        );
+        assert!(
+            refused(68, serde_json::json!({"host": "h", "block_migration": true, "force": false}))
+                .contains("'force' was unexpected")
+        );
         assert!(refused(68, serde_json::json!({"block_migration": true})).contains("'host' is a required property"));
         assert!(refused(68, serde_json::json!(null)).contains("is not of type 'object'"));
     }
