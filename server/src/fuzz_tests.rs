@@ -576,6 +576,9 @@ const ROUTES: &[Route] = &[
     // A migration's disk (streamed; the migration tests send it) and a guest's password post
     // through its metadata proxy (raw text; the metadata tests send it).
     r("PUT", "/agent/v1/migrations/{id}/disk", &["key"], Agent, Kind::Raw),
+    // A running live migration's progress (only its source may post; the live migration
+    // tests send it, with a malformed body too).
+    r("POST", "/agent/v1/migrations/{id}/progress", &["key"], Agent, Kind::Raw),
     r("POST", "/agent/v1/metadata/{*path}", &["key"], Agent, Kind::Raw),
     // Network
     r(

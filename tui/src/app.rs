@@ -100,6 +100,7 @@ fn pending_of(r: &Request) -> Option<Pending> {
         Request::SerialConsole { .. } | Request::ConsoleConnect { .. } | Request::WebConsole { .. } => Pending::Attach,
         Request::CreateKeypair { .. } => Pending::Import,
         Request::Interfaces(_) | Request::Diagnostics(_) => Pending::Interfaces,
+        Request::LiveMigration(_) => return None,
         Request::SaveState { .. }
         | Request::AllProjects(_)
         | Request::ProjectNames
@@ -556,6 +557,7 @@ impl App {
             Response::KeypairCreated(c) => self.keypair_created(c),
             Response::Interfaces { id, interfaces } => self.interfaces_loaded(id, interfaces),
             Response::Diagnostics { id, result } => self.diagnostics_loaded(id, result),
+            Response::LiveMigration { id, result } => self.live_migration_loaded(id, result),
             Response::LiveMode(m) => self.live = m,
             Response::ServersStale => self.send(Request::List(Kind::Servers)),
             Response::Failed { request, message } => {
@@ -686,6 +688,7 @@ impl App {
             other => other,
         };
         let names_changed = matches!(listing, Listing::Flavors(_) | Listing::Images(_));
+        let kind_is_servers = matches!(listing, Listing::Servers(_));
         let ctx = cctx!(self);
         self.tables.set(listing, &ctx);
         if names_changed {
@@ -695,6 +698,9 @@ impl App {
         }
         self.push_wizard_data();
         self.refresh_pick();
+        if kind_is_servers {
+            self.poll_live_migration();
+        }
     }
 
     fn push_wizard_data(&mut self) {
@@ -1242,7 +1248,8 @@ impl App {
             | Action::ResetState
             | Action::Resize
             | Action::Migrate
-            | Action::Evacuate => self.lifecycle(action),
+            | Action::Evacuate
+            | Action::LiveMigrate => self.lifecycle(action),
             _ => {}
         }
     }

@@ -78,6 +78,7 @@ pub enum Action {
     Resize,
     Migrate,
     Evacuate,
+    LiveMigrate,
     // Instance interfaces and diagnostics (views/interfaces.rs).
     AddPort,
     RemovePort,
@@ -135,6 +136,7 @@ impl Action {
         (Action::ResetState, "reset_state", "admins: reset the state (active / error)"),
         (Action::Migrate, "migrate", "admins: cold-migrate to a host"),
         (Action::Evacuate, "evacuate", "admins: evacuate from a down host"),
+        (Action::LiveMigrate, "live_migrate", "admins: live-migrate; MIGRATING: complete or abort"),
         (Action::AddPort, "add_port", "instance: attach a port (new on a network, or a free one)"),
         (Action::RemovePort, "remove_port", "instance: detach one of its ports"),
         (Action::Diagnostics, "diagnostics", "interfaces, diagnostics; aggregate: metadata"),
@@ -325,6 +327,7 @@ const DEFAULTS: &[(&str, Action)] = &[
     ("!", Action::ResetState),
     ("M", Action::Migrate),
     ("X", Action::Evacuate),
+    ("J", Action::LiveMigrate),
     ("l", Action::Console),
     ("c", Action::Launch),
     ("A", Action::AllProjects),

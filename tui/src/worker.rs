@@ -92,6 +92,12 @@ pub enum ServerOp {
     Migrate,
     /// Rebuild on another host because this one is down (admins).
     Evacuate,
+    /// Live migration (admins): the guest keeps running.
+    LiveMigrate,
+    /// Abort the live migration in progress (admins).
+    LiveMigrationAbort,
+    /// Force the live migration in progress to complete (admins).
+    LiveMigrationForceComplete,
 }
 
 impl ServerOp {
@@ -122,13 +128,25 @@ impl ServerOp {
             ServerOp::RevertResize => "revert resize",
             ServerOp::Migrate => "migrate",
             ServerOp::Evacuate => "evacuate",
+            ServerOp::LiveMigrate => "live-migrate",
+            ServerOp::LiveMigrationAbort => "abort the live migration of",
+            ServerOp::LiveMigrationForceComplete => "force-complete the live migration of",
         }
     }
 
     /// Whether Nova runs it on the host (a task state shows meanwhile); lock and unlock are
     /// the API's alone.
     pub fn has_task(self) -> bool {
-        !matches!(self, ServerOp::Lock | ServerOp::Unlock | ServerOp::ResetState)
+        // Abort and force-complete act on the migration; the instance stays MIGRATING until
+        // its source answers.
+        !matches!(
+            self,
+            ServerOp::Lock
+                | ServerOp::Unlock
+                | ServerOp::ResetState
+                | ServerOp::LiveMigrationAbort
+                | ServerOp::LiveMigrationForceComplete
+        )
     }
 
     /// The status and task Nova shows as soon as it accepts the action (what the UI shows before
@@ -159,6 +177,9 @@ impl ServerOp {
             ServerOp::Resize | ServerOp::Migrate => ("RESIZE", "resize_prep"),
             ServerOp::ConfirmResize => ("VERIFY_RESIZE", "resize_confirming"),
             ServerOp::RevertResize => ("REVERT_RESIZE", "resize_reverting"),
+            // A live migration runs from ACTIVE or PAUSED: both show MIGRATING meanwhile.
+            ServerOp::LiveMigrate => ("MIGRATING", "migrating"),
+            ServerOp::LiveMigrationAbort | ServerOp::LiveMigrationForceComplete => ("", ""),
         }
     }
 }
@@ -190,6 +211,16 @@ pub enum ServerCall {
     Evacuate {
         host: Option<String>,
     },
+    /// Live-migrate (a block migration: `block_migration` "auto", or true below 2.25);
+    /// `host`: a compute host by name (2.30+), else the scheduler's choice.
+    LiveMigrate {
+        host: Option<String>,
+    },
+    /// Abort (`true`) or force to complete the instance's live migration in progress: not an
+    /// action body but `/servers/{id}/migrations/{migration_id}` (the worker finds the id).
+    LiveMigrationControl {
+        abort: bool,
+    },
 }
 
 impl ServerCall {
@@ -201,6 +232,9 @@ impl ServerCall {
             ServerCall::Resize { .. } => ServerOp::Resize,
             ServerCall::Migrate { .. } => ServerOp::Migrate,
             ServerCall::Evacuate { .. } => ServerOp::Evacuate,
+            ServerCall::LiveMigrate { .. } => ServerOp::LiveMigrate,
+            ServerCall::LiveMigrationControl { abort: true } => ServerOp::LiveMigrationAbort,
+            ServerCall::LiveMigrationControl { abort: false } => ServerOp::LiveMigrationForceComplete,
         }
     }
 
@@ -237,6 +271,18 @@ impl ServerCall {
                     b["onSharedStorage"] = json!(false);
                 }
                 json!({"evacuate": b})
+            }
+            ServerCall::LiveMigrate { host: Some(_) } if !at_least((2, 30)) => {
+                return Err("choosing the target host needs compute microversion 2.30; this cloud is older".into());
+            }
+            ServerCall::LiveMigrate { host } if at_least((2, 25)) => {
+                json!({"os-migrateLive": {"host": host, "block_migration": "auto"}})
+            }
+            ServerCall::LiveMigrate { host } => {
+                json!({"os-migrateLive": {"host": host, "block_migration": true, "disk_over_commit": false}})
+            }
+            ServerCall::LiveMigrationControl { .. } => {
+                return Err("a live migration's abort or force-complete is no server action".into());
             }
         })
     }
@@ -361,6 +407,8 @@ pub enum Request {
     Interfaces(String),
     /// An instance's diagnostics (admins), read once when asked for.
     Diagnostics(String),
+    /// The instance's live migration in progress (`GET /servers/{id}/migrations`, 2.23+).
+    LiveMigration(String),
 }
 
 /// A profile with the password in it, compared by name only (requests are compared in tests).
@@ -500,6 +548,11 @@ pub enum Response {
     Diagnostics {
         id: String,
         result: Result<Value, String>,
+    },
+    /// An instance's live migration in progress (`None`: none), or why it cannot be read.
+    LiveMigration {
+        id: String,
+        result: Result<Option<Value>, String>,
     },
 }
 
@@ -819,6 +872,7 @@ fn words(req: &Request, e: &ClientError) -> String {
         }
         Request::Interfaces(_) => "loading the interfaces".into(),
         Request::Diagnostics(_) => "reading the diagnostics".into(),
+        Request::LiveMigration(_) => "reading the live migration".into(),
     };
     let detail = match e {
         // A server-side failure's cause is only in the service's log, under the request id.
@@ -1028,7 +1082,10 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
                 | ServerOp::ResetState
                 | ServerOp::Resize
                 | ServerOp::Migrate
-                | ServerOp::Evacuate => {
+                | ServerOp::Evacuate
+                | ServerOp::LiveMigrate
+                | ServerOp::LiveMigrationAbort
+                | ServerOp::LiveMigrationForceComplete => {
                     return Err(ClientError::Decode(format!(
                         "{} needs its arguments (Request::ServerCall)",
                         op.verb()
@@ -1041,6 +1098,19 @@ async fn handle(client: &Client, req: &Request, scope: Scope) -> Result<Response
             let body = json!({"lock": {"locked_reason": reason}});
             client.post("compute", &format!("/servers/{id}/action"), &body).await?;
             Ok(Response::Accepted { id: id.clone(), op: ServerOp::Lock })
+        }
+        Request::ServerCall { id, call: ServerCall::LiveMigrationControl { abort } } => {
+            live_migration_control(client, id, *abort).await?;
+            let op = if *abort { ServerOp::LiveMigrationAbort } else { ServerOp::LiveMigrationForceComplete };
+            Ok(Response::Accepted { id: id.clone(), op })
+        }
+        Request::LiveMigration(id) => {
+            let v = client.get("compute", &format!("/servers/{id}/migrations")).await;
+            let result = match v {
+                Ok(v) => Ok(v["migrations"].as_array().and_then(|l| l.first()).cloned()),
+                Err(e) => Err(words(req, &e)),
+            };
+            Ok(Response::LiveMigration { id: id.clone(), result })
         }
         Request::ServerCall { id, call } => {
             let body = call.body(client.compute_version.as_deref()).map_err(ClientError::Decode)?;
@@ -1360,6 +1430,24 @@ async fn create_identity(client: &Client, c: &crate::overlays::Create) -> Result
 
 /// Every cloud's fallback timeline: instance actions and their events, in time order, each
 /// phase lasting until the next one starts.
+/// Aborts (`DELETE`) or forces to complete (the `force_complete` action) the instance's live
+/// migration in progress, found first (`GET /servers/{id}/migrations`).
+async fn live_migration_control(client: &Client, id: &str, abort: bool) -> Result<(), ClientError> {
+    let list = client.get("compute", &format!("/servers/{id}/migrations")).await?;
+    let mid = list["migrations"]
+        .as_array()
+        .and_then(|l| l.first())
+        .and_then(|m| m["id"].as_i64())
+        .ok_or_else(|| ClientError::Decode("no live migration of this instance is in progress".into()))?;
+    let path = format!("/servers/{id}/migrations/{mid}");
+    if abort {
+        client.delete("compute", &path).await?;
+    } else {
+        client.post("compute", &format!("{path}/action"), &json!({"force_complete": null})).await?;
+    }
+    Ok(())
+}
+
 async fn timeline_from_actions(client: &Client, id: &str) -> Result<Vec<Transition>, ClientError> {
     let v = client.get("compute", &format!("/servers/{id}/os-instance-actions")).await?;
     let mut entries: Vec<Transition> = Vec::new();
@@ -1425,6 +1513,17 @@ mod tests {
         assert_eq!(at(to_c2(), Some("2.56")), Ok(json!({"migrate": {"host": "c2"}})));
         assert!(at(to_c2(), Some("2.55")).expect_err("too old").contains("2.56"));
         assert_eq!(at(ServerCall::Evacuate { host: None }, Some("2.79")), Ok(json!({"evacuate": {}})));
+        // Live migration: always a block migration ("auto" from 2.25), a host from 2.30.
+        let live = |h: Option<&str>| ServerCall::LiveMigrate { host: h.map(String::from) };
+        assert_eq!(
+            at(live(Some("c2")), Some("2.79")),
+            Ok(json!({"os-migrateLive": {"host": "c2", "block_migration": "auto"}}))
+        );
+        assert_eq!(
+            at(live(None), None),
+            Ok(json!({"os-migrateLive": {"host": null, "block_migration": true, "disk_over_commit": false}}))
+        );
+        assert!(at(live(Some("c2")), Some("2.29")).is_err_and(|e| e.contains("2.30")));
         assert_eq!(
             at(ServerCall::Evacuate { host: Some("c2".into()) }, Some("2.13")),
             Ok(json!({"evacuate": {"host": "c2", "onSharedStorage": false}}))

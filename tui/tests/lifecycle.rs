@@ -1,5 +1,5 @@
 //! The instance lifecycle keys (issue 17): rebuild, rescue/unrescue, restore, resize with its
-//! confirm/revert prompt, reset state, migrate and evacuate. The app with injected channels,
+//! confirm/revert prompt, reset state, migrate, evacuate and live migration. The app with injected channels,
 //! fed keys and fake worker responses, drawn into `TestBackend` and snapshotted as in
 //! `snapshots.rs`; each test also checks the exact requests the keys send.
 
@@ -429,6 +429,88 @@ fn admins_migrate_evacuate_and_reset_state() {
     assert_eq!(h.sent(), vec![call(1, ServerCall::ResetState { error: true })]);
 }
 
+/// Admins: `J` live-migrates to a chosen host (MIGRATING at once); on a MIGRATING instance it
+/// asks force complete or abort; the detail shows the migration's progress while it runs.
+#[test]
+fn admins_live_migrate_watch_the_progress_and_abort_or_force_complete() {
+    let mut m = Harness::new(false, vec![server(1, "web-1", "ACTIVE", None)]);
+    m.chars("J");
+    assert!(m.overlay_closed_with("live migrate is for administrators"));
+
+    let mut h = Harness::new(true, vec![server(1, "web-1", "ACTIVE", None), server(2, "web-2", "PAUSED", None)]);
+    h.chars("J");
+    assert_eq!(h.drain(), vec![Request::List(Kind::Hypervisors)]);
+    let s = h.screen();
+    assert!(s.contains("live-migrate web-1") && s.contains("keeps running") && s.contains("(its host now)"), "{s}");
+    snap!("live_migrate_dialog", s);
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    assert!(h.sent().is_empty(), "not to where it is");
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.sent(), vec![call(1, ServerCall::LiveMigrate { host: Some("compute-2".into()) })]);
+    // The row shows MIGRATING before the cloud answers.
+    let s = h.screen();
+    assert!(s.contains("MIGRATING") && s.contains("migrating"), "{s}");
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::LiveMigrate });
+
+    // Marked rows: one request each, any host.
+    h.update(server(1, "web-1", "ACTIVE", None));
+    h.key(KeyCode::Char(' '));
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Char(' '));
+    h.chars("J");
+    h.key(KeyCode::Enter);
+    let mut sent = h.sent();
+    sent.sort_by_key(|r| format!("{r:?}"));
+    let any = || ServerCall::LiveMigrate { host: None };
+    assert_eq!(sent, vec![call(1, any()), call(2, any())]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::LiveMigrate });
+    h.app.on_response(Response::Accepted { id: id(2), op: ServerOp::LiveMigrate });
+
+    // The detail of a MIGRATING instance reads its migration with each reload and shows it.
+    h.update(server(1, "web-1", "MIGRATING", Some("migrating")));
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Enter);
+    h.drain();
+    h.app.on_response(Response::Listed(Listing::Servers(vec![
+        server(1, "web-1", "MIGRATING", Some("migrating")),
+        server(2, "web-2", "PAUSED", None),
+    ])));
+    assert_eq!(h.sent(), vec![Request::LiveMigration(id(1))]);
+    let m = json!({"id": 7, "status": "running", "source_compute": "compute-1", "dest_compute": "compute-2",
+        "memory_total_bytes": 2147483648u64, "memory_processed_bytes": 1073741824u64,
+        "disk_total_bytes": 21474836480u64, "disk_processed_bytes": 5368709120u64});
+    h.app.on_response(Response::LiveMigration { id: id(1), result: Ok(Some(m)) });
+    let s = h.screen();
+    assert!(s.contains("live migration running") && s.contains("compute-1 → compute-2"), "{s}");
+    assert!(s.contains("memory 50% (1024 of 2048 MiB) · disk 25% (5120 of 20480 MiB)"), "{s}");
+    snap!("live_migration_detail", s);
+
+    // `J` on it: force complete or abort.
+    h.chars("J");
+    let s = h.screen();
+    assert!(s.contains("force complete") && s.contains("abort"), "{s}");
+    snap!("live_control_dialog", s);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.sent(), vec![call(1, ServerCall::LiveMigrationControl { abort: false })]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::LiveMigrationForceComplete });
+    h.chars("J");
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.sent(), vec![call(1, ServerCall::LiveMigrationControl { abort: true })]);
+    h.app.on_response(Response::Accepted { id: id(1), op: ServerOp::LiveMigrationAbort });
+    assert!(h.screen().contains("live migration running"), "nothing changes until the source has stopped");
+
+    // Over: the next reload drops the progress.
+    h.app.on_response(Response::Listed(Listing::Servers(vec![
+        server(1, "web-1", "ACTIVE", None),
+        server(2, "web-2", "PAUSED", None),
+    ])));
+    assert!(h.sent().is_empty());
+    assert!(!h.screen().contains("live migration running"));
+}
+
 /// Every new key is in the help, named by its action.
 #[test]
 fn the_help_names_every_lifecycle_key() {
@@ -446,6 +528,7 @@ fn the_help_names_every_lifecycle_key() {
         "admins: reset the state (active / error)",
         "admins: cold-migrate to a host",
         "admins: evacuate from a down host",
+        "admins: live-migrate; MIGRATING: complete or abort",
     ] {
         assert!(s.contains(words), "{words}: {s}");
     }

@@ -10,7 +10,7 @@ use crate::testing::{Reply, TestApp};
 
 const V: &str = "compute 2.79";
 
-async fn at(app: &TestApp, method: Method, path: &str, token: &str, body: Value) -> Reply {
+pub(super) async fn at(app: &TestApp, method: Method, path: &str, token: &str, body: Value) -> Reply {
     let (b, ct) =
         if body.is_null() { (Body::empty(), None) } else { (Body::from(body.to_string()), Some("application/json")) };
     let mut h = vec![("openstack-api-version", V)];
@@ -21,13 +21,13 @@ async fn at(app: &TestApp, method: Method, path: &str, token: &str, body: Value)
 }
 
 /// One scripted agent: its host name and credential.
-struct Agent {
-    host: String,
-    cred: String,
+pub(super) struct Agent {
+    pub(super) host: String,
+    pub(super) cred: String,
 }
 
 impl Agent {
-    async fn register(app: &TestApp, host: &str) -> Agent {
+    pub(super) async fn register(app: &TestApp, host: &str) -> Agent {
         let join = app.state.store.setting("agent_token").await.expect("read").expect("token");
         let body = json!({"host": host, "agent_version": "test", "inventory": {
             "vcpus": 8, "memory_mb": 16384, "disk_gb": 100, "reserved_vcpus": 0, "reserved_memory_mb": 0,
@@ -39,7 +39,7 @@ impl Agent {
         Agent { host: host.into(), cred: r.body["credential"].as_str().expect("credential").into() }
     }
 
-    async fn call(app: &TestApp, method: Method, path: &str, bearer: &str, body: Body, json: bool) -> Reply {
+    pub(super) async fn call(app: &TestApp, method: Method, path: &str, bearer: &str, body: Body, json: bool) -> Reply {
         let auth = format!("Bearer {bearer}");
         let mut h = vec![("authorization", auth.as_str())];
         if json {
@@ -51,7 +51,7 @@ impl Agent {
     }
 
     /// The host's pending work items.
-    async fn work(&self, app: &TestApp) -> Vec<Value> {
+    pub(super) async fn work(&self, app: &TestApp) -> Vec<Value> {
         let r = Agent::call(
             app,
             Method::GET,
@@ -66,7 +66,7 @@ impl Agent {
     }
 
     /// Waits for exactly one work item of `kind`; returns it.
-    async fn expect(&self, app: &TestApp, kind: &str) -> Value {
+    pub(super) async fn expect(&self, app: &TestApp, kind: &str) -> Value {
         for _ in 0..100 {
             let items = self.work(app).await;
             if let Some(w) = items.iter().find(|w| w["action"]["type"] == kind) {
@@ -78,7 +78,7 @@ impl Agent {
         panic!("{} never got {kind}", self.host);
     }
 
-    async fn event(&self, app: &TestApp, work: &Value, event: Value) {
+    pub(super) async fn event(&self, app: &TestApp, work: &Value, event: Value) {
         let id = work["id"].as_str().expect("work id");
         let r = Agent::call(
             app,
@@ -92,7 +92,7 @@ impl Agent {
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     }
 
-    async fn done(&self, app: &TestApp, work: &Value, power: &str) {
+    pub(super) async fn done(&self, app: &TestApp, work: &Value, power: &str) {
         self.event(app, work, json!({"type": "done", "power_state": power, "console": null})).await;
     }
 
@@ -109,16 +109,16 @@ impl Agent {
 }
 
 /// An image with data and a shared network.
-async fn cloud(app: &TestApp) -> (String, String) {
+pub(super) async fn cloud(app: &TestApp) -> (String, String) {
     app.image_and_network(0).await
 }
 
-async fn show(app: &TestApp, id: &str) -> Value {
+pub(super) async fn show(app: &TestApp, id: &str) -> Value {
     at(app, Method::GET, &format!("/servers/{id}"), &app.admin_token, Value::Null).await.body["server"].clone()
 }
 
 /// Boots a server with flavor 1 (m1.tiny) as `token` and lets `agent` build it: ACTIVE.
-async fn boot(app: &TestApp, token: &str, agent: &Agent, image: &str, network: &str) -> String {
+pub(super) async fn boot(app: &TestApp, token: &str, agent: &Agent, image: &str, network: &str) -> String {
     let body = json!({"server": {"name": "s1", "imageRef": image, "flavorRef": "1", "networks": [{"uuid": network}]}});
     let r = at(app, Method::POST, "/servers", token, body).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -129,17 +129,17 @@ async fn boot(app: &TestApp, token: &str, agent: &Agent, image: &str, network: &
     id
 }
 
-async fn action(app: &TestApp, token: &str, id: &str, body: Value) -> Reply {
+pub(super) async fn action(app: &TestApp, token: &str, id: &str, body: Value) -> Reply {
     at(app, Method::POST, &format!("/servers/{id}/action"), token, body).await
 }
 
 /// (vcpus_used, memory_mb_used) of a host.
-async fn used(app: &TestApp, host: &str) -> (i64, i64) {
+pub(super) async fn used(app: &TestApp, host: &str) -> (i64, i64) {
     let h = app.state.store.get_host_by_name(host).await.expect("host");
     (h.vcpus_used, h.memory_mb_used)
 }
 
-async fn migrations(app: &TestApp, query: &str) -> Vec<Value> {
+pub(super) async fn migrations(app: &TestApp, query: &str) -> Vec<Value> {
     let r = at(app, Method::GET, &format!("/os-migrations{query}"), &app.admin_token, Value::Null).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["migrations"].as_array().cloned().expect("list")
@@ -525,12 +525,12 @@ async fn evacuate_at(app: &TestApp, version: &str, id: &str, body: Value) -> Rep
     app.call(Method::POST, &format!("/compute/v2.1/servers/{id}/action"), Some(&app.admin_token), &h, body).await
 }
 
-async fn force_down(app: &TestApp, host: &str) {
+pub(super) async fn force_down(app: &TestApp, host: &str) {
     let h = app.state.store.get_host_by_name(host).await.expect("host");
     app.state.store.set_host_forced_down(&h.id, true).await.expect("forced down");
 }
 
-async fn fault(app: &TestApp, id: &str) -> String {
+pub(super) async fn fault(app: &TestApp, id: &str) -> String {
     show(app, id).await["fault"]["message"].as_str().unwrap_or_default().to_string()
 }
 

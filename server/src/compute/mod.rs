@@ -280,4 +280,6 @@ mod server_images_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod live_migration_tests;
+#[cfg(test)]
 mod migration_tests;

@@ -1,6 +1,7 @@
 //! The app's side of the instance lifecycle actions that take a choice or a state (issue 17):
 //! `B` rebuild, `K` rescue/unrescue, `ctrl-u` restore, `V` resize and, in VERIFY_RESIZE,
-//! confirm/revert, and for admins `!` reset state, `M` migrate, `X` evacuate. Each acts on the
+//! confirm/revert, and for admins `!` reset state, `M` migrate, `X` evacuate, `J` live-migrate
+//! (on a MIGRATING instance: force complete or abort). Each acts on the
 //! marked rows, else on the selected instance (or the one in the detail); the choices come from
 //! the images, flavors and hypervisors tables (read again when the dialog opens, and the dialog
 //! follows them). The dialogs are `overlays::server_pick`; the requests `worker::ServerCall`.
@@ -34,7 +35,9 @@ impl App {
 
     /// One of the lifecycle keys was pressed.
     pub(super) fn lifecycle(&mut self, action: Action) {
-        if matches!(action, Action::ResetState | Action::Migrate | Action::Evacuate) && !self.admin() {
+        if matches!(action, Action::ResetState | Action::Migrate | Action::Evacuate | Action::LiveMigrate)
+            && !self.admin()
+        {
             let what = crate::keymap::Action::ALL.iter().find(|(a, ..)| *a == action).map_or("", |(_, n, _)| *n);
             self.error = Some((format!("{} is for administrators", what.replace('_', " ")), None));
             return;
@@ -69,6 +72,15 @@ impl App {
                 ServerPick::verify_resize(targets, &flavor)
             }
             Action::ResetState => ServerPick::reset_state(targets),
+            Action::LiveMigrate if all("MIGRATING") => ServerPick::live_control(targets),
+            Action::LiveMigrate => {
+                let mut pick = self.new_pick(Pick::LiveMigrate, targets, Kind::Hypervisors);
+                if !self.compute_at_least((2, 30)) {
+                    pick.notice =
+                        Some("this cloud is older than microversion 2.30: the scheduler picks the host".into());
+                }
+                pick
+            }
             Action::Rebuild => self.new_pick(Pick::Rebuild, targets, Kind::Images),
             Action::Rescue => self.new_pick(Pick::Rescue, targets, Kind::Images),
             Action::Resize => self.new_pick(Pick::Resize, targets, Kind::Flavors),
@@ -180,9 +192,13 @@ impl App {
                     .collect();
                 (out, default.unwrap_or(0))
             }
-            Pick::Migrate | Pick::Evacuate => {
+            Pick::Migrate | Pick::Evacuate | Pick::LiveMigrate => {
                 let mut out = vec![Choice::new("any host", "the scheduler picks", None)];
-                let can_choose = what == Pick::Evacuate || self.compute_at_least((2, 56));
+                let can_choose = match what {
+                    Pick::Evacuate => true,
+                    Pick::LiveMigrate => self.compute_at_least((2, 30)),
+                    _ => self.compute_at_least((2, 56)),
+                };
                 if can_choose {
                     let here = only.and_then(|s| s.host.clone());
                     let mut hosts: Vec<_> = self.tables.hypervisors.items.iter().collect();
@@ -203,14 +219,14 @@ impl App {
                 }
                 (out, 0)
             }
-            Pick::ResetState | Pick::VerifyResize => (Vec::new(), 0),
+            Pick::ResetState | Pick::VerifyResize | Pick::LiveControl => (Vec::new(), 0),
         }
     }
 
     /// A list a dialog shows was read again.
     pub(super) fn refresh_pick(&mut self) {
         let Some(Overlay::ServerPick(p)) = &self.overlay else { return };
-        if matches!(p.what, Pick::ResetState | Pick::VerifyResize) {
+        if matches!(p.what, Pick::ResetState | Pick::VerifyResize | Pick::LiveControl) {
             return;
         }
         let (what, targets) = (p.what, p.targets().to_vec());
@@ -277,6 +293,29 @@ impl App {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The instance in the detail is (or was) live-migrating: its migration in progress is read
+    /// again with each reload of the list, and dropped once it is over.
+    pub(super) fn poll_live_migration(&mut self) {
+        let Some(id) = self.detail.as_ref().filter(|d| d.view == View::Servers).map(|d| d.id.clone()) else {
+            return;
+        };
+        let migrating = self.tables.servers.get(&id).is_some_and(|s| s.status == "MIGRATING");
+        if migrating && self.admin() {
+            self.send(Request::LiveMigration(id));
+        } else if let Some(d) = &mut self.detail {
+            d.live_migration = None;
+        }
+    }
+
+    /// The answer of [`Request::LiveMigration`].
+    pub(super) fn live_migration_loaded(&mut self, id: String, result: Result<Option<serde_json::Value>, String>) {
+        if let Some(d) = &mut self.detail
+            && d.id == id
+        {
+            d.live_migration = Some(result);
         }
     }
 

@@ -31,6 +31,10 @@ pub enum Pick {
     ResetState,
     /// A resize (or cold migration) waits in VERIFY_RESIZE: keep it or go back.
     VerifyResize,
+    /// Live migration (the guest keeps running): which host.
+    LiveMigrate,
+    /// A live migration is in progress: force it to complete or abort it.
+    LiveControl,
 }
 
 impl Pick {
@@ -43,6 +47,8 @@ impl Pick {
             Pick::Evacuate => "evacuate",
             Pick::ResetState => "reset the state of",
             Pick::VerifyResize => "finish the resize of",
+            Pick::LiveMigrate => "live-migrate",
+            Pick::LiveControl => "finish the live migration of",
         }
     }
 }
@@ -116,6 +122,15 @@ impl ServerPick {
         ServerPick::new(Pick::VerifyResize, targets, choices, 0)
     }
 
+    /// The prompt of a live migration in progress.
+    pub fn live_control(targets: Vec<(String, String)>) -> ServerPick {
+        let choices = vec![
+            Choice::new("force complete", "pause the guest so the copy converges", None),
+            Choice::new("abort", "cancel it: the guest stays where it is", None),
+        ];
+        ServerPick::new(Pick::LiveControl, targets, choices, 0)
+    }
+
     pub fn targets(&self) -> &[(String, String)] {
         &self.targets
     }
@@ -148,6 +163,8 @@ impl ServerPick {
             }
             Pick::Migrate => ServerDo::Call(ServerCall::Migrate { host: value }),
             Pick::Evacuate => ServerDo::Call(ServerCall::Evacuate { host: value }),
+            Pick::LiveMigrate => ServerDo::Call(ServerCall::LiveMigrate { host: value }),
+            Pick::LiveControl => ServerDo::Call(ServerCall::LiveMigrationControl { abort: choice == 1 }),
             Pick::ResetState => ServerDo::Call(ServerCall::ResetState { error: value.as_deref() == Some("error") }),
             Pick::VerifyResize if choice == 0 => ServerDo::Op(ServerOp::ConfirmResize),
             Pick::VerifyResize => ServerDo::Op(ServerOp::RevertResize),
@@ -222,6 +239,8 @@ impl ServerPick {
             Pick::Evacuate => "Its host is down: rebuild it on which host? Only for a host that is down.",
             Pick::ResetState => "Set the state Nova records (nothing changes on the host):",
             Pick::VerifyResize => "The resize is done and waits for you: keep it or go back?",
+            Pick::LiveMigrate => "Live-migrate to which host? It keeps running; its disks are copied along.",
+            Pick::LiveControl => "A live migration is in progress: finish it now or abort it?",
         }
         .into()
     }

@@ -52,6 +52,9 @@ pub struct Detail {
     /// Network ID → name, for the interfaces' NETWORK column.
     pub network_names: std::collections::HashMap<String, String>,
     pub diagnostics: Option<Result<Value, String>>,
+    /// An instance's live migration in progress (`None` inside: none), or why it cannot be
+    /// read; shown atop the fields while the instance is MIGRATING.
+    pub live_migration: Option<Result<Option<Value>, String>>,
     /// Lines and height of the last drawn body, to clamp scrolling.
     body_lines: Cell<u16>,
     body_height: Cell<u16>,
@@ -98,6 +101,7 @@ impl Detail {
             interfaces: None,
             network_names: Default::default(),
             diagnostics: None,
+            live_migration: None,
             body_lines: Cell::new(0),
             body_height: Cell::new(0),
         };
@@ -250,9 +254,11 @@ impl Detail {
                     let mut out = Vec::new();
                     flatten("", &raw, &mut out);
                     let w = out.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0).min(36);
-                    out.into_iter()
-                        .map(|(k, v)| Line::from(vec![Span::styled(format!("{k:<w$} "), theme.accent()), Span::raw(v)]))
-                        .collect()
+                    let mut lines = live_migration_lines(self.live_migration.as_ref(), theme);
+                    lines.extend(out.into_iter().map(|(k, v)| {
+                        Line::from(vec![Span::styled(format!("{k:<w$} "), theme.accent()), Span::raw(v)])
+                    }));
+                    lines
                 }
                 Raw::Json => serde_json::to_string_pretty(&raw)
                     .unwrap_or_default()
@@ -290,6 +296,45 @@ impl Detail {
         self.scroll.set(scroll);
         f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
     }
+}
+
+/// The live migration in progress, as `GET /servers/{id}/migrations` shows it: where to, its
+/// status and how much of the memory and disks has moved.
+fn live_migration_lines(m: Option<&Result<Option<Value>, String>>, theme: &Theme) -> Vec<Line<'static>> {
+    let m = match m {
+        None | Some(Ok(None)) => return Vec::new(),
+        Some(Err(e)) => {
+            return vec![Line::from(Span::styled(format!("live migration: {e}"), theme.error())), Line::raw("")];
+        }
+        Some(Ok(Some(m))) => m,
+    };
+    let part = |what: &str, done: &str, total: &str| -> Option<String> {
+        let (done, total) = (m[done].as_u64()?, m[total].as_u64()?);
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        Some(format!("{what} {pct}% ({} of {} MiB)", done >> 20, total >> 20))
+    };
+    let moved: Vec<String> = [
+        part("memory", "memory_processed_bytes", "memory_total_bytes"),
+        part("disk", "disk_processed_bytes", "disk_total_bytes"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let route =
+        format!("{} → {}", m["source_compute"].as_str().unwrap_or("?"), m["dest_compute"].as_str().unwrap_or("?"));
+    vec![
+        Line::from(vec![
+            Span::styled("live migration ", theme.accent()),
+            Span::styled(m["status"].as_str().unwrap_or("").to_string(), theme.status("MIGRATING")),
+            Span::raw(format!("  {route}")),
+        ]),
+        Line::from(Span::raw(if moved.is_empty() {
+            "no progress reported yet".to_string()
+        } else {
+            moved.join(" · ")
+        })),
+        Line::raw(""),
+    ]
 }
 
 fn draw_timeline(f: &mut Frame, area: Rect, theme: &Theme, entries: Option<&(Vec<Transition>, &str)>) {
