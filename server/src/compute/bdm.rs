@@ -501,7 +501,20 @@ pub async fn store_for(state: &AppState, inst: &Instance, checked: &Checked) -> 
 /// on that host, `Err(message)` nowhere (its volumes sit on two hosts).
 pub async fn required_host(state: &AppState, instance_id: &str) -> Result<Option<String>, LocalityError> {
     let mut host: Option<(String, String)> = None;
-    for b in state.store.instance_bdms(instance_id).await.map_err(LocalityError::Store)? {
+    let bdms = state.store.instance_bdms(instance_id).await.map_err(LocalityError::Store)?;
+    // Volumes attached through the compute API too (while running or shelved offloaded).
+    let attached: Vec<String> = state
+        .store
+        .instance_attachments(instance_id)
+        .await
+        .map_err(LocalityError::Store)?
+        .into_iter()
+        .filter(|a| a.by_compute != 0)
+        .map(|a| a.volume_id)
+        .filter(|v| !bdms.iter().any(|b| b.volume_id.as_ref() == Some(v)))
+        .collect();
+    let mut vids = Vec::new();
+    for b in bdms {
         // Existing volumes, those an earlier attempt of this build made, and the volumes of
         // snapshots a new volume is to be made from (the copy is made beside its snapshot).
         let vid = match (b.volume_id, b.source_type.as_str(), &b.source_id) {
@@ -513,7 +526,15 @@ pub async fn required_host(state: &AppState, instance_id: &str) -> Result<Option
             },
             _ => continue,
         };
-        let v = state.store.get_volume(&vid).await.map_err(LocalityError::Store)?;
+        vids.push(vid);
+    }
+    vids.extend(attached);
+    for vid in vids {
+        let v = match state.store.get_volume(&vid).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(LocalityError::Store(e)),
+        };
         let Some(h) = v.host_id else { continue };
         match &host {
             Some((other, other_vol)) if *other != h => {
@@ -609,6 +630,69 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
             device: dev,
             boot_index: b.boot_index.and_then(|i| u32::try_from(i).ok()),
             attachment_id,
+        });
+    }
+    Ok(out)
+}
+
+/// The volumes attached to an instance through the compute API (not its block device
+/// mappings, which [`prepare`] plugs in) as block devices of a build on `host`: an unshelve
+/// plugs into the new domain the volumes it had and those attached while it was offloaded
+/// (which have no device yet). Each keeps its device when free, else takes the next after
+/// `taken`; the attachment records the host and device. A volume stored elsewhere fails the
+/// build (the scheduler puts the instance on its volumes' host).
+pub async fn attached_devices(
+    state: &AppState,
+    inst: &Instance,
+    host: &Host,
+    mut taken: Vec<String>,
+) -> Result<Vec<BlockDevice>, String> {
+    let store_err = |e: StoreError| format!("{e}");
+    let bdms = state.store.instance_bdms(&inst.id).await.map_err(store_err)?;
+    let attachments: Vec<_> = state
+        .store
+        .instance_attachments(&inst.id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|a| a.by_compute != 0 && !bdms.iter().any(|b| b.volume_id.as_ref() == Some(&a.volume_id)))
+        .collect();
+    // Devices kept first, so a volume without one cannot take a kept one's name.
+    let keep: Vec<Option<String>> = attachments
+        .iter()
+        .map(|a| {
+            let dev = a.mountpoint.as_deref()?.trim_start_matches("/dev/").to_string();
+            (!taken.contains(&dev)).then_some(dev)
+        })
+        .collect();
+    taken.extend(keep.iter().flatten().cloned());
+    let mut out = Vec::new();
+    for (a, kept) in attachments.into_iter().zip(keep) {
+        let v = state.store.get_volume(&a.volume_id).await.map_err(store_err)?;
+        if v.host_id.as_deref() != Some(host.id.as_str()) {
+            return Err(format!(
+                "Volume {} attached to instance {} is stored on another compute host than {}.",
+                v.id, inst.id, host.name
+            ));
+        }
+        let dev = match kept {
+            Some(d) => d,
+            None => {
+                let d = (b'b'..=b'z')
+                    .map(|c| format!("vd{}", c as char))
+                    .find(|d| !taken.contains(d))
+                    .ok_or_else(|| "No free disk device names for prefix 'vd'".to_string())?;
+                taken.push(d.clone());
+                d
+            }
+        };
+        let mountpoint = format!("/dev/{dev}");
+        state.store.set_attachment_device(&a.id, &host.id, &mountpoint).await.map_err(store_err)?;
+        out.push(BlockDevice {
+            volume: VolumeSpec { id: v.id.clone(), size_gb: u64::try_from(v.size).unwrap_or(0), readonly: v.readonly != 0 },
+            device: dev,
+            boot_index: None,
+            attachment_id: a.id,
         });
     }
     Ok(out)

@@ -145,6 +145,16 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the instance's mapping of one volume (detached: it is no longer the instance's).
+    pub async fn delete_bdm_of_volume(&self, instance_id: &str, volume_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM block_device_mappings WHERE instance_id = $1 AND volume_id = $2")
+            .bind(instance_id)
+            .bind(volume_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// The mapping that holds volume `volume_id`, if a server's build made or uses it.
     pub async fn bdm_of_volume(&self, volume_id: &str) -> StoreResult<Option<Bdm>> {
         Ok(sqlx::query_as(&format!("SELECT {BDM_COLS} FROM block_device_mappings WHERE volume_id = $1 LIMIT 1"))
@@ -155,6 +165,19 @@ impl Store {
 }
 
 impl Store {
+    /// Where an attachment of the compute side is plugged in now: its host and device (an
+    /// unshelve plugs an instance's volumes into the domain it builds).
+    pub async fn set_attachment_device(&self, id: &str, host_id: &str, mountpoint: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE volume_attachments SET host_id = $2, mountpoint = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(host_id)
+            .bind(mountpoint)
+            .bind(now())
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Marks an attachment as made by the compute side on `host_id` (a build's volume: the
     /// agent plugs it into the domain it defines).
     pub async fn set_attachment_compute(&self, id: &str, host_id: &str) -> StoreResult<()> {
