@@ -590,7 +590,7 @@ async fn place_and_build(
     let mut block_devices = super::bdm::prepare(state, &inst, &host).await.map_err(ConductError::Invalid)?;
     // The volumes attached through the compute API (before the shelve, or while offloaded)
     // are plugged into the new domain too.
-    let mut taken = super::bdm::instance_local_devices(&inst);
+    let mut taken = super::bdm::instance_local_devices(state, &inst).await?;
     taken.extend(block_devices.iter().map(|b| b.device.clone()));
     let attached = super::bdm::attached_devices(state, &inst, &host, taken).await.map_err(ConductError::Invalid)?;
     block_devices.extend(attached);

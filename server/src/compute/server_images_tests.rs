@@ -626,7 +626,8 @@ async fn volumes_attach_to_and_detach_from_an_offloaded_server_and_follow_it_on_
     assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdb", "{}", r.body);
     assert_eq!(volume_status(&app, &vid).await, ("in-use".into(), "attached".into()));
     let att = app.state.store.instance_attachments(&id).await.expect("attachments");
-    let b_id = app.state.store.list_hosts().await.expect("hosts").into_iter().find(|h| h.name == "shv-b").expect("b").id;
+    let b_id =
+        app.state.store.list_hosts().await.expect("hosts").into_iter().find(|h| h.name == "shv-b").expect("b").id;
     assert_eq!(att[0].host_id.as_deref(), Some(b_id.as_str()), "the attachment records its host");
 }
 

@@ -24,6 +24,19 @@ pub struct Bdm {
     pub created_at: String,
 }
 
+/// One local disk a server's mappings asked for (migration 0029).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalDiskRow {
+    pub instance_id: String,
+    pub position: i64,
+    /// `ephemeral` or `swap`.
+    pub kind: String,
+    /// GiB for an ephemeral disk, MiB for swap.
+    pub size: i64,
+    pub guest_format: Option<String>,
+    pub created_at: String,
+}
+
 const BDM_COLS: &str = "instance_id, position, source_type, source_id, volume_id, volume_size, boot_index, \
     device_name, delete_on_termination, attachment_id, created_at";
 
@@ -139,6 +152,46 @@ impl Store {
     /// Forgets a server's mappings (its delete completed).
     pub async fn delete_bdms(&self, instance_id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM block_device_mappings WHERE instance_id = $1")
+            .bind(instance_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a server's local disks (before the instance, which the build reads).
+    pub async fn create_local_disks(&self, rows: &[LocalDiskRow]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO instance_local_disks (instance_id, position, kind, size, guest_format, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.instance_id)
+            .bind(r.position)
+            .bind(&r.kind)
+            .bind(r.size)
+            .bind(&r.guest_format)
+            .bind(&r.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A server's own local disks in order (none: the flavor's).
+    pub async fn instance_local_disks(&self, instance_id: &str) -> StoreResult<Vec<LocalDiskRow>> {
+        Ok(sqlx::query_as(
+            "SELECT instance_id, position, kind, size, guest_format, created_at FROM instance_local_disks \
+             WHERE instance_id = $1 ORDER BY position",
+        )
+        .bind(instance_id)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
+    pub async fn delete_local_disks(&self, instance_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instance_local_disks WHERE instance_id = $1")
             .bind(instance_id)
             .execute(&mut *self.conn().await?)
             .await?;

@@ -336,9 +336,8 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
 
 /// The device name for a new attachment: the first `vdX` after the root disk, the config
 /// drive and the instance's other attachments, or the one asked for when free.
-fn pick_device(inst: &Instance, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
-    // The root disk, the flavor's ephemeral and swap disks and the config drive come first.
-    let mut used = crate::compute::bdm::instance_local_devices(inst);
+fn pick_device(mut used: Vec<String>, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
+    // `used`: the root disk, the ephemeral and swap disks and the config drive come first.
     used.extend(
         taken.iter().filter_map(|a| a.mountpoint.as_deref()).map(|m| m.trim_start_matches("/dev/").to_string()),
     );
@@ -392,7 +391,8 @@ pub async fn attach(state: &AppState, inst: &Instance, v: &Volume, device: Optio
         }
     };
     let taken = state.store.instance_attachments(&inst.id).await?;
-    let dev = pick_device(inst, &taken, device)?;
+    let local = crate::compute::bdm::instance_local_devices(state, inst).await?;
+    let dev = pick_device(local, &taken, device)?;
     let mut a = new_attachment(&v.id, Some(&inst.id), Some(&host), "attaching");
     a.mountpoint = Some(format!("/dev/{dev}"));
     a.by_compute = 1;
