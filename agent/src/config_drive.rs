@@ -198,6 +198,7 @@ mod tests {
             config_drive: false,
             security_groups: vec!["web".into()],
             block_devices: Vec::new(),
+            local_disks: None,
         }
     }
 

@@ -1029,21 +1029,33 @@ impl Controller {
         let (overlay, config_drive) = tokio::join!(overlay, drive);
         overlay?;
         let config_drive = config_drive?;
-        // The flavor's ephemeral and swap disks: made once, then kept (a rebuild) or brought
-        // to the flavor (a resize); a migration's or an evacuation's destination makes them
-        // new and empty (the relay carries the root disk only).
-        let mut local = [None, None];
-        for (slot, (kind, bytes)) in local.iter_mut().zip([
-            (disk::LocalDisk::Ephemeral, spec.flavor.ephemeral_gb.saturating_mul(1 << 30)),
-            (disk::LocalDisk::Swap, spec.flavor.swap_mb.saturating_mul(1 << 20)),
-        ]) {
-            if bytes > 0 {
-                let path = dir.join(kind.file_name());
-                disk::ensure_local(&path, kind, bytes).await?;
-                *slot = Some(path);
+        // The ephemeral and swap disks (the flavor's, or those the server's mappings asked
+        // for): made once, then kept (a rebuild) or brought to the flavor (a resize); a
+        // migration's or an evacuation's destination makes them new and empty (the relay
+        // carries the root disk only).
+        let (wanted, swap_mb) = match &spec.local_disks {
+            Some(l) => {
+                let mut out = Vec::new();
+                for (index, e) in l.ephemerals.iter().enumerate() {
+                    let fs = disk::Fs::parse(e.guest_format.as_deref()).map_err(ActionError::Invalid)?;
+                    out.push((disk::LocalDisk::Ephemeral { index, fs }, e.size_gb));
+                }
+                (out, l.swap_mb)
             }
+            None => (vec![(disk::LocalDisk::FLAVOR_EPHEMERAL, spec.flavor.ephemeral_gb)], spec.flavor.swap_mb),
+        };
+        let mut ephemerals = Vec::new();
+        for (kind, gb) in wanted.into_iter().filter(|(_, gb)| *gb > 0) {
+            let path = dir.join(kind.file_name());
+            disk::ensure_local(&path, kind, gb.saturating_mul(1 << 30)).await?;
+            ephemerals.push(path);
         }
-        let [ephemeral, swap] = local;
+        let mut swap = None;
+        if swap_mb > 0 {
+            let path = dir.join(disk::LocalDisk::Swap.file_name());
+            disk::ensure_local(&path, disk::LocalDisk::Swap, swap_mb.saturating_mul(1 << 20)).await?;
+            swap = Some(path);
+        }
 
         progress("spawning");
         let nics = self.plug(spec, &plan).await?;
@@ -1073,7 +1085,7 @@ impl Controller {
             config_drive,
             root_volume,
             volumes,
-            ephemeral,
+            ephemerals,
             swap,
         };
         let mut domain_xml = xml::domain_xml(&domain);

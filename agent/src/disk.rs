@@ -131,23 +131,58 @@ pub async fn grow(disk: &Path, size_gb: u64) -> Result<(), DiskError> {
         .map(|_| ())
 }
 
-/// A flavor's local disk beside the root disk (Nova's `disk.local` / `disk.swap`).
+/// A local disk beside the root disk (Nova's `disk.local`/`disk.eph<N>` / `disk.swap`): the
+/// flavor's, or those `block_device_mapping_v2` asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LocalDisk {
-    /// `OS-FLV-EXT-DATA:ephemeral` GiB, formatted ext4 labelled `ephemeral0` (Nova's libvirt
+    /// The `index`th ephemeral disk, formatted `fs` labelled `ephemeral<index>` (Nova's libvirt
     /// default for Linux guests: `mkfs -t ext4 -L ephemeral0`), which cloud-init mounts on
     /// `/mnt` from the metadata's `block-device-mapping/ephemeral0`.
-    Ephemeral,
+    Ephemeral { index: usize, fs: Fs },
     /// `swap` MiB, made a swap area with `mkswap` (as Nova's `_create_swap`).
     Swap,
 }
 
-impl LocalDisk {
-    /// The file in the instance directory.
-    pub fn file_name(self) -> &'static str {
+/// The file systems an ephemeral disk may get (Nova's libvirt `is_supported_fs_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fs {
+    Ext2,
+    Ext3,
+    Ext4,
+    Xfs,
+}
+
+impl Fs {
+    /// A mapping's `guest_format` (`None`: ext4); `Err` names one Nova's driver refuses too.
+    pub fn parse(guest_format: Option<&str>) -> Result<Fs, String> {
+        match guest_format {
+            None | Some("ext4") => Ok(Fs::Ext4),
+            Some("ext3") => Ok(Fs::Ext3),
+            Some("ext2") => Ok(Fs::Ext2),
+            Some("xfs") => Ok(Fs::Xfs),
+            Some(other) => Err(format!("Block Device Mapping is Invalid: {other} format is not supported")),
+        }
+    }
+
+    fn mkfs(self) -> &'static str {
         match self {
-            LocalDisk::Ephemeral => "disk.eph0",
-            LocalDisk::Swap => "disk.swap",
+            Fs::Ext2 => "mkfs.ext2",
+            Fs::Ext3 => "mkfs.ext3",
+            Fs::Ext4 => "mkfs.ext4",
+            Fs::Xfs => "mkfs.xfs",
+        }
+    }
+}
+
+impl LocalDisk {
+    /// The flavor's one ephemeral disk.
+    pub const FLAVOR_EPHEMERAL: LocalDisk = LocalDisk::Ephemeral { index: 0, fs: Fs::Ext4 };
+
+    /// The file in the instance directory.
+    pub fn file_name(self) -> String {
+        match self {
+            LocalDisk::Ephemeral { index, .. } => format!("disk.eph{index}"),
+            LocalDisk::Swap => "disk.swap".to_string(),
         }
     }
 }
@@ -172,8 +207,8 @@ pub async fn ensure_local(path: &Path, kind: LocalDisk, bytes: u64) -> Result<()
     };
     match (kind, existing) {
         (_, Some(len)) if len == bytes => return Ok(()),
-        (LocalDisk::Ephemeral, Some(len)) if len > bytes => return Ok(()),
-        (LocalDisk::Ephemeral, Some(_)) => {
+        (LocalDisk::Ephemeral { .. }, Some(len)) if len > bytes => return Ok(()),
+        (LocalDisk::Ephemeral { .. }, Some(_)) => {
             let f = tokio::fs::OpenOptions::new().write(true).open(path).await.map_err(DiskError::Io)?;
             return f.set_len(bytes).await.map_err(DiskError::Io);
         }
@@ -186,11 +221,18 @@ pub async fn ensure_local(path: &Path, kind: LocalDisk, bytes: u64) -> Result<()
     let f = tokio::fs::File::create(&tmp).await.map_err(DiskError::Io)?;
     f.set_len(bytes).await.map_err(DiskError::Io)?;
     drop(f);
+    let label = match kind {
+        LocalDisk::Ephemeral { index, .. } => format!("ephemeral{index}"),
+        LocalDisk::Swap => "swap".to_string(),
+    };
     let (tool, args): (&'static str, Vec<&std::ffi::OsStr>) = match kind {
-        LocalDisk::Ephemeral => {
-            ("mkfs.ext4", vec!["-F".as_ref(), "-q".as_ref(), "-L".as_ref(), "ephemeral0".as_ref(), tmp.as_os_str()])
+        LocalDisk::Ephemeral { fs: fs @ (Fs::Ext2 | Fs::Ext3 | Fs::Ext4), .. } => {
+            (fs.mkfs(), vec!["-F".as_ref(), "-q".as_ref(), "-L".as_ref(), label.as_ref(), tmp.as_os_str()])
         }
-        LocalDisk::Swap => ("mkswap", vec!["-L".as_ref(), "swap".as_ref(), tmp.as_os_str()]),
+        LocalDisk::Ephemeral { fs, .. } => {
+            (fs.mkfs(), vec!["-f".as_ref(), "-q".as_ref(), "-L".as_ref(), label.as_ref(), tmp.as_os_str()])
+        }
+        LocalDisk::Swap => ("mkswap", vec!["-L".as_ref(), label.as_ref(), tmp.as_os_str()]),
     };
     let out = Command::new(tool)
         .args(&args)
@@ -307,8 +349,8 @@ mod tests {
     #[tokio::test]
     async fn local_disks_are_made_sized_formatted_and_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let eph = dir.path().join(LocalDisk::Ephemeral.file_name());
-        ensure_local(&eph, LocalDisk::Ephemeral, 64 << 20).await.expect("ephemeral");
+        let eph = dir.path().join(LocalDisk::FLAVOR_EPHEMERAL.file_name());
+        ensure_local(&eph, LocalDisk::FLAVOR_EPHEMERAL, 64 << 20).await.expect("ephemeral");
         assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 64 << 20);
         // ext4's superblock magic (0xEF53 at 1080) and the label at 1144.
         let head = std::fs::read(&eph).expect("read");
@@ -316,11 +358,11 @@ mod tests {
         assert_eq!(&head[1144..1154], b"ephemeral0");
         // Kept (its data too) when asked again, grown for a larger flavor, never shrunk.
         std::fs::write(dir.path().join("marker"), b"x").expect("marker");
-        ensure_local(&eph, LocalDisk::Ephemeral, 64 << 20).await.expect("again");
+        ensure_local(&eph, LocalDisk::FLAVOR_EPHEMERAL, 64 << 20).await.expect("again");
         assert_eq!(&std::fs::read(&eph).expect("read")[1144..1154], b"ephemeral0");
-        ensure_local(&eph, LocalDisk::Ephemeral, 128 << 20).await.expect("grow");
+        ensure_local(&eph, LocalDisk::FLAVOR_EPHEMERAL, 128 << 20).await.expect("grow");
         assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 128 << 20);
-        ensure_local(&eph, LocalDisk::Ephemeral, 32 << 20).await.expect("no shrink");
+        ensure_local(&eph, LocalDisk::FLAVOR_EPHEMERAL, 32 << 20).await.expect("no shrink");
         assert_eq!(std::fs::metadata(&eph).expect("eph").len(), 128 << 20);
 
         let swap = dir.path().join(LocalDisk::Swap.file_name());
@@ -335,6 +377,26 @@ mod tests {
         let none = dir.path().join("none");
         ensure_local(&none, LocalDisk::Swap, 0).await.expect("zero");
         assert!(!none.exists());
+    }
+
+    #[tokio::test]
+    async fn a_mapping_ephemeral_gets_its_index_label_and_file_system() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kind = LocalDisk::Ephemeral { index: 1, fs: Fs::parse(Some("ext3")).expect("ext3") };
+        assert_eq!(kind.file_name(), "disk.eph1");
+        let eph = dir.path().join(kind.file_name());
+        ensure_local(&eph, kind, 32 << 20).await.expect("ephemeral");
+        let head = std::fs::read(&eph).expect("read");
+        assert_eq!(&head[1080..1082], &[0x53, 0xef], "an ext superblock");
+        assert_eq!(&head[1144..1154], b"ephemeral1");
+        // ext3 has a journal but not ext4's extents (s_feature_incompat at 1120, 0x40).
+        let compat = u32::from_le_bytes([head[1116], head[1117], head[1118], head[1119]]);
+        let incompat = u32::from_le_bytes([head[1120], head[1121], head[1122], head[1123]]);
+        assert!(compat & 0x4 != 0 && incompat & 0x40 == 0, "ext3: {compat:#x} {incompat:#x}");
+        assert_eq!(
+            Fs::parse(Some("vfat")),
+            Err("Block Device Mapping is Invalid: vfat format is not supported".to_string())
+        );
     }
 
     /// The overlay we write is one qemu accepts as its own: `qemu-img check` finds no error,

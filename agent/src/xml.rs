@@ -282,10 +282,11 @@ pub struct DomainSpec {
     pub root_volume: Option<String>,
     /// Other volumes of the build, `<disk>` elements with their own targets, after the rest.
     pub volumes: Vec<String>,
-    /// The flavor's ephemeral disk (raw), the second device on the root disk's bus (`vdb`).
-    pub ephemeral: Option<PathBuf>,
-    /// The flavor's swap disk (raw), the device after the ephemeral one (`vdc`, or `vdb`
-    /// without one): Nova's order, before the config drive.
+    /// The ephemeral disks (raw; the flavor's one, or those the server's mappings asked for),
+    /// the devices after the root disk on its bus (`vdb`, `vdc`, …).
+    pub ephemerals: Vec<PathBuf>,
+    /// The swap disk (raw), the device after the ephemeral ones (`vdc`, or `vdb` without
+    /// one): Nova's order, before the config drive.
     pub swap: Option<PathBuf>,
 }
 
@@ -402,7 +403,7 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     };
     // The flavor's local disks follow the root disk on its bus, in Nova's order.
     let mut locals = 1;
-    for file in [&spec.ephemeral, &spec.swap].into_iter().flatten() {
+    for file in spec.ephemerals.iter().chain(&spec.swap) {
         x.push_str("    <disk type='file' device='disk'>\n");
         x.push_str("      <driver name='qemu' type='raw'/>\n");
         let _ = writeln!(x, "      <source file='{}'/>", path(file));
@@ -809,7 +810,7 @@ mod tests {
             kernel: None,
             config_drive: None,
             root_volume: None,
-            ephemeral: None,
+            ephemerals: Vec::new(),
             swap: None,
             volumes: Vec::new(),
         }
@@ -1070,7 +1071,7 @@ mod tests {
     #[test]
     fn ephemeral_and_swap_follow_the_root_disk_in_novas_order() {
         let mut s = spec(VirtType::Qemu);
-        s.ephemeral = Some("/i/x/disk.eph0".into());
+        s.ephemerals = vec!["/i/x/disk.eph0".into()];
         s.swap = Some("/i/x/disk.swap".into());
         s.config_drive = Some("/i/x/disk.config".into());
         s.volumes = vec![
@@ -1085,8 +1086,19 @@ mod tests {
         let xml = domain_xml(&s);
         let eph = element(&xml, "disk").into_iter().find(|d| d.contains("disk.eph0")).expect("eph");
         assert!(eph.contains("<driver name='qemu' type='raw'/>") && !eph.contains("readonly"), "{eph}");
+        // Several ephemeral disks (the server's mappings) come in order before the swap.
+        s.ephemerals = vec!["/i/x/disk.eph0".into(), "/i/x/disk.eph1".into()];
+        s.volumes.clear();
+        let names: Vec<(String, String)> = disks(&domain_xml(&s));
+        let want = [
+            ("vdb", "/i/x/disk.eph0"),
+            ("vdc", "/i/x/disk.eph1"),
+            ("vdd", "/i/x/disk.swap"),
+            ("vde", "/i/x/disk.config"),
+        ];
+        assert_eq!(names[1..], want.map(|(d, f)| (d.to_string(), f.to_string())));
         // Swap alone takes the second place; on SCSI the names follow the bus.
-        s.ephemeral = None;
+        s.ephemerals.clear();
         s.disk_bus = DiskBus::Scsi;
         s.volumes.clear();
         let names: Vec<String> = disks(&domain_xml(&s)).into_iter().map(|(d, _)| d).collect();

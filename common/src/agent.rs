@@ -502,6 +502,28 @@ pub struct BuildSpec {
     /// `boot_index: Some(0)` is the root disk: `image` then only lends its properties.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub block_devices: Vec<BlockDevice>,
+    /// The local disks beside the root disk that `block_device_mapping_v2` asked for (`blank`
+    /// → `local`), replacing the flavor's ephemeral and swap disks; `None`: the flavor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_disks: Option<LocalDisks>,
+}
+
+/// A server's own local disks (Nova's ephemeral and swap block device mappings).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalDisks {
+    /// In request order: `disk.eph0`, `disk.eph1`, … after the root disk.
+    pub ephemerals: Vec<EphemeralDisk>,
+    /// The swap disk after them, 0 for none.
+    pub swap_mb: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EphemeralDisk {
+    pub size_gb: u64,
+    /// The file system to make (`ext2`, `ext3`, `ext4`, `xfs`, as Nova's libvirt driver);
+    /// `None`: ext4.
+    #[serde(default)]
+    pub guest_format: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -158,9 +158,15 @@ pub async fn render_faults(service: Service, resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut allow = resp.headers().get(header::ALLOW).cloned();
     let fault = match resp.extensions().get::<Fault>() {
         Some(Fault(err)) => err.clone(),
+        // Nova's router matches the method with the path (a `routes` condition), so a path
+        // without that method is no route at all: 404 (`DELETE /v2.1/images/`, a blank id).
+        None if service == Service::Compute && status == StatusCode::METHOD_NOT_ALLOWED => {
+            allow = None;
+            ApiError::not_found("The resource could not be found.")
+        }
         None => {
             // A response axum built itself (unknown route, 405, extractor rejection): keep its
             // text as the message, in our format.

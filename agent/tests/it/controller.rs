@@ -1048,3 +1048,72 @@ async fn ephemeral_and_swap_disks_live_and_die_with_the_instance() {
     assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
     assert!(!b_dir.exists());
 }
+
+/// The local disks a server's mappings asked for (`local_disks`) replace the flavor's: each
+/// ephemeral disk with its size, file system and label `ephemeral<N>`, then the swap disk, in
+/// that order after the root disk and before the config drive; an unsupported file system
+/// fails the build (as Nova's libvirt driver).
+#[tokio::test]
+async fn mapped_ephemeral_and_swap_disks_replace_the_flavors() {
+    use meridian_common::agent::{EphemeralDisk, LocalDisks};
+    let (url, server) = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, hv_a) = host(&url, &dir, "a");
+    let id = Uuid::new_v4();
+    let bad = Uuid::new_v4();
+    let _ca = Cleanup { hv: hv_a.clone(), instances: vec![id, bad], networks: vec![] };
+    let name = xml::Naming::default().domain(&id);
+    let data = raw_image(5);
+    server.add_image("img-m", data.clone());
+    let mut spec = build_spec("img-m", &data, vec![]);
+    spec.flavor.ephemeral_gb = 4;
+    spec.flavor.swap_mb = 512;
+    spec.local_disks = Some(LocalDisks {
+        ephemerals: vec![
+            EphemeralDisk { size_gb: 1, guest_format: Some("ext3".into()) },
+            EphemeralDisk { size_gb: 2, guest_format: None },
+        ],
+        swap_mb: 32,
+    });
+    let a_dir = dir.path().join("a").join("instances").join(id.to_string());
+
+    let (ev, _) = run(&a, id, Action::Build(Box::new(spec.clone()))).await;
+    assert_eq!(done(&ev), PowerState::Running, "{ev:?}");
+    let (eph0, eph1, swap) = (a_dir.join("disk.eph0"), a_dir.join("disk.eph1"), a_dir.join("disk.swap"));
+    assert_eq!((disk_len(&eph0), disk_len(&eph1), disk_len(&swap)), (1 << 30, 2 << 30, 32 << 20));
+    assert_eq!(bytes_at(&eph0, 1144), b"ephemera");
+    assert_eq!(bytes_at(&eph0, 1152)[..2], *b"l0", "label ephemeral0");
+    assert_eq!(bytes_at(&eph1, 1152)[..2], *b"l1", "label ephemeral1");
+    // ext3: no extents (incompat 0x40); ext4 (the default): extents.
+    let incompat = |p: &std::path::Path| u32::from_le_bytes(bytes_at(p, 1120)[..4].try_into().expect("4 bytes"));
+    assert_eq!(incompat(&eph0) & 0x40, 0, "ext3");
+    assert_ne!(incompat(&eph1) & 0x40, 0, "ext4");
+    assert_eq!(bytes_at(&swap, 4096 - 8), b"APSPACE2");
+    let disks = xml::disks(&hv_a.domain_xml(&name).expect("xml"));
+    let files: Vec<(&str, String)> = disks
+        .iter()
+        .map(|(d, f)| (d.as_str(), std::path::Path::new(f).file_name().expect("name").to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("vda", "disk".into()),
+            ("vdb", "disk.eph0".into()),
+            ("vdc", "disk.eph1".into()),
+            ("vdd", "disk.swap".into()),
+            ("vde", "disk.config".into())
+        ],
+        "the mappings' disks in order, none of the flavor's"
+    );
+
+    let mut vfat = spec.clone();
+    vfat.local_disks = Some(LocalDisks {
+        ephemerals: vec![EphemeralDisk { size_gb: 1, guest_format: Some("vfat".into()) }],
+        swap_mb: 0,
+    });
+    let (ev, _) = run(&a, bad, Action::Build(Box::new(vfat))).await;
+    let text = format!("{ev:?}");
+    assert!(text.contains("vfat format is not supported"), "{text}");
+    let (ev, _) = run(&a, id, Action::Delete).await;
+    assert_eq!(done(&ev), PowerState::NoState, "{ev:?}");
+}

@@ -369,6 +369,7 @@ pub fn build_spec(image_id: &str, data: &[u8], nics: Vec<NicSpec>) -> BuildSpec 
         config_drive: false,
         security_groups: Vec::new(),
         block_devices: Vec::new(),
+        local_disks: None,
     }
 }
 

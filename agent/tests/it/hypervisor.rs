@@ -26,7 +26,7 @@ fn spec(id: Uuid, nics: Vec<NicXml>) -> DomainSpec {
         kernel: None,
         config_drive: None,
         root_volume: None,
-        ephemeral: None,
+        ephemerals: Vec::new(),
         swap: None,
         volumes: Vec::new(),
     }

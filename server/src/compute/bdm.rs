@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use meridian_common::agent::{BlockDevice, VolumeSpec};
+use meridian_common::agent::{BlockDevice, EphemeralDisk, LocalDisks, VolumeSpec};
 use serde_json::{Map, Value};
 
 use super::servers::CONFIG_DRIVE_ATTACHED;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::bfv::Bdm;
+use crate::store::bfv::{Bdm, LocalDiskRow};
 use crate::store::hosts::Host;
 use crate::store::image::Image;
 use crate::store::instances::Instance;
@@ -33,6 +33,8 @@ pub struct Requested {
     pub volume_size: Option<i64>,
     pub delete_on_termination: bool,
     pub device_name: Option<String>,
+    /// A local disk's file system (`swap` makes it the swap disk).
+    pub guest_format: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -124,6 +126,11 @@ pub fn parse(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Request
                 "Invalid input for field/attribute uuid. Value: {u}. '{u}' does not match '^[a-zA-Z0-9._-]*$'"
             )));
         }
+        let guest_format = string("guest_format")?;
+        if guest_format.as_ref().is_some_and(|g| g.len() > 255) {
+            let g = guest_format.clone().unwrap_or_default();
+            return Err(bad(format!("Invalid input for field/attribute guest_format. Value: {g}. '{g}' is too long")));
+        }
         let device_name = string("device_name")?;
         if let Some(d) = &device_name
             && (d.is_empty()
@@ -211,9 +218,90 @@ pub fn parse(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Request
             volume_size,
             delete_on_termination,
             device_name,
+            guest_format,
         });
     }
     Ok(out)
+}
+
+/// Keys of Nova's legacy `block_device_mapping` (v1) items.
+const LEGACY_KEYS: [&str; 8] = [
+    "virtual_name",
+    "volume_id",
+    "snapshot_id",
+    "volume_size",
+    "device_name",
+    "delete_on_termination",
+    "no_device",
+    "connection_info",
+];
+
+/// Parses the legacy `block_device_mapping` (v1) as Nova converts it (`from_legacy_mapping`
+/// with the root device `vda`): `volume_id`/`snapshot_id` map a volume (the one named
+/// `vda` or `/dev/vda` is the root disk, boot index 0), `virtual_name` `swap`/`ephemeralN` a
+/// local disk; then the v2 rules of [`parse`] apply.
+pub fn parse_legacy(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Requested>> {
+    if b.contains_key("block_device_mapping_v2") {
+        return Err(bad("Using different block_device_mapping syntaxes is not allowed."));
+    }
+    let list = match b.get("block_device_mapping") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(l)) => l,
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute block_device_mapping. Value: {other}. {other} is not of type 'array'"
+            )));
+        }
+    };
+    let mut converted = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let why =
+            |w: String| bad(format!("Invalid input for field/attribute block_device_mapping/{i}. Value: {item}. {w}"));
+        let m = item.as_object().ok_or_else(|| why(format!("{item} is not of type 'object'")))?;
+        if let Some(k) = m.keys().find(|k| !LEGACY_KEYS.contains(&k.as_str())) {
+            return Err(why(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+        }
+        if m.get("no_device").is_some_and(|v| !v.is_null() && v != false) {
+            continue;
+        }
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+        let device = text("device_name");
+        let root = device.as_deref().is_some_and(|d| d.trim_start_matches("/dev/") == "vda");
+        let mut v2 = Map::new();
+        let (source, uuid) = if let Some(id) = text("volume_id") {
+            ("volume", Some(id))
+        } else if let Some(id) = text("snapshot_id") {
+            ("snapshot", Some(id))
+        } else {
+            match text("virtual_name").as_deref() {
+                Some("swap") => {
+                    v2.insert("guest_format".into(), Value::String("swap".into()));
+                    ("blank", None)
+                }
+                Some(v) if v.starts_with("ephemeral") => ("blank", None),
+                _ => return Err(invalid_bdm("Unrecognized legacy format.")),
+            }
+        };
+        if source != "blank" && root && image_given {
+            return Err(bad("The volume cannot be assigned the same device name as the root device vda"));
+        }
+        v2.insert("source_type".into(), Value::String(source.into()));
+        v2.insert("destination_type".into(), Value::String(if source == "blank" { "local" } else { "volume" }.into()));
+        if let Some(u) = uuid {
+            v2.insert("uuid".into(), Value::String(u));
+        }
+        let boot = source != "blank" && root;
+        v2.insert("boot_index".into(), Value::from(if boot { 0 } else { -1 }));
+        for k in ["device_name", "volume_size", "delete_on_termination"] {
+            if let Some(v) = m.get(k) {
+                v2.insert(k.into(), v.clone());
+            }
+        }
+        converted.push(Value::Object(v2));
+    }
+    let mut as_v2 = Map::new();
+    as_v2.insert("block_device_mapping_v2".into(), Value::Array(converted));
+    parse(&as_v2, image_given)
 }
 
 /// Whether the root disk is a volume (a mapping with boot index 0 whose destination is one).
@@ -295,6 +383,7 @@ pub fn image_defined(img: &Image) -> ApiResult<Option<Vec<Requested>>> {
             volume_size: number("volume_size"),
             delete_on_termination,
             device_name: text("device_name"),
+            guest_format: text("guest_format"),
         });
     }
     Ok(Some(out))
@@ -318,6 +407,114 @@ pub fn merge(image_bdms: Vec<Requested>, request: Vec<Requested>) -> Vec<Request
     out
 }
 
+/// Nova's `max_local_block_devices` default: local disks a request may ask for, the image's
+/// root disk included.
+pub const MAX_LOCAL_BLOCK_DEVICES: usize = 3;
+
+fn is_swap(r: &Requested) -> bool {
+    r.source_type == "blank" && r.destination_type == "local" && r.guest_format.as_deref() == Some("swap")
+}
+
+fn is_ephemeral(r: &Requested) -> bool {
+    r.source_type == "blank" && r.destination_type == "local" && r.guest_format.as_deref() != Some("swap")
+}
+
+/// The end of Nova's `_validate_bdm` for local disks, against the flavor's ephemeral (GiB) and
+/// swap (MiB) sizes: the ephemeral disks (a mapping without a size takes the flavor's) may sum
+/// to the flavor's, one swap disk of at most the flavor's, and at most
+/// [`MAX_LOCAL_BLOCK_DEVICES`] local disks with the image's root disk (`image_root`: the
+/// server boots from `imageRef`). Returns the server's local disks, in order, for
+/// [`store_local`] (`(kind, size, guest_format)`); empty when the request maps none (the
+/// flavor's then).
+pub fn check_local(
+    reqs: &[Requested],
+    flavor_ephemeral_gb: i64,
+    flavor_swap_mb: i64,
+    image_root: bool,
+) -> ApiResult<Vec<(String, i64, Option<String>)>> {
+    let ephemeral: i64 =
+        reqs.iter().filter(|r| is_ephemeral(r)).map(|r| r.volume_size.unwrap_or(flavor_ephemeral_gb)).sum();
+    if ephemeral > flavor_ephemeral_gb {
+        return Err(bad(
+            "Ephemeral disks requested are larger than the instance type allows. If no size is given in one block \
+             device mapping, flavor ephemeral size will be used.",
+        ));
+    }
+    let swaps: Vec<&Requested> = reqs.iter().filter(|r| is_swap(r)).collect();
+    if swaps.len() > 1 {
+        return Err(invalid_bdm("More than one swap drive requested."));
+    }
+    if swaps.first().is_some_and(|s| s.volume_size.unwrap_or(0) > flavor_swap_mb) {
+        return Err(bad("Swap drive requested is larger than instance type allows."));
+    }
+    // The image's root disk is a local mapping too (Nova adds it for `imageRef`), unless a
+    // mapping already is it.
+    let image_bdm = reqs.iter().any(|r| r.source_type == "image" && r.destination_type == "local");
+    let locals = reqs.iter().filter(|r| r.destination_type == "local").count() + usize::from(image_root && !image_bdm);
+    if locals > MAX_LOCAL_BLOCK_DEVICES {
+        return Err(invalid_bdm("You specified more local devices than the limit allows"));
+    }
+    if !reqs.iter().any(|r| r.source_type == "blank" && r.destination_type == "local") {
+        return Ok(Vec::new());
+    }
+    // As Nova's libvirt driver lays them out: the mappings' ephemeral disks, else the
+    // flavor's one; the mapping's swap disk, else the flavor's.
+    let mut out: Vec<(String, i64, Option<String>)> = reqs
+        .iter()
+        .filter(|r| is_ephemeral(r))
+        .map(|r| ("ephemeral".to_string(), r.volume_size.unwrap_or(flavor_ephemeral_gb), r.guest_format.clone()))
+        .collect();
+    if out.is_empty() && flavor_ephemeral_gb > 0 {
+        out.push(("ephemeral".to_string(), flavor_ephemeral_gb, None));
+    }
+    let swap_mb = match swaps.first() {
+        Some(s) => s.volume_size.unwrap_or(0),
+        None => flavor_swap_mb,
+    };
+    if swap_mb > 0 {
+        out.push(("swap".to_string(), swap_mb, Some("swap".to_string())));
+    }
+    out.retain(|(_, size, _)| *size > 0);
+    Ok(out)
+}
+
+/// Stores the local disks [`check_local`] returned for a new instance.
+pub async fn store_local(state: &AppState, inst: &Instance, disks: &[(String, i64, Option<String>)]) -> ApiResult<()> {
+    let rows: Vec<LocalDiskRow> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, size, fmt))| LocalDiskRow {
+            instance_id: inst.id.clone(),
+            position: i64::try_from(i).unwrap_or(0),
+            kind: kind.clone(),
+            size: *size,
+            guest_format: fmt.clone(),
+            created_at: now(),
+        })
+        .collect();
+    state.store.create_local_disks(&rows).await?;
+    Ok(())
+}
+
+/// The build's local disks of an instance whose mappings asked for its own (`None`: the
+/// flavor's).
+pub async fn local_disks_spec(state: &AppState, instance_id: &str) -> Result<Option<LocalDisks>, StoreError> {
+    let rows = state.store.instance_local_disks(instance_id).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut out = LocalDisks::default();
+    for r in rows {
+        let size = u64::try_from(r.size).unwrap_or(0);
+        match r.kind.as_str() {
+            "ephemeral" => out.ephemerals.push(EphemeralDisk { size_gb: size, guest_format: r.guest_format }),
+            "swap" => out.swap_mb = size,
+            _ => {}
+        }
+    }
+    Ok(Some(out))
+}
+
 /// What the checks against the services found.
 #[derive(Debug, Default)]
 pub struct Checked {
@@ -338,10 +535,12 @@ pub async fn check(state: &AppState, ctx: &Ctx, reqs: &[Requested], image_given:
     let mut out = Checked::default();
     for r in reqs {
         if r.destination_type == "local" {
-            if r.source_type == "image" {
-                continue; // the image boot itself (parse allowed only that one)
+            // The image boot itself (parse allowed only that one), or an ephemeral or swap
+            // disk (checked against the flavor by `check_local`).
+            if matches!(r.source_type.as_str(), "image" | "blank") {
+                continue;
             }
-            return Err(invalid_bdm("local block devices (ephemeral, swap) are not supported by this cloud."));
+            return Err(invalid_bdm("only blank local block devices (ephemeral, swap) are supported by this cloud."));
         }
         let position = out.mappings.len();
         let boot = r.boot_index == Some(0);
@@ -501,7 +700,20 @@ pub async fn store_for(state: &AppState, inst: &Instance, checked: &Checked) -> 
 /// on that host, `Err(message)` nowhere (its volumes sit on two hosts).
 pub async fn required_host(state: &AppState, instance_id: &str) -> Result<Option<String>, LocalityError> {
     let mut host: Option<(String, String)> = None;
-    for b in state.store.instance_bdms(instance_id).await.map_err(LocalityError::Store)? {
+    let bdms = state.store.instance_bdms(instance_id).await.map_err(LocalityError::Store)?;
+    // Volumes attached through the compute API too (while running or shelved offloaded).
+    let attached: Vec<String> = state
+        .store
+        .instance_attachments(instance_id)
+        .await
+        .map_err(LocalityError::Store)?
+        .into_iter()
+        .filter(|a| a.by_compute != 0)
+        .map(|a| a.volume_id)
+        .filter(|v| !bdms.iter().any(|b| b.volume_id.as_ref() == Some(v)))
+        .collect();
+    let mut vids = Vec::new();
+    for b in bdms {
         // Existing volumes, those an earlier attempt of this build made, and the volumes of
         // snapshots a new volume is to be made from (the copy is made beside its snapshot).
         let vid = match (b.volume_id, b.source_type.as_str(), &b.source_id) {
@@ -513,7 +725,15 @@ pub async fn required_host(state: &AppState, instance_id: &str) -> Result<Option
             },
             _ => continue,
         };
-        let v = state.store.get_volume(&vid).await.map_err(LocalityError::Store)?;
+        vids.push(vid);
+    }
+    vids.extend(attached);
+    for vid in vids {
+        let v = match state.store.get_volume(&vid).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(LocalityError::Store(e)),
+        };
         let Some(h) = v.host_id else { continue };
         match &host {
             Some((other, other_vol)) if *other != h => {
@@ -553,11 +773,17 @@ pub fn local_devices(ephemeral_gb: i64, swap_mb: i64, config_drive: bool) -> Vec
     (b'a'..).take(count).map(|c| format!("vd{}", c as char)).collect()
 }
 
-/// [`local_devices`] of an instance (its flavor snapshot and config drive).
-pub fn instance_local_devices(inst: &Instance) -> Vec<String> {
+/// The devices the host gives an instance before any volume: the root disk, its ephemeral
+/// disks (its own, or the flavor's one), its swap disk and an attached config drive.
+pub async fn instance_local_devices(state: &AppState, inst: &Instance) -> Result<Vec<String>, StoreError> {
+    let config_drive = inst.config_drive == CONFIG_DRIVE_ATTACHED;
+    if let Some(own) = local_disks_spec(state, &inst.id).await? {
+        let count = 1 + own.ephemerals.len() + usize::from(own.swap_mb > 0) + usize::from(config_drive);
+        return Ok((b'a'..).take(count).map(|c| format!("vd{}", c as char)).collect());
+    }
     let f: Value = serde_json::from_str(&inst.flavor).unwrap_or_default();
     let n = |k: &str| f[k].as_i64().unwrap_or(0);
-    local_devices(n("ephemeral"), n("swap"), inst.config_drive == CONFIG_DRIVE_ATTACHED)
+    Ok(local_devices(n("ephemeral"), n("swap"), config_drive))
 }
 
 /// [`devices`] after the given devices of the host's own.
@@ -591,7 +817,7 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
     let timeout = i64::try_from(state.cfg.compute.build_timeout_secs).unwrap_or(i64::MAX);
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(timeout);
     state.store.set_instance_deadline(&inst.id, Some(&fmt_time(deadline))).await.map_err(store_err)?;
-    let devices = devices_after(&bdms, instance_local_devices(inst));
+    let devices = devices_after(&bdms, instance_local_devices(state, inst).await.map_err(store_err)?);
     let mut out = Vec::new();
     for (b, dev) in bdms.iter().zip(devices) {
         let volume_id = match &b.volume_id {
@@ -609,6 +835,73 @@ pub async fn prepare(state: &AppState, inst: &Instance, host: &Host) -> Result<V
             device: dev,
             boot_index: b.boot_index.and_then(|i| u32::try_from(i).ok()),
             attachment_id,
+        });
+    }
+    Ok(out)
+}
+
+/// The volumes attached to an instance through the compute API (not its block device
+/// mappings, which [`prepare`] plugs in) as block devices of a build on `host`: an unshelve
+/// plugs into the new domain the volumes it had and those attached while it was offloaded
+/// (which have no device yet). Each keeps its device when free, else takes the next after
+/// `taken`; the attachment records the host and device. A volume stored elsewhere fails the
+/// build (the scheduler puts the instance on its volumes' host).
+pub async fn attached_devices(
+    state: &AppState,
+    inst: &Instance,
+    host: &Host,
+    mut taken: Vec<String>,
+) -> Result<Vec<BlockDevice>, String> {
+    let store_err = |e: StoreError| format!("{e}");
+    let bdms = state.store.instance_bdms(&inst.id).await.map_err(store_err)?;
+    let attachments: Vec<_> = state
+        .store
+        .instance_attachments(&inst.id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|a| a.by_compute != 0 && !bdms.iter().any(|b| b.volume_id.as_ref() == Some(&a.volume_id)))
+        .collect();
+    // Devices kept first, so a volume without one cannot take a kept one's name.
+    let keep: Vec<Option<String>> = attachments
+        .iter()
+        .map(|a| {
+            let dev = a.mountpoint.as_deref()?.trim_start_matches("/dev/").to_string();
+            (!taken.contains(&dev)).then_some(dev)
+        })
+        .collect();
+    taken.extend(keep.iter().flatten().cloned());
+    let mut out = Vec::new();
+    for (a, kept) in attachments.into_iter().zip(keep) {
+        let v = state.store.get_volume(&a.volume_id).await.map_err(store_err)?;
+        if v.host_id.as_deref() != Some(host.id.as_str()) {
+            return Err(format!(
+                "Volume {} attached to instance {} is stored on another compute host than {}.",
+                v.id, inst.id, host.name
+            ));
+        }
+        let dev = match kept {
+            Some(d) => d,
+            None => {
+                let d = (b'b'..=b'z')
+                    .map(|c| format!("vd{}", c as char))
+                    .find(|d| !taken.contains(d))
+                    .ok_or_else(|| "No free disk device names for prefix 'vd'".to_string())?;
+                taken.push(d.clone());
+                d
+            }
+        };
+        let mountpoint = format!("/dev/{dev}");
+        state.store.set_attachment_device(&a.id, &host.id, &mountpoint).await.map_err(store_err)?;
+        out.push(BlockDevice {
+            volume: VolumeSpec {
+                id: v.id.clone(),
+                size_gb: u64::try_from(v.size).unwrap_or(0),
+                readonly: v.readonly != 0,
+            },
+            device: dev,
+            boot_index: None,
+            attachment_id: a.id,
         });
     }
     Ok(out)
@@ -735,6 +1028,7 @@ pub async fn instance_gone(state: &AppState, instance_id: &str) -> ApiResult<()>
         }
     }
     state.store.delete_bdms(instance_id).await?;
+    state.store.delete_local_disks(instance_id).await?;
     Ok(())
 }
 

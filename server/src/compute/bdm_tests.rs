@@ -56,6 +56,7 @@ fn mappings_are_parsed_as_nova_checks_them() {
             volume_size: None,
             delete_on_termination: true,
             device_name: None,
+            guest_format: None,
         }]
     );
     assert!(bdm::volume_boot(&got));
@@ -86,6 +87,7 @@ fn got_volume() -> Requested {
         volume_size: None,
         delete_on_termination: false,
         device_name: None,
+        guest_format: None,
     }
 }
 
@@ -666,4 +668,70 @@ async fn a_failed_or_late_volume_snapshot_makes_no_image_and_its_snapshots_go() 
     answer(&app, &a, "snapshot_create", done()).await;
     answer(&app, &a, "snapshot_delete", done()).await;
     assert!(snapshots_named(&app, "snapshot for late").await.is_empty());
+}
+
+/// Nova's legacy `block_device_mapping` (v1), converted as `from_legacy_mapping` does with the
+/// root device `vda`: a volume named `vda` is the root disk of a server without an image.
+#[tokio::test]
+async fn a_legacy_mapping_boots_from_an_existing_volume() {
+    let app = TestApp::new().await;
+    let a = register(&app, "legacy-a", 100, 16384).await;
+    let r = cinder(&app, Method::POST, "volumes", json!({"volume": {"size": 1, "name": "root"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let vid = r.body["volume"]["id"].as_str().expect("id").to_string();
+    answer(&app, &a, "volume_create", done()).await;
+    let boot = |image: &str, legacy: Value| {
+        json!({"server": {"name": "lg", "imageRef": image, "flavorRef": "1", "networks": "none",
+            "block_device_mapping": legacy}})
+    };
+    let img = image(&app, 4096, 0).await;
+    let cases = [
+        (
+            json!({"server": {"name": "lg", "imageRef": "", "flavorRef": "1", "networks": "none",
+                "block_device_mapping": [{"volume_id": vid, "device_name": "vda"}],
+                "block_device_mapping_v2": []}}),
+            "Using different block_device_mapping syntaxes is not allowed.",
+        ),
+        (
+            boot("", json!([{"volume_id": vid, "device_name": "vda", "boot_index": 0}])),
+            "Additional properties are not allowed ('boot_index' was unexpected)",
+        ),
+        (
+            boot(&img, json!([{"volume_id": vid, "device_name": "/dev/vda"}])),
+            "The volume cannot be assigned the same device name as the root device vda",
+        ),
+        (
+            boot("", json!([{"volume_id": vid, "device_name": "vdb"}])),
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping \
+             combination is not valid.",
+        ),
+        (boot("", json!([{"device_name": "vda"}])), "Block Device Mapping is Invalid: Unrecognized legacy format."),
+    ];
+    for (body, msg) in cases {
+        let r = nova(&app, Method::POST, "/servers", body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        let got = r.body["badRequest"]["message"].as_str().unwrap_or_default();
+        assert!(got.contains(msg), "{body}: {got}");
+    }
+    assert_eq!(volume(&app, &vid).await["status"], "available", "no refusal reserved the volume");
+    let r = nova(&app, Method::POST, "/servers", boot("", json!([{"volume_id": vid, "device_name": "vda"}]))).await;
+    assert_eq!(r.body["badRequest"]["message"], format!("Block Device {vid} is not bootable."));
+    let set = json!({"os-set_bootable": {"bootable": true}});
+    let r = cinder(&app, Method::POST, &format!("volumes/{vid}/action"), set).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let r =
+        nova(&app, Method::POST, "/servers", boot("", json!([{"volume_id": vid, "device_name": "/dev/vda"}]))).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let build = work(&app, &a).await;
+    assert_eq!(build[0]["action"]["type"], "build", "{build:?}");
+    let devices = build[0]["action"]["block_devices"].as_array().cloned().expect("block devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["volume"]["id"], vid.as_str());
+    assert_eq!((devices[0]["device"].as_str(), devices[0]["boot_index"].as_i64()), (Some("vda"), Some(0)));
+    reply(&app, &a, &build[0], done()).await;
+    let s = server_status(&app, &id, "ACTIVE").await;
+    assert_eq!(s["image"], "", "volume-backed: {s}");
+    assert_eq!(volume(&app, &vid).await["status"], "in-use");
 }

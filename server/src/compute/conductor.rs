@@ -619,6 +619,7 @@ pub(crate) async fn build_spec(
         config_drive: !inst.config_drive.is_empty(),
         security_groups,
         block_devices: Vec::new(),
+        local_disks: super::bdm::local_disks_spec(state, &inst.id).await?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Resize, cold migration, confirm/revert and the migration records, in process with real
 //! SQLite and the real agent routes: a scripted agent per host polls its work, moves the disk
-//! through the relay and answers, so every walk and claim is checked through the API.
+//! through the relay and answers, so every walk and claim is checked through the API. Also the
+//! servers' own local disks (`blank` → `local` mappings): Nova's rules, the build's layout, and
+//! the resize that would shrink them.
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
@@ -746,4 +748,164 @@ async fn an_evacuated_stopped_server_stays_stopped() {
         (Some("SHUTOFF"), Some("compute-b"), None)
     );
     assert_eq!(migrations(&app, "?migration_type=evacuation").await[0]["status"], "done");
+}
+
+/// An admin-made flavor with local disks: `ephemeral` GiB and `swap` MiB.
+async fn flavor(app: &TestApp, id: &str, ephemeral: i64, swap: i64) {
+    let body = json!({"flavor": {"id": id, "name": id, "ram": 64, "vcpus": 1, "disk": 1,
+        "OS-FLV-EXT-DATA:ephemeral": ephemeral, "swap": swap}});
+    let r = at(app, Method::POST, "/flavors", &app.admin_token, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+fn blank_local(size: Option<i64>, format: Option<&str>) -> Value {
+    let mut m = json!({"source_type": "blank", "destination_type": "local", "boot_index": -1,
+        "delete_on_termination": true});
+    if let Some(s) = size {
+        m["volume_size"] = json!(s);
+    }
+    if let Some(f) = format {
+        m["guest_format"] = json!(f);
+    }
+    m
+}
+
+fn create_body(image: &str, network: &str, flavor: &str, mappings: Vec<Value>) -> Value {
+    let mut all = vec![json!({"source_type": "image", "destination_type": "local", "uuid": image, "boot_index": 0})];
+    all.extend(mappings);
+    json!({"server": {"name": "eph", "imageRef": image, "flavorRef": flavor, "networks": [{"uuid": network}],
+        "block_device_mapping_v2": all}})
+}
+
+#[tokio::test]
+async fn blank_local_mappings_follow_novas_rules_and_shape_the_build() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "eph-a").await;
+    let t = app.admin_token.clone();
+    flavor(&app, "eph2", 2, 512).await;
+
+    // Nova's `_validate_bdm`, against the flavor's ephemeral (2 GiB) and swap (512 MiB).
+    let cases: Vec<(Vec<Value>, &str)> = vec![
+        (
+            vec![blank_local(Some(3), None)],
+            "Ephemeral disks requested are larger than the instance type allows. If no size is given in one block \
+             device mapping, flavor ephemeral size will be used.",
+        ),
+        // A mapping without a size takes the flavor's: 2 + 1 > 2.
+        (
+            vec![blank_local(None, Some("ext4")), blank_local(Some(1), None)],
+            "Ephemeral disks requested are larger than the instance type allows. If no size is given in one block \
+             device mapping, flavor ephemeral size will be used.",
+        ),
+        (vec![blank_local(Some(1024), Some("swap"))], "Swap drive requested is larger than instance type allows."),
+        (
+            vec![blank_local(Some(128), Some("swap")), blank_local(Some(128), Some("swap"))],
+            "Block Device Mapping is Invalid: More than one swap drive requested.",
+        ),
+        // The image's root disk counts: 4 local disks > max_local_block_devices (3).
+        (
+            vec![blank_local(Some(1), None), blank_local(Some(1), None), blank_local(Some(128), Some("swap"))],
+            "Block Device Mapping is Invalid: You specified more local devices than the limit allows",
+        ),
+        (
+            vec![json!({"source_type": "blank", "destination_type": "volume", "boot_index": -1})],
+            "Blank volumes (source: 'blank', dest: 'volume') need to have non-zero size",
+        ),
+    ];
+    for (mappings, msg) in cases {
+        let r = at(&app, Method::POST, "/servers", &t, create_body(&image, &network, "eph2", mappings.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{mappings:?}: {}", r.body);
+        assert_eq!(r.body["badRequest"]["message"], msg, "{mappings:?}");
+    }
+
+    // Two ephemeral disks of 1 GiB (ext3, and the default) and no swap mapping: the flavor's
+    // swap stays. The build carries the layout; the server keeps it for its devices.
+    let mappings = vec![blank_local(Some(1), Some("ext3")), blank_local(Some(1), None)];
+    let r = at(&app, Method::POST, "/servers", &t, create_body(&image, &network, "eph2", mappings)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let build = a.expect(&app, "build").await;
+    assert_eq!(
+        build["action"]["local_disks"],
+        json!({"ephemerals": [{"size_gb": 1, "guest_format": "ext3"}, {"size_gb": 1, "guest_format": null}],
+            "swap_mb": 512})
+    );
+    a.done(&app, &build, "running").await;
+    let inst = app.state.store.get_instance(&id).await.expect("instance");
+    let devices = super::bdm::instance_local_devices(&app.state, &inst).await.expect("devices");
+    assert_eq!(devices, ["vda", "vdb", "vdc", "vdd"], "root, two ephemeral disks, swap");
+
+    // A swap mapping alone: the flavor's ephemeral disk stays, the swap is the mapping's.
+    let r = at(
+        &app,
+        Method::POST,
+        "/servers",
+        &t,
+        create_body(&image, &network, "eph2", vec![blank_local(Some(256), Some("swap"))]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let build = a.expect(&app, "build").await;
+    assert_eq!(
+        build["action"]["local_disks"],
+        json!({"ephemerals": [{"size_gb": 2, "guest_format": null}], "swap_mb": 256})
+    );
+    a.done(&app, &build, "running").await;
+
+    // No local mapping: the flavor's disks, and no layout in the build.
+    let body = json!({"server": {"name": "plain", "imageRef": image, "flavorRef": "eph2",
+        "networks": [{"uuid": network}]}});
+    assert_eq!(at(&app, Method::POST, "/servers", &t, body).await.status, StatusCode::ACCEPTED);
+    let build = a.expect(&app, "build").await;
+    assert!(build["action"].get("local_disks").is_none(), "{}", build["action"]);
+    a.done(&app, &build, "running").await;
+
+    // Deleting the server removes its layout.
+    assert_eq!(
+        at(&app, Method::DELETE, &format!("/servers/{id}"), &t, Value::Null).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let gone = a.expect(&app, "delete").await;
+    a.done(&app, &gone, "no_state").await;
+    for _ in 0..100 {
+        if app.state.store.instance_local_disks(&id).await.expect("rows").is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the deleted server's local disks are still recorded");
+}
+
+#[tokio::test]
+async fn resize_refuses_a_smaller_ephemeral_disk_as_novas_libvirt_driver() {
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "eph-r").await;
+    let t = app.admin_token.clone();
+    flavor(&app, "eph2", 2, 0).await;
+    flavor(&app, "eph1", 1, 0).await;
+    flavor(&app, "eph3", 3, 0).await;
+    // The flavor's ephemeral disk (2 GiB), then one of the mappings' (1 + 1 GiB).
+    let plain =
+        json!({"server": {"name": "p", "imageRef": image, "flavorRef": "eph2", "networks": [{"uuid": network}]}});
+    let mapped = create_body(&image, &network, "eph2", vec![blank_local(Some(1), None), blank_local(Some(1), None)]);
+    for body in [plain, mapped] {
+        let r = at(&app, Method::POST, "/servers", &t, body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let id = r.body["server"]["id"].as_str().expect("id").to_string();
+        let build = a.expect(&app, "build").await;
+        a.done(&app, &build, "running").await;
+        let r = action(&app, &t, &id, json!({"resize": {"flavorRef": "eph1"}})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.body["badRequest"]["message"], "Resize error: Unable to resize disk down.");
+        assert_eq!(show(&app, &id).await["status"], "ACTIVE", "nothing changed");
+        let r = action(&app, &t, &id, json!({"resize": {"flavorRef": "eph3"}})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let w = a.expect(&app, "resize_local").await;
+        a.done(&app, &w, "running").await;
+        assert_eq!(action(&app, &t, &id, json!({"confirmResize": null})).await.status, StatusCode::NO_CONTENT);
+        let w = a.expect(&app, "migrate_cleanup").await;
+        a.done(&app, &w, "running").await;
+    }
 }

@@ -134,6 +134,21 @@ async fn resize(state: &AppState, ctx: &Ctx, id: &str, args: &Value) -> ApiResul
             old_disk << 30
         )));
     }
+    // Nova's libvirt `migrate_disk_and_power_off` refuses a smaller ephemeral size than the
+    // server's (its mappings' ephemeral disks, else its flavor's) on the host; here the API
+    // refuses it at once, with the same words (ResizeError).
+    let own: i64 = state
+        .store
+        .instance_local_disks(&inst.id)
+        .await?
+        .iter()
+        .filter(|d| d.kind == "ephemeral")
+        .map(|d| d.size)
+        .sum();
+    let ephemeral = if own > 0 { own } else { old["ephemeral"].as_i64().unwrap_or(0) };
+    if flavor.ephemeral < ephemeral {
+        return Err(bad("Resize error: Unable to resize disk down."));
+    }
     // Quota: the upsize's deltas (Nova's `_check_quota_for_upsize`).
     let (d_cores, d_ram) =
         (flavor.vcpus - old["vcpus"].as_i64().unwrap_or(0), flavor.ram - old["ram"].as_i64().unwrap_or(0));

@@ -587,7 +587,13 @@ async fn place_and_build(
     let host = state.store.get_host(&host_id).await?;
     let inst = state.store.get_instance(id).await?;
     let nics = conductor::ensure_ports(state, &inst, &host).await?;
-    let block_devices = super::bdm::prepare(state, &inst, &host).await.map_err(ConductError::Invalid)?;
+    let mut block_devices = super::bdm::prepare(state, &inst, &host).await.map_err(ConductError::Invalid)?;
+    // The volumes attached through the compute API (before the shelve, or while offloaded)
+    // are plugged into the new domain too.
+    let mut taken = super::bdm::instance_local_devices(state, &inst).await?;
+    taken.extend(block_devices.iter().map(|b| b.device.clone()));
+    let attached = super::bdm::attached_devices(state, &inst, &host, taken).await.map_err(ConductError::Invalid)?;
+    block_devices.extend(attached);
     let mut spec = conductor::build_spec(state, &inst, nics, image).await?;
     spec.block_devices = block_devices;
     let action = serde_json::to_string(&Action::Build(Box::new(spec))).map_err(StoreError::from)?;

@@ -1,7 +1,8 @@
 //! createImage, createBackup, shelve, shelveOffload and unshelve through the API, with the
 //! agent's side answered here over its real routes: task walks, Nova's image properties, the
 //! 2.45 bodies, backup rotation, failures and deadlines (image deleted, task cleared), the
-//! lock, and the offload/unshelve placement.
+//! lock, the offload/unshelve placement, and volumes attached to and detached from an offloaded
+//! server (Nova 2.20), plugged into the domain the unshelve builds.
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
@@ -511,4 +512,152 @@ async fn an_image_lists_no_import_tasks() {
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({"tasks": []})));
     let r = app.json(Method::GET, "/image/v2/images/nope/tasks", &app.admin_token, Value::Null).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// Shelves server `id` on host `a` and answers the snapshot and the offload.
+async fn offload(app: &TestApp, a: &Host, id: &str) {
+    assert_eq!(act(app, "2.79", id, json!({"shelve": null})).await.status, StatusCode::ACCEPTED);
+    let item = take(app, a, "image_create").await;
+    let image = item["action"]["image_id"].as_str().expect("image").to_string();
+    assert_eq!(upload(app, a, &image, vec![5; 2048]).await, StatusCode::NO_CONTENT);
+    send(app, a, &item, done("shutdown")).await;
+    let offload = take(app, a, "delete").await;
+    send(app, a, &offload, done("no_state")).await;
+    assert_eq!(walk(&show(app, id).await), st("SHELVED_OFFLOADED", "shelved_offloaded", None));
+}
+
+async fn cinder(app: &TestApp, method: Method, rest: &str, body: Value) -> Reply {
+    let r = app.json(Method::GET, "/identity/v3/projects?name=admin", &app.admin_token, Value::Null).await;
+    let pid = r.body["projects"][0]["id"].as_str().expect("project").to_string();
+    app.json(method, &format!("/volume/v3/{pid}/{rest}"), &app.admin_token, body).await
+}
+
+/// A 1 GiB volume made by whichever of `hosts` it was placed on; returns its id and host name.
+async fn new_volume(app: &TestApp, hosts: &[&Host]) -> (String, String) {
+    let r = cinder(app, Method::POST, "volumes", json!({"volume": {"size": 1}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let vid = r.body["volume"]["id"].as_str().expect("id").to_string();
+    let host_id = app.state.store.get_volume(&vid).await.expect("volume").host_id.expect("placed");
+    let name = app.state.store.get_host(&host_id).await.expect("host").name;
+    let host = hosts.iter().find(|h| h.name == name).expect("one of ours");
+    let item = take(app, host, "volume_create").await;
+    send(app, host, &item, done("no_state")).await;
+    assert_eq!(volume_status(app, &vid).await, ("available".into(), "detached".into()));
+    (vid, name)
+}
+
+async fn volume_status(app: &TestApp, vid: &str) -> (String, String) {
+    let v = cinder(app, Method::GET, &format!("volumes/{vid}"), Value::Null).await.body["volume"].clone();
+    let stored = app.state.store.get_volume(vid).await.expect("volume");
+    (v["status"].as_str().unwrap_or("").into(), stored.attach_status)
+}
+
+#[tokio::test]
+async fn volumes_attach_to_and_detach_from_an_offloaded_server_and_follow_it_on_unshelve() {
+    let app = TestApp::new().await;
+    let a = register(&app, "shv-a").await;
+    let id = active_server(&app, &a, None).await;
+    // A second host, emptier than the server's: the new volume is placed there.
+    let b = register(&app, "shv-b").await;
+    let (vid, home) = new_volume(&app, &[&a, &b]).await;
+    assert_eq!(home, "shv-b");
+    offload(&app, &a, &id).await;
+    let attachments = format!("/servers/{id}/os-volume_attachments");
+    let body = json!({"volumeAttachment": {"volumeId": vid}});
+
+    // Before 2.20 a shelved server takes no attach or detach (Nova's _check_request_version).
+    let r = nova(&app, "2.19", Method::POST, &attachments, body.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Cannot 'attach_volume' instance {id} while it is in vm_state shelved_offloaded")
+    );
+
+    // From 2.20: reserved and completed at once, in-use with no device until the unshelve.
+    let r = nova(&app, "2.79", Method::POST, &attachments, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["volumeAttachment"],
+        json!({"id": vid, "serverId": id, "volumeId": vid, "device": null, "tag": null,
+            "delete_on_termination": false})
+    );
+    assert_eq!(volume_status(&app, &vid).await, ("in-use".into(), "attached".into()));
+    let r = nova(&app, "2.79", Method::GET, &attachments, Value::Null).await;
+    let listed = &r.body["volumeAttachments"][0];
+    assert_eq!(listed["volumeId"], vid.as_str());
+    assert!(listed.get("device").is_none(), "no device key before the unshelve: {listed}");
+    let (_, events) = events_of(&app, &id, "attach_volume").await;
+    assert!(events.is_empty(), "{events:?}");
+    let r = nova(&app, "2.79", Method::POST, &attachments, body.clone()).await;
+    assert_eq!(r.body["badRequest"]["message"], format!("Invalid volume: volume {vid} already attached"));
+
+    // A volume of another host than the server's other volumes could never be plugged in with
+    // them: refused.
+    let (other, other_home) = new_volume(&app, &[&a, &b]).await;
+    assert_eq!(other_home, "shv-a");
+    let r = nova(&app, "2.79", Method::POST, &attachments, json!({"volumeAttachment": {"volumeId": other}})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(volume_status(&app, &other).await, ("available".into(), "detached".into()));
+
+    // Detach: before 2.20 refused; from 2.20 at once, the volume available again.
+    let r = nova(&app, "2.19", Method::DELETE, &format!("{attachments}/{vid}"), Value::Null).await;
+    assert_eq!(
+        r.body["conflictingRequest"]["message"],
+        format!("Cannot 'detach_volume' instance {id} while it is in vm_state shelved_offloaded")
+    );
+    let r = nova(&app, "2.79", Method::DELETE, &format!("{attachments}/{vid}"), Value::Null).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(volume_status(&app, &vid).await, ("available".into(), "detached".into()));
+    let r = nova(&app, "2.79", Method::GET, &attachments, Value::Null).await;
+    assert_eq!(r.body["volumeAttachments"], json!([]));
+
+    // Attached again, the unshelve goes to the volume's host (not the emptier, former one) and
+    // plugs it into the new domain after the root disk.
+    assert_eq!(nova(&app, "2.79", Method::POST, &attachments, body).await.status, StatusCode::OK);
+    assert_eq!(act(&app, "2.79", &id, json!({"unshelve": null})).await.status, StatusCode::ACCEPTED);
+    let build = take(&app, &b, "build").await;
+    let devices = &build["action"]["block_devices"];
+    assert_eq!(devices.as_array().map(Vec::len), Some(1), "{devices}");
+    assert_eq!((devices[0]["volume"]["id"].as_str(), devices[0]["device"].as_str()), (Some(vid.as_str()), Some("vdb")));
+    send(&app, &b, &build, done("running")).await;
+    let s = show(&app, &id).await;
+    assert_eq!((walk(&s), s["OS-EXT-SRV-ATTR:host"].as_str()), (st("ACTIVE", "active", None), Some("shv-b")));
+    let r = nova(&app, "2.79", Method::GET, &format!("{attachments}/{vid}"), Value::Null).await;
+    assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdb", "{}", r.body);
+    assert_eq!(volume_status(&app, &vid).await, ("in-use".into(), "attached".into()));
+    let att = app.state.store.instance_attachments(&id).await.expect("attachments");
+    let b_id =
+        app.state.store.list_hosts().await.expect("hosts").into_iter().find(|h| h.name == "shv-b").expect("b").id;
+    assert_eq!(att[0].host_id.as_deref(), Some(b_id.as_str()), "the attachment records its host");
+}
+
+#[tokio::test]
+async fn a_volume_attached_before_the_shelve_is_plugged_in_again_on_unshelve() {
+    let app = TestApp::new().await;
+    let a = register(&app, "shv-one").await;
+    let id = active_server(&app, &a, None).await;
+    let (vid, _) = new_volume(&app, &[&a]).await;
+    let attachments = format!("/servers/{id}/os-volume_attachments");
+    let r = nova(&app, "2.79", Method::POST, &attachments, json!({"volumeAttachment": {"volumeId": vid}})).await;
+    assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdb", "{}", r.body);
+    let item = take(&app, &a, "volume_attach").await;
+    send(&app, &a, &item, done("running")).await;
+    offload(&app, &a, &id).await;
+    assert_eq!(volume_status(&app, &vid).await, ("in-use".into(), "attached".into()), "it stays attached");
+    assert_eq!(act(&app, "2.79", &id, json!({"unshelve": null})).await.status, StatusCode::ACCEPTED);
+    let build = take(&app, &a, "build").await;
+    let devices = &build["action"]["block_devices"];
+    assert_eq!((devices[0]["volume"]["id"].as_str(), devices[0]["device"].as_str()), (Some(vid.as_str()), Some("vdb")));
+}
+
+/// Nova's router matches the method with the path: `DELETE /images/` (a blank id) is no
+/// route, 404, as tempest's test_delete_image_blank_id expects.
+#[tokio::test]
+async fn a_method_the_compute_path_lacks_is_not_found() {
+    let app = TestApp::new().await;
+    for path in ["/images/", "/images", "/servers"] {
+        let r = nova(&app, "2.79", Method::DELETE, path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "DELETE {path}: {}", r.body);
+        assert_eq!(r.body["itemNotFound"]["message"], "The resource could not be found.");
+    }
 }

@@ -466,7 +466,11 @@ pub async fn create(
     // Boot from volume: the root disk is a volume of `block_device_mapping_v2` (then
     // `imageRef` may be empty and the flavor's disk does not matter).
     let image_given = str_field(b, "imageRef")?.is_some_and(|r| !r.is_empty());
-    let mut bdm_requests = super::bdm::parse(b, image_given)?;
+    let mut bdm_requests = if b.contains_key("block_device_mapping") {
+        super::bdm::parse_legacy(b, image_given)?
+    } else {
+        super::bdm::parse(b, image_given)?
+    };
     // An image may define mappings of its own (a volume-backed server's snapshot maps its
     // volume snapshots): they merge with the request's, and may make the root a volume.
     let defining = defining_image(&state, &ctx, b, &bdm_requests).await?;
@@ -483,8 +487,9 @@ pub async fn create(
     let mut bdms = if bdm_requests.is_empty() {
         super::bdm::Checked::default()
     } else {
-        super::bdm::check(&state, &ctx, &bdm_requests, image_given || !volume_boot).await?
+        super::bdm::check(&state, &ctx, &bdm_requests, image_given).await?
     };
+    let local_disks = super::bdm::check_local(&bdm_requests, flavor.ephemeral, flavor.swap, !volume_boot)?;
     if let Some(img) = root_from_image {
         // The image stays what the server's properties come from (its root is a snapshot).
         if img.status != "active" {
@@ -721,6 +726,9 @@ pub async fn create(
         if !bdms.mappings.is_empty() {
             // Stored (existing volumes reserved) before the instance, which the build reads.
             super::bdm::store_for(&state, &inst, &bdms).await?;
+        }
+        if !local_disks.is_empty() {
+            super::bdm::store_local(&state, &inst, &local_disks).await?;
         }
         if let Some((g, limit)) = &group
             && !state.store.add_group_members(&g.id, &[&inst.id], *limit).await?

@@ -22,8 +22,12 @@ fn view(v: ApiVersion, server_id: &str, a: &Attachment, doomed: bool) -> Value {
         "id": a.volume_id,
         "serverId": server_id,
         "volumeId": a.volume_id,
-        "device": a.mountpoint,
     });
+    // Nova leaves `device` out until the mapping has one (a volume attached to a
+    // shelved-offloaded server gets its device when the server is unshelved).
+    if let Some(d) = &a.mountpoint {
+        body["device"] = json!(d);
+    }
     if v.at_least(70) {
         body["tag"] = Value::Null;
     }
@@ -86,7 +90,24 @@ pub async fn show(
 }
 
 /// vm_states an attach or detach may start from (Nova's `check_instance_state` for both).
-const ATTACHABLE: [&str; 6] = ["active", "paused", "stopped", "suspended", "resized", "soft_delete"];
+const ATTACHABLE: [&str; 8] =
+    ["active", "paused", "stopped", "suspended", "resized", "soft_delete", "shelved", "shelved_offloaded"];
+
+/// Nova's `_check_request_version`: a shelved or shelved-offloaded server takes attach and
+/// detach from 2.20 on only (before the lock and state checks).
+fn check_shelved_version(v: ApiVersion, inst: &crate::store::instances::Instance, action: &str) -> ApiResult<()> {
+    if matches!(inst.vm_state.as_str(), "shelved" | "shelved_offloaded") && !v.at_least(20) {
+        return Err(ApiError::conflict(format!(
+            "Cannot '{action}' instance {} while it is in vm_state {}",
+            inst.id, inst.vm_state
+        )));
+    }
+    Ok(())
+}
+
+fn offloaded(inst: &crate::store::instances::Instance) -> bool {
+    inst.vm_state == "shelved_offloaded"
+}
 
 fn check_state(inst: &crate::store::instances::Instance, action: &str) -> ApiResult<()> {
     if inst.task_state.is_some() || !ATTACHABLE.contains(&inst.vm_state.as_str()) {
@@ -142,6 +163,7 @@ pub async fn create(
         return Err(ApiError::bad_request("Tagged attachments and delete_on_termination are not supported yet."));
     }
     let inst = visible(&state, &ctx, &id).await?;
+    check_shelved_version(v, &inst, "attach_volume")?;
     check_lock(&ctx, &inst)?;
     check_state(&inst, "attach_volume")?;
     let vol = match state.store.get_volume(&volume_id).await {
@@ -154,6 +176,16 @@ pub async fn create(
     if attachments(&state, &inst.id).await?.iter().any(|a| a.volume_id == vol.id) {
         return Err(ApiError::bad_request(format!("Invalid volume: volume {} already attached", vol.id)));
     }
+    if offloaded(&inst) {
+        // No host to plug it into: reserved and completed at once (in-use, no device), plugged
+        // into the domain the unshelve builds (Nova's `_attach_volume_shelved_offloaded`).
+        let a = work::attach_offloaded(&state, &inst, &vol).await?;
+        record_action(&state, &ctx, &inst.id, "attach_volume", &ctx.request_id).await?;
+        state.store.finish_named_action(&inst.id, "attach_volume", "Success", None, None).await?;
+        let mut body = view(v, &inst.id, &a, false);
+        body["device"] = Value::Null;
+        return Ok(axum::Json(json!({"volumeAttachment": body})));
+    }
     let a = work::attach(&state, &inst, &vol, device.as_deref()).await?;
     record_action(&state, &ctx, &inst.id, "attach_volume", &ctx.request_id).await?;
     // A new attachment is never marked (Nova's attach refuses delete_on_termination here).
@@ -163,10 +195,12 @@ pub async fn create(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: Ctx,
+    Extension(v): Extension<ApiVersion>,
     Path((id, volume_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     ctx.require_member("os_compute_api:os-volumes-attachments:delete")?;
     let inst = visible(&state, &ctx, &id).await?;
+    check_shelved_version(v, &inst, "detach_volume")?;
     // The volume a server boots from stays with it (Nova checks this before the lock and state).
     let boot = state.store.bdm_of_volume(&volume_id).await?;
     if boot.is_some_and(|b| b.instance_id == inst.id && b.boot_index == Some(0)) {
@@ -179,6 +213,14 @@ pub async fn delete(
         .into_iter()
         .find(|a| a.volume_id == volume_id)
         .ok_or_else(|| bdm_missing(&volume_id))?;
+    if offloaded(&inst) {
+        // Nothing is plugged anywhere: the attachment goes at once (Nova's
+        // `_detach_volume_shelved_offloaded`), the volume is available again.
+        work::detach_offloaded(&state, &inst, &a).await?;
+        record_action(&state, &ctx, &inst.id, "detach_volume", &ctx.request_id).await?;
+        state.store.finish_named_action(&inst.id, "detach_volume", "Success", None, None).await?;
+        return Ok(StatusCode::ACCEPTED);
+    }
     work::detach(&state, &inst, &a).await?;
     record_action(&state, &ctx, &inst.id, "detach_volume", &ctx.request_id).await?;
     Ok(StatusCode::ACCEPTED)

@@ -48,7 +48,7 @@ struct Mapped {
 /// mapping for both).
 async fn volumes_of(state: &AppState, inst: &Instance) -> ApiResult<Vec<Mapped>> {
     let bdms = state.store.instance_bdms(&inst.id).await?;
-    let devices = super::bdm::devices_after(&bdms, super::bdm::instance_local_devices(inst));
+    let devices = super::bdm::devices_after(&bdms, super::bdm::instance_local_devices(state, inst).await?);
     let attachments = state.store.instance_attachments(&inst.id).await?;
     let mut out = Vec::new();
     for (b, dev) in bdms.iter().zip(devices) {

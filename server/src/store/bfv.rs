@@ -24,6 +24,19 @@ pub struct Bdm {
     pub created_at: String,
 }
 
+/// One local disk a server's mappings asked for (migration 0029).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalDiskRow {
+    pub instance_id: String,
+    pub position: i64,
+    /// `ephemeral` or `swap`.
+    pub kind: String,
+    /// GiB for an ephemeral disk, MiB for swap.
+    pub size: i64,
+    pub guest_format: Option<String>,
+    pub created_at: String,
+}
+
 const BDM_COLS: &str = "instance_id, position, source_type, source_id, volume_id, volume_size, boot_index, \
     device_name, delete_on_termination, attachment_id, created_at";
 
@@ -145,6 +158,56 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a server's local disks (before the instance, which the build reads).
+    pub async fn create_local_disks(&self, rows: &[LocalDiskRow]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO instance_local_disks (instance_id, position, kind, size, guest_format, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.instance_id)
+            .bind(r.position)
+            .bind(&r.kind)
+            .bind(r.size)
+            .bind(&r.guest_format)
+            .bind(&r.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A server's own local disks in order (none: the flavor's).
+    pub async fn instance_local_disks(&self, instance_id: &str) -> StoreResult<Vec<LocalDiskRow>> {
+        Ok(sqlx::query_as(
+            "SELECT instance_id, position, kind, size, guest_format, created_at FROM instance_local_disks \
+             WHERE instance_id = $1 ORDER BY position",
+        )
+        .bind(instance_id)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
+    pub async fn delete_local_disks(&self, instance_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instance_local_disks WHERE instance_id = $1")
+            .bind(instance_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the instance's mapping of one volume (detached: it is no longer the instance's).
+    pub async fn delete_bdm_of_volume(&self, instance_id: &str, volume_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM block_device_mappings WHERE instance_id = $1 AND volume_id = $2")
+            .bind(instance_id)
+            .bind(volume_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// The mapping that holds volume `volume_id`, if a server's build made or uses it.
     pub async fn bdm_of_volume(&self, volume_id: &str) -> StoreResult<Option<Bdm>> {
         Ok(sqlx::query_as(&format!("SELECT {BDM_COLS} FROM block_device_mappings WHERE volume_id = $1 LIMIT 1"))
@@ -155,6 +218,19 @@ impl Store {
 }
 
 impl Store {
+    /// Where an attachment of the compute side is plugged in now: its host and device (an
+    /// unshelve plugs an instance's volumes into the domain it builds).
+    pub async fn set_attachment_device(&self, id: &str, host_id: &str, mountpoint: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE volume_attachments SET host_id = $2, mountpoint = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(host_id)
+            .bind(mountpoint)
+            .bind(now())
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Marks an attachment as made by the compute side on `host_id` (a build's volume: the
     /// agent plugs it into the domain it defines).
     pub async fn set_attachment_compute(&self, id: &str, host_id: &str) -> StoreResult<()> {

@@ -222,6 +222,11 @@ pub async fn on_event(state: &AppState, work: &Work, action: &Action, event: Wor
             let done =
                 s.finish_attachment_work(&work.id, outcome, message, attachment_id, att, &volume.id, from, to).await?;
             if done {
+                if ok {
+                    // Nova destroys the mapping with the detach: an unshelve or rebuild must not
+                    // plug the volume in again.
+                    s.delete_bdm_of_volume(&work.instance_id, &volume.id).await?;
+                }
                 record_action(state, &work.instance_id, "detach_volume", message).await;
             }
         }
@@ -331,9 +336,8 @@ pub async fn tick(state: &AppState) -> StoreResult<()> {
 
 /// The device name for a new attachment: the first `vdX` after the root disk, the config
 /// drive and the instance's other attachments, or the one asked for when free.
-fn pick_device(inst: &Instance, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
-    // The root disk, the flavor's ephemeral and swap disks and the config drive come first.
-    let mut used = crate::compute::bdm::instance_local_devices(inst);
+fn pick_device(mut used: Vec<String>, taken: &[Attachment], asked: Option<&str>) -> ApiResult<String> {
+    // `used`: the root disk, the ephemeral and swap disks and the config drive come first.
     used.extend(
         taken.iter().filter_map(|a| a.mountpoint.as_deref()).map(|m| m.trim_start_matches("/dev/").to_string()),
     );
@@ -387,7 +391,8 @@ pub async fn attach(state: &AppState, inst: &Instance, v: &Volume, device: Optio
         }
     };
     let taken = state.store.instance_attachments(&inst.id).await?;
-    let dev = pick_device(inst, &taken, device)?;
+    let local = crate::compute::bdm::instance_local_devices(state, inst).await?;
+    let dev = pick_device(local, &taken, device)?;
     let mut a = new_attachment(&v.id, Some(&inst.id), Some(&host), "attaching");
     a.mountpoint = Some(format!("/dev/{dev}"));
     a.by_compute = 1;
@@ -410,6 +415,73 @@ pub async fn attach(state: &AppState, inst: &Instance, v: &Volume, device: Optio
     }
     state.signals.notify(&host);
     Ok(a)
+}
+
+/// Nova's attach to a shelved-offloaded server: no host to plug the volume into, so the
+/// attachment is made with no host and no device and completed at once (`reserved` →
+/// `in-use`, as Cinder's `attachment_complete` without a connector); the unshelve plugs it
+/// into the new domain ([`crate::compute::bdm::attached_devices`]). The volume's bytes stay on
+/// their host, so the unshelve is scheduled there; a volume on another host than the server's
+/// other volumes could never be plugged in with them and is refused.
+pub async fn attach_offloaded(state: &AppState, inst: &Instance, v: &Volume) -> ApiResult<Attachment> {
+    if v.status != "available" {
+        return Err(ApiError::bad_request(format!(
+            "Invalid volume: volume {} status must be 'available'. Currently in '{}'",
+            v.id, v.status
+        )));
+    }
+    let home = match crate::compute::bdm::required_host(state, &inst.id).await {
+        Ok(h) => h,
+        Err(crate::compute::bdm::LocalityError::Store(e)) => return Err(e.into()),
+        Err(crate::compute::bdm::LocalityError::Split(m)) => return Err(ApiError::conflict(m)),
+    };
+    if let (Some(home), Some(h)) = (&home, &v.host_id)
+        && home != h
+    {
+        return Err(ApiError::conflict(format!(
+            "Volume {} is stored on another compute host than the other volumes of instance {}; an instance can \
+             only use volumes of one host.",
+            v.id, inst.id
+        )));
+    }
+    let mut a = new_attachment(&v.id, Some(&inst.id), None, "reserved");
+    a.by_compute = 1;
+    if !state.store.reserve_volume(&a, "reserved", None, None).await? {
+        return Err(ApiError::bad_request(format!("Invalid volume: volume {} status must be 'available'.", v.id)));
+    }
+    if !state.store.move_attachment(&a.id, Some("attached"), None, &v.id, &["reserved"], "in-use", None, None).await? {
+        return Err(ApiError::conflict(format!("Volume {} changed while it was being attached.", v.id)));
+    }
+    a.status = "attached".into();
+    Ok(a)
+}
+
+/// Nova's detach from a shelved-offloaded server: the attachment goes at once and the volume
+/// is available again (deleted when its mapping says `delete_on_termination`).
+pub async fn detach_offloaded(state: &AppState, inst: &Instance, a: &Attachment) -> ApiResult<()> {
+    let v = state.store.get_volume(&a.volume_id).await?;
+    let from = ["in-use", "reserved", "attaching", "error_attaching", "error_detaching"];
+    if !state.store.move_attachment(&a.id, None, None, &v.id, &from, "available", None, None).await? {
+        return Err(ApiError::bad_request(format!(
+            "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be \
+             'attached' to detach. (volume {} is {})",
+            v.id, v.status
+        )));
+    }
+    let doomed = state
+        .store
+        .instance_bdms(&inst.id)
+        .await?
+        .iter()
+        .any(|b| b.volume_id.as_deref() == Some(v.id.as_str()) && b.delete_on_termination != 0);
+    state.store.delete_bdm_of_volume(&inst.id, &v.id).await?;
+    if doomed {
+        let v = state.store.get_volume(&v.id).await?;
+        if let Err(e) = crate::volume::start_delete(state, &v).await {
+            tracing::warn!(volume = %v.id, error = %e.message, "delete_on_termination on detach: volume kept");
+        }
+    }
+    Ok(())
 }
 
 /// Whether a volume has never been attached (nor reserved for it): its bytes are all zeros.
