@@ -116,12 +116,14 @@ impl SimHost {
         format!("qemu+tcp://{}/system", self.ip)
     }
 
-    /// The flags an agent of this host needs besides the usual ones.
-    pub fn agent_flags(&self) -> Vec<String> {
-        ["--host-ip", &self.ip, "--migration-uri", &self.migration_uri(), "--migration-address", &self.ip]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    /// Starts this host's agent (named `name` to the server) inside its namespace, with `extra`
+    /// flags besides the ones it needs here.
+    pub fn start_agent(&self, server: &crate::Server, name: &str, extra: &[&str]) -> crate::Agent {
+        let migration_uri = self.migration_uri();
+        let mut flags =
+            vec!["--host-ip", self.ip.as_str(), "--migration-uri", &migration_uri, "--migration-address", &self.ip];
+        flags.extend_from_slice(extra);
+        crate::Agent::start_in(server, name, &self.uri(), &flags, Some(&self.netns))
     }
 
     fn start_daemons(&mut self, index: u8) {

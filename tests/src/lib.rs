@@ -540,6 +540,21 @@ pub async fn wait_volume(client: &Client, id: &str, want: &str, secs: u64) -> Va
 
 /// Polls a server until its status is one of `want` (or it is gone, when `want` has
 /// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
+/// Waits (a hang guard of `secs`) until the server shows `status` with no task state; a server
+/// in ERROR fails at once with its fault.
+pub async fn wait_settled(client: &Client, id: &str, status: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = client.get("compute", &format!("/servers/{id}")).await.expect("show server")["server"].clone();
+        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
+            return s;
+        }
+        assert_ne!(s["status"], "ERROR", "{id} went to ERROR instead of {status}: {}", s["fault"]);
+        assert!(Instant::now() < deadline, "{id} did not settle in {status}: {s}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 pub async fn wait_server(client: &Client, id: &str, want: &[&str], secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {

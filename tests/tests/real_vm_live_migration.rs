@@ -17,7 +17,7 @@ use base64::Engine as _;
 use meridian_common::Client;
 use meridian_e2e::hosts::SimNet;
 use meridian_e2e::vm;
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
+use meridian_e2e::{Server, wait_hosts_up, wait_server, wait_settled};
 use serde_json::{Value, json};
 
 /// Hang guards only.
@@ -51,23 +51,6 @@ async fn tick_after(admin: &Client, id: &str, boot: &str, after: f64) -> String 
     last_tick(&log).unwrap_or_default()
 }
 
-async fn server(admin: &Client, id: &str) -> Value {
-    admin.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone()
-}
-
-/// Waits until the server is `status` with no task state.
-async fn settled(admin: &Client, id: &str, status: &str) -> Value {
-    for _ in 0..(BOOT_SECS * 4) {
-        let s = server(admin, id).await;
-        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
-            return s;
-        }
-        assert_ne!(s["status"], "ERROR", "{id}: {}", s["fault"]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{id} did not settle in {status}: {}", server(admin, id).await);
-}
-
 /// The server's newest live migration record.
 async fn live_migration(admin: &Client, id: &str) -> Value {
     let list = admin
@@ -89,7 +72,7 @@ async fn last_action(admin: &Client, id: &str) -> Value {
 
 /// Waits until the server settles ACTIVE and checks it is on `dest`.
 async fn arrived(admin: &Client, id: &str, dest: &str) -> Value {
-    let s = settled(admin, id, "ACTIVE").await;
+    let s = wait_settled(admin, id, "ACTIVE", BOOT_SECS).await;
     if host_of(&s) != dest {
         let m = live_migration(admin, id).await;
         panic!(
@@ -125,14 +108,8 @@ async fn a_real_guest_moves_live_between_two_libvirt_daemons() {
     let server = Server::start_on(&net.gateway(), None, &[]);
     let pid = std::process::id();
     let (name_a, name_b) = (format!("lva-{pid}"), format!("lvb-{pid}"));
-    let agent = |name: &str, host: &meridian_e2e::hosts::SimHost| {
-        let mut flags = host.agent_flags();
-        flags.extend(["--stop-timeout-secs".to_string(), "30".to_string()]);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        Agent::start_in(&server, name, &host.uri(), &flags, Some(&host.netns))
-    };
-    let _a = agent(&name_a, &host_a);
-    let _b = agent(&name_b, &host_b);
+    let _a = host_a.start_agent(&server, &name_a, &["--stop-timeout-secs", "30"]);
+    let _b = host_b.start_agent(&server, &name_b, &["--stop-timeout-secs", "30"]);
     let sim = |name: &str| if name == name_a { &host_a } else { &host_b };
     let mut admin = server.admin().await;
     admin.compute_version = Some("2.79".into());
@@ -203,7 +180,7 @@ async fn a_real_guest_moves_live_between_two_libvirt_daemons() {
         .expect("live migrate");
     let mid = running_migration(&admin, &id).await;
     admin.delete("compute", &format!("/servers/{id}/migrations/{mid}")).await.expect("abort");
-    let s = settled(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", BOOT_SECS).await;
     assert_eq!(host_of(&s), source, "an aborted migration leaves the guest where it was: {s}");
     let m = live_migration(&admin, &id).await;
     assert_eq!(m["status"], "cancelled", "{m}");

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use meridian_common::Client;
-use meridian_e2e::hosts::{SimHost, SimNet};
+use meridian_e2e::hosts::SimNet;
 use meridian_e2e::vm;
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
+use meridian_e2e::{Server, wait_hosts_up, wait_server, wait_settled};
 use serde_json::{Value, json};
 
 /// Hang guards only.
@@ -50,19 +50,6 @@ async fn act(admin: &Client, id: &str, body: Value) {
     admin.post("compute", &format!("/servers/{id}/action"), &body).await.expect("server action");
 }
 
-/// Waits until the server is `status` with no task state.
-async fn settled(admin: &Client, id: &str, status: &str) -> Value {
-    for _ in 0..(BOOT_SECS * 4) {
-        let s = admin.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
-        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
-            return s;
-        }
-        assert_ne!(s["status"], "ERROR", "{id}: {}", s["fault"]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{id} did not settle in {status}");
-}
-
 /// Polls (a hang guard) until `f` holds.
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..(BOOT_SECS * 4) {
@@ -72,13 +59,6 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("{what} never happened");
-}
-
-fn start_agent(server: &Server, name: &str, host: &SimHost) -> Agent {
-    let mut flags = host.agent_flags();
-    flags.extend(["--stop-timeout-secs".to_string(), "30".to_string()]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Agent::start_in(server, name, &host.uri(), &flags, Some(&host.netns))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +74,10 @@ async fn a_real_guest_is_resized_reverted_and_evacuated() {
     let server = Server::start_on(&net.gateway(), None, &[]);
     let pid = std::process::id();
     let (name_a, name_b) = (format!("rva-{pid}"), format!("rvb-{pid}"));
-    let mut agents = [start_agent(&server, &name_a, &host_a), start_agent(&server, &name_b, &host_b)];
+    let mut agents = [
+        host_a.start_agent(&server, &name_a, &["--stop-timeout-secs", "30"]),
+        host_b.start_agent(&server, &name_b, &["--stop-timeout-secs", "30"]),
+    ];
     let sim = |name: &str| if name == name_a { &host_a } else { &host_b };
     let index = |name: &str| usize::from(name != name_a);
     let mut admin = server.admin().await;
@@ -146,12 +129,12 @@ async fn a_real_guest_is_resized_reverted_and_evacuated() {
 
     // Resize to more RAM, which the scheduler places on the other host, then revert.
     act(&admin, &id, json!({"resize": {"flavorRef": big}})).await;
-    let s = settled(&admin, &id, "VERIFY_RESIZE").await;
+    let s = wait_settled(&admin, &id, "VERIFY_RESIZE", BOOT_SECS).await;
     assert_eq!(host_of(&s), other, "{s}");
     assert!(sim(&other).virsh_ok(&["domstate", &domain]).contains("running"), "the resized guest runs there");
     assert!(sim(&home).virsh_ok(&["domstate", &domain]).contains("shut off"), "the source's copy waits, off");
     act(&admin, &id, json!({"revertResize": null})).await;
-    let s = settled(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", BOOT_SECS).await;
     assert_eq!(host_of(&s), home, "the revert brings it home: {s}");
     assert_eq!(s["flavor"]["ram"], 256, "{s}");
     let reverted = next_boot(&admin, &id, &boot).await;
@@ -179,7 +162,7 @@ async fn a_real_guest_is_resized_reverted_and_evacuated() {
         .expect("force down");
     admin.compute_version = Some("2.79".into());
     act(&admin, &id, json!({"evacuate": {}})).await;
-    let s = settled(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", BOOT_SECS).await;
     assert_eq!(host_of(&s), other, "{s}");
     assert_eq!(s["addresses"], addresses, "the same ports and addresses");
     let evacuated = next_boot(&admin, &id, &boot).await;

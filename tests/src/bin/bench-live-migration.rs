@@ -49,15 +49,8 @@ async fn main() {
     let hosts = [net.host("ba", 2), net.host("bb", 3)];
     let server = Server::start_on(&net.gateway(), None, &[]);
     let pid = std::process::id();
-    let agents = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let flags = h.agent_flags();
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            Agent::start_in(&server, &format!("bench-lm{i}-{pid}"), &h.uri(), &flags, Some(&h.netns))
-        })
-        .collect();
+    let agents =
+        hosts.iter().enumerate().map(|(i, h)| h.start_agent(&server, &format!("bench-lm{i}-{pid}"), &[])).collect();
     let rig = Rig { agents, server, hosts, _net: net };
     tokio::select! {
         () = run(&rig, &image, runs) => {}
