@@ -157,23 +157,53 @@ async fn new_image(
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let mut props: Map<String, Value> = base.as_ref().map(Image::properties_map).unwrap_or_default();
-    props.retain(|k, _| {
-        !NON_INHERITABLE.contains(&k.as_str())
-            && !k.starts_with("os_glance")
-            && !matches!(k.as_str(), "mappings" | "block_device_mapping" | "img_mappings" | "img_block_device_mapping")
-            // What the client put on the base image for its own upload says nothing of this one.
-            && !k.starts_with("owner_specified.")
-    });
-    let roles: Vec<&str> = ctx.roles.iter().map(|r| r.name.as_str()).collect();
-    props.insert("base_image_ref".into(), json!(inst.image_id));
-    props.insert("boot_roles".into(), json!(roles.join(",")));
+    let mut props = inherited_properties(ctx, inst, base.as_ref(), &[]);
     props.insert("image_location".into(), json!("snapshot"));
     props.insert("image_state".into(), json!("available"));
     props.insert("owner_id".into(), json!(inst.project_id));
     props.insert("instance_uuid".into(), json!(inst.id));
     props.insert("user_id".into(), json!(ctx.user.id));
     props.insert("image_type".into(), json!(image_type));
+    Ok(queued_image(ctx, inst, name, base.as_ref(), props, extra, SNAPSHOT_FORMAT))
+}
+
+/// What every image made of an instance starts with (Nova's
+/// `initialize_instance_snapshot_metadata`): the base image's properties but the
+/// non-inheritable ones, Glance's own, the client's upload markers, the base's block device
+/// mappings and `also`; then `base_image_ref` and `boot_roles`.
+pub(crate) fn inherited_properties(
+    ctx: &Ctx,
+    inst: &Instance,
+    base: Option<&Image>,
+    also: &[&str],
+) -> Map<String, Value> {
+    let mut props: Map<String, Value> = base.map(Image::properties_map).unwrap_or_default();
+    props.retain(|k, _| {
+        !NON_INHERITABLE.contains(&k.as_str())
+            && !k.starts_with("os_glance")
+            && !matches!(k.as_str(), "mappings" | "block_device_mapping" | "img_mappings" | "img_block_device_mapping")
+            // What the client put on the base image for its own upload says nothing of this one.
+            && !k.starts_with("owner_specified.")
+            && !also.contains(&k.as_str())
+    });
+    let roles: Vec<&str> = ctx.roles.iter().map(|r| r.name.as_str()).collect();
+    props.insert("base_image_ref".into(), json!(inst.image_id));
+    props.insert("boot_roles".into(), json!(roles.join(",")));
+    props
+}
+
+/// The `queued` image record of an instance's new image: `props`, the owner's project when
+/// another project's admin makes it, then `extra` (which wins); private to the instance's
+/// project (shared when made by another's), at least as big as the base and the root disk.
+pub(crate) fn queued_image(
+    ctx: &Ctx,
+    inst: &Instance,
+    name: &str,
+    base: Option<&Image>,
+    mut props: Map<String, Value>,
+    extra: Map<String, Value>,
+    disk_format: &str,
+) -> Image {
     let own_project = ctx.project_id().is_ok_and(|p| p == inst.project_id);
     if !own_project {
         props.insert("instance_owner".into(), json!(inst.project_id));
@@ -182,21 +212,21 @@ async fn new_image(
     let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_default();
     let root_gb = flavor["disk"].as_i64().unwrap_or(0);
     let ts = now();
-    Ok(Image {
+    Image {
         id: new_uuid(),
         name: Some(name.to_string()),
         status: "queued".into(),
         visibility: if own_project { "private" } else { "shared" }.into(),
         owner: Some(inst.project_id.clone()),
-        min_ram: base.as_ref().map_or(0, |b| b.min_ram),
-        min_disk: base.as_ref().map_or(0, |b| b.min_disk).max(root_gb),
-        disk_format: Some(SNAPSHOT_FORMAT.into()),
+        min_ram: base.map_or(0, |b| b.min_ram),
+        min_disk: base.map_or(0, |b| b.min_disk).max(root_gb),
+        disk_format: Some(disk_format.into()),
         container_format: Some("bare".into()),
         properties: Value::Object(props).to_string(),
         created_at: ts.clone(),
         updated_at: ts,
         ..Default::default()
-    })
+    }
 }
 
 /// Deletes an image with its data (a failed upload's, a rotated backup, a shelved image that

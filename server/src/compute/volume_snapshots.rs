@@ -18,11 +18,11 @@ use super::servers;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::image::Image;
 use crate::store::instances::Instance;
 use crate::store::snapshots::Snapshot;
 use crate::store::volume::Volume;
-use crate::store::{StoreError, new_uuid, now};
 
 /// The request waits at most this long for its snapshots (Nova's wait happens inside an RPC
 /// call that `rpc_response_timeout`, 60 s by default, bounds); `[compute]
@@ -215,43 +215,11 @@ async fn new_image(
     metadata: Map<String, Value>,
 ) -> ApiResult<Image> {
     let base = base_image(state, inst).await?;
-    let mut props: Map<String, Value> = base.as_ref().map(Image::properties_map).unwrap_or_default();
-    props.retain(|k, _| {
-        !super::server_images::NON_INHERITABLE.contains(&k.as_str())
-            && !k.starts_with("os_glance")
-            && !k.starts_with("owner_specified.")
-            && !matches!(
-                k.as_str(),
-                "mappings" | "block_device_mapping" | "img_mappings" | "img_block_device_mapping" | "bdm_v2"
-            )
-    });
-    let roles: Vec<&str> = ctx.roles.iter().map(|r| r.name.as_str()).collect();
-    props.insert("base_image_ref".into(), json!(inst.image_id));
-    props.insert("boot_roles".into(), json!(roles.join(",")));
-    let own_project = ctx.project_id().is_ok_and(|p| p == inst.project_id);
-    if !own_project {
-        props.insert("instance_owner".into(), json!(inst.project_id));
-    }
-    props.extend(metadata);
-    props.insert("root_device_name".into(), json!(ROOT_DEVICE));
-    let flavor: Value = serde_json::from_str(&inst.flavor).unwrap_or_default();
-    let root_gb = flavor["disk"].as_i64().unwrap_or(0);
-    let ts = now();
-    Ok(Image {
-        id: new_uuid(),
-        name: Some(name.to_string()),
-        status: "queued".into(),
-        visibility: if own_project { "private" } else { "shared" }.into(),
-        owner: Some(inst.project_id.clone()),
-        min_ram: base.as_ref().map_or(0, |b| b.min_ram),
-        min_disk: base.as_ref().map_or(0, |b| b.min_disk).max(root_gb),
-        disk_format: Some("raw".into()),
-        container_format: Some("bare".into()),
-        properties: Value::Object(props).to_string(),
-        created_at: ts.clone(),
-        updated_at: ts,
-        ..Default::default()
-    })
+    let props = super::server_images::inherited_properties(ctx, inst, base.as_ref(), &["bdm_v2"]);
+    let mut extra = metadata;
+    // Always this cloud's root device, whatever the client's metadata said.
+    extra.insert("root_device_name".into(), json!(ROOT_DEVICE));
+    Ok(super::server_images::queued_image(ctx, inst, name, base.as_ref(), props, extra, "raw"))
 }
 
 /// One image mapping per volume, and the snapshots made.
