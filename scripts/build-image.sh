@@ -17,7 +17,8 @@
 #   meridian-guest: boot cmdline=...        (the kernel command line: tells the boot path)
 #   meridian-guest: config-drive=DEV uuid=UUID   (or config-drive=none)
 #   meridian-guest: hostname=NAME
-#   meridian-guest: ip=A.B.C.D uptime=S   (or ip=none when DHCP got nothing)
+#   meridian-guest: ip=A.B.C.D uptime=S   (or ip=none when DHCP got nothing, after a line
+#                   `dhcp: no lease on eth0` or `dhcp: no eth0 (interfaces: ...)` saying why)
 #   meridian-guest: metadata hostname=NAME keys=N user_data=FIRST-LINE   (no config drive: read
 #                   from http://169.254.169.254; `metadata none` when it did not answer)
 #   meridian-guest: metadata forged-xff=ADDR uuid=UUID   (with the metadata key probe_xff)
@@ -217,13 +218,22 @@ fi
 hostname "$name"
 say "hostname=$(hostname)"
 
-# DHCP on the first NIC: a few quick tries, then carry on without an address.
+# DHCP on the first NIC: a few quick tries, then carry on without an address. The NIC, like
+# the config drive, may show up a moment after its module is in (a loaded host probes late).
 ip=none
+for _ in $(seq 1 50); do
+    [ -e /sys/class/net/eth0 ] && break
+    sleep 0.1
+done
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
     if udhcpc -i eth0 -s /usr/share/udhcpc/default.script -n -q -t 20 -T 1 -A 1 >/dev/null 2>&1 && [ -s /run/ip ]; then
         ip="$(cat /run/ip)"
+    else
+        say "dhcp: no lease on eth0"
     fi
+else
+    say "dhcp: no eth0 (interfaces: $(ls /sys/class/net | tr '\n' ' '))"
 fi
 say "ip=$ip uptime=$(cut -d" " -f1 /proc/uptime)"
 

@@ -147,7 +147,7 @@ pub async fn wait_console(client: &Client, server_id: &str, secs: u64, pred: imp
         if pred(&text) {
             return text;
         }
-        assert!(Instant::now() < deadline, "server {server_id}: the console never showed what was awaited:\n{text}");
+        assert!(Instant::now() < deadline, "server {server_id}: the console never showed what was awaited:\n{}", story(&text));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -155,6 +155,15 @@ pub async fn wait_console(client: &Client, server_id: &str, secs: u64, pred: imp
 /// How many times the guest reached its banner.
 pub fn boots(console: &str) -> usize {
     console.lines().filter(|l| l.contains(READY)).count()
+}
+
+/// What a failing assertion should show of a console log: the guest's own lines (the boot
+/// log before them is long and a CI report keeps only its head) and the log's last lines.
+pub fn story(console: &str) -> String {
+    let ours: Vec<&str> = console.lines().filter(|l| l.contains("meridian-guest:")).collect();
+    let all: Vec<&str> = console.lines().collect();
+    let tail = &all[all.len().saturating_sub(15)..];
+    format!("guest lines:\n{}\nlast console lines:\n{}", ours.join("\n"), tail.join("\n"))
 }
 
 /// The value of `key=` on the last banner line, e.g. `banner_field(log, "ip")`.

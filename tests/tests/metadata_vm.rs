@@ -75,7 +75,7 @@ async fn guests_without_a_config_drive_read_their_own_metadata_from_169_254_169_
         "alpha read its metadata from 169.254.169.254: {log}\nagent:\n{}",
         agent.log_text()
     );
-    assert_eq!(vm::banner_field(&log, "hostname").as_deref(), Some("alpha"), "{log}");
+    assert_eq!(vm::banner_field(&log, "hostname").as_deref(), Some("alpha"), "{}", vm::story(&log));
     // The SSH server took the key from the metadata service.
     assert!(log.contains("meridian-guest: ssh=dropbear keys=1"), "{log}");
     // Nova's SMBIOS identity, as the guest reads it.

@@ -113,8 +113,8 @@ async fn two_guests_boot_act_on_qemu_and_leave_nothing_behind() {
     for (id, name) in ids.iter().zip(["alpha", "beta"]) {
         let log = wait_booted(&admin, id, 1).await;
         let (mac, ip) = port_of(&admin, id).await;
-        assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ip.as_str()), "{name}: {log}");
-        assert_eq!(vm::banner_field(&log, "hostname").as_deref(), Some(name), "{log}");
+        assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ip.as_str()), "{name}: {}", vm::story(&log));
+        assert_eq!(vm::banner_field(&log, "hostname").as_deref(), Some(name), "{}", vm::story(&log));
         assert!(log.contains(&format!("config-drive=/dev/vdb uuid={id}")), "{log}");
         assert!(log.contains("boot cmdline=BOOT_IMAGE=/vmlinuz"), "booted from its disk by SYSLINUX: {log}");
         assert!(log.contains(&format!("user-data ran on {name}")), "{log}");
@@ -167,7 +167,7 @@ async fn two_guests_boot_act_on_qemu_and_leave_nothing_behind() {
     let log = wait_booted(&admin, &a, 2).await;
     let pid_a2 = vm::qemu_pid(&dom_a).expect("alpha's QEMU runs again");
     assert_ne!(pid_a, pid_a2);
-    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ports[0].1.as_str()), "{log}");
+    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ports[0].1.as_str()), "{}", vm::story(&log));
 
     // Soft reboot: through the guest (power button), the same QEMU process, a new boot.
     let pid_b = vm::qemu_pid(&dom_b).expect("beta's QEMU runs");
@@ -186,7 +186,7 @@ async fn two_guests_boot_act_on_qemu_and_leave_nothing_behind() {
     action(&admin, &b, json!({"reboot": {"type": "HARD"}})).await;
     let log = wait_booted(&admin, &b, vm::boots(&before) + 1).await;
     assert_eq!(count(&log, "meridian-guest: power button"), count(&before, "meridian-guest: power button"), "{log}");
-    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ports[1].1.as_str()), "{log}");
+    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ports[1].1.as_str()), "{}", vm::story(&log));
 
     // Delete one: its domain, QEMU, files and DHCP entry go; the network stays for the other.
     let instances = agent.state_dir.join("instances");
@@ -262,7 +262,7 @@ async fn kernel_and_ramdisk_images_boot_directly() {
     // Nova's default command line for kernel_id images (no os_command_line property).
     assert!(log.contains("boot cmdline=root=/dev/vda console=tty0 console=ttyS0 console=hvc0"), "{log}");
     let (_, ip) = port_of(&admin, &id).await;
-    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ip.as_str()), "{log}");
+    assert_eq!(vm::banner_field(&log, "ip").as_deref(), Some(ip.as_str()), "{}", vm::story(&log));
     let xml = vm::virsh_ok(&["dumpxml", &dom]);
     let cache = agent.state_dir.join("images");
     assert!(xml.contains(&format!("<kernel>{}</kernel>", cache.join(&kernel).display())), "{xml}");
