@@ -147,7 +147,11 @@ pub async fn wait_console(client: &Client, server_id: &str, secs: u64, pred: imp
         if pred(&text) {
             return text;
         }
-        assert!(Instant::now() < deadline, "server {server_id}: the console never showed what was awaited:\n{}", story(&text));
+        assert!(
+            Instant::now() < deadline,
+            "server {server_id}: the console never showed what was awaited:\n{}",
+            story(&text)
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
