@@ -220,6 +220,51 @@ mod tests {
         assert_eq!(n["networks"][0]["ip_address"], "10.0.0.5");
     }
 
+    /// EC2 `block-device-mapping` as Nova's `instance_block_mapping` answers it: device paths,
+    /// the disks where the agent lays them out, volumes as `ebs<N>`.
+    #[test]
+    fn ec2_block_device_mapping_follows_the_disk_layout() {
+        let ctx = DriveContext { instance_id: Uuid::nil(), availability_zone: "nova" };
+        let bdm = |s: &BuildSpec, key: &str| {
+            let md = metadata(&ctx, s).expect("metadata");
+            let a = md.lookup(&format!("/latest/meta-data/block-device-mapping/{key}")).map(|a| a.body);
+            a.map(|b| String::from_utf8(b).expect("utf-8"))
+        };
+        let mut s = spec();
+        assert_eq!(bdm(&s, "").as_deref(), Some("ami\nroot"));
+        s.flavor.ephemeral_gb = 1;
+        s.flavor.swap_mb = 512;
+        assert_eq!(bdm(&s, "").as_deref(), Some("ami\nephemeral0\nroot\nswap"));
+        assert_eq!(bdm(&s, "ephemeral0").as_deref(), Some("/dev/vdb"));
+        assert_eq!(bdm(&s, "swap").as_deref(), Some("/dev/vdc"));
+
+        // The server's own mappings replace the flavor's disks.
+        s.local_disks = Some(meridian_common::agent::LocalDisks {
+            ephemerals: vec![
+                meridian_common::agent::EphemeralDisk { size_gb: 1, guest_format: None },
+                meridian_common::agent::EphemeralDisk { size_gb: 2, guest_format: Some("xfs".into()) },
+            ],
+            swap_mb: 0,
+        });
+        let volume = |device: &str| meridian_common::agent::BlockDevice {
+            volume: meridian_common::agent::VolumeSpec { id: device.into(), size_gb: 1, readonly: false },
+            device: device.into(),
+            boot_index: None,
+            attachment_id: String::new(),
+        };
+        s.block_devices = vec![volume("vde"), volume("vdd")];
+        assert_eq!(bdm(&s, "").as_deref(), Some("ami\nebs0\nebs1\nephemeral0\nephemeral1\nroot"));
+        assert_eq!(bdm(&s, "ephemeral1").as_deref(), Some("/dev/vdc"));
+        assert_eq!(bdm(&s, "swap"), None);
+        assert_eq!(bdm(&s, "ebs0").as_deref(), Some("/dev/vdd"));
+        assert_eq!(bdm(&s, "ebs1").as_deref(), Some("/dev/vde"));
+
+        // On a SCSI root disk the local disks follow it on that bus.
+        s.image.properties.insert("hw_disk_bus".into(), "scsi".into());
+        assert_eq!(bdm(&s, "root").as_deref(), Some("/dev/sda"));
+        assert_eq!(bdm(&s, "ephemeral0").as_deref(), Some("/dev/sdb"));
+    }
+
     #[test]
     fn bad_user_data_is_an_error_before_anything_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -92,9 +92,15 @@ pub struct Metadata {
     pub instance_type: String,
     /// The root disk as the guest names it (`vda`).
     pub root_device: String,
-    /// The flavor's local disks as the guest names them, as EC2 `block-device-mapping` keys
-    /// (`ephemeral0` → `vdb`, `swap` → `vdc`): what cloud-init mounts and swaps on.
+    /// The local disks beside the root disk (the server's own mappings', else the flavor's) as
+    /// EC2 `block-device-mapping` keys and device paths, as Nova's `instance_block_mapping`
+    /// gives them (`ephemeral0` → `/dev/vdb`, `swap` → `/dev/vdc`): what cloud-init mounts
+    /// and swaps on.
     pub local_devices: Vec<(String, String)>,
+    /// The devices of the instance's volumes, the boot volume's too (`/dev/vdb`, …): Nova's
+    /// `ebs0`, `ebs1`, … in device order. The config drive has the build's volumes; the
+    /// metadata service fills in those attached when it answers.
+    pub volume_devices: Vec<String>,
     pub security_groups: Vec<String>,
     pub nics: Vec<NicSpec>,
 }
@@ -193,6 +199,19 @@ fn tokens(path: &str) -> Vec<&str> {
     out
 }
 
+/// The local disks of [`Metadata::local_devices`]: as the agent lays them out, they follow the
+/// root disk on its bus, the ephemeral disks first (the server's own mappings', else the
+/// flavor's one), then swap.
+fn local_devices(spec: &BuildSpec, root_device: &str) -> Vec<(String, String)> {
+    let (ephemerals, swap) = match &spec.local_disks {
+        Some(own) => (own.ephemerals.len(), own.swap_mb > 0),
+        None => (usize::from(spec.flavor.ephemeral_gb > 0), spec.flavor.swap_mb > 0),
+    };
+    let prefix = root_device.strip_suffix('a').unwrap_or(root_device);
+    let keys = (0..ephemerals).map(|i| format!("ephemeral{i}")).chain(swap.then(|| "swap".to_string()));
+    keys.zip(b'b'..=b'z').map(|(key, c)| (key, format!("/dev/{prefix}{}", c as char))).collect()
+}
+
 /// 512 random bytes in base64, fresh for every call (Nova's `random_seed`).
 pub fn random_seed() -> String {
     use rand::RngCore;
@@ -231,20 +250,8 @@ impl Metadata {
             ramdisk_id: prop("ramdisk_id"),
             instance_type: spec.flavor.name.clone(),
             root_device: root_device.to_string(),
-            local_devices: {
-                // The agent's layout: the local disks follow the root disk on its bus.
-                let prefix = &root_device[..root_device.len() - 1];
-                let mut next = b'b';
-                let mut out = Vec::new();
-                for (key, present) in [("ephemeral0", spec.flavor.ephemeral_gb > 0), ("swap", spec.flavor.swap_mb > 0)]
-                {
-                    if present {
-                        out.push((key.to_string(), format!("{prefix}{}", next as char)));
-                        next += 1;
-                    }
-                }
-                out
-            },
+            local_devices: local_devices(spec, root_device),
+            volume_devices: spec.block_devices.iter().map(|b| format!("/dev/{}", b.device)).collect(),
             // A spec from before the field existed: Nova's default group.
             security_groups: if spec.security_groups.is_empty() {
                 vec!["default".to_string()]
@@ -333,6 +340,11 @@ impl Metadata {
             ]);
             for (key, dev) in &self.local_devices {
                 bdm.insert(key.clone(), text(dev));
+            }
+            let mut volumes: Vec<&String> = self.volume_devices.iter().collect();
+            volumes.sort();
+            for (n, dev) in volumes.into_iter().enumerate() {
+                bdm.insert(format!("ebs{n}"), text(dev));
             }
             md.insert("block-device-mapping".into(), Node::Map(bdm));
             if let Some(k) = &self.kernel_id {
@@ -551,6 +563,7 @@ mod tests {
             instance_type: "m1.tiny".into(),
             root_device: "vda".into(),
             local_devices: Vec::new(),
+            volume_devices: Vec::new(),
             security_groups: vec!["default".into()],
             nics: vec![NicSpec {
                 port_id: "port-1".into(),
@@ -680,11 +693,15 @@ mod tests {
         assert_eq!(leaf("block-device-mapping"), "ami\nroot");
         // The flavor's local disks are listed as Nova lists them (what cloud-init mounts).
         let mut with_local = m.clone();
-        with_local.local_devices = vec![("ephemeral0".into(), "vdb".into()), ("swap".into(), "vdc".into())];
+        with_local.local_devices = vec![("ephemeral0".into(), "/dev/vdb".into()), ("swap".into(), "/dev/vdc".into())];
+        with_local.volume_devices = vec!["/dev/vdf".into(), "/dev/vdd".into()];
         let leaf_l = |p: &str| get(&with_local, &format!("/latest/meta-data/{p}")).0;
-        assert_eq!(leaf_l("block-device-mapping"), "ami\nephemeral0\nroot\nswap");
-        assert_eq!(leaf_l("block-device-mapping/ephemeral0"), "vdb");
-        assert_eq!(leaf_l("block-device-mapping/swap"), "vdc");
+        assert_eq!(leaf_l("block-device-mapping"), "ami\nebs0\nebs1\nephemeral0\nroot\nswap");
+        assert_eq!(leaf_l("block-device-mapping/ephemeral0"), "/dev/vdb");
+        assert_eq!(leaf_l("block-device-mapping/swap"), "/dev/vdc");
+        // Volumes are numbered in device order, as Nova sorts them.
+        assert_eq!(leaf_l("block-device-mapping/ebs0"), "/dev/vdd");
+        assert_eq!(leaf_l("block-device-mapping/ebs1"), "/dev/vdf");
         // public-keys/ lists `0=<key name>`; 0/ is a folder with the key.
         assert_eq!(leaf("public-keys"), "0=mykey");
         assert_eq!(leaf("public-keys/0"), "openssh-key");

@@ -113,7 +113,10 @@ async fn answer(State(state): State<AppState>, auth: HostAuth, headers: &HeaderM
     // The instance's zone is its host's (Nova sets it at scheduling); the agent writes the
     // host's zone on the config drive too.
     let az = inst.availability_zone.clone().filter(|z| !z.is_empty()).unwrap_or(host.availability_zone);
-    let md = Metadata::from_build_spec(&inst.id, &az, &spec).map_err(ApiError::internal)?;
+    let mut md = Metadata::from_build_spec(&inst.id, &az, &spec).map_err(ApiError::internal)?;
+    // Nova answers from the mappings it has now: volumes attached after the boot are `ebs<N>`.
+    let attachments = state.store.instance_attachments(&inst.id).await?;
+    md.volume_devices = attachments.into_iter().filter_map(|a| a.mountpoint).collect();
     let Some(a) = md.lookup(path) else {
         return Err(ApiError::not_found(format!("No metadata at {path:?}.")));
     };

@@ -222,3 +222,62 @@ async fn metadata_is_found_by_network_address_and_host_on_postgres() {
         let _ = conn.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
     }
 }
+
+/// EC2 `block-device-mapping` as Nova's `instance_block_mapping` answers it: the flavor's
+/// local disks by device path, then every volume attached now (after the boot too) as `ebs<N>`.
+#[tokio::test]
+async fn block_device_mapping_lists_local_disks_and_the_volumes_attached_now() {
+    use super::migration_tests::{Agent, at, cloud};
+    let app = TestApp::new().await;
+    let (image, network) = cloud(&app).await;
+    let a = Agent::register(&app, "compute-a").await;
+    let t = app.admin_token.clone();
+    let flavor = json!({"flavor": {"name": "eph", "ram": 512, "vcpus": 1, "disk": 1,
+        "OS-FLV-EXT-DATA:ephemeral": 1, "swap": 256}});
+    let f = at(&app, Method::POST, "/flavors", &t, flavor).await;
+    assert!(f.status.is_success(), "{}", f.body);
+    let flavor = f.body["flavor"]["id"].as_str().expect("flavor id").to_string();
+    let body =
+        json!({"server": {"name": "s1", "imageRef": image, "flavorRef": flavor, "networks": [{"uuid": network}]}});
+    let r = at(&app, Method::POST, "/servers", &t, body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.body["server"]["id"].as_str().expect("id").to_string();
+    let build = a.expect(&app, "build").await;
+    a.done(&app, &build, "running").await;
+    let ports = app.json(Method::GET, &format!("/network/v2.0/ports?device_id={id}"), &t, Value::Null).await;
+    let ip = ports.body["ports"][0]["fixed_ips"][0]["ip_address"].as_str().expect("fixed ip").to_string();
+    let h = [("x-meridian-network-id", network.as_str()), ("x-forwarded-for", ip.as_str())];
+    let bdm = |key: &'static str| {
+        let cred = a.cred.clone();
+        let app = &app;
+        async move {
+            let r = agent(app, &format!("/metadata/latest/meta-data/block-device-mapping/{key}"), &cred, &h).await;
+            assert_eq!(r.status, StatusCode::OK, "{key}: {}", String::from_utf8_lossy(&r.bytes));
+            String::from_utf8_lossy(&r.bytes).into_owned()
+        }
+    };
+    assert_eq!(bdm("").await, "ami\nephemeral0\nroot\nswap");
+    assert_eq!(bdm("root").await, "/dev/vda");
+    assert_eq!(bdm("ephemeral0").await, "/dev/vdb");
+    assert_eq!(bdm("swap").await, "/dev/vdc");
+
+    // A volume attached to the running server: the next device, as ebs0.
+    let pid =
+        app.json(Method::GET, "/identity/v3/projects?name=admin", &t, Value::Null).await.body["projects"][0]["id"]
+            .as_str()
+            .expect("project")
+            .to_string();
+    let r = app.json(Method::POST, &format!("/volume/v3/{pid}/volumes"), &t, json!({"volume": {"size": 1}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let vid = r.body["volume"]["id"].as_str().expect("volume").to_string();
+    let create = a.expect(&app, "volume_create").await;
+    a.done(&app, &create, "no_state").await;
+    let body = json!({"volumeAttachment": {"volumeId": vid}});
+    let r = at(&app, Method::POST, &format!("/servers/{id}/os-volume_attachments"), &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["volumeAttachment"]["device"], "/dev/vdd");
+    let attach = a.expect(&app, "volume_attach").await;
+    a.done(&app, &attach, "running").await;
+    assert_eq!(bdm("").await, "ami\nebs0\nephemeral0\nroot\nswap");
+    assert_eq!(bdm("ebs0").await, "/dev/vdd");
+}
