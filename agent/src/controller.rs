@@ -203,6 +203,14 @@ const STATE_POLL: Duration = Duration::from_millis(250);
 /// How long a guest may take to release a volume being detached.
 const DETACH_WAIT: Duration = Duration::from_secs(60);
 
+/// What a finished action hands back besides the power state: `Done.console` (the console
+/// log) or `Done.data` (diagnostics, the live migration's answers).
+enum Output {
+    Nothing,
+    Console(String),
+    Data(serde_json::Value),
+}
+
 impl Controller {
     /// Opens the instances directory and pins, in the image cache, the images every recorded
     /// instance's disk uses.
@@ -652,20 +660,17 @@ impl Controller {
         let outcome = if result.is_ok() { "done" } else { "failed" };
         metrics::counter!("meridian_agent_work_items_total", "kind" => kind, "outcome" => outcome).increment(1);
         match result {
-            Ok((power_state, console)) => {
+            Ok((power_state, output)) => {
                 info!(work = %work.id, instance = %work.instance_id, op = work.op().name(), elapsed_ms, "work done");
                 // The server reports `config_drive` for instances built with one.
                 let config_drive = matches!(work.action, Action::Build(_))
                     && self.instance_dir(&work.instance_id).join("disk.config").exists();
-                // Diagnostics answer with data, not console text.
-                if matches!(
-                    work.action,
-                    Action::Diagnostics | Action::LiveMigrateIn { .. } | Action::LiveMigrateOut { .. }
-                ) {
-                    let data = console.as_deref().and_then(|c| serde_json::from_str(c).ok());
-                    return WorkEvent::Done { power_state, console: None, config_drive, data };
-                }
-                WorkEvent::Done { power_state, console, config_drive, data: None }
+                let (console, data) = match output {
+                    Output::Nothing => (None, None),
+                    Output::Console(text) => (Some(text), None),
+                    Output::Data(value) => (None, Some(value)),
+                };
+                WorkEvent::Done { power_state, console, config_drive, data }
             }
             Err(e) => {
                 let event = e.to_event();
@@ -679,17 +684,17 @@ impl Controller {
         &self,
         work: &Work,
         progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(PowerState, Option<String>), ActionError> {
+    ) -> Result<(PowerState, Output), ActionError> {
         let id = work.instance_id;
         if work.action.is_volume_only() {
             self.volume_work(&work.action).await?;
-            return Ok((PowerState::NoState, None));
+            return Ok((PowerState::NoState, Output::Nothing));
         }
         let name = self.cfg.naming.domain(&id);
         let state = self.state(&name).await?;
         match lifecycle::decide(state, work.op()) {
             Decision::Reject(r) => return Err(r.into()),
-            Decision::AlreadyDone => return Ok((state.power_state(), None)),
+            Decision::AlreadyDone => return Ok((state.power_state(), Output::Nothing)),
             Decision::Proceed => {}
         }
         match &work.action {
@@ -742,11 +747,11 @@ impl Controller {
             }
             Action::Delete => {
                 self.teardown(id).await?;
-                return Ok((PowerState::NoState, None));
+                return Ok((PowerState::NoState, Output::Nothing));
             }
             Action::ConsoleLog { lines } => {
                 let text = self.console_log(&id, *lines).await?;
-                return Ok((state.power_state(), Some(text)));
+                return Ok((state.power_state(), Output::Console(text)));
             }
             // Sessions run beside the work queues (`console.rs`), never as work.
             Action::Console { .. } => return Err(ActionError::Invalid("a console is not a work item".into())),
@@ -773,10 +778,9 @@ impl Controller {
             Action::Unrescue => self.unrescue(id).await?,
             Action::InterfaceAttach { nic } => self.attach_interface(&name, state, nic).await?,
             Action::InterfaceDetach { mac_address, .. } => self.detach_interface(&name, state, mac_address).await?,
-            // The answer travels in `Done.data` (see `execute`).
             Action::Diagnostics => {
                 let body = self.diagnostics(&id, &name).await?;
-                return Ok((state.power_state(), Some(body.to_string())));
+                return Ok((state.power_state(), Output::Data(body)));
             }
             Action::ImageCreate { image_id, disk_format, shelving } => {
                 self.image_create(id, &name, state, image_id, disk_format, *shelving, progress).await?
@@ -798,20 +802,19 @@ impl Controller {
                     self.start(&name, state).await?;
                 }
             }
-            // Both answer in `Done.data` (see `execute`).
             Action::LiveMigrateIn { spec, .. } => {
                 let target = self.live_migrate_in(id, spec).await?;
-                return Ok((PowerState::NoState, Some(target)));
+                return Ok((PowerState::NoState, Output::Data(target)));
             }
             Action::LiveMigrateOut { migration_id, target, timeout_secs } => {
                 let timeout = Duration::from_secs(*timeout_secs);
                 let moved = self.live_migrate_out(id, &name, state, migration_id, target, timeout).await?;
-                return Ok((state.power_state(), Some(moved)));
+                return Ok((state.power_state(), Output::Data(moved)));
             }
             Action::MigrateCleanup { remove, .. } => {
                 if *remove {
                     self.teardown(id).await?;
-                    return Ok((PowerState::NoState, None));
+                    return Ok((PowerState::NoState, Output::Nothing));
                 }
                 match tokio::fs::remove_file(self.instance_dir(&id).join(RESIZE_BACKUP)).await {
                     Ok(()) => {}
@@ -824,7 +827,7 @@ impl Controller {
         if self.cfg.virt_type == VirtType::Test {
             self.log_test_power_on(&id, work).await;
         }
-        Ok((power, None))
+        Ok((power, Output::Nothing))
     }
 
     /// Copies the instance's root disk (overlay and base, as one standalone image) to image

@@ -286,7 +286,7 @@ pub enum Action {
     /// [`AGENT_API`]`/migrations/{migration_id}/disk` (the instance's qcow2 overlay as it is;
     /// its backing file is the instance's image, which the destination has or fetches). The
     /// domain and its disk stay here, defined and off, until [`Action::MigrateCleanup`]: a
-    /// revert starts them again. `Done.data`: `{"disk_bytes": N}`.
+    /// revert starts them again. (The server counts the disk's bytes as the relay takes them.)
     MigrateOut {
         migration_id: String,
     },

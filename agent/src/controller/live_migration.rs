@@ -41,7 +41,7 @@ pub struct MigrationEndpoint {
 
 impl Controller {
     /// The destination's side: everything but the domain, which the guest brings.
-    pub(super) async fn live_migrate_in(&self, id: Uuid, spec: &BuildSpec) -> Result<String, ActionError> {
+    pub(super) async fn live_migrate_in(&self, id: Uuid, spec: &BuildSpec) -> Result<serde_json::Value, ActionError> {
         if self.cfg.virt_type == xml::VirtType::Test {
             return Err(ActionError::Invalid(
                 "this host runs libvirt's test driver, which cannot receive a live guest".into(),
@@ -71,7 +71,7 @@ impl Controller {
             console_log: Some(self.console_log_path(&id).to_string_lossy().into_owned()),
         };
         info!(instance = %id, "ready to receive the live guest");
-        serde_json::to_string(&target).map_err(|e| ActionError::Invalid(e.to_string()))
+        serde_json::to_value(&target).map_err(|e| ActionError::Invalid(e.to_string()))
     }
 
     /// The source's side: the guest moved to `target`, reporting progress as it goes.
@@ -83,7 +83,7 @@ impl Controller {
         migration: &str,
         target: &LiveMigrationTarget,
         timeout: Duration,
-    ) -> Result<String, ActionError> {
+    ) -> Result<serde_json::Value, ActionError> {
         if !matches!(state, InstanceState::Running | InstanceState::Paused) {
             return Err(ActionError::Invalid(format!("a live migration needs a running guest; this one is {state:?}")));
         }
@@ -148,7 +148,7 @@ impl Controller {
                     "memory_bytes": last.memory_processed,
                     "disk_bytes": last.disk_processed,
                 });
-                Ok(moved.to_string())
+                Ok(moved)
             }
             Err(e) => {
                 if forced {
