@@ -66,28 +66,38 @@ const KEYS: [&str; 17] = [
     "tag",
 ];
 
-fn field_error(index: usize, value: &Value, why: &str) -> ApiError {
-    bad(format!("Invalid input for field/attribute block_device_mapping_v2/{index}. Value: {value}. {why}"))
+/// The items of the list `field` of a server create body, each an object holding only `keys`
+/// (else Nova's schema fault naming the item); `None` when the list is absent or null.
+fn items<'a>(b: &'a Map<String, Value>, field: &str, keys: &[&str]) -> ApiResult<Option<Vec<&'a Map<String, Value>>>> {
+    let list = match b.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(l)) => l,
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute {field}. Value: {other}. {other} is not of type 'array'"
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let why = |w: String| bad(format!("Invalid input for field/attribute {field}/{i}. Value: {item}. {w}"));
+        let m = item.as_object().ok_or_else(|| why(format!("{item} is not of type 'object'")))?;
+        if let Some(k) = m.keys().find(|k| !keys.contains(&k.as_str())) {
+            return Err(why(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+        }
+        out.push(m);
+    }
+    Ok(Some(out))
 }
 
 /// Parses `block_device_mapping_v2` (absent: none). `image_given`: the request has an
 /// `imageRef`, which makes an `image → local` mapping with boot index 0 the image boot.
 pub fn parse(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<Requested>> {
-    let list = match b.get("block_device_mapping_v2") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(l)) => l,
-        Some(other) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute block_device_mapping_v2. Value: {other}. {other} is not of type 'array'"
-            )));
-        }
+    let Some(list) = items(b, "block_device_mapping_v2", &KEYS)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let m = item.as_object().ok_or_else(|| field_error(i, item, &format!("{item} is not of type 'object'")))?;
-        if let Some(k) = m.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(field_error(i, item, &format!("Additional properties are not allowed ('{k}' was unexpected)")));
-        }
+    for m in list {
         let string = |key: &str| -> ApiResult<Option<String>> {
             match m.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -244,23 +254,11 @@ pub fn parse_legacy(b: &Map<String, Value>, image_given: bool) -> ApiResult<Vec<
     if b.contains_key("block_device_mapping_v2") {
         return Err(bad("Using different block_device_mapping syntaxes is not allowed."));
     }
-    let list = match b.get("block_device_mapping") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(l)) => l,
-        Some(other) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute block_device_mapping. Value: {other}. {other} is not of type 'array'"
-            )));
-        }
+    let Some(list) = items(b, "block_device_mapping", &LEGACY_KEYS)? else {
+        return Ok(Vec::new());
     };
     let mut converted = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let why =
-            |w: String| bad(format!("Invalid input for field/attribute block_device_mapping/{i}. Value: {item}. {w}"));
-        let m = item.as_object().ok_or_else(|| why(format!("{item} is not of type 'object'")))?;
-        if let Some(k) = m.keys().find(|k| !LEGACY_KEYS.contains(&k.as_str())) {
-            return Err(why(format!("Additional properties are not allowed ('{k}' was unexpected)")));
-        }
+    for m in list {
         if m.get("no_device").is_some_and(|v| !v.is_null() && v != false) {
             continue;
         }
