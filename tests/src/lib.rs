@@ -276,6 +276,25 @@ impl Cli {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("openstack {}: bad JSON ({e}): {text}", args.join(" ")))
     }
 
+    /// `server show` at microversion 2.79 (Nova's fields of this cloud's newest version).
+    pub fn server_show(&self, name: &str) -> Value {
+        self.json(&["--os-compute-api-version", "2.79", "server", "show", name])
+    }
+
+    /// Polls `volume show` (a hang guard of 60 s) until the volume's status is `want`; panics
+    /// as soon as it reaches an `error…` status.
+    pub fn wait_volume(&self, name: &str, want: &str) -> Value {
+        for _ in 0..240 {
+            let v = self.json(&["volume", "show", name]);
+            if v["status"] == want {
+                return v;
+            }
+            assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "{name}: {v}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("{name} never reached {want}");
+    }
+
     /// Runs and returns the raw output, success or not.
     pub fn output(&self, args: &[&str]) -> Output {
         let bin = openstack_bin();
@@ -289,6 +308,17 @@ impl Cli {
             .output()
             .expect("run openstack")
     }
+}
+
+/// Polls (a hang guard of 60 s) until `f` holds, for tests that drive the blocking CLI.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..240 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{what} never happened");
 }
 
 /// A fresh, empty PostgreSQL database for one test, dropped when this value is dropped.

@@ -3,19 +3,6 @@
 //! really converted into them).
 
 use meridian_e2e::{Agent, Cli, Server, prepare_cloud};
-use serde_json::Value;
-
-fn wait_volume(cli: &Cli, name: &str, want: &str) -> Value {
-    for _ in 0..240 {
-        let v = cli.json(&["volume", "show", name]);
-        if v["status"] == want {
-            return v;
-        }
-        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "{name}: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{name} never reached {want}");
-}
 
 fn volume_gone(cli: &Cli, id: &str) -> bool {
     for _ in 0..240 {
@@ -47,7 +34,7 @@ async fn volumes_from_images_and_boot_from_volume_with_the_cli() {
 
     // A volume from an image: the image's bytes at its start, bootable, the image remembered.
     cli.json(&["volume", "create", "--image", "tiny", "--size", "2", "fromimg"]);
-    let v = wait_volume(&cli, "fromimg", "available");
+    let v = cli.wait_volume("fromimg", "available");
     assert_eq!(v["bootable"], true, "{v}");
     assert!(v["volume_image_metadata"].to_string().contains("tiny"), "{v}");
     let id = v["id"].as_str().expect("id").to_string();
@@ -83,7 +70,7 @@ async fn volumes_from_images_and_boot_from_volume_with_the_cli() {
     let shown = cli.json(&["server", "show", "bfv1"]);
     assert_eq!(shown["image"], "N/A (booted from volume)", "{shown}");
     let root = root_volume(&cli, "bfv1");
-    let rv = wait_volume(&cli, &root, "in-use");
+    let rv = cli.wait_volume(&root, "in-use");
     assert_eq!(rv["bootable"], true, "{rv}");
     assert!(rv["attachments"].to_string().contains("/dev/vda"), "{rv}");
     let root_file = agent.state_dir.join("volumes").join(format!("{root}.raw"));
@@ -93,7 +80,7 @@ async fn volumes_from_images_and_boot_from_volume_with_the_cli() {
     let listed = cli.json(&["server", "volume", "list", "bfv1"]);
     assert!(listed.to_string().contains(&root), "{listed}");
     cli.run(&["server", "delete", "--wait", "bfv1"]);
-    wait_volume(&cli, &root, "available");
+    cli.wait_volume(&root, "available");
     assert!(root_file.exists());
 
     // The kept volume boots a new server (`--volume`), and outlives it too.
@@ -102,7 +89,7 @@ async fn volumes_from_images_and_boot_from_volume_with_the_cli() {
     assert_eq!(vm2["status"], "ACTIVE", "{vm2}");
     assert_eq!(root_volume(&cli, "bfv2"), root);
     cli.run(&["server", "delete", "--wait", "bfv2"]);
-    wait_volume(&cli, &root, "available");
+    cli.wait_volume(&root, "available");
 
     // The `--block-device` form, and delete_on_termination: the volume goes with the server.
     let bd = format!("source_type=volume,uuid={id},boot_index=0,delete_on_termination=true");
@@ -119,10 +106,10 @@ async fn volumes_from_images_and_boot_from_volume_with_the_cli() {
         "bfv3",
     ]);
     assert_eq!(vm3["status"], "ACTIVE", "{vm3}");
-    wait_volume(&cli, "fromimg", "in-use");
+    cli.wait_volume("fromimg", "in-use");
     cli.run(&["server", "delete", "--wait", "bfv3"]);
     assert!(volume_gone(&cli, &id), "the delete_on_termination volume stayed");
     assert!(!file.exists(), "its file stayed");
     // The first root volume is still there.
-    wait_volume(&cli, &root, "available");
+    cli.wait_volume(&root, "available");
 }

@@ -7,18 +7,6 @@ use std::io::{Seek, SeekFrom, Write};
 use meridian_e2e::{Agent, Cli, Server, prepare_cloud};
 use serde_json::Value;
 
-fn wait_volume(cli: &Cli, name: &str, want: &str) -> Value {
-    for _ in 0..240 {
-        let v = cli.json(&["volume", "show", name]);
-        if v["status"] == want {
-            return v;
-        }
-        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "{name}: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{name} never reached {want}");
-}
-
 /// The root volume of a server (its only attached volume).
 fn root_volume(cli: &Cli, server: &str) -> String {
     let s = cli.json(&["server", "show", server]);
@@ -109,7 +97,7 @@ async fn a_volume_backed_server_is_snapshotted_and_booted_again_with_the_cli() {
         assert_eq!(vm["status"], "ACTIVE", "{name}: {vm}");
         let copy = root_volume(&cli, name);
         assert_ne!(copy, root);
-        let v = wait_volume(&cli, &copy, "in-use");
+        let v = cli.wait_volume(&copy, "in-use");
         assert_eq!(v["snapshot_id"], snap_id.as_str(), "{name}: {v}");
         assert!(v["attachments"].to_string().contains("/dev/vda"), "{name}: {v}");
         assert_eq!(read_token(&volumes.join(format!("{copy}.raw"))), TOKEN, "{name}: the snapshot's bytes");

@@ -6,12 +6,8 @@
 
 use std::path::Path;
 
-use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_hosts_up};
+use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_for, wait_hosts_up};
 use serde_json::Value;
-
-fn show(cli: &Cli, name: &str) -> Value {
-    cli.json(&["--os-compute-api-version", "2.79", "server", "show", name])
-}
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
@@ -20,17 +16,6 @@ fn file_len(path: &Path) -> u64 {
 fn evacuations(cli: &Cli) -> Vec<Value> {
     let rows = cli.json(&["--os-compute-api-version", "2.59", "server", "migration", "list", "--type", "evacuation"]);
     rows.as_array().cloned().unwrap_or_default()
-}
-
-/// Polls (a hang guard of 60 s) until `f` holds.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..240 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{what} never happened");
 }
 
 #[tokio::test]
@@ -64,7 +49,7 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
         cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.eph", "--network", "net", "vm1"]);
     assert_eq!(created["status"], "ACTIVE", "{created}");
     let id = created["id"].as_str().expect("id").to_string();
-    let s = show(&cli, "vm1");
+    let s = cli.server_show("vm1");
     assert_eq!(s["OS-EXT-SRV-ATTR:host"], "c1");
     assert_eq!((s["flavor"]["ephemeral"].as_i64(), s["flavor"]["swap"].as_i64()), (Some(1), Some(512)), "{s}");
     let c1_dir = c1.state_dir.join("instances").join(&id);
@@ -90,7 +75,7 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
     cli.run(&["server", "evacuate", "vm1"]);
     let mut walk = Vec::new();
     wait_for("the evacuation to finish", || {
-        let s = show(&cli, "vm1");
+        let s = cli.server_show("vm1");
         let step = (s["status"].as_str().unwrap_or("").to_string(), s["OS-EXT-STS:task_state"].clone());
         assert_ne!(step.0, "ERROR", "{s}");
         if walk.last() != Some(&step) {
@@ -104,7 +89,7 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
         walk.iter().filter_map(|(_, t)| t.as_str()).filter_map(|t| order.iter().position(|o| *o == t)).collect();
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{walk:?}");
     assert!(walk.iter().all(|(st, t)| st == "ACTIVE" && t.is_null() || st == "REBUILD"), "{walk:?}");
-    let s = show(&cli, "vm1");
+    let s = cli.server_show("vm1");
     assert_eq!(
         (s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()),
         (Some("ACTIVE"), None, Some("c2")),
@@ -134,7 +119,7 @@ async fn evacuate_a_server_with_ephemeral_and_swap_disks_with_the_cli() {
     wait_for("the evacuation completed", || evacuations(&cli)[0]["Status"] == "completed");
     cli.run(&["--os-compute-api-version", "2.53", "compute", "service", "set", "--up", "c1", "nova-compute"]);
     wait_hosts_up(&admin, 2).await;
-    let s = show(&cli, "vm1");
+    let s = cli.server_show("vm1");
     assert_eq!((s["status"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()), (Some("ACTIVE"), Some("c2")));
 
     // Deleting the server removes the disks on c2.

@@ -5,28 +5,13 @@
 //! destination's claim freed. Plus the CLI's refusals: the same host, a server with a volume,
 //! a stopped server.
 
-use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_hosts_up};
+use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_for, wait_hosts_up};
 use serde_json::Value;
-
-fn show(cli: &Cli, name: &str) -> Value {
-    cli.json(&["--os-compute-api-version", "2.79", "server", "show", name])
-}
 
 fn live_rows(cli: &Cli) -> Vec<Value> {
     let rows =
         cli.json(&["--os-compute-api-version", "2.59", "server", "migration", "list", "--type", "live-migration"]);
     rows.as_array().cloned().unwrap_or_default()
-}
-
-/// Polls (a hang guard of 60 s) until `f` holds.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..240 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{what} never happened");
 }
 
 /// Runs a CLI command that must fail; its stderr.
@@ -61,9 +46,9 @@ async fn live_migrate_with_the_cli_ends_on_the_source_when_the_destination_canno
     }
     // vm2 gets a volume (made on c1, the only host yet).
     cli.run(&["volume", "create", "--size", "1", "data"]);
-    wait_for("the volume", || cli.json(&["volume", "show", "data"])["status"] == "available");
+    cli.wait_volume("data", "available");
     cli.run(&["server", "add", "volume", "vm2", "data"]);
-    wait_for("the attachment", || cli.json(&["volume", "show", "data"])["status"] == "in-use");
+    cli.wait_volume("data", "in-use");
     let _c2 = Agent::start(&server, "c2");
     wait_hosts_up(&admin, 2).await;
     let lm = ["--os-compute-api-version", "2.30", "server", "migrate", "--live-migration", "--block-migration"];
@@ -75,19 +60,19 @@ async fn live_migrate_with_the_cli_ends_on_the_source_when_the_destination_canno
         "{err}"
     );
     // A server with a volume: its volume stays on c1's disk.
-    let vm2 = show(&cli, "vm2")["id"].as_str().expect("id").to_string();
+    let vm2 = cli.server_show("vm2")["id"].as_str().expect("id").to_string();
     let err = refused(&cli, &[&lm[..], &["--host", "c2", "vm2"]].concat());
     let want = format!(
         "Cannot live-migrate instance {vm2}: its volumes are on compute host c1 and no other host can reach them."
     );
     assert!(err.contains(&want) && err.contains("400"), "{err}");
-    assert_eq!(show(&cli, "vm1")["status"], "ACTIVE");
+    assert_eq!(cli.server_show("vm1")["status"], "ACTIVE");
 
     // The real walk to c2: accepted, MIGRATING, then back to ACTIVE on c1 with the record `error`.
     cli.run(&[&lm[..], &["--host", "c2", "vm1"]].concat());
     let mut walk = Vec::new();
     wait_for("the live migration to end", || {
-        let s = show(&cli, "vm1");
+        let s = cli.server_show("vm1");
         let step = (s["status"].as_str().unwrap_or("").to_string(), s["OS-EXT-STS:task_state"].clone());
         assert_ne!(step.0, "ERROR", "{s}");
         if walk.last() != Some(&step) {
@@ -99,7 +84,7 @@ async fn live_migrate_with_the_cli_ends_on_the_source_when_the_destination_canno
         walk.iter().all(|(st, t)| (st == "ACTIVE" && t.is_null()) || (st == "MIGRATING" && t == "migrating")),
         "{walk:?}"
     );
-    let s = show(&cli, "vm1");
+    let s = cli.server_show("vm1");
     assert_eq!(
         (s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str(), s["OS-EXT-SRV-ATTR:host"].as_str()),
         (Some("ACTIVE"), None, Some("c1")),
@@ -133,7 +118,7 @@ async fn live_migrate_with_the_cli_ends_on_the_source_when_the_destination_canno
 
     // A stopped server: Nova's 409 naming the action.
     cli.run(&["server", "stop", "vm1"]);
-    wait_for("vm1 to stop", || show(&cli, "vm1")["status"] == "SHUTOFF");
+    wait_for("vm1 to stop", || cli.server_show("vm1")["status"] == "SHUTOFF");
     let err = refused(&cli, &[&lm[..], &["--host", "c2", "vm1"]].concat());
     assert!(
         err.contains("Cannot 'os-migrateLive' instance") && err.contains("vm_state stopped") && err.contains("409"),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_hosts_up};
+use meridian_e2e::{Agent, Cli, Server, prepare_cloud, wait_for, wait_hosts_up};
 use serde_json::Value;
 
 const V: &str = "2.79";
@@ -16,17 +16,6 @@ fn show(cli: &Cli, name: &str) -> Value {
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
-}
-
-/// Polls (a hang guard of 60 s) until `f` holds.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..240 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{what} never happened");
 }
 
 #[tokio::test]
@@ -116,7 +105,7 @@ async fn ephemeral_swap_blank_volume_and_shelved_attach_with_the_cli() {
         cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.nano", "--network", "net", "sh1"]);
     assert_eq!(vm["status"], "ACTIVE", "{vm}");
     cli.json(&["volume", "create", "--size", "1", "data"]);
-    wait_for("data available", || cli.json(&["volume", "show", "data"])["status"] == "available");
+    cli.wait_volume("data", "available");
     cli.run(&["server", "shelve", "sh1"]);
     wait_for("sh1 offloaded", || show(&cli, "sh1")["status"] == "SHELVED_OFFLOADED");
     cli.run(&["--os-compute-api-version", V, "server", "add", "volume", "sh1", "data"]);

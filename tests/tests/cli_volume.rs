@@ -5,18 +5,6 @@
 use meridian_e2e::{Agent, Cli, Server, prepare_cloud};
 use serde_json::Value;
 
-fn wait_volume(cli: &Cli, name: &str, want: &str) -> Value {
-    for _ in 0..240 {
-        let v = cli.json(&["volume", "show", name]);
-        if v["status"] == want {
-            return v;
-        }
-        assert!(!v["status"].as_str().unwrap_or_default().starts_with("error"), "{name}: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{name} never reached {want}");
-}
-
 #[tokio::test]
 async fn volumes_with_the_cli() {
     let server = Server::start();
@@ -32,12 +20,12 @@ async fn volumes_with_the_cli() {
 
     let created = cli.json(&["volume", "create", "--size", "1", "v1"]);
     assert_eq!(created["size"], 1, "{created}");
-    let v1 = wait_volume(&cli, "v1", "available");
+    let v1 = cli.wait_volume("v1", "available");
     let id = v1["id"].as_str().expect("id").to_string();
     let file = agent.state_dir.join("volumes").join(format!("{id}.raw"));
     assert_eq!(std::fs::metadata(&file).expect("the agent made the volume").len(), 1 << 30);
     cli.json(&["volume", "create", "--size", "2", "--type", "gold", "v2"]);
-    wait_volume(&cli, "v2", "available");
+    cli.wait_volume("v2", "available");
     let listed = cli.json(&["volume", "list"]);
     assert_eq!(listed.as_array().expect("list").len(), 2, "{listed}");
 
@@ -46,7 +34,7 @@ async fn volumes_with_the_cli() {
     assert_eq!((shown["description"].as_str(), shown["type"].as_str()), (Some("kept"), Some("__DEFAULT__")), "{shown}");
     assert!(shown["properties"].to_string().contains("k"), "{shown}");
     cli.run(&["volume", "set", "--size", "3", "data"]);
-    let shown = wait_volume(&cli, "data", "available");
+    let shown = cli.wait_volume("data", "available");
     assert_eq!(shown["size"], 3, "{shown}");
     assert_eq!(std::fs::metadata(&file).expect("volume").len(), 3 << 30);
 
@@ -54,13 +42,13 @@ async fn volumes_with_the_cli() {
         cli.json(&["server", "create", "--wait", "--image", "tiny", "--flavor", "m1.nano", "--network", "net", "vm"]);
     assert_eq!(vm["status"], "ACTIVE", "{vm}");
     cli.run(&["server", "add", "volume", "vm", "data"]);
-    let attached = wait_volume(&cli, "data", "in-use");
+    let attached = cli.wait_volume("data", "in-use");
     assert!(attached["attachments"].to_string().contains(vm["id"].as_str().expect("id")), "{attached}");
     let server = cli.json(&["server", "show", "vm"]);
     assert!(server["volumes_attached"].to_string().contains(&id), "{server}");
     // Extend while attached (Cinder 3.42) and the attachments API (3.27), as the CLI asks them.
     cli.run(&["--os-volume-api-version", "3.42", "volume", "set", "--size", "4", "data"]);
-    let grown = wait_volume(&cli, "data", "in-use");
+    let grown = cli.wait_volume("data", "in-use");
     assert_eq!(grown["size"], 4, "{grown}");
     assert_eq!(std::fs::metadata(&file).expect("volume").len(), 4 << 30);
     let atts = cli.json(&["--os-volume-api-version", "3.27", "volume", "attachment", "list"]);
@@ -70,7 +58,7 @@ async fn volumes_with_the_cli() {
     assert!(!out.status.success(), "an in-use volume was deleted");
     assert!(file.exists());
     cli.run(&["server", "remove", "volume", "vm", "data"]);
-    wait_volume(&cli, "data", "available");
+    cli.wait_volume("data", "available");
 
     let quota = cli.json(&["quota", "show"]);
     assert!(quota.to_string().contains("gigabytes"), "{quota}");
@@ -134,7 +122,7 @@ async fn snapshots_clones_and_uploads_with_the_cli() {
     let vols = agent.state_dir.join("volumes");
 
     cli.json(&["volume", "create", "--size", "1", "src"]);
-    let src = wait_volume(&cli, "src", "available")["id"].as_str().expect("id").to_string();
+    let src = cli.wait_volume("src", "available")["id"].as_str().expect("id").to_string();
     let src_file = vols.join(format!("{src}.raw"));
     // What a guest would have written: a pattern at the start and deep inside.
     let f = std::fs::OpenOptions::new().write(true).open(&src_file).expect("open volume");
@@ -163,13 +151,13 @@ async fn snapshots_clones_and_uploads_with_the_cli() {
     // From the snapshot (grown) and from the volume: the same bytes on the host.
     let made = cli.json(&["volume", "create", "--snapshot", "snap1", "--size", "2", "fromsnap"]);
     assert_eq!(made["snapshot_id"], snap_id.as_str(), "{made}");
-    let fromsnap = wait_volume(&cli, "fromsnap", "available");
+    let fromsnap = cli.wait_volume("fromsnap", "available");
     assert_eq!(fromsnap["size"], 2, "{fromsnap}");
     let fromsnap_file = vols.join(format!("{}.raw", fromsnap["id"].as_str().expect("id")));
     assert_eq!(std::fs::metadata(&fromsnap_file).expect("made").len(), 2 << 30);
     assert!(head(&fromsnap_file, src_bytes.len()) == src_bytes, "the volume from the snapshot has its bytes");
     cli.json(&["volume", "create", "--source", "src", "clone"]);
-    let clone = wait_volume(&cli, "clone", "available");
+    let clone = cli.wait_volume("clone", "available");
     assert_eq!(clone["source_volid"], src.as_str(), "{clone}");
     let clone_file = vols.join(format!("{}.raw", clone["id"].as_str().expect("id")));
     let now_src = std::fs::read(&src_file).expect("volume");
@@ -191,12 +179,12 @@ async fn snapshots_clones_and_uploads_with_the_cli() {
     let img = wait_status(&cli, &["image", "show", "from-volume"], "active");
     assert_eq!((img["checksum"].as_str(), img["size"].as_u64()), (Some(&*md5), Some(1 << 30)), "{img}");
     assert_eq!(img["disk_format"], "raw", "{img}");
-    wait_volume(&cli, "src", "available");
+    cli.wait_volume("src", "available");
     cli.json(&["image", "create", "--volume", "clone", "--disk-format", "qcow2", "from-clone"]);
     let img = wait_status(&cli, &["image", "show", "from-clone"], "active");
     assert_eq!(img["disk_format"], "qcow2", "{img}");
     assert!(img["size"].as_u64().is_some_and(|s| s < 64 << 20), "a sparse volume converts small: {img}");
-    wait_volume(&cli, "clone", "available");
+    cli.wait_volume("clone", "available");
     let bad = cli.output(&["image", "create", "--volume", "clone", "--disk-format", "vmdk", "nope"]);
     assert!(!bad.status.success(), "vmdk is not offered");
 
