@@ -185,7 +185,7 @@ async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
             "#!/bin/sh\nexport OS_AUTH_URL='{}' OS_USERNAME=admin OS_PASSWORD='{}' OS_PROJECT_NAME=admin \
              OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 \
              MERIDIAN_CONFIG_DIR='{d}/config' MERIDIAN_STATE_DIR='{d}/state' MERIDIAN_DATA_DIR='{d}/data' \
-             PATH='{d}/bin':\"$PATH\" TERM=xterm-256color\n\
+             PATH='{d}/bin':\"$PATH\" TERM=xterm-256color MERIDIAN_TUI_LOG=info,meridian=debug\n\
              unset OS_CLOUD\ncd '{d}'\n'{}' --log-file '{d}/meridian.log'\necho \"meridian exited: $?\"\nsleep 600\n",
             server.auth_url(),
             ADMIN_PASSWORD,
@@ -235,5 +235,11 @@ async fn ssh_from_the_dashboard_into_a_real_guest_and_back() {
     let s = tmux.wait_for("the dashboard again", 20, |s| s.contains(&format!("back from ssh root@{ip}")));
     assert!(s.contains("tuivm"), "{s}");
     tmux.type_text("q");
-    tmux.wait_for("meridian to exit", 10, |s| s.contains("meridian exited: 0"));
+    // On a failure, the dashboard's log says whether the key arrived (and with what modifiers).
+    let log_tail = || {
+        let text = std::fs::read_to_string(dir.path().join("meridian.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("meridian.log (tail):\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
+    };
+    tmux.wait_or("meridian to exit", 10, &log_tail, |s| s.contains("meridian exited: 0"));
 }

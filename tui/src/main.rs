@@ -189,6 +189,7 @@ async fn event_loop(
             execute!(std::io::stdout(), EnterAlternateScreen, EnableMouseCapture, EnableBracketedPaste)?;
             terminal.clear()?;
             events = EventStream::new();
+            tracing::info!(?result, "ssh ended; the dashboard reads the terminal again");
             app.ssh_finished(&call, result);
             dirty = true;
             continue;
@@ -197,7 +198,12 @@ async fn event_loop(
         let wake = app.next_wake();
         tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => { app.on_key(k); dirty = true; }
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
+                    // Never the key itself: it may be part of a password.
+                    tracing::debug!(modifiers = ?k.modifiers, "key event");
+                    app.on_key(k);
+                    dirty = true;
+                }
                 Some(Ok(Event::Mouse(m))) => { app.on_mouse(m); dirty = true; }
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(Event::Paste(text))) => { app.on_paste(&text); dirty = true; }
