@@ -568,8 +568,6 @@ pub async fn wait_volume(client: &Client, id: &str, want: &str, secs: u64) -> Va
     }
 }
 
-/// Polls a server until its status is one of `want` (or it is gone, when `want` has
-/// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
 /// Waits (a hang guard of `secs`) until the server shows `status` with no task state; a server
 /// in ERROR fails at once with its fault.
 pub async fn wait_settled(client: &Client, id: &str, status: &str, secs: u64) -> Value {
@@ -585,6 +583,8 @@ pub async fn wait_settled(client: &Client, id: &str, status: &str, secs: u64) ->
     }
 }
 
+/// Polls a server until its status is one of `want` (or it is gone, when `want` has
+/// "DELETED"); panics after `secs` (a hang guard, not a timing assertion).
 pub async fn wait_server(client: &Client, id: &str, want: &[&str], secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {

@@ -5,12 +5,10 @@
 //! on `vdb`. The unrescue boots the original: the token is on `vda`. A rebuild gives a fresh
 //! disk (no token on `vda` at boot) with the same IP address. `MERIDIAN_SKIP_REAL_VM=1` skips.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use meridian_common::Client;
 use meridian_e2e::vm::{self, LibvirtGuard};
-use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server};
+use meridian_e2e::{Agent, Server, wait_hosts_up, wait_server, wait_settled};
 use serde_json::{Value, json};
 
 const BOOT_SECS: u64 = 180;
@@ -18,22 +16,6 @@ const TOKEN: &str = "meridian-rescue-token-4242";
 
 async fn act(client: &Client, id: &str, body: Value) -> Value {
     client.post("compute", &format!("/servers/{id}/action"), &body).await.expect("server action")
-}
-
-async fn settled(client: &Client, id: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..(BOOT_SECS * 4) {
-        let s = client.get("compute", &format!("/servers/{id}")).await.expect("show");
-        if s["server"]["status"] == status && s["server"]["OS-EXT-STS:task_state"].is_null() {
-            return s["server"].clone();
-        }
-        if s["server"]["status"] == "ERROR" {
-            panic!("{id} went to ERROR instead of {status}: {}", s["server"]["fault"]);
-        }
-        last = s;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{id} did not settle in {status}: {last}");
 }
 
 /// The `<dev>-says:[…]` lines of the console, in order.
@@ -104,21 +86,21 @@ async fn rescue_sees_the_old_disk_and_rebuild_gives_a_fresh_one() {
     // Rescue: the rescue image boots as vda; the instance's disk, token and all, is vdb.
     let r = act(&admin, &id, json!({"rescue": null})).await;
     assert!(r["adminPass"].is_string(), "{r}");
-    settled(&admin, &id, "RESCUE").await;
+    wait_settled(&admin, &id, "RESCUE", BOOT_SECS).await;
     let log = vm::wait_console(&admin, &id, BOOT_SECS, |c| says(c, "vdb").iter().any(|t| t == TOKEN)).await;
     let vda = says(&log, "vda");
     assert_eq!(vda.last().map(String::as_str), Some(""), "the rescue disk is fresh: {log}");
 
     // Unrescue: the original boots again, its token on vda.
     act(&admin, &id, json!({"unrescue": null})).await;
-    settled(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", BOOT_SECS).await;
     let seen = says(&vm::console(&admin, &id).await, "vda").len();
     let log = vm::wait_console(&admin, &id, BOOT_SECS, |c| says(c, "vda").len() > seen).await;
     assert_eq!(says(&log, "vda").last().map(String::as_str), Some(TOKEN), "{log}");
 
     // Rebuild: a fresh disk (no token at boot), the same address.
     act(&admin, &id, json!({"rebuild": {"imageRef": image_id}})).await;
-    let s = settled(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", BOOT_SECS).await;
     assert_eq!(ip_of(&s), ip, "the same port and address");
     let seen = says(&vm::console(&admin, &id).await, "vda").len();
     let log = vm::wait_console(&admin, &id, BOOT_SECS, |c| says(c, "vda").len() > seen).await;

@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use meridian_common::Client;
 use meridian_e2e::worker::{admin_worker, next as answer};
-use meridian_e2e::{Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up};
+use meridian_e2e::{Agent, Server, prepare_cloud, upload_image_data, wait_hosts_up, wait_settled};
 use meridian_tui::worker::{Kind, Listing, Request, Response, ServerCall, ServerOp};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Sends `req` and expects the cloud to accept `op` for `id`.
@@ -29,20 +28,6 @@ async fn refused(worker: &UnboundedSender<Request>, ui: &mut UnboundedReceiver<R
         Response::Failed { message, .. } => message,
         other => panic!("expected a refusal: {other:?}"),
     }
-}
-
-/// Polls until the server rests in `status` (no task); an ERROR on the way (unless wanted) or
-/// 60 s passing fails the test.
-async fn settle(admin: &Client, id: &str, status: &str) -> Value {
-    for _ in 0..600 {
-        let s = admin.get("compute", &format!("/servers/{id}")).await.expect("show")["server"].clone();
-        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
-            return s;
-        }
-        assert!(status == "ERROR" || s["status"] != "ERROR", "{id} went to ERROR: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{id} never settled in {status}");
 }
 
 fn call(id: &str, call: ServerCall) -> Request {
@@ -85,13 +70,13 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
         .await
         .expect("create");
     let id = created["server"]["id"].as_str().expect("id").to_string();
-    let before = settle(&admin, &id, "ACTIVE").await;
+    let before = wait_settled(&admin, &id, "ACTIVE", 60).await;
     let (worker, mut ui) = admin_worker(&server).await;
 
     // Rebuild from another image with a new name: same addresses.
     let rebuild = ServerCall::Rebuild { image_id: tiny2.clone(), name: Some("vm1b".into()) };
     accepted(&worker, &mut ui, call(&id, rebuild), ServerOp::Rebuild).await;
-    let s = settle(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", 60).await;
     assert_eq!((s["name"].as_str(), s["image"]["id"].as_str()), (Some("vm1b"), Some(tiny2.as_str())), "{s}");
     assert_eq!(s["addresses"], before["addresses"], "the ports are kept");
 
@@ -101,9 +86,9 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
         Response::Rescued { admin_pass, .. } => assert!(!admin_pass.is_empty()),
         other => panic!("rescue not accepted: {other:?}"),
     }
-    settle(&admin, &id, "RESCUE").await;
+    wait_settled(&admin, &id, "RESCUE", 60).await;
     accepted(&worker, &mut ui, action(&id, ServerOp::Unrescue), ServerOp::Unrescue).await;
-    settle(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", 60).await;
 
     // Resize to the same flavor: Nova's 400 in words.
     let same = refused(&worker, &mut ui, call(&id, ServerCall::Resize { flavor_id: "42".into() })).await;
@@ -120,29 +105,29 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
         .await
         .expect("create");
     let big = big["server"]["id"].as_str().expect("id").to_string();
-    settle(&admin, &big, "ACTIVE").await;
+    wait_settled(&admin, &big, "ACTIVE", 60).await;
     let smaller = refused(&worker, &mut ui, call(&big, ServerCall::Resize { flavor_id: "84".into() })).await;
     assert_eq!(
         smaller,
         "resize failed: Flavor's disk is smaller than the current disk. Flavor disk is 1073741824 bytes, current \
          disk is 21474836480 bytes. (400)"
     );
-    settle(&admin, &big, "ACTIVE").await;
+    wait_settled(&admin, &big, "ACTIVE", 60).await;
 
     // Resize → revert: the old flavor back.
     let micro = || ServerCall::Resize { flavor_id: "84".into() };
     accepted(&worker, &mut ui, call(&id, micro()), ServerOp::Resize).await;
-    let s = settle(&admin, &id, "VERIFY_RESIZE").await;
+    let s = wait_settled(&admin, &id, "VERIFY_RESIZE", 60).await;
     assert_eq!(s["flavor"]["id"], "84", "m1.micro: {s}");
     accepted(&worker, &mut ui, action(&id, ServerOp::RevertResize), ServerOp::RevertResize).await;
-    let s = settle(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", 60).await;
     assert_eq!(s["flavor"]["id"], "42", "m1.nano: {s}");
 
     // Resize → confirm: the new flavor stays.
     accepted(&worker, &mut ui, call(&id, micro()), ServerOp::Resize).await;
-    settle(&admin, &id, "VERIFY_RESIZE").await;
+    wait_settled(&admin, &id, "VERIFY_RESIZE", 60).await;
     accepted(&worker, &mut ui, action(&id, ServerOp::ConfirmResize), ServerOp::ConfirmResize).await;
-    let s = settle(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", 60).await;
     assert_eq!(s["flavor"]["id"], "84", "m1.micro: {s}");
 
     // Cold migration to the other host, named ({"migrate": {"host": …}} at 2.79), confirmed.
@@ -157,29 +142,29 @@ async fn the_worker_drives_the_whole_server_lifecycle() {
     let to = to.as_str();
     let migrate = ServerCall::Migrate { host: Some(to.into()) };
     accepted(&worker, &mut ui, call(&id, migrate), ServerOp::Migrate).await;
-    let s = settle(&admin, &id, "VERIFY_RESIZE").await;
+    let s = wait_settled(&admin, &id, "VERIFY_RESIZE", 60).await;
     assert_eq!(s["OS-EXT-SRV-ATTR:host"], to, "{s}");
     accepted(&worker, &mut ui, action(&id, ServerOp::ConfirmResize), ServerOp::ConfirmResize).await;
-    let s = settle(&admin, &id, "ACTIVE").await;
+    let s = wait_settled(&admin, &id, "ACTIVE", 60).await;
     assert_eq!((s["OS-EXT-SRV-ATTR:host"].as_str(), s["flavor"]["id"].as_str()), (Some(to), Some("84")), "{s}");
 
     // Evacuate from a host that is up: Nova's body, and the cloud's refusal in words.
     let evacuate = refused(&worker, &mut ui, call(&id, ServerCall::Evacuate { host: None })).await;
     eprintln!("evacuate from a host that is up: {evacuate}");
     assert!(evacuate.starts_with("evacuate failed: ") && evacuate.ends_with(')'), "{evacuate}");
-    settle(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", 60).await;
 
     // Reset state: error, then active again (the database only).
     accepted(&worker, &mut ui, call(&id, ServerCall::ResetState { error: true }), ServerOp::ResetState).await;
-    settle(&admin, &id, "ERROR").await;
+    wait_settled(&admin, &id, "ERROR", 60).await;
     accepted(&worker, &mut ui, call(&id, ServerCall::ResetState { error: false }), ServerOp::ResetState).await;
-    settle(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", 60).await;
 
     // Soft delete, then restore.
     accepted(&worker, &mut ui, action(&id, ServerOp::Delete), ServerOp::Delete).await;
-    settle(&admin, &id, "SOFT_DELETED").await;
+    wait_settled(&admin, &id, "SOFT_DELETED", 60).await;
     accepted(&worker, &mut ui, action(&id, ServerOp::Restore), ServerOp::Restore).await;
-    settle(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", 60).await;
 
     let acts = admin.get("compute", &format!("/servers/{id}/os-instance-actions")).await.expect("actions");
     let names: Vec<&str> =
@@ -211,11 +196,11 @@ async fn the_worker_force_deletes_a_soft_deleted_server() {
         .await
         .expect("create");
     let id = created["server"]["id"].as_str().expect("id").to_string();
-    settle(&admin, &id, "ACTIVE").await;
+    wait_settled(&admin, &id, "ACTIVE", 60).await;
     let (worker, mut ui) = admin_worker(&server).await;
 
     accepted(&worker, &mut ui, action(&id, ServerOp::Delete), ServerOp::Delete).await;
-    settle(&admin, &id, "SOFT_DELETED").await;
+    wait_settled(&admin, &id, "SOFT_DELETED", 60).await;
     accepted(&worker, &mut ui, action(&id, ServerOp::ForceDelete), ServerOp::ForceDelete).await;
     let mut gone = false;
     for _ in 0..600 {
